@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 class EdgeWeaveError(Exception):
-    """Base of every error EdgeWeave raises on purpose; the message names what is wrong and where."""
+    """Base of every error EdgeWeave raises on purpose; the message says what and where."""
 
 
 class FleetError(EdgeWeaveError):

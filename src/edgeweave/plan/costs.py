@@ -1,0 +1,251 @@
+"""The co-inference cost model, in one place, so every planner and every check agrees.
+
+Placement gives each node a tier index (0 = device, rising). Placement is monotone: along every
+data edge the index never goes down. For each hop k (between tier k and k+1) used upward, the cost
+is rtt/2 + bytes*8/(mbps*1000) ms, where bytes is the sum of the distinct tensors produced below
+the hop and consumed above it; the model's output returns down each hop it crossed at the same
+per-hop cost. Total latency = node compute times at their tiers + transfers.
+
+Energy is the end device's (Neurosurgeon's objective): its compute power while it computes, its
+radio transmit/receive power on the first hop, and idle power while it waits for higher tiers.
+Both objectives are linear in the same indicator terms, so one min-cut construction serves both
+(and any weighted sum, which the SLO search uses).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgeweave.errors import PlanError
+from edgeweave.profile.schema import Profile
+from edgeweave.topology import serialize_ms
+
+OBJECTIVES = ("latency", "energy", "throughput")
+
+
+@dataclass(frozen=True)
+class Weights:
+    """A linear objective over placements, in the terms the min-cut construction understands.
+
+    unary[u, l]        cost of running node u on tier l
+    per_byte_up[k]     cost per byte of a distinct tensor crossing hop k upward
+    fixed_up[k]        cost paid once if anything runs above hop k
+    per_byte_down[k]   cost per output byte returning down hop k
+    fixed_down[k]      cost paid once if an output sits above hop k
+    """
+
+    unary: np.ndarray
+    per_byte_up: np.ndarray
+    fixed_up: np.ndarray
+    per_byte_down: np.ndarray
+    fixed_down: np.ndarray
+
+    def __add__(self, other: Weights) -> Weights:
+        return Weights(*(a + b for a, b in zip(self.fields(), other.fields(), strict=True)))
+
+    def scaled(self, c: float) -> Weights:
+        return Weights(*(a * c for a in self.fields()))
+
+    def fields(self) -> tuple[np.ndarray, ...]:
+        return (self.unary, self.per_byte_up, self.fixed_up, self.per_byte_down, self.fixed_down)
+
+
+@dataclass
+class Breakdown:
+    """A placement's predicted cost, split the way the plan JSON reports it."""
+
+    total_ms: float
+    compute_ms: float
+    transfer_ms: float
+    energy_j: float
+    fleet_energy_j: float
+    tier_compute_ms: list[float]
+    up_bytes: list[int]
+    down_bytes: list[int]
+    hop_up_ms: list[float]
+    hop_down_ms: list[float]
+    bottleneck_ms: float
+    bottleneck: str
+    device_param_bytes: int
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def throughput_fps(self) -> float:
+        return 1000.0 / self.bottleneck_ms if self.bottleneck_ms > 0 else float("inf")
+
+    def value(self, objective: str) -> float:
+        """The number an objective minimises (throughput: the slowest pipeline stage)."""
+        if objective == "latency":
+            return self.total_ms
+        if objective == "energy":
+            return self.energy_j
+        if objective == "throughput":
+            return self.bottleneck_ms
+        raise PlanError(f"unknown objective {objective!r} (expected one of {OBJECTIVES})")
+
+
+class CostModel:
+    """Profile numbers laid out as arrays, with the evaluator and the linear weights."""
+
+    def __init__(self, profile: Profile):
+        self.profile = profile
+        self.tiers = list(profile.tiers)
+        self.names = [n.name for n in profile.nodes]
+        self.index = {n: i for i, n in enumerate(self.names)}
+        self.n = len(self.names)
+        self.n_tiers = len(self.tiers)
+        self.lat = np.array(
+            [[node.latency_ms[t] for t in self.tiers] for node in profile.nodes], dtype=float
+        )
+        self.out_bytes = np.array([n.out_bytes for n in profile.nodes], dtype=float)
+        self.param_bytes = np.array([n.param_bytes for n in profile.nodes], dtype=float)
+        self.fleet_energy = np.array(
+            [[node.energy_j.get(t, 0.0) for t in self.tiers] for node in profile.nodes]
+        )
+        self.consumers: list[list[int]] = [[] for _ in range(self.n)]
+        self.producers: list[list[int]] = [[] for _ in range(self.n)]
+        for a, b in profile.edges:
+            ia, ib = self.index[a], self.index[b]
+            if ib not in self.consumers[ia]:
+                self.consumers[ia].append(ib)
+                self.producers[ib].append(ia)
+        self.outputs = [self.index[o] for o in profile.outputs]
+        self.inputs = [self.index[i] for i in profile.inputs if i in self.index]
+        self.links = profile.hop_links()
+        self.power = profile.device_power
+        self.order = self._topological_order()
+
+    def _topological_order(self) -> list[int]:
+        indeg = [len(p) for p in self.producers]
+        ready = [i for i in range(self.n) if indeg[i] == 0]
+        order: list[int] = []
+        while ready:
+            u = ready.pop()
+            order.append(u)
+            for v in self.consumers[u]:
+                indeg[v] -= 1
+                if indeg[v] == 0:
+                    ready.append(v)
+        if len(order) != self.n:
+            raise PlanError(f"{self.profile.model}: the profile's edges contain a cycle")
+        return order
+
+    def is_chain(self) -> bool:
+        return all(len(c) <= 1 for c in self.consumers) and all(
+            len(p) <= 1 for p in self.producers
+        )
+
+    # ---- evaluation -------------------------------------------------------------------------
+
+    def labels_of(self, placement: Mapping[str, str]) -> np.ndarray:
+        rank = {t: i for i, t in enumerate(self.tiers)}
+        try:
+            return np.array([rank[placement[n]] for n in self.names], dtype=int)
+        except KeyError as e:
+            raise PlanError(
+                f"placement: node or tier {e.args[0]!r} is not in the profile"
+            ) from None
+
+    def placement_of(self, labels: Sequence[int]) -> dict[str, str]:
+        return {n: self.tiers[int(lab)] for n, lab in zip(self.names, labels, strict=True)}
+
+    def is_monotone(self, labels: Sequence[int]) -> bool:
+        return all(labels[v] >= labels[u] for u in range(self.n) for v in self.consumers[u])
+
+    def evaluate(self, labels: Sequence[int]) -> Breakdown:
+        """The cost model, written plainly; planners are tested against this, not each other."""
+        lab = np.asarray(labels, dtype=int)
+        hops = self.n_tiers - 1
+        tier_compute = [float(self.lat[lab == t, t].sum()) for t in range(self.n_tiers)]
+        up_bytes, down_bytes = [0] * hops, [0] * hops
+        used_up = [bool((lab > k).any()) for k in range(hops)]
+        for u in range(self.n):
+            top = max((lab[v] for v in self.consumers[u]), default=lab[u])
+            for k in range(lab[u], top):
+                up_bytes[k] += int(self.out_bytes[u])
+        out_top = max((lab[o] for o in self.outputs), default=0)
+        for o in self.outputs:
+            for k in range(lab[o]):
+                down_bytes[k] += int(self.out_bytes[o])
+        hop_up = [
+            self.links[k].transfer_ms(up_bytes[k]) if used_up[k] else 0.0 for k in range(hops)
+        ]
+        hop_down = [
+            self.links[k].transfer_ms(down_bytes[k]) if k < out_top else 0.0 for k in range(hops)
+        ]
+        compute = sum(tier_compute)
+        transfer = sum(hop_up) + sum(hop_down)
+        energy = self._device_energy(tier_compute, hop_up, hop_down)
+        fleet_energy = float(self.fleet_energy[np.arange(self.n), lab].sum())
+        stages = {f"{self.tiers[t]} compute": tier_compute[t] for t in range(self.n_tiers)}
+        for k in range(hops):
+            name = f"{self.tiers[k]}-{self.tiers[k + 1]}"
+            stages[f"{name} uplink"] = self.links[k].serialize_ms(up_bytes[k])
+            stages[f"{name} downlink"] = self.links[k].serialize_ms(down_bytes[k])
+        bottleneck = max(stages, key=lambda s: stages[s])
+        return Breakdown(
+            total_ms=compute + transfer,
+            compute_ms=compute,
+            transfer_ms=transfer,
+            energy_j=energy,
+            fleet_energy_j=fleet_energy,
+            tier_compute_ms=tier_compute,
+            up_bytes=up_bytes,
+            down_bytes=down_bytes,
+            hop_up_ms=hop_up,
+            hop_down_ms=hop_down,
+            bottleneck_ms=stages[bottleneck],
+            bottleneck=bottleneck,
+            device_param_bytes=int(self.param_bytes[lab == 0].sum()),
+        )
+
+    def _device_energy(
+        self, tier_compute: list[float], hop_up: list[float], hop_down: list[float]
+    ) -> float:
+        p = self.power
+        mj = tier_compute[0] * p.compute_w + sum(tier_compute[1:]) * p.idle_w
+        if hop_up:
+            mj += hop_up[0] * p.tx_w + hop_down[0] * p.rx_w
+            mj += (sum(hop_up[1:]) + sum(hop_down[1:])) * p.idle_w
+        return mj / 1000.0
+
+    # ---- linear weights ---------------------------------------------------------------------
+
+    def weights(self, objective: str) -> Weights:
+        """Latency or device energy as a linear function of placement indicators."""
+        hops = self.n_tiers - 1
+        mbps = np.array([lk.mbps for lk in self.links], dtype=float)
+        half_rtt = np.array([lk.rtt_ms / 2.0 for lk in self.links], dtype=float)
+        ms_per_byte = serialize_ms(1.0, mbps) if hops else np.zeros(0)
+        if objective == "latency":
+            unary = self.lat.copy()
+            w_up = np.ones(hops)
+            w_down = np.ones(hops)
+        elif objective == "energy":
+            p = self.power
+            unary = self.lat * p.idle_w / 1000.0
+            unary[:, 0] = self.lat[:, 0] * p.compute_w / 1000.0
+            w_up = np.full(hops, p.idle_w / 1000.0)
+            w_down = np.full(hops, p.idle_w / 1000.0)
+            if hops:
+                w_up[0], w_down[0] = p.tx_w / 1000.0, p.rx_w / 1000.0
+        else:
+            raise PlanError(f"objective {objective!r} has no linear form (latency or energy)")
+        return Weights(
+            unary=unary,
+            per_byte_up=ms_per_byte * w_up,
+            fixed_up=half_rtt * w_up,
+            per_byte_down=ms_per_byte * w_down,
+            fixed_down=half_rtt * w_down,
+        )
+
+    def device_memory_weights(self, per_byte: float) -> Weights:
+        """A penalty on parameter bytes kept on the device (Lagrangian for a memory limit)."""
+        hops = self.n_tiers - 1
+        unary = np.zeros((self.n, self.n_tiers))
+        unary[:, 0] = self.param_bytes * per_byte
+        z = np.zeros(hops)
+        return Weights(unary, z, z.copy(), z.copy(), z.copy())

@@ -1,0 +1,179 @@
+"""Model specifiers: built-ins, user files, weights, and the errors a user sees."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgeweave.errors import ModelError
+from edgeweave.graph import ModelSpec, capture_spec, list_models, load_model
+from edgeweave.graph.digits import DigitsCNN
+
+USER_MODELS = """
+import torch
+from torch import nn
+
+
+class Tiny(nn.Module):
+    input_shape = (1, 4)
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def with_attr():
+    return Tiny()
+
+
+def with_tuple():
+    return nn.Sequential(nn.Linear(3, 3), nn.ReLU()), (2, 3)
+
+
+def without_shape():
+    return nn.Linear(3, 3)
+
+
+def broken():
+    raise ValueError("no such checkpoint")
+
+
+def not_a_module():
+    return 42
+"""
+
+
+@pytest.fixture
+def user_file(tmp_path: Path) -> Path:
+    path = tmp_path / "my_models.py"
+    path.write_text(USER_MODELS)
+    return path
+
+
+def test_list_models_describes_input_shapes() -> None:
+    described = dict(list_models())
+    assert "1x1x8x8" in described["digits-cnn"]
+    assert "1x3x224x224" in described["resnet18"]
+
+
+def test_builtin_digits_cnn() -> None:
+    spec = load_model("digits-cnn")
+    assert isinstance(spec, ModelSpec)
+    assert spec.name == "digits-cnn" and spec.input_shape == (1, 1, 8, 8)
+    assert not spec.module.training
+    assert spec.module(torch.randn(spec.input_shape)).shape == (1, 10)
+
+
+def test_unknown_name_lists_known_models() -> None:
+    with pytest.raises(ModelError) as info:
+        load_model("resnet19")
+    message = str(info.value)
+    assert "'resnet19'" in message
+    assert all(name in message for name, _ in list_models())
+    assert "file.py:factory" in message
+
+
+def test_factory_with_input_shape_attribute(user_file: Path) -> None:
+    spec = load_model(f"{user_file}:with_attr")
+    assert spec.name == "my_models:with_attr"
+    assert spec.input_shape == (1, 4)
+    assert not spec.module.training
+
+
+def test_factory_returning_module_and_shape(user_file: Path) -> None:
+    graph = capture_spec(f"{user_file}:with_tuple")
+    assert graph.input_shape == (2, 3)
+    assert [n.op for n in graph.nodes] == ["placeholder", "linear", "relu"]
+
+
+@pytest.mark.parametrize(
+    ("factory", "fragment"),
+    [
+        ("missing", "has no callable 'missing'"),
+        ("without_shape", "gave no input shape; return (module, input_shape)"),
+        ("broken", "raised ValueError: no such checkpoint"),
+        ("not_a_module", "returned int; expected an nn.Module"),
+    ],
+)
+def test_factory_errors(user_file: Path, factory: str, fragment: str) -> None:
+    with pytest.raises(ModelError, match=fragment.replace("(", r"\(").replace(")", r"\)")) as info:
+        load_model(f"{user_file}:{factory}")
+    assert factory in str(info.value) or "my_models.py" in str(info.value)
+
+
+def test_missing_model_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.py"
+    with pytest.raises(ModelError, match=r"model file '.*nope\.py'.*does not exist"):
+        load_model(f"{path}:make")
+
+
+def test_file_without_factory(user_file: Path) -> None:
+    with pytest.raises(ModelError, match="no factory"):
+        load_model(str(user_file))
+
+
+def test_file_that_fails_to_import(tmp_path: Path) -> None:
+    path = tmp_path / "bad.py"
+    path.write_text("import not_a_real_module_xyz\n")
+    with pytest.raises(ModelError, match=r"importing model file .*bad\.py.*ModuleNotFoundError"):
+        load_model(f"{path}:make")
+
+
+def test_weights_round_trip(tmp_path: Path) -> None:
+    trained = DigitsCNN()
+    path = tmp_path / "digits.pt"
+    torch.save(trained.state_dict(), path)
+    spec = load_model("digits-cnn", weights=str(path))
+    loaded = spec.module.state_dict()
+    assert loaded.keys() == trained.state_dict().keys()
+    assert all(torch.equal(loaded[k], v) for k, v in trained.state_dict().items())
+
+
+def test_weights_with_mismatched_keys(tmp_path: Path) -> None:
+    state = DigitsCNN().state_dict()
+    state["extra.weight"] = torch.zeros(1)
+    del state["0.bias"]
+    path = tmp_path / "mismatch.pt"
+    torch.save(state, path)
+    with pytest.raises(ModelError) as info:
+        load_model("digits-cnn", weights=str(path))
+    message = str(info.value)
+    assert "mismatch.pt" in message
+    assert "missing keys '0.bias'" in message
+    assert "unexpected keys 'extra.weight'" in message
+
+
+def test_weights_with_wrong_shapes(tmp_path: Path) -> None:
+    state = DigitsCNN().state_dict()
+    state["0.bias"] = torch.zeros(3)
+    path = tmp_path / "shapes.pt"
+    torch.save(state, path)
+    with pytest.raises(ModelError, match=r"shapes\.pt.*0\.bias"):
+        load_model("digits-cnn", weights=str(path))
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (b"definitely not a torch file", "could not be read as a torch state dict"),
+        (None, "holds list; expected a state dict"),
+    ],
+)
+def test_bad_weights_file(tmp_path: Path, content: bytes | None, fragment: str) -> None:
+    path = tmp_path / "bad.pt"
+    if content is None:
+        torch.save([torch.zeros(1)], path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ModelError, match=rf"bad\.pt.*{fragment}"):
+        load_model("digits-cnn", weights=str(path))
+
+
+def test_missing_weights_file(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=r"weights file '.*gone\.pt' does not exist"):
+        load_model("digits-cnn", weights=str(tmp_path / "gone.pt"))
