@@ -117,6 +117,7 @@ class CostModel:
         self.links = profile.hop_links()
         self.power = profile.device_power
         self.order = self._topological_order()
+        self.cache: dict[str, object] = {}  # per-model structures planners reuse across calls
 
     def _topological_order(self) -> list[int]:
         indeg = [len(p) for p in self.producers]

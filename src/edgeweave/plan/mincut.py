@@ -20,8 +20,6 @@ placement exactly in floating point.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import breadth_first_order, maximum_flow
@@ -33,20 +31,13 @@ _INF = 2**30
 _BUDGET = 2**29
 
 
-def solve(
-    cm: CostModel,
-    w: Weights,
-    allowed: Mapping[int, set[int]] | None = None,
-) -> np.ndarray:
-    """Minimise `w` over monotone placements; `allowed[u]` restricts node u's tiers."""
+def solve(cm: CostModel, w: Weights, forbid: np.ndarray | None = None) -> np.ndarray:
+    """Minimise `w` over monotone placements; `forbid[u, t]` keeps node u off tier t."""
     n, levels = cm.n, cm.n_tiers
     if levels == 1:
         return np.zeros(n, dtype=int)
     unary = w.unary.copy()
-    forbid = np.zeros_like(unary, dtype=bool)
-    for u, tiers in (allowed or {}).items():
-        for t in range(levels):
-            forbid[u, t] = t not in tiers
+    forbid = np.zeros_like(unary, dtype=bool) if forbid is None else forbid
     # the output comes back down every hop it went up: fold that into the output's unary cost
     for o in cm.outputs:
         for t in range(levels):
@@ -70,68 +61,73 @@ def _check_feasible(cm: CostModel, forbid: np.ndarray) -> None:
             low[v] = max(low[v], low[u])
 
 
-def _cut(cm: CostModel, w: Weights, unary: np.ndarray, forbid: np.ndarray) -> np.ndarray:
-    n, levels = cm.n, cm.n_tiers
-    hops = levels - 1
-    s, t = 0, 1
+class _CutGraph:
+    """The vertex/edge structure for one cost model, built once with numpy; only capacities
+    change between objectives, modes and Lagrange multipliers."""
 
-    def var(k: int, u: int) -> int:  # x_{k+1}(u), k = 0..hops-1
-        return 2 + k * n + u
-
-    def aux(k: int, u: int) -> int:
-        return 2 + hops * n + k * n + u
-
-    z_up = 2 + 2 * hops * n
-    z_down = z_up + hops
-    size = z_down + hops
-
-    src: list[int] = []
-    dst: list[int] = []
-    cap: list[float] = []  # float cost, or -1 for infinity
-
-    def edge(a: int, b: int, c: float) -> None:
-        src.append(a)
-        dst.append(b)
-        cap.append(c)
-
-    for u in range(n):
-        chain = [s] + [var(k, u) for k in range(hops)] + [t]
-        for lab in range(levels):
-            edge(chain[lab], chain[lab + 1], -1.0 if forbid[u, lab] else float(unary[u, lab]))
-        for k in range(hops - 1):
-            edge(var(k + 1, u), var(k, u), -1.0)
+    def __init__(self, cm: CostModel):
+        n, hops = cm.n, cm.n_tiers - 1
+        self.n, self.hops = n, hops
+        u = np.arange(n)
+        var = 2 + np.arange(hops)[:, None] * n + u[None, :]  # (hops, n): x_{k+1}(u)
+        aux = var + hops * n
+        self.var = var
+        self.z_up = 2 + 2 * hops * n + np.arange(hops)
+        self.z_down = self.z_up + hops
+        self.size = int(2 + 2 * hops * n + 2 * hops)
+        chain = np.vstack([np.zeros((1, n), int), var, np.ones((1, n), int)])  # s, x.., t
+        pairs = [(a, b) for a in range(n) for b in cm.consumers[a]]
+        e_src = np.array([a for a, _ in pairs], dtype=int)
+        e_dst = np.array([b for _, b in pairs], dtype=int)
+        out = np.array(cm.outputs, dtype=int)
+        src, dst = [], []
+        self.n_chain = hops + 1  # chain edges per node, one per tier, finite unless forbidden
+        for lab in range(hops + 1):
+            src.append(chain[lab])
+            dst.append(chain[lab + 1])
+        self.n_gadget = hops  # aux(k,u) -> x_k(u), priced per byte of u's output
         for k in range(hops):
-            for v in cm.consumers[u]:
-                edge(var(k, u), var(k, v), -1.0)
-            c = cm.out_bytes[u] * w.per_byte_up[k]
-            if cm.consumers[u] and c > 0:
-                edge(aux(k, u), var(k, u), float(c))
-                for v in cm.consumers[u]:
-                    edge(var(k, v), aux(k, u), -1.0)
-            edge(var(k, u), z_up + k, -1.0)
-    for k in range(hops):
-        edge(z_up + k, t, float(w.fixed_up[k]))
-        edge(z_down + k, t, float(w.fixed_down[k]))
-        for o in cm.outputs:
-            edge(var(k, o), z_down + k, -1.0)
+            src.append(aux[k])
+            dst.append(var[k])
+        fixed_src = [self.z_up, self.z_down]
+        fixed_dst = [np.ones(hops, int), np.ones(hops, int)]
+        inf_src = [var[1:].ravel(), var[:, e_src].ravel(), var[:, e_dst].ravel(),
+                   var.ravel(), var[:, out].ravel()]
+        inf_dst = [var[:-1].ravel(), var[:, e_dst].ravel(), aux[:, e_src].ravel(),
+                   np.repeat(self.z_up, n), np.repeat(self.z_down, len(out))]
+        self.src = np.concatenate(src + fixed_src + inf_src)
+        self.dst = np.concatenate(dst + fixed_dst + inf_dst)
+        self.n_inf = sum(len(a) for a in inf_src)
+        self.has_consumer = np.array([bool(c) for c in cm.consumers])
 
-    caps = np.asarray(cap)
+    def capacities(self, cm: CostModel, w: Weights, unary: np.ndarray, forbid: np.ndarray
+                   ) -> np.ndarray:
+        """Float capacities in edge order; -1 marks infinity."""
+        chain = np.where(forbid, -1.0, unary).T.ravel()  # tier-major, matching the edge order
+        gadget = (w.per_byte_up[:, None] * cm.out_bytes[None, :] * self.has_consumer).ravel()
+        fixed = np.concatenate([w.fixed_up, w.fixed_down])
+        return np.concatenate([chain, gadget, fixed, np.full(self.n_inf, -1.0)])
+
+
+def _cut(cm: CostModel, w: Weights, unary: np.ndarray, forbid: np.ndarray) -> np.ndarray:
+    g = cm.cache.get("cut_graph")
+    if g is None:
+        g = cm.cache["cut_graph"] = _CutGraph(cm)
+    caps = g.capacities(cm, w, unary, forbid)
     finite = caps >= 0
     total = caps[finite].sum()
     if not np.isfinite(total):
         raise PlanError("cost model produced a non-finite cost (check the profile's latencies)")
-    scale = _BUDGET / total if total > 0 else 1.0
+    # costs below 1e-200 in total are all ties; scaling them up would overflow to inf
+    scale = _BUDGET / total if total > 1e-200 else 0.0
     icap = np.where(finite, np.rint(caps * scale), _INF).astype(np.int64)
-    graph = csr_matrix((icap, (np.asarray(src), np.asarray(dst))), shape=(size, size))
+    graph = csr_matrix((icap, (g.src, g.dst)), shape=(g.size, g.size))
     graph.sum_duplicates()  # summed in int64, then capped, so parallel edges cannot overflow
     graph.data = np.minimum(graph.data, _INF).astype(np.int32)
-    flow = maximum_flow(graph, s, t, method="dinic")
+    flow = maximum_flow(graph, 0, 1, method="dinic")
     residual = (graph - flow.flow).tocsr()
     residual.data[residual.data < 0] = 0
     residual.eliminate_zeros()
-    reach = np.zeros(size, dtype=bool)
-    reach[breadth_first_order(residual, s, directed=True, return_predecessors=False)] = True
-    labels = np.zeros(n, dtype=int)
-    for k in range(hops):
-        labels += reach[[var(k, u) for u in range(n)]]
-    return labels
+    reach = np.zeros(g.size, dtype=bool)
+    reach[breadth_first_order(residual, 0, directed=True, return_predecessors=False)] = True
+    return reach[g.var].sum(axis=0).astype(int)

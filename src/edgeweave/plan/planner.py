@@ -90,15 +90,10 @@ def _lagrangian_candidates(cm: CostModel, forbid: np.ndarray, objective: str,
     for lam in lambdas:
         for mu in mems:
             w = base + lat.scaled(lam) + cm.device_memory_weights(mu)
-            out.append(mincut.solve(cm, w, _allowed(forbid)))
+            out.append(mincut.solve(cm, w, forbid))
     if objective == "throughput":
-        out.append(mincut.solve(cm, cm.weights("energy"), _allowed(forbid)))
+        out.append(mincut.solve(cm, cm.weights("energy"), forbid))
     return out
-
-
-def _allowed(forbid: np.ndarray) -> dict[int, set[int]]:
-    return {u: {t for t in range(forbid.shape[1]) if not forbid[u, t]}
-            for u in range(forbid.shape[0])}
 
 
 def optimise(cm: CostModel, objective: str, forbid: np.ndarray, cons: Constraints) -> Solution:
@@ -108,7 +103,7 @@ def optimise(cm: CostModel, objective: str, forbid: np.ndarray, cons: Constraint
         found = _best(cm, cands, objective, cons)
         algorithm, exact = "chain scan (Neurosurgeon)", True
     elif objective != "throughput":
-        labels = mincut.solve(cm, cm.weights(objective), _allowed(forbid))
+        labels = mincut.solve(cm, cm.weights(objective), forbid)
         found = _best(cm, [labels], objective, cons)
         algorithm, exact = "min s-t cut (DADS, Ishikawa layering)", True
         if found is None:  # the unconstrained optimum breaks a constraint: search, inexactly
@@ -127,7 +122,7 @@ def optimise(cm: CostModel, objective: str, forbid: np.ndarray, cons: Constraint
 
 
 def _why_infeasible(cm: CostModel, forbid: np.ndarray, cons: Constraints) -> str:
-    fastest = mincut.solve(cm, cm.weights("latency"), _allowed(forbid))
+    fastest = mincut.solve(cm, cm.weights("latency"), forbid)
     bd = cm.evaluate(fastest)
     parts = []
     if cons.slo_ms is not None:

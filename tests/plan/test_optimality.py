@@ -1,0 +1,125 @@
+"""Every planner against brute force over all monotone placements (all nested closed sets)."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from conftest import dag_profiles
+from edgeweave.plan import bruteforce, mincut
+from edgeweave.plan.costs import CostModel
+from edgeweave.plan.modes import base_forbid
+from edgeweave.plan.planner import plan
+from edgeweave.plan.scan import scan
+
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _close(a, b):
+    return a == pytest.approx(b, rel=1e-6, abs=1e-9)
+
+
+@SETTINGS
+@given(dag_profiles(max_nodes=8))
+def test_mincut_equals_brute_force_on_dags(profile):
+    cm = CostModel(profile)
+    forbid = base_forbid(cm)
+    for objective in ("latency", "energy"):
+        _, best = bruteforce.best(cm, objective, forbid)
+        labels = mincut.solve(cm, cm.weights(objective), forbid)
+        assert cm.is_monotone(labels)
+        assert labels[cm.inputs[0]] == 0
+        assert _close(cm.evaluate(labels).value(objective), best)
+
+
+@SETTINGS
+@given(dag_profiles(max_nodes=7, n_tiers=2))
+def test_mincut_equals_brute_force_with_two_tiers(profile):
+    cm = CostModel(profile)
+    _, best = bruteforce.best(cm, "latency", base_forbid(cm))
+    result = plan(profile, "latency")
+    assert result.exact
+    assert _close(result.predicted["total_ms"], best)
+
+
+@SETTINGS
+@given(dag_profiles(max_nodes=12, chain=True))
+def test_chain_scan_equals_brute_force_for_every_objective(profile):
+    cm = CostModel(profile)
+    assert cm.is_chain()
+    for objective in ("latency", "energy", "throughput"):
+        _, best = bruteforce.best(cm, objective, base_forbid(cm))
+        result = plan(profile, objective)
+        assert result.exact and result.algorithm.startswith("chain scan")
+        got = cm.evaluate(cm.labels_of(result.placement)).value(objective)
+        assert _close(got, best)
+
+
+@SETTINGS
+@given(dag_profiles(max_nodes=9))
+def test_scan_prices_each_cut_as_the_evaluator_does(profile):
+    cm = CostModel(profile)
+    res = scan(cm)
+    for row in range(0, len(res.cuts), max(1, len(res.cuts) // 15)):
+        bd = cm.evaluate(res.labels(row))
+        assert _close(res.latency_ms[row], bd.total_ms)
+        assert _close(res.energy_j[row], bd.energy_j)
+        assert _close(res.bottleneck_ms[row], bd.bottleneck_ms)
+        assert res.device_param_bytes[row] == bd.device_param_bytes
+
+
+@SETTINGS
+@given(dag_profiles(max_nodes=7))
+def test_dag_throughput_is_feasible_and_never_beats_brute_force(profile):
+    cm = CostModel(profile)
+    _, best = bruteforce.best(cm, "throughput", base_forbid(cm))
+    result = plan(profile, "throughput")
+    labels = cm.labels_of(result.placement)
+    assert cm.is_monotone(labels)
+    got = cm.evaluate(labels).bottleneck_ms
+    assert got >= best - 1e-9
+    if result.exact:
+        assert _close(got, best)
+
+
+@SETTINGS
+@given(dag_profiles(max_nodes=7))
+def test_energy_under_slo_is_feasible_and_exact_when_claimed(profile):
+    cm = CostModel(profile)
+    forbid = base_forbid(cm)
+    fastest = cm.evaluate(bruteforce.best(cm, "latency", forbid)[0]).total_ms
+    slo = fastest * 1.2 + 1.0
+    feasible = [
+        cm.evaluate(lab) for lab in bruteforce.monotone_placements(cm, forbid)
+        if cm.evaluate(lab).total_ms <= slo
+    ]
+    best = min(bd.energy_j for bd in feasible)
+    result = plan(profile, "energy", slo_ms=slo)
+    assert result.predicted["total_ms"] <= slo * (1 + 1e-9)
+    assert result.predicted["energy_j"] >= best - 1e-12
+    if result.exact:
+        assert _close(result.predicted["energy_j"], best)
+
+
+def test_modes_restrict_the_placement():
+    from conftest import make_profile
+
+    prof = make_profile(
+        latencies=[(0, 0, 0), (10, 2, 1), (20, 4, 1), (5, 1, 1)],
+        out_bytes=[1000, 500, 200, 100],
+        edges=[(0, 1), (1, 2), (2, 3)],
+        links=[(10.0, 10.0), (50.0, 30.0)],
+    )
+    result = plan(prof, "latency")
+    by_mode = {a.mode: a for a in result.alternatives}
+    assert set(by_mode) == {"device-only", "edge-only", "cloud-only", "device-edge",
+                            "edge-cloud", "device-edge-cloud"}
+    assert set(by_mode["device-only"].placement.values()) == {"device"}
+    assert by_mode["device-only"].total_ms == pytest.approx(35.0)
+    edge = by_mode["edge-only"].placement
+    assert edge["n0"] == "device" and {edge[n] for n in ("n1", "n2", "n3")} == {"edge"}
+    split = by_mode["device-edge"].placement
+    assert split["n1"] == "device" and split["n3"] == "edge"
+    # the chosen plan is at least as good as every mode
+    assert all(result.predicted["total_ms"] <= a.total_ms + 1e-9 for a in result.alternatives)
+    labels = np.array([["device", "edge", "cloud"].index(t) for t in result.placement.values()])
+    assert (np.diff(labels) >= 0).all()
