@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import strategies as st
 
 from edgeweave.profile.schema import DevicePower, LinkSpec, NodeCost, Profile
@@ -32,7 +34,7 @@ def make_profile(
         )
         for i, lat in enumerate(latencies)
     ]
-    hops = [f"{a}-{b}" for a, b in zip(tiers, tiers[1:], strict=False)]
+    hops = [f"{a}-{b}" for a, b in itertools.pairwise(tiers)]
     return Profile(
         model="toy",
         fleet="toy",

@@ -53,6 +53,31 @@ class Weights:
         return (self.unary, self.per_byte_up, self.fixed_up, self.per_byte_down, self.fixed_down)
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """Costs of many placements (one row each), as arrays."""
+
+    total_ms: np.ndarray
+    energy_j: np.ndarray
+    fleet_energy_j: np.ndarray
+    tier_compute_ms: np.ndarray
+    up_bytes: np.ndarray
+    down_bytes: np.ndarray
+    hop_up_ms: np.ndarray
+    hop_down_ms: np.ndarray
+    stages: np.ndarray
+    stage_names: list[str]
+    device_param_bytes: np.ndarray
+
+    @property
+    def bottleneck_ms(self) -> np.ndarray:
+        return self.stages.max(axis=1)
+
+    def value(self, objective: str) -> np.ndarray:
+        return {"latency": self.total_ms, "energy": self.energy_j,
+                "throughput": self.bottleneck_ms}[objective]
+
+
 @dataclass
 class Breakdown:
     """A placement's predicted cost, split the way the plan JSON reports it."""
@@ -157,61 +182,81 @@ class CostModel:
         return all(labels[v] >= labels[u] for u in range(self.n) for v in self.consumers[u])
 
     def evaluate(self, labels: Sequence[int]) -> Breakdown:
-        """The cost model, written plainly; planners are tested against this, not each other."""
-        lab = np.asarray(labels, dtype=int)
-        hops = self.n_tiers - 1
-        tier_compute = [float(self.lat[lab == t, t].sum()) for t in range(self.n_tiers)]
-        up_bytes, down_bytes = [0] * hops, [0] * hops
-        used_up = [bool((lab > k).any()) for k in range(hops)]
-        for u in range(self.n):
-            top = max((lab[v] for v in self.consumers[u]), default=lab[u])
-            for k in range(lab[u], top):
-                up_bytes[k] += int(self.out_bytes[u])
-        out_top = max((lab[o] for o in self.outputs), default=0)
-        for o in self.outputs:
-            for k in range(lab[o]):
-                down_bytes[k] += int(self.out_bytes[o])
-        hop_up = [
-            self.links[k].transfer_ms(up_bytes[k]) if used_up[k] else 0.0 for k in range(hops)
-        ]
-        hop_down = [
-            self.links[k].transfer_ms(down_bytes[k]) if k < out_top else 0.0 for k in range(hops)
-        ]
-        compute = sum(tier_compute)
-        transfer = sum(hop_up) + sum(hop_down)
-        energy = self._device_energy(tier_compute, hop_up, hop_down)
-        fleet_energy = float(self.fleet_energy[np.arange(self.n), lab].sum())
-        stages = {f"{self.tiers[t]} compute": tier_compute[t] for t in range(self.n_tiers)}
-        for k in range(hops):
-            name = f"{self.tiers[k]}-{self.tiers[k + 1]}"
-            stages[f"{name} uplink"] = self.links[k].serialize_ms(up_bytes[k])
-            stages[f"{name} downlink"] = self.links[k].serialize_ms(down_bytes[k])
-        bottleneck = max(stages, key=lambda s: stages[s])
+        """The cost model for one placement, broken down the way the plan JSON reports it."""
+        ev = self.evaluate_many(np.asarray(labels, dtype=int)[None, :])
+        names = ev.stage_names
+        worst = int(ev.stages[0].argmax())
         return Breakdown(
-            total_ms=compute + transfer,
-            compute_ms=compute,
-            transfer_ms=transfer,
-            energy_j=energy,
-            fleet_energy_j=fleet_energy,
-            tier_compute_ms=tier_compute,
+            total_ms=float(ev.total_ms[0]),
+            compute_ms=float(ev.tier_compute_ms[0].sum()),
+            transfer_ms=float(ev.hop_up_ms[0].sum() + ev.hop_down_ms[0].sum()),
+            energy_j=float(ev.energy_j[0]),
+            fleet_energy_j=float(ev.fleet_energy_j[0]),
+            tier_compute_ms=ev.tier_compute_ms[0].tolist(),
+            up_bytes=[int(b) for b in ev.up_bytes[0]],
+            down_bytes=[int(b) for b in ev.down_bytes[0]],
+            hop_up_ms=ev.hop_up_ms[0].tolist(),
+            hop_down_ms=ev.hop_down_ms[0].tolist(),
+            bottleneck_ms=float(ev.stages[0, worst]),
+            bottleneck=names[worst],
+            device_param_bytes=int(ev.device_param_bytes[0]),
+        )
+
+    def evaluate_many(self, labels: np.ndarray) -> Evaluation:
+        """The cost model for many placements at once (rows of `labels`), so exhaustive scans
+        and brute force price thousands of placements with array operations, and with the
+        very same arithmetic as a single plan."""
+        lab = np.asarray(labels, dtype=int)
+        m, hops = lab.shape[0], self.n_tiers - 1
+        rows = np.arange(self.n)
+        tier_ms = np.stack([(self.lat[:, t] * (lab == t)).sum(axis=1)
+                            for t in range(self.n_tiers)], axis=1)
+        top_consumer = lab.copy()  # a tensor with no consumer crosses nothing
+        for u in range(self.n):
+            if self.consumers[u]:
+                top_consumer[:, u] = lab[:, self.consumers[u]].max(axis=1)
+        out_lab = lab[:, self.outputs]
+        out_size = self.out_bytes[self.outputs]
+        up_bytes = np.zeros((m, hops))
+        down_bytes = np.zeros((m, hops))
+        hop_up = np.zeros((m, hops))
+        hop_down = np.zeros((m, hops))
+        up_ser = np.zeros((m, hops))
+        down_ser = np.zeros((m, hops))
+        for k, link in enumerate(self.links):
+            up_bytes[:, k] = ((lab <= k) & (top_consumer > k)) @ self.out_bytes
+            down_bytes[:, k] = (out_lab > k) @ out_size
+            hop_up[:, k] = np.where(lab.max(axis=1) > k, link.transfer_ms(up_bytes[:, k]), 0.0)
+            hop_down[:, k] = np.where(
+                out_lab.max(axis=1) > k, link.transfer_ms(down_bytes[:, k]), 0.0
+            )
+            up_ser[:, k] = link.serialize_ms(up_bytes[:, k])
+            down_ser[:, k] = link.serialize_ms(down_bytes[:, k])
+        p = self.power
+        energy_mj = tier_ms[:, 0] * p.compute_w + tier_ms[:, 1:].sum(axis=1) * p.idle_w
+        if hops:
+            energy_mj += hop_up[:, 0] * p.tx_w + hop_down[:, 0] * p.rx_w
+            energy_mj += (hop_up[:, 1:].sum(axis=1) + hop_down[:, 1:].sum(axis=1)) * p.idle_w
+        return Evaluation(
+            total_ms=tier_ms.sum(axis=1) + hop_up.sum(axis=1) + hop_down.sum(axis=1),
+            energy_j=energy_mj / 1000.0,
+            fleet_energy_j=self.fleet_energy[rows, lab].sum(axis=1),
+            tier_compute_ms=tier_ms,
             up_bytes=up_bytes,
             down_bytes=down_bytes,
             hop_up_ms=hop_up,
             hop_down_ms=hop_down,
-            bottleneck_ms=stages[bottleneck],
-            bottleneck=bottleneck,
-            device_param_bytes=int(self.param_bytes[lab == 0].sum()),
+            stages=np.hstack([tier_ms, up_ser, down_ser]),
+            stage_names=self._stage_names(),
+            device_param_bytes=(lab == 0) @ self.param_bytes,
         )
 
-    def _device_energy(
-        self, tier_compute: list[float], hop_up: list[float], hop_down: list[float]
-    ) -> float:
-        p = self.power
-        mj = tier_compute[0] * p.compute_w + sum(tier_compute[1:]) * p.idle_w
-        if hop_up:
-            mj += hop_up[0] * p.tx_w + hop_down[0] * p.rx_w
-            mj += (sum(hop_up[1:]) + sum(hop_down[1:])) * p.idle_w
-        return mj / 1000.0
+    def _stage_names(self) -> list[str]:
+        """Pipeline stages (throughput): each tier's compute, each hop's uplink and downlink;
+        a link's RTT delays a request but does not occupy the link, so only serialisation."""
+        hops = [f"{a}-{b}" for a, b in zip(self.tiers, self.tiers[1:], strict=False)]
+        return ([f"{t} compute" for t in self.tiers] + [f"{h} uplink" for h in hops]
+                + [f"{h} downlink" for h in hops])
 
     # ---- linear weights ---------------------------------------------------------------------
 

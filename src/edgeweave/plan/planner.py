@@ -33,9 +33,15 @@ class Constraints:
     device_mem_bytes: float | None = None
 
     def ok(self, bd: Breakdown) -> bool:
-        if self.slo_ms is not None and bd.total_ms > self.slo_ms * (1 + 1e-9):
-            return False
-        return self.device_mem_bytes is None or bd.device_param_bytes <= self.device_mem_bytes
+        return bool(self.ok_many(np.array([bd.total_ms]), np.array([bd.device_param_bytes]))[0])
+
+    def ok_many(self, total_ms: np.ndarray, device_param_bytes: np.ndarray) -> np.ndarray:
+        ok = np.ones(len(total_ms), dtype=bool)
+        if self.slo_ms is not None:
+            ok &= total_ms <= self.slo_ms * (1 + 1e-9)
+        if self.device_mem_bytes is not None:
+            ok &= device_param_bytes <= self.device_mem_bytes
+        return ok
 
     @property
     def any(self) -> bool:
@@ -66,18 +72,13 @@ def _best(cm: CostModel, candidates: list[np.ndarray], objective: str, cons: Con
 
 def _scan_candidates(cm: CostModel, forbid: np.ndarray, objective: str, cons: Constraints,
                      keep: int = 8) -> list[np.ndarray]:
-    """The best few cut tuples along the topological order, by the scan's vectorised costs."""
+    """The best few cut tuples along the topological order that meet the constraints."""
     res = scan(cm, forbid=forbid)
-    ok = res.valid.copy()
-    if cons.slo_ms is not None:
-        ok &= res.latency_ms <= cons.slo_ms * (1 + 1e-9)
-    if cons.device_mem_bytes is not None:
-        ok &= res.device_param_bytes <= cons.device_mem_bytes
-    value = {"latency": res.latency_ms, "energy": res.energy_j,
-             "throughput": res.bottleneck_ms}[objective]
+    ev = res.costs
+    ok = res.valid & cons.ok_many(ev.total_ms, ev.device_param_bytes)
     rows = np.flatnonzero(ok)
-    rows = rows[np.lexsort((res.latency_ms[rows], value[rows]))][:keep]
-    return [res.labels(r) for r in rows]
+    rows = rows[np.lexsort((ev.total_ms[rows], ev.value(objective)[rows]))][:keep]
+    return [res.labels[r] for r in rows]
 
 
 def _lagrangian_candidates(cm: CostModel, forbid: np.ndarray, objective: str,

@@ -44,7 +44,7 @@ def random_profile(
                 name=name,
                 op="placeholder" if i == 0 else "synthetic",
                 flops=int(base * 1e7),
-                param_bytes=int(rng.integers(0, 5_000_000)),
+                param_bytes=0 if i == 0 else int(rng.integers(0, 5_000_000)),
                 out_bytes=int(rng.integers(1_000, 2_000_000)),
                 latency_ms=lat,
                 energy_j={t: lat[t] * 5.0 / 1000 for t in tiers},

@@ -1,0 +1,83 @@
+"""The `edgeweave` command as a user runs it: real subprocesses, real exit codes."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "edgeweave", *args],
+        capture_output=True, text=True, timeout=300, cwd=cwd,
+        env={"COLUMNS": "140", "PATH": "/usr/bin:/bin"},
+    )
+
+
+@pytest.mark.parametrize("cmd", ["profile", "plan", "fleets", "models"])
+def test_every_command_has_help(cmd):
+    res = run(cmd, "--help")
+    assert res.returncode == 0
+    assert "Usage" in res.stdout
+
+
+def test_models_and_fleets_list_the_builtins():
+    models = run("models")
+    assert models.returncode == 0 and "resnet50" in models.stdout and "digits-cnn" in models.stdout
+    fleets = run("fleets")
+    assert fleets.returncode == 0 and "pi4-wifi-edge-cloud" in fleets.stdout
+
+
+@pytest.mark.slow
+def test_profile_then_plan_from_the_saved_profile(tmp_path):
+    prof = tmp_path / "prof.json"
+    res = run("profile", "digits-cnn", "--json", str(prof), "--repeats", "3")
+    assert res.returncode == 0, res.stderr
+    assert "latency regression" in res.stdout
+    out, png = tmp_path / "plan.json", tmp_path / "plan.png"
+    res = run("plan", "--profile", str(prof), "--fleet", "pi3-3g-edge-cloud",
+              "--objective", "energy", "--slo-ms", "1000", "--json", str(out), "--plot", str(png))
+    assert res.returncode == 0, res.stderr
+    for mode in ("device-only", "edge-only", "cloud-only", "device-edge", "edge-cloud",
+                 "device-edge-cloud", "chosen"):
+        assert mode in res.stdout
+    doc = json.loads(out.read_text())
+    assert doc["fleet"] == "pi3-3g-edge-cloud" and doc["objective"] == "energy"
+    assert doc["predicted"]["total_ms"] <= 1000
+    assert png.stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    ("args", "expect"),
+    [
+        (["plan", "digits-cnn", "--fleet", "nope.yaml"], "nope.yaml"),
+        (["plan", "no-such-model"], "no-such-model"),
+        (["plan", "--profile", "missing.json"], "missing.json"),
+        (["plan"], "--profile"),
+    ],
+)
+def test_bad_input_gets_one_clear_line_not_a_traceback(args, expect, tmp_path):
+    res = run(*args, cwd=tmp_path)
+    assert res.returncode == 2
+    assert expect in res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+
+
+def test_bad_fleet_yaml_names_file_and_field(tmp_path):
+    bad = tmp_path / "fleet.yaml"
+    bad.write_text(
+        "name: f\nnodes:\n  - {name: pi, tier: device, hardware: rpi4}\n"
+        "  - {name: e, tier: edge, hardware: edge-server}\n"
+        "links:\n  - {from: pi, to: e, mbps: -3, rtt_ms: 5}\n"
+    )
+    res = run("plan", "digits-cnn", "--fleet", str(bad))
+    assert res.returncode == 2
+    assert "fleet.yaml" in res.stderr and "links[0].mbps" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_unknown_objective_is_refused_by_the_option_parser():
+    res = run("plan", "digits-cnn", "--objective", "speed")
+    assert res.returncode == 2
+    assert "speed" in res.stderr
