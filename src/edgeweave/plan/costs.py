@@ -142,6 +142,9 @@ class CostModel:
         self.links = profile.hop_links()
         self.power = profile.device_power
         self.order = self._topological_order()
+        pairs = [(u, v) for u in range(self.n) for v in self.consumers[u]]
+        self.edge_src = np.array([u for u, _ in pairs], dtype=int)
+        self.edge_dst = np.array([v for _, v in pairs], dtype=int)
         self.cache: dict[str, object] = {}  # per-model structures planners reuse across calls
 
     def _topological_order(self) -> list[int]:
@@ -211,10 +214,10 @@ class CostModel:
         rows = np.arange(self.n)
         tier_ms = np.stack([(self.lat[:, t] * (lab == t)).sum(axis=1)
                             for t in range(self.n_tiers)], axis=1)
-        top_consumer = lab.copy()  # a tensor with no consumer crosses nothing
-        for u in range(self.n):
-            if self.consumers[u]:
-                top_consumer[:, u] = lab[:, self.consumers[u]].max(axis=1)
+        # highest tier any consumer of u sits on (u's own tier when it has no consumer)
+        top_t = lab.T.copy()
+        np.maximum.at(top_t, self.edge_src, lab.T[self.edge_dst])
+        top_consumer = top_t.T
         out_lab = lab[:, self.outputs]
         out_size = self.out_bytes[self.outputs]
         up_bytes = np.zeros((m, hops))

@@ -76,9 +76,7 @@ class _CutGraph:
         self.z_down = self.z_up + hops
         self.size = int(2 + 2 * hops * n + 2 * hops)
         chain = np.vstack([np.zeros((1, n), int), var, np.ones((1, n), int)])  # s, x.., t
-        pairs = [(a, b) for a in range(n) for b in cm.consumers[a]]
-        e_src = np.array([a for a, _ in pairs], dtype=int)
-        e_dst = np.array([b for _, b in pairs], dtype=int)
+        e_src, e_dst = cm.edge_src, cm.edge_dst
         out = np.array(cm.outputs, dtype=int)
         src, dst = [], []
         self.n_chain = hops + 1  # chain edges per node, one per tier, finite unless forbidden

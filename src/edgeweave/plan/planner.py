@@ -75,7 +75,7 @@ def _scan_candidates(cm: CostModel, forbid: np.ndarray, objective: str, cons: Co
     """The best few cut tuples along the topological order that meet the constraints."""
     res = scan(cm, forbid=forbid)
     ev = res.costs
-    ok = res.valid & cons.ok_many(ev.total_ms, ev.device_param_bytes)
+    ok = cons.ok_many(ev.total_ms, ev.device_param_bytes)
     rows = np.flatnonzero(ok)
     rows = rows[np.lexsort((ev.total_ms[rows], ev.value(objective)[rows]))][:keep]
     return [res.labels[r] for r in rows]

@@ -20,8 +20,7 @@ from edgeweave.plan.costs import CostModel, Evaluation
 
 @dataclass(frozen=True)
 class ScanResult:
-    labels: np.ndarray  # (m, n) tier index of every node, one row per cut tuple
-    valid: np.ndarray  # (m,) respects the tier restrictions
+    labels: np.ndarray  # (m, n) tier index of every node, one row per allowed cut tuple
     costs: Evaluation
 
 
@@ -42,9 +41,8 @@ def cut_labels(n_nodes: int, n_tiers: int, order: Sequence[int]) -> np.ndarray:
 def scan(cm: CostModel, order: Sequence[int] | None = None, forbid: np.ndarray | None = None
          ) -> ScanResult:
     """Price every placement that splits `order` (default: topological) into consecutive
-    tier segments."""
+    tier segments, skipping those `forbid` rules out."""
     labels = cut_labels(cm.n, cm.n_tiers, cm.order if order is None else order)
-    valid = np.ones(len(labels), dtype=bool)
     if forbid is not None:
-        valid = ~forbid[np.arange(cm.n)[None, :], labels].any(axis=1)
-    return ScanResult(labels, valid, cm.evaluate_many(labels))
+        labels = labels[~forbid[np.arange(cm.n)[None, :], labels].any(axis=1)]
+    return ScanResult(labels, cm.evaluate_many(labels))
