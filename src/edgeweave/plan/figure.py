@@ -43,7 +43,8 @@ def plot_plan(plan: Plan, path: str | Path) -> Path:
     ax_lat.legend(loc="upper right", fontsize=8)
     ax_lat.set_title(
         f"{plan.model} on {plan.fleet}: {plan.mode}, predicted {plan.predicted['total_ms']:.1f} ms"
-        f" ({plan.objective} objective; shading = chosen tier)"
+        f"\n{plan.objective} objective; shading = chosen tier, dashed = cut",
+        fontsize=10,
     )
     ax_out.plot(x, cm.out_bytes[order] / 1024, color="black", lw=1)
     ax_out.set_yscale("log")

@@ -20,9 +20,10 @@ from edgeweave.plan import mincut
 from edgeweave.plan.costs import OBJECTIVES, Breakdown, CostModel
 from edgeweave.plan.modes import MODES, base_forbid, mode_forbid, mode_of
 from edgeweave.plan.record import Alternative, Plan, predicted_of
-from edgeweave.plan.scan import scan
+from edgeweave.plan.scan import narrow_positions, scan
 from edgeweave.profile.schema import Profile
 
+_FULL_SCAN_NODES = 64
 _LAMBDAS = np.concatenate([[0.0], np.logspace(-7, 3, 31)])
 _MEM_PENALTIES = np.concatenate([[0.0], np.logspace(-12, -3, 10)])
 
@@ -72,8 +73,13 @@ def _best(cm: CostModel, candidates: list[np.ndarray], objective: str, cons: Con
 
 def _scan_candidates(cm: CostModel, forbid: np.ndarray, objective: str, cons: Constraints,
                      keep: int = 8) -> list[np.ndarray]:
-    """The best few cut tuples along the topological order that meet the constraints."""
-    res = scan(cm, forbid=forbid)
+    """The best few cut tuples along the topological order that meet the constraints. Long
+    DAGs are cut only at their narrowest positions, keeping the scan to a few thousand rows
+    (chains always get the full, exact scan)."""
+    positions = None
+    if not cm.is_chain() and cm.n > _FULL_SCAN_NODES:
+        positions = narrow_positions(cm, cm.order, _FULL_SCAN_NODES)
+    res = scan(cm, forbid=forbid, positions=positions)
     ev = res.costs
     ok = cons.ok_many(ev.total_ms, ev.device_param_bytes)
     rows = np.flatnonzero(ok)

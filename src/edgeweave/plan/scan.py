@@ -24,13 +24,15 @@ class ScanResult:
     costs: Evaluation
 
 
-def cut_labels(n_nodes: int, n_tiers: int, order: Sequence[int]) -> np.ndarray:
-    """One placement per cut tuple c_1 <= ... <= c_{T-1}: position p of `order` gets the
-    number of cuts at or before p."""
+def cut_labels(n_nodes: int, n_tiers: int, order: Sequence[int],
+               positions: Sequence[int] | None = None) -> np.ndarray:
+    """One placement per cut tuple c_1 <= ... <= c_{T-1} drawn from `positions` (default: all
+    n+1): position p of `order` gets the number of cuts at or before p."""
     hops = n_tiers - 1
     if hops == 0:
         return np.zeros((1, n_nodes), dtype=int)
-    cuts = np.array(list(combinations_with_replacement(range(n_nodes + 1), hops)), dtype=int)
+    where = range(n_nodes + 1) if positions is None else sorted(set(positions))
+    cuts = np.array(list(combinations_with_replacement(where, hops)), dtype=int)
     positions = np.arange(n_nodes)
     by_position = (cuts[:, None, :] <= positions[None, :, None]).sum(axis=2)
     labels = np.empty_like(by_position)
@@ -38,11 +40,32 @@ def cut_labels(n_nodes: int, n_tiers: int, order: Sequence[int]) -> np.ndarray:
     return labels
 
 
-def scan(cm: CostModel, order: Sequence[int] | None = None, forbid: np.ndarray | None = None
-         ) -> ScanResult:
+def crossing_bytes(cm: CostModel, order: Sequence[int]) -> np.ndarray:
+    """Bytes of the distinct tensors produced before position i of `order` and consumed at or
+    after it, for i = 0..n: what a cut at i would have to ship."""
+    pos = np.empty(cm.n, dtype=int)
+    pos[np.asarray(order)] = np.arange(cm.n)
+    diff = np.zeros(cm.n + 2)
+    for u in range(cm.n):
+        if cm.consumers[u]:
+            diff[pos[u] + 1] += cm.out_bytes[u]
+            diff[max(pos[v] for v in cm.consumers[u]) + 1] -= cm.out_bytes[u]
+    return np.cumsum(diff)[: cm.n + 1]
+
+
+def narrow_positions(cm: CostModel, order: Sequence[int], keep: int) -> list[int]:
+    """The `keep` cut positions with the least data crossing them, plus both ends: where a
+    good split of a long DAG almost always lies (Neurosurgeon's observation, Fig. 4)."""
+    live = crossing_bytes(cm, order)
+    best = np.argsort(live[1:-1], kind="stable")[:keep] + 1
+    return [0, cm.n, *best.tolist()]
+
+
+def scan(cm: CostModel, order: Sequence[int] | None = None, forbid: np.ndarray | None = None,
+         positions: Sequence[int] | None = None) -> ScanResult:
     """Price every placement that splits `order` (default: topological) into consecutive
-    tier segments, skipping those `forbid` rules out."""
-    labels = cut_labels(cm.n, cm.n_tiers, cm.order if order is None else order)
+    tier segments at `positions` (default: everywhere), skipping those `forbid` rules out."""
+    labels = cut_labels(cm.n, cm.n_tiers, cm.order if order is None else order, positions)
     if forbid is not None:
         labels = labels[~forbid[np.arange(cm.n)[None, :], labels].any(axis=1)]
     return ScanResult(labels, cm.evaluate_many(labels))
