@@ -140,6 +140,85 @@ def models() -> None:
     render.models_table(console, list_models())
 
 
+@app.command()
+def serve(
+    role: str = typer.Option(..., "--role", help="edge or cloud."),
+    listen: str = typer.Option("127.0.0.1:50051", "--listen", help="host:port to serve on."),
+    next_target: str = typer.Option(None, "--next", help="host:port of the next tier's node."),
+    name: str = typer.Option(None, "--name", help="Node name (default: the role)."),
+    token_file: Path = typer.Option(None, "--token-file", help="Bearer token file."),
+    cert_dir: Path = typer.Option(None, "--cert-dir", help="mTLS: dir from `edgeweave certs`."),
+    metrics_port: int = typer.Option(None, "--metrics-port", help="Prometheus /metrics port."),
+    max_concurrency: int = typer.Option(4, min=1, help="Requests computing at once."),
+    max_queue: int = typer.Option(16, min=0, help="Requests waiting; beyond: RESOURCE_EXHAUSTED."),
+    max_message_mb: float = typer.Option(64.0, help="Largest message accepted (MiB)."),
+    dilation: float = typer.Option(1.0, min=1.0, help="Stretch compute to emulate slower hw."),
+) -> None:
+    """Run an edge or cloud node server until SIGTERM/SIGINT."""
+    from edgeweave.runtime.node import ServeOptions, serve_forever
+    from edgeweave.runtime.security import load_token
+    from edgeweave.runtime.server import NodeConfig
+
+    if role not in ("edge", "cloud"):
+        raise EdgeWeaveError(f"--role: expected edge or cloud, got {role!r}")
+    token = load_token(token_file) if token_file else None
+    config = NodeConfig(role=role, name=name or role, next_target=next_target,
+                        max_concurrency=max_concurrency, max_queue=max_queue, dilation=dilation)
+    serve_forever(config, ServeOptions(listen, token, cert_dir, metrics_port, max_message_mb))
+
+
+@app.command()
+def certs(
+    out_dir: Path = typer.Argument(..., help="Directory for ca.pem and <node>.pem/.key files."),
+    nodes: list[str] = typer.Option(["device", "edge", "cloud"], "--node", help="Node names."),
+    host: list[str] = typer.Option(["127.0.0.1", "localhost"], "--host", help="SANs."),
+) -> None:
+    """Make a self-signed CA and one certificate per node for mutual TLS."""
+    from edgeweave.runtime.security import make_fleet_certs
+
+    made = make_fleet_certs(out_dir, nodes, host)
+    console.print(f"wrote CA and {len(made) - 1} node certificates to {out_dir}")
+
+
+@app.command()
+def infer(
+    model: str = typer.Argument(..., help="Model specifier (see `edgeweave models`)."),
+    fleet: str = typer.Option(None, "--fleet", "-f", help=FLEET_HELP),
+    edge: str = typer.Option(None, "--edge", help="host:port of the edge node server."),
+    plan_file: Path = typer.Option(None, "--plan", help="Use this plan JSON instead of planning."),
+    input_file: Path = typer.Option(None, "--input", help="Image (png/jpg) or .npy input."),
+    repeat: int = typer.Option(10, min=1, help="Requests to send."),
+    objective: Objective = typer.Option(Objective.latency, help="What the plan minimises."),
+    codec: str = typer.Option("none", help="Activation codec at each cut (none, fp16, int8, "
+                              "+zstd/+lz4)."),
+    mbps: float = typer.Option(None, "--mbps", help="Override the first hop's bandwidth."),
+    token_file: Path = typer.Option(None, "--token-file", help="Bearer token file."),
+    cert_dir: Path = typer.Option(None, "--cert-dir", help="mTLS: dir from `edgeweave certs`."),
+    adapt: bool = typer.Option(False, help="Re-plan when measured bandwidth changes the optimum."),
+    json_out: Path = typer.Option(None, "--json", help="Write per-request results here."),
+) -> None:
+    """Run a plan across real processes: device head here, the rest on --edge (and beyond)."""
+    from edgeweave.cli import runtime_cmds
+
+    runtime_cmds.infer(console, model, fleet, edge, plan_file, input_file, repeat,
+                       objective.value, codec, mbps, token_file, cert_dir, adapt, json_out)
+
+
+@app.command()
+def lab(
+    model: str = typer.Argument("resnet18", help="Model to run across the local fleet."),
+    fleet: str = typer.Option(None, "--fleet", "-f", help=FLEET_HELP),
+    repeat: int = typer.Option(10, min=1, help="Requests to send."),
+    codec: str = typer.Option("none", help="Activation codec at each cut."),
+    mbps: float = typer.Option(None, "--mbps", help="Override the first hop's bandwidth."),
+    json_out: Path = typer.Option(None, "--json", help="Write per-request results here."),
+) -> None:
+    """Start edge and cloud servers as local processes and run a model across them."""
+    from edgeweave.cli import runtime_cmds
+
+    runtime_cmds.lab(console, model, fleet, repeat, codec, mbps, json_out)
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,88 @@
+"""`infer` and `lab`: wiring only (graph + fleet + profile + plan + runtime session)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from edgeweave.errors import EdgeWeaveError
+
+
+def _prepare(console: Console, model: str, fleet_spec: str | None, plan_file: Path | None,
+             objective: str, mbps: float | None):
+    from edgeweave.graph import capture_spec
+    from edgeweave.plan import load_plan
+    from edgeweave.profile import profile_graph
+    from edgeweave.runtime.session import device_dilation, plan_for
+    from edgeweave.topology import DEFAULT_FLEET, load_fleet
+
+    fleet = load_fleet(fleet_spec or DEFAULT_FLEET)
+    graph = capture_spec(model)
+    with console.status(f"profiling {model} on this host"):
+        measured = profile_graph(graph, fleet, warmup=2, repeats=5)
+    prof, chosen = plan_for(measured, fleet, objective, mbps)
+    if plan_file is not None:
+        chosen = load_plan(plan_file)
+        if set(chosen.placement) != {n.name for n in graph.nodes}:
+            raise EdgeWeaveError(f"--plan {plan_file}: its nodes do not match {model}'s graph")
+    return graph, fleet, prof, chosen, device_dilation(measured, fleet)
+
+
+def infer(console: Console, model, fleet_spec, edge, plan_file, input_file, repeat, objective,
+          codec, mbps, token_file, cert_dir, adapt, json_out, token=None) -> None:
+    from edgeweave.runtime.client import ClientOptions
+    from edgeweave.runtime.inputs import load_input
+    from edgeweave.runtime.security import ClientTLS, load_token
+    from edgeweave.runtime.session import run
+
+    graph, _, prof, chosen, dilation = _prepare(console, model, fleet_spec, plan_file,
+                                                objective, mbps)
+    x = load_input(input_file, graph.input_shape)
+    token = token or (load_token(token_file) if token_file else None)
+    tls = ClientTLS.for_node(cert_dir, "device") if cert_dir else None
+    summary = run(graph, chosen, edge, [x] * repeat, dilation=dilation, token=token, tls=tls,
+                  options=ClientOptions(codec=codec, adapt=adapt), profile=prof)
+    _report(console, summary, model)
+    if json_out:
+        json_out.write_text(json.dumps(summary.to_json(), indent=1))
+        console.print(f"results written to {json_out}")
+
+
+def lab(console: Console, model, fleet_spec, repeat, codec, mbps, json_out) -> None:
+    from edgeweave.runtime.lab import LocalLab
+
+    with console.status("starting edge and cloud servers"), LocalLab() as fleet_lab:
+        pass_token = fleet_lab.token
+        console.print(f"lab: edge {fleet_lab.edge_target}, "
+                      f"cloud {fleet_lab.nodes['cloud'].target}")
+        infer(console, model, fleet_spec, fleet_lab.edge_target, None, None, repeat, "latency",
+              codec, mbps, None, None, False, json_out, token=pass_token)
+
+
+def _report(console: Console, summary, model: str) -> None:
+    plan = summary.plan
+    console.print(f"[bold]{model}[/]: {plan.mode} on {plan.fleet}; device compute emulated by "
+                  f"time dilation x{summary.dilation:.1f}; edge/cloud run at this host's speed")
+    table = Table(title=f"median of {len(summary.results)} requests (ms)")
+    table.add_column("segment")
+    table.add_column("predicted", justify="right")
+    table.add_column("measured", justify="right")
+    measured = summary.median_segments()
+    predicted = summary.results[-1].predicted
+    for key in sorted(set(measured) | set(predicted) - {"total_ms"}):
+        table.add_row(key, f"{predicted[key]:.1f}" if key in predicted else "-",
+                      f"{measured[key]:.1f}" if key in measured else "-")
+    table.add_row("[bold]end to end[/]", f"{predicted['total_ms']:.1f}",
+                  f"{summary.median_ms:.1f}")
+    console.print(table)
+    fallbacks = sum(r.fallback for r in summary.results)
+    if fallbacks:
+        console.print(f"[yellow]{fallbacks} request(s) fell back:[/] {summary.results[-1].note}")
+    from edgeweave.runtime.inputs import top_classes
+
+    top = top_classes(summary.results[-1].output, model)
+    console.print("top-5: " + ", ".join(f"{name} {p:.2f}" for name, p in top)
+                  + "  (random weights unless the model was given --weights)")

@@ -1,0 +1,297 @@
+"""The device side of co-inference: run the head, ship activations, survive the network.
+
+The device holds the whole model (it must: a request may have to finish here), so when the edge
+is unreachable, crashed or too slow, the remaining stages run locally and the result is marked
+as a fallback; the edge is retried after an exponential back-off. Every input gets exactly one
+result or one clear error.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import torch
+
+from edgeweave.graph import Graph, Stage, split
+from edgeweave.plan import Plan, plan
+from edgeweave.plan.costs import CostModel
+from edgeweave.profile import Profile
+from edgeweave.runtime import tensors
+from edgeweave.runtime.bandwidth import BandwidthEstimator
+from edgeweave.runtime.node import message_options
+from edgeweave.runtime.program import StageProgram, build_program
+from edgeweave.runtime.proto import edgeweave_pb2 as pb
+from edgeweave.runtime.proto import edgeweave_pb2_grpc as pb_grpc
+from edgeweave.runtime.security import ClientTLS, authed_channel
+from edgeweave.runtime.server import FALLBACK_CODES
+from edgeweave.runtime.shaper import LinkShaper
+
+log = logging.getLogger("edgeweave.runtime")
+
+
+@dataclass
+class Result:
+    output: Any
+    total_ms: float
+    segments: dict[str, float]
+    predicted: dict[str, float]
+    fallback: bool = False
+    note: str = ""
+    bytes_up: int = 0
+    plan_mode: str = ""
+
+
+@dataclass
+class ClientOptions:
+    codec: str = "none"  # activation codec on every cut
+    return_codec: str = "none"
+    device_dilation: float = 1.0  # emulate a device slower than this host
+    shape_bandwidth: bool = True  # False when netlab's kernel shaping is in place
+    timeout_s: float = 30.0
+    backoff_s: tuple[float, float] = (0.5, 8.0)
+    max_message_mb: float = 64.0
+    adapt: bool = False  # re-plan when the measured bandwidth moves the optimum
+    min_gain: float = 0.05
+
+
+@dataclass
+class _Deployment:
+    plan: Plan
+    stages: dict[str, Stage]
+    programs: dict[str, StageProgram] = field(default_factory=dict)
+    route: list[pb.Hop] = field(default_factory=list)
+    want: list[str] = field(default_factory=list)
+
+
+class CoInferenceClient:
+    def __init__(self, graph: Graph, chosen: Plan, edge_target: str | None, *,
+                 token: str | None = None, tls: ClientTLS | None = None,
+                 options: ClientOptions | None = None, profile: Profile | None = None):
+        self.graph = graph
+        self.opts = options or ClientOptions()
+        self.profile = profile
+        self.estimator = BandwidthEstimator()
+        self.switches: list[dict[str, Any]] = []
+        self._stub = None
+        if edge_target:
+            channel = authed_channel(edge_target, token=token, tls=tls,
+                                     options=message_options(self.opts.max_message_mb))
+            self._stub = pb_grpc.NodeStub(channel)
+        self._lock = threading.Lock()
+        self._edge_down_until = 0.0
+        self._failures = 0
+        self._example: torch.Tensor | None = None
+        self._seq = itertools.count()
+        # the emulated network as it really is; the plan only holds a belief about it
+        self.network = {h: (lk.mbps, lk.rtt_ms) for h, lk in chosen.links.items()}
+        hops = chosen.hop_names()
+        self._uplink = LinkShaper(*self.network[hops[0]]) if hops else None
+        self.deployment = self._prepare(chosen)
+
+    def set_link_mbps(self, hop: str, mbps: float) -> None:
+        """Change the emulated network's bandwidth on `hop` (a step, or a trace sample); the
+        plan learns of it only through its own transfers."""
+        self.network[hop] = (mbps, self.network[hop][1])
+        if self._uplink is not None and hop == self.deployment.plan.hop_names()[0]:
+            self._uplink.set_mbps(mbps)
+        for k, name in enumerate(self.deployment.plan.hop_names()[: len(self.deployment.route)]):
+            self.deployment.route[k].link_mbps = self.network[name][0]
+
+    # ---- plan -> stages, route ------------------------------------------------------------
+
+    def _prepare(self, chosen: Plan) -> _Deployment:
+        stages = {s.key: s for s in split(self.graph, chosen.placement, chosen.tiers)}
+        dep = _Deployment(chosen, stages)
+        tier_of = {n: chosen.tiers.index(t) for n, t in chosen.placement.items()}
+        top = max(tier_of[n] for s in stages.values() for n in s.nodes)
+        for level in range(1, top + 1):
+            needs = sorted({v for s in stages.values() if chosen.tiers.index(s.key) >= level
+                            for v in s.inputs if tier_of[v] < level})
+            mbps, rtt = self.network[chosen.hop_names()[level - 1]]
+            dep.route.append(pb.Hop(stage="", needs=needs, codec=self.opts.codec,
+                                    link_mbps=mbps, link_rtt_ms=rtt,
+                                    shape_bandwidth=self.opts.shape_bandwidth))
+        dep.want = [o for o in self.graph.outputs if tier_of[o] > 0]
+        return dep
+
+    def deploy(self, example: torch.Tensor) -> list[pb.DeployReply]:
+        """Trace the remote stages on real activations and upload them (content-addressed, so
+        a re-deploy of the same stage is a cache hit)."""
+        self._example = example
+        dep = self.deployment
+        env: dict[str, Any] = {self.graph.placeholders[0]: example}
+        replies = []
+        for key in dep.plan.tiers:
+            stage = dep.stages.get(key)
+            if stage is None:
+                continue
+            args = tuple(env[n] for n in stage.inputs)
+            with torch.no_grad():
+                env.update(zip(stage.outputs, stage.module(*args), strict=True))
+            level = dep.plan.tiers.index(key)
+            if level == 0:
+                continue
+            prog = dep.programs.get(key) or build_program(stage, args)
+            dep.programs[key] = prog
+            dep.route[level - 1].stage = prog.digest
+            if self._stub is None:
+                raise RuntimeError("plan places work off the device but no edge address given")
+            # nodes on the way cache the stage too, so each can finish a request if the node
+            # above it fails
+            replies.append(self._stub.Deploy(
+                pb.DeployRequest(digest=prog.digest, program=prog.data,
+                                 inputs=list(prog.inputs), outputs=list(prog.outputs),
+                                 name=f"{self.graph.name}:{key}", hops_ahead=level - 1),
+                timeout=max(self.opts.timeout_s, 60.0)))
+        return replies
+
+    # ---- inference ------------------------------------------------------------------------
+
+    def infer(self, x: torch.Tensor) -> Result:
+        dep = self.deployment
+        start = time.perf_counter()
+        env: dict[str, Any] = {self.graph.placeholders[0]: x}
+        device_ms = self._run_device(dep, env)
+        segments = {"device_compute": device_ms}
+        fallback, note, bytes_up = False, "", 0
+        if dep.route:
+            if time.monotonic() < self._edge_down_until:
+                fallback, note = True, "edge in back-off; ran locally"
+                self._finish_locally(dep, env)
+            else:
+                fallback, note, bytes_up = self._remote(dep, env, segments)
+        total = (time.perf_counter() - start) * 1000.0
+        outs = [env[o] for o in self.graph.outputs]
+        result = Result(outs[0] if len(outs) == 1 else tuple(outs), total, segments,
+                        _predicted(dep.plan), fallback, note, bytes_up, dep.plan.mode)
+        if self.opts.adapt and not fallback and dep.route:
+            self._maybe_replan(result)
+        return result
+
+    def _run_device(self, dep: _Deployment, env: dict[str, Any]) -> float:
+        stage = dep.stages.get(dep.plan.tiers[0])
+        if stage is None:
+            return 0.0
+        start = time.perf_counter()
+        with torch.inference_mode():
+            env.update(zip(stage.outputs, stage.module(*(env[n] for n in stage.inputs)),
+                           strict=True))
+        ms = (time.perf_counter() - start) * 1000.0
+        if self.opts.device_dilation > 1.0:  # time dilation: a slower device, emulated
+            time.sleep(ms * (self.opts.device_dilation - 1.0) / 1000.0)
+            ms *= self.opts.device_dilation
+        return ms
+
+    def _remote(self, dep: _Deployment, env: dict[str, Any], segments: dict[str, float]
+                ) -> tuple[bool, str, int]:
+        hop = dep.route[0]
+        req = pb.InferRequest(request_id=f"{uuid.uuid4().hex[:8]}-{next(self._seq)}",
+                              route=dep.route, want=dep.want, return_codec=self.opts.return_codec)
+        t0 = time.perf_counter()
+        req.tensors.extend(tensors.encode(env, hop.needs, hop.codec))
+        segments["encode"] = (time.perf_counter() - t0) * 1000.0
+        nbytes = tensors.payload_bytes(req.tensors)
+        t1 = time.perf_counter()
+        tiers = dep.plan.tiers
+        try:
+            segments[f"{tiers[0]}-{tiers[1]}_uplink"] = self._send_uplink(nbytes)
+            reply = self._stub.Infer(req, timeout=self.opts.timeout_s)
+        except grpc.RpcError as e:
+            if e.code() not in FALLBACK_CODES:
+                raise
+            self._mark_down()
+            self._finish_locally(dep, env)
+            return True, f"edge failed ({e.code().name}): {e.details()}; ran locally", nbytes
+        wall = (time.perf_counter() - t1) * 1000.0
+        self._failures = 0
+        env.update(tensors.decode(reply.tensors))
+        _fill_segments(segments, reply, dep.plan.tiers)
+        first = reply.timings[0]
+        link_ms = wall - (first.queue_ms + first.decode_ms + first.compute_ms + first.encode_ms
+                          + first.forward_ms + first.uplink_ms)
+        self.estimator.observe(nbytes + first.bytes_out,
+                               max(1e-6, (link_ms - hop.link_rtt_ms) / 1000.0))
+        return reply.fallback, reply.note, nbytes
+
+    def _send_uplink(self, nbytes: int) -> float:
+        if self._uplink is None:
+            return 0.0
+        if self.opts.shape_bandwidth:
+            return self._uplink.transmit(nbytes) * 1000.0
+        time.sleep(self._uplink_rtt_ms() / 2000.0)
+        return self._uplink_rtt_ms() / 2.0
+
+    def _uplink_rtt_ms(self) -> float:
+        return self.network[self.deployment.plan.hop_names()[0]][1]
+
+    def _finish_locally(self, dep: _Deployment, env: dict[str, Any]) -> None:
+        with torch.inference_mode():
+            for key in dep.plan.tiers[1:]:
+                stage = dep.stages.get(key)
+                if stage is not None:
+                    out = stage.module(*(env[n] for n in stage.inputs))
+                    env.update(zip(stage.outputs, out, strict=True))
+
+    def _mark_down(self) -> None:
+        with self._lock:
+            self._failures += 1
+            low, high = self.opts.backoff_s
+            self._edge_down_until = time.monotonic() + min(high, low * 2 ** (self._failures - 1))
+
+    # ---- adaptation -----------------------------------------------------------------------
+
+    def _maybe_replan(self, result: Result) -> None:
+        """Re-plan when the bandwidth estimate predicts a better placement (Edgent, dynamic)."""
+        if self.profile is None or self.estimator.mbps is None:
+            return
+        current = self.deployment.plan
+        hop = current.hop_names()[0]
+        if abs(self.estimator.mbps - current.links[hop].mbps) < 0.1 * current.links[hop].mbps:
+            return
+        prof = self.profile.with_link(hop, mbps=self.estimator.mbps)
+        candidate = plan(prof, current.objective)
+        cm = CostModel(prof)
+        now = cm.evaluate(cm.labels_of(current.placement)).value(current.objective)
+        new = cm.evaluate(cm.labels_of(candidate.placement)).value(current.objective)
+        switch = {"estimate_mbps": self.estimator.mbps, "old_mode": current.mode,
+                  "new_mode": candidate.mode, "predicted_old": now, "predicted_new": new,
+                  "switched": False}
+        if candidate.placement != current.placement and new < now * (1 - self.opts.min_gain):
+            self.deployment = self._prepare(candidate)
+            if self._example is not None:
+                self.deploy(self._example)
+            switch["switched"] = True
+            log.info("re-planned at %.2f Mbit/s: %s -> %s, predicted %.1f -> %.1f",
+                     self.estimator.mbps, current.mode, candidate.mode, now, new)
+        else:  # keep the plan, but price it at the new bandwidth so we do not re-check forever
+            self.deployment.plan = current.model_copy(update={"links": prof.links})
+        self.switches.append(switch)
+
+
+def _fill_segments(segments: dict[str, float], reply: pb.InferReply, tiers: list[str]) -> None:
+    """Name each measured segment as the plan's prediction names it."""
+    for k, t in enumerate(reply.timings):
+        lower, tier = tiers[k], tiers[k + 1]
+        segments[f"{tier}_compute"] = t.compute_ms
+        segments[f"{tier}_overhead"] = t.queue_ms + t.decode_ms + t.encode_ms
+        segments[f"{lower}-{tier}_downlink"] = t.downlink_ms
+        if k + 2 < len(tiers) and t.forward_ms:
+            segments[f"{tier}-{tiers[k + 2]}_uplink"] = t.uplink_ms
+
+
+def _predicted(p: Plan) -> dict[str, float]:
+    pred = p.predicted
+    out = {"total_ms": pred["total_ms"]}
+    for tier, ms in pred["tier_compute_ms"].items():
+        out[f"{tier}_compute"] = ms
+    for hop, v in pred["hops"].items():
+        out[f"{hop}_uplink"] = v["up_ms"]
+        out[f"{hop}_downlink"] = v["down_ms"]
+    return out

@@ -1,0 +1,161 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Tensor(_message.Message):
+    __slots__ = ("name", "codec", "dtype", "shape", "payload", "params")
+    class ParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CODEC_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    codec: str
+    dtype: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    payload: bytes
+    params: _containers.ScalarMap[str, float]
+    def __init__(self, name: _Optional[str] = ..., codec: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., payload: _Optional[bytes] = ..., params: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class Hop(_message.Message):
+    __slots__ = ("stage", "needs", "codec", "link_mbps", "link_rtt_ms", "shape_bandwidth")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    NEEDS_FIELD_NUMBER: _ClassVar[int]
+    CODEC_FIELD_NUMBER: _ClassVar[int]
+    LINK_MBPS_FIELD_NUMBER: _ClassVar[int]
+    LINK_RTT_MS_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_BANDWIDTH_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    needs: _containers.RepeatedScalarFieldContainer[str]
+    codec: str
+    link_mbps: float
+    link_rtt_ms: float
+    shape_bandwidth: bool
+    def __init__(self, stage: _Optional[str] = ..., needs: _Optional[_Iterable[str]] = ..., codec: _Optional[str] = ..., link_mbps: _Optional[float] = ..., link_rtt_ms: _Optional[float] = ..., shape_bandwidth: _Optional[bool] = ...) -> None: ...
+
+class InferRequest(_message.Message):
+    __slots__ = ("request_id", "tensors", "route", "want", "return_codec")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TENSORS_FIELD_NUMBER: _ClassVar[int]
+    ROUTE_FIELD_NUMBER: _ClassVar[int]
+    WANT_FIELD_NUMBER: _ClassVar[int]
+    RETURN_CODEC_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    tensors: _containers.RepeatedCompositeFieldContainer[Tensor]
+    route: _containers.RepeatedCompositeFieldContainer[Hop]
+    want: _containers.RepeatedScalarFieldContainer[str]
+    return_codec: str
+    def __init__(self, request_id: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., route: _Optional[_Iterable[_Union[Hop, _Mapping]]] = ..., want: _Optional[_Iterable[str]] = ..., return_codec: _Optional[str] = ...) -> None: ...
+
+class Timing(_message.Message):
+    __slots__ = ("node", "role", "queue_ms", "decode_ms", "compute_ms", "encode_ms", "forward_ms", "uplink_ms", "downlink_ms", "bytes_in", "bytes_out")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
+    DECODE_MS_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_MS_FIELD_NUMBER: _ClassVar[int]
+    ENCODE_MS_FIELD_NUMBER: _ClassVar[int]
+    FORWARD_MS_FIELD_NUMBER: _ClassVar[int]
+    UPLINK_MS_FIELD_NUMBER: _ClassVar[int]
+    DOWNLINK_MS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_IN_FIELD_NUMBER: _ClassVar[int]
+    BYTES_OUT_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    role: str
+    queue_ms: float
+    decode_ms: float
+    compute_ms: float
+    encode_ms: float
+    forward_ms: float
+    uplink_ms: float
+    downlink_ms: float
+    bytes_in: int
+    bytes_out: int
+    def __init__(self, node: _Optional[str] = ..., role: _Optional[str] = ..., queue_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., compute_ms: _Optional[float] = ..., encode_ms: _Optional[float] = ..., forward_ms: _Optional[float] = ..., uplink_ms: _Optional[float] = ..., downlink_ms: _Optional[float] = ..., bytes_in: _Optional[int] = ..., bytes_out: _Optional[int] = ...) -> None: ...
+
+class InferReply(_message.Message):
+    __slots__ = ("request_id", "tensors", "timings", "fallback", "note")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TENSORS_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    tensors: _containers.RepeatedCompositeFieldContainer[Tensor]
+    timings: _containers.RepeatedCompositeFieldContainer[Timing]
+    fallback: bool
+    note: str
+    def __init__(self, request_id: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., timings: _Optional[_Iterable[_Union[Timing, _Mapping]]] = ..., fallback: _Optional[bool] = ..., note: _Optional[str] = ...) -> None: ...
+
+class DeployRequest(_message.Message):
+    __slots__ = ("digest", "program", "inputs", "outputs", "name", "hops_ahead")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    PROGRAM_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    HOPS_AHEAD_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    program: bytes
+    inputs: _containers.RepeatedScalarFieldContainer[str]
+    outputs: _containers.RepeatedScalarFieldContainer[str]
+    name: str
+    hops_ahead: int
+    def __init__(self, digest: _Optional[str] = ..., program: _Optional[bytes] = ..., inputs: _Optional[_Iterable[str]] = ..., outputs: _Optional[_Iterable[str]] = ..., name: _Optional[str] = ..., hops_ahead: _Optional[int] = ...) -> None: ...
+
+class DeployReply(_message.Message):
+    __slots__ = ("digest", "cached", "load_ms")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FIELD_NUMBER: _ClassVar[int]
+    LOAD_MS_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    cached: bool
+    load_ms: float
+    def __init__(self, digest: _Optional[str] = ..., cached: _Optional[bool] = ..., load_ms: _Optional[float] = ...) -> None: ...
+
+class HealthRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class HealthReply(_message.Message):
+    __slots__ = ("role", "status", "stages", "inflight", "next")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    STAGES_FIELD_NUMBER: _ClassVar[int]
+    INFLIGHT_FIELD_NUMBER: _ClassVar[int]
+    NEXT_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    status: str
+    stages: int
+    inflight: int
+    next: str
+    def __init__(self, role: _Optional[str] = ..., status: _Optional[str] = ..., stages: _Optional[int] = ..., inflight: _Optional[int] = ..., next: _Optional[str] = ...) -> None: ...
+
+class StatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatsReply(_message.Message):
+    __slots__ = ("values",)
+    class ValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.ScalarMap[str, float]
+    def __init__(self, values: _Optional[_Mapping[str, float]] = ...) -> None: ...

@@ -1,0 +1,282 @@
+"""The edge/cloud node server: runs its stage of each request and forwards the rest.
+
+A request carries its route (which deployed stage each node runs, what each must receive, the
+codec and link of each hop), so one server binary serves any plan. Admission is bounded:
+`max_concurrency` requests compute at once, `max_queue` more may wait, and anything beyond is
+refused with RESOURCE_EXHAUSTED instead of piling up until memory runs out. When the next node
+fails, the server finishes the remaining stages itself if it holds them (Deploy caches forwarded
+stages on the way) and marks the reply as a fallback.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import grpc
+import torch
+
+from edgeweave.codec import CodecError
+from edgeweave.runtime import tensors
+from edgeweave.runtime.metrics import NodeMetrics
+from edgeweave.runtime.program import ProgramError, load_program
+from edgeweave.runtime.proto import edgeweave_pb2 as pb
+from edgeweave.runtime.proto import edgeweave_pb2_grpc as pb_grpc
+from edgeweave.runtime.shaper import LinkShaper
+
+#: gRPC errors from the next node that the server absorbs by finishing the work itself.
+FALLBACK_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                  grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INTERNAL,
+                  grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED)
+
+
+@dataclass
+class NodeConfig:
+    role: str
+    name: str
+    next_target: str | None = None
+    max_concurrency: int = 4
+    max_queue: int = 16
+    dilation: float = 1.0  # emulate hardware slower than this host by stretching compute
+    threads: int = 1
+    forward_timeout_s: float = 30.0
+    channel_factory: object = None  # callable(target) -> grpc.Channel (auth, TLS)
+
+
+@dataclass
+class _Stage:
+    module: torch.jit.ScriptModule
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _Rejected(Exception):
+    pass
+
+
+class Admission:
+    """At most `limit` running and `queue` waiting; the rest are refused at once."""
+
+    def __init__(self, limit: int, queue: int):
+        self._slots = threading.Semaphore(limit)
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._queue = queue
+        self.running = 0
+
+    def __enter__(self) -> float:
+        start = time.perf_counter()
+        if not self._slots.acquire(blocking=False):
+            with self._lock:
+                if self._waiting >= self._queue:
+                    raise _Rejected
+                self._waiting += 1
+            try:
+                self._slots.acquire()
+            finally:
+                with self._lock:
+                    self._waiting -= 1
+        with self._lock:
+            self.running += 1
+        return (time.perf_counter() - start) * 1000.0
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self.running -= 1
+        self._slots.release()
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+
+class NodeService(pb_grpc.NodeServicer):
+    def __init__(self, config: NodeConfig, metrics: NodeMetrics):
+        self.cfg = config
+        self.metrics = metrics
+        self.stages: dict[str, _Stage] = {}
+        self.admission = Admission(config.max_concurrency, config.max_queue)
+        self._links: dict[tuple[str, float, float], LinkShaper] = {}
+        self._links_lock = threading.Lock()
+        self._next = None
+        if config.next_target:
+            factory = config.channel_factory or grpc.insecure_channel
+            self._next = pb_grpc.NodeStub(factory(config.next_target))
+        torch.set_num_threads(config.threads)
+
+    # ---- Deploy ---------------------------------------------------------------------------
+
+    def Deploy(self, request: pb.DeployRequest, context: grpc.ServicerContext) -> pb.DeployReply:
+        cached = request.digest in self.stages
+        load_ms = 0.0
+        if not cached:
+            try:
+                module, load_ms = load_program(request.program, request.digest)
+            except ProgramError as e:
+                self.metrics.rejected.labels("bad_program").inc()
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            self.stages[request.digest] = _Stage(module, tuple(request.inputs),
+                                                 tuple(request.outputs))
+        if request.hops_ahead > 0:
+            if self._next is None:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                              f"{self.cfg.name} has no --next node to deploy onward to")
+            onward = pb.DeployRequest()
+            onward.CopyFrom(request)
+            onward.hops_ahead -= 1
+            self._next.Deploy(onward, timeout=self.cfg.forward_timeout_s)
+        return pb.DeployReply(digest=request.digest, cached=cached, load_ms=load_ms)
+
+    # ---- Infer ----------------------------------------------------------------------------
+
+    def Infer(self, request: pb.InferRequest, context: grpc.ServicerContext) -> pb.InferReply:
+        start = time.perf_counter()
+        try:
+            with self.admission as queue_ms:
+                self.metrics.queue_depth.set(self.admission.waiting)
+                reply = self._infer(request, context, queue_ms)
+        except _Rejected:
+            self.metrics.rejected.labels("overloaded").inc()
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"{self.cfg.name} is at capacity ({self.cfg.max_concurrency} running, "
+                          f"{self.cfg.max_queue} queued); retry later")
+        self.metrics.requests.labels("fallback" if reply.fallback else "ok").inc()
+        self.metrics.latency.labels("total").observe(time.perf_counter() - start)
+        return reply
+
+    def InferStream(self, request_iterator: Iterator[pb.InferRequest],
+                    context: grpc.ServicerContext) -> Iterator[pb.InferReply]:
+        for request in request_iterator:
+            yield self.Infer(request, context)
+
+    def _infer(self, req: pb.InferRequest, context: grpc.ServicerContext, queue_ms: float
+               ) -> pb.InferReply:
+        if not req.route:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "request has an empty route")
+        hop = req.route[0]
+        t0 = time.perf_counter()
+        try:
+            env = tensors.decode(req.tensors)
+        except (CodecError, ValueError) as e:
+            self.metrics.rejected.labels("bad_tensor").inc()
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad tensor: {e}")
+        decode_ms = (time.perf_counter() - t0) * 1000.0
+        missing = [n for n in hop.needs if n not in env]
+        if missing:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"request lacks values this node needs: {', '.join(missing)}")
+        bytes_in = tensors.payload_bytes(req.tensors)
+        self.metrics.bytes.labels("in").inc(bytes_in)
+        compute_ms = self._run(hop.stage, env, context)
+        timing = pb.Timing(node=self.cfg.name, role=self.cfg.role, queue_ms=queue_ms,
+                           decode_ms=decode_ms, compute_ms=compute_ms, bytes_in=bytes_in)
+        later: list[pb.Timing] = []
+        fallback, note = False, ""
+        if len(req.route) > 1:
+            later, fallback, note = self._forward(req, env, timing, context)
+        t1 = time.perf_counter()
+        out = tensors.encode(env, [n for n in req.want if n in env], req.return_codec)
+        timing.encode_ms = (time.perf_counter() - t1) * 1000.0
+        timing.bytes_out = tensors.payload_bytes(out)
+        self.metrics.bytes.labels("out").inc(timing.bytes_out)
+        timing.downlink_ms = self._shape(hop, timing.bytes_out, "down")
+        return pb.InferReply(request_id=req.request_id, tensors=out, timings=[timing, *later],
+                             fallback=fallback, note=note)
+
+    def _run(self, digest: str, env: dict[str, torch.Tensor], context: grpc.ServicerContext
+             ) -> float:
+        if not digest:
+            return 0.0
+        stage = self.stages.get(digest)
+        if stage is None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"stage {digest[:12]} is not deployed on {self.cfg.name}; Deploy first")
+        args = []
+        for name in stage.inputs:
+            if name not in env:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"stage input {name!r} missing")
+            args.append(env[name])
+        start = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                result = stage.module(*args)
+        except RuntimeError as e:  # wrong shapes or dtypes reach here
+            self.metrics.rejected.labels("bad_input").inc()
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"stage {digest[:12]} failed on the given tensors: "
+                          f"{str(e).splitlines()[0][:300]}")
+        ms = (time.perf_counter() - start) * 1000.0
+        if self.cfg.dilation > 1.0:
+            time.sleep(ms * (self.cfg.dilation - 1.0) / 1000.0)
+            ms *= self.cfg.dilation
+        env.update(zip(stage.outputs, result, strict=True))
+        self.metrics.latency.labels("compute").observe(ms / 1000.0)
+        return ms
+
+    def _forward(self, req: pb.InferRequest, env: dict[str, torch.Tensor], timing: pb.Timing,
+                 context: grpc.ServicerContext) -> tuple[list[pb.Timing], bool, str]:
+        nxt = req.route[1]
+        onward = pb.InferRequest(request_id=req.request_id, route=req.route[1:],
+                                 want=[n for n in req.want if n not in env],
+                                 return_codec=req.return_codec)
+        onward.tensors.extend(tensors.encode(env, nxt.needs, nxt.codec))
+        start = time.perf_counter()
+        try:
+            if self._next is None:
+                raise ConnectionError(f"{self.cfg.name} has no --next node")
+            timing.uplink_ms = self._shape(nxt, tensors.payload_bytes(onward.tensors), "up")
+            remaining = context.time_remaining()
+            timeout = self.cfg.forward_timeout_s if remaining is None else max(0.01, remaining)
+            reply = self._next.Infer(onward, timeout=timeout)
+        except (grpc.RpcError, ConnectionError) as e:
+            code = e.code() if isinstance(e, grpc.RpcError) else grpc.StatusCode.UNAVAILABLE
+            if code not in FALLBACK_CODES:
+                context.abort(code, f"next node refused: {e.details()}")  # type: ignore[union-attr]
+            return [], True, self._finish_locally(req, env, f"next node failed ({code.name})")
+        timing.forward_ms = (time.perf_counter() - start) * 1000.0
+        env.update(tensors.decode(reply.tensors))
+        return list(reply.timings), reply.fallback, reply.note
+
+    def _finish_locally(self, req: pb.InferRequest, env: dict[str, torch.Tensor], why: str
+                        ) -> str:
+        for hop in req.route[1:]:
+            if hop.stage and hop.stage not in self.stages:
+                return f"{why}; {self.cfg.name} lacks stage {hop.stage[:12]} to fall back"
+            if hop.stage:
+                self._run_local(hop.stage, env)
+        self.metrics.requests.labels("fallback_local").inc()
+        return f"{why}; finished on {self.cfg.name}"
+
+    def _run_local(self, digest: str, env: dict[str, torch.Tensor]) -> None:
+        stage = self.stages[digest]
+        with torch.inference_mode():
+            result = stage.module(*(env[n] for n in stage.inputs))
+        env.update(zip(stage.outputs, result, strict=True))
+
+    def _shape(self, hop: pb.Hop, nbytes: int, direction: str) -> float:
+        """Emulate the hop's link for `nbytes`: serialisation (unless the kernel shapes it) plus
+        half the RTT (the kernel here has no netem). One bucket per link and direction (links
+        are full duplex), shared by concurrent requests as a real link is."""
+        if hop.link_mbps <= 0:
+            return 0.0
+        if not hop.shape_bandwidth:
+            time.sleep(hop.link_rtt_ms / 2000.0)
+            return hop.link_rtt_ms / 2.0
+        key = (direction, hop.link_mbps, hop.link_rtt_ms)
+        with self._links_lock:
+            link = self._links.get(key)
+            if link is None:
+                link = self._links[key] = LinkShaper(hop.link_mbps, hop.link_rtt_ms)
+        return link.transmit(nbytes) * 1000.0
+
+    # ---- Health / Stats -------------------------------------------------------------------
+
+    def Health(self, request: pb.HealthRequest, context: grpc.ServicerContext) -> pb.HealthReply:
+        return pb.HealthReply(role=self.cfg.role, status="serving", stages=len(self.stages),
+                              inflight=self.admission.running, next=self.cfg.next_target or "")
+
+    def Stats(self, request: pb.StatsRequest, context: grpc.ServicerContext) -> pb.StatsReply:
+        return pb.StatsReply(values=self.metrics.snapshot())

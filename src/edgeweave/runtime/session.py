@@ -1,0 +1,101 @@
+"""One co-inference run, as `edgeweave infer` and the benchmarks do it.
+
+Only this host is real, so tiers are emulated honestly: a device slower than this host gets its
+compute stretched by time dilation (host GFLOP/s / device GFLOP/s, printed), and the servers run
+at this host's speed, so the profile the planner sees gives edge and cloud this host's measured
+latencies ("measured" latency source, hardware profile `this-host`). Links are shaped to the
+fleet's rates. What is predicted is then what can physically happen, and the benchmark's
+"predicted vs measured" compares like with like.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from edgeweave.graph import Graph
+from edgeweave.plan import Plan, plan
+from edgeweave.profile import Profile, retarget
+from edgeweave.runtime.client import ClientOptions, CoInferenceClient, Result
+from edgeweave.runtime.security import ClientTLS
+from edgeweave.topology import Fleet, HardwareProfile, TierPath
+
+
+def host_tier_path(fleet: Fleet, device: str | None, host_gflops: float) -> TierPath:
+    """The fleet's device-edge-cloud path with edge and cloud replaced by this host's speed
+    (they run here, undilated); the device keeps its own profile (it is dilated)."""
+    path = fleet.tier_path(device)
+    nodes = [path.nodes[0]]
+    for node in path.nodes[1:]:
+        hw = node.hardware.model_copy(update={
+            "name": "this-host", "gflops": host_gflops, "op_overhead_ms": 0.0,
+            "description": f"this host, standing in for {node.hardware.name}",
+        })
+        nodes.append(node.model_copy(update={"hardware": HardwareProfile(**hw.model_dump())}))
+    return path.model_copy(update={"nodes": nodes})
+
+
+def emulated_profile(profile: Profile, fleet: Fleet, device: str | None = None) -> Profile:
+    host = float(profile.model_extra["host"]["gflops"])
+    prof = profile.model_copy(update={"latency_source": "measured"})
+    return retarget(prof, host_tier_path(fleet, device, host), fleet.name)
+
+
+def device_dilation(profile: Profile, fleet: Fleet, device: str | None = None) -> float:
+    host = float(profile.model_extra["host"]["gflops"])
+    return max(1.0, host / fleet.tier_path(device).nodes[0].hardware.gflops)
+
+
+@dataclass
+class RunSummary:
+    plan: Plan
+    results: list[Result]
+    dilation: float
+    switches: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(r.total_ms for r in self.results)
+
+    def median_segments(self) -> dict[str, float]:
+        keys = {k for r in self.results for k in r.segments}
+        return {k: statistics.median(r.segments.get(k, 0.0) for r in self.results)
+                for k in sorted(keys)}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.plan.model, "fleet": self.plan.fleet, "mode": self.plan.mode,
+            "device_dilation": self.dilation, "requests": len(self.results),
+            "median_ms": self.median_ms, "predicted_ms": self.plan.predicted["total_ms"],
+            "median_segments": self.median_segments(),
+            "fallbacks": sum(r.fallback for r in self.results),
+            "switches": self.switches,
+            "per_request_ms": [r.total_ms for r in self.results],
+        }
+
+
+def run(graph: Graph, chosen: Plan, edge_target: str | None, inputs: list[torch.Tensor], *,
+        dilation: float, token: str | None = None, tls: ClientTLS | None = None,
+        options: ClientOptions | None = None, profile: Profile | None = None,
+        warmup: int = 2) -> RunSummary:
+    opts = options or ClientOptions()
+    opts.device_dilation = dilation
+    client = CoInferenceClient(graph, chosen, edge_target, token=token, tls=tls, options=opts,
+                               profile=profile)
+    if client.deployment.route:
+        client.deploy(inputs[0])
+    for _ in range(warmup):  # TorchScript specialises on its first calls
+        client.infer(inputs[0])
+    results = [client.infer(x) for x in inputs]
+    return RunSummary(client.deployment.plan, results, dilation, client.switches)
+
+
+def plan_for(profile: Profile, fleet: Fleet, objective: str = "latency",
+             mbps: float | None = None, device: str | None = None) -> tuple[Profile, Plan]:
+    prof = emulated_profile(profile, fleet, device)
+    if mbps is not None:
+        prof = prof.with_link(prof.hop_names()[0], mbps=mbps)
+    return prof, plan(prof, objective)
