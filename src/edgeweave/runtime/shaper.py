@@ -79,6 +79,7 @@ class TokenBucket:
 
     def __init__(self, mbps: float, burst_bytes: int | None = None) -> None:
         self._rate_bps = _check_mbps(mbps) * 1e6 / 8  # bytes per second
+        self._auto_burst = burst_bytes is None  # a default burst follows the rate
         if burst_bytes is None:
             burst_bytes = self.default_burst(mbps)
         if burst_bytes < 1:
@@ -121,6 +122,10 @@ class TokenBucket:
         with self._cond:
             self._refill(time.monotonic())
             self._rate_bps = rate
+            if self._auto_burst:
+                # a burst saved up at a fast rate must not cross a slow link for free
+                self._burst = self.default_burst(mbps)
+                self._granted = min(self._granted, self._requested + self._burst)
             self._cond.notify_all()
 
     def _chunk_bytes(self) -> int:

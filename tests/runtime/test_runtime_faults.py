@@ -1,0 +1,68 @@
+"""Faults and adaptation across real OS processes (the local lab)."""
+
+import pytest
+import torch
+
+from conftest import local_output, three_tier_plan
+from edgeweave.runtime.bandwidth import BandwidthEstimator
+from edgeweave.runtime.client import ClientOptions, CoInferenceClient
+from edgeweave.runtime.lab import LocalLab
+from edgeweave.runtime.session import plan_for
+
+
+@pytest.mark.slow
+def test_edge_killed_mid_stream_every_request_still_gets_one_result(digits_graph):
+    with LocalLab() as lab:
+        _, chosen = three_tier_plan(digits_graph)
+        client = CoInferenceClient(digits_graph, chosen, lab.edge_target, token=lab.token,
+                                   options=ClientOptions(backoff_s=(0.2, 1.0), timeout_s=5))
+        xs = [torch.randn(digits_graph.input_shape) for _ in range(12)]
+        client.deploy(xs[0])
+        results = []
+        for i, x in enumerate(xs):
+            if i == 4:
+                lab.kill("edge")
+            results.append(client.infer(x))
+    assert len(results) == len(xs)
+    assert not any(r.fallback for r in results[:4])
+    assert all(r.fallback for r in results[4:])
+    assert "ran locally" in results[4].note
+    for x, r in zip(xs, results, strict=True):
+        assert torch.allclose(r.output, local_output(digits_graph, x), atol=1e-5)
+
+
+def test_estimator_tracks_and_detects_a_step():
+    est = BandwidthEstimator()
+    for _ in range(10):
+        est.observe(50e6 / 8 * 0.01, 0.01)  # 50 Mbit/s
+    assert est.mbps == pytest.approx(50, rel=0.01)
+    assert not est.observe(2e6 / 8 * 0.01, 0.01)  # one outlier is not a change
+    assert not est.observe(2e6 / 8 * 0.01, 0.01)
+    assert est.observe(2e6 / 8 * 0.01, 0.01)  # the third agreeing sample is
+    assert est.mbps == pytest.approx(2, rel=0.01)
+    assert est.changes == 1
+
+
+def test_client_replans_when_bandwidth_drops(resnet_graph, nodes):
+    from conftest import TOKEN
+    from edgeweave.profile import profile_graph
+    from edgeweave.topology import load_fleet
+
+    edge_target, *_ = nodes
+    fleet = load_fleet("pi4-wifi-edge-cloud")
+    measured = profile_graph(resnet_graph, fleet, warmup=0, repeats=2)
+    prof, fast = plan_for(measured, fleet, mbps=500.0)
+    assert fast.mode != "device-only"
+    client = CoInferenceClient(resnet_graph, fast, edge_target, token=TOKEN, profile=prof,
+                               options=ClientOptions(adapt=True, device_dilation=1.0))
+    x = torch.randn(resnet_graph.input_shape)
+    client.deploy(x)
+    for _ in range(3):
+        client.infer(x)
+    client.set_link_mbps("device-edge", 0.5)
+    modes = [client.infer(x).plan_mode for _ in range(8)]
+    switched = [s for s in client.switches if s["switched"]]
+    assert switched, client.switches
+    assert switched[0]["estimate_mbps"] < 2.0
+    assert client.deployment.plan.placement != fast.placement
+    assert modes[-1] == client.deployment.plan.mode
