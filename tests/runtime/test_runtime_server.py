@@ -39,7 +39,7 @@ def test_unauthenticated_calls_are_refused(nodes, token):
     edge_target, *_ = nodes
     s = stub(edge_target, token=token)
     for call, msg in ((s.Health, pb.HealthRequest()), (s.Infer, pb.InferRequest()),
-                      (s.Deploy, pb.DeployRequest())):
+                      (s.Deploy, iter([pb.DeployRequest()]))):
         with pytest.raises(grpc.RpcError) as err:
             call(msg, timeout=5)
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -122,8 +122,11 @@ def test_malformed_and_mismatched_deploys_are_refused(nodes):
 
     for digest in (hashlib.sha256(junk).hexdigest(), "0" * 64):
         with pytest.raises(grpc.RpcError) as err:
-            s.Deploy(pb.DeployRequest(digest=digest, program=junk), timeout=10)
+            s.Deploy(iter([pb.DeployRequest(digest=digest, program=junk)]), timeout=10)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as err:
+        s.Deploy(iter([]), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert healthy(edge_target)
 
 

@@ -195,13 +195,18 @@ def infer(
     token_file: Path = typer.Option(None, "--token-file", help="Bearer token file."),
     cert_dir: Path = typer.Option(None, "--cert-dir", help="mTLS: dir from `edgeweave certs`."),
     adapt: bool = typer.Option(False, help="Re-plan when measured bandwidth changes the optimum."),
+    shaping: str = typer.Option("app", help="app: shape links in this process and the servers; "
+                                "kernel: netlab's tc already shapes them (add RTT only)."),
     json_out: Path = typer.Option(None, "--json", help="Write per-request results here."),
 ) -> None:
     """Run a plan across real processes: device head here, the rest on --edge (and beyond)."""
     from edgeweave.cli import runtime_cmds
 
+    if shaping not in ("app", "kernel"):
+        raise EdgeWeaveError(f"--shaping: expected app or kernel, got {shaping!r}")
     runtime_cmds.infer(console, model, fleet, edge, plan_file, input_file, repeat,
-                       objective.value, codec, mbps, token_file, cert_dir, adapt, json_out)
+                       objective.value, codec, mbps, token_file, cert_dir, adapt, json_out,
+                       shape_bandwidth=shaping == "app")
 
 
 @app.command()
@@ -217,6 +222,21 @@ def lab(
     from edgeweave.cli import runtime_cmds
 
     runtime_cmds.lab(console, model, fleet, repeat, codec, mbps, json_out)
+
+
+@app.command()
+def netlab(
+    model: str = typer.Argument("resnet18", help="Model to run across the namespaced fleet."),
+    fleet: str = typer.Option(None, "--fleet", "-f", help=FLEET_HELP),
+    repeat: int = typer.Option(10, min=1, help="Requests to send."),
+    codec: str = typer.Option("none", help="Activation codec at each cut."),
+    mbps: float = typer.Option(None, "--mbps", help="Override the first hop's bandwidth."),
+    json_out: Path = typer.Option(None, "--json", help="Write per-request results here."),
+) -> None:
+    """Device, edge and cloud in network namespaces joined by tc-shaped veth pairs (root)."""
+    from edgeweave.cli import runtime_cmds
+
+    runtime_cmds.netlab(console, model, fleet, repeat, codec, mbps, json_out)
 
 
 def main() -> None:

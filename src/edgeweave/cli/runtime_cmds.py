@@ -32,7 +32,8 @@ def _prepare(console: Console, model: str, fleet_spec: str | None, plan_file: Pa
 
 
 def infer(console: Console, model, fleet_spec, edge, plan_file, input_file, repeat, objective,
-          codec, mbps, token_file, cert_dir, adapt, json_out, token=None) -> None:
+          codec, mbps, token_file, cert_dir, adapt, json_out, token=None,
+          shape_bandwidth=True) -> None:
     from edgeweave.runtime.client import ClientOptions
     from edgeweave.runtime.inputs import load_input
     from edgeweave.runtime.security import ClientTLS, load_token
@@ -44,7 +45,8 @@ def infer(console: Console, model, fleet_spec, edge, plan_file, input_file, repe
     token = token or (load_token(token_file) if token_file else None)
     tls = ClientTLS.for_node(cert_dir, "device") if cert_dir else None
     summary = run(graph, chosen, edge, [x] * repeat, dilation=dilation, token=token, tls=tls,
-                  options=ClientOptions(codec=codec, adapt=adapt), profile=prof)
+                  options=ClientOptions(codec=codec, adapt=adapt,
+                                        shape_bandwidth=shape_bandwidth), profile=prof)
     _report(console, summary, model)
     if json_out:
         json_out.write_text(json.dumps(summary.to_json(), indent=1))
@@ -86,3 +88,61 @@ def _report(console: Console, summary, model: str) -> None:
     top = top_classes(summary.results[-1].output, model)
     console.print("top-5: " + ", ".join(f"{name} {p:.2f}" for name, p in top)
                   + "  (random weights unless the model was given --weights)")
+
+
+def netlab(console: Console, model, fleet_spec, repeat, codec, mbps, json_out) -> None:
+    """Device, edge and cloud in their own network namespaces, links shaped by the kernel."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from edgeweave.runtime.netlab import NetLab, netns_available
+    from edgeweave.runtime.security import generate_token, write_token
+    from edgeweave.topology import DEFAULT_FLEET, load_fleet
+
+    ok, why = netns_available()
+    if not ok:
+        console.print(f"[yellow]network namespaces unavailable ({why}); falling back to the "
+                      "in-process token-bucket shaper[/]")
+        return lab(console, model, fleet_spec, repeat, codec, mbps, json_out)
+    fleet = load_fleet(fleet_spec or DEFAULT_FLEET)
+    path = fleet.tier_path()
+    hops = [(lk.mbps, lk.rtt_ms) for lk in path.links]
+    if mbps is not None:
+        hops[0] = (mbps, hops[0][1])
+    tiers = [n.tier for n in path.nodes]
+    with tempfile.TemporaryDirectory(prefix="edgeweave-netlab-") as tmp, \
+            NetLab(tiers, hops) as net:
+        token_file = Path(tmp) / "token"
+        write_token(token_file, generate_token())
+        serve = [sys.executable, "-m", "edgeweave", "serve", "--token-file", str(token_file)]
+        procs, upstream = [], None
+        for level in range(len(tiers) - 1, 0, -1):
+            tier = tiers[level]
+            host = net.address(tier, from_node=tiers[level - 1])
+            args = [*serve, "--role", tier, "--listen", f"{host}:50051"]
+            if upstream:
+                args += ["--next", upstream]
+            procs.append(net.popen(tier, args, stdout=subprocess.PIPE, text=True))
+            first = procs[-1].stdout.readline()
+            console.print(f"{tier} namespace: {first.strip()}")
+            upstream = f"{host}:50051"
+        replays = [net.replay(k, lk.trace) for k, lk in enumerate(path.links)
+                   if lk.trace is not None and not (k == 0 and mbps is not None)]
+        console.print(f"kernel shaping: {', '.join(f'{a:g} Mbit/s' for a, _ in hops)} "
+                      f"(tbf); RTT added in the runtime's link layer (no netem here)"
+                      + (f"; replaying {len(replays)} bandwidth trace(s)" if replays else ""))
+        argv = [sys.executable, "-m", "edgeweave", "infer", model, "--edge", upstream,
+                "--token-file", str(token_file), "--repeat", str(repeat), "--codec", codec,
+                "--shaping", "kernel", *(["--fleet", fleet_spec] if fleet_spec else []),
+                *(["--mbps", str(mbps)] if mbps is not None else []),
+                *(["--json", str(json_out)] if json_out else [])]
+        try:
+            device = net.popen(tiers[0], argv)
+            device.wait()
+        finally:
+            for r in replays:
+                r.stop()
+            for p in procs:
+                p.terminate()
+                p.wait(timeout=10)

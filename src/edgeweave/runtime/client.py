@@ -30,7 +30,7 @@ from edgeweave.runtime.program import StageProgram, build_program
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
 from edgeweave.runtime.proto import edgeweave_pb2_grpc as pb_grpc
 from edgeweave.runtime.security import ClientTLS, authed_channel
-from edgeweave.runtime.server import FALLBACK_CODES
+from edgeweave.runtime.server import FALLBACK_CODES, deploy_chunks
 from edgeweave.runtime.shaper import LinkShaper
 
 log = logging.getLogger("edgeweave.runtime")
@@ -146,10 +146,9 @@ class CoInferenceClient:
             # nodes on the way cache the stage too, so each can finish a request if the node
             # above it fails
             replies.append(self._stub.Deploy(
-                pb.DeployRequest(digest=prog.digest, program=prog.data,
-                                 inputs=list(prog.inputs), outputs=list(prog.outputs),
-                                 name=f"{self.graph.name}:{key}", hops_ahead=level - 1),
-                timeout=max(self.opts.timeout_s, 60.0)))
+                deploy_chunks(prog.data, prog.digest, list(prog.inputs), list(prog.outputs),
+                              f"{self.graph.name}:{key}", level - 1),
+                timeout=max(self.opts.timeout_s, 120.0)))
         return replies
 
     # ---- inference ------------------------------------------------------------------------

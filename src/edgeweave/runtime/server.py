@@ -42,6 +42,7 @@ class NodeConfig:
     dilation: float = 1.0  # emulate hardware slower than this host by stretching compute
     threads: int = 1
     forward_timeout_s: float = 30.0
+    max_program_mb: float = 2048.0
     channel_factory: object = None  # callable(target) -> grpc.Channel (auth, TLS)
 
 
@@ -51,6 +52,17 @@ class _Stage:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def deploy_chunks(program: bytes, digest: str, inputs: list[str], outputs: list[str],
+                  name: str, hops_ahead: int, chunk: int = 2 << 20) -> Iterator[pb.DeployRequest]:
+    """A stage program as a Deploy stream: metadata on the first chunk, then slices."""
+    for start in range(0, max(1, len(program)), chunk):
+        first = start == 0
+        yield pb.DeployRequest(
+            digest=digest, program=program[start:start + chunk], name=name if first else "",
+            inputs=inputs if first else [], outputs=outputs if first else [],
+            hops_ahead=hops_ahead)
 
 
 class _Rejected(Exception):
@@ -109,26 +121,37 @@ class NodeService(pb_grpc.NodeServicer):
 
     # ---- Deploy ---------------------------------------------------------------------------
 
-    def Deploy(self, request: pb.DeployRequest, context: grpc.ServicerContext) -> pb.DeployReply:
-        cached = request.digest in self.stages
+    def Deploy(self, request_iterator: Iterator[pb.DeployRequest],
+               context: grpc.ServicerContext) -> pb.DeployReply:
+        head, chunks, size = None, [], 0
+        for chunk in request_iterator:
+            head = head or chunk
+            size += len(chunk.program)
+            if size > self.cfg.max_program_mb * (1 << 20):
+                self.metrics.rejected.labels("program_too_large").inc()
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              f"stage program exceeds {self.cfg.max_program_mb} MiB")
+            chunks.append(chunk.program)
+        if head is None:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty Deploy stream")
+        program = b"".join(chunks)
+        cached = head.digest in self.stages
         load_ms = 0.0
         if not cached:
             try:
-                module, load_ms = load_program(request.program, request.digest)
+                module, load_ms = load_program(program, head.digest)
             except ProgramError as e:
                 self.metrics.rejected.labels("bad_program").inc()
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-            self.stages[request.digest] = _Stage(module, tuple(request.inputs),
-                                                 tuple(request.outputs))
-        if request.hops_ahead > 0:
+            self.stages[head.digest] = _Stage(module, tuple(head.inputs), tuple(head.outputs))
+        if head.hops_ahead > 0:
             if self._next is None:
                 context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                               f"{self.cfg.name} has no --next node to deploy onward to")
-            onward = pb.DeployRequest()
-            onward.CopyFrom(request)
-            onward.hops_ahead -= 1
-            self._next.Deploy(onward, timeout=self.cfg.forward_timeout_s)
-        return pb.DeployReply(digest=request.digest, cached=cached, load_ms=load_ms)
+            self._next.Deploy(deploy_chunks(program, head.digest, list(head.inputs),
+                                            list(head.outputs), head.name, head.hops_ahead - 1),
+                              timeout=self.cfg.forward_timeout_s * 4)
+        return pb.DeployReply(digest=head.digest, cached=cached, load_ms=load_ms)
 
     # ---- Infer ----------------------------------------------------------------------------
 

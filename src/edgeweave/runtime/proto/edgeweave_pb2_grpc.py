@@ -34,7 +34,7 @@ class NodeStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.Deploy = channel.unary_unary(
+        self.Deploy = channel.stream_unary(
                 '/edgeweave.v1.Node/Deploy',
                 request_serializer=edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.DeployRequest.SerializeToString,
                 response_deserializer=edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.DeployReply.FromString,
@@ -64,7 +64,7 @@ class NodeStub:
 class NodeServicer:
     """Missing associated documentation comment in .proto file."""
 
-    def Deploy(self, request, context):
+    def Deploy(self, request_iterator, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -97,7 +97,7 @@ class NodeServicer:
 
 def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'Deploy': grpc.unary_unary_rpc_method_handler(
+            'Deploy': grpc.stream_unary_rpc_method_handler(
                     servicer.Deploy,
                     request_deserializer=edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.DeployRequest.FromString,
                     response_serializer=edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.DeployReply.SerializeToString,
@@ -134,7 +134,7 @@ class Node:
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
-    def Deploy(request,
+    def Deploy(request_iterator,
             target,
             options=(),
             channel_credentials=None,
@@ -144,8 +144,8 @@ class Node:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
+        return grpc.experimental.stream_unary(
+            request_iterator,
             target,
             '/edgeweave.v1.Node/Deploy',
             edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.DeployRequest.SerializeToString,

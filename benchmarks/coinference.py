@@ -1,0 +1,199 @@
+"""Co-inference across real processes: predicted vs measured, overhead, speedups, adaptation.
+
+Edge and cloud are `edgeweave serve` OS processes on loopback; the device is this process. The
+Raspberry Pi 4 device is emulated by time dilation of its compute (factor printed); edge and
+cloud run at this host's speed and the planner is told so. Links are shaped in the application
+(token bucket + RTT/2 per direction) to the fleet's rates, bandwidth overridden per row.
+
+    .venv/bin/python benchmarks/coinference.py [--models ...] [--requests 5] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from _zoo import emit
+from edgeweave.graph import capture_spec
+from edgeweave.profile import profile_graph
+from edgeweave.runtime.client import ClientOptions, CoInferenceClient
+from edgeweave.runtime.lab import LocalLab
+from edgeweave.runtime.session import device_dilation, plan_for, run
+from edgeweave.topology import DEFAULT_FLEET, load_fleet
+
+MODELS = ["alexnet", "vgg16", "resnet18", "mobilenet_v2"]
+BANDWIDTHS = (1.0, 5.0, 20.0, 100.0)
+NEUROSURGEON_AVG_SPEEDUP = 3.1
+NOTE = ("EMULATED: device = Raspberry Pi 4 by time dilation of this host's compute; edge and "
+        "cloud = separate server processes at this host's speed; links shaped in the "
+        "application (token bucket + RTT/2 each way) on loopback.")
+
+
+def floor_ms(summary, chosen) -> float:
+    """Measured compute + bytes/bandwidth + RTT for each hop used: the physical minimum."""
+    seg = summary.median_segments()
+    total = sum(v for k, v in seg.items() if k.endswith("_compute"))
+    for hop, v in chosen.predicted["hops"].items():
+        link = chosen.links[hop]
+        for direction in ("up", "down"):
+            if v[f"{direction}_ms"] > 0:
+                total += link.rtt_ms / 2 + v[f"{direction}_bytes"] * 8 / (link.mbps * 1000)
+    return total
+
+
+def run_mode(graph, prof, chosen, mode, lab, x, dilation, requests):
+    if mode == "chosen":
+        p = chosen
+    else:
+        alt = chosen.alternative(mode)
+        p = chosen.model_copy(update={"placement": alt.placement, "predicted": {
+            **chosen.predicted, "total_ms": alt.total_ms}, "mode": mode})
+    return run(graph, p, lab.edge_target, [x] * requests, dilation=dilation, token=lab.token,
+               profile=prof, warmup=1)
+
+
+def model_rows(name, lab, requests, fleet):
+    graph = capture_spec(name)
+    measured = profile_graph(graph, fleet, warmup=2, repeats=5)
+    dilation = device_dilation(measured, fleet)
+    x = torch.randn(graph.input_shape, generator=torch.Generator().manual_seed(0))
+    rows, device_only = [], None
+    for mbps in BANDWIDTHS:
+        prof, chosen = plan_for(measured, fleet, mbps=mbps)
+        n = max(2, requests // 2) if mbps <= 1 else requests
+        summary = run_mode(graph, prof, chosen, "chosen", lab, x, dilation, n)
+        if device_only is None:
+            device_only = run_mode(graph, prof, chosen, "device-only", lab, x, dilation, 2)
+        edge_only = (summary if chosen.mode == "edge-only" else
+                     run_mode(graph, prof, chosen, "edge-only", lab, x, dilation, n))
+        measured_ms = summary.median_ms
+        floor = floor_ms(summary, chosen)
+        rows.append({
+            "model": name, "mbps": mbps, "mode": chosen.mode, "dilation": dilation,
+            "predicted_ms": chosen.predicted["total_ms"], "measured_ms": measured_ms,
+            "error_pct": (measured_ms - chosen.predicted["total_ms"])
+            / chosen.predicted["total_ms"] * 100,
+            "floor_ms": floor, "overhead_ms": measured_ms - floor,
+            "overhead_pct": (measured_ms - floor) / floor * 100,
+            "device_only_ms": device_only.median_ms, "edge_only_ms": edge_only.median_ms,
+            "speedup_vs_device": device_only.median_ms / measured_ms,
+            "speedup_vs_edge": edge_only.median_ms / measured_ms,
+        })
+        print(f"{name} @ {mbps:g} Mbit/s: {chosen.mode} predicted "
+              f"{rows[-1]['predicted_ms']:.1f} measured {measured_ms:.1f} ms", flush=True)
+    return rows
+
+
+def bandwidth_step(lab, fleet, before=50.0, after=2.0, requests=12):
+    graph = capture_spec("alexnet")
+    measured = profile_graph(graph, fleet, warmup=1, repeats=3)
+    prof, chosen = plan_for(measured, fleet, mbps=before)
+    client = CoInferenceClient(graph, chosen, lab.edge_target, token=lab.token, profile=prof,
+                               options=ClientOptions(adapt=True,
+                                                     device_dilation=device_dilation(
+                                                         measured, fleet)))
+    x = torch.randn(graph.input_shape)
+    client.deploy(x)
+    client.infer(x)
+    pre = [client.infer(x).total_ms for _ in range(requests // 2)]
+    client.set_link_mbps("device-edge", after)
+    post, switched_at = [], None
+    for i in range(requests):
+        r = client.infer(x)
+        post.append((r.total_ms, r.plan_mode))
+        if switched_at is None and any(s["switched"] for s in client.switches):
+            switched_at = i + 1
+    settled = [ms for ms, _ in post[switched_at:]] if switched_at else []
+    return {
+        "model": "alexnet", "before_mbps": before, "after_mbps": after,
+        "mode_before": chosen.mode, "mode_after": client.deployment.plan.mode,
+        "requests_until_replan": switched_at,
+        "median_ms_before": statistics.median(pre),
+        "median_ms_after_replan": statistics.median(settled) if settled else None,
+        "first_ms_after_step": post[0][0], "switches": client.switches,
+    }
+
+
+def throughput(lab, fleet, clients=(1, 8), seconds=6.0):
+    graph = capture_spec("resnet18")
+    measured = profile_graph(graph, fleet, warmup=1, repeats=3)
+    _, chosen = plan_for(measured, fleet, mbps=1000.0)
+    edge_only = chosen.model_copy(update={"placement": chosen.alternative("edge-only").placement})
+    x = torch.randn(graph.input_shape)
+    out = {}
+    for n in clients:
+        cs = [CoInferenceClient(graph, edge_only, lab.edge_target, token=lab.token,
+                                options=ClientOptions(shape_bandwidth=False)) for _ in range(n)]
+        for c in cs:
+            c.deploy(x)
+            c.infer(x)
+        done = [0] * n
+        stop = time.monotonic() + seconds
+        threads = [threading.Thread(target=_loop, args=(c, x, stop, done, i))
+                   for i, c in enumerate(cs)]
+        start = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        out[n] = sum(done) / (time.monotonic() - start)
+    return {"model": "resnet18", "placement": "edge-only", "requests_per_s": out}
+
+
+def _loop(client, x, stop, done, i) -> None:
+    while time.monotonic() < stop:
+        client.infer(x)
+        done[i] += 1
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="*", default=MODELS)
+    ap.add_argument("--requests", type=int, default=5)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    torch.set_num_threads(1)  # the profile was measured on one thread; so is the device
+    fleet = load_fleet(DEFAULT_FLEET)
+    console = Console(width=150)
+    with LocalLab(extra_args={"edge": ["--max-concurrency", "2"]}) as lab:
+        rows = [r for m in args.models for r in model_rows(m, lab, args.requests, fleet)]
+        step = bandwidth_step(lab, fleet)
+        tput = throughput(lab, fleet)
+    table = Table(title="co-inference, measured across processes (median per row)")
+    for col in ("model", "Mbit/s", "mode", "predicted ms", "measured ms", "error %",
+                "floor ms", "overhead", "x vs device", "x vs edge"):
+        table.add_column(col, justify="left" if col in ("model", "mode") else "right")
+    for r in rows:
+        table.add_row(r["model"], f"{r['mbps']:g}", r["mode"], f"{r['predicted_ms']:.1f}",
+                      f"{r['measured_ms']:.1f}", f"{r['error_pct']:+.1f}",
+                      f"{r['floor_ms']:.1f}",
+                      f"{r['overhead_ms']:.1f} ms ({r['overhead_pct']:.1f}%)",
+                      f"{r['speedup_vs_device']:.2f}", f"{r['speedup_vs_edge']:.2f}")
+    summary = {
+        "max_abs_error_pct": max(abs(r["error_pct"]) for r in rows),
+        "rows_within_10pct": sum(abs(r["error_pct"]) <= 10 for r in rows),
+        "rows_overhead_ok": sum(r["overhead_ms"] <= max(2.0, 0.05 * r["floor_ms"])
+                                for r in rows),
+        "rows": len(rows),
+        "mean_speedup_vs_device": statistics.mean(r["speedup_vs_device"] for r in rows),
+        "neurosurgeon_avg_speedup": NEUROSURGEON_AVG_SPEEDUP,
+        "mean_speedup_vs_edge": statistics.mean(r["speedup_vs_edge"] for r in rows),
+    }
+    console.print(f"summary: {summary}")
+    console.print(f"bandwidth step: {step}")
+    console.print(f"server throughput: {tput}")
+    console.print(NOTE)
+    emit(console, [table], {"benchmark": "coinference", "rows": rows, "summary": summary,
+                            "bandwidth_step": step, "throughput": tput, "note": NOTE},
+         args.json)
+
+
+if __name__ == "__main__":
+    main()
