@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import os
+
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # keep gRPC's C-core chatter out of test output
 
 from hypothesis import strategies as st
 

@@ -19,6 +19,9 @@ def recheck_total_ms(doc: dict) -> float:
     tier = {n: RANK[t] for n, t in doc["placement"].items()}
     lat = {n["name"]: n["latency_ms"] for n in doc["nodes"]}
     size = {n["name"]: n["out_bytes"] for n in doc["nodes"]}
+    cuts = doc.get("cuts") or {}
+    wire = {h: {n["name"]: (n.get("codec_bytes") or {}).get(c, n["out_bytes"])
+                for n in doc["nodes"]} for h, c in cuts.items()}
     total = sum(lat[n][t] for n, t in doc["placement"].items())
     consumers: dict[str, list[str]] = {}
     for a, b in doc["edges"]:
@@ -29,8 +32,9 @@ def recheck_total_ms(doc: dict) -> float:
         link = doc["links"][hop]
         crossing = [u for u in size if tier[u] <= k < max(
             (tier[v] for v in consumers.get(u, [])), default=-1)]
+        up = wire.get(hop, size)
         if top > k:
-            total += link["rtt_ms"] / 2 + sum(size[u] for u in crossing) * 8 / (link["mbps"] * 1000)
+            total += link["rtt_ms"] / 2 + sum(up[u] for u in crossing) * 8 / (link["mbps"] * 1000)
         if tier[doc["output"]] > k:
             total += link["rtt_ms"] / 2 + size[doc["output"]] * 8 / (link["mbps"] * 1000)
     return total
@@ -42,11 +46,14 @@ def resnet_profile():
     return graph, profile_graph(graph, load_fleet("pi4-wifi-edge-cloud"), warmup=1, repeats=2)
 
 
-@pytest.mark.parametrize("mbps", [1.0, 20.0, 1000.0])
-def test_plan_json_rechecks_and_splits_the_real_model(resnet_profile, tmp_path, mbps):
+@pytest.mark.parametrize(("mbps", "codecs"), [(1.0, ("none",)), (20.0, ("none",)),
+                                               (1000.0, ("none",)),
+                                               (5.0, ("none", "fp16", "int8+zstd"))])
+def test_plan_json_rechecks_and_splits_the_real_model(resnet_profile, tmp_path, mbps, codecs):
     graph, prof = resnet_profile
     prof = prof.with_link("device-edge", mbps=mbps)
-    result = plan(prof, "latency")
+    result = plan(prof, "latency", codecs=codecs)
+    assert set(result.cuts.values()) <= set(codecs)
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(result.to_json()))
     doc = json.loads(path.read_text())
@@ -74,3 +81,13 @@ def test_plot_writes_a_png(resnet_profile, tmp_path):
     _, prof = resnet_profile
     out = plot_plan(plan(prof, "latency"), tmp_path / "plan.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compressing_codecs_never_lose_to_raw_and_win_when_bandwidth_is_scarce(resnet_profile):
+    _, prof = resnet_profile
+    prof = prof.with_link("device-edge", mbps=1.0)
+    raw = plan(prof, "latency")
+    coded = plan(prof, "latency", codecs=("none", "fp16", "int8", "int8+zstd"))
+    assert coded.predicted["total_ms"] <= raw.predicted["total_ms"] + 1e-9
+    if coded.mode != "device-only":
+        assert coded.cuts["device-edge"] != "none"

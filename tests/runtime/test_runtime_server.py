@@ -203,3 +203,50 @@ def unused_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_streaming_infer_serves_each_request(nodes, digits_graph):
+    client = deployed(nodes, digits_graph)
+    edge_target, *_ = nodes
+    xs = [torch.randn(digits_graph.input_shape) for _ in range(4)]
+    reqs = [_request(client, x, lambda r: None) for x in xs]
+    replies = list(stub(edge_target).InferStream(iter(reqs), timeout=20))
+    assert len(replies) == 4
+    assert all(r.tensors and not r.fallback for r in replies)
+
+
+def test_slow_edge_past_the_deadline_falls_back_on_the_device(digits_graph):
+    server, _, port = start_node(NodeConfig("edge", "slow", dilation=2000.0),
+                                 ServeOptions("127.0.0.1:0", token=TOKEN))
+    try:
+        _, chosen = three_tier_plan(digits_graph, fractions=(0.3, 2.0))
+        client = CoInferenceClient(digits_graph, chosen, f"127.0.0.1:{port}", token=TOKEN,
+                                   options=ClientOptions(timeout_s=0.3))
+        x = torch.randn(digits_graph.input_shape)
+        client.deploy(x)
+        result = client.infer(x)
+        assert result.fallback and "DEADLINE_EXCEEDED" in result.note
+        with torch.no_grad():
+            assert torch.allclose(result.output, digits_graph.module(x), atol=1e-5)
+    finally:
+        server.stop(0)
+
+
+def test_mutual_tls_end_to_end(tmp_path, digits_graph):
+    from edgeweave.runtime.security import ClientTLS, make_fleet_certs
+
+    make_fleet_certs(tmp_path, ["device", "edge"])
+    server, _, port = start_node(NodeConfig("edge", "edge"),
+                                 ServeOptions("127.0.0.1:0", cert_dir=tmp_path))
+    try:
+        _, chosen = three_tier_plan(digits_graph, fractions=(0.3, 2.0))
+        client = CoInferenceClient(digits_graph, chosen, f"127.0.0.1:{port}",
+                                   tls=ClientTLS.for_node(tmp_path, "device"))
+        x = torch.randn(digits_graph.input_shape)
+        client.deploy(x)
+        assert not client.infer(x).fallback
+        plain = pb_grpc.NodeStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+        with pytest.raises(grpc.RpcError):
+            plain.Health(pb.HealthRequest(), timeout=5)
+    finally:
+        server.stop(0)

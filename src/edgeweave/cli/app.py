@@ -90,6 +90,8 @@ def plan(
     weights: Path = typer.Option(None, "--weights", help="State-dict file to load into the model."),
     warmup: int = typer.Option(3, min=0, help="Untimed runs before measuring."),
     repeats: int = typer.Option(10, min=1, help="Timed runs; each node's median is kept."),
+    codec: str = typer.Option("none", help="Candidate activation codecs per cut, comma-"
+                              "separated (none, fp16, int8, zstd, int8+zstd, ...) or auto."),
     json_out: Path = typer.Option(None, "--json", help="Write the plan JSON here."),
     plot: Path = typer.Option(None, "--plot", help="Write the per-layer latency/size PNG here."),
 ) -> None:
@@ -114,7 +116,9 @@ def plan(
         if mbps <= 0:
             raise EdgeWeaveError(f"--mbps: must be positive, got {mbps}")
         prof = prof.with_link(prof.hop_names()[0], mbps=mbps)
-    result = make_plan(prof, objective.value, slo_ms, device_mem_mb)
+    from edgeweave.cli.runtime_cmds import codec_candidates
+
+    result = make_plan(prof, objective.value, slo_ms, device_mem_mb, codec_candidates(codec))
     render.plan_table(console, result)
     if json_out:
         json_out.write_text(__import__("json").dumps(result.to_json(), indent=1))
@@ -189,8 +193,9 @@ def infer(
     input_file: Path = typer.Option(None, "--input", help="Image (png/jpg) or .npy input."),
     repeat: int = typer.Option(10, min=1, help="Requests to send."),
     objective: Objective = typer.Option(Objective.latency, help="What the plan minimises."),
-    codec: str = typer.Option("none", help="Activation codec at each cut (none, fp16, int8, "
-                              "+zstd/+lz4)."),
+    codec: str = typer.Option("none", help="Candidate activation codecs, comma-separated "
+                              "(none, fp16, int8, zstd, fp16+zstd, int8+zstd, ...) or auto; the "
+                              "plan picks one per cut."),
     mbps: float = typer.Option(None, "--mbps", help="Override the first hop's bandwidth."),
     token_file: Path = typer.Option(None, "--token-file", help="Bearer token file."),
     cert_dir: Path = typer.Option(None, "--cert-dir", help="mTLS: dir from `edgeweave certs`."),

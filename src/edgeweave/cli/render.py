@@ -42,7 +42,8 @@ def plan_table(console: Console, plan: Plan) -> None:
         _fmt(speed, ".2f") + "x", "exact" if plan.exact else "best found",
     )
     console.print(table)
-    console.print(f"algorithm: {plan.algorithm}")
+    cuts = ", ".join(f"{h}: {c}" for h, c in plan.cuts.items())
+    console.print(f"algorithm: {plan.algorithm}; cut codecs: {cuts}")
     counts: dict[str, int] = {}
     for tier in plan.placement.values():
         counts[tier] = counts.get(tier, 0) + 1

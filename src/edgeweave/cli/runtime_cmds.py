@@ -11,8 +11,19 @@ from rich.table import Table
 from edgeweave.errors import EdgeWeaveError
 
 
+def codec_candidates(spec: str) -> tuple[str, ...]:
+    """`--codec none`, `--codec fp16,int8+zstd` or `--codec auto` (every cut codec)."""
+    from edgeweave.codec import get_codec
+    from edgeweave.profile.activations import CUT_CODECS
+
+    names = CUT_CODECS if spec == "auto" else tuple(c.strip() for c in spec.split(",") if c)
+    for name in names:
+        get_codec(name)  # a CodecError names the bad one
+    return names or ("none",)
+
+
 def _prepare(console: Console, model: str, fleet_spec: str | None, plan_file: Path | None,
-             objective: str, mbps: float | None):
+             objective: str, mbps: float | None, codecs: tuple[str, ...] = ("none",)):
     from edgeweave.graph import capture_spec
     from edgeweave.plan import load_plan
     from edgeweave.profile import profile_graph
@@ -23,7 +34,7 @@ def _prepare(console: Console, model: str, fleet_spec: str | None, plan_file: Pa
     graph = capture_spec(model)
     with console.status(f"profiling {model} on this host"):
         measured = profile_graph(graph, fleet, warmup=2, repeats=5)
-    prof, chosen = plan_for(measured, fleet, objective, mbps)
+    prof, chosen = plan_for(measured, fleet, objective, mbps, codecs=codecs)
     if plan_file is not None:
         chosen = load_plan(plan_file)
         if set(chosen.placement) != {n.name for n in graph.nodes}:
@@ -40,12 +51,12 @@ def infer(console: Console, model, fleet_spec, edge, plan_file, input_file, repe
     from edgeweave.runtime.session import run
 
     graph, _, prof, chosen, dilation = _prepare(console, model, fleet_spec, plan_file,
-                                                objective, mbps)
+                                                objective, mbps, codec_candidates(codec))
     x = load_input(input_file, graph.input_shape)
     token = token or (load_token(token_file) if token_file else None)
     tls = ClientTLS.for_node(cert_dir, "device") if cert_dir else None
     summary = run(graph, chosen, edge, [x] * repeat, dilation=dilation, token=token, tls=tls,
-                  options=ClientOptions(codec=codec, adapt=adapt,
+                  options=ClientOptions(adapt=adapt,
                                         shape_bandwidth=shape_bandwidth), profile=prof)
     _report(console, summary, model)
     if json_out:
@@ -66,7 +77,9 @@ def lab(console: Console, model, fleet_spec, repeat, codec, mbps, json_out) -> N
 
 def _report(console: Console, summary, model: str) -> None:
     plan = summary.plan
-    console.print(f"[bold]{model}[/]: {plan.mode} on {plan.fleet}; device compute emulated by "
+    cuts = ", ".join(f"{h}: {c}" for h, c in plan.cuts.items())
+    console.print(f"[bold]{model}[/]: {plan.mode} on {plan.fleet} (cut codecs {cuts}); "
+                  f"device compute emulated by "
                   f"time dilation x{summary.dilation:.1f}; edge/cloud run at this host's speed")
     table = Table(title=f"median of {len(summary.results)} requests (ms)")
     table.add_column("segment")

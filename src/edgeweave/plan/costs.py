@@ -112,10 +112,18 @@ class Breakdown:
         raise PlanError(f"unknown objective {objective!r} (expected one of {OBJECTIVES})")
 
 
+def _wire_bytes(node, codec: str) -> float:
+    table = (node.model_extra or {}).get("codec_bytes") or {}
+    if codec != "none" and codec not in table and table:
+        raise PlanError(f"codec {codec!r} was not measured for node {node.name!r} "
+                        f"(measured: {', '.join(table)})")
+    return float(table.get(codec, node.out_bytes))
+
+
 class CostModel:
     """Profile numbers laid out as arrays, with the evaluator and the linear weights."""
 
-    def __init__(self, profile: Profile):
+    def __init__(self, profile: Profile, cuts: Mapping[str, str] | None = None):
         self.profile = profile
         self.tiers = list(profile.tiers)
         self.names = [n.name for n in profile.nodes]
@@ -146,6 +154,17 @@ class CostModel:
         self.edge_src = np.array([u for u, _ in pairs], dtype=int)
         self.edge_dst = np.array([v for _, v in pairs], dtype=int)
         self.cache: dict[str, object] = {}  # per-model structures planners reuse across calls
+        self.cuts = {h: (cuts or {}).get(h, "none") for h in profile.hop_names()}
+        measured = any((n.model_extra or {}).get("codec_bytes") for n in profile.nodes)
+        if not measured and any(c != "none" for c in self.cuts.values()):
+            raise PlanError(f"profile of {profile.model} has no activation codec measurements; "
+                            "re-run `edgeweave profile` to plan with codecs")
+        # bytes each node's output puts on each hop: its codec's measured payload when the
+        # profile has one, else the raw tensor
+        self.hop_bytes = np.array([
+            [_wire_bytes(node, self.cuts[h]) for node in profile.nodes]
+            for h in profile.hop_names()
+        ], dtype=float).reshape(len(self.links), self.n)
 
     def _topological_order(self) -> list[int]:
         indeg = [len(p) for p in self.producers]
@@ -227,7 +246,7 @@ class CostModel:
         up_ser = np.zeros((m, hops))
         down_ser = np.zeros((m, hops))
         for k, link in enumerate(self.links):
-            up_bytes[:, k] = ((lab <= k) & (top_consumer > k)) @ self.out_bytes
+            up_bytes[:, k] = ((lab <= k) & (top_consumer > k)) @ self.hop_bytes[k]
             down_bytes[:, k] = (out_lab > k) @ out_size
             hop_up[:, k] = np.where(lab.max(axis=1) > k, link.transfer_ms(up_bytes[:, k]), 0.0)
             hop_down[:, k] = np.where(

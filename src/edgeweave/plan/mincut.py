@@ -102,7 +102,7 @@ class _CutGraph:
                    ) -> np.ndarray:
         """Float capacities in edge order; -1 marks infinity."""
         chain = np.where(forbid, -1.0, unary).T.ravel()  # tier-major, matching the edge order
-        gadget = (w.per_byte_up[:, None] * cm.out_bytes[None, :] * self.has_consumer).ravel()
+        gadget = (w.per_byte_up[:, None] * cm.hop_bytes * self.has_consumer).ravel()
         fixed = np.concatenate([w.fixed_up, w.fixed_down])
         return np.concatenate([chain, gadget, fixed, np.full(self.n_inf, -1.0)])
 

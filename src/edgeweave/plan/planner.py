@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -144,22 +146,40 @@ def plan(
     objective: str = "latency",
     slo_ms: float | None = None,
     device_mem_mb: float | None = None,
+    codecs: Sequence[str] = ("none",),
 ) -> Plan:
-    """Choose where each node runs; compare with every inference mode the fleet offers."""
+    """Choose where each node runs, and which activation codec each cut uses (JALAD/Ko et al.:
+    every per-hop combination of `codecs` is planned and the best kept); compare with every
+    inference mode the fleet offers."""
     if objective not in OBJECTIVES:
         raise PlanError(f"--objective: {objective!r} is not one of {', '.join(OBJECTIVES)}")
     if slo_ms is not None and slo_ms <= 0:
         raise PlanError(f"--slo-ms: must be positive, got {slo_ms}")
     if device_mem_mb is not None and device_mem_mb <= 0:
         raise PlanError(f"--device-mem-mb: must be positive, got {device_mem_mb}")
-    cm = CostModel(profile)
+    if not codecs:
+        raise PlanError("--codec: give at least one codec")
     cons = Constraints(slo_ms, None if device_mem_mb is None else device_mem_mb * 2**20)
-    chosen = optimise(cm, objective, base_forbid(cm), cons)
+    best: tuple[CostModel, Solution] | None = None
+    failure: PlanError | None = None
+    for combo in itertools.product(codecs, repeat=len(profile.hop_names())):
+        cm = CostModel(profile, dict(zip(profile.hop_names(), combo, strict=True)))
+        try:
+            sol = optimise(cm, objective, base_forbid(cm), cons)
+        except PlanError as e:
+            failure = e
+            continue
+        if best is None or _rank(sol.breakdown, objective) < _rank(best[1].breakdown, objective):
+            best = (cm, sol)
+    if best is None:
+        raise failure or PlanError("no plan found")
+    cm, chosen = best
     alternatives = [_alternative(cm, mode, objective, cons) for mode in MODES]
     return Plan(
         **profile.model_dump(),
         objective=objective,
         placement=cm.placement_of(chosen.labels),
+        cuts=cm.cuts,
         predicted=predicted_of(chosen.breakdown, cm.tiers, profile.hop_names()),
         alternatives=alternatives,
         exact=chosen.exact,

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from edgeweave.errors import PlanError
 from edgeweave.plan.costs import Breakdown
@@ -31,6 +31,7 @@ class Alternative(BaseModel):
 class Plan(Profile):
     objective: str
     placement: dict[str, str]
+    cuts: dict[str, str] = Field(default_factory=dict)  # hop -> activation codec
     predicted: dict[str, Any]
     alternatives: list[Alternative]
     exact: bool

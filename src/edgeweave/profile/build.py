@@ -19,6 +19,7 @@ from torch import nn
 
 from edgeweave.errors import ProfileError
 from edgeweave.graph import Graph, capture
+from edgeweave.profile.activations import codec_bytes
 from edgeweave.profile.measure import PROFILE_THREADS, measure
 from edgeweave.profile.regression import LatencyModel, Sample, mape
 from edgeweave.profile.schema import DevicePower, LinkSpec, NodeCost, Profile
@@ -140,6 +141,7 @@ def profile_graph(
     path = fleet.tier_path(device)
     started = time.perf_counter()
     times, gflops = measure(graph, warmup, repeats, seed)
+    wire = codec_bytes(graph, seed)
     model, report = fit_latency_model(graph, times, gflops, seed)
     elapsed = time.perf_counter() - started
     host_ms = {}
@@ -159,6 +161,7 @@ def profile_graph(
             out_shape=None if n.out_shape is None else list(n.out_shape),
             host_ms=host_ms[n.name]["measured"],
             host_pred_ms=0.0 if n.kind == "placeholder" else host_ms[n.name]["regression"],
+            codec_bytes=wire.get(n.name),
         )
         for n in graph.nodes
     ]

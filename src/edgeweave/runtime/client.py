@@ -50,7 +50,7 @@ class Result:
 
 @dataclass
 class ClientOptions:
-    codec: str = "none"  # activation codec on every cut
+    codec: str | None = None  # activation codec on every cut; None: the plan's choice per cut
     return_codec: str = "none"
     device_dilation: float = 1.0  # emulate a device slower than this host
     shape_bandwidth: bool = True  # False when netlab's kernel shaping is in place
@@ -114,8 +114,10 @@ class CoInferenceClient:
         for level in range(1, top + 1):
             needs = sorted({v for s in stages.values() if chosen.tiers.index(s.key) >= level
                             for v in s.inputs if tier_of[v] < level})
-            mbps, rtt = self.network[chosen.hop_names()[level - 1]]
-            dep.route.append(pb.Hop(stage="", needs=needs, codec=self.opts.codec,
+            hop_name = chosen.hop_names()[level - 1]
+            mbps, rtt = self.network[hop_name]
+            codec = self.opts.codec or chosen.cuts.get(hop_name, "none")
+            dep.route.append(pb.Hop(stage="", needs=needs, codec=codec,
                                     link_mbps=mbps, link_rtt_ms=rtt,
                                     shape_bandwidth=self.opts.shape_bandwidth))
         dep.want = [o for o in self.graph.outputs if tier_of[o] > 0]

@@ -94,8 +94,9 @@ def run(graph: Graph, chosen: Plan, edge_target: str | None, inputs: list[torch.
 
 
 def plan_for(profile: Profile, fleet: Fleet, objective: str = "latency",
-             mbps: float | None = None, device: str | None = None) -> tuple[Profile, Plan]:
+             mbps: float | None = None, device: str | None = None,
+             codecs: tuple[str, ...] = ("none",)) -> tuple[Profile, Plan]:
     prof = emulated_profile(profile, fleet, device)
     if mbps is not None:
         prof = prof.with_link(prof.hop_names()[0], mbps=mbps)
-    return prof, plan(prof, objective)
+    return prof, plan(prof, objective, codecs=codecs)
