@@ -2,9 +2,9 @@
 
 import pytest
 
-from conftest import make_profile
 from edgeweave.errors import PlanError
 from edgeweave.plan.costs import CostModel
+from helpers import make_profile
 
 MB = 1_000_000
 

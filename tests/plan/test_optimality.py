@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from conftest import dag_profiles
 from edgeweave.plan import bruteforce, mincut
 from edgeweave.plan.costs import CostModel
 from edgeweave.plan.modes import base_forbid
 from edgeweave.plan.planner import plan
 from edgeweave.plan.scan import scan
+from helpers import dag_profiles
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -100,7 +100,7 @@ def test_energy_under_slo_is_feasible_and_exact_when_claimed(profile):
 
 
 def test_modes_restrict_the_placement():
-    from conftest import make_profile
+    from helpers import make_profile
 
     prof = make_profile(
         latencies=[(0, 0, 0), (10, 2, 1), (20, 4, 1), (5, 1, 1)],

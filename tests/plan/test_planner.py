@@ -2,13 +2,13 @@
 
 import pytest
 
-from conftest import make_profile
 from edgeweave.errors import PlanError
 from edgeweave.plan import plan
 from edgeweave.plan.bruteforce import monotone_placements
 from edgeweave.plan.costs import CostModel
 from edgeweave.plan.modes import base_forbid
 from edgeweave.profile import random_profile
+from helpers import make_profile
 
 MIB = 2**20
 

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
+from runtime_helpers import TOKEN, local_output, three_tier_plan
 
-from conftest import TOKEN, local_output, three_tier_plan
 from edgeweave.runtime.client import ClientOptions, CoInferenceClient
 
 # (codec, atol): lossless codecs must be exact up to float reassociation inside TorchScript;

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
+from runtime_helpers import local_output, three_tier_plan
 
-from conftest import local_output, three_tier_plan
 from edgeweave.runtime.bandwidth import BandwidthEstimator
 from edgeweave.runtime.client import ClientOptions, CoInferenceClient
 from edgeweave.runtime.lab import LocalLab
@@ -44,7 +44,8 @@ def test_estimator_tracks_and_detects_a_step():
 
 
 def test_client_replans_when_bandwidth_drops(resnet_graph, nodes):
-    from conftest import TOKEN
+    from runtime_helpers import TOKEN
+
     from edgeweave.profile import profile_graph
     from edgeweave.topology import load_fleet
 

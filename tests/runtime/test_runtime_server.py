@@ -6,8 +6,8 @@ import urllib.request
 import grpc
 import pytest
 import torch
+from runtime_helpers import TOKEN, three_tier_plan
 
-from conftest import TOKEN, three_tier_plan
 from edgeweave.codec import get_codec
 from edgeweave.runtime.client import ClientOptions, CoInferenceClient
 from edgeweave.runtime.node import ServeOptions, start_node
