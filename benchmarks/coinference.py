@@ -59,14 +59,14 @@ def run_mode(graph, prof, chosen, mode, lab, x, dilation, requests):
                profile=prof, warmup=1)
 
 
-def model_rows(name, lab, requests, fleet):
+def model_rows(name, lab, requests, fleet, codecs=("none",)):
     graph = capture_spec(name)
-    measured = profile_graph(graph, fleet, warmup=2, repeats=5)
+    measured = profile_graph(graph, fleet, warmup=2, repeats=10)
     dilation = device_dilation(measured, fleet)
     x = torch.randn(graph.input_shape, generator=torch.Generator().manual_seed(0))
     rows, device_only = [], None
     for mbps in BANDWIDTHS:
-        prof, chosen = plan_for(measured, fleet, mbps=mbps)
+        prof, chosen = plan_for(measured, fleet, mbps=mbps, codecs=codecs)
         n = max(2, requests // 2) if mbps <= 1 else requests
         summary = run_mode(graph, prof, chosen, "chosen", lab, x, dilation, n)
         if device_only is None:
@@ -85,6 +85,9 @@ def model_rows(name, lab, requests, fleet):
             "device_only_ms": device_only.median_ms, "edge_only_ms": edge_only.median_ms,
             "speedup_vs_device": device_only.median_ms / measured_ms,
             "speedup_vs_edge": edge_only.median_ms / measured_ms,
+            "cuts": chosen.cuts,
+            "segments_measured": summary.median_segments(),
+            "segments_predicted": summary.results[-1].predicted,
         })
         print(f"{name} @ {mbps:g} Mbit/s: {chosen.mode} predicted "
               f"{rows[-1]['predicted_ms']:.1f} measured {measured_ms:.1f} ms", flush=True)
@@ -157,13 +160,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="*", default=MODELS)
     ap.add_argument("--requests", type=int, default=5)
+    ap.add_argument("--codec", default="none", help="candidate cut codecs, comma-separated")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     torch.set_num_threads(1)  # the profile was measured on one thread; so is the device
     fleet = load_fleet(DEFAULT_FLEET)
     console = Console(width=150)
     with LocalLab(extra_args={"edge": ["--max-concurrency", "2"]}) as lab:
-        rows = [r for m in args.models for r in model_rows(m, lab, args.requests, fleet)]
+        codecs = tuple(args.codec.split(","))
+        rows = [r for m in args.models
+                for r in model_rows(m, lab, args.requests, fleet, codecs)]
         step = bandwidth_step(lab, fleet)
         tput = throughput(lab, fleet)
     table = Table(title="co-inference, measured across processes (median per row)")

@@ -25,6 +25,7 @@ from edgeweave.plan.costs import CostModel
 from edgeweave.profile import Profile
 from edgeweave.runtime import tensors
 from edgeweave.runtime.bandwidth import BandwidthEstimator
+from edgeweave.runtime.dilation import stretch
 from edgeweave.runtime.node import message_options
 from edgeweave.runtime.program import StageProgram, build_program
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
@@ -184,11 +185,7 @@ class CoInferenceClient:
         with torch.inference_mode():
             env.update(zip(stage.outputs, stage.module(*(env[n] for n in stage.inputs)),
                            strict=True))
-        ms = (time.perf_counter() - start) * 1000.0
-        if self.opts.device_dilation > 1.0:  # time dilation: a slower device, emulated
-            time.sleep(ms * (self.opts.device_dilation - 1.0) / 1000.0)
-            ms *= self.opts.device_dilation
-        return ms
+        return stretch((time.perf_counter() - start) * 1000.0, self.opts.device_dilation)
 
     def _remote(self, dep: _Deployment, env: dict[str, Any], segments: dict[str, float]
                 ) -> tuple[bool, str, int]:

@@ -20,6 +20,7 @@ import torch
 
 from edgeweave.codec import CodecError
 from edgeweave.runtime import tensors
+from edgeweave.runtime.dilation import stretch
 from edgeweave.runtime.metrics import NodeMetrics
 from edgeweave.runtime.program import ProgramError, load_program
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
@@ -231,10 +232,7 @@ class NodeService(pb_grpc.NodeServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"stage {digest[:12]} failed on the given tensors: "
                           f"{str(e).splitlines()[0][:300]}")
-        ms = (time.perf_counter() - start) * 1000.0
-        if self.cfg.dilation > 1.0:
-            time.sleep(ms * (self.cfg.dilation - 1.0) / 1000.0)
-            ms *= self.cfg.dilation
+        ms = stretch((time.perf_counter() - start) * 1000.0, self.cfg.dilation)
         env.update(zip(stage.outputs, result, strict=True))
         self.metrics.latency.labels("compute").observe(ms / 1000.0)
         return ms
