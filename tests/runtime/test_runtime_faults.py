@@ -67,3 +67,23 @@ def test_client_replans_when_bandwidth_drops(resnet_graph, nodes):
     assert switched[0]["estimate_mbps"] < 2.0
     assert client.deployment.plan.placement != fast.placement
     assert modes[-1] == client.deployment.plan.mode
+
+
+def test_a_bandwidth_trace_drives_the_emulated_link(nodes, digits_graph):
+    from runtime_helpers import TOKEN
+
+    from edgeweave.runtime.session import run
+    from edgeweave.topology import BandwidthTrace
+
+    edge_target, *_ = nodes
+    _, chosen = three_tier_plan(digits_graph, fractions=(0.3, 2.0))
+    x = torch.randn(digits_graph.input_shape)
+    slow = BandwidthTrace(t_s=[0.0, 30.0], mbps=[0.5, 0.5])
+    summary = run(digits_graph, chosen, edge_target, [x] * 3, dilation=1.0, token=TOKEN,
+                  warmup=1, trace=slow)
+    up = summary.median_segments()["device-edge_uplink"]
+    nbytes = summary.results[-1].bytes_up
+    assert nbytes > 3000
+    # shaped at the trace's 0.5 Mbit/s (less the bucket's one-frame burst)
+    assert up >= (nbytes - 1540) * 8 / (0.5 * 1000) * 0.9
+    assert chosen.links["device-edge"].mbps == 1000.0  # while the plan believed 1000

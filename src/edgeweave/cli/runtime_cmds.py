@@ -50,14 +50,20 @@ def infer(console: Console, model, fleet_spec, edge, plan_file, input_file, repe
     from edgeweave.runtime.security import ClientTLS, load_token
     from edgeweave.runtime.session import run
 
-    graph, _, prof, chosen, dilation = _prepare(console, model, fleet_spec, plan_file,
-                                                objective, mbps, codec_candidates(codec))
+    graph, fleet, prof, chosen, dilation = _prepare(console, model, fleet_spec, plan_file,
+                                                    objective, mbps, codec_candidates(codec))
+    first_link = fleet.tier_path().links[0] if fleet.tier_path().links else None
+    trace = first_link.trace if first_link is not None and mbps is None else None
+    if trace is not None and shape_bandwidth:
+        console.print(f"replaying the {first_link.src}-{first_link.dst} bandwidth trace "
+                      f"({trace.period_s:g} s, mean {trace.mean_mbps:.2f} Mbit/s)")
     x = load_input(input_file, graph.input_shape)
     token = token or (load_token(token_file) if token_file else None)
     tls = ClientTLS.for_node(cert_dir, "device") if cert_dir else None
     summary = run(graph, chosen, edge, [x] * repeat, dilation=dilation, token=token, tls=tls,
                   options=ClientOptions(adapt=adapt,
-                                        shape_bandwidth=shape_bandwidth), profile=prof)
+                                        shape_bandwidth=shape_bandwidth), profile=prof,
+                  trace=trace if shape_bandwidth else None)
     _report(console, summary, model)
     if json_out:
         json_out.write_text(json.dumps(summary.to_json(), indent=1))
@@ -93,6 +99,11 @@ def _report(console: Console, summary, model: str) -> None:
     table.add_row("[bold]end to end[/]", f"{predicted['total_ms']:.1f}",
                   f"{summary.median_ms:.1f}")
     console.print(table)
+    for sw in summary.switches:
+        if sw["switched"]:
+            console.print(f"re-planned at an estimated {sw['estimate_mbps']:.2f} Mbit/s: "
+                          f"{sw['old_mode']} -> {sw['new_mode']}, predicted "
+                          f"{sw['predicted_old']:.1f} -> {sw['predicted_new']:.1f}")
     fallbacks = sum(r.fallback for r in summary.results)
     if fallbacks:
         console.print(f"[yellow]{fallbacks} request(s) fell back:[/] {summary.results[-1].note}")

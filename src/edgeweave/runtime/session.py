@@ -21,7 +21,8 @@ from edgeweave.plan import Plan, plan
 from edgeweave.profile import Profile, retarget
 from edgeweave.runtime.client import ClientOptions, CoInferenceClient, Result
 from edgeweave.runtime.security import ClientTLS
-from edgeweave.topology import Fleet, HardwareProfile, TierPath
+from edgeweave.runtime.shaper import TraceReplay
+from edgeweave.topology import BandwidthTrace, Fleet, HardwareProfile, TierPath
 
 
 def host_tier_path(fleet: Fleet, device: str | None, host_gflops: float) -> TierPath:
@@ -80,7 +81,9 @@ class RunSummary:
 def run(graph: Graph, chosen: Plan, edge_target: str | None, inputs: list[torch.Tensor], *,
         dilation: float, token: str | None = None, tls: ClientTLS | None = None,
         options: ClientOptions | None = None, profile: Profile | None = None,
-        warmup: int = 2) -> RunSummary:
+        warmup: int = 2, trace: BandwidthTrace | None = None) -> RunSummary:
+    """Deploy, warm up, then send `inputs` one by one; with `trace`, the first hop's emulated
+    bandwidth follows it over wall-clock time while the requests run."""
     opts = options or ClientOptions()
     opts.device_dilation = dilation
     client = CoInferenceClient(graph, chosen, edge_target, token=token, tls=tls, options=opts,
@@ -89,7 +92,15 @@ def run(graph: Graph, chosen: Plan, edge_target: str | None, inputs: list[torch.
         client.deploy(inputs[0])
     for _ in range(warmup):  # TorchScript specialises on its first calls
         client.infer(inputs[0])
-    results = [client.infer(x) for x in inputs]
+    replay = None
+    if trace is not None and chosen.hop_names():
+        hop = chosen.hop_names()[0]
+        replay = TraceReplay(trace, lambda mbps: client.set_link_mbps(hop, mbps))
+    try:
+        results = [client.infer(x) for x in inputs]
+    finally:
+        if replay is not None:
+            replay.stop()
     return RunSummary(client.deployment.plan, results, dilation, client.switches)
 
 
