@@ -68,9 +68,11 @@ def model_rows(name, lab, requests, fleet, codecs=("none",)):
     for mbps in BANDWIDTHS:
         prof, chosen = plan_for(measured, fleet, mbps=mbps, codecs=codecs)
         n = max(2, requests // 2) if mbps <= 1 else requests
-        summary = run_mode(graph, prof, chosen, "chosen", lab, x, dilation, n)
-        if device_only is None:
-            device_only = run_mode(graph, prof, chosen, "device-only", lab, x, dilation, 2)
+        if device_only is None:  # bandwidth-independent: measured once per model
+            device_only = run_mode(graph, prof, chosen, "device-only", lab, x, dilation,
+                                   requests)
+        summary = (device_only if chosen.mode == "device-only" else
+                   run_mode(graph, prof, chosen, "chosen", lab, x, dilation, n))
         edge_only = (summary if chosen.mode == "edge-only" else
                      run_mode(graph, prof, chosen, "edge-only", lab, x, dilation, n))
         measured_ms = summary.median_ms
