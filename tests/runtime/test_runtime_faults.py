@@ -87,3 +87,37 @@ def test_a_bandwidth_trace_drives_the_emulated_link(nodes, digits_graph):
     # shaped at the trace's 0.5 Mbit/s (less the bucket's one-frame burst)
     assert up >= (nbytes - 1540) * 8 / (0.5 * 1000) * 0.9
     assert chosen.links["device-edge"].mbps == 1000.0  # while the plan believed 1000
+
+
+def test_restarted_edge_gets_its_stages_again_and_a_dead_one_at_deploy_is_survived(
+        digits_graph):
+    import time
+
+    from runtime_helpers import TOKEN
+
+    from edgeweave.runtime.node import ServeOptions, start_node
+    from edgeweave.runtime.server import NodeConfig
+
+    _, chosen = three_tier_plan(digits_graph, fractions=(0.3, 2.0))
+    x = torch.randn(digits_graph.input_shape)
+    first, _, port = start_node(NodeConfig("edge", "edge"),
+                                ServeOptions("127.0.0.1:0", token=TOKEN))
+    first.stop(0)  # nobody listens when the client deploys
+    client = CoInferenceClient(digits_graph, chosen, f"127.0.0.1:{port}", token=TOKEN,
+                               options=ClientOptions(backoff_s=(0.1, 0.2), timeout_s=5))
+    client.deploy(x)
+    down = client.infer(x)
+    assert down.fallback
+    assert torch.allclose(down.output, local_output(digits_graph, x), atol=1e-5)
+    second, _, _ = start_node(NodeConfig("edge", "edge"),
+                              ServeOptions(f"127.0.0.1:{port}", token=TOKEN))
+    try:
+        deadline = time.monotonic() + 10
+        back = client.infer(x)
+        while back.fallback and time.monotonic() < deadline:  # until the back-offs expire
+            time.sleep(0.2)
+            back = client.infer(x)
+        assert not back.fallback, back.note
+        assert torch.allclose(back.output, local_output(digits_graph, x), atol=1e-5)
+    finally:
+        second.stop(0)

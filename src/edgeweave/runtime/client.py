@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 import torch
 
+from edgeweave.errors import EdgeWeaveError
 from edgeweave.graph import Graph, Stage, split
 from edgeweave.plan import Plan, plan
 from edgeweave.plan.costs import CostModel
@@ -35,6 +36,10 @@ from edgeweave.runtime.server import FALLBACK_CODES, deploy_chunks
 from edgeweave.runtime.shaper import LinkShaper
 
 log = logging.getLogger("edgeweave.runtime")
+
+
+class _Unreachable(Exception):
+    """The edge could not take the stages; the request finishes on the device."""
 
 
 @dataclass
@@ -69,6 +74,7 @@ class _Deployment:
     programs: dict[str, StageProgram] = field(default_factory=dict)
     route: list[pb.Hop] = field(default_factory=list)
     want: list[str] = field(default_factory=list)
+    uploaded: bool = False
 
 
 class CoInferenceClient:
@@ -82,8 +88,14 @@ class CoInferenceClient:
         self.switches: list[dict[str, Any]] = []
         self._stub = None
         if edge_target:
+            # our own back-off decides when to retry the edge; gRPC's reconnect back-off (1 s
+            # and growing) would otherwise keep failing fast after the edge is back
+            reconnect = [("grpc.initial_reconnect_backoff_ms", 100),
+                         ("grpc.min_reconnect_backoff_ms", 100),
+                         ("grpc.max_reconnect_backoff_ms", 2000)]
             channel = authed_channel(edge_target, token=token, tls=tls,
-                                     options=message_options(self.opts.max_message_mb))
+                                     options=message_options(self.opts.max_message_mb)
+                                     + reconnect)
             self._stub = pb_grpc.NodeStub(channel)
         self._lock = threading.Lock()
         self._edge_down_until = 0.0
@@ -126,11 +138,11 @@ class CoInferenceClient:
 
     def deploy(self, example: torch.Tensor) -> list[pb.DeployReply]:
         """Trace the remote stages on real activations and upload them (content-addressed, so
-        a re-deploy of the same stage is a cache hit)."""
+        a re-deploy of the same stage is a cache hit). If the edge is unreachable, requests run
+        locally and the upload is retried with the edge."""
         self._example = example
         dep = self.deployment
         env: dict[str, Any] = {self.graph.placeholders[0]: example}
-        replies = []
         for key in dep.plan.tiers:
             stage = dep.stages.get(key)
             if stage is None:
@@ -139,19 +151,35 @@ class CoInferenceClient:
             with torch.no_grad():
                 env.update(zip(stage.outputs, stage.module(*args), strict=True))
             level = dep.plan.tiers.index(key)
-            if level == 0:
-                continue
-            prog = dep.programs.get(key) or build_program(stage, args)
-            dep.programs[key] = prog
-            dep.route[level - 1].stage = prog.digest
-            if self._stub is None:
-                raise RuntimeError("plan places work off the device but no edge address given")
+            if level > 0:
+                dep.programs[key] = dep.programs.get(key) or build_program(stage, args)
+                dep.route[level - 1].stage = dep.programs[key].digest
+        if dep.programs and self._stub is None:
+            raise EdgeWeaveError("the plan runs stages off the device but no edge address was "
+                                 "given (--edge host:port)")
+        return self._upload(dep)
+
+    def _upload(self, dep: _Deployment) -> list[pb.DeployReply]:
+        replies = []
+        for key, prog in dep.programs.items():
             # nodes on the way cache the stage too, so each can finish a request if the node
             # above it fails
-            replies.append(self._stub.Deploy(
-                deploy_chunks(prog.data, prog.digest, list(prog.inputs), list(prog.outputs),
-                              f"{self.graph.name}:{key}", level - 1),
-                timeout=max(self.opts.timeout_s, 120.0)))
+            try:
+                replies.append(self._stub.Deploy(
+                    deploy_chunks(prog.data, prog.digest, list(prog.inputs),
+                                  list(prog.outputs), f"{self.graph.name}:{key}",
+                                  dep.plan.tiers.index(key) - 1),
+                    timeout=max(self.opts.timeout_s, 120.0)))
+            except grpc.RpcError as e:
+                if e.code() not in FALLBACK_CODES:
+                    raise EdgeWeaveError(f"edge refused the {key} stage: {e.code().name}: "
+                                         f"{e.details()}") from None
+                log.warning("deploy failed (%s); running locally until the edge is back",
+                            e.code().name)
+                dep.uploaded = False
+                self._mark_down()
+                return replies
+        dep.uploaded = True
         return replies
 
     # ---- inference ------------------------------------------------------------------------
@@ -200,16 +228,24 @@ class CoInferenceClient:
         tiers = dep.plan.tiers
         try:
             segments[f"{tiers[0]}-{tiers[1]}_uplink"] = self._send_uplink(nbytes)
-            reply = self._stub.Infer(req, timeout=self.opts.timeout_s)
+            reply = self._call(req)
+        except _Unreachable:
+            self._finish_locally(dep, env)
+            return True, "edge unreachable (stages not deployed); ran locally", nbytes
         except grpc.RpcError as e:
             if e.code() not in FALLBACK_CODES:
-                raise
+                raise EdgeWeaveError(f"edge refused request {req.request_id}: "
+                                     f"{e.code().name}: {e.details()}") from None
             self._mark_down()
             self._finish_locally(dep, env)
             return True, f"edge failed ({e.code().name}): {e.details()}; ran locally", nbytes
         wall = (time.perf_counter() - t1) * 1000.0
         self._failures = 0
         env.update(tensors.decode(reply.tensors))
+        missing = [n for n in dep.want if n not in env]
+        if missing:  # never hand back a partial result
+            self._finish_locally(dep, env)
+            return True, f"edge reply lacked {', '.join(missing)}; ran locally", nbytes
         _fill_segments(segments, reply, dep.plan.tiers)
         first = reply.timings[0]
         link_ms = wall - (first.queue_ms + first.decode_ms + first.compute_ms + first.encode_ms
@@ -217,6 +253,21 @@ class CoInferenceClient:
         self.estimator.observe(nbytes + first.bytes_out,
                                max(1e-6, (link_ms - hop.link_rtt_ms) / 1000.0))
         return reply.fallback, reply.note, nbytes
+
+    def _call(self, req: pb.InferRequest) -> pb.InferReply:
+        """Infer; a node that lost its stages (restarted) gets them again, once."""
+        dep = self.deployment
+        if not dep.uploaded:
+            self._upload(dep)
+            if not dep.uploaded:
+                raise _Unreachable
+        try:
+            return self._stub.Infer(req, timeout=self.opts.timeout_s)
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                raise
+        self._upload(dep)
+        return self._stub.Infer(req, timeout=self.opts.timeout_s)
 
     def _send_uplink(self, nbytes: int) -> float:
         if self._uplink is None:
