@@ -55,7 +55,6 @@ def run_mode(graph, prof, chosen, mode, lab, x, measured, fleet, requests):
         alt = chosen.alternative(mode)
         p = chosen.model_copy(update={"placement": alt.placement, "predicted": {
             **chosen.predicted, "total_ms": alt.total_ms}, "mode": mode})
-    # dilation calibrated against the host's speed right now (the host is shared and drifts)
     return run(graph, p, lab.edge_target, [x] * requests,
                dilation=device_dilation(measured, fleet), token=lab.token, profile=prof,
                warmup=1)

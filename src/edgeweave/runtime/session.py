@@ -18,7 +18,7 @@ import torch
 
 from edgeweave.graph import Graph
 from edgeweave.plan import Plan, plan
-from edgeweave.profile import Profile, host_gflops, retarget
+from edgeweave.profile import Profile, retarget
 from edgeweave.runtime.client import ClientOptions, CoInferenceClient, Result
 from edgeweave.runtime.security import ClientTLS
 from edgeweave.runtime.shaper import TraceReplay
@@ -45,12 +45,11 @@ def emulated_profile(profile: Profile, fleet: Fleet, device: str | None = None) 
     return retarget(prof, host_tier_path(fleet, device, host), fleet.name)
 
 
-def device_dilation(profile: Profile, fleet: Fleet, device: str | None = None,
-                    calibrate: bool = True) -> float:
-    """How much to stretch this host's compute to emulate the fleet's device. Calibrated: the
-    host's speed on the reference convolution is measured again now, so a host busier or idler
-    than when it was profiled still emulates the same device speed."""
-    host = host_gflops() if calibrate else float(profile.model_extra["host"]["gflops"])
+def device_dilation(profile: Profile, fleet: Fleet, device: str | None = None) -> float:
+    """How much to stretch this host's compute to emulate the fleet's device, from the host
+    speed recorded with the profile. (Re-measuring the host's speed at run time was tried and
+    made it worse: a convolution's speed does not track a memory-bound FC layer's.)"""
+    host = float(profile.model_extra["host"]["gflops"])
     return max(1.0, host / fleet.tier_path(device).nodes[0].hardware.gflops)
 
 
