@@ -1,0 +1,1 @@
+"""Adaptive inference: early exits, compression variants, model selection, Edgent."""
