@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 import torch
@@ -52,7 +52,6 @@ class _Stage:
     module: torch.jit.ScriptModule
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def deploy_chunks(program: bytes, digest: str, inputs: list[str], outputs: list[str],
