@@ -1,1 +1,47 @@
-"""Adaptive inference: early exits, compression variants, model selection, Edgent."""
+"""Adaptive inference: early exits (BranchyNet) and compression variants, measured on real data.
+
+Model selection, DDNN and Edgent's joint exit/partition optimiser are not built yet.
+"""
+
+from edgeweave.adapt.compress import (
+    Variant,
+    distill,
+    filter_prune,
+    low_rank,
+    magnitude_prune,
+    prune_then_quantize,
+    quantize_dynamic,
+    quantize_static,
+)
+from edgeweave.adapt.datasets import digits
+from edgeweave.adapt.exits import (
+    BranchyNet,
+    attach_exits,
+    calibrate_thresholds,
+    candidate_exit_points,
+    exit_report,
+    train_heads,
+    train_joint,
+)
+from edgeweave.adapt.fit import accuracy, fit
+
+__all__ = [
+    "BranchyNet",
+    "Variant",
+    "accuracy",
+    "attach_exits",
+    "calibrate_thresholds",
+    "candidate_exit_points",
+    "digits",
+    "distill",
+    "exit_report",
+    "filter_prune",
+    "fit",
+    "low_rank",
+    "magnitude_prune",
+    "prune_then_quantize",
+    "quantize_dynamic",
+    "quantize_static",
+    "train_heads",
+    "train_joint",
+]
