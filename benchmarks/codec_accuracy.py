@@ -12,15 +12,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
-from torch import nn
 
 from _zoo import emit
+from edgeweave.adapt.datasets import digits
+from edgeweave.adapt.fit import fit
 from edgeweave.codec import get_codec
 from edgeweave.graph import capture, load_model
 from edgeweave.graph.fidelity import fidelity
@@ -28,37 +26,15 @@ from edgeweave.graph.fidelity import fidelity
 CODECS = ("none", "zstd", "fp16", "fp16+zstd", "int8", "int8+zstd")
 
 
-def digits(seed: int = 0):
-    data = load_digits()
-    x = torch.tensor(data.images / 16.0, dtype=torch.float32).unsqueeze(1)
-    y = torch.tensor(data.target)
-    idx = np.arange(len(y))
-    train, test = train_test_split(idx, test_size=0.2, random_state=seed, stratify=data.target)
-    return x[train], y[train], x[test], y[test]
-
-
-def train(model: nn.Module, x, y, epochs: int, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(y))
-        for i in range(0, len(y), 64):
-            b = perm[i : i + 64]
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[b]), y[b]).backward()
-            opt.step()
-    return model.eval()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    xtr, ytr, xte, yte = digits()
+    data = digits()
+    xte, yte = data.x_test, data.y_test
     spec = load_model("digits-cnn")
-    model = train(spec.module, xtr, ytr, args.epochs)
+    model = fit(spec.module, data.x_train, data.y_train, epochs=args.epochs)
     graph = capture(model, spec.input_shape, name="digits-cnn")
     with torch.inference_mode():
         base_acc = float((model(xte).argmax(1) == yte).float().mean())
