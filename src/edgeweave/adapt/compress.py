@@ -84,6 +84,7 @@ def serialized(module: nn.Module) -> bytes:
 def _weights_of(module: nn.Module) -> list[torch.Tensor]:
     """Weight and bias tensors of every submodule, float or quantized (packed ones unpacked)."""
     seen: set[int] = set()
+    alive: list[torch.Tensor] = []
     out = []
     for m in module.modules():
         tensors = list(m.parameters(recurse=False))
@@ -101,6 +102,7 @@ def _weights_of(module: nn.Module) -> list[torch.Tensor]:
         for t in tensors:
             if id(t) not in seen:
                 seen.add(id(t))
+                alive.append(t)  # ids are only unique while the objects live
                 out.append(t.dequantize() if t.is_quantized else t.detach())
     return out
 

@@ -244,6 +244,33 @@ def netlab(
     runtime_cmds.netlab(console, model, fleet, repeat, codec, mbps, json_out)
 
 
+@app.command()
+def exits(
+    model: str = typer.Argument("digits-cnn", help="nn.Sequential model taking 1x8x8 digits."),
+    epochs: int = typer.Option(20, min=1, help="Joint training epochs (real sklearn digits)."),
+    target: float = typer.Option(0.97, min=0.0, max=1.0, help="Validation accuracy to keep."),
+    mode: str = typer.Option("entropy", help="entropy or confidence thresholds."),
+    json_out: Path = typer.Option(None, "--json", help="Write the exit report here."),
+) -> None:
+    """Attach BranchyNet exits, train them jointly, calibrate thresholds, report per exit."""
+    from edgeweave.cli import adapt_cmds
+
+    adapt_cmds.exits(console, model, epochs, target, mode, json_out)
+
+
+@app.command()
+def compress(
+    model: str = typer.Argument("digits-cnn", help="nn.Sequential model taking 1x8x8 digits."),
+    epochs: int = typer.Option(30, min=1, help="Baseline training epochs (real sklearn digits)."),
+    sparsity: float = typer.Option(0.85, min=0.0, max=0.99, help="Magnitude-pruning sparsity."),
+    json_out: Path = typer.Option(None, "--json", help="Write the variant table here."),
+) -> None:
+    """Derive int8, pruned, low-rank and distilled variants; size, FLOPs and accuracy each."""
+    from edgeweave.cli import adapt_cmds
+
+    adapt_cmds.compress(console, model, epochs, sparsity, json_out)
+
+
 def main() -> None:
     try:
         app()
