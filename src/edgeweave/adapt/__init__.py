@@ -1,7 +1,6 @@
-"""Adaptive inference: early exits (BranchyNet) and compression variants, measured on real data.
-
-Model selection, DDNN and Edgent's joint exit/partition optimiser are not built yet.
-"""
+"""Adaptive inference: early exits (BranchyNet), DDNN multi-device exits and compression
+variants, measured on real data. Model selection and Edgent's joint exit/partition optimiser are
+not built yet."""
 
 from edgeweave.adapt.compress import (
     Variant,
@@ -14,6 +13,7 @@ from edgeweave.adapt.compress import (
     quantize_static,
 )
 from edgeweave.adapt.datasets import digits
+from edgeweave.adapt.ddnn import DDNN, ddnn_report, make_views, train_ddnn
 from edgeweave.adapt.exits import (
     BranchyNet,
     attach_exits,
@@ -26,12 +26,14 @@ from edgeweave.adapt.exits import (
 from edgeweave.adapt.fit import accuracy, fit
 
 __all__ = [
+    "DDNN",
     "BranchyNet",
     "Variant",
     "accuracy",
     "attach_exits",
     "calibrate_thresholds",
     "candidate_exit_points",
+    "ddnn_report",
     "digits",
     "distill",
     "exit_report",
@@ -39,9 +41,11 @@ __all__ = [
     "fit",
     "low_rank",
     "magnitude_prune",
+    "make_views",
     "prune_then_quantize",
     "quantize_dynamic",
     "quantize_static",
+    "train_ddnn",
     "train_heads",
     "train_joint",
 ]
