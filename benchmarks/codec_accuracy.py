@@ -22,6 +22,7 @@ from edgeweave.adapt.fit import fit
 from edgeweave.codec import get_codec
 from edgeweave.graph import capture, load_model
 from edgeweave.graph.fidelity import fidelity
+from edgeweave.profile.activations import activations
 
 CODECS = ("none", "zstd", "fp16", "fp16+zstd", "int8", "int8+zstd")
 
@@ -44,7 +45,7 @@ def main() -> None:
         placement = {n: ("device" if i < cut else "edge") for i, n in enumerate(order)}
         crossing = order[cut - 1]
         with torch.inference_mode():  # the crossing activation, for its byte counts
-            sample = _activation(graph, crossing, xte[:1])
+            sample = activations(graph, xte[:1])[crossing]
         for codec in CODECS:
             fid = fidelity(graph, placement, {"device-edge": codec}, xte, yte)
             rows.append({
@@ -69,21 +70,6 @@ def main() -> None:
     emit(console, [table], {"benchmark": "codec_accuracy", "uncompressed_accuracy": base_acc,
                             "test_samples": len(yte), "rows": rows,
                             "worst_agreement_pct": worst}, args.json)
-
-
-def _activation(graph, name, x):
-    from torch import fx
-
-    class Grab(fx.Interpreter):
-        def run_node(self, n):
-            out = super().run_node(n)
-            if n.name == name:
-                self.found = out
-            return out
-
-    g = Grab(graph.module)
-    g.run(x)
-    return g.found
 
 
 if __name__ == "__main__":

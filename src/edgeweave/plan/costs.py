@@ -15,7 +15,7 @@ Both objectives are linear in the same indicator terms, so one min-cut construct
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -95,7 +95,6 @@ class Breakdown:
     bottleneck_ms: float
     bottleneck: str
     device_param_bytes: int
-    extra: dict[str, float] = field(default_factory=dict)
 
     @property
     def throughput_fps(self) -> float:

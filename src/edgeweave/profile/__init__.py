@@ -7,7 +7,7 @@ from edgeweave.profile.build import (
     profile_graph,
     retarget,
 )
-from edgeweave.profile.measure import host_gflops, measure_nodes
+from edgeweave.profile.measure import measure_nodes
 from edgeweave.profile.regression import LatencyModel, op_class
 from edgeweave.profile.schema import DevicePower, LinkSpec, NodeCost, Profile, load_profile
 from edgeweave.profile.synthetic import random_profile
@@ -21,7 +21,6 @@ __all__ = [
     "Profile",
     "calibration_samples",
     "fit_latency_model",
-    "host_gflops",
     "load_profile",
     "measure_nodes",
     "op_class",

@@ -31,17 +31,23 @@ class _Recorder(fx.Interpreter):
         return out
 
 
+def activations(graph: Graph, x: torch.Tensor) -> dict[str, Any]:
+    """Every node's output value for input `x`, by node name."""
+    rec = _Recorder(graph.module)
+    with torch.inference_mode():
+        rec.run(x)
+    return rec.values
+
+
 def codec_bytes(graph: Graph, seed: int = 0, codecs: tuple[str, ...] = CUT_CODECS
                 ) -> dict[str, dict[str, int]]:
     """node -> codec -> payload bytes of its output (only for nodes with one float tensor
     output; other values travel uncompressed)."""
     x = torch.randn(graph.input_shape, generator=torch.Generator().manual_seed(seed))
-    rec = _Recorder(graph.module)
-    with torch.inference_mode():
-        rec.run(x)
+    values = activations(graph, x)
     table: dict[str, dict[str, int]] = {}
     for node in graph.nodes:
-        value = rec.values.get(node.name)
+        value = values.get(node.name)
         if isinstance(value, torch.Tensor) and value.is_floating_point():
             table[node.name] = {c: get_codec(c).encode(value).nbytes for c in codecs}
     return table

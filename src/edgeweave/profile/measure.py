@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -35,19 +35,6 @@ class _TimingInterpreter(fx.Interpreter):
         out = super().run_node(n)
         self.times[n.name] = (time.perf_counter() - start) * 1000.0
         return out
-
-
-def median_ms(fn: Callable[[], Any], warmup: int, repeats: int) -> float:
-    """Median wall time of `fn` in milliseconds."""
-    with torch.inference_mode():
-        for _ in range(warmup):
-            fn()
-        samples = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            samples.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(samples)
 
 
 def measure_nodes(graph: Graph, warmup: int = 3, repeats: int = 10, seed: int = 0
@@ -100,12 +87,3 @@ def _measure(graph: Graph, warmup: int, repeats: int, seed: int
                     samples[name].append(interp.times.get(name, 0.0))
     gflops = _REF_FLOPS / (statistics.median(ref) / 1000.0) / 1e9
     return {name: statistics.median(s) for name, s in samples.items()}, gflops
-
-
-def host_gflops(warmup: int = 3, repeats: int = 15) -> float:
-    """Effective GFLOP/s of this host on the reference convolution, measured alone."""
-    conv = nn.Conv2d(64, 64, 3, padding=1, bias=False).eval()
-    x = torch.randn(_REF_SHAPE)
-    with torch_threads(PROFILE_THREADS):
-        ms = median_ms(lambda: conv(x), warmup, repeats)
-    return _REF_FLOPS / (ms / 1000.0) / 1e9
