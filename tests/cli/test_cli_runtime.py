@@ -69,3 +69,8 @@ def test_python_dash_m_works():
     res = subprocess.run([sys.executable, "-m", "edgeweave", "--help"], capture_output=True,
                          text=True, timeout=120)
     assert res.returncode == 0
+
+
+def test_infer_rejects_an_unknown_shaping_mode():
+    res = run("infer", "digits-cnn", "--shaping", "wifi")
+    assert res.returncode == 2 and "--shaping" in res.stderr
