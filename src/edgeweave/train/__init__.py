@@ -1,0 +1,1 @@
+"""Edge training: federated learning and its family (strategies, backends, privacy)."""

@@ -1,0 +1,35 @@
+"""What every backend does: run the selected clients' local training, return stacked results.
+
+The server loop is identical whichever backend runs (vectorized, sequential, grpc, ray). A
+backend owns client execution only: it never aggregates and never chooses clients.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from edgeweave.train.types import FitConfig, Params, Updates
+
+
+class Backend(ABC):
+    name: str = "backend"
+
+    @abstractmethod
+    def fit(self, round_num: int, global_params: Params, client_ids: list[int],
+            config: FitConfig) -> Updates:
+        """Train each client in ``client_ids`` from ``global_params`` with ``config``.
+
+        Clients that fail (crash, time out, send a rejected update) are left out of the result
+        and reported in ``Updates.metrics["failed"]`` as ``{client_id: reason}``; the round goes
+        on with the ones that arrived.
+        """
+
+    def close(self) -> None:
+        """Release processes, actors or sockets (nothing to release by default)."""
+        return None
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
