@@ -68,7 +68,7 @@ class Task:
     architecture; its initial weights come from ``init_seed``), the clients' data and a test set."""
 
     model_fn: Callable[[], nn.Module]
-    data: FederatedData
+    data: FederatedData | None  # None when the clients hold their own data (grpc deployment)
     test_x: torch.Tensor
     test_y: torch.Tensor
     name: str = "task"

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from edgeweave.train.types import FitConfig, Params, Updates
+from edgeweave.train.types import ClientInfo, FitConfig, Params, Updates
 
 
 class Backend(ABC):
     name: str = "backend"
+
+    @abstractmethod
+    def available_clients(self) -> list[ClientInfo]:
+        """The clients that can be selected now (simulated: all of the task's clients; grpc: the
+        ones connected and registered, with the example counts they reported)."""
 
     @abstractmethod
     def fit(self, round_num: int, global_params: Params, client_ids: list[int],
