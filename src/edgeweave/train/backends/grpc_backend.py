@@ -1,0 +1,371 @@
+"""The grpc backend: real devices, one process each, dial in to a gRPC server inside the FL server.
+
+Devices initiate every connection (they may sit behind NAT): ``Register`` returns a session, a
+server stream (``Tasks``) stays open and carries each round's global model down, and the result
+comes back with ``SubmitUpdate``. The open stream is also the liveness signal: when a device
+process dies its socket closes, gRPC cancels the stream and the device's round fails at once
+instead of after the round timeout (keepalive pings catch a silent network too).
+
+A device is identified by its client id, not its connection: registering again with the same id
+replaces the old session (a restarted device resumes; a task still open for it is sent to the new
+session). Every update is checked (session, task, size, names, dtypes, shapes, finite values)
+before it may reach the aggregate; a rejected one fails that client's round with the reason,
+which also goes back to the device as the gRPC status. The server keeps serving the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import secrets
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass, field
+
+import grpc
+import torch
+
+from edgeweave.train.backends.base import Backend
+from edgeweave.train.types import ClientInfo, FitConfig, Params, TrainError, Updates
+from edgeweave.train.wire import fl_pb2, fl_pb2_grpc
+from edgeweave.train.wire.auth import TokenAuth
+from edgeweave.train.wire.messages import (
+    config_to_msg,
+    decode_like,
+    params_to_msgs,
+    payload_bytes,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_UPDATE_BYTES = 64 * 2**20
+
+
+@dataclass
+class _Session:
+    session: str
+    client_id: int
+    num_examples: int
+    device: str
+    queue: queue.Queue[fl_pb2.Task | None] = field(default_factory=queue.Queue)
+    streaming: bool = False  # a Tasks stream is open
+    closed: bool = False  # superseded by a newer session or the backend closed
+
+
+@dataclass
+class _Pending:
+    """One client's open task in the current round."""
+
+    task: fl_pb2.Task
+    result: tuple[Params, int, float] | None = None
+    reason: str | None = None
+    bytes_up: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None or self.reason is not None
+
+
+class GrpcBackend(Backend):
+    """A gRPC server for devices running :func:`edgeweave.train.grpc_client.run_client`.
+
+    Args:
+        listen: ``host:port`` to bind (port 0 picks a free one: read :attr:`port`).
+        token: the bearer token every RPC must carry.
+        min_clients: :meth:`available_clients` waits until this many devices are connected.
+        round_timeout_s: how long :meth:`fit` waits for updates; late clients fail the round.
+        max_update_bytes: largest accepted update (tensor bytes); larger ones are rejected.
+        model_spec: the :func:`~edgeweave.train.models.build_model` spec devices train.
+        wait_clients_s: give up waiting for ``min_clients`` after this long (None: never).
+        heartbeat_s: the Tasks stream sends a PING this often, so devices notice a dead server.
+    """
+
+    name = "grpc"
+
+    def __init__(self, listen: str, token: str, min_clients: int = 1,
+                 round_timeout_s: float = 60.0, max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES,
+                 *, model_spec: str, wait_clients_s: float | None = None,
+                 heartbeat_s: float = 2.0, max_clients: int = 256) -> None:
+        if min_clients < 1 or round_timeout_s <= 0 or max_update_bytes < 1:
+            raise TrainError(
+                f"grpc backend: need min_clients >= 1, round_timeout_s > 0 and "
+                f"max_update_bytes >= 1; got {min_clients}, {round_timeout_s}, {max_update_bytes}"
+            )
+        self.model_spec = model_spec
+        self.min_clients = min_clients
+        self.round_timeout_s = round_timeout_s
+        self.max_update_bytes = max_update_bytes
+        self.wait_clients_s = wait_clients_s
+        self.heartbeat_s = heartbeat_s
+        self.max_clients = max_clients
+        self._cond = threading.Condition()
+        self._sessions: dict[str, _Session] = {}
+        self._by_client: dict[int, _Session] = {}
+        self._pending: dict[int, _Pending] = {}
+        self._global: Params | None = None
+        self._closed = False
+        # The transport cap sits above the update cap so an oversize update still reaches the
+        # handler and is refused with a reason (and recorded) instead of a bare transport error.
+        cap = min(2 * max_update_bytes + 2**20, 2**31 - 1)
+        options = [
+            ("grpc.max_receive_message_length", cap),
+            ("grpc.max_send_message_length", -1),
+            ("grpc.keepalive_time_ms", 10_000),
+            ("grpc.keepalive_timeout_ms", 5_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+            ("grpc.http2.max_pings_without_data", 0),
+        ]
+        # One thread per open Tasks stream plus some for Register/SubmitUpdate.
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_clients + 16),
+                                   interceptors=[TokenAuth(token)], options=options)
+        fl_pb2_grpc.add_FederatedLearningServicer_to_server(_Servicer(self), self._server)
+        try:
+            self.port = self._server.add_insecure_port(listen)
+        except RuntimeError as e:
+            raise TrainError(f"grpc backend: cannot listen on {listen}: {e}") from None
+        if self.port == 0:
+            raise TrainError(f"grpc backend: cannot listen on {listen} (address in use?)")
+        self.address = f"{listen.rpartition(':')[0]}:{self.port}"
+        self._server.start()
+        log.info("FL server listening on %s", self.address)
+
+    # ------------------------------------------------------------------ Backend interface
+
+    def available_clients(self) -> list[ClientInfo]:
+        """The connected devices, after waiting for ``min_clients`` of them."""
+        deadline = None if self.wait_clients_s is None else time.monotonic() + self.wait_clients_s
+        with self._cond:
+            while len(self._live()) < self.min_clients:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TrainError(
+                        f"grpc backend: {len(self._live())} of min_clients={self.min_clients} "
+                        f"devices connected to {self.address} after {self.wait_clients_s} s"
+                    )
+                self._cond.wait(1.0 if left is None else min(left, 1.0))
+            return [ClientInfo(s.client_id, s.num_examples, device=s.device or None)
+                    for s in sorted(self._live(), key=lambda s: s.client_id)]
+
+    def fit(self, round_num: int, global_params: Params, client_ids: list[int],
+            config: FitConfig) -> Updates:
+        params_msgs = params_to_msgs(global_params)
+        down = payload_bytes(params_msgs)
+        failed: dict[int, str] = {}
+        sent = 0
+        with self._cond:
+            self._global = global_params
+            self._pending.clear()
+            for cid in client_ids:
+                sess = self._by_client.get(cid)
+                if sess is None or not sess.streaming:
+                    failed[cid] = f"client {cid} is not connected"
+                    continue
+                task = fl_pb2.Task(kind=fl_pb2.Task.FIT, task_id=secrets.token_hex(8),
+                                   round=round_num, model_spec=self.model_spec,
+                                   params=params_msgs, config=config_to_msg(config))
+                self._pending[cid] = _Pending(task)
+                sess.queue.put(task)
+                sent += 1
+            deadline = time.monotonic() + self.round_timeout_s
+            while not all(p.done for p in self._pending.values()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            pending, self._pending = self._pending, {}
+        return self._collect(client_ids, pending, failed, sent * down)
+
+    def close(self, farewell: bool = True) -> None:
+        """Stop serving. With ``farewell`` devices are told training is over and exit; without
+        it they see a lost server and keep reconnecting (what a crashed server looks like)."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            for s in self._sessions.values():
+                s.closed = True
+                s.queue.put(fl_pb2.Task(kind=fl_pb2.Task.SHUTDOWN) if farewell else None)
+            self._cond.notify_all()
+        self._server.stop(grace=1.0 if farewell else 0).wait()
+
+    # ------------------------------------------------------------------ internals
+
+    def _live(self) -> list[_Session]:
+        return [s for s in self._by_client.values() if s.streaming]
+
+    def _collect(self, client_ids: list[int], pending: dict[int, _Pending],
+                 failed: dict[int, str], bytes_down: int) -> Updates:
+        ok_ids, params, sizes, losses, up = [], [], [], [], 0
+        for cid in client_ids:
+            p = pending.get(cid)
+            if p is None:
+                continue
+            if p.result is not None:
+                ok_ids.append(cid)
+                params.append(p.result[0])
+                sizes.append(p.result[1])
+                losses.append(p.result[2])
+                up += p.bytes_up
+            else:
+                failed[cid] = p.reason or (
+                    f"client {cid} sent no update within round_timeout_s={self.round_timeout_s}"
+                )
+        for cid, why in failed.items():
+            log.warning("round failed for client %d: %s", cid, why)
+        if ok_ids:
+            updates = Updates.stack(ok_ids, params, sizes, losses)
+        else:
+            assert self._global is not None
+            updates = Updates([], {k: v.new_empty((0, *v.shape)) for k, v in self._global.items()},
+                              torch.zeros(0, dtype=torch.float64),
+                              torch.zeros(0, dtype=torch.float64))
+        updates.metrics.update(failed=failed, bytes_up=up, bytes_down=bytes_down)
+        return updates
+
+    def _register(self, req: fl_pb2.RegisterRequest) -> _Session:
+        if req.client_id < 0 or req.num_examples < 1:
+            raise _Reject(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"register: need client_id >= 0 and num_examples >= 1, got "
+                          f"{req.client_id} and {req.num_examples}")
+        if req.model_specs and self.model_spec not in req.model_specs:
+            raise _Reject(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"register: this server trains {self.model_spec!r}; client "
+                          f"{req.client_id} offers {list(req.model_specs)}")
+        with self._cond:
+            if self._closed:
+                raise _Reject(grpc.StatusCode.UNAVAILABLE, "the FL server is shutting down")
+            old = self._by_client.get(req.client_id)
+            if old is None and len(self._by_client) >= self.max_clients:
+                raise _Reject(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              f"register: server already has max_clients={self.max_clients}")
+            sess = _Session(secrets.token_hex(16), req.client_id, req.num_examples,
+                            req.device[:200])
+            if old is not None:
+                old.closed = True
+                old.queue.put(None)
+                self._sessions.pop(old.session, None)
+                log.info("client %d registered again: resuming with a new session",
+                         req.client_id)
+            pend = self._pending.get(req.client_id)
+            if pend is not None and not pend.done:
+                sess.queue.put(pend.task)
+            self._sessions[sess.session] = sess
+            self._by_client[req.client_id] = sess
+            return sess
+
+    def _session(self, session: str) -> _Session:
+        with self._cond:
+            sess = self._sessions.get(session)
+        if sess is None or sess.closed:
+            raise _Reject(grpc.StatusCode.NOT_FOUND,
+                          "unknown or replaced session: Register again")
+        return sess
+
+    def _stream_state(self, sess: _Session, open_: bool) -> None:
+        with self._cond:
+            if open_:
+                sess.streaming = True
+            elif self._by_client.get(sess.client_id) is sess:
+                sess.streaming = False
+                p = self._pending.get(sess.client_id)
+                if p is not None and not p.done:
+                    p.reason = (f"client {sess.client_id} disconnected during round "
+                                f"{p.task.round}")
+            self._cond.notify_all()
+
+    def _submit(self, req: fl_pb2.Update) -> None:
+        sess = self._session(req.session)
+        cid = sess.client_id
+        with self._cond:
+            p = self._pending.get(cid)
+            if p is None or p.task.task_id != req.task_id or p.done:
+                raise _Reject(grpc.StatusCode.FAILED_PRECONDITION,
+                              f"client {cid}: task {req.task_id!r} of round {req.round} is not "
+                              "open (the round closed, timed out, or already has your update)")
+            like = self._global
+        assert like is not None
+        try:
+            result, nbytes = self._check(req, like, cid)
+        except _Reject as e:
+            self._resolve(p, reason=e.details)
+            raise
+        self._resolve(p, result=result, bytes_up=nbytes)
+
+    def _check(self, req: fl_pb2.Update, like: Params,
+               cid: int) -> tuple[tuple[Params, int, float], int]:
+        where = f"update from client {cid} for round {req.round}"
+        if req.error:
+            raise _Reject(grpc.StatusCode.ABORTED, f"{where}: the client failed: {req.error[:500]}")
+        nbytes = payload_bytes(req.params)
+        if nbytes > self.max_update_bytes:
+            raise _Reject(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"{where}: {nbytes} bytes exceeds max_update_bytes="
+                          f"{self.max_update_bytes}")
+        if req.num_examples < 1 or not math.isfinite(req.train_loss):
+            raise _Reject(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"{where}: need num_examples >= 1 and a finite train_loss, got "
+                          f"{req.num_examples} and {req.train_loss}")
+        try:
+            params = decode_like(req.params, like, context=where)
+        except TrainError as e:
+            raise _Reject(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+        return (params, int(req.num_examples), float(req.train_loss)), nbytes
+
+    def _resolve(self, p: _Pending, *, result: tuple[Params, int, float] | None = None,
+                 reason: str | None = None, bytes_up: int = 0) -> None:
+        with self._cond:
+            if not p.done:
+                p.result, p.reason, p.bytes_up = result, reason, bytes_up
+            self._cond.notify_all()
+
+
+class _Reject(Exception):
+    """A request the server refuses: becomes the call's gRPC status, never kills the server."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code, self.details = code, details
+
+
+class _Servicer(fl_pb2_grpc.FederatedLearningServicer):
+    def __init__(self, backend: GrpcBackend) -> None:
+        self.b = backend
+
+    def Register(self, request, context):
+        try:
+            sess = self.b._register(request)
+        except _Reject as e:
+            context.abort(e.code, e.details)
+        return fl_pb2.RegisterReply(session=sess.session, model_spec=self.b.model_spec,
+                                    max_update_bytes=self.b.max_update_bytes,
+                                    heartbeat_s=self.b.heartbeat_s)
+
+    def Tasks(self, request, context):
+        try:
+            sess = self.b._session(request.session)
+        except _Reject as e:
+            context.abort(e.code, e.details)
+        self.b._stream_state(sess, True)
+        context.add_callback(lambda: self.b._stream_state(sess, False))
+        ping = fl_pb2.Task(kind=fl_pb2.Task.PING)
+        while context.is_active():
+            try:
+                item = sess.queue.get(timeout=self.b.heartbeat_s)
+            except queue.Empty:
+                yield ping
+                continue
+            if item is None:
+                return
+            yield item
+            if item.kind == fl_pb2.Task.SHUTDOWN:
+                return
+
+    def SubmitUpdate(self, request, context):
+        try:
+            self.b._submit(request)
+        except _Reject as e:
+            context.abort(e.code, e.details)
+        return fl_pb2.UpdateReply(accepted=True)

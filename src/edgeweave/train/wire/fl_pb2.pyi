@@ -1,0 +1,118 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Tensor(_message.Message):
+    __slots__ = ("name", "dtype", "shape", "data")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dtype: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    data: bytes
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class FitConfig(_message.Message):
+    __slots__ = ("lr", "batch_size", "epochs", "local_steps", "prox_mu", "momentum", "weight_decay", "seed")
+    LR_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_STEPS_FIELD_NUMBER: _ClassVar[int]
+    PROX_MU_FIELD_NUMBER: _ClassVar[int]
+    MOMENTUM_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_DECAY_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    lr: float
+    batch_size: int
+    epochs: int
+    local_steps: int
+    prox_mu: float
+    momentum: float
+    weight_decay: float
+    seed: int
+    def __init__(self, lr: _Optional[float] = ..., batch_size: _Optional[int] = ..., epochs: _Optional[int] = ..., local_steps: _Optional[int] = ..., prox_mu: _Optional[float] = ..., momentum: _Optional[float] = ..., weight_decay: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class RegisterRequest(_message.Message):
+    __slots__ = ("client_id", "num_examples", "model_specs", "device")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SPECS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    client_id: int
+    num_examples: int
+    model_specs: _containers.RepeatedScalarFieldContainer[str]
+    device: str
+    def __init__(self, client_id: _Optional[int] = ..., num_examples: _Optional[int] = ..., model_specs: _Optional[_Iterable[str]] = ..., device: _Optional[str] = ...) -> None: ...
+
+class RegisterReply(_message.Message):
+    __slots__ = ("session", "model_spec", "max_update_bytes", "heartbeat_s")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SPEC_FIELD_NUMBER: _ClassVar[int]
+    MAX_UPDATE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_S_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    model_spec: str
+    max_update_bytes: int
+    heartbeat_s: float
+    def __init__(self, session: _Optional[str] = ..., model_spec: _Optional[str] = ..., max_update_bytes: _Optional[int] = ..., heartbeat_s: _Optional[float] = ...) -> None: ...
+
+class TasksRequest(_message.Message):
+    __slots__ = ("session",)
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    def __init__(self, session: _Optional[str] = ...) -> None: ...
+
+class Task(_message.Message):
+    __slots__ = ("kind", "task_id", "round", "model_spec", "params", "config")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        PING: _ClassVar[Task.Kind]
+        FIT: _ClassVar[Task.Kind]
+        SHUTDOWN: _ClassVar[Task.Kind]
+    PING: Task.Kind
+    FIT: Task.Kind
+    SHUTDOWN: Task.Kind
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SPEC_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    kind: Task.Kind
+    task_id: str
+    round: int
+    model_spec: str
+    params: _containers.RepeatedCompositeFieldContainer[Tensor]
+    config: FitConfig
+    def __init__(self, kind: _Optional[_Union[Task.Kind, str]] = ..., task_id: _Optional[str] = ..., round: _Optional[int] = ..., model_spec: _Optional[str] = ..., params: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., config: _Optional[_Union[FitConfig, _Mapping]] = ...) -> None: ...
+
+class Update(_message.Message):
+    __slots__ = ("session", "task_id", "round", "params", "num_examples", "train_loss", "error")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_LOSS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    task_id: str
+    round: int
+    params: _containers.RepeatedCompositeFieldContainer[Tensor]
+    num_examples: int
+    train_loss: float
+    error: str
+    def __init__(self, session: _Optional[str] = ..., task_id: _Optional[str] = ..., round: _Optional[int] = ..., params: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., num_examples: _Optional[int] = ..., train_loss: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
+
+class UpdateReply(_message.Message):
+    __slots__ = ("accepted",)
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    accepted: bool
+    def __init__(self, accepted: _Optional[bool] = ...) -> None: ...
