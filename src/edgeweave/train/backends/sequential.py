@@ -1,0 +1,100 @@
+"""The sequential backend: trains the selected clients one after another with
+:func:`~edgeweave.train.local.train_client`, the reference every other backend is checked
+against. Slow for thousands of clients, but it runs any model.
+
+Failure simulation: with ``drop_prob`` each selected client independently fails in a round. The
+draw comes from a generator seeded by (seed, round) and nothing else, so a resumed run drops
+exactly the clients the uninterrupted run dropped, and the drops do not disturb any other
+randomness (client batch orders, server sampling).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from edgeweave.train.backends.base import Backend
+from edgeweave.train.local import train_client
+from edgeweave.train.task import Task
+from edgeweave.train.types import ClientInfo, FitConfig, Params, TrainError, Updates
+
+
+def empty_updates(global_params: Params, failed: dict[int, str]) -> Updates:
+    """A round in which no client result arrived (the server keeps the model)."""
+    return Updates(
+        client_ids=[],
+        params={k: v.new_empty((0, *v.shape)) for k, v in global_params.items()},
+        num_examples=torch.zeros(0, dtype=torch.float64),
+        train_loss=torch.zeros(0, dtype=torch.float64),
+        metrics={"failed": dict(failed)},
+    )
+
+
+def simulated_failures(seed: int, round_num: int, client_ids: Sequence[int],
+                       drop_prob: float) -> dict[int, str]:
+    """Which of ``client_ids`` fail this round (independent Bernoulli(drop_prob) per client)."""
+    if drop_prob <= 0 or not client_ids:
+        return {}
+    rng = np.random.default_rng([seed, round_num, 0xD809])
+    drops = rng.random(len(client_ids)) < drop_prob
+    return {int(c): "dropped (simulated failure)" for c, d in zip(client_ids, drops, strict=True)
+            if d}
+
+
+class SequentialBackend(Backend):
+    """Runs ``train_client`` per client on the task's packed data.
+
+    ``compute_s_per_epoch`` and ``upload_s`` (one value per client, e.g. from the fleet's device
+    speeds) are reported in :meth:`available_clients` for deadline-aware selection and straggler
+    simulation; they do not slow anything down here.
+    """
+
+    name = "sequential"
+
+    def __init__(self, task: Task, drop_prob: float = 0.0, seed: int = 0,
+                 compute_s_per_epoch: Sequence[float] | None = None,
+                 upload_s: Sequence[float] | None = None) -> None:
+        if task.data is None:
+            raise TrainError(f"sequential backend: task {task.name!r} has no client data "
+                             "(the clients hold it; use the grpc backend)")
+        if not 0 <= drop_prob < 1:
+            raise TrainError(f"sequential backend: drop_prob must be in [0, 1), got {drop_prob}")
+        n = task.data.num_clients
+        for label, vals in (("compute_s_per_epoch", compute_s_per_epoch),
+                            ("upload_s", upload_s)):
+            if vals is not None and len(vals) != n:
+                raise TrainError(f"sequential backend: {label} has {len(vals)} values, "
+                                 f"expected one per client ({n})")
+        self.task = task
+        self.data = task.data
+        self.drop_prob = float(drop_prob)
+        self.seed = seed
+        self.compute = list(compute_s_per_epoch) if compute_s_per_epoch is not None else [0.0] * n
+        self.upload = list(upload_s) if upload_s is not None else [0.0] * n
+        self.model = task.model_fn()
+
+    def available_clients(self) -> list[ClientInfo]:
+        sizes = self.data.sizes().tolist()
+        return [ClientInfo(i, int(sizes[i]), float(self.compute[i]), float(self.upload[i]))
+                for i in range(self.data.num_clients)]
+
+    def fit(self, round_num: int, global_params: Params, client_ids: list[int],
+            config: FitConfig) -> Updates:
+        failed = simulated_failures(self.seed, round_num, client_ids, self.drop_prob)
+        ids, results, counts, losses = [], [], [], []
+        for cid in client_ids:
+            if cid in failed:
+                continue
+            x, y = self.data.client(cid)
+            params, loss = train_client(self.model, global_params, x, y, config, round_num, cid)
+            ids.append(cid)
+            results.append(params)
+            counts.append(len(y))
+            losses.append(loss)
+        if not ids:
+            return empty_updates(global_params, failed)
+        updates = Updates.stack(ids, results, counts, losses)
+        updates.metrics["failed"] = failed
+        return updates

@@ -1,0 +1,116 @@
+"""Crash-safe round state on disk: the metrics JSONL and the checkpoint of a server run.
+
+The server appends a round's metrics line first and then replaces the checkpoint atomically
+(write to a temporary file, fsync, ``os.replace``). A SIGKILL can therefore land in three places:
+before the line (round lost from both: redone), between the two (line ahead of the checkpoint:
+dropped on resume, round redone), or after both. Resuming keeps exactly the lines of the
+checkpointed rounds, once each, so no round is lost or repeated.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgeweave.train.types import RoundRecord, TrainError
+
+METRICS = "metrics.jsonl"
+CHECKPOINT = "checkpoint.pt"
+_BASE_FIELDS = ("round", "clients", "train_loss", "test_loss", "test_acc", "bytes_up",
+                "bytes_down", "wall_s")
+
+
+def _jsonable(v: Any) -> Any:
+    # NaN (a round without evaluation) is not JSON; null is.
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+def record_line(rec: RoundRecord) -> str:
+    return json.dumps(_jsonable(rec.to_json()), sort_keys=False)
+
+
+def record_from_json(d: dict[str, Any]) -> RoundRecord:
+    base = {k: d.get(k) for k in _BASE_FIELDS}
+    for k in ("train_loss", "test_loss", "test_acc"):
+        base[k] = float("nan") if base[k] is None else float(base[k])
+    extra = {k: v for k, v in d.items() if k not in _BASE_FIELDS}
+    return RoundRecord(**base, extra=extra)
+
+
+def append_metrics(path: Path, rec: RoundRecord) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(record_line(rec) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines of a metrics file; a torn last line (killed mid-write) is skipped."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def truncate_metrics(path: Path, last_round: int) -> list[RoundRecord]:
+    """Keep one line per round 1..last_round (the first written), rewrite atomically."""
+    seen: dict[int, dict[str, Any]] = {}
+    for d in read_metrics(path):
+        r = d.get("round")
+        if isinstance(r, int) and 1 <= r <= last_round and r not in seen:
+            seen[r] = d
+    kept = [seen[r] for r in sorted(seen)]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(d) + "\n" for d in kept), encoding="utf-8")
+    os.replace(tmp, path)
+    return [record_from_json(d) for d in kept]
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state(legacy=False)
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy_key": torch.from_numpy(np.asarray(np_state["state"]["key"]).astype(np.int64)),
+        "numpy_pos": int(np_state["state"]["pos"]),
+    }
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(("MT19937", state["numpy_key"].numpy().astype(np.uint32),
+                         state["numpy_pos"]))
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        # weights_only: a checkpoint is data, never code to unpickle
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise TrainError(f"checkpoint {path}: cannot be read ({e}); delete it to start over") \
+            from None
