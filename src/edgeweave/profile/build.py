@@ -20,7 +20,7 @@ from torch import nn
 from edgeweave.errors import ProfileError
 from edgeweave.graph import Graph, capture
 from edgeweave.profile.activations import codec_bytes
-from edgeweave.profile.measure import PROFILE_THREADS, measure
+from edgeweave.profile.measure import PROFILE_THREADS, measure, measure_calibrated
 from edgeweave.profile.regression import LatencyModel, Sample, mape
 from edgeweave.profile.schema import DevicePower, LinkSpec, NodeCost, Profile
 from edgeweave.topology import Fleet, TierPath
@@ -140,14 +140,17 @@ def profile_graph(
         raise ProfileError(f"need warmup >= 0 and repeats >= 1, got {warmup} and {repeats}")
     path = fleet.tier_path(device)
     started = time.perf_counter()
-    times, gflops = measure(graph, warmup, repeats, seed)
+    times, gflops, whole_ms = measure_calibrated(graph, warmup, repeats, seed)
     wire = codec_bytes(graph, seed)
     model, report = fit_latency_model(graph, times, gflops, seed)
     elapsed = time.perf_counter() - started
+    node_sum = sum(times[n.name] for n in graph.nodes if n.kind != "placeholder")
+    # node times scaled so they add up to the compiled whole-model run the runtime executes
+    scale = whole_ms / node_sum if whole_ms and node_sum > 0 else 1.0
     host_ms = {}
     for n in graph.nodes:
         predicted = model.predict(n.op, n.flops, n.in_bytes, n.out_bytes) / gflops
-        host_ms[n.name] = {"measured": times[n.name], "regression": predicted}
+        host_ms[n.name] = {"measured": times[n.name] * scale, "regression": predicted * scale}
     nodes = [
         NodeCost(
             name=n.name,
@@ -179,6 +182,9 @@ def profile_graph(
         host={
             "gflops": gflops,
             "torch_threads": PROFILE_THREADS,
+            "node_sum_ms": node_sum,
+            "whole_model_ms": whole_ms,
+            "whole_model_scale": scale,
             "machine": platform.machine(),
             "processor": platform.processor() or platform.machine(),
             "torch": torch.__version__,

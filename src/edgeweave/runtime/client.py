@@ -24,9 +24,9 @@ from edgeweave.graph import Graph, Stage, split
 from edgeweave.plan import Plan, plan
 from edgeweave.plan.costs import CostModel
 from edgeweave.profile import Profile
-from edgeweave.runtime import tensors
+from edgeweave.profile.measure import PROFILE_THREADS, torch_threads
+from edgeweave.runtime import dilation, tensors
 from edgeweave.runtime.bandwidth import BandwidthEstimator
-from edgeweave.runtime.dilation import stretch
 from edgeweave.runtime.node import message_options
 from edgeweave.runtime.program import StageProgram, build_program
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
@@ -209,11 +209,14 @@ class CoInferenceClient:
         stage = dep.stages.get(dep.plan.tiers[0])
         if stage is None:
             return 0.0
-        start = time.perf_counter()
-        with torch.inference_mode():
+        # a dilated device is emulated relative to the profiler's thread count and on this
+        # thread's CPU clock, so it computes on exactly that many threads
+        threads = PROFILE_THREADS if self.opts.device_dilation > 1 else torch.get_num_threads()
+        with torch_threads(threads), torch.inference_mode():
+            mark = dilation.start()
             env.update(zip(stage.outputs, stage.module(*(env[n] for n in stage.inputs)),
                            strict=True))
-        return stretch((time.perf_counter() - start) * 1000.0, self.opts.device_dilation)
+            return dilation.finish(mark, self.opts.device_dilation)
 
     def _remote(self, dep: _Deployment, env: dict[str, Any], segments: dict[str, float]
                 ) -> tuple[bool, str, int]:

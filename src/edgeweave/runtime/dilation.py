@@ -1,5 +1,12 @@
 """Time dilation: emulate hardware slower than this host by stretching measured compute.
 
+The emulated device takes `factor` x the CPU time this host's thread spent on the work. CPU time,
+not wall time: the emulated device is a dedicated machine, so time this shared host spends
+running OTHER processes while our thread waits for a core is not the device's time. Counting
+it (wall x factor) multiplied every scheduling hiccup by the factor (~10 for a Raspberry Pi on
+this host) and was the largest source of predicted-vs-measured error. The profiler measures on
+the same clock (`edgeweave.profile.measure`), so prediction and emulation agree.
+
 The stretch is a busy wait, not a sleep: a real slow device is computing the whole time, and
 an idle core lets caches go cold and the clock drop, which made the next request's compute
 ~15% slower in our measurements (alexnet, one thread) and the emulation pessimistic.
@@ -9,12 +16,24 @@ from __future__ import annotations
 
 import time
 
+Mark = tuple[float, float]
 
-def stretch(measured_ms: float, factor: float) -> float:
-    """Hold the core for (factor - 1) x `measured_ms` more; returns the emulated duration."""
+
+def start() -> Mark:
+    """Wall and thread-CPU clocks at the start of the work to dilate."""
+    return time.perf_counter(), time.thread_time()
+
+
+def finish(mark: Mark, factor: float) -> float:
+    """Hold the core until `factor` x the thread's CPU time since `mark` has passed on the wall
+    clock; returns the emulated duration in ms. Factor <= 1 means "this host's speed": the
+    wall time is returned unchanged (nothing can make the host faster)."""
+    wall0, cpu0 = mark
+    wall_ms = (time.perf_counter() - wall0) * 1000.0
     if factor <= 1.0:
-        return measured_ms
-    deadline = time.perf_counter() + measured_ms * (factor - 1.0) / 1000.0
+        return wall_ms
+    target_ms = (time.thread_time() - cpu0) * 1000.0 * factor
+    deadline = wall0 + target_ms / 1000.0
     while time.perf_counter() < deadline:
         pass
-    return measured_ms * factor
+    return max(wall_ms, target_ms)

@@ -19,8 +19,7 @@ import grpc
 import torch
 
 from edgeweave.codec import CodecError
-from edgeweave.runtime import tensors
-from edgeweave.runtime.dilation import stretch
+from edgeweave.runtime import dilation, tensors
 from edgeweave.runtime.metrics import NodeMetrics
 from edgeweave.runtime.program import ProgramError, load_program
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
@@ -222,7 +221,7 @@ class NodeService(pb_grpc.NodeServicer):
             if name not in env:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"stage input {name!r} missing")
             args.append(env[name])
-        start = time.perf_counter()
+        mark = dilation.start()
         try:
             with torch.inference_mode():
                 result = stage.module(*args)
@@ -231,7 +230,7 @@ class NodeService(pb_grpc.NodeServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"stage {digest[:12]} failed on the given tensors: "
                           f"{str(e).splitlines()[0][:300]}")
-        ms = stretch((time.perf_counter() - start) * 1000.0, self.cfg.dilation)
+        ms = dilation.finish(mark, self.cfg.dilation)
         env.update(zip(stage.outputs, result, strict=True))
         self.metrics.latency.labels("compute").observe(ms / 1000.0)
         return ms
