@@ -271,6 +271,73 @@ def compress(
     adapt_cmds.compress(console, model, epochs, sparsity, json_out)
 
 
+@app.command("fl-server")
+def fl_server(
+    listen: str = typer.Option("127.0.0.1:50061", help="host:port the FL server listens on."),
+    token_file: Path = typer.Option(..., "--token-file", help="Bearer token (edgeweave fl-token)."),
+    test_data: Path = typer.Option(..., "--test-data", help="Held-out .npz (x, y) to evaluate."),
+    model: str = typer.Option("mlp:64,64,10", help="Model spec the devices train."),
+    rounds: int = typer.Option(10, min=1),
+    strategy: str = typer.Option("fedavg", help="Aggregation strategy name."),
+    min_clients: int = typer.Option(1, "--min-clients", min=1, help="Wait for this many."),
+    fraction: float = typer.Option(1.0, help="Fraction of connected devices per round."),
+    lr: float = typer.Option(0.1), batch_size: int = typer.Option(16, "--batch-size"),
+    epochs: int = typer.Option(1), seed: int = typer.Option(0),
+    out: Path = typer.Option(None, "--out", help="Metrics JSONL + checkpoint (resumes)."),
+    round_timeout: float = typer.Option(60.0, "--round-timeout", help="Seconds per round."),
+    wait_clients: float = typer.Option(None, "--wait-clients", help="Give up after (s)."),
+) -> None:
+    """Run federated training over gRPC: devices dial in with `edgeweave fl-client`."""
+    from edgeweave.cli import fl_cmds
+
+    fl_cmds.fl_server(console, listen=listen, token_file=token_file, model=model,
+                      test_data=test_data, rounds=rounds, strategy=strategy,
+                      min_clients=min_clients, fraction=fraction, lr=lr, batch_size=batch_size,
+                      epochs=epochs, seed=seed, out=out, round_timeout=round_timeout,
+                      wait_clients=wait_clients)
+
+
+@app.command("fl-client")
+def fl_client(
+    server: str = typer.Option("127.0.0.1:50061", help="host:port of the FL server."),
+    data: Path = typer.Option(..., help="This device's .npz with keys x and y."),
+    token_file: Path = typer.Option(..., "--token-file", help="Bearer token file."),
+    client_id: int = typer.Option(None, "--client-id", help="Default: digits in the file name."),
+    give_up: float = typer.Option(None, "--give-up", help="Exit if unreachable this long (s)."),
+) -> None:
+    """One federated device: trains on its own data each round until the server finishes."""
+    from edgeweave.cli import fl_cmds
+
+    fl_cmds.fl_client(console, server=server, data=data, token_file=token_file,
+                      client_id=client_id, give_up=give_up)
+
+
+@app.command("fl-split")
+def fl_split(
+    dataset: str = typer.Argument("digits", help="digits, synthetic:A,B, npz:PATH, ..."),
+    clients: int = typer.Option(3, min=1),
+    partition: str = typer.Option("iid", help="iid, dirichlet:ALPHA, shards, unbalanced:SIGMA."),
+    model: str = typer.Option("mlp:64,64,10", help="Shapes x for this model spec."),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(..., "--out", help="Directory for client<i>.npz and test.npz."),
+) -> None:
+    """Split a dataset into one .npz per device plus the server's test.npz (for a demo)."""
+    from edgeweave.cli import fl_cmds
+
+    fl_cmds.fl_split(console, dataset, clients, partition, model, seed, out)
+
+
+@app.command("fl-token")
+def fl_token(
+    path: Path = typer.Argument(..., help="File to write (mode 0600)."),
+    force: bool = typer.Option(False, help="Replace an existing file."),
+) -> None:
+    """Write a fresh bearer token for fl-server and fl-client."""
+    from edgeweave.cli import fl_cmds
+
+    fl_cmds.fl_token(console, path, force)
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,164 @@
+"""The ray backend: clients trained by a pool of Ray actors, locally or on a cluster.
+
+Each actor holds the data shards of the clients assigned to it (client ``i`` lives on actor
+``i % actors``) from the start, so a round ships only the global model (put once in the object
+store and shared by every actor) and the client ids; the data never moves again. Actors run the
+reference :func:`~edgeweave.train.local.train_client` one client after another, so the result
+equals the sequential backend's. A dead actor is restarted by Ray (its shards come back from the
+object store); the clients it was training fail that round with the reason and the round goes on.
+
+Ray moves Python objects between its own processes with its own serialiser; that is inside one
+trusted cluster. Devices outside it use the grpc backend, whose wire never unpickles.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import torch
+
+from edgeweave.train.backends.base import Backend
+from edgeweave.train.backends.sequential import empty_updates
+from edgeweave.train.local import train_client
+from edgeweave.train.task import Task
+from edgeweave.train.types import ClientInfo, FitConfig, Params, TrainError, Updates
+
+log = logging.getLogger(__name__)
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise TrainError("ray backend: ray is not installed; pip install 'edgeweave[ray]' "
+                         "(ray>=2.40)") from None
+    return ray
+
+
+class _ClientPool:
+    """One actor: a model and the (x, y) shards of its clients."""
+
+    def __init__(self, model_fn: Any, shards: dict[int, tuple[torch.Tensor, torch.Tensor]],
+                 threads: int) -> None:
+        torch.set_num_threads(threads)  # actors share the node's cores; do not oversubscribe
+        self.model = model_fn()
+        self.shards = shards
+
+    def fit(self, round_num: int, global_params: Params, client_ids: list[int],
+            config: FitConfig) -> list[tuple[int, Params | None, int, float, str | None]]:
+        out: list[tuple[int, Params | None, int, float, str | None]] = []
+        for cid in client_ids:
+            x, y = self.shards[cid]
+            try:
+                params, loss = train_client(self.model, global_params, x, y, config, round_num,
+                                            cid)
+            except Exception as e:  # one client's failure must not lose the others' results
+                out.append((cid, None, 0, 0.0, f"client {cid} failed: {type(e).__name__}: {e}"))
+                continue
+            out.append((cid, params, len(y), loss, None))
+        return out
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class RayBackend(Backend):
+    """Train the task's clients on Ray actors.
+
+    Args:
+        task: the task; its client data is split over the actors once.
+        address: a Ray cluster (``"auto"``, ``"ray://head:10001"``); None starts a local Ray.
+        num_cpus: CPUs of the local Ray instance (ignored with ``address``).
+        actors: pool size (default: one per CPU, at most one per client).
+        round_timeout_s: clients whose actor has not answered by then fail the round.
+    """
+
+    name = "ray"
+
+    def __init__(self, task: Task, address: str | None = None, num_cpus: int = 2,
+                 actors: int | None = None, round_timeout_s: float | None = None) -> None:
+        if task.data is None:
+            raise TrainError(f"ray backend: task {task.name!r} has no client data (the clients "
+                             "hold it; use the grpc backend)")
+        ray = self.ray = _ray()
+        self.task, self.data = task, task.data
+        self.round_timeout_s = round_timeout_s
+        self._owns_ray = not ray.is_initialized()
+        if self._owns_ray:
+            t0 = time.perf_counter()
+            kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            if address is None:
+                kw["num_cpus"] = num_cpus
+            ray.init(address=address, **kw)
+            log.info("ray started in %.1f s", time.perf_counter() - t0)
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        n = self.data.num_clients
+        self.num_actors = max(1, min(n, actors or cpus))
+        per_actor = min(1.0, cpus / self.num_actors)
+        owner = [i % self.num_actors for i in range(n)]
+        self._owner = owner
+        remote = ray.remote(max_restarts=3, max_task_retries=0)(_ClientPool)
+        self._shard_refs = []  # kept so a restarted actor can fetch its shards again
+        self._actors = []
+        for a in range(self.num_actors):
+            shards = {i: tuple(t.clone() for t in self.data.client(i)) for i in range(n)
+                      if owner[i] == a}
+            ref = ray.put(shards)
+            self._shard_refs.append(ref)
+            threads = max(1, int(per_actor))
+            self._actors.append(remote.options(num_cpus=per_actor).remote(task.model_fn, ref,
+                                                                          threads))
+
+    def available_clients(self) -> list[ClientInfo]:
+        sizes = self.data.sizes().tolist()
+        return [ClientInfo(i, int(sizes[i])) for i in range(self.data.num_clients)]
+
+    def fit(self, round_num: int, global_params: Params, client_ids: list[int],
+            config: FitConfig) -> Updates:
+        ray = self.ray
+        for cid in client_ids:
+            if not 0 <= cid < self.data.num_clients:
+                raise TrainError(f"ray backend: no client {cid} (have {self.data.num_clients})")
+        params_ref = ray.put(global_params)
+        batches: dict[int, list[int]] = {}
+        for cid in client_ids:
+            batches.setdefault(self._owner[cid], []).append(cid)
+        refs = {self._actors[a].fit.remote(round_num, params_ref, ids, config): ids
+                for a, ids in batches.items()}
+        ready, late = ray.wait(list(refs), num_returns=len(refs), timeout=self.round_timeout_s)
+        results: dict[int, tuple[Params, int, float]] = {}
+        failed: dict[int, str] = {}
+        for ref in late:
+            ray.cancel(ref, force=False)
+            for cid in refs[ref]:
+                failed[cid] = (f"client {cid}: no result within round_timeout_s="
+                               f"{self.round_timeout_s}")
+        for ref in ready:
+            try:
+                for cid, params, n, loss, err in ray.get(ref):
+                    if err is None:
+                        results[cid] = (params, n, loss)
+                    else:
+                        failed[cid] = err
+            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
+                why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                for cid in refs[ref]:
+                    failed[cid] = f"client {cid}: its Ray actor failed: {why}"
+        ids = [c for c in client_ids if c in results]
+        if not ids:
+            return empty_updates(global_params, failed)
+        updates = Updates.stack(ids, [results[c][0] for c in ids], [results[c][1] for c in ids],
+                                [results[c][2] for c in ids])
+        updates.metrics["failed"] = failed
+        return updates
+
+    def close(self) -> None:
+        for a in getattr(self, "_actors", []):
+            self.ray.kill(a)
+        self._actors = []
+        if getattr(self, "_owns_ray", False):
+            self.ray.shutdown()
+            self._owns_ray = False
