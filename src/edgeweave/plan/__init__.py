@@ -1,22 +1,58 @@
-"""Where each layer runs: inference modes, chain scan, DAG min-cut, throughput pipelines."""
+"""Where each layer runs: inference modes, chain scan, DAG min-cut, throughput pipelines; and
+which model variant runs (model selection over variants and big/little pairs)."""
 
 from edgeweave.plan.bruteforce import monotone_placements
 from edgeweave.plan.costs import OBJECTIVES, Breakdown, CostModel
+from edgeweave.plan.edgent import EdgentChoice, EdgentOption, ExitBranch, plan_edgent
+from edgeweave.plan.edgent_dynamic import (
+    ConfigMap,
+    EdgentSelector,
+    bandwidth_states,
+    build_config_map,
+)
 from edgeweave.plan.figure import plot_plan
 from edgeweave.plan.modes import MODES, Mode
 from edgeweave.plan.planner import plan
 from edgeweave.plan.record import Alternative, Plan, load_plan
+from edgeweave.plan.select import (
+    BigLittleCandidate,
+    Candidate,
+    Outcome,
+    Selection,
+    SelectionError,
+    big_little_costs,
+    plan_within,
+    profile_variants,
+    select,
+)
 
 __all__ = [
     "MODES",
     "OBJECTIVES",
     "Alternative",
+    "BigLittleCandidate",
     "Breakdown",
+    "Candidate",
+    "ConfigMap",
     "CostModel",
+    "EdgentChoice",
+    "EdgentOption",
+    "EdgentSelector",
+    "ExitBranch",
     "Mode",
+    "Outcome",
     "Plan",
+    "Selection",
+    "SelectionError",
+    "bandwidth_states",
+    "big_little_costs",
+    "build_config_map",
     "load_plan",
     "monotone_placements",
     "plan",
+    "plan_edgent",
+    "plan_within",
     "plot_plan",
+    "profile_variants",
+    "select",
 ]

@@ -1,0 +1,129 @@
+"""A BranchyNet as Edgent's input: per-exit chain profiles and accuracies, measured once.
+
+The whole branchy network is captured as one graph (its outputs are the exits' logits) and
+profiled once: the regression fit and the calibration sweep behind it are the slow part of
+profiling, and every exit's sub-model "prefix + head" is a subgraph of that one graph, with the
+very same per-node predictions it would get profiled on its own. Accuracy is each exit answering
+every sample (Edgent's right-sizing), on held-out data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from edgeweave.adapt.datasets import Split, digits
+from edgeweave.adapt.exits import BranchyNet, attach_exits, train_joint
+from edgeweave.errors import PlanError
+from edgeweave.graph import Graph, capture
+from edgeweave.plan.edgent import ExitBranch, branches_from_profile
+from edgeweave.profile import Profile, profile_graph
+from edgeweave.topology import Fleet
+
+#: Side of the (upsampled) digit images: at 8x8 the input is 256 bytes and uploading it costs
+#: nothing next to the link's RTT, so no bandwidth would ever change the choice; at 32x32 (4 KB)
+#: the upload costs like a small camera frame's and the device/edge trade-off is real.
+DIGITS_SIDE = 32
+#: Channels of the first conv stage; 32 makes the whole model cost the emulated Raspberry Pi
+#: about twice the Wi-Fi RTT, so running it on the device and offloading it both have a case.
+DIGITS_WIDTH = 32
+#: Exits after the first and second conv-relu-pool stages; with the backbone's own output that
+#: makes three exits.
+DIGITS_EXITS = (2, 5)
+#: Stage keys of :func:`exit_placement`: nodes of other exits go to a stage never run.
+STAGE_ORDER = ("device", "edge", "unused")
+
+
+@dataclass(frozen=True)
+class BranchyProfile:
+    graph: Graph
+    profile: Profile
+    branches: list[ExitBranch]
+
+
+def digits_backbone(side: int = DIGITS_SIDE, width: int = DIGITS_WIDTH,
+                    num_classes: int = 10) -> nn.Sequential:
+    """Three conv-relu-maxpool stages (width, 2 x width, 4 x width channels) and a two-layer
+    classifier."""
+    if side < 8 or side % 8:
+        raise PlanError(f"side: expected a multiple of 8 that is >= 8, got {side}")
+    if width < 1:
+        raise PlanError(f"width: expected >= 1 channel, got {width}")
+    c1, c2, c3 = width, 2 * width, 4 * width
+    return nn.Sequential(
+        nn.Conv2d(1, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(c2, c3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(c3 * (side // 8) ** 2, 128), nn.ReLU(),
+        nn.Linear(128, num_classes))
+
+
+def upsample(x: torch.Tensor, side: int) -> torch.Tensor:
+    return x if x.shape[-1] == side else F.interpolate(x, size=(side, side), mode="bilinear",
+                                                       align_corners=False)
+
+
+@dataclass(frozen=True)
+class TrainedBranchy:
+    net: BranchyNet
+    data: Split  # images already at ``input_shape``
+    input_shape: tuple[int, ...]
+    accuracies: list[float]  # each exit alone, on data's test split
+
+
+def digits_branchy(side: int = DIGITS_SIDE, width: int = DIGITS_WIDTH, epochs: int = 6,
+                   seed: int = 0) -> TrainedBranchy:
+    """The Edgent digits CNN with its three exits, trained jointly (BranchyNet's weighted sum
+    of exit losses, adapt's loop) on sklearn's digits at ``side`` x ``side``, fixed seed;
+    about ten seconds on one busy CPU core. Accuracies are measured on the test split."""
+    torch.manual_seed(seed)
+    raw = digits(seed=seed)
+    data = Split(*(upsample(t, side) if t.dim() == 4 else t for t in (
+        raw.x_train, raw.y_train, raw.x_val, raw.y_val, raw.x_test, raw.y_test)))
+    shape = (1, 1, side, side)
+    net = attach_exits(digits_backbone(side, width), DIGITS_EXITS, 10, shape)
+    train_joint(net, data.x_train, data.y_train, epochs=epochs, seed=seed)
+    return TrainedBranchy(net.eval(), data, shape, exit_accuracies(net, data.x_test,
+                                                                     data.y_test))
+
+
+@torch.no_grad()
+def exit_accuracies(net: BranchyNet, x: torch.Tensor, y: torch.Tensor) -> list[float]:
+    """Accuracy of each exit answering every sample of ``(x, y)``, early exits first."""
+    if len(x) == 0 or len(x) != len(y):
+        raise PlanError(f"x/y: need the same positive number of samples, got {len(x)}/{len(y)}")
+    net.eval()
+    return [float((out.argmax(1) == y).float().mean()) for out in net(x)]
+
+
+def profile_branchy(net: BranchyNet, fleet: Fleet, accuracies: Sequence[float],
+                    input_shape: Sequence[int], device: str | None = None,
+                    repeats: int = 5, name: str = "branchy") -> BranchyProfile:
+    """Capture and profile ``net`` once on ``fleet`` (regression latency source), then cut
+    the profile into one :class:`ExitBranch` per exit carrying ``accuracies``."""
+    graph = capture(net, tuple(input_shape), name=name)
+    if len(graph.outputs) != net.num_exits:
+        raise PlanError(f"{name}: captured {len(graph.outputs)} outputs, expected one per exit "
+                        f"({net.num_exits})")
+    prof = profile_graph(graph, fleet, device=device, warmup=1, repeats=repeats)
+    return BranchyProfile(graph, prof, branches_from_profile(prof, accuracies))
+
+
+def exit_placement(graph: Graph, branch: ExitBranch, cut: int) -> dict[str, str]:
+    """A placement of the whole branchy graph for ``graph.split(..., STAGE_ORDER)`` that runs
+    exit ``branch.exit`` cut after ``cut`` operators: its input and first ``cut`` operators on
+    "device", its other operators on "edge", and every node of other exits on "unused" (last,
+    so no edge runs backwards; that stage is simply never called)."""
+    names = [n.name for n in branch.profile.nodes]
+    inputs = {branch.profile.nodes[i].name for i in branch.input_indices()}
+    ops = [n for n in names if n not in inputs]
+    if not 0 <= cut <= len(ops):
+        raise PlanError(f"cut: expected 0..{len(ops)} for exit {branch.exit}, got {cut}")
+    placement = {n.name: "unused" for n in graph.nodes}
+    placement.update({n: "device" for n in inputs})
+    placement.update({n: "device" if i < cut else "edge" for i, n in enumerate(ops)})
+    return placement
