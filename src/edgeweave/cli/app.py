@@ -271,6 +271,19 @@ def compress(
     adapt_cmds.compress(console, model, epochs, sparsity, json_out)
 
 
+@app.command()
+def train(
+    config: Path = typer.Option(..., "--config", "-c", help="Experiment YAML (examples/fl/)."),
+    rounds: int = typer.Option(None, min=1, help="Override the config's rounds."),
+    out_dir: Path = typer.Option(None, "--out", help="Override the config's out_dir."),
+    backend: str = typer.Option(None, help="Override the backend (sequential, vectorized)."),
+) -> None:
+    """Simulated federated training: progress bar, final table, metrics.jsonl, checkpoint, plot."""
+    from edgeweave.cli import train_cmds
+
+    train_cmds.train(console, config, rounds, out_dir, backend)
+
+
 @app.command("fl-server")
 def fl_server(
     listen: str = typer.Option("127.0.0.1:50061", help="host:port the FL server listens on."),

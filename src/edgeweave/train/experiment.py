@@ -1,0 +1,101 @@
+"""The facade: one experiment config in, the round records out (metrics, checkpoint and plot on
+disk). ``edgeweave.train.run`` and ``edgeweave train`` are this function."""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgeweave.train.backends.base import Backend
+from edgeweave.train.config import ExperimentConfig, build_strategy, load_config, parse_config
+from edgeweave.train.server import Server, ServerConfig
+from edgeweave.train.task import Task
+from edgeweave.train.types import RoundRecord, TrainError
+
+
+def build_task(cfg: ExperimentConfig) -> Task:
+    from edgeweave.train.data import make_task
+
+    d = cfg.data
+    return make_task(d.dataset, d.partition, d.clients, cfg.model, cfg.seed, **d.options)
+
+
+def client_speeds(cfg: ExperimentConfig, n: int) -> tuple[list[float], list[float]] | None:
+    """Per-client simulated seconds per epoch and per upload, drawn once from the seed."""
+    if cfg.speeds is None:
+        return None
+    rng = np.random.default_rng([cfg.seed, 0x5BEED])
+    lo, hi = cfg.speeds.compute_s_per_epoch
+    compute = rng.uniform(lo, hi, n).tolist()
+    lo, hi = cfg.speeds.upload_s
+    upload = rng.uniform(lo, hi, n).tolist()
+    return compute, upload
+
+
+def build_backend(cfg: ExperimentConfig, task: Task) -> Backend:
+    assert task.data is not None
+    speeds = client_speeds(cfg, task.data.num_clients)
+    kw: dict[str, Any] = {"drop_prob": cfg.dropout, "seed": cfg.seed}
+    if speeds is not None:
+        kw.update(compute_s_per_epoch=speeds[0], upload_s=speeds[1])
+    if cfg.backend == "vectorized":
+        try:
+            from edgeweave.train.backends.vectorized import VectorizedBackend
+        except ImportError:
+            raise TrainError("backend: 'vectorized' is not available in this install; use "
+                             "'sequential'") from None
+        return VectorizedBackend(task, **kw)
+    from edgeweave.train.backends.sequential import SequentialBackend
+
+    return SequentialBackend(task, **kw)
+
+
+def server_config(cfg: ExperimentConfig) -> ServerConfig:
+    return ServerConfig(rounds=cfg.rounds, seed=cfg.seed, out_dir=cfg.out_dir,
+                        checkpoint_every=cfg.checkpoint_every, deadline_s=cfg.deadline_s,
+                        over_select=cfg.over_select, eval_every=cfg.eval_every, codec=cfg.codec)
+
+
+def _record_run(cfg: ExperimentConfig, backend: Backend) -> None:
+    """The config, seed and versions beside the results, so the run can be reproduced."""
+    assert cfg.out_dir is not None
+    from edgeweave import __version__
+
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    info = {"config": cfg.model_dump(mode="json"), "backend": backend.name,
+            "edgeweave": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+    (out / "run.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
+
+
+def run(config: ExperimentConfig | dict | str | Path,
+        progress: Callable[[RoundRecord], Any] | None = None) -> list[RoundRecord]:
+    """Run (or resume, when its out_dir holds a checkpoint) a federated experiment.
+
+    ``config`` is a YAML path, a parsed mapping or an :class:`ExperimentConfig`.
+    """
+    if isinstance(config, str | Path):
+        cfg = load_config(config)
+    elif isinstance(config, dict):
+        cfg = parse_config(config)
+    else:
+        cfg = config
+    task = build_task(cfg)
+    strategy = build_strategy(cfg)
+    with build_backend(cfg, task) as backend:
+        if cfg.out_dir is not None:
+            _record_run(cfg, backend)
+        records = Server(task, strategy, backend, server_config(cfg)).run(progress)
+    if cfg.out_dir is not None and cfg.plot:
+        from edgeweave.train.plot import plot_metrics
+
+        out = Path(cfg.out_dir)
+        plot_metrics(out / "metrics.jsonl", out / "accuracy.png", labels=[cfg.name])
+    return records
