@@ -51,7 +51,7 @@ class Krum(Strategy):
             return OrderedDict((k, updates.params[k][0].clone()) for k in global_params)
         self.effective_f = min(self.f, max(0, (n - 3) // 2))
         flat = torch.cat([updates.params[k].reshape(n, -1) for k in global_params], dim=1)
-        keep = krum_scores(flat, self.effective_f).argsort()[: min(self.m, n)]
+        keep = krum_scores(flat, self.effective_f).argsort(stable=True)[: min(self.m, n)]
         return OrderedDict(
             (k, updates.params[k].index_select(0, keep).mean(dim=0)) for k in global_params
         )
