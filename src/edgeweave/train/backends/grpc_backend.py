@@ -149,6 +149,11 @@ class GrpcBackend(Backend):
             return [ClientInfo(s.client_id, s.num_examples, device=s.device or None)
                     for s in sorted(self._live(), key=lambda s: s.client_id)]
 
+    def connected(self) -> list[int]:
+        """Ids of the devices with an open task stream now (no waiting)."""
+        with self._cond:
+            return sorted(s.client_id for s in self._live())
+
     def fit(self, round_num: int, global_params: Params, client_ids: list[int],
             config: FitConfig) -> Updates:
         params_msgs = params_to_msgs(global_params)
