@@ -119,6 +119,7 @@ def trained():
     return tb, bp
 
 
+@pytest.mark.slow
 def test_choice_equals_brute_force_on_trained_digits_net(trained):
     tb, bp = trained
     assert len(bp.branches) == 3 == tb.net.num_exits
@@ -128,6 +129,7 @@ def test_choice_equals_brute_force_on_trained_digits_net(trained):
     check_against_brute_force(bp.branches, MBPS)
 
 
+@pytest.mark.slow
 def test_exit_placement_runs_the_chosen_exit_split(trained):
     tb, bp = trained
     x = tb.data.x_test[:4]
@@ -148,6 +150,7 @@ def test_exit_placement_runs_the_chosen_exit_split(trained):
             torch.testing.assert_close(out, reference[branch.exit])
 
 
+@pytest.mark.slow
 def test_config_map_picks_static_optimum_in_every_state(trained):
     _, bp = trained
     trace = [0.5, 1.0, 3.0, 8.0, 20.0, 60.0, 120.0]

@@ -245,6 +245,32 @@ def netlab(
 
 
 @app.command()
+def edgent(
+    slo_ms: float = typer.Option(..., "--slo-ms", help="Latency requirement per inference (ms)."),
+    mbps: float = typer.Option(None, "--mbps", help="First hop's bandwidth (default: fleet's)."),
+    fleet: str = typer.Option(None, "--fleet", "-f", help=FLEET_HELP),
+    device: str = typer.Option(None, "--device", help="Device node of the fleet (default: first)."),
+    cache: Path = typer.Option(None, "--cache", help="Directory keeping the trained net and its "
+                               "profile; reused when present (then nothing is re-trained)."),
+    side: int = typer.Option(32, min=8, help="Digit image side (8x8 upsampled; multiple of 8)."),
+    width: int = typer.Option(32, min=1, help="Channels of the first conv stage."),
+    epochs: int = typer.Option(6, min=1, help="Joint training epochs (real sklearn digits)."),
+    seed: int = typer.Option(0, help="Seed of the data split and training."),
+    trace: Path = typer.Option(None, "--trace", help="Bandwidth trace CSV (t_seconds,mbps): "
+                               "also print the dynamic mode's configuration map."),
+    states: int = typer.Option(4, min=1, help="Bandwidth states of the configuration map."),
+    json_out: Path = typer.Option(None, "--json", help="Write every (exit, cut) and the choice."),
+    plot: Path = typer.Option(None, "--plot", help="Write accuracy vs latency of each option."),
+) -> None:
+    """Edgent: choose exit point and device/edge cut of a branchy digits CNN jointly."""
+    from edgeweave.cli import edgent_cmds
+
+    edgent_cmds.edgent(console, slo_ms=slo_ms, mbps=mbps, fleet_spec=fleet, device=device,
+                       cache=cache, side=side, width=width, epochs=epochs, seed=seed,
+                       trace=trace, states=states, json_out=json_out, plot=plot)
+
+
+@app.command()
 def exits(
     model: str = typer.Argument("digits-cnn", help="nn.Sequential model taking 1x8x8 digits."),
     epochs: int = typer.Option(20, min=1, help="Joint training epochs (real sklearn digits)."),

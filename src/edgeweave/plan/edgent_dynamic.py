@@ -121,7 +121,8 @@ def build_config_map(branches: Sequence[ExitBranch], states: Sequence[BandwidthS
 class EdgentSelector:
     """Online half of dynamic Edgent: observe throughputs, switch on a confirmed state change.
 
-    ``switches`` logs each change with the old and new configuration."""
+    ``switches`` logs each state change with the old and new configuration (neighbouring
+    states may share one, then ``config_changed`` is False)."""
 
     cmap: ConfigMap
     initial_mbps: float
@@ -165,7 +166,8 @@ class EdgentSelector:
             self.switches.append({
                 "t_s": t, "estimate_mbps": mbps,
                 "old_state": old.state.index, "new_state": new,
-                "old": old.option.label(), "new": self.current.option.label()})
+                "old": old.option.label(), "new": self.current.option.label(),
+                "config_changed": old.option.key != self.current.option.key})
         return self.current
 
 
@@ -188,7 +190,8 @@ class TraceOutcome:
     def to_json(self) -> dict[str, Any]:
         return {"policy": self.policy, "requests": self.requests, "misses": self.misses,
                 "miss_rate": self.miss_rate, "mean_accuracy": self.mean_accuracy,
-                "mean_latency_ms": self.mean_latency_ms, "switches": len(self.switches),
+                "mean_latency_ms": self.mean_latency_ms, "state_changes": len(self.switches),
+                "config_switches": sum(s["config_changed"] for s in self.switches),
                 "switch_log": self.switches[:20]}
 
 
