@@ -1,0 +1,30 @@
+"""`edgeweave train` as a user runs it."""
+
+import json
+
+import yaml
+from test_cli import run
+
+
+def test_train_runs_a_config_and_writes_its_outputs(tmp_path):
+    cfg = tmp_path / "exp.yaml"
+    out = tmp_path / "out"
+    cfg.write_text(yaml.safe_dump({
+        "name": "cli-tiny", "model": "logreg:64,10",
+        "data": {"dataset": "digits", "partition": "iid", "clients": 4},
+        "strategy": {"name": "fedavg"}, "fit": {"lr": 0.5}, "rounds": 5,
+    }))
+    res = run("train", "--config", str(cfg), "--rounds", "2", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "cli-tiny" in res.stdout and "final test accuracy" in res.stdout
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(s)["round"] for s in lines] == [1, 2]
+    assert (out / "accuracy.png").exists() and (out / "checkpoint.pt").exists()
+
+
+def test_train_names_the_bad_field(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("strategy:\n  name: fedavg\n  fraction: 2\n")
+    res = run("train", "--config", str(cfg))
+    assert res.returncode == 2
+    assert "bad.yaml" in res.stderr and "strategy.fraction" in res.stderr

@@ -1,0 +1,94 @@
+"""Experiment YAML: validation that names the file and field, the examples, and train.run."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+import edgeweave.train as train
+from edgeweave.train.config import load_config, parse_config
+from edgeweave.train.experiment import client_speeds
+from edgeweave.train.types import TrainError
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "fl"
+
+
+def _write(tmp_path, doc) -> Path:
+    p = tmp_path / "exp.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    return p
+
+
+@pytest.mark.parametrize("name", ["digits-fedavg.yaml", "digits-fedprox.yaml"])
+def test_examples_validate(name):
+    cfg = load_config(EXAMPLES / name)
+    assert cfg.data.dataset == "digits" and cfg.rounds >= 1
+
+
+def test_defaults_and_strategy_params():
+    cfg = parse_config({"strategy": {"name": "fedprox", "params": {"mu": 0.3}}, "seed": 4})
+    assert cfg.backend == "sequential" and cfg.model == "mlp:64,64,10"
+    from edgeweave.train.config import build_strategy
+
+    s = build_strategy(cfg)
+    assert s.fit_config.prox_mu == 0.3 and s.fit_config.seed == 4
+
+
+@pytest.mark.parametrize(("doc", "field", "why"), [
+    ({"rounds": 0}, "rounds", "greater than or equal to 1"),
+    ({"fit": {"lr": -1}}, "fit.lr", "greater than 0"),
+    ({"fit": {"learning_rate": 0.1}}, "fit.learning_rate", "unexpected field"),
+    ({"dropout": 1.5}, "dropout", "less than 1"),
+    ({"backend": "gpu"}, "backend", "sequential"),
+    ({"speeds": {"upload_s": [2, 1]}}, "speeds.upload_s", "low <= high"),
+    ({"strategy": {"name": "fedbogus"}}, "strategy", "unknown; known"),
+    ({"strategy": {"name": "fedavgm", "params": {"beta": 0.9}}}, "strategy", "accepted"),
+    ({"model": "resnet9000"}, "model", "unknown kind"),
+])
+def test_errors_name_the_file_and_field(tmp_path, doc, field, why):
+    path = _write(tmp_path, doc)
+    with pytest.raises(TrainError) as e:
+        load_config(path)
+    msg = str(e.value)
+    assert msg.startswith(str(path)) and f"{field}:" in msg and why in msg
+
+
+def test_unreadable_and_non_mapping_files(tmp_path):
+    with pytest.raises(TrainError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+    p = tmp_path / "list.yaml"
+    p.write_text("- 1\n- 2\n")
+    with pytest.raises(TrainError, match="expected a mapping"):
+        load_config(p)
+    p.write_text("rounds: [1\n")
+    with pytest.raises(TrainError, match="not valid YAML"):
+        load_config(p)
+
+
+def test_client_speeds_are_seeded_and_in_range():
+    cfg = parse_config({"speeds": {"compute_s_per_epoch": [1, 3], "upload_s": [0.5, 0.5]}})
+    compute, upload = client_speeds(cfg, 50)
+    assert all(1 <= c <= 3 for c in compute) and upload == [0.5] * 50
+    assert client_speeds(cfg, 50) == (compute, upload)
+    assert client_speeds(parse_config({}), 5) is None
+
+
+def test_run_writes_metrics_checkpoint_plot_and_resumes(tmp_path):
+    out = tmp_path / "out"
+    doc = {"name": "tiny", "model": "logreg:64,10",
+           "data": {"dataset": "digits", "partition": "iid", "clients": 6},
+           "strategy": {"name": "fedavg", "fraction": 0.5}, "fit": {"lr": 0.5},
+           "rounds": 2, "dropout": 0.3, "out_dir": str(out)}
+    seen = []
+    records = train.run(_write(tmp_path, doc), progress=seen.append)
+    assert [r.round for r in records] == [1, 2] and seen == records
+    assert records[-1].test_acc > 0.2
+    for name in ("metrics.jsonl", "checkpoint.pt", "accuracy.png", "run.json"):
+        assert (out / name).stat().st_size > 0
+    info = json.loads((out / "run.json").read_text())
+    assert info["config"]["seed"] == 0 and info["backend"] == "sequential" and info["torch"]
+    # the same experiment with more rounds continues from round 2
+    more = train.run(dict(doc, rounds=3))
+    assert [r.round for r in more] == [1, 2, 3]
+    assert more[0].wall_s == pytest.approx(records[0].wall_s)
