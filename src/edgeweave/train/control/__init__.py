@@ -2,11 +2,21 @@
 between aggregations (adaptive frequency), at which tier models are averaged (hierarchical FL),
 and how fast each client is (device speeds from the fleet)."""
 
+from edgeweave.train.control.adaptive_freq import AdaptiveFrequency, FreqRecord, best_tau
 from edgeweave.train.control.fedcs import FedCS, Schedule, greedy_select, upload_schedule
 from edgeweave.train.control.fleet_clients import FleetClients, fleet_clients, model_costs
 from edgeweave.train.control.wrapper import StrategyWrapper
 
 __all__ = [
-    "FedCS", "FleetClients", "Schedule", "StrategyWrapper", "fleet_clients", "greedy_select",
-    "model_costs", "upload_schedule",
+    "AdaptiveFrequency",
+    "FedCS",
+    "FleetClients",
+    "FreqRecord",
+    "Schedule",
+    "StrategyWrapper",
+    "best_tau",
+    "fleet_clients",
+    "greedy_select",
+    "model_costs",
+    "upload_schedule",
 ]
