@@ -127,3 +127,14 @@ def exit_placement(graph: Graph, branch: ExitBranch, cut: int) -> dict[str, str]
     placement.update({n: "device" for n in inputs})
     placement.update({n: "device" if i < cut else "edge" for i, n in enumerate(ops)})
     return placement
+
+
+def exit_graph(graph: Graph, branch: ExitBranch) -> Graph:
+    """Exit ``branch.exit`` of the captured branchy ``graph`` as a graph of its own (the chain
+    prefix + head, sharing the captured module), for plans made by
+    :func:`~edgeweave.plan.edgent.option_plan`: split() and the runtime take it as any model."""
+    keep = {n.name for n in branch.profile.nodes}
+    return Graph(module=graph.module, nodes=[n for n in graph.nodes if n.name in keep],
+                 outputs=[graph.outputs[branch.exit]], input_shape=graph.input_shape,
+                 name=f"{graph.name}@exit{branch.exit}", traced=graph.traced,
+                 fallback_reason=graph.fallback_reason)

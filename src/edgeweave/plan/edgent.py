@@ -24,6 +24,8 @@ import numpy as np
 
 from edgeweave.errors import PlanError
 from edgeweave.plan.costs import CostModel
+from edgeweave.plan.modes import mode_of
+from edgeweave.plan.record import Plan, predicted_of
 from edgeweave.profile.schema import Profile
 
 #: Relative slack on the latency requirement, so an option priced at exactly the requirement
@@ -121,6 +123,14 @@ def chain_order(cm: CostModel, inputs: Sequence[int], where: str) -> list[int]:
     return [u for u in cm.order if u not in inputs]
 
 
+def cut_labels(cm: CostModel, ops: Sequence[int]) -> np.ndarray:
+    """Row ``cut`` places ``ops[:cut]`` (and the input) on the device, the rest on the edge."""
+    labels = np.zeros((len(ops) + 1, cm.n), dtype=int)
+    for cut in range(len(ops) + 1):
+        labels[cut, list(ops[cut:])] = 1
+    return labels
+
+
 def price_branch(branch: ExitBranch, mbps: float | None = None) -> list[EdgentOption]:
     """Every cut of one exit's chain, priced by the cost model at ``mbps`` on the first hop
     (the profile's own bandwidth when None)."""
@@ -129,12 +139,9 @@ def price_branch(branch: ExitBranch, mbps: float | None = None) -> list[EdgentOp
     if mbps is not None:
         prof = prof.with_link(hop, mbps=mbps)
     cm = CostModel(prof)
-    inputs = branch.input_indices()
-    ops = chain_order(cm, inputs, f"exit {branch.exit} ({prof.model})")
+    ops = chain_order(cm, branch.input_indices(), f"exit {branch.exit} ({prof.model})")
     n = len(ops)
-    labels = np.zeros((n + 1, cm.n), dtype=int)
-    for cut in range(n + 1):
-        labels[cut, ops[cut:]] = 1  # device runs ops[:cut], the edge the rest
+    labels = cut_labels(cm, ops)
     ev = cm.evaluate_many(labels)
     return [
         EdgentOption(
@@ -225,3 +232,24 @@ def branches_from_profile(profile: Profile, accuracies: Sequence[float]) -> list
         })
         branches.append(ExitBranch(exit=k, accuracy=float(acc), profile=sub.check()))
     return branches
+
+
+def option_plan(branch: ExitBranch, option: EdgentOption, mbps: float | None = None,
+                slo_ms: float | None = None) -> Plan:
+    """The chosen (exit, cut) as an ordinary :class:`Plan` of the exit's chain profile, so the
+    runtime executes an Edgent decision like any other plan (on the exit's graph)."""
+    if option.exit != branch.exit:
+        raise PlanError(f"option is for exit {option.exit}, branch is exit {branch.exit}")
+    prof = branch.profile
+    if mbps is not None:
+        prof = prof.with_link(first_hop(prof), mbps=mbps)
+    cm = CostModel(prof)
+    ops = chain_order(cm, branch.input_indices(), f"exit {branch.exit} ({prof.model})")
+    if not 0 <= option.cut <= len(ops):
+        raise PlanError(f"cut: expected 0..{len(ops)} for exit {branch.exit}, got {option.cut}")
+    labels = cut_labels(cm, ops)[option.cut]
+    return Plan(
+        **prof.model_dump(), objective="latency", placement=cm.placement_of(labels),
+        cuts=cm.cuts, predicted=predicted_of(cm.evaluate(labels), cm.tiers, prof.hop_names()),
+        alternatives=[], exact=True, mode=mode_of(cm, labels), algorithm="edgent",
+        constraints={"slo_ms": slo_ms, "device_mem_mb": None}, profile_digest=prof.digest())

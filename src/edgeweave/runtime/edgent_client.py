@@ -1,0 +1,88 @@
+"""Edgent's dynamic mode in the runtime: switch (exit, cut) as the measured bandwidth moves.
+
+The configuration map (:mod:`edgeweave.plan.edgent_dynamic`) is built offline; here each of its
+configurations becomes an ordinary co-inference client running that exit's graph under that
+cut's plan (created and deployed on first use, then kept: switching back is free). All of them
+share one bandwidth estimator, fed by the real transfers of whichever configuration is serving,
+and the selector turns its estimate into a state and a configuration.
+
+A device-only configuration sends nothing, so the link would go unobserved and the device
+could never learn that offloading pays again. While one serves, each request is followed by a
+small heartbeat over the emulated link (Edgent assumes the bandwidth is observable; a real
+device would piggyback on its keep-alives), measured without its propagation delay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from edgeweave.graph import Graph
+from edgeweave.plan.branchy import exit_graph
+from edgeweave.plan.edgent import ExitBranch, option_plan
+from edgeweave.plan.edgent_dynamic import PROBE_BYTES, ConfigMap, EdgentSelector, MapEntry
+from edgeweave.runtime.bandwidth import BandwidthEstimator
+from edgeweave.runtime.client import ClientOptions, CoInferenceClient, Result
+from edgeweave.runtime.security import ClientTLS
+from edgeweave.runtime.shaper import LinkShaper
+
+
+class EdgentClient:
+    """Serve requests with the configuration the selector holds; see module doc."""
+
+    def __init__(self, graph: Graph, branches: Sequence[ExitBranch], cmap: ConfigMap,
+                 edge_target: str | None, *, link_mbps: float, confirm: int = 2,
+                 token: str | None = None, tls: ClientTLS | None = None,
+                 options: ClientOptions | None = None) -> None:
+        self.graph = graph
+        self.branches = list(branches)
+        self.cmap = cmap
+        self.edge_target = edge_target
+        self.token, self.tls = token, tls
+        # the per-configuration clients must not re-plan on their own: Edgent decides
+        self.opts = replace(options or ClientOptions(), adapt=False)
+        self.estimator = BandwidthEstimator()
+        self.selector = EdgentSelector(cmap, initial_mbps=link_mbps, confirm=confirm)
+        hop = self.branches[0].profile.hop_names()[0]
+        self.hop = hop
+        self.link_mbps = float(link_mbps)
+        self._probe = LinkShaper(link_mbps, 0.0, burst_bytes=1)
+        self._clients: dict[tuple[int, int], CoInferenceClient] = {}
+
+    @property
+    def switches(self) -> list[dict[str, Any]]:
+        return self.selector.switches
+
+    def set_link_mbps(self, mbps: float) -> None:
+        """The emulated link's real bandwidth (a step or a trace sample); the selector learns
+        of it only through transfers."""
+        self.link_mbps = float(mbps)
+        self._probe.set_mbps(mbps)
+        for client in self._clients.values():
+            client.set_link_mbps(self.hop, mbps)
+
+    def client_for(self, entry: MapEntry, example: torch.Tensor) -> CoInferenceClient:
+        key = entry.option.key
+        if key not in self._clients:
+            branch = self.branches[entry.option.exit]
+            chosen = option_plan(branch, entry.option, entry.state.plan_mbps, self.cmap.slo_ms)
+            client = CoInferenceClient(exit_graph(self.graph, branch), chosen, self.edge_target,
+                                       token=self.token, tls=self.tls, options=self.opts)
+            client.estimator = self.estimator  # one view of the link for every configuration
+            client.set_link_mbps(self.hop, self.link_mbps)
+            if client.deployment.route:
+                client.deploy(example)
+            self._clients[key] = client
+        return self._clients[key]
+
+    def infer(self, x: torch.Tensor) -> Result:
+        entry = self.selector.current
+        result = self.client_for(entry, x).infer(x)
+        if not result.bytes_up or result.fallback:  # the client observed nothing: probe
+            self.estimator.observe(PROBE_BYTES, self._probe.transmit(PROBE_BYTES))
+        if self.estimator.mbps is not None:
+            self.selector.update(self.estimator.mbps)
+        return result
