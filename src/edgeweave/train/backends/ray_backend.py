@@ -100,17 +100,20 @@ class RayBackend(Backend):
         per_actor = min(1.0, cpus / self.num_actors)
         owner = [i % self.num_actors for i in range(n)]
         self._owner = owner
-        remote = ray.remote(max_restarts=3, max_task_retries=0)(_ClientPool)
+        # Local training is a pure function of its inputs, so re-running it on a restarted actor
+        # gives exactly the result the dead one would have: retrying is safe.
+        self._remote = ray.remote(max_restarts=3, max_task_retries=2)(_ClientPool)
+        self._per_actor = per_actor
         self._shard_refs = []  # kept so a restarted actor can fetch its shards again
-        self._actors = []
         for a in range(self.num_actors):
             shards = {i: tuple(t.clone() for t in self.data.client(i)) for i in range(n)
                       if owner[i] == a}
-            ref = ray.put(shards)
-            self._shard_refs.append(ref)
-            threads = max(1, int(per_actor))
-            self._actors.append(remote.options(num_cpus=per_actor).remote(task.model_fn, ref,
-                                                                          threads))
+            self._shard_refs.append(ray.put(shards))
+        self._actors = [self._start(a) for a in range(self.num_actors)]
+
+    def _start(self, a: int) -> Any:
+        return self._remote.options(num_cpus=self._per_actor).remote(
+            self.task.model_fn, self._shard_refs[a], max(1, int(self._per_actor)))
 
     def available_clients(self) -> list[ClientInfo]:
         sizes = self.data.sizes().tolist()
@@ -126,17 +129,18 @@ class RayBackend(Backend):
         batches: dict[int, list[int]] = {}
         for cid in client_ids:
             batches.setdefault(self._owner[cid], []).append(cid)
-        refs = {self._actors[a].fit.remote(round_num, params_ref, ids, config): ids
+        refs = {self._actors[a].fit.remote(round_num, params_ref, ids, config): (a, ids)
                 for a, ids in batches.items()}
         ready, late = ray.wait(list(refs), num_returns=len(refs), timeout=self.round_timeout_s)
         results: dict[int, tuple[Params, int, float]] = {}
         failed: dict[int, str] = {}
         for ref in late:
             ray.cancel(ref, force=False)
-            for cid in refs[ref]:
+            for cid in refs[ref][1]:
                 failed[cid] = (f"client {cid}: no result within round_timeout_s="
                                f"{self.round_timeout_s}")
         for ref in ready:
+            a, ids = refs[ref]
             try:
                 for cid, params, n, loss, err in ray.get(ref):
                     if err is None:
@@ -145,8 +149,13 @@ class RayBackend(Backend):
                         failed[cid] = err
             except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
                 why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                for cid in refs[ref]:
+                for cid in ids:
                     failed[cid] = f"client {cid}: its Ray actor failed: {why}"
+                if isinstance(e, ray.exceptions.RayActorError):
+                    # dead for good (restarts used up): a fresh actor serves these clients
+                    log.warning("ray actor %d died (%s); starting a new one", a, why)
+                    ray.kill(self._actors[a])
+                    self._actors[a] = self._start(a)
         ids = [c for c in client_ids if c in results]
         if not ids:
             return empty_updates(global_params, failed)
