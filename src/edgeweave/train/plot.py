@@ -46,6 +46,9 @@ def plot_metrics(metrics: Path | Sequence[Path], out: Path,
         rounds, acc, mbytes = _series(path)
         ax_r.plot(rounds, acc, marker=".", label=name)
         ax_b.plot(mbytes, acc, marker=".", label=name)
+    from matplotlib.ticker import MaxNLocator
+
+    ax_r.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_r.set_xlabel("round")
     ax_b.set_xlabel("MB transferred (up + down, cumulative)")
     for ax in (ax_r, ax_b):
