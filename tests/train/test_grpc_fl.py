@@ -85,7 +85,9 @@ def fleet(split):
         f.client(backend.address, i)
     wait = "while not os.path.exists({go!r}): time.sleep(0.02)\n"
     f.victim = f.spawn(["-c", "import os, pathlib, sys, time\n"
+                        "import torch\n"
                         "from edgeweave.train.grpc_client import FLClient\n"
+                        "torch.set_num_threads(1)\n"
                         + wait.format(go=str(root / "go-victim"))
                         + "def fit(params, config, round_num):\n"
                         f"    pathlib.Path({str(root / 'training')!r}).write_text('now')\n"

@@ -298,6 +298,29 @@ def compress(
 
 
 @app.command()
+def select(
+    model: str = typer.Argument("digits-cnn", help="nn.Sequential model taking 1x8x8 digits."),
+    fleet: str = typer.Option(None, "--fleet", "-f", help=FLEET_HELP),
+    device: str = typer.Option(None, "--device", help="Device node of the fleet (default: first)."),
+    objective: str = typer.Option("latency", help="latency or energy: what to minimise."),
+    slo_ms: float = typer.Option(None, "--slo-ms", help="Latency SLO per inference (ms)."),
+    energy_mj: float = typer.Option(None, "--energy-mj", help="Device energy budget (mJ/inf)."),
+    device_mem_mb: float = typer.Option(None, "--device-mem-mb", help="Device parameter MiB."),
+    min_acc: float = typer.Option(None, "--min-acc", help="Minimum validation accuracy (0-1); "
+                                  "then the objective is minimised instead of max accuracy."),
+    slo_stat: str = typer.Option("mean", help="mean or worst: what the SLO bounds for big/little."),
+    epochs: int = typer.Option(15, min=1, help="Training epochs (real sklearn digits)."),
+    mbps: float = typer.Option(None, "--mbps", help="Override the first hop's bandwidth."),
+    json_out: Path = typer.Option(None, "--json", help="Write the selection record here."),
+) -> None:
+    """Choose among compression variants and a big/little pair, and where each runs."""
+    from edgeweave.cli import select_cmds
+
+    select_cmds.select(console, model, fleet, device, objective, slo_ms, energy_mj,
+                       device_mem_mb, min_acc, slo_stat, epochs, mbps, json_out)
+
+
+@app.command()
 def train(
     config: Path = typer.Option(..., "--config", "-c", help="Experiment YAML (examples/fl/)."),
     rounds: int = typer.Option(None, min=1, help="Override the config's rounds."),
@@ -312,28 +335,29 @@ def train(
 
 @app.command("fl-server")
 def fl_server(
+    config: Path = typer.Option(None, "--config", help="Experiment YAML (as `train`; grpc)."),
     listen: str = typer.Option("127.0.0.1:50061", help="host:port the FL server listens on."),
     token_file: Path = typer.Option(..., "--token-file", help="Bearer token (edgeweave fl-token)."),
-    test_data: Path = typer.Option(..., "--test-data", help="Held-out .npz (x, y) to evaluate."),
-    model: str = typer.Option("mlp:64,64,10", help="Model spec the devices train."),
-    rounds: int = typer.Option(10, min=1),
-    strategy: str = typer.Option("fedavg", help="Aggregation strategy name."),
-    min_clients: int = typer.Option(1, "--min-clients", min=1, help="Wait for this many."),
-    fraction: float = typer.Option(1.0, help="Fraction of connected devices per round."),
-    lr: float = typer.Option(0.1), batch_size: int = typer.Option(16, "--batch-size"),
-    epochs: int = typer.Option(1), seed: int = typer.Option(0),
-    out: Path = typer.Option(None, "--out", help="Metrics JSONL + checkpoint (resumes)."),
+    test_data: Path = typer.Option(None, "--test-data", help="Held-out .npz (x, y) to evaluate."),
+    min_clients: int = typer.Option(None, "--min-clients", min=1, help="Devices to wait for."),
     round_timeout: float = typer.Option(60.0, "--round-timeout", help="Seconds per round."),
     wait_clients: float = typer.Option(None, "--wait-clients", help="Give up after (s)."),
+    model: str = typer.Option(None, help="Without --config: model spec [mlp:64,64,10]."),
+    rounds: int = typer.Option(None, min=1, help="Without --config: rounds [10]."),
+    strategy: str = typer.Option(None, help="Without --config: strategy [fedavg]."),
+    fraction: float = typer.Option(None, help="Without --config: devices per round [1.0]."),
+    lr: float = typer.Option(None), batch_size: int = typer.Option(None, "--batch-size"),
+    epochs: int = typer.Option(None), seed: int = typer.Option(None),
+    out: Path = typer.Option(None, "--out", help="Metrics JSONL + checkpoint (resumes)."),
 ) -> None:
     """Run federated training over gRPC: devices dial in with `edgeweave fl-client`."""
     from edgeweave.cli import fl_cmds
 
-    fl_cmds.fl_server(console, listen=listen, token_file=token_file, model=model,
-                      test_data=test_data, rounds=rounds, strategy=strategy,
-                      min_clients=min_clients, fraction=fraction, lr=lr, batch_size=batch_size,
-                      epochs=epochs, seed=seed, out=out, round_timeout=round_timeout,
-                      wait_clients=wait_clients)
+    fl_cmds.fl_server(console, config=config, listen=listen, token_file=token_file,
+                      test_data=test_data, min_clients=min_clients, round_timeout=round_timeout,
+                      wait_clients=wait_clients, model=model, rounds=rounds, strategy=strategy,
+                      fraction=fraction, lr=lr, batch_size=batch_size, epochs=epochs, seed=seed,
+                      out=out)
 
 
 @app.command("fl-client")
@@ -343,12 +367,13 @@ def fl_client(
     token_file: Path = typer.Option(..., "--token-file", help="Bearer token file."),
     client_id: int = typer.Option(None, "--client-id", help="Default: digits in the file name."),
     give_up: float = typer.Option(None, "--give-up", help="Exit if unreachable this long (s)."),
+    threads: int = typer.Option(1, min=1, help="Torch threads for local training."),
 ) -> None:
     """One federated device: trains on its own data each round until the server finishes."""
     from edgeweave.cli import fl_cmds
 
     fl_cmds.fl_client(console, server=server, data=data, token_file=token_file,
-                      client_id=client_id, give_up=give_up)
+                      client_id=client_id, give_up=give_up, threads=threads)
 
 
 @app.command("fl-split")
@@ -359,11 +384,12 @@ def fl_split(
     model: str = typer.Option("mlp:64,64,10", help="Shapes x for this model spec."),
     seed: int = typer.Option(0),
     out: Path = typer.Option(..., "--out", help="Directory for client<i>.npz and test.npz."),
+    config: Path = typer.Option(None, "--config", help="Split as this experiment YAML says."),
 ) -> None:
     """Split a dataset into one .npz per device plus the server's test.npz (for a demo)."""
     from edgeweave.cli import fl_cmds
 
-    fl_cmds.fl_split(console, dataset, clients, partition, model, seed, out)
+    fl_cmds.fl_split(console, dataset, clients, partition, model, seed, out, config)
 
 
 @app.command("fl-token")

@@ -22,48 +22,90 @@ def fl_token(console: Console, path: Path, force: bool) -> None:
 
 
 def fl_split(console: Console, dataset: str, clients: int, partition: str, model: str, seed: int,
-             out: Path) -> None:
-    """Write client<i>.npz (what device i holds) and test.npz (the server's held-out set)."""
+             out: Path, config: Path | None = None) -> None:
+    """Write client<i>.npz (what device i holds) and test.npz (the server's held-out set); with
+    ``config``, split exactly as that experiment's data section says (fl-server --config then
+    holds out the same test set)."""
     from edgeweave.train.data import make_task
 
-    task = make_task(dataset, partition, clients, model, seed)
+    if config is not None:
+        cfg = _experiment(config, {})
+        d = cfg.data
+        task = make_task(d.dataset, d.partition, d.clients, cfg.model, cfg.seed, **d.options)
+    else:
+        task = make_task(dataset, partition, clients, model, seed)
     assert task.data is not None
+    n = task.data.num_clients
     out.mkdir(parents=True, exist_ok=True)
-    for i in range(task.data.num_clients):
+    for i in range(n):
         x, y = task.data.client(i)
         np.savez(out / f"client{i}.npz", x=x.numpy(), y=y.numpy())
     np.savez(out / "test.npz", x=task.test_x.numpy(), y=task.test_y.numpy())
     sizes = task.data.sizes().tolist()
-    console.print(f"{clients} client files client0..{clients - 1}.npz ({min(sizes)}-{max(sizes)} "
+    console.print(f"{n} client files client0..{n - 1}.npz ({min(sizes)}-{max(sizes)} "
                   f"samples each) and test.npz ({len(task.test_y)} samples) in {out}")
 
 
-def fl_server(console: Console, *, listen: str, token_file: Path, model: str, test_data: Path,
-              rounds: int, strategy: str, min_clients: int, fraction: float, lr: float,
-              batch_size: int, epochs: int, seed: int, out: Path | None,
-              round_timeout: float, wait_clients: float | None) -> None:
+def _experiment(config: Path | None, flags: dict):
+    """The experiment config: the YAML `edgeweave train` reads (its ``backend`` must be grpc or
+    absent), or one built from the command-line flags through the same validation."""
+    import yaml
+
+    from edgeweave.train.config import parse_config
+
+    given = {k: v for k, v in flags.items() if v is not None}
+    if config is None:
+        raw = {"model": given.get("model", "mlp:64,64,10"), "rounds": given.get("rounds", 10),
+               "seed": given.get("seed", 0), "out_dir": given.get("out"),
+               "strategy": {"name": given.get("strategy", "fedavg"),
+                            "fraction": given.get("fraction", 1.0)},
+               "fit": {k: given[k] for k in ("lr", "batch_size", "epochs") if k in given}}
+        return parse_config(raw, "fl-server options")
+    if given:
+        raise EdgeWeaveError(f"--config {config} already sets the experiment; drop "
+                             + ", ".join("--" + k.replace("_", "-") for k in sorted(given)))
+    try:
+        raw = yaml.safe_load(config.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise EdgeWeaveError(f"{config}: cannot read experiment config ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise EdgeWeaveError(f"{config}: not valid YAML ({e})") from None
+    if isinstance(raw, dict):
+        backend = raw.pop("backend", "grpc")
+        if backend != "grpc":
+            raise EdgeWeaveError(f"{config}: backend: fl-server runs the grpc backend, the file "
+                                 f"says {backend!r} (use `edgeweave train` for that)")
+    return parse_config(raw, str(config))
+
+
+def fl_server(console: Console, *, config: Path | None, listen: str, token_file: Path,
+              test_data: Path | None, min_clients: int | None, round_timeout: float,
+              wait_clients: float | None, **flags) -> None:
     from edgeweave.train.backends.grpc_backend import GrpcBackend
+    from edgeweave.train.config import build_strategy
     from edgeweave.train.data import load_npz
+    from edgeweave.train.experiment import build_task, server_config
     from edgeweave.train.models import build_model
-    from edgeweave.train.server import Server, ServerConfig
-    from edgeweave.train.strategies import get_strategy
+    from edgeweave.train.server import Server
     from edgeweave.train.task import Task
-    from edgeweave.train.types import FitConfig
     from edgeweave.train.wire.auth import load_token
 
     token = load_token(token_file)
-    test_x, test_y = load_npz(test_data)
-    build_model(model)  # a bad spec fails here, before any device connects
+    cfg = _experiment(config, flags)
+    if test_data is not None:
+        test_x, test_y = load_npz(test_data)
+    else:  # the held-out split of the config's dataset: what fl-split leaves out, same seed
+        full = build_task(cfg)
+        test_x, test_y = full.test_x, full.test_y
+    spec = cfg.model
     # The devices hold the training data; the server only evaluates on its held-out set.
-    task = Task(model_fn=lambda: build_model(model), data=None, test_x=test_x, test_y=test_y,
-                name=f"grpc/{model}", init_seed=seed)
-    strat = get_strategy(strategy, fraction=fraction, min_clients=min_clients,
-                         fit=FitConfig(lr=lr, batch_size=batch_size, epochs=epochs, seed=seed))
-    config = ServerConfig(rounds=rounds, seed=seed, out_dir=out)
-    with GrpcBackend(listen, token, min_clients, round_timeout, model_spec=model,
+    task = Task(model_fn=lambda: build_model(spec), data=None, test_x=test_x, test_y=test_y,
+                name=f"grpc/{spec}", init_seed=cfg.seed)
+    want = min_clients or (cfg.data.clients if config is not None else 1)
+    with GrpcBackend(listen, token, want, round_timeout, model_spec=spec,
                      wait_clients_s=wait_clients) as backend:
-        console.print(f"FL server on {backend.address}: {model}, {strategy}, {rounds} rounds; "
-                      f"waiting for {min_clients} device(s)")
+        console.print(f"FL server on {backend.address}: {spec}, {cfg.strategy.name}, "
+                      f"{cfg.rounds} rounds; waiting for {want} device(s)")
 
         def progress(rec) -> None:
             failed = rec.extra.get("failed", 0)
@@ -72,10 +114,11 @@ def fl_server(console: Console, *, listen: str, token_file: Path, model: str, te
                           + f", train loss {rec.train_loss:.4f}, test acc {rec.test_acc:.4f}, "
                           f"{rec.wall_s:.2f} s", highlight=False)
 
-        records = Server(task, strat, backend, config).run(progress)
+        records = Server(task, build_strategy(cfg), backend, server_config(cfg)).run(progress)
     if records:
         console.print(f"done: test accuracy {records[-1].test_acc:.4f} after {len(records)} "
-                      f"rounds" + (f"; metrics and checkpoint in {out}" if out else ""))
+                      "rounds" + (f"; metrics and checkpoint in {cfg.out_dir}"
+                                  if cfg.out_dir else ""))
 
 
 def client_id_from(data: Path, client_id: int | None) -> int:
@@ -89,10 +132,15 @@ def client_id_from(data: Path, client_id: int | None) -> int:
 
 
 def fl_client(console: Console, *, server: str, data: Path, token_file: Path,
-              client_id: int | None, give_up: float | None) -> None:
+              client_id: int | None, give_up: float | None, threads: int = 1) -> None:
+    import torch
+
     from edgeweave.train.grpc_client import run_client
     from edgeweave.train.wire.auth import load_token
 
+    # Several devices often share one host (a lab, a demo): each with torch's default of one
+    # thread per core, their spinning OpenMP pools made rounds 30x slower on 2 cores.
+    torch.set_num_threads(threads)
     token = load_token(token_file)
     cid = client_id_from(data, client_id)
     console.print(f"client {cid} ({data}) -> {server}")

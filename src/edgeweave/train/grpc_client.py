@@ -17,11 +17,9 @@ from dataclasses import dataclass
 
 import grpc
 import torch
-from torch import nn
 
+from edgeweave.train.client import TorchClient
 from edgeweave.train.data.files import load_npz
-from edgeweave.train.local import train_client
-from edgeweave.train.models import build_model
 from edgeweave.train.types import FitConfig, Params, TrainError
 from edgeweave.train.wire import fl_pb2, fl_pb2_grpc
 from edgeweave.train.wire.auth import auth_metadata
@@ -43,19 +41,6 @@ _FATAL = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
           grpc.StatusCode.UNIMPLEMENTED}
 
 
-def local_fit(x: torch.Tensor, y: torch.Tensor, client_id: int,
-              model_fn: Callable[[], nn.Module]) -> FitFn:
-    """The reference local training (:func:`~edgeweave.train.local.train_client`) on (x, y):
-    exactly what the simulated backends run, so a deployment reproduces a simulation."""
-    model = model_fn()
-
-    def fit(params: Params, config: FitConfig, round_num: int) -> tuple[Params, int, float]:
-        new, loss = train_client(model, params, x, y, config, round_num, client_id)
-        return new, len(y), loss
-
-    return fit
-
-
 @dataclass
 class ClientStats:
     rounds: int = 0
@@ -71,7 +56,8 @@ class FLClient:
         token: the bearer token.
         client_id: this device's id (stable across restarts).
         data: (x, y) local training data, used when ``fit`` is None.
-        fit: a custom local-training function (a Flower-style client's fit, a slow device...).
+        fit: a custom local-training function, e.g. ``client.as_fit_fn()`` of a Flower-style
+            :class:`~edgeweave.train.client.Client` (default: a TorchClient on ``data``).
         num_examples: what to report at registration (default: len(y)).
         give_up_s: stop when the server has been unreachable this long (None: keep trying).
     """
@@ -188,7 +174,9 @@ class FLClient:
             return self._fit
         assert self.data is not None
         x, y = self.data
-        self._fit = local_fit(x, y, self.client_id, lambda: build_model(spec))
+        # the reference local training, exactly what the simulated backends run, so a
+        # deployment reproduces a simulation of the same split and seeds
+        self._fit = TorchClient(spec, x, y, self.client_id).as_fit_fn()
         self._fit_spec = spec
         return self._fit
 

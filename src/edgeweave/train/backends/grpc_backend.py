@@ -25,9 +25,9 @@ from concurrent import futures
 from dataclasses import dataclass, field
 
 import grpc
-import torch
 
 from edgeweave.train.backends.base import Backend
+from edgeweave.train.backends.sequential import empty_updates
 from edgeweave.train.types import ClientInfo, FitConfig, Params, TrainError, Updates
 from edgeweave.train.wire import fl_pb2, fl_pb2_grpc
 from edgeweave.train.wire.auth import TokenAuth
@@ -224,9 +224,7 @@ class GrpcBackend(Backend):
             updates = Updates.stack(ok_ids, params, sizes, losses)
         else:
             assert self._global is not None
-            updates = Updates([], {k: v.new_empty((0, *v.shape)) for k, v in self._global.items()},
-                              torch.zeros(0, dtype=torch.float64),
-                              torch.zeros(0, dtype=torch.float64))
+            updates = empty_updates(self._global, failed)
         updates.metrics.update(failed=failed, bytes_up=up, bytes_down=bytes_down)
         return updates
 
