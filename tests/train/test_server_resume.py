@@ -109,6 +109,11 @@ def test_resume_refuses_a_different_experiment(tmp_path):
                    ServerConfig(rounds=2, seed=99, out_dir=tmp_path))
     with pytest.raises(TrainError, match=r"checkpoint .*different experiment"):
         other.run()
+    changed = Server(task, FedAvgM(momentum=0.9, fraction=0.5, fit=FitConfig(lr=0.1)),
+                     SequentialBackend(task, drop_prob=0.3, seed=3),
+                     ServerConfig(rounds=2, seed=5, out_dir=tmp_path))
+    with pytest.raises(TrainError, match="different experiment"):
+        changed.run()
 
 
 def test_finished_run_is_not_rerun(tmp_path):

@@ -113,6 +113,8 @@ class Server:
         self.launches = 0
         self.inflight: list[tuple[float, int, int, int]] = []  # (finish, seq, client, version)
         self.snapshots: dict[int, Params] = {}
+        # taken before any round: strategies may keep running statistics among their attributes
+        self._digest = self.digest()
 
     # -- identity and persistence ---------------------------------------------------------
     def digest(self) -> str:
@@ -120,6 +122,8 @@ class Server:
         c = self.config
         ident = {"seed": c.seed, "deadline_s": c.deadline_s, "over_select": c.over_select,
                  "codec": c.codec, "strategy": self.strategy.name,
+                 "hyper": {k: v for k, v in sorted(vars(self.strategy).items())
+                           if isinstance(v, bool | int | float | str) and not k.startswith("_")},
                  "fit": asdict(self.strategy.fit_config), "task": self.task.name,
                  "init_seed": self.task.init_seed}
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
@@ -142,10 +146,10 @@ class Server:
                 metrics.unlink()  # lines without a checkpoint belong to a run we cannot continue
             return []
         state = ckpt.load_checkpoint(cp)
-        if state.get("config_digest") != self.digest():
+        if state.get("config_digest") != self._digest:
             raise TrainError(
                 f"checkpoint {cp}: made by a different experiment (digest "
-                f"{state.get('config_digest')}, this one {self.digest()}); use another out_dir "
+                f"{state.get('config_digest')}, this one {self._digest}); use another out_dir "
                 "or delete the checkpoint"
             )
         self.params = OrderedDict(state["params"])
@@ -166,7 +170,7 @@ class Server:
         state = {
             "round": self.round, "params": dict(self.params),
             "strategy_state": self.strategy.state(), "rng": ckpt.rng_state(),
-            "config_digest": self.digest(),
+            "config_digest": self._digest,
             "async": {"clock": self.clock, "version": self.version, "launches": self.launches,
                       "inflight": [list(e) for e in self.inflight],
                       "snapshots": {v: dict(p) for v, p in self.snapshots.items()}},
@@ -229,9 +233,11 @@ class Server:
         if updates is not None and len(updates):
             updates, up_bytes = self.transfer.up(down_params, updates)
             arrived = len(updates)
-            # stable sort: ties (no speed information) keep the strategy's choice first
-            order = sorted(range(len(updates)), key=lambda i: arrival[updates.client_ids[i]])
-            kept = updates.select(order[:need])
+            kept = updates
+            if len(updates) > need:
+                # stable sort: ties (no speed information) keep the strategy's choice first
+                order = sorted(range(len(updates)), key=lambda i: arrival[updates.client_ids[i]])
+                kept = updates.select(order[:need])
         if kept is not None and len(kept):
             self.params = self.strategy.aggregate(r, self.params, kept)
         n_kept = 0 if kept is None else len(kept)

@@ -31,6 +31,13 @@ class TrimmedMean(Strategy):
         k = int(self.beta * n)
         out = OrderedDict()
         for name in global_params:
-            s = updates.params[name].sort(dim=0).values
-            out[name] = s[k:n - k].mean(dim=0)
+            v = updates.params[name]
+            if k == 0:
+                out[name] = v.mean(dim=0)
+                continue
+            # Sort each coordinate's n values along a contiguous axis (2x faster than along the
+            # strided client axis). Sum-minus-extremes would be faster still, but a Byzantine
+            # 1e30 would then cancel catastrophically against the honest values.
+            rows = v.reshape(n, -1).t().contiguous().sort(dim=1).values
+            out[name] = rows[:, k:n - k].mean(dim=1).reshape(v.shape[1:])
         return out
