@@ -4,6 +4,7 @@ killed mid-round, a device that comes back, a server restart, and bad updates re
 from __future__ import annotations
 
 import io
+import json
 import math
 import signal
 import subprocess
@@ -20,12 +21,13 @@ from rich.console import Console
 from edgeweave.cli import fl_cmds
 from edgeweave.train.backends.grpc_backend import GrpcBackend
 from edgeweave.train.backends.sequential import SequentialBackend
+from edgeweave.train.checkpoint import load_checkpoint
 from edgeweave.train.data import make_task
 from edgeweave.train.local import train_client
 from edgeweave.train.models import build_model
 from edgeweave.train.server import Server, ServerConfig
 from edgeweave.train.strategies import FedAvg
-from edgeweave.train.task import Task
+from edgeweave.train.task import FederatedData, Task
 from edgeweave.train.types import FitConfig, TrainError
 from edgeweave.train.wire import fl_pb2, fl_pb2_grpc
 from edgeweave.train.wire.auth import auth_metadata, write_token
@@ -63,7 +65,8 @@ class Fleet:
         part = self.root / "parts" / f"client{cid}.npz"
         return self.spawn(["-m", "edgeweave.cli.app", "fl-client", "--server", address,
                            "--data", str(part), "--token-file", str(self.root / "tok"),
-                           "--client-id", str(cid), "--give-up", "30"], f"client{cid}")
+                           "--client-id", str(cid), "--give-up", "60", "--retry-max", "1"],
+                          f"client{cid}")
 
     def close(self) -> None:
         for p, log in self.procs:
@@ -96,7 +99,7 @@ def fleet(split):
                         ".run()\n"], "victim")
     argv = ["edgeweave", "fl-client", "--server", backend.address, "--data",
             str(root / "parts" / "client0.npz"), "--token-file", str(root / "tok"),
-            "--client-id", "3"]
+            "--client-id", "3", "--retry-max", "1"]
     f.spawn(["-c", "import os, sys, time\n"
              "from edgeweave.cli.app import main\n"
              "import edgeweave.train.grpc_client\n"
@@ -118,6 +121,7 @@ def _connected(backend: GrpcBackend) -> set[int]:
     return set(backend.connected())
 
 
+@pytest.mark.slow
 def test_three_device_processes_reproduce_the_sequential_backend(split, fleet):
     _, _, task = split
     backend, _ = fleet
@@ -177,7 +181,39 @@ def test_devices_reconnect_after_the_server_restarts(split, fleet):
         u = restarted.fit(5, task.init_params(), sorted(before), FitConfig())
         assert u.client_ids == sorted(before) and not u.metrics["failed"]
     finally:
-        restarted.close()
+        restarted.close(farewell=False)  # the devices stay, for the next test's server
+
+
+@pytest.mark.slow
+def test_a_killed_fl_server_process_resumes_and_the_devices_follow(split, fleet):
+    """SIGKILL `edgeweave fl-server` after two rounds, start it again: it resumes from its
+    checkpoint, the four devices reconnect by themselves, no round is lost or repeated, and the
+    model equals an uninterrupted sequential run on the same four shards."""
+    root, _, task = split
+    backend, f = fleet
+    out = root / "run"
+    argv = ["-m", "edgeweave.cli.app", "fl-server", "--listen", f"127.0.0.1:{backend.port}",
+            "--token-file", str(root / "tok"), "--test-data", str(root / "parts" / "test.npz"),
+            "--rounds", "4", "--min-clients", "4", "--out", str(out), "--wait-clients", "60"]
+    metrics = out / "metrics.jsonl"
+    first = f.spawn(argv, "server1")
+    _wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 2, 90)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    second = f.spawn(argv, "server2")
+    assert second.wait(90) == 0, (root / "server2.log").read_text()
+    assert [json.loads(line)["round"] for line in metrics.read_text().splitlines()] == [1, 2, 3, 4]
+    shards = [task.data.client(i) for i in (0, 1, 2, 0)]  # device 3 holds client 0's file
+    sizes = torch.tensor([0] + [len(y) for _, y in shards])
+    data = FederatedData(torch.cat([x for x, _ in shards]), torch.cat([y for _, y in shards]),
+                         sizes.cumsum(0))
+    ref_task = Task(task.model_fn, data, task.test_x, task.test_y, name="ref", init_seed=0)
+    ref = Server(ref_task, FedAvg(), SequentialBackend(ref_task), ServerConfig(rounds=4))
+    ref.run()
+    state = load_checkpoint(out / "checkpoint.pt")
+    assert state["round"] == 4
+    for k, v in ref.params.items():
+        assert torch.allclose(state["params"][k], v, atol=1e-6), k
 
 
 # ---------------------------------------------------------------------------------- bad input

@@ -368,12 +368,14 @@ def fl_client(
     client_id: int = typer.Option(None, "--client-id", help="Default: digits in the file name."),
     give_up: float = typer.Option(None, "--give-up", help="Exit if unreachable this long (s)."),
     threads: int = typer.Option(1, min=1, help="Torch threads for local training."),
+    retry_max: float = typer.Option(5.0, "--retry-max", help="Longest reconnect back-off (s)."),
 ) -> None:
     """One federated device: trains on its own data each round until the server finishes."""
     from edgeweave.cli import fl_cmds
 
     fl_cmds.fl_client(console, server=server, data=data, token_file=token_file,
-                      client_id=client_id, give_up=give_up, threads=threads)
+                      client_id=client_id, give_up=give_up, threads=threads,
+                      retry_max=retry_max)
 
 
 @app.command("fl-split")

@@ -132,7 +132,8 @@ def client_id_from(data: Path, client_id: int | None) -> int:
 
 
 def fl_client(console: Console, *, server: str, data: Path, token_file: Path,
-              client_id: int | None, give_up: float | None, threads: int = 1) -> None:
+              client_id: int | None, give_up: float | None, threads: int = 1,
+              retry_max: float = 5.0) -> None:
     import torch
 
     from edgeweave.train.grpc_client import run_client
@@ -144,6 +145,6 @@ def fl_client(console: Console, *, server: str, data: Path, token_file: Path,
     token = load_token(token_file)
     cid = client_id_from(data, client_id)
     console.print(f"client {cid} ({data}) -> {server}")
-    stats = run_client(server, token, cid, str(data), give_up_s=give_up)
+    stats = run_client(server, token, cid, str(data), give_up_s=give_up, retry_max_s=retry_max)
     console.print(f"client {cid}: training over after {stats.rounds} rounds "
                   f"({stats.registrations} registrations, {stats.rejected} rejected updates)")

@@ -10,6 +10,7 @@ model this device cannot build).
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -111,7 +112,8 @@ class FLClient:
             if self.give_up_s is not None and now - lost_since > self.give_up_s:
                 raise TrainError(f"FL client {self.client_id}: server {self.server} unreachable "
                                  f"for {self.give_up_s} s")
-            self._stop.wait(delay)
+            # jittered, so a fleet that lost its server does not reconnect in lockstep
+            self._stop.wait(delay * random.uniform(0.5, 1.0))
             delay = min(2 * delay, self.retry_max_s)
         return self.stats
 
