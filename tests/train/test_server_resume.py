@@ -22,7 +22,7 @@ from edgeweave.train.strategies import FedAdam, FedAsync, FedAvg, FedAvgM
 from edgeweave.train.task import FederatedData, Task
 from edgeweave.train.types import FitConfig, TrainError
 
-ROUNDS = 8
+ROUNDS = 6
 
 
 def digits_task(clients: int = 10) -> Task:
@@ -58,13 +58,13 @@ def test_sigkill_then_restart_resumes_exactly(tmp_path):
     here = Path(__file__).parent
     code = (f"import sys, time; sys.path.insert(0, {str(here)!r});"
             "import test_server_resume as t;"
-            f"t.make_server(t.Path({str(out)!r})).run(lambda r: time.sleep(0.3))")
+            f"t.make_server(t.Path({str(out)!r})).run(lambda r: time.sleep(0.2))")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if (out / METRICS).exists() and len(_rounds(out)) >= 3:
+            if (out / METRICS).exists() and len(_rounds(out)) >= 2:
                 break
             if proc.poll() is not None:
                 pytest.fail(f"server exited early: {proc.stderr.read().decode()[-2000:]}")
@@ -75,7 +75,7 @@ def test_sigkill_then_restart_resumes_exactly(tmp_path):
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     killed_at = load_checkpoint(out / CHECKPOINT)["round"]
-    assert 2 <= killed_at < ROUNDS, "the kill must land mid-training"
+    assert 1 <= killed_at < ROUNDS, "the kill must land mid-training"
 
     resumed = make_server(out)
     records = resumed.run()
