@@ -92,3 +92,10 @@ def test_run_writes_metrics_checkpoint_plot_and_resumes(tmp_path):
     more = train.run(dict(doc, rounds=3))
     assert [r.round for r in more] == [1, 2, 3]
     assert more[0].wall_s == pytest.approx(records[0].wall_s)
+
+
+def test_data_errors_name_the_config_file(tmp_path):
+    path = _write(tmp_path, {"data": {"dataset": "npz:" + str(tmp_path / "nope.npz")}})
+    with pytest.raises(TrainError) as e:
+        train.run(path)
+    assert str(e.value).startswith(f"{path}: data: ") and "nope.npz" in str(e.value)

@@ -81,13 +81,18 @@ def run(config: ExperimentConfig | dict | str | Path,
 
     ``config`` is a YAML path, a parsed mapping or an :class:`ExperimentConfig`.
     """
+    source = "<config>"
     if isinstance(config, str | Path):
+        source = str(config)
         cfg = load_config(config)
     elif isinstance(config, dict):
         cfg = parse_config(config)
     else:
         cfg = config
-    task = build_task(cfg)
+    try:
+        task = build_task(cfg)
+    except TrainError as e:  # e.g. a dataset file that is missing: say which config asked
+        raise TrainError(f"{source}: data: {e}") from None
     strategy = build_strategy(cfg)
     with build_backend(cfg, task) as backend:
         if cfg.out_dir is not None:
