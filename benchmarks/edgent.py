@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
+import secrets
 import statistics
 import time
 from pathlib import Path
@@ -40,10 +42,17 @@ from edgeweave.plan.branchy import (
     STAGE_ORDER,
     BranchyProfile,
     digits_branchy,
+    exit_graph,
     exit_placement,
     profile_branchy,
 )
-from edgeweave.plan.edgent import EdgentOption, branches_from_profile, plan_edgent, price_all
+from edgeweave.plan.edgent import (
+    EdgentOption,
+    branches_from_profile,
+    option_plan,
+    plan_edgent,
+    price_all,
+)
 from edgeweave.plan.edgent_dynamic import (
     EdgentSelector,
     bandwidth_states,
@@ -53,6 +62,10 @@ from edgeweave.plan.edgent_dynamic import (
 from edgeweave.profile import retarget
 from edgeweave.runtime import dilation as dilate
 from edgeweave.runtime.bandwidth import BandwidthEstimator
+from edgeweave.runtime.client import ClientOptions, CoInferenceClient
+from edgeweave.runtime.edgent_client import EdgentClient
+from edgeweave.runtime.node import ServeOptions, start_node
+from edgeweave.runtime.server import NodeConfig
 from edgeweave.runtime.session import host_tier_path
 from edgeweave.topology import DEFAULT_FLEET, load_fleet, load_trace, transfer_ms
 from edgeweave.topology.fleet import BUILTIN_FLEETS_DIR
@@ -155,7 +168,59 @@ def dynamic_runs(bp, slos, traces, per_second, states, seed):
     return rows, maps
 
 
-def tables(static_rows, dyn_rows, dilation):
+def runtime_runs(bp, slo, samples, per_sample, states, dilation, x):
+    """The same comparison on the REAL runtime: an in-process edge server over gRPC, links
+    shaped to each trace sample, the device dilated; EdgentClient vs a static client."""
+    token = secrets.token_hex(16)
+    server, _, port = start_node(NodeConfig("edge", "edge"),
+                                 ServeOptions("127.0.0.1:0", token=token))
+    target, hop = f"127.0.0.1:{port}", bp.profile.hop_names()[0]
+    cmap = build_config_map(bp.branches, bandwidth_states(samples, states), slo)
+    opts = ClientOptions(device_dilation=dilation)
+    mean = float(np.mean(samples))
+    rows = []
+    try:
+        policies = {"dynamic (EdgentClient)": EdgentClient(
+            bp.graph, bp.branches, cmap, target, link_mbps=samples[0], token=token,
+            options=opts)}
+        with contextlib.suppress(PlanError):
+            opt = plan_edgent(bp.branches, slo, mean).chosen
+            branch = bp.branches[opt.exit]
+            static = CoInferenceClient(exit_graph(bp.graph, branch),
+                                       option_plan(branch, opt, mean, slo), target,
+                                       token=token, options=opts)
+            if static.deployment.route:
+                static.deploy(x)
+            policies[f"static @ mean {mean:.3g} Mbit/s: {opt.label()}"] = static
+        for name, client in policies.items():
+            edgent_client = isinstance(client, EdgentClient)
+            for _ in range(2):  # TorchScript specialises on its first calls
+                client.infer(x)
+            lat, slow = [], []
+            for b in samples:
+                for _ in range(per_sample):
+                    if edgent_client:
+                        client.set_link_mbps(b)
+                    else:
+                        client.set_link_mbps(hop, b)
+                    lat.append(client.infer(x).total_ms)
+                    slow.append(b < mean)
+            switches = client.switches if edgent_client else []
+            rows.append({"policy": name, "slo_ms": slo, "requests": len(lat),
+                         "miss_rate": float(np.mean([v > slo for v in lat])),
+                         "median_ms": float(np.median(lat)), "p95_ms": float(np.percentile(
+                             lat, 95)),
+                         "slow_link_median_ms": float(np.median(
+                             [v for v, w in zip(lat, slow, strict=True) if w])),
+                         "fast_link_median_ms": float(np.median(
+                             [v for v, w in zip(lat, slow, strict=True) if not w])),
+                         "config_switches": sum(s["config_changed"] for s in switches)})
+    finally:
+        server.stop(0)
+    return rows
+
+
+def tables(static_rows, dyn_rows, dilation, rt_rows):
     t1 = Table(title="Edgent static mode: chosen (exit, cut) per latency requirement and "
                      f"bandwidth; MEASURED = EMULATED (device dilated x{dilation:.1f})")
     for col in ("SLO ms", "Mbit/s", "exit", "cut", "where", "pred ms", "meas ms",
@@ -179,7 +244,17 @@ def tables(static_rows, dyn_rows, dilation):
         t2.add_row(r["trace"], f"{r['slo_ms']:g}", r["policy"], r["config"],
                    f"{100 * r['miss_rate']:.1f}", f"{100 * r['mean_accuracy']:.1f}",
                    f"{r['mean_latency_ms']:.2f}")
-    return [t1, t2]
+    t3 = Table(title="the same on the REAL runtime (gRPC edge server in process, shaped link, "
+                     "device dilated; MEASURED end to end)")
+    for col in ("SLO ms", "policy", "requests", "miss %", "median ms", "p95 ms",
+                "slow-link med", "fast-link med", "switches"):
+        t3.add_column(col, justify="right")
+    for r in rt_rows:
+        t3.add_row(f"{r['slo_ms']:g}", r["policy"], str(r["requests"]),
+                   f"{100 * r['miss_rate']:.1f}", f"{r['median_ms']:.2f}", f"{r['p95_ms']:.2f}",
+                   f"{r['slow_link_median_ms']:.2f}", f"{r['fast_link_median_ms']:.2f}",
+                   str(r["config_switches"]))
+    return [t1, t2, t3]
 
 
 def main() -> None:
@@ -188,6 +263,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=15, help="timed runs per option (median)")
     ap.add_argument("--states", type=int, default=4, help="bandwidth states of the map")
+    ap.add_argument("--runtime-seconds", type=int, default=40,
+                    help="step-trace samples replayed on the real runtime (0: skip)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
@@ -211,6 +288,9 @@ def main() -> None:
               "step 1.5/80 Mbit/s": step_trace(120, 1.5, 80.0, 15, args.seed)}
     dyn_slos = slos[1:4]
     dyn_rows, maps = dynamic_runs(bp, dyn_slos, traces, 10, args.states, args.seed)
+    step = step_trace(args.runtime_seconds, 1.5, 80.0, 10, args.seed)
+    rt_rows = [] if args.runtime_seconds == 0 else runtime_runs(
+        bp, slos[3], step, 3, args.states, dilation, tb.data.x_test[:1])
 
     ok = [r for r in static_rows if r["feasible"]]
     err = [abs(r["measured_ms"] - r["predicted_ms"]) / r["predicted_ms"] for r in ok]
@@ -220,13 +300,15 @@ def main() -> None:
            "host_gflops": host, "device_dilation": dilation, "rtt_ms": rtt,
            "slos_ms": slos, "mbps": list(MBPS), "static": static_rows,
            "median_abs_pred_error_pct": 100 * statistics.median(err) if err else math.nan,
-           "dynamic": dyn_rows, "config_maps": maps,
+           "dynamic": dyn_rows, "config_maps": maps, "load_avg_1m": os.getloadavg()[0],
            "note": "EMULATED: device = this host dilated by host/device GFLOP/s (busy wait); "
                    "edge = this host; transfer = actual tensor bytes / bandwidth + RTT, "
                    "computed. Dynamic-mode latencies are the cost model's at each request's "
                    "actual bandwidth; the selector sees each upload's throughput (10% noise) "
                    "or a 1.5 KB heartbeat when nothing is uploaded."}
-    emit(Console(width=140), tables(static_rows, dyn_rows, dilation), doc, args.json)
+    doc["runtime"] = {"trace": f"step 1.5/80 Mbit/s every 10 s, {args.runtime_seconds} s, "
+                               "3 requests per sample", "rows": rt_rows}
+    emit(Console(width=140), tables(static_rows, dyn_rows, dilation, rt_rows), doc, args.json)
 
 
 if __name__ == "__main__":
