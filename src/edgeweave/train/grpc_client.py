@@ -99,7 +99,6 @@ class FLClient:
                     if self._session(stub):
                         return self.stats
                     delay, lost_since = self.retry_s, None  # it was up: retry quickly
-                    continue
                 except grpc.RpcError as e:
                     code = e.code()
                     if code in _FATAL:

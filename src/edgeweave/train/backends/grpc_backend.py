@@ -270,6 +270,9 @@ class GrpcBackend(Backend):
     def _stream_state(self, sess: _Session, open_: bool) -> None:
         with self._cond:
             if open_:
+                if sess.streaming:  # one stream per session: two would steal each other's tasks
+                    raise _Reject(grpc.StatusCode.ALREADY_EXISTS,
+                                  "this session already has a task stream; Register again")
                 sess.streaming = True
             elif self._by_client.get(sess.client_id) is sess:
                 sess.streaming = False
@@ -293,9 +296,11 @@ class GrpcBackend(Backend):
         try:
             result, nbytes = self._check(req, like, cid)
         except _Reject as e:
-            self._resolve(p, reason=e.details)
+            self._resolve(cid, p, reason=e.details)
             raise
-        self._resolve(p, result=result, bytes_up=nbytes)
+        if not self._resolve(cid, p, result=result, bytes_up=nbytes):
+            raise _Reject(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"client {cid}: round {req.round} closed before the update was checked")
 
     def _check(self, req: fl_pb2.Update, like: Params,
                cid: int) -> tuple[tuple[Params, int, float], int]:
@@ -317,12 +322,15 @@ class GrpcBackend(Backend):
             raise _Reject(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
         return (params, int(req.num_examples), float(req.train_loss)), nbytes
 
-    def _resolve(self, p: _Pending, *, result: tuple[Params, int, float] | None = None,
-                 reason: str | None = None, bytes_up: int = 0) -> None:
+    def _resolve(self, cid: int, p: _Pending, *, result: tuple[Params, int, float] | None = None,
+                 reason: str | None = None, bytes_up: int = 0) -> bool:
+        """Settle a client's task; False when its round already closed (timed out)."""
         with self._cond:
-            if not p.done:
-                p.result, p.reason, p.bytes_up = result, reason, bytes_up
+            if self._pending.get(cid) is not p or p.done:
+                return False
+            p.result, p.reason, p.bytes_up = result, reason, bytes_up
             self._cond.notify_all()
+            return True
 
 
 class _Reject(Exception):
@@ -351,8 +359,13 @@ class _Servicer(fl_pb2_grpc.FederatedLearningServicer):
             sess = self.b._session(request.session)
         except _Reject as e:
             context.abort(e.code, e.details)
-        self.b._stream_state(sess, True)
-        context.add_callback(lambda: self.b._stream_state(sess, False))
+        try:
+            self.b._stream_state(sess, True)
+        except _Reject as e:
+            context.abort(e.code, e.details)
+        if not context.add_callback(lambda: self.b._stream_state(sess, False)):
+            self.b._stream_state(sess, False)  # the call ended before the callback went in
+            return
         ping = fl_pb2.Task(kind=fl_pb2.Task.PING)
         while context.is_active():
             try:
