@@ -55,18 +55,24 @@ def mlp_grads(layout: MLPLayout, params: dict[str, torch.Tensor], x: torch.Tenso
               ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Per-client gradients of the mean cross-entropy over each client's real samples.
 
-    ``params[name]`` is (k, ...), ``x`` (k, width, in), ``y`` (k, width), ``mask`` (k, width)
-    with 1.0 for real samples (None: all real), ``count`` (k,) real samples per client.
+    ``params[name]`` is (k, ...), or unstacked (...) when every client still holds the same
+    model (the first local step: the forward pass is then one GEMM for all clients).
+    ``x`` is (k, width, in), ``y`` (k, width), ``mask`` (k, width) with 1.0 for real samples
+    (None: all real), ``count`` (k,) real samples per client.
     Returns (grads, per-client loss).
     """
     acts = [x]
     pre: list[torch.Tensor] = []
     h = x
+    shared = params[layout.weights[0]].dim() == 2
     for w_name, b_name, relu in zip(layout.weights, layout.biases, layout.relu_after,
                                     strict=True):
-        w = params[w_name]
-        z = (torch.baddbmm(params[b_name].unsqueeze(1), h, w.transpose(1, 2)) if b_name
-             else torch.bmm(h, w.transpose(1, 2)))
+        w, b = params[w_name], params[b_name] if b_name else None
+        if shared:  # one (k * width, in) GEMM instead of k small ones
+            z = nn.functional.linear(h, w, b)
+        else:
+            z = (torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)) if b is not None
+                 else torch.bmm(h, w.transpose(1, 2)))
         pre.append(z)
         h = torch.relu(z) if relu else z
         acts.append(h)
@@ -85,6 +91,7 @@ def mlp_grads(layout: MLPLayout, params: dict[str, torch.Tensor], x: torch.Tenso
         if b_name:
             grads[b_name] = dz.sum(1)
         if i:
-            dh = torch.bmm(dz, params[layout.weights[i]])
+            w = params[layout.weights[i]]
+            dh = torch.matmul(dz, w) if shared else torch.bmm(dz, w)
             dz = dh.mul_(pre[i - 1] > 0) if layout.relu_after[i - 1] else dh
     return grads, loss

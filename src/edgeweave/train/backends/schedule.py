@@ -164,20 +164,36 @@ class BatchSchedule:
 def _padded_permutations(ids: list[int], sizes: list[int], epochs: list[int],
                          config: FitConfig, round_num: int) -> torch.Tensor:
     """(rows, batch_size): every client's per-epoch ``randperm``, each epoch padded with -1 to
-    whole batches, client by client, epoch by epoch. Each permutation is written straight into
-    its place (``out=``): concatenating 10,000 small tensors costs more than drawing them."""
+    whole batches, client by client, epoch by epoch.
+
+    A client with at most ``batch_size`` samples trains on ALL of them in every step, whatever
+    the permutation: the order inside a batch changes only the summation order of its mean
+    (allclose, not bitwise). Its rows are ``0..n-1`` and it needs no generator, which is most
+    clients of a large simulated federation (1,000 digit clients hold 1 or 2 samples each).
+    Every other permutation is drawn as the reference draws it and written straight into its
+    place (``out=``): concatenating 10,000 small tensors costs more than drawing them.
+    """
     b = config.batch_size
-    seeds = client_seeds(config.seed, round_num, ids)
-    padded = [-(-n // b) * b for n in sizes]
-    flat = torch.full((sum(p * e for p, e in zip(padded, epochs, strict=True)),), -1,
-                      dtype=torch.long)
+    n_t, e_t = torch.tensor(sizes, dtype=torch.long), torch.tensor(epochs, dtype=torch.long)
+    rows = e_t * ((n_t + b - 1) // b)
+    first = rows.cumsum(0) - rows
+    blocks = torch.full((int(rows.sum()), b), -1, dtype=torch.long)
+    small = (n_t <= b) & (e_t > 0)
+    if bool(small.any()):
+        reps = e_t[small]
+        row = torch.repeat_interleave(first[small], reps)
+        row += torch.arange(len(row)) - torch.repeat_interleave(reps.cumsum(0) - reps, reps)
+        n_rep = torch.repeat_interleave(n_t[small], reps).unsqueeze(1)
+        col = torch.arange(b).unsqueeze(0)
+        blocks[row] = torch.where(col < n_rep, col, -1)
+    large = (~small & (e_t > 0)).nonzero().squeeze(1).tolist()
+    seeds = client_seeds(config.seed, round_num, [ids[i] for i in large])
+    flat = blocks.view(-1)
     g = torch.Generator()  # re-seeding one generator gives the same stream as a fresh one
-    lo = 0
-    for s, n, e, p in zip(seeds, sizes, epochs, padded, strict=True):
-        if e == 0:
-            continue
+    for i, s in zip(large, seeds, strict=True):
+        n, lo, step = sizes[i], int(first[i]) * b, -(-sizes[i] // b) * b
         g.manual_seed(s)
-        for _ in range(e):
+        for _ in range(epochs[i]):
             torch.randperm(n, generator=g, out=flat[lo:lo + n])
-            lo += p
-    return flat.view(-1, b)
+            lo += step
+    return blocks

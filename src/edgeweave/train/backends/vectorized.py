@@ -83,7 +83,8 @@ class VectorizedBackend(Backend):
         self.layout: MLPLayout | None = (
             mlp_layout(self.model, probe) if fused and self.x.dim() == 2 else None)
         self.frozen = _unused_params(self.model, probe, self.x[:2], self.y[:2])
-        self._grad_fns: dict[bool, object] = {}
+        self._grad_fns: dict[tuple[bool, bool], object] = {}
+        self.shapes = [v.shape for v in probe.values()]
 
     def available_clients(self) -> list[ClientInfo]:
         return self.reference.available_clients()
@@ -96,10 +97,11 @@ class VectorizedBackend(Backend):
             return updates
         failed = simulated_failures(self.seed, round_num, client_ids, self.drop_prob)
         ids = [c for c in client_ids if c not in failed]
-        for c in ids:
-            if not 0 <= c < self.data.num_clients:
-                raise TrainError(f"vectorized backend: no client {c} "
-                                 f"(have {self.data.num_clients})")
+        bad = [c for c in ids if not 0 <= c < self.data.num_clients] if ids and (
+            min(ids) < 0 or max(ids) >= self.data.num_clients) else []
+        if bad:
+            raise TrainError(f"vectorized backend: no client {bad[0]} "
+                             f"(have {self.data.num_clients})")
         if not ids:
             return empty_updates(global_params, failed)
         ids, params, losses = self._train(round_num, global_params, ids, config)
@@ -166,10 +168,12 @@ class VectorizedBackend(Backend):
     def _train_chunk(self, sched: BatchSchedule, anchor: dict[str, torch.Tensor],
                      config: FitConfig) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         k_all = len(sched.order)
-        params = {k: v.unsqueeze(0).repeat(k_all, *([1] * v.dim())) for k, v in anchor.items()}
-        trained = [k for k in params if k not in self.frozen]
-        velocity = ({k: torch.zeros_like(params[k]) for k in trained} if config.momentum
-                    else {})
+        trained = [k for k in anchor if k not in self.frozen]
+        # Until its first step every client holds the global model: step 0 runs on the
+        # unstacked parameters and its update writes the stacked ones, so the k copies of the
+        # model are never made just to be overwritten.
+        params: dict[str, torch.Tensor] = {}
+        velocity: dict[str, torch.Tensor] = {}
         loss_sum = torch.zeros(k_all, device=self.device)
         index = sched.index.to(self.device)
         count = sched.count.to(self.device)
@@ -181,10 +185,13 @@ class VectorizedBackend(Backend):
             xb = self.x.index_select(0, idx.reshape(-1)).view(*idx.shape, *self.x.shape[1:])
             yb = self.y.index_select(0, idx.reshape(-1)).view(idx.shape)
             mb = mask[rows] if mask is not None else None
-            p = {name: v[:k] for name, v in params.items()}
+            p = anchor if t == 0 else {name: v[:k] for name, v in params.items()}
             grads, loss = self._grads(p, xb, yb, mb, count[rows])
             loss_sum[:k] += loss
             with torch.no_grad():
+                if t == 0:
+                    params, velocity = _first_update(anchor, grads, trained, k, k_all, config)
+                    continue
                 for name in trained:
                     w, g = p[name], grads[name]
                     if mu:
@@ -194,6 +201,9 @@ class VectorizedBackend(Backend):
                     if m:
                         g = velocity[name][:k].mul_(m).add_(g)
                     w.sub_(g, alpha=lr)
+        if not params:  # no client had a step
+            params = {k: v.unsqueeze(0).repeat(k_all, *([1] * v.dim()))
+                      for k, v in anchor.items()}
         steps = sched.steps.to(self.device)
         loss = torch.where(steps > 0, loss_sum / steps.clamp(min=1), 0.0)
         return params, loss
@@ -203,17 +213,45 @@ class VectorizedBackend(Backend):
                ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         if self.layout is not None:
             return mlp_grads(self.layout, p, x, y, mask, count)
-        masked = mask is not None
-        fn = self._grad_fns.get(masked)
+        masked, shared = mask is not None, next(iter(p.values())).dim() == len(self.shapes[0])
+        fn = self._grad_fns.get((masked, shared))
         if fn is None:
-            fn = self._grad_fns[masked] = _vmapped_grad(self.model, masked)
+            fn = self._grad_fns[masked, shared] = _vmapped_grad(self.model, masked, shared)
         if masked:
             return fn(p, x, y, mask, count)  # type: ignore[operator]
         return fn(p, x, y)  # type: ignore[operator]
 
 
-def _vmapped_grad(model: nn.Module, masked: bool):
-    """vmap over clients of grad of one client's mean cross-entropy (over real samples)."""
+def _first_update(anchor: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
+                  trained: list[str], k: int, k_all: int, config: FitConfig
+                  ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Stacked params and momentum after step 0, taken by the first ``k`` of ``k_all`` clients
+    from ``anchor`` (no proximal term: w == w_global; momentum starts at the gradient)."""
+    params, velocity = {}, {}
+    for name, a in anchor.items():
+        out = a.unsqueeze(0).repeat(k_all, *([1] * a.dim())) if k < k_all else None
+        if name not in trained:
+            params[name] = out if out is not None else a.unsqueeze(0).repeat(
+                k_all, *([1] * a.dim()))
+            continue
+        g = grads[name]
+        if config.weight_decay:
+            g = g.add(a, alpha=config.weight_decay)
+        if config.momentum:
+            velocity[name] = torch.zeros_like(out) if out is not None else g
+            if out is not None:
+                velocity[name][:k] = g
+        if out is None:
+            params[name] = torch.sub(a, g, alpha=config.lr)
+        else:
+            torch.sub(a, g, alpha=config.lr, out=out[:k])
+            params[name] = out
+    return params, velocity
+
+
+def _vmapped_grad(model: nn.Module, masked: bool, shared: bool):
+    """vmap over clients of grad of one client's mean cross-entropy (over real samples);
+    ``shared``: all clients hold the same (unstacked) parameters."""
 
     def loss_masked(p, x, y, mask, count):
         ce = nn.functional.cross_entropy(functional_call(model, p, (x,)), y, reduction="none")
@@ -224,7 +262,9 @@ def _vmapped_grad(model: nn.Module, masked: bool):
         loss = nn.functional.cross_entropy(functional_call(model, p, (x,)), y)
         return loss, loss.detach()
 
-    return vmap(grad(loss_masked if masked else loss_full, has_aux=True))
+    n_data = 4 if masked else 2
+    return vmap(grad(loss_masked if masked else loss_full, has_aux=True),
+                in_dims=(None if shared else 0, *([0] * n_data)))
 
 
 def _unused_params(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor
