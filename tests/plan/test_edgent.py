@@ -8,16 +8,17 @@ import pytest
 import torch
 
 from edgeweave.errors import PlanError
-from edgeweave.graph import split
+from edgeweave.graph import run_stages, split
 from edgeweave.plan import bruteforce
 from edgeweave.plan.branchy import (
     STAGE_ORDER,
     digits_branchy,
+    exit_graph,
     exit_placement,
     profile_branchy,
 )
 from edgeweave.plan.costs import CostModel
-from edgeweave.plan.edgent import ExitBranch, plan_edgent, price_all
+from edgeweave.plan.edgent import ExitBranch, option_plan, plan_edgent, price_all
 from edgeweave.plan.edgent_dynamic import (
     EdgentSelector,
     bandwidth_states,
@@ -244,3 +245,24 @@ def test_replay_dynamic_misses_only_around_changes():
     assert dyn.mean_accuracy > static.mean_accuracy  # the accurate exit while the link is fast
     fast = replay(branches, bw, cmap.slo_ms, plan_edgent(branches, 10.0, 100.0).chosen, "fast")
     assert fast.misses == 40  # the final exit on the edge misses every slow request
+
+
+@pytest.mark.slow
+def test_option_plan_is_a_plan_the_runtime_can_split(trained):
+    tb, bp = trained
+    x = tb.data.x_test[:2]
+    with torch.no_grad():
+        reference = tb.net(x)
+    for branch in bp.branches:
+        graph = exit_graph(bp.graph, branch)
+        assert graph.outputs == [bp.graph.outputs[branch.exit]] and graph.is_chain()
+        for option in price_all([branch], 5.0):
+            chosen = option_plan(branch, option, 5.0, slo_ms=50.0)
+            assert chosen.algorithm == "edgent" and chosen.exact
+            assert chosen.predicted["total_ms"] == pytest.approx(option.latency_ms)
+            assert chosen.mode == ("device-only" if option.cut == option.n_ops else
+                                   "edge-only" if option.cut == 0 else "device-edge")
+            torch.testing.assert_close(run_stages(split(graph, chosen.placement, chosen.tiers),
+                                                  x), reference[branch.exit])
+    with pytest.raises(PlanError, match="exit"):
+        option_plan(bp.branches[0], price_all([bp.branches[1]], 5.0)[0])

@@ -24,9 +24,8 @@ def _branches(console: Console, fleet, device: str | None, cache: Path | None, s
     from edgeweave.plan.edgent import branches_from_profile
     from edgeweave.profile import load_profile, retarget
 
-    meta_path = None if cache is None else cache / "edgent.json"
-    if meta_path is not None and meta_path.exists():
-        meta = json.loads(meta_path.read_text())
+    if cache is not None and (cache / "edgent.json").exists():
+        meta = json.loads((cache / "edgent.json").read_text())
         prof = retarget(load_profile(cache / "profile.json"), fleet.tier_path(device), fleet.name)
         console.print(f"using the net and profile cached in {cache} (trained {meta['epochs']} "
                       f"epochs at {meta['side']}x{meta['side']}, width {meta['width']})")
