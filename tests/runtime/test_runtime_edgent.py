@@ -26,7 +26,8 @@ def branchy():
 
 
 @pytest.mark.slow
-def test_edgent_client_switches_with_bandwidth_and_answers_right_exit(nodes, branchy):
+@pytest.mark.parametrize("observe", ["probe", "transfers"])
+def test_edgent_client_switches_with_bandwidth_and_answers_right_exit(nodes, branchy, observe):
     tb, bp, branches = branchy
     edge_target = nodes[0]
     priced = {o.key: o for o in price_all(branches, 10.0)}
@@ -37,7 +38,7 @@ def test_edgent_client_switches_with_bandwidth_and_answers_right_exit(nodes, bra
     assert low.option.key != high.option.key
 
     client = EdgentClient(bp.graph, branches, cmap, edge_target, link_mbps=100.0, token=TOKEN,
-                          options=ClientOptions(device_dilation=1.0))
+                          options=ClientOptions(device_dilation=1.0), observe=observe)
     x = tb.data.x_test[:1]
     with torch.no_grad():
         expected = tb.net(x)

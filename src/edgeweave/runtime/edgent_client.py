@@ -6,10 +6,17 @@ cut's plan (created and deployed on first use, then kept: switching back is free
 share one bandwidth estimator, fed by the real transfers of whichever configuration is serving,
 and the selector turns its estimate into a state and a configuration.
 
-A device-only configuration sends nothing, so the link would go unobserved and the device
-could never learn that offloading pays again. While one serves, each request is followed by a
-small heartbeat over the emulated link (Edgent assumes the bandwidth is observable; a real
-device would piggyback on its keep-alives), measured without its propagation delay.
+How the link is observed (``observe``):
+
+* ``"probe"`` (default): after each request a small heartbeat crosses the emulated link and
+  its throughput is measured (a real device would time its keep-alives). The runtime client's
+  own estimate from a request subtracts the server's timings and the RTT from the wall time,
+  but gRPC and (de)serialisation overheads stay in, so a 4 KB activation at 80 Mbit/s (0.4 ms
+  on the wire) reads as a few Mbit/s on a busy host; fed with that, the selector flapped
+  between states (7 switches over a 20 s trace with 3 bandwidth steps).
+* ``"transfers"``: the requests' own uploads (the runtime's estimator, as the client's
+  ``adapt`` mode uses it), with the heartbeat only while a device-only configuration sends
+  nothing; right when payloads are large next to the per-call overhead.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from typing import Any
 
 import torch
 
+from edgeweave.errors import EdgeWeaveError
 from edgeweave.graph import Graph
 from edgeweave.plan.branchy import exit_graph
 from edgeweave.plan.edgent import ExitBranch, option_plan
@@ -29,6 +37,8 @@ from edgeweave.runtime.client import ClientOptions, CoInferenceClient, Result
 from edgeweave.runtime.security import ClientTLS
 from edgeweave.runtime.shaper import LinkShaper
 
+OBSERVE = ("probe", "transfers")
+
 
 class EdgentClient:
     """Serve requests with the configuration the selector holds; see module doc."""
@@ -36,7 +46,10 @@ class EdgentClient:
     def __init__(self, graph: Graph, branches: Sequence[ExitBranch], cmap: ConfigMap,
                  edge_target: str | None, *, link_mbps: float, confirm: int = 2,
                  token: str | None = None, tls: ClientTLS | None = None,
-                 options: ClientOptions | None = None) -> None:
+                 options: ClientOptions | None = None, observe: str = "probe") -> None:
+        if observe not in OBSERVE:
+            raise EdgeWeaveError(f"observe: expected one of {OBSERVE}, got {observe!r}")
+        self.observe = observe
         self.graph = graph
         self.branches = list(branches)
         self.cmap = cmap
@@ -58,7 +71,7 @@ class EdgentClient:
 
     def set_link_mbps(self, mbps: float) -> None:
         """The emulated link's real bandwidth (a step or a trace sample); the selector learns
-        of it only through transfers."""
+        of it only through what it observes (see module doc)."""
         self.link_mbps = float(mbps)
         self._probe.set_mbps(mbps)
         for client in self._clients.values():
@@ -71,7 +84,8 @@ class EdgentClient:
             chosen = option_plan(branch, entry.option, entry.state.plan_mbps, self.cmap.slo_ms)
             client = CoInferenceClient(exit_graph(self.graph, branch), chosen, self.edge_target,
                                        token=self.token, tls=self.tls, options=self.opts)
-            client.estimator = self.estimator  # one view of the link for every configuration
+            if self.observe == "transfers":  # one view of the link for every configuration
+                client.estimator = self.estimator
             client.set_link_mbps(self.hop, self.link_mbps)
             if client.deployment.route:
                 client.deploy(example)
@@ -81,7 +95,8 @@ class EdgentClient:
     def infer(self, x: torch.Tensor) -> Result:
         entry = self.selector.current
         result = self.client_for(entry, x).infer(x)
-        if not result.bytes_up or result.fallback:  # the client observed nothing: probe
+        observed = self.observe == "transfers" and result.bytes_up and not result.fallback
+        if not observed:
             self.estimator.observe(PROBE_BYTES, self._probe.transmit(PROBE_BYTES))
         if self.estimator.mbps is not None:
             self.selector.update(self.estimator.mbps)
