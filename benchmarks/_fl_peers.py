@@ -40,11 +40,11 @@ class Net(nn.Sequential):
     def __init__(self) -> None:
         super().__init__(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
 
-    def loss(self, x, y, eval=False):  # noqa: A002 (pfl's signature)
+    def loss(self, x, y, eval=False):
         self.eval() if eval else self.train()
         return F.cross_entropy(self(x), y)
 
-    def metrics(self, x, y, eval=False):  # noqa: A002
+    def metrics(self, x, y, eval=False):
         from pfl.metrics import Weighted
 
         self.eval() if eval else self.train()
