@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeweave.train.data import dirichlet, iid, partition, shards, unbalanced
+from edgeweave.train.data import dirichlet, iid, partition_indices, shards, unbalanced
 from edgeweave.train.types import TrainError
 
 
@@ -86,12 +86,12 @@ def test_unbalanced_sigma_controls_size_spread():
 
 def test_partition_specs_and_errors():
     labels = np.repeat(np.arange(10), 10)
-    assert len(partition("dirichlet:0.3", labels, 5, 0)) == 5
-    assert len(partition("shards:3", labels, 5, 0)) == 5
+    assert len(partition_indices("dirichlet:0.3", labels, 5, 0)) == 5
+    assert len(partition_indices("shards:3", labels, 5, 0)) == 5
     with pytest.raises(TrainError, match="unknown kind 'bogus'"):
-        partition("bogus", labels, 5, 0)
+        partition_indices("bogus", labels, 5, 0)
     with pytest.raises(TrainError, match="not a number"):
-        partition("dirichlet:x", labels, 5, 0)
+        partition_indices("dirichlet:x", labels, 5, 0)
     with pytest.raises(TrainError, match="cannot give 200 clients"):
         iid(100, 200, np.random.default_rng(0))
     with pytest.raises(TrainError, match="alpha must be > 0"):

@@ -28,12 +28,13 @@ from edgeweave.train.types import TrainError
 
 __all__ = [
     "PARTITIONERS", "FolderData", "cifar10", "digits", "dirichlet", "iid", "load_folder",
-    "load_image_folder", "load_npz", "make_task", "mnist", "partition", "shards", "synthetic",
-    "unbalanced",
+    "load_image_folder", "load_npz", "make_task", "mnist", "partition_indices", "shards",
+    "synthetic", "unbalanced",
 ]
 
 
-def partition(spec: str, labels: np.ndarray, n_clients: int, seed: int) -> list[np.ndarray]:
+def partition_indices(spec: str, labels: np.ndarray, n_clients: int,
+                      seed: int) -> list[np.ndarray]:
     """Split by a partition spec: ``iid``, ``dirichlet:ALPHA``, ``shards[:PER_CLIENT]``,
     ``unbalanced:SIGMA``."""
     kind, _, arg = spec.partition(":")
@@ -104,12 +105,12 @@ def _shape_for(spec: str, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def make_task(dataset: str, partition_spec: str, n_clients: int, model_spec: str,
+def make_task(dataset: str, partition: str, n_clients: int, model_spec: str,
               seed: int = 0, **kw: Any) -> Task:
     """A Task from names, e.g. ``make_task("digits", "shards:2", 100, "mlp:64,64,10")``.
 
     Datasets that come already split by client (``synthetic``, ``folder:`` of per-client files)
-    need ``partition_spec="natural"``; the others are partitioned with ``seed``.
+    need ``partition="natural"``; the others are partitioned with ``seed``.
     Extra keywords go to the loader (``test_size``, ``test_fraction``, synthetic's options).
     """
     if n_clients < 1:
@@ -119,23 +120,23 @@ def make_task(dataset: str, partition_spec: str, n_clients: int, model_spec: str
     if kw:
         raise TrainError(f"make_task: dataset {dataset!r} takes no options {sorted(kw)}")
     if isinstance(a, FederatedData):
-        if partition_spec != "natural":
+        if partition != "natural":
             raise TrainError(
                 f"make_task: dataset {dataset!r} is already split by client; use partition "
-                f"'natural', not {partition_spec!r}"
+                f"'natural', not {partition!r}"
             )
         if a.num_clients != n_clients:
             raise TrainError(f"make_task: {dataset!r} has {a.num_clients} clients, asked for "
                              f"{n_clients}")
         data = a
     else:
-        if partition_spec == "natural":
+        if partition == "natural":
             raise TrainError(f"make_task: dataset {dataset!r} has no natural client split; "
                              "use iid, dirichlet:ALPHA, shards or unbalanced:SIGMA")
-        data = FederatedData.from_parts(a, b, partition(partition_spec, b.numpy(), n_clients,
-                                                        seed))
+        parts = partition_indices(partition, b.numpy(), n_clients, seed)
+        data = FederatedData.from_parts(a, b, parts)
     data = FederatedData(_shape_for(model_spec, data.x), data.y, data.offsets)
     build_model(model_spec)  # fail here, naming the spec, not inside a backend
     return Task(model_fn=lambda: build_model(model_spec), data=data,
                 test_x=_shape_for(model_spec, test_x), test_y=test_y,
-                name=f"{dataset}/{partition_spec}/{n_clients}", init_seed=seed)
+                name=f"{dataset}/{partition}/{n_clients}", init_seed=seed)
