@@ -52,7 +52,7 @@ class ServerConfig:
     over_select: float = 1.0
     eval_every: int = 1
     codec: str | None = None
-    eval_batch_size: int = 1024
+    eval_batch_size: int = 8192
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.checkpoint_every < 1 or self.eval_every < 1:
