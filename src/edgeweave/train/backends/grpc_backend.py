@@ -29,7 +29,7 @@ import grpc
 from edgeweave.train.backends.base import Backend
 from edgeweave.train.backends.sequential import empty_updates
 from edgeweave.train.types import ClientInfo, FitConfig, Params, TrainError, Updates
-from edgeweave.train.wire import fl_pb2, fl_pb2_grpc
+from edgeweave.train.wire import fl_pb2
 from edgeweave.train.wire.auth import TokenAuth
 from edgeweave.train.wire.messages import (
     config_to_msg,
@@ -40,6 +40,9 @@ from edgeweave.train.wire.messages import (
 
 log = logging.getLogger(__name__)
 
+_PING = fl_pb2.Task(kind=fl_pb2.Task.PING).SerializeToString()
+_SHUTDOWN = fl_pb2.Task(kind=fl_pb2.Task.SHUTDOWN).SerializeToString()
+
 DEFAULT_MAX_UPDATE_BYTES = 64 * 2**20
 
 
@@ -49,7 +52,7 @@ class _Session:
     client_id: int
     num_examples: int
     device: str
-    queue: queue.Queue[fl_pb2.Task | None] = field(default_factory=queue.Queue)
+    queue: queue.Queue[bytes | None] = field(default_factory=queue.Queue)  # serialized Tasks
     streaming: bool = False  # a Tasks stream is open
     closed: bool = False  # superseded by a newer session or the backend closed
 
@@ -58,7 +61,9 @@ class _Session:
 class _Pending:
     """One client's open task in the current round."""
 
-    task: fl_pb2.Task
+    task_id: str
+    round: int
+    payload: bytes  # the serialized Task, kept to resend to a device that registers again
     result: tuple[Params, int, float] | None = None
     reason: str | None = None
     bytes_up: int = 0
@@ -121,7 +126,7 @@ class GrpcBackend(Backend):
         # One thread per open Tasks stream plus some for Register/SubmitUpdate.
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_clients + 16),
                                    interceptors=[TokenAuth(token)], options=options)
-        fl_pb2_grpc.add_FederatedLearningServicer_to_server(_Servicer(self), self._server)
+        self._server.add_generic_rpc_handlers((_handlers(_Servicer(self)),))
         try:
             self.port = self._server.add_insecure_port(listen)
         except RuntimeError as e:
@@ -158,6 +163,10 @@ class GrpcBackend(Backend):
             config: FitConfig) -> Updates:
         params_msgs = params_to_msgs(global_params)
         down = payload_bytes(params_msgs)
+        # Serialized once for all clients: protobuf merges concatenated messages, so each
+        # client's task is these bytes plus its own task_id field, not a copy of the model.
+        common = fl_pb2.Task(kind=fl_pb2.Task.FIT, round=round_num, model_spec=self.model_spec,
+                             params=params_msgs, config=config_to_msg(config)).SerializeToString()
         failed: dict[int, str] = {}
         sent = 0
         with self._cond:
@@ -168,11 +177,11 @@ class GrpcBackend(Backend):
                 if sess is None or not sess.streaming:
                     failed[cid] = f"client {cid} is not connected"
                     continue
-                task = fl_pb2.Task(kind=fl_pb2.Task.FIT, task_id=secrets.token_hex(8),
-                                   round=round_num, model_spec=self.model_spec,
-                                   params=params_msgs, config=config_to_msg(config))
-                self._pending[cid] = _Pending(task)
-                sess.queue.put(task)
+                tid = secrets.token_hex(8)
+                pend = _Pending(tid, round_num,
+                                common + fl_pb2.Task(task_id=tid).SerializeToString())
+                self._pending[cid] = pend
+                sess.queue.put(pend.payload)
                 sent += 1
             deadline = time.monotonic() + self.round_timeout_s
             while not all(p.done for p in self._pending.values()):
@@ -192,7 +201,7 @@ class GrpcBackend(Backend):
             self._closed = True
             for s in self._sessions.values():
                 s.closed = True
-                s.queue.put(fl_pb2.Task(kind=fl_pb2.Task.SHUTDOWN) if farewell else None)
+                s.queue.put(_SHUTDOWN if farewell else None)
             self._cond.notify_all()
         self._server.stop(grace=1.0 if farewell else 0).wait()
 
@@ -254,7 +263,7 @@ class GrpcBackend(Backend):
                          req.client_id)
             pend = self._pending.get(req.client_id)
             if pend is not None and not pend.done:
-                sess.queue.put(pend.task)
+                sess.queue.put(pend.payload)
             self._sessions[sess.session] = sess
             self._by_client[req.client_id] = sess
             return sess
@@ -279,7 +288,7 @@ class GrpcBackend(Backend):
                 p = self._pending.get(sess.client_id)
                 if p is not None and not p.done:
                     p.reason = (f"client {sess.client_id} disconnected during round "
-                                f"{p.task.round}")
+                                f"{p.round}")
             self._cond.notify_all()
 
     def _submit(self, req: fl_pb2.Update) -> None:
@@ -287,7 +296,7 @@ class GrpcBackend(Backend):
         cid = sess.client_id
         with self._cond:
             p = self._pending.get(cid)
-            if p is None or p.task.task_id != req.task_id or p.done:
+            if p is None or p.task_id != req.task_id or p.done:
                 raise _Reject(grpc.StatusCode.FAILED_PRECONDITION,
                               f"client {cid}: task {req.task_id!r} of round {req.round} is not "
                               "open (the round closed, timed out, or already has your update)")
@@ -341,7 +350,7 @@ class _Reject(Exception):
         self.code, self.details = code, details
 
 
-class _Servicer(fl_pb2_grpc.FederatedLearningServicer):
+class _Servicer:
     def __init__(self, backend: GrpcBackend) -> None:
         self.b = backend
 
@@ -366,17 +375,16 @@ class _Servicer(fl_pb2_grpc.FederatedLearningServicer):
         if not context.add_callback(lambda: self.b._stream_state(sess, False)):
             self.b._stream_state(sess, False)  # the call ended before the callback went in
             return
-        ping = fl_pb2.Task(kind=fl_pb2.Task.PING)
         while context.is_active():
             try:
                 item = sess.queue.get(timeout=self.b.heartbeat_s)
             except queue.Empty:
-                yield ping
+                yield _PING
                 continue
             if item is None:
                 return
             yield item
-            if item.kind == fl_pb2.Task.SHUTDOWN:
+            if item is _SHUTDOWN:
                 return
 
     def SubmitUpdate(self, request, context):
@@ -385,3 +393,18 @@ class _Servicer(fl_pb2_grpc.FederatedLearningServicer):
         except _Reject as e:
             context.abort(e.code, e.details)
         return fl_pb2.UpdateReply(accepted=True)
+
+
+def _handlers(servicer: _Servicer) -> grpc.GenericRpcHandler:
+    """fl.proto's service, except that Tasks streams pre-serialized bytes (see :meth:`fit`)."""
+    return grpc.method_handlers_generic_handler("edgeweave.fl.v1.FederatedLearning", {
+        "Register": grpc.unary_unary_rpc_method_handler(
+            servicer.Register, request_deserializer=fl_pb2.RegisterRequest.FromString,
+            response_serializer=fl_pb2.RegisterReply.SerializeToString),
+        "Tasks": grpc.unary_stream_rpc_method_handler(
+            servicer.Tasks, request_deserializer=fl_pb2.TasksRequest.FromString,
+            response_serializer=bytes),
+        "SubmitUpdate": grpc.unary_unary_rpc_method_handler(
+            servicer.SubmitUpdate, request_deserializer=fl_pb2.Update.FromString,
+            response_serializer=fl_pb2.UpdateReply.SerializeToString),
+    })
