@@ -18,6 +18,7 @@ ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip ins
 from edgeweave.train.backends.ray_backend import RayBackend  # noqa: E402
 
 SPEC = "mlp:64,64,10"
+pytestmark = pytest.mark.slow  # a local Ray and its torch-importing actors start in ~10 s
 
 
 @pytest.fixture(scope="module")

@@ -156,8 +156,9 @@ class FLClient:
                                  f"max_update_bytes={reg.max_update_bytes}")
             update.params.extend(msgs)
             update.num_examples, update.train_loss = n, loss
-        except TrainError as e:  # report it: the server records why this client's round failed
-            update.error = str(e)
+        except Exception as e:  # report it: the server records why this client's round failed,
+            # and the device stays up for the next round instead of dying with a traceback
+            update.error = str(e) if isinstance(e, TrainError) else f"{type(e).__name__}: {e}"
         try:
             stub.SubmitUpdate(update, metadata=self.metadata, timeout=60)
             self.stats.rounds += 0 if update.error else 1
