@@ -164,3 +164,10 @@ def test_unknown_client_is_rejected_by_name() -> None:
     task = _task("logreg:64,10")
     with pytest.raises(TrainError, match="no client 99"):
         VectorizedBackend(task).fit(0, task.init_params(), [1, 99], FitConfig())
+
+
+def test_many_clients_take_the_large_block_path_and_still_match() -> None:
+    # 140 clients x 12 samples: the first step's logits exceed the small-block threshold
+    task = _task("mlp:64,16,10", sizes=[12] * 140)
+    _assert_same(task, FitConfig(lr=0.1, batch_size=16))
+    _assert_same(task, FitConfig(lr=0.1, batch_size=16), fused=False)

@@ -76,14 +76,8 @@ def mlp_grads(layout: MLPLayout, params: dict[str, torch.Tensor], x: torch.Tenso
         pre.append(z)
         h = torch.relu(z) if relu else z
         acts.append(h)
-    logp = torch.log_softmax(h, dim=2)
-    nll = -logp.gather(2, y.unsqueeze(2)).squeeze(2)
     scale = (mask / count.unsqueeze(1)) if mask is not None else (1.0 / count).unsqueeze(1)
-    loss = (nll * scale).sum(1)
-    # d(mean CE)/d(logits) = (softmax - onehot) / count, zero on padding
-    dz = logp.exp_()
-    dz.scatter_add_(2, y.unsqueeze(2), torch.full_like(nll, -1.0).unsqueeze(2))
-    dz.mul_(scale.unsqueeze(2))
+    dz, loss = _softmax_ce(h, y.unsqueeze(2), scale)
     grads: dict[str, torch.Tensor] = {}
     for i in range(len(layout.weights) - 1, -1, -1):
         grads[layout.weights[i]] = torch.bmm(dz.transpose(1, 2), acts[i])
@@ -95,3 +89,25 @@ def mlp_grads(layout: MLPLayout, params: dict[str, torch.Tensor], x: torch.Tenso
             dh = torch.matmul(dz, w) if shared else torch.bmm(dz, w)
             dz = dh.mul_(pre[i - 1] > 0) if layout.relu_after[i - 1] else dh
     return grads, loss
+
+
+def _softmax_ce(logits: torch.Tensor, y: torch.Tensor, scale: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(d loss / d logits, loss) of the ``scale``-weighted cross-entropy; ``y`` is (k, w, 1).
+
+    d(mean CE)/d(logits) = (softmax - onehot) / count, zero on padding. Large blocks take an
+    explicit max-shifted softmax (half the time of ``log_softmax`` over a 10-wide last axis on
+    CPU); small ones the fewest ops, since there per-op overhead is all that counts.
+    """
+    if logits.numel() >= 1 << 14:
+        z = logits - logits.amax(2, keepdim=True)
+        e = z.exp()
+        s = e.sum(2, keepdim=True)
+        loss = ((s.log() - z.gather(2, y)).squeeze(2) * scale).sum(1)
+        dz = e.div_(s)
+    else:
+        logp = torch.log_softmax(logits, dim=2)
+        loss = (logp.gather(2, y).squeeze(2) * scale).sum(1).neg_()
+        dz = logp.exp_()
+    dz.scatter_(2, y, -1.0, reduce="add")
+    return dz.mul_(scale.unsqueeze(2)), loss
