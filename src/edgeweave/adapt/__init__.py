@@ -1,7 +1,15 @@
-"""Adaptive inference: early exits (BranchyNet), DDNN multi-device exits and compression
-variants, measured on real data. Model selection and Edgent's joint exit/partition optimiser are
-not built yet."""
+"""Adaptive inference: early exits (BranchyNet), DDNN multi-device exits, compression
+variants and big/little model selection, measured on real data (the planner's side of model
+selection is edgeweave.plan.select). Edgent's joint exit/partition optimiser is not built yet."""
 
+from edgeweave.adapt.biglittle import (
+    BigLittle,
+    BigLittleReport,
+    Calibration,
+    biglittle_report,
+    calibrate_threshold,
+    escalation_mask,
+)
 from edgeweave.adapt.compress import (
     Variant,
     distill,
@@ -27,15 +35,21 @@ from edgeweave.adapt.fit import accuracy, fit
 
 __all__ = [
     "DDNN",
+    "BigLittle",
+    "BigLittleReport",
     "BranchyNet",
+    "Calibration",
     "Variant",
     "accuracy",
     "attach_exits",
+    "biglittle_report",
+    "calibrate_threshold",
     "calibrate_thresholds",
     "candidate_exit_points",
     "ddnn_report",
     "digits",
     "distill",
+    "escalation_mask",
     "exit_report",
     "filter_prune",
     "fit",

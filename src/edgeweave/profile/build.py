@@ -130,8 +130,10 @@ def profile_graph(
     repeats: int = 10,
     latency_source: str = "regression",
     seed: int = 0,
+    calibration: list[Sample] | None = None,
 ) -> Profile:
-    """Measure `graph` here and predict it on each tier of `fleet`'s device-edge-cloud path."""
+    """Measure `graph` here and predict it on each tier of `fleet`'s device-edge-cloud path.
+    `calibration` reuses a :func:`calibration_samples` sweep (profiling several models)."""
     if latency_source not in LATENCY_SOURCES:
         raise ProfileError(
             f"latency source {latency_source!r}: expected one of {', '.join(LATENCY_SOURCES)}"
@@ -142,7 +144,7 @@ def profile_graph(
     started = time.perf_counter()
     times, gflops, whole_ms = measure_calibrated(graph, warmup, repeats, seed)
     wire = codec_bytes(graph, seed)
-    model, report = fit_latency_model(graph, times, gflops, seed)
+    model, report = fit_latency_model(graph, times, gflops, seed, calibration=calibration)
     elapsed = time.perf_counter() - started
     node_sum = sum(times[n.name] for n in graph.nodes if n.kind != "placeholder")
     # node times scaled so they add up to the compiled whole-model run the runtime executes
