@@ -1,6 +1,7 @@
 """Adaptive inference: early exits (BranchyNet), DDNN multi-device exits, compression
 variants and big/little model selection, measured on real data (the planner's side of model
-selection is edgeweave.plan.select). Edgent's joint exit/partition optimiser is not built yet."""
+selection is edgeweave.plan.select; Edgent's joint exit/partition optimiser is
+edgeweave.plan.edgent)."""
 
 from edgeweave.adapt.biglittle import (
     BigLittle,
