@@ -118,7 +118,7 @@ class VectorizedBackend(Backend):
         """Client ids in training order (most steps first), their stacked new params and mean
         losses. Results stay in training order: putting 1,000 stacked models back in the
         requested order is a full copy, and Updates only needs rows to match ``client_ids``."""
-        anchor = {k: v.to(self.device, torch.float32) for k, v in global_params.items()}
+        anchor = {k: v.to(self.device) for k, v in global_params.items()}
         order = self._step_order(ids, config)
         chunk = self._chunk_size(anchor, config)
         done_ids: list[int] = []
