@@ -67,7 +67,7 @@ class Fleet:
         part = self.root / "parts" / f"client{cid}.npz"
         return self.spawn(["-m", "edgeweave.cli.app", "fl-client", "--server", address,
                            "--data", str(part), "--token-file", str(self.root / "tok"),
-                           "--client-id", str(cid), "--give-up", "60", "--retry-max", "1"],
+                           "--client-id", str(cid), "--give-up", "300", "--retry-max", "1"],
                           f"client{cid}")
 
     def close(self) -> None:
@@ -83,8 +83,8 @@ def fleet(split):
     """Three device processes, plus two more (importing torch takes seconds) that wait for a
     go-file: a device that hangs in training, and a device 3 that comes back after the crash."""
     root, token, _ = split
-    backend = GrpcBackend("127.0.0.1:0", token, min_clients=CLIENTS, round_timeout_s=30,
-                          model_spec=SPEC, wait_clients_s=60, heartbeat_s=0.5)
+    backend = GrpcBackend("127.0.0.1:0", token, min_clients=CLIENTS, round_timeout_s=60,
+                          model_spec=SPEC, wait_clients_s=240, heartbeat_s=0.5)
     f = Fleet(root)
     for i in range(CLIENTS):
         f.client(backend.address, i)
@@ -112,7 +112,8 @@ def fleet(split):
     f.close()
 
 
-def _wait_for(pred, timeout: float = 30.0) -> None:
+def _wait_for(pred, timeout: float = 240.0) -> None:
+    """Generous: five interpreters importing torch at once on two busy cores take a while."""
     end = time.monotonic() + timeout
     while not pred():
         assert time.monotonic() < end, "timed out waiting"
@@ -140,11 +141,12 @@ def test_three_device_processes_reproduce_the_sequential_backend(split, fleet):
     assert records[-1].bytes_up > 0
 
 
+@pytest.mark.slow
 def test_a_device_killed_mid_round_fails_alone_and_can_come_back(split, fleet):
     root, _, task = split
     backend, f = fleet
     (root / "go-victim").touch()
-    _wait_for(lambda: 3 in _connected(backend))
+    _wait_for(lambda: {0, 1, 2, 3} <= _connected(backend))
     params = task.init_params()
     out = {}
     t = threading.Thread(target=lambda: out.update(u=backend.fit(1, params, [0, 1, 2, 3],
@@ -153,7 +155,7 @@ def test_a_device_killed_mid_round_fails_alone_and_can_come_back(split, fleet):
     t.start()
     _wait_for((root / "training").exists)
     f.victim.send_signal(signal.SIGKILL)
-    t.join(30)
+    t.join(60)
     updates = out["u"]
     assert updates.client_ids == [0, 1, 2]
     assert "client 3 disconnected during round 1" in updates.metrics["failed"][3]
@@ -170,6 +172,7 @@ def test_a_device_killed_mid_round_fails_alone_and_can_come_back(split, fleet):
     assert torch.allclose(again.params["0.weight"][3], want["0.weight"], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_devices_reconnect_after_the_server_restarts(split, fleet):
     _, token, task = split
     backend, _ = fleet
@@ -177,7 +180,7 @@ def test_devices_reconnect_after_the_server_restarts(split, fleet):
     before = set(_connected(backend))
     backend.close(farewell=False)  # what a crash looks like to the devices
     restarted = GrpcBackend(f"127.0.0.1:{port}", token, min_clients=len(before),
-                            round_timeout_s=30, model_spec=SPEC, wait_clients_s=30)
+                            round_timeout_s=30, model_spec=SPEC, wait_clients_s=120)
     try:
         assert {c.client_id for c in restarted.available_clients()} == before
         u = restarted.fit(5, task.init_params(), sorted(before), FitConfig())
@@ -196,16 +199,16 @@ def test_a_killed_fl_server_process_resumes_and_the_devices_follow(split, fleet)
     out = root / "run"
     argv = ["-m", "edgeweave.cli.app", "fl-server", "--listen", f"127.0.0.1:{backend.port}",
             "--token-file", str(root / "tok"), "--test-data", str(root / "parts" / "test.npz"),
-            "--rounds", "4", "--min-clients", "4", "--out", str(out), "--wait-clients", "60"]
+            "--rounds", "4", "--min-clients", "4", "--out", str(out), "--wait-clients", "240"]
     metrics = out / "metrics.jsonl"
     first = f.spawn(argv, "server1")
-    _wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 2, 90)
+    _wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 2)
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     # the restart runs the same command in this process (one interpreter start fewer)
     fl_cmds.fl_server(_quiet(), config=None, listen=f"127.0.0.1:{backend.port}",
                       token_file=root / "tok", test_data=root / "parts" / "test.npz",
-                      min_clients=4, round_timeout=60, wait_clients=60, rounds=4, out=out)
+                      min_clients=4, round_timeout=60, wait_clients=240, rounds=4, out=out)
     assert [json.loads(line)["round"] for line in metrics.read_text().splitlines()] == [1, 2, 3, 4]
     shards = [task.data.client(i) for i in (0, 1, 2, 0)]  # device 3 holds client 0's file
     sizes = torch.tensor([0] + [len(y) for _, y in shards])
