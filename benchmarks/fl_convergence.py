@@ -15,7 +15,14 @@ clients, 10% of them per round (the FedAvg paper's C = 0.1).
    final accuracy (mean of the last 5 rounds) and how much accuracy swings from round to round
    (std over the last half of the rounds, mean |change|), per seed and averaged.
 
-    .venv/bin/python benchmarks/fl_convergence.py [--quick] [--json out.json]
+3. Edge control (edgeweave.train.control) on the same digits workload:
+   FedCS greedy selection vs its random baseline (FedLim) under one round deadline on the
+   ``multi-device`` fleet (clients per round, accuracy after the same rounds); adaptive local
+   steps (Wang et al.) vs fixed tau under one resource budget, for three aggregation/step cost
+   ratios; hierarchical FL with 4 edges, 1 vs 3 edge rounds per cloud round for the same 12
+   edge aggregations (bytes per tier, accuracy).
+
+    .venv/bin/python benchmarks/fl_convergence.py [--quick] [--no-control] [--json out.json]
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import itertools
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -33,6 +41,15 @@ from rich.console import Console
 from rich.table import Table
 
 from _zoo import emit
+from edgeweave.topology import load_fleet
+from edgeweave.train.control import (
+    AdaptiveFrequency,
+    FedCS,
+    HierarchicalTrainer,
+    HierConfig,
+    edge_uplink_s,
+    fleet_clients,
+)
 from edgeweave.train.data import make_task
 from edgeweave.train.server import Server, ServerConfig
 from edgeweave.train.strategies import FedAvg, FedProx, FedSGD
@@ -46,29 +63,30 @@ class _Reached(Exception):
     """Raised from the progress callback to stop a run once the target is met."""
 
 
-def backend_for(task: Task):
+def backend_for(task: Task, **kw):
     try:
         from edgeweave.train.backends.vectorized import VectorizedBackend
 
-        return VectorizedBackend(task)
+        return VectorizedBackend(task, **kw)
     except ImportError:  # the sequential reference gives the same models, only slower
         from edgeweave.train.backends.sequential import SequentialBackend
 
-        return SequentialBackend(task)
+        return SequentialBackend(task, **kw)
 
 
-def run(task: Task, strategy, rounds: int, seed: int,
-        target: float | None = None) -> list[RoundRecord]:
+def run(task: Task, strategy, rounds: int, seed: int, target: float | None = None,
+        backend=None, deadline_s: float | None = None,
+        stop: Callable[[], bool] | None = None) -> list[RoundRecord]:
     records: list[RoundRecord] = []
 
     def progress(rec: RoundRecord) -> None:
         records.append(rec)
-        if target is not None and rec.test_acc >= target:
+        if (target is not None and rec.test_acc >= target) or (stop is not None and stop()):
             raise _Reached
 
+    config = ServerConfig(rounds=rounds, seed=seed, deadline_s=deadline_s)
     with contextlib.suppress(_Reached):
-        Server(task, strategy, backend_for(task), ServerConfig(rounds=rounds, seed=seed)).run(
-            progress)
+        Server(task, strategy, backend or backend_for(task), config).run(progress)
     return records
 
 
@@ -159,6 +177,96 @@ def prox_vs_avg(args: argparse.Namespace) -> tuple[Table, list[dict]]:
     return table, out
 
 
+def fedcs_vs_random(args: argparse.Namespace) -> tuple[Table, list[dict]]:
+    task = make_task("digits", "iid", 100, MODEL, seed=args.seed)
+    fleet = load_fleet("multi-device")
+    fc = fleet_clients(fleet, task.data.sizes().tolist(), task.model_fn(), (64,), jitter=1.0,
+                       seed=args.seed)
+    deadline, rounds = args.deadline, args.control_rounds
+    table = Table(title=f"FedCS vs random selection (FedLim): multi-device fleet, 100 clients, "
+                        f"deadline {deadline:g} s per round (sequential uploads), {rounds} rounds")
+    for col in ("policy", "clients/round", "late", "final acc", "sim s/round"):
+        table.add_column(col, justify="left" if col == "policy" else "right")
+    out = []
+    fit = FitConfig(lr=0.2, batch_size=10, epochs=5)
+    for policy in ("greedy", "random"):
+        backend = backend_for(task, compute_s_per_epoch=fc.compute_s_per_epoch,
+                              upload_s=fc.upload_s)
+        recs = run(task, FedCS(FedAvg(fit=fit), deadline, policy=policy), rounds, args.seed,
+                   backend=backend, deadline_s=deadline)
+        row = {"policy": "fedcs greedy" if policy == "greedy" else "random (fedlim)",
+               "clients_per_round": statistics.fmean(r.clients for r in recs),
+               "late": sum(r.extra["late"] for r in recs), "final_acc": recs[-1].test_acc,
+               "sim_round_s": statistics.fmean(r.extra["sim_round_s"] for r in recs),
+               "acc_by_round": [r.test_acc for r in recs]}
+        out.append(row)
+        table.add_row(row["policy"], f"{row['clients_per_round']:.1f}", str(row["late"]),
+                      f"{row['final_acc']:.3f}", f"{row['sim_round_s']:.3f}")
+    return table, out
+
+
+def adaptive_vs_fixed(args: argparse.Namespace) -> tuple[Table, list[dict]]:
+    task = make_task("digits", "shards:2", 100, MODEL, seed=args.seed)
+    budget = args.budget
+    table = Table(title=f"Adaptive local steps (Wang et al.) vs fixed tau: shards non-IID, C=0.1, "
+                        f"budget {budget:g} = sum over rounds of (c tau + b), c = 1")
+    for col in ("b/c", "tau", "rounds", "tau chosen (median)", "spent", "final acc"):
+        table.add_column(col, justify="right")
+    out = []
+    fit = FitConfig(lr=0.2, batch_size=10)
+    settings = [(b, "adaptive") for b in args.agg_costs]
+    if not args.quick:
+        settings += [(5.0, 1), (5.0, 5), (5.0, 20)]
+    for b, tau in settings:
+        fixed = tau != "adaptive"
+        s = AdaptiveFrequency(FedAvg(fraction=0.1, fit=fit), budget=budget, step_cost=1.0,
+                              agg_cost=b, tau_init=tau if fixed else 1,
+                              tau_max=tau if fixed else 200)
+        recs = run(task, s, 10_000, args.seed, stop=lambda s=s: s.exhausted)
+        trained = [r for r in recs if r.clients > 0]
+        taus = [h.tau for h in s.history]
+        row = {"agg_cost_over_step_cost": b, "tau": tau, "rounds": len(s.history),
+               "tau_median": statistics.median(taus), "taus": taus, "spent": s.spent,
+               "final_acc": trained[-1].test_acc}
+        out.append(row)
+        table.add_row(f"{b:g}", str(tau), str(row["rounds"]), f"{row['tau_median']:g}",
+                      f"{s.spent:g}", f"{row['final_acc']:.3f}")
+    return table, out
+
+
+def hierarchical(args: argparse.Namespace) -> tuple[Table, list[dict]]:
+    task = make_task("digits", "shards:2", 100, MODEL, seed=args.seed)
+    fleet = load_fleet("multi-device")
+    groups = {f"edge{g}": list(range(25 * g, 25 * g + 25)) for g in range(4)}
+    total = 12
+    table = Table(title=f"Hierarchical FL: 4 edges x 25 clients (20% per edge round), shards "
+                        f"non-IID, {total} edge aggregations in all")
+    for col in ("edge rounds", "cloud rounds", "device-edge MB", "edge-cloud MB",
+                "WAN reduction", "final acc"):
+        table.add_column(col, justify="right")
+    out = []
+    fit = FitConfig(lr=0.2, batch_size=10, epochs=5)
+    wan_s = edge_uplink_s(fleet, ["edge"], sum(v.numel() * 4 for v in
+                                               task.init_params().values()))["edge"]
+    base = None
+    for k in (1, 3):
+        h = HierarchicalTrainer(task, backend_for(task), groups, FedAvg(fraction=0.2, fit=fit),
+                                HierConfig(cloud_rounds=total // k, edge_rounds=k,
+                                           seed=args.seed),
+                                edge_cloud_s=dict.fromkeys(groups, wan_s))
+        recs = h.run()
+        dev = sum(r.extra["device_edge_up"] + r.extra["device_edge_down"] for r in recs)
+        wan = sum(r.extra["edge_cloud_up"] + r.extra["edge_cloud_down"] for r in recs)
+        base = base or wan
+        row = {"edge_rounds": k, "cloud_rounds": total // k, "device_edge_bytes": dev,
+               "edge_cloud_bytes": wan, "wan_reduction": base / wan,
+               "final_acc": recs[-1].test_acc}
+        out.append(row)
+        table.add_row(str(k), str(total // k), f"{dev / 1e6:.2f}", f"{wan / 1e6:.3f}",
+                      f"{base / wan:.1f}x", f"{row['final_acc']:.3f}")
+    return table, out
+
+
 def main() -> None:
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -172,18 +280,32 @@ def main() -> None:
     ap.add_argument("--cap-fedsgd", type=int, default=500)
     ap.add_argument("--mu", type=float, default=0.1, help="FedProx proximal weight")
     ap.add_argument("--prox-rounds", type=int, default=40)
+    ap.add_argument("--no-control", action="store_true", help="skip the edge-control part")
+    ap.add_argument("--deadline", type=float, default=0.2, help="FedCS round deadline, s")
+    ap.add_argument("--control-rounds", type=int, default=10)
+    ap.add_argument("--budget", type=float, default=300.0, help="adaptive-tau resource budget")
+    ap.add_argument("--agg-costs", type=float, nargs="+", default=[1.0, 5.0, 25.0],
+                    help="aggregation costs b (step cost c = 1) for adaptive tau")
     ap.add_argument("--json", type=Path, default=None, help="also write the JSON here")
     args = ap.parse_args()
     start = time.perf_counter()
     t1, rows1 = rounds_to_target(args)
     t2, rows2 = prox_vs_avg(args)
+    tables = [t1, t2]
+    control: dict[str, list[dict]] = {}
+    if not args.no_control:
+        for key, fn in (("fedcs", fedcs_vs_random), ("adaptive_tau", adaptive_vs_fixed),
+                        ("hierarchical", hierarchical)):
+            t, rows = fn(args)
+            tables.append(t)
+            control[key] = rows
     doc = {"benchmark": "fl_convergence",
            "workload": "sklearn digits scaled to [0,1], 360 held-out test samples, "
                        f"{MODEL}, SGD",
            "args": {k: v for k, v in vars(args).items() if k != "json"},
-           "rounds_to_target": rows1, "fedprox_vs_fedavg": rows2,
+           "rounds_to_target": rows1, "fedprox_vs_fedavg": rows2, "edge_control": control,
            "total_s": time.perf_counter() - start}
-    emit(Console(width=170), [t1, t2], doc, args.json)
+    emit(Console(width=170), tables, doc, args.json)
 
 
 if __name__ == "__main__":

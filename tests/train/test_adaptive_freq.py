@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from edgeweave.train.backends.sequential import SequentialBackend
 from edgeweave.train.control import AdaptiveFrequency, best_tau
@@ -7,6 +8,15 @@ from edgeweave.train.data import make_task
 from edgeweave.train.server import Server, ServerConfig
 from edgeweave.train.strategies import FedAvg
 from edgeweave.train.types import ClientInfo, FitConfig, TrainError
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models train faster on one thread, and far faster on a shared, loaded CI box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def test_best_tau_grows_with_aggregation_cost_and_shrinks_with_divergence():
@@ -33,7 +43,12 @@ def test_budget_is_never_exceeded_and_training_stops_when_spent():
     assert rounds[-1][0] == [] and s.exhausted
 
 
-def run(task, agg_cost, rounds=4, budget=300):
+def small_task(n_clients):
+    return make_task("synthetic:1,1", "natural", n_clients, "mlp:60,16,10", seed=0,
+                     size_mu=2.0, size_sigma=0.5, min_samples=20, max_samples=40, test_size=200)
+
+
+def run(task, agg_cost, rounds=4, budget=150):
     strategy = AdaptiveFrequency(FedAvg(fit=FitConfig(lr=0.05, batch_size=32)), budget=budget,
                                  step_cost=1.0, agg_cost=agg_cost, tau_max=200)
     Server(task, strategy, SequentialBackend(task), ServerConfig(rounds=rounds,
@@ -42,7 +57,7 @@ def run(task, agg_cost, rounds=4, budget=300):
 
 
 def test_tau_adapts_to_cost_ratio_in_the_server_loop():
-    task = make_task("digits", "iid", 8, "mlp:64,32,10", seed=0)
+    task = small_task(8)
     cheap, dear = run(task, agg_cost=0.1), run(task, agg_cost=10.0)
     for s in (cheap, dear):
         spent = sum(s.c * h.tau + s.b for h in s.history)
@@ -54,7 +69,7 @@ def test_tau_adapts_to_cost_ratio_in_the_server_loop():
 
 
 def test_checkpoint_state_roundtrip_and_errors():
-    task = make_task("digits", "iid", 4, "mlp:64,8,10", seed=0)
+    task = small_task(4)
     s = run(task, agg_cost=1.0, rounds=3, budget=50)
     fresh = AdaptiveFrequency(FedAvg(), budget=50, step_cost=1.0, agg_cost=1.0)
     fresh.load_state(s.state())

@@ -15,12 +15,23 @@ from edgeweave.train.strategies import FedAvg, FedAvgM
 from edgeweave.train.transfer import raw_nbytes
 from edgeweave.train.types import FitConfig, TrainError
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models train faster on one thread, and far faster on a shared, loaded CI box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 FIT = FitConfig(lr=0.1, batch_size=16)
 
 
 @pytest.fixture(scope="module")
 def task():
-    return make_task("digits", "shards:2", 12, "mlp:64,16,10", seed=0)
+    # small on purpose: 12 heterogeneous clients of 10-30 samples keep each test to seconds
+    return make_task("synthetic:1,1", "natural", 12, "mlp:60,16,10", seed=0, size_mu=2.0,
+                     size_sigma=0.5, min_samples=10, max_samples=30, test_size=400)
 
 
 @pytest.mark.parametrize("fraction", [1.0, 0.5])
@@ -70,12 +81,13 @@ def test_more_edge_rounds_cut_cloud_traffic_by_that_factor(task):
     assert every["edge_cloud_up"] == 3 * batched["edge_cloud_up"] == 6 * 2 * nbytes
     assert every["edge_cloud_down"] == 3 * batched["edge_cloud_down"]
     assert sum(r.clients for r in recs1) == sum(r.clients for r in recs3) == 72
-    assert recs3[-1].test_acc > 0.3  # it learns (10 classes: chance is 0.1)
+    assert recs1[-1].test_acc > 0.2 and recs3[-1].test_acc > 0.2  # chance is about 0.1
+    assert recs3[-1].test_loss < recs3[0].test_loss  # it learns
 
 
 def test_groups_and_wan_times_from_a_fleet_and_stateful_edge_strategies(task):
     fleet = load_fleet("multi-device")
-    fc = fleet_clients(fleet, task.data.sizes().tolist(), task.model_fn(), (64,))
+    fc = fleet_clients(fleet, task.data.sizes().tolist(), task.model_fn(), (60,))
     groups = fc.groups()
     assert groups == {"edge": list(range(12))}
     wan = edge_uplink_s(fleet, list(groups), fc.model_bytes)

@@ -3,7 +3,13 @@ between aggregations (adaptive frequency), at which tier models are averaged (hi
 and how fast each client is (device speeds from the fleet)."""
 
 from edgeweave.train.control.adaptive_freq import AdaptiveFrequency, FreqRecord, best_tau
-from edgeweave.train.control.fedcs import FedCS, Schedule, greedy_select, upload_schedule
+from edgeweave.train.control.fedcs import (
+    FedCS,
+    Schedule,
+    greedy_select,
+    random_fill,
+    upload_schedule,
+)
 from edgeweave.train.control.fleet_clients import FleetClients, fleet_clients, model_costs
 from edgeweave.train.control.hierarchical import (
     HierarchicalTrainer,
@@ -26,5 +32,6 @@ __all__ = [
     "fleet_clients",
     "greedy_select",
     "model_costs",
+    "random_fill",
     "upload_schedule",
 ]

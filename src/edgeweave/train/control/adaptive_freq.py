@@ -111,6 +111,7 @@ class AdaptiveFrequency(StrategyWrapper):
         self.tau_max, self.phi, self.gamma = int(tau_max), float(phi), int(gamma)
         self.tau = int(tau_init)
         self.spent = 0.0
+        self.beta_max = 0.0
         self.history: list[FreqRecord] = []
         self._round_tau: int | None = None
         self._round_lr = self.fit_config.lr
@@ -154,17 +155,19 @@ class AdaptiveFrequency(StrategyWrapper):
             step = float((w - self._prev[0]).norm())
             if step > 0:
                 rec.beta = float((g_mean - self._prev[1]).norm()) / step
-                self.tau = best_tau(rec.beta, delta, rho, eta, self.c, self.b, self.budget,
+                self.beta_max = max(self.beta_max, rec.beta)
+                self.tau = best_tau(self.beta_max, delta, rho, eta, self.c, self.b, self.budget,
                                     min(self.gamma * self.tau, self.tau_max), self.phi)
         self._prev = (w, g_mean)
 
     def control_state(self) -> dict[str, Any]:
-        return {"tau": self.tau, "spent": self.spent,
+        return {"tau": self.tau, "spent": self.spent, "beta_max": self.beta_max,
                 "history": [vars(r) for r in self.history],
                 "prev": None if self._prev is None else list(self._prev)}
 
     def load_control_state(self, state: dict[str, Any]) -> None:
         self.tau, self.spent = int(state["tau"]), float(state["spent"])
+        self.beta_max = float(state.get("beta_max", 0.0))
         self.history = [FreqRecord(**r) for r in state["history"]]
         prev = state.get("prev")
         self._prev = None if prev is None else (prev[0], prev[1])

@@ -78,19 +78,41 @@ def greedy_select(candidates: list[ClientInfo], config: FitConfig, budget_s: flo
     return Schedule([c.client_id for c in chosen], finish)
 
 
+def random_fill(candidates: list[ClientInfo], config: FitConfig, budget_s: float,
+                rng: np.random.Generator, max_clients: int | None = None) -> Schedule:
+    """The paper's baseline, FedLim: candidates in random order, each kept if the schedule
+    still fits. Same deadline and channel model as :func:`greedy_select`, no cost ordering."""
+    chosen: list[ClientInfo] = []
+    theta, finish = 0.0, []
+    for i in rng.permutation(len(candidates)):
+        if max_clients is not None and len(chosen) >= max_clients:
+            break
+        c = candidates[int(i)]
+        end = max(theta, update_s(c, config)) + c.upload_s
+        if end <= budget_s:
+            theta = end
+            chosen.append(c)
+            finish.append(theta)
+    return Schedule([c.client_id for c in chosen], finish)
+
+
 class FedCS(StrategyWrapper):
     """Wrap any strategy: ``inner`` still aggregates and sets the local configuration; FedCS
     replaces its uniform sampling by deadline-aware greedy selection.
 
     ``deadline_s`` is the time left for update and upload in a round (the paper's
     T_round - T_cs - T_d - T_agg). ``max_clients`` caps the selection (None: as many as fit).
+    ``policy="random"`` is the paper's FedLim baseline (:func:`random_fill`), for comparisons.
     """
 
     name = "fedcs"
 
     def __init__(self, inner: Strategy, deadline_s: float, request_fraction: float = 1.0,
-                 max_clients: int | None = None) -> None:
+                 max_clients: int | None = None, policy: str = "greedy") -> None:
         super().__init__(inner)
+        if policy not in ("greedy", "random"):
+            raise TrainError(f"fedcs: policy must be 'greedy' or 'random', got {policy!r}")
+        self.policy = policy
         if deadline_s <= 0:
             raise TrainError(f"fedcs: deadline_s must be > 0, got {deadline_s}")
         if not 0 < request_fraction <= 1:
@@ -109,7 +131,10 @@ class FedCS(StrategyWrapper):
         _, fit = self.inner.configure_fit(round_num, clients, rng)
         k = max(1, round(self.request_fraction * len(clients)))
         asked = [clients[int(i)] for i in np.sort(rng.choice(len(clients), k, replace=False))]
-        self.last = greedy_select(asked, fit, self.deadline_s, self.max_clients)
+        if self.policy == "greedy":
+            self.last = greedy_select(asked, fit, self.deadline_s, self.max_clients)
+        else:
+            self.last = random_fill(asked, fit, self.deadline_s, rng, self.max_clients)
         # An empty selection is a round in which no one can make the deadline: the server then
         # keeps the model, rather than waiting for clients it already knows will be late.
         return sorted(self.last.client_ids), fit
