@@ -365,3 +365,34 @@ def test_fl_server_reads_the_train_yaml_and_refuses_other_backends(tmp_path):
     with pytest.raises(EdgeWeaveError, match="fl-server runs the grpc backend"):
         fl_cmds._experiment(cfg, {})
     assert fl_cmds._experiment(None, {"rounds": 3, "lr": 0.05}).fit.lr == 0.05
+
+
+def test_tls_carries_the_rounds_and_a_plaintext_device_gets_nowhere(split, tmp_path):
+    from edgeweave.runtime.security import make_fleet_certs  # test side only: train never does
+
+    _, token, task = split
+    make_fleet_certs(tmp_path, ["fl-server"])
+    backend = GrpcBackend("127.0.0.1:0", token, round_timeout_s=20, model_spec=SPEC,
+                          wait_clients_s=20, tls_cert=tmp_path / "fl-server.pem",
+                          tls_key=tmp_path / "fl-server.key")
+    x, y = task.data.client(0)
+    device = FLClient(backend.address, token, 0, (x, y), tls_ca=tmp_path / "ca.pem")
+    t = threading.Thread(target=device.run)
+    t.start()
+    try:
+        params = task.init_params()
+        u = backend.fit(1, params, [c.client_id for c in backend.available_clients()],
+                        FitConfig())
+        want, _ = train_client(build_model(SPEC), params, x, y, FitConfig(), 1, 0)
+        assert u.client_ids == [0]
+        assert torch.allclose(u.params["0.weight"][0], want["0.weight"], atol=1e-6)
+        plain = FLClient(backend.address, token, 1, (x, y), give_up_s=0.5, retry_max_s=0.2)
+        with pytest.raises(TrainError, match="unreachable"):
+            plain.run()
+        assert backend.connected() == [0]
+    finally:
+        backend.close()
+        t.join(10)
+    assert device.stats.rounds == 1
+    with pytest.raises(TrainError, match="both tls_cert and tls_key"):
+        GrpcBackend("127.0.0.1:0", token, model_spec=SPEC, tls_cert=tmp_path / "ca.pem")

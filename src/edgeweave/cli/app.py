@@ -349,15 +349,17 @@ def fl_server(
     lr: float = typer.Option(None), batch_size: int = typer.Option(None, "--batch-size"),
     epochs: int = typer.Option(None), seed: int = typer.Option(None),
     out: Path = typer.Option(None, "--out", help="Metrics JSONL + checkpoint (resumes)."),
+    tls_cert: Path = typer.Option(None, "--tls-cert", help="Serve TLS: PEM certificate."),
+    tls_key: Path = typer.Option(None, "--tls-key", help="Serve TLS: PEM private key."),
 ) -> None:
     """Run federated training over gRPC: devices dial in with `edgeweave fl-client`."""
     from edgeweave.cli import fl_cmds
 
     fl_cmds.fl_server(console, config=config, listen=listen, token_file=token_file,
                       test_data=test_data, min_clients=min_clients, round_timeout=round_timeout,
-                      wait_clients=wait_clients, model=model, rounds=rounds, strategy=strategy,
-                      fraction=fraction, lr=lr, batch_size=batch_size, epochs=epochs, seed=seed,
-                      out=out)
+                      wait_clients=wait_clients, tls_cert=tls_cert, tls_key=tls_key, model=model,
+                      rounds=rounds, strategy=strategy, fraction=fraction, lr=lr,
+                      batch_size=batch_size, epochs=epochs, seed=seed, out=out)
 
 
 @app.command("fl-client")
@@ -369,13 +371,14 @@ def fl_client(
     give_up: float = typer.Option(None, "--give-up", help="Exit if unreachable this long (s)."),
     threads: int = typer.Option(1, min=1, help="Torch threads for local training."),
     retry_max: float = typer.Option(5.0, "--retry-max", help="Longest reconnect back-off (s)."),
+    tls_ca: Path = typer.Option(None, "--tls-ca", help="TLS: CA (PEM) of the server's cert."),
 ) -> None:
     """One federated device: trains on its own data each round until the server finishes."""
     from edgeweave.cli import fl_cmds
 
     fl_cmds.fl_client(console, server=server, data=data, token_file=token_file,
                       client_id=client_id, give_up=give_up, threads=threads,
-                      retry_max=retry_max)
+                      retry_max=retry_max, tls_ca=tls_ca)
 
 
 @app.command("fl-split")

@@ -80,7 +80,8 @@ def _experiment(config: Path | None, flags: dict):
 
 def fl_server(console: Console, *, config: Path | None, listen: str, token_file: Path,
               test_data: Path | None, min_clients: int | None, round_timeout: float,
-              wait_clients: float | None, **flags) -> None:
+              wait_clients: float | None, tls_cert: Path | None = None,
+              tls_key: Path | None = None, **flags) -> None:
     from edgeweave.train.backends.grpc_backend import GrpcBackend
     from edgeweave.train.config import build_strategy
     from edgeweave.train.data import load_npz
@@ -103,7 +104,7 @@ def fl_server(console: Console, *, config: Path | None, listen: str, token_file:
                 name=f"grpc/{spec}", init_seed=cfg.seed)
     want = min_clients or (cfg.data.clients if config is not None else 1)
     with GrpcBackend(listen, token, want, round_timeout, model_spec=spec,
-                     wait_clients_s=wait_clients) as backend:
+                     wait_clients_s=wait_clients, tls_cert=tls_cert, tls_key=tls_key) as backend:
         console.print(f"FL server on {backend.address}: {spec}, {cfg.strategy.name}, "
                       f"{cfg.rounds} rounds; waiting for {want} device(s)")
 
@@ -133,7 +134,7 @@ def client_id_from(data: Path, client_id: int | None) -> int:
 
 def fl_client(console: Console, *, server: str, data: Path, token_file: Path,
               client_id: int | None, give_up: float | None, threads: int = 1,
-              retry_max: float = 5.0) -> None:
+              retry_max: float = 5.0, tls_ca: Path | None = None) -> None:
     import torch
 
     from edgeweave.train.grpc_client import run_client
@@ -145,6 +146,7 @@ def fl_client(console: Console, *, server: str, data: Path, token_file: Path,
     token = load_token(token_file)
     cid = client_id_from(data, client_id)
     console.print(f"client {cid} ({data}) -> {server}")
-    stats = run_client(server, token, cid, str(data), give_up_s=give_up, retry_max_s=retry_max)
+    stats = run_client(server, token, cid, str(data), give_up_s=give_up, retry_max_s=retry_max,
+                       tls_ca=tls_ca)
     console.print(f"client {cid}: training over after {stats.rounds} rounds "
                   f"({stats.registrations} registrations, {stats.rejected} rejected updates)")

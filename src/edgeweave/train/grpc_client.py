@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import torch
@@ -23,7 +24,7 @@ from edgeweave.train.client import TorchClient
 from edgeweave.train.data.files import load_npz
 from edgeweave.train.types import FitConfig, Params, TrainError
 from edgeweave.train.wire import fl_pb2, fl_pb2_grpc
-from edgeweave.train.wire.auth import auth_metadata
+from edgeweave.train.wire.auth import auth_metadata, client_tls
 from edgeweave.train.wire.messages import (
     config_from_msg,
     params_from_msgs,
@@ -61,13 +62,16 @@ class FLClient:
             :class:`~edgeweave.train.client.Client` (default: a TorchClient on ``data``).
         num_examples: what to report at registration (default: len(y)).
         give_up_s: stop when the server has been unreachable this long (None: keep trying).
+        tls_ca: connect with TLS, trusting this PEM CA (the server then needs tls_cert/key).
+        tls_server_name: the name in the server's certificate, when it differs from the host.
     """
 
     def __init__(self, server: str, token: str, client_id: int,
                  data: tuple[torch.Tensor, torch.Tensor] | None = None, *,
                  fit: FitFn | None = None, num_examples: int | None = None, device: str = "",
                  retry_s: float = 0.2, retry_max_s: float = 5.0,
-                 give_up_s: float | None = None) -> None:
+                 give_up_s: float | None = None, tls_ca: str | Path | None = None,
+                 tls_server_name: str | None = None) -> None:
         if data is None and (fit is None or num_examples is None):
             raise TrainError("FL client: give data, or both fit and num_examples")
         self.server, self.client_id, self.data = server, client_id, data
@@ -75,6 +79,8 @@ class FLClient:
         self.num_examples = num_examples if num_examples is not None else len(data[1])  # type: ignore[index]
         self.device = device
         self.retry_s, self.retry_max_s, self.give_up_s = retry_s, retry_max_s, give_up_s
+        self._creds = None if tls_ca is None else client_tls(tls_ca)
+        self._server_name = tls_server_name
         self._fit = fit
         self._fit_spec: str | None = None
         self.stats = ClientStats()
@@ -93,7 +99,11 @@ class FLClient:
             options = [("grpc.max_receive_message_length", -1),
                        ("grpc.max_send_message_length", -1),
                        ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000)]
-            with grpc.insecure_channel(self.server, options=options) as channel:
+            if self._server_name:
+                options.append(("grpc.ssl_target_name_override", self._server_name))
+            channel = (grpc.insecure_channel(self.server, options=options) if self._creds is None
+                       else grpc.secure_channel(self.server, self._creds, options=options))
+            with channel:
                 stub = fl_pb2_grpc.FederatedLearningStub(channel)
                 try:
                     if self._session(stub):

@@ -23,6 +23,7 @@ import threading
 import time
 from concurrent import futures
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 
@@ -30,7 +31,7 @@ from edgeweave.train.backends.base import Backend
 from edgeweave.train.backends.sequential import empty_updates
 from edgeweave.train.types import ClientInfo, FitConfig, Params, TrainError, Updates
 from edgeweave.train.wire import fl_pb2
-from edgeweave.train.wire.auth import TokenAuth
+from edgeweave.train.wire.auth import TokenAuth, server_tls
 from edgeweave.train.wire.messages import (
     config_to_msg,
     decode_like,
@@ -85,6 +86,8 @@ class GrpcBackend(Backend):
         model_spec: the :func:`~edgeweave.train.models.build_model` spec devices train.
         wait_clients_s: give up waiting for ``min_clients`` after this long (None: never).
         heartbeat_s: the Tasks stream sends a PING this often, so devices notice a dead server.
+        tls_cert, tls_key: serve TLS with this PEM certificate and key (devices need the CA);
+            without them the channel is plaintext and the token readable on the network.
     """
 
     name = "grpc"
@@ -92,7 +95,10 @@ class GrpcBackend(Backend):
     def __init__(self, listen: str, token: str, min_clients: int = 1,
                  round_timeout_s: float = 60.0, max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES,
                  *, model_spec: str, wait_clients_s: float | None = None,
-                 heartbeat_s: float = 2.0, max_clients: int = 256) -> None:
+                 heartbeat_s: float = 2.0, max_clients: int = 256,
+                 tls_cert: str | Path | None = None, tls_key: str | Path | None = None) -> None:
+        if (tls_cert is None) != (tls_key is None):
+            raise TrainError("grpc backend: give both tls_cert and tls_key, or neither")
         if min_clients < 1 or round_timeout_s <= 0 or max_update_bytes < 1:
             raise TrainError(
                 f"grpc backend: need min_clients >= 1, round_timeout_s > 0 and "
@@ -128,7 +134,10 @@ class GrpcBackend(Backend):
                                    interceptors=[TokenAuth(token)], options=options)
         self._server.add_generic_rpc_handlers((_handlers(_Servicer(self)),))
         try:
-            self.port = self._server.add_insecure_port(listen)
+            if tls_cert is not None and tls_key is not None:
+                self.port = self._server.add_secure_port(listen, server_tls(tls_cert, tls_key))
+            else:
+                self.port = self._server.add_insecure_port(listen)
         except RuntimeError as e:
             raise TrainError(f"grpc backend: cannot listen on {listen}: {e}") from None
         if self.port == 0:

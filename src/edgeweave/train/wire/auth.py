@@ -1,9 +1,11 @@
-"""Bearer-token auth on every FL RPC.
+"""Bearer-token auth on every FL RPC, and optional TLS for the channel.
 
 The same scheme as the inference wire (``authorization: Bearer <token>`` metadata, constant-time
 comparison), written again here because training never imports the runtime package. Devices
 send the header explicitly on each call (:func:`auth_metadata`) since gRPC refuses call
-credentials on the insecure channels a lab deployment uses.
+credentials on the insecure channels a lab deployment uses. Over a network anyone can read, the
+token must travel inside TLS: :func:`server_tls` / :func:`client_tls` take PEM files such as
+``edgeweave certs`` writes (ca.pem, <node>.pem, <node>.key).
 """
 
 from __future__ import annotations
@@ -97,3 +99,23 @@ class TokenAuth(grpc.ServerInterceptor):
         if handler is not None and handler.response_streaming:
             return grpc.unary_stream_rpc_method_handler(abort)
         return grpc.unary_unary_rpc_method_handler(abort)
+
+
+def _pem(path: str | os.PathLike[str], what: str) -> bytes:
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise TrainError(f"{what} {p} cannot be read: {e.strerror or e}") from None
+    if b"-----BEGIN" not in data:
+        raise TrainError(f"{what} {p} is not a PEM file")
+    return data
+
+
+def server_tls(cert: str | os.PathLike[str], key: str | os.PathLike[str]) -> grpc.ServerCredentials:
+    return grpc.ssl_server_credentials([(_pem(key, "TLS key"), _pem(cert, "TLS certificate"))])
+
+
+def client_tls(ca: str | os.PathLike[str]) -> grpc.ChannelCredentials:
+    """Trust exactly the CA that signed the server's certificate."""
+    return grpc.ssl_channel_credentials(root_certificates=_pem(ca, "CA certificate"))
