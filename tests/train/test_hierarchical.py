@@ -104,3 +104,20 @@ def test_groups_and_wan_times_from_a_fleet_and_stateful_edge_strategies(task):
     with pytest.raises(TrainError, match="more than one edge group"):
         HierarchicalTrainer(task, backend, {"a": [0, 1], "b": [1, 2]}, FedAvg(),
                             HierConfig(cloud_rounds=1))
+
+
+def test_codec_compresses_both_tiers(task):
+    groups = {"e0": list(range(6)), "e1": list(range(6, 12))}
+
+    def totals(codec):
+        h = HierarchicalTrainer(task, SequentialBackend(task), groups, FedAvg(fit=FIT),
+                                HierConfig(cloud_rounds=2, edge_rounds=2, codec=codec))
+        recs = h.run()
+        return ({k: sum(r.extra[k] for r in recs) for k in ("device_edge_up", "edge_cloud_up",
+                                                            "edge_cloud_down")}, recs)
+
+    raw, _ = totals(None)
+    half, recs = totals("fp16")
+    for k in raw:
+        assert 0.45 * raw[k] < half[k] < 0.6 * raw[k]
+    assert recs[-1].test_loss < recs[0].test_loss

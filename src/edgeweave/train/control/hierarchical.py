@@ -30,7 +30,7 @@ from edgeweave.train.server import evaluate, simulated_time
 from edgeweave.train.strategies.base import Strategy
 from edgeweave.train.strategies.fedavg import FedAvg
 from edgeweave.train.task import Task
-from edgeweave.train.transfer import raw_nbytes
+from edgeweave.train.transfer import Transfer
 from edgeweave.train.types import ClientInfo, Params, RoundRecord, TrainError, Updates
 
 
@@ -40,6 +40,7 @@ class HierConfig:
     edge_rounds: int = 1
     seed: int = 0
     eval_every: int = 1
+    codec: str | None = None  # as ServerConfig.codec: compresses every model and update sent
 
     def __post_init__(self) -> None:
         if self.cloud_rounds < 1 or self.edge_rounds < 1 or self.eval_every < 1:
@@ -105,12 +106,14 @@ class HierarchicalTrainer:
         self.cloud = cloud_strategy or FedAvg()
         self.edge_cloud_s = dict(edge_cloud_s or {})
         self.model = task.model_fn()
+        self.transfer = Transfer(config.codec)
         self.params: Params = task.init_params()
         self._rngs: dict[int, np.random.Generator] = {}
 
-    def _edge(self, name: str, cloud_round: int, clients: list[ClientInfo]) -> _EdgeResult | None:
+    def _edge(self, name: str, cloud_round: int, clients: list[ClientInfo],
+              params: Params) -> _EdgeResult | None:
+        """``edge_rounds`` rounds of FL under edge ``name``, starting from ``params``."""
         strategy, k_rounds = self.edge[name], self.config.edge_rounds
-        params = self.params
         info = {c.client_id: c for c in clients}
         members = set(self.groups[name])
         mine = [c for c in clients if c.client_id in members]
@@ -120,12 +123,13 @@ class HierarchicalTrainer:
             ids, fit = strategy.configure_fit(t, mine, self._rngs[t])
             if not ids:
                 continue
-            nbytes = raw_nbytes(params)
-            res.dev_down += nbytes * len(ids)
-            upd = self.backend.fit(t, params, ids, fit)
+            sent, down_bytes = self.transfer.down(params)
+            res.dev_down += down_bytes * len(ids)
+            upd = self.backend.fit(t, sent, ids, fit)
             if len(upd) == 0:
                 continue
-            res.dev_up += nbytes * len(upd)
+            upd, up_bytes = self.transfer.up(sent, upd)
+            res.dev_up += up_bytes
             params = strategy.aggregate(t, params, upd)
             w = upd.num_examples.double()
             res.examples += float(w.sum())
@@ -142,13 +146,14 @@ class HierarchicalTrainer:
         # are exactly the flat server's (seeded by (seed, round))
         self._rngs = {t: np.random.default_rng([self.config.seed, t])
                       for t in range((r - 1) * k_rounds + 1, r * k_rounds + 1)}
-        model_bytes = raw_nbytes(self.params)
+        at_edges, wan_down_each = self.transfer.down(self.params)  # what the edges receive
         results: dict[str, _EdgeResult] = {}
         for name in self.groups:
-            res = self._edge(name, r, clients)
+            res = self._edge(name, r, clients, at_edges)
             if res is not None:
                 results[name] = res
         names = list(results)
+        wan_up = 0
         if names:
             edge_updates = Updates(
                 client_ids=list(range(len(names))),
@@ -159,12 +164,12 @@ class HierarchicalTrainer:
                 train_loss=torch.tensor([results[n].loss_sum / results[n].examples
                                          for n in names], dtype=torch.float64),
             )
+            edge_updates, wan_up = self.transfer.up(at_edges, edge_updates)
             self.params = OrderedDict(self.cloud.aggregate(r, self.params, edge_updates))
         total = sum(results[n].examples for n in names)
         dev_up = sum(x.dev_up for x in results.values())
         dev_down = sum(x.dev_down for x in results.values())
-        wan_up = model_bytes * len(names)
-        wan_down = model_bytes * len(self.groups)
+        wan_down = wan_down_each * len(self.groups)
         sim = max((results[n].sim_s + self.edge_cloud_s.get(n, 0.0) for n in names), default=0.0)
         return RoundRecord(
             round=r, clients=sum(x.clients for x in results.values()),
