@@ -23,9 +23,14 @@ so g_i = (w - w_i) / (eta tau) is its mean gradient along the local path, and
 
     delta ~ sum_i D_i ||g_i - g|| / D        (g: the sample-weighted mean of the g_i)
     rho   ~ sum_i D_i ||g_i|| / D            (a gradient norm bounds |F(w) - F(w')| / ||w - w'||)
-    beta  ~ ||g(t) - g(t-1)|| / ||w(t) - w(t-1)||  (secant over consecutive global models)
+    beta  ~ max over rounds of ||g(t) - g(t-1)|| / ||w(t) - w(t-1)||  (secants over
+            consecutive global models)
 
-Until beta has been measured (the first round), tau stays at ``tau_init``.
+beta is the running MAXIMUM of the secants: smoothness is a supremum, and a single secant over a
+long step (large tau) averages curvature away, under-estimates beta, so tau would grow, the next
+secant would be longer still and tau would run away (measured: tau 1 -> 72 in 11 rounds on
+non-IID digits, with accuracy far below fixed tau = 5). Until beta has been measured (the first
+round), tau stays at ``tau_init``.
 """
 
 from __future__ import annotations
