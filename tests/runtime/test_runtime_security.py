@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from edgeweave.errors import EdgeWeaveError
-from edgeweave.runtime.security import (
+from edgeweave.security import (
     ClientTLS,
     SecurityError,
     TokenAuthInterceptor,

@@ -13,8 +13,8 @@ from edgeweave.runtime.client import ClientOptions, CoInferenceClient
 from edgeweave.runtime.node import ServeOptions, start_node
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
 from edgeweave.runtime.proto import edgeweave_pb2_grpc as pb_grpc
-from edgeweave.runtime.security import authed_channel
 from edgeweave.runtime.server import NodeConfig
+from edgeweave.security import authed_channel
 
 
 def stub(target, token=TOKEN, max_mb=64):
@@ -233,7 +233,7 @@ def test_slow_edge_past_the_deadline_falls_back_on_the_device(digits_graph):
 
 
 def test_mutual_tls_end_to_end(tmp_path, digits_graph):
-    from edgeweave.runtime.security import ClientTLS, make_fleet_certs
+    from edgeweave.security import ClientTLS, make_fleet_certs
 
     make_fleet_certs(tmp_path, ["device", "edge"])
     server, _, port = start_node(NodeConfig("edge", "edge"),

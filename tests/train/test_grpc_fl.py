@@ -338,7 +338,7 @@ def test_fl_client_names_a_missing_file_or_key(split, tmp_path):
     with pytest.raises(TrainError, match="missing key 'y'"):
         fl_cmds.fl_client(_quiet(), server="127.0.0.1:1", data=tmp_path / "client2.npz",
                           token_file=root / "tok", client_id=None, give_up=1)
-    with pytest.raises(TrainError, match=r"token file .* does not exist"):
+    with pytest.raises(EdgeWeaveError, match=r"token file .* does not exist"):
         fl_cmds.fl_client(_quiet(), server="127.0.0.1:1", data=tmp_path / "client2.npz",
                           token_file=tmp_path / "nope", client_id=None, give_up=1)
     assert fl_cmds.client_id_from(Path("client3.npz"), None) == 3
@@ -368,7 +368,7 @@ def test_fl_server_reads_the_train_yaml_and_refuses_other_backends(tmp_path):
 
 
 def test_tls_carries_the_rounds_and_a_plaintext_device_gets_nowhere(split, tmp_path):
-    from edgeweave.runtime.security import make_fleet_certs  # test side only: train never does
+    from edgeweave.security import make_fleet_certs  # test side only: train never does
 
     _, token, task = split
     make_fleet_certs(tmp_path, ["fl-server"])

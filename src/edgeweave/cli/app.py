@@ -160,8 +160,8 @@ def serve(
 ) -> None:
     """Run an edge or cloud node server until SIGTERM/SIGINT."""
     from edgeweave.runtime.node import ServeOptions, serve_forever
-    from edgeweave.runtime.security import load_token
     from edgeweave.runtime.server import NodeConfig
+    from edgeweave.security import load_token
 
     if role not in ("edge", "cloud"):
         raise EdgeWeaveError(f"--role: expected edge or cloud, got {role!r}")
@@ -178,7 +178,7 @@ def certs(
     host: list[str] = typer.Option(["127.0.0.1", "localhost"], "--host", help="SANs."),
 ) -> None:
     """Make a self-signed CA and one certificate per node for mutual TLS."""
-    from edgeweave.runtime.security import make_fleet_certs
+    from edgeweave.security import make_fleet_certs
 
     made = make_fleet_certs(out_dir, nodes, host)
     console.print(f"wrote CA and {len(made) - 1} node certificates to {out_dir}")

@@ -47,8 +47,8 @@ def infer(console: Console, model, fleet_spec, edge, plan_file, input_file, repe
           shape_bandwidth=True) -> None:
     from edgeweave.runtime.client import ClientOptions
     from edgeweave.runtime.inputs import load_input
-    from edgeweave.runtime.security import ClientTLS, load_token
     from edgeweave.runtime.session import run
+    from edgeweave.security import ClientTLS, load_token
 
     graph, fleet, prof, chosen, dilation = _prepare(console, model, fleet_spec, plan_file,
                                                     objective, mbps, codec_candidates(codec))
@@ -121,7 +121,7 @@ def netlab(console: Console, model, fleet_spec, repeat, codec, mbps, json_out) -
     import tempfile
 
     from edgeweave.runtime.netlab import NetLab, netns_available
-    from edgeweave.runtime.security import generate_token, write_token
+    from edgeweave.security import generate_token, write_token
     from edgeweave.topology import DEFAULT_FLEET, load_fleet
 
     ok, why = netns_available()

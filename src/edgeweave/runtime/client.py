@@ -31,9 +31,9 @@ from edgeweave.runtime.node import message_options
 from edgeweave.runtime.program import StageProgram, build_program
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
 from edgeweave.runtime.proto import edgeweave_pb2_grpc as pb_grpc
-from edgeweave.runtime.security import ClientTLS, authed_channel
 from edgeweave.runtime.server import FALLBACK_CODES, deploy_chunks
 from edgeweave.runtime.shaper import LinkShaper
+from edgeweave.security import ClientTLS, authed_channel
 
 log = logging.getLogger("edgeweave.runtime")
 

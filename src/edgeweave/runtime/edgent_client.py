@@ -34,8 +34,8 @@ from edgeweave.plan.edgent import ExitBranch, option_plan
 from edgeweave.plan.edgent_dynamic import PROBE_BYTES, ConfigMap, EdgentSelector, MapEntry
 from edgeweave.runtime.bandwidth import BandwidthEstimator
 from edgeweave.runtime.client import ClientOptions, CoInferenceClient, Result
-from edgeweave.runtime.security import ClientTLS
 from edgeweave.runtime.shaper import LinkShaper
+from edgeweave.security import ClientTLS
 
 OBSERVE = ("probe", "transfers")
 

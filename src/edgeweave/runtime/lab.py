@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeweave.errors import EdgeWeaveError
-from edgeweave.runtime.security import generate_token, write_token
+from edgeweave.security import generate_token, write_token
 
 
 @dataclass

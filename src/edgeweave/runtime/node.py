@@ -13,13 +13,13 @@ import grpc
 from edgeweave.errors import EdgeWeaveError
 from edgeweave.runtime.metrics import NodeMetrics
 from edgeweave.runtime.proto import edgeweave_pb2_grpc as pb_grpc
-from edgeweave.runtime.security import (
+from edgeweave.runtime.server import NodeConfig, NodeService
+from edgeweave.security import (
     ClientTLS,
     TokenAuthInterceptor,
     authed_channel,
     server_credentials,
 )
-from edgeweave.runtime.server import NodeConfig, NodeService
 
 MB = 1 << 20
 

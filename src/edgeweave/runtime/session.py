@@ -20,8 +20,8 @@ from edgeweave.graph import Graph
 from edgeweave.plan import Plan, plan
 from edgeweave.profile import Profile, retarget
 from edgeweave.runtime.client import ClientOptions, CoInferenceClient, Result
-from edgeweave.runtime.security import ClientTLS
 from edgeweave.runtime.shaper import TraceReplay
+from edgeweave.security import ClientTLS
 from edgeweave.topology import BandwidthTrace, Fleet, HardwareProfile, TierPath
 
 

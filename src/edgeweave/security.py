@@ -128,7 +128,7 @@ def _read_file(path: Path, what: str) -> bytes:
 # --------------------------------------------------------------------------- tokens
 
 
-def _check_token(token: object, where: str) -> str:
+def check_token(token: object, where: str) -> str:
     if not isinstance(token, str):
         raise SecurityError(f"{where}: token must be a str, got {type(token).__name__}")
     if not token:
@@ -153,7 +153,7 @@ def generate_token() -> str:
 def write_token(path: str | os.PathLike[str], token: str | None = None) -> str:
     """Write *token* (a fresh one if ``None``) to *path* with mode 0600; return the token."""
     p = Path(path)
-    tok = generate_token() if token is None else _check_token(token, f"token for {p}")
+    tok = generate_token() if token is None else check_token(token, f"token for {p}")
     _write_private(p, (tok + "\n").encode("ascii"))
     return tok
 
@@ -229,7 +229,7 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
         if not tokens:
             raise SecurityError("TokenAuthInterceptor: no token given")
         self._tokens = tuple(
-            _check_token(t, "TokenAuthInterceptor").encode("ascii") for t in tokens
+            check_token(t, "TokenAuthInterceptor").encode("ascii") for t in tokens
         )
         self.open_methods = frozenset(_normalise_method(m) for m in open_methods)
         self._lock = threading.Lock()
@@ -328,7 +328,7 @@ class TokenClientInterceptor(
     def __init__(self, token: str) -> None:
         self._header = (
             AUTH_METADATA_KEY,
-            "Bearer " + _check_token(token, "TokenClientInterceptor"),
+            "Bearer " + check_token(token, "TokenClientInterceptor"),
         )
 
     def _details(self, details: grpc.ClientCallDetails) -> _ClientCallDetails:
@@ -358,7 +358,7 @@ class TokenClientInterceptor(
 
 def token_call_credentials(token: str) -> grpc.CallCredentials:
     """Per-call credentials sending ``authorization: Bearer <token>`` (secure channels only)."""
-    return grpc.access_token_call_credentials(_check_token(token, "token_call_credentials"))
+    return grpc.access_token_call_credentials(check_token(token, "token_call_credentials"))
 
 
 # --------------------------------------------------------------------------- TLS loading
