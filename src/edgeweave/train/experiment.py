@@ -44,6 +44,13 @@ def build_backend(cfg: ExperimentConfig, task: Task) -> Backend:
     kw: dict[str, Any] = {"drop_prob": cfg.dropout, "seed": cfg.seed}
     if speeds is not None:
         kw.update(compute_s_per_epoch=speeds[0], upload_s=speeds[1])
+    if cfg.backend == "ray":
+        if cfg.dropout or speeds is not None:
+            raise TrainError("backend: 'ray' runs real clients; dropout and speeds simulate them "
+                             "and need backend 'sequential' or 'vectorized'")
+        from edgeweave.train.backends.ray_backend import RayBackend
+
+        return RayBackend(task)
     if cfg.backend == "vectorized":
         try:
             from edgeweave.train.backends.vectorized import VectorizedBackend
