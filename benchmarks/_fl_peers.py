@@ -7,6 +7,14 @@ weights and the workload settings come in one ``.npz`` written by the parent, so
 trains the same clients from the same model. Prints one JSON line: the per-round wall times and
 the final test accuracy, measured the same way as for EdgeWeave's backends.
 
+Setting up the peer venv (it reuses the main venv's torch through a .pth line, ~200 MB instead
+of another torch):
+
+    python3.11 -m venv .venv-peers
+    echo "import site; site.addsitedir('$PWD/.venv/lib/python3.11/site-packages')" \
+        > .venv-peers/lib/python3.11/site-packages/zz_edgeweave_main.pth
+    .venv-peers/bin/pip install 'pfl[pytorch]' 'flwr[simulation]'   # the bench-peers extra
+
 Both peers run the way their documentation shows: pfl's ``FederatedAveraging`` over a
 ``SimulatedBackend`` with sample-weighted aggregation; Flower's Message-API ``FedAvg`` with a
 ``ClientApp`` whose train function runs a plain PyTorch epoch (shuffled ``DataLoader``). pfl
