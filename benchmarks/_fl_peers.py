@@ -7,8 +7,8 @@ weights and the workload settings come in one ``.npz`` written by the parent, so
 trains the same clients from the same model. Prints one JSON line: the per-round wall times and
 the final test accuracy, measured the same way as for EdgeWeave's backends.
 
-Setting up the peer venv (it reuses the main venv's torch through a .pth line, ~200 MB instead
-of another torch):
+Setting up the peer venv (it reuses the main venv's torch through a .pth line: about 400 MB
+rather than another torch install):
 
     python3.11 -m venv .venv-peers
     echo "import site; site.addsitedir('$PWD/.venv/lib/python3.11/site-packages')" \
