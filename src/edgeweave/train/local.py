@@ -52,7 +52,11 @@ def batch_indices(n: int, config: FitConfig, round_num: int, client_id: int) -> 
 def train_client(model: nn.Module, global_params: Params, x: torch.Tensor, y: torch.Tensor,
                  config: FitConfig, round_num: int, client_id: int) -> tuple[Params, float]:
     """Train a copy of ``global_params`` on (x, y); return the new params and the mean loss."""
-    params = OrderedDict((k, v.clone().requires_grad_(True)) for k, v in global_params.items())
+    # only parameters are trained; buffers (BatchNorm running statistics) ride along and are
+    # updated in place by the forward pass, as in ordinary training
+    trainable = {k for k, _ in model.named_parameters()}
+    params = OrderedDict((k, v.clone().requires_grad_(k in trainable))
+                         for k, v in global_params.items())
     anchor = global_params
     momentum = {k: torch.zeros_like(v) for k, v in params.items()}
     losses = []
@@ -63,11 +67,12 @@ def train_client(model: nn.Module, global_params: Params, x: torch.Tensor, y: to
         loss = ce
         if config.prox_mu > 0:
             loss = loss + config.prox_mu / 2 * sum(
-                ((params[k] - anchor[k]) ** 2).sum() for k in params
+                ((params[k] - anchor[k]) ** 2).sum() for k in params if k in trainable
             )
-        grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+        live = [(k, w) for k, w in params.items() if w.requires_grad]
+        grads = torch.autograd.grad(loss, [w for _, w in live], allow_unused=True)
         with torch.no_grad():
-            for (k, w), g in zip(params.items(), grads, strict=True):
+            for (k, w), g in zip(live, grads, strict=True):
                 if g is None:
                     continue
                 if config.weight_decay:
