@@ -28,7 +28,7 @@ from edgeweave.profile.measure import PROFILE_THREADS, torch_threads
 from edgeweave.runtime import dilation, tensors
 from edgeweave.runtime.bandwidth import BandwidthEstimator
 from edgeweave.runtime.node import message_options
-from edgeweave.runtime.program import StageProgram, build_program
+from edgeweave.runtime.program import ProgramError, StageProgram, build_program, load_program
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
 from edgeweave.runtime.proto import edgeweave_pb2_grpc as pb_grpc
 from edgeweave.runtime.server import FALLBACK_CODES, deploy_chunks
@@ -75,6 +75,7 @@ class _Deployment:
     route: list[pb.Hop] = field(default_factory=list)
     want: list[str] = field(default_factory=list)
     uploaded: bool = False
+    device_module: Any = None  # the device stage as the same TorchScript program nodes run
 
 
 class CoInferenceClient:
@@ -212,11 +213,28 @@ class CoInferenceClient:
         # a dilated device is emulated relative to the profiler's thread count and on this
         # thread's CPU clock, so it computes on exactly that many threads
         threads = PROFILE_THREADS if self.opts.device_dilation > 1 else torch.get_num_threads()
+        args = [env[n] for n in stage.inputs]
+        module = dep.device_module or self._device_module(dep, stage, args)
         with torch_threads(threads), torch.inference_mode():
             mark = dilation.start()
-            env.update(zip(stage.outputs, stage.module(*(env[n] for n in stage.inputs)),
-                           strict=True))
+            env.update(zip(stage.outputs, module(*args), strict=True))
             return dilation.finish(mark, self.opts.device_dilation)
+
+    @staticmethod
+    def _device_module(dep: _Deployment, stage: Stage, args: list[Any]) -> Any:
+        """The device runs its stage as the same traced program the edge and cloud run (and the
+        profiler times), so every tier executes, and is predicted, the same way; a stage that
+        cannot be traced runs as it is."""
+        try:
+            program = build_program(stage, tuple(args))
+            module = load_program(program.data, program.digest)[0]
+            with torch.inference_mode():
+                for _ in range(2):  # TorchScript specialises on its first calls
+                    module(*args)
+            dep.device_module = module
+        except ProgramError:
+            dep.device_module = stage.module
+        return dep.device_module
 
     def _remote(self, dep: _Deployment, env: dict[str, Any], segments: dict[str, float]
                 ) -> tuple[bool, str, int]:
