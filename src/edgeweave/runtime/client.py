@@ -27,7 +27,6 @@ from edgeweave.profile import Profile
 from edgeweave.profile.measure import PROFILE_THREADS, torch_threads
 from edgeweave.runtime import dilation, tensors
 from edgeweave.runtime.bandwidth import BandwidthEstimator
-from edgeweave.runtime.memory import steady_allocator
 from edgeweave.runtime.node import message_options
 from edgeweave.runtime.program import ProgramError, StageProgram, build_program, load_program
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
@@ -83,7 +82,6 @@ class CoInferenceClient:
     def __init__(self, graph: Graph, chosen: Plan, edge_target: str | None, *,
                  token: str | None = None, tls: ClientTLS | None = None,
                  options: ClientOptions | None = None, profile: Profile | None = None):
-        steady_allocator()
         self.graph = graph
         self.opts = options or ClientOptions()
         self.profile = profile

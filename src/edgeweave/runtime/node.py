@@ -11,7 +11,6 @@ from pathlib import Path
 import grpc
 
 from edgeweave.errors import EdgeWeaveError
-from edgeweave.runtime.memory import steady_allocator
 from edgeweave.runtime.metrics import NodeMetrics
 from edgeweave.runtime.proto import edgeweave_pb2_grpc as pb_grpc
 from edgeweave.runtime.server import NodeConfig, NodeService
@@ -43,7 +42,6 @@ def message_options(max_message_mb: float) -> list[tuple[str, int]]:
 
 def start_node(config: NodeConfig, opts: ServeOptions) -> tuple[grpc.Server, NodeService, int]:
     """Build and start the server; returns it, its service and the bound port."""
-    steady_allocator()
     if opts.token is None and opts.cert_dir is None:
         raise EdgeWeaveError("refusing to serve without authentication: give --token-file "
                              "or --cert-dir")
