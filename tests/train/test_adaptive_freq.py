@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import torch
 
 from edgeweave.train.backends.sequential import SequentialBackend
 from edgeweave.train.control import AdaptiveFrequency, best_tau
@@ -9,14 +8,7 @@ from edgeweave.train.server import Server, ServerConfig
 from edgeweave.train.strategies import FedAvg
 from edgeweave.train.types import ClientInfo, FitConfig, TrainError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models train faster on one thread, and far faster on a shared, loaded CI box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_best_tau_grows_with_aggregation_cost_and_shrinks_with_divergence():

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import torch
 
 from edgeweave.topology import load_fleet
 from edgeweave.train.control import (
@@ -14,14 +13,7 @@ from edgeweave.train.data import make_task
 from edgeweave.train.strategies import FedAvg
 from edgeweave.train.types import ClientInfo, FitConfig, TrainError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models train faster on one thread, and far faster on a shared, loaded CI box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def hetero_clients(n=60, seed=0):

@@ -15,14 +15,7 @@ from edgeweave.train.strategies import FedAvg, FedAvgM
 from edgeweave.train.transfer import raw_nbytes
 from edgeweave.train.types import FitConfig, TrainError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models train faster on one thread, and far faster on a shared, loaded CI box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 FIT = FitConfig(lr=0.1, batch_size=16)
 

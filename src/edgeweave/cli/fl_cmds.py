@@ -49,9 +49,7 @@ def fl_split(console: Console, dataset: str, clients: int, partition: str, model
 def _experiment(config: Path | None, flags: dict):
     """The experiment config: the YAML `edgeweave train` reads (its ``backend`` must be grpc or
     absent), or one built from the command-line flags through the same validation."""
-    import yaml
-
-    from edgeweave.train.config import parse_config
+    from edgeweave.train.config import parse_config, read_config_yaml
 
     given = {k: v for k, v in flags.items() if v is not None}
     if config is None:
@@ -64,12 +62,7 @@ def _experiment(config: Path | None, flags: dict):
     if given:
         raise EdgeWeaveError(f"--config {config} already sets the experiment; drop "
                              + ", ".join("--" + k.replace("_", "-") for k in sorted(given)))
-    try:
-        raw = yaml.safe_load(config.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise EdgeWeaveError(f"{config}: cannot read experiment config ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise EdgeWeaveError(f"{config}: not valid YAML ({e})") from None
+    raw = read_config_yaml(config)
     if isinstance(raw, dict):
         backend = raw.pop("backend", "grpc")
         if backend != "grpc":

@@ -131,15 +131,19 @@ def _check_names(cfg: ExperimentConfig, source: str) -> None:
             raise TrainError(f"{source}: {fld}: {e}") from None
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
+def read_config_yaml(path: str | Path) -> Any:
+    """The experiment file's raw YAML, with read and syntax errors naming the file."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise TrainError(f"{path}: cannot read experiment config ({e.strerror})") from None
     except yaml.YAMLError as e:
         raise TrainError(f"{path}: not valid YAML ({e})") from None
-    return parse_config(raw, str(path))
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    return parse_config(read_config_yaml(path), str(path))
 
 
 def build_strategy(cfg: ExperimentConfig):
