@@ -99,3 +99,14 @@ def test_data_errors_name_the_config_file(tmp_path):
     with pytest.raises(TrainError) as e:
         train.run(path)
     assert str(e.value).startswith(f"{path}: data: ") and "nope.npz" in str(e.value)
+
+
+def test_ray_backend_refuses_simulated_dropout_and_speeds():
+    from edgeweave.train.data import make_task
+    from edgeweave.train.experiment import build_backend
+
+    task = make_task("digits", "iid", 4, "mlp:64,64,10", 0)
+    for doc in ({"backend": "ray", "dropout": 0.3},
+                {"backend": "ray", "speeds": {"compute_s_per_epoch": [1, 2]}}):
+        with pytest.raises(TrainError, match="'ray' runs real clients; dropout and speeds"):
+            build_backend(parse_config(doc), task)
