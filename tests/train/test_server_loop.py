@@ -186,3 +186,23 @@ def test_server_config_validates():
         ServerConfig(rounds=0)
     with pytest.raises(TrainError, match="deadline_s"):
         ServerConfig(rounds=1, deadline_s=0)
+
+
+class Reporting(FedAvg):
+    """FedAvg that reports how many clients it aggregated, as a privacy wrapper reports epsilon."""
+
+    def aggregate(self, round_num, global_params, updates):
+        self.last = len(updates)
+        return super().aggregate(round_num, global_params, updates)
+
+    def round_metrics(self):
+        return {"aggregated": self.last}
+
+
+def test_strategy_round_metrics_reach_the_metrics_line(tmp_path):
+    task = tiny_task()
+    recs = Server(task, Reporting(fraction=0.5), SequentialBackend(task),
+                  ServerConfig(rounds=2, out_dir=tmp_path)).run()
+    assert [r.extra["aggregated"] for r in recs] == [3, 3]
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [x["aggregated"] for x in lines] == [3, 3]

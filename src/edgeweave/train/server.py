@@ -185,6 +185,7 @@ class Server:
             r = self.round + 1
             t0 = time.perf_counter()
             rec = self._async_round(r) if self.strategy.asynchronous else self._sync_round(r)
+            rec.extra.update(self.strategy.round_metrics())
             if r % self.config.eval_every == 0 or r == self.config.rounds:
                 rec.test_loss, rec.test_acc = evaluate(
                     self.model, self.params, self.task.test_x, self.task.test_y,

@@ -24,6 +24,9 @@ class StrategyWrapper(Strategy):
     def aggregate(self, round_num: int, global_params: Params, updates: Updates) -> Params:
         return self.inner.aggregate(round_num, global_params, updates)
 
+    def round_metrics(self) -> dict[str, Any]:
+        return self.inner.round_metrics()
+
     def control_state(self) -> dict[str, Any]:
         return {}
 

@@ -97,10 +97,10 @@ def _load(dataset: str, seed: int, kw: dict[str, Any]):
 
 
 def _shape_for(spec: str, x: torch.Tensor) -> torch.Tensor:
-    """MLPs and logistic regression take flat rows; the digits CNN takes (N, 1, 8, 8)."""
+    """MLPs and logistic regression take flat rows; the digits CNNs take (N, 1, 8, 8)."""
     if spec.startswith(("mlp", "logreg")):
         return x.reshape(len(x), -1)
-    if spec == "digits-cnn" and x.dim() == 2:
+    if (spec == "digits-cnn" or spec.startswith("cnn:")) and x.dim() == 2:
         return x.reshape(len(x), 1, 8, 8)
     return x
 

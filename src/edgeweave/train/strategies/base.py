@@ -49,6 +49,11 @@ class Strategy(ABC):
     def aggregate(self, round_num: int, global_params: Params, updates: Updates) -> Params:
         """The next global model from this round's client results."""
 
+    def round_metrics(self) -> dict[str, Any]:
+        """Figures about the last :meth:`aggregate` (e.g. privacy spent, clients clipped) that the
+        server adds to that round's metrics line; JSON-serialisable values only."""
+        return {}
+
     def state(self) -> dict[str, Any]:
         """Server-side optimiser state to checkpoint (momentum buffers, ...)."""
         return {}
