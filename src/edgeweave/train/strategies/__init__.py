@@ -15,13 +15,14 @@ from edgeweave.train.strategies.fedopt import FedAdagrad, FedAdam, FedOpt, FedYo
 from edgeweave.train.strategies.fedprox import FedProx
 from edgeweave.train.strategies.fedsgd import FedSGD
 from edgeweave.train.strategies.krum import Krum
+from edgeweave.train.strategies.norm_bound import NormBound
 from edgeweave.train.strategies.trimmed_mean import TrimmedMean
 from edgeweave.train.types import FitConfig, TrainError
 
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls
     for cls in (FedAvg, FedSGD, FedProx, FedAvgM, FedAdam, FedYogi, FedAdagrad, FedAsync,
-                FedMedian, TrimmedMean, Krum)
+                FedMedian, TrimmedMean, Krum, NormBound)
 }
 
 
@@ -56,6 +57,6 @@ def get_strategy(name: str, **kwargs: Any) -> Strategy:
 
 __all__ = [
     "STRATEGIES", "FedAdagrad", "FedAdam", "FedAsync", "FedAvg", "FedAvgM", "FedMedian", "FedOpt",
-    "FedProx", "FedSGD", "FedYogi", "Krum", "Strategy", "TrimmedMean", "get_strategy",
+    "FedProx", "FedSGD", "FedYogi", "Krum", "NormBound", "Strategy", "TrimmedMean", "get_strategy",
     "list_strategies", "weighted_mean",
 ]
