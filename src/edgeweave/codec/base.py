@@ -4,6 +4,11 @@ A codec turns a tensor into an :class:`Encoded` (payload bytes plus small metada
 Codecs are stateless and safe to share between threads. Names compose with ``+``: the part after
 the last ``+`` must be a byte compressor (``"zstd"``, ``"lz4"``) that wraps the codec named before
 it, so ``get_codec("int8+zstd")`` quantizes to uint8 and then zstd-compresses the payload.
+
+Parametrised codecs (update compressors such as ``"topk:0.01"`` or ``"qsgd:127"``) are families:
+``register_family("topk", factory)`` makes ``get_codec("topk:ARGS")`` build ``factory("ARGS")``
+(and ``get_codec("topk")`` build ``factory("")``, the family's defaults) on first use. Family
+members are cached like compositions and are not listed by :func:`list_codecs`.
 """
 
 from __future__ import annotations
@@ -119,6 +124,7 @@ _LOCK = threading.Lock()
 _CODECS: dict[str, Codec] = {}
 _WRAPPERS: dict[str, Callable[[Codec], Codec]] = {}
 _COMPOSED: dict[str, Codec] = {}
+_FAMILIES: dict[str, tuple[Callable[[str], Codec], str]] = {}
 
 
 def register(codec: Codec, *, replace: bool = False) -> Codec:
@@ -156,6 +162,45 @@ def register_wrapper(name: str, wrap: Callable[[Codec], Codec], *, replace: bool
         _COMPOSED.clear()
 
 
+def register_family(
+    name: str, factory: Callable[[str], Codec], usage: str, *, replace: bool = False
+) -> None:
+    """Make ``get_codec(f"{name}:{args}")`` return ``factory(args)`` (``factory("")`` for ``name``).
+
+    ``factory`` must return a codec whose ``name`` is the full requested name, and raise
+    CodecError for arguments it cannot parse. ``usage`` (e.g. ``"topk:FRACTION"``) is quoted in
+    error messages.
+    """
+    if not name or any(c in name for c in "+:") or name != name.strip():
+        raise CodecError(f"register: family name {name!r} is invalid")
+    with _LOCK:
+        if (name in _FAMILIES or name in _CODECS) and not replace:
+            raise CodecError(f"register: codec family {name!r} is already registered")
+        _FAMILIES[name] = (factory, usage)
+        _COMPOSED.clear()
+
+
+def list_families() -> list[str]:
+    """Usage strings of the parametrised codec families, e.g. ``["qsgd:LEVELS", ...]``."""
+    with _LOCK:
+        return sorted(usage for _, usage in _FAMILIES.values())
+
+
+def _from_family(name: str) -> Codec | None:
+    """Build a family member for ``name`` (no ``+``), or None if no family claims it."""
+    family, _, args = name.partition(":")
+    with _LOCK:
+        entry = _FAMILIES.get(family)
+    if entry is None:
+        return None
+    codec = entry[0](args)
+    if not isinstance(codec, Codec) or codec.name != name:
+        raise CodecError(f"codec family {family!r}: factory did not build a codec named {name!r}")
+    with _LOCK:
+        _COMPOSED[name] = codec
+    return codec
+
+
 def list_codecs() -> list[str]:
     """Sorted names of the registered codecs (compositions such as ``"int8+zstd"`` not listed)."""
     with _LOCK:
@@ -169,8 +214,10 @@ def list_compressors() -> list[str]:
 
 
 def _unknown(name: str, why: str) -> CodecError:
+    families = list_families()
+    also = f"; parametrised: {', '.join(families)}" if families else ""
     return CodecError(
-        f"codec: {why}; known codecs: {', '.join(list_codecs())}; compose as "
+        f"codec: {why}; known codecs: {', '.join(list_codecs())}{also}; compose as "
         f"'<codec>+<compressor>' with compressor one of {', '.join(list_compressors())} "
         f"(e.g. 'int8+zstd')"
     )
@@ -189,7 +236,10 @@ def get_codec(name: str) -> Codec:
     if codec is not None:
         return codec
     if "+" not in name:
-        raise _unknown(name, f"unknown codec {name!r}")
+        codec = _from_family(name)
+        if codec is None:
+            raise _unknown(name, f"unknown codec {name!r}")
+        return codec
     if wrap is None:
         raise _unknown(name, f"in {name!r}, {outer!r} is not a compressor (compressors go last)")
     if not inner_name:
