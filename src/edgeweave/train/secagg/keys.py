@@ -1,0 +1,68 @@
+"""Key agreement and authenticated encryption between clients, through an untrusted relay.
+
+Each client holds two X25519 key pairs (Bonawitz et al. 2017, sec. 4): ``c`` keys agree the
+AES-GCM key that encrypts the Shamir shares a client sends to a peer via the server, and ``s``
+keys agree the seed of the pair's cancelling mask. They must differ: when a client drops the
+server legitimately reconstructs its ``s`` secret key, and with one key pair that would also
+let it decrypt every share that client exchanged. Raw X25519 output is not uniform, so both
+uses go through HKDF-SHA256 with a label naming the purpose and the round.
+"""
+
+from __future__ import annotations
+
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from edgeweave.train.types import TrainError
+
+KEY_BYTES = 32
+NONCE_BYTES = 12
+TAG_BYTES = 16
+
+
+class KeyPair:
+    """One X25519 key pair; :attr:`secret` is the 32 raw private bytes (what gets Shamir-shared)."""
+
+    def __init__(self, secret: bytes | None = None) -> None:
+        try:
+            self._sk = (X25519PrivateKey.generate() if secret is None
+                        else X25519PrivateKey.from_private_bytes(secret))
+        except ValueError as e:
+            raise TrainError(f"secagg: invalid X25519 private key: {e}") from None
+        self.secret = self._sk.private_bytes_raw()
+        self.public = self._sk.public_key().public_bytes_raw()
+
+    def agree(self, peer_public: bytes, label: bytes) -> bytes:
+        """32 bytes both ends derive alike: HKDF(X25519(sk, peer_pk), info=label)."""
+        try:
+            shared = self._sk.exchange(X25519PublicKey.from_public_bytes(peer_public))
+        except ValueError as e:
+            raise TrainError(f"secagg: invalid peer public key: {e}") from None
+        return HKDF(hashes.SHA256(), KEY_BYTES, salt=None, info=label).derive(shared)
+
+
+def public_of(secret: bytes) -> bytes:
+    """The public key of a private key: how a reconstructed secret is checked against the
+    advertised key (a wrong Shamir share shows up here)."""
+    return KeyPair(secret).public
+
+
+def encrypt(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def decrypt(key: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+    """Raises TrainError when the ciphertext was altered or not meant for this pair and round
+    (the AAD binds sender, receiver and round, so the relay cannot swap or replay shares)."""
+    if len(ciphertext) < NONCE_BYTES + TAG_BYTES:
+        raise TrainError(f"secagg: ciphertext of {len(ciphertext)} bytes is too short")
+    try:
+        return AESGCM(key).decrypt(ciphertext[:NONCE_BYTES], ciphertext[NONCE_BYTES:], aad)
+    except InvalidTag:
+        raise TrainError("secagg: a share ciphertext failed authentication") from None

@@ -1,0 +1,112 @@
+"""Secure aggregation run in one process: every client's state machine and the server's, with
+simulated dropouts, timing each party's own work and counting each message's bytes.
+
+This is what the simulated server loop (:mod:`edgeweave.train.secagg.aggregate`), the tests and
+the overhead benchmark use. Per-client time is the time of that client's own method calls (key
+generation, sharing, encryption, masking, decryption), never the whole simulation divided by n;
+the server's time is measured separately.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgeweave.train.secagg import graph as graphs
+from edgeweave.train.secagg.client import SecAggClient
+from edgeweave.train.secagg.messages import Params
+from edgeweave.train.secagg.server import SecAggServer
+from edgeweave.train.types import TrainError
+
+
+@dataclass
+class SecAggResult:
+    """The unmasked sum and what it cost."""
+
+    total: np.ndarray  # sum of the survivors' inputs in the ring
+    survivors: list[int]  # U3: whose inputs are in ``total``
+    dropped: list[int]  # shared keys, then vanished before sending a masked input
+    failed: dict[int, str]
+    client_s: dict[int, float]  # each client's own compute time, all rounds
+    server_s: float
+    bytes_up: dict[str, float] = field(default_factory=dict)  # mean per client, per message
+    bytes_down: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def client_bytes_up(self) -> float:
+        return sum(self.bytes_up.values())
+
+    @property
+    def client_bytes_down(self) -> float:
+        return sum(self.bytes_down.values())
+
+
+def make_graph(ids: list[int], k: int | None, seed: int) -> dict[int, list[int]]:
+    """The complete graph (k None or >= n-1) or a random k-regular one (Bell et al. 2020)."""
+    if k is None or k >= len(ids) - 1:
+        return graphs.complete(ids)
+    return graphs.k_regular(ids, k, seed)
+
+
+def secure_sum(inputs: dict[int, np.ndarray], params: Params, graph: dict[int, list[int]],
+               drop_before_masking: set[int] | frozenset[int] = frozenset(),
+               drop_before_unmasking: set[int] | frozenset[int] = frozenset()) -> SecAggResult:
+    """Run the four rounds over ``inputs`` (id -> ring vector). Clients in
+    ``drop_before_masking`` vanish after ShareKeys (their pairwise masks are already in the
+    others' inputs: the case recovery exists for); ``drop_before_unmasking`` after sending
+    their masked input (their input is still summed)."""
+    if set(graph) != set(inputs):
+        raise TrainError("secagg: the graph must cover exactly the clients with inputs")
+    ids = sorted(inputs)
+    clock = {u: 0.0 for u in ids}
+    up: dict[str, int] = {}
+    down: dict[str, int] = {}
+
+    def timed(u: int, fn, *args):
+        t0 = time.perf_counter()
+        out = fn(*args)
+        clock[u] += time.perf_counter() - t0
+        return out
+
+    server_s = 0.0
+    t0 = time.perf_counter()
+    server = SecAggServer(params, graph)
+    server_s += time.perf_counter() - t0
+    clients = {u: timed(u, SecAggClient, u, inputs[u], params) for u in ids}
+    adverts = [timed(u, clients[u].advertise) for u in ids]
+    up["advertise"] = sum(a.nbytes for a in adverts)
+
+    t0 = time.perf_counter()
+    rosters = server.advertise(adverts)
+    server_s += time.perf_counter() - t0
+    down["rosters"] = sum(a.nbytes for r in rosters.values() for a in r.values())
+    shared = [timed(u, clients[u].share_keys, rosters[u]) for u in sorted(rosters)]
+    up["shares"] = sum(m.nbytes for m in shared)
+
+    t0 = time.perf_counter()
+    inbox = server.route(shared)
+    server_s += time.perf_counter() - t0
+    down["shares"] = sum(8 + len(c) for box in inbox.values() for c in box.values())
+    masked = [timed(u, clients[u].masked_input, inbox[u]) for u in sorted(inbox)
+              if u not in drop_before_masking]
+    up["masked_input"] = sum(m.nbytes for m in masked)
+
+    t0 = time.perf_counter()
+    survivors = server.collect(masked)
+    server_s += time.perf_counter() - t0
+    down["survivors"] = 8 * len(survivors) * len(survivors)
+    unmasks = [timed(u, clients[u].unmask, survivors) for u in survivors
+               if u not in drop_before_unmasking]
+    up["unmask_shares"] = sum(m.nbytes for m in unmasks)
+
+    t0 = time.perf_counter()
+    total = server.finish(unmasks)
+    server_s += time.perf_counter() - t0
+    n = len(ids)
+    return SecAggResult(
+        total=total, survivors=survivors, dropped=sorted(server.u2 - set(survivors)),
+        failed=dict(server.failed), client_s=clock, server_s=server_s,
+        bytes_up={k: v / n for k, v in up.items()}, bytes_down={k: v / n for k, v in down.items()},
+    )

@@ -1,0 +1,215 @@
+"""Secure aggregation: Shamir thresholds, exact mask cancellation, dropout recovery at 0/10/30%,
+what the server sees, bad shares, aborts below the threshold, and the strategy in the loop."""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+
+from edgeweave.train.secagg import graph as graphs
+from edgeweave.train.secagg import shamir
+from edgeweave.train.secagg.aggregate import SecAggFedAvg
+from edgeweave.train.secagg.client import SecAggClient
+from edgeweave.train.secagg.messages import Params, Unmask
+from edgeweave.train.secagg.quantize import FixedPoint, frac_bits_for
+from edgeweave.train.secagg.server import SecAggServer
+from edgeweave.train.secagg.simulate import make_graph, secure_sum
+from edgeweave.train.secagg.vector import UpdateVector
+from edgeweave.train.types import TrainError, Updates
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_shamir_any_t_shares_rebuild_and_t_minus_1_do_not():
+    secret = os.urandom(32)
+    points = list(range(1, 11))
+    shares = shamir.split(secret, points, t=6)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        pick = sorted(rng.choice(10, size=6, replace=False))
+        assert shamir.combine([points[i] for i in pick], shares[pick], 6) == secret
+    more = shamir.combine(points, shares, 6)  # extra shares are fine
+    assert more == secret
+    # t-1 shares padded with a wrong share: an unrelated value, not the secret
+    fake = shares[:6].copy()
+    fake[5] = (fake[5].astype(np.int64) + 1) % shamir.P
+    assert shamir.combine(points[:6], fake, 6) != secret
+    with pytest.raises(TrainError, match="need t=6 shares"):
+        shamir.combine(points[:5], shares[:5], 6)
+    ok = shamir.consistent(points, np.concatenate([shares[:9], fake[5:6]]), 6)
+    assert ok[:9].all()
+
+
+def test_shamir_t_minus_1_shares_are_uniform():
+    """Every secret is consistent with t-1 shares: rebuilding with any guessed t-th share gives
+    outputs spread over the whole space (first chunk close to uniform over 2^24)."""
+    secret = bytes(32)
+    firsts = []
+    for _ in range(300):
+        sh = shamir.split(secret, [1, 2, 3], t=3)
+        guess = np.zeros((1, shamir.CHUNKS), np.uint32)  # the attacker's guess for point 3
+        out = shamir.combine([1, 2, 3], np.concatenate([sh[:2], guess]), 3)
+        firsts.append(int.from_bytes(out[:3], "big"))
+    assert np.mean(firsts) / 2**24 == pytest.approx(0.5, abs=0.06)
+
+
+def test_fixed_point_round_trip_and_headroom():
+    fp = FixedPoint(32, frac_bits_for(1000, 1.0, 32), 1.0)
+    x = np.random.default_rng(0).uniform(-1.5, 1.5, 1000)
+    back = fp.decode(fp.to_ring(fp.to_int(x)))
+    assert np.abs(back - np.clip(x, -1, 1)).max() <= fp.step / 2 + 1e-12
+    ints = fp.to_int(np.ones(1000))  # worst case: 1000 clients at +clip
+    total = np.sum(fp.to_ring(ints) * np.uint32(1), dtype=np.uint32)
+    assert fp.from_ring(np.array([total]))[0] == ints.sum()
+    with pytest.raises(TrainError, match="does not fit"):
+        frac_bits_for(2**40, 1.0, 32)
+
+
+def _inputs(n: int, length: int, seed: int = 0) -> dict[int, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {u: rng.integers(0, 2**32, length, dtype=np.uint64).astype(np.uint32)
+            for u in range(n)}
+
+
+def _ring_sum(xs) -> np.ndarray:
+    return np.sum(np.stack(list(xs)), axis=0, dtype=np.uint32)
+
+
+def test_masks_cancel_exactly_and_the_masked_input_hides_the_input():
+    n, length = 8, 500
+    x = {u: np.zeros(length, np.uint32) for u in range(n)}  # all-zero inputs: y IS the mask
+    x[3][:] = 7
+    p = Params(32, 5, length, b"t")
+    g = graphs.complete(list(range(n)))
+    server = SecAggServer(p, g)
+    clients = {u: SecAggClient(u, x[u], p) for u in range(n)}
+    rosters = server.advertise([c.advertise() for c in clients.values()])
+    inbox = server.route([clients[u].share_keys(rosters[u]) for u in range(n)])
+    masked = {u: clients[u].masked_input(inbox[u]) for u in range(n)}
+    y3 = masked[3].y
+    # what the server holds for client 3 is uniform-looking, nowhere near its input of 7s
+    assert (y3 == 7).mean() < 0.01
+    assert abs(y3.astype(np.float64).mean() / 2**32 - 0.5) < 0.05
+    survivors = server.collect(list(masked.values()))
+    total = server.finish([clients[u].unmask(survivors) for u in survivors])
+    assert np.array_equal(total, _ring_sum(x.values()))
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.1, 0.3])
+def test_dropout_recovery_is_exact_after_dequantisation(rate):
+    n = 30
+    rng = np.random.default_rng(int(rate * 10))
+    floats = {u: rng.normal(0, 0.3, 200) for u in range(n)}
+    fp = FixedPoint(32, frac_bits_for(n, 1.0), 1.0)
+    ints = {u: fp.to_int(v) for u, v in floats.items()}
+    drop = set(rng.choice(n, size=round(rate * n), replace=False).tolist())
+    g = make_graph(list(range(n)), None, 0)
+    p = Params(32, graphs.threshold(n - 1), 200, b"r")
+    res = secure_sum({u: fp.to_ring(v) for u, v in ints.items()}, p, g, drop)
+    assert res.survivors == sorted(set(range(n)) - drop) and res.dropped == sorted(drop)
+    exact = sum(ints[u] for u in res.survivors)
+    assert np.array_equal(fp.from_ring(res.total), exact)  # exact integer match
+    plain = sum(np.clip(floats[u], -1, 1) for u in res.survivors)
+    assert np.abs(fp.decode(res.total) - plain).max() <= len(res.survivors) * fp.step / 2
+
+
+def test_k_regular_graph_recovers_dropouts_with_fewer_shares():
+    n = 60
+    x = _inputs(n, 100, seed=1)
+    g = make_graph(list(range(n)), 16, seed=3)
+    assert all(len(v) == 16 for v in g.values())
+    p = Params(32, graphs.threshold(16), 100, b"k")
+    drop = {1, 5, 9, 20, 33, 41}
+    res = secure_sum(x, p, g, drop_before_masking=drop, drop_before_unmasking={2})
+    assert np.array_equal(res.total, _ring_sum(x[u] for u in res.survivors))
+    assert 2 in res.survivors  # sent its masked input: summed even though it left after
+    assert res.bytes_up["shares"] < 17 * 200
+
+
+def test_fewer_than_t_survivors_abort_with_a_clear_error():
+    n = 10
+    x = _inputs(n, 50)
+    p = Params(32, 6, 50, b"a")
+    with pytest.raises(TrainError, match="only 5 clients sent masked inputs, fewer than the 6"):
+        secure_sum(x, p, graphs.complete(list(range(n))), drop_before_masking={0, 1, 2, 3, 4})
+    # enough masked inputs, too few unmasking answers: a secret cannot be rebuilt
+    with pytest.raises(TrainError, match=r"cannot rebuild client .* of t=6 shares"):
+        secure_sum(x, p, graphs.complete(list(range(n))), drop_before_masking={0, 1},
+                   drop_before_unmasking={2, 3, 4})
+
+
+def test_a_client_sending_bad_shares_is_treated_as_dropped():
+    n = 9
+    x = _inputs(n, 64)
+    p = Params(32, 4, 64, b"b")
+    g = graphs.complete(list(range(n)))
+    server = SecAggServer(p, g)
+    clients = {u: SecAggClient(u, x[u], p) for u in range(n)}
+    rosters = server.advertise([c.advertise() for c in clients.values()])
+    inbox = server.route([clients[u].share_keys(rosters[u]) for u in range(n)])
+    masked = [clients[u].masked_input(inbox[u]) for u in range(n) if u != 8]
+    survivors = server.collect(masked)
+    unmasks = [clients[u].unmask(survivors) for u in survivors]
+    liar = unmasks[0]  # client 0: well-formed but wrong shares of everybody
+    bad_b = {v: (s.astype(np.int64) + 5).astype(np.uint32) % shamir.P
+             for v, s in liar.b_shares.items()}
+    unmasks[0] = Unmask(0, bad_b, liar.s_shares)
+    malformed = Unmask(1, {v: np.zeros(3, np.uint32) for v in unmasks[1].b_shares},
+                       unmasks[1].s_shares)
+    unmasks[1] = malformed
+    total = server.finish(unmasks)
+    assert np.array_equal(total, _ring_sum(x[u] for u in survivors))
+    assert "malformed share" in server.failed[1]
+    assert "wrong share" in server.failed[0]
+
+
+def test_relayed_ciphertexts_cannot_be_swapped():
+    p = Params(32, 2, 10, b"s")
+    server = SecAggServer(p, graphs.complete([0, 1, 2]))
+    clients = {u: SecAggClient(u, np.zeros(10, np.uint32), p) for u in range(3)}
+    rosters = server.advertise([c.advertise() for c in clients.values()])
+    inbox = server.route([clients[u].share_keys(rosters[u]) for u in range(3)])
+    box = dict(inbox[2])
+    box[0], box[1] = box[1], box[0]  # the relay swaps who sent what
+    clients[2].masked_input(box)
+    with pytest.raises(TrainError, match="failed authentication"):
+        clients[2].unmask([0, 1, 2])
+
+
+def _updates(n: int, global_params, seed: int = 0) -> Updates:
+    g = torch.Generator().manual_seed(seed)
+    params = [OrderedDict((k, v + 0.05 * torch.randn(v.shape, generator=g))
+                          for k, v in global_params.items()) for _ in range(n)]
+    return Updates.stack(list(range(n)), params, [10 + i for i in range(n)],
+                         [0.5 + 0.01 * i for i in range(n)])
+
+
+def test_strategy_matches_fedavg_over_the_survivors():
+    w = OrderedDict(a=torch.zeros(4, 3), b=torch.ones(3))
+    upd = _updates(12, w)
+    strat = SecAggFedAvg(dropout=0.25, seed=1)
+    new = strat.aggregate(2, w, upd)
+    m = strat.round_metrics()
+    assert m["secagg_survivors"] == 9 and m["secagg_dropped"] == 3
+    rng = np.random.default_rng([1, 2])
+    dropped = set(rng.choice(12, size=3, replace=False).tolist())
+    keep = [i for i in range(12) if i not in dropped]
+    wts = upd.num_examples[keep]
+    vec = UpdateVector.for_model(w, int(upd.num_examples.sum()))
+    for k in w:
+        plain = (upd.params[k][keep] * wts.view(-1, *[1] * w[k].dim())).sum(0) / wts.sum()
+        assert torch.allclose(new[k], plain.float(), atol=vec.delta.step)
+    assert m["secagg_weight"] == int(wts.sum())
+
+
+def test_presummed_row_from_the_grpc_backend_is_applied_as_is():
+    w = OrderedDict(a=torch.zeros(2))
+    row = Updates.stack([4], [OrderedDict(a=torch.tensor([1.0, 2.0]))], [30], [0.1])
+    row.metrics["secagg"] = {"survivors": 3}
+    strat = SecAggFedAvg()
+    assert torch.equal(strat.aggregate(0, w, row)["a"], torch.tensor([1.0, 2.0]))
+    assert strat.round_metrics() == {"secagg_survivors": 3}
