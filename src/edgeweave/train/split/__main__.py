@@ -1,0 +1,95 @@
+"""Run split learning as real processes: ``python -m edgeweave.train.split edge|device ...``.
+
+    python -m edgeweave.train.split edge --listen 127.0.0.1:50070 --token-file tok \\
+        --model cnn:32,64,128 --cut 6 --lr 0.05
+    python -m edgeweave.train.split device --edge 127.0.0.1:50070 --token-file tok \\
+        --model cnn:32,64,128 --cut 6 --lr 0.05 --clients 10 --epochs 1 --codec int8
+
+The device process plays every client in turn (sequential SplitNN) and prints one JSON line per
+epoch, then a summary line; at the end it uploads its final device weights to the edge. The
+edge prints ``listening <address>`` once it serves. Both sides must agree on model, cut, lr,
+grad codec and init seed (they build the same initial model from the spec).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+from edgeweave.errors import EdgeWeaveError
+from edgeweave.security import load_token
+from edgeweave.train.split.learning import SplitConfig
+
+
+def _config(a: argparse.Namespace) -> SplitConfig:
+    return SplitConfig(model=a.model, cut=a.cut, lr=a.lr, batch_size=a.batch_size,
+                       epochs=a.epochs, codec=a.codec, grad_codec=a.grad_codec, seed=a.seed,
+                       init_seed=a.init_seed)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--token-file", required=True)
+    p.add_argument("--model", default="cnn:32,64,128")
+    p.add_argument("--cut", type=int, default=6)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--codec", default="none")
+    p.add_argument("--grad-codec", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init-seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m edgeweave.train.split")
+    sub = ap.add_subparsers(dest="role", required=True)
+    edge = sub.add_parser("edge", help="serve the edge part")
+    edge.add_argument("--listen", default="127.0.0.1:0")
+    _common(edge)
+    dev = sub.add_parser("device", help="train the device part against an edge")
+    dev.add_argument("--edge", required=True)
+    dev.add_argument("--dataset", default="digits")
+    dev.add_argument("--partition", default="iid")
+    dev.add_argument("--clients", type=int, default=10)
+    dev.add_argument("--privacy", default=None,
+                     help="gaussian:CLIP,MULT | laplace:CLIP,MULT | nullify:RATE | "
+                          "arden:RATE,CLIP,MULT")
+    _common(dev)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    try:
+        token = load_token(a.token_file)
+        config = _config(a)
+        if a.role == "edge":
+            from edgeweave.train.split.grpc_edge import SplitEdgeServer
+
+            server = SplitEdgeServer(config, token, a.listen)
+            print(f"listening {server.address}", flush=True)
+            server.wait()
+            return 0
+        from edgeweave.train.data import make_task
+        from edgeweave.train.split.grpc_edge import GrpcLink
+        from edgeweave.train.split.learning import SplitTrainer
+        from edgeweave.train.split.privacy import privacy_from_spec
+
+        task = make_task(a.dataset, a.partition, a.clients, a.model, seed=a.seed)
+        assert task.data is not None
+        link = GrpcLink(a.edge, token)
+        trainer = SplitTrainer(config, link, privacy_from_spec(a.privacy))
+        records = trainer.run(task.data, task.test_x, task.test_y, publish=True,
+                              progress=lambda r: print(json.dumps(r.to_dict()), flush=True))
+        link.close()
+        print(json.dumps({"done": True, "epochs": len(records),
+                          "publish_bytes": trainer.publish_bytes}), flush=True)
+        return 0
+    except EdgeWeaveError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,227 @@
+"""The two halves of a split model: the device part (first layers) and the edge part (the rest).
+
+Vanilla split learning (Gupta & Raskar 2018; Vepakomma et al. 2018, "Split learning for health"):
+the device computes the cut-layer activations and sends them WITH THE LABELS to the edge; the
+edge finishes the forward pass, computes the loss, updates its layers and returns the gradient of
+the loss w.r.t. the activations; the device back-propagates it through its own layers. Both
+halves take their SGD step from gradients computed at the same weights, so with a lossless codec
+and no privacy transform one split step is exactly one step of the unsplit model.
+
+Both halves validate everything that crosses the link (the edge may face any device): a
+malformed or ill-shaped tensor raises :class:`~edgeweave.train.types.TrainError` naming the
+field, BEFORE any weight changes, so one bad request cannot corrupt the shared edge model.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgeweave.codec import CodecError, Encoded, get_codec
+from edgeweave.train.split.privacy import ActivationPrivacy
+from edgeweave.train.types import Params, TrainError
+
+DEFAULT_MAX_BATCH = 4096
+_LABEL_DTYPES = (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8)
+
+
+def split_sequential(model: nn.Module, cut: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """``(model[:cut], model[cut:])``: the device part and the edge part (modules are shared
+    with ``model``, not copied)."""
+    if not isinstance(model, nn.Sequential):
+        raise TrainError(f"split: model is a {type(model).__name__}; split learning cuts an "
+                         "nn.Sequential (e.g. build_model('cnn:32,64,128'))")
+    if not 1 <= cut < len(model):
+        raise TrainError(f"split: cut {cut} is out of range; expected 1..{len(model) - 1} for a "
+                         f"model of {len(model)} layers")
+    return model[:cut], model[cut:]
+
+
+def codec_for(name: str, what: str) -> None:
+    try:
+        get_codec(name)
+    except CodecError as e:
+        raise TrainError(f"split config: {what}: {e}") from None
+
+
+def step_seed(*parts: int) -> int:
+    """A 63-bit seed from a tuple of ints (seed, epoch, client, step, stream)."""
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts])
+               .generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def sgd_(params: list[nn.Parameter], lr: float) -> None:
+    """Plain SGD, ``w -= lr * grad``, then clear the grads (the reference step of local.py)."""
+    with torch.no_grad():
+        for p in params:
+            if p.grad is not None:
+                p.sub_(lr * p.grad)
+                p.grad = None
+
+
+def module_params(module: nn.Module) -> Params:
+    return OrderedDict((k, v.detach().clone()) for k, v in module.state_dict().items()
+                       if v.is_floating_point())
+
+
+@dataclass
+class StepReply:
+    """What the edge returns for one batch: the encoded gradient (None when evaluating), the mean
+    loss and the number of correct top-1 predictions."""
+
+    grad: Encoded | None
+    loss: float
+    correct: int
+
+
+class SplitDevice:
+    """The device's layers, its activation codec and privacy transform, and its SGD step."""
+
+    def __init__(self, module: nn.Module, lr: float, codec: str = "none",
+                 privacy: ActivationPrivacy | None = None) -> None:
+        codec_for(codec, "activation codec")
+        self.module, self.lr = module, lr
+        self.codec = get_codec(codec)
+        self.privacy = privacy
+        self._sent: torch.Tensor | None = None
+
+    def _transform(self, x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+        if self.privacy is not None:
+            assert gen is not None
+            x = self.privacy.on_input(x, gen)
+        a = self.module(x)
+        if self.privacy is not None:
+            a = self.privacy.on_activation(a, gen)
+        return a
+
+    def forward(self, x: torch.Tensor, gen: torch.Generator | None = None) -> Encoded:
+        """Run the device layers (and the privacy transform) and encode what is sent."""
+        self.module.train()
+        a = self._transform(x, gen)
+        self._sent = a
+        return self.codec.encode(a.detach())
+
+    def backward(self, grad: Encoded) -> None:
+        """Back-propagate the edge's gradient through what was sent, then take the SGD step."""
+        if self._sent is None:
+            raise TrainError("split device: backward without a forward")
+        try:
+            g = get_codec(grad.codec).decode(grad)
+        except CodecError as e:
+            raise TrainError(f"split device: gradient from the edge: {e}") from None
+        if tuple(g.shape) != tuple(self._sent.shape):
+            raise TrainError(f"split device: gradient has shape {list(g.shape)}, expected "
+                             f"{list(self._sent.shape)}")
+        self._sent.backward(g.to(self._sent.dtype))
+        self._sent = None
+        sgd_(list(self.module.parameters()), self.lr)
+
+    @torch.no_grad()
+    def infer(self, x: torch.Tensor, gen: torch.Generator | None = None) -> Encoded:
+        self.module.eval()
+        return self.codec.encode(self._transform(x, gen))
+
+    def weights(self) -> Params:
+        return module_params(self.module)
+
+    def load_weights(self, params: Params) -> None:
+        self.module.load_state_dict(params, strict=False)
+
+
+class SplitEdge:
+    """The edge's layers, the loss and its SGD step; also relays device weights between
+    clients in sequential split learning. Thread-safe: one request at a time."""
+
+    def __init__(self, module: nn.Module, lr: float, grad_codec: str = "none",
+                 device_like: Params | None = None, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+        codec_for(grad_codec, "gradient codec")
+        self.module, self.lr, self.max_batch = module, lr, max_batch
+        self.grad_codec = get_codec(grad_codec)
+        self.device_like = device_like
+        self.device_weights: Params | None = None
+        self.device_weights_from: int | None = None
+        self.steps = 0
+        self._lock = threading.Lock()
+
+    def _decode(self, e: Encoded, what: str) -> torch.Tensor:
+        try:
+            return get_codec(e.codec).decode(e)
+        except CodecError as err:
+            raise TrainError(f"split edge: {what}: {err}") from None
+
+    def _inputs(self, act: Encoded, labels: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
+        a = self._decode(act, "activations")
+        y = self._decode(labels, "labels")
+        if not a.is_floating_point() or a.dim() < 2:
+            raise TrainError(f"split edge: activations must be a float tensor (batch, ...), got "
+                             f"{a.dtype} of shape {list(a.shape)}")
+        if not 1 <= a.shape[0] <= self.max_batch:
+            raise TrainError(f"split edge: batch of {a.shape[0]} samples; expected 1.."
+                             f"{self.max_batch}")
+        if not bool(torch.isfinite(a).all()):
+            raise TrainError("split edge: activations have NaN/inf values")
+        if y.dtype not in _LABEL_DTYPES or y.shape != (a.shape[0],):
+            raise TrainError(f"split edge: labels must be integers of shape [{a.shape[0]}], got "
+                             f"{y.dtype} of shape {list(y.shape)}")
+        return a.to(torch.float32), y.long()
+
+    def step(self, act: Encoded, labels: Encoded, train: bool = True) -> StepReply:
+        a, y = self._inputs(act, labels)
+        with self._lock:
+            self.module.train(train)
+            a = a.requires_grad_(train)
+            try:
+                with torch.set_grad_enabled(train):
+                    out = self.module(a)
+            except RuntimeError as e:
+                raise TrainError(f"split edge: activations of shape {list(a.shape)} do not fit "
+                                 f"the edge layers: {str(e).splitlines()[0]}") from None
+            if out.dim() != 2:
+                raise TrainError(f"split edge: the edge layers produced shape {list(out.shape)}, "
+                                 "expected (batch, classes): is the cut right?")
+            if int(y.min()) < 0 or int(y.max()) >= out.shape[1]:
+                raise TrainError(f"split edge: labels must be in [0, {out.shape[1]}), got "
+                                 f"[{int(y.min())}, {int(y.max())}]")
+            loss = nn.functional.cross_entropy(out, y)
+            correct = int((out.argmax(1) == y).sum())
+            if not train:
+                return StepReply(None, float(loss), correct)
+            loss.backward()
+            assert a.grad is not None
+            sgd_(list(self.module.parameters()), self.lr)
+            self.steps += 1
+            grad = self.grad_codec.encode(a.grad)
+            a.grad = None
+        return StepReply(grad, float(loss.detach()), correct)
+
+    def put_device_weights(self, client_id: int, params: Params) -> None:
+        if self.device_like is not None:
+            _check_like(params, self.device_like)
+        with self._lock:
+            self.device_weights = OrderedDict((k, v.clone()) for k, v in params.items())
+            self.device_weights_from = client_id
+
+    def get_device_weights(self) -> Params:
+        with self._lock:
+            if self.device_weights is None:
+                raise TrainError("split edge: no device weights uploaded yet")
+            return OrderedDict((k, v.clone()) for k, v in self.device_weights.items())
+
+    def weights(self) -> Params:
+        with self._lock:
+            return module_params(self.module)
+
+
+def _check_like(params: Params, like: Params) -> None:
+    if list(params) != list(like):
+        raise TrainError(f"split edge: device weights have names {list(params)}, expected "
+                         f"{list(like)}")
+    for k, v in params.items():
+        if v.shape != like[k].shape or v.dtype != like[k].dtype:
+            raise TrainError(f"split edge: device weight {k!r} is {v.dtype} {list(v.shape)}, "
+                             f"expected {like[k].dtype} {list(like[k].shape)}")
