@@ -4,22 +4,29 @@ what the server sees, bad shares, aborts below the threshold, and the strategy i
 from __future__ import annotations
 
 import os
+import threading
 from collections import OrderedDict
 
+import grpc
 import numpy as np
 import pytest
 import torch
 
+from edgeweave.train.backends.grpc_backend import GrpcBackend
+from edgeweave.train.grpc_client import FLClient
 from edgeweave.train.secagg import graph as graphs
 from edgeweave.train.secagg import shamir
 from edgeweave.train.secagg.aggregate import SecAggFedAvg
+from edgeweave.train.secagg.backend import SecAggGrpcBackend
 from edgeweave.train.secagg.client import SecAggClient
 from edgeweave.train.secagg.messages import Params, Unmask
 from edgeweave.train.secagg.quantize import FixedPoint, frac_bits_for
 from edgeweave.train.secagg.server import SecAggServer
 from edgeweave.train.secagg.simulate import make_graph, secure_sum
 from edgeweave.train.secagg.vector import UpdateVector
-from edgeweave.train.types import TrainError, Updates
+from edgeweave.train.types import FitConfig, TrainError, Updates
+from edgeweave.train.wire import fl_pb2, fl_pb2_grpc
+from edgeweave.train.wire.auth import auth_metadata
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -213,3 +220,121 @@ def test_presummed_row_from_the_grpc_backend_is_applied_as_is():
     strat = SecAggFedAvg()
     assert torch.equal(strat.aggregate(0, w, row)["a"], torch.tensor([1.0, 2.0]))
     assert strat.round_metrics() == {"secagg_survivors": 3}
+
+
+# ---------------------------------------------------------------- over the grpc backend
+
+
+class _Device(threading.Thread):
+    """An FLClient in a thread whose fit adds a known offset to the global model."""
+
+    def __init__(self, address: str, token: str, cid: int, client_cls=None) -> None:
+        super().__init__(daemon=True)
+
+        def fit(params, config, round_num):
+            return (OrderedDict((k, v + 0.01 * (cid + 1)) for k, v in params.items()),
+                    10 * (cid + 1), 0.1 * cid)
+
+        cls = client_cls or FLClient
+        self.client = cls(address, token, cid, fit=fit, num_examples=10 * (cid + 1),
+                          give_up_s=10, retry_max_s=0.2)
+        self.error: Exception | None = None
+
+    def run(self) -> None:
+        try:
+            self.client.run()
+        except Exception as e:  # surfaced by the test
+            self.error = e
+
+
+class _DropsAfterSharing(FLClient):
+    """Shares its keys, then vanishes before sending its masked input."""
+
+    def _secagg_step(self, stub, reg, task):
+        if task.secagg.WhichOneof("step") == "inbox":
+            self.stop()
+            return
+        super()._secagg_step(stub, reg, task)
+
+
+class _SendsShortMaskedInput(FLClient):
+    def _send_secagg(self, stub, msg):
+        if msg.WhichOneof("step") == "masked":
+            msg.masked = msg.masked[:-4]
+        return super()._send_secagg(stub, msg)
+
+
+@pytest.fixture
+def secagg_fleet():
+    token = "t" * 32
+    started: list[_Device] = []
+
+    def start(n: int, special: dict | None = None, **kw):
+        backend = SecAggGrpcBackend("127.0.0.1:0", token, min_clients=n, model_spec="logreg:3,2",
+                                    round_timeout_s=20, wait_clients_s=20, heartbeat_s=0.5, **kw)
+        for cid in range(n):
+            d = _Device(backend.address, token, cid, (special or {}).get(cid))
+            d.start()
+            started.append(d)
+        backend.available_clients()
+        return backend
+
+    backends = []
+    yield lambda *a, **k: backends.append(start(*a, **k)) or backends[-1]
+    for b in backends:
+        b.close()
+    for d in started:
+        d.client.stop()
+        d.join(10)
+
+
+def _model():
+    return OrderedDict(w=torch.zeros(2, 3), b=torch.zeros(2))
+
+
+def _expected(ids: list[int]) -> float:
+    wts = [10 * (c + 1) for c in ids]
+    return sum(w * 0.01 * (c + 1) for w, c in zip(wts, ids, strict=True)) / sum(wts)
+
+
+def test_grpc_secure_aggregation_end_to_end_with_a_dropout(secagg_fleet):
+    backend = secagg_fleet(5, {2: _DropsAfterSharing})
+    u = backend.fit(1, _model(), [0, 1, 2, 3, 4], FitConfig())
+    info = u.metrics["secagg"]
+    assert len(u) == 1 and info["survivors"] == 4 and info["dropped"] == 1
+    assert 2 in u.metrics["failed"]
+    step = 2.0 ** -UpdateVector.for_model(_model(), 150).delta.frac_bits
+    want = _expected([0, 1, 3, 4])
+    assert torch.allclose(u.params["w"][0], torch.full((2, 3), want), atol=step)
+    assert float(u.num_examples[0]) == 10 + 20 + 40 + 50
+    assert info["bytes_up_per_client"] > 0
+    # the next round runs with the four that are left
+    u2 = backend.fit(2, _model(), [0, 1, 3, 4], FitConfig())
+    assert u2.metrics["secagg"]["survivors"] == 4
+
+
+def test_grpc_bad_message_gets_a_status_and_its_sender_is_dropped(secagg_fleet):
+    backend = secagg_fleet(4, {1: _SendsShortMaskedInput})
+    strat = SecAggFedAvg()
+    u = backend.fit(1, _model(), [0, 1, 2, 3], FitConfig())
+    assert "masked input of client 1 has" in u.metrics["failed"][1]
+    new = strat.aggregate(1, _model(), u)
+    want = _expected([0, 2, 3])
+    assert torch.allclose(new["b"], torch.full((2,), want), atol=1e-3)
+    assert strat.round_metrics()["secagg_survivors"] == 3
+
+
+def test_plain_grpc_server_refuses_secagg_messages_by_name():
+    backend = GrpcBackend("127.0.0.1:0", "t" * 32, model_spec="logreg:3,2")
+    try:
+        with grpc.insecure_channel(backend.address) as ch:
+            stub = fl_pb2_grpc.FederatedLearningStub(ch)
+            reg = stub.Register(fl_pb2.RegisterRequest(client_id=0, num_examples=1),
+                                metadata=auth_metadata("t" * 32))
+            with pytest.raises(grpc.RpcError) as e:
+                stub.SecAgg(fl_pb2.SecAggMessage(session=reg.session),
+                            metadata=auth_metadata("t" * 32))
+            assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "does not run secure aggregation" in e.value.details()
+    finally:
+        backend.close()

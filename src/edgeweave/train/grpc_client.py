@@ -22,6 +22,7 @@ import torch
 
 from edgeweave.train.client import TorchClient
 from edgeweave.train.data.files import load_npz
+from edgeweave.train.secagg.device import DeviceSecAgg
 from edgeweave.train.types import FitConfig, Params, TrainError
 from edgeweave.train.wire import fl_pb2, fl_pb2_grpc
 from edgeweave.train.wire.auth import auth_metadata, client_tls
@@ -86,6 +87,7 @@ class FLClient:
         self.stats = ClientStats()
         self._stop = threading.Event()
         self._call: grpc.Future | None = None
+        self._secagg: tuple[str, DeviceSecAgg] | None = None  # (task id, protocol state)
 
     def stop(self) -> None:
         self._stop.set()
@@ -145,6 +147,9 @@ class FLClient:
                 if task.kind == fl_pb2.Task.FIT:
                     with watchdog.paused():
                         self._train(stub, reg, task)
+                elif task.kind == fl_pb2.Task.SECAGG:
+                    with watchdog.paused():
+                        self._secagg_step(stub, reg, task)
         except grpc.RpcError as e:
             if e.code() == grpc.StatusCode.NOT_FOUND:  # the server forgot us (restarted)
                 return False
@@ -155,6 +160,9 @@ class FLClient:
 
     def _train(self, stub: fl_pb2_grpc.FederatedLearningStub, reg: fl_pb2.RegisterReply,
                task: fl_pb2.Task) -> None:
+        if task.HasField("secagg_setup"):
+            self._train_secagg(stub, reg, task)
+            return
         update = fl_pb2.Update(session=reg.session, task_id=task.task_id, round=task.round)
         try:
             params = params_from_msgs(task.params, context=f"round {task.round} global model")
@@ -180,6 +188,56 @@ class FLClient:
             self.stats.rejected += 1
             log.warning("client %d: round %d update rejected: %s", self.client_id, task.round,
                         e.details())
+
+    def _train_secagg(self, stub: fl_pb2_grpc.FederatedLearningStub,
+                      reg: fl_pb2.RegisterReply, task: fl_pb2.Task) -> None:
+        """Secure aggregation: train, encode the update as a ring vector and advertise keys; the
+        model itself never leaves the device (see edgeweave.train.secagg.device)."""
+        msg = fl_pb2.SecAggMessage(session=reg.session, task_id=task.task_id, round=task.round)
+        self._secagg = None
+        try:
+            params = params_from_msgs(task.params, context=f"round {task.round} global model")
+            config = config_from_msg(task.config)
+            new, n, loss = self._fit_for(task.model_spec)(params, config, task.round)
+            state = DeviceSecAgg(self.client_id, task.secagg_setup, params, new, n, loss)
+            state.advertise(msg)
+            self._secagg = (task.task_id, state)
+        except Exception as e:
+            msg.error = str(e) if isinstance(e, TrainError) else f"{type(e).__name__}: {e}"
+        self._send_secagg(stub, msg)
+
+    def _secagg_step(self, stub: fl_pb2_grpc.FederatedLearningStub,
+                     reg: fl_pb2.RegisterReply, task: fl_pb2.Task) -> None:
+        msg = fl_pb2.SecAggMessage(session=reg.session, task_id=task.task_id, round=task.round)
+        last = task.secagg.WhichOneof("step") == "survivors"
+        try:
+            if self._secagg is None or self._secagg[0] != task.task_id:
+                raise TrainError(f"secure-aggregation step for task {task.task_id!r}, which "
+                                 "this device is not running")
+            self._secagg[1].step(task.secagg, msg)
+        except Exception as e:  # the server then treats this device as dropped
+            msg.error = str(e) if isinstance(e, TrainError) else f"{type(e).__name__}: {e}"
+            last = True
+        if last:
+            self._secagg = None
+        if self._send_secagg(stub, msg) and last and not msg.error:
+            self.stats.rounds += 1
+
+    def _send_secagg(self, stub: fl_pb2_grpc.FederatedLearningStub,
+                     msg: fl_pb2.SecAggMessage) -> bool:
+        try:
+            stub.SecAgg(msg, metadata=self.metadata, timeout=60)
+            return True
+        except grpc.RpcError as e:
+            if e.code() not in (grpc.StatusCode.INVALID_ARGUMENT,
+                                grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED,
+                                grpc.StatusCode.FAILED_PRECONDITION):
+                raise
+            self.stats.rejected += 1
+            self._secagg = None
+            log.warning("client %d: round %d secure-aggregation message rejected: %s",
+                        self.client_id, msg.round, e.details())
+            return False
 
     def _fit_for(self, spec: str) -> FitFn:
         if self._fit is not None and (self._fit_spec is None or self._fit_spec == spec):

@@ -248,19 +248,19 @@ class GrpcBackend(Backend):
 
     def _register(self, req: fl_pb2.RegisterRequest) -> _Session:
         if req.client_id < 0 or req.num_examples < 1:
-            raise _Reject(grpc.StatusCode.INVALID_ARGUMENT,
+            raise Reject(grpc.StatusCode.INVALID_ARGUMENT,
                           f"register: need client_id >= 0 and num_examples >= 1, got "
                           f"{req.client_id} and {req.num_examples}")
         if req.model_specs and self.model_spec not in req.model_specs:
-            raise _Reject(grpc.StatusCode.FAILED_PRECONDITION,
+            raise Reject(grpc.StatusCode.FAILED_PRECONDITION,
                           f"register: this server trains {self.model_spec!r}; client "
                           f"{req.client_id} offers {list(req.model_specs)}")
         with self._cond:
             if self._closed:
-                raise _Reject(grpc.StatusCode.UNAVAILABLE, "the FL server is shutting down")
+                raise Reject(grpc.StatusCode.UNAVAILABLE, "the FL server is shutting down")
             old = self._by_client.get(req.client_id)
             if old is None and len(self._by_client) >= self.max_clients:
-                raise _Reject(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                raise Reject(grpc.StatusCode.RESOURCE_EXHAUSTED,
                               f"register: server already has max_clients={self.max_clients}")
             sess = _Session(secrets.token_hex(16), req.client_id, req.num_examples,
                             req.device[:200])
@@ -281,7 +281,7 @@ class GrpcBackend(Backend):
         with self._cond:
             sess = self._sessions.get(session)
         if sess is None or sess.closed:
-            raise _Reject(grpc.StatusCode.NOT_FOUND,
+            raise Reject(grpc.StatusCode.NOT_FOUND,
                           "unknown or replaced session: Register again")
         return sess
 
@@ -289,7 +289,7 @@ class GrpcBackend(Backend):
         with self._cond:
             if open_:
                 if sess.streaming:  # one stream per session: two would steal each other's tasks
-                    raise _Reject(grpc.StatusCode.ALREADY_EXISTS,
+                    raise Reject(grpc.StatusCode.ALREADY_EXISTS,
                                   "this session already has a task stream; Register again")
                 sess.streaming = True
             elif self._by_client.get(sess.client_id) is sess:
@@ -306,39 +306,45 @@ class GrpcBackend(Backend):
         with self._cond:
             p = self._pending.get(cid)
             if p is None or p.task_id != req.task_id or p.done:
-                raise _Reject(grpc.StatusCode.FAILED_PRECONDITION,
+                raise Reject(grpc.StatusCode.FAILED_PRECONDITION,
                               f"client {cid}: task {req.task_id!r} of round {req.round} is not "
                               "open (the round closed, timed out, or already has your update)")
             like = self._global
         assert like is not None
         try:
             result, nbytes = self._check(req, like, cid)
-        except _Reject as e:
+        except Reject as e:
             self._resolve(cid, p, reason=e.details)
             raise
         if not self._resolve(cid, p, result=result, bytes_up=nbytes):
-            raise _Reject(grpc.StatusCode.FAILED_PRECONDITION,
+            raise Reject(grpc.StatusCode.FAILED_PRECONDITION,
                           f"client {cid}: round {req.round} closed before the update was checked")
 
     def _check(self, req: fl_pb2.Update, like: Params,
                cid: int) -> tuple[tuple[Params, int, float], int]:
         where = f"update from client {cid} for round {req.round}"
         if req.error:
-            raise _Reject(grpc.StatusCode.ABORTED, f"{where}: the client failed: {req.error[:500]}")
+            raise Reject(grpc.StatusCode.ABORTED, f"{where}: the client failed: {req.error[:500]}")
         nbytes = payload_bytes(req.params)
         if nbytes > self.max_update_bytes:
-            raise _Reject(grpc.StatusCode.RESOURCE_EXHAUSTED,
+            raise Reject(grpc.StatusCode.RESOURCE_EXHAUSTED,
                           f"{where}: {nbytes} bytes exceeds max_update_bytes="
                           f"{self.max_update_bytes}")
         if req.num_examples < 1 or not math.isfinite(req.train_loss):
-            raise _Reject(grpc.StatusCode.INVALID_ARGUMENT,
+            raise Reject(grpc.StatusCode.INVALID_ARGUMENT,
                           f"{where}: need num_examples >= 1 and a finite train_loss, got "
                           f"{req.num_examples} and {req.train_loss}")
         try:
             params = decode_like(req.params, like, context=where)
         except TrainError as e:
-            raise _Reject(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+            raise Reject(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
         return (params, int(req.num_examples), float(req.train_loss)), nbytes
+
+    def _secagg(self, req: fl_pb2.SecAggMessage) -> None:
+        """A secure-aggregation message; only :class:`edgeweave.train.secagg.backend.
+        SecAggGrpcBackend` runs the protocol, so plain FL refuses it by name."""
+        raise Reject(grpc.StatusCode.FAILED_PRECONDITION,
+                     "this FL server does not run secure aggregation")
 
     def _resolve(self, cid: int, p: _Pending, *, result: tuple[Params, int, float] | None = None,
                  reason: str | None = None, bytes_up: int = 0) -> bool:
@@ -351,8 +357,10 @@ class GrpcBackend(Backend):
             return True
 
 
-class _Reject(Exception):
-    """A request the server refuses: becomes the call's gRPC status, never kills the server."""
+class Reject(Exception):
+    """A request the server refuses: becomes the call's gRPC status, never kills the server.
+    Public so that modes built on this backend (``edgeweave.train.secagg.backend``) refuse
+    their own messages the same way."""
 
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
         super().__init__(details)
@@ -366,7 +374,7 @@ class _Servicer:
     def Register(self, request, context):
         try:
             sess = self.b._register(request)
-        except _Reject as e:
+        except Reject as e:
             context.abort(e.code, e.details)
         return fl_pb2.RegisterReply(session=sess.session, model_spec=self.b.model_spec,
                                     max_update_bytes=self.b.max_update_bytes,
@@ -375,11 +383,11 @@ class _Servicer:
     def Tasks(self, request, context):
         try:
             sess = self.b._session(request.session)
-        except _Reject as e:
+        except Reject as e:
             context.abort(e.code, e.details)
         try:
             self.b._stream_state(sess, True)
-        except _Reject as e:
+        except Reject as e:
             context.abort(e.code, e.details)
         if not context.add_callback(lambda: self.b._stream_state(sess, False)):
             self.b._stream_state(sess, False)  # the call ended before the callback went in
@@ -399,7 +407,14 @@ class _Servicer:
     def SubmitUpdate(self, request, context):
         try:
             self.b._submit(request)
-        except _Reject as e:
+        except Reject as e:
+            context.abort(e.code, e.details)
+        return fl_pb2.UpdateReply(accepted=True)
+
+    def SecAgg(self, request, context):
+        try:
+            self.b._secagg(request)
+        except Reject as e:
             context.abort(e.code, e.details)
         return fl_pb2.UpdateReply(accepted=True)
 
@@ -415,5 +430,8 @@ def _handlers(servicer: _Servicer) -> grpc.GenericRpcHandler:
             response_serializer=bytes),
         "SubmitUpdate": grpc.unary_unary_rpc_method_handler(
             servicer.SubmitUpdate, request_deserializer=fl_pb2.Update.FromString,
+            response_serializer=fl_pb2.UpdateReply.SerializeToString),
+        "SecAgg": grpc.unary_unary_rpc_method_handler(
+            servicer.SecAgg, request_deserializer=fl_pb2.SecAggMessage.FromString,
             response_serializer=fl_pb2.UpdateReply.SerializeToString),
     })

@@ -43,7 +43,8 @@ class SecAggServer:
         self.masked: dict[int, np.ndarray] = {}
         self.u2: set[int] = set()
 
-    def _fail(self, cid: int, why: str) -> None:
+    def drop(self, cid: int, why: str) -> None:
+        """Treat ``cid`` as dropped from now on, for this reason (the first one is kept)."""
         self.failed.setdefault(cid, why)
 
     # ---- round 0 -> 1
@@ -51,9 +52,9 @@ class SecAggServer:
         """Each client's roster: its neighbours that advertised valid keys (U1)."""
         for a in adverts:
             if a.cid not in self.graph:
-                self._fail(a.cid, "advertised keys but is not in this round")
+                self.drop(a.cid, "advertised keys but is not in this round")
             elif len(a.c_pk) != keys.KEY_BYTES or len(a.s_pk) != keys.KEY_BYTES:
-                self._fail(a.cid, f"public keys must be {keys.KEY_BYTES} bytes each")
+                self.drop(a.cid, f"public keys must be {keys.KEY_BYTES} bytes each")
             elif a.cid not in self.adverts:
                 self.adverts[a.cid] = a
         alive = set(self.adverts)
@@ -62,7 +63,7 @@ class SecAggServer:
             if not short:
                 break
             for u in short:
-                self._fail(u, f"fewer than t={self.p.threshold} neighbours advertised keys")
+                self.drop(u, f"fewer than t={self.p.threshold} neighbours advertised keys")
             alive -= short
         self.u1 = alive
         self._need(alive, "advertised keys")
@@ -75,12 +76,12 @@ class SecAggServer:
         for m in shared:
             want = self.graph.get(m.cid, set()) & self.u1
             if m.cid not in self.u1 or m.cid in good:
-                self._fail(m.cid, "sent shares outside round 1 or twice")
+                self.drop(m.cid, "sent shares outside round 1 or twice")
             elif set(m.ciphertexts) != want:
-                self._fail(m.cid, "sent shares to a set other than its roster")
+                self.drop(m.cid, "sent shares to a set other than its roster")
             elif len(m.b_commit) != 32 or any(len(c) != CIPHERTEXT_BYTES
                                               for c in m.ciphertexts.values()):
-                self._fail(m.cid, f"share ciphertexts must be {CIPHERTEXT_BYTES} bytes")
+                self.drop(m.cid, f"share ciphertexts must be {CIPHERTEXT_BYTES} bytes")
             else:
                 good[m.cid] = m
         self.u2 = set(good)
@@ -99,9 +100,9 @@ class SecAggServer:
         """U3: the clients whose masked input arrived (and is well-formed)."""
         for m in inputs:
             if m.cid not in self.u2 or m.cid in self.masked:
-                self._fail(m.cid, "sent a masked input outside round 2 or twice")
+                self.drop(m.cid, "sent a masked input outside round 2 or twice")
             elif m.y.shape != (self.p.length,) or m.y.dtype != self.p.dtype:
-                self._fail(m.cid, f"masked input must be {self.p.length} "
+                self.drop(m.cid, f"masked input must be {self.p.length} "
                                   f"{np.dtype(self.p.dtype).name} values, got {m.y.shape} "
                                   f"{m.y.dtype}")
             else:
@@ -120,7 +121,7 @@ class SecAggServer:
         for m in unmasks:
             why = self._check_unmask(m, alive, dropped)
             if why:
-                self._fail(m.cid, why)
+                self.drop(m.cid, why)
                 continue
             for u, sh in m.b_shares.items():
                 b_sh[u][m.cid] = sh
@@ -175,7 +176,7 @@ class SecAggServer:
                 good = shamir.consistent([pts[i] for i in order], rows[order], t)
                 for i, fine in zip(order, good, strict=True):
                     if not fine:
-                        self._fail(holders[i], f"sent a wrong share of client {owner}'s {what}")
+                        self.drop(holders[i], f"sent a wrong share of client {owner}'s {what}")
                 return secret
         raise TrainError(f"secagg: client {owner}'s {what} does not match its commitment from "
                          f"any {t} of {len(holders)} shares (bad shares); aborting the sum")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x65\x64geweave/train/wire/fl.proto\x12\x0f\x65\x64geweave.fl.v1\"B\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\x97\x01\n\tFitConfig\x12\n\n\x02lr\x18\x01 \x01(\x01\x12\x12\n\nbatch_size\x18\x02 \x01(\x05\x12\x0e\n\x06\x65pochs\x18\x03 \x01(\x05\x12\x13\n\x0blocal_steps\x18\x04 \x01(\x05\x12\x0f\n\x07prox_mu\x18\x05 \x01(\x01\x12\x10\n\x08momentum\x18\x06 \x01(\x01\x12\x14\n\x0cweight_decay\x18\x07 \x01(\x01\x12\x0c\n\x04seed\x18\x08 \x01(\x03\"_\n\x0fRegisterRequest\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x14\n\x0cnum_examples\x18\x02 \x01(\x03\x12\x13\n\x0bmodel_specs\x18\x03 \x03(\t\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\"c\n\rRegisterReply\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x12\n\nmodel_spec\x18\x02 \x01(\t\x12\x18\n\x10max_update_bytes\x18\x03 \x01(\x03\x12\x13\n\x0bheartbeat_s\x18\x04 \x01(\x01\"\x1f\n\x0cTasksRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\"\xe2\x01\n\x04Task\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.edgeweave.fl.v1.Task.Kind\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x03\x12\x12\n\nmodel_spec\x18\x04 \x01(\t\x12\'\n\x06params\x18\x05 \x03(\x0b\x32\x17.edgeweave.fl.v1.Tensor\x12*\n\x06\x63onfig\x18\x06 \x01(\x0b\x32\x1a.edgeweave.fl.v1.FitConfig\"\'\n\x04Kind\x12\x08\n\x04PING\x10\x00\x12\x07\n\x03\x46IT\x10\x01\x12\x0c\n\x08SHUTDOWN\x10\x02\"\x9b\x01\n\x06Update\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x03\x12\'\n\x06params\x18\x04 \x03(\x0b\x32\x17.edgeweave.fl.v1.Tensor\x12\x14\n\x0cnum_examples\x18\x05 \x01(\x03\x12\x12\n\ntrain_loss\x18\x06 \x01(\x01\x12\r\n\x05\x65rror\x18\x07 \x01(\t\"\x1f\n\x0bUpdateReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x32\xe9\x01\n\x11\x46\x65\x64\x65ratedLearning\x12L\n\x08Register\x12 .edgeweave.fl.v1.RegisterRequest\x1a\x1e.edgeweave.fl.v1.RegisterReply\x12?\n\x05Tasks\x12\x1d.edgeweave.fl.v1.TasksRequest\x1a\x15.edgeweave.fl.v1.Task0\x01\x12\x45\n\x0cSubmitUpdate\x12\x17.edgeweave.fl.v1.Update\x1a\x1c.edgeweave.fl.v1.UpdateReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x65\x64geweave/train/wire/fl.proto\x12\x0f\x65\x64geweave.fl.v1\"B\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\x97\x01\n\tFitConfig\x12\n\n\x02lr\x18\x01 \x01(\x01\x12\x12\n\nbatch_size\x18\x02 \x01(\x05\x12\x0e\n\x06\x65pochs\x18\x03 \x01(\x05\x12\x13\n\x0blocal_steps\x18\x04 \x01(\x05\x12\x0f\n\x07prox_mu\x18\x05 \x01(\x01\x12\x10\n\x08momentum\x18\x06 \x01(\x01\x12\x14\n\x0cweight_decay\x18\x07 \x01(\x01\x12\x0c\n\x04seed\x18\x08 \x01(\x03\"_\n\x0fRegisterRequest\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x14\n\x0cnum_examples\x18\x02 \x01(\x03\x12\x13\n\x0bmodel_specs\x18\x03 \x03(\t\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\"c\n\rRegisterReply\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x12\n\nmodel_spec\x18\x02 \x01(\t\x12\x18\n\x10max_update_bytes\x18\x03 \x01(\x03\x12\x13\n\x0bheartbeat_s\x18\x04 \x01(\x01\"\x1f\n\x0cTasksRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\"\xcf\x02\n\x04Task\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.edgeweave.fl.v1.Task.Kind\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x03\x12\x12\n\nmodel_spec\x18\x04 \x01(\t\x12\'\n\x06params\x18\x05 \x03(\x0b\x32\x17.edgeweave.fl.v1.Tensor\x12*\n\x06\x63onfig\x18\x06 \x01(\x0b\x32\x1a.edgeweave.fl.v1.FitConfig\x12\x32\n\x0csecagg_setup\x18\x07 \x01(\x0b\x32\x1c.edgeweave.fl.v1.SecAggSetup\x12+\n\x06secagg\x18\x08 \x01(\x0b\x32\x1b.edgeweave.fl.v1.SecAggStep\"3\n\x04Kind\x12\x08\n\x04PING\x10\x00\x12\x07\n\x03\x46IT\x10\x01\x12\x0c\n\x08SHUTDOWN\x10\x02\x12\n\n\x06SECAGG\x10\x03\"\x9b\x01\n\x06Update\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x03\x12\'\n\x06params\x18\x04 \x03(\x0b\x32\x17.edgeweave.fl.v1.Tensor\x12\x14\n\x0cnum_examples\x18\x05 \x01(\x03\x12\x12\n\ntrain_loss\x18\x06 \x01(\x01\x12\r\n\x05\x65rror\x18\x07 \x01(\t\"\x1f\n\x0bUpdateReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\"\x8f\x01\n\x0bSecAggSetup\x12\x11\n\tring_bits\x18\x01 \x01(\x05\x12\x11\n\tthreshold\x18\x02 \x01(\x05\x12\x11\n\tfrac_bits\x18\x03 \x01(\x05\x12\x16\n\x0eloss_frac_bits\x18\x04 \x01(\x05\x12\x0c\n\x04\x63lip\x18\x05 \x01(\x01\x12\x12\n\nmax_weight\x18\x06 \x01(\x03\x12\r\n\x05label\x18\x07 \x01(\x0c\";\n\nPublicKeys\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x0c\n\x04\x63_pk\x18\x02 \x01(\x0c\x12\x0c\n\x04s_pk\x18\x03 \x01(\x0c\"7\n\x0e\x45ncryptedShare\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\"/\n\nFieldShare\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x0e\n\x06values\x18\x02 \x03(\r\"\x99\x01\n\nSecAggStep\x12)\n\x06roster\x18\x01 \x01(\x0b\x32\x17.edgeweave.fl.v1.RosterH\x00\x12\'\n\x05inbox\x18\x02 \x01(\x0b\x32\x16.edgeweave.fl.v1.InboxH\x00\x12/\n\tsurvivors\x18\x03 \x01(\x0b\x32\x1a.edgeweave.fl.v1.SurvivorsH\x00\x42\x06\n\x04step\"3\n\x06Roster\x12)\n\x04keys\x18\x01 \x03(\x0b\x32\x1b.edgeweave.fl.v1.PublicKeys\"8\n\x05Inbox\x12/\n\x06shares\x18\x01 \x03(\x0b\x32\x1f.edgeweave.fl.v1.EncryptedShare\"\x1f\n\tSurvivors\x12\x12\n\nclient_ids\x18\x01 \x03(\x03\"O\n\nSharedKeys\x12\x10\n\x08\x62_commit\x18\x01 \x01(\x0c\x12/\n\x06shares\x18\x02 \x03(\x0b\x32\x1f.edgeweave.fl.v1.EncryptedShare\"l\n\x0cUnmaskShares\x12-\n\x08\x62_shares\x18\x01 \x03(\x0b\x32\x1b.edgeweave.fl.v1.FieldShare\x12-\n\x08s_shares\x18\x02 \x03(\x0b\x32\x1b.edgeweave.fl.v1.FieldShare\"\xf6\x01\n\rSecAggMessage\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x0f\n\x07task_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x03\x12+\n\x04keys\x18\x04 \x01(\x0b\x32\x1b.edgeweave.fl.v1.PublicKeysH\x00\x12-\n\x06shared\x18\x05 \x01(\x0b\x32\x1b.edgeweave.fl.v1.SharedKeysH\x00\x12\x10\n\x06masked\x18\x06 \x01(\x0cH\x00\x12/\n\x06unmask\x18\x07 \x01(\x0b\x32\x1d.edgeweave.fl.v1.UnmaskSharesH\x00\x12\r\n\x05\x65rror\x18\x08 \x01(\tB\x06\n\x04step2\xb1\x02\n\x11\x46\x65\x64\x65ratedLearning\x12L\n\x08Register\x12 .edgeweave.fl.v1.RegisterRequest\x1a\x1e.edgeweave.fl.v1.RegisterReply\x12?\n\x05Tasks\x12\x1d.edgeweave.fl.v1.TasksRequest\x1a\x15.edgeweave.fl.v1.Task0\x01\x12\x45\n\x0cSubmitUpdate\x12\x17.edgeweave.fl.v1.Update\x1a\x1c.edgeweave.fl.v1.UpdateReply\x12\x46\n\x06SecAgg\x12\x1e.edgeweave.fl.v1.SecAggMessage\x1a\x1c.edgeweave.fl.v1.UpdateReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,13 +42,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASKSREQUEST']._serialized_start=470
   _globals['_TASKSREQUEST']._serialized_end=501
   _globals['_TASK']._serialized_start=504
-  _globals['_TASK']._serialized_end=730
-  _globals['_TASK_KIND']._serialized_start=691
-  _globals['_TASK_KIND']._serialized_end=730
-  _globals['_UPDATE']._serialized_start=733
-  _globals['_UPDATE']._serialized_end=888
-  _globals['_UPDATEREPLY']._serialized_start=890
-  _globals['_UPDATEREPLY']._serialized_end=921
-  _globals['_FEDERATEDLEARNING']._serialized_start=924
-  _globals['_FEDERATEDLEARNING']._serialized_end=1157
+  _globals['_TASK']._serialized_end=839
+  _globals['_TASK_KIND']._serialized_start=788
+  _globals['_TASK_KIND']._serialized_end=839
+  _globals['_UPDATE']._serialized_start=842
+  _globals['_UPDATE']._serialized_end=997
+  _globals['_UPDATEREPLY']._serialized_start=999
+  _globals['_UPDATEREPLY']._serialized_end=1030
+  _globals['_SECAGGSETUP']._serialized_start=1033
+  _globals['_SECAGGSETUP']._serialized_end=1176
+  _globals['_PUBLICKEYS']._serialized_start=1178
+  _globals['_PUBLICKEYS']._serialized_end=1237
+  _globals['_ENCRYPTEDSHARE']._serialized_start=1239
+  _globals['_ENCRYPTEDSHARE']._serialized_end=1294
+  _globals['_FIELDSHARE']._serialized_start=1296
+  _globals['_FIELDSHARE']._serialized_end=1343
+  _globals['_SECAGGSTEP']._serialized_start=1346
+  _globals['_SECAGGSTEP']._serialized_end=1499
+  _globals['_ROSTER']._serialized_start=1501
+  _globals['_ROSTER']._serialized_end=1552
+  _globals['_INBOX']._serialized_start=1554
+  _globals['_INBOX']._serialized_end=1610
+  _globals['_SURVIVORS']._serialized_start=1612
+  _globals['_SURVIVORS']._serialized_end=1643
+  _globals['_SHAREDKEYS']._serialized_start=1645
+  _globals['_SHAREDKEYS']._serialized_end=1724
+  _globals['_UNMASKSHARES']._serialized_start=1726
+  _globals['_UNMASKSHARES']._serialized_end=1834
+  _globals['_SECAGGMESSAGE']._serialized_start=1837
+  _globals['_SECAGGMESSAGE']._serialized_end=2083
+  _globals['_FEDERATEDLEARNING']._serialized_start=2086
+  _globals['_FEDERATEDLEARNING']._serialized_end=2391
 # @@protoc_insertion_point(module_scope)

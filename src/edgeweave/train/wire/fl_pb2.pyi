@@ -70,28 +70,34 @@ class TasksRequest(_message.Message):
     def __init__(self, session: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("kind", "task_id", "round", "model_spec", "params", "config")
+    __slots__ = ("kind", "task_id", "round", "model_spec", "params", "config", "secagg_setup", "secagg")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         PING: _ClassVar[Task.Kind]
         FIT: _ClassVar[Task.Kind]
         SHUTDOWN: _ClassVar[Task.Kind]
+        SECAGG: _ClassVar[Task.Kind]
     PING: Task.Kind
     FIT: Task.Kind
     SHUTDOWN: Task.Kind
+    SECAGG: Task.Kind
     KIND_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
     MODEL_SPEC_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
+    SECAGG_SETUP_FIELD_NUMBER: _ClassVar[int]
+    SECAGG_FIELD_NUMBER: _ClassVar[int]
     kind: Task.Kind
     task_id: str
     round: int
     model_spec: str
     params: _containers.RepeatedCompositeFieldContainer[Tensor]
     config: FitConfig
-    def __init__(self, kind: _Optional[_Union[Task.Kind, str]] = ..., task_id: _Optional[str] = ..., round: _Optional[int] = ..., model_spec: _Optional[str] = ..., params: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., config: _Optional[_Union[FitConfig, _Mapping]] = ...) -> None: ...
+    secagg_setup: SecAggSetup
+    secagg: SecAggStep
+    def __init__(self, kind: _Optional[_Union[Task.Kind, str]] = ..., task_id: _Optional[str] = ..., round: _Optional[int] = ..., model_spec: _Optional[str] = ..., params: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., config: _Optional[_Union[FitConfig, _Mapping]] = ..., secagg_setup: _Optional[_Union[SecAggSetup, _Mapping]] = ..., secagg: _Optional[_Union[SecAggStep, _Mapping]] = ...) -> None: ...
 
 class Update(_message.Message):
     __slots__ = ("session", "task_id", "round", "params", "num_examples", "train_loss", "error")
@@ -116,3 +122,111 @@ class UpdateReply(_message.Message):
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     accepted: bool
     def __init__(self, accepted: _Optional[bool] = ...) -> None: ...
+
+class SecAggSetup(_message.Message):
+    __slots__ = ("ring_bits", "threshold", "frac_bits", "loss_frac_bits", "clip", "max_weight", "label")
+    RING_BITS_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    FRAC_BITS_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FRAC_BITS_FIELD_NUMBER: _ClassVar[int]
+    CLIP_FIELD_NUMBER: _ClassVar[int]
+    MAX_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    ring_bits: int
+    threshold: int
+    frac_bits: int
+    loss_frac_bits: int
+    clip: float
+    max_weight: int
+    label: bytes
+    def __init__(self, ring_bits: _Optional[int] = ..., threshold: _Optional[int] = ..., frac_bits: _Optional[int] = ..., loss_frac_bits: _Optional[int] = ..., clip: _Optional[float] = ..., max_weight: _Optional[int] = ..., label: _Optional[bytes] = ...) -> None: ...
+
+class PublicKeys(_message.Message):
+    __slots__ = ("client_id", "c_pk", "s_pk")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    C_PK_FIELD_NUMBER: _ClassVar[int]
+    S_PK_FIELD_NUMBER: _ClassVar[int]
+    client_id: int
+    c_pk: bytes
+    s_pk: bytes
+    def __init__(self, client_id: _Optional[int] = ..., c_pk: _Optional[bytes] = ..., s_pk: _Optional[bytes] = ...) -> None: ...
+
+class EncryptedShare(_message.Message):
+    __slots__ = ("client_id", "ciphertext")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    client_id: int
+    ciphertext: bytes
+    def __init__(self, client_id: _Optional[int] = ..., ciphertext: _Optional[bytes] = ...) -> None: ...
+
+class FieldShare(_message.Message):
+    __slots__ = ("client_id", "values")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    client_id: int
+    values: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, client_id: _Optional[int] = ..., values: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class SecAggStep(_message.Message):
+    __slots__ = ("roster", "inbox", "survivors")
+    ROSTER_FIELD_NUMBER: _ClassVar[int]
+    INBOX_FIELD_NUMBER: _ClassVar[int]
+    SURVIVORS_FIELD_NUMBER: _ClassVar[int]
+    roster: Roster
+    inbox: Inbox
+    survivors: Survivors
+    def __init__(self, roster: _Optional[_Union[Roster, _Mapping]] = ..., inbox: _Optional[_Union[Inbox, _Mapping]] = ..., survivors: _Optional[_Union[Survivors, _Mapping]] = ...) -> None: ...
+
+class Roster(_message.Message):
+    __slots__ = ("keys",)
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedCompositeFieldContainer[PublicKeys]
+    def __init__(self, keys: _Optional[_Iterable[_Union[PublicKeys, _Mapping]]] = ...) -> None: ...
+
+class Inbox(_message.Message):
+    __slots__ = ("shares",)
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    shares: _containers.RepeatedCompositeFieldContainer[EncryptedShare]
+    def __init__(self, shares: _Optional[_Iterable[_Union[EncryptedShare, _Mapping]]] = ...) -> None: ...
+
+class Survivors(_message.Message):
+    __slots__ = ("client_ids",)
+    CLIENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    client_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, client_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class SharedKeys(_message.Message):
+    __slots__ = ("b_commit", "shares")
+    B_COMMIT_FIELD_NUMBER: _ClassVar[int]
+    SHARES_FIELD_NUMBER: _ClassVar[int]
+    b_commit: bytes
+    shares: _containers.RepeatedCompositeFieldContainer[EncryptedShare]
+    def __init__(self, b_commit: _Optional[bytes] = ..., shares: _Optional[_Iterable[_Union[EncryptedShare, _Mapping]]] = ...) -> None: ...
+
+class UnmaskShares(_message.Message):
+    __slots__ = ("b_shares", "s_shares")
+    B_SHARES_FIELD_NUMBER: _ClassVar[int]
+    S_SHARES_FIELD_NUMBER: _ClassVar[int]
+    b_shares: _containers.RepeatedCompositeFieldContainer[FieldShare]
+    s_shares: _containers.RepeatedCompositeFieldContainer[FieldShare]
+    def __init__(self, b_shares: _Optional[_Iterable[_Union[FieldShare, _Mapping]]] = ..., s_shares: _Optional[_Iterable[_Union[FieldShare, _Mapping]]] = ...) -> None: ...
+
+class SecAggMessage(_message.Message):
+    __slots__ = ("session", "task_id", "round", "keys", "shared", "masked", "unmask", "error")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    SHARED_FIELD_NUMBER: _ClassVar[int]
+    MASKED_FIELD_NUMBER: _ClassVar[int]
+    UNMASK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    session: str
+    task_id: str
+    round: int
+    keys: PublicKeys
+    shared: SharedKeys
+    masked: bytes
+    unmask: UnmaskShares
+    error: str
+    def __init__(self, session: _Optional[str] = ..., task_id: _Optional[str] = ..., round: _Optional[int] = ..., keys: _Optional[_Union[PublicKeys, _Mapping]] = ..., shared: _Optional[_Union[SharedKeys, _Mapping]] = ..., masked: _Optional[bytes] = ..., unmask: _Optional[_Union[UnmaskShares, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...

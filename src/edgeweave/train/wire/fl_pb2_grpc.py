@@ -49,6 +49,11 @@ class FederatedLearningStub:
                 request_serializer=edgeweave_dot_train_dot_wire_dot_fl__pb2.Update.SerializeToString,
                 response_deserializer=edgeweave_dot_train_dot_wire_dot_fl__pb2.UpdateReply.FromString,
                 _registered_method=True)
+        self.SecAgg = channel.unary_unary(
+                '/edgeweave.fl.v1.FederatedLearning/SecAgg',
+                request_serializer=edgeweave_dot_train_dot_wire_dot_fl__pb2.SecAggMessage.SerializeToString,
+                response_deserializer=edgeweave_dot_train_dot_wire_dot_fl__pb2.UpdateReply.FromString,
+                _registered_method=True)
 
 
 class FederatedLearningServicer:
@@ -72,6 +77,12 @@ class FederatedLearningServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SecAgg(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FederatedLearningServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -88,6 +99,11 @@ def add_FederatedLearningServicer_to_server(servicer, server):
             'SubmitUpdate': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitUpdate,
                     request_deserializer=edgeweave_dot_train_dot_wire_dot_fl__pb2.Update.FromString,
+                    response_serializer=edgeweave_dot_train_dot_wire_dot_fl__pb2.UpdateReply.SerializeToString,
+            ),
+            'SecAgg': grpc.unary_unary_rpc_method_handler(
+                    servicer.SecAgg,
+                    request_deserializer=edgeweave_dot_train_dot_wire_dot_fl__pb2.SecAggMessage.FromString,
                     response_serializer=edgeweave_dot_train_dot_wire_dot_fl__pb2.UpdateReply.SerializeToString,
             ),
     }
@@ -171,6 +187,33 @@ class FederatedLearning:
             target,
             '/edgeweave.fl.v1.FederatedLearning/SubmitUpdate',
             edgeweave_dot_train_dot_wire_dot_fl__pb2.Update.SerializeToString,
+            edgeweave_dot_train_dot_wire_dot_fl__pb2.UpdateReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SecAgg(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgeweave.fl.v1.FederatedLearning/SecAgg',
+            edgeweave_dot_train_dot_wire_dot_fl__pb2.SecAggMessage.SerializeToString,
             edgeweave_dot_train_dot_wire_dot_fl__pb2.UpdateReply.FromString,
             options,
             channel_credentials,
