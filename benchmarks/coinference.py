@@ -25,6 +25,7 @@ from edgeweave.graph import capture_spec
 from edgeweave.plan.costs import CostModel
 from edgeweave.profile import profile_graph
 from edgeweave.profile.build import calibration_samples
+from edgeweave.profile.measure import IDLE_S
 from edgeweave.runtime.client import ClientOptions, CoInferenceClient
 from edgeweave.runtime.lab import LocalLab
 from edgeweave.runtime.session import RunSummary, device_dilation, plan_for
@@ -119,16 +120,18 @@ def predicted_ms(prof, chosen, placement):
     return cm.evaluate(cm.labels_of(placement)).total_ms
 
 
-def model_rows(name, lab, requests, fleet, codecs=("none",), calibration=None):
+def model_rows(name, lab, requests, fleet, codecs=("none",), calibration=None, idle_s=IDLE_S):
     graph = capture_spec(name)
     # medians over many repeats spread over seconds: the host's speed drifts (see interleaved)
-    measured = profile_graph(graph, fleet, warmup=3, repeats=30, calibration=calibration)
+    measured = profile_graph(graph, fleet, warmup=3, repeats=30, calibration=calibration,
+                             idle_s=idle_s)
     snapshots = []
 
     def snapshot():
         """Re-measure the model between rounds: the planner's per-node times over the same
         window as the requests (the plan itself stays the one chosen up front)."""
-        again = profile_graph(graph, fleet, warmup=1, repeats=3, calibration=calibration)
+        again = profile_graph(graph, fleet, warmup=1, repeats=3, calibration=calibration,
+                              idle_s=idle_s)
         snapshots.append({n.name: n.model_extra["host_ms"] for n in again.nodes})
     x = torch.randn(graph.input_shape, generator=torch.Generator().manual_seed(0))
     dilation = device_dilation(measured, fleet)
@@ -244,6 +247,10 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=10)
     ap.add_argument("--codec", default="none", help="candidate cut codecs, comma-separated")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--idle-ms", type=float, default=IDLE_S * 1000,
+                    help="profiler's idle gap before each timed run (0 = back to back)")
+    ap.add_argument("--rows-only", action="store_true",
+                    help="skip the bandwidth step and the throughput runs")
     args = ap.parse_args()
     torch.set_num_threads(1)  # the profile was measured on one thread; so is the device
     fleet = load_fleet(DEFAULT_FLEET)
@@ -253,9 +260,10 @@ def main() -> None:
         codecs = tuple(args.codec.split(","))
         calib = calibration_samples()
         rows = [r for m in args.models
-                for r in model_rows(m, lab, args.requests, fleet, codecs, calib)]
-        step = bandwidth_step(lab, fleet)
-        tput = throughput(lab, fleet)
+                for r in model_rows(m, lab, args.requests, fleet, codecs, calib,
+                                    args.idle_ms / 1000)]
+        step = None if args.rows_only else bandwidth_step(lab, fleet)
+        tput = None if args.rows_only else throughput(lab, fleet)
     table = Table(title="co-inference, measured across processes (median per row)")
     for col in ("model", "Mbit/s", "mode", "predicted ms", "measured ms", "error %",
                 "pred. same window", "error %", "floor ms", "overhead", "x vs device", "x vs edge"):
@@ -275,6 +283,7 @@ def main() -> None:
         "rows_overhead_ok": sum(r["overhead_ms"] <= max(2.0, 0.05 * r["floor_ms"])
                                 for r in rows),
         "rows": len(rows),
+        "profile_idle_ms": args.idle_ms,
         "mean_speedup_vs_device": statistics.mean(r["speedup_vs_device"] for r in rows),
         "neurosurgeon_avg_speedup": NEUROSURGEON_AVG_SPEEDUP,
         "mean_speedup_vs_edge": statistics.mean(r["speedup_vs_edge"] for r in rows),

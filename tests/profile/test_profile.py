@@ -125,3 +125,18 @@ def test_bad_measurement_settings_are_rejected():
         profile_graph(graph, load_fleet("pi4-wifi-edge-cloud"), repeats=0)
     with pytest.raises(ProfileError, match="latency source"):
         profile_graph(graph, load_fleet("pi4-wifi-edge-cloud"), latency_source="guess")
+    with pytest.raises(ProfileError, match="idle_s"):
+        profile_graph(graph, load_fleet("pi4-wifi-edge-cloud"), idle_s=-1)
+
+
+def test_timed_runs_start_after_the_idle_gap(monkeypatch):
+    """Each timed run (node pass and whole program) is preceded by the gap; warm-up runs not."""
+    from edgeweave.profile import measure as m
+
+    slept = []
+    monkeypatch.setattr(m.time, "sleep", slept.append)
+    graph = capture_spec("digits-cnn")
+    prof = profile_graph(graph, load_fleet("pi4-wifi-edge-cloud"), warmup=2, repeats=3,
+                         idle_s=0.04)
+    assert prof.model_extra["measurement"]["idle_s"] == 0.04
+    assert slept.count(0.04) == 2 * 3 and set(slept) == {0.0, 0.04}

@@ -20,7 +20,7 @@ from torch import nn
 from edgeweave.errors import ProfileError
 from edgeweave.graph import Graph, capture
 from edgeweave.profile.activations import codec_bytes
-from edgeweave.profile.measure import PROFILE_THREADS, measure, measure_calibrated
+from edgeweave.profile.measure import IDLE_S, PROFILE_THREADS, measure, measure_calibrated
 from edgeweave.profile.regression import LatencyModel, Sample, mape
 from edgeweave.profile.schema import DevicePower, LinkSpec, NodeCost, Profile
 from edgeweave.topology import Fleet, TierPath
@@ -131,18 +131,21 @@ def profile_graph(
     latency_source: str = "regression",
     seed: int = 0,
     calibration: list[Sample] | None = None,
+    idle_s: float = IDLE_S,
 ) -> Profile:
     """Measure `graph` here and predict it on each tier of `fleet`'s device-edge-cloud path.
-    `calibration` reuses a :func:`calibration_samples` sweep (profiling several models)."""
+    `calibration` reuses a :func:`calibration_samples` sweep (profiling several models);
+    `idle_s` is the idle gap before each timed run (see :mod:`edgeweave.profile.measure`)."""
     if latency_source not in LATENCY_SOURCES:
         raise ProfileError(
             f"latency source {latency_source!r}: expected one of {', '.join(LATENCY_SOURCES)}"
         )
-    if warmup < 0 or repeats < 1:
-        raise ProfileError(f"need warmup >= 0 and repeats >= 1, got {warmup} and {repeats}")
+    if warmup < 0 or repeats < 1 or idle_s < 0:
+        raise ProfileError(f"need warmup >= 0, repeats >= 1 and idle_s >= 0, got {warmup}, "
+                           f"{repeats} and {idle_s}")
     path = fleet.tier_path(device)
     started = time.perf_counter()
-    times, gflops, whole_ms = measure_calibrated(graph, warmup, repeats, seed)
+    times, gflops, whole_ms = measure_calibrated(graph, warmup, repeats, seed, idle_s=idle_s)
     wire = codec_bytes(graph, seed)
     model, report = fit_latency_model(graph, times, gflops, seed, calibration=calibration)
     elapsed = time.perf_counter() - started
@@ -194,7 +197,7 @@ def profile_graph(
         latency_source=latency_source,
         regression=report,
         measurement={"warmup": warmup, "repeats": repeats, "statistic": "median",
-                     "seed": seed, "profiling_s": elapsed},
+                     "seed": seed, "idle_s": idle_s, "profiling_s": elapsed},
         capture={"traced": graph.traced, "fallback_reason": graph.fallback_reason},
     )
     return retarget(prof, path)

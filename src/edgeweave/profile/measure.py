@@ -7,6 +7,13 @@ over repeats after warm-up, because a shared 2-core host has outliers that a mea
 Times are this thread's CPU time (`time.thread_time`), not wall time: on a shared host, wall
 time also counts the moments other processes held the core, which is load, not the model's
 cost. The runtime's time dilation stretches the same clock (`edgeweave.runtime.dilation`).
+
+Each timed run starts after an idle gap (``idle_s``), because that is how a stage runs in
+co-inference: its node has been waiting on the network or for the next request, and meanwhile
+other work has had the core and the caches. Back to back, a program finds its weights and
+buffers still cached and runs faster than any request will: on this host MobileNetV2's first
+40% ran 12-23% slower after a gap of 20 ms or more than in a tight loop, which is the error the
+co-inference benchmark saw on device stages before the profile measured this way.
 """
 
 from __future__ import annotations
@@ -43,10 +50,15 @@ class _TimingInterpreter(fx.Interpreter):
         return out
 
 
-def measure_nodes(graph: Graph, warmup: int = 3, repeats: int = 10, seed: int = 0
-                  ) -> dict[str, float]:
+#: Idle time before each timed run (see the module docstring): longer than the 20 ms after
+#: which the slowdown stopped growing in our measurements, shorter than most requests' gaps.
+IDLE_S = 0.05
+
+
+def measure_nodes(graph: Graph, warmup: int = 3, repeats: int = 10, seed: int = 0,
+                  idle_s: float = 0.0) -> dict[str, float]:
     """Median latency (ms) of every node of `graph`, run in place inside the whole model."""
-    return measure(graph, warmup, repeats, seed)[0]
+    return measure(graph, warmup, repeats, seed, idle_s)[0]
 
 
 @contextmanager
@@ -62,25 +74,29 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def measure(graph: Graph, warmup: int = 3, repeats: int = 10, seed: int = 0
-            ) -> tuple[dict[str, float], float]:
+def measure(graph: Graph, warmup: int = 3, repeats: int = 10, seed: int = 0,
+            idle_s: float = 0.0) -> tuple[dict[str, float], float]:
     """Per-node medians (ms) and this host's GFLOP/s on the reference convolution, timed in
     alternation with the model so both see the same load on a shared machine: tier latencies
     are scaled by their ratio, so it is the ratio that must be stable."""
-    times, gflops, _ = measure_calibrated(graph, warmup, repeats, seed, whole=False)
+    times, gflops, _ = measure_calibrated(graph, warmup, repeats, seed, whole=False,
+                                          idle_s=idle_s)
     return times, gflops
 
 
 def measure_calibrated(graph: Graph, warmup: int = 3, repeats: int = 10, seed: int = 0,
-                       whole: bool = True) -> tuple[dict[str, float], float, float | None]:
+                       whole: bool = True, idle_s: float = IDLE_S
+                       ) -> tuple[dict[str, float], float, float | None]:
     """As :func:`measure`, plus the median of the WHOLE model run as one traced TorchScript
     program (how the runtime executes a stage), timed in the same alternation. Node by node in
     an interpreter, every node also pays the interpreter's dispatch, and the sum of nodes
     over-states a compiled run by 0-30% (most on models of many small layers, MobileNet); the
     whole-model time lets the profile scale its node times to what really runs. None when the
-    model cannot be traced."""
+    model cannot be traced. ``idle_s`` is the idle gap before each timed run of the model."""
+    if idle_s < 0:
+        raise ValueError(f"idle_s must be >= 0, got {idle_s}")
     with torch_threads(PROFILE_THREADS):
-        return _measure(graph, warmup, repeats, seed, whole)
+        return _measure(graph, warmup, repeats, seed, whole, idle_s)
 
 
 def _traced(graph: Graph, x: torch.Tensor) -> Any:
@@ -92,7 +108,7 @@ def _traced(graph: Graph, x: torch.Tensor) -> Any:
         return None
 
 
-def _measure(graph: Graph, warmup: int, repeats: int, seed: int, whole: bool
+def _measure(graph: Graph, warmup: int, repeats: int, seed: int, whole: bool, idle_s: float
              ) -> tuple[dict[str, float], float, float | None]:
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(graph.input_shape, generator=gen)
@@ -109,9 +125,12 @@ def _measure(graph: Graph, warmup: int, repeats: int, seed: int, whole: bool
     ref: list[float] = []
     with torch.inference_mode():
         for i in range(warmup + repeats):
+            gap = idle_s if i >= warmup else 0.0
             interp.times = {}
+            time.sleep(gap)
             interp.run(x)
             if program is not None:
+                time.sleep(gap)
                 start = _clock()
                 program(x)
                 if i >= warmup:
