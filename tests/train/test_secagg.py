@@ -13,7 +13,10 @@ import pytest
 import torch
 
 from edgeweave.train.backends.grpc_backend import GrpcBackend
+from edgeweave.train.backends.sequential import SequentialBackend
+from edgeweave.train.data import make_task
 from edgeweave.train.grpc_client import FLClient
+from edgeweave.train.models import build_model
 from edgeweave.train.secagg import graph as graphs
 from edgeweave.train.secagg import shamir
 from edgeweave.train.secagg.aggregate import SecAggFedAvg
@@ -24,6 +27,9 @@ from edgeweave.train.secagg.quantize import FixedPoint, frac_bits_for
 from edgeweave.train.secagg.server import SecAggServer
 from edgeweave.train.secagg.simulate import make_graph, secure_sum
 from edgeweave.train.secagg.vector import UpdateVector
+from edgeweave.train.server import Server, ServerConfig
+from edgeweave.train.strategies import FedAvg
+from edgeweave.train.task import Task
 from edgeweave.train.types import FitConfig, TrainError, Updates
 from edgeweave.train.wire import fl_pb2, fl_pb2_grpc
 from edgeweave.train.wire.auth import auth_metadata
@@ -338,3 +344,26 @@ def test_plain_grpc_server_refuses_secagg_messages_by_name():
             assert "does not run secure aggregation" in e.value.details()
     finally:
         backend.close()
+
+
+def test_server_loop_with_secagg_matches_fedavg_on_digits():
+    task = make_task("digits", "iid", 4, "mlp:64,16,10", seed=0)
+    ref = Server(task, FedAvg(), SequentialBackend(task), ServerConfig(rounds=1))
+    ref.run()
+    sec = Server(task, SecAggFedAvg(k=2), SequentialBackend(task), ServerConfig(rounds=1))
+    records = sec.run()
+    assert records[-1].extra["secagg_survivors"] == 4 and records[-1].extra["secagg_degree"] == 2
+    for k, v in ref.params.items():
+        assert torch.allclose(sec.params[k], v, atol=1e-4), k
+
+
+def test_server_loop_over_grpc_secagg(secagg_fleet):
+    backend = secagg_fleet(3)
+    task = Task(lambda: build_model("logreg:3,2"), None, torch.zeros(4, 3),
+                torch.zeros(4, dtype=torch.long), name="g")
+    server = Server(task, SecAggFedAvg(), backend, ServerConfig(rounds=1))
+    rec = server.run()[-1]
+    assert rec.extra["secagg_survivors"] == 3
+    start = task.init_params()
+    for k, v in server.params.items():
+        assert torch.allclose(v, start[k] + _expected([0, 1, 2]), atol=1e-3), k
