@@ -329,3 +329,134 @@ def test_grpc_rejects_bad_token_and_malformed_tensors_and_keeps_serving(token):
             link.forward(0, 0, none.encode(torch.ones(4, 32)), none.encode(torch.arange(4)),
                          True)
         link.close()
+
+
+# ----------------------------------------------------------------------- GPipe
+
+PIPE_MODEL = "mlp:64,48,48,48,10"
+
+
+def _plain_steps(model: nn.Module, batches, lr: float) -> list[float]:
+    losses = []
+    for x, y in batches:
+        loss = nn.functional.cross_entropy(model(x), y)
+        model.zero_grad()
+        loss.backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.sub_(lr * p.grad)
+        losses.append(float(loss.detach()))
+    return losses
+
+
+@pytest.fixture(scope="module")
+def pipe_batches():
+    g = torch.Generator().manual_seed(0)
+    return [(torch.randn(20, 64, generator=g), torch.randint(0, 10, (20,), generator=g))
+            for _ in range(3)]
+
+
+@pytest.mark.parametrize("stages", [2, 3, 4])
+@pytest.mark.parametrize("micro", [1, 3, 7])
+def test_gpipe_equals_plain_training(pipe_batches, stages, micro):
+    import copy
+
+    from edgeweave.train.split.pipeline import GPipe
+
+    torch.manual_seed(1)
+    model = build_model(PIPE_MODEL)
+    ref = copy.deepcopy(model)
+    with GPipe(model, stages, micro, lr=0.1) as pipe:
+        assert pipe.num_stages == stages
+        losses = [pipe.step(x, y).loss for x, y in pipe_batches]  # 20 samples / 3 or 7: uneven
+    ref_losses = _plain_steps(ref, pipe_batches, 0.1)
+    assert losses == pytest.approx(ref_losses, abs=1e-6)
+    assert_same(OrderedDict(model.state_dict()), OrderedDict(ref.state_dict()))
+
+
+def test_gpipe_time_balancing_and_explicit_bounds(pipe_batches):
+    from edgeweave.train.split.pipeline import GPipe
+
+    model = build_model(PIPE_MODEL)
+    x, y = pipe_batches[0]
+    with GPipe(model, 3, 2, lr=0.1, by="time", sample=x[:10]) as pipe:
+        assert len(pipe.bounds) == 3 and pipe.bounds[0] == 0
+        pipe.step(x, y)
+    with GPipe(model, [0, 5], 2, lr=0.1) as pipe:
+        assert [m.layers for m in pipe.memory()] == [(0, 5), (5, 7)]
+    with pytest.raises(TrainError, match="increasing"):
+        GPipe(model, [1, 3], 2, lr=0.1)
+    with pytest.raises(TrainError, match="sample"):
+        GPipe(model, 2, 2, lr=0.1, by="time")
+
+
+def test_balanced_bounds_is_optimal():
+    import itertools
+
+    from edgeweave.train.split.pipeline import balanced_bounds
+
+    costs = [5, 1, 1, 8, 2, 2, 3, 9, 1]
+    for s in (2, 3, 4):
+        bounds = balanced_bounds(costs, s)
+        worst = max(sum(costs[a:b]) for a, b in zip(bounds, [*bounds[1:], len(costs)], strict=True))
+        brute = min(max(sum(costs[a:b]) for a, b in zip((0, *c), (*c, len(costs)), strict=True))
+                    for c in itertools.combinations(range(1, len(costs)), s - 1))
+        assert worst == brute
+    with pytest.raises(TrainError, match="non-empty"):
+        balanced_bounds([1, 2], 3)
+
+
+def test_bubble_replay_matches_theory_for_equal_stages():
+    from edgeweave.train.split.pipeline import replay_bubble, theoretical_bubble
+
+    for s, m in ((2, 1), (4, 8), (3, 5)):
+        ev = [(i, k, j, 0.0, 1.0 if k == "F" else 2.0) for i in range(s) for k in "FB"
+              for j in range(m)]
+        assert replay_bubble(ev, s, m) == pytest.approx(theoretical_bubble(s, m))
+
+
+def test_gpipe_measures_timeline(pipe_batches):
+    from edgeweave.train.split.pipeline import GPipe
+
+    with GPipe(build_model(PIPE_MODEL), 3, 4, lr=0.1) as pipe:
+        st = pipe.step(*pipe_batches[0])
+    assert len(st.events) == 3 * 4 * 2
+    assert 0 <= st.bubble < 1 and len(st.busy_s) == 3
+    # stage s cannot start micro-batch m before stage s-1 finished it
+    f = {(s, m): (a, b) for s, k, m, a, b in st.events if k == "F"}
+    assert all(f[(s, m)][0] >= f[(s - 1, m)][1] for s in (1, 2) for m in range(4))
+
+
+def test_memory_cap_whole_model_exceeds_each_stage_fits(pipe_batches):
+    from edgeweave.train.split.pipeline import GPipe, stage_memory
+
+    x, y = pipe_batches[0]
+    model = build_model("mlp:64,256,256,256,10")
+    whole = stage_memory(model, 1, 4, x, y)[0]
+    parts = stage_memory(model, 4, 4, x, y)
+    assert sum(p.param_bytes for p in parts) == whole.param_bytes
+    assert all(p.activation_bytes > 0 for p in parts)
+    cap = max(p.total for p in parts)
+    assert whole.total > cap  # the model does not fit one such device ...
+    with GPipe(model, 4, 4, lr=0.1, memory_cap_bytes=cap) as pipe:  # ... its 4 stages do
+        pipe.step(x, y)
+    with pytest.raises(TrainError, match=r"stage 0 .* over the"):  # refused before training
+        GPipe(build_model("mlp:64,256,256,256,10"), 1, 4, lr=0.1, memory_cap_bytes=cap)
+    tight = max(p.param_bytes + p.grad_bytes for p in parts) + 1
+    with GPipe(build_model("mlp:64,256,256,256,10"), 4, 4, lr=0.1,
+               memory_cap_bytes=tight) as pipe, pytest.raises(TrainError, match="activations"):
+        pipe.step(x, y)  # params + grads fit; the measured activations do not
+
+
+def test_gpipe_stage_failure_is_reported_not_hung(pipe_batches):
+    from edgeweave.train.split.pipeline import GPipe
+
+    x, _ = pipe_batches[0]
+    pipe = GPipe(build_model(PIPE_MODEL), 3, 2, lr=0.1)
+    with pytest.raises(TrainError, match="stage 2 failed"):
+        pipe.step(x, torch.full((20,), 99))  # label out of range in the loss stage
+    with pytest.raises(TrainError, match="closed"):
+        pipe.step(x, torch.zeros(20, dtype=torch.long))
+    with GPipe(build_model(PIPE_MODEL), 2, 8, lr=0.1) as pipe, \
+            pytest.raises(TrainError, match="cannot be split"):
+        pipe.step(x[:4], torch.zeros(4, dtype=torch.long))
