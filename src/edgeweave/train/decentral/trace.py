@@ -42,6 +42,9 @@ class Trace:
     nodes: int
     points: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the final consensus model and every node's final model (tests; not in the JSON)
+    model: torch.Tensor | None = None
+    node_models: torch.Tensor | None = None
 
     def first_reaching(self, acc: float) -> dict[str, Any] | None:
         return next((p for p in self.points if p["test_acc"] >= acc), None)
@@ -78,3 +81,5 @@ class Recorder:
             p["consensus"] = float(((X - model) ** 2).sum(1).mean())
         p.update(extra)
         self.trace.points.append(p)
+        self.trace.model = model
+        self.trace.node_models = X
