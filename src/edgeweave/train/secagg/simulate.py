@@ -31,7 +31,9 @@ class SecAggResult:
     failed: dict[int, str]
     client_s: dict[int, float]  # each client's own compute time, all rounds
     server_s: float
-    bytes_up: dict[str, float] = field(default_factory=dict)  # mean per client, per message
+    # per message: mean payload bytes over the clients that sent (up) or received (down) it, so
+    # the sums are what one client that stays to the end moves
+    bytes_up: dict[str, float] = field(default_factory=dict)
     bytes_down: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -61,8 +63,8 @@ def secure_sum(inputs: dict[int, np.ndarray], params: Params, graph: dict[int, l
         raise TrainError("secagg: the graph must cover exactly the clients with inputs")
     ids = sorted(inputs)
     clock = {u: 0.0 for u in ids}
-    up: dict[str, int] = {}
-    down: dict[str, int] = {}
+    up: dict[str, float] = {}
+    down: dict[str, float] = {}
 
     def timed(u: int, fn, *args):
         t0 = time.perf_counter()
@@ -76,37 +78,36 @@ def secure_sum(inputs: dict[int, np.ndarray], params: Params, graph: dict[int, l
     server_s += time.perf_counter() - t0
     clients = {u: timed(u, SecAggClient, u, inputs[u], params) for u in ids}
     adverts = [timed(u, clients[u].advertise) for u in ids]
-    up["advertise"] = sum(a.nbytes for a in adverts)
+    up["advertise"] = sum(a.nbytes for a in adverts) / len(adverts)
 
     t0 = time.perf_counter()
     rosters = server.advertise(adverts)
     server_s += time.perf_counter() - t0
-    down["rosters"] = sum(a.nbytes for r in rosters.values() for a in r.values())
+    down["rosters"] = sum(a.nbytes for r in rosters.values() for a in r.values()) / len(rosters)
     shared = [timed(u, clients[u].share_keys, rosters[u]) for u in sorted(rosters)]
-    up["shares"] = sum(m.nbytes for m in shared)
+    up["shares"] = sum(m.nbytes for m in shared) / len(shared)
 
     t0 = time.perf_counter()
     inbox = server.route(shared)
     server_s += time.perf_counter() - t0
-    down["shares"] = sum(8 + len(c) for box in inbox.values() for c in box.values())
+    down["shares"] = sum(8 + len(c) for box in inbox.values() for c in box.values()) / len(inbox)
     masked = [timed(u, clients[u].masked_input, inbox[u]) for u in sorted(inbox)
               if u not in drop_before_masking]
-    up["masked_input"] = sum(m.nbytes for m in masked)
+    up["masked_input"] = sum(m.nbytes for m in masked) / max(len(masked), 1)
 
     t0 = time.perf_counter()
     survivors = server.collect(masked)
     server_s += time.perf_counter() - t0
-    down["survivors"] = 8 * len(survivors) * len(survivors)
+    down["survivors"] = 8 * len(survivors)
     unmasks = [timed(u, clients[u].unmask, survivors) for u in survivors
                if u not in drop_before_unmasking]
-    up["unmask_shares"] = sum(m.nbytes for m in unmasks)
+    up["unmask_shares"] = sum(m.nbytes for m in unmasks) / max(len(unmasks), 1)
 
     t0 = time.perf_counter()
     total = server.finish(unmasks)
     server_s += time.perf_counter() - t0
-    n = len(ids)
     return SecAggResult(
         total=total, survivors=survivors, dropped=sorted(server.u2 - set(survivors)),
         failed=dict(server.failed), client_s=clock, server_s=server_s,
-        bytes_up={k: v / n for k, v in up.items()}, bytes_down={k: v / n for k, v in down.items()},
+        bytes_up=up, bytes_down=down,
     )
