@@ -42,7 +42,10 @@ from edgeweave.train.types import ClientInfo, FitConfig, Params, RoundRecord, Tr
 @dataclass(frozen=True)
 class ServerConfig:
     """``codec`` (a name from :mod:`edgeweave.codec`, e.g. "fp16" or "int8+zstd") compresses the
-    model sent down and the updates sent up; the byte counts then come from the codec."""
+    model sent down and the updates sent up; the byte counts then come from the codec.
+    ``up_codec`` / ``down_codec`` override it for one direction and also take stateful update
+    compressors (``"ef:topk:0.001"``, ``"dgc:0.001,0.9,5,4"``; see :mod:`edgeweave.train.transfer`
+    for what each direction sends)."""
 
     rounds: int
     seed: int = 0
@@ -53,6 +56,8 @@ class ServerConfig:
     eval_every: int = 1
     codec: str | None = None
     eval_batch_size: int = 8192
+    up_codec: str | None = None
+    down_codec: str | None = None
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.checkpoint_every < 1 or self.eval_every < 1:
@@ -103,7 +108,7 @@ class Server:
     def __init__(self, task: Task, strategy: Strategy, backend: Backend,
                  config: ServerConfig) -> None:
         self.task, self.strategy, self.backend, self.config = task, strategy, backend, config
-        self.transfer = Transfer(config.codec)
+        self.transfer = Transfer(config.codec, up=config.up_codec, down=config.down_codec)
         self.model = task.model_fn()
         self.params: Params = OrderedDict()
         self.round = 0
