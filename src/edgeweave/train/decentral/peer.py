@@ -1,0 +1,262 @@
+"""Real decentralized training: GoSGD peers as separate processes gossiping over gRPC.
+
+Each node is a process holding its own model and data shard and serving the ``Peer`` service of
+``wire/peer.proto``. After each local step it halves its sum-weight and pushes (model, weight)
+to one random neighbour of the peer graph (Blot et al. 2016); the receiving server thread merges
+it under a lock while the node keeps training: nothing waits for anything, exactly the
+asynchrony the simulation models. A push that fails (the neighbour is gone or overloaded) is
+merged back into the sender, so the total weight, and with it the meaning of the weighted
+average, is never lost. Every RPC carries a bearer token checked by
+:class:`edgeweave.security.TokenAuthInterceptor`; an incoming model is checked against the
+node's own names, dtypes and shapes and for NaN/Inf before it is decoded (the FL wire's
+:func:`~edgeweave.train.wire.messages.decode_like`).
+
+:func:`run_peers` starts n such processes on loopback ('spawn': no inherited torch threads or
+locks), tells each the others' ports, waits until all have done their steps, then collects
+every node's model and counters through the same authenticated ``Pull`` RPC.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import queue
+import threading
+import time
+from concurrent import futures
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import grpc
+import numpy as np
+import torch
+
+from edgeweave.security import TokenAuthInterceptor, generate_token
+from edgeweave.train.decentral.graphs import make_graph
+from edgeweave.train.decentral.stack import NodeStack
+from edgeweave.train.task import Task
+from edgeweave.train.types import TrainError
+from edgeweave.train.wire import peer_pb2, peer_pb2_grpc
+from edgeweave.train.wire.auth import auth_metadata
+from edgeweave.train.wire.messages import decode_like, params_to_msgs, payload_bytes
+
+PUSH_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class PeerRunConfig:
+    """``problem``: "convex" (generated logistic regression) or "digits" (iid split, ``model``)."""
+
+    n: int = 4
+    problem: str = "convex"
+    model: str = "mlp:64,64,10"
+    graph: str = "ring"
+    steps: int = 100
+    lr: float = 0.1
+    batch_size: int | None = 16
+    weight_decay: float = 0.0
+    seed: int = 0
+    timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.n < 2:
+            raise TrainError(f"peer run: need at least 2 peers, got {self.n}")
+        if self.steps < 1 or not self.lr > 0 or not self.timeout_s > 0:
+            raise TrainError(f"peer run: need steps >= 1, lr > 0, timeout_s > 0; got "
+                             f"{self.steps}, {self.lr}, {self.timeout_s}")
+        if self.problem not in ("convex", "digits"):
+            raise TrainError(f"peer run: problem must be 'convex' or 'digits', got "
+                             f"{self.problem!r}")
+
+
+def build_task(cfg: PeerRunConfig) -> Task:
+    """The same task in every process, from the config's seed."""
+    if cfg.problem == "convex":
+        from edgeweave.train.decentral.problems import convex_task
+
+        return convex_task(cfg.n, seed=cfg.seed)
+    from edgeweave.train.data import make_task
+
+    return make_task("digits", "iid", cfg.n, cfg.model, seed=cfg.seed)
+
+
+class PeerNode(peer_pb2_grpc.PeerServicer):
+    """One node: its model (flat), sum-weight, counters and gRPC server."""
+
+    def __init__(self, node: int, cfg: PeerRunConfig, token: str) -> None:
+        self.node, self.cfg = node, cfg
+        self.stack = NodeStack(build_task(cfg), batch_size=cfg.batch_size,
+                               weight_decay=cfg.weight_decay, seed=cfg.seed * 1009 + node)
+        self.template = self.stack.unflatten(self.stack.init)
+        self.x = self.stack.init.clone()
+        self.alpha = 1.0 / cfg.n
+        self.lock = threading.Lock()
+        self.steps = self.pushes = self.merged = 0
+        self.wire_sent = self.payload_sent = 0
+        self.done = False
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4),
+                                  interceptors=[TokenAuthInterceptor(token)])
+        peer_pb2_grpc.add_PeerServicer_to_server(self, self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    # -- RPCs ---------------------------------------------------------------------------------
+    def Push(self, request: peer_pb2.PushRequest, context: grpc.ServicerContext
+             ) -> peer_pb2.PushReply:
+        w = request.weight
+        if not (math.isfinite(w) and 0 < w <= 1):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"peer {self.node}: push weight must be in (0, 1], got {w}")
+        try:
+            params = decode_like(request.params, self.template,
+                                 context=f"push from peer {request.sender}")
+        except TrainError as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        incoming = self.stack.flatten(params)
+        with self.lock:
+            self.x = (self.alpha * self.x + w * incoming) / (self.alpha + w)
+            self.alpha += w
+            self.merged += 1
+            return peer_pb2.PushReply(weight=self.alpha)
+
+    def Pull(self, request: peer_pb2.PullRequest, context: grpc.ServicerContext
+             ) -> peer_pb2.PullReply:
+        with self.lock:
+            x, a = self.x.clone(), self.alpha
+            counters = dict(steps=self.steps, pushes=self.pushes, merged=self.merged,
+                            wire_bytes_sent=self.wire_sent, payload_bytes_sent=self.payload_sent,
+                            done=self.done)
+        return peer_pb2.PullReply(node=self.node, weight=a,
+                                  params=params_to_msgs(self.stack.unflatten(x)), **counters)
+
+    # -- training -----------------------------------------------------------------------------
+    def train(self, addresses: list[str], token: str) -> None:
+        nbrs = make_graph(self.cfg.graph, self.cfg.n, seed=self.cfg.seed).neighbours()[self.node]
+        stubs = {j: peer_pb2_grpc.PeerStub(grpc.insecure_channel(addresses[j])) for j in nbrs}
+        meta = auth_metadata(token)
+        rng = np.random.default_rng([self.cfg.seed, self.node, 41])
+        me = torch.tensor([self.node])
+        for step in range(1, self.cfg.steps + 1):
+            with self.lock:
+                snapshot = self.x.clone()
+            g, _ = self.stack.grads(snapshot.unsqueeze(0), me)
+            with self.lock:
+                self.x -= self.cfg.lr * g[0]
+                self.steps = step
+                self.alpha /= 2
+                w, payload = self.alpha, self.x.clone()
+            j = int(nbrs[rng.integers(len(nbrs))])
+            req = peer_pb2.PushRequest(sender=self.node, weight=w, step=step,
+                                       params=params_to_msgs(self.stack.unflatten(payload)))
+            try:
+                stubs[j].Push(req, metadata=meta, timeout=PUSH_TIMEOUT_S)
+            except grpc.RpcError:
+                with self.lock:  # keep the weight: merge the unsent half back
+                    self.x = (self.alpha * self.x + w * payload) / (self.alpha + w)
+                    self.alpha += w
+                continue
+            with self.lock:
+                self.pushes += 1
+                self.wire_sent += req.ByteSize()
+                self.payload_sent += payload_bytes(req.params)
+        with self.lock:
+            self.done = True
+
+
+def _peer_main(node: int, cfg: PeerRunConfig, token: str, ports: Any, addrs: Any, done: Any,
+               stop: Any) -> None:
+    torch.set_num_threads(1)
+    peer = PeerNode(node, cfg, token)
+    ports.put((node, peer.port))
+    addresses = addrs.get(timeout=cfg.timeout_s)
+    try:
+        peer.train(addresses, token)
+        done.put((node, None))
+    except Exception as e:  # reported to the launcher, which names the node
+        done.put((node, f"{type(e).__name__}: {e}"))
+    stop.wait(cfg.timeout_s)
+    peer.server.stop(grace=1).wait()
+
+
+@dataclass
+class PeerRunResult:
+    peers: list[dict[str, Any]]
+    model: torch.Tensor
+    weight_sum: float
+    test_acc: float
+    test_loss: float
+    objective: float
+    wall_s: float
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def _gather(q: Any, n: int, deadline: float, what: str, procs: list) -> dict[int, Any]:
+    got: dict[int, Any] = {}
+    while len(got) < n:
+        try:
+            node, value = q.get(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
+            got[node] = value
+        except queue.Empty:
+            dead = [i for i, p in enumerate(procs) if p.exitcode not in (None, 0) and i not in got]
+            if dead or time.monotonic() > deadline:
+                missing = sorted(set(range(n)) - set(got))
+                raise TrainError(f"peer run: peers {missing} did not report {what} "
+                                 f"(exit codes {[procs[i].exitcode for i in missing]})") from None
+    return got
+
+
+def run_peers(cfg: PeerRunConfig, token: str | None = None) -> PeerRunResult:
+    """Run ``cfg.n`` GoSGD peer processes on loopback and collect their models."""
+    make_graph(cfg.graph, cfg.n, seed=cfg.seed)  # a bad graph fails here, not in n children
+    token = token or generate_token()
+    ctx = mp.get_context("spawn")
+    ports, addrs, done, stop = ctx.Queue(), ctx.Queue(), ctx.Queue(), ctx.Event()
+    procs = [ctx.Process(target=_peer_main, args=(i, cfg, token, ports, addrs, done, stop),
+                         daemon=True) for i in range(cfg.n)]
+    t0 = time.monotonic()
+    deadline = t0 + cfg.timeout_s
+    for p in procs:
+        p.start()
+    try:
+        port = _gather(ports, cfg.n, deadline, "their port", procs)
+        table = [f"127.0.0.1:{port[i]}" for i in range(cfg.n)]
+        for _ in range(cfg.n):
+            addrs.put(table)
+        errors = {i: e for i, e in _gather(done, cfg.n, deadline, "completion", procs).items()
+                  if e}
+        if errors:
+            raise TrainError(f"peer run: peers failed: {errors}")
+        wall = time.monotonic() - t0
+        replies = [_pull(table[i], token) for i in range(cfg.n)]
+    finally:
+        stop.set()
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.terminate()
+    return _result(cfg, replies, wall)
+
+
+def _pull(address: str, token: str) -> peer_pb2.PullReply:
+    with grpc.insecure_channel(address) as ch:
+        return peer_pb2_grpc.PeerStub(ch).Pull(peer_pb2.PullRequest(sender=-1),
+                                               metadata=auth_metadata(token), timeout=30)
+
+
+def _result(cfg: PeerRunConfig, replies: list[peer_pb2.PullReply], wall: float) -> PeerRunResult:
+    stack = NodeStack(build_task(cfg), batch_size=cfg.batch_size, weight_decay=cfg.weight_decay)
+    template = stack.unflatten(stack.init)
+    models = [stack.flatten(decode_like(r.params, template, context=f"peer {r.node}"))
+              for r in replies]
+    weights = torch.tensor([r.weight for r in replies], dtype=torch.float64)
+    avg = (weights.unsqueeze(1) * torch.stack(models).double()).sum(0) / weights.sum()
+    loss, acc = stack.evaluate(avg.float())
+    peers = []
+    for r, m in zip(replies, models, strict=True):
+        _, node_acc = stack.evaluate(m)
+        peers.append({"node": r.node, "weight": r.weight, "steps": r.steps, "pushes": r.pushes,
+                      "merged": r.merged, "wire_bytes_sent": r.wire_bytes_sent,
+                      "payload_bytes_sent": r.payload_bytes_sent, "test_acc": node_acc})
+    return PeerRunResult(peers=peers, model=avg.float(), weight_sum=float(weights.sum()),
+                         test_acc=acc, test_loss=loss, objective=stack.objective(avg.float()),
+                         wall_s=wall, config=asdict(cfg))
