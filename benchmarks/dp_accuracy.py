@@ -31,6 +31,7 @@ import statistics
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -111,7 +112,7 @@ def dp_sgd_rows(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def json_safe(v):  # type: ignore[no-untyped-def]
+def json_safe(v: Any) -> Any:
     """inf (no privacy) as the string "inf": strict JSON has no Infinity."""
     if isinstance(v, float) and math.isinf(v):
         return "inf"

@@ -38,7 +38,7 @@ def choose_attackers(client_ids: Sequence[int], fraction: float, seed: int) -> l
         raise TrainError(f"byzantine: fraction must be in [0, 1), got {fraction}")
     k = round(fraction * len(client_ids))
     rng = np.random.default_rng([seed, 0xB12])
-    pick = rng.choice(len(client_ids), size=k, replace=False) if k else []
+    pick = rng.choice(len(client_ids), size=k, replace=False).tolist() if k else []
     return sorted(int(client_ids[int(i)]) for i in pick)
 
 

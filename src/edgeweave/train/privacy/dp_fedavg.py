@@ -20,8 +20,11 @@ Per round:
    adds the server momentum the paper uses (DP-FedAvg with momentum); anything the inner strategy
    does after the noise is post-processing and costs no privacy.
 
-Accounting: each round is one subsampled Gaussian step (sigma, q) recorded in configure_fit
-(also when nobody was sampled: the release still happens, and counting it is conservative).
+Accounting: each round is one subsampled Gaussian step (sigma, q) recorded in configure_fit,
+whether or not the round's results arrive (dropouts can only lower the true cost). One gap: when
+NOBODY is sampled the server loop skips aggregation, so that round releases the unchanged model
+instead of pure noise; the event has probability (1 - q)^N (about e^-144 in the benchmark), and
+closing it needs the server to call aggregate on empty rounds.
 Epsilon at ``delta`` comes from Opacus's ``RDPAccountant`` and is reported every round in the
 metrics line; the accountant history is checkpointed with the strategy state.
 
