@@ -58,7 +58,7 @@ def _protocol(ids: list[int], inputs: dict[int, np.ndarray], length: int, k: int
               dropout: float, seed: int):
     g = make_graph(ids, k, seed)
     degree = min(len(v) for v in g.values())
-    p = SecAggParams(RING_BITS, graphs.threshold(degree), length, b"bench %d" % seed)
+    p = SecAggParams(RING_BITS, graphs.threshold(degree + 1), length, b"bench %d" % seed)
     rng = np.random.default_rng(seed)
     drop = {ids[int(i)] for i in rng.choice(len(ids), size=round(dropout * len(ids)),
                                             replace=False)}

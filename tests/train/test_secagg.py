@@ -121,7 +121,7 @@ def test_dropout_recovery_is_exact_after_dequantisation(rate):
     ints = {u: fp.to_int(v) for u, v in floats.items()}
     drop = set(rng.choice(n, size=round(rate * n), replace=False).tolist())
     g = make_graph(list(range(n)), None, 0)
-    p = Params(32, graphs.threshold(n - 1), 200, b"r")
+    p = Params(32, graphs.threshold(n), 200, b"r")
     res = secure_sum({u: fp.to_ring(v) for u, v in ints.items()}, p, g, drop)
     assert res.survivors == sorted(set(range(n)) - drop) and res.dropped == sorted(drop)
     exact = sum(ints[u] for u in res.survivors)
@@ -135,7 +135,7 @@ def test_k_regular_graph_recovers_dropouts_with_fewer_shares():
     x = _inputs(n, 100, seed=1)
     g = make_graph(list(range(n)), 16, seed=3)
     assert all(len(v) == 16 for v in g.values())
-    p = Params(32, graphs.threshold(16), 100, b"k")
+    p = Params(32, graphs.threshold(17), 100, b"k")
     drop = {1, 5, 9, 20, 33, 41}
     res = secure_sum(x, p, g, drop_before_masking=drop, drop_before_unmasking={2})
     assert np.array_equal(res.total, _ring_sum(x[u] for u in res.survivors))
@@ -270,6 +270,20 @@ class _SendsShortMaskedInput(FLClient):
         return super()._send_secagg(stub, msg)
 
 
+class _SendsOversizedMaskedInput(FLClient):
+    def _send_secagg(self, stub, msg):
+        if msg.WhichOneof("step") == "masked":
+            msg.masked = msg.masked * 500
+        return super()._send_secagg(stub, msg)
+
+
+class _SendsOversizedShare(FLClient):
+    def _send_secagg(self, stub, msg):
+        if msg.WhichOneof("step") == "shared":
+            msg.shared.shares[0].ciphertext = bytes(2000)
+        return super()._send_secagg(stub, msg)
+
+
 @pytest.fixture
 def secagg_fleet():
     token = "t" * 32
@@ -283,6 +297,7 @@ def secagg_fleet():
             d.start()
             started.append(d)
         backend.available_clients()
+        backend.devices = started[-n:]
         return backend
 
     backends = []
@@ -328,6 +343,20 @@ def test_grpc_bad_message_gets_a_status_and_its_sender_is_dropped(secagg_fleet):
     want = _expected([0, 2, 3])
     assert torch.allclose(new["b"], torch.full((2,), want), atol=1e-3)
     assert strat.round_metrics()["secagg_survivors"] == 3
+
+
+def test_grpc_oversized_messages_are_refused_and_the_round_goes_on(secagg_fleet):
+    backend = secagg_fleet(5, {1: _SendsOversizedMaskedInput, 2: _SendsOversizedShare},
+                           max_update_bytes=4096)
+    u = backend.fit(1, _model(), list(range(5)), FitConfig())
+    assert "exceeds max_update_bytes=4096" in u.metrics["failed"][1]
+    assert "oversized share" in u.metrics["failed"][2]
+    assert "secagg" in u.metrics, u.metrics["failed"]
+    assert u.metrics["secagg"]["survivors"] == 3
+    assert torch.allclose(u.params["w"][0], torch.full((2, 3), _expected([0, 3, 4])), atol=1e-3)
+    devices = backend.devices
+    assert devices[1].client.stats.rejected == 1 and devices[2].client.stats.rejected == 1
+    assert devices[0].client.stats.rounds == 1
 
 
 def test_plain_grpc_server_refuses_secagg_messages_by_name():

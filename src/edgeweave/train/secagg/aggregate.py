@@ -36,7 +36,7 @@ class SecAggFedAvg(Strategy):
         ring_bits: 32 (uploads as large as float32) or 64.
         dropout: fraction of the selected clients that vanish after ShareKeys (simulation).
         k: neighbours per client (Bell et al. 2020); None: the complete graph.
-        threshold_frac: t = floor(threshold_frac * degree) + 1 shares rebuild a secret.
+        threshold_frac: t = floor(threshold_frac * (degree + 1)) + 1 shares rebuild a secret.
     """
 
     name = "secagg-fedavg"
@@ -72,7 +72,7 @@ class SecAggFedAvg(Strategy):
             inputs[cid] = vec.encode(d, weights[i], float(updates.train_loss[i]))
         g = make_graph(ids, self.k, self.seed + round_num)
         degree = min(len(vs) for vs in g.values())
-        params = SecAggParams(self.ring_bits, graphs.threshold(degree, self.threshold_frac),
+        params = SecAggParams(self.ring_bits, graphs.threshold(degree + 1, self.threshold_frac),
                               vec.length, b"round %d" % round_num)
         rng = np.random.default_rng([self.seed, round_num])
         n_drop = round(self.dropout * len(ids))

@@ -65,7 +65,7 @@ class SecAggGrpcBackend(GrpcBackend):
     Args beyond GrpcBackend's:
         clip, ring_bits: the fixed point (see :class:`~edgeweave.train.secagg.vector.UpdateVector`).
         k: neighbours per device (Bell et al. 2020); None: every device masks with every other.
-        threshold_frac: t = floor(threshold_frac * degree) + 1.
+        threshold_frac: t = floor(threshold_frac * (degree + 1)) + 1.
         step_timeout_s: how long each protocol step waits for answers (default round_timeout_s).
     """
 
@@ -101,7 +101,7 @@ class SecAggGrpcBackend(GrpcBackend):
         vec = UpdateVector.for_model(global_params, sum(s.num_examples for s in sess.values()),
                                      self.clip, self.ring_bits)
         g = make_graph(live, self.k, self.seed + round_num)
-        t = graphs.threshold(min(len(v) for v in g.values()), self.threshold_frac)
+        t = graphs.threshold(min(len(v) for v in g.values()) + 1, self.threshold_frac)
         params = SecAggParams(self.ring_bits, t, vec.length,
                               b"round %d " % round_num + secrets.token_bytes(8))
         rnd = _Round(round_num, params, SecAggServer(params, g),
@@ -236,7 +236,7 @@ class SecAggGrpcBackend(GrpcBackend):
                 return wire.shared_from_msg(cid, req.shared, peers)
             if kind == "masked":
                 return wire.masked_from_msg(cid, req.masked, rnd.params)
-            return wire.unmask_from_msg(cid, req.unmask, peers)
+            return wire.unmask_from_msg(cid, req.unmask, peers + 1)  # + its own b-share
         except TrainError as e:
             raise Reject(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: {e}") from None
 

@@ -63,16 +63,19 @@ class SecAggClient:
 
     def share_keys(self, roster: dict[int, Advertise]) -> SharedKeys:
         """Shares of b_u and s_u^SK for each neighbour in ``roster`` (the neighbours that
-        advertised keys), each encrypted under the key agreed with that neighbour."""
+        advertised keys), each encrypted under the key agreed with that neighbour. u keeps one
+        share of b_u itself (Bonawitz et al. share among all of U1, u included): a survivor's
+        self-mask then needs only t-1 live neighbours."""
         roster = {v: a for v, a in roster.items() if v != self.cid}
-        if len(roster) < self.p.threshold:
+        if len(roster) + 1 < self.p.threshold:
             raise TrainError(f"secagg client {self.cid}: only {len(roster)} neighbours advertised "
-                             f"keys, fewer than the threshold t={self.p.threshold}: aborting")
+                             f"keys, too few for the threshold t={self.p.threshold}: aborting")
         self.roster = roster
         ids = sorted(roster)
-        points = [v + 1 for v in ids]  # field point of a share holder: its id + 1 (never 0)
+        points = [v + 1 for v in ids] + [self.cid + 1]  # a holder's field point: its id + 1
         b_sh = shamir.split(self.b, points, self.p.threshold)
         s_sh = shamir.split(self.s.secret, points, self.p.threshold)
+        self._own_b = b_sh[-1]
         cts = {}
         for i, v in enumerate(ids):
             key = self._enc[v] = self.c.agree(roster[v].c_pk,
@@ -87,9 +90,9 @@ class SecAggClient:
         unknown = sorted(set(inbox) - set(self.roster))
         if unknown:
             raise TrainError(f"secagg client {self.cid}: shares from non-neighbours {unknown[:5]}")
-        if len(inbox) < self.p.threshold:
+        if len(inbox) + 1 < self.p.threshold:
             raise TrainError(f"secagg client {self.cid}: only {len(inbox)} neighbours shared "
-                             f"keys, fewer than t={self.p.threshold}: aborting")
+                             f"keys, too few for t={self.p.threshold}: aborting")
         self.inbox = dict(inbox)
         dt, n = self.p.dtype, self.p.length
         y = self.x + prg.expand(self.b, n, dt)
@@ -107,7 +110,7 @@ class SecAggClient:
         if len(alive & (set(self.inbox) | {self.cid})) < self.p.threshold:
             raise TrainError(f"secagg client {self.cid}: only {len(alive)} clients survived, "
                              f"fewer than t={self.p.threshold} of my neighbours: aborting")
-        out = Unmask(self.cid)
+        out = Unmask(self.cid, b_shares={self.cid: self._own_b})
         for v, ct in sorted(self.inbox.items()):
             u_, v_, b_sh, s_sh = parse_share_plaintext(
                 keys.decrypt(self._enc[v], ct, share_aad(self.p, v, self.cid)))

@@ -38,21 +38,26 @@ def k_regular(ids: list[int], k: int, seed: int) -> dict[int, list[int]]:
 
 def default_k(n: int, dropout: float = 0.3, failure: float = 0.01) -> int:
     """The smallest even degree at which, with a fraction ``dropout`` of clients lost and
-    t = k/2 + 1, the chance that ANY of the n clients keeps fewer than t live neighbours (and
-    the sum is lost) is below ``failure`` (Bell et al. choose k from n, the dropout rate and
-    the failure target alike; it grows as log n). Independent-dropout binomial model."""
+    t = threshold(k + 1), the chance that some client's secret has fewer than t live holders
+    (and the sum is lost) is below ``failure``. Bell et al. choose k from n, the dropout rate
+    and the failure target alike; it grows as log n. Independent-dropout binomial model."""
     from scipy.stats import binom
 
     for k in range(8, n, 2):
-        if 1 - (1 - binom.cdf(threshold(k) - 1, k, 1 - dropout)) ** n < failure:
+        t, live = threshold(k + 1), 1 - dropout
+        # a survivor's b_u: itself plus its live neighbours; a dropped client's s_u: neighbours
+        p_surv, p_drop = binom.cdf(t - 2, k, live), binom.cdf(t - 1, k, live)
+        ok = (1 - p_surv) ** (n * live) * (1 - p_drop) ** (n * dropout)
+        if 1 - ok < failure:
             return k
     return n - 1
 
 
-def threshold(degree: int, fraction: float = 0.5) -> int:
-    """Shares needed to rebuild a secret held by ``degree`` neighbours: more than ``fraction``
-    of them, so the server cannot both rebuild a client's mask key and its self-mask seed
+def threshold(holders: int, fraction: float = 0.5) -> int:
+    """Shares needed to rebuild a secret held by ``holders`` clients (a client's neighbours
+    plus itself, so degree + 1): more than ``fraction`` of them, so the server cannot both
+    rebuild a client's mask key and its self-mask seed
     (Bonawitz et al.: t > n/2 against an honest-but-curious server)."""
     if not 0 < fraction < 1:
         raise TrainError(f"secagg: threshold fraction must be in (0, 1), got {fraction}")
-    return max(1, min(degree, math.floor(fraction * degree) + 1))
+    return max(1, min(holders, math.floor(fraction * holders) + 1))

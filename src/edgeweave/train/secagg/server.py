@@ -59,7 +59,7 @@ class SecAggServer:
                 self.adverts[a.cid] = a
         alive = set(self.adverts)
         while True:  # drop clients with too few live neighbours until none is left short
-            short = {u for u in alive if len(self.graph[u] & alive) < self.p.threshold}
+            short = {u for u in alive if len(self.graph[u] & alive) + 1 < self.p.threshold}
             if not short:
                 break
             for u in short:
@@ -148,7 +148,7 @@ class SecAggServer:
         if m.cid not in alive:
             return "sent unmasking shares but its masked input is not in the sum"
         mine = self.inbox_from[m.cid]
-        if set(m.b_shares) != mine & alive or set(m.s_shares) != mine & dropped:
+        if set(m.b_shares) != (mine | {m.cid}) & alive or set(m.s_shares) != mine & dropped:
             return "sent unmasking shares for the wrong set of clients"
         for sh in itertools.chain(m.b_shares.values(), m.s_shares.values()):
             a = np.asarray(sh)
