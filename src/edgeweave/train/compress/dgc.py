@@ -130,7 +130,7 @@ class DGC(UpdateCompressor):
 def dgc_from_spec(spec: str) -> DGC:
     args = spec.partition(":")[2]
     try:
-        density, momentum, clip, warmup = parse_numbers("dgc", USAGE, args, [0.001, 0.9, 0.0, 4])
+        density, momentum, clip, warmup = parse_numbers("dgc", USAGE, args, [0.001, 0.9, 0.0, 4.0])
     except CodecError as e:
         raise TrainError(str(e)) from None
     return DGC(density, momentum, clip, int(warmup) if warmup.is_integer() else -1, name=spec)
