@@ -17,8 +17,9 @@ dropouts, and what it costs per client and at the server against plain FedAvg.
    training, and the server's time against plain FedAvg's aggregation. Inputs here are random
    updates of the same model size: cost does not depend on the values.
 
-Everything runs in this process on one thread (`torch.set_num_threads(1)`); times are this
-host's. The complete graph at 1,000 clients takes a few minutes (one million key agreements):
+Everything runs in this process on one thread (`torch.set_num_threads(1)`); times are CPU
+seconds of that thread (``time.thread_time``) on this host, for the protocol and for the plain
+FedAvg baselines alike, so other processes on a shared machine do not inflate them. The complete graph at 1,000 clients takes a few minutes (one million key agreements):
 ``--max-full`` caps the sizes that run it.
 
     .venv/bin/python benchmarks/secagg.py [--quick] [--max-full 1000] [--json out.json]
@@ -110,19 +111,19 @@ def plain_costs(n: int, params: int, seed: int) -> tuple[float, float]:
     model = build_model(MODEL)
     w = params_of(model)
     x, y = task.data.client(0)
-    t0 = time.perf_counter()
+    t0 = time.thread_time()
     reps = 5
     for r in range(reps):
         train_client(model, w, x, y, FitConfig(lr=0.1, batch_size=16), r, 0)
-    train_s = (time.perf_counter() - t0) / reps
+    train_s = (time.thread_time() - t0) / reps
     g = torch.Generator().manual_seed(seed)
     stacked = {k: v.unsqueeze(0) + 0.01 * torch.randn((n, *v.shape), generator=g)
                for k, v in w.items()}
     upd = Updates(list(range(n)), stacked, torch.full((n,), 14.0, dtype=torch.float64),
                   torch.zeros(n, dtype=torch.float64))
-    t0 = time.perf_counter()
+    t0 = time.thread_time()
     FedAvg().aggregate(1, w, upd)
-    return train_s, time.perf_counter() - t0
+    return train_s, time.thread_time() - t0
 
 
 def overhead(n: int, k: int | None, dropout: float, seed: int) -> dict:
