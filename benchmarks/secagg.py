@@ -19,7 +19,8 @@ dropouts, and what it costs per client and at the server against plain FedAvg.
 
 Everything runs in this process on one thread (`torch.set_num_threads(1)`); times are CPU
 seconds of that thread (``time.thread_time``) on this host, for the protocol and for the plain
-FedAvg baselines alike, so other processes on a shared machine do not inflate them. The complete graph at 1,000 clients takes a few minutes (one million key agreements):
+FedAvg baselines alike, so other processes on a shared machine do not inflate them. The
+complete graph at 1,000 clients takes a few minutes (two million key agreements):
 ``--max-full`` caps the sizes that run it.
 
     .venv/bin/python benchmarks/secagg.py [--quick] [--max-full 1000] [--json out.json]
