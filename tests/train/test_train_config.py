@@ -110,3 +110,49 @@ def test_ray_backend_refuses_simulated_dropout_and_speeds():
                 {"backend": "ray", "speeds": {"compute_s_per_epoch": [1, 2]}}):
         with pytest.raises(TrainError, match="'ray' runs real clients; dropout and speeds"):
             build_backend(parse_config(doc), task)
+
+
+# ---- issue 6: codecs, privacy, secure aggregation and attacks from the same YAML ----------
+
+SMALL = {"model": "mlp:64,16,10", "data": {"clients": 10}, "rounds": 2}
+
+
+@pytest.mark.parametrize(("doc", "field"), [
+    ({"up_codec": "topk:2"}, "up_codec"),
+    ({"down_codec": "nope"}, "down_codec"),
+    ({"privacy": {"dp_fedavg": {"clip": 1.0}}}, "exactly one of noise_multiplier"),
+    ({"privacy": {"dp_fedavg": {"noise_multiplier": 1, "target_epsilon": 2}}},
+     "exactly one of noise_multiplier"),
+    ({"secure_aggregation": {}, "strategy": {"name": "krum"}}, "secure_aggregation"),
+    ({"attack": {"kind": "bribe"}}, "attack.kind"),
+])
+def test_issue6_sections_are_checked_before_training(doc, field):
+    with pytest.raises(TrainError, match=field):
+        parse_config({**SMALL, **doc}, "exp.yaml")
+
+
+def test_dp_fedavg_target_epsilon_is_spent_exactly_by_the_last_round():
+    recs = train.run({**SMALL, "privacy": {"dp_fedavg": {"clip": 1.0, "target_epsilon": 4,
+                                                         "sample_rate": 0.5}}})
+    eps = [r.extra["dp_epsilon"] for r in recs]
+    assert eps[0] < eps[1] and eps[1] == pytest.approx(4, rel=0.01)
+
+
+def test_secure_aggregation_and_attacks_run_from_the_config():
+    recs = train.run({**SMALL, "secure_aggregation": {"k": 4, "dropout": 0.2}})
+    assert recs[-1].extra["secagg_dropped"] == 2 and recs[-1].clients == 10
+    from edgeweave.train.byzantine import ByzantineBackend
+    from edgeweave.train.experiment import build_backend, build_task
+
+    cfg = parse_config({**SMALL, "attack": {"kind": "noise", "fraction": 0.3},
+                        "strategy": {"name": "fedmedian"}})
+    backend = build_backend(cfg, build_task(cfg))
+    assert isinstance(backend, ByzantineBackend) and len(backend.attackers) == 3
+
+
+def test_local_dp_needs_the_sequential_backend():
+    cfg = parse_config({**SMALL, "backend": "vectorized", "privacy": {"local_dp": {}}})
+    from edgeweave.train.experiment import build_backend, build_task
+
+    with pytest.raises(TrainError, match="local_dp"):
+        build_backend(cfg, build_task(cfg))

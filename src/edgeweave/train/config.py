@@ -75,6 +75,56 @@ class SpeedConfig(_Strict):
         return v
 
 
+class DPFedAvgConfig(_Strict):
+    """User-level DP-FedAvg (McMahan et al. 2018) around the strategy: Poisson client sampling
+    at ``sample_rate``, each update clipped to ``clip``, Gaussian noise ``noise_multiplier *
+    clip`` on the sum. Give ``target_epsilon`` instead of ``noise_multiplier`` to have the noise
+    chosen (Opacus's accountant) so that ``rounds`` rounds spend exactly that budget."""
+
+    clip: float = Field(1.0, gt=0)
+    noise_multiplier: float | None = Field(None, ge=0)
+    target_epsilon: float | None = Field(None, gt=0)
+    delta: float = Field(1e-5, gt=0, lt=1)
+    sample_rate: float = Field(0.1, gt=0, le=1)
+    server_lr: float = Field(1.0, gt=0)
+
+
+class LocalDPConfig(_Strict):
+    """Example-level DP-SGD on every client through Opacus (per-sample clipping + noise)."""
+
+    noise_multiplier: float = Field(1.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    delta: float = Field(1e-5, gt=0, lt=1)
+
+
+class PrivacyConfig(_Strict):
+    dp_fedavg: DPFedAvgConfig | None = None
+    local_dp: LocalDPConfig | None = None
+
+
+class SecureAggregationConfig(_Strict):
+    """Bonawitz et al. secure aggregation: the server sees only the sum. ``k`` neighbours per
+    client (Bell et al. 2020) instead of all pairs; ``dropout`` simulates clients vanishing after
+    they shared their keys."""
+
+    clip: float = Field(1.0, gt=0)
+    ring_bits: Literal[32, 64] = 32
+    k: int | None = Field(None, ge=1)
+    threshold_frac: float = Field(0.5, gt=0, lt=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class AttackConfig(_Strict):
+    """Byzantine clients (a fixed ``fraction`` of them, drawn from the seed) corrupt their
+    updates: sign_flip, scaled or noise; robustness comes from the strategy (fedmedian,
+    trimmed_mean, krum, norm_bound)."""
+
+    kind: Literal["none", "sign_flip", "scaled", "noise"] = "sign_flip"
+    fraction: float = Field(0.1, ge=0, lt=1)
+    scale: float | None = Field(None, gt=0)
+    noise_std: float = Field(1.0, gt=0)
+
+
 class ExperimentConfig(_Strict):
     name: str = "experiment"
     seed: int = 0
@@ -90,6 +140,11 @@ class ExperimentConfig(_Strict):
     over_select: float = Field(1.0, ge=1)
     speeds: SpeedConfig | None = None
     codec: str | None = None
+    up_codec: str | None = None
+    down_codec: str | None = None
+    privacy: PrivacyConfig | None = None
+    secure_aggregation: SecureAggregationConfig | None = None
+    attack: AttackConfig | None = None
     eval_every: int = Field(1, ge=1)
     checkpoint_every: int = Field(1, ge=1)
     out_dir: Path | None = None
@@ -121,10 +176,15 @@ def parse_config(raw: Any, source: str = "<config>") -> ExperimentConfig:
 
 def _check_names(cfg: ExperimentConfig, source: str) -> None:
     """Resolve the strategy and model names now, so a typo fails before any data loads."""
+    from edgeweave.train.compress import make_compressor
     from edgeweave.train.models import build_model
 
-    for fld, check in (("strategy", lambda: build_strategy(cfg)),
-                       ("model", lambda: build_model(cfg.model))):
+    checks = [("strategy", lambda: build_strategy(cfg)), ("model", lambda: build_model(cfg.model))]
+    for fld in ("up_codec", "down_codec"):
+        spec = getattr(cfg, fld)
+        if spec is not None:
+            checks.append((fld, lambda spec=spec, fld=fld: make_compressor(spec, fld)))
+    for fld, check in checks:
         try:
             check()
         except TrainError as e:
@@ -147,8 +207,39 @@ def load_config(path: str | Path) -> ExperimentConfig:
 
 
 def build_strategy(cfg: ExperimentConfig):
+    """The configured strategy, with secure aggregation and DP-FedAvg around it when asked."""
     from edgeweave.train.strategies import get_strategy
 
-    return get_strategy(cfg.strategy.name, fraction=cfg.strategy.fraction,
-                        min_clients=cfg.strategy.min_clients,
-                        fit=cfg.fit.to_fit_config(cfg.seed), **cfg.strategy.params)
+    fit = cfg.fit.to_fit_config(cfg.seed)
+    sa = cfg.secure_aggregation
+    if sa is not None:
+        if cfg.strategy.name.strip().lower() != "fedavg" or cfg.strategy.params:
+            raise TrainError("secure_aggregation: the server sees only the sum, so it works "
+                             f"with strategy fedavg (no params), not {cfg.strategy.name!r}")
+        from edgeweave.train.secagg import SecAggFedAvg
+
+        strategy = SecAggFedAvg(cfg.strategy.fraction, cfg.strategy.min_clients, fit,
+                                clip=sa.clip, ring_bits=sa.ring_bits, dropout=sa.dropout,
+                                k=sa.k, threshold_frac=sa.threshold_frac, seed=cfg.seed)
+    else:
+        strategy = get_strategy(cfg.strategy.name, fraction=cfg.strategy.fraction,
+                                min_clients=cfg.strategy.min_clients, fit=fit,
+                                **cfg.strategy.params)
+    dp = cfg.privacy.dp_fedavg if cfg.privacy is not None else None
+    if dp is None:
+        return strategy
+    if sa is not None:
+        raise TrainError("privacy.dp_fedavg and secure_aggregation cannot be combined yet: "
+                         "DP-FedAvg clips each update, which the secure sum hides")
+    from edgeweave.train.privacy import DPFedAvg, noise_for_epsilon
+
+    if (dp.noise_multiplier is None) == (dp.target_epsilon is None):
+        raise TrainError("privacy.dp_fedavg: give exactly one of noise_multiplier and "
+                         "target_epsilon")
+    sigma = dp.noise_multiplier
+    if sigma is None:
+        assert dp.target_epsilon is not None
+        sigma = noise_for_epsilon(dp.target_epsilon, dp.delta, dp.sample_rate, cfg.rounds)
+    return DPFedAvg(strategy, clip=dp.clip, noise_multiplier=sigma,
+                    sample_rate=dp.sample_rate, delta=dp.delta, server_lr=dp.server_lr,
+                    seed=cfg.seed)

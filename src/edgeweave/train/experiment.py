@@ -39,11 +39,33 @@ def client_speeds(cfg: ExperimentConfig, n: int) -> tuple[list[float], list[floa
 
 
 def build_backend(cfg: ExperimentConfig, task: Task) -> Backend:
+    """The configured backend, with the Byzantine attackers wrapped around it when asked."""
+    backend = _plain_backend(cfg, task)
+    if cfg.attack is None or cfg.attack.kind == "none":
+        return backend
+    from edgeweave.train.byzantine import ByzantineBackend
+
+    a = cfg.attack
+    return ByzantineBackend(backend, a.kind, fraction=a.fraction, scale=a.scale,
+                            noise_std=a.noise_std, seed=cfg.seed)
+
+
+def _plain_backend(cfg: ExperimentConfig, task: Task) -> Backend:
     assert task.data is not None
     speeds = client_speeds(cfg, task.data.num_clients)
     kw: dict[str, Any] = {"drop_prob": cfg.dropout, "seed": cfg.seed}
     if speeds is not None:
         kw.update(compute_s_per_epoch=speeds[0], upload_s=speeds[1])
+    local_dp = cfg.privacy.local_dp if cfg.privacy is not None else None
+    if local_dp is not None:
+        if cfg.backend != "sequential" or speeds is not None:
+            raise TrainError("privacy.local_dp trains each client with Opacus: it needs backend "
+                             "'sequential' and no speeds")
+        from edgeweave.train.privacy import DPSGDBackend
+
+        return DPSGDBackend(task, noise_multiplier=local_dp.noise_multiplier,
+                            max_grad_norm=local_dp.max_grad_norm, delta=local_dp.delta,
+                            drop_prob=cfg.dropout, seed=cfg.seed)
     if cfg.backend == "ray":
         if cfg.dropout or speeds is not None:
             raise TrainError("backend: 'ray' runs real clients; dropout and speeds simulate them "
@@ -66,7 +88,8 @@ def build_backend(cfg: ExperimentConfig, task: Task) -> Backend:
 def server_config(cfg: ExperimentConfig) -> ServerConfig:
     return ServerConfig(rounds=cfg.rounds, seed=cfg.seed, out_dir=cfg.out_dir,
                         checkpoint_every=cfg.checkpoint_every, deadline_s=cfg.deadline_s,
-                        over_select=cfg.over_select, eval_every=cfg.eval_every, codec=cfg.codec)
+                        over_select=cfg.over_select, eval_every=cfg.eval_every, codec=cfg.codec,
+                        up_codec=cfg.up_codec, down_codec=cfg.down_codec)
 
 
 def _record_run(cfg: ExperimentConfig, backend: Backend) -> None:
