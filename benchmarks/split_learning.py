@@ -157,7 +157,7 @@ def bytes_vs_fedavg(task: Task, args: argparse.Namespace
 
 def activation_clip(task: Task, cut: int, seed: int) -> float:
     """Median per-sample L2 norm of the cut activations at initialisation (the clip bound)."""
-    dev, _ = SplitConfig(MODEL, cut=cut, init_seed=0, seed=seed).build()
+    dev, _, _ = SplitConfig(MODEL, cut=cut, init_seed=0, seed=seed).build()
     with torch.no_grad():
         a = dev(task.data.x)
     return float(torch.linalg.vector_norm(a.reshape(len(a), -1), dim=1).median())

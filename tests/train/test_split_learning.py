@@ -78,7 +78,8 @@ def unsplit_reference(config: SplitConfig, data: FederatedData) -> OrderedDict:
 
 def split_weights(trainer: SplitTrainer) -> OrderedDict:
     # nn.Sequential slices keep the original layer names, so the halves' keys are disjoint
-    return OrderedDict([*trainer.device.weights().items(), *trainer.edge.weights().items()])
+    items = [*trainer.device.weights().items(), *trainer.edge.weights().items()]
+    return OrderedDict(sorted(items, key=lambda kv: int(kv[0].partition(".")[0])))
 
 
 def assert_same(a: OrderedDict, b: OrderedDict, atol=1e-6) -> None:
@@ -113,6 +114,55 @@ def test_lossy_codec_changes_the_model_but_still_learns(full_task):
         t.data, t.test_x, t.test_y)
     assert recs[-1].test_acc > 0.8
     assert recs[-1].train_loss < recs[0].train_loss
+
+
+@pytest.mark.parametrize("cut,head", [(1, 4), (2, 4), (2, 3)])
+def test_u_shaped_split_equals_unsplit_and_sends_no_labels(small_data, cut, head):
+    data, tx, ty = small_data
+    cfg = SplitConfig(MLP, cut=cut, head=head, lr=0.1, batch_size=8, epochs=2)
+    trainer = SplitTrainer(cfg)
+    recs = trainer.run(data, tx, ty)
+    assert_same(split_weights(trainer), unsplit_reference(cfg, data))
+    assert all(r.label_bytes == 0 for r in recs)
+    # up: activations + feature gradients; down: features + activation gradients; every one
+    # of them 32 wide in this MLP; float32, 120 samples per epoch
+    assert recs[-1].activation_bytes == 4 * 120 * (32 + 32)
+    assert recs[-1].gradient_bytes == 4 * 120 * (32 + 32)
+    assert 0 <= recs[-1].test_acc <= 1
+
+
+def test_u_shape_config_and_protocol_errors():
+    with pytest.raises(TrainError, match="head 2 must be"):
+        SplitTrainer(SplitConfig(MLP, cut=2, head=2))
+    from edgeweave.train.split import make_edge
+
+    edge = make_edge(SplitConfig(MLP, cut=2, head=4))
+    none = get_codec("none")
+    with pytest.raises(TrainError, match="no forward pending"):
+        edge.middle_backward(0, 0, none.encode(torch.ones(4, 32)))
+    edge.middle_forward(0, 5, none.encode(torch.ones(4, 32)), True)
+    with pytest.raises(TrainError, match="no forward pending for client 0 step 4"):
+        edge.middle_backward(0, 4, none.encode(torch.ones(4, 32)))
+    with pytest.raises(TrainError, match="expected float"):
+        edge.middle_backward(0, 5, none.encode(torch.ones(4, 7)))
+    edge.middle_backward(0, 5, none.encode(torch.ones(4, 32)))  # the right one still works
+
+
+def test_u_shape_over_grpc_in_process_equals_local(small_data, token):
+    tok, _ = token
+    data, tx, ty = small_data
+    cfg = SplitConfig(MLP, cut=2, head=4, lr=0.1, batch_size=16, epochs=1, codec="fp16")
+    local = SplitTrainer(cfg)
+    local_rec = local.run(data, tx, ty)[0]
+    with SplitEdgeServer(cfg, tok) as server:
+        link = GrpcLink(server.address, tok, timeout_s=10)
+        remote = SplitTrainer(cfg, link)
+        rec = remote.run(data, tx, ty)[0]
+        link.close()
+        assert_same(server.edge.weights(), local.edge.weights())
+    assert_same(remote.device.weights(), local.device.weights())
+    assert (rec.bytes_up, rec.bytes_down, rec.test_acc) == (
+        local_rec.bytes_up, local_rec.bytes_down, local_rec.test_acc)
 
 
 # ----------------------------------------------------------------------- bytes
@@ -320,6 +370,12 @@ def test_grpc_rejects_bad_token_and_malformed_tensors_and_keeps_serving(token):
         with pytest.raises(grpc.RpcError) as e:
             stub.PutDeviceWeights(bad_w, metadata=md, timeout=5)
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.RpcError) as e:
+            stub.MiddleBackward(split_pb2.MiddleBackwardRequest(client_id=7, step=1,
+                                                                gradient=good.activations),
+                                metadata=md, timeout=5)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "no forward pending" in e.value.details()
         reply = stub.Forward(good, metadata=md, timeout=5)  # still serving
         assert reply.HasField("gradient") and reply.loss > 0
         assert server.auth.rejected == 2

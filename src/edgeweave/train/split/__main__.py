@@ -25,7 +25,7 @@ from edgeweave.train.split.learning import SplitConfig
 
 
 def _config(a: argparse.Namespace) -> SplitConfig:
-    return SplitConfig(model=a.model, cut=a.cut, lr=a.lr, batch_size=a.batch_size,
+    return SplitConfig(model=a.model, cut=a.cut, head=a.head, lr=a.lr, batch_size=a.batch_size,
                        epochs=a.epochs, codec=a.codec, grad_codec=a.grad_codec, seed=a.seed,
                        init_seed=a.init_seed)
 
@@ -34,6 +34,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token-file", required=True)
     p.add_argument("--model", default="cnn:32,64,128")
     p.add_argument("--cut", type=int, default=6)
+    p.add_argument("--head", type=int, default=None,
+                   help="U-shape: layers [head:] and the labels stay on the device")
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--epochs", type=int, default=1)

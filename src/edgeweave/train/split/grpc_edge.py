@@ -74,9 +74,27 @@ class _Servicer(split_pb2_grpc.SplitLearningServicer):
             params = self.edge.get_device_weights()
         except Exception as e:
             self._fail(context, e)
-        codec = request.params[0].codec if request.params else "none"
-        return split_pb2.DeviceWeights(client_id=request.client_id,
-                                       params=params_to_msgs(params, codec or "none"))
+        try:
+            msgs = params_to_msgs(params, request.codec or "none")
+        except Exception as e:
+            self._fail(context, e)
+        return split_pb2.DeviceWeights(client_id=request.client_id, params=msgs)
+
+    def MiddleForward(self, request, context):
+        try:
+            act = msg_to_encoded(request.activations, context="split edge: activations")
+            feats = self.edge.middle_forward(request.client_id, request.step, act, request.train)
+        except Exception as e:
+            self._fail(context, e)
+        return split_pb2.MiddleReply(step=request.step, features=encoded_to_msg(feats))
+
+    def MiddleBackward(self, request, context):
+        try:
+            grad = msg_to_encoded(request.gradient, context="split edge: feature gradient")
+            out = self.edge.middle_backward(request.client_id, request.step, grad)
+        except Exception as e:
+            self._fail(context, e)
+        return split_pb2.MiddleBackwardReply(step=request.step, gradient=encoded_to_msg(out))
 
 
 class SplitEdgeServer:
@@ -166,13 +184,23 @@ class GrpcLink:
         return payload_nbytes(msgs)
 
     def get_device_weights(self, client_id: int, like: Params) -> tuple[Params, int]:
-        # the request names the codec wanted for the reply in an empty Tensor
-        ask = split_pb2.DeviceWeights(client_id=client_id,
-                                      params=[split_pb2.Tensor(codec=self._codec)])
+        ask = split_pb2.DeviceWeights(client_id=client_id, codec=self._codec)
         reply = self._call(self.stub.GetDeviceWeights, ask)
         params = params_from_msgs(list(reply.params), like,
                                   context=f"split edge {self.address}: device weights")
         return params, payload_nbytes(list(reply.params))
+
+    def middle_forward(self, client_id: int, step: int, act: Encoded, train: bool) -> Encoded:
+        req = split_pb2.MiddleRequest(client_id=client_id, step=step,
+                                      activations=encoded_to_msg(act), train=train)
+        reply = self._call(self.stub.MiddleForward, req)
+        return msg_to_encoded(reply.features, context=f"split edge {self.address}: features")
+
+    def middle_backward(self, client_id: int, step: int, grad: Encoded) -> Encoded:
+        req = split_pb2.MiddleBackwardRequest(client_id=client_id, step=step,
+                                              gradient=encoded_to_msg(grad))
+        reply = self._call(self.stub.MiddleBackward, req)
+        return msg_to_encoded(reply.gradient, context=f"split edge {self.address}: gradient")
 
     def close(self) -> None:
         self.channel.close()

@@ -15,6 +15,10 @@ Bytes per training step, exactly (``B`` samples, ``A`` activation entries per sa
 weights up once and down once (raw fp32 by default). All counts are ``Encoded.nbytes`` of what
 was actually sent, never a formula.
 
+U-shaped variant (``SplitConfig.head``): layers ``[head:]`` and the labels stay on the device.
+Per step the device sends the activations and later the gradient w.r.t. the edge's output (up),
+and receives the edge's output and the gradient w.r.t. the activations (down); no label bytes.
+
 The same :class:`SplitTrainer` drives an in-process edge (:class:`LocalLink`) or a remote one
 over gRPC (:class:`~edgeweave.train.split.grpc_edge.GrpcLink`); with the same config and seed
 they produce the same model.
@@ -28,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import torch
+from torch import nn
 
 from edgeweave.codec import Encoded, get_codec
 from edgeweave.train.models import build_model
@@ -51,10 +56,12 @@ _EVAL_STREAM = 2
 @dataclass(frozen=True)
 class SplitConfig:
     """One split-learning run. ``grad_codec`` defaults to ``codec``; ``weights_codec`` carries
-    the device-part weights between clients (lossless "none" by default)."""
+    the device-part weights between clients (lossless "none" by default). ``head`` (U-shape)
+    keeps layers ``[head:]`` and the labels on the device; the edge runs ``[cut:head]``."""
 
     model: str
     cut: int
+    head: int | None = None
     lr: float = 0.05
     batch_size: int = 16
     epochs: int = 1
@@ -79,17 +86,31 @@ class SplitConfig:
     def downlink_codec(self) -> str:
         return self.grad_codec or self.codec
 
-    def build(self) -> tuple[torch.nn.Sequential, torch.nn.Sequential]:
-        """The device and edge parts, initialised from ``init_seed`` (both sides build the same
-        model from the spec, so no weights need to be shipped at the start)."""
+    def build(self) -> tuple[nn.Sequential, nn.Sequential, nn.Sequential | None]:
+        """(device front, edge part, device head or None), initialised from ``init_seed`` (both
+        sides build the same model from the spec, so no weights are shipped at the start)."""
         torch.manual_seed(self.init_seed)
-        return split_sequential(build_model(self.model), self.cut)
+        model = build_model(self.model)
+        front, rest = split_sequential(model, self.cut)
+        if self.head is None:
+            return front, rest, None
+        if not self.cut < self.head < len(model):
+            raise TrainError(f"split config: head {self.head} must be in {self.cut + 1}.."
+                             f"{len(model) - 1} (after the cut {self.cut}, before the end)")
+        return front, model[self.cut:self.head], model[self.head:]
+
+
+def _device_like(front: nn.Module, head: nn.Module | None) -> Params:
+    out = module_params(front)
+    if head is not None:
+        out.update(module_params(head))
+    return out
 
 
 def make_edge(config: SplitConfig) -> SplitEdge:
-    device_part, edge_part = config.build()
+    front, edge_part, head = config.build()
     return SplitEdge(edge_part, config.lr, config.downlink_codec,
-                     device_like=module_params(device_part))
+                     device_like=_device_like(front, head))
 
 
 class EdgeLink(Protocol):
@@ -101,6 +122,11 @@ class EdgeLink(Protocol):
     def put_device_weights(self, client_id: int, params: Params, codec: str) -> int: ...
 
     def get_device_weights(self, client_id: int, like: Params) -> tuple[Params, int]: ...
+
+    def middle_forward(self, client_id: int, step: int, act: Encoded,
+                       train: bool) -> Encoded: ...
+
+    def middle_backward(self, client_id: int, step: int, grad: Encoded) -> Encoded: ...
 
 
 class LocalLink:
@@ -126,11 +152,19 @@ class LocalLink:
         enc = {k: c.encode(v) for k, v in self.edge.get_device_weights().items()}
         return {k: c.decode(e) for k, e in enc.items()}, sum(e.nbytes for e in enc.values())
 
+    def middle_forward(self, client_id: int, step: int, act: Encoded, train: bool) -> Encoded:
+        return self.edge.middle_forward(client_id, step, act, train)
+
+    def middle_backward(self, client_id: int, step: int, grad: Encoded) -> Encoded:
+        return self.edge.middle_backward(client_id, step, grad)
+
 
 @dataclass
 class SplitEpoch:
     """One epoch (every client's turn once). Bytes are payloads: ``bytes_up`` = activations +
-    labels + weights uploaded; ``bytes_down`` = gradients + weights downloaded."""
+    labels + weights uploaded; ``bytes_down`` = gradients + weights downloaded. In the U-shape
+    ``activation_bytes`` also holds the feature gradients sent up and ``gradient_bytes`` the
+    features sent down (everything tensor-shaped per step, each way)."""
 
     epoch: int
     train_loss: float
@@ -158,11 +192,11 @@ class SplitTrainer:
     def __init__(self, config: SplitConfig, link: EdgeLink | None = None,
                  privacy: ActivationPrivacy | None = None) -> None:
         self.config = config
-        device_part, edge_part = config.build()
-        self.device = SplitDevice(device_part, config.lr, config.codec, privacy)
+        front, edge_part, head = config.build()
+        self.device = SplitDevice(front, config.lr, config.codec, privacy, head)
         if link is None:
             link = LocalLink(SplitEdge(edge_part, config.lr, config.downlink_codec,
-                                       device_like=module_params(device_part)))
+                                       device_like=_device_like(front, head)))
         self.link = link
         self.privacy = privacy
         self.holder: int | None = None
@@ -201,6 +235,9 @@ class SplitTrainer:
         for lo in range(0, len(y), cfg.batch_size):
             idx = perm[lo:lo + cfg.batch_size]
             act = self.device.forward(x[idx], self._gen(_PRIVACY_STREAM, epoch, cid, self.step))
+            if cfg.head is not None:
+                losses.append(self._u_step(cid, act, y[idx].long(), counts))
+                continue
             labels = labels_codec.encode(y[idx].long())
             reply = self.link.forward(cid, self.step, act, labels, True)
             if reply.grad is None:
@@ -212,6 +249,19 @@ class SplitTrainer:
             counts["steps"] += 1
             losses.append(reply.loss)
             self.step += 1
+
+    def _u_step(self, cid: int, act: Encoded, y: torch.Tensor, counts: dict[str, int]) -> float:
+        """One U-shaped step: two round trips, labels never leave the device."""
+        feats = self.link.middle_forward(cid, self.step, act, True)
+        gfeat, loss, _ = self.device.head_step(feats, y)
+        assert gfeat is not None
+        gact = self.link.middle_backward(cid, self.step, gfeat)
+        self.device.backward(gact)
+        counts["act"] += act.nbytes + gfeat.nbytes
+        counts["grad"] += feats.nbytes + gact.nbytes
+        counts["steps"] += 1
+        self.step += 1
+        return loss
 
     def train_epoch(self, epoch: int, data: FederatedData) -> tuple[dict[str, int], float]:
         counts = dict.fromkeys(("act", "labels", "grad", "weight_up", "weight_down", "steps",
@@ -242,11 +292,17 @@ class SplitTrainer:
                     act = self.device.infer(xb)
                 finally:
                     self.device.privacy = saved
-            labels = codec.encode(yb.long())
-            reply = self.link.forward(-1, -1, act, labels, False)
-            loss += reply.loss * len(yb)
-            correct += reply.correct
-            sent += act.nbytes + labels.nbytes
+            if cfg.head is not None:
+                feats = self.link.middle_forward(-1, -1, act, False)
+                _, b_loss, b_correct = self.device.head_step(feats, yb.long(), train=False)
+                sent += act.nbytes
+            else:
+                labels = codec.encode(yb.long())
+                reply = self.link.forward(-1, -1, act, labels, False)
+                b_loss, b_correct = reply.loss, reply.correct
+                sent += act.nbytes + labels.nbytes
+            loss += b_loss * len(yb)
+            correct += b_correct
         n = max(len(y), 1)
         return loss / n, correct / n, sent
 

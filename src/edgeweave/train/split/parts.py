@@ -7,6 +7,11 @@ the loss w.r.t. the activations; the device back-propagates it through its own l
 halves take their SGD step from gradients computed at the same weights, so with a lossless codec
 and no privacy transform one split step is exactly one step of the unsplit model.
 
+The U-shaped variant (Vepakomma et al. 2018, "no label sharing") keeps the last layers and the
+labels on the device too: the edge runs only the middle layers, returns their output, and later
+takes the gradient w.r.t. it (:meth:`SplitEdge.middle_forward` / :meth:`SplitEdge.middle_backward`);
+two round trips per step instead of one, but neither labels nor logits leave the device.
+
 Both halves validate everything that crosses the link (the edge may face any device): a
 malformed or ill-shaped tensor raises :class:`~edgeweave.train.types.TrainError` naming the
 field, BEFORE any weight changes, so one bad request cannot corrupt the shared edge model.
@@ -83,12 +88,15 @@ class SplitDevice:
     """The device's layers, its activation codec and privacy transform, and its SGD step."""
 
     def __init__(self, module: nn.Module, lr: float, codec: str = "none",
-                 privacy: ActivationPrivacy | None = None) -> None:
+                 privacy: ActivationPrivacy | None = None, head: nn.Module | None = None) -> None:
         codec_for(codec, "activation codec")
-        self.module, self.lr = module, lr
+        self.module, self.lr, self.head = module, lr, head
         self.codec = get_codec(codec)
         self.privacy = privacy
         self._sent: torch.Tensor | None = None
+
+    def _params(self) -> list[nn.Parameter]:
+        return [*self.module.parameters(), *(self.head.parameters() if self.head else ())]
 
     def _transform(self, x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
         if self.privacy is not None:
@@ -119,7 +127,32 @@ class SplitDevice:
                              f"{list(self._sent.shape)}")
         self._sent.backward(g.to(self._sent.dtype))
         self._sent = None
-        sgd_(list(self.module.parameters()), self.lr)
+        sgd_(self._params(), self.lr)
+
+    def head_step(self, features: Encoded, y: torch.Tensor,
+                  train: bool = True) -> tuple[Encoded | None, float, int]:
+        """U-shape: run the device's last layers and the loss on the edge's features; return the
+        encoded gradient w.r.t. the features (None when evaluating), the loss and the hits."""
+        if self.head is None:
+            raise TrainError("split device: head_step needs a device head (U-shaped split)")
+        try:
+            f = get_codec(features.codec).decode(features).to(torch.float32)
+        except CodecError as e:
+            raise TrainError(f"split device: features from the edge: {e}") from None
+        if f.shape[:1] != y.shape:
+            raise TrainError(f"split device: features of shape {list(f.shape)} for "
+                             f"{len(y)} labels")
+        self.head.train(train)
+        f.requires_grad_(train)
+        with torch.set_grad_enabled(train):
+            out = self.head(f)
+            loss = nn.functional.cross_entropy(out, y)
+        correct = int((out.argmax(1) == y).sum())
+        if not train:
+            return None, float(loss), correct
+        loss.backward()  # head grads wait in .grad for the step in backward()
+        assert f.grad is not None
+        return self.codec.encode(f.grad), float(loss.detach()), correct
 
     @torch.no_grad()
     def infer(self, x: torch.Tensor, gen: torch.Generator | None = None) -> Encoded:
@@ -127,10 +160,16 @@ class SplitDevice:
         return self.codec.encode(self._transform(x, gen))
 
     def weights(self) -> Params:
-        return module_params(self.module)
+        out = module_params(self.module)
+        if self.head is not None:  # Sequential slices keep their layer names: keys are disjoint
+            out.update(module_params(self.head))
+        return out
 
     def load_weights(self, params: Params) -> None:
-        self.module.load_state_dict(params, strict=False)
+        for m in (self.module, self.head):
+            if m is not None:
+                m.load_state_dict(OrderedDict((k, v) for k, v in params.items()
+                                              if k in m.state_dict()), strict=False)
 
 
 class SplitEdge:
@@ -146,6 +185,9 @@ class SplitEdge:
         self.device_weights: Params | None = None
         self.device_weights_from: int | None = None
         self.steps = 0
+        self.max_pending = 256
+        # U-shape: client -> (step, activations, features) kept between the two round trips
+        self._pending: dict[int, tuple[int, torch.Tensor, torch.Tensor]] = {}
         self._lock = threading.Lock()
 
     def _decode(self, e: Encoded, what: str) -> torch.Tensor:
@@ -154,9 +196,8 @@ class SplitEdge:
         except CodecError as err:
             raise TrainError(f"split edge: {what}: {err}") from None
 
-    def _inputs(self, act: Encoded, labels: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
+    def _activations(self, act: Encoded) -> torch.Tensor:
         a = self._decode(act, "activations")
-        y = self._decode(labels, "labels")
         if not a.is_floating_point() or a.dim() < 2:
             raise TrainError(f"split edge: activations must be a float tensor (batch, ...), got "
                              f"{a.dtype} of shape {list(a.shape)}")
@@ -165,22 +206,29 @@ class SplitEdge:
                              f"{self.max_batch}")
         if not bool(torch.isfinite(a).all()):
             raise TrainError("split edge: activations have NaN/inf values")
+        return a.to(torch.float32)
+
+    def _inputs(self, act: Encoded, labels: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
+        a = self._activations(act)
+        y = self._decode(labels, "labels")
         if y.dtype not in _LABEL_DTYPES or y.shape != (a.shape[0],):
             raise TrainError(f"split edge: labels must be integers of shape [{a.shape[0]}], got "
                              f"{y.dtype} of shape {list(y.shape)}")
-        return a.to(torch.float32), y.long()
+        return a, y.long()
+
+    def _run(self, a: torch.Tensor, train: bool) -> torch.Tensor:
+        self.module.train(train)
+        try:
+            with torch.set_grad_enabled(train):
+                return self.module(a.requires_grad_(train))
+        except RuntimeError as e:
+            raise TrainError(f"split edge: activations of shape {list(a.shape)} do not fit "
+                             f"the edge layers: {str(e).splitlines()[0]}") from None
 
     def step(self, act: Encoded, labels: Encoded, train: bool = True) -> StepReply:
         a, y = self._inputs(act, labels)
         with self._lock:
-            self.module.train(train)
-            a = a.requires_grad_(train)
-            try:
-                with torch.set_grad_enabled(train):
-                    out = self.module(a)
-            except RuntimeError as e:
-                raise TrainError(f"split edge: activations of shape {list(a.shape)} do not fit "
-                                 f"the edge layers: {str(e).splitlines()[0]}") from None
+            out = self._run(a, train)
             if out.dim() != 2:
                 raise TrainError(f"split edge: the edge layers produced shape {list(out.shape)}, "
                                  "expected (batch, classes): is the cut right?")
@@ -198,6 +246,45 @@ class SplitEdge:
             grad = self.grad_codec.encode(a.grad)
             a.grad = None
         return StepReply(grad, float(loss.detach()), correct)
+
+    def middle_forward(self, client_id: int, step: int, act: Encoded, train: bool = True
+                       ) -> Encoded:
+        """U-shape, first trip: the middle layers' output (kept for the backward if training)."""
+        a = self._activations(act)
+        with self._lock:
+            out = self._run(a, train)
+            if train:
+                if client_id not in self._pending and len(self._pending) >= self.max_pending:
+                    raise TrainError(f"split edge: {len(self._pending)} clients are mid-step; "
+                                     "finish their backward first")
+                self._pending[client_id] = (step, a, out)
+            return self.grad_codec.encode(out.detach())
+
+    def middle_backward(self, client_id: int, step: int, grad: Encoded) -> Encoded:
+        """U-shape, second trip: back-propagate the device's feature gradient, take the SGD
+        step, return the gradient w.r.t. the activations of that forward."""
+        g = self._decode(grad, "feature gradient")
+        with self._lock:
+            pending = self._pending.get(client_id)
+            if pending is None or pending[0] != step:
+                raise TrainError(f"split edge: no forward pending for client {client_id} step "
+                                 f"{step}; call MiddleForward with train=true first")
+            _, a, out = pending
+            if tuple(g.shape) != tuple(out.shape) or not g.is_floating_point():
+                raise TrainError(f"split edge: feature gradient is {g.dtype} "
+                                 f"{list(g.shape)}, expected float {list(out.shape)}")
+            if not bool(torch.isfinite(g).all()):
+                raise TrainError("split edge: feature gradient has NaN/inf values")
+            del self._pending[client_id]
+            try:
+                out.backward(g.to(out.dtype))
+            except RuntimeError as e:  # e.g. the weights moved under a stale forward
+                raise TrainError(f"split edge: backward for client {client_id} step {step} "
+                                 f"failed: {str(e).splitlines()[0]}") from None
+            assert a.grad is not None
+            sgd_(list(self.module.parameters()), self.lr)
+            self.steps += 1
+            return self.grad_codec.encode(a.grad)
 
     def put_device_weights(self, client_id: int, params: Params) -> None:
         if self.device_like is not None:

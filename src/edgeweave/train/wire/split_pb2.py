@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n edgeweave/train/wire/split.proto\x12\x12\x65\x64geweave.split.v1\"\xbb\x01\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x63odec\x18\x02 \x01(\t\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12\r\n\x05shape\x18\x04 \x03(\x03\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12\x36\n\x06params\x18\x06 \x03(\x0b\x32&.edgeweave.split.v1.Tensor.ParamsEntry\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x9d\x01\n\x0e\x46orwardRequest\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12/\n\x0b\x61\x63tivations\x18\x03 \x01(\x0b\x32\x1a.edgeweave.split.v1.Tensor\x12*\n\x06labels\x18\x04 \x01(\x0b\x32\x1a.edgeweave.split.v1.Tensor\x12\r\n\x05train\x18\x05 \x01(\x08\"i\n\x0c\x46orwardReply\x12\x0c\n\x04step\x18\x01 \x01(\x03\x12,\n\x08gradient\x18\x02 \x01(\x0b\x32\x1a.edgeweave.split.v1.Tensor\x12\x0c\n\x04loss\x18\x03 \x01(\x01\x12\x0f\n\x07\x63orrect\x18\x04 \x01(\x03\"N\n\rDeviceWeights\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12*\n\x06params\x18\x02 \x03(\x0b\x32\x1a.edgeweave.split.v1.Tensor2\x94\x02\n\rSplitLearning\x12O\n\x07\x46orward\x12\".edgeweave.split.v1.ForwardRequest\x1a .edgeweave.split.v1.ForwardReply\x12X\n\x10PutDeviceWeights\x12!.edgeweave.split.v1.DeviceWeights\x1a!.edgeweave.split.v1.DeviceWeights\x12X\n\x10GetDeviceWeights\x12!.edgeweave.split.v1.DeviceWeights\x1a!.edgeweave.split.v1.DeviceWeightsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n edgeweave/train/wire/split.proto\x12\x12\x65\x64geweave.split.v1\"\xbb\x01\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x63odec\x18\x02 \x01(\t\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12\r\n\x05shape\x18\x04 \x03(\x03\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12\x36\n\x06params\x18\x06 \x03(\x0b\x32&.edgeweave.split.v1.Tensor.ParamsEntry\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x9d\x01\n\x0e\x46orwardRequest\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12/\n\x0b\x61\x63tivations\x18\x03 \x01(\x0b\x32\x1a.edgeweave.split.v1.Tensor\x12*\n\x06labels\x18\x04 \x01(\x0b\x32\x1a.edgeweave.split.v1.Tensor\x12\r\n\x05train\x18\x05 \x01(\x08\"i\n\x0c\x46orwardReply\x12\x0c\n\x04step\x18\x01 \x01(\x03\x12,\n\x08gradient\x18\x02 \x01(\x0b\x32\x1a.edgeweave.split.v1.Tensor\x12\x0c\n\x04loss\x18\x03 \x01(\x01\x12\x0f\n\x07\x63orrect\x18\x04 \x01(\x03\"]\n\rDeviceWeights\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12*\n\x06params\x18\x02 \x03(\x0b\x32\x1a.edgeweave.split.v1.Tensor\x12\r\n\x05\x63odec\x18\x03 \x01(\t\"p\n\rMiddleRequest\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12/\n\x0b\x61\x63tivations\x18\x03 \x01(\x0b\x32\x1a.edgeweave.split.v1.Tensor\x12\r\n\x05train\x18\x04 \x01(\x08\"I\n\x0bMiddleReply\x12\x0c\n\x04step\x18\x01 \x01(\x03\x12,\n\x08\x66\x65\x61tures\x18\x02 \x01(\x0b\x32\x1a.edgeweave.split.v1.Tensor\"f\n\x15MiddleBackwardRequest\x12\x11\n\tclient_id\x18\x01 \x01(\x03\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12,\n\x08gradient\x18\x03 \x01(\x0b\x32\x1a.edgeweave.split.v1.Tensor\"Q\n\x13MiddleBackwardReply\x12\x0c\n\x04step\x18\x01 \x01(\x03\x12,\n\x08gradient\x18\x02 \x01(\x0b\x32\x1a.edgeweave.split.v1.Tensor2\xcf\x03\n\rSplitLearning\x12O\n\x07\x46orward\x12\".edgeweave.split.v1.ForwardRequest\x1a .edgeweave.split.v1.ForwardReply\x12X\n\x10PutDeviceWeights\x12!.edgeweave.split.v1.DeviceWeights\x1a!.edgeweave.split.v1.DeviceWeights\x12X\n\x10GetDeviceWeights\x12!.edgeweave.split.v1.DeviceWeights\x1a!.edgeweave.split.v1.DeviceWeights\x12S\n\rMiddleForward\x12!.edgeweave.split.v1.MiddleRequest\x1a\x1f.edgeweave.split.v1.MiddleReply\x12\x64\n\x0eMiddleBackward\x12).edgeweave.split.v1.MiddleBackwardRequest\x1a\'.edgeweave.split.v1.MiddleBackwardReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,7 +42,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FORWARDREPLY']._serialized_start=406
   _globals['_FORWARDREPLY']._serialized_end=511
   _globals['_DEVICEWEIGHTS']._serialized_start=513
-  _globals['_DEVICEWEIGHTS']._serialized_end=591
-  _globals['_SPLITLEARNING']._serialized_start=594
-  _globals['_SPLITLEARNING']._serialized_end=870
+  _globals['_DEVICEWEIGHTS']._serialized_end=606
+  _globals['_MIDDLEREQUEST']._serialized_start=608
+  _globals['_MIDDLEREQUEST']._serialized_end=720
+  _globals['_MIDDLEREPLY']._serialized_start=722
+  _globals['_MIDDLEREPLY']._serialized_end=795
+  _globals['_MIDDLEBACKWARDREQUEST']._serialized_start=797
+  _globals['_MIDDLEBACKWARDREQUEST']._serialized_end=899
+  _globals['_MIDDLEBACKWARDREPLY']._serialized_start=901
+  _globals['_MIDDLEBACKWARDREPLY']._serialized_end=982
+  _globals['_SPLITLEARNING']._serialized_start=985
+  _globals['_SPLITLEARNING']._serialized_end=1448
 # @@protoc_insertion_point(module_scope)

@@ -56,9 +56,49 @@ class ForwardReply(_message.Message):
     def __init__(self, step: _Optional[int] = ..., gradient: _Optional[_Union[Tensor, _Mapping]] = ..., loss: _Optional[float] = ..., correct: _Optional[int] = ...) -> None: ...
 
 class DeviceWeights(_message.Message):
-    __slots__ = ("client_id", "params")
+    __slots__ = ("client_id", "params", "codec")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    CODEC_FIELD_NUMBER: _ClassVar[int]
     client_id: int
     params: _containers.RepeatedCompositeFieldContainer[Tensor]
-    def __init__(self, client_id: _Optional[int] = ..., params: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ...) -> None: ...
+    codec: str
+    def __init__(self, client_id: _Optional[int] = ..., params: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., codec: _Optional[str] = ...) -> None: ...
+
+class MiddleRequest(_message.Message):
+    __slots__ = ("client_id", "step", "activations", "train")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_FIELD_NUMBER: _ClassVar[int]
+    client_id: int
+    step: int
+    activations: Tensor
+    train: bool
+    def __init__(self, client_id: _Optional[int] = ..., step: _Optional[int] = ..., activations: _Optional[_Union[Tensor, _Mapping]] = ..., train: _Optional[bool] = ...) -> None: ...
+
+class MiddleReply(_message.Message):
+    __slots__ = ("step", "features")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    features: Tensor
+    def __init__(self, step: _Optional[int] = ..., features: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class MiddleBackwardRequest(_message.Message):
+    __slots__ = ("client_id", "step", "gradient")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_FIELD_NUMBER: _ClassVar[int]
+    client_id: int
+    step: int
+    gradient: Tensor
+    def __init__(self, client_id: _Optional[int] = ..., step: _Optional[int] = ..., gradient: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class MiddleBackwardReply(_message.Message):
+    __slots__ = ("step", "gradient")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_FIELD_NUMBER: _ClassVar[int]
+    step: int
+    gradient: Tensor
+    def __init__(self, step: _Optional[int] = ..., gradient: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...

@@ -49,6 +49,16 @@ class SplitLearningStub:
                 request_serializer=edgeweave_dot_train_dot_wire_dot_split__pb2.DeviceWeights.SerializeToString,
                 response_deserializer=edgeweave_dot_train_dot_wire_dot_split__pb2.DeviceWeights.FromString,
                 _registered_method=True)
+        self.MiddleForward = channel.unary_unary(
+                '/edgeweave.split.v1.SplitLearning/MiddleForward',
+                request_serializer=edgeweave_dot_train_dot_wire_dot_split__pb2.MiddleRequest.SerializeToString,
+                response_deserializer=edgeweave_dot_train_dot_wire_dot_split__pb2.MiddleReply.FromString,
+                _registered_method=True)
+        self.MiddleBackward = channel.unary_unary(
+                '/edgeweave.split.v1.SplitLearning/MiddleBackward',
+                request_serializer=edgeweave_dot_train_dot_wire_dot_split__pb2.MiddleBackwardRequest.SerializeToString,
+                response_deserializer=edgeweave_dot_train_dot_wire_dot_split__pb2.MiddleBackwardReply.FromString,
+                _registered_method=True)
 
 
 class SplitLearningServicer:
@@ -72,6 +82,18 @@ class SplitLearningServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MiddleForward(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MiddleBackward(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SplitLearningServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +111,16 @@ def add_SplitLearningServicer_to_server(servicer, server):
                     servicer.GetDeviceWeights,
                     request_deserializer=edgeweave_dot_train_dot_wire_dot_split__pb2.DeviceWeights.FromString,
                     response_serializer=edgeweave_dot_train_dot_wire_dot_split__pb2.DeviceWeights.SerializeToString,
+            ),
+            'MiddleForward': grpc.unary_unary_rpc_method_handler(
+                    servicer.MiddleForward,
+                    request_deserializer=edgeweave_dot_train_dot_wire_dot_split__pb2.MiddleRequest.FromString,
+                    response_serializer=edgeweave_dot_train_dot_wire_dot_split__pb2.MiddleReply.SerializeToString,
+            ),
+            'MiddleBackward': grpc.unary_unary_rpc_method_handler(
+                    servicer.MiddleBackward,
+                    request_deserializer=edgeweave_dot_train_dot_wire_dot_split__pb2.MiddleBackwardRequest.FromString,
+                    response_serializer=edgeweave_dot_train_dot_wire_dot_split__pb2.MiddleBackwardReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -172,6 +204,60 @@ class SplitLearning:
             '/edgeweave.split.v1.SplitLearning/GetDeviceWeights',
             edgeweave_dot_train_dot_wire_dot_split__pb2.DeviceWeights.SerializeToString,
             edgeweave_dot_train_dot_wire_dot_split__pb2.DeviceWeights.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MiddleForward(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgeweave.split.v1.SplitLearning/MiddleForward',
+            edgeweave_dot_train_dot_wire_dot_split__pb2.MiddleRequest.SerializeToString,
+            edgeweave_dot_train_dot_wire_dot_split__pb2.MiddleReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MiddleBackward(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgeweave.split.v1.SplitLearning/MiddleBackward',
+            edgeweave_dot_train_dot_wire_dot_split__pb2.MiddleBackwardRequest.SerializeToString,
+            edgeweave_dot_train_dot_wire_dot_split__pb2.MiddleBackwardReply.FromString,
             options,
             channel_credentials,
             insecure,
