@@ -4,7 +4,8 @@ Workload: sklearn digits scaled to [0, 1] (1437 training samples, 360 held out),
 ``cnn:32,64,128`` (151k parameters), SGD with the same learning rate and batch size for both.
 
 1. Bytes per epoch and test accuracy, split learning (sequential SplitNN, labels at the edge,
-   device weights relayed client to client through the edge) vs FedAvg (all 10 clients per
+   device weights relayed client to client through the edge; plus the U-shaped variant whose
+   last layer and labels stay on the device) vs FedAvg (all 10 clients per
    round, one local epoch: one round = one pass over the data, like one split-learning epoch),
    for three cut points and the codecs none / fp16 / int8 (/ int8+zstd for activations). FedAvg's
    codec encodes the model down and the update deltas up (edgeweave.train.transfer). Every byte
@@ -57,6 +58,7 @@ from edgeweave.train.types import FitConfig
 
 MODEL = "cnn:32,64,128"
 CUTS = {2: "conv1+relu (32x8x8)", 5: "pool (64x4x4)", 8: "fc1+relu (128)"}
+U_HEAD = 8  # U-shaped rows: the edge runs flatten..fc1+relu, the device keeps fc2 and the labels
 PIPE_MODEL = "mlp:64,1024,1024,1024,1024,1024,10"
 
 
@@ -92,13 +94,14 @@ def fedavg_run(task: Task, args: argparse.Namespace, codec: str, lr: float) -> d
 
 
 def split_run(task: Task, args: argparse.Namespace, cut: int, codec: str, lr: float,
-              privacy=None, link=None) -> dict:
-    cfg = SplitConfig(MODEL, cut=cut, lr=lr, batch_size=args.batch_size,
+              privacy=None, link=None, head: int | None = None) -> dict:
+    cfg = SplitConfig(MODEL, cut=cut, head=head, lr=lr, batch_size=args.batch_size,
                       epochs=args.epochs, codec=codec, seed=args.seed)
     trainer = SplitTrainer(cfg, link, privacy)
     t0 = time.perf_counter()
     recs = trainer.run(task.data, task.test_x, task.test_y)
-    row = _summary("split", cut, codec, lr, [r.bytes_up for r in recs],
+    method = "split" if head is None else "split-U"
+    row = _summary(method, cut, codec, lr, [r.bytes_up for r in recs],
                    [r.bytes_down for r in recs], [r.test_acc for r in recs],
                    time.perf_counter() - t0, args.target)
     last = recs[-1]
@@ -136,6 +139,8 @@ def bytes_vs_fedavg(task: Task, args: argparse.Namespace
         for codec in codecs + ([] if args.quick else ["int8+zstd"]):
             key = ("split", cut, codec, lrs["split"])
             rows.append(done.get(key) or split_run(task, args, cut, codec, lrs["split"]))
+    for codec in ["none", "int8"]:  # U-shape: the last layer and the labels stay on the device
+        rows.append(split_run(task, args, 5, codec, lrs["split"], head=U_HEAD))
     table = Table(title=f"Split learning vs FedAvg: digits, 10 IID clients, {MODEL}, "
                         f"{args.epochs} epochs, B={args.batch_size}, lr per method from "
                         f"{args.lrs} (kB per epoch = one pass over all data)")
@@ -144,9 +149,11 @@ def bytes_vs_fedavg(task: Task, args: argparse.Namespace
                 f"epochs to {args.target:g}", f"kB to {args.target:g}", "wall s"):
         table.add_column(col, justify="left" if col in ("method", "cut", "codec") else "right")
     for r in rows:
-        split = r["method"] == "split"
+        split = r["method"] != "fedavg"
+        where = "-" if not split else CUTS[r["cut"]] + (
+            " .. fc1 (U)" if r["method"] == "split-U" else "")
         table.add_row(
-            r["method"], CUTS[r["cut"]] if split else "-", r["codec"], f"{r['lr']:g}",
+            r["method"], where, r["codec"], f"{r['lr']:g}",
             kb(r["bytes_up_per_epoch"]), kb(r["bytes_down_per_epoch"]),
             f"{kb(r['activation_bytes'])}/{kb(r['gradient_bytes'])}" if split else "-",
             kb(r["weight_bytes_up"]) if split else "-", f"{r['test_acc']:.3f}",
@@ -168,7 +175,7 @@ def noise_sweep(task: Task, args: argparse.Namespace, lr: float) -> tuple[Table,
     clip = activation_clip(task, cut, args.seed)
     l1_clip = clip * (64 * 16) ** 0.5  # the L1 bound a vector at the L2 clip can reach
     mults = [0.0, 0.03, 0.3] if args.quick else [0.0, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0]
-    cases = [(f"gaussian x{m:g}", ClipNoise(clip, m)) for m in mults]
+    cases = [(f"gaussian x{m:g}" if m else "clip only (x0)", ClipNoise(clip, m)) for m in mults]
     arden_mults = [0.01] if args.quick else [0.003, 0.01, 0.03]
     cases += [(f"arden null 0.1 + laplace x{m:g}", arden(0.1, l1_clip, m)) for m in arden_mults]
     table = Table(title=f"Accuracy vs activation noise: split at {CUTS[cut]}, codec none, "
