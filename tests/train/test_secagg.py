@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import OrderedDict
 
 import grpc
@@ -356,6 +357,9 @@ def test_grpc_oversized_messages_are_refused_and_the_round_goes_on(secagg_fleet)
     assert torch.allclose(u.params["w"][0], torch.full((2, 3), _expected([0, 3, 4])), atol=1e-3)
     devices = backend.devices
     assert devices[1].client.stats.rejected == 1 and devices[2].client.stats.rejected == 1
+    end = time.monotonic() + 10  # the device counts its round after the server's reply
+    while devices[0].client.stats.rounds < 1 and time.monotonic() < end:
+        time.sleep(0.01)
     assert devices[0].client.stats.rounds == 1
 
 

@@ -11,6 +11,9 @@ replaces the old session (a restarted device resumes; a task still open for it i
 session). Every update is checked (session, task, size, names, dtypes, shapes, finite values)
 before it may reach the aggregate; a rejected one fails that client's round with the reason,
 which also goes back to the device as the gRPC status. The server keeps serving the others.
+
+Secure aggregation runs over the same connections: :class:`edgeweave.train.secagg.backend.
+SecAggGrpcBackend` extends this class with the ``SecAgg`` RPC and SECAGG task steps.
 """
 
 from __future__ import annotations

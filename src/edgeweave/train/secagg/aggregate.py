@@ -63,6 +63,9 @@ class SecAggFedAvg(Strategy):
 
     def _simulate(self, round_num: int, global_params: Params, updates: Updates) -> Params:
         ids = list(updates.client_ids)
+        if len(ids) < 2:  # a "sum" of one input is that input: nothing would be hidden
+            raise TrainError(f"{self.name}: secure aggregation needs at least 2 client updates, "
+                             f"got {len(ids)} in round {round_num}")
         weights = [int(w) for w in updates.num_examples.tolist()]
         vec = UpdateVector.for_model(global_params, sum(weights), self.clip, self.ring_bits)
         deltas = updates.deltas(global_params)

@@ -9,6 +9,11 @@ in :attr:`SecAggServer.failed` and treated as dropped from that round on. A wron
 well-formed is caught because each rebuilt secret is checked against its commitment (sha256 of
 b_u, or the advertised public key for s_u^SK); the server then searches for t shares that do
 agree and treats the holders of the others as dropped.
+
+Threat model: an honest-but-curious server (it follows the protocol but reads everything it
+holds) and clients that may drop or send garbage. Bonawitz et al.'s extra ConsistencyCheck
+round against a server that LIES about who dropped (to collect both shares of one client) is
+not implemented: the survivor list is trusted to be the same for every client.
 """
 
 from __future__ import annotations
