@@ -511,6 +511,7 @@ def test_gpipe_stage_failure_is_reported_not_hung(pipe_batches):
     pipe = GPipe(build_model(PIPE_MODEL), 3, 2, lr=0.1)
     with pytest.raises(TrainError, match="stage 2 failed"):
         pipe.step(x, torch.full((20,), 99))  # label out of range in the loss stage
+    assert not any(st.is_alive() for st in pipe.stages)  # every stage thread ended
     with pytest.raises(TrainError, match="closed"):
         pipe.step(x, torch.zeros(20, dtype=torch.long))
     with GPipe(build_model(PIPE_MODEL), 2, 8, lr=0.1) as pipe, \

@@ -173,6 +173,8 @@ class _Stage(threading.Thread):
                 self.pipe.done.put((self.index, self._step(job)))
             except BaseException as e:  # reported to the caller, which stops the pipeline
                 self.pipe.done.put((self.index, e))
+                if self.pipe._closed:  # stopped mid-batch: the STOP meant for us is used up
+                    return
 
     def _get(self, q: queue.Queue[Any]) -> Any:
         item = q.get()
