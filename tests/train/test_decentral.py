@@ -320,3 +320,26 @@ def test_real_gossip_processes_converge_on_convex_problem():
         assert p["payload_bytes_sent"] == p["pushes"] * model_bytes
         assert p["wire_bytes_sent"] > p["payload_bytes_sent"]
     assert sum(p["merged"] for p in res.peers) == sum(p["pushes"] for p in res.peers)
+
+
+def test_ssp_applies_the_gradient_of_the_model_each_worker_read():
+    """Gradients are computed lazily in batches; each applied one must still be the gradient at
+    the (stale) model its worker pulled, not a newer or an older one."""
+    from edgeweave.train.decentral.async_sgd import _SSP
+
+    stack = NodeStack(convex_task(6, seed=2), batch_size=None, weight_decay=WD)
+    tm = TimeModel(hetero=0.8, straggler_p=0.2, seed=2)
+    sim = _SSP(stack, RunConfig(rounds=10, lr=0.2, eval_every=10), tm, 1, False)
+    apply, mismatched = sim.apply, []
+
+    def checked() -> float:
+        w = sim.heap[0][2]
+        read = sim.read[w].clone()
+        t = apply()
+        want, _ = stack.grads(read.unsqueeze(0), torch.tensor([w]))
+        mismatched.append(not torch.allclose(sim.grad[w], want[0], atol=1e-6))
+        return t
+
+    sim.apply = checked
+    sim.run()
+    assert len(mismatched) == 60 and not any(mismatched)

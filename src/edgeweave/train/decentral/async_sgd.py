@@ -73,8 +73,9 @@ class _SSP:
         heapq.heappush(self.heap, (arrive, self.seq, w))
         self.seq += 1
 
-    def compute_pending(self) -> None:
-        todo = [w for _, _, w in self.heap if not self.has_grad[w]]
+    def compute_pending(self, w: int) -> None:
+        """Worker w's gradient, and those of every worker still in flight without one."""
+        todo = [w] + [u for _, _, u in self.heap if not self.has_grad[u]]
         idx = torch.tensor(sorted(todo), dtype=torch.long)
         g, _ = self.stack.grads(self.read[idx], idx)
         self.grad[idx] = g
@@ -85,7 +86,7 @@ class _SSP:
         now = max(arrive, self.in_free) + self.stack.model_bytes / self.time.server_Bps
         self.in_free = now
         if not self.has_grad[w]:
-            self.compute_pending()
+            self.compute_pending(w)
         tau = self.version - int(self.read_version[w])
         lr = self.config.lr / max(1, tau) if self.staleness_lr else self.config.lr
         self.x -= lr * self.grad[w]
