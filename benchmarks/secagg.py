@@ -29,6 +29,7 @@ complete graph at 1,000 clients takes a few minutes (two million key agreements)
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -178,6 +179,7 @@ def main() -> None:
     corr = []
     for n, k in corr_cfg:
         corr += correctness(n, k, rates, args.seed)
+        print(f"correctness at {n} clients done", file=sys.stderr)
     ct = Table(title="Secure aggregation correctness: one digits round, drops after ShareKeys")
     for col in ("clients", "graph", "t", "dropout", "survivors", "int sum exact",
                 "dequantised bit-equal", "max |err| vs float", "bound step/2", "clipped"):
@@ -200,6 +202,7 @@ def main() -> None:
             if k is not None and k >= n - 1:
                 continue  # k-regular would be the complete graph
             over.append(overhead(n, k, args.dropout, args.seed))
+            print(f"overhead at {n} clients, {over[-1]['graph']} done", file=sys.stderr)
     ot = Table(title=f"Secure aggregation overhead per client vs plain FedAvg ({MODEL}, "
                      f"{over[0]['params']} params, {args.dropout:.0%} dropout)")
     for col in ("clients", "graph", "t", "exact", "up B (plain)", "up B (secagg)", "up x",
