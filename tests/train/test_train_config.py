@@ -20,7 +20,9 @@ def _write(tmp_path, doc) -> Path:
     return p
 
 
-@pytest.mark.parametrize("name", ["digits-fedavg.yaml", "digits-fedprox.yaml"])
+@pytest.mark.parametrize("name", ["digits-fedavg.yaml", "digits-fedprox.yaml", "digits-dgc.yaml",
+                                  "digits-dp.yaml", "digits-secagg.yaml",
+                                  "digits-byzantine.yaml"])
 def test_examples_validate(name):
     cfg = load_config(EXAMPLES / name)
     assert cfg.data.dataset == "digits" and cfg.rounds >= 1
