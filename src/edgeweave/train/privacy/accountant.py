@@ -9,11 +9,14 @@ can carry it and a resumed run reports exactly the epsilon the uninterrupted run
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from typing import Any
 
+import numpy as np
 from opacus.accountants import RDPAccountant
+from opacus.accountants.analysis import rdp as rdp_analysis
 from opacus.accountants.utils import get_noise_multiplier
 
 from edgeweave.train.types import TrainError
@@ -26,6 +29,15 @@ def _check(sigma: float, q: float, delta: float, where: str) -> None:
         raise TrainError(f"{where}: sample rate q must be in (0, 1], got {q}")
     if not 0 < delta < 1:
         raise TrainError(f"{where}: delta must be in (0, 1), got {delta}")
+
+
+@functools.lru_cache(maxsize=256)
+def _unit_rdp(sigma: float, q: float) -> np.ndarray:
+    """RDP of ONE subsampled Gaussian step at Opacus's default orders (read-only)."""
+    rdp = np.asarray(rdp_analysis.compute_rdp(q=q, noise_multiplier=sigma, steps=1,
+                                              orders=RDPAccountant.DEFAULT_ALPHAS))
+    rdp.setflags(write=False)
+    return rdp
 
 
 class PrivacyLedger:
@@ -52,10 +64,24 @@ class PrivacyLedger:
         return [(float(s), float(q), int(n)) for s, q, n in self.accountant.history]
 
     def epsilon(self) -> float:
-        """Epsilon spent at ``delta`` (0 before any step, inf when a step had sigma = 0)."""
-        if any(s == 0 for s, _, _ in self.accountant.history):
+        """Epsilon spent at ``delta`` (0 before any step, inf when a step had sigma = 0).
+
+        The same arithmetic as ``RDPAccountant.get_epsilon`` (Opacus's ``compute_rdp`` is the
+        one-step RDP vector times ``steps``, summed over the history, then Opacus's
+        ``get_privacy_spent``), with the one-step vector memoised per (sigma, q): reporting
+        epsilon every round then costs microseconds instead of a fresh series evaluation at
+        150 orders (0.3 s per round at small sigma). The result is bit-for-bit the
+        accountant's, which the tests check.
+        """
+        hist = self.accountant.history
+        if not hist:
+            return 0.0
+        if any(s == 0 for s, _, _ in hist):
             return math.inf
-        return float(self.accountant.get_epsilon(delta=self.delta))
+        rdp = sum([_unit_rdp(float(s), float(q)) * n for s, q, n in hist])
+        eps, _ = rdp_analysis.get_privacy_spent(orders=RDPAccountant.DEFAULT_ALPHAS, rdp=rdp,
+                                                delta=self.delta)
+        return float(eps)
 
     def state(self) -> dict[str, Any]:
         return {"delta": self.delta, "history": [list(h) for h in self.history]}
