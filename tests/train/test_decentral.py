@@ -316,7 +316,7 @@ def test_real_gossip_processes_converge_on_convex_problem():
     assert res.weight_sum == pytest.approx(1.0, abs=1e-9)
     model_bytes = NodeStack(convex_task(3, seed=1)).model_bytes
     for p in res.peers:
-        assert p["steps"] == 150 and p["pushes"] > 0
+        assert p["steps"] >= 150 and p["pushes"] > 0  # all train until every node has 150
         assert p["payload_bytes_sent"] == p["pushes"] * model_bytes
         assert p["wire_bytes_sent"] > p["payload_bytes_sent"]
     assert sum(p["merged"] for p in res.peers) == sum(p["pushes"] for p in res.peers)

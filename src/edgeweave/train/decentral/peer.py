@@ -13,7 +13,9 @@ node's own names, dtypes and shapes and for NaN/Inf before it is decoded (the FL
 
 :func:`run_peers` starts n such processes on loopback ('spawn': no inherited torch threads or
 locks), tells each the others' ports, waits until all have done their steps, then collects
-every node's model and counters through the same authenticated ``Pull`` RPC.
+every node's model and counters through the same authenticated ``Pull`` RPC. Every node trains
+until ALL have done ``steps`` local steps (the fast ones do more; their counts are reported),
+then all stop together and no push is left in flight when the models are collected.
 """
 
 from __future__ import annotations
@@ -130,13 +132,23 @@ class PeerNode(peer_pb2_grpc.PeerServicer):
                                   params=params_to_msgs(self.stack.unflatten(x)), **counters)
 
     # -- training -----------------------------------------------------------------------------
-    def train(self, addresses: list[str], token: str) -> None:
+    def train(self, addresses: list[str], token: str, reached: Any = None,
+              halt: Any = None) -> None:
+        """Local steps with a push after each. At least ``cfg.steps`` of them; with ``halt`` (an
+        event) the node reports ``reached()`` at ``cfg.steps`` and goes on until ``halt`` is set,
+        so that every node keeps training until all have done their steps. Otherwise the
+        fastest nodes would stop first and the final steps of the weighted average would follow
+        only the slow nodes' data, a bias that depends on scheduling."""
         nbrs = make_graph(self.cfg.graph, self.cfg.n, seed=self.cfg.seed).neighbours()[self.node]
         stubs = {j: peer_pb2_grpc.PeerStub(grpc.insecure_channel(addresses[j])) for j in nbrs}
         meta = auth_metadata(token)
         rng = np.random.default_rng([self.cfg.seed, self.node, 41])
         me = torch.tensor([self.node])
-        for step in range(1, self.cfg.steps + 1):
+        step = 0
+        while step < self.cfg.steps or (halt is not None and not halt.is_set()):
+            step += 1
+            if step == self.cfg.steps and reached is not None:
+                reached()
             with self.lock:
                 snapshot = self.x.clone()
             g, _ = self.stack.grads(snapshot.unsqueeze(0), me)
@@ -164,16 +176,25 @@ class PeerNode(peer_pb2_grpc.PeerServicer):
 
 
 def _peer_main(node: int, cfg: PeerRunConfig, token: str, ports: Any, addrs: Any, done: Any,
-               stop: Any) -> None:
+               halt: Any, stopped: Any, stop: Any) -> None:
     torch.set_num_threads(1)
     peer = PeerNode(node, cfg, token)
     ports.put((node, peer.port))
     addresses = addrs.get(timeout=cfg.timeout_s)
-    try:
-        peer.train(addresses, token)
+    told = []
+
+    def reached() -> None:
+        told.append(True)
         done.put((node, None))
+
+    error = None
+    try:
+        peer.train(addresses, token, reached, halt)
     except Exception as e:  # reported to the launcher, which names the node
-        done.put((node, f"{type(e).__name__}: {e}"))
+        error = f"{type(e).__name__}: {e}"
+    if not told:
+        done.put((node, error))
+    stopped.put((node, error))
     stop.wait(cfg.timeout_s)
     peer.server.stop(grace=1).wait()
 
@@ -210,8 +231,10 @@ def run_peers(cfg: PeerRunConfig, token: str | None = None) -> PeerRunResult:
     make_graph(cfg.graph, cfg.n, seed=cfg.seed)  # a bad graph fails here, not in n children
     token = token or generate_token()
     ctx = mp.get_context("spawn")
-    ports, addrs, done, stop = ctx.Queue(), ctx.Queue(), ctx.Queue(), ctx.Event()
-    procs = [ctx.Process(target=_peer_main, args=(i, cfg, token, ports, addrs, done, stop),
+    ports, addrs, done, stopped = ctx.Queue(), ctx.Queue(), ctx.Queue(), ctx.Queue()
+    halt, stop = ctx.Event(), ctx.Event()
+    procs = [ctx.Process(target=_peer_main,
+                         args=(i, cfg, token, ports, addrs, done, halt, stopped, stop),
                          daemon=True) for i in range(cfg.n)]
     t0 = time.monotonic()
     deadline = t0 + cfg.timeout_s
@@ -224,9 +247,12 @@ def run_peers(cfg: PeerRunConfig, token: str | None = None) -> PeerRunResult:
             addrs.put(table)
         errors = {i: e for i, e in _gather(done, cfg.n, deadline, "completion", procs).items()
                   if e}
+        halt.set()  # every node has done its steps: all stop training now
+        errors.update({i: e for i, e in _gather(stopped, cfg.n, deadline, "stopping",
+                                                  procs).items() if e})
         if errors:
             raise TrainError(f"peer run: peers failed: {errors}")
-        wall = time.monotonic() - t0
+        wall = time.monotonic() - t0  # no push is in flight now: the weights sum to 1
         replies = [_pull(table[i], token) for i in range(cfg.n)]
     finally:
         stop.set()
