@@ -11,6 +11,9 @@ digits, and the check that the epsilon a run reports is Opacus's for the same pa
    server learning rate 1.0 over plain FedAvg (server momentum amplified the noise in a small
    trial, so it is left out). sigma for each target epsilon comes from Opacus's
    get_noise_multiplier (RDP accountant); epsilon = inf is sigma = 0 (clipping only).
+   A second curve with N = 200 clients (~7 examples each, ~20 per round, same q, T and delta)
+   shows why the population matters: the same epsilon needs the same sigma, but the noise on
+   the average is 7x larger.
 2. Local DP-SGD through Opacus (example-level DP against the server; DPSGDBackend): 10 IID
    clients (~144 samples each), all per round, Poisson batches of expected size 16, 1 local
    epoch, lr 0.5, per-sample clip 1.0, 20 rounds, delta = 1e-3 (< 1 / 144). Each client's
@@ -54,13 +57,13 @@ from edgeweave.train.types import FitConfig
 MODEL = "mlp:64,64,10"
 
 
-def dp_fedavg_rows(args: argparse.Namespace) -> list[dict]:
+def dp_fedavg_rows(args: argparse.Namespace, clients: int) -> list[dict]:
     rows = []
     for eps in args.epsilons:
         sigma = noise_for_epsilon(eps, args.delta, args.q, args.rounds)
         runs = []
         for seed in args.seeds:
-            task = make_task("digits", "iid", args.clients, MODEL, seed=seed)
+            task = make_task("digits", "iid", clients, MODEL, seed=seed)
             strategy = DPFedAvg(FedAvg(fit=FitConfig(lr=args.lr, batch_size=10, epochs=1)),
                                 clip=args.clip, noise_multiplier=sigma, sample_rate=args.q,
                                 delta=args.delta, server_lr=args.server_lr, seed=seed)
@@ -76,7 +79,8 @@ def dp_fedavg_rows(args: argparse.Namespace) -> list[dict]:
                          "wall_s": time.perf_counter() - t0})
         direct = epsilon_for(sigma, args.q, args.rounds, args.delta)
         reported = [r["reported_epsilon"] for r in runs]
-        rows.append({"mode": "DP-FedAvg (user)", "target_epsilon": eps, "sigma": sigma,
+        rows.append({"mode": f"DP-FedAvg (user), N={clients}", "target_epsilon": eps,
+                     "sigma": sigma,
                      "q": args.q, "steps": args.rounds, "delta": args.delta,
                      "final_acc": statistics.fmean(r["final_acc"] for r in runs),
                      "reported_epsilon": reported[0], "opacus_epsilon": direct,
@@ -134,7 +138,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer rounds, one seed")
     ap.add_argument("--epsilons", type=float, nargs="+", default=[1.0, 4.0, 8.0, math.inf])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    ap.add_argument("--clients", type=int, default=1437)
+    ap.add_argument("--clients", type=int, nargs="+", default=[1437, 200],
+                    help="client populations N for DP-FedAvg (one curve each)")
     ap.add_argument("--q", type=float, default=0.1)
     ap.add_argument("--rounds", type=int, default=100)
     ap.add_argument("--delta", type=float, default=1e-4)
@@ -153,7 +158,7 @@ def main() -> None:
     if args.quick:
         args.rounds, args.sgd_rounds, args.seeds = 30, 3, args.seeds[:1]
     start = time.perf_counter()
-    rows = dp_fedavg_rows(args)
+    rows = [r for n in args.clients for r in dp_fedavg_rows(args, n)]
     if not args.no_dpsgd:
         rows += dp_sgd_rows(args)
     table = Table(title=f"Accuracy vs epsilon on digits ({MODEL}); epsilon reported by the run "
