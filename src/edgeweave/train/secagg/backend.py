@@ -156,8 +156,8 @@ class SecAggGrpcBackend(GrpcBackend):
         t0 = time.perf_counter()
         survivors = srv.collect(list(masked.values()))
         timed += time.perf_counter() - t0
-        step = fl_pb2.SecAggStep(survivors=fl_pb2.Survivors(client_ids=survivors))
-        unmask = self._step(rnd, "unmask", {u: _task(rnd, u, step) for u in survivors})
+        unmask = self._step(rnd, "unmask", {u: _task(rnd, u, fl_pb2.SecAggStep(
+            survivors=fl_pb2.Survivors(client_ids=srv.survivors_for(u)))) for u in survivors})
         t0 = time.perf_counter()
         total = srv.finish(list(unmask.values()))
         return timed + time.perf_counter() - t0, total

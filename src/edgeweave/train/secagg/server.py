@@ -116,6 +116,11 @@ class SecAggServer:
         self._need(set(self.u3), "sent masked inputs")
         return self.u3
 
+    def survivors_for(self, u: int) -> list[int]:
+        """What client u needs of U3: which of the peers that shared with it (and itself)
+        survived; the rest of its inbox dropped."""
+        return sorted((self.inbox_from[u] | {u}) & set(self.u3))
+
     # ---- round 3 -> result
     def finish(self, unmasks: list[Unmask]) -> np.ndarray:
         """sum_{u in U3} x_u in the ring, or TrainError when fewer than t shares of some
