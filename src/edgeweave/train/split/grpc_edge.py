@@ -15,6 +15,7 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
+import torch
 
 from edgeweave.codec import Encoded
 from edgeweave.errors import EdgeWeaveError
@@ -38,8 +39,15 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 2**20
 
 
 class _Servicer(split_pb2_grpc.SplitLearningServicer):
-    def __init__(self, edge: SplitEdge) -> None:
-        self.edge = edge
+    def __init__(self, edge: SplitEdge, threads: int) -> None:
+        self.edge, self.threads = edge, threads
+
+    def _threads(self) -> None:
+        # torch's intra-op thread count is per OS thread (an OpenMP setting): gRPC's worker
+        # threads start with the default, and a different count splits reductions differently,
+        # so results would drift from an in-process run by an ulp per step. Pin it per call.
+        if torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
 
     def _fail(self, context: grpc.ServicerContext, e: Exception) -> None:
         if isinstance(e, EdgeWeaveError):
@@ -49,6 +57,7 @@ class _Servicer(split_pb2_grpc.SplitLearningServicer):
         context.abort(grpc.StatusCode.INTERNAL, f"split edge: {type(e).__name__}: {e}")
 
     def Forward(self, request, context):
+        self._threads()
         try:
             act = msg_to_encoded(request.activations, context="split edge: activations")
             labels = msg_to_encoded(request.labels, context="split edge: labels")
@@ -61,6 +70,7 @@ class _Servicer(split_pb2_grpc.SplitLearningServicer):
         return out
 
     def PutDeviceWeights(self, request, context):
+        self._threads()
         try:
             params = params_from_msgs(list(request.params), self.edge.device_like,
                                       context="split edge: device weights")
@@ -70,6 +80,7 @@ class _Servicer(split_pb2_grpc.SplitLearningServicer):
         return split_pb2.DeviceWeights(client_id=request.client_id)
 
     def GetDeviceWeights(self, request, context):
+        self._threads()
         try:
             params = self.edge.get_device_weights()
         except Exception as e:
@@ -81,6 +92,7 @@ class _Servicer(split_pb2_grpc.SplitLearningServicer):
         return split_pb2.DeviceWeights(client_id=request.client_id, params=msgs)
 
     def MiddleForward(self, request, context):
+        self._threads()
         try:
             act = msg_to_encoded(request.activations, context="split edge: activations")
             feats = self.edge.middle_forward(request.client_id, request.step, act, request.train)
@@ -89,6 +101,7 @@ class _Servicer(split_pb2_grpc.SplitLearningServicer):
         return split_pb2.MiddleReply(step=request.step, features=encoded_to_msg(feats))
 
     def MiddleBackward(self, request, context):
+        self._threads()
         try:
             grad = msg_to_encoded(request.gradient, context="split edge: feature gradient")
             out = self.edge.middle_backward(request.client_id, request.step, grad)
@@ -102,7 +115,8 @@ class SplitEdgeServer:
 
     def __init__(self, config: SplitConfig, token: str, listen: str = "127.0.0.1:0", *,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, workers: int = 4,
-                 tls_cert: str | Path | None = None, tls_key: str | Path | None = None) -> None:
+                 threads: int | None = None, tls_cert: str | Path | None = None,
+                 tls_key: str | Path | None = None) -> None:
         if (tls_cert is None) != (tls_key is None):
             raise TrainError("split edge: give both tls_cert and tls_key, or neither")
         self.config = config
@@ -112,7 +126,10 @@ class SplitEdgeServer:
                    ("grpc.max_send_message_length", max_message_bytes)]
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
                                    interceptors=[self.auth], options=options)
-        split_pb2_grpc.add_SplitLearningServicer_to_server(_Servicer(self.edge), self._server)
+        # torch threads per request: the constructing thread's setting unless given
+        threads = threads or torch.get_num_threads()
+        split_pb2_grpc.add_SplitLearningServicer_to_server(_Servicer(self.edge, threads),
+                                                           self._server)
         try:
             if tls_cert is not None and tls_key is not None:
                 self.port = self._server.add_secure_port(listen, server_tls(tls_cert, tls_key))

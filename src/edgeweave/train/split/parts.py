@@ -60,6 +60,11 @@ def step_seed(*parts: int) -> int:
                .generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
+def decode_encoded(e: Encoded) -> torch.Tensor:
+    """Decode with the codec the Encoded names (CodecError if unknown or malformed)."""
+    return get_codec(e.codec).decode(e)
+
+
 def sgd_(params: list[nn.Parameter], lr: float) -> None:
     """Plain SGD, ``w -= lr * grad``, then clear the grads (the reference step of local.py)."""
     with torch.no_grad():
@@ -119,7 +124,7 @@ class SplitDevice:
         if self._sent is None:
             raise TrainError("split device: backward without a forward")
         try:
-            g = get_codec(grad.codec).decode(grad)
+            g = decode_encoded(grad)
         except CodecError as e:
             raise TrainError(f"split device: gradient from the edge: {e}") from None
         if tuple(g.shape) != tuple(self._sent.shape):
@@ -136,7 +141,7 @@ class SplitDevice:
         if self.head is None:
             raise TrainError("split device: head_step needs a device head (U-shaped split)")
         try:
-            f = get_codec(features.codec).decode(features).to(torch.float32)
+            f = decode_encoded(features).to(torch.float32)
         except CodecError as e:
             raise TrainError(f"split device: features from the edge: {e}") from None
         if f.shape[:1] != y.shape:
@@ -192,7 +197,7 @@ class SplitEdge:
 
     def _decode(self, e: Encoded, what: str) -> torch.Tensor:
         try:
-            return get_codec(e.codec).decode(e)
+            return decode_encoded(e)
         except CodecError as err:
             raise TrainError(f"split edge: {what}: {err}") from None
 

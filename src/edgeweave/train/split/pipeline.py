@@ -163,8 +163,11 @@ class _Stage(threading.Thread):
         self.params = list(module.parameters())
         self._param_ptrs = {p.data_ptr() for p in self.params}
         self.peak_activation_bytes = 0
+        # torch's intra-op thread count is per OS thread: inherit the constructing thread's
+        self.threads = torch.get_num_threads()
 
     def run(self) -> None:
+        torch.set_num_threads(self.threads)
         while True:
             job = self.fwd.get()
             if job is _STOP:
