@@ -25,7 +25,7 @@ from edgeweave.train.privacy import (
     noise_for_epsilon,
 )
 from edgeweave.train.server import Server, ServerConfig, evaluate
-from edgeweave.train.strategies import FedAvg, FedAvgM
+from edgeweave.train.strategies import FedAsync, FedAvg, FedAvgM
 from edgeweave.train.strategies.norm_bound import clip_to_norm, update_norms
 from edgeweave.train.types import ClientInfo, FitConfig, TrainError, Updates
 
@@ -159,6 +159,8 @@ def test_ledger_state_round_trip_and_bad_inputs():
         _dp(clip=-1.0)
     with pytest.raises(TrainError, match="noise_multiplier"):
         _dp(sigma=-0.5)
+    with pytest.raises(TrainError, match="asynchronous"):
+        _dp(inner=FedAsync())
 
 
 def test_over_selected_clients_are_refused():

@@ -67,6 +67,9 @@ class DPFedAvg(StrategyWrapper):
             raise TrainError(f"dp: clip must be > 0, got {clip}")
         if not server_lr > 0:
             raise TrainError(f"dp: server_lr must be > 0, got {server_lr}")
+        if isinstance(inner, Strategy) and inner.asynchronous:
+            raise TrainError(f"dp: asynchronous inner strategy {inner.name!r} is not supported "
+                             "(the accounting assumes synchronous Poisson-sampled rounds)")
         super().__init__(inner)
         self.ledger = PrivacyLedger(delta)  # validates delta
         self.ledger.step(noise_multiplier, sample_rate, 0)  # validates sigma and q
@@ -112,9 +115,6 @@ class DPFedAvg(StrategyWrapper):
     def aggregate(self, round_num: int, global_params: Params, updates: Updates) -> Params:
         if len(updates) == 0:
             raise TrainError(f"{self.name}: round {round_num} has no client updates to aggregate")
-        if self.inner.asynchronous:
-            raise TrainError(f"{self.name}: asynchronous inner strategy {self.inner.name!r} is "
-                             "not supported (the accounting assumes synchronous rounds)")
         sampled = self._round.get("sampled")
         if sampled is not None and not set(updates.client_ids) <= sampled:
             extra = sorted(set(updates.client_ids) - sampled)[:5]
