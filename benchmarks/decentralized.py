@@ -152,7 +152,8 @@ def summarise(tr: Trace, lr: float, target: float, budgets: list[int]) -> dict:
                                  for b in NODE_BUDGETS},
            "curve": [{k: p[k] for k in ("round", "time_s", "bytes", "test_acc")}
                      for p in tr.points]}
-    for k in ("mean_staleness", "max_staleness", "max_clock_gap", "waits", "spectral_gap"):
+    for k in ("mean_staleness", "max_staleness", "max_clock_gap", "waits", "spectral_gap",
+              "allreduce_s", "exchange_s"):
         if k in tr.extra:
             row[k] = tr.extra[k]
     return row
@@ -253,6 +254,50 @@ def verdict_table(verdicts: list[dict]) -> Table:
     return t
 
 
+def explain(rows_by_n: dict[int, list[dict]], verdicts: list[dict]) -> list[str]:
+    """Why the verdicts come out as they do, from the measured numbers of this run."""
+    lines = []
+    for n, rows in rows_by_n.items():
+        r = {row["method"]: row for row in rows}
+        ssp, sa, go = r["async-ssp4"], r["async-ssp4-sa"], r["gosgd"]
+        ar, ps = r["allreduce-sgd"], r["param-server"]
+        v = {x["method"]: x for x in verdicts if x["nodes"] == n}
+        lines.append(
+            f"N={n}: per round the ring all-reduce spends {ar['allreduce_s']:.3f} s in "
+            f"{2 * (n - 1)} sequential messages and the PS {ps['exchange_s']:.3f} s on its "
+            f"shared link (both wait for the slowest of {n} nodes), while a GoSGD node sends "
+            f"{go['bytes_per_node'] / max(1, go['curve'][-1]['round']) / 1e3:.1f} kB per round "
+            f"whatever N and never waits. SSP gradients are on average "
+            f"{ssp['mean_staleness']:.1f} versions stale (max {ssp['max_staleness']}): plain "
+            f"SSP ends at {ssp['final_acc']:.3f}, staleness-aware SSP at {sa['final_acc']:.3f}. "
+            f"GoSGD vs sync: {v['gosgd']['faster_to_target']} faster, accuracy "
+            f"{v['gosgd']['more_accurate']}.")
+    both = [n for n in (32, 100) if n in rows_by_n]
+    if len(both) < 2:
+        return lines
+    for m in ASYNC:
+        v = {x["nodes"]: x for x in verdicts if x["method"] == m}
+        ok = [v[n]["reproduced"] for n in both]
+        where = ", ".join(f"{v[n]['faster_to_target']} faster at {n}" for n in both)
+        word = ("INCONCLUSIVE (a target was missed)" if None in ok
+                else "REPRODUCED" if all(ok) else "NOT reproduced")
+        lines.append(f"{m}: the seeds' claim (async faster at 32, sync at 100) is {word} "
+                     f"({where}).")
+    go = {x["nodes"]: x for x in verdicts if x["method"] == "gosgd"}
+    if go[100]["faster_to_target"] == "async":
+        lines.append(
+            "Why gossip still wins at 100 here: a GoSGD node merges whole models, so it never "
+            "applies an old gradient to a newer model (no staleness), and its traffic per node "
+            "is one model per step at any N, while the sync methods pay 2(N-1) ring latencies "
+            "or an N-times-loaded server link and wait for the slowest node. Jin et al.'s sync "
+            "advantage at 100 workers was measured on large CNNs, where gossip's consensus "
+            "error cost accuracy; here (4,810 parameters, iid digits, complete graph) the final "
+            "accuracies are "
+            f"{go[100]['async_acc']:.3f} (gosgd) vs {go[100]['sync_acc']:.3f} "
+            f"({go[100]['sync_best']}): {go[100]['more_accurate']}.")
+    return lines
+
+
 def peers_run(args: argparse.Namespace) -> tuple[Table, dict]:
     from edgeweave.train.decentral.peer import PeerRunConfig, run_peers
 
@@ -286,12 +331,13 @@ def main() -> None:
     ap.add_argument("--nodes", default="8,32,100")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--eval-every", type=int, default=5)
-    ap.add_argument("--target", type=float, default=0.90)
+    ap.add_argument("--target", type=float, default=None, help="default 0.90 (0.80 quick)")
     ap.add_argument("--peers", type=int, default=0, help="also run N real gRPC peer processes")
     ap.add_argument("--peer-steps", type=int, default=150)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     args.rounds = args.rounds or (30 if args.quick else 120)
+    args.target = args.target or (0.80 if args.quick else 0.90)
     lrs = [0.4] if args.quick else [0.05, 0.1, 0.2, 0.4, 0.8, 1.6]
     tm = TimeModel(seed=args.seed)
     console = Console(width=200)
@@ -317,12 +363,14 @@ def main() -> None:
         tables.append(scale_table(n, rows, args.target))
     tables.append(curves_table(rows_by_n, checkpoints, budgets))
     tables.append(verdict_table(verdicts))
+    reading = explain(rows_by_n, verdicts)
     doc = {"benchmark": "decentralized", "seed": args.seed, "model": MODEL, "dataset": "digits",
            "partition": "iid", "rounds": args.rounds, "lr_grid": lrs, "target": args.target,
            "time_model": tm.as_dict(),
            "time_model_text": TIME_MODEL_TEXT.format(**tm.as_dict()),
            "versions": {"python": platform.python_version(), "torch": torch.__version__},
            "results": {str(n): rows for n, rows in rows_by_n.items()}, "verdicts": verdicts,
+           "explanation": reading,
            "wall_s": None}
     if args.peers:
         t, d = peers_run(args)
@@ -331,6 +379,8 @@ def main() -> None:
     doc["wall_s"] = time.perf_counter() - t0
     console.print(doc["time_model_text"])
     emit(console, tables, doc, args.json)
+    for line in reading:
+        console.print(line)
 
 
 TIME_MODEL_TEXT = (
