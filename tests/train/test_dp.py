@@ -248,3 +248,18 @@ def test_dp_sgd_clips_per_sample_gradients():
     assert float(update_norms(plain.deltas(gp))) > 50 * bound
     with pytest.raises(TrainError, match="prox_mu"):
         DPSGDBackend(task, 1.0, 1.0, 1e-3).fit(1, gp, [0], FitConfig(prox_mu=0.1))
+
+
+def test_a_round_without_clients_still_releases_noise():
+    """Nobody sampled: the server still calls aggregate, and the model moves by pure noise."""
+    from edgeweave.train.privacy import DPFedAvg
+    from edgeweave.train.server import Server, ServerConfig
+    from edgeweave.train.strategies import FedAvg
+
+    task = make_task("digits", "iid", 5, "logreg:64,10")
+    dp = DPFedAvg(FedAvg(), clip=1.0, noise_multiplier=1.0, sample_rate=1e-6, delta=1e-5)
+    server = Server(task, dp, SequentialBackend(task), ServerConfig(rounds=2))
+    recs = server.run()
+    start = task.init_params()
+    assert [r.clients for r in recs] == [0, 0] and recs[-1].extra["dp_epsilon"] > 0
+    assert all(not torch.equal(server.params[k], start[k]) for k in start)

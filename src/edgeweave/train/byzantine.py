@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,6 +75,12 @@ class ByzantineBackend(Backend):
 
     def available_clients(self) -> list[ClientInfo]:
         return self.inner.available_clients()
+
+    def state(self) -> dict[str, Any]:
+        return self.inner.state()
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.inner.load_state(state)
 
     def fit(self, round_num: int, global_params: Params, client_ids: list[int],
             config: FitConfig) -> Updates:

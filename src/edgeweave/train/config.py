@@ -225,6 +225,11 @@ def build_strategy(cfg: ExperimentConfig):
         strategy = get_strategy(cfg.strategy.name, fraction=cfg.strategy.fraction,
                                 min_clients=cfg.strategy.min_clients, fit=fit,
                                 **cfg.strategy.params)
+    local = cfg.privacy.local_dp if cfg.privacy is not None else None
+    if local is not None:  # the clients' own epsilons reach the metrics line
+        from edgeweave.train.privacy import ClientPrivacyReport
+
+        strategy = ClientPrivacyReport(strategy, local.delta)
     dp = cfg.privacy.dp_fedavg if cfg.privacy is not None else None
     if dp is None:
         return strategy

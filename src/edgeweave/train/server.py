@@ -160,6 +160,7 @@ class Server:
         self.params = OrderedDict(state["params"])
         self.round = int(state["round"])
         self.strategy.load_state(state["strategy_state"])
+        self.backend.load_state(state.get("backend_state") or {})
         ckpt.restore_rng(state["rng"])
         a = state.get("async") or {}
         self.clock, self.version = float(a.get("clock", 0.0)), int(a.get("version", 0))
@@ -175,6 +176,7 @@ class Server:
         state = {
             "round": self.round, "params": dict(self.params),
             "strategy_state": self.strategy.state(), "rng": ckpt.rng_state(),
+            "backend_state": self.backend.state(),
             "config_digest": self._digest,
             "async": {"clock": self.clock, "version": self.version, "launches": self.launches,
                       "inflight": [list(e) for e in self.inflight],
@@ -246,6 +248,11 @@ class Server:
                 kept = updates.select(order[:need])
         if kept is not None and len(kept):
             self.params = self.strategy.aggregate(r, self.params, kept)
+        elif self.strategy.aggregates_empty:
+            from edgeweave.train.backends.sequential import empty_updates
+
+            self.params = self.strategy.aggregate(r, self.params,
+                                                  empty_updates(self.params, failed))
         n_kept = 0 if kept is None else len(kept)
         sim = max((arrival[c] for c in kept.client_ids), default=0.0) if kept else 0.0
         return RoundRecord(

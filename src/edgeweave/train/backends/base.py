@@ -7,8 +7,9 @@ backend owns client execution only: it never aggregates and never chooses client
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
-from edgeweave.train.types import ClientInfo, FitConfig, Params, Updates
+from edgeweave.train.types import ClientInfo, FitConfig, Params, TrainError, Updates
 
 
 class Backend(ABC):
@@ -28,6 +29,17 @@ class Backend(ABC):
         and reported in ``Updates.metrics["failed"]`` as ``{client_id: reason}``; the round goes
         on with the ones that arrived.
         """
+
+    def state(self) -> dict[str, Any]:
+        """Client-side state the server checkpoints with the round (e.g. each client's privacy
+        ledger under local DP-SGD), so a resumed run continues it; nothing by default."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state` returned."""
+        if state:
+            raise TrainError(f"{self.name} backend: unexpected checkpointed state keys "
+                             f"{sorted(state)}")
 
     def close(self) -> None:
         """Release processes, actors or sockets (nothing to release by default)."""

@@ -21,10 +21,9 @@ Per round:
    does after the noise is post-processing and costs no privacy.
 
 Accounting: each round is one subsampled Gaussian step (sigma, q) recorded in configure_fit,
-whether or not the round's results arrive (dropouts can only lower the true cost). One gap: when
-NOBODY is sampled the server loop skips aggregation, so that round releases the unchanged model
-instead of pure noise; the event has probability (1 - q)^N (about e^-144 in the benchmark), and
-closing it needs the server to call aggregate on empty rounds.
+whether or not the round's results arrive (dropouts can only lower the true cost). A round in
+which nobody was sampled (or nobody's result arrived) still releases the current model plus
+noise (``aggregates_empty``): keeping it unchanged would tell that nobody took part.
 Epsilon at ``delta`` comes from Opacus's ``RDPAccountant`` and is reported every round in the
 metrics line; the accountant history is checkpointed with the strategy state.
 
@@ -112,9 +111,11 @@ class DPFedAvg(StrategyWrapper):
         seed = np.random.SeedSequence([self.seed, round_num, entropy]).generate_state(1)[0]
         return torch.Generator().manual_seed(int(seed))
 
+    #: a round nobody was sampled for still releases a noisy model (pure noise around the
+    #: current one), as the analysis assumes
+    aggregates_empty = True
+
     def aggregate(self, round_num: int, global_params: Params, updates: Updates) -> Params:
-        if len(updates) == 0:
-            raise TrainError(f"{self.name}: round {round_num} has no client updates to aggregate")
         sampled = self._round.get("sampled")
         if sampled is not None and not set(updates.client_ids) <= sampled:
             extra = sorted(set(updates.client_ids) - sampled)[:5]
@@ -131,8 +132,9 @@ class DPFedAvg(StrategyWrapper):
             if sigma_c > 0:
                 total = total + gaussian_like(total, sigma_c, gen)
             step[k] = global_params[k] + (self.server_lr * total / denom).to(global_params[k].dtype)
-        self._round["clipped"] = float((norms > self.clip).double().mean())
-        self._round["norm_median"] = float(norms.median())
+        empty = len(updates) == 0
+        self._round["clipped"] = 0.0 if empty else float((norms > self.clip).double().mean())
+        self._round["norm_median"] = 0.0 if empty else float(norms.median())
         one = Updates(client_ids=[-1], params={k: v.unsqueeze(0) for k, v in step.items()},
                       num_examples=torch.ones(1, dtype=torch.float64),
                       train_loss=torch.zeros(1, dtype=torch.float64))

@@ -24,6 +24,9 @@ class Strategy(ABC):
     name: str = "strategy"
     #: asynchronous strategies (FedAsync) get updates one at a time with their staleness
     asynchronous: bool = False
+    #: called with an EMPTY Updates when no result arrives in a round (DP-FedAvg must still
+    #: release a noisy model then: skipping would reveal that nobody was sampled)
+    aggregates_empty: bool = False
 
     def __init__(self, fraction: float = 1.0, min_clients: int = 1,
                  fit: FitConfig | None = None) -> None:

@@ -19,6 +19,7 @@ buy back the weight the bound took away (``weighted=True`` gives the paper's n_k
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from typing import Any
 
@@ -32,7 +33,7 @@ def update_norms(deltas: dict[str, torch.Tensor]) -> torch.Tensor:
     """The L2 norm of each client's update over ALL parameters jointly, shape (n,), float64."""
     sq = None
     for v in deltas.values():
-        s = v.reshape(v.shape[0], -1).to(torch.float64).pow(2).sum(dim=1)
+        s = v.reshape(v.shape[0], math.prod(v.shape[1:])).to(torch.float64).pow(2).sum(dim=1)
         sq = s if sq is None else sq + s
     if sq is None:
         raise TrainError("clip: no parameters in the updates")
