@@ -105,6 +105,7 @@ def epsilon_for(noise_multiplier: float, sample_rate: float, steps: int, delta: 
     return float(acc.get_epsilon(delta=delta))
 
 
+@functools.lru_cache(maxsize=64)  # Opacus's search takes seconds; configs ask twice
 def noise_for_epsilon(target_epsilon: float, delta: float, sample_rate: float,
                       steps: int) -> float:
     """The noise multiplier sigma that spends ``target_epsilon`` (within Opacus's 0.01
