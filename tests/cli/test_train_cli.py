@@ -28,3 +28,15 @@ def test_train_names_the_bad_field(tmp_path):
     res = run("train", "--config", str(cfg))
     assert res.returncode == 2
     assert "bad.yaml" in res.stderr and "strategy.fraction" in res.stderr
+
+
+def test_split_learn_device_trains_in_process_and_needs_a_token_for_an_edge():
+    res = run("split-learn", "device", "--model", "mlp:64,16,10", "--cut", "2", "--clients", "3",
+              "--epochs", "2", "--codec", "int8")
+    assert res.returncode == 0, res.stderr
+    lines = [json.loads(s) for s in res.stdout.splitlines() if s.startswith("{")]
+    epochs = [x for x in lines if "epoch" in x]
+    assert len(epochs) == 2 and epochs[-1]["test_acc"] > 0.3 and epochs[0]["activation_bytes"] > 0
+    assert lines[-1]["done"] is True
+    bad = run("split-learn", "device", "--edge", "127.0.0.1:1", "--model", "mlp:64,16,10")
+    assert bad.returncode == 2 and "--token-file" in bad.stderr

@@ -408,6 +408,20 @@ def fl_token(
     fl_cmds.fl_token(console, path, force)
 
 
+_PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True,
+                "help_option_names": []}
+
+
+@app.command("split-learn", context_settings=_PASSTHROUGH, add_help_option=False)
+def split_learn(ctx: typer.Context) -> None:
+    """Split learning: `split-learn edge --listen ...` serves the edge part; `split-learn device
+    [--edge host:port]` trains the device part (in process without --edge). `split-learn -h`
+    lists the options."""
+    from edgeweave.train.split.__main__ import main as split_main
+
+    raise typer.Exit(split_main(list(ctx.args) or ["--help"]))
+
+
 def main() -> None:
     try:
         app()

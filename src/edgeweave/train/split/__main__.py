@@ -6,7 +6,8 @@
         --model cnn:32,64,128 --cut 6 --lr 0.05 --clients 10 --epochs 1 --codec int8
 
 The device process plays every client in turn (sequential SplitNN) and prints one JSON line per
-epoch, then a summary line; at the end it uploads its final device weights to the edge. The
+epoch, then a summary line; at the end it uploads its final device weights to the edge. Without
+``--edge`` the device trains against an in-process edge (same bytes, same model). The
 edge prints ``listening <address>`` once it serves. Both sides must agree on model, cut, lr,
 grad codec and init seed (they build the same initial model from the spec).
 """
@@ -30,8 +31,8 @@ def _config(a: argparse.Namespace) -> SplitConfig:
                        init_seed=a.init_seed)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--token-file", required=True)
+def _common(p: argparse.ArgumentParser, token_required: bool = True) -> None:
+    p.add_argument("--token-file", required=token_required)
     p.add_argument("--model", default="cnn:32,64,128")
     p.add_argument("--cut", type=int, default=6)
     p.add_argument("--head", type=int, default=None,
@@ -53,18 +54,21 @@ def main(argv: list[str] | None = None) -> int:
     edge.add_argument("--listen", default="127.0.0.1:0")
     _common(edge)
     dev = sub.add_parser("device", help="train the device part against an edge")
-    dev.add_argument("--edge", required=True)
+    dev.add_argument("--edge", default=None, help="host:port of the edge; none: in process")
     dev.add_argument("--dataset", default="digits")
     dev.add_argument("--partition", default="iid")
     dev.add_argument("--clients", type=int, default=10)
     dev.add_argument("--privacy", default=None,
                      help="gaussian:CLIP,MULT | laplace:CLIP,MULT | nullify:RATE | "
                           "arden:RATE,CLIP,MULT")
-    _common(dev)
+    _common(dev, token_required=False)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     try:
-        token = load_token(a.token_file)
+        remote = a.role == "edge" or a.edge is not None
+        if remote and a.token_file is None:
+            raise EdgeWeaveError("--token-file is required to serve or reach an edge")
+        token = load_token(a.token_file) if remote else ""
         config = _config(a)
         if a.role == "edge":
             from edgeweave.train.split.grpc_edge import SplitEdgeServer
@@ -80,11 +84,12 @@ def main(argv: list[str] | None = None) -> int:
 
         task = make_task(a.dataset, a.partition, a.clients, a.model, seed=a.seed)
         assert task.data is not None
-        link = GrpcLink(a.edge, token)
+        link = GrpcLink(a.edge, token) if remote else None
         trainer = SplitTrainer(config, link, privacy_from_spec(a.privacy))
-        records = trainer.run(task.data, task.test_x, task.test_y, publish=True,
+        records = trainer.run(task.data, task.test_x, task.test_y, publish=remote,
                               progress=lambda r: print(json.dumps(r.to_dict()), flush=True))
-        link.close()
+        if link is not None:
+            link.close()
         print(json.dumps({"done": True, "epochs": len(records),
                           "publish_bytes": trainer.publish_bytes}), flush=True)
         return 0
