@@ -7,6 +7,11 @@ biased compressors (top-k, random masks, low rank, 1-bit) converge like uncompre
 After any number of rounds, sum(decoded) + e_final == sum(updates) exactly up to float
 rounding -- the invariant the tests check.
 
+The codec must be a contraction, ||C(x) - x|| < ||x|| (top-k, an unscaled random mask, a
+projection, a quantizer): then the residual stays bounded. An unbiased but rescaled sparsifier
+such as ``randk`` (error (n/k - 1) ||x||^2) is not, and error feedback around it diverges (the
+update benchmark saw NaN within a few rounds); use ``randmask`` for the error-feedback form.
+
 In federated learning with client sampling a residual waits for the client's next selection;
 it is kept per client id (and survives a checkpoint).
 """
