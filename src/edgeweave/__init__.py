@@ -10,6 +10,11 @@ a profile becomes a plan.
     stages = split(graph, best.placement)
 """
 
+import sys
+import types
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from edgeweave.errors import (
     EdgeWeaveError,
     FleetError,
@@ -18,10 +23,46 @@ from edgeweave.errors import (
     PlanError,
     ProfileError,
 )
-from edgeweave.graph import Graph, Stage, capture, capture_spec, list_models, run_stages, split
-from edgeweave.plan import Plan, load_plan, plan, plot_plan
-from edgeweave.profile import Profile, load_profile, profile_graph, retarget
-from edgeweave.topology import Fleet, HardwareProfile, list_builtin_fleets, load_fleet
+
+if TYPE_CHECKING:
+    from edgeweave.graph import Graph, Stage, capture, capture_spec, list_models, run_stages, split
+    from edgeweave.plan import Plan, load_plan, plan, plot_plan
+    from edgeweave.profile import Profile, load_profile, profile_graph, retarget
+    from edgeweave.topology import Fleet, HardwareProfile, list_builtin_fleets, load_fleet
+
+# The public API loads on first use (PEP 562): `import edgeweave.train...` in a spawned device,
+# peer or node process then pays for torch and what it uses, not for the planner's scipy,
+# networkx and matplotlib (1.5 s of a 3.7 s import here).
+_LAZY = {
+    "edgeweave.graph": ("Graph", "Stage", "capture", "capture_spec", "list_models",
+                        "run_stages", "split"),
+    "edgeweave.plan": ("Plan", "load_plan", "plan", "plot_plan"),
+    "edgeweave.profile": ("Profile", "load_profile", "profile_graph", "retarget"),
+    "edgeweave.topology": ("Fleet", "HardwareProfile", "list_builtin_fleets", "load_fleet"),
+}
+_HOME = {name: module for module, names in _LAZY.items() for name in names}
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name: str, value: Any) -> None:
+        # loading the subpackage edgeweave.plan sets this attribute to it; the public name
+        # `plan` is the planner function, as it was when this file imported it eagerly
+        if name == "plan" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edgeweave' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __version__ = "0.1.0"
 
