@@ -170,7 +170,7 @@ def main() -> None:
         table_rows = [r for i, r in enumerate(table_rows) if i in keep]
     elif args.quick:
         table_rows = [table_rows[i] for i in (0, 2, 6, 7)]
-    console = Console()
+    console = Console(width=200)  # a wide table, also when piped to a file
     results = []
     for row in table_rows:
         res = run_row(task, row, args, fit)
