@@ -3,6 +3,7 @@ what the server sees, bad shares, aborts below the threshold, and the strategy i
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import time
@@ -12,6 +13,7 @@ import grpc
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 
 from edgeweave.train.backends.grpc_backend import GrpcBackend
 from edgeweave.train.backends.sequential import SequentialBackend
@@ -397,6 +399,53 @@ def test_server_loop_over_grpc_secagg(secagg_fleet):
     server = Server(task, SecAggFedAvg(), backend, ServerConfig(rounds=1))
     rec = server.run()[-1]
     assert rec.extra["secagg_survivors"] == 3
+    # the record counts the clients that contributed and the protocol's real bytes, not the
+    # single pre-summed row
+    assert rec.clients == 3
+    assert rec.bytes_up == backend_bytes(rec, "up") and rec.bytes_down == backend_bytes(rec, "down")
+    with pytest.raises(TrainError, match="secure aggregation"):
+        Server(task, SecAggFedAvg(), backend, ServerConfig(rounds=1, codec="fp16")).run()
     start = task.init_params()
     for k, v in server.params.items():
         assert torch.allclose(v, start[k] + _expected([0, 1, 2]), atol=1e-3), k
+
+
+def backend_bytes(rec, direction):
+    """The protocol's total bytes in one direction, from its per-client figure."""
+    return round(rec.extra[f"secagg_bytes_{direction}_per_client"] * 3)
+
+
+def test_fl_server_runs_secure_aggregation_from_its_yaml(tmp_path):
+    """`edgeweave fl-server --config` with a secure_aggregation section: the devices run the
+    protocol, and the metrics line counts the three of them and the protocol's bytes."""
+    import socket
+
+    import yaml
+
+    from edgeweave.cli import fl_cmds
+    from edgeweave.train.checkpoint import read_metrics
+
+    token = "s" * 32
+    (tmp_path / "tok").write_text(token)
+    (tmp_path / "tok").chmod(0o600)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "model": "logreg:64,10", "data": {"clients": 3}, "rounds": 2, "plot": False,
+        "out_dir": str(tmp_path / "run"), "secure_aggregation": {"clip": 1.0}}))
+    devices = [_Device(f"127.0.0.1:{port}", token, cid) for cid in range(3)]
+    for d in devices:
+        d.start()
+    try:
+        fl_cmds.fl_server(Console(file=io.StringIO()), config=cfg, listen=f"127.0.0.1:{port}",
+                          token_file=tmp_path / "tok", test_data=None, min_clients=3,
+                          round_timeout=20, wait_clients=20)
+    finally:
+        for d in devices:
+            d.client.stop()
+            d.join(10)
+    lines = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [x["clients"] for x in lines] == [3, 3]
+    assert all(x["secagg_survivors"] == 3 and x["bytes_up"] > 3 * 650 * 4 for x in lines)

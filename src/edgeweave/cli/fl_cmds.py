@@ -96,8 +96,19 @@ def fl_server(console: Console, *, config: Path | None, listen: str, token_file:
     task = Task(model_fn=lambda: build_model(spec), data=None, test_x=test_x, test_y=test_y,
                 name=f"grpc/{spec}", init_seed=cfg.seed)
     want = min_clients or (cfg.data.clients if config is not None else 1)
-    with GrpcBackend(listen, token, want, round_timeout, model_spec=spec,
-                     wait_clients_s=wait_clients, tls_cert=tls_cert, tls_key=tls_key) as backend:
+    kw = dict(model_spec=spec, wait_clients_s=wait_clients, tls_cert=tls_cert, tls_key=tls_key)
+    sa = cfg.secure_aggregation
+    if sa is not None:  # the devices run the protocol; the server only ever sees the sum
+        from edgeweave.train.secagg.backend import SecAggGrpcBackend
+
+        grpc_backend: GrpcBackend = SecAggGrpcBackend(
+            listen, token, want, round_timeout_s=round_timeout, clip=sa.clip,
+            ring_bits=sa.ring_bits, k=sa.k, threshold_frac=sa.threshold_frac, seed=cfg.seed,
+            **kw)
+    else:
+        grpc_backend = GrpcBackend(listen, token, want, round_timeout, **kw)
+    backend = grpc_backend
+    with backend:
         console.print(f"FL server on {backend.address}: {spec}, {cfg.strategy.name}, "
                       f"{cfg.rounds} rounds; waiting for {want} device(s)")
 

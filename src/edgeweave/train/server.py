@@ -36,7 +36,15 @@ from edgeweave.train.backends.base import Backend
 from edgeweave.train.strategies.base import Strategy
 from edgeweave.train.task import Task
 from edgeweave.train.transfer import Transfer
-from edgeweave.train.types import ClientInfo, FitConfig, Params, RoundRecord, TrainError, Updates
+from edgeweave.train.types import (
+    PRESUMMED_WIRE,
+    ClientInfo,
+    FitConfig,
+    Params,
+    RoundRecord,
+    TrainError,
+    Updates,
+)
 
 
 @dataclass(frozen=True)
@@ -237,10 +245,21 @@ class Server:
             updates = None
         arrived = 0
         up_bytes = 0
+        down_total = down_bytes * len(sent)
         kept: Updates | None = None
+        # a backend that aggregated in the network (secure aggregation) returns ONE pre-summed
+        # row and the bytes it really moved: those replace the per-client counts
+        wire = updates.metrics.get(PRESUMMED_WIRE) if updates is not None else None
+        if wire is not None:
+            if self.transfer.uplink is not None or self.transfer.downlink is not None:
+                raise TrainError("server config: codecs cannot be combined with a backend that "
+                                 "aggregates in the network (secure aggregation): the clients "
+                                 "send masked ring vectors, not codec payloads")
+            up_bytes, down_total = int(wire["bytes_up"]), int(wire["bytes_down"])
         if updates is not None and len(updates):
-            updates, up_bytes = self.transfer.up(down_params, updates)
-            arrived = len(updates)
+            if wire is None:
+                updates, up_bytes = self.transfer.up(down_params, updates)
+            arrived = len(updates) if wire is None else int(wire["clients"])
             kept = updates
             if len(updates) > need:
                 # stable sort: ties (no speed information) keep the strategy's choice first
@@ -253,13 +272,13 @@ class Server:
 
             self.params = self.strategy.aggregate(r, self.params,
                                                   empty_updates(self.params, failed))
-        n_kept = 0 if kept is None else len(kept)
+        n_kept = 0 if kept is None else (len(kept) if wire is None else arrived)
         sim = max((arrival[c] for c in kept.client_ids), default=0.0) if kept else 0.0
         return RoundRecord(
             round=r, clients=n_kept,
             train_loss=_weighted_loss(kept) if kept is not None else float("nan"),
             test_loss=float("nan"), test_acc=float("nan"),
-            bytes_up=up_bytes, bytes_down=down_bytes * len(sent), wall_s=0.0,
+            bytes_up=up_bytes, bytes_down=down_total, wall_s=0.0,
             extra={"selected": len(sent), "arrived": arrived, "failed": len(failed),
                    "late": len(sent) - len(on_time), "sim_round_s": sim},
         )

@@ -19,6 +19,12 @@ from edgeweave.errors import EdgeWeaveError
 #: A model's trainable floating-point parameters and buffers, by name, on CPU (a state dict).
 Params = OrderedDict[str, torch.Tensor]
 
+#: ``Updates.metrics`` key of a backend that aggregated in the network (secure aggregation): its
+#: single row is the round's result, and this dict gives ``clients`` (how many contributed) and
+#: the ``bytes_up`` / ``bytes_down`` it really moved, which the server records instead of its own
+#: per-client counts.
+PRESUMMED_WIRE = "presummed_wire"
+
 
 class TrainError(EdgeWeaveError):
     """A training configuration, dataset, client update or checkpoint is invalid."""

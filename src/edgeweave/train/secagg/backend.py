@@ -40,7 +40,7 @@ from edgeweave.train.secagg.messages import Params as SecAggParams
 from edgeweave.train.secagg.server import SecAggServer
 from edgeweave.train.secagg.simulate import make_graph
 from edgeweave.train.secagg.vector import UpdateVector
-from edgeweave.train.types import FitConfig, Params, TrainError, Updates
+from edgeweave.train.types import PRESUMMED_WIRE, FitConfig, Params, TrainError, Updates
 from edgeweave.train.wire import fl_pb2
 from edgeweave.train.wire.messages import config_to_msg, params_to_msgs, payload_bytes
 
@@ -129,6 +129,8 @@ class SecAggGrpcBackend(GrpcBackend):
         failed.update(rnd.server.failed)
         updates = Updates.stack([survivors[-1]], [new], [weight], [loss])
         updates.metrics.update(failed=failed, bytes_up=rnd.bytes_up, bytes_down=rnd.bytes_down)
+        updates.metrics[PRESUMMED_WIRE] = {"clients": len(survivors), "bytes_up": rnd.bytes_up,
+                                           "bytes_down": rnd.bytes_down}
         updates.metrics[PRESUMMED] = {
             "survivors": len(survivors), "dropped": len(rnd.server.u2) - len(survivors),
             "threshold": t, "degree": min(len(v) for v in g.values()), "weight": weight,
