@@ -51,12 +51,7 @@ from edgeweave.train.decentral import (
     RunConfig,
     TimeModel,
     Trace,
-    allreduce_sgd,
-    dpsgd,
-    gosgd,
-    make_graph,
-    param_server_sgd,
-    ssp_sgd,
+    run_method,
 )
 from edgeweave.train.decentral.param_server import server_exchange_s
 from edgeweave.train.task import Task
@@ -73,14 +68,10 @@ def simulated(task: Task, method: str, lr: float, args: argparse.Namespace,
               tm: TimeModel) -> Trace:
     stack = NodeStack(task, batch_size=16, seed=args.seed)
     cfg = RunConfig(rounds=args.rounds, lr=lr, eval_every=args.eval_every, seed=args.seed)
-    n = stack.n
-    runs = {"gosgd": lambda: gosgd(stack, make_graph("complete", n), cfg, tm),
-            "dpsgd-ring": lambda: dpsgd(stack, make_graph("ring", n), cfg, tm),
-            "allreduce-sgd": lambda: allreduce_sgd(stack, cfg, tm),
-            "param-server": lambda: param_server_sgd(stack, cfg, tm),
-            "async-ssp4": lambda: ssp_sgd(stack, cfg, tm, staleness=4)[0],
-            "async-ssp4-sa": lambda: ssp_sgd(stack, cfg, tm, staleness=4, staleness_lr=True)[0]}
-    trace = runs[method]()
+    name, graph = {"gosgd": ("gosgd", "complete"), "dpsgd-ring": ("dpsgd", "ring"),
+                   "async-ssp4": ("ssp", ""), "async-ssp4-sa": ("ssp-sa", "")}.get(
+                       method, (method, ""))
+    trace = run_method(name, stack, cfg, tm, graph=graph or "complete", staleness=4)
     trace.method = method
     return trace
 

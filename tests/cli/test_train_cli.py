@@ -40,3 +40,11 @@ def test_split_learn_device_trains_in_process_and_needs_a_token_for_an_edge():
     assert lines[-1]["done"] is True
     bad = run("split-learn", "device", "--edge", "127.0.0.1:1", "--model", "mlp:64,16,10")
     assert bad.returncode == 2 and "--token-file" in bad.stderr
+
+
+def test_decentral_compares_methods_and_names_a_bad_one():
+    res = run("decentral", "--nodes", "4", "--rounds", "4", "-m", "gosgd", "-m", "param-server")
+    assert res.returncode == 0, res.stderr
+    assert "gosgd" in res.stdout and "param-server" in res.stdout and "time model" in res.stdout
+    bad = run("decentral", "-m", "bogus", "--nodes", "4", "--rounds", "2")
+    assert bad.returncode == 2 and "bogus" in bad.stderr and "gosgd" in bad.stderr

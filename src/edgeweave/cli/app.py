@@ -408,6 +408,29 @@ def fl_token(
     fl_cmds.fl_token(console, path, force)
 
 
+@app.command()
+def decentral(
+    method: list[str] = typer.Option(["gosgd", "dpsgd", "allreduce-sgd", "param-server", "ssp-sa"],
+                                     "--method", "-m", help="Methods to compare (repeat)."),
+    nodes: int = typer.Option(16, min=2, help="Simulated nodes (or peer processes)."),
+    graph: str = typer.Option("ring", help="Peer graph: ring, torus, complete, regular:K, "
+                                            "erdos:P, star."),
+    rounds: int = typer.Option(60, min=1, help="Rounds (one local step per node each)."),
+    lr: float = typer.Option(0.4, min=0.0, help="Learning rate."),
+    model: str = typer.Option("mlp:64,64,10", help="Model spec."),
+    partition: str = typer.Option("iid", help="How digits are split across nodes."),
+    seed: int = typer.Option(0),
+    processes: bool = typer.Option(False, "--processes",
+                                   help="Run GoSGD as real peer processes over gRPC instead."),
+) -> None:
+    """Decentralized training without a server (gossip) vs with one, on simulated nodes."""
+    from edgeweave.cli import decentral_cmds
+
+    decentral_cmds.decentral(console, methods=method, nodes=nodes, graph=graph, rounds=rounds,
+                             lr=lr, model=model, partition=partition, seed=seed,
+                             processes=processes)
+
+
 _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True,
                 "help_option_names": []}
 

@@ -6,11 +6,12 @@ from edgeweave.train.decentral.allreduce import allreduce_sgd, ring_allreduce
 from edgeweave.train.decentral.async_sgd import ssp_sgd
 from edgeweave.train.decentral.gossip import dpsgd, gosgd, gosgd_mix
 from edgeweave.train.decentral.graphs import PeerGraph, make_graph
+from edgeweave.train.decentral.methods import METHODS, run_method
 from edgeweave.train.decentral.param_server import param_server_sgd
 from edgeweave.train.decentral.stack import NodeStack
 from edgeweave.train.decentral.timing import TimeModel
 from edgeweave.train.decentral.trace import RunConfig, Trace
 
-__all__ = ["NodeStack", "PeerGraph", "RunConfig", "TimeModel", "Trace", "allreduce_sgd",
-           "dpsgd", "gosgd", "gosgd_mix", "make_graph", "param_server_sgd",
-           "ring_allreduce", "ssp_sgd"]
+__all__ = ["METHODS", "NodeStack", "PeerGraph", "RunConfig", "TimeModel", "Trace",
+           "allreduce_sgd", "dpsgd", "gosgd", "gosgd_mix", "make_graph", "param_server_sgd",
+           "ring_allreduce", "run_method", "ssp_sgd"]
