@@ -72,6 +72,8 @@ def rows(density: float, clip: float) -> list[dict]:
          "down": None, "target": "sparse"},
         {"label": f"DGC {k} (m=0.5, clip, warm-up 4)", "up": f"dgc:{k},0.5,{clip:.6g},4",
          "down": None, "target": "sparse"},
+        {"label": f"DGC {k} (m=0, clip, warm-up 4)", "up": f"dgc:{k},0,{clip:.6g},4",
+         "down": None, "target": "sparse"},
         # rand-k rescaled by n/k is unbiased but not a contraction (its error is (n/k - 1)||x||^2),
         # so error feedback around it diverges; the unscaled random sparsifier with EF is the
         # random-mask row below
