@@ -143,6 +143,26 @@ def test_stateful_strategies_resume_identically(tmp_path, strategy_fn):
     assert resumed.version == reference.version
 
 
+@pytest.mark.parametrize(("up", "down"), [("ef:topk:0.05", "ef:int8"), ("dgc:0.05,0.9", None)])
+def test_stateful_codecs_resume_identically(tmp_path, up, down):
+    """Error-feedback residuals, DGC's momentum and the downlink replica are checkpointed: a
+    resumed run equals the uninterrupted one, and a changed codec is another experiment."""
+    task = digits_task()
+
+    def server(rounds, out, up=up):
+        return Server(task, FedAvg(fraction=0.5), SequentialBackend(task),
+                      ServerConfig(rounds=rounds, out_dir=out, up_codec=up, down_codec=down))
+
+    server(2, tmp_path).run()
+    resumed = server(4, tmp_path)
+    resumed.run()
+    reference = server(4, None)
+    reference.run()
+    assert _same_params(resumed.params, reference.params)
+    with pytest.raises(TrainError, match="different experiment"):
+        server(4, tmp_path, up="topk:0.05").run()
+
+
 def test_thirty_percent_dropout_still_converges_on_digits():
     task = digits_task(clients=20)
     backend = SequentialBackend(task, drop_prob=0.3, seed=1)

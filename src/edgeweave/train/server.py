@@ -135,6 +135,8 @@ class Server:
         c = self.config
         ident = {"seed": c.seed, "deadline_s": c.deadline_s, "over_select": c.over_select,
                  "codec": c.codec, "strategy": self.strategy.name,
+                 **({"up_down": [c.up_codec, c.down_codec]}
+                    if c.up_codec is not None or c.down_codec is not None else {}),
                  "hyper": {k: v for k, v in sorted(vars(self.strategy).items())
                            if isinstance(v, bool | int | float | str) and not k.startswith("_")},
                  "fit": asdict(self.strategy.fit_config), "task": self.task.name,
@@ -169,6 +171,7 @@ class Server:
         self.round = int(state["round"])
         self.strategy.load_state(state["strategy_state"])
         self.backend.load_state(state.get("backend_state") or {})
+        self.transfer.load_state(state.get("transfer") or {})
         ckpt.restore_rng(state["rng"])
         a = state.get("async") or {}
         self.clock, self.version = float(a.get("clock", 0.0)), int(a.get("version", 0))
@@ -185,6 +188,7 @@ class Server:
             "round": self.round, "params": dict(self.params),
             "strategy_state": self.strategy.state(), "rng": ckpt.rng_state(),
             "backend_state": self.backend.state(),
+            "transfer": self.transfer.state(),
             "config_digest": self._digest,
             "async": {"clock": self.clock, "version": self.version, "launches": self.launches,
                       "inflight": [list(e) for e in self.inflight],
