@@ -34,7 +34,7 @@ from edgeweave.train.backends.base import Backend
 from edgeweave.train.backends.sequential import empty_updates
 from edgeweave.train.types import ClientInfo, FitConfig, Params, TrainError, Updates
 from edgeweave.train.wire import fl_pb2
-from edgeweave.train.wire.auth import TokenAuth, server_tls
+from edgeweave.train.wire.auth import TokenAuth, listen_on
 from edgeweave.train.wire.messages import (
     config_to_msg,
     decode_like,
@@ -136,17 +136,8 @@ class GrpcBackend(Backend):
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_clients + 16),
                                    interceptors=[TokenAuth(token)], options=options)
         self._server.add_generic_rpc_handlers((_handlers(_Servicer(self)),))
-        try:
-            if tls_cert is not None and tls_key is not None:
-                self.port = self._server.add_secure_port(listen, server_tls(tls_cert, tls_key))
-            else:
-                self.port = self._server.add_insecure_port(listen)
-        except RuntimeError as e:
-            raise TrainError(f"grpc backend: cannot listen on {listen}: {e}") from None
-        if self.port == 0:
-            raise TrainError(f"grpc backend: cannot listen on {listen} (address in use?)")
-        self.address = f"{listen.rpartition(':')[0]}:{self.port}"
-        self._server.start()
+        self.port, self.address = listen_on(self._server, listen, tls_cert, tls_key,
+                                            "grpc backend")
         log.info("FL server listening on %s", self.address)
 
     # ------------------------------------------------------------------ Backend interface

@@ -43,6 +43,11 @@ def simulated_failures(seed: int, round_num: int, client_ids: Sequence[int],
             if d}
 
 
+class ClientFailed(Exception):
+    """Raised by :meth:`SequentialBackend._train_one` for a client that cannot train this round
+    (the reason goes into the round's ``failed``)."""
+
+
 class SequentialBackend(Backend):
     """Runs ``train_client`` per client on the task's packed data.
 
@@ -88,7 +93,11 @@ class SequentialBackend(Backend):
             if cid in failed:
                 continue
             x, y = self.data.client(cid)
-            params, loss = train_client(self.model, global_params, x, y, config, round_num, cid)
+            try:
+                params, loss = self._train_one(cid, global_params, x, y, config, round_num)
+            except ClientFailed as e:
+                failed[cid] = str(e)
+                continue
             ids.append(cid)
             results.append(params)
             counts.append(len(y))
@@ -98,3 +107,8 @@ class SequentialBackend(Backend):
         updates = Updates.stack(ids, results, counts, losses)
         updates.metrics["failed"] = failed
         return updates
+
+    def _train_one(self, cid: int, global_params: Params, x: torch.Tensor, y: torch.Tensor,
+                   config: FitConfig, round_num: int) -> tuple[Params, float]:
+        """One client's local training (subclasses change how: DP-SGD); ClientFailed skips it."""
+        return train_client(self.model, global_params, x, y, config, round_num, cid)

@@ -37,14 +37,13 @@ from opacus.validators import ModuleValidator
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from edgeweave.train.backends.base import Backend
-from edgeweave.train.backends.sequential import empty_updates, simulated_failures
+from edgeweave.train.backends.sequential import ClientFailed, SequentialBackend
 from edgeweave.train.privacy.accountant import PrivacyLedger
 from edgeweave.train.task import Task, client_seed
-from edgeweave.train.types import ClientInfo, FitConfig, Params, TrainError, Updates
+from edgeweave.train.types import FitConfig, Params, TrainError, Updates
 
 
-class DPSGDBackend(Backend):
+class DPSGDBackend(SequentialBackend):
     """Trains each selected client with Opacus DP-SGD; reports each client's epsilon."""
 
     name = "dp_sgd"
@@ -62,43 +61,27 @@ class DPSGDBackend(Backend):
         if errors:
             raise TrainError(f"dp_sgd backend: model of task {task.name!r} cannot be trained "
                              f"with per-sample gradients: {errors[0]}")
-        self.task, self.data = task, task.data
+        super().__init__(task, drop_prob=drop_prob, seed=seed)
         self.noise_multiplier = float(noise_multiplier)
         self.max_grad_norm = float(max_grad_norm)
         self.delta = float(delta)
-        self.drop_prob = float(drop_prob)
-        self.seed = seed
         self.ledgers: dict[int, PrivacyLedger] = {}
-
-    def available_clients(self) -> list[ClientInfo]:
-        sizes = self.data.sizes().tolist()
-        return [ClientInfo(i, int(sizes[i])) for i in range(self.data.num_clients)]
 
     def fit(self, round_num: int, global_params: Params, client_ids: list[int],
             config: FitConfig) -> Updates:
         if config.prox_mu > 0:
             raise TrainError(f"dp_sgd backend: prox_mu={config.prox_mu} is not supported (the "
                              "proximal term is not per-sample clipped); use prox_mu=0")
-        failed = simulated_failures(self.seed, round_num, client_ids, self.drop_prob)
-        ids, results, counts, losses = [], [], [], []
-        for cid in client_ids:
-            if cid in failed:
-                continue
-            x, y = self.data.client(cid)
-            if len(y) == 0:
-                failed[cid] = "no local data"
-                continue
-            params, loss = self._train(cid, global_params, x, y, config, round_num)
-            ids.append(cid)
-            results.append(params)
-            counts.append(len(y))
-            losses.append(loss)
-        if not ids:
-            return empty_updates(global_params, failed)
-        updates = Updates.stack(ids, results, counts, losses)
-        updates.metrics["failed"] = failed
-        updates.metrics["dp_epsilon"] = {c: self.epsilon(c) for c in ids}
+        updates = super().fit(round_num, global_params, client_ids, config)
+        if len(updates):
+            updates.metrics["dp_epsilon"] = {c: self.epsilon(c) for c in updates.client_ids}
         return updates
+
+    def _train_one(self, cid: int, global_params: Params, x: torch.Tensor, y: torch.Tensor,
+                   config: FitConfig, round_num: int) -> tuple[Params, float]:
+        if len(y) == 0:
+            raise ClientFailed("no local data")
+        return self._train(cid, global_params, x, y, config, round_num)
 
     def _train(self, cid: int, global_params: Params, x: torch.Tensor, y: torch.Tensor,
                config: FitConfig, round_num: int) -> tuple[Params, float]:

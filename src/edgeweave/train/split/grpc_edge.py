@@ -31,7 +31,7 @@ from edgeweave.train.split.messages import (
 from edgeweave.train.split.parts import SplitEdge, StepReply
 from edgeweave.train.types import Params, TrainError
 from edgeweave.train.wire import split_pb2, split_pb2_grpc
-from edgeweave.train.wire.auth import TokenAuth, client_tls, server_tls
+from edgeweave.train.wire.auth import TokenAuth, client_tls, listen_on
 
 log = logging.getLogger(__name__)
 
@@ -130,17 +130,8 @@ class SplitEdgeServer:
         threads = threads or torch.get_num_threads()
         split_pb2_grpc.add_SplitLearningServicer_to_server(_Servicer(self.edge, threads),
                                                            self._server)
-        try:
-            if tls_cert is not None and tls_key is not None:
-                self.port = self._server.add_secure_port(listen, server_tls(tls_cert, tls_key))
-            else:
-                self.port = self._server.add_insecure_port(listen)
-        except RuntimeError as e:
-            raise TrainError(f"split edge: cannot listen on {listen}: {e}") from None
-        if self.port == 0:
-            raise TrainError(f"split edge: cannot listen on {listen} (address in use?)")
-        self.address = f"{listen.rpartition(':')[0]}:{self.port}"
-        self._server.start()
+        self.port, self.address = listen_on(self._server, listen, tls_cert, tls_key,
+                                            "split edge")
         log.info("split edge listening on %s", self.address)
 
     def wait(self) -> None:

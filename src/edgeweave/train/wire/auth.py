@@ -20,7 +20,8 @@ from edgeweave.security import AUTH_METADATA_KEY, check_token, load_token, write
 from edgeweave.security import TokenAuthInterceptor as TokenAuth
 from edgeweave.train.types import TrainError
 
-__all__ = ["TokenAuth", "auth_metadata", "client_tls", "load_token", "server_tls", "write_token"]
+__all__ = ["TokenAuth", "auth_metadata", "client_tls", "listen_on", "load_token", "server_tls",
+           "write_token"]
 
 
 def auth_metadata(token: str) -> tuple[tuple[str, str]]:
@@ -45,3 +46,20 @@ def server_tls(cert: str | os.PathLike[str], key: str | os.PathLike[str]) -> grp
 def client_tls(ca: str | os.PathLike[str]) -> grpc.ChannelCredentials:
     """Trust exactly the CA that signed the server's certificate."""
     return grpc.ssl_channel_credentials(root_certificates=_pem(ca, "CA certificate"))
+
+
+def listen_on(server: grpc.Server, listen: str, tls_cert: str | os.PathLike[str] | None,
+              tls_key: str | os.PathLike[str] | None, what: str) -> tuple[int, str]:
+    """Bind ``server`` to ``listen`` (TLS when both PEM files are given) and start it; returns
+    (port, "host:port"). A taken or malformed address is a TrainError naming ``what``."""
+    try:
+        if tls_cert is not None and tls_key is not None:
+            port = server.add_secure_port(listen, server_tls(tls_cert, tls_key))
+        else:
+            port = server.add_insecure_port(listen)
+    except RuntimeError as e:
+        raise TrainError(f"{what}: cannot listen on {listen}: {e}") from None
+    if port == 0:
+        raise TrainError(f"{what}: cannot listen on {listen} (address in use?)")
+    server.start()
+    return port, f"{listen.rpartition(':')[0]}:{port}"
