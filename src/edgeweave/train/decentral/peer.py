@@ -211,7 +211,7 @@ class PeerRunResult:
     config: dict[str, Any] = field(default_factory=dict)
 
 
-def _gather(q: Any, n: int, deadline: float, what: str, procs: list) -> dict[int, Any]:
+def gather(q: Any, n: int, deadline: float, what: str, procs: list) -> dict[int, Any]:
     got: dict[int, Any] = {}
     while len(got) < n:
         try:
@@ -241,19 +241,19 @@ def run_peers(cfg: PeerRunConfig, token: str | None = None) -> PeerRunResult:
     for p in procs:
         p.start()
     try:
-        port = _gather(ports, cfg.n, deadline, "their port", procs)
+        port = gather(ports, cfg.n, deadline, "their port", procs)
         table = [f"127.0.0.1:{port[i]}" for i in range(cfg.n)]
         for _ in range(cfg.n):
             addrs.put(table)
-        errors = {i: e for i, e in _gather(done, cfg.n, deadline, "completion", procs).items()
+        errors = {i: e for i, e in gather(done, cfg.n, deadline, "completion", procs).items()
                   if e}
         halt.set()  # every node has done its steps: all stop training now
-        errors.update({i: e for i, e in _gather(stopped, cfg.n, deadline, "stopping",
+        errors.update({i: e for i, e in gather(stopped, cfg.n, deadline, "stopping",
                                                   procs).items() if e})
         if errors:
             raise TrainError(f"peer run: peers failed: {errors}")
         wall = time.monotonic() - t0  # no push is in flight now: the weights sum to 1
-        replies = [_pull(table[i], token) for i in range(cfg.n)]
+        replies = [pull_node(table[i], token) for i in range(cfg.n)]
     finally:
         stop.set()
         for p in procs:
@@ -263,7 +263,7 @@ def run_peers(cfg: PeerRunConfig, token: str | None = None) -> PeerRunResult:
     return _result(cfg, replies, wall)
 
 
-def _pull(address: str, token: str) -> peer_pb2.PullReply:
+def pull_node(address: str, token: str) -> peer_pb2.PullReply:
     with grpc.insecure_channel(address) as ch:
         return peer_pb2_grpc.PeerStub(ch).Pull(peer_pb2.PullRequest(sender=-1),
                                                metadata=auth_metadata(token), timeout=30)

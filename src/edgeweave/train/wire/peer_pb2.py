@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from edgeweave.train.wire import fl_pb2 as edgeweave_dot_train_dot_wire_dot_fl__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x65\x64geweave/train/wire/peer.proto\x12\x11\x65\x64geweave.peer.v1\x1a\x1d\x65\x64geweave/train/wire/fl.proto\"d\n\x0bPushRequest\x12\x0e\n\x06sender\x18\x01 \x01(\x03\x12\x0e\n\x06weight\x18\x02 \x01(\x01\x12\'\n\x06params\x18\x03 \x03(\x0b\x32\x17.edgeweave.fl.v1.Tensor\x12\x0c\n\x04step\x18\x04 \x01(\x03\"\x1b\n\tPushReply\x12\x0e\n\x06weight\x18\x01 \x01(\x01\"\x1d\n\x0bPullRequest\x12\x0e\n\x06sender\x18\x01 \x01(\x03\"\xc4\x01\n\tPullReply\x12\x0c\n\x04node\x18\x01 \x01(\x03\x12\x0e\n\x06weight\x18\x02 \x01(\x01\x12\'\n\x06params\x18\x03 \x03(\x0b\x32\x17.edgeweave.fl.v1.Tensor\x12\r\n\x05steps\x18\x04 \x01(\x03\x12\x0e\n\x06pushes\x18\x05 \x01(\x03\x12\x0e\n\x06merged\x18\x06 \x01(\x03\x12\x17\n\x0fwire_bytes_sent\x18\x07 \x01(\x03\x12\x1a\n\x12payload_bytes_sent\x18\x08 \x01(\x03\x12\x0c\n\x04\x64one\x18\t \x01(\x08\x32\x92\x01\n\x04Peer\x12\x44\n\x04Push\x12\x1e.edgeweave.peer.v1.PushRequest\x1a\x1c.edgeweave.peer.v1.PushReply\x12\x44\n\x04Pull\x12\x1e.edgeweave.peer.v1.PullRequest\x1a\x1c.edgeweave.peer.v1.PullReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x65\x64geweave/train/wire/peer.proto\x12\x11\x65\x64geweave.peer.v1\x1a\x1d\x65\x64geweave/train/wire/fl.proto\"d\n\x0bPushRequest\x12\x0e\n\x06sender\x18\x01 \x01(\x03\x12\x0e\n\x06weight\x18\x02 \x01(\x01\x12\'\n\x06params\x18\x03 \x03(\x0b\x32\x17.edgeweave.fl.v1.Tensor\x12\x0c\n\x04step\x18\x04 \x01(\x03\"\x1b\n\tPushReply\x12\x0e\n\x06weight\x18\x01 \x01(\x01\"\x1d\n\x0bPullRequest\x12\x0e\n\x06sender\x18\x01 \x01(\x03\"\xc4\x01\n\tPullReply\x12\x0c\n\x04node\x18\x01 \x01(\x03\x12\x0e\n\x06weight\x18\x02 \x01(\x01\x12\'\n\x06params\x18\x03 \x03(\x0b\x32\x17.edgeweave.fl.v1.Tensor\x12\r\n\x05steps\x18\x04 \x01(\x03\x12\x0e\n\x06pushes\x18\x05 \x01(\x03\x12\x0e\n\x06merged\x18\x06 \x01(\x03\x12\x17\n\x0fwire_bytes_sent\x18\x07 \x01(\x03\x12\x1a\n\x12payload_bytes_sent\x18\x08 \x01(\x03\x12\x0c\n\x04\x64one\x18\t \x01(\x08\"p\n\x0c\x43hunkRequest\x12\x0e\n\x06sender\x18\x01 \x01(\x03\x12\r\n\x05round\x18\x02 \x01(\x03\x12\x0b\n\x03hop\x18\x03 \x01(\x03\x12\r\n\x05\x63hunk\x18\x04 \x01(\x03\x12%\n\x04part\x18\x05 \x01(\x0b\x32\x17.edgeweave.fl.v1.Tensor\"\x0c\n\nChunkReply\"Z\n\x0bGradRequest\x12\x0e\n\x06worker\x18\x01 \x01(\x03\x12\x14\n\x0cread_version\x18\x02 \x01(\x03\x12%\n\x04grad\x18\x03 \x03(\x0b\x32\x17.edgeweave.fl.v1.Tensor\"/\n\tGradReply\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x11\n\tstaleness\x18\x02 \x01(\x03\"-\n\x0cModelRequest\x12\x0e\n\x06worker\x18\x01 \x01(\x03\x12\r\n\x05\x63lock\x18\x02 \x01(\x03\"F\n\nModelReply\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\'\n\x06params\x18\x02 \x03(\x0b\x32\x17.edgeweave.fl.v1.Tensor2\xdb\x01\n\x04Peer\x12\x44\n\x04Push\x12\x1e.edgeweave.peer.v1.PushRequest\x1a\x1c.edgeweave.peer.v1.PushReply\x12\x44\n\x04Pull\x12\x1e.edgeweave.peer.v1.PullRequest\x1a\x1c.edgeweave.peer.v1.PullReply\x12G\n\x05\x43hunk\x12\x1f.edgeweave.peer.v1.ChunkRequest\x1a\x1d.edgeweave.peer.v1.ChunkReply2\xa4\x01\n\x0bParamServer\x12H\n\x08PushGrad\x12\x1e.edgeweave.peer.v1.GradRequest\x1a\x1c.edgeweave.peer.v1.GradReply\x12K\n\tPullModel\x12\x1f.edgeweave.peer.v1.ModelRequest\x1a\x1d.edgeweave.peer.v1.ModelReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,6 +40,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PULLREQUEST']._serialized_end=245
   _globals['_PULLREPLY']._serialized_start=248
   _globals['_PULLREPLY']._serialized_end=444
-  _globals['_PEER']._serialized_start=447
-  _globals['_PEER']._serialized_end=593
+  _globals['_CHUNKREQUEST']._serialized_start=446
+  _globals['_CHUNKREQUEST']._serialized_end=558
+  _globals['_CHUNKREPLY']._serialized_start=560
+  _globals['_CHUNKREPLY']._serialized_end=572
+  _globals['_GRADREQUEST']._serialized_start=574
+  _globals['_GRADREQUEST']._serialized_end=664
+  _globals['_GRADREPLY']._serialized_start=666
+  _globals['_GRADREPLY']._serialized_end=713
+  _globals['_MODELREQUEST']._serialized_start=715
+  _globals['_MODELREQUEST']._serialized_end=760
+  _globals['_MODELREPLY']._serialized_start=762
+  _globals['_MODELREPLY']._serialized_end=832
+  _globals['_PEER']._serialized_start=835
+  _globals['_PEER']._serialized_end=1054
+  _globals['_PARAMSERVER']._serialized_start=1057
+  _globals['_PARAMSERVER']._serialized_end=1221
 # @@protoc_insertion_point(module_scope)

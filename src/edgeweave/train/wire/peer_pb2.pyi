@@ -52,3 +52,55 @@ class PullReply(_message.Message):
     payload_bytes_sent: int
     done: bool
     def __init__(self, node: _Optional[int] = ..., weight: _Optional[float] = ..., params: _Optional[_Iterable[_Union[_fl_pb2.Tensor, _Mapping]]] = ..., steps: _Optional[int] = ..., pushes: _Optional[int] = ..., merged: _Optional[int] = ..., wire_bytes_sent: _Optional[int] = ..., payload_bytes_sent: _Optional[int] = ..., done: _Optional[bool] = ...) -> None: ...
+
+class ChunkRequest(_message.Message):
+    __slots__ = ("sender", "round", "hop", "chunk", "part")
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    HOP_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    PART_FIELD_NUMBER: _ClassVar[int]
+    sender: int
+    round: int
+    hop: int
+    chunk: int
+    part: _fl_pb2.Tensor
+    def __init__(self, sender: _Optional[int] = ..., round: _Optional[int] = ..., hop: _Optional[int] = ..., chunk: _Optional[int] = ..., part: _Optional[_Union[_fl_pb2.Tensor, _Mapping]] = ...) -> None: ...
+
+class ChunkReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GradRequest(_message.Message):
+    __slots__ = ("worker", "read_version", "grad")
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    READ_VERSION_FIELD_NUMBER: _ClassVar[int]
+    GRAD_FIELD_NUMBER: _ClassVar[int]
+    worker: int
+    read_version: int
+    grad: _containers.RepeatedCompositeFieldContainer[_fl_pb2.Tensor]
+    def __init__(self, worker: _Optional[int] = ..., read_version: _Optional[int] = ..., grad: _Optional[_Iterable[_Union[_fl_pb2.Tensor, _Mapping]]] = ...) -> None: ...
+
+class GradReply(_message.Message):
+    __slots__ = ("version", "staleness")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STALENESS_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    staleness: int
+    def __init__(self, version: _Optional[int] = ..., staleness: _Optional[int] = ...) -> None: ...
+
+class ModelRequest(_message.Message):
+    __slots__ = ("worker", "clock")
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_FIELD_NUMBER: _ClassVar[int]
+    worker: int
+    clock: int
+    def __init__(self, worker: _Optional[int] = ..., clock: _Optional[int] = ...) -> None: ...
+
+class ModelReply(_message.Message):
+    __slots__ = ("version", "params")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    params: _containers.RepeatedCompositeFieldContainer[_fl_pb2.Tensor]
+    def __init__(self, version: _Optional[int] = ..., params: _Optional[_Iterable[_Union[_fl_pb2.Tensor, _Mapping]]] = ...) -> None: ...

@@ -44,6 +44,11 @@ class PeerStub:
                 request_serializer=edgeweave_dot_train_dot_wire_dot_peer__pb2.PullRequest.SerializeToString,
                 response_deserializer=edgeweave_dot_train_dot_wire_dot_peer__pb2.PullReply.FromString,
                 _registered_method=True)
+        self.Chunk = channel.unary_unary(
+                '/edgeweave.peer.v1.Peer/Chunk',
+                request_serializer=edgeweave_dot_train_dot_wire_dot_peer__pb2.ChunkRequest.SerializeToString,
+                response_deserializer=edgeweave_dot_train_dot_wire_dot_peer__pb2.ChunkReply.FromString,
+                _registered_method=True)
 
 
 class PeerServicer:
@@ -61,6 +66,12 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Chunk(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +84,11 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.Pull,
                     request_deserializer=edgeweave_dot_train_dot_wire_dot_peer__pb2.PullRequest.FromString,
                     response_serializer=edgeweave_dot_train_dot_wire_dot_peer__pb2.PullReply.SerializeToString,
+            ),
+            'Chunk': grpc.unary_unary_rpc_method_handler(
+                    servicer.Chunk,
+                    request_deserializer=edgeweave_dot_train_dot_wire_dot_peer__pb2.ChunkRequest.FromString,
+                    response_serializer=edgeweave_dot_train_dot_wire_dot_peer__pb2.ChunkReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +145,148 @@ class Peer:
             '/edgeweave.peer.v1.Peer/Pull',
             edgeweave_dot_train_dot_wire_dot_peer__pb2.PullRequest.SerializeToString,
             edgeweave_dot_train_dot_wire_dot_peer__pb2.PullReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Chunk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgeweave.peer.v1.Peer/Chunk',
+            edgeweave_dot_train_dot_wire_dot_peer__pb2.ChunkRequest.SerializeToString,
+            edgeweave_dot_train_dot_wire_dot_peer__pb2.ChunkReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class ParamServerStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.PushGrad = channel.unary_unary(
+                '/edgeweave.peer.v1.ParamServer/PushGrad',
+                request_serializer=edgeweave_dot_train_dot_wire_dot_peer__pb2.GradRequest.SerializeToString,
+                response_deserializer=edgeweave_dot_train_dot_wire_dot_peer__pb2.GradReply.FromString,
+                _registered_method=True)
+        self.PullModel = channel.unary_unary(
+                '/edgeweave.peer.v1.ParamServer/PullModel',
+                request_serializer=edgeweave_dot_train_dot_wire_dot_peer__pb2.ModelRequest.SerializeToString,
+                response_deserializer=edgeweave_dot_train_dot_wire_dot_peer__pb2.ModelReply.FromString,
+                _registered_method=True)
+
+
+class ParamServerServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def PushGrad(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PullModel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ParamServerServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'PushGrad': grpc.unary_unary_rpc_method_handler(
+                    servicer.PushGrad,
+                    request_deserializer=edgeweave_dot_train_dot_wire_dot_peer__pb2.GradRequest.FromString,
+                    response_serializer=edgeweave_dot_train_dot_wire_dot_peer__pb2.GradReply.SerializeToString,
+            ),
+            'PullModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.PullModel,
+                    request_deserializer=edgeweave_dot_train_dot_wire_dot_peer__pb2.ModelRequest.FromString,
+                    response_serializer=edgeweave_dot_train_dot_wire_dot_peer__pb2.ModelReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'edgeweave.peer.v1.ParamServer', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('edgeweave.peer.v1.ParamServer', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ParamServer:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def PushGrad(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgeweave.peer.v1.ParamServer/PushGrad',
+            edgeweave_dot_train_dot_wire_dot_peer__pb2.GradRequest.SerializeToString,
+            edgeweave_dot_train_dot_wire_dot_peer__pb2.GradReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PullModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgeweave.peer.v1.ParamServer/PullModel',
+            edgeweave_dot_train_dot_wire_dot_peer__pb2.ModelRequest.SerializeToString,
+            edgeweave_dot_train_dot_wire_dot_peer__pb2.ModelReply.FromString,
             options,
             channel_credentials,
             insecure,
