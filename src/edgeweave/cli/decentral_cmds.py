@@ -1,5 +1,6 @@
-"""`edgeweave decentral`: wiring for decentralized training (simulated nodes or real peer
-processes over gRPC); no training logic of its own."""
+"""`edgeweave decentral`: wiring for decentralized training (simulated nodes, or real processes
+over gRPC for the methods :data:`~edgeweave.train.decentral.real.REAL_METHODS` lists); no
+training logic of its own."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ def decentral(console: Console, *, methods: list[str], nodes: int, graph: str, r
     from edgeweave.train.decentral import NodeStack, RunConfig, TimeModel, run_method
 
     if processes:
-        _peers(console, nodes=nodes, graph=graph, rounds=rounds, lr=lr, model=model, seed=seed)
+        _peers(console, methods=methods, nodes=nodes, graph=graph, rounds=rounds, lr=lr,
+               model=model, seed=seed)
         return
     task = make_task("digits", partition, nodes, model, seed)
     config = RunConfig(rounds=rounds, lr=lr, eval_every=max(1, rounds // 10), seed=seed)
@@ -31,17 +33,30 @@ def decentral(console: Console, *, methods: list[str], nodes: int, graph: str, r
     console.print(f"time model (simulated, not this host's): {time_model.as_dict()}")
 
 
-def _peers(console: Console, *, nodes: int, graph: str, rounds: int, lr: float, model: str,
-           seed: int) -> None:
-    from edgeweave.train.decentral.peer import PeerRunConfig, run_peers
+def _peers(console: Console, *, methods: list[str], nodes: int, graph: str, rounds: int,
+           lr: float, model: str, seed: int) -> None:
+    from edgeweave.train.decentral.peer import PeerRunConfig
+    from edgeweave.train.decentral.real import REAL_METHODS, run_real
 
-    res = run_peers(PeerRunConfig(n=nodes, problem="digits", model=model, graph=graph,
-                                  steps=rounds, lr=lr, seed=seed))
-    table = Table(title=f"GoSGD over gRPC: {nodes} peer processes on loopback, graph {graph}")
-    for col in res.peers[0]:
-        table.add_column(col, justify="right")
-    for p in res.peers:
-        table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in p.values()))
+    real = [m for m in methods if m in REAL_METHODS]
+    for m in methods:
+        if m not in REAL_METHODS:
+            console.print(f"{m}: no real-process version (have {', '.join(REAL_METHODS)}); "
+                          "skipped")
+    if not real:
+        return
+    cfg = PeerRunConfig(n=nodes, problem="digits", model=model, graph=graph, steps=rounds,
+                        lr=lr, seed=seed)
+    table = Table(title=f"real processes over gRPC on loopback: {nodes} workers, {model} on "
+                        f"digits (iid), {rounds} steps each, gossip graph {graph}")
+    for col in ("method", "test acc", "wall s", "wire MB", "busiest node MB", "max staleness"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for m in real:
+        res = run_real(m, cfg)
+        stale = res.extra.get("max_staleness")
+        table.add_row(m, f"{res.test_acc:.3f}", f"{res.wall_s:.1f}",
+                      f"{res.wire_bytes / 1e6:.2f}", f"{res.busiest_bytes / 1e6:.2f}",
+                      "-" if stale is None else str(stale))
     console.print(table)
-    console.print(f"averaged model: test accuracy {res.test_acc:.3f}, weights sum to "
-                  f"{res.weight_sum:.6f}, {res.wall_s:.1f} s")
+    console.print("wire MB: serialized gRPC messages all nodes sent (parameter-server runs "
+                  "include the server, whose link is the busiest); ssp uses staleness bound 4")
