@@ -129,7 +129,8 @@ def test_ssp_processes_respect_the_staleness_bound_and_converge():
     """SSP with s = 1 (the rule of async_sgd: a worker pulls only while its clock is at most s
     ahead of the slowest): every pull obeys it, every gradient's staleness is at most
     (n-1)(2s+1) (each other worker can push at most 2s+1 times while one gradient is in
-    flight), and the model reaches the pooled optimum's objective within 2e-3."""
+    flight), and the model reaches the pooled optimum: objective within 5e-4, parameters within 5%
+(relative L2); in-process trial runs of this config ended ~2e-5 and ~1.2% away."""
     s = 1
     cfg = PeerRunConfig(n=3, problem="convex", steps=200, lr=0.1, batch_size=None,
                         weight_decay=WD, seed=1, timeout_s=90)
@@ -142,4 +143,17 @@ def test_ssp_processes_respect_the_staleness_bound_and_converge():
     task = convex_task(3, seed=1)
     opt = centralised_optimum(task, WD)
     f_opt = NodeStack(task, weight_decay=WD).objective(opt)
-    assert res.objective - f_opt < 2e-3, (res.objective, f_opt)
+    assert res.objective - f_opt < 5e-4, (res.objective, f_opt)
+    assert float((res.model - opt).norm() / opt.norm()) < 0.05
+
+
+def test_cli_names_methods_without_a_real_process_version():
+    from rich.console import Console
+
+    from edgeweave.cli.decentral_cmds import decentral
+
+    console = Console(record=True, width=200)
+    decentral(console, methods=["dpsgd"], nodes=3, graph="ring", rounds=2, lr=0.1,
+              model="mlp:8,10", partition="iid", seed=0, processes=True)
+    out = console.export_text()
+    assert "dpsgd: no real-process version" in out and "allreduce-sgd" in out
