@@ -420,8 +420,9 @@ def decentral(
     model: str = typer.Option("mlp:64,64,10", help="Model spec."),
     partition: str = typer.Option("iid", help="How digits are split across nodes."),
     seed: int = typer.Option(0),
-    processes: bool = typer.Option(False, "--processes",
-                                   help="Run GoSGD as real peer processes over gRPC instead."),
+    processes: bool = typer.Option(
+        False, "--processes", help="Run the methods that have a real-process version (gosgd, "
+        "allreduce-sgd, param-server, ssp, ssp-sa) as processes over gRPC on loopback instead."),
 ) -> None:
     """Decentralized training without a server (gossip) vs with one, on simulated nodes."""
     from edgeweave.cli import decentral_cmds
