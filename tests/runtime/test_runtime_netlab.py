@@ -107,9 +107,18 @@ def measure_mbps(lab: NetLab, src: str, dst: str, nbytes: int) -> tuple[float, f
     return sender_mbps, receiver_mbps
 
 
-def _assert_rate(measured: tuple[float, float], shaped: float) -> None:
-    for mbps in measured:
-        assert abs(mbps - shaped) <= TOLERANCE * shaped, f"measured {measured}, shaped {shaped}"
+def _assert_rate(measure, shaped: float, attempts: int = 3) -> None:
+    """Within TOLERANCE of the shaped rate. A rate ABOVE it fails at once (the shaping does not
+    hold); one BELOW it is measured again, up to ``attempts`` times: a busy 2-core host can keep
+    a Python sender from filling an 80 Mbit/s link (62 Mbit/s seen while another benchmark ran),
+    which is load, not the shaper."""
+    for _ in range(attempts):
+        measured = measure()
+        for mbps in measured:
+            assert mbps <= (1 + TOLERANCE) * shaped, f"measured {measured}, shaped {shaped}"
+        if all(mbps >= (1 - TOLERANCE) * shaped for mbps in measured):
+            return
+    raise AssertionError(f"measured {measured} after {attempts} tries, shaped {shaped}")
 
 
 # -- no privileges needed ----------------------------------------------------------------------
@@ -181,15 +190,15 @@ def test_failed_command_names_the_command_and_its_stderr():
 def test_two_hop_lab_shapes_each_direction_and_set_rate(netns):
     with NetLab(["device", "edge", "cloud"], hops=[(20, 10), (80, 40)], prefix="ewt1") as lab:
         assert {"ewt1-device", "ewt1-edge", "ewt1-cloud"} <= set(_namespaces())
-        _assert_rate(measure_mbps(lab, "device", "edge", 1_500_000), 20)
-        _assert_rate(measure_mbps(lab, "edge", "device", 1_500_000), 20)
-        _assert_rate(measure_mbps(lab, "edge", "cloud", 3_000_000), 80)
+        _assert_rate(lambda: measure_mbps(lab, "device", "edge", 1_500_000), 20)
+        _assert_rate(lambda: measure_mbps(lab, "edge", "device", 1_500_000), 20)
+        _assert_rate(lambda: measure_mbps(lab, "edge", "cloud", 3_000_000), 80)
         # Routed through the edge's forwarding: the 20 Mbit/s hop is the bottleneck.
-        _assert_rate(measure_mbps(lab, "device", "cloud", 1_500_000), 20)
+        _assert_rate(lambda: measure_mbps(lab, "device", "cloud", 1_500_000), 20)
         lab.set_rate(0, 8)
         assert lab.mbps(0) == 8
-        _assert_rate(measure_mbps(lab, "device", "edge", 1_000_000), 8)
-        _assert_rate(measure_mbps(lab, "edge", "device", 1_000_000), 8)
+        _assert_rate(lambda: measure_mbps(lab, "device", "edge", 1_000_000), 8)
+        _assert_rate(lambda: measure_mbps(lab, "edge", "device", 1_000_000), 8)
     assert not [ns for ns in _namespaces() if ns.startswith("ewt1-")]
 
 
