@@ -44,6 +44,16 @@ _FATAL = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
           grpc.StatusCode.UNIMPLEMENTED}
 
 
+#: statuses with which the server refuses one message (the device counts it and goes on)
+_REFUSED = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED,
+            grpc.StatusCode.ABORTED, grpc.StatusCode.FAILED_PRECONDITION)
+
+
+def _reason(e: Exception) -> str:
+    """What the server records as this device's failure: our own errors say it themselves."""
+    return str(e) if isinstance(e, TrainError) else f"{type(e).__name__}: {e}"
+
+
 @dataclass
 class ClientStats:
     rounds: int = 0
@@ -176,14 +186,12 @@ class FLClient:
             update.num_examples, update.train_loss = n, loss
         except Exception as e:  # report it: the server records why this client's round failed,
             # and the device stays up for the next round instead of dying with a traceback
-            update.error = str(e) if isinstance(e, TrainError) else f"{type(e).__name__}: {e}"
+            update.error = _reason(e)
         try:
             stub.SubmitUpdate(update, metadata=self.metadata, timeout=60)
             self.stats.rounds += 0 if update.error else 1
         except grpc.RpcError as e:
-            if e.code() not in (grpc.StatusCode.INVALID_ARGUMENT,
-                                grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED,
-                                grpc.StatusCode.FAILED_PRECONDITION):
+            if e.code() not in _REFUSED:
                 raise
             self.stats.rejected += 1
             log.warning("client %d: round %d update rejected: %s", self.client_id, task.round,
@@ -203,7 +211,7 @@ class FLClient:
             state.advertise(msg)
             self._secagg = (task.task_id, state)
         except Exception as e:
-            msg.error = str(e) if isinstance(e, TrainError) else f"{type(e).__name__}: {e}"
+            msg.error = _reason(e)
         self._send_secagg(stub, msg)
 
     def _secagg_step(self, stub: fl_pb2_grpc.FederatedLearningStub,
@@ -216,7 +224,7 @@ class FLClient:
                                  "this device is not running")
             self._secagg[1].step(task.secagg, msg)
         except Exception as e:  # the server then treats this device as dropped
-            msg.error = str(e) if isinstance(e, TrainError) else f"{type(e).__name__}: {e}"
+            msg.error = _reason(e)
             last = True
         if last:
             self._secagg = None
@@ -229,9 +237,7 @@ class FLClient:
             stub.SecAgg(msg, metadata=self.metadata, timeout=60)
             return True
         except grpc.RpcError as e:
-            if e.code() not in (grpc.StatusCode.INVALID_ARGUMENT,
-                                grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED,
-                                grpc.StatusCode.FAILED_PRECONDITION):
+            if e.code() not in _REFUSED:
                 raise
             self.stats.rejected += 1
             self._secagg = None

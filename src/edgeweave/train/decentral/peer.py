@@ -241,10 +241,7 @@ def run_peers(cfg: PeerRunConfig, token: str | None = None) -> PeerRunResult:
     for p in procs:
         p.start()
     try:
-        port = gather(ports, cfg.n, deadline, "their port", procs)
-        table = [f"127.0.0.1:{port[i]}" for i in range(cfg.n)]
-        for _ in range(cfg.n):
-            addrs.put(table)
+        table = exchange_addresses(ports, addrs, procs, deadline)
         errors = {i: e for i, e in gather(done, cfg.n, deadline, "completion", procs).items()
                   if e}
         halt.set()  # every node has done its steps: all stop training now
@@ -256,11 +253,26 @@ def run_peers(cfg: PeerRunConfig, token: str | None = None) -> PeerRunResult:
         replies = [pull_node(table[i], token) for i in range(cfg.n)]
     finally:
         stop.set()
-        for p in procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.terminate()
+        reap(procs)
     return _result(cfg, replies, wall)
+
+
+def exchange_addresses(ports: Any, addrs: Any, procs: list, deadline: float) -> list[str]:
+    """Collect every node's port, then hand each node the full address table."""
+    n = len(procs)
+    port = gather(ports, n, deadline, "their port", procs)
+    table = [f"127.0.0.1:{port[i]}" for i in range(n)]
+    for _ in range(n):
+        addrs.put(table)
+    return table
+
+
+def reap(procs: list) -> None:
+    """Wait for the node processes to exit; terminate any that do not within 10 s."""
+    for p in procs:
+        p.join(timeout=10)
+        if p.is_alive():
+            p.terminate()
 
 
 def pull_node(address: str, token: str) -> peer_pb2.PullReply:

@@ -46,8 +46,10 @@ from edgeweave.security import TokenAuthInterceptor, generate_token
 from edgeweave.train.decentral.peer import (
     PeerRunConfig,
     build_task,
+    exchange_addresses,
     gather,
     pull_node,
+    reap,
     run_peers,
 )
 from edgeweave.train.decentral.stack import NodeStack
@@ -250,10 +252,7 @@ def run_ring(cfg: PeerRunConfig, token: str | None = None) -> RealRunResult:
     for p in procs:
         p.start()
     try:
-        port = gather(ports, cfg.n, deadline, "their port", procs)
-        table = [f"127.0.0.1:{port[i]}" for i in range(cfg.n)]
-        for _ in range(cfg.n):
-            addrs.put(table)
+        table = exchange_addresses(ports, addrs, procs, deadline)
         errors = {i: e for i, e in gather(done, cfg.n, deadline, "completion", procs).items()
                   if e}
         if errors:
@@ -262,10 +261,7 @@ def run_ring(cfg: PeerRunConfig, token: str | None = None) -> RealRunResult:
         replies = [pull_node(table[i], token) for i in range(cfg.n)]
     finally:
         stop.set()
-        for p in procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.terminate()
+        reap(procs)
     stack = NodeStack(build_task(cfg), batch_size=cfg.batch_size, weight_decay=cfg.weight_decay)
     template = stack.unflatten(stack.init)
     models = [stack.flatten(decode_like(r.params, template, context=f"ring worker {r.node}"))
@@ -433,10 +429,7 @@ def run_param_server(cfg: PeerRunConfig, staleness: float | None = None,
         if errors:
             raise TrainError(f"parameter-server run: workers failed: {errors}")
     finally:
-        for p in procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.terminate()
+        reap(procs)
         server.server.stop(grace=1).wait()
     with server.cv:
         model = server.x.clone()
