@@ -3,7 +3,13 @@
 Edge and cloud are `edgeweave serve` OS processes on loopback; the device is this process. The
 Raspberry Pi 4 device is emulated by time dilation of its compute (factor printed); edge and
 cloud run at this host's speed and the planner is told so. Links are shaped in the application
-(token bucket + RTT/2 per direction) to the fleet's rates, bandwidth overridden per row.
+(token bucket + RTT/2 per direction) to the fleet's rates, bandwidth overridden per row; the
+real loopback transfer happens inside the emulated link time (`edgeweave.runtime.flight`).
+
+Two predictions per row: the plan's, made once from the profile before the run, and the
+runtime's online one, made before each request from the plan with each tier's compute scaled
+by its load factor (measured / predicted compute on earlier requests; Neurosurgeon's load
+factor). The host's speed drifts over seconds (printed), which only the second can follow.
 
     .venv/bin/python benchmarks/coinference.py [--models ...] [--requests 10] [--json out.json]
 """
@@ -22,12 +28,12 @@ from rich.table import Table
 
 from _zoo import emit
 from edgeweave.graph import capture_spec
-from edgeweave.plan.costs import CostModel
 from edgeweave.profile import profile_graph
 from edgeweave.profile.build import calibration_samples
 from edgeweave.profile.measure import IDLE_S
 from edgeweave.runtime.client import ClientOptions, CoInferenceClient
 from edgeweave.runtime.lab import LocalLab
+from edgeweave.runtime.load import LoadFactors
 from edgeweave.runtime.session import RunSummary, device_dilation, plan_for
 from edgeweave.topology import DEFAULT_FLEET, load_fleet
 
@@ -36,7 +42,8 @@ BANDWIDTHS = (1.0, 5.0, 20.0, 100.0)
 NEUROSURGEON_AVG_SPEEDUP = 3.1
 NOTE = ("EMULATED: device = Raspberry Pi 4 by time dilation of this host's compute; edge and "
         "cloud = separate server processes at this host's speed; links shaped in the "
-        "application (token bucket + RTT/2 each way) on loopback.")
+        "application (token bucket + RTT/2 each way) on loopback, the real transfer inside "
+        "the emulated link time.")
 
 
 def floor_ms(summary, chosen) -> float:
@@ -72,25 +79,25 @@ def host_drift(seconds=6.0, window=0.5):
 
 def variant(chosen, mode):
     """The chosen plan, or one of its recorded alternatives (device-only, edge-only)."""
-    if mode == "chosen":
-        return chosen
-    alt = chosen.alternative(mode)
-    return chosen.model_copy(update={"placement": alt.placement, "predicted": {
-        **chosen.predicted, "total_ms": alt.total_ms}, "mode": mode})
+    return chosen if mode == "chosen" else chosen.priced(mode=mode)
 
 
-def interleaved(configs, lab, graph, x, dilation, requests, between=None):
+def interleaved(configs, lab, graph, x, dilation, requests):
     """Run every configuration's requests round-robin, one request each per round.
 
     This host's speed drifts by 20-40% over seconds (a shared VM: `benchmarks/coinference.py`
     notes measured drift in its output). Run one row after another and each row samples a
     different phase of the drift; round-robin, every row's median covers the same long window,
-    as the profile's many repeats do, so predicted and measured see the same host."""
+    as the profile's many repeats do, so predicted and measured see the same host.
+
+    The clients share one set of load factors: they emulate one device using one edge, so each
+    request's measured compute tells all of them how fast the tiers are right now."""
     clients = {}
+    load = LoadFactors()
     for key, (p, prof) in configs.items():
         opts = ClientOptions(device_dilation=dilation)
         c = CoInferenceClient(graph, p, lab.edge_target, token=lab.token, options=opts,
-                              profile=prof)
+                              profile=prof, load=load)
         if c.deployment.route:
             c.deploy(x)
         for _ in range(2):  # TorchScript specialises on its first calls
@@ -100,24 +107,8 @@ def interleaved(configs, lab, graph, x, dilation, requests, between=None):
     for _ in range(requests):
         for key, c in clients.items():
             results[key].append(c.infer(x))
-        if between is not None:
-            between()
     return {key: RunSummary(clients[key].deployment.plan, results[key], dilation,
-                            clients[key].switches) for key in configs}
-
-
-def window_profile(measured, snapshots):
-    """The profile with each node's host time replaced by its median over the snapshots taken
-    between the rounds of requests (the host speed recorded at planning time is kept, so the
-    device's dilation factor is unchanged)."""
-    nodes = [n.model_copy(update={"host_ms": statistics.median(
-        s[n.name] for s in snapshots)}) for n in measured.nodes]
-    return measured.model_copy(update={"nodes": nodes})
-
-
-def predicted_ms(prof, chosen, placement):
-    cm = CostModel(prof, cuts=chosen.cuts)
-    return cm.evaluate(cm.labels_of(placement)).total_ms
+                            clients[key].switches) for key in configs}, load
 
 
 def model_rows(name, lab, requests, fleet, codecs=("none",), calibration=None, idle_s=IDLE_S):
@@ -125,14 +116,6 @@ def model_rows(name, lab, requests, fleet, codecs=("none",), calibration=None, i
     # medians over many repeats spread over seconds: the host's speed drifts (see interleaved)
     measured = profile_graph(graph, fleet, warmup=3, repeats=30, calibration=calibration,
                              idle_s=idle_s)
-    snapshots = []
-
-    def snapshot():
-        """Re-measure the model between rounds: the planner's per-node times over the same
-        window as the requests (the plan itself stays the one chosen up front)."""
-        again = profile_graph(graph, fleet, warmup=1, repeats=3, calibration=calibration,
-                              idle_s=idle_s)
-        snapshots.append({n.name: n.model_extra["host_ms"] for n in again.nodes})
     x = torch.randn(graph.input_shape, generator=torch.Generator().manual_seed(0))
     dilation = device_dilation(measured, fleet)
     configs, chosen_at = {}, {}
@@ -145,8 +128,7 @@ def model_rows(name, lab, requests, fleet, codecs=("none",), calibration=None, i
             if p.mode == "device-only":
                 continue  # bandwidth-independent: the one device-only run serves
             configs.setdefault((p.mode, mbps), (p, prof))
-    runs = interleaved(configs, lab, graph, x, dilation, requests, between=snapshot)
-    window = window_profile(measured, snapshots)
+    runs, load = interleaved(configs, lab, graph, x, dilation, requests)
     device_only = runs[("device-only", None)]
     rows = []
     for mbps in BANDWIDTHS:
@@ -155,15 +137,20 @@ def model_rows(name, lab, requests, fleet, codecs=("none",), calibration=None, i
         edge_only = runs[("edge-only", mbps)]
         measured_ms = summary.median_ms
         floor = floor_ms(summary, chosen)
-        win_prof, _ = plan_for(window, fleet, mbps=mbps, codecs=codecs)
-        in_window = predicted_ms(win_prof, chosen, chosen.placement)
+        # the runtime's own prediction for each request, made before it ran: the plan's, with
+        # each tier's compute scaled by its load factor as measured on earlier requests
+        online = statistics.median(r.predicted_now_ms for r in summary.results)
+        per_request = statistics.median(abs(r.total_ms - r.predicted_now_ms) / r.predicted_now_ms
+                                        for r in summary.results) * 100
         rows.append({
             "model": name, "mbps": mbps, "mode": chosen.mode, "dilation": summary.dilation,
             "predicted_ms": chosen.predicted["total_ms"], "measured_ms": measured_ms,
             "error_pct": (measured_ms - chosen.predicted["total_ms"])
             / chosen.predicted["total_ms"] * 100,
-            "predicted_window_ms": in_window,
-            "error_window_pct": (measured_ms - in_window) / in_window * 100,
+            "predicted_online_ms": online,
+            "error_online_pct": (measured_ms - online) / online * 100,
+            "median_request_error_online_pct": per_request,
+            "load_factors_at_end": load.scaled(),
             "floor_ms": floor, "overhead_ms": measured_ms - floor,
             "overhead_pct": (measured_ms - floor) / floor * 100,
             "device_only_ms": device_only.median_ms, "edge_only_ms": edge_only.median_ms,
@@ -174,7 +161,7 @@ def model_rows(name, lab, requests, fleet, codecs=("none",), calibration=None, i
             "segments_predicted": summary.results[-1].predicted,
         })
         print(f"{name} @ {mbps:g} Mbit/s: {chosen.mode} predicted "
-              f"{rows[-1]['predicted_ms']:.1f} (same-window profile {in_window:.1f}) measured "
+              f"{rows[-1]['predicted_ms']:.1f} (online {online:.1f}) measured "
               f"{measured_ms:.1f} ms", flush=True)
     return rows
 
@@ -266,20 +253,20 @@ def main() -> None:
         tput = None if args.rows_only else throughput(lab, fleet)
     table = Table(title="co-inference, measured across processes (median per row)")
     for col in ("model", "Mbit/s", "mode", "predicted ms", "measured ms", "error %",
-                "pred. same window", "error %", "floor ms", "overhead", "x vs device", "x vs edge"):
+                "pred. online", "error %", "floor ms", "overhead", "x vs device", "x vs edge"):
         table.add_column(col, justify="left" if col in ("model", "mode") else "right")
     for r in rows:
         table.add_row(r["model"], f"{r['mbps']:g}", r["mode"], f"{r['predicted_ms']:.1f}",
                       f"{r['measured_ms']:.1f}", f"{r['error_pct']:+.1f}",
-                      f"{r['predicted_window_ms']:.1f}", f"{r['error_window_pct']:+.1f}",
+                      f"{r['predicted_online_ms']:.1f}", f"{r['error_online_pct']:+.1f}",
                       f"{r['floor_ms']:.1f}",
                       f"{r['overhead_ms']:.1f} ms ({r['overhead_pct']:.1f}%)",
                       f"{r['speedup_vs_device']:.2f}", f"{r['speedup_vs_edge']:.2f}")
     summary = {
         "max_abs_error_pct": max(abs(r["error_pct"]) for r in rows),
         "rows_within_10pct": sum(abs(r["error_pct"]) <= 10 for r in rows),
-        "max_abs_error_window_pct": max(abs(r["error_window_pct"]) for r in rows),
-        "rows_within_10pct_window": sum(abs(r["error_window_pct"]) <= 10 for r in rows),
+        "max_abs_error_online_pct": max(abs(r["error_online_pct"]) for r in rows),
+        "rows_within_10pct_online": sum(abs(r["error_online_pct"]) <= 10 for r in rows),
         "rows_overhead_ok": sum(r["overhead_ms"] <= max(2.0, 0.05 * r["floor_ms"])
                                 for r in rows),
         "rows": len(rows),

@@ -98,10 +98,14 @@ def _report(console: Console, summary, model: str) -> None:
                       f"{measured[key]:.1f}" if key in measured else "-")
     table.add_row("[bold]end to end[/]", f"{predicted['total_ms']:.1f}",
                   f"{summary.median_ms:.1f}")
+    table.add_row("end to end, online (load factors)", f"{summary.median_predicted_now_ms:.1f}",
+                  f"{summary.median_ms:.1f}")
     console.print(table)
     for sw in summary.switches:
         if sw["switched"]:
-            console.print(f"re-planned at an estimated {sw['estimate_mbps']:.2f} Mbit/s: "
+            load = ", ".join(f"{t} x{k:.2f}" for t, k in sw.get("load_factors", {}).items())
+            console.print(f"re-planned at an estimated {sw['estimate_mbps']:.2f} Mbit/s"
+                          f"{f' (load {load})' if load else ''}: "
                           f"{sw['old_mode']} -> {sw['new_mode']}, predicted "
                           f"{sw['predicted_old']:.1f} -> {sw['predicted_new']:.1f}")
     fallbacks = sum(r.fallback for r in summary.results)

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from edgeweave.errors import PlanError
-from edgeweave.plan.costs import Breakdown
+from edgeweave.plan.costs import Breakdown, CostModel
 from edgeweave.profile.schema import Profile
 
 
@@ -45,6 +45,20 @@ class Plan(Profile):
         for alt in doc["alternatives"]:
             alt.pop("placement", None)  # the chosen placement is the one that matters on disk
         return doc
+
+    def priced(self, profile: Profile | None = None, mode: str | None = None) -> Plan:
+        """This plan re-priced: on `profile` (new link rates, or load-scaled latencies) and/or
+        as one of its alternatives (`mode`, e.g. "device-only"), so `predicted` always
+        describes the placement and network it is run with."""
+        prof = profile or self
+        placement = self.placement if mode is None else self.alternative(mode).placement
+        if placement is None:
+            raise PlanError(f"plan alternative {mode!r} has no placement (loaded from JSON)")
+        cm = CostModel(prof, cuts=self.cuts)
+        bd = cm.evaluate(cm.labels_of(placement))
+        return self.model_copy(update={
+            "links": prof.links, "placement": placement, "mode": mode or self.mode,
+            "predicted": {**self.predicted, **predicted_of(bd, cm.tiers, prof.hop_names())}})
 
     def alternative(self, mode: str) -> Alternative:
         for alt in self.alternatives:

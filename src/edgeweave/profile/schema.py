@@ -103,6 +103,20 @@ class Profile(BaseModel):
         )
         return self.model_copy(update={"links": links})
 
+    def with_load(self, factors: dict[str, float]) -> Profile:
+        """A copy with each tier's node latencies scaled by its load factor (Neurosurgeon's K,
+        see `edgeweave.runtime.load`): re-planning for busy or throttled machines without
+        re-measuring them."""
+        unknown = sorted(set(factors) - set(self.tiers))
+        if unknown:
+            raise ProfileError(f"load factors for unknown tiers {unknown} "
+                               f"(tiers: {', '.join(self.tiers)})")
+        if not factors:
+            return self
+        nodes = [n.model_copy(update={"latency_ms": {
+            t: ms * factors.get(t, 1.0) for t, ms in n.latency_ms.items()}}) for n in self.nodes]
+        return self.model_copy(update={"nodes": nodes})
+
     def check(self, source: str = "profile") -> Profile:
         """Cross-field consistency that pydantic field types cannot express."""
         names = {n.name for n in self.nodes}

@@ -8,6 +8,7 @@ result or one clear error.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import threading
@@ -27,6 +28,8 @@ from edgeweave.profile import Profile
 from edgeweave.profile.measure import PROFILE_THREADS, torch_threads
 from edgeweave.runtime import dilation, tensors
 from edgeweave.runtime.bandwidth import BandwidthEstimator
+from edgeweave.runtime.flight import arrive, send_on
+from edgeweave.runtime.load import LoadFactors
 from edgeweave.runtime.node import message_options
 from edgeweave.runtime.program import ProgramError, StageProgram, build_program, load_program
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
@@ -52,6 +55,7 @@ class Result:
     note: str = ""
     bytes_up: int = 0
     plan_mode: str = ""
+    predicted_now_ms: float = 0.0  # the plan's total scaled by load factors, made beforehand
 
 
 @dataclass
@@ -63,8 +67,9 @@ class ClientOptions:
     timeout_s: float = 30.0
     backoff_s: tuple[float, float] = (0.5, 8.0)
     max_message_mb: float = 64.0
-    adapt: bool = False  # re-plan when the measured bandwidth moves the optimum
+    adapt: bool = False  # re-plan when measured bandwidth or tier load moves the optimum
     min_gain: float = 0.05
+    load_change: float = 0.2  # a load factor moving this much (relative) triggers a re-plan check
 
 
 @dataclass
@@ -76,16 +81,21 @@ class _Deployment:
     want: list[str] = field(default_factory=list)
     uploaded: bool = False
     device_module: Any = None  # the device stage as the same TorchScript program nodes run
+    stage_ids: dict[str, str] = field(default_factory=dict)  # tier -> id of its stage (load)
 
 
 class CoInferenceClient:
     def __init__(self, graph: Graph, chosen: Plan, edge_target: str | None, *,
                  token: str | None = None, tls: ClientTLS | None = None,
-                 options: ClientOptions | None = None, profile: Profile | None = None):
+                 options: ClientOptions | None = None, profile: Profile | None = None,
+                 load: LoadFactors | None = None):
         self.graph = graph
         self.opts = options or ClientOptions()
         self.profile = profile
         self.estimator = BandwidthEstimator()
+        # shared by clients of one device: they all sample the same machines' speed
+        self.load = load or LoadFactors()
+        self._checked_load: dict[str, float] = {}  # factors the last re-plan check used
         self.switches: list[dict[str, Any]] = []
         self._stub = None
         if edge_target:
@@ -122,7 +132,8 @@ class CoInferenceClient:
 
     def _prepare(self, chosen: Plan) -> _Deployment:
         stages = {s.key: s for s in split(self.graph, chosen.placement, chosen.tiers)}
-        dep = _Deployment(chosen, stages)
+        dep = _Deployment(chosen, stages, stage_ids={k: _stage_id(self.graph.name, s)
+                                                     for k, s in stages.items()})
         tier_of = {n: chosen.tiers.index(t) for n, t in chosen.placement.items()}
         top = max(tier_of[n] for s in stages.values() for n in s.nodes)
         for level in range(1, top + 1):
@@ -187,10 +198,11 @@ class CoInferenceClient:
 
     def infer(self, x: torch.Tensor) -> Result:
         dep = self.deployment
+        predicted_now = self.load.predict_ms(dep.plan.predicted, dep.stage_ids)
         start = time.perf_counter()
         env: dict[str, Any] = {self.graph.placeholders[0]: x}
         device_ms = self._run_device(dep, env)
-        segments = {"device_compute": device_ms}
+        segments = {f"{dep.plan.tiers[0]}_compute": device_ms}
         fallback, note, bytes_up = False, "", 0
         if dep.route:
             if time.monotonic() < self._edge_down_until:
@@ -201,15 +213,18 @@ class CoInferenceClient:
         total = (time.perf_counter() - start) * 1000.0
         outs = [env[o] for o in self.graph.outputs]
         result = Result(outs[0] if len(outs) == 1 else tuple(outs), total, segments,
-                        _predicted(dep.plan), fallback, note, bytes_up, dep.plan.mode)
+                        _predicted(dep.plan), fallback, note, bytes_up, dep.plan.mode,
+                        predicted_now)
+        if not fallback:
+            self.load.observe_request(dep.plan.predicted, segments, dep.stage_ids)
         if self.opts.adapt and not fallback and dep.route:
             self._maybe_replan(result)
         return result
 
     def _run_device(self, dep: _Deployment, env: dict[str, Any]) -> float:
         stage = dep.stages.get(dep.plan.tiers[0])
-        if stage is None:
-            return 0.0
+        if stage is None or all(self.graph.node(n).kind == "placeholder" for n in stage.nodes):
+            return 0.0  # nothing to compute: running (and dilating) an identity costs ~1.5 ms
         # a dilated device is emulated relative to the profiler's thread count and on this
         # thread's CPU clock, so it computes on exactly that many threads
         threads = PROFILE_THREADS if self.opts.device_dilation > 1 else torch.get_num_threads()
@@ -248,8 +263,9 @@ class CoInferenceClient:
         t1 = time.perf_counter()
         tiers = dep.plan.tiers
         try:
-            segments[f"{tiers[0]}-{tiers[1]}_uplink"] = self._send_uplink(nbytes)
+            segments[f"{tiers[0]}-{tiers[1]}_uplink"] = self._send_uplink(req)
             reply = self._call(req)
+            arrive(reply)
         except _Unreachable:
             self._finish_locally(dep, env)
             return True, "edge unreachable (stages not deployed); ran locally", nbytes
@@ -269,8 +285,10 @@ class CoInferenceClient:
             return True, f"edge reply lacked {', '.join(missing)}; ran locally", nbytes
         _fill_segments(segments, reply, dep.plan.tiers)
         first = reply.timings[0]
+        # what the edge did not spend busy was the link, both ways (forward_ms already holds
+        # the edge's own uplink and everything beyond it)
         link_ms = wall - (first.queue_ms + first.decode_ms + first.compute_ms + first.encode_ms
-                          + first.forward_ms + first.uplink_ms)
+                          + first.forward_ms)
         self.estimator.observe(nbytes + first.bytes_out,
                                max(1e-6, (link_ms - hop.link_rtt_ms) / 1000.0))
         return reply.fallback, reply.note, nbytes
@@ -290,16 +308,11 @@ class CoInferenceClient:
         self._upload(dep)
         return self._stub.Infer(req, timeout=self.opts.timeout_s)
 
-    def _send_uplink(self, nbytes: int) -> float:
+    def _send_uplink(self, req: pb.InferRequest) -> float:
         if self._uplink is None:
             return 0.0
-        if self.opts.shape_bandwidth:
-            return self._uplink.transmit(nbytes) * 1000.0
-        time.sleep(self._uplink_rtt_ms() / 2000.0)
-        return self._uplink_rtt_ms() / 2.0
-
-    def _uplink_rtt_ms(self) -> float:
-        return self.network[self.deployment.plan.hop_names()[0]][1]
+        return send_on(self._uplink if self.opts.shape_bandwidth else None,
+                       self._uplink.rtt_ms, req)
 
     def _finish_locally(self, dep: _Deployment, env: dict[str, Any]) -> None:
         with torch.inference_mode():
@@ -318,31 +331,49 @@ class CoInferenceClient:
     # ---- adaptation -----------------------------------------------------------------------
 
     def _maybe_replan(self, result: Result) -> None:
-        """Re-plan when the bandwidth estimate predicts a better placement (Edgent, dynamic)."""
+        """Re-plan when the bandwidth estimate or the tiers' load factors predict a better
+        placement (Edgent's dynamic mode; Neurosurgeon's load-aware partitioning)."""
         if self.profile is None or self.estimator.mbps is None:
             return
         current = self.deployment.plan
         hop = current.hop_names()[0]
-        if abs(self.estimator.mbps - current.links[hop].mbps) < 0.1 * current.links[hop].mbps:
+        believed = current.links[hop].mbps
+        load = self.load.scaled()
+        seen = self._checked_load
+        if (abs(self.estimator.mbps - believed) < 0.1 * believed
+                and all(abs(k - seen.get(t, 1.0)) < self.opts.load_change * seen.get(t, 1.0)
+                        for t, k in load.items())):
             return
+        self._checked_load = load
         prof = self.profile.with_link(hop, mbps=self.estimator.mbps)
-        candidate = plan(prof, current.objective)
-        cm = CostModel(prof)
-        now = cm.evaluate(cm.labels_of(current.placement)).value(current.objective)
-        new = cm.evaluate(cm.labels_of(candidate.placement)).value(current.objective)
-        switch = {"estimate_mbps": self.estimator.mbps, "old_mode": current.mode,
-                  "new_mode": candidate.mode, "predicted_old": now, "predicted_new": new,
-                  "switched": False}
+        loaded = prof.with_load(load)
+        candidate = plan(loaded, current.objective)
+        now, new = _cost(current, loaded), _cost(candidate, loaded)
+        switch = {"estimate_mbps": self.estimator.mbps, "load_factors": load,
+                  "old_mode": current.mode, "new_mode": candidate.mode,
+                  "predicted_old": now, "predicted_new": new, "switched": False}
+        # plans are priced without load: the factors are applied on top, per request
         if candidate.placement != current.placement and new < now * (1 - self.opts.min_gain):
-            self.deployment = self._prepare(candidate)
+            self.deployment = self._prepare(candidate.priced(prof))
             if self._example is not None:
                 self.deploy(self._example)
             switch["switched"] = True
-            log.info("re-planned at %.2f Mbit/s: %s -> %s, predicted %.1f -> %.1f",
-                     self.estimator.mbps, current.mode, candidate.mode, now, new)
-        else:  # keep the plan, but price it at the new bandwidth so we do not re-check forever
-            self.deployment.plan = current.model_copy(update={"links": prof.links})
+            log.info("re-planned at %.2f Mbit/s, load %s: %s -> %s, predicted %.1f -> %.1f",
+                     self.estimator.mbps, load, current.mode, candidate.mode, now, new)
+        else:  # keep the plan, priced at the new bandwidth so we do not re-check forever
+            self.deployment.plan = current.priced(prof)
         self.switches.append(switch)
+
+
+def _stage_id(model: str, stage: Stage) -> str:
+    """Names a stage by the nodes it runs, so its load offset survives a re-plan back to it."""
+    return f"{model}:{stage.key}:" + hashlib.sha1(",".join(stage.nodes).encode()).hexdigest()[:12]
+
+
+def _cost(p: Plan, prof: Profile) -> float:
+    """What `p`'s placement costs on `prof`, by `p`'s objective and with its cut codecs."""
+    cm = CostModel(prof, cuts=p.cuts)
+    return cm.evaluate(cm.labels_of(p.placement)).value(p.objective)
 
 
 def _fill_segments(segments: dict[str, float], reply: pb.InferReply, tiers: list[str]) -> None:

@@ -20,6 +20,7 @@ import torch
 
 from edgeweave.codec import CodecError
 from edgeweave.runtime import dilation, tensors
+from edgeweave.runtime.flight import arrive, same_clock, send_on, stamp
 from edgeweave.runtime.metrics import NodeMetrics
 from edgeweave.runtime.program import ProgramError, load_program
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
@@ -155,6 +156,7 @@ class NodeService(pb_grpc.NodeServicer):
     # ---- Infer ----------------------------------------------------------------------------
 
     def Infer(self, request: pb.InferRequest, context: grpc.ServicerContext) -> pb.InferReply:
+        self._arrive(request)
         start = time.perf_counter()
         try:
             with self.admission as queue_ms:
@@ -204,9 +206,15 @@ class NodeService(pb_grpc.NodeServicer):
         timing.encode_ms = (time.perf_counter() - t1) * 1000.0
         timing.bytes_out = tensors.payload_bytes(out)
         self.metrics.bytes.labels("out").inc(timing.bytes_out)
-        timing.downlink_ms = self._shape(hop, timing.bytes_out, "down")
-        return pb.InferReply(request_id=req.request_id, tensors=out, timings=[timing, *later],
-                             fallback=fallback, note=note)
+        reply = pb.InferReply(request_id=req.request_id, tensors=out, fallback=fallback,
+                              note=note)
+        if same_clock(req.clock) and hop.shape_bandwidth and hop.link_mbps > 0:
+            # the sender shares our clock: reply at once, stamped, as it sent to us
+            timing.downlink_ms = stamp(reply, self._link(hop, "down"), timing.bytes_out)
+        else:
+            timing.downlink_ms = self._shape(hop, timing.bytes_out, "down")
+        reply.timings.extend([timing, *later])  # copies: `timing` is complete only now
+        return reply
 
     def _run(self, digest: str, env: dict[str, torch.Tensor], context: grpc.ServicerContext
              ) -> float:
@@ -246,10 +254,11 @@ class NodeService(pb_grpc.NodeServicer):
         try:
             if self._next is None:
                 raise ConnectionError(f"{self.cfg.name} has no --next node")
-            timing.uplink_ms = self._shape(nxt, tensors.payload_bytes(onward.tensors), "up")
+            timing.uplink_ms = self._send(nxt, onward)
             remaining = context.time_remaining()
             timeout = self.cfg.forward_timeout_s if remaining is None else max(0.01, remaining)
             reply = self._next.Infer(onward, timeout=timeout)
+            arrive(reply)
         except (grpc.RpcError, ConnectionError) as e:
             code = e.code() if isinstance(e, grpc.RpcError) else grpc.StatusCode.UNAVAILABLE
             if code not in FALLBACK_CODES:
@@ -275,21 +284,39 @@ class NodeService(pb_grpc.NodeServicer):
             result = stage.module(*(env[n] for n in stage.inputs))
         env.update(zip(stage.outputs, result, strict=True))
 
-    def _shape(self, hop: pb.Hop, nbytes: int, direction: str) -> float:
-        """Emulate the hop's link for `nbytes`: serialisation (unless the kernel shapes it) plus
-        half the RTT (the kernel here has no netem). One bucket per link and direction (links
-        are full duplex), shared by concurrent requests as a real link is."""
-        if hop.link_mbps <= 0:
-            return 0.0
-        if not hop.shape_bandwidth:
-            time.sleep(hop.link_rtt_ms / 2000.0)
-            return hop.link_rtt_ms / 2.0
+    def _arrive(self, req: pb.InferRequest) -> None:
+        """Hold a request stamped by an emulated link until it has crossed it: on our clock,
+        until its instant; from a sender on another clock, for the link's time from now."""
+        if req.deliver_at_ns and req.route and not arrive(req):
+            self._shape(req.route[0], tensors.payload_bytes(req.tensors), "in")
+
+    def _link(self, hop: pb.Hop, direction: str) -> LinkShaper:
+        """One bucket per link and direction (links are full duplex), shared by concurrent
+        requests as a real link is."""
         key = (direction, hop.link_mbps, hop.link_rtt_ms)
         with self._links_lock:
             link = self._links.get(key)
             if link is None:
                 link = self._links[key] = LinkShaper(hop.link_mbps, hop.link_rtt_ms)
-        return link.transmit(nbytes) * 1000.0
+        return link
+
+    def _send(self, hop: pb.Hop, req: pb.InferRequest) -> float:
+        """Put `req` on the hop's link: stamped with its arrival instant when shaped here (the
+        receiver waits for it), or after half the RTT when the kernel shapes the bytes."""
+        if hop.link_mbps <= 0:
+            return 0.0
+        return send_on(self._link(hop, "up") if hop.shape_bandwidth else None,
+                       hop.link_rtt_ms, req)
+
+    def _shape(self, hop: pb.Hop, nbytes: int, direction: str) -> float:
+        """Emulate the hop's link for `nbytes` before sending: serialisation (unless the kernel
+        shapes it) plus half the RTT (the kernel here has no netem)."""
+        if hop.link_mbps <= 0:
+            return 0.0
+        if not hop.shape_bandwidth:
+            time.sleep(hop.link_rtt_ms / 2000.0)
+            return hop.link_rtt_ms / 2.0
+        return self._link(hop, direction).transmit(nbytes) * 1000.0
 
     # ---- Health / Stats -------------------------------------------------------------------
 

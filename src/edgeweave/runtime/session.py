@@ -64,6 +64,11 @@ class RunSummary:
     def median_ms(self) -> float:
         return statistics.median(r.total_ms for r in self.results)
 
+    @property
+    def median_predicted_now_ms(self) -> float:
+        """The runtime's own per-request predictions (load factors applied), median."""
+        return statistics.median(r.predicted_now_ms for r in self.results)
+
     def median_segments(self) -> dict[str, float]:
         keys = {k for r in self.results for k in r.segments}
         return {k: statistics.median(r.segments.get(k, 0.0) for r in self.results)
@@ -74,6 +79,7 @@ class RunSummary:
             "model": self.plan.model, "fleet": self.plan.fleet, "mode": self.plan.mode,
             "device_dilation": self.dilation, "requests": len(self.results),
             "median_ms": self.median_ms, "predicted_ms": self.plan.predicted["total_ms"],
+            "predicted_online_ms": self.median_predicted_now_ms,
             "median_segments": self.median_segments(),
             "fallbacks": sum(r.fallback for r in self.results),
             "switches": self.switches,

@@ -46,18 +46,22 @@ class Hop(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., needs: _Optional[_Iterable[str]] = ..., codec: _Optional[str] = ..., link_mbps: _Optional[float] = ..., link_rtt_ms: _Optional[float] = ..., shape_bandwidth: _Optional[bool] = ...) -> None: ...
 
 class InferRequest(_message.Message):
-    __slots__ = ("request_id", "tensors", "route", "want", "return_codec")
+    __slots__ = ("request_id", "tensors", "route", "want", "return_codec", "deliver_at_ns", "clock")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     WANT_FIELD_NUMBER: _ClassVar[int]
     RETURN_CODEC_FIELD_NUMBER: _ClassVar[int]
+    DELIVER_AT_NS_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     tensors: _containers.RepeatedCompositeFieldContainer[Tensor]
     route: _containers.RepeatedCompositeFieldContainer[Hop]
     want: _containers.RepeatedScalarFieldContainer[str]
     return_codec: str
-    def __init__(self, request_id: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., route: _Optional[_Iterable[_Union[Hop, _Mapping]]] = ..., want: _Optional[_Iterable[str]] = ..., return_codec: _Optional[str] = ...) -> None: ...
+    deliver_at_ns: int
+    clock: str
+    def __init__(self, request_id: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., route: _Optional[_Iterable[_Union[Hop, _Mapping]]] = ..., want: _Optional[_Iterable[str]] = ..., return_codec: _Optional[str] = ..., deliver_at_ns: _Optional[int] = ..., clock: _Optional[str] = ...) -> None: ...
 
 class Timing(_message.Message):
     __slots__ = ("node", "role", "queue_ms", "decode_ms", "compute_ms", "encode_ms", "forward_ms", "uplink_ms", "downlink_ms", "bytes_in", "bytes_out")
@@ -86,18 +90,22 @@ class Timing(_message.Message):
     def __init__(self, node: _Optional[str] = ..., role: _Optional[str] = ..., queue_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., compute_ms: _Optional[float] = ..., encode_ms: _Optional[float] = ..., forward_ms: _Optional[float] = ..., uplink_ms: _Optional[float] = ..., downlink_ms: _Optional[float] = ..., bytes_in: _Optional[int] = ..., bytes_out: _Optional[int] = ...) -> None: ...
 
 class InferReply(_message.Message):
-    __slots__ = ("request_id", "tensors", "timings", "fallback", "note")
+    __slots__ = ("request_id", "tensors", "timings", "fallback", "note", "deliver_at_ns", "clock")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_FIELD_NUMBER: _ClassVar[int]
     NOTE_FIELD_NUMBER: _ClassVar[int]
+    DELIVER_AT_NS_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     tensors: _containers.RepeatedCompositeFieldContainer[Tensor]
     timings: _containers.RepeatedCompositeFieldContainer[Timing]
     fallback: bool
     note: str
-    def __init__(self, request_id: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., timings: _Optional[_Iterable[_Union[Timing, _Mapping]]] = ..., fallback: _Optional[bool] = ..., note: _Optional[str] = ...) -> None: ...
+    deliver_at_ns: int
+    clock: str
+    def __init__(self, request_id: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., timings: _Optional[_Iterable[_Union[Timing, _Mapping]]] = ..., fallback: _Optional[bool] = ..., note: _Optional[str] = ..., deliver_at_ns: _Optional[int] = ..., clock: _Optional[str] = ...) -> None: ...
 
 class DeployRequest(_message.Message):
     __slots__ = ("digest", "program", "inputs", "outputs", "name", "hops_ahead")
