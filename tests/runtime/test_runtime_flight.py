@@ -7,7 +7,7 @@ import torch
 from runtime_helpers import TOKEN, three_tier_plan
 
 from edgeweave.errors import ProfileError
-from edgeweave.runtime.client import ClientOptions, CoInferenceClient
+from edgeweave.runtime.client import COLD_REQUESTS, ClientOptions, CoInferenceClient
 from edgeweave.runtime.flight import arrive, same_clock, stamp
 from edgeweave.runtime.load import LoadFactors
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
@@ -158,6 +158,10 @@ def test_client_predicts_with_load_and_moves_work_off_a_loaded_edge(resnet_graph
     first = client.infer(x)
     assert first.segments["device_compute"] == 0.0  # the device stage is only the input
     assert first.predicted_now_ms == pytest.approx(edge_only.predicted["total_ms"])
+    for _ in range(COLD_REQUESTS - 1):
+        client.infer(x)
+    assert not client.load.scaled()  # a fresh stage's first calls teach nothing about load
+    client.infer(x)
     assert "edge" in client.load.scaled()
     client.opts.adapt = True
     client.load.factors["edge"] = 1000.0  # the edge is suddenly swamped

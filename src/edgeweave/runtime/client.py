@@ -41,6 +41,11 @@ from edgeweave.security import ClientTLS, authed_channel
 log = logging.getLogger("edgeweave.runtime")
 
 
+#: A freshly deployed stage's first calls are slow (TorchScript specialises on them: 2-3x on
+#: alexnet here), which says nothing about the machines' load, so they are not learnt from.
+COLD_REQUESTS = 2
+
+
 class _Unreachable(Exception):
     """The edge could not take the stages; the request finishes on the device."""
 
@@ -82,6 +87,7 @@ class _Deployment:
     uploaded: bool = False
     device_module: Any = None  # the device stage as the same TorchScript program nodes run
     stage_ids: dict[str, str] = field(default_factory=dict)  # tier -> id of its stage (load)
+    served: int = 0  # requests answered under this deployment
 
 
 class CoInferenceClient:
@@ -215,7 +221,8 @@ class CoInferenceClient:
         result = Result(outs[0] if len(outs) == 1 else tuple(outs), total, segments,
                         _predicted(dep.plan), fallback, note, bytes_up, dep.plan.mode,
                         predicted_now)
-        if not fallback:
+        dep.served += 1
+        if not fallback and dep.served > COLD_REQUESTS:
             self.load.observe_request(dep.plan.predicted, segments, dep.stage_ids)
         if self.opts.adapt and not fallback and dep.route:
             self._maybe_replan(result)
