@@ -37,18 +37,23 @@ class SecAggFedAvg(Strategy):
         dropout: fraction of the selected clients that vanish after ShareKeys (simulation).
         k: neighbours per client (Bell et al. 2020); None: the complete graph.
         threshold_frac: t = floor(threshold_frac * (degree + 1)) + 1 shares rebuild a secret.
+        active: run the actively secure protocol (signed advertisements + ConsistencyCheck,
+            see :mod:`edgeweave.train.secagg.client`) in the simulation, so its cost shows in
+            the round's metrics; off: the honest-but-curious server's four rounds.
     """
 
     name = "secagg-fedavg"
 
     def __init__(self, fraction: float = 1.0, min_clients: int = 1, fit: FitConfig | None = None,
                  *, clip: float = 1.0, ring_bits: int = 32, dropout: float = 0.0,
-                 k: int | None = None, threshold_frac: float = 0.5, seed: int = 0) -> None:
+                 k: int | None = None, threshold_frac: float = 0.5, seed: int = 0,
+                 active: bool = False) -> None:
         super().__init__(fraction, min_clients, fit)
         if not 0 <= dropout < 1:
             raise TrainError(f"{self.name}: dropout must be in [0, 1), got {dropout}")
         self.clip, self.ring_bits, self.dropout = clip, ring_bits, dropout
         self.k, self.threshold_frac, self.seed = k, threshold_frac, seed
+        self.active = active
         self._metrics: dict[str, Any] = {}
 
     def aggregate(self, round_num: int, global_params: Params, updates: Updates) -> Params:
@@ -76,7 +81,7 @@ class SecAggFedAvg(Strategy):
         g = make_graph(ids, self.k, self.seed + round_num)
         degree = min(len(vs) for vs in g.values())
         params = SecAggParams(self.ring_bits, graphs.threshold(degree + 1, self.threshold_frac),
-                              vec.length, b"round %d" % round_num)
+                              vec.length, b"round %d" % round_num, active=self.active)
         rng = np.random.default_rng([self.seed, round_num])
         n_drop = round(self.dropout * len(ids))
         drop = {ids[int(i)] for i in rng.choice(len(ids), size=n_drop, replace=False)}
@@ -85,6 +90,7 @@ class SecAggFedAvg(Strategy):
         self._metrics = {
             "secagg_survivors": len(res.survivors), "secagg_dropped": len(res.dropped),
             "secagg_threshold": params.threshold, "secagg_degree": degree,
+            "secagg_active": self.active,
             "secagg_weight": weight, "secagg_train_loss": loss,
             "secagg_client_s": float(np.mean(list(res.client_s.values()))),
             "secagg_server_s": res.server_s,

@@ -1,4 +1,8 @@
-"""The four rounds' messages of secure aggregation (Bonawitz et al. 2017, fig. 4), as plain data.
+"""The rounds' messages of secure aggregation (Bonawitz et al. 2017, fig. 4), as plain data.
+
+With ``Params.active`` the advertisements carry an Ed25519 signature and a ConsistencyCheck
+round (:class:`ConsistencySig`, :class:`ConsistencyProof`) sits between MaskedInputCollection
+and Unmasking: the five rounds of the paper's actively secure version.
 
 The same dataclasses travel through the in-process simulation and, converted by
 :mod:`edgeweave.train.secagg.wire`, over gRPC; ``nbytes`` is what each one puts on the wire as
@@ -25,6 +29,9 @@ class Params:
     threshold: int
     length: int  # ring elements per input vector
     label: bytes  # binds keys, masks and ciphertexts to this round (no replay across rounds)
+    # signed advertisements + ConsistencyCheck: secure against a server that lies (substitutes
+    # keys, tells clients different survivor sets); off: honest-but-curious server only
+    active: bool = False
 
     def __post_init__(self) -> None:
         if self.ring_bits not in (32, 64) or self.threshold < 1 or self.length < 1:
@@ -38,15 +45,17 @@ class Params:
 
 @dataclass(frozen=True)
 class Advertise:
-    """Round 0, AdvertiseKeys: the two public keys (c: share encryption, s: mask agreement)."""
+    """Round 0, AdvertiseKeys: the two public keys (c: share encryption, s: mask agreement);
+    in active mode signed with the owner's long-term key (``sig``, empty otherwise)."""
 
     cid: int
     c_pk: bytes
     s_pk: bytes
+    sig: bytes = b""
 
     @property
     def nbytes(self) -> int:
-        return ID_BYTES + len(self.c_pk) + len(self.s_pk)
+        return ID_BYTES + len(self.c_pk) + len(self.s_pk) + len(self.sig)
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,32 @@ class MaskedInput:
     @property
     def nbytes(self) -> int:
         return ID_BYTES + self.y.nbytes
+
+
+@dataclass(frozen=True)
+class ConsistencySig:
+    """Active round 3, ConsistencyCheck (up): u's signature on the survivor set U3 the server
+    showed it. Down, the server sent U3 itself (``ID_BYTES`` per id)."""
+
+    cid: int
+    sig: bytes
+
+    @property
+    def nbytes(self) -> int:
+        return ID_BYTES + len(self.sig)
+
+
+@dataclass(frozen=True)
+class ConsistencyProof:
+    """Active round 4, Unmasking (down): the signatures on U3 of the clients U4 that answered
+    the ConsistencyCheck; a client releases shares only if all verify on ITS U3 and
+    |U4| >= t."""
+
+    sigs: dict[int, bytes]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(ID_BYTES + len(s) for s in self.sigs.values())
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,15 @@ well-formed is caught because each rebuilt secret is checked against its commitm
 b_u, or the advertised public key for s_u^SK); the server then searches for t shares that do
 agree and treats the holders of the others as dropped.
 
-Threat model: an honest-but-curious server (it follows the protocol but reads everything it
-holds) and clients that may drop or send garbage. Bonawitz et al.'s extra ConsistencyCheck
-round against a server that LIES about who dropped (to collect both shares of one client) is
-not implemented: the survivor list is trusted to be the same for every client.
+Threat model. Passive mode (``Params.active`` False): an honest-but-curious server (it
+follows the protocol but reads everything it holds) and clients that may drop or send garbage;
+a server that substituted relayed keys or told clients different survivor lists would learn
+individual inputs. Active mode adds Bonawitz et al.'s defences against such a lying server:
+signed advertisements (relayed unchanged here; the clients verify them against their PKI
+registry) and the ConsistencyCheck round (:meth:`SecAggServer.consistency`), where the server
+shows every client of U3 the whole U3, collects their signatures on it (U4) and forwards them;
+a client releases shares only when at least t of them verify on its own U3. The server itself
+cannot check the signatures' meaning and need not: it only relays and counts.
 """
 
 from __future__ import annotations
@@ -26,7 +31,15 @@ import numpy as np
 
 from edgeweave.train.secagg import keys, prg, shamir
 from edgeweave.train.secagg.client import mask_label, pair_sign
-from edgeweave.train.secagg.messages import Advertise, MaskedInput, Params, SharedKeys, Unmask
+from edgeweave.train.secagg.messages import (
+    Advertise,
+    ConsistencyProof,
+    ConsistencySig,
+    MaskedInput,
+    Params,
+    SharedKeys,
+    Unmask,
+)
 from edgeweave.train.secagg.shamir import CHUNKS, P
 from edgeweave.train.types import TrainError
 
@@ -47,6 +60,7 @@ class SecAggServer:
         self.inbox_from: dict[int, set[int]] = {}
         self.masked: dict[int, np.ndarray] = {}
         self.u2: set[int] = set()
+        self.u4: set[int] | None = None  # active: who signed U3 (None: no ConsistencyCheck yet)
 
     def drop(self, cid: int, why: str) -> None:
         """Treat ``cid`` as dropped from now on, for this reason (the first one is kept)."""
@@ -60,6 +74,10 @@ class SecAggServer:
                 self.drop(a.cid, "advertised keys but is not in this round")
             elif len(a.c_pk) != keys.KEY_BYTES or len(a.s_pk) != keys.KEY_BYTES:
                 self.drop(a.cid, f"public keys must be {keys.KEY_BYTES} bytes each")
+            elif len(a.sig) != (keys.SIG_BYTES if self.p.active else 0):
+                self.drop(a.cid, f"advertisement signature must be "
+                                 f"{keys.SIG_BYTES if self.p.active else 0} bytes "
+                                 f"(active={self.p.active}), got {len(a.sig)}")
             elif a.cid not in self.adverts:
                 self.adverts[a.cid] = a
         alive = set(self.adverts)
@@ -121,10 +139,32 @@ class SecAggServer:
         survived; the rest of its inbox dropped."""
         return sorted((self.inbox_from[u] | {u}) & set(self.u3))
 
+    # ---- active round 3 (ConsistencyCheck) -> 4
+    def consistency(self, sigs: list[ConsistencySig]) -> ConsistencyProof:
+        """U4: the clients of U3 that signed; the proof every one of them gets back (all of
+        U4's signatures: each client checks them on its own U3). Before this, every client of
+        U3 was sent U3 itself (:attr:`u3`)."""
+        if not self.p.active:
+            raise TrainError("secagg: the ConsistencyCheck round is part of active mode only")
+        got: dict[int, bytes] = {}
+        for m in sigs:
+            if m.cid not in self.masked or m.cid in got:
+                self.drop(m.cid, "sent a consistency signature outside U3 or twice")
+            elif len(m.sig) != keys.SIG_BYTES:
+                self.drop(m.cid, f"consistency signature must be {keys.SIG_BYTES} bytes")
+            else:
+                got[m.cid] = m.sig
+        self.u4 = set(got)
+        self._need(self.u4, "signed the survivor set")
+        return ConsistencyProof(dict(sorted(got.items())))
+
     # ---- round 3 -> result
     def finish(self, unmasks: list[Unmask]) -> np.ndarray:
         """sum_{u in U3} x_u in the ring, or TrainError when fewer than t shares of some
         secret arrived."""
+        if self.p.active and self.u4 is None:
+            raise TrainError("secagg: active mode unmasks only after the ConsistencyCheck "
+                             "round (SecAggServer.consistency)")
         alive, dropped = set(self.u3), self.u2 - set(self.u3)
         b_sh: dict[int, dict[int, np.ndarray]] = {u: {} for u in alive}
         s_sh: dict[int, dict[int, np.ndarray]] = {u: {} for u in dropped}
@@ -157,6 +197,8 @@ class SecAggServer:
     def _check_unmask(self, m: Unmask, alive: set[int], dropped: set[int]) -> str | None:
         if m.cid not in alive:
             return "sent unmasking shares but its masked input is not in the sum"
+        if self.p.active and (self.u4 is None or m.cid not in self.u4):
+            return "sent unmasking shares without having signed the survivor set"
         mine = self.inbox_from[m.cid]
         if set(m.b_shares) != (mine | {m.cid}) & alive or set(m.s_shares) != mine & dropped:
             return "sent unmasking shares for the wrong set of clients"

@@ -7,6 +7,11 @@ generation, sharing, encryption, masking, decryption), never the whole simulatio
 the server's time is measured separately. Both are CPU time of the running thread
 (``time.thread_time``): on a shared host wall time would charge other processes' work to the
 protocol.
+
+With ``Params.active`` the run plays the paper's five rounds: a fresh Ed25519 key per client and
+the registry of their verification keys stand in for the PKI (unless given), advertisements are
+signed and verified, and the ConsistencyCheck round precedes Unmasking; its bytes (signatures,
+the whole U3 sent down, the forwarded signatures) are counted like every other message's.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgeweave.train.secagg import graph as graphs
+from edgeweave.train.secagg import keys
 from edgeweave.train.secagg.client import SecAggClient
 from edgeweave.train.secagg.messages import Params
 from edgeweave.train.secagg.server import SecAggServer
@@ -56,14 +62,30 @@ def make_graph(ids: list[int], k: int | None, seed: int) -> dict[int, list[int]]
 
 def secure_sum(inputs: dict[int, np.ndarray], params: Params, graph: dict[int, list[int]],
                drop_before_masking: set[int] | frozenset[int] = frozenset(),
-               drop_before_unmasking: set[int] | frozenset[int] = frozenset()) -> SecAggResult:
-    """Run the four rounds over ``inputs`` (id -> ring vector). Clients in
-    ``drop_before_masking`` vanish after ShareKeys (their pairwise masks are already in the
-    others' inputs: the case recovery exists for); ``drop_before_unmasking`` after sending
-    their masked input (their input is still summed)."""
+               drop_before_unmasking: set[int] | frozenset[int] = frozenset(),
+               drop_before_signing: set[int] | frozenset[int] = frozenset(),
+               signing_keys: dict[int, keys.SigningKey] | None = None) -> SecAggResult:
+    """Run the four rounds (five with ``params.active``) over ``inputs`` (id -> ring vector).
+    Clients in ``drop_before_masking`` vanish after ShareKeys (their pairwise masks are
+    already in the others' inputs: the case recovery exists for); ``drop_before_unmasking``
+    after sending their masked input (their input is still summed; in active mode after
+    signing U3 too); ``drop_before_signing`` (active only) after the masked input but before
+    the ConsistencyCheck. ``signing_keys`` (active only): each client's long-term key; fresh
+    ones when None."""
     if set(graph) != set(inputs):
         raise TrainError("secagg: the graph must cover exactly the clients with inputs")
+    if drop_before_signing and not params.active:
+        raise TrainError("secagg: drop_before_signing needs active mode (there is no "
+                         "ConsistencyCheck round otherwise)")
     ids = sorted(inputs)
+    if params.active:
+        signing_keys = signing_keys or {u: keys.SigningKey() for u in ids}
+        missing = sorted(set(ids) - set(signing_keys))
+        if missing:
+            raise TrainError(f"secagg: no signing key for clients {missing[:5]}")
+        registry = {u: signing_keys[u].public for u in ids}
+    else:
+        signing_keys, registry = {}, None
     clock = {u: 0.0 for u in ids}
     up: dict[str, float] = {}
     down: dict[str, float] = {}
@@ -78,7 +100,8 @@ def secure_sum(inputs: dict[int, np.ndarray], params: Params, graph: dict[int, l
     t0 = time.thread_time()
     server = SecAggServer(params, graph)
     server_s += time.thread_time() - t0
-    clients = {u: timed(u, SecAggClient, u, inputs[u], params) for u in ids}
+    clients = {u: timed(u, SecAggClient, u, inputs[u], params, signing_keys.get(u), registry)
+               for u in ids}
     adverts = [timed(u, clients[u].advertise) for u in ids]
     up["advertise"] = sum(a.nbytes for a in adverts) / len(adverts)
 
@@ -100,11 +123,24 @@ def secure_sum(inputs: dict[int, np.ndarray], params: Params, graph: dict[int, l
     t0 = time.thread_time()
     survivors = server.collect(masked)
     server_s += time.thread_time() - t0
-    # each client learns only which of ITS share holders' peers survived: O(k), not O(n)
-    views = {u: server.survivors_for(u) for u in survivors}
-    down["survivors"] = sum(8 * len(v) for v in views.values()) / max(len(views), 1)
-    unmasks = [timed(u, clients[u].unmask, views[u]) for u in survivors
-               if u not in drop_before_unmasking]
+    if params.active:
+        # every client of U3 is shown (and signs) the whole U3: O(n) down, one signature up
+        down["survivors"] = 8.0 * len(survivors)
+        sigs = [timed(u, clients[u].consistency, survivors) for u in survivors
+                if u not in drop_before_signing]
+        up["consistency"] = sum(m.nbytes for m in sigs) / max(len(sigs), 1)
+        t0 = time.thread_time()
+        proof = server.consistency(sigs)
+        server_s += time.thread_time() - t0
+        down["consistency"] = float(proof.nbytes)
+        unmasks = [timed(u, clients[u].unmask, None, proof) for u in sorted(server.u4 or ())
+                   if u not in drop_before_unmasking]
+    else:
+        # each client learns only which of ITS share holders' peers survived: O(k), not O(n)
+        views = {u: server.survivors_for(u) for u in survivors}
+        down["survivors"] = sum(8 * len(v) for v in views.values()) / max(len(views), 1)
+        unmasks = [timed(u, clients[u].unmask, views[u]) for u in survivors
+                   if u not in drop_before_unmasking]
     up["unmask_shares"] = sum(m.nbytes for m in unmasks) / max(len(unmasks), 1)
 
     t0 = time.thread_time()

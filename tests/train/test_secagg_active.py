@@ -1,0 +1,217 @@
+"""Secure aggregation against a lying server (Bonawitz et al. 2017, fig. 4 with a PKI): signed
+advertisements and the ConsistencyCheck round. Honest runs give the passive sum exactly; a
+server that substitutes keys or shows clients different survivor sets is caught before any
+share is released."""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+
+from edgeweave.train.secagg import graph as graphs
+from edgeweave.train.secagg import keys
+from edgeweave.train.secagg.aggregate import SecAggFedAvg
+from edgeweave.train.secagg.client import SecAggClient
+from edgeweave.train.secagg.messages import Advertise, ConsistencyProof, Params
+from edgeweave.train.secagg.server import SecAggServer
+from edgeweave.train.secagg.simulate import make_graph, secure_sum
+from edgeweave.train.types import TrainError, Updates
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _inputs(n: int, length: int, seed: int = 0) -> dict[int, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {u: rng.integers(0, 2**32, length, dtype=np.uint64).astype(np.uint32)
+            for u in range(n)}
+
+
+def _ring_sum(xs) -> np.ndarray:
+    return np.sum(np.stack(list(xs)), axis=0, dtype=np.uint32)
+
+
+def _fleet(n: int, p: Params, seed: int = 0):
+    """Clients with long-term keys and the registry (the PKI), plus an honest server."""
+    sks = {u: keys.SigningKey() for u in range(n)}
+    registry = {u: sk.public for u, sk in sks.items()}
+    x = _inputs(n, p.length, seed)
+    clients = {u: SecAggClient(u, x[u], p, sks[u], registry) for u in range(n)}
+    return x, clients, SecAggServer(p, graphs.complete(list(range(n))))
+
+
+def _through_masking(n: int, p: Params):
+    x, clients, server = _fleet(n, p)
+    rosters = server.advertise([c.advertise() for c in clients.values()])
+    inbox = server.route([clients[u].share_keys(rosters[u]) for u in range(n)])
+    survivors = server.collect([clients[u].masked_input(inbox[u]) for u in range(n)])
+    return x, clients, server, survivors
+
+
+@pytest.mark.parametrize("k", [None, 4])
+def test_active_honest_run_sums_exactly_like_passive(k):
+    n, length = 10, 64
+    x = _inputs(n, length, seed=2)
+    g = make_graph(list(range(n)), k, seed=1)
+    t = graphs.threshold(min(len(v) for v in g.values()) + 1)
+    passive = secure_sum(x, Params(32, t, length, b"h"), g, drop_before_masking={3})
+    active = secure_sum(x, Params(32, t, length, b"h", active=True), g,
+                        drop_before_masking={3})
+    assert np.array_equal(active.total, passive.total)
+    assert np.array_equal(active.total, _ring_sum(x[u] for u in active.survivors))
+    assert active.survivors == passive.survivors and 3 not in active.survivors
+    # the new bytes are counted: a signature per advertisement, up and relayed down, and the
+    # ConsistencyCheck (U3 down, one signature up, U4's signatures down)
+    assert active.bytes_up["advertise"] == passive.bytes_up["advertise"] + keys.SIG_BYTES
+    assert active.bytes_down["rosters"] > passive.bytes_down["rosters"]
+    assert active.bytes_up["consistency"] == 8 + keys.SIG_BYTES
+    assert active.bytes_down["consistency"] == len(active.survivors) * (8 + keys.SIG_BYTES)
+    assert "consistency" not in passive.bytes_up
+    assert active.client_bytes_up > passive.client_bytes_up
+
+
+def test_strategy_with_active_gives_the_same_model():
+    w = OrderedDict(a=torch.zeros(4, 3), b=torch.ones(3))
+    g = torch.Generator().manual_seed(0)
+    params = [OrderedDict((k, v + 0.05 * torch.randn(v.shape, generator=g))
+                          for k, v in w.items()) for _ in range(8)]
+    upd = Updates.stack(list(range(8)), params, [10 + i for i in range(8)], [0.5] * 8)
+    a, b = SecAggFedAvg(dropout=0.25, seed=3), SecAggFedAvg(dropout=0.25, seed=3, active=True)
+    new_a, new_b = a.aggregate(1, w, upd), b.aggregate(1, w, upd)
+    for name in w:
+        assert torch.equal(new_a[name], new_b[name])
+    assert b.round_metrics()["secagg_active"] is True
+    assert (b.round_metrics()["secagg_bytes_up_per_client"]
+            > a.round_metrics()["secagg_bytes_up_per_client"])
+
+
+def test_substituted_key_in_the_advertisements_is_detected_by_the_victims_neighbours():
+    n, victim = 6, 2
+    p = Params(32, 4, 16, b"mitm", active=True)
+    _, clients, server = _fleet(n, p)
+    rosters = server.advertise([c.advertise() for c in clients.values()])
+    real = rosters[0][victim]
+    mallory, mallory_sk = keys.KeyPair(), keys.SigningKey()
+    forged = {  # the server's own c key: it could then read every share sent to the victim
+        "kept signature": Advertise(victim, mallory.public, real.s_pk, real.sig),
+        "re-signed by the server": Advertise(victim, mallory.public, real.s_pk, mallory_sk.sign(
+            keys.advert_message(p.label, victim, mallory.public, real.s_pk))),
+        "replayed from another round": _other_round_advert(victim, clients[victim]),
+    }
+    for how, fake in forged.items():
+        for u in range(n):
+            if u == victim:
+                continue
+            roster = dict(rosters[u])
+            roster[victim] = fake
+            with pytest.raises(TrainError, match=rf"client {u}: the advertisement of neighbour "
+                                                 rf"{victim} does not carry its valid signature"):
+                clients[u].share_keys(roster)
+            assert clients[u].roster == {}, how  # nothing was shared
+    # the honest roster still goes through
+    assert set(clients[0].share_keys(rosters[0]).ciphertexts) == set(range(1, n))
+
+
+def _other_round_advert(cid: int, client: SecAggClient) -> Advertise:
+    msg = keys.advert_message(b"an earlier round", cid, client.c.public, client.s.public)
+    return Advertise(cid, client.c.public, client.s.public, client.sk.sign(msg))
+
+
+def test_passive_mode_accepts_a_substituted_key():
+    """The threat the signatures close: without them the same substitution goes through."""
+    p = Params(32, 3, 16, b"p")
+    clients = {u: SecAggClient(u, np.zeros(16, np.uint32), p) for u in range(4)}
+    server = SecAggServer(p, graphs.complete(list(range(4))))
+    rosters = server.advertise([c.advertise() for c in clients.values()])
+    roster = dict(rosters[0])
+    roster[1] = Advertise(1, keys.KeyPair().public, roster[1].s_pk)
+    assert 1 in clients[0].share_keys(roster).ciphertexts
+
+
+def test_active_client_refuses_reused_keys_and_a_missing_pki():
+    p = Params(32, 3, 16, b"r", active=True)
+    _, clients, server = _fleet(4, p)
+    rosters = server.advertise([c.advertise() for c in clients.values()])
+    roster = dict(rosters[0])
+    roster[3] = rosters[0][1]
+    with pytest.raises(TrainError, match="advertisement of neighbour 3"):
+        clients[0].share_keys(roster)  # 1's signed advertisement presented as 3's
+    a1 = rosters[0][1]  # 3 itself signs 1's keys (a client colluding with the server)
+    roster[3] = Advertise(3, a1.c_pk, a1.s_pk, clients[3].sk.sign(
+        keys.advert_message(p.label, 3, a1.c_pk, a1.s_pk)))
+    with pytest.raises(TrainError, match="neighbour 3 advertised a public key already in use"):
+        clients[0].share_keys(roster)
+    with pytest.raises(TrainError, match="needs a signing key and the registry"):
+        SecAggClient(0, np.zeros(16, np.uint32), p)
+    with pytest.raises(TrainError, match="registry does not hold my own"):
+        SecAggClient(0, np.zeros(16, np.uint32), p, keys.SigningKey(), {0: bytes(32)})
+
+
+def test_two_survivor_sets_are_caught_before_any_share_is_released():
+    n = 7
+    p = Params(32, graphs.threshold(n), 16, b"split", active=True)  # t = 4 > n/2
+    _, clients, server, survivors = _through_masking(n, p)
+    assert survivors == list(range(n))
+    # the lying server: 4 and 5 are told 6 dropped (they would release s_6's shares), the
+    # others that 6 survived (they would release b_6's): together x_6 in the clear
+    u3_a, u3_b = survivors, [u for u in survivors if u != 6]
+    view = {u: (u3_b if u in (4, 5) else u3_a) for u in survivors}
+    sigs = [clients[u].consistency(view[u]) for u in survivors]
+    proof = server.consistency(sigs)  # relays them: it cannot tell
+    assert sorted(proof.sigs) == survivors
+    released = []
+    for u in survivors:
+        if view[u] is u3_a:
+            why = "the consistency signatures of clients [4, 5] do not verify on my survivor set"
+        else:  # 6 signed although 4 and 5 were told it dropped
+            why = "consistency signatures from clients [6] outside the survivor set I signed"
+        with pytest.raises(TrainError, match=re.escape(f"client {u}: {why}")):
+            released.append(clients[u].unmask(None, proof))
+        if view[u] is u3_b:  # the server hides 6's signature: the others' still fail
+            hidden = ConsistencyProof({v: s for v, s in proof.sigs.items() if v != 6})
+            with pytest.raises(TrainError, match=re.escape(
+                    "signatures of clients [0, 1, 2, 3] do not verify on my survivor set of 6")):
+                released.append(clients[u].unmask(None, hidden))
+    assert released == []
+    # forwarding each group only its own signatures: 4 and 5 hold 2 < t and still refuse
+    only_b = ConsistencyProof({v: proof.sigs[v] for v in (4, 5)})
+    for u in (4, 5):
+        with pytest.raises(TrainError, match="only 2 consistency signatures, fewer than t=4"):
+            clients[u].unmask(None, only_b)
+
+
+def test_too_few_consistency_signatures_refuse_to_unmask():
+    n = 8
+    p = Params(32, 5, 16, b"few", active=True)
+    _, clients, server, survivors = _through_masking(n, p)
+    sigs = [clients[u].consistency(survivors) for u in survivors]
+    few = ConsistencyProof({m.cid: m.sig for m in sigs[:4]})
+    with pytest.raises(TrainError, match="only 4 consistency signatures, fewer than t=5"):
+        clients[0].unmask(None, few)
+    # the honest server refuses to go on below t as well
+    with pytest.raises(TrainError, match="only 4 clients signed the survivor set"):
+        server.consistency(sigs[:4])
+    # and a client never unmasks without the check, nor signs twice
+    with pytest.raises(TrainError, match="not a survivor list"):
+        clients[1].unmask(survivors)
+    with pytest.raises(TrainError, match="second survivor set"):
+        clients[1].consistency(survivors)
+    with pytest.raises(TrainError, match="outside the survivor set I signed"):
+        clients[2].unmask(None, ConsistencyProof({**few.sigs, 99: bytes(64)}))
+
+
+def test_dropouts_around_the_consistency_round_still_recover_the_sum():
+    n = 10
+    x = _inputs(n, 32, seed=5)
+    p = Params(32, graphs.threshold(n), 32, b"d", active=True)  # t = 6
+    res = secure_sum(x, p, graphs.complete(list(range(n))), drop_before_masking={1},
+                     drop_before_signing={2}, drop_before_unmasking={3, 4})
+    assert res.survivors == [0, 2, 3, 4, 5, 6, 7, 8, 9]  # 2, 3, 4 sent masked inputs
+    assert np.array_equal(res.total, _ring_sum(x[u] for u in res.survivors))
+    assert res.dropped == [1]
+    with pytest.raises(TrainError, match="drop_before_signing needs active mode"):
+        secure_sum(x, Params(32, 6, 32, b"d"), graphs.complete(list(range(n))),
+                   drop_before_signing={2})
