@@ -41,6 +41,10 @@ def test_a_stamp_is_waited_for_only_on_the_same_clock():
     t0 = time.monotonic()
     assert arrive(msg)
     assert time.monotonic() - t0 >= 0.045
+    msg.deliver_at_ns = int((time.monotonic() + 3600) * 1e9)  # a stamp is the sender's word
+    t0 = time.monotonic()
+    assert arrive(msg, max_wait_s=0.05)
+    assert time.monotonic() - t0 < 1.0
     msg.clock = "another-host"
     assert not arrive(msg)  # nothing to wait for: its sender (or receiver) shapes it
     assert not same_clock("")

@@ -1,6 +1,7 @@
 """The node server under bad and hostile input: it answers with a clear status and keeps serving."""
 
 import threading
+import time
 import urllib.request
 
 import grpc
@@ -14,6 +15,7 @@ from edgeweave.runtime.node import ServeOptions, start_node
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
 from edgeweave.runtime.proto import edgeweave_pb2_grpc as pb_grpc
 from edgeweave.runtime.server import NodeConfig
+from edgeweave.runtime.shaper import CLOCK_ID
 from edgeweave.security import authed_channel
 
 
@@ -94,7 +96,28 @@ def _unknown_stage(req):
     req.route[0].stage = "f" * 64
 
 
+def _stamped_an_hour_ahead(req):
+    req.deliver_at_ns, req.clock = int((time.monotonic() + 3600) * 1e9), CLOCK_ID
+
+
+def _stamped_past_the_deadline(req):  # the call's deadline is 10 s
+    req.deliver_at_ns, req.clock = int((time.monotonic() + 30) * 1e9), CLOCK_ID
+
+
+def _crawling_link(req):  # from another clock, so the node would shape it itself: for days
+    req.route[0].link_mbps, req.route[0].shape_bandwidth = 1e-6, True
+    req.deliver_at_ns, req.clock = 1, "another-host"
+
+
+def _nan_link(req):
+    req.route[0].link_mbps = float("nan")
+
+
 @pytest.mark.parametrize(("mutate", "code", "words"), [
+    (_stamped_an_hour_ahead, grpc.StatusCode.INVALID_ARGUMENT, "arrival stamp"),
+    (_stamped_past_the_deadline, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline"),
+    (_crawling_link, grpc.StatusCode.INVALID_ARGUMENT, "link_mbps"),
+    (_nan_link, grpc.StatusCode.INVALID_ARGUMENT, "finite link_mbps"),
     (_truncate, grpc.StatusCode.INVALID_ARGUMENT, "payload"),
     (_wrong_shape, grpc.StatusCode.INVALID_ARGUMENT, "failed on the given tensors"),
     (_bad_dtype, grpc.StatusCode.INVALID_ARGUMENT, "complex128"),

@@ -272,7 +272,7 @@ class CoInferenceClient:
         try:
             segments[f"{tiers[0]}-{tiers[1]}_uplink"] = self._send_uplink(req)
             reply = self._call(req)
-            arrive(reply)
+            arrive(reply, max_wait_s=self.opts.timeout_s)
         except _Unreachable:
             self._finish_locally(dep, env)
             return True, "edge unreachable (stages not deployed); ran locally", nbytes

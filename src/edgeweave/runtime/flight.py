@@ -10,6 +10,7 @@ and emulates the link itself on receipt (the node server does; see `NodeService.
 
 from __future__ import annotations
 
+import math
 import time
 
 from edgeweave.runtime import tensors
@@ -43,11 +44,12 @@ def same_clock(clock: str) -> bool:
     return bool(clock) and clock == CLOCK_ID
 
 
-def arrive(msg: pb.InferRequest | pb.InferReply) -> bool:
-    """Wait until a message stamped on our clock has crossed its emulated link. False when
-    it carries no stamp we can use (unstamped, or from another clock): then its sender shaped
-    it, or the receiver must."""
+def arrive(msg: pb.InferRequest | pb.InferReply, max_wait_s: float = math.inf) -> bool:
+    """Wait until a message stamped on our clock has crossed its emulated link, but never
+    longer than `max_wait_s` (a stamp is the sender's word). False when it carries no stamp we
+    can use (unstamped, or from another clock): then its sender shaped it, or the receiver
+    must."""
     if not (msg.deliver_at_ns and same_clock(msg.clock)):
         return False
-    sleep_until(msg.deliver_at_ns / 1e9)
+    sleep_until(min(msg.deliver_at_ns / 1e9, time.monotonic() + max_wait_s))
     return True

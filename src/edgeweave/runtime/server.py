@@ -10,6 +10,7 @@ stages on the way) and marks the reply as a fallback.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -44,6 +45,9 @@ class NodeConfig:
     threads: int = 1
     forward_timeout_s: float = 30.0
     max_program_mb: float = 2048.0
+    # the longest one emulated link crossing may hold a request: a request names its own link
+    # rate and arrival stamp, and a bad one must not park a server thread for hours
+    max_link_s: float = 120.0
     channel_factory: object = None  # callable(target) -> grpc.Channel (auth, TLS)
 
 
@@ -156,7 +160,7 @@ class NodeService(pb_grpc.NodeServicer):
     # ---- Infer ----------------------------------------------------------------------------
 
     def Infer(self, request: pb.InferRequest, context: grpc.ServicerContext) -> pb.InferReply:
-        self._arrive(request)
+        self._arrive(request, context)
         start = time.perf_counter()
         try:
             with self.admission as queue_ms:
@@ -208,6 +212,7 @@ class NodeService(pb_grpc.NodeServicer):
         self.metrics.bytes.labels("out").inc(timing.bytes_out)
         reply = pb.InferReply(request_id=req.request_id, tensors=out, fallback=fallback,
                               note=note)
+        self._check_link(hop, timing.bytes_out, "the reply", context)
         if same_clock(req.clock) and hop.shape_bandwidth and hop.link_mbps > 0:
             # the sender shares our clock: reply at once, stamped, as it sent to us
             timing.downlink_ms = stamp(reply, self._link(hop, "down"), timing.bytes_out)
@@ -254,11 +259,12 @@ class NodeService(pb_grpc.NodeServicer):
         try:
             if self._next is None:
                 raise ConnectionError(f"{self.cfg.name} has no --next node")
+            self._check_link(nxt, tensors.payload_bytes(onward.tensors), "the forward", context)
             timing.uplink_ms = self._send(nxt, onward)
             remaining = context.time_remaining()
             timeout = self.cfg.forward_timeout_s if remaining is None else max(0.01, remaining)
             reply = self._next.Infer(onward, timeout=timeout)
-            arrive(reply)
+            arrive(reply, max_wait_s=self.cfg.max_link_s)
         except (grpc.RpcError, ConnectionError) as e:
             code = e.code() if isinstance(e, grpc.RpcError) else grpc.StatusCode.UNAVAILABLE
             if code not in FALLBACK_CODES:
@@ -284,11 +290,46 @@ class NodeService(pb_grpc.NodeServicer):
             result = stage.module(*(env[n] for n in stage.inputs))
         env.update(zip(stage.outputs, result, strict=True))
 
-    def _arrive(self, req: pb.InferRequest) -> None:
+    def _arrive(self, req: pb.InferRequest, context: grpc.ServicerContext) -> None:
         """Hold a request stamped by an emulated link until it has crossed it: on our clock,
         until its instant; from a sender on another clock, for the link's time from now."""
-        if req.deliver_at_ns and req.route and not arrive(req):
-            self._shape(req.route[0], tensors.payload_bytes(req.tensors), "in")
+        for hop in req.route:
+            mbps, rtt = hop.link_mbps, hop.link_rtt_ms
+            if not (math.isfinite(mbps) and mbps >= 0 and math.isfinite(rtt) and rtt >= 0):
+                self.metrics.rejected.labels("bad_link").inc()
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              f"route links need finite link_mbps >= 0 and link_rtt_ms >= 0, "
+                              f"got {mbps!r} Mbit/s, {rtt!r} ms")
+        if not (req.deliver_at_ns and req.route):
+            return
+        nbytes = tensors.payload_bytes(req.tensors)
+        if same_clock(req.clock):
+            self._bound(req.deliver_at_ns / 1e9 - time.monotonic(), "the request's arrival "
+                        "stamp", context)
+            arrive(req)
+        else:
+            self._check_link(req.route[0], nbytes, "the request", context)
+            self._shape(req.route[0], nbytes, "in")
+
+    def _check_link(self, hop: pb.Hop, nbytes: int, what: str,
+                    context: grpc.ServicerContext) -> None:
+        """Refuse a crossing of the request's own link that would hold it too long."""
+        if hop.link_mbps > 0:
+            serial = nbytes * 8 / (hop.link_mbps * 1e6) if hop.shape_bandwidth else 0.0
+            self._bound(serial + hop.link_rtt_ms / 2000.0, what, context)
+
+    def _bound(self, seconds: float, what: str, context: grpc.ServicerContext) -> None:
+        if seconds > self.cfg.max_link_s:
+            self.metrics.rejected.labels("bad_link").inc()
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"{what} would spend {seconds:.1f} s on the emulated link, more than "
+                          f"this node allows ({self.cfg.max_link_s:g} s): check the route's "
+                          f"link_mbps and link_rtt_ms, or the sender's clock")
+        remaining = context.time_remaining()
+        if remaining is not None and seconds > remaining:
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                          f"{what} would spend {seconds:.1f} s on the emulated link; the "
+                          f"request's deadline is {remaining:.1f} s away")
 
     def _link(self, hop: pb.Hop, direction: str) -> LinkShaper:
         """One bucket per link and direction (links are full duplex), shared by concurrent
