@@ -157,6 +157,8 @@ def serve(
     max_queue: int = typer.Option(16, min=0, help="Requests waiting; beyond: RESOURCE_EXHAUSTED."),
     max_message_mb: float = typer.Option(64.0, help="Largest message accepted (MiB)."),
     dilation: float = typer.Option(1.0, min=1.0, help="Stretch compute to emulate slower hw."),
+    max_link_s: float = typer.Option(120.0, min=0.0, help="Longest a request may spend on one "
+                                     "emulated link (its rate and stamp come from the sender)."),
 ) -> None:
     """Run an edge or cloud node server until SIGTERM/SIGINT."""
     from edgeweave.runtime.node import ServeOptions, serve_forever
@@ -167,7 +169,8 @@ def serve(
         raise EdgeWeaveError(f"--role: expected edge or cloud, got {role!r}")
     token = load_token(token_file) if token_file else None
     config = NodeConfig(role=role, name=name or role, next_target=next_target,
-                        max_concurrency=max_concurrency, max_queue=max_queue, dilation=dilation)
+                        max_concurrency=max_concurrency, max_queue=max_queue, dilation=dilation,
+                        max_link_s=max_link_s)
     serve_forever(config, ServeOptions(listen, token, cert_dir, metrics_port, max_message_mb))
 
 
