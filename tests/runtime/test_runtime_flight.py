@@ -37,10 +37,9 @@ def test_a_reservation_delays_later_blocking_senders():
 def test_a_stamp_is_waited_for_only_on_the_same_clock():
     msg = pb.InferReply()
     ms = stamp(msg, LinkShaper(MB_PER_S, rtt_ms=0, burst_bytes=1), 50_000)
-    assert msg.clock == CLOCK_ID and ms == pytest.approx(50, abs=5)
-    t0 = time.monotonic()
+    assert msg.clock == CLOCK_ID and 30 < ms <= 50
     assert arrive(msg)
-    assert time.monotonic() - t0 >= 0.045
+    assert time.monotonic() >= msg.deliver_at_ns / 1e9  # not a moment before its instant
     msg.deliver_at_ns = int((time.monotonic() + 3600) * 1e9)  # a stamp is the sender's word
     t0 = time.monotonic()
     assert arrive(msg, max_wait_s=0.05)
