@@ -6,20 +6,25 @@ share is released."""
 from __future__ import annotations
 
 import re
+import threading
 from collections import OrderedDict
 
 import numpy as np
 import pytest
 import torch
 
+from edgeweave.train import grpc_client
+from edgeweave.train.grpc_client import FLClient
 from edgeweave.train.secagg import graph as graphs
 from edgeweave.train.secagg import keys
 from edgeweave.train.secagg.aggregate import SecAggFedAvg
+from edgeweave.train.secagg.backend import SecAggGrpcBackend
 from edgeweave.train.secagg.client import SecAggClient
+from edgeweave.train.secagg.device import DeviceSecAgg
 from edgeweave.train.secagg.messages import Advertise, ConsistencyProof, Params
 from edgeweave.train.secagg.server import SecAggServer
 from edgeweave.train.secagg.simulate import make_graph, secure_sum
-from edgeweave.train.types import TrainError, Updates
+from edgeweave.train.types import FitConfig, TrainError, Updates
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -215,3 +220,74 @@ def test_dropouts_around_the_consistency_round_still_recover_the_sum():
     with pytest.raises(TrainError, match="drop_before_signing needs active mode"):
         secure_sum(x, Params(32, 6, 32, b"d"), graphs.complete(list(range(n))),
                    drop_before_signing={2})
+
+
+# ---------------------------------------------------------------- over the grpc backend
+
+
+class _Device(threading.Thread):
+    """An FLClient in a thread whose fit adds 0.01 * (cid + 1) to the global model."""
+
+    def __init__(self, address: str, token: str, cid: int) -> None:
+        super().__init__(daemon=True)
+
+        def fit(params, config, round_num):
+            return (OrderedDict((k, v + 0.01 * (cid + 1)) for k, v in params.items()),
+                    10 * (cid + 1), 0.1)
+
+        self.client = FLClient(address, token, cid, fit=fit, num_examples=10 * (cid + 1),
+                               give_up_s=10, retry_max_s=0.2)
+
+    def run(self) -> None:
+        self.client.run()
+
+
+def _grpc_round(n: int, active: bool):
+    token = "t" * 32
+    backend = SecAggGrpcBackend("127.0.0.1:0", token, min_clients=n, model_spec="logreg:3,2",
+                                round_timeout_s=20, wait_clients_s=20, heartbeat_s=0.5,
+                                active=active)
+    devices = [_Device(backend.address, token, c) for c in range(n)]
+    try:
+        for d in devices:
+            d.start()
+        backend.available_clients()
+        model = OrderedDict(w=torch.zeros(2, 3), b=torch.zeros(2))
+        return backend.fit(1, model, list(range(n)), FitConfig())
+    finally:
+        backend.close()
+        for d in devices:
+            d.client.stop()
+            d.join(10)
+
+
+def test_grpc_active_round_matches_passive(monkeypatch):
+    """The devices get their signing keys and the registry (the PKI) through DeviceSecAgg;
+    FLClient has no option for them yet, so the test injects them where it builds one."""
+    n = 4
+    sks = {c: keys.SigningKey() for c in range(n)}
+    registry = {c: sk.public for c, sk in sks.items()}
+    monkeypatch.setattr(grpc_client, "DeviceSecAgg", lambda cid, *a: DeviceSecAgg(
+        cid, *a, signing_key=sks[cid], registry=registry))
+    active = _grpc_round(n, True)
+    monkeypatch.undo()
+    passive = _grpc_round(n, False)
+    wts = [10 * (c + 1) for c in range(n)]
+    want = sum(w * 0.01 * (c + 1) for c, w in enumerate(wts)) / sum(wts)
+    for u in (active, passive):
+        assert u.metrics["failed"] == {} and u.metrics["secagg"]["survivors"] == n
+        assert torch.allclose(u.params["w"][0], torch.full((2, 3), want), atol=1e-3)
+    assert torch.equal(active.params["w"], passive.params["w"])
+    assert active.metrics["secagg"]["active"] is True
+    # signatures up (advertisement, consistency) and down (rosters, U3, U4's signatures)
+    extra_up = active.metrics["bytes_up"] - passive.metrics["bytes_up"]
+    assert extra_up >= n * 2 * keys.SIG_BYTES
+    assert (active.metrics["bytes_down"] - passive.metrics["bytes_down"]
+            >= n * (n - 1) * keys.SIG_BYTES + n * n * keys.SIG_BYTES)
+
+
+def test_grpc_active_round_without_the_pki_fails_by_name():
+    u = _grpc_round(3, True)
+    assert len(u) == 0
+    assert all("needs a signing key and the registry" in u.metrics["failed"][c]
+               for c in range(3))

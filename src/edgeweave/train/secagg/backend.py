@@ -18,6 +18,12 @@ row is an aggregate, not a device's upload.
 A device whose message is malformed, oversized, out of turn or reports an error gets a gRPC
 status naming the problem and is treated as dropped from that step on; the server keeps
 serving, and the sum is still recovered while at least t share holders remain.
+
+``active=True`` runs the paper's version against a server that may lie (signed advertisements,
+then a ConsistencyCheck step: every survivor gets all of U3 to sign, and the Unmasking step
+carries the collected signatures instead of a survivor list). The devices must then hold their
+long-term signing keys and the registry of everyone's verification keys (the PKI), given to
+:class:`~edgeweave.train.secagg.device.DeviceSecAgg`; the server needs neither.
 """
 
 from __future__ import annotations
@@ -34,8 +40,10 @@ import grpc
 from edgeweave.train.backends.grpc_backend import GrpcBackend, Reject
 from edgeweave.train.backends.sequential import empty_updates
 from edgeweave.train.secagg import graph as graphs
+from edgeweave.train.secagg import keys as sakeys
 from edgeweave.train.secagg import wire
 from edgeweave.train.secagg.aggregate import PRESUMMED
+from edgeweave.train.secagg.messages import ConsistencySig
 from edgeweave.train.secagg.messages import Params as SecAggParams
 from edgeweave.train.secagg.server import SecAggServer
 from edgeweave.train.secagg.simulate import make_graph
@@ -67,16 +75,19 @@ class SecAggGrpcBackend(GrpcBackend):
         k: neighbours per device (Bell et al. 2020); None: every device masks with every other.
         threshold_frac: t = floor(threshold_frac * (degree + 1)) + 1.
         step_timeout_s: how long each protocol step waits for answers (default round_timeout_s).
+        active: the actively secure protocol (see the module docstring); the devices need
+            their signing keys and the registry.
     """
 
     name = "grpc-secagg"
 
     def __init__(self, listen: str, token: str, min_clients: int = 2, *, clip: float = 1.0,
                  ring_bits: int = 32, k: int | None = None, threshold_frac: float = 0.5,
-                 step_timeout_s: float | None = None, seed: int = 0, **kwargs: Any) -> None:
+                 step_timeout_s: float | None = None, seed: int = 0, active: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(listen, token, min_clients, **kwargs)
         self.clip, self.ring_bits, self.k = clip, ring_bits, k
-        self.threshold_frac, self.seed = threshold_frac, seed
+        self.threshold_frac, self.seed, self.active = threshold_frac, seed, active
         self.step_timeout_s = step_timeout_s or self.round_timeout_s
         self._sa: _Round | None = None
         self._sa_lock = threading.Lock()  # one aggregation at a time
@@ -103,7 +114,8 @@ class SecAggGrpcBackend(GrpcBackend):
         g = make_graph(live, self.k, self.seed + round_num)
         t = graphs.threshold(min(len(v) for v in g.values()) + 1, self.threshold_frac)
         params = SecAggParams(self.ring_bits, t, vec.length,
-                              b"round %d " % round_num + secrets.token_bytes(8))
+                              b"round %d " % round_num + secrets.token_bytes(8),
+                              active=self.active)
         rnd = _Round(round_num, params, SecAggServer(params, g),
                      {c: secrets.token_hex(8) for c in live}, sess)
         msgs = params_to_msgs(global_params)
@@ -134,6 +146,7 @@ class SecAggGrpcBackend(GrpcBackend):
         updates.metrics[PRESUMMED] = {
             "survivors": len(survivors), "dropped": len(rnd.server.u2) - len(survivors),
             "threshold": t, "degree": min(len(v) for v in g.values()), "weight": weight,
+            "active": self.active,
             "server_s": server_s, "round_s": time.perf_counter() - t0,
             "bytes_up_per_client": rnd.bytes_up / len(live),
             "bytes_down_per_client": rnd.bytes_down / len(live),
@@ -158,8 +171,19 @@ class SecAggGrpcBackend(GrpcBackend):
         t0 = time.perf_counter()
         survivors = srv.collect(list(masked.values()))
         timed += time.perf_counter() - t0
-        unmask = self._step(rnd, "unmask", {u: _task(rnd, u, fl_pb2.SecAggStep(
-            survivors=fl_pb2.Survivors(client_ids=srv.survivors_for(u)))) for u in survivors})
+        if rnd.params.active:  # ConsistencyCheck: all of U3 to sign, then U4's signatures
+            u3 = fl_pb2.Survivors(client_ids=survivors)
+            sigs = self._step(rnd, "consistency", {u: _task(rnd, u, fl_pb2.SecAggStep(
+                consistency=u3)) for u in survivors})
+            t0 = time.perf_counter()
+            proof = wire.proof_to_msg(srv.consistency(list(sigs.values())))
+            timed += time.perf_counter() - t0
+            unmask = self._step(rnd, "unmask", {u: _task(rnd, u, fl_pb2.SecAggStep(
+                proof=proof)) for u in sorted(srv.u4 or ())})
+        else:
+            unmask = self._step(rnd, "unmask", {u: _task(rnd, u, fl_pb2.SecAggStep(
+                survivors=fl_pb2.Survivors(client_ids=srv.survivors_for(u))))
+                for u in survivors})
         t0 = time.perf_counter()
         total = srv.finish(list(unmask.values()))
         return timed + time.perf_counter() - t0, total
@@ -233,11 +257,16 @@ class SecAggGrpcBackend(GrpcBackend):
         try:
             if kind == "keys":
                 a = wire.keys_from_msg(req.keys)
-                return type(a)(cid, a.c_pk, a.s_pk)
+                return type(a)(cid, a.c_pk, a.s_pk, a.sig)
             if kind == "shared":
                 return wire.shared_from_msg(cid, req.shared, peers)
             if kind == "masked":
                 return wire.masked_from_msg(cid, req.masked, rnd.params)
+            if kind == "consistency":
+                if len(req.consistency) != sakeys.SIG_BYTES:
+                    raise TrainError(f"consistency signature must be {sakeys.SIG_BYTES} bytes, "
+                                     f"got {len(req.consistency)}")
+                return ConsistencySig(cid, bytes(req.consistency))
             return wire.unmask_from_msg(cid, req.unmask, peers + 1)  # + its own b-share
         except TrainError as e:
             raise Reject(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: {e}") from None

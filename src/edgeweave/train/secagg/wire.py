@@ -10,7 +10,14 @@ from __future__ import annotations
 import numpy as np
 
 from edgeweave.train.secagg import keys
-from edgeweave.train.secagg.messages import Advertise, MaskedInput, Params, SharedKeys, Unmask
+from edgeweave.train.secagg.messages import (
+    Advertise,
+    ConsistencyProof,
+    MaskedInput,
+    Params,
+    SharedKeys,
+    Unmask,
+)
 from edgeweave.train.secagg.shamir import CHUNKS
 from edgeweave.train.secagg.vector import UpdateVector
 from edgeweave.train.types import TrainError
@@ -22,18 +29,40 @@ MAX_CIPHERTEXT = 1024
 def setup_to_msg(p: Params, vec: UpdateVector) -> fl_pb2.SecAggSetup:
     return fl_pb2.SecAggSetup(ring_bits=p.ring_bits, threshold=p.threshold,
                               frac_bits=vec.delta.frac_bits, loss_frac_bits=vec.loss.frac_bits,
-                              clip=vec.delta.clip, max_weight=vec.max_weight, label=p.label)
+                              clip=vec.delta.clip, max_weight=vec.max_weight, label=p.label,
+                              active=p.active)
 
 
 def keys_to_msg(a: Advertise) -> fl_pb2.PublicKeys:
-    return fl_pb2.PublicKeys(client_id=a.cid, c_pk=a.c_pk, s_pk=a.s_pk)
+    return fl_pb2.PublicKeys(client_id=a.cid, c_pk=a.c_pk, s_pk=a.s_pk, sig=a.sig)
 
 
 def keys_from_msg(m: fl_pb2.PublicKeys) -> Advertise:
     if len(m.c_pk) != keys.KEY_BYTES or len(m.s_pk) != keys.KEY_BYTES:
         raise TrainError(f"secagg: public keys of client {m.client_id} must be "
                          f"{keys.KEY_BYTES} bytes each, got {len(m.c_pk)} and {len(m.s_pk)}")
-    return Advertise(int(m.client_id), bytes(m.c_pk), bytes(m.s_pk))
+    if len(m.sig) not in (0, keys.SIG_BYTES):
+        raise TrainError(f"secagg: the advertisement signature of client {m.client_id} must be "
+                         f"{keys.SIG_BYTES} bytes (or absent), got {len(m.sig)}")
+    return Advertise(int(m.client_id), bytes(m.c_pk), bytes(m.s_pk), bytes(m.sig))
+
+
+def proof_to_msg(p: ConsistencyProof) -> fl_pb2.ConsistencyProof:
+    return fl_pb2.ConsistencyProof(sigs=[fl_pb2.Signature(client_id=v, sig=s)
+                                         for v, s in sorted(p.sigs.items())])
+
+
+def proof_from_msg(m: fl_pb2.ConsistencyProof, max_signers: int) -> ConsistencyProof:
+    if len(m.sigs) > max_signers:
+        raise TrainError(f"secagg: {len(m.sigs)} consistency signatures, more than the "
+                         f"{max_signers} survivors")
+    sigs: dict[int, bytes] = {}
+    for e in m.sigs:
+        if e.client_id in sigs or len(e.sig) != keys.SIG_BYTES:
+            raise TrainError(f"secagg: a duplicate or malformed consistency signature of client "
+                             f"{e.client_id} (need {keys.SIG_BYTES} bytes)")
+        sigs[int(e.client_id)] = bytes(e.sig)
+    return ConsistencyProof(sigs)
 
 
 def shared_to_msg(s: SharedKeys) -> fl_pb2.SharedKeys:

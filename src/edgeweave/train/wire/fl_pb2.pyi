@@ -124,7 +124,7 @@ class UpdateReply(_message.Message):
     def __init__(self, accepted: _Optional[bool] = ...) -> None: ...
 
 class SecAggSetup(_message.Message):
-    __slots__ = ("ring_bits", "threshold", "frac_bits", "loss_frac_bits", "clip", "max_weight", "label")
+    __slots__ = ("ring_bits", "threshold", "frac_bits", "loss_frac_bits", "clip", "max_weight", "label", "active")
     RING_BITS_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     FRAC_BITS_FIELD_NUMBER: _ClassVar[int]
@@ -132,6 +132,7 @@ class SecAggSetup(_message.Message):
     CLIP_FIELD_NUMBER: _ClassVar[int]
     MAX_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
     ring_bits: int
     threshold: int
     frac_bits: int
@@ -139,17 +140,20 @@ class SecAggSetup(_message.Message):
     clip: float
     max_weight: int
     label: bytes
-    def __init__(self, ring_bits: _Optional[int] = ..., threshold: _Optional[int] = ..., frac_bits: _Optional[int] = ..., loss_frac_bits: _Optional[int] = ..., clip: _Optional[float] = ..., max_weight: _Optional[int] = ..., label: _Optional[bytes] = ...) -> None: ...
+    active: bool
+    def __init__(self, ring_bits: _Optional[int] = ..., threshold: _Optional[int] = ..., frac_bits: _Optional[int] = ..., loss_frac_bits: _Optional[int] = ..., clip: _Optional[float] = ..., max_weight: _Optional[int] = ..., label: _Optional[bytes] = ..., active: _Optional[bool] = ...) -> None: ...
 
 class PublicKeys(_message.Message):
-    __slots__ = ("client_id", "c_pk", "s_pk")
+    __slots__ = ("client_id", "c_pk", "s_pk", "sig")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     C_PK_FIELD_NUMBER: _ClassVar[int]
     S_PK_FIELD_NUMBER: _ClassVar[int]
+    SIG_FIELD_NUMBER: _ClassVar[int]
     client_id: int
     c_pk: bytes
     s_pk: bytes
-    def __init__(self, client_id: _Optional[int] = ..., c_pk: _Optional[bytes] = ..., s_pk: _Optional[bytes] = ...) -> None: ...
+    sig: bytes
+    def __init__(self, client_id: _Optional[int] = ..., c_pk: _Optional[bytes] = ..., s_pk: _Optional[bytes] = ..., sig: _Optional[bytes] = ...) -> None: ...
 
 class EncryptedShare(_message.Message):
     __slots__ = ("client_id", "ciphertext")
@@ -168,14 +172,18 @@ class FieldShare(_message.Message):
     def __init__(self, client_id: _Optional[int] = ..., values: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SecAggStep(_message.Message):
-    __slots__ = ("roster", "inbox", "survivors")
+    __slots__ = ("roster", "inbox", "survivors", "consistency", "proof")
     ROSTER_FIELD_NUMBER: _ClassVar[int]
     INBOX_FIELD_NUMBER: _ClassVar[int]
     SURVIVORS_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
     roster: Roster
     inbox: Inbox
     survivors: Survivors
-    def __init__(self, roster: _Optional[_Union[Roster, _Mapping]] = ..., inbox: _Optional[_Union[Inbox, _Mapping]] = ..., survivors: _Optional[_Union[Survivors, _Mapping]] = ...) -> None: ...
+    consistency: Survivors
+    proof: ConsistencyProof
+    def __init__(self, roster: _Optional[_Union[Roster, _Mapping]] = ..., inbox: _Optional[_Union[Inbox, _Mapping]] = ..., survivors: _Optional[_Union[Survivors, _Mapping]] = ..., consistency: _Optional[_Union[Survivors, _Mapping]] = ..., proof: _Optional[_Union[ConsistencyProof, _Mapping]] = ...) -> None: ...
 
 class Roster(_message.Message):
     __slots__ = ("keys",)
@@ -195,6 +203,20 @@ class Survivors(_message.Message):
     client_ids: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, client_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
+class Signature(_message.Message):
+    __slots__ = ("client_id", "sig")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SIG_FIELD_NUMBER: _ClassVar[int]
+    client_id: int
+    sig: bytes
+    def __init__(self, client_id: _Optional[int] = ..., sig: _Optional[bytes] = ...) -> None: ...
+
+class ConsistencyProof(_message.Message):
+    __slots__ = ("sigs",)
+    SIGS_FIELD_NUMBER: _ClassVar[int]
+    sigs: _containers.RepeatedCompositeFieldContainer[Signature]
+    def __init__(self, sigs: _Optional[_Iterable[_Union[Signature, _Mapping]]] = ...) -> None: ...
+
 class SharedKeys(_message.Message):
     __slots__ = ("b_commit", "shares")
     B_COMMIT_FIELD_NUMBER: _ClassVar[int]
@@ -212,7 +234,7 @@ class UnmaskShares(_message.Message):
     def __init__(self, b_shares: _Optional[_Iterable[_Union[FieldShare, _Mapping]]] = ..., s_shares: _Optional[_Iterable[_Union[FieldShare, _Mapping]]] = ...) -> None: ...
 
 class SecAggMessage(_message.Message):
-    __slots__ = ("session", "task_id", "round", "keys", "shared", "masked", "unmask", "error")
+    __slots__ = ("session", "task_id", "round", "keys", "shared", "masked", "unmask", "consistency", "error")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
@@ -220,6 +242,7 @@ class SecAggMessage(_message.Message):
     SHARED_FIELD_NUMBER: _ClassVar[int]
     MASKED_FIELD_NUMBER: _ClassVar[int]
     UNMASK_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     session: str
     task_id: str
@@ -228,5 +251,6 @@ class SecAggMessage(_message.Message):
     shared: SharedKeys
     masked: bytes
     unmask: UnmaskShares
+    consistency: bytes
     error: str
-    def __init__(self, session: _Optional[str] = ..., task_id: _Optional[str] = ..., round: _Optional[int] = ..., keys: _Optional[_Union[PublicKeys, _Mapping]] = ..., shared: _Optional[_Union[SharedKeys, _Mapping]] = ..., masked: _Optional[bytes] = ..., unmask: _Optional[_Union[UnmaskShares, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+    def __init__(self, session: _Optional[str] = ..., task_id: _Optional[str] = ..., round: _Optional[int] = ..., keys: _Optional[_Union[PublicKeys, _Mapping]] = ..., shared: _Optional[_Union[SharedKeys, _Mapping]] = ..., masked: _Optional[bytes] = ..., unmask: _Optional[_Union[UnmaskShares, _Mapping]] = ..., consistency: _Optional[bytes] = ..., error: _Optional[str] = ...) -> None: ...
