@@ -23,7 +23,11 @@ FedAvg baselines alike, so other processes on a shared machine do not inflate th
 complete graph at 1,000 clients takes a few minutes (two million key agreements):
 ``--max-full`` caps the sizes that run it.
 
-    .venv/bin/python benchmarks/secagg.py [--quick] [--max-full 1000] [--json out.json]
+3. ``--active`` (instead of 1 and 2): the same overhead runs once in the honest-but-curious
+   mode and once in active mode (signed advertisements + ConsistencyCheck, against a server
+   that may lie), and what active mode adds per client in bytes and compute time.
+
+    .venv/bin/python benchmarks/secagg.py [--quick] [--max-full 1000] [--active] [--json out.json]
 """
 
 from __future__ import annotations
@@ -58,10 +62,11 @@ CLIP = 1.0
 
 
 def _protocol(ids: list[int], inputs: dict[int, np.ndarray], length: int, k: int | None,
-              dropout: float, seed: int):
+              dropout: float, seed: int, active: bool = False):
     g = make_graph(ids, k, seed)
     degree = min(len(v) for v in g.values())
-    p = SecAggParams(RING_BITS, graphs.threshold(degree + 1), length, b"bench %d" % seed)
+    p = SecAggParams(RING_BITS, graphs.threshold(degree + 1), length, b"bench %d" % seed,
+                     active=active)
     rng = np.random.default_rng(seed)
     drop = {ids[int(i)] for i in rng.choice(len(ids), size=round(dropout * len(ids)),
                                             replace=False)}
@@ -128,16 +133,73 @@ def plain_costs(n: int, params: int, seed: int) -> tuple[float, float]:
     return train_s, time.thread_time() - t0
 
 
-def overhead(n: int, k: int | None, dropout: float, seed: int) -> dict:
+def _random_inputs(n: int, seed: int) -> tuple[UpdateVector, dict[int, np.ndarray]]:
     w = params_of(build_model(MODEL))
     vec = UpdateVector.for_model(w, 14 * n, CLIP, RING_BITS)
     rng = np.random.default_rng(seed)
-    ids = list(range(n))
     inputs = {}
-    for i in ids:
+    for i in range(n):
         d = OrderedDict((name, torch.from_numpy(rng.normal(0, 0.01, v.shape))) for name, v
                         in w.items())
         inputs[i] = vec.encode(d, 14, 0.5)
+    return vec, inputs
+
+
+def active_overhead(n: int, k: int | None, dropout: float, seed: int) -> dict:
+    """One run per mode on the same inputs, graph and dropouts."""
+    vec, inputs = _random_inputs(n, seed)
+    ids = list(range(n))
+    out: dict = {"clients": n, "params": vec.length - 2}
+    for mode in ("passive", "active"):
+        res, p, degree = _protocol(ids, inputs, vec.length, k, dropout, seed,
+                                   active=mode == "active")
+        plain = np.sum(np.stack([inputs[u] for u in res.survivors]), axis=0, dtype=np.uint32)
+        cs = np.array(list(res.client_s.values()))
+        out.update({"graph": "complete" if degree == n - 1 else f"k={degree}",
+                    "threshold": p.threshold, f"{mode}_exact": bool(np.array_equal(res.total,
+                                                                                   plain)),
+                    f"{mode}_up_B": res.client_bytes_up, f"{mode}_down_B": res.client_bytes_down,
+                    f"{mode}_bytes_up_by_msg": res.bytes_up,
+                    f"{mode}_bytes_down_by_msg": res.bytes_down,
+                    f"{mode}_client_s_mean": float(cs.mean()), f"{mode}_server_s": res.server_s})
+    for d in ("up", "down"):
+        out[f"extra_{d}_B"] = out[f"active_{d}_B"] - out[f"passive_{d}_B"]
+        out[f"extra_{d}_pct"] = 100 * out[f"extra_{d}_B"] / out[f"passive_{d}_B"]
+    out["extra_client_s_pct"] = 100 * (out["active_client_s_mean"]
+                                       / out["passive_client_s_mean"] - 1)
+    return out
+
+
+def active_main(args, sizes: list[int]) -> None:
+    rows = []
+    for n in sizes:
+        for k in (None, graphs.default_k(n, args.dropout)):
+            if (k is None and n > args.max_full) or (k is not None and k >= n - 1):
+                continue
+            rows.append(active_overhead(n, k, args.dropout, args.seed))
+            print(f"active vs passive at {n} clients, {rows[-1]['graph']} done", file=sys.stderr)
+    t = Table(title=f"Active (signed keys + ConsistencyCheck) vs passive secure aggregation, per "
+                    f"client ({MODEL}, {rows[0]['params']} params, {args.dropout:.0%} dropout)")
+    for col in ("clients", "graph", "t", "exact p/a", "up B passive", "up B active", "up +%",
+                "down B passive", "down B active", "down +%", "client s p/a", "client s +%"):
+        t.add_column(col, justify="right")
+    for r in rows:
+        t.add_row(str(r["clients"]), r["graph"], str(r["threshold"]),
+                  f"{r['passive_exact']}/{r['active_exact']}", f"{r['passive_up_B']:,.0f}",
+                  f"{r['active_up_B']:,.0f}", f"{r['extra_up_pct']:.1f}",
+                  f"{r['passive_down_B']:,.0f}", f"{r['active_down_B']:,.0f}",
+                  f"{r['extra_down_pct']:.1f}",
+                  f"{r['passive_client_s_mean']:.4f} / {r['active_client_s_mean']:.4f}",
+                  f"{r['extra_client_s_pct']:.0f}")
+    doc = {"benchmark": "secagg-active", "model": MODEL, "ring_bits": RING_BITS, "clip": CLIP,
+           "seed": args.seed, "quick": args.quick, "dropout": args.dropout,
+           "max_full": args.max_full, "threads": torch.get_num_threads(), "rows": rows}
+    emit(Console(width=230), [t], doc, args.json)
+
+
+def overhead(n: int, k: int | None, dropout: float, seed: int) -> dict:
+    vec, inputs = _random_inputs(n, seed)
+    ids = list(range(n))
     t0 = time.perf_counter()
     res, p, degree = _protocol(ids, inputs, vec.length, k, dropout, seed)
     wall = time.perf_counter() - t0
@@ -169,9 +231,14 @@ def main() -> None:
     ap.add_argument("--dropout", type=float, default=0.1, help="dropout of the overhead table")
     ap.add_argument("--max-full", type=int, default=1000,
                     help="largest client count run on the complete graph")
+    ap.add_argument("--active", action="store_true",
+                    help="only compare active mode (signed keys + ConsistencyCheck) to passive")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     sizes = [10, 30] if args.quick else [10, 100, 1000]
+    if args.active:
+        active_main(args, sizes)
+        return
     rates = [0.0, 0.1, 0.3]
     corr_cfg = [(30, None), (60, graphs.default_k(60, 0.3))] if args.quick else [
         (100, None), (1000, graphs.default_k(1000, 0.3))]
