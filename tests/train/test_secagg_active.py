@@ -13,14 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from edgeweave.train import grpc_client
 from edgeweave.train.grpc_client import FLClient
 from edgeweave.train.secagg import graph as graphs
 from edgeweave.train.secagg import keys
 from edgeweave.train.secagg.aggregate import SecAggFedAvg
 from edgeweave.train.secagg.backend import SecAggGrpcBackend
 from edgeweave.train.secagg.client import SecAggClient
-from edgeweave.train.secagg.device import DeviceSecAgg
 from edgeweave.train.secagg.messages import Advertise, ConsistencyProof, Params
 from edgeweave.train.secagg.server import SecAggServer
 from edgeweave.train.secagg.simulate import make_graph, secure_sum
@@ -228,7 +226,7 @@ def test_dropouts_around_the_consistency_round_still_recover_the_sum():
 class _Device(threading.Thread):
     """An FLClient in a thread whose fit adds 0.01 * (cid + 1) to the global model."""
 
-    def __init__(self, address: str, token: str, cid: int) -> None:
+    def __init__(self, address: str, token: str, cid: int, pki=(None, None)) -> None:
         super().__init__(daemon=True)
 
         def fit(params, config, round_num):
@@ -236,18 +234,20 @@ class _Device(threading.Thread):
                     10 * (cid + 1), 0.1)
 
         self.client = FLClient(address, token, cid, fit=fit, num_examples=10 * (cid + 1),
-                               give_up_s=10, retry_max_s=0.2)
+                               give_up_s=10, retry_max_s=0.2, secagg_key=pki[0],
+                               secagg_registry=pki[1])
 
     def run(self) -> None:
         self.client.run()
 
 
-def _grpc_round(n: int, active: bool):
+def _grpc_round(n: int, active: bool, pki=None, rounds=None):
     token = "t" * 32
     backend = SecAggGrpcBackend("127.0.0.1:0", token, min_clients=n, model_spec="logreg:3,2",
                                 round_timeout_s=20, wait_clients_s=20, heartbeat_s=0.5,
                                 active=active)
-    devices = [_Device(backend.address, token, c) for c in range(n)]
+    devices = [_Device(backend.address, token, c, pki(c) if pki else (None, None))
+               for c in range(n)]
     try:
         for d in devices:
             d.start()
@@ -259,18 +259,18 @@ def _grpc_round(n: int, active: bool):
         for d in devices:
             d.client.stop()
             d.join(10)
+        if rounds is not None:
+            rounds.extend(d.client.stats.rounds for d in devices)
 
 
-def test_grpc_active_round_matches_passive(monkeypatch):
-    """The devices get their signing keys and the registry (the PKI) through DeviceSecAgg;
-    FLClient has no option for them yet, so the test injects them where it builds one."""
+def test_grpc_active_round_matches_passive():
+    """The devices get their signing keys and the registry (the PKI) as FLClient options."""
     n = 4
     sks = {c: keys.SigningKey() for c in range(n)}
     registry = {c: sk.public for c, sk in sks.items()}
-    monkeypatch.setattr(grpc_client, "DeviceSecAgg", lambda cid, *a: DeviceSecAgg(
-        cid, *a, signing_key=sks[cid], registry=registry))
-    active = _grpc_round(n, True)
-    monkeypatch.undo()
+    rounds: list[int] = []
+    active = _grpc_round(n, True, pki=lambda c: (sks[c], registry), rounds=rounds)
+    assert rounds == [1] * n  # the proof step ends a device's round, as survivors does
     passive = _grpc_round(n, False)
     wts = [10 * (c + 1) for c in range(n)]
     want = sum(w * 0.01 * (c + 1) for c, w in enumerate(wts)) / sum(wts)

@@ -143,6 +143,8 @@ def test_dp_fedavg_target_epsilon_is_spent_exactly_by_the_last_round():
 def test_secure_aggregation_and_attacks_run_from_the_config():
     recs = train.run({**SMALL, "secure_aggregation": {"k": 4, "dropout": 0.2}})
     assert recs[-1].extra["secagg_dropped"] == 2 and recs[-1].clients == 10
+    active = train.run({**SMALL, "secure_aggregation": {"active": True}})
+    assert active[-1].extra["secagg_active"] is True and active[-1].clients == 10
     from edgeweave.train.byzantine import ByzantineBackend
     from edgeweave.train.experiment import build_backend, build_task
 

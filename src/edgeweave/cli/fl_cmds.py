@@ -104,7 +104,7 @@ def fl_server(console: Console, *, config: Path | None, listen: str, token_file:
         grpc_backend: GrpcBackend = SecAggGrpcBackend(
             listen, token, want, round_timeout_s=round_timeout, clip=sa.clip,
             ring_bits=sa.ring_bits, k=sa.k, threshold_frac=sa.threshold_frac, seed=cfg.seed,
-            **kw)
+            active=sa.active, **kw)
     else:
         grpc_backend = GrpcBackend(listen, token, want, round_timeout, **kw)
     backend = grpc_backend

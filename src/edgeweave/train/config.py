@@ -112,6 +112,8 @@ class SecureAggregationConfig(_Strict):
     k: int | None = Field(None, ge=1)
     threshold_frac: float = Field(0.5, gt=0, lt=1)
     dropout: float = Field(0.0, ge=0, lt=1)
+    # against a server that may lie: signed keys + the ConsistencyCheck round (needs t > n/2)
+    active: bool = False
 
 
 class AttackConfig(_Strict):
@@ -220,7 +222,8 @@ def build_strategy(cfg: ExperimentConfig):
 
         strategy = SecAggFedAvg(cfg.strategy.fraction, cfg.strategy.min_clients, fit,
                                 clip=sa.clip, ring_bits=sa.ring_bits, dropout=sa.dropout,
-                                k=sa.k, threshold_frac=sa.threshold_frac, seed=cfg.seed)
+                                k=sa.k, threshold_frac=sa.threshold_frac, seed=cfg.seed,
+                                active=sa.active)
     else:
         strategy = get_strategy(cfg.strategy.name, fraction=cfg.strategy.fraction,
                                 min_clients=cfg.strategy.min_clients, fit=fit,

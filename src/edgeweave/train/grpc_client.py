@@ -23,6 +23,7 @@ import torch
 from edgeweave.train.client import TorchClient
 from edgeweave.train.data.files import load_npz
 from edgeweave.train.secagg.device import DeviceSecAgg
+from edgeweave.train.secagg.keys import SigningKey
 from edgeweave.train.types import FitConfig, Params, TrainError
 from edgeweave.train.wire import fl_pb2, fl_pb2_grpc
 from edgeweave.train.wire.auth import auth_metadata, client_tls
@@ -82,7 +83,9 @@ class FLClient:
                  fit: FitFn | None = None, num_examples: int | None = None, device: str = "",
                  retry_s: float = 0.2, retry_max_s: float = 5.0,
                  give_up_s: float | None = None, tls_ca: str | Path | None = None,
-                 tls_server_name: str | None = None) -> None:
+                 tls_server_name: str | None = None,
+                 secagg_key: SigningKey | None = None,
+                 secagg_registry: dict[int, bytes] | None = None) -> None:
         if data is None and (fit is None or num_examples is None):
             raise TrainError("FL client: give data, or both fit and num_examples")
         self.server, self.client_id, self.data = server, client_id, data
@@ -98,6 +101,8 @@ class FLClient:
         self._stop = threading.Event()
         self._call: grpc.Future | None = None
         self._secagg: tuple[str, DeviceSecAgg] | None = None  # (task id, protocol state)
+        # active secure aggregation: this device's Ed25519 key and every device's public key
+        self._secagg_pki = (secagg_key, secagg_registry)
 
     def stop(self) -> None:
         self._stop.set()
@@ -207,7 +212,8 @@ class FLClient:
             params = params_from_msgs(task.params, context=f"round {task.round} global model")
             config = config_from_msg(task.config)
             new, n, loss = self._fit_for(task.model_spec)(params, config, task.round)
-            state = DeviceSecAgg(self.client_id, task.secagg_setup, params, new, n, loss)
+            state = DeviceSecAgg(self.client_id, task.secagg_setup, params, new, n, loss,
+                                 *self._secagg_pki)
             state.advertise(msg)
             self._secagg = (task.task_id, state)
         except Exception as e:
@@ -217,7 +223,7 @@ class FLClient:
     def _secagg_step(self, stub: fl_pb2_grpc.FederatedLearningStub,
                      reg: fl_pb2.RegisterReply, task: fl_pb2.Task) -> None:
         msg = fl_pb2.SecAggMessage(session=reg.session, task_id=task.task_id, round=task.round)
-        last = task.secagg.WhichOneof("step") == "survivors"
+        last = task.secagg.WhichOneof("step") in DeviceSecAgg.LAST_STEPS
         try:
             if self._secagg is None or self._secagg[0] != task.task_id:
                 raise TrainError(f"secure-aggregation step for task {task.task_id!r}, which "
