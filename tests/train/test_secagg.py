@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from rich.console import Console
+from secagg_helpers import ring_inputs, ring_sum
 
 from edgeweave.train.backends.grpc_backend import GrpcBackend
 from edgeweave.train.backends.sequential import SequentialBackend
@@ -85,16 +86,6 @@ def test_fixed_point_round_trip_and_headroom():
         frac_bits_for(2**40, 1.0, 32)
 
 
-def _inputs(n: int, length: int, seed: int = 0) -> dict[int, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {u: rng.integers(0, 2**32, length, dtype=np.uint64).astype(np.uint32)
-            for u in range(n)}
-
-
-def _ring_sum(xs) -> np.ndarray:
-    return np.sum(np.stack(list(xs)), axis=0, dtype=np.uint32)
-
-
 def test_masks_cancel_exactly_and_the_masked_input_hides_the_input():
     n, length = 8, 500
     x = {u: np.zeros(length, np.uint32) for u in range(n)}  # all-zero inputs: y IS the mask
@@ -112,7 +103,7 @@ def test_masks_cancel_exactly_and_the_masked_input_hides_the_input():
     assert abs(y3.astype(np.float64).mean() / 2**32 - 0.5) < 0.05
     survivors = server.collect(list(masked.values()))
     total = server.finish([clients[u].unmask(survivors) for u in survivors])
-    assert np.array_equal(total, _ring_sum(x.values()))
+    assert np.array_equal(total, ring_sum(x.values()))
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.1, 0.3])
@@ -135,20 +126,20 @@ def test_dropout_recovery_is_exact_after_dequantisation(rate):
 
 def test_k_regular_graph_recovers_dropouts_with_fewer_shares():
     n = 60
-    x = _inputs(n, 100, seed=1)
+    x = ring_inputs(n, 100, seed=1)
     g = make_graph(list(range(n)), 16, seed=3)
     assert all(len(v) == 16 for v in g.values())
     p = Params(32, graphs.threshold(17), 100, b"k")
     drop = {1, 5, 9, 20, 33, 41}
     res = secure_sum(x, p, g, drop_before_masking=drop, drop_before_unmasking={2})
-    assert np.array_equal(res.total, _ring_sum(x[u] for u in res.survivors))
+    assert np.array_equal(res.total, ring_sum(x[u] for u in res.survivors))
     assert 2 in res.survivors  # sent its masked input: summed even though it left after
     assert res.bytes_up["shares"] < 17 * 200
 
 
 def test_fewer_than_t_survivors_abort_with_a_clear_error():
     n = 10
-    x = _inputs(n, 50)
+    x = ring_inputs(n, 50)
     p = Params(32, 6, 50, b"a")
     with pytest.raises(TrainError, match="only 5 clients sent masked inputs, fewer than the 6"):
         secure_sum(x, p, graphs.complete(list(range(n))), drop_before_masking={0, 1, 2, 3, 4})
@@ -160,7 +151,7 @@ def test_fewer_than_t_survivors_abort_with_a_clear_error():
 
 def test_a_client_sending_bad_shares_is_treated_as_dropped():
     n = 9
-    x = _inputs(n, 64)
+    x = ring_inputs(n, 64)
     p = Params(32, 4, 64, b"b")
     g = graphs.complete(list(range(n)))
     server = SecAggServer(p, g)
@@ -178,7 +169,7 @@ def test_a_client_sending_bad_shares_is_treated_as_dropped():
                        unmasks[1].s_shares)
     unmasks[1] = malformed
     total = server.finish(unmasks)
-    assert np.array_equal(total, _ring_sum(x[u] for u in survivors))
+    assert np.array_equal(total, ring_sum(x[u] for u in survivors))
     assert "malformed share" in server.failed[1]
     assert "wrong share" in server.failed[0]
 

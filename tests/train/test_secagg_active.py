@@ -12,6 +12,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 import torch
+from secagg_helpers import ring_inputs, ring_sum
 
 from edgeweave.train.grpc_client import FLClient
 from edgeweave.train.secagg import graph as graphs
@@ -27,21 +28,11 @@ from edgeweave.train.types import FitConfig, TrainError, Updates
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _inputs(n: int, length: int, seed: int = 0) -> dict[int, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {u: rng.integers(0, 2**32, length, dtype=np.uint64).astype(np.uint32)
-            for u in range(n)}
-
-
-def _ring_sum(xs) -> np.ndarray:
-    return np.sum(np.stack(list(xs)), axis=0, dtype=np.uint32)
-
-
 def _fleet(n: int, p: Params, seed: int = 0):
     """Clients with long-term keys and the registry (the PKI), plus an honest server."""
     sks = {u: keys.SigningKey() for u in range(n)}
     registry = {u: sk.public for u, sk in sks.items()}
-    x = _inputs(n, p.length, seed)
+    x = ring_inputs(n, p.length, seed)
     clients = {u: SecAggClient(u, x[u], p, sks[u], registry) for u in range(n)}
     return x, clients, SecAggServer(p, graphs.complete(list(range(n))))
 
@@ -57,14 +48,14 @@ def _through_masking(n: int, p: Params):
 @pytest.mark.parametrize("k", [None, 4])
 def test_active_honest_run_sums_exactly_like_passive(k):
     n, length = 10, 64
-    x = _inputs(n, length, seed=2)
+    x = ring_inputs(n, length, seed=2)
     g = make_graph(list(range(n)), k, seed=1)
     t = graphs.threshold(min(len(v) for v in g.values()) + 1)
     passive = secure_sum(x, Params(32, t, length, b"h"), g, drop_before_masking={3})
     active = secure_sum(x, Params(32, t, length, b"h", active=True), g,
                         drop_before_masking={3})
     assert np.array_equal(active.total, passive.total)
-    assert np.array_equal(active.total, _ring_sum(x[u] for u in active.survivors))
+    assert np.array_equal(active.total, ring_sum(x[u] for u in active.survivors))
     assert active.survivors == passive.survivors and 3 not in active.survivors
     # the new bytes are counted: a signature per advertisement, up and relayed down, and the
     # ConsistencyCheck (U3 down, one signature up, U4's signatures down)
@@ -208,12 +199,12 @@ def test_too_few_consistency_signatures_refuse_to_unmask():
 
 def test_dropouts_around_the_consistency_round_still_recover_the_sum():
     n = 10
-    x = _inputs(n, 32, seed=5)
+    x = ring_inputs(n, 32, seed=5)
     p = Params(32, graphs.threshold(n), 32, b"d", active=True)  # t = 6
     res = secure_sum(x, p, graphs.complete(list(range(n))), drop_before_masking={1},
                      drop_before_signing={2}, drop_before_unmasking={3, 4})
     assert res.survivors == [0, 2, 3, 4, 5, 6, 7, 8, 9]  # 2, 3, 4 sent masked inputs
-    assert np.array_equal(res.total, _ring_sum(x[u] for u in res.survivors))
+    assert np.array_equal(res.total, ring_sum(x[u] for u in res.survivors))
     assert res.dropped == [1]
     with pytest.raises(TrainError, match="drop_before_signing needs active mode"):
         secure_sum(x, Params(32, 6, 32, b"d"), graphs.complete(list(range(n))),
