@@ -52,6 +52,17 @@ def _same_params(a, b) -> bool:
     return a.keys() == b.keys() and all(torch.allclose(a[k], b[k]) for k in a)
 
 
+def _stopped_at_2_and_resumed_vs_straight_to_4(server, out):
+    """`server(rounds, out_dir)` run to round 2, then resumed to 4 from its checkpoint; and a
+    fresh run straight to 4 without one. Both servers after running."""
+    server(2, out).run()
+    resumed = server(4, out)
+    resumed.run()
+    reference = server(4, None)
+    reference.run()
+    return resumed, reference
+
+
 @pytest.mark.slow
 def test_sigkill_then_restart_resumes_exactly(tmp_path):
     out = tmp_path / "run"
@@ -134,11 +145,7 @@ def test_stateful_strategies_resume_identically(tmp_path, strategy_fn):
         return Server(task, strategy_fn(), SequentialBackend(task, compute_s_per_epoch=speeds),
                       ServerConfig(rounds=rounds, out_dir=out))
 
-    server(2, tmp_path).run()
-    resumed = server(4, tmp_path)
-    resumed.run()
-    reference = server(4, None)
-    reference.run()
+    resumed, reference = _stopped_at_2_and_resumed_vs_straight_to_4(server, tmp_path)
     assert _same_params(resumed.params, reference.params)
     assert resumed.version == reference.version
 
@@ -153,11 +160,7 @@ def test_stateful_codecs_resume_identically(tmp_path, up, down):
         return Server(task, FedAvg(fraction=0.5), SequentialBackend(task),
                       ServerConfig(rounds=rounds, out_dir=out, up_codec=up, down_codec=down))
 
-    server(2, tmp_path).run()
-    resumed = server(4, tmp_path)
-    resumed.run()
-    reference = server(4, None)
-    reference.run()
+    resumed, reference = _stopped_at_2_and_resumed_vs_straight_to_4(server, tmp_path)
     assert _same_params(resumed.params, reference.params)
     with pytest.raises(TrainError, match="different experiment"):
         server(4, tmp_path, up="topk:0.05").run()

@@ -96,11 +96,8 @@ class PeerNode(peer_pb2_grpc.PeerServicer):
         self.steps = self.pushes = self.merged = 0
         self.wire_sent = self.payload_sent = 0
         self.done = False
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4),
-                                  interceptors=[TokenAuthInterceptor(token)])
-        peer_pb2_grpc.add_PeerServicer_to_server(self, self.server)
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
-        self.server.start()
+        self.server, self.port = serve_loopback(self, token,
+                                                peer_pb2_grpc.add_PeerServicer_to_server)
 
     # -- RPCs ---------------------------------------------------------------------------------
     def Push(self, request: peer_pb2.PushRequest, context: grpc.ServicerContext
@@ -255,6 +252,18 @@ def run_peers(cfg: PeerRunConfig, token: str | None = None) -> PeerRunResult:
         stop.set()
         reap(procs)
     return _result(cfg, replies, wall)
+
+
+def serve_loopback(servicer: Any, token: str, add: Any, workers: int = 4
+                   ) -> tuple[grpc.Server, int]:
+    """Start `servicer` (registered by its generated `add_*_to_server`) on a loopback port the
+    OS picks, every call checked against the run's token; returns the server and its port."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
+                         interceptors=[TokenAuthInterceptor(token)])
+    add(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, port
 
 
 def exchange_addresses(ports: Any, addrs: Any, procs: list, deadline: float) -> list[str]:

@@ -34,7 +34,6 @@ import multiprocessing as mp
 import threading
 import time
 from collections import OrderedDict
-from concurrent import futures
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -42,7 +41,7 @@ import grpc
 import numpy as np
 import torch
 
-from edgeweave.security import TokenAuthInterceptor, generate_token
+from edgeweave.security import generate_token
 from edgeweave.train.decentral.peer import (
     PeerRunConfig,
     build_task,
@@ -51,6 +50,7 @@ from edgeweave.train.decentral.peer import (
     pull_node,
     reap,
     run_peers,
+    serve_loopback,
 )
 from edgeweave.train.decentral.stack import NodeStack
 from edgeweave.train.types import TrainError
@@ -131,11 +131,8 @@ class RingWorker(peer_pb2_grpc.PeerServicer):
         self.steps = self.sent = self.received = 0
         self.wire_sent = self.wire_received = self.payload_sent = 0
         self.done = False
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4),
-                                  interceptors=[TokenAuthInterceptor(token)])
-        peer_pb2_grpc.add_PeerServicer_to_server(self, self.server)
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
-        self.server.start()
+        self.server, self.port = serve_loopback(self, token,
+                                                peer_pb2_grpc.add_PeerServicer_to_server)
 
     def Chunk(self, request: peer_pb2.ChunkRequest, context: grpc.ServicerContext
               ) -> peer_pb2.ChunkReply:
@@ -297,11 +294,8 @@ class ParamServerNode(peer_pb2_grpc.ParamServerServicer):
         self.gaps: list[int] = []
         self.waits = 0
         self.wire_sent = self.wire_received = self.payload_sent = 0
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=cfg.n + 4),
-                                  interceptors=[TokenAuthInterceptor(token)])
-        peer_pb2_grpc.add_ParamServerServicer_to_server(self, self.server)
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
-        self.server.start()
+        self.server, self.port = serve_loopback(
+            self, token, peer_pb2_grpc.add_ParamServerServicer_to_server, workers=cfg.n + 4)
 
     def _worker(self, w: int, context: grpc.ServicerContext) -> None:
         if not 0 <= w < self.n:
