@@ -27,6 +27,8 @@ def test_serve_rejects_a_bad_role_and_a_short_token(tmp_path):
     tok.write_text("short")
     res = run("serve", "--role", "edge", "--token-file", str(tok))
     assert res.returncode == 2 and "tok" in res.stderr
+    res = run("serve", "--role", "edge", "--max-link-s", "-1")
+    assert res.returncode == 2 and "--max-link-s" in res.stderr
 
 
 def test_certs_writes_a_ca_and_node_certificates(tmp_path):

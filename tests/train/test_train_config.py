@@ -126,6 +126,7 @@ SMALL = {"model": "mlp:64,16,10", "data": {"clients": 10}, "rounds": 2}
     ({"privacy": {"dp_fedavg": {"noise_multiplier": 1, "target_epsilon": 2}}},
      "exactly one of noise_multiplier"),
     ({"secure_aggregation": {}, "strategy": {"name": "krum"}}, "secure_aggregation"),
+    ({"secure_aggregation": {"active": "maybe"}}, "secure_aggregation.active"),
     ({"attack": {"kind": "bribe"}}, "attack.kind"),
 ])
 def test_issue6_sections_are_checked_before_training(doc, field):
