@@ -174,3 +174,14 @@ def test_a_federated_run_that_has_not_finished_a_round_shows_its_config(data):
     assert sec.kind == "federated run" and dict(sec.numbers)["rounds"] == "0"
     html = "".join(sec.html_blocks())
     assert "No round recorded yet" in html and "dp_fedavg" in html
+
+
+def test_names_from_a_results_file_are_shown_as_text_not_markup(data, tmp_path):
+    path = data / "run_lab_resnet18.json"
+    doc = json.loads(path.read_text())
+    doc["model"] = "<img src=x onerror=alert(1)>"
+    doc["median_segments"]["</script><script>alert(2)</script>"] = 1.0
+    path.write_text(json.dumps(doc))
+    page = write_report([path], tmp_path / "r.html").read_text()
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page and "<img src=x" not in page
+    assert "<script>alert(2)" not in page

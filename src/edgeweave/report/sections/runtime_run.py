@@ -156,7 +156,7 @@ def _requests(sec: Section, doc: dict[str, Any]) -> None:
     notes = doc.get("fallback_notes") or []
     if doc.get("fallbacks"):
         sec.add_note(f"{doc['fallbacks']} request(s) fell back to running on the device"
-                     + (": " + "; ".join(map(str, notes)) if notes else "."))
+                     + (": " + ", ".join(f"“{n}”" for n in notes) if notes else "."))
 
 
 def _adaptation(sec: Section, doc: dict[str, Any], switches: list[dict[str, Any]]) -> None:
