@@ -8,8 +8,11 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.errors import MarkupError
 from rich.table import Table
+from rich.text import Text
 
+from edgeweave import formats
 from edgeweave.graph import capture_spec
 from edgeweave.profile import Profile, load_profile, profile_graph
 from edgeweave.topology import DEFAULT_FLEET, load_fleet
@@ -48,9 +51,32 @@ def profile_zoo(models: list[str], out_dir: Path, repeats: int, reuse: bool
     return result
 
 
+def table_json(table: Table) -> dict:
+    """A printed table as plain data (title, columns, rows of cell text), so the JSON carries
+    the very tables the run printed and `edgeweave report` can show them."""
+    columns = list(table.columns)
+    cells = [[_plain(c) for c in col.cells] for col in columns]
+    return {"title": _plain(table.title or ""), "columns": [_plain(c.header) for c in columns],
+            "rows": [list(row) for row in zip(*cells, strict=True)]}
+
+
+def _plain(cell: object) -> str:
+    """A cell as the console showed it: markup applied, styles dropped."""
+    if not isinstance(cell, str):
+        return cell.plain if isinstance(cell, Text) else str(cell)
+    try:
+        return Text.from_markup(cell).plain
+    except MarkupError:
+        return cell
+
+
 def emit(console: Console, tables: list[Table], doc: dict, json_path: Path | None) -> None:
+    """Print the tables and the JSON; the JSON names its benchmark (the script, unless the
+    doc says), its format version and the printed tables."""
     for t in tables:
         console.print(t)
+    doc = {formats.FIELD: formats.BENCHMARK, "benchmark": Path(sys.argv[0]).stem, **doc,
+           "tables": [table_json(t) for t in tables]}
     text = json.dumps(doc, indent=1, default=float)
     print(text)
     if json_path:

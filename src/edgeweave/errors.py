@@ -26,3 +26,13 @@ class ProfileError(EdgeWeaveError):
 
 class PlanError(EdgeWeaveError):
     """No plan satisfies the request (objective, SLO, memory limit) or the request is malformed."""
+
+
+class ReportError(EdgeWeaveError):
+    """A results file given to `edgeweave report` cannot be read (missing, corrupt, unknown, or
+    from a newer EdgeWeave); the report still shows what could be read. `path` is the file at
+    fault, when one is."""
+
+    def __init__(self, message: str, path: object = None):
+        super().__init__(message)
+        self.path = path

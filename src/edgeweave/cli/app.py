@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from edgeweave.cli import render
+from edgeweave.cli import render, report_cmds
 from edgeweave.errors import EdgeWeaveError
 
 app = typer.Typer(
@@ -434,6 +434,8 @@ def decentral(
                              lr=lr, model=model, partition=partition, seed=seed,
                              processes=processes)
 
+
+app.command()(report_cmds.report)
 
 _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True,
                 "help_option_names": []}

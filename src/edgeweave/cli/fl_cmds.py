@@ -78,7 +78,7 @@ def fl_server(console: Console, *, config: Path | None, listen: str, token_file:
     from edgeweave.train.backends.grpc_backend import GrpcBackend
     from edgeweave.train.config import build_strategy
     from edgeweave.train.data import load_npz
-    from edgeweave.train.experiment import build_task, server_config
+    from edgeweave.train.experiment import build_task, record_run, server_config
     from edgeweave.train.models import build_model
     from edgeweave.train.server import Server
     from edgeweave.train.task import Task
@@ -109,6 +109,8 @@ def fl_server(console: Console, *, config: Path | None, listen: str, token_file:
         grpc_backend = GrpcBackend(listen, token, want, round_timeout, **kw)
     backend = grpc_backend
     with backend:
+        if cfg.out_dir is not None:
+            record_run(cfg, backend)
         console.print(f"FL server on {backend.address}: {spec}, {cfg.strategy.name}, "
                       f"{cfg.rounds} rounds; waiting for {want} device(s)")
 

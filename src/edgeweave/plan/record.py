@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from edgeweave import formats
 from edgeweave.errors import PlanError
 from edgeweave.plan.costs import Breakdown, CostModel
 from edgeweave.profile.schema import Profile
@@ -41,7 +42,7 @@ class Plan(Profile):
     profile_digest: str
 
     def to_json(self) -> dict[str, Any]:
-        doc = self.model_dump(mode="json")
+        doc = {**self.model_dump(mode="json"), formats.FIELD: formats.PLAN}
         for alt in doc["alternatives"]:
             alt.pop("placement", None)  # the chosen placement is the one that matters on disk
         return doc

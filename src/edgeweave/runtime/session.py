@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from edgeweave import formats
 from edgeweave.graph import Graph
 from edgeweave.plan import Plan, plan
 from edgeweave.profile import Profile, retarget
@@ -75,15 +76,22 @@ class RunSummary:
                 for k in sorted(keys)}
 
     def to_json(self) -> dict[str, Any]:
+        last = self.results[-1].predicted if self.results else {}
         return {
+            formats.FIELD: formats.RUNTIME_RUN,
             "model": self.plan.model, "fleet": self.plan.fleet, "mode": self.plan.mode,
             "device_dilation": self.dilation, "requests": len(self.results),
             "median_ms": self.median_ms, "predicted_ms": self.plan.predicted["total_ms"],
             "predicted_online_ms": self.median_predicted_now_ms,
             "median_segments": self.median_segments(),
+            # what the plan in force at the last request predicted, per segment (as printed)
+            "predicted_segments": {k: v for k, v in last.items() if k != "total_ms"},
             "fallbacks": sum(r.fallback for r in self.results),
+            "fallback_notes": sorted({r.note for r in self.results if r.fallback and r.note}),
             "switches": self.switches,
             "per_request_ms": [r.total_ms for r in self.results],
+            "per_request_mode": [r.plan_mode for r in self.results],
+            "per_request_fallback": [r.fallback for r in self.results],
         }
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from edgeweave import formats
 from edgeweave.train.backends.base import Backend
 from edgeweave.train.config import ExperimentConfig, build_strategy, load_config, parse_config
 from edgeweave.train.server import Server, ServerConfig
@@ -92,16 +93,17 @@ def server_config(cfg: ExperimentConfig) -> ServerConfig:
                         up_codec=cfg.up_codec, down_codec=cfg.down_codec)
 
 
-def _record_run(cfg: ExperimentConfig, backend: Backend) -> None:
-    """The config, seed and versions beside the results, so the run can be reproduced."""
+def record_run(cfg: ExperimentConfig, backend: Backend) -> None:
+    """The config, seed and versions beside the results (run.json), so the run can be
+    reproduced and reported."""
     assert cfg.out_dir is not None
     from edgeweave import __version__
 
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    info = {"config": cfg.model_dump(mode="json"), "backend": backend.name,
-            "edgeweave": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
+    info = {formats.FIELD: formats.FL_RUN, "config": cfg.model_dump(mode="json"),
+            "backend": backend.name, "edgeweave": __version__, "torch": torch.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
     (out / "run.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
 
 
@@ -126,7 +128,7 @@ def run(config: ExperimentConfig | dict | str | Path,
     strategy = build_strategy(cfg)
     with build_backend(cfg, task) as backend:
         if cfg.out_dir is not None:
-            _record_run(cfg, backend)
+            record_run(cfg, backend)
         records = Server(task, strategy, backend, server_config(cfg)).run(progress)
     if cfg.out_dir is not None and cfg.plot:
         from edgeweave.train.plot import plot_metrics
