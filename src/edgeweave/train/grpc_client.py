@@ -122,7 +122,7 @@ class FLClient:
 
     def run(self) -> ClientStats:
         """Serve rounds until the server says SHUTDOWN; reconnect whenever the link drops."""
-        delay, lost_since = self.retry_s, None
+        delay, lost_since, last = self.retry_s, None, ""
         while not self._stop.is_set():
             options = [("grpc.max_receive_message_length", self.max_message_bytes),
                        ("grpc.max_send_message_length", -1),
@@ -145,14 +145,14 @@ class FLClient:
                     # say why on every retry: a device the server turns away (registry full)
                     # must not look like one waiting for a server that is down
                     why = "unreachable" if code == grpc.StatusCode.UNAVAILABLE else "refused"
-                    log.warning("client %d: server %s %s (%s: %s); retrying in %.1f s",
-                                self.client_id, self.server, why, code.name, e.details(),
-                                delay)
+                    last = f"{why}: {code.name}: {e.details()}"
+                    log.warning("client %d: server %s %s; retrying in %.1f s",
+                                self.client_id, self.server, last, delay)
             now = time.monotonic()
             lost_since = lost_since or now
             if self.give_up_s is not None and now - lost_since > self.give_up_s:
-                raise TrainError(f"FL client {self.client_id}: server {self.server} unreachable "
-                                 f"for {self.give_up_s} s")
+                raise TrainError(f"FL client {self.client_id}: no session with server "
+                                 f"{self.server} for {self.give_up_s} s (last: {last})")
             # jittered, so a fleet that lost its server does not reconnect in lockstep
             self._stop.wait(delay * random.uniform(0.5, 1.0))
             delay = min(2 * delay, self.retry_max_s)

@@ -169,7 +169,7 @@ class GrpcBackend(Backend):
         wait = self.wait_clients_s if first else self.round_timeout_s
         t0 = time.monotonic()
         deadline = None if wait is None else t0 + wait
-        next_log = t0 + (_WAIT_LOG_S if first else 0.0)
+        next_log = t0  # say at once who is missing, then every _WAIT_LOG_S
         with self._cond:
             while True:
                 now = time.monotonic()
@@ -206,11 +206,11 @@ class GrpcBackend(Backend):
                                       self.min_clients)
         if len(live) < self.quorum:
             raise TrainError(f"grpc backend: {len(live)} devices connected to {self.address} "
-                             f"after waiting {waited:.0f} s, fewer than the "
+                             f"after waiting {waited:.1f} s, fewer than the "
                              f"{self.quorum} a round needs (min_clients={self.min_clients}): "
                              f"{who}")
         if set(missing) - self._waited_for:
-            log.warning("round goes on with %d of min_clients=%d devices after waiting %.0f s: "
+            log.warning("round goes on with %d of min_clients=%d devices after waiting %.1f s: "
                         "%s", len(live), self.min_clients, waited, who)
         self._waited_for = set(missing)
 
@@ -339,7 +339,7 @@ class GrpcBackend(Backend):
                 if sess.streaming:  # one stream per session: two would steal each other's tasks
                     raise Reject(grpc.StatusCode.ALREADY_EXISTS,
                                   "this session already has a task stream; Register again")
-                sess.streaming = True
+                sess.streaming = sess.streamed = True
             elif self._by_client.get(sess.client_id) is sess:
                 sess.streaming = False
                 sess.seen = time.monotonic()  # the lease runs from the stream's end

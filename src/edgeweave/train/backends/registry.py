@@ -36,6 +36,7 @@ class Session:
     seen: float  # monotonic time of the device's last activity
     queue: queue.Queue[bytes | None] = field(default_factory=queue.Queue)  # serialized Tasks
     streaming: bool = False  # a Tasks stream is open
+    streamed: bool = False  # a Tasks stream was open at some point
     closed: bool = False  # superseded by a newer session, expired, or the backend closed
 
 
@@ -131,9 +132,11 @@ class DeviceRegistry:
             f" (client {', '.join(str(s.client_id) for s in live)})" if live else "")
         parts = []
         for cid in missing[:20]:
-            sess = self.by_client.get(cid)
-            parts.append(f"client {cid} (" + (f"disconnected {now - sess.seen:.0f} s ago)"
-                                              if sess is not None else "not registered)"))
+            s = self.by_client.get(cid)
+            state = ("not registered" if s is None else
+                     f"disconnected {now - s.seen:.0f} s ago" if s.streamed else
+                     "registered, no task stream yet")
+            parts.append(f"client {cid} ({state})")
         if len(missing) > 20:
             parts.append(f"{len(missing) - 20} more")
         unseen = want - len(live) - len(missing)
