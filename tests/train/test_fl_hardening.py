@@ -26,11 +26,12 @@ from edgeweave.train.grpc_client import FLClient
 from edgeweave.train.server import Server, ServerConfig
 from edgeweave.train.strategies import FedAvg
 from edgeweave.train.task import Task
-from edgeweave.train.types import TrainError
+from edgeweave.train.types import FitConfig, TrainError
 from edgeweave.train.wire import fl_pb2, fl_pb2_grpc
 from edgeweave.train.wire.auth import auth_metadata
 
 SPEC = "mlp:64,64,10"
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +69,7 @@ def _grpc_fedavg(task: Task, claim: int, rounds: int) -> tuple[Server, list]:
     return server, records
 
 
-def test_a_device_claiming_2_62_examples_counts_for_what_it_registered(digits, one_thread,
-                                                                        caplog):
+def test_a_device_claiming_2_62_examples_counts_for_what_it_registered(digits, caplog):
     """Finding 2: before the bound this device replaced the model every round (test accuracy
     0.08, benchmarks/_harden_fl.py). Now its claim counts for its registration, 479: the lie
     buys exactly nothing over the same zero model sent with an honest count. (The zero model
@@ -186,6 +186,31 @@ def test_a_round_short_of_devices_names_them_then_goes_on_or_fails(caplog):
         strict.close()
     with pytest.raises(TrainError, match="round_timeout_s must be a finite number > 0, got nan"):
         GrpcBackend("127.0.0.1:0", token, model_spec=SPEC, round_timeout_s=math.nan)
+
+
+def test_fl_client_refuses_a_task_over_its_message_cap(digits):
+    token = generate_token()
+    backend = GrpcBackend("127.0.0.1:0", token, model_spec=SPEC, round_timeout_s=10,
+                          heartbeat_s=0.2)
+    device = FLClient(backend.address, token, 0, digits.data.client(0), max_message_bytes=10_000)
+    failure: list[Exception] = []
+
+    def run() -> None:
+        try:
+            device.run()
+        except TrainError as e:
+            failure.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        backend.available_clients()
+        backend.fit(1, digits.init_params(), [0], FitConfig())  # the model is 19 kB
+        t.join(10)
+    finally:
+        backend.close()
+    assert "FL client 0: the server sent a task larger than max_message_bytes=10000" \
+        in str(failure[0])
 
 
 def test_metrics_without_a_checkpoint_are_kept_and_the_out_dir_is_locked(digits, tmp_path,

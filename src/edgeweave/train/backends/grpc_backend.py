@@ -9,8 +9,9 @@ instead of after the round timeout (keepalive pings catch a silent network too).
 A device is identified by its client id, not its connection: registering again with the same id
 replaces the old session (a restarted device resumes; a task still open for it is sent to the new
 session). A registration is a lease renewed by the device's activity (see
-:mod:`edgeweave.train.backends.registry`), so fake registrations cannot lock real devices out, and
-the sample count a device registers is capped at ``max_client_examples``.
+:mod:`edgeweave.train.backends.registry`), so registrations that go idle free their slot (a
+holder of the token that keeps ``max_clients`` streams open still fills the registry: the token is
+the fleet's), and the sample count a device registers is capped at ``max_client_examples``.
 
 A round needs ``min_clients`` connected devices. Before the first round the server waits for them
 (``wait_clients_s``, None: as long as it takes), saying every so often who is missing. Once
@@ -169,7 +170,9 @@ class GrpcBackend(Backend):
         wait = self.wait_clients_s if first else self.round_timeout_s
         t0 = time.monotonic()
         deadline = None if wait is None else t0 + wait
-        next_log = t0  # say at once who is missing, then every _WAIT_LOG_S
+        # who is missing: at once during training; at the start only when devices are slow to
+        # come (a fresh server always waits a moment); then every _WAIT_LOG_S
+        next_log = t0 + (_FIRST_LOG_S if first else 0.0)
         with self._cond:
             while True:
                 now = time.monotonic()
@@ -407,6 +410,7 @@ class GrpcBackend(Backend):
 
 
 _WAIT_LOG_S = 15.0  # while waiting for devices, say who is missing this often
+_FIRST_LOG_S = 5.0
 
 
 def _check_numbers(*, min_clients: int, round_timeout_s: float, max_update_bytes: int,
