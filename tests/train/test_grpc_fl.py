@@ -278,13 +278,20 @@ def _bad(params, case):
     ("dtype", grpc.StatusCode.INVALID_ARGUMENT, "has dtype 'float64', expected 'float32'"),
     ("missing", grpc.StatusCode.INVALID_ARGUMENT, "missing ['2.bias']"),
     ("oversize", grpc.StatusCode.RESOURCE_EXHAUSTED, "exceeds max_update_bytes=25000"),
+    # a few bytes declaring a 4 TiB tensor: refused on the declared shape, before decoding
+    ("declared", grpc.StatusCode.INVALID_ARGUMENT,
+     "'0.weight' has shape [1048576, 1048576], expected [64, 64]"),
 ])
 def test_bad_updates_are_refused_with_the_reason_and_the_server_keeps_serving(
         lone, case, code, words):
     backend, stub, md, reg, tasks, params = lone
     t, out, task = _round(backend, tasks, params, 1)
+    msgs = params_to_msgs(_bad(params, case))
+    if case == "declared":
+        msgs[0].shape[:] = [2**20, 2**20]
+        msgs[0].data = b"\0" * 64
     bad = fl_pb2.Update(session=reg.session, task_id=task.task_id, round=1, num_examples=50,
-                        train_loss=1.0, params=params_to_msgs(_bad(params, case)))
+                        train_loss=1.0, params=msgs)
     with pytest.raises(grpc.RpcError) as e:
         stub.SubmitUpdate(bad, metadata=md)
     assert e.value.code() == code and words in e.value.details()

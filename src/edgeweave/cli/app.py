@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from edgeweave.cli import render, report_cmds
+from edgeweave.cli.numbers import positive
 from edgeweave.errors import EdgeWeaveError
 
 app = typer.Typer(
@@ -343,13 +344,24 @@ def fl_server(
     token_file: Path = typer.Option(..., "--token-file", help="Bearer token (edgeweave fl-token)."),
     test_data: Path = typer.Option(None, "--test-data", help="Held-out .npz (x, y) to evaluate."),
     min_clients: int = typer.Option(None, "--min-clients", min=1, help="Devices to wait for."),
-    round_timeout: float = typer.Option(60.0, "--round-timeout", help="Seconds per round."),
-    wait_clients: float = typer.Option(None, "--wait-clients", help="Give up after (s)."),
+    round_timeout: float = typer.Option(60.0, "--round-timeout", callback=positive,
+                                        help="Seconds per round; also the longest wait for a "
+                                        "device that went missing during training."),
+    wait_clients: float = typer.Option(None, "--wait-clients", callback=positive,
+                                       help="Before the first round: give up waiting for "
+                                       "--min-clients devices after this long (s)."),
+    lease: float = typer.Option(None, "--lease", callback=positive,
+                                help="A device's registration lapses this long (s) after its "
+                                "last activity [60]."),
+    max_client_examples: int = typer.Option(
+        None, "--max-client-examples", min=1,
+        help="Without --config: most examples one device's update counts for [1000000]."),
     model: str = typer.Option(None, help="Without --config: model spec [mlp:64,64,10]."),
     rounds: int = typer.Option(None, min=1, help="Without --config: rounds [10]."),
     strategy: str = typer.Option(None, help="Without --config: strategy [fedavg]."),
     fraction: float = typer.Option(None, help="Without --config: devices per round [1.0]."),
-    lr: float = typer.Option(None), batch_size: int = typer.Option(None, "--batch-size"),
+    lr: float = typer.Option(None, callback=positive),
+    batch_size: int = typer.Option(None, "--batch-size"),
     epochs: int = typer.Option(None), seed: int = typer.Option(None),
     out: Path = typer.Option(None, "--out", help="Metrics JSONL + checkpoint (resumes)."),
     tls_cert: Path = typer.Option(None, "--tls-cert", help="Serve TLS: PEM certificate."),
@@ -360,9 +372,10 @@ def fl_server(
 
     fl_cmds.fl_server(console, config=config, listen=listen, token_file=token_file,
                       test_data=test_data, min_clients=min_clients, round_timeout=round_timeout,
-                      wait_clients=wait_clients, tls_cert=tls_cert, tls_key=tls_key, model=model,
-                      rounds=rounds, strategy=strategy, fraction=fraction, lr=lr,
-                      batch_size=batch_size, epochs=epochs, seed=seed, out=out)
+                      wait_clients=wait_clients, tls_cert=tls_cert, tls_key=tls_key, lease=lease,
+                      model=model, rounds=rounds, strategy=strategy, fraction=fraction, lr=lr,
+                      batch_size=batch_size, epochs=epochs, seed=seed, out=out,
+                      max_client_examples=max_client_examples)
 
 
 @app.command("fl-client")
@@ -370,18 +383,24 @@ def fl_client(
     server: str = typer.Option("127.0.0.1:50061", help="host:port of the FL server."),
     data: Path = typer.Option(..., help="This device's .npz with keys x and y."),
     token_file: Path = typer.Option(..., "--token-file", help="Bearer token file."),
-    client_id: int = typer.Option(None, "--client-id", help="Default: digits in the file name."),
-    give_up: float = typer.Option(None, "--give-up", help="Exit if unreachable this long (s)."),
+    client_id: int = typer.Option(None, "--client-id", min=0,
+                                  help="Default: digits in the file name."),
+    give_up: float = typer.Option(None, "--give-up", callback=positive,
+                                  help="Exit if unreachable this long (s)."),
     threads: int = typer.Option(1, min=1, help="Torch threads for local training."),
-    retry_max: float = typer.Option(5.0, "--retry-max", help="Longest reconnect back-off (s)."),
+    retry_max: float = typer.Option(5.0, "--retry-max", callback=positive,
+                                    help="Longest reconnect back-off (s)."),
     tls_ca: Path = typer.Option(None, "--tls-ca", help="TLS: CA (PEM) of the server's cert."),
+    max_message_mb: float = typer.Option(None, "--max-message-mb", callback=positive,
+                                         help="Largest message taken from the server (MiB) "
+                                         "[129]."),
 ) -> None:
     """One federated device: trains on its own data each round until the server finishes."""
     from edgeweave.cli import fl_cmds
 
     fl_cmds.fl_client(console, server=server, data=data, token_file=token_file,
                       client_id=client_id, give_up=give_up, threads=threads,
-                      retry_max=retry_max, tls_ca=tls_ca)
+                      retry_max=retry_max, tls_ca=tls_ca, max_message_mb=max_message_mb)
 
 
 @app.command("fl-split")
@@ -419,7 +438,7 @@ def decentral(
     graph: str = typer.Option("ring", help="Peer graph: ring, torus, complete, regular:K, "
                                             "erdos:P, star."),
     rounds: int = typer.Option(60, min=1, help="Rounds (one local step per node each)."),
-    lr: float = typer.Option(0.4, min=0.0, help="Learning rate."),
+    lr: float = typer.Option(0.4, callback=positive, help="Learning rate."),
     model: str = typer.Option("mlp:64,64,10", help="Model spec."),
     partition: str = typer.Option("iid", help="How digits are split across nodes."),
     seed: int = typer.Option(0),

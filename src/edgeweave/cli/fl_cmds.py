@@ -26,6 +26,7 @@ def fl_split(console: Console, dataset: str, clients: int, partition: str, model
     """Write client<i>.npz (what device i holds) and test.npz (the server's held-out set); with
     ``config``, split exactly as that experiment's data section says (fl-server --config then
     holds out the same test set)."""
+    from edgeweave.folder_lock import make_folder
     from edgeweave.train.data import make_task
 
     if config is not None:
@@ -36,11 +37,15 @@ def fl_split(console: Console, dataset: str, clients: int, partition: str, model
         task = make_task(dataset, partition, clients, model, seed)
     assert task.data is not None
     n = task.data.num_clients
-    out.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        x, y = task.data.client(i)
-        np.savez(out / f"client{i}.npz", x=x.numpy(), y=y.numpy())
-    np.savez(out / "test.npz", x=task.test_x.numpy(), y=task.test_y.numpy())
+    make_folder(out, "--out")
+    try:
+        for i in range(n):
+            x, y = task.data.client(i)
+            np.savez(out / f"client{i}.npz", x=x.numpy(), y=y.numpy())
+        np.savez(out / "test.npz", x=task.test_x.numpy(), y=task.test_y.numpy())
+    except OSError as e:
+        raise EdgeWeaveError(f"--out: cannot write the client files into {out} "
+                             f"({e.strerror or e})") from None
     sizes = task.data.sizes().tolist()
     console.print(f"{n} client files client0..{n - 1}.npz ({min(sizes)}-{max(sizes)} "
                   f"samples each) and test.npz ({len(task.test_y)} samples) in {out}")
@@ -57,7 +62,9 @@ def _experiment(config: Path | None, flags: dict):
                "seed": given.get("seed", 0), "out_dir": given.get("out"),
                "strategy": {"name": given.get("strategy", "fedavg"),
                             "fraction": given.get("fraction", 1.0)},
-               "fit": {k: given[k] for k in ("lr", "batch_size", "epochs") if k in given}}
+               "fit": {k: given[k] for k in ("lr", "batch_size", "epochs") if k in given},
+               **({"max_client_examples": given["max_client_examples"]}
+                  if "max_client_examples" in given else {})}
         return parse_config(raw, "fl-server options")
     if given:
         raise EdgeWeaveError(f"--config {config} already sets the experiment; drop "
@@ -74,7 +81,24 @@ def _experiment(config: Path | None, flags: dict):
 def fl_server(console: Console, *, config: Path | None, listen: str, token_file: Path,
               test_data: Path | None, min_clients: int | None, round_timeout: float,
               wait_clients: float | None, tls_cert: Path | None = None,
-              tls_key: Path | None = None, **flags) -> None:
+              tls_key: Path | None = None, lease: float | None = None, **flags) -> None:
+    from edgeweave.train.experiment import hold_out_dir
+    from edgeweave.train.wire.auth import load_token
+
+    token = load_token(token_file)
+    cfg = _experiment(config, flags)
+    # the run folder is locked before the port is taken: a second server on the same out_dir
+    # stops here, naming the folder and the pid that holds it
+    with hold_out_dir(cfg, "--out" if config is None else f"{config}: out_dir"):
+        _serve(console, cfg, config=config, listen=listen, token=token, test_data=test_data,
+               min_clients=min_clients, round_timeout=round_timeout, wait_clients=wait_clients,
+               tls_cert=tls_cert, tls_key=tls_key, lease=lease)
+
+
+def _serve(console: Console, cfg, *, config: Path | None, listen: str, token: str,
+           test_data: Path | None, min_clients: int | None, round_timeout: float,
+           wait_clients: float | None, tls_cert: Path | None, tls_key: Path | None,
+           lease: float | None) -> None:
     from edgeweave.train.backends.grpc_backend import GrpcBackend
     from edgeweave.train.config import build_strategy
     from edgeweave.train.data import load_npz
@@ -82,10 +106,7 @@ def fl_server(console: Console, *, config: Path | None, listen: str, token_file:
     from edgeweave.train.models import build_model
     from edgeweave.train.server import Server
     from edgeweave.train.task import Task
-    from edgeweave.train.wire.auth import load_token
 
-    token = load_token(token_file)
-    cfg = _experiment(config, flags)
     if test_data is not None:
         test_x, test_y = load_npz(test_data)
     else:  # the held-out split of the config's dataset: what fl-split leaves out, same seed
@@ -96,7 +117,11 @@ def fl_server(console: Console, *, config: Path | None, listen: str, token_file:
     task = Task(model_fn=lambda: build_model(spec), data=None, test_x=test_x, test_y=test_y,
                 name=f"grpc/{spec}", init_seed=cfg.seed)
     want = min_clients or (cfg.data.clients if config is not None else 1)
-    kw = dict(model_spec=spec, wait_clients_s=wait_clients, tls_cert=tls_cert, tls_key=tls_key)
+    # a round short of devices goes on with the strategy's own minimum after a bounded wait
+    kw = dict(model_spec=spec, wait_clients_s=wait_clients, tls_cert=tls_cert, tls_key=tls_key,
+              quorum=min(cfg.strategy.min_clients, want),
+              max_client_examples=cfg.max_client_examples,
+              **({"lease_s": lease} if lease is not None else {}))
     sa = cfg.secure_aggregation
     if sa is not None:  # the devices run the protocol; the server only ever sees the sum
         from edgeweave.train.secagg.backend import SecAggGrpcBackend
@@ -110,7 +135,7 @@ def fl_server(console: Console, *, config: Path | None, listen: str, token_file:
     backend = grpc_backend
     with backend:
         if cfg.out_dir is not None:
-            record_run(cfg, backend)
+            record_run(cfg, backend.name)
         console.print(f"FL server on {backend.address}: {spec}, {cfg.strategy.name}, "
                       f"{cfg.rounds} rounds; waiting for {want} device(s)")
 
@@ -140,7 +165,8 @@ def client_id_from(data: Path, client_id: int | None) -> int:
 
 def fl_client(console: Console, *, server: str, data: Path, token_file: Path,
               client_id: int | None, give_up: float | None, threads: int = 1,
-              retry_max: float = 5.0, tls_ca: Path | None = None) -> None:
+              retry_max: float = 5.0, tls_ca: Path | None = None,
+              max_message_mb: float | None = None) -> None:
     import torch
 
     from edgeweave.train.grpc_client import run_client
@@ -152,7 +178,8 @@ def fl_client(console: Console, *, server: str, data: Path, token_file: Path,
     token = load_token(token_file)
     cid = client_id_from(data, client_id)
     console.print(f"client {cid} ({data}) -> {server}")
+    size = {} if max_message_mb is None else {"max_message_bytes": int(max_message_mb * 2**20)}
     stats = run_client(server, token, cid, str(data), give_up_s=give_up, retry_max_s=retry_max,
-                       tls_ca=tls_ca)
+                       tls_ca=tls_ca, **size)
     console.print(f"client {cid}: training over after {stats.rounds} rounds "
                   f"({stats.registrations} registrations, {stats.rejected} rejected updates)")

@@ -16,14 +16,15 @@ def _fmt(v: float, spec: str) -> str:
 
 def train(console: Console, config: Path, rounds: int | None, out_dir: Path | None,
           backend: str | None) -> None:
-    from edgeweave.train.config import load_config
+    from edgeweave.train.config import load_config, parse_config
     from edgeweave.train.experiment import run
 
     cfg = load_config(config)
     overrides = {k: v for k, v in (("rounds", rounds), ("out_dir", out_dir),
                                    ("backend", backend)) if v is not None}
-    if overrides:
-        cfg = type(cfg).model_validate(cfg.model_dump() | overrides)
+    if overrides:  # validated like the file, errors naming the overriding flags
+        flags = ", ".join("--" + ("out" if k == "out_dir" else k) for k in overrides)
+        cfg = parse_config(cfg.model_dump() | overrides, f"{config} (with {flags})")
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("acc {task.fields[acc]}"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as bar:
@@ -33,7 +34,8 @@ def train(console: Console, config: Path, rounds: int | None, out_dir: Path | No
         def progress(rec):
             bar.update(task, completed=rec.round, acc=_fmt(rec.test_acc, ".3f"))
 
-        records = run(cfg, progress)
+        records = run(cfg, progress,
+                      out_dir_field="--out" if out_dir is not None else f"{config}: out_dir")
     table = Table(title=f"{cfg.name}: {cfg.strategy.name} on {cfg.data.dataset} "
                         f"({cfg.data.partition}, {cfg.data.clients} clients)")
     for col in ("round", "clients", "train loss", "test loss", "test acc", "KB up", "KB down",

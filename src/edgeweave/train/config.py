@@ -20,11 +20,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgeweave.topology.error_paths import field_path
+from edgeweave.train.claims import DEFAULT_MAX_CLIENT_EXAMPLES
 from edgeweave.train.types import FitConfig, TrainError
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN and inf are refused in every number field: NaN passes no comparison, so `gt=0` alone
+    # would let a `deadline_s: .nan` through to spin a wait loop
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
@@ -151,6 +154,8 @@ class ExperimentConfig(_Strict):
     checkpoint_every: int = Field(1, ge=1)
     out_dir: Path | None = None
     plot: bool = True
+    # the most examples one client's update may claim (edgeweave.train.claims)
+    max_client_examples: int = Field(DEFAULT_MAX_CLIENT_EXAMPLES, ge=1)
 
 
 def _describe(err: dict[str, Any]) -> str:

@@ -26,6 +26,7 @@ import torch
 
 from edgeweave.topology import Fleet
 from edgeweave.train.backends.base import Backend
+from edgeweave.train.claims import DEFAULT_MAX_CLIENT_EXAMPLES, bound_examples
 from edgeweave.train.server import evaluate, simulated_time
 from edgeweave.train.strategies.base import Strategy
 from edgeweave.train.strategies.fedavg import FedAvg
@@ -41,6 +42,7 @@ class HierConfig:
     seed: int = 0
     eval_every: int = 1
     codec: str | None = None  # as ServerConfig.codec: compresses every model and update sent
+    max_client_examples: int = DEFAULT_MAX_CLIENT_EXAMPLES  # as ServerConfig's
 
     def __post_init__(self) -> None:
         if self.cloud_rounds < 1 or self.edge_rounds < 1 or self.eval_every < 1:
@@ -128,6 +130,8 @@ class HierarchicalTrainer:
             upd = self.backend.fit(t, sent, ids, fit)
             if len(upd) == 0:
                 continue
+            bound_examples(upd, {c: i.num_examples for c, i in info.items()},
+                           self.config.max_client_examples, t)
             upd, up_bytes = self.transfer.up(sent, upd)
             res.dev_up += up_bytes
             params = strategy.aggregate(t, params, upd)

@@ -152,10 +152,13 @@ class GrpcLink:
     edge is a :class:`SplitEdgeServer` at ``address``."""
 
     def __init__(self, address: str, token: str, *, timeout_s: float = 30.0,
-                 tls_ca: str | Path | None = None,
+                 tls_ca: str | Path | None = None, tls_server_name: str | None = None,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
-        options = [("grpc.max_receive_message_length", max_message_bytes),
-                   ("grpc.max_send_message_length", max_message_bytes)]
+        options: list[tuple[str, int | str]] = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes)]
+        if tls_server_name:
+            options.append(("grpc.ssl_target_name_override", tls_server_name))
         self.address, self.timeout_s = address, timeout_s
         if tls_ca is None:
             self.channel = authed_channel(address, token, options=options)
