@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from edgeweave.cli import render
+from edgeweave.cli.options import SEED_MAX, cache_dir, integer, number, one_of, output_file
 from edgeweave.errors import EdgeWeaveError
 
 app = typer.Typer(
@@ -57,19 +58,24 @@ def profile(
     fleet: str = typer.Option(None, "--fleet", "-f", help=FLEET_HELP),
     device: str = typer.Option(None, "--device", help="Device node of the fleet (default: first)."),
     weights: Path = typer.Option(None, "--weights", help="State-dict file to load into the model."),
-    warmup: int = typer.Option(3, min=0, help="Untimed runs before measuring."),
-    repeats: int = typer.Option(10, min=1, help="Timed runs; each node's median is kept."),
+    warmup: int = typer.Option(3, callback=integer(ge=0), help="Untimed runs before measuring."),
+    repeats: int = typer.Option(10, callback=integer(ge=1),
+                                help="Timed runs; each node's median is kept."),
     latency_source: LatencySource = typer.Option(
         LatencySource.regression, help="Scale the regression's prediction or the raw measurement."
     ),
-    json_out: Path = typer.Option(None, "--json", help="Write the profile JSON here."),
-    top: int = typer.Option(15, help="Rows of the per-node table (slowest on the device first)."),
+    json_out: Path = typer.Option(None, "--json", callback=output_file,
+                                  help="Write the profile JSON here."),
+    top: int = typer.Option(15, callback=integer(ge=1),
+                            help="Rows of the per-node table (slowest on the device first)."),
 ) -> None:
     """Measure every layer on this host and predict its latency and energy on each tier."""
+    from edgeweave.cli.options import write_output
+
     prof = _profile(model, fleet, device, weights, warmup, repeats, latency_source)
     render.profile_table(console, prof, top)
     if json_out:
-        prof.save(json_out)
+        write_output("--json", json_out, __import__("json").dumps(prof.to_json(), indent=1))
         console.print(f"profile written to {json_out}")
 
 
@@ -80,22 +86,30 @@ def plan(
     fleet: str = typer.Option(None, "--fleet", "-f", help=FLEET_HELP),
     device: str = typer.Option(None, "--device", help="Device node of the fleet (default: first)."),
     objective: Objective = typer.Option(Objective.latency, help="What to minimise."),
-    slo_ms: float = typer.Option(None, "--slo-ms", help="Latency service-level objective (ms)."),
+    slo_ms: float = typer.Option(None, "--slo-ms", callback=number(gt=0),
+                                 help="Latency service-level objective (ms)."),
     device_mem_mb: float = typer.Option(
-        None, "--device-mem-mb", help="Most parameter memory the device may hold (MiB)."
+        None, "--device-mem-mb", callback=number(gt=0),
+        help="Most parameter memory the device may hold (MiB)."
     ),
     mbps: float = typer.Option(
-        None, "--mbps", help="Override the first hop's bandwidth (Mbit/s), e.g. for a sweep."
+        None, "--mbps", callback=number(gt=0),
+        help="Override the first hop's bandwidth (Mbit/s), e.g. for a sweep."
     ),
     weights: Path = typer.Option(None, "--weights", help="State-dict file to load into the model."),
-    warmup: int = typer.Option(3, min=0, help="Untimed runs before measuring."),
-    repeats: int = typer.Option(10, min=1, help="Timed runs; each node's median is kept."),
+    warmup: int = typer.Option(3, callback=integer(ge=0), help="Untimed runs before measuring."),
+    repeats: int = typer.Option(10, callback=integer(ge=1),
+                                help="Timed runs; each node's median is kept."),
     codec: str = typer.Option("none", help="Candidate activation codecs per cut, comma-"
                               "separated (none, fp16, int8, zstd, int8+zstd, ...) or auto."),
-    json_out: Path = typer.Option(None, "--json", help="Write the plan JSON here."),
-    plot: Path = typer.Option(None, "--plot", help="Write the per-layer latency/size PNG here."),
+    json_out: Path = typer.Option(None, "--json", callback=output_file,
+                                  help="Write the plan JSON here."),
+    plot: Path = typer.Option(None, "--plot", callback=output_file,
+                              help="Write the per-layer latency/size PNG here."),
 ) -> None:
     """Choose where each layer runs and compare with every inference mode."""
+    from edgeweave.cli.options import OptionError, write_output
+    from edgeweave.cli.runtime_cmds import codec_candidates
     from edgeweave.plan import plan as make_plan
     from edgeweave.plan import plot_plan
     from edgeweave.profile import load_profile, retarget
@@ -103,6 +117,10 @@ def plan(
 
     if (model is None) == (profile_file is None):
         raise EdgeWeaveError("give either a MODEL to profile or --profile FILE, not both/neither")
+    try:
+        codecs = codec_candidates(codec)  # before profiling: a typo costs nothing
+    except EdgeWeaveError as e:
+        raise OptionError(f"--codec: {str(e).removeprefix('codec: ')}") from None
     if profile_file is not None:
         prof = load_profile(profile_file)
         if fleet or device:
@@ -113,18 +131,17 @@ def plan(
     else:
         prof = _profile(model, fleet, device, weights, warmup, repeats, LatencySource.regression)
     if mbps is not None:
-        if mbps <= 0:
-            raise EdgeWeaveError(f"--mbps: must be positive, got {mbps}")
         prof = prof.with_link(prof.hop_names()[0], mbps=mbps)
-    from edgeweave.cli.runtime_cmds import codec_candidates
-
-    result = make_plan(prof, objective.value, slo_ms, device_mem_mb, codec_candidates(codec))
+    result = make_plan(prof, objective.value, slo_ms, device_mem_mb, codecs)
     render.plan_table(console, result)
     if json_out:
-        json_out.write_text(__import__("json").dumps(result.to_json(), indent=1))
+        write_output("--json", json_out, __import__("json").dumps(result.to_json(), indent=1))
         console.print(f"plan written to {json_out}")
     if plot:
-        plot_plan(result, plot)
+        try:
+            plot_plan(result, plot)
+        except OSError as e:
+            raise OptionError(f"--plot: cannot write {plot} ({e.strerror or e})") from None
         console.print(f"figure written to {plot}")
 
 
@@ -249,21 +266,32 @@ def netlab(
 
 @app.command()
 def edgent(
-    slo_ms: float = typer.Option(..., "--slo-ms", help="Latency requirement per inference (ms)."),
-    mbps: float = typer.Option(None, "--mbps", help="First hop's bandwidth (default: fleet's)."),
+    slo_ms: float = typer.Option(..., "--slo-ms", callback=number(gt=0),
+                                 help="Latency requirement per inference (ms)."),
+    mbps: float = typer.Option(None, "--mbps", callback=number(gt=0),
+                               help="First hop's bandwidth (default: fleet's)."),
     fleet: str = typer.Option(None, "--fleet", "-f", help=FLEET_HELP),
     device: str = typer.Option(None, "--device", help="Device node of the fleet (default: first)."),
-    cache: Path = typer.Option(None, "--cache", help="Directory keeping the trained net and its "
-                               "profile; reused when present (then nothing is re-trained)."),
-    side: int = typer.Option(32, min=8, help="Digit image side (8x8 upsampled; multiple of 8)."),
-    width: int = typer.Option(32, min=1, help="Channels of the first conv stage."),
-    epochs: int = typer.Option(6, min=1, help="Joint training epochs (real sklearn digits)."),
-    seed: int = typer.Option(0, help="Seed of the data split and training."),
+    cache: Path = typer.Option(None, "--cache", callback=cache_dir,
+                               help="Directory keeping the trained net and its profile, one "
+                               "entry per --side/--width/--epochs/--seed; an entry is reused "
+                               "when present (then nothing is re-trained)."),
+    side: int = typer.Option(32, callback=integer(ge=8, le=128, multiple_of=8),
+                             help="Digit image side (8x8 upsampled; a multiple of 8, <= 128)."),
+    width: int = typer.Option(32, callback=integer(ge=1, le=128),
+                              help="Channels of the first conv stage (<= 128)."),
+    epochs: int = typer.Option(6, callback=integer(ge=1),
+                               help="Joint training epochs (real sklearn digits)."),
+    seed: int = typer.Option(0, callback=integer(ge=0, le=SEED_MAX),
+                             help="Seed of the data split and training."),
     trace: Path = typer.Option(None, "--trace", help="Bandwidth trace CSV (t_seconds,mbps): "
                                "also print the dynamic mode's configuration map."),
-    states: int = typer.Option(4, min=1, help="Bandwidth states of the configuration map."),
-    json_out: Path = typer.Option(None, "--json", help="Write every (exit, cut) and the choice."),
-    plot: Path = typer.Option(None, "--plot", help="Write accuracy vs latency of each option."),
+    states: int = typer.Option(4, callback=integer(ge=1, le=64),
+                               help="Bandwidth states of the configuration map (<= 64)."),
+    json_out: Path = typer.Option(None, "--json", callback=output_file,
+                                  help="Write every (exit, cut) and the choice."),
+    plot: Path = typer.Option(None, "--plot", callback=output_file,
+                              help="Write accuracy vs latency of each option."),
 ) -> None:
     """Edgent: choose exit point and device/edge cut of a branchy digits CNN jointly."""
     from edgeweave.cli import edgent_cmds
@@ -276,10 +304,14 @@ def edgent(
 @app.command()
 def exits(
     model: str = typer.Argument("digits-cnn", help="nn.Sequential model taking 1x8x8 digits."),
-    epochs: int = typer.Option(20, min=1, help="Joint training epochs (real sklearn digits)."),
-    target: float = typer.Option(0.97, min=0.0, max=1.0, help="Validation accuracy to keep."),
-    mode: str = typer.Option("entropy", help="entropy or confidence thresholds."),
-    json_out: Path = typer.Option(None, "--json", help="Write the exit report here."),
+    epochs: int = typer.Option(20, callback=integer(ge=1),
+                               help="Joint training epochs (real sklearn digits)."),
+    target: float = typer.Option(0.97, callback=number(ge=0.0, le=1.0),
+                                 help="Validation accuracy to keep."),
+    mode: str = typer.Option("entropy", callback=one_of("entropy", "confidence"),
+                             help="entropy or confidence thresholds."),
+    json_out: Path = typer.Option(None, "--json", callback=output_file,
+                                  help="Write the exit report here."),
 ) -> None:
     """Attach BranchyNet exits, train them jointly, calibrate thresholds, report per exit."""
     from edgeweave.cli import adapt_cmds
@@ -290,9 +322,12 @@ def exits(
 @app.command()
 def compress(
     model: str = typer.Argument("digits-cnn", help="nn.Sequential model taking 1x8x8 digits."),
-    epochs: int = typer.Option(30, min=1, help="Baseline training epochs (real sklearn digits)."),
-    sparsity: float = typer.Option(0.85, min=0.0, max=0.99, help="Magnitude-pruning sparsity."),
-    json_out: Path = typer.Option(None, "--json", help="Write the variant table here."),
+    epochs: int = typer.Option(30, callback=integer(ge=1),
+                               help="Baseline training epochs (real sklearn digits)."),
+    sparsity: float = typer.Option(0.85, callback=number(ge=0.0, le=0.99),
+                                   help="Magnitude-pruning sparsity."),
+    json_out: Path = typer.Option(None, "--json", callback=output_file,
+                                  help="Write the variant table here."),
 ) -> None:
     """Derive int8, pruned, low-rank and distilled variants; size, FLOPs and accuracy each."""
     from edgeweave.cli import adapt_cmds
@@ -306,15 +341,22 @@ def select(
     fleet: str = typer.Option(None, "--fleet", "-f", help=FLEET_HELP),
     device: str = typer.Option(None, "--device", help="Device node of the fleet (default: first)."),
     objective: str = typer.Option("latency", help="latency or energy: what to minimise."),
-    slo_ms: float = typer.Option(None, "--slo-ms", help="Latency SLO per inference (ms)."),
-    energy_mj: float = typer.Option(None, "--energy-mj", help="Device energy budget (mJ/inf)."),
-    device_mem_mb: float = typer.Option(None, "--device-mem-mb", help="Device parameter MiB."),
-    min_acc: float = typer.Option(None, "--min-acc", help="Minimum validation accuracy (0-1); "
-                                  "then the objective is minimised instead of max accuracy."),
+    slo_ms: float = typer.Option(None, "--slo-ms", callback=number(gt=0),
+                                 help="Latency SLO per inference (ms)."),
+    energy_mj: float = typer.Option(None, "--energy-mj", callback=number(gt=0),
+                                    help="Device energy budget (mJ/inf)."),
+    device_mem_mb: float = typer.Option(None, "--device-mem-mb", callback=number(gt=0),
+                                        help="Device parameter MiB."),
+    min_acc: float = typer.Option(None, "--min-acc", callback=number(ge=0.0, le=1.0),
+                                  help="Minimum validation accuracy (0-1); then the objective is "
+                                  "minimised instead of max accuracy."),
     slo_stat: str = typer.Option("mean", help="mean or worst: what the SLO bounds for big/little."),
-    epochs: int = typer.Option(15, min=1, help="Training epochs (real sklearn digits)."),
-    mbps: float = typer.Option(None, "--mbps", help="Override the first hop's bandwidth."),
-    json_out: Path = typer.Option(None, "--json", help="Write the selection record here."),
+    epochs: int = typer.Option(15, callback=integer(ge=1),
+                               help="Training epochs (real sklearn digits)."),
+    mbps: float = typer.Option(None, "--mbps", callback=number(gt=0),
+                               help="Override the first hop's bandwidth."),
+    json_out: Path = typer.Option(None, "--json", callback=output_file,
+                                  help="Write the selection record here."),
 ) -> None:
     """Choose among compression variants and a big/little pair, and where each runs."""
     from edgeweave.cli import select_cmds
@@ -453,7 +495,8 @@ def main() -> None:
     try:
         app()
     except EdgeWeaveError as e:
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False)
+        # soft_wrap: the error stays one line however narrow the terminal (a grep finds it)
+        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 
