@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgeweave.cli.app import app
+from edgeweave.cli.edgent_cache import CacheKey
 from edgeweave.errors import PlanError
 
 TRACE = "t_seconds,mbps\n0,1.0\n1,4.0\n2,30.0\n3,90.0\n"
@@ -18,7 +19,8 @@ def cached(tmp_path_factory):
     cache = tmp_path_factory.mktemp("edgent") / "cache"
     res = CliRunner().invoke(app, ["edgent", "--slo-ms", "1000", "--cache", str(cache), *SMALL])
     assert res.exit_code == 0, res.output
-    assert (cache / "profile.json").exists() and (cache / "branchy.pt").exists()
+    stem = CacheKey(16, 8, 1, 0).stem
+    assert (cache / f"{stem}.json").exists() and (cache / f"{stem}.pt").exists()
     return cache
 
 
