@@ -42,6 +42,7 @@ def _profile(model: str, fleet: str | None, device: str | None, weights: Path | 
     from edgeweave.topology import DEFAULT_FLEET, load_fleet
 
     fl = load_fleet(fleet or DEFAULT_FLEET)
+    fl.tier_path(device)  # an unknown --device fails here, before the model is even built
     with console.status(f"capturing {model}"):
         graph = capture_spec(model, None if weights is None else str(weights))
     if graph.fallback_reason:

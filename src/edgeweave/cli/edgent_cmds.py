@@ -121,6 +121,7 @@ def edgent(console: Console, *, slo_ms: float, mbps: float | None, fleet_spec: s
     from edgeweave.topology import DEFAULT_FLEET, load_fleet, load_trace
 
     fleet = load_fleet(fleet_spec or DEFAULT_FLEET)
+    samples = None if trace is None else load_trace(trace).mbps  # a bad file fails before training
     branches, meta = _branches(console, fleet, device, cache, side, width, epochs, seed)
     choice = plan_edgent(branches, slo_ms, mbps)
     console.print(_options_table(choice))
@@ -129,8 +130,7 @@ def edgent(console: Console, *, slo_ms: float, mbps: float | None, fleet_spec: s
                   f"accuracy {100 * c.accuracy:.1f}% (exit accuracies on the digits test split: "
                   + ", ".join(f"{100 * a:.1f}%" for a in meta["accuracies"]) + ")")
     doc = {"fleet": fleet.name, "net": meta, **choice.to_json()}
-    if trace is not None:
-        samples = load_trace(trace).mbps
+    if samples is not None:
         cmap = build_config_map(branches, bandwidth_states(samples, states), slo_ms)
         console.print(_map_table(cmap))
         doc["config_map"] = cmap.to_json()
