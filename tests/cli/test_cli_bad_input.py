@@ -55,6 +55,10 @@ CASES: list[tuple[list[str], str]] = [
     (["plan", "--profile", "{d}/p.json", "--fleet", "{d}/adir"], "adir"),
     (["plan", "--profile", "{d}/p.json", "--fleet", "{d}/bad.yaml"], "bad.yaml: line"),
     (["plan", "--profile", "{d}/p.json", "--fleet", "{d}/badfield.yaml"], "links[0].mbps"),
+    (["plan", "--profile", "{d}/p.json", "--fleet", "{d}/hw.yaml"], "nodes[0].hardware"),
+    (["plan", "--profile", "{d}/p.json", "--fleet", "{d}/tier.yaml"], "nodes[0].tier"),
+    (["plan", "--profile", "{d}/p.json", "--fleet", "{d}/link.yaml"], "links[0].to"),
+    (["plan", "--profile", "{d}/p.json", "--fleet", "{d}/empty.yaml"], "empty.yaml"),
     (["plan", "--profile", "{d}/p.json", "--fleet", "no-such-fleet"], "no-such-fleet"),
     (["plan", "--profile", "{d}/p.json", "--fleet", FLEET, "--device", "nosuch"], "'nosuch'"),
     (["plan", "--profile", "{d}/p.json", "--device", "pi"], "--fleet"),
@@ -145,6 +149,13 @@ def scratch(tmp_path_factory) -> Path:
     (d / "wrong.json").write_text('{"a": 1}')
     (d / "bad.yaml").write_text("name: f\nnodes: [\n")
     (d / "badfield.yaml").write_text(BADFIELD)
+    node = "  - {name: %s, tier: %s, hardware: %s}\n"
+    two = "name: f\nnodes:\n" + node % ("pi", "device", "rpi4") + node % ("e", "edge",
+                                                                          "edge-server")
+    (d / "hw.yaml").write_text(two.replace("rpi4", "nosuchhw") + "links: []\n")
+    (d / "tier.yaml").write_text(two.replace("device", "moon") + "links: []\n")
+    (d / "link.yaml").write_text(two + "links:\n  - {from: pi, to: zz, mbps: 5, rtt_ms: 5}\n")
+    (d / "empty.yaml").write_text("")
     (d / "bad.csv").write_text("t_seconds,mbps\n0,abc\n")
     (d / "model.py").write_text("def factory():\n    raise RuntimeError('boom')\n")
     return d

@@ -30,9 +30,10 @@ class Known:
 
 _INFER = ("Infer", "InferStream")
 KNOWN: list[Known] = [
-    Known("node", _INFER, r"codec: unknown codec",
-          "runtime/server.py: an unknown InferRequest.return_codec or route[i>0].codec raises "
-          "CodecError from tensors.encode, outside the handler's checks"),
+    Known("node", _INFER, r"^Exception (calling application|iterating responses): codec",
+          "runtime/server.py: a bad InferRequest.return_codec or route[i>0].codec (unknown, "
+          "or a family name without parameters such as 'qsgd:') raises CodecError from "
+          "tensors.encode, outside the handler's checks"),
     Known("node", _INFER, r"application: '[^']*'$|responses: '[^']*'$",
           "runtime/server.py _forward: route[1].needs naming a value this node does not hold "
           "raises KeyError in tensors.encode"),
