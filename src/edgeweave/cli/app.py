@@ -71,12 +71,13 @@ def profile(
                             help="Rows of the per-node table (slowest on the device first)."),
 ) -> None:
     """Measure every layer on this host and predict its latency and energy on each tier."""
-    from edgeweave.cli.options import write_output
+    from edgeweave.cli.options import writing
 
     prof = _profile(model, fleet, device, weights, warmup, repeats, latency_source)
     render.profile_table(console, prof, top)
     if json_out:
-        write_output("--json", json_out, __import__("json").dumps(prof.to_json(), indent=1))
+        with writing("--json", json_out):
+            prof.save(json_out)
         console.print(f"profile written to {json_out}")
 
 
@@ -109,7 +110,7 @@ def plan(
                               help="Write the per-layer latency/size PNG here."),
 ) -> None:
     """Choose where each layer runs and compare with every inference mode."""
-    from edgeweave.cli.options import OptionError, write_output
+    from edgeweave.cli.options import OptionError, write_output, writing
     from edgeweave.cli.runtime_cmds import codec_candidates
     from edgeweave.plan import plan as make_plan
     from edgeweave.plan import plot_plan
@@ -139,10 +140,8 @@ def plan(
         write_output("--json", json_out, __import__("json").dumps(result.to_json(), indent=1))
         console.print(f"plan written to {json_out}")
     if plot:
-        try:
+        with writing("--plot", plot):
             plot_plan(result, plot)
-        except OSError as e:
-            raise OptionError(f"--plot: cannot write {plot} ({e.strerror or e})") from None
         console.print(f"figure written to {plot}")
 
 

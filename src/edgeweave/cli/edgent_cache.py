@@ -22,6 +22,7 @@ from typing import Any
 from rich.console import Console
 
 from edgeweave.cli.atomic import write_atomic
+from edgeweave.cli.options import writing
 from edgeweave.errors import EdgeWeaveError
 
 #: Bump when the net, its training or the entry's layout changes: old entries stop matching.
@@ -130,8 +131,6 @@ def store(cache: Path, key: CacheKey, state_dict: dict[str, Any], profile: Any,
     net = buf.getvalue()
     doc = {"format": FORMAT, "key": asdict(key), "meta": meta, "profile": profile.to_json(),
            "net_sha256": hashlib.sha256(net).hexdigest()}
-    try:
+    with writing("--cache", cache):
         write_atomic(cache / f"{key.stem}.pt", net)
         write_atomic(cache / f"{key.stem}.json", json.dumps(doc, indent=1).encode())
-    except OSError as e:
-        raise EdgeWeaveError(f"--cache: cannot write {cache} ({e.strerror or e})") from None

@@ -115,7 +115,7 @@ def edgent(console: Console, *, slo_ms: float, mbps: float | None, fleet_spec: s
            device: str | None, cache: Path | None, side: int, width: int, epochs: int,
            seed: int, trace: Path | None, states: int, json_out: Path | None,
            plot: Path | None) -> None:
-    from edgeweave.cli.options import OptionError, write_output
+    from edgeweave.cli.options import write_output, writing
     from edgeweave.plan.edgent import plan_edgent
     from edgeweave.plan.edgent_dynamic import bandwidth_states, build_config_map
     from edgeweave.topology import DEFAULT_FLEET, load_fleet, load_trace
@@ -138,8 +138,6 @@ def edgent(console: Console, *, slo_ms: float, mbps: float | None, fleet_spec: s
         write_output("--json", json_out, json.dumps(doc, indent=1))
         console.print(f"record written to {json_out}")
     if plot:
-        try:
+        with writing("--plot", plot):
             plot_choice(choice, plot)
-        except OSError as e:
-            raise OptionError(f"--plot: cannot write {plot} ({e.strerror or e})") from None
         console.print(f"figure written to {plot}")

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -159,13 +160,20 @@ def cache_dir(param: typer.CallbackParam, value: Path | None) -> Path | None:
     return value
 
 
-def write_output(flag: str, path: Path, text: str) -> None:
-    """Write a command's output file atomically (a crash leaves the old file or the new one,
-    never half of one); a failure (disk full, the directory gone meanwhile) is one line naming
-    the flag instead of a traceback."""
-    from edgeweave.cli.atomic import write_atomic
-
+@contextmanager
+def writing(flag: str, path: Path) -> Iterator[None]:
+    """Around code that writes the file a flag names: a failure there (disk full, the
+    directory gone meanwhile) is one line naming the flag instead of a traceback."""
     try:
-        write_atomic(path, text.encode())
+        yield
     except OSError as e:
         raise OptionError(f"{flag}: cannot write {path} ({e.strerror or e})") from None
+
+
+def write_output(flag: str, path: Path, text: str) -> None:
+    """Write a command's output file atomically: a crash leaves the old file or the new one,
+    never half of one."""
+    from edgeweave.cli.atomic import write_atomic
+
+    with writing(flag, path):
+        write_atomic(path, text.encode())
