@@ -40,6 +40,10 @@ KNOWN: list[Known] = [
     Known("node", _INFER, r"maximum recursion depth",
           "codec/base.py get_codec: a codec name of thousands of '+zstd' parts recurses once "
           "per part (RecursionError)"),
+    Known("param-server-ssp", ("PushGrad",), r"Value out of range",
+          "train/decentral/real.py ParamServerNode.PushGrad (SSP): a read_version far below "
+          "the server's (e.g. -2**63) makes staleness overflow int64 in GradReply; the "
+          "gradient has already been applied and the clock advanced when it raises"),
     Known("node", ("Deploy",), r"_InactiveRpcError",
           "runtime/server.py Deploy: hops_ahead past the end of the chain; the next node's "
           "FAILED_PRECONDITION escapes as an exception instead of being relayed"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import itertools
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -108,7 +109,8 @@ FL_PROBE = 99
 def fl_server() -> Target:
     """An FL server with one device (this process) in a round at all times: a driver thread
     runs rounds back to back, a reader thread follows the device's Tasks stream, so a seeded
-    Update names a task that is open right now and reaches the update checks."""
+    Update names a task that is open right now and reaches the update checks. The device
+    registers again whenever its stream is gone (a keepalive missed on a busy box)."""
     from edgeweave.train.backends.grpc_backend import GrpcBackend
     from edgeweave.train.models import build_model
     from edgeweave.train.types import FitConfig
@@ -120,32 +122,39 @@ def fl_server() -> Target:
     params = OrderedDict((k, v.detach().clone())
                          for k, v in build_model(FL_SPEC).state_dict().items())
     msgs = params_to_msgs(params)
-    state = {"task": "", "round": 0, "probe": ""}
+    state: dict = {"device": "", "task": "", "round": 0, "probe": "", "stream": None}
     ch = grpc.insecure_channel(backend.address)
     stub = fl_pb2_grpc.FederatedLearningStub(ch)
-    device = stub.Register(fl_pb2.RegisterRequest(client_id=FL_DEVICE, num_examples=5),
-                           metadata=MD, timeout=PROBE_S).session
-    tasks = stub.Tasks(fl_pb2.TasksRequest(session=device), metadata=MD)
     stopping = threading.Event()
 
-    def follow() -> None:
+    def follow(tasks) -> None:
         try:
             for t in tasks:
                 if t.kind == fl_pb2.Task.FIT:
                     state["task"], state["round"] = t.task_id, t.round
         except grpc.RpcError:
-            pass  # cancelled at stop
+            pass  # cancelled, or the connection dropped: drive() connects again
+
+    def connect() -> None:
+        state["device"] = stub.Register(fl_pb2.RegisterRequest(
+            client_id=FL_DEVICE, num_examples=5), metadata=MD, timeout=PROBE_S).session
+        state["stream"] = stub.Tasks(fl_pb2.TasksRequest(session=state["device"]), metadata=MD)
+        threading.Thread(target=follow, args=(state["stream"],), daemon=True).start()
+        end = time.monotonic() + PROBE_S
+        while FL_DEVICE not in backend.connected() and time.monotonic() < end:
+            time.sleep(0.01)
 
     def drive() -> None:
         for r in itertools.count(1):
             if stopping.is_set():
                 return
+            if FL_DEVICE not in backend.connected():
+                connect()
             backend.fit(r, params, [FL_DEVICE], FitConfig())
 
-    threads = [threading.Thread(target=follow, daemon=True),
-               threading.Thread(target=drive, daemon=True)]
-    for t in threads:
-        t.start()
+    connect()
+    driver = threading.Thread(target=drive, daemon=True)
+    driver.start()
 
     def probe(c: grpc.Channel) -> None:
         s = fl_pb2_grpc.FederatedLearningStub(c)
@@ -153,16 +162,15 @@ def fl_server() -> Target:
                                     metadata=MD, timeout=PROBE_S).session
 
     def update() -> list[Message]:
-        return [fl_pb2.Update(session=device, task_id=state["task"], round=state["round"],
-                              params=msgs, num_examples=5, train_loss=0.5)]
+        return [fl_pb2.Update(session=state["device"], task_id=state["task"],
+                              round=state["round"], params=msgs, num_examples=5, train_loss=0.5)]
 
     def stop() -> None:
         stopping.set()
-        tasks.cancel()
         backend.close()
+        state["stream"].cancel()
         ch.close()
-        for t in threads:
-            t.join(10)
+        driver.join(10)
 
     return Target("edgeweave.fl.v1.FederatedLearning", backend.address, {
         "edgeweave.fl.v1.RegisterRequest": lambda: [fl_pb2.RegisterRequest(
@@ -171,7 +179,7 @@ def fl_server() -> Target:
         "edgeweave.fl.v1.Update": update,
         "edgeweave.fl.v1.Tensor": lambda: msgs,
         "edgeweave.fl.v1.SecAggMessage": lambda: [fl_pb2.SecAggMessage(
-            session=device, task_id=state["task"], round=state["round"])],
+            session=state["device"], task_id=state["task"], round=state["round"])],
     }, probe, stop)
 
 

@@ -107,7 +107,7 @@ def _size(value: object) -> int:
     return len(value) + 2 if isinstance(value, str | bytes) else 10
 
 
-def _repeat(element: st.SearchStrategy, small: int = 6, most: int = 16
+def repeated(element: st.SearchStrategy, small: int = 6, most: int = 16
             ) -> st.SearchStrategy[list]:
     """Lists: usually short, sometimes one element repeated into a huge count, up to 2**most
     and about HUGE bytes in all (so nesting cannot multiply sizes past the message limits)."""
@@ -150,7 +150,7 @@ class MessageStrategies:
             one = scalar(field)
         if field.is_repeated:  # messages cost far more to copy: fewer of them
             nested = field.type == F.TYPE_MESSAGE
-            return _repeat(one, small=3 if nested else 8, most=10 if nested else 16)
+            return repeated(one, small=3 if nested else 8, most=10 if nested else 16)
         return one
 
     def _generated(self, desc: Descriptor, cls: type[Message], depth: int

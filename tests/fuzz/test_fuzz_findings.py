@@ -44,6 +44,13 @@ def _deploy_past_the_chain(target: Target) -> list[Message]:
 _CODEC = r"^Exception (calling application|iterating responses): codec"
 
 
+def _stale_gradient(target: Target) -> Message:
+    """A valid gradient of worker 0 claiming to be computed at version -2**63."""
+    grad = target.seeds["edgeweave.peer.v1.GradRequest"]()[0]
+    grad.read_version = -(2**63)
+    return grad
+
+
 def _reason(details: str) -> str:
     return next(k.reason for k in KNOWN if k.details == details)
 
@@ -61,6 +68,7 @@ CASES = [
                                                    "none" + "+zstd" * 3000)),
          _reason(r"maximum recursion depth")),
     Case("node", "Deploy", _deploy_past_the_chain, _reason(r"_InactiveRpcError")),
+    Case("param-server-ssp", "PushGrad", _stale_gradient, _reason(r"Value out of range")),
 ]
 
 

@@ -30,7 +30,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from proto_strategies import MessageStrategies
+from proto_strategies import MessageStrategies, repeated
 
 LONG = "EDGEWEAVE_FUZZ_EXAMPLES" in os.environ
 EXAMPLES = int(os.environ.get("EDGEWEAVE_FUZZ_EXAMPLES", "12"))
@@ -46,10 +46,11 @@ def cases() -> list[tuple[str, str]]:
 
 
 def requests(target: Target, method: MethodDescriptor) -> st.SearchStrategy:
-    """Requests for ``method``: one message, or a list of them for a client stream."""
+    """Requests for ``method``: one message, or a list of them for a client stream (a few, or
+    one repeated up to 256 times)."""
     one = MessageStrategies(target.seeds).message(
         message_factory.GetMessageClass(method.input_type))
-    return st.lists(one, max_size=4) if method.client_streaming else one
+    return repeated(one, small=4, most=8) if method.client_streaming else one
 
 
 @pytest.mark.parametrize(("server", "method"), cases())
