@@ -168,10 +168,13 @@ def tripwires(monkeypatch):
     def tripped(*a, **k):
         raise AssertionError("bad input reached training or measuring")
 
-    for module, name in (("edgeweave.profile", "profile_graph"),
-                         ("edgeweave.plan.branchy", "digits_branchy"),
-                         ("edgeweave.adapt", "digits")):  # exits, compress, select
-        monkeypatch.setattr(importlib.import_module(module), name, tripped)
+    entry_points = (("edgeweave.profile", "profile_graph"),
+                    ("edgeweave.plan.branchy", "digits_branchy"),
+                    ("edgeweave.adapt", "digits"))  # exits, compress, select
+    # import every module first: one imported while a tripwire is set would keep it for good
+    modules = [importlib.import_module(m) for m, _ in entry_points]
+    for module, (_, name) in zip(modules, entry_points, strict=True):
+        monkeypatch.setattr(module, name, tripped)
 
 
 def run_main(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
