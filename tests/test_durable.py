@@ -89,3 +89,18 @@ def _try(out, seen: list[str]) -> None:
             seen.append("acquired")
     except FolderInUse as e:
         seen.append(str(e))
+
+
+def test_atomic_write_replaces_whole_or_not_at_all(tmp_path, monkeypatch):
+    target = tmp_path / "out.json"
+    write_atomic(target, b"old")
+    assert target.read_bytes() == b"old" and oct(target.stat().st_mode & 0o777) != "0o600"
+
+    def power_cut(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", power_cut)
+    with pytest.raises(OSError):
+        write_atomic(target, b"new and longer")
+    assert target.read_bytes() == b"old"  # never half-written
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temp file left behind

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from edgeweave.cli import render, report_cmds
-from edgeweave.cli.numbers import positive
+from edgeweave.cli.options import SEED_MAX, cache_dir, integer, number, one_of, output_file
 from edgeweave.errors import EdgeWeaveError
 
 app = typer.Typer(
@@ -42,6 +42,7 @@ def _profile(model: str, fleet: str | None, device: str | None, weights: Path | 
     from edgeweave.topology import DEFAULT_FLEET, load_fleet
 
     fl = load_fleet(fleet or DEFAULT_FLEET)
+    fl.tier_path(device)  # an unknown --device fails here, before the model is even built
     with console.status(f"capturing {model}"):
         graph = capture_spec(model, None if weights is None else str(weights))
     if graph.fallback_reason:
@@ -58,19 +59,25 @@ def profile(
     fleet: str = typer.Option(None, "--fleet", "-f", help=FLEET_HELP),
     device: str = typer.Option(None, "--device", help="Device node of the fleet (default: first)."),
     weights: Path = typer.Option(None, "--weights", help="State-dict file to load into the model."),
-    warmup: int = typer.Option(3, min=0, help="Untimed runs before measuring."),
-    repeats: int = typer.Option(10, min=1, help="Timed runs; each node's median is kept."),
+    warmup: int = typer.Option(3, callback=integer(ge=0), help="Untimed runs before measuring."),
+    repeats: int = typer.Option(10, callback=integer(ge=1),
+                                help="Timed runs; each node's median is kept."),
     latency_source: LatencySource = typer.Option(
         LatencySource.regression, help="Scale the regression's prediction or the raw measurement."
     ),
-    json_out: Path = typer.Option(None, "--json", help="Write the profile JSON here."),
-    top: int = typer.Option(15, help="Rows of the per-node table (slowest on the device first)."),
+    json_out: Path = typer.Option(None, "--json", callback=output_file,
+                                  help="Write the profile JSON here."),
+    top: int = typer.Option(15, callback=integer(ge=1),
+                            help="Rows of the per-node table (slowest on the device first)."),
 ) -> None:
     """Measure every layer on this host and predict its latency and energy on each tier."""
+    from edgeweave.cli.options import writing
+
     prof = _profile(model, fleet, device, weights, warmup, repeats, latency_source)
     render.profile_table(console, prof, top)
     if json_out:
-        prof.save(json_out)
+        with writing("--json", json_out):
+            prof.save(json_out)
         console.print(f"profile written to {json_out}")
 
 
@@ -81,22 +88,30 @@ def plan(
     fleet: str = typer.Option(None, "--fleet", "-f", help=FLEET_HELP),
     device: str = typer.Option(None, "--device", help="Device node of the fleet (default: first)."),
     objective: Objective = typer.Option(Objective.latency, help="What to minimise."),
-    slo_ms: float = typer.Option(None, "--slo-ms", help="Latency service-level objective (ms)."),
+    slo_ms: float = typer.Option(None, "--slo-ms", callback=number(gt=0),
+                                 help="Latency service-level objective (ms)."),
     device_mem_mb: float = typer.Option(
-        None, "--device-mem-mb", help="Most parameter memory the device may hold (MiB)."
+        None, "--device-mem-mb", callback=number(gt=0),
+        help="Most parameter memory the device may hold (MiB)."
     ),
     mbps: float = typer.Option(
-        None, "--mbps", help="Override the first hop's bandwidth (Mbit/s), e.g. for a sweep."
+        None, "--mbps", callback=number(gt=0),
+        help="Override the first hop's bandwidth (Mbit/s), e.g. for a sweep."
     ),
     weights: Path = typer.Option(None, "--weights", help="State-dict file to load into the model."),
-    warmup: int = typer.Option(3, min=0, help="Untimed runs before measuring."),
-    repeats: int = typer.Option(10, min=1, help="Timed runs; each node's median is kept."),
+    warmup: int = typer.Option(3, callback=integer(ge=0), help="Untimed runs before measuring."),
+    repeats: int = typer.Option(10, callback=integer(ge=1),
+                                help="Timed runs; each node's median is kept."),
     codec: str = typer.Option("none", help="Candidate activation codecs per cut, comma-"
                               "separated (none, fp16, int8, zstd, int8+zstd, ...) or auto."),
-    json_out: Path = typer.Option(None, "--json", help="Write the plan JSON here."),
-    plot: Path = typer.Option(None, "--plot", help="Write the per-layer latency/size PNG here."),
+    json_out: Path = typer.Option(None, "--json", callback=output_file,
+                                  help="Write the plan JSON here."),
+    plot: Path = typer.Option(None, "--plot", callback=output_file,
+                              help="Write the per-layer latency/size PNG here."),
 ) -> None:
     """Choose where each layer runs and compare with every inference mode."""
+    from edgeweave.cli.options import OptionError, write_output, writing
+    from edgeweave.cli.runtime_cmds import codec_candidates
     from edgeweave.plan import plan as make_plan
     from edgeweave.plan import plot_plan
     from edgeweave.profile import load_profile, retarget
@@ -104,6 +119,10 @@ def plan(
 
     if (model is None) == (profile_file is None):
         raise EdgeWeaveError("give either a MODEL to profile or --profile FILE, not both/neither")
+    try:
+        codecs = codec_candidates(codec)  # before profiling: a typo costs nothing
+    except EdgeWeaveError as e:
+        raise OptionError(f"--codec: {str(e).removeprefix('codec: ')}") from None
     if profile_file is not None:
         prof = load_profile(profile_file)
         if fleet or device:
@@ -114,18 +133,15 @@ def plan(
     else:
         prof = _profile(model, fleet, device, weights, warmup, repeats, LatencySource.regression)
     if mbps is not None:
-        if mbps <= 0:
-            raise EdgeWeaveError(f"--mbps: must be positive, got {mbps}")
         prof = prof.with_link(prof.hop_names()[0], mbps=mbps)
-    from edgeweave.cli.runtime_cmds import codec_candidates
-
-    result = make_plan(prof, objective.value, slo_ms, device_mem_mb, codec_candidates(codec))
+    result = make_plan(prof, objective.value, slo_ms, device_mem_mb, codecs)
     render.plan_table(console, result)
     if json_out:
-        json_out.write_text(__import__("json").dumps(result.to_json(), indent=1))
+        write_output("--json", json_out, __import__("json").dumps(result.to_json(), indent=1))
         console.print(f"plan written to {json_out}")
     if plot:
-        plot_plan(result, plot)
+        with writing("--plot", plot):
+            plot_plan(result, plot)
         console.print(f"figure written to {plot}")
 
 
@@ -250,21 +266,32 @@ def netlab(
 
 @app.command()
 def edgent(
-    slo_ms: float = typer.Option(..., "--slo-ms", help="Latency requirement per inference (ms)."),
-    mbps: float = typer.Option(None, "--mbps", help="First hop's bandwidth (default: fleet's)."),
+    slo_ms: float = typer.Option(..., "--slo-ms", callback=number(gt=0),
+                                 help="Latency requirement per inference (ms)."),
+    mbps: float = typer.Option(None, "--mbps", callback=number(gt=0),
+                               help="First hop's bandwidth (default: fleet's)."),
     fleet: str = typer.Option(None, "--fleet", "-f", help=FLEET_HELP),
     device: str = typer.Option(None, "--device", help="Device node of the fleet (default: first)."),
-    cache: Path = typer.Option(None, "--cache", help="Directory keeping the trained net and its "
-                               "profile; reused when present (then nothing is re-trained)."),
-    side: int = typer.Option(32, min=8, help="Digit image side (8x8 upsampled; multiple of 8)."),
-    width: int = typer.Option(32, min=1, help="Channels of the first conv stage."),
-    epochs: int = typer.Option(6, min=1, help="Joint training epochs (real sklearn digits)."),
-    seed: int = typer.Option(0, help="Seed of the data split and training."),
+    cache: Path = typer.Option(None, "--cache", callback=cache_dir,
+                               help="Directory keeping the trained net and its profile, one "
+                               "entry per --side/--width/--epochs/--seed; an entry is reused "
+                               "when present (then nothing is re-trained)."),
+    side: int = typer.Option(32, callback=integer(ge=8, le=128, multiple_of=8),
+                             help="Digit image side (8x8 upsampled; a multiple of 8, <= 128)."),
+    width: int = typer.Option(32, callback=integer(ge=1, le=128),
+                              help="Channels of the first conv stage (<= 128)."),
+    epochs: int = typer.Option(6, callback=integer(ge=1),
+                               help="Joint training epochs (real sklearn digits)."),
+    seed: int = typer.Option(0, callback=integer(ge=0, le=SEED_MAX),
+                             help="Seed of the data split and training."),
     trace: Path = typer.Option(None, "--trace", help="Bandwidth trace CSV (t_seconds,mbps): "
                                "also print the dynamic mode's configuration map."),
-    states: int = typer.Option(4, min=1, help="Bandwidth states of the configuration map."),
-    json_out: Path = typer.Option(None, "--json", help="Write every (exit, cut) and the choice."),
-    plot: Path = typer.Option(None, "--plot", help="Write accuracy vs latency of each option."),
+    states: int = typer.Option(4, callback=integer(ge=1, le=64),
+                               help="Bandwidth states of the configuration map (<= 64)."),
+    json_out: Path = typer.Option(None, "--json", callback=output_file,
+                                  help="Write every (exit, cut) and the choice."),
+    plot: Path = typer.Option(None, "--plot", callback=output_file,
+                              help="Write accuracy vs latency of each option."),
 ) -> None:
     """Edgent: choose exit point and device/edge cut of a branchy digits CNN jointly."""
     from edgeweave.cli import edgent_cmds
@@ -277,10 +304,14 @@ def edgent(
 @app.command()
 def exits(
     model: str = typer.Argument("digits-cnn", help="nn.Sequential model taking 1x8x8 digits."),
-    epochs: int = typer.Option(20, min=1, help="Joint training epochs (real sklearn digits)."),
-    target: float = typer.Option(0.97, min=0.0, max=1.0, help="Validation accuracy to keep."),
-    mode: str = typer.Option("entropy", help="entropy or confidence thresholds."),
-    json_out: Path = typer.Option(None, "--json", help="Write the exit report here."),
+    epochs: int = typer.Option(20, callback=integer(ge=1),
+                               help="Joint training epochs (real sklearn digits)."),
+    target: float = typer.Option(0.97, callback=number(ge=0.0, le=1.0),
+                                 help="Validation accuracy to keep."),
+    mode: str = typer.Option("entropy", callback=one_of("entropy", "confidence"),
+                             help="entropy or confidence thresholds."),
+    json_out: Path = typer.Option(None, "--json", callback=output_file,
+                                  help="Write the exit report here."),
 ) -> None:
     """Attach BranchyNet exits, train them jointly, calibrate thresholds, report per exit."""
     from edgeweave.cli import adapt_cmds
@@ -291,9 +322,12 @@ def exits(
 @app.command()
 def compress(
     model: str = typer.Argument("digits-cnn", help="nn.Sequential model taking 1x8x8 digits."),
-    epochs: int = typer.Option(30, min=1, help="Baseline training epochs (real sklearn digits)."),
-    sparsity: float = typer.Option(0.85, min=0.0, max=0.99, help="Magnitude-pruning sparsity."),
-    json_out: Path = typer.Option(None, "--json", help="Write the variant table here."),
+    epochs: int = typer.Option(30, callback=integer(ge=1),
+                               help="Baseline training epochs (real sklearn digits)."),
+    sparsity: float = typer.Option(0.85, callback=number(ge=0.0, le=0.99),
+                                   help="Magnitude-pruning sparsity."),
+    json_out: Path = typer.Option(None, "--json", callback=output_file,
+                                  help="Write the variant table here."),
 ) -> None:
     """Derive int8, pruned, low-rank and distilled variants; size, FLOPs and accuracy each."""
     from edgeweave.cli import adapt_cmds
@@ -307,15 +341,22 @@ def select(
     fleet: str = typer.Option(None, "--fleet", "-f", help=FLEET_HELP),
     device: str = typer.Option(None, "--device", help="Device node of the fleet (default: first)."),
     objective: str = typer.Option("latency", help="latency or energy: what to minimise."),
-    slo_ms: float = typer.Option(None, "--slo-ms", help="Latency SLO per inference (ms)."),
-    energy_mj: float = typer.Option(None, "--energy-mj", help="Device energy budget (mJ/inf)."),
-    device_mem_mb: float = typer.Option(None, "--device-mem-mb", help="Device parameter MiB."),
-    min_acc: float = typer.Option(None, "--min-acc", help="Minimum validation accuracy (0-1); "
-                                  "then the objective is minimised instead of max accuracy."),
+    slo_ms: float = typer.Option(None, "--slo-ms", callback=number(gt=0),
+                                 help="Latency SLO per inference (ms)."),
+    energy_mj: float = typer.Option(None, "--energy-mj", callback=number(gt=0),
+                                    help="Device energy budget (mJ/inf)."),
+    device_mem_mb: float = typer.Option(None, "--device-mem-mb", callback=number(gt=0),
+                                        help="Device parameter MiB."),
+    min_acc: float = typer.Option(None, "--min-acc", callback=number(ge=0.0, le=1.0),
+                                  help="Minimum validation accuracy (0-1); then the objective is "
+                                  "minimised instead of max accuracy."),
     slo_stat: str = typer.Option("mean", help="mean or worst: what the SLO bounds for big/little."),
-    epochs: int = typer.Option(15, min=1, help="Training epochs (real sklearn digits)."),
-    mbps: float = typer.Option(None, "--mbps", help="Override the first hop's bandwidth."),
-    json_out: Path = typer.Option(None, "--json", help="Write the selection record here."),
+    epochs: int = typer.Option(15, callback=integer(ge=1),
+                               help="Training epochs (real sklearn digits)."),
+    mbps: float = typer.Option(None, "--mbps", callback=number(gt=0),
+                               help="Override the first hop's bandwidth."),
+    json_out: Path = typer.Option(None, "--json", callback=output_file,
+                                  help="Write the selection record here."),
 ) -> None:
     """Choose among compression variants and a big/little pair, and where each runs."""
     from edgeweave.cli import select_cmds
@@ -344,13 +385,13 @@ def fl_server(
     token_file: Path = typer.Option(..., "--token-file", help="Bearer token (edgeweave fl-token)."),
     test_data: Path = typer.Option(None, "--test-data", help="Held-out .npz (x, y) to evaluate."),
     min_clients: int = typer.Option(None, "--min-clients", min=1, help="Devices to wait for."),
-    round_timeout: float = typer.Option(60.0, "--round-timeout", callback=positive,
+    round_timeout: float = typer.Option(60.0, "--round-timeout", callback=number(gt=0),
                                         help="Seconds per round; also the longest wait for a "
                                         "device that went missing during training."),
-    wait_clients: float = typer.Option(None, "--wait-clients", callback=positive,
+    wait_clients: float = typer.Option(None, "--wait-clients", callback=number(gt=0),
                                        help="Before the first round: give up waiting for "
                                        "--min-clients devices after this long (s)."),
-    lease: float = typer.Option(None, "--lease", callback=positive,
+    lease: float = typer.Option(None, "--lease", callback=number(gt=0),
                                 help="A device's registration lapses this long (s) after its "
                                 "last activity [60]."),
     max_client_examples: int = typer.Option(
@@ -360,7 +401,7 @@ def fl_server(
     rounds: int = typer.Option(None, min=1, help="Without --config: rounds [10]."),
     strategy: str = typer.Option(None, help="Without --config: strategy [fedavg]."),
     fraction: float = typer.Option(None, help="Without --config: devices per round [1.0]."),
-    lr: float = typer.Option(None, callback=positive),
+    lr: float = typer.Option(None, callback=number(gt=0)),
     batch_size: int = typer.Option(None, "--batch-size"),
     epochs: int = typer.Option(None), seed: int = typer.Option(None),
     out: Path = typer.Option(None, "--out", help="Metrics JSONL + checkpoint (resumes)."),
@@ -385,13 +426,13 @@ def fl_client(
     token_file: Path = typer.Option(..., "--token-file", help="Bearer token file."),
     client_id: int = typer.Option(None, "--client-id", min=0,
                                   help="Default: digits in the file name."),
-    give_up: float = typer.Option(None, "--give-up", callback=positive,
+    give_up: float = typer.Option(None, "--give-up", callback=number(gt=0),
                                   help="Exit if unreachable this long (s)."),
     threads: int = typer.Option(1, min=1, help="Torch threads for local training."),
-    retry_max: float = typer.Option(5.0, "--retry-max", callback=positive,
+    retry_max: float = typer.Option(5.0, "--retry-max", callback=number(gt=0),
                                     help="Longest reconnect back-off (s)."),
     tls_ca: Path = typer.Option(None, "--tls-ca", help="TLS: CA (PEM) of the server's cert."),
-    max_message_mb: float = typer.Option(None, "--max-message-mb", callback=positive,
+    max_message_mb: float = typer.Option(None, "--max-message-mb", callback=number(gt=0),
                                          help="Largest message taken from the server (MiB) "
                                          "[129]."),
 ) -> None:
@@ -438,7 +479,7 @@ def decentral(
     graph: str = typer.Option("ring", help="Peer graph: ring, torus, complete, regular:K, "
                                             "erdos:P, star."),
     rounds: int = typer.Option(60, min=1, help="Rounds (one local step per node each)."),
-    lr: float = typer.Option(0.4, callback=positive, help="Learning rate."),
+    lr: float = typer.Option(0.4, callback=number(gt=0), help="Learning rate."),
     model: str = typer.Option("mlp:64,64,10", help="Model spec."),
     partition: str = typer.Option("iid", help="How digits are split across nodes."),
     seed: int = typer.Option(0),
@@ -474,7 +515,8 @@ def main() -> None:
     try:
         app()
     except EdgeWeaveError as e:
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False)
+        # soft_wrap: the error stays one line however narrow the terminal (a grep finds it)
+        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

@@ -127,7 +127,8 @@ def load_weights(module: nn.Module, weights: str | Path) -> None:
     naming the file."""
     path = Path(weights)
     if not path.is_file():
-        raise ModelError(f"weights file {str(path)!r} does not exist")
+        what = "is a directory, expected a file" if path.is_dir() else "does not exist"
+        raise ModelError(f"weights file {str(path)!r} {what}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -173,7 +174,8 @@ def _load_from_file(path: Path, factory_name: str, spec: str) -> ModelSpec:
             "as in 'path/to/file.py:factory'"
         )
     if not path.is_file():
-        raise ModelError(f"model file {str(path)!r} (from specifier {spec!r}) does not exist")
+        what = "is a directory, expected a file" if path.is_dir() else "does not exist"
+        raise ModelError(f"model file {str(path)!r} (from specifier {spec!r}) {what}")
     source = _import_file(path)
     factory = getattr(source, factory_name, None)
     if not callable(factory):
