@@ -307,13 +307,16 @@ def fleet(tmp_path_factory) -> tuple[Path, Path]:
 
 def test_fleet_files_and_key_permissions(fleet) -> None:
     a, _ = fleet
-    names = sorted(p.name for p in a.iterdir())
-    assert names == ["ca.key", "ca.pem", "device.key", "device.pem", "edge.key", "edge.pem"]
+    files = sorted(str(p.relative_to(a)) for p in a.rglob("*") if p.is_file())
+    # the CA key has its own folder; each node's folder (what is copied to it) lacks it
+    assert files == ["ca/ca.key", "ca/ca.pem", "device/ca.pem", "device/device.key",
+                     "device/device.pem", "edge/ca.pem", "edge/edge.key", "edge/edge.pem"]
     if os.name == "posix":
-        for key in a.glob("*.key"):
+        for key in a.rglob("*.key"):
             assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
-    cert = x509.load_pem_x509_certificate((a / "edge.pem").read_bytes())
-    ca = x509.load_pem_x509_certificate((a / "ca.pem").read_bytes())
+    cert = x509.load_pem_x509_certificate((a / "edge" / "edge.pem").read_bytes())
+    ca = x509.load_pem_x509_certificate((a / "ca" / "ca.pem").read_bytes())
+    assert (a / "edge" / "ca.pem").read_bytes() == (a / "ca" / "ca.pem").read_bytes()
     cert.verify_directly_issued_by(ca)
     eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH} <= set(eku)
@@ -335,8 +338,9 @@ def test_mtls_with_server_name_override(fleet, serve, channels) -> None:
     a, _ = fleet
     target, _, _ = serve(creds=server_credentials(a, "edge"))
     port = target.rsplit(":", 1)[1]
+    d = a / "device"
     tls = ClientTLS(
-        ca=a / "ca.pem", cert=a / "device.pem", key=a / "device.key", server_name="localhost"
+        ca=d / "ca.pem", cert=d / "device.pem", key=d / "device.key", server_name="localhost"
     )
     assert _echo(channels(f"127.0.0.1:{port}", tls=tls)) == b"echo:hi"
 
@@ -344,7 +348,7 @@ def test_mtls_with_server_name_override(fleet, serve, channels) -> None:
 def test_mtls_client_without_cert_fails(fleet, serve, channels) -> None:
     a, _ = fleet
     target, svc, _ = serve(creds=server_credentials(a, "edge"))
-    ch = channels(target, tls=ClientTLS(ca=a / "ca.pem"))
+    ch = channels(target, tls=ClientTLS(ca=a / "ca" / "ca.pem"))
     code, _ = _code(lambda: _echo(ch))
     assert code == grpc.StatusCode.UNAVAILABLE
     assert svc.calls == []
@@ -354,7 +358,8 @@ def test_mtls_client_cert_from_other_ca_fails(fleet, serve, channels) -> None:
     a, b = fleet
     target, svc, _ = serve(creds=server_credentials(a, "edge"))
     # Trusts the right CA for the server, but presents a certificate from fleet B.
-    tls = ClientTLS(ca=a / "ca.pem", cert=b / "device.pem", key=b / "device.key")
+    tls = ClientTLS(ca=a / "ca" / "ca.pem", cert=b / "device" / "device.pem",
+                    key=b / "device" / "device.key")
     code, _ = _code(lambda: _echo(channels(target, tls=tls)))
     assert code == grpc.StatusCode.UNAVAILABLE
     assert svc.calls == []
@@ -424,32 +429,34 @@ def test_missing_and_corrupt_pem_files_named(tmp_path) -> None:
     with pytest.raises(SecurityError, match=r"CA certificate .*ca\.pem does not exist"):
         make_node_cert(tmp_path, "edge", tmp_path)
     make_fleet_certs(tmp_path, ["edge"], hosts=["127.0.0.1"])
-    (tmp_path / "edge.key").write_text("-----BEGIN PRIVATE KEY-----\ngarbage\n")
+    (tmp_path / "edge" / "edge.key").write_text("-----BEGIN PRIVATE KEY-----\ngarbage\n")
     with pytest.raises(SecurityError, match=r"edge\.key is not a valid"):
         server_credentials(tmp_path, "edge")
-    with pytest.raises(SecurityError, match=r"nope\.pem does not exist"):
+    with pytest.raises(SecurityError, match=r"node 'nope'.*nope\.pem does not exist"):
         server_credentials(tmp_path, "nope")
-    (tmp_path / "ca.pem").write_bytes(b"not a pem")
+    (tmp_path / "edge" / "ca.pem").write_bytes(b"not a pem")
     with pytest.raises(SecurityError, match=r"ca\.pem is not a valid PEM certificate"):
-        client_credentials(ClientTLS(ca=tmp_path / "ca.pem"))
+        client_credentials(ClientTLS(ca=tmp_path / "edge" / "ca.pem"))
 
 
 def test_mismatched_key_is_named(tmp_path) -> None:
     make_fleet_certs(tmp_path, ["edge", "device"], hosts=["127.0.0.1"])
-    tls = ClientTLS(ca=tmp_path / "ca.pem", cert=tmp_path / "edge.pem", key=tmp_path / "device.key")
+    tls = ClientTLS(ca=tmp_path / "ca" / "ca.pem", cert=tmp_path / "edge" / "edge.pem",
+                    key=tmp_path / "device" / "device.key")
     with pytest.raises(SecurityError, match=r"device\.key does not belong to .*edge\.pem"):
         client_credentials(tls)
     with pytest.raises(SecurityError, match="both cert and key"):
-        ClientTLS(ca=tmp_path / "ca.pem", cert=tmp_path / "edge.pem")
+        ClientTLS(ca=tmp_path / "ca" / "ca.pem", cert=tmp_path / "edge" / "edge.pem")
 
 
 def test_reuse_ca_keeps_existing_certs_valid(tmp_path) -> None:
     first = make_fleet_certs(tmp_path, ["edge"])
     ca_before = first["ca"].cert.read_bytes()
     make_fleet_certs(tmp_path, ["device"], reuse_ca=True)
-    assert (tmp_path / "ca.pem").read_bytes() == ca_before
+    assert (tmp_path / "ca" / "ca.pem").read_bytes() == ca_before
+    assert (tmp_path / "device" / "ca.pem").read_bytes() == ca_before
     make_fleet_certs(tmp_path, ["device"])
-    assert (tmp_path / "ca.pem").read_bytes() != ca_before
+    assert (tmp_path / "ca" / "ca.pem").read_bytes() != ca_before
     with pytest.raises(SecurityError, match="duplicate"):
         make_fleet_certs(tmp_path, ["a", "a"])
 

@@ -13,12 +13,12 @@ from edgeweave.errors import EdgeWeaveError
 
 def codec_candidates(spec: str) -> tuple[str, ...]:
     """`--codec none`, `--codec fp16,int8+zstd` or `--codec auto` (every cut codec)."""
-    from edgeweave.codec import get_codec
     from edgeweave.profile.activations import CUT_CODECS
+    from edgeweave.runtime.tensors import activation_codec
 
     names = CUT_CODECS if spec == "auto" else tuple(c.strip() for c in spec.split(",") if c)
     for name in names:
-        get_codec(name)  # a CodecError names the bad one
+        activation_codec(name)  # a CodecError names the bad one
     return names or ("none",)
 
 
@@ -44,7 +44,7 @@ def _prepare(console: Console, model: str, fleet_spec: str | None, plan_file: Pa
 
 def infer(console: Console, model, fleet_spec, edge, plan_file, input_file, repeat, objective,
           codec, mbps, token_file, cert_dir, adapt, json_out, token=None,
-          shape_bandwidth=True) -> None:
+          shape_bandwidth=True, fallback_local=False) -> None:
     from edgeweave.runtime.client import ClientOptions
     from edgeweave.runtime.inputs import load_input
     from edgeweave.runtime.session import run
@@ -61,8 +61,8 @@ def infer(console: Console, model, fleet_spec, edge, plan_file, input_file, repe
     token = token or (load_token(token_file) if token_file else None)
     tls = ClientTLS.for_node(cert_dir, "device") if cert_dir else None
     summary = run(graph, chosen, edge, [x] * repeat, dilation=dilation, token=token, tls=tls,
-                  options=ClientOptions(adapt=adapt,
-                                        shape_bandwidth=shape_bandwidth), profile=prof,
+                  options=ClientOptions(adapt=adapt, shape_bandwidth=shape_bandwidth,
+                                        fallback_local=fallback_local), profile=prof,
                   trace=trace if shape_bandwidth else None)
     _report(console, summary, model)
     if json_out:
@@ -70,7 +70,8 @@ def infer(console: Console, model, fleet_spec, edge, plan_file, input_file, repe
         console.print(f"results written to {json_out}")
 
 
-def lab(console: Console, model, fleet_spec, repeat, codec, mbps, json_out) -> None:
+def lab(console: Console, model, fleet_spec, repeat, codec, mbps, json_out,
+        fallback_local=False) -> None:
     from edgeweave.runtime.lab import LocalLab
 
     with console.status("starting edge and cloud servers"), LocalLab() as fleet_lab:
@@ -78,7 +79,8 @@ def lab(console: Console, model, fleet_spec, repeat, codec, mbps, json_out) -> N
         console.print(f"lab: edge {fleet_lab.edge_target}, "
                       f"cloud {fleet_lab.nodes['cloud'].target}")
         infer(console, model, fleet_spec, fleet_lab.edge_target, None, None, repeat, "latency",
-              codec, mbps, None, None, False, json_out, token=pass_token)
+              codec, mbps, None, None, False, json_out, token=pass_token,
+              fallback_local=fallback_local)
 
 
 def _report(console: Console, summary, model: str) -> None:

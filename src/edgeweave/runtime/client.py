@@ -14,12 +14,14 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 import torch
 
+from edgeweave.codec import CodecError
 from edgeweave.errors import EdgeWeaveError
 from edgeweave.graph import Graph, Stage, split
 from edgeweave.plan import Plan, plan
@@ -75,6 +77,10 @@ class ClientOptions:
     adapt: bool = False  # re-plan when measured bandwidth or tier load moves the optimum
     min_gain: float = 0.05
     load_change: float = 0.2  # a load factor moving this much (relative) triggers a re-plan check
+    # run locally even when the edge refuses our token or TLS handshake (default: an error
+    # naming the cause; a misconfigured client must not look like a slow edge)
+    fallback_local: bool = False
+    max_decoded_mb: float = 128.0  # decoded MiB an edge's reply may declare
 
 
 @dataclass
@@ -104,6 +110,7 @@ class CoInferenceClient:
         self._checked_load: dict[str, float] = {}  # factors the last re-plan check used
         self.switches: list[dict[str, Any]] = []
         self._stub = None
+        self._target = edge_target
         if edge_target:
             # our own back-off decides when to retry the edge; gRPC's reconnect back-off (1 s
             # and growing) would otherwise keep failing fast after the edge is back
@@ -189,9 +196,7 @@ class CoInferenceClient:
                                   dep.plan.tiers.index(key) - 1),
                     timeout=max(self.opts.timeout_s, 120.0)))
             except grpc.RpcError as e:
-                if e.code() not in FALLBACK_CODES:
-                    raise EdgeWeaveError(f"edge refused the {key} stage: {e.code().name}: "
-                                         f"{e.details()}") from None
+                self._check_usable(e.code(), e.details(), f"the {key} stage")
                 log.warning("deploy failed (%s); running locally until the edge is back",
                             e.code().name)
                 dep.uploaded = False
@@ -204,26 +209,59 @@ class CoInferenceClient:
 
     def infer(self, x: torch.Tensor) -> Result:
         dep = self.deployment
-        predicted_now = self.load.predict_ms(dep.plan.predicted, dep.stage_ids)
-        start = time.perf_counter()
-        env: dict[str, Any] = {self.graph.placeholders[0]: x}
-        device_ms = self._run_device(dep, env)
-        segments = {f"{dep.plan.tiers[0]}_compute": device_ms}
+        run = self._begin(dep, x)
         fallback, note, bytes_up = False, "", 0
         if dep.route:
             if time.monotonic() < self._edge_down_until:
                 fallback, note = True, "edge in back-off; ran locally"
-                self._finish_locally(dep, env)
+                self._finish_locally(dep, run.env)
             else:
-                fallback, note, bytes_up = self._remote(dep, env, segments)
-        total = (time.perf_counter() - start) * 1000.0
-        outs = [env[o] for o in self.graph.outputs]
-        result = Result(outs[0] if len(outs) == 1 else tuple(outs), total, segments,
+                fallback, note, bytes_up = self._remote(dep, run)
+        return self._end(dep, run, fallback, note, bytes_up)
+
+    def infer_stream(self, xs: Sequence[torch.Tensor]) -> Iterator[Result]:
+        """Results for `xs`, in order, sent over one InferStream (their device heads run
+        first). A request the edge fails is handled alone, as `infer` handles it (fallback, or
+        an EdgeWeaveError raised at its turn); the others are unaffected."""
+        dep = self.deployment
+        if not dep.route or not dep.uploaded or time.monotonic() < self._edge_down_until:
+            yield from (self.infer(x) for x in xs)
+            return
+        runs = [self._begin(dep, x) for x in xs]
+        for run in runs:
+            run.req, run.nbytes = self._request(dep, run)
+            run.segments[self._uplink_key(dep)] = self._send_uplink(run.req)
+            run.sent = time.perf_counter()
+        replies = self._stub.InferStream(iter([r.req for r in runs]),
+                                         timeout=self.opts.timeout_s * max(1, len(runs)))
+        done = 0
+        try:
+            for reply in replies:
+                run = runs[done]
+                done += 1
+                arrive(reply, max_wait_s=self.opts.timeout_s)
+                yield self._end(dep, run, *self._settle(dep, run, reply))
+        except grpc.RpcError as e:  # the stream itself broke: the unanswered requests failed
+            for run in runs[done:]:
+                yield self._end(dep, run, *self._failed(dep, run, e.code(), e.details()))
+
+    def _begin(self, dep: _Deployment, x: torch.Tensor) -> _Run:
+        """Start a request: the load-scaled prediction, then the device's own stage."""
+        run = _Run(self.load.predict_ms(dep.plan.predicted, dep.stage_ids), time.perf_counter(),
+                   {self.graph.placeholders[0]: x})
+        run.segments[f"{dep.plan.tiers[0]}_compute"] = self._run_device(dep, run.env)
+        return run
+
+    def _end(self, dep: _Deployment, run: _Run, fallback: bool, note: str, bytes_up: int
+             ) -> Result:
+        total = (time.perf_counter() - run.start) * 1000.0
+        outs = [run.env[o] for o in self.graph.outputs]
+        result = Result(outs[0] if len(outs) == 1 else tuple(outs), total, run.segments,
                         _predicted(dep.plan), fallback, note, bytes_up, dep.plan.mode,
-                        predicted_now)
+                        run.predicted_now)
         dep.served += 1
         if not fallback and dep.served > COLD_REQUESTS:
-            self.load.observe_request(dep.plan.predicted, segments, dep.stage_ids)
+            self.load.observe_request(dep.plan.predicted, run.segments, dep.stage_ids)
         if self.opts.adapt and not fallback and dep.route:
             self._maybe_replan(result)
         return result
@@ -258,47 +296,89 @@ class CoInferenceClient:
             dep.device_module = stage.module
         return dep.device_module
 
-    def _remote(self, dep: _Deployment, env: dict[str, Any], segments: dict[str, float]
-                ) -> tuple[bool, str, int]:
+    def _request(self, dep: _Deployment, run: _Run) -> tuple[pb.InferRequest, int]:
         hop = dep.route[0]
         req = pb.InferRequest(request_id=f"{uuid.uuid4().hex[:8]}-{next(self._seq)}",
                               route=dep.route, want=dep.want, return_codec=self.opts.return_codec)
         t0 = time.perf_counter()
-        req.tensors.extend(tensors.encode(env, hop.needs, hop.codec))
-        segments["encode"] = (time.perf_counter() - t0) * 1000.0
-        nbytes = tensors.payload_bytes(req.tensors)
-        t1 = time.perf_counter()
-        tiers = dep.plan.tiers
+        req.tensors.extend(tensors.encode(run.env, hop.needs, hop.codec))
+        run.segments["encode"] = (time.perf_counter() - t0) * 1000.0
+        return req, tensors.payload_bytes(req.tensors)
+
+    @staticmethod
+    def _uplink_key(dep: _Deployment) -> str:
+        return f"{dep.plan.tiers[0]}-{dep.plan.tiers[1]}_uplink"
+
+    def _remote(self, dep: _Deployment, run: _Run) -> tuple[bool, str, int]:
+        run.req, run.nbytes = self._request(dep, run)
+        run.sent = time.perf_counter()
         try:
-            segments[f"{tiers[0]}-{tiers[1]}_uplink"] = self._send_uplink(req)
-            reply = self._call(req)
+            run.segments[self._uplink_key(dep)] = self._send_uplink(run.req)
+            reply = self._call(run.req)
             arrive(reply, max_wait_s=self.opts.timeout_s)
         except _Unreachable:
-            self._finish_locally(dep, env)
-            return True, "edge unreachable (stages not deployed); ran locally", nbytes
+            self._finish_locally(dep, run.env)
+            return True, "edge unreachable (stages not deployed); ran locally", run.nbytes
         except grpc.RpcError as e:
-            if e.code() not in FALLBACK_CODES:
-                raise EdgeWeaveError(f"edge refused request {req.request_id}: "
-                                     f"{e.code().name}: {e.details()}") from None
-            self._mark_down()
-            self._finish_locally(dep, env)
-            return True, f"edge failed ({e.code().name}): {e.details()}; ran locally", nbytes
-        wall = (time.perf_counter() - t1) * 1000.0
+            return self._failed(dep, run, e.code(), e.details())
+        return self._settle(dep, run, reply)
+
+    def _settle(self, dep: _Deployment, run: _Run, reply: pb.InferReply
+                ) -> tuple[bool, str, int]:
+        """Take the edge's reply (or the error it carries) for `run`."""
+        if reply.error_code:
+            code = getattr(grpc.StatusCode, reply.error_code, grpc.StatusCode.UNKNOWN)
+            return self._failed(dep, run, code, reply.error)
+        wall = (time.perf_counter() - run.sent) * 1000.0
         self._failures = 0
-        env.update(tensors.decode(reply.tensors))
-        missing = [n for n in dep.want if n not in env]
+        try:
+            run.env.update(tensors.decode(reply.tensors, None,
+                                          self.opts.max_decoded_mb * tensors.MB))
+        except (CodecError, ValueError) as e:
+            self._finish_locally(dep, run.env)
+            return True, f"edge reply was malformed ({e}); ran locally", run.nbytes
+        missing = [n for n in dep.want if n not in run.env]
         if missing:  # never hand back a partial result
-            self._finish_locally(dep, env)
-            return True, f"edge reply lacked {', '.join(missing)}; ran locally", nbytes
-        _fill_segments(segments, reply, dep.plan.tiers)
+            self._finish_locally(dep, run.env)
+            return True, f"edge reply lacked {', '.join(missing)}; ran locally", run.nbytes
+        _fill_segments(run.segments, reply, dep.plan.tiers)
         first = reply.timings[0]
         # what the edge did not spend busy was the link, both ways (forward_ms already holds
         # the edge's own uplink and everything beyond it)
         link_ms = wall - (first.queue_ms + first.decode_ms + first.compute_ms + first.encode_ms
                           + first.forward_ms)
-        self.estimator.observe(nbytes + first.bytes_out,
-                               max(1e-6, (link_ms - hop.link_rtt_ms) / 1000.0))
-        return reply.fallback, reply.note, nbytes
+        self.estimator.observe(run.nbytes + first.bytes_out,
+                               max(1e-6, (link_ms - dep.route[0].link_rtt_ms) / 1000.0))
+        return reply.fallback, reply.note, run.nbytes
+
+    def _failed(self, dep: _Deployment, run: _Run, code: grpc.StatusCode, details: str
+                ) -> tuple[bool, str, int]:
+        """The edge failed `run`: finish it here if that is a failure to survive, else raise."""
+        self._check_usable(code, details, f"request {run.req.request_id}")
+        self._mark_down()
+        self._finish_locally(dep, run.env)
+        return True, f"edge failed ({code.name}): {details}; ran locally", run.nbytes
+
+    def _check_usable(self, code: grpc.StatusCode, details: str, what: str) -> None:
+        """Raise EdgeWeaveError unless the failure is one to survive by running locally: the
+        edge refusing the request itself, or (unless `fallback_local`) our credentials."""
+        cause = credential_failure(code, details)
+        if cause and not self.opts.fallback_local:
+            raise EdgeWeaveError(f"edge refused {what}: {cause}")
+        if code not in FALLBACK_CODES and not cause:
+            raise EdgeWeaveError(f"edge refused {what}: {code.name}: {details}")
+
+    def check_edge(self, timeout_s: float = 10.0) -> None:
+        """Ask the edge's Health; EdgeWeaveError naming the cause (unreachable, token, TLS)
+        when it does not answer."""
+        if self._stub is None:
+            return
+        try:
+            self._stub.Health(pb.HealthRequest(), timeout=timeout_s)
+        except grpc.RpcError as e:
+            cause = credential_failure(e.code(), e.details()) or (
+                f"unreachable ({e.code().name}: {e.details()})")
+            raise EdgeWeaveError(f"edge {self._target}: {cause}") from None
 
     def _call(self, req: pb.InferRequest) -> pb.InferReply:
         """Infer; a node that lost its stages (restarted) gets them again, once."""
@@ -370,6 +450,36 @@ class CoInferenceClient:
         else:  # keep the plan, priced at the new bandwidth so we do not re-check forever
             self.deployment.plan = current.priced(prof)
         self.switches.append(switch)
+
+
+def credential_failure(code: grpc.StatusCode, details: str) -> str | None:
+    """What was wrong with our credentials, if the failure says so: the edge refused the token,
+    or the TLS handshake failed (either side refused the other's certificate, or one side
+    speaks TLS and the other does not)."""
+    text = (details or "").lower()
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return f"it did not accept our token (--token-file): {details}"
+    if code == grpc.StatusCode.UNAVAILABLE and ("handshake" in text or "ssl" in text):
+        return (f"the TLS handshake failed; check --cert-dir (the CA, the device's certificate) "
+                f"and that the edge serves TLS: {details}")
+    if code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in text \
+            and "socket closed" in text:
+        return ("the edge closed the connection during the handshake: it serves TLS and "
+                "refused our certificate, or expects TLS and we sent none (--cert-dir)")
+    return None
+
+
+@dataclass
+class _Run:
+    """One request in progress."""
+
+    predicted_now: float
+    start: float
+    env: dict[str, Any]
+    segments: dict[str, float] = field(default_factory=dict)
+    req: pb.InferRequest = field(default_factory=pb.InferRequest)
+    nbytes: int = 0
+    sent: float = 0.0
 
 
 def _stage_id(model: str, stage: Stage) -> str:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import grpc
 
+from edgeweave.rpc import server_options
 from edgeweave.train.backends.base import Backend
 from edgeweave.train.backends.sequential import empty_updates
 from edgeweave.train.types import ClientInfo, FitConfig, Params, TrainError, Updates
@@ -134,7 +135,8 @@ class GrpcBackend(Backend):
         ]
         # One thread per open Tasks stream plus some for Register/SubmitUpdate.
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_clients + 16),
-                                   interceptors=[TokenAuth(token)], options=options)
+                                   interceptors=[TokenAuth(token)],
+                                   options=server_options(options))
         self._server.add_generic_rpc_handlers((_handlers(_Servicer(self)),))
         self.port, self.address = listen_on(self._server, listen, tls_cert, tls_key,
                                             "grpc backend")
