@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import stat
 import threading
 from collections.abc import Callable, Iterator
@@ -501,3 +503,50 @@ def test_token_file_errors_name_the_file(tmp_path, content, match) -> None:
 def test_token_file_is_a_directory(tmp_path) -> None:
     with pytest.raises(SecurityError, match="not a regular file"):
         load_token(tmp_path)
+
+
+# --------------------------------------------------------------------------- hardening
+
+
+def test_auth_failures_are_logged_with_the_peer_once_per_cause(serve, channels, caplog,
+                                                              monkeypatch) -> None:
+    import edgeweave.security as security
+    from edgeweave.rpc import RateLimitedLog
+
+    monkeypatch.setattr(security, "_rejections", RateLimitedLog(security.log, interval_s=60))
+    target, _, _ = serve(token=generate_token())
+    with caplog.at_level(logging.WARNING, logger="edgeweave.security"):
+        for _ in range(5):
+            _code(lambda: _echo(channels(target, token=generate_token())))
+        _code(lambda: _echo(channels(target)))
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2  # one per cause, not one per call
+    assert "from ipv4:127.0.0.1:" in lines[0] and "invalid bearer token" in lines[0]
+    assert "missing bearer token" in lines[1]
+
+
+def test_a_nodes_own_folder_is_all_it_needs_and_a_ca_key_there_is_warned(
+        fleet, serve, channels, tmp_path, caplog) -> None:
+    a, _ = fleet
+    on_device = tmp_path / "copied-to-the-device"
+    shutil.copytree(a / "device", on_device)
+    target, _, _ = serve(creds=server_credentials(a, "edge"))
+    with caplog.at_level(logging.WARNING, logger="edgeweave.security"):
+        assert _echo(channels(target, tls=ClientTLS.for_node(on_device, "device"))) == b"echo:hi"
+        assert "CA private key" not in caplog.text
+        shutil.copy(a / "ca" / "ca.key", on_device / "ca.key")  # the old, flat layout's mistake
+        ClientTLS.for_node(on_device, "device")
+    assert "holds the CA private key" in caplog.text
+
+
+def test_plaintext_beyond_loopback_is_warned(caplog) -> None:
+    from edgeweave.runtime.node import ServeOptions, start_node
+    from edgeweave.runtime.server import NodeConfig
+
+    token = generate_token()
+    with caplog.at_level(logging.WARNING, logger="edgeweave.runtime"):
+        for listen in ("127.0.0.1:0", "0.0.0.0:0"):
+            server, _, _ = start_node(NodeConfig("edge", "edge"), ServeOptions(listen, token))
+            server.stop(0)
+    warned = [r.getMessage() for r in caplog.records if "plaintext" in r.getMessage()]
+    assert len(warned) == 1 and "0.0.0.0:0" in warned[0] and "--cert-dir" in warned[0]

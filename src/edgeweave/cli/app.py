@@ -176,6 +176,8 @@ def serve(
     max_decoded_mb: float = typer.Option(
         128.0, callback=within(0, 1 << 20, above=True), help="Decoded MiB a request's tensors "
         "may declare when no deployed stage says their shape."),
+    grace_s: float = typer.Option(5.0, "--grace-s", callback=within(0.0, 600.0),
+                                  help="On SIGTERM, how long in-flight requests may finish."),
 ) -> None:
     """Run an edge or cloud node server until SIGTERM/SIGINT."""
     from edgeweave.runtime.node import ServeOptions, log_to_stderr, serve_forever
@@ -190,7 +192,8 @@ def serve(
                         max_concurrency=max_concurrency, max_queue=max_queue, dilation=dilation,
                         max_link_s=max_link_s, max_arrival_wait_s=max_arrival_wait_s,
                         max_decoded_mb=max_decoded_mb)
-    serve_forever(config, ServeOptions(listen, token, cert_dir, metrics_port, max_message_mb))
+    serve_forever(config, ServeOptions(listen, token, cert_dir, metrics_port, max_message_mb,
+                                       grace_s))
 
 
 @app.command()

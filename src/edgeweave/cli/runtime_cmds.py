@@ -50,6 +50,10 @@ def infer(console: Console, model, fleet_spec, edge, plan_file, input_file, repe
     from edgeweave.runtime.session import run
     from edgeweave.security import ClientTLS, load_token
 
+    token = token or (load_token(token_file) if token_file else None)
+    tls = ClientTLS.for_node(cert_dir, "device") if cert_dir else None
+    if edge:
+        _check_edge(console, edge, token, tls, fallback_local)
     graph, fleet, prof, chosen, dilation = _prepare(console, model, fleet_spec, plan_file,
                                                     objective, mbps, codec_candidates(codec))
     first_link = fleet.tier_path().links[0] if fleet.tier_path().links else None
@@ -58,8 +62,6 @@ def infer(console: Console, model, fleet_spec, edge, plan_file, input_file, repe
         console.print(f"replaying the {first_link.src}-{first_link.dst} bandwidth trace "
                       f"({trace.period_s:g} s, mean {trace.mean_mbps:.2f} Mbit/s)")
     x = load_input(input_file, graph.input_shape)
-    token = token or (load_token(token_file) if token_file else None)
-    tls = ClientTLS.for_node(cert_dir, "device") if cert_dir else None
     summary = run(graph, chosen, edge, [x] * repeat, dilation=dilation, token=token, tls=tls,
                   options=ClientOptions(adapt=adapt, shape_bandwidth=shape_bandwidth,
                                         fallback_local=fallback_local), profile=prof,
@@ -68,6 +70,22 @@ def infer(console: Console, model, fleet_spec, edge, plan_file, input_file, repe
     if json_out:
         json_out.write_text(json.dumps(summary.to_json(), indent=1))
         console.print(f"results written to {json_out}")
+
+
+def _check_edge(console: Console, edge, token, tls, fallback_local) -> None:
+    """Before any work: an edge that cannot be used at all (unreachable, refusing our token or
+    certificate) means a misconfigured command, an error unless --fallback-local says to run
+    on the device instead."""
+    from edgeweave.runtime.client import probe_edge
+
+    try:
+        probe_edge(edge, token, tls)
+    except EdgeWeaveError as e:
+        if not fallback_local:
+            raise EdgeWeaveError(f"{e} (--fallback-local runs the model on this device "
+                                 f"instead)") from None
+        console.print(f"[yellow]{e}; running on this device (--fallback-local)[/]",
+                      highlight=False)
 
 
 def lab(console: Console, model, fleet_spec, repeat, codec, mbps, json_out,

@@ -369,16 +369,9 @@ class CoInferenceClient:
             raise EdgeWeaveError(f"edge refused {what}: {code.name}: {details}")
 
     def check_edge(self, timeout_s: float = 10.0) -> None:
-        """Ask the edge's Health; EdgeWeaveError naming the cause (unreachable, token, TLS)
-        when it does not answer."""
-        if self._stub is None:
-            return
-        try:
-            self._stub.Health(pb.HealthRequest(), timeout=timeout_s)
-        except grpc.RpcError as e:
-            cause = credential_failure(e.code(), e.details()) or (
-                f"unreachable ({e.code().name}: {e.details()})")
-            raise EdgeWeaveError(f"edge {self._target}: {cause}") from None
+        """EdgeWeaveError naming the cause (unreachable, token, TLS) unless the edge answers."""
+        if self._stub is not None:
+            _health(self._stub, self._target, timeout_s)
 
     def _call(self, req: pb.InferRequest) -> pb.InferReply:
         """Infer; a node that lost its stages (restarted) gets them again, once."""
@@ -467,6 +460,23 @@ def credential_failure(code: grpc.StatusCode, details: str) -> str | None:
         return ("the edge closed the connection during the handshake: it serves TLS and "
                 "refused our certificate, or expects TLS and we sent none (--cert-dir)")
     return None
+
+
+def probe_edge(target: str, token: str | None = None, tls: ClientTLS | None = None,
+               timeout_s: float = 10.0) -> None:
+    """Ask the node at `target` for its Health with these credentials; EdgeWeaveError naming
+    the cause when it does not answer (what `infer` checks before any work)."""
+    with authed_channel(target, token=token, tls=tls) as channel:
+        _health(pb_grpc.NodeStub(channel), target, timeout_s)
+
+
+def _health(stub: pb_grpc.NodeStub, target: str | None, timeout_s: float) -> None:
+    try:
+        stub.Health(pb.HealthRequest(), timeout=timeout_s)
+    except grpc.RpcError as e:
+        cause = credential_failure(e.code(), e.details()) or (
+            f"unreachable ({e.code().name}: {e.details()})")
+        raise EdgeWeaveError(f"edge {target}: {cause}") from None
 
 
 @dataclass

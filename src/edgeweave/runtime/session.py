@@ -10,14 +10,12 @@ fleet's rates. What is predicted is then what can physically happen, and the ben
 
 from __future__ import annotations
 
-import logging
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from edgeweave.errors import EdgeWeaveError
 from edgeweave.graph import Graph
 from edgeweave.plan import Plan, plan
 from edgeweave.profile import Profile, retarget
@@ -25,8 +23,6 @@ from edgeweave.runtime.client import ClientOptions, CoInferenceClient, Result
 from edgeweave.runtime.shaper import TraceReplay
 from edgeweave.security import ClientTLS
 from edgeweave.topology import BandwidthTrace, Fleet, HardwareProfile, TierPath
-
-log = logging.getLogger("edgeweave.runtime")
 
 
 def host_tier_path(fleet: Fleet, device: str | None, host_gflops: float) -> TierPath:
@@ -102,13 +98,6 @@ def run(graph: Graph, chosen: Plan, edge_target: str | None, inputs: list[torch.
     client = CoInferenceClient(graph, chosen, edge_target, token=token, tls=tls, options=opts,
                                profile=profile)
     if client.deployment.route:
-        try:  # a client that cannot use the edge at all is misconfigured, not unlucky
-            client.check_edge()
-        except EdgeWeaveError as e:
-            if not opts.fallback_local:
-                raise EdgeWeaveError(f"{e} (--fallback-local runs the model on the device "
-                                     f"instead)") from None
-            log.warning("%s; running on the device (--fallback-local)", e)
         client.deploy(inputs[0])
     for _ in range(warmup):  # TorchScript specialises on its first calls
         client.infer(inputs[0])
