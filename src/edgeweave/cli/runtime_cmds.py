@@ -76,7 +76,7 @@ def _check_edge(console: Console, edge, token, tls, fallback_local) -> None:
     """Before any work: an edge that cannot be used at all (unreachable, refusing our token or
     certificate) means a misconfigured command, an error unless --fallback-local says to run
     on the device instead."""
-    from edgeweave.runtime.client import probe_edge
+    from edgeweave.runtime.edge_probe import probe_edge
 
     try:
         probe_edge(edge, token, tls)

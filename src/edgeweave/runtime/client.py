@@ -30,12 +30,14 @@ from edgeweave.profile import Profile
 from edgeweave.profile.measure import PROFILE_THREADS, torch_threads
 from edgeweave.runtime import dilation, tensors
 from edgeweave.runtime.bandwidth import BandwidthEstimator
+from edgeweave.runtime.edge_probe import credential_failure, health
 from edgeweave.runtime.flight import arrive, send_on
 from edgeweave.runtime.load import LoadFactors
 from edgeweave.runtime.node import message_options
 from edgeweave.runtime.program import ProgramError, StageProgram, build_program, load_program
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
 from edgeweave.runtime.proto import edgeweave_pb2_grpc as pb_grpc
+from edgeweave.runtime.segments import fill_segments, predicted_segments
 from edgeweave.runtime.server import FALLBACK_CODES, deploy_chunks
 from edgeweave.runtime.shaper import LinkShaper
 from edgeweave.security import ClientTLS, authed_channel
@@ -257,7 +259,7 @@ class CoInferenceClient:
         total = (time.perf_counter() - run.start) * 1000.0
         outs = [run.env[o] for o in self.graph.outputs]
         result = Result(outs[0] if len(outs) == 1 else tuple(outs), total, run.segments,
-                        _predicted(dep.plan), fallback, note, bytes_up, dep.plan.mode,
+                        predicted_segments(dep.plan), fallback, note, bytes_up, dep.plan.mode,
                         run.predicted_now)
         dep.served += 1
         if not fallback and dep.served > COLD_REQUESTS:
@@ -341,7 +343,7 @@ class CoInferenceClient:
         if missing:  # never hand back a partial result
             self._finish_locally(dep, run.env)
             return True, f"edge reply lacked {', '.join(missing)}; ran locally", run.nbytes
-        _fill_segments(run.segments, reply, dep.plan.tiers)
+        fill_segments(run.segments, reply, dep.plan.tiers)
         first = reply.timings[0]
         # what the edge did not spend busy was the link, both ways (forward_ms already holds
         # the edge's own uplink and everything beyond it)
@@ -371,7 +373,7 @@ class CoInferenceClient:
     def check_edge(self, timeout_s: float = 10.0) -> None:
         """EdgeWeaveError naming the cause (unreachable, token, TLS) unless the edge answers."""
         if self._stub is not None:
-            _health(self._stub, self._target, timeout_s)
+            health(self._stub, self._target, timeout_s)
 
     def _call(self, req: pb.InferRequest) -> pb.InferReply:
         """Infer; a node that lost its stages (restarted) gets them again, once."""
@@ -445,40 +447,6 @@ class CoInferenceClient:
         self.switches.append(switch)
 
 
-def credential_failure(code: grpc.StatusCode, details: str) -> str | None:
-    """What was wrong with our credentials, if the failure says so: the edge refused the token,
-    or the TLS handshake failed (either side refused the other's certificate, or one side
-    speaks TLS and the other does not)."""
-    text = (details or "").lower()
-    if code == grpc.StatusCode.UNAUTHENTICATED:
-        return f"it did not accept our token (--token-file): {details}"
-    if code == grpc.StatusCode.UNAVAILABLE and ("handshake" in text or "ssl" in text):
-        return (f"the TLS handshake failed; check --cert-dir (the CA, the device's certificate) "
-                f"and that the edge serves TLS: {details}")
-    if code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in text \
-            and "socket closed" in text:
-        return ("the edge closed the connection during the handshake: it serves TLS and "
-                "refused our certificate, or expects TLS and we sent none (--cert-dir)")
-    return None
-
-
-def probe_edge(target: str, token: str | None = None, tls: ClientTLS | None = None,
-               timeout_s: float = 10.0) -> None:
-    """Ask the node at `target` for its Health with these credentials; EdgeWeaveError naming
-    the cause when it does not answer (what `infer` checks before any work)."""
-    with authed_channel(target, token=token, tls=tls) as channel:
-        _health(pb_grpc.NodeStub(channel), target, timeout_s)
-
-
-def _health(stub: pb_grpc.NodeStub, target: str | None, timeout_s: float) -> None:
-    try:
-        stub.Health(pb.HealthRequest(), timeout=timeout_s)
-    except grpc.RpcError as e:
-        cause = credential_failure(e.code(), e.details()) or (
-            f"unreachable ({e.code().name}: {e.details()})")
-        raise EdgeWeaveError(f"edge {target}: {cause}") from None
-
-
 @dataclass
 class _Run:
     """One request in progress."""
@@ -501,25 +469,3 @@ def _cost(p: Plan, prof: Profile) -> float:
     """What `p`'s placement costs on `prof`, by `p`'s objective and with its cut codecs."""
     cm = CostModel(prof, cuts=p.cuts)
     return cm.evaluate(cm.labels_of(p.placement)).value(p.objective)
-
-
-def _fill_segments(segments: dict[str, float], reply: pb.InferReply, tiers: list[str]) -> None:
-    """Name each measured segment as the plan's prediction names it."""
-    for k, t in enumerate(reply.timings):
-        lower, tier = tiers[k], tiers[k + 1]
-        segments[f"{tier}_compute"] = t.compute_ms
-        segments[f"{tier}_overhead"] = t.queue_ms + t.decode_ms + t.encode_ms
-        segments[f"{lower}-{tier}_downlink"] = t.downlink_ms
-        if k + 2 < len(tiers) and t.forward_ms:
-            segments[f"{tier}-{tiers[k + 2]}_uplink"] = t.uplink_ms
-
-
-def _predicted(p: Plan) -> dict[str, float]:
-    pred = p.predicted
-    out = {"total_ms": pred["total_ms"]}
-    for tier, ms in pred["tier_compute_ms"].items():
-        out[f"{tier}_compute"] = ms
-    for hop, v in pred["hops"].items():
-        out[f"{hop}_uplink"] = v["up_ms"]
-        out[f"{hop}_downlink"] = v["down_ms"]
-    return out

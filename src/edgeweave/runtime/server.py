@@ -28,19 +28,13 @@ from edgeweave.codec import CodecError
 from edgeweave.rpc import RateLimitedLog
 from edgeweave.runtime import dilation, tensors
 from edgeweave.runtime.admission import Admission, Rejected
-from edgeweave.runtime.flight import arrive, same_clock, send_on, stamp
+from edgeweave.runtime.flight import arrive, same_clock, stamp
+from edgeweave.runtime.links import NodeLinks
 from edgeweave.runtime.metrics import NodeMetrics
 from edgeweave.runtime.program import ProgramError, load_program
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
 from edgeweave.runtime.proto import edgeweave_pb2_grpc as pb_grpc
-from edgeweave.runtime.requests import (
-    Malformed,
-    Refused,
-    bound_wait,
-    check_route,
-    check_tensors,
-)
-from edgeweave.runtime.shaper import LinkShaper
+from edgeweave.runtime.requests import Malformed, Refused, check_route, check_tensors
 
 log = logging.getLogger("edgeweave.runtime.node")
 
@@ -110,8 +104,7 @@ class NodeService(pb_grpc.NodeServicer):
         self.max_streams = config.max_streams
         self._streams = threading.BoundedSemaphore(self.max_streams)
         self._rejections = RateLimitedLog(log)
-        self._links: dict[tuple[str, float, float], LinkShaper] = {}
-        self._links_lock = threading.Lock()
+        self.links = NodeLinks(config.max_link_s, config.max_arrival_wait_s)
         self._next = None
         if config.next_target:
             factory = config.channel_factory or grpc.insecure_channel
@@ -194,12 +187,12 @@ class NodeService(pb_grpc.NodeServicer):
         check_route(req)
         check_tensors(req, lambda name: self._expected(name, req.route),
                       self.cfg.max_decoded_mb * tensors.MB)
-        parks = self._arrival_s(req, context) > 0
+        parks = self.links.arrival_s(req, context.time_remaining()) > 0
         try:
             with self.admission.admit(parks) as ticket:
                 self.metrics.queue_depth.set(self.admission.waiting)
                 if parks:
-                    self._arrive(req)
+                    self.links.arrive(req)
                 with ticket.slot() as queue_ms:
                     reply = self._infer(req, context, queue_ms)
         except Rejected as e:
@@ -266,12 +259,12 @@ class NodeService(pb_grpc.NodeServicer):
         self.metrics.bytes.labels("out").inc(timing.bytes_out)
         reply = pb.InferReply(request_id=req.request_id, tensors=out, fallback=fallback,
                               note=note)
-        self._check_link(hop, timing.bytes_out, "the reply", context)
+        self.links.check(hop, timing.bytes_out, "the reply", context.time_remaining())
         if same_clock(req.clock) and hop.shape_bandwidth and hop.link_mbps > 0:
             # the sender shares our clock: reply at once, stamped, as it sent to us
-            timing.downlink_ms = stamp(reply, self._link(hop, "down"), timing.bytes_out)
+            timing.downlink_ms = stamp(reply, self.links.link(hop, "down"), timing.bytes_out)
         else:
-            timing.downlink_ms = self._shape(hop, timing.bytes_out, "down")
+            timing.downlink_ms = self.links.shape(hop, timing.bytes_out, "down")
         reply.timings.extend([timing, *later])  # copies: `timing` is complete only now
         return reply
 
@@ -320,8 +313,9 @@ class NodeService(pb_grpc.NodeServicer):
         try:
             if self._next is None:
                 raise ConnectionError(f"{self.cfg.name} has no --next node")
-            self._check_link(nxt, tensors.payload_bytes(onward.tensors), "the forward", context)
-            timing.uplink_ms = self._send(nxt, onward)
+            self.links.check(nxt, tensors.payload_bytes(onward.tensors), "the forward",
+                             context.time_remaining())
+            timing.uplink_ms = self.links.send(nxt, onward)
             remaining = context.time_remaining()
             timeout = self.cfg.forward_timeout_s if remaining is None else max(0.01, remaining)
             reply = self._next.Infer(onward, timeout=timeout)
@@ -356,70 +350,6 @@ class NodeService(pb_grpc.NodeServicer):
         with torch.inference_mode():
             result = stage.module(*(env[n] for n in stage.inputs))
         env.update(zip(stage.outputs, result, strict=True))
-
-    # ---- emulated links -------------------------------------------------------------------
-
-    def _arrival_s(self, req: pb.InferRequest, context: grpc.ServicerContext) -> float:
-        """How long the request must wait for its emulated link before it is here: on our
-        clock, until its stamp (bounded by --max-arrival-wait-s); from a sender on another
-        clock, the first link's time for its bytes (bounded by --max-link-s). Refused if too
-        long, before it takes a place."""
-        if not req.deliver_at_ns:
-            return 0.0
-        remaining = context.time_remaining()
-        if same_clock(req.clock):
-            ahead = req.deliver_at_ns / 1e9 - time.monotonic()
-            bound_wait(ahead, self.cfg.max_arrival_wait_s, "the request's arrival stamp",
-                       "--max-arrival-wait-s", remaining)
-            return max(0.0, ahead)
-        hop = req.route[0]
-        return self._check_link(hop, tensors.payload_bytes(req.tensors), "the request", context)
-
-    def _arrive(self, req: pb.InferRequest) -> None:
-        """Hold an admitted request until it has crossed its emulated link."""
-        if same_clock(req.clock):
-            arrive(req, max_wait_s=self.cfg.max_arrival_wait_s)
-        else:
-            self._shape(req.route[0], tensors.payload_bytes(req.tensors), "in")
-
-    def _check_link(self, hop: pb.Hop, nbytes: int, what: str,
-                    context: grpc.ServicerContext) -> float:
-        """Refuse a crossing of the request's own link that would hold it too long; returns
-        the crossing's seconds."""
-        if hop.link_mbps <= 0:
-            return 0.0
-        serial = nbytes * 8 / (hop.link_mbps * 1e6) if hop.shape_bandwidth else 0.0
-        seconds = serial + hop.link_rtt_ms / 2000.0
-        bound_wait(seconds, self.cfg.max_link_s, what, "--max-link-s", context.time_remaining())
-        return seconds
-
-    def _link(self, hop: pb.Hop, direction: str) -> LinkShaper:
-        """One bucket per link and direction (links are full duplex), shared by concurrent
-        requests as a real link is."""
-        key = (direction, hop.link_mbps, hop.link_rtt_ms)
-        with self._links_lock:
-            link = self._links.get(key)
-            if link is None:
-                link = self._links[key] = LinkShaper(hop.link_mbps, hop.link_rtt_ms)
-        return link
-
-    def _send(self, hop: pb.Hop, req: pb.InferRequest) -> float:
-        """Put `req` on the hop's link: stamped with its arrival instant when shaped here (the
-        receiver waits for it), or after half the RTT when the kernel shapes the bytes."""
-        if hop.link_mbps <= 0:
-            return 0.0
-        return send_on(self._link(hop, "up") if hop.shape_bandwidth else None,
-                       hop.link_rtt_ms, req)
-
-    def _shape(self, hop: pb.Hop, nbytes: int, direction: str) -> float:
-        """Emulate the hop's link for `nbytes` before sending: serialisation (unless the kernel
-        shapes it) plus half the RTT (the kernel here has no netem)."""
-        if hop.link_mbps <= 0:
-            return 0.0
-        if not hop.shape_bandwidth:
-            time.sleep(hop.link_rtt_ms / 2000.0)
-            return hop.link_rtt_ms / 2.0
-        return self._link(hop, direction).transmit(nbytes) * 1000.0
 
     # ---- Health / Stats -------------------------------------------------------------------
 
