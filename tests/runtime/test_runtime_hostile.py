@@ -224,3 +224,24 @@ def test_the_client_streams_and_a_failed_request_raises_at_its_turn(edge, digits
     assert fallback and "RESOURCE_EXHAUSTED" in note
     with torch.no_grad():
         assert torch.allclose(run.env[digits_graph.outputs[0]], digits_graph.module(x), atol=1e-5)
+
+
+def test_unparsable_messages_to_every_method_are_invalid_argument(edge):
+    from edgeweave.security import authed_channel
+
+    target, *_ = edge
+    channel = authed_channel(target, token=TOKEN)
+    ident = lambda b: b  # noqa: E731
+    calls = {
+        "Infer": channel.unary_unary("/edgeweave.v1.Node/Infer", ident, ident),
+        "Health": channel.unary_unary("/edgeweave.v1.Node/Health", ident, ident),
+        "Stats": channel.unary_unary("/edgeweave.v1.Node/Stats", ident, ident),
+        "Deploy": channel.stream_unary("/edgeweave.v1.Node/Deploy", ident, ident),
+    }
+    garbage = b"\xff\xff\xff\xff\x0f" * 3
+    for name, call in calls.items():
+        arg = iter([garbage]) if name == "Deploy" else garbage
+        code, details = _code(lambda c=call, a=arg: c(a, timeout=10))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, name
+        assert "malformed message" in details, name
+    assert healthy(target)

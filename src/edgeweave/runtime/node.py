@@ -76,23 +76,29 @@ class _Capture:
         self.service, self.handlers = service, handlers
 
 
-def _guard_stream(behavior: Callable) -> Callable:
+def _refuse(service: NodeService, msg: Malformed, context: grpc.ServicerContext) -> None:
+    refusal = msg.refusal()
+    service.note(refusal, context)
+    context.abort(refusal.code, refusal.details)
+
+
+def _guard_stream(service: NodeService, behavior: Callable) -> Callable:
     """A streaming-request method whose messages must all parse (Deploy): a malformed one
     ends the call with INVALID_ARGUMENT."""
     def handler(request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
         def checked() -> Iterator[Any]:
             for msg in request_iterator:
                 if isinstance(msg, Malformed):
-                    context.abort(grpc.StatusCode.INVALID_ARGUMENT, msg.refusal().details)
+                    _refuse(service, msg, context)
                 yield msg
         return behavior(checked(), context)
     return handler
 
 
-def _guard_unary(behavior: Callable) -> Callable:
+def _guard_unary(service: NodeService, behavior: Callable) -> Callable:
     def handler(request: Any, context: grpc.ServicerContext) -> Any:
         if isinstance(request, Malformed):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.refusal().details)
+            _refuse(service, request, context)
         return behavior(request, context)
     return handler
 
@@ -107,7 +113,8 @@ def add_node_service(service: NodeService, server: grpc.Server) -> None:
     for name, h in cap.handlers.items():
         behavior = h.unary_unary or h.unary_stream or h.stream_unary or h.stream_stream
         if name not in ("Infer", "InferStream"):
-            behavior = (_guard_stream if h.request_streaming else _guard_unary)(behavior)
+            behavior = (_guard_stream if h.request_streaming else _guard_unary)(service,
+                                                                                behavior)
         field = {(False, False): "unary_unary", (False, True): "unary_stream",
                  (True, False): "stream_unary", (True, True): "stream_stream"}[
                      (h.request_streaming, h.response_streaming)]

@@ -152,7 +152,7 @@ class NodeService(pb_grpc.NodeServicer):
         try:
             return self._serve(request, context)
         except Refused as r:
-            self._note(r, context)
+            self.note(r, context)
             context.abort(r.code, r.details)
             raise  # unreachable: abort raises
 
@@ -164,14 +164,14 @@ class NodeService(pb_grpc.NodeServicer):
             r = Refused(grpc.StatusCode.RESOURCE_EXHAUSTED,
                         f"{self.cfg.name} has {self.max_streams} streams open; retry later",
                         "overloaded", logging.INFO)
-            self._note(r, context)
+            self.note(r, context)
             context.abort(r.code, r.details)
         try:
             for request in request_iterator:
                 try:
                     yield self._serve(request, context)
                 except Refused as r:
-                    self._note(r, context)
+                    self.note(r, context)
                     yield pb.InferReply(request_id=getattr(request, "request_id", ""),
                                         error_code=r.code.name, error=r.details)
         finally:
@@ -211,7 +211,7 @@ class NodeService(pb_grpc.NodeServicer):
         self.metrics.latency.labels("total").observe(time.perf_counter() - start)
         return reply
 
-    def _note(self, r: Refused, context: grpc.ServicerContext) -> None:
+    def note(self, r: Refused, context: grpc.ServicerContext) -> None:
         """Count and log a refusal (with the peer's address; one line per reason every few
         seconds, so a peer sending garbage cannot flood the log)."""
         self.metrics.rejected.labels(r.reason).inc()
