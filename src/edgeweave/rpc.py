@@ -87,9 +87,9 @@ class RateLimitedLog:
         self._last: dict[str, float] = {}
         self._held: dict[str, int] = {}
 
-    def log(self, level: int, reason: str, msg: str, *args: object) -> bool:
-        """Log `msg % args` unless `reason` was logged less than `interval_s` ago; returns
-        whether it was logged."""
+    def log(self, level: int, reason: str, msg: str, *args: object, **kw: Any) -> bool:
+        """Log `msg % args` (`kw` as for `Logger.log`, e.g. exc_info) unless `reason` was
+        logged less than `interval_s` ago; returns whether it was logged."""
         now = time.monotonic()
         with self._lock:
             last = self._last.get(reason)
@@ -100,5 +100,5 @@ class RateLimitedLog:
             held = self._held.pop(reason, 0)
         if held:
             msg += f" (and {held} more like it since the last such line)"
-        self.logger.log(level, msg, *args)
+        self.logger.log(level, msg, *args, **kw)
         return True

@@ -237,15 +237,23 @@ class CoInferenceClient:
         replies = self._stub.InferStream(iter([r.req for r in runs]),
                                          timeout=self.opts.timeout_s * max(1, len(runs)))
         done = 0
+        code, why = grpc.StatusCode.UNKNOWN, "the edge ended the stream early"
         try:
             for reply in replies:
+                if done == len(runs):  # more replies than requests: the edge is not sane
+                    replies.cancel()
+                    break
                 run = runs[done]
                 done += 1
+                if reply.request_id != run.req.request_id:
+                    reply = pb.InferReply(error_code="UNKNOWN", error=(
+                        f"reply for {reply.request_id[:64]!r} in {run.req.request_id}'s place"))
                 arrive(reply, max_wait_s=self.opts.timeout_s)
                 yield self._end(dep, run, *self._settle(dep, run, reply))
         except grpc.RpcError as e:  # the stream itself broke: the unanswered requests failed
-            for run in runs[done:]:
-                yield self._end(dep, run, *self._failed(dep, run, e.code(), e.details()))
+            code, why = e.code(), e.details()
+        for run in runs[done:]:
+            yield self._end(dep, run, *self._failed(dep, run, code, why))
 
     def _begin(self, dep: _Deployment, x: torch.Tensor) -> _Run:
         """Start a request: the load-scaled prediction, then the device's own stage."""

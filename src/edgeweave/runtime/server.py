@@ -203,7 +203,8 @@ class NodeService(pb_grpc.NodeServicer):
         except Refused:
             raise
         except Exception as e:  # a bug, not the peer's fault: say so, keep serving
-            log.exception("request %s failed", req.request_id[:64])
+            self._rejections.log(logging.ERROR, "internal-traceback", "request %s failed",
+                                 req.request_id[:64], exc_info=True)
             raise Refused(grpc.StatusCode.INTERNAL, f"{self.cfg.name} failed on the request: "
                           f"{type(e).__name__}: {str(e)[:200]}", "internal",
                           logging.ERROR) from None
