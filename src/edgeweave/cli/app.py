@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from edgeweave.cli import render
-from edgeweave.cli.bounds import within
+from edgeweave.cli.numbers import within
 from edgeweave.errors import EdgeWeaveError
 
 app = typer.Typer(

@@ -198,7 +198,9 @@ class CoInferenceClient:
                                   dep.plan.tiers.index(key) - 1),
                     timeout=max(self.opts.timeout_s, 120.0)))
             except grpc.RpcError as e:
-                self._check_usable(e.code(), e.details(), f"the {key} stage")
+                if e.code() not in FALLBACK_CODES:
+                    raise EdgeWeaveError(f"edge refused the {key} stage: {e.code().name}: "
+                                         f"{e.details()}") from None
                 log.warning("deploy failed (%s); running locally until the edge is back",
                             e.code().name)
                 dep.uploaded = False

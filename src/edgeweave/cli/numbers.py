@@ -1,9 +1,6 @@
-"""Range checks for numeric command-line flags, as typer callbacks.
-
-click's own `min=`/`max=` let "nan" through (every comparison with NaN is false) and "inf"
-through when only a minimum is set, and a flag such as `serve --dilation inf` then spins a core
-forever. A bad value is one usage error naming the flag and the accepted range.
-"""
+"""Checks for numeric command-line flags, as typer callbacks: click's ``min=`` lets NaN through
+(NaN fails every comparison, so it is never "below the minimum"), and a NaN or infinite timeout
+turns a bounded wait into a spin. The error names the flag (click adds it) and the value."""
 
 from __future__ import annotations
 
@@ -13,10 +10,18 @@ from collections.abc import Callable
 import typer
 
 
+def positive(value: float | None) -> float | None:
+    """A finite number > 0 (seconds, rates, sizes), or the flag left out."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"must be a finite number > 0, got {value}")
+    return value
+
+
 def within(low: float | None = None, high: float | None = None, *, above: bool = False
            ) -> Callable[[float | None], float | None]:
-    """Accept a finite value in [low, high] (`above`: strictly greater than `low`); None (flag
-    not given) passes."""
+    """A check accepting a finite value in [low, high] (`above`: strictly greater than `low`)
+    or the flag left out. click's own `max=` lets "inf" through when only `min=` is set, and
+    `serve --dilation inf` then spins a core forever."""
     def check(value: float | None) -> float | None:
         if value is None:
             return value
