@@ -378,12 +378,12 @@ def test_tls_carries_the_rounds_and_a_plaintext_device_gets_nowhere(split, tmp_p
     from edgeweave.security import make_fleet_certs  # test side only: train never does
 
     _, token, task = split
-    make_fleet_certs(tmp_path, ["fl-server"])
+    pki = make_fleet_certs(tmp_path, ["fl-server"])
     backend = GrpcBackend("127.0.0.1:0", token, round_timeout_s=20, model_spec=SPEC,
-                          wait_clients_s=20, tls_cert=tmp_path / "fl-server.pem",
-                          tls_key=tmp_path / "fl-server.key")
+                          wait_clients_s=20, tls_cert=pki["fl-server"].cert,
+                          tls_key=pki["fl-server"].key)
     x, y = task.data.client(0)
-    device = FLClient(backend.address, token, 0, (x, y), tls_ca=tmp_path / "ca.pem")
+    device = FLClient(backend.address, token, 0, (x, y), tls_ca=pki["ca"].cert)
     t = threading.Thread(target=device.run)
     t.start()
     try:
@@ -402,4 +402,4 @@ def test_tls_carries_the_rounds_and_a_plaintext_device_gets_nowhere(split, tmp_p
         t.join(10)
     assert device.stats.rounds == 1
     with pytest.raises(TrainError, match="both tls_cert and tls_key"):
-        GrpcBackend("127.0.0.1:0", token, model_spec=SPEC, tls_cert=tmp_path / "ca.pem")
+        GrpcBackend("127.0.0.1:0", token, model_spec=SPEC, tls_cert=pki["ca"].cert)

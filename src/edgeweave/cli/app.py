@@ -33,6 +33,10 @@ class LatencySource(StrEnum):
 
 
 FLEET_HELP = "Fleet YAML file or built-in fleet name (see `edgeweave fleets`)."
+MBPS = number(gt=0, le=1e6)
+MBPS_HELP = "Override the first hop's bandwidth (Mbit/s)."
+FALLBACK_HELP = ("Run locally when the edge cannot be used at all: unreachable, refusing the "
+                 "token or the TLS handshake (default: exit with an error naming the cause).")
 
 
 def _profile(model: str, fleet: str | None, device: str | None, weights: Path | None,
@@ -168,40 +172,64 @@ def serve(
     next_target: str = typer.Option(None, "--next", help="host:port of the next tier's node."),
     name: str = typer.Option(None, "--name", help="Node name (default: the role)."),
     token_file: Path = typer.Option(None, "--token-file", help="Bearer token file."),
-    cert_dir: Path = typer.Option(None, "--cert-dir", help="mTLS: dir from `edgeweave certs`."),
-    metrics_port: int = typer.Option(None, "--metrics-port", help="Prometheus /metrics port."),
-    max_concurrency: int = typer.Option(4, min=1, help="Requests computing at once."),
-    max_queue: int = typer.Option(16, min=0, help="Requests waiting; beyond: RESOURCE_EXHAUSTED."),
-    max_message_mb: float = typer.Option(64.0, help="Largest message accepted (MiB)."),
-    dilation: float = typer.Option(1.0, min=1.0, help="Stretch compute to emulate slower hw."),
-    max_link_s: float = typer.Option(120.0, min=0.0, help="Longest a request may spend on one "
-                                     "emulated link (its rate and stamp come from the sender)."),
+    cert_dir: Path = typer.Option(None, "--cert-dir", help="mTLS: the fleet dir from `edgeweave "
+                                  "certs`, or this node's own folder from it."),
+    metrics_port: int = typer.Option(None, "--metrics-port", min=1, max=65535,
+                                     help="Prometheus /metrics port."),
+    max_concurrency: int = typer.Option(4, min=1, max=1024, help="Requests computing at once."),
+    max_queue: int = typer.Option(16, min=0, max=4096,
+                                  help="Requests waiting; beyond: RESOURCE_EXHAUSTED."),
+    max_message_mb: float = typer.Option(64.0, callback=number(gt=0, le=2047),
+                                         help="Largest message accepted (MiB, at most 2047)."),
+    dilation: float = typer.Option(1.0, callback=number(ge=1.0, le=10000.0),
+                                   help="Stretch compute to emulate slower hw (1-10000)."),
+    max_link_s: float = typer.Option(120.0, callback=number(ge=0.0, le=86400.0),
+                                     help="Longest a request may spend on one emulated link "
+                                     "(its rate and stamp come from the sender)."),
+    max_arrival_wait_s: float = typer.Option(
+        30.0, callback=number(ge=0.0, le=86400.0), help="Longest an arrival stamp may hold an "
+        "admitted request (the stamp is the sender's word)."),
+    max_decoded_mb: float = typer.Option(
+        128.0, callback=number(gt=0, le=1 << 20), help="Decoded MiB a request's tensors "
+        "may declare when no deployed stage says their shape."),
+    grace_s: float = typer.Option(5.0, "--grace-s", callback=number(ge=0.0, le=600.0),
+                                  help="On SIGTERM, how long in-flight requests may finish."),
 ) -> None:
     """Run an edge or cloud node server until SIGTERM/SIGINT."""
-    from edgeweave.runtime.node import ServeOptions, serve_forever
+    from edgeweave.runtime.node import ServeOptions, log_to_stderr, serve_forever
     from edgeweave.runtime.server import NodeConfig
     from edgeweave.security import load_token
 
     if role not in ("edge", "cloud"):
         raise EdgeWeaveError(f"--role: expected edge or cloud, got {role!r}")
+    log_to_stderr()
     token = load_token(token_file) if token_file else None
     config = NodeConfig(role=role, name=name or role, next_target=next_target,
                         max_concurrency=max_concurrency, max_queue=max_queue, dilation=dilation,
-                        max_link_s=max_link_s)
-    serve_forever(config, ServeOptions(listen, token, cert_dir, metrics_port, max_message_mb))
+                        max_link_s=max_link_s, max_arrival_wait_s=max_arrival_wait_s,
+                        max_decoded_mb=max_decoded_mb)
+    serve_forever(config, ServeOptions(listen, token, cert_dir, metrics_port, max_message_mb,
+                                       grace_s))
 
 
 @app.command()
 def certs(
-    out_dir: Path = typer.Argument(..., help="Directory for ca.pem and <node>.pem/.key files."),
+    out_dir: Path = typer.Argument(..., help="Fleet directory: ca/ (the CA, stays here) and "
+                                   "one folder per node (copy it to that node)."),
     nodes: list[str] = typer.Option(["device", "edge", "cloud"], "--node", help="Node names."),
     host: list[str] = typer.Option(["127.0.0.1", "localhost"], "--host", help="SANs."),
 ) -> None:
-    """Make a self-signed CA and one certificate per node for mutual TLS."""
+    """Make a private CA and one certificate per node for mutual TLS."""
     from edgeweave.security import make_fleet_certs
 
     made = make_fleet_certs(out_dir, nodes, host)
-    console.print(f"wrote CA and {len(made) - 1} node certificates to {out_dir}")
+    ca = made.pop("ca")
+    console.print(f"CA: {ca.cert} and its private key {ca.key}: keep the key here, never copy "
+                  f"it to a node (whoever holds it can mint any identity in the fleet)")
+    for node, pair in made.items():
+        folder = pair.cert.parent
+        console.print(f"{node}: copy the folder {folder}/ (ca.pem, {pair.cert.name}, "
+                      f"{pair.key.name}) to the {node} and give it there as --cert-dir")
 
 
 @app.command()
@@ -211,17 +239,19 @@ def infer(
     edge: str = typer.Option(None, "--edge", help="host:port of the edge node server."),
     plan_file: Path = typer.Option(None, "--plan", help="Use this plan JSON instead of planning."),
     input_file: Path = typer.Option(None, "--input", help="Image (png/jpg) or .npy input."),
-    repeat: int = typer.Option(10, min=1, help="Requests to send."),
+    repeat: int = typer.Option(10, min=1, max=1_000_000, help="Requests to send."),
     objective: Objective = typer.Option(Objective.latency, help="What the plan minimises."),
     codec: str = typer.Option("none", help="Candidate activation codecs, comma-separated "
                               "(none, fp16, int8, zstd, fp16+zstd, int8+zstd, ...) or auto; the "
                               "plan picks one per cut."),
-    mbps: float = typer.Option(None, "--mbps", help="Override the first hop's bandwidth."),
+    mbps: float = typer.Option(None, "--mbps", callback=MBPS, help=MBPS_HELP),
     token_file: Path = typer.Option(None, "--token-file", help="Bearer token file."),
-    cert_dir: Path = typer.Option(None, "--cert-dir", help="mTLS: dir from `edgeweave certs`."),
+    cert_dir: Path = typer.Option(None, "--cert-dir", help="mTLS: the fleet dir from `edgeweave "
+                                  "certs`, or the device's own folder from it."),
     adapt: bool = typer.Option(False, help="Re-plan when measured bandwidth changes the optimum."),
     shaping: str = typer.Option("app", help="app: shape links in this process and the servers; "
                                 "kernel: netlab's tc already shapes them (add RTT only)."),
+    fallback_local: bool = typer.Option(False, "--fallback-local", help=FALLBACK_HELP),
     json_out: Path = typer.Option(None, "--json", help="Write per-request results here."),
 ) -> None:
     """Run a plan across real processes: device head here, the rest on --edge (and beyond)."""
@@ -231,31 +261,33 @@ def infer(
         raise EdgeWeaveError(f"--shaping: expected app or kernel, got {shaping!r}")
     runtime_cmds.infer(console, model, fleet, edge, plan_file, input_file, repeat,
                        objective.value, codec, mbps, token_file, cert_dir, adapt, json_out,
-                       shape_bandwidth=shaping == "app")
+                       shape_bandwidth=shaping == "app", fallback_local=fallback_local)
 
 
 @app.command()
 def lab(
     model: str = typer.Argument("resnet18", help="Model to run across the local fleet."),
     fleet: str = typer.Option(None, "--fleet", "-f", help=FLEET_HELP),
-    repeat: int = typer.Option(10, min=1, help="Requests to send."),
+    repeat: int = typer.Option(10, min=1, max=1_000_000, help="Requests to send."),
     codec: str = typer.Option("none", help="Activation codec at each cut."),
-    mbps: float = typer.Option(None, "--mbps", help="Override the first hop's bandwidth."),
+    mbps: float = typer.Option(None, "--mbps", callback=MBPS, help=MBPS_HELP),
+    fallback_local: bool = typer.Option(False, "--fallback-local", help=FALLBACK_HELP),
     json_out: Path = typer.Option(None, "--json", help="Write per-request results here."),
 ) -> None:
     """Start edge and cloud servers as local processes and run a model across them."""
     from edgeweave.cli import runtime_cmds
 
-    runtime_cmds.lab(console, model, fleet, repeat, codec, mbps, json_out)
+    runtime_cmds.lab(console, model, fleet, repeat, codec, mbps, json_out,
+                     fallback_local=fallback_local)
 
 
 @app.command()
 def netlab(
     model: str = typer.Argument("resnet18", help="Model to run across the namespaced fleet."),
     fleet: str = typer.Option(None, "--fleet", "-f", help=FLEET_HELP),
-    repeat: int = typer.Option(10, min=1, help="Requests to send."),
+    repeat: int = typer.Option(10, min=1, max=1_000_000, help="Requests to send."),
     codec: str = typer.Option("none", help="Activation codec at each cut."),
-    mbps: float = typer.Option(None, "--mbps", help="Override the first hop's bandwidth."),
+    mbps: float = typer.Option(None, "--mbps", callback=MBPS, help=MBPS_HELP),
     json_out: Path = typer.Option(None, "--json", help="Write per-request results here."),
 ) -> None:
     """Device, edge and cloud in network namespaces joined by tc-shaped veth pairs (root)."""

@@ -90,7 +90,7 @@ class Timing(_message.Message):
     def __init__(self, node: _Optional[str] = ..., role: _Optional[str] = ..., queue_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., compute_ms: _Optional[float] = ..., encode_ms: _Optional[float] = ..., forward_ms: _Optional[float] = ..., uplink_ms: _Optional[float] = ..., downlink_ms: _Optional[float] = ..., bytes_in: _Optional[int] = ..., bytes_out: _Optional[int] = ...) -> None: ...
 
 class InferReply(_message.Message):
-    __slots__ = ("request_id", "tensors", "timings", "fallback", "note", "deliver_at_ns", "clock")
+    __slots__ = ("request_id", "tensors", "timings", "fallback", "note", "deliver_at_ns", "clock", "error_code", "error")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
@@ -98,6 +98,8 @@ class InferReply(_message.Message):
     NOTE_FIELD_NUMBER: _ClassVar[int]
     DELIVER_AT_NS_FIELD_NUMBER: _ClassVar[int]
     CLOCK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     tensors: _containers.RepeatedCompositeFieldContainer[Tensor]
     timings: _containers.RepeatedCompositeFieldContainer[Timing]
@@ -105,7 +107,9 @@ class InferReply(_message.Message):
     note: str
     deliver_at_ns: int
     clock: str
-    def __init__(self, request_id: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., timings: _Optional[_Iterable[_Union[Timing, _Mapping]]] = ..., fallback: _Optional[bool] = ..., note: _Optional[str] = ..., deliver_at_ns: _Optional[int] = ..., clock: _Optional[str] = ...) -> None: ...
+    error_code: str
+    error: str
+    def __init__(self, request_id: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., timings: _Optional[_Iterable[_Union[Timing, _Mapping]]] = ..., fallback: _Optional[bool] = ..., note: _Optional[str] = ..., deliver_at_ns: _Optional[int] = ..., clock: _Optional[str] = ..., error_code: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class DeployRequest(_message.Message):
     __slots__ = ("digest", "program", "inputs", "outputs", "name", "hops_ahead")

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import grpc
 
+from edgeweave.rpc import server_options
 from edgeweave.train.backends.base import Backend
 from edgeweave.train.backends.grpc_service import SHUTDOWN, Reject, Servicer, handlers
 from edgeweave.train.backends.registry import (
@@ -155,7 +156,8 @@ class GrpcBackend(Backend):
         ]
         # One thread per open Tasks stream plus some for Register/SubmitUpdate.
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_clients + 16),
-                                   interceptors=[TokenAuth(token)], options=options)
+                                   interceptors=[TokenAuth(token)],
+                                   options=server_options(options))
         self._server.add_generic_rpc_handlers((handlers(Servicer(self)),))
         self.port, self.address = listen_on(self._server, listen, tls_cert, tls_key,
                                             "grpc backend")
