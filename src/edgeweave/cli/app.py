@@ -159,8 +159,18 @@ def serve(
     dilation: float = typer.Option(1.0, min=1.0, help="Stretch compute to emulate slower hw."),
     max_link_s: float = typer.Option(120.0, min=0.0, help="Longest a request may spend on one "
                                      "emulated link (its rate and stamp come from the sender)."),
+    model: list[str] = typer.Option([], "--model", help="Install a model file devices may "
+                                    "deploy stages of (path/to/net.py:factory; repeatable); "
+                                    "devices name it net:factory. Built-ins need no flag."),
+    stage_budget_mb: float = typer.Option(1024.0, min=1.0, help="Weights of deployed stages "
+                                          "kept (MiB); least recently used are evicted."),
+    max_stage_mb: float = typer.Option(2048.0, min=1.0, help="Largest stage (weights, MiB) one "
+                                       "Deploy may upload."),
+    cache_dir: Path = typer.Option(None, "--cache-dir", help="Where uploads are staged on disk "
+                                   "(default: a fresh temp dir)."),
 ) -> None:
-    """Run an edge or cloud node server until SIGTERM/SIGINT."""
+    """Run an edge or cloud node server until SIGTERM/SIGINT. Nodes never run code a device
+    sends: they build stages from their own models and receive only weights."""
     from edgeweave.runtime.node import ServeOptions, serve_forever
     from edgeweave.runtime.server import NodeConfig
     from edgeweave.security import load_token
@@ -168,9 +178,13 @@ def serve(
     if role not in ("edge", "cloud"):
         raise EdgeWeaveError(f"--role: expected edge or cloud, got {role!r}")
     token = load_token(token_file) if token_file else None
+    if cache_dir is not None and not cache_dir.is_dir():
+        raise EdgeWeaveError(f"--cache-dir {cache_dir}: not a directory")
     config = NodeConfig(role=role, name=name or role, next_target=next_target,
                         max_concurrency=max_concurrency, max_queue=max_queue, dilation=dilation,
-                        max_link_s=max_link_s)
+                        max_link_s=max_link_s, models=tuple(model),
+                        stage_budget_mb=stage_budget_mb, max_stage_mb=max_stage_mb,
+                        cache_dir=None if cache_dir is None else str(cache_dir))
     serve_forever(config, ServeOptions(listen, token, cert_dir, metrics_port, max_message_mb))
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from edgeweave.errors import EdgeWeaveError, PlanError
+from edgeweave.errors import EdgeWeaveError, ModelError, PlanError
 from edgeweave.graph import Graph, ModelSpec, capture, list_models, model_factory, names_a_file
 from edgeweave.plan.branchy import BRANCHY_MODEL, branchy_from_spec
 
@@ -49,8 +49,11 @@ class TrustedModels:
         self._builtins = {name for name, _ in list_models()}
         self._installed: dict[str, Callable[[], ModelSpec]] = {}
         for spec in installed:
-            factory = model_factory(spec)  # a ModelError names the operator's bad file
-            self._installed[factory().name] = factory
+            try:
+                factory = model_factory(spec)
+                self._installed[factory().name] = factory
+            except ModelError as e:
+                raise ModelError(f"--model {spec}: {e}") from None
         self._graphs: OrderedDict[tuple[str, tuple[int, ...]], Graph] = OrderedDict()
         self._lock = threading.Lock()
 
