@@ -31,6 +31,15 @@ def test_serve_rejects_a_bad_role_and_a_short_token(tmp_path):
     assert res.returncode == 2 and "--max-link-s" in res.stderr
 
 
+def test_serve_names_a_model_file_it_cannot_install(tmp_path):
+    tok = tmp_path / "tok"
+    tok.write_text("x" * 32)
+    res = run("serve", "--role", "edge", "--listen", "127.0.0.1:0", "--token-file", str(tok),
+              "--model", str(tmp_path / "missing.py") + ":factory")
+    assert res.returncode == 2 and "--model" in res.stderr and "missing.py" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
 def test_certs_writes_a_ca_and_node_certificates(tmp_path):
     res = run("certs", str(tmp_path / "pki"), "--node", "device", "--node", "edge")
     assert res.returncode == 0, res.stderr

@@ -18,6 +18,7 @@ from edgeweave.errors import EdgeWeaveError
 from edgeweave.graph import capture, capture_spec, split
 from edgeweave.graph.digits import DigitsCNN
 from edgeweave.runtime.client import CoInferenceClient
+from edgeweave.runtime.lab import LocalLab
 from edgeweave.runtime.node import ServeOptions, start_node
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
 from edgeweave.runtime.proto import edgeweave_pb2_grpc as pb_grpc
@@ -262,12 +263,16 @@ def test_a_graph_captured_from_memory_says_how_to_make_it_deployable(node, digit
         client.deploy(torch.randn(graph.input_shape))
 
 
+INSTALLED_NET = """from torch import nn
+def factory():
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(4 * 6 * 6, 5)), (1, 3, 8, 8)
+"""
+
+
 def test_a_model_the_operator_installed_is_built_from_its_file(node, tmp_path):
     path = tmp_path / "mynet.py"
-    path.write_text("from torch import nn\n"
-                    "def factory():\n"
-                    "    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(),\n"
-                    "                         nn.Linear(4 * 6 * 6, 5)), (1, 3, 8, 8)\n")
+    path.write_text(INSTALLED_NET)
     _, _, start = node
     target, svc = start(models=(f"{path}:factory",))
     graph = capture_spec(f"{path}:factory")
@@ -284,6 +289,24 @@ def test_a_model_the_operator_installed_is_built_from_its_file(node, tmp_path):
     assert stage.specs[graph.outputs[0]] == ("float32", (1, 5))
     with pytest.raises(EdgeWeaveError, match="--model"):
         start(models=(f"{tmp_path}/missing.py:factory",))
+
+
+@pytest.mark.slow
+def test_serve_processes_build_an_installed_model_across_two_hops(tmp_path):
+    """`serve --model` on real edge and cloud processes (as `lab` starts them for a model
+    file): the edge forwards the recipe and weights, the cloud rebuilds from its own file."""
+    path = tmp_path / "twohop.py"
+    path.write_text(INSTALLED_NET)
+    graph = capture_spec(f"{path}:factory")
+    _, chosen = three_tier_plan(graph)
+    x = torch.randn(graph.input_shape)
+    with LocalLab(models=(f"{path}:factory",)) as lab:
+        client = CoInferenceClient(graph, chosen, lab.edge_target, token=lab.token)
+        client.deploy(x)
+        result = client.infer(x)
+    assert not result.fallback, result.note
+    assert result.segments["cloud_compute"] > 0
+    assert torch.allclose(result.output, local_output(graph, x), atol=1e-5)
 
 
 # ---- weights: exactly the node's architecture, checked before the bytes ---------------------
