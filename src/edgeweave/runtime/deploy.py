@@ -16,6 +16,7 @@ run or unpickled:
 from __future__ import annotations
 
 import copy
+import gc
 import os
 import tempfile
 import threading
@@ -168,6 +169,8 @@ class Deployer:
             try:
                 traced = trace_stage(module, zeros)
             except RuntimeError as e:
+                del module
+                gc.collect()  # its weights sit in fx's reference cycles
                 raise _invalid("bad_recipe", f"stage {name!r} does not run on its declared "
                                              f"inputs: {str(e).splitlines()[0][:200]}") from None
             stage = DeployedStage(traced, recipe.inputs, recipe.outputs, blueprint.specs,
@@ -218,6 +221,8 @@ def _receive(slices: Iterable[pb.WeightSlice], expected: list[WeightSpec], hashe
             raise _invalid("bad_weights", f"weight {want.name!r} stopped at {got} of "
                                           f"{want.nbytes} bytes; next slice: {s.name[:80]!r} at "
                                           f"offset {s.offset}")
+        if not s.data and want.nbytes:  # would hold the slot without progress
+            raise _invalid("bad_weights", f"weight {want.name!r}: an empty slice")
         if got + len(s.data) > want.nbytes:
             raise _invalid("bad_weights", f"weight {want.name!r}: more than the "
                                           f"{want.nbytes} bytes of {want.dtype} "

@@ -25,7 +25,6 @@ from torch import nn
 
 from edgeweave.errors import EdgeWeaveError, ModelError, PlanError
 from edgeweave.graph import Graph, ModelSpec, capture, list_models, model_factory, names_a_file
-from edgeweave.plan.branchy import BRANCHY_MODEL, branchy_from_spec
 
 #: Captures kept (structure only, weights on the meta device).
 MAX_GRAPHS = 8
@@ -59,6 +58,8 @@ class TrustedModels:
 
     @property
     def names(self) -> list[str]:
+        from edgeweave.plan.branchy import BRANCHY_MODEL
+
         return [*sorted(self._builtins), f"{BRANCHY_MODEL}:side=S,width=W",
                 *sorted(self._installed)]
 
@@ -94,6 +95,9 @@ class TrustedModels:
         if spec in self._builtins:
             made = model_factory(spec)()
             return made.module, made.input_shape
+        # deferred: the plan layer pulls in matplotlib and the datasets (~100 MB per node)
+        from edgeweave.plan.branchy import BRANCHY_MODEL, branchy_from_spec
+
         if spec.partition(":")[0] == BRANCHY_MODEL:
             try:
                 return branchy_from_spec(spec)

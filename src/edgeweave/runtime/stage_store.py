@@ -8,6 +8,7 @@ evicted stage gets FAILED_PRECONDITION, and the device re-deploys once, as after
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -76,17 +77,30 @@ class StageStore:
     def make_room(self, nbytes: int) -> None:
         """Evict least recently used stages until ``nbytes`` more fit the budget."""
         with self._lock:
-            self._evict(nbytes)
+            gone = self._evict(nbytes)
+        _release(gone)
 
     def put(self, stage: DeployedStage) -> None:
         with self._lock:
             self._stages.pop(stage.digest, None)
-            self._evict(stage.nbytes)
+            gone = self._evict(stage.nbytes)
             self._stages[stage.digest] = stage
+        _release(gone)
 
-    def _evict(self, nbytes: int) -> None:
+    def _evict(self, nbytes: int) -> list[DeployedStage]:
+        gone = []
         total = sum(s.nbytes for s in self._stages.values())
         while self._stages and total + nbytes > self.budget:
             _, old = self._stages.popitem(last=False)
             total -= old.nbytes
+            gone.append(old)
             self.evicted += 1
+        return gone
+
+
+def _release(gone: list[DeployedStage]) -> None:
+    """Free evicted weights now: a traced module sits in reference cycles (fx and TorchScript
+    objects), which only a full collection frees, and the next stage is about to load."""
+    if gone:
+        gone.clear()
+        gc.collect()
