@@ -17,6 +17,7 @@ from torch import nn
 from edgeweave.errors import EdgeWeaveError
 from edgeweave.graph import capture, capture_spec, split
 from edgeweave.graph.digits import DigitsCNN
+from edgeweave.plan.branchy import branchy_net, branchy_spec
 from edgeweave.runtime.client import CoInferenceClient
 from edgeweave.runtime.lab import LocalLab
 from edgeweave.runtime.node import ServeOptions, start_node
@@ -261,6 +262,23 @@ def test_a_graph_captured_from_memory_says_how_to_make_it_deployable(node, digit
     client = CoInferenceClient(graph, chosen, target, token=TOKEN)
     with pytest.raises(EdgeWeaveError, match=r"in-memory module.*serve --model"):
         client.deploy(torch.randn(graph.input_shape))
+
+
+def test_the_branchy_net_is_built_from_its_specifier_with_the_devices_weights(node):
+    target, svc, _ = node
+    net = branchy_net(16, 8)  # the node builds its own, randomly initialised: weights must move
+    graph = capture(net, (1, 1, 16, 16), name="branchy", spec=branchy_spec(16, 8))
+    names = [n.name for n in graph.nodes]
+    placement = {n: "device" if i < len(names) // 3 else "edge" for i, n in enumerate(names)}
+    device, edge = split(graph, placement, ("device", "edge"))
+    env = {graph.placeholders[0]: torch.randn(1, 1, 16, 16)}
+    with torch.no_grad():
+        env.update(zip(device.outputs, device.module(env[graph.placeholders[0]]), strict=True))
+        args = [env[n] for n in edge.inputs]
+        pkg = package_stage(graph, edge, args)
+        reply = _stub(target).Deploy(deploy_stream(pkg, "branchy:edge", 0), timeout=30)
+        assert reply.digest == pkg.digest and not reply.cached
+        torch.testing.assert_close(svc.stages[pkg.digest].module(*args), edge.module(*args))
 
 
 INSTALLED_NET = """from torch import nn
