@@ -32,6 +32,15 @@ def test_serve_rejects_a_bad_role_and_a_short_token(tmp_path):
     assert res.returncode == 2 and "--max-link-s" in res.stderr
 
 
+def test_serve_names_a_model_file_it_cannot_install(tmp_path):
+    tok = tmp_path / "tok"
+    tok.write_text("x" * 32)
+    res = run("serve", "--role", "edge", "--listen", "127.0.0.1:0", "--token-file", str(tok),
+              "--model", str(tmp_path / "missing.py") + ":factory")
+    assert res.returncode == 2 and "--model" in res.stderr and "missing.py" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
 def test_certs_keeps_the_ca_key_apart_and_says_what_goes_where(tmp_path, capsys):
     pki = tmp_path / "pki"
     code, out, _ = main_in_process(capsys, "certs", str(pki), "--node", "device",

@@ -137,22 +137,6 @@ def test_malformed_requests_get_a_clear_status(nodes, digits_graph, mutate, code
     assert client.infer(torch.randn(digits_graph.input_shape)).fallback is False
 
 
-def test_malformed_and_mismatched_deploys_are_refused(nodes):
-    edge_target, *_ = nodes
-    s = stub(edge_target)
-    junk = b"not a torchscript archive"
-    import hashlib
-
-    for digest in (hashlib.sha256(junk).hexdigest(), "0" * 64):
-        with pytest.raises(grpc.RpcError) as err:
-            s.Deploy(iter([pb.DeployRequest(digest=digest, program=junk)]), timeout=10)
-        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    with pytest.raises(grpc.RpcError) as err:
-        s.Deploy(iter([]), timeout=10)
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert healthy(edge_target)
-
-
 def test_oversized_message_is_refused_and_server_survives():
     server, _, port = start_node(NodeConfig("edge", "small"),
                                  ServeOptions("127.0.0.1:0", token=TOKEN, max_message_mb=1))

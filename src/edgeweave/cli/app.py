@@ -194,8 +194,20 @@ def serve(
         "may declare when no deployed stage says their shape."),
     grace_s: float = typer.Option(5.0, "--grace-s", callback=number(ge=0.0, le=600.0),
                                   help="On SIGTERM, how long in-flight requests may finish."),
+    model: list[str] = typer.Option([], "--model", help="Install a model file devices may "
+                                    "deploy stages of (path/to/net.py:factory; repeatable); "
+                                    "devices name it net:factory. Built-ins need no flag."),
+    stage_budget_mb: float = typer.Option(1024.0, callback=number(ge=1.0, le=1 << 24),
+                                          help="Weights of deployed stages kept (MiB); least "
+                                          "recently used are evicted."),
+    max_stage_mb: float = typer.Option(2048.0, callback=number(ge=1.0, le=1 << 24),
+                                       help="Largest stage (weights, MiB) one Deploy may "
+                                       "upload."),
+    cache_dir: Path = typer.Option(None, "--cache-dir", help="Where uploads are staged on disk "
+                                   "(default: a fresh temp dir)."),
 ) -> None:
-    """Run an edge or cloud node server until SIGTERM/SIGINT."""
+    """Run an edge or cloud node server until SIGTERM/SIGINT. Nodes never run code a device
+    sends: they build stages from their own models and receive only weights."""
     from edgeweave.runtime.node import ServeOptions, log_to_stderr, serve_forever
     from edgeweave.runtime.server import NodeConfig
     from edgeweave.security import load_token
@@ -204,10 +216,14 @@ def serve(
         raise EdgeWeaveError(f"--role: expected edge or cloud, got {role!r}")
     log_to_stderr()
     token = load_token(token_file) if token_file else None
+    if cache_dir is not None and not cache_dir.is_dir():
+        raise EdgeWeaveError(f"--cache-dir {cache_dir}: not a directory")
     config = NodeConfig(role=role, name=name or role, next_target=next_target,
                         max_concurrency=max_concurrency, max_queue=max_queue, dilation=dilation,
                         max_link_s=max_link_s, max_arrival_wait_s=max_arrival_wait_s,
-                        max_decoded_mb=max_decoded_mb)
+                        max_decoded_mb=max_decoded_mb, models=tuple(model),
+                        stage_budget_mb=stage_budget_mb, max_stage_mb=max_stage_mb,
+                        cache_dir=None if cache_dir is None else str(cache_dir))
     serve_forever(config, ServeOptions(listen, token, cert_dir, metrics_port, max_message_mb,
                                        grace_s))
 

@@ -88,11 +88,20 @@ def _check_edge(console: Console, edge, token, tls, fallback_local) -> None:
                       highlight=False)
 
 
+def installs(model: str) -> tuple[str, ...]:
+    """The `serve --model` a lab's nodes need to build stages of `model`: a model file is
+    installed by its operator (here, the lab), a built-in needs nothing."""
+    from edgeweave.graph import names_a_file
+
+    return (model,) if names_a_file(model) else ()
+
+
 def lab(console: Console, model, fleet_spec, repeat, codec, mbps, json_out,
         fallback_local=False) -> None:
     from edgeweave.runtime.lab import LocalLab
 
-    with console.status("starting edge and cloud servers"), LocalLab() as fleet_lab:
+    with console.status("starting edge and cloud servers"), \
+            LocalLab(models=installs(model)) as fleet_lab:
         pass_token = fleet_lab.token
         console.print(f"lab: edge {fleet_lab.edge_target}, "
                       f"cloud {fleet_lab.nodes['cloud'].target}")
@@ -163,7 +172,8 @@ def netlab(console: Console, model, fleet_spec, repeat, codec, mbps, json_out) -
             NetLab(tiers, hops) as net:
         token_file = Path(tmp) / "token"
         write_token(token_file, generate_token())
-        serve = [sys.executable, "-m", "edgeweave", "serve", "--token-file", str(token_file)]
+        serve = [sys.executable, "-m", "edgeweave", "serve", "--token-file", str(token_file),
+                 *(a for m in installs(model) for a in ("--model", m))]
         procs, upstream = [], None
         for level in range(len(tiers) - 1, 0, -1):
             tier = tiers[level]

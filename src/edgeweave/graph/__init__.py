@@ -2,8 +2,8 @@
 runnable per-tier stages."""
 
 from edgeweave.graph.capture import Graph, NodeInfo, capture, capture_spec
-from edgeweave.graph.split import Stage, run_stages, split
-from edgeweave.graph.zoo import ModelSpec, list_models, load_model
+from edgeweave.graph.split import Stage, run_stages, split, stage_from_nodes
+from edgeweave.graph.zoo import ModelSpec, list_models, load_model, model_factory, names_a_file
 
 __all__ = [
     "Graph",
@@ -14,6 +14,9 @@ __all__ = [
     "capture_spec",
     "list_models",
     "load_model",
+    "model_factory",
+    "names_a_file",
     "run_stages",
     "split",
+    "stage_from_nodes",
 ]

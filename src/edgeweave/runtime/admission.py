@@ -60,6 +60,25 @@ class Admission:
             with self._lock:
                 self.held -= 1
 
+    @contextmanager
+    def immediate(self) -> Iterator[None]:
+        """A place and a compute slot now, or Rejected: a Deploy does not queue (waiting, it
+        would hold its stream and its upload)."""
+        with self._lock:
+            if self.held >= self.limit + self.queue:
+                raise Rejected(f"{self.running} running and {self.waiting} waiting")
+            if not self._slots.acquire(blocking=False):
+                raise Rejected(f"{self.running} running")
+            self.held += 1
+            self.running += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.held -= 1
+                self.running -= 1
+            self._slots.release()
+
     def _unpark(self) -> None:
         with self._lock:
             self.parked -= 1

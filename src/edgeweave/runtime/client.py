@@ -34,11 +34,17 @@ from edgeweave.runtime.edge_probe import credential_failure, health
 from edgeweave.runtime.flight import arrive, send_on
 from edgeweave.runtime.load import LoadFactors
 from edgeweave.runtime.node import message_options
-from edgeweave.runtime.program import ProgramError, StageProgram, build_program, load_program
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
 from edgeweave.runtime.proto import edgeweave_pb2_grpc as pb_grpc
+from edgeweave.runtime.recipe import (
+    StageError,
+    StagePackage,
+    deploy_stream,
+    package_stage,
+    trace_stage,
+)
 from edgeweave.runtime.segments import fill_segments, predicted_segments
-from edgeweave.runtime.server import FALLBACK_CODES, deploy_chunks
+from edgeweave.runtime.server import FALLBACK_CODES
 from edgeweave.runtime.shaper import LinkShaper
 from edgeweave.security import ClientTLS, authed_channel
 
@@ -89,11 +95,11 @@ class ClientOptions:
 class _Deployment:
     plan: Plan
     stages: dict[str, Stage]
-    programs: dict[str, StageProgram] = field(default_factory=dict)
+    packages: dict[str, StagePackage] = field(default_factory=dict)  # remote stages
     route: list[pb.Hop] = field(default_factory=list)
     want: list[str] = field(default_factory=list)
     uploaded: bool = False
-    device_module: Any = None  # the device stage as the same TorchScript program nodes run
+    device_module: Any = None  # the device stage traced, as nodes run theirs
     stage_ids: dict[str, str] = field(default_factory=dict)  # tier -> id of its stage (load)
     served: int = 0  # requests answered under this deployment
 
@@ -164,9 +170,10 @@ class CoInferenceClient:
         return dep
 
     def deploy(self, example: torch.Tensor) -> list[pb.DeployReply]:
-        """Trace the remote stages on real activations and upload them (content-addressed, so
-        a re-deploy of the same stage is a cache hit). If the edge is unreachable, requests run
-        locally and the upload is retried with the edge."""
+        """Describe the remote stages (recipe + weights; each node builds and traces its stage
+        itself) and upload them, content-addressed, so a re-deploy of the same stage is a cache
+        hit. If the edge is unreachable, requests run locally and the upload is retried with
+        the edge."""
         self._example = example
         dep = self.deployment
         env: dict[str, Any] = {self.graph.placeholders[0]: example}
@@ -179,28 +186,29 @@ class CoInferenceClient:
                 env.update(zip(stage.outputs, stage.module(*args), strict=True))
             level = dep.plan.tiers.index(key)
             if level > 0:
-                dep.programs[key] = dep.programs.get(key) or build_program(stage, args)
-                dep.route[level - 1].stage = dep.programs[key].digest
-        if dep.programs and self._stub is None:
+                try:
+                    dep.packages[key] = (dep.packages.get(key)
+                                         or package_stage(self.graph, stage, args))
+                except StageError as e:
+                    raise EdgeWeaveError(f"cannot deploy the {key} stage: {e}") from None
+                dep.route[level - 1].stage = dep.packages[key].digest
+        if dep.packages and self._stub is None:
             raise EdgeWeaveError("the plan runs stages off the device but no edge address was "
                                  "given (--edge host:port)")
         return self._upload(dep)
 
     def _upload(self, dep: _Deployment) -> list[pb.DeployReply]:
         replies = []
-        for key, prog in dep.programs.items():
+        for key, pkg in dep.packages.items():
             # nodes on the way cache the stage too, so each can finish a request if the node
             # above it fails
             try:
                 replies.append(self._stub.Deploy(
-                    deploy_chunks(prog.data, prog.digest, list(prog.inputs),
-                                  list(prog.outputs), f"{self.graph.name}:{key}",
+                    deploy_stream(pkg, f"{self.graph.name}:{key}",
                                   dep.plan.tiers.index(key) - 1),
                     timeout=max(self.opts.timeout_s, 120.0)))
             except grpc.RpcError as e:
-                if e.code() not in FALLBACK_CODES:
-                    raise EdgeWeaveError(f"edge refused the {key} stage: {e.code().name}: "
-                                         f"{e.details()}") from None
+                self._check_usable(e.code(), e.details() or "", f"the {key} stage")
                 log.warning("deploy failed (%s); running locally until the edge is back",
                             e.code().name)
                 dep.uploaded = False
@@ -294,17 +302,18 @@ class CoInferenceClient:
 
     @staticmethod
     def _device_module(dep: _Deployment, stage: Stage, args: list[Any]) -> Any:
-        """The device runs its stage as the same traced program the edge and cloud run (and the
-        profiler times), so every tier executes, and is predicted, the same way; a stage that
-        cannot be traced runs as it is."""
+        """The device runs its stage as a traced program, as the edge and cloud run theirs (and
+        the profiler times them), so every tier executes, and is predicted, the same way; a
+        stage that cannot be traced runs as it is."""
         try:
-            program = build_program(stage, tuple(args))
-            module = load_program(program.data, program.digest)[0]
+            if not all(isinstance(a, torch.Tensor) for a in args):
+                raise StageError("non-tensor stage input")
+            module = trace_stage(stage.module, args)
             with torch.inference_mode():
                 for _ in range(2):  # TorchScript specialises on its first calls
                     module(*args)
             dep.device_module = module
-        except ProgramError:
+        except StageError:
             dep.device_module = stage.module
         return dep.device_module
 

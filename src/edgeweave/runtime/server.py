@@ -9,17 +9,21 @@ requests compute at once, `max_queue` more may wait (for a slot or their emulate
 anything beyond is refused with RESOURCE_EXHAUSTED. When the next node fails, the server
 finishes the remaining stages itself if it holds them (Deploy caches forwarded stages on the
 way) and marks the reply as a fallback. In InferStream a failed request gets its own error
-reply and the stream goes on.
+reply and the stream goes on. Stages are built by the node itself
+from models it trusts (`runtime.deploy`): a device sends only weights; a Deploy holds an
+admission slot too.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import torch
@@ -28,13 +32,16 @@ from edgeweave.codec import CodecError
 from edgeweave.rpc import RateLimitedLog
 from edgeweave.runtime import dilation, tensors
 from edgeweave.runtime.admission import Admission, Rejected
+from edgeweave.runtime.deploy import MB, Deployer, DeployRefused
 from edgeweave.runtime.flight import arrive, same_clock, stamp
 from edgeweave.runtime.links import NodeLinks
 from edgeweave.runtime.metrics import NodeMetrics
-from edgeweave.runtime.program import ProgramError, load_program
+from edgeweave.runtime.models import TrustedModels
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
 from edgeweave.runtime.proto import edgeweave_pb2_grpc as pb_grpc
+from edgeweave.runtime.recipe import StagePackage, deploy_stream
 from edgeweave.runtime.requests import Malformed, Refused, check_route, check_tensors
+from edgeweave.runtime.stage_store import StageStore
 
 log = logging.getLogger("edgeweave.runtime.node")
 
@@ -54,7 +61,11 @@ class NodeConfig:
     dilation: float = 1.0  # emulate hardware slower than this host by stretching compute
     threads: int = 1
     forward_timeout_s: float = 30.0
-    max_program_mb: float = 2048.0
+    max_stage_mb: float = 2048.0  # the largest stage (weights) one Deploy may upload
+    stage_budget_mb: float = 1024.0  # deployed stages' weights; least recently used evicted
+    models: tuple[str, ...] = ()  # operator-installed models (path/to/file.py:factory)
+    cache_dir: str | None = None  # Deploy's temp files (default: a fresh temp dir)
+    max_deploy_s: float = 900.0  # the longest a Deploy stream may hold a slot
     # the longest one emulated link crossing may hold a request: a request names its own link
     # rate and arrival stamp, and a bad one must not park a server thread for hours
     max_link_s: float = 120.0
@@ -77,34 +88,25 @@ class NodeConfig:
         return self.max_concurrency + self.max_queue + self.max_streams + 8
 
 
-@dataclass
-class _Stage:
-    module: torch.jit.ScriptModule
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-
-
-def deploy_chunks(program: bytes, digest: str, inputs: list[str], outputs: list[str],
-                  name: str, hops_ahead: int, chunk: int = 2 << 20) -> Iterator[pb.DeployRequest]:
-    """A stage program as a Deploy stream: metadata on the first chunk, then slices."""
-    for start in range(0, max(1, len(program)), chunk):
-        first = start == 0
-        yield pb.DeployRequest(
-            digest=digest, program=program[start:start + chunk], name=name if first else "",
-            inputs=inputs if first else [], outputs=outputs if first else [],
-            hops_ahead=hops_ahead)
 
 
 class NodeService(pb_grpc.NodeServicer):
     def __init__(self, config: NodeConfig, metrics: NodeMetrics):
         self.cfg = config
         self.metrics = metrics
-        self.stages: dict[str, _Stage] = {}
+        self.stages = StageStore(int(config.stage_budget_mb * MB))
         self.admission = Admission(config.max_concurrency, config.max_queue)
         self.max_streams = config.max_streams
         self._streams = threading.BoundedSemaphore(self.max_streams)
         self._rejections = RateLimitedLog(log)
         self.links = NodeLinks(config.max_link_s, config.max_arrival_wait_s)
+        if config.cache_dir:
+            cache_dir = Path(config.cache_dir)
+        else:  # removed when the service goes (or at exit)
+            self._tmp = tempfile.TemporaryDirectory(prefix=f"edgeweave-{config.name}-")
+            cache_dir = Path(self._tmp.name)
+        self.deployer = Deployer(TrustedModels(config.models), self.stages, cache_dir,
+                                 int(config.max_stage_mb * MB))
         self._next = None
         if config.next_target:
             factory = config.channel_factory or grpc.insecure_channel
@@ -115,35 +117,38 @@ class NodeService(pb_grpc.NodeServicer):
 
     def Deploy(self, request_iterator: Iterator[pb.DeployRequest],
                context: grpc.ServicerContext) -> pb.DeployReply:
-        head, chunks, size = None, [], 0
-        for chunk in request_iterator:
-            head = head or chunk
-            size += len(chunk.program)
-            if size > self.cfg.max_program_mb * (1 << 20):
-                self.metrics.rejected.labels("program_too_large").inc()
-                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                              f"stage program exceeds {self.cfg.max_program_mb} MiB")
-            chunks.append(chunk.program)
-        if head is None:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty Deploy stream")
-        program = b"".join(chunks)
-        cached = head.digest in self.stages
-        load_ms = 0.0
-        if not cached:
-            try:
-                module, load_ms = load_program(program, head.digest)
-            except ProgramError as e:
-                self.metrics.rejected.labels("bad_program").inc()
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-            self.stages[head.digest] = _Stage(module, tuple(head.inputs), tuple(head.outputs))
-        if head.hops_ahead > 0:
-            if self._next is None:
-                context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                              f"{self.cfg.name} has no --next node to deploy onward to")
-            self._next.Deploy(deploy_chunks(program, head.digest, list(head.inputs),
-                                            list(head.outputs), head.name, head.hops_ahead - 1),
+        timer = threading.Timer(self.cfg.max_deploy_s, context.cancel)  # a stalled uploader
+        timer.daemon = True
+        timer.start()
+        try:
+            with self.admission.immediate():
+                done = self.deployer.deploy(request_iterator, self._next is not None)
+                if done.hops_ahead > 0:
+                    self._deploy_onward(done.stage.package(), done.name, done.hops_ahead - 1,
+                                        context)
+        except Rejected as e:
+            self._refuse(Refused(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                 f"{self.cfg.name} is at capacity ({e.why}; requests and deploys "
+                                 f"share {self.cfg.max_concurrency} slots); deploy again later",
+                                 "overloaded", logging.INFO), context)
+        except DeployRefused as e:
+            self._refuse(Refused(e.code, str(e), e.reason, logging.WARNING), context)
+        except grpc.RpcError:  # the uploader broke the stream off; nothing was kept
+            self._refuse(Refused(grpc.StatusCode.CANCELLED, "Deploy stream broken off",
+                                 "deploy_broken", logging.INFO), context)
+        finally:
+            timer.cancel()
+        return pb.DeployReply(digest=done.stage.digest, cached=done.cached, load_ms=done.build_ms)
+
+    def _deploy_onward(self, package: StagePackage, name: str, hops_ahead: int,
+                       context: grpc.ServicerContext) -> None:
+        """Forward the recipe and weights (the next node rebuilds the stage from its own
+        registry); this node keeps its copy to finish requests if the next node fails."""
+        try:
+            self._next.Deploy(deploy_stream(package, name, hops_ahead),
                               timeout=self.cfg.forward_timeout_s * 4)
-        return pb.DeployReply(digest=head.digest, cached=cached, load_ms=load_ms)
+        except grpc.RpcError as e:
+            context.abort(e.code(), f"next node refused the stage: {e.details()}")
 
     # ---- Infer ----------------------------------------------------------------------------
 
@@ -218,6 +223,11 @@ class NodeService(pb_grpc.NodeServicer):
         self.metrics.rejected.labels(r.reason).inc()
         self._rejections.log(r.level, r.reason, "%s refused a request from %s: %s %s",
                              self.cfg.name, context.peer(), r.code.name, r.details[:300])
+
+    def _refuse(self, r: Refused, context: grpc.ServicerContext) -> None:
+        """Count, log and answer a refusal (abort raises)."""
+        self.note(r, context)
+        context.abort(r.code, r.details)
 
     def _expected(self, name: str, route: Iterable[pb.Hop]) -> tensors.Spec | None:
         """The (dtype, shape) a stage on `route` held here takes or makes as `name`, or None.
