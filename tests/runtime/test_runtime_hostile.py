@@ -66,25 +66,35 @@ def edge(digits_graph):
 
 def test_a_decompression_bomb_is_refused_before_decoding(edge, digits_graph):
     target, client, svc = edge
-    req = _request(client, torch.randn(digits_graph.input_shape), _bomb)
+    x = torch.randn(digits_graph.input_shape)
+    req = _request(client, x, _bomb)
     assert len(req.tensors[0].payload) < 64 << 10
     before = svc.metrics.snapshot().get("edgeweave_rejected_total{reason=bad_tensor}", 0)
     code, details = _code(lambda: stub(target).Infer(req, timeout=10))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
-    assert "1024.0 MiB" in details and "128 MiB" in details
-    assert svc.metrics.snapshot()["edgeweave_rejected_total{reason=bad_tensor}"] == before + 1
+    assert "is declared float32 [268435456]; the stage here takes" in details
+
+    def stray_bomb(r):  # the same bomb as a value no stage here describes: the node-wide cap
+        _bomb(r)
+        r.tensors[0].name = "not-a-value-of-this-model"
+        r.tensors.add().CopyFrom(_request(client, x, lambda q: None).tensors[0])
+
+    code, details = _code(lambda: stub(target).Infer(_request(client, x, stray_bomb),
+                                                     timeout=10))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "1024.0 MiB" in details and "128 MiB" in details, details
+    assert svc.metrics.snapshot()["edgeweave_rejected_total{reason=bad_tensor}"] == before + 2
     assert healthy(target)
-    assert client.infer(torch.randn(digits_graph.input_shape)).fallback is False
+    assert client.infer(x).fallback is False
 
 
 def test_a_declared_shape_is_checked_against_the_stage_before_decoding(edge, digits_graph):
     target, client, svc = edge
     x = torch.randn(digits_graph.input_shape)
     good = _request(client, x, lambda r: None)
-    stage = svc.stages[client.deployment.route[0].stage]
-    # the seam for stages built by nodes: each will carry `specs` (value -> dtype, shape)
-    stage.specs = {t.name: (t.dtype, tuple(t.shape)) for t in good.tensors}
     name = good.tensors[0].name
+    stage = svc.stages[client.deployment.route[0].stage]
+    assert stage.specs[name] == (good.tensors[0].dtype, tuple(good.tensors[0].shape))
 
     def reshaped(req):  # the same bytes, declared with another shape
         t = req.tensors[0]
@@ -92,19 +102,12 @@ def test_a_declared_shape_is_checked_against_the_stage_before_decoding(edge, dig
         del t.shape[:]
         t.shape.extend([1, numel])
 
-    try:
-        code, details = _code(lambda: stub(target).Infer(_request(client, x, reshaped),
-                                                         timeout=10))
-        assert code == grpc.StatusCode.INVALID_ARGUMENT
-        assert f"tensor {name!r} is declared float32 [1, " in details
-        assert "the stage here takes" in details
-        code, details = _code(lambda: stub(target).Infer(_request(client, x, _bomb),
-                                                         timeout=10))
-        assert code == grpc.StatusCode.INVALID_ARGUMENT and "the stage here takes" in details
-        assert healthy(target)
-        assert client.infer(x).fallback is False
-    finally:
-        del stage.specs
+    code, details = _code(lambda: stub(target).Infer(_request(client, x, reshaped), timeout=10))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"tensor {name!r} is declared float32 [1, " in details
+    assert "the stage here takes" in details
+    assert healthy(target)
+    assert client.infer(x).fallback is False
 
 
 def test_unknown_codecs_anywhere_in_a_request_are_invalid_argument(edge, digits_graph):
@@ -213,7 +216,7 @@ def test_the_client_streams_and_a_failed_request_raises_at_its_turn(edge, digits
     wrong = torch.randn(1, 3, 8, 8)  # three channels: the edge's first conv refuses it
     results = client.infer_stream([x, x, wrong, x])
     assert [next(results).fallback for _ in range(2)] == [False, False]
-    with pytest.raises(EdgeWeaveError, match=r"INVALID_ARGUMENT.*failed on the given tensors"):
+    with pytest.raises(EdgeWeaveError, match=r"INVALID_ARGUMENT.*the stage here takes"):
         next(results)
     assert [r.fallback for r in client.infer_stream([x, x])] == [False, False]
     # an error the device survives (the edge's, not the request's) falls back for that request
