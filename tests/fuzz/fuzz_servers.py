@@ -4,7 +4,6 @@ probe, a valid request that must still succeed after every fuzzed call."""
 
 from __future__ import annotations
 
-import io
 import itertools
 import threading
 import time
@@ -15,7 +14,6 @@ from dataclasses import dataclass, field
 import grpc
 import torch
 from google.protobuf.message import Message
-from torch import nn
 
 TOKEN = "fuzz-token-0123456789abcdef0123456789"
 MD = (("authorization", "Bearer " + TOKEN),)
@@ -36,56 +34,56 @@ class Target:
 
 # -- runtime node ---------------------------------------------------------------------------------
 
-class _Head(nn.Module):
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
-        return (torch.relu(x @ torch.ones(4, 3)),)
-
-
-class _Tail(nn.Module):
-    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor]:
-        return (h.sum(1, keepdim=True),)
-
-
-def _program(module: nn.Module, example: torch.Tensor) -> bytes:
-    buf = io.BytesIO()
-    torch.jit.save(torch.jit.trace(module, (example,)), buf)
-    return buf.getvalue()
-
-
 def runtime_node() -> Target:
-    """An edge node forwarding to a cloud node, with a two-stage program deployed: the edge
-    runs x -> h, the cloud h -> y (the head is deployed on the edge, the tail on both)."""
+    """An edge node forwarding to a cloud node with digits-cnn's two remote stages deployed
+    (recipe + weights, as devices deploy them): the edge runs the first half of the model, the
+    cloud the rest (the cloud's stage is on both, as a forwarded Deploy leaves it)."""
     from edgeweave.codec import get_codec
+    from edgeweave.graph import capture_spec, split
     from edgeweave.runtime.node import ServeOptions, start_node
-    from edgeweave.runtime.program import digest_of
     from edgeweave.runtime.proto import edgeweave_pb2 as pb
     from edgeweave.runtime.proto import edgeweave_pb2_grpc as pb_grpc
-    from edgeweave.runtime.server import NodeConfig, deploy_chunks
+    from edgeweave.runtime.recipe import deploy_stream, package_stage
+    from edgeweave.runtime.server import NodeConfig
 
     cloud, _, cport = start_node(NodeConfig("cloud", "cloud"),
                                  ServeOptions("127.0.0.1:0", token=TOKEN))
     edge, _, eport = start_node(NodeConfig("edge", "edge", next_target=f"127.0.0.1:{cport}"),
                                 ServeOptions("127.0.0.1:0", token=TOKEN))
     address = f"127.0.0.1:{eport}"
-    head, tail = _program(_Head(), torch.ones(1, 4)), _program(_Tail(), torch.ones(1, 3))
-    dh, dt = digest_of(head), digest_of(tail)
-    deploys = [list(deploy_chunks(head, dh, ["x"], ["h"], "head", 0)),
-               list(deploy_chunks(tail, dt, ["h"], ["y"], "tail", 1))]
+    graph = capture_spec("digits-cnn")
+    half = len(graph.nodes) // 2
+    placement = {n.name: "edge" if i < half else "cloud" for i, n in enumerate(graph.nodes)}
+    stages = {s.key: s for s in split(graph, placement)}
+    x_value = torch.randn(graph.input_shape)
+    env = {graph.placeholders[0]: x_value}
+    packages = {}
+    for key in ("edge", "cloud"):
+        stage = stages[key]
+        args = [env[n] for n in stage.inputs]
+        packages[key] = package_stage(graph, stage, args)
+        with torch.no_grad():
+            env.update(zip(stage.outputs, stage.module(*args), strict=True))
+    deploys = [list(deploy_stream(packages["edge"], "edge", 0)),
+               list(deploy_stream(packages["cloud"], "cloud", 1))]
     with grpc.insecure_channel(address) as ch:
         stub = pb_grpc.NodeStub(ch)
         for chunks in deploys:
             stub.Deploy(iter(chunks), metadata=MD, timeout=PROBE_S)
-    e = get_codec("none").encode(torch.ones(1, 4))
-    x = pb.Tensor(name="x", codec=e.codec, dtype=e.dtype, shape=list(e.shape), payload=e.payload)
-    route = [pb.Hop(stage=dh, needs=["x"], codec="none"),
-             pb.Hop(stage=dt, needs=["h"], codec="none")]
-    valid = pb.InferRequest(request_id="probe", tensors=[x], route=route, want=["y"])
+    e = get_codec("none").encode(x_value)
+    x = pb.Tensor(name=graph.placeholders[0], codec=e.codec, dtype=e.dtype,
+                  shape=list(e.shape), payload=e.payload)
+    out = graph.outputs[0]
+    route = [pb.Hop(stage=packages["edge"].digest, needs=[x.name], codec="none"),
+             pb.Hop(stage=packages["cloud"].digest, needs=list(stages["cloud"].inputs),
+                    codec="none")]
+    valid = pb.InferRequest(request_id="probe", tensors=[x], route=route, want=[out])
 
     def probe(ch: grpc.Channel) -> None:
         stub = pb_grpc.NodeStub(ch)
         assert stub.Health(pb.HealthRequest(), metadata=MD, timeout=PROBE_S).status == "serving"
         reply = stub.Infer(valid, metadata=MD, timeout=PROBE_S)
-        assert [t.name for t in reply.tensors] == ["y"]
+        assert [t.name for t in reply.tensors] == [out]
 
     def stop() -> None:
         edge.stop(0)

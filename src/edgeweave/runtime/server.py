@@ -319,6 +319,11 @@ class NodeService(pb_grpc.NodeServicer):
         onward = pb.InferRequest(request_id=req.request_id, route=req.route[1:],
                                  want=[n for n in req.want if n not in env],
                                  return_codec=req.return_codec)
+        missing = [n for n in nxt.needs if n not in env]
+        if missing:  # the route is the peer's word: it may name values nothing here made
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"route[1] needs {', '.join(m[:64] for m in missing[:4])}, which "
+                          f"{self.cfg.name} neither received nor computed", "bad_route")
         onward.tensors.extend(tensors.encode(env, nxt.needs, nxt.codec))
         start = time.perf_counter()
         try:
