@@ -26,7 +26,7 @@ from edgeweave.graph.regions import (
 )
 from edgeweave.graph.reuse import checkerboard, reuse_tiles
 from edgeweave.graph.tile_exec import run_block, run_tiles
-from edgeweave.graph.tiles import tiles_for_bounds
+from edgeweave.graph.tiles import backward_regions, tiles_for_bounds
 
 
 def test_needed_interval_matches_the_window_formula() -> None:
@@ -163,8 +163,11 @@ def test_random_stacks_stitch_to_the_unpartitioned_output(stack, data) -> None:
     with torch.no_grad():
         want = run_block(graph, block, x)
         assert_same(run_tiles(graph, block, tiles, x), want)
-    # every window layer's need lies inside what its producer holds
+    # every window layer's need lies inside what its producer holds, and the per-axis walk
+    # (used for plain tiles) holds what the two-dimensional one (used with reuse) does
     for tile in tiles:
+        holds, _ = backward_regions(block, tile.output)
+        assert all(tile.holds[name].contains(region) for name, region in holds.items())
         for node in block.nodes:
             if node.window is None:
                 continue

@@ -15,6 +15,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -101,15 +102,30 @@ class FusedBlock:
     def param_bytes(self) -> int:
         return sum(n.param_bytes for n in self.nodes)
 
-    @property
+    @cached_property
     def names(self) -> list[str]:
         return [n.name for n in self.nodes]
 
+    @cached_property
+    def _index(self) -> dict[str, BlockNode]:
+        return {n.name: n for n in self.nodes}
+
+    @cached_property
+    def last_read(self) -> dict[str, int]:
+        """Index of the last layer reading each value (the block's output: past the end)."""
+        last = {self.input: -1}
+        for i, node in enumerate(self.nodes):
+            last[node.name] = len(self.nodes)
+            for producer in node.inputs:
+                last[producer] = i
+        return last
+
     def node(self, name: str) -> BlockNode:
-        for n in self.nodes:
-            if n.name == name:
-                return n
-        raise GraphError(f"fused block of model {self.model!r} has no layer {name!r}")
+        try:
+            return self._index[name]
+        except KeyError:
+            raise GraphError(f"fused block of model {self.model!r} has no layer {name!r}") \
+                from None
 
     def shape_of(self, name: str) -> tuple[int, int, int]:
         return self.input_shape if name == self.input else self.node(name).shape
@@ -142,6 +158,26 @@ def fusable_prefix(graph: Graph) -> tuple[list[BlockNode], str]:
     return prefix, "it is fusable to its output"
 
 
+def single_value_cuts(graph: Graph) -> list[str]:
+    """Nodes after which only their own value is still needed: where a model can be cut with
+    one tensor crossing (never inside a residual block)."""
+    order = {info.name: i for i, info in enumerate(graph.nodes)}
+    last_use = {info.name: order[info.name] for info in graph.nodes}
+    for producer, consumer in graph.edges:
+        last_use[producer] = max(last_use[producer], order[consumer])
+    for out in graph.outputs:
+        last_use[out] = len(graph.nodes)
+    cuts = []
+    alive: set[str] = set()
+    for i, info in enumerate(graph.nodes):
+        alive = {name for name in alive if last_use[name] > i}
+        if last_use[info.name] > i:
+            alive.add(info.name)
+        if info.kind != "placeholder" and alive == {info.name}:
+            cuts.append(info.name)
+    return cuts
+
+
 def cut_depths(graph: Graph) -> dict[int, int]:
     """Fused depth -> number of prefix nodes in the block of that depth.
 
@@ -149,22 +185,12 @@ def cut_depths(graph: Graph) -> dict[int, int]:
     number of window layers the last is kept, so a block ends after the activation that follows
     its last convolution rather than before it."""
     prefix, _ = fusable_prefix(graph)
-    if not prefix:
-        return {}
-    order = {info.name: i for i, info in enumerate(graph.nodes)}
-    last_use = {info.name: order[info.name] for info in graph.nodes}
-    for producer, consumer in graph.edges:
-        last_use[producer] = max(last_use[producer], order[consumer])
-    for out in graph.outputs:
-        last_use[out] = len(graph.nodes)
-    start = order[graph.placeholders[0]]
+    cuts = set(single_value_cuts(graph))
     depths: dict[int, int] = {}
     depth = 0
     for count, block_node in enumerate(prefix, start=1):
         depth += block_node.window is not None
-        here = order[block_node.name]
-        live = [info.name for info in graph.nodes[start: here + 1] if last_use[info.name] > here]
-        if depth and live == [block_node.name]:
+        if depth and block_node.name in cuts:
             depths[depth] = count
     return depths
 

@@ -10,15 +10,18 @@ layers can be compared, intersected and unioned directly.
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
-import numpy as np
 
+class Region(NamedTuple):
+    """Rows ``[r0, r1)`` by columns ``[c0, c1)`` of a feature map; empty when either is.
 
-@dataclass(frozen=True)
-class Region:
-    """Rows ``[r0, r1)`` by columns ``[c0, c1)`` of a feature map; empty when either is."""
+    A named tuple (not a dataclass) because planners build millions of them; in JSON it is
+    the list ``[r0, r1, c0, c1]``."""
 
     r0: int
     r1: int
@@ -57,8 +60,6 @@ class Region:
         return (slice(self.r0 - outer.r0, self.r1 - outer.r0),
                 slice(self.c0 - outer.c0, self.c1 - outer.c0))
 
-    def as_list(self) -> list[int]:
-        return [self.r0, self.r1, self.c0, self.c1]
 
 
 EMPTY = Region(0, 0, 0, 0)
@@ -82,25 +83,47 @@ def uncovered_bbox(region: Region, cover: Sequence[Region]) -> Region:
 
     DeepThings' data reuse computes only what neighbouring tiles have not: the remainder may be
     an L or a frame, and a convolution needs a rectangle, so the tile computes its bounding box.
-    Exact on the grid of every rectangle edge (coordinate compression)."""
+    Exact: the region is cut into bands at every rectangle edge, and the first and last bands
+    (rows, then columns) not fully covered bound the remainder."""
     if region.empty:
         return EMPTY
-    parts = [c.intersect(region) for c in cover]
-    parts = [p for p in parts if not p.empty]
+    r0, r1, c0, c1 = region
+    parts = []
+    for a0, a1, b0, b1 in cover:  # the cover's parts inside the region (a hot loop)
+        a0, a1, b0, b1 = max(a0, r0), min(a1, r1), max(b0, c0), min(b1, c1)
+        if a0 < a1 and b0 < b1:
+            parts.append((a0, a1, b0, b1))
     if not parts:
         return region
-    rows = np.unique([region.r0, region.r1, *(p.r0 for p in parts), *(p.r1 for p in parts)])
-    cols = np.unique([region.c0, region.c1, *(p.c0 for p in parts), *(p.c1 for p in parts)])
-    covered = np.zeros((len(rows) - 1, len(cols) - 1), dtype=bool)
-    for p in parts:
-        a, b = np.searchsorted(rows, [p.r0, p.r1])
-        c, d = np.searchsorted(cols, [p.c0, p.c1])
-        covered[a:b, c:d] = True
-    free_r, free_c = np.nonzero(~covered)
-    if len(free_r) == 0:
+    rows = _free_span(r0, r1, c0, c1, parts)
+    if rows is None:
         return EMPTY
-    return Region(int(rows[free_r.min()]), int(rows[free_r.max() + 1]),
-                  int(cols[free_c.min()]), int(cols[free_c.max() + 1]))
+    cols = _free_span(c0, c1, r0, r1, [(p[2], p[3], p[0], p[1]) for p in parts])
+    assert cols is not None
+    return Region(rows[0], rows[1], cols[0], cols[1])
+
+
+def _free_span(lo: int, hi: int, across_lo: int, across_hi: int,
+               parts: list[tuple[int, int, int, int]]) -> tuple[int, int] | None:
+    """Along one axis: the first and last positions of ``[lo, hi)`` whose band across
+    ``[across_lo, across_hi)`` the parts (along start/end, across start/end) leave uncovered."""
+    edges = sorted({lo, hi, *(p[0] for p in parts), *(p[1] for p in parts)})
+    bands = list(itertools.pairwise(edges))
+
+    def free(band: tuple[int, int]) -> bool:
+        spans = sorted((p[2], p[3]) for p in parts if p[0] <= band[0] and p[1] >= band[1])
+        reach = across_lo
+        for start, end in spans:
+            if start > reach:
+                return True
+            reach = max(reach, end)
+        return reach < across_hi
+
+    first = next((b for b in bands if free(b)), None)
+    if first is None:
+        return None
+    last = next(b for b in reversed(bands) if free(b))
+    return first[0], last[1]
 
 
 @dataclass(frozen=True)
@@ -153,7 +176,7 @@ def proportional_bounds(size: int, weights: Sequence[float]) -> list[int]:
     if total <= 0 or any(w < 0 for w in weights):
         raise ValueError(f"weights must be non-negative with a positive sum, got {list(weights)}")
     exact = [size * w / total for w in weights]
-    sizes = [int(np.floor(e)) for e in exact]
+    sizes = [math.floor(e) for e in exact]
     order = sorted(range(len(weights)), key=lambda i: (sizes[i] - exact[i], i))
     for i in order[: size - sum(sizes)]:
         sizes[i] += 1

@@ -47,7 +47,7 @@ class TileModule(nn.Module):
         self._steps: list[tuple[BlockNode, Callable[..., torch.Tensor]]] = []
         for node in block.nodes:
             self._steps.append((node, self._compile(graph, node, fx_nodes[node.name])))
-        self._last_read = _last_reads(block)
+        self._last_read = block.last_read
 
     def _compile(self, graph: Graph, node: BlockNode, fx_node: fx.Node
                  ) -> Callable[..., torch.Tensor]:
@@ -119,15 +119,6 @@ class TileModule(nn.Module):
             rows, cols = own.relative_to(hold)
             out[:, :, rows, cols] = value
         return out
-
-
-def _last_reads(block: FusedBlock) -> dict[str, int]:
-    last = {block.input: -1}
-    for i, node in enumerate(block.nodes):
-        last[node.name] = len(block.nodes)
-        for producer in node.inputs:
-            last[producer] = i
-    return last
 
 
 def _check(tensor: torch.Tensor, channels: int, region: Region, what: str) -> None:

@@ -13,16 +13,25 @@ where it touches the image border (:mod:`edgeweave.graph.tile_exec`).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from edgeweave.errors import GraphError
 from edgeweave.graph.blocks import FusedBlock
-from edgeweave.graph.regions import EMPTY, Region, bbox, clip, even_bounds, uncovered_bbox
+from edgeweave.graph.regions import (
+    EMPTY,
+    Region,
+    bbox,
+    clip,
+    even_bounds,
+    needed_interval,
+    uncovered_bbox,
+)
 
 
-@dataclass(frozen=True)
-class Piece:
+class Piece(NamedTuple):
     """A region of one layer's output computed by tile ``source`` (data reuse)."""
 
     source: int
@@ -69,15 +78,58 @@ def tile_grid(block: FusedBlock, grid: tuple[int, int]) -> list[Tile]:
 
 def tiles_for_bounds(block: FusedBlock, row_bounds: Sequence[int],
                      col_bounds: Sequence[int]) -> list[Tile]:
-    """Tiles for arbitrary grid lines (MoDNN's speed-biased row split uses uneven ones)."""
+    """Tiles for arbitrary grid lines (MoDNN's speed-biased row split uses uneven ones).
+
+    Without data reuse a tile's regions are separable, rows from its row interval and columns
+    from its column interval, so each grid row and column is walked back once."""
+    rows = [axis_intervals(block, 0, a, b) for a, b in itertools.pairwise(row_bounds)]
+    cols = [axis_intervals(block, 1, a, b) for a, b in itertools.pairwise(col_bounds)]
     tiles: list[Tile] = []
-    for i in range(len(row_bounds) - 1):
-        for j in range(len(col_bounds) - 1):
+    for i, by_row in enumerate(rows):
+        for j, by_col in enumerate(cols):
+            holds = {name: _rect(by_row[name], by_col[name]) for name in by_row}
             out = Region(row_bounds[i], row_bounds[i + 1], col_bounds[j], col_bounds[j + 1])
-            holds, computes = backward_regions(block, out)
             tiles.append(Tile(index=len(tiles), row=i, col=j, output=out,
-                              input=holds[block.input], holds=holds, computes=computes))
+                              input=holds[block.input], holds=holds,
+                              computes={n: holds[n] for n in block.names}))
     return tiles
+
+
+def axis_intervals(block: FusedBlock, axis: int, start: int, end: int
+                   ) -> dict[str, tuple[int, int]]:
+    """Along one axis (0 rows, 1 columns): the interval of every layer's output (and of the
+    block's input) needed to produce ``[start, end)`` of the block's output."""
+    needs: dict[str, list[tuple[int, int]]] = {block.output.name: [(start, end)]}
+    held: dict[str, tuple[int, int]] = {}
+    for node in reversed(block.nodes):
+        lo, hi = _hull(needs.get(node.name, []), node.shape[1 + axis])
+        held[node.name] = (lo, hi)
+        window = node.window
+        if window is not None and hi > lo:
+            need = needed_interval(lo, hi, window.kernel[axis], window.stride[axis],
+                                   window.padding[axis], window.dilation[axis])
+        else:
+            need = (lo, hi)
+        for producer in node.inputs:
+            needs.setdefault(producer, []).append(need)
+    held[block.input] = _hull(needs.get(block.input, []), block.input_shape[1 + axis])
+    return held
+
+
+def _hull(intervals: list[tuple[int, int]], size: int) -> tuple[int, int]:
+    """The smallest interval of ``[0, size)`` holding every non-empty interval's inside."""
+    lo, hi = size, 0
+    for a, b in intervals:
+        a, b = max(a, 0), min(b, size)
+        if a < b:
+            lo, hi = min(lo, a), max(hi, b)
+    return (lo, hi) if lo < hi else (0, 0)
+
+
+def _rect(rows: tuple[int, int], cols: tuple[int, int]) -> Region:
+    if rows[1] <= rows[0] or cols[1] <= cols[0]:
+        return EMPTY
+    return Region(rows[0], rows[1], cols[0], cols[1])
 
 
 def backward_regions(block: FusedBlock, out: Region,
@@ -162,25 +214,23 @@ def peak_activation_bytes(block: FusedBlock, holds: Mapping[str, Region],
     """Peak bytes of feature maps alive while a tile runs its layers in order (each value
     freed after its last reader; a window layer's padded input counted while it runs)."""
     computes = holds if computes is None else computes
-    last = {block.input: -1}
-    for i, node in enumerate(block.nodes):
-        last[node.name] = len(block.nodes)
-        for producer in node.inputs:
-            last[producer] = i
-    sizes = {name: _bytes(block, name, region) for name, region in holds.items()}
-    alive = {block.input: sizes.get(block.input, 0)}
-    peak = alive[block.input]
+    last = block.last_read
+    alive = {block.input: _bytes(block, block.input, holds[block.input])}
+    total = peak = alive[block.input]
     for i, node in enumerate(block.nodes):
         temp = 0
-        if node.window is not None and not computes[node.name].empty:
-            need = node.window.needed(computes[node.name])
-            channels = block.shape_of(node.inputs[0])[0]
-            temp = need.area * channels * block.elem_bytes_of(node.inputs[0])
-        alive[node.name] = sizes[node.name]
-        peak = max(peak, sum(alive.values()) + temp)
+        own = computes[node.name]
+        if node.window is not None and not own.empty:
+            need = node.window.needed(own)
+            source = node.inputs[0]
+            temp = need.area * block.shape_of(source)[0] * block.elem_bytes_of(source)
+        size = holds[node.name].area * node.shape[0] * node.elem_bytes
+        alive[node.name] = size
+        total += size
+        peak = max(peak, total + temp)
         for producer in node.inputs:
-            if last[producer] == i:
-                alive.pop(producer, None)
+            if last[producer] == i and producer in alive:
+                total -= alive.pop(producer)
     return peak
 
 
