@@ -110,6 +110,20 @@ def test_tile_module_holds_only_the_block_weights() -> None:
     assert held == block.param_bytes < graph.total_param_bytes
 
 
+def test_tile_module_does_not_keep_the_rest_of_the_model_alive() -> None:
+    import gc
+    import weakref
+
+    graph = capture_spec("digits-cnn")
+    block = fused_block(graph, 2)
+    module = TileModule(graph, block, tile_grid(block, (2, 2))[0])
+    whole = weakref.ref(graph.module)
+    del graph
+    gc.collect()
+    assert whole() is None  # a worker can drop the model and keep only the block's layers
+    assert module(torch.zeros(1, 1, 6, 6))[0].shape == (1, 32, 4, 4)
+
+
 def test_wrong_crop_shape_is_refused() -> None:
     graph = zoo_graph("digits-cnn")
     block = fused_block(graph, 2)

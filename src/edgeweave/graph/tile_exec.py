@@ -159,21 +159,33 @@ def _window_op(kind: str, module: nn.Module) -> Callable[..., torch.Tensor]:
     return lambda x: F.avg_pool2d(x, m.kernel_size, stride, 0, False, True, m.divisor_override)
 
 
+class _Ref:
+    """A producer's value in an argument template (the fx node itself is not kept: it would
+    keep the whole model alive through its graph)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
 def _call_with(fx_node: fx.Node, function: Callable[..., Any], drop_inplace: bool = False
                ) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
     """Call ``function`` with the fx node's arguments, its tensor operands replaced by the
     values given by producer name."""
-    kwargs_template = dict(fx_node.kwargs)
-    if drop_inplace and kwargs_template.get("inplace"):
-        kwargs_template["inplace"] = False
+
+    def template(a: Any) -> Any:
+        return _Ref(a.name) if isinstance(a, fx.Node) else a
+
+    args = fx.node.map_aggregate(fx_node.args, template)
+    kwargs = dict(fx.node.map_aggregate(dict(fx_node.kwargs), template))
+    if drop_inplace and kwargs.get("inplace"):
+        kwargs["inplace"] = False
 
     def call(values: dict[str, torch.Tensor]) -> torch.Tensor:
-        def fetch(n: fx.Node) -> Any:
-            return values[n.name]
+        def fetch(a: Any) -> Any:
+            return values[a.name] if isinstance(a, _Ref) else a
 
-        args = fx.node.map_arg(fx_node.args, fetch)
-        kwargs = fx.node.map_arg(kwargs_template, fetch)
-        return function(*args, **kwargs)
+        return function(*fx.node.map_aggregate(args, fetch),
+                        **fx.node.map_aggregate(kwargs, fetch))
 
     return call
 
