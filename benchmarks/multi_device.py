@@ -3,6 +3,7 @@ the optimiser's predictions (issue 14, parts 1-4; the runtime's measured rows co
 
 1. Fused tiles (DeepThings): per fused depth and grid, the redundant halo FLOPs, the largest
    tile's input + output + weights bytes and each tile's traffic; data reuse on vs off FLOPs.
+   Reuse on vs off also as the optimiser's predicted latency.
 2. Memory per device: the largest tile vs the whole block on one device, analytic and measured
    (peak-RSS growth of running the tile once in a fresh process, benchmarks/_tile_rss.py).
 3. Layer-wise delivery (MoDNN): bytes per frame and their time on the shared medium, speed-biased
@@ -134,9 +135,9 @@ def sparse_rows(graph: Graph) -> list[dict[str, Any]]:
     return rows
 
 
-def speedup_rows(graph: Graph, profile: Profile, source: str) -> list[dict[str, Any]]:
+def speedup_rows(graph: Graph, profile: Profile, source: str, cache: TileCache
+                 ) -> list[dict[str, Any]]:
     rows = []
-    cache: TileCache = {}
     one_ms = None
     for n in range(1, 7):
         fleet = local_fleet(n)
@@ -166,6 +167,23 @@ def speedup_rows(graph: Graph, profile: Profile, source: str) -> list[dict[str, 
         best.append({**min(mine, key=lambda r: (round(r["predicted_ms"], 6), rank[r["method"]])),
                      "method_choice": "best"})
     return rows + best
+
+
+def reuse_rows(graph: Graph, profile: Profile, cache: TileCache) -> list[dict[str, Any]]:
+    """Predicted latency of the best fused-tile plan with data reuse forced on, and off."""
+    rows = []
+    for n in (2, 4, 6):
+        for reuse in (False, True):
+            plan = plan_cluster(graph, profile, local_fleet(n), methods=("fused-tiles",),
+                                reuse=reuse, cache=cache)
+            part = plan.partition
+            assert part is not None
+            rows.append({"model": graph.name, "devices": n, "reuse": reuse,
+                         "predicted_ms": plan.predicted["total_ms"],
+                         "fused_depth": part.fused_depth, "grid": part.grid,
+                         "bytes_per_frame": sum(x.in_bytes + x.out_bytes for x in part.load),
+                         "tile_compute_ms": sum(x.compute_ms for x in part.load)})
+    return rows
 
 
 def _table(title: str, rows: list[dict[str, Any]], cols: list[str]) -> Table:
@@ -204,7 +222,8 @@ def main() -> None:
                    "cluster (Neurosurgeon's measured average, 18.88 Mbit/s, 5 ms RTT)"},
         "measured_fields_null": "latency_ms, fps, speedup_vs_one, peak_rss_mb: measured by the "
                                 "runtime (issue 14 part 5), not yet",
-        "tiling": [], "memory": [], "layerwise": [], "sparse_fc": [], "speedup": []}
+        "tiling": [], "memory": [], "layerwise": [], "sparse_fc": [], "speedup": [],
+        "reuse": []}
     profiles = (profile_zoo(args.models, args.out, 3, args.reuse)
                 if args.profile == "measured" else {})
     for name in args.models:
@@ -218,7 +237,9 @@ def main() -> None:
             doc["sparse_fc"] += sparse_rows(graph)
         profile = (profiles[name][0] if args.profile == "measured"
                    else analytic_profile(graph, local_fleet(1)))
-        doc["speedup"] += speedup_rows(graph, profile, args.profile)
+        cache: TileCache = {}
+        doc["speedup"] += speedup_rows(graph, profile, args.profile, cache)
+        doc["reuse"] += reuse_rows(graph, profile, cache)
     squares = [r for r in doc["tiling"] if r["grid"][0] == r["grid"][1]]
     tables = [
         _table("fused tiles: halo and traffic (square grids; every grid in the JSON)", squares,
@@ -233,6 +254,9 @@ def main() -> None:
                 "delivery_ms_on_medium"]),
         _table("sparse FC split", doc["sparse_fc"],
                ["layer", "devices", "method", "nnz", "off_block_nnz", "crossing_values"]),
+        _table("data reuse forced off / on, best fused-tile plan, PREDICTED", doc["reuse"],
+               ["model", "devices", "reuse", "predicted_ms", "tile_compute_ms",
+                "bytes_per_frame", "fused_depth", "grid"]),
         _table("optimiser, PREDICTED (measured columns need the runtime)", doc["speedup"],
                ["model", "method", "method_choice", "devices", "predicted_ms",
                 "predicted_speedup_vs_one", "bytes_per_frame", "fused_depth", "grid", "reuse",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from edgeweave.graph.blocks import single_value_cuts
 from edgeweave.graph.capture import Graph
@@ -21,6 +22,9 @@ from edgeweave.plan.cluster_cost import ClusterModel, layer_memory, layer_tasks,
 from edgeweave.plan.costs import CostModel
 from edgeweave.plan.medium import Schedule
 from edgeweave.plan.rest import Rest
+
+if TYPE_CHECKING:  # multidevice imports this module
+    from edgeweave.plan.multidevice import Search
 
 
 @dataclass
@@ -50,7 +54,7 @@ def device_order(model: ClusterModel, names: Sequence[str]) -> list[str]:
 
 def layerwise_choices(graph: Graph, cm: CostModel, model: ClusterModel, names: Sequence[str],
                       objective: str, rest_after: Callable[[list[str]], Rest | None],
-                      search) -> list[LayerChoice]:
+                      search: Search) -> list[LayerChoice]:
     """The best layer-wise split, or none if no split layer fits in memory."""
     units = layer_units(graph)
     if not units:
@@ -94,7 +98,7 @@ def layerwise_choices(graph: Graph, cm: CostModel, model: ClusterModel, names: S
 
 def _price(graph: Graph, model: ClusterModel, subset: list[str], prefix: list[str],
            splits: list[LayerSplit], schedules: list[Schedule], gateway_ms: float, rest: Rest,
-           objective: str, search) -> LayerChoice | None:
+           objective: str, search: Search) -> LayerChoice | None:
     memory = layer_memory(graph, splits, subset)
     memory[model.gateway] += rest.device_param_bytes + max(
         graph.node(n).in_bytes + graph.node(n).out_bytes for n in prefix)

@@ -17,7 +17,7 @@ medium. The space searched, and whether the answer is exact in it, is written in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from edgeweave.errors import PlanError
@@ -71,6 +71,7 @@ class Search:
 
     configs: int = 0
     exhaustive: bool = True
+    exact: bool = False
     infeasible: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -148,6 +149,8 @@ def plan_cluster(
     if single is None:
         single = plan(prof, "latency")
     alternatives = _alternatives(candidates, single)
+    # exact: the optimum of the whole space searched, so every method's search must be
+    search.exact = all(c.exact for c in candidates) and search.exhaustive
     return build_plan(graph, prof, cm, model, chosen, names, best, single, alternatives,
                       objective, search, model_spec or graph.name)
 
@@ -175,7 +178,7 @@ def _check_profile(graph: Graph, profile: Profile) -> None:
                         if missing else f"profile of {profile.model!r} has extra nodes")
 
 
-def score_of(objective: str, rest: Rest, gateway: str):
+def score_of(objective: str, rest: Rest, gateway: str) -> Callable[[Schedule], float]:
     """The objective of a whole frame from the cluster part's schedule: latency = cluster
     makespan + the rest's latency; throughput = the slowest pipeline stage (the medium, any
     device's busy time with the gateway's share of the rest, or a stage of the rest)."""
@@ -215,7 +218,7 @@ def _fused(graph: Graph, model: ClusterModel, names: list[str], objective: str, 
         return []
     # no depth at all: fused_block(graph) names why the model has no fusable prefix
     depths: list[int | None] = [depth] if depth is not None else [*sorted(cut_depths(graph))]
-    choices: list[tuple[FusedChoice, Rest, list[list[str]]]] = []
+    choices: list[tuple[FusedChoice, Rest, list[list[str]], int]] = []
     for d in depths or [None]:
         block = fused_block(graph, d)  # GraphError names the model and valid depths
         rest = rest_after(block.names)
@@ -246,19 +249,17 @@ def _fused(graph: Graph, model: ClusterModel, names: list[str], objective: str, 
                 search.exhaustive &= exhaustive
                 memory = memory_of(model, block, work, chosen, extra, names)
                 choices.append((FusedChoice(block, g, r, tiles, work, chosen, schedule, value,
-                                            exhaustive, memory), rest, allowed))
+                                            exhaustive, memory), rest, allowed, extra))
     if not choices:
         if pinned and search.infeasible:
             raise PlanError(search.infeasible[-1])
         return []
     choices.sort(key=lambda c: c[0].value)
-    for choice, rest, allowed in [c for c in choices if not c[0].exhaustive][:refine]:
+    for choice, rest, allowed, extra in [c for c in choices if not c[0].exhaustive][:refine]:
         improve(model, choice, allowed, score_of(objective, rest, model.gateway))
-        choice.memory = memory_of(model, choice.block, choice.work, choice.assignment,
-                                  rest.device_param_bytes + graph.node(choice.block.input)
-                                  .out_bytes + choice.block.output.bytes_of(
-                                      choice.block.output.map_area), names)
-    choice, rest, _ = min(choices, key=lambda c: c[0].value)
+        choice.memory = memory_of(model, choice.block, choice.work, choice.assignment, extra,
+                                  names)
+    choice, rest, _, _ = min(choices, key=lambda c: c[0].value)
     latency = choice.schedule.makespan_ms + rest.latency_ms
     fps = 1000.0 / score_of("throughput", rest, model.gateway)(choice.schedule)
     note = (f"fused depth {choice.block.depth}, grid {choice.grid[0]}x{choice.grid[1]}, reuse "

@@ -26,7 +26,7 @@ def build_plan(graph: Graph, prof: Profile, cm: CostModel, model: ClusterModel,
     predicted = {"latency_ms": best.latency_ms, "fps": best.fps,
                  "one_device_ms": one_ms,
                  "speedup_vs_one": None if one_ms is None else one_ms / best.latency_ms}
-    record = {"configs": search.configs, "exact": best.exact,
+    record = {"configs": search.configs, "exact": search.exact,
               "space": _SPACE, "notes": search.notes,
               "infeasible": search.infeasible[:20]}
     base: dict[str, Any] = dict(model=spec, input_shape=list(graph.input_shape),
@@ -42,7 +42,7 @@ def build_plan(graph: Graph, prof: Profile, cm: CostModel, model: ClusterModel,
         partition = Partition.model_validate({**base, "method": "single", "load": load,
                                               "rest_mode": best.single.mode,
                                               "predicted": predicted})
-        return best.single.model_copy(update={"partition": partition,
+        return best.single.model_copy(update={"partition": partition, "exact": search.exact,
                                               "alternatives": alternatives})
     rest = best.rest
     assert rest is not None
@@ -84,7 +84,7 @@ def build_plan(graph: Graph, prof: Profile, cm: CostModel, model: ClusterModel,
                         "figures describe the rest of the model on the gateway's path")
     return Plan(**prof.model_dump(), objective=objective,
                 placement=cm.placement_of(rest.labels.tolist()), cuts=cm.cuts, predicted=totals,
-                alternatives=alternatives, exact=best.exact, mode=f"cluster-{best.method}",
+                alternatives=alternatives, exact=search.exact, mode=f"cluster-{best.method}",
                 algorithm=f"multi-device partition optimiser ({best.note})",
                 constraints={"slo_ms": None, "device_mem_mb": None},
                 profile_digest=prof.digest(), partition=partition)
