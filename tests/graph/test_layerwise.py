@@ -41,15 +41,21 @@ def test_units_and_biased_rows() -> None:
     assert [p.in_bytes for p in fc.parts] == [25088 * 4] * 2
 
 
-def test_biased_split_sends_less_than_a_grid_on_four_devices() -> None:
+def test_delivery_bytes_of_row_and_grid_splits() -> None:
+    """Gathers are the whole output either way; scatters carry one halo per cut line, so on
+    four devices the 2x2 grid (two cut lines) scatters less than four row strips (three), and
+    the speed bias moves the lines without adding any."""
     graph = zoo_graph("vgg16")
     convs = [u for u in layer_units(graph) if not u[0].startswith("classifier")]
-    biased = layerwise_splits(graph, [1.0] * 4, "biased", convs)
+    biased = layerwise_splits(graph, [9.0, 9.0, 3.0, 9.0], "biased", convs)
+    even = layerwise_splits(graph, [1.0] * 4, "even", convs)
     grid = layerwise_splits(graph, [1.0] * 4, "grid", convs)
     assert grid_shape(4) == (2, 2) and grid_shape(3) == (3, 1)
-    assert all(s.col_bounds != (0, 64) for s in grid[:1])
-    assert sum(s.gather_bytes for s in biased) == sum(s.gather_bytes for s in grid)
-    assert sum(s.scatter_bytes for s in biased) != sum(s.scatter_bytes for s in grid)
+    assert grid[0].col_bounds == (0, 32, 64) and biased[0].col_bounds == (0, 64)
+    gathers = {sum(s.gather_bytes for s in split) for split in (biased, even, grid)}
+    assert len(gathers) == 1
+    assert sum(s.scatter_bytes for s in biased) == sum(s.scatter_bytes for s in even)
+    assert sum(s.scatter_bytes for s in grid) < sum(s.scatter_bytes for s in biased)
 
 
 def test_zero_speed_device_gets_nothing_and_bad_speeds_are_refused() -> None:
