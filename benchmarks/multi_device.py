@@ -49,18 +49,24 @@ FLEET = "pi-cluster"
 HERE = Path(__file__).parent
 
 
+MEDIUM_MBPS: float | None = None  # --mbps: the shared medium's bandwidth instead of the fleet's
+
+
 def local_fleet(n: int) -> Fleet:
     """The first ``n`` devices of the builtin pi-cluster, on its shared Wi-Fi, no edge/cloud:
     every frame stays on the devices, as in the papers' setups."""
     base = load_fleet(FLEET)
     cluster = base.cluster()
     names = cluster.devices[:n]
+    medium = cluster.medium.model_dump()
+    if MEDIUM_MBPS is not None:
+        medium["mbps"] = MEDIUM_MBPS
     return Fleet.from_dict({
         "name": f"{FLEET}-local-{n}",
         "nodes": [{"name": x, "tier": "device", "hardware": base.node(x).hardware.name}
                   for x in names],
         "clusters": [{"name": cluster.name, "devices": names, "gateway": names[0],
-                      "medium": cluster.medium.model_dump()}]})
+                      "medium": medium}]})
 
 
 def tiling_rows(graph: Graph) -> list[dict[str, Any]]:
@@ -211,15 +217,21 @@ def main() -> None:
                          "profile` does) or FLOPs only")
     ap.add_argument("--out", type=Path, default=Path("out/profiles"))
     ap.add_argument("--reuse", action="store_true", help="reuse saved profiles in --out")
+    ap.add_argument("--mbps", type=float, help="shared medium bandwidth for the optimiser rows "
+                                               "(default: the pi-cluster fleet's 18.88)")
+    ap.add_argument("--only-plans", action="store_true", help="only the optimiser rows")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    global MEDIUM_MBPS
+    MEDIUM_MBPS = args.mbps
     torch.set_num_threads(1)
     console = Console(width=160)
-    medium = load_fleet(FLEET).cluster().medium
+    medium = local_fleet(1).cluster().medium
     doc: dict[str, Any] = {
         "benchmark": "multi_device",
         "medium": {**medium.model_dump(), "note": "one Wi-Fi shared by every device of the "
-                   "cluster (Neurosurgeon's measured average, 18.88 Mbit/s, 5 ms RTT)"},
+                   "cluster (the pi-cluster fleet: Neurosurgeon's measured average, 18.88 "
+                   "Mbit/s, 5 ms RTT, unless --mbps overrides it)"},
         "measured_fields_null": "latency_ms, fps, speedup_vs_one, peak_rss_mb: measured by the "
                                 "runtime (issue 14 part 5), not yet",
         "tiling": [], "memory": [], "layerwise": [], "sparse_fc": [], "speedup": [],
@@ -228,13 +240,14 @@ def main() -> None:
                 if args.profile == "measured" else {})
     for name in args.models:
         graph = capture_spec(name)
-        doc["tiling"] += tiling_rows(graph)
-        depths = sorted(cut_depths(graph))
-        picks = sorted({depths[len(depths) // 3], depths[len(depths) // 2], depths[-1]})
-        doc["memory"] += memory_rows(name, picks, ["1x1", "2x2", "3x3", "5x5"])
-        doc["layerwise"] += layerwise_rows(graph, load_fleet(FLEET))
-        if name == args.models[0]:
-            doc["sparse_fc"] += sparse_rows(graph)
+        if not args.only_plans:
+            doc["tiling"] += tiling_rows(graph)
+            depths = sorted(cut_depths(graph))
+            picks = sorted({depths[len(depths) // 3], depths[len(depths) // 2], depths[-1]})
+            doc["memory"] += memory_rows(name, picks, ["1x1", "2x2", "3x3", "5x5"])
+            doc["layerwise"] += layerwise_rows(graph, load_fleet(FLEET))
+            if name == args.models[0]:
+                doc["sparse_fc"] += sparse_rows(graph)
         profile = (profiles[name][0] if args.profile == "measured"
                    else analytic_profile(graph, local_fleet(1)))
         cache: TileCache = {}

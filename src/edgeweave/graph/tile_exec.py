@@ -83,8 +83,9 @@ class TileModule(nn.Module):
                     source = node.inputs[0]
                     need = node.window.needed(own)
                     fill = float("-inf") if node.window.fill == "min" else 0.0
+                    # contiguous: convolutions on a strided view take a slower path
                     value = run(_padded(held[source], tile.holds[source], need,
-                                        block.shape_of(source), fill))
+                                        block.shape_of(source), fill).contiguous())
                 else:
                     value = run({p: _cut(held[p], tile.holds[p], own) for p in node.inputs})
             if own != hold:
