@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from edgeweave.errors import FleetError
+from edgeweave.topology.cluster import Cluster, cluster_edges, cluster_problem
 from edgeweave.topology.error_paths import fleet_error_from_validation
 from edgeweave.topology.hardware import CATALOG, HardwareProfile
 from edgeweave.topology.trace import BandwidthTrace, load_trace
@@ -186,13 +187,15 @@ class TierPath(BaseModel):
 
 
 class Fleet(BaseModel):
-    """A validated fleet: unique names, links between known nodes, connected, has a device."""
+    """A validated fleet: unique names, links between known nodes, connected, has a device;
+    ``clusters`` group devices that share inferences over one medium (topology.cluster)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(min_length=1)
     nodes: list[Node]
     links: list[Link] = Field(default_factory=list)
+    clusters: list[Cluster] = Field(default_factory=list)
     source: str | None = None
 
     @model_validator(mode="after")
@@ -241,6 +244,19 @@ class Fleet(BaseModel):
                 return node
         known = ", ".join(n.name for n in self.nodes)
         raise FleetError(f"{self._where}: no node named {name!r} (known: {known})")
+
+    def cluster(self, name: str | None = None) -> Cluster:
+        """The cluster called ``name`` (the first one when None); FleetError if there is none."""
+        if not self.clusters:
+            raise FleetError(f"{self._where}: has no clusters; add a 'clusters:' section naming "
+                             "the devices that share inferences and their medium")
+        if name is None:
+            return self.clusters[0]
+        for cluster in self.clusters:
+            if cluster.name == name:
+                return cluster
+        known = ", ".join(c.name for c in self.clusters)
+        raise FleetError(f"{self._where}: no cluster named {name!r} (known: {known})")
 
     def nodes_in(self, tier: str) -> list[Node]:
         """Nodes on ``tier``, in file order."""
@@ -370,9 +386,14 @@ def _consistency_problem(fleet: Fleet) -> str | None:
             )
         seen[key] = i
 
+    problem = cluster_problem(fleet.clusters, {n.name: n for n in fleet.nodes})
+    if problem is not None:
+        return problem
+
     graph = nx.Graph()
     graph.add_nodes_from(first_index)
     graph.add_edges_from((link.src, link.dst) for link in fleet.links)
+    graph.add_edges_from(cluster_edges(fleet.clusters))
     reachable = nx.node_connected_component(graph, devices[0].name)
     stranded = [n.name for n in fleet.nodes if n.name not in reachable]
     if stranded:
