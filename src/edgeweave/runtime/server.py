@@ -41,7 +41,7 @@ from edgeweave.runtime.proto import edgeweave_pb2 as pb
 from edgeweave.runtime.proto import edgeweave_pb2_grpc as pb_grpc
 from edgeweave.runtime.recipe import StagePackage, deploy_stream
 from edgeweave.runtime.requests import Malformed, Refused, check_route, check_tensors
-from edgeweave.runtime.stage_store import StageStore
+from edgeweave.runtime.stage_store import DeployedStage, StageStore
 
 log = logging.getLogger("edgeweave.runtime.node")
 
@@ -353,16 +353,17 @@ class NodeService(pb_grpc.NodeServicer):
 
     def _finish_locally(self, req: pb.InferRequest, env: dict[str, torch.Tensor], why: str
                         ) -> str:
-        for hop in req.route[1:]:
-            if hop.stage and hop.stage not in self.stages:
+        # the stages first (one may be evicted meanwhile): all of them, or the note says which
+        stages = [self.stages.get(hop.stage) for hop in req.route[1:] if hop.stage]
+        for hop, stage in zip([h for h in req.route[1:] if h.stage], stages, strict=True):
+            if stage is None:
                 return f"{why}; {self.cfg.name} lacks stage {hop.stage[:12]} to fall back"
-            if hop.stage:
-                self._run_local(hop.stage, env)
+        for stage in stages:
+            self._run_local(stage, env)
         self.metrics.requests.labels("fallback_local").inc()
         return f"{why}; finished on {self.cfg.name}"
 
-    def _run_local(self, digest: str, env: dict[str, torch.Tensor]) -> None:
-        stage = self.stages[digest]
+    def _run_local(self, stage: DeployedStage, env: dict[str, torch.Tensor]) -> None:
         with torch.inference_mode():
             result = stage.module(*(env[n] for n in stage.inputs))
         env.update(zip(stage.outputs, result, strict=True))

@@ -153,6 +153,13 @@ class RingWorker(peer_pb2_grpc.PeerServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         key = (request.round, request.hop)
         with self.cv:
+            # in a synchronous ring a predecessor's chunk is for the step we are in (steps + 1)
+            # or, once it has finished that step, the next one: a claim of any other step
+            # would only fill the inbox
+            if not self.steps + 1 <= request.round <= self.steps + 2:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                              f"ring worker {self.node}: a chunk for step {request.round}, but "
+                              f"this worker is at step {self.steps}")
             if key in self.inbox:
                 context.abort(grpc.StatusCode.ALREADY_EXISTS,
                               f"ring worker {self.node}: step {key[0]} hop {key[1]} sent twice")
