@@ -26,3 +26,7 @@ class ProfileError(EdgeWeaveError):
 
 class PlanError(EdgeWeaveError):
     """No plan satisfies the request (objective, SLO, memory limit) or the request is malformed."""
+
+
+class SimError(EdgeWeaveError):
+    """A simulation scenario is malformed, or a simulation or sweep cannot run as asked."""
