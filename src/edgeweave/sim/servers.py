@@ -60,6 +60,7 @@ class PSServer:
         self.completed = 0
         self.refused = 0
         self.load_factor = 1.0
+        self.incoming = 0  # requests routed here and still on their way (the engine counts)
 
     # ---- state --------------------------------------------------------------------------
 
@@ -68,8 +69,9 @@ class PSServer:
         return len(self.running) + len(self.waiting)
 
     def load(self) -> float:
-        """Requests in the node per core: what a least-loaded choice compares."""
-        return self.in_system / self.cores
+        """Requests in the node or on their way to it, per core: what an orchestrator that
+        knows where it sent requests compares (a least-loaded choice)."""
+        return (self.in_system + self.incoming) / self.cores
 
     def _rate(self) -> float:
         n = len(self.running)
@@ -156,13 +158,14 @@ class BatchServer:
         self.refused = 0
         self.load_factor = 1.0
         self.batches = 0
+        self.incoming = 0
 
     @property
     def in_system(self) -> int:
         return len(self.waiting) + self.running_jobs
 
     def load(self) -> float:
-        return self.in_system / self.cores
+        return (self.in_system + self.incoming) / self.cores
 
     def submit(self, now: float, work_ms: float, job: Any) -> bool:
         if len(self.waiting) >= self.queue + self.max_batch:
