@@ -168,6 +168,19 @@ class Simulation:
         """The access point ``device`` is attached to at ``t`` (-1: no coverage)."""
         return int(self._place_ap[self.places.at_one(device, t)])
 
+    def aps_visited(self, device: int, start: float, end: float) -> set[int]:
+        """Every access point (-1: no coverage) ``device`` is attached to during [start, end]."""
+        seen = {self.ap_of(device, start)}
+        for t, place in self.places.segments(device):
+            if start < t <= end:
+                seen.add(int(self._place_ap[place]))
+        return seen
+
+    def first_ap(self, device: int) -> int:
+        """The first access point ``device`` attaches to in the run (-1: never covered)."""
+        aps = (int(self._place_ap[p]) for _, p in self.places.segments(device))
+        return next((a for a in aps if a >= 0), -1)
+
     # ---- running ------------------------------------------------------------------------
 
     def start(self) -> None:

@@ -200,12 +200,14 @@ class TrainingSpec(_Strict):
     """A federated experiment (an experiment YAML file or its fields inline, as `edgeweave
     train` reads them) trained on the scenario's devices: client i is the i-th device of
     ``population`` (default: all devices in order); rounds run in simulated time from
-    ``start_s``. ``hierarchical`` aggregates at the clients' edges first (HierFAVG)."""
+    ``start_s``. ``hierarchical`` aggregates at the clients' edges first (HierFAVG).
+    ``target_accuracy`` is what time-to-accuracy is measured to."""
 
     experiment: ExperimentConfig
     population: str | None = None
     start_s: float = Field(0.0, ge=0)
     hierarchical: HierarchicalSpec | None = None
+    target_accuracy: float = Field(0.8, gt=0, le=1)
 
     @field_validator("experiment", mode="before")
     @classmethod
