@@ -24,16 +24,18 @@ import numpy as np
 from edgeweave.errors import EdgeWeaveError, PlanError, SimError
 from edgeweave.plan import Plan, plan
 from edgeweave.plan.costs import CostModel
-from edgeweave.plan.modes import mode_of
+from edgeweave.plan.modes import base_forbid, mode_of
+from edgeweave.plan.planner import Constraints, optimise
 from edgeweave.profile import Profile, retarget
 from edgeweave.sim.scenario import AccessPoint, Application, Scenario
 from edgeweave.sim.world import edge_cloud
 from edgeweave.topology import Link, Node, TierPath
 
 #: re-plans are cached on a geometric grid of bandwidth and load: states within these ratios
-#: share a plan (the runtime re-plans on a 10% bandwidth or 20% load move; the grid is finer)
-MBPS_STEP = 1.05
-LOAD_STEP = 1.1
+#: share a plan (the grid of the runtime's own triggers: it re-plans on a 10% bandwidth or a
+#: 20% load move), so the planner runs once per grid cell, not once per device
+MBPS_STEP = 1.1
+LOAD_STEP = 1.2
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,17 @@ class Work:
     @property
     def device_ms(self) -> float:
         return self.compute_ms[0]
+
+
+@dataclass(frozen=True)
+class Replan:
+    """A re-plan's state (its cache key and the loaded profile it priced) and its choice."""
+
+    key: tuple[Any, ...]
+    profile: Profile
+    cm: CostModel
+    labels: tuple[int, ...]
+    cuts: dict[str, str]
 
 
 def _quantise(x: float, step: float) -> float:
@@ -81,9 +94,12 @@ class Pricing:
         self._work_ids: dict[tuple[Any, ...], int] = {}
         self._profiles: dict[tuple[Any, ...], Profile] = {}
         self._plans: dict[tuple[Any, ...], Plan] = {}
+        self._replans: dict[tuple[Any, ...], Replan] = {}
+        self._costs: dict[tuple[Any, ...], float] = {}
         self._apps = [self._app_profile(a) for a in scn.applications]
         self._json = [a.plan for a in scn.applications]
         self._ap = {ap.name: ap for ap in scn.access_points}
+        self._edge_keys: dict[str, tuple[Any, ...]] = {}
         self.replans = 0
         self.notes: list[str] = []
 
@@ -117,11 +133,31 @@ class Pricing:
             links.append(cloud[1])
         return TierPath(nodes=nodes, links=links)
 
+    def _edge_key(self, edge: str) -> tuple[Any, ...]:
+        """What prices an edge: its hardware and its cloud's hardware and link (edges that
+        agree on these share plans and work)."""
+        got = self._edge_keys.get(edge)
+        if got is None:
+            cloud = edge_cloud(self.scn.fleet, edge)
+            got = self._edge_keys[edge] = (
+                self.scn.fleet.node(edge).hardware,
+                None if cloud is None else (cloud[0].hardware, cloud[1].mbps, cloud[1].rtt_ms))
+        return got
+
+    def path_key(self, app: int, hardware: str, ap: str, edge: str | None = None,
+                 mbps: bool = True) -> tuple[Any, ...]:
+        """Everything the price of a request depends on, so equal paths share one cache entry:
+        the application, the device's hardware, the access point's link, the edge's pricing.
+        ``mbps=False`` leaves out the nominal rate (a re-plan sets its own)."""
+        point = self._ap[ap]
+        rate = point.uplink_mbps if mbps else None
+        return (app, hardware, rate, point.rtt_ms, self._edge_key(edge or point.edge))
+
     def profile(self, app: int, hardware: str, ap: str, edge: str | None = None) -> Profile:
         """The application's model priced for this device, access point and edge."""
         point = self._ap[ap]
         edge = edge or point.edge
-        key = (app, hardware, ap, edge)
+        key = self.path_key(app, hardware, ap, edge)
         prof = self._profiles.get(key)
         if prof is None:
             base = self._apps[app]
@@ -145,7 +181,8 @@ class Pricing:
         """The :class:`Work` of placement ``labels`` (tier index per node) on this path, its
         cuts encoded with ``cuts`` (hop -> codec; default: the application plan's)."""
         cuts = self._json[app].cuts if cuts is None else cuts
-        key = (app, hardware, ap, edge, labels, tuple(sorted(cuts.items())))
+        key = (self.path_key(app, hardware, ap, edge), labels,
+               tuple(sorted(cuts.items())))
         wid = self._work_ids.get(key)
         if wid is not None:
             return self.works[wid]
@@ -163,21 +200,31 @@ class Pricing:
         self._work_ids[key] = w.id
         return w
 
-    def labels(self, prof: Profile, placement: dict[str, str]) -> tuple[int, ...]:
-        return tuple(int(x) for x in CostModel(prof).labels_of(placement))
+    @staticmethod
+    def labels(prof: Profile, placement: dict[str, str]) -> tuple[int, ...]:
+        """A placement (node -> tier) as tier indices in the profile's node order."""
+        rank = {t: i for i, t in enumerate(prof.tiers)}
+        try:
+            return tuple(rank[placement[n.name]] for n in prof.nodes)
+        except KeyError as e:
+            raise PlanError(f"placement: node or tier {e.args[0]!r} is not in the profile"
+                            ) from None
 
     def planned(self, app: int, hardware: str, ap: str) -> Plan:
         """The plan this device starts with: the application's Plan JSON itself when the
         device, link and servers are the ones it was made for (a replay), else the planner's
         plan for them, under the same objective and constraints."""
-        key = ("initial", app, hardware, ap)
+        key = ("initial", *self.path_key(app, hardware, ap))
         got = self._plans.get(key)
         if got is None:
             prof = self.profile(app, hardware, ap)
+            base = self._json[app]
             if _same_costs(prof, self._apps[app]):
-                got = self._json[app]
+                got = base
+            elif not any(v is not None for v in base.constraints.values()):
+                got = self._full_plan(app, hardware, ap)  # the same planner call
             else:
-                got = self._plan(prof, self._json[app], constrained=True)
+                got = self._plan(prof, base, constrained=True)
             self._plans[key] = got
         return got
 
@@ -208,7 +255,7 @@ class Pricing:
     def _full_plan(self, app: int, hardware: str, ap: str) -> Plan:
         """A freshly made plan for the path (its alternatives keep their placements in memory,
         which a Plan read from JSON does not)."""
-        key = ("full", app, hardware, ap)
+        key = ("full", *self.path_key(app, hardware, ap))
         got = self._plans.get(key)
         if got is None:
             got = self._plans[key] = self._plan(self.profile(app, hardware, ap),
@@ -216,26 +263,38 @@ class Pricing:
         return got
 
     def replan(self, app: int, hardware: str, ap: str, mbps: float,
-               loads: dict[str, float]) -> tuple[Profile, Plan]:
+               loads: dict[str, float]) -> Replan:
         """The planner's choice for the link at ``mbps`` and tiers at ``loads`` (factors), on
-        the quantised state grid; returns the loaded profile it planned on and the plan."""
+        the quantised state grid: the planner's own optimiser (`plan.planner.optimise`, what
+        `plan.plan` runs, less the alternatives a re-plan does not need) on
+        `Profile.with_link(...).with_load(...)`, with the default codec as the runtime's
+        re-plan uses."""
         q_mbps = _quantise(mbps, MBPS_STEP)
-        q_loads = {t: _quantise(k, LOAD_STEP) for t, k in sorted(loads.items())}
-        key = ("replan", app, hardware, ap, q_mbps, tuple(q_loads.items()))
-        prof = self.profile(app, hardware, ap)
-        loaded = prof.with_link(prof.hop_names()[0], mbps=q_mbps).with_load(
-            {t: k for t, k in q_loads.items() if t in prof.tiers})
-        got = self._plans.get(key)
+        q_loads = tuple((t, _quantise(k, LOAD_STEP)) for t, k in sorted(loads.items()))
+        key = (self.path_key(app, hardware, ap, mbps=False), q_mbps, q_loads)
+        got = self._replans.get(key)
         if got is None:
-            got = self._plans[key] = self._plan(loaded, self._json[app], constrained=False)
-        return loaded, got
+            prof = self.profile(app, hardware, ap)
+            loaded = prof.with_link(prof.hop_names()[0], mbps=q_mbps).with_load(
+                {t: k for t, k in q_loads if t in prof.tiers})
+            cm = CostModel(loaded)
+            sol = optimise(cm, self._json[app].objective, base_forbid(cm), Constraints())
+            got = self._replans[key] = Replan(key, loaded, cm, tuple(int(x) for x in sol.labels),
+                                              dict(cm.cuts))
+            self.replans += 1
+        return got
 
-    def cost(self, app: int, prof: Profile, labels: tuple[int, ...],
+    def cost(self, app: int, state: Replan, labels: tuple[int, ...],
              cuts: dict[str, str]) -> float:
-        """What placement ``labels`` with ``cuts`` costs on ``prof`` by the application's
-        objective (the runtime client's `_cost`, for its min-gain test)."""
-        cm = CostModel(prof, cuts=cuts)
-        return cm.evaluate(np.array(labels)).value(self._json[app].objective)
+        """What placement ``labels`` with ``cuts`` costs in re-plan ``state`` by the
+        application's objective (the runtime client's `_cost`, for its min-gain test)."""
+        key = (state.key, labels, tuple(sorted(cuts.items())))
+        value = self._costs.get(key)
+        if value is None:
+            cm = state.cm if cuts == state.cuts else CostModel(state.profile, cuts=cuts)
+            value = self._costs[key] = cm.evaluate(np.array(labels)).value(
+                self._json[app].objective)
+        return value
 
 
 def check_plans(scn: Scenario) -> None:

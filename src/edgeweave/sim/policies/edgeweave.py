@@ -49,6 +49,7 @@ class EdgeWeavePlans(Policy):
         self.min_gain = min_gain
         self._state: dict[int, _DeviceState] = {}
         self._local: dict[tuple[int, str], Work] = {}
+        self._tiers: dict[int, list[tuple[str, Any]]] = {}
 
     def _start(self, device: int, ap: int) -> _DeviceState:
         ctx = self.ctx
@@ -80,33 +81,40 @@ class EdgeWeavePlans(Policy):
             self._maybe_replan(device, st)
         return st.work, None
 
-    def _loads(self, ap: int) -> dict[str, float]:
-        edge = self.ctx.ap_edge(ap)
-        loads = {"edge": self.ctx.server(edge).load_factor}
-        cloud = self.ctx.cloud_of(edge)
-        if cloud is not None:
-            loads["cloud"] = self.ctx.server(cloud).load_factor
-        return loads
+    def _servers(self, ap: int) -> list[tuple[str, Any]]:
+        """The (tier, server) pairs a device at ``ap`` learns load factors from."""
+        got = self._tiers.get(ap)
+        if got is None:
+            edge = self.ctx.ap_edge(ap)
+            got = [("edge", self.ctx.server(edge))]
+            cloud = self.ctx.cloud_of(edge)
+            if cloud is not None:
+                got.append(("cloud", self.ctx.server(cloud)))
+            self._tiers[ap] = got
+        return got
 
     def _maybe_replan(self, device: int, st: _DeviceState) -> None:
         est = self.ctx.estimate_mbps(device)
-        loads = self._loads(st.ap)
         believed, seen = st.believed_mbps, st.checked
         mbps = believed if est is None else est
-        if (abs(mbps - believed) < BANDWIDTH_CHANGE * believed
-                and all(abs(k - seen.get(t, 1.0)) < LOAD_CHANGE * seen.get(t, 1.0)
-                        for t, k in loads.items())):
-            return
+        servers = self._servers(st.ap)
+        if abs(mbps - believed) < BANDWIDTH_CHANGE * believed:
+            for tier, server in servers:
+                old = seen.get(tier, 1.0)
+                if abs(server.load_factor - old) >= LOAD_CHANGE * old:
+                    break
+            else:
+                return
+        loads = {tier: server.load_factor for tier, server in servers}
         ctx = self.ctx
         app, hw, name = ctx.app_of(device), ctx.hardware_of(device), ctx.ap_name(st.ap)
-        loaded, cand = ctx.pricing.replan(app, hw, name, mbps, loads)
+        state = ctx.pricing.replan(app, hw, name, mbps, loads)
         self.replans += 1
-        labels = ctx.pricing.labels(cand, cand.placement)
-        now_cost = ctx.pricing.cost(app, loaded, st.labels, st.cuts)
-        new_cost = ctx.pricing.cost(app, loaded, labels, cand.cuts)
-        if labels != st.labels and new_cost < now_cost * (1 - self.min_gain):
-            st.labels, st.cuts = labels, dict(cand.cuts)
-            st.work = ctx.pricing.work(app, hw, name, labels, cuts=cand.cuts)
+        now_cost = ctx.pricing.cost(app, state, st.labels, st.cuts)
+        new_cost = ctx.pricing.cost(app, state, state.labels, state.cuts)
+        if state.labels != st.labels and new_cost < now_cost * (1 - self.min_gain):
+            st.labels, st.cuts = state.labels, dict(state.cuts)
+            st.work = ctx.pricing.work(app, hw, name, state.labels, cuts=state.cuts)
             self.switches += 1
         # keep the plan, believed at the new bandwidth, so the check does not repeat forever
         st.believed_mbps, st.checked = mbps, loads
