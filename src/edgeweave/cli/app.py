@@ -435,6 +435,8 @@ def decentral(
                              processes=processes)
 
 
+app.command("simulate")(__import__("edgeweave.cli.sim_cmds", fromlist=["simulate"]).simulate)
+
 _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True,
                 "help_option_names": []}
 
