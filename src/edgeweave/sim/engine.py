@@ -172,6 +172,11 @@ class Simulation:
         est = self._estimators.get(device)
         return None if est is None else est.mbps
 
+    def occupy_device(self, device: int, seconds: float) -> None:
+        """Hold the device's processor for ``seconds`` from now (a re-deploy after a plan
+        switch): its next requests wait behind it."""
+        self.dev_free[device] = max(self.dev_free[device], self.env.now) + seconds
+
     def ap_of(self, device: int, t: float) -> int:
         """The access point ``device`` is attached to at ``t`` (-1: no coverage)."""
         return int(self._place_ap[self.places.at_one(device, t)])

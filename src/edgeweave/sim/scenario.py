@@ -173,9 +173,12 @@ class Application(_Strict):
 
 class ServerSpec(_Strict):
     """Overrides for a tier's or a node's servers: ``cores`` (default: its hardware's),
-    admission ``slots`` and ``queue`` (default: the runtime server's), and the discipline."""
+    admission ``slots`` and ``queue`` (default: the runtime server's), the discipline, and
+    ``speed``: the fraction of its hardware's speed the node really computes at (a machine
+    shared with other work, or throttled; the runtime's load factor is 1 / speed)."""
 
     cores: int | None = Field(None, ge=1)
+    speed: float = Field(1.0, gt=0)
     slots: int | None = Field(None, ge=1)
     queue: int | None = Field(None, ge=0)
     discipline: Literal["ps", "batch"] = "ps"

@@ -38,14 +38,17 @@ class PSServer:
 
     ``on_done(job, now)`` is called when a job's work is complete. ``load_factor`` is an EWMA of
     (time in service / work at full speed) over completed jobs: what a client learns from its
-    replies (`runtime.load.LoadFactors`), 1.0 on an idle node.
+    replies (`runtime.load.LoadFactors`), 1.0 on an idle node at full ``speed``.
     """
 
     def __init__(self, env: simpy.Environment, name: str, cores: int, slots: int, queue: int,
-                 on_done: Callable[[Any, float], None], alpha: float = 0.3) -> None:
-        if cores < 1 or slots < 1 or queue < 0:
-            raise ValueError(f"server {name}: cores and slots must be >= 1, queue >= 0")
+                 on_done: Callable[[Any, float], None], alpha: float = 0.3,
+                 speed: float = 1.0) -> None:
+        if cores < 1 or slots < 1 or queue < 0 or speed <= 0:
+            raise ValueError(f"server {name}: cores and slots must be >= 1, queue >= 0, "
+                             "speed > 0")
         self.env, self.name = env, name
+        self.speed = speed
         self.cores, self.slots, self.queue = cores, slots, queue
         self.on_done = on_done
         self.alpha = alpha
@@ -80,7 +83,7 @@ class PSServer:
     def _advance(self, now: float) -> None:
         if self.running and now > self.t:
             rate = self._rate()
-            self.v += (now - self.t) * 1000.0 * rate
+            self.v += (now - self.t) * 1000.0 * rate * self.speed
             self.busy_integral += (now - self.t) * rate * len(self.running)
         self.t = now
 
@@ -107,7 +110,7 @@ class PSServer:
         if not self.running:
             self._pending = math.inf
             return
-        at = now + max(0.0, self.running[0][0] - self.v) / (1000.0 * self._rate())
+        at = now + max(0.0, self.running[0][0] - self.v) / (1000.0 * self._rate() * self.speed)
         if abs(at - self._pending) <= 1e-12 * max(1.0, at):
             return
         self._pending = at
@@ -141,10 +144,13 @@ class BatchServer:
 
     def __init__(self, env: simpy.Environment, name: str, cores: int, queue: int,
                  max_batch: int, max_delay_s: float, marginal: float,
-                 on_done: Callable[[Any, float], None], alpha: float = 0.3) -> None:
-        if cores < 1 or max_batch < 1 or max_delay_s < 0 or not 0 <= marginal <= 1:
+                 on_done: Callable[[Any, float], None], alpha: float = 0.3,
+                 speed: float = 1.0) -> None:
+        if (cores < 1 or max_batch < 1 or max_delay_s < 0 or not 0 <= marginal <= 1
+                or speed <= 0):
             raise ValueError(f"server {name}: bad batching parameters")
         self.env, self.name = env, name
+        self.speed = speed
         self.cores, self.queue = cores, queue
         self.max_batch, self.max_delay_s, self.marginal = max_batch, max_delay_s, marginal
         self.on_done = on_done
@@ -184,7 +190,8 @@ class BatchServer:
             batch = [self.waiting.popleft() for _ in range(min(self.max_batch,
                                                                len(self.waiting)))]
             b = len(batch)
-            seconds = max(w for _, w, _ in batch) * (1 + self.marginal * (b - 1)) / 1000.0
+            seconds = (max(w for _, w, _ in batch) * (1 + self.marginal * (b - 1))
+                       / (1000.0 * self.speed))
             self.busy += 1
             self.running_jobs += b
             self.batches += 1

@@ -83,8 +83,9 @@ def make_server(env: simpy.Environment, scn: Scenario, node: Node, on_done) -> S
     queue = defaults.max_queue if spec.queue is None else spec.queue
     if spec.discipline == "batch":
         return BatchServer(env, node.name, cores, queue, spec.max_batch,
-                           spec.max_delay_ms / 1000.0, spec.marginal, on_done)
-    return PSServer(env, node.name, cores, slots, queue, on_done)
+                           spec.max_delay_ms / 1000.0, spec.marginal, on_done,
+                           speed=spec.speed)
+    return PSServer(env, node.name, cores, slots, queue, on_done, speed=spec.speed)
 
 
 def _radio(ap: AccessPoint, down: bool) -> Link:

@@ -46,6 +46,8 @@ class PolicyContext(Protocol):
 
     def estimate_mbps(self, device: int) -> float | None: ...
 
+    def occupy_device(self, device: int, seconds: float) -> None: ...
+
 
 #: what a policy returns: the placement to run and the edge server it runs on (None: the
 #: device's own edge); a policy returns None for a request it cannot place (no coverage)

@@ -8,7 +8,8 @@ check used. Before each request, the device's bandwidth estimate (the runtime's 
 cloud's load factors (measured / predicted compute over recent requests, the runtime's
 `LoadFactors`) are compared with them; a 10% bandwidth move or a 20% load move triggers a
 re-plan with the planner on `Profile.with_link` / `Profile.with_load`, and the device switches
-only if the new placement is predicted to be at least ``min_gain`` better. A device that moves
+only if the new placement is predicted to be at least ``min_gain`` better (and, with
+``switch_s``, spends that long re-deploying before its next request). A device that moves
 to another access point starts again from the plan for its new link; out of coverage, it runs
 on the device (the runtime's fallback).
 """
@@ -43,10 +44,13 @@ class EdgeWeavePlans(Policy):
     name = "edgeweave"
 
     def __init__(self, ctx: PolicyContext, adapt: bool = True, min_gain: float = MIN_GAIN,
-                 **params: Any) -> None:
+                 switch_s: float = 0.0, **params: Any) -> None:
         super().__init__(ctx, **params)
         self.adapt = adapt
         self.min_gain = min_gain
+        # a switch re-traces and re-deploys the new stages before the device goes on
+        # (`CoInferenceClient.deploy`); 0 treats switching as free
+        self.switch_s = switch_s
         self._state: dict[int, _DeviceState] = {}
         self._local: dict[tuple[int, str], Work] = {}
         self._tiers: dict[int, list[tuple[str, Any]]] = {}
@@ -116,5 +120,7 @@ class EdgeWeavePlans(Policy):
             st.labels, st.cuts = state.labels, dict(state.cuts)
             st.work = ctx.pricing.work(app, hw, name, state.labels, cuts=state.cuts)
             self.switches += 1
+            if self.switch_s > 0:
+                ctx.occupy_device(device, self.switch_s)
         # keep the plan, believed at the new bandwidth, so the check does not repeat forever
         st.believed_mbps, st.checked = mbps, loads
