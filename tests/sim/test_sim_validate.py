@@ -14,11 +14,10 @@ import pytest
 
 from edgeweave.sim.validate import CASES, arrivals, validate
 
-pytestmark = pytest.mark.slow  # profiles alexnet and starts edge and cloud servers per case
-
 TOLERANCE = 0.25
 
 
+@pytest.mark.slow  # profiles alexnet and starts edge and cloud servers per case
 @pytest.mark.parametrize("name", ["chain", "shared-edge"])
 def test_simulated_median_latency_matches_the_real_runtime(name):
     case = dataclasses.replace(CASES[name], duration_s=10.0)
