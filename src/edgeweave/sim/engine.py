@@ -139,10 +139,13 @@ class Simulation:
         self._ap_list = self.out.ap.tolist()
         # the hot path writes results through memoryviews (a third of numpy's per-item cost)
         out = self.out
-        self._done, self._status = memoryview(out.done), memoryview(out.status)
-        self._net, self._srv = memoryview(out.network_s), memoryview(out.server_s)
-        self._dev_s, self._work = memoryview(out.device_s), memoryview(out.work)
-        self._edge = memoryview(out.edge)
+        self._done: Any = memoryview(out.done)  # type: ignore[arg-type]
+        self._status: Any = memoryview(out.status)  # type: ignore[arg-type]
+        self._net: Any = memoryview(out.network_s)  # type: ignore[arg-type]
+        self._srv: Any = memoryview(out.server_s)  # type: ignore[arg-type]
+        self._dev_s: Any = memoryview(out.device_s)  # type: ignore[arg-type]
+        self._work: Any = memoryview(out.work)  # type: ignore[arg-type]
+        self._edge: Any = memoryview(out.edge)  # type: ignore[arg-type]
 
     # ---- the context policies see (edgeweave.sim.policies.PolicyContext) ---------------
 

@@ -188,7 +188,7 @@ class Pricing:
             return self.works[wid]
         prof = self.profile(app, hardware, ap, edge)
         cm = CostModel(prof, cuts=cuts)
-        bd = cm.evaluate(np.array(labels))
+        bd = cm.evaluate(labels)
         out = [labels[cm.index[o]] for o in prof.outputs]
         w = Work(id=len(self.works), mode=mode_of(cm, np.array(labels)),
                  tiers=tuple(prof.tiers), compute_ms=tuple(bd.tier_compute_ms),
@@ -292,7 +292,7 @@ class Pricing:
         value = self._costs.get(key)
         if value is None:
             cm = state.cm if cuts == state.cuts else CostModel(state.profile, cuts=cuts)
-            value = self._costs[key] = cm.evaluate(np.array(labels)).value(
+            value = self._costs[key] = cm.evaluate(labels).value(
                 self._json[app].objective)
         return value
 

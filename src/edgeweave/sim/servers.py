@@ -214,9 +214,10 @@ class BatchServer:
 
     def _finish(self, ev: simpy.Event) -> None:
         now = self.env.now
+        batch: list[tuple[float, float, Any]] = ev.value or []
         self.busy -= 1
-        self.running_jobs -= len(ev.value)
-        for t_in, work, job in ev.value:
+        self.running_jobs -= len(batch)
+        for t_in, work, job in batch:
             ratio = (now - t_in) * 1000.0 / work if work > 0 else 1.0
             self.load_factor += self.alpha * (ratio - self.load_factor)
             self.completed += 1

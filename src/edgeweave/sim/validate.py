@@ -106,15 +106,16 @@ def arrivals(case: Case, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Poisson arrival times per device over the case's duration, sorted: (times, devices)."""
     rng = np.random.default_rng([seed, case.devices])
     ts, ds = [], []
-    for d in range(case.devices):
-        t = np.cumsum(rng.exponential(1.0 / case.rate_per_s,
-                                      int(case.rate_per_s * case.duration_s * 2) + 10))
-        t = t[t < case.duration_s]
-        ts.append(t)
-        ds.append(np.full(len(t), d))
-    t, d = np.concatenate(ts), np.concatenate(ds)
-    order = np.lexsort((d, t))
-    return t[order], d[order]
+    for dev in range(case.devices):
+        gaps = rng.exponential(1.0 / case.rate_per_s,
+                               int(case.rate_per_s * case.duration_s * 2) + 10)
+        mine = np.cumsum(gaps)
+        mine = mine[mine < case.duration_s]
+        ts.append(mine)
+        ds.append(np.full(len(mine), dev))
+    times, devs = np.concatenate(ts), np.concatenate(ds)
+    order = np.lexsort((devs, times))
+    return times[order], devs[order]
 
 
 #: edge and cloud run dilated too (`edgeweave serve --dilation`): an emulated server that needs
@@ -254,7 +255,7 @@ def validate(case: Case, model: str = "alexnet", fleet_spec: str = "pi4-wifi-edg
     fleet = load_fleet(fleet_spec)
     graph = capture_spec(model)
     measured = profile_graph(graph, fleet, warmup=3, repeats=repeats)
-    emu = emulated_fleet(fleet, float(measured.model_extra["host"]["gflops"]))
+    emu = emulated_fleet(fleet, float((measured.model_extra or {})["host"]["gflops"]))
     # measured host latencies scaled to each emulated tier, as `session.emulated_profile`
     prof = retarget(measured.model_copy(update={"latency_source": "measured"}),
                     emu.tier_path(), emu.name)

@@ -72,7 +72,7 @@ def edge_cloud(fleet: Fleet, edge: str) -> tuple[Node, Link] | None:
 
 def _server_spec(scn: Scenario, node: Node) -> ServerSpec:
     spec = scn.servers.get(node.name) or scn.servers.get(node.tier)
-    return spec or ServerSpec()
+    return spec or ServerSpec.model_validate({})
 
 
 def make_server(env: simpy.Environment, scn: Scenario, node: Node, on_done) -> Server:  # type: ignore[no-untyped-def]
