@@ -184,3 +184,22 @@ def test_every_request_ends_exactly_one_way():
     assert len(out.t) > 500
     assert set(np.unique(out.status)) <= {OK, DEADLINE, MOBILITY, NETWORK, CAPACITY}
     assert np.isfinite(out.done).all() and (out.done >= out.t).all()
+
+
+def test_a_forwarded_request_holds_its_edge_slot_until_the_reply_comes_back():
+    """The runtime's edge keeps a request admitted while the cloud works on it, so with one
+    slot the next request waits for the whole edge -> cloud -> edge round trip."""
+    plan = toy_plan(chain=CHAIN3)
+    assert plan.mode == "device-edge-cloud"
+    scn = scenario(plan=plan, servers={"edge": {"cores": 1, "slots": 1, "queue": 4}},
+                   access_points=[{"name": "ap", "edge": "edge", "mbps": 18.88, "rtt_ms": 5,
+                                   "shared": False}])
+    sim = Simulation(scn, arrivals=spaced(1, devices=2))
+    out = sim.run()
+    assert (out.status == OK).all()
+    w = sim.pricing.works[out.work[0]]
+    wan = 100e6 / 8  # bytes/s of the fleet's edge-cloud link, rtt 40 ms
+    hold = (w.compute_ms[1] + w.compute_ms[2]) / 1000 + 0.04 + (
+        w.up_bytes[1] + w.down_bytes[1]) / wan
+    first, second = sorted(out.done - out.t)
+    assert second - first == pytest.approx(hold, rel=1e-6)

@@ -107,3 +107,22 @@ def test_a_full_batch_runs_at_once_and_a_lone_request_waits_the_delay():
     t0 = env.now
     env.run()
     assert done["e"] - t0 == pytest.approx(0.005 + 0.020)
+
+
+def test_a_held_slot_is_free_only_after_release():
+    env = simpy.Environment()
+    done: dict[str, float] = {}
+    server = PSServer(env, "edge", cores=1, slots=1, queue=4,
+                      on_done=lambda job, now: done.__setitem__(job, now))
+    server.submit(0.0, 10.0, "forwarded", hold=True)
+    server.submit(0.0, 10.0, "next")
+    env.run()
+    # the first computed for 10 ms but keeps its slot (its reply is still upstream)
+    assert done == pytest.approx({"forwarded": 0.01}) and server.in_system == 2
+
+    def reply_back():
+        yield env.timeout(0.5 - env.now)
+        server.release(env.now)
+    env.process(reply_back())
+    env.run()
+    assert done["next"] == pytest.approx(0.51) and server.in_system == 0

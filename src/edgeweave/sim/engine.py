@@ -52,20 +52,21 @@ STATUS = {OK: "ok", DEADLINE: "deadline", MOBILITY: "mobility", NETWORK: "networ
           CAPACITY: "capacity", PENDING: "pending"}
 FAILURE_CAUSES = ("mobility", "network", "capacity", "deadline")
 
-_DEV, _LINK, _UPLINK, _SRV = range(4)
+_DEV, _LINK, _UPLINK, _SRV, _SRV_HOLD, _RELEASE = range(6)
 Step = tuple[int, Any, float]
 
 
 class _Job:
     """A request in flight: which step it is on, and where its time went so far."""
 
-    __slots__ = ("dev", "i", "k", "net", "srv", "steps", "t0")
+    __slots__ = ("dev", "holding", "i", "k", "net", "srv", "steps", "t0")
 
     def __init__(self, i: int, dev: int, steps: tuple[Step, ...], t0: float) -> None:
         self.i, self.dev, self.steps, self.t0 = i, dev, steps, t0
         self.k = 0
         self.net = 0.0
         self.srv = 0.0
+        self.holding: Any = None  # the server whose slot it keeps while forwarded
 
 
 @dataclass
@@ -270,7 +271,7 @@ class Simulation:
         route = self._steps.get(key)
         if route is None:
             steps = self._itinerary(work, ap, edge)
-            servers = tuple(obj for kind, obj, _ in steps if kind == _SRV)
+            servers = tuple(obj for kind, obj, _ in steps if kind in (_SRV, _SRV_HOLD))
             at = (self._edge_index[edge or self.ap_edge(ap)]
                   if work.up_hops and work.compute_ms[1] > 0 else -1)
             route = self._steps[key] = (steps, servers, at)
@@ -294,15 +295,18 @@ class Simulation:
         steps.append((_UPLINK, q.up, w.up_bytes[0]))
         if at != home:
             steps.append((_LINK, self.world.man[(home, at)], w.up_bytes[0]))
-        if w.compute_ms[1] > 0:
-            steps.append((_SRV, self.world.servers[at], w.compute_ms[1]))
-        if w.up_hops >= 2:
+        # the edge admits every request through it, and one it forwards keeps its slot until
+        # the reply comes back down (the runtime server's admission)
+        edge = self.world.servers[at]
+        forwards = w.up_hops >= 2
+        steps.append((_SRV_HOLD if forwards else _SRV, edge, w.compute_ms[1]))
+        if forwards:
             cloud, up, down = self.world.wan[at]
             steps.append((_LINK, up, w.up_bytes[1]))
-            if w.compute_ms[2] > 0:
-                steps.append((_SRV, self.world.servers[cloud], w.compute_ms[2]))
+            steps.append((_SRV, self.world.servers[cloud], w.compute_ms[2]))
             if w.down_hops >= 2:
                 steps.append((_LINK, down, w.down_bytes[1]))
+            steps.append((_RELEASE, edge, 0.0))
         if at != home:
             steps.append((_LINK, self.world.man[(at, home)], w.down_bytes[0]))
         if w.down_hops >= 1:
@@ -316,13 +320,17 @@ class Simulation:
         while job.k < last:
             kind, obj, amount = steps[job.k]
             job.k += 1
-            if kind == _SRV:
+            if kind in (_SRV, _SRV_HOLD):
                 job.srv -= now
                 obj.incoming -= 1
-                if not obj.submit(now, amount, job):
+                if not obj.submit(now, amount, job, kind == _SRV_HOLD):
                     job.srv += now
                     self._end(job, now, CAPACITY)
                 return
+            if kind == _RELEASE:
+                obj.release(now)
+                job.holding = None
+                continue
             if kind == _DEV:
                 end = self._device_compute(job.dev, now, amount)
                 self._dev_s[job.i] = end - now
@@ -349,14 +357,20 @@ class Simulation:
 
     def _server_done(self, job: _Job, now: float) -> None:
         job.srv += now
+        kind, server, _ = job.steps[job.k - 1]
+        if kind == _SRV_HOLD:
+            job.holding = server
         self._advance(job)
 
     def _end(self, job: _Job, t: float, status: int) -> None:
         i = job.i
         if status != OK:  # it will not reach the servers still ahead of it
             for kind, server, _ in job.steps[job.k:]:
-                if kind == _SRV:
+                if kind in (_SRV, _SRV_HOLD):
                     server.incoming -= 1
+            if job.holding is not None:  # nor come back through the edge holding its slot
+                job.holding.release(t)
+                job.holding = None
         self._done[i] = t
         self._status[i] = status
         self._net[i] = job.net

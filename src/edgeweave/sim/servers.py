@@ -7,6 +7,10 @@ running requests share the node's ``cores``: each runs at full speed while there
 them than cores, and at ``cores / n`` of it beyond (processor sharing, what an OS gives threads
 that outnumber cores).
 
+A request may ``hold`` its slot past its compute: the runtime's server keeps a request admitted
+while it forwards it to the next node and waits for the reply (`runtime.server.NodeService`), so
+the engine holds an edge slot until the reply passes back down and `release`s it then.
+
 Processor sharing is simulated with a virtual clock: ``v`` is the work every running request has
 received since the server's start, growing at the per-request rate; a request that arrives at
 ``v0`` with ``w`` ms of work leaves when ``v`` reaches ``v0 + w``. Arrivals and departures only
@@ -54,8 +58,10 @@ class PSServer:
         self.alpha = alpha
         self.v = 0.0  # ms of work each running job has received
         self.t = 0.0  # sim time of the last virtual-clock update
-        self.running: list[tuple[float, int, float, float, Any]] = []  # (v_end, seq, t0, w, job)
-        self.waiting: deque[tuple[float, Any]] = deque()
+        # (v_end, seq, t0, work, hold, job)
+        self.running: list[tuple[float, int, float, float, bool, Any]] = []
+        self.waiting: deque[tuple[float, bool, Any]] = deque()
+        self.held = 0  # requests done computing that keep their slot (forwarded, awaiting reply)
         self._seq = 0
         self._gen = 0
         self._pending = math.inf
@@ -69,7 +75,7 @@ class PSServer:
 
     @property
     def in_system(self) -> int:
-        return len(self.running) + len(self.waiting)
+        return len(self.running) + len(self.waiting) + self.held
 
     def load(self) -> float:
         """Requests in the node or on their way to it, per core: what an orchestrator that
@@ -89,22 +95,36 @@ class PSServer:
 
     # ---- arrivals and completions -------------------------------------------------------
 
-    def submit(self, now: float, work_ms: float, job: Any) -> bool:
-        """Admit ``job`` with ``work_ms`` of work at full speed; False if refused."""
-        if len(self.running) < self.slots:
+    def submit(self, now: float, work_ms: float, job: Any, hold: bool = False) -> bool:
+        """Admit ``job`` with ``work_ms`` of work at full speed; False if refused. With
+        ``hold`` its slot stays taken after its compute until :meth:`release`."""
+        if len(self.running) + self.held < self.slots:
             self._advance(now)
-            self._start(now, work_ms, job)
+            self._start(now, work_ms, hold, job)
             self._reschedule(now)
             return True
         if len(self.waiting) < self.queue:
-            self.waiting.append((work_ms, job))
+            self.waiting.append((work_ms, hold, job))
             return True
         self.refused += 1
         return False
 
-    def _start(self, now: float, work_ms: float, job: Any) -> None:
+    def release(self, now: float) -> None:
+        """A held request's reply has left: its slot goes to the next waiting request."""
+        self.held -= 1
+        if self.waiting:
+            self._advance(now)
+            self._admit_waiting(now)
+            self._reschedule(now)
+
+    def _admit_waiting(self, now: float) -> None:
+        while self.waiting and len(self.running) + self.held < self.slots:
+            work, hold, job = self.waiting.popleft()
+            self._start(now, work, hold, job)
+
+    def _start(self, now: float, work_ms: float, hold: bool, job: Any) -> None:
         self._seq += 1
-        heapq.heappush(self.running, (self.v + work_ms, self._seq, now, work_ms, job))
+        heapq.heappush(self.running, (self.v + work_ms, self._seq, now, work_ms, hold, job))
 
     def _reschedule(self, now: float) -> None:
         if not self.running:
@@ -125,13 +145,13 @@ class PSServer:
         self._advance(now)
         done = []
         while self.running and self.running[0][0] <= self.v + _EPS_MS:
-            _, _, t0, work, job = heapq.heappop(self.running)
+            _, _, t0, work, hold, job = heapq.heappop(self.running)
             done.append(job)
-            ratio = (now - t0) * 1000.0 / work if work > 0 else 1.0
-            self.load_factor += self.alpha * (ratio - self.load_factor)
-        while self.waiting and len(self.running) < self.slots:
-            work, job = self.waiting.popleft()
-            self._start(now, work, job)
+            self.held += hold
+            if work > 0:
+                ratio = (now - t0) * 1000.0 / work
+                self.load_factor += self.alpha * (ratio - self.load_factor)
+        self._admit_waiting(now)
         self._pending = math.inf
         self._reschedule(now)
         self.completed += len(done)
@@ -173,13 +193,18 @@ class BatchServer:
     def load(self) -> float:
         return (self.in_system + self.incoming) / self.cores
 
-    def submit(self, now: float, work_ms: float, job: Any) -> bool:
+    def submit(self, now: float, work_ms: float, job: Any, hold: bool = False) -> bool:
+        """As :meth:`PSServer.submit`; a batched server frees every slot at the batch's end
+        (``hold`` is not modelled here)."""
         if len(self.waiting) >= self.queue + self.max_batch:
             self.refused += 1
             return False
         self.waiting.append((now, work_ms, job))
         self._try_start(now)
         return True
+
+    def release(self, now: float) -> None:
+        return None
 
     def _try_start(self, now: float) -> None:
         while self.waiting and self.busy < self.cores:
