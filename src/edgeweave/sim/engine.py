@@ -30,9 +30,20 @@ import numpy as np
 import simpy
 
 from edgeweave.runtime.bandwidth import BandwidthEstimator
+from edgeweave.sim.itinerary import (
+    DEVICE,
+    RELEASE,
+    SERVER,
+    SERVER_HOLD,
+    UPLINK,
+    Job,
+    Step,
+    itinerary,
+    shared_end,
+)
 from edgeweave.sim.links import LinkQueue
 from edgeweave.sim.policies import Policy, make_policy
-from edgeweave.sim.pricing import Pricing, Work
+from edgeweave.sim.pricing import Pricing
 from edgeweave.sim.scenario import Scenario
 from edgeweave.sim.servers import BatchServer, PSServer
 from edgeweave.sim.workload import (
@@ -51,23 +62,6 @@ PENDING, OK, DEADLINE, MOBILITY, NETWORK, CAPACITY = range(-1, 5)
 STATUS = {OK: "ok", DEADLINE: "deadline", MOBILITY: "mobility", NETWORK: "network",
           CAPACITY: "capacity", PENDING: "pending"}
 FAILURE_CAUSES = ("mobility", "network", "capacity", "deadline")
-
-_DEV, _LINK, _UPLINK, _SRV, _SRV_HOLD, _RELEASE = range(6)
-Step = tuple[int, Any, float]
-
-
-class _Job:
-    """A request in flight: which step it is on, and where its time went so far."""
-
-    __slots__ = ("dev", "holding", "i", "k", "net", "srv", "steps", "t0")
-
-    def __init__(self, i: int, dev: int, steps: tuple[Step, ...], t0: float) -> None:
-        self.i, self.dev, self.steps, self.t0 = i, dev, steps, t0
-        self.k = 0
-        self.net = 0.0
-        self.srv = 0.0
-        self.holding: Any = None  # the server whose slot it keeps while forwarded
-
 
 @dataclass
 class Outcome:
@@ -270,8 +264,8 @@ class Simulation:
         key = (work.id, ap, edge)
         route = self._steps.get(key)
         if route is None:
-            steps = self._itinerary(work, ap, edge)
-            servers = tuple(obj for kind, obj, _ in steps if kind in (_SRV, _SRV_HOLD))
+            steps = itinerary(self.world, work, ap, edge)
+            servers = tuple(obj for kind, obj, _ in steps if kind in (SERVER, SERVER_HOLD))
             at = (self._edge_index[edge or self.ap_edge(ap)]
                   if work.up_hops and work.compute_ms[1] > 0 else -1)
             route = self._steps[key] = (steps, servers, at)
@@ -280,58 +274,27 @@ class Simulation:
             self._edge[i] = at
         for server in servers:
             server.incoming += 1
-        self._advance(_Job(i, dev, steps, now))
+        self._advance(Job(i, dev, steps, now))
 
-    def _itinerary(self, w: Work, ap: int, edge: str | None) -> tuple[Step, ...]:
-        """The steps of placement ``w`` from access point ``ap``, its edge stage on ``edge``."""
-        steps: list[Step] = []
-        if w.compute_ms[0] > 0:
-            steps.append((_DEV, None, w.compute_ms[0] / 1000.0))
-        if w.up_hops == 0:
-            return tuple(steps)
-        q = self.world.access_points[ap]
-        home = q.edge
-        at = edge or home
-        steps.append((_UPLINK, q.up, w.up_bytes[0]))
-        if at != home:
-            steps.append((_LINK, self.world.man[(home, at)], w.up_bytes[0]))
-        # the edge admits every request through it, and one it forwards keeps its slot until
-        # the reply comes back down (the runtime server's admission)
-        edge = self.world.servers[at]
-        forwards = w.up_hops >= 2
-        steps.append((_SRV_HOLD if forwards else _SRV, edge, w.compute_ms[1]))
-        if forwards:
-            cloud, up, down = self.world.wan[at]
-            steps.append((_LINK, up, w.up_bytes[1]))
-            steps.append((_SRV, self.world.servers[cloud], w.compute_ms[2]))
-            if w.down_hops >= 2:
-                steps.append((_LINK, down, w.down_bytes[1]))
-            steps.append((_RELEASE, edge, 0.0))
-        if at != home:
-            steps.append((_LINK, self.world.man[(at, home)], w.down_bytes[0]))
-        if w.down_hops >= 1:
-            steps.append((_LINK, q.down, w.down_bytes[0]))
-        return tuple(steps)
-
-    def _advance(self, job: _Job) -> None:
+    def _advance(self, job: Job) -> None:
         now = self.env.now
         steps = job.steps
         last = len(steps)
         while job.k < last:
             kind, obj, amount = steps[job.k]
             job.k += 1
-            if kind in (_SRV, _SRV_HOLD):
+            if kind in (SERVER, SERVER_HOLD):
                 job.srv -= now
                 obj.incoming -= 1
-                if not obj.submit(now, amount, job, kind == _SRV_HOLD):
+                if not obj.submit(now, amount, job, kind == SERVER_HOLD):
                     job.srv += now
                     self._end(job, now, CAPACITY)
                 return
-            if kind == _RELEASE:
+            if kind == RELEASE:
                 obj.release(now)
                 job.holding = None
                 continue
-            if kind == _DEV:
+            if kind == DEVICE:
                 end = self._device_compute(job.dev, now, amount)
                 self._dev_s[job.i] = end - now
             else:
@@ -341,7 +304,7 @@ class Simulation:
                     return
                 end = sent[0]
                 job.net += end - now
-                if kind == _UPLINK:
+                if kind == UPLINK:
                     self._observe(job.dev, obj, amount, end - now)
             if job.k == last:
                 self._end(job, end, OK)
@@ -355,18 +318,18 @@ class Simulation:
     def _resume(self, ev: Any) -> None:
         self._advance(ev._value)
 
-    def _server_done(self, job: _Job, now: float) -> None:
+    def _server_done(self, job: Job, now: float) -> None:
         job.srv += now
         kind, server, _ = job.steps[job.k - 1]
-        if kind == _SRV_HOLD:
+        if kind == SERVER_HOLD:
             job.holding = server
         self._advance(job)
 
-    def _end(self, job: _Job, t: float, status: int) -> None:
+    def _end(self, job: Job, t: float, status: int) -> None:
         i = job.i
         if status != OK:  # it will not reach the servers still ahead of it
             for kind, server, _ in job.steps[job.k:]:
-                if kind in (_SRV, _SRV_HOLD):
+                if kind in (SERVER, SERVER_HOLD):
                     server.incoming -= 1
             if job.holding is not None:  # nor come back through the edge holding its slot
                 job.holding.release(t)
@@ -393,7 +356,7 @@ class Simulation:
         end = start + work_s
         training = self.dev_training.get(dev)
         if training is not None and training[1] > start and training[0] < end:
-            end = _shared_end(start, work_s, *training)
+            end = shared_end(start, work_s, *training)
         self.dev_free[dev] = end
         self.dev_busy[dev] += work_s
         return end
@@ -416,20 +379,3 @@ class Simulation:
         ok = np.flatnonzero(out.status == OK)
         late = (out.done[ok] - out.t[ok]) > deadline[self.devices.app[out.device[ok]]] + 1e-12
         out.status[ok[late]] = DEADLINE
-
-
-def _shared_end(start: float, work: float, t0: float, t1: float) -> float:
-    """When ``work`` seconds of compute started at ``start`` end if the processor runs at half
-    speed during [t0, t1) (shared with a training job) and full speed otherwise."""
-    t = start
-    if t < t0:
-        if t + work <= t0:
-            return t + work
-        work -= t0 - t
-        t = t0
-    if t < t1:
-        if t + 2 * work <= t1:
-            return t + 2 * work
-        work -= (t1 - t) / 2
-        t = t1
-    return t + work
