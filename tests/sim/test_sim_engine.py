@@ -203,3 +203,14 @@ def test_a_forwarded_request_holds_its_edge_slot_until_the_reply_comes_back():
         w.up_bytes[1] + w.down_bytes[1]) / wan
     first, second = sorted(out.done - out.t)
     assert second - first == pytest.approx(hold, rel=1e-6)
+
+
+def test_servers_take_their_hardware_cores_and_the_runtime_admission_by_default():
+    from edgeweave.runtime.server import NodeConfig
+
+    sim = Simulation(scenario(servers={"cloud": {"cores": 32, "slots": 64}}))
+    edge, cloud = sim.world.servers["edge"], sim.world.servers["cloud"]
+    defaults = NodeConfig(role="edge", name="edge")
+    assert edge.cores == sim.scn.fleet.node("edge").hardware.cores == 4
+    assert (edge.slots, edge.queue) == (defaults.max_concurrency, defaults.max_queue)
+    assert (cloud.cores, cloud.slots, cloud.queue) == (32, 64, defaults.max_queue)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeweave.errors import EdgeWeaveError, PlanError, SimError
+from edgeweave.errors import EdgeWeaveError, PlanError
 from edgeweave.plan import Plan, plan
 from edgeweave.plan.costs import CostModel
 from edgeweave.plan.modes import base_forbid, mode_of
@@ -295,18 +295,3 @@ class Pricing:
             value = self._costs[key] = cm.evaluate(labels).value(
                 self._json[app].objective)
         return value
-
-
-def check_plans(scn: Scenario) -> None:
-    """Fail early, naming the application, if a plan cannot be priced on the scenario."""
-    pricing = Pricing(scn)
-    for i, app in enumerate(scn.applications):
-        ap = scn.access_points[0].name
-        kinds = sorted({k for p in scn.populations for k in
-                        ([p.hardware] if isinstance(p.hardware, str) else p.hardware)})
-        for hw in kinds:
-            try:
-                pricing.planned(i, hw, ap)
-            except EdgeWeaveError as e:
-                raise SimError(f"applications[{i}] ({app.name}): cannot price its plan on "
-                               f"hardware {hw!r} at access point {ap!r}: {e}") from None
