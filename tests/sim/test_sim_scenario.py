@@ -82,6 +82,7 @@ def test_a_bad_value_names_its_field(tmp_path, base):
     (("applications", 0, "plan"), "missing.json", "applications[0].plan: "),
     (("fleet",), "no-such-fleet", "fleet: unknown fleet 'no-such-fleet'"),
     (("servers",), {"gpu-box": {"cores": 2}}, "servers.gpu-box: not a tier"),
+    (("policy",), "teleport", "policy.name: unknown policy 'teleport' (known: cloud-only"),
     (("access_points", 0), {"name": "ap1", "edge": "edge"},
      "access_points[0]: give mbps or a bandwidth trace"),
 ])

@@ -382,6 +382,11 @@ def _reference_problem(scn: Scenario) -> str | None:
         if key not in tiers | nodes:
             return (f"servers.{key}: not a tier (edge, cloud) or an edge/cloud node of the "
                     f"fleet ({', '.join(sorted(nodes))})")
+    from edgeweave.sim.policies import list_policies
+
+    if scn.policy.name not in list_policies():
+        return (f"policy.name: unknown policy {scn.policy.name!r} "
+                f"(known: {', '.join(list_policies())})")
     for i, app in enumerate(scn.applications):
         if app.plan.tiers[0] != "device":
             return f"applications[{i}].plan: the plan's first tier must be 'device'"
