@@ -15,13 +15,14 @@ def _fmt(v: float, spec: str) -> str:
 
 
 def train(console: Console, config: Path, rounds: int | None, out_dir: Path | None,
-          backend: str | None) -> None:
+          backend: str | None, ray_address: str | None = None) -> None:
     from edgeweave.train.config import load_config
     from edgeweave.train.experiment import run
 
     cfg = load_config(config)
     overrides = {k: v for k, v in (("rounds", rounds), ("out_dir", out_dir),
-                                   ("backend", backend)) if v is not None}
+                                   ("backend", backend), ("ray_address", ray_address))
+                 if v is not None}
     if overrides:
         cfg = type(cfg).model_validate(cfg.model_dump() | overrides)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -34,11 +34,7 @@ from torch.func import functional_call, grad, vmap
 from edgeweave.train.backends.base import Backend
 from edgeweave.train.backends.fused_mlp import MLPLayout, mlp_grads, mlp_layout
 from edgeweave.train.backends.schedule import BatchSchedule, step_counts
-from edgeweave.train.backends.sequential import (
-    SequentialBackend,
-    empty_updates,
-    simulated_failures,
-)
+from edgeweave.train.backends.sequential import SequentialBackend, empty_updates
 from edgeweave.train.backends.support import unsupported_reason
 from edgeweave.train.task import Task
 from edgeweave.train.types import ClientInfo, FitConfig, Params, TrainError, Updates
@@ -68,7 +64,7 @@ class VectorizedBackend(Backend):
             raise TrainError(f"vectorized backend: memory_budget must be > 0, got {memory_budget}")
         self.task = task
         self.data = self.reference.data
-        self.drop_prob, self.seed = float(drop_prob), seed
+        self.fleet = self.reference.fleet
         self.memory_budget = memory_budget
         self.device = torch.device(device)
         self.model = task.model_fn().to(self.device)
@@ -95,7 +91,7 @@ class VectorizedBackend(Backend):
             updates = self.reference.fit(round_num, global_params, client_ids, config)
             updates.metrics["backend_fallback"] = self.fallback
             return updates
-        failed = simulated_failures(self.seed, round_num, client_ids, self.drop_prob)
+        failed = self.fleet.failures(round_num, client_ids)
         ids = [c for c in client_ids if c not in failed]
         bad = [c for c in ids if not 0 <= c < self.data.num_clients] if ids and (
             min(ids) < 0 or max(ids) >= self.data.num_clients) else []
