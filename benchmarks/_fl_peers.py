@@ -8,8 +8,9 @@ accuracy) each round's cohort and the target accuracy come in one ``.npz`` writt
 parent, so every framework trains the same clients from the same model. The architectures below
 repeat EdgeWeave's ``mlp:`` and ``cnn:`` specs; loading the parent's initial weights with
 ``strict=True`` checks that they match. Prints one JSON line: the per-round wall times (test
-evaluation excluded), the test accuracy after every round when a target is given, and the
-final test accuracy, measured the same way as for EdgeWeave's backends.
+evaluation excluded; round 1 includes the framework's set-up: pfl's model and backend, Flower's
+simulation start with its Ray actors), the test accuracy after every round when a target is
+given, and the final test accuracy, measured the same way as for EdgeWeave's backends.
 
 Without ``cohorts`` every client trains every round for ``--rounds`` rounds (fl_throughput).
 With ``cohorts`` (rounds x k client ids) round r trains exactly ``cohorts[r]``, and the run stops
@@ -165,13 +166,10 @@ def run_pfl(path: str, rounds: int) -> dict:
     d = load(path)
     plan = cohorts(d, rounds)
     progress = Progress(d, len(plan))
+    progress.start()  # set-up counts, as it does for every system
     net = initial_net(d)
 
     class Stopwatch(TrainingProcessCallback):
-        def on_train_begin(self, *, model):
-            progress.start()
-            return Metrics()
-
         def after_central_iteration(self, aggregate_metrics, model, *, central_iteration):
             return progress.end_round(lambda: net), Metrics()
 
@@ -256,9 +254,7 @@ def run_flower(path: str, rounds: int) -> dict:
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
         def evaluate(server_round: int, arrays: ArrayRecord):
-            if server_round == 0:
-                progress.start()
-            elif not state["done"]:
+            if server_round > 0 and not state["done"]:
                 net = Net(model_spec(d))
                 net.load_state_dict(arrays.to_torch_state_dict())
                 state["done"] = progress.end_round(lambda: net)
@@ -271,6 +267,7 @@ def run_flower(path: str, rounds: int) -> dict:
         strategy.start(grid=grid, initial_arrays=ArrayRecord(initial_net(d).state_dict()),
                        num_rounds=len(plan), evaluate_fn=evaluate)
 
+    progress.start()  # the simulation's start-up (Ray, its actors) is part of round 1
     run_simulation(server_app, client_app, n, os.cpu_count() or 1)
     if "acc" not in state:
         raise RuntimeError(f"flower simulation finished {len(progress.round_s)} of "
