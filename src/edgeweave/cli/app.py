@@ -418,12 +418,14 @@ def train(
     config: Path = typer.Option(..., "--config", "-c", help="Experiment YAML (examples/fl/)."),
     rounds: int = typer.Option(None, min=1, help="Override the config's rounds."),
     out_dir: Path = typer.Option(None, "--out", help="Override the config's out_dir."),
-    backend: str = typer.Option(None, help="Override the backend (sequential, vectorized)."),
+    backend: str = typer.Option(None, help="Override the backend (sequential, vectorized, ray)."),
+    ray_address: str = typer.Option(None, "--ray-address",
+                                     help="Backend ray: join this Ray cluster (auto, HOST:6379)."),
 ) -> None:
     """Simulated federated training: progress bar, final table, metrics.jsonl, checkpoint, plot."""
     from edgeweave.cli import train_cmds
 
-    train_cmds.train(console, config, rounds, out_dir, backend)
+    train_cmds.train(console, config, rounds, out_dir, backend, ray_address)
 
 
 @app.command("fl-server")

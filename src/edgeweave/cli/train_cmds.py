@@ -15,15 +15,17 @@ def _fmt(v: float, spec: str) -> str:
 
 
 def train(console: Console, config: Path, rounds: int | None, out_dir: Path | None,
-          backend: str | None) -> None:
+          backend: str | None, ray_address: str | None = None) -> None:
     from edgeweave.train.config import load_config, parse_config
     from edgeweave.train.experiment import run
 
     cfg = load_config(config)
     overrides = {k: v for k, v in (("rounds", rounds), ("out_dir", out_dir),
-                                   ("backend", backend)) if v is not None}
+                                   ("backend", backend), ("ray_address", ray_address))
+                 if v is not None}
     if overrides:  # validated like the file, errors naming the overriding flags
-        flags = ", ".join("--" + ("out" if k == "out_dir" else k) for k in overrides)
+        names = {"out_dir": "out", "ray_address": "ray-address"}
+        flags = ", ".join("--" + names.get(k, k) for k in overrides)
         cfg = parse_config(cfg.model_dump() | overrides, f"{config} (with {flags})")
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("acc {task.fields[acc]}"), TimeElapsedColumn())

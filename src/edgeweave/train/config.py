@@ -144,6 +144,8 @@ class ExperimentConfig(_Strict):
     deadline_s: float | None = Field(None, gt=0)
     over_select: float = Field(1.0, ge=1)
     speeds: SpeedConfig | None = None
+    # backend ray: the cluster to join ("auto", "HOST:6379", "ray://HOST:10001"); None = local
+    ray_address: str | None = Field(None, min_length=1)
     codec: str | None = None
     up_codec: str | None = None
     down_codec: str | None = None

@@ -70,13 +70,13 @@ def _plain_backend(cfg: ExperimentConfig, task: Task) -> Backend:
         return DPSGDBackend(task, noise_multiplier=local_dp.noise_multiplier,
                             max_grad_norm=local_dp.max_grad_norm, delta=local_dp.delta,
                             drop_prob=cfg.dropout, seed=cfg.seed)
+    if cfg.ray_address is not None and cfg.backend != "ray":
+        raise TrainError(f"ray_address: only backend 'ray' joins a Ray cluster, the config says "
+                         f"backend {cfg.backend!r}")
     if cfg.backend == "ray":
-        if cfg.dropout or speeds is not None:
-            raise TrainError("backend: 'ray' runs real clients; dropout and speeds simulate them "
-                             "and need backend 'sequential' or 'vectorized'")
         from edgeweave.train.backends.ray_backend import RayBackend
 
-        return RayBackend(task)
+        return RayBackend(task, address=cfg.ray_address, **kw)
     if cfg.backend == "vectorized":
         try:
             from edgeweave.train.backends.vectorized import VectorizedBackend
