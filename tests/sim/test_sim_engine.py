@@ -43,7 +43,7 @@ def test_plan_json_replay_equals_the_planners_prediction_on_an_unloaded_fleet(
     sim = Simulation(load_scenario(tmp_path / "s.yaml"), arrivals=spaced(4))
     out = sim.run()
     assert (out.status == OK).all()
-    assert sim.pricing.planned(0, "rpi4", "ap").placement == plan.placement  # a replay
+    assert sim.pricing.initial(0, "rpi4", "ap").replay  # the Plan JSON itself
     assert {sim.pricing.works[w].mode for w in out.work} == {plan.mode}
     np.testing.assert_allclose((out.done - out.t) * 1000, plan.predicted["total_ms"],
                                rtol=1e-9)

@@ -29,8 +29,11 @@ from typing import Any
 import numpy as np
 import simpy
 
+from edgeweave.plan.edgent_dynamic import PROBE_BYTES
 from edgeweave.runtime.bandwidth import BandwidthEstimator
+from edgeweave.sim.cluster import ClusterState, Frame, FrameRun
 from edgeweave.sim.itinerary import (
+    CLUSTER,
     DEVICE,
     RELEASE,
     SERVER,
@@ -119,6 +122,7 @@ class Simulation:
         self._steps: dict[tuple[int, int, str | None],
                           tuple[tuple[Step, ...], tuple[Any, ...], int]] = {}
         self._estimators: dict[int, BandwidthEstimator] = {}
+        self._clusters: dict[int, ClusterState] = {}
         n_dev = len(self.devices)
         self.dev_free = [0.0] * n_dev
         self.dev_busy = [0.0] * n_dev  # seconds of inference compute per device
@@ -169,6 +173,44 @@ class Simulation:
     def estimate_mbps(self, device: int) -> float | None:
         est = self._estimators.get(device)
         return None if est is None else est.mbps
+
+    def ap_mbps(self, ap: int, now: float) -> float:
+        """The uplink rate of access point ``ap`` at ``now`` (its trace's, if it has one)."""
+        return self.world.access_points[ap].up.rate_at(now)
+
+    def probe(self, device: int, ap: int, now: float) -> None:
+        """A heartbeat of `PROBE_BYTES` on the device's uplink (a device that uploads nothing
+        still times its keep-alives, as the runtime's Edgent client does): its estimate
+        learns the cell's rate now."""
+        est = self._estimators.get(device)
+        if est is None:
+            est = self._estimators[device] = BandwidthEstimator()
+        est.observe(PROBE_BYTES, PROBE_BYTES * 8.0 / (self.ap_mbps(ap, now) * 1e6))
+
+    # ---- what a partition's frame needs (sim.cluster.ClusterHost) -----------------------
+
+    @property
+    def now(self) -> float:
+        return self.env.now
+
+    def call_at(self, t: float, fn: Callable[[Any], None], arg: Any) -> None:
+        ev = self.env.timeout(max(0.0, t - self.env.now), arg)
+        ev.callbacks.append(lambda e: fn(e.value))
+
+    def gateway_compute(self, dev: int, now: float, seconds: float) -> float:
+        return self._device_compute(dev, now, seconds)
+
+    def cluster_of(self, dev: int, frame: Frame) -> ClusterState:
+        got = self._clusters.get(dev)
+        if got is None:
+            from edgeweave.topology import Link
+
+            medium = Link.model_validate({"from": "gateway", "to": "medium",
+                                          "mbps": frame.medium_mbps,
+                                          "rtt_ms": frame.medium_rtt_ms})
+            got = self._clusters[dev] = ClusterState(LinkQueue(medium, f"cluster {dev}"),
+                                                     len(frame.helpers))
+        return got
 
     def occupy_device(self, device: int, seconds: float) -> None:
         """Hold the device's processor for ``seconds`` from now (a re-deploy after a plan
@@ -294,9 +336,12 @@ class Simulation:
                 obj.release(now)
                 job.holding = None
                 continue
+            if kind == CLUSTER:
+                FrameRun(self, job.dev, obj, _Framed(self, job, now)).start(now)
+                return
             if kind == DEVICE:
                 end = self._device_compute(job.dev, now, amount)
-                self._dev_s[job.i] = end - now
+                self._dev_s[job.i] += end - now
             else:
                 sent = obj.send(now, amount, job.dev)
                 if sent is None:
@@ -317,6 +362,14 @@ class Simulation:
 
     def _resume(self, ev: Any) -> None:
         self._advance(ev._value)
+
+    def framed(self, job: Job, start: float, end: float) -> None:
+        """A partition's frame is over: its time counts as the device's (the cluster's)."""
+        self._dev_s[job.i] += end - start
+        if job.k == len(job.steps):
+            self._end(job, end, OK)
+        else:
+            self._advance(job)
 
     def _server_done(self, job: Job, now: float) -> None:
         job.srv += now
@@ -379,3 +432,15 @@ class Simulation:
         ok = np.flatnonzero(out.status == OK)
         late = (out.done[ok] - out.t[ok]) > deadline[self.devices.app[out.device[ok]]] + 1e-12
         out.status[ok[late]] = DEADLINE
+
+
+class _Framed:
+    """What a request's frame calls when its cluster part is over."""
+
+    __slots__ = ("job", "sim", "start")
+
+    def __init__(self, sim: Simulation, job: Job, start: float) -> None:
+        self.sim, self.job, self.start = sim, job, start
+
+    def __call__(self, end: float) -> None:
+        self.sim.framed(self.job, self.start, end)

@@ -38,7 +38,7 @@ from pydantic import (
 )
 
 from edgeweave.errors import EdgeWeaveError, SimError
-from edgeweave.plan import Plan, load_plan
+from edgeweave.sim.apps import AppPlan, load_app_plan, parse_app_plan, sources
 from edgeweave.topology import CATALOG, BandwidthTrace, Fleet, HardwareProfile, load_fleet
 from edgeweave.topology.error_paths import field_path
 from edgeweave.topology.trace import load_trace
@@ -147,13 +147,16 @@ class Population(_Strict):
 
 
 class Application(_Strict):
-    """Requests of one model (its Plan JSON, `edgeweave plan --json`) from devices that
-    alternate active and idle periods (exponential, means ``active_s`` and ``idle_s``) and
-    send a request every ``interval_s`` on average (Poisson) while active (EdgeCloudSim's
-    application model). ``input_bytes`` overrides what the input weighs on the wire."""
+    """Requests of one model from devices that alternate active and idle periods
+    (exponential, means ``active_s`` and ``idle_s``) and send a request every ``interval_s``
+    on average (Poisson) while active (EdgeCloudSim's application model). ``plan`` is what
+    the planner wrote for it: a Plan JSON (`edgeweave plan --json`, a multi-device partition
+    included), an Edgent record (`edgeweave edgent --json`) or a model selection record
+    (`edgeweave select --json`); see `sim.apps`. ``input_bytes`` overrides what the input
+    weighs on the wire."""
 
     name: str = Field(min_length=1)
-    plan: Plan
+    plan: AppPlan
     active_s: float = Field(40.0, gt=0)
     idle_s: float = Field(20.0, ge=0)
     interval_s: float = Field(5.0, gt=0)
@@ -163,12 +166,12 @@ class Application(_Strict):
     @field_validator("plan", mode="before")
     @classmethod
     def _load(cls, value: Any, info: ValidationInfo) -> Any:
-        if isinstance(value, str | Path):
-            try:
-                return load_plan(_resolve(value, info))
-            except EdgeWeaveError as e:
-                raise ValueError(str(e)) from None
-        return value
+        try:
+            if isinstance(value, str | Path):
+                return load_app_plan(_resolve(value, info))
+            return parse_app_plan(value)
+        except EdgeWeaveError as e:
+            raise ValueError(str(e)) from None
 
 
 class ServerSpec(_Strict):
@@ -388,8 +391,10 @@ def _reference_problem(scn: Scenario) -> str | None:
         return (f"policy.name: unknown policy {scn.policy.name!r} "
                 f"(known: {', '.join(list_policies())})")
     for i, app in enumerate(scn.applications):
-        if app.plan.tiers[0] != "device":
-            return f"applications[{i}].plan: the plan's first tier must be 'device'"
+        for src in sources(app.plan):
+            if src.plan.tiers[0] != "device":
+                role = "" if src.role == "plan" else f" ({src.role})"
+                return f"applications[{i}].plan: the plan's first tier must be 'device'{role}"
     if scn.training is not None:
         return _training_problem(scn)
     return None
