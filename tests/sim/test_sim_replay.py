@@ -19,6 +19,7 @@ from edgeweave.plan.edgent_dynamic import bandwidth_states, build_config_map
 from edgeweave.profile import retarget
 from edgeweave.sim.engine import OK, Simulation
 from edgeweave.sim.scenario import load_scenario
+from edgeweave.sim.summary import summarize
 from edgeweave.topology import load_fleet
 
 FLEET = "pi4-wifi-edge-cloud"
@@ -110,6 +111,7 @@ def test_edgent_switches_exit_and_cut_on_a_bandwidth_drop_and_back(tmp_path, bra
                                rtol=1e-9)
     assert exits[-1] == 0.9 and works[-1].mode == "edge-only"  # back once probes see 25
     assert sim.policy.switches == 2
+    assert 0.8 < summarize(sim, out)["accuracy"] < 0.9  # what the drop cost in accuracy
 
 
 def test_a_static_edgent_record_replays_its_one_choice(tmp_path, branches):
