@@ -119,11 +119,11 @@ def test_unknown_tenant_and_depth_out_of_range_are_clear_errors(stem_workload, f
         build_forest(backbone, tenants, {**MIXED, "cat": 0})
     with pytest.raises(TenancyError, match=r"missing tenant\(s\) \['zero'\]"):
         build_forest(backbone, tenants, {"digit": 0, "odd": 2})
-    with pytest.raises(TenancyError, match="depth in 0..5"):
+    with pytest.raises(TenancyError, match=r"depth in 0\.\.5"):
         build_forest(backbone, tenants, {**MIXED, "odd": 6})
     with pytest.raises(TenancyError, match="not fine-tuned at depth 3"):
         build_forest(backbone, tenants, {**MIXED, "odd": 3})
-    with pytest.raises(TenancyError, match="depth in 0..5"):
+    with pytest.raises(TenancyError, match=r"depth in 0\.\.5"):
         fine_tune(backbone, "odd", -1, data)
     with pytest.raises(TenancyError, match="unknown tenant task 'colour'"):
         fine_tune(backbone, "colour", 2, data)

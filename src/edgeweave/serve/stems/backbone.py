@@ -25,6 +25,13 @@ STEM_BLOCKS = 5
 HIDDEN = (128, 64)
 
 
+def check_depth(depth: int, where: str) -> int:
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= STEM_BLOCKS:
+        raise TenancyError(f"{where}: expected a depth in 0..{STEM_BLOCKS} (blocks shared), "
+                           f"got {depth!r}")
+    return depth
+
+
 def check_geometry(side: int, width: int) -> None:
     """``side`` must survive two 2x2 poolings exactly; ``width`` is the first conv's channels."""
     if not isinstance(side, int) or side < 4 or side % 4:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from edgeweave.profile.measure import PROFILE_THREADS, torch_threads
 from edgeweave.serve.stems.backbone import STEM_BLOCKS
 from edgeweave.serve.stems.errors import TenancyError
 
@@ -57,6 +56,10 @@ def _median_ms(run: object, warmup: int, repeats: int) -> float:
 def ms_per_frame(module: nn.Module, frames: torch.Tensor, warmup: int = 2,
                  repeats: int = 7) -> float:
     """Median CPU milliseconds per frame of ``module`` on the batch ``frames``."""
+    # deferred: the profile package costs a node ~60 MB, and nodes import this package only to
+    # build a served stem (spec.py), never to time one
+    from edgeweave.profile.measure import PROFILE_THREADS, torch_threads
+
     module.eval()
     with torch_threads(PROFILE_THREADS), torch.inference_mode():
         return _median_ms(lambda: module(frames), warmup, repeats) / len(frames)

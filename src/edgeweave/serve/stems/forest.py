@@ -23,9 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from edgeweave.serve.stems.backbone import STEM_BLOCKS
+from edgeweave.serve.stems.backbone import STEM_BLOCKS, check_depth
 from edgeweave.serve.stems.errors import TenancyError
-from edgeweave.serve.stems.schedule import check_depth
 
 
 class StemForest(nn.Module):

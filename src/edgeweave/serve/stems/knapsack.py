@@ -38,12 +38,14 @@ def best_pick(groups: Sequence[Sequence[tuple[float, float]]], budget: float) ->
     for options in groups:
         if not options:
             return None
-        oc = np.array([c for c, _ in options], dtype=float)
-        ov = np.array([v for _, v in options], dtype=float)
-        cost = (cost[:, None] + oc[None, :]).ravel()
+        # the group's own dominated options can never be part of an optimum: drop them first
+        oc, ov, idx = _frontier(np.array([c for c, _ in options], dtype=float),
+                                np.array([v for _, v in options], dtype=float),
+                                np.arange(len(options))[:, None])
+        cost = (cost[:, None] + oc[None, :]).ravel()  # row-major: (frontier row, option)
         value = (value[:, None] + ov[None, :]).ravel()
-        rows = np.repeat(np.arange(len(chosen)), len(options))
-        cols = np.tile(np.arange(len(options)), len(chosen))
+        rows = np.repeat(np.arange(len(chosen)), len(oc))
+        cols = np.tile(idx[:, 0], len(chosen))
         chosen = np.concatenate([chosen[rows], cols[:, None]], axis=1)
         keep = cost <= limit
         if not keep.any():

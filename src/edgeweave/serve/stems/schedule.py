@@ -28,7 +28,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from edgeweave.serve.stems.backbone import STEM_BLOCKS
+from edgeweave.serve.stems.backbone import STEM_BLOCKS, check_depth
 from edgeweave.serve.stems.costs import StemCosts
 from edgeweave.serve.stems.errors import TenancyError
 from edgeweave.serve.stems.knapsack import best_pick
@@ -95,24 +95,22 @@ class Schedule:
         return asdict(self)
 
 
-def check_depth(depth: int, where: str) -> int:
-    if isinstance(depth, bool) or not isinstance(depth, int) or not 0 <= depth <= STEM_BLOCKS:
-        raise TenancyError(f"{where}: expected a depth in 0..{STEM_BLOCKS} (blocks shared), "
-                           f"got {depth!r}")
-    return depth
-
-
-def check_rates(rates: Sequence[float], native_fps: float) -> tuple[float, ...]:
-    """Candidate frame rates, highest first; each must divide the next higher one (and the
-    stream's own rate) a whole number of times, so sampled frames nest."""
+def check_rates(rates: Sequence[float], native_fps: float, nested: bool = True
+                ) -> tuple[float, ...]:
+    """Candidate frame rates, highest first, none above the stream's own. ``nested``: each must
+    divide the next higher one (and the stream's rate) a whole number of times, so that the
+    frames tenants sharing a stem sample nest (a slower tenant's frames are a subset of a
+    faster one's)."""
     native = check_positive(native_fps, "native_fps", "frames per second")
     if not rates:
         raise TenancyError("rates: expected at least one candidate frame rate")
     out = sorted({check_positive(r, "rates", "frames per second") for r in rates},
                  reverse=True)
-    for hi, lo in zip([native, *out], out, strict=False):
+    if out[0] > native * (1 + 1e-9):
+        raise TenancyError(f"rates: {out[0]:g} fps is above the stream's own {native:g} fps")
+    for hi, lo in zip([native, *out], out, strict=False) if nested else ():
         ratio = hi / lo
-        if lo > native or abs(ratio - round(ratio)) > 1e-6:
+        if abs(ratio - round(ratio)) > 1e-6:
             raise TenancyError(
                 f"rates: {lo:g} fps must divide {hi:g} fps a whole number of times (rates "
                 f"{', '.join(f'{r:g}' for r in out)} of a {native:g} fps stream), so that a "

@@ -21,11 +21,11 @@ from torch import nn
 
 from edgeweave.adapt.datasets import Split, digits
 from edgeweave.adapt.fit import accuracy, fit
-from edgeweave.serve.stems.backbone import STEM_BLOCKS, head, stem_backbone
+from edgeweave.serve.stems.backbone import STEM_BLOCKS, check_depth, head, stem_backbone
 from edgeweave.serve.stems.errors import TenancyError
 from edgeweave.serve.stems.forest import StemForest, tail_of
 from edgeweave.serve.stems.quality import DEFAULT_EVENT_S
-from edgeweave.serve.stems.schedule import Tenant, check_depth
+from edgeweave.serve.stems.schedule import Tenant
 
 #: Digits the source task (the backbone's pretraining) classifies.
 SOURCE_DIGITS = 5
