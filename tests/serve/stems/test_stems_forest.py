@@ -172,3 +172,15 @@ def test_spec_round_trip():
     forest, _ = forest_from_spec(spec)
     assert forest.depths == (3, 5, 0) and forest.classes == (10, 2, 2)
     assert forest(torch.zeros(2, 1, 16, 16)).shape == (2, 14)
+
+
+def test_a_nodes_registry_builds_the_forest_and_refuses_a_bad_specifier():
+    from edgeweave.runtime.models import BadModelRequest, TrustedModels
+
+    models = TrustedModels(())
+    spec = "digits-tenants:side=8,width=4,heads=10@0+2@2+2@5"
+    graph = models.graph(spec, (1, 1, 8, 8))
+    assert graph.spec == spec and graph.traced
+    assert any(name.startswith("digits-tenants:") for name in models.names)
+    with pytest.raises(BadModelRequest, match="head depth must be an integer in 0..5"):
+        models.graph("digits-tenants:side=8,width=4,heads=10@6", (1, 1, 8, 8))
