@@ -182,5 +182,5 @@ def test_a_nodes_registry_builds_the_forest_and_refuses_a_bad_specifier():
     graph = models.graph(spec, (1, 1, 8, 8))
     assert graph.spec == spec and graph.traced
     assert any(name.startswith("digits-tenants:") for name in models.names)
-    with pytest.raises(BadModelRequest, match="head depth must be an integer in 0..5"):
+    with pytest.raises(BadModelRequest, match=r"head depth must be an integer in 0\.\.5"):
         models.graph("digits-tenants:side=8,width=4,heads=10@6", (1, 1, 8, 8))
