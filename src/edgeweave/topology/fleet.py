@@ -305,9 +305,9 @@ class Fleet(BaseModel):
         """The device -> edge -> cloud chain a co-inference plan runs on.
 
         Defaults: the first device in file order; its edge (:meth:`edge_of`: the one it names,
-        else the one linked to it with the highest mbps; none if no edge is linked); the cloud linked to that edge (or to the device when there
-        is no edge) with the highest mbps. Named nodes must exist, be on the right tier and be
-        directly linked to the previous hop.
+        else the one linked to it with the highest mbps; none if no edge is linked); the cloud
+        linked to that edge (or to the device when there is no edge) with the highest mbps.
+        Named nodes must exist, be on the right tier and be directly linked to the previous hop.
         """
         dev = self._named(device, "device") if device is not None else self.nodes_in("device")[0]
         if edge is not None:

@@ -42,6 +42,7 @@ class EdgeResult:
     dev_up: int = 0  # bytes devices -> edge
     updates: int = 0  # device updates aggregated
     selected: int = 0  # device tasks sent
+    dropped: int = 0  # device tasks that brought no update back
     failed: dict[int, str] = field(default_factory=dict)  # device -> why its last round failed
     clipped: list[int] = field(default_factory=list)
 
@@ -91,6 +92,7 @@ class EdgeRounds:
             res.selected += len(ids)
             upd = devices.fit(t, sent, ids, fit)
             res.failed.update(upd.metrics.get("failed", {}))
+            res.dropped += len(ids) - len(upd)
             if len(upd) == 0:
                 continue
             info = {c.client_id: c for c in clients}

@@ -12,8 +12,9 @@ and weights, each about one forward; Kaplan et al. 2020 use the same 2x-backward
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,7 +22,8 @@ from torch import nn
 
 from edgeweave.errors import EdgeWeaveError
 from edgeweave.topology import Fleet, Link, Node
-from edgeweave.train.types import ClientInfo, TrainError
+from edgeweave.train.backends.base import Backend
+from edgeweave.train.types import ClientInfo, FitConfig, Params, TrainError, Updates
 
 #: forward + backward (activation grads + weight grads) ~ 3 forward passes
 TRAIN_FLOPS_PER_FORWARD = 3.0
@@ -147,3 +149,35 @@ def fleet_clients(fleet: Fleet, num_examples: Sequence[int], model: nn.Module,
         names.append(dev.name)
         servers.append(server.name)
     return FleetClients(infos, names, servers, flops, nbytes)
+
+
+class FleetSpeeds(Backend):
+    """``inner``'s clients with the fleet's speeds, for backends whose clients report only their
+    sample count (real devices over gRPC): client i takes ``speeds[i] = (seconds per example
+    and epoch, seconds per upload)`` times its registered examples, so FedCS and the deadline
+    logic see the fleet's hardware and links. Everything else is ``inner``'s."""
+
+    def __init__(self, inner: Backend, speeds: Mapping[int, tuple[float, float]]) -> None:
+        self.inner, self.speeds = inner, dict(speeds)
+        self.name = inner.name
+
+    def available_clients(self) -> list[ClientInfo]:
+        out = []
+        for c in self.inner.available_clients():
+            per_example, upload = self.speeds.get(c.client_id, (0.0, 0.0))
+            out.append(replace(c, compute_s_per_epoch=per_example * c.num_examples,
+                               upload_s=upload))
+        return out
+
+    def fit(self, round_num: int, global_params: Params, client_ids: list[int],
+            config: FitConfig) -> Updates:
+        return self.inner.fit(round_num, global_params, client_ids, config)
+
+    def state(self) -> dict[str, Any]:
+        return self.inner.state()
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.inner.load_state(state)
+
+    def close(self) -> None:
+        self.inner.close()
