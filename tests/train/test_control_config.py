@@ -113,6 +113,12 @@ def test_fl_server_and_fl_edge_flags_build_the_same_experiment(tmp_path):
 
     write_token(tok)
     console = Console(file=io.StringIO())
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("backend: grpc\nfedcs: {deadline_s: 1}\nspeeds: {upload_s: [0, 1]}\n")
+    with pytest.raises(EdgeWeaveError, match="fedcs: fl-server reads the devices' speeds from "
+                                             "`fleet`"):
+        fl_cmds.fl_server(console, config=exp, listen="127.0.0.1:0", token_file=tok,
+                          test_data=None, min_clients=None, round_timeout=5, wait_clients=1)
     with pytest.raises(EdgeWeaveError, match="--edge 'edge-c': not an edge with devices in "
                                              "fleet 'two-edges' \\(edges: edge-a, edge-b\\)"):
         fl_cmds.fl_edge(console, config=None, edge="edge-c", cloud="127.0.0.1:1",

@@ -105,6 +105,10 @@ def fl_server(console: Console, *, config: Path | None, listen: str, token_file:
 
     token = load_token(token_file)
     cfg = _experiment(config, flags)
+    if cfg.fedcs is not None and cfg.fleet is None:
+        raise EdgeWeaveError(f"{config or 'fl-server options'}: fedcs: fl-server reads the "
+                             "devices' speeds from `fleet` (--fleet); `speeds` only simulates "
+                             "them")
     # the run folder is locked before the port is taken: a second server on the same out_dir
     # stops here, naming the folder and the pid that holds it
     with hold_out_dir(cfg, "--out" if config is None else f"{config}: out_dir"):

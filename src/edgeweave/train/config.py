@@ -203,9 +203,9 @@ def _check_names(cfg: ExperimentConfig, source: str) -> None:
 
     checks = [("strategy", lambda: build_strategy(cfg)), ("model", lambda: build_model(cfg.model))]
     if cfg.fleet is not None:  # the file loads, and in a hierarchy every device has an edge
-        from edgeweave.train.control.from_config import experiment_fleet, hierarchy_groups
+        from edgeweave.train.control.from_config import hierarchy_groups
 
-        checks.append(("fleet", lambda: experiment_fleet(cfg) and hierarchy_groups(cfg)))
+        checks.append(("fleet", lambda: hierarchy_groups(cfg)))
     for fld in ("up_codec", "down_codec"):
         spec = getattr(cfg, fld)
         if spec is not None:

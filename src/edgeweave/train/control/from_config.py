@@ -62,7 +62,8 @@ def experiment_fleet(cfg: ExperimentConfig) -> Fleet | None:
 
 
 def hierarchy_groups(cfg: ExperimentConfig) -> dict[str, list[int]]:
-    """Edge name -> the client ids under it (edges in fleet order); {} without a hierarchy."""
+    """Edge name -> the client ids under it (edges in fleet order); {} without a hierarchy.
+    Loads the fleet either way, so a bad fleet file fails here."""
     fleet = experiment_fleet(cfg)
     if cfg.hierarchy is None or fleet is None or cfg.fleet is None:
         return {}
