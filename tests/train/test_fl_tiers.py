@@ -1,27 +1,32 @@
-"""Hierarchical FL over the real wire, in one process (threads, loopback gRPC): the cloud's server
-loop, two edge aggregators and four devices give the in-process simulation's model; an edge takes
-only its fleet's devices and keeps its own resumable state. The real-process version (killed and
-restarted edges) is test_fl_edge_processes.py."""
+"""Hierarchical FL over the real wire, in one process (threads, loopback gRPC): `fl-server`, two
+`fl-edge` and four devices give the in-process simulation's model; an edge takes only its fleet's
+devices and keeps its own resumable state. The real-process version (killed and restarted edges)
+is test_fl_edge_processes.py."""
 
 from __future__ import annotations
 
+import io
+import socket
 import threading
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import yaml
+from rich.console import Console
 
+from edgeweave.cli import fl_cmds
 from edgeweave.train import checkpoint as ckpt
 from edgeweave.train.backends.grpc_backend import GrpcBackend
 from edgeweave.train.backends.sequential import SequentialBackend
 from edgeweave.train.config import parse_config
 from edgeweave.train.control import from_config as control
 from edgeweave.train.edge import EdgeAggregator
-from edgeweave.train.experiment import build_task, run, server_config
+from edgeweave.train.experiment import build_task, run
 from edgeweave.train.grpc_client import FLClient
-from edgeweave.train.models import build_model
-from edgeweave.train.server import Server
-from edgeweave.train.task import Task
 from edgeweave.train.types import TrainError
+from edgeweave.train.wire.auth import write_token
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -33,66 +38,76 @@ RAW = {"model": "mlp:64,64,10", "seed": 3, "rounds": 3,
        "fleet": "two-edges", "hierarchy": {"edge_rounds": 2}}
 
 
-def _tiers(cfg, task, out=None):
-    """The cloud's server loop over gRPC, two EdgeAggregators and their devices in threads."""
-    groups = control.hierarchy_groups(cfg)
-    cloud = GrpcBackend("127.0.0.1:0", TOKEN, len(groups), 60, model_spec=cfg.model,
-                        allowed_clients=range(len(groups)), wait_clients_s=60, heartbeat_s=0.5)
-    threads, edges = [], []
-    for e in control.edges_for(cfg):
-        dev = GrpcBackend("127.0.0.1:0", TOKEN, len(e.members), 60, model_spec=cfg.model,
-                          allowed_clients=e.members, wait_clients_s=60, heartbeat_s=0.5)
-        agg = EdgeAggregator(e, dev, cfg.model, out_dir=None if out is None else out / e.name)
-        edges.append((agg, dev))
-
-        def serve(agg=agg, dev=dev):
-            agg.serve(cloud.address, TOKEN)
-            dev.close()
-
-        threads.append(threading.Thread(target=serve, daemon=True))
-        for m in e.members:
-            device = FLClient(dev.address, TOKEN, m, task.data.client(m))
-            threads.append(threading.Thread(target=device.run, daemon=True))
-    for t in threads:
-        t.start()
-    server_task = Task(lambda: build_model(cfg.model), None, task.test_x, task.test_y,
-                       name="grpc", init_seed=cfg.seed)
-    server = Server(server_task, control.cloud_strategy(cfg), cloud,
-                    control.cloud_server_config(cfg, server_config(cfg)))
-    try:
-        records = server.run()
-    finally:
-        cloud.close()
-        for t in threads:
-            t.join(20)
-    return server, records, edges
-
-
 @pytest.fixture(scope="module")
 def setup():
     cfg = parse_config(RAW)
     return cfg, build_task(cfg)
 
 
-def test_cloud_edges_and_devices_over_grpc_give_the_simulated_model(setup, tmp_path):
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tiers(root: Path, task) -> None:
+    """`fl-server`, two `fl-edge` (their command functions) and four devices, in threads, on
+    RAW as an experiment file (the shape of examples/fl/digits-hier-grpc.yaml)."""
+    (root / "exp.yaml").write_text(yaml.safe_dump(
+        RAW | {"backend": "grpc", "out_dir": str(root / "run")}))
+    token = write_token(root / "tok")
+    np.savez(root / "test.npz", x=task.test_x.numpy(), y=task.test_y.numpy())
+    cloud, ports = f"127.0.0.1:{_free_port()}", {"edge-a": _free_port(), "edge-b": _free_port()}
+    common = {"config": root / "exp.yaml", "token_file": root / "tok", "min_clients": None,
+              "round_timeout": 60, "wait_clients": 60}
+    quiet = Console(file=io.StringIO())
+    errors: list[BaseException] = []
+
+    def guarded(command, **kw) -> threading.Thread:
+        def go() -> None:
+            try:
+                command(quiet, **kw)
+            except BaseException as e:  # the test thread reports it
+                errors.append(e)
+        return threading.Thread(target=go, daemon=True)
+
+    threads = [guarded(fl_cmds.fl_server, listen=cloud, test_data=root / "test.npz", **common)]
+    threads += [guarded(fl_cmds.fl_edge, edge=name, cloud=cloud, listen=f"127.0.0.1:{port}",
+                        cloud_token_file=None, retry_max=0.5, **common)
+                for name, port in ports.items()]
+    for cid, name in enumerate(["edge-a", "edge-a", "edge-b", "edge-b"]):
+        device = FLClient(f"127.0.0.1:{ports[name]}", token, cid, task.data.client(cid),
+                          retry_max_s=0.5)
+        threads.append(threading.Thread(target=device.run, daemon=True))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    assert not errors, errors
+    assert not any(t.is_alive() for t in threads)  # SHUTDOWN reached every tier
+
+
+def test_fl_server_fl_edge_and_devices_give_the_simulated_model(setup, tmp_path):
     cfg, task = setup
-    sim_records = []
-    sim = run(cfg.model_copy(update={"out_dir": tmp_path / "sim", "plot": False}),
-              sim_records.append)
-    server, records, edges = _tiers(cfg, task, tmp_path / "edges")
+    sim = run(cfg.model_copy(update={"out_dir": tmp_path / "sim", "plot": False}))
+    _tiers(tmp_path, task)
     sim_state = ckpt.load_checkpoint(tmp_path / "sim" / ckpt.CHECKPOINT)
+    real_state = ckpt.load_checkpoint(tmp_path / "run" / ckpt.CHECKPOINT)
+    assert real_state["round"] == 3
     for k, v in sim_state["params"].items():
-        assert torch.allclose(server.params[k], v, atol=1e-6), k
-    assert [r.test_acc for r in records] == pytest.approx([r.test_acc for r in sim])
+        assert torch.allclose(real_state["params"][k], v, atol=1e-6), k
+    records = ckpt.read_metrics(tmp_path / "run" / ckpt.METRICS)
+    assert [r["test_acc"] for r in records] == pytest.approx([r.test_acc for r in sim])
     # the WAN bytes are the simulation's, to the byte; so are the device tier's, per edge
-    assert [(r.clients, r.bytes_up, r.bytes_down) for r in records] == \
+    assert [(r["clients"], r["bytes_up"], r["bytes_down"]) for r in records] == \
         [(r.clients, r.bytes_up, r.bytes_down) for r in sim]
-    assert [r.clients for r in records] == [2, 2, 2]  # both edges, every cloud round
-    lines = [d for agg, _ in edges for d in ckpt.read_metrics(agg.out_dir / ckpt.METRICS)]
+    assert [r["clients"] for r in records] == [2, 2, 2]  # both edges, every cloud round
+    lines = [d for e in ("edge-a", "edge-b")
+             for d in ckpt.read_metrics(tmp_path / "run" / f"edge-{e}" / ckpt.METRICS)]
     assert len(lines) == 2 * 3  # one per edge and cloud round
     assert sum(d["bytes_up"] for d in lines) == sum(r.extra["device_edge_up"] for r in sim)
     assert sum(d["clients"] for d in lines) == sum(r.extra["device_updates"] for r in sim)
-    assert records[-1].test_acc > 0.5  # it learns (chance is 0.1)
+    assert records[-1]["test_acc"] > 0.5  # it learns (chance is 0.1)
 
 
 def test_an_edge_takes_only_the_devices_its_fleet_puts_under_it(setup):
