@@ -100,16 +100,14 @@ def cloud_strategy(cfg: ExperimentConfig) -> Strategy:
     return FedAvg(fraction=1.0, min_clients=1, fit=cfg.fit.to_fit_config(cfg.seed))
 
 
-def edges_for(cfg: ExperimentConfig, edge_strategy: Strategy | None = None) -> list[EdgeRounds]:
-    """One :class:`EdgeRounds` per edge of the hierarchy, each with its own strategy."""
+def edges_for(cfg: ExperimentConfig) -> list[EdgeRounds]:
+    """One :class:`EdgeRounds` per edge of the hierarchy, each with a strategy of its own."""
     from edgeweave.train.config import build_strategy
 
     assert cfg.hierarchy is not None
-    groups = hierarchy_groups(cfg)
-    return [EdgeRounds(name, i, ids, build_strategy(cfg) if edge_strategy is None
-                       else edge_strategy, cfg.hierarchy.edge_rounds, cfg.seed, cfg.codec,
-                       cfg.max_client_examples)
-            for i, (name, ids) in enumerate(groups.items())]
+    return [EdgeRounds(name, i, ids, build_strategy(cfg), cfg.hierarchy.edge_rounds, cfg.seed,
+                       cfg.codec, cfg.max_client_examples)
+            for i, (name, ids) in enumerate(hierarchy_groups(cfg).items())]
 
 
 def hierarchy_identity(edges: list[EdgeRounds]) -> str:
