@@ -56,7 +56,9 @@ def build_backend(cfg: ExperimentConfig, task: Task) -> Backend:
 
 def _plain_backend(cfg: ExperimentConfig, task: Task) -> Backend:
     assert task.data is not None
-    speeds = client_speeds(cfg, task.data.num_clients)
+    from edgeweave.train.control.from_config import fleet_speeds
+
+    speeds = client_speeds(cfg, task.data.num_clients) or fleet_speeds(cfg, task)
     kw: dict[str, Any] = {"drop_prob": cfg.dropout, "seed": cfg.seed}
     if speeds is not None:
         kw.update(compute_s_per_epoch=speeds[0], upload_s=speeds[1])
@@ -153,4 +155,9 @@ def _run_locked(cfg: ExperimentConfig, source: str,
     with build_backend(cfg, task) as backend:
         if cfg.out_dir is not None:
             record_run(cfg, backend.name)
-        return Server(task, strategy, backend, server_config(cfg)).run(progress)
+        scfg = server_config(cfg)
+        if cfg.hierarchy is not None:  # the cloud's clients are the edges over these devices
+            from edgeweave.train.control.from_config import simulated_hierarchy
+
+            backend, strategy, scfg = simulated_hierarchy(cfg, task, backend, scfg)
+        return Server(task, strategy, backend, scfg).run(progress)
