@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import simpy
 
 from edgeweave.plan.edgent_dynamic import PROBE_BYTES
 from edgeweave.runtime.bandwidth import BandwidthEstimator
@@ -104,6 +103,7 @@ class Simulation:
             self.requests = Requests(np.zeros(0), np.zeros(0, dtype=np.int32))
         self.world: World = build_world(scn, self._server_done)
         self.env = self.world.env
+        self._call_at = self.env.call_at
         self.pricing = Pricing(scn)
         self.rng = rng_for(scn, STREAM_POLICY)
         name = policy or scn.policy.name
@@ -194,8 +194,7 @@ class Simulation:
         return self.env.now
 
     def call_at(self, t: float, fn: Callable[[Any], None], arg: Any) -> None:
-        ev = self.env.timeout(max(0.0, t - self.env.now), arg)
-        ev.callbacks.append(lambda e: fn(e.value))
+        self.env.call_at(t, fn, arg)
 
     def gateway_compute(self, dev: int, now: float, seconds: float) -> float:
         return self._device_compute(dev, now, seconds)
@@ -271,26 +270,20 @@ class Simulation:
             self._schedule_arrival()
 
     def _schedule_arrival(self) -> None:
-        env = self.env
-        ev = simpy.Event(env)
-        ev._ok = True
-        ev._value = None
-        ev.callbacks.append(self._arrive)
-        env.schedule(ev, delay=max(0.0, self._times[self._next] - env.now))
+        self._call_at(self._times[self._next], self._arrive, None)
 
-    def _arrive(self, _ev: Any) -> None:
-        now = self.env.now
+    def _arrive(self, _: Any) -> None:
+        now = self.env._now
         times, devs, n = self._times, self._devs, len(self._times)
         i = self._next
         while i < n and times[i] <= now:
-            self._issue(i, devs[i])
+            self._issue(i, devs[i], now)
             i += 1
         self._next = i
         if i < n:
-            self._schedule_arrival()
+            self._call_at(times[i], self._arrive, None)
 
-    def _issue(self, i: int, dev: int) -> None:
-        now = self.env.now
+    def _issue(self, i: int, dev: int, now: float) -> None:
         ap = self._ap_list[i]
         choice = self.policy.decide(dev, ap, now)
         if choice is None:
@@ -319,7 +312,7 @@ class Simulation:
         self._advance(Job(i, dev, steps, now))
 
     def _advance(self, job: Job) -> None:
-        now = self.env.now
+        now = self.env._now  # the hot path: simpy's `now` is a property
         steps = job.steps
         last = len(steps)
         while job.k < last:
@@ -355,13 +348,9 @@ class Simulation:
                 self._end(job, end, OK)
                 return
             if end > now:
-                ev = self.env.timeout(end - now, job)
-                ev.callbacks.append(self._resume)
+                self._call_at(end, self._advance, job)
                 return
         self._end(job, now, OK)
-
-    def _resume(self, ev: Any) -> None:
-        self._advance(ev._value)
 
     def framed(self, job: Job, start: float, end: float) -> None:
         """A partition's frame is over: its time counts as the device's (the cluster's)."""

@@ -33,6 +33,8 @@ from typing import Any
 
 import simpy
 
+from edgeweave.sim.clock import caller
+
 #: work (ms) below which a finish is treated as reached, against float drift in the virtual clock
 _EPS_MS = 1e-9
 
@@ -70,6 +72,7 @@ class PSServer:
         self.refused = 0
         self.load_factor = 1.0
         self.incoming = 0  # requests routed here and still on their way (the engine counts)
+        self._call_at = caller(env)
 
     # ---- state --------------------------------------------------------------------------
 
@@ -82,15 +85,16 @@ class PSServer:
         knows where it sent requests compares (a least-loaded choice)."""
         return (self.in_system + self.incoming) / self.cores
 
-    def _rate(self) -> float:
-        n = len(self.running)
-        return 1.0 if n <= self.cores else self.cores / n
-
     def _advance(self, now: float) -> None:
-        if self.running and now > self.t:
-            rate = self._rate()
-            self.v += (now - self.t) * 1000.0 * rate * self.speed
-            self.busy_integral += (now - self.t) * rate * len(self.running)
+        n = len(self.running)
+        if n and now > self.t:
+            dt = now - self.t
+            if n <= self.cores:  # every running request at full speed
+                self.v += dt * 1000.0 * self.speed
+                self.busy_integral += dt * n
+            else:  # the cores shared among n
+                self.v += dt * 1000.0 * self.cores / n * self.speed
+                self.busy_integral += dt * self.cores
         self.t = now
 
     # ---- arrivals and completions -------------------------------------------------------
@@ -127,19 +131,22 @@ class PSServer:
         heapq.heappush(self.running, (self.v + work_ms, self._seq, now, work_ms, hold, job))
 
     def _reschedule(self, now: float) -> None:
-        if not self.running:
+        running = self.running
+        if not running:
             self._pending = math.inf
             return
-        at = now + max(0.0, self.running[0][0] - self.v) / (1000.0 * self._rate() * self.speed)
-        if abs(at - self._pending) <= 1e-12 * max(1.0, at):
+        n = len(running)
+        rate = 1.0 if n <= self.cores else self.cores / n
+        left = running[0][0] - self.v
+        at = now + left / (1000.0 * rate * self.speed) if left > 0 else now
+        if abs(at - self._pending) <= 1e-12 * (at if at > 1.0 else 1.0):
             return
         self._pending = at
         self._gen += 1
-        ev = self.env.timeout(at - now, self._gen)
-        ev.callbacks.append(self._fire)
+        self._call_at(at, self._fire, self._gen)
 
-    def _fire(self, ev: simpy.Event) -> None:
-        if ev.value != self._gen:
+    def _fire(self, gen: int) -> None:
+        if gen != self._gen:
             return  # superseded by a later reschedule
         now = self.env.now
         self._advance(now)
@@ -185,6 +192,7 @@ class BatchServer:
         self.load_factor = 1.0
         self.batches = 0
         self.incoming = 0
+        self._call_at = caller(env)
 
     @property
     def in_system(self) -> int:
@@ -221,25 +229,22 @@ class BatchServer:
             self.running_jobs += b
             self.batches += 1
             self.busy_integral += seconds
-            ev = self.env.timeout(seconds, batch)
-            ev.callbacks.append(self._finish)
+            self._call_at(now + seconds, self._finish, batch)
 
     def _arm(self, at: float, now: float) -> None:
         if at >= self._timer_at > now:
             return
         self._timer_at = at
-        ev = self.env.timeout(at - now)
-        ev.callbacks.append(self._timer)
+        self._call_at(at, self._timer, None)
 
-    def _timer(self, ev: simpy.Event) -> None:
+    def _timer(self, _: Any) -> None:
         now = self.env.now
         if now >= self._timer_at:
             self._timer_at = math.inf
         self._try_start(now)
 
-    def _finish(self, ev: simpy.Event) -> None:
+    def _finish(self, batch: list[tuple[float, float, Any]]) -> None:
         now = self.env.now
-        batch: list[tuple[float, float, Any]] = ev.value or []
         self.busy -= 1
         self.running_jobs -= len(batch)
         for t_in, work, job in batch:

@@ -14,23 +14,13 @@ from dataclasses import dataclass, field
 import simpy
 
 from edgeweave.runtime.server import NodeConfig
+from edgeweave.sim.clock import Clock
 from edgeweave.sim.links import LinkQueue
 from edgeweave.sim.scenario import AccessPoint, Scenario, ServerSpec
 from edgeweave.sim.servers import BatchServer, PSServer
 from edgeweave.topology import Fleet, Link, Node
 
 Server = PSServer | BatchServer
-
-
-class CountingEnvironment(simpy.Environment):
-    """A simpy environment that can say how many events it has scheduled (for events/s)."""
-
-    @property
-    def scheduled(self) -> int:
-        # simpy numbers every scheduled event from one counter (`_eid`); reading it is free,
-        # where counting in an overridden `schedule` costs a Python call per event
-        text = repr(self._eid)  # "count(N)"
-        return int(text[text.index("(") + 1:-1])
 
 
 @dataclass
@@ -47,7 +37,7 @@ class AccessPointQueues:
 
 @dataclass
 class World:
-    env: CountingEnvironment
+    env: Clock
     access_points: list[AccessPointQueues]
     servers: dict[str, Server]
     wan: dict[str, tuple[str, LinkQueue, LinkQueue]]  # edge -> (cloud, up, down)
@@ -97,7 +87,7 @@ def _radio(ap: AccessPoint, down: bool) -> Link:
 
 
 def build_world(scn: Scenario, on_done) -> World:  # type: ignore[no-untyped-def]
-    env = CountingEnvironment()
+    env = Clock()
     buffer = None if scn.link_buffer_ms is None else scn.link_buffer_ms / 1000.0
     aps = [AccessPointQueues(ap, i,
                              LinkQueue(_radio(ap, False), f"{ap.name} up", buffer, not ap.shared),
