@@ -27,7 +27,8 @@ class Clock(simpy.Environment):
     def call_at(self, t: float, fn: Callable[[Any], None], arg: Any) -> None:
         """Call ``fn(arg)`` at time ``t`` (now, if ``t`` is in the past)."""
         now = self._now
-        heappush(self._queue, (t if t > now else now, NORMAL, next(self._eid), (fn, arg)))
+        queue: list[Any] = self._queue  # simpy types it for Events; it holds our tuples too
+        heappush(queue, (t if t > now else now, NORMAL, next(self._eid), (fn, arg)))
 
     def step(self) -> None:
         try:

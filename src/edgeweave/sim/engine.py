@@ -22,6 +22,7 @@ marked with array operations over all requests.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,7 @@ from edgeweave.sim.itinerary import (
     itinerary,
     shared_end,
 )
+from edgeweave.sim.jitter import jitter
 from edgeweave.sim.links import LinkQueue
 from edgeweave.sim.policies import Policy, make_policy
 from edgeweave.sim.pricing import Pricing
@@ -50,6 +52,7 @@ from edgeweave.sim.scenario import Scenario
 from edgeweave.sim.servers import BatchServer, PSServer
 from edgeweave.sim.workload import (
     STREAM_POLICY,
+    STREAM_SERVICE,
     Devices,
     Requests,
     assign_devices,
@@ -116,6 +119,15 @@ class Simulation:
         self._kinds = self.devices.kinds
         self._hw = self.devices.hardware.tolist()
         self._app = self.devices.app.tolist()
+        # per application, how many requests a device may have under way (0: no limit); per
+        # device, how many it has and the ones waiting for them (`Application.in_flight`)
+        self._limit = [a.in_flight or 0 for a in scn.applications]
+        # per device, how its compute varies (its population's `compute_cv`; None: fixed)
+        jitters = [jitter(p.compute_cv, rng_for(scn, STREAM_SERVICE, k))
+                   for k, p in enumerate(scn.populations)]
+        self._jitter = [jitters[k] for k in self.devices.population.tolist()]
+        self._under_way = [0] * len(self.devices)
+        self._held: dict[int, deque[int]] = {}
         self._place_ap = np.array([-1 if p.access_point is None else
                                    [a.name for a in scn.access_points].index(p.access_point)
                                    for p in scn.places], dtype=np.int32)
@@ -276,8 +288,20 @@ class Simulation:
         now = self.env._now
         times, devs, n = self._times, self._devs, len(self._times)
         i = self._next
+        limit, under_way, app = self._limit, self._under_way, self._app
         while i < n and times[i] <= now:
-            self._issue(i, devs[i], now)
+            dev = devs[i]
+            lim = limit[app[dev]]
+            if not lim:
+                self._issue(i, dev, now)
+            elif under_way[dev] < lim:
+                under_way[dev] += 1
+                self._issue(i, dev, now)
+            else:  # the device is still busy with its earlier requests: this one waits
+                held = self._held.get(dev)
+                if held is None:
+                    held = self._held[dev] = deque()
+                held.append(i)
             i += 1
         self._next = i
         if i < n:
@@ -289,12 +313,14 @@ class Simulation:
         if choice is None:
             self._status[i] = NETWORK
             self._done[i] = now
+            self._free_device(dev, now)
             return
         work, edge = choice
         self._work[i] = work.id
         if work.up_hops and ap < 0:
             self._status[i] = NETWORK
             self._done[i] = now
+            self._free_device(dev, now)
             return
         key = (work.id, ap, edge)
         route = self._steps.get(key)
@@ -380,6 +406,27 @@ class Simulation:
         self._status[i] = status
         self._net[i] = job.net
         self._srv[i] = job.srv
+        self._free_device(job.dev, t)
+
+    def _free_device(self, dev: int, t: float) -> None:
+        """A request of ``dev`` has ended at ``t``: its next waiting one (if any) goes out
+        then, otherwise the device has one fewer under way."""
+        if not self._limit[self._app[dev]]:
+            return
+        held = self._held.get(dev)
+        if held:
+            self._call_at(t, self._release_held, (held.popleft(), dev))
+        else:
+            self._under_way[dev] -= 1
+
+    def _release_held(self, got: tuple[int, int]) -> None:
+        """A request that waited for its device goes out now, from where the device is now."""
+        i, dev = got
+        now = self.env._now
+        ap = self.ap_of(dev, now)
+        self._ap_list[i] = ap
+        self.out.ap[i] = ap
+        self._issue(i, dev, now)
 
     def _observe(self, dev: int, link: LinkQueue, nbytes: float, seconds: float) -> None:
         """The device's bandwidth estimate learns from its own uplink transfer, as the
@@ -395,6 +442,9 @@ class Simulation:
         start = self.dev_free[dev]
         if start < now:
             start = now
+        jit = self._jitter[dev]
+        if jit is not None:
+            work_s *= jit()
         end = start + work_s
         training = self.dev_training.get(dev)
         if training is not None and training[1] > start and training[0] < end:

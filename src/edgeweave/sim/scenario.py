@@ -132,13 +132,16 @@ def mix_weights(mix: Mix) -> dict[str, float]:
 
 class Population(_Strict):
     """``count`` devices; each draws its hardware (catalog names or the fleet's device nodes)
-    and its application from the mixes, and moves among ``places`` (default: all)."""
+    and its application from the mixes, and moves among ``places`` (default: all).
+    ``compute_cv``: how much a device's compute time varies from request to request (the
+    coefficient of variation of a gamma around the profiled time, `sim.jitter`; 0: fixed)."""
 
     name: str = Field(min_length=1)
     count: int = Field(ge=0)
     hardware: Mix
     applications: Mix
     places: list[str] | None = None
+    compute_cv: float = Field(0.0, ge=0, le=3)
 
     @field_validator("hardware", "applications", mode="before")
     @classmethod
@@ -153,7 +156,10 @@ class Application(_Strict):
     the planner wrote for it: a Plan JSON (`edgeweave plan --json`, a multi-device partition
     included), an Edgent record (`edgeweave edgent --json`) or a model selection record
     (`edgeweave select --json`); see `sim.apps`. ``input_bytes`` overrides what the input
-    weighs on the wire."""
+    weighs on the wire. ``in_flight``: how many of a device's requests may be under way at
+    once (1, the default, is the runtime's client, which answers one request before it sends
+    the next: later requests wait on the device, and that wait counts in their service time;
+    null: no limit, each request goes out when it is issued)."""
 
     name: str = Field(min_length=1)
     plan: AppPlan
@@ -162,6 +168,7 @@ class Application(_Strict):
     interval_s: float = Field(5.0, gt=0)
     deadline_ms: float | None = Field(None, gt=0)
     input_bytes: int | None = Field(None, ge=0)
+    in_flight: int | None = Field(1, ge=1)
 
     @field_validator("plan", mode="before")
     @classmethod
@@ -178,10 +185,14 @@ class ServerSpec(_Strict):
     """Overrides for a tier's or a node's servers: ``cores`` (default: its hardware's),
     admission ``slots`` and ``queue`` (default: the runtime server's), the discipline, and
     ``speed``: the fraction of its hardware's speed the node really computes at (a machine
-    shared with other work, or throttled; the runtime's load factor is 1 / speed)."""
+    shared with other work, or throttled; the runtime's load factor is 1 / speed).
+    ``service_cv``: how much a stage's compute varies from request to request (the coefficient
+    of variation of a gamma around its time, `sim.jitter`; 0: every request takes exactly the
+    planned time, which understates queueing and tails)."""
 
     cores: int | None = Field(None, ge=1)
     speed: float = Field(1.0, gt=0)
+    service_cv: float = Field(0.0, ge=0, le=3)
     slots: int | None = Field(None, ge=1)
     queue: int | None = Field(None, ge=0)
     discipline: Literal["ps", "batch"] = "ps"

@@ -34,6 +34,7 @@ from typing import Any
 import simpy
 
 from edgeweave.sim.clock import caller
+from edgeweave.sim.jitter import Jitter
 
 #: work (ms) below which a finish is treated as reached, against float drift in the virtual clock
 _EPS_MS = 1e-9
@@ -49,12 +50,13 @@ class PSServer:
 
     def __init__(self, env: simpy.Environment, name: str, cores: int, slots: int, queue: int,
                  on_done: Callable[[Any, float], None], alpha: float = 0.3,
-                 speed: float = 1.0) -> None:
+                 speed: float = 1.0, jitter: Jitter | None = None) -> None:
         if cores < 1 or slots < 1 or queue < 0 or speed <= 0:
             raise ValueError(f"server {name}: cores and slots must be >= 1, queue >= 0, "
                              "speed > 0")
         self.env, self.name = env, name
         self.speed = speed
+        self.jitter = jitter
         self.cores, self.slots, self.queue = cores, slots, queue
         self.on_done = on_done
         self.alpha = alpha
@@ -127,8 +129,11 @@ class PSServer:
             self._start(now, work, hold, job)
 
     def _start(self, now: float, work_ms: float, hold: bool, job: Any) -> None:
+        # the request's own compute time varies around the planned one (`sim.jitter`); its
+        # load factor is still measured against the planned one, as the runtime's is
+        this = work_ms if self.jitter is None else work_ms * self.jitter()
         self._seq += 1
-        heapq.heappush(self.running, (self.v + work_ms, self._seq, now, work_ms, hold, job))
+        heapq.heappush(self.running, (self.v + this, self._seq, now, work_ms, hold, job))
 
     def _reschedule(self, now: float) -> None:
         running = self.running
@@ -172,12 +177,13 @@ class BatchServer:
     def __init__(self, env: simpy.Environment, name: str, cores: int, queue: int,
                  max_batch: int, max_delay_s: float, marginal: float,
                  on_done: Callable[[Any, float], None], alpha: float = 0.3,
-                 speed: float = 1.0) -> None:
+                 speed: float = 1.0, jitter: Jitter | None = None) -> None:
         if (cores < 1 or max_batch < 1 or max_delay_s < 0 or not 0 <= marginal <= 1
                 or speed <= 0):
             raise ValueError(f"server {name}: bad batching parameters")
         self.env, self.name = env, name
         self.speed = speed
+        self.jitter = jitter
         self.cores, self.queue = cores, queue
         self.max_batch, self.max_delay_s, self.marginal = max_batch, max_delay_s, marginal
         self.on_done = on_done
@@ -207,6 +213,8 @@ class BatchServer:
         if len(self.waiting) >= self.queue + self.max_batch:
             self.refused += 1
             return False
+        if self.jitter is not None:
+            work_ms *= self.jitter()
         self.waiting.append((now, work_ms, job))
         self._try_start(now)
         return True
