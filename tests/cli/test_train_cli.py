@@ -14,7 +14,7 @@ def test_train_runs_a_config_and_writes_its_outputs(tmp_path):
         "data": {"dataset": "digits", "partition": "iid", "clients": 4},
         "strategy": {"name": "fedavg"}, "fit": {"lr": 0.5}, "rounds": 5,
     }))
-    res = run("train", "--config", str(cfg), "--rounds", "2", "--out", str(out))
+    res = run("fl", "run", "--config", str(cfg), "--rounds", "2", "--out", str(out))
     assert res.returncode == 0, res.stderr
     assert "cli-tiny" in res.stdout and "final test accuracy" in res.stdout
     lines = (out / "metrics.jsonl").read_text().splitlines()
@@ -25,7 +25,7 @@ def test_train_runs_a_config_and_writes_its_outputs(tmp_path):
 def test_train_names_the_bad_field(tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("strategy:\n  name: fedavg\n  fraction: 2\n")
-    res = run("train", "--config", str(cfg))
+    res = run("fl", "run", "--config", str(cfg))
     assert res.returncode == 2
     assert "bad.yaml" in res.stderr and "strategy.fraction" in res.stderr
 
