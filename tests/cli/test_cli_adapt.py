@@ -1,4 +1,4 @@
-"""`edgeweave exits` and `edgeweave compress` as a user runs them."""
+"""`edgeweave adapt exits` and `adapt compress` as a user runs them."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""`edgeweave edgent` in process (typer's CliRunner): table, choice, cache, map, error."""
+"""`edgeweave adapt edgent` in process (typer's CliRunner): table, choice, cache, map, error."""
 
 import json
 import shutil

@@ -1,4 +1,5 @@
-"""`edgeweave select` through typer's CliRunner: the table, the JSON record and clear errors."""
+"""`edgeweave adapt select` through typer's CliRunner: the table, the JSON record and clear
+errors."""
 
 from __future__ import annotations
 

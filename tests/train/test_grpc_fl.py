@@ -191,7 +191,7 @@ def test_devices_reconnect_after_the_server_restarts(split, fleet):
 
 @pytest.mark.slow
 def test_a_killed_fl_server_process_resumes_and_the_devices_follow(split, fleet):
-    """SIGKILL `edgeweave fl-server` after two rounds, run it again: it resumes from its
+    """SIGKILL `edgeweave fl server` after two rounds, run it again: it resumes from its
     checkpoint, the four devices reconnect by themselves, no round is lost or repeated, and the
     model equals an uninterrupted sequential run on the same four shards."""
     root, _, task = split
@@ -369,7 +369,7 @@ def test_fl_server_reads_the_train_yaml_and_refuses_other_backends(tmp_path):
     with pytest.raises(EdgeWeaveError, match="drop --rounds"):
         fl_cmds._experiment(cfg, {"rounds": 3})
     cfg.write_text("rounds: 2\nbackend: vectorized\n")
-    with pytest.raises(EdgeWeaveError, match="fl-server runs the grpc backend"):
+    with pytest.raises(EdgeWeaveError, match="fl server` runs the grpc backend"):
         fl_cmds._experiment(cfg, {})
     assert fl_cmds._experiment(None, {"rounds": 3, "lr": 0.05}).fit.lr == 0.05
 

@@ -13,6 +13,7 @@ typer, rich and the options at import time (everything else inside the command),
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -117,13 +118,39 @@ for _old, (_group, _name) in RENAMED.items():
     _alias(_old, _group, _name)
 
 
+class Stopped(BaseException):
+    """SIGTERM or SIGINT arrived. Raised in the main thread, so every `with` and `finally` of
+    the command runs (local servers terminated, namespaces deleted, the run folder unlocked)
+    as on a normal exit. A BaseException: no command's `except Exception` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum: int, _frame: object) -> None:
+    # Later signals wait for the clean-up this one starts (SIGKILL still ends it at once). A
+    # Python handler, not SIG_IGN: an ignored signal would be inherited by the processes the
+    # clean-up starts (`ip netns del`).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    raise Stopped(signum)
+
+
 def main() -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop)
+    err = Console(stderr=True)
     try:
         app()
     except EdgeWeaveError as e:
         # soft_wrap: the error stays one line however narrow the terminal (a grep finds it)
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except Stopped as e:
+        err.print(f"stopped by {signal.Signals(e.signum).name}; everything it started is "
+                  "stopped and removed", highlight=False, soft_wrap=True)
+        sys.exit(128 + e.signum)
 
 
 if __name__ == "__main__":

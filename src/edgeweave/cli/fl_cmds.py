@@ -1,5 +1,6 @@
-"""`fl-server`, `fl-client`, `fl-split` and `fl-token`: wiring for a real federated deployment
-(one server process, one process per device, talking gRPC); no training logic of its own."""
+"""`edgeweave fl server`, `fl client`, `fl split` and `fl token`: wiring for a real federated
+deployment (one server process, one process per device, talking gRPC); no training logic of
+its own."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def fl_token(console: Console, path: Path, force: bool) -> None:
 def fl_split(console: Console, dataset: str, clients: int, partition: str, model: str, seed: int,
              out: Path, config: Path | None = None) -> None:
     """Write client<i>.npz (what device i holds) and test.npz (the server's held-out set); with
-    ``config``, split exactly as that experiment's data section says (fl-server --config then
+    ``config``, split exactly as that experiment's data section says (`fl server --config` then
     holds out the same test set)."""
     from edgeweave.folder_lock import make_folder
     from edgeweave.train.data import make_task
@@ -52,7 +53,7 @@ def fl_split(console: Console, dataset: str, clients: int, partition: str, model
 
 
 def _experiment(config: Path | None, flags: dict):
-    """The experiment config: the YAML `edgeweave train` reads (its ``backend`` must be grpc or
+    """The experiment config: the YAML `edgeweave fl run` reads (its ``backend`` must be grpc or
     absent), or one built from the command-line flags through the same validation."""
     from edgeweave.train.config import parse_config, read_config_yaml
 
@@ -65,7 +66,7 @@ def _experiment(config: Path | None, flags: dict):
                "fit": {k: given[k] for k in ("lr", "batch_size", "epochs") if k in given},
                **({"max_client_examples": given["max_client_examples"]}
                   if "max_client_examples" in given else {})}
-        return parse_config(raw, "fl-server options")
+        return parse_config(raw, "fl server options")
     if given:
         raise EdgeWeaveError(f"--config {config} already sets the experiment; drop "
                              + ", ".join("--" + k.replace("_", "-") for k in sorted(given)))
@@ -73,26 +74,35 @@ def _experiment(config: Path | None, flags: dict):
     if isinstance(raw, dict):
         backend = raw.pop("backend", "grpc")
         if backend != "grpc":
-            raise EdgeWeaveError(f"{config}: backend: fl-server runs the grpc backend, the file "
-                                 f"says {backend!r} (use `edgeweave train` for that)")
+            raise EdgeWeaveError(f"{config}: backend: `edgeweave fl server` runs the grpc "
+                                 f"backend, the file says {backend!r} (use `edgeweave fl run` "
+                                 "for that)")
     return parse_config(raw, str(config))
 
 
 def fl_server(console: Console, *, config: Path | None, listen: str, token_file: Path,
               test_data: Path | None, min_clients: int | None, round_timeout: float,
               wait_clients: float | None, tls_cert: Path | None = None,
-              tls_key: Path | None = None, lease: float | None = None, **flags) -> None:
+              tls_key: Path | None = None, lease: float | None = None,
+              report: Path | None = None, **flags) -> None:
+    from edgeweave.cli import reporting
     from edgeweave.train.experiment import hold_out_dir
     from edgeweave.train.wire.auth import load_token
 
+    if (tls_cert is None) != (tls_key is None):
+        raise EdgeWeaveError("--tls-cert and --tls-key go together: give both (the server's "
+                             "certificate and its key, e.g. from `edgeweave certs`) or neither")
     token = load_token(token_file)
     cfg = _experiment(config, flags)
+    reporting.check_run_folder(report, cfg.out_dir, config)
     # the run folder is locked before the port is taken: a second server on the same out_dir
     # stops here, naming the folder and the pid that holds it
     with hold_out_dir(cfg, "--out" if config is None else f"{config}: out_dir"):
         _serve(console, cfg, config=config, listen=listen, token=token, test_data=test_data,
                min_clients=min_clients, round_timeout=round_timeout, wait_clients=wait_clients,
                tls_cert=tls_cert, tls_key=tls_key, lease=lease)
+    if report is not None:
+        reporting.write(console, report, [Path(cfg.out_dir)])
 
 
 def _serve(console: Console, cfg, *, config: Path | None, listen: str, token: str,
@@ -109,7 +119,7 @@ def _serve(console: Console, cfg, *, config: Path | None, listen: str, token: st
 
     if test_data is not None:
         test_x, test_y = load_npz(test_data)
-    else:  # the held-out split of the config's dataset: what fl-split leaves out, same seed
+    else:  # the held-out split of the config's dataset: what `fl split` leaves out, same seed
         full = build_task(cfg)
         test_x, test_y = full.test_x, full.test_y
     spec = cfg.model

@@ -1,4 +1,5 @@
-"""`edgeweave train`: wiring only (experiment config -> edgeweave.train.run -> progress + table)."""
+"""`edgeweave fl run`: wiring only (experiment config -> edgeweave.train.run -> progress +
+table)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from edgeweave.cli import reporting
+
 
 def _fmt(v: float, spec: str) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
 
 def train(console: Console, config: Path, rounds: int | None, out_dir: Path | None,
-          backend: str | None) -> None:
+          backend: str | None, report: Path | None = None) -> None:
     from edgeweave.train.config import load_config, parse_config
     from edgeweave.train.experiment import run
 
@@ -25,6 +28,7 @@ def train(console: Console, config: Path, rounds: int | None, out_dir: Path | No
     if overrides:  # validated like the file, errors naming the overriding flags
         flags = ", ".join("--" + ("out" if k == "out_dir" else k) for k in overrides)
         cfg = parse_config(cfg.model_dump() | overrides, f"{config} (with {flags})")
+    reporting.check_run_folder(report, cfg.out_dir, config)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("acc {task.fields[acc]}"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as bar:
@@ -58,3 +62,6 @@ def train(console: Console, config: Path, rounds: int | None, out_dir: Path | No
         out = Path(cfg.out_dir)
         console.print(f"metrics: {out / 'metrics.jsonl'}  checkpoint: {out / 'checkpoint.pt'}"
                       + (f"  plot: {out / 'accuracy.png'}" if cfg.plot else ""))
+        if report:
+            reporting.write(console, report, [out])
+

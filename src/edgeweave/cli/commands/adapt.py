@@ -10,13 +10,13 @@ import typer
 
 from edgeweave.cli.common import FLEET_HELP, console
 from edgeweave.cli.options import SEED_MAX, cache_dir, integer, number, one_of, output_file
+from edgeweave.cli.reporting import report_option
 
 app = typer.Typer(
     name="adapt", no_args_is_help=True,
     help="Adapt a model to the fleet, on real digits: early exits (`exits`), compressed "
          "variants (`compress`), the variant and where it runs (`select`), exit point and "
          "partition together (`edgent`).")
-
 
 
 @app.command()
@@ -47,13 +47,14 @@ def edgent(
                                   help="Write every (exit, cut) and the choice."),
     plot: Path = typer.Option(None, "--plot", callback=output_file,
                               help="Write accuracy vs latency of each option."),
+    report: Path = report_option(),
 ) -> None:
     """Edgent: choose exit point and device/edge cut of a branchy digits CNN jointly."""
     from edgeweave.cli import edgent_cmds
 
     edgent_cmds.edgent(console, slo_ms=slo_ms, mbps=mbps, fleet_spec=fleet, device=device,
                        cache=cache, side=side, width=width, epochs=epochs, seed=seed,
-                       trace=trace, states=states, json_out=json_out, plot=plot)
+                       trace=trace, states=states, json_out=json_out, plot=plot, page=report)
 
 
 @app.command()
@@ -67,11 +68,12 @@ def exits(
                              help="entropy or confidence thresholds."),
     json_out: Path = typer.Option(None, "--json", callback=output_file,
                                   help="Write the exit report here."),
+    report: Path = report_option(),
 ) -> None:
     """Attach BranchyNet exits, train them jointly, calibrate thresholds, report per exit."""
     from edgeweave.cli import adapt_cmds
 
-    adapt_cmds.exits(console, model, epochs, target, mode, json_out)
+    adapt_cmds.exits(console, model, epochs, target, mode, json_out, page=report)
 
 
 @app.command()
@@ -83,11 +85,12 @@ def compress(
                                    help="Magnitude-pruning sparsity."),
     json_out: Path = typer.Option(None, "--json", callback=output_file,
                                   help="Write the variant table here."),
+    report: Path = report_option(),
 ) -> None:
     """Derive int8, pruned, low-rank and distilled variants; size, FLOPs and accuracy each."""
     from edgeweave.cli import adapt_cmds
 
-    adapt_cmds.compress(console, model, epochs, sparsity, json_out)
+    adapt_cmds.compress(console, model, epochs, sparsity, json_out, page=report)
 
 
 @app.command()
@@ -112,9 +115,10 @@ def select(
                                help="Override the first hop's bandwidth."),
     json_out: Path = typer.Option(None, "--json", callback=output_file,
                                   help="Write the selection record here."),
+    report: Path = report_option(),
 ) -> None:
     """Choose among compression variants and a big/little pair, and where each runs."""
     from edgeweave.cli import select_cmds
 
     select_cmds.select(console, model, fleet, device, objective, slo_ms, energy_mj,
-                       device_mem_mb, min_acc, slo_stat, epochs, mbps, json_out)
+                       device_mem_mb, min_acc, slo_stat, epochs, mbps, json_out, page=report)

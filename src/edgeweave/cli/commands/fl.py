@@ -9,6 +9,7 @@ import typer
 
 from edgeweave.cli.common import console
 from edgeweave.cli.options import number
+from edgeweave.cli.reporting import report_option
 
 app = typer.Typer(
     name="fl", no_args_is_help=True,
@@ -17,25 +18,25 @@ app = typer.Typer(
          "gRPC.")
 
 
-
 @app.command("run")
 def train(
     config: Path = typer.Option(..., "--config", "-c", help="Experiment YAML (examples/fl/)."),
     rounds: int = typer.Option(None, min=1, help="Override the config's rounds."),
     out_dir: Path = typer.Option(None, "--out", help="Override the config's out_dir."),
     backend: str = typer.Option(None, help="Override the backend (sequential, vectorized)."),
+    report: Path = report_option(),
 ) -> None:
     """Simulated federated training: progress bar, final table, metrics.jsonl, checkpoint, plot."""
     from edgeweave.cli import train_cmds
 
-    train_cmds.train(console, config, rounds, out_dir, backend)
+    train_cmds.train(console, config, rounds, out_dir, backend, report=report)
 
 
 @app.command("server")
 def fl_server(
-    config: Path = typer.Option(None, "--config", help="Experiment YAML (as `train`; grpc)."),
+    config: Path = typer.Option(None, "--config", help="Experiment YAML (as `fl run`; grpc)."),
     listen: str = typer.Option("127.0.0.1:50061", help="host:port the FL server listens on."),
-    token_file: Path = typer.Option(..., "--token-file", help="Bearer token (edgeweave fl-token)."),
+    token_file: Path = typer.Option(..., "--token-file", help="Bearer token (edgeweave fl token)."),
     test_data: Path = typer.Option(None, "--test-data", help="Held-out .npz (x, y) to evaluate."),
     min_clients: int = typer.Option(None, "--min-clients", min=1, help="Devices to wait for."),
     round_timeout: float = typer.Option(60.0, "--round-timeout", callback=number(gt=0),
@@ -60,11 +61,12 @@ def fl_server(
     out: Path = typer.Option(None, "--out", help="Metrics JSONL + checkpoint (resumes)."),
     tls_cert: Path = typer.Option(None, "--tls-cert", help="Serve TLS: PEM certificate."),
     tls_key: Path = typer.Option(None, "--tls-key", help="Serve TLS: PEM private key."),
+    report: Path = report_option(),
 ) -> None:
-    """Run federated training over gRPC: devices dial in with `edgeweave fl-client`."""
+    """Run federated training over gRPC: devices dial in with `edgeweave fl client`."""
     from edgeweave.cli import fl_cmds
 
-    fl_cmds.fl_server(console, config=config, listen=listen, token_file=token_file,
+    fl_cmds.fl_server(console, config=config, listen=listen, token_file=token_file, report=report,
                       test_data=test_data, min_clients=min_clients, round_timeout=round_timeout,
                       wait_clients=wait_clients, tls_cert=tls_cert, tls_key=tls_key, lease=lease,
                       model=model, rounds=rounds, strategy=strategy, fraction=fraction, lr=lr,
@@ -118,7 +120,7 @@ def fl_token(
     path: Path = typer.Argument(..., help="File to write (mode 0600)."),
     force: bool = typer.Option(False, help="Replace an existing file."),
 ) -> None:
-    """Write a fresh bearer token for fl-server and fl-client."""
+    """Write a fresh bearer token for `fl server` and `fl client`."""
     from edgeweave.cli import fl_cmds
 
     fl_cmds.fl_token(console, path, force)

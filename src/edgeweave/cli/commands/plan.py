@@ -3,12 +3,14 @@ graph -> profile -> plan, then a table)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
 
 from edgeweave.cli.common import FLEET_HELP, LatencySource, Objective, console
 from edgeweave.cli.options import integer, number, output_file
+from edgeweave.cli.reporting import report_option
 from edgeweave.errors import EdgeWeaveError
 
 app = typer.Typer()
@@ -88,9 +90,10 @@ def plan(
                                   help="Write the plan JSON here."),
     plot: Path = typer.Option(None, "--plot", callback=output_file,
                               help="Write the per-layer latency/size PNG here."),
+    report: Path = report_option(),
 ) -> None:
     """Choose where each layer runs and compare with every inference mode."""
-    from edgeweave.cli import render
+    from edgeweave.cli import render, reporting
     from edgeweave.cli.options import OptionError, write_output, writing
     from edgeweave.cli.runtime_cmds import codec_candidates
     from edgeweave.plan import plan as make_plan
@@ -117,13 +120,19 @@ def plan(
         prof = prof.with_link(prof.hop_names()[0], mbps=mbps)
     result = make_plan(prof, objective.value, slo_ms, device_mem_mb, codecs)
     render.plan_table(console, result)
+    text = json.dumps(result.to_json(), indent=1)
     if json_out:
-        write_output("--json", json_out, __import__("json").dumps(result.to_json(), indent=1))
+        write_output("--json", json_out, text)
         console.print(f"plan written to {json_out}")
     if plot:
         with writing("--plot", plot):
             plot_plan(result, plot)
         console.print(f"figure written to {plot}")
+    if report:
+        source = json_out or reporting.beside(report, "plan")
+        if not json_out:
+            write_output("--report", source, text)
+        reporting.write(console, report, [source])
 
 
 @app.command()

@@ -7,11 +7,20 @@ from pathlib import Path
 
 import typer
 
+from edgeweave.cli import reporting
 from edgeweave.cli.common import FALLBACK_HELP, FLEET_HELP, MBPS, MBPS_HELP, Objective, console
+from edgeweave.cli.options import output_file
+from edgeweave.cli.reporting import report_option
 from edgeweave.errors import EdgeWeaveError
 
-app = typer.Typer()
+JSON_HELP = "Write per-request results here."
 
+
+def _results(json_out: Path | None, report: Path | None) -> Path | None:
+    """Where the run's results go: --json, else beside --report (the page is made of them)."""
+    return json_out or (reporting.beside(report, "run") if report else None)
+
+app = typer.Typer()
 
 
 @app.command()
@@ -34,16 +43,20 @@ def infer(
     shaping: str = typer.Option("app", help="app: shape links in this process and the servers; "
                                 "kernel: netlab's tc already shapes them (add RTT only)."),
     fallback_local: bool = typer.Option(False, "--fallback-local", help=FALLBACK_HELP),
-    json_out: Path = typer.Option(None, "--json", help="Write per-request results here."),
+    json_out: Path = typer.Option(None, "--json", callback=output_file, help=JSON_HELP),
+    report: Path = report_option(),
 ) -> None:
     """Run a plan across real processes: device head here, the rest on --edge (and beyond)."""
     from edgeweave.cli import runtime_cmds
 
     if shaping not in ("app", "kernel"):
         raise EdgeWeaveError(f"--shaping: expected app or kernel, got {shaping!r}")
+    out = _results(json_out, report)
     runtime_cmds.infer(console, model, fleet, edge, plan_file, input_file, repeat,
-                       objective.value, codec, mbps, token_file, cert_dir, adapt, json_out,
+                       objective.value, codec, mbps, token_file, cert_dir, adapt, out,
                        shape_bandwidth=shaping == "app", fallback_local=fallback_local)
+    if report and out:
+        reporting.write(console, report, [out])
 
 
 @app.command()
@@ -54,13 +67,17 @@ def lab(
     codec: str = typer.Option("none", help="Activation codec at each cut."),
     mbps: float = typer.Option(None, "--mbps", callback=MBPS, help=MBPS_HELP),
     fallback_local: bool = typer.Option(False, "--fallback-local", help=FALLBACK_HELP),
-    json_out: Path = typer.Option(None, "--json", help="Write per-request results here."),
+    json_out: Path = typer.Option(None, "--json", callback=output_file, help=JSON_HELP),
+    report: Path = report_option(),
 ) -> None:
     """Start edge and cloud servers as local processes and run a model across them."""
     from edgeweave.cli import runtime_cmds
 
-    runtime_cmds.lab(console, model, fleet, repeat, codec, mbps, json_out,
+    out = _results(json_out, report)
+    runtime_cmds.lab(console, model, fleet, repeat, codec, mbps, out,
                      fallback_local=fallback_local)
+    if report and out:
+        reporting.write(console, report, [out])
 
 
 @app.command()
@@ -70,9 +87,22 @@ def netlab(
     repeat: int = typer.Option(10, min=1, max=1_000_000, help="Requests to send."),
     codec: str = typer.Option("none", help="Activation codec at each cut."),
     mbps: float = typer.Option(None, "--mbps", callback=MBPS, help=MBPS_HELP),
-    json_out: Path = typer.Option(None, "--json", help="Write per-request results here."),
+    json_out: Path = typer.Option(None, "--json", callback=output_file, help=JSON_HELP),
+    report: Path = report_option(),
+    prefix: str = typer.Option("ew", "--prefix", help="Names of the lab's network namespaces: "
+                               "PREFIX-device, PREFIX-edge, ... (ew and up to 8 letters or "
+                               "digits; another prefix lets two labs run at once)."),
+    cleanup: bool = typer.Option(False, "--cleanup", help="Only delete the namespaces "
+                                 "PREFIX-* a crashed lab left (and what runs in them), then "
+                                 "exit."),
 ) -> None:
     """Device, edge and cloud in network namespaces joined by tc-shaped veth pairs (root)."""
     from edgeweave.cli import runtime_cmds
 
-    runtime_cmds.netlab(console, model, fleet, repeat, codec, mbps, json_out)
+    if cleanup:
+        runtime_cmds.netlab_cleanup(console, prefix)
+        return
+    out = _results(json_out, report)
+    runtime_cmds.netlab(console, model, fleet, repeat, codec, mbps, out, prefix)
+    if report and out:
+        reporting.write(console, report, [out])

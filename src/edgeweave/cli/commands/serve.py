@@ -14,7 +14,6 @@ from edgeweave.errors import EdgeWeaveError
 app = typer.Typer()
 
 
-
 @app.command()
 def serve(
     role: str = typer.Option(..., "--role", help="edge or cloud."),

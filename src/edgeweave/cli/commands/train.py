@@ -4,13 +4,15 @@ edgeweave.cli.decentral_cmds and edgeweave.train.split."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from edgeweave.cli.common import console
 from edgeweave.cli.options import number
+from edgeweave.cli.reporting import report_option
 
 app = typer.Typer()
-
 
 
 @app.command()
@@ -28,13 +30,14 @@ def decentral(
     processes: bool = typer.Option(
         False, "--processes", help="Run the methods that have a real-process version (gosgd, "
         "allreduce-sgd, param-server, ssp, ssp-sa) as processes over gRPC on loopback instead."),
+    report: Path = report_option(),
 ) -> None:
     """Decentralized training without a server (gossip) vs with one, on simulated nodes."""
     from edgeweave.cli import decentral_cmds
 
     decentral_cmds.decentral(console, methods=method, nodes=nodes, graph=graph, rounds=rounds,
                              lr=lr, model=model, partition=partition, seed=seed,
-                             processes=processes)
+                             processes=processes, page=report)
 
 
 _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True,
@@ -48,4 +51,4 @@ def split_learn(ctx: typer.Context) -> None:
     lists the options."""
     from edgeweave.train.split.__main__ import main as split_main
 
-    raise typer.Exit(split_main(list(ctx.args) or ["--help"]))
+    raise typer.Exit(split_main(list(ctx.args) or ["--help"], prog="edgeweave split-learn"))
