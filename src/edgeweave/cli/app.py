@@ -23,7 +23,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from edgeweave.cli import report_cmds
-from edgeweave.cli.commands import adapt, fl, plan, run, serve, train
+from edgeweave.cli.commands import adapt, fl, plan, run, serve, sim, train
 from edgeweave.errors import EdgeWeaveError
 
 HELP = """EdgeWeave runs deep learning across IoT devices, edge servers and the cloud.
@@ -46,8 +46,9 @@ PLAN = "Plan: models, fleets, where each layer runs"
 RUN = "Run: a plan across real processes"
 ADAPT = "Adapt: the model to the fleet"
 TRAIN = "Train: federated, decentralized, split"
+SIMULATE = "Simulate: fleets of thousands of devices"
 RESULTS = "Results"
-PANELS = (PLAN, RUN, ADAPT, TRAIN, RESULTS)
+PANELS = (PLAN, RUN, ADAPT, TRAIN, SIMULATE, RESULTS)
 
 
 class _ByPanel(TyperGroup):
@@ -83,14 +84,16 @@ plug(plan.app, PLAN)  # plan, profile, models, fleets
 plug(run.app, RUN)  # infer, lab, netlab
 plug(serve.app, RUN)  # serve, certs
 plug(adapt.app, ADAPT)  # adapt exits|compress|select|edgent
-plug(fl.app, TRAIN)  # fl run|server|client|split|token
+plug(fl.app, TRAIN)  # fl run|server|edge|client|split|token
 plug(train.app, TRAIN)  # decentral, split-learn
+plug(sim.app, SIMULATE)  # simulate
 app.command("report", rich_help_panel=RESULTS)(report_cmds.report)
 
 #: Names of the flat command list before the grouping (0.1), kept hidden for one release.
 RENAMED = {"train": (fl.app, "run"), "fl-server": (fl.app, "server"),
-           "fl-client": (fl.app, "client"), "fl-split": (fl.app, "split"),
-           "fl-token": (fl.app, "token"), "exits": (adapt.app, "exits"),
+           "fl-edge": (fl.app, "edge"), "fl-client": (fl.app, "client"),
+           "fl-split": (fl.app, "split"), "fl-token": (fl.app, "token"),
+           "exits": (adapt.app, "exits"),
            "compress": (adapt.app, "compress"), "select": (adapt.app, "select"),
            "edgent": (adapt.app, "edgent")}
 
