@@ -51,8 +51,8 @@ def test_help_says_what_edgeweave_is_and_lists_the_commands_by_task():
 def test_the_groups_hold_the_commands_the_ecosystem_expects():
     have = {" ".join(p) for p in COMMANDS}
     assert {"plan", "profile", "models", "fleets", "infer", "lab", "netlab", "serve", "certs",
-            "report", "decentral", "split-learn", "fl run", "fl server", "fl client",
-            "fl split", "fl token", "adapt exits", "adapt compress", "adapt select",
+            "report", "decentral", "split-learn", "simulate", "fl run", "fl server", "fl edge",
+            "fl client", "fl split", "fl token", "adapt exits", "adapt compress", "adapt select",
             "adapt edgent"} <= have
 
 
@@ -81,11 +81,11 @@ def test_an_old_name_still_works_once_more_and_says_the_new_one(tmp_path):
 
 def test_shell_completion_prints_a_script_and_completes_the_groups():
     res = runner.invoke(app, ["--show-completion", "bash"], prog_name="edgeweave")
-    assert res.exit_code == 0
+    assert res.exit_code == 0, (res.output, res.stderr, res.exc_info)
     assert "complete -o default -F _edgeweave_completion edgeweave" in res.output
     done = runner.invoke(app, [], prog_name="edgeweave", env={
         "_EDGEWEAVE_COMPLETE": "complete_bash", "COMP_WORDS": "edgeweave fl ", "COMP_CWORD": "2"})
-    assert done.output.split() == ["run", "server", "client", "split", "token"]
+    assert done.output.split() == ["run", "server", "edge", "client", "split", "token"]
 
 
 def test_help_and_report_load_no_torch():

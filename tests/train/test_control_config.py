@@ -115,8 +115,8 @@ def test_fl_server_and_fl_edge_flags_build_the_same_experiment(tmp_path):
     console = Console(file=io.StringIO())
     exp = tmp_path / "exp.yaml"
     exp.write_text("backend: grpc\nfedcs: {deadline_s: 1}\nspeeds: {upload_s: [0, 1]}\n")
-    with pytest.raises(EdgeWeaveError, match="fedcs: fl-server reads the devices' speeds from "
-                                             "`fleet`"):
+    with pytest.raises(EdgeWeaveError, match="fedcs: `edgeweave fl server` reads the devices' "
+                                             "speeds from `fleet`"):
         fl_cmds.fl_server(console, config=exp, listen="127.0.0.1:0", token_file=tok,
                           test_data=None, min_clients=None, round_timeout=5, wait_clients=1)
     with pytest.raises(EdgeWeaveError, match="--edge 'edge-c': not an edge with devices in "
@@ -124,7 +124,7 @@ def test_fl_server_and_fl_edge_flags_build_the_same_experiment(tmp_path):
         fl_cmds.fl_edge(console, config=None, edge="edge-c", cloud="127.0.0.1:1",
                         listen="127.0.0.1:0", token_file=tok, cloud_token_file=None,
                         min_clients=None, round_timeout=5, wait_clients=1, **flags)
-    with pytest.raises(EdgeWeaveError, match="fl-edge runs an edge of a hierarchy"):
+    with pytest.raises(EdgeWeaveError, match="`edgeweave fl edge` runs an edge of a hierarchy"):
         fl_cmds.fl_edge(console, config=EXAMPLES / "digits-grpc.yaml", edge="edge-a",
                         cloud="127.0.0.1:1", listen="127.0.0.1:0", token_file=tok,
                         cloud_token_file=None, min_clients=None, round_timeout=5,
