@@ -15,16 +15,18 @@ from typing import Any
 PLAN = 1
 #: `edgeweave infer|lab|netlab --json`: one co-inference run (edgeweave.runtime.session).
 RUNTIME_RUN = 1
-#: run.json beside a federated run's metrics.jsonl (`edgeweave train`, `fl-server --out`).
+#: run.json beside a federated run's metrics.jsonl (`edgeweave fl run`, `fl server --out`).
 FL_RUN = 1
 #: a benchmark's `--json` document (benchmarks/_zoo.py emit).
 BENCHMARK = 1
-#: `edgeweave edgent --json`: the Edgent decision, its configuration map and a Plan for each
+#: `edgeweave adapt edgent --json`: the Edgent decision, its configuration map and a Plan for each
 #: configuration (edgeweave.plan.edgent, edgent_dynamic).
 EDGENT = 1
-#: `edgeweave select --json`: the model selection record with the chosen variant's Plans
+#: `edgeweave adapt select --json`: the model selection record with the chosen variant's Plans
 #: (edgeweave.plan.select).
 SELECTION = 1
+#: the tables a command printed, written for its `--report` (edgeweave.cli.reporting).
+COMMAND = 1
 
 FIELD = "format_version"
 
