@@ -1,5 +1,5 @@
 """Every kind of EdgeWeave plan replayed from the JSON its command writes: an Edgent record
-(`edgeweave edgent --json`), a model selection record (`edgeweave select --json`), a
+(`edgeweave adapt edgent --json`), a model selection record (`edgeweave adapt select --json`), a
 multi-device partition (a Plan with ``partition``). On an unloaded fleet each takes exactly the
 planner's predicted latency; on a bandwidth drop each re-plans or switches as the runtime's
 client does; a file that is none of them fails naming the file and the field."""
@@ -72,7 +72,7 @@ def branches():
 
 
 def edgent_record(branches, slo_ms=150.0, mbps=20.0, samples=(1.0, 400.0)):
-    """What `edgeweave edgent --json --trace` writes: the choice and the configuration map,
+    """What `edgeweave adapt edgent --json --trace` writes: the choice and the configuration map,
     with a Plan per configuration. States: [0, 20) planned at 1, [20, inf) at 20 Mbit/s."""
     choice = plan_edgent(branches, slo_ms, mbps)
     cmap = build_config_map(branches, bandwidth_states(samples, 2), slo_ms)

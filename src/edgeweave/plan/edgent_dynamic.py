@@ -157,7 +157,7 @@ def _entry_from_json(st: Any, index: int, where: str) -> MapEntry:
         raise PlanError(f"{where}: expected a state object, got {type(st).__name__}")
     missing = [k for k in ("low_mbps", "plan_mbps", "plan", *_OPTION_FIELDS) if k not in st]
     if missing:
-        why = (" (written by an older EdgeWeave: re-run `edgeweave edgent --json` to get one "
+        why = (" (written by an older EdgeWeave: re-run `edgeweave adapt edgent --json` to get one "
                "Plan per configuration)" if "plan" in missing or "low_mbps" in missing else "")
         raise PlanError(f"{where}: missing {', '.join(missing)}{why}")
     high = st.get("high_mbps")

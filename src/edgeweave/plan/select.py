@@ -134,7 +134,7 @@ class Selection(BaseModel):
         return None if self.chosen is None else self.outcome(self.chosen)
 
     def to_json(self) -> dict[str, Any]:
-        """The record as `edgeweave select --json` writes it: the chosen variant's Plans
+        """The record as `edgeweave adapt select --json` writes it: the chosen variant's Plans
         (``model``, or the pair's ``little`` and ``big``) ride along, so the runtime and the
         simulator run the choice from this file alone."""
         doc = {"kind": KIND, formats.FIELD: formats.SELECTION,

@@ -5,9 +5,9 @@ Every kind is read from what the planner's commands write, one Plan JSON format 
 
 * a Plan JSON (`edgeweave plan --json`): chain scan or min-cut, one Edgent option, or a
   multi-device partition (a Plan with ``partition``; `plan --cluster`);
-* an Edgent record (`edgeweave edgent --json`): the configuration map, one Plan per bandwidth
+* an Edgent record (`edgeweave adapt edgent --json`): the configuration map, one Plan per bandwidth
   state plus the exit's accuracy (or, without ``--trace``, the one static choice and its Plan);
-* a model selection record (`edgeweave select --json`): the chosen variant's Plan and its
+* a model selection record (`edgeweave adapt select --json`): the chosen variant's Plan and its
   accuracy, or a big/little pair's two Plans and its escalation rate.
 
 Each becomes a list of :class:`Source` (a Plan the simulator prices, with the accuracy of its
@@ -32,8 +32,8 @@ from edgeweave.plan.edgent_dynamic import BandwidthState, ConfigMap, MapEntry
 from edgeweave.plan.select import KIND as SELECTION_KIND
 from edgeweave.plan.select import Selection
 
-KINDS = ("a Plan JSON (edgeweave plan --json), an Edgent record (edgeweave edgent --json) or a "
-         "model selection record (edgeweave select --json)")
+KINDS = ("a Plan JSON (edgeweave plan --json), an Edgent record (edgeweave adapt edgent "
+         "--json) or a model selection record (edgeweave adapt select --json)")
 
 
 class EdgentApp(BaseModel):
@@ -151,7 +151,7 @@ def _edgent(doc: dict[str, Any]) -> EdgentApp:
     else:  # a static decision: one configuration for every bandwidth
         if "plan" not in doc:
             raise SimError("plan: missing (an Edgent record written by an older EdgeWeave: "
-                           "re-run `edgeweave edgent --json` to get the choice's Plan)")
+                           "re-run `edgeweave adapt edgent --json` to get the choice's Plan)")
         try:
             option = EdgentOption(**{k: v for k, v in doc["chosen"].items() if k != "where"})
             chosen = Plan.model_validate(doc["plan"])
@@ -183,7 +183,7 @@ def _selection(doc: dict[str, Any]) -> SelectionApp:
         raise SimError(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
     if sel.chosen is None:
         raise SimError("chosen: null (no candidate met the constraints, so there is nothing "
-                       "to run; relax them and re-run `edgeweave select --json`)")
+                       "to run; relax them and re-run `edgeweave adapt select --json`)")
     roles = set(sel.plans)
     if roles not in ({"model"}, {"little", "big"}):
         raise SimError(f"plans: expected 'model', or 'little' and 'big', got "

@@ -154,8 +154,8 @@ class Application(_Strict):
     (exponential, means ``active_s`` and ``idle_s``) and send a request every ``interval_s``
     on average (Poisson) while active (EdgeCloudSim's application model). ``plan`` is what
     the planner wrote for it: a Plan JSON (`edgeweave plan --json`, a multi-device partition
-    included), an Edgent record (`edgeweave edgent --json`) or a model selection record
-    (`edgeweave select --json`); see `sim.apps`. ``input_bytes`` overrides what the input
+    included), an Edgent record (`edgeweave adapt edgent --json`) or a model selection record
+    (`edgeweave adapt select --json`); see `sim.apps`. ``input_bytes`` overrides what the input
     weighs on the wire. ``in_flight``: how many of a device's requests may be under way at
     once (1, the default, is the runtime's client, which answers one request before it sends
     the next: later requests wait on the device, and that wait counts in their service time;

@@ -2,8 +2,8 @@
 the runtime's `EdgentClient` does.
 
 The record's configuration map (bandwidth state -> exit, cut, and that option's Plan) was built
-offline by `edgeweave edgent --trace`; each device holds an `EdgentSelector` over it, started in
-the state of its access point's nominal rate. Before each request the selector takes the
+offline by `edgeweave adapt edgent --trace`; each device holds an `EdgentSelector` over it,
+started in the state of its access point's nominal rate. Before each request the selector takes the
 device's bandwidth estimate (the runtime's `BandwidthEstimator`, fed by the device's simulated
 uploads through its cell) and moves to a new state after ``confirm`` estimates in it (Li et al.
 2018, Edgent's dynamic environment). A configuration that uploads nothing (device-only) sends a
