@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -46,6 +45,18 @@ from edgeweave.sim.itinerary import (
 )
 from edgeweave.sim.jitter import jitter
 from edgeweave.sim.links import LinkQueue
+from edgeweave.sim.outcome import (  # noqa: F401  (re-exported: the engine's vocabulary)
+    CAPACITY,
+    DEADLINE,
+    FAILURE_CAUSES,
+    MOBILITY,
+    NETWORK,
+    OK,
+    PENDING,
+    STATUS,
+    Outcome,
+    classify,
+)
 from edgeweave.sim.policies import Policy, make_policy
 from edgeweave.sim.pricing import Pricing
 from edgeweave.sim.scenario import Scenario
@@ -61,27 +72,6 @@ from edgeweave.sim.workload import (
     rng_for,
 )
 from edgeweave.sim.world import World, build_world
-
-#: request outcomes; every request ends exactly one way
-PENDING, OK, DEADLINE, MOBILITY, NETWORK, CAPACITY = range(-1, 5)
-STATUS = {OK: "ok", DEADLINE: "deadline", MOBILITY: "mobility", NETWORK: "network",
-          CAPACITY: "capacity", PENDING: "pending"}
-FAILURE_CAUSES = ("mobility", "network", "capacity", "deadline")
-
-@dataclass
-class Outcome:
-    """Per-request arrays of one run (index = request, in arrival order)."""
-
-    t: np.ndarray
-    device: np.ndarray
-    ap: np.ndarray
-    done: np.ndarray
-    status: np.ndarray
-    network_s: np.ndarray
-    server_s: np.ndarray
-    device_s: np.ndarray
-    work: np.ndarray
-    edge: np.ndarray  # index into `edges` of the server that ran the edge stage (-1: none)
 
 
 class Simulation:
@@ -456,21 +446,11 @@ class Simulation:
     # ---- after the run ----------------------------------------------------------------
 
     def _classify(self) -> None:
-        """Mobility (the answer came back after the device left its access point) and
-        deadline failures, for every answered request at once."""
-        out = self.out
-        answered = np.flatnonzero(out.status == OK)
-        if not len(answered):
-            return
         used_net = np.array([w.up_hops > 0 for w in self.pricing.works] or [False])
-        net = answered[used_net[out.work[answered]]]
-        ap_end = self._place_ap[self.places.at(out.device[net], out.done[net])]
-        out.status[net[ap_end != out.ap[net]]] = MOBILITY
         deadline = np.array([a.deadline_ms / 1000.0 if a.deadline_ms else np.inf
                              for a in self.scn.applications])
-        ok = np.flatnonzero(out.status == OK)
-        late = (out.done[ok] - out.t[ok]) > deadline[self.devices.app[out.device[ok]]] + 1e-12
-        out.status[ok[late]] = DEADLINE
+        classify(self.out, used_net, lambda d, t: self._place_ap[self.places.at(d, t)],
+                 deadline[self.devices.app[self.out.device]])
 
 
 class _Framed:

@@ -169,7 +169,7 @@ class Pricing:
         """The device -> edge -> cloud chain a device of ``hardware`` at ``ap`` runs on, with
         its stage on ``edge`` (the access point's own edge, or another over the MAN)."""
         device = Node(name=f"device:{hardware}", tier="device",
-                      hardware=self.scn.hardware(hardware))
+                      hardware=self.scn.hardware(hardware), edge=None)
         edge_node = self.scn.fleet.node(edge)
         radio = Link.model_validate({"from": device.name, "to": edge, "mbps": ap.uplink_mbps,
                                      "rtt_ms": ap.rtt_ms})
