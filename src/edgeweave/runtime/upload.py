@@ -5,8 +5,9 @@ Every round first asks the node which chunks it holds (HaveChunks) and sends onl
 (PutChunks), so a call broken off half-way (a dropped link, a restarted node with its cache dir)
 costs at most the chunks in flight: the next round sends what did not arrive. A chunk the node
 refused (its bytes did not hash to its name on the way) is still missing, so it is sent again.
-Failures the edge may recover from (down, overloaded, a deadline) are retried after a growing
-back-off, `attempts` times in a row without progress; any other refusal is an UploadError.
+Failures the edge may recover from (down, restarting, overloaded, a deadline) are retried after
+a growing back-off for up to `patience_s`; any other refusal is an UploadError, and so are
+`attempts` rounds in a row that sent every missing chunk and left them missing.
 
 Chunks pass ``uplink`` one at a time, a token bucket the device's queries reserve too: the
 emulated link itself under application shaping; under kernel shaping (netlab) a pacer a little
@@ -16,6 +17,7 @@ below the link's rate, so the upload never queues data in the kernel ahead of a 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -62,14 +64,17 @@ class ChunkUploader:
 
     def __init__(self, stub: pb_grpc.NodeStub, model: str, input_shape: Sequence[int],
                  weights: Mapping[str, torch.Tensor], *, uplink: LinkShaper,
-                 mbps: float, attempts: int = 6, backoff_s: tuple[float, float] = (0.5, 8.0),
+                 mbps: float, attempts: int = 6, patience_s: float = 120.0,
+                 backoff_s: tuple[float, float] = (0.5, 8.0),
                  stop: threading.Event | None = None):
         self.stub, self.model, self.input_shape = stub, model, list(input_shape)
         self.weights, self.uplink, self.mbps = weights, uplink, mbps
-        self.attempts, self.backoff_s = attempts, backoff_s
+        self.attempts, self.patience_s = attempts, patience_s
         self.stop = stop or threading.Event()
         self.stats = UploadStats()
         self._refs: dict[str, list[ChunkRef]] = {}
+        self._backoff = Backoff(*backoff_s)
+        self._down_since: float | None = None
 
     def chunks_of(self, names: Iterable[str]) -> list[ChunkRef]:
         """The chunks of these weights, in the given order (hashed once per weight)."""
@@ -95,31 +100,33 @@ class ChunkUploader:
 
     def upload(self, refs: Sequence[ChunkRef]) -> None:
         """Until the node holds every chunk of ``refs``; see module doc."""
-        failures, before, wanted = 0, None, len(_unique(refs))
+        wanted, before, stale, clean = len(_unique(refs)), None, 0, False
         while True:
             self._check_stop()
             try:
                 todo = _unique(self.missing(refs))
             except grpc.RpcError as e:
-                failures = self._failed(e, failures)
+                self._failed(e)
                 continue
+            self._recovered()
             if not todo:
                 return
             if before is None:
                 self.stats.chunks_held += wanted - len(todo)
             elif len(todo) < before:
-                failures = 0  # the last round made progress, broken off or not
-            else:  # none: refused as damaged again, or evicted as fast as sent
-                failures += 1
-                if failures > self.attempts:
+                stale = 0
+            elif clean:  # everything sent, nothing gained: refused as damaged, or evicted
+                stale += 1
+                if stale >= self.attempts:
                     raise UploadError(f"the edge still lacks {len(todo)} chunks of "
-                                      f"{self.model} after {failures} rounds without progress")
-            before = len(todo)
+                                      f"{self.model} after {stale} rounds that sent them all")
+            before, clean = len(todo), False
             try:
                 for batch in _batches(todo, PUT_BATCH_BYTES):
                     self._put(batch)
+                clean = True
             except grpc.RpcError as e:
-                failures = self._failed(e, failures)
+                self._failed(e)
 
     def _put(self, batch: Sequence[ChunkRef]) -> None:
         nbytes = sum(r.size for r in batch)
@@ -139,20 +146,26 @@ class ChunkUploader:
             yield pb.PutChunksRequest(chunks=[pb.WeightChunk(
                 weight=ref.weight, offset=ref.offset, digest=ref.digest, data=data)])
 
-    def _failed(self, e: grpc.RpcError, failures: int) -> int:
+    def _failed(self, e: grpc.RpcError) -> None:
+        """A call failed: back off and let the caller retry, unless the edge refused for good
+        or has been failing for ``patience_s`` (an edge restarting takes seconds)."""
         code = e.code()
         if code not in FALLBACK_CODES:
             raise UploadError(f"the edge refused the upload of {self.model}: {code.name}: "
                               f"{e.details()}") from None
-        failures += 1
         self.stats.broken += 1
-        if failures > self.attempts:
-            raise UploadError(f"the upload of {self.model} failed {failures} times in a row "
-                              f"({code.name}: {e.details()})") from None
-        low, high = self.backoff_s
-        if self.stop.wait(Backoff(low, high, failures - 1).fail()):
+        now = time.monotonic()
+        self._down_since = self._down_since or now
+        if now - self._down_since > self.patience_s:
+            raise UploadError(f"the edge has failed the upload of {self.model} for "
+                              f"{now - self._down_since:.0f} s ({code.name}: {e.details()})"
+                              ) from None
+        if self.stop.wait(self._backoff.fail()):
             raise UploadStopped
-        return failures
+
+    def _recovered(self) -> None:
+        self._down_since = None
+        self._backoff.ok()
 
     def _check_stop(self) -> None:
         if self.stop.is_set():
@@ -165,14 +178,16 @@ class ChunkUploader:
         refs = self.chunks_of(spec.name for spec, _ in pkg.weights)
         req = pb.DeployFromChunksRequest(stage_digest=pkg.digest, recipe=pkg.recipe.to_proto(),
                                          name=name, chunks=[r.digest for r in refs])
-        failures, sent = 0, False
+        sent = False
         while True:
             self._check_stop()
             try:
-                return self.stub.DeployFromChunks(req, timeout=timeout_s)
+                reply = self.stub.DeployFromChunks(req, timeout=timeout_s)
+                self._recovered()
+                return reply
             except grpc.RpcError as e:
                 if e.code() != grpc.StatusCode.FAILED_PRECONDITION:
-                    failures = self._failed(e, failures)
+                    self._failed(e)
                     continue
                 if sent:
                     raise UploadError(f"the edge cannot build stage {name}: {e.details()}"
