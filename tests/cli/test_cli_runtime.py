@@ -107,6 +107,9 @@ def quiet_node_logs():
     (["infer", "digits-cnn", "--repeat", "0"], "--repeat"),
     (["lab", "digits-cnn", "--mbps", "nan"], "--mbps"),
     (["netlab", "digits-cnn", "--mbps", "-5"], "--mbps"),
+    (["infer", "digits-cnn", "--upload", "sometimes"], "--upload"),
+    (["lab", "digits-cnn", "--upload", "lazy"], "--upload"),
+    (["serve", "--role", "edge", "--chunk-budget-mb", "0"], "--chunk-budget-mb"),
 ])
 def test_numeric_flags_must_be_finite_and_in_range(capsys, args, flag):
     code, _, err = main_in_process(capsys, *args)
@@ -183,6 +186,24 @@ def test_infer_against_a_dead_edge_is_an_error_unless_asked_to_fall_back(
     assert code == 0
     assert json.loads((tmp_path / "r.json").read_text())["fallbacks"] == 2
     assert "2 request(s) fell back" in out
+
+
+def test_incremental_upload_plans_itself_so_it_refuses_a_plan_file(capsys, edge_plan):
+    code, _, err = _infer(capsys, edge_plan, "127.0.0.1:9", "--upload", "incremental")
+    assert code == 2 and "--upload incremental" in err and "--plan" in err
+    assert "Traceback" not in err
+
+
+def test_auto_upload_goes_incremental_when_the_whole_stages_take_long(edge_plan):
+    from edgeweave.cli.upload_cmds import choose
+    from edgeweave.plan import load_plan
+
+    chosen = load_plan(edge_plan)  # digits-cnn's 150 kB all on the edge
+    assert choose("auto", chosen, None, False) == "whole"  # well under a second at 18.9 Mbit/s
+    slow = chosen.with_link("device-edge", mbps=0.05)  # 24 s: more than the 10 s auto allows
+    assert choose("auto", slow, None, False) == "incremental"
+    assert choose("auto", slow, edge_plan, False) == "whole"  # a plan file is run as it is
+    assert choose("whole", slow, None, False) == "whole"
 
 
 def test_infer_names_a_refused_token_or_certificate(tmp_path, capsys, token_file, edge_plan):

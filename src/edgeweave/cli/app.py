@@ -35,6 +35,12 @@ class LatencySource(StrEnum):
 FLEET_HELP = "Fleet YAML file or built-in fleet name (see `edgeweave fleets`)."
 MBPS = number(gt=0, le=1e6)
 MBPS_HELP = "Override the first hop's bandwidth (Mbit/s)."
+UPLOAD = typer.Option(
+    "auto", "--upload", callback=one_of("auto", "whole", "incremental"),
+    help="whole: deploy the plan's stages, then offload; incremental: upload the model's "
+    "layers in the order of latency saved per byte (IONN) while the device answers queries, "
+    "switching plans as they land; auto: incremental when the whole stages would take over "
+    "10 s to upload.")
 FALLBACK_HELP = ("Run locally when the edge cannot be used at all: unreachable, refusing the "
                  "token or the TLS handshake (default: exit with an error naming the cause).")
 
@@ -203,6 +209,9 @@ def serve(
     max_stage_mb: float = typer.Option(2048.0, callback=number(ge=1.0, le=1 << 24),
                                        help="Largest stage (weights, MiB) one Deploy may "
                                        "upload."),
+    chunk_budget_mb: float = typer.Option(2048.0, callback=number(ge=1.0, le=1 << 24),
+                                          help="Weight chunks of incremental uploads kept on "
+                                          "disk in --cache-dir (MiB); least recently used go."),
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Where uploads are staged on disk "
                                    "(default: a fresh temp dir)."),
 ) -> None:
@@ -223,6 +232,7 @@ def serve(
                         max_link_s=max_link_s, max_arrival_wait_s=max_arrival_wait_s,
                         max_decoded_mb=max_decoded_mb, models=tuple(model),
                         stage_budget_mb=stage_budget_mb, max_stage_mb=max_stage_mb,
+                        chunk_budget_mb=chunk_budget_mb,
                         cache_dir=None if cache_dir is None else str(cache_dir))
     serve_forever(config, ServeOptions(listen, token, cert_dir, metrics_port, max_message_mb,
                                        grace_s))
@@ -268,6 +278,7 @@ def infer(
     shaping: str = typer.Option("app", help="app: shape links in this process and the servers; "
                                 "kernel: netlab's tc already shapes them (add RTT only)."),
     fallback_local: bool = typer.Option(False, "--fallback-local", help=FALLBACK_HELP),
+    upload: str = UPLOAD,
     json_out: Path = typer.Option(None, "--json", help="Write per-request results here."),
 ) -> None:
     """Run a plan across real processes: device head here, the rest on --edge (and beyond)."""
@@ -277,7 +288,8 @@ def infer(
         raise EdgeWeaveError(f"--shaping: expected app or kernel, got {shaping!r}")
     runtime_cmds.infer(console, model, fleet, edge, plan_file, input_file, repeat,
                        objective.value, codec, mbps, token_file, cert_dir, adapt, json_out,
-                       shape_bandwidth=shaping == "app", fallback_local=fallback_local)
+                       shape_bandwidth=shaping == "app", fallback_local=fallback_local,
+                       upload=upload)
 
 
 @app.command()
@@ -288,13 +300,14 @@ def lab(
     codec: str = typer.Option("none", help="Activation codec at each cut."),
     mbps: float = typer.Option(None, "--mbps", callback=MBPS, help=MBPS_HELP),
     fallback_local: bool = typer.Option(False, "--fallback-local", help=FALLBACK_HELP),
+    upload: str = UPLOAD,
     json_out: Path = typer.Option(None, "--json", help="Write per-request results here."),
 ) -> None:
     """Start edge and cloud servers as local processes and run a model across them."""
     from edgeweave.cli import runtime_cmds
 
     runtime_cmds.lab(console, model, fleet, repeat, codec, mbps, json_out,
-                     fallback_local=fallback_local)
+                     fallback_local=fallback_local, upload=upload)
 
 
 @app.command()
@@ -304,12 +317,13 @@ def netlab(
     repeat: int = typer.Option(10, min=1, max=1_000_000, help="Requests to send."),
     codec: str = typer.Option("none", help="Activation codec at each cut."),
     mbps: float = typer.Option(None, "--mbps", callback=MBPS, help=MBPS_HELP),
+    upload: str = UPLOAD,
     json_out: Path = typer.Option(None, "--json", help="Write per-request results here."),
 ) -> None:
     """Device, edge and cloud in network namespaces joined by tc-shaped veth pairs (root)."""
     from edgeweave.cli import runtime_cmds
 
-    runtime_cmds.netlab(console, model, fleet, repeat, codec, mbps, json_out)
+    runtime_cmds.netlab(console, model, fleet, repeat, codec, mbps, json_out, upload=upload)
 
 
 @app.command()
