@@ -116,8 +116,9 @@ def test_hierarchical_edges_train_concurrently_and_report_per_tier_bytes():
     result = train_on_fleet(sim)
     assert result["hierarchical"] and result["edge_rounds"] == 2
     first = result["rounds"][0]
-    assert first["edges"] == 2 and first["clients"] == 8  # 4 clients x 2 edge rounds
-    assert first["edge_cloud_up"] > 0 and first["device_edge_up"] > first["edge_cloud_up"]
+    # the cloud's clients are the two edges; 4 devices x 2 edge rounds trained under them
+    assert first["clients"] == 2 and first["device_updates"] == 8
+    assert first["bytes_up"] > 0 and first["device_edge_up"] > first["bytes_up"]
     # each edge: two edge rounds of two clients taking turns on their access point; the edges
     # run side by side, so the cloud round is one edge's time plus the WAN, not two edges'
     one_edge = 2 * 2 * 4.0

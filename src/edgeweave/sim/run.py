@@ -25,6 +25,7 @@ from edgeweave.sim.engine import Outcome, Simulation
 from edgeweave.sim.scenario import Scenario
 from edgeweave.sim.summary import document, summarize
 from edgeweave.sim.training import (
+    CloudRounds,
     FleetBackend,
     check_synchronous,
     group_by_home_edge,
@@ -115,6 +116,7 @@ def train_on_fleet(sim: Simulation) -> dict[str, Any]:
             HierConfig(cloud_rounds=cfg.rounds, edge_rounds=spec.hierarchical.edge_rounds,
                        seed=cfg.seed, eval_every=cfg.eval_every, codec=cfg.codec),
             edge_cloud_s=wan)
+        trainer.server.backend = CloudRounds(trainer.edges, backend)
     else:
         backend = FleetBackend(sim, inner, devices, nbytes, flops, spec.start_s,
                                deadline_s=cfg.deadline_s)

@@ -124,6 +124,19 @@ class FleetBackend(Backend):
     # ---- Backend -----------------------------------------------------------------------------
 
     def available_clients(self) -> list[ClientInfo]:
+        """Flat: a round starts (:meth:`begin_round`). Hierarchical: the edges ask before each
+        edge round, inside the cloud round :class:`CloudRounds` began; a device is listed when
+        it has coverage at its own edge's clock."""
+        if len(self.groups) == 1 and FLAT in self.groups or not self.rounds:
+            return self.begin_round()
+        infos = []
+        for cid, dev in enumerate(self.devices):
+            ap = self.sim.ap_of(dev, self.cursor.get(self.group_of[cid], self.sim.env.now))
+            if ap >= 0:
+                infos.append(self._info(cid, dev, ap))
+        return infos
+
+    def begin_round(self) -> list[ClientInfo]:
         """A round starts: run the fleet to the end of the last round, then list the clients
         whose device has coverage, priced at the load of the previous round."""
         if self.rounds:
@@ -289,3 +302,28 @@ def time_to_accuracy(rounds: list[dict[str, Any]], target: float) -> dict[str, A
         if acc is not None and not math.isnan(acc) and acc >= target:
             return {"target": target, "round": r["round"], "sim_s": r["sim_end_s"]}
     return {"target": target, "round": None, "sim_s": None}
+
+
+class CloudRounds(Backend):
+    """The cloud server's backend in a hierarchical run: ``edges`` (the trainer's
+    ``EdgesBackend``), with every cloud round beginning a simulated round on ``fleet`` (the edges
+    ask the fleet for devices once per edge round, which must not start a new one)."""
+
+    name = "cloud-rounds"
+
+    def __init__(self, edges: Backend, fleet: FleetBackend) -> None:
+        self.edges, self.fleet = edges, fleet
+
+    def available_clients(self) -> list[ClientInfo]:
+        self.fleet.begin_round()
+        return self.edges.available_clients()
+
+    def fit(self, round_num: int, global_params: Params, client_ids: list[int],
+            config: FitConfig) -> Updates:
+        return self.edges.fit(round_num, global_params, client_ids, config)
+
+    def state(self) -> dict[str, Any]:
+        return self.edges.state()
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.edges.load_state(state)
