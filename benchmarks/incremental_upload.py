@@ -68,6 +68,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     console = Console(width=150)
+    console.print(NOTE)
     rates = [float(m) for m in args.mbps.split(",")]
     codecs = tuple(c for c in args.codec.split(",") if c)
 

@@ -206,6 +206,33 @@ def test_auto_upload_goes_incremental_when_the_whole_stages_take_long(edge_plan)
     assert choose("whole", slow, None, False) == "whole"
 
 
+def test_infer_uploads_incrementally_and_says_what_it_emulates(tmp_path, capsys, token_file):
+    from edgeweave.graph import capture_spec
+    from edgeweave.runtime.node import ServeOptions, start_node
+    from edgeweave.runtime.server import NodeConfig
+
+    graph = capture_spec("digits-cnn")
+    node, svc, port = start_node(NodeConfig("edge", "edge", cache_dir=str(tmp_path)),
+                                 ServeOptions("127.0.0.1:0", token=token_file.read_text()))
+    # captured before queries run: fx tracing patches nn.Module.__call__ process-wide, and
+    # this edge shares the test's process
+    svc.deployer.models.graph(graph.spec, graph.input_shape)
+    try:
+        code, out, err = main_in_process(
+            capsys, "infer", "digits-cnn", "--edge", f"127.0.0.1:{port}", "--token-file",
+            str(token_file), "--upload", "incremental", "--mbps", "2", "--repeat", "3",
+            "--json", str(tmp_path / "r.json"))
+    finally:
+        node.stop(0)
+    out = " ".join(out.split())
+    assert code == 0, err
+    assert "upload order (IONN, benefit per byte)" in out and "first benefit:" in out
+    assert "EMULATED: the device's uplink is 2 Mbit/s by shaping in this process" in out
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["upload"]["strategy"] == "incremental" and doc["requests"] == 3
+    assert len(doc["per_request_t_s"]) == 3 and doc["fallbacks"] == 0
+
+
 def test_infer_names_a_refused_token_or_certificate(tmp_path, capsys, token_file, edge_plan):
     from edgeweave.runtime.node import ServeOptions, start_node
     from edgeweave.runtime.server import NodeConfig

@@ -45,6 +45,12 @@ def run(console: Console, model: str, graph, fleet, prof, dilation: float, edge:
     schedule = schedule_for(prof, "incremental", codecs)
     link = prof.links[prof.hop_names()[0]]
     _print_schedule(console, schedule, link.mbps)
+    console.print(
+        f"EMULATED: the device's uplink is {link.mbps:g} Mbit/s by shaping "
+        + ("in this process and the servers (a token bucket, shared by queries and upload)"
+           if shape_bandwidth else "in the kernel (tc tbf between network namespaces)")
+        + f", RTT {link.rtt_ms:g} ms added by the runtime; the device's compute is this "
+        f"host's dilated x{dilation:.1f}")
     with console.status(f"{repeat} queries while the upload runs"):
         summary = run_incremental(graph, schedule, edge, [x] * repeat,
                                   link=(link.mbps, link.rtt_ms), dilation=dilation,
