@@ -116,6 +116,7 @@ class IncrementalClient:
         self._uplink = LinkShaper(self.mbps * (1.0 if self.opts.shape_bandwidth
                                                else KERNEL_PACE), self.rtt_ms)
         self._stop = threading.Event()
+        self._ready = threading.Event()  # the initial plan is in force
         self.uploader = ChunkUploader(
             pb_grpc.NodeStub(self._channels[1]), graph.spec, graph.input_shape,
             graph.module.state_dict(), uplink=self._uplink, mbps=self.mbps,
@@ -133,22 +134,32 @@ class IncrementalClient:
     # ---- the upload ----------------------------------------------------------------------
 
     def start(self, example: torch.Tensor) -> None:
-        """Run the schedule's initial plan at once (it needs no upload: at most stages without
-        weights) and start uploading."""
+        """Start uploading and build the schedule's initial plan (it needs no upload: at most
+        stages without weights) meanwhile: the first chunks are on their way, and the edge is
+        capturing the model to check them, while the device traces its own stages. A landed
+        partition switches the plan only once the initial one is in force."""
         self._example = example
         self._t0 = time.monotonic()
-        self._active = self._build(self.schedule.initial, 0)
-        self._event("plan", mode=self.schedule.initial.mode,
-                    predicted_ms=self.schedule.initial.total_ms)
         self._thread = threading.Thread(target=self._upload, name="edgeweave-upload",
                                         daemon=True)
         self._thread.start()
+        try:
+            self._active = self._build(self.schedule.initial, 0)
+        except BaseException:
+            self.close()
+            raise
+        self._event("plan", mode=self.schedule.initial.mode,
+                    predicted_ms=self.schedule.initial.total_ms)
+        self._ready.set()
 
     def _upload(self) -> None:
         try:
             for k, step in enumerate(self.schedule.steps, start=1):
                 self.uploader.upload(self.uploader.chunks_of(self._weights_of(step.nodes)))
                 self._event("landed", partition=k, bytes=step.nbytes, nodes=list(step.nodes))
+                while not self._ready.wait(0.2):
+                    if self._stop.is_set():
+                        return
                 self._switch(self._build(step.plan, k))
                 self._heal()
             self._event("uploaded", bytes_sent=self.uploader.stats.bytes_sent)
