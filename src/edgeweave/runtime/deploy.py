@@ -99,13 +99,9 @@ class Deployer:
 
     def deploy(self, stream: Iterator[pb.DeployRequest], can_forward: bool) -> Deployed:
         head = next(stream, None)
-        if head is None:
-            raise _invalid("bad_recipe", "empty Deploy stream")
-        _refuse_program(head)
-        digest, name, hops = head.stage_digest, head.name[:120], max(0, head.hops_ahead)
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise _invalid("bad_recipe", "stage_digest: expected 64 lowercase hex digits "
-                                         "(sha256) on the first Deploy message")
+        digest = check_head(head)
+        assert head is not None
+        name, hops = head.name[:120], max(0, head.hops_ahead)
         if hops and not can_forward:
             raise DeployRefused(grpc.StatusCode.FAILED_PRECONDITION, "no_next",
                                 "this node has no --next node to deploy onward to")
@@ -120,10 +116,7 @@ class Deployer:
         fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix="upload-", suffix=".weights")
         try:
             with os.fdopen(fd, "wb") as f:
-                got = _receive(_slices(head, stream), blueprint.expected, StageHasher(recipe), f)
-            if got != digest:
-                raise _invalid("bad_digest", f"stage digest mismatch: announced {digest[:12]}, "
-                                             f"the recipe and weights hash to {got[:12]}")
+                receive_checked(head, stream, recipe, blueprint.expected, f)
             return self._build(recipe, digest, blueprint, Path(tmp), name, hops)
         finally:
             os.unlink(tmp)
@@ -139,7 +132,7 @@ class Deployer:
         try:
             stage = stage_from_nodes(graph, recipe.nodes, recipe.inputs, recipe.outputs,
                                      key=name or "stage")
-            specs = {v: _value_spec(graph, v) for v in (*recipe.inputs, *recipe.outputs)}
+            specs = {v: value_spec(graph, v) for v in (*recipe.inputs, *recipe.outputs)}
             expected = [spec for spec, _ in weights_of(stage.module)]
         except (GraphError, StageError) as e:
             raise _invalid("bad_recipe", f"recipe for model {recipe.model!r}: {e}") from None
@@ -162,7 +155,8 @@ class Deployer:
             start = time.perf_counter()
             self.store.make_room(blueprint.nbytes)
             module = copy.deepcopy(blueprint.module)  # meta weights: cheap, and never shared
-            module.load_state_dict(_load(path, blueprint.expected), strict=True, assign=True)
+            module.load_state_dict(load_weights(path, blueprint.expected), strict=True,
+                                   assign=True)
             module.eval()
             zeros = [torch.zeros(blueprint.specs[v][1], dtype=DTYPES[blueprint.specs[v][0]])
                      for v in recipe.inputs]
@@ -177,6 +171,30 @@ class Deployer:
                                   recipe, digest, tuple(weights_of(module)))
             self.store.put(stage)
             return Deployed(stage, False, (time.perf_counter() - start) * 1000.0, name, hops)
+
+
+def check_head(head: pb.DeployRequest | None) -> str:
+    """The first message of a Deploy stream: no program, a well-formed digest; returns it."""
+    if head is None:
+        raise _invalid("bad_recipe", "empty Deploy stream")
+    _refuse_program(head)
+    digest = head.stage_digest
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise _invalid("bad_recipe", "stage_digest: expected 64 lowercase hex digits "
+                                     "(sha256) on the first Deploy message")
+    return digest
+
+
+def receive_checked(head: pb.DeployRequest, stream: Iterable[pb.DeployRequest],
+                    recipe: StageRecipe, expected: list[WeightSpec], out: BinaryIO) -> None:
+    """Receive the weight slices of a Deploy stream whose recipe the receiver resolved itself
+    (``expected``: the weights its own module has) into ``out``, and check the digest the
+    first message announced; DeployRefused names the first problem."""
+    got = _receive(_slices(head, stream), expected, StageHasher(recipe), out)
+    if got != head.stage_digest:
+        raise _invalid("bad_digest", f"stage digest mismatch: announced "
+                                     f"{head.stage_digest[:12]}, the recipe and weights hash "
+                                     f"to {got[:12]}")
 
 
 def _refuse_program(msg: pb.DeployRequest) -> None:
@@ -240,7 +258,7 @@ def _receive(slices: Iterable[pb.WeightSlice], expected: list[WeightSpec], hashe
     return hasher.hexdigest()
 
 
-def _load(path: Path, expected: list[WeightSpec]) -> dict[str, torch.Tensor]:
+def load_weights(path: Path, expected: list[WeightSpec]) -> dict[str, torch.Tensor]:
     """The verified weights from ``path``, read a slice at a time into their own tensors."""
     state = {}
     with open(path, "rb") as f:
@@ -260,7 +278,7 @@ def _load(path: Path, expected: list[WeightSpec]) -> dict[str, torch.Tensor]:
     return state
 
 
-def _value_spec(graph: Graph, name: str) -> tuple[str, tuple[int, ...]]:
+def value_spec(graph: Graph, name: str) -> tuple[str, tuple[int, ...]]:
     """(wire dtype, shape) of a value crossing a cut, from the node's own capture."""
     shape = graph.node(name).out_shape
     fx_node = next(n for n in graph.module.graph.nodes if n.name == name)
