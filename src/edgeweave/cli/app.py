@@ -544,6 +544,7 @@ def decentral(
 
 
 app.command()(report_cmds.report)
+app.command()(__import__("edgeweave.cli.distribute_cmds", fromlist=["_"]).distribute)
 
 _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True,
                 "help_option_names": []}
