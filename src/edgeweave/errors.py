@@ -36,3 +36,7 @@ class ReportError(EdgeWeaveError):
     def __init__(self, message: str, path: object = None):
         super().__init__(message)
         self.path = path
+
+
+class SimError(EdgeWeaveError):
+    """A simulation scenario is malformed, or a simulation or sweep cannot run as asked."""
