@@ -39,12 +39,13 @@ class ClusterLab:
     models: tuple[str, ...] = ()
     startup_timeout_s: float = 120.0
     nodes: dict[str, LabNode] = field(default_factory=dict)
-    token: str = ""
+    token: str = ""  # given: the token the gateway's other peers (edge, cloud) accept too
     _dir: tempfile.TemporaryDirectory | None = None
 
     def __enter__(self) -> ClusterLab:
         self._dir = tempfile.TemporaryDirectory(prefix="edgeweave-cluster-")
-        self.token = write_token(Path(self._dir.name) / "token", generate_token())
+        self.token = write_token(Path(self._dir.name) / "token",
+                                 self.token or generate_token())
         try:
             with ThreadPoolExecutor(max_workers=max(1, len(self.dilations))) as pool:
                 started = list(pool.map(self._launch, self.dilations))

@@ -120,8 +120,9 @@ def run_cluster(graph: Graph, plan: Plan, profile: Profile, fleet: Fleet,
     sources = list(sources or [part.gateway])
     dilations = device_dilations(profile, fleet, part.devices)
     remote = any(tier != "device" for tier in plan.placement.values())
-    with ClusterLab(dict(dilations), models=models) as lab, (
-            LocalLab(models=models) if remote else contextlib.nullcontext()) as edge_lab:
+    with (LocalLab(models=models) if remote else contextlib.nullcontext()) as edge_lab, \
+            ClusterLab(dict(dilations), models=models,
+                       token=edge_lab.token if edge_lab else "") as lab:
         common = dict(token=lab.token, gateway_dilation=dilations[part.gateway],
                       edge_target=edge_lab.edge_target if edge_lab else None)
         if part.method == "fused-tiles":
