@@ -144,3 +144,27 @@ def test_bad_frames_and_sources_are_named():
             gw.join("zz", "127.0.0.1:1")
     finally:
         gw.close()
+
+
+def test_a_device_that_answers_nothing_in_time_is_cut_off_and_its_tiles_rerun(workers):
+    """A worker holding tasks and answering none (hung, or stalling on purpose) is waited for
+    at most the task timeout; its tiles run elsewhere and the frame is answered correctly."""
+    plan = digits_plan(grid=(2, 2), reuse=False)
+    gw = TileGateway(digits(), plan, scheduler="stealing", token=TOKEN, task_timeout_s=0.5)
+    try:
+        gw.join("b", workers.start("b", dilation=100_000.0))  # a minute per tile
+        xs = frames(2)
+        futures = [gw.submit(x, "a") for x in xs]
+        deadline = time.monotonic() + 30
+        while gw.pool.held("b") == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert gw.pool.held("b") > 0  # b took a tile and sits on it
+        gw.join("a", workers.start("a"))
+        results = [f.result(timeout=60) for f in futures]
+        assert "b" not in gw.pool.alive()
+    finally:
+        gw.close()
+    assert sum(r.rerun for r in results) >= 1
+    for x, r in zip(xs, results, strict=True):
+        assert torch.allclose(r.output, reference(x), atol=1e-5)
+        assert "b" not in r.tasks

@@ -107,7 +107,8 @@ class TileGateway:
     def __init__(self, graph: Graph, plan: Plan, *, scheduler: str = "stealing",
                  prefetch: int = 0, token: str | None = None, tls: ClientTLS | None = None,
                  gateway_dilation: float = 1.0, edge_target: str | None = None,
-                 rest_options: ClientOptions | None = None, spin: bool = False):
+                 rest_options: ClientOptions | None = None, spin: bool = False,
+                 task_timeout_s: float = 300.0):
         part = plan.partition
         if part is None or part.method != "fused-tiles":
             raise EdgeWeaveError("the plan has no fused-tile partition (plan it with "
@@ -128,7 +129,7 @@ class TileGateway:
         self.dilation, self.spin = gateway_dilation, spin
         self.medium = SharedMedium(part.medium.mbps, part.medium.rtt_ms)
         self.pool = WorkerPool(self.medium, self.gateway, self._on_ready, self._on_gone,
-                               token=token, tls=tls)
+                               token=token, tls=tls, task_timeout_s=task_timeout_s)
         self.scheduler = make_scheduler(scheduler, prefetch)
         self.rest = RestRunner(graph, plan, part.prefix_nodes, edge_target=edge_target,
                                token=token, tls=tls, dilation=gateway_dilation,

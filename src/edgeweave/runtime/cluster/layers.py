@@ -78,7 +78,7 @@ class LayerGateway:
     def __init__(self, graph: Graph, plan: Plan, *, token: str | None = None,
                  tls: ClientTLS | None = None, gateway_dilation: float = 1.0,
                  edge_target: str | None = None, rest_options: ClientOptions | None = None,
-                 spin: bool = False):
+                 spin: bool = False, task_timeout_s: float = 300.0):
         part = plan.partition
         if part is None or part.method != "layer-wise":
             raise EdgeWeaveError("the plan has no layer-wise partition")
@@ -99,7 +99,7 @@ class LayerGateway:
         self.dilation, self.spin = gateway_dilation, spin
         self.medium = SharedMedium(part.medium.mbps, part.medium.rtt_ms)
         self.pool = WorkerPool(self.medium, self.gateway, lambda _: None, self._on_gone,
-                               token=token, tls=tls)
+                               token=token, tls=tls, task_timeout_s=task_timeout_s)
         self.rest = RestRunner(graph, plan, part.prefix_nodes, edge_target=edge_target,
                                token=token, tls=tls, dilation=gateway_dilation,
                                options=rest_options)

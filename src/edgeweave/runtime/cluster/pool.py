@@ -4,8 +4,9 @@ Each worker gets one authenticated channel (token or mTLS, as every EdgeWeave pe
 stream: tasks go out through a queue the stream reads, answers come back on a reader thread,
 which holds each result until it would have crossed the shared medium and then hands it to the
 task's handler. The worker's hello marks it ready (it asks for work). A stream that breaks (the
-device died) or a worker that fails a task marks the worker gone; every task it still held is
-handed back to the gateway at once, to run elsewhere.
+device died), a worker that fails a task, or one that holds tasks and answers none of them for
+``task_timeout_s`` (hung, or a peer that stalls on purpose) marks the worker gone; every task it
+still held is handed back to the gateway at once, to run elsewhere.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +48,8 @@ class _Link:
     alive: bool = True
     ready: bool = False
     call: Any = None
+    progress: float = field(default_factory=time.monotonic)  # last answer, or first task held
+    why: str = ""  # why the gateway cut it off
 
 
 class WorkerPool:
@@ -54,8 +58,12 @@ class WorkerPool:
 
     def __init__(self, medium: SharedMedium, gateway: str, on_ready: Callable[[str], None],
                  on_gone: Callable[[str, list[Any], str], None], token: str | None = None,
-                 tls: ClientTLS | None = None, max_message_mb: float = 256.0):
+                 tls: ClientTLS | None = None, max_message_mb: float = 256.0,
+                 task_timeout_s: float = 300.0):
+        if not task_timeout_s > 0:
+            raise EdgeWeaveError(f"task timeout must be positive seconds, got {task_timeout_s}")
         self.medium = medium
+        self.task_timeout_s = task_timeout_s
         self.gateway = gateway
         self.on_ready, self.on_gone = on_ready, on_gone
         self.token, self.tls = token, tls
@@ -63,6 +71,26 @@ class WorkerPool:
         self._links: dict[str, _Link] = {}
         self._lock = threading.Lock()
         self._closing = False
+        self._watchdog = threading.Thread(target=self._watch, daemon=True,
+                                          name="cluster-watchdog")
+        self._watchdog.start()
+
+    def _watch(self) -> None:
+        """Cut off a worker that holds tasks and has answered none for ``task_timeout_s``: its
+        Work stream is cancelled, so its reader hands the tasks back."""
+        period = min(1.0, self.task_timeout_s / 4)
+        while not self._closing:
+            time.sleep(period)
+            now = time.monotonic()
+            with self._lock:
+                stalled = [lk for lk in self._links.values() if lk.alive and lk.held
+                           and now - lk.progress > self.task_timeout_s and not lk.why]
+                for link in stalled:
+                    link.why = (f"it answered none of its {len(link.held)} task(s) for "
+                                f"{self.task_timeout_s:g} s")
+            for link in stalled:
+                if link.call is not None:
+                    link.call.cancel()
 
     def connect(self, device: str, target: str, setup: Iterator[cpb.SetupRequest],
                 timeout_s: float = 300.0) -> cpb.SetupReply:
@@ -98,6 +126,7 @@ class WorkerPool:
                     continue
                 with self._lock:
                     held = link.held.pop(msg.task, None)
+                    link.progress = time.monotonic()
                 if held is None:
                     continue  # not a task we sent: ignore it
                 if msg.error_code:
@@ -110,7 +139,9 @@ class WorkerPool:
                 self.medium.receive(nbytes, link.name, self.gateway)
                 held[0](link.name, msg)
         except grpc.RpcError as e:
-            if e.code() != grpc.StatusCode.CANCELLED or why == "its Work stream ended":
+            if link.why:
+                why = link.why
+            elif e.code() != grpc.StatusCode.CANCELLED or why == "its Work stream ended":
                 why = f"{e.code().name}: {e.details()}"
         except Exception:  # a handler's bug must not leave tasks stranded on a dead link
             log.exception("cluster gateway: handling a result from %s failed", link.name)
@@ -134,6 +165,8 @@ class WorkerPool:
             link = self._links.get(device)
             if link is None or not link.alive:
                 return False
+            if not link.held:
+                link.progress = time.monotonic()
             link.held[msg.task] = (on_done, tag)
         self.medium.send(msg, nbytes, src, device)
         link.outbox.put(msg)
