@@ -5,6 +5,7 @@ started first (profiling is a tripwire there)."""
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 from pathlib import Path
 
@@ -105,3 +106,25 @@ def test_bad_input_is_one_line_naming_it(args, names, early, scratch, profiling,
         assert len(err.strip().splitlines()) == 1, err
     else:
         assert "Invalid value" in err, err
+
+
+@pytest.mark.slow
+def test_distribute_runs_the_plan_on_worker_processes(tmp_path, monkeypatch, capsys):
+    """digits-cnn across three devices of the pi-cluster: the partition, each device's work
+    with its dilation, predicted and measured latency; every frame answered."""
+    out = tmp_path / "run.json"
+    argv = ["edgeweave", "distribute", "digits-cnn", "--devices", "pi4-0,pi4-1,pi3-0",
+            "--method", "fused-tiles", "--grid", "2x2", "--frames", "2", "--repeats", "1",
+            "--json", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as exit_:
+        cli_app.main()
+    text = capsys.readouterr().out
+    assert exit_.value.code in (0, None), text
+    assert "fused-tiles fused depth" in text and "grid 2x2" in text
+    assert "dilation" in text and "rpi3" in text
+    assert "latency: predicted" in text and "measured" in text
+    run = json.loads(out.read_text())["run"]
+    assert run["frames"] == 2 and run["method"] == "fused-tiles" and run["devices"] == 3
+    assert run["dilations"]["pi3-0"] > run["dilations"]["pi4-0"] >= 1.0
