@@ -10,6 +10,7 @@ same model run through the same runtime on one emulated device (devices = 1).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -56,6 +57,9 @@ def _row(run: ClusterRun, **extra: Any) -> dict[str, Any]:
         "dilations": doc["dilations"], "device_work": work, "per_frame_ms": doc["per_frame_ms"],
     }
     row.update(extra)
+    print(f"measured {row['model']} {row['method']} x{row['devices']} {row['scheduler']}: "
+          f"{row['latency_ms']:.0f} ms (predicted {predicted:.0f}), {row['fps']:.2f} fps",
+          file=sys.stderr, flush=True)
     return row
 
 

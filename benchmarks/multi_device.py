@@ -230,6 +230,10 @@ def main() -> None:
                                                           "warm-up frame)")
     ap.add_argument("--run-devices", default="1,2,3,4,5,6",
                     help="device counts of the measured fused-tile runs")
+    ap.add_argument("--run-layerwise", default="2,3,4",
+                    help="device counts of the measured layer-wise runs")
+    ap.add_argument("--run-schedulers", nargs="*", help="models whose stealing vs sharing and "
+                    "reuse off/on are measured (default: every model)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     global MEDIUM_MBPS
@@ -249,6 +253,7 @@ def main() -> None:
         "reuse": [], "measured": [], "schedulers": [], "reuse_measured": []}
     runs = not args.no_runs and args.profile == "measured"
     run_devices = [int(n) for n in args.run_devices.split(",") if n.strip()]
+    run_layerwise = [int(n) for n in args.run_layerwise.split(",") if n.strip()]
     profiles = (profile_zoo(args.models, args.out, 3, args.reuse)
                 if args.profile == "measured" else {})
     for name in args.models:
@@ -268,11 +273,14 @@ def main() -> None:
         doc["reuse"] += reuse_rows(graph, profile, cache)
         if runs:
             doc["measured"] += speedup_runs(graph, profile, local_fleet, run_devices,
-                                            (2, 3, 4), args.frames, cache)
-            doc["schedulers"] += scheduler_runs(graph, profile, local_fleet, 3,
-                                                3 * args.frames, cache)
-            doc["reuse_measured"] += reuse_runs(graph, profile, local_fleet, 4, args.frames,
-                                                cache)
+                                            run_layerwise, args.frames, cache)
+            if args.run_schedulers is None or name in args.run_schedulers:
+                doc["schedulers"] += scheduler_runs(graph, profile, local_fleet, 3,
+                                                    3 * args.frames, cache)
+                doc["reuse_measured"] += reuse_runs(graph, profile, local_fleet, 4,
+                                                    args.frames, cache)
+        if args.json:  # what is done so far, in case a long run is stopped
+            args.json.write_text(json.dumps(doc, indent=1, default=str))
     measured = ["model", "method", "devices", "scheduler", "latency_ms", "predicted_ms",
                 "measured_vs_predicted_pct", "fps", "speedup_vs_one", "peak_rss_mb",
                 "task_memory_mb", "predicted_memory_mb", "bytes_per_frame", "grid", "reuse"]
