@@ -1,7 +1,8 @@
 """`edgeweave distribute`: plan a model across a fleet's cluster of devices and run the plan on
 local processes (one worker per device, dilated to its hardware; the shared Wi-Fi emulated in
 the gateway), printing the partition, each device's work, and predicted vs measured latency.
-Wiring only: runtime.cluster.session does the work."""
+The wiring (the options are in edgeweave.cli.commands.distribute); runtime.cluster.session
+does the work."""
 
 from __future__ import annotations
 
@@ -9,53 +10,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgeweave.cli.options import OptionError, integer, number, one_of, output_file
-
-console = Console()
-METHODS = ("auto", "fused-tiles", "layer-wise")
-CODECS = ("none", "fp16", "int8")  # plan.cluster_cost.MEDIUM_CODECS (not imported: slow)
+from edgeweave.cli.options import OptionError
 
 
-def distribute(
-    model: str = typer.Argument(..., help="Model specifier (see `edgeweave models`)."),
-    fleet: str = typer.Option("pi-cluster", "--fleet", "-f", help="Fleet YAML file or "
-                              "built-in fleet name with a `clusters:` section."),
-    cluster: str = typer.Option(None, "--cluster", help="Cluster name (default: the first)."),
-    devices: str = typer.Option(None, "--devices", help="Comma-separated devices of the "
-                                "cluster to use; the gateway must be one (default: all)."),
-    method: str = typer.Option("auto", "--method", callback=one_of(*METHODS),
-                               help="fused-tiles (DeepThings), layer-wise (MoDNN) or auto."),
-    depth: int = typer.Option(None, "--depth", callback=integer(ge=1, le=1000),
-                              help="Fused depth (convolution and pooling layers)."),
-    grid: str = typer.Option(None, "--grid", help="Tile grid ROWSxCOLS, e.g. 3x3."),
-    reuse: str = typer.Option("auto", "--reuse", callback=one_of("auto", "on", "off"),
-                              help="Data reuse between neighbouring tiles."),
-    scheduler: str = typer.Option("stealing", "--scheduler",
-                                  callback=one_of("stealing", "sharing"),
-                                  help="Work stealing or work sharing (fused tiles)."),
-    sources: str = typer.Option(None, "--sources", help="Comma-separated devices producing "
-                                "frames (default: the gateway)."),
-    frames: int = typer.Option(5, "--frames", callback=integer(ge=1, le=100_000),
-                               help="Frames to run (after one warm-up frame)."),
-    objective: str = typer.Option("latency", "--objective",
-                                  callback=one_of("latency", "throughput")),
-    mbps: float = typer.Option(None, "--mbps", callback=number(gt=0, le=1e6),
-                               help="The shared medium's bandwidth (default: the fleet's)."),
-    input_codec: str = typer.Option("none", "--input-codec", callback=one_of(*CODECS),
-                                    help="Codec of the frame's crops on the medium."),
-    result_codec: str = typer.Option("none", "--result-codec", callback=one_of(*CODECS),
-                                     help="Codec of computed feature maps on the medium."),
-    repeats: int = typer.Option(3, "--repeats", callback=integer(ge=1, le=1000),
-                                help="Profiling repeats per layer."),
-    json_out: Path = typer.Option(None, "--json", callback=output_file,
-                                  help="Write the plan and what was measured here."),
-) -> None:
-    """Split one inference across a cluster of devices (DeepThings fused tiles with work
-    stealing or sharing, MoDNN layer-wise) and run it on local processes."""
+def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
+               devices: str | None, method: str, depth: int | None, grid: str | None,
+               reuse: str, scheduler: str, sources: str | None, frames: int, objective: str,
+               mbps: float | None, input_codec: str, result_codec: str, repeats: int,
+               json_out: Path | None) -> None:
+    """Profile, plan and run (the options: edgeweave.cli.commands.distribute)."""
     from edgeweave.graph import capture_spec
     from edgeweave.profile import profile_graph
     from edgeweave.runtime.cluster.session import plan_emulated, run_cluster
@@ -80,7 +46,7 @@ def distribute(
             input_codec=input_codec, result_codec=result_codec, model_spec=model)
     part = plan.partition
     assert part is not None
-    _print_plan(plan)
+    _print_plan(console, plan)
     if part.method == "single":
         console.print("[yellow]the plan keeps the model on one device: splitting it does not "
                       "pay here[/] (try --method fused-tiles or layer-wise, or --mbps)")
@@ -92,7 +58,7 @@ def distribute(
     with console.status(f"running {frames} frame(s) on {len(part.devices)} worker processes"):
         run = run_cluster(graph, plan, profile, fl, xs, scheduler=scheduler,
                           sources=source_list, models=_installs(model))
-    _print_run(run)
+    _print_run(console, run)
     if json_out is not None:
         from edgeweave.cli.options import write_output
 
@@ -156,7 +122,7 @@ def _installs(model: str) -> tuple[str, ...]:
     return installs(model)
 
 
-def _print_plan(plan) -> None:
+def _print_plan(console: Console, plan) -> None:
     part = plan.partition
     pred = part.predicted
     what = (f"fused depth {part.fused_depth}, grid {part.grid[0]}x{part.grid[1]}, reuse "
@@ -177,7 +143,7 @@ def _print_plan(plan) -> None:
             f"{d}: {', '.join(v)}" for d, v in by_device.items()), highlight=False)
 
 
-def _print_run(run) -> None:
+def _print_run(console: Console, run) -> None:
     part = run.plan.partition
     work = run.device_work()
     table = Table(title=f"per device, per frame ({run.scheduler}; sources "
