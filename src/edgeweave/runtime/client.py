@@ -49,6 +49,9 @@ from edgeweave.security import ClientTLS, authed_channel
 log = logging.getLogger("edgeweave.runtime")
 
 
+#: The stage key of prefix nodes computed outside the client (never deployed, never run).
+_PREFIX = "prefix"
+
 #: A freshly deployed stage's first calls are slow (TorchScript specialises on them: 2-3x on
 #: alexnet here), which says nothing about the machines' load, so they are not learnt from.
 COLD_REQUESTS = 2
@@ -110,8 +113,11 @@ class CoInferenceClient:
     def __init__(self, graph: Graph, chosen: Plan, edge_target: str | None, *,
                  token: str | None = None, tls: ClientTLS | None = None,
                  options: ClientOptions | None = None, profile: Profile | None = None,
-                 load: LoadFactors | None = None):
+                 load: LoadFactors | None = None, prefix: Sequence[str] = ()):
         self.graph = graph
+        # nodes whose values the caller computes and hands to infer() (a cluster's partitioned
+        # prefix, runtime.cluster): no stage here runs them
+        self._prefix = frozenset(prefix)
         self.opts = options or ClientOptions()
         self.profile = profile
         self.estimator = BandwidthEstimator()
@@ -147,11 +153,16 @@ class CoInferenceClient:
     # ---- plan -> stages, route ------------------------------------------------------------
 
     def _prepare(self, chosen: Plan) -> _Deployment:
-        stages = {s.key: s for s in split(self.graph, chosen.placement, chosen.tiers)}
+        placement, order = chosen.placement, tuple(chosen.tiers)
+        if self._prefix:
+            placement = {n: _PREFIX if n in self._prefix or self.graph.node(n).kind ==
+                         "placeholder" else t for n, t in placement.items()}
+            order = (_PREFIX, *order)
+        stages = {s.key: s for s in split(self.graph, placement, order) if s.key != _PREFIX}
         dep = _Deployment(chosen, stages, stage_ids={k: _stage_id(self.graph.name, s)
                                                      for k, s in stages.items()})
         tier_of = {n: chosen.tiers.index(t) for n, t in chosen.placement.items()}
-        top = max(tier_of[n] for s in stages.values() for n in s.nodes)
+        top = max((tier_of[n] for s in stages.values() for n in s.nodes), default=0)
         for level in range(1, top + 1):
             needs = sorted({v for s in stages.values() if chosen.tiers.index(s.key) >= level
                             for v in s.inputs if tier_of[v] < level})
@@ -164,14 +175,15 @@ class CoInferenceClient:
         dep.want = [o for o in self.graph.outputs if tier_of[o] > 0]
         return dep
 
-    def deploy(self, example: torch.Tensor) -> list[pb.DeployReply]:
+    def deploy(self, example: torch.Tensor, given: dict[str, torch.Tensor] | None = None
+               ) -> list[pb.DeployReply]:
         """Describe the remote stages (recipe + weights; each node builds and traces its stage
         itself) and upload them, content-addressed, so a re-deploy of the same stage is a cache
         hit. If the edge is unreachable, requests run locally and the upload is retried with
         the edge."""
         self._example = example
         dep = self.deployment
-        env: dict[str, Any] = {self.graph.placeholders[0]: example}
+        env: dict[str, Any] = {self.graph.placeholders[0]: example, **(given or {})}
         for key in dep.plan.tiers:
             stage = dep.stages.get(key)
             if stage is None:
@@ -214,9 +226,11 @@ class CoInferenceClient:
 
     # ---- inference ------------------------------------------------------------------------
 
-    def infer(self, x: torch.Tensor) -> Result:
+    def infer(self, x: torch.Tensor, given: dict[str, torch.Tensor] | None = None) -> Result:
+        """The model's output for ``x``; ``given`` holds the values of the prefix nodes the
+        caller computed."""
         dep = self.deployment
-        run = self._begin(dep, x)
+        run = self._begin(dep, x, given)
         fallback, note, bytes_up = False, "", 0
         if dep.route:
             if self._backoff.active:
@@ -260,10 +274,11 @@ class CoInferenceClient:
         for run in runs[done:]:
             yield self._end(dep, run, *self._failed(dep, run, code, why))
 
-    def _begin(self, dep: _Deployment, x: torch.Tensor) -> _Run:
+    def _begin(self, dep: _Deployment, x: torch.Tensor,
+               given: dict[str, torch.Tensor] | None = None) -> _Run:
         """Start a request: the load-scaled prediction, then the device's own stage."""
         run = _Run(self.load.predict_ms(dep.plan.predicted, dep.stage_ids), time.perf_counter(),
-                   {self.graph.placeholders[0]: x})
+                   {self.graph.placeholders[0]: x, **(given or {})})
         run.segments[f"{dep.plan.tiers[0]}_compute"] = self._run_device(dep, run.env)
         return run
 
