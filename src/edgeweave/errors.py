@@ -36,3 +36,9 @@ class ReportError(EdgeWeaveError):
     def __init__(self, message: str, path: object = None):
         super().__init__(message)
         self.path = path
+
+
+class ServeError(EdgeWeaveError):
+    """A stage in front of a served model (semantic cache, input filter) or what it was given is
+    malformed: a threshold outside [0, 1], an empty stream, a frame that does not fit the model,
+    a corrupt cache entry. The message names the configuration field or input at fault."""
