@@ -47,7 +47,8 @@ def train_specialised(frames: torch.Tensor, positive: np.ndarray, *, width: int 
     def loss(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(m(xb), yb, weight=weight)
 
-    return fit(model, frames, y, epochs=epochs, seed=seed, loss_fn=loss)
+    fit(model, frames, y, epochs=epochs, seed=seed, loss_fn=loss)
+    return model
 
 
 @torch.inference_mode()

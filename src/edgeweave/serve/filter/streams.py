@@ -85,7 +85,7 @@ class StreamMux:
         stages: dict[str, list[str]] = {s: [""] * n for s in streams}
         delay: list[int] = []
         queue: deque[tuple[str, int]] = deque()
-        cpu = Counter({DIFFERENCE: 0.0, SPECIALISED: 0.0, MODEL: 0.0})
+        cpu: dict[str, float] = {DIFFERENCE: 0.0, SPECIALISED: 0.0, MODEL: 0.0}
         narrowed = peak = 0
         total0 = time.thread_time()
         tick = 0
@@ -98,7 +98,7 @@ class StreamMux:
             narrowed += self._feedback(queue)
             tick += 1
         cpu["total"] = (time.thread_time() - total0) * 1000.0
-        return MuxRun(answers, stages, dict(cpu), np.array(delay), narrowed, peak)
+        return MuxRun(answers, stages, cpu, np.array(delay), narrowed, peak)
 
     # ---- the three shared stages ------------------------------------------------------------
     def _detect(self, streams, tick, answers, stages, delay, cpu) -> list[str]:

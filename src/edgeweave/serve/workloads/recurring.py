@@ -90,13 +90,13 @@ def _pick_objects(labels: np.ndarray, per_class: int, rng: np.random.Generator
     classes = np.unique(labels)
     if not np.array_equal(classes, np.arange(len(classes))):
         raise ServeError(f"image labels must be 0..C-1, got classes {classes.tolist()}")
-    pool = []
+    pool: list[int] = []
     for c in classes:
         idx = np.flatnonzero(labels == c)
         if len(idx) < per_class:
             raise ServeError(f"class {c} has {len(idx)} images; {per_class} objects per class "
                              "were asked for")
-        pool.extend(rng.choice(idx, per_class, replace=False))
+        pool.extend(int(i) for i in rng.choice(idx, per_class, replace=False))
     return np.array(pool), np.repeat(classes, per_class)
 
 

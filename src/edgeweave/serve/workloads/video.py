@@ -81,7 +81,7 @@ def video_stream(digits: torch.Tensor, digit_labels: torch.Tensor, *, frames: in
     for start, length in episodes:
         pick = int(rng.integers(len(pool)))
         classes[start:start + length] = int(digit_labels[pick])
-        _render(pool[pick], start, length, scene, rng, layers, alpha)
+        _render(pool[pick], start, length, scene, photo, rng, layers, alpha)
     phase = rng.uniform(0, 2 * math.pi)
     t = np.arange(frames, dtype=np.float32)
     gain = 1 + scene.drift * np.sin(2 * math.pi * t / scene.drift_period + phase)
@@ -97,8 +97,9 @@ def video_stream(digits: torch.Tensor, digit_labels: torch.Tensor, *, frames: in
             f"{len(episodes)} episodes of "
             f"U{{{scene.episode[0]}..{scene.episode[1]}}} frames in which one real "
             f"handwritten digit ({scene.object_px} px, {scene.variation.describe()}, random "
-            f"ink colour) moves in a straight line, {int(classes.__ne__(BACKGROUND).sum())} "
-            f"object frames ({occ:.0%} asked); lighting gain 1 + {scene.drift:g} "
+            f"ink colour, dark on a bright path, bright on a dark one) moves in a straight "
+            f"line, {int((classes != BACKGROUND).sum())} object frames ({occ:.0%} asked); "
+            f"lighting gain 1 + {scene.drift:g} "
             f"sin(2 pi t / {scene.drift_period}); camera noise sd {scene.noise:g}"),
     )
 
@@ -140,15 +141,24 @@ def _episodes(frames: int, occ: float, length: tuple[int, int], rng: np.random.G
     return list(zip(starts, lengths, strict=True))
 
 
-def _render(digit: np.ndarray, start: int, length: int, scene: Scene,
+def _ink(photo: np.ndarray, p0: np.ndarray, p1: np.ndarray, side: int,
+         rng: np.random.Generator) -> np.ndarray:
+    """A random ink colour that stands out from the scene along the object's path: dark on a
+    bright background, bright on a dark one (an object nobody could see is not in the frame)."""
+    lo, hi = np.minimum(p0, p1).astype(int), np.maximum(p0, p1).astype(int) + side
+    background = float(photo[:, lo[0]:hi[0], lo[1]:hi[1]].mean())
+    colour = rng.uniform(0.0, 1.0, size=3).astype(np.float32)
+    return colour * 0.3 if background > 0.45 else 0.6 + 0.4 * colour
+
+
+def _render(digit: np.ndarray, start: int, length: int, scene: Scene, photo: np.ndarray,
             rng: np.random.Generator, layers: np.ndarray, alpha: np.ndarray) -> None:
     """Draw one episode's moving, coloured digit into ``layers`` / ``alpha``."""
     big = np.clip(ndimage.zoom(digit, scene.object_px / digit.shape[0], order=1), 0, 1)
     ink = view(big, scene.variation, rng)
-    colour = rng.uniform(0.0, 1.0, size=3).astype(np.float32)
-    colour[int(rng.integers(3))] = float(rng.choice([0.0, 1.0]))  # one saturated channel
     room = scene.size - ink.shape[0]
     p0, p1 = rng.uniform(0, room, size=2), rng.uniform(0, room, size=2)
+    colour = _ink(photo, p0, p1, ink.shape[0], rng)
     for i in range(length):
         y, x = np.rint(p0 + (p1 - p0) * (i / max(1, length - 1))).astype(int)
         h, w = ink.shape
