@@ -83,7 +83,8 @@ class Tiers:
             found = self._run_model(x)
         device_ms = (time.thread_time() - start) * 1000.0 * self.device_factor
         edge_ms = link_ms = 0.0
-        if found is None:
+        reached_edge = found is None
+        if reached_edge:
             assert self.link is not None
             link_ms += self.link.transfer_ms(x.numel() * x.element_size())
             start = time.thread_time()
@@ -93,7 +94,8 @@ class Tiers:
                 found = self._run_model(x)
             edge_ms = (time.thread_time() - start) * 1000.0
             link_ms += self.link.transfer_ms(ANSWER_BYTES)
-        pushed = self._after(source, x, found, cache, reached_edge=edge_ms > 0 or link_ms > 0)
+        assert found is not None
+        pushed = self._after(source, x, found, cache, reached_edge)
         return Served(found, device_ms + edge_ms + link_ms, found.stage, device_ms, edge_ms,
                       link_ms, pushed)
 

@@ -3,9 +3,10 @@
 Every tick each stream delivers one frame. Each stream keeps its own difference detector (its
 scene, its thresholds); the frames that pass go to ONE specialised model, run once as a batch
 over all streams; the frames it is unsure about join ONE queue in front of the reference model,
-which answers up to ``capacity`` frames per tick (what the edge can afford in a frame's time)
-as one batch, once the queue holds that many or its oldest frame has waited ``max_wait`` ticks
-(FFS-VA batches each stage from its queue: bigger batches cost less per frame). FFS-VA balances
+which answers ``capacity`` frames per tick on average (what the edge can afford in a frame's
+time; it may be below one: a token bucket) as one batch, once the queue holds a batch or its
+oldest frame has waited ``max_wait`` ticks (FFS-VA batches each stage from its queue: bigger
+batches cost less per frame). FFS-VA balances
 its stages' rates with feedback from the queues; here, when the reference queue grows past
 ``queue_limit``, the stream holding most frames in it has its uncertain band (c_low, c_high)
 narrowed by a fraction ``step`` toward its middle, so its specialised model answers more of its
@@ -60,14 +61,17 @@ class StreamMux:
     thresholds: Mapping[str, Thresholds]
     specialised: nn.Module
     query: Query
-    capacity: int
+    capacity: float
     queue_limit: int
     max_wait: int = 3
     step: float = 0.1
-    _bands: dict[str, Thresholds] = field(default_factory=dict)
+    _bands: dict[str, Thresholds] = field(default_factory=dict, init=False, repr=False)
+    _tokens: float = field(default=0.0, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        check_positive_int(self.capacity, "filter.reference_capacity")
+        if not (isinstance(self.capacity, int | float) and self.capacity > 0):
+            raise ServeError(f"filter.reference_capacity must be a positive number of frames "
+                             f"per tick, got {self.capacity!r}")
         check_positive_int(self.queue_limit, "filter.queue_limit")
         if set(self.detectors) != set(self.thresholds):
             raise ServeError("every stream needs both a difference detector and thresholds")
@@ -81,6 +85,7 @@ class StreamMux:
             check_stream(frames, self.query.input_shape, f"stream {name!r}")
         n = min(len(f) for f in streams.values())
         self._bands = dict(self.thresholds)
+        self._tokens = 0.0
         answers = {s: np.full(n, -1, dtype=np.int64) for s in streams}
         stages: dict[str, list[str]] = {s: [""] * n for s in streams}
         delay: list[int] = []
@@ -137,13 +142,18 @@ class StreamMux:
         cpu[SPECIALISED] += (time.thread_time() - start) * 1000.0
 
     def _reference(self, streams, tick, last, answers, stages, delay, queue, cpu) -> None:
-        """A batch of up to ``capacity`` queued frames, once there are that many, the oldest
-        has waited ``max_wait`` ticks, or the streams have ended."""
-        if not queue or not (len(queue) >= self.capacity or last
-                             or tick - queue[0][1] >= self.max_wait):
+        """Up to the frames the token bucket allows, as one batch, once the queue holds a batch,
+        the oldest frame has waited ``max_wait`` ticks, or the streams have ended."""
+        self._tokens = min(self._tokens + self.capacity, 4 * self.capacity + 1)
+        batch_size = max(1, int(self.capacity))
+        due = len(queue) >= batch_size or last or \
+            (bool(queue) and tick - queue[0][1] >= self.max_wait)
+        take = min(len(queue), int(self._tokens))
+        if not due or take == 0:
             return
+        self._tokens -= take
         start = time.thread_time()
-        batch = [queue.popleft() for _ in range(min(self.capacity, len(queue)))]
+        batch = [queue.popleft() for _ in range(take)]
         frames = torch.cat([streams[s][t:t + 1] for s, t in batch])
         labels = self.query.labels(frames, batch=len(batch))
         for (s, t), label in zip(batch, labels.tolist(), strict=True):
