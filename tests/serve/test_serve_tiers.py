@@ -200,3 +200,32 @@ def test_prefetch_fills_the_device_before_it_asks():
     assert t.devices["b"].holds(next(e.uid for e in edge.entries({0})))  # 0 pushed ahead
     assert t.request("b", dark).level == "device"   # ... so b's next class hits locally
     assert t.pushed_bytes > 0
+
+
+def test_a_users_own_model_gets_a_cache_keyed_on_its_first_layers(tmp_path):
+    from edgeweave.graph import load_model
+    from edgeweave.serve.cache.embed import make_embedder
+    from edgeweave.serve.stage import Front, model_answer
+
+    source = tmp_path / "mine.py"
+    source.write_text(
+        "from torch import nn\n"
+        "def build():\n"
+        "    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),\n"
+        "                        nn.Linear(4 * 6 * 6, 5))\n"
+        "    return net, (1, 3, 6, 6)\n")
+    spec = load_model(f"{source}:build")
+    embed = make_embedder("prefix:1", spec.module, spec.input_shape, dim=16)
+    c = SemanticCache(embed, spec.input_shape, 5, CacheConfig(radius=0.2, k=1), name="edge")
+    front, runs = Front([c]), []
+
+    def model(x):
+        runs.append(1)
+        with torch.no_grad():
+            return model_answer(spec.module(x)[0])
+
+    x = torch.rand(1, 3, 6, 6)
+    first = front.answer(x, "cam", model)
+    second = front.answer(x + 1e-4, "cam", model)
+    assert first.stage == MODEL and second.stage == "edge" and second.label == first.label
+    assert len(runs) == 1
