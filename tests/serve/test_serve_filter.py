@@ -88,27 +88,29 @@ def test_cascade_sends_on_exactly_the_frames_its_thresholds_keep(seed, diff, a, 
     frames = scene_stream(n, episodes(n, seed), seed)
     rng = np.random.default_rng(seed)
     probs = rng.random(n)
-    det = DifferenceDetector(mode).fit(frames, QUERY.labels(frames))
+    det = DifferenceDetector(mode, refresh=4).fit(frames, QUERY.labels(frames))
     th = Thresholds(diff, min(a, b), max(a, b))
-    spec = Scripted([])
-    cascade = Cascade(det, spec, th, SHAPE)
     scores = det.scores(frames)
-    expected_probs = []
-    for i in range(n):  # script the specialised model with the frames that will reach it
-        if scores[i] >= th.difference:
-            expected_probs.append(probs[i])
-    spec.probs = expected_probs
+    # the rule, stated independently: skip below the threshold, but (earlier mode) never more
+    # than `refresh` frames in a row; then c_low / c_high decide or the reference does
+    expected, streak = [], 0
+    for i in range(n):
+        may = mode == "reference" or streak < det.refresh
+        expected.append(stage_of(float(scores[i]), float(probs[i]), th, may))
+        streak = streak + 1 if expected[-1] == DIFFERENCE else 0
+    spec = Scripted([p for p, e in zip(probs, expected, strict=True) if e != DIFFERENCE])
+    cascade = Cascade(det, spec, th, SHAPE)
     run = run_stream(cascade, QUERY, frames)
     truth = QUERY.labels(frames)
+    assert run.stages == expected
     for i in range(n):
-        p = probs[i] if scores[i] >= th.difference else None
-        assert run.stages[i] == stage_of(float(scores[i]), p, th)
         if run.stages[i] == MODEL:
             assert run.answers[i] == truth[i]
+        if mode == "earlier" and run.stages[i] == DIFFERENCE and i > 0:
+            assert run.answers[i] == run.answers[i - 1]
     # and the optimiser's replay predicts the very same answers and stages
-    answer, to_spec, to_ref = replay(scores, np.where(scores >= th.difference, probs, 0.5),
-                                     truth, mode, 1, th.difference, np.array([th.c_low]),
-                                     np.array([th.c_high]))
+    answer, to_spec, to_ref = replay(scores, probs, truth, det, th.difference,
+                                     np.array([th.c_low]), np.array([th.c_high]))
     assert np.array_equal(answer[0], run.answers)
     assert np.array_equal(to_ref[0], np.array([s == MODEL for s in run.stages]))
     assert np.array_equal(to_spec, np.array([s != DIFFERENCE for s in run.stages]))
@@ -132,6 +134,8 @@ def test_bad_streams_and_frames_are_named():
         run_stream(cascade, QUERY, torch.zeros(4, 3, 8, 8))
     with pytest.raises(ServeError, match="frame has shape"):
         cascade.lookup(torch.zeros(1, 1, 16, 16))
+    with pytest.raises(ServeError, match=r"filter.difference.refresh must be an integer"):
+        DifferenceDetector("earlier", refresh=0)
     with pytest.raises(ServeError, match=r"filter.difference.mode"):
         DifferenceDetector("median")
     with pytest.raises(ServeError, match="frames of the empty scene"):

@@ -5,7 +5,8 @@ A query asks of every frame whether it holds an object of interest (the referenc
 label is one of the ``positive`` classes). The cascade answers it in up to three steps:
 
 1. difference detector score below ``difference``: the frame is the empty scene (reference
-   mode: answer "no") or the frame ``t`` earlier (earlier mode: that frame's answer);
+   mode: answer "no") or the frame ``t`` earlier (earlier mode: that frame's answer; at most
+   ``refresh`` frames in a row);
 2. specialised model's P(object) below ``c_low``: "no"; above ``c_high``: "yes";
 3. otherwise the frame goes on to the reference model (the cascade returns None).
 
@@ -54,9 +55,11 @@ PASS_ALL = Thresholds(0.0, 0.0, 1.0)
 SPECIALISED_ANSWERS_ALL = Thresholds(0.0, 0.5, 0.5)
 
 
-def stage_of(score: float, probability: float | None, th: Thresholds) -> str:
-    """Which stage answers a frame with this detector score and P(object)."""
-    if score < th.difference:
+def stage_of(score: float, probability: float | None, th: Thresholds,
+             may_skip: bool = True) -> str:
+    """Which stage answers a frame with this detector score and P(object) (``may_skip``:
+    whether the detector's refresh rule lets this frame skip)."""
+    if score < th.difference and may_skip:
         return DIFFERENCE
     assert probability is not None
     if probability < th.c_low or probability > th.c_high:
@@ -101,6 +104,7 @@ class Cascade:
         self.detector, self.specialised = detector, specialised.eval()
         self.thresholds, self.input_shape = thresholds, tuple(input_shape)
         self._history: dict[str, deque[tuple[torch.Tensor, int]]] = {}
+        self._skips: dict[str, int] = {}  # frames in a row that skipped, per stream
         self.cpu_ms = {DIFFERENCE: 0.0, SPECIALISED: 0.0}
         self.reached = {DIFFERENCE: 0, SPECIALISED: 0, MODEL: 0}
 
@@ -112,10 +116,13 @@ class Cascade:
         past = self._history.get(source)
         earlier = past[0] if past is not None and len(past) == self.detector.t else None
         score = self.detector.score(frame, None if earlier is None else earlier[0])
-        if score < th.difference:
+        run = self._skips.get(source, 0)
+        if score < th.difference and self.detector.may_skip(run):
+            self._skips[source] = run + 1
             label = earlier[1] if self.detector.mode == "earlier" and earlier else 0
             self.cpu_ms[DIFFERENCE] += (time.thread_time() - start) * 1000.0
             return Answer(label, 1.0 - score, DIFFERENCE)
+        self._skips[source] = 0
         mid = time.thread_time()
         self.cpu_ms[DIFFERENCE] += (mid - start) * 1000.0
         self.reached[SPECIALISED] += 1
@@ -139,5 +146,6 @@ class Cascade:
 
     def reset(self) -> None:
         self._history.clear()
+        self._skips.clear()
         self.cpu_ms = dict.fromkeys(self.cpu_ms, 0.0)
         self.reached = dict.fromkeys(self.reached, 0)

@@ -9,6 +9,10 @@ The blocked variant measures it per block of a grid and lets a small logistic re
 trained on the reference model's labels for this stream, weigh the blocks (an object covers a
 few blocks; noise spreads over all); its score is that regression's probability. A frame whose
 score is below the detector threshold skips the rest of the cascade.
+
+Repeating an earlier answer also repeats an earlier mistake: an object missed as it appeared
+would stay missed while it sat still. So in earlier mode at most ``refresh`` frames in a row may
+skip; the next one goes on to the specialised model whatever its score (:meth:`may_skip`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class DifferenceDetector:
     mode: str = "reference"
     t: int = 1
     blocks: int = 1
+    refresh: int = 30  #: earlier mode: most frames in a row that may repeat an answer
     reference: torch.Tensor | None = None
     weights: np.ndarray | None = None   #: logistic regression of the blocked variant
     bias: float = 0.0
@@ -42,6 +47,7 @@ class DifferenceDetector:
                              f"got {self.mode!r}")
         check_positive_int(self.t, "filter.difference.t")
         check_positive_int(self.blocks, "filter.difference.blocks")
+        check_positive_int(self.refresh, "filter.difference.refresh")
 
     @property
     def name(self) -> str:
@@ -75,6 +81,21 @@ class DifferenceDetector:
             lr.fit(np.log(feats + 1e-6), target)
             self.weights, self.bias = lr.coef_[0].astype(np.float64), float(lr.intercept_[0])
         return self
+
+    def may_skip(self, run: int) -> bool:
+        """Whether a frame may skip after ``run`` frames in a row have (see the module doc)."""
+        return self.mode != "earlier" or run < self.refresh
+
+    def skipped(self, scores: np.ndarray, threshold: float) -> np.ndarray:
+        """Which frames of a stream skip the rest of the cascade at ``threshold``."""
+        below = scores < threshold
+        if self.mode != "earlier":
+            return below
+        out, run = np.zeros_like(below), 0
+        for i, low in enumerate(below.tolist()):
+            out[i] = low and self.may_skip(run)
+            run = run + 1 if out[i] else 0
+        return out
 
     def scores(self, frames: torch.Tensor) -> np.ndarray:
         """Score of every frame of a stream ``(N, C, H, W)`` in [0, 1]; with ``earlier``, the

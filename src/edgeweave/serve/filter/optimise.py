@@ -63,14 +63,15 @@ class FilterChoice:
     costs: StageCosts
 
 
-def replay(scores: np.ndarray, probs: np.ndarray, truth: np.ndarray, mode: str, t: int,
-           difference: float, c_low: np.ndarray, c_high: np.ndarray
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def replay(scores: np.ndarray, probs: np.ndarray, truth: np.ndarray,
+           detector: DifferenceDetector, difference: float, c_low: np.ndarray,
+           c_high: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Answers ``(P, N)`` of the cascade for P confidence pairs at one detector threshold, and
     the per-frame masks of frames reaching the specialised model and the reference (``(N,)``
     and ``(P, N)``). ``truth`` is the reference's answer, which the cascade gets for frames
     it passes on."""
-    skip = scores < difference
+    mode, t = detector.mode, detector.t
+    skip = detector.skipped(scores, difference)
     low, high = probs[None, :] < c_low[:, None], probs[None, :] > c_high[:, None]
     to_reference = ~skip[None, :] & ~low & ~high
     answer = np.where(high, 1, np.where(low, 0, truth[None, :].astype(np.int64)))
@@ -102,7 +103,7 @@ def optimise(candidates: Sequence[Candidate], probs: np.ndarray, truth: np.ndarr
             raise ServeError("a detector's held-out scores do not match the held-out frames")
         det, c = cand.detector, cand.costs
         for difference in np.concatenate([[0.0], _levels(cand.scores, grid)]):
-            answer, to_spec, to_ref = replay(cand.scores, probs, truth, det.mode, det.t,
+            answer, to_spec, to_ref = replay(cand.scores, probs, truth, det,
                                              float(difference), c_low, c_high)
             fn = ((answer == 0) & truth).sum(axis=1) / pos
             fp = ((answer == 1) & ~truth).sum(axis=1) / neg

@@ -67,6 +67,7 @@ class StreamMux:
     step: float = 0.1
     _bands: dict[str, Thresholds] = field(default_factory=dict, init=False, repr=False)
     _tokens: float = field(default=0.0, init=False, repr=False)
+    _skips: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.capacity, int | float) and self.capacity > 0):
@@ -85,7 +86,7 @@ class StreamMux:
             check_stream(frames, self.query.input_shape, f"stream {name!r}")
         n = min(len(f) for f in streams.values())
         self._bands = dict(self.thresholds)
-        self._tokens = 0.0
+        self._tokens, self._skips = 0.0, {}
         answers = {s: np.full(n, -1, dtype=np.int64) for s in streams}
         stages: dict[str, list[str]] = {s: [""] * n for s in streams}
         delay: list[int] = []
@@ -115,11 +116,14 @@ class StreamMux:
             earlier = frames[back:back + 1] if det.mode == "earlier" and back >= 0 else None
             known = det.mode == "reference" or (back >= 0 and answers[s][back] >= 0)
             score = det.score(frames[tick:tick + 1], earlier) if known else 1.0
-            if score < self._bands[s].difference:
+            run = self._skips.get(s, 0)
+            if score < self._bands[s].difference and det.may_skip(run):
+                self._skips[s] = run + 1
                 answers[s][tick] = answers[s][back] if det.mode == "earlier" else 0
                 stages[s][tick] = DIFFERENCE
                 delay.append(0)
             else:
+                self._skips[s] = 0
                 passed.append(s)
         cpu[DIFFERENCE] += (time.thread_time() - start) * 1000.0
         return passed
