@@ -295,7 +295,7 @@ def main() -> None:
     tb = digits_branchy(epochs=args.epochs, seed=args.seed)
     trained_s = time.perf_counter() - started
     fleet = load_fleet(DEFAULT_FLEET)
-    bp = profile_branchy(tb.net, fleet, tb.accuracies, tb.input_shape)
+    bp = profile_branchy(tb.net, fleet, tb.accuracies, tb.input_shape, spec=tb.spec)
     host = float(bp.profile.model_extra["host"]["gflops"])
     device_hw = fleet.tier_path().nodes[0].hardware
     dilation = max(1.0, host / device_hw.gflops)

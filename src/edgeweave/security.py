@@ -12,7 +12,12 @@ Two independent mechanisms, usable alone or together:
 
 File layout written by :func:`make_fleet_certs` (one directory per fleet)::
 
-    ca.pem  ca.key  <node>.pem  <node>.key ...     (*.key files are mode 0600)
+    ca/ca.pem  ca/ca.key                  the CA: stays on the machine that issues certificates
+    <node>/ca.pem <node>/<node>.pem <node>/<node>.key    one folder per node: copy it there
+
+(``*.key`` files are mode 0600). The CA's private key signs every identity in the fleet, so it
+never sits in a folder that is copied to a node. The loaders take either the fleet directory
+(they look in ``<dir>/<node>/``) or a node's own folder.
 """
 
 from __future__ import annotations
@@ -39,9 +44,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from edgeweave.errors import EdgeWeaveError
+from edgeweave.rpc import RateLimitedLog
 
 __all__ = [
     "CA_CERT_FILE",
+    "CA_DIR",
     "CA_KEY_FILE",
     "MIN_TOKEN_LENGTH",
     "CertPair",
@@ -56,16 +63,19 @@ __all__ = [
     "make_ca",
     "make_fleet_certs",
     "make_node_cert",
+    "node_dir",
     "server_credentials",
     "token_call_credentials",
     "write_token",
 ]
 
 log = logging.getLogger(__name__)
+_rejections = RateLimitedLog(log)
 
 MIN_TOKEN_LENGTH = 16
 CA_CERT_FILE = "ca.pem"
 CA_KEY_FILE = "ca.key"
+CA_DIR = "ca"  # the CA's own folder inside a fleet directory
 AUTH_METADATA_KEY = "authorization"
 DEFAULT_HOSTS = ("127.0.0.1", "localhost")
 
@@ -278,14 +288,17 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
             return continuation(handler_call_details)
         with self._lock:
             self._rejected += 1
-        log.info("rejected %s: %s", method, message)
         # Only looks the handler up (to copy its cardinality); its behaviour never runs.
         handler = continuation(handler_call_details)
-        return _abort_handler(handler, message)
+        return _abort_handler(handler, message, method)
 
 
-def _abort_handler(handler: grpc.RpcMethodHandler | None, message: str) -> grpc.RpcMethodHandler:
+def _abort_handler(handler: grpc.RpcMethodHandler | None, message: str, method: str
+                   ) -> grpc.RpcMethodHandler:
     def abort(_request: Any, context: grpc.ServicerContext) -> Any:
+        # logged here, where the peer's address is known; one line per cause every few seconds
+        _rejections.log(logging.WARNING, f"auth:{message}", "rejected %s from %s: %s", method,
+                        context.peer(), message)
         context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
     # Requests are left undeserialised: no work is done on an unauthenticated payload.
@@ -399,10 +412,31 @@ class ClientTLS:
 
     @classmethod
     def for_node(cls, cert_dir: str | os.PathLike[str], node_name: str) -> ClientTLS:
-        """The fleet layout: ``cert_dir/ca.pem`` plus ``cert_dir/<node>.pem|.key``."""
-        d = Path(cert_dir)
-        _check_node_name(node_name)
+        """The fleet layout: ``ca.pem`` plus ``<node>.pem|.key`` in :func:`node_dir`."""
+        d = node_dir(cert_dir, node_name)
         return cls(ca=d / CA_CERT_FILE, cert=d / f"{node_name}.pem", key=d / f"{node_name}.key")
+
+
+def node_dir(cert_dir: str | os.PathLike[str], node_name: str) -> Path:
+    """The folder holding *node_name*'s ``ca.pem``, ``<node>.pem`` and ``<node>.key``:
+    ``cert_dir/<node>/`` when it is there (a fleet directory from ``edgeweave certs``), else
+    *cert_dir* itself (the node's own folder, copied to it). Warns when the CA's private key
+    sits in that folder: whoever holds it can mint any identity in the fleet."""
+    d = Path(cert_dir)
+    _check_node_name(node_name)
+    if (d / node_name / f"{node_name}.pem").exists():
+        d = d / node_name
+    elif not (d / f"{node_name}.pem").exists():
+        raise SecurityError(
+            f"no certificate for node {node_name!r} in {d}: expected {d / node_name}/"
+            f"{node_name}.pem (a fleet directory from edgeweave certs) or {d}/{node_name}.pem "
+            f"(the node's own folder); {node_name}.pem does not exist"
+        )
+    if (d / CA_KEY_FILE).exists():
+        log.warning("%s holds the CA private key %s next to node %s's key; keep the CA in its "
+                    "own folder (edgeweave certs writes %s/) and copy only the node's folder to "
+                    "the node", d, CA_KEY_FILE, node_name, CA_DIR)
+    return d
 
 
 def _load_cert(path: Path, what: str = "certificate") -> tuple[bytes, x509.Certificate]:
@@ -451,11 +485,11 @@ def server_credentials(
 ) -> grpc.ServerCredentials:
     """TLS credentials for *node_name*'s server from the fleet layout in *cert_dir*.
 
-    Uses ``<node>.pem``/``<node>.key`` as the server identity and ``ca.pem`` as the root
-    that client certificates must chain to (client certificates are required by default).
+    Uses ``<node>.pem``/``<node>.key`` in :func:`node_dir` as the server identity and its
+    ``ca.pem`` as the root that client certificates must chain to (client certificates are
+    required by default).
     """
-    d = Path(cert_dir)
-    _check_node_name(node_name)
+    d = node_dir(cert_dir, node_name)
     ca_pem, _ = _load_cert(d / CA_CERT_FILE, "CA certificate")
     cert_pem, key_pem = _load_pair(d / f"{node_name}.pem", d / f"{node_name}.key")
     return grpc.ssl_server_credentials(
@@ -680,10 +714,12 @@ def make_fleet_certs(
     ca_name: str = "edgeweave-ca",
     reuse_ca: bool = False,
 ) -> dict[str, CertPair]:
-    """A CA plus one certificate per node, all in *out_dir* (what ``edgeweave certs`` runs).
+    """A CA in ``out_dir/ca/`` plus one folder per node, ``out_dir/<node>/`` holding the node's
+    certificate, key and a copy of ``ca.pem`` (what ``edgeweave certs`` runs; see the module
+    docstring). A node's folder is all that node needs; the CA key is in none of them.
 
-    Every node certificate carries the same *hosts*. With ``reuse_ca=True`` an existing
-    ``ca.pem``/``ca.key`` in *out_dir* is kept (so certificates already deployed stay valid).
+    Every node certificate carries the same *hosts*. With ``reuse_ca=True`` an existing CA in
+    ``out_dir/ca/`` is kept (so certificates already deployed stay valid).
     Returns ``{"ca": CertPair, node: CertPair, ...}``.
     """
     names = list(node_names)
@@ -697,13 +733,14 @@ def make_fleet_certs(
     host_list = list(hosts)
     _san_entries(host_list)  # validate before writing anything
     _check_days(days)
-    d = Path(out_dir)
-    if reuse_ca and (d / CA_CERT_FILE).exists() and (d / CA_KEY_FILE).exists():
-        _load_cert(d / CA_CERT_FILE, "CA certificate")
-        ca = CertPair(cert=d / CA_CERT_FILE, key=d / CA_KEY_FILE)
+    ca_dir = Path(out_dir) / CA_DIR
+    if reuse_ca and (ca_dir / CA_CERT_FILE).exists() and (ca_dir / CA_KEY_FILE).exists():
+        _load_cert(ca_dir / CA_CERT_FILE, "CA certificate")
+        ca = CertPair(cert=ca_dir / CA_CERT_FILE, key=ca_dir / CA_KEY_FILE)
     else:
-        ca = make_ca(d, name=ca_name, days=days)
+        ca = make_ca(ca_dir, name=ca_name, days=days)
     out: dict[str, CertPair] = {"ca": ca}
     for n in names:
-        out[n] = make_node_cert(d, n, d, hosts=host_list, days=days)
+        out[n] = make_node_cert(Path(out_dir) / n, n, ca_dir, hosts=host_list, days=days)
+        _write_public(out[n].cert.parent / CA_CERT_FILE, ca.cert.read_bytes())
     return out

@@ -1,6 +1,7 @@
 """The `edgeweave` command as a user runs it: real subprocesses, real exit codes."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -11,7 +12,9 @@ def run(*args, cwd=None):
     return subprocess.run(
         [sys.executable, "-m", "edgeweave", *args],
         capture_output=True, text=True, timeout=300, cwd=cwd,
-        env={"COLUMNS": "140", "PATH": "/usr/bin:/bin"},
+        # PYTHONPATH: a worktree's sources, when the tests run from one
+        env={"COLUMNS": "140", "PATH": "/usr/bin:/bin",
+             **{k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}},
     )
 
 

@@ -1,6 +1,7 @@
 """The runtime commands as a user runs them: real processes on loopback."""
 
 import json
+import logging
 import subprocess
 import sys
 
@@ -31,11 +32,105 @@ def test_serve_rejects_a_bad_role_and_a_short_token(tmp_path):
     assert res.returncode == 2 and "--max-link-s" in res.stderr
 
 
-def test_certs_writes_a_ca_and_node_certificates(tmp_path):
-    res = run("certs", str(tmp_path / "pki"), "--node", "device", "--node", "edge")
-    assert res.returncode == 0, res.stderr
-    names = {p.name for p in (tmp_path / "pki").iterdir()}
-    assert {"ca.pem", "ca.key", "device.pem", "device.key", "edge.pem", "edge.key"} <= names
+def test_serve_names_a_model_file_it_cannot_install(tmp_path):
+    tok = tmp_path / "tok"
+    tok.write_text("x" * 32)
+    res = run("serve", "--role", "edge", "--listen", "127.0.0.1:0", "--token-file", str(tok),
+              "--model", str(tmp_path / "missing.py") + ":factory")
+    assert res.returncode == 2 and "--model" in res.stderr and "missing.py" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_certs_keeps_the_ca_key_apart_and_says_what_goes_where(tmp_path, capsys):
+    pki = tmp_path / "pki"
+    code, out, _ = main_in_process(capsys, "certs", str(pki), "--node", "device",
+                                   "--node", "edge")
+    assert code == 0
+    assert sorted(p.name for p in (pki / "ca").iterdir()) == ["ca.key", "ca.pem"]
+    for node in ("device", "edge"):
+        assert sorted(p.name for p in (pki / node).iterdir()) == [
+            "ca.pem", f"{node}.key", f"{node}.pem"]
+        assert f"{node}: copy the folder {pki / node}/" in " ".join(out.split())
+    assert "never copy it to a node" in out
+
+
+def main_in_process(capsys, *args):
+    """`edgeweave ARGS` through the real entry point (its error handling included), in this
+    process: (exit code, stdout, stderr)."""
+    from edgeweave.cli.app import main
+
+    argv = sys.argv
+    sys.argv = ["edgeweave", *args]
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = argv
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def token_file(tmp_path):
+    tok = tmp_path / "tok"
+    tok.write_text("x" * 32)
+    tok.chmod(0o600)
+    return tok
+
+
+@pytest.fixture
+def quiet_node_logs():
+    """`serve` adds a stderr handler to the edgeweave logger; drop it after an in-process run."""
+    logger = logging.getLogger("edgeweave")
+    before = list(logger.handlers), logger.level
+    yield
+    logger.handlers[:] = before[0]
+    logger.setLevel(before[1])
+
+
+@pytest.mark.parametrize(("args", "flag"), [
+    (["serve", "--role", "edge", "--max-message-mb", "-1"], "--max-message-mb"),
+    (["serve", "--role", "edge", "--max-message-mb", "0"], "--max-message-mb"),
+    (["serve", "--role", "edge", "--max-message-mb", "4096"], "--max-message-mb"),
+    (["serve", "--role", "edge", "--dilation", "inf"], "--dilation"),
+    (["serve", "--role", "edge", "--dilation", "nan"], "--dilation"),
+    (["serve", "--role", "edge", "--max-link-s", "nan"], "--max-link-s"),
+    (["serve", "--role", "edge", "--max-arrival-wait-s", "-1"], "--max-arrival-wait-s"),
+    (["serve", "--role", "edge", "--max-decoded-mb", "0"], "--max-decoded-mb"),
+    (["serve", "--role", "edge", "--grace-s", "inf"], "--grace-s"),
+    (["serve", "--role", "edge", "--metrics-port", "70000"], "--metrics-port"),
+    (["serve", "--role", "edge", "--max-concurrency", "0"], "--max-concurrency"),
+    (["infer", "digits-cnn", "--mbps", "inf"], "--mbps"),
+    (["infer", "digits-cnn", "--mbps", "0"], "--mbps"),
+    (["infer", "digits-cnn", "--repeat", "0"], "--repeat"),
+    (["lab", "digits-cnn", "--mbps", "nan"], "--mbps"),
+    (["netlab", "digits-cnn", "--mbps", "-5"], "--mbps"),
+])
+def test_numeric_flags_must_be_finite_and_in_range(capsys, args, flag):
+    code, _, err = main_in_process(capsys, *args)
+    assert code == 2
+    assert flag in err and "Traceback" not in err
+
+
+def test_serve_names_a_bad_or_busy_address(capsys, token_file, quiet_node_logs):
+    import socket
+
+    base = ["serve", "--role", "edge", "--token-file", str(token_file)]
+    for listen in ("999.1.1.1:1", "127.0.0.1:99999", "nonsense"):
+        code, _, err = main_in_process(capsys, *base, "--listen", listen)
+        assert code == 2 and "--listen" in err and listen in err, err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, _, err = main_in_process(capsys, *base, "--listen", f"127.0.0.1:{port}")
+        assert code == 2 and f"--listen 127.0.0.1:{port}: cannot listen there" in err
+        code, _, err = main_in_process(capsys, *base, "--listen", "127.0.0.1:0",
+                                       "--metrics-port", str(port))
+        assert code == 2 and f"--metrics-port {port}: cannot listen there" in err
+    assert "Traceback" not in err
 
 
 @pytest.mark.slow
@@ -55,16 +150,62 @@ def test_infer_with_an_unknown_codec_names_it():
     assert "Traceback" not in res.stderr
 
 
-def test_infer_against_a_dead_edge_falls_back_and_says_so(tmp_path):
-    tok = tmp_path / "tok"
-    tok.write_text("x" * 32)
-    res = run("infer", "digits-cnn", "--edge", "127.0.0.1:9", "--token-file", str(tok),
-              "--repeat", "2", "--mbps", "1000", "--json", str(tmp_path / "r.json"))
-    assert res.returncode == 0, res.stderr
-    doc = json.loads((tmp_path / "r.json").read_text())
-    if doc["mode"] != "device-only":
-        assert doc["fallbacks"] == 2
-        assert "fell back" in res.stdout
+@pytest.fixture(scope="module")
+def edge_plan(tmp_path_factory):
+    """A digits-cnn plan running all but the input on the edge (the planner itself keeps so
+    small a model on the device, and then never asks the edge)."""
+    from edgeweave.graph import capture_spec
+    from edgeweave.plan import plan
+    from edgeweave.profile import profile_graph
+    from edgeweave.topology import DEFAULT_FLEET, load_fleet
+
+    graph = capture_spec("digits-cnn")
+    chosen = plan(profile_graph(graph, load_fleet(DEFAULT_FLEET), warmup=0, repeats=1),
+                  "latency")
+    placement = {n.name: "device" if n.kind == "placeholder" else "edge" for n in graph.nodes}
+    path = tmp_path_factory.mktemp("plan") / "edge.json"
+    path.write_text(chosen.model_copy(update={"placement": placement}).model_dump_json())
+    return path
+
+
+def _infer(capsys, edge_plan, edge, *args):
+    code, out, err = main_in_process(capsys, "infer", "digits-cnn", "--plan", str(edge_plan),
+                                     "--edge", edge, "--repeat", "2", *args)
+    return code, " ".join(out.split()), " ".join(err.split())
+
+
+def test_infer_against_a_dead_edge_is_an_error_unless_asked_to_fall_back(
+        tmp_path, capsys, token_file, edge_plan):
+    code, _, err = _infer(capsys, edge_plan, "127.0.0.1:9", "--token-file", str(token_file))
+    assert code == 2 and "edge 127.0.0.1:9: unreachable" in err and "--fallback-local" in err
+    code, out, _ = _infer(capsys, edge_plan, "127.0.0.1:9", "--token-file", str(token_file),
+                          "--fallback-local", "--json", str(tmp_path / "r.json"))
+    assert code == 0
+    assert json.loads((tmp_path / "r.json").read_text())["fallbacks"] == 2
+    assert "2 request(s) fell back" in out
+
+
+def test_infer_names_a_refused_token_or_certificate(tmp_path, capsys, token_file, edge_plan):
+    from edgeweave.runtime.node import ServeOptions, start_node
+    from edgeweave.runtime.server import NodeConfig
+    from edgeweave.security import make_fleet_certs
+
+    make_fleet_certs(tmp_path / "fleet", ["device", "edge"])
+    make_fleet_certs(tmp_path / "other", ["device"])
+    tls_node, _, tls_port = start_node(NodeConfig("edge", "edge"), ServeOptions(
+        "127.0.0.1:0", cert_dir=tmp_path / "fleet"))
+    token_node, _, token_port = start_node(NodeConfig("edge", "edge"), ServeOptions(
+        "127.0.0.1:0", token="another-token-0123456789"))
+    try:
+        code, _, err = _infer(capsys, edge_plan, f"127.0.0.1:{tls_port}",
+                              "--cert-dir", str(tmp_path / "other"))
+        assert code == 2 and "TLS handshake failed" in err and "--cert-dir" in err
+        code, _, err = _infer(capsys, edge_plan, f"127.0.0.1:{token_port}",
+                              "--token-file", str(token_file))
+        assert code == 2 and "did not accept our token" in err
+    finally:
+        tls_node.stop(0)
+        token_node.stop(0)
 
 
 def test_python_dash_m_works():

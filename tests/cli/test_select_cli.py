@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from edgeweave.cli import select_cmds
 from edgeweave.cli.app import app
+from edgeweave.cli.options import OptionError
 from edgeweave.errors import PlanError
 from edgeweave.plan import BigLittleCandidate, Candidate
 from edgeweave.plan.select import SelectionError
@@ -69,7 +70,7 @@ def test_malformed_flags_fail_before_any_training(monkeypatch):
     res = runner.invoke(app, ["select", "--objective", "throughput"])
     assert isinstance(res.exception, PlanError) and "latency or energy" in str(res.exception)
     res = runner.invoke(app, ["select", "--slo-ms", "-1"])
-    assert isinstance(res.exception, PlanError) and "--slo-ms" in str(res.exception)
+    assert isinstance(res.exception, OptionError) and "--slo-ms" in str(res.exception)
     res = runner.invoke(app, ["select", "--fleet", "no-such-fleet"])
     assert res.exception is not None and "no-such-fleet" in str(res.exception)
 

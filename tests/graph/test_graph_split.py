@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from edgeweave.errors import GraphError
-from edgeweave.graph import Graph, capture, run_stages, split
+from edgeweave.graph import Graph, capture, run_stages, split, stage_from_nodes
 from edgeweave.graph.digits import DigitsCNN
 
 
@@ -81,3 +81,20 @@ def test_run_stages_checks_inputs(graph: Graph) -> None:
         run_stages(stages, torch.randn(1, 1, 8, 8), torch.randn(1))
     with pytest.raises(GraphError, match="no stages"):
         run_stages([], torch.randn(1, 1, 8, 8))
+
+
+def test_stage_from_nodes_rebuilds_what_split_cut(graph: Graph) -> None:
+    names = [n.name for n in graph.nodes]
+    placement = {name: "device" if i < 3 else "cloud" for i, name in enumerate(names)}
+    _, cloud = split(graph, placement)
+    rebuilt = stage_from_nodes(graph, list(reversed(cloud.nodes)), cloud.inputs, cloud.outputs)
+    assert rebuilt.nodes == cloud.nodes  # put back in topological order
+    mid = torch.randn(graph.node(cloud.inputs[0]).out_shape)
+    with torch.no_grad():
+        assert torch.equal(rebuilt.module(mid)[0], cloud.module(mid)[0])
+
+
+def test_stage_from_nodes_refuses_a_repeated_node(graph: Graph) -> None:
+    names = [n.name for n in graph.nodes]
+    with pytest.raises(GraphError, match=f"lists {names[1]!r} twice"):
+        stage_from_nodes(graph, [names[1], names[1]], [names[0]], [names[1]])

@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from edgeweave.errors import ModelError
-from edgeweave.graph import ModelSpec, capture_spec, list_models, load_model
+from edgeweave.graph import (
+    ModelSpec,
+    capture_spec,
+    list_models,
+    load_model,
+    model_factory,
+    names_a_file,
+)
 from edgeweave.graph.digits import DigitsCNN
 
 USER_MODELS = """
@@ -177,3 +184,19 @@ def test_bad_weights_file(tmp_path: Path, content: bytes | None, fragment: str) 
 def test_missing_weights_file(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match=r"weights file '.*gone\.pt' does not exist"):
         load_model("digits-cnn", weights=str(tmp_path / "gone.pt"))
+
+
+def test_model_factory_imports_once_and_builds_a_fresh_model_each_call(user_file: Path) -> None:
+    factory = model_factory(f"{user_file}:with_tuple")
+    a, b = factory(), factory()
+    assert a.name == "my_models:with_tuple" and a.input_shape == (2, 3)
+    assert a.module is not b.module and not a.module.training
+
+
+@pytest.mark.parametrize(("spec", "is_file"), [
+    ("resnet18", False), ("net:factory", False), ("digits-branchy:side=16,width=8", False),
+    ("net.py:factory", True), ("/abs/net.py:factory", True), ("../x:f", True), ("~/x", True),
+    ("sub/dir:f", True),
+])
+def test_names_a_file(spec: str, is_file: bool) -> None:
+    assert names_a_file(spec) is is_file

@@ -18,7 +18,7 @@ def branchy():
     torch.set_num_threads(1)
     tb = digits_branchy(side=16, width=8, epochs=1)
     bp = profile_branchy(tb.net, load_fleet(DEFAULT_FLEET), tb.accuracies, tb.input_shape,
-                         repeats=2)
+                         repeats=2, spec=tb.spec)
     # no propagation delay, so the test runs fast and only bandwidth decides
     branches = [ExitBranch(b.exit, b.accuracy, b.profile.with_link("device-edge", rtt_ms=0))
                 for b in bp.branches]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import stat
 import threading
 from collections.abc import Callable, Iterator
@@ -307,13 +309,16 @@ def fleet(tmp_path_factory) -> tuple[Path, Path]:
 
 def test_fleet_files_and_key_permissions(fleet) -> None:
     a, _ = fleet
-    names = sorted(p.name for p in a.iterdir())
-    assert names == ["ca.key", "ca.pem", "device.key", "device.pem", "edge.key", "edge.pem"]
+    files = sorted(str(p.relative_to(a)) for p in a.rglob("*") if p.is_file())
+    # the CA key has its own folder; each node's folder (what is copied to it) lacks it
+    assert files == ["ca/ca.key", "ca/ca.pem", "device/ca.pem", "device/device.key",
+                     "device/device.pem", "edge/ca.pem", "edge/edge.key", "edge/edge.pem"]
     if os.name == "posix":
-        for key in a.glob("*.key"):
+        for key in a.rglob("*.key"):
             assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
-    cert = x509.load_pem_x509_certificate((a / "edge.pem").read_bytes())
-    ca = x509.load_pem_x509_certificate((a / "ca.pem").read_bytes())
+    cert = x509.load_pem_x509_certificate((a / "edge" / "edge.pem").read_bytes())
+    ca = x509.load_pem_x509_certificate((a / "ca" / "ca.pem").read_bytes())
+    assert (a / "edge" / "ca.pem").read_bytes() == (a / "ca" / "ca.pem").read_bytes()
     cert.verify_directly_issued_by(ca)
     eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH} <= set(eku)
@@ -335,8 +340,9 @@ def test_mtls_with_server_name_override(fleet, serve, channels) -> None:
     a, _ = fleet
     target, _, _ = serve(creds=server_credentials(a, "edge"))
     port = target.rsplit(":", 1)[1]
+    d = a / "device"
     tls = ClientTLS(
-        ca=a / "ca.pem", cert=a / "device.pem", key=a / "device.key", server_name="localhost"
+        ca=d / "ca.pem", cert=d / "device.pem", key=d / "device.key", server_name="localhost"
     )
     assert _echo(channels(f"127.0.0.1:{port}", tls=tls)) == b"echo:hi"
 
@@ -344,7 +350,7 @@ def test_mtls_with_server_name_override(fleet, serve, channels) -> None:
 def test_mtls_client_without_cert_fails(fleet, serve, channels) -> None:
     a, _ = fleet
     target, svc, _ = serve(creds=server_credentials(a, "edge"))
-    ch = channels(target, tls=ClientTLS(ca=a / "ca.pem"))
+    ch = channels(target, tls=ClientTLS(ca=a / "ca" / "ca.pem"))
     code, _ = _code(lambda: _echo(ch))
     assert code == grpc.StatusCode.UNAVAILABLE
     assert svc.calls == []
@@ -354,7 +360,8 @@ def test_mtls_client_cert_from_other_ca_fails(fleet, serve, channels) -> None:
     a, b = fleet
     target, svc, _ = serve(creds=server_credentials(a, "edge"))
     # Trusts the right CA for the server, but presents a certificate from fleet B.
-    tls = ClientTLS(ca=a / "ca.pem", cert=b / "device.pem", key=b / "device.key")
+    tls = ClientTLS(ca=a / "ca" / "ca.pem", cert=b / "device" / "device.pem",
+                    key=b / "device" / "device.key")
     code, _ = _code(lambda: _echo(channels(target, tls=tls)))
     assert code == grpc.StatusCode.UNAVAILABLE
     assert svc.calls == []
@@ -424,32 +431,34 @@ def test_missing_and_corrupt_pem_files_named(tmp_path) -> None:
     with pytest.raises(SecurityError, match=r"CA certificate .*ca\.pem does not exist"):
         make_node_cert(tmp_path, "edge", tmp_path)
     make_fleet_certs(tmp_path, ["edge"], hosts=["127.0.0.1"])
-    (tmp_path / "edge.key").write_text("-----BEGIN PRIVATE KEY-----\ngarbage\n")
+    (tmp_path / "edge" / "edge.key").write_text("-----BEGIN PRIVATE KEY-----\ngarbage\n")
     with pytest.raises(SecurityError, match=r"edge\.key is not a valid"):
         server_credentials(tmp_path, "edge")
-    with pytest.raises(SecurityError, match=r"nope\.pem does not exist"):
+    with pytest.raises(SecurityError, match=r"node 'nope'.*nope\.pem does not exist"):
         server_credentials(tmp_path, "nope")
-    (tmp_path / "ca.pem").write_bytes(b"not a pem")
+    (tmp_path / "edge" / "ca.pem").write_bytes(b"not a pem")
     with pytest.raises(SecurityError, match=r"ca\.pem is not a valid PEM certificate"):
-        client_credentials(ClientTLS(ca=tmp_path / "ca.pem"))
+        client_credentials(ClientTLS(ca=tmp_path / "edge" / "ca.pem"))
 
 
 def test_mismatched_key_is_named(tmp_path) -> None:
     make_fleet_certs(tmp_path, ["edge", "device"], hosts=["127.0.0.1"])
-    tls = ClientTLS(ca=tmp_path / "ca.pem", cert=tmp_path / "edge.pem", key=tmp_path / "device.key")
+    tls = ClientTLS(ca=tmp_path / "ca" / "ca.pem", cert=tmp_path / "edge" / "edge.pem",
+                    key=tmp_path / "device" / "device.key")
     with pytest.raises(SecurityError, match=r"device\.key does not belong to .*edge\.pem"):
         client_credentials(tls)
     with pytest.raises(SecurityError, match="both cert and key"):
-        ClientTLS(ca=tmp_path / "ca.pem", cert=tmp_path / "edge.pem")
+        ClientTLS(ca=tmp_path / "ca" / "ca.pem", cert=tmp_path / "edge" / "edge.pem")
 
 
 def test_reuse_ca_keeps_existing_certs_valid(tmp_path) -> None:
     first = make_fleet_certs(tmp_path, ["edge"])
     ca_before = first["ca"].cert.read_bytes()
     make_fleet_certs(tmp_path, ["device"], reuse_ca=True)
-    assert (tmp_path / "ca.pem").read_bytes() == ca_before
+    assert (tmp_path / "ca" / "ca.pem").read_bytes() == ca_before
+    assert (tmp_path / "device" / "ca.pem").read_bytes() == ca_before
     make_fleet_certs(tmp_path, ["device"])
-    assert (tmp_path / "ca.pem").read_bytes() != ca_before
+    assert (tmp_path / "ca" / "ca.pem").read_bytes() != ca_before
     with pytest.raises(SecurityError, match="duplicate"):
         make_fleet_certs(tmp_path, ["a", "a"])
 
@@ -494,3 +503,50 @@ def test_token_file_errors_name_the_file(tmp_path, content, match) -> None:
 def test_token_file_is_a_directory(tmp_path) -> None:
     with pytest.raises(SecurityError, match="not a regular file"):
         load_token(tmp_path)
+
+
+# --------------------------------------------------------------------------- hardening
+
+
+def test_auth_failures_are_logged_with_the_peer_once_per_cause(serve, channels, caplog,
+                                                              monkeypatch) -> None:
+    import edgeweave.security as security
+    from edgeweave.rpc import RateLimitedLog
+
+    monkeypatch.setattr(security, "_rejections", RateLimitedLog(security.log, interval_s=60))
+    target, _, _ = serve(token=generate_token())
+    with caplog.at_level(logging.WARNING, logger="edgeweave.security"):
+        for _ in range(5):
+            _code(lambda: _echo(channels(target, token=generate_token())))
+        _code(lambda: _echo(channels(target)))
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2  # one per cause, not one per call
+    assert "from ipv4:127.0.0.1:" in lines[0] and "invalid bearer token" in lines[0]
+    assert "missing bearer token" in lines[1]
+
+
+def test_a_nodes_own_folder_is_all_it_needs_and_a_ca_key_there_is_warned(
+        fleet, serve, channels, tmp_path, caplog) -> None:
+    a, _ = fleet
+    on_device = tmp_path / "copied-to-the-device"
+    shutil.copytree(a / "device", on_device)
+    target, _, _ = serve(creds=server_credentials(a, "edge"))
+    with caplog.at_level(logging.WARNING, logger="edgeweave.security"):
+        assert _echo(channels(target, tls=ClientTLS.for_node(on_device, "device"))) == b"echo:hi"
+        assert "CA private key" not in caplog.text
+        shutil.copy(a / "ca" / "ca.key", on_device / "ca.key")  # the old, flat layout's mistake
+        ClientTLS.for_node(on_device, "device")
+    assert "holds the CA private key" in caplog.text
+
+
+def test_plaintext_beyond_loopback_is_warned(caplog) -> None:
+    from edgeweave.runtime.node import ServeOptions, start_node
+    from edgeweave.runtime.server import NodeConfig
+
+    token = generate_token()
+    with caplog.at_level(logging.WARNING, logger="edgeweave.runtime"):
+        for listen in ("127.0.0.1:0", "0.0.0.0:0"):
+            server, _, _ = start_node(NodeConfig("edge", "edge"), ServeOptions(listen, token))
+            server.stop(0)
+    warned = [r.getMessage() for r in caplog.records if "plaintext" in r.getMessage()]
+    assert len(warned) == 1 and "0.0.0.0:0" in warned[0] and "--cert-dir" in warned[0]

@@ -278,13 +278,20 @@ def _bad(params, case):
     ("dtype", grpc.StatusCode.INVALID_ARGUMENT, "has dtype 'float64', expected 'float32'"),
     ("missing", grpc.StatusCode.INVALID_ARGUMENT, "missing ['2.bias']"),
     ("oversize", grpc.StatusCode.RESOURCE_EXHAUSTED, "exceeds max_update_bytes=25000"),
+    # a few bytes declaring a 4 TiB tensor: refused on the declared shape, before decoding
+    ("declared", grpc.StatusCode.INVALID_ARGUMENT,
+     "'0.weight' has shape [1048576, 1048576], expected [64, 64]"),
 ])
 def test_bad_updates_are_refused_with_the_reason_and_the_server_keeps_serving(
         lone, case, code, words):
     backend, stub, md, reg, tasks, params = lone
     t, out, task = _round(backend, tasks, params, 1)
+    msgs = params_to_msgs(_bad(params, case))
+    if case == "declared":
+        msgs[0].shape[:] = [2**20, 2**20]
+        msgs[0].data = b"\0" * 64
     bad = fl_pb2.Update(session=reg.session, task_id=task.task_id, round=1, num_examples=50,
-                        train_loss=1.0, params=params_to_msgs(_bad(params, case)))
+                        train_loss=1.0, params=msgs)
     with pytest.raises(grpc.RpcError) as e:
         stub.SubmitUpdate(bad, metadata=md)
     assert e.value.code() == code and words in e.value.details()
@@ -371,12 +378,12 @@ def test_tls_carries_the_rounds_and_a_plaintext_device_gets_nowhere(split, tmp_p
     from edgeweave.security import make_fleet_certs  # test side only: train never does
 
     _, token, task = split
-    make_fleet_certs(tmp_path, ["fl-server"])
+    pki = make_fleet_certs(tmp_path, ["fl-server"])
     backend = GrpcBackend("127.0.0.1:0", token, round_timeout_s=20, model_spec=SPEC,
-                          wait_clients_s=20, tls_cert=tmp_path / "fl-server.pem",
-                          tls_key=tmp_path / "fl-server.key")
+                          wait_clients_s=20, tls_cert=pki["fl-server"].cert,
+                          tls_key=pki["fl-server"].key)
     x, y = task.data.client(0)
-    device = FLClient(backend.address, token, 0, (x, y), tls_ca=tmp_path / "ca.pem")
+    device = FLClient(backend.address, token, 0, (x, y), tls_ca=pki["ca"].cert)
     t = threading.Thread(target=device.run)
     t.start()
     try:
@@ -395,4 +402,4 @@ def test_tls_carries_the_rounds_and_a_plaintext_device_gets_nowhere(split, tmp_p
         t.join(10)
     assert device.stats.rounds == 1
     with pytest.raises(TrainError, match="both tls_cert and tls_key"):
-        GrpcBackend("127.0.0.1:0", token, model_spec=SPEC, tls_cert=tmp_path / "ca.pem")
+        GrpcBackend("127.0.0.1:0", token, model_spec=SPEC, tls_cert=pki["ca"].cert)

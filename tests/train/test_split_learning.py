@@ -143,7 +143,7 @@ def test_u_shape_config_and_protocol_errors():
     edge.middle_forward(0, 5, none.encode(torch.ones(4, 32)), True)
     with pytest.raises(TrainError, match="no forward pending for client 0 step 4"):
         edge.middle_backward(0, 4, none.encode(torch.ones(4, 32)))
-    with pytest.raises(TrainError, match="expected float"):
+    with pytest.raises(TrainError, match=r"declared shape \[4, 7\], expected \[4, 32\]"):
         edge.middle_backward(0, 5, none.encode(torch.ones(4, 7)))
     edge.middle_backward(0, 5, none.encode(torch.ones(4, 32)))  # the right one still works
 

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
+from edgeweave.cli.options import write_output
 from edgeweave.errors import EdgeWeaveError
 
 
@@ -61,7 +62,7 @@ def exits(console: Console, model: str, epochs: int, target: float, mode: str,
                   f"{report.mean_flops / 1e6:.3f} MFLOPs per sample "
                   f"(final exit alone: {report[-1]['flops'] / 1e6:.3f})")
     if json_out:
-        json_out.write_text(json.dumps(report.summary(), indent=1, default=float))
+        write_output("--json", json_out, json.dumps(report.summary(), indent=1, default=float))
 
 
 def compress(console: Console, model: str, epochs: int, sparsity: float,
@@ -106,4 +107,4 @@ def compress(console: Console, model: str, epochs: int, sparsity: float,
                       f"{row['mflops']:.3f}", f"{acc * 100:.1f}", f"{row['change_points']:+.2f}")
     console.print(table)
     if json_out:
-        json_out.write_text(json.dumps(rows, indent=1, default=str))
+        write_output("--json", json_out, json.dumps(rows, indent=1, default=str))

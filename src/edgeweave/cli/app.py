@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from edgeweave.cli import render, report_cmds
+from edgeweave.cli.options import SEED_MAX, cache_dir, integer, number, one_of, output_file
 from edgeweave.errors import EdgeWeaveError
 
 app = typer.Typer(
@@ -32,6 +33,10 @@ class LatencySource(StrEnum):
 
 
 FLEET_HELP = "Fleet YAML file or built-in fleet name (see `edgeweave fleets`)."
+MBPS = number(gt=0, le=1e6)
+MBPS_HELP = "Override the first hop's bandwidth (Mbit/s)."
+FALLBACK_HELP = ("Run locally when the edge cannot be used at all: unreachable, refusing the "
+                 "token or the TLS handshake (default: exit with an error naming the cause).")
 
 
 def _profile(model: str, fleet: str | None, device: str | None, weights: Path | None,
@@ -41,6 +46,7 @@ def _profile(model: str, fleet: str | None, device: str | None, weights: Path | 
     from edgeweave.topology import DEFAULT_FLEET, load_fleet
 
     fl = load_fleet(fleet or DEFAULT_FLEET)
+    fl.tier_path(device)  # an unknown --device fails here, before the model is even built
     with console.status(f"capturing {model}"):
         graph = capture_spec(model, None if weights is None else str(weights))
     if graph.fallback_reason:
@@ -57,19 +63,25 @@ def profile(
     fleet: str = typer.Option(None, "--fleet", "-f", help=FLEET_HELP),
     device: str = typer.Option(None, "--device", help="Device node of the fleet (default: first)."),
     weights: Path = typer.Option(None, "--weights", help="State-dict file to load into the model."),
-    warmup: int = typer.Option(3, min=0, help="Untimed runs before measuring."),
-    repeats: int = typer.Option(10, min=1, help="Timed runs; each node's median is kept."),
+    warmup: int = typer.Option(3, callback=integer(ge=0), help="Untimed runs before measuring."),
+    repeats: int = typer.Option(10, callback=integer(ge=1),
+                                help="Timed runs; each node's median is kept."),
     latency_source: LatencySource = typer.Option(
         LatencySource.regression, help="Scale the regression's prediction or the raw measurement."
     ),
-    json_out: Path = typer.Option(None, "--json", help="Write the profile JSON here."),
-    top: int = typer.Option(15, help="Rows of the per-node table (slowest on the device first)."),
+    json_out: Path = typer.Option(None, "--json", callback=output_file,
+                                  help="Write the profile JSON here."),
+    top: int = typer.Option(15, callback=integer(ge=1),
+                            help="Rows of the per-node table (slowest on the device first)."),
 ) -> None:
     """Measure every layer on this host and predict its latency and energy on each tier."""
+    from edgeweave.cli.options import writing
+
     prof = _profile(model, fleet, device, weights, warmup, repeats, latency_source)
     render.profile_table(console, prof, top)
     if json_out:
-        prof.save(json_out)
+        with writing("--json", json_out):
+            prof.save(json_out)
         console.print(f"profile written to {json_out}")
 
 
@@ -80,22 +92,30 @@ def plan(
     fleet: str = typer.Option(None, "--fleet", "-f", help=FLEET_HELP),
     device: str = typer.Option(None, "--device", help="Device node of the fleet (default: first)."),
     objective: Objective = typer.Option(Objective.latency, help="What to minimise."),
-    slo_ms: float = typer.Option(None, "--slo-ms", help="Latency service-level objective (ms)."),
+    slo_ms: float = typer.Option(None, "--slo-ms", callback=number(gt=0),
+                                 help="Latency service-level objective (ms)."),
     device_mem_mb: float = typer.Option(
-        None, "--device-mem-mb", help="Most parameter memory the device may hold (MiB)."
+        None, "--device-mem-mb", callback=number(gt=0),
+        help="Most parameter memory the device may hold (MiB)."
     ),
     mbps: float = typer.Option(
-        None, "--mbps", help="Override the first hop's bandwidth (Mbit/s), e.g. for a sweep."
+        None, "--mbps", callback=number(gt=0),
+        help="Override the first hop's bandwidth (Mbit/s), e.g. for a sweep."
     ),
     weights: Path = typer.Option(None, "--weights", help="State-dict file to load into the model."),
-    warmup: int = typer.Option(3, min=0, help="Untimed runs before measuring."),
-    repeats: int = typer.Option(10, min=1, help="Timed runs; each node's median is kept."),
+    warmup: int = typer.Option(3, callback=integer(ge=0), help="Untimed runs before measuring."),
+    repeats: int = typer.Option(10, callback=integer(ge=1),
+                                help="Timed runs; each node's median is kept."),
     codec: str = typer.Option("none", help="Candidate activation codecs per cut, comma-"
                               "separated (none, fp16, int8, zstd, int8+zstd, ...) or auto."),
-    json_out: Path = typer.Option(None, "--json", help="Write the plan JSON here."),
-    plot: Path = typer.Option(None, "--plot", help="Write the per-layer latency/size PNG here."),
+    json_out: Path = typer.Option(None, "--json", callback=output_file,
+                                  help="Write the plan JSON here."),
+    plot: Path = typer.Option(None, "--plot", callback=output_file,
+                              help="Write the per-layer latency/size PNG here."),
 ) -> None:
     """Choose where each layer runs and compare with every inference mode."""
+    from edgeweave.cli.options import OptionError, write_output, writing
+    from edgeweave.cli.runtime_cmds import codec_candidates
     from edgeweave.plan import plan as make_plan
     from edgeweave.plan import plot_plan
     from edgeweave.profile import load_profile, retarget
@@ -103,6 +123,10 @@ def plan(
 
     if (model is None) == (profile_file is None):
         raise EdgeWeaveError("give either a MODEL to profile or --profile FILE, not both/neither")
+    try:
+        codecs = codec_candidates(codec)  # before profiling: a typo costs nothing
+    except EdgeWeaveError as e:
+        raise OptionError(f"--codec: {str(e).removeprefix('codec: ')}") from None
     if profile_file is not None:
         prof = load_profile(profile_file)
         if fleet or device:
@@ -113,18 +137,15 @@ def plan(
     else:
         prof = _profile(model, fleet, device, weights, warmup, repeats, LatencySource.regression)
     if mbps is not None:
-        if mbps <= 0:
-            raise EdgeWeaveError(f"--mbps: must be positive, got {mbps}")
         prof = prof.with_link(prof.hop_names()[0], mbps=mbps)
-    from edgeweave.cli.runtime_cmds import codec_candidates
-
-    result = make_plan(prof, objective.value, slo_ms, device_mem_mb, codec_candidates(codec))
+    result = make_plan(prof, objective.value, slo_ms, device_mem_mb, codecs)
     render.plan_table(console, result)
     if json_out:
-        json_out.write_text(__import__("json").dumps(result.to_json(), indent=1))
+        write_output("--json", json_out, __import__("json").dumps(result.to_json(), indent=1))
         console.print(f"plan written to {json_out}")
     if plot:
-        plot_plan(result, plot)
+        with writing("--plot", plot):
+            plot_plan(result, plot)
         console.print(f"figure written to {plot}")
 
 
@@ -151,40 +172,80 @@ def serve(
     next_target: str = typer.Option(None, "--next", help="host:port of the next tier's node."),
     name: str = typer.Option(None, "--name", help="Node name (default: the role)."),
     token_file: Path = typer.Option(None, "--token-file", help="Bearer token file."),
-    cert_dir: Path = typer.Option(None, "--cert-dir", help="mTLS: dir from `edgeweave certs`."),
-    metrics_port: int = typer.Option(None, "--metrics-port", help="Prometheus /metrics port."),
-    max_concurrency: int = typer.Option(4, min=1, help="Requests computing at once."),
-    max_queue: int = typer.Option(16, min=0, help="Requests waiting; beyond: RESOURCE_EXHAUSTED."),
-    max_message_mb: float = typer.Option(64.0, help="Largest message accepted (MiB)."),
-    dilation: float = typer.Option(1.0, min=1.0, help="Stretch compute to emulate slower hw."),
-    max_link_s: float = typer.Option(120.0, min=0.0, help="Longest a request may spend on one "
-                                     "emulated link (its rate and stamp come from the sender)."),
+    cert_dir: Path = typer.Option(None, "--cert-dir", help="mTLS: the fleet dir from `edgeweave "
+                                  "certs`, or this node's own folder from it."),
+    metrics_port: int = typer.Option(None, "--metrics-port", min=1, max=65535,
+                                     help="Prometheus /metrics port."),
+    max_concurrency: int = typer.Option(4, min=1, max=1024, help="Requests computing at once."),
+    max_queue: int = typer.Option(16, min=0, max=4096,
+                                  help="Requests waiting; beyond: RESOURCE_EXHAUSTED."),
+    max_message_mb: float = typer.Option(64.0, callback=number(gt=0, le=2047),
+                                         help="Largest message accepted (MiB, at most 2047)."),
+    dilation: float = typer.Option(1.0, callback=number(ge=1.0, le=10000.0),
+                                   help="Stretch compute to emulate slower hw (1-10000)."),
+    max_link_s: float = typer.Option(120.0, callback=number(ge=0.0, le=86400.0),
+                                     help="Longest a request may spend on one emulated link "
+                                     "(its rate and stamp come from the sender)."),
+    max_arrival_wait_s: float = typer.Option(
+        30.0, callback=number(ge=0.0, le=86400.0), help="Longest an arrival stamp may hold an "
+        "admitted request (the stamp is the sender's word)."),
+    max_decoded_mb: float = typer.Option(
+        128.0, callback=number(gt=0, le=1 << 20), help="Decoded MiB a request's tensors "
+        "may declare when no deployed stage says their shape."),
+    grace_s: float = typer.Option(5.0, "--grace-s", callback=number(ge=0.0, le=600.0),
+                                  help="On SIGTERM, how long in-flight requests may finish."),
+    model: list[str] = typer.Option([], "--model", help="Install a model file devices may "
+                                    "deploy stages of (path/to/net.py:factory; repeatable); "
+                                    "devices name it net:factory. Built-ins need no flag."),
+    stage_budget_mb: float = typer.Option(1024.0, callback=number(ge=1.0, le=1 << 24),
+                                          help="Weights of deployed stages kept (MiB); least "
+                                          "recently used are evicted."),
+    max_stage_mb: float = typer.Option(2048.0, callback=number(ge=1.0, le=1 << 24),
+                                       help="Largest stage (weights, MiB) one Deploy may "
+                                       "upload."),
+    cache_dir: Path = typer.Option(None, "--cache-dir", help="Where uploads are staged on disk "
+                                   "(default: a fresh temp dir)."),
 ) -> None:
-    """Run an edge or cloud node server until SIGTERM/SIGINT."""
-    from edgeweave.runtime.node import ServeOptions, serve_forever
+    """Run an edge or cloud node server until SIGTERM/SIGINT. Nodes never run code a device
+    sends: they build stages from their own models and receive only weights."""
+    from edgeweave.runtime.node import ServeOptions, log_to_stderr, serve_forever
     from edgeweave.runtime.server import NodeConfig
     from edgeweave.security import load_token
 
     if role not in ("edge", "cloud"):
         raise EdgeWeaveError(f"--role: expected edge or cloud, got {role!r}")
+    log_to_stderr()
     token = load_token(token_file) if token_file else None
+    if cache_dir is not None and not cache_dir.is_dir():
+        raise EdgeWeaveError(f"--cache-dir {cache_dir}: not a directory")
     config = NodeConfig(role=role, name=name or role, next_target=next_target,
                         max_concurrency=max_concurrency, max_queue=max_queue, dilation=dilation,
-                        max_link_s=max_link_s)
-    serve_forever(config, ServeOptions(listen, token, cert_dir, metrics_port, max_message_mb))
+                        max_link_s=max_link_s, max_arrival_wait_s=max_arrival_wait_s,
+                        max_decoded_mb=max_decoded_mb, models=tuple(model),
+                        stage_budget_mb=stage_budget_mb, max_stage_mb=max_stage_mb,
+                        cache_dir=None if cache_dir is None else str(cache_dir))
+    serve_forever(config, ServeOptions(listen, token, cert_dir, metrics_port, max_message_mb,
+                                       grace_s))
 
 
 @app.command()
 def certs(
-    out_dir: Path = typer.Argument(..., help="Directory for ca.pem and <node>.pem/.key files."),
+    out_dir: Path = typer.Argument(..., help="Fleet directory: ca/ (the CA, stays here) and "
+                                   "one folder per node (copy it to that node)."),
     nodes: list[str] = typer.Option(["device", "edge", "cloud"], "--node", help="Node names."),
     host: list[str] = typer.Option(["127.0.0.1", "localhost"], "--host", help="SANs."),
 ) -> None:
-    """Make a self-signed CA and one certificate per node for mutual TLS."""
+    """Make a private CA and one certificate per node for mutual TLS."""
     from edgeweave.security import make_fleet_certs
 
     made = make_fleet_certs(out_dir, nodes, host)
-    console.print(f"wrote CA and {len(made) - 1} node certificates to {out_dir}")
+    ca = made.pop("ca")
+    console.print(f"CA: {ca.cert} and its private key {ca.key}: keep the key here, never copy "
+                  f"it to a node (whoever holds it can mint any identity in the fleet)")
+    for node, pair in made.items():
+        folder = pair.cert.parent
+        console.print(f"{node}: copy the folder {folder}/ (ca.pem, {pair.cert.name}, "
+                      f"{pair.key.name}) to the {node} and give it there as --cert-dir")
 
 
 @app.command()
@@ -194,17 +255,19 @@ def infer(
     edge: str = typer.Option(None, "--edge", help="host:port of the edge node server."),
     plan_file: Path = typer.Option(None, "--plan", help="Use this plan JSON instead of planning."),
     input_file: Path = typer.Option(None, "--input", help="Image (png/jpg) or .npy input."),
-    repeat: int = typer.Option(10, min=1, help="Requests to send."),
+    repeat: int = typer.Option(10, min=1, max=1_000_000, help="Requests to send."),
     objective: Objective = typer.Option(Objective.latency, help="What the plan minimises."),
     codec: str = typer.Option("none", help="Candidate activation codecs, comma-separated "
                               "(none, fp16, int8, zstd, fp16+zstd, int8+zstd, ...) or auto; the "
                               "plan picks one per cut."),
-    mbps: float = typer.Option(None, "--mbps", help="Override the first hop's bandwidth."),
+    mbps: float = typer.Option(None, "--mbps", callback=MBPS, help=MBPS_HELP),
     token_file: Path = typer.Option(None, "--token-file", help="Bearer token file."),
-    cert_dir: Path = typer.Option(None, "--cert-dir", help="mTLS: dir from `edgeweave certs`."),
+    cert_dir: Path = typer.Option(None, "--cert-dir", help="mTLS: the fleet dir from `edgeweave "
+                                  "certs`, or the device's own folder from it."),
     adapt: bool = typer.Option(False, help="Re-plan when measured bandwidth changes the optimum."),
     shaping: str = typer.Option("app", help="app: shape links in this process and the servers; "
                                 "kernel: netlab's tc already shapes them (add RTT only)."),
+    fallback_local: bool = typer.Option(False, "--fallback-local", help=FALLBACK_HELP),
     json_out: Path = typer.Option(None, "--json", help="Write per-request results here."),
 ) -> None:
     """Run a plan across real processes: device head here, the rest on --edge (and beyond)."""
@@ -214,31 +277,33 @@ def infer(
         raise EdgeWeaveError(f"--shaping: expected app or kernel, got {shaping!r}")
     runtime_cmds.infer(console, model, fleet, edge, plan_file, input_file, repeat,
                        objective.value, codec, mbps, token_file, cert_dir, adapt, json_out,
-                       shape_bandwidth=shaping == "app")
+                       shape_bandwidth=shaping == "app", fallback_local=fallback_local)
 
 
 @app.command()
 def lab(
     model: str = typer.Argument("resnet18", help="Model to run across the local fleet."),
     fleet: str = typer.Option(None, "--fleet", "-f", help=FLEET_HELP),
-    repeat: int = typer.Option(10, min=1, help="Requests to send."),
+    repeat: int = typer.Option(10, min=1, max=1_000_000, help="Requests to send."),
     codec: str = typer.Option("none", help="Activation codec at each cut."),
-    mbps: float = typer.Option(None, "--mbps", help="Override the first hop's bandwidth."),
+    mbps: float = typer.Option(None, "--mbps", callback=MBPS, help=MBPS_HELP),
+    fallback_local: bool = typer.Option(False, "--fallback-local", help=FALLBACK_HELP),
     json_out: Path = typer.Option(None, "--json", help="Write per-request results here."),
 ) -> None:
     """Start edge and cloud servers as local processes and run a model across them."""
     from edgeweave.cli import runtime_cmds
 
-    runtime_cmds.lab(console, model, fleet, repeat, codec, mbps, json_out)
+    runtime_cmds.lab(console, model, fleet, repeat, codec, mbps, json_out,
+                     fallback_local=fallback_local)
 
 
 @app.command()
 def netlab(
     model: str = typer.Argument("resnet18", help="Model to run across the namespaced fleet."),
     fleet: str = typer.Option(None, "--fleet", "-f", help=FLEET_HELP),
-    repeat: int = typer.Option(10, min=1, help="Requests to send."),
+    repeat: int = typer.Option(10, min=1, max=1_000_000, help="Requests to send."),
     codec: str = typer.Option("none", help="Activation codec at each cut."),
-    mbps: float = typer.Option(None, "--mbps", help="Override the first hop's bandwidth."),
+    mbps: float = typer.Option(None, "--mbps", callback=MBPS, help=MBPS_HELP),
     json_out: Path = typer.Option(None, "--json", help="Write per-request results here."),
 ) -> None:
     """Device, edge and cloud in network namespaces joined by tc-shaped veth pairs (root)."""
@@ -249,21 +314,32 @@ def netlab(
 
 @app.command()
 def edgent(
-    slo_ms: float = typer.Option(..., "--slo-ms", help="Latency requirement per inference (ms)."),
-    mbps: float = typer.Option(None, "--mbps", help="First hop's bandwidth (default: fleet's)."),
+    slo_ms: float = typer.Option(..., "--slo-ms", callback=number(gt=0),
+                                 help="Latency requirement per inference (ms)."),
+    mbps: float = typer.Option(None, "--mbps", callback=number(gt=0),
+                               help="First hop's bandwidth (default: fleet's)."),
     fleet: str = typer.Option(None, "--fleet", "-f", help=FLEET_HELP),
     device: str = typer.Option(None, "--device", help="Device node of the fleet (default: first)."),
-    cache: Path = typer.Option(None, "--cache", help="Directory keeping the trained net and its "
-                               "profile; reused when present (then nothing is re-trained)."),
-    side: int = typer.Option(32, min=8, help="Digit image side (8x8 upsampled; multiple of 8)."),
-    width: int = typer.Option(32, min=1, help="Channels of the first conv stage."),
-    epochs: int = typer.Option(6, min=1, help="Joint training epochs (real sklearn digits)."),
-    seed: int = typer.Option(0, help="Seed of the data split and training."),
+    cache: Path = typer.Option(None, "--cache", callback=cache_dir,
+                               help="Directory keeping the trained net and its profile, one "
+                               "entry per --side/--width/--epochs/--seed; an entry is reused "
+                               "when present (then nothing is re-trained)."),
+    side: int = typer.Option(32, callback=integer(ge=8, le=128, multiple_of=8),
+                             help="Digit image side (8x8 upsampled; a multiple of 8, <= 128)."),
+    width: int = typer.Option(32, callback=integer(ge=1, le=128),
+                              help="Channels of the first conv stage (<= 128)."),
+    epochs: int = typer.Option(6, callback=integer(ge=1),
+                               help="Joint training epochs (real sklearn digits)."),
+    seed: int = typer.Option(0, callback=integer(ge=0, le=SEED_MAX),
+                             help="Seed of the data split and training."),
     trace: Path = typer.Option(None, "--trace", help="Bandwidth trace CSV (t_seconds,mbps): "
                                "also print the dynamic mode's configuration map."),
-    states: int = typer.Option(4, min=1, help="Bandwidth states of the configuration map."),
-    json_out: Path = typer.Option(None, "--json", help="Write every (exit, cut) and the choice."),
-    plot: Path = typer.Option(None, "--plot", help="Write accuracy vs latency of each option."),
+    states: int = typer.Option(4, callback=integer(ge=1, le=64),
+                               help="Bandwidth states of the configuration map (<= 64)."),
+    json_out: Path = typer.Option(None, "--json", callback=output_file,
+                                  help="Write every (exit, cut) and the choice."),
+    plot: Path = typer.Option(None, "--plot", callback=output_file,
+                              help="Write accuracy vs latency of each option."),
 ) -> None:
     """Edgent: choose exit point and device/edge cut of a branchy digits CNN jointly."""
     from edgeweave.cli import edgent_cmds
@@ -276,10 +352,14 @@ def edgent(
 @app.command()
 def exits(
     model: str = typer.Argument("digits-cnn", help="nn.Sequential model taking 1x8x8 digits."),
-    epochs: int = typer.Option(20, min=1, help="Joint training epochs (real sklearn digits)."),
-    target: float = typer.Option(0.97, min=0.0, max=1.0, help="Validation accuracy to keep."),
-    mode: str = typer.Option("entropy", help="entropy or confidence thresholds."),
-    json_out: Path = typer.Option(None, "--json", help="Write the exit report here."),
+    epochs: int = typer.Option(20, callback=integer(ge=1),
+                               help="Joint training epochs (real sklearn digits)."),
+    target: float = typer.Option(0.97, callback=number(ge=0.0, le=1.0),
+                                 help="Validation accuracy to keep."),
+    mode: str = typer.Option("entropy", callback=one_of("entropy", "confidence"),
+                             help="entropy or confidence thresholds."),
+    json_out: Path = typer.Option(None, "--json", callback=output_file,
+                                  help="Write the exit report here."),
 ) -> None:
     """Attach BranchyNet exits, train them jointly, calibrate thresholds, report per exit."""
     from edgeweave.cli import adapt_cmds
@@ -290,9 +370,12 @@ def exits(
 @app.command()
 def compress(
     model: str = typer.Argument("digits-cnn", help="nn.Sequential model taking 1x8x8 digits."),
-    epochs: int = typer.Option(30, min=1, help="Baseline training epochs (real sklearn digits)."),
-    sparsity: float = typer.Option(0.85, min=0.0, max=0.99, help="Magnitude-pruning sparsity."),
-    json_out: Path = typer.Option(None, "--json", help="Write the variant table here."),
+    epochs: int = typer.Option(30, callback=integer(ge=1),
+                               help="Baseline training epochs (real sklearn digits)."),
+    sparsity: float = typer.Option(0.85, callback=number(ge=0.0, le=0.99),
+                                   help="Magnitude-pruning sparsity."),
+    json_out: Path = typer.Option(None, "--json", callback=output_file,
+                                  help="Write the variant table here."),
 ) -> None:
     """Derive int8, pruned, low-rank and distilled variants; size, FLOPs and accuracy each."""
     from edgeweave.cli import adapt_cmds
@@ -306,15 +389,22 @@ def select(
     fleet: str = typer.Option(None, "--fleet", "-f", help=FLEET_HELP),
     device: str = typer.Option(None, "--device", help="Device node of the fleet (default: first)."),
     objective: str = typer.Option("latency", help="latency or energy: what to minimise."),
-    slo_ms: float = typer.Option(None, "--slo-ms", help="Latency SLO per inference (ms)."),
-    energy_mj: float = typer.Option(None, "--energy-mj", help="Device energy budget (mJ/inf)."),
-    device_mem_mb: float = typer.Option(None, "--device-mem-mb", help="Device parameter MiB."),
-    min_acc: float = typer.Option(None, "--min-acc", help="Minimum validation accuracy (0-1); "
-                                  "then the objective is minimised instead of max accuracy."),
+    slo_ms: float = typer.Option(None, "--slo-ms", callback=number(gt=0),
+                                 help="Latency SLO per inference (ms)."),
+    energy_mj: float = typer.Option(None, "--energy-mj", callback=number(gt=0),
+                                    help="Device energy budget (mJ/inf)."),
+    device_mem_mb: float = typer.Option(None, "--device-mem-mb", callback=number(gt=0),
+                                        help="Device parameter MiB."),
+    min_acc: float = typer.Option(None, "--min-acc", callback=number(ge=0.0, le=1.0),
+                                  help="Minimum validation accuracy (0-1); then the objective is "
+                                  "minimised instead of max accuracy."),
     slo_stat: str = typer.Option("mean", help="mean or worst: what the SLO bounds for big/little."),
-    epochs: int = typer.Option(15, min=1, help="Training epochs (real sklearn digits)."),
-    mbps: float = typer.Option(None, "--mbps", help="Override the first hop's bandwidth."),
-    json_out: Path = typer.Option(None, "--json", help="Write the selection record here."),
+    epochs: int = typer.Option(15, callback=integer(ge=1),
+                               help="Training epochs (real sklearn digits)."),
+    mbps: float = typer.Option(None, "--mbps", callback=number(gt=0),
+                               help="Override the first hop's bandwidth."),
+    json_out: Path = typer.Option(None, "--json", callback=output_file,
+                                  help="Write the selection record here."),
 ) -> None:
     """Choose among compression variants and a big/little pair, and where each runs."""
     from edgeweave.cli import select_cmds
@@ -323,17 +413,42 @@ def select(
                        device_mem_mb, min_acc, slo_stat, epochs, mbps, json_out)
 
 
+# The control algorithms' flags (edgeweave.train.control_config), shared by train, fl-server and
+# fl-edge; each sets one field of a YAML section (cli/train_cmds.py: CONTROL_FLAGS).
+FLEET_OPT = typer.Option(None, "--fleet", help="Fleet file or built-in name the clients run on "
+                         "(client i on device node i mod D): their speeds, and their edges.")
+FEDCS_OPT = typer.Option(None, "--fedcs-deadline", callback=number(gt=0),
+                         help="FedCS selection: the most clients that train and upload within "
+                         "this many seconds (needs --fleet or speeds).")
+BUDGET_OPT = typer.Option(None, "--adaptive-budget", callback=number(gt=0),
+                          help="Adaptive local steps (Wang et al.) under this resource budget.")
+STEP_COST_OPT = typer.Option(None, "--step-cost", callback=number(gt=0),
+                             help="Adaptive: cost of one local step [1].")
+AGG_COST_OPT = typer.Option(None, "--agg-cost", callback=number(ge=0),
+                            help="Adaptive: cost of one aggregation [1].")
+EDGE_ROUNDS_OPT = typer.Option(None, "--edge-rounds", callback=integer(ge=1),
+                               help="Hierarchical FL: edge rounds per cloud round (needs "
+                               "--fleet: its devices' edges).")
+
+
 @app.command()
 def train(
     config: Path = typer.Option(..., "--config", "-c", help="Experiment YAML (examples/fl/)."),
     rounds: int = typer.Option(None, min=1, help="Override the config's rounds."),
     out_dir: Path = typer.Option(None, "--out", help="Override the config's out_dir."),
-    backend: str = typer.Option(None, help="Override the backend (sequential, vectorized)."),
+    backend: str = typer.Option(None, help="Override the backend (sequential, vectorized, ray)."),
+    ray_address: str = typer.Option(None, "--ray-address",
+                                     help="Backend ray: join this Ray cluster (auto, HOST:6379)."),
+    fleet: str = FLEET_OPT, fedcs_deadline: float = FEDCS_OPT,
+    adaptive_budget: float = BUDGET_OPT, step_cost: float = STEP_COST_OPT,
+    agg_cost: float = AGG_COST_OPT, edge_rounds: int = EDGE_ROUNDS_OPT,
 ) -> None:
     """Simulated federated training: progress bar, final table, metrics.jsonl, checkpoint, plot."""
     from edgeweave.cli import train_cmds
 
-    train_cmds.train(console, config, rounds, out_dir, backend)
+    train_cmds.train(console, config, rounds, out_dir, backend, ray_address, fleet=fleet,
+                     fedcs_deadline=fedcs_deadline, adaptive_budget=adaptive_budget,
+                     step_cost=step_cost, agg_cost=agg_cost, edge_rounds=edge_rounds)
 
 
 @app.command("fl-server")
@@ -343,26 +458,99 @@ def fl_server(
     token_file: Path = typer.Option(..., "--token-file", help="Bearer token (edgeweave fl-token)."),
     test_data: Path = typer.Option(None, "--test-data", help="Held-out .npz (x, y) to evaluate."),
     min_clients: int = typer.Option(None, "--min-clients", min=1, help="Devices to wait for."),
-    round_timeout: float = typer.Option(60.0, "--round-timeout", help="Seconds per round."),
-    wait_clients: float = typer.Option(None, "--wait-clients", help="Give up after (s)."),
+    round_timeout: float = typer.Option(60.0, "--round-timeout", callback=number(gt=0),
+                                        help="Seconds per round; also the longest wait for a "
+                                        "device that went missing during training."),
+    wait_clients: float = typer.Option(None, "--wait-clients", callback=number(gt=0),
+                                       help="Before the first round: give up waiting for "
+                                       "--min-clients devices after this long (s)."),
+    lease: float = typer.Option(None, "--lease", callback=number(gt=0),
+                                help="A device's registration lapses this long (s) after its "
+                                "last activity [60]."),
+    max_client_examples: int = typer.Option(
+        None, "--max-client-examples", min=1,
+        help="Without --config: most examples one device's update counts for [1000000]."),
     model: str = typer.Option(None, help="Without --config: model spec [mlp:64,64,10]."),
     rounds: int = typer.Option(None, min=1, help="Without --config: rounds [10]."),
     strategy: str = typer.Option(None, help="Without --config: strategy [fedavg]."),
     fraction: float = typer.Option(None, help="Without --config: devices per round [1.0]."),
-    lr: float = typer.Option(None), batch_size: int = typer.Option(None, "--batch-size"),
+    lr: float = typer.Option(None, callback=number(gt=0)),
+    batch_size: int = typer.Option(None, "--batch-size"),
     epochs: int = typer.Option(None), seed: int = typer.Option(None),
     out: Path = typer.Option(None, "--out", help="Metrics JSONL + checkpoint (resumes)."),
     tls_cert: Path = typer.Option(None, "--tls-cert", help="Serve TLS: PEM certificate."),
     tls_key: Path = typer.Option(None, "--tls-key", help="Serve TLS: PEM private key."),
+    metrics_port: int = typer.Option(None, "--metrics-port", callback=integer(ge=1, le=65535),
+                                     help="Prometheus /metrics on 127.0.0.1:PORT."),
+    fleet: str = FLEET_OPT, fedcs_deadline: float = FEDCS_OPT,
+    adaptive_budget: float = BUDGET_OPT, step_cost: float = STEP_COST_OPT,
+    agg_cost: float = AGG_COST_OPT, edge_rounds: int = EDGE_ROUNDS_OPT,
 ) -> None:
-    """Run federated training over gRPC: devices dial in with `edgeweave fl-client`."""
+    """Run federated training over gRPC: devices dial in with `edgeweave fl-client` (with a
+    hierarchy: edge aggregators dial in with `edgeweave fl-edge`)."""
     from edgeweave.cli import fl_cmds
 
     fl_cmds.fl_server(console, config=config, listen=listen, token_file=token_file,
                       test_data=test_data, min_clients=min_clients, round_timeout=round_timeout,
-                      wait_clients=wait_clients, tls_cert=tls_cert, tls_key=tls_key, model=model,
-                      rounds=rounds, strategy=strategy, fraction=fraction, lr=lr,
-                      batch_size=batch_size, epochs=epochs, seed=seed, out=out)
+                      wait_clients=wait_clients, tls_cert=tls_cert, tls_key=tls_key, lease=lease,
+                      metrics_port=metrics_port, model=model, rounds=rounds, strategy=strategy,
+                      fraction=fraction, lr=lr, batch_size=batch_size, epochs=epochs, seed=seed,
+                      out=out, max_client_examples=max_client_examples, fleet=fleet,
+                      fedcs_deadline=fedcs_deadline, adaptive_budget=adaptive_budget,
+                      step_cost=step_cost, agg_cost=agg_cost, edge_rounds=edge_rounds)
+
+
+@app.command("fl-edge")
+def fl_edge(
+    edge: str = typer.Option(..., "--edge", help="This edge's node name in the fleet."),
+    config: Path = typer.Option(None, "--config", help="The cloud's experiment YAML (with "
+                                "`hierarchy` and `fleet`)."),
+    cloud: str = typer.Option("127.0.0.1:50061", help="host:port of the cloud's fl-server."),
+    listen: str = typer.Option("127.0.0.1:50071", help="host:port the devices dial."),
+    token_file: Path = typer.Option(..., "--token-file", help="Bearer token of the devices."),
+    cloud_token_file: Path = typer.Option(None, "--cloud-token-file",
+                                          help="Bearer token of the cloud [--token-file]."),
+    min_clients: int = typer.Option(None, "--min-clients", callback=integer(ge=1),
+                                    help="Devices to wait for [all the fleet puts here]."),
+    round_timeout: float = typer.Option(60.0, "--round-timeout", callback=number(gt=0),
+                                        help="Seconds per edge round for the devices."),
+    wait_clients: float = typer.Option(None, "--wait-clients", callback=number(gt=0),
+                                       help="Give up waiting for the devices after (s)."),
+    lease: float = typer.Option(None, "--lease", callback=number(gt=0),
+                                help="A device's registration lapses after (s) [60]."),
+    tls_cert: Path = typer.Option(None, "--tls-cert", help="Serve TLS to devices: PEM cert."),
+    tls_key: Path = typer.Option(None, "--tls-key", help="Serve TLS to devices: PEM key."),
+    cloud_tls_ca: Path = typer.Option(None, "--cloud-tls-ca", help="TLS to the cloud: its CA."),
+    out: Path = typer.Option(None, "--out", help="Edge metrics + checkpoint [out_dir/edge-NAME]."),
+    metrics_port: int = typer.Option(None, "--metrics-port", callback=integer(ge=1, le=65535),
+                                     help="Prometheus /metrics on 127.0.0.1:PORT."),
+    give_up: float = typer.Option(None, "--give-up", callback=number(gt=0),
+                                  help="Exit if the cloud is unreachable this long (s)."),
+    retry_max: float = typer.Option(5.0, "--retry-max", callback=number(gt=0),
+                                    help="Longest reconnect back-off to the cloud (s)."),
+    model: str = typer.Option(None, help="Without --config: model spec [mlp:64,64,10]."),
+    strategy: str = typer.Option(None, help="Without --config: strategy at the edge [fedavg]."),
+    fraction: float = typer.Option(None, callback=number(gt=0, le=1),
+                                   help="Without --config: devices per edge round [1.0]."),
+    lr: float = typer.Option(None, callback=number(gt=0)),
+    batch_size: int = typer.Option(None, "--batch-size", callback=integer(ge=1)),
+    epochs: int = typer.Option(None, callback=integer(ge=1)),
+    seed: int = typer.Option(None),
+    fleet: str = FLEET_OPT, fedcs_deadline: float = FEDCS_OPT,
+    edge_rounds: int = EDGE_ROUNDS_OPT,
+) -> None:
+    """An edge aggregator of hierarchical FL: a client of the cloud's fl-server, a server to
+    the devices the fleet puts under this edge (they dial in with `edgeweave fl-client`)."""
+    from edgeweave.cli import fl_cmds
+
+    fl_cmds.fl_edge(console, config=config, edge=edge, cloud=cloud, listen=listen,
+                    token_file=token_file, cloud_token_file=cloud_token_file,
+                    min_clients=min_clients, round_timeout=round_timeout,
+                    wait_clients=wait_clients, lease=lease, tls_cert=tls_cert, tls_key=tls_key,
+                    cloud_tls_ca=cloud_tls_ca, out=out, metrics_port=metrics_port,
+                    give_up=give_up, retry_max=retry_max, model=model, strategy=strategy,
+                    fraction=fraction, lr=lr, batch_size=batch_size, epochs=epochs, seed=seed,
+                    fleet=fleet, fedcs_deadline=fedcs_deadline, edge_rounds=edge_rounds)
 
 
 @app.command("fl-client")
@@ -370,18 +558,24 @@ def fl_client(
     server: str = typer.Option("127.0.0.1:50061", help="host:port of the FL server."),
     data: Path = typer.Option(..., help="This device's .npz with keys x and y."),
     token_file: Path = typer.Option(..., "--token-file", help="Bearer token file."),
-    client_id: int = typer.Option(None, "--client-id", help="Default: digits in the file name."),
-    give_up: float = typer.Option(None, "--give-up", help="Exit if unreachable this long (s)."),
+    client_id: int = typer.Option(None, "--client-id", min=0,
+                                  help="Default: digits in the file name."),
+    give_up: float = typer.Option(None, "--give-up", callback=number(gt=0),
+                                  help="Exit if unreachable this long (s)."),
     threads: int = typer.Option(1, min=1, help="Torch threads for local training."),
-    retry_max: float = typer.Option(5.0, "--retry-max", help="Longest reconnect back-off (s)."),
+    retry_max: float = typer.Option(5.0, "--retry-max", callback=number(gt=0),
+                                    help="Longest reconnect back-off (s)."),
     tls_ca: Path = typer.Option(None, "--tls-ca", help="TLS: CA (PEM) of the server's cert."),
+    max_message_mb: float = typer.Option(None, "--max-message-mb", callback=number(gt=0),
+                                         help="Largest message taken from the server (MiB) "
+                                         "[129]."),
 ) -> None:
     """One federated device: trains on its own data each round until the server finishes."""
     from edgeweave.cli import fl_cmds
 
     fl_cmds.fl_client(console, server=server, data=data, token_file=token_file,
                       client_id=client_id, give_up=give_up, threads=threads,
-                      retry_max=retry_max, tls_ca=tls_ca)
+                      retry_max=retry_max, tls_ca=tls_ca, max_message_mb=max_message_mb)
 
 
 @app.command("fl-split")
@@ -419,7 +613,7 @@ def decentral(
     graph: str = typer.Option("ring", help="Peer graph: ring, torus, complete, regular:K, "
                                             "erdos:P, star."),
     rounds: int = typer.Option(60, min=1, help="Rounds (one local step per node each)."),
-    lr: float = typer.Option(0.4, min=0.0, help="Learning rate."),
+    lr: float = typer.Option(0.4, callback=number(gt=0), help="Learning rate."),
     model: str = typer.Option("mlp:64,64,10", help="Model spec."),
     partition: str = typer.Option("iid", help="How digits are split across nodes."),
     seed: int = typer.Option(0),
@@ -436,6 +630,7 @@ def decentral(
 
 
 app.command()(report_cmds.report)
+app.command("simulate")(__import__("edgeweave.cli.sim_cmds", fromlist=["simulate"]).simulate)
 
 _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True,
                 "help_option_names": []}
@@ -455,7 +650,8 @@ def main() -> None:
     try:
         app()
     except EdgeWeaveError as e:
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False)
+        # soft_wrap: the error stays one line however narrow the terminal (a grep finds it)
+        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

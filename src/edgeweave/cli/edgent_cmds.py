@@ -1,8 +1,8 @@
 """`edgeweave edgent`: wiring only (digits branchy net + profile + plan.edgent + tables).
 
 Training and profiling take tens of seconds while a decision takes milliseconds, so ``--cache
-DIR`` keeps the trained net, its exit accuracies and its profile, and later calls (another
-``--slo-ms``, ``--mbps`` or fleet) only re-plan.
+DIR`` keeps the trained net, its exit accuracies and its profile (:mod:`edgent_cache`), and
+later calls (another ``--slo-ms``, ``--mbps`` or fleet) only re-plan.
 """
 
 from __future__ import annotations
@@ -13,23 +13,30 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from edgeweave.errors import EdgeWeaveError
-
 
 def _branches(console: Console, fleet, device: str | None, cache: Path | None, side: int,
               width: int, epochs: int, seed: int):
-    """Exit branches of the digits branchy net on ``fleet``: from ``cache`` when it holds
-    them (retargeted to the fleet, nothing re-measured), else trained, profiled and cached."""
+    """Exit branches of the digits branchy net on ``fleet``: from the ``cache`` entry for these
+    options when there is a sound one (retargeted to the fleet, nothing re-measured), else
+    trained, profiled and cached."""
+    from edgeweave.cli import edgent_cache
     from edgeweave.plan.branchy import digits_branchy, profile_branchy
     from edgeweave.plan.edgent import branches_from_profile
-    from edgeweave.profile import load_profile, retarget
+    from edgeweave.profile import retarget
 
-    if cache is not None and (cache / "edgent.json").exists():
-        meta = json.loads((cache / "edgent.json").read_text())
-        prof = retarget(load_profile(cache / "profile.json"), fleet.tier_path(device), fleet.name)
+    path = fleet.tier_path(device)  # an unknown --device fails here, before any training
+    key = edgent_cache.CacheKey(side, width, epochs, seed)
+    entry = None
+    if cache is not None:
+        edgent_cache.make_dir(cache)
+        entry = edgent_cache.load(cache, key, console)
+    if entry is not None:
+        meta = entry.meta
         console.print(f"using the net and profile cached in {cache} (trained {meta['epochs']} "
-                      f"epochs at {meta['side']}x{meta['side']}, width {meta['width']})")
-        return branches_from_profile(prof, meta["accuracies"]), meta
+                      f"epochs at {meta['side']}x{meta['side']}, width {meta['width']}, seed "
+                      f"{meta['seed']})")
+        return branches_from_profile(retarget(entry.profile, path, fleet.name),
+                                     meta["accuracies"]), meta
     import torch
 
     torch.set_num_threads(1)
@@ -37,14 +44,11 @@ def _branches(console: Console, fleet, device: str | None, cache: Path | None, s
         tb = digits_branchy(side=side, width=width, epochs=epochs, seed=seed)
     with console.status("profiling it once (regression latency predictions)"):
         bp = profile_branchy(tb.net, fleet, tb.accuracies, tb.input_shape, device=device)
-    meta = {"side": side, "width": width, "epochs": epochs, "seed": seed,
-            "accuracies": tb.accuracies, "exit_points": tb.net.exit_points}
+    net_meta = {"accuracies": tb.accuracies, "exit_points": tb.net.exit_points}
     if cache is not None:
-        cache.mkdir(parents=True, exist_ok=True)
-        torch.save(tb.net.state_dict(), cache / "branchy.pt")
-        bp.profile.save(cache / "profile.json")
-        (cache / "edgent.json").write_text(json.dumps(meta, indent=1))
-    return bp.branches, meta
+        edgent_cache.store(cache, key, tb.net.state_dict(), bp.profile, net_meta)
+    return bp.branches, {"side": side, "width": width, "epochs": epochs, "seed": seed,
+                         **net_meta}
 
 
 def _options_table(choice) -> Table:
@@ -87,7 +91,6 @@ def plot_choice(choice, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for k in sorted({o.exit for o in choice.options}):
         opts = [o for o in choice.options if o.exit == k]
@@ -112,13 +115,13 @@ def edgent(console: Console, *, slo_ms: float, mbps: float | None, fleet_spec: s
            device: str | None, cache: Path | None, side: int, width: int, epochs: int,
            seed: int, trace: Path | None, states: int, json_out: Path | None,
            plot: Path | None) -> None:
+    from edgeweave.cli.options import write_output, writing
     from edgeweave.plan.edgent import plan_edgent
     from edgeweave.plan.edgent_dynamic import bandwidth_states, build_config_map
     from edgeweave.topology import DEFAULT_FLEET, load_fleet, load_trace
 
-    if slo_ms <= 0:
-        raise EdgeWeaveError(f"--slo-ms: must be positive, got {slo_ms}")
     fleet = load_fleet(fleet_spec or DEFAULT_FLEET)
+    samples = None if trace is None else load_trace(trace).mbps  # a bad file fails before training
     branches, meta = _branches(console, fleet, device, cache, side, width, epochs, seed)
     choice = plan_edgent(branches, slo_ms, mbps)
     console.print(_options_table(choice))
@@ -127,14 +130,14 @@ def edgent(console: Console, *, slo_ms: float, mbps: float | None, fleet_spec: s
                   f"accuracy {100 * c.accuracy:.1f}% (exit accuracies on the digits test split: "
                   + ", ".join(f"{100 * a:.1f}%" for a in meta["accuracies"]) + ")")
     doc = {"fleet": fleet.name, "net": meta, **choice.to_json()}
-    if trace is not None:
-        samples = load_trace(trace).mbps
+    if samples is not None:
         cmap = build_config_map(branches, bandwidth_states(samples, states), slo_ms)
         console.print(_map_table(cmap))
         doc["config_map"] = cmap.to_json()
     if json_out:
-        json_out.write_text(json.dumps(doc, indent=1))
+        write_output("--json", json_out, json.dumps(doc, indent=1))
         console.print(f"record written to {json_out}")
     if plot:
-        plot_choice(choice, plot)
+        with writing("--plot", plot):
+            plot_choice(choice, plot)
         console.print(f"figure written to {plot}")

@@ -13,12 +13,12 @@ from edgeweave.errors import EdgeWeaveError
 
 def codec_candidates(spec: str) -> tuple[str, ...]:
     """`--codec none`, `--codec fp16,int8+zstd` or `--codec auto` (every cut codec)."""
-    from edgeweave.codec import get_codec
     from edgeweave.profile.activations import CUT_CODECS
+    from edgeweave.runtime.tensors import activation_codec
 
     names = CUT_CODECS if spec == "auto" else tuple(c.strip() for c in spec.split(",") if c)
     for name in names:
-        get_codec(name)  # a CodecError names the bad one
+        activation_codec(name)  # a CodecError names the bad one
     return names or ("none",)
 
 
@@ -44,12 +44,16 @@ def _prepare(console: Console, model: str, fleet_spec: str | None, plan_file: Pa
 
 def infer(console: Console, model, fleet_spec, edge, plan_file, input_file, repeat, objective,
           codec, mbps, token_file, cert_dir, adapt, json_out, token=None,
-          shape_bandwidth=True) -> None:
+          shape_bandwidth=True, fallback_local=False) -> None:
     from edgeweave.runtime.client import ClientOptions
     from edgeweave.runtime.inputs import load_input
     from edgeweave.runtime.session import run
     from edgeweave.security import ClientTLS, load_token
 
+    token = token or (load_token(token_file) if token_file else None)
+    tls = ClientTLS.for_node(cert_dir, "device") if cert_dir else None
+    if edge:
+        _check_edge(console, edge, token, tls, fallback_local)
     graph, fleet, prof, chosen, dilation = _prepare(console, model, fleet_spec, plan_file,
                                                     objective, mbps, codec_candidates(codec))
     first_link = fleet.tier_path().links[0] if fleet.tier_path().links else None
@@ -58,11 +62,9 @@ def infer(console: Console, model, fleet_spec, edge, plan_file, input_file, repe
         console.print(f"replaying the {first_link.src}-{first_link.dst} bandwidth trace "
                       f"({trace.period_s:g} s, mean {trace.mean_mbps:.2f} Mbit/s)")
     x = load_input(input_file, graph.input_shape)
-    token = token or (load_token(token_file) if token_file else None)
-    tls = ClientTLS.for_node(cert_dir, "device") if cert_dir else None
     summary = run(graph, chosen, edge, [x] * repeat, dilation=dilation, token=token, tls=tls,
-                  options=ClientOptions(adapt=adapt,
-                                        shape_bandwidth=shape_bandwidth), profile=prof,
+                  options=ClientOptions(adapt=adapt, shape_bandwidth=shape_bandwidth,
+                                        fallback_local=fallback_local), profile=prof,
                   trace=trace if shape_bandwidth else None)
     _report(console, summary, model)
     if json_out:
@@ -70,15 +72,42 @@ def infer(console: Console, model, fleet_spec, edge, plan_file, input_file, repe
         console.print(f"results written to {json_out}")
 
 
-def lab(console: Console, model, fleet_spec, repeat, codec, mbps, json_out) -> None:
+def _check_edge(console: Console, edge, token, tls, fallback_local) -> None:
+    """Before any work: an edge that cannot be used at all (unreachable, refusing our token or
+    certificate) means a misconfigured command, an error unless --fallback-local says to run
+    on the device instead."""
+    from edgeweave.runtime.edge_probe import probe_edge
+
+    try:
+        probe_edge(edge, token, tls)
+    except EdgeWeaveError as e:
+        if not fallback_local:
+            raise EdgeWeaveError(f"{e} (--fallback-local runs the model on this device "
+                                 f"instead)") from None
+        console.print(f"[yellow]{e}; running on this device (--fallback-local)[/]",
+                      highlight=False)
+
+
+def installs(model: str) -> tuple[str, ...]:
+    """The `serve --model` a lab's nodes need to build stages of `model`: a model file is
+    installed by its operator (here, the lab), a built-in needs nothing."""
+    from edgeweave.graph import names_a_file
+
+    return (model,) if names_a_file(model) else ()
+
+
+def lab(console: Console, model, fleet_spec, repeat, codec, mbps, json_out,
+        fallback_local=False) -> None:
     from edgeweave.runtime.lab import LocalLab
 
-    with console.status("starting edge and cloud servers"), LocalLab() as fleet_lab:
+    with console.status("starting edge and cloud servers"), \
+            LocalLab(models=installs(model)) as fleet_lab:
         pass_token = fleet_lab.token
         console.print(f"lab: edge {fleet_lab.edge_target}, "
                       f"cloud {fleet_lab.nodes['cloud'].target}")
         infer(console, model, fleet_spec, fleet_lab.edge_target, None, None, repeat, "latency",
-              codec, mbps, None, None, False, json_out, token=pass_token)
+              codec, mbps, None, None, False, json_out, token=pass_token,
+              fallback_local=fallback_local)
 
 
 def _report(console: Console, summary, model: str) -> None:
@@ -143,7 +172,8 @@ def netlab(console: Console, model, fleet_spec, repeat, codec, mbps, json_out) -
             NetLab(tiers, hops) as net:
         token_file = Path(tmp) / "token"
         write_token(token_file, generate_token())
-        serve = [sys.executable, "-m", "edgeweave", "serve", "--token-file", str(token_file)]
+        serve = [sys.executable, "-m", "edgeweave", "serve", "--token-file", str(token_file),
+                 *(a for m in installs(model) for a in ("--model", m))]
         procs, upstream = [], None
         for level in range(len(tiers) - 1, 0, -1):
             tier = tiers[level]

@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from edgeweave.errors import EdgeWeaveError
+from edgeweave.cli.options import write_output
 
 SHAPE = (1, 1, 8, 8)
 
@@ -128,8 +128,6 @@ def select(console: Console, model: str, fleet_spec: str | None, device: str | N
 
     energy_j = None if energy_mj is None else energy_mj / 1e3
     check_request(objective, slo_ms, energy_j, device_mem_mb, min_acc, slo_stat)
-    if mbps is not None and not mbps > 0:
-        raise EdgeWeaveError(f"--mbps: must be positive, got {mbps}")
     fleet = load_fleet(fleet_spec or DEFAULT_FLEET)
     fleet.tier_path(device)  # an unknown --device fails here, before any training
     candidates = build_candidates(console, model, fleet, device, epochs, mbps)
@@ -165,4 +163,4 @@ def select(console: Console, model: str, fleet_spec: str | None, device: str | N
 
 
 def _write(path: Path, doc: dict[str, Any]) -> None:
-    path.write_text(json.dumps(doc, indent=1, default=str))
+    write_output("--json", path, json.dumps(doc, indent=1, default=str))

@@ -124,6 +124,9 @@ _LOCK = threading.Lock()
 _CODECS: dict[str, Codec] = {}
 _WRAPPERS: dict[str, Callable[[Codec], Codec]] = {}
 _COMPOSED: dict[str, Codec] = {}
+#: composed and family codecs cached at most: names can come from peers (every distinct
+#: "topk:0.N" would otherwise stay in memory for good); the oldest entry goes first
+_COMPOSED_MAX = 256
 _FAMILIES: dict[str, tuple[Callable[[str], Codec], str]] = {}
 
 
@@ -196,9 +199,15 @@ def _from_family(name: str) -> Codec | None:
     codec = entry[0](args)
     if not isinstance(codec, Codec) or codec.name != name:
         raise CodecError(f"codec family {family!r}: factory did not build a codec named {name!r}")
-    with _LOCK:
-        _COMPOSED[name] = codec
+    _remember(name, codec)
     return codec
+
+
+def _remember(name: str, codec: Codec) -> None:
+    with _LOCK:
+        while len(_COMPOSED) >= _COMPOSED_MAX:
+            del _COMPOSED[next(iter(_COMPOSED))]
+        _COMPOSED[name] = codec
 
 
 def list_codecs() -> list[str]:
@@ -245,6 +254,5 @@ def get_codec(name: str) -> Codec:
     if not inner_name:
         raise _unknown(name, f"codec name {name!r} has an empty part")
     codec = wrap(get_codec(inner_name))
-    with _LOCK:
-        _COMPOSED[name] = codec
+    _remember(name, codec)
     return codec

@@ -111,6 +111,9 @@ class Graph:
     ``nodes`` are in topological order and include the model's placeholders; ``outputs`` names
     the nodes whose values the model returns, in order. ``traced`` is False when symbolic tracing
     failed and a coarser fallback was used; ``fallback_reason`` then says why and what was used.
+    ``spec`` is the model specifier a node server can build this model from (its zoo name, the
+    name of a model its operator installed, or a parametrised built-in); None when the graph was
+    captured from an in-memory module nobody else can rebuild, so its stages cannot be deployed.
     """
 
     module: fx.GraphModule
@@ -120,6 +123,7 @@ class Graph:
     name: str = "model"
     traced: bool = True
     fallback_reason: str | None = None
+    spec: str | None = None
     _index: dict[str, NodeInfo] = field(init=False, repr=False)
     _consumers: dict[str, list[str]] = field(init=False, repr=False)
 
@@ -184,12 +188,14 @@ def capture(
     model: nn.Module,
     example: Sequence[int] | torch.Tensor | Sequence[torch.Tensor],
     name: str = "model",
+    spec: str | None = None,
 ) -> Graph:
     """Capture ``model`` as a :class:`Graph`.
 
     ``example`` is an input shape (a random input is drawn with a fixed seed), an example
     tensor, or a sequence of tensors for a model with several inputs. The model is put in eval
-    mode: the graph describes inference.
+    mode: the graph describes inference. ``spec`` names the model for node servers (see
+    :attr:`Graph.spec`).
     """
     inputs = _example_inputs(example, name)
     model.eval()
@@ -212,7 +218,7 @@ def capture(
         traced.eval()
         nodes, outputs, result = _describe(traced, inputs, name)
         if _same(result, expected):
-            return Graph(traced, nodes, outputs, input_shape, name=name)
+            return Graph(traced, nodes, outputs, input_shape, name=name, spec=spec)
         reason = (
             "torch.fx traced it but the traced graph's output differs from the model's "
             "(tracing froze a data-dependent branch)"
@@ -230,6 +236,7 @@ def capture(
         name=name,
         traced=False,
         fallback_reason=fallback_reason,
+        spec=spec,
     )
 
 
@@ -240,7 +247,7 @@ def capture_spec(
     its default input shape unless ``input_shape`` overrides it."""
     loaded = load_model(spec, weights=weights)
     shape = loaded.input_shape if input_shape is None else tuple(input_shape)
-    return capture(loaded.module, shape, name=loaded.name)
+    return capture(loaded.module, shape, name=loaded.name, spec=loaded.name)
 
 
 class _LeafRoot(nn.Module):

@@ -115,6 +115,55 @@ def run_stages(stages: Sequence[Stage], *inputs: Any) -> Any:
     return results[0] if len(results) == 1 else results
 
 
+def stage_from_nodes(
+    graph: Graph,
+    nodes: Sequence[str],
+    inputs: Sequence[str],
+    outputs: Sequence[str],
+    key: str = "stage",
+) -> Stage:
+    """The stage running ``nodes`` of ``graph``, consuming ``inputs`` and returning ``outputs``,
+    as :func:`split` would have cut it. For a node server building a stage a peer described, so
+    every claim is checked and a :class:`GraphError` names the first node at fault: the nodes
+    exist (once each), every input is a model input or produced outside the stage, every value
+    the stage uses is one of its nodes or inputs, and every output is one of its nodes."""
+    members = list(nodes)
+    if not members:
+        raise GraphError(f"stage {key!r} runs no nodes")
+    for name in (*members, *inputs, *outputs):
+        graph.node(name)  # a GraphError names an unknown node
+    for group, names in (("nodes", members), ("inputs", inputs), ("outputs", outputs)):
+        seen: set[str] = set()
+        for name in names:
+            if name in seen:
+                raise GraphError(f"stage {key!r} lists {name!r} twice in its {group}")
+            seen.add(name)
+    member_set, input_set = set(members), set(inputs)
+    for name in inputs:
+        if name in member_set and graph.node(name).kind != "placeholder":
+            raise GraphError(f"stage {key!r} input {name!r} is computed by the stage itself; "
+                             "an input is a model input or a value produced outside it")
+    for name in members:
+        info = graph.node(name)
+        if info.kind == "placeholder" and name not in input_set:
+            raise GraphError(f"stage {key!r} runs model input {name!r} but does not list it as "
+                             "an input")
+        for producer in info.inputs:
+            if producer not in member_set and producer not in input_set:
+                raise GraphError(f"stage {key!r} node {name!r} uses {producer!r}, which is "
+                                 "neither one of its nodes nor one of its inputs")
+    for name in outputs:
+        if name not in member_set:
+            raise GraphError(f"stage {key!r} output {name!r} is not one of its nodes")
+    topo = {info.name: i for i, info in enumerate(graph.nodes)}
+    ordered = sorted(members, key=topo.__getitem__)
+    fx_nodes = {n.name: n for n in graph.module.graph.nodes}
+    module = _build_stage(graph, fx_nodes, ordered, list(inputs), list(outputs), key)
+    return Stage(key=key, module=module, inputs=list(inputs), outputs=list(outputs),
+                 nodes=ordered, model_inputs=tuple(graph.placeholders),
+                 model_outputs=tuple(graph.outputs))
+
+
 def _validate(graph: Graph, placement: Mapping[str, str], order: Sequence[str]) -> None:
     rank = {key: i for i, key in enumerate(order)}
     names = [info.name for info in graph.nodes]

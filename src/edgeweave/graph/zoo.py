@@ -98,28 +98,42 @@ def load_model(spec: str, weights: str | None = None) -> ModelSpec:
     ``factory()`` returns a module (with an ``input_shape`` attribute) or a
     ``(module, input_shape)`` tuple.
     """
-    text = spec.strip()
-    path_part, sep, factory_name = text.rpartition(":")
-    if sep and path_part.endswith(".py"):
-        loaded = _load_from_file(Path(path_part), factory_name, text)
-    elif text.endswith(".py"):
-        raise ModelError(
-            f"model specifier {spec!r} names a Python file but no factory; "
-            f"expected '{text}:factory' where factory() returns the model"
-        )
-    elif text.lower() in _BUILTINS:
-        entry = _BUILTINS[text.lower()]
-        loaded = ModelSpec(text.lower(), entry.build(), entry.input_shape)
-    else:
-        known = ", ".join(_BUILTINS)
-        raise ModelError(
-            f"unknown model {spec!r}; known models: {known}; "
-            "or give your own as 'path/to/file.py:factory'"
-        )
+    loaded = model_factory(spec)()
     if weights is not None:
         load_weights(loaded.module, weights)
     loaded.module.eval()
     return loaded
+
+
+def model_factory(spec: str) -> Callable[[], ModelSpec]:
+    """Resolve a specifier once (importing its file, if it names one) into a function that builds
+    a fresh, randomly initialised model each call: node servers build a model per input shape
+    they capture it at, from the file their operator named when starting them."""
+    text = spec.strip()
+    path_part, sep, factory_name = text.rpartition(":")
+    if sep and path_part.endswith(".py"):
+        return _file_factory(Path(path_part), factory_name, text)
+    if text.endswith(".py"):
+        raise ModelError(
+            f"model specifier {spec!r} names a Python file but no factory; "
+            f"expected '{text}:factory' where factory() returns the model"
+        )
+    if text.lower() in _BUILTINS:
+        name = text.lower()
+        entry = _BUILTINS[name]
+        return lambda: ModelSpec(name, entry.build().eval(), entry.input_shape)
+    known = ", ".join(_BUILTINS)
+    raise ModelError(
+        f"unknown model {spec!r}; known models: {known}; "
+        "or give your own as 'path/to/file.py:factory'"
+    )
+
+
+def names_a_file(spec: str) -> bool:
+    """True when ``spec`` looks like a path (``path/to/file.py:factory`` or any path), the form a
+    node server must never resolve for a peer: only its operator installs model files."""
+    text = spec.strip()
+    return "/" in text or "\\" in text or ".py" in text or text.startswith(("~", "."))
 
 
 def load_weights(module: nn.Module, weights: str | Path) -> None:
@@ -127,7 +141,8 @@ def load_weights(module: nn.Module, weights: str | Path) -> None:
     naming the file."""
     path = Path(weights)
     if not path.is_file():
-        raise ModelError(f"weights file {str(path)!r} does not exist")
+        what = "is a directory, expected a file" if path.is_dir() else "does not exist"
+        raise ModelError(f"weights file {str(path)!r} {what}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -166,14 +181,15 @@ def load_weights(module: nn.Module, weights: str | Path) -> None:
         ) from exc
 
 
-def _load_from_file(path: Path, factory_name: str, spec: str) -> ModelSpec:
+def _file_factory(path: Path, factory_name: str, spec: str) -> Callable[[], ModelSpec]:
     if not factory_name.isidentifier():
         raise ModelError(
             f"model specifier {spec!r} has factory {factory_name!r}; expected a Python name "
             "as in 'path/to/file.py:factory'"
         )
     if not path.is_file():
-        raise ModelError(f"model file {str(path)!r} (from specifier {spec!r}) does not exist")
+        what = "is a directory, expected a file" if path.is_dir() else "does not exist"
+        raise ModelError(f"model file {str(path)!r} (from specifier {spec!r}) {what}")
     source = _import_file(path)
     factory = getattr(source, factory_name, None)
     if not callable(factory):
@@ -184,6 +200,11 @@ def _load_from_file(path: Path, factory_name: str, spec: str) -> ModelSpec:
             f"model file {str(path)!r} has no callable {factory_name!r}; "
             f"callables found: {', '.join(available) or 'none'}"
         )
+    return lambda: _call_factory(factory, path, factory_name, spec)
+
+
+def _call_factory(factory: Callable[[], Any], path: Path, factory_name: str, spec: str
+                  ) -> ModelSpec:
     try:
         made = factory()
     except Exception as exc:
@@ -205,6 +226,7 @@ def _load_from_file(path: Path, factory_name: str, spec: str) -> ModelSpec:
                 "(module, input_shape) such as (model, (1, 3, 224, 224)) or set "
                 "model.input_shape"
             )
+    module.eval()
     return ModelSpec(f"{path.stem}:{factory_name}", module, _check_shape(shape, spec))
 
 

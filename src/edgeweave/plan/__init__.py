@@ -1,5 +1,6 @@
-"""Where each layer runs: inference modes, chain scan, DAG min-cut, throughput pipelines; and
-which model variant runs (model selection over variants and big/little pairs)."""
+"""Where each layer runs: inference modes, chain scan, DAG min-cut, throughput pipelines; how
+one inference is split across a cluster of devices (plan_cluster); and which model variant runs
+(model selection over variants and big/little pairs)."""
 
 from edgeweave.plan.bruteforce import monotone_placements
 from edgeweave.plan.costs import OBJECTIVES, Breakdown, CostModel
@@ -12,6 +13,8 @@ from edgeweave.plan.edgent_dynamic import (
 )
 from edgeweave.plan.figure import plot_plan
 from edgeweave.plan.modes import MODES, Mode
+from edgeweave.plan.multidevice import plan_cluster
+from edgeweave.plan.partition import Partition
 from edgeweave.plan.planner import plan
 from edgeweave.plan.record import Alternative, Plan, load_plan
 from edgeweave.plan.select import (
@@ -41,6 +44,7 @@ __all__ = [
     "ExitBranch",
     "Mode",
     "Outcome",
+    "Partition",
     "Plan",
     "Selection",
     "SelectionError",
@@ -50,6 +54,7 @@ __all__ = [
     "load_plan",
     "monotone_placements",
     "plan",
+    "plan_cluster",
     "plan_edgent",
     "plan_within",
     "plot_plan",

@@ -36,6 +36,13 @@ DIGITS_WIDTH = 32
 DIGITS_EXITS = (2, 5)
 #: Stage keys of :func:`exit_placement`: nodes of other exits go to a stage never run.
 STAGE_ORDER = ("device", "edge", "unused")
+#: The model specifier node servers build the branchy net from, as
+#: ``digits-branchy:side=32,width=32`` (:func:`branchy_spec`); they receive only its weights.
+BRANCHY_MODEL = "digits-branchy"
+#: Largest side and width a node builds for a peer: the classifier grows as width x side^2
+#: (128 x 128: 67 MB of weights), and the peer picks both.
+MAX_SPEC_SIDE = 128
+MAX_SPEC_WIDTH = 128
 
 
 @dataclass(frozen=True)
@@ -67,12 +74,45 @@ def upsample(x: torch.Tensor, side: int) -> torch.Tensor:
                                                        align_corners=False)
 
 
+def branchy_net(side: int = DIGITS_SIDE, width: int = DIGITS_WIDTH) -> BranchyNet:
+    """The untrained digits branchy net: :func:`digits_backbone` with its exits attached."""
+    return attach_exits(digits_backbone(side, width), DIGITS_EXITS, 10, (1, 1, side, side))
+
+
+def branchy_spec(side: int = DIGITS_SIDE, width: int = DIGITS_WIDTH) -> str:
+    """The specifier a node server builds ``branchy_net(side, width)`` from."""
+    return f"{BRANCHY_MODEL}:side={side},width={width}"
+
+
+def branchy_from_spec(spec: str) -> tuple[BranchyNet, tuple[int, ...]]:
+    """The untrained net and input shape a :func:`branchy_spec` string names; a PlanError names
+    a malformed or out-of-bounds parameter."""
+    name, _, params = spec.partition(":")
+    if name != BRANCHY_MODEL:
+        raise PlanError(f"model {spec!r} is not a {BRANCHY_MODEL} specifier")
+    values: dict[str, int] = {}
+    for item in params.split(","):
+        key, _, value = item.partition("=")
+        if key not in ("side", "width") or key in values or not value.isdigit():
+            raise PlanError(f"model {spec!r}: expected {branchy_spec()} (side and width, "
+                            f"each once, as integers)")
+        values[key] = int(value)
+    if set(values) != {"side", "width"}:
+        raise PlanError(f"model {spec!r}: expected both side and width, as in {branchy_spec()}")
+    side, width = values["side"], values["width"]
+    if side > MAX_SPEC_SIDE or width > MAX_SPEC_WIDTH:
+        raise PlanError(f"model {spec!r}: nodes build side <= {MAX_SPEC_SIDE} and width <= "
+                        f"{MAX_SPEC_WIDTH}")
+    return branchy_net(side, width), (1, 1, side, side)
+
+
 @dataclass(frozen=True)
 class TrainedBranchy:
     net: BranchyNet
     data: Split  # images already at ``input_shape``
     input_shape: tuple[int, ...]
     accuracies: list[float]  # each exit alone, on data's test split
+    spec: str = ""  # what node servers build the net from (:func:`branchy_spec`)
 
 
 def digits_branchy(side: int = DIGITS_SIDE, width: int = DIGITS_WIDTH, epochs: int = 6,
@@ -84,11 +124,11 @@ def digits_branchy(side: int = DIGITS_SIDE, width: int = DIGITS_WIDTH, epochs: i
     raw = digits(seed=seed)
     data = Split(*(upsample(t, side) if t.dim() == 4 else t for t in (
         raw.x_train, raw.y_train, raw.x_val, raw.y_val, raw.x_test, raw.y_test)))
-    shape = (1, 1, side, side)
-    net = attach_exits(digits_backbone(side, width), DIGITS_EXITS, 10, shape)
+    net = branchy_net(side, width)
     train_joint(net, data.x_train, data.y_train, epochs=epochs, seed=seed)
-    return TrainedBranchy(net.eval(), data, shape, exit_accuracies(net, data.x_test,
-                                                                     data.y_test))
+    return TrainedBranchy(net.eval(), data, (1, 1, side, side),
+                          exit_accuracies(net, data.x_test, data.y_test),
+                          branchy_spec(side, width))
 
 
 @torch.no_grad()
@@ -102,10 +142,12 @@ def exit_accuracies(net: BranchyNet, x: torch.Tensor, y: torch.Tensor) -> list[f
 
 def profile_branchy(net: BranchyNet, fleet: Fleet, accuracies: Sequence[float],
                     input_shape: Sequence[int], device: str | None = None,
-                    repeats: int = 5, name: str = "branchy") -> BranchyProfile:
+                    repeats: int = 5, name: str = "branchy", spec: str | None = None
+                    ) -> BranchyProfile:
     """Capture and profile ``net`` once on ``fleet`` (regression latency source), then cut
-    the profile into one :class:`ExitBranch` per exit carrying ``accuracies``."""
-    graph = capture(net, tuple(input_shape), name=name)
+    the profile into one :class:`ExitBranch` per exit carrying ``accuracies``. ``spec``
+    (``TrainedBranchy.spec``) lets the runtime deploy the graph's stages to node servers."""
+    graph = capture(net, tuple(input_shape), name=name, spec=spec)
     if len(graph.outputs) != net.num_exits:
         raise PlanError(f"{name}: captured {len(graph.outputs)} outputs, expected one per exit "
                         f"({net.num_exits})")
@@ -137,4 +179,4 @@ def exit_graph(graph: Graph, branch: ExitBranch) -> Graph:
     return Graph(module=graph.module, nodes=[n for n in graph.nodes if n.name in keep],
                  outputs=[graph.outputs[branch.exit]], input_shape=graph.input_shape,
                  name=f"{graph.name}@exit{branch.exit}", traced=graph.traced,
-                 fallback_reason=graph.fallback_reason)
+                 fallback_reason=graph.fallback_reason, spec=graph.spec)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, ValidationError
 from edgeweave import formats
 from edgeweave.errors import PlanError
 from edgeweave.plan.costs import Breakdown, CostModel
+from edgeweave.plan.partition import Partition
 from edgeweave.profile.schema import Profile
 
 
@@ -40,6 +41,7 @@ class Plan(Profile):
     algorithm: str
     constraints: dict[str, float | None]
     profile_digest: str
+    partition: Partition | None = None  # several devices share the inference (plan.multidevice)
 
     def to_json(self) -> dict[str, Any]:
         doc = {**self.model_dump(mode="json"), formats.FIELD: formats.PLAN}

@@ -1,9 +1,11 @@
 """Per-layer latency and energy: measured on this host, predicted on every tier of a fleet."""
 
+from edgeweave.profile.analytic import analytic_profile
 from edgeweave.profile.build import (
     LATENCY_SOURCES,
     calibration_samples,
     fit_latency_model,
+    latencies_on,
     profile_graph,
     retarget,
 )
@@ -19,8 +21,10 @@ __all__ = [
     "LinkSpec",
     "NodeCost",
     "Profile",
+    "analytic_profile",
     "calibration_samples",
     "fit_latency_model",
+    "latencies_on",
     "load_profile",
     "measure_nodes",
     "op_class",

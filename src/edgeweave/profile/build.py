@@ -23,7 +23,7 @@ from edgeweave.profile.activations import codec_bytes
 from edgeweave.profile.measure import IDLE_S, PROFILE_THREADS, measure, measure_calibrated
 from edgeweave.profile.regression import LatencyModel, Sample, mape
 from edgeweave.profile.schema import DevicePower, LinkSpec, NodeCost, Profile
-from edgeweave.topology import Fleet, TierPath
+from edgeweave.topology import Fleet, HardwareProfile, TierPath
 
 LATENCY_SOURCES = ("regression", "measured")
 
@@ -206,21 +206,13 @@ def profile_graph(
 def retarget(profile: Profile, path: TierPath, fleet_name: str | None = None) -> Profile:
     """The same measured model on another fleet: recompute tier latencies, energies and links
     from the stored host figures, without running anything."""
-    extra = profile.model_extra or {}
-    if "host" not in extra:
-        raise ProfileError(f"profile of {profile.model}: no host measurements to retarget from")
-    host = float(extra["host"]["gflops"])
-    source = extra.get("latency_source", "regression")
-    key = "host_ms" if source == "measured" else "host_pred_ms"
+    host_of = host_latencies(profile)
     nodes = []
     for n in profile.nodes:
-        base = float((n.model_extra or {}).get(key, 0.0))
         lat, energy = {}, {}
         for tier_node in path.nodes:
             hw = tier_node.hardware
-            ms = 0.0
-            if n.op != "placeholder":
-                ms = base * host / hw.gflops + (hw.op_overhead_ms if n.flops > 0 else 0.0)
+            ms = node_latency_ms(host_of[n.name], profile, hw, n.op, n.flops)
             lat[tier_node.tier] = ms
             energy[tier_node.tier] = ms * hw.power_compute_w / 1000.0
         nodes.append(n.model_copy(update={"latency_ms": lat, "energy_j": energy}))
@@ -241,3 +233,31 @@ def retarget(profile: Profile, path: TierPath, fleet_name: str | None = None) ->
             ),
         }
     ).check()
+
+
+def host_latencies(profile: Profile) -> dict[str, float]:
+    """Each node's latency on the profiling host, from the source the profile was built with
+    (measured, or the per-layer-type regression)."""
+    extra = profile.model_extra or {}
+    if "host" not in extra:
+        raise ProfileError(f"profile of {profile.model}: no host measurements to retarget from")
+    key = "host_ms" if extra.get("latency_source", "regression") == "measured" else "host_pred_ms"
+    return {n.name: float((n.model_extra or {}).get(key, 0.0)) for n in profile.nodes}
+
+
+def node_latency_ms(host_ms: float, profile: Profile, hardware: HardwareProfile, op: str,
+                    flops: int) -> float:
+    """A node's latency on ``hardware``: host latency x (host GFLOP/s / its GFLOP/s) plus its
+    per-operator overhead for operators that compute (the rule in this module's docstring)."""
+    if op == "placeholder":
+        return 0.0
+    host = float((profile.model_extra or {})["host"]["gflops"])
+    return host_ms * host / hardware.gflops + (hardware.op_overhead_ms if flops > 0 else 0.0)
+
+
+def latencies_on(profile: Profile, hardware: HardwareProfile) -> dict[str, float]:
+    """Every node's latency on ``hardware`` (a device of a cluster that is not the tier the
+    profile's device column describes)."""
+    host_of = host_latencies(profile)
+    return {n.name: node_latency_ms(host_of[n.name], profile, hardware, n.op, n.flops)
+            for n in profile.nodes}

@@ -154,6 +154,12 @@ def load_profile(path: str | Path) -> Profile:
         raw = json.loads(p.read_text())
     except FileNotFoundError:
         raise ProfileError(f"{p}: no such profile file") from None
+    except IsADirectoryError:
+        raise ProfileError(f"{p}: is a directory, expected a profile JSON file") from None
+    except OSError as e:
+        raise ProfileError(f"{p}: cannot read profile file ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise ProfileError(f"{p}: not a text file (expected profile JSON)") from None
     except json.JSONDecodeError as e:
         raise ProfileError(f"{p}: not valid JSON (line {e.lineno}: {e.msg})") from None
     if not isinstance(raw, dict):

@@ -14,12 +14,14 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 import torch
 
+from edgeweave.codec import CodecError
 from edgeweave.errors import EdgeWeaveError
 from edgeweave.graph import Graph, Stage, split
 from edgeweave.plan import Plan, plan
@@ -28,13 +30,21 @@ from edgeweave.profile import Profile
 from edgeweave.profile.measure import PROFILE_THREADS, torch_threads
 from edgeweave.runtime import dilation, tensors
 from edgeweave.runtime.bandwidth import BandwidthEstimator
+from edgeweave.runtime.edge_probe import credential_failure, health
 from edgeweave.runtime.flight import arrive, send_on
 from edgeweave.runtime.load import LoadFactors
 from edgeweave.runtime.node import message_options
-from edgeweave.runtime.program import ProgramError, StageProgram, build_program, load_program
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
 from edgeweave.runtime.proto import edgeweave_pb2_grpc as pb_grpc
-from edgeweave.runtime.server import FALLBACK_CODES, deploy_chunks
+from edgeweave.runtime.recipe import (
+    StageError,
+    StagePackage,
+    deploy_stream,
+    package_stage,
+    trace_stage,
+)
+from edgeweave.runtime.segments import fill_segments, predicted_segments
+from edgeweave.runtime.server import FALLBACK_CODES
 from edgeweave.runtime.shaper import LinkShaper
 from edgeweave.security import ClientTLS, authed_channel
 
@@ -75,17 +85,21 @@ class ClientOptions:
     adapt: bool = False  # re-plan when measured bandwidth or tier load moves the optimum
     min_gain: float = 0.05
     load_change: float = 0.2  # a load factor moving this much (relative) triggers a re-plan check
+    # run locally even when the edge refuses our token or TLS handshake (default: an error
+    # naming the cause; a misconfigured client must not look like a slow edge)
+    fallback_local: bool = False
+    max_decoded_mb: float = 128.0  # decoded MiB an edge's reply may declare
 
 
 @dataclass
 class _Deployment:
     plan: Plan
     stages: dict[str, Stage]
-    programs: dict[str, StageProgram] = field(default_factory=dict)
+    packages: dict[str, StagePackage] = field(default_factory=dict)  # remote stages
     route: list[pb.Hop] = field(default_factory=list)
     want: list[str] = field(default_factory=list)
     uploaded: bool = False
-    device_module: Any = None  # the device stage as the same TorchScript program nodes run
+    device_module: Any = None  # the device stage traced, as nodes run theirs
     stage_ids: dict[str, str] = field(default_factory=dict)  # tier -> id of its stage (load)
     served: int = 0  # requests answered under this deployment
 
@@ -104,6 +118,7 @@ class CoInferenceClient:
         self._checked_load: dict[str, float] = {}  # factors the last re-plan check used
         self.switches: list[dict[str, Any]] = []
         self._stub = None
+        self._target = edge_target
         if edge_target:
             # our own back-off decides when to retry the edge; gRPC's reconnect back-off (1 s
             # and growing) would otherwise keep failing fast after the edge is back
@@ -155,9 +170,10 @@ class CoInferenceClient:
         return dep
 
     def deploy(self, example: torch.Tensor) -> list[pb.DeployReply]:
-        """Trace the remote stages on real activations and upload them (content-addressed, so
-        a re-deploy of the same stage is a cache hit). If the edge is unreachable, requests run
-        locally and the upload is retried with the edge."""
+        """Describe the remote stages (recipe + weights; each node builds and traces its stage
+        itself) and upload them, content-addressed, so a re-deploy of the same stage is a cache
+        hit. If the edge is unreachable, requests run locally and the upload is retried with
+        the edge."""
         self._example = example
         dep = self.deployment
         env: dict[str, Any] = {self.graph.placeholders[0]: example}
@@ -170,28 +186,29 @@ class CoInferenceClient:
                 env.update(zip(stage.outputs, stage.module(*args), strict=True))
             level = dep.plan.tiers.index(key)
             if level > 0:
-                dep.programs[key] = dep.programs.get(key) or build_program(stage, args)
-                dep.route[level - 1].stage = dep.programs[key].digest
-        if dep.programs and self._stub is None:
+                try:
+                    dep.packages[key] = (dep.packages.get(key)
+                                         or package_stage(self.graph, stage, args))
+                except StageError as e:
+                    raise EdgeWeaveError(f"cannot deploy the {key} stage: {e}") from None
+                dep.route[level - 1].stage = dep.packages[key].digest
+        if dep.packages and self._stub is None:
             raise EdgeWeaveError("the plan runs stages off the device but no edge address was "
                                  "given (--edge host:port)")
         return self._upload(dep)
 
     def _upload(self, dep: _Deployment) -> list[pb.DeployReply]:
         replies = []
-        for key, prog in dep.programs.items():
+        for key, pkg in dep.packages.items():
             # nodes on the way cache the stage too, so each can finish a request if the node
             # above it fails
             try:
                 replies.append(self._stub.Deploy(
-                    deploy_chunks(prog.data, prog.digest, list(prog.inputs),
-                                  list(prog.outputs), f"{self.graph.name}:{key}",
+                    deploy_stream(pkg, f"{self.graph.name}:{key}",
                                   dep.plan.tiers.index(key) - 1),
                     timeout=max(self.opts.timeout_s, 120.0)))
             except grpc.RpcError as e:
-                if e.code() not in FALLBACK_CODES:
-                    raise EdgeWeaveError(f"edge refused the {key} stage: {e.code().name}: "
-                                         f"{e.details()}") from None
+                self._check_usable(e.code(), e.details() or "", f"the {key} stage")
                 log.warning("deploy failed (%s); running locally until the edge is back",
                             e.code().name)
                 dep.uploaded = False
@@ -204,26 +221,67 @@ class CoInferenceClient:
 
     def infer(self, x: torch.Tensor) -> Result:
         dep = self.deployment
-        predicted_now = self.load.predict_ms(dep.plan.predicted, dep.stage_ids)
-        start = time.perf_counter()
-        env: dict[str, Any] = {self.graph.placeholders[0]: x}
-        device_ms = self._run_device(dep, env)
-        segments = {f"{dep.plan.tiers[0]}_compute": device_ms}
+        run = self._begin(dep, x)
         fallback, note, bytes_up = False, "", 0
         if dep.route:
             if time.monotonic() < self._edge_down_until:
                 fallback, note = True, "edge in back-off; ran locally"
-                self._finish_locally(dep, env)
+                self._finish_locally(dep, run.env)
             else:
-                fallback, note, bytes_up = self._remote(dep, env, segments)
-        total = (time.perf_counter() - start) * 1000.0
-        outs = [env[o] for o in self.graph.outputs]
-        result = Result(outs[0] if len(outs) == 1 else tuple(outs), total, segments,
-                        _predicted(dep.plan), fallback, note, bytes_up, dep.plan.mode,
-                        predicted_now)
+                fallback, note, bytes_up = self._remote(dep, run)
+        return self._end(dep, run, fallback, note, bytes_up)
+
+    def infer_stream(self, xs: Sequence[torch.Tensor]) -> Iterator[Result]:
+        """Results for `xs`, in order, sent over one InferStream (their device heads run
+        first). A request the edge fails is handled alone, as `infer` handles it (fallback, or
+        an EdgeWeaveError raised at its turn); the others are unaffected."""
+        dep = self.deployment
+        if not dep.route or not dep.uploaded or time.monotonic() < self._edge_down_until:
+            yield from (self.infer(x) for x in xs)
+            return
+        runs = [self._begin(dep, x) for x in xs]
+        for run in runs:
+            run.req, run.nbytes = self._request(dep, run)
+            run.segments[self._uplink_key(dep)] = self._send_uplink(run.req)
+            run.sent = time.perf_counter()
+        replies = self._stub.InferStream(iter([r.req for r in runs]),
+                                         timeout=self.opts.timeout_s * max(1, len(runs)))
+        done = 0
+        code, why = grpc.StatusCode.UNKNOWN, "the edge ended the stream early"
+        try:
+            for reply in replies:
+                if done == len(runs):  # more replies than requests: the edge is not sane
+                    replies.cancel()
+                    break
+                run = runs[done]
+                done += 1
+                if reply.request_id != run.req.request_id:
+                    reply = pb.InferReply(error_code="UNKNOWN", error=(
+                        f"reply for {reply.request_id[:64]!r} in {run.req.request_id}'s place"))
+                arrive(reply, max_wait_s=self.opts.timeout_s)
+                yield self._end(dep, run, *self._settle(dep, run, reply))
+        except grpc.RpcError as e:  # the stream itself broke: the unanswered requests failed
+            code, why = e.code(), e.details()
+        for run in runs[done:]:
+            yield self._end(dep, run, *self._failed(dep, run, code, why))
+
+    def _begin(self, dep: _Deployment, x: torch.Tensor) -> _Run:
+        """Start a request: the load-scaled prediction, then the device's own stage."""
+        run = _Run(self.load.predict_ms(dep.plan.predicted, dep.stage_ids), time.perf_counter(),
+                   {self.graph.placeholders[0]: x})
+        run.segments[f"{dep.plan.tiers[0]}_compute"] = self._run_device(dep, run.env)
+        return run
+
+    def _end(self, dep: _Deployment, run: _Run, fallback: bool, note: str, bytes_up: int
+             ) -> Result:
+        total = (time.perf_counter() - run.start) * 1000.0
+        outs = [run.env[o] for o in self.graph.outputs]
+        result = Result(outs[0] if len(outs) == 1 else tuple(outs), total, run.segments,
+                        predicted_segments(dep.plan), fallback, note, bytes_up, dep.plan.mode,
+                        run.predicted_now)
         dep.served += 1
         if not fallback and dep.served > COLD_REQUESTS:
-            self.load.observe_request(dep.plan.predicted, segments, dep.stage_ids)
+            self.load.observe_request(dep.plan.predicted, run.segments, dep.stage_ids)
         if self.opts.adapt and not fallback and dep.route:
             self._maybe_replan(result)
         return result
@@ -244,61 +302,97 @@ class CoInferenceClient:
 
     @staticmethod
     def _device_module(dep: _Deployment, stage: Stage, args: list[Any]) -> Any:
-        """The device runs its stage as the same traced program the edge and cloud run (and the
-        profiler times), so every tier executes, and is predicted, the same way; a stage that
-        cannot be traced runs as it is."""
+        """The device runs its stage as a traced program, as the edge and cloud run theirs (and
+        the profiler times them), so every tier executes, and is predicted, the same way; a
+        stage that cannot be traced runs as it is."""
         try:
-            program = build_program(stage, tuple(args))
-            module = load_program(program.data, program.digest)[0]
+            if not all(isinstance(a, torch.Tensor) for a in args):
+                raise StageError("non-tensor stage input")
+            module = trace_stage(stage.module, args)
             with torch.inference_mode():
                 for _ in range(2):  # TorchScript specialises on its first calls
                     module(*args)
             dep.device_module = module
-        except ProgramError:
+        except StageError:
             dep.device_module = stage.module
         return dep.device_module
 
-    def _remote(self, dep: _Deployment, env: dict[str, Any], segments: dict[str, float]
-                ) -> tuple[bool, str, int]:
+    def _request(self, dep: _Deployment, run: _Run) -> tuple[pb.InferRequest, int]:
         hop = dep.route[0]
         req = pb.InferRequest(request_id=f"{uuid.uuid4().hex[:8]}-{next(self._seq)}",
                               route=dep.route, want=dep.want, return_codec=self.opts.return_codec)
         t0 = time.perf_counter()
-        req.tensors.extend(tensors.encode(env, hop.needs, hop.codec))
-        segments["encode"] = (time.perf_counter() - t0) * 1000.0
-        nbytes = tensors.payload_bytes(req.tensors)
-        t1 = time.perf_counter()
-        tiers = dep.plan.tiers
+        req.tensors.extend(tensors.encode(run.env, hop.needs, hop.codec))
+        run.segments["encode"] = (time.perf_counter() - t0) * 1000.0
+        return req, tensors.payload_bytes(req.tensors)
+
+    @staticmethod
+    def _uplink_key(dep: _Deployment) -> str:
+        return f"{dep.plan.tiers[0]}-{dep.plan.tiers[1]}_uplink"
+
+    def _remote(self, dep: _Deployment, run: _Run) -> tuple[bool, str, int]:
+        run.req, run.nbytes = self._request(dep, run)
+        run.sent = time.perf_counter()
         try:
-            segments[f"{tiers[0]}-{tiers[1]}_uplink"] = self._send_uplink(req)
-            reply = self._call(req)
+            run.segments[self._uplink_key(dep)] = self._send_uplink(run.req)
+            reply = self._call(run.req)
             arrive(reply, max_wait_s=self.opts.timeout_s)
         except _Unreachable:
-            self._finish_locally(dep, env)
-            return True, "edge unreachable (stages not deployed); ran locally", nbytes
+            self._finish_locally(dep, run.env)
+            return True, "edge unreachable (stages not deployed); ran locally", run.nbytes
         except grpc.RpcError as e:
-            if e.code() not in FALLBACK_CODES:
-                raise EdgeWeaveError(f"edge refused request {req.request_id}: "
-                                     f"{e.code().name}: {e.details()}") from None
-            self._mark_down()
-            self._finish_locally(dep, env)
-            return True, f"edge failed ({e.code().name}): {e.details()}; ran locally", nbytes
-        wall = (time.perf_counter() - t1) * 1000.0
+            return self._failed(dep, run, e.code(), e.details())
+        return self._settle(dep, run, reply)
+
+    def _settle(self, dep: _Deployment, run: _Run, reply: pb.InferReply
+                ) -> tuple[bool, str, int]:
+        """Take the edge's reply (or the error it carries) for `run`."""
+        if reply.error_code:
+            code = getattr(grpc.StatusCode, reply.error_code, grpc.StatusCode.UNKNOWN)
+            return self._failed(dep, run, code, reply.error)
+        wall = (time.perf_counter() - run.sent) * 1000.0
         self._failures = 0
-        env.update(tensors.decode(reply.tensors))
-        missing = [n for n in dep.want if n not in env]
+        try:
+            run.env.update(tensors.decode(reply.tensors, None,
+                                          self.opts.max_decoded_mb * tensors.MB))
+        except (CodecError, ValueError) as e:
+            self._finish_locally(dep, run.env)
+            return True, f"edge reply was malformed ({e}); ran locally", run.nbytes
+        missing = [n for n in dep.want if n not in run.env]
         if missing:  # never hand back a partial result
-            self._finish_locally(dep, env)
-            return True, f"edge reply lacked {', '.join(missing)}; ran locally", nbytes
-        _fill_segments(segments, reply, dep.plan.tiers)
+            self._finish_locally(dep, run.env)
+            return True, f"edge reply lacked {', '.join(missing)}; ran locally", run.nbytes
+        fill_segments(run.segments, reply, dep.plan.tiers)
         first = reply.timings[0]
         # what the edge did not spend busy was the link, both ways (forward_ms already holds
         # the edge's own uplink and everything beyond it)
         link_ms = wall - (first.queue_ms + first.decode_ms + first.compute_ms + first.encode_ms
                           + first.forward_ms)
-        self.estimator.observe(nbytes + first.bytes_out,
-                               max(1e-6, (link_ms - hop.link_rtt_ms) / 1000.0))
-        return reply.fallback, reply.note, nbytes
+        self.estimator.observe(run.nbytes + first.bytes_out,
+                               max(1e-6, (link_ms - dep.route[0].link_rtt_ms) / 1000.0))
+        return reply.fallback, reply.note, run.nbytes
+
+    def _failed(self, dep: _Deployment, run: _Run, code: grpc.StatusCode, details: str
+                ) -> tuple[bool, str, int]:
+        """The edge failed `run`: finish it here if that is a failure to survive, else raise."""
+        self._check_usable(code, details, f"request {run.req.request_id}")
+        self._mark_down()
+        self._finish_locally(dep, run.env)
+        return True, f"edge failed ({code.name}): {details}; ran locally", run.nbytes
+
+    def _check_usable(self, code: grpc.StatusCode, details: str, what: str) -> None:
+        """Raise EdgeWeaveError unless the failure is one to survive by running locally: the
+        edge refusing the request itself, or (unless `fallback_local`) our credentials."""
+        cause = credential_failure(code, details)
+        if cause and not self.opts.fallback_local:
+            raise EdgeWeaveError(f"edge refused {what}: {cause}")
+        if code not in FALLBACK_CODES and not cause:
+            raise EdgeWeaveError(f"edge refused {what}: {code.name}: {details}")
+
+    def check_edge(self, timeout_s: float = 10.0) -> None:
+        """EdgeWeaveError naming the cause (unreachable, token, TLS) unless the edge answers."""
+        if self._stub is not None:
+            health(self._stub, self._target, timeout_s)
 
     def _call(self, req: pb.InferRequest) -> pb.InferReply:
         """Infer; a node that lost its stages (restarted) gets them again, once."""
@@ -372,6 +466,19 @@ class CoInferenceClient:
         self.switches.append(switch)
 
 
+@dataclass
+class _Run:
+    """One request in progress."""
+
+    predicted_now: float
+    start: float
+    env: dict[str, Any]
+    segments: dict[str, float] = field(default_factory=dict)
+    req: pb.InferRequest = field(default_factory=pb.InferRequest)
+    nbytes: int = 0
+    sent: float = 0.0
+
+
 def _stage_id(model: str, stage: Stage) -> str:
     """Names a stage by the nodes it runs, so its load offset survives a re-plan back to it."""
     return f"{model}:{stage.key}:" + hashlib.sha1(",".join(stage.nodes).encode()).hexdigest()[:12]
@@ -381,25 +488,3 @@ def _cost(p: Plan, prof: Profile) -> float:
     """What `p`'s placement costs on `prof`, by `p`'s objective and with its cut codecs."""
     cm = CostModel(prof, cuts=p.cuts)
     return cm.evaluate(cm.labels_of(p.placement)).value(p.objective)
-
-
-def _fill_segments(segments: dict[str, float], reply: pb.InferReply, tiers: list[str]) -> None:
-    """Name each measured segment as the plan's prediction names it."""
-    for k, t in enumerate(reply.timings):
-        lower, tier = tiers[k], tiers[k + 1]
-        segments[f"{tier}_compute"] = t.compute_ms
-        segments[f"{tier}_overhead"] = t.queue_ms + t.decode_ms + t.encode_ms
-        segments[f"{lower}-{tier}_downlink"] = t.downlink_ms
-        if k + 2 < len(tiers) and t.forward_ms:
-            segments[f"{tier}-{tiers[k + 2]}_uplink"] = t.uplink_ms
-
-
-def _predicted(p: Plan) -> dict[str, float]:
-    pred = p.predicted
-    out = {"total_ms": pred["total_ms"]}
-    for tier, ms in pred["tier_compute_ms"].items():
-        out[f"{tier}_compute"] = ms
-    for hop, v in pred["hops"].items():
-        out[f"{hop}_uplink"] = v["up_ms"]
-        out[f"{hop}_downlink"] = v["down_ms"]
-    return out

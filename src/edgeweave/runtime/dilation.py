@@ -14,6 +14,7 @@ an idle core lets caches go cold and the clock drop, which made the next request
 
 from __future__ import annotations
 
+import math
 import time
 
 Mark = tuple[float, float]
@@ -24,16 +25,18 @@ def start() -> Mark:
     return time.perf_counter(), time.thread_time()
 
 
-def finish(mark: Mark, factor: float) -> float:
+def finish(mark: Mark, factor: float, until: float = math.inf) -> float:
     """Hold the core until `factor` x the thread's CPU time since `mark` has passed on the wall
-    clock; returns the emulated duration in ms. Factor <= 1 means "this host's speed": the
-    wall time is returned unchanged (nothing can make the host faster)."""
+    clock, but not past `until` (a `time.perf_counter` instant: the request's deadline, after
+    which nobody waits for the result); returns the emulated duration in ms. Factor <= 1 means
+    "this host's speed": the wall time is returned unchanged (nothing can make the host
+    faster)."""
     wall0, cpu0 = mark
     wall_ms = (time.perf_counter() - wall0) * 1000.0
     if factor <= 1.0:
         return wall_ms
     target_ms = (time.thread_time() - cpu0) * 1000.0 * factor
-    deadline = wall0 + target_ms / 1000.0
+    deadline = min(wall0 + target_ms / 1000.0, until)
     while time.perf_counter() < deadline:
         pass
     return max(wall_ms, target_ms)

@@ -2,7 +2,8 @@
 
 Used by `edgeweave lab`, the tests and the benchmarks. Each node is `python -m edgeweave serve`
 on a loopback port the OS picks (read back from the process's first line), sharing a freshly
-generated bearer token. Processes are terminated (SIGTERM, then SIGKILL) on exit.
+generated bearer token. Processes are terminated (SIGTERM, then SIGKILL) on exit. ``models``
+are model files every node installs (``serve --model``), so a lab can run a user's own model.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class LocalLab:
 
     roles: tuple[str, ...] = ("edge", "cloud")
     extra_args: dict[str, list[str]] = field(default_factory=dict)
+    models: tuple[str, ...] = ()
     startup_timeout_s: float = 60.0
     nodes: dict[str, LabNode] = field(default_factory=dict)
     token: str = ""
@@ -47,6 +49,8 @@ class LocalLab:
             for role in reversed(self.roles):  # cloud first, so the edge can point at it
                 args = ["--role", role, "--name", role, "--listen", "127.0.0.1:0",
                         "--token-file", str(token_file), *self.extra_args.get(role, [])]
+                for model in self.models:
+                    args += ["--model", model]
                 if upstream:
                     args += ["--next", upstream]
                 self.nodes[role] = self._start(role, args)

@@ -4,6 +4,7 @@ Other subpackages import from here rather than from the modules, so the module l
 without breaking them.
 """
 
+from edgeweave.topology.cluster import Cluster, Medium
 from edgeweave.topology.fleet import (
     DEFAULT_FLEET,
     TIERS,
@@ -25,9 +26,11 @@ __all__ = [
     "DEFAULT_FLEET",
     "TIERS",
     "BandwidthTrace",
+    "Cluster",
     "Fleet",
     "HardwareProfile",
     "Link",
+    "Medium",
     "Node",
     "Tier",
     "TierPath",

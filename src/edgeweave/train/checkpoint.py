@@ -1,10 +1,12 @@
 """Crash-safe round state on disk: the metrics JSONL and the checkpoint of a server run.
 
 The server appends a round's metrics line first and then replaces the checkpoint atomically
-(write to a temporary file, fsync, ``os.replace``). A SIGKILL can therefore land in three places:
-before the line (round lost from both: redone), between the two (line ahead of the checkpoint:
-dropped on resume, round redone), or after both. Resuming keeps exactly the lines of the
-checkpointed rounds, once each, so no round is lost or repeated.
+(:mod:`edgeweave.durable`: a temporary file of its own, fsync, ``os.replace``, fsync of the
+folder). A SIGKILL can therefore land in three places: before the line (round lost from both:
+redone), between the two (line ahead of the checkpoint: dropped on resume, round redone), or
+after both. Resuming keeps exactly the lines of the checkpointed rounds, once each, so no round
+is lost or repeated. Lines without any checkpoint (a crash before the first one, or a deleted
+checkpoint) cannot be resumed; they are moved aside (:func:`set_aside_metrics`), never deleted.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from edgeweave.durable import fsync_dir, replace_with
 from edgeweave.train.types import RoundRecord, TrainError
 
 METRICS = "metrics.jsonl"
@@ -77,10 +80,22 @@ def truncate_metrics(path: Path, last_round: int) -> list[RoundRecord]:
         if isinstance(r, int) and 1 <= r <= last_round and r not in seen:
             seen[r] = d
     kept = [seen[r] for r in sorted(seen)]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(d) + "\n" for d in kept), encoding="utf-8")
-    os.replace(tmp, path)
+    text = "".join(json.dumps(d) + "\n" for d in kept).encode("utf-8")
+    replace_with(path, lambda f: f.write(text))
     return [record_from_json(d) for d in kept]
+
+
+def set_aside_metrics(path: Path) -> Path | None:
+    """Rename a metrics file that no checkpoint continues to ``<name>.orphan-<k>`` (the first
+    free k) and return the new path; None when there was no file. Nothing is deleted."""
+    if not path.exists():
+        return None
+    k = 1
+    while (aside := path.with_name(f"{path.name}.orphan-{k}")).exists():
+        k += 1
+    os.replace(path, aside)
+    fsync_dir(path.parent)
+    return aside
 
 
 def rng_state() -> dict[str, Any]:
@@ -99,12 +114,7 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    replace_with(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

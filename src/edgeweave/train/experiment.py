@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import platform
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ import numpy as np
 import torch
 
 from edgeweave import formats
+from edgeweave.durable import write_atomic
+from edgeweave.folder_lock import lock_folder
 from edgeweave.train.backends.base import Backend
 from edgeweave.train.config import ExperimentConfig, build_strategy, load_config, parse_config
 from edgeweave.train.server import Server, ServerConfig
@@ -53,7 +56,9 @@ def build_backend(cfg: ExperimentConfig, task: Task) -> Backend:
 
 def _plain_backend(cfg: ExperimentConfig, task: Task) -> Backend:
     assert task.data is not None
-    speeds = client_speeds(cfg, task.data.num_clients)
+    from edgeweave.train.control.from_config import fleet_speeds
+
+    speeds = client_speeds(cfg, task.data.num_clients) or fleet_speeds(cfg, task)
     kw: dict[str, Any] = {"drop_prob": cfg.dropout, "seed": cfg.seed}
     if speeds is not None:
         kw.update(compute_s_per_epoch=speeds[0], upload_s=speeds[1])
@@ -67,13 +72,13 @@ def _plain_backend(cfg: ExperimentConfig, task: Task) -> Backend:
         return DPSGDBackend(task, noise_multiplier=local_dp.noise_multiplier,
                             max_grad_norm=local_dp.max_grad_norm, delta=local_dp.delta,
                             drop_prob=cfg.dropout, seed=cfg.seed)
+    if cfg.ray_address is not None and cfg.backend != "ray":
+        raise TrainError(f"ray_address: only backend 'ray' joins a Ray cluster, the config says "
+                         f"backend {cfg.backend!r}")
     if cfg.backend == "ray":
-        if cfg.dropout or speeds is not None:
-            raise TrainError("backend: 'ray' runs real clients; dropout and speeds simulate them "
-                             "and need backend 'sequential' or 'vectorized'")
         from edgeweave.train.backends.ray_backend import RayBackend
 
-        return RayBackend(task)
+        return RayBackend(task, address=cfg.ray_address, **kw)
     if cfg.backend == "vectorized":
         try:
             from edgeweave.train.backends.vectorized import VectorizedBackend
@@ -90,28 +95,37 @@ def server_config(cfg: ExperimentConfig) -> ServerConfig:
     return ServerConfig(rounds=cfg.rounds, seed=cfg.seed, out_dir=cfg.out_dir,
                         checkpoint_every=cfg.checkpoint_every, deadline_s=cfg.deadline_s,
                         over_select=cfg.over_select, eval_every=cfg.eval_every, codec=cfg.codec,
-                        up_codec=cfg.up_codec, down_codec=cfg.down_codec)
+                        up_codec=cfg.up_codec, down_codec=cfg.down_codec,
+                        max_client_examples=cfg.max_client_examples)
 
 
-def record_run(cfg: ExperimentConfig, backend: Backend) -> None:
-    """The config, seed and versions beside the results (run.json), so the run can be
-    reproduced and reported."""
+def record_run(cfg: ExperimentConfig, backend_name: str) -> None:
+    """The config, seed and versions beside the results (``run.json``, written atomically), so
+    the run can be reproduced."""
     assert cfg.out_dir is not None
     from edgeweave import __version__
 
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     info = {formats.FIELD: formats.FL_RUN, "config": cfg.model_dump(mode="json"),
-            "backend": backend.name, "edgeweave": __version__, "torch": torch.__version__,
-            "numpy": np.__version__, "python": platform.python_version()}
-    (out / "run.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
+            "backend": backend_name,
+            "edgeweave": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+    write_atomic(Path(cfg.out_dir) / "run.json", json.dumps(info, indent=1))
+
+
+def hold_out_dir(cfg: ExperimentConfig, field: str):
+    """The run lock of ``cfg.out_dir`` (a no-op context without one); ``field`` names it in
+    errors, e.g. ``"exp.yaml: out_dir"`` or ``"--out"``."""
+    return nullcontext() if cfg.out_dir is None else lock_folder(cfg.out_dir, field)
 
 
 def run(config: ExperimentConfig | dict | str | Path,
-        progress: Callable[[RoundRecord], Any] | None = None) -> list[RoundRecord]:
+        progress: Callable[[RoundRecord], Any] | None = None, *,
+        out_dir_field: str | None = None) -> list[RoundRecord]:
     """Run (or resume, when its out_dir holds a checkpoint) a federated experiment.
 
-    ``config`` is a YAML path, a parsed mapping or an :class:`ExperimentConfig`.
+    ``config`` is a YAML path, a parsed mapping or an :class:`ExperimentConfig`. The out_dir
+    is locked for the run: a second run on the same folder is refused. ``out_dir_field`` names
+    where the out_dir came from in that error (default: the config's ``out_dir`` field).
     """
     source = "<config>"
     if isinstance(config, str | Path):
@@ -121,6 +135,18 @@ def run(config: ExperimentConfig | dict | str | Path,
         cfg = parse_config(config)
     else:
         cfg = config
+    with hold_out_dir(cfg, out_dir_field or f"{source}: out_dir"):
+        records = _run_locked(cfg, source, progress)
+        if cfg.out_dir is not None and cfg.plot:
+            from edgeweave.train.plot import plot_metrics
+
+            out = Path(cfg.out_dir)
+            plot_metrics(out / "metrics.jsonl", out / "accuracy.png", labels=[cfg.name])
+    return records
+
+
+def _run_locked(cfg: ExperimentConfig, source: str,
+                progress: Callable[[RoundRecord], Any] | None) -> list[RoundRecord]:
     try:
         task = build_task(cfg)
     except TrainError as e:  # e.g. a dataset file that is missing: say which config asked
@@ -128,11 +154,10 @@ def run(config: ExperimentConfig | dict | str | Path,
     strategy = build_strategy(cfg)
     with build_backend(cfg, task) as backend:
         if cfg.out_dir is not None:
-            record_run(cfg, backend)
-        records = Server(task, strategy, backend, server_config(cfg)).run(progress)
-    if cfg.out_dir is not None and cfg.plot:
-        from edgeweave.train.plot import plot_metrics
+            record_run(cfg, backend.name)
+        scfg = server_config(cfg)
+        if cfg.hierarchy is not None:  # the cloud's clients are the edges over these devices
+            from edgeweave.train.control.from_config import simulated_hierarchy
 
-        out = Path(cfg.out_dir)
-        plot_metrics(out / "metrics.jsonl", out / "accuracy.png", labels=[cfg.name])
-    return records
+            backend, strategy, scfg = simulated_hierarchy(cfg, task, backend, scfg)
+        return Server(task, strategy, backend, scfg).run(progress)

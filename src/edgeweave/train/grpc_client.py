@@ -45,6 +45,10 @@ _FATAL = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED,
           grpc.StatusCode.UNIMPLEMENTED}
 
 
+#: the model and tasks a device accepts from the server: the server's default update cap
+#: (64 MiB of tensors) twice over plus room for the rest of the message
+DEFAULT_MAX_MESSAGE_BYTES = 129 * 2**20
+
 #: statuses with which the server refuses one message (the device counts it and goes on)
 _REFUSED = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED,
             grpc.StatusCode.ABORTED, grpc.StatusCode.FAILED_PRECONDITION)
@@ -76,6 +80,10 @@ class FLClient:
         give_up_s: stop when the server has been unreachable this long (None: keep trying).
         tls_ca: connect with TLS, trusting this PEM CA (the server then needs tls_cert/key).
         tls_server_name: the name in the server's certificate, when it differs from the host.
+        max_message_bytes: the largest message accepted from the server (a task carrying a
+            bigger model ends the client with an error saying so).
+        model_spec: the model spec a custom ``fit`` trains, offered at registration so that a
+            server training another model refuses this client at once.
     """
 
     def __init__(self, server: str, token: str, client_id: int,
@@ -85,9 +93,15 @@ class FLClient:
                  give_up_s: float | None = None, tls_ca: str | Path | None = None,
                  tls_server_name: str | None = None,
                  secagg_key: SigningKey | None = None,
-                 secagg_registry: dict[int, bytes] | None = None) -> None:
+                 secagg_registry: dict[int, bytes] | None = None,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 model_spec: str | None = None) -> None:
         if data is None and (fit is None or num_examples is None):
             raise TrainError("FL client: give data, or both fit and num_examples")
+        if not 1 <= max_message_bytes < 2**31:
+            raise TrainError(f"FL client: max_message_bytes must be in [1, 2^31), got "
+                             f"{max_message_bytes}")
+        self.max_message_bytes = max_message_bytes
         self.server, self.client_id, self.data = server, client_id, data
         self.metadata = auth_metadata(token)
         self.num_examples = num_examples if num_examples is not None else len(data[1])  # type: ignore[index]
@@ -96,7 +110,7 @@ class FLClient:
         self._creds = None if tls_ca is None else client_tls(tls_ca)
         self._server_name = tls_server_name
         self._fit = fit
-        self._fit_spec: str | None = None
+        self._fit_spec: str | None = model_spec if fit is not None else None
         self.stats = ClientStats()
         self._stop = threading.Event()
         self._call: grpc.Future | None = None
@@ -111,9 +125,9 @@ class FLClient:
 
     def run(self) -> ClientStats:
         """Serve rounds until the server says SHUTDOWN; reconnect whenever the link drops."""
-        delay, lost_since = self.retry_s, None
+        delay, lost_since, last = self.retry_s, None, ""
         while not self._stop.is_set():
-            options = [("grpc.max_receive_message_length", -1),
+            options = [("grpc.max_receive_message_length", self.max_message_bytes),
                        ("grpc.max_send_message_length", -1),
                        ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000)]
             if self._server_name:
@@ -131,13 +145,17 @@ class FLClient:
                     if code in _FATAL:
                         raise TrainError(f"FL client {self.client_id}: server {self.server} "
                                          f"refused: {code.name}: {e.details()}") from None
-                    log.info("client %d: server %s unreachable (%s); retrying in %.1f s",
-                             self.client_id, self.server, code.name, delay)
+                    # say why on every retry: a device the server turns away (registry full)
+                    # must not look like one waiting for a server that is down
+                    why = "unreachable" if code == grpc.StatusCode.UNAVAILABLE else "refused"
+                    last = f"{why}: {code.name}: {e.details()}"
+                    log.warning("client %d: server %s %s; retrying in %.1f s",
+                                self.client_id, self.server, last, delay)
             now = time.monotonic()
             lost_since = lost_since or now
             if self.give_up_s is not None and now - lost_since > self.give_up_s:
-                raise TrainError(f"FL client {self.client_id}: server {self.server} unreachable "
-                                 f"for {self.give_up_s} s")
+                raise TrainError(f"FL client {self.client_id}: no session with server "
+                                 f"{self.server} for {self.give_up_s} s (last: {last})")
             # jittered, so a fleet that lost its server does not reconnect in lockstep
             self._stop.wait(delay * random.uniform(0.5, 1.0))
             delay = min(2 * delay, self.retry_max_s)
@@ -166,8 +184,13 @@ class FLClient:
                     with watchdog.paused():
                         self._secagg_step(stub, reg, task)
         except grpc.RpcError as e:
-            if e.code() == grpc.StatusCode.NOT_FOUND:  # the server forgot us (restarted)
-                return False
+            if e.code() == grpc.StatusCode.NOT_FOUND:  # the server forgot us (restarted, or
+                return False  # our lease ran out): register again
+            if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "received" in \
+                    (e.details() or "").lower():  # our own receive cap: retrying cannot help
+                raise TrainError(f"FL client {self.client_id}: the server sent a task larger "
+                                 f"than max_message_bytes={self.max_message_bytes} "
+                                 f"({e.details()})") from None
             raise
         finally:
             watchdog.stop()

@@ -46,6 +46,20 @@ def build_model(spec: str) -> nn.Module:
                      "digits-cnn")
 
 
+def sample_shape(spec: str) -> tuple[int, ...]:
+    """The shape of ONE input sample of ``spec``'s model (no batch axis): what a peer must send
+    to it, known without any data (split learning checks declared tensor shapes against it)."""
+    kind, _, args = spec.partition(":")
+    if kind in ("mlp", "logreg"):
+        build_model(spec)  # validates the sizes
+        return (int(args.split(",")[0]),)
+    if kind in ("cnn", "digits-cnn"):
+        build_model(spec)
+        return (1, 8, 8)  # the 8x8 digits both CNNs are sized for
+    build_model(spec)  # an unknown kind raises here
+    raise TrainError(f"model {spec!r}: no known input shape")
+
+
 def _cnn(spec: str, args: str) -> nn.Module:
     try:
         dims = [int(a) for a in args.split(",") if a.strip()]

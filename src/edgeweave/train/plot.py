@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from edgeweave.durable import replace_with
 from edgeweave.train.checkpoint import read_metrics
 from edgeweave.train.types import TrainError
 
@@ -58,6 +59,6 @@ def plot_metrics(metrics: Path | Sequence[Path], out: Path,
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    replace_with(out, lambda f: fig.savefig(f, dpi=100, format=out.suffix.lstrip(".") or "png"))
     plt.close(fig)
     return out

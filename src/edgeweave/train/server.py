@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
+import logging
 import math
 import time
 from collections import OrderedDict
@@ -31,13 +32,16 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from edgeweave.folder_lock import lock_folder, make_folder
 from edgeweave.train import checkpoint as ckpt
 from edgeweave.train.backends.base import Backend
+from edgeweave.train.claims import DEFAULT_MAX_CLIENT_EXAMPLES, bound_examples
 from edgeweave.train.strategies.base import Strategy
 from edgeweave.train.task import Task
 from edgeweave.train.transfer import Transfer
 from edgeweave.train.types import (
     PRESUMMED_WIRE,
+    ROUND_EXTRA,
     ClientInfo,
     FitConfig,
     Params,
@@ -46,6 +50,8 @@ from edgeweave.train.types import (
     Updates,
 )
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -53,7 +59,8 @@ class ServerConfig:
     model sent down and the updates sent up; the byte counts then come from the codec.
     ``up_codec`` / ``down_codec`` override it for one direction and also take stateful update
     compressors (``"ef:topk:0.001"``, ``"dgc:0.001,0.9,5,4"``; see :mod:`edgeweave.train.transfer`
-    for what each direction sends)."""
+    for what each direction sends). ``max_client_examples`` caps the sample count one client's
+    update may claim (see :mod:`edgeweave.train.claims`)."""
 
     rounds: int
     seed: int = 0
@@ -66,16 +73,22 @@ class ServerConfig:
     eval_batch_size: int = 8192
     up_codec: str | None = None
     down_codec: str | None = None
+    max_client_examples: int = DEFAULT_MAX_CLIENT_EXAMPLES
+    identity: str | None = None
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.checkpoint_every < 1 or self.eval_every < 1:
             raise TrainError(f"server config: rounds, checkpoint_every and eval_every must be "
                              f">= 1, got {self.rounds}, {self.checkpoint_every}, "
                              f"{self.eval_every}")
-        if self.over_select < 1:
+        if not (math.isfinite(self.over_select) and self.over_select >= 1):
             raise TrainError(f"server config: over_select must be >= 1, got {self.over_select}")
-        if self.deadline_s is not None and self.deadline_s <= 0:
+        if self.deadline_s is not None and not (math.isfinite(self.deadline_s)
+                                                and self.deadline_s > 0):
             raise TrainError(f"server config: deadline_s must be > 0, got {self.deadline_s}")
+        if self.max_client_examples < 1:
+            raise TrainError(f"server config: max_client_examples must be >= 1, got "
+                             f"{self.max_client_examples}")
 
 
 def simulated_time(info: ClientInfo, config: FitConfig) -> float:
@@ -101,6 +114,12 @@ def evaluate(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
             loss += float(nn.functional.cross_entropy(out, yb, reduction="sum"))
             correct += int((out.argmax(1) == yb).sum())
     return loss / len(y), correct / len(y)
+
+
+def strategy_hyper(strategy: Strategy) -> dict[str, Any]:
+    """A strategy's scalar hyper-parameters: what a resumed run's strategy must match."""
+    return {k: v for k, v in sorted(vars(strategy).items())
+            if isinstance(v, bool | int | float | str) and not k.startswith("_")}
 
 
 def _weighted_loss(updates: Updates) -> float:
@@ -137,8 +156,8 @@ class Server:
                  "codec": c.codec, "strategy": self.strategy.name,
                  **({"up_down": [c.up_codec, c.down_codec]}
                     if c.up_codec is not None or c.down_codec is not None else {}),
-                 "hyper": {k: v for k, v in sorted(vars(self.strategy).items())
-                           if isinstance(v, bool | int | float | str) and not k.startswith("_")},
+                 **({"identity": c.identity} if c.identity is not None else {}),
+                 "hyper": strategy_hyper(self.strategy),
                  "fit": asdict(self.strategy.fit_config), "task": self.task.name,
                  "init_seed": self.task.init_seed}
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
@@ -146,8 +165,7 @@ class Server:
     def _paths(self) -> tuple[Path, Path] | None:
         if self.config.out_dir is None:
             return None
-        out = Path(self.config.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        out = make_folder(self.config.out_dir, "out_dir")
         return out / ckpt.METRICS, out / ckpt.CHECKPOINT
 
     def _resume(self) -> list[RoundRecord]:
@@ -157,8 +175,12 @@ class Server:
             return []
         metrics, cp = paths
         if not cp.exists():
-            if metrics.exists():
-                metrics.unlink()  # lines without a checkpoint belong to a run we cannot continue
+            # lines without a checkpoint belong to a run we cannot continue: kept, moved aside
+            aside = ckpt.set_aside_metrics(metrics)
+            if aside is not None:
+                log.warning("out_dir %s: %s has no %s to resume from; kept it as %s and "
+                            "starting at round 1", metrics.parent, metrics.name, cp.name,
+                            aside.name)
             return []
         state = ckpt.load_checkpoint(cp)
         if state.get("config_digest") != self._digest:
@@ -198,6 +220,14 @@ class Server:
 
     # -- the loop -------------------------------------------------------------------------
     def run(self, progress: Callable[[RoundRecord], Any] | None = None) -> list[RoundRecord]:
+        """Run (or resume) the rounds; with an ``out_dir`` the folder is locked for the run
+        (:mod:`edgeweave.folder_lock`): a second run on the same folder is refused."""
+        if self.config.out_dir is None:
+            return self._run(progress)
+        with lock_folder(self.config.out_dir, "out_dir"):
+            return self._run(progress)
+
+    def _run(self, progress: Callable[[RoundRecord], Any] | None) -> list[RoundRecord]:
         records = self._resume()
         paths = self._paths()
         while self.round < self.config.rounds:
@@ -242,9 +272,12 @@ class Server:
         on_time = [c for c in sent if deadline is None or arrival[c] <= deadline]
         down_params, down_bytes = self.transfer.down(self.params)
         failed: dict[int, str] = {}
+        clipped: list[int] = []
         if on_time:
             updates = self.backend.fit(r, down_params, on_time, fit)
             failed = dict(updates.metrics.get("failed", {}))
+            if updates.metrics.get(PRESUMMED_WIRE) is None:
+                clipped = self._bound(updates, info, r)
         else:
             updates = None
         arrived = 0
@@ -284,8 +317,15 @@ class Server:
             test_loss=float("nan"), test_acc=float("nan"),
             bytes_up=up_bytes, bytes_down=down_total, wall_s=0.0,
             extra={"selected": len(sent), "arrived": arrived, "failed": len(failed),
-                   "late": len(sent) - len(on_time), "sim_round_s": sim},
+                   "late": len(sent) - len(on_time), "sim_round_s": sim,
+                   **({"clipped": clipped} if clipped else {}),
+                   **(updates.metrics.get(ROUND_EXTRA, {}) if updates is not None else {})},
         )
+
+    def _bound(self, updates: Updates, info: dict[int, ClientInfo], r: int) -> list[int]:
+        """Every sample-weighted strategy sees the bounded count (edgeweave.train.claims)."""
+        return bound_examples(updates, {c: i.num_examples for c, i in info.items()},
+                              self.config.max_client_examples, r)
 
     # -- asynchronous simulation ------------------------------------------------------------
     def _launch(self, cid: int, info: ClientInfo, fit: FitConfig) -> None:
@@ -313,6 +353,7 @@ class Server:
         losses, counts = [], []
         failed = up = down = 0
         attempts = 0
+        clipped: list[int] = []
         while len(applied) < concurrency and self.inflight and attempts < 10 * concurrency + 10:
             attempts += 1
             finish, seq, cid, start = heapq.heappop(self.inflight)
@@ -326,6 +367,7 @@ class Server:
             if upd is None or len(upd) == 0:
                 failed += 1
             else:
+                clipped += self._bound(upd, info, r)
                 upd, up_b = self.transfer.up(sent, upd)
                 up += up_b
                 upd.staleness = torch.tensor([self.version - start], dtype=torch.long)
@@ -349,5 +391,6 @@ class Server:
             test_acc=float("nan"), bytes_up=up, bytes_down=down, wall_s=0.0,
             extra={"failed": failed, "applied": applied, "version": self.version,
                    "sim_clock_s": self.clock,
-                   "staleness_mean": float(np.mean(stale)) if stale else float("nan")},
+                   "staleness_mean": float(np.mean(stale)) if stale else float("nan"),
+                   **({"clipped": clipped} if clipped else {})},
         )

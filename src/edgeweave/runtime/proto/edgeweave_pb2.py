@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'edgeweave/runtime/proto/edgeweave.proto\x12\x0c\x65\x64geweave.v1\"\xb5\x01\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x63odec\x18\x02 \x01(\t\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12\r\n\x05shape\x18\x04 \x03(\x03\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12\x30\n\x06params\x18\x06 \x03(\x0b\x32 .edgeweave.v1.Tensor.ParamsEntry\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"s\n\x03Hop\x12\r\n\x05stage\x18\x01 \x01(\t\x12\r\n\x05needs\x18\x02 \x03(\t\x12\r\n\x05\x63odec\x18\x03 \x01(\t\x12\x11\n\tlink_mbps\x18\x04 \x01(\x01\x12\x13\n\x0blink_rtt_ms\x18\x05 \x01(\x01\x12\x17\n\x0fshape_bandwidth\x18\x06 \x01(\x08\"\xb5\x01\n\x0cInferRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x07tensors\x18\x02 \x03(\x0b\x32\x14.edgeweave.v1.Tensor\x12 \n\x05route\x18\x03 \x03(\x0b\x32\x11.edgeweave.v1.Hop\x12\x0c\n\x04want\x18\x04 \x03(\t\x12\x14\n\x0creturn_codec\x18\x05 \x01(\t\x12\x15\n\rdeliver_at_ns\x18\x06 \x01(\x03\x12\r\n\x05\x63lock\x18\x07 \x01(\t\"\xd1\x01\n\x06Timing\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x10\n\x08queue_ms\x18\x03 \x01(\x01\x12\x11\n\tdecode_ms\x18\x04 \x01(\x01\x12\x12\n\ncompute_ms\x18\x05 \x01(\x01\x12\x11\n\tencode_ms\x18\x06 \x01(\x01\x12\x12\n\nforward_ms\x18\x07 \x01(\x01\x12\x11\n\tuplink_ms\x18\x08 \x01(\x01\x12\x13\n\x0b\x64ownlink_ms\x18\t \x01(\x01\x12\x10\n\x08\x62ytes_in\x18\n \x01(\x03\x12\x11\n\tbytes_out\x18\x0b \x01(\x03\"\xb4\x01\n\nInferReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x07tensors\x18\x02 \x03(\x0b\x32\x14.edgeweave.v1.Tensor\x12%\n\x07timings\x18\x03 \x03(\x0b\x32\x14.edgeweave.v1.Timing\x12\x10\n\x08\x66\x61llback\x18\x04 \x01(\x08\x12\x0c\n\x04note\x18\x05 \x01(\t\x12\x15\n\rdeliver_at_ns\x18\x06 \x01(\x03\x12\r\n\x05\x63lock\x18\x07 \x01(\t\"s\n\rDeployRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0f\n\x07program\x18\x02 \x01(\x0c\x12\x0e\n\x06inputs\x18\x03 \x03(\t\x12\x0f\n\x07outputs\x18\x04 \x03(\t\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x12\n\nhops_ahead\x18\x06 \x01(\x05\">\n\x0b\x44\x65ployReply\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x02 \x01(\x08\x12\x0f\n\x07load_ms\x18\x03 \x01(\x01\"\x0f\n\rHealthRequest\"[\n\x0bHealthReply\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06stages\x18\x03 \x01(\x05\x12\x10\n\x08inflight\x18\x04 \x01(\x05\x12\x0c\n\x04next\x18\x05 \x01(\t\"\x0e\n\x0cStatsRequest\"q\n\nStatsReply\x12\x34\n\x06values\x18\x01 \x03(\x0b\x32$.edgeweave.v1.StatsReply.ValuesEntry\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32\xd3\x02\n\x04Node\x12\x42\n\x06\x44\x65ploy\x12\x1b.edgeweave.v1.DeployRequest\x1a\x19.edgeweave.v1.DeployReply(\x01\x12=\n\x05Infer\x12\x1a.edgeweave.v1.InferRequest\x1a\x18.edgeweave.v1.InferReply\x12G\n\x0bInferStream\x12\x1a.edgeweave.v1.InferRequest\x1a\x18.edgeweave.v1.InferReply(\x01\x30\x01\x12@\n\x06Health\x12\x1b.edgeweave.v1.HealthRequest\x1a\x19.edgeweave.v1.HealthReply\x12=\n\x05Stats\x12\x1a.edgeweave.v1.StatsRequest\x1a\x18.edgeweave.v1.StatsReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'edgeweave/runtime/proto/edgeweave.proto\x12\x0c\x65\x64geweave.v1\"\xb5\x01\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x63odec\x18\x02 \x01(\t\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12\r\n\x05shape\x18\x04 \x03(\x03\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12\x30\n\x06params\x18\x06 \x03(\x0b\x32 .edgeweave.v1.Tensor.ParamsEntry\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"s\n\x03Hop\x12\r\n\x05stage\x18\x01 \x01(\t\x12\r\n\x05needs\x18\x02 \x03(\t\x12\r\n\x05\x63odec\x18\x03 \x01(\t\x12\x11\n\tlink_mbps\x18\x04 \x01(\x01\x12\x13\n\x0blink_rtt_ms\x18\x05 \x01(\x01\x12\x17\n\x0fshape_bandwidth\x18\x06 \x01(\x08\"\xb5\x01\n\x0cInferRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x07tensors\x18\x02 \x03(\x0b\x32\x14.edgeweave.v1.Tensor\x12 \n\x05route\x18\x03 \x03(\x0b\x32\x11.edgeweave.v1.Hop\x12\x0c\n\x04want\x18\x04 \x03(\t\x12\x14\n\x0creturn_codec\x18\x05 \x01(\t\x12\x15\n\rdeliver_at_ns\x18\x06 \x01(\x03\x12\r\n\x05\x63lock\x18\x07 \x01(\t\"\xd1\x01\n\x06Timing\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x10\n\x08queue_ms\x18\x03 \x01(\x01\x12\x11\n\tdecode_ms\x18\x04 \x01(\x01\x12\x12\n\ncompute_ms\x18\x05 \x01(\x01\x12\x11\n\tencode_ms\x18\x06 \x01(\x01\x12\x12\n\nforward_ms\x18\x07 \x01(\x01\x12\x11\n\tuplink_ms\x18\x08 \x01(\x01\x12\x13\n\x0b\x64ownlink_ms\x18\t \x01(\x01\x12\x10\n\x08\x62ytes_in\x18\n \x01(\x03\x12\x11\n\tbytes_out\x18\x0b \x01(\x03\"\xd7\x01\n\nInferReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x07tensors\x18\x02 \x03(\x0b\x32\x14.edgeweave.v1.Tensor\x12%\n\x07timings\x18\x03 \x03(\x0b\x32\x14.edgeweave.v1.Timing\x12\x10\n\x08\x66\x61llback\x18\x04 \x01(\x08\x12\x0c\n\x04note\x18\x05 \x01(\t\x12\x15\n\rdeliver_at_ns\x18\x06 \x01(\x03\x12\r\n\x05\x63lock\x18\x07 \x01(\t\x12\x12\n\nerror_code\x18\x08 \x01(\t\x12\r\n\x05\x65rror\x18\t \x01(\t\"a\n\x0bStageRecipe\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0binput_shape\x18\x02 \x03(\x03\x12\r\n\x05nodes\x18\x03 \x03(\t\x12\x0e\n\x06inputs\x18\x04 \x03(\t\x12\x0f\n\x07outputs\x18\x05 \x03(\t\"W\n\x0bWeightSlice\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\"\xc5\x01\n\rDeployRequest\x12\x13\n\x07program\x18\x02 \x01(\x0c\x42\x02\x18\x01\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x12\n\nhops_ahead\x18\x06 \x01(\x05\x12\x14\n\x0cstage_digest\x18\x07 \x01(\t\x12)\n\x06recipe\x18\x08 \x01(\x0b\x32\x19.edgeweave.v1.StageRecipe\x12*\n\x07weights\x18\t \x03(\x0b\x32\x19.edgeweave.v1.WeightSliceJ\x04\x08\x01\x10\x02J\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05\">\n\x0b\x44\x65ployReply\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x02 \x01(\x08\x12\x0f\n\x07load_ms\x18\x03 \x01(\x01\"\x0f\n\rHealthRequest\"[\n\x0bHealthReply\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06stages\x18\x03 \x01(\x05\x12\x10\n\x08inflight\x18\x04 \x01(\x05\x12\x0c\n\x04next\x18\x05 \x01(\t\"\x0e\n\x0cStatsRequest\"q\n\nStatsReply\x12\x34\n\x06values\x18\x01 \x03(\x0b\x32$.edgeweave.v1.StatsReply.ValuesEntry\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32\xd3\x02\n\x04Node\x12\x42\n\x06\x44\x65ploy\x12\x1b.edgeweave.v1.DeployRequest\x1a\x19.edgeweave.v1.DeployReply(\x01\x12=\n\x05Infer\x12\x1a.edgeweave.v1.InferRequest\x1a\x18.edgeweave.v1.InferReply\x12G\n\x0bInferStream\x12\x1a.edgeweave.v1.InferRequest\x1a\x18.edgeweave.v1.InferReply(\x01\x30\x01\x12@\n\x06Health\x12\x1b.edgeweave.v1.HealthRequest\x1a\x19.edgeweave.v1.HealthReply\x12=\n\x05Stats\x12\x1a.edgeweave.v1.StatsRequest\x1a\x18.edgeweave.v1.StatsReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,6 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TENSOR_PARAMSENTRY']._loaded_options = None
   _globals['_TENSOR_PARAMSENTRY']._serialized_options = b'8\001'
+  _globals['_DEPLOYREQUEST'].fields_by_name['program']._loaded_options = None
+  _globals['_DEPLOYREQUEST'].fields_by_name['program']._serialized_options = b'\030\001'
   _globals['_STATSREPLY_VALUESENTRY']._loaded_options = None
   _globals['_STATSREPLY_VALUESENTRY']._serialized_options = b'8\001'
   _globals['_TENSOR']._serialized_start=58
@@ -46,21 +48,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TIMING']._serialized_start=543
   _globals['_TIMING']._serialized_end=752
   _globals['_INFERREPLY']._serialized_start=755
-  _globals['_INFERREPLY']._serialized_end=935
-  _globals['_DEPLOYREQUEST']._serialized_start=937
-  _globals['_DEPLOYREQUEST']._serialized_end=1052
-  _globals['_DEPLOYREPLY']._serialized_start=1054
-  _globals['_DEPLOYREPLY']._serialized_end=1116
-  _globals['_HEALTHREQUEST']._serialized_start=1118
-  _globals['_HEALTHREQUEST']._serialized_end=1133
-  _globals['_HEALTHREPLY']._serialized_start=1135
-  _globals['_HEALTHREPLY']._serialized_end=1226
-  _globals['_STATSREQUEST']._serialized_start=1228
-  _globals['_STATSREQUEST']._serialized_end=1242
-  _globals['_STATSREPLY']._serialized_start=1244
-  _globals['_STATSREPLY']._serialized_end=1357
-  _globals['_STATSREPLY_VALUESENTRY']._serialized_start=1312
-  _globals['_STATSREPLY_VALUESENTRY']._serialized_end=1357
-  _globals['_NODE']._serialized_start=1360
-  _globals['_NODE']._serialized_end=1699
+  _globals['_INFERREPLY']._serialized_end=970
+  _globals['_STAGERECIPE']._serialized_start=972
+  _globals['_STAGERECIPE']._serialized_end=1069
+  _globals['_WEIGHTSLICE']._serialized_start=1071
+  _globals['_WEIGHTSLICE']._serialized_end=1158
+  _globals['_DEPLOYREQUEST']._serialized_start=1161
+  _globals['_DEPLOYREQUEST']._serialized_end=1358
+  _globals['_DEPLOYREPLY']._serialized_start=1360
+  _globals['_DEPLOYREPLY']._serialized_end=1422
+  _globals['_HEALTHREQUEST']._serialized_start=1424
+  _globals['_HEALTHREQUEST']._serialized_end=1439
+  _globals['_HEALTHREPLY']._serialized_start=1441
+  _globals['_HEALTHREPLY']._serialized_end=1532
+  _globals['_STATSREQUEST']._serialized_start=1534
+  _globals['_STATSREQUEST']._serialized_end=1548
+  _globals['_STATSREPLY']._serialized_start=1550
+  _globals['_STATSREPLY']._serialized_end=1663
+  _globals['_STATSREPLY_VALUESENTRY']._serialized_start=1618
+  _globals['_STATSREPLY_VALUESENTRY']._serialized_end=1663
+  _globals['_NODE']._serialized_start=1666
+  _globals['_NODE']._serialized_end=2005
 # @@protoc_insertion_point(module_scope)

@@ -8,8 +8,20 @@ instead of after the round timeout (keepalive pings catch a silent network too).
 
 A device is identified by its client id, not its connection: registering again with the same id
 replaces the old session (a restarted device resumes; a task still open for it is sent to the new
-session). Every update is checked (session, task, size, names, dtypes, shapes, finite values)
-before it may reach the aggregate; a rejected one fails that client's round with the reason,
+session). A registration is a lease renewed by the device's activity (see
+:mod:`edgeweave.train.backends.registry`), so registrations that go idle free their slot (a
+holder of the token that keeps ``max_clients`` streams open still fills the registry: the token is
+the fleet's), and the sample count a device registers is capped at ``max_client_examples``.
+
+A round needs ``min_clients`` connected devices. Before the first round the server waits for them
+(``wait_clients_s``, None: as long as it takes), saying every so often who is missing. Once
+training runs, a round short of devices waits at most ``round_timeout_s`` for the missing ones
+(named by client id in the log), then goes on with those connected if there are at least
+``quorum`` of them, or fails with the missing ids; a device that stays away is not waited for
+again until another one goes missing.
+
+Every update is checked (session, task, size, names, dtypes, shapes, finite values) before it
+may reach the aggregate; a rejected one fails that client's round with the reason,
 which also goes back to the device as the gRPC status. The server keeps serving the others.
 
 Secure aggregation runs over the same connections: :class:`edgeweave.train.secagg.backend.
@@ -20,18 +32,27 @@ from __future__ import annotations
 
 import logging
 import math
-import queue
 import secrets
 import threading
 import time
+from collections.abc import Collection
 from concurrent import futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
+from edgeweave.rpc import server_options
 from edgeweave.train.backends.base import Backend
+from edgeweave.train.backends.grpc_service import SHUTDOWN, Reject, Servicer, handlers
+from edgeweave.train.backends.registry import (
+    DEFAULT_LEASE_S,
+    DeviceRegistry,
+    RegistryFull,
+    Session,
+)
 from edgeweave.train.backends.sequential import empty_updates
+from edgeweave.train.claims import DEFAULT_MAX_CLIENT_EXAMPLES
 from edgeweave.train.types import ClientInfo, FitConfig, Params, TrainError, Updates
 from edgeweave.train.wire import fl_pb2
 from edgeweave.train.wire.auth import TokenAuth, listen_on
@@ -44,21 +65,8 @@ from edgeweave.train.wire.messages import (
 
 log = logging.getLogger(__name__)
 
-_PING = fl_pb2.Task(kind=fl_pb2.Task.PING).SerializeToString()
-_SHUTDOWN = fl_pb2.Task(kind=fl_pb2.Task.SHUTDOWN).SerializeToString()
 
 DEFAULT_MAX_UPDATE_BYTES = 64 * 2**20
-
-
-@dataclass
-class _Session:
-    session: str
-    client_id: int
-    num_examples: int
-    device: str
-    queue: queue.Queue[bytes | None] = field(default_factory=queue.Queue)  # serialized Tasks
-    streaming: bool = False  # a Tasks stream is open
-    closed: bool = False  # superseded by a newer session or the backend closed
 
 
 @dataclass
@@ -91,6 +99,14 @@ class GrpcBackend(Backend):
         heartbeat_s: the Tasks stream sends a PING this often, so devices notice a dead server.
         tls_cert, tls_key: serve TLS with this PEM certificate and key (devices need the CA);
             without them the channel is plaintext and the token readable on the network.
+        max_clients: registrations held at once; lease_s: a registration's lease (seconds
+            without activity before it expires).
+        max_client_examples: the most examples a device may register (larger claims are
+            clipped, with a warning).
+        quorum: the fewest devices a round proceeds with once the wait for ``min_clients``
+            ended (default: ``min_clients``, i.e. fail instead).
+        allowed_clients: the only client ids that may register (None: any); an edge
+            aggregator takes just the devices the fleet puts under it.
     """
 
     name = "grpc"
@@ -99,24 +115,35 @@ class GrpcBackend(Backend):
                  round_timeout_s: float = 60.0, max_update_bytes: int = DEFAULT_MAX_UPDATE_BYTES,
                  *, model_spec: str, wait_clients_s: float | None = None,
                  heartbeat_s: float = 2.0, max_clients: int = 256,
-                 tls_cert: str | Path | None = None, tls_key: str | Path | None = None) -> None:
+                 tls_cert: str | Path | None = None, tls_key: str | Path | None = None,
+                 lease_s: float = DEFAULT_LEASE_S,
+                 max_client_examples: int = DEFAULT_MAX_CLIENT_EXAMPLES,
+                 quorum: int | None = None,
+                 allowed_clients: Collection[int] | None = None) -> None:
         if (tls_cert is None) != (tls_key is None):
             raise TrainError("grpc backend: give both tls_cert and tls_key, or neither")
-        if min_clients < 1 or round_timeout_s <= 0 or max_update_bytes < 1:
-            raise TrainError(
-                f"grpc backend: need min_clients >= 1, round_timeout_s > 0 and "
-                f"max_update_bytes >= 1; got {min_clients}, {round_timeout_s}, {max_update_bytes}"
-            )
+        _check_numbers(min_clients=min_clients, round_timeout_s=round_timeout_s,
+                       max_update_bytes=max_update_bytes, wait_clients_s=wait_clients_s,
+                       heartbeat_s=heartbeat_s, max_client_examples=max_client_examples,
+                       quorum=quorum)
         self.model_spec = model_spec
         self.min_clients = min_clients
+        self.quorum = min_clients if quorum is None else min(quorum, min_clients)
         self.round_timeout_s = round_timeout_s
         self.max_update_bytes = max_update_bytes
         self.wait_clients_s = wait_clients_s
         self.heartbeat_s = heartbeat_s
         self.max_clients = max_clients
+        self.max_client_examples = max_client_examples
+        self.allowed = None if allowed_clients is None else frozenset(allowed_clients)
         self._cond = threading.Condition()
-        self._sessions: dict[str, _Session] = {}
-        self._by_client: dict[int, _Session] = {}
+        self._registry = DeviceRegistry(max_clients, lease_s)
+        # the registry's own dicts, under the names the secure-aggregation backend reads
+        self._sessions = self._registry.sessions
+        self._by_client = self._registry.by_client
+        self._started = False  # a round has been handed out (waits are bounded from then on)
+        self._expected: set[int] = set()  # ids that took part: missing when not connected
+        self._waited_for: set[int] = set()  # missing ids already waited for once
         self._pending: dict[int, _Pending] = {}
         self._global: Params | None = None
         self._closed = False
@@ -134,8 +161,9 @@ class GrpcBackend(Backend):
         ]
         # One thread per open Tasks stream plus some for Register/SubmitUpdate.
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_clients + 16),
-                                   interceptors=[TokenAuth(token)], options=options)
-        self._server.add_generic_rpc_handlers((_handlers(_Servicer(self)),))
+                                   interceptors=[TokenAuth(token)],
+                                   options=server_options(options))
+        self._server.add_generic_rpc_handlers((handlers(Servicer(self)),))
         self.port, self.address = listen_on(self._server, listen, tls_cert, tls_key,
                                             "grpc backend")
         log.info("FL server listening on %s", self.address)
@@ -143,24 +171,63 @@ class GrpcBackend(Backend):
     # ------------------------------------------------------------------ Backend interface
 
     def available_clients(self) -> list[ClientInfo]:
-        """The connected devices, after waiting for ``min_clients`` of them."""
-        deadline = None if self.wait_clients_s is None else time.monotonic() + self.wait_clients_s
+        """The connected devices, after waiting for ``min_clients`` of them (see the module
+        docstring for how long, and what happens when they do not come)."""
+        first = not self._started
+        wait = self.wait_clients_s if first else self.round_timeout_s
+        t0 = time.monotonic()
+        deadline = None if wait is None else t0 + wait
+        # who is missing: at once during training; at the start only when devices are slow to
+        # come (a fresh server always waits a moment); then every _WAIT_LOG_S
+        next_log = t0 + (_FIRST_LOG_S if first else 0.0)
         with self._cond:
-            while len(self._live()) < self.min_clients:
-                left = None if deadline is None else deadline - time.monotonic()
+            while True:
+                now = time.monotonic()
+                self._registry.expire(now)
+                live = self._registry.live()
+                missing = self._registry.missing(self._expected)
+                if len(live) >= self.min_clients or (not first and
+                                                     set(missing) <= self._waited_for):
+                    break
+                left = None if deadline is None else deadline - now
                 if left is not None and left <= 0:
-                    raise TrainError(
-                        f"grpc backend: {len(self._live())} of min_clients={self.min_clients} "
-                        f"devices connected to {self.address} after {self.wait_clients_s} s"
-                    )
+                    break
+                if now >= next_log:
+                    log.warning("waiting for min_clients=%d devices on %s: %s%s",
+                                self.min_clients, self.address,
+                                self._registry.describe(live, missing, now, self.min_clients),
+                                "" if left is None else f"; waiting up to {left:.0f} s more")
+                    next_log = now + _WAIT_LOG_S
                 self._cond.wait(1.0 if left is None else min(left, 1.0))
+            if len(live) < self.min_clients:
+                self._short(live, missing, time.monotonic() - t0)
+            else:
+                self._waited_for = set()
+            self._started = True
+            ids = {s.client_id for s in live}
+            self._expected = (ids | set(missing)) if len(self._expected) < 4 * self.max_clients \
+                else ids
             return [ClientInfo(s.client_id, s.num_examples, device=s.device or None)
-                    for s in sorted(self._live(), key=lambda s: s.client_id)]
+                    for s in live]
+
+    def _short(self, live: list[Session], missing: list[int], waited: float) -> None:
+        """The wait ended with fewer than min_clients devices: go on with a quorum, or fail."""
+        who = self._registry.describe(live, missing, time.monotonic(),
+                                      self.min_clients)
+        if len(live) < self.quorum:
+            raise TrainError(f"grpc backend: {len(live)} devices connected to {self.address} "
+                             f"after waiting {waited:.1f} s, fewer than the "
+                             f"{self.quorum} a round needs (min_clients={self.min_clients}): "
+                             f"{who}")
+        if set(missing) - self._waited_for:
+            log.warning("round goes on with %d of min_clients=%d devices after waiting %.1f s: "
+                        "%s", len(live), self.min_clients, waited, who)
+        self._waited_for = set(missing)
 
     def connected(self) -> list[int]:
         """Ids of the devices with an open task stream now (no waiting)."""
         with self._cond:
-            return sorted(s.client_id for s in self._live())
+            return [s.client_id for s in self._registry.live()]
 
     def fit(self, round_num: int, global_params: Params, client_ids: list[int],
             config: FitConfig) -> Updates:
@@ -202,16 +269,12 @@ class GrpcBackend(Backend):
             if self._closed:
                 return
             self._closed = True
-            for s in self._sessions.values():
-                s.closed = True
-                s.queue.put(_SHUTDOWN if farewell else None)
+            for s in self._registry.close_all():
+                s.queue.put(SHUTDOWN if farewell else None)
             self._cond.notify_all()
         self._server.stop(grace=1.0 if farewell else 0).wait()
 
     # ------------------------------------------------------------------ internals
-
-    def _live(self) -> list[_Session]:
-        return [s for s in self._by_client.values() if s.streaming]
 
     def _collect(self, client_ids: list[int], pending: dict[int, _Pending],
                  failed: dict[int, str], bytes_down: int) -> Updates:
@@ -240,54 +303,60 @@ class GrpcBackend(Backend):
         updates.metrics.update(failed=failed, bytes_up=up, bytes_down=bytes_down)
         return updates
 
-    def _register(self, req: fl_pb2.RegisterRequest) -> _Session:
+    def _register(self, req: fl_pb2.RegisterRequest) -> Session:
         if req.client_id < 0 or req.num_examples < 1:
             raise Reject(grpc.StatusCode.INVALID_ARGUMENT,
                           f"register: need client_id >= 0 and num_examples >= 1, got "
                           f"{req.client_id} and {req.num_examples}")
+        if self.allowed is not None and req.client_id not in self.allowed:
+            raise Reject(grpc.StatusCode.PERMISSION_DENIED,
+                         f"register: client {req.client_id} does not train under this server "
+                         f"(it takes clients {_ids(self.allowed)}; see the fleet's devices)")
         if req.model_specs and self.model_spec not in req.model_specs:
             raise Reject(grpc.StatusCode.FAILED_PRECONDITION,
                           f"register: this server trains {self.model_spec!r}; client "
                           f"{req.client_id} offers {list(req.model_specs)}")
+        examples = min(int(req.num_examples), self.max_client_examples)
+        if examples < req.num_examples:
+            log.warning("client %d registered %d examples; counted as %d "
+                        "(max_client_examples)", req.client_id, req.num_examples, examples)
         with self._cond:
             if self._closed:
                 raise Reject(grpc.StatusCode.UNAVAILABLE, "the FL server is shutting down")
-            old = self._by_client.get(req.client_id)
-            if old is None and len(self._by_client) >= self.max_clients:
-                raise Reject(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                              f"register: server already has max_clients={self.max_clients}")
-            sess = _Session(secrets.token_hex(16), req.client_id, req.num_examples,
-                            req.device[:200])
+            now = time.monotonic()
+            sess = Session(secrets.token_hex(16), req.client_id, examples, req.device[:200], now)
+            try:
+                old = self._registry.add(sess, now)
+            except RegistryFull as e:
+                raise Reject(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e)) from None
             if old is not None:
-                old.closed = True
-                old.queue.put(None)
-                self._sessions.pop(old.session, None)
                 log.info("client %d registered again: resuming with a new session",
                          req.client_id)
             pend = self._pending.get(req.client_id)
             if pend is not None and not pend.done:
                 sess.queue.put(pend.payload)
-            self._sessions[sess.session] = sess
-            self._by_client[req.client_id] = sess
             return sess
 
-    def _session(self, session: str) -> _Session:
+    def _session(self, session: str) -> Session:
         with self._cond:
-            sess = self._sessions.get(session)
-        if sess is None or sess.closed:
+            sess = self._registry.get(session, time.monotonic())
+        if sess is None:
             raise Reject(grpc.StatusCode.NOT_FOUND,
-                          "unknown or replaced session: Register again")
+                          "unknown, replaced or expired session (a registration lapses "
+                          f"{self._registry.lease_s:g} s after the device's last activity): "
+                          "Register again")
         return sess
 
-    def _stream_state(self, sess: _Session, open_: bool) -> None:
+    def _stream_state(self, sess: Session, open_: bool) -> None:
         with self._cond:
             if open_:
                 if sess.streaming:  # one stream per session: two would steal each other's tasks
                     raise Reject(grpc.StatusCode.ALREADY_EXISTS,
                                   "this session already has a task stream; Register again")
-                sess.streaming = True
+                sess.streaming = sess.streamed = True
             elif self._by_client.get(sess.client_id) is sess:
                 sess.streaming = False
+                sess.seen = time.monotonic()  # the lease runs from the stream's end
                 p = self._pending.get(sess.client_id)
                 if p is not None and not p.done:
                     p.reason = (f"client {sess.client_id} disconnected during round "
@@ -351,81 +420,27 @@ class GrpcBackend(Backend):
             return True
 
 
-class Reject(Exception):
-    """A request the server refuses: becomes the call's gRPC status, never kills the server.
-    Public so that modes built on this backend (``edgeweave.train.secagg.backend``) refuse
-    their own messages the same way."""
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self.code, self.details = code, details
+def _ids(ids: frozenset[int]) -> str:
+    shown = sorted(ids)
+    return ", ".join(map(str, shown[:20])) + (f" and {len(shown) - 20} more" if len(shown) > 20
+                                               else "")
 
 
-class _Servicer:
-    def __init__(self, backend: GrpcBackend) -> None:
-        self.b = backend
-
-    def Register(self, request, context):
-        try:
-            sess = self.b._register(request)
-        except Reject as e:
-            context.abort(e.code, e.details)
-        return fl_pb2.RegisterReply(session=sess.session, model_spec=self.b.model_spec,
-                                    max_update_bytes=self.b.max_update_bytes,
-                                    heartbeat_s=self.b.heartbeat_s)
-
-    def Tasks(self, request, context):
-        try:
-            sess = self.b._session(request.session)
-        except Reject as e:
-            context.abort(e.code, e.details)
-        try:
-            self.b._stream_state(sess, True)
-        except Reject as e:
-            context.abort(e.code, e.details)
-        if not context.add_callback(lambda: self.b._stream_state(sess, False)):
-            self.b._stream_state(sess, False)  # the call ended before the callback went in
-            return
-        while context.is_active():
-            try:
-                item = sess.queue.get(timeout=self.b.heartbeat_s)
-            except queue.Empty:
-                yield _PING
-                continue
-            if item is None:
-                return
-            yield item
-            if item is _SHUTDOWN:
-                return
-
-    def SubmitUpdate(self, request, context):
-        try:
-            self.b._submit(request)
-        except Reject as e:
-            context.abort(e.code, e.details)
-        return fl_pb2.UpdateReply(accepted=True)
-
-    def SecAgg(self, request, context):
-        try:
-            self.b._secagg(request)
-        except Reject as e:
-            context.abort(e.code, e.details)
-        return fl_pb2.UpdateReply(accepted=True)
+_WAIT_LOG_S = 15.0  # while waiting for devices, say who is missing this often
+_FIRST_LOG_S = 5.0
 
 
-def _handlers(servicer: _Servicer) -> grpc.GenericRpcHandler:
-    """fl.proto's service, except that Tasks streams pre-serialized bytes (see :meth:`fit`)."""
-    return grpc.method_handlers_generic_handler("edgeweave.fl.v1.FederatedLearning", {
-        "Register": grpc.unary_unary_rpc_method_handler(
-            servicer.Register, request_deserializer=fl_pb2.RegisterRequest.FromString,
-            response_serializer=fl_pb2.RegisterReply.SerializeToString),
-        "Tasks": grpc.unary_stream_rpc_method_handler(
-            servicer.Tasks, request_deserializer=fl_pb2.TasksRequest.FromString,
-            response_serializer=bytes),
-        "SubmitUpdate": grpc.unary_unary_rpc_method_handler(
-            servicer.SubmitUpdate, request_deserializer=fl_pb2.Update.FromString,
-            response_serializer=fl_pb2.UpdateReply.SerializeToString),
-        "SecAgg": grpc.unary_unary_rpc_method_handler(
-            servicer.SecAgg, request_deserializer=fl_pb2.SecAggMessage.FromString,
-            response_serializer=fl_pb2.UpdateReply.SerializeToString),
-    })
+def _check_numbers(*, min_clients: int, round_timeout_s: float, max_update_bytes: int,
+                   wait_clients_s: float | None, heartbeat_s: float, max_client_examples: int,
+                   quorum: int | None) -> None:
+    """Counts >= 1 and finite positive seconds: a NaN timeout would make every wait spin."""
+    counts = {"min_clients": min_clients, "max_update_bytes": max_update_bytes,
+              "max_client_examples": max_client_examples, "quorum": quorum}
+    for name, v in counts.items():
+        if v is not None and v < 1:
+            raise TrainError(f"grpc backend: {name} must be >= 1, got {v}")
+    seconds = {"round_timeout_s": round_timeout_s, "wait_clients_s": wait_clients_s,
+               "heartbeat_s": heartbeat_s}
+    for name, x in seconds.items():
+        if x is not None and not (math.isfinite(x) and x > 0):
+            raise TrainError(f"grpc backend: {name} must be a finite number > 0, got {x}")

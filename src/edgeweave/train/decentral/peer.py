@@ -33,6 +33,7 @@ import grpc
 import numpy as np
 import torch
 
+from edgeweave.rpc import server_options
 from edgeweave.security import TokenAuthInterceptor, generate_token
 from edgeweave.train.decentral.graphs import make_graph
 from edgeweave.train.decentral.stack import NodeStack
@@ -259,7 +260,7 @@ def serve_loopback(servicer: Any, token: str, add: Any, workers: int = 4
     """Start `servicer` (registered by its generated `add_*_to_server`) on a loopback port the
     OS picks, every call checked against the run's token; returns the server and its port."""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
-                         interceptors=[TokenAuthInterceptor(token)])
+                         interceptors=[TokenAuthInterceptor(token)], options=server_options())
     add(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()

@@ -153,6 +153,13 @@ class RingWorker(peer_pb2_grpc.PeerServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         key = (request.round, request.hop)
         with self.cv:
+            # in a synchronous ring a predecessor's chunk is for the step we are in (steps + 1)
+            # or, once it has finished that step, the next one: a claim of any other step
+            # would only fill the inbox
+            if not self.steps + 1 <= request.round <= self.steps + 2:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                              f"ring worker {self.node}: a chunk for step {request.round}, but "
+                              f"this worker is at step {self.steps}")
             if key in self.inbox:
                 context.abort(grpc.StatusCode.ALREADY_EXISTS,
                               f"ring worker {self.node}: step {key[0]} hop {key[1]} sent twice")
@@ -314,10 +321,11 @@ class ParamServerNode(peer_pb2_grpc.ParamServerServicer):
         with self.cv:
             self.wire_received += request.ByteSize()
             tau = self.version - request.read_version
-            if tau < 0:
+            if not 0 <= request.read_version <= self.version:  # a peer's claim: checked
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                               f"parameter server: worker {w} read version "
-                              f"{request.read_version}, newer than the server's {self.version}")
+                              f"{request.read_version}; expected 0..{self.version} (the "
+                              f"server's current version)")
             if self.s is None:  # synchronous: wait for all n gradients of this version
                 if tau != 0 or w in self.pending:
                     context.abort(grpc.StatusCode.FAILED_PRECONDITION,
@@ -331,7 +339,8 @@ class ParamServerNode(peer_pb2_grpc.ParamServerServicer):
                     self.version += 1
                     self.pending.clear()
                     self.cv.notify_all()
-                elif not self.cv.wait_for(lambda: self.version > v, self.cfg.timeout_s):
+                elif not self.cv.wait_for(lambda: self.version > v,
+                                          _wait_s(self.cfg.timeout_s, context)):
                     context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
                                   f"parameter server: not all {self.n} gradients of version "
                                   f"{v} arrived within {self.cfg.timeout_s} s")
@@ -472,3 +481,10 @@ def run_real(method: str, cfg: PeerRunConfig, staleness: float = 4,
                                 token=token)
     raise TrainError(f"real-process method {method!r} is unknown; expected one of "
                      f"{', '.join(REAL_METHODS)}")
+
+
+def _wait_s(limit_s: float, context: grpc.ServicerContext) -> float:
+    """The server's own bound on a wait, shortened to the caller's deadline when it has one
+    (a peer that hangs up early must not hold a server thread for the whole bound)."""
+    remaining = context.time_remaining()
+    return limit_s if remaining is None else max(0.0, min(limit_s, remaining))

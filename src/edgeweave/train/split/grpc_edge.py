@@ -19,6 +19,7 @@ import torch
 
 from edgeweave.codec import Encoded
 from edgeweave.errors import EdgeWeaveError
+from edgeweave.rpc import server_options
 from edgeweave.security import authed_channel
 from edgeweave.train.split.learning import SplitConfig, make_edge
 from edgeweave.train.split.messages import (
@@ -125,7 +126,7 @@ class SplitEdgeServer:
         options = [("grpc.max_receive_message_length", max_message_bytes),
                    ("grpc.max_send_message_length", max_message_bytes)]
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
-                                   interceptors=[self.auth], options=options)
+                                   interceptors=[self.auth], options=server_options(options))
         # torch threads per request: the constructing thread's setting unless given
         threads = threads or torch.get_num_threads()
         split_pb2_grpc.add_SplitLearningServicer_to_server(_Servicer(self.edge, threads),
@@ -152,10 +153,13 @@ class GrpcLink:
     edge is a :class:`SplitEdgeServer` at ``address``."""
 
     def __init__(self, address: str, token: str, *, timeout_s: float = 30.0,
-                 tls_ca: str | Path | None = None,
+                 tls_ca: str | Path | None = None, tls_server_name: str | None = None,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
-        options = [("grpc.max_receive_message_length", max_message_bytes),
-                   ("grpc.max_send_message_length", max_message_bytes)]
+        options: list[tuple[str, int | str]] = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes)]
+        if tls_server_name:
+            options.append(("grpc.ssl_target_name_override", tls_server_name))
         self.address, self.timeout_s = address, timeout_s
         if tls_ca is None:
             self.channel = authed_channel(address, token, options=options)

@@ -35,13 +35,14 @@ import torch
 from torch import nn
 
 from edgeweave.codec import Encoded, get_codec
-from edgeweave.train.models import build_model
+from edgeweave.train.models import build_model, sample_shape
 from edgeweave.train.split.parts import (
     SplitDevice,
     SplitEdge,
     StepReply,
     codec_for,
     module_params,
+    output_shape,
     split_sequential,
     step_seed,
 )
@@ -110,7 +111,8 @@ def _device_like(front: nn.Module, head: nn.Module | None) -> Params:
 def make_edge(config: SplitConfig) -> SplitEdge:
     front, edge_part, head = config.build()
     return SplitEdge(edge_part, config.lr, config.downlink_codec,
-                     device_like=_device_like(front, head))
+                     device_like=_device_like(front, head),
+                     sample_shape=output_shape(front, sample_shape(config.model)))
 
 
 class EdgeLink(Protocol):
@@ -193,10 +195,13 @@ class SplitTrainer:
                  privacy: ActivationPrivacy | None = None) -> None:
         self.config = config
         front, edge_part, head = config.build()
-        self.device = SplitDevice(front, config.lr, config.codec, privacy, head)
+        act_shape = output_shape(front, sample_shape(config.model))
+        feats = None if head is None else output_shape(edge_part, act_shape)
+        self.device = SplitDevice(front, config.lr, config.codec, privacy, head, feats)
         if link is None:
             link = LocalLink(SplitEdge(edge_part, config.lr, config.downlink_codec,
-                                       device_like=_device_like(front, head)))
+                                       device_like=_device_like(front, head),
+                                       sample_shape=act_shape))
         self.link = link
         self.privacy = privacy
         self.holder: int | None = None

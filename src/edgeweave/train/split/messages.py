@@ -12,6 +12,7 @@ from collections import OrderedDict
 import torch
 
 from edgeweave.codec import CodecError, Encoded, get_codec
+from edgeweave.codec.wire import dtype_name
 from edgeweave.train.types import Params, TrainError
 from edgeweave.train.wire import split_pb2
 
@@ -62,6 +63,9 @@ def params_from_msgs(msgs: list[split_pb2.Tensor], like: Params | None, *,
             if tuple(m.shape) != tuple(ref.shape):
                 raise TrainError(f"{context}: parameter {m.name!r} has shape {list(m.shape)}, "
                                  f"expected {list(ref.shape)}")
+            if m.dtype != dtype_name(ref.dtype):  # checked before decoding, like the shape
+                raise TrainError(f"{context}: parameter {m.name!r} has dtype {m.dtype!r}, "
+                                 f"expected {dtype_name(ref.dtype)!r}")
         t = decode_msg(m, context=f"{context}: parameter {m.name!r}")
         if like is not None and t.dtype != like[m.name].dtype:
             raise TrainError(f"{context}: parameter {m.name!r} has dtype {t.dtype}, expected "

@@ -14,7 +14,10 @@ two round trips per step instead of one, but neither labels nor logits leave the
 
 Both halves validate everything that crosses the link (the edge may face any device): a
 malformed or ill-shaped tensor raises :class:`~edgeweave.train.types.TrainError` naming the
-field, BEFORE any weight changes, so one bad request cannot corrupt the shared edge model.
+field, BEFORE any weight changes, so one bad request cannot corrupt the shared edge model. The
+codec, dtype and shape a tensor DECLARES are checked against what the model expects before its
+payload is decoded (:func:`check_declared`): a codec allocates the declared shape, so a few
+hundred compressed bytes declaring a huge tensor would otherwise cost gigabytes of memory.
 """
 
 from __future__ import annotations
@@ -32,7 +35,40 @@ from edgeweave.train.split.privacy import ActivationPrivacy
 from edgeweave.train.types import Params, TrainError
 
 DEFAULT_MAX_BATCH = 4096
-_LABEL_DTYPES = (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8)
+FLOAT_NAMES = ("float32", "float16", "bfloat16", "float64")
+LABEL_NAMES = ("int64", "int32", "int16", "uint8", "int8")
+
+
+def check_declared(e: Encoded, what: str, dtypes: tuple[str, ...],
+                   shape: tuple[int, ...] | None) -> None:
+    """Refuse ``e`` BEFORE decoding unless its codec is known, its dtype one of ``dtypes`` and
+    its declared shape exactly ``shape`` (None: checked by the caller; see the module
+    docstring)."""
+    try:
+        get_codec(e.codec)
+    except CodecError as err:
+        raise TrainError(f"{what}: {err}") from None
+    if e.dtype not in dtypes:
+        raise TrainError(f"{what}: dtype {e.dtype!r}, expected one of {', '.join(dtypes)}")
+    if shape is not None and tuple(e.shape) != tuple(shape):
+        raise TrainError(f"{what}: declared shape {list(e.shape)}, expected {list(shape)}")
+
+
+def output_shape(module: nn.Module, sample: tuple[int, ...]) -> tuple[int, ...]:
+    """The per-sample output shape of ``module`` on one zero sample of shape ``sample``: probed
+    in eval mode without gradients and without touching the global RNG, so it changes neither
+    weights, buffers nor any seeded run."""
+    was = module.training
+    module.eval()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            out = module(torch.zeros(1, *sample))
+    except RuntimeError as e:
+        raise TrainError(f"split: a sample of shape {list(sample)} does not fit the layers: "
+                         f"{str(e).splitlines()[0]}") from None
+    finally:
+        module.train(was)
+    return tuple(out.shape[1:])
 
 
 def split_sequential(model: nn.Module, cut: int) -> tuple[nn.Sequential, nn.Sequential]:
@@ -93,9 +129,14 @@ class SplitDevice:
     """The device's layers, its activation codec and privacy transform, and its SGD step."""
 
     def __init__(self, module: nn.Module, lr: float, codec: str = "none",
-                 privacy: ActivationPrivacy | None = None, head: nn.Module | None = None) -> None:
+                 privacy: ActivationPrivacy | None = None, head: nn.Module | None = None,
+                 feature_shape: tuple[int, ...] | None = None) -> None:
         codec_for(codec, "activation codec")
+        if head is not None and feature_shape is None:
+            raise TrainError("split device: a U-shaped split needs the per-sample shape of the "
+                             "edge's output (feature_shape)")
         self.module, self.lr, self.head = module, lr, head
+        self.feature_shape = feature_shape
         self.codec = get_codec(codec)
         self.privacy = privacy
         self._sent: torch.Tensor | None = None
@@ -123,13 +164,12 @@ class SplitDevice:
         """Back-propagate the edge's gradient through what was sent, then take the SGD step."""
         if self._sent is None:
             raise TrainError("split device: backward without a forward")
+        what = "split device: gradient from the edge"
+        check_declared(grad, what, FLOAT_NAMES, tuple(self._sent.shape))
         try:
             g = decode_encoded(grad)
         except CodecError as e:
-            raise TrainError(f"split device: gradient from the edge: {e}") from None
-        if tuple(g.shape) != tuple(self._sent.shape):
-            raise TrainError(f"split device: gradient has shape {list(g.shape)}, expected "
-                             f"{list(self._sent.shape)}")
+            raise TrainError(f"{what}: {e}") from None
         self._sent.backward(g.to(self._sent.dtype))
         self._sent = None
         sgd_(self._params(), self.lr)
@@ -138,15 +178,14 @@ class SplitDevice:
                   train: bool = True) -> tuple[Encoded | None, float, int]:
         """U-shape: run the device's last layers and the loss on the edge's features; return the
         encoded gradient w.r.t. the features (None when evaluating), the loss and the hits."""
-        if self.head is None:
+        if self.head is None or self.feature_shape is None:
             raise TrainError("split device: head_step needs a device head (U-shaped split)")
+        what = "split device: features from the edge"
+        check_declared(features, what, FLOAT_NAMES, (len(y), *self.feature_shape))
         try:
             f = decode_encoded(features).to(torch.float32)
         except CodecError as e:
-            raise TrainError(f"split device: features from the edge: {e}") from None
-        if f.shape[:1] != y.shape:
-            raise TrainError(f"split device: features of shape {list(f.shape)} for "
-                             f"{len(y)} labels")
+            raise TrainError(f"{what}: {e}") from None
         self.head.train(train)
         f.requires_grad_(train)
         with torch.set_grad_enabled(train):
@@ -182,9 +221,13 @@ class SplitEdge:
     clients in sequential split learning. Thread-safe: one request at a time."""
 
     def __init__(self, module: nn.Module, lr: float, grad_codec: str = "none",
-                 device_like: Params | None = None, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+                 device_like: Params | None = None, max_batch: int = DEFAULT_MAX_BATCH, *,
+                 sample_shape: tuple[int, ...]) -> None:
+        """``sample_shape``: the per-sample shape of the activations this edge takes (the
+        device part's output, :func:`output_shape`); anything else is refused undecoded."""
         codec_for(grad_codec, "gradient codec")
         self.module, self.lr, self.max_batch = module, lr, max_batch
+        self.sample_shape = tuple(sample_shape)
         self.grad_codec = get_codec(grad_codec)
         self.device_like = device_like
         self.device_weights: Params | None = None
@@ -202,24 +245,24 @@ class SplitEdge:
             raise TrainError(f"split edge: {what}: {err}") from None
 
     def _activations(self, act: Encoded) -> torch.Tensor:
+        check_declared(act, "split edge: activations", FLOAT_NAMES, None)
+        batch = act.shape[0] if act.shape else 0
+        if not 1 <= batch <= self.max_batch:
+            raise TrainError(f"split edge: activations of shape {list(act.shape)}: a batch of "
+                             f"{batch} samples; expected 1..{self.max_batch}")
+        want = (batch, *self.sample_shape)
+        if tuple(act.shape) != want:  # the words the edge's old shape error used: kept
+            raise TrainError(f"split edge: activations of shape {list(act.shape)} do not fit "
+                             f"the edge layers, which take {list(want)}")
         a = self._decode(act, "activations")
-        if not a.is_floating_point() or a.dim() < 2:
-            raise TrainError(f"split edge: activations must be a float tensor (batch, ...), got "
-                             f"{a.dtype} of shape {list(a.shape)}")
-        if not 1 <= a.shape[0] <= self.max_batch:
-            raise TrainError(f"split edge: batch of {a.shape[0]} samples; expected 1.."
-                             f"{self.max_batch}")
         if not bool(torch.isfinite(a).all()):
             raise TrainError("split edge: activations have NaN/inf values")
         return a.to(torch.float32)
 
     def _inputs(self, act: Encoded, labels: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
         a = self._activations(act)
-        y = self._decode(labels, "labels")
-        if y.dtype not in _LABEL_DTYPES or y.shape != (a.shape[0],):
-            raise TrainError(f"split edge: labels must be integers of shape [{a.shape[0]}], got "
-                             f"{y.dtype} of shape {list(y.shape)}")
-        return a, y.long()
+        check_declared(labels, "split edge: labels", LABEL_NAMES, tuple(act.shape[:1]))
+        return a, self._decode(labels, "labels").long()
 
     def _run(self, a: torch.Tensor, train: bool) -> torch.Tensor:
         self.module.train(train)
@@ -268,16 +311,14 @@ class SplitEdge:
     def middle_backward(self, client_id: int, step: int, grad: Encoded) -> Encoded:
         """U-shape, second trip: back-propagate the device's feature gradient, take the SGD
         step, return the gradient w.r.t. the activations of that forward."""
-        g = self._decode(grad, "feature gradient")
         with self._lock:
             pending = self._pending.get(client_id)
             if pending is None or pending[0] != step:
                 raise TrainError(f"split edge: no forward pending for client {client_id} step "
                                  f"{step}; call MiddleForward with train=true first")
             _, a, out = pending
-            if tuple(g.shape) != tuple(out.shape) or not g.is_floating_point():
-                raise TrainError(f"split edge: feature gradient is {g.dtype} "
-                                 f"{list(g.shape)}, expected float {list(out.shape)}")
+            check_declared(grad, "split edge: feature gradient", FLOAT_NAMES, tuple(out.shape))
+            g = self._decode(grad, "feature gradient")
             if not bool(torch.isfinite(g).all()):
                 raise TrainError("split edge: feature gradient has NaN/inf values")
             del self._pending[client_id]

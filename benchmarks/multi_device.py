@@ -1,0 +1,287 @@
+"""Inference across several end devices, without real processes: the partition figures and
+the optimiser's predictions (issue 14, parts 1-4; the runtime's measured rows come later).
+
+1. Fused tiles (DeepThings): per fused depth and grid, the redundant halo FLOPs, the largest
+   tile's input + output + weights bytes and each tile's traffic; data reuse on vs off FLOPs.
+   Reuse on vs off also as the optimiser's predicted latency.
+2. Memory per device: the largest tile vs the whole block on one device, analytic and measured
+   (peak-RSS growth of running the tile once in a fresh process, benchmarks/_tile_rss.py).
+3. Layer-wise delivery (MoDNN): bytes per frame and their time on the shared medium, speed-biased
+   1-D split vs the 2-D grid split, 2-4 devices; sparse FC co-clustering vs plain and grid.
+4. The optimiser's predicted latency and speedup vs one device for 1..6 devices (the builtin
+   pi-cluster fleet's devices in order, rpi4/rpi3, without its edge and cloud), per method.
+
+Measured latency, frames/s and worker RSS need the runtime (part 5): those keys are null here
+and every predicted figure is labelled predicted.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/multi_device.py [--profile analytic] [--json out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from _zoo import profile_zoo
+from edgeweave.graph import Graph, capture_spec
+from edgeweave.graph.blocks import cut_depths, fused_block
+from edgeweave.graph.layerwise import layer_units, layerwise_splits
+from edgeweave.graph.reuse import reuse_savings
+from edgeweave.graph.sparse_fc import magnitude_mask, split_sparse
+from edgeweave.graph.tiles import tile_grid, tiling_report
+from edgeweave.plan.fused_search import TileCache
+from edgeweave.plan.multidevice import plan_cluster
+from edgeweave.profile import Profile, analytic_profile
+from edgeweave.topology import Fleet, load_fleet, serialize_ms
+
+MODELS = ["vgg16", "resnet18"]
+FLEET = "pi-cluster"
+HERE = Path(__file__).parent
+
+
+MEDIUM_MBPS: float | None = None  # --mbps: the shared medium's bandwidth instead of the fleet's
+
+
+def local_fleet(n: int) -> Fleet:
+    """The first ``n`` devices of the builtin pi-cluster, on its shared Wi-Fi, no edge/cloud:
+    every frame stays on the devices, as in the papers' setups."""
+    base = load_fleet(FLEET)
+    cluster = base.cluster()
+    names = cluster.devices[:n]
+    medium = cluster.medium.model_dump()
+    if MEDIUM_MBPS is not None:
+        medium["mbps"] = MEDIUM_MBPS
+    return Fleet.from_dict({
+        "name": f"{FLEET}-local-{n}",
+        "nodes": [{"name": x, "tier": "device", "hardware": base.node(x).hardware.name}
+                  for x in names],
+        "clusters": [{"name": cluster.name, "devices": names, "gateway": names[0],
+                      "medium": medium}]})
+
+
+def tiling_rows(graph: Graph) -> list[dict[str, Any]]:
+    """Every fused depth x every grid up to 6x6 that fits; reuse on square grids."""
+    rows = []
+    for depth in sorted(cut_depths(graph)):
+        block = fused_block(graph, depth)
+        _, height, width = block.output.shape
+        for r in range(1, min(height, 6) + 1):
+            for c in range(1, min(width, 6) + 1):
+                report = tiling_report(block, tile_grid(block, (r, c)), (r, c)).to_dict()
+                sent, received = report.pop("tile_sent_bytes"), report.pop("tile_received_bytes")
+                report.update(max_tile_sent_bytes=max(sent), max_tile_received_bytes=max(received),
+                              total_sent_bytes=sum(sent), total_received_bytes=sum(received))
+                if r == c and r > 1:
+                    report.update(reuse_savings(block, (r, c)))
+                rows.append(report)
+    return rows
+
+
+def memory_rows(model: str, depths: list[int], grids: list[str]) -> list[dict[str, Any]]:
+    args = [v for d in depths for g in grids for v in (str(d), g)]
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    out = subprocess.run([sys.executable, str(HERE / "_tile_rss.py"), model, *args],
+                         capture_output=True, text=True, env=env, check=True)
+    rows = json.loads(out.stdout.strip().splitlines()[-1])
+    for row in rows:
+        whole = next(r for r in rows if r["fused_depth"] == row["fused_depth"]
+                     and r["grid"] == [1, 1])
+        for kind in ("measured", "analytic"):
+            tile = row["weights_mb"] + row[f"{kind}_activation_mb"]
+            one = whole["weights_mb"] + whole[f"{kind}_activation_mb"]
+            row[f"{kind}_saving_vs_whole_pct"] = 100.0 * (1 - tile / one)
+            row[f"{kind}_feature_map_saving_pct"] = 100.0 * (
+                1 - row[f"{kind}_activation_mb"] / whole[f"{kind}_activation_mb"])
+        row["model"] = model
+    return rows
+
+
+def layerwise_rows(graph: Graph, fleet: Fleet) -> list[dict[str, Any]]:
+    cluster = fleet.cluster()
+    speeds = [fleet.node(n).hardware.gflops for n in cluster.devices]
+    convs = [u for u in layer_units(graph) if graph.node(u[0]).op == "conv2d"]
+    rows = []
+    for k in (2, 3, 4):
+        for scheme in ("biased", "even", "grid"):
+            splits = layerwise_splits(graph, speeds[:k], scheme, convs)
+            total = sum(s.scatter_bytes + s.gather_bytes for s in splits)
+            rows.append({"model": graph.name, "devices": k, "scheme": scheme,
+                         "speeds_gflops": speeds[:k], "conv_layers": len(convs),
+                         "delivery_bytes_per_frame": total,
+                         "delivery_ms_on_medium": serialize_ms(total, cluster.medium.mbps)})
+    return rows
+
+
+def sparse_rows(graph: Graph) -> list[dict[str, Any]]:
+    """The last fully connected layer magnitude-pruned to 10%, and a layer with planted block
+    structure (what a structured pruning leaves), split across 2-4 devices."""
+    last = [u for u in layer_units(graph) if graph.node(u[0]).op == "linear"][-1][0]
+    weight = graph.module.get_submodule(str(next(
+        n for n in graph.module.graph.nodes if n.name == last).target)).weight
+    rng = np.random.default_rng(0)
+    rows_, cols_ = rng.integers(0, 4, 1000), rng.integers(0, 4, 1024)
+    planted = rng.random((1000, 1024)) < np.where(rows_[:, None] == cols_[None, :], 0.3, 0.01)
+    rows = []
+    for name, mask in ((f"{graph.name}.{last} pruned to 10%", magnitude_mask(weight, 0.1)),
+                       ("planted 4-block layer 1000x1024", planted)):
+        for k in (2, 3, 4):
+            for method in ("cocluster", "plain", "grid"):
+                split = split_sparse(mask, k, method)
+                rows.append({"layer": name, **split.to_dict()})
+    return rows
+
+
+def speedup_rows(graph: Graph, profile: Profile, source: str, cache: TileCache
+                 ) -> list[dict[str, Any]]:
+    rows = []
+    one_ms = None
+    for n in range(1, 7):
+        fleet = local_fleet(n)
+        for method in ("fused-tiles", "layer-wise", "single"):
+            plan = plan_cluster(graph, profile, fleet, methods=(method,), cache=cache)
+            part = plan.partition
+            assert part is not None
+            if method == "single" and n == 1:
+                one_ms = plan.predicted["total_ms"]
+            rows.append({
+                "model": graph.name, "method": method, "devices": n,
+                "device_hardware": [load.hardware for load in part.load],
+                "scheduler": "sharing (static plan)",
+                "latency_ms": None, "fps": None, "speedup_vs_one": None, "peak_rss_mb": None,
+                "predicted_ms": plan.predicted["total_ms"],
+                "predicted_fps": plan.predicted["throughput_fps"],
+                "bytes_per_frame": sum(load.in_bytes + load.out_bytes for load in part.load),
+                "fused_depth": part.fused_depth, "grid": part.grid, "reuse": part.reuse,
+                "split_layers": len(part.layers), "rest_mode": part.rest_mode,
+                "exact": plan.exact, "configs": part.search["configs"], "profile": source})
+    for row in rows:
+        row["predicted_speedup_vs_one"] = one_ms / row["predicted_ms"] if one_ms else None
+    best = []
+    rank = {"single": 0, "layer-wise": 1, "fused-tiles": 2}  # ties go to the simpler method
+    for n in range(1, 7):
+        mine = [r for r in rows if r["devices"] == n]
+        best.append({**min(mine, key=lambda r: (round(r["predicted_ms"], 6), rank[r["method"]])),
+                     "method_choice": "best"})
+    return rows + best
+
+
+def reuse_rows(graph: Graph, profile: Profile, cache: TileCache) -> list[dict[str, Any]]:
+    """Predicted latency of the best fused-tile plan with data reuse forced on, and off."""
+    rows = []
+    for n in (2, 4, 6):
+        for reuse in (False, True):
+            plan = plan_cluster(graph, profile, local_fleet(n), methods=("fused-tiles",),
+                                reuse=reuse, cache=cache)
+            part = plan.partition
+            assert part is not None
+            rows.append({"model": graph.name, "devices": n, "reuse": reuse,
+                         "predicted_ms": plan.predicted["total_ms"],
+                         "fused_depth": part.fused_depth, "grid": part.grid,
+                         "bytes_per_frame": sum(x.in_bytes + x.out_bytes for x in part.load),
+                         "tile_compute_ms": sum(x.compute_ms for x in part.load)})
+    return rows
+
+
+def _table(title: str, rows: list[dict[str, Any]], cols: list[str]) -> Table:
+    table = Table(title=title)
+    for col in cols:
+        table.add_column(col, justify="right")
+    for row in rows:
+        table.add_row(*(_fmt(row.get(c)) for c in cols))
+    return table
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="*", default=MODELS)
+    ap.add_argument("--profile", choices=["measured", "analytic"], default="measured",
+                    help="layer latencies: measured on this host and scaled (as `edgeweave "
+                         "profile` does) or FLOPs only")
+    ap.add_argument("--out", type=Path, default=Path("out/profiles"))
+    ap.add_argument("--reuse", action="store_true", help="reuse saved profiles in --out")
+    ap.add_argument("--mbps", type=float, help="shared medium bandwidth for the optimiser rows "
+                                               "(default: the pi-cluster fleet's 18.88)")
+    ap.add_argument("--only-plans", action="store_true", help="only the optimiser rows")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    global MEDIUM_MBPS
+    MEDIUM_MBPS = args.mbps
+    torch.set_num_threads(1)
+    console = Console(width=160)
+    medium = local_fleet(1).cluster().medium
+    doc: dict[str, Any] = {
+        "benchmark": "multi_device",
+        "medium": {**medium.model_dump(), "note": "one Wi-Fi shared by every device of the "
+                   "cluster (the pi-cluster fleet: Neurosurgeon's measured average, 18.88 "
+                   "Mbit/s, 5 ms RTT, unless --mbps overrides it)"},
+        "measured_fields_null": "latency_ms, fps, speedup_vs_one, peak_rss_mb: measured by the "
+                                "runtime (issue 14 part 5), not yet",
+        "tiling": [], "memory": [], "layerwise": [], "sparse_fc": [], "speedup": [],
+        "reuse": []}
+    profiles = (profile_zoo(args.models, args.out, 3, args.reuse)
+                if args.profile == "measured" else {})
+    for name in args.models:
+        graph = capture_spec(name)
+        if not args.only_plans:
+            doc["tiling"] += tiling_rows(graph)
+            depths = sorted(cut_depths(graph))
+            picks = sorted({depths[len(depths) // 3], depths[len(depths) // 2], depths[-1]})
+            doc["memory"] += memory_rows(name, picks, ["1x1", "2x2", "3x3", "5x5"])
+            doc["layerwise"] += layerwise_rows(graph, load_fleet(FLEET))
+            if name == args.models[0]:
+                doc["sparse_fc"] += sparse_rows(graph)
+        profile = (profiles[name][0] if args.profile == "measured"
+                   else analytic_profile(graph, local_fleet(1)))
+        cache: TileCache = {}
+        doc["speedup"] += speedup_rows(graph, profile, args.profile, cache)
+        doc["reuse"] += reuse_rows(graph, profile, cache)
+    squares = [r for r in doc["tiling"] if r["grid"][0] == r["grid"][1]]
+    tables = [
+        _table("fused tiles: halo and traffic (square grids; every grid in the JSON)", squares,
+               ["model", "fused_depth", "grid", "halo_pct", "largest_tile_bytes",
+                "max_tile_received_bytes", "max_tile_sent_bytes", "saved_pct"]),
+        _table("memory per device: largest tile vs whole block (MiB)", doc["memory"],
+               ["model", "fused_depth", "grid", "weights_mb", "analytic_activation_mb",
+                "measured_activation_mb", "analytic_saving_vs_whole_pct",
+                "measured_saving_vs_whole_pct", "measured_feature_map_saving_pct"]),
+        _table("layer-wise delivery per frame (conv layers)", doc["layerwise"],
+               ["model", "devices", "scheme", "delivery_bytes_per_frame",
+                "delivery_ms_on_medium"]),
+        _table("sparse FC split", doc["sparse_fc"],
+               ["layer", "devices", "method", "nnz", "off_block_nnz", "crossing_values"]),
+        _table("data reuse forced off / on, best fused-tile plan, PREDICTED", doc["reuse"],
+               ["model", "devices", "reuse", "predicted_ms", "tile_compute_ms",
+                "bytes_per_frame", "fused_depth", "grid"]),
+        _table("optimiser, PREDICTED (measured columns need the runtime)", doc["speedup"],
+               ["model", "method", "method_choice", "devices", "predicted_ms",
+                "predicted_speedup_vs_one", "bytes_per_frame", "fused_depth", "grid", "reuse",
+                "split_layers", "exact", "latency_ms"]),
+    ]
+    for table in tables:
+        console.print(table)
+    text = json.dumps(doc, indent=1, default=str)
+    print(text)
+    if args.json:
+        args.json.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

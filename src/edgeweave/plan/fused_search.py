@@ -1,0 +1,170 @@
+"""Choosing a fused depth, a grid, data reuse and each tile's device (DeepThings' partition,
+priced as DeeperThings does: compute, memory and the shared medium together).
+
+Every (depth, grid, reuse) is enumerated. For each, tiles go to devices: exhaustively over every
+assignment when there are few enough (``max_assignments``), else by a greedy earliest-finish
+list schedule; the best few greedy configurations are then improved by moving single tiles
+while the simulated schedule gets better. Only the exhaustive case is exact (for the
+work-sharing schedule the medium model simulates); :attr:`FusedChoice.exhaustive` says which.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from edgeweave.graph.blocks import FusedBlock
+from edgeweave.graph.reuse import reuse_tiles
+from edgeweave.graph.tiles import Tile, tile_grid
+from edgeweave.plan.cluster_cost import (
+    ClusterModel,
+    TileWork,
+    compute_table,
+    tile_tasks,
+    tile_work,
+)
+from edgeweave.plan.medium import Schedule
+from edgeweave.topology import serialize_ms
+
+#: A schedule's value for the objective (lower is better), given the gateway's extra busy time.
+Score = Callable[[Schedule], float]
+
+
+@dataclass
+class FusedChoice:
+    """One priced configuration of fused tiles."""
+
+    block: FusedBlock
+    grid: tuple[int, int]
+    reuse: bool
+    tiles: list[Tile]
+    work: list[TileWork]
+    assignment: list[str]
+    schedule: Schedule
+    value: float
+    exhaustive: bool
+    memory: dict[str, int]
+
+
+def grid_options(block: FusedBlock, largest: int = 6) -> list[tuple[int, int]]:
+    """Every grid up to ``largest x largest`` that fits the block's output map."""
+    _, height, width = block.output.shape
+    return [(r, c) for r in range(1, min(height, largest) + 1)
+            for c in range(1, min(width, largest) + 1)]
+
+
+#: Tiles and their work per (model, fused depth, grid, reuse): device-independent, so a caller
+#: planning one model on many clusters passes one cache to every call.
+TileCache = dict[tuple[str, int, tuple[int, int], bool], tuple[list[Tile], list[TileWork]]]
+
+
+def tiles_and_work(block: FusedBlock, grid: tuple[int, int], reuse: bool,
+                   cache: TileCache | None = None) -> tuple[list[Tile], list[TileWork]]:
+    key = (block.model, block.depth, grid, reuse)
+    if cache is not None and key in cache:
+        return cache[key]
+    tiles = reuse_tiles(block, grid) if reuse else tile_grid(block, grid)
+    found = (tiles, tile_work(block, tiles))
+    if cache is not None:
+        cache[key] = found
+    return found
+
+
+def allowed_devices(model: ClusterModel, block: FusedBlock, work: Sequence[TileWork],
+                    gateway_extra: int, devices: Sequence[str]) -> list[list[str]]:
+    """For each tile, the devices that can hold the block's weights and the tile's feature
+    maps (and, on the gateway, what it holds for the rest of the model)."""
+    out = []
+    for w in work:
+        fits = []
+        for name in devices:
+            need = block.param_bytes + w.peak_bytes + (gateway_extra if name == model.gateway
+                                                       else 0)
+            if need <= model.devices[name].limit_bytes:
+                fits.append(name)
+        out.append(fits)
+    return out
+
+
+def memory_of(model: ClusterModel, block: FusedBlock, work: Sequence[TileWork],
+              assignment: Sequence[str], gateway_extra: int, devices: Sequence[str]
+              ) -> dict[str, int]:
+    memory = dict.fromkeys(devices, 0)
+    for w, name in zip(work, assignment, strict=True):
+        memory[name] = max(memory[name], block.param_bytes + w.peak_bytes)
+    memory[model.gateway] = memory.get(model.gateway, 0) + gateway_extra
+    return memory
+
+
+def assign(model: ClusterModel, work: Sequence[TileWork], allowed: Sequence[Sequence[str]],
+           score: Score, max_assignments: int) -> tuple[list[str], Schedule, float, bool]:
+    """The best assignment found: ``(devices, schedule, value, exhaustive)``."""
+    count = math.prod(len(a) for a in allowed)
+    table = compute_table(model, work, allowed)
+    if count <= max_assignments:
+        best: tuple[list[str], Schedule, float] | None = None
+        for combo in itertools.product(*allowed):
+            schedule = model.simulate(tile_tasks(model, work, combo, table))
+            value = score(schedule)
+            if best is None or value < best[2]:
+                best = (list(combo), schedule, value)
+        assert best is not None
+        return best[0], best[1], best[2], True
+    chosen = greedy(model, work, allowed, table)
+    schedule = model.simulate(tile_tasks(model, work, chosen, table))
+    return chosen, schedule, score(schedule), False
+
+
+def greedy(model: ClusterModel, work: Sequence[TileWork], allowed: Sequence[Sequence[str]],
+           table: dict[tuple[int, str], float]) -> list[str]:
+    """Earliest-finish list scheduling: each tile, in order, to the device that would return
+    its result first, counting the medium as one queue (a fast estimate of the simulation)."""
+    mbps, half_rtt = model.medium.mbps, model.medium.rtt_ms / 2
+    medium = 0.0
+    free = dict.fromkeys(model.names, 0.0)
+    back: dict[int, float] = {}
+    chosen = []
+    for k, (w, options) in enumerate(zip(work, allowed, strict=True)):
+        ready = max((back[s] for s in w.after), default=0.0)
+        best: tuple[float, str, float] | None = None
+        for name in options:
+            local = name == model.gateway
+            arrive = ready if local else max(medium, ready) + serialize_ms(w.in_bytes, mbps) \
+                + half_rtt
+            end = max(free[name], arrive) + table[(k, name)]
+            done = end if local else end + serialize_ms(w.out_bytes, mbps) + half_rtt
+            if best is None or done < best[0]:
+                best = (done, name, end)
+        assert best is not None
+        done, name, end = best
+        if name != model.gateway:
+            medium = max(medium, ready) + serialize_ms(w.in_bytes + w.out_bytes, mbps)
+        free[name] = end
+        back[w.index] = done
+        chosen.append(name)
+    return chosen
+
+
+def improve(model: ClusterModel, choice: FusedChoice, allowed: Sequence[Sequence[str]],
+            score: Score, passes: int = 3) -> FusedChoice:
+    """Move single tiles to other devices while the simulated value improves."""
+    current = list(choice.assignment)
+    value, schedule = choice.value, choice.schedule
+    table = compute_table(model, choice.work, allowed)
+    for _ in range(passes):
+        better = False
+        for k, options in enumerate(allowed):
+            for name in options:
+                if name == current[k]:
+                    continue
+                trial = [*current[:k], name, *current[k + 1:]]
+                trial_schedule = model.simulate(tile_tasks(model, choice.work, trial, table))
+                trial_value = score(trial_schedule)
+                if trial_value < value - 1e-9:
+                    current, value, schedule, better = trial, trial_value, trial_schedule, True
+        if not better:
+            break
+    choice.assignment, choice.value, choice.schedule = current, value, schedule
+    return choice

@@ -1,0 +1,302 @@
+"""`plan_cluster(graph, profile, fleet, ...)`: one inference across a cluster of devices.
+
+Chooses the method (DeepThings' fused tiles, MoDNN's layer-wise split, or the single-device
+plan of :func:`edgeweave.plan.plan`), the fused depth, the grid, data reuse, each tile's device,
+and where the rest of the model runs (on the gateway, the edge or the cloud, as the single-device
+planner decides), minimising latency or the slowest pipeline stage (frames/s) under every
+device's memory limit, priced by the profile (every device's layer latencies) and the shared
+medium. The space searched, and whether the answer is exact in it, is written into the plan
+(``partition.search``):
+
+* fused tiles: every depth x every grid up to 6x6 that fits x reuse on/off; tiles to devices
+  exhaustively when the assignments are few (``max_assignments``), else greedy + local moves;
+* layer-wise: MoDNN's speed-biased split over the gateway plus the k fastest other devices,
+  for every k and every cut of the model where one tensor crosses;
+* the single-device plan with the gateway as the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from edgeweave.errors import PlanError
+from edgeweave.graph.blocks import cut_depths, fused_block
+from edgeweave.graph.capture import Graph
+from edgeweave.plan.cluster_cost import MIB, ClusterModel, mib
+from edgeweave.plan.costs import CostModel
+from edgeweave.plan.fused_search import (
+    FusedChoice,
+    TileCache,
+    allowed_devices,
+    assign,
+    grid_options,
+    improve,
+    memory_of,
+    tiles_and_work,
+)
+from edgeweave.plan.layerwise_search import LayerChoice, layerwise_choices
+from edgeweave.plan.medium import Schedule
+from edgeweave.plan.partition import METHODS
+from edgeweave.plan.planner import plan
+from edgeweave.plan.record import Alternative, Plan
+from edgeweave.plan.rest import Rest, place_rest
+from edgeweave.plan.result import build_plan
+from edgeweave.profile.build import retarget
+from edgeweave.profile.schema import Profile
+from edgeweave.topology import Cluster, Fleet
+
+CLUSTER_OBJECTIVES = ("latency", "throughput")
+
+
+@dataclass
+class Candidate:
+    """One method's best configuration, priced for the whole frame."""
+
+    method: str
+    value: float
+    latency_ms: float
+    fps: float
+    exact: bool
+    note: str
+    rest: Rest | None = None
+    fused: FusedChoice | None = None
+    layers: LayerChoice | None = None
+    single: Plan | None = None
+
+
+@dataclass
+class Search:
+    """What was searched, for the plan's record."""
+
+    configs: int = 0
+    exhaustive: bool = True
+    exact: bool = False
+    infeasible: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def plan_cluster(
+    graph: Graph,
+    profile: Profile,
+    fleet: Fleet,
+    cluster: str | None = None,
+    objective: str = "latency",
+    methods: Sequence[str] = METHODS,
+    depth: int | None = None,
+    grid: tuple[int, int] | None = None,
+    reuse: bool | None = None,
+    devices: Sequence[str] | None = None,
+    max_assignments: int = 256,
+    refine: int = 8,
+    model_spec: str | None = None,
+    cache: TileCache | None = None,
+    largest_grid: int = 6,
+) -> Plan:
+    """The best plan for one frame of ``graph`` across ``fleet``'s cluster (module docstring).
+
+    ``depth``, ``grid`` and ``reuse`` pin the fused-tile choices (grids searched up to
+    ``largest_grid`` a side); ``devices`` restricts the
+    cluster to some of its devices (the gateway must be one); ``model_spec`` is the specifier
+    workers rebuild the model from (the graph's name by default); ``cache`` keeps tiles across
+    calls for the same graph."""
+    if objective not in CLUSTER_OBJECTIVES:
+        raise PlanError(f"--objective: {objective!r} is not supported for a cluster plan; use "
+                        f"one of {', '.join(CLUSTER_OBJECTIVES)}")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise PlanError(f"--method: {', '.join(unknown) or 'none given'}; expected some of "
+                        f"{', '.join(METHODS)}")
+    chosen = fleet.cluster(cluster)
+    names = _devices(chosen, devices)
+    prof = retarget(profile, fleet.tier_path(chosen.gateway_name), fleet.name)
+    _check_profile(graph, prof)
+    cm = CostModel(prof)
+    model = ClusterModel(prof, fleet, chosen)
+    search = Search()
+    rests: dict[str, Rest | None] = {}
+    gateway_limit = model.devices[model.gateway].limit_bytes
+
+    def rest_after(prefix: list[str]) -> Rest | None:
+        """The rest after ``prefix``, or None when its weights do not fit on the gateway."""
+        if prefix[-1] not in rests:
+            try:
+                rests[prefix[-1]] = place_rest(cm, prefix, objective, gateway_limit)
+            except PlanError:
+                search.infeasible.append(
+                    f"the rest of the model after {prefix[-1]!r} does not fit: its weights on "
+                    f"the gateway {model.gateway!r} would exceed its memory limit "
+                    f"{mib(gateway_limit)} and no edge or cloud on its path can take them")
+                rests[prefix[-1]] = None
+        return rests[prefix[-1]]
+
+    candidates: list[Candidate] = []
+    if "single" in methods:
+        candidates += _single(prof, objective, model, search)
+    if "fused-tiles" in methods:
+        pinned = depth is not None or grid is not None or tuple(methods) == ("fused-tiles",)
+        candidates += _fused(graph, model, names, objective, rest_after, search, depth, grid,
+                             reuse, max_assignments, refine, pinned, cache, largest_grid)
+    if "layer-wise" in methods:
+        candidates += [_from_layers(c) for c in
+                       layerwise_choices(graph, cm, model, names, objective, rest_after, search)]
+    if not candidates:
+        raise PlanError(_nothing_fits(graph, search))
+    # the simpler method wins a tie (float noise included): single, then layer-wise, then tiles
+    rank = {"single": 0, "layer-wise": 1, "fused-tiles": 2}
+    best = min(candidates, key=lambda c: (round(c.value, 6), rank[c.method]))
+    single = next((c.single for c in candidates if c.single is not None), None)
+    if single is None:
+        single = plan(prof, "latency")
+    alternatives = _alternatives(candidates, single)
+    # exact: the optimum of the whole space searched, so every method's search must be
+    search.exact = all(c.exact for c in candidates) and search.exhaustive
+    return build_plan(graph, prof, cm, model, chosen, names, best, single, alternatives,
+                      objective, search, model_spec or graph.name)
+
+
+def _devices(cluster: Cluster, devices: Sequence[str] | None) -> list[str]:
+    if devices is None:
+        return list(cluster.devices)
+    for name in devices:
+        if name not in cluster.devices:
+            raise PlanError(f"--devices: unknown device {name!r} in cluster {cluster.name!r} "
+                            f"(its devices: {', '.join(cluster.devices)})")
+    if cluster.gateway_name not in devices:
+        raise PlanError(f"--devices: the gateway {cluster.gateway_name!r} of cluster "
+                        f"{cluster.name!r} must be one of them (it holds the frame)")
+    return [name for name in cluster.devices if name in devices]
+
+
+def _check_profile(graph: Graph, profile: Profile) -> None:
+    want = {n.name for n in graph.nodes}
+    have = {n.name for n in profile.nodes}
+    if want != have:
+        missing = sorted(want - have)[:3]
+        raise PlanError(f"profile of {profile.model!r} does not match model {graph.name!r} "
+                        f"(e.g. no node {missing[0]!r}); profile the same model and input shape"
+                        if missing else f"profile of {profile.model!r} has extra nodes")
+
+
+def score_of(objective: str, rest: Rest, gateway: str) -> Callable[[Schedule], float]:
+    """The objective of a whole frame from the cluster part's schedule: latency = cluster
+    makespan + the rest's latency; throughput = the slowest pipeline stage (the medium, any
+    device's busy time with the gateway's share of the rest, or a stage of the rest)."""
+    if objective == "latency":
+        return lambda s: s.makespan_ms + rest.latency_ms
+
+    def bottleneck(s: Schedule) -> float:
+        busy = dict(s.device_busy_ms)
+        busy[gateway] = busy.get(gateway, 0.0) + rest.device_ms
+        return max(s.medium_busy_ms, max(busy.values()), rest.other_stages_ms)
+
+    return bottleneck
+
+
+def _single(prof: Profile, objective: str, model: ClusterModel, search: Search
+            ) -> list[Candidate]:
+    limit_mb = model.devices[model.gateway].limit_bytes / MIB
+    try:
+        result = plan(prof, objective, device_mem_mb=limit_mb)
+    except PlanError as exc:
+        search.infeasible.append(f"single device: {exc}")
+        return []
+    search.configs += 1
+    total = float(result.predicted["total_ms"])
+    fps = float(result.predicted["throughput_fps"])
+    value = total if objective == "latency" else 1000.0 / fps
+    return [Candidate("single", value, total, fps, result.exact, f"{result.mode} on the "
+                      f"gateway's path ({result.algorithm})", single=result)]
+
+
+def _fused(graph: Graph, model: ClusterModel, names: list[str], objective: str, rest_after,
+           search: Search, depth: int | None, grid: tuple[int, int] | None,
+           reuse: bool | None, max_assignments: int, refine: int, pinned: bool,
+           cache: TileCache | None, largest_grid: int) -> list[Candidate]:
+    if depth is None and not pinned and not cut_depths(graph):
+        search.notes.append(f"no fused tiles: model {graph.name!r} has no fusable prefix")
+        return []
+    # no depth at all: fused_block(graph) names why the model has no fusable prefix
+    depths: list[int | None] = [depth] if depth is not None else [*sorted(cut_depths(graph))]
+    choices: list[tuple[FusedChoice, Rest, list[list[str]], int]] = []
+    for d in depths or [None]:
+        block = fused_block(graph, d)  # GraphError names the model and valid depths
+        rest = rest_after(block.names)
+        if rest is None:
+            continue
+        extra = rest.device_param_bytes + graph.node(block.input).out_bytes + \
+            block.output.bytes_of(block.output.map_area)
+        if extra > model.devices[model.gateway].limit_bytes:
+            search.infeasible.append(
+                f"fused depth {block.depth}: the gateway {model.gateway!r} needs "
+                f"{mib(extra)} for the frame, the block's output and the rest's "
+                f"weights, over its limit {mib(model.devices[model.gateway].limit_bytes)}")
+            continue
+        score = score_of(objective, rest, model.gateway)
+        for g in [grid] if grid is not None else grid_options(block, largest_grid):
+            for r in [reuse] if reuse is not None else [False, True]:
+                if r and g == (1, 1) and reuse is None:
+                    continue
+                tiles, work = tiles_and_work(block, g, r, cache)
+                allowed = allowed_devices(model, block, work, extra, names)
+                search.configs += 1
+                if any(not a for a in allowed):
+                    search.infeasible.append(_too_big(model, block, g, work, allowed, extra,
+                                                      names))
+                    continue
+                chosen, schedule, value, exhaustive = assign(model, work, allowed, score,
+                                                             max_assignments)
+                search.exhaustive &= exhaustive
+                memory = memory_of(model, block, work, chosen, extra, names)
+                choices.append((FusedChoice(block, g, r, tiles, work, chosen, schedule, value,
+                                            exhaustive, memory), rest, allowed, extra))
+    if not choices:
+        if pinned and search.infeasible:
+            raise PlanError(search.infeasible[-1])
+        return []
+    choices.sort(key=lambda c: c[0].value)
+    for choice, rest, allowed, extra in [c for c in choices if not c[0].exhaustive][:refine]:
+        improve(model, choice, allowed, score_of(objective, rest, model.gateway))
+        choice.memory = memory_of(model, choice.block, choice.work, choice.assignment, extra,
+                                  names)
+    choice, rest, _, _ = min(choices, key=lambda c: c[0].value)
+    latency = choice.schedule.makespan_ms + rest.latency_ms
+    fps = 1000.0 / score_of("throughput", rest, model.gateway)(choice.schedule)
+    note = (f"fused depth {choice.block.depth}, grid {choice.grid[0]}x{choice.grid[1]}, reuse "
+            f"{'on' if choice.reuse else 'off'}")
+    return [Candidate("fused-tiles", choice.value, latency, fps,
+                      search.exhaustive and rest.exact, note, rest=rest, fused=choice)]
+
+
+def _too_big(model: ClusterModel, block, grid: tuple[int, int], work, allowed, extra: int,
+             names: list[str]) -> str:
+    k = next(i for i, a in enumerate(allowed) if not a)
+    need = block.param_bytes + work[k].peak_bytes
+    limits = ", ".join(f"{n} {mib(model.devices[n].limit_bytes)}" for n in names)
+    return (f"fused depth {block.depth}, grid {grid[0]}x{grid[1]}: no device can hold tile "
+            f"{work[k].index}: it needs {mib(need)} (block weights {mib(block.param_bytes)} + "
+            f"feature maps {mib(work[k].peak_bytes)}; the gateway {model.gateway!r} also holds "
+            f"{mib(extra)} for the rest of the model); memory limits: {limits} (the "
+            "hardware's, or the cluster's memory_mb)")
+
+
+def _from_layers(choice: LayerChoice) -> Candidate:
+    return Candidate("layer-wise", choice.value, choice.latency_ms, choice.fps, choice.exact,
+                     choice.note, rest=choice.rest, layers=choice)
+
+
+def _nothing_fits(graph: Graph, search: Search) -> str:
+    """Why nothing fits: the first reason of each kind (single device, the rest of the model,
+    fused tiles, layer-wise), so the user sees every method's obstacle once."""
+    firsts: dict[str, str] = {}
+    for reason in search.infeasible:
+        firsts.setdefault(reason.split(" ")[0], reason)
+    detail = "; ".join(firsts.values()) or "; ".join(search.notes) or "no method ran"
+    return f"model {graph.name!r}: no cluster plan fits: {detail}"
+
+
+def _alternatives(candidates: list[Candidate], single: Plan) -> list[Alternative]:
+    out = [Alternative(mode=f"cluster-{c.method}", available=True, total_ms=c.latency_ms,
+                       throughput_fps=c.fps, meets_constraints=True, note=c.note)
+           for c in candidates if c.method != "single"]
+    return out + list(single.alternatives)

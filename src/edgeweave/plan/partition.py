@@ -1,0 +1,121 @@
+"""A plan's multi-device partition, as it is written in the plan JSON.
+
+Everything a gateway and its device workers need to run the plan, and nothing runnable: the
+model specifier and input shape (a worker rebuilds the graph from its own trusted copy of the
+model), the fused depth, the grid and each tile's regions per layer (a worker may recompute them
+with :func:`edgeweave.graph.tiles.tile_grid` / :func:`edgeweave.graph.reuse.reuse_tiles` and
+must refuse a plan whose regions differ), which device runs what, and where the rest of the
+model runs. Predicted figures are the optimiser's; measured ones belong to the runtime.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgeweave.graph.regions import Region
+from edgeweave.graph.tiles import Piece, Tile
+from edgeweave.topology import Medium
+
+METHODS = ("fused-tiles", "layer-wise", "single")
+
+
+class TileAssignment(BaseModel):
+    """One tile of a fused block and the device it is planned on (work sharing; a stealing
+    scheduler may move it). ``holds``/``computes``/``reused``/``shares`` as in graph.tiles."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    row: int
+    col: int
+    level: int
+    device: str
+    output: Region
+    input: Region
+    holds: dict[str, Region]
+    computes: dict[str, Region]
+    reused: dict[str, list[Piece]] = Field(default_factory=dict)
+    shares: dict[str, list[Region]] = Field(default_factory=dict)
+    compute_ms: float
+    in_bytes: int
+    out_bytes: int
+
+    @classmethod
+    def of(cls, tile: Tile, device: str, compute_ms: float, in_bytes: int, out_bytes: int
+           ) -> TileAssignment:
+        return cls(index=tile.index, row=tile.row, col=tile.col, level=tile.level, device=device,
+                   output=tile.output, input=tile.input, holds=tile.holds,
+                   computes=tile.computes,
+                   reused={k: list(v) for k, v in tile.reused.items()},
+                   shares={k: list(v) for k, v in tile.shares.items()},
+                   compute_ms=compute_ms, in_bytes=in_bytes, out_bytes=out_bytes)
+
+    def to_tile(self) -> Tile:
+        """The graph-level tile a worker's :class:`~edgeweave.graph.tile_exec.TileModule`
+        runs."""
+        return Tile(self.index, self.row, self.col, self.output, self.input, dict(self.holds),
+                    dict(self.computes), self.level,
+                    {k: tuple(v) for k, v in self.reused.items()},
+                    {k: tuple(v) for k, v in self.shares.items()})
+
+
+class LayerAssignment(BaseModel):
+    """One layer split layer-wise: its unit, grid lines and the device of each part."""
+
+    model_config = ConfigDict(frozen=True)
+
+    unit: list[str]
+    kind: Literal["rows", "neurons"]
+    row_bounds: list[int]
+    col_bounds: list[int]
+    devices: list[str]
+    compute_ms: list[float]
+    in_bytes: list[int]
+    out_bytes: list[int]
+    makespan_ms: float
+
+
+class DeviceLoad(BaseModel):
+    """What one device does for one frame under the plan."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    hardware: str
+    tasks: int
+    compute_ms: float
+    in_bytes: int
+    out_bytes: int
+    memory_bytes: int
+    memory_limit_bytes: float
+
+
+class Partition(BaseModel):
+    """How a plan splits one inference across a cluster's devices (DESIGN.md, "Many devices,
+    one fleet"). ``rest_mode`` names where the layers after the partitioned prefix run, in the
+    single-device planner's modes (``device-only``: on the gateway)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    method: Literal["fused-tiles", "layer-wise", "single"]
+    model: str
+    input_shape: list[int]
+    cluster: str
+    gateway: str
+    devices: list[str]
+    medium: Medium
+    scheduler: str = "sharing"
+    fused_depth: int | None = None
+    block_input: str | None = None
+    block_output: str | None = None
+    prefix_nodes: list[str] = Field(default_factory=list)
+    grid: tuple[int, int] | None = None
+    reuse: bool = False
+    tiles: list[TileAssignment] = Field(default_factory=list)
+    layers: list[LayerAssignment] = Field(default_factory=list)
+    rest_mode: str
+    load: list[DeviceLoad] = Field(default_factory=list)
+    predicted: dict[str, Any] = Field(default_factory=dict)
+    search: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,129 @@
+"""The chosen cluster configuration written as a Plan: the single-device plan's JSON with the
+placement of the rest of the model and a :class:`~edgeweave.plan.partition.Partition`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from edgeweave.graph.capture import Graph
+from edgeweave.plan.cluster_cost import ClusterModel
+from edgeweave.plan.costs import CostModel
+from edgeweave.plan.partition import DeviceLoad, LayerAssignment, Partition, TileAssignment
+from edgeweave.plan.record import Alternative, Plan, predicted_of
+from edgeweave.profile.schema import Profile
+from edgeweave.topology import Cluster
+
+if TYPE_CHECKING:  # multidevice imports this module
+    from edgeweave.plan.multidevice import Candidate, Search
+
+
+def build_plan(graph: Graph, prof: Profile, cm: CostModel, model: ClusterModel,
+               cluster: Cluster, names: list[str], best: Candidate, single: Plan,
+               alternatives: list[Alternative], objective: str, search: Search,
+               spec: str) -> Plan:
+    one = single.alternative("device-only")
+    one_ms = one.total_ms if one.available else None
+    predicted = {"latency_ms": best.latency_ms, "fps": best.fps,
+                 "one_device_ms": one_ms,
+                 "speedup_vs_one": None if one_ms is None else one_ms / best.latency_ms}
+    record = {"configs": search.configs, "exact": search.exact,
+              "space": _SPACE, "notes": search.notes,
+              "infeasible": search.infeasible[:20]}
+    base: dict[str, Any] = dict(model=spec, input_shape=list(graph.input_shape),
+                                cluster=cluster.name, gateway=cluster.gateway_name,
+                                devices=names, medium=cluster.medium, search=record)
+    if best.single is not None:
+        gateway = model.devices[model.gateway]
+        load = [DeviceLoad(name=gateway.name, hardware=gateway.hardware, tasks=1,
+                           compute_ms=float(best.single.predicted["tier_compute_ms"]["device"]),
+                           in_bytes=0, out_bytes=0,
+                           memory_bytes=int(best.single.predicted["device_param_bytes"]),
+                           memory_limit_bytes=gateway.limit_bytes)]
+        partition = Partition.model_validate({**base, "method": "single", "load": load,
+                                              "rest_mode": best.single.mode,
+                                              "predicted": predicted})
+        return best.single.model_copy(update={"partition": partition, "exact": search.exact,
+                                              "alternatives": alternatives})
+    rest = best.rest
+    assert rest is not None
+    if best.fused is not None:
+        fused = best.fused
+        tiles = [TileAssignment.of(
+            next(t for t in fused.tiles if t.index == w.index), device,
+            model.compute_ms(device, w.fractions), w.in_bytes, w.out_bytes)
+            for w, device in zip(fused.work, fused.assignment, strict=True)]
+        tiles.sort(key=lambda t: t.index)
+        schedule = fused.schedule
+        cluster_part: dict[str, Any] = dict(
+            fused_depth=fused.block.depth, block_input=fused.block.input,
+            block_output=fused.block.output.name, prefix_nodes=fused.block.names,
+            grid=fused.grid, reuse=fused.reuse, tiles=tiles,
+            load=_tile_load(model, names, tiles, fused.memory))
+        medium_ms, cluster_ms = schedule.medium_busy_ms, schedule.makespan_ms
+    else:
+        layers = best.layers
+        assert layers is not None
+        assigned = [LayerAssignment(
+            unit=list(s.unit), kind=s.kind, row_bounds=list(s.row_bounds),  # type: ignore[arg-type]
+            col_bounds=list(s.col_bounds), devices=[layers.devices[p.device] for p in s.parts],
+            compute_ms=[model.compute_ms(layers.devices[p.device], p.fractions)
+                        for p in s.parts],
+            in_bytes=[p.in_bytes for p in s.parts], out_bytes=[p.out_bytes for p in s.parts],
+            makespan_ms=sched.makespan_ms) for s, sched in zip(layers.splits, layers.schedules,
+                                                              strict=True)]
+        cluster_part = dict(prefix_nodes=layers.prefix, layers=assigned,
+                            load=_layer_load(model, layers.devices, assigned, layers.memory))
+        medium_ms = sum(s.medium_busy_ms for s in layers.schedules)
+        cluster_ms = sum(s.makespan_ms for s in layers.schedules) + layers.gateway_ms
+    predicted.update(cluster_ms=cluster_ms, rest_ms=rest.latency_ms, medium_busy_ms=medium_ms)
+    partition = Partition.model_validate({**base, **cluster_part, "method": best.method,
+                                          "rest_mode": rest.mode, "predicted": predicted})
+    totals = predicted_of(rest.breakdown, cm.tiers, prof.hop_names())
+    totals.update(total_ms=best.latency_ms, throughput_fps=best.fps,
+                  scope="total_ms and throughput_fps: the whole frame on the cluster; the other "
+                        "figures describe the rest of the model on the gateway's path")
+    return Plan(**prof.model_dump(), objective=objective,
+                placement=cm.placement_of(rest.labels.tolist()), cuts=cm.cuts, predicted=totals,
+                alternatives=alternatives, exact=search.exact, mode=f"cluster-{best.method}",
+                algorithm=f"multi-device partition optimiser ({best.note})",
+                constraints={"slo_ms": None, "device_mem_mb": None},
+                profile_digest=prof.digest(), partition=partition)
+
+
+_SPACE = ("single-device plan; fused tiles: every fused depth x every grid up to 6x6 that fits "
+          "x reuse on/off, tiles to devices exhaustively when few, else greedy + local moves; "
+          "layer-wise: MoDNN's speed-biased split over the gateway and the k fastest devices "
+          "for every k, at every cut where one tensor crosses")
+
+
+def _tile_load(model: ClusterModel, names: list[str], tiles: list[TileAssignment],
+               memory: dict[str, int]) -> list[DeviceLoad]:
+    out = []
+    for name in names:
+        mine = [t for t in tiles if t.device == name]
+        device = model.devices[name]
+        out.append(DeviceLoad(name=name, hardware=device.hardware, tasks=len(mine),
+                              compute_ms=sum(t.compute_ms for t in mine),
+                              in_bytes=0 if name == model.gateway else sum(t.in_bytes
+                                                                           for t in mine),
+                              out_bytes=0 if name == model.gateway else sum(t.out_bytes
+                                                                            for t in mine),
+                              memory_bytes=memory.get(name, 0),
+                              memory_limit_bytes=device.limit_bytes))
+    return out
+
+
+def _layer_load(model: ClusterModel, names: list[str], layers: list[LayerAssignment],
+                memory: dict[str, int]) -> list[DeviceLoad]:
+    out = []
+    for name in names:
+        parts = [(la, k) for la in layers for k, d in enumerate(la.devices) if d == name]
+        remote = name != model.gateway
+        device = model.devices[name]
+        out.append(DeviceLoad(name=name, hardware=device.hardware, tasks=len(parts),
+                              compute_ms=sum(la.compute_ms[k] for la, k in parts),
+                              in_bytes=sum(la.in_bytes[k] for la, k in parts) if remote else 0,
+                              out_bytes=sum(la.out_bytes[k] for la, k in parts) if remote else 0,
+                              memory_bytes=memory.get(name, 0),
+                              memory_limit_bytes=device.limit_bytes))
+    return out
