@@ -181,7 +181,7 @@ def test_optimiser_meets_its_targets_on_held_out_frames():
         fp = ((run.answers == 1) & ~y_test).sum() / (~y_test).sum()
         assert fn <= max_fn + 0.03 and fp <= max_fp + 0.03  # held out: a little slack
     assert choice.expected_ms < 3.0  # loose targets let the filters do real work
-    with pytest.raises(ServeError, match=r"filter.max_false_negative must be in"):
+    with pytest.raises(ServeError, match=r"filter.max_fn must be in"):
         optimise(cands, object_probability(spec, tune), y_tune, 1.5, 0.0)
 
 
@@ -209,3 +209,62 @@ def test_shared_filters_answer_like_the_rule_and_feedback_narrows_under_load():
         slow.run({"s0": streams["s0"]})
     with pytest.raises(ServeError, match=r"filter.reference_capacity"):
         StreamMux(dets, wide, spec, QUERY, capacity=0, queue_limit=1)
+
+
+# ---- the filter as a served model's stage: learnt per stream from its first frames ----------
+
+class Costly(Bright):
+    """Bright at the cost of a real reference model (the optimiser filters only what saves)."""
+
+    def forward(self, x):
+        w = torch.ones(256, 256) / 256
+        h = torch.ones(len(x), 256)
+        for _ in range(60):
+            h = h @ w
+        return super().forward(x) + 0 * h[:, :1]
+
+def test_served_filter_learns_each_stream_then_answers_like_the_reference():
+    from edgeweave.serve.filter.config import FilterConfig
+    from edgeweave.serve.filter.online import LearningFilter
+    from edgeweave.serve.stage import Front, model_answer
+
+    cfg = FilterConfig(positive=(1,), learn_frames=160, epochs=8, max_fn=0.0, max_fp=0.02,
+                       detectors=("reference",))
+    f = LearningFilter(Costly(), SHAPE, cfg)
+    front = Front([f])
+
+    def reference(x):
+        return model_answer(Bright()(x)[0])
+
+    present = episodes(300, seed=9)  # objects in each stretch: learning, tuning, service
+    frames = scene_stream(300, present, seed=5)
+    answers = [front.answer(frames[i:i + 1], "cam", reference) for i in range(300)]
+    assert all(a.stage == MODEL for a in answers[:160])  # learning: every frame to the model
+    assert "cam" in f.tuned and f.cascade("other") is None
+    later = answers[160:]
+    truth = QUERY.labels(frames[160:])
+    query_answers = np.array([a.label if a.stage != MODEL else int(a.label == 1)
+                              for a in later])
+    assert sum(a.stage != MODEL for a in later) > 40   # it filters ...
+    # ... and answers about as the reference does (answering "no object" always: 0.76)
+    assert (query_answers == truth).mean() >= 0.9
+    with pytest.raises(ServeError, match=r"frame has shape \(3, 8, 8\); the model takes "
+                                         r"\(3, 16, 16\)"):
+        f.lookup(torch.rand(3, 8, 8), "cam")
+
+
+def test_a_stream_that_cannot_teach_a_filter_passes_through_and_says_why():
+    from edgeweave.serve.filter.config import FilterConfig
+    from edgeweave.serve.filter.online import LearningFilter
+    from edgeweave.serve.stage import model_answer
+
+    f = LearningFilter(Bright(), SHAPE, FilterConfig(positive=(1,), learn_frames=20,
+                                                     detectors=("reference",), max_streams=1))
+    full = scene_stream(40, np.ones(40, dtype=bool), seed=6)  # an object in every frame
+    for i in range(40):
+        x = full[i:i + 1]
+        assert f.lookup(x, "busy") is None
+        f.observe(x, "busy", model_answer(Bright()(x)[0]))
+        f.observe(x, "second", model_answer(Bright()(x)[0]))  # beyond max_streams: ignored
+    assert "every training frame holds an object" in f.failed["busy"]
+    assert f.tuned == {} and f._learning == {}

@@ -86,8 +86,8 @@ def replay(scores: np.ndarray, probs: np.ndarray, truth: np.ndarray,
 def optimise(candidates: Sequence[Candidate], probs: np.ndarray, truth: np.ndarray,
              max_fn: float, max_fp: float, grid: int = GRID) -> FilterChoice:
     """The cheapest thresholds within ``max_fn`` and ``max_fp`` on the held-out frames."""
-    check_fraction(max_fn, "filter.max_false_negative")
-    check_fraction(max_fp, "filter.max_false_positive")
+    check_fraction(max_fn, "filter.max_fn")
+    check_fraction(max_fp, "filter.max_fp")
     if not candidates or len(truth) == 0 or len(probs) != len(truth):
         raise ServeError("the optimiser needs at least one detector and a non-empty held-out "
                          "stream with the reference's answer for every frame")

@@ -103,16 +103,27 @@ def measure_costs(cascade: Cascade, query: Query, frames: torch.Tensor,
     return replace(costs, reference_ms=alone.reference_ms / len(part))
 
 
-def costs_of(cascade: Cascade, run: StreamRun, alone_ms: float) -> StageCosts:
+#: Fewest frames a stage must see in a run for its cost per frame to be taken from that run.
+MIN_REACHED = 10
+
+
+def costs_of(cascade: Cascade, run: StreamRun, alone_ms: float,
+             fallback: StageCosts | None = None) -> StageCosts:
     """Per-stage ms per frame reaching it, from a cascade's counters after ``run``; the
-    difference stage also carries the per-frame work outside the stages (the loop, observe)."""
+    difference stage also carries the per-frame work outside the stages (the loop, observe).
+    A stage that saw fewer than :data:`MIN_REACHED` frames in the run keeps its ``fallback``
+    cost (a stage the chosen thresholds starve must not look free to the next choice)."""
     n = len(run.answers)
-    reached_spec = max(1, cascade.reached[SPECIALISED])
-    reached_ref = max(1, cascade.reached[MODEL])
+    reached_spec, reached_ref = cascade.reached[SPECIALISED], cascade.reached[MODEL]
     outside = run.cpu_ms - run.reference_ms - sum(cascade.cpu_ms.values())
+    spec = cascade.cpu_ms[SPECIALISED] / max(1, reached_spec)
+    ref = run.reference_ms / max(1, reached_ref)
+    if fallback is not None:
+        spec = spec if reached_spec >= MIN_REACHED else fallback.specialised_ms
+        ref = ref if reached_ref >= MIN_REACHED else fallback.reference_ms
     return StageCosts(
         difference_ms=(cascade.cpu_ms[DIFFERENCE] + outside) / n,
-        specialised_ms=cascade.cpu_ms[SPECIALISED] / reached_spec,
-        reference_ms=run.reference_ms / reached_ref,
+        specialised_ms=spec,
+        reference_ms=ref,
         alone_ms=alone_ms,
     )

@@ -58,8 +58,8 @@ def tune_cascade(query: Query, train: torch.Tensor, tune: torch.Tensor,
     first = min(considered, key=lambda c: c.expected_ms)
     cascade = Cascade(first.detector, specialised, first.thresholds, query.input_shape)
     alone, run = run_interleaved(cascade, query, tune, "tuning")
-    in_service = costs_of(cascade, run, alone.cpu_ms / len(tune))
     chosen = next(c for c in candidates if c.detector is first.detector)
+    in_service = costs_of(cascade, run, alone.cpu_ms / len(tune), fallback=chosen.costs)
     choice = optimise([Candidate(chosen.detector, chosen.scores, in_service)], probs, truth,
                       max_fn, max_fp)
     cascade = Cascade(choice.detector, specialised, choice.thresholds, query.input_shape)
