@@ -629,6 +629,68 @@ def decentral(
                              processes=processes)
 
 
+FRONT_HELP = ("YAML file with `cache:` and/or `filter:` sections (their fields: k, threshold, "
+              "capacity, policy, index, radius ...; positive, max_fn, max_fp, learn_frames ...), "
+              "as the stages in front of a served model are configured.")
+
+
+def _fractions(param: typer.CallbackParam, values: list[float]) -> list[float]:
+    from edgeweave.cli.options import OptionError, flag_of
+
+    for v in values:
+        if not 0.0 < v < 1.0:
+            raise OptionError(f"{flag_of(param)}: expected a fraction in (0, 1), got {v:g}")
+    return values
+
+
+@app.command("cache-bench")
+def cache_bench(
+    devices: int = typer.Option(4, callback=integer(ge=1, le=64), help="Devices sharing the edge."),
+    requests: int = typer.Option(500, callback=integer(ge=10, le=100_000),
+                                 help="Requests per device."),
+    epochs: int = typer.Option(8, callback=integer(ge=1, le=200),
+                               help="Epochs to train digits-cnn."),
+    seed: int = typer.Option(0, callback=integer(ge=0, le=SEED_MAX)),
+    front: Path = typer.Option(None, "--front", help=FRONT_HELP),
+    cache: str = typer.Option(None, "--cache", help="Cache fields, e.g. k=3,threshold=0.7 "
+                              "(over the --front file's); adds a row with these settings."),
+    json_out: Path = typer.Option(None, "--json", callback=output_file,
+                                  help="Write the rows (JSON) here."),
+) -> None:
+    """Semantic cache (FoggyCache, Cachier, Precog) on a correlated stream of real digits: hit
+    rate, reuse taken, agreement, p50/p95 with and without, device and two-level (in process;
+    link and device latency emulated, as the table's note says)."""
+    from edgeweave.cli import front_cmds
+
+    front_cmds.cache_bench(console, devices, requests, epochs, seed, front, cache, json_out)
+
+
+@app.command("filter-bench")
+def filter_bench(
+    occurrence: list[float] = typer.Option([0.1], "--occurrence", callback=_fractions,
+                                           help="Fraction of frames holding an object (repeat)."),
+    frames: int = typer.Option(2400, callback=integer(ge=100, le=100_000),
+                               help="Test frames per stream (training and tuning: half, all)."),
+    streams: int = typer.Option(8, callback=integer(ge=1, le=64),
+                                help="Streams in the many-stream run."),
+    epochs: int = typer.Option(6, callback=integer(ge=1, le=100),
+                               help="Epochs to train the reference model."),
+    seed: int = typer.Option(0, callback=integer(ge=0, le=SEED_MAX)),
+    front: Path = typer.Option(None, "--front", help=FRONT_HELP),
+    filter: str = typer.Option(None, "--filter", help="Filter fields, e.g. max_fn=0.01,"
+                               "max_fp=0.002 (the optimiser's targets; over --front's)."),
+    json_out: Path = typer.Option(None, "--json", callback=output_file,
+                                  help="Write the rows (JSON) here."),
+) -> None:
+    """Input-filtering cascade (NoScope, FFS-VA) on generated video: frames/s against the
+    reference alone, accuracy per frame and window, predicted vs measured speedup, many
+    streams (in process, CPU time of this thread)."""
+    from edgeweave.cli import front_cmds
+
+    front_cmds.filter_bench(console, occurrence, (frames // 2, frames, frames), streams, epochs,
+                            seed, front, filter, json_out)
+
+
 app.command()(report_cmds.report)
 app.command("simulate")(__import__("edgeweave.cli.sim_cmds", fromlist=["simulate"]).simulate)
 
