@@ -16,7 +16,7 @@ from edgeweave.serve.cache.eviction import make_policy
 from edgeweave.serve.cache.knn import calibrate_radius, hknn_vote
 from edgeweave.serve.cache.lsh import LSHIndex, recall_at, width_for_radius
 from edgeweave.serve.cache.semantic import CacheEntry, SemanticCache
-from edgeweave.serve.stage import MODEL, Answer
+from edgeweave.serve.stage import MODEL, Verdict
 
 SHAPE = (1, 1, 4, 4)
 
@@ -87,12 +87,12 @@ def test_lookup_reuses_a_near_duplicate_and_refuses_a_stranger():
     c = cache(radius=0.3, k=1, threshold=0.5)
     x = torch.rand(1, 4, 4)
     assert c.lookup(x) is None
-    c.observe(x, "d", Answer(2, 0.9, MODEL))
+    c.observe(x, "d", Verdict(2, 0.9, MODEL))
     assert len(c) == 1
     near = x + 0.01 * torch.randn_like(x)
-    assert c.lookup(near) == Answer(2, pytest.approx(1.0), "c")
+    assert c.lookup(near) == Verdict(2, pytest.approx(1.0), "c")
     assert c.lookup(torch.rand(1, 4, 4)) is None
-    c.observe(near, "d", Answer(2, 1.0, "c"))  # its own answer is not inserted again
+    c.observe(near, "d", Verdict(2, 1.0, "c"))  # its own answer is not inserted again
     assert len(c) == 1
 
 

@@ -23,7 +23,7 @@ from edgeweave.serve.front_config import (
     parse_flag,
     with_flags,
 )
-from edgeweave.serve.stage import MODEL, Answer
+from edgeweave.serve.stage import MODEL, Verdict
 
 SHAPE = (1, 1, 4, 4)
 
@@ -126,7 +126,7 @@ def consult(stages, x):
 
 @pytest.mark.parametrize(("label", "score", "n"), [(2, 0.8, 4), (0, 1.0, 10), (3, 0.1, 4)])
 def test_cache_answers_as_logits_whose_argmax_is_the_label(label, score, n):
-    logits = logits_for(Answer(label, score, "edge"), n)
+    logits = logits_for(Verdict(label, score, "edge"), n)
     probs = torch.softmax(logits, dim=1)[0]
     assert logits.shape == (1, n) and int(probs.argmax()) == label
     if score > 1 / n:
@@ -165,12 +165,12 @@ class Fixed:
 
 
 def test_engine_filter_skips_what_holds_nothing_new_or_nothing_of_interest():
-    script = [None, Answer(0, 0.9, DIFFERENCE), Answer(1, 0.9, DIFFERENCE),
-              Answer(0, 0.99, SPECIALISED), Answer(1, 0.99, SPECIALISED)]
+    script = [None, Verdict(0, 0.9, DIFFERENCE), Verdict(1, 0.9, DIFFERENCE),
+              Verdict(0, 0.99, SPECIALISED), Verdict(1, 0.99, SPECIALISED)]
     f = Fixed(script)
     stages = for_engine([f])  # type: ignore[list-item]
     got = [consult(stages, torch.rand(1, 1, 4, 4))[0] for _ in script]
     assert got == ["model", "skipped", "skipped", "skipped", "model"]
     stages[0].observe(torch.rand(1, 1, 4, 4), (torch.tensor([[0.0, 5.0, 1.0]]),))
-    assert f.seen == [Answer(1, pytest.approx(float(torch.softmax(
+    assert f.seen == [Verdict(1, pytest.approx(float(torch.softmax(
         torch.tensor([0.0, 5.0, 1.0]), 0)[1])), MODEL)]

@@ -9,7 +9,7 @@ import torch
 
 from edgeweave.adapt.datasets import digits
 from edgeweave.errors import ServeError
-from edgeweave.serve.stage import Answer, Front, FrontStage, check_sample, check_stream
+from edgeweave.serve.stage import Front, FrontStage, Verdict, check_sample, check_stream
 from edgeweave.serve.workloads import (
     BACKGROUND,
     Scene,
@@ -99,7 +99,7 @@ class Recorder:
 
     def lookup(self, x, source):
         label = self.answers.get(int(x.sum()))
-        return None if label is None else Answer(label, 1.0, self.name)
+        return None if label is None else Verdict(label, 1.0, self.name)
 
     def observe(self, x, source, answer):
         self.seen.append((int(x.sum()), source, answer.stage))
@@ -112,7 +112,7 @@ def test_front_asks_stages_in_order_and_the_model_only_on_misses():
 
     def model(x):
         ran.append(int(x.sum()))
-        return Answer(5, 0.9, "model")
+        return Verdict(5, 0.9, "model")
 
     answers = [front.answer(torch.full((1,), float(v)), "cam", model) for v in (1, 2, 3)]
     assert [a.label for a in answers] == [7, 9, 5] and ran == [3]

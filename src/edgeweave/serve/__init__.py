@@ -2,6 +2,6 @@
 cache, an input-filtering cascade), and the workloads that measure them. Sits above
 train/plan/adapt/profile/graph/codec/topology and below runtime; it never imports runtime."""
 
-from edgeweave.serve.stage import Answer, Front, FrontStage
+from edgeweave.serve.stage import Front, FrontStage, Verdict
 
-__all__ = ["Answer", "Front", "FrontStage"]
+__all__ = ["Front", "FrontStage", "Verdict"]

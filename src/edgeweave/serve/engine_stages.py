@@ -3,7 +3,7 @@
 The serving engine (issue 15) asks each stage in front of a served model, per request, for
 ``lookup(x)`` (output tensors that answer the request, or None), ``admit(x)`` (False: the model
 need not run; the device keeps the answer it has) and, after the model ran, ``observe(x,
-outputs)``. Our stages speak labels (:class:`~edgeweave.serve.stage.Answer`); these adapters
+outputs)``. Our stages speak labels (:class:`~edgeweave.serve.stage.Verdict`); these adapters
 translate:
 
 - a cache hit becomes the model's kind of output, one row of logits whose argmax is the cached
@@ -31,12 +31,12 @@ import torch
 
 from edgeweave.serve.cache.semantic import SemanticCache
 from edgeweave.serve.filter.cascade import SPECIALISED
-from edgeweave.serve.stage import Answer, FrontStage, model_answer
+from edgeweave.serve.stage import FrontStage, Verdict, model_answer
 
 SHARED = "shared"
 
 
-def logits_for(answer: Answer, num_classes: int) -> torch.Tensor:
+def logits_for(answer: Verdict, num_classes: int) -> torch.Tensor:
     """``(1, num_classes)`` logits: argmax ``answer.label``, softmax of it ``answer.score``
     (raised just above uniform if the share is lower, so the argmax holds)."""
     share = min(max(answer.score, 1.0 / num_classes + 1e-6), 1.0 - 1e-9)

@@ -26,8 +26,9 @@ MODEL = "model"
 
 
 @dataclass(frozen=True)
-class Answer:
-    """A label for one request and where it came from.
+class Verdict:
+    """A label for one request and where it came from (a front stage's answer; not the serving
+    engine's ``serve.pending.Answer``, which carries output tensors).
 
     ``score`` is the evidence behind the label in [0, 1]: a cache's vote share, a filter's
     confidence, or the model's softmax probability.
@@ -44,12 +45,12 @@ class FrontStage(Protocol):
 
     name: str
 
-    def lookup(self, x: torch.Tensor, source: str) -> Answer | None:
+    def lookup(self, x: torch.Tensor, source: str) -> Verdict | None:
         """Answer ``x`` (one sample from ``source``: a device or a stream) or return None to
         pass it on to the next stage and finally to the model."""
         ...
 
-    def observe(self, x: torch.Tensor, source: str, answer: Answer) -> None:
+    def observe(self, x: torch.Tensor, source: str, answer: Verdict) -> None:
         """Learn from the final answer to ``x`` (whoever gave it)."""
         ...
 
@@ -61,19 +62,19 @@ class Front:
     def __init__(self, stages: Sequence[FrontStage]):
         self.stages = list(stages)
 
-    def lookup(self, x: torch.Tensor, source: str) -> Answer | None:
+    def lookup(self, x: torch.Tensor, source: str) -> Verdict | None:
         for stage in self.stages:
             found = stage.lookup(x, source)
             if found is not None:
                 return found
         return None
 
-    def observe(self, x: torch.Tensor, source: str, answer: Answer) -> None:
+    def observe(self, x: torch.Tensor, source: str, answer: Verdict) -> None:
         for stage in self.stages:
             stage.observe(x, source, answer)
 
     def answer(self, x: torch.Tensor, source: str,
-               run_model: Callable[[torch.Tensor], Answer]) -> Answer:
+               run_model: Callable[[torch.Tensor], Verdict]) -> Verdict:
         """One request end to end: a stage's answer, else the model's; every stage observes."""
         found = self.lookup(x, source)
         if found is None:
@@ -82,11 +83,11 @@ class Front:
         return found
 
 
-def model_answer(logits: torch.Tensor) -> Answer:
+def model_answer(logits: torch.Tensor) -> Verdict:
     """The model's answer from one row of logits: argmax and its softmax probability."""
     probs = torch.softmax(logits.detach().reshape(-1).double(), dim=0)
     label = int(probs.argmax())
-    return Answer(label, float(probs[label]), MODEL)
+    return Verdict(label, float(probs[label]), MODEL)
 
 
 def check_fraction(value: object, field: str) -> float:

@@ -30,7 +30,7 @@ from edgeweave.serve.cache.eviction import make_policy
 from edgeweave.serve.cache.index import ExactIndex, Index
 from edgeweave.serve.cache.knn import Vote, calibrate_radius, hknn_vote
 from edgeweave.serve.cache.lsh import LSHIndex, width_for_radius
-from edgeweave.serve.stage import Answer, check_sample
+from edgeweave.serve.stage import Verdict, check_sample
 
 #: Inputs whose keys a cache remembers between ``lookup`` and ``observe``.
 _MEMO = 256
@@ -77,10 +77,10 @@ class SemanticCache:
         return len(self._slot_of)
 
     # ---- the front-stage protocol ------------------------------------------------------
-    def lookup(self, x: torch.Tensor, source: str = "") -> Answer | None:
+    def lookup(self, x: torch.Tensor, source: str = "") -> Verdict | None:
         return self.lookup_key(self.key(x))
 
-    def observe(self, x: torch.Tensor, source: str, answer: Answer) -> None:
+    def observe(self, x: torch.Tensor, source: str, answer: Verdict) -> None:
         """Insert the answer unless this cache gave it (only computed or foreign results are
         worth a slot)."""
         if answer.stage != self.name:
@@ -113,7 +113,7 @@ class SemanticCache:
         slots, dist = self.neighbours(key)
         return hknn_vote(dist, self.labels[slots], self.config.k, self.radius), slots, dist
 
-    def lookup_key(self, key: np.ndarray) -> Answer | None:
+    def lookup_key(self, key: np.ndarray) -> Verdict | None:
         self.lookups += 1
         vote, slots, dist = self.vote(key)
         if vote is None or vote.share < self.config.threshold:
@@ -121,7 +121,7 @@ class SemanticCache:
         self.hits += 1
         agreeing = slots[self.labels[slots] == vote.label]
         self.policy.used(int(agreeing[np.argmin(dist[self.labels[slots] == vote.label])]))
-        return Answer(vote.label, vote.share, self.name)
+        return Verdict(vote.label, vote.share, self.name)
 
     def insert(self, key: np.ndarray, label: int, uid: str | None = None) -> str:
         """Store ``key -> label`` (evicting if full); returns the entry's uid."""

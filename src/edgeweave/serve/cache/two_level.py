@@ -29,7 +29,7 @@ from torch import nn
 from edgeweave.errors import ServeError
 from edgeweave.serve.cache.prefetch import Prefetcher
 from edgeweave.serve.cache.semantic import SemanticCache
-from edgeweave.serve.stage import Answer, check_sample, model_answer
+from edgeweave.serve.stage import Verdict, check_sample, model_answer
 from edgeweave.topology import Link
 
 #: Bytes of an answer on the wire (label, score, stage code).
@@ -40,7 +40,7 @@ ENTRY_OVERHEAD_BYTES = 24
 
 @dataclass(frozen=True)
 class Served:
-    answer: Answer
+    answer: Verdict
     latency_ms: float   #: emulated end to end (see the module doc)
     level: str          #: the device cache's, the edge cache's or the model's stage name
     device_ms: float    #: device compute, dilated
@@ -107,10 +107,10 @@ class Tiers:
         return self.devices[source]
 
     @torch.inference_mode()
-    def _run_model(self, x: torch.Tensor) -> Answer:
+    def _run_model(self, x: torch.Tensor) -> Verdict:
         return model_answer(self.model(x)[0])
 
-    def _after(self, source: str, x: torch.Tensor, found: Answer,
+    def _after(self, source: str, x: torch.Tensor, found: Verdict,
                cache: SemanticCache | None, reached_edge: bool) -> int:
         """Off the critical path: inserts, and the edge's pushes to the device."""
         start = time.thread_time()

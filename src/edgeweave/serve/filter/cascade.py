@@ -26,7 +26,7 @@ from torch import nn
 
 from edgeweave.errors import ServeError
 from edgeweave.serve.filter.difference import DifferenceDetector
-from edgeweave.serve.stage import MODEL, Answer, check_fraction, check_sample
+from edgeweave.serve.stage import MODEL, Verdict, check_fraction, check_sample
 
 DIFFERENCE, SPECIALISED = "difference", "specialised"
 STAGES = (DIFFERENCE, SPECIALISED, MODEL)
@@ -77,10 +77,10 @@ class Query:
         self.input_shape = tuple(input_shape)
 
     @torch.inference_mode()
-    def __call__(self, frame: torch.Tensor) -> Answer:
+    def __call__(self, frame: torch.Tensor) -> Verdict:
         probs = torch.softmax(self.reference(frame), dim=1)[0]
         p = float(probs[self.positive].sum())
-        return Answer(int(p > 0.5), max(p, 1 - p), MODEL)
+        return Verdict(int(p > 0.5), max(p, 1 - p), MODEL)
 
     @torch.inference_mode()
     def labels(self, frames: torch.Tensor, batch: int = 256) -> np.ndarray:
@@ -108,7 +108,7 @@ class Cascade:
         self.cpu_ms = {DIFFERENCE: 0.0, SPECIALISED: 0.0}
         self.reached = {DIFFERENCE: 0, SPECIALISED: 0, MODEL: 0}
 
-    def lookup(self, x: torch.Tensor, source: str = "") -> Answer | None:
+    def lookup(self, x: torch.Tensor, source: str = "") -> Verdict | None:
         frame = check_sample(x, self.input_shape, "frame")
         th = self.thresholds
         start = time.thread_time()
@@ -121,7 +121,7 @@ class Cascade:
             self._skips[source] = run + 1
             label = earlier[1] if self.detector.mode == "earlier" and earlier else 0
             self.cpu_ms[DIFFERENCE] += (time.thread_time() - start) * 1000.0
-            return Answer(label, 1.0 - score, DIFFERENCE)
+            return Verdict(label, 1.0 - score, DIFFERENCE)
         self._skips[source] = 0
         mid = time.thread_time()
         self.cpu_ms[DIFFERENCE] += (mid - start) * 1000.0
@@ -130,15 +130,15 @@ class Cascade:
             p = float(torch.softmax(self.specialised(frame), dim=1)[0, 1])
         found = None
         if p < th.c_low:
-            found = Answer(0, 1.0 - p, SPECIALISED)
+            found = Verdict(0, 1.0 - p, SPECIALISED)
         elif p > th.c_high:
-            found = Answer(1, p, SPECIALISED)
+            found = Verdict(1, p, SPECIALISED)
         else:
             self.reached[MODEL] += 1
         self.cpu_ms[SPECIALISED] += (time.thread_time() - mid) * 1000.0
         return found
 
-    def observe(self, x: torch.Tensor, source: str, answer: Answer) -> None:
+    def observe(self, x: torch.Tensor, source: str, answer: Verdict) -> None:
         """Remember the frame and its answer, for the earlier-frame detector."""
         if self.detector.mode == "earlier":
             past = self._history.setdefault(source, deque(maxlen=self.detector.t))

@@ -23,7 +23,7 @@ from edgeweave.errors import ServeError
 from edgeweave.serve.filter.cascade import DIFFERENCE, SPECIALISED, Cascade, Query
 from edgeweave.serve.filter.config import FilterConfig
 from edgeweave.serve.filter.tune import TunedFilter, tune_cascade
-from edgeweave.serve.stage import Answer, check_sample
+from edgeweave.serve.stage import Verdict, check_sample
 
 log = logging.getLogger("edgeweave.serve")
 
@@ -55,21 +55,21 @@ class LearningFilter:
         tuned = self.tuned.get(source)
         return None if tuned is None else tuned.cascade
 
-    def lookup(self, x: torch.Tensor, source: str = "") -> Answer | None:
+    def lookup(self, x: torch.Tensor, source: str = "") -> Verdict | None:
         cascade = self.cascade(source)
         if cascade is None:
             check_sample(x, self.input_shape, "frame")
             return None
         return cascade.lookup(x, source)
 
-    def observe(self, x: torch.Tensor, source: str, answer: Answer) -> None:
+    def observe(self, x: torch.Tensor, source: str, answer: Verdict) -> None:
         """Keep a learning stream's frame; tell a tuned stream's cascade the query's answer."""
         frame = check_sample(x, self.input_shape, "frame")
         label = answer.label if answer.stage in (DIFFERENCE, SPECIALISED) \
             else int(answer.label in self.config.positive)
         cascade = self.cascade(source)
         if cascade is not None:
-            cascade.observe(frame, source, Answer(label, answer.score, answer.stage))
+            cascade.observe(frame, source, Verdict(label, answer.score, answer.stage))
             return
         if source in self.failed:
             return

@@ -18,7 +18,7 @@ from edgeweave.serve.filter.cascade import (
     Query,
 )
 from edgeweave.serve.filter.optimise import StageCosts
-from edgeweave.serve.stage import MODEL, Answer, check_stream
+from edgeweave.serve.stage import MODEL, Verdict, check_stream
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def run_stream(cascade: Cascade | None, query: Query, frames: torch.Tensor,
     wall0, cpu0 = time.perf_counter(), time.thread_time()
     for i in range(len(frames)):
         frame = frames[i:i + 1]
-        found: Answer | None = cascade.lookup(frame, source) if cascade is not None else None
+        found: Verdict | None = cascade.lookup(frame, source) if cascade is not None else None
         if found is None:
             start = time.thread_time()
             found = query(frame)
