@@ -174,3 +174,37 @@ def test_engine_filter_skips_what_holds_nothing_new_or_nothing_of_interest():
     stages[0].observe(torch.rand(1, 1, 4, 4), (torch.tensor([[0.0, 5.0, 1.0]]),))
     assert f.seen == [Verdict(1, pytest.approx(float(torch.softmax(
         torch.tensor([0.0, 5.0, 1.0]), 0)[1])), MODEL)]
+
+
+def test_cache_answers_behind_the_serving_engine():
+    """Live once the serving engine (issue 15, branch serving) is merged: the adapters plugged in
+    with ``Engine.set_front`` spare the model a repeated input."""
+    engine_mod = pytest.importorskip("edgeweave.serve.engine",
+                                     reason="the serving engine is not merged yet")
+    from edgeweave.serve.config import NodeServing, ServingConfig, resolve
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).eval()
+    runs = []
+
+    def runner(batch, _until):
+        runs.append(len(batch))
+        with torch.no_grad():
+            out = net(torch.cat([b[0] for b in batch]))
+        return [(out[i:i + 1],) for i in range(len(batch))]
+
+    node = NodeServing()
+    engine = engine_mod.Engine(node).start()
+    try:
+        engine.add("k", "tiny", runner, resolve(ServingConfig(), node))
+        front = FrontConfig(cache=CacheConfig(radius=0.05, k=1))
+        engine.set_front("k", for_engine(build_front(front, net, SHAPE, 3)))
+        x = torch.rand(1, 1, 4, 4)
+        answers = []
+        for inp in (x, x + 1e-6):
+            pending = engine.submit("k", (inp,))
+            assert pending.wait(10)
+            answers.append(pending.result())
+    finally:
+        engine.stop()
+    assert [a.source for a in answers] == ["model", "cache"] and sum(runs) == 1
+    assert int(answers[1].outputs[0].argmax()) == int(answers[0].outputs[0].argmax())
