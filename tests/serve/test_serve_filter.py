@@ -253,18 +253,21 @@ def test_served_filter_learns_each_stream_then_answers_like_the_reference():
         f.lookup(torch.rand(3, 8, 8), "cam")
 
 
-def test_a_stream_that_cannot_teach_a_filter_passes_through_and_says_why():
+@pytest.mark.parametrize("background", [False, True])
+def test_a_stream_that_cannot_teach_a_filter_passes_through_and_says_why(background):
     from edgeweave.serve.filter.config import FilterConfig
     from edgeweave.serve.filter.online import LearningFilter
     from edgeweave.serve.stage import model_answer
 
     f = LearningFilter(Bright(), SHAPE, FilterConfig(positive=(1,), learn_frames=20,
-                                                     detectors=("reference",), max_streams=1))
+                                                     detectors=("reference",), max_streams=1),
+                       background=background)
     full = scene_stream(40, np.ones(40, dtype=bool), seed=6)  # an object in every frame
     for i in range(40):
         x = full[i:i + 1]
         assert f.lookup(x, "busy") is None
         f.observe(x, "busy", model_answer(Bright()(x)[0]))
         f.observe(x, "second", model_answer(Bright()(x)[0]))  # beyond max_streams: ignored
+    f.join(60)
     assert "every training frame holds an object" in f.failed["busy"]
     assert f.tuned == {} and f._learning == {}

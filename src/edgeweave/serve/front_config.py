@@ -157,7 +157,7 @@ def build_front(config: FrontConfig, model: nn.Module, input_shape: Sequence[int
         if bad:
             raise ServeError(f"filter.positive names class(es) {bad}; the model's classes are "
                              f"0..{num_classes - 1}")
-        stages.append(LearningFilter(model, input_shape, config.filter))
+        stages.append(LearningFilter(model, input_shape, config.filter, background=True))
     if config.cache is not None:
         embedder = make_embedder(config.cache.embed, model, input_shape, seed=config.cache.seed)
         stages.append(SemanticCache(embedder, input_shape, num_classes, config.cache))

@@ -8,12 +8,14 @@ them; the model's answers are the labels. It then trains the specialised model o
 half, has the optimiser choose the detector and thresholds on the second half
 (:func:`~edgeweave.serve.filter.tune.tune_cascade`, which runs the reference model on them
 once more), and from then on answers that stream's frames the cascade is sure of. Learning
-runs in the thread of the request that completes the stretch, once per stream.
+runs once per stream, in a thread of its own when ``background`` (as served: the stream's
+frames keep passing through meanwhile, and no serving worker waits), else in the caller's.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 
 import torch
@@ -37,8 +39,10 @@ class LearningFilter:
 
     name = "filter"
 
-    def __init__(self, reference: nn.Module, input_shape: Sequence[int], config: FilterConfig):
-        self.config, self.input_shape = config, tuple(input_shape)
+    def __init__(self, reference: nn.Module, input_shape: Sequence[int], config: FilterConfig,
+                 background: bool = False):
+        self.config, self.input_shape, self.background = config, tuple(input_shape), background
+        self._threads: dict[str, threading.Thread] = {}
         frame_bytes = 4 * int(torch.Size(self.input_shape[1:]).numel())
         if frame_bytes * config.learn_frames > MAX_LEARN_BYTES:
             most = MAX_LEARN_BYTES // frame_bytes
@@ -71,21 +75,42 @@ class LearningFilter:
         if cascade is not None:
             cascade.observe(frame, source, Verdict(label, answer.score, answer.stage))
             return
-        if source in self.failed:
+        if source in self.failed or source in self._threads:
             return
-        if source not in self._learning and \
-                len(self._learning) + len(self.tuned) >= self.config.max_streams:
+        known = len(self._learning) + len(self.tuned) + len(self._threads)
+        if source not in self._learning and known >= self.config.max_streams:
             return  # a stream beyond the bound passes through unfiltered
         kept = self._learning.setdefault(source, [])
         kept.append(frame.detach().clone())
-        if len(kept) >= self.config.learn_frames:
-            self.learn(source)
+        if len(kept) < self.config.learn_frames:
+            return
+        frames = torch.cat(self._learning.pop(source))
+        if not self.background:
+            self.learn(source, frames)
+            return
+        worker = threading.Thread(target=self._learn_apart, args=(source, frames), daemon=True,
+                                  name=f"filter-learn-{source[:40]}")
+        self._threads[source] = worker
+        worker.start()
 
-    def learn(self, source: str) -> TunedFilter | None:
-        """Tune the cascade of ``source`` from the frames it has sent (all checked, so of the
+    def _learn_apart(self, source: str, frames: torch.Tensor) -> None:
+        try:
+            self.learn(source, frames)
+        except Exception:  # a bug here must not leave the stream half-learnt
+            log.exception("filter: learning stream %r failed", source[:80])
+            self.failed[source] = "learning failed (see the node's log)"
+        finally:
+            self._threads.pop(source, None)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the streams learning in the background (tests, shutdown)."""
+        for worker in list(self._threads.values()):
+            worker.join(timeout)
+
+    def learn(self, source: str, frames: torch.Tensor) -> TunedFilter | None:
+        """Tune the cascade of ``source`` from ``frames`` it has sent (all checked, so of the
         model's shape). A stream whose frames cannot teach a filter (say, an object in every
         one, so no empty scene to compare with) keeps passing through; ``failed`` says why."""
-        frames = torch.cat(self._learning.pop(source))
         half = len(frames) // 2
         c = self.config
         try:
