@@ -92,16 +92,23 @@ def test_bad_flags_name_the_flag_and_field(cache, filt, words):
 
 
 def test_any_classifier_gets_its_stages_in_order_and_bad_classes_are_named():
-    net = nn.Sequential(nn.Flatten(), nn.Linear(16, 4))
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 4))
     cfg = FrontConfig(CacheConfig(radius=0.1, k=1), FilterConfig(positive=(1, 2)))
-    stages = build_front(cfg, net, SHAPE, 4)
+    stages = build_front(cfg, net, (1, 1, 8, 8), 4)
     assert [type(s) for s in stages] == [LearningFilter, SemanticCache]
     assert [type(s) for s in for_engine(stages)] == [EngineFilter, EngineCache]
     with pytest.raises(ServeError, match=r"filter.positive names class\(es\) \[4\]; the model's "
                                          r"classes are 0..3"):
-        build_front(FrontConfig(filter=FilterConfig(positive=(1, 4))), net, SHAPE, 4)
+        build_front(FrontConfig(filter=FilterConfig(positive=(1, 4))), net, (1, 1, 8, 8), 4)
     with pytest.raises(ServeError, match=r"cache.embed must be"):
         build_front(FrontConfig(CacheConfig(embed="colour")), net, SHAPE, 4)
+
+
+def test_filter_needs_frames_its_specialised_model_can_take():
+    for shape in [(1, 16), (1, 3, 16, 24), (1, 3, 12, 12)]:
+        with pytest.raises(ServeError, match=r"filter needs square frames \(1, C, S, S\) with S "
+                                             r"divisible by 8"):
+            LearningFilter(nn.Flatten(), shape, FilterConfig(positive=(1,)))
 
 
 def test_filter_learning_frames_are_bounded():

@@ -42,6 +42,10 @@ class LearningFilter:
     def __init__(self, reference: nn.Module, input_shape: Sequence[int], config: FilterConfig,
                  background: bool = False):
         self.config, self.input_shape, self.background = config, tuple(input_shape), background
+        if len(self.input_shape) != 4 or self.input_shape[2] != self.input_shape[3] \
+                or self.input_shape[2] % 8:
+            raise ServeError(f"filter: the model takes input of shape {self.input_shape}; the "
+                             f"filter needs square frames (1, C, S, S) with S divisible by 8")
         self._threads: dict[str, threading.Thread] = {}
         frame_bytes = 4 * int(torch.Size(self.input_shape[1:]).numel())
         if frame_bytes * config.learn_frames > MAX_LEARN_BYTES:
