@@ -127,7 +127,7 @@ class FleetBackend(Backend):
         """Flat: a round starts (:meth:`begin_round`). Hierarchical: the edges ask before each
         edge round, inside the cloud round :class:`CloudRounds` began; a device is listed when
         it has coverage at its own edge's clock."""
-        if len(self.groups) == 1 and FLAT in self.groups or not self.rounds:
+        if (len(self.groups) == 1 and FLAT in self.groups) or not self.rounds:
             return self.begin_round()
         infos = []
         for cid, dev in enumerate(self.devices):
