@@ -73,7 +73,12 @@ def test_settings_reach_the_scenarios(tmp_path, scenarios, monkeypatch, capsys):
     assert code in (0, None) and "row" in out and "wrote" in out
     assert scenarios[-1].user == CacheConfig(k=7, threshold=0.6)
     assert scenarios[-1].requests == 20
-    assert json.loads(out_json.read_text())["rows"] == [{"config": "row"}]
+    doc = json.loads(out_json.read_text())
+    assert doc["rows"] == [{"config": "row"}] and doc["benchmark"] == "semantic_cache"
+    from edgeweave.report import build_report
+
+    report = build_report([out_json])  # `edgeweave report` reads it as the benchmark's
+    assert not report.problems and report.sections[0].kind == "benchmark"
     run_main(["filter-bench", "--front", str(front), "--filter", "max_fp=0.004",
               "--occurrence", "0.1", "--occurrence", "0.25"], monkeypatch, capsys)
     opts = scenarios[-1]

@@ -22,11 +22,16 @@ def front_settings(front: Path | None, cache: str | None, filter: str | None) ->
     return with_flags(load_front(front) if front is not None else FrontConfig(), cache, filter)
 
 
-def _finish(console: Console, tables: list[Any], doc: dict[str, Any],
+def _finish(console: Console, name: str, tables: list[Any], doc: dict[str, Any],
             json_out: Path | None) -> None:
+    """Print the tables; write the JSON as the benchmark of the same name does (so
+    `edgeweave report` reads either)."""
+    from edgeweave import formats
+
     for t in tables:
         console.print(t)
     if json_out is not None:
+        doc = {formats.FIELD: formats.BENCHMARK, "benchmark": name, **doc}
         write_output("--json", json_out, json.dumps(doc, indent=1, default=float))
         console.print(f"wrote {json_out}")
 
@@ -40,7 +45,7 @@ def cache_bench(console: Console, devices: int, requests: int, epochs: int, seed
     with console.status(f"semantic cache: {devices} devices x {requests} requests of real "
                         f"digits (training digits-cnn, then every configuration)"):
         tables, doc = run_scenario(opts)
-    _finish(console, tables, doc, json_out)
+    _finish(console, "semantic_cache", tables, doc, json_out)
     console.print(f"[dim]{doc['note']}[/]")
 
 
@@ -65,5 +70,5 @@ def filter_bench(console: Console, occurrence: list[float], frames: tuple[int, i
         opts = replace(opts, max_fn=chosen.max_fn, max_fp=chosen.max_fp)
     with console.status("input filter: training the reference, then a cascade per stream"):
         tables, doc = run_scenario(opts, lambda m: console.log(m[:160]))
-    _finish(console, tables, doc, json_out)
+    _finish(console, "input_filter", tables, doc, json_out)
     console.print(f"[dim]{doc['note']}[/]")
