@@ -1,7 +1,7 @@
 """Input-filtering cascade (NoScope, FFS-VA) on generated video of real scenes, in process.
 
 The scenario (reference model, streams, optimiser, many-stream run, how frames/s are measured)
-is documented in `edgeweave.cli.scenarios.input_filter`, shared with `edgeweave filter-bench`.
+is documented in `edgeweave.cli.scenarios.input_filter`, shared with `edgeweave front filter`.
 
     .venv/bin/python benchmarks/input_filter.py [--occurrence 0.05 0.1 0.25 0.5] [--json out.json]
 """

@@ -1,7 +1,7 @@
 """Semantic cache (FoggyCache, Cachier, Precog) on a correlated workload of real digits, in process.
 
 The scenario (what runs, how latency is emulated, how the workloads are made) is documented in
-`edgeweave.cli.scenarios.semantic_cache`, shared with `edgeweave cache-bench`.
+`edgeweave.cli.scenarios.semantic_cache`, shared with `edgeweave front cache`.
 
     .venv/bin/python benchmarks/semantic_cache.py [--requests 500] [--devices 4] [--json out.json]
 """

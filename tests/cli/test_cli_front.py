@@ -1,5 +1,5 @@
-"""`cache-bench` and `filter-bench`: bad settings are one line naming the flag, file and field
-before anything trains; good ones reach the scenario; a small cache-bench runs for real."""
+"""`edgeweave front cache|filter`: bad settings are one line naming the flag, file and field
+before anything trains; good ones reach the scenario; a small `front cache` runs for real."""
 
 from __future__ import annotations
 
@@ -41,17 +41,17 @@ def scenarios(monkeypatch):
 
 
 @pytest.mark.parametrize(("args", "names"), [
-    (["cache-bench", "--cache", "threshold=1.5"],
+    (["front", "cache", "--cache", "threshold=1.5"],
      "--cache: cache.threshold must be in [0, 1], got 1.5"),
-    (["cache-bench", "--cache", "k"], "--cache 'k': expected field=value pairs"),
-    (["cache-bench", "--cache", "size=3"], "--cache: cache has unknown field(s) size"),
-    (["cache-bench", "--front", "{d}/none.yaml"], "none.yaml: cannot read"),
-    (["cache-bench", "--front", "{d}/bad.yaml"], "bad.yaml: cache.threshold must be in [0, 1]"),
-    (["cache-bench", "--devices", "0"], "--devices"),
-    (["filter-bench", "--occurrence", "1.5"], "--occurrence: expected a fraction in (0, 1)"),
-    (["filter-bench", "--filter", "max_fn=2"], "--filter: filter.max_fn must be in [0, 1]"),
-    (["filter-bench", "--front", "{d}/cache_only.yaml"], "has no filter section"),
-    (["filter-bench", "--front", "{d}/bad.yaml"], "bad.yaml: cache.threshold"),
+    (["front", "cache", "--cache", "k"], "--cache 'k': expected field=value pairs"),
+    (["front", "cache", "--cache", "size=3"], "--cache: cache has unknown field(s) size"),
+    (["front", "cache", "--front", "{d}/none.yaml"], "none.yaml: cannot read"),
+    (["front", "cache", "--front", "{d}/bad.yaml"], "bad.yaml: cache.threshold must be in [0, 1]"),
+    (["front", "cache", "--devices", "0"], "--devices"),
+    (["front", "filter", "--occurrence", "1.5"], "--occurrence: expected a fraction in (0, 1)"),
+    (["front", "filter", "--filter", "max_fn=2"], "--filter: filter.max_fn must be in [0, 1]"),
+    (["front", "filter", "--front", "{d}/cache_only.yaml"], "has no filter section"),
+    (["front", "filter", "--front", "{d}/bad.yaml"], "bad.yaml: cache.threshold"),
 ])
 def test_bad_settings_are_one_line_naming_them(args, names, tmp_path, scenarios, monkeypatch,
                                                capsys):
@@ -68,7 +68,7 @@ def test_settings_reach_the_scenarios(tmp_path, scenarios, monkeypatch, capsys):
     front = tmp_path / "front.yaml"
     front.write_text("cache:\n  k: 7\nfilter:\n  positive: [1]\n  max_fn: 0.03\n")
     out_json = tmp_path / "rows.json"
-    code, out, _ = run_main(["cache-bench", "--front", str(front), "--cache", "threshold=0.6",
+    code, out, _ = run_main(["front", "cache", "--front", str(front), "--cache", "threshold=0.6",
                              "--requests", "20", "--json", str(out_json)], monkeypatch, capsys)
     assert code in (0, None) and "row" in out and "wrote" in out
     assert scenarios[-1].user == CacheConfig(k=7, threshold=0.6)
@@ -79,7 +79,7 @@ def test_settings_reach_the_scenarios(tmp_path, scenarios, monkeypatch, capsys):
 
     report = build_report([out_json])  # `edgeweave report` reads it as the benchmark's
     assert not report.problems and report.sections[0].kind == "benchmark"
-    run_main(["filter-bench", "--front", str(front), "--filter", "max_fp=0.004",
+    run_main(["front", "filter", "--front", str(front), "--filter", "max_fp=0.004",
               "--occurrence", "0.1", "--occurrence", "0.25"], monkeypatch, capsys)
     opts = scenarios[-1]
     assert (opts.max_fn, opts.max_fp, opts.occurrence) == (0.03, 0.004, (0.1, 0.25))
@@ -88,7 +88,7 @@ def test_settings_reach_the_scenarios(tmp_path, scenarios, monkeypatch, capsys):
 @pytest.mark.slow
 def test_cache_bench_runs_and_prints_its_rows(tmp_path, monkeypatch, capsys):
     out_json = tmp_path / "rows.json"
-    code, out, _ = run_main(["cache-bench", "--devices", "2", "--requests", "30", "--epochs",
+    code, out, _ = run_main(["front", "cache", "--devices", "2", "--requests", "30", "--epochs",
                              "1", "--cache", "k=1,radius=0.5", "--json", str(out_json)],
                             monkeypatch, capsys)
     assert code in (0, None) and "two-level" in out

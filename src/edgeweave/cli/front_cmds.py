@@ -1,5 +1,5 @@
-"""`cache-bench` and `filter-bench`: the semantic-cache and input-filter scenarios
-(`cli.scenarios`), with the user's front-stage settings (a YAML file and/or flags, as a served
+"""`edgeweave front cache|filter`: the semantic-cache and input-filter scenarios (`cli.scenarios`),
+with the user's front-stage settings (a YAML file and/or flags, as a served
 model's cache and filter are configured: `serve.front_config`). Wiring and tables only."""
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ reference alone is batched over the streams too. Its predicted speedup is the on
 the tuning streams. Every comparison with the reference alone alternates chunks of frames
 between the two, so a busy moment on this shared host falls on both alike.
 
-Run by ``benchmarks/input_filter.py`` and ``edgeweave filter-bench`` (whose ``--front FILE`` or
+Run by ``benchmarks/input_filter.py`` and ``edgeweave front filter`` (whose ``--front FILE`` or
 ``--filter max_fn=...,max_fp=...`` set the optimiser's targets).
 """
 

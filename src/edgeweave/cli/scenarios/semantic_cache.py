@@ -20,7 +20,7 @@ the time-dilation factor host GFLOP/s / device GFLOP/s (as `edgeweave.runtime` d
 device), the edge's at this host's speed; links are the fleet's device-edge link's transfer
 time (RTT/2 + bytes/bandwidth) each way, not a real network.
 
-Run by ``benchmarks/semantic_cache.py`` and ``edgeweave cache-bench`` (which may add a row with
+Run by ``benchmarks/semantic_cache.py`` and ``edgeweave front cache`` (which may add a row with
 the user's own cache settings: ``--front FILE`` or ``--cache k=3,threshold=0.7``).
 """
 
@@ -102,7 +102,7 @@ def run(tiers: Tiers, work: Any, model_labels: np.ndarray, embedder: Any) -> dic
 @dataclass(frozen=True)
 class Options:
     """The scenario's knobs (the benchmark's flags). ``user``: a cache configuration to run as
-    two levels in addition to the sweep (``edgeweave cache-bench --front/--cache``)."""
+    two levels in addition to the sweep (``edgeweave front cache --front/--cache``)."""
 
     devices: int = 4
     requests: int = 500  # per device
