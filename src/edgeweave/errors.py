@@ -38,5 +38,11 @@ class ReportError(EdgeWeaveError):
         self.path = path
 
 
+class ServeError(EdgeWeaveError):
+    """A stage in front of a served model (semantic cache, input filter) or what it was given is
+    malformed: a threshold outside [0, 1], an empty stream, a frame that does not fit the model,
+    a corrupt cache entry. The message names the configuration field or input at fault."""
+
+
 class SimError(EdgeWeaveError):
     """A simulation scenario is malformed, or a simulation or sweep cannot run as asked."""
