@@ -36,3 +36,8 @@ class ReportError(EdgeWeaveError):
     def __init__(self, message: str, path: object = None):
         super().__init__(message)
         self.path = path
+
+
+class ServeError(EdgeWeaveError):
+    """A serving setting (batching knobs, deadline, priority, load generator option) is out of
+    range or inconsistent; the message names the field or flag and the range expected."""
