@@ -19,6 +19,8 @@ RUNTIME_RUN = 1
 FL_RUN = 1
 #: a benchmark's `--json` document (benchmarks/_zoo.py emit).
 BENCHMARK = 1
+#: `edgeweave loadgen --json`: per-model rows of one load test (edgeweave.serve.loadgen).
+LOADGEN_RUN = 1
 
 FIELD = "format_version"
 

@@ -21,7 +21,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -97,11 +97,16 @@ class Deployer:
         self.max_stage_bytes = max_stage_bytes
         self._build_lock = threading.Lock()  # one stage loads at a time: memory stays bounded
 
-    def deploy(self, stream: Iterator[pb.DeployRequest], can_forward: bool) -> Deployed:
+    def deploy(self, stream: Iterator[pb.DeployRequest], can_forward: bool,
+               check_head: Callable[[pb.DeployRequest], None] | None = None) -> Deployed:
+        """Receive one stage; `check_head` may refuse (DeployRefused) the first message before
+        anything else is read (the serving knobs are checked there)."""
         head = next(stream, None)
         if head is None:
             raise _invalid("bad_recipe", "empty Deploy stream")
         _refuse_program(head)
+        if check_head is not None:
+            check_head(head)
         digest, name, hops = head.stage_digest, head.name[:120], max(0, head.hops_ahead)
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
             raise _invalid("bad_recipe", "stage_digest: expected 64 lowercase hex digits "

@@ -29,6 +29,7 @@ from edgeweave.runtime.metrics import NodeMetrics
 from edgeweave.runtime.proto import edgeweave_pb2_grpc as pb_grpc
 from edgeweave.runtime.requests import Malformed, tolerant
 from edgeweave.runtime.server import NodeConfig, NodeService
+from edgeweave.runtime.summary import LiveSummary
 from edgeweave.runtime.tensors import MB
 from edgeweave.security import (
     ClientTLS,
@@ -53,6 +54,7 @@ class ServeOptions:
     metrics_port: int | None = None
     max_message_mb: float = 64.0
     grace_s: float = 5.0
+    summary_s: float = 0.0  # print a live one-line serving summary this often (0: never)
 
 
 def message_options(max_message_mb: float) -> list[tuple[str, int]]:
@@ -189,8 +191,12 @@ def serve_forever(config: NodeConfig, opts: ServeOptions, ready: threading.Event
     """Serve until SIGTERM/SIGINT, then stop accepting and let in-flight requests finish
     within the grace period; then the process exits (os._exit), finished or not: a worker
     thread still computing or waiting for an emulated link would otherwise hold the exit."""
-    server, _, port = start_node(config, opts)
+    server, service, port = start_node(config, opts)
     host = opts.listen.rsplit(":", 1)[0]
+    summary = None
+    if opts.summary_s > 0:
+        summary = LiveSummary(service.metrics.registry, config.name, opts.summary_s,
+                              lambda line: announce(line, flush=True)).start()
     try:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, _raise_stop)
@@ -207,7 +213,11 @@ def serve_forever(config: NodeConfig, opts: ServeOptions, ready: threading.Event
     for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal must not cut the stop short
         signal.signal(sig, signal.SIG_IGN)
     log.info("%s stopping (grace %g s)", config.name, opts.grace_s)
-    stopped = server.stop(grace=opts.grace_s).wait(opts.grace_s + STOP_MARGIN_S)
+    if summary is not None:
+        summary.stop()
+    stopping = server.stop(grace=opts.grace_s)
+    service.close()  # queued requests are refused (UNAVAILABLE); running batches finish
+    stopped = stopping.wait(opts.grace_s + STOP_MARGIN_S)
     if not stopped:
         log.warning("%s: calls still running %g s after the stop; exiting anyway",
                     config.name, opts.grace_s + STOP_MARGIN_S)
