@@ -27,7 +27,7 @@ def test_the_pool_picks_the_edge_with_the_least_expected_work_and_backs_off_a_de
     pool.heard(a, 500.0)
     pool.heard(b, 20.0)
     assert pool.pick() is b
-    pool.release(b, 30.0)
+    pool.release(b)
     pool.failed(b)
     assert pool.pick() is a and pool.pick(exclude=[a]) is None
     pool.heard(b, float("nan"))  # a peer's nonsense number is ignored: b stays backed off

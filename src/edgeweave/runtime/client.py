@@ -251,7 +251,7 @@ class CoInferenceClient:
             run.req, run.nbytes = self._request(dep, run)
             run.segments[self._uplink_key(dep)] = self._send_uplink(run.req)
             run.sent = time.perf_counter()
-            self._stamp_deadline(run)
+            self._stamp_deadline(run, edge)
         replies = edge.stub.InferStream(iter([r.req for r in runs]),
                                         timeout=self.opts.timeout_s * max(1, len(runs)))
         done = 0
@@ -348,7 +348,7 @@ class CoInferenceClient:
         why = "edge in back-off"
         while (edge := self.edges.pick(tried)) is not None:
             tried.append(edge)
-            if not self._stamp_deadline(run):
+            if not self._stamp_deadline(run, edge):
                 self.edges.release(edge)
                 why = "its deadline passed before an edge could answer"
                 break
@@ -361,13 +361,13 @@ class CoInferenceClient:
                 why = f"{self._edge_name(edge)} unreachable (stages not deployed)"
                 continue
             except grpc.RpcError as e:
-                self.edges.release(edge)
+                alive = self.edges.refused(edge, (time.perf_counter() - start) * 1000.0, e)
                 self._check_usable(e.code(), e.details(), f"request {run.req.request_id}")
-                if not self.edges.heard_error(edge, e):
+                if not alive:
                     self.edges.failed(edge)
                 why = f"{self._edge_name(edge)} failed ({e.code().name}): {e.details()}"
                 continue
-            self.edges.release(edge, (time.perf_counter() - start) * 1000.0)
+            self.edges.answered(edge, (time.perf_counter() - start) * 1000.0, reply)
             return self._settle(dep, run, reply, edge)
         self._finish_locally(dep, run.env)
         return True, f"{why}; ran locally", run.nbytes
@@ -375,13 +375,14 @@ class CoInferenceClient:
     def _edge_name(self, edge: Edge) -> str:
         return "edge" if len(self.edges.edges) == 1 else f"edge {edge.target}"
 
-    def _stamp_deadline(self, run: _Run) -> bool:
-        """Put what is left of the SLO on the request (less the reply's way back); False when
+    def _stamp_deadline(self, run: _Run, edge: Edge) -> bool:
+        """Put what is left of the SLO on the request, less the way back (the link's half RTT)
+        and what the edge's round trips spend outside the node (`Edge.margin_ms`); False when
         nothing is left."""
         if self.opts.slo_ms is None:
             return True
         left_ms = self.opts.slo_ms - (time.perf_counter() - run.start) * 1000.0
-        left_ms -= self.deployment.route[0].link_rtt_ms / 2.0
+        left_ms -= self.deployment.route[0].link_rtt_ms / 2.0 + edge.margin_ms()
         run.req.deadline_ms = left_ms
         return left_ms > 0
 
@@ -401,7 +402,6 @@ class CoInferenceClient:
                              grpc.StatusCode.DEADLINE_EXCEEDED)
             return self._failed(dep, run, code, reply.error, edge, alive)
         wall = (time.perf_counter() - run.sent) * 1000.0
-        self.edges.heard(edge, reply.queued_ms)
         try:
             run.env.update(tensors.decode(reply.tensors, None,
                                           self.opts.max_decoded_mb * tensors.MB))

@@ -9,6 +9,17 @@ edge that fails (unreachable, crashed) sits out an exponential back-off, and the
 retried on the next edge while its deadline allows; an edge that merely refused (a full queue,
 a deadline it cannot meet) is alive and is not backed off. With one edge this is the client's
 old behaviour: that edge, or the device's own fallback while it is in back-off.
+
+A node plans a request's deadline from when it receives it to when its answer is ready; the
+rest of the way (the transfer, the node's gRPC threads, the reply, the device's own threads)
+is not the node's to see, and on a busy host it grows with the load. So each edge also keeps
+the part of a round trip the node did not account for (mean and mean deviation, as TCP keeps
+its round-trip time, RFC 6298) and a request's deadline is sent less that margin
+(`margin_ms`): without it, answers the node finished in time arrived late (measured by
+`benchmarks/serving.py`: MobileNetV2 at twice its capacity, p99 146 ms against a 104 ms SLO).
+Refusals carry the node's time too (trailing metadata), so the margin also learns from them:
+learning only from answers, a margin grown while the host was saturated made the node refuse
+everything, and then nothing could shrink it again.
 """
 
 from __future__ import annotations
@@ -22,8 +33,9 @@ from typing import Any
 
 import grpc
 
+from edgeweave.runtime.proto import edgeweave_pb2 as pb
 from edgeweave.runtime.proto import edgeweave_pb2_grpc as pb_grpc
-from edgeweave.runtime.serving import LOAD_KEY
+from edgeweave.runtime.serving import LOAD_KEY, NODE_KEY
 from edgeweave.security import ClientTLS, authed_channel
 
 #: gRPC's own reconnect back-off would keep failing fast after an edge is back; ours decides.
@@ -41,6 +53,8 @@ class Edge:
     heard_at: float = 0.0
     inflight: int = 0  # this device's requests there now
     service_ms: float = 0.0  # EWMA of a request's round trip there
+    outside_ms: float = 0.0  # EWMA of the part of a round trip the node did not account for
+    outside_dev: float = 0.0  # and its mean deviation
     uploaded: set[str] = field(default_factory=set)  # stage digests it holds for us
     _turn: int = 0
 
@@ -49,6 +63,11 @@ class Edge:
         """The next connection's stub, in turn."""
         self._turn = (self._turn + 1) % len(self.stubs)
         return self.stubs[self._turn]
+
+    def margin_ms(self) -> float:
+        """What to keep back from a deadline for the way there and back: the mean time outside
+        the node plus three mean deviations (about its 99th percentile)."""
+        return self.outside_ms + 3.0 * self.outside_dev
 
     def expected_ms(self, now: float) -> float:
         """When a new request sent now would be answered, by what we know."""
@@ -90,32 +109,55 @@ class EdgePool:
             best.inflight += 1
             return best
 
-    def release(self, edge: Edge, round_trip_ms: float | None = None) -> None:
-        """The request sent to `edge` by `pick` has ended (with its round trip if answered)."""
+    def release(self, edge: Edge) -> None:
+        """The request sent to `edge` by `pick` ended without word from the node."""
         with self._lock:
             edge.inflight = max(0, edge.inflight - 1)
-            if round_trip_ms is not None:
-                edge.service_ms = (round_trip_ms if not edge.service_ms
-                                   else 0.8 * edge.service_ms + 0.2 * round_trip_ms)
+
+    def answered(self, edge: Edge, round_trip_ms: float, reply: pb.InferReply) -> None:
+        """The node answered: it is alive, with its queued work and its own time on the
+        request (the rest of the round trip was outside it)."""
+        t = reply.timings[0] if reply.timings else None
+        node = (t.decode_ms + t.queue_ms + t.compute_ms + t.encode_ms + t.forward_ms
+                if t is not None else None)
+        with self._lock:
+            edge.service_ms = (round_trip_ms if not edge.service_ms
+                               else 0.8 * edge.service_ms + 0.2 * round_trip_ms)
+        self._ended(edge, round_trip_ms, node, reply.queued_ms)
+
+    def refused(self, edge: Edge, round_trip_ms: float, error: grpc.RpcError) -> bool:
+        """Whether a failed call was the node refusing the request (it sent its load signal
+        and its own time: alive, and learnt from); False for a failure without word from it."""
+        said = {k: v for k, v in (error.trailing_metadata() or ()) if k in (LOAD_KEY, NODE_KEY)}
+        try:
+            queued, node = float(said[LOAD_KEY]), float(said[NODE_KEY])
+        except (KeyError, ValueError):
+            self.release(edge)
+            return False
+        self._ended(edge, round_trip_ms, node, queued)
+        return True
+
+    def _ended(self, edge: Edge, round_trip_ms: float, node_ms: float | None,
+               queued_ms: float) -> None:
+        with self._lock:
+            edge.inflight = max(0, edge.inflight - 1)
+            edge.failures, edge.down_until = 0, 0.0
+            if math.isfinite(queued_ms) and queued_ms >= 0:  # a peer's number: sane or ignored
+                edge.queued_ms, edge.heard_at = min(queued_ms, 3.6e6), time.monotonic()
+            if node_ms is None or not (math.isfinite(node_ms) and node_ms >= 0):
+                return
+            outside = max(0.0, round_trip_ms - node_ms)
+            if not edge.outside_ms:
+                edge.outside_ms, edge.outside_dev = outside, outside / 2
+            else:  # RFC 6298's gains
+                edge.outside_dev += 0.25 * (abs(outside - edge.outside_ms) - edge.outside_dev)
+                edge.outside_ms += 0.125 * (outside - edge.outside_ms)
 
     def heard(self, edge: Edge, queued_ms: float) -> None:
-        """The edge answered (a reply or a refusal): alive, with this much queued work."""
-        if not math.isfinite(queued_ms) or queued_ms < 0:
-            return  # a peer's number; a nonsense one is ignored
-        with self._lock:
-            edge.queued_ms, edge.heard_at = min(queued_ms, 3.6e6), time.monotonic()
-            edge.failures, edge.down_until = 0, 0.0
-
-    def heard_error(self, edge: Edge, error: grpc.RpcError) -> bool:
-        """Whether a failed call was the edge refusing (it sent its load signal: alive)."""
-        for key, value in error.trailing_metadata() or ():
-            if key == LOAD_KEY:
-                try:
-                    self.heard(edge, float(value))
-                except ValueError:
-                    return False
-                return True
-        return False
+        """A node's load signal from elsewhere (Health)."""
+        if math.isfinite(queued_ms) and queued_ms >= 0:
+            with self._lock:
+                edge.queued_ms, edge.heard_at = min(queued_ms, 3.6e6), time.monotonic()
 
     def failed(self, edge: Edge) -> None:
         """The edge is down or broken: back off from it, exponentially."""

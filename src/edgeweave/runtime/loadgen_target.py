@@ -85,7 +85,7 @@ class GrpcTarget:
             done(Outcome(FAILED, "UNAVAILABLE", "no node is up"))
             return
         sent = time.monotonic()
-        req.deadline_ms = max(1e-3, (deadline - sent) * 1000.0)
+        req.deadline_ms = max(1e-3, (deadline - sent) * 1000.0 - edge.margin_ms())
         call = edge.stub.Infer.future(req, timeout=self.timeout_s)
         call.add_done_callback(
             lambda f: self._finish(f, edge, sent, req, deadline, done, (*tried, edge)))
@@ -93,21 +93,20 @@ class GrpcTarget:
     def _finish(self, call: grpc.Future, edge: Edge, sent: float, req: pb.InferRequest,
                 deadline: float, done: Callable[[Outcome], None],
                 tried: tuple[Edge, ...]) -> None:
+        round_trip_ms = (time.monotonic() - sent) * 1000.0
         error = call.exception()
         if error is None:
             reply = call.result()
-            self.pool.release(edge, (time.monotonic() - sent) * 1000.0)
-            self.pool.heard(edge, reply.queued_ms)
+            self.pool.answered(edge, round_trip_ms, reply)
             done(Outcome(OK) if reply.tensors else Outcome(FAILED, "EMPTY", "no outputs"))
             return
-        self.pool.release(edge)
         code = error.code()  # type: ignore[attr-defined]
-        details = error.details()  # type: ignore[attr-defined]
-        if self.pool.heard_error(edge, error) and code in REFUSALS:  # type: ignore[arg-type]
-            done(Outcome(REFUSED, code.name, details or ""))
+        details = error.details() or ""  # type: ignore[attr-defined]
+        if self.pool.refused(edge, round_trip_ms, error) and code in REFUSALS:  # type: ignore[arg-type]
+            done(Outcome(REFUSED, code.name, details))
             return
         self.pool.failed(edge)
         if time.monotonic() < deadline and len(tried) < len(self.pool.edges):
             self._send(req, deadline, done, tried)  # fail over, as a device does
             return
-        done(Outcome(FAILED, code.name, details or ""))
+        done(Outcome(FAILED, code.name, details))

@@ -51,6 +51,7 @@ from edgeweave.runtime.recipe import StagePackage, deploy_stream
 from edgeweave.runtime.requests import Malformed, Refused, check_route, check_tensors
 from edgeweave.runtime.serving import (
     LOAD_KEY,
+    NODE_KEY,
     ServingNode,
     deadline_of,
     serving_config,
@@ -217,11 +218,14 @@ class NodeService(pb_grpc.NodeServicer):
 
     def Infer(self, request: pb.InferRequest | Malformed, context: grpc.ServicerContext
               ) -> pb.InferReply:
+        start = time.perf_counter()
         try:
             return self._serve(request, context)
         except Refused as r:
             self.note(r, context)
-            context.set_trailing_metadata(((LOAD_KEY, f"{self.serving.queued_ms():.2f}"),))
+            context.set_trailing_metadata((
+                (LOAD_KEY, f"{self.serving.queued_ms():.2f}"),
+                (NODE_KEY, f"{(time.perf_counter() - start) * 1000:.2f}")))
             context.abort(r.code, r.details)
             raise  # unreachable: abort raises
 

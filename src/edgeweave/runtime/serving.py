@@ -32,8 +32,10 @@ from edgeweave.serve.config import check_priority
 
 log = logging.getLogger("edgeweave.runtime.node")
 
-#: Trailing metadata on a refusal: the node's queued work (ms), as InferReply.queued_ms.
+#: Trailing metadata on a refusal: the node's queued work (ms), as InferReply.queued_ms, and
+#: the ms it held the request before refusing it (devices learn their round trips' overhead).
 LOAD_KEY = "edgeweave-queued-ms"
+NODE_KEY = "edgeweave-node-ms"
 
 #: How a shed request is answered: its status and how loudly it is logged.
 _STATUS = {
