@@ -256,7 +256,7 @@ def hierarchical(args: argparse.Namespace) -> tuple[Table, list[dict]]:
                                 edge_cloud_s=dict.fromkeys(groups, wan_s))
         recs = h.run()
         dev = sum(r.extra["device_edge_up"] + r.extra["device_edge_down"] for r in recs)
-        wan = sum(r.extra["edge_cloud_up"] + r.extra["edge_cloud_down"] for r in recs)
+        wan = sum(r.bytes_up + r.bytes_down for r in recs)  # the cloud's record: the WAN
         base = base or wan
         row = {"edge_rounds": k, "cloud_rounds": total // k, "device_edge_bytes": dev,
                "edge_cloud_bytes": wan, "wan_reduction": base / wan,

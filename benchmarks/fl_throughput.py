@@ -19,20 +19,17 @@ Peers (``--vs-peers``) run in a subprocess with the interpreter given by ``--pee
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
 
+import _peer_launch
 from _zoo import emit
 from edgeweave.train.backends.base import Backend
 from edgeweave.train.backends.sequential import SequentialBackend
@@ -44,7 +41,6 @@ from edgeweave.train.types import FitConfig, Params
 
 MODEL = "mlp:64,64,10"
 FIT = FitConfig(lr=0.1, batch_size=16, epochs=1)
-ROOT = Path(__file__).resolve().parent.parent
 PEERS = ("pfl", "flower")
 
 #: backend name -> factory(task). Other backends (grpc, ray) register here to be measured.
@@ -100,34 +96,12 @@ def run_backend(name: str, task: Task, rounds: int) -> dict:
 def run_peer(peer: str, task: Task, rounds: int, python: str, threads: int,
              timeout: float) -> dict:
     """The same workload on a peer framework, in a subprocess; errors become the entry."""
-    data = task.data
-    with tempfile.TemporaryDirectory() as tmp:
-        npz = Path(tmp) / "workload.npz"
-        np.savez(npz, x=data.x.numpy(), y=data.y.numpy(), offsets=data.offsets.numpy(),
-                 test_x=task.test_x.numpy(), test_y=task.test_y.numpy(), lr=FIT.lr,
-                 batch_size=FIT.batch_size, epochs=FIT.epochs,
-                 **{f"init.{k}": v.numpy() for k, v in task.init_params().items()})
-        cmd = [python, str(ROOT / "benchmarks" / "_fl_peers.py"), peer, str(npz),
-               "--rounds", str(rounds), "--threads", str(threads)]
-        start = time.perf_counter()
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                                  env={**os.environ, "RAY_DEDUP_LOGS": "0"})
-        except subprocess.TimeoutExpired:
-            return {"backend": peer, "client_updates_per_s": None, "final_acc": None,
-                    "error": f"timed out after {timeout:.0f} s: {' '.join(cmd)}"}
-        except OSError as e:
-            return {"backend": peer, "client_updates_per_s": None, "final_acc": None,
-                    "error": f"cannot start {python}: {e}"}
-        wall = time.perf_counter() - start
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("PEER_RESULT ")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-15:]
-        return {"backend": peer, "client_updates_per_s": None, "final_acc": None,
-                "error": f"exit {proc.returncode}: " + "\n".join(tail), "python": python}
-    res = json.loads(lines[-1].removeprefix("PEER_RESULT "))
-    return entry(peer, data.num_clients, res["round_s"], res["final_acc"],
-                 version=res["version"], process_wall_s=wall, python=python)
+    res = _peer_launch.run_peer(peer, task, FIT, rounds, python, threads, timeout, model=MODEL)
+    if "error" in res:
+        return {"backend": peer, "client_updates_per_s": None, "final_acc": None, **res}
+    return entry(peer, task.data.num_clients, res["round_s"], res["final_acc"],
+                 version=res["version"], process_wall_s=res["process_wall_s"],
+                 python=res["python"])
 
 
 def table(results: list[dict], clients: int, rounds: int, threads: int) -> Table:
@@ -177,8 +151,7 @@ def main() -> None:
         results.append(run_backend(name, task, args.rounds))
         print(f"{name}: {results[-1]['client_updates_per_s']:,.0f} updates/s", file=sys.stderr)
     if args.vs_peers:
-        venv = ROOT / ".venv-peers" / "bin" / "python"
-        python = args.peers_python or (str(venv) if venv.exists() else sys.executable)
+        python = _peer_launch.peers_python(args.peers_python)
         for peer in [p for p in args.peers.split(",") if p]:
             results.append(run_peer(peer, task, args.rounds, python, args.threads,
                                     args.peer_timeout))

@@ -12,11 +12,19 @@ not counted, as everywhere in EdgeWeave), the uplink compression ratio against f
 rounds and after DGC's sparsity warm-up (the paper's 270-600x is the steady state), the final
 test accuracy (mean of the last 5 rounds) and its change against the uncompressed run.
 
-Targets (issue 6): DGC and top-k with error feedback at >= 100x within 1 point of uncompressed;
-QSGD 8-bit at 4x within 0.5 point. QSGD with 512-coordinate buckets (the paper's) sends a float32
-norm per bucket, so its 8-bit form is 3.97x; ">= 3.9x" is counted as 4x. DGC's local clipping
-threshold is measured, not chosen: the median norm of the clients' first-round updates, times
-sqrt(N) (each client then clips at that median, as DGC's N^-1/2 rule implies).
+Targets (issues 6 and 17): DGC and top-k with error feedback at >= 100x within 1 point of
+uncompressed; QSGD 8-bit at 4x within 0.5 point. QSGD with 512-coordinate buckets (the paper's)
+sends a float32 norm per bucket, so its 8-bit form is 3.97x; ">= 3.9x" is counted as 4x. DGC's
+local clipping threshold is measured, not chosen: the median norm of the clients' first-round
+updates, times sqrt(N) (each client then clips at that median, as DGC's N^-1/2 rule implies).
+
+Density and horizon: the sparse rows run at DGC's paper setting, density 0.001 (0.1% of each
+tensor per round), and the default is 150 rounds. At 0.1% a client sends ~150 of the CNN's 151k
+values a round, so the sparse methods need more rounds than float32 to converge (the paper's
+regime is thousands of steps): after 50 rounds DGC (m = 0.9) was 2.8 points below float32 and
+top-k with error feedback 3.3; after 150, 1.0 and 1.3 (runs of this file for issue 17; an
+earlier 150-round run of the same DGC row, before the CNN's batched step changed the float
+rounding, was 0.7 below: differences of a few test samples move it by a few tenths).
 
     .venv/bin/python benchmarks/update_codecs.py [--quick] [--rows a,b] [--json out.json]
 """
@@ -147,12 +155,12 @@ def judge(r: dict, base_acc: float, raw: float) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: 6 rounds, 4 rows")
-    ap.add_argument("--rounds", type=int, default=50)
+    ap.add_argument("--rounds", type=int, default=150)
     ap.add_argument("--clients", type=int, default=10)
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--density", type=float, default=0.005, help="top-k / DGC density")
+    ap.add_argument("--density", type=float, default=0.001, help="top-k / DGC density")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rows", default="", help="comma-separated row numbers (0 = baseline)")
     ap.add_argument("--json", type=Path)

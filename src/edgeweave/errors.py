@@ -41,3 +41,7 @@ class ReportError(EdgeWeaveError):
 class ServeError(EdgeWeaveError):
     """A serving setting (batching knobs, deadline, priority, load generator option) is out of
     range or inconsistent; the message names the field or flag and the range expected."""
+
+
+class SimError(EdgeWeaveError):
+    """A simulation scenario is malformed, or a simulation or sweep cannot run as asked."""

@@ -39,7 +39,8 @@ CASES: list[tuple[list[str], str]] = [
     (["plan", "digits-cnn", "--warmup", "-1"], "--warmup: expected an integer >= 0"),
     (["plan", "digits-cnn", "--repeats", "0"], "--repeats: expected an integer >= 1"),
     (["plan", "--profile", "{d}/p.json", "--objective", "speed"], "speed"),
-    (["plan", "--profile", "{d}/p.json", "--codec", "bogus"], "--codec: unknown codec 'bogus'"),
+    (["plan", "--profile", "{d}/p.json", "--codec", "bogus"],
+     "--codec: codec 'bogus' is not an activation codec"),
     # plan: files
     (["plan", "--profile", "{d}/adir"], "adir: is a directory"),
     (["plan", "--profile", "{d}/missing.json"], "missing.json: no such profile file"),

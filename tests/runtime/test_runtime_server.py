@@ -119,7 +119,7 @@ def _nan_link(req):
     (_crawling_link, grpc.StatusCode.INVALID_ARGUMENT, "link_mbps"),
     (_nan_link, grpc.StatusCode.INVALID_ARGUMENT, "finite link_mbps"),
     (_truncate, grpc.StatusCode.INVALID_ARGUMENT, "payload"),
-    (_wrong_shape, grpc.StatusCode.INVALID_ARGUMENT, "failed on the given tensors"),
+    (_wrong_shape, grpc.StatusCode.INVALID_ARGUMENT, "the stage here takes"),
     (_bad_dtype, grpc.StatusCode.INVALID_ARGUMENT, "complex128"),
     (_unknown_codec, grpc.StatusCode.INVALID_ARGUMENT, "gzip"),
     (_missing_value, grpc.StatusCode.INVALID_ARGUMENT, "lacks values"),

@@ -107,21 +107,21 @@ def test_declared_shapes_are_refused_before_decoding_and_the_edge_keeps_serving(
 
 @pytest.mark.slow  # the edge is a fresh Python importing torch
 def test_split_learn_runs_over_tls_between_processes(tmp_path, capsys):
-    make_fleet_certs(tmp_path, ["split-edge"])
+    pki = make_fleet_certs(tmp_path, ["split-edge"])
     tok = tmp_path / "tok"
     write_token(tok)
     model = ["--model", MLP, "--cut", "2", "--lr", "0.1", "--token-file", str(tok)]
     edge = subprocess.Popen(
         [sys.executable, "-m", "edgeweave.train.split", "edge", "--listen", "127.0.0.1:0",
-         "--tls-cert", str(tmp_path / "split-edge.pem"), "--tls-key",
-         str(tmp_path / "split-edge.key"), "--max-message-mb", "8", *model],
+         "--tls-cert", str(pki["split-edge"].cert), "--tls-key",
+         str(pki["split-edge"].key), "--max-message-mb", "8", *model],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = edge.stdout.readline().split()
         assert line[:1] == ["listening"], edge.stderr.read()
         address = line[1]
         run = ["device", "--clients", "2", "--epochs", "1", *model]
-        code = split_main([*run, "--edge", address, "--tls-ca", str(tmp_path / "ca.pem"),
+        code = split_main([*run, "--edge", address, "--tls-ca", str(pki["ca"].cert),
                            "--max-message-mb", "8"])
         remote = [json.loads(s) for s in capsys.readouterr().out.splitlines()]
         assert code == 0 and remote[-1]["done"]
@@ -141,5 +141,5 @@ def test_split_learn_runs_over_tls_between_processes(tmp_path, capsys):
         edge.stdout.close()
         edge.stderr.close()
     # the TLS flags are checked by name
-    assert split_main(["device", "--tls-ca", str(tmp_path / "ca.pem"), *model]) == 2
+    assert split_main(["device", "--tls-ca", str(pki["ca"].cert), *model]) == 2
     assert "--tls-ca and --tls-server-name need --edge" in capsys.readouterr().err

@@ -103,15 +103,25 @@ def test_data_errors_name_the_config_file(tmp_path):
     assert str(e.value).startswith(f"{path}: data: ") and "nope.npz" in str(e.value)
 
 
-def test_ray_backend_refuses_simulated_dropout_and_speeds():
+def test_ray_backend_gets_the_cluster_address_dropout_and_speeds(monkeypatch):
+    """backend ray takes ray_address and simulates dropout and speeds like the other backends
+    (the real cluster run is tests/train/test_ray_cluster.py); ray_address elsewhere is refused."""
+    from edgeweave.train.backends import ray_backend
     from edgeweave.train.data import make_task
     from edgeweave.train.experiment import build_backend
 
+    got = {}
+    monkeypatch.setattr(ray_backend, "RayBackend", lambda task, **kw: got.update(kw) or "ray")
     task = make_task("digits", "iid", 4, "mlp:64,64,10", 0)
-    for doc in ({"backend": "ray", "dropout": 0.3},
-                {"backend": "ray", "speeds": {"compute_s_per_epoch": [1, 2]}}):
-        with pytest.raises(TrainError, match="'ray' runs real clients; dropout and speeds"):
-            build_backend(parse_config(doc), task)
+    doc = {"backend": "ray", "dropout": 0.3, "seed": 4, "ray_address": "head:6379",
+           "speeds": {"compute_s_per_epoch": [1, 2]}}
+    assert build_backend(parse_config(doc), task) == "ray"
+    assert got["address"] == "head:6379" and got["drop_prob"] == 0.3 and got["seed"] == 4
+    assert len(got["compute_s_per_epoch"]) == 4 and got["upload_s"] == [0.0] * 4
+    with pytest.raises(TrainError, match="ray_address: only backend 'ray'"):
+        build_backend(parse_config({"backend": "vectorized", "ray_address": "auto"}), task)
+    with pytest.raises(TrainError, match="ray_address"):
+        parse_config({"backend": "ray", "ray_address": ""})
 
 
 # ---- issue 6: codecs, privacy, secure aggregation and attacks from the same YAML ----------

@@ -92,21 +92,44 @@ def test_dgc_warmup_schedule() -> None:
     assert sent == [2500, 625, 157, 40, 10, 10]
 
 
+def test_dgc_dense_limit_is_the_fedavg_step() -> None:
+    """Density 1, no clipping, no warm-up: every coordinate goes out every round, so momentum
+    factor masking clears u and v each time and DGC must send each update unchanged."""
+    dgc = DGC(density=1.0, momentum=0.9, clip=0.0, warmup=0)
+    for r in range(4):
+        dgc.begin_round(3)
+        upd = _update(r, scale=1.0 + r)
+        dec, _ = dgc.compress(5, upd)
+        for k in upd:
+            torch.testing.assert_close(dec[k], upd[k], atol=1e-6, rtol=1e-6)
+
+
+def test_dgc_dense_limit_trains_like_fedavg() -> None:
+    task = tiny_task()
+    runs = [Server(task, FedAvg(fraction=0.5), SequentialBackend(task),
+                   ServerConfig(rounds=4, up_codec=spec)) for spec in (None, "dgc:1,0.9,0,0")]
+    for s in runs:
+        s.run()
+    for k, v in runs[0].params.items():
+        torch.testing.assert_close(runs[1].params[k], v, atol=1e-5, rtol=1e-5)
+
+
 def test_dgc_momentum_correction_and_factor_masking() -> None:
     dgc = DGC(density=0.25, momentum=0.5, warmup=0)
     g = torch.tensor([8.0, 4.0, 2.0, 1.0])
     dgc.begin_round(1)
     dec, _ = dgc.compress(7, OrderedDict(x=g))
-    # u = 0.5 * 0 + 0.5 * g; v = u; the largest of v goes out, u and v are zeroed there
-    assert dec["x"].tolist() == [4.0, 0.0, 0.0, 0.0]
-    assert dgc.u[7]["x"].tolist() == [0.0, 2.0, 1.0, 0.5]
-    assert dgc.v[7]["x"].tolist() == [0.0, 2.0, 1.0, 0.5]
+    # u = 0.5 * 0 + g; v = u; the largest of v goes out, u and v are zeroed there
+    assert dec["x"].tolist() == [8.0, 0.0, 0.0, 0.0]
+    assert dgc.u[7]["x"].tolist() == [0.0, 4.0, 2.0, 1.0]
+    assert dgc.v[7]["x"].tolist() == [0.0, 4.0, 2.0, 1.0]
     dgc.begin_round(1)
     dec, _ = dgc.compress(7, OrderedDict(x=g))
-    # u = 0.5 u + 0.5 g = [4, 3, 1.5, 0.75]; v += u = [4, 5, 2.5, 1.25]: coordinate 1 goes
-    assert dec["x"].tolist() == [0.0, 5.0, 0.0, 0.0]
-    assert dgc.u[7]["x"].tolist() == [4.0, 0.0, 1.5, 0.75]
-    assert dgc.v[7]["x"].tolist() == [4.0, 0.0, 2.5, 1.25]
+    # u = 0.5 u + g = [8, 6, 3, 1.5]; v += u = [8, 10, 5, 2.5]: coordinate 1 goes, with the
+    # momentum of the round it waited (10 = 4 + 6, not 2 * 4)
+    assert dec["x"].tolist() == [0.0, 10.0, 0.0, 0.0]
+    assert dgc.u[7]["x"].tolist() == [8.0, 0.0, 3.0, 1.5]
+    assert dgc.v[7]["x"].tolist() == [8.0, 0.0, 5.0, 2.5]
 
 
 def test_dgc_without_momentum_is_topk_with_error_feedback() -> None:

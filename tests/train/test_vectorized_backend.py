@@ -75,9 +75,29 @@ def test_mlp_and_logreg_equal_the_reference(spec: str, config: FitConfig, fused:
     _assert_same(_task(spec), config, fused=fused)
 
 
-@pytest.mark.parametrize("config", CONFIGS[::2])
-def test_digits_cnn_equals_the_reference(config: FitConfig) -> None:
-    _assert_same(_task("digits-cnn", sizes=[0, 3, 17, 9, 20], image=True), config)
+@pytest.mark.parametrize(("spec", "config", "fused"), [
+    ("digits-cnn", CONFIGS[0], True), ("digits-cnn", CONFIGS[2], True),
+    ("digits-cnn", CONFIGS[0], False), ("digits-cnn", CONFIGS[2], False),
+    ("cnn:4,8,16", CONFIGS[2], True)])
+def test_cnns_equal_the_reference(spec: str, config: FitConfig, fused: bool) -> None:
+    task = _task(spec, sizes=[0, 3, 17, 9, 20], image=True)
+    assert (VectorizedBackend(task, fused=fused).cnn is not None) == fused
+    _assert_same(task, config, fused=fused)
+
+
+def test_cnns_the_hand_written_path_cannot_run_take_the_generic_one() -> None:
+    def strided():
+        return nn.Sequential(nn.Conv2d(1, 4, 3, stride=2), nn.ReLU(), nn.Flatten(),
+                             nn.Linear(36, 10))
+
+    def avgpool():
+        return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.AvgPool2d(2), nn.Flatten(),
+                             nn.Linear(64, 10))
+
+    for fn in (strided, avgpool):
+        task = _task(sizes=[3, 17, 9], model_fn=fn, image=True)
+        assert VectorizedBackend(task).cnn is None
+        _assert_same(task, CONFIGS[0])
 
 
 def test_untrained_client_keeps_the_global_model_and_zero_loss() -> None:

@@ -1,9 +1,11 @@
-"""`fl-server`, `fl-client`, `fl-split` and `fl-token`: wiring for a real federated deployment
-(one server process, one process per device, talking gRPC); no training logic of its own."""
+"""`fl-server`, `fl-edge`, `fl-client`, `fl-split` and `fl-token`: wiring for a real federated
+deployment (one server process, an edge aggregator per edge server in hierarchical FL, one
+process per device, talking gRPC); no training logic of its own."""
 
 from __future__ import annotations
 
 import re
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -51,21 +53,26 @@ def fl_split(console: Console, dataset: str, clients: int, partition: str, model
                   f"samples each) and test.npz ({len(task.test_y)} samples) in {out}")
 
 
-def _experiment(config: Path | None, flags: dict):
+def _experiment(config: Path | None, flags: dict, command: str = "fl-server"):
     """The experiment config: the YAML `edgeweave train` reads (its ``backend`` must be grpc or
-    absent), or one built from the command-line flags through the same validation."""
+    absent), or one built from the command-line flags through the same validation. With
+    ``--fleet`` and no config, the federation is one client per device node of the fleet."""
+    from edgeweave.cli.train_cmds import control_sections
     from edgeweave.train.config import parse_config, read_config_yaml
 
     given = {k: v for k, v in flags.items() if v is not None}
     if config is None:
+        sections, _ = control_sections(given)
         raw = {"model": given.get("model", "mlp:64,64,10"), "rounds": given.get("rounds", 10),
                "seed": given.get("seed", 0), "out_dir": given.get("out"),
                "strategy": {"name": given.get("strategy", "fedavg"),
                             "fraction": given.get("fraction", 1.0)},
                "fit": {k: given[k] for k in ("lr", "batch_size", "epochs") if k in given},
                **({"max_client_examples": given["max_client_examples"]}
-                  if "max_client_examples" in given else {})}
-        return parse_config(raw, "fl-server options")
+                  if "max_client_examples" in given else {}), **sections}
+        if "fleet" in given:
+            raw["data"] = {"clients": _fleet_devices(given["fleet"])}
+        return parse_config(raw, f"{command} options")
     if given:
         raise EdgeWeaveError(f"--config {config} already sets the experiment; drop "
                              + ", ".join("--" + k.replace("_", "-") for k in sorted(given)))
@@ -73,34 +80,52 @@ def _experiment(config: Path | None, flags: dict):
     if isinstance(raw, dict):
         backend = raw.pop("backend", "grpc")
         if backend != "grpc":
-            raise EdgeWeaveError(f"{config}: backend: fl-server runs the grpc backend, the file "
+            raise EdgeWeaveError(f"{config}: backend: {command} runs the grpc backend, the file "
                                  f"says {backend!r} (use `edgeweave train` for that)")
     return parse_config(raw, str(config))
+
+
+def _fleet_devices(spec: str) -> int:
+    """How many device nodes fleet ``spec`` has (--fleet: one client each)."""
+    from edgeweave.topology import load_fleet
+
+    try:
+        return len(load_fleet(spec).nodes_in("device"))
+    except EdgeWeaveError as e:
+        raise EdgeWeaveError(f"--fleet: {e}") from None
 
 
 def fl_server(console: Console, *, config: Path | None, listen: str, token_file: Path,
               test_data: Path | None, min_clients: int | None, round_timeout: float,
               wait_clients: float | None, tls_cert: Path | None = None,
-              tls_key: Path | None = None, lease: float | None = None, **flags) -> None:
+              tls_key: Path | None = None, lease: float | None = None,
+              metrics_port: int | None = None, **flags) -> None:
     from edgeweave.train.experiment import hold_out_dir
     from edgeweave.train.wire.auth import load_token
 
     token = load_token(token_file)
     cfg = _experiment(config, flags)
+    if cfg.fedcs is not None and cfg.fleet is None:
+        raise EdgeWeaveError(f"{config or 'fl-server options'}: fedcs: fl-server reads the "
+                             "devices' speeds from `fleet` (--fleet); `speeds` only simulates "
+                             "them")
     # the run folder is locked before the port is taken: a second server on the same out_dir
     # stops here, naming the folder and the pid that holds it
     with hold_out_dir(cfg, "--out" if config is None else f"{config}: out_dir"):
         _serve(console, cfg, config=config, listen=listen, token=token, test_data=test_data,
                min_clients=min_clients, round_timeout=round_timeout, wait_clients=wait_clients,
-               tls_cert=tls_cert, tls_key=tls_key, lease=lease)
+               tls_cert=tls_cert, tls_key=tls_key, lease=lease, metrics_port=metrics_port)
 
 
 def _serve(console: Console, cfg, *, config: Path | None, listen: str, token: str,
            test_data: Path | None, min_clients: int | None, round_timeout: float,
            wait_clients: float | None, tls_cert: Path | None, tls_key: Path | None,
-           lease: float | None) -> None:
+           lease: float | None, metrics_port: int | None) -> None:
+    from edgeweave.train.backends.base import Backend
     from edgeweave.train.backends.grpc_backend import GrpcBackend
     from edgeweave.train.config import build_strategy
+    from edgeweave.train.control import from_config as control
+    from edgeweave.train.control.fleet_clients import FleetSpeeds
     from edgeweave.train.data import load_npz
     from edgeweave.train.experiment import build_task, record_run, server_config
     from edgeweave.train.models import build_model
@@ -116,11 +141,21 @@ def _serve(console: Console, cfg, *, config: Path | None, listen: str, token: st
     # The devices hold the training data; the server only evaluates on its held-out set.
     task = Task(model_fn=lambda: build_model(spec), data=None, test_x=test_x, test_y=test_y,
                 name=f"grpc/{spec}", init_seed=cfg.seed)
-    want = min_clients or (cfg.data.clients if config is not None else 1)
+    scfg = server_config(cfg)
+    allowed: range | None
+    if cfg.hierarchy is not None:  # the cloud: its clients are the edges, by index
+        edges = list(control.hierarchy_groups(cfg))
+        strategy, scfg = control.cloud_strategy(cfg), control.cloud_server_config(cfg, scfg)
+        want, allowed, who = min_clients or len(edges), range(len(edges)), "edge(s)"
+    else:
+        strategy = build_strategy(cfg)
+        want = min_clients or (cfg.data.clients if config is not None or cfg.fleet else 1)
+        # with a fleet, client ids are its clients' (their speeds and edges come from it)
+        allowed, who = (range(cfg.data.clients) if cfg.fleet else None), "device(s)"
     # a round short of devices goes on with the strategy's own minimum after a bounded wait
     kw = dict(model_spec=spec, wait_clients_s=wait_clients, tls_cert=tls_cert, tls_key=tls_key,
-              quorum=min(cfg.strategy.min_clients, want),
-              max_client_examples=cfg.max_client_examples,
+              quorum=min(strategy.min_clients, want), allowed_clients=allowed,
+              max_client_examples=scfg.max_client_examples,
               **({"lease_s": lease} if lease is not None else {}))
     sa = cfg.secure_aggregation
     if sa is not None:  # the devices run the protocol; the server only ever sees the sum
@@ -132,25 +167,138 @@ def _serve(console: Console, cfg, *, config: Path | None, listen: str, token: st
             active=sa.active, **kw)
     else:
         grpc_backend = GrpcBackend(listen, token, want, round_timeout, **kw)
-    backend = grpc_backend
+    backend: Backend = grpc_backend
+    if cfg.fleet is not None and cfg.hierarchy is None:  # FedCS reads the fleet's speeds
+        backend = FleetSpeeds(grpc_backend, control.speeds_per_example(
+            cfg, build_model(spec), tuple(test_x.shape[1:])))
+    metrics = _metrics(console, metrics_port, lambda: len(grpc_backend.connected()))
     with backend:
         if cfg.out_dir is not None:
-            record_run(cfg, backend.name)
-        console.print(f"FL server on {backend.address}: {spec}, {cfg.strategy.name}, "
-                      f"{cfg.rounds} rounds; waiting for {want} device(s)")
+            record_run(cfg, grpc_backend.name)
+        console.print(f"FL server on {grpc_backend.address}: {spec}, {strategy.name}, "
+                      f"{cfg.rounds} rounds; waiting for {want} {who}")
 
         def progress(rec) -> None:
-            failed = rec.extra.get("failed", 0)
-            console.print(f"round {rec.round}: {rec.clients} clients"
-                          + (f" ({failed} failed)" if failed else "")
-                          + f", train loss {rec.train_loss:.4f}, test acc {rec.test_acc:.4f}, "
-                          f"{rec.wall_s:.2f} s", highlight=False)
+            if metrics is not None:
+                metrics.observe(rec)
+            _print_round(console, rec)
 
-        records = Server(task, build_strategy(cfg), backend, server_config(cfg)).run(progress)
+        try:
+            records = Server(task, strategy, backend, scfg).run(progress)
+        finally:
+            if metrics is not None:
+                metrics.close()
     if records:
         console.print(f"done: test accuracy {records[-1].test_acc:.4f} after {len(records)} "
                       "rounds" + (f"; metrics and checkpoint in {cfg.out_dir}"
                                   if cfg.out_dir else ""))
+
+
+def fl_edge(console: Console, *, config: Path | None, edge: str, cloud: str, listen: str,
+            token_file: Path, cloud_token_file: Path | None, min_clients: int | None,
+            round_timeout: float, wait_clients: float | None, lease: float | None = None,
+            tls_cert: Path | None = None, tls_key: Path | None = None,
+            cloud_tls_ca: Path | None = None, out: Path | None = None,
+            metrics_port: int | None = None, give_up: float | None = None,
+            retry_max: float = 5.0, **flags) -> None:
+    """An edge aggregator: serves the devices the fleet puts under ``edge`` and is one client of
+    the cloud's fl-server (see edgeweave.train.edge)."""
+    from edgeweave.train.wire.auth import load_token
+
+    token = load_token(token_file)
+    cloud_token = token if cloud_token_file is None else load_token(cloud_token_file)
+    cfg = _experiment(config, flags, "fl-edge")
+    where = "--edge-rounds and --fleet" if config is None else f"{config}"
+    if cfg.hierarchy is None:
+        raise EdgeWeaveError(f"{where}: fl-edge runs an edge of a hierarchy: give "
+                             + ("`hierarchy:` and `fleet:` sections" if config is not None
+                                else "both flags"))
+    from edgeweave.train.control.from_config import edges_for
+
+    edges = {e.name: e for e in edges_for(cfg)}
+    if edge not in edges:
+        raise EdgeWeaveError(f"--edge {edge!r}: not an edge with devices in fleet "
+                             f"{cfg.fleet.source!r} (edges: {', '.join(edges)})")
+    # its own folder: out_dir/edge-<name> (the cloud holds out_dir itself)
+    folder = out if out is not None else (
+        None if cfg.out_dir is None else Path(cfg.out_dir) / f"edge-{edge}")
+    _run_edge(console, cfg, edges[edge], folder, cloud=cloud, cloud_token=cloud_token,
+              listen=listen, token=token, min_clients=min_clients, round_timeout=round_timeout,
+              wait_clients=wait_clients, lease=lease, tls_cert=tls_cert, tls_key=tls_key,
+              cloud_tls_ca=cloud_tls_ca, metrics_port=metrics_port, give_up=give_up,
+              retry_max=retry_max,
+              folder_field="--out" if out is not None else f"{config or '--out'}: out_dir")
+
+
+def _run_edge(console: Console, cfg, rounds, folder: Path | None, *, cloud: str,
+              cloud_token: str, listen: str, token: str, min_clients: int | None,
+              round_timeout: float, wait_clients: float | None, lease: float | None,
+              tls_cert: Path | None, tls_key: Path | None, cloud_tls_ca: Path | None,
+              metrics_port: int | None, give_up: float | None, retry_max: float,
+              folder_field: str) -> None:
+    from edgeweave.folder_lock import lock_folder
+    from edgeweave.train.backends.grpc_backend import GrpcBackend
+    from edgeweave.train.backends.registry import DEFAULT_LEASE_S
+    from edgeweave.train.control.fleet_clients import FleetSpeeds
+    from edgeweave.train.edge import EdgeAggregator
+
+    want = min_clients or len(rounds.members)
+    # the folder is locked before the port is taken, as fl-server does
+    with nullcontext() if folder is None else lock_folder(folder, folder_field):
+        devices = GrpcBackend(listen, token, want, round_timeout, model_spec=cfg.model,
+                              wait_clients_s=wait_clients, tls_cert=tls_cert, tls_key=tls_key,
+                              quorum=min(rounds.strategy.min_clients, want),
+                              max_client_examples=cfg.max_client_examples,
+                              allowed_clients=rounds.members,
+                              lease_s=DEFAULT_LEASE_S if lease is None else lease)
+        farewell, metrics = False, None
+        try:
+            backend = devices if cfg.fedcs is None else FleetSpeeds(devices, _edge_speeds(cfg))
+            metrics = _metrics(console, metrics_port, lambda: len(devices.connected()))
+            console.print(f"edge {rounds.name} on {devices.address} for clients "
+                          f"{rounds.members} ({rounds.edge_rounds} edge round(s) per cloud "
+                          f"round); cloud {cloud}")
+            agg = EdgeAggregator(rounds, backend, cfg.model, out_dir=folder, metrics=metrics,
+                                 progress=lambda r: _print_round(console, r, "device updates"))
+            stats = agg.serve(cloud, cloud_token, tls_ca=cloud_tls_ca, give_up_s=give_up,
+                              retry_max_s=retry_max)
+            farewell = True
+        finally:
+            devices.close(farewell=farewell)  # after an error the devices wait for a restart
+            if metrics is not None:
+                metrics.close()
+    console.print(f"edge {rounds.name}: training over after {stats.rounds} cloud rounds "
+                  f"({stats.registrations} registrations with the cloud)")
+
+
+def _edge_speeds(cfg) -> dict[int, tuple[float, float]]:
+    """FedCS at an edge reads the fleet's speeds; the model's FLOPs need a sample's shape,
+    which the edge (holding no data) takes from the config's dataset."""
+    from edgeweave.train.control.from_config import speeds_per_example
+    from edgeweave.train.experiment import build_task
+
+    task = build_task(cfg)
+    return speeds_per_example(cfg, task.model_fn(), tuple(task.test_x.shape[1:]))
+
+
+def _print_round(console: Console, rec, what: str = "clients") -> None:
+    failed = rec.extra.get("failed", 0)
+    console.print(f"round {rec.round}: {rec.clients} {what}"
+                  + (f" ({failed} failed)" if failed else "")
+                  + f", train loss {rec.train_loss:.4f}, test acc {rec.test_acc:.4f}, "
+                  f"{rec.wall_s:.2f} s", highlight=False)
+
+
+def _metrics(console: Console, port: int | None, connected):
+    """Prometheus on ``--metrics-port`` (None: no metrics)."""
+    if port is None:
+        return None
+    from edgeweave.train.metrics import FLMetrics
+
+    metrics = FLMetrics(connected)
+    bound = metrics.serve_http(port)
+    console.print(f"Prometheus metrics on http://127.0.0.1:{bound}/metrics")
+    return metrics
 
 
 def client_id_from(data: Path, client_id: int | None) -> int:

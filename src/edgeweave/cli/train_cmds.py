@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -14,17 +15,45 @@ def _fmt(v: float, spec: str) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
 
 
+#: control flag -> (YAML section, field); the sections are edgeweave.train.control_config's
+CONTROL_FLAGS = {"fleet": ("fleet", "source"), "fedcs_deadline": ("fedcs", "deadline_s"),
+                 "adaptive_budget": ("adaptive_frequency", "budget"),
+                 "step_cost": ("adaptive_frequency", "step_cost"),
+                 "agg_cost": ("adaptive_frequency", "agg_cost"),
+                 "edge_rounds": ("hierarchy", "edge_rounds")}
+
+
+def control_sections(given: dict[str, Any], base: dict[str, Any] | None = None
+                     ) -> tuple[dict[str, Any], list[str]]:
+    """The YAML sections the control flags in ``given`` set (merged into ``base``'s sections
+    of the same name), and those flags as typed, for error messages."""
+    out: dict[str, Any] = {}
+    flags = []
+    for name, (section, field) in CONTROL_FLAGS.items():
+        if given.get(name) is None:
+            continue
+        if section not in out:
+            out[section] = dict((base or {}).get(section) or {})
+        out[section][field] = given[name]
+        flags.append("--" + name.replace("_", "-"))
+    return out, flags
+
+
 def train(console: Console, config: Path, rounds: int | None, out_dir: Path | None,
-          backend: str | None) -> None:
+          backend: str | None, ray_address: str | None = None, **control: Any) -> None:
     from edgeweave.train.config import load_config, parse_config
     from edgeweave.train.experiment import run
 
     cfg = load_config(config)
     overrides = {k: v for k, v in (("rounds", rounds), ("out_dir", out_dir),
-                                   ("backend", backend)) if v is not None}
-    if overrides:  # validated like the file, errors naming the overriding flags
-        flags = ", ".join("--" + ("out" if k == "out_dir" else k) for k in overrides)
-        cfg = parse_config(cfg.model_dump() | overrides, f"{config} (with {flags})")
+                                   ("backend", backend), ("ray_address", ray_address))
+                 if v is not None}
+    names = {"out_dir": "out", "ray_address": "ray-address"}
+    flags = ["--" + names.get(k, k) for k in overrides]
+    sections, control_flags = control_sections(control, cfg.model_dump())
+    if overrides or sections:  # validated like the file, errors naming the overriding flags
+        cfg = parse_config(cfg.model_dump() | overrides | sections,
+                           f"{config} (with {', '.join(flags + control_flags)})")
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("acc {task.fields[acc]}"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as bar:

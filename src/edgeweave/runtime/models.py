@@ -59,9 +59,10 @@ class TrustedModels:
     @property
     def names(self) -> list[str]:
         from edgeweave.plan.branchy import BRANCHY_MODEL
+        from edgeweave.serve.stems.spec import STEM_MODEL
 
         return [*sorted(self._builtins), f"{BRANCHY_MODEL}:side=S,width=W",
-                *sorted(self._installed)]
+                f"{STEM_MODEL}:side=S,width=W,heads=C@D+...", *sorted(self._installed)]
 
     def graph(self, spec: str, input_shape: Sequence[int]) -> Graph:
         """The captured graph of ``spec`` at ``input_shape``; UnknownModel or BadModelRequest
@@ -102,6 +103,14 @@ class TrustedModels:
             try:
                 return branchy_from_spec(spec)
             except PlanError as e:
+                raise BadModelRequest(str(e)) from None
+        from edgeweave.serve.stems.errors import TenancyError
+        from edgeweave.serve.stems.spec import STEM_MODEL, forest_from_spec
+
+        if spec.partition(":")[0] == STEM_MODEL:  # tenants sharing one stem (Mainstream)
+            try:
+                return forest_from_spec(spec)
+            except TenancyError as e:
                 raise BadModelRequest(str(e)) from None
         raise UnknownModel(f"this node has no model {_short(spec)} (it knows "
                            f"{', '.join(self.names)}); {INSTALL_HINT}")

@@ -40,13 +40,18 @@ BUILTIN_FLEETS_DIR = Path(__file__).parent / "fleets"
 
 
 class Node(BaseModel):
-    """One machine in the fleet; ``hardware`` may be given as a catalog name such as ``rpi4``."""
+    """One machine in the fleet; ``hardware`` may be given as a catalog name such as ``rpi4``.
+
+    ``edge`` (device nodes only) names the edge server this device trains under in hierarchical
+    federated learning; without it the device belongs to the edge it has the fastest link to
+    (:meth:`Fleet.edge_of`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(min_length=1)
     tier: Tier
     hardware: HardwareProfile
+    edge: str | None = Field(None, min_length=1)
 
     @field_validator("tier", mode="before")
     @classmethod
@@ -264,6 +269,14 @@ class Fleet(BaseModel):
             raise FleetError(f"unknown tier {tier!r} (expected one of {', '.join(TIERS)})")
         return [n for n in self.nodes if n.tier == tier]
 
+    def edge_of(self, device: str) -> Node | None:
+        """The edge node device ``device`` reports to: its ``edge`` field, else the edge it has
+        the fastest link to (the first of equals in file order); None when it has no edge."""
+        node = self.node(device)
+        if node.edge is not None:
+            return self.node(node.edge)
+        return self._best_neighbour(node, "edge")
+
     def link(self, a: str, b: str) -> Link | None:
         """The link between ``a`` and ``b`` in either direction, or None."""
         return next((link for link in self.links if link.joins(a, b)), None)
@@ -291,17 +304,17 @@ class Fleet(BaseModel):
     ) -> TierPath:
         """The device -> edge -> cloud chain a co-inference plan runs on.
 
-        Defaults: the first device in file order; the edge linked to it with the highest mbps
-        (none if no edge is linked); the cloud linked to that edge (or to the device when there
-        is no edge) with the highest mbps. Named nodes must exist, be on the right tier and be
-        directly linked to the previous hop.
+        Defaults: the first device in file order; its edge (:meth:`edge_of`: the one it names,
+        else the one linked to it with the highest mbps; none if no edge is linked); the cloud
+        linked to that edge (or to the device when there is no edge) with the highest mbps.
+        Named nodes must exist, be on the right tier and be directly linked to the previous hop.
         """
         dev = self._named(device, "device") if device is not None else self.nodes_in("device")[0]
         if edge is not None:
             edge_node: Node | None = self._named(edge, "edge")
             self._require_link(dev, edge_node)
         else:
-            edge_node = self._best_neighbour(dev, "edge")
+            edge_node = self.edge_of(dev.name)
         anchor = edge_node or dev
         if cloud is not None:
             cloud_node: Node | None = self._named(cloud, "cloud")
@@ -386,6 +399,10 @@ def _consistency_problem(fleet: Fleet) -> str | None:
             )
         seen[key] = i
 
+    problem = _edge_problem(fleet)
+    if problem is not None:
+        return problem
+
     problem = cluster_problem(fleet.clusters, {n.name: n for n in fleet.nodes})
     if problem is not None:
         return problem
@@ -401,6 +418,23 @@ def _consistency_problem(fleet: Fleet) -> str | None:
             f"links: fleet is not connected: {', '.join(stranded)} cannot be reached from "
             f"{devices[0].name!r}; expected every node linked into one network"
         )
+    return None
+
+
+def _edge_problem(fleet: Fleet) -> str | None:
+    """A device's ``edge`` must name an edge node it is linked to; other tiers have none."""
+    tiers = {n.name: n.tier for n in fleet.nodes}
+    for i, node in enumerate(fleet.nodes):
+        if node.edge is None:
+            continue
+        where = f"nodes[{i}].edge"
+        if node.tier != "device":
+            return f"{where}: only device nodes name their edge; {node.name!r} is {node.tier!r}"
+        if tiers.get(node.edge) != "edge":
+            edges = _names(fleet.nodes_in("edge"))
+            return f"{where}: {node.edge!r} is not an edge node (edge nodes: {edges})"
+        if fleet.link(node.name, node.edge) is None:
+            return f"{where}: device {node.name!r} has no link to edge {node.edge!r}"
     return None
 
 

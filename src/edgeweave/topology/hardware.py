@@ -38,6 +38,13 @@ class HardwareProfile(BaseModel):
         ge=0,
         description="Fixed per-operator dispatch cost (e.g. GPU kernel launch), in ms.",
     )
+    cores: int = Field(
+        default=1,
+        ge=1,
+        description="Inferences the node runs at once, each at `gflops` (its parallel worker "
+        "slots); more requests than this share that capacity (processor sharing). A board whose "
+        "`gflops` already uses all its CPU cores for one inference has 1.",
+    )
     source: str = Field(min_length=1, description="Where the numbers come from.")
 
 
@@ -138,6 +145,9 @@ CATALOG: dict[str, HardwareProfile] = {
             power_idle_w=100.0,
             power_tx_w=105.0,
             power_rx_w=105.0,
+            # ~1 TFLOP/s AVX2 peak / ~300 GFLOP/s per batch-1 inference: about three requests at
+            # full speed; 4 worker slots (the runtime server's default max_concurrency)
+            cores=4,
             source=(
                 "Intel ARK Xeon E5-2680 v4 (2x120 W TDP, 2x14 cores @ 2.4 GHz, AVX2 peak ~1 "
                 "TFLOP/s); effective ~300 GFLOP/s fp32 with oneDNN and server idle ~100 W are "
@@ -156,6 +166,8 @@ CATALOG: dict[str, HardwareProfile] = {
             power_rx_w=12.0,
             # CUDA kernel launch ≈ 5-10 µs per operator on a server host.
             op_overhead_ms=0.01,
+            # 8.1 TFLOP/s peak / ~2 TFLOP/s per batch-1 inference: ~4 concurrent streams
+            cores=4,
             source=(
                 "NVIDIA T4 datasheet (70 W, 8.1 TFLOP/s fp32 peak, 16 GB); effective ~2 TFLOP/s "
                 "on batch-1 conv inference and ~10 µs kernel launch overhead are estimates; power "

@@ -80,6 +80,19 @@ class BandwidthTrace(BaseModel):
         index = max(bisect_right(self.t_s, wrapped) - 1, 0)
         return self.mbps[index]
 
+    def segment_at(self, t: float) -> tuple[float, float]:
+        """``(mbps, until)``: the bandwidth at ``t`` and the time it next changes (``inf`` for a
+        constant trace), with the same looping as :meth:`mbps_at`, so a simulator can integrate
+        a transfer across samples exactly instead of sampling the rate."""
+        if len(self.t_s) < 2:
+            return self.mbps[0], math.inf
+        start, period = self.t_s[0], self.period_s
+        loops = math.floor((t - start) / period)
+        wrapped = t - loops * period
+        index = max(bisect_right(self.t_s, wrapped) - 1, 0)
+        end = self.t_s[index + 1] if index + 1 < len(self.t_s) else start + period
+        return self.mbps[index], end + loops * period
+
 
 def _parse_line(text: str, where: str) -> tuple[float, float]:
     fields = [f.strip() for f in text.split(",")]

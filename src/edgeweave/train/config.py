@@ -21,6 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgeweave.topology.error_paths import field_path
 from edgeweave.train.claims import DEFAULT_MAX_CLIENT_EXAMPLES
+from edgeweave.train.control_config import (
+    AdaptiveFrequencySection,
+    FedCSSection,
+    FleetSection,
+    HierarchySection,
+    control_problem,
+)
 from edgeweave.train.types import FitConfig, TrainError
 
 
@@ -144,6 +151,8 @@ class ExperimentConfig(_Strict):
     deadline_s: float | None = Field(None, gt=0)
     over_select: float = Field(1.0, ge=1)
     speeds: SpeedConfig | None = None
+    # backend ray: the cluster to join ("auto", "HOST:6379", "ray://HOST:10001"); None = local
+    ray_address: str | None = Field(None, min_length=1)
     codec: str | None = None
     up_codec: str | None = None
     down_codec: str | None = None
@@ -156,6 +165,11 @@ class ExperimentConfig(_Strict):
     plot: bool = True
     # the most examples one client's update may claim (edgeweave.train.claims)
     max_client_examples: int = Field(DEFAULT_MAX_CLIENT_EXAMPLES, ge=1)
+    # the control algorithms and the fleet they read (edgeweave.train.control_config)
+    fleet: FleetSection | None = None
+    fedcs: FedCSSection | None = None
+    adaptive_frequency: AdaptiveFrequencySection | None = None
+    hierarchy: HierarchySection | None = None
 
 
 def _describe(err: dict[str, Any]) -> str:
@@ -177,6 +191,9 @@ def parse_config(raw: Any, source: str = "<config>") -> ExperimentConfig:
     except ValidationError as e:
         problems = [f"{field_path(err['loc'])}: {_describe(err)}" for err in e.errors()]
         raise TrainError(f"{source}: " + "; ".join(problems)) from None
+    problem = control_problem(cfg)
+    if problem is not None:
+        raise TrainError(f"{source}: {problem}")
     _check_names(cfg, source)
     return cfg
 
@@ -187,6 +204,10 @@ def _check_names(cfg: ExperimentConfig, source: str) -> None:
     from edgeweave.train.models import build_model
 
     checks = [("strategy", lambda: build_strategy(cfg)), ("model", lambda: build_model(cfg.model))]
+    if cfg.fleet is not None:  # the file loads, and in a hierarchy every device has an edge
+        from edgeweave.train.control.from_config import hierarchy_groups
+
+        checks.append(("fleet", lambda: hierarchy_groups(cfg)))
     for fld in ("up_codec", "down_codec"):
         spec = getattr(cfg, fld)
         if spec is not None:
@@ -214,7 +235,14 @@ def load_config(path: str | Path) -> ExperimentConfig:
 
 
 def build_strategy(cfg: ExperimentConfig):
-    """The configured strategy, with secure aggregation and DP-FedAvg around it when asked."""
+    """The configured strategy, with secure aggregation and DP-FedAvg around it when asked, and
+    FedCS or adaptive frequency around that (in a hierarchy: the edges' strategy)."""
+    from edgeweave.train.control.from_config import with_control
+
+    return with_control(cfg, _base_strategy(cfg))
+
+
+def _base_strategy(cfg: ExperimentConfig):
     from edgeweave.train.strategies import get_strategy
 
     fit = cfg.fit.to_fit_config(cfg.seed)

@@ -56,7 +56,9 @@ def build_backend(cfg: ExperimentConfig, task: Task) -> Backend:
 
 def _plain_backend(cfg: ExperimentConfig, task: Task) -> Backend:
     assert task.data is not None
-    speeds = client_speeds(cfg, task.data.num_clients)
+    from edgeweave.train.control.from_config import fleet_speeds
+
+    speeds = client_speeds(cfg, task.data.num_clients) or fleet_speeds(cfg, task)
     kw: dict[str, Any] = {"drop_prob": cfg.dropout, "seed": cfg.seed}
     if speeds is not None:
         kw.update(compute_s_per_epoch=speeds[0], upload_s=speeds[1])
@@ -70,13 +72,13 @@ def _plain_backend(cfg: ExperimentConfig, task: Task) -> Backend:
         return DPSGDBackend(task, noise_multiplier=local_dp.noise_multiplier,
                             max_grad_norm=local_dp.max_grad_norm, delta=local_dp.delta,
                             drop_prob=cfg.dropout, seed=cfg.seed)
+    if cfg.ray_address is not None and cfg.backend != "ray":
+        raise TrainError(f"ray_address: only backend 'ray' joins a Ray cluster, the config says "
+                         f"backend {cfg.backend!r}")
     if cfg.backend == "ray":
-        if cfg.dropout or speeds is not None:
-            raise TrainError("backend: 'ray' runs real clients; dropout and speeds simulate them "
-                             "and need backend 'sequential' or 'vectorized'")
         from edgeweave.train.backends.ray_backend import RayBackend
 
-        return RayBackend(task)
+        return RayBackend(task, address=cfg.ray_address, **kw)
     if cfg.backend == "vectorized":
         try:
             from edgeweave.train.backends.vectorized import VectorizedBackend
@@ -153,4 +155,9 @@ def _run_locked(cfg: ExperimentConfig, source: str,
     with build_backend(cfg, task) as backend:
         if cfg.out_dir is not None:
             record_run(cfg, backend.name)
-        return Server(task, strategy, backend, server_config(cfg)).run(progress)
+        scfg = server_config(cfg)
+        if cfg.hierarchy is not None:  # the cloud's clients are the edges over these devices
+            from edgeweave.train.control.from_config import simulated_hierarchy
+
+            backend, strategy, scfg = simulated_hierarchy(cfg, task, backend, scfg)
+        return Server(task, strategy, backend, scfg).run(progress)

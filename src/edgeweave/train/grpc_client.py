@@ -82,6 +82,8 @@ class FLClient:
         tls_server_name: the name in the server's certificate, when it differs from the host.
         max_message_bytes: the largest message accepted from the server (a task carrying a
             bigger model ends the client with an error saying so).
+        model_spec: the model spec a custom ``fit`` trains, offered at registration so that a
+            server training another model refuses this client at once.
     """
 
     def __init__(self, server: str, token: str, client_id: int,
@@ -92,7 +94,8 @@ class FLClient:
                  tls_server_name: str | None = None,
                  secagg_key: SigningKey | None = None,
                  secagg_registry: dict[int, bytes] | None = None,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 model_spec: str | None = None) -> None:
         if data is None and (fit is None or num_examples is None):
             raise TrainError("FL client: give data, or both fit and num_examples")
         if not 1 <= max_message_bytes < 2**31:
@@ -107,7 +110,7 @@ class FLClient:
         self._creds = None if tls_ca is None else client_tls(tls_ca)
         self._server_name = tls_server_name
         self._fit = fit
-        self._fit_spec: str | None = None
+        self._fit_spec: str | None = model_spec if fit is not None else None
         self.stats = ClientStats()
         self._stop = threading.Event()
         self._call: grpc.Future | None = None

@@ -41,6 +41,7 @@ from edgeweave.train.task import Task
 from edgeweave.train.transfer import Transfer
 from edgeweave.train.types import (
     PRESUMMED_WIRE,
+    ROUND_EXTRA,
     ClientInfo,
     FitConfig,
     Params,
@@ -73,6 +74,7 @@ class ServerConfig:
     up_codec: str | None = None
     down_codec: str | None = None
     max_client_examples: int = DEFAULT_MAX_CLIENT_EXAMPLES
+    identity: str | None = None
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.checkpoint_every < 1 or self.eval_every < 1:
@@ -114,6 +116,12 @@ def evaluate(model: nn.Module, params: Params, x: torch.Tensor, y: torch.Tensor,
     return loss / len(y), correct / len(y)
 
 
+def strategy_hyper(strategy: Strategy) -> dict[str, Any]:
+    """A strategy's scalar hyper-parameters: what a resumed run's strategy must match."""
+    return {k: v for k, v in sorted(vars(strategy).items())
+            if isinstance(v, bool | int | float | str) and not k.startswith("_")}
+
+
 def _weighted_loss(updates: Updates) -> float:
     if len(updates) == 0:
         return float("nan")
@@ -148,8 +156,8 @@ class Server:
                  "codec": c.codec, "strategy": self.strategy.name,
                  **({"up_down": [c.up_codec, c.down_codec]}
                     if c.up_codec is not None or c.down_codec is not None else {}),
-                 "hyper": {k: v for k, v in sorted(vars(self.strategy).items())
-                           if isinstance(v, bool | int | float | str) and not k.startswith("_")},
+                 **({"identity": c.identity} if c.identity is not None else {}),
+                 "hyper": strategy_hyper(self.strategy),
                  "fit": asdict(self.strategy.fit_config), "task": self.task.name,
                  "init_seed": self.task.init_seed}
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
@@ -310,7 +318,8 @@ class Server:
             bytes_up=up_bytes, bytes_down=down_total, wall_s=0.0,
             extra={"selected": len(sent), "arrived": arrived, "failed": len(failed),
                    "late": len(sent) - len(on_time), "sim_round_s": sim,
-                   **({"clipped": clipped} if clipped else {})},
+                   **({"clipped": clipped} if clipped else {}),
+                   **(updates.metrics.get(ROUND_EXTRA, {}) if updates is not None else {})},
         )
 
     def _bound(self, updates: Updates, info: dict[int, ClientInfo], r: int) -> list[int]:

@@ -25,6 +25,10 @@ Params = OrderedDict[str, torch.Tensor]
 #: per-client counts.
 PRESUMMED_WIRE = "presummed_wire"
 
+#: ``Updates.metrics`` key of figures a backend adds to the round's metrics line (the edges of
+#: hierarchical FL report their device-tier bytes and simulated time this way).
+ROUND_EXTRA = "round_extra"
+
 
 class TrainError(EdgeWeaveError):
     """A training configuration, dataset, client update or checkpoint is invalid."""

@@ -77,7 +77,7 @@ def mlp_grads(layout: MLPLayout, params: dict[str, torch.Tensor], x: torch.Tenso
         h = torch.relu(z) if relu else z
         acts.append(h)
     scale = (mask / count.unsqueeze(1)) if mask is not None else (1.0 / count).unsqueeze(1)
-    dz, loss = _softmax_ce(h, y.unsqueeze(2), scale)
+    dz, loss = softmax_ce(h, y.unsqueeze(2), scale)
     grads: dict[str, torch.Tensor] = {}
     for i in range(len(layout.weights) - 1, -1, -1):
         grads[layout.weights[i]] = torch.bmm(dz.transpose(1, 2), acts[i])
@@ -91,7 +91,7 @@ def mlp_grads(layout: MLPLayout, params: dict[str, torch.Tensor], x: torch.Tenso
     return grads, loss
 
 
-def _softmax_ce(logits: torch.Tensor, y: torch.Tensor, scale: torch.Tensor
+def softmax_ce(logits: torch.Tensor, y: torch.Tensor, scale: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(d loss / d logits, loss) of the ``scale``-weighted cross-entropy; ``y`` is (k, w, 1).
 

@@ -35,6 +35,7 @@ import math
 import secrets
 import threading
 import time
+from collections.abc import Collection
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,8 @@ class GrpcBackend(Backend):
             clipped, with a warning).
         quorum: the fewest devices a round proceeds with once the wait for ``min_clients``
             ended (default: ``min_clients``, i.e. fail instead).
+        allowed_clients: the only client ids that may register (None: any); an edge
+            aggregator takes just the devices the fleet puts under it.
     """
 
     name = "grpc"
@@ -115,7 +118,8 @@ class GrpcBackend(Backend):
                  tls_cert: str | Path | None = None, tls_key: str | Path | None = None,
                  lease_s: float = DEFAULT_LEASE_S,
                  max_client_examples: int = DEFAULT_MAX_CLIENT_EXAMPLES,
-                 quorum: int | None = None) -> None:
+                 quorum: int | None = None,
+                 allowed_clients: Collection[int] | None = None) -> None:
         if (tls_cert is None) != (tls_key is None):
             raise TrainError("grpc backend: give both tls_cert and tls_key, or neither")
         _check_numbers(min_clients=min_clients, round_timeout_s=round_timeout_s,
@@ -131,6 +135,7 @@ class GrpcBackend(Backend):
         self.heartbeat_s = heartbeat_s
         self.max_clients = max_clients
         self.max_client_examples = max_client_examples
+        self.allowed = None if allowed_clients is None else frozenset(allowed_clients)
         self._cond = threading.Condition()
         self._registry = DeviceRegistry(max_clients, lease_s)
         # the registry's own dicts, under the names the secure-aggregation backend reads
@@ -303,6 +308,10 @@ class GrpcBackend(Backend):
             raise Reject(grpc.StatusCode.INVALID_ARGUMENT,
                           f"register: need client_id >= 0 and num_examples >= 1, got "
                           f"{req.client_id} and {req.num_examples}")
+        if self.allowed is not None and req.client_id not in self.allowed:
+            raise Reject(grpc.StatusCode.PERMISSION_DENIED,
+                         f"register: client {req.client_id} does not train under this server "
+                         f"(it takes clients {_ids(self.allowed)}; see the fleet's devices)")
         if req.model_specs and self.model_spec not in req.model_specs:
             raise Reject(grpc.StatusCode.FAILED_PRECONDITION,
                           f"register: this server trains {self.model_spec!r}; client "
@@ -409,6 +418,12 @@ class GrpcBackend(Backend):
             p.result, p.reason, p.bytes_up = result, reason, bytes_up
             self._cond.notify_all()
             return True
+
+
+def _ids(ids: frozenset[int]) -> str:
+    shown = sorted(ids)
+    return ", ".join(map(str, shown[:20])) + (f" and {len(shown) - 20} more" if len(shown) > 20
+                                               else "")
 
 
 _WAIT_LOG_S = 15.0  # while waiting for devices, say who is missing this often

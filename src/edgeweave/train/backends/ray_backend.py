@@ -7,6 +7,13 @@ reference :func:`~edgeweave.train.local.train_client` one client after another, 
 equals the sequential backend's. A dead actor is restarted by Ray (its shards come back from the
 object store); the clients it was training fail that round with the reason and the round goes on.
 
+On a cluster (``address``: ``"auto"``, ``"HOST:6379"`` or ``"ray://HOST:10001"``) the actors are
+spread over the nodes (Ray's SPREAD placement), one per CPU of the whole cluster by default.
+Training is a pure function of (model, shard, config, round, client id), so where an actor runs
+does not change the model. The simulated drops (``drop_prob``) and per-client speeds are the
+:class:`~edgeweave.train.backends.sequential.SimulatedFleet`'s, drawn on the driver exactly as
+the sequential and vectorized backends draw them: a dropped client is never sent to an actor.
+
 Ray moves Python objects between its own processes with its own serialiser; that is inside one
 trusted cluster. Devices outside it use the grpc backend, whose wire never unpickles.
 """
@@ -15,13 +22,15 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from edgeweave.train.backends.base import Backend
-from edgeweave.train.backends.sequential import empty_updates
+from edgeweave.train.backends.sequential import SimulatedFleet, empty_updates
 from edgeweave.train.local import train_client
 from edgeweave.train.task import Task
 from edgeweave.train.types import ClientInfo, FitConfig, Params, TrainError, Updates
@@ -64,36 +73,44 @@ class _ClientPool:
     def pid(self) -> int:
         return os.getpid()
 
+    def node(self) -> str:
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
+
 
 class RayBackend(Backend):
     """Train the task's clients on Ray actors.
 
     Args:
         task: the task; its client data is split over the actors once.
-        address: a Ray cluster (``"auto"``, ``"ray://head:10001"``); None starts a local Ray.
+        address: a Ray cluster (``"auto"``, ``"HOST:6379"``, ``"ray://HOST:10001"``); None starts
+            a local Ray.
         num_cpus: CPUs of the local Ray instance (ignored with ``address``).
-        actors: pool size (default: one per CPU, at most one per client).
+        actors: pool size (default: one per CPU of the cluster, at most one per client).
         round_timeout_s: clients whose actor has not answered by then fail the round.
+        drop_prob, seed, compute_s_per_epoch, upload_s: the simulated fleet, as for the
+            sequential backend.
     """
 
     name = "ray"
 
     def __init__(self, task: Task, address: str | None = None, num_cpus: int = 2,
-                 actors: int | None = None, round_timeout_s: float | None = None) -> None:
+                 actors: int | None = None, round_timeout_s: float | None = None,
+                 drop_prob: float = 0.0, seed: int = 0,
+                 compute_s_per_epoch: Sequence[float] | None = None,
+                 upload_s: Sequence[float] | None = None) -> None:
         if task.data is None:
             raise TrainError(f"ray backend: task {task.name!r} has no client data (the clients "
                              "hold it; use the grpc backend)")
+        self.fleet = SimulatedFleet("ray", task.data.num_clients, drop_prob, seed,
+                                    compute_s_per_epoch, upload_s)
         ray = self.ray = _ray()
         self.task, self.data = task, task.data
         self.round_timeout_s = round_timeout_s
         self._owns_ray = not ray.is_initialized()
         if self._owns_ray:
-            t0 = time.perf_counter()
-            kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-            if address is None:
-                kw["num_cpus"] = num_cpus
-            ray.init(address=address, **kw)
-            log.info("ray started in %.1f s", time.perf_counter() - t0)
+            _connect(ray, address, num_cpus)
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         n = self.data.num_clients
         self.num_actors = max(1, min(n, actors or cpus))
@@ -112,12 +129,16 @@ class RayBackend(Backend):
         self._actors = [self._start(a) for a in range(self.num_actors)]
 
     def _start(self, a: int) -> Any:
-        return self._remote.options(num_cpus=self._per_actor).remote(
-            self.task.model_fn, self._shard_refs[a], max(1, int(self._per_actor)))
+        # SPREAD: on a cluster, actors go to different nodes rather than filling the first one
+        opts = self._remote.options(num_cpus=self._per_actor, scheduling_strategy="SPREAD")
+        return opts.remote(self.task.model_fn, self._shard_refs[a], max(1, int(self._per_actor)))
 
     def available_clients(self) -> list[ClientInfo]:
-        sizes = self.data.sizes().tolist()
-        return [ClientInfo(i, int(sizes[i])) for i in range(self.data.num_clients)]
+        return self.fleet.clients(self.data.sizes().tolist())
+
+    def nodes(self) -> list[str]:
+        """The Ray node id each actor runs on (one entry per actor)."""
+        return list(self.ray.get([a.node.remote() for a in self._actors]))
 
     def fit(self, round_num: int, global_params: Params, client_ids: list[int],
             config: FitConfig) -> Updates:
@@ -125,15 +146,18 @@ class RayBackend(Backend):
         for cid in client_ids:
             if not 0 <= cid < self.data.num_clients:
                 raise TrainError(f"ray backend: no client {cid} (have {self.data.num_clients})")
-        params_ref = ray.put(global_params)
+        failed = self.fleet.failures(round_num, client_ids)
         batches: dict[int, list[int]] = {}
         for cid in client_ids:
-            batches.setdefault(self._owner[cid], []).append(cid)
+            if cid not in failed:
+                batches.setdefault(self._owner[cid], []).append(cid)
+        if not batches:
+            return empty_updates(global_params, failed)
+        params_ref = ray.put(global_params)
         refs = {self._actors[a].fit.remote(round_num, params_ref, ids, config): (a, ids)
                 for a, ids in batches.items()}
         ready, late = ray.wait(list(refs), num_returns=len(refs), timeout=self.round_timeout_s)
         results: dict[int, tuple[Params, int, float]] = {}
-        failed: dict[int, str] = {}
         for ref in late:
             ray.cancel(ref, force=False)
             for cid in refs[ref][1]:
@@ -148,7 +172,7 @@ class RayBackend(Backend):
                     else:
                         failed[cid] = err
             except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
-                why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                why = _first_line(e)
                 for cid in ids:
                     failed[cid] = f"client {cid}: its Ray actor failed: {why}"
                 if isinstance(e, ray.exceptions.RayActorError):
@@ -171,3 +195,41 @@ class RayBackend(Backend):
         if getattr(self, "_owns_ray", False):
             self.ray.shutdown()
             self._owns_ray = False
+
+
+def _connect(ray: Any, address: str | None, num_cpus: int) -> None:
+    """Start a local Ray (``address`` None) or join the cluster at ``address``; a cluster that
+    cannot be reached is one error naming the address, not Ray's traceback."""
+    t0 = time.perf_counter()
+    kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    if address is None:
+        kw["num_cpus"] = num_cpus
+    else:
+        _probe(address)
+    try:
+        ray.init(address=address, **kw)
+    except (ConnectionError, ValueError, RuntimeError, TimeoutError) as e:
+        if ray.is_initialized():
+            ray.shutdown()
+        raise TrainError(f"ray backend: cannot join the Ray cluster at address {address!r} "
+                         f"({_first_line(e)})") from None
+    log.info("ray %s in %.1f s", "started" if address is None else f"joined at {address}",
+             time.perf_counter() - t0)
+
+
+def _probe(address: str, timeout_s: float = 5.0) -> None:
+    """A HOST:PORT (or ray://HOST:PORT) that accepts no TCP connection fails here within
+    ``timeout_s``: ray.init would retry it for minutes before giving up."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" or a form Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise TrainError(f"ray backend: cannot join the Ray cluster at address {address!r} "
+                         f"(no connection to {host}:{port}: {_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -43,6 +43,34 @@ def simulated_failures(seed: int, round_num: int, client_ids: Sequence[int],
             if d}
 
 
+class SimulatedFleet:
+    """What the simulated backends (sequential, vectorized, ray) simulate about their clients,
+    in one place: independent drops with ``drop_prob`` (:func:`simulated_failures`) and each
+    client's ``compute_s_per_epoch`` and ``upload_s`` (reported in :meth:`clients` for
+    deadline-aware selection and straggler simulation; nothing is slowed down)."""
+
+    def __init__(self, backend: str, n: int, drop_prob: float = 0.0, seed: int = 0,
+                 compute_s_per_epoch: Sequence[float] | None = None,
+                 upload_s: Sequence[float] | None = None) -> None:
+        if not 0 <= drop_prob < 1:
+            raise TrainError(f"{backend} backend: drop_prob must be in [0, 1), got {drop_prob}")
+        for label, vals in (("compute_s_per_epoch", compute_s_per_epoch),
+                            ("upload_s", upload_s)):
+            if vals is not None and len(vals) != n:
+                raise TrainError(f"{backend} backend: {label} has {len(vals)} values, "
+                                 f"expected one per client ({n})")
+        self.drop_prob, self.seed = float(drop_prob), seed
+        self.compute = list(compute_s_per_epoch) if compute_s_per_epoch is not None else [0.0] * n
+        self.upload = list(upload_s) if upload_s is not None else [0.0] * n
+
+    def clients(self, sizes: Sequence[int]) -> list[ClientInfo]:
+        return [ClientInfo(i, int(sizes[i]), float(self.compute[i]), float(self.upload[i]))
+                for i in range(len(sizes))]
+
+    def failures(self, round_num: int, client_ids: Sequence[int]) -> dict[int, str]:
+        return simulated_failures(self.seed, round_num, client_ids, self.drop_prob)
+
+
 class ClientFailed(Exception):
     """Raised by :meth:`SequentialBackend._train_one` for a client that cannot train this round
     (the reason goes into the round's ``failed``)."""
@@ -51,9 +79,8 @@ class ClientFailed(Exception):
 class SequentialBackend(Backend):
     """Runs ``train_client`` per client on the task's packed data.
 
-    ``compute_s_per_epoch`` and ``upload_s`` (one value per client, e.g. from the fleet's device
-    speeds) are reported in :meth:`available_clients` for deadline-aware selection and straggler
-    simulation; they do not slow anything down here.
+    ``drop_prob``, ``seed``, ``compute_s_per_epoch`` and ``upload_s`` (one value per client, e.g.
+    from the fleet's device speeds) are the :class:`SimulatedFleet`'s.
     """
 
     name = "sequential"
@@ -64,30 +91,19 @@ class SequentialBackend(Backend):
         if task.data is None:
             raise TrainError(f"sequential backend: task {task.name!r} has no client data "
                              "(the clients hold it; use the grpc backend)")
-        if not 0 <= drop_prob < 1:
-            raise TrainError(f"sequential backend: drop_prob must be in [0, 1), got {drop_prob}")
-        n = task.data.num_clients
-        for label, vals in (("compute_s_per_epoch", compute_s_per_epoch),
-                            ("upload_s", upload_s)):
-            if vals is not None and len(vals) != n:
-                raise TrainError(f"sequential backend: {label} has {len(vals)} values, "
-                                 f"expected one per client ({n})")
         self.task = task
         self.data = task.data
-        self.drop_prob = float(drop_prob)
-        self.seed = seed
-        self.compute = list(compute_s_per_epoch) if compute_s_per_epoch is not None else [0.0] * n
-        self.upload = list(upload_s) if upload_s is not None else [0.0] * n
+        self.fleet = SimulatedFleet("sequential", task.data.num_clients, drop_prob, seed,
+                                    compute_s_per_epoch, upload_s)
+        self.drop_prob, self.seed = self.fleet.drop_prob, seed
         self.model = task.model_fn()
 
     def available_clients(self) -> list[ClientInfo]:
-        sizes = self.data.sizes().tolist()
-        return [ClientInfo(i, int(sizes[i]), float(self.compute[i]), float(self.upload[i]))
-                for i in range(self.data.num_clients)]
+        return self.fleet.clients(self.data.sizes().tolist())
 
     def fit(self, round_num: int, global_params: Params, client_ids: list[int],
             config: FitConfig) -> Updates:
-        failed = simulated_failures(self.seed, round_num, client_ids, self.drop_prob)
+        failed = self.fleet.failures(round_num, client_ids)
         ids, results, counts, losses = [], [], [], []
         for cid in client_ids:
             if cid in failed:

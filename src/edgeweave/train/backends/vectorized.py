@@ -15,8 +15,9 @@ SGD arithmetic; ``tests/train/test_vectorized_backend.py`` checks allclose):
 * FedProx's proximal gradient ``mu (w - w_global)``, weight decay and momentum are applied to
   the stacked tensors exactly as the reference applies them to one client's.
 
-Pure Linear/ReLU stacks (logistic regression, MLPs) take a hand-written batched backward
-(:mod:`~edgeweave.train.backends.fused_mlp`), checked equal to the generic path. Models the
+Pure Linear/ReLU stacks (logistic regression, MLPs) and plain CNNs (Conv2d, ReLU, MaxPool2d,
+Flatten, Linear) take a hand-written batched backward (:mod:`~edgeweave.train.backends.fused_mlp`,
+:mod:`~edgeweave.train.backends.fused_cnn`), checked equal to the generic path. Models the
 batched path cannot reproduce (BatchNorm's running statistics, dropout's randomness, a layer
 vmap refuses) are trained one client at a time with the reference instead, with a warning and
 ``Updates.metrics["backend_fallback"]`` naming the reason.
@@ -32,13 +33,10 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from edgeweave.train.backends.base import Backend
+from edgeweave.train.backends.fused_cnn import CNNLayout, cnn_grads, cnn_layout
 from edgeweave.train.backends.fused_mlp import MLPLayout, mlp_grads, mlp_layout
 from edgeweave.train.backends.schedule import BatchSchedule, step_counts
-from edgeweave.train.backends.sequential import (
-    SequentialBackend,
-    empty_updates,
-    simulated_failures,
-)
+from edgeweave.train.backends.sequential import SequentialBackend, empty_updates
 from edgeweave.train.backends.support import unsupported_reason
 from edgeweave.train.task import Task
 from edgeweave.train.types import ClientInfo, FitConfig, Params, TrainError, Updates
@@ -50,7 +48,7 @@ DEFAULT_MEMORY_BUDGET = 1 << 30
 class VectorizedBackend(Backend):
     """Trains the selected clients together with torch.func; falls back to the reference.
 
-    ``fused=False`` forces the generic ``vmap(grad)`` path even for MLPs (to compare the two).
+    ``fused=False`` forces the generic ``vmap(grad)`` path even for MLPs and CNNs (to compare).
     ``memory_budget`` bounds the stacked working set: clients are trained in chunks of as many as
     fit. ``drop_prob``/``seed``/``compute_s_per_epoch``/``upload_s`` mean what they mean in
     :class:`~edgeweave.train.backends.sequential.SequentialBackend` (same simulated drops).
@@ -68,7 +66,7 @@ class VectorizedBackend(Backend):
             raise TrainError(f"vectorized backend: memory_budget must be > 0, got {memory_budget}")
         self.task = task
         self.data = self.reference.data
-        self.drop_prob, self.seed = float(drop_prob), seed
+        self.fleet = self.reference.fleet
         self.memory_budget = memory_budget
         self.device = torch.device(device)
         self.model = task.model_fn().to(self.device)
@@ -82,6 +80,8 @@ class VectorizedBackend(Backend):
                           "with the sequential reference", RuntimeWarning, stacklevel=2)
         self.layout: MLPLayout | None = (
             mlp_layout(self.model, probe) if fused and self.x.dim() == 2 else None)
+        self.cnn: CNNLayout | None = (
+            cnn_layout(self.model, probe) if fused and self.x.dim() == 4 else None)
         self.frozen = _unused_params(self.model, probe, self.x[:2], self.y[:2])
         self._grad_fns: dict[tuple[bool, bool], object] = {}
         self.shapes = [v.shape for v in probe.values()]
@@ -95,7 +95,7 @@ class VectorizedBackend(Backend):
             updates = self.reference.fit(round_num, global_params, client_ids, config)
             updates.metrics["backend_fallback"] = self.fallback
             return updates
-        failed = simulated_failures(self.seed, round_num, client_ids, self.drop_prob)
+        failed = self.fleet.failures(round_num, client_ids)
         ids = [c for c in client_ids if c not in failed]
         bad = [c for c in ids if not 0 <= c < self.data.num_clients] if ids and (
             min(ids) < 0 or max(ids) >= self.data.num_clients) else []
@@ -213,6 +213,8 @@ class VectorizedBackend(Backend):
                ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         if self.layout is not None:
             return mlp_grads(self.layout, p, x, y, mask, count)
+        if self.cnn is not None:
+            return cnn_grads(self.cnn, p, x, y, mask, count)
         masked, shared = mask is not None, next(iter(p.values())).dim() == len(self.shapes[0])
         fn = self._grad_fns.get((masked, shared))
         if fn is None:

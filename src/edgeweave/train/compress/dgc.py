@@ -1,11 +1,15 @@
 """``"dgc:DENSITY[,MOMENTUM[,CLIP[,WARMUP]]]"``: Deep Gradient Compression (Lin et al. 2018)
 adapted to federated rounds.
 
-The four techniques of the paper, per sender and per tensor:
+The four techniques of the paper, per sender and per tensor, where the "gradient" g is the
+sender's update for the round (in FL the client's model delta: the accumulated pseudo-gradient
+of its local SGD steps):
 
-- momentum correction: accumulate the velocity, not the raw gradient:
-  u = m u + (1 - m) g, v = v + u, and send top-k(v). Sparsifying g and applying momentum
-  afterwards would lose the momentum of the coordinates that wait; accumulating u keeps it.
+- momentum correction and local gradient accumulation: accumulate the velocity, not the raw
+  gradient: u = m u + g, v = v + u, send top-k(v). Sparsifying g and applying momentum
+  afterwards would lose the momentum of the coordinates that wait; accumulating u keeps it, so a
+  coordinate that waits receives what momentum SGD would have applied to it (the paper's
+  equation 6; no (1 - m) dampening, as in the paper and its reference code).
 - local gradient clipping: before accumulating, the sender clips its update to the global norm
   threshold CLIP scaled by N^-1/2 (N = senders in the round), as the paper does so that the sum
   of N clipped updates respects CLIP (0 = no clipping).
@@ -15,15 +19,19 @@ The four techniques of the paper, per sender and per tensor:
   25%, 6.25%, 1.5625%, 0.39% ... (sparsity 75%, 93.75%, 98.4375%, 99.6%, as in the paper), then
   stays at DENSITY.
 
-Where it operates: on each round's update (the client's model delta, i.e. the accumulated
-pseudo-gradient of its local SGD steps), not on every local step. The backends train clients
+The dense limit is FedAvg: with DENSITY = 1 and no clipping every coordinate is sent every round,
+masking clears u and v each time, and what goes out is exactly g (tests check this). An earlier
+version dampened the momentum, u = m u + (1 - m) g, which with masking sent (1 - m) g: a tenth
+of FedAvg's step at m = 0.9, and a CNN that stayed at chance. In the sparse regime a coordinate
+that waits T rounds goes out as sum_t u_t, up to 1/(1 - m) times its FedAvg step for large T:
+the server momentum that momentum correction is meant to preserve.
+
+Where it operates: on each round's update, not on every local step. The backends train clients
 with plain local SGD and return models (and the vectorized backend trains all clients at once),
 so a per-step hook would have to live inside every backend; per round is also where the bytes
-are spent in FL, since nothing is communicated between local steps. What that changes: the
-"gradient" DGC sparsifies is a sum of E local steps, and the momentum runs across rounds (across
-a client's participations), not across SGD steps. The (1 - m) dampening keeps the dense limit
-(DENSITY = 1, no clipping) equal to FedAvg's total step -- the paper's undampened form would act
-as server momentum with a 1/(1 - m) larger step, changing the baseline optimiser being compared.
+are spent in FL, since nothing is communicated between local steps. The momentum therefore runs
+across rounds (across a client's participations), not across SGD steps, and it is stale for a
+client that is rarely selected: DGC suits cohorts that take part in most rounds.
 
 Bytes are those of the ``topk`` codec's payload (values + compact indices) for each tensor.
 """
@@ -103,7 +111,7 @@ class DGC(UpdateCompressor):
                 out[name] = codec.decode(enc)
                 continue
             g = t.detach().to(torch.float64) * scale
-            un = u.get(name, torch.zeros_like(g)).mul(m).add_(g, alpha=1 - m)
+            un = u.get(name, torch.zeros_like(g)).mul(m).add_(g)
             vn = v.get(name, torch.zeros_like(g)).add_(un)
             enc = codec.encode(vn.to(t.dtype))
             total += enc.nbytes

@@ -1,0 +1,256 @@
+"""The fleet simulator: scale, fidelity against the real runtime, and the operator's question.
+
+* **Scale**: wall time, CPU time and peak memory to simulate the city scenario
+  (examples/sim/city.yaml: phones and cameras sending a request every 5 s while active, over
+  48 shared cells, 12 edge servers and a cloud) for 1,000 / 5,000 / 10,000 devices x 30 min,
+  and 1,000 devices x 10 / 60 min; each row in its own process, so its peak RSS is its own.
+* **Fidelity**: the simulator against `edgeweave serve` processes on this host with the same
+  Plan, link shaping, dilation and arrival times (`edgeweave.sim.validate`): one
+  device-edge-cloud chain, four devices sharing one edge, a bandwidth step.
+* **The operator's question** on the campus scenario (examples/sim/campus.yaml): service time
+  and failure rate vs devices for every policy (a sweep, as Ray tasks unless --serial), and the
+  federated run's rounds- and time-to-accuracy with and without the devices' inference load
+  (flat FedAvg and hierarchical), with what training costs inference.
+
+    .venv/bin/python benchmarks/simulator.py --json sim.json [--skip-fidelity] [--serial]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from _zoo import emit
+
+ROOT = Path(__file__).resolve().parent.parent
+CITY = ROOT / "examples" / "sim" / "city.yaml"
+CAMPUS = ROOT / "examples" / "sim" / "campus.yaml"
+SCALE = [(1000, 30), (5000, 30), (10000, 30), (1000, 10), (1000, 60)]
+CAMPUS_DEVICES = [100, 500, 1000, 2000]
+
+
+def scale_row(devices: int, minutes: float, scenario: Path) -> dict[str, Any]:
+    """One scale row, measured in this process (run by `scale` in a fresh subprocess)."""
+    from edgeweave.sim.run import simulate
+    from edgeweave.sim.scenario import load_scenario
+
+    scn = load_scenario(scenario).with_devices(devices).model_copy(
+        update={"duration_s": minutes * 60.0})
+    t0, c0 = time.perf_counter(), time.process_time()
+    run = simulate(scn, training=False)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    s = run.summary
+    return {"devices": devices, "sim_minutes": minutes, "wall_s": wall, "cpu_s": cpu,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "requests": s["requests"], "events": s["events"], "events_per_s": s["events"] / wall,
+            "us_per_request_cpu": cpu / max(s["requests"], 1) * 1e6,
+            "planner_calls": run.sim.pricing.replans, "policy": s["policy"],
+            "service_p50_ms": s["service_ms"]["p50"], "failure_rate": s["failure_rate"]}
+
+
+def scale(console: Console, rows: list[tuple[int, float]], scenario: Path) -> list[dict]:
+    out = []
+    for devices, minutes in rows:
+        res = subprocess.run([sys.executable, __file__, "--scale-row", str(devices), str(minutes),
+                              "--scenario", str(scenario)], capture_output=True, text=True)
+        if res.returncode != 0:
+            raise SystemExit(f"scale row {devices} x {minutes} min failed:\n{res.stderr[-2000:]}")
+        row = json.loads(res.stdout.strip().splitlines()[-1])
+        console.print(f"scale: {devices} devices x {minutes:g} min: {row['wall_s']:.1f} s wall, "
+                      f"{row['cpu_s']:.1f} s CPU, {row['peak_rss_mb']:.0f} MB, "
+                      f"{row['requests']} requests", highlight=False)
+        out.append(row)
+    return out
+
+
+def growth(rows: list[dict]) -> dict[str, Any]:
+    """How cost grows: CPU seconds per million requests across the rows (constant = linear in
+    requests, i.e. in devices x simulated time), and the fixed planning part."""
+    per = [r["cpu_s"] / r["requests"] * 1e6 for r in rows if r["requests"]]
+    return {"cpu_s_per_million_requests": per,
+            "spread": (max(per) - min(per)) / min(per) if per else None}
+
+
+def fidelity(console: Console) -> list[dict]:
+    from edgeweave.sim.validate import CASES, validate
+
+    rows = []
+    for name, case in CASES.items():
+        row = validate(case).row()
+        console.print(f"fidelity {name}: sim p50 {row['sim_p50_ms']:.1f} vs real "
+                      f"{row['real_p50_ms']:.1f} ms ({100 * row['err_p50']:+.1f}%), p95 "
+                      f"{row['sim_p95_ms']:.1f} vs {row['real_p95_ms']:.1f} "
+                      f"({100 * row['err_p95']:+.1f}%)", highlight=False)
+        rows.append(row)
+    return rows
+
+
+def operator(console: Console, serial: bool, minutes: float, seeds: list[int],
+             devices: list[int]) -> list[dict]:
+    from edgeweave.sim.policies import list_policies
+    from edgeweave.sim.scenario import load_scenario
+    from edgeweave.sim.sweep import sweep
+
+    scn = load_scenario(CAMPUS).model_copy(update={"duration_s": minutes * 60.0})
+    t0 = time.perf_counter()
+    rows = sweep(scn, devices, list_policies(), seeds, ray=not serial)
+    console.print(f"campus sweep: {len(rows)} runs in {time.perf_counter() - t0:.0f} s")
+    return rows
+
+
+def training(console: Console, devices: int, minutes: float) -> list[dict]:
+    """Rounds and time to accuracy with and without inference, and inference with and without
+    training, flat and hierarchical."""
+    from edgeweave.sim.run import simulate
+    from edgeweave.sim.scenario import HierarchicalSpec, load_scenario
+
+    base = load_scenario(CAMPUS).with_devices(devices).model_copy(
+        update={"duration_s": minutes * 60.0})
+    alone = simulate(base, training=False).summary
+    rows = []
+    for kind in ("flat", "hierarchical"):
+        scn = base
+        if kind == "hierarchical":
+            assert base.training is not None
+            scn = base.model_copy(update={"training": base.training.model_copy(
+                update={"hierarchical": HierarchicalSpec(edge_rounds=2)})})
+        for load in (False, True):
+            run = simulate(scn, inference=load)
+            tr = run.training
+            assert tr is not None
+            rounds = tr["rounds"]
+            row = {"training": kind, "inference_load": load, "devices": devices,
+                   "rounds": len(rounds), "time_to_accuracy": tr["time_to_accuracy"],
+                   "final_accuracy": tr["final_accuracy"],
+                   "mean_round_s": sum(r["sim_round_s"] for r in rounds) / len(rounds),
+                   "dropped_mobility": sum(r["dropped_mobility"] for r in rounds),
+                   "training_end_s": rounds[-1]["sim_end_s"]}
+            if load:
+                s = run.summary
+                row["inference_with_training"] = {
+                    "service_p50_ms": s["service_ms"]["p50"],
+                    "service_p95_ms": s["service_ms"]["p95"], "failure_rate": s["failure_rate"]}
+                row["inference_alone"] = {
+                    "service_p50_ms": alone["service_ms"]["p50"],
+                    "service_p95_ms": alone["service_ms"]["p95"],
+                    "failure_rate": alone["failure_rate"]}
+            tta = tr["time_to_accuracy"]
+            console.print(f"training {kind}, inference {'on' if load else 'off'}: target "
+                          f"{tta['target']} at round {tta['round']} ({tta['sim_s']} s)",
+                          highlight=False)
+            rows.append(row)
+    return rows
+
+
+def _f(v: Any, spec: str = ".1f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def tables(scale_rows, fid_rows, sweep_rows, train_rows) -> list[Table]:
+    out = []
+    t = Table(title="scale: city scenario, edgeweave policy, one process per row")
+    for col in ("devices", "sim min", "requests", "wall s", "CPU s", "peak MB", "events/s",
+                "us/request (CPU)", "planner calls"):
+        t.add_column(col, justify="right")
+    for r in scale_rows:
+        t.add_row(str(r["devices"]), f"{r['sim_minutes']:g}", str(r["requests"]),
+                  _f(r["wall_s"]), _f(r["cpu_s"]), f"{r['peak_rss_mb']:.0f}",
+                  f"{r['events_per_s']:,.0f}", _f(r["us_per_request_cpu"]),
+                  str(r["planner_calls"]))
+    out.append(t)
+    if fid_rows:
+        t = Table(title="fidelity: simulator vs real runtime (same Plan, shaping, dilation, "
+                        "arrivals)")
+        for col in ("scenario", "mode", "requests", "sim p50", "real p50", "err p50",
+                    "sim p95", "real p95", "err p95", "plan-only err p50"):
+            t.add_column(col, justify="left" if col in ("scenario", "mode") else "right")
+        for r in fid_rows:
+            t.add_row(r["scenario"], r["mode"], str(r["requests"]), _f(r["sim_p50_ms"]),
+                      _f(r["real_p50_ms"]), f"{100 * r['err_p50']:+.1f}%", _f(r["sim_p95_ms"]),
+                      _f(r["real_p95_ms"]), f"{100 * r['err_p95']:+.1f}%",
+                      f"{100 * r['plan_only_err_p50']:+.1f}%")
+        out.append(t)
+    if sweep_rows:
+        t = Table(title="campus: service time and failure rate vs devices per policy")
+        for col in ("devices", "policy", "requests", "mean ms", "p95 ms", "failed %",
+                    "mob/net/cap/dl"):
+            t.add_column(col, justify="left" if col == "policy" else "right")
+        for r in sweep_rows:
+            f = r["failures"]
+            t.add_row(str(r["devices"]), r["policy"], str(r["requests"]),
+                      _f(r["service_ms"]["mean"]), _f(r["service_ms"]["p95"]),
+                      f"{100 * r['failure_rate']:.2f}",
+                      f"{f['mobility']}/{f['network']}/{f['capacity']}/{f['deadline']}")
+        out.append(t)
+    if train_rows:
+        t = Table(title="campus: federated training on the fleet, with and without inference")
+        for col in ("training", "inference", "round to target", "time to target s",
+                    "mean round s", "final acc", "moved away", "inference p95 ms alone/with"):
+            t.add_column(col, justify="right")
+        for r in train_rows:
+            tta = r["time_to_accuracy"]
+            inf = (f"{r['inference_alone']['service_p95_ms']:.0f}/"
+                   f"{r['inference_with_training']['service_p95_ms']:.0f}"
+                   if r["inference_load"] else "-")
+            t.add_row(r["training"], "on" if r["inference_load"] else "off",
+                      _f(tta["round"], "d"), _f(tta["sim_s"]), _f(r["mean_round_s"], ".2f"),
+                      _f(r["final_accuracy"], ".3f"), str(r["dropped_mobility"]), inf)
+        out.append(t)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--skip-fidelity", action="store_true")
+    ap.add_argument("--skip-scale", action="store_true")
+    ap.add_argument("--skip-operator", action="store_true")
+    ap.add_argument("--serial", action="store_true", help="sweep in this process, not on Ray")
+    ap.add_argument("--campus-minutes", type=float, default=30.0)
+    ap.add_argument("--training-minutes", type=float, default=10.0)
+    ap.add_argument("--seeds", default="1", help="campus sweep seeds, comma-separated")
+    ap.add_argument("--campus-devices", default=",".join(map(str, CAMPUS_DEVICES)))
+    ap.add_argument("--training-devices", type=int, default=1000)
+    ap.add_argument("--scale-rows", default=",".join(f"{n}x{m:g}" for n, m in SCALE),
+                    help="DEVICESxMINUTES,... (e.g. 1000x30,10000x30)")
+    ap.add_argument("--scenario", type=Path, default=CITY, help=argparse.SUPPRESS)
+    ap.add_argument("--scale-row", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.scale_row:
+        print(json.dumps(scale_row(int(args.scale_row[0]), float(args.scale_row[1]),
+                                   args.scenario)))
+        return
+    console = Console(width=150)
+    rows = [(int(n), float(m)) for n, m in (x.split("x") for x in args.scale_rows.split(","))]
+    scale_rows = [] if args.skip_scale else scale(console, rows, args.scenario)
+    fid_rows = [] if args.skip_fidelity else fidelity(console)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    counts = [int(n) for n in args.campus_devices.split(",")]
+    sweep_rows = [] if args.skip_operator else operator(console, args.serial,
+                                                         args.campus_minutes, seeds, counts)
+    train_rows = [] if args.skip_operator else training(console, args.training_devices,
+                                                        args.training_minutes)
+    doc = {"benchmark": "simulator", "format_version": 1,
+           "scale": scale_rows, "scale_growth": growth(scale_rows), "fidelity": fid_rows,
+           "campus_sweep": sweep_rows, "training": train_rows,
+           "load_average": list(os.getloadavg()),
+           "note": ("Scale rows run the city scenario under its edgeweave policy, each in its "
+                    "own process (peak RSS is that process's). Fidelity: real = `edgeweave "
+                    "serve` processes on this host; sim_* gives the simulated servers the "
+                    "speed the runtime's load factors measured in the warm-up, plan_only_* "
+                    "uses the Plan's figures alone.")}
+    emit(console, tables(scale_rows, fid_rows, sweep_rows, train_rows), doc, args.json)
+
+
+if __name__ == "__main__":
+    main()

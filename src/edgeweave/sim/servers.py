@@ -1,0 +1,250 @@
+"""Servers as queues: processor sharing over a node's cores, or batches.
+
+An edge or cloud node runs a request's stage in `work` ms at its profiled speed. Admission
+follows the runtime's server (`runtime.server.Admission`): at most ``slots`` requests run, at
+most ``queue`` more wait in FIFO order, the rest are refused at once (a capacity failure). The
+running requests share the node's ``cores``: each runs at full speed while there are no more of
+them than cores, and at ``cores / n`` of it beyond (processor sharing, what an OS gives threads
+that outnumber cores).
+
+A request may ``hold`` its slot past its compute: the runtime's server keeps a request admitted
+while it forwards it to the next node and waits for the reply (`runtime.server.NodeService`), so
+the engine holds an edge slot until the reply passes back down and `release`s it then.
+
+Processor sharing is simulated with a virtual clock: ``v`` is the work every running request has
+received since the server's start, growing at the per-request rate; a request that arrives at
+``v0`` with ``w`` ms of work leaves when ``v`` reaches ``v0 + w``. Arrivals and departures only
+change the slope, so one pending completion event is enough: it is moved (and the old one
+ignored) only when the earliest finish time really changes, which at light load it never does.
+
+The batched server collects requests until ``max_batch`` are waiting or the oldest has waited
+``max_delay_s``, then runs them together in ``max(work) * (1 + marginal * (b - 1))``: batching
+amortises weights and kernel launches, so each extra request costs a fraction ``marginal`` of a
+single one (Clipper and the serving path's batcher make the same trade).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import simpy
+
+#: work (ms) below which a finish is treated as reached, against float drift in the virtual clock
+_EPS_MS = 1e-9
+
+
+class PSServer:
+    """A node's compute: ``cores``-way processor sharing behind ``slots``/``queue`` admission.
+
+    ``on_done(job, now)`` is called when a job's work is complete. ``load_factor`` is an EWMA of
+    (time in service / work at full speed) over completed jobs: what a client learns from its
+    replies (`runtime.load.LoadFactors`), 1.0 on an idle node at full ``speed``.
+    """
+
+    def __init__(self, env: simpy.Environment, name: str, cores: int, slots: int, queue: int,
+                 on_done: Callable[[Any, float], None], alpha: float = 0.3,
+                 speed: float = 1.0) -> None:
+        if cores < 1 or slots < 1 or queue < 0 or speed <= 0:
+            raise ValueError(f"server {name}: cores and slots must be >= 1, queue >= 0, "
+                             "speed > 0")
+        self.env, self.name = env, name
+        self.speed = speed
+        self.cores, self.slots, self.queue = cores, slots, queue
+        self.on_done = on_done
+        self.alpha = alpha
+        self.v = 0.0  # ms of work each running job has received
+        self.t = 0.0  # sim time of the last virtual-clock update
+        # (v_end, seq, t0, work, hold, job)
+        self.running: list[tuple[float, int, float, float, bool, Any]] = []
+        self.waiting: deque[tuple[float, bool, Any]] = deque()
+        self.held = 0  # requests done computing that keep their slot (forwarded, awaiting reply)
+        self._seq = 0
+        self._gen = 0
+        self._pending = math.inf
+        self.busy_integral = 0.0  # core-seconds of work done
+        self.completed = 0
+        self.refused = 0
+        self.load_factor = 1.0
+        self.incoming = 0  # requests routed here and still on their way (the engine counts)
+
+    # ---- state --------------------------------------------------------------------------
+
+    @property
+    def in_system(self) -> int:
+        return len(self.running) + len(self.waiting) + self.held
+
+    def load(self) -> float:
+        """Requests in the node or on their way to it, per core: what an orchestrator that
+        knows where it sent requests compares (a least-loaded choice)."""
+        return (self.in_system + self.incoming) / self.cores
+
+    def _rate(self) -> float:
+        n = len(self.running)
+        return 1.0 if n <= self.cores else self.cores / n
+
+    def _advance(self, now: float) -> None:
+        if self.running and now > self.t:
+            rate = self._rate()
+            self.v += (now - self.t) * 1000.0 * rate * self.speed
+            self.busy_integral += (now - self.t) * rate * len(self.running)
+        self.t = now
+
+    # ---- arrivals and completions -------------------------------------------------------
+
+    def submit(self, now: float, work_ms: float, job: Any, hold: bool = False) -> bool:
+        """Admit ``job`` with ``work_ms`` of work at full speed; False if refused. With
+        ``hold`` its slot stays taken after its compute until :meth:`release`."""
+        if len(self.running) + self.held < self.slots:
+            self._advance(now)
+            self._start(now, work_ms, hold, job)
+            self._reschedule(now)
+            return True
+        if len(self.waiting) < self.queue:
+            self.waiting.append((work_ms, hold, job))
+            return True
+        self.refused += 1
+        return False
+
+    def release(self, now: float) -> None:
+        """A held request's reply has left: its slot goes to the next waiting request."""
+        self.held -= 1
+        if self.waiting:
+            self._advance(now)
+            self._admit_waiting(now)
+            self._reschedule(now)
+
+    def _admit_waiting(self, now: float) -> None:
+        while self.waiting and len(self.running) + self.held < self.slots:
+            work, hold, job = self.waiting.popleft()
+            self._start(now, work, hold, job)
+
+    def _start(self, now: float, work_ms: float, hold: bool, job: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self.running, (self.v + work_ms, self._seq, now, work_ms, hold, job))
+
+    def _reschedule(self, now: float) -> None:
+        if not self.running:
+            self._pending = math.inf
+            return
+        at = now + max(0.0, self.running[0][0] - self.v) / (1000.0 * self._rate() * self.speed)
+        if abs(at - self._pending) <= 1e-12 * max(1.0, at):
+            return
+        self._pending = at
+        self._gen += 1
+        ev = self.env.timeout(at - now, self._gen)
+        ev.callbacks.append(self._fire)
+
+    def _fire(self, ev: simpy.Event) -> None:
+        if ev.value != self._gen:
+            return  # superseded by a later reschedule
+        now = self.env.now
+        self._advance(now)
+        done = []
+        while self.running and self.running[0][0] <= self.v + _EPS_MS:
+            _, _, t0, work, hold, job = heapq.heappop(self.running)
+            done.append(job)
+            self.held += hold
+            if work > 0:
+                ratio = (now - t0) * 1000.0 / work
+                self.load_factor += self.alpha * (ratio - self.load_factor)
+        self._admit_waiting(now)
+        self._pending = math.inf
+        self._reschedule(now)
+        self.completed += len(done)
+        for job in done:
+            self.on_done(job, now)
+
+
+class BatchServer:
+    """A node that runs requests in batches (see the module doc); ``cores`` batches at once."""
+
+    def __init__(self, env: simpy.Environment, name: str, cores: int, queue: int,
+                 max_batch: int, max_delay_s: float, marginal: float,
+                 on_done: Callable[[Any, float], None], alpha: float = 0.3,
+                 speed: float = 1.0) -> None:
+        if (cores < 1 or max_batch < 1 or max_delay_s < 0 or not 0 <= marginal <= 1
+                or speed <= 0):
+            raise ValueError(f"server {name}: bad batching parameters")
+        self.env, self.name = env, name
+        self.speed = speed
+        self.cores, self.queue = cores, queue
+        self.max_batch, self.max_delay_s, self.marginal = max_batch, max_delay_s, marginal
+        self.on_done = on_done
+        self.alpha = alpha
+        self.waiting: deque[tuple[float, float, Any]] = deque()  # (t_in, work, job)
+        self.busy = 0  # batches running
+        self.running_jobs = 0
+        self._timer_at = math.inf
+        self.busy_integral = 0.0
+        self.completed = 0
+        self.refused = 0
+        self.load_factor = 1.0
+        self.batches = 0
+        self.incoming = 0
+
+    @property
+    def in_system(self) -> int:
+        return len(self.waiting) + self.running_jobs
+
+    def load(self) -> float:
+        return (self.in_system + self.incoming) / self.cores
+
+    def submit(self, now: float, work_ms: float, job: Any, hold: bool = False) -> bool:
+        """As :meth:`PSServer.submit`; a batched server frees every slot at the batch's end
+        (``hold`` is not modelled here)."""
+        if len(self.waiting) >= self.queue + self.max_batch:
+            self.refused += 1
+            return False
+        self.waiting.append((now, work_ms, job))
+        self._try_start(now)
+        return True
+
+    def release(self, now: float) -> None:
+        return None
+
+    def _try_start(self, now: float) -> None:
+        while self.waiting and self.busy < self.cores:
+            oldest = self.waiting[0][0]
+            if len(self.waiting) < self.max_batch and now < oldest + self.max_delay_s:
+                self._arm(oldest + self.max_delay_s, now)
+                return
+            batch = [self.waiting.popleft() for _ in range(min(self.max_batch,
+                                                               len(self.waiting)))]
+            b = len(batch)
+            seconds = (max(w for _, w, _ in batch) * (1 + self.marginal * (b - 1))
+                       / (1000.0 * self.speed))
+            self.busy += 1
+            self.running_jobs += b
+            self.batches += 1
+            self.busy_integral += seconds
+            ev = self.env.timeout(seconds, batch)
+            ev.callbacks.append(self._finish)
+
+    def _arm(self, at: float, now: float) -> None:
+        if at >= self._timer_at > now:
+            return
+        self._timer_at = at
+        ev = self.env.timeout(at - now)
+        ev.callbacks.append(self._timer)
+
+    def _timer(self, ev: simpy.Event) -> None:
+        now = self.env.now
+        if now >= self._timer_at:
+            self._timer_at = math.inf
+        self._try_start(now)
+
+    def _finish(self, ev: simpy.Event) -> None:
+        now = self.env.now
+        batch: list[tuple[float, float, Any]] = ev.value or []
+        self.busy -= 1
+        self.running_jobs -= len(batch)
+        for t_in, work, job in batch:
+            ratio = (now - t_in) * 1000.0 / work if work > 0 else 1.0
+            self.load_factor += self.alpha * (ratio - self.load_factor)
+            self.completed += 1
+            self.on_done(job, now)
+        self._try_start(now)
