@@ -5,6 +5,7 @@ refused request is still answered by its device."""
 import threading
 import time
 
+import grpc
 import pytest
 import torch
 from runtime_helpers import TOKEN, three_tier_plan
@@ -12,7 +13,9 @@ from runtime_helpers import TOKEN, three_tier_plan
 from edgeweave.runtime.client import ClientOptions, CoInferenceClient
 from edgeweave.runtime.edges import EdgePool
 from edgeweave.runtime.node import ServeOptions, start_node
+from edgeweave.runtime.proto import edgeweave_pb2 as pb
 from edgeweave.runtime.server import NodeConfig
+from edgeweave.runtime.serving import LOAD_KEY, NODE_KEY
 
 
 def _edge(name, **cfg):
@@ -32,6 +35,38 @@ def test_the_pool_picks_the_edge_with_the_least_expected_work_and_backs_off_a_de
     assert pool.pick() is a and pool.pick(exclude=[a]) is None
     pool.heard(b, float("nan"))  # a peer's nonsense number is ignored: b stays backed off
     assert [e.target for e in pool.up()] == ["127.0.0.1:1"]
+
+
+class _Refusal(grpc.RpcError):
+    def __init__(self, metadata):
+        self.metadata = metadata
+
+    def trailing_metadata(self):
+        return self.metadata
+
+
+def test_the_margin_kept_from_deadlines_learns_the_time_outside_the_node():
+    pool = EdgePool(["127.0.0.1:1"], token=TOKEN)
+    (edge,) = pool.edges
+    assert edge.margin_ms() == 0.0  # nothing heard yet: nothing kept back
+    for _ in range(20):  # round trips of 50 ms of which the node spent 30
+        pool.pick()
+        pool.answered(edge, 50.0, pb.InferReply(
+            timings=[pb.Timing(queue_ms=10.0, compute_ms=20.0)], queued_ms=5.0))
+    assert 19.0 < edge.outside_ms < 21.0 and edge.margin_ms() >= edge.outside_ms
+    assert edge.inflight == 0 and edge.queued_ms == 5.0
+    # a refusal says how long the node held the request: alive, and learnt from
+    pool.pick()
+    said = _Refusal(((LOAD_KEY, "7.5"), (NODE_KEY, "1.0")))
+    assert pool.refused(edge, 2.0, said)
+    assert edge.outside_ms < 20.0 and edge.queued_ms == 7.5 and edge.inflight == 0
+    # without the node's word it is a failure, and a peer's nonsense time teaches nothing
+    pool.pick()
+    assert not pool.refused(edge, 2.0, _Refusal(((LOAD_KEY, "7.5"),)))
+    before = edge.outside_ms
+    pool.pick()
+    assert pool.refused(edge, 2.0, _Refusal(((LOAD_KEY, "1"), (NODE_KEY, "nan"))))
+    assert edge.outside_ms == before and edge.inflight == 0
 
 
 def test_requests_fail_over_to_the_other_edge_when_one_dies(digits_graph):
