@@ -420,6 +420,10 @@ def main() -> None:
     args = ap.parse_args()
     venv = ROOT / ".venv-peers" / "bin" / "python"
     args.ray_python = args.ray_python or str(venv if venv.exists() else sys.executable)
+    if "ray" in args.systems.split(",") and subprocess.run(
+            [args.ray_python, "-c", "import ray.serve"], capture_output=True).returncode:
+        ap.error(f"Ray Serve cannot be imported by {args.ray_python}: set up .venv-peers "
+                 "(./run peers), give --ray-python, or leave it out (--systems edgeweave,fifo)")
     console = Console(width=150, stderr=True)
     cores = os.cpu_count()
     models = [m for m in args.models.split(",") if m]
