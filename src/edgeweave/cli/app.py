@@ -262,7 +262,12 @@ def certs(
 def infer(
     model: str = typer.Argument(..., help="Model specifier (see `edgeweave models`)."),
     fleet: str = typer.Option(None, "--fleet", "-f", help=FLEET_HELP),
-    edge: str = typer.Option(None, "--edge", help="host:port of the edge node server."),
+    edge: list[str] = typer.Option([], "--edge", help="host:port of the edge node server "
+                                   "(repeat for several: each request goes to the one expected "
+                                   "to answer soonest, failing over when one dies)."),
+    slo_ms: float = typer.Option(None, "--slo-ms", callback=number(gt=0, le=3.6e6),
+                                 help="Each request's deadline: edges refuse what they cannot "
+                                 "answer in time, and the device answers it itself."),
     plan_file: Path = typer.Option(None, "--plan", help="Use this plan JSON instead of planning."),
     input_file: Path = typer.Option(None, "--input", help="Image (png/jpg) or .npy input."),
     repeat: int = typer.Option(10, min=1, max=1_000_000, help="Requests to send."),
@@ -287,7 +292,8 @@ def infer(
         raise EdgeWeaveError(f"--shaping: expected app or kernel, got {shaping!r}")
     runtime_cmds.infer(console, model, fleet, edge, plan_file, input_file, repeat,
                        objective.value, codec, mbps, token_file, cert_dir, adapt, json_out,
-                       shape_bandwidth=shaping == "app", fallback_local=fallback_local)
+                       shape_bandwidth=shaping == "app", fallback_local=fallback_local,
+                       slo_ms=slo_ms)
 
 
 @app.command()
