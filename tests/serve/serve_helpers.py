@@ -36,12 +36,15 @@ class Doubler:
     def __init__(self, per_item=0.0, fixed=0.0):
         self.per_item, self.fixed = per_item, fixed
         self.sizes: list[int] = []
+        self.ended: dict[float, float] = {}  # an input's first value -> when its batch ended
         self.lock = threading.Lock()
 
     def __call__(self, inputs, until):
         with self.lock:
             self.sizes.append(len(inputs))
         time.sleep(self.fixed + self.per_item * len(inputs))
+        with self.lock:
+            self.ended.update((float(x[0].flatten()[0]), time.monotonic()) for x in inputs)
         batch = torch.cat([x[0] for x in inputs])
         if torch.isnan(batch).any():
             raise RuntimeError("NaN in the input")

@@ -237,9 +237,9 @@ class Engine:
                                            f"deadline (not served late)", "dropped"),
                            queued=False)
             else:
-                p.resolve(Answer(out, start - p.arrival, compute, len(batch)))
-                if m.fronts:
+                if m.fronts:  # before the caller hears: its next request may hit the cache
                     front.observe(m.fronts, p.inputs, out)
+                p.resolve(Answer(out, start - p.arrival, compute, len(batch)))
         self.observer.batch(m.name, len(batch), [start - p.arrival for p in batch], compute,
                             limit)
 
