@@ -54,6 +54,7 @@ def test_the_margin_kept_from_deadlines_learns_the_time_outside_the_node():
         pool.answered(edge, 50.0, pb.InferReply(
             timings=[pb.Timing(queue_ms=10.0, compute_ms=20.0)], queued_ms=5.0))
     assert 19.0 < edge.outside_ms < 21.0 and edge.margin_ms() >= edge.outside_ms
+    assert edge.margin_ms(30.0) == 15.0  # never more than half what is left
     assert edge.inflight == 0 and edge.queued_ms == 5.0
     # a refusal says how long the node held the request: alive, and learnt from
     pool.pick()

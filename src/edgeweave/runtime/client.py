@@ -382,7 +382,8 @@ class CoInferenceClient:
         if self.opts.slo_ms is None:
             return True
         left_ms = self.opts.slo_ms - (time.perf_counter() - run.start) * 1000.0
-        left_ms -= self.deployment.route[0].link_rtt_ms / 2.0 + edge.margin_ms()
+        left_ms -= self.deployment.route[0].link_rtt_ms / 2.0
+        left_ms -= edge.margin_ms(left_ms)
         run.req.deadline_ms = left_ms
         return left_ms > 0
 

@@ -15,8 +15,9 @@ rest of the way (the transfer, the node's gRPC threads, the reply, the device's 
 is not the node's to see, and on a busy host it grows with the load. So each edge also keeps
 the part of a round trip the node did not account for (mean and mean deviation, as TCP keeps
 its round-trip time, RFC 6298) and a request's deadline is sent less that margin
-(`margin_ms`): without it, answers the node finished in time arrived late (measured by
-`benchmarks/serving.py`: MobileNetV2 at twice its capacity, p99 146 ms against a 104 ms SLO).
+(`margin_ms`, at most half the deadline): without it, answers the node finished in time
+arrived late (measured by `benchmarks/serving.py`: MobileNetV2 at twice its capacity, p99
+146 ms against a 104 ms SLO).
 Refusals carry the node's time too (trailing metadata), so the margin also learns from them:
 learning only from answers, a margin grown while the host was saturated made the node refuse
 everything, and then nothing could shrink it again.
@@ -64,10 +65,14 @@ class Edge:
         self._turn = (self._turn + 1) % len(self.stubs)
         return self.stubs[self._turn]
 
-    def margin_ms(self) -> float:
-        """What to keep back from a deadline for the way there and back: the mean time outside
-        the node plus three mean deviations (about its 99th percentile)."""
-        return self.outside_ms + 3.0 * self.outside_dev
+    def margin_ms(self, budget_ms: float = math.inf) -> float:
+        """What to keep back from a deadline of `budget_ms` for the way there and back: the
+        mean time outside the node plus three mean deviations (about its 99th percentile), but
+        never more than half the budget. Unbounded, a margin grown while the device's own host
+        was saturated (1000 devices in one load generator at twice a small model's capacity)
+        left the node nothing: it refused every request, and without answers nothing brought
+        the margin down again (benchmarks/serving.py, digits tenants at 200%: goodput 0)."""
+        return min(self.outside_ms + 3.0 * self.outside_dev, max(0.0, budget_ms) / 2.0)
 
     def expected_ms(self, now: float) -> float:
         """When a new request sent now would be answered, by what we know."""

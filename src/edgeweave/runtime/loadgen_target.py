@@ -85,7 +85,8 @@ class GrpcTarget:
             done(Outcome(FAILED, "UNAVAILABLE", "no node is up"))
             return
         sent = time.monotonic()
-        req.deadline_ms = max(1e-3, (deadline - sent) * 1000.0 - edge.margin_ms())
+        left_ms = (deadline - sent) * 1000.0
+        req.deadline_ms = max(1e-3, left_ms - edge.margin_ms(left_ms))
         call = edge.stub.Infer.future(req, timeout=self.timeout_s)
         call.add_done_callback(
             lambda f: self._finish(f, edge, sent, req, deadline, done, (*tried, edge)))
