@@ -8,11 +8,10 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.errors import MarkupError
 from rich.table import Table
-from rich.text import Text
 
 from edgeweave import formats
+from edgeweave.cli.reporting import table_json
 from edgeweave.graph import capture_spec
 from edgeweave.profile import Profile, load_profile, profile_graph
 from edgeweave.topology import DEFAULT_FLEET, load_fleet
@@ -49,25 +48,6 @@ def profile_zoo(models: list[str], out_dir: Path, repeats: int, reuse: bool
         result[name] = (prof, captured, float(prof.model_extra["measurement"]["profiling_s"]))
         print(f"profiled {name}: {len(prof.nodes)} nodes", file=sys.stderr)
     return result
-
-
-def table_json(table: Table) -> dict:
-    """A printed table as plain data (title, columns, rows of cell text), so the JSON carries
-    the very tables the run printed and `edgeweave report` can show them."""
-    columns = list(table.columns)
-    cells = [[_plain(c) for c in col.cells] for col in columns]
-    return {"title": _plain(table.title or ""), "columns": [_plain(c.header) for c in columns],
-            "rows": [list(row) for row in zip(*cells, strict=True)]}
-
-
-def _plain(cell: object) -> str:
-    """A cell as the console showed it: markup applied, styles dropped."""
-    if not isinstance(cell, str):
-        return cell.plain if isinstance(cell, Text) else str(cell)
-    try:
-        return Text.from_markup(cell).plain
-    except MarkupError:
-        return cell
 
 
 def emit(console: Console, tables: list[Table], doc: dict, json_path: Path | None) -> None:

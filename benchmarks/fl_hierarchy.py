@@ -11,8 +11,8 @@ epoch), the cloud averages the two edges every k2 edge rounds, so only edge mode
 The same local work everywhere: the fraction of devices per (edge) round, lr, batch size.
 
 Measured IN PROCESS with exact byte accounting (the simulated backends, through
-``edgeweave.train.run``: the same code the ``train`` command runs); the real-process hierarchy
-(``fl-server`` + ``fl-edge`` + ``fl-client``) gives the same models and the same byte counts
+``edgeweave.train.run``: the same code the ``fl run`` command runs); the real-process hierarchy
+(``fl server`` + ``fl edge`` + ``fl client``) gives the same models and the same byte counts
 (tests/train/test_fl_tiers.py, test_fl_edge_processes.py). WAN bytes are the cloud's
 ``bytes_up + bytes_down`` (raw float32 models, no codec) summed up to the round that first
 reaches the target; device-edge bytes are the local tier's.

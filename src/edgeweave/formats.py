@@ -15,12 +15,14 @@ from typing import Any
 PLAN = 1
 #: `edgeweave infer|lab|netlab --json`: one co-inference run (edgeweave.runtime.session).
 RUNTIME_RUN = 1
-#: run.json beside a federated run's metrics.jsonl (`edgeweave train`, `fl-server --out`).
+#: run.json beside a federated run's metrics.jsonl (`edgeweave fl run`, `fl server --out`).
 FL_RUN = 1
 #: a benchmark's `--json` document (benchmarks/_zoo.py emit).
 BENCHMARK = 1
 #: `edgeweave loadgen --json`: per-model rows of one load test (edgeweave.serve.loadgen).
 LOADGEN_RUN = 1
+#: the tables a command printed, written for its `--report` (edgeweave.cli.reporting).
+COMMAND = 1
 
 FIELD = "format_version"
 

@@ -150,7 +150,7 @@ def check_token(token: object, where: str) -> str:
     if len(token) < MIN_TOKEN_LENGTH:
         raise SecurityError(
             f"{where}: token has {len(token)} characters; at least {MIN_TOKEN_LENGTH} are "
-            "required (make one with generate_token())"
+            "required (make one with `edgeweave fl token FILE`)"
         )
     return token
 
@@ -192,7 +192,8 @@ def load_token(path: str | os.PathLike[str]) -> str:
     if len(token) < MIN_TOKEN_LENGTH:
         raise SecurityError(
             f"token in {p} is too short ({len(token)} characters; at least "
-            f"{MIN_TOKEN_LENGTH} required) -- write a new one with write_token()"
+            f"{MIN_TOKEN_LENGTH} required): write a new one with `edgeweave fl token {p} "
+            "--force` (every node and device takes it), or use mutual TLS (`edgeweave certs`)"
         )
     try:
         mode = p.stat().st_mode

@@ -1,4 +1,4 @@
-"""`edgeweave exits` and `edgeweave compress` as a user runs them."""
+"""`edgeweave adapt exits` and `adapt compress` as a user runs them."""
 
 import json
 
@@ -9,7 +9,7 @@ from test_cli import run
 @pytest.mark.slow
 def test_exits_trains_calibrates_and_reports(tmp_path):
     out = tmp_path / "exits.json"
-    res = run("exits", "--epochs", "3", "--target", "0.8", "--json", str(out))
+    res = run("adapt", "exits", "--epochs", "3", "--target", "0.8", "--json", str(out))
     assert res.returncode == 0, res.stderr
     assert "overall: accuracy" in res.stdout and "final" in res.stdout
     doc = json.loads(out.read_text())
@@ -19,7 +19,7 @@ def test_exits_trains_calibrates_and_reports(tmp_path):
 @pytest.mark.slow
 def test_compress_lists_every_variant(tmp_path):
     out = tmp_path / "variants.json"
-    res = run("compress", "--epochs", "3", "--json", str(out))
+    res = run("adapt", "compress", "--epochs", "3", "--json", str(out))
     assert res.returncode == 0, res.stderr
     names = [r["variant"] for r in json.loads(out.read_text())]
     assert {"fp32", "int8-dynamic", "int8-static", "filters-50%", "svd-r16"} <= set(names)
@@ -28,5 +28,5 @@ def test_compress_lists_every_variant(tmp_path):
 
 
 def test_adapt_commands_refuse_models_they_cannot_train():
-    res = run("exits", "resnet18")
+    res = run("adapt", "exits", "resnet18")
     assert res.returncode == 2 and "nn.Sequential" in res.stderr

@@ -28,7 +28,8 @@ def test_a_small_open_loop_run_reports_every_request(node, tmp_path, capsys):
     out, png = tmp_path / "run.json", tmp_path / "run.png"
     code, stdout, err = main_in_process(
         capsys, "loadgen", "--edge", target, "--token-file", tok, "--duration", "1",
-        "--rate", "40", "--slo-ms", "2000", "--max-delay-ms", "5", "--json", str(out),
+        "--rate", "40", "--slo-ms", "2000", "--max-delay-ms", "5", "--preferred-batch", "4",
+        "--json", str(out),
         "--plot", str(png))
     assert code == 0, err
     doc = json.loads(out.read_text())
@@ -52,6 +53,7 @@ def test_a_closed_loop_run(node, capsys):
 @pytest.mark.parametrize(("args", "words"), [
     (["--preferred-batch", "four"], "--preferred-batch 'four'"),
     (["--max-batch", "4", "--preferred-batch", "8"], "preferred_batch 8"),
+    (["--preferred-batch", "2000"], "preferred_batch 2000"),
     (["--input-shape", "1,x"], "--input-shape '1,x'"),
     (["--rate", "-1"], "--rate"),
 ])

@@ -1,4 +1,5 @@
-"""`edgeweave select` through typer's CliRunner: the table, the JSON record and clear errors."""
+"""`edgeweave adapt select` through typer's CliRunner: the table, the JSON record and clear
+errors."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def toy_candidates(monkeypatch):
 
 
 def test_help_lists_the_constraints():
-    res = runner.invoke(app, ["select", "--help"])
+    res = runner.invoke(app, ["adapt", "select", "--help"])
     assert res.exit_code == 0
     for flag in ("--slo-ms", "--energy-mj", "--device-mem-mb", "--min-acc", "--objective"):
         assert flag in res.output
@@ -45,7 +46,7 @@ def test_help_lists_the_constraints():
 
 def test_table_and_json_on_toy_candidates(toy_candidates, tmp_path):
     out = tmp_path / "sel.json"
-    res = runner.invoke(app, ["select", "--slo-ms", "5", "--json", str(out)],
+    res = runner.invoke(app, ["adapt", "select", "--slo-ms", "5", "--json", str(out)],
                         env={"COLUMNS": "160"})
     assert res.exit_code == 0, res.output
     assert "chosen: big/little" in res.output
@@ -56,7 +57,7 @@ def test_table_and_json_on_toy_candidates(toy_candidates, tmp_path):
 
 
 def test_infeasible_request_prints_the_table_then_names_the_constraint(toy_candidates):
-    res = runner.invoke(app, ["select", "--slo-ms", "0.5"], env={"COLUMNS": "160"})
+    res = runner.invoke(app, ["adapt", "select", "--slo-ms", "0.5"], env={"COLUMNS": "160"})
     assert isinstance(res.exception, SelectionError)
     assert "tightest is the latency SLO 0.5 ms" in str(res.exception)
     assert "small" in res.output and "large" in res.output  # the table came first
@@ -67,18 +68,19 @@ def test_malformed_flags_fail_before_any_training(monkeypatch):
         raise AssertionError("should not train")
 
     monkeypatch.setattr(select_cmds, "build_candidates", boom)
-    res = runner.invoke(app, ["select", "--objective", "throughput"])
+    res = runner.invoke(app, ["adapt", "select", "--objective", "throughput"])
     assert isinstance(res.exception, PlanError) and "latency or energy" in str(res.exception)
-    res = runner.invoke(app, ["select", "--slo-ms", "-1"])
+    res = runner.invoke(app, ["adapt", "select", "--slo-ms", "-1"])
     assert isinstance(res.exception, OptionError) and "--slo-ms" in str(res.exception)
-    res = runner.invoke(app, ["select", "--fleet", "no-such-fleet"])
+    res = runner.invoke(app, ["adapt", "select", "--fleet", "no-such-fleet"])
     assert res.exception is not None and "no-such-fleet" in str(res.exception)
 
 
 @pytest.mark.slow
 def test_real_digits_variants_end_to_end(tmp_path):
     out = tmp_path / "sel.json"
-    res = runner.invoke(app, ["select", "--epochs", "3", "--slo-ms", "100", "--json", str(out)],
+    res = runner.invoke(app, ["adapt", "select", "--epochs", "3", "--slo-ms", "100", "--json",
+                              str(out)],
                         env={"COLUMNS": "160"})
     assert res.exit_code == 0, res.output
     doc = json.loads(out.read_text())

@@ -1,4 +1,4 @@
-"""`edgeweave train` as a user runs it."""
+"""`edgeweave fl run` as a user runs it."""
 
 import json
 
@@ -14,18 +14,22 @@ def test_train_runs_a_config_and_writes_its_outputs(tmp_path):
         "data": {"dataset": "digits", "partition": "iid", "clients": 4},
         "strategy": {"name": "fedavg"}, "fit": {"lr": 0.5}, "rounds": 5,
     }))
-    res = run("train", "--config", str(cfg), "--rounds", "2", "--out", str(out))
+    report = tmp_path / "fl.html"
+    res = run("fl", "run", "--config", str(cfg), "--rounds", "2", "--out", str(out),
+              "--report", str(report))
     assert res.returncode == 0, res.stderr
     assert "cli-tiny" in res.stdout and "final test accuracy" in res.stdout
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(s)["round"] for s in lines] == [1, 2]
     assert (out / "accuracy.png").exists() and (out / "checkpoint.pt").exists()
+    page = report.read_text()  # --report: the page of the run's folder
+    assert 'data-kind="federated run"' in page and "cli-tiny" in page
 
 
 def test_train_names_the_bad_field(tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("strategy:\n  name: fedavg\n  fraction: 2\n")
-    res = run("train", "--config", str(cfg))
+    res = run("fl", "run", "--config", str(cfg))
     assert res.returncode == 2
     assert "bad.yaml" in res.stderr and "strategy.fraction" in res.stderr
 
@@ -42,9 +46,13 @@ def test_split_learn_device_trains_in_process_and_needs_a_token_for_an_edge():
     assert bad.returncode == 2 and "--token-file" in bad.stderr
 
 
-def test_decentral_compares_methods_and_names_a_bad_one():
-    res = run("decentral", "--nodes", "4", "--rounds", "4", "-m", "gosgd", "-m", "param-server")
+def test_decentral_compares_methods_and_names_a_bad_one(tmp_path):
+    report = tmp_path / "d.html"
+    res = run("decentral", "--nodes", "4", "--rounds", "4", "-m", "gosgd", "-m", "param-server",
+              "--report", str(report))
     assert res.returncode == 0, res.stderr
     assert "gosgd" in res.stdout and "param-server" in res.stdout and "time model" in res.stdout
+    page = report.read_text()  # --report: the printed table, on the page
+    assert 'data-kind="command"' in page and "param-server" in page and "time model" in page
     bad = run("decentral", "-m", "bogus", "--nodes", "4", "--rounds", "2")
     assert bad.returncode == 2 and "bogus" in bad.stderr and "gosgd" in bad.stderr

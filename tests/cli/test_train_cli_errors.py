@@ -20,15 +20,15 @@ from edgeweave.train.wire.auth import write_token
 
 
 @pytest.mark.parametrize("args,flag,value", [
-    (["fl-server", "--token-file", "t", "--round-timeout", "nan"], "--round-timeout", "nan"),
-    (["fl-server", "--token-file", "t", "--wait-clients", "inf"], "--wait-clients", "inf"),
-    (["fl-server", "--token-file", "t", "--lease", "-1"], "--lease", "-1"),
-    (["fl-server", "--token-file", "t", "--lr", "nan"], "--lr", "nan"),
-    (["fl-client", "--data", "d.npz", "--token-file", "t", "--give-up", "nan"], "--give-up",
+    (["fl", "server", "--token-file", "t", "--round-timeout", "nan"], "--round-timeout", "nan"),
+    (["fl", "server", "--token-file", "t", "--wait-clients", "inf"], "--wait-clients", "inf"),
+    (["fl", "server", "--token-file", "t", "--lease", "-1"], "--lease", "-1"),
+    (["fl", "server", "--token-file", "t", "--lr", "nan"], "--lr", "nan"),
+    (["fl", "client", "--data", "d.npz", "--token-file", "t", "--give-up", "nan"], "--give-up",
      "nan"),
-    (["fl-client", "--data", "d.npz", "--token-file", "t", "--retry-max", "0"], "--retry-max",
+    (["fl", "client", "--data", "d.npz", "--token-file", "t", "--retry-max", "0"], "--retry-max",
      "0"),
-    (["fl-client", "--data", "d.npz", "--token-file", "t", "--max-message-mb", "inf"],
+    (["fl", "client", "--data", "d.npz", "--token-file", "t", "--max-message-mb", "inf"],
      "--max-message-mb", "inf"),
     (["decentral", "--lr", "nan"], "--lr", "nan"),
 ])

@@ -244,7 +244,8 @@ def test_lab_is_torn_down_when_the_block_raises(netns):
 def test_existing_namespace_is_reported_not_reused(netns):
     with NetLab(["a", "b"], [(10, 1)], prefix="ewt5"):
         clash = NetLab(["a", "b"], [(10, 1)], prefix="ewt5")
-        with pytest.raises(NetLabError, match=r"already exist.*cleanup\('ewt5'\)"):
+        with pytest.raises(NetLabError, match=r"already exist.*`edgeweave netlab --cleanup "
+                                               r"--prefix ewt5`.*cleanup\(.ewt5.\)"):
             clash.start()
         assert {"ewt5-a", "ewt5-b"} <= set(_namespaces())  # the first lab is untouched
     assert not [ns for ns in _namespaces() if ns.startswith("ewt5-")]

@@ -94,7 +94,7 @@ def test_the_sections_build_the_wrappers_and_the_groups():
     (["--fleet", "nowhere", "--edge-rounds", "2"], "fleet: unknown fleet 'nowhere'"),
 ])
 def test_train_flags_are_checked_by_name(args, words):
-    res = CliRunner().invoke(app, ["train", "--config", str(EXAMPLES / "digits-fedavg.yaml"),
+    res = CliRunner().invoke(app, ["fl", "run", "--config", str(EXAMPLES / "digits-fedavg.yaml"),
                                    *args], env={"COLUMNS": "200"})
     assert isinstance(res.exception, EdgeWeaveError), res.output
     assert words in str(res.exception), str(res.exception)
@@ -105,8 +105,8 @@ def test_fl_server_and_fl_edge_flags_build_the_same_experiment(tmp_path):
     cfg = fl_cmds._experiment(None, flags)
     assert (cfg.data.clients, cfg.hierarchy.edge_rounds, cfg.fleet.source) == (4, 3,
                                                                                "two-edges")
-    assert fl_cmds._experiment(None, flags, "fl-edge") == cfg
-    with pytest.raises(EdgeWeaveError, match="fl-server options: fedcs: needs each client"):
+    assert fl_cmds._experiment(None, flags, "fl edge") == cfg
+    with pytest.raises(EdgeWeaveError, match="fl server options: fedcs: needs each client"):
         fl_cmds._experiment(None, {"fedcs_deadline": 1.0})
     tok = tmp_path / "tok"
     from edgeweave.train.wire.auth import write_token
@@ -115,8 +115,8 @@ def test_fl_server_and_fl_edge_flags_build_the_same_experiment(tmp_path):
     console = Console(file=io.StringIO())
     exp = tmp_path / "exp.yaml"
     exp.write_text("backend: grpc\nfedcs: {deadline_s: 1}\nspeeds: {upload_s: [0, 1]}\n")
-    with pytest.raises(EdgeWeaveError, match="fedcs: fl-server reads the devices' speeds from "
-                                             "`fleet`"):
+    with pytest.raises(EdgeWeaveError, match="fedcs: `edgeweave fl server` reads the devices' "
+                                             "speeds from `fleet`"):
         fl_cmds.fl_server(console, config=exp, listen="127.0.0.1:0", token_file=tok,
                           test_data=None, min_clients=None, round_timeout=5, wait_clients=1)
     with pytest.raises(EdgeWeaveError, match="--edge 'edge-c': not an edge with devices in "
@@ -124,7 +124,7 @@ def test_fl_server_and_fl_edge_flags_build_the_same_experiment(tmp_path):
         fl_cmds.fl_edge(console, config=None, edge="edge-c", cloud="127.0.0.1:1",
                         listen="127.0.0.1:0", token_file=tok, cloud_token_file=None,
                         min_clients=None, round_timeout=5, wait_clients=1, **flags)
-    with pytest.raises(EdgeWeaveError, match="fl-edge runs an edge of a hierarchy"):
+    with pytest.raises(EdgeWeaveError, match="`edgeweave fl edge` runs an edge of a hierarchy"):
         fl_cmds.fl_edge(console, config=EXAMPLES / "digits-grpc.yaml", edge="edge-a",
                         cloud="127.0.0.1:1", listen="127.0.0.1:0", token_file=tok,
                         cloud_token_file=None, min_clients=None, round_timeout=5,
@@ -152,7 +152,7 @@ def test_the_examples_run(name, tmp_path):
 def test_the_grpc_hierarchy_example_as_fl_server_and_fl_edge_read_it():
     raw = yaml.safe_load((EXAMPLES / "digits-hier-grpc.yaml").read_text())
     assert raw["backend"] == "grpc"
-    cfg = fl_cmds._experiment(EXAMPLES / "digits-hier-grpc.yaml", {}, "fl-edge")
+    cfg = fl_cmds._experiment(EXAMPLES / "digits-hier-grpc.yaml", {}, "fl edge")
     assert hierarchy_groups(cfg) == {"edge-a": [0, 1], "edge-b": [2, 3]}
     # a control flag overrides its field and keeps the section's others
     sections, flags = train_cmds.control_sections(

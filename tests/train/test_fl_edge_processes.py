@@ -89,14 +89,14 @@ def test_edges_as_processes_reproduce_the_simulation_and_survive_a_killed_edge(t
 
     def edge(name: str) -> subprocess.Popen:
         extra = ["--metrics-port", str(metrics_a)] if name == "edge-a" else []
-        return procs.spawn(["-m", "edgeweave.cli.app", "fl-edge", "--config",
+        return procs.spawn(["-m", "edgeweave.cli.app", "fl", "edge", "--config",
                             str(root / "exp.yaml"), "--edge", name, "--cloud", cloud.address,
                             "--listen", f"127.0.0.1:{ports[name]}", "--token-file",
                             str(root / "tok"), "--retry-max", "1", "--give-up", "300",
                             "--round-timeout", "120", *extra], name)
 
     def device(cid: int, at: str) -> None:
-        procs.spawn(["-m", "edgeweave.cli.app", "fl-client", "--server", at, "--data",
+        procs.spawn(["-m", "edgeweave.cli.app", "fl", "client", "--server", at, "--data",
                      str(root / "parts" / f"client{cid}.npz"), "--token-file",
                      str(root / "tok"), "--client-id", str(cid), "--give-up", "300",
                      "--retry-max", "1"], f"client{cid}")

@@ -65,7 +65,7 @@ class Fleet:
 
     def client(self, address: str, cid: int) -> subprocess.Popen:
         part = self.root / "parts" / f"client{cid}.npz"
-        return self.spawn(["-m", "edgeweave.cli.app", "fl-client", "--server", address,
+        return self.spawn(["-m", "edgeweave.cli.app", "fl", "client", "--server", address,
                            "--data", str(part), "--token-file", str(self.root / "tok"),
                            "--client-id", str(cid), "--give-up", "300", "--retry-max", "1"],
                           f"client{cid}")
@@ -99,7 +99,7 @@ def fleet(split):
                         "    time.sleep(600)\n"
                         f"FLClient({backend.address!r}, {token!r}, 3, fit=fit, num_examples=100)"
                         ".run()\n"], "victim")
-    argv = ["edgeweave", "fl-client", "--server", backend.address, "--data",
+    argv = ["edgeweave", "fl", "client", "--server", backend.address, "--data",
             str(root / "parts" / "client0.npz"), "--token-file", str(root / "tok"),
             "--client-id", "3", "--retry-max", "1"]
     f.spawn(["-c", "import os, sys, time\n"
@@ -191,13 +191,13 @@ def test_devices_reconnect_after_the_server_restarts(split, fleet):
 
 @pytest.mark.slow
 def test_a_killed_fl_server_process_resumes_and_the_devices_follow(split, fleet):
-    """SIGKILL `edgeweave fl-server` after two rounds, run it again: it resumes from its
+    """SIGKILL `edgeweave fl server` after two rounds, run it again: it resumes from its
     checkpoint, the four devices reconnect by themselves, no round is lost or repeated, and the
     model equals an uninterrupted sequential run on the same four shards."""
     root, _, task = split
     backend, f = fleet
     out = root / "run"
-    argv = ["-m", "edgeweave.cli.app", "fl-server", "--listen", f"127.0.0.1:{backend.port}",
+    argv = ["-m", "edgeweave.cli.app", "fl", "server", "--listen", f"127.0.0.1:{backend.port}",
             "--token-file", str(root / "tok"), "--test-data", str(root / "parts" / "test.npz"),
             "--rounds", "4", "--min-clients", "4", "--out", str(out), "--wait-clients", "240"]
     metrics = out / "metrics.jsonl"
@@ -369,7 +369,7 @@ def test_fl_server_reads_the_train_yaml_and_refuses_other_backends(tmp_path):
     with pytest.raises(EdgeWeaveError, match="drop --rounds"):
         fl_cmds._experiment(cfg, {"rounds": 3})
     cfg.write_text("rounds: 2\nbackend: vectorized\n")
-    with pytest.raises(EdgeWeaveError, match="fl-server runs the grpc backend"):
+    with pytest.raises(EdgeWeaveError, match="fl server` runs the grpc backend"):
         fl_cmds._experiment(cfg, {})
     assert fl_cmds._experiment(None, {"rounds": 3, "lr": 0.05}).fit.lr == 0.05
 

@@ -407,7 +407,7 @@ def backend_bytes(rec, direction):
 
 
 def test_fl_server_runs_secure_aggregation_from_its_yaml(tmp_path):
-    """`edgeweave fl-server --config` with a secure_aggregation section: the devices run the
+    """`edgeweave fl server --config` with a secure_aggregation section: the devices run the
     protocol, and the metrics line counts the three of them and the protocol's bytes."""
     import socket
 

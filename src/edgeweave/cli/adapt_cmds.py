@@ -1,4 +1,5 @@
-"""`exits` and `compress`: wiring only (zoo model + real digits + adapt + tables)."""
+"""`edgeweave adapt exits` and `adapt compress`: wiring only (zoo model + real digits +
+adapt + tables)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
+from edgeweave.cli import reporting
 from edgeweave.cli.options import write_output
 from edgeweave.errors import EdgeWeaveError
 
@@ -26,7 +28,7 @@ def _digits_model(model: str):
 
 
 def exits(console: Console, model: str, epochs: int, target: float, mode: str,
-          json_out: Path | None) -> None:
+          json_out: Path | None, page: Path | None = None) -> None:
     from edgeweave.adapt import (
         attach_exits,
         calibrate_thresholds,
@@ -63,10 +65,14 @@ def exits(console: Console, model: str, epochs: int, target: float, mode: str,
                   f"(final exit alone: {report[-1]['flops'] / 1e6:.3f})")
     if json_out:
         write_output("--json", json_out, json.dumps(report.summary(), indent=1, default=float))
+    if page:
+        reporting.write_tables(console, page, "edgeweave adapt exits", [table],
+                               model=model, target=target, mode=mode,
+                               accuracy=report.accuracy, mean_mflops=report.mean_flops / 1e6)
 
 
 def compress(console: Console, model: str, epochs: int, sparsity: float,
-             json_out: Path | None) -> None:
+             json_out: Path | None, page: Path | None = None) -> None:
     from edgeweave.adapt import (
         digits,
         distill,
@@ -108,3 +114,6 @@ def compress(console: Console, model: str, epochs: int, sparsity: float,
     console.print(table)
     if json_out:
         write_output("--json", json_out, json.dumps(rows, indent=1, default=str))
+    if page:
+        reporting.write_tables(console, page, "edgeweave adapt compress", [table], model=model,
+                               sparsity=sparsity, baseline_accuracy=ref)

@@ -4,18 +4,25 @@ training logic of its own."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console
 from rich.table import Table
 
+from edgeweave.cli import reporting
+
 
 def decentral(console: Console, *, methods: list[str], nodes: int, graph: str, rounds: int,
-              lr: float, model: str, partition: str, seed: int, processes: bool) -> None:
+              lr: float, model: str, partition: str, seed: int, processes: bool,
+              page: Path | None = None) -> None:
     from edgeweave.train.data import make_task
     from edgeweave.train.decentral import NodeStack, RunConfig, TimeModel, run_method
 
     if processes:
-        _peers(console, methods=methods, nodes=nodes, graph=graph, rounds=rounds, lr=lr,
-               model=model, seed=seed)
+        table = _peers(console, methods=methods, nodes=nodes, graph=graph, rounds=rounds, lr=lr,
+                       model=model, seed=seed)
+        if page and table is not None:
+            reporting.write_tables(console, page, "edgeweave decentral --processes", [table])
         return
     task = make_task("digits", partition, nodes, model, seed)
     config = RunConfig(rounds=rounds, lr=lr, eval_every=max(1, rounds // 10), seed=seed)
@@ -31,10 +38,13 @@ def decentral(console: Console, *, methods: list[str], nodes: int, graph: str, r
                       f"{final['bytes'] / 1e6:.2f}", f"{final['max_node_bytes'] / 1e6:.2f}")
     console.print(table)
     console.print(f"time model (simulated, not this host's): {time_model.as_dict()}")
+    if page:
+        reporting.write_tables(console, page, "edgeweave decentral", [table],
+                               time_model=time_model.as_dict())
 
 
 def _peers(console: Console, *, methods: list[str], nodes: int, graph: str, rounds: int,
-           lr: float, model: str, seed: int) -> None:
+           lr: float, model: str, seed: int) -> Table | None:
     from edgeweave.train.decentral.peer import PeerRunConfig
     from edgeweave.train.decentral.real import REAL_METHODS, run_real
 
@@ -44,7 +54,7 @@ def _peers(console: Console, *, methods: list[str], nodes: int, graph: str, roun
             console.print(f"{m}: no real-process version (have {', '.join(REAL_METHODS)}); "
                           "skipped")
     if not real:
-        return
+        return None
     cfg = PeerRunConfig(n=nodes, problem="digits", model=model, graph=graph, steps=rounds,
                         lr=lr, seed=seed)
     table = Table(title=f"real processes over gRPC on loopback: {nodes} workers, {model} on "
@@ -60,3 +70,4 @@ def _peers(console: Console, *, methods: list[str], nodes: int, graph: str, roun
     console.print(table)
     console.print("wire MB: serialized gRPC messages all nodes sent (parameter-server runs "
                   "include the server, whose link is the busiest); ssp uses staleness bound 4")
+    return table

@@ -1,4 +1,4 @@
-"""The ``edgeweave edgent --cache DIR`` store: the trained digits branchy net, its exit
+"""The ``edgeweave adapt edgent --cache DIR`` store: the trained digits branchy net, its exit
 accuracies and its profile, so later calls (another ``--slo-ms``, ``--mbps`` or fleet) only
 re-plan.
 

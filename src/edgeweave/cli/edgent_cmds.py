@@ -1,4 +1,4 @@
-"""`edgeweave edgent`: wiring only (digits branchy net + profile + plan.edgent + tables).
+"""`edgeweave adapt edgent`: wiring only (digits branchy net + profile + plan.edgent + tables).
 
 Training and profiling take tens of seconds while a decision takes milliseconds, so ``--cache
 DIR`` keeps the trained net, its exit accuracies and its profile (:mod:`edgent_cache`), and
@@ -114,7 +114,7 @@ def plot_choice(choice, path: Path) -> None:
 def edgent(console: Console, *, slo_ms: float, mbps: float | None, fleet_spec: str | None,
            device: str | None, cache: Path | None, side: int, width: int, epochs: int,
            seed: int, trace: Path | None, states: int, json_out: Path | None,
-           plot: Path | None) -> None:
+           plot: Path | None, page: Path | None = None) -> None:
     from edgeweave.cli.options import write_output, writing
     from edgeweave.plan.edgent import plan_edgent
     from edgeweave.plan.edgent_dynamic import bandwidth_states, build_config_map
@@ -124,7 +124,8 @@ def edgent(console: Console, *, slo_ms: float, mbps: float | None, fleet_spec: s
     samples = None if trace is None else load_trace(trace).mbps  # a bad file fails before training
     branches, meta = _branches(console, fleet, device, cache, side, width, epochs, seed)
     choice = plan_edgent(branches, slo_ms, mbps)
-    console.print(_options_table(choice))
+    tables = [_options_table(choice)]
+    console.print(tables[0])
     c = choice.chosen
     console.print(f"choice: {c.label()}: predicted {c.latency_ms:.2f} ms <= {slo_ms:g} ms, "
                   f"accuracy {100 * c.accuracy:.1f}% (exit accuracies on the digits test split: "
@@ -132,7 +133,8 @@ def edgent(console: Console, *, slo_ms: float, mbps: float | None, fleet_spec: s
     doc = {"fleet": fleet.name, "net": meta, **choice.to_json()}
     if samples is not None:
         cmap = build_config_map(branches, bandwidth_states(samples, states), slo_ms)
-        console.print(_map_table(cmap))
+        tables.append(_map_table(cmap))
+        console.print(tables[-1])
         doc["config_map"] = cmap.to_json()
     if json_out:
         write_output("--json", json_out, json.dumps(doc, indent=1))
@@ -141,3 +143,9 @@ def edgent(console: Console, *, slo_ms: float, mbps: float | None, fleet_spec: s
         with writing("--plot", plot):
             plot_choice(choice, plot)
         console.print(f"figure written to {plot}")
+    if page:
+        from edgeweave.cli import reporting
+
+        reporting.write_tables(console, page, "edgeweave adapt edgent", tables,
+                               fleet=fleet.name, slo_ms=slo_ms, mbps=choice.mbps,
+                               chosen=c.label(), predicted_ms=c.latency_ms, accuracy=c.accuracy)

@@ -1,6 +1,6 @@
-"""`fl-server`, `fl-edge`, `fl-client`, `fl-split` and `fl-token`: wiring for a real federated
-deployment (one server process, an edge aggregator per edge server in hierarchical FL, one
-process per device, talking gRPC); no training logic of its own."""
+"""`edgeweave fl server`, `fl edge`, `fl client`, `fl split` and `fl token`: wiring for a real
+federated deployment (one server process, an edge aggregator per edge server in hierarchical
+FL, one process per device, talking gRPC); no training logic of its own."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def fl_token(console: Console, path: Path, force: bool) -> None:
 def fl_split(console: Console, dataset: str, clients: int, partition: str, model: str, seed: int,
              out: Path, config: Path | None = None) -> None:
     """Write client<i>.npz (what device i holds) and test.npz (the server's held-out set); with
-    ``config``, split exactly as that experiment's data section says (fl-server --config then
+    ``config``, split exactly as that experiment's data section says (`fl server --config` then
     holds out the same test set)."""
     from edgeweave.folder_lock import make_folder
     from edgeweave.train.data import make_task
@@ -53,8 +53,8 @@ def fl_split(console: Console, dataset: str, clients: int, partition: str, model
                   f"samples each) and test.npz ({len(task.test_y)} samples) in {out}")
 
 
-def _experiment(config: Path | None, flags: dict, command: str = "fl-server"):
-    """The experiment config: the YAML `edgeweave train` reads (its ``backend`` must be grpc or
+def _experiment(config: Path | None, flags: dict, command: str = "fl server"):
+    """The experiment config: the YAML `edgeweave fl run` reads (its ``backend`` must be grpc or
     absent), or one built from the command-line flags through the same validation. With
     ``--fleet`` and no config, the federation is one client per device node of the fleet."""
     from edgeweave.cli.train_cmds import control_sections
@@ -80,8 +80,9 @@ def _experiment(config: Path | None, flags: dict, command: str = "fl-server"):
     if isinstance(raw, dict):
         backend = raw.pop("backend", "grpc")
         if backend != "grpc":
-            raise EdgeWeaveError(f"{config}: backend: {command} runs the grpc backend, the file "
-                                 f"says {backend!r} (use `edgeweave train` for that)")
+            raise EdgeWeaveError(f"{config}: backend: `edgeweave {command}` runs the grpc "
+                                 f"backend, the file says {backend!r} (use `edgeweave fl run` "
+                                 "for that)")
     return parse_config(raw, str(config))
 
 
@@ -99,22 +100,30 @@ def fl_server(console: Console, *, config: Path | None, listen: str, token_file:
               test_data: Path | None, min_clients: int | None, round_timeout: float,
               wait_clients: float | None, tls_cert: Path | None = None,
               tls_key: Path | None = None, lease: float | None = None,
-              metrics_port: int | None = None, **flags) -> None:
+              metrics_port: int | None = None, report: Path | None = None,
+              **flags) -> None:
+    from edgeweave.cli import reporting
     from edgeweave.train.experiment import hold_out_dir
     from edgeweave.train.wire.auth import load_token
 
+    if (tls_cert is None) != (tls_key is None):
+        raise EdgeWeaveError("--tls-cert and --tls-key go together: give both (the server's "
+                             "certificate and its key, e.g. from `edgeweave certs`) or neither")
     token = load_token(token_file)
     cfg = _experiment(config, flags)
     if cfg.fedcs is not None and cfg.fleet is None:
-        raise EdgeWeaveError(f"{config or 'fl-server options'}: fedcs: fl-server reads the "
-                             "devices' speeds from `fleet` (--fleet); `speeds` only simulates "
-                             "them")
+        raise EdgeWeaveError(f"{config or 'fl server options'}: fedcs: `edgeweave fl server` "
+                             "reads the devices' speeds from `fleet` (--fleet); `speeds` only "
+                             "simulates them")
+    reporting.check_run_folder(report, cfg.out_dir, config)
     # the run folder is locked before the port is taken: a second server on the same out_dir
     # stops here, naming the folder and the pid that holds it
     with hold_out_dir(cfg, "--out" if config is None else f"{config}: out_dir"):
         _serve(console, cfg, config=config, listen=listen, token=token, test_data=test_data,
                min_clients=min_clients, round_timeout=round_timeout, wait_clients=wait_clients,
                tls_cert=tls_cert, tls_key=tls_key, lease=lease, metrics_port=metrics_port)
+    if report is not None:
+        reporting.write(console, report, [Path(cfg.out_dir)])
 
 
 def _serve(console: Console, cfg, *, config: Path | None, listen: str, token: str,
@@ -134,7 +143,7 @@ def _serve(console: Console, cfg, *, config: Path | None, listen: str, token: st
 
     if test_data is not None:
         test_x, test_y = load_npz(test_data)
-    else:  # the held-out split of the config's dataset: what fl-split leaves out, same seed
+    else:  # the held-out split of the config's dataset: what `fl split` leaves out, same seed
         full = build_task(cfg)
         test_x, test_y = full.test_x, full.test_y
     spec = cfg.model
@@ -202,15 +211,15 @@ def fl_edge(console: Console, *, config: Path | None, edge: str, cloud: str, lis
             metrics_port: int | None = None, give_up: float | None = None,
             retry_max: float = 5.0, **flags) -> None:
     """An edge aggregator: serves the devices the fleet puts under ``edge`` and is one client of
-    the cloud's fl-server (see edgeweave.train.edge)."""
+    the cloud's `fl server` (see edgeweave.train.edge)."""
     from edgeweave.train.wire.auth import load_token
 
     token = load_token(token_file)
     cloud_token = token if cloud_token_file is None else load_token(cloud_token_file)
-    cfg = _experiment(config, flags, "fl-edge")
+    cfg = _experiment(config, flags, "fl edge")
     where = "--edge-rounds and --fleet" if config is None else f"{config}"
     if cfg.hierarchy is None:
-        raise EdgeWeaveError(f"{where}: fl-edge runs an edge of a hierarchy: give "
+        raise EdgeWeaveError(f"{where}: `edgeweave fl edge` runs an edge of a hierarchy: give "
                              + ("`hierarchy:` and `fleet:` sections" if config is not None
                                 else "both flags"))
     from edgeweave.train.control.from_config import edges_for
@@ -243,7 +252,7 @@ def _run_edge(console: Console, cfg, rounds, folder: Path | None, *, cloud: str,
     from edgeweave.train.edge import EdgeAggregator
 
     want = min_clients or len(rounds.members)
-    # the folder is locked before the port is taken, as fl-server does
+    # the folder is locked before the port is taken, as `fl server` does
     with nullcontext() if folder is None else lock_folder(folder, folder_field):
         devices = GrpcBackend(listen, token, want, round_timeout, model_spec=cfg.model,
                               wait_clients_s=wait_clients, tls_cert=tls_cert, tls_key=tls_key,

@@ -109,7 +109,9 @@ def loadgen(
     knobs = ServingConfig(max_batch=max_batch, max_delay_ms=max_delay_ms,
                           preferred_batch=_sizes(preferred_batch), slo_ms=slo_ms,
                           adaptive=adaptive)
-    resolve(knobs, NodeServing(max_batch=max(1, max_batch), max_queue=1))  # names a bad knob
+    # names a bad knob here; the node checks them against its own bounds (--max-batch 0 is
+    # "the node's", so preferred sizes are bounded only by the flag's own limit until then)
+    resolve(knobs, NodeServing(max_batch=max_batch or 1024, max_queue=1))
     token = load_token(token_file) if token_file else None
     tls = ClientTLS.for_node(cert_dir, "device") if cert_dir else None
     names = list(dict.fromkeys(model))

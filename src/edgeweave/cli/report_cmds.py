@@ -11,7 +11,7 @@ from rich.console import Console
 def report(
     runs: list[Path] = typer.Argument(
         ..., metavar="RUN...", help="Result files or folders: a plan or run JSON (--json of "
-        "plan, infer, lab, netlab), a federated run's folder (train/fl-server out_dir), a "
+        "plan, infer, lab, netlab), a federated run's folder (`fl run`/`fl server` out_dir), a "
         "benchmark's --json, or a folder holding any of them."),
     out: Path = typer.Option(Path("report.html"), "--out", "-o", help="HTML file to write."),
     title: str = typer.Option(None, "--title", help="Page title [EdgeWeave report]."),

@@ -167,7 +167,17 @@ def _report(console: Console, summary, model: str) -> None:
                   + "  (random weights unless the model was given --weights)")
 
 
-def netlab(console: Console, model, fleet_spec, repeat, codec, mbps, json_out) -> None:
+def netlab_cleanup(console: Console, prefix: str) -> None:
+    """`netlab --cleanup`: delete what a crashed lab left (namespaces PREFIX-*)."""
+    from edgeweave.runtime.netlab import cleanup
+
+    gone = cleanup(prefix)
+    console.print(f"deleted {', '.join(gone)}" if gone else
+                  f"no network namespaces named {prefix}-* to delete")
+
+
+def netlab(console: Console, model, fleet_spec, repeat, codec, mbps, json_out,
+           prefix: str = "ew") -> None:
     """Device, edge and cloud in their own network namespaces, links shaped by the kernel."""
     import subprocess
     import sys
@@ -189,7 +199,7 @@ def netlab(console: Console, model, fleet_spec, repeat, codec, mbps, json_out) -
         hops[0] = (mbps, hops[0][1])
     tiers = [n.tier for n in path.nodes]
     with tempfile.TemporaryDirectory(prefix="edgeweave-netlab-") as tmp, \
-            NetLab(tiers, hops) as net:
+            NetLab(tiers, hops, prefix=prefix) as net:
         token_file = Path(tmp) / "token"
         write_token(token_file, generate_token())
         serve = [sys.executable, "-m", "edgeweave", "serve", "--token-file", str(token_file),
@@ -217,7 +227,9 @@ def netlab(console: Console, model, fleet_spec, repeat, codec, mbps, json_out) -
                 *(["--json", str(json_out)] if json_out else [])]
         try:
             device = net.popen(tiers[0], argv)
-            device.wait()
+            if device.wait() != 0:
+                raise EdgeWeaveError(f"netlab: the device's `edgeweave infer` failed (exit "
+                                     f"{device.returncode}; its error is above)")
         finally:
             for r in replays:
                 r.stop()

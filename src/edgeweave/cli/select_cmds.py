@@ -1,5 +1,5 @@
-"""`select`: wiring only (real digits + adapt's variants and big/little pair + the planner's
-model selection + a table)."""
+"""`edgeweave adapt select`: wiring only (real digits + adapt's variants and big/little pair +
+the planner's model selection + a table)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from edgeweave.cli import reporting
 from edgeweave.cli.options import write_output
 
 SHAPE = (1, 1, 8, 8)
@@ -91,7 +92,7 @@ def _where(o: Any) -> str:
     return f"device; big: {o.mode.rsplit('+ big ', 1)[-1]}"
 
 
-def render(console: Console, selection: Any, title: str) -> None:
+def render(console: Console, selection: Any, title: str) -> Table:
     table = Table(title=title)
     for col in ("candidate", "val acc %", "test acc %", "weights", "esc %", "where", "ms", "mJ",
                 "dev KiB", "verdict"):
@@ -116,12 +117,13 @@ def render(console: Console, selection: Any, title: str) -> None:
                       f"threshold {o.threshold:.4g}, calibrated for "
                       f"{o.notes.get('calibrated_for')}; ms and mJ are means (worst case "
                       f"{o.worst_ms:.3f} ms)", highlight=False)
+    return table
 
 
 def select(console: Console, model: str, fleet_spec: str | None, device: str | None,
            objective: str, slo_ms: float | None, energy_mj: float | None,
            device_mem_mb: float | None, min_acc: float | None, slo_stat: str, epochs: int,
-           mbps: float | None, json_out: Path | None) -> None:
+           mbps: float | None, json_out: Path | None, page: Path | None = None) -> None:
     from edgeweave.plan.select import SelectionError, check_request
     from edgeweave.plan.select import select as choose
     from edgeweave.topology import DEFAULT_FLEET, load_fleet
@@ -150,7 +152,7 @@ def select(console: Console, model: str, fleet_spec: str | None, device: str | N
         if json_out:
             _write(json_out, e.selection.to_json())
         raise
-    render(console, result, title)
+    table = render(console, result, title)
     o = result.chosen_outcome
     assert o is not None
     console.print(f"chosen: [bold]{o.name}[/] -> {o.mode}: {o.total_ms:.3f} ms"
@@ -160,6 +162,10 @@ def select(console: Console, model: str, fleet_spec: str | None, device: str | N
     if json_out:
         _write(json_out, result.to_json())
         console.print(f"selection written to {json_out}")
+    if page:
+        reporting.write_tables(console, page, "edgeweave adapt select", [table], model=model,
+                               fleet=fleet.name, chosen=o.name, mode=o.mode,
+                               predicted_ms=o.total_ms, accuracy=o.accuracy)
 
 
 def _write(path: Path, doc: dict[str, Any]) -> None:

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -31,33 +30,12 @@ def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
-def simulate(
-    scenario: Path = typer.Argument(..., help="Scenario YAML file (see examples/sim/)."),
-    policy: str = typer.Option(None, "--policy", help="Offloading policy (default: the "
-                               "scenario's); one of the names --policies accepts."),
-    devices: str = typer.Option(None, "--devices", help="Number of devices (the populations "
-                                "keep their proportions); with --sweep, a comma list."),
-    seed: str = typer.Option(None, "--seed", help="Random seed; with --sweep, a comma list."),
-    duration_s: float = typer.Option(None, "--duration-s", help="Simulated seconds."),
-    sweep: bool = typer.Option(False, "--sweep", help="Run every devices x policies x seeds "
-                               "point as a Ray task and plot them."),
-    policies: str = typer.Option(None, "--policies", help="Policies to sweep, comma-separated "
-                                 "(default: all)."),
-    address: str = typer.Option(None, "--address", help="Ray cluster address for --sweep "
-                                "(default: a local Ray)."),
-    serial: bool = typer.Option(False, "--serial", help="Sweep in this process, without Ray."),
-    no_training: bool = typer.Option(False, "--no-training", help="Skip the scenario's "
-                                     "federated training."),
-    json_out: Path = typer.Option(None, "--json", help="Write the results JSON here."),
-    records: Path = typer.Option(None, "--records", help="Write one JSON line per request "
-                                 "here (single runs)."),
-    plots: Path = typer.Option(None, "--plots", help="Directory for the figures."),
-) -> None:
-    """Simulate a fleet scenario: thousands of devices, access points, edge servers and clouds
-    running the same Plans as the runtime, with mobility, shared links and training."""
+def simulate(console: Console, scenario: Path, *, policy: str | None, devices: str | None,
+             seed: str | None, duration_s: float | None, sweep: bool, policies: str | None,
+             address: str | None, serial: bool, no_training: bool, json_out: Path | None,
+             records: Path | None, plots: Path | None) -> None:
     from edgeweave.sim.scenario import load_scenario
 
-    console = Console()
     scn = load_scenario(scenario)
     if duration_s is not None:
         if duration_s <= 0:

@@ -1,4 +1,5 @@
-"""`edgeweave train`: wiring only (experiment config -> edgeweave.train.run -> progress + table)."""
+"""`edgeweave fl run`: wiring only (experiment config -> edgeweave.train.run -> progress +
+table)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from edgeweave.cli import reporting
 
 
 def _fmt(v: float, spec: str) -> str:
@@ -40,7 +43,8 @@ def control_sections(given: dict[str, Any], base: dict[str, Any] | None = None
 
 
 def train(console: Console, config: Path, rounds: int | None, out_dir: Path | None,
-          backend: str | None, ray_address: str | None = None, **control: Any) -> None:
+          backend: str | None, ray_address: str | None = None, report: Path | None = None,
+          **control: Any) -> None:
     from edgeweave.train.config import load_config, parse_config
     from edgeweave.train.experiment import run
 
@@ -54,6 +58,7 @@ def train(console: Console, config: Path, rounds: int | None, out_dir: Path | No
     if overrides or sections:  # validated like the file, errors naming the overriding flags
         cfg = parse_config(cfg.model_dump() | overrides | sections,
                            f"{config} (with {', '.join(flags + control_flags)})")
+    reporting.check_run_folder(report, cfg.out_dir, config)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("acc {task.fields[acc]}"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as bar:
@@ -87,3 +92,6 @@ def train(console: Console, config: Path, rounds: int | None, out_dir: Path | No
         out = Path(cfg.out_dir)
         console.print(f"metrics: {out / 'metrics.jsonl'}  checkpoint: {out / 'checkpoint.pt'}"
                       + (f"  plot: {out / 'accuracy.png'}" if cfg.plot else ""))
+        if report:
+            reporting.write(console, report, [out])
+

@@ -22,7 +22,8 @@ MAX_FILE_BYTES = 64 << 20
 #: How deep a named folder is searched for results (out/fl/<run>/metrics.jsonl is 2).
 MAX_DEPTH = 4
 KNOWN_RESULTS = ("the --json of plan, infer, lab or netlab, a federated run's folder with "
-                 "metrics.jsonl, or a benchmark's --json")
+                 "metrics.jsonl, a benchmark's --json, or the tables a command kept for its "
+                 "--report")
 
 
 def _text(path: Path) -> str:

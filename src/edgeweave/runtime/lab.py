@@ -67,15 +67,20 @@ class LocalLab:
                                 env=env)
         deadline = time.monotonic() + self.startup_timeout_s
         assert proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            if " serving on " in line:
-                target = line.split(" serving on ", 1)[1].split(",")[0].strip()
-                # keep draining its output so a chatty server never blocks on a full pipe
-                threading.Thread(target=_drain, args=(proc.stdout,), daemon=True).start()
-                return LabNode(role, proc, target)
+        try:
+            while time.monotonic() < deadline:
+                line = proc.stdout.readline()
+                if not line:
+                    break
+                if " serving on " in line:
+                    target = line.split(" serving on ", 1)[1].split(",")[0].strip()
+                    # keep draining its output so a chatty server never blocks on a full pipe
+                    threading.Thread(target=_drain, args=(proc.stdout,), daemon=True).start()
+                    return LabNode(role, proc, target)
+        except BaseException:  # stopped (SIGTERM, Ctrl-C) while it starts: not left behind
+            proc.kill()
+            proc.wait()
+            raise
         proc.kill()
         rest = proc.stdout.read() if proc.stdout else ""
         raise EdgeWeaveError(f"lab: {role} server did not start: {rest.strip()[-500:]}")

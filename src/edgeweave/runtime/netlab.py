@@ -325,7 +325,9 @@ class NetLab:
         if clash:
             raise NetLabError(
                 f"namespaces {clash} already exist (another lab, or a crashed run); "
-                f"use another prefix or remove them with cleanup({self.prefix!r})"
+                f"use another prefix, or remove them with `edgeweave netlab --cleanup"
+                f"{'' if self.prefix == 'ew' else ' --prefix ' + self.prefix}` (in Python: "
+                f"edgeweave.runtime.netlab.cleanup({self.prefix!r}))"
             )
         self._started = True
         try:

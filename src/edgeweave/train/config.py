@@ -145,7 +145,7 @@ class ExperimentConfig(_Strict):
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     fit: FitSection = Field(default_factory=FitSection)
     rounds: int = Field(10, ge=1)
-    # grpc is not here: its clients are real processes, started by `edgeweave fl-server`
+    # grpc is not here: its clients are real processes, started by `edgeweave fl server`
     backend: Literal["sequential", "vectorized", "ray"] = "sequential"
     dropout: float = Field(0.0, ge=0, lt=1)
     deadline_s: float | None = Field(None, gt=0)

@@ -1,4 +1,4 @@
-"""The edge aggregator of hierarchical FL as a process (``edgeweave fl-edge``): a client of the
+"""The edge aggregator of hierarchical FL as a process (``edgeweave fl edge``): a client of the
 cloud and a server to its devices.
 
 Towards the cloud it is a device like any other (:class:`~edgeweave.train.grpc_client.FLClient`:

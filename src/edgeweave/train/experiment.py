@@ -1,5 +1,5 @@
 """The facade: one experiment config in, the round records out (metrics, checkpoint and plot on
-disk). ``edgeweave.train.run`` and ``edgeweave train`` are this function."""
+disk). ``edgeweave.train.run`` and ``edgeweave fl run`` are this function."""
 
 from __future__ import annotations
 

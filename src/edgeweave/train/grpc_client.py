@@ -327,7 +327,7 @@ class _Paused:
 
 def run_client(server: str, token: str, client_id: int, data_path: str,
                **kwargs: object) -> ClientStats:
-    """Run one device on its .npz data until the server ends training (``edgeweave fl-client``)."""
+    """Run one device on its .npz data until the server ends training (``edgeweave fl client``)."""
     x, y = load_npz(data_path)
     if len(y) == 0:
         raise TrainError(f"{data_path}: holds no samples; a client needs at least one")

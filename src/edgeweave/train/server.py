@@ -187,7 +187,7 @@ class Server:
             raise TrainError(
                 f"checkpoint {cp}: made by a different experiment (digest "
                 f"{state.get('config_digest')}, this one {self._digest}); use another out_dir "
-                "or delete the checkpoint"
+                f"(YAML out_dir, or --out) or delete {cp}"
             )
         self.params = OrderedDict(state["params"])
         self.round = int(state["round"])

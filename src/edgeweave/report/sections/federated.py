@@ -1,4 +1,4 @@
-"""A federated run (`edgeweave train`, `fl-server --out`): accuracy and loss per round, bytes
+"""A federated run (`edgeweave fl run`, `fl server --out`): accuracy and loss per round, bytes
 on the wire, privacy spent, and the clients that dropped out, with the run's configuration.
 
 Read from the run's folder: metrics.jsonl (one line per round, edgeweave.train.checkpoint)

@@ -2,7 +2,7 @@
 around the strategy, the clients' speeds from the fleet, and the hierarchy's edges.
 
 One place for these decisions, read by the simulated run (:mod:`edgeweave.train.experiment`),
-the cloud server (``fl-server``) and the edge aggregator (``fl-edge``), so that the three agree
+the cloud server (``fl server``) and the edge aggregator (``fl edge``), so that the three agree
 on which device is under which edge, what an edge's model may claim, and what a checkpoint must
 match. The YAML sections themselves are :mod:`edgeweave.train.control_config`.
 """

@@ -11,8 +11,8 @@ device updates by k. Bytes are counted per tier so that saving is measured, not 
 
 The cloud here is the ordinary server loop (:class:`~edgeweave.train.server.Server`, with its
 checkpoints, resume and metrics) whose clients are the edges: :class:`EdgesBackend` plays them
-in this process. A real deployment has the same shape: ``fl-server`` is that loop with the edges
-as gRPC clients, and each ``fl-edge`` process runs the same edge rounds over its own devices.
+in this process. A real deployment has the same shape: ``fl server`` is that loop with the edges
+as gRPC clients, and each ``fl edge`` process runs the same edge rounds over its own devices.
 
 In a cloud round's record, ``bytes_up``/``bytes_down`` are what crossed the WAN (edge models up,
 the cloud model down: what a flat server's record counts for its devices), ``clients`` the edges

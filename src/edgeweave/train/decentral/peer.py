@@ -249,9 +249,12 @@ def run_peers(cfg: PeerRunConfig, token: str | None = None) -> PeerRunResult:
             raise TrainError(f"peer run: peers failed: {errors}")
         wall = time.monotonic() - t0  # no push is in flight now: the weights sum to 1
         replies = [pull_node(table[i], token) for i in range(cfg.n)]
-    finally:
+    except BaseException:
         stop.set()
-        reap(procs)
+        reap(procs, grace_s=0)
+        raise
+    stop.set()
+    reap(procs)
     return _result(cfg, replies, wall)
 
 
@@ -277,12 +280,16 @@ def exchange_addresses(ports: Any, addrs: Any, procs: list, deadline: float) -> 
     return table
 
 
-def reap(procs: list) -> None:
-    """Wait for the node processes to exit; terminate any that do not within 10 s."""
+def reap(procs: list, grace_s: float = 10.0) -> None:
+    """Wait for the node processes to exit, `grace_s` in all; terminate the rest. A run that
+    failed or was stopped (SIGTERM, Ctrl-C) passes 0: its nodes are not waited for."""
+    deadline = time.monotonic() + grace_s
     for p in procs:
-        p.join(timeout=10)
+        p.join(timeout=max(0.0, deadline - time.monotonic()))
+    for p in procs:
         if p.is_alive():
             p.terminate()
+            p.join(timeout=5)
 
 
 def pull_node(address: str, token: str) -> peer_pb2.PullReply:

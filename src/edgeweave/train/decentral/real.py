@@ -263,9 +263,12 @@ def run_ring(cfg: PeerRunConfig, token: str | None = None) -> RealRunResult:
             raise TrainError(f"ring all-reduce run: workers failed: {errors}")
         wall = time.monotonic() - t0
         replies = [pull_node(table[i], token) for i in range(cfg.n)]
-    finally:
+    except BaseException:
         stop.set()
-        reap(procs)
+        reap(procs, grace_s=0)
+        raise
+    stop.set()
+    reap(procs)
     stack = NodeStack(build_task(cfg), batch_size=cfg.batch_size, weight_decay=cfg.weight_decay)
     template = stack.unflatten(stack.init)
     models = [stack.flatten(decode_like(r.params, template, context=f"ring worker {r.node}"))
@@ -431,9 +434,12 @@ def run_param_server(cfg: PeerRunConfig, staleness: float | None = None,
         errors = {i: v for i, v in got.items() if isinstance(v, str)}
         if errors:
             raise TrainError(f"parameter-server run: workers failed: {errors}")
-    finally:
-        reap(procs)
-        server.server.stop(grace=1).wait()
+    except BaseException:
+        reap(procs, grace_s=0)
+        server.server.stop(grace=0).wait()
+        raise
+    reap(procs)
+    server.server.stop(grace=1).wait()
     with server.cv:
         model = server.x.clone()
         nodes = [got[i] for i in range(cfg.n)]

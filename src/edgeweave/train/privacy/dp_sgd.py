@@ -70,8 +70,9 @@ class DPSGDBackend(SequentialBackend):
     def fit(self, round_num: int, global_params: Params, client_ids: list[int],
             config: FitConfig) -> Updates:
         if config.prox_mu > 0:
-            raise TrainError(f"dp_sgd backend: prox_mu={config.prox_mu} is not supported (the "
-                             "proximal term is not per-sample clipped); use prox_mu=0")
+            raise TrainError(f"privacy.local_dp: FedProx's proximal term (strategy mu "
+                             f"{config.prox_mu:g}) is not clipped per sample, so DP-SGD cannot "
+                             "train with it; use strategy fedavg (or mu: 0) with local_dp")
         updates = super().fit(round_num, global_params, client_ids, config)
         if len(updates):
             updates.metrics["dp_epsilon"] = {c: self.epsilon(c) for c in updates.client_ids}

@@ -84,6 +84,7 @@ def frac_bits_for(total_weight: int, clip: float, ring_bits: int = 32) -> int:
     room = (ring_bits - 1) - math.log2(total_weight * clip) - 1
     f = math.floor(room)
     if f < 0:
-        raise TrainError(f"secagg: a total weight of {total_weight} with clip={clip} does not fit "
-                         f"a {ring_bits}-bit ring; use ring_bits=64 or a smaller clip")
+        raise TrainError(f"secure_aggregation: a total weight of {total_weight} with clip "
+                         f"{clip:g} does not fit a {ring_bits}-bit ring; set "
+                         "secure_aggregation.ring_bits: 64 or a smaller secure_aggregation.clip")
     return min(f, ring_bits - 2)

@@ -11,8 +11,8 @@ epoch, then a summary line; at the end it uploads its final device weights to th
 edge prints ``listening <address>`` once it serves. Both sides must agree on model, cut, lr,
 grad codec and init seed (they build the same initial model from the spec).
 
-Beyond a lab network, serve TLS as ``fl-server`` does (``edgeweave certs``): the edge takes
-``--tls-cert``/``--tls-key``, the device ``--tls-ca`` (and ``--tls-server-name`` when the
+Beyond a lab network, serve TLS as ``edgeweave fl server`` does (``edgeweave certs``): the edge
+takes ``--tls-cert``/``--tls-key``, the device ``--tls-ca`` (and ``--tls-server-name`` when the
 certificate names another host). ``--max-message-mb`` bounds what either side accepts.
 """
 
@@ -76,8 +76,8 @@ def _common(p: argparse.ArgumentParser, token_required: bool = True) -> None:
                    help="largest gRPC message accepted (MiB) [64]")
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m edgeweave.train.split")
+def main(argv: list[str] | None = None, prog: str = "python -m edgeweave.train.split") -> int:
+    ap = argparse.ArgumentParser(prog=prog)
     sub = ap.add_subparsers(dest="role", required=True)
     edge = sub.add_parser("edge", help="serve the edge part")
     edge.add_argument("--listen", default="127.0.0.1:0")
@@ -104,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
             raise EdgeWeaveError("--token-file is required to serve or reach an edge")
         token = load_token(a.token_file) if remote else ""
         config = _config(a)
+        if a.role == "edge" and (a.tls_cert is None) != (a.tls_key is None):
+            raise EdgeWeaveError("--tls-cert and --tls-key go together: give both (the edge's "
+                                 "certificate and its key, e.g. from `edgeweave certs`) or "
+                                 "neither")
         if a.role == "edge":
             from edgeweave.train.split.grpc_edge import SplitEdgeServer
 
