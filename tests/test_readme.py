@@ -58,7 +58,7 @@ WORKERS = 3
 TIMEOUT_S = 900.0
 #: Commands that make a block slow (full torchvision models measured, several processes).
 SLOW = ("lab", "netlab", "infer", "adapt select", "adapt compress", "fl server", "plan vgg16",
-        "plan resnet18 --json", "decentral --processes")
+        "plan resnet18 --json", "decentral --processes", "loadgen")
 SHRINK = {  # command -> (flag, small value); appended when the command does not give the flag
     "plan": [("--warmup", "0"), ("--repeats", "1")],
     "profile": [("--warmup", "0"), ("--repeats", "1")],

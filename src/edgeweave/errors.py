@@ -39,9 +39,10 @@ class ReportError(EdgeWeaveError):
 
 
 class ServeError(EdgeWeaveError):
-    """A stage in front of a served model (semantic cache, input filter) or what it was given is
-    malformed: a threshold outside [0, 1], an empty stream, a frame that does not fit the model,
-    a corrupt cache entry. The message names the configuration field or input at fault."""
+    """A serving setting (batching knobs, deadline, priority, load generator option) or a stage
+    in front of a served model (semantic cache, input filter) or what it was given is malformed:
+    out of range, inconsistent, an empty stream, a frame that does not fit the model, a corrupt
+    cache entry. The message names the field, flag or input at fault and what is expected."""
 
 
 class SimError(EdgeWeaveError):

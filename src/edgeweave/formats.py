@@ -25,6 +25,8 @@ EDGENT = 1
 #: `edgeweave adapt select --json`: the model selection record with the chosen variant's Plans
 #: (edgeweave.plan.select).
 SELECTION = 1
+#: `edgeweave loadgen --json`: per-model rows of one load test (edgeweave.serve.loadgen).
+LOADGEN_RUN = 1
 #: the tables a command printed, written for its `--report` (edgeweave.cli.reporting).
 COMMAND = 1
 

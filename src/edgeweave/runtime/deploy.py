@@ -21,7 +21,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -98,10 +98,15 @@ class Deployer:
         self.max_stage_bytes = max_stage_bytes
         self._build_lock = threading.Lock()  # one stage loads at a time: memory stays bounded
 
-    def deploy(self, stream: Iterator[pb.DeployRequest], can_forward: bool) -> Deployed:
+    def deploy(self, stream: Iterator[pb.DeployRequest], can_forward: bool,
+               check_knobs: Callable[[pb.DeployRequest], None] | None = None) -> Deployed:
+        """Receive one stage; `check_knobs` may refuse (DeployRefused) the first message before
+        anything else is read (the serving knobs are checked there)."""
         head = next(stream, None)
         check_head(head)
         assert head is not None
+        if check_knobs is not None:
+            check_knobs(head)
         name, hops = head.name[:120], max(0, head.hops_ahead)
         cached = self.cached(head.stage_digest, name, hops, can_forward, "Deploy message")
         if cached is not None:  # content-addressed: the rest of the stream is not needed

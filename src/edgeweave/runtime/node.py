@@ -29,6 +29,7 @@ from edgeweave.runtime.metrics import NodeMetrics
 from edgeweave.runtime.proto import edgeweave_pb2_grpc as pb_grpc
 from edgeweave.runtime.requests import Malformed, tolerant
 from edgeweave.runtime.server import NodeConfig, NodeService
+from edgeweave.runtime.summary import LiveSummary
 from edgeweave.runtime.tensors import MB
 from edgeweave.security import (
     ClientTLS,
@@ -53,6 +54,7 @@ class ServeOptions:
     metrics_port: int | None = None
     max_message_mb: float = 64.0
     grace_s: float = 5.0
+    summary_s: float = 0.0  # print a live one-line serving summary this often (0: never)
 
 
 def message_options(max_message_mb: float) -> list[tuple[str, int]]:
@@ -217,8 +219,12 @@ def serve_forever(config: NodeConfig, opts: ServeOptions, ready: threading.Event
     thread still computing or waiting for an emulated link would otherwise hold the exit.
     ``start(config, opts)`` builds the server (a cluster worker passes its own; its config
     has the same ``role``, ``name`` and ``next_target``)."""
-    server, _, port = start(config, opts)
+    server, service, port = start(config, opts)
     host = opts.listen.rsplit(":", 1)[0]
+    summary = None
+    if opts.summary_s > 0:
+        summary = LiveSummary(service.metrics.registry, config.name, opts.summary_s,
+                              lambda line: announce(line, flush=True)).start()
     try:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, _raise_stop)
@@ -235,7 +241,11 @@ def serve_forever(config: NodeConfig, opts: ServeOptions, ready: threading.Event
     for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal must not cut the stop short
         signal.signal(sig, signal.SIG_IGN)
     log.info("%s stopping (grace %g s)", config.name, opts.grace_s)
-    stopped = server.stop(grace=opts.grace_s).wait(opts.grace_s + STOP_MARGIN_S)
+    if summary is not None:
+        summary.stop()
+    stopping = server.stop(grace=opts.grace_s)
+    service.close()  # queued requests are refused (UNAVAILABLE); running batches finish
+    stopped = stopping.wait(opts.grace_s + STOP_MARGIN_S)
     if not stopped:
         log.warning("%s: calls still running %g s after the stop; exiting anyway",
                     config.name, opts.grace_s + STOP_MARGIN_S)

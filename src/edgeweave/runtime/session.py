@@ -11,6 +11,7 @@ fleet's rates. What is predicted is then what can physically happen, and the ben
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,7 +111,8 @@ class RunSummary:
         }
 
 
-def run(graph: Graph, chosen: Plan, edge_target: str | None, inputs: list[torch.Tensor], *,
+def run(graph: Graph, chosen: Plan, edge_target: str | Sequence[str] | None,
+        inputs: list[torch.Tensor], *,
         dilation: float, token: str | None = None, tls: ClientTLS | None = None,
         options: ClientOptions | None = None, profile: Profile | None = None,
         warmup: int = 2, trace: BandwidthTrace | None = None) -> RunSummary:
