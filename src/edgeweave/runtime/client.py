@@ -37,7 +37,6 @@ from edgeweave.runtime.edges import Edge, EdgePool
 from edgeweave.runtime.flight import arrive, send_on
 from edgeweave.runtime.load import LoadFactors
 from edgeweave.runtime.node import message_options
-from edgeweave.runtime.onward import FALLBACK_CODES
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
 from edgeweave.runtime.recipe import (
     StageError,
