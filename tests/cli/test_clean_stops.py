@@ -166,6 +166,7 @@ def test_decentral_processes_stopped_by_ctrl_c_end_their_peers_at_once():
     assert time.monotonic() - start < 20  # the peers are not waited for, one after another
 
 
+@pytest.mark.slow
 def test_fl_server_stopped_by_ctrl_c_frees_its_port_and_folder(tmp_path):
     token = tmp_path / "tok"
     token.write_text("t" * 32)
