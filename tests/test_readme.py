@@ -31,7 +31,7 @@ runnable anywhere:
 
 Blocks with a command in :data:`SLOW` are marked slow. The others run in parallel on
 :data:`WORKERS` processes (their results are awaited per block), which keeps the default share
-of this file near a minute on two cores.
+of this file to a few seconds of an idle two-core host.
 """
 
 from __future__ import annotations
@@ -56,9 +56,11 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 WORKERS = 3
 TIMEOUT_S = 900.0
-#: Commands that make a block slow (full torchvision models measured, several processes).
-SLOW = ("lab", "netlab", "infer", "adapt select", "adapt compress", "fl server", "plan vgg16",
-        "plan resnet18 --json", "decentral --processes")
+#: Commands that make a block slow: full torchvision models measured, several processes, models
+#: trained (each such block took 1-4 minutes on this 2-core host under load, seconds to tens of
+#: seconds idle). The default share keeps the blocks that train only a small model briefly.
+SLOW = ("lab", "netlab", "infer", "adapt", "fl server", "plan vgg16", "plan resnet18",
+        "profile resnet18", "decentral", "split-learn device")
 SHRINK = {  # command -> (flag, small value); appended when the command does not give the flag
     "plan": [("--warmup", "0"), ("--repeats", "1")],
     "profile": [("--warmup", "0"), ("--repeats", "1")],
