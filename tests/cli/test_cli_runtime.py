@@ -104,6 +104,9 @@ def quiet_node_logs():
     (["infer", "digits-cnn", "--repeat", "0"], "--repeat"),
     (["lab", "digits-cnn", "--mbps", "nan"], "--mbps"),
     (["netlab", "digits-cnn", "--mbps", "-5"], "--mbps"),
+    (["infer", "digits-cnn", "--upload", "sometimes"], "--upload"),
+    (["lab", "digits-cnn", "--upload", "lazy"], "--upload"),
+    (["serve", "--role", "edge", "--chunk-budget-mb", "0"], "--chunk-budget-mb"),
 ])
 def test_numeric_flags_must_be_finite_and_in_range(capsys, args, flag):
     code, _, err = main_in_process(capsys, *args)
@@ -181,6 +184,51 @@ def test_infer_against_a_dead_edge_is_an_error_unless_asked_to_fall_back(
     assert code == 0
     assert json.loads((tmp_path / "r.json").read_text())["fallbacks"] == 2
     assert "2 request(s) fell back" in out
+
+
+def test_incremental_upload_plans_itself_so_it_refuses_a_plan_file(capsys, edge_plan):
+    code, _, err = _infer(capsys, edge_plan, "127.0.0.1:9", "--upload", "incremental")
+    assert code == 2 and "--upload incremental" in err and "--plan" in err
+    assert "Traceback" not in err
+
+
+def test_auto_upload_goes_incremental_when_the_whole_stages_take_long(edge_plan):
+    from edgeweave.cli.upload_cmds import choose
+    from edgeweave.plan import load_plan
+
+    chosen = load_plan(edge_plan)  # digits-cnn's 150 kB all on the edge
+    assert choose("auto", chosen, None, False) == "whole"  # well under a second at 18.9 Mbit/s
+    slow = chosen.with_link("device-edge", mbps=0.05)  # 24 s: more than the 10 s auto allows
+    assert choose("auto", slow, None, False) == "incremental"
+    assert choose("auto", slow, edge_plan, False) == "whole"  # a plan file is run as it is
+    assert choose("whole", slow, None, False) == "whole"
+
+
+def test_infer_uploads_incrementally_and_says_what_it_emulates(tmp_path, capsys, token_file):
+    from edgeweave.graph import capture_spec
+    from edgeweave.runtime.node import ServeOptions, start_node
+    from edgeweave.runtime.server import NodeConfig
+
+    graph = capture_spec("digits-cnn")
+    node, svc, port = start_node(NodeConfig("edge", "edge", cache_dir=str(tmp_path)),
+                                 ServeOptions("127.0.0.1:0", token=token_file.read_text()))
+    # captured before queries run: fx tracing patches nn.Module.__call__ process-wide, and
+    # this edge shares the test's process
+    svc.deployer.models.graph(graph.spec, graph.input_shape)
+    try:
+        code, out, err = main_in_process(
+            capsys, "infer", "digits-cnn", "--edge", f"127.0.0.1:{port}", "--token-file",
+            str(token_file), "--upload", "incremental", "--mbps", "2", "--repeat", "3",
+            "--json", str(tmp_path / "r.json"))
+    finally:
+        node.stop(0)
+    out = " ".join(out.split())
+    assert code == 0, err
+    assert "upload order (IONN, benefit per byte)" in out and "first benefit:" in out
+    assert "EMULATED: the device's uplink is 2 Mbit/s by shaping in this process" in out
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["upload"]["strategy"] == "incremental" and doc["requests"] == 3
+    assert len(doc["per_request_t_s"]) == 3 and doc["fallbacks"] == 0
 
 
 def test_infer_names_a_refused_token_or_certificate(tmp_path, capsys, token_file, edge_plan):

@@ -37,7 +37,8 @@ class Target:
 def runtime_node() -> Target:
     """An edge node forwarding to a cloud node with digits-cnn's two remote stages deployed
     (recipe + weights, as devices deploy them): the edge runs the first half of the model, the
-    cloud the rest (the cloud's stage is on both, as a forwarded Deploy leaves it)."""
+    cloud the rest (the cloud's stage is on both, as a forwarded Deploy leaves it). The edge
+    stage's weights are on the edge as chunks too (incremental upload), and built from them."""
     from edgeweave.codec import get_codec
     from edgeweave.graph import capture_spec, split
     from edgeweave.runtime.node import ServeOptions, start_node
@@ -66,10 +67,26 @@ def runtime_node() -> Target:
             env.update(zip(stage.outputs, stage.module(*args), strict=True))
     deploys = [list(deploy_stream(packages["edge"], "edge", 0)),
                list(deploy_stream(packages["cloud"], "cloud", 1))]
+    # incremental upload: the edge stage's weights as chunks, and a build from them
+    from edgeweave.runtime.chunks import chunk_data, weight_chunks
+
+    weights = dict(packages["edge"].weights)
+    refs = [r for spec in weights for r in weight_chunks(spec, weights[spec])]
+    by_name = {spec.name: t for spec, t in weights.items()}
+    put = [pb.PutChunksRequest(model=graph.spec, input_shape=list(graph.input_shape)),
+           *(pb.PutChunksRequest(chunks=[pb.WeightChunk(
+               weight=r.weight, offset=r.offset, digest=r.digest,
+               data=chunk_data(by_name[r.weight], r.offset))]) for r in refs)]
+    have = pb.HaveChunksRequest(digests=[r.digest for r in refs])
+    from_chunks = pb.DeployFromChunksRequest(
+        stage_digest=packages["edge"].digest, recipe=packages["edge"].recipe.to_proto(),
+        name="edge", chunks=[r.digest for r in refs])
     with grpc.insecure_channel(address) as ch:
         stub = pb_grpc.NodeStub(ch)
         for chunks in deploys:
             stub.Deploy(iter(chunks), metadata=MD, timeout=PROBE_S)
+        stub.PutChunks(iter(put), metadata=MD, timeout=PROBE_S)
+        stub.DeployFromChunks(from_chunks, metadata=MD, timeout=PROBE_S)
     e = get_codec("none").encode(x_value)
     x = pb.Tensor(name=graph.placeholders[0], codec=e.codec, dtype=e.dtype,
                   shape=list(e.shape), payload=e.payload)
@@ -94,6 +111,10 @@ def runtime_node() -> Target:
         "edgeweave.v1.Tensor": lambda: [x],
         "edgeweave.v1.Hop": lambda: route,
         "edgeweave.v1.DeployRequest": lambda: [*deploys[0], *deploys[1]],
+        "edgeweave.v1.PutChunksRequest": lambda: put,
+        "edgeweave.v1.WeightChunk": lambda: [c for m in put[1:] for c in m.chunks],
+        "edgeweave.v1.HaveChunksRequest": lambda: [have],
+        "edgeweave.v1.DeployFromChunksRequest": lambda: [from_chunks],
     }, probe, stop)
 
 

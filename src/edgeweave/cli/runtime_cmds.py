@@ -44,18 +44,28 @@ def _prepare(console: Console, model: str, fleet_spec: str | None, plan_file: Pa
 
 def infer(console: Console, model, fleet_spec, edge, plan_file, input_file, repeat, objective,
           codec, mbps, token_file, cert_dir, adapt, json_out, token=None,
-          shape_bandwidth=True, fallback_local=False) -> None:
+          shape_bandwidth=True, fallback_local=False, upload="auto") -> None:
+    from edgeweave.cli import upload_cmds
     from edgeweave.runtime.client import ClientOptions
     from edgeweave.runtime.inputs import load_input
     from edgeweave.runtime.session import run
     from edgeweave.security import ClientTLS, load_token
 
+    if upload != "auto":  # a conflicting flag fails before any work
+        upload_cmds.choose(upload, None, plan_file, adapt)
     token = token or (load_token(token_file) if token_file else None)
     tls = ClientTLS.for_node(cert_dir, "device") if cert_dir else None
     if edge:
         _check_edge(console, edge, token, tls, fallback_local)
+    codecs = codec_candidates(codec)
     graph, fleet, prof, chosen, dilation = _prepare(console, model, fleet_spec, plan_file,
-                                                    objective, mbps, codec_candidates(codec))
+                                                    objective, mbps, codecs)
+    if edge and upload_cmds.choose(upload, chosen, plan_file, adapt) == "incremental":
+        console.print(f"--upload {upload}: uploading {model} incrementally (IONN); the device "
+                      f"answers every query meanwhile")
+        return upload_cmds.run(console, model, graph, fleet, prof, dilation, edge,
+                               load_input(input_file, graph.input_shape), repeat, codecs,
+                               token, tls, shape_bandwidth, fallback_local, json_out)
     first_link = fleet.tier_path().links[0] if fleet.tier_path().links else None
     trace = first_link.trace if first_link is not None and mbps is None else None
     if trace is not None and shape_bandwidth:
@@ -97,7 +107,7 @@ def installs(model: str) -> tuple[str, ...]:
 
 
 def lab(console: Console, model, fleet_spec, repeat, codec, mbps, json_out,
-        fallback_local=False) -> None:
+        fallback_local=False, upload="auto") -> None:
     from edgeweave.runtime.lab import LocalLab
 
     with console.status("starting edge and cloud servers"), \
@@ -107,7 +117,7 @@ def lab(console: Console, model, fleet_spec, repeat, codec, mbps, json_out,
                       f"cloud {fleet_lab.nodes['cloud'].target}")
         infer(console, model, fleet_spec, fleet_lab.edge_target, None, None, repeat, "latency",
               codec, mbps, None, None, False, json_out, token=pass_token,
-              fallback_local=fallback_local)
+              fallback_local=fallback_local, upload=upload)
 
 
 def _report(console: Console, summary, model: str) -> None:
@@ -157,7 +167,7 @@ def netlab_cleanup(console: Console, prefix: str) -> None:
 
 
 def netlab(console: Console, model, fleet_spec, repeat, codec, mbps, json_out,
-           prefix: str = "ew") -> None:
+           prefix: str = "ew", upload: str = "auto") -> None:
     """Device, edge and cloud in their own network namespaces, links shaped by the kernel."""
     import subprocess
     import sys
@@ -171,7 +181,7 @@ def netlab(console: Console, model, fleet_spec, repeat, codec, mbps, json_out,
     if not ok:
         console.print(f"[yellow]network namespaces unavailable ({why}); falling back to the "
                       "in-process token-bucket shaper[/]")
-        return lab(console, model, fleet_spec, repeat, codec, mbps, json_out)
+        return lab(console, model, fleet_spec, repeat, codec, mbps, json_out, upload=upload)
     fleet = load_fleet(fleet_spec or DEFAULT_FLEET)
     path = fleet.tier_path()
     hops = [(lk.mbps, lk.rtt_ms) for lk in path.links]
@@ -202,7 +212,8 @@ def netlab(console: Console, model, fleet_spec, repeat, codec, mbps, json_out,
                       + (f"; replaying {len(replays)} bandwidth trace(s)" if replays else ""))
         argv = [sys.executable, "-m", "edgeweave", "infer", model, "--edge", upstream,
                 "--token-file", str(token_file), "--repeat", str(repeat), "--codec", codec,
-                "--shaping", "kernel", *(["--fleet", fleet_spec] if fleet_spec else []),
+                "--shaping", "kernel", "--upload", upload,
+                *(["--fleet", fleet_spec] if fleet_spec else []),
                 *(["--mbps", str(mbps)] if mbps is not None else []),
                 *(["--json", str(json_out)] if json_out else [])]
         try:

@@ -40,16 +40,19 @@ def cut_labels(n_nodes: int, n_tiers: int, order: Sequence[int],
     return labels
 
 
-def crossing_bytes(cm: CostModel, order: Sequence[int]) -> np.ndarray:
+def crossing_bytes(cm: CostModel, order: Sequence[int], sizes: np.ndarray | None = None
+                   ) -> np.ndarray:
     """Bytes of the distinct tensors produced before position i of `order` and consumed at or
-    after it, for i = 0..n: what a cut at i would have to ship."""
+    after it, for i = 0..n: what a cut at i would have to ship (each tensor counted at
+    `sizes[u]`, e.g. a codec's measured payload; default its raw bytes)."""
+    size = cm.out_bytes if sizes is None else sizes
     pos = np.empty(cm.n, dtype=int)
     pos[np.asarray(order)] = np.arange(cm.n)
     diff = np.zeros(cm.n + 2)
     for u in range(cm.n):
         if cm.consumers[u]:
-            diff[pos[u] + 1] += cm.out_bytes[u]
-            diff[max(pos[v] for v in cm.consumers[u]) + 1] -= cm.out_bytes[u]
+            diff[pos[u] + 1] += size[u]
+            diff[max(pos[v] for v in cm.consumers[u]) + 1] -= size[u]
     return np.cumsum(diff)[: cm.n + 1]
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -27,10 +26,11 @@ from edgeweave.graph import Graph, Stage, split
 from edgeweave.plan import Plan, plan
 from edgeweave.plan.costs import CostModel
 from edgeweave.profile import Profile
-from edgeweave.profile.measure import PROFILE_THREADS, torch_threads
-from edgeweave.runtime import dilation, tensors
+from edgeweave.runtime import tensors
+from edgeweave.runtime.backoff import Backoff
 from edgeweave.runtime.bandwidth import BandwidthEstimator
-from edgeweave.runtime.edge_probe import credential_failure, health
+from edgeweave.runtime.device_compute import device_module, run_on_device
+from edgeweave.runtime.edge_probe import check_usable, health
 from edgeweave.runtime.flight import arrive, send_on
 from edgeweave.runtime.load import LoadFactors
 from edgeweave.runtime.node import message_options
@@ -41,10 +41,8 @@ from edgeweave.runtime.recipe import (
     StagePackage,
     deploy_stream,
     package_stage,
-    trace_stage,
 )
 from edgeweave.runtime.segments import fill_segments, predicted_segments
-from edgeweave.runtime.server import FALLBACK_CODES
 from edgeweave.runtime.shaper import LinkShaper
 from edgeweave.security import ClientTLS, authed_channel
 
@@ -54,6 +52,10 @@ log = logging.getLogger("edgeweave.runtime")
 #: A freshly deployed stage's first calls are slow (TorchScript specialises on them: 2-3x on
 #: alexnet here), which says nothing about the machines' load, so they are not learnt from.
 COLD_REQUESTS = 2
+#: Our own back-off decides when to retry the edge; gRPC's reconnect back-off (1 s and growing)
+#: would otherwise keep failing fast after the edge is back.
+RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+             ("grpc.max_reconnect_backoff_ms", 2000)]
 
 
 class _Unreachable(Exception):
@@ -120,18 +122,11 @@ class CoInferenceClient:
         self._stub = None
         self._target = edge_target
         if edge_target:
-            # our own back-off decides when to retry the edge; gRPC's reconnect back-off (1 s
-            # and growing) would otherwise keep failing fast after the edge is back
-            reconnect = [("grpc.initial_reconnect_backoff_ms", 100),
-                         ("grpc.min_reconnect_backoff_ms", 100),
-                         ("grpc.max_reconnect_backoff_ms", 2000)]
             channel = authed_channel(edge_target, token=token, tls=tls,
                                      options=message_options(self.opts.max_message_mb)
-                                     + reconnect)
+                                     + RECONNECT)
             self._stub = pb_grpc.NodeStub(channel)
-        self._lock = threading.Lock()
-        self._edge_down_until = 0.0
-        self._failures = 0
+        self._backoff = Backoff(*self.opts.backoff_s)
         self._example: torch.Tensor | None = None
         self._seq = itertools.count()
         # the emulated network as it really is; the plan only holds a belief about it
@@ -224,7 +219,7 @@ class CoInferenceClient:
         run = self._begin(dep, x)
         fallback, note, bytes_up = False, "", 0
         if dep.route:
-            if time.monotonic() < self._edge_down_until:
+            if self._backoff.active:
                 fallback, note = True, "edge in back-off; ran locally"
                 self._finish_locally(dep, run.env)
             else:
@@ -236,7 +231,7 @@ class CoInferenceClient:
         first). A request the edge fails is handled alone, as `infer` handles it (fallback, or
         an EdgeWeaveError raised at its turn); the others are unaffected."""
         dep = self.deployment
-        if not dep.route or not dep.uploaded or time.monotonic() < self._edge_down_until:
+        if not dep.route or not dep.uploaded or self._backoff.active:
             yield from (self.infer(x) for x in xs)
             return
         runs = [self._begin(dep, x) for x in xs]
@@ -290,32 +285,12 @@ class CoInferenceClient:
         stage = dep.stages.get(dep.plan.tiers[0])
         if stage is None or all(self.graph.node(n).kind == "placeholder" for n in stage.nodes):
             return 0.0  # nothing to compute: running (and dilating) an identity costs ~1.5 ms
-        # a dilated device is emulated relative to the profiler's thread count and on this
-        # thread's CPU clock, so it computes on exactly that many threads
-        threads = PROFILE_THREADS if self.opts.device_dilation > 1 else torch.get_num_threads()
         args = [env[n] for n in stage.inputs]
-        module = dep.device_module or self._device_module(dep, stage, args)
-        with torch_threads(threads), torch.inference_mode():
-            mark = dilation.start()
-            env.update(zip(stage.outputs, module(*args), strict=True))
-            return dilation.finish(mark, self.opts.device_dilation)
-
-    @staticmethod
-    def _device_module(dep: _Deployment, stage: Stage, args: list[Any]) -> Any:
-        """The device runs its stage as a traced program, as the edge and cloud run theirs (and
-        the profiler times them), so every tier executes, and is predicted, the same way; a
-        stage that cannot be traced runs as it is."""
-        try:
-            if not all(isinstance(a, torch.Tensor) for a in args):
-                raise StageError("non-tensor stage input")
-            module = trace_stage(stage.module, args)
-            with torch.inference_mode():
-                for _ in range(2):  # TorchScript specialises on its first calls
-                    module(*args)
-            dep.device_module = module
-        except StageError:
-            dep.device_module = stage.module
-        return dep.device_module
+        if dep.device_module is None:
+            dep.device_module = device_module(stage, args)
+        out, ms = run_on_device(dep.device_module, args, self.opts.device_dilation)
+        env.update(zip(stage.outputs, out, strict=True))
+        return ms
 
     def _request(self, dep: _Deployment, run: _Run) -> tuple[pb.InferRequest, int]:
         hop = dep.route[0]
@@ -351,7 +326,7 @@ class CoInferenceClient:
             code = getattr(grpc.StatusCode, reply.error_code, grpc.StatusCode.UNKNOWN)
             return self._failed(dep, run, code, reply.error)
         wall = (time.perf_counter() - run.sent) * 1000.0
-        self._failures = 0
+        self._backoff.ok()
         try:
             run.env.update(tensors.decode(reply.tensors, None,
                                           self.opts.max_decoded_mb * tensors.MB))
@@ -381,13 +356,7 @@ class CoInferenceClient:
         return True, f"edge failed ({code.name}): {details}; ran locally", run.nbytes
 
     def _check_usable(self, code: grpc.StatusCode, details: str, what: str) -> None:
-        """Raise EdgeWeaveError unless the failure is one to survive by running locally: the
-        edge refusing the request itself, or (unless `fallback_local`) our credentials."""
-        cause = credential_failure(code, details)
-        if cause and not self.opts.fallback_local:
-            raise EdgeWeaveError(f"edge refused {what}: {cause}")
-        if code not in FALLBACK_CODES and not cause:
-            raise EdgeWeaveError(f"edge refused {what}: {code.name}: {details}")
+        check_usable(code, details, what, self.opts.fallback_local)
 
     def check_edge(self, timeout_s: float = 10.0) -> None:
         """EdgeWeaveError naming the cause (unreachable, token, TLS) unless the edge answers."""
@@ -424,10 +393,7 @@ class CoInferenceClient:
                     env.update(zip(stage.outputs, out, strict=True))
 
     def _mark_down(self) -> None:
-        with self._lock:
-            self._failures += 1
-            low, high = self.opts.backoff_s
-            self._edge_down_until = time.monotonic() + min(high, low * 2 ** (self._failures - 1))
+        self._backoff.fail()
 
     # ---- adaptation -----------------------------------------------------------------------
 

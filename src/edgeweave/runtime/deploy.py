@@ -21,7 +21,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -34,6 +34,7 @@ from edgeweave.codec import CodecError
 from edgeweave.codec.wire import DTYPES, dtype_name, tensor_from_bytes
 from edgeweave.errors import EdgeWeaveError, GraphError
 from edgeweave.graph import Graph, stage_from_nodes
+from edgeweave.runtime.chunks import is_digest
 from edgeweave.runtime.models import BadModelRequest, TrustedModels, UnknownModel
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
 from edgeweave.runtime.recipe import (
@@ -61,7 +62,7 @@ class DeployRefused(EdgeWeaveError):
         self.code, self.reason = code, reason
 
 
-def _invalid(reason: str, message: str) -> DeployRefused:
+def invalid(reason: str, message: str) -> DeployRefused:
     return DeployRefused(grpc.StatusCode.INVALID_ARGUMENT, reason, message)
 
 
@@ -75,7 +76,7 @@ class Deployed:
 
 
 @dataclass
-class _Blueprint:
+class Blueprint:
     """The stage as this node builds it, weights still on the meta device."""
 
     module: nn.Module
@@ -100,60 +101,76 @@ class Deployer:
     def deploy(self, stream: Iterator[pb.DeployRequest], can_forward: bool) -> Deployed:
         head = next(stream, None)
         if head is None:
-            raise _invalid("bad_recipe", "empty Deploy stream")
+            raise invalid("bad_recipe", "empty Deploy stream")
         _refuse_program(head)
-        digest, name, hops = head.stage_digest, head.name[:120], max(0, head.hops_ahead)
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise _invalid("bad_recipe", "stage_digest: expected 64 lowercase hex digits "
-                                         "(sha256) on the first Deploy message")
+        name, hops = head.name[:120], max(0, head.hops_ahead)
+        cached = self.cached(head.stage_digest, name, hops, can_forward, "Deploy message")
+        if cached is not None:  # content-addressed: the rest of the stream is not needed
+            return cached
+        if not head.HasField("recipe"):
+            raise invalid("bad_recipe", "the first Deploy message carries no recipe")
+        recipe = StageRecipe.from_proto(head.recipe)
+        blueprint = self.blueprint(recipe, name)
+        self.check_size(blueprint.nbytes)
+        return self.build_from(recipe, head.stage_digest, blueprint, _slices(head, stream),
+                               name, hops)
+
+    def cached(self, digest: str, name: str, hops: int, can_forward: bool, where: str
+               ) -> Deployed | None:
+        """Check a deploy's digest and onward hops; the stage if this node already has it."""
+        if not is_digest(digest):
+            raise invalid("bad_recipe", f"stage_digest: expected 64 lowercase hex digits "
+                                         f"(sha256) on the first {where}")
         if hops and not can_forward:
             raise DeployRefused(grpc.StatusCode.FAILED_PRECONDITION, "no_next",
                                 "this node has no --next node to deploy onward to")
-        cached = self.store.get(digest)
-        if cached is not None:  # content-addressed: the rest of the stream is not needed
-            return Deployed(cached, True, 0.0, name, hops)
-        if not head.HasField("recipe"):
-            raise _invalid("bad_recipe", "the first Deploy message carries no recipe")
-        recipe = StageRecipe.from_proto(head.recipe)
-        blueprint = self._blueprint(recipe, name)
-        self._check_size(blueprint.nbytes)
+        stage = self.store.get(digest)
+        return None if stage is None else Deployed(stage, True, 0.0, name, hops)
+
+    def build_from(self, recipe: StageRecipe, digest: str, blueprint: Blueprint,
+                   slices: Iterable[pb.WeightSlice], name: str, hops: int) -> Deployed:
+        """Receive the weights (checked, hashed, to a temp file), check the digest, build."""
         fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix="upload-", suffix=".weights")
         try:
             with os.fdopen(fd, "wb") as f:
-                got = _receive(_slices(head, stream), blueprint.expected, StageHasher(recipe), f)
+                got = _receive(slices, blueprint.expected, StageHasher(recipe), f)
             if got != digest:
-                raise _invalid("bad_digest", f"stage digest mismatch: announced {digest[:12]}, "
+                raise invalid("bad_digest", f"stage digest mismatch: announced {digest[:12]}, "
                                              f"the recipe and weights hash to {got[:12]}")
             return self._build(recipe, digest, blueprint, Path(tmp), name, hops)
         finally:
             os.unlink(tmp)
 
-    def _blueprint(self, recipe: StageRecipe, name: str) -> _Blueprint:
+    def graph(self, model: str, input_shape: Sequence[int]) -> Graph:
+        """The node's own capture of a model a peer names (refusals say what is wrong)."""
         try:
-            graph = self.models.graph(recipe.model, recipe.input_shape)
+            return self.models.graph(model, input_shape)
         except UnknownModel as e:
             raise DeployRefused(grpc.StatusCode.FAILED_PRECONDITION, "unknown_model",
                                 str(e)) from None
         except BadModelRequest as e:
-            raise _invalid("bad_recipe", str(e)) from None
+            raise invalid("bad_recipe", str(e)) from None
+
+    def blueprint(self, recipe: StageRecipe, name: str) -> Blueprint:
+        graph = self.graph(recipe.model, recipe.input_shape)
         try:
             stage = stage_from_nodes(graph, recipe.nodes, recipe.inputs, recipe.outputs,
                                      key=name or "stage")
             specs = {v: _value_spec(graph, v) for v in (*recipe.inputs, *recipe.outputs)}
             expected = [spec for spec, _ in weights_of(stage.module)]
         except (GraphError, StageError) as e:
-            raise _invalid("bad_recipe", f"recipe for model {recipe.model!r}: {e}") from None
-        return _Blueprint(stage.module, expected, specs)
+            raise invalid("bad_recipe", f"recipe for model {recipe.model!r}: {e}") from None
+        return Blueprint(stage.module, expected, specs)
 
-    def _check_size(self, nbytes: int) -> None:
+    def check_size(self, nbytes: int, *more: tuple[int, str]) -> None:
         for limit, flag in ((self.max_stage_bytes, "--max-stage-mb"),
-                            (self.store.budget, "--stage-budget-mb")):
+                            (self.store.budget, "--stage-budget-mb"), *more):
             if nbytes > limit:
                 raise DeployRefused(grpc.StatusCode.RESOURCE_EXHAUSTED, "stage_too_large",
                                     f"the stage's weights are {nbytes / MB:.1f} MiB, more than "
                                     f"this node's {flag} ({limit / MB:g} MiB)")
 
-    def _build(self, recipe: StageRecipe, digest: str, blueprint: _Blueprint, path: Path,
+    def _build(self, recipe: StageRecipe, digest: str, blueprint: Blueprint, path: Path,
                name: str, hops: int) -> Deployed:
         with self._build_lock:
             done = self.store.get(digest)  # a concurrent upload of the same stage finished
@@ -171,7 +188,7 @@ class Deployer:
             except RuntimeError as e:
                 del module
                 gc.collect()  # its weights sit in fx's reference cycles
-                raise _invalid("bad_recipe", f"stage {name!r} does not run on its declared "
+                raise invalid("bad_recipe", f"stage {name!r} does not run on its declared "
                                              f"inputs: {str(e).splitlines()[0][:200]}") from None
             stage = DeployedStage(traced, recipe.inputs, recipe.outputs, blueprint.specs,
                                   recipe, digest, tuple(weights_of(module)))
@@ -181,7 +198,7 @@ class Deployer:
 
 def _refuse_program(msg: pb.DeployRequest) -> None:
     if msg.program:
-        raise _invalid("program", NO_PROGRAMS)
+        raise invalid("program", NO_PROGRAMS)
 
 
 def _slices(head: pb.DeployRequest, stream: Iterable[pb.DeployRequest]
@@ -190,7 +207,7 @@ def _slices(head: pb.DeployRequest, stream: Iterable[pb.DeployRequest]
     for msg in stream:
         _refuse_program(msg)
         if msg.stage_digest or msg.HasField("recipe"):
-            raise _invalid("bad_weights", "only the first Deploy message carries the digest "
+            raise invalid("bad_weights", "only the first Deploy message carries the digest "
                                           "and the recipe")
         yield from msg.weights
 
@@ -202,29 +219,29 @@ def _receive(slices: Iterable[pb.WeightSlice], expected: list[WeightSpec], hashe
     index, got, started = 0, 0, False
     for s in slices:
         if index == len(expected):
-            raise _invalid("bad_weights", f"weight {s.name[:80]!r} is more than the stage's "
+            raise invalid("bad_weights", f"weight {s.name[:80]!r} is more than the stage's "
                                           f"{len(expected)} parameters and buffers")
         want = expected[index]
         if not started:
             if s.name != want.name:
-                raise _invalid("bad_weights", f"expected weight {want.name!r} next (weights "
+                raise invalid("bad_weights", f"expected weight {want.name!r} next (weights "
                                               f"come in name order), got {s.name[:80]!r}")
             declared = (s.dtype, tuple(s.shape))
             if declared != (want.dtype, want.shape) or s.offset != 0:
-                raise _invalid("bad_weights", f"weight {want.name!r}: this node's model has "
+                raise invalid("bad_weights", f"weight {want.name!r}: this node's model has "
                                               f"{want.dtype} {list(want.shape)}, the upload "
                                               f"declares {s.dtype or '-'} {list(s.shape)} "
                                               f"at offset {s.offset}")
             hasher.weight(want)
             started = True
         elif s.name != want.name or s.offset != got:
-            raise _invalid("bad_weights", f"weight {want.name!r} stopped at {got} of "
+            raise invalid("bad_weights", f"weight {want.name!r} stopped at {got} of "
                                           f"{want.nbytes} bytes; next slice: {s.name[:80]!r} at "
                                           f"offset {s.offset}")
         if not s.data and want.nbytes:  # would hold the slot without progress
-            raise _invalid("bad_weights", f"weight {want.name!r}: an empty slice")
+            raise invalid("bad_weights", f"weight {want.name!r}: an empty slice")
         if got + len(s.data) > want.nbytes:
-            raise _invalid("bad_weights", f"weight {want.name!r}: more than the "
+            raise invalid("bad_weights", f"weight {want.name!r}: more than the "
                                           f"{want.nbytes} bytes of {want.dtype} "
                                           f"{list(want.shape)}")
         hasher.update(s.data)
@@ -234,7 +251,7 @@ def _receive(slices: Iterable[pb.WeightSlice], expected: list[WeightSpec], hashe
             index, got, started = index + 1, 0, False
     if index < len(expected):
         want = expected[index]
-        raise _invalid("bad_weights", f"the Deploy stream ended at weight {want.name!r} ({got} "
+        raise invalid("bad_weights", f"the Deploy stream ended at weight {want.name!r} ({got} "
                                       f"of {want.nbytes} bytes; {len(expected) - index} of "
                                       f"{len(expected)} weights incomplete)")
     return hasher.hexdigest()
@@ -255,7 +272,7 @@ def _load(path: Path, expected: list[WeightSpec]) -> dict[str, torch.Tensor]:
                     flat[start:start + n] = tensor_from_bytes(data, w.dtype, [n],
                                                               context=f"weight {w.name!r}")
                 except CodecError as e:
-                    raise _invalid("bad_weights", str(e)) from None
+                    raise invalid("bad_weights", str(e)) from None
             state[w.name] = tensor
     return state
 

@@ -31,6 +31,19 @@ def credential_failure(code: grpc.StatusCode, details: str) -> str | None:
     return None
 
 
+def check_usable(code: grpc.StatusCode, details: str, what: str, fallback_local: bool) -> None:
+    """Raise EdgeWeaveError unless a failure is one to survive by running locally: the edge
+    refusing the request itself (down, overloaded, too slow), or our credentials when
+    `fallback_local` says to run on the device anyway."""
+    from edgeweave.runtime.server import FALLBACK_CODES
+
+    cause = credential_failure(code, details)
+    if cause and not fallback_local:
+        raise EdgeWeaveError(f"edge refused {what}: {cause}")
+    if code not in FALLBACK_CODES and not cause:
+        raise EdgeWeaveError(f"edge refused {what}: {code.name}: {details}")
+
+
 def probe_edge(target: str, token: str | None = None, tls: ClientTLS | None = None,
                timeout_s: float = 10.0) -> None:
     """Ask the node at `target` for its Health with these credentials; EdgeWeaveError naming

@@ -21,9 +21,10 @@ import math
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import torch
@@ -32,7 +33,9 @@ from edgeweave.codec import CodecError
 from edgeweave.rpc import RateLimitedLog
 from edgeweave.runtime import dilation, tensors
 from edgeweave.runtime.admission import Admission, Rejected
-from edgeweave.runtime.deploy import MB, Deployer, DeployRefused
+from edgeweave.runtime.chunk_deploy import ChunkDeployer
+from edgeweave.runtime.chunk_store import ChunkStore
+from edgeweave.runtime.deploy import MB, Deployed, Deployer, DeployRefused
 from edgeweave.runtime.flight import arrive, same_clock, stamp
 from edgeweave.runtime.links import NodeLinks
 from edgeweave.runtime.metrics import NodeMetrics
@@ -44,6 +47,8 @@ from edgeweave.runtime.requests import Malformed, Refused, check_route, check_te
 from edgeweave.runtime.stage_store import DeployedStage, StageStore
 
 log = logging.getLogger("edgeweave.runtime.node")
+
+R = TypeVar("R")
 
 #: gRPC errors from the next node that the server absorbs by finishing the work itself.
 FALLBACK_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -63,6 +68,7 @@ class NodeConfig:
     forward_timeout_s: float = 30.0
     max_stage_mb: float = 2048.0  # the largest stage (weights) one Deploy may upload
     stage_budget_mb: float = 1024.0  # deployed stages' weights; least recently used evicted
+    chunk_budget_mb: float = 2048.0  # uploaded weight chunks on disk; least recently used go
     models: tuple[str, ...] = ()  # operator-installed models (path/to/file.py:factory)
     cache_dir: str | None = None  # Deploy's temp files (default: a fresh temp dir)
     max_deploy_s: float = 900.0  # the longest a Deploy stream may hold a slot
@@ -107,6 +113,8 @@ class NodeService(pb_grpc.NodeServicer):
             cache_dir = Path(self._tmp.name)
         self.deployer = Deployer(TrustedModels(config.models), self.stages, cache_dir,
                                  int(config.max_stage_mb * MB))
+        self.chunk_deployer = ChunkDeployer(self.deployer, ChunkStore(
+            cache_dir / "chunks", int(config.chunk_budget_mb * MB)))
         self._next = None
         if config.next_target:
             factory = config.channel_factory or grpc.insecure_channel
@@ -117,15 +125,42 @@ class NodeService(pb_grpc.NodeServicer):
 
     def Deploy(self, request_iterator: Iterator[pb.DeployRequest],
                context: grpc.ServicerContext) -> pb.DeployReply:
+        return self._uploading("Deploy", context, lambda: self._deployed(
+            self.deployer.deploy(request_iterator, self._next is not None), context))
+
+    def HaveChunks(self, request: pb.HaveChunksRequest, context: grpc.ServicerContext
+                   ) -> pb.HaveChunksReply:
+        try:
+            return self.chunk_deployer.have(request)
+        except DeployRefused as e:
+            self._refuse(Refused(e.code, str(e), e.reason, logging.WARNING), context)
+            raise  # unreachable: abort raises
+
+    def PutChunks(self, request_iterator: Iterator[pb.PutChunksRequest],
+                  context: grpc.ServicerContext) -> pb.PutChunksReply:
+        return self._uploading("PutChunks", context,
+                               lambda: self.chunk_deployer.put(request_iterator))
+
+    def DeployFromChunks(self, request: pb.DeployFromChunksRequest,
+                         context: grpc.ServicerContext) -> pb.DeployReply:
+        return self._uploading("DeployFromChunks", context, lambda: self._deployed(
+            self.chunk_deployer.deploy(request, self._next is not None), context))
+
+    def _deployed(self, done: Deployed, context: grpc.ServicerContext) -> pb.DeployReply:
+        if done.hops_ahead > 0:
+            self._deploy_onward(done.stage.package(), done.name, done.hops_ahead - 1, context)
+        return pb.DeployReply(digest=done.stage.digest, cached=done.cached, load_ms=done.build_ms)
+
+    def _uploading(self, method: str, context: grpc.ServicerContext, work: Callable[[], R]
+                   ) -> R:
+        """Run an upload or a stage build in an admission slot, for at most --max-deploy-s;
+        refusals become their gRPC status."""
         timer = threading.Timer(self.cfg.max_deploy_s, context.cancel)  # a stalled uploader
         timer.daemon = True
         timer.start()
         try:
             with self.admission.immediate():
-                done = self.deployer.deploy(request_iterator, self._next is not None)
-                if done.hops_ahead > 0:
-                    self._deploy_onward(done.stage.package(), done.name, done.hops_ahead - 1,
-                                        context)
+                return work()
         except Rejected as e:
             self._refuse(Refused(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                  f"{self.cfg.name} is at capacity ({e.why}; requests and deploys "
@@ -133,12 +168,12 @@ class NodeService(pb_grpc.NodeServicer):
                                  "overloaded", logging.INFO), context)
         except DeployRefused as e:
             self._refuse(Refused(e.code, str(e), e.reason, logging.WARNING), context)
-        except grpc.RpcError:  # the uploader broke the stream off; nothing was kept
-            self._refuse(Refused(grpc.StatusCode.CANCELLED, "Deploy stream broken off",
+        except grpc.RpcError:  # the uploader broke the stream off; what it sent is checked
+            self._refuse(Refused(grpc.StatusCode.CANCELLED, f"{method} stream broken off",
                                  "deploy_broken", logging.INFO), context)
         finally:
             timer.cancel()
-        return pb.DeployReply(digest=done.stage.digest, cached=done.cached, load_ms=done.build_ms)
+        raise AssertionError("unreachable: a refusal aborts the call")
 
     def _deploy_onward(self, package: StagePackage, name: str, hops_ahead: int,
                        context: grpc.ServicerContext) -> None:

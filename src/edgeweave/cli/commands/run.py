@@ -9,11 +9,20 @@ import typer
 
 from edgeweave.cli import reporting
 from edgeweave.cli.common import FALLBACK_HELP, FLEET_HELP, MBPS, MBPS_HELP, Objective, console
-from edgeweave.cli.options import output_file
+from edgeweave.cli.options import one_of, output_file
 from edgeweave.cli.reporting import report_option
 from edgeweave.errors import EdgeWeaveError
 
 JSON_HELP = "Write per-request results here."
+UPLOAD_HELP = ("whole: deploy the plan's stages, then offload; incremental: upload the model's "
+               "layers in the order of latency saved per byte (IONN) while the device answers "
+               "queries, switching plans as they land; auto: incremental when the whole stages "
+               "would take over 10 s to upload.")
+
+
+def _upload() -> str:
+    return typer.Option("auto", "--upload", callback=one_of("auto", "whole", "incremental"),
+                        help=UPLOAD_HELP)
 
 
 def _results(json_out: Path | None, report: Path | None) -> Path | None:
@@ -43,6 +52,7 @@ def infer(
     shaping: str = typer.Option("app", help="app: shape links in this process and the servers; "
                                 "kernel: netlab's tc already shapes them (add RTT only)."),
     fallback_local: bool = typer.Option(False, "--fallback-local", help=FALLBACK_HELP),
+    upload: str = _upload(),
     json_out: Path = typer.Option(None, "--json", callback=output_file, help=JSON_HELP),
     report: Path = report_option(),
 ) -> None:
@@ -54,7 +64,8 @@ def infer(
     out = _results(json_out, report)
     runtime_cmds.infer(console, model, fleet, edge, plan_file, input_file, repeat,
                        objective.value, codec, mbps, token_file, cert_dir, adapt, out,
-                       shape_bandwidth=shaping == "app", fallback_local=fallback_local)
+                       shape_bandwidth=shaping == "app", fallback_local=fallback_local,
+                       upload=upload)
     if report and out:
         reporting.write(console, report, [out])
 
@@ -67,6 +78,7 @@ def lab(
     codec: str = typer.Option("none", help="Activation codec at each cut."),
     mbps: float = typer.Option(None, "--mbps", callback=MBPS, help=MBPS_HELP),
     fallback_local: bool = typer.Option(False, "--fallback-local", help=FALLBACK_HELP),
+    upload: str = _upload(),
     json_out: Path = typer.Option(None, "--json", callback=output_file, help=JSON_HELP),
     report: Path = report_option(),
 ) -> None:
@@ -75,7 +87,7 @@ def lab(
 
     out = _results(json_out, report)
     runtime_cmds.lab(console, model, fleet, repeat, codec, mbps, out,
-                     fallback_local=fallback_local)
+                     fallback_local=fallback_local, upload=upload)
     if report and out:
         reporting.write(console, report, [out])
 
@@ -87,6 +99,7 @@ def netlab(
     repeat: int = typer.Option(10, min=1, max=1_000_000, help="Requests to send."),
     codec: str = typer.Option("none", help="Activation codec at each cut."),
     mbps: float = typer.Option(None, "--mbps", callback=MBPS, help=MBPS_HELP),
+    upload: str = _upload(),
     json_out: Path = typer.Option(None, "--json", callback=output_file, help=JSON_HELP),
     report: Path = report_option(),
     prefix: str = typer.Option("ew", "--prefix", help="Names of the lab's network namespaces: "
@@ -103,6 +116,6 @@ def netlab(
         runtime_cmds.netlab_cleanup(console, prefix)
         return
     out = _results(json_out, report)
-    runtime_cmds.netlab(console, model, fleet, repeat, codec, mbps, out, prefix)
+    runtime_cmds.netlab(console, model, fleet, repeat, codec, mbps, out, prefix, upload)
     if report and out:
         reporting.write(console, report, [out])

@@ -52,6 +52,9 @@ def serve(
     max_stage_mb: float = typer.Option(2048.0, callback=number(ge=1.0, le=1 << 24),
                                        help="Largest stage (weights, MiB) one Deploy may "
                                        "upload."),
+    chunk_budget_mb: float = typer.Option(2048.0, callback=number(ge=1.0, le=1 << 24),
+                                          help="Weight chunks of incremental uploads kept on "
+                                          "disk in --cache-dir (MiB); least recently used go."),
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Where uploads are staged on disk "
                                    "(default: a fresh temp dir)."),
 ) -> None:
@@ -72,6 +75,7 @@ def serve(
                         max_link_s=max_link_s, max_arrival_wait_s=max_arrival_wait_s,
                         max_decoded_mb=max_decoded_mb, models=tuple(model),
                         stage_budget_mb=stage_budget_mb, max_stage_mb=max_stage_mb,
+                        chunk_budget_mb=chunk_budget_mb,
                         cache_dir=None if cache_dir is None else str(cache_dir))
     serve_forever(config, ServeOptions(listen, token, cert_dir, metrics_port, max_message_mb,
                                        grace_s))

@@ -165,6 +165,62 @@ class DeployReply(_message.Message):
     load_ms: float
     def __init__(self, digest: _Optional[str] = ..., cached: _Optional[bool] = ..., load_ms: _Optional[float] = ...) -> None: ...
 
+class HaveChunksRequest(_message.Message):
+    __slots__ = ("digests",)
+    DIGESTS_FIELD_NUMBER: _ClassVar[int]
+    digests: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, digests: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class HaveChunksReply(_message.Message):
+    __slots__ = ("missing",)
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    missing: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, missing: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class WeightChunk(_message.Message):
+    __slots__ = ("weight", "offset", "digest", "data")
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    weight: str
+    offset: int
+    digest: str
+    data: bytes
+    def __init__(self, weight: _Optional[str] = ..., offset: _Optional[int] = ..., digest: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class PutChunksRequest(_message.Message):
+    __slots__ = ("model", "input_shape", "chunks")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    input_shape: _containers.RepeatedScalarFieldContainer[int]
+    chunks: _containers.RepeatedCompositeFieldContainer[WeightChunk]
+    def __init__(self, model: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., chunks: _Optional[_Iterable[_Union[WeightChunk, _Mapping]]] = ...) -> None: ...
+
+class PutChunksReply(_message.Message):
+    __slots__ = ("stored", "refused")
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    stored: int
+    refused: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, stored: _Optional[int] = ..., refused: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DeployFromChunksRequest(_message.Message):
+    __slots__ = ("stage_digest", "recipe", "name", "hops_ahead", "chunks")
+    STAGE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    RECIPE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    HOPS_AHEAD_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    stage_digest: str
+    recipe: StageRecipe
+    name: str
+    hops_ahead: int
+    chunks: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, stage_digest: _Optional[str] = ..., recipe: _Optional[_Union[StageRecipe, _Mapping]] = ..., name: _Optional[str] = ..., hops_ahead: _Optional[int] = ..., chunks: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class HealthRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -39,6 +39,21 @@ class NodeStub:
                 request_serializer=edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.DeployRequest.SerializeToString,
                 response_deserializer=edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.DeployReply.FromString,
                 _registered_method=True)
+        self.HaveChunks = channel.unary_unary(
+                '/edgeweave.v1.Node/HaveChunks',
+                request_serializer=edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.HaveChunksRequest.SerializeToString,
+                response_deserializer=edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.HaveChunksReply.FromString,
+                _registered_method=True)
+        self.PutChunks = channel.stream_unary(
+                '/edgeweave.v1.Node/PutChunks',
+                request_serializer=edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.PutChunksRequest.SerializeToString,
+                response_deserializer=edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.PutChunksReply.FromString,
+                _registered_method=True)
+        self.DeployFromChunks = channel.unary_unary(
+                '/edgeweave.v1.Node/DeployFromChunks',
+                request_serializer=edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.DeployFromChunksRequest.SerializeToString,
+                response_deserializer=edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.DeployReply.FromString,
+                _registered_method=True)
         self.Infer = channel.unary_unary(
                 '/edgeweave.v1.Node/Infer',
                 request_serializer=edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.InferRequest.SerializeToString,
@@ -65,6 +80,24 @@ class NodeServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Deploy(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HaveChunks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutChunks(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeployFromChunks(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -100,6 +133,21 @@ def add_NodeServicer_to_server(servicer, server):
             'Deploy': grpc.stream_unary_rpc_method_handler(
                     servicer.Deploy,
                     request_deserializer=edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.DeployRequest.FromString,
+                    response_serializer=edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.DeployReply.SerializeToString,
+            ),
+            'HaveChunks': grpc.unary_unary_rpc_method_handler(
+                    servicer.HaveChunks,
+                    request_deserializer=edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.HaveChunksRequest.FromString,
+                    response_serializer=edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.HaveChunksReply.SerializeToString,
+            ),
+            'PutChunks': grpc.stream_unary_rpc_method_handler(
+                    servicer.PutChunks,
+                    request_deserializer=edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.PutChunksRequest.FromString,
+                    response_serializer=edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.PutChunksReply.SerializeToString,
+            ),
+            'DeployFromChunks': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeployFromChunks,
+                    request_deserializer=edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.DeployFromChunksRequest.FromString,
                     response_serializer=edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.DeployReply.SerializeToString,
             ),
             'Infer': grpc.unary_unary_rpc_method_handler(
@@ -149,6 +197,87 @@ class Node:
             target,
             '/edgeweave.v1.Node/Deploy',
             edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.DeployRequest.SerializeToString,
+            edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.DeployReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HaveChunks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgeweave.v1.Node/HaveChunks',
+            edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.HaveChunksRequest.SerializeToString,
+            edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.HaveChunksReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutChunks(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/edgeweave.v1.Node/PutChunks',
+            edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.PutChunksRequest.SerializeToString,
+            edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.PutChunksReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeployFromChunks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgeweave.v1.Node/DeployFromChunks',
+            edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.DeployFromChunksRequest.SerializeToString,
             edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.DeployReply.FromString,
             options,
             channel_credentials,
