@@ -21,6 +21,8 @@ API_ONLY = {
     ("codec/packing.py", "pack_bits"): "its bits come from a codec, never from a user",
     ("runtime/recipe.py", "capture"): "the commands always capture from a model specifier",
     ("runtime/netlab.py", "start"): "the NetLab object used outside its `with` block",
+    ("runtime/incremental.py", "start"): "the incremental client queried before it started "
+    "(infer/lab/netlab --upload incremental start it first)",
     ("graph/split.py", "split"): "stages handed to run_stages by Python code",
     ("plan/select.py", "profile_variants"): "`adapt select` always passes its variants",
     ("train/split/pipeline.py", "close"): "a pipeline object used after close()",
