@@ -15,7 +15,8 @@ runnable anywhere:
   train at most 2 rounds (`rounds:`);
 * **an SLO this host cannot meet is derived from its measured speed**: when a command with
   `--slo-ms` fails only because nothing meets it (its error names the fastest option measured
-  here, "fastest ... X ms"), it runs again with `--slo-ms` 1.5 X, and that run must pass;
+  here, "fastest ... X ms"), it runs again with `--slo-ms` 1.5 X, and that run must pass; the
+  same for `--energy-mj` ("least: ... at X mJ");
 * **ports are free ones**: every `127.0.0.1:PORT` and `--metrics-port` of a block maps to a free
   port (the same one throughout the block); `fl server` and `fl client` get the block's
   `--listen`/`--server` when they name none; `netlab` gets `--prefix ewrd` (namespaces apart
@@ -74,6 +75,8 @@ SHRUNK = {"--repeat": "2", "--epochs": None}  # given values replaced (None: lea
 DAEMONS = ("serve", "split-learn edge")  # run until SIGTERM
 JOBS = ("fl server", "fl client")  # run beside the block and finish by themselves
 FASTEST = re.compile(r"fastest(?: placement:|.*? at) ([0-9.]+) ms")
+#: A budget this host cannot meet, and where its error names the least measured here.
+MEASURED = {"--slo-ms": FASTEST, "--energy-mj": re.compile(r"least: .*? at ([0-9.]+) mJ")}
 
 
 @dataclass
@@ -265,6 +268,15 @@ def _wait_listening(proc: subprocess.Popen, argv: list[str], log: Path) -> str |
     return "did not listen within 180 s"
 
 
+def _unmet(argv: list[str], stderr: str) -> tuple[str, float | None]:
+    """The budget flag (--slo-ms, --energy-mj) nothing met here, and the least measured."""
+    for flag, pattern in MEASURED.items():
+        m = pattern.search(stderr) if flag in argv else None
+        if m:
+            return flag, float(m.group(1))
+    return "", None
+
+
 def run_block(block: Block, tmp: Path) -> list[str]:
     """Run one block in `tmp`; the problems found (empty: every command did as the README
     says)."""
@@ -288,9 +300,9 @@ def run_block(block: Block, tmp: Path) -> list[str]:
                 continue
             res = subprocess.run(_edgeweave(argv), cwd=cwd, env=_env(), capture_output=True,
                                  text=True, timeout=TIMEOUT_S)
-            slo = FASTEST.search(res.stderr) if "--slo-ms" in argv else None
-            if res.returncode == 2 and slo and cmd.error is None:  # this host is slower
-                argv[argv.index("--slo-ms") + 1] = f"{1.5 * float(slo.group(1)):.4g}"
+            flag, least = _unmet(argv, res.stderr)
+            if res.returncode == 2 and least and cmd.error is None:  # this host is slower
+                argv[argv.index(flag) + 1] = f"{1.5 * least:.4g}"
                 res = subprocess.run(_edgeweave(argv), cwd=cwd, env=_env(),
                                      capture_output=True, text=True, timeout=TIMEOUT_S)
             problem = _check(cmd, argv, res)
