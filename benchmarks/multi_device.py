@@ -1,5 +1,5 @@
-"""Inference across several end devices, without real processes: the partition figures and
-the optimiser's predictions (issue 14, parts 1-4; the runtime's measured rows come later).
+"""Inference across several end devices: the partition figures, the optimiser's predictions,
+and the plans run on real worker processes, measured next to predicted (issue 14).
 
 1. Fused tiles (DeepThings): per fused depth and grid, the redundant halo FLOPs, the largest
    tile's input + output + weights bytes and each tile's traffic; data reuse on vs off FLOPs.
@@ -11,8 +11,12 @@ the optimiser's predictions (issue 14, parts 1-4; the runtime's measured rows co
 4. The optimiser's predicted latency and speedup vs one device for 1..6 devices (the builtin
    pi-cluster fleet's devices in order, rpi4/rpi3, without its edge and cloud), per method.
 
-Measured latency, frames/s and worker RSS need the runtime (part 5): those keys are null here
-and every predicted figure is labelled predicted.
+5. Measured (benchmarks/_multi_device_runs.py): each plan run by a gateway and one worker
+   process per device (gRPC on loopback, dilated to rpi4 / rpi3 from the host speed recorded
+   with the measured profile), the shared Wi-Fi one shaped link: speedup vs one device (fused
+   tiles with stealing on 1..6 devices, layer-wise on 2..4), workers' peak RSS, stealing vs
+   sharing with every device a data source, reuse off vs on, layer-wise bytes per frame.
+   Needs --profile measured (the host speed); --no-runs leaves those rows out.
 
     PYTHONPATH=src .venv/bin/python benchmarks/multi_device.py [--profile analytic] [--json out]
 """
@@ -32,6 +36,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from _multi_device_runs import reuse_runs, scheduler_runs, speedup_runs
 from _zoo import profile_zoo
 from edgeweave.graph import Graph, capture_spec
 from edgeweave.graph.blocks import cut_depths, fused_block
@@ -220,6 +225,15 @@ def main() -> None:
     ap.add_argument("--mbps", type=float, help="shared medium bandwidth for the optimiser rows "
                                                "(default: the pi-cluster fleet's 18.88)")
     ap.add_argument("--only-plans", action="store_true", help="only the optimiser rows")
+    ap.add_argument("--no-runs", action="store_true", help="no measured rows (no processes)")
+    ap.add_argument("--frames", type=int, default=3, help="measured frames per run (after one "
+                                                          "warm-up frame)")
+    ap.add_argument("--run-devices", default="1,2,3,4,5,6",
+                    help="device counts of the measured fused-tile runs")
+    ap.add_argument("--run-layerwise", default="2,3,4",
+                    help="device counts of the measured layer-wise runs")
+    ap.add_argument("--run-schedulers", nargs="*", help="models whose stealing vs sharing and "
+                    "reuse off/on are measured (default: every model)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     global MEDIUM_MBPS
@@ -232,10 +246,14 @@ def main() -> None:
         "medium": {**medium.model_dump(), "note": "one Wi-Fi shared by every device of the "
                    "cluster (the pi-cluster fleet: Neurosurgeon's measured average, 18.88 "
                    "Mbit/s, 5 ms RTT, unless --mbps overrides it)"},
-        "measured_fields_null": "latency_ms, fps, speedup_vs_one, peak_rss_mb: measured by the "
-                                "runtime (issue 14 part 5), not yet",
+        "measured_fields_null": "in the predicted rows (speedup, reuse): latency_ms, fps, "
+                                "speedup_vs_one, peak_rss_mb are measured in the rows of "
+                                "'measured', 'schedulers' and 'reuse_measured'",
         "tiling": [], "memory": [], "layerwise": [], "sparse_fc": [], "speedup": [],
-        "reuse": []}
+        "reuse": [], "measured": [], "schedulers": [], "reuse_measured": []}
+    runs = not args.no_runs and args.profile == "measured"
+    run_devices = [int(n) for n in args.run_devices.split(",") if n.strip()]
+    run_layerwise = [int(n) for n in args.run_layerwise.split(",") if n.strip()]
     profiles = (profile_zoo(args.models, args.out, 3, args.reuse)
                 if args.profile == "measured" else {})
     for name in args.models:
@@ -253,6 +271,19 @@ def main() -> None:
         cache: TileCache = {}
         doc["speedup"] += speedup_rows(graph, profile, args.profile, cache)
         doc["reuse"] += reuse_rows(graph, profile, cache)
+        if runs:
+            doc["measured"] += speedup_runs(graph, profile, local_fleet, run_devices,
+                                            run_layerwise, args.frames, cache)
+            if args.run_schedulers is None or name in args.run_schedulers:
+                doc["schedulers"] += scheduler_runs(graph, profile, local_fleet, 3,
+                                                    3 * args.frames, cache)
+                doc["reuse_measured"] += reuse_runs(graph, profile, local_fleet, 4,
+                                                    args.frames, cache)
+        if args.json:  # what is done so far, in case a long run is stopped
+            args.json.write_text(json.dumps(doc, indent=1, default=str))
+    measured = ["model", "method", "devices", "scheduler", "latency_ms", "predicted_ms",
+                "measured_vs_predicted_pct", "fps", "speedup_vs_one", "peak_rss_mb",
+                "task_memory_mb", "predicted_memory_mb", "bytes_per_frame", "grid", "reuse"]
     squares = [r for r in doc["tiling"] if r["grid"][0] == r["grid"][1]]
     tables = [
         _table("fused tiles: halo and traffic (square grids; every grid in the JSON)", squares,
@@ -274,6 +305,14 @@ def main() -> None:
                ["model", "method", "method_choice", "devices", "predicted_ms",
                 "predicted_speedup_vs_one", "bytes_per_frame", "fused_depth", "grid", "reuse",
                 "split_layers", "exact", "latency_ms"]),
+        _table("MEASURED on worker processes (rpi4/rpi3 by dilation, shared medium), one source",
+               doc["measured"], measured),
+        _table("MEASURED stealing vs sharing, every device a data source", doc["schedulers"],
+               [*measured[:4], "fps", "predicted_fps", "latency_ms", "stolen_per_frame",
+                "bytes_per_frame"]),
+        _table("MEASURED data reuse off / on", doc["reuse_measured"],
+               [*measured[:4], "reuse", "grid", "tile_flops", "latency_ms", "predicted_ms",
+                "bytes_per_frame"]),
     ]
     for table in tables:
         console.print(table)

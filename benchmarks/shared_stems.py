@@ -284,7 +284,7 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _stem_tables(w: StemWorkload, rows: list[dict[str, Any]]) -> list[Table]:
+def stem_tables(w: StemWorkload, rows: list[dict[str, Any]]) -> list[Table]:
     acc = Table(title=f"tenants' test accuracy by sharing depth (source task accuracy "
                       f"{w.backbone.source_accuracy:.3f}); block costs ms/frame: "
                       + " ".join(f"{c:.4f}" for c in w.costs.block_ms))
@@ -370,7 +370,7 @@ def main() -> None:
            "torch": torch.__version__,
            "note": "costs are CPU time on this host (one thread, batch 64); quality is the "
                    "event metric from measured test accuracy"}
-    emit(Console(width=140), [*_stem_tables(w, rows), *_stream_tables(space, streams, trace)],
+    emit(Console(width=140), [*stem_tables(w, rows), *_stream_tables(space, streams, trace)],
          doc, args.json)
 
 

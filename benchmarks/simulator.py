@@ -6,7 +6,9 @@
   and 1,000 devices x 10 / 60 min; each row in its own process, so its peak RSS is its own.
 * **Fidelity**: the simulator against `edgeweave serve` processes on this host with the same
   Plan, link shaping, dilation and arrival times (`edgeweave.sim.validate`): one
-  device-edge-cloud chain, four devices sharing one edge, a bandwidth step.
+  device-edge-cloud chain, four devices sharing one edge, a bandwidth step; the simulated
+  servers at the speed and with the compute spread the runtime measured in its warm-up
+  (and, beside it, from the Plan's figures alone).
 * **The operator's question** on the campus scenario (examples/sim/campus.yaml): service time
   and failure rate vs devices for every policy (a sweep, as Ray tasks unless --serial), and the
   federated run's rounds- and time-to-accuracy with and without the devices' inference load
@@ -172,13 +174,15 @@ def tables(scale_rows, fid_rows, sweep_rows, train_rows) -> list[Table]:
         t = Table(title="fidelity: simulator vs real runtime (same Plan, shaping, dilation, "
                         "arrivals)")
         for col in ("scenario", "mode", "requests", "sim p50", "real p50", "err p50",
-                    "sim p95", "real p95", "err p95", "plan-only err p50"):
+                    "sim p95", "real p95", "err p95", "plan-only err p50/p95",
+                    "compute cv (warm-up)"):
             t.add_column(col, justify="left" if col in ("scenario", "mode") else "right")
         for r in fid_rows:
             t.add_row(r["scenario"], r["mode"], str(r["requests"]), _f(r["sim_p50_ms"]),
                       _f(r["real_p50_ms"]), f"{100 * r['err_p50']:+.1f}%", _f(r["sim_p95_ms"]),
                       _f(r["real_p95_ms"]), f"{100 * r['err_p95']:+.1f}%",
-                      f"{100 * r['plan_only_err_p50']:+.1f}%")
+                      f"{100 * r['plan_only_err_p50']:+.1f}%/{100 * r['plan_only_err_p95']:+.1f}%",
+                      " ".join(f"{k} {v:.2f}" for k, v in r["compute_cv"].items()))
         out.append(t)
     if sweep_rows:
         t = Table(title="campus: service time and failure rate vs devices per policy")

@@ -62,7 +62,7 @@ TIMEOUT_S = 900.0
 #: trained (each such block took 1-4 minutes on this 2-core host under load, seconds to tens of
 #: seconds idle). The default share keeps the blocks that train only a small model briefly.
 SLOW = ("lab", "netlab", "infer", "adapt", "fl server", "plan vgg16", "plan resnet18",
-        "profile resnet18", "decentral", "split-learn device")
+        "profile resnet18", "decentral", "split-learn device", "loadgen")
 SHRINK = {  # command -> (flag, small value); appended when the command does not give the flag
     "plan": [("--warmup", "0"), ("--repeats", "1")],
     "profile": [("--warmup", "0"), ("--repeats", "1")],

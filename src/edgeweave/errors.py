@@ -38,5 +38,12 @@ class ReportError(EdgeWeaveError):
         self.path = path
 
 
+class ServeError(EdgeWeaveError):
+    """A serving setting (batching knobs, deadline, priority, load generator option) or a stage
+    in front of a served model (semantic cache, input filter) or what it was given is malformed:
+    out of range, inconsistent, an empty stream, a frame that does not fit the model, a corrupt
+    cache entry. The message names the field, flag or input at fault and what is expected."""
+
+
 class SimError(EdgeWeaveError):
     """A simulation scenario is malformed, or a simulation or sweep cannot run as asked."""

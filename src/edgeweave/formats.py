@@ -19,6 +19,14 @@ RUNTIME_RUN = 1
 FL_RUN = 1
 #: a benchmark's `--json` document (benchmarks/_zoo.py emit).
 BENCHMARK = 1
+#: `edgeweave adapt edgent --json`: the Edgent decision, its configuration map and a Plan for each
+#: configuration (edgeweave.plan.edgent, edgent_dynamic).
+EDGENT = 1
+#: `edgeweave adapt select --json`: the model selection record with the chosen variant's Plans
+#: (edgeweave.plan.select).
+SELECTION = 1
+#: `edgeweave loadgen --json`: per-model rows of one load test (edgeweave.serve.loadgen).
+LOADGEN_RUN = 1
 #: the tables a command printed, written for its `--report` (edgeweave.cli.reporting).
 COMMAND = 1
 

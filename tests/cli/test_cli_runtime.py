@@ -254,6 +254,28 @@ def test_infer_names_a_refused_token_or_certificate(tmp_path, capsys, token_file
         token_node.stop(0)
 
 
+def test_infer_with_two_edges_goes_on_when_one_is_dead(tmp_path, capsys, token_file, edge_plan):
+    from edgeweave.runtime.node import ServeOptions, start_node
+    from edgeweave.runtime.server import NodeConfig
+
+    node, svc, port = start_node(NodeConfig("edge", "edge"), ServeOptions(
+        "127.0.0.1:0", token=token_file.read_text()))
+    try:
+        code, out, err = _infer(capsys, edge_plan, "127.0.0.1:9", "--edge",
+                                f"127.0.0.1:{port}", "--token-file", str(token_file),
+                                "--slo-ms", "5000", "--json", str(tmp_path / "r.json"))
+        assert code == 0, err
+        assert "edge 127.0.0.1:9: unreachable" in out and "the other edges" in out
+        assert json.loads((tmp_path / "r.json").read_text())["fallbacks"] == 0
+        assert svc.stages  # the live edge served them
+        code, _, err = _infer(capsys, edge_plan, "127.0.0.1:9", "--edge", "127.0.0.1:8",
+                              "--token-file", str(token_file))
+        assert code == 2 and "--fallback-local" in err  # none usable: as one dead edge
+    finally:
+        node.stop(0)
+        svc.close()
+
+
 def test_python_dash_m_works():
     res = subprocess.run([sys.executable, "-m", "edgeweave", "--help"], capture_output=True,
                          text=True, timeout=120)

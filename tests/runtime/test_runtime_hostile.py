@@ -223,7 +223,7 @@ def test_the_client_streams_and_a_failed_request_raises_at_its_turn(edge, digits
     run = client._begin(client.deployment, x)
     run.req.request_id = "r"
     fallback, note, _ = client._settle(client.deployment, run, pb.InferReply(
-        error_code="RESOURCE_EXHAUSTED", error="edge is at capacity"))
+        error_code="RESOURCE_EXHAUSTED", error="edge is at capacity"), client.edges.edges[0])
     assert fallback and "RESOURCE_EXHAUSTED" in note
     with torch.no_grad():
         assert torch.allclose(run.env[digits_graph.outputs[0]], digits_graph.module(x), atol=1e-5)

@@ -43,7 +43,7 @@ def test_plan_json_replay_equals_the_planners_prediction_on_an_unloaded_fleet(
     sim = Simulation(load_scenario(tmp_path / "s.yaml"), arrivals=spaced(4))
     out = sim.run()
     assert (out.status == OK).all()
-    assert sim.pricing.planned(0, "rpi4", "ap").placement == plan.placement  # a replay
+    assert sim.pricing.initial(0, "rpi4", "ap").replay  # the Plan JSON itself
     assert {sim.pricing.works[w].mode for w in out.work} == {plan.mode}
     np.testing.assert_allclose((out.done - out.t) * 1000, plan.predicted["total_ms"],
                                rtol=1e-9)
@@ -214,3 +214,22 @@ def test_servers_take_their_hardware_cores_and_the_runtime_admission_by_default(
     assert edge.cores == sim.scn.fleet.node("edge").hardware.cores == 4
     assert (edge.slots, edge.queue) == (defaults.max_concurrency, defaults.max_queue)
     assert (cloud.cores, cloud.slots, cloud.queue) == (32, 64, defaults.max_queue)
+
+
+def test_a_device_answers_one_request_before_it_sends_the_next_as_the_runtime_client():
+    plan = toy_plan()
+    total = plan.predicted["total_ms"] / 1000.0
+    times = np.array([1.0, 1.0 + total / 4, 1.0 + total / 2])  # three within one answer
+    arrivals = (times, np.zeros(3, dtype=int))
+    app = {"name": "toy", "plan": plan, "interval_s": 2}
+    one = Simulation(one_device(applications=[app]), arrivals=arrivals).run()
+    assert (one.status == OK).all()
+    # each goes out when the previous answer is back, and its wait counts in its time
+    np.testing.assert_allclose(one.done, 1.0 + total * np.arange(1, 4), rtol=1e-9)
+    free = Simulation(one_device(applications=[{**app, "in_flight": None}]),
+                      arrivals=arrivals).run()
+    assert (free.status == OK).all()
+    assert free.done[0] == one.done[0] and (free.done[1:] < one.done[1:]).all()
+    two = Simulation(one_device(applications=[{**app, "in_flight": 2}]),
+                     arrivals=arrivals).run()
+    assert two.done[1] == free.done[1] < one.done[1] and two.done[2] >= free.done[2]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import simpy
 
+from edgeweave.sim.jitter import jitter
 from edgeweave.sim.servers import BatchServer, PSServer
 
 
@@ -126,3 +127,34 @@ def test_a_held_slot_is_free_only_after_release():
     env.process(reply_back())
     env.run()
     assert done["next"] == pytest.approx(0.51) and server.in_system == 0
+
+
+def test_service_jitter_keeps_the_mean_and_lengthens_the_queueing_tail():
+    """Gamma factors of mean 1 on each request's work: single requests spread, and a FIFO
+    server (one slot) 70% busy waits as Pollaczek-Khinchine says, rho S (1 + cv^2) /
+    (2 (1 - rho)): twice as long with exponential work (cv 1) as with fixed work."""
+    rho, work = 0.7, 12.0
+    arrivals = np.cumsum(np.random.default_rng(3).exponential(work / 1000.0 / rho, 20000))
+
+    def response_ms(cv):
+        env = simpy.Environment()
+        done = {}
+        server = PSServer(env, "edge", cores=1, slots=1, queue=10**6,
+                          on_done=lambda job, now: done.__setitem__(job[0], now),
+                          jitter=jitter(cv, np.random.default_rng(7)))
+        _feed(env, server, arrivals, [work] * len(arrivals))
+        env.run()
+        return np.array([done[t] - t for t in arrivals]) * 1000.0
+
+    fixed, varied = response_ms(0.0), response_ms(1.0)
+    assert fixed.min() == pytest.approx(work)
+    assert varied.min() < work / 10
+    for got, cv in ((fixed, 0.0), (varied, 1.0)):
+        assert got.mean() - work == pytest.approx(rho * work * (1 + cv**2) / (2 * (1 - rho)),
+                                                  rel=0.15)
+    assert np.percentile(varied, 95) > 1.5 * np.percentile(fixed, 95)
+    j = jitter(0.5, np.random.default_rng(2))
+    factors = np.array([j() for _ in range(20000)])
+    assert factors.mean() == pytest.approx(1.0, abs=0.02)
+    assert factors.std() == pytest.approx(0.5, abs=0.02)
+    assert jitter(0.0, np.random.default_rng(2)) is None

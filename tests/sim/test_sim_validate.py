@@ -33,3 +33,21 @@ def test_both_sides_replay_the_same_arrivals():
     assert (np.diff(t) >= 0).all() and set(d.tolist()) == {0, 1, 2, 3}
     t2, d2 = arrivals(CASES["shared-edge"], seed=3)
     assert (t == t2).all() and (d == d2).all()
+
+
+def test_the_simulated_lab_varies_each_tiers_compute_as_the_warm_up_measured():
+    from sim_helpers import toy_plan
+
+    from edgeweave.sim.validate import compute_cvs, sim_scenario
+    from edgeweave.topology import load_fleet
+
+    warm = [{"device_compute": d, "edge_compute": 0.0, "cloud_compute": c}
+            for d, c in ((30.0, 100.0), (33.0, 150.0), (27.0, 50.0), (30.0, 100.0))]
+    cvs = compute_cvs(warm)
+    assert set(cvs) == {"device", "cloud"}  # the edge computed nothing: no figure
+    assert cvs["device"] == pytest.approx(np.std([30, 33, 27, 30], ddof=1) / 30.0)
+    assert cvs["cloud"] == pytest.approx(np.std([100, 150, 50, 100], ddof=1) / 100.0)
+    scn = sim_scenario(CASES["chain"], toy_plan(), load_fleet("pi4-wifi-edge-cloud"), cv=cvs)
+    assert scn.populations[0].compute_cv == cvs["device"]
+    assert scn.servers["cloud"].service_cv == cvs["cloud"] and scn.servers["edge"].service_cv == 0
+    assert scn.applications[0].in_flight == 1  # the lab's client: one request at a time

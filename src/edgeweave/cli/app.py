@@ -23,7 +23,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from edgeweave.cli import report_cmds
-from edgeweave.cli.commands import adapt, fl, plan, run, serve, sim, train
+from edgeweave.cli.commands import adapt, distribute, fl, front, plan, run, serve, sim, train
 from edgeweave.errors import EdgeWeaveError
 
 HELP = """EdgeWeave runs deep learning across IoT devices, edge servers and the cloud.
@@ -83,6 +83,8 @@ def plug(commands: typer.Typer, panel: str) -> None:
 plug(plan.app, PLAN)  # plan, profile, models, fleets
 plug(run.app, RUN)  # infer, lab, netlab
 plug(serve.app, RUN)  # serve, certs
+plug(distribute.app, RUN)  # distribute (a cluster of devices)
+plug(front.app, RUN)  # front cache|filter
 plug(adapt.app, ADAPT)  # adapt exits|compress|select|edgent
 plug(fl.app, TRAIN)  # fl run|server|edge|client|split|token
 plug(train.app, TRAIN)  # decentral, split-learn

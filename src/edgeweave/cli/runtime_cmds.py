@@ -44,7 +44,7 @@ def _prepare(console: Console, model: str, fleet_spec: str | None, plan_file: Pa
 
 def infer(console: Console, model, fleet_spec, edge, plan_file, input_file, repeat, objective,
           codec, mbps, token_file, cert_dir, adapt, json_out, token=None,
-          shape_bandwidth=True, fallback_local=False, upload="auto") -> None:
+          shape_bandwidth=True, fallback_local=False, upload="auto", slo_ms=None) -> None:
     from edgeweave.cli import upload_cmds
     from edgeweave.runtime.client import ClientOptions
     from edgeweave.runtime.inputs import load_input
@@ -55,15 +55,21 @@ def infer(console: Console, model, fleet_spec, edge, plan_file, input_file, repe
         upload_cmds.choose(upload, None, plan_file, adapt)
     token = token or (load_token(token_file) if token_file else None)
     tls = ClientTLS.for_node(cert_dir, "device") if cert_dir else None
-    if edge:
-        _check_edge(console, edge, token, tls, fallback_local)
+    edges = [edge] if isinstance(edge, str) else list(edge or ())
+    if len(edges) == 1:
+        _check_edge(console, edges[0], token, tls, fallback_local)
+    elif edges:
+        _check_edges(console, edges, token, tls, fallback_local)
     codecs = codec_candidates(codec)
     graph, fleet, prof, chosen, dilation = _prepare(console, model, fleet_spec, plan_file,
                                                     objective, mbps, codecs)
-    if edge and upload_cmds.choose(upload, chosen, plan_file, adapt) == "incremental":
+    if len(edges) > 1 and upload == "incremental":
+        raise EdgeWeaveError("--upload incremental uploads to one edge: give one --edge "
+                             "(or --upload whole)")
+    if len(edges) == 1 and upload_cmds.choose(upload, chosen, plan_file, adapt) == "incremental":
         console.print(f"--upload {upload}: uploading {model} incrementally (IONN); the device "
                       f"answers every query meanwhile")
-        return upload_cmds.run(console, model, graph, fleet, prof, dilation, edge,
+        return upload_cmds.run(console, model, graph, fleet, prof, dilation, edges[0],
                                load_input(input_file, graph.input_shape), repeat, codecs,
                                token, tls, shape_bandwidth, fallback_local, json_out)
     first_link = fleet.tier_path().links[0] if fleet.tier_path().links else None
@@ -72,9 +78,10 @@ def infer(console: Console, model, fleet_spec, edge, plan_file, input_file, repe
         console.print(f"replaying the {first_link.src}-{first_link.dst} bandwidth trace "
                       f"({trace.period_s:g} s, mean {trace.mean_mbps:.2f} Mbit/s)")
     x = load_input(input_file, graph.input_shape)
-    summary = run(graph, chosen, edge, [x] * repeat, dilation=dilation, token=token, tls=tls,
-                  options=ClientOptions(adapt=adapt, shape_bandwidth=shape_bandwidth,
-                                        fallback_local=fallback_local), profile=prof,
+    summary = run(graph, chosen, edges or None, [x] * repeat, dilation=dilation, token=token,
+                  tls=tls, options=ClientOptions(adapt=adapt, shape_bandwidth=shape_bandwidth,
+                                                 fallback_local=fallback_local, slo_ms=slo_ms),
+                  profile=prof,
                   trace=trace if shape_bandwidth else None)
     _report(console, summary, model)
     if json_out:
@@ -96,6 +103,22 @@ def _check_edge(console: Console, edge, token, tls, fallback_local) -> None:
                                  f"instead)") from None
         console.print(f"[yellow]{e}; running on this device (--fallback-local)[/]",
                       highlight=False)
+
+
+def _check_edges(console: Console, edges, token, tls, fallback_local) -> None:
+    """Several edges: one that cannot be used is a warning (requests fail over to the others);
+    none usable is as one unusable edge."""
+    from edgeweave.runtime.edge_probe import probe_edge
+
+    bad = []
+    for target in edges:
+        try:
+            probe_edge(target, token, tls)
+        except EdgeWeaveError as e:
+            bad.append(str(e))
+            console.print(f"[yellow]{e}; requests go to the other edges[/]", highlight=False)
+    if len(bad) == len(edges):
+        _check_edge(console, edges[0], token, tls, fallback_local)
 
 
 def installs(model: str) -> tuple[str, ...]:

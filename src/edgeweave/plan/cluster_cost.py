@@ -8,6 +8,12 @@ priced as that fraction of the layer's latency: the rule behind the FLOPs of eve
 (graph.costs), applied to time. Transfers and their contention are the shared medium's
 (:mod:`edgeweave.plan.medium`). Memory is what a device must hold: the weights of the layers it
 computes and the largest feature maps alive while it runs one task.
+
+What crosses the medium may travel in a codec (:data:`MEDIUM_CODECS`): the frame's crops in the
+input codec (a camera's frame is 8-bit to begin with, so ``int8`` crops lose next to nothing),
+computed feature maps (tile outputs, shared halo, layer-wise scatter and gather) in the result
+codec. Only fixed-width codecs are offered: their bytes per element do not depend on the data,
+so the plan can price them exactly (a compressor's ratio would need the frame).
 """
 
 from __future__ import annotations
@@ -15,12 +21,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import torch
+
+from edgeweave.codec import get_codec
+from edgeweave.errors import PlanError
 from edgeweave.graph.blocks import FusedBlock
 from edgeweave.graph.capture import Graph
-from edgeweave.graph.layerwise import LayerSplit
+from edgeweave.graph.layerwise import LayerPart, LayerSplit
 from edgeweave.graph.regions import EMPTY
 from edgeweave.graph.tiles import (
     Tile,
+    input_bytes,
     peak_activation_bytes,
     received_bytes,
     sent_bytes,
@@ -31,6 +42,18 @@ from edgeweave.profile.schema import Profile
 from edgeweave.topology import Cluster, Fleet
 
 MIB = 2**20
+#: Codecs tensors may cross a cluster's medium in (fixed width: priced exactly).
+MEDIUM_CODECS = ("none", "fp16", "int8")
+
+
+def codec_ratio(codec: str, flag: str = "--input-codec") -> float:
+    """Wire bytes per byte of a float32 tensor under ``codec`` (measured through the codec
+    itself on a sample, so it is the runtime's own figure; per-tensor parameters excluded)."""
+    if codec not in MEDIUM_CODECS:
+        raise PlanError(f"{flag}: {codec!r} is not a codec the cluster's medium can price; "
+                        f"expected one of {', '.join(MEDIUM_CODECS)}")
+    sample = torch.linspace(-1.0, 1.0, 4096)
+    return get_codec(codec).encode(sample).nbytes / (4096 * 4)
 
 
 def mib(nbytes: float) -> str:
@@ -61,13 +84,18 @@ class TileWork:
     out_bytes: int
     after: tuple[int, ...]
     peak_bytes: int
+    crop_bytes: int = 0  # the part of in_bytes that is the frame's crop (the rest: reused)
 
 
 class ClusterModel:
     """A fleet's cluster with every device's layer latencies, ready to price tasks."""
 
-    def __init__(self, profile: Profile, fleet: Fleet, cluster: Cluster) -> None:
+    def __init__(self, profile: Profile, fleet: Fleet, cluster: Cluster,
+                 input_codec: str = "none", result_codec: str = "none") -> None:
         self.cluster = cluster
+        self.input_codec, self.result_codec = input_codec, result_codec
+        self.input_ratio = codec_ratio(input_codec, "--input-codec")
+        self.result_ratio = codec_ratio(result_codec, "--result-codec")
         self.gateway = cluster.gateway_name
         self.medium = cluster.medium
         self.devices: dict[str, ClusterDevice] = {}
@@ -80,6 +108,18 @@ class ClusterModel:
     @property
     def names(self) -> list[str]:
         return list(self.devices)
+
+    def task_bytes(self, work: TileWork) -> tuple[int, int]:
+        """What a tile puts on the medium, in and out, in the plan's codecs."""
+        reused = work.in_bytes - work.crop_bytes
+        return (round(work.crop_bytes * self.input_ratio + reused * self.result_ratio),
+                round(work.out_bytes * self.result_ratio))
+
+    def part_bytes(self, part: LayerPart, frame_input: bool) -> tuple[int, int]:
+        """What a layer-wise part puts on the medium: its input rows (the frame's when the
+        split layer reads the model's input) and its output."""
+        ratio = self.input_ratio if frame_input else self.result_ratio
+        return round(part.in_bytes * ratio), round(part.out_bytes * self.result_ratio)
 
     def compute_ms(self, device: str, fractions: Mapping[str, float]) -> float:
         node_ms = self.devices[device].node_ms
@@ -98,7 +138,7 @@ def tile_work(block: FusedBlock, tiles: Sequence[Tile]) -> list[TileWork]:
             tile.index, tile.level,
             {n.name: tile.computes.get(n.name, EMPTY).area / n.map_area for n in block.nodes},
             received_bytes(block, tile), sent_bytes(block, tile), tuple(sources),
-            peak_activation_bytes(block, tile.holds, tile.computes)))
+            peak_activation_bytes(block, tile.holds, tile.computes), input_bytes(block, tile)))
     return work
 
 
@@ -108,7 +148,7 @@ def tile_tasks(model: ClusterModel, work: Sequence[TileWork], assignment: Sequen
     ``table`` holds ``(k, device) -> compute ms`` when the caller prices many assignments."""
     position = {w.index: k for k, w in enumerate(work)}
     return [Task(device, table[(k, device)] if table is not None
-                 else model.compute_ms(device, w.fractions), w.in_bytes, w.out_bytes,
+                 else model.compute_ms(device, w.fractions), *model.task_bytes(w),
                  tuple(position[s] for s in w.after))
             for k, (w, device) in enumerate(zip(work, assignment, strict=True))]
 
@@ -121,10 +161,12 @@ def compute_table(model: ClusterModel, work: Sequence[TileWork],
             for name in options}
 
 
-def layer_tasks(model: ClusterModel, split: LayerSplit, devices: Sequence[str]) -> list[Task]:
-    """One split layer's parts as tasks; ``devices[p.device]`` runs part ``p``."""
+def layer_tasks(model: ClusterModel, split: LayerSplit, devices: Sequence[str],
+                frame_input: bool = False) -> list[Task]:
+    """One split layer's parts as tasks; ``devices[p.device]`` runs part ``p``;
+    ``frame_input``: the layer reads the model's input (its rows travel in the input codec)."""
     return [Task(devices[p.device], model.compute_ms(devices[p.device], p.fractions),
-                 p.in_bytes, p.out_bytes) for p in split.parts]
+                 *model.part_bytes(p, frame_input)) for p in split.parts]
 
 
 def layer_memory(graph: Graph, splits: Sequence[LayerSplit], devices: Sequence[str]

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from edgeweave import formats
 from edgeweave.errors import PlanError
 from edgeweave.plan.costs import CostModel
 from edgeweave.plan.modes import mode_of
@@ -83,24 +84,34 @@ class EdgentOption:
         return {**asdict(self), "where": self.where}
 
 
+#: what an Edgent record calls itself in its JSON (the simulator and the report read it)
+KIND = "edgeweave.edgent"
+
+
 @dataclass(frozen=True)
 class EdgentChoice:
-    """The record of one static decision: every option priced, and the one chosen."""
+    """The record of one static decision: every option priced, and the one chosen, with the
+    chosen (exit, cut) as the Plan the runtime executes and the simulator replays."""
 
     slo_ms: float
     mbps: float
     rtt_ms: float
     options: list[EdgentOption]
     chosen: EdgentOption
+    plan: Plan | None = None
 
     def feasible(self) -> list[EdgentOption]:
         return [o for o in self.options if meets(o, self.slo_ms)]
 
     def to_json(self) -> dict:
-        return {"slo_ms": self.slo_ms, "mbps": self.mbps, "rtt_ms": self.rtt_ms,
-                "chosen": self.chosen.to_json(),
-                "options": [{**o.to_json(), "meets_slo": meets(o, self.slo_ms)}
-                            for o in self.options]}
+        doc = {"kind": KIND, formats.FIELD: formats.EDGENT,
+               "slo_ms": self.slo_ms, "mbps": self.mbps, "rtt_ms": self.rtt_ms,
+               "chosen": self.chosen.to_json(),
+               "options": [{**o.to_json(), "meets_slo": meets(o, self.slo_ms)}
+                           for o in self.options]}
+        if self.plan is not None:
+            doc["plan"] = self.plan.to_json()
+        return doc
 
 
 def meets(option: EdgentOption, slo_ms: float) -> bool:
@@ -200,8 +211,11 @@ def plan_edgent(branches: Sequence[ExitBranch], slo_ms: float, mbps: float | Non
     prof = branches[0].profile
     link = prof.links[first_hop(prof)]
     link = link if mbps is None else link.model_copy(update={"mbps": float(mbps)})
+    chosen = choose(options, slo_ms, link.mbps)
+    branch = next(b for b in branches if b.exit == chosen.exit)
     return EdgentChoice(slo_ms=float(slo_ms), mbps=float(link.mbps), rtt_ms=float(link.rtt_ms),
-                        options=options, chosen=choose(options, slo_ms, link.mbps))
+                        options=options, chosen=chosen,
+                        plan=option_plan(branch, chosen, link.mbps, slo_ms))
 
 
 def branches_from_profile(profile: Profile, accuracies: Sequence[float]) -> list[ExitBranch]:

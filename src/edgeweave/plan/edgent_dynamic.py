@@ -28,7 +28,15 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgeweave.errors import PlanError
-from edgeweave.plan.edgent import EdgentOption, ExitBranch, meets, plan_edgent, price_all
+from edgeweave.plan.edgent import (
+    EdgentOption,
+    ExitBranch,
+    meets,
+    option_plan,
+    plan_edgent,
+    price_all,
+)
+from edgeweave.plan.record import Plan
 
 
 class ThroughputEstimator(Protocol):
@@ -78,6 +86,7 @@ class MapEntry:
     state: BandwidthState
     option: EdgentOption
     feasible: bool  # False: nothing meets the requirement here; option is the fastest one
+    plan: Plan | None = None  # the option as the Plan the runtime runs (`edgent.option_plan`)
 
 
 @dataclass(frozen=True)
@@ -97,23 +106,93 @@ class ConfigMap:
         return self.entries[self.state_of(mbps)]
 
     def to_json(self) -> dict[str, Any]:
-        return {"slo_ms": self.slo_ms, "states": [
-            {"state": e.state.index, "range": e.state.label(), "plan_mbps": e.state.plan_mbps,
-             "feasible": e.feasible, **e.option.to_json()} for e in self.entries]}
+        """The map as JSON: per state its bounds (``high_mbps`` null for the top one), the
+        option, and the option's Plan, so a reader (the simulator) needs nothing else."""
+        states = []
+        for e in self.entries:
+            doc = {"state": e.state.index, "range": e.state.label(),
+                   "low_mbps": e.state.low_mbps,
+                   "high_mbps": None if math.isinf(e.state.high_mbps) else e.state.high_mbps,
+                   "plan_mbps": e.state.plan_mbps, "feasible": e.feasible, **e.option.to_json()}
+            if e.plan is not None:
+                doc["plan"] = e.plan.to_json()
+            states.append(doc)
+        return {"slo_ms": self.slo_ms, "states": states}
+
+    @staticmethod
+    def from_json(doc: Any, where: str = "config_map") -> ConfigMap:
+        """The map :meth:`to_json` wrote, with its Plans; PlanError naming the field at fault
+        (``config_map.states[2].plan: ...``)."""
+        if not isinstance(doc, dict) or not isinstance(doc.get("states"), list) \
+                or not doc["states"]:
+            raise PlanError(f"{where}: expected {{slo_ms, states: [...]}} with at least one "
+                            "state")
+        entries: list[MapEntry] = []
+        for i, st in enumerate(doc["states"]):
+            entry = _entry_from_json(st, i, f"{where}.states[{i}]")
+            low = 0.0 if i == 0 else entries[-1].state.high_mbps
+            if entry.state.low_mbps != low or not entry.state.high_mbps > low:
+                raise PlanError(f"{where}.states[{i}]: the states must cover [0, inf) in order "
+                                f"(this one should start at {low:g} Mbit/s and end above it)")
+            entries.append(entry)
+        if not math.isinf(entries[-1].state.high_mbps):
+            raise PlanError(f"{where}.states[{len(entries) - 1}].high_mbps: the last state "
+                            "must be unbounded (null)")
+        return ConfigMap(_number(doc, "slo_ms", where, 1e-12), entries)
+
+
+def _number(doc: dict[str, Any], key: str, where: str, lo: float = 0.0) -> float:
+    value = doc.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= lo:
+        raise PlanError(f"{where}.{key}: expected a number >= {lo:g}, got {value!r}")
+    return float(value)
+
+
+_OPTION_FIELDS = ("exit", "cut", "n_ops", "split_after", "accuracy", "latency_ms", "device_ms",
+                  "edge_ms", "transfer_ms", "up_bytes", "down_bytes")
+
+
+def _entry_from_json(st: Any, index: int, where: str) -> MapEntry:
+    if not isinstance(st, dict):
+        raise PlanError(f"{where}: expected a state object, got {type(st).__name__}")
+    missing = [k for k in ("low_mbps", "plan_mbps", "plan", *_OPTION_FIELDS) if k not in st]
+    if missing:
+        why = (" (written by an older EdgeWeave: re-run `edgeweave adapt edgent --json` to get one "
+               "Plan per configuration)" if "plan" in missing or "low_mbps" in missing else "")
+        raise PlanError(f"{where}: missing {', '.join(missing)}{why}")
+    high = st.get("high_mbps")
+    state = BandwidthState(index, _number(st, "low_mbps", where),
+                           math.inf if high is None else _number(st, "high_mbps", where),
+                           _number(st, "plan_mbps", where, 1e-12))
+    try:
+        option = EdgentOption(**{k: st[k] for k in _OPTION_FIELDS})
+        chosen = Plan.model_validate(st["plan"])
+    except (TypeError, ValueError) as e:
+        raise PlanError(f"{where}: {str(e).splitlines()[0]}") from None
+    if chosen.algorithm != "edgent":
+        raise PlanError(f"{where}.plan: not an Edgent option's plan (algorithm "
+                        f"{chosen.algorithm!r})")
+    return MapEntry(state, option, bool(st.get("feasible", True)), chosen)
 
 
 def build_config_map(branches: Sequence[ExitBranch], states: Sequence[BandwidthState],
                      slo_ms: float) -> ConfigMap:
     """Static Edgent at each state's planning bandwidth; where nothing meets ``slo_ms`` the
-    fastest option stands in, marked infeasible (the device must still do something)."""
+    fastest option stands in, marked infeasible (the device must still do something). Each
+    entry carries its option's Plan, planned at the state's bandwidth (what the runtime's
+    `EdgentClient` runs and the simulator replays)."""
+    by_exit = {b.exit: b for b in branches}
     entries = []
     for st in states:
         try:
-            entries.append(MapEntry(st, plan_edgent(branches, slo_ms, st.plan_mbps).chosen, True))
+            option, feasible = plan_edgent(branches, slo_ms, st.plan_mbps).chosen, True
         except PlanError:
-            fastest = min(price_all(branches, st.plan_mbps),
-                          key=lambda o: (o.latency_ms, -o.accuracy))
-            entries.append(MapEntry(st, fastest, False))
+            option = min(price_all(branches, st.plan_mbps),
+                         key=lambda o: (o.latency_ms, -o.accuracy))
+            feasible = False
+        entries.append(MapEntry(st, option, feasible,
+                                option_plan(by_exit[option.exit], option, st.plan_mbps,
+                                            slo_ms)))
     return ConfigMap(float(slo_ms), entries)
 
 

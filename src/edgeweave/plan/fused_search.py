@@ -128,19 +128,20 @@ def greedy(model: ClusterModel, work: Sequence[TileWork], allowed: Sequence[Sequ
     chosen = []
     for k, (w, options) in enumerate(zip(work, allowed, strict=True)):
         ready = max((back[s] for s in w.after), default=0.0)
+        in_bytes, out_bytes = model.task_bytes(w)
         best: tuple[float, str, float] | None = None
         for name in options:
             local = name == model.gateway
-            arrive = ready if local else max(medium, ready) + serialize_ms(w.in_bytes, mbps) \
+            arrive = ready if local else max(medium, ready) + serialize_ms(in_bytes, mbps) \
                 + half_rtt
             end = max(free[name], arrive) + table[(k, name)]
-            done = end if local else end + serialize_ms(w.out_bytes, mbps) + half_rtt
+            done = end if local else end + serialize_ms(out_bytes, mbps) + half_rtt
             if best is None or done < best[0]:
                 best = (done, name, end)
         assert best is not None
         done, name, end = best
         if name != model.gateway:
-            medium = max(medium, ready) + serialize_ms(w.in_bytes + w.out_bytes, mbps)
+            medium = max(medium, ready) + serialize_ms(in_bytes + out_bytes, mbps)
         free[name] = end
         back[w.index] = done
         chosen.append(name)

@@ -70,7 +70,8 @@ def layerwise_choices(graph: Graph, cm: CostModel, model: ClusterModel, names: S
         subset = ordered[:k]
         splits = layerwise_splits(graph, [model.devices[n].gflops for n in subset], "biased",
                                   units)
-        schedules = [model.simulate(layer_tasks(model, s, subset)) for s in splits]
+        schedules = [model.simulate(layer_tasks(model, s, subset, reads_input(graph, s)))
+                     for s in splits]
         gateway_ms = 0.0
         done: list[int] = []
         prefix: list[str] = []
@@ -94,6 +95,11 @@ def layerwise_choices(graph: Graph, cm: CostModel, model: ClusterModel, names: S
             if choice is not None and (best is None or choice.value < best.value):
                 best = choice
     return [] if best is None else [best]
+
+
+def reads_input(graph: Graph, split: LayerSplit) -> bool:
+    """Whether a split layer reads the model's input (its scatter is the frame's rows)."""
+    return graph.node(split.unit[0]).inputs[0] in graph.placeholders
 
 
 def _price(graph: Graph, model: ClusterModel, subset: list[str], prefix: list[str],

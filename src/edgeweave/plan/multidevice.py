@@ -92,6 +92,8 @@ def plan_cluster(
     model_spec: str | None = None,
     cache: TileCache | None = None,
     largest_grid: int = 6,
+    input_codec: str = "none",
+    result_codec: str = "none",
 ) -> Plan:
     """The best plan for one frame of ``graph`` across ``fleet``'s cluster (module docstring).
 
@@ -99,7 +101,8 @@ def plan_cluster(
     ``largest_grid`` a side); ``devices`` restricts the
     cluster to some of its devices (the gateway must be one); ``model_spec`` is the specifier
     workers rebuild the model from (the graph's name by default); ``cache`` keeps tiles across
-    calls for the same graph."""
+    calls for the same graph; ``input_codec`` and ``result_codec`` are what the frame's crops
+    and computed feature maps cross the medium in (plan.cluster_cost.MEDIUM_CODECS)."""
     if objective not in CLUSTER_OBJECTIVES:
         raise PlanError(f"--objective: {objective!r} is not supported for a cluster plan; use "
                         f"one of {', '.join(CLUSTER_OBJECTIVES)}")
@@ -112,7 +115,7 @@ def plan_cluster(
     prof = retarget(profile, fleet.tier_path(chosen.gateway_name), fleet.name)
     _check_profile(graph, prof)
     cm = CostModel(prof)
-    model = ClusterModel(prof, fleet, chosen)
+    model = ClusterModel(prof, fleet, chosen, input_codec, result_codec)
     search = Search()
     rests: dict[str, Rest | None] = {}
     gateway_limit = model.devices[model.gateway].limit_bytes

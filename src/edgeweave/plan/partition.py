@@ -106,6 +106,10 @@ class Partition(BaseModel):
     gateway: str
     devices: list[str]
     medium: Medium
+    # codecs on the medium (plan.cluster_cost.MEDIUM_CODECS): the frame's crops, and computed
+    # feature maps (tile outputs, shared halo, layer-wise scatter and gather)
+    input_codec: str = "none"
+    result_codec: str = "none"
     scheduler: str = "sharing"
     fused_depth: int | None = None
     block_input: str | None = None

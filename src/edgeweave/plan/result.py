@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from edgeweave.graph.capture import Graph
 from edgeweave.plan.cluster_cost import ClusterModel
 from edgeweave.plan.costs import CostModel
+from edgeweave.plan.layerwise_search import reads_input
 from edgeweave.plan.partition import DeviceLoad, LayerAssignment, Partition, TileAssignment
 from edgeweave.plan.record import Alternative, Plan, predicted_of
 from edgeweave.profile.schema import Profile
@@ -31,7 +32,8 @@ def build_plan(graph: Graph, prof: Profile, cm: CostModel, model: ClusterModel,
               "infeasible": search.infeasible[:20]}
     base: dict[str, Any] = dict(model=spec, input_shape=list(graph.input_shape),
                                 cluster=cluster.name, gateway=cluster.gateway_name,
-                                devices=names, medium=cluster.medium, search=record)
+                                devices=names, medium=cluster.medium, search=record,
+                                input_codec=model.input_codec, result_codec=model.result_codec)
     if best.single is not None:
         gateway = model.devices[model.gateway]
         load = [DeviceLoad(name=gateway.name, hardware=gateway.hardware, tasks=1,
@@ -50,7 +52,7 @@ def build_plan(graph: Graph, prof: Profile, cm: CostModel, model: ClusterModel,
         fused = best.fused
         tiles = [TileAssignment.of(
             next(t for t in fused.tiles if t.index == w.index), device,
-            model.compute_ms(device, w.fractions), w.in_bytes, w.out_bytes)
+            model.compute_ms(device, w.fractions), *model.task_bytes(w))
             for w, device in zip(fused.work, fused.assignment, strict=True)]
         tiles.sort(key=lambda t: t.index)
         schedule = fused.schedule
@@ -63,14 +65,16 @@ def build_plan(graph: Graph, prof: Profile, cm: CostModel, model: ClusterModel,
     else:
         layers = best.layers
         assert layers is not None
+        wire = [[model.part_bytes(p, reads_input(graph, s)) for p in s.parts]
+                for s in layers.splits]
         assigned = [LayerAssignment(
             unit=list(s.unit), kind=s.kind, row_bounds=list(s.row_bounds),  # type: ignore[arg-type]
             col_bounds=list(s.col_bounds), devices=[layers.devices[p.device] for p in s.parts],
             compute_ms=[model.compute_ms(layers.devices[p.device], p.fractions)
                         for p in s.parts],
-            in_bytes=[p.in_bytes for p in s.parts], out_bytes=[p.out_bytes for p in s.parts],
-            makespan_ms=sched.makespan_ms) for s, sched in zip(layers.splits, layers.schedules,
-                                                              strict=True)]
+            in_bytes=[b[0] for b in parts], out_bytes=[b[1] for b in parts],
+            makespan_ms=sched.makespan_ms)
+            for s, sched, parts in zip(layers.splits, layers.schedules, wire, strict=True)]
         cluster_part = dict(prefix_nodes=layers.prefix, layers=assigned,
                             load=_layer_load(model, layers.devices, assigned, layers.memory))
         medium_ms = sum(s.medium_busy_ms for s in layers.schedules)

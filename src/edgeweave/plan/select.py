@@ -37,6 +37,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from edgeweave import formats
 from edgeweave.errors import PlanError
 from edgeweave.plan.costs import Breakdown, CostModel
 from edgeweave.plan.planner import plan
@@ -44,6 +45,8 @@ from edgeweave.plan.record import Plan
 from edgeweave.profile.schema import Profile
 
 OBJECTIVES = ("latency", "energy")
+#: what a selection record calls itself in its JSON (the simulator reads it)
+KIND = "edgeweave.selection"
 #: What a latency SLO bounds for a big/little pair: its mean or its worst-case latency.
 SLO_STATS = ("mean", "worst")
 _TOL = 1e-9      # relative slack, as the planner's own SLO check
@@ -131,7 +134,11 @@ class Selection(BaseModel):
         return None if self.chosen is None else self.outcome(self.chosen)
 
     def to_json(self) -> dict[str, Any]:
-        doc = self.model_dump(mode="json", exclude={"plans"})
+        """The record as `edgeweave adapt select --json` writes it: the chosen variant's Plans
+        (``model``, or the pair's ``little`` and ``big``) ride along, so the runtime and the
+        simulator run the choice from this file alone."""
+        doc = {"kind": KIND, formats.FIELD: formats.SELECTION,
+               **self.model_dump(mode="json", exclude={"plans"})}
         doc["plans"] = {role: p.to_json() for role, p in self.plans.items()}
         return doc
 

@@ -1,17 +1,18 @@
 """Admission control of a node: how many requests it holds, and what each may hold it for.
 
-A node holds at most `limit + queue` requests: `limit` computing, the rest waiting for a compute
-slot or for their emulated link (a request stamped to arrive later is "parked" until then). At
-most `queue` may be parked at once, so requests stamped far ahead can never take the slots of
-requests ready to run; anything beyond is refused at once with RESOURCE_EXHAUSTED instead of
-piling up threads until memory runs out. Admission happens before a request waits for anything,
-so a parked request costs one held place and one thread, both bounded.
+A node holds at most `limit * batch + queue` requests: up to `limit` batches of `batch` computing
+(the serving engine's workers), the rest waiting in the engine's queues or for their emulated
+link (a request stamped to arrive later is "parked" until then). At most `queue` may be parked
+at once, so requests stamped far ahead can never take the places of requests ready to run;
+anything beyond is refused at once with RESOURCE_EXHAUSTED instead of piling up threads until
+memory runs out. Admission happens before a request waits for anything, so a parked request
+costs one held place and one thread, both bounded. A Deploy takes a place and one of `limit`
+deploy slots at once, or is refused (`immediate`).
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -25,19 +26,20 @@ class Rejected(Exception):
 
 
 class Admission:
-    """`with admission.admit(parks) as ticket:` then `with ticket.slot() as queue_ms:`."""
+    """`with admission.admit(parks) as ticket:`, then `ticket.unpark()` once it has arrived."""
 
-    def __init__(self, limit: int, queue: int):
+    def __init__(self, limit: int, queue: int, batch: int = 1):
         self.limit, self.queue = limit, queue
+        self.places = limit * batch + queue
         self._slots = threading.Semaphore(limit)
         self._lock = threading.Lock()
-        self.held = 0  # admitted and not finished (parked, waiting or running)
+        self.held = 0  # admitted and not finished (parked, queued or computing)
         self.parked = 0  # waiting for their arrival stamp
-        self.running = 0
+        self.running = 0  # deploys holding a slot
 
     @property
     def waiting(self) -> int:
-        """Held but not computing: parked or waiting for a compute slot."""
+        """Held but not deploying: parked, queued or computing requests."""
         return self.held - self.running
 
     @contextmanager
@@ -46,8 +48,8 @@ class Admission:
         raise Rejected at once."""
         max_parked = max(1, self.queue)
         with self._lock:
-            if self.held >= self.limit + self.queue:
-                raise Rejected(f"{self.running} running and {self.waiting} waiting")
+            if self.held >= self.places:
+                raise Rejected(f"{self.held} requests held")
             if parks and self.parked >= max_parked:
                 raise Rejected(f"{self.parked} requests already wait for their emulated link")
             self.held += 1
@@ -65,10 +67,10 @@ class Admission:
         """A place and a compute slot now, or Rejected: a Deploy does not queue (waiting, it
         would hold its stream and its upload)."""
         with self._lock:
-            if self.held >= self.limit + self.queue:
-                raise Rejected(f"{self.running} running and {self.waiting} waiting")
+            if self.held >= self.places:
+                raise Rejected(f"{self.held} requests held")
             if not self._slots.acquire(blocking=False):
-                raise Rejected(f"{self.running} running")
+                raise Rejected(f"{self.running} deploys running")
             self.held += 1
             self.running += 1
         try:
@@ -94,20 +96,3 @@ class _Ticket:
         if self._parked:
             self._parked = False
             self._admission._unpark()
-
-    @contextmanager
-    def slot(self) -> Iterator[float]:
-        """Wait for a compute slot (this request is already counted, so the wait is bounded by
-        the requests ahead of it); yields the ms waited."""
-        self.unpark()
-        adm = self._admission
-        start = time.perf_counter()
-        adm._slots.acquire()
-        with adm._lock:
-            adm.running += 1
-        try:
-            yield (time.perf_counter() - start) * 1000.0
-        finally:
-            with adm._lock:
-                adm.running -= 1
-            adm._slots.release()

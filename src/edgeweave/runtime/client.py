@@ -1,9 +1,12 @@
 """The device side of co-inference: run the head, ship activations, survive the network.
 
 The device holds the whole model (it must: a request may have to finish here), so when the edge
-is unreachable, crashed or too slow, the remaining stages run locally and the result is marked
-as a fallback; the edge is retried after an exponential back-off. Every input gets exactly one
-result or one clear error.
+is unreachable, crashed, too slow or refuses the request (its queue is full, or it cannot meet
+the request's deadline), the remaining stages run locally and the result is marked as a
+fallback; an edge that failed is retried after an exponential back-off. Given several edges,
+each request goes to the one expected to answer soonest and fails over to the next
+(`runtime.edges`). With an SLO (`ClientOptions.slo_ms`), each request carries what is left of
+it as its deadline. Every input gets exactly one result or one clear error.
 """
 
 from __future__ import annotations
@@ -27,15 +30,14 @@ from edgeweave.plan import Plan, plan
 from edgeweave.plan.costs import CostModel
 from edgeweave.profile import Profile
 from edgeweave.runtime import tensors
-from edgeweave.runtime.backoff import Backoff
 from edgeweave.runtime.bandwidth import BandwidthEstimator
 from edgeweave.runtime.device_compute import device_module, run_on_device
 from edgeweave.runtime.edge_probe import check_usable, health
+from edgeweave.runtime.edges import Edge, EdgePool
 from edgeweave.runtime.flight import arrive, send_on
 from edgeweave.runtime.load import LoadFactors
 from edgeweave.runtime.node import message_options
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
-from edgeweave.runtime.proto import edgeweave_pb2_grpc as pb_grpc
 from edgeweave.runtime.recipe import (
     StageError,
     StagePackage,
@@ -43,21 +45,20 @@ from edgeweave.runtime.recipe import (
     package_stage,
 )
 from edgeweave.runtime.segments import fill_segments, predicted_segments
+from edgeweave.runtime.serving import to_proto
 from edgeweave.runtime.shaper import LinkShaper
-from edgeweave.security import ClientTLS, authed_channel
+from edgeweave.security import ClientTLS
+from edgeweave.serve import ServingConfig
 
 log = logging.getLogger("edgeweave.runtime")
 
 
+#: The stage key of prefix nodes computed outside the client (never deployed, never run).
+_PREFIX = "prefix"
+
 #: A freshly deployed stage's first calls are slow (TorchScript specialises on them: 2-3x on
 #: alexnet here), which says nothing about the machines' load, so they are not learnt from.
 COLD_REQUESTS = 2
-#: Our own back-off decides when to retry the edge; gRPC's reconnect back-off (1 s and growing)
-#: would otherwise keep failing fast after the edge is back.
-RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
-             ("grpc.max_reconnect_backoff_ms", 2000)]
-
-
 class _Unreachable(Exception):
     """The edge could not take the stages; the request finishes on the device."""
 
@@ -91,6 +92,11 @@ class ClientOptions:
     # naming the cause; a misconfigured client must not look like a slow edge)
     fallback_local: bool = False
     max_decoded_mb: float = 128.0  # decoded MiB an edge's reply may declare
+    # serving: each request's deadline is what is left of this SLO when it is sent (None: no
+    # deadline beyond timeout_s); a request that cannot make it runs here
+    slo_ms: float | None = None
+    priority: int = 0  # 0-9: who an overloaded edge sheds first
+    serving: ServingConfig | None = None  # batching knobs the stages are deployed with
 
 
 @dataclass
@@ -100,18 +106,20 @@ class _Deployment:
     packages: dict[str, StagePackage] = field(default_factory=dict)  # remote stages
     route: list[pb.Hop] = field(default_factory=list)
     want: list[str] = field(default_factory=list)
-    uploaded: bool = False
     device_module: Any = None  # the device stage traced, as nodes run theirs
     stage_ids: dict[str, str] = field(default_factory=dict)  # tier -> id of its stage (load)
     served: int = 0  # requests answered under this deployment
 
 
 class CoInferenceClient:
-    def __init__(self, graph: Graph, chosen: Plan, edge_target: str | None, *,
+    def __init__(self, graph: Graph, chosen: Plan, edge_target: str | Sequence[str] | None, *,
                  token: str | None = None, tls: ClientTLS | None = None,
                  options: ClientOptions | None = None, profile: Profile | None = None,
-                 load: LoadFactors | None = None):
+                 load: LoadFactors | None = None, prefix: Sequence[str] = ()):
         self.graph = graph
+        # nodes whose values the caller computes and hands to infer() (a cluster's partitioned
+        # prefix, runtime.cluster): no stage here runs them
+        self._prefix = frozenset(prefix)
         self.opts = options or ClientOptions()
         self.profile = profile
         self.estimator = BandwidthEstimator()
@@ -119,14 +127,9 @@ class CoInferenceClient:
         self.load = load or LoadFactors()
         self._checked_load: dict[str, float] = {}  # factors the last re-plan check used
         self.switches: list[dict[str, Any]] = []
-        self._stub = None
-        self._target = edge_target
-        if edge_target:
-            channel = authed_channel(edge_target, token=token, tls=tls,
-                                     options=message_options(self.opts.max_message_mb)
-                                     + RECONNECT)
-            self._stub = pb_grpc.NodeStub(channel)
-        self._backoff = Backoff(*self.opts.backoff_s)
+        targets = [edge_target] if isinstance(edge_target, str) else list(edge_target or ())
+        self.edges = EdgePool(targets, token, tls, message_options(self.opts.max_message_mb),
+                              self.opts.backoff_s)
         self._example: torch.Tensor | None = None
         self._seq = itertools.count()
         # the emulated network as it really is; the plan only holds a belief about it
@@ -147,11 +150,16 @@ class CoInferenceClient:
     # ---- plan -> stages, route ------------------------------------------------------------
 
     def _prepare(self, chosen: Plan) -> _Deployment:
-        stages = {s.key: s for s in split(self.graph, chosen.placement, chosen.tiers)}
+        placement, order = chosen.placement, tuple(chosen.tiers)
+        if self._prefix:
+            placement = {n: _PREFIX if n in self._prefix or self.graph.node(n).kind ==
+                         "placeholder" else t for n, t in placement.items()}
+            order = (_PREFIX, *order)
+        stages = {s.key: s for s in split(self.graph, placement, order) if s.key != _PREFIX}
         dep = _Deployment(chosen, stages, stage_ids={k: _stage_id(self.graph.name, s)
                                                      for k, s in stages.items()})
         tier_of = {n: chosen.tiers.index(t) for n, t in chosen.placement.items()}
-        top = max(tier_of[n] for s in stages.values() for n in s.nodes)
+        top = max((tier_of[n] for s in stages.values() for n in s.nodes), default=0)
         for level in range(1, top + 1):
             needs = sorted({v for s in stages.values() if chosen.tiers.index(s.key) >= level
                             for v in s.inputs if tier_of[v] < level})
@@ -164,14 +172,15 @@ class CoInferenceClient:
         dep.want = [o for o in self.graph.outputs if tier_of[o] > 0]
         return dep
 
-    def deploy(self, example: torch.Tensor) -> list[pb.DeployReply]:
+    def deploy(self, example: torch.Tensor, given: dict[str, torch.Tensor] | None = None
+               ) -> list[pb.DeployReply]:
         """Describe the remote stages (recipe + weights; each node builds and traces its stage
         itself) and upload them, content-addressed, so a re-deploy of the same stage is a cache
         hit. If the edge is unreachable, requests run locally and the upload is retried with
         the edge."""
         self._example = example
         dep = self.deployment
-        env: dict[str, Any] = {self.graph.placeholders[0]: example}
+        env: dict[str, Any] = {self.graph.placeholders[0]: example, **(given or {})}
         for key in dep.plan.tiers:
             stage = dep.stages.get(key)
             if stage is None:
@@ -187,43 +196,46 @@ class CoInferenceClient:
                 except StageError as e:
                     raise EdgeWeaveError(f"cannot deploy the {key} stage: {e}") from None
                 dep.route[level - 1].stage = dep.packages[key].digest
-        if dep.packages and self._stub is None:
+        if dep.packages and not self.edges:
             raise EdgeWeaveError("the plan runs stages off the device but no edge address was "
                                  "given (--edge host:port)")
-        return self._upload(dep)
+        return [r for edge in self.edges.up() for r in self._upload(dep, edge)]
 
-    def _upload(self, dep: _Deployment) -> list[pb.DeployReply]:
+    def _upload(self, dep: _Deployment, edge: Edge) -> list[pb.DeployReply]:
+        """Deploy the remote stages to `edge` (an edge that fails is backed off from)."""
         replies = []
+        serving = to_proto(self.opts.serving) if self.opts.serving else None
         for key, pkg in dep.packages.items():
             # nodes on the way cache the stage too, so each can finish a request if the node
             # above it fails
             try:
-                replies.append(self._stub.Deploy(
+                replies.append(edge.stub.Deploy(
                     deploy_stream(pkg, f"{self.graph.name}:{key}",
-                                  dep.plan.tiers.index(key) - 1),
+                                  dep.plan.tiers.index(key) - 1, serving=serving),
                     timeout=max(self.opts.timeout_s, 120.0)))
             except grpc.RpcError as e:
                 self._check_usable(e.code(), e.details() or "", f"the {key} stage")
-                log.warning("deploy failed (%s); running locally until the edge is back",
-                            e.code().name)
-                dep.uploaded = False
-                self._mark_down()
+                log.warning("deploy to %s failed (%s); running locally until the edge is back",
+                            edge.target, e.code().name)
+                self.edges.failed(edge)
                 return replies
-        dep.uploaded = True
+            edge.uploaded.add(pkg.digest)
         return replies
+
+    @staticmethod
+    def _uploaded(dep: _Deployment, edge: Edge) -> bool:
+        return all(pkg.digest in edge.uploaded for pkg in dep.packages.values())
 
     # ---- inference ------------------------------------------------------------------------
 
-    def infer(self, x: torch.Tensor) -> Result:
+    def infer(self, x: torch.Tensor, given: dict[str, torch.Tensor] | None = None) -> Result:
+        """The model's output for ``x``; ``given`` holds the values of the prefix nodes the
+        caller computed."""
         dep = self.deployment
-        run = self._begin(dep, x)
+        run = self._begin(dep, x, given)
         fallback, note, bytes_up = False, "", 0
         if dep.route:
-            if self._backoff.active:
-                fallback, note = True, "edge in back-off; ran locally"
-                self._finish_locally(dep, run.env)
-            else:
-                fallback, note, bytes_up = self._remote(dep, run)
+            fallback, note, bytes_up = self._remote(dep, run)
         return self._end(dep, run, fallback, note, bytes_up)
 
     def infer_stream(self, xs: Sequence[torch.Tensor]) -> Iterator[Result]:
@@ -231,16 +243,27 @@ class CoInferenceClient:
         first). A request the edge fails is handled alone, as `infer` handles it (fallback, or
         an EdgeWeaveError raised at its turn); the others are unaffected."""
         dep = self.deployment
-        if not dep.route or not dep.uploaded or self._backoff.active:
+        edge = self.edges.pick() if dep.route else None
+        if edge is None or not self._uploaded(dep, edge):
+            if edge is not None:
+                self.edges.release(edge)
             yield from (self.infer(x) for x in xs)
             return
+        try:
+            yield from self._stream(dep, edge, xs)
+        finally:
+            self.edges.release(edge)
+
+    def _stream(self, dep: _Deployment, edge: Edge, xs: Sequence[torch.Tensor]
+                ) -> Iterator[Result]:
         runs = [self._begin(dep, x) for x in xs]
         for run in runs:
             run.req, run.nbytes = self._request(dep, run)
             run.segments[self._uplink_key(dep)] = self._send_uplink(run.req)
             run.sent = time.perf_counter()
-        replies = self._stub.InferStream(iter([r.req for r in runs]),
-                                         timeout=self.opts.timeout_s * max(1, len(runs)))
+            self._stamp_deadline(run, edge)
+        replies = edge.stub.InferStream(iter([r.req for r in runs]),
+                                        timeout=self.opts.timeout_s * max(1, len(runs)))
         done = 0
         code, why = grpc.StatusCode.UNKNOWN, "the edge ended the stream early"
         try:
@@ -254,16 +277,17 @@ class CoInferenceClient:
                     reply = pb.InferReply(error_code="UNKNOWN", error=(
                         f"reply for {reply.request_id[:64]!r} in {run.req.request_id}'s place"))
                 arrive(reply, max_wait_s=self.opts.timeout_s)
-                yield self._end(dep, run, *self._settle(dep, run, reply))
+                yield self._end(dep, run, *self._settle(dep, run, reply, edge))
         except grpc.RpcError as e:  # the stream itself broke: the unanswered requests failed
             code, why = e.code(), e.details()
         for run in runs[done:]:
-            yield self._end(dep, run, *self._failed(dep, run, code, why))
+            yield self._end(dep, run, *self._failed(dep, run, code, why, edge, alive=False))
 
-    def _begin(self, dep: _Deployment, x: torch.Tensor) -> _Run:
+    def _begin(self, dep: _Deployment, x: torch.Tensor,
+               given: dict[str, torch.Tensor] | None = None) -> _Run:
         """Start a request: the load-scaled prediction, then the device's own stage."""
         run = _Run(self.load.predict_ms(dep.plan.predicted, dep.stage_ids), time.perf_counter(),
-                   {self.graph.placeholders[0]: x})
+                   {self.graph.placeholders[0]: x, **(given or {})})
         run.segments[f"{dep.plan.tiers[0]}_compute"] = self._run_device(dep, run.env)
         return run
 
@@ -306,27 +330,70 @@ class CoInferenceClient:
         return f"{dep.plan.tiers[0]}-{dep.plan.tiers[1]}_uplink"
 
     def _remote(self, dep: _Deployment, run: _Run) -> tuple[bool, str, int]:
+        """Send the request to the edge expected to answer soonest, failing over to the next
+        while its deadline allows; else (or when every edge failed) run it here."""
         run.req, run.nbytes = self._request(dep, run)
         run.sent = time.perf_counter()
-        try:
-            run.segments[self._uplink_key(dep)] = self._send_uplink(run.req)
-            reply = self._call(run.req)
-            arrive(reply, max_wait_s=self.opts.timeout_s)
-        except _Unreachable:
-            self._finish_locally(dep, run.env)
-            return True, "edge unreachable (stages not deployed); ran locally", run.nbytes
-        except grpc.RpcError as e:
-            return self._failed(dep, run, e.code(), e.details())
-        return self._settle(dep, run, reply)
+        run.segments[self._uplink_key(dep)] = self._send_uplink(run.req)
+        tried: list[Edge] = []
+        why = "edge in back-off"
+        while (edge := self.edges.pick(tried)) is not None:
+            tried.append(edge)
+            if not self._stamp_deadline(run, edge):
+                self.edges.release(edge)
+                why = "its deadline passed before an edge could answer"
+                break
+            start = time.perf_counter()
+            try:
+                reply = self._call(dep, edge, run)
+                arrive(reply, max_wait_s=self.opts.timeout_s)
+            except _Unreachable:
+                self.edges.release(edge)
+                why = f"{self._edge_name(edge)} unreachable (stages not deployed)"
+                continue
+            except grpc.RpcError as e:
+                alive = self.edges.refused(edge, (time.perf_counter() - start) * 1000.0, e)
+                self._check_usable(e.code(), e.details(), f"request {run.req.request_id}")
+                if not alive:
+                    self.edges.failed(edge)
+                why = f"{self._edge_name(edge)} failed ({e.code().name}): {e.details()}"
+                continue
+            self.edges.answered(edge, (time.perf_counter() - start) * 1000.0, reply)
+            return self._settle(dep, run, reply, edge)
+        self._finish_locally(dep, run.env)
+        return True, f"{why}; ran locally", run.nbytes
 
-    def _settle(self, dep: _Deployment, run: _Run, reply: pb.InferReply
+    def _edge_name(self, edge: Edge) -> str:
+        return "edge" if len(self.edges.edges) == 1 else f"edge {edge.target}"
+
+    def _stamp_deadline(self, run: _Run, edge: Edge) -> bool:
+        """Put what is left of the SLO on the request, less the way back (the link's half RTT)
+        and what the edge's round trips spend outside the node (`Edge.margin_ms`); False when
+        nothing is left."""
+        if self.opts.slo_ms is None:
+            return True
+        left_ms = self.opts.slo_ms - (time.perf_counter() - run.start) * 1000.0
+        left_ms -= self.deployment.route[0].link_rtt_ms / 2.0
+        left_ms -= edge.margin_ms(left_ms)
+        run.req.deadline_ms = left_ms
+        return left_ms > 0
+
+    def _timeout_s(self, run: _Run) -> float:
+        """The call's own deadline: the request's, with a little grace for the network (an
+        edge that honours deadlines answers by then), never above timeout_s."""
+        if self.opts.slo_ms is None or run.req.deadline_ms <= 0:
+            return self.opts.timeout_s
+        return min(self.opts.timeout_s, run.req.deadline_ms / 1000.0 + 0.5)
+
+    def _settle(self, dep: _Deployment, run: _Run, reply: pb.InferReply, edge: Edge
                 ) -> tuple[bool, str, int]:
         """Take the edge's reply (or the error it carries) for `run`."""
         if reply.error_code:
             code = getattr(grpc.StatusCode, reply.error_code, grpc.StatusCode.UNKNOWN)
-            return self._failed(dep, run, code, reply.error)
+            alive = code in (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                             grpc.StatusCode.DEADLINE_EXCEEDED)
+            return self._failed(dep, run, code, reply.error, edge, alive)
         wall = (time.perf_counter() - run.sent) * 1000.0
-        self._backoff.ok()
         try:
             run.env.update(tensors.decode(reply.tensors, None,
                                           self.opts.max_decoded_mb * tensors.MB))
@@ -347,36 +414,40 @@ class CoInferenceClient:
                                max(1e-6, (link_ms - dep.route[0].link_rtt_ms) / 1000.0))
         return reply.fallback, reply.note, run.nbytes
 
-    def _failed(self, dep: _Deployment, run: _Run, code: grpc.StatusCode, details: str
-                ) -> tuple[bool, str, int]:
-        """The edge failed `run`: finish it here if that is a failure to survive, else raise."""
+    def _failed(self, dep: _Deployment, run: _Run, code: grpc.StatusCode, details: str,
+                edge: Edge, alive: bool) -> tuple[bool, str, int]:
+        """The edge failed `run`: finish it here if that is a failure to survive, else raise.
+        An edge that only refused the request (`alive`) is not backed off from."""
         self._check_usable(code, details, f"request {run.req.request_id}")
-        self._mark_down()
+        if not alive:
+            self.edges.failed(edge)
         self._finish_locally(dep, run.env)
-        return True, f"edge failed ({code.name}): {details}; ran locally", run.nbytes
+        return (True, f"{self._edge_name(edge)} failed ({code.name}): {details}; ran locally",
+                run.nbytes)
 
     def _check_usable(self, code: grpc.StatusCode, details: str, what: str) -> None:
         check_usable(code, details, what, self.opts.fallback_local)
 
     def check_edge(self, timeout_s: float = 10.0) -> None:
         """EdgeWeaveError naming the cause (unreachable, token, TLS) unless the edge answers."""
-        if self._stub is not None:
-            health(self._stub, self._target, timeout_s)
+        for edge in self.edges.edges:
+            health(edge.stub, edge.target, timeout_s)
 
-    def _call(self, req: pb.InferRequest) -> pb.InferReply:
-        """Infer; a node that lost its stages (restarted) gets them again, once."""
-        dep = self.deployment
-        if not dep.uploaded:
-            self._upload(dep)
-            if not dep.uploaded:
-                raise _Unreachable
-        try:
-            return self._stub.Infer(req, timeout=self.opts.timeout_s)
-        except grpc.RpcError as e:
-            if e.code() != grpc.StatusCode.FAILED_PRECONDITION:
-                raise
-        self._upload(dep)
-        return self._stub.Infer(req, timeout=self.opts.timeout_s)
+    def _call(self, dep: _Deployment, edge: Edge, run: _Run) -> pb.InferReply:
+        """Infer on `edge`; an edge that does not hold the stages (new to us, restarted, or it
+        evicted them) gets them first, once."""
+        for attempt in range(2):
+            if attempt or not self._uploaded(dep, edge):
+                edge.uploaded.clear()
+                self._upload(dep, edge)
+                if not self._uploaded(dep, edge):
+                    raise _Unreachable
+            try:
+                return edge.stub.Infer(run.req, timeout=self._timeout_s(run))
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.FAILED_PRECONDITION or attempt:
+                    raise
+        raise AssertionError("unreachable")
 
     def _send_uplink(self, req: pb.InferRequest) -> float:
         if self._uplink is None:
@@ -391,9 +462,6 @@ class CoInferenceClient:
                 if stage is not None:
                     out = stage.module(*(env[n] for n in stage.inputs))
                     env.update(zip(stage.outputs, out, strict=True))
-
-    def _mark_down(self) -> None:
-        self._backoff.fail()
 
     # ---- adaptation -----------------------------------------------------------------------
 

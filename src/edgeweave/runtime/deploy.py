@@ -21,7 +21,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -98,11 +98,15 @@ class Deployer:
         self.max_stage_bytes = max_stage_bytes
         self._build_lock = threading.Lock()  # one stage loads at a time: memory stays bounded
 
-    def deploy(self, stream: Iterator[pb.DeployRequest], can_forward: bool) -> Deployed:
+    def deploy(self, stream: Iterator[pb.DeployRequest], can_forward: bool,
+               check_knobs: Callable[[pb.DeployRequest], None] | None = None) -> Deployed:
+        """Receive one stage; `check_knobs` may refuse (DeployRefused) the first message before
+        anything else is read (the serving knobs are checked there)."""
         head = next(stream, None)
-        if head is None:
-            raise invalid("bad_recipe", "empty Deploy stream")
-        _refuse_program(head)
+        check_head(head)
+        assert head is not None
+        if check_knobs is not None:
+            check_knobs(head)
         name, hops = head.name[:120], max(0, head.hops_ahead)
         cached = self.cached(head.stage_digest, name, hops, can_forward, "Deploy message")
         if cached is not None:  # content-addressed: the rest of the stream is not needed
@@ -118,9 +122,7 @@ class Deployer:
     def cached(self, digest: str, name: str, hops: int, can_forward: bool, where: str
                ) -> Deployed | None:
         """Check a deploy's digest and onward hops; the stage if this node already has it."""
-        if not is_digest(digest):
-            raise invalid("bad_recipe", f"stage_digest: expected 64 lowercase hex digits "
-                                         f"(sha256) on the first {where}")
+        check_digest(digest, where)
         if hops and not can_forward:
             raise DeployRefused(grpc.StatusCode.FAILED_PRECONDITION, "no_next",
                                 "this node has no --next node to deploy onward to")
@@ -133,10 +135,7 @@ class Deployer:
         fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix="upload-", suffix=".weights")
         try:
             with os.fdopen(fd, "wb") as f:
-                got = _receive(slices, blueprint.expected, StageHasher(recipe), f)
-            if got != digest:
-                raise invalid("bad_digest", f"stage digest mismatch: announced {digest[:12]}, "
-                                             f"the recipe and weights hash to {got[:12]}")
+                receive_into(slices, digest, recipe, blueprint.expected, f)
             return self._build(recipe, digest, blueprint, Path(tmp), name, hops)
         finally:
             os.unlink(tmp)
@@ -156,7 +155,7 @@ class Deployer:
         try:
             stage = stage_from_nodes(graph, recipe.nodes, recipe.inputs, recipe.outputs,
                                      key=name or "stage")
-            specs = {v: _value_spec(graph, v) for v in (*recipe.inputs, *recipe.outputs)}
+            specs = {v: value_spec(graph, v) for v in (*recipe.inputs, *recipe.outputs)}
             expected = [spec for spec, _ in weights_of(stage.module)]
         except (GraphError, StageError) as e:
             raise invalid("bad_recipe", f"recipe for model {recipe.model!r}: {e}") from None
@@ -179,7 +178,8 @@ class Deployer:
             start = time.perf_counter()
             self.store.make_room(blueprint.nbytes)
             module = copy.deepcopy(blueprint.module)  # meta weights: cheap, and never shared
-            module.load_state_dict(_load(path, blueprint.expected), strict=True, assign=True)
+            module.load_state_dict(load_weights(path, blueprint.expected), strict=True,
+                                   assign=True)
             module.eval()
             zeros = [torch.zeros(blueprint.specs[v][1], dtype=DTYPES[blueprint.specs[v][0]])
                      for v in recipe.inputs]
@@ -194,6 +194,38 @@ class Deployer:
                                   recipe, digest, tuple(weights_of(module)))
             self.store.put(stage)
             return Deployed(stage, False, (time.perf_counter() - start) * 1000.0, name, hops)
+
+
+def check_digest(digest: str, where: str) -> None:
+    if not is_digest(digest):
+        raise invalid("bad_recipe", f"stage_digest: expected 64 lowercase hex digits "
+                                     f"(sha256) on the first {where}")
+
+
+def check_head(head: pb.DeployRequest | None) -> str:
+    """The first message of a Deploy stream: no program, a well-formed digest; returns it."""
+    if head is None:
+        raise invalid("bad_recipe", "empty Deploy stream")
+    _refuse_program(head)
+    check_digest(head.stage_digest, "Deploy message")
+    return head.stage_digest
+
+
+def receive_into(slices: Iterable[pb.WeightSlice], digest: str, recipe: StageRecipe,
+                 expected: list[WeightSpec], out: BinaryIO) -> None:
+    """Receive weight slices whose recipe the receiver resolved itself (``expected``: the
+    weights its own module has) into ``out``, and check the announced ``digest``;
+    DeployRefused names the first problem."""
+    got = _receive(slices, expected, StageHasher(recipe), out)
+    if got != digest:
+        raise invalid("bad_digest", f"stage digest mismatch: announced {digest[:12]}, "
+                                     f"the recipe and weights hash to {got[:12]}")
+
+
+def receive_checked(head: pb.DeployRequest, stream: Iterable[pb.DeployRequest],
+                    recipe: StageRecipe, expected: list[WeightSpec], out: BinaryIO) -> None:
+    """:func:`receive_into` for a whole Deploy stream (its first message is ``head``)."""
+    receive_into(_slices(head, stream), head.stage_digest, recipe, expected, out)
 
 
 def _refuse_program(msg: pb.DeployRequest) -> None:
@@ -257,7 +289,7 @@ def _receive(slices: Iterable[pb.WeightSlice], expected: list[WeightSpec], hashe
     return hasher.hexdigest()
 
 
-def _load(path: Path, expected: list[WeightSpec]) -> dict[str, torch.Tensor]:
+def load_weights(path: Path, expected: list[WeightSpec]) -> dict[str, torch.Tensor]:
     """The verified weights from ``path``, read a slice at a time into their own tensors."""
     state = {}
     with open(path, "rb") as f:
@@ -277,7 +309,7 @@ def _load(path: Path, expected: list[WeightSpec]) -> dict[str, torch.Tensor]:
     return state
 
 
-def _value_spec(graph: Graph, name: str) -> tuple[str, tuple[int, ...]]:
+def value_spec(graph: Graph, name: str) -> tuple[str, tuple[int, ...]]:
     """(wire dtype, shape) of a value crossing a cut, from the node's own capture."""
     shape = graph.node(name).out_shape
     fx_node = next(n for n in graph.module.graph.nodes if n.name == name)

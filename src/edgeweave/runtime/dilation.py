@@ -9,13 +9,18 @@ the same clock (`edgeweave.profile.measure`), so prediction and emulation agree.
 
 The stretch is a busy wait, not a sleep: a real slow device is computing the whole time, and
 an idle core lets caches go cold and the clock drop, which made the next request's compute
-~15% slower in our measurements (alexnet, one thread) and the emulation pessimistic.
+~15% slower in our measurements (alexnet, one thread) and the emulation pessimistic. Except
+where several emulated devices share this host's few cores (a cluster's workers): there a
+spinning device would take the core another device computes on, so they sleep instead
+(``spin=False``).
 """
 
 from __future__ import annotations
 
 import math
 import time
+
+from edgeweave.runtime.shaper import sleep_until
 
 Mark = tuple[float, float]
 
@@ -25,7 +30,7 @@ def start() -> Mark:
     return time.perf_counter(), time.thread_time()
 
 
-def finish(mark: Mark, factor: float, until: float = math.inf) -> float:
+def finish(mark: Mark, factor: float, until: float = math.inf, spin: bool = True) -> float:
     """Hold the core until `factor` x the thread's CPU time since `mark` has passed on the wall
     clock, but not past `until` (a `time.perf_counter` instant: the request's deadline, after
     which nobody waits for the result); returns the emulated duration in ms. Factor <= 1 means
@@ -37,6 +42,8 @@ def finish(mark: Mark, factor: float, until: float = math.inf) -> float:
         return wall_ms
     target_ms = (time.thread_time() - cpu0) * 1000.0 * factor
     deadline = min(wall0 + target_ms / 1000.0, until)
+    if not spin:
+        sleep_until(deadline, clock=time.perf_counter)
     while time.perf_counter() < deadline:
         pass
     return max(wall_ms, target_ms)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Protocol
 
 from edgeweave.runtime import tensors
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
@@ -31,7 +32,14 @@ def send_on(link: LinkShaper | None, rtt_ms: float, req: pb.InferRequest) -> flo
     return stamp(req, link, tensors.payload_bytes(req.tensors))
 
 
-def stamp(msg: pb.InferRequest | pb.InferReply, link: LinkShaper, nbytes: int) -> float:
+class InFlight(Protocol):
+    """A message that can carry an arrival stamp (InferRequest/Reply, a cluster Task)."""
+
+    deliver_at_ns: int
+    clock: str
+
+
+def stamp(msg: InFlight, link: LinkShaper, nbytes: int) -> float:
     """Reserve `link` for `nbytes` and stamp `msg` with their arrival; returns the ms until
     then (the link's time, as the segment timings report it)."""
     at = link.reserve(nbytes)
@@ -44,7 +52,7 @@ def same_clock(clock: str) -> bool:
     return bool(clock) and clock == CLOCK_ID
 
 
-def arrive(msg: pb.InferRequest | pb.InferReply, max_wait_s: float = math.inf) -> bool:
+def arrive(msg: InFlight, max_wait_s: float = math.inf) -> bool:
     """Wait until a message stamped on our clock has crossed its emulated link, but never
     longer than `max_wait_s` (a stamp is the sender's word). False when it carries no stamp we
     can use (unstamped, or from another clock): then its sender shaped it, or the receiver

@@ -34,9 +34,10 @@ from edgeweave.graph import Graph, Stage, split
 from edgeweave.plan.ionn import SegmentPlan, UploadSchedule
 from edgeweave.runtime import tensors
 from edgeweave.runtime.backoff import Backoff
-from edgeweave.runtime.client import RECONNECT, ClientOptions, Result
+from edgeweave.runtime.client import ClientOptions, Result
 from edgeweave.runtime.device_compute import device_module, run_on_device
 from edgeweave.runtime.edge_probe import check_usable
+from edgeweave.runtime.edges import RECONNECT
 from edgeweave.runtime.flight import arrive, send_on
 from edgeweave.runtime.node import message_options
 from edgeweave.runtime.proto import edgeweave_pb2 as pb

@@ -61,29 +61,7 @@ class LocalLab:
         return self
 
     def _start(self, role: str, args: list[str]) -> LabNode:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        proc = subprocess.Popen([sys.executable, "-m", "edgeweave", "serve", *args],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=env)
-        deadline = time.monotonic() + self.startup_timeout_s
-        assert proc.stdout is not None
-        try:
-            while time.monotonic() < deadline:
-                line = proc.stdout.readline()
-                if not line:
-                    break
-                if " serving on " in line:
-                    target = line.split(" serving on ", 1)[1].split(",")[0].strip()
-                    # keep draining its output so a chatty server never blocks on a full pipe
-                    threading.Thread(target=_drain, args=(proc.stdout,), daemon=True).start()
-                    return LabNode(role, proc, target)
-        except BaseException:  # stopped (SIGTERM, Ctrl-C) while it starts: not left behind
-            proc.kill()
-            proc.wait()
-            raise
-        proc.kill()
-        rest = proc.stdout.read() if proc.stdout else ""
-        raise EdgeWeaveError(f"lab: {role} server did not start: {rest.strip()[-500:]}")
+        return start_process(role, ["-m", "edgeweave", "serve", *args], self.startup_timeout_s)
 
     @property
     def edge_target(self) -> str:
@@ -109,6 +87,34 @@ class LocalLab:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def start_process(role: str, args: list[str], timeout_s: float = 60.0,
+                  env: dict[str, str] | None = None) -> LabNode:
+    """``python ARGS`` as a server process; returns once it prints that it is serving (its
+    address is read from that line: ``... serving on HOST:PORT``)."""
+    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})))
+    deadline = time.monotonic() + timeout_s
+    assert proc.stdout is not None
+    try:
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            if " serving on " in line:
+                target = line.split(" serving on ", 1)[1].split(",")[0].strip()
+                # keep draining its output so a chatty server never blocks on a full pipe
+                threading.Thread(target=_drain, args=(proc.stdout,), daemon=True).start()
+                return LabNode(role, proc, target)
+    except BaseException:  # stopped (SIGTERM, Ctrl-C) while it starts: not left behind
+        proc.kill()
+        proc.wait()
+        raise
+    proc.kill()
+    rest = proc.stdout.read() if proc.stdout else ""
+    raise EdgeWeaveError(f"lab: {role} server did not start: {rest.strip()[-500:]}")
 
 
 def _drain(stream) -> None:

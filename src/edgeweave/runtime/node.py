@@ -29,6 +29,7 @@ from edgeweave.runtime.metrics import NodeMetrics
 from edgeweave.runtime.proto import edgeweave_pb2_grpc as pb_grpc
 from edgeweave.runtime.requests import Malformed, tolerant
 from edgeweave.runtime.server import NodeConfig, NodeService
+from edgeweave.runtime.summary import LiveSummary
 from edgeweave.runtime.tensors import MB
 from edgeweave.security import (
     ClientTLS,
@@ -53,6 +54,7 @@ class ServeOptions:
     metrics_port: int | None = None
     max_message_mb: float = 64.0
     grace_s: float = 5.0
+    summary_s: float = 0.0  # print a live one-line serving summary this often (0: never)
 
 
 def message_options(max_message_mb: float) -> list[tuple[str, int]]:
@@ -76,13 +78,13 @@ class _Capture:
         self.service, self.handlers = service, handlers
 
 
-def _refuse(service: NodeService, msg: Malformed, context: grpc.ServicerContext) -> None:
+def _refuse(service: Any, msg: Malformed, context: grpc.ServicerContext) -> None:
     refusal = msg.refusal()
     service.note(refusal, context)
     context.abort(refusal.code, refusal.details)
 
 
-def _guard_stream(service: NodeService, behavior: Callable) -> Callable:
+def _guard_stream(service: Any, behavior: Callable) -> Callable:
     """A streaming-request method whose messages must all parse (Deploy): a malformed one
     ends the call with INVALID_ARGUMENT."""
     def handler(request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
@@ -95,7 +97,7 @@ def _guard_stream(service: NodeService, behavior: Callable) -> Callable:
     return handler
 
 
-def _guard_unary(service: NodeService, behavior: Callable) -> Callable:
+def _guard_unary(service: Any, behavior: Callable) -> Callable:
     def handler(request: Any, context: grpc.ServicerContext) -> Any:
         if isinstance(request, Malformed):
             _refuse(service, request, context)
@@ -107,12 +109,22 @@ def add_node_service(service: NodeService, server: grpc.Server) -> None:
     """`add_NodeServicer_to_server`, with every request parsed tolerantly: Infer and
     InferStream answer a malformed message themselves (InferStream per message), the other
     methods refuse it with INVALID_ARGUMENT."""
+    add_tolerant_service(service, server, pb_grpc.add_NodeServicer_to_server,
+                         ("Infer", "InferStream"))
+
+
+def add_tolerant_service(service: Any, server: grpc.Server, add_servicer: Callable,
+                         answers_itself: tuple[str, ...] = ()) -> None:
+    """Register ``service`` (whose generated ``add_servicer`` function is given) with every
+    request parsed by :func:`tolerant`: the methods in ``answers_itself`` receive
+    :class:`Malformed` messages and answer them; the others refuse one with INVALID_ARGUMENT
+    (``service.note(refusal, context)`` counts and logs it)."""
     cap = _Capture()
-    pb_grpc.add_NodeServicer_to_server(service, cap)
+    add_servicer(service, cap)
     handlers = {}
     for name, h in cap.handlers.items():
         behavior = h.unary_unary or h.unary_stream or h.stream_unary or h.stream_stream
-        if name not in ("Infer", "InferStream"):
+        if name not in answers_itself:
             behavior = (_guard_stream if h.request_streaming else _guard_unary)(service,
                                                                                 behavior)
         field = {(False, False): "unary_unary", (False, True): "unary_stream",
@@ -127,27 +139,15 @@ def add_node_service(service: NodeService, server: grpc.Server) -> None:
 
 def start_node(config: NodeConfig, opts: ServeOptions) -> tuple[grpc.Server, NodeService, int]:
     """Build and start the server; returns it, its service and the bound port."""
-    if opts.token is None and opts.cert_dir is None:
-        raise EdgeWeaveError("refusing to serve without authentication: give --token-file "
-                             "or --cert-dir")
-    host, _ = split_address(opts.listen)
     channel_opts = message_options(opts.max_message_mb)
     tls = ClientTLS.for_node(opts.cert_dir, config.name) if opts.cert_dir else None
-    creds = server_credentials(opts.cert_dir, config.name) if opts.cert_dir else None
     config.channel_factory = lambda target: authed_channel(
         target, token=opts.token, tls=tls, options=channel_opts
     )
     metrics = NodeMetrics()
     service = NodeService(config, metrics)
-    interceptors = [TokenAuthInterceptor(opts.token)] if opts.token else []
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.workers),
-        interceptors=interceptors,
-        options=server_options(channel_opts),
-        maximum_concurrent_rpcs=config.workers + 32,
-    )
-    add_node_service(service, server)
-    port = bind(server, opts.listen, creds)
+    server, port = build_server(opts, config.name, config.workers,
+                                lambda srv: add_node_service(service, srv))
     if opts.metrics_port is not None:
         try:
             metrics.serve_http(opts.metrics_port)
@@ -156,11 +156,38 @@ def start_node(config: NodeConfig, opts: ServeOptions) -> tuple[grpc.Server, Nod
             raise EdgeWeaveError(f"--metrics-port {opts.metrics_port}: cannot listen there "
                                  f"({e.strerror or e})") from None
     server.start()
-    if creds is None and not is_loopback(host):
+    warn_plaintext(opts)
+    return server, service, port
+
+
+def build_server(opts: ServeOptions, name: str, workers: int,
+                 register: Callable[[grpc.Server], None]) -> tuple[grpc.Server, int]:
+    """A gRPC server (not started) with EdgeWeave's authentication (bearer token, or mTLS as
+    node ``name``), message limits and port checks; ``register`` adds its services. Returns it
+    and the bound port."""
+    if opts.token is None and opts.cert_dir is None:
+        raise EdgeWeaveError("refusing to serve without authentication: give --token-file "
+                             "or --cert-dir")
+    split_address(opts.listen)
+    channel_opts = message_options(opts.max_message_mb)
+    creds = server_credentials(opts.cert_dir, name) if opts.cert_dir else None
+    interceptors = [TokenAuthInterceptor(opts.token)] if opts.token else []
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers),
+        interceptors=interceptors,
+        options=server_options(channel_opts),
+        maximum_concurrent_rpcs=workers + 32,
+    )
+    register(server)
+    return server, bind(server, opts.listen, creds)
+
+
+def warn_plaintext(opts: ServeOptions) -> None:
+    host, _ = split_address(opts.listen)
+    if opts.cert_dir is None and not is_loopback(host):
         log.warning("serving in plaintext on %s: the bearer token and every activation cross "
                     "the network readable by anyone on it; use --cert-dir (edgeweave certs) "
                     "beyond a lab network", opts.listen)
-    return server, service, port
 
 
 def log_to_stderr() -> None:
@@ -185,12 +212,19 @@ def _raise_stop(*_: object) -> None:
 
 
 def serve_forever(config: NodeConfig, opts: ServeOptions, ready: threading.Event | None = None,
-                  announce=print) -> None:
+                  announce=print, start: Callable[..., tuple[grpc.Server, Any, int]] = start_node
+                  ) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting and let in-flight requests finish
     within the grace period; then the process exits (os._exit), finished or not: a worker
-    thread still computing or waiting for an emulated link would otherwise hold the exit."""
-    server, _, port = start_node(config, opts)
+    thread still computing or waiting for an emulated link would otherwise hold the exit.
+    ``start(config, opts)`` builds the server (a cluster worker passes its own; its config
+    has the same ``role``, ``name`` and ``next_target``)."""
+    server, service, port = start(config, opts)
     host = opts.listen.rsplit(":", 1)[0]
+    summary = None
+    if opts.summary_s > 0:
+        summary = LiveSummary(service.metrics.registry, config.name, opts.summary_s,
+                              lambda line: announce(line, flush=True)).start()
     try:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, _raise_stop)
@@ -207,7 +241,11 @@ def serve_forever(config: NodeConfig, opts: ServeOptions, ready: threading.Event
     for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal must not cut the stop short
         signal.signal(sig, signal.SIG_IGN)
     log.info("%s stopping (grace %g s)", config.name, opts.grace_s)
-    stopped = server.stop(grace=opts.grace_s).wait(opts.grace_s + STOP_MARGIN_S)
+    if summary is not None:
+        summary.stop()
+    stopping = server.stop(grace=opts.grace_s)
+    service.close()  # queued requests are refused (UNAVAILABLE); running batches finish
+    stopped = stopping.wait(opts.grace_s + STOP_MARGIN_S)
     if not stopped:
         log.warning("%s: calls still running %g s after the stop; exiting anyway",
                     config.name, opts.grace_s + STOP_MARGIN_S)

@@ -167,11 +167,12 @@ def package_stage(graph: Graph, stage: Stage, example_args: Sequence[Any]) -> St
 
 
 def deploy_stream(pkg: StagePackage, name: str, hops_ahead: int,
-                  slice_bytes: int = SLICE_BYTES) -> Iterator[pb.DeployRequest]:
-    """A package as a Deploy stream: digest and recipe first, then weight slices in name order,
-    several small tensors to a message and a large one over several."""
+                  slice_bytes: int = SLICE_BYTES, serving: pb.ServingConfig | None = None
+                  ) -> Iterator[pb.DeployRequest]:
+    """A package as a Deploy stream: digest, recipe (and the serving knobs) first, then weight
+    slices in name order, several small tensors to a message and a large one over several."""
     msg = pb.DeployRequest(stage_digest=pkg.digest, recipe=pkg.recipe.to_proto(), name=name,
-                           hops_ahead=hops_ahead)
+                           hops_ahead=hops_ahead, serving=serving)
     used = 0
     for spec, tensor in pkg.weights:
         for offset, data in tensor_pieces(tensor, slice_bytes):

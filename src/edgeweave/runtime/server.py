@@ -4,14 +4,20 @@ A request carries its route (which deployed stage each node runs, what each must
 codec and link of each hop), so one server binary serves any plan. Everything in it is a peer's
 claim and is checked before any work (`runtime.requests`): codecs, links, arrival stamps, and
 each tensor's declared dtype and shape (against the stages held here, else a node-wide size
-cap) before a byte is decoded. Admission is bounded (`runtime.admission`): `max_concurrency`
-requests compute at once, `max_queue` more may wait (for a slot or their emulated link), and
-anything beyond is refused with RESOURCE_EXHAUSTED. When the next node fails, the server
-finishes the remaining stages itself if it holds them (Deploy caches forwarded stages on the
-way) and marks the reply as a fallback. In InferStream a failed request gets its own error
-reply and the stream goes on. Stages are built by the node itself
+cap) before a byte is decoded, and so are its deadline and priority (`runtime.serving`).
+
+Each deployed stage is a served model of the node's serving engine (`edgeweave.serve`, wired
+in `runtime.serving`): its own bounded queue, dynamic batches, and batches chosen across models
+by earliest deadline (`--policy edf`, or `fifo` for the node as it was: `--max-batch 1`). A
+request the node cannot answer by its deadline is refused (DEADLINE_EXCEEDED), a full queue is
+RESOURCE_EXHAUSTED, and the device answers those itself; every reply and refusal carries the
+node's queued work, the load signal devices pick among edges by. Places are bounded too
+(`runtime.admission`): requests computing, queued, or parked until their emulated link
+delivers them. When the next node fails, the server finishes the remaining stages itself if it
+holds them (`runtime.onward`) and marks the reply as a fallback. In InferStream a failed
+request gets its own error reply and the stream goes on. Stages are built by the node itself
 from models it trusts (`runtime.deploy`): a device sends only weights; a Deploy holds an
-admission slot too.
+admission slot too. `Remove` stops serving a stage and frees it.
 """
 
 from __future__ import annotations
@@ -30,30 +36,38 @@ import grpc
 import torch
 
 from edgeweave.codec import CodecError
+from edgeweave.errors import ServeError
 from edgeweave.rpc import RateLimitedLog
-from edgeweave.runtime import dilation, tensors
+from edgeweave.runtime import tensors
 from edgeweave.runtime.admission import Admission, Rejected
 from edgeweave.runtime.chunk_deploy import ChunkDeployer
 from edgeweave.runtime.chunk_store import ChunkStore
 from edgeweave.runtime.deploy import MB, Deployed, Deployer, DeployRefused
-from edgeweave.runtime.flight import arrive, same_clock, stamp
+from edgeweave.runtime.flight import same_clock, stamp
 from edgeweave.runtime.links import NodeLinks
 from edgeweave.runtime.metrics import NodeMetrics
 from edgeweave.runtime.models import TrustedModels
+from edgeweave.runtime.onward import FALLBACK_CODES, Onward
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
 from edgeweave.runtime.proto import edgeweave_pb2_grpc as pb_grpc
 from edgeweave.runtime.recipe import StagePackage, deploy_stream
 from edgeweave.runtime.requests import Malformed, Refused, check_route, check_tensors
-from edgeweave.runtime.stage_store import DeployedStage, StageStore
+from edgeweave.runtime.serving import (
+    LOAD_KEY,
+    NODE_KEY,
+    ServingNode,
+    deadline_of,
+    serving_config,
+    to_proto,
+)
+from edgeweave.runtime.stage_store import StageStore
+from edgeweave.serve import Answer, NodeServing, ServingConfig
 
 log = logging.getLogger("edgeweave.runtime.node")
 
 R = TypeVar("R")
 
-#: gRPC errors from the next node that the server absorbs by finishing the work itself.
-FALLBACK_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                  grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INTERNAL,
-                  grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED)
+__all__ = ["FALLBACK_CODES", "NodeConfig", "NodeService"]
 
 
 @dataclass
@@ -61,8 +75,10 @@ class NodeConfig:
     role: str
     name: str
     next_target: str | None = None
-    max_concurrency: int = 4
-    max_queue: int = 16
+    max_concurrency: int = 4  # batches computing at once (the serving engine's workers)
+    max_queue: int = 16  # requests waiting, node-wide
+    max_batch: int = 8  # the largest batch a deployed stage may ask for (1: no batching)
+    policy: str = "edf"  # edf: earliest deadline first, shedding late work; fifo: as before
     dilation: float = 1.0  # emulate hardware slower than this host by stretching compute
     threads: int = 1
     forward_timeout_s: float = 30.0
@@ -83,6 +99,15 @@ class NodeConfig:
     channel_factory: object = None  # callable(target) -> grpc.Channel (auth, TLS)
 
     @property
+    def serving(self) -> NodeServing:
+        return NodeServing(self.policy, self.max_concurrency, self.max_batch, self.max_queue)
+
+    @property
+    def places(self) -> int:
+        """Requests held at once: batches computing, queued, or parked for their link."""
+        return self.max_concurrency * self.max_batch + self.max_queue
+
+    @property
     def max_streams(self) -> int:
         """InferStreams open at once: each holds a server thread while it is open."""
         return self.max_concurrency + self.max_queue
@@ -91,17 +116,16 @@ class NodeConfig:
     def workers(self) -> int:
         """Server threads: every place admission grants, every open stream, and spare ones so
         Health, Stats and refusals never wait behind held requests."""
-        return self.max_concurrency + self.max_queue + self.max_streams + 8
-
-
+        return self.places + self.max_streams + 8
 
 
 class NodeService(pb_grpc.NodeServicer):
     def __init__(self, config: NodeConfig, metrics: NodeMetrics):
         self.cfg = config
         self.metrics = metrics
-        self.stages = StageStore(int(config.stage_budget_mb * MB))
-        self.admission = Admission(config.max_concurrency, config.max_queue)
+        self.serving = ServingNode(config.name, config.serving, config.dilation, metrics.serve)
+        self.stages = StageStore(int(config.stage_budget_mb * MB), on_leave=self._stage_left)
+        self.admission = Admission(config.max_concurrency, config.max_queue, config.max_batch)
         self.max_streams = config.max_streams
         self._streams = threading.BoundedSemaphore(self.max_streams)
         self._rejections = RateLimitedLog(log)
@@ -119,14 +143,30 @@ class NodeService(pb_grpc.NodeServicer):
         if config.next_target:
             factory = config.channel_factory or grpc.insecure_channel
             self._next = pb_grpc.NodeStub(factory(config.next_target))
+        self.onward = Onward(config.name, self._next, self.links, self.stages, metrics,
+                             config.max_decoded_mb * tensors.MB, config.forward_timeout_s,
+                             config.max_arrival_wait_s)
         torch.set_num_threads(config.threads)
 
-    # ---- Deploy ---------------------------------------------------------------------------
+    def close(self) -> None:
+        """Refuse what is queued and stop the serving engine's workers."""
+        self.serving.stop()
+
+    def _stage_left(self, digest: str, why: str) -> None:
+        self.serving.remove(digest, why, f"its stage was {why} on {self.cfg.name}")
+
+    # ---- Deploy / Remove ------------------------------------------------------------------
 
     def Deploy(self, request_iterator: Iterator[pb.DeployRequest],
                context: grpc.ServicerContext) -> pb.DeployReply:
-        return self._uploading("Deploy", context, lambda: self._deployed(
-            self.deployer.deploy(request_iterator, self._next is not None), context))
+        knobs: list[ServingConfig] = []
+
+        def deploy() -> pb.DeployReply:
+            done = self.deployer.deploy(request_iterator, self._next is not None,
+                                        lambda head: knobs.append(self._knobs(head)))
+            return self._deployed(done, knobs[0], context)
+
+        return self._uploading("Deploy", context, deploy)
 
     def HaveChunks(self, request: pb.HaveChunksRequest, context: grpc.ServicerContext
                    ) -> pb.HaveChunksReply:
@@ -143,13 +183,21 @@ class NodeService(pb_grpc.NodeServicer):
 
     def DeployFromChunks(self, request: pb.DeployFromChunksRequest,
                          context: grpc.ServicerContext) -> pb.DeployReply:
+        """A stage built from uploaded chunks is served with the node's default knobs (the
+        request carries none)."""
         return self._uploading("DeployFromChunks", context, lambda: self._deployed(
-            self.chunk_deployer.deploy(request, self._next is not None), context))
+            self.chunk_deployer.deploy(request, self._next is not None),
+            serving_config(pb.ServingConfig()), context))
 
-    def _deployed(self, done: Deployed, context: grpc.ServicerContext) -> pb.DeployReply:
+    def _deployed(self, done: Deployed, knobs: ServingConfig, context: grpc.ServicerContext
+                  ) -> pb.DeployReply:
+        """A stage is on this node: serve it, and deploy it onward when asked to."""
+        max_batch = self.serving.add(done.stage, done.name, knobs, here=done.hops_ahead == 0)
         if done.hops_ahead > 0:
-            self._deploy_onward(done.stage.package(), done.name, done.hops_ahead - 1, context)
-        return pb.DeployReply(digest=done.stage.digest, cached=done.cached, load_ms=done.build_ms)
+            self._deploy_onward(done.stage.package(), done.name, done.hops_ahead - 1,
+                                to_proto(knobs), context)
+        return pb.DeployReply(digest=done.stage.digest, cached=done.cached, load_ms=done.build_ms,
+                              max_batch=max_batch)
 
     def _uploading(self, method: str, context: grpc.ServicerContext, work: Callable[[], R]
                    ) -> R:
@@ -163,8 +211,8 @@ class NodeService(pb_grpc.NodeServicer):
                 return work()
         except Rejected as e:
             self._refuse(Refused(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                 f"{self.cfg.name} is at capacity ({e.why}; requests and deploys "
-                                 f"share {self.cfg.max_concurrency} slots); deploy again later",
+                                 f"{self.cfg.name} is at capacity ({e.why}; deploys take one of "
+                                 f"{self.cfg.max_concurrency} slots); deploy again later",
                                  "overloaded", logging.INFO), context)
         except DeployRefused as e:
             self._refuse(Refused(e.code, str(e), e.reason, logging.WARNING), context)
@@ -175,24 +223,53 @@ class NodeService(pb_grpc.NodeServicer):
             timer.cancel()
         raise AssertionError("unreachable: a refusal aborts the call")
 
+    def _knobs(self, head: pb.DeployRequest) -> ServingConfig:
+        """The serving knobs on a Deploy's first message, checked against this node's."""
+        try:
+            self.serving.check(head.serving)
+        except ServeError as e:
+            raise DeployRefused(grpc.StatusCode.INVALID_ARGUMENT, "bad_serving",
+                                f"{e} (on {self.cfg.name})") from None
+        return serving_config(head.serving)
+
     def _deploy_onward(self, package: StagePackage, name: str, hops_ahead: int,
-                       context: grpc.ServicerContext) -> None:
+                       serving: pb.ServingConfig, context: grpc.ServicerContext) -> None:
         """Forward the recipe and weights (the next node rebuilds the stage from its own
         registry); this node keeps its copy to finish requests if the next node fails."""
         try:
-            self._next.Deploy(deploy_stream(package, name, hops_ahead),
+            self._next.Deploy(deploy_stream(package, name, hops_ahead, serving=serving),
                               timeout=self.cfg.forward_timeout_s * 4)
         except grpc.RpcError as e:
             context.abort(e.code(), f"next node refused the stage: {e.details()}")
+
+    def Remove(self, request: pb.RemoveRequest, context: grpc.ServicerContext
+               ) -> pb.RemoveReply:
+        digest = request.stage_digest
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            self._refuse(Refused(grpc.StatusCode.INVALID_ARGUMENT, "stage_digest: expected 64 "
+                                 "lowercase hex digits (the digest Deploy answered with)",
+                                 "bad_remove"), context)
+        if digest not in self.stages:
+            self._refuse(Refused(grpc.StatusCode.NOT_FOUND, f"{self.cfg.name} holds no stage "
+                                 f"{digest[:12]}", "unknown_stage", logging.INFO), context)
+        refused = self.serving.remove(digest, "removed", "it was removed")
+        removed = self.stages.remove(digest)
+        log.info("%s: stage %s removed (%d queued requests refused)", self.cfg.name,
+                 digest[:12], refused)
+        return pb.RemoveReply(removed=removed, refused=refused)
 
     # ---- Infer ----------------------------------------------------------------------------
 
     def Infer(self, request: pb.InferRequest | Malformed, context: grpc.ServicerContext
               ) -> pb.InferReply:
+        start = time.perf_counter()
         try:
             return self._serve(request, context)
         except Refused as r:
             self.note(r, context)
+            context.set_trailing_metadata((
+                (LOAD_KEY, f"{self.serving.queued_ms():.2f}"),
+                (NODE_KEY, f"{(time.perf_counter() - start) * 1000:.2f}")))
             context.abort(r.code, r.details)
             raise  # unreachable: abort raises
 
@@ -213,7 +290,8 @@ class NodeService(pb_grpc.NodeServicer):
                 except Refused as r:
                     self.note(r, context)
                     yield pb.InferReply(request_id=getattr(request, "request_id", ""),
-                                        error_code=r.code.name, error=r.details)
+                                        error_code=r.code.name, error=r.details,
+                                        queued_ms=self.serving.queued_ms())
         finally:
             self._streams.release()
 
@@ -225,21 +303,22 @@ class NodeService(pb_grpc.NodeServicer):
             raise req.refusal()
         start = time.perf_counter()
         check_route(req)
+        deadline = deadline_of(req, context.time_remaining(), time.monotonic())
         check_tensors(req, lambda name: self._expected(name, req.route),
                       self.cfg.max_decoded_mb * tensors.MB)
         parks = self.links.arrival_s(req, context.time_remaining()) > 0
         try:
             with self.admission.admit(parks) as ticket:
-                self.metrics.queue_depth.set(self.admission.waiting)
+                self.metrics.queue_depth.set(self.serving.engine.queued)
                 if parks:
                     self.links.arrive(req)
-                with ticket.slot() as queue_ms:
-                    reply = self._infer(req, context, queue_ms)
+                ticket.unpark()
+                reply, answer = self._infer(req, context, deadline)
         except Rejected as e:
             raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED,
                           f"{self.cfg.name} is at capacity ({e.why}; at most "
-                          f"{self.cfg.max_concurrency} running, {self.cfg.max_queue} waiting); "
-                          f"retry later", "overloaded", logging.INFO) from None
+                          f"{self.admission.places} computing, queued or parked); retry later",
+                          "overloaded", logging.INFO) from None
         except Refused:
             raise
         except Exception as e:  # a bug, not the peer's fault: say so, keep serving
@@ -248,8 +327,14 @@ class NodeService(pb_grpc.NodeServicer):
             raise Refused(grpc.StatusCode.INTERNAL, f"{self.cfg.name} failed on the request: "
                           f"{type(e).__name__}: {str(e)[:200]}", "internal",
                           logging.ERROR) from None
+        total = time.perf_counter() - start
         self.metrics.requests.labels("fallback" if reply.fallback else "ok").inc()
-        self.metrics.latency.labels("total").observe(time.perf_counter() - start)
+        self.metrics.latency.labels("total").observe(total)
+        if answer is not None:
+            met = None if math.isinf(deadline) else time.monotonic() <= deadline
+            self.metrics.serve.answered(self.serving.model_name(req.route[0].stage),
+                                        answer.source if answer.outputs is not None
+                                        else "skipped", total, met)
         return reply
 
     def note(self, r: Refused, context: grpc.ServicerContext) -> None:
@@ -274,13 +359,13 @@ class NodeService(pb_grpc.NodeServicer):
                 return specs[name]
         return None
 
-    def _infer(self, req: pb.InferRequest, context: grpc.ServicerContext, queue_ms: float
-               ) -> pb.InferReply:
+    def _infer(self, req: pb.InferRequest, context: grpc.ServicerContext, deadline: float
+               ) -> tuple[pb.InferReply, Answer | None]:
         hop = req.route[0]
         t0 = time.perf_counter()
+        expected = lambda n: self._expected(n, req.route)  # noqa: E731
         try:
-            env = tensors.decode(req.tensors, lambda n: self._expected(n, req.route),
-                                 self.cfg.max_decoded_mb * tensors.MB)
+            env = tensors.decode(req.tensors, expected, self.cfg.max_decoded_mb * tensors.MB)
         except (CodecError, ValueError) as e:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"bad tensor: {e}", "bad_tensor"
                           ) from None
@@ -291,20 +376,28 @@ class NodeService(pb_grpc.NodeServicer):
                           f"needs: {', '.join(missing)[:300]}", "missing_value")
         bytes_in = tensors.payload_bytes(req.tensors)
         self.metrics.bytes.labels("in").inc(bytes_in)
-        compute_ms = self._run(hop.stage, env, context)
-        timing = pb.Timing(node=self.cfg.name, role=self.cfg.role, queue_ms=queue_ms,
-                           decode_ms=decode_ms, compute_ms=compute_ms, bytes_in=bytes_in)
+        answer = self._run(hop.stage, env, deadline, req.priority)
+        timing = pb.Timing(node=self.cfg.name, role=self.cfg.role, decode_ms=decode_ms,
+                           bytes_in=bytes_in)
+        if answer is not None:
+            timing.queue_ms, timing.compute_ms = answer.queue_s * 1e3, answer.compute_s * 1e3
+        if answer is not None and answer.outputs is None:  # a front stage skipped the model
+            return pb.InferReply(request_id=req.request_id, timings=[timing],
+                                 note=f"skipped by {answer.source}",
+                                 queued_ms=self.serving.queued_ms()), answer
         later: list[pb.Timing] = []
         fallback, note = False, ""
         if len(req.route) > 1:
-            later, fallback, note = self._forward(req, env, timing, context)
+            later, fallback, note = self.onward.forward(req, env, timing, context, expected,
+                                                        deadline)
         t1 = time.perf_counter()
         out = tensors.encode(env, [n for n in req.want if n in env], req.return_codec)
         timing.encode_ms = (time.perf_counter() - t1) * 1000.0
         timing.bytes_out = tensors.payload_bytes(out)
         self.metrics.bytes.labels("out").inc(timing.bytes_out)
         reply = pb.InferReply(request_id=req.request_id, tensors=out, fallback=fallback,
-                              note=note)
+                              note=note, queued_ms=self.serving.queued_ms(),
+                              batch=answer.batch if answer is not None else 0)
         self.links.check(hop, timing.bytes_out, "the reply", context.time_remaining())
         if same_clock(req.clock) and hop.shape_bandwidth and hop.link_mbps > 0:
             # the sender shares our clock: reply at once, stamped, as it sent to us
@@ -312,102 +405,37 @@ class NodeService(pb_grpc.NodeServicer):
         else:
             timing.downlink_ms = self.links.shape(hop, timing.bytes_out, "down")
         reply.timings.extend([timing, *later])  # copies: `timing` is complete only now
-        return reply
+        return reply, answer
 
-    def _run(self, digest: str, env: dict[str, torch.Tensor], context: grpc.ServicerContext
-             ) -> float:
+    def _run(self, digest: str, env: dict[str, torch.Tensor], deadline: float, priority: int
+             ) -> Answer | None:
+        """Run this node's stage through the serving engine (None: the route runs nothing
+        here)."""
         if not digest:
-            return 0.0
+            return None
         stage = self.stages.get(digest)
         if stage is None:
             raise Refused(grpc.StatusCode.FAILED_PRECONDITION, f"stage {digest[:12]} is not "
                           f"deployed on {self.cfg.name}; Deploy first", "unknown_stage",
                           logging.INFO)
-        args = []
-        for name in stage.inputs:
-            if name not in env:
-                raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
-                              f"stage input {name!r} missing", "missing_value")
-            args.append(env[name])
-        remaining = context.time_remaining()
-        until = math.inf if remaining is None else time.perf_counter() + remaining
-        mark = dilation.start()
-        try:
-            with torch.inference_mode():
-                result = stage.module(*args)
-        except RuntimeError as e:  # wrong shapes or dtypes reach here
+        missing = [name for name in stage.inputs if name not in env]
+        if missing:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"stage {digest[:12]} failed on the given tensors: "
-                          f"{str(e).splitlines()[0][:300]}", "bad_input") from None
-        ms = dilation.finish(mark, self.cfg.dilation, until)
-        if time.perf_counter() >= until:
-            raise Refused(grpc.StatusCode.DEADLINE_EXCEEDED, f"{self.cfg.name}'s emulated "
-                          f"compute (x{self.cfg.dilation:g}) outlasted the request's deadline",
-                          "deadline", logging.INFO)
-        env.update(zip(stage.outputs, result, strict=True))
-        self.metrics.latency.labels("compute").observe(ms / 1000.0)
-        return ms
-
-    def _forward(self, req: pb.InferRequest, env: dict[str, torch.Tensor], timing: pb.Timing,
-                 context: grpc.ServicerContext) -> tuple[list[pb.Timing], bool, str]:
-        nxt = req.route[1]
-        onward = pb.InferRequest(request_id=req.request_id, route=req.route[1:],
-                                 want=[n for n in req.want if n not in env],
-                                 return_codec=req.return_codec)
-        missing = [n for n in nxt.needs if n not in env]
-        if missing:  # the route is the peer's word: it may name values nothing here made
-            raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"route[1] needs {', '.join(m[:64] for m in missing[:4])}, which "
-                          f"{self.cfg.name} neither received nor computed", "bad_route")
-        onward.tensors.extend(tensors.encode(env, nxt.needs, nxt.codec))
-        start = time.perf_counter()
-        try:
-            if self._next is None:
-                raise ConnectionError(f"{self.cfg.name} has no --next node")
-            self.links.check(nxt, tensors.payload_bytes(onward.tensors), "the forward",
-                             context.time_remaining())
-            timing.uplink_ms = self.links.send(nxt, onward)
-            remaining = context.time_remaining()
-            timeout = self.cfg.forward_timeout_s if remaining is None else max(0.01, remaining)
-            reply = self._next.Infer(onward, timeout=timeout)
-            arrive(reply, max_wait_s=self.cfg.max_arrival_wait_s)
-            # the next node is a peer too: its reply is checked like a request
-            decoded = tensors.decode(reply.tensors, lambda n: self._expected(n, req.route),
-                                     self.cfg.max_decoded_mb * tensors.MB)
-        except (grpc.RpcError, ConnectionError, CodecError, ValueError) as e:
-            code = e.code() if isinstance(e, grpc.RpcError) else grpc.StatusCode.UNAVAILABLE
-            if isinstance(e, CodecError | ValueError):
-                code = grpc.StatusCode.INTERNAL  # a garbled reply: finish here, as for a crash
-            if code not in FALLBACK_CODES:
-                raise Refused(code, f"next node refused: {e.details()}",  # type: ignore[union-attr]
-                              "next_refused") from None
-            return [], True, self._finish_locally(req, env, f"next node failed ({code.name})")
-        timing.forward_ms = (time.perf_counter() - start) * 1000.0
-        env.update(decoded)
-        return list(reply.timings), reply.fallback, reply.note
-
-    def _finish_locally(self, req: pb.InferRequest, env: dict[str, torch.Tensor], why: str
-                        ) -> str:
-        # the stages first (one may be evicted meanwhile): all of them, or the note says which
-        stages = [self.stages.get(hop.stage) for hop in req.route[1:] if hop.stage]
-        for hop, stage in zip([h for h in req.route[1:] if h.stage], stages, strict=True):
-            if stage is None:
-                return f"{why}; {self.cfg.name} lacks stage {hop.stage[:12]} to fall back"
-        for stage in stages:
-            self._run_local(stage, env)
-        self.metrics.requests.labels("fallback_local").inc()
-        return f"{why}; finished on {self.cfg.name}"
-
-    def _run_local(self, stage: DeployedStage, env: dict[str, torch.Tensor]) -> None:
-        with torch.inference_mode():
-            result = stage.module(*(env[n] for n in stage.inputs))
-        env.update(zip(stage.outputs, result, strict=True))
+                          f"stage input {missing[0]!r} missing", "missing_value")
+        answer = self.serving.run(stage, tuple(env[n] for n in stage.inputs), deadline,
+                                  priority)
+        if answer.outputs is not None:
+            env.update(zip(stage.outputs, answer.outputs, strict=True))
+            self.metrics.latency.labels("compute").observe(answer.compute_s)
+        return answer
 
     # ---- Health / Stats -------------------------------------------------------------------
 
     def Health(self, request: pb.HealthRequest, context: grpc.ServicerContext) -> pb.HealthReply:
+        queued, per_worker_s = self.serving.engine.load()
         return pb.HealthReply(role=self.cfg.role, status="serving", stages=len(self.stages),
-                              inflight=self.admission.running, next=self.cfg.next_target or "")
+                              inflight=self.admission.held, next=self.cfg.next_target or "",
+                              queued=queued, queued_ms=per_worker_s * 1000.0)
 
     def Stats(self, request: pb.StatsRequest, context: grpc.ServicerContext) -> pb.StatsReply:
         return pb.StatsReply(values=self.metrics.snapshot())

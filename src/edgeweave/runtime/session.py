@@ -11,6 +11,7 @@ fleet's rates. What is predicted is then what can physically happen, and the ben
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,21 +24,37 @@ from edgeweave.profile import Profile, retarget
 from edgeweave.runtime.client import ClientOptions, CoInferenceClient, Result
 from edgeweave.runtime.shaper import TraceReplay
 from edgeweave.security import ClientTLS
-from edgeweave.topology import BandwidthTrace, Fleet, HardwareProfile, TierPath
+from edgeweave.topology import BandwidthTrace, Fleet, HardwareProfile, Node, TierPath
 
 
 def host_tier_path(fleet: Fleet, device: str | None, host_gflops: float) -> TierPath:
     """The fleet's device-edge-cloud path with edge and cloud replaced by this host's speed
     (they run here, undilated); the device keeps its own profile (it is dilated)."""
     path = fleet.tier_path(device)
-    nodes = [path.nodes[0]]
-    for node in path.nodes[1:]:
-        hw = node.hardware.model_copy(update={
-            "name": "this-host", "gflops": host_gflops, "op_overhead_ms": 0.0,
-            "description": f"this host, standing in for {node.hardware.name}",
-        })
-        nodes.append(node.model_copy(update={"hardware": HardwareProfile(**hw.model_dump())}))
+    nodes = [path.nodes[0], *(_on_host(node, host_gflops) for node in path.nodes[1:])]
     return path.model_copy(update={"nodes": nodes})
+
+
+def _on_host(node: Node, host_gflops: float) -> Node:
+    hw = node.hardware.model_copy(update={
+        "name": "this-host", "gflops": host_gflops, "op_overhead_ms": 0.0,
+        "description": f"this host, standing in for {node.hardware.name}",
+    })
+    return node.model_copy(update={"hardware": HardwareProfile(**hw.model_dump())})
+
+
+def emulated_fleet(fleet: Fleet, profile: Profile) -> Fleet:
+    """The fleet as a local lab runs it: end devices keep their hardware (they are dilated),
+    edge and cloud servers run here at this host's speed (the profile's host GFLOP/s)."""
+    host = float(profile.model_extra["host"]["gflops"])
+    nodes = [n if n.tier == "device" else _on_host(n, host) for n in fleet.nodes]
+    return fleet.model_copy(update={"nodes": nodes})
+
+
+def hardware_dilation(profile: Profile, hardware: HardwareProfile) -> float:
+    """How much to stretch this host's compute to emulate ``hardware``: host GFLOP/s (recorded
+    with the profile) over the hardware's, at least 1."""
+    return max(1.0, float(profile.model_extra["host"]["gflops"]) / hardware.gflops)
 
 
 def emulated_profile(profile: Profile, fleet: Fleet, device: str | None = None) -> Profile:
@@ -50,8 +67,7 @@ def device_dilation(profile: Profile, fleet: Fleet, device: str | None = None) -
     """How much to stretch this host's compute to emulate the fleet's device, from the host
     speed recorded with the profile. (Re-measuring the host's speed at run time was tried and
     made it worse: a convolution's speed does not track a memory-bound FC layer's.)"""
-    host = float(profile.model_extra["host"]["gflops"])
-    return max(1.0, host / fleet.tier_path(device).nodes[0].hardware.gflops)
+    return hardware_dilation(profile, fleet.tier_path(device).nodes[0].hardware)
 
 
 @dataclass
@@ -95,7 +111,8 @@ class RunSummary:
         }
 
 
-def run(graph: Graph, chosen: Plan, edge_target: str | None, inputs: list[torch.Tensor], *,
+def run(graph: Graph, chosen: Plan, edge_target: str | Sequence[str] | None,
+        inputs: list[torch.Tensor], *,
         dilation: float, token: str | None = None, tls: ClientTLS | None = None,
         options: ClientOptions | None = None, profile: Profile | None = None,
         warmup: int = 2, trace: BandwidthTrace | None = None) -> RunSummary:

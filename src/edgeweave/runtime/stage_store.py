@@ -4,6 +4,8 @@ Stages used to be kept forever, so a peer could deploy until memory ran out (iss
 4). Now their weights count against ``serve --stage-budget-mb``; room is made before a new
 stage's weights are loaded, so resident stages stay within the budget. A request naming an
 evicted stage gets FAILED_PRECONDITION, and the device re-deploys once, as after a restart.
+A stage also leaves by `remove` (the Remove RPC); either way `on_leave` is told, so the serving
+engine stops serving it and refuses what was queued for it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import gc
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -43,11 +46,13 @@ class DeployedStage:
 class StageStore:
     """Thread-safe; reading a stage marks it recently used."""
 
-    def __init__(self, budget_bytes: int):
+    def __init__(self, budget_bytes: int,
+                 on_leave: Callable[[str, str], None] | None = None):
         self.budget = budget_bytes
         self._stages: OrderedDict[str, DeployedStage] = OrderedDict()
         self._lock = threading.Lock()
         self.evicted = 0
+        self.on_leave = on_leave  # (digest, "evicted" | "removed"), outside the lock
 
     def get(self, digest: str) -> DeployedStage | None:
         with self._lock:
@@ -78,14 +83,23 @@ class StageStore:
         """Evict least recently used stages until ``nbytes`` more fit the budget."""
         with self._lock:
             gone = self._evict(nbytes)
-        _release(gone)
+        self._release(gone, "evicted")
 
     def put(self, stage: DeployedStage) -> None:
         with self._lock:
             self._stages.pop(stage.digest, None)
             gone = self._evict(stage.nbytes)
             self._stages[stage.digest] = stage
-        _release(gone)
+        self._release(gone, "evicted")
+
+    def remove(self, digest: str) -> bool:
+        """Drop a stage (the Remove RPC); False if it is not here."""
+        with self._lock:
+            stage = self._stages.pop(digest, None)
+        if stage is None:
+            return False
+        self._release([stage], "removed")
+        return True
 
     def _evict(self, nbytes: int) -> list[DeployedStage]:
         gone = []
@@ -98,9 +112,14 @@ class StageStore:
         return gone
 
 
-def _release(gone: list[DeployedStage]) -> None:
-    """Free evicted weights now: a traced module sits in reference cycles (fx and TorchScript
-    objects), which only a full collection frees, and the next stage is about to load."""
-    if gone:
+    def _release(self, gone: list[DeployedStage], why: str) -> None:
+        """Tell `on_leave`, then free the weights now: a traced module sits in reference cycles
+        (fx and TorchScript objects), which only a full collection frees, and the next stage is
+        about to load."""
+        if not gone:
+            return
+        if self.on_leave is not None:
+            for stage in gone:
+                self.on_leave(stage.digest, why)
         gone.clear()
         gc.collect()

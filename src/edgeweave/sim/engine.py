@@ -22,15 +22,17 @@ marked with array operations over all requests.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import simpy
 
+from edgeweave.plan.edgent_dynamic import PROBE_BYTES
 from edgeweave.runtime.bandwidth import BandwidthEstimator
+from edgeweave.sim.cluster import ClusterState, Frame, FrameRun
 from edgeweave.sim.itinerary import (
+    CLUSTER,
     DEVICE,
     RELEASE,
     SERVER,
@@ -41,13 +43,27 @@ from edgeweave.sim.itinerary import (
     itinerary,
     shared_end,
 )
+from edgeweave.sim.jitter import jitter
 from edgeweave.sim.links import LinkQueue
+from edgeweave.sim.outcome import (  # noqa: F401  (re-exported: the engine's vocabulary)
+    CAPACITY,
+    DEADLINE,
+    FAILURE_CAUSES,
+    MOBILITY,
+    NETWORK,
+    OK,
+    PENDING,
+    STATUS,
+    Outcome,
+    classify,
+)
 from edgeweave.sim.policies import Policy, make_policy
 from edgeweave.sim.pricing import Pricing
 from edgeweave.sim.scenario import Scenario
 from edgeweave.sim.servers import BatchServer, PSServer
 from edgeweave.sim.workload import (
     STREAM_POLICY,
+    STREAM_SERVICE,
     Devices,
     Requests,
     assign_devices,
@@ -56,27 +72,6 @@ from edgeweave.sim.workload import (
     rng_for,
 )
 from edgeweave.sim.world import World, build_world
-
-#: request outcomes; every request ends exactly one way
-PENDING, OK, DEADLINE, MOBILITY, NETWORK, CAPACITY = range(-1, 5)
-STATUS = {OK: "ok", DEADLINE: "deadline", MOBILITY: "mobility", NETWORK: "network",
-          CAPACITY: "capacity", PENDING: "pending"}
-FAILURE_CAUSES = ("mobility", "network", "capacity", "deadline")
-
-@dataclass
-class Outcome:
-    """Per-request arrays of one run (index = request, in arrival order)."""
-
-    t: np.ndarray
-    device: np.ndarray
-    ap: np.ndarray
-    done: np.ndarray
-    status: np.ndarray
-    network_s: np.ndarray
-    server_s: np.ndarray
-    device_s: np.ndarray
-    work: np.ndarray
-    edge: np.ndarray  # index into `edges` of the server that ran the edge stage (-1: none)
 
 
 class Simulation:
@@ -101,6 +96,7 @@ class Simulation:
             self.requests = Requests(np.zeros(0), np.zeros(0, dtype=np.int32))
         self.world: World = build_world(scn, self._server_done)
         self.env = self.world.env
+        self._call_at = self.env.call_at
         self.pricing = Pricing(scn)
         self.rng = rng_for(scn, STREAM_POLICY)
         name = policy or scn.policy.name
@@ -113,12 +109,22 @@ class Simulation:
         self._kinds = self.devices.kinds
         self._hw = self.devices.hardware.tolist()
         self._app = self.devices.app.tolist()
+        # per application, how many requests a device may have under way (0: no limit); per
+        # device, how many it has and the ones waiting for them (`Application.in_flight`)
+        self._limit = [a.in_flight or 0 for a in scn.applications]
+        # per device, how its compute varies (its population's `compute_cv`; None: fixed)
+        jitters = [jitter(p.compute_cv, rng_for(scn, STREAM_SERVICE, k))
+                   for k, p in enumerate(scn.populations)]
+        self._jitter = [jitters[k] for k in self.devices.population.tolist()]
+        self._under_way = [0] * len(self.devices)
+        self._held: dict[int, deque[int]] = {}
         self._place_ap = np.array([-1 if p.access_point is None else
                                    [a.name for a in scn.access_points].index(p.access_point)
                                    for p in scn.places], dtype=np.int32)
         self._steps: dict[tuple[int, int, str | None],
                           tuple[tuple[Step, ...], tuple[Any, ...], int]] = {}
         self._estimators: dict[int, BandwidthEstimator] = {}
+        self._clusters: dict[int, ClusterState] = {}
         n_dev = len(self.devices)
         self.dev_free = [0.0] * n_dev
         self.dev_busy = [0.0] * n_dev  # seconds of inference compute per device
@@ -169,6 +175,43 @@ class Simulation:
     def estimate_mbps(self, device: int) -> float | None:
         est = self._estimators.get(device)
         return None if est is None else est.mbps
+
+    def ap_mbps(self, ap: int, now: float) -> float:
+        """The uplink rate of access point ``ap`` at ``now`` (its trace's, if it has one)."""
+        return self.world.access_points[ap].up.rate_at(now)
+
+    def probe(self, device: int, ap: int, now: float) -> None:
+        """A heartbeat of `PROBE_BYTES` on the device's uplink (a device that uploads nothing
+        still times its keep-alives, as the runtime's Edgent client does): its estimate
+        learns the cell's rate now."""
+        est = self._estimators.get(device)
+        if est is None:
+            est = self._estimators[device] = BandwidthEstimator()
+        est.observe(PROBE_BYTES, PROBE_BYTES * 8.0 / (self.ap_mbps(ap, now) * 1e6))
+
+    # ---- what a partition's frame needs (sim.cluster.ClusterHost) -----------------------
+
+    @property
+    def now(self) -> float:
+        return self.env.now
+
+    def call_at(self, t: float, fn: Callable[[Any], None], arg: Any) -> None:
+        self.env.call_at(t, fn, arg)
+
+    def gateway_compute(self, dev: int, now: float, seconds: float) -> float:
+        return self._device_compute(dev, now, seconds)
+
+    def cluster_of(self, dev: int, frame: Frame) -> ClusterState:
+        got = self._clusters.get(dev)
+        if got is None:
+            from edgeweave.topology import Link
+
+            medium = Link.model_validate({"from": "gateway", "to": "medium",
+                                          "mbps": frame.medium_mbps,
+                                          "rtt_ms": frame.medium_rtt_ms})
+            got = self._clusters[dev] = ClusterState(LinkQueue(medium, f"cluster {dev}"),
+                                                     len(frame.helpers))
+        return got
 
     def occupy_device(self, device: int, seconds: float) -> None:
         """Hold the device's processor for ``seconds`` from now (a re-deploy after a plan
@@ -229,37 +272,45 @@ class Simulation:
             self._schedule_arrival()
 
     def _schedule_arrival(self) -> None:
-        env = self.env
-        ev = simpy.Event(env)
-        ev._ok = True
-        ev._value = None
-        ev.callbacks.append(self._arrive)
-        env.schedule(ev, delay=max(0.0, self._times[self._next] - env.now))
+        self._call_at(self._times[self._next], self._arrive, None)
 
-    def _arrive(self, _ev: Any) -> None:
-        now = self.env.now
+    def _arrive(self, _: Any) -> None:
+        now = self.env._now
         times, devs, n = self._times, self._devs, len(self._times)
         i = self._next
+        limit, under_way, app = self._limit, self._under_way, self._app
         while i < n and times[i] <= now:
-            self._issue(i, devs[i])
+            dev = devs[i]
+            lim = limit[app[dev]]
+            if not lim:
+                self._issue(i, dev, now)
+            elif under_way[dev] < lim:
+                under_way[dev] += 1
+                self._issue(i, dev, now)
+            else:  # the device is still busy with its earlier requests: this one waits
+                held = self._held.get(dev)
+                if held is None:
+                    held = self._held[dev] = deque()
+                held.append(i)
             i += 1
         self._next = i
         if i < n:
-            self._schedule_arrival()
+            self._call_at(times[i], self._arrive, None)
 
-    def _issue(self, i: int, dev: int) -> None:
-        now = self.env.now
+    def _issue(self, i: int, dev: int, now: float) -> None:
         ap = self._ap_list[i]
         choice = self.policy.decide(dev, ap, now)
         if choice is None:
             self._status[i] = NETWORK
             self._done[i] = now
+            self._free_device(dev, now)
             return
         work, edge = choice
         self._work[i] = work.id
         if work.up_hops and ap < 0:
             self._status[i] = NETWORK
             self._done[i] = now
+            self._free_device(dev, now)
             return
         key = (work.id, ap, edge)
         route = self._steps.get(key)
@@ -277,7 +328,7 @@ class Simulation:
         self._advance(Job(i, dev, steps, now))
 
     def _advance(self, job: Job) -> None:
-        now = self.env.now
+        now = self.env._now  # the hot path: simpy's `now` is a property
         steps = job.steps
         last = len(steps)
         while job.k < last:
@@ -294,9 +345,12 @@ class Simulation:
                 obj.release(now)
                 job.holding = None
                 continue
+            if kind == CLUSTER:
+                FrameRun(self, job.dev, obj, _Framed(self, job, now)).start(now)
+                return
             if kind == DEVICE:
                 end = self._device_compute(job.dev, now, amount)
-                self._dev_s[job.i] = end - now
+                self._dev_s[job.i] += end - now
             else:
                 sent = obj.send(now, amount, job.dev)
                 if sent is None:
@@ -310,13 +364,17 @@ class Simulation:
                 self._end(job, end, OK)
                 return
             if end > now:
-                ev = self.env.timeout(end - now, job)
-                ev.callbacks.append(self._resume)
+                self._call_at(end, self._advance, job)
                 return
         self._end(job, now, OK)
 
-    def _resume(self, ev: Any) -> None:
-        self._advance(ev._value)
+    def framed(self, job: Job, start: float, end: float) -> None:
+        """A partition's frame is over: its time counts as the device's (the cluster's)."""
+        self._dev_s[job.i] += end - start
+        if job.k == len(job.steps):
+            self._end(job, end, OK)
+        else:
+            self._advance(job)
 
     def _server_done(self, job: Job, now: float) -> None:
         job.srv += now
@@ -338,6 +396,27 @@ class Simulation:
         self._status[i] = status
         self._net[i] = job.net
         self._srv[i] = job.srv
+        self._free_device(job.dev, t)
+
+    def _free_device(self, dev: int, t: float) -> None:
+        """A request of ``dev`` has ended at ``t``: its next waiting one (if any) goes out
+        then, otherwise the device has one fewer under way."""
+        if not self._limit[self._app[dev]]:
+            return
+        held = self._held.get(dev)
+        if held:
+            self._call_at(t, self._release_held, (held.popleft(), dev))
+        else:
+            self._under_way[dev] -= 1
+
+    def _release_held(self, got: tuple[int, int]) -> None:
+        """A request that waited for its device goes out now, from where the device is now."""
+        i, dev = got
+        now = self.env._now
+        ap = self.ap_of(dev, now)
+        self._ap_list[i] = ap
+        self.out.ap[i] = ap
+        self._issue(i, dev, now)
 
     def _observe(self, dev: int, link: LinkQueue, nbytes: float, seconds: float) -> None:
         """The device's bandwidth estimate learns from its own uplink transfer, as the
@@ -353,6 +432,9 @@ class Simulation:
         start = self.dev_free[dev]
         if start < now:
             start = now
+        jit = self._jitter[dev]
+        if jit is not None:
+            work_s *= jit()
         end = start + work_s
         training = self.dev_training.get(dev)
         if training is not None and training[1] > start and training[0] < end:
@@ -364,18 +446,20 @@ class Simulation:
     # ---- after the run ----------------------------------------------------------------
 
     def _classify(self) -> None:
-        """Mobility (the answer came back after the device left its access point) and
-        deadline failures, for every answered request at once."""
-        out = self.out
-        answered = np.flatnonzero(out.status == OK)
-        if not len(answered):
-            return
         used_net = np.array([w.up_hops > 0 for w in self.pricing.works] or [False])
-        net = answered[used_net[out.work[answered]]]
-        ap_end = self._place_ap[self.places.at(out.device[net], out.done[net])]
-        out.status[net[ap_end != out.ap[net]]] = MOBILITY
         deadline = np.array([a.deadline_ms / 1000.0 if a.deadline_ms else np.inf
                              for a in self.scn.applications])
-        ok = np.flatnonzero(out.status == OK)
-        late = (out.done[ok] - out.t[ok]) > deadline[self.devices.app[out.device[ok]]] + 1e-12
-        out.status[ok[late]] = DEADLINE
+        classify(self.out, used_net, lambda d, t: self._place_ap[self.places.at(d, t)],
+                 deadline[self.devices.app[self.out.device]])
+
+
+class _Framed:
+    """What a request's frame calls when its cluster part is over."""
+
+    __slots__ = ("job", "sim", "start")
+
+    def __init__(self, sim: Simulation, job: Job, start: float) -> None:
+        self.sim, self.job, self.start = sim, job, start
+
+    def __call__(self, end: float) -> None:
+        self.sim.framed(self.job, self.start, end)

@@ -14,8 +14,9 @@ from typing import Any
 from edgeweave.sim.pricing import Work
 from edgeweave.sim.world import World
 
-#: step kinds: (kind, the link or server, seconds of device compute / bytes / ms of work)
-DEVICE, LINK, UPLINK, SERVER, SERVER_HOLD, RELEASE = range(6)
+#: step kinds: (kind, the link or server, seconds of device compute / bytes / ms of work);
+#: CLUSTER: a partition's frame (`sim.cluster`) on the device's cluster
+DEVICE, LINK, UPLINK, SERVER, SERVER_HOLD, RELEASE, CLUSTER = range(7)
 Step = tuple[int, Any, float]
 
 
@@ -36,6 +37,8 @@ def itinerary(world: World, w: Work, ap: int, edge: str | None) -> tuple[Step, .
     """The steps of placement ``w`` from access point ``ap``, its edge stage on ``edge``
     (None: the access point's own edge; another one is reached over the MAN)."""
     steps: list[Step] = []
+    if w.frame is not None:
+        steps.append((CLUSTER, w.frame, 0.0))
     if w.compute_ms[0] > 0:
         steps.append((DEVICE, None, w.compute_ms[0] / 1000.0))
     if w.up_hops == 0:

@@ -38,7 +38,7 @@ from pydantic import (
 )
 
 from edgeweave.errors import EdgeWeaveError, SimError
-from edgeweave.plan import Plan, load_plan
+from edgeweave.sim.apps import AppPlan, load_app_plan, parse_app_plan, sources
 from edgeweave.topology import CATALOG, BandwidthTrace, Fleet, HardwareProfile, load_fleet
 from edgeweave.topology.error_paths import field_path
 from edgeweave.topology.trace import load_trace
@@ -132,13 +132,16 @@ def mix_weights(mix: Mix) -> dict[str, float]:
 
 class Population(_Strict):
     """``count`` devices; each draws its hardware (catalog names or the fleet's device nodes)
-    and its application from the mixes, and moves among ``places`` (default: all)."""
+    and its application from the mixes, and moves among ``places`` (default: all).
+    ``compute_cv``: how much a device's compute time varies from request to request (the
+    coefficient of variation of a gamma around the profiled time, `sim.jitter`; 0: fixed)."""
 
     name: str = Field(min_length=1)
     count: int = Field(ge=0)
     hardware: Mix
     applications: Mix
     places: list[str] | None = None
+    compute_cv: float = Field(0.0, ge=0, le=3)
 
     @field_validator("hardware", "applications", mode="before")
     @classmethod
@@ -147,38 +150,49 @@ class Population(_Strict):
 
 
 class Application(_Strict):
-    """Requests of one model (its Plan JSON, `edgeweave plan --json`) from devices that
-    alternate active and idle periods (exponential, means ``active_s`` and ``idle_s``) and
-    send a request every ``interval_s`` on average (Poisson) while active (EdgeCloudSim's
-    application model). ``input_bytes`` overrides what the input weighs on the wire."""
+    """Requests of one model from devices that alternate active and idle periods
+    (exponential, means ``active_s`` and ``idle_s``) and send a request every ``interval_s``
+    on average (Poisson) while active (EdgeCloudSim's application model). ``plan`` is what
+    the planner wrote for it: a Plan JSON (`edgeweave plan --json`, a multi-device partition
+    included), an Edgent record (`edgeweave adapt edgent --json`) or a model selection record
+    (`edgeweave adapt select --json`); see `sim.apps`. ``input_bytes`` overrides what the input
+    weighs on the wire. ``in_flight``: how many of a device's requests may be under way at
+    once (1, the default, is the runtime's client, which answers one request before it sends
+    the next: later requests wait on the device, and that wait counts in their service time;
+    null: no limit, each request goes out when it is issued)."""
 
     name: str = Field(min_length=1)
-    plan: Plan
+    plan: AppPlan
     active_s: float = Field(40.0, gt=0)
     idle_s: float = Field(20.0, ge=0)
     interval_s: float = Field(5.0, gt=0)
     deadline_ms: float | None = Field(None, gt=0)
     input_bytes: int | None = Field(None, ge=0)
+    in_flight: int | None = Field(1, ge=1)
 
     @field_validator("plan", mode="before")
     @classmethod
     def _load(cls, value: Any, info: ValidationInfo) -> Any:
-        if isinstance(value, str | Path):
-            try:
-                return load_plan(_resolve(value, info))
-            except EdgeWeaveError as e:
-                raise ValueError(str(e)) from None
-        return value
+        try:
+            if isinstance(value, str | Path):
+                return load_app_plan(_resolve(value, info))
+            return parse_app_plan(value)
+        except EdgeWeaveError as e:
+            raise ValueError(str(e)) from None
 
 
 class ServerSpec(_Strict):
     """Overrides for a tier's or a node's servers: ``cores`` (default: its hardware's),
     admission ``slots`` and ``queue`` (default: the runtime server's), the discipline, and
     ``speed``: the fraction of its hardware's speed the node really computes at (a machine
-    shared with other work, or throttled; the runtime's load factor is 1 / speed)."""
+    shared with other work, or throttled; the runtime's load factor is 1 / speed).
+    ``service_cv``: how much a stage's compute varies from request to request (the coefficient
+    of variation of a gamma around its time, `sim.jitter`; 0: every request takes exactly the
+    planned time, which understates queueing and tails)."""
 
     cores: int | None = Field(None, ge=1)
     speed: float = Field(1.0, gt=0)
+    service_cv: float = Field(0.0, ge=0, le=3)
     slots: int | None = Field(None, ge=1)
     queue: int | None = Field(None, ge=0)
     discipline: Literal["ps", "batch"] = "ps"
@@ -388,8 +402,10 @@ def _reference_problem(scn: Scenario) -> str | None:
         return (f"policy.name: unknown policy {scn.policy.name!r} "
                 f"(known: {', '.join(list_policies())})")
     for i, app in enumerate(scn.applications):
-        if app.plan.tiers[0] != "device":
-            return f"applications[{i}].plan: the plan's first tier must be 'device'"
+        for src in sources(app.plan):
+            if src.plan.tiers[0] != "device":
+                role = "" if src.role == "plan" else f" ({src.role})"
+                return f"applications[{i}].plan: the plan's first tier must be 'device'{role}"
     if scn.training is not None:
         return _training_problem(scn)
     return None

@@ -33,6 +33,9 @@ from typing import Any
 
 import simpy
 
+from edgeweave.sim.clock import caller
+from edgeweave.sim.jitter import Jitter
+
 #: work (ms) below which a finish is treated as reached, against float drift in the virtual clock
 _EPS_MS = 1e-9
 
@@ -47,12 +50,13 @@ class PSServer:
 
     def __init__(self, env: simpy.Environment, name: str, cores: int, slots: int, queue: int,
                  on_done: Callable[[Any, float], None], alpha: float = 0.3,
-                 speed: float = 1.0) -> None:
+                 speed: float = 1.0, jitter: Jitter | None = None) -> None:
         if cores < 1 or slots < 1 or queue < 0 or speed <= 0:
             raise ValueError(f"server {name}: cores and slots must be >= 1, queue >= 0, "
                              "speed > 0")
         self.env, self.name = env, name
         self.speed = speed
+        self.jitter = jitter
         self.cores, self.slots, self.queue = cores, slots, queue
         self.on_done = on_done
         self.alpha = alpha
@@ -70,6 +74,7 @@ class PSServer:
         self.refused = 0
         self.load_factor = 1.0
         self.incoming = 0  # requests routed here and still on their way (the engine counts)
+        self._call_at = caller(env)
 
     # ---- state --------------------------------------------------------------------------
 
@@ -82,15 +87,16 @@ class PSServer:
         knows where it sent requests compares (a least-loaded choice)."""
         return (self.in_system + self.incoming) / self.cores
 
-    def _rate(self) -> float:
-        n = len(self.running)
-        return 1.0 if n <= self.cores else self.cores / n
-
     def _advance(self, now: float) -> None:
-        if self.running and now > self.t:
-            rate = self._rate()
-            self.v += (now - self.t) * 1000.0 * rate * self.speed
-            self.busy_integral += (now - self.t) * rate * len(self.running)
+        n = len(self.running)
+        if n and now > self.t:
+            dt = now - self.t
+            if n <= self.cores:  # every running request at full speed
+                self.v += dt * 1000.0 * self.speed
+                self.busy_integral += dt * n
+            else:  # the cores shared among n
+                self.v += dt * 1000.0 * self.cores / n * self.speed
+                self.busy_integral += dt * self.cores
         self.t = now
 
     # ---- arrivals and completions -------------------------------------------------------
@@ -123,23 +129,29 @@ class PSServer:
             self._start(now, work, hold, job)
 
     def _start(self, now: float, work_ms: float, hold: bool, job: Any) -> None:
+        # the request's own compute time varies around the planned one (`sim.jitter`); its
+        # load factor is still measured against the planned one, as the runtime's is
+        this = work_ms if self.jitter is None else work_ms * self.jitter()
         self._seq += 1
-        heapq.heappush(self.running, (self.v + work_ms, self._seq, now, work_ms, hold, job))
+        heapq.heappush(self.running, (self.v + this, self._seq, now, work_ms, hold, job))
 
     def _reschedule(self, now: float) -> None:
-        if not self.running:
+        running = self.running
+        if not running:
             self._pending = math.inf
             return
-        at = now + max(0.0, self.running[0][0] - self.v) / (1000.0 * self._rate() * self.speed)
-        if abs(at - self._pending) <= 1e-12 * max(1.0, at):
+        n = len(running)
+        rate = 1.0 if n <= self.cores else self.cores / n
+        left = running[0][0] - self.v
+        at = now + left / (1000.0 * rate * self.speed) if left > 0 else now
+        if abs(at - self._pending) <= 1e-12 * (at if at > 1.0 else 1.0):
             return
         self._pending = at
         self._gen += 1
-        ev = self.env.timeout(at - now, self._gen)
-        ev.callbacks.append(self._fire)
+        self._call_at(at, self._fire, self._gen)
 
-    def _fire(self, ev: simpy.Event) -> None:
-        if ev.value != self._gen:
+    def _fire(self, gen: int) -> None:
+        if gen != self._gen:
             return  # superseded by a later reschedule
         now = self.env.now
         self._advance(now)
@@ -165,12 +177,13 @@ class BatchServer:
     def __init__(self, env: simpy.Environment, name: str, cores: int, queue: int,
                  max_batch: int, max_delay_s: float, marginal: float,
                  on_done: Callable[[Any, float], None], alpha: float = 0.3,
-                 speed: float = 1.0) -> None:
+                 speed: float = 1.0, jitter: Jitter | None = None) -> None:
         if (cores < 1 or max_batch < 1 or max_delay_s < 0 or not 0 <= marginal <= 1
                 or speed <= 0):
             raise ValueError(f"server {name}: bad batching parameters")
         self.env, self.name = env, name
         self.speed = speed
+        self.jitter = jitter
         self.cores, self.queue = cores, queue
         self.max_batch, self.max_delay_s, self.marginal = max_batch, max_delay_s, marginal
         self.on_done = on_done
@@ -185,6 +198,7 @@ class BatchServer:
         self.load_factor = 1.0
         self.batches = 0
         self.incoming = 0
+        self._call_at = caller(env)
 
     @property
     def in_system(self) -> int:
@@ -199,6 +213,8 @@ class BatchServer:
         if len(self.waiting) >= self.queue + self.max_batch:
             self.refused += 1
             return False
+        if self.jitter is not None:
+            work_ms *= self.jitter()
         self.waiting.append((now, work_ms, job))
         self._try_start(now)
         return True
@@ -221,25 +237,22 @@ class BatchServer:
             self.running_jobs += b
             self.batches += 1
             self.busy_integral += seconds
-            ev = self.env.timeout(seconds, batch)
-            ev.callbacks.append(self._finish)
+            self._call_at(now + seconds, self._finish, batch)
 
     def _arm(self, at: float, now: float) -> None:
         if at >= self._timer_at > now:
             return
         self._timer_at = at
-        ev = self.env.timeout(at - now)
-        ev.callbacks.append(self._timer)
+        self._call_at(at, self._timer, None)
 
-    def _timer(self, ev: simpy.Event) -> None:
+    def _timer(self, _: Any) -> None:
         now = self.env.now
         if now >= self._timer_at:
             self._timer_at = math.inf
         self._try_start(now)
 
-    def _finish(self, ev: simpy.Event) -> None:
+    def _finish(self, batch: list[tuple[float, float, Any]]) -> None:
         now = self.env.now
-        batch: list[tuple[float, float, Any]] = ev.value or []
         self.busy -= 1
         self.running_jobs -= len(batch)
         for t_in, work, job in batch:

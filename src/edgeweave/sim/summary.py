@@ -69,6 +69,7 @@ def summarize(sim: Simulation, out: Outcome) -> dict[str, Any]:
         "failure_rate": failed / n if n else 0.0,
         "failure_rates": {k: (v / n if n else 0.0) for k, v in counts.items()},
         "modes": modes,
+        "accuracy": _accuracy(sim, out, served),
         "replans": sim.policy.replans,
         "switches": sim.policy.switches,
         "servers": {name: {"utilisation": s.busy_integral / (s.cores * duration),
@@ -81,6 +82,16 @@ def summarize(sim: Simulation, out: Outcome) -> dict[str, Any]:
         "events": sim.env.scheduled,
         "notes": list(sim.pricing.notes),
     }
+
+
+def _accuracy(sim: Simulation, out: Outcome, served: np.ndarray) -> float | None:
+    """Mean accuracy of the answered requests whose plan records one (an Edgent exit's, a
+    selected variant's), None when none does: what an accuracy-latency trade-off buys."""
+    acc = np.array([np.nan if w.accuracy is None else w.accuracy for w in sim.pricing.works]
+                   or [np.nan])
+    got = acc[out.work[served & (out.work >= 0)]]
+    got = got[np.isfinite(got)]
+    return float(got.mean()) if len(got) else None
 
 
 def records(sim: Simulation, out: Outcome) -> list[dict[str, Any]]:

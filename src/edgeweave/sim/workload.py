@@ -18,7 +18,7 @@ from edgeweave.sim.mobility import Timeline, nomadic
 from edgeweave.sim.scenario import Scenario, mix_weights
 
 #: independent random streams of one run, so changing one part leaves the others' draws alone
-STREAM_DEVICES, STREAM_MOBILITY, STREAM_REQUESTS, STREAM_POLICY = 1, 2, 3, 4
+STREAM_DEVICES, STREAM_MOBILITY, STREAM_REQUESTS, STREAM_POLICY, STREAM_SERVICE = 1, 2, 3, 4, 5
 
 
 @dataclass(frozen=True)

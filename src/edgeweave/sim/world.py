@@ -14,23 +14,15 @@ from dataclasses import dataclass, field
 import simpy
 
 from edgeweave.runtime.server import NodeConfig
+from edgeweave.sim.clock import Clock
+from edgeweave.sim.jitter import jitter
 from edgeweave.sim.links import LinkQueue
 from edgeweave.sim.scenario import AccessPoint, Scenario, ServerSpec
 from edgeweave.sim.servers import BatchServer, PSServer
+from edgeweave.sim.workload import STREAM_SERVICE, rng_for
 from edgeweave.topology import Fleet, Link, Node
 
 Server = PSServer | BatchServer
-
-
-class CountingEnvironment(simpy.Environment):
-    """A simpy environment that can say how many events it has scheduled (for events/s)."""
-
-    @property
-    def scheduled(self) -> int:
-        # simpy numbers every scheduled event from one counter (`_eid`); reading it is free,
-        # where counting in an overridden `schedule` costs a Python call per event
-        text = repr(self._eid)  # "count(N)"
-        return int(text[text.index("(") + 1:-1])
 
 
 @dataclass
@@ -47,7 +39,7 @@ class AccessPointQueues:
 
 @dataclass
 class World:
-    env: CountingEnvironment
+    env: Clock
     access_points: list[AccessPointQueues]
     servers: dict[str, Server]
     wan: dict[str, tuple[str, LinkQueue, LinkQueue]]  # edge -> (cloud, up, down)
@@ -75,8 +67,11 @@ def _server_spec(scn: Scenario, node: Node) -> ServerSpec:
     return spec or ServerSpec.model_validate({})
 
 
-def make_server(env: simpy.Environment, scn: Scenario, node: Node, on_done) -> Server:  # type: ignore[no-untyped-def]
+def make_server(env: simpy.Environment, scn: Scenario, node: Node, on_done,  # type: ignore[no-untyped-def]
+                index: int = 0) -> Server:
+    """Node ``node``'s server; ``index`` numbers its random stream (its service jitter)."""
     spec = _server_spec(scn, node)
+    jit = jitter(spec.service_cv, rng_for(scn, STREAM_SERVICE, 1000 + index))
     cores = spec.cores or node.hardware.cores
     defaults = NodeConfig(role=node.tier, name=node.name)
     slots = spec.slots or max(cores, defaults.max_concurrency)
@@ -84,8 +79,8 @@ def make_server(env: simpy.Environment, scn: Scenario, node: Node, on_done) -> S
     if spec.discipline == "batch":
         return BatchServer(env, node.name, cores, queue, spec.max_batch,
                            spec.max_delay_ms / 1000.0, spec.marginal, on_done,
-                           speed=spec.speed)
-    return PSServer(env, node.name, cores, slots, queue, on_done, speed=spec.speed)
+                           speed=spec.speed, jitter=jit)
+    return PSServer(env, node.name, cores, slots, queue, on_done, speed=spec.speed, jitter=jit)
 
 
 def _radio(ap: AccessPoint, down: bool) -> Link:
@@ -97,7 +92,7 @@ def _radio(ap: AccessPoint, down: bool) -> Link:
 
 
 def build_world(scn: Scenario, on_done) -> World:  # type: ignore[no-untyped-def]
-    env = CountingEnvironment()
+    env = Clock()
     buffer = None if scn.link_buffer_ms is None else scn.link_buffer_ms / 1000.0
     aps = [AccessPointQueues(ap, i,
                              LinkQueue(_radio(ap, False), f"{ap.name} up", buffer, not ap.shared),
@@ -105,8 +100,8 @@ def build_world(scn: Scenario, on_done) -> World:  # type: ignore[no-untyped-def
                                        not ap.shared))
            for i, ap in enumerate(scn.access_points)]
     fleet = scn.fleet
-    servers = {n.name: make_server(env, scn, n, on_done)
-               for n in fleet.nodes if n.tier in ("edge", "cloud")}
+    servers = {n.name: make_server(env, scn, n, on_done, i)
+               for i, n in enumerate(fleet.nodes) if n.tier in ("edge", "cloud")}
     wan: dict[str, tuple[str, LinkQueue, LinkQueue]] = {}
     man: dict[tuple[str, str], LinkQueue] = {}
     for edge in fleet.nodes_in("edge"):

@@ -9,7 +9,7 @@ import typer
 
 from edgeweave.cli import reporting
 from edgeweave.cli.common import FALLBACK_HELP, FLEET_HELP, MBPS, MBPS_HELP, Objective, console
-from edgeweave.cli.options import one_of, output_file
+from edgeweave.cli.options import number, one_of, output_file
 from edgeweave.cli.reporting import report_option
 from edgeweave.errors import EdgeWeaveError
 
@@ -36,7 +36,12 @@ app = typer.Typer()
 def infer(
     model: str = typer.Argument(..., help="Model specifier (see `edgeweave models`)."),
     fleet: str = typer.Option(None, "--fleet", "-f", help=FLEET_HELP),
-    edge: str = typer.Option(None, "--edge", help="host:port of the edge node server."),
+    edge: list[str] = typer.Option([], "--edge", help="host:port of the edge node server "
+                                   "(repeat for several: each request goes to the one expected "
+                                   "to answer soonest, failing over when one dies)."),
+    slo_ms: float = typer.Option(None, "--slo-ms", callback=number(gt=0, le=3.6e6),
+                                 help="Each request's deadline: edges refuse what they cannot "
+                                 "answer in time, and the device answers it itself."),
     plan_file: Path = typer.Option(None, "--plan", help="Use this plan JSON instead of planning."),
     input_file: Path = typer.Option(None, "--input", help="Image (png/jpg) or .npy input."),
     repeat: int = typer.Option(10, min=1, max=1_000_000, help="Requests to send."),
@@ -65,7 +70,7 @@ def infer(
     runtime_cmds.infer(console, model, fleet, edge, plan_file, input_file, repeat,
                        objective.value, codec, mbps, token_file, cert_dir, adapt, out,
                        shape_bandwidth=shaping == "app", fallback_local=fallback_local,
-                       upload=upload)
+                       upload=upload, slo_ms=slo_ms)
     if report and out:
         reporting.write(console, report, [out])
 

@@ -1,5 +1,6 @@
-"""`edgeweave serve` (an edge or cloud node) and `certs` (mutual TLS for a fleet): the options;
-the node itself is edgeweave.runtime.node."""
+"""`edgeweave serve` (an edge or cloud node), `loadgen` (many devices against serving nodes) and
+`certs` (mutual TLS for a fleet): the options; the node itself is edgeweave.runtime.node, the
+load generator edgeweave.serve.loadgen (its command in edgeweave.cli.loadgen_cmds)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ from pathlib import Path
 
 import typer
 
+from edgeweave.cli import loadgen_cmds
 from edgeweave.cli.common import console
 from edgeweave.cli.options import number
 from edgeweave.errors import EdgeWeaveError
 
 app = typer.Typer()
+app.command()(loadgen_cmds.loadgen)
 
 
 @app.command()
@@ -25,9 +28,16 @@ def serve(
                                   "certs`, or this node's own folder from it."),
     metrics_port: int = typer.Option(None, "--metrics-port", min=1, max=65535,
                                      help="Prometheus /metrics port."),
-    max_concurrency: int = typer.Option(4, min=1, max=1024, help="Requests computing at once."),
+    max_concurrency: int = typer.Option(4, min=1, max=1024, help="Batches computing at once."),
     max_queue: int = typer.Option(16, min=0, max=4096,
                                   help="Requests waiting; beyond: RESOURCE_EXHAUSTED."),
+    max_batch: int = typer.Option(8, min=1, max=1024, help="Largest batch a deployed model may "
+                                  "ask for (1: no batching)."),
+    policy: str = typer.Option("edf", help="edf: earliest deadline first, refusing what cannot "
+                               "be served in time; fifo: arrival order (the node as it was)."),
+    summary_s: float = typer.Option(10.0, "--summary-s", callback=number(ge=0.0, le=86400.0),
+                                    help="Print a live serving summary this often (s; 0: "
+                                    "never)."),
     max_message_mb: float = typer.Option(64.0, callback=number(gt=0, le=2047),
                                          help="Largest message accepted (MiB, at most 2047)."),
     dilation: float = typer.Option(1.0, callback=number(ge=1.0, le=10000.0),
@@ -70,15 +80,18 @@ def serve(
     token = load_token(token_file) if token_file else None
     if cache_dir is not None and not cache_dir.is_dir():
         raise EdgeWeaveError(f"--cache-dir {cache_dir}: not a directory")
+    if policy not in ("edf", "fifo"):
+        raise EdgeWeaveError(f"--policy: expected edf or fifo, got {policy!r}")
     config = NodeConfig(role=role, name=name or role, next_target=next_target,
-                        max_concurrency=max_concurrency, max_queue=max_queue, dilation=dilation,
+                        max_concurrency=max_concurrency, max_queue=max_queue,
+                        max_batch=max_batch, policy=policy, dilation=dilation,
                         max_link_s=max_link_s, max_arrival_wait_s=max_arrival_wait_s,
                         max_decoded_mb=max_decoded_mb, models=tuple(model),
                         stage_budget_mb=stage_budget_mb, max_stage_mb=max_stage_mb,
                         chunk_budget_mb=chunk_budget_mb,
                         cache_dir=None if cache_dir is None else str(cache_dir))
     serve_forever(config, ServeOptions(listen, token, cert_dir, metrics_port, max_message_mb,
-                                       grace_s))
+                                       grace_s, summary_s))
 
 
 @app.command()

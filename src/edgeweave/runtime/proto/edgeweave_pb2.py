@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'edgeweave/runtime/proto/edgeweave.proto\x12\x0c\x65\x64geweave.v1\"\xb5\x01\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x63odec\x18\x02 \x01(\t\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12\r\n\x05shape\x18\x04 \x03(\x03\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12\x30\n\x06params\x18\x06 \x03(\x0b\x32 .edgeweave.v1.Tensor.ParamsEntry\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"s\n\x03Hop\x12\r\n\x05stage\x18\x01 \x01(\t\x12\r\n\x05needs\x18\x02 \x03(\t\x12\r\n\x05\x63odec\x18\x03 \x01(\t\x12\x11\n\tlink_mbps\x18\x04 \x01(\x01\x12\x13\n\x0blink_rtt_ms\x18\x05 \x01(\x01\x12\x17\n\x0fshape_bandwidth\x18\x06 \x01(\x08\"\xb5\x01\n\x0cInferRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x07tensors\x18\x02 \x03(\x0b\x32\x14.edgeweave.v1.Tensor\x12 \n\x05route\x18\x03 \x03(\x0b\x32\x11.edgeweave.v1.Hop\x12\x0c\n\x04want\x18\x04 \x03(\t\x12\x14\n\x0creturn_codec\x18\x05 \x01(\t\x12\x15\n\rdeliver_at_ns\x18\x06 \x01(\x03\x12\r\n\x05\x63lock\x18\x07 \x01(\t\"\xd1\x01\n\x06Timing\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x10\n\x08queue_ms\x18\x03 \x01(\x01\x12\x11\n\tdecode_ms\x18\x04 \x01(\x01\x12\x12\n\ncompute_ms\x18\x05 \x01(\x01\x12\x11\n\tencode_ms\x18\x06 \x01(\x01\x12\x12\n\nforward_ms\x18\x07 \x01(\x01\x12\x11\n\tuplink_ms\x18\x08 \x01(\x01\x12\x13\n\x0b\x64ownlink_ms\x18\t \x01(\x01\x12\x10\n\x08\x62ytes_in\x18\n \x01(\x03\x12\x11\n\tbytes_out\x18\x0b \x01(\x03\"\xd7\x01\n\nInferReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x07tensors\x18\x02 \x03(\x0b\x32\x14.edgeweave.v1.Tensor\x12%\n\x07timings\x18\x03 \x03(\x0b\x32\x14.edgeweave.v1.Timing\x12\x10\n\x08\x66\x61llback\x18\x04 \x01(\x08\x12\x0c\n\x04note\x18\x05 \x01(\t\x12\x15\n\rdeliver_at_ns\x18\x06 \x01(\x03\x12\r\n\x05\x63lock\x18\x07 \x01(\t\x12\x12\n\nerror_code\x18\x08 \x01(\t\x12\r\n\x05\x65rror\x18\t \x01(\t\"a\n\x0bStageRecipe\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0binput_shape\x18\x02 \x03(\x03\x12\r\n\x05nodes\x18\x03 \x03(\t\x12\x0e\n\x06inputs\x18\x04 \x03(\t\x12\x0f\n\x07outputs\x18\x05 \x03(\t\"W\n\x0bWeightSlice\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\"\xc5\x01\n\rDeployRequest\x12\x13\n\x07program\x18\x02 \x01(\x0c\x42\x02\x18\x01\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x12\n\nhops_ahead\x18\x06 \x01(\x05\x12\x14\n\x0cstage_digest\x18\x07 \x01(\t\x12)\n\x06recipe\x18\x08 \x01(\x0b\x32\x19.edgeweave.v1.StageRecipe\x12*\n\x07weights\x18\t \x03(\x0b\x32\x19.edgeweave.v1.WeightSliceJ\x04\x08\x01\x10\x02J\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05\">\n\x0b\x44\x65ployReply\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x02 \x01(\x08\x12\x0f\n\x07load_ms\x18\x03 \x01(\x01\"$\n\x11HaveChunksRequest\x12\x0f\n\x07\x64igests\x18\x01 \x03(\t\"\"\n\x0fHaveChunksReply\x12\x0f\n\x07missing\x18\x01 \x03(\t\"K\n\x0bWeightChunk\x12\x0e\n\x06weight\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"a\n\x10PutChunksRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0binput_shape\x18\x02 \x03(\x03\x12)\n\x06\x63hunks\x18\x03 \x03(\x0b\x32\x19.edgeweave.v1.WeightChunk\"1\n\x0ePutChunksReply\x12\x0e\n\x06stored\x18\x01 \x01(\x05\x12\x0f\n\x07refused\x18\x02 \x03(\t\"\x8c\x01\n\x17\x44\x65ployFromChunksRequest\x12\x14\n\x0cstage_digest\x18\x01 \x01(\t\x12)\n\x06recipe\x18\x02 \x01(\x0b\x32\x19.edgeweave.v1.StageRecipe\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x12\n\nhops_ahead\x18\x04 \x01(\x05\x12\x0e\n\x06\x63hunks\x18\x05 \x03(\t\"\x0f\n\rHealthRequest\"[\n\x0bHealthReply\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06stages\x18\x03 \x01(\x05\x12\x10\n\x08inflight\x18\x04 \x01(\x05\x12\x0c\n\x04next\x18\x05 \x01(\t\"\x0e\n\x0cStatsRequest\"q\n\nStatsReply\x12\x34\n\x06values\x18\x01 \x03(\x0b\x32$.edgeweave.v1.StatsReply.ValuesEntry\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32\xc4\x04\n\x04Node\x12\x42\n\x06\x44\x65ploy\x12\x1b.edgeweave.v1.DeployRequest\x1a\x19.edgeweave.v1.DeployReply(\x01\x12L\n\nHaveChunks\x12\x1f.edgeweave.v1.HaveChunksRequest\x1a\x1d.edgeweave.v1.HaveChunksReply\x12K\n\tPutChunks\x12\x1e.edgeweave.v1.PutChunksRequest\x1a\x1c.edgeweave.v1.PutChunksReply(\x01\x12T\n\x10\x44\x65ployFromChunks\x12%.edgeweave.v1.DeployFromChunksRequest\x1a\x19.edgeweave.v1.DeployReply\x12=\n\x05Infer\x12\x1a.edgeweave.v1.InferRequest\x1a\x18.edgeweave.v1.InferReply\x12G\n\x0bInferStream\x12\x1a.edgeweave.v1.InferRequest\x1a\x18.edgeweave.v1.InferReply(\x01\x30\x01\x12@\n\x06Health\x12\x1b.edgeweave.v1.HealthRequest\x1a\x19.edgeweave.v1.HealthReply\x12=\n\x05Stats\x12\x1a.edgeweave.v1.StatsRequest\x1a\x18.edgeweave.v1.StatsReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'edgeweave/runtime/proto/edgeweave.proto\x12\x0c\x65\x64geweave.v1\"\xb5\x01\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x63odec\x18\x02 \x01(\t\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12\r\n\x05shape\x18\x04 \x03(\x03\x12\x0f\n\x07payload\x18\x05 \x01(\x0c\x12\x30\n\x06params\x18\x06 \x03(\x0b\x32 .edgeweave.v1.Tensor.ParamsEntry\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"s\n\x03Hop\x12\r\n\x05stage\x18\x01 \x01(\t\x12\r\n\x05needs\x18\x02 \x03(\t\x12\r\n\x05\x63odec\x18\x03 \x01(\t\x12\x11\n\tlink_mbps\x18\x04 \x01(\x01\x12\x13\n\x0blink_rtt_ms\x18\x05 \x01(\x01\x12\x17\n\x0fshape_bandwidth\x18\x06 \x01(\x08\"\xdc\x01\n\x0cInferRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x07tensors\x18\x02 \x03(\x0b\x32\x14.edgeweave.v1.Tensor\x12 \n\x05route\x18\x03 \x03(\x0b\x32\x11.edgeweave.v1.Hop\x12\x0c\n\x04want\x18\x04 \x03(\t\x12\x14\n\x0creturn_codec\x18\x05 \x01(\t\x12\x15\n\rdeliver_at_ns\x18\x06 \x01(\x03\x12\r\n\x05\x63lock\x18\x07 \x01(\t\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x08 \x01(\x01\x12\x10\n\x08priority\x18\t \x01(\x05\"\xd1\x01\n\x06Timing\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12\x10\n\x08queue_ms\x18\x03 \x01(\x01\x12\x11\n\tdecode_ms\x18\x04 \x01(\x01\x12\x12\n\ncompute_ms\x18\x05 \x01(\x01\x12\x11\n\tencode_ms\x18\x06 \x01(\x01\x12\x12\n\nforward_ms\x18\x07 \x01(\x01\x12\x11\n\tuplink_ms\x18\x08 \x01(\x01\x12\x13\n\x0b\x64ownlink_ms\x18\t \x01(\x01\x12\x10\n\x08\x62ytes_in\x18\n \x01(\x03\x12\x11\n\tbytes_out\x18\x0b \x01(\x03\"\xf9\x01\n\nInferReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\x07tensors\x18\x02 \x03(\x0b\x32\x14.edgeweave.v1.Tensor\x12%\n\x07timings\x18\x03 \x03(\x0b\x32\x14.edgeweave.v1.Timing\x12\x10\n\x08\x66\x61llback\x18\x04 \x01(\x08\x12\x0c\n\x04note\x18\x05 \x01(\t\x12\x15\n\rdeliver_at_ns\x18\x06 \x01(\x03\x12\r\n\x05\x63lock\x18\x07 \x01(\t\x12\x12\n\nerror_code\x18\x08 \x01(\t\x12\r\n\x05\x65rror\x18\t \x01(\t\x12\x11\n\tqueued_ms\x18\n \x01(\x01\x12\r\n\x05\x62\x61tch\x18\x0b \x01(\x05\"a\n\x0bStageRecipe\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0binput_shape\x18\x02 \x03(\x03\x12\r\n\x05nodes\x18\x03 \x03(\t\x12\x0e\n\x06inputs\x18\x04 \x03(\t\x12\x0f\n\x07outputs\x18\x05 \x03(\t\"W\n\x0bWeightSlice\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\"\x8c\x01\n\rServingConfig\x12\x11\n\tmax_batch\x18\x01 \x01(\x05\x12\x14\n\x0cmax_delay_ms\x18\x02 \x01(\x01\x12\x17\n\x0fpreferred_batch\x18\x03 \x03(\x05\x12\x11\n\tmax_queue\x18\x04 \x01(\x05\x12\x0e\n\x06slo_ms\x18\x05 \x01(\x01\x12\x16\n\x0e\x61\x64\x61ptive_batch\x18\x06 \x01(\x08\"\xf3\x01\n\rDeployRequest\x12\x13\n\x07program\x18\x02 \x01(\x0c\x42\x02\x18\x01\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x12\n\nhops_ahead\x18\x06 \x01(\x05\x12\x14\n\x0cstage_digest\x18\x07 \x01(\t\x12)\n\x06recipe\x18\x08 \x01(\x0b\x32\x19.edgeweave.v1.StageRecipe\x12*\n\x07weights\x18\t \x03(\x0b\x32\x19.edgeweave.v1.WeightSlice\x12,\n\x07serving\x18\n \x01(\x0b\x32\x1b.edgeweave.v1.ServingConfigJ\x04\x08\x01\x10\x02J\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05\"Q\n\x0b\x44\x65ployReply\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x02 \x01(\x08\x12\x0f\n\x07load_ms\x18\x03 \x01(\x01\x12\x11\n\tmax_batch\x18\x04 \x01(\x05\"%\n\rRemoveRequest\x12\x14\n\x0cstage_digest\x18\x01 \x01(\t\"/\n\x0bRemoveReply\x12\x0f\n\x07removed\x18\x01 \x01(\x08\x12\x0f\n\x07refused\x18\x02 \x01(\x05\"$\n\x11HaveChunksRequest\x12\x0f\n\x07\x64igests\x18\x01 \x03(\t\"\"\n\x0fHaveChunksReply\x12\x0f\n\x07missing\x18\x01 \x03(\t\"K\n\x0bWeightChunk\x12\x0e\n\x06weight\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"a\n\x10PutChunksRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0binput_shape\x18\x02 \x03(\x03\x12)\n\x06\x63hunks\x18\x03 \x03(\x0b\x32\x19.edgeweave.v1.WeightChunk\"1\n\x0ePutChunksReply\x12\x0e\n\x06stored\x18\x01 \x01(\x05\x12\x0f\n\x07refused\x18\x02 \x03(\t\"\x8c\x01\n\x17\x44\x65ployFromChunksRequest\x12\x14\n\x0cstage_digest\x18\x01 \x01(\t\x12)\n\x06recipe\x18\x02 \x01(\x0b\x32\x19.edgeweave.v1.StageRecipe\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x12\n\nhops_ahead\x18\x04 \x01(\x05\x12\x0e\n\x06\x63hunks\x18\x05 \x03(\t\"\x0f\n\rHealthRequest\"~\n\x0bHealthReply\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06stages\x18\x03 \x01(\x05\x12\x10\n\x08inflight\x18\x04 \x01(\x05\x12\x0c\n\x04next\x18\x05 \x01(\t\x12\x0e\n\x06queued\x18\x06 \x01(\x05\x12\x11\n\tqueued_ms\x18\x07 \x01(\x01\"\x0e\n\x0cStatsRequest\"q\n\nStatsReply\x12\x34\n\x06values\x18\x01 \x03(\x0b\x32$.edgeweave.v1.StatsReply.ValuesEntry\x1a-\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32\x86\x05\n\x04Node\x12\x42\n\x06\x44\x65ploy\x12\x1b.edgeweave.v1.DeployRequest\x1a\x19.edgeweave.v1.DeployReply(\x01\x12L\n\nHaveChunks\x12\x1f.edgeweave.v1.HaveChunksRequest\x1a\x1d.edgeweave.v1.HaveChunksReply\x12K\n\tPutChunks\x12\x1e.edgeweave.v1.PutChunksRequest\x1a\x1c.edgeweave.v1.PutChunksReply(\x01\x12T\n\x10\x44\x65ployFromChunks\x12%.edgeweave.v1.DeployFromChunksRequest\x1a\x19.edgeweave.v1.DeployReply\x12=\n\x05Infer\x12\x1a.edgeweave.v1.InferRequest\x1a\x18.edgeweave.v1.InferReply\x12G\n\x0bInferStream\x12\x1a.edgeweave.v1.InferRequest\x1a\x18.edgeweave.v1.InferReply(\x01\x30\x01\x12@\n\x06Health\x12\x1b.edgeweave.v1.HealthRequest\x1a\x19.edgeweave.v1.HealthReply\x12=\n\x05Stats\x12\x1a.edgeweave.v1.StatsRequest\x1a\x18.edgeweave.v1.StatsReply\x12@\n\x06Remove\x12\x1b.edgeweave.v1.RemoveRequest\x1a\x19.edgeweave.v1.RemoveReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,41 +44,47 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HOP']._serialized_start=241
   _globals['_HOP']._serialized_end=356
   _globals['_INFERREQUEST']._serialized_start=359
-  _globals['_INFERREQUEST']._serialized_end=540
-  _globals['_TIMING']._serialized_start=543
-  _globals['_TIMING']._serialized_end=752
-  _globals['_INFERREPLY']._serialized_start=755
-  _globals['_INFERREPLY']._serialized_end=970
-  _globals['_STAGERECIPE']._serialized_start=972
-  _globals['_STAGERECIPE']._serialized_end=1069
-  _globals['_WEIGHTSLICE']._serialized_start=1071
-  _globals['_WEIGHTSLICE']._serialized_end=1158
-  _globals['_DEPLOYREQUEST']._serialized_start=1161
-  _globals['_DEPLOYREQUEST']._serialized_end=1358
-  _globals['_DEPLOYREPLY']._serialized_start=1360
-  _globals['_DEPLOYREPLY']._serialized_end=1422
-  _globals['_HAVECHUNKSREQUEST']._serialized_start=1424
-  _globals['_HAVECHUNKSREQUEST']._serialized_end=1460
-  _globals['_HAVECHUNKSREPLY']._serialized_start=1462
-  _globals['_HAVECHUNKSREPLY']._serialized_end=1496
-  _globals['_WEIGHTCHUNK']._serialized_start=1498
-  _globals['_WEIGHTCHUNK']._serialized_end=1573
-  _globals['_PUTCHUNKSREQUEST']._serialized_start=1575
-  _globals['_PUTCHUNKSREQUEST']._serialized_end=1672
-  _globals['_PUTCHUNKSREPLY']._serialized_start=1674
-  _globals['_PUTCHUNKSREPLY']._serialized_end=1723
-  _globals['_DEPLOYFROMCHUNKSREQUEST']._serialized_start=1726
-  _globals['_DEPLOYFROMCHUNKSREQUEST']._serialized_end=1866
-  _globals['_HEALTHREQUEST']._serialized_start=1868
-  _globals['_HEALTHREQUEST']._serialized_end=1883
-  _globals['_HEALTHREPLY']._serialized_start=1885
-  _globals['_HEALTHREPLY']._serialized_end=1976
-  _globals['_STATSREQUEST']._serialized_start=1978
-  _globals['_STATSREQUEST']._serialized_end=1992
-  _globals['_STATSREPLY']._serialized_start=1994
-  _globals['_STATSREPLY']._serialized_end=2107
-  _globals['_STATSREPLY_VALUESENTRY']._serialized_start=2062
-  _globals['_STATSREPLY_VALUESENTRY']._serialized_end=2107
-  _globals['_NODE']._serialized_start=2110
-  _globals['_NODE']._serialized_end=2690
+  _globals['_INFERREQUEST']._serialized_end=579
+  _globals['_TIMING']._serialized_start=582
+  _globals['_TIMING']._serialized_end=791
+  _globals['_INFERREPLY']._serialized_start=794
+  _globals['_INFERREPLY']._serialized_end=1043
+  _globals['_STAGERECIPE']._serialized_start=1045
+  _globals['_STAGERECIPE']._serialized_end=1142
+  _globals['_WEIGHTSLICE']._serialized_start=1144
+  _globals['_WEIGHTSLICE']._serialized_end=1231
+  _globals['_SERVINGCONFIG']._serialized_start=1234
+  _globals['_SERVINGCONFIG']._serialized_end=1374
+  _globals['_DEPLOYREQUEST']._serialized_start=1377
+  _globals['_DEPLOYREQUEST']._serialized_end=1620
+  _globals['_DEPLOYREPLY']._serialized_start=1622
+  _globals['_DEPLOYREPLY']._serialized_end=1703
+  _globals['_REMOVEREQUEST']._serialized_start=1705
+  _globals['_REMOVEREQUEST']._serialized_end=1742
+  _globals['_REMOVEREPLY']._serialized_start=1744
+  _globals['_REMOVEREPLY']._serialized_end=1791
+  _globals['_HAVECHUNKSREQUEST']._serialized_start=1793
+  _globals['_HAVECHUNKSREQUEST']._serialized_end=1829
+  _globals['_HAVECHUNKSREPLY']._serialized_start=1831
+  _globals['_HAVECHUNKSREPLY']._serialized_end=1865
+  _globals['_WEIGHTCHUNK']._serialized_start=1867
+  _globals['_WEIGHTCHUNK']._serialized_end=1942
+  _globals['_PUTCHUNKSREQUEST']._serialized_start=1944
+  _globals['_PUTCHUNKSREQUEST']._serialized_end=2041
+  _globals['_PUTCHUNKSREPLY']._serialized_start=2043
+  _globals['_PUTCHUNKSREPLY']._serialized_end=2092
+  _globals['_DEPLOYFROMCHUNKSREQUEST']._serialized_start=2095
+  _globals['_DEPLOYFROMCHUNKSREQUEST']._serialized_end=2235
+  _globals['_HEALTHREQUEST']._serialized_start=2237
+  _globals['_HEALTHREQUEST']._serialized_end=2252
+  _globals['_HEALTHREPLY']._serialized_start=2254
+  _globals['_HEALTHREPLY']._serialized_end=2380
+  _globals['_STATSREQUEST']._serialized_start=2382
+  _globals['_STATSREQUEST']._serialized_end=2396
+  _globals['_STATSREPLY']._serialized_start=2398
+  _globals['_STATSREPLY']._serialized_end=2511
+  _globals['_STATSREPLY_VALUESENTRY']._serialized_start=2466
+  _globals['_STATSREPLY_VALUESENTRY']._serialized_end=2511
+  _globals['_NODE']._serialized_start=2514
+  _globals['_NODE']._serialized_end=3160
 # @@protoc_insertion_point(module_scope)

@@ -46,7 +46,7 @@ class Hop(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., needs: _Optional[_Iterable[str]] = ..., codec: _Optional[str] = ..., link_mbps: _Optional[float] = ..., link_rtt_ms: _Optional[float] = ..., shape_bandwidth: _Optional[bool] = ...) -> None: ...
 
 class InferRequest(_message.Message):
-    __slots__ = ("request_id", "tensors", "route", "want", "return_codec", "deliver_at_ns", "clock")
+    __slots__ = ("request_id", "tensors", "route", "want", "return_codec", "deliver_at_ns", "clock", "deadline_ms", "priority")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,8 @@ class InferRequest(_message.Message):
     RETURN_CODEC_FIELD_NUMBER: _ClassVar[int]
     DELIVER_AT_NS_FIELD_NUMBER: _ClassVar[int]
     CLOCK_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     tensors: _containers.RepeatedCompositeFieldContainer[Tensor]
     route: _containers.RepeatedCompositeFieldContainer[Hop]
@@ -61,7 +63,9 @@ class InferRequest(_message.Message):
     return_codec: str
     deliver_at_ns: int
     clock: str
-    def __init__(self, request_id: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., route: _Optional[_Iterable[_Union[Hop, _Mapping]]] = ..., want: _Optional[_Iterable[str]] = ..., return_codec: _Optional[str] = ..., deliver_at_ns: _Optional[int] = ..., clock: _Optional[str] = ...) -> None: ...
+    deadline_ms: float
+    priority: int
+    def __init__(self, request_id: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., route: _Optional[_Iterable[_Union[Hop, _Mapping]]] = ..., want: _Optional[_Iterable[str]] = ..., return_codec: _Optional[str] = ..., deliver_at_ns: _Optional[int] = ..., clock: _Optional[str] = ..., deadline_ms: _Optional[float] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class Timing(_message.Message):
     __slots__ = ("node", "role", "queue_ms", "decode_ms", "compute_ms", "encode_ms", "forward_ms", "uplink_ms", "downlink_ms", "bytes_in", "bytes_out")
@@ -90,7 +94,7 @@ class Timing(_message.Message):
     def __init__(self, node: _Optional[str] = ..., role: _Optional[str] = ..., queue_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., compute_ms: _Optional[float] = ..., encode_ms: _Optional[float] = ..., forward_ms: _Optional[float] = ..., uplink_ms: _Optional[float] = ..., downlink_ms: _Optional[float] = ..., bytes_in: _Optional[int] = ..., bytes_out: _Optional[int] = ...) -> None: ...
 
 class InferReply(_message.Message):
-    __slots__ = ("request_id", "tensors", "timings", "fallback", "note", "deliver_at_ns", "clock", "error_code", "error")
+    __slots__ = ("request_id", "tensors", "timings", "fallback", "note", "deliver_at_ns", "clock", "error_code", "error", "queued_ms", "batch")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +104,8 @@ class InferReply(_message.Message):
     CLOCK_FIELD_NUMBER: _ClassVar[int]
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_MS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     tensors: _containers.RepeatedCompositeFieldContainer[Tensor]
     timings: _containers.RepeatedCompositeFieldContainer[Timing]
@@ -109,7 +115,9 @@ class InferReply(_message.Message):
     clock: str
     error_code: str
     error: str
-    def __init__(self, request_id: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., timings: _Optional[_Iterable[_Union[Timing, _Mapping]]] = ..., fallback: _Optional[bool] = ..., note: _Optional[str] = ..., deliver_at_ns: _Optional[int] = ..., clock: _Optional[str] = ..., error_code: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    queued_ms: float
+    batch: int
+    def __init__(self, request_id: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., timings: _Optional[_Iterable[_Union[Timing, _Mapping]]] = ..., fallback: _Optional[bool] = ..., note: _Optional[str] = ..., deliver_at_ns: _Optional[int] = ..., clock: _Optional[str] = ..., error_code: _Optional[str] = ..., error: _Optional[str] = ..., queued_ms: _Optional[float] = ..., batch: _Optional[int] = ...) -> None: ...
 
 class StageRecipe(_message.Message):
     __slots__ = ("model", "input_shape", "nodes", "inputs", "outputs")
@@ -139,31 +147,65 @@ class WeightSlice(_message.Message):
     data: bytes
     def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
+class ServingConfig(_message.Message):
+    __slots__ = ("max_batch", "max_delay_ms", "preferred_batch", "max_queue", "slo_ms", "adaptive_batch")
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
+    MAX_DELAY_MS_FIELD_NUMBER: _ClassVar[int]
+    PREFERRED_BATCH_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    SLO_MS_FIELD_NUMBER: _ClassVar[int]
+    ADAPTIVE_BATCH_FIELD_NUMBER: _ClassVar[int]
+    max_batch: int
+    max_delay_ms: float
+    preferred_batch: _containers.RepeatedScalarFieldContainer[int]
+    max_queue: int
+    slo_ms: float
+    adaptive_batch: bool
+    def __init__(self, max_batch: _Optional[int] = ..., max_delay_ms: _Optional[float] = ..., preferred_batch: _Optional[_Iterable[int]] = ..., max_queue: _Optional[int] = ..., slo_ms: _Optional[float] = ..., adaptive_batch: _Optional[bool] = ...) -> None: ...
+
 class DeployRequest(_message.Message):
-    __slots__ = ("program", "name", "hops_ahead", "stage_digest", "recipe", "weights")
+    __slots__ = ("program", "name", "hops_ahead", "stage_digest", "recipe", "weights", "serving")
     PROGRAM_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     HOPS_AHEAD_FIELD_NUMBER: _ClassVar[int]
     STAGE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     RECIPE_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    SERVING_FIELD_NUMBER: _ClassVar[int]
     program: bytes
     name: str
     hops_ahead: int
     stage_digest: str
     recipe: StageRecipe
     weights: _containers.RepeatedCompositeFieldContainer[WeightSlice]
-    def __init__(self, program: _Optional[bytes] = ..., name: _Optional[str] = ..., hops_ahead: _Optional[int] = ..., stage_digest: _Optional[str] = ..., recipe: _Optional[_Union[StageRecipe, _Mapping]] = ..., weights: _Optional[_Iterable[_Union[WeightSlice, _Mapping]]] = ...) -> None: ...
+    serving: ServingConfig
+    def __init__(self, program: _Optional[bytes] = ..., name: _Optional[str] = ..., hops_ahead: _Optional[int] = ..., stage_digest: _Optional[str] = ..., recipe: _Optional[_Union[StageRecipe, _Mapping]] = ..., weights: _Optional[_Iterable[_Union[WeightSlice, _Mapping]]] = ..., serving: _Optional[_Union[ServingConfig, _Mapping]] = ...) -> None: ...
 
 class DeployReply(_message.Message):
-    __slots__ = ("digest", "cached", "load_ms")
+    __slots__ = ("digest", "cached", "load_ms", "max_batch")
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     CACHED_FIELD_NUMBER: _ClassVar[int]
     LOAD_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     digest: str
     cached: bool
     load_ms: float
-    def __init__(self, digest: _Optional[str] = ..., cached: _Optional[bool] = ..., load_ms: _Optional[float] = ...) -> None: ...
+    max_batch: int
+    def __init__(self, digest: _Optional[str] = ..., cached: _Optional[bool] = ..., load_ms: _Optional[float] = ..., max_batch: _Optional[int] = ...) -> None: ...
+
+class RemoveRequest(_message.Message):
+    __slots__ = ("stage_digest",)
+    STAGE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    stage_digest: str
+    def __init__(self, stage_digest: _Optional[str] = ...) -> None: ...
+
+class RemoveReply(_message.Message):
+    __slots__ = ("removed", "refused")
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    removed: bool
+    refused: int
+    def __init__(self, removed: _Optional[bool] = ..., refused: _Optional[int] = ...) -> None: ...
 
 class HaveChunksRequest(_message.Message):
     __slots__ = ("digests",)
@@ -226,18 +268,22 @@ class HealthRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class HealthReply(_message.Message):
-    __slots__ = ("role", "status", "stages", "inflight", "next")
+    __slots__ = ("role", "status", "stages", "inflight", "next", "queued", "queued_ms")
     ROLE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     STAGES_FIELD_NUMBER: _ClassVar[int]
     INFLIGHT_FIELD_NUMBER: _ClassVar[int]
     NEXT_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_MS_FIELD_NUMBER: _ClassVar[int]
     role: str
     status: str
     stages: int
     inflight: int
     next: str
-    def __init__(self, role: _Optional[str] = ..., status: _Optional[str] = ..., stages: _Optional[int] = ..., inflight: _Optional[int] = ..., next: _Optional[str] = ...) -> None: ...
+    queued: int
+    queued_ms: float
+    def __init__(self, role: _Optional[str] = ..., status: _Optional[str] = ..., stages: _Optional[int] = ..., inflight: _Optional[int] = ..., next: _Optional[str] = ..., queued: _Optional[int] = ..., queued_ms: _Optional[float] = ...) -> None: ...
 
 class StatsRequest(_message.Message):
     __slots__ = ()

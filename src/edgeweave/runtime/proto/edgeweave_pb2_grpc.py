@@ -74,6 +74,11 @@ class NodeStub:
                 request_serializer=edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.StatsRequest.SerializeToString,
                 response_deserializer=edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.StatsReply.FromString,
                 _registered_method=True)
+        self.Remove = channel.unary_unary(
+                '/edgeweave.v1.Node/Remove',
+                request_serializer=edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.RemoveRequest.SerializeToString,
+                response_deserializer=edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.RemoveReply.FromString,
+                _registered_method=True)
 
 
 class NodeServicer:
@@ -127,6 +132,12 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Remove(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -169,6 +180,11 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.StatsRequest.FromString,
                     response_serializer=edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.StatsReply.SerializeToString,
+            ),
+            'Remove': grpc.unary_unary_rpc_method_handler(
+                    servicer.Remove,
+                    request_deserializer=edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.RemoveRequest.FromString,
+                    response_serializer=edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.RemoveReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -387,6 +403,33 @@ class Node:
             '/edgeweave.v1.Node/Stats',
             edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.StatsRequest.SerializeToString,
             edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.StatsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Remove(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgeweave.v1.Node/Remove',
+            edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.RemoveRequest.SerializeToString,
+            edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2.RemoveReply.FromString,
             options,
             channel_credentials,
             insecure,

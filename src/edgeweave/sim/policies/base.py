@@ -46,6 +46,10 @@ class PolicyContext(Protocol):
 
     def estimate_mbps(self, device: int) -> float | None: ...
 
+    def ap_mbps(self, ap: int, now: float) -> float: ...
+
+    def probe(self, device: int, ap: int, now: float) -> None: ...
+
     def occupy_device(self, device: int, seconds: float) -> None: ...
 
 
@@ -61,8 +65,18 @@ class Policy(ABC):
         if params:
             raise SimError(f"policy {self.name}: unknown parameter(s) {', '.join(sorted(params))}")
         self.ctx = ctx
-        self.replans = 0
-        self.switches = 0
+
+    def counts(self) -> tuple[int, int]:
+        """Re-plan checks and placement switches so far (a fixed policy makes none)."""
+        return 0, 0
+
+    @property
+    def replans(self) -> int:
+        return self.counts()[0]
+
+    @property
+    def switches(self) -> int:
+        return self.counts()[1]
 
     @abstractmethod
     def decide(self, device: int, ap: int, now: float) -> Choice | None:
@@ -81,14 +95,17 @@ class ModePolicy(Policy):
         self._cache: dict[tuple[int, str, int, str], Work | None] = {}
 
     def work_for(self, app: int, hardware: str, ap: int, mode: str) -> Work | None:
-        """The mode's placement for this device at ``ap`` (-1: priced at the first access
-        point; only device-only runs there, and it uses no link)."""
+        """The mode's placement of the application's primary Plan (`sim.apps.sources`) for
+        this device at ``ap`` (-1: priced at the first access point; only device-only runs
+        there, and it uses no link)."""
         key = (app, hardware, ap, mode)
         if key in self._cache:
             return self._cache[key]
         name = self.ctx.ap_name(max(ap, 0))
-        labels = self.ctx.pricing.mode_labels(app, hardware, name, mode)
-        work = None if labels is None else self.ctx.pricing.work(app, hardware, name, labels)
+        pricing = self.ctx.pricing
+        src = pricing.primary(app)
+        labels = pricing.mode_labels(src, hardware, name, mode)
+        work = None if labels is None else pricing.work(src, hardware, name, labels)
         self._cache[key] = work
         return work
 

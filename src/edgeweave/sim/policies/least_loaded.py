@@ -31,7 +31,8 @@ class LeastLoaded(Policy):
         work = self._cache.get(key)
         if work is None and key not in self._cache:
             name = ctx.ap_name(ap)
-            labels = ctx.pricing.mode_labels(app, hw, name, "edge-only")
-            work = None if labels is None else ctx.pricing.work(app, hw, name, labels, best)
+            src = ctx.pricing.primary(app)
+            labels = ctx.pricing.mode_labels(src, hw, name, "edge-only")
+            work = None if labels is None else ctx.pricing.work(src, hw, name, labels, best)
             self._cache[key] = work
         return None if work is None else (work, best)

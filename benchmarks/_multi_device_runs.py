@@ -1,0 +1,116 @@
+"""The measured half of benchmarks/multi_device.py: plans run on real worker processes.
+
+Every row is one :func:`~edgeweave.runtime.cluster.session.run_cluster`: a worker process per
+device, dilated to its hardware (rpi4 / rpi3 from the host GFLOP/s recorded with the profile),
+the shared Wi-Fi one shaped link in the gateway, frames from real data sources. The plan is made
+for exactly that fleet (no edge or cloud: every frame stays on the devices), so its predicted
+latency and the measured one compare like with like. ``speedup_vs_one`` is measured against the
+same model run through the same runtime on one emulated device (devices = 1).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from edgeweave.graph import Graph
+from edgeweave.graph.blocks import fused_block
+from edgeweave.graph.reuse import reuse_savings
+from edgeweave.plan.fused_search import TileCache
+from edgeweave.profile import Profile
+from edgeweave.runtime.cluster.session import ClusterRun, plan_emulated, run_cluster
+from edgeweave.topology import Fleet
+
+FleetOf = Callable[[int], Fleet]  # n -> the first n devices of the cluster
+
+
+def _frames(graph: Graph, n: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(graph.input_shape, generator=g) for _ in range(n)]
+
+
+def _row(run: ClusterRun, **extra: Any) -> dict[str, Any]:
+    """The issue's keys first, then what explains them."""
+    doc = run.to_json()
+    part = run.plan.partition
+    assert part is not None
+    work = run.device_work()
+    predicted = doc["predicted_ms"]
+    row = {
+        "model": doc["model"], "method": doc["method"], "devices": doc["devices"],
+        "scheduler": doc["scheduler"], "latency_ms": doc["latency_ms"], "fps": doc["fps"],
+        "speedup_vs_one": None, "predicted_ms": predicted,
+        "peak_rss_mb": doc["peak_rss_mb"], "bytes_per_frame": doc["bytes_per_frame"],
+        "predicted_fps": run.plan.predicted.get("throughput_fps"),
+        "measured_vs_predicted_pct": (100.0 * (doc["latency_ms"] / predicted - 1)
+                                      if predicted else None),
+        "task_memory_mb": max((w["task_memory_mb"] for w in work.values()
+                               if w["task_memory_mb"] == w["task_memory_mb"]), default=None),
+        "predicted_memory_mb": max(x.memory_bytes for x in part.load) / 2**20,
+        "fused_depth": part.fused_depth, "grid": part.grid, "reuse": part.reuse,
+        "split_layers": len(part.layers), "sources": doc["sources"], "frames": doc["frames"],
+        "cluster_ms": doc["cluster_ms"], "rest_ms": doc["rest_ms"],
+        "stolen_per_frame": doc["stolen_per_frame"], "rerun": doc["rerun"],
+        "dilations": doc["dilations"], "device_work": work, "per_frame_ms": doc["per_frame_ms"],
+    }
+    row.update(extra)
+    print(f"measured {row['model']} {row['method']} x{row['devices']} {row['scheduler']}: "
+          f"{row['latency_ms']:.0f} ms (predicted {predicted:.0f}), {row['fps']:.2f} fps",
+          file=sys.stderr, flush=True)
+    return row
+
+
+def speedup_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, counts: Sequence[int],
+                 layerwise: Sequence[int], frames: int, cache: TileCache
+                 ) -> list[dict[str, Any]]:
+    """Fused tiles with work stealing on 1..n devices, layer-wise on 2..4; one source."""
+    xs = _frames(graph, frames)
+    rows = []
+    for method, ns in (("fused-tiles", counts), ("layer-wise", layerwise)):
+        for n in ns:
+            fleet = fleet_of(n)
+            plan = plan_emulated(graph, profile, fleet, methods=(method,), cache=cache)
+            run = run_cluster(graph, plan, profile, fleet, xs, scheduler="stealing")
+            rows.append(_row(run))
+    one = next((r["latency_ms"] for r in rows
+                if r["devices"] == 1 and r["method"] == "fused-tiles"), None)
+    for row in rows:
+        row["speedup_vs_one"] = one / row["latency_ms"] if one else None
+    return rows
+
+
+def scheduler_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, frames: int,
+                   cache: TileCache) -> list[dict[str, Any]]:
+    """Work stealing vs work sharing on the same plan, every one of ``n`` heterogeneous devices
+    a data source with one frame in flight (DeepThings' multi-source setup)."""
+    fleet = fleet_of(n)
+    plan = plan_emulated(graph, profile, fleet, methods=("fused-tiles",), cache=cache)
+    part = plan.partition
+    assert part is not None
+    xs = _frames(graph, frames)
+    return [_row(run_cluster(graph, plan, profile, fleet, xs, scheduler=s,
+                             sources=part.devices))
+            for s in ("stealing", "sharing")]
+
+
+def reuse_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, frames: int,
+               cache: TileCache) -> list[dict[str, Any]]:
+    """The best fused-tile plan with data reuse, and the same depth and grid without it: FLOPs
+    of its tiles (analytic) and measured latency, stealing, one source."""
+    fleet = fleet_of(n)
+    xs = _frames(graph, frames)
+    best = plan_emulated(graph, profile, fleet, methods=("fused-tiles",), reuse=True,
+                         cache=cache).partition
+    assert best is not None and best.grid is not None and best.fused_depth is not None
+    flops = reuse_savings(fused_block(graph, best.fused_depth), best.grid)
+    rows = []
+    for reuse in (False, True):
+        plan = plan_emulated(graph, profile, fleet, methods=("fused-tiles",), reuse=reuse,
+                             depth=best.fused_depth, grid=best.grid, cache=cache)
+        run = run_cluster(graph, plan, profile, fleet, xs, scheduler="stealing")
+        rows.append(_row(run, tile_flops=flops["flops_with_reuse" if reuse
+                                               else "flops_without_reuse"]))
+    return rows

@@ -1,0 +1,149 @@
+"""The serving benchmark's workload on Ray Serve, run by ``serving.py`` as a subprocess with the
+interpreter that has ``ray[serve]`` (``.venv-peers``: the main venv has Ray but not Serve's web
+stack; the peers venv reuses the main venv's packages through a .pth line, see ``run peers``).
+
+Ray Serve runs as its documentation shows for batched model inference: a deployment whose
+``__call__`` is wrapped in ``@serve.batch`` (a list of requests in, a list of answers out),
+``num_replicas`` replicas of ``num_cpus=1`` each, called through a ``DeploymentHandle`` from the
+driver (no HTTP proxy: the handle is the cheapest way in, so Ray is not charged for HTTP), with
+``max_queued_requests`` as its load shedding (``BackPressureError``). The model is the one
+EdgeWeave's node builds from the same specifier (``model_module``; untrained weights, the same
+compute), at
+one intra-op thread per replica, as EdgeWeave's workers run. Emulated slower hardware
+(``--dilation``) stretches each batch's compute as EdgeWeave's node does (its own
+``edgeweave.runtime.dilation``).
+
+The load is played by EdgeWeave's own load generator (``edgeweave.serve.loadgen``: the same
+seeded Poisson arrivals and the same accounting), so only the system under test differs.
+Commands come as JSON lines on stdin (``{"rate": r, "duration": d, "seed": s, "slo_s": x}``, or
+``{"quit": true}``); each answer is one JSON line on stdout with every request's record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import threading
+import time
+
+import numpy as np
+
+
+def model_module(spec: str):
+    """The module EdgeWeave's node builds for `spec` (its registry: torchvision or the digits
+    tenants' forest), with the weights it starts with: the compute is what matters here."""
+    from edgeweave.serve.stems.spec import STEM_MODEL, forest_from_spec
+
+    if spec.partition(":")[0] == STEM_MODEL:
+        return forest_from_spec(spec)[0]
+    from edgeweave.graph.zoo import load_model
+
+    return load_model(spec).module.eval()
+
+
+def build(model: str, replicas: int, max_batch: int, wait_s: float, max_queued: int,
+          threads: int, factor: float):
+    from ray import serve
+
+    @serve.deployment(num_replicas=replicas, ray_actor_options={"num_cpus": 1},
+                      max_ongoing_requests=2 * max_batch, max_queued_requests=max_queued)
+    class Model:
+        def __init__(self) -> None:
+            import torch
+
+            from edgeweave.runtime import dilation
+
+            torch.set_num_threads(threads)
+            self.torch, self.dilation = torch, dilation
+            self.net = model_module(model)
+
+        @serve.batch(max_batch_size=max_batch, batch_wait_timeout_s=wait_s)
+        async def __call__(self, xs: list[np.ndarray]) -> list[np.ndarray]:
+            mark = self.dilation.start()  # emulated hardware: stretched as EdgeWeave's node does
+            with self.torch.inference_mode():
+                out = self.net(self.torch.from_numpy(np.concatenate(xs))).numpy()
+            self.dilation.finish(mark, factor)
+            return [out[i:i + 1] for i in range(len(xs))]
+
+    return Model.bind()
+
+
+class RayTarget:
+    """A DeploymentHandle as the load generator's target: requests are started on an asyncio
+    loop in its own thread, so sending never blocks the schedule."""
+
+    def __init__(self, handle, shape: tuple[int, ...], seed: int):
+        rng = np.random.default_rng(seed)
+        self.inputs = [rng.standard_normal(shape, dtype=np.float32) for _ in range(4)]
+        self.handle = handle
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+
+    def send(self, model, client, deadline_s, priority, done) -> None:
+        asyncio.run_coroutine_threadsafe(self._one(self.inputs[client % 4], done), self.loop)
+
+    async def _one(self, x, done) -> None:
+        from ray.serve.exceptions import BackPressureError
+
+        from edgeweave.serve.loadgen import FAILED, OK, REFUSED, Outcome
+
+        try:
+            await self.handle.remote(x)
+            done(Outcome(OK))
+        except BackPressureError as e:
+            done(Outcome(REFUSED, "BACKPRESSURE", str(e)[:200]))
+        except Exception as e:  # a replica failure: no answer from Ray
+            done(Outcome(FAILED, type(e).__name__, str(e)[:200]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--input-shape", required=True)
+    ap.add_argument("--replicas", type=int, default=2)
+    ap.add_argument("--max-batch", type=int, default=8)
+    ap.add_argument("--batch-wait-s", type=float, default=0.0)
+    ap.add_argument("--max-queued", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument("--dilation", type=float, default=1.0)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    shape = tuple(int(d) for d in args.input_shape.split(","))
+
+    import ray
+    from ray import serve
+
+    from edgeweave.serve.loadgen import open_loop, poisson
+
+    start = time.perf_counter()
+    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
+             logging_level="ERROR")
+    serve.start(proxy_location="Disabled", logging_config={"log_level": "ERROR"})
+    handle = serve.run(build(args.model, args.replicas, args.max_batch, args.batch_wait_s,
+                             args.max_queued, args.threads, args.dilation), name=args.model,
+                       route_prefix=None)
+    target = RayTarget(handle, shape, args.seed)
+    for x in target.inputs * 2:  # warm-up: every replica's first calls
+        handle.remote(x).result()
+    print(json.dumps({"ready": True, "start_s": time.perf_counter() - start}), flush=True)
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd.get("quit"):
+            break
+        arrivals = poisson({args.model: cmd["rate"]}, cmd["duration"], cmd.get("clients", 1000),
+                           cmd["seed"])
+        run = open_loop(target, arrivals, {args.model: cmd["slo_s"]}, drain_s=cmd["drain_s"],
+                        duration_s=cmd["duration"])
+        print(json.dumps({"lag_s": run.lag_s, "records": [
+            [r.model, r.client, r.sent, r.deadline_s, r.end, r.status, r.refused_by_system,
+             None if r.latency_s != r.latency_s else r.latency_s] for r in run.records]}),
+              flush=True)
+    serve.shutdown()
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,502 @@
+"""Edge serving under open-loop load: EdgeWeave's serving engine vs the node as it was (batch 1,
+first come first served) vs Ray Serve with @serve.batch, side by side in one run.
+
+For each model (ResNet-18 and MobileNetV2 at 224x224, and the digits tenants: five tasks
+fine-tuned from one backbone, served as one shared-stem forest at the depths Mainstream chose)
+one edge process per system serves it on this host's cores: EdgeWeave's node (`edgeweave
+serve`, `--max-concurrency` workers of one intra-op thread, dynamic batching, EDF with deadline
+shedding), the same node in its old mode (`--policy fifo --max-batch 1` with the old defaults:
+4 requests at once, 16 waiting), and Ray Serve (`_serving_ray.py`, run by the interpreter that
+has ray[serve], `--ray-python`: as many replicas as EdgeWeave has workers, one CPU and one
+thread each, the same batch size, its `max_queued_requests` as load shedding). The load
+generator (`edgeweave.serve.loadgen`, the same seeded Poisson arrivals for every system) plays
+1000 devices; a request a system refuses is answered by its device's fallback (counted, not
+timed).
+
+First the single-request latency on EdgeWeave's node (SLO = `--slo-factor` x its median, never
+below `--min-slo-ms`) and the capacity: the most it serves, closed loop (workers x max batch
+devices) or with its queues kept full (open loop at three times that), without deadlines.
+Then, for each load (50% ... 200% of that capacity), every system in turn for `--duration`
+seconds; EdgeWeave with adaptive batching (AIMD against half the SLO, Clipper) also runs at
+`--aimd-loads`. Each row: offered, throughput (answered), goodput
+(answered within the deadline), p50/p99 of the answers, SLO attainment (answered in time /
+sent), rejected (refused with a status), fallback (answered by the device), lost (neither: must
+be 0). The summary compares the systems at the same p99 objective (the SLO): the most
+throughput each reached at a load where its p99 stayed within the SLO. The shared-stems tables
+(`benchmarks/shared_stems.py`, real training and test accuracy) compare the tenants' total
+quality under Mainstream's choice, no sharing and max sharing at the same compute budgets.
+
+Emulated hardware is explicit: `--dilation` (time dilation, `edgeweave.runtime.dilation`)
+stretches each batch's compute on every system alike, and the tables and JSON say which model
+ran dilated. By default only the digits tenants do (x10): at a few ms per request on this host
+their serving is otherwise a measure of the RPC stack and the load generator, not of serving.
+
+`--runners` also times how a batch can run (the eager module, the program traced at batch 1,
+one traced per batch size): `serve.batching` runs the one traced at batch 1, from this.
+
+THE EDGE IS THIS HOST and the load generator shares its cores (and so do Ray's own processes
+while EdgeWeave runs, idle), so absolute figures are this machine's on the day; the systems
+are compared under the same conditions, load level by load level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from _zoo import emit
+from edgeweave.graph import capture
+from edgeweave.runtime.lab import LocalLab
+from edgeweave.runtime.loadgen_target import GrpcTarget
+from edgeweave.runtime.whole_model import WholeModel, whole_model
+from edgeweave.serve import ServingConfig
+from edgeweave.serve.loadgen import Fallback, Record, Row, Run, closed_loop, open_loop, poisson
+from edgeweave.serve.loadgen import summarize as summarize_run
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ("resnet18", "mobilenet_v2", "digits-tenants")
+LOADS = (0.5, 0.8, 1.0, 1.5, 2.0)
+#: The digits tenants (shared stems, `benchmarks/shared_stems.py`): five tasks fine-tuned from
+#: one backbone, served as one forest at the depths Mainstream chose.
+TENANTS = "digits-tenants"
+CLIENTS = 1000
+HOST_NOTE = ("the edge is this host ({cores} cores) and the load generator shares it; Ray's "
+             "processes stay up (idle) while the EdgeWeave nodes run; {dilation}")
+
+
+def dilations(text: str, models: list[str]) -> dict[str, float]:
+    """`--dilation`: one factor for every model, or `model=factor,...` (the rest at 1)."""
+    out = dict.fromkeys(models, 1.0)
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        name, _, value = part.rpartition("=")
+        try:
+            factor = float(value)
+        except ValueError:
+            factor = float("nan")
+        if not 1.0 <= factor <= 100.0 or (name and name not in out):
+            raise SystemExit(f"--dilation {part!r}: expected FACTOR or MODEL=FACTOR with a "
+                             f"model of --models ({', '.join(models)}) and FACTOR in 1..100")
+        for m in [name] if name else models:
+            out[m] = factor
+    return out
+
+
+def dilation_note(factor: dict[str, float]) -> str:
+    """What hardware the edge emulates, said in every table and the JSON."""
+    slow = {m: f for m, f in factor.items() if f > 1.0}
+    if not slow:
+        return "time dilation x1 (none): the edge runs at this host's speed"
+    said = ", ".join(f"{m} x{f:g}" for m, f in slow.items())
+    return (f"TIME DILATION {said}: the edge serving that model emulates hardware that many "
+            "times slower than this host (each batch's compute stretched, on every system "
+            "alike); the others run at this host's speed")
+
+
+def node_args(workers: int, max_batch: int, queue: int, factor: float
+              ) -> dict[str, list[str]]:
+    slow = ["--dilation", str(factor), "--summary-s", "0"]
+    return {"edgeweave": ["--max-concurrency", str(workers), "--max-batch", str(max_batch),
+                          "--max-queue", str(queue), *slow],
+            "fifo": ["--policy", "fifo", "--max-batch", "1", *slow]}
+
+
+def served_model(name: str, image_size: int, stems) -> WholeModel:
+    """What the sweep serves under `name`: a torchvision model at `image_size`, or the digits
+    tenants as one forest with their trained weights (`stems`: the shared-stems workload and
+    the depths Mainstream chose)."""
+    if name != TENANTS:
+        return whole_model(name, (1, 3, image_size, image_size))
+    from edgeweave.serve.stems import build_forest
+    from edgeweave.serve.stems.spec import forest_spec
+
+    workload, depths = stems
+    forest = build_forest(workload.backbone, workload.tenants, depths).eval()
+    spec = forest_spec(forest, workload.side, workload.width)
+    shape = (1, 1, workload.side, workload.side)
+    return whole_model(spec, graph=capture(forest, shape, name=spec, spec=spec))
+
+
+class RayPeer:
+    """`_serving_ray.py` in the peers' interpreter, kept up for one model's whole sweep."""
+
+    def __init__(self, python: str, model: str, shape: tuple[int, ...], replicas: int,
+                 max_batch: int, max_queued: int, wait_s: float, factor: float, seed: int):
+        env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+        self.proc = subprocess.Popen(
+            [python, str(ROOT / "benchmarks" / "_serving_ray.py"), "--model", model,
+             "--input-shape", ",".join(map(str, shape)), "--replicas", str(replicas),
+             "--max-batch", str(max_batch), "--max-queued", str(max_queued),
+             "--batch-wait-s", str(wait_s), "--cpus", str(os.cpu_count() or 2),
+             "--dilation", str(factor), "--seed", str(seed)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            env=env)
+        self.ready = json.loads(self._line())
+
+    def _line(self) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the Ray Serve process exited ({self.proc.wait()})")
+        return line
+
+    def run(self, rate: float, duration: float, seed: int, slo_s: float, drain_s: float) -> Run:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"rate": rate, "duration": duration, "seed": seed,
+                                          "slo_s": slo_s, "drain_s": drain_s,
+                                          "clients": CLIENTS}) + "\n")
+        self.proc.stdin.flush()
+        doc = json.loads(self._line())
+        records = [Record(m, c, sent, deadline, end, status, refused,
+                          float("nan") if lat is None else lat)
+                   for m, c, sent, deadline, end, status, refused, lat in doc["records"]]
+        return Run(records, duration, doc["lag_s"])
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(json.dumps({"quit": True}) + "\n")
+            self.proc.stdin.flush()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def calibrate(target: GrpcTarget, model: str, workers: int, max_batch: int,
+              seconds: float) -> tuple[float, float]:
+    """(median single-request latency s, capacity req/s) on EdgeWeave's node: one device
+    sending requests one after another for 6 s (a pause of 50 ms on average between them),
+    then workers x max batch devices without deadlines for `seconds`, then an open-loop load
+    of three times what they reached, for `seconds` more: the answers it completes per second
+    (after its first second) is the most the node serves when its queues stay full, and the
+    capacity is the larger of the two (a closed loop keeps batches small: measured alone, it
+    was below what every system then served at "150%" load, and nothing was overloaded)."""
+    one = closed_loop(target, 1, [model], 6.0, {model: 60.0}, think_s=0.05)
+    answered = [r.latency_s for r in one.records if r.end == "answered"]
+    full = closed_loop(target, workers * max_batch, [model], seconds, {model: 60.0})
+    closed = sum(r.end == "answered" for r in full.records) / seconds
+    over = open_loop(target, poisson({model: 3.0 * closed}, seconds, CLIENTS, seed=7),
+                     {model: 60.0}, Fallback(), drain_s=30.0, duration_s=seconds)
+    done = sum(r.end == "answered" and 1.0 <= r.sent + r.latency_s <= seconds
+               for r in over.records)
+    return statistics.median(answered), max(closed, done / max(seconds - 1.0, 1e-9))
+
+
+def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[list[Row], dict]:
+    model, shape = wm.name, wm.graph.input_shape
+    args_of = node_args(args.workers, args.max_batch, args.max_queue, args.dilation[label])
+    systems = [s for s in args.systems.split(",") if s]
+    labs = {s: LocalLab(roles=("edge",), extra_args={"edge": args_of[s]}).__enter__()
+            for s in systems if s in args_of}
+    ray = None
+    try:
+        def target(system: str) -> GrpcTarget:
+            """A fresh device population: what one run learns of the node (its margins, its
+            load) does not carry into the next."""
+            return GrpcTarget([labs[system].edge_target], [wm], labs[system].token,
+                              seed=args.seed)
+
+        targets = {s: target(s) for s in labs}
+        fixed = ServingConfig(max_batch=args.max_batch, max_delay_ms=args.max_delay_ms)
+        if "fifo" in targets:
+            targets["fifo"].deploy(ServingConfig(max_batch=1))
+        ew = targets["edgeweave"]
+        ew.deploy(fixed)
+        one_s, capacity = calibrate(ew, model, args.workers, args.max_batch,
+                                    args.capacity_s)
+        load_at_calibration = os.getloadavg()[0]  # other processes on this host, if any
+        slo_s = max(args.slo_factor * one_s, args.min_slo_ms / 1000.0)
+        console.print(f"{label}: one request {one_s * 1000:.0f} ms, capacity "
+                      f"{capacity:.1f} req/s, SLO {slo_s * 1000:.0f} ms (host load average "
+                      f"{load_at_calibration:.1f} on {os.cpu_count()} cores)", highlight=False)
+        if "ray" in systems:
+            ray = RayPeer(args.ray_python, model, shape, args.workers, args.max_batch,
+                          args.max_queue, args.max_delay_ms / 1000.0, args.dilation[label],
+                          args.seed)
+            console.print(f"ray serve up in {ray.ready['start_s']:.0f} s")
+        rows = []
+        for k, load in enumerate(float(x) for x in args.loads.split(",")):
+            rate, seed = load * capacity, args.seed + k
+            arrivals = poisson({model: rate}, args.duration, CLIENTS, seed)
+            plays = [(s, None) for s in systems]
+            if load in [float(x) for x in args.aimd_loads.split(",") if x]:
+                plays.append(("edgeweave-aimd", ServingConfig(
+                    max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
+                    slo_ms=slo_s * 500.0, adaptive=True)))
+            for system, knobs in plays:
+                if system == "ray":
+                    run = ray.run(rate, args.duration, seed, slo_s, args.drain_s)
+                else:
+                    if knobs is not None:
+                        ew.deploy(knobs)
+                    run = open_loop(target("edgeweave" if knobs is not None else system),
+                                    arrivals, {model: slo_s}, Fallback(),
+                                    drain_s=args.drain_s, duration_s=args.duration)
+                    if knobs is not None:
+                        ew.deploy(fixed)
+                (row,) = summarize_run(run, system, load)
+                row.model = label
+                rows.append(row)
+                console.print(f"  {system:15s} {load:4.0%}: {row.throughput_rps:5.1f} req/s, "
+                              f"goodput {row.goodput_rps:5.1f}, p99 {row.p99_ms:6.0f} ms, "
+                              f"SLO {row.slo_attainment:6.1%}, rejected {row.rejected}, "
+                              f"lost {row.lost}", highlight=False)
+        info = {"one_request_ms": one_s * 1000, "capacity_rps": capacity,
+                "host_load_avg_1m_at_calibration": load_at_calibration,
+                "slo_ms": slo_s * 1000, "ray_start_s": ray.ready["start_s"] if ray else None}
+        return rows, info
+    finally:
+        if ray is not None:
+            ray.close()
+        for lab in labs.values():
+            lab.close()
+
+
+def shared_stems(quick: bool, seed: int, console: Console):
+    """Train the digits tenants (`benchmarks/shared_stems.py`), compare Mainstream's choice with
+    no sharing and max sharing at the same compute budgets, and pick the depths the sweep
+    serves: Mainstream's at the budget where the tenants need 3x what it gives unshared."""
+    import shared_stems as ss
+
+    console.print("training the digits tenants (shared stems) ...", highlight=False)
+    workload = ss.stem_workload(quick, seed)
+    rows = ss.stem_rows(workload=workload)
+    chosen = next(r for r in rows if r["system"] == "mainstream" and r["metric"] == ss.METRIC
+                  and r["load"] >= 3.0)
+    depths = {n: c["depth"] for n, c in chosen["choices"].items()}
+    return (workload, depths), ss.stem_tables(workload, rows), rows
+
+
+def runner_times(model: str, shape: tuple[int, ...], sizes: tuple[int, ...], reps: int
+                 ) -> list[dict]:
+    """ms per request for a batch run eagerly, by the program traced at batch 1, and by one
+    traced at that batch size (one thread)."""
+    import torchvision
+
+    torch.set_num_threads(1)
+    net = getattr(torchvision.models, model)(weights=None).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced1 = torch.jit.trace(net, torch.zeros(shape), check_trace=False)
+    out = []
+    for size in sizes:
+        x = torch.randn(size, *shape[1:])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            traced_b = torch.jit.trace(net, x, check_trace=False)
+        row: dict = {"model": model, "batch": size}
+        with torch.inference_mode():
+            for name, fn in (("eager", net), ("traced_at_1", traced1),
+                             ("traced_at_batch", traced_b)):
+                for _ in range(2):
+                    fn(x)
+                start = time.perf_counter()
+                for _ in range(reps):
+                    fn(x)
+                row[name] = (time.perf_counter() - start) / reps / size * 1000
+            row["traced_at_1_matches"] = bool(torch.allclose(traced1(x), net(x), atol=1e-4))
+        out.append(row)
+    return out
+
+
+def at_objective(rows: list[Row], slo_ms: float) -> float:
+    """The most throughput reached at a load where p99 stayed within the SLO (0 if none)."""
+    return max((r.throughput_rps for r in rows if r.p99_ms == r.p99_ms and r.p99_ms <= slo_ms),
+               default=0.0)
+
+
+def summary(rows: list[Row], infos: dict[str, dict]) -> tuple[Table, list[dict], list[str]]:
+    t = Table(title="at the same p99 objective (p99 <= SLO): most throughput, and SLO "
+                    "attainment by load")
+    for col in ("model", "system", "thru @ p99<=SLO", "SLO 80%", "SLO 100%", "SLO 150%",
+                "goodput 200% / capacity", "lost", "adds up"):
+        t.add_column(col, justify="left" if col in ("model", "system") else "right")
+    out, goals = [], []
+    for model, info in infos.items():
+        mine = [r for r in rows if r.model == model]
+        best = {}
+        for system in dict.fromkeys(r.system for r in mine):
+            sr = [r for r in mine if r.system == system]
+            att = {r.load: r.slo_attainment for r in sr}
+            top = next((r for r in sr if r.load == 2.0), None)
+            best[system] = at_objective(sr, info["slo_ms"])
+            entry = {"model": model, "system": system, "throughput_at_slo_p99": best[system],
+                     "slo_attainment": att,
+                     "goodput_200_over_capacity": (top.goodput_rps / info["capacity_rps"]
+                                                   if top else None),
+                     "lost": sum(r.lost for r in sr), "adds_up": all(r.adds_up for r in sr)}
+            out.append(entry)
+            t.add_row(model, system, f"{best[system]:.1f}",
+                      *(f"{att[x]:.1%}" if x in att else "-" for x in (0.8, 1.0, 1.5)),
+                      f"{entry['goodput_200_over_capacity']:.0%}" if top else "-",
+                      str(entry["lost"]), "yes" if entry["adds_up"] else "NO")
+        goals += _goals(model, best, mine, info["capacity_rps"])
+    return t, out, goals
+
+
+def _goals(model: str, best: dict[str, float], rows: list[Row], capacity: float
+           ) -> list[str]:
+    def row(system: str, load: float) -> Row | None:
+        return next((r for r in rows if r.system == system and r.load == load), None)
+
+    lines = []
+    ew = best.get("edgeweave", 0.0)
+    if "ray" in best:
+        ok = ew > 0 and ew >= best["ray"]
+        lines.append(f"{model}: throughput at the p99 objective {ew:.1f} vs Ray Serve "
+                     f"{best['ray']:.1f} req/s (0: p99 above the SLO at every load): "
+                     f"{'met' if ok else 'NOT met'}")
+        for load in (0.8, 1.0, 1.5):
+            a, b = row("edgeweave", load), row("ray", load)
+            if a and b:
+                verdict = ("met" if a.slo_attainment > b.slo_attainment else "tie, NOT higher"
+                           if a.slo_attainment == b.slo_attainment else "NOT met")
+                lines.append(f"{model} at {load:.0%}: SLO attainment {a.slo_attainment:.1%} vs "
+                             f"Ray Serve {b.slo_attainment:.1%}: {verdict}")
+    if "fifo" in best and ew > 0 and best["fifo"] > 0:
+        ratio = ew / best["fifo"]
+        lines.append(f"{model}: throughput at the p99 objective {ratio:.2f}x the old server's "
+                     f"(goal 1.5x): {'met' if ratio >= 1.5 else 'NOT met'}")
+    elif "fifo" in best:
+        lines.append(f"{model}: throughput at the p99 objective {ew:.1f} vs the old server's "
+                     f"{best['fifo']:.1f} req/s (0: p99 above the SLO at every load): "
+                     f"{'met' if ew > 0 else 'NOT met'}")
+    top = row("edgeweave", 2.0)
+    if top is not None and capacity:
+        share = top.goodput_rps / capacity
+        over = " (more than the capacity measured: it was measured low)" if share > 1.1 else ""
+        lines.append(f"{model} at 200%: goodput {top.goodput_rps:.1f} req/s = {share:.0%} of "
+                     f"capacity{over} (goal 90%): {'met' if share >= 0.9 else 'NOT met'}")
+    if top is not None:
+        lines.append(f"{model} at 200%: lost {top.lost}, sent {top.sent} = answered "
+                     f"{top.answered} + fallback {top.fallback} + refused {top.refused} + "
+                     f"lost {top.lost}: {'adds up' if top.adds_up else 'DOES NOT add up'}")
+    return lines
+
+
+def stem_goals(rows: list[dict]) -> list[str]:
+    """Mainstream's total quality against no sharing and max sharing, budget by budget."""
+    by: dict[float, dict[str, float | None]] = {}
+    for r in rows:
+        if r.get("metric") == "event" and "budget_ms_per_s" in r:
+            by.setdefault(r["load"], {})[r["system"]] = r["total_quality"]
+    lines = []
+    for load, q in by.items():
+        m = q.get("mainstream")
+        others = [v for k, v in q.items() if k != "mainstream" and v is not None]
+        ok = m is not None and all(m >= v for v in others)
+        shown = ", ".join(f"{k} {'-' if v is None else f'{v:.3f}'}" for k, v in q.items())
+        lines.append(f"shared stems at {load:g}x the budget: total quality {shown}: "
+                     f"{'met' if ok else 'NOT met'}")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--plot", type=Path, default=None, help="goodput and p99 against load")
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument("--systems", default="edgeweave,fifo,ray")
+    ap.add_argument("--loads", default=",".join(map(str, LOADS)))
+    ap.add_argument("--aimd-loads", default="1.0,1.5",
+                    help="loads at which EdgeWeave also runs with adaptive batching")
+    ap.add_argument("--duration", type=float, default=20.0, help="seconds per load level")
+    ap.add_argument("--drain-s", type=float, default=30.0)
+    ap.add_argument("--capacity-s", type=float, default=10.0)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2,
+                    help="EdgeWeave workers and Ray replicas (one thread each)")
+    ap.add_argument("--max-batch", type=int, default=8)
+    ap.add_argument("--max-delay-ms", type=float, default=0.0)
+    ap.add_argument("--max-queue", type=int, default=32)
+    ap.add_argument("--slo-factor", type=float, default=5.0,
+                    help="SLO = this x the single-request latency on EdgeWeave's node")
+    ap.add_argument("--min-slo-ms", type=float, default=100.0,
+                    help="the SLO is never below this (a model of a few ms is served over RPC "
+                         "on a shared host: its SLO cannot be 5x its compute)")
+    ap.add_argument("--runners", action="store_true",
+                    help="also time eager vs traced batch runners")
+    ap.add_argument("--ray-python", default=None,
+                    help="interpreter with ray[serve] (default .venv-peers/bin/python)")
+    ap.add_argument("--dilation", default=None,
+                    help="emulate a slower edge by time dilation, on every system alike: "
+                         "FACTOR for every model or MODEL=FACTOR,... (1 = this host's speed; "
+                         "by default the digits tenants, a few ms here, run 10x slower so "
+                         "that their compute, not this host's RPC stack, is what is served)")
+    ap.add_argument("--quick-stems", action="store_true",
+                    help="train the digits tenants small and fast (less accurate)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    venv = ROOT / ".venv-peers" / "bin" / "python"
+    args.ray_python = args.ray_python or str(venv if venv.exists() else sys.executable)
+    if "ray" in args.systems.split(",") and subprocess.run(
+            [args.ray_python, "-c", "import ray.serve"], capture_output=True).returncode:
+        ap.error(f"Ray Serve cannot be imported by {args.ray_python}: set up .venv-peers "
+                 "(./run peers), give --ray-python, or leave it out (--systems edgeweave,fifo)")
+    console = Console(width=150, stderr=True)
+    cores = os.cpu_count()
+    models = [m for m in args.models.split(",") if m]
+    default = f"{TENANTS}=10" if TENANTS in models else "1"
+    args.dilation = dilations(args.dilation or default, models)
+    note = HOST_NOTE.format(cores=cores, dilation=dilation_note(args.dilation))
+    console.print(note, highlight=False)
+    stems, stem_tables, stem_out = None, [], []
+    if TENANTS in models:
+        stems, stem_tables, stem_out = shared_stems(args.quick_stems, args.seed, console)
+    rows, infos = [], {}
+    for model in models:
+        got, infos[model] = bench_model(served_model(model, args.image_size, stems), model,
+                                        args, console)
+        rows += got
+    table = Table(title=f"open-loop Poisson load; {note}")
+    for col in ("system", "model", "load", "offered/s", "thru/s", "goodput/s", "p50 ms",
+                "p99 ms", "SLO", "rejected", "fallback", "lost"):
+        table.add_column(col, justify="left" if col in ("system", "model") else "right")
+    for r in rows:
+        table.add_row(r.system, r.model, f"{r.load:.0%}", f"{r.offered_rps:.1f}",
+                      f"{r.throughput_rps:.1f}", f"{r.goodput_rps:.1f}", f"{r.p50_ms:.0f}",
+                      f"{r.p99_ms:.0f}", f"{r.slo_attainment:.1%}", str(r.rejected),
+                      str(r.fallback), str(r.lost))
+    summary_table, summary_rows, goals = summary(rows, infos)
+    goals += stem_goals(stem_out)
+    tables = [table, summary_table, *stem_tables]
+    runners = []
+    if args.runners:
+        for model in [m for m in models if m != TENANTS]:
+            runners += runner_times(model, (1, 3, args.image_size, args.image_size),
+                                    (1, 2, 4, 8), 3)
+        rt = Table(title="ms per request by batch runner (one thread)")
+        for col in ("model", "batch", "eager", "traced at 1", "traced at batch", "same?"):
+            rt.add_column(col)
+        for r in runners:
+            rt.add_row(r["model"], str(r["batch"]), f"{r['eager']:.1f}",
+                       f"{r['traced_at_1']:.1f}", f"{r['traced_at_batch']:.1f}",
+                       "yes" if r["traced_at_1_matches"] else "NO")
+        tables.append(rt)
+    doc = {"host": {"cores": cores, "note": note, "dilation": args.dilation,
+                    "load_avg_1m": os.getloadavg()[0]},
+           "config": {k: v for k, v in vars(args).items() if k not in ("json", "plot")},
+           "models": infos, "rows": [r.as_json() for r in rows], "summary": summary_rows,
+           "goals": goals, "runners": runners, "shared_stems": stem_out}
+    emit(Console(width=150), tables, doc, args.json)
+    for line in goals:
+        print(line)
+    if args.plot:
+        from edgeweave.serve.loadgen.plot import plot_sweep
+
+        print(f"plot written to {plot_sweep(rows, args.plot)}")
+
+
+if __name__ == "__main__":
+    main()

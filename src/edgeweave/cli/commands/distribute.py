@@ -1,0 +1,62 @@
+"""`edgeweave distribute`: one inference split across a cluster of devices, run on local
+processes (the options; the wiring is edgeweave.cli.distribute_cmds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from edgeweave.cli.common import console
+from edgeweave.cli.options import integer, number, one_of, output_file
+
+METHODS = ("auto", "fused-tiles", "layer-wise")
+CODECS = ("none", "fp16", "int8")  # plan.cluster_cost.MEDIUM_CODECS (not imported: slow)
+
+app = typer.Typer()
+
+
+@app.command()
+def distribute(
+    model: str = typer.Argument(..., help="Model specifier (see `edgeweave models`)."),
+    fleet: str = typer.Option("pi-cluster", "--fleet", "-f", help="Fleet YAML file or "
+                              "built-in fleet name with a `clusters:` section."),
+    cluster: str = typer.Option(None, "--cluster", help="Cluster name (default: the first)."),
+    devices: str = typer.Option(None, "--devices", help="Comma-separated devices of the "
+                                "cluster to use; the gateway must be one (default: all)."),
+    method: str = typer.Option("auto", "--method", callback=one_of(*METHODS),
+                               help="fused-tiles (DeepThings), layer-wise (MoDNN) or auto."),
+    depth: int = typer.Option(None, "--depth", callback=integer(ge=1, le=1000),
+                              help="Fused depth (convolution and pooling layers)."),
+    grid: str = typer.Option(None, "--grid", help="Tile grid ROWSxCOLS, e.g. 3x3."),
+    reuse: str = typer.Option("auto", "--reuse", callback=one_of("auto", "on", "off"),
+                              help="Data reuse between neighbouring tiles."),
+    scheduler: str = typer.Option("stealing", "--scheduler",
+                                  callback=one_of("stealing", "sharing"),
+                                  help="Work stealing or work sharing (fused tiles)."),
+    sources: str = typer.Option(None, "--sources", help="Comma-separated devices producing "
+                                "frames (default: the gateway)."),
+    frames: int = typer.Option(5, "--frames", callback=integer(ge=1, le=100_000),
+                               help="Frames to run (after one warm-up frame)."),
+    objective: str = typer.Option("latency", "--objective",
+                                  callback=one_of("latency", "throughput")),
+    mbps: float = typer.Option(None, "--mbps", callback=number(gt=0, le=1e6),
+                               help="The shared medium's bandwidth (default: the fleet's)."),
+    input_codec: str = typer.Option("none", "--input-codec", callback=one_of(*CODECS),
+                                    help="Codec of the frame's crops on the medium."),
+    result_codec: str = typer.Option("none", "--result-codec", callback=one_of(*CODECS),
+                                     help="Codec of computed feature maps on the medium."),
+    repeats: int = typer.Option(3, "--repeats", callback=integer(ge=1, le=1000),
+                                help="Profiling repeats per layer."),
+    json_out: Path = typer.Option(None, "--json", callback=output_file,
+                                  help="Write the plan and what was measured here."),
+) -> None:
+    """Split one inference across a cluster of devices (DeepThings fused tiles with work
+    stealing or sharing, MoDNN layer-wise) and run it on local processes."""
+    from edgeweave.cli import distribute_cmds
+
+    distribute_cmds.distribute(
+        console, model=model, fleet=fleet, cluster=cluster, devices=devices, method=method,
+        depth=depth, grid=grid, reuse=reuse, scheduler=scheduler, sources=sources,
+        frames=frames, objective=objective, mbps=mbps, input_codec=input_codec,
+        result_codec=result_codec, repeats=repeats, json_out=json_out)

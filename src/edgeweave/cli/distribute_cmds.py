@@ -1,0 +1,171 @@
+"""`edgeweave distribute`: plan a model across a fleet's cluster of devices and run the plan on
+local processes (one worker per device, dilated to its hardware; the shared Wi-Fi emulated in
+the gateway), printing the partition, each device's work, and predicted vs measured latency.
+The wiring (the options are in edgeweave.cli.commands.distribute); runtime.cluster.session
+does the work."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from edgeweave.cli.options import OptionError
+
+
+def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
+               devices: str | None, method: str, depth: int | None, grid: str | None,
+               reuse: str, scheduler: str, sources: str | None, frames: int, objective: str,
+               mbps: float | None, input_codec: str, result_codec: str, repeats: int,
+               json_out: Path | None) -> None:
+    """Profile, plan and run (the options: edgeweave.cli.commands.distribute)."""
+    from edgeweave.graph import capture_spec
+    from edgeweave.profile import profile_graph
+    from edgeweave.runtime.cluster.session import plan_emulated, run_cluster
+    from edgeweave.runtime.inputs import load_input
+    from edgeweave.topology import load_fleet
+
+    fl = load_fleet(fleet)
+    chosen = fl.cluster(cluster)
+    device_list = _names("--devices", devices, chosen.devices)
+    source_list = _names("--sources", sources, device_list or chosen.devices) or None
+    if mbps is not None:
+        fl = _with_medium(fl, chosen.name, mbps)
+    graph = capture_spec(model)
+    pins = _pins(graph, method, depth, _grid(grid))
+    with console.status(f"profiling {model} on this host"):
+        profile = profile_graph(graph, fl, chosen.gateway_name, warmup=1, repeats=repeats)
+    with console.status(f"planning {model} across cluster {chosen.name!r}"):
+        plan = plan_emulated(
+            graph, profile, fl, cluster=chosen.name, objective=objective,
+            methods=pins["methods"], depth=depth, grid=pins["grid"],
+            reuse=None if reuse == "auto" else reuse == "on", devices=device_list,
+            input_codec=input_codec, result_codec=result_codec, model_spec=model)
+    part = plan.partition
+    assert part is not None
+    _print_plan(console, plan)
+    if part.method == "single":
+        console.print("[yellow]the plan keeps the model on one device: splitting it does not "
+                      "pay here[/] (try --method fused-tiles or layer-wise, or --mbps)")
+        return
+    if source_list and part.method == "layer-wise" and source_list != [part.gateway]:
+        raise OptionError(f"--sources: a layer-wise plan takes frames from its gateway "
+                          f"{part.gateway!r} only")
+    xs = [load_input(None, graph.input_shape, seed=k) for k in range(frames)]
+    with console.status(f"running {frames} frame(s) on {len(part.devices)} worker processes"):
+        run = run_cluster(graph, plan, profile, fl, xs, scheduler=scheduler,
+                          sources=source_list, models=_installs(model))
+    _print_run(console, run)
+    if json_out is not None:
+        from edgeweave.cli.options import write_output
+
+        doc = {"plan": json.loads(plan.model_dump_json()), "run": run.to_json()}
+        write_output("--json", json_out, json.dumps(doc, indent=1, default=str))
+        console.print(f"written to {json_out}")
+
+
+def _names(flag: str, text: str | None, known: list[str]) -> list[str] | None:
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    for name in names:
+        if name not in known:
+            raise OptionError(f"{flag}: unknown device {name!r} (the cluster's devices: "
+                              f"{', '.join(known)})")
+    if not names:
+        raise OptionError(f"{flag}: expected comma-separated device names")
+    return names
+
+
+def _grid(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    rows, sep, cols = text.lower().partition("x")
+    if not sep or not rows.isdigit() or not cols.isdigit() or int(rows) < 1 or int(cols) < 1:
+        raise OptionError(f"--grid: expected ROWSxCOLS with positive integers, e.g. 3x3; got "
+                          f"{text!r}")
+    return int(rows), int(cols)
+
+
+def _pins(graph, method: str, depth: int | None, grid: tuple[int, int] | None
+          ) -> dict[str, Any]:
+    """The methods to search, checking a pinned fused-tile choice before any profiling (a
+    model with no fusable prefix, a depth it lacks, a grid larger than the feature map)."""
+    from edgeweave.graph.blocks import fused_block
+    from edgeweave.graph.tiles import tile_grid
+
+    fused = method == "fused-tiles" or depth is not None or grid is not None
+    if fused and method == "layer-wise":
+        raise OptionError("--depth and --grid pin fused tiles; they do not apply to "
+                          "--method layer-wise")
+    if fused:
+        block = fused_block(graph, depth)  # GraphError names the model / the valid depths
+        if grid is not None and depth is not None:
+            tile_grid(block, grid)  # GraphError: larger than the feature map
+    methods = ("fused-tiles",) if fused else ("layer-wise",) if method == "layer-wise" \
+        else ("fused-tiles", "layer-wise", "single")
+    return {"methods": methods, "grid": grid}
+
+
+def _with_medium(fleet, cluster: str, mbps: float):
+    clusters = [c.model_copy(update={"medium": c.medium.model_copy(update={"mbps": mbps})})
+                if c.name == cluster else c for c in fleet.clusters]
+    return fleet.model_copy(update={"clusters": clusters})
+
+
+def _installs(model: str) -> tuple[str, ...]:
+    from edgeweave.cli.runtime_cmds import installs
+
+    return installs(model)
+
+
+def _print_plan(console: Console, plan) -> None:
+    part = plan.partition
+    pred = part.predicted
+    what = (f"fused depth {part.fused_depth}, grid {part.grid[0]}x{part.grid[1]}, reuse "
+            f"{'on' if part.reuse else 'off'}" if part.method == "fused-tiles"
+            else f"{len(part.layers)} split layer(s)" if part.method == "layer-wise" else "")
+    one = pred.get("one_device_ms")
+    console.print(f"[bold]{part.model}[/] on cluster {part.cluster!r} ({len(part.devices)} "
+                  f"devices, {part.medium.kind} {part.medium.mbps:g} Mbit/s shared, codecs "
+                  f"{part.input_codec}/{part.result_codec}): {part.method} {what}; the rest "
+                  f"{part.rest_mode}; predicted {pred['latency_ms']:.1f} ms"
+                  + (f" (one device {one:.1f} ms, x{one / pred['latency_ms']:.2f})" if one
+                     else ""), highlight=False)
+    if part.method == "fused-tiles":
+        by_device: dict[str, list[str]] = {}
+        for t in part.tiles:
+            by_device.setdefault(t.device, []).append(f"{t.index}")
+        console.print("tiles (work sharing's assignment): " + "; ".join(
+            f"{d}: {', '.join(v)}" for d, v in by_device.items()), highlight=False)
+
+
+def _print_run(console: Console, run) -> None:
+    part = run.plan.partition
+    work = run.device_work()
+    table = Table(title=f"per device, per frame ({run.scheduler}; sources "
+                        f"{', '.join(run.sources)})")
+    for col in ("device", "hardware", "dilation", "tasks planned", "tasks run",
+                "compute planned ms", "compute measured ms", "memory planned MiB",
+                "weights+tasks measured MiB"):
+        table.add_column(col, justify="right")
+    loads = {x.name: x for x in part.load}
+    for name in part.devices + sorted(set(work) - set(part.devices)):
+        load, got = loads.get(name), work.get(name, {})
+        table.add_row(name, load.hardware if load else "-",
+                      f"{run.dilations.get(name, 1.0):.1f}" if name in run.dilations else "-",
+                      str(load.tasks) if load else "-",
+                      f"{got.get('tasks_per_frame', 0):.1f}",
+                      f"{load.compute_ms:.1f}" if load else "-",
+                      f"{got.get('compute_ms_per_frame', 0):.1f}",
+                      f"{load.memory_bytes / 2**20:.1f}" if load else "-",
+                      f"{got['task_memory_mb']:.1f}" if got.get("task_memory_mb") == got.get(
+                          "task_memory_mb") and "task_memory_mb" in got else "-")
+    console.print(table)
+    console.print(f"latency: predicted {part.predicted['latency_ms']:.1f} ms, measured "
+                  f"{run.latency_ms:.1f} ms (median of {len(run.results)}); "
+                  f"{run.fps:.2f} frames/s; {run.bytes_per_frame / 1e3:.0f} kB per frame on "
+                  f"the medium", highlight=False)

@@ -1,0 +1,74 @@
+"""`edgeweave front cache|filter`: the semantic-cache and input-filter scenarios (`cli.scenarios`),
+with the user's front-stage settings (a YAML file and/or flags, as a served
+model's cache and filter are configured: `serve.front_config`). Wiring and tables only."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from edgeweave.cli.options import write_output
+from edgeweave.errors import EdgeWeaveError
+
+
+def front_settings(front: Path | None, cache: str | None, filter: str | None) -> Any:
+    """The front stages the ``--front`` file and the ``--cache``/``--filter`` flags turn on."""
+    from edgeweave.serve.front_config import FrontConfig, load_front, with_flags
+
+    return with_flags(load_front(front) if front is not None else FrontConfig(), cache, filter)
+
+
+def _finish(console: Console, name: str, tables: list[Any], doc: dict[str, Any],
+            json_out: Path | None) -> None:
+    """Print the tables; write the JSON as the benchmark of the same name does (so
+    `edgeweave report` reads either)."""
+    from edgeweave import formats
+
+    for t in tables:
+        console.print(t)
+    if json_out is not None:
+        doc = {formats.FIELD: formats.BENCHMARK, "benchmark": name, **doc}
+        write_output("--json", json_out, json.dumps(doc, indent=1, default=float))
+        console.print(f"wrote {json_out}")
+
+
+def cache_bench(console: Console, devices: int, requests: int, epochs: int, seed: int,
+                front: Path | None, cache: str | None, json_out: Path | None) -> None:
+    from edgeweave.cli.scenarios.semantic_cache import Options, run_scenario
+
+    user = front_settings(front, cache, None).cache
+    opts = Options(devices=devices, requests=requests, epochs=epochs, seed=seed, user=user)
+    with console.status(f"semantic cache: {devices} devices x {requests} requests of real "
+                        f"digits (training digits-cnn, then every configuration)"):
+        tables, doc = run_scenario(opts)
+    _finish(console, "semantic_cache", tables, doc, json_out)
+    console.print(f"[dim]{doc['note']}[/]")
+
+
+def filter_bench(console: Console, occurrence: list[float], frames: tuple[int, int, int],
+                 streams: int, epochs: int, seed: int, front: Path | None, filter: str | None,
+                 json_out: Path | None) -> None:
+    from edgeweave.cli.scenarios.input_filter import Options, run_scenario
+
+    opts = Options(occurrence=tuple(occurrence), frames=frames, streams=streams, epochs=epochs,
+                   seed=seed)
+    if front is not None or filter is not None:
+        from edgeweave.serve.filter.config import FilterConfig
+        from edgeweave.serve.front_config import FrontConfig, load_front, with_flags
+
+        # the scenario's query: "does the frame hold a digit" (reference classes 1-10)
+        base = load_front(front) if front is not None else FrontConfig(
+            filter=FilterConfig(positive=tuple(range(1, 11)), max_fn=opts.max_fn,
+                                max_fp=opts.max_fp))
+        chosen = with_flags(base, None, filter).filter
+        if chosen is None:
+            raise EdgeWeaveError(f"{front}: it has no filter section to take the targets from")
+        opts = replace(opts, max_fn=chosen.max_fn, max_fp=chosen.max_fp)
+    with console.status("input filter: training the reference, then a cascade per stream"):
+        tables, doc = run_scenario(opts, lambda m: console.log(m[:160]))
+    _finish(console, "input_filter", tables, doc, json_out)
+    console.print(f"[dim]{doc['note']}[/]")

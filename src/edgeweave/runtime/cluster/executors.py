@@ -1,0 +1,177 @@
+"""Running one task of a cluster plan: a tile of the fused block, or a part of a split layer.
+
+A worker builds one executor after Setup; the gateway builds the same one from its own copy of
+the model when no worker is left to run a task, so a frame is answered whatever fails. Each
+executor says exactly which tensors (names, dtypes, shapes) a task must carry before any is
+decoded, and runs it on them. Tile modules are built lazily and kept (a level-1 tile has one
+variant per set of finished neighbours; at most ``MAX_MODULES`` are kept).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from edgeweave.errors import GraphError
+from edgeweave.graph.blocks import FusedBlock, chain_block, fused_block
+from edgeweave.graph.capture import Graph
+from edgeweave.graph.layerwise import unit_tiles
+from edgeweave.graph.tile_exec import TileModule
+from edgeweave.graph.tiles import Tile, tile_grid
+from edgeweave.runtime.cluster.blueprint import (
+    LayerSpec,
+    Spec,
+    fused_tiles,
+    neuron_interval,
+    piece_names,
+    share_names,
+    tile_variant,
+    value_dtype,
+)
+
+MAX_MODULES = 64
+
+
+def with_weights(graph: Graph, state: Mapping[str, torch.Tensor]) -> Graph:
+    """A copy of a (meta-weighted) captured graph whose named weights are ``state``: only the
+    modules the worker runs get real tensors, the rest of the model stays on the meta device."""
+    module = copy.deepcopy(graph.module)
+    _missing, unexpected = module.load_state_dict(dict(state), strict=False, assign=True)
+    if unexpected:
+        raise GraphError(f"weights {unexpected[:3]} are not in model {graph.name!r}")
+    return dataclasses.replace(graph, module=module.eval())
+
+
+class TileExecutor:
+    """The tiles of one fused block (DeepThings): ``run(tile, crop, pieces)``."""
+
+    method = "fused-tiles"
+
+    def __init__(self, graph: Graph, depth: int, grid: tuple[int, int], reuse: bool):
+        self.graph = graph
+        self.block: FusedBlock = fused_block(graph, depth)
+        self.tiles = fused_tiles(self.block, grid, reuse)
+        self.base = tile_grid(self.block, grid) if reuse else self.tiles
+        self.batch = graph.input_shape[0]
+        self._modules: OrderedDict[tuple, TileModule] = OrderedDict()
+
+    @property
+    def tasks(self) -> int:
+        return len(self.tiles)
+
+    def tile(self, index: int, done: Sequence[int] = ()) -> Tile:
+        return tile_variant(self.block, self.base, self.tiles, index, done)
+
+    def expected(self, tile: Tile) -> dict[str, Spec]:
+        """The crop and every reused piece a task for ``tile`` carries."""
+        block = self.block
+        out = {"crop": (value_dtype(self.graph, block.input),
+                        (self.batch, block.input_shape[0], tile.input.height, tile.input.width))}
+        for name, layer, k in piece_names(tile):
+            region = tile.reused[layer][k].region
+            out[name] = (value_dtype(self.graph, layer),
+                         (self.batch, block.node(layer).shape[0], region.height, region.width))
+        return out
+
+    def share_specs(self, tile: Tile) -> dict[str, Spec]:
+        """What a result for ``tile`` carries besides its output (the gateway checks it)."""
+        out = {}
+        for name, layer, k in share_names(tile):
+            region = tile.shares[layer][k]
+            out[name] = (value_dtype(self.graph, layer),
+                         (self.batch, self.block.node(layer).shape[0], region.height,
+                          region.width))
+        return out
+
+    def output_spec(self, tile: Tile) -> Spec:
+        node = self.block.output
+        return (value_dtype(self.graph, node.name),
+                (self.batch, node.shape[0], tile.output.height, tile.output.width))
+
+    def run(self, tile: Tile, values: Mapping[str, torch.Tensor]
+            ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``values``: "crop" and the pieces by wire name; returns the output and the shares
+        by wire name."""
+        pieces: dict[str, list[torch.Tensor]] = {}
+        for name, layer, _ in piece_names(tile):
+            pieces.setdefault(layer, []).append(values[name])
+        with torch.inference_mode():
+            out, shares = self._module(tile)(values["crop"], pieces)
+        return out, {name: shares[layer][k] for name, layer, k in share_names(tile)}
+
+    def _module(self, tile: Tile) -> TileModule:
+        # a level-1 tile's regions depend on which neighbours were done: key on all of them
+        key = (tile.index, tuple(sorted(tile.computes.items())),
+               tuple(sorted(tile.reused.items())))
+        module = self._modules.get(key)
+        if module is None:
+            module = self._modules[key] = TileModule(self.graph, self.block, tile).eval()
+            while len(self._modules) > MAX_MODULES:
+                self._modules.popitem(last=False)
+        self._modules.move_to_end(key)
+        return module
+
+
+class LayerExecutor:
+    """The parts of split layers one device computes (MoDNN): ``run(layer, part, crop)``.
+    ``slices`` holds the rows of fully connected layers, named as blueprint.layer_weights."""
+
+    method = "layer-wise"
+
+    def __init__(self, graph: Graph, layers: Sequence[LayerSpec],
+                 slices: Mapping[str, torch.Tensor]):
+        self.graph = graph
+        self.layers = list(layers)
+        self.batch = graph.input_shape[0]
+        self._fx = {n.name: n for n in graph.module.graph.nodes}
+        self._parts: dict[tuple[int, int], tuple[Spec, Spec, object]] = {}
+        for i, layer in enumerate(self.layers):
+            for part in layer.parts:
+                self._parts[(i, part)] = self._build(layer, part, slices)
+
+    @property
+    def tasks(self) -> int:
+        return len(self._parts)
+
+    def _build(self, layer: LayerSpec, part: int, slices: Mapping[str, torch.Tensor]
+               ) -> tuple[Spec, Spec, object]:
+        source = self.graph.node(layer.unit[0]).inputs[0]
+        dtype = value_dtype(self.graph, source)
+        if layer.kind == "rows":
+            block = chain_block(self.graph, layer.unit)
+            tile = unit_tiles(self.graph, layer.split())[part]
+            crop = (dtype, (self.batch, block.input_shape[0], tile.input.height,
+                            tile.input.width))
+            out = (dtype, (self.batch, block.output.shape[0], tile.output.height,
+                           tile.output.width))
+            return crop, out, TileModule(self.graph, block, tile).eval()
+        a, b = neuron_interval(layer.row_bounds, part)
+        target = str(self._fx[layer.unit[0]].target)
+        weight = slices[f"{target}.weight[{a}:{b}]"]
+        bias = slices.get(f"{target}.bias[{a}:{b}]")
+        post = [self.graph.module.get_submodule(str(self._fx[n].target)) for n in layer.unit[1:]]
+        shape = tuple(self.graph.node(source).out_shape or ())
+        return (dtype, shape), (dtype, (*shape[:-1], b - a)), (weight, bias, post)
+
+    def specs(self, layer: int, part: int) -> tuple[Spec, Spec]:
+        """(crop, output) of a part; GraphError if this device has no such part."""
+        found = self._parts.get((layer, part))
+        if found is None:
+            raise GraphError(f"this worker computes no part {part} of split layer {layer}")
+        return found[0], found[1]
+
+    def run(self, layer: int, part: int, crop: torch.Tensor) -> torch.Tensor:
+        _, _, how = self._parts[(layer, part)]
+        with torch.inference_mode():
+            if isinstance(how, TileModule):
+                return how(crop)[0]
+            weight, bias, post = how  # type: ignore[misc]
+            out = F.linear(crop, weight, bias)
+            for module in post:
+                out = module(out)
+            return out

@@ -1,0 +1,337 @@
+"""The gateway of a fused-tile plan (DeepThings, Zhao et al. 2018): frames in, answers out.
+
+Data sources (the gateway's device and any other cluster device producing frames) submit
+frames; each frame's tiles become jobs for the scheduler (work stealing or sharing,
+:mod:`~edgeweave.runtime.cluster.scheduler`), which the gateway dispatches to idle device
+workers. For each task it crops the frame by the tile's input region, cuts the reused halo
+pieces from its :class:`~edgeweave.graph.tile_exec.ShareStore` (a level-1 tile dispatched before
+all its neighbours finished reuses only theirs and computes the rest,
+:func:`~edgeweave.graph.reuse.level1_tile`), and puts it on the shared medium. Results are
+checked (shapes before decoding), kept, and stitched when a frame is complete; the rest of the
+model then runs where the plan says (:mod:`~edgeweave.runtime.cluster.rest`), one frame at a
+time, as the gateway device would.
+
+No frame is lost: a device that dies hands its unfinished tiles back to the scheduler and they
+run on another device; with no device left the gateway computes them itself. A device that joins
+late is set up and starts asking for work like the others.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from edgeweave.codec import CodecError
+from edgeweave.errors import EdgeWeaveError
+from edgeweave.graph import Graph
+from edgeweave.graph.regions import Region
+from edgeweave.graph.tile_exec import ShareStore, stitch
+from edgeweave.graph.tiles import Tile
+from edgeweave.plan import Plan
+from edgeweave.runtime import dilation, tensors
+from edgeweave.runtime.client import ClientOptions
+from edgeweave.runtime.cluster.blueprint import (
+    block_recipe,
+    cluster_spec,
+    module_weights,
+    regions_digest,
+    reuse_sources,
+    setup_stream,
+)
+from edgeweave.runtime.cluster.executors import TileExecutor
+from edgeweave.runtime.cluster.medium import SharedMedium
+from edgeweave.runtime.cluster.pool import WorkerPool
+from edgeweave.runtime.cluster.rest import RestRunner
+from edgeweave.runtime.cluster.scheduler import Job, make_scheduler
+from edgeweave.runtime.proto import cluster_pb2 as cpb
+from edgeweave.runtime.recipe import package
+from edgeweave.security import ClientTLS
+
+log = logging.getLogger("edgeweave.runtime.cluster")
+
+#: Who computed a tile when no device worker was left.
+GATEWAY_LOCAL = "gateway (local)"
+
+
+@dataclass
+class FrameResult:
+    """One answered frame: the model's output and how it was computed."""
+
+    frame: int
+    source: str
+    output: Any
+    latency_ms: float  # submitted -> answered
+    cluster_ms: float  # submitted -> every tile stitched
+    rest_ms: float
+    medium_bytes: int  # what this frame put on the shared medium
+    tasks: dict[str, int]  # device -> tiles it ran
+    compute_ms: dict[str, float]  # device -> emulated compute
+    stolen: int  # tiles run by a device other than the frame's source
+    rerun: int  # tiles re-run after their device died
+    note: str = ""
+
+
+@dataclass
+class _Frame:
+    id: int
+    source: str
+    x: torch.Tensor
+    store: ShareStore
+    future: Future
+    submitted: float = field(default_factory=time.perf_counter)
+    outputs: dict[int, torch.Tensor] = field(default_factory=dict)
+    level0_done: set[int] = field(default_factory=set)
+    medium_bytes: int = 0
+    tasks: Counter = field(default_factory=Counter)
+    compute: Counter = field(default_factory=Counter)
+    stolen: int = 0
+    rerun: int = 0
+    stitched: float = 0.0
+    block_out: torch.Tensor | None = None
+
+
+class TileGateway:
+    """``join(device, target)`` each worker, then ``submit(x, source)`` frames (futures of
+    :class:`FrameResult`); ``close()`` at the end. ``graph`` holds the model's weights."""
+
+    def __init__(self, graph: Graph, plan: Plan, *, scheduler: str = "stealing",
+                 prefetch: int = 0, token: str | None = None, tls: ClientTLS | None = None,
+                 gateway_dilation: float = 1.0, edge_target: str | None = None,
+                 rest_options: ClientOptions | None = None, spin: bool = False,
+                 task_timeout_s: float = 300.0):
+        part = plan.partition
+        if part is None or part.method != "fused-tiles":
+            raise EdgeWeaveError("the plan has no fused-tile partition (plan it with "
+                                 "plan_cluster and method fused-tiles)")
+        assert part.fused_depth is not None and part.grid is not None
+        self.part = part
+        self.gateway = part.gateway
+        self.local = TileExecutor(graph, part.fused_depth, tuple(part.grid), part.reuse)
+        self.block = self.local.block
+        self.digest = regions_digest(self.local.tiles)
+        if regions_digest([t.to_tile() for t in part.tiles]) != self.digest:
+            raise EdgeWeaveError(f"the plan's tiles differ from the regions this gateway "
+                                 f"computes for model {part.model!r} at fused depth "
+                                 f"{part.fused_depth}, grid {part.grid[0]}x{part.grid[1]}")
+        self.sources_of = reuse_sources(self.local.tiles) if part.reuse else {}
+        self.order = sorted(self.local.tiles, key=lambda t: (t.level, t.index))
+        self.assignment = {t.index: t.device for t in part.tiles}
+        self.dilation, self.spin = gateway_dilation, spin
+        self.medium = SharedMedium(part.medium.mbps, part.medium.rtt_ms)
+        self.pool = WorkerPool(self.medium, self.gateway, self._on_ready, self._on_gone,
+                               token=token, tls=tls, task_timeout_s=task_timeout_s)
+        self.scheduler = make_scheduler(scheduler, prefetch)
+        self.rest = RestRunner(graph, plan, part.prefix_nodes, edge_target=edge_target,
+                               token=token, tls=tls, dilation=gateway_dilation,
+                               options=rest_options)
+        self.package = package(block_recipe(part.model, part.input_shape, self.block),
+                               module_weights(graph, self.block.names))
+        self._lock = threading.RLock()
+        self._frames: dict[int, _Frame] = {}
+        self._ids = itertools.count()
+        self._task_ids = itertools.count(1)
+        self._local_running = False
+        self._rest_queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._rest_thread = threading.Thread(target=self._rest_loop, daemon=True,
+                                             name="cluster-rest")
+        self._rest_thread.start()
+
+    # ---- devices --------------------------------------------------------------------------
+
+    def join(self, device: str, target: str) -> cpb.SetupReply:
+        """Set up the worker at ``target`` as cluster device ``device``; it starts asking for
+        work (a late joiner too)."""
+        if device not in self.part.devices:
+            raise EdgeWeaveError(f"device {device!r} is not in the plan's cluster "
+                                 f"({', '.join(self.part.devices)})")
+        spec = cluster_spec(self.part, device, self.digest)
+        return self.pool.connect(device, target, setup_stream(spec, self.package))
+
+    def _on_ready(self, device: str) -> None:
+        with self._lock:
+            self._pump()
+
+    def _on_gone(self, device: str, lost: list[Any], why: str) -> None:
+        with self._lock:
+            live = self.pool.alive()
+            self.scheduler.leave(device, live)
+            again = []
+            for frame_id, job in lost:
+                frame = self._frames.get(frame_id)
+                if frame is not None and job.tile not in frame.outputs:
+                    frame.rerun += 1
+                    again.append(job)
+            self.scheduler.requeue(again, live)
+            self._pump()
+
+    # ---- frames ---------------------------------------------------------------------------
+
+    def submit(self, x: torch.Tensor, source: str | None = None) -> Future:
+        """Queue a frame from data source ``source`` (a cluster device; the gateway by
+        default); the future's result is a :class:`FrameResult`."""
+        source = source or self.gateway
+        if source not in self.part.devices:
+            raise EdgeWeaveError(f"data source {source!r} is not a device of the plan's "
+                                 f"cluster ({', '.join(self.part.devices)})")
+        want = tuple(self.part.input_shape)
+        if tuple(x.shape) != want:
+            raise EdgeWeaveError(f"frame has shape {list(x.shape)}; the plan takes {list(want)}")
+        future: Future = Future()
+        with self._lock:
+            frame = _Frame(next(self._ids), source, x, ShareStore(self.local.tiles), future)
+            self._frames[frame.id] = frame
+            self.scheduler.add([Job(frame.id, t.index, t.level, source,
+                                    self.assignment[t.index]) for t in self.order],
+                               self.pool.alive())
+            self._pump()
+        return future
+
+    def _ready(self, job: Job) -> bool:
+        """Work sharing sends a level-1 tile once the tiles it reuses are done (the plan's
+        schedule); stealing never waits (a missing neighbour's halo is computed)."""
+        frame = self._frames[job.frame]
+        return set(self.sources_of.get(job.tile, ())) <= frame.level0_done
+
+    def _pump(self) -> None:
+        """Give idle devices work (caller holds the lock)."""
+        free = {d: self.scheduler.limit() - self.pool.held(d) for d in self.pool.ready()}
+        for device, job in self.scheduler.dispatch(free, self._ready):
+            if not self._dispatch(device, job):
+                self.scheduler.requeue([job], self.pool.alive())
+        if self.scheduler.pending() and not self.pool.alive() and not self._local_running:
+            self._local_running = True
+            threading.Thread(target=self._run_locally, daemon=True,
+                             name="cluster-local").start()
+
+    def _task(self, frame: _Frame, job: Job
+              ) -> tuple[Tile, list[int], dict[str, torch.Tensor]]:
+        """The tile as dispatched now (reusing the neighbours done so far), those neighbours,
+        and its input values (crop and reused pieces)."""
+        done = [k for k in self.sources_of.get(job.tile, ()) if k in frame.level0_done]
+        tile = self.local.tile(job.tile, done)
+        values = {"crop": _crop(frame.x, tile.input)}
+        for layer, pieces in frame.store.pieces(tile).items():
+            values.update((f"{layer}/{k}", t) for k, t in enumerate(pieces))
+        return tile, done, values
+
+    def _dispatch(self, device: str, job: Job) -> bool:
+        frame = self._frames[job.frame]
+        tile, done, values = self._task(frame, job)
+        msg = cpb.Task(task=next(self._task_ids), frame=str(frame.id), tile=job.tile,
+                       reused_from=done, return_codec=self.part.result_codec)
+        msg.crop.CopyFrom(tensors.encode(values, ["crop"], self.part.input_codec)[0])
+        names = [n for n in values if n != "crop"]
+        msg.pieces.extend(tensors.encode(values, names, self.part.result_codec))
+        # the crop comes from the frame's source, the reused pieces from the gateway
+        nbytes = (len(msg.crop.payload) if frame.source != device else 0) + (
+            tensors.payload_bytes(msg.pieces) if self.gateway != device else 0)
+        sent = self.pool.send(device, msg, nbytes, device if nbytes == 0 else "medium",
+                              lambda dev, res: self._done(dev, res, frame.id, job, tile),
+                              (frame.id, job))
+        if sent:
+            frame.medium_bytes += nbytes
+        return sent
+
+    def _done(self, device: str, result: cpb.TaskResult, frame_id: int, job: Job,
+              tile: Tile) -> None:
+        """A worker's result, arrived: checked against the tile's shapes, then kept."""
+        want = {"output": self.local.output_spec(tile), **self.local.share_specs(tile)}
+        try:
+            out = tensors.decode([result.output], want.get, 0)["output"]
+            shares = tensors.decode(list(result.shares), want.get, 0)
+            if set(shares) != set(want) - {"output"}:
+                raise CodecError(f"shares {sorted(shares)[:4]}; the tile shares "
+                                 f"{sorted(set(want) - {'output'})[:4]}")
+        except (CodecError, ValueError) as e:
+            log.warning("device %s sent a bad result for tile %d: %s; running it elsewhere",
+                        device, job.tile, e)
+            with self._lock:
+                self.scheduler.requeue([job], self.pool.alive())
+                self._pump()
+            return
+        with self._lock:
+            frame = self._frames.get(frame_id)
+            nbytes = tensors.payload_bytes([result.output, *result.shares])
+            if frame is not None:
+                frame.medium_bytes += nbytes if device != self.gateway else 0
+                self._accept(frame, job, device, out, shares, result.compute_ms)
+            self._pump()
+
+    def _accept(self, frame: _Frame, job: Job, device: str, out: torch.Tensor,
+                shares: Mapping[str, torch.Tensor], compute_ms: float) -> None:
+        if job.tile in frame.outputs:
+            return  # a re-run raced the original: keep the first
+        frame.outputs[job.tile] = out
+        by_layer: dict[str, list[torch.Tensor]] = {}
+        for name in sorted(shares, key=lambda n: (n.rsplit("/", 1)[0],
+                                                  int(n.rsplit("/", 1)[1]))):
+            by_layer.setdefault(name.rsplit("/", 1)[0], []).append(shares[name])
+        if by_layer:
+            frame.store.keep(job.tile, by_layer)
+        if self.local.tiles[job.tile].level == 0:
+            frame.level0_done.add(job.tile)
+        frame.tasks[device] += 1
+        frame.compute[device] += compute_ms
+        frame.stolen += device != frame.source
+        if len(frame.outputs) == len(self.local.tiles):
+            frame.stitched = time.perf_counter()
+            frame.block_out = stitch(self.block, self.local.tiles, frame.outputs)
+            self._rest_queue.put(frame)
+
+    def _run_locally(self) -> None:
+        """No device left: the gateway computes the waiting tiles itself (dilated to its own
+        hardware), so every frame is still answered."""
+        while True:
+            with self._lock:
+                job = self.scheduler.drain() if not self.pool.alive() else None
+                if job is None:
+                    self._local_running = False
+                    self._pump()
+                    return
+                frame = self._frames[job.frame]
+                tile, _, values = self._task(frame, job)
+            mark = dilation.start()
+            out, shares = self.local.run(tile, values)
+            ms = dilation.finish(mark, self.dilation, spin=self.spin)
+            with self._lock:
+                self._accept(frame, job, GATEWAY_LOCAL, out, shares, ms)
+
+    def _rest_loop(self) -> None:
+        while True:
+            frame = self._rest_queue.get()
+            if frame is None:
+                return
+            start = time.perf_counter()
+            try:
+                assert frame.block_out is not None
+                result = self.rest.run(frame.x, {self.block.output.name: frame.block_out})
+            except Exception as e:  # the frame fails with its cause; the gateway goes on
+                frame.future.set_exception(e)
+            else:
+                end = time.perf_counter()
+                frame.future.set_result(FrameResult(
+                    frame.id, frame.source, result.output,
+                    (end - frame.submitted) * 1000.0, (frame.stitched - frame.submitted) * 1000.0,
+                    (end - start) * 1000.0, frame.medium_bytes, dict(frame.tasks),
+                    dict(frame.compute), frame.stolen, frame.rerun, result.note))
+            with self._lock:
+                self._frames.pop(frame.id, None)
+
+    def close(self) -> None:
+        self._rest_queue.put(None)
+        self.pool.close()
+        self._rest_thread.join(timeout=10)
+
+
+def _crop(x: torch.Tensor, region: Region) -> torch.Tensor:
+    return x[:, :, region.r0:region.r1, region.c0:region.c1]

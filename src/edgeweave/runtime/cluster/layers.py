@@ -1,0 +1,262 @@
+"""The gateway of a layer-wise plan (MoDNN, Mao et al. 2017): every split layer scattered to
+its devices and gathered before the next.
+
+The gateway (MoDNN's group owner) holds the frame and runs the model's prefix layer by layer.
+At a split convolution or pooling layer it sends each device the input rows its output rows need
+(halo included) and stitches the rows that come back; at a split fully connected layer it sends
+each device the input vector and concatenates the neurons that come back (each device holds only
+its rows of the weights). Layers that are not split run on the gateway itself, dilated to its
+hardware. Transfers share the one medium, as in the plan. A device that dies mid-layer has its
+part computed by the gateway (it holds the whole model), so the frame is still answered.
+Frames run one after another: the split is for latency, each layer waits for the last.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from concurrent.futures import Future
+from typing import Any
+
+import torch
+from torch import fx
+
+from edgeweave.codec import CodecError
+from edgeweave.errors import EdgeWeaveError
+from edgeweave.graph import Graph
+from edgeweave.graph.blocks import chain_block
+from edgeweave.graph.layerwise import unit_tiles
+from edgeweave.graph.tile_exec import stitch
+from edgeweave.plan import Plan
+from edgeweave.plan.layerwise_search import reads_input
+from edgeweave.runtime import dilation, tensors
+from edgeweave.runtime.client import ClientOptions
+from edgeweave.runtime.cluster.blueprint import (
+    LayerSpec,
+    cluster_spec,
+    layer_recipe,
+    layer_specs,
+    layer_weights,
+    setup_stream,
+)
+from edgeweave.runtime.cluster.executors import LayerExecutor
+from edgeweave.runtime.cluster.gateway import GATEWAY_LOCAL, FrameResult
+from edgeweave.runtime.cluster.medium import SharedMedium
+from edgeweave.runtime.cluster.pool import WorkerPool
+from edgeweave.runtime.cluster.rest import RestRunner
+from edgeweave.runtime.proto import cluster_pb2 as cpb
+from edgeweave.runtime.recipe import package
+from edgeweave.security import ClientTLS
+
+log = logging.getLogger("edgeweave.runtime.cluster")
+
+
+class _Parts:
+    """The parts of one split layer in flight: results by part, and the parts to recompute."""
+
+    def __init__(self, count: int):
+        self.outputs: dict[int, torch.Tensor] = {}
+        self.lost: list[int] = []
+        self.compute: Counter = Counter()
+        self.tasks: Counter = Counter()
+        self.bytes = 0  # results that crossed the medium
+        self.cond = threading.Condition()
+        self.count = count
+
+    def settled(self) -> bool:
+        return len(self.outputs) + len(self.lost) == self.count
+
+
+class LayerGateway:
+    """``join(device, target)`` each worker, then ``submit(x)`` frames (futures of
+    :class:`~edgeweave.runtime.cluster.gateway.FrameResult`); ``close()`` at the end."""
+
+    def __init__(self, graph: Graph, plan: Plan, *, token: str | None = None,
+                 tls: ClientTLS | None = None, gateway_dilation: float = 1.0,
+                 edge_target: str | None = None, rest_options: ClientOptions | None = None,
+                 spin: bool = False, task_timeout_s: float = 300.0):
+        part = plan.partition
+        if part is None or part.method != "layer-wise":
+            raise EdgeWeaveError("the plan has no layer-wise partition")
+        self.graph, self.part, self.gateway = graph, part, part.gateway
+        whole = [LayerSpec(tuple(la.unit), la.kind, tuple(la.row_bounds), tuple(la.col_bounds),
+                           tuple(range(len(la.devices)))) for la in part.layers]
+        # the gateway can compute any part itself (a device died): it holds the whole model
+        self.local = LayerExecutor(graph, whole, {s.name: t for s, t in
+                                                  layer_weights(graph, whole)})
+        self.specs = whole
+        self.first = {la.unit[0]: i for i, la in enumerate(part.layers)}
+        self.inner = {n for la in part.layers for n in la.unit[1:]}
+        prefix = set(part.prefix_nodes)
+        self.last = next(i.name for i in reversed(graph.nodes) if i.name in prefix)
+        # the prefix's values the rest of the model reads
+        self.needed = {p for info in graph.nodes if info.name not in prefix
+                       for p in info.inputs if p in prefix} | (set(graph.outputs) & prefix)
+        self.dilation, self.spin = gateway_dilation, spin
+        self.medium = SharedMedium(part.medium.mbps, part.medium.rtt_ms)
+        self.pool = WorkerPool(self.medium, self.gateway, lambda _: None, self._on_gone,
+                               token=token, tls=tls, task_timeout_s=task_timeout_s)
+        self.rest = RestRunner(graph, plan, part.prefix_nodes, edge_target=edge_target,
+                               token=token, tls=tls, dilation=gateway_dilation,
+                               options=rest_options)
+        self._task_ids = itertools.count(1)
+        self._ids = itertools.count()
+        self._frames: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="cluster-layers")
+        self._thread.start()
+
+    def join(self, device: str, target: str) -> cpb.SetupReply:
+        if device not in self.part.devices:
+            raise EdgeWeaveError(f"device {device!r} is not in the plan's cluster "
+                                 f"({', '.join(self.part.devices)})")
+        mine = layer_specs(self.part, device)
+        pkg = package(layer_recipe(self.part.model, self.part.input_shape, mine),
+                      layer_weights(self.graph, mine))
+        return self.pool.connect(device, target, setup_stream(cluster_spec(self.part, device),
+                                                              pkg))
+
+    def _on_gone(self, device: str, lost: list[Any], why: str) -> None:
+        for parts, p in lost:
+            with parts.cond:
+                parts.lost.append(p)
+                parts.cond.notify_all()
+
+    def submit(self, x: torch.Tensor, source: str | None = None) -> Future:
+        if source not in (None, self.gateway):
+            raise EdgeWeaveError(f"a layer-wise plan takes frames from its gateway "
+                                 f"{self.gateway!r} only, not {source!r}")
+        want = tuple(self.part.input_shape)
+        if tuple(x.shape) != want:
+            raise EdgeWeaveError(f"frame has shape {list(x.shape)}; the plan takes {list(want)}")
+        future: Future = Future()
+        self._frames.put((next(self._ids), x, future))
+        return future
+
+    def _loop(self) -> None:
+        while True:
+            item = self._frames.get()
+            if item is None:
+                return
+            frame_id, x, future = item
+            try:
+                future.set_result(self._frame(frame_id, x))
+            except Exception as e:  # the frame fails with its cause; the gateway goes on
+                future.set_exception(e)
+
+    def _frame(self, frame_id: int, x: torch.Tensor) -> FrameResult:
+        start = time.perf_counter()
+        run = _Prefix(self, frame_id)
+        run.prefix(x)
+        given = {name: run.values[name] for name in self.needed}
+        stitched = time.perf_counter()
+        result = self.rest.run(x, given)
+        end = time.perf_counter()
+        return FrameResult(frame_id, self.gateway, result.output, (end - start) * 1000.0,
+                           (stitched - start) * 1000.0, (end - stitched) * 1000.0,
+                           run.medium_bytes, dict(run.tasks), dict(run.compute), 0, run.rerun,
+                           result.note)
+
+    def split_layer(self, i: int, source: torch.Tensor, run: _Prefix) -> torch.Tensor:
+        """Scatter layer ``i``'s parts to their devices, gather and stitch them."""
+        la, spec = self.part.layers[i], self.specs[i]
+        codec = self.part.input_codec if reads_input(self.graph, spec.split()) \
+            else self.part.result_codec
+        tiles = unit_tiles(self.graph, spec.split()) if spec.kind == "rows" else []
+        parts = _Parts(len(la.devices))
+        for p, device in enumerate(la.devices):
+            crop = source if spec.kind == "neurons" else source[
+                :, :, tiles[p].input.r0:tiles[p].input.r1, tiles[p].input.c0:tiles[p].input.c1]
+            msg = cpb.Task(task=next(self._task_ids), frame=str(run.frame), tile=p, layer=i,
+                           return_codec=self.part.result_codec)
+            msg.crop.CopyFrom(tensors.encode({"crop": crop}, ["crop"], codec)[0])
+            nbytes = len(msg.crop.payload) if device != self.gateway else 0
+            if self.pool.send(device, msg, nbytes, self.gateway if nbytes else device,
+                              lambda dev, res, p=p: self._done(parts, i, p, dev, res),
+                              (parts, p)):
+                run.medium_bytes += nbytes
+            else:
+                parts.lost.append(p)
+        with parts.cond:
+            parts.cond.wait_for(parts.settled)
+        for p in parts.lost:  # the device is gone: the gateway computes its part
+            run.rerun += 1
+            crop = source if spec.kind == "neurons" else source[
+                :, :, tiles[p].input.r0:tiles[p].input.r1, tiles[p].input.c0:tiles[p].input.c1]
+            mark = dilation.start()
+            parts.outputs[p] = self.local.run(i, p, crop)
+            parts.compute[GATEWAY_LOCAL] += dilation.finish(mark, self.dilation, spin=self.spin)
+            parts.tasks[GATEWAY_LOCAL] += 1
+        run.compute.update(parts.compute)
+        run.tasks.update(parts.tasks)
+        run.medium_bytes += parts.bytes
+        if spec.kind == "neurons":
+            return torch.cat([parts.outputs[p] for p in range(len(la.devices))], dim=-1)
+        block = chain_block(self.graph, spec.unit)
+        return stitch(block, tiles, {t.index: parts.outputs[p] for p, t in enumerate(tiles)})
+
+    def _done(self, parts: _Parts, i: int, p: int, device: str, result: cpb.TaskResult) -> None:
+        _, out_spec = self.local.specs(i, p)
+        try:
+            out = tensors.decode([result.output], {"output": out_spec}.get, 0)["output"]
+        except (CodecError, ValueError) as e:
+            log.warning("device %s sent a bad result for layer %d part %d: %s", device, i, p, e)
+            with parts.cond:
+                parts.lost.append(p)
+                parts.cond.notify_all()
+            return
+        with parts.cond:
+            parts.outputs[p] = out
+            parts.compute[device] += result.compute_ms
+            parts.tasks[device] += 1
+            if device != self.gateway:
+                parts.bytes += tensors.payload_bytes([result.output])
+            parts.cond.notify_all()
+
+    def close(self) -> None:
+        self._frames.put(None)
+        self.pool.close()
+        self._thread.join(timeout=10)
+
+
+class _Prefix(fx.Interpreter):
+    """Runs the model up to the plan's prefix: split layers through the devices, the rest on
+    the gateway (dilated). Driven node by node (:meth:`prefix`): stopping ``Interpreter.run``
+    with an exception makes torch import its compiler stack to log it (5 s)."""
+
+    def __init__(self, gw: LayerGateway, frame: int):
+        super().__init__(gw.graph.module)
+        self.gw, self.frame = gw, frame
+        self.values: dict[str, Any] = {}
+        self.medium_bytes = 0
+        self.rerun = 0
+        self.tasks: Counter = Counter()
+        self.compute: Counter = Counter()
+
+    def prefix(self, x: torch.Tensor) -> None:
+        gw = self.gw
+        waiting = {n: len(n.users) for n in self.module.graph.nodes}
+        for n in self.module.graph.nodes:
+            if n.op == "placeholder":
+                value: Any = x
+            elif n.name in gw.first:
+                value = gw.split_layer(gw.first[n.name], self.env[n.all_input_nodes[0]], self)
+            elif n.name in gw.inner:  # computed with its split layer: its value passes through
+                value = self.env[n.all_input_nodes[0]]
+            else:
+                mark = dilation.start()
+                with torch.inference_mode():
+                    value = self.run_node(n)
+                self.compute[gw.gateway] += dilation.finish(mark, gw.dilation, spin=gw.spin)
+            self.env[n] = value
+            if n.name in gw.needed:
+                self.values[n.name] = value
+            if n.name == gw.last:
+                return
+            for producer in n.all_input_nodes:  # free what no later node reads
+                waiting[producer] -= 1
+                if waiting[producer] == 0:
+                    del self.env[producer]

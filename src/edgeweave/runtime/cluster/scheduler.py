@@ -1,0 +1,168 @@
+"""Who runs which tile next: DeepThings' two schedulers over the same tasks (Zhao et al. 2018).
+
+* **Work stealing**: every tile of a frame starts in its data source's queue. A data source
+  takes its own tiles first; an idle device asks the gateway for a victim, which names the
+  registered sources round-robin (skipping those with nothing left), and takes the task at the
+  head of the victim's queue. Devices hold ``1 + prefetch`` tasks at most, so whoever is idle
+  gets the next one: the load balances itself, and a device that joins late simply starts
+  asking.
+* **Work sharing**: the plan's static assignment, pushed up front: every tile goes to its
+  planned device as soon as its frame arrives (a level-1 tile once the level-0 tiles it reuses
+  are done, as the plan's schedule has it), in the plan's task order.
+
+Both put the tasks of a device that died back in front, so they run again elsewhere (sharing
+moves them, and the dead device's queue, to the live device with the fewest waiting). Pure
+bookkeeping: the gateway calls it under its lock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from edgeweave.errors import EdgeWeaveError
+
+SCHEDULERS = ("stealing", "sharing")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One tile of one frame: ``source`` is the device holding the frame, ``planned`` the
+    device the plan assigns it to."""
+
+    frame: int
+    tile: int
+    level: int
+    source: str
+    planned: str
+
+
+Ready = Callable[[Job], bool]
+
+
+class Stealing:
+    name = "stealing"
+
+    def __init__(self, prefetch: int = 0):
+        self.prefetch = prefetch
+        self.queues: dict[str, deque[Job]] = {}  # registered sources, in order
+        self._victim = 0
+
+    def limit(self) -> int:
+        return 1 + self.prefetch
+
+    def pending(self) -> int:
+        return sum(len(q) for q in self.queues.values())
+
+    def add(self, jobs: Iterable[Job], live: Sequence[str]) -> None:
+        for job in jobs:
+            self.queues.setdefault(job.source, deque()).append(job)
+
+    def requeue(self, jobs: Iterable[Job], live: Sequence[str]) -> None:
+        for job in reversed(list(jobs)):
+            self.queues.setdefault(job.source, deque()).appendleft(job)
+
+    def leave(self, device: str, live: Sequence[str]) -> None:
+        """Nothing moves: a dead source's queue is stolen from like any other."""
+
+    def take(self, device: str, ready: Ready) -> Job | None:
+        own = self.queues.get(device)
+        if own:
+            return own.popleft()
+        return self.steal()
+
+    def steal(self) -> Job | None:
+        """The head of the next registered source's queue that has one (round-robin)."""
+        sources = list(self.queues)
+        for step in range(len(sources)):
+            queue = self.queues[sources[(self._victim + step) % len(sources)]]
+            if queue:
+                self._victim = (self._victim + step + 1) % len(sources)
+                return queue.popleft()
+        return None
+
+    def dispatch(self, free: dict[str, int], ready: Ready) -> list[tuple[str, Job]]:
+        """Idle devices ask in turn, one task per turn, until none gets one."""
+        out = []
+        progress = True
+        while progress:
+            progress = False
+            for device, slots in free.items():
+                if slots <= 0:
+                    continue
+                job = self.take(device, ready)
+                if job is not None:
+                    out.append((device, job))
+                    free[device] -= 1
+                    progress = True
+        return out
+
+    def drain(self) -> Job | None:
+        return self.steal()
+
+
+class Sharing:
+    name = "sharing"
+
+    def __init__(self) -> None:
+        self.jobs: list[Job] = []  # in the order they were added (the plan's task order)
+        self.device: dict[tuple[int, int], str] = {}
+
+    def limit(self) -> int:
+        return 1 << 30
+
+    def pending(self) -> int:
+        return len(self.jobs)
+
+    def add(self, jobs: Iterable[Job], live: Sequence[str]) -> None:
+        for job in jobs:
+            self.jobs.append(job)
+            self.device[(job.frame, job.tile)] = job.planned if job.planned in live \
+                else self._least_loaded(live)
+
+    def requeue(self, jobs: Iterable[Job], live: Sequence[str]) -> None:
+        again = list(jobs)
+        self.jobs[:0] = again
+        for job in again:
+            if self.device.get((job.frame, job.tile)) not in live:
+                self.device[(job.frame, job.tile)] = self._least_loaded(live)
+
+    def leave(self, device: str, live: Sequence[str]) -> None:
+        for job in self.jobs:
+            if self.device[(job.frame, job.tile)] == device:
+                self.device[(job.frame, job.tile)] = self._least_loaded(live)
+
+    def _least_loaded(self, live: Sequence[str]) -> str:
+        if not live:
+            return ""
+        counts = dict.fromkeys(live, 0)
+        for job in self.jobs:
+            name = self.device.get((job.frame, job.tile))
+            if name in counts:
+                counts[name] += 1
+        return min(live, key=lambda d: counts[d])
+
+    def dispatch(self, free: dict[str, int], ready: Ready) -> list[tuple[str, Job]]:
+        """Every ready task to its device, in task order."""
+        out, keep = [], []
+        for job in self.jobs:
+            device = self.device[(job.frame, job.tile)]
+            if free.get(device, 0) > 0 and ready(job):
+                out.append((device, job))
+                free[device] -= 1
+            else:
+                keep.append(job)
+        self.jobs = keep
+        return out
+
+    def drain(self) -> Job | None:
+        return self.jobs.pop(0) if self.jobs else None
+
+
+def make_scheduler(name: str, prefetch: int = 0) -> Stealing | Sharing:
+    if name == "stealing":
+        return Stealing(prefetch)
+    if name == "sharing":
+        return Sharing()
+    raise EdgeWeaveError(f"--scheduler {name!r}: expected one of {', '.join(SCHEDULERS)}")

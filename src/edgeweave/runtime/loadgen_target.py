@@ -1,0 +1,113 @@
+"""EdgeWeave nodes as the load generator's target: whole models deployed to every node, then
+each request sent, without blocking, to the node expected to answer it soonest.
+
+Many logical devices share a few connections per node (`connections`), as requests from one
+gateway or one process would. A request a node refuses (a full queue, a deadline it cannot
+meet) comes back as REFUSED with its status; when a node fails (UNAVAILABLE, a broken
+connection), the request is retried once on another node if one is up, as the device client
+fails over. The inputs are random tensors encoded once per model and reused, so the generator
+spends its time sending, not encoding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import grpc
+import torch
+
+from edgeweave.errors import EdgeWeaveError
+from edgeweave.runtime.edges import Edge, EdgePool
+from edgeweave.runtime.node import message_options
+from edgeweave.runtime.proto import edgeweave_pb2 as pb
+from edgeweave.runtime.serving import to_proto
+from edgeweave.runtime.whole_model import WholeModel
+from edgeweave.security import ClientTLS
+from edgeweave.serve import ServingConfig
+from edgeweave.serve.loadgen import FAILED, OK, REFUSED, Outcome
+
+#: Statuses that mean the node answered "no" (it is alive); anything else is a failure.
+REFUSALS = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED)
+VARIANTS = 4  # distinct inputs per model
+
+
+class GrpcTarget:
+    def __init__(self, targets: Sequence[str], models: Sequence[WholeModel],
+                 token: str | None = None, tls: ClientTLS | None = None,
+                 connections: int = 2, timeout_s: float = 30.0, seed: int = 0,
+                 max_message_mb: float = 64.0):
+        if not targets:
+            raise EdgeWeaveError("loadgen: give at least one node (--edge host:port)")
+        self.pool = EdgePool(targets, token, tls, message_options(max_message_mb),
+                             backoff_s=(0.2, 2.0), connections=connections)
+        self.models = {m.name: m for m in models}
+        self.timeout_s = timeout_s
+        gen = torch.Generator().manual_seed(seed)
+        self.inputs = {m.name: [m.encode(torch.randn(m.graph.input_shape, generator=gen))
+                                for _ in range(VARIANTS)] for m in models}
+
+    def deploy(self, serving: ServingConfig | Mapping[str, ServingConfig]) -> dict[str, int]:
+        """Deploy every model to every node; returns each model's batch limit (the smallest
+        over the nodes). EdgeWeaveError names a node that refuses."""
+        limits: dict[str, int] = {}
+        for name, model in self.models.items():
+            cfg = serving[name] if isinstance(serving, Mapping) else serving
+            for edge in self.pool.edges:
+                try:
+                    reply = edge.stub.Deploy(model.deploy_stream(to_proto(cfg)),
+                                             timeout=max(self.timeout_s, 300.0))
+                except grpc.RpcError as e:
+                    raise EdgeWeaveError(f"node {edge.target} refused to deploy {name}: "
+                                         f"{e.code().name}: {e.details()}") from None
+                limits[name] = min(limits.get(name, reply.max_batch), reply.max_batch)
+        return limits
+
+    def remove(self) -> None:
+        """Remove every model from every node (best effort: the run is over)."""
+        for model in self.models.values():
+            for edge in self.pool.edges:
+                with contextlib.suppress(grpc.RpcError):
+                    edge.stub.Remove(pb.RemoveRequest(stage_digest=model.digest), timeout=10)
+
+    def send(self, model: str, client: int, deadline_s: float, priority: int,
+             done: Callable[[Outcome], None]) -> None:
+        m = self.models[model]
+        req = m.request(self.inputs[model][client % VARIANTS], deadline_s * 1000.0, priority,
+                        request_id=f"{client}-{time.monotonic_ns()}")
+        self._send(req, time.monotonic() + deadline_s, done, ())
+
+    def _send(self, req: pb.InferRequest, deadline: float, done: Callable[[Outcome], None],
+              tried: tuple[Edge, ...]) -> None:
+        edge = self.pool.pick(tried)
+        if edge is None:
+            done(Outcome(FAILED, "UNAVAILABLE", "no node is up"))
+            return
+        sent = time.monotonic()
+        left_ms = (deadline - sent) * 1000.0
+        req.deadline_ms = max(1e-3, left_ms - edge.margin_ms(left_ms))
+        call = edge.stub.Infer.future(req, timeout=self.timeout_s)
+        call.add_done_callback(
+            lambda f: self._finish(f, edge, sent, req, deadline, done, (*tried, edge)))
+
+    def _finish(self, call: grpc.Future, edge: Edge, sent: float, req: pb.InferRequest,
+                deadline: float, done: Callable[[Outcome], None],
+                tried: tuple[Edge, ...]) -> None:
+        round_trip_ms = (time.monotonic() - sent) * 1000.0
+        error = call.exception()
+        if error is None:
+            reply = call.result()
+            self.pool.answered(edge, round_trip_ms, reply)
+            done(Outcome(OK) if reply.tensors else Outcome(FAILED, "EMPTY", "no outputs"))
+            return
+        code = error.code()  # type: ignore[attr-defined]
+        details = error.details() or ""  # type: ignore[attr-defined]
+        if self.pool.refused(edge, round_trip_ms, error) and code in REFUSALS:  # type: ignore[arg-type]
+            done(Outcome(REFUSED, code.name, details))
+            return
+        self.pool.failed(edge)
+        if time.monotonic() < deadline and len(tried) < len(self.pool.edges):
+            self._send(req, deadline, done, tried)  # fail over, as a device does
+            return
+        done(Outcome(FAILED, code.name, details))

@@ -1,0 +1,107 @@
+"""Running requests of one model as a batch: stacked along dim 0, the outputs split back.
+
+Every request holds batch-1 tensors (the node checks each request's declared shapes against the
+model's before decoding), so a batch is the requests' tensors concatenated along dim 0 without
+padding, and row `i` of every output is request `i`'s answer. Only requests whose tensors have
+the same shapes and dtypes are stacked together (`compatible`).
+
+Whether a model can batch at all is measured when it is deployed (`calibrate`): its values must
+have batch dim 1 and its batched outputs must match its batch-1 outputs row by row (a model
+that reshapes with a hard-coded batch would not); one that cannot serves batches of 1.
+
+How the model is run for a batch (measured on this host with ResNet-18 and MobileNetV2, one
+thread, `benchmarks/serving.py --runners`): the node's traced program (traced at batch 1) runs
+any batch size with the same results; a program traced per batch size was not faster, and
+tracing one at a new size takes about a second, which would stall the requests in that batch.
+So the node's one traced program runs every batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+Inputs = tuple[torch.Tensor, ...]
+#: A model as the engine runs it: a batch of stacked inputs -> its outputs, in order.
+ModelFn = Callable[..., Sequence[torch.Tensor]]
+
+
+def signature(inputs: Inputs) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """What must agree for two requests to share a batch."""
+    return tuple((str(t.dtype), tuple(t.shape)) for t in inputs)
+
+
+def stack(items: Sequence[Inputs]) -> Inputs:
+    """The batch: each input position concatenated along dim 0 (a single request is passed
+    through untouched)."""
+    if len(items) == 1:
+        return items[0]
+    return tuple(torch.cat(column, dim=0) for column in zip(*items, strict=True))
+
+
+def unstack(outputs: Sequence[torch.Tensor], sizes: Sequence[int]) -> list[Inputs]:
+    """Each request's rows of every output, in request order (`sizes`: rows per request)."""
+    total = sum(sizes)
+    for k, out in enumerate(outputs):
+        if out.dim() == 0 or out.shape[0] != total:
+            raise ValueError(f"output {k} has shape {list(out.shape)}; a batch of {total} "
+                             f"needs {total} rows along dim 0")
+    if len(sizes) == 1:
+        return [tuple(outputs)]
+    per_output = [out.split(list(sizes), dim=0) for out in outputs]
+    return [tuple(parts[i] for parts in per_output) for i in range(len(sizes))]
+
+
+@dataclass
+class Calibration:
+    """What deploying measured: whether the model batches, and seconds per batch size."""
+
+    batchable: bool
+    seconds: dict[int, float]
+    why: str = ""
+
+
+def batch_dims_ok(shapes: Sequence[Sequence[int]]) -> bool:
+    """Whether every value (input or output) has batch dim 1, the dim requests stack along."""
+    return all(len(s) >= 1 and s[0] == 1 for s in shapes)
+
+
+def calibrate(fn: ModelFn, example: Inputs, max_batch: int, repeats: int = 2,
+              atol: float = 1e-4) -> Calibration:
+    """Time `fn` at batch 1 and at `max_batch` (after a warm-up call each: a traced program
+    specialises on its first calls) and check that a batch of distinct requests gives each the
+    answer it gets alone."""
+    rows = [_varied(example, k) for k in range(max(1, max_batch))]
+    seconds = {1: _timed(fn, rows[0], repeats)}
+    if max_batch <= 1:
+        return Calibration(False, seconds, "max batch 1")
+    try:
+        batched = unstack(list(fn(*stack(rows))), [1] * len(rows))
+    except (RuntimeError, ValueError) as e:
+        return Calibration(False, seconds, f"does not run batched: {str(e).splitlines()[0]}")
+    for k in (0, len(rows) - 1):
+        alone = fn(*rows[k])
+        if not all(torch.allclose(a, b, atol=atol, rtol=1e-3)
+                   for a, b in zip(alone, batched[k], strict=True)):
+            return Calibration(False, seconds, "batched outputs differ from batch-1 outputs")
+    seconds[max_batch] = _timed(fn, stack(rows), repeats)
+    return Calibration(True, seconds)
+
+
+def _varied(example: Inputs, k: int) -> Inputs:
+    """A distinct request: random floats (seeded by `k`), the example's values otherwise."""
+    gen = torch.Generator().manual_seed(k)
+    return tuple(torch.randn(t.shape, generator=gen, dtype=t.dtype)
+                 if t.is_floating_point() else t.clone() for t in example)
+
+
+def _timed(fn: ModelFn, args: Inputs, repeats: int) -> float:
+    with torch.inference_mode():
+        fn(*args)  # warm-up
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn(*args)
+    return (time.perf_counter() - start) / repeats

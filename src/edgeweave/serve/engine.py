@@ -1,0 +1,270 @@
+"""The serving engine: several models, each with its own queue, batched and scheduled across
+models by deadline (`serve.scheduler`), on a fixed number of worker threads.
+
+The caller's thread submits a request (`submit`) and waits for its one outcome (`wait`);
+workers take batches as the scheduler chooses them, run them, and hand each request its own
+rows of the outputs. Everything is bounded: the queues (per model and node-wide), the batch
+size, the wait (a request still queued at its deadline is withdrawn by its own caller, so no
+caller waits past its deadline for a worker that never came). The engine does not know about
+gRPC or tensors on the wire; the node server (`runtime.server`) checks and decodes requests and
+maps a shed request to its status.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from edgeweave.serve import front
+from edgeweave.serve.config import NodeServing, ServingConfig
+from edgeweave.serve.events import NoObserver, ServeObserver
+from edgeweave.serve.latency import LatencyModel
+from edgeweave.serve.pending import Answer, Inputs, Pending, Shed
+from edgeweave.serve.queues import Runner, ServedModel
+from edgeweave.serve.scheduler import Scheduler
+
+log = logging.getLogger("edgeweave.serve")
+
+
+class Engine:
+    def __init__(self, node: NodeServing, observer: ServeObserver | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.node = node
+        self.scheduler = Scheduler(node.policy)
+        self.observer: ServeObserver = observer or NoObserver()
+        self.clock = clock
+        self.models: dict[str, ServedModel] = {}
+        self.queued = 0
+        self._cond = threading.Condition()
+        self._busy_until: dict[int, float] = {}  # worker -> expected end of its batch
+        self._threads: list[threading.Thread] = []
+        self._stopping = False
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> Engine:
+        for k in range(self.node.workers):
+            t = threading.Thread(target=self._work, args=(k,), name=f"serve-worker-{k}",
+                                 daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Shed every queued request ("stopped") and let the workers finish their batch."""
+        with self._cond:
+            self._stopping = True
+            for m in self.models.values():
+                self._shed_all(m, "stopped", "the node is stopping")
+            self._cond.notify_all()
+        end = time.monotonic() + timeout_s
+        for t in self._threads:
+            t.join(max(0.0, end - time.monotonic()))
+
+    # ---- models ---------------------------------------------------------------------------
+
+    def add(self, key: str, name: str, runner: Runner, config: ServingConfig,
+            latency: LatencyModel | None = None) -> ServedModel:
+        """Serve a model (or re-configure one served already); `config` must be resolved."""
+        with self._cond:
+            m = self.models.get(key)
+            if m is None:
+                m = self.models[key] = ServedModel(key, name, runner, config,
+                                                   latency or LatencyModel(),
+                                                   self.scheduler.order)
+            m.reconfigure(config)
+            self._cond.notify_all()
+            return m
+
+    def remove(self, key: str, reason: str = "removed", why: str = "it was removed") -> int:
+        """Stop serving `key`; its queued requests are shed (`reason`). Returns how many."""
+        with self._cond:
+            m = self.models.pop(key, None)
+            return 0 if m is None else self._shed_all(m, reason, f"model {m.name}: {why}")
+
+    def set_front(self, key: str, stages: Sequence[object]) -> None:
+        """Put `stages` (a cache, a filter; see serve.front) in front of model `key`."""
+        with self._cond:
+            self.models[key].fronts = list(stages)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.models
+
+    def load(self) -> tuple[int, float]:
+        """(requests queued, seconds of work per worker ahead of a new request): the cheap load
+        signal devices choose an edge by."""
+        with self._cond:
+            return self.queued, self._backlog(None, self.clock())
+
+    # ---- requests -------------------------------------------------------------------------
+
+    def submit(self, key: str, inputs: Inputs, deadline: float = math.inf,
+               priority: int = 0) -> Pending:
+        """Queue one request (batch-1 tensors) for model `key`, or raise Shed at once."""
+        now = self.clock()
+        with self._cond:
+            m = self._model(key)
+            fronts = list(m.fronts)
+        item = Pending(key, inputs, deadline, priority, now)
+        answered = front.consult(fronts, inputs) if fronts else None
+        if answered is not None:
+            item.resolve(answered)
+            return item
+        with self._cond:
+            m = self._model(key)
+            try:
+                displaced = self._admit(m, item, now)
+            except Shed as e:
+                self.observer.shed(m.name, "rejected", e.reason)
+                raise
+            if displaced is not None:
+                self._drop(displaced, Shed("displaced", "displaced from a full queue by a "
+                                           "request of higher priority", "dropped"))
+            m.push(item)
+            self.queued += 1
+            self.observer.depth(m.name, len(m))
+            self._cond.notify()
+        return item
+
+    def wait(self, item: Pending) -> Answer:
+        """The request's answer, or the Shed it ended with. Under EDF a request still queued
+        at its deadline is withdrawn here; one in a running batch is waited for."""
+        while not item.wait(None if math.isinf(item.deadline) or not self.scheduler.edf
+                            else max(0.0, item.deadline - self.clock())):
+            with self._cond:
+                m = self.models.get(item.key)
+                if m is not None and not item.done and m.remove(item):
+                    self._drop(item, Shed("deadline", "dropped: it waited in the queue until "
+                                                      "its deadline", "dropped"), queued=False)
+                    self.queued -= 1
+            if not item.done:
+                item.wait(0.05)  # in a batch: it is about to be answered or found late
+        return item.result()
+
+    def _model(self, key: str) -> ServedModel:
+        m = self.models.get(key)
+        if m is None:
+            raise Shed("unknown_model", "the model is not served here")
+        if self._stopping:
+            raise Shed("stopped", "the node is stopping")
+        return m
+
+    def _admit(self, m: ServedModel, item: Pending, now: float) -> Pending | None:
+        """Check the request's deadline and the queues' bounds; returns a request it displaces
+        from a full queue, if any (Shed if it cannot be admitted)."""
+        self.scheduler.check_deadline(m, item, now, self._backlog(item, now))
+        idle = self.node.workers - len(self._busy_until)
+        model_full = len(m) >= m.config.max_queue + idle
+        if not model_full and self.queued < self.node.max_queue + idle:
+            return None
+        victim = self.scheduler.victim([m] if model_full else self.models.values(),
+                                       item.priority)
+        if victim is None:
+            where = (f"{m.name}'s queue holds {len(m)} (its max_queue)" if model_full else
+                     f"the node's queues hold {self.queued} (--max-queue)")
+            raise Shed("queue_full", f"{where} and every worker is busy")
+        return victim
+
+    def _backlog(self, item: Pending | None, now: float) -> float:
+        """Seconds of work each worker has before `item` could start (None: a new request of
+        the lowest priority, due last)."""
+        key = (math.inf, 1, 0) if item is None else self.scheduler.order(item)
+        work = sum(m.work_ahead(key) for m in self.models.values())
+        work += sum(max(0.0, end - now) for end in self._busy_until.values())
+        return work / self.node.workers
+
+    def _drop(self, item: Pending, shed: Shed, queued: bool = True) -> None:
+        m = self.models.get(item.key)
+        if queued and m is not None and m.remove(item):
+            self.queued -= 1
+        item.fail(shed)
+        if m is not None:
+            self.observer.shed(m.name, shed.stage, shed.reason)
+
+    def _shed_all(self, m: ServedModel, reason: str, why: str) -> int:
+        items = m.take(len(m))
+        self.queued -= len(items)
+        for item in items:
+            item.fail(Shed(reason, why, "dropped"))
+            self.observer.shed(m.name, "dropped", reason)
+        return len(items)
+
+    # ---- workers --------------------------------------------------------------------------
+
+    def _work(self, wid: int) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self._stopping:
+                        return
+                    now = self.clock()
+                    d = self.scheduler.next(list(self.models.values()), now)
+                    for item, shed in d.dropped:
+                        self.queued -= 1
+                        self._drop(item, shed, queued=False)
+                    if d.model is not None:
+                        break
+                    wait = None if d.wake_at is None else max(0.0005, d.wake_at - now)
+                    self._cond.wait(wait)
+                m, batch = d.model, d.batch
+                self.queued -= len(batch)
+                m.running += len(batch)
+                self._busy_until[wid] = now + m.latency.estimate(len(batch))
+                self.observer.depth(m.name, len(m))
+            try:
+                self._run(m, batch, now)
+            finally:
+                with self._cond:
+                    del self._busy_until[wid]
+                    m.running -= len(batch)
+
+    def _run(self, m: ServedModel, batch: list[Pending], start: float) -> None:
+        until = min(p.deadline for p in batch) if self.scheduler.edf else math.inf
+        outputs = self._compute(m, batch, until)
+        compute = self.clock() - start
+        m.latency.observe(len(batch), compute)
+        limit = m.aimd.observe(len(batch), compute) if m.aimd is not None else m.limit
+        end = self.clock()
+        for p, out in zip(batch, outputs, strict=True):
+            if isinstance(out, Shed):
+                self._drop(p, out, queued=False)
+            elif self.scheduler.edf and end > p.deadline:
+                self._drop(p, Shed("late", f"dropped: its batch finished "
+                                           f"{(end - p.deadline) * 1000:.0f} ms after its "
+                                           f"deadline (not served late)", "dropped"),
+                           queued=False)
+            else:
+                if m.fronts:  # before the caller hears: its next request may hit the cache
+                    front.observe(m.fronts, p.inputs, out)
+                p.resolve(Answer(out, start - p.arrival, compute, len(batch)))
+        self.observer.batch(m.name, len(batch), [start - p.arrival for p in batch], compute,
+                            limit)
+
+    def _compute(self, m: ServedModel, batch: list[Pending], until: float
+                 ) -> list[Inputs | Shed]:
+        """Each request's outputs; when the batch fails, each request alone, so one bad request
+        fails only itself."""
+        try:
+            return list(m.runner([p.inputs for p in batch], until))
+        except Exception as e:
+            if len(batch) == 1:
+                return [_failure(m, e)]
+        out: list[Inputs | Shed] = []
+        for p in batch:
+            try:
+                out.extend(m.runner([p.inputs], until))
+            except Exception as e:
+                out.append(_failure(m, e))
+        return out
+
+
+def _failure(m: ServedModel, e: Exception) -> Shed:
+    if isinstance(e, RuntimeError | ValueError):  # wrong shapes or values reach here
+        return Shed("bad_input", f"model {m.name} failed on the given tensors: "
+                                 f"{(str(e).splitlines() or [''])[0][:300]}", "dropped")
+    log.error("model %s failed", m.name, exc_info=(type(e), e, e.__traceback__))
+    return Shed("failed", f"model {m.name} failed: {type(e).__name__}: {str(e)[:200]}",
+                "dropped")

@@ -1,0 +1,131 @@
+"""Which batch runs next, across every model on the node, and what is shed instead.
+
+Policy "edf" (the default): earliest deadline first across models (Liu and Layland 1973; the
+order Clipper and Nexus serve SLOs by). A model is *ready* when its queue holds the batch worth
+waiting for (`ServedModel.target`), when its oldest request has waited `max_delay_ms`, or when
+waiting any longer would make its most urgent request miss its deadline; among ready models,
+the one whose most urgent request is due first runs. A batch is the model's most urgent
+requests, as many as can finish before the first of their deadlines (all of a batch finish
+together). A request that cannot meet its deadline even alone is dropped before it costs any
+compute, and one that would not meet it behind the work already queued is rejected on
+arrival, so under overload the node spends its time only on requests it can answer in time and
+the devices learn at once to answer the others themselves. Priority decides who is shed when a
+queue is full (a request displaces a queued one of lower priority) and breaks deadline ties.
+
+Policy "fifo": arrival order, no deadline checks: the node as it was before batching (with max
+batch 1), kept as the baseline the serving benchmark measures against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from edgeweave.serve.config import POLICIES
+from edgeweave.serve.pending import Pending, Shed
+from edgeweave.serve.queues import ServedModel
+
+
+@dataclass
+class Decision:
+    model: ServedModel | None = None
+    batch: list[Pending] = field(default_factory=list)
+    dropped: list[tuple[Pending, Shed]] = field(default_factory=list)
+    wake_at: float | None = None  # when a model not ready now becomes ready
+
+
+class Scheduler:
+    def __init__(self, policy: str = "edf"):
+        if policy not in POLICIES:
+            raise ValueError(f"policy {policy!r}: expected one of {POLICIES}")
+        self.policy = policy
+        self.edf = policy == "edf"
+
+    def order(self, item: Pending) -> tuple[float, int, int]:
+        return item.edf_key() if self.edf else item.fifo_key()
+
+    # ---- on arrival -----------------------------------------------------------------------
+
+    def check_deadline(self, model: ServedModel, item: Pending, now: float,
+                       backlog_s: float) -> None:
+        """Reject (Shed) a request that cannot finish by its deadline: already past, or behind
+        `backlog_s` seconds of work per worker that will run before it."""
+        if not self.edf or item.deadline == float("inf"):
+            return
+        left_ms = (item.deadline - now) * 1000.0
+        if left_ms <= 0:
+            raise Shed("deadline", f"its deadline passed {-left_ms:.0f} ms before it arrived")
+        alone = model.latency.estimate(1)
+        if now + backlog_s + alone > item.deadline:
+            raise Shed("deadline", f"cannot meet its deadline: {left_ms:.0f} ms left, about "
+                                   f"{backlog_s * 1000:.0f} ms of queued work ahead of it and "
+                                   f"{alone * 1000:.0f} ms to run it")
+
+    @staticmethod
+    def victim(models: Iterable[ServedModel], priority: int) -> Pending | None:
+        """The queued request a request of `priority` may displace from a full queue: the one
+        of lowest priority (below `priority`) due last."""
+        best: Pending | None = None
+        for m in models:
+            for p in m.items:
+                if p.priority < priority and (best is None or (p.priority, -p.deadline, -p.seq)
+                                              < (best.priority, -best.deadline, -best.seq)):
+                    best = p
+        return best
+
+    # ---- the next batch -------------------------------------------------------------------
+
+    def next(self, models: Iterable[ServedModel], now: float) -> Decision:
+        decision = Decision()
+        best: tuple[tuple[float, int, int], ServedModel, int] | None = None
+        for m in models:
+            if not m.items:
+                continue
+            if self.edf:
+                decision.dropped.extend(self._expire(m, now))
+                if not m.items:
+                    continue
+            size, due = self._plan(m, now)
+            if size:
+                rank = self.order(m.head())
+                if best is None or rank < best[0]:
+                    best = (rank, m, size)
+            elif decision.wake_at is None or due < decision.wake_at:
+                decision.wake_at = due
+        if best is not None:
+            _, decision.model, size = best
+            decision.batch = decision.model.take(size)
+        return decision
+
+    def _expire(self, m: ServedModel, now: float) -> list[tuple[Pending, Shed]]:
+        """Drop the most urgent requests while even a batch of one would finish late."""
+        out = []
+        alone = m.latency.estimate(1)
+        while m.items and now + alone > m.head().deadline:
+            item = m.take(1)[0]
+            left = (item.deadline - now) * 1000.0
+            out.append((item, Shed("deadline", f"dropped: it can no longer meet its deadline "
+                                               f"({left:.0f} ms left, a batch of one takes "
+                                               f"{alone * 1000:.0f} ms)", "dropped")))
+        return out
+
+    def _plan(self, m: ServedModel, now: float) -> tuple[int, float]:
+        """(size, 0) if the model should run a batch of `size` now, else (0, the instant it
+        becomes ready)."""
+        n = len(m.items)
+        if n >= m.target:  # the preferred size (Triton sends the largest one it can form)
+            return self._fit(m, m.target, now), 0.0
+        due = m.oldest_arrival() + m.config.max_delay_ms / 1000.0
+        if self.edf:  # waiting for more must leave the most urgent one time to run
+            due = min(due, m.head().deadline - m.latency.estimate(min(m.target, n + 1)))
+        if now >= due:
+            return self._fit(m, n, now), 0.0
+        return 0, due
+
+    def _fit(self, m: ServedModel, size: int, now: float) -> int:
+        """The largest batch up to `size` that finishes before its most urgent deadline."""
+        if self.edf:
+            deadline = m.head().deadline
+            while size > 1 and now + m.latency.estimate(size) > deadline:
+                size -= 1
+        return size

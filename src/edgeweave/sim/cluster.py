@@ -1,0 +1,204 @@
+"""A multi-device partition replayed: one frame's tasks on a cluster whose devices share a
+medium, in the simulator's queues.
+
+A plan with a ``partition`` (`plan.multidevice.plan_cluster`) splits the first layers of each
+inference across a cluster (DeepThings' fused tiles, MoDNN's layer-wise split); the gateway then
+runs, or sends up, the rest of the model. Each device that runs such an application is the
+gateway of its own copy of the plan's cluster: the partition's helper devices and one shared
+medium (a :class:`~edgeweave.sim.links.LinkQueue` at the medium's rate: transfers take turns on
+the air, FIFO).
+
+The tasks are priced by the partition's own model, as the plan wrote them: each tile's or layer
+part's compute on its device, its input and result bytes, the tiles whose results it waits for
+(data reuse). They run as `plan.medium` runs them (a task's input crosses the medium, its
+device computes the tasks in order, the result crosses back; a task on the gateway sends
+nothing), but on the simulator's resources: the medium and the devices are shared with the
+cluster's other frames, and the gateway's processor with the gateway's other work. On an idle
+cluster the frame takes the partition's predicted ``cluster_ms``; a layer-wise split runs its
+split layers one after the other, then the layers the gateway computes alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from edgeweave.plan.partition import Partition
+
+GATEWAY = 0
+
+
+@dataclass(frozen=True)
+class FrameTask:
+    """``compute_s`` on device ``device`` (0: the gateway, k: the k-th helper), ``in_bytes``
+    sent to it first and ``out_bytes`` back; ``after``: tasks (of its group) whose results must
+    be at the gateway first."""
+
+    device: int
+    compute_s: float
+    in_bytes: int
+    out_bytes: int
+    after: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One inference's cluster part: groups of tasks run one after the other (one group of
+    fused tiles; one group per split layer), then ``gateway_s`` of the gateway alone."""
+
+    groups: tuple[tuple[FrameTask, ...], ...]
+    gateway_s: float
+    helpers: tuple[str, ...]  # the helper devices' names in the plan, index k-1
+    medium_mbps: float
+    medium_rtt_ms: float
+    predicted_ms: float  # the partition's cluster_ms
+
+
+def frame_of(part: Partition) -> Frame | None:
+    """The partition's frame, or None when the plan runs on the gateway alone (``single``)."""
+    if part.method == "single":
+        return None
+    helpers = tuple(d for d in part.devices if d != part.gateway)
+    index = {part.gateway: GATEWAY, **{d: k + 1 for k, d in enumerate(helpers)}}
+    groups: list[tuple[FrameTask, ...]] = []
+    gateway_s = 0.0
+    if part.method == "fused-tiles":
+        tiles = sorted(part.tiles, key=lambda t: (t.level, t.index))  # the order devices run
+        position = {t.index: k for k, t in enumerate(tiles)}
+        groups.append(tuple(
+            FrameTask(index[t.device], t.compute_ms / 1000.0, t.in_bytes, t.out_bytes,
+                      tuple(sorted({position[p.source] for ps in t.reused.values()
+                                    for p in ps})))
+            for t in tiles))
+        cluster_ms = float(part.predicted.get("cluster_ms", 0.0))
+    else:
+        for layer in part.layers:
+            groups.append(tuple(FrameTask(index[d], ms / 1000.0, i, o) for d, ms, i, o in
+                                zip(layer.devices, layer.compute_ms, layer.in_bytes,
+                                    layer.out_bytes, strict=True)))
+        cluster_ms = float(part.predicted.get("cluster_ms", 0.0))
+        # what the gateway computes alone between the split layers (flatten, adds, ...)
+        gateway_s = max(0.0, cluster_ms - sum(la.makespan_ms for la in part.layers)) / 1000.0
+    return Frame(tuple(groups), gateway_s, helpers, part.medium.mbps, part.medium.rtt_ms,
+                 cluster_ms)
+
+
+class ClusterHost(Protocol):
+    """What a frame needs from the engine: a clock, callbacks at a later time, the gateway's
+    processor, and the cluster's medium and helper processors."""
+
+    @property
+    def now(self) -> float: ...
+
+    def call_at(self, t: float, fn: Callable[[Any], None], arg: Any) -> None: ...
+
+    def gateway_compute(self, dev: int, now: float, seconds: float) -> float: ...
+
+    def cluster_of(self, dev: int, frame: Frame) -> ClusterState: ...
+
+
+class ClusterState:
+    """One gateway's cluster: its medium and when each helper's processor is next free."""
+
+    __slots__ = ("free", "medium")
+
+    def __init__(self, medium: Any, helpers: int) -> None:
+        self.medium = medium
+        self.free = [0.0] * (helpers + 1)  # index 0 unused: the gateway is the device itself
+
+
+class FrameRun:
+    """One frame in flight (see the module doc); calls ``done(now)`` when the cluster part
+    is over."""
+
+    __slots__ = ("arrived", "cluster", "dev", "done", "finished", "frame", "g", "host",
+                 "missing", "needers", "next_of", "order", "tasks")
+
+    def __init__(self, host: ClusterHost, dev: int, frame: Frame,
+                 done: Callable[[float], None]) -> None:
+        self.host, self.dev, self.frame, self.done = host, dev, frame, done
+        self.cluster = host.cluster_of(dev, frame)
+        self.g = -1
+
+    def start(self, now: float) -> None:
+        self._next_group(now)
+
+    def _next_group(self, now: float) -> None:
+        self.g += 1
+        frame = self.frame
+        if self.g == len(frame.groups):
+            end = now
+            if frame.gateway_s > 0:
+                end = self.host.gateway_compute(self.dev, now, frame.gateway_s)
+            if end > now:
+                self.host.call_at(end, self.done, end)
+            else:
+                self.done(now)
+            return
+        tasks = self.tasks = frame.groups[self.g]
+        n = len(tasks)
+        self.arrived = [False] * n
+        self.finished = 0
+        self.missing = [len(set(t.after)) for t in tasks]
+        self.needers: list[list[int]] = [[] for _ in range(n)]
+        self.order: dict[int, list[int]] = {}
+        for i, t in enumerate(tasks):
+            self.order.setdefault(t.device, []).append(i)
+            for d in set(t.after):
+                self.needers[d].append(i)
+        self.next_of = dict.fromkeys(self.order, 0)
+        for i in range(n):
+            if self.missing[i] == 0:
+                self._release(i, now)
+
+    def _release(self, i: int, now: float) -> None:
+        task = self.tasks[i]
+        if task.device == GATEWAY:
+            self._arrive(i, now)
+            return
+        end = self.cluster.medium.send(now, task.in_bytes)[0]
+        self.host.call_at(end, self._on_input, i)
+
+    def _on_input(self, i: int) -> None:
+        self._arrive(i, self._now())
+
+    def _now(self) -> float:
+        return self.host.now
+
+    def _arrive(self, i: int, now: float) -> None:
+        self.arrived[i] = True
+        device = self.tasks[i].device
+        queue, k = self.order[device], self.next_of[device]
+        while k < len(queue) and self.arrived[queue[k]]:
+            j = queue[k]
+            k += 1
+            seconds = self.tasks[j].compute_s
+            if device == GATEWAY:
+                end = self.host.gateway_compute(self.dev, now, seconds)
+            else:
+                end = max(now, self.cluster.free[device]) + seconds
+                self.cluster.free[device] = end
+            self.host.call_at(end, self._on_computed, j)
+        self.next_of[device] = k
+
+    def _on_computed(self, i: int) -> None:
+        now = self._now()
+        task = self.tasks[i]
+        if task.device == GATEWAY:
+            self._result(i, now)
+            return
+        end = self.cluster.medium.send(now, task.out_bytes)[0]
+        self.host.call_at(end, self._on_result, i)
+
+    def _on_result(self, i: int) -> None:
+        self._result(i, self._now())
+
+    def _result(self, i: int, now: float) -> None:
+        self.finished += 1
+        for j in self.needers[i]:
+            self.missing[j] -= 1
+            if self.missing[j] == 0:
+                self._release(j, now)
+        if self.finished == len(self.tasks):
+            self._next_group(now)

@@ -1,0 +1,130 @@
+"""`edgeweave distribute`'s bad input: exit code 2, one line naming the flag, file, model or
+device at fault, no traceback; when the input alone shows the problem, nothing is profiled or
+started first (profiling is a tripwire there)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgeweave.cli import app as cli_app
+from edgeweave.profile import analytic_profile
+
+TINY = """name: tiny
+nodes:
+  - {name: a, tier: device, hardware: rpi4}
+  - {name: b, tier: device, hardware: rpi3}
+clusters:
+  - name: ab
+    devices: [a, b]
+    medium: {mbps: 100, rtt_ms: 1}
+    memory_mb: {a: 0.01, b: 0.01}
+"""
+MLP = """import torch.nn as nn
+
+def make():
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), (1, 1, 8, 8)
+"""
+
+# (args, what the error names, whether the problem shows before profiling)
+CASES: list[tuple[list[str], str, bool]] = [
+    (["digits-cnn", "--devices", "pi4-0,zz"], "--devices: unknown device 'zz'", True),
+    (["digits-cnn", "--sources", "nope"], "--sources: unknown device 'nope'", True),
+    (["digits-cnn", "--devices", "pi4-0", "--sources", "pi3-0"], "unknown device 'pi3-0'",
+     True),
+    (["digits-cnn", "--cluster", "nope"], "no cluster named 'nope'", True),
+    (["digits-cnn", "--fleet", "pi4-wifi-edge-cloud"], "has no clusters", True),
+    (["digits-cnn", "--grid", "3"], "--grid: expected ROWSxCOLS", True),
+    (["digits-cnn", "--grid", "0x2"], "--grid", True),
+    (["digits-cnn", "--depth", "1", "--grid", "99x99"],
+     "grid 99x99 is larger than the 8x8 output feature map", True),
+    (["digits-cnn", "--depth", "99"], "fused depth 99 is not available", True),
+    (["digits-cnn", "--method", "layer-wise", "--grid", "2x2"], "--method layer-wise", True),
+    (["{d}/mlp.py:make", "--method", "fused-tiles"], "has no fusable prefix", True),
+    (["no-such-model"], "no-such-model", True),
+    (["digits-cnn", "--scheduler", "fifo"], "--scheduler", True),
+    (["digits-cnn", "--input-codec", "zstd"], "--input-codec", True),
+    (["digits-cnn", "--frames", "0"], "--frames", True),
+    (["digits-cnn", "--mbps", "nan"], "--mbps", True),
+    (["digits-cnn", "--json", "{d}/no/x.json"], "--json: cannot write", True),
+    (["digits-cnn", "--grid", "99x99"], "grid 99x99 is larger than", False),
+    (["digits-cnn", "--fleet", "{d}/tiny.yaml", "--method", "fused-tiles"],
+     "the gateway 'a' would exceed its memory limit 0.01 MiB", False),
+    (["digits-cnn", "--fleet", "{d}/roomy-gateway.yaml", "--method", "fused-tiles"],
+     "no device can hold tile", False),
+    (["digits-cnn", "--fleet", "{d}/tiny.yaml"], "memory limit", False),
+]
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("distribute")
+    (d / "tiny.yaml").write_text(TINY)
+    (d / "roomy-gateway.yaml").write_text(TINY.replace("{a: 0.01, b: 0.01}",
+                                                       "{a: 0.14, b: 0.01}"))
+    (d / "mlp.py").write_text(MLP)
+    return d
+
+
+@pytest.fixture
+def profiling(monkeypatch):
+    """Profiling replaced: a tripwire, or the analytic profile (planning needs one)."""
+    profile = importlib.import_module("edgeweave.profile")
+    importlib.import_module("edgeweave.runtime.cluster.session")
+
+    def tripwire(*a, **k):
+        raise AssertionError("bad input reached profiling")
+
+    def analytic(graph, fleet, device=None, *a, **k):
+        return analytic_profile(graph, fleet, device)
+
+    def use(allowed: bool) -> None:
+        monkeypatch.setattr(profile, "profile_graph", analytic if allowed else tripwire)
+
+    return use
+
+
+@pytest.mark.parametrize(("args", "names", "early"), CASES,
+                         ids=[" ".join(a) for a, _, _ in CASES])
+def test_bad_input_is_one_line_naming_it(args, names, early, scratch, profiling, monkeypatch,
+                                         capsys):
+    profiling(not early)
+    argv = ["edgeweave", "distribute", *(a.format(d=scratch) for a in args)]
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as exit_:
+        cli_app.main()
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 2, (out, err)
+    assert "Traceback" not in out + err
+    assert names in err, err
+    if err.startswith("error:"):
+        assert len(err.strip().splitlines()) == 1, err
+    else:
+        assert "Invalid value" in err, err
+
+
+@pytest.mark.slow
+def test_distribute_runs_the_plan_on_worker_processes(tmp_path, monkeypatch, capsys):
+    """digits-cnn across three devices of the pi-cluster: the partition, each device's work
+    with its dilation, predicted and measured latency; every frame answered."""
+    out = tmp_path / "run.json"
+    argv = ["edgeweave", "distribute", "digits-cnn", "--devices", "pi4-0,pi4-1,pi3-0",
+            "--method", "fused-tiles", "--grid", "2x2", "--frames", "2", "--repeats", "1",
+            "--json", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as exit_:
+        cli_app.main()
+    text = capsys.readouterr().out
+    assert exit_.value.code in (0, None), text
+    assert "fused-tiles fused depth" in text and "grid 2x2" in text
+    assert "dilation" in text and "rpi3" in text
+    assert "latency: predicted" in text and "measured" in text
+    run = json.loads(out.read_text())["run"]
+    assert run["frames"] == 2 and run["method"] == "fused-tiles" and run["devices"] == 3
+    assert run["dilations"]["pi3-0"] > run["dilations"]["pi4-0"] >= 1.0

@@ -1,0 +1,170 @@
+"""The gateway over real gRPC (workers in this process for speed; test_cluster_processes.py
+runs them as processes): every frame answered and equal to the single-device model under both
+schedulers with several data sources, fused tiles with and without data reuse, layer-wise; a
+device stopped mid-frame, a device joining late, no device at all."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+from cluster_helpers import TOKEN, digits, digits_plan
+
+from edgeweave.errors import EdgeWeaveError
+from edgeweave.runtime.cluster.gateway import GATEWAY_LOCAL, TileGateway
+from edgeweave.runtime.cluster.layers import LayerGateway
+
+
+def frames(n: int, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(digits().input_shape, generator=g) for _ in range(n)]
+
+
+def reference(x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return digits().module(x)
+
+
+def run(gw, xs, sources):
+    futures = [gw.submit(x, s) for x, s in zip(xs, sources, strict=True)]
+    return [f.result(timeout=60) for f in futures]
+
+
+@pytest.mark.parametrize("scheduler", ["stealing", "sharing"])
+@pytest.mark.parametrize("reuse", [True, False])
+def test_every_frame_from_several_sources_equals_the_single_device_output(
+        workers, scheduler, reuse):
+    plan = digits_plan(grid=(2, 3), reuse=reuse)
+    gw = TileGateway(digits(), plan, scheduler=scheduler, token=TOKEN)
+    try:
+        for device in "abc":
+            gw.join(device, workers.start(device))
+        xs = frames(6)
+        results = run(gw, xs, ["a", "b", "c"] * 2)
+    finally:
+        gw.close()
+    for x, r in zip(xs, results, strict=True):
+        assert torch.allclose(r.output, reference(x), atol=1e-5)
+        assert sum(r.tasks.values()) == 6 and r.rerun == 0
+    if scheduler == "sharing":  # the plan's static assignment, every frame
+        planned = {t.index: t.device for t in plan.partition.tiles}
+        want = {d: list(planned.values()).count(d) for d in set(planned.values())}
+        assert all(r.tasks == want for r in results)
+
+
+def test_layer_wise_across_workers_equals_the_single_device_output(workers):
+    plan = digits_plan("layer-wise")
+    part = plan.partition
+    assert len(part.layers) >= 2 and len({d for la in part.layers for d in la.devices}) == 3
+    gw = LayerGateway(digits(), plan, token=TOKEN)
+    try:
+        for device in "abc":
+            gw.join(device, workers.start(device))
+        xs = frames(3)
+        results = run(gw, xs, [None] * 3)
+    finally:
+        gw.close()
+    for x, r in zip(xs, results, strict=True):
+        assert torch.allclose(r.output, reference(x), atol=1e-5)
+        assert set(r.tasks) == {"a", "b", "c"} and r.medium_bytes > 0
+
+
+def test_a_device_stopped_mid_frame_loses_no_frame(workers):
+    """Work sharing (the harder case: the plan pinned tiles to the device that stops)."""
+    plan = digits_plan(grid=(2, 2), reuse=True)
+    gw = TileGateway(digits(), plan, scheduler="sharing", token=TOKEN)
+    try:
+        for device in "abc":
+            gw.join(device, workers.start(device, dilation=400.0))
+        xs = frames(3)
+        futures = [gw.submit(x, "a") for x in xs]
+        busy = max("abc", key=gw.pool.held)
+        time.sleep(0.1)
+        workers.stop(busy)
+        results = [f.result(timeout=60) for f in futures]
+    finally:
+        gw.close()
+    assert sum(r.rerun for r in results) >= 1
+    for x, r in zip(xs, results, strict=True):
+        assert torch.allclose(r.output, reference(x), atol=1e-5)
+        assert busy not in r.tasks or sum(r.tasks.values()) == 4
+
+
+def test_a_device_joining_late_starts_stealing(workers):
+    plan = digits_plan(grid=(2, 2), reuse=False)
+    gw = TileGateway(digits(), plan, scheduler="stealing", token=TOKEN)
+    try:
+        gw.join("a", workers.start("a", dilation=300.0))
+        xs = frames(4)
+        futures = [gw.submit(x, "a") for x in xs]
+        late = workers.start("c")
+        gw.join("c", late)
+        assert gw.scheduler.pending() > 0  # still work to steal when it asked
+        results = [f.result(timeout=60) for f in futures]
+    finally:
+        gw.close()
+    assert sum(r.tasks.get("c", 0) for r in results) >= 1
+    assert sum(r.stolen for r in results) >= 1
+    for x, r in zip(xs, results, strict=True):
+        assert torch.allclose(r.output, reference(x), atol=1e-5)
+
+
+def test_with_no_device_left_the_gateway_computes_the_tiles_itself():
+    plan = digits_plan(grid=(2, 2), reuse=True)
+    gw = TileGateway(digits(), plan, token=TOKEN)
+    try:
+        xs = frames(2)
+        results = run(gw, xs, ["a", "a"])
+    finally:
+        gw.close()
+    for x, r in zip(xs, results, strict=True):
+        assert r.tasks == {GATEWAY_LOCAL: 4}
+        assert torch.allclose(r.output, reference(x), atol=1e-5)
+
+
+def test_gateway_refuses_a_plan_whose_tiles_were_altered():
+    plan = digits_plan(grid=(2, 2))
+    part = plan.partition
+    first = part.tiles[0].model_copy(update={"input": type(part.tiles[0].input)(0, 1, 0, 1)})
+    altered = plan.model_copy(update={"partition": part.model_copy(
+        update={"tiles": [first, *part.tiles[1:]]})})
+    with pytest.raises(EdgeWeaveError, match="the plan's tiles differ"):
+        TileGateway(digits(), altered, token=TOKEN)
+
+
+def test_bad_frames_and_sources_are_named():
+    gw = TileGateway(digits(), digits_plan(grid=(2, 2)), token=TOKEN)
+    try:
+        with pytest.raises(EdgeWeaveError, match="data source 'zz'"):
+            gw.submit(frames(1)[0], "zz")
+        with pytest.raises(EdgeWeaveError, match=r"frame has shape \[1, 1, 4, 4\]"):
+            gw.submit(torch.zeros(1, 1, 4, 4))
+        with pytest.raises(EdgeWeaveError, match="device 'zz' is not in the plan"):
+            gw.join("zz", "127.0.0.1:1")
+    finally:
+        gw.close()
+
+
+def test_a_device_that_answers_nothing_in_time_is_cut_off_and_its_tiles_rerun(workers):
+    """A worker holding tasks and answering none (hung, or stalling on purpose) is waited for
+    at most the task timeout; its tiles run elsewhere and the frame is answered correctly."""
+    plan = digits_plan(grid=(2, 2), reuse=False)
+    gw = TileGateway(digits(), plan, scheduler="stealing", token=TOKEN, task_timeout_s=0.5)
+    try:
+        gw.join("b", workers.start("b", dilation=100_000.0))  # a minute per tile
+        xs = frames(2)
+        futures = [gw.submit(x, "a") for x in xs]
+        deadline = time.monotonic() + 30
+        while gw.pool.held("b") == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert gw.pool.held("b") > 0  # b took a tile and sits on it
+        gw.join("a", workers.start("a"))
+        results = [f.result(timeout=60) for f in futures]
+        assert "b" not in gw.pool.alive()
+    finally:
+        gw.close()
+    assert sum(r.rerun for r in results) >= 1
+    for x, r in zip(xs, results, strict=True):
+        assert torch.allclose(r.output, reference(x), atol=1e-5)
+        assert "b" not in r.tasks

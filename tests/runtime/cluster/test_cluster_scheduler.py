@@ -1,0 +1,65 @@
+"""Work stealing and work sharing as bookkeeping: who gets which tile, in which order, and what
+happens to a dead device's tiles."""
+
+from __future__ import annotations
+
+import pytest
+
+from edgeweave.errors import EdgeWeaveError
+from edgeweave.runtime.cluster.scheduler import Job, Sharing, Stealing, make_scheduler
+
+
+def jobs(frame: int, source: str, planned: list[str]) -> list[Job]:
+    return [Job(frame, k, 0, source, device) for k, device in enumerate(planned)]
+
+
+def always(job: Job) -> bool:
+    return True
+
+
+def test_stealing_sources_take_their_own_tiles_first_others_steal_round_robin():
+    s = Stealing()
+    s.add(jobs(0, "a", ["a"] * 3), ["a", "b", "c"])
+    s.add(jobs(1, "b", ["a"] * 3), ["a", "b", "c"])
+    got = s.dispatch({"a": 1, "b": 1, "c": 1}, always)
+    assert got[0] == ("a", Job(0, 0, 0, "a", "a"))  # a source takes its own queue's head
+    assert got[1] == ("b", Job(1, 0, 0, "b", "a"))
+    assert got[2] == ("c", Job(0, 1, 0, "a", "a"))  # c steals from the first victim
+    # c keeps asking: the victims come round-robin (b, a, b)
+    assert [s.take("c", always).frame for _ in range(3)] == [1, 0, 1]
+    assert s.take("c", always) is None and s.pending() == 0
+
+
+def test_stealing_requeues_a_dead_devices_tiles_in_front_and_a_late_joiner_steals():
+    s = Stealing()
+    s.add(jobs(0, "a", ["a"] * 4), ["a"])
+    first, second = s.take("a", always), s.take("a", always)
+    s.requeue([first, second], [])
+    assert s.take("z", always) == first  # a device never seen before steals at once
+    assert s.take("z", always) == second
+
+
+def test_sharing_pushes_every_ready_tile_to_its_planned_device_in_order():
+    s = Sharing()
+    s.add(jobs(0, "a", ["a", "b", "a", "c"]), ["a", "b", "c"])
+    blocked = Job(0, 3, 0, "a", "c")
+    got = s.dispatch({"a": 9, "b": 9, "c": 9}, lambda j: j != blocked)
+    assert [(d, j.tile) for d, j in got] == [("a", 0), ("b", 1), ("a", 2)]
+    assert s.dispatch({"a": 9, "c": 9}, always) == [("c", blocked)]
+
+
+def test_sharing_moves_a_dead_devices_tiles_to_the_least_loaded_live_device():
+    s = Sharing()
+    s.add(jobs(0, "a", ["a", "b", "b", "c"]), ["a", "b", "c"])
+    sent = s.dispatch({"b": 9}, always)  # b got its two tiles, then died
+    s.leave("b", ["a", "c"])
+    s.requeue([j for _, j in sent], ["a", "c"])
+    got = s.dispatch({"a": 9, "c": 9}, always)
+    assert sorted(j.tile for _, j in got) == [0, 1, 2, 3]
+    # a and c had one tile each: b's two go one to each (the least loaded at each move)
+    assert sorted(d for d, j in got if j.tile in (1, 2)) == ["a", "c"]
+
+
+def test_unknown_scheduler_is_named():
+    with pytest.raises(EdgeWeaveError, match="--scheduler 'fifo'"):
+        make_scheduler("fifo")

@@ -1,0 +1,144 @@
+"""A cluster worker trusts nothing a gateway claims: it builds only models from its own
+registry, refuses a plan whose tile regions differ from its own, takes exactly the weights its
+model has, and checks every task's tile, neighbours and tensor shapes before any work."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import grpc
+import pytest
+import torch
+from cluster_helpers import TOKEN, digits, digits_plan
+
+from edgeweave.graph.reuse import reuse_tiles
+from edgeweave.graph.tile_exec import run_tiles
+from edgeweave.runtime import tensors
+from edgeweave.runtime.cluster.blueprint import (
+    block_recipe,
+    cluster_spec,
+    module_weights,
+    regions_digest,
+    setup_stream,
+)
+from edgeweave.runtime.cluster.executors import TileExecutor
+from edgeweave.runtime.proto import cluster_pb2 as cpb
+from edgeweave.runtime.proto import cluster_pb2_grpc as cpb_grpc
+from edgeweave.runtime.recipe import package
+from edgeweave.security import authed_channel
+
+
+@pytest.fixture(scope="module")
+def fused():
+    """digits-cnn's fused block on a 2x2 grid with data reuse, as a gateway describes it."""
+    plan = digits_plan(grid=(2, 2), reuse=True)
+    part = plan.partition
+    graph = digits()
+    ex = TileExecutor(graph, part.fused_depth, tuple(part.grid), part.reuse)
+    pkg = package(block_recipe(part.model, part.input_shape, ex.block),
+                  module_weights(graph, ex.block.names))
+    return part, ex, pkg
+
+
+def stub(target: str) -> cpb_grpc.ClusterWorkerStub:
+    return cpb_grpc.ClusterWorkerStub(authed_channel(target, token=TOKEN))
+
+
+def setup_error(target: str, requests) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as err:
+        stub(target).Setup(iter(list(requests)), timeout=30)
+    return err.value
+
+
+def test_worker_builds_the_plans_tiles_and_answers_tasks_like_the_reference(workers, fused):
+    part, ex, pkg = fused
+    target = workers.start("b")
+    spec = cluster_spec(part, "b", regions_digest(ex.tiles))
+    reply = stub(target).Setup(setup_stream(spec, pkg), timeout=60)
+    assert reply.tasks == 4 and reply.digest == pkg.digest
+    x = torch.randn(digits().input_shape)
+    results = {}
+    level0 = [t for t in ex.tiles if t.level == 0]
+    tasks = []
+    for k, tile in enumerate(level0):
+        crop = x[:, :, tile.input.r0:tile.input.r1, tile.input.c0:tile.input.c1]
+        msg = cpb.Task(task=k + 1, tile=tile.index, return_codec="none")
+        msg.crop.CopyFrom(tensors.encode({"crop": crop}, ["crop"], "none")[0])
+        tasks.append(msg)
+    replies = list(stub(target).Work(iter(tasks), timeout=60))
+    assert replies[0].hello and all(not r.error for r in replies[1:])
+    for r, tile in zip(replies[1:], level0, strict=True):
+        results[tile.index] = tensors.decode([r.output])["output"]
+        assert {s.name for s in r.shares} == set(ex.share_specs(tile))
+    reference = run_tiles(digits(), ex.block, reuse_tiles(ex.block, (2, 2)), x)
+    for index, out in results.items():
+        region = ex.tiles[index].output
+        assert torch.allclose(out, reference[:, :, region.r0:region.r1, region.c0:region.c1],
+                              atol=1e-6)
+
+
+@pytest.mark.parametrize(("model", "code", "says"), [
+    ("/tmp/evil.py:factory", grpc.StatusCode.INVALID_ARGUMENT, "looks like a file path"),
+    ("nosuchnet", grpc.StatusCode.FAILED_PRECONDITION, "has no model 'nosuchnet'"),
+])
+def test_worker_refuses_a_model_it_does_not_trust(workers, fused, model, code, says):
+    part, ex, pkg = fused
+    target = workers.start("b")
+    spec = cluster_spec(part, "b", regions_digest(ex.tiles))
+    evil = dataclasses.replace(pkg, recipe=dataclasses.replace(pkg.recipe, model=model))
+    err = setup_error(target, setup_stream(spec, evil))
+    assert err.code() == code and says in err.details()
+
+
+def test_worker_refuses_a_plan_whose_regions_differ(workers, fused):
+    part, ex, pkg = fused
+    target = workers.start("b")
+    other = regions_digest(reuse_tiles(ex.block, (2, 1)))
+    err = setup_error(target, setup_stream(cluster_spec(part, "b", other), pkg))
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "tile regions" in err.details() and "differ" in err.details()
+
+
+def test_worker_refuses_weights_for_other_layers_and_a_grid_beyond_its_bounds(workers, fused):
+    part, ex, pkg = fused
+    target = workers.start("b")
+    spec = cluster_spec(part, "b", regions_digest(ex.tiles))
+    fewer = dataclasses.replace(pkg, recipe=dataclasses.replace(
+        pkg.recipe, nodes=pkg.recipe.nodes[:-1]))
+    err = setup_error(target, setup_stream(spec, fewer))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "recipe" in err.details()
+    huge = cluster_spec(part, "b", "0" * 64)
+    huge.grid_rows = 1000
+    err = setup_error(target, setup_stream(huge, pkg))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "grid 1000x2" in err.details()
+
+
+def test_worker_checks_every_task_before_work(workers, fused):
+    part, ex, pkg = fused
+    target = workers.start("b")
+    with pytest.raises(grpc.RpcError) as err:  # no plan yet
+        list(stub(target).Work(iter([]), timeout=10))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    stub(target).Setup(setup_stream(cluster_spec(part, "b", regions_digest(ex.tiles)), pkg),
+                       timeout=60)
+    tile = ex.tiles[0]
+    crop = torch.zeros(1, 1, tile.input.height + 1, tile.input.width)
+
+    def task(k: int, **fields) -> cpb.Task:
+        msg = cpb.Task(task=k, tile=fields.pop("tile", 0), **fields)
+        msg.crop.CopyFrom(tensors.encode({"crop": crop}, ["crop"], "none")[0])
+        return msg
+
+    level1 = next(t.index for t in ex.tiles if t.level == 1)
+    bad = [task(1),  # a crop one row too tall
+           task(2, tile=99),  # no such tile
+           task(3, tile=level1, reused_from=[level1]),  # not a neighbour it reuses from
+           task(4, return_codec="topk:0.5")]  # not an activation codec
+    replies = list(stub(target).Work(iter(bad), timeout=30))[1:]
+    assert [r.task for r in replies] == [1, 2, 3, 4]
+    assert all(r.error_code == "INVALID_ARGUMENT" for r in replies)
+    h, w = tile.input.height, tile.input.width
+    assert f"declared float32 [1, 1, {h + 1}, {w}]" in replies[0].error
+    assert f"takes float32 [1, 1, {h}, {w}]" in replies[0].error
+    assert "tiles 0 to 3" in replies[1].error
+    assert "reuses the halo of tiles" in replies[2].error

@@ -1,0 +1,213 @@
+"""The engine with real worker threads and a stand-in model: every caller gets its own answer,
+deadlines are met or the request is shed, and every request ends exactly one way."""
+
+import math
+import threading
+import time
+
+import pytest
+import torch
+from serve_helpers import Doubler
+
+from edgeweave.serve import Engine, NodeServing, ServingConfig, Shed, resolve
+from edgeweave.serve.latency import LatencyModel
+
+NODE = NodeServing(policy="edf", workers=1, max_batch=8, max_queue=64)
+
+
+def engine(runner, node=NODE, latency=None, **knobs):
+    e = Engine(node).start()
+    e.add("m", "m", runner, resolve(ServingConfig(**knobs), node), latency)
+    return e
+
+
+def call(e, x, deadline=math.inf, priority=0, key="m"):
+    """Submit and wait: ("ok", output) or ("shed", Shed)."""
+    try:
+        return "ok", e.wait(e.submit(key, (x,), deadline, priority))
+    except Shed as s:
+        return "shed", s
+
+
+def in_threads(n, fn):
+    out = [None] * n
+    threads = [threading.Thread(target=lambda k=k: out.__setitem__(k, fn(k))) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return out
+
+
+def test_each_caller_gets_its_own_rows_from_a_batch():
+    model = Doubler(fixed=0.02)
+    e = engine(model, max_delay_ms=20)
+    try:
+        results = in_threads(24, lambda k: call(e, torch.full((1, 3), float(k))))
+    finally:
+        e.stop()
+    for k, (kind, answer) in enumerate(results):
+        assert kind == "ok"
+        assert torch.equal(answer.outputs[0], torch.full((1, 3), 2.0 * k))
+    assert max(model.sizes) > 1 and sum(model.sizes) == 24
+
+
+def test_one_bad_request_in_a_batch_fails_alone():
+    e = engine(Doubler(fixed=0.01), max_delay_ms=30)
+    try:
+        results = in_threads(6, lambda k: call(
+            e, torch.full((1, 2), math.nan if k == 3 else float(k))))
+    finally:
+        e.stop()
+    kinds = [r[0] for r in results]
+    assert kinds.count("ok") == 5 and kinds[3] == "shed"
+    assert results[3][1].reason == "bad_input" and "failed on the given tensors" in str(
+        results[3][1])
+
+
+def test_under_overload_nothing_is_served_late_and_the_counts_add_up():
+    """A model taking 20 ms per request, 60 requests at once with 100 ms deadlines: it can
+    answer about five in time; every other one is shed with a deadline reason or a full
+    queue, none is answered after its deadline, and answered + shed = sent."""
+    latency = LatencyModel()
+    latency.seed(1, 0.02)
+    model = Doubler(per_item=0.02)
+    e = engine(model, latency=latency, max_batch=1)
+    finished = {}
+
+    def one(k):
+        deadline = time.monotonic() + 0.1
+        kind, what = call(e, torch.full((1, 1), float(k)), deadline)
+        finished[k] = (kind, what, deadline)
+        return kind
+
+    try:
+        kinds = in_threads(60, one)
+    finally:
+        e.stop()
+    ok = {k: f for k, f in finished.items() if f[0] == "ok"}
+    shed = [f for f in finished.values() if f[0] == "shed"]
+    assert len(ok) + len(shed) == 60 == len(kinds)
+    assert ok and shed
+    # each answer's batch ended before its deadline (the model's clock: not the caller's
+    # wake-up, which a busy host delays)
+    assert all(model.ended[float(k)] <= deadline for k, (_, _, deadline) in ok.items())
+    assert {s.reason for _, s, _ in shed} <= {"deadline", "late", "queue_full"}
+
+
+def test_a_full_queue_refuses_at_once_and_a_higher_priority_displaces():
+    gate = threading.Event()
+
+    def blocked(inputs, until):
+        gate.wait(10)
+        return [(x[0],) for x in inputs]
+
+    node = NodeServing(workers=1, max_batch=1, max_queue=2)
+    e = engine(blocked, node=node)
+    try:
+        running = e.submit("m", (torch.zeros(1, 1),))
+        deadline = time.monotonic() + 5
+        while e.queued and time.monotonic() < deadline:  # the worker took it
+            time.sleep(0.005)
+        queued = [e.submit("m", (torch.zeros(1, 1),), priority=0) for _ in range(2)]
+        with pytest.raises(Shed) as full:
+            e.submit("m", (torch.zeros(1, 1),), priority=0)
+        assert full.value.reason == "queue_full" and "every worker is busy" in str(full.value)
+        urgent = e.submit("m", (torch.zeros(1, 1),), priority=5)
+        displaced = [p for p in queued if p.done]
+        assert len(displaced) == 1 and displaced[0].error.reason == "displaced"
+        gate.set()
+        for p in (running, urgent, *[q for q in queued if not q.done]):
+            assert e.wait(p).outputs is not None
+    finally:
+        gate.set()
+        e.stop()
+
+
+def test_removing_a_model_sheds_its_queue_and_refuses_new_requests():
+    gate = threading.Event()
+    e = engine(lambda inputs, until: (gate.wait(10), [(x[0],) for x in inputs])[1],
+               node=NodeServing(workers=1, max_batch=1, max_queue=8))
+    try:
+        first = e.submit("m", (torch.zeros(1, 1),))
+        deadline = time.monotonic() + 5
+        while e.queued and time.monotonic() < deadline:
+            time.sleep(0.005)
+        waiting = e.submit("m", (torch.zeros(1, 1),))
+        assert e.remove("m") == 1
+        assert waiting.error.reason == "removed"
+        with pytest.raises(Shed) as gone:
+            e.submit("m", (torch.zeros(1, 1),))
+        assert gone.value.reason == "unknown_model"
+        gate.set()
+        assert e.wait(first).outputs is not None  # the batch already running finishes
+    finally:
+        gate.set()
+        e.stop()
+
+
+def test_edf_across_models_serves_the_earliest_deadline_first():
+    order = []
+    gate = threading.Event()
+
+    def runner(name):
+        def run(inputs, until):
+            gate.wait(10)
+            order.append(name)
+            return [(x[0],) for x in inputs]
+        return run
+
+    e = Engine(NodeServing(workers=1, max_batch=1, max_queue=8)).start()
+    cfg = resolve(ServingConfig(), e.node)
+    for name in ("blocker", "late", "soon"):
+        e.add(name, name, runner(name), cfg)
+    try:
+        now = time.monotonic()
+        items = [e.submit("blocker", (torch.zeros(1, 1),), now + 30)]
+        deadline = time.monotonic() + 5
+        while e.queued and time.monotonic() < deadline:
+            time.sleep(0.005)
+        items.append(e.submit("late", (torch.zeros(1, 1),), now + 20))
+        items.append(e.submit("soon", (torch.zeros(1, 1),), now + 10))
+        gate.set()
+        for p in items:
+            e.wait(p)
+    finally:
+        gate.set()
+        e.stop()
+    assert order == ["blocker", "soon", "late"]
+
+
+class _Cache:
+    name = "cache"
+
+    def __init__(self):
+        self.seen = {}
+
+    def lookup(self, x):
+        return self.seen.get(float(x.sum()))
+
+    def observe(self, x, answer):
+        self.seen[float(x.sum())] = answer
+
+
+class _Filter:
+    def admit(self, x):
+        return float(x.sum()) >= 0
+
+
+def test_front_stages_answer_skip_or_learn_before_a_request_queues():
+    model = Doubler()
+    e = engine(model)
+    cache = _Cache()
+    e.set_front("m", [cache, _Filter()])
+    try:
+        first = e.wait(e.submit("m", (torch.ones(1, 2),)))
+        again = e.wait(e.submit("m", (torch.ones(1, 2),)))
+        skipped = e.wait(e.submit("m", (-torch.ones(1, 2),)))
+    finally:
+        e.stop()
+    assert first.source == "model" and again.source == "cache"
+    assert torch.equal(again.outputs[0], first.outputs[0])
+    assert skipped.outputs is None and skipped.source == "_Filter"
+    assert model.sizes == [1]  # only the first request ran the model

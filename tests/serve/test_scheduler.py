@@ -1,0 +1,110 @@
+"""The scheduler's choices on a fixed clock: EDF across models, batches that fit the most
+urgent deadline, waiting for a batch to fill, shedding what cannot be served in time."""
+
+import math
+
+import pytest
+from serve_helpers import item, model, scheduler
+
+from edgeweave.serve.pending import Shed
+
+
+def test_edf_runs_the_model_whose_most_urgent_request_is_due_first():
+    s = scheduler("edf")
+    a, b = model("a", s), model("b", s)
+    a.push(item("a", deadline=5.0, arrival=0.0))
+    b.push(item("b", deadline=1.0, arrival=0.5))  # arrived later, due sooner
+    first = s.next([a, b], now=0.6)
+    assert first.model is b
+    assert s.next([a, b], now=0.6).model is a
+
+
+def test_fifo_runs_in_arrival_order_across_models():
+    s = scheduler("fifo")
+    a, b = model("a", s), model("b", s)
+    a.push(item("a", deadline=5.0, arrival=0.0))
+    b.push(item("b", deadline=1.0, arrival=0.5))
+    assert s.next([a, b], now=0.6).model is a
+
+
+def test_edf_serves_a_models_queue_by_deadline_and_batches_the_most_urgent():
+    s = scheduler()
+    m = model("m", s, max_batch=2)
+    for d in (9.0, 3.0, 7.0, 1.0):
+        m.push(item("m", deadline=d))
+    got = s.next([m], now=0.0)
+    assert [p.deadline for p in got.batch] == [1.0, 3.0]
+
+
+def test_a_batch_is_cut_to_what_finishes_before_its_most_urgent_deadline():
+    s = scheduler()
+    m = model("m", s, seconds_per_item=0.1)  # batch of n: n * 100 ms
+    for _ in range(8):
+        m.push(item("m", deadline=0.35))
+    got = s.next([m], now=0.0)
+    assert len(got.batch) == 3  # 300 ms fits in 350 ms, 400 ms would not
+
+
+def test_requests_that_cannot_meet_their_deadline_even_alone_are_dropped_unrun():
+    s = scheduler()
+    m = model("m", s, seconds_per_item=0.1)
+    hopeless, fine = item("m", deadline=0.05), item("m", deadline=1.0)
+    m.push(hopeless)
+    m.push(fine)
+    got = s.next([m], now=0.0)
+    assert [p for p, _ in got.dropped] == [hopeless]
+    shed = got.dropped[0][1]
+    assert shed.reason == "deadline" and shed.stage == "dropped"
+    assert got.batch == [fine]
+
+
+def test_fifo_never_drops_for_deadlines():
+    s = scheduler("fifo")
+    m = model("m", s, seconds_per_item=0.1)
+    m.push(item("m", deadline=0.01))
+    got = s.next([m], now=5.0)
+    assert not got.dropped and len(got.batch) == 1
+
+
+def test_a_model_waits_up_to_max_delay_for_its_preferred_batch():
+    s = scheduler()
+    m = model("m", s, max_batch=8, max_delay_ms=50, preferred_batch=(4,))
+    for _ in range(3):
+        m.push(item("m", deadline=10.0, arrival=1.0))
+    waiting = s.next([m], now=1.01)
+    assert waiting.model is None and waiting.wake_at == pytest.approx(1.05)
+    assert len(s.next([m], now=1.05).batch) == 3  # delay over: the largest batch possible
+    for _ in range(5):
+        m.push(item("m", deadline=10.0, arrival=2.0))
+    assert len(s.next([m], now=2.0).batch) == 4  # the preferred size, at once
+
+
+def test_waiting_for_a_batch_never_costs_the_most_urgent_request_its_deadline():
+    s = scheduler()
+    m = model("m", s, seconds_per_item=0.1, max_delay_ms=1000)
+    m.push(item("m", deadline=1.25, arrival=1.0))
+    waiting = s.next([m], now=1.0)
+    assert waiting.wake_at == pytest.approx(1.05)  # 1.25 minus a batch of two's 200 ms
+
+
+def test_arrivals_that_cannot_make_it_behind_the_queue_are_rejected():
+    s = scheduler()
+    m = model("m", s, seconds_per_item=0.1)
+    s.check_deadline(m, item("m", deadline=1.0), now=0.0, backlog_s=0.5)
+    with pytest.raises(Shed, match="cannot meet its deadline") as e:
+        s.check_deadline(m, item("m", deadline=1.0), now=0.0, backlog_s=0.95)
+    assert e.value.reason == "deadline" and e.value.stage == "rejected"
+    with pytest.raises(Shed, match="passed"):
+        s.check_deadline(m, item("m", deadline=1.0), now=2.0, backlog_s=0.0)
+    s.check_deadline(m, item("m", deadline=math.inf), now=2.0, backlog_s=99.0)  # no deadline
+
+
+def test_a_full_queue_gives_up_its_lowest_priority_request_due_last():
+    s = scheduler()
+    m = model("m", s)
+    low_late, low_soon, high = (item("m", 9.0, priority=0), item("m", 1.0, priority=0),
+                                item("m", 5.0, priority=5))
+    for p in (low_late, low_soon, high):
+        m.push(p)
+    assert s.victim([m], priority=3) is low_late
+    assert s.victim([m], priority=0) is None  # nobody below priority 0
