@@ -725,12 +725,13 @@ def make_fleet_certs(
     """
     names = list(node_names)
     if not names:
-        raise SecurityError("make_fleet_certs: no node names given")
+        raise SecurityError("certs: no node names given (--node NAME, one per node)")
     for n in names:
         _check_node_name(n)
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise SecurityError(f"make_fleet_certs: duplicate node names {dupes}")
+        raise SecurityError(f"certs: --node names {dupes} more than once; each node needs its "
+                            "own name")
     host_list = list(hosts)
     _san_entries(host_list)  # validate before writing anything
     _check_days(days)

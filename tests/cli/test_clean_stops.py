@@ -166,6 +166,7 @@ def test_decentral_processes_stopped_by_ctrl_c_end_their_peers_at_once():
     assert time.monotonic() - start < 20  # the peers are not waited for, one after another
 
 
+@pytest.mark.slow
 def test_fl_server_stopped_by_ctrl_c_frees_its_port_and_folder(tmp_path):
     token = tmp_path / "tok"
     token.write_text("t" * 32)
@@ -193,3 +194,24 @@ def test_split_learning_edge_stopped_by_sigterm_frees_its_port(tmp_path):
     code, out = run.stop(signal.SIGTERM)
     _assert_stopped(code, out, signal.SIGTERM, [])
     assert _port_free(port)
+
+
+@pytest.mark.slow
+def test_fl_edge_stopped_by_sigterm_frees_its_port_and_folder(tmp_path):
+    """An edge aggregator waiting for its cloud (none here) stops as cleanly as the server."""
+    token = tmp_path / "tok"
+    token.write_text("t" * 32)
+    port = _free_port()
+    config = Path(__file__).resolve().parents[2] / "examples" / "fl" / "digits-hier-grpc.yaml"
+    args = ("fl", "edge", "--config", str(config), "--edge", "edge-a", "--cloud",
+            f"127.0.0.1:{_free_port()}", "--listen", f"127.0.0.1:{port}", "--token-file",
+            str(token), "--out", str(tmp_path / "edge-a"))
+    run = Running(*args)
+    run.wait_for("edge edge-a on")
+    code, out = run.stop(signal.SIGTERM)
+    _assert_stopped(code, out, signal.SIGTERM, [])
+    assert _port_free(port)
+    again = Running(*args)  # the edge's folder lock went with the process
+    again.wait_for("edge edge-a on")
+    code, out = again.stop(signal.SIGINT)
+    _assert_stopped(code, out, signal.SIGINT, [])

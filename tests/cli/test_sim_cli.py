@@ -41,9 +41,14 @@ def scenario_file(tmp_path):
 
 def test_simulate_prints_the_summary_and_writes_json_and_records(tmp_path, scenario_file):
     out, recs = tmp_path / "run.json", tmp_path / "requests.jsonl"
-    res = run(str(scenario_file), "--devices", "12", "--json", str(out), "--records", str(recs))
+    page = tmp_path / "sim.html"
+    res = run(str(scenario_file), "--devices", "12", "--json", str(out), "--records", str(recs),
+              "--report", str(page))
     assert res.returncode == 0, res.stderr
     assert "service time ms" in res.stdout and "12 devices" in res.stdout
+    tables = json.loads((tmp_path / "sim.simulate.json").read_text())["tables"]  # --report's
+    assert tables[0]["rows"][0][0] == "service time ms"  # the printed summary, on the page
+    assert 'data-kind="command"' in page.read_text()
     doc = json.loads(out.read_text())
     assert doc["format_version"] == 1 and doc["kind"] == "edgeweave.sim.run"
     s = doc["summary"]

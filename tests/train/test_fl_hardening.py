@@ -225,8 +225,8 @@ def test_fl_client_refuses_a_task_over_its_message_cap(digits):
         t.join(10)
     finally:
         backend.close()
-    assert "FL client 0: the server sent a task larger than max_message_bytes=10000" \
-        in str(failure[0])
+    assert ("FL client 0: the server sent a task larger than this client takes (0.00953674 MiB; "
+            "raise it with `fl client --max-message-mb`)") in str(failure[0])
 
 
 def test_metrics_without_a_checkpoint_are_kept_and_the_out_dir_is_locked(digits, tmp_path,

@@ -209,9 +209,10 @@ def fl_edge(console: Console, *, config: Path | None, edge: str, cloud: str, lis
             tls_cert: Path | None = None, tls_key: Path | None = None,
             cloud_tls_ca: Path | None = None, out: Path | None = None,
             metrics_port: int | None = None, give_up: float | None = None,
-            retry_max: float = 5.0, **flags) -> None:
+            retry_max: float = 5.0, report: Path | None = None, **flags) -> None:
     """An edge aggregator: serves the devices the fleet puts under ``edge`` and is one client of
     the cloud's `fl server` (see edgeweave.train.edge)."""
+    from edgeweave.cli import reporting
     from edgeweave.train.wire.auth import load_token
 
     token = load_token(token_file)
@@ -231,12 +232,15 @@ def fl_edge(console: Console, *, config: Path | None, edge: str, cloud: str, lis
     # its own folder: out_dir/edge-<name> (the cloud holds out_dir itself)
     folder = out if out is not None else (
         None if cfg.out_dir is None else Path(cfg.out_dir) / f"edge-{edge}")
+    reporting.check_run_folder(report, folder, config)
     _run_edge(console, cfg, edges[edge], folder, cloud=cloud, cloud_token=cloud_token,
               listen=listen, token=token, min_clients=min_clients, round_timeout=round_timeout,
               wait_clients=wait_clients, lease=lease, tls_cert=tls_cert, tls_key=tls_key,
               cloud_tls_ca=cloud_tls_ca, metrics_port=metrics_port, give_up=give_up,
               retry_max=retry_max,
               folder_field="--out" if out is not None else f"{config or '--out'}: out_dir")
+    if report is not None and folder is not None:
+        reporting.write(console, report, [folder])
 
 
 def _run_edge(console: Console, cfg, rounds, folder: Path | None, *, cloud: str,

@@ -58,7 +58,7 @@ def plan_table(console: Console, plan: Plan) -> None:
     )
 
 
-def profile_table(console: Console, prof: Profile, top: int) -> None:
+def profile_table(console: Console, prof: Profile, top: int) -> Table:
     extra = prof.model_extra or {}
     host, reg = extra.get("host", {}), extra.get("regression", {})
     console.print(
@@ -89,6 +89,7 @@ def profile_table(console: Console, prof: Profile, top: int) -> None:
             f"{reg['heldout_total_error_pct']:.1f}% on their sum "
             f"({reg['heldout_layers']} held-out layers, {reg['calibration_layers']} calibration)"
         )
+    return table
 
 
 def fleets_table(console: Console, fleets: list) -> None:

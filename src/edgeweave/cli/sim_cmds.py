@@ -33,7 +33,7 @@ def _ms(v: float | None) -> str:
 def simulate(console: Console, scenario: Path, *, policy: str | None, devices: str | None,
              seed: str | None, duration_s: float | None, sweep: bool, policies: str | None,
              address: str | None, serial: bool, no_training: bool, json_out: Path | None,
-             records: Path | None, plots: Path | None) -> None:
+             records: Path | None, plots: Path | None, report: Path | None = None) -> None:
     from edgeweave.sim.scenario import load_scenario
 
     scn = load_scenario(scenario)
@@ -43,8 +43,9 @@ def simulate(console: Console, scenario: Path, *, policy: str | None, devices: s
         scn = scn.model_copy(update={"duration_s": float(duration_s)})
     counts, seeds = _ints("--devices", devices), _ints("--seed", seed)
     if sweep:
-        _sweep(console, scn, counts, seeds, policies, address, serial, not no_training,
-               json_out, plots)
+        tables = _sweep(console, scn, counts, seeds, policies, address, serial,
+                        not no_training, json_out, plots)
+        _page(console, report, "edgeweave simulate --sweep", tables, scn)
         return
     if policies or address or serial:
         raise SimError("--policies, --address and --serial go with --sweep")
@@ -54,11 +55,22 @@ def simulate(console: Console, scenario: Path, *, policy: str | None, devices: s
         scn = scn.with_devices(counts[0])
     if seeds is not None:
         scn = scn.model_copy(update={"seed": seeds[0]})
-    _single(console, scn, policy, not no_training, json_out, records, plots)
+    tables = _single(console, scn, policy, not no_training, json_out, records, plots)
+    _page(console, report, "edgeweave simulate", tables, scn)
+
+
+def _page(console: Console, report: Path | None, command: str, tables: list[Table],
+          scn: Any) -> None:
+    """`--report`: the tables printed, as a page (edgeweave.cli.reporting)."""
+    if report is not None:
+        from edgeweave.cli import reporting
+
+        reporting.write_tables(console, report, command, tables, scenario=scn.name,
+                               source=str(scn.source), duration_s=scn.duration_s)
 
 
 def _single(console: Console, scn: Any, policy: str | None, training: bool,
-            json_out: Path | None, records: Path | None, plots: Path | None) -> None:
+            json_out: Path | None, records: Path | None, plots: Path | None) -> list[Table]:
     from edgeweave.sim.run import simulate as run_scenario
     from edgeweave.sim.summary import write_records
 
@@ -69,9 +81,9 @@ def _single(console: Console, scn: Any, policy: str | None, training: bool,
         task = bar.add_task(f"{scn.name}: {scn.devices} devices", total=scn.duration_s)
         run = run_scenario(scn, policy=policy, training=training,
                            progress=lambda now, _end: bar.update(task, completed=now))
-    summary_table(console, scn, run.summary, run.wall_s)
+    tables = [summary_table(console, scn, run.summary, run.wall_s)]
     if run.training is not None:
-        training_table(console, run.training)
+        tables.append(training_table(console, run.training))
     doc = run.to_json()
     if json_out:
         json_out.write_text(json.dumps(doc, indent=1, default=float))
@@ -87,9 +99,10 @@ def _single(console: Console, scn: Any, policy: str | None, training: bool,
                              plots / "training.png",
                              run.training["time_to_accuracy"]["target"])
         console.print(f"figure written to {path}")
+    return tables
 
 
-def summary_table(console: Console, scn: Any, s: dict[str, Any], wall_s: float) -> None:
+def summary_table(console: Console, scn: Any, s: dict[str, Any], wall_s: float) -> Table:
     table = Table(title=f"{scn.name}: {s['devices']} devices, {scn.duration_s:g} s simulated, "
                         f"policy {s['policy']}")
     for col in ("", "mean", "p50", "p95", "p99"):
@@ -112,9 +125,10 @@ def summary_table(console: Console, scn: Any, s: dict[str, Any], wall_s: float) 
                   f"({s['events'] / max(wall_s, 1e-9):,.0f} events/s)")
     for note in s["notes"]:
         console.print(f"[yellow]note:[/] {note}")
+    return table
 
 
-def training_table(console: Console, tr: dict[str, Any]) -> None:
+def training_table(console: Console, tr: dict[str, Any]) -> Table:
     kind = (f"hierarchical, {tr['edge_rounds']} edge rounds per cloud round"
             if tr["hierarchical"] else "flat")
     table = Table(title=f"training {tr['experiment']} ({tr['model']}, {tr['clients']} clients, "
@@ -136,11 +150,12 @@ def training_table(console: Console, tr: dict[str, Any]) -> None:
     reached = (f"reached {tta['target']:g} at round {tta['round']} ({tta['sim_s']:.1f} s "
                "simulated)" if tta["round"] else f"did not reach {tta['target']:g}")
     console.print(f"test accuracy {reached}")
+    return table
 
 
 def _sweep(console: Console, scn: Any, counts: list[int] | None, seeds: list[int] | None,
            policies: str | None, address: str | None, serial: bool, training: bool,
-           json_out: Path | None, plots: Path | None) -> None:
+           json_out: Path | None, plots: Path | None) -> list[Table]:
     from edgeweave.sim.plots import plot_sweep
     from edgeweave.sim.policies import list_policies
     from edgeweave.sim.summary import document
@@ -185,6 +200,7 @@ def _sweep(console: Console, scn: Any, counts: list[int] | None, seeds: list[int
         plots.mkdir(parents=True, exist_ok=True)
         path = plot_sweep(rows, plots / "sweep.png", f"{scn.name} ({scn.duration_s:g} s)")
         console.print(f"figure written to {path}")
+    return [table]
 
 
 def _mean_of(rows: list[dict[str, Any]]):  # type: ignore[no-untyped-def]

@@ -189,8 +189,9 @@ class FLClient:
             if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "received" in \
                     (e.details() or "").lower():  # our own receive cap: retrying cannot help
                 raise TrainError(f"FL client {self.client_id}: the server sent a task larger "
-                                 f"than max_message_bytes={self.max_message_bytes} "
-                                 f"({e.details()})") from None
+                                 f"than this client takes ({self.max_message_bytes / 2**20:g} "
+                                 f"MiB; raise it with `fl client --max-message-mb`): "
+                                 f"{e.details()}") from None
             raise
         finally:
             watchdog.stop()

@@ -143,7 +143,7 @@ def fl_edge(
     epochs: int = typer.Option(None, callback=integer(ge=1)),
     seed: int = typer.Option(None),
     fleet: str = FLEET_OPT, fedcs_deadline: float = FEDCS_OPT,
-    edge_rounds: int = EDGE_ROUNDS_OPT,
+    edge_rounds: int = EDGE_ROUNDS_OPT, report: Path = report_option(),
 ) -> None:
     """An edge aggregator of hierarchical FL: a client of the cloud's `fl server`, a server to
     the devices the fleet puts under this edge (they dial in with `edgeweave fl client`)."""
@@ -156,7 +156,8 @@ def fl_edge(
                     cloud_tls_ca=cloud_tls_ca, out=out, metrics_port=metrics_port,
                     give_up=give_up, retry_max=retry_max, model=model, strategy=strategy,
                     fraction=fraction, lr=lr, batch_size=batch_size, epochs=epochs, seed=seed,
-                    fleet=fleet, fedcs_deadline=fedcs_deadline, edge_rounds=edge_rounds)
+                    fleet=fleet, fedcs_deadline=fedcs_deadline, edge_rounds=edge_rounds,
+                    report=report)
 
 
 @app.command("client")

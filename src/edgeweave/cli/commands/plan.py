@@ -50,17 +50,22 @@ def profile(
                                   help="Write the profile JSON here."),
     top: int = typer.Option(15, callback=integer(ge=1),
                             help="Rows of the per-node table (slowest on the device first)."),
+    report: Path = report_option(),
 ) -> None:
     """Measure every layer on this host and predict its latency and energy on each tier."""
-    from edgeweave.cli import render
+    from edgeweave.cli import render, reporting
     from edgeweave.cli.options import writing
 
     prof = _profile(model, fleet, device, weights, warmup, repeats, latency_source)
-    render.profile_table(console, prof, top)
+    table = render.profile_table(console, prof, top)
     if json_out:
         with writing("--json", json_out):
             prof.save(json_out)
         console.print(f"profile written to {json_out}")
+    if report:
+        totals = {t: round(sum(n.latency_ms[t] for n in prof.nodes), 3) for t in prof.tiers}
+        reporting.write_tables(console, report, "edgeweave profile", [table], model=prof.model,
+                               fleet=prof.fleet, nodes=len(prof.nodes), whole_model_ms=totals)
 
 
 @app.command()

@@ -9,6 +9,7 @@ import typer
 
 from edgeweave.cli.common import console
 from edgeweave.cli.options import output_file
+from edgeweave.cli.reporting import report_option
 
 app = typer.Typer()
 
@@ -36,6 +37,7 @@ def simulate(
     records: Path = typer.Option(None, "--records", callback=output_file,
                                  help="Write one JSON line per request here (single runs)."),
     plots: Path = typer.Option(None, "--plots", help="Directory for the figures."),
+    report: Path = report_option(),
 ) -> None:
     """Simulate a fleet scenario: thousands of devices, access points, edge servers and clouds
     running the same Plans as the runtime, with mobility, shared links and training."""
@@ -44,4 +46,4 @@ def simulate(
     sim_cmds.simulate(console, scenario, policy=policy, devices=devices, seed=seed,
                       duration_s=duration_s, sweep=sweep, policies=policies, address=address,
                       serial=serial, no_training=no_training, json_out=json_out,
-                      records=records, plots=plots)
+                      records=records, plots=plots, report=report)

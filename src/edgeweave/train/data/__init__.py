@@ -114,25 +114,25 @@ def make_task(dataset: str, partition: str, n_clients: int, model_spec: str,
     Extra keywords go to the loader (``test_size``, ``test_fraction``, synthetic's options).
     """
     if n_clients < 1:
-        raise TrainError(f"make_task: n_clients must be >= 1, got {n_clients}")
+        raise TrainError(f"data.clients (--clients): expected >= 1, got {n_clients}")
     kw = dict(kw, n_clients=n_clients) if dataset.startswith("synthetic") else dict(kw)
     a, b, test_x, test_y = _load(dataset, seed, kw)
     if kw:
-        raise TrainError(f"make_task: dataset {dataset!r} takes no options {sorted(kw)}")
+        raise TrainError(f"data: dataset {dataset!r} takes no options {sorted(kw)}")
     if isinstance(a, FederatedData):
         if partition != "natural":
             raise TrainError(
-                f"make_task: dataset {dataset!r} is already split by client; use partition "
-                f"'natural', not {partition!r}"
+                f"data.partition (--partition): dataset {dataset!r} is already split by "
+                f"client; use 'natural', not {partition!r}"
             )
         if a.num_clients != n_clients:
-            raise TrainError(f"make_task: {dataset!r} has {a.num_clients} clients, asked for "
-                             f"{n_clients}")
+            raise TrainError(f"data.clients (--clients): dataset {dataset!r} holds "
+                             f"{a.num_clients} clients, asked for {n_clients}")
         data = a
     else:
         if partition == "natural":
-            raise TrainError(f"make_task: dataset {dataset!r} has no natural client split; "
-                             "use iid, dirichlet:ALPHA, shards or unbalanced:SIGMA")
+            raise TrainError(f"data.partition (--partition): dataset {dataset!r} has no natural "
+                             "client split; use iid, dirichlet:ALPHA, shards or unbalanced:SIGMA")
         parts = partition_indices(partition, b.numpy(), n_clients, seed)
         data = FederatedData.from_parts(a, b, parts)
     data = FederatedData(_shape_for(model_spec, data.x), data.y, data.offsets)

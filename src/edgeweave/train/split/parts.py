@@ -75,8 +75,8 @@ def split_sequential(model: nn.Module, cut: int) -> tuple[nn.Sequential, nn.Sequ
     """``(model[:cut], model[cut:])``: the device part and the edge part (modules are shared
     with ``model``, not copied)."""
     if not isinstance(model, nn.Sequential):
-        raise TrainError(f"split: model is a {type(model).__name__}; split learning cuts an "
-                         "nn.Sequential (e.g. build_model('cnn:32,64,128'))")
+        raise TrainError(f"split: model is a {type(model).__name__}; split learning cuts a "
+                         "sequential model spec such as --model cnn:32,64,128 or mlp:64,64,10")
     if not 1 <= cut < len(model):
         raise TrainError(f"split: cut {cut} is out of range; expected 1..{len(model) - 1} for a "
                          f"model of {len(model)} layers")
