@@ -30,8 +30,10 @@ def test_a_small_open_loop_run_reports_every_request(node, tmp_path, capsys):
         capsys, "loadgen", "--edge", target, "--token-file", tok, "--duration", "1",
         "--rate", "40", "--slo-ms", "2000", "--max-delay-ms", "5", "--preferred-batch", "4",
         "--json", str(out),
-        "--plot", str(png))
+        "--plot", str(png), "--report", str(tmp_path / "page.html"))
     assert code == 0, err
+    page = (tmp_path / "page.html").read_text()
+    assert "edgeweave loadgen" in page and "digits-cnn" in page
     doc = json.loads(out.read_text())
     (row,) = doc["rows"]
     assert row["model"] == "digits-cnn" and row["sent"] > 10

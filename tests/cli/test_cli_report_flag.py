@@ -101,7 +101,7 @@ NO_PAGE = {"report": "it is the page (--out)", "fl split": "writes the devices' 
            "split-learn": "its options are its own (argparse); the device prints JSON lines"}
 #: Commands merged from other branches after --report was wired: to do (their --json is a
 #: benchmark or run document `edgeweave report` reads; only the flag is missing).
-NOT_YET = {"distribute", "front cache", "front filter", "loadgen"}
+NOT_YET: set[str] = set()
 
 
 def _commands(group, prefix=()):

@@ -20,7 +20,7 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
                devices: str | None, method: str, depth: int | None, grid: str | None,
                reuse: str, scheduler: str, sources: str | None, frames: int, objective: str,
                mbps: float | None, input_codec: str, result_codec: str, repeats: int,
-               json_out: Path | None) -> None:
+               json_out: Path | None, report: Path | None = None) -> None:
     """Profile, plan and run (the options: edgeweave.cli.commands.distribute)."""
     from edgeweave.graph import capture_spec
     from edgeweave.profile import profile_graph
@@ -58,7 +58,11 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
     with console.status(f"running {frames} frame(s) on {len(part.devices)} worker processes"):
         run = run_cluster(graph, plan, profile, fl, xs, scheduler=scheduler,
                           sources=source_list, models=_installs(model))
-    _print_run(console, run)
+    table = _print_run(console, run)
+    if report is not None:
+        from edgeweave.cli import reporting
+
+        reporting.write_tables(console, report, "edgeweave distribute", [table], **run.to_json())
     if json_out is not None:
         from edgeweave.cli.options import write_output
 
@@ -143,7 +147,7 @@ def _print_plan(console: Console, plan) -> None:
             f"{d}: {', '.join(v)}" for d, v in by_device.items()), highlight=False)
 
 
-def _print_run(console: Console, run) -> None:
+def _print_run(console: Console, run) -> Table:
     part = run.plan.partition
     work = run.device_work()
     table = Table(title=f"per device, per frame ({run.scheduler}; sources "
@@ -169,3 +173,4 @@ def _print_run(console: Console, run) -> None:
                   f"{run.latency_ms:.1f} ms (median of {len(run.results)}); "
                   f"{run.fps:.2f} frames/s; {run.bytes_per_frame / 1e3:.0f} kB per frame on "
                   f"the medium", highlight=False)
+    return table

@@ -23,21 +23,28 @@ def front_settings(front: Path | None, cache: str | None, filter: str | None) ->
 
 
 def _finish(console: Console, name: str, tables: list[Any], doc: dict[str, Any],
-            json_out: Path | None) -> None:
+            json_out: Path | None, report: Path | None = None) -> None:
     """Print the tables; write the JSON as the benchmark of the same name does (so
-    `edgeweave report` reads either)."""
+    `edgeweave report` reads either), and the page when --report asks for one."""
     from edgeweave import formats
+    from edgeweave.cli import reporting
 
     for t in tables:
         console.print(t)
-    if json_out is not None:
+    out = json_out or (reporting.beside(report, name) if report else None)
+    if out is not None:
         doc = {formats.FIELD: formats.BENCHMARK, "benchmark": name, **doc}
-        write_output("--json", json_out, json.dumps(doc, indent=1, default=float))
-        console.print(f"wrote {json_out}")
+        write_output("--json" if json_out else "--report", out,
+                     json.dumps(doc, indent=1, default=float))
+        if json_out:
+            console.print(f"wrote {json_out}")
+    if report:
+        reporting.write(console, report, [out])
 
 
 def cache_bench(console: Console, devices: int, requests: int, epochs: int, seed: int,
-                front: Path | None, cache: str | None, json_out: Path | None) -> None:
+                front: Path | None, cache: str | None, json_out: Path | None,
+                report: Path | None = None) -> None:
     from edgeweave.cli.scenarios.semantic_cache import Options, run_scenario
 
     user = front_settings(front, cache, None).cache
@@ -45,13 +52,13 @@ def cache_bench(console: Console, devices: int, requests: int, epochs: int, seed
     with console.status(f"semantic cache: {devices} devices x {requests} requests of real "
                         f"digits (training digits-cnn, then every configuration)"):
         tables, doc = run_scenario(opts)
-    _finish(console, "semantic_cache", tables, doc, json_out)
+    _finish(console, "semantic_cache", tables, doc, json_out, report)
     console.print(f"[dim]{doc['note']}[/]")
 
 
 def filter_bench(console: Console, occurrence: list[float], frames: tuple[int, int, int],
                  streams: int, epochs: int, seed: int, front: Path | None, filter: str | None,
-                 json_out: Path | None) -> None:
+                 json_out: Path | None, report: Path | None = None) -> None:
     from edgeweave.cli.scenarios.input_filter import Options, run_scenario
 
     opts = Options(occurrence=tuple(occurrence), frames=frames, streams=streams, epochs=epochs,
@@ -70,5 +77,5 @@ def filter_bench(console: Console, occurrence: list[float], frames: tuple[int, i
         opts = replace(opts, max_fn=chosen.max_fn, max_fp=chosen.max_fp)
     with console.status("input filter: training the reference, then a cascade per stream"):
         tables, doc = run_scenario(opts, lambda m: console.log(m[:160]))
-    _finish(console, "input_filter", tables, doc, json_out)
+    _finish(console, "input_filter", tables, doc, json_out, report)
     console.print(f"[dim]{doc['note']}[/]")

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgeweave.cli.options import SEED_MAX, integer, number, output_file
+from edgeweave.cli.reporting import report_option
 from edgeweave.errors import EdgeWeaveError
 
 
@@ -84,6 +85,7 @@ def loadgen(
                                   help="Write the per-model results here."),
     plot: Path = typer.Option(None, "--plot", callback=output_file,
                               help="Latency over time and per-model distribution (PNG)."),
+    report: Path = report_option(),
 ) -> None:
     """Play many devices against serving nodes: throughput, goodput, latency and SLO
     attainment per model."""
@@ -140,7 +142,7 @@ def loadgen(
         if not keep:
             target.remove()
     rows = summarize(run, "edgeweave", mode)
-    _print(console, rows, run.lag_s)
+    table = _print(console, rows, run.lag_s)
     if json_out:
         doc = {formats.FIELD: formats.LOADGEN_RUN, "mode": mode, "nodes": list(edge),
                "seed": seed, "slo_ms": slo_ms, "serving": knobs.describe(),
@@ -152,9 +154,15 @@ def loadgen(
         from edgeweave.serve.loadgen.plot import plot_run
 
         console.print(f"plot written to {plot_run(run, plot)}")
+    if report:
+        from edgeweave.cli import reporting
+
+        reporting.write_tables(console, report, "edgeweave loadgen", [table], mode=mode,
+                               nodes=list(edge), seed=seed, slo_ms=slo_ms,
+                               rows=[{**r.as_json(), "sent": r.sent} for r in rows])
 
 
-def _print(console: Console, rows, lag_s: float) -> None:
+def _print(console: Console, rows, lag_s: float) -> Table:
     table = Table(title=rows[0].load if rows else "no requests")
     for col in ("model", "sent", "offered/s", "thru/s", "good/s", "p50 ms", "p99 ms", "SLO",
                 "rejected", "fallback", "lost"):
@@ -170,3 +178,4 @@ def _print(console: Console, rows, lag_s: float) -> None:
     if lag_s > 0.05:
         console.print(f"[yellow]the load generator fell {lag_s * 1000:.0f} ms behind its "
                       f"schedule at worst (it shares this host)[/]")
+    return table

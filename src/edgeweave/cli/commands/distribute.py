@@ -9,6 +9,7 @@ import typer
 
 from edgeweave.cli.common import console
 from edgeweave.cli.options import integer, number, one_of, output_file
+from edgeweave.cli.reporting import report_option
 
 METHODS = ("auto", "fused-tiles", "layer-wise")
 CODECS = ("none", "fp16", "int8")  # plan.cluster_cost.MEDIUM_CODECS (not imported: slow)
@@ -50,6 +51,7 @@ def distribute(
                                 help="Profiling repeats per layer."),
     json_out: Path = typer.Option(None, "--json", callback=output_file,
                                   help="Write the plan and what was measured here."),
+    report: Path = report_option(),
 ) -> None:
     """Split one inference across a cluster of devices (DeepThings fused tiles with work
     stealing or sharing, MoDNN layer-wise) and run it on local processes."""
@@ -59,4 +61,5 @@ def distribute(
         console, model=model, fleet=fleet, cluster=cluster, devices=devices, method=method,
         depth=depth, grid=grid, reuse=reuse, scheduler=scheduler, sources=sources,
         frames=frames, objective=objective, mbps=mbps, input_codec=input_codec,
-        result_codec=result_codec, repeats=repeats, json_out=json_out)
+        result_codec=result_codec, repeats=repeats, json_out=json_out,
+        report=report)

@@ -11,6 +11,7 @@ import typer
 
 from edgeweave.cli.common import console
 from edgeweave.cli.options import SEED_MAX, OptionError, flag_of, integer, output_file
+from edgeweave.cli.reporting import report_option
 
 app = typer.Typer(
     name="front", no_args_is_help=True,
@@ -43,13 +44,15 @@ def cache(
                               "(over the --front file's); adds a row with these settings."),
     json_out: Path = typer.Option(None, "--json", callback=output_file,
                                   help="Write the rows (JSON) here."),
+    report: Path = report_option(),
 ) -> None:
     """Semantic cache on a correlated stream of real digits: hit rate, reuse taken, agreement,
     p50/p95 with and without, device-only and two-level (in process; link and device latency
     emulated, as the table's note says)."""
     from edgeweave.cli import front_cmds
 
-    front_cmds.cache_bench(console, devices, requests, epochs, seed, front, cache, json_out)
+    front_cmds.cache_bench(console, devices, requests, epochs, seed, front, cache, json_out,
+                           report)
 
 
 @app.command("filter")
@@ -68,6 +71,7 @@ def filter_(
                                "max_fp=0.002 (the optimiser's targets; over --front's)."),
     json_out: Path = typer.Option(None, "--json", callback=output_file,
                                   help="Write the rows (JSON) here."),
+    report: Path = report_option(),
 ) -> None:
     """Input-filtering cascade on generated video: frames/s against the reference alone,
     accuracy per frame and 30-frame window, predicted vs measured speedup, many streams (in
@@ -75,4 +79,4 @@ def filter_(
     from edgeweave.cli import front_cmds
 
     front_cmds.filter_bench(console, occurrence, (frames // 2, frames, frames), streams, epochs,
-                            seed, front, filter, json_out)
+                            seed, front, filter, json_out, report)
