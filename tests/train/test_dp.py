@@ -246,7 +246,7 @@ def test_dp_sgd_clips_per_sample_gradients():
     moved = float(update_norms(tiny.deltas(gp)))
     assert 0 < moved <= bound
     assert float(update_norms(plain.deltas(gp))) > 50 * bound
-    with pytest.raises(TrainError, match="prox_mu"):
+    with pytest.raises(TrainError, match="proximal term"):
         DPSGDBackend(task, 1.0, 1.0, 1e-3).fit(1, gp, [0], FitConfig(prox_mu=0.1))
 
 
