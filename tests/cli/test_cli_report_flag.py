@@ -97,11 +97,8 @@ def test_fl_report_without_a_run_folder_is_refused_before_training(tmp_path, mon
 
 
 #: Commands that write results but no page of them, and why.
-NO_PAGE = {"report": "it is the page (--out)", "fl split": "writes the devices' data, not results",
-           "split-learn": "its options are its own (argparse); the device prints JSON lines"}
-#: Commands merged from other branches after --report was wired: to do (their --json is a
-#: benchmark or run document `edgeweave report` reads; only the flag is missing).
-NOT_YET: set[str] = set()
+NO_PAGE = {"report": "it is the page (--out)", "fl split": "writes the devices' data, not results"}
+NOT_YET: set[str] = set()  # commands still to wire (none now)
 
 
 def _commands(group, prefix=()):
@@ -137,3 +134,18 @@ def test_profile_report_shows_the_slowest_layers(tmp_path):
     assert len(doc["tables"][0]["rows"]) == 3 and set(doc["whole_model_ms"]) == {
         "device", "edge", "cloud"}
     assert _kinds(report.read_text()) == ["command"]
+
+
+def test_split_learning_takes_report_besides_its_own_options(tmp_path):
+    """split-learn parses its own options (argparse); the CLI takes --report out of them and
+    makes the page of the JSON records the device printed."""
+    page = tmp_path / "split.html"
+    res = runner.invoke(app, ["split-learn", "device", "--model", "mlp:64,32,32,10", "--cut",
+                              "2", "--clients", "2", "--epochs", "1", "--report", str(page)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "split.split-learn.json").read_text())
+    (table,) = doc["tables"]
+    assert "test_acc" in table["columns"] and len(table["rows"]) >= 1
+    assert "edgeweave split-learn" in page.read_text()
+    res = runner.invoke(app, ["split-learn", "device", "--report"])
+    assert isinstance(res.exception, OptionError) and "--report" in str(res.exception)

@@ -48,7 +48,68 @@ _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True,
 def split_learn(ctx: typer.Context) -> None:
     """Split learning: `split-learn edge --listen ...` serves the edge part; `split-learn device
     [--edge host:port]` trains the device part (in process without --edge). `split-learn -h`
-    lists the options."""
+    lists the options; `--report PATH` also writes the page of the records it printed."""
     from edgeweave.train.split.__main__ import main as split_main
 
-    raise typer.Exit(split_main(list(ctx.args) or ["--help"], prog="edgeweave split-learn"))
+    args, report = _take_report(list(ctx.args))
+    if report is None:
+        raise typer.Exit(split_main(args or ["--help"], prog="edgeweave split-learn"))
+    import contextlib
+    import io
+    import json
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(_Tee(printed)):
+        code = split_main(args or ["--help"], prog="edgeweave split-learn")
+    records = []
+    for line in printed.getvalue().splitlines():
+        with contextlib.suppress(ValueError):
+            doc = json.loads(line)
+            if isinstance(doc, dict):
+                records.append(doc)
+    if code == 0 and records:
+        from rich.table import Table
+
+        from edgeweave.cli import reporting
+
+        columns = list(dict.fromkeys(k for r in records for k in r))
+        table = Table(title="split learning")
+        for c in columns:
+            table.add_column(c)
+        for r in records:
+            table.add_row(*(str(r.get(c, "")) for c in columns))
+        reporting.write_tables(console, report, "edgeweave split-learn", [table])
+    raise typer.Exit(code)
+
+
+def _take_report(args: list[str]) -> tuple[list[str], Path | None]:
+    """`--report PATH` (or `--report=PATH`) out of split learning's own arguments."""
+    from edgeweave.cli.options import OptionError, check_output
+
+    rest, report = [], None
+    it = iter(args)
+    for a in it:
+        if a == "--report" or a.startswith("--report="):
+            value = a.partition("=")[2] if "=" in a else next(it, None)
+            if not value:
+                raise OptionError("--report: expected a file path (e.g. --report page.html)")
+            report = check_output("--report", Path(value))
+        else:
+            rest.append(a)
+    return rest, report
+
+
+class _Tee:
+    """Writes to the real stdout and keeps a copy (the records split learning prints)."""
+
+    def __init__(self, copy):
+        import sys
+
+        self.out, self.copy = sys.stdout, copy
+
+    def write(self, text: str) -> int:
+        self.copy.write(text)
+        return self.out.write(text)
+
+    def flush(self) -> None:
+        self.out.flush()
