@@ -19,7 +19,7 @@ runnable anywhere:
   same for `--energy-mj` ("least: ... at X mJ");
 * **ports are free ones**: every `127.0.0.1:PORT` and `--metrics-port` of a block maps to a free
   port (the same one throughout the block); `fl server` and `fl client` get the block's
-  `--listen`/`--server` when they name none; `netlab` gets `--prefix ewrd` (namespaces apart
+  `--listen`/`--server` when they name none; `netlab` gets `--prefix ewrdPID` (namespaces apart
   from a user's);
 * **servers run beside the block**: `serve` and `split-learn edge` start in the background, the
   next command waiting until they listen, and end with SIGTERM at the block's end (exit 0: a
@@ -107,6 +107,10 @@ class Block:
         return any(c.starts(p) for c in self.commands for p in SLOW)
 
 
+#: netlab's namespaces for this run: apart from a user's lab (`ew`) and from another test run on
+#: the same host
+NETLAB_PREFIX = f"ewrd{os.getpid() % 10000}"
+
 def _logical_lines(text: str) -> list[str]:
     """Lines with their `\\` continuations joined (a comment stays on the last one)."""
     out, cur = [], ""
@@ -182,7 +186,7 @@ def small(cmd: Command, ports: dict[str, int], cwd: Path) -> list[str]:
         if flag not in argv:
             argv += [flag, f"127.0.0.1:{ports.setdefault('fl', _free_port())}"]
     if name == "netlab" and "--prefix" not in argv:
-        argv += ["--prefix", "ewrd"]
+        argv += ["--prefix", NETLAB_PREFIX]
     if "--input" in argv:
         _make_png(cwd / argv[argv.index("--input") + 1])
     return argv
