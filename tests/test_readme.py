@@ -111,6 +111,7 @@ class Block:
 #: the same host
 NETLAB_PREFIX = f"ewrd{os.getpid() % 10000}"
 
+
 def _logical_lines(text: str) -> list[str]:
     """Lines with their `\\` continuations joined (a comment stays on the last one)."""
     out, cur = [], ""
