@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -156,34 +157,12 @@ def profile_graph(
     for n in graph.nodes:
         predicted = model.predict(n.op, n.flops, n.in_bytes, n.out_bytes) / gflops
         host_ms[n.name] = {"measured": times[n.name] * scale, "regression": predicted * scale}
-    nodes = [
-        NodeCost(
-            name=n.name,
-            op=n.op,
-            flops=n.flops,
-            param_bytes=n.param_bytes,
-            out_bytes=n.out_bytes,
-            latency_ms={},
-            energy_j={},
-            kind=n.kind,
-            out_shape=None if n.out_shape is None else list(n.out_shape),
-            host_ms=host_ms[n.name]["measured"],
-            host_pred_ms=0.0 if n.kind == "placeholder" else host_ms[n.name]["regression"],
-            codec_bytes=wire.get(n.name),
-        )
-        for n in graph.nodes
-    ]
-    prof = Profile(
-        model=graph.name,
-        fleet=fleet.name,
-        input_bytes=sum(n.out_bytes for n in graph.nodes if n.kind == "placeholder"),
-        tiers=[nd.tier for nd in path.nodes],
-        nodes=nodes,
-        edges=graph.edges,
-        output=graph.outputs[0] if len(graph.outputs) == 1 else list(graph.outputs),
-        links={},
-        device_power=DevicePower(compute_w=0, idle_w=0, tx_w=0, rx_w=0),
-        inputs=graph.placeholders,
+    return assemble_profile(
+        graph, fleet, path,
+        {n.name: host_ms[n.name]["measured"] for n in graph.nodes},
+        {n.name: 0.0 if n.kind == "placeholder" else host_ms[n.name]["regression"]
+         for n in graph.nodes},
+        wire_bytes=wire,
         host={
             "gflops": gflops,
             "torch_threads": PROFILE_THREADS,
@@ -198,6 +177,45 @@ def profile_graph(
         regression=report,
         measurement={"warmup": warmup, "repeats": repeats, "statistic": "median",
                      "seed": seed, "idle_s": idle_s, "profiling_s": elapsed},
+    )
+
+
+def assemble_profile(graph: Graph, fleet: Fleet, path: TierPath, host_ms: Mapping[str, float],
+                     host_pred_ms: Mapping[str, float], *,
+                     wire_bytes: Mapping[str, Any] | None = None, **fields: Any) -> Profile:
+    """``graph``'s Profile on ``path`` from each node's host latency (``host_ms``) and the
+    regression's prediction of it (``host_pred_ms``): the one place graph nodes become
+    NodeCosts, for measured and analytic profiles alike. ``fields``: the profile's ``host``,
+    ``latency_source`` and what produced it."""
+    nodes = [
+        NodeCost(
+            name=n.name,
+            op=n.op,
+            flops=n.flops,
+            param_bytes=n.param_bytes,
+            out_bytes=n.out_bytes,
+            latency_ms={},
+            energy_j={},
+            kind=n.kind,
+            out_shape=None if n.out_shape is None else list(n.out_shape),
+            host_ms=host_ms[n.name],
+            host_pred_ms=host_pred_ms[n.name],
+            **({} if wire_bytes is None else {"codec_bytes": wire_bytes.get(n.name)}),
+        )
+        for n in graph.nodes
+    ]
+    prof = Profile(
+        model=graph.name,
+        fleet=fleet.name,
+        input_bytes=sum(n.out_bytes for n in graph.nodes if n.kind == "placeholder"),
+        tiers=[nd.tier for nd in path.nodes],
+        nodes=nodes,
+        edges=graph.edges,
+        output=graph.outputs[0] if len(graph.outputs) == 1 else list(graph.outputs),
+        links={},
+        device_power=DevicePower(compute_w=0, idle_w=0, tx_w=0, rx_w=0),
+        inputs=graph.placeholders,
+        **fields,
         capture={"traced": graph.traced, "fallback_reason": graph.fallback_reason},
     )
     return retarget(prof, path)
