@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,25 @@ class LabNode:
     role: str
     process: subprocess.Popen
     target: str
+
+    def kill(self) -> None:
+        """Crash the node (SIGKILL), for fault tests."""
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+
+def stop_all(nodes: Iterable[LabNode]) -> None:
+    """SIGTERM every node at once, then wait for each; one still running after 10 s is
+    killed."""
+    nodes = list(nodes)
+    for node in nodes:
+        if node.process.poll() is None:
+            node.process.terminate()
+    for node in nodes:
+        try:
+            node.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            node.process.kill()
 
 
 @dataclass
@@ -69,18 +89,10 @@ class LocalLab:
 
     def kill(self, role: str) -> None:
         """Crash a node (SIGKILL), for fault tests."""
-        self.nodes[role].process.kill()
-        self.nodes[role].process.wait(timeout=10)
+        self.nodes[role].kill()
 
     def close(self) -> None:
-        for node in self.nodes.values():
-            if node.process.poll() is None:
-                node.process.terminate()
-        for node in self.nodes.values():
-            try:
-                node.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                node.process.kill()
+        stop_all(self.nodes.values())
         if self._dir is not None:
             self._dir.cleanup()
             self._dir = None

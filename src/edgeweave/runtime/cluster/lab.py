@@ -18,7 +18,7 @@ from pathlib import Path
 
 from edgeweave.errors import EdgeWeaveError
 from edgeweave.profile import Profile
-from edgeweave.runtime.lab import LabNode, start_process
+from edgeweave.runtime.lab import LabNode, start_process, stop_all
 from edgeweave.runtime.session import hardware_dilation
 from edgeweave.security import generate_token, write_token
 from edgeweave.topology import Fleet
@@ -80,18 +80,10 @@ class ClusterLab:
 
     def kill(self, device: str) -> None:
         """Crash a device (SIGKILL), for fault tests."""
-        self.nodes[device].process.kill()
-        self.nodes[device].process.wait(timeout=10)
+        self.nodes[device].kill()
 
     def close(self) -> None:
-        for node in self.nodes.values():
-            if node.process.poll() is None:
-                node.process.terminate()
-        for node in self.nodes.values():
-            try:
-                node.process.wait(timeout=10)
-            except Exception:
-                node.process.kill()
+        stop_all(self.nodes.values())
         if self._dir is not None:
             self._dir.cleanup()
             self._dir = None
