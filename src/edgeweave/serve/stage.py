@@ -13,9 +13,9 @@ in-process now and behind the edge server's gRPC pipeline later.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -88,6 +88,16 @@ def model_answer(logits: torch.Tensor) -> Verdict:
     probs = torch.softmax(logits.detach().reshape(-1).double(), dim=0)
     label = int(probs.argmax())
     return Verdict(label, float(probs[label]), MODEL)
+
+
+def check_known_fields(config: type, values: Mapping[str, Any], section: str) -> None:
+    """A YAML ``section:`` of ``config`` (a dataclass) names only its fields; an unknown one is
+    named with the known ones."""
+    known = {f.name for f in fields(config)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ServeError(f"{section} has unknown field(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(sorted(known))}")
 
 
 def check_fraction(value: object, field: str) -> float:

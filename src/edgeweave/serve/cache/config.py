@@ -5,13 +5,13 @@ the user wrote."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from edgeweave.errors import ServeError
 from edgeweave.serve.cache.eviction import POLICIES
 from edgeweave.serve.cache.index import check_index
-from edgeweave.serve.stage import check_fraction, check_positive_int
+from edgeweave.serve.stage import check_fraction, check_known_fields, check_positive_int
 
 
 @dataclass(frozen=True)
@@ -58,9 +58,5 @@ class CacheConfig:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> CacheConfig:
         """From a YAML ``cache:`` section; an unknown field is named with the known ones."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ServeError(f"cache has unknown field(s) {', '.join(unknown)}; known: "
-                             f"{', '.join(sorted(known))}")
+        check_known_fields(cls, values, "cache")
         return cls(**values)

@@ -10,12 +10,12 @@ specialised model on the reference model's labels for that stream."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from edgeweave.errors import ServeError
 from edgeweave.serve.filter.difference import DifferenceDetector
-from edgeweave.serve.stage import check_fraction, check_positive_int
+from edgeweave.serve.stage import check_fraction, check_known_fields, check_positive_int
 
 #: Difference detectors a filter may choose from (the optimiser picks the cheapest that meets
 #: the targets): whole-frame MSE against the empty scene, its 4x4-blocked variant, and the
@@ -75,11 +75,7 @@ class FilterConfig:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> FilterConfig:
         """From a YAML ``filter:`` section; an unknown field is named with the known ones."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ServeError(f"filter has unknown field(s) {', '.join(unknown)}; known: "
-                             f"{', '.join(sorted(known))}")
+        check_known_fields(cls, values, "filter")
         values = dict(values)
         for name in ("positive", "detectors"):
             if isinstance(values.get(name), list):
