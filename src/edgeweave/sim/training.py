@@ -88,6 +88,7 @@ class FleetBackend(Backend):
         self.model_bytes = model_bytes
         self.flops = flops_per_sample
         self.deadline_s = deadline_s
+        self.hierarchical = groups is not None  # edges ask before each of their rounds
         self.groups = groups or {FLAT: list(range(len(devices)))}
         self.group_of = {c: g for g, ids in self.groups.items() for c in ids}
         self.edge_cloud_s = edge_cloud_s or {}
@@ -127,8 +128,12 @@ class FleetBackend(Backend):
         """Flat: a round starts (:meth:`begin_round`). Hierarchical: the edges ask before each
         edge round, inside the cloud round :class:`CloudRounds` began; a device is listed when
         it has coverage at its own edge's clock."""
-        if (len(self.groups) == 1 and FLAT in self.groups) or not self.rounds:
+        if not self.hierarchical or not self.rounds:
             return self.begin_round()
+        return self._covered()
+
+    def _covered(self) -> list[ClientInfo]:
+        """The clients whose device has coverage at its group's clock."""
         infos = []
         for cid, dev in enumerate(self.devices):
             ap = self.sim.ap_of(dev, self.cursor.get(self.group_of[cid], self.sim.env.now))
@@ -146,11 +151,7 @@ class FleetBackend(Backend):
         self._dev_u, self._link_u = self._busy(now)
         self._window = _Window(now, list(self.sim.dev_busy), self._inference_link_busy())
         self.cursor = dict.fromkeys(self.groups, now)
-        infos = []
-        for cid, dev in enumerate(self.devices):
-            ap = self.sim.ap_of(dev, now)
-            if ap >= 0:
-                infos.append(self._info(cid, dev, ap))
+        infos = self._covered()
         self.rounds.append({"start_s": now, "end_s": now + MIN_ROUND_S,
                             "available": len(infos)})
         self.next_start = now + MIN_ROUND_S
