@@ -143,11 +143,12 @@ def loadgen(
             target.remove()
     rows = summarize(run, "edgeweave", mode)
     table = _print(console, rows, run.lag_s)
-    if json_out:
-        doc = {formats.FIELD: formats.LOADGEN_RUN, "mode": mode, "nodes": list(edge),
-               "seed": seed, "slo_ms": slo_ms, "serving": knobs.describe(),
+    run_doc = {"mode": mode, "nodes": list(edge), "seed": seed, "slo_ms": slo_ms,
+               "serving": knobs.describe(),
                "rows": [{**r.as_json(), "sent": r.sent} for r in rows],
                "driver_lag_ms": run.lag_s * 1000.0}
+    if json_out:
+        doc = {formats.FIELD: formats.LOADGEN_RUN, **run_doc}
         json_out.write_text(json.dumps(doc, indent=1))
         console.print(f"results written to {json_out}")
     if plot:
@@ -157,10 +158,7 @@ def loadgen(
     if report:
         from edgeweave.cli import reporting
 
-        reporting.write_tables(console, report, "edgeweave loadgen", [table], mode=mode,
-                               nodes=list(edge), seed=seed, slo_ms=slo_ms,
-                               rows=[{**r.as_json(), "sent": r.sent} for r in rows])
-
+        reporting.write_tables(console, report, "edgeweave loadgen", [table], **run_doc)
 
 def _print(console: Console, rows, lag_s: float) -> Table:
     table = Table(title=rows[0].load if rows else "no requests")
