@@ -29,6 +29,11 @@ class Backoff:
         with self._lock:
             self.failures = 0
 
+    def reset(self) -> None:
+        """The peer answered: no failures counted and no back-off from now on."""
+        with self._lock:
+            self.failures, self.until = 0, 0.0
+
     @property
     def active(self) -> bool:
         return time.monotonic() < self.until

@@ -34,6 +34,7 @@ from typing import Any
 
 import grpc
 
+from edgeweave.runtime.backoff import Backoff
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
 from edgeweave.runtime.proto import edgeweave_pb2_grpc as pb_grpc
 from edgeweave.runtime.serving import LOAD_KEY, NODE_KEY
@@ -48,8 +49,7 @@ RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_ba
 class Edge:
     target: str
     stubs: list[pb_grpc.NodeStub]  # one per connection
-    down_until: float = 0.0
-    failures: int = 0
+    backoff: Backoff = field(default_factory=Backoff)
     queued_ms: float = 0.0  # the node's last word on its queued work
     heard_at: float = 0.0
     inflight: int = 0  # this device's requests there now
@@ -86,13 +86,12 @@ class EdgePool:
     def __init__(self, targets: Sequence[str], token: str | None = None,
                  tls: ClientTLS | None = None, options: Sequence[tuple[str, Any]] = (),
                  backoff_s: tuple[float, float] = (0.5, 8.0), connections: int = 1):
-        self.backoff_s = backoff_s
         # gRPC shares one connection between channels with equal arguments: a distinct
         # argument per channel makes each its own connection
         self.edges = [Edge(t, [pb_grpc.NodeStub(authed_channel(
             t, token=token, tls=tls,
             options=[*options, *RECONNECT, ("edgeweave.connection", k)]))
-            for k in range(connections)]) for t in targets]
+            for k in range(connections)], Backoff(*backoff_s)) for t in targets]
         self._lock = threading.Lock()
 
     def __bool__(self) -> bool:
@@ -100,14 +99,14 @@ class EdgePool:
 
     def up(self) -> list[Edge]:
         now = time.monotonic()
-        return [e for e in self.edges if now >= e.down_until]
+        return [e for e in self.edges if now >= e.backoff.until]
 
     def pick(self, exclude: Sequence[Edge] = ()) -> Edge | None:
         """The edge expected to answer soonest among those not in back-off (and not tried
         already for this request), or None."""
         now = time.monotonic()
         with self._lock:
-            ready = [e for e in self.edges if now >= e.down_until and e not in exclude]
+            ready = [e for e in self.edges if now >= e.backoff.until and e not in exclude]
             if not ready:
                 return None
             best = min(ready, key=lambda e: (e.expected_ms(now), self.edges.index(e)))
@@ -146,7 +145,7 @@ class EdgePool:
                queued_ms: float) -> None:
         with self._lock:
             edge.inflight = max(0, edge.inflight - 1)
-            edge.failures, edge.down_until = 0, 0.0
+            edge.backoff.reset()
             if math.isfinite(queued_ms) and queued_ms >= 0:  # a peer's number: sane or ignored
                 edge.queued_ms, edge.heard_at = min(queued_ms, 3.6e6), time.monotonic()
             if node_ms is None or not (math.isfinite(node_ms) and node_ms >= 0):
@@ -167,7 +166,5 @@ class EdgePool:
     def failed(self, edge: Edge) -> None:
         """The edge is down or broken: back off from it, exponentially."""
         with self._lock:
-            edge.failures += 1
-            low, high = self.backoff_s
-            edge.down_until = time.monotonic() + min(high, low * 2 ** (edge.failures - 1))
+            edge.backoff.fail()
             edge.uploaded.clear()  # a restarted node has lost our stages
