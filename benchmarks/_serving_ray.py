@@ -15,8 +15,9 @@ one intra-op thread per replica, as EdgeWeave's workers run. Emulated slower har
 
 The load is played by EdgeWeave's own load generator (``edgeweave.serve.loadgen``: the same
 seeded Poisson arrivals and the same accounting), so only the system under test differs.
-Commands come as JSON lines on stdin (``{"rate": r, "duration": d, "seed": s, "slo_s": x}``, or
-``{"quit": true}``); each answer is one JSON line on stdout with every request's record.
+Commands come as JSON lines on stdin (``{"rate": r, "duration": d, "seed": s, "slo_s": x}``,
+``{"closed": devices, "duration": d, "slo_s": x}`` for a closed loop, or ``{"quit": true}``);
+each answer is one JSON line on stdout with every request's record.
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from edgeweave.serve.loadgen import open_loop, poisson
+    from edgeweave.serve.loadgen import closed_loop, open_loop, poisson
 
     start = time.perf_counter()
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
@@ -133,10 +134,14 @@ def main() -> None:
         cmd = json.loads(line)
         if cmd.get("quit"):
             break
-        arrivals = poisson({args.model: cmd["rate"]}, cmd["duration"], cmd.get("clients", 1000),
-                           cmd["seed"])
-        run = open_loop(target, arrivals, {args.model: cmd["slo_s"]}, drain_s=cmd["drain_s"],
-                        duration_s=cmd["duration"])
+        if cmd.get("closed"):  # capacity: this many devices, each with one request out
+            run = closed_loop(target, int(cmd["closed"]), [args.model], cmd["duration"],
+                              {args.model: cmd["slo_s"]}, drain_s=cmd["drain_s"])
+        else:
+            arrivals = poisson({args.model: cmd["rate"]}, cmd["duration"],
+                               cmd.get("clients", 1000), cmd["seed"])
+            run = open_loop(target, arrivals, {args.model: cmd["slo_s"]},
+                            drain_s=cmd["drain_s"], duration_s=cmd["duration"])
         print(json.dumps({"lag_s": run.lag_s, "records": [
             [r.model, r.client, r.sent, r.deadline_s, r.end, r.status, r.refused_by_system,
              None if r.latency_s != r.latency_s else r.latency_s] for r in run.records]}),

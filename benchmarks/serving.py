@@ -14,14 +14,20 @@ generator (`edgeweave.serve.loadgen`, the same seeded Poisson arrivals for every
 timed).
 
 First the single-request latency on EdgeWeave's node (SLO = `--slo-factor` x its median, never
-below `--min-slo-ms`) and the capacity: the most it serves, closed loop (workers x max batch
-devices) or with its queues kept full (open loop at three times that), without deadlines.
-Then, for each load (50% ... 200% of that capacity), every system in turn for `--duration`
-seconds; EdgeWeave with adaptive batching (AIMD against half the SLO, Clipper) also runs at
-`--aimd-loads`. Each row: offered, throughput (answered), goodput
-(answered within the deadline), p50/p99 of the answers, SLO attainment (answered in time /
-sent), rejected (refused with a status), fallback (answered by the device), lost (neither: must
-be 0). The summary compares the systems at the same p99 objective (the SLO): the most
+below `--min-slo-ms`) and the capacity: the most a system serves, closed loop (workers x max
+batch devices) or with its queues kept full (open loop at three times that), without
+deadlines. The host is shared, and one measure taken during someone else's burst set every
+load level of a model wrong (a capacity measured low made "150%" an underload), so capacity is
+measured `--capacity-rounds` times, EdgeWeave and Ray Serve taking turns in the same window
+(the order reversed every other round), and the median counts; every round's figure is in
+the JSON, and the method is printed. Loads are shares of EdgeWeave's median capacity.
+Then, for each load (50% ... 200% of that capacity), every system plays the same seeded
+arrivals for `--duration` seconds in `--slices` parts, taking turns (A B, then B A), so a slow
+spell of the host falls on every system alike; EdgeWeave with adaptive batching (AIMD against
+half the SLO, Clipper) also runs at `--aimd-loads`. Each row: offered, throughput (answered),
+goodput (answered within the deadline), p50/p99 of the answers, SLO attainment (answered in
+time / sent), rejected (refused with a status), fallback (answered by the device), lost
+(neither: must be 0). The summary compares the systems at the same p99 objective (the SLO): the most
 throughput each reached at a load where its p99 stayed within the SLO. The shared-stems tables
 (`benchmarks/shared_stems.py`, real training and test accuracy) compare the tenants' total
 quality under Mainstream's choice, no sharing and max sharing at the same compute budgets.
@@ -151,16 +157,23 @@ class RayPeer:
         return line
 
     def run(self, rate: float, duration: float, seed: int, slo_s: float, drain_s: float) -> Run:
+        """An open-loop Poisson load (the same arrivals `poisson` gives EdgeWeave's runs)."""
+        return self._play({"rate": rate, "duration": duration, "seed": seed, "slo_s": slo_s,
+                           "drain_s": drain_s, "clients": CLIENTS})
+
+    def closed(self, devices: int, duration: float, slo_s: float) -> Run:
+        return self._play({"closed": devices, "duration": duration, "slo_s": slo_s,
+                           "drain_s": 30.0})
+
+    def _play(self, cmd: dict) -> Run:
         assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"rate": rate, "duration": duration, "seed": seed,
-                                          "slo_s": slo_s, "drain_s": drain_s,
-                                          "clients": CLIENTS}) + "\n")
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
         self.proc.stdin.flush()
         doc = json.loads(self._line())
         records = [Record(m, c, sent, deadline, end, status, refused,
                           float("nan") if lat is None else lat)
                    for m, c, sent, deadline, end, status, refused, lat in doc["records"]]
-        return Run(records, duration, doc["lag_s"])
+        return Run(records, cmd["duration"], doc["lag_s"])
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -173,24 +186,54 @@ class RayPeer:
                 self.proc.kill()
 
 
-def calibrate(target: GrpcTarget, model: str, workers: int, max_batch: int,
-              seconds: float) -> tuple[float, float]:
-    """(median single-request latency s, capacity req/s) on EdgeWeave's node: one device
-    sending requests one after another for 6 s (a pause of 50 ms on average between them),
-    then workers x max batch devices without deadlines for `seconds`, then an open-loop load
-    of three times what they reached, for `seconds` more: the answers it completes per second
-    (after its first second) is the most the node serves when its queues stay full, and the
-    capacity is the larger of the two (a closed loop keeps batches small: measured alone, it
-    was below what every system then served at "150%" load, and nothing was overloaded)."""
+#: How capacity is measured, said in the tables and the JSON.
+CAPACITY_METHOD = (
+    "capacity = the median over {rounds} rounds of the most a system served without deadlines "
+    "(the larger of: workers x max batch devices in a closed loop, and an open-loop load of 3x "
+    "that, counting answers completed after its first second), each round {seconds:g} s per "
+    "measure; {both}; loads are shares of EdgeWeave's median")
+
+
+def one_request_s(target: GrpcTarget, model: str) -> float:
+    """The median single-request latency on EdgeWeave's node: one device sending requests one
+    after another for 6 s (a pause of 50 ms on average between them)."""
     one = closed_loop(target, 1, [model], 6.0, {model: 60.0}, think_s=0.05)
-    answered = [r.latency_s for r in one.records if r.end == "answered"]
-    full = closed_loop(target, workers * max_batch, [model], seconds, {model: 60.0})
-    closed = sum(r.end == "answered" for r in full.records) / seconds
-    over = open_loop(target, poisson({model: 3.0 * closed}, seconds, CLIENTS, seed=7),
-                     {model: 60.0}, Fallback(), drain_s=30.0, duration_s=seconds)
+    return statistics.median(r.latency_s for r in one.records if r.end == "answered")
+
+
+def served_per_s(closed: Run, over: Run, seconds: float) -> float:
+    """One capacity measure: the larger of what the closed loop answered per second and what
+    the open-loop overload completed per second after its first second (a closed loop keeps
+    batches small: measured alone, it was below what every system then served at "150%"
+    load, and nothing was overloaded)."""
+    closed_rps = sum(r.end == "answered" for r in closed.records) / seconds
     done = sum(r.end == "answered" and 1.0 <= r.sent + r.latency_s <= seconds
                for r in over.records)
-    return statistics.median(answered), max(closed, done / max(seconds - 1.0, 1e-9))
+    return max(closed_rps, done / max(seconds - 1.0, 1e-9))
+
+
+def capacities(target: GrpcTarget, ray: RayPeer | None, model: str, devices: int,
+               seconds: float, rounds: int, seed: int) -> dict[str, list[float]]:
+    """Each system's capacity, measured `rounds` times, the systems taking turns (the order
+    reversed every other round), so a burst of other work on this shared host lands on one
+    measure of one system, not on all of one system's: the median is what counts."""
+    out: dict[str, list[float]] = {"edgeweave": []} | ({"ray": []} if ray else {})
+    slo = {model: 60.0}
+    for k in range(rounds):
+        for system in (list(out) if k % 2 == 0 else list(out)[::-1]):
+            if system == "ray":
+                assert ray is not None
+                closed = ray.closed(devices, seconds, 60.0)
+                rate = 3.0 * max(1.0, len(closed.records) / seconds)
+                over = ray.run(rate, seconds, seed + 500 + k, 60.0, 30.0)
+            else:
+                closed = closed_loop(target, devices, [model], seconds, slo)
+                rate = 3.0 * max(1.0, len(closed.records) / seconds)
+                over = open_loop(target, poisson({model: rate}, seconds, CLIENTS,
+                                                 seed=seed + 500 + k),
+                                 slo, Fallback(), drain_s=30.0, duration_s=seconds)
+            out[system].append(served_per_s(closed, over, seconds))
+    return out
 
 
 def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[list[Row], dict]:
@@ -213,47 +256,65 @@ def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[lis
             targets["fifo"].deploy(ServingConfig(max_batch=1))
         ew = targets["edgeweave"]
         ew.deploy(fixed)
-        one_s, capacity = calibrate(ew, model, args.workers, args.max_batch,
-                                    args.capacity_s)
-        load_at_calibration = os.getloadavg()[0]  # other processes on this host, if any
-        slo_s = max(args.slo_factor * one_s, args.min_slo_ms / 1000.0)
-        console.print(f"{label}: one request {one_s * 1000:.0f} ms, capacity "
-                      f"{capacity:.1f} req/s, SLO {slo_s * 1000:.0f} ms (host load average "
-                      f"{load_at_calibration:.1f} on {os.cpu_count()} cores)", highlight=False)
         if "ray" in systems:
             ray = RayPeer(args.ray_python, model, shape, args.workers, args.max_batch,
                           args.max_queue, args.max_delay_ms / 1000.0, args.dilation[label],
                           args.seed)
             console.print(f"ray serve up in {ray.ready['start_s']:.0f} s")
+        one_s = one_request_s(ew, model)
+        measured = capacities(ew, ray, model, args.workers * args.max_batch, args.capacity_s,
+                              args.capacity_rounds, args.seed)
+        capacity = statistics.median(measured["edgeweave"])
+        load_at_calibration = os.getloadavg()[0]  # other processes on this host, if any
+        slo_s = max(args.slo_factor * one_s, args.min_slo_ms / 1000.0)
+        said = "; ".join(f"{s} {statistics.median(v):.1f} req/s (rounds "
+                         f"{', '.join(f'{x:.1f}' for x in v)})" for s, v in measured.items())
+        console.print(f"{label}: one request {one_s * 1000:.0f} ms, capacity {said}, SLO "
+                      f"{slo_s * 1000:.0f} ms (host load average {load_at_calibration:.1f} on "
+                      f"{os.cpu_count()} cores)", highlight=False)
         rows = []
         for k, load in enumerate(float(x) for x in args.loads.split(",")):
-            rate, seed = load * capacity, args.seed + k
-            arrivals = poisson({model: rate}, args.duration, CLIENTS, seed)
+            rate = load * capacity
             plays = [(s, None) for s in systems]
             if load in [float(x) for x in args.aimd_loads.split(",") if x]:
                 plays.append(("edgeweave-aimd", ServingConfig(
                     max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
                     slo_ms=slo_s * 500.0, adaptive=True)))
-            for system, knobs in plays:
-                if system == "ray":
-                    run = ray.run(rate, args.duration, seed, slo_s, args.drain_s)
-                else:
+            runs: dict[str, list[Run]] = {system: [] for system, _ in plays}
+            span = args.duration / args.slices
+            for j in range(args.slices):  # the systems take turns, ABBA (see module doc)
+                seed = args.seed + 100 * k + j
+                arrivals = poisson({model: rate}, span, CLIENTS, seed)
+                for system, knobs in (plays if j % 2 == 0 else plays[::-1]):
+                    if system == "ray":
+                        runs[system].append(ray.run(rate, span, seed, slo_s, args.drain_s))
+                        continue
                     if knobs is not None:
                         ew.deploy(knobs)
-                    run = open_loop(target("edgeweave" if knobs is not None else system),
-                                    arrivals, {model: slo_s}, Fallback(),
-                                    drain_s=args.drain_s, duration_s=args.duration)
+                    runs[system].append(open_loop(
+                        target("edgeweave" if knobs is not None else system), arrivals,
+                        {model: slo_s}, Fallback(), drain_s=args.drain_s, duration_s=span))
                     if knobs is not None:
                         ew.deploy(fixed)
+            for system, parts in runs.items():
+                run = Run([r for p in parts for r in p.records], args.duration,
+                          max(p.lag_s for p in parts))
                 (row,) = summarize_run(run, system, load)
                 row.model = label
                 rows.append(row)
                 console.print(f"  {system:15s} {load:4.0%}: {row.throughput_rps:5.1f} req/s, "
                               f"goodput {row.goodput_rps:5.1f}, p99 {row.p99_ms:6.0f} ms, "
                               f"SLO {row.slo_attainment:6.1%}, rejected {row.rejected}, "
-                              f"lost {row.lost}", highlight=False)
+                              f"lost {row.lost}, sender lag {run.lag_s * 1000:.0f} ms, "
+                              f"host load {os.getloadavg()[0]:.1f}", highlight=False)
         info = {"one_request_ms": one_s * 1000, "capacity_rps": capacity,
+                "capacity_rounds_rps": measured,
+                "capacity_method": CAPACITY_METHOD.format(
+                    rounds=args.capacity_rounds, seconds=args.capacity_s,
+                    both=("Ray Serve measured the same way in the same rounds, the systems "
+                          "taking turns" if ray else "EdgeWeave only")),
                 "host_load_avg_1m_at_calibration": load_at_calibration,
+                "host_load_avg_1m_after": os.getloadavg()[0],
                 "slo_ms": slo_s * 1000, "ray_start_s": ray.ready["start_s"] if ray else None}
         return rows, info
     finally:
@@ -342,6 +403,9 @@ def summary(rows: list[Row], infos: dict[str, dict]) -> tuple[Table, list[dict],
                       f"{entry['goodput_200_over_capacity']:.0%}" if top else "-",
                       str(entry["lost"]), "yes" if entry["adds_up"] else "NO")
         goals += _goals(model, best, mine, info["capacity_rps"])
+        goals.append(f"{model}: {info['capacity_method']}; measured (req/s): " + ", ".join(
+            f"{s} {', '.join(f'{x:.1f}' for x in v)}"
+            for s, v in info["capacity_rounds_rps"].items()))
     return t, out, goals
 
 
@@ -414,7 +478,14 @@ def main() -> None:
                     help="loads at which EdgeWeave also runs with adaptive batching")
     ap.add_argument("--duration", type=float, default=20.0, help="seconds per load level")
     ap.add_argument("--drain-s", type=float, default=30.0)
-    ap.add_argument("--capacity-s", type=float, default=10.0)
+    ap.add_argument("--capacity-s", type=float, default=5.0,
+                    help="seconds per capacity measure (each of --capacity-rounds)")
+    ap.add_argument("--capacity-rounds", type=int, default=3,
+                    help="capacity measured this many times per system, systems in turn; "
+                         "the median counts")
+    ap.add_argument("--slices", type=int, default=2,
+                    help="each load level is played in this many parts, the systems taking "
+                         "turns (ABBA), so slow spells of a shared host hit every system")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2,
                     help="EdgeWeave workers and Ray replicas (one thread each)")
     ap.add_argument("--max-batch", type=int, default=8)

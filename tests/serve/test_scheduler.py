@@ -6,6 +6,7 @@ import math
 import pytest
 from serve_helpers import item, model, scheduler
 
+from edgeweave.serve.latency import LatencyModel
 from edgeweave.serve.pending import Shed
 
 
@@ -108,3 +109,57 @@ def test_a_full_queue_gives_up_its_lowest_priority_request_due_last():
         m.push(p)
     assert s.victim([m], priority=3) is low_late
     assert s.victim([m], priority=0) is None  # nobody below priority 0
+
+
+def test_a_batch_is_cut_to_what_finishes_in_time_even_when_it_runs_slow():
+    """Batches of one model have taken 100 ms +- 50 ms per item: a batch must fit its most
+    urgent deadline at the bound (mean + 2 deviations), not just on average."""
+    s = scheduler()
+    m = model("m", s, seconds_per_item=0.1)
+    for n in (1, 8):
+        m.latency.seed(n, 0.1 * n, spread=0.05 * n)
+    assert m.latency.bound(3) == pytest.approx(0.3 + 2 * 0.15)
+    for _ in range(8):
+        m.push(item("m", deadline=0.55))
+    got = s.next([m], now=0.0)
+    assert len(got.batch) == 2  # 200 + 200 ms fits in 550 ms; on average 500 ms would too
+    assert not got.dropped
+
+
+def test_latency_bound_learns_the_spread_and_scales_it_to_unseen_sizes():
+    lat = LatencyModel()
+    lat.observe(4, 0.4)
+    assert lat.bound(4) == lat.estimate(4) == pytest.approx(0.4)  # one sample: no spread
+    for seconds in (0.6, 0.2, 0.6, 0.2):
+        lat.observe(4, seconds)
+    assert lat.bound(4) > lat.estimate(4)
+    relative = (lat.bound(4) - lat.estimate(4)) / lat.estimate(4)
+    assert (lat.bound(2) - lat.estimate(2)) / lat.estimate(2) == pytest.approx(relative)
+
+
+def test_under_overload_the_requests_a_full_batch_cannot_serve_make_room_for_one():
+    """Ten queued, a full batch of 8 takes 800 ms: the two due before 0.8 s are dropped
+    (counted, with a deadline reason) and the eight behind them run as one batch."""
+    s = scheduler()
+    m = model("m", s, seconds_per_item=0.1)
+    urgent = [item("m", deadline=0.5), item("m", deadline=0.7)]
+    later = [item("m", deadline=1.0 + k / 10) for k in range(8)]
+    for p in (*urgent, *later):
+        m.push(p)
+    got = s.next([m], now=0.0)
+    assert [p for p, _ in got.dropped] == urgent
+    assert all(shed.reason == "deadline" and shed.stage == "dropped" for _, shed in got.dropped)
+    assert got.batch == later
+
+
+@pytest.mark.parametrize("queued", [8, 9])
+def test_no_early_drop_without_a_full_batch_behind_that_makes_it(queued):
+    """Eight queued (no full batch behind the urgent one), or nine whose full batch would
+    not make it either: the urgent one runs in a batch cut to fit it."""
+    s = scheduler()
+    m = model("m", s, seconds_per_item=0.1)
+    m.push(item("m", deadline=0.35))
+    for _ in range(queued - 1):
+        m.push(item("m", deadline=0.75 if queued == 9 else 5.0))
+    got = s.next([m], now=0.0)
+    assert not got.dropped and got.batch[0].deadline == 0.35 and len(got.batch) == 3

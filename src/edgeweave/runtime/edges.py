@@ -49,6 +49,7 @@ RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_ba
 class Edge:
     target: str
     stubs: list[pb_grpc.NodeStub]  # one per connection
+    channels: list[grpc.Channel] = field(default_factory=list)  # the stubs' connections
     backoff: Backoff = field(default_factory=Backoff)
     queued_ms: float = 0.0  # the node's last word on its queued work
     heard_at: float = 0.0
@@ -88,10 +89,12 @@ class EdgePool:
                  backoff_s: tuple[float, float] = (0.5, 8.0), connections: int = 1):
         # gRPC shares one connection between channels with equal arguments: a distinct
         # argument per channel makes each its own connection
-        self.edges = [Edge(t, [pb_grpc.NodeStub(authed_channel(
-            t, token=token, tls=tls,
-            options=[*options, *RECONNECT, ("edgeweave.connection", k)]))
-            for k in range(connections)], Backoff(*backoff_s)) for t in targets]
+        self.edges = []
+        for t in targets:
+            channels = [authed_channel(t, token=token, tls=tls, options=[
+                *options, *RECONNECT, ("edgeweave.connection", k)]) for k in range(connections)]
+            self.edges.append(Edge(t, [pb_grpc.NodeStub(c) for c in channels],
+                                   channels=channels, backoff=Backoff(*backoff_s)))
         self._lock = threading.Lock()
 
     def __bool__(self) -> bool:

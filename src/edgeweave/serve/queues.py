@@ -74,6 +74,11 @@ class ServedModel:
             return True
         return False
 
+    @property
+    def keys(self) -> list[tuple[float, int, int]]:
+        """The queued requests' order keys, sorted (read only)."""
+        return self._keys
+
     def oldest_arrival(self) -> float:
         return min(p.arrival for p in self.items)
 
