@@ -65,14 +65,16 @@ def test_one_bad_request_in_a_batch_fails_alone():
         results[3][1])
 
 
-def test_under_overload_nothing_is_served_late_and_the_counts_add_up():
+@pytest.mark.parametrize("max_batch", [1, 4])
+def test_under_overload_nothing_is_served_late_and_the_counts_add_up(max_batch):
     """A model taking 20 ms per request, 60 requests at once with 100 ms deadlines: it can
-    answer about five in time; every other one is shed with a deadline reason or a full
-    queue, none is answered after its deadline, and answered + shed = sent."""
+    answer a few in time; every other one is shed with a deadline reason or a full queue
+    (batched: some dropped early to make room for a full batch), none is answered after its
+    deadline, and answered + shed = sent."""
     latency = LatencyModel()
     latency.seed(1, 0.02)
     model = Doubler(per_item=0.02)
-    e = engine(model, latency=latency, max_batch=1)
+    e = engine(model, latency=latency, max_batch=max_batch)
     finished = {}
 
     def one(k):

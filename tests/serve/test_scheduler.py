@@ -163,3 +163,22 @@ def test_no_early_drop_without_a_full_batch_behind_that_makes_it(queued):
         m.push(item("m", deadline=0.75 if queued == 9 else 5.0))
     got = s.next([m], now=0.0)
     assert not got.dropped and got.batch[0].deadline == 0.35 and len(got.batch) == 3
+
+
+def test_admission_refuses_exactly_the_requests_its_estimate_says_are_late():
+    """Never a request whose estimate (queued work ahead + a batch of one, on average) fits
+    its deadline; always one whose estimate does not."""
+    import random
+
+    rng = random.Random(3)
+    s = scheduler()
+    m = model("m", s, seconds_per_item=0.1)
+    for _ in range(200):
+        now, backlog, left = rng.uniform(0, 10), rng.uniform(0, 1), rng.uniform(0.01, 1.5)
+        fits = backlog + m.latency.estimate(1) <= left
+        try:
+            s.check_deadline(m, item("m", deadline=now + left), now=now, backlog_s=backlog)
+            refused = False
+        except Shed:
+            refused = True
+        assert refused is not fits
