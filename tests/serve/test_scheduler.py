@@ -8,6 +8,7 @@ from serve_helpers import item, model, scheduler
 
 from edgeweave.serve.latency import LatencyModel
 from edgeweave.serve.pending import Shed
+from edgeweave.serve.scheduler import start_after
 
 
 def test_edf_runs_the_model_whose_most_urgent_request_is_due_first():
@@ -182,3 +183,14 @@ def test_admission_refuses_exactly_the_requests_its_estimate_says_are_late():
         except Shed:
             refused = True
         assert refused is not fits
+
+
+@pytest.mark.parametrize("free, work, wait", [
+    ([0.01, 0.15], 0.0, 0.01),  # the worker about to finish takes it, not the mean of both
+    ([0.01, 0.15], 0.1, 0.11),  # queued work fills that worker first
+    ([0.01, 0.15], 0.5, 0.33),  # enough to reach both: spread evenly
+    ([0.0, 0.0], 0.2, 0.1),
+    ([0.3], 0.1, 0.4),
+])
+def test_a_new_request_waits_for_the_first_worker_free_after_the_work_ahead(free, work, wait):
+    assert start_after(free, work) == pytest.approx(wait)

@@ -24,7 +24,7 @@ from edgeweave.serve.events import NoObserver, ServeObserver
 from edgeweave.serve.latency import LatencyModel
 from edgeweave.serve.pending import Answer, Inputs, Pending, Shed
 from edgeweave.serve.queues import Runner, ServedModel
-from edgeweave.serve.scheduler import Scheduler
+from edgeweave.serve.scheduler import Scheduler, start_after
 
 log = logging.getLogger("edgeweave.serve")
 
@@ -94,8 +94,8 @@ class Engine:
         return key in self.models
 
     def load(self) -> tuple[int, float]:
-        """(requests queued, seconds of work per worker ahead of a new request): the cheap load
-        signal devices choose an edge by."""
+        """(requests queued, seconds until a worker would be free for a new request): the
+        cheap load signal devices choose an edge by."""
         with self._cond:
             return self.queued, self._backlog(None, self.clock())
 
@@ -169,12 +169,12 @@ class Engine:
         return victim
 
     def _backlog(self, item: Pending | None, now: float) -> float:
-        """Seconds of work each worker has before `item` could start (None: a new request of
-        the lowest priority, due last)."""
+        """Seconds until a worker is free for `item` (None: a new request of the lowest
+        priority, due last), by `scheduler.start_after`."""
         key = (math.inf, 1, 0) if item is None else self.scheduler.order(item)
         work = sum(m.work_ahead(key) for m in self.models.values())
-        work += sum(max(0.0, end - now) for end in self._busy_until.values())
-        return work / self.node.workers
+        busy = [max(0.0, end - now) for end in self._busy_until.values()]
+        return start_after(busy + [0.0] * (self.node.workers - len(busy)), work)
 
     def _drop(self, item: Pending, shed: Shed, queued: bool = True) -> None:
         m = self.models.get(item.key)
