@@ -63,8 +63,12 @@ class Edge:
     @property
     def stub(self) -> pb_grpc.NodeStub:
         """The next connection's stub, in turn."""
+        return self.stubs[self.turn()]
+
+    def turn(self) -> int:
+        """The next connection's index: requests take the connections in turn."""
         self._turn = (self._turn + 1) % len(self.stubs)
-        return self.stubs[self._turn]
+        return self._turn
 
     def margin_ms(self, budget_ms: float = math.inf) -> float:
         """What to keep back from a deadline of `budget_ms` for the way there and back: the

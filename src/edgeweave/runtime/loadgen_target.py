@@ -9,12 +9,13 @@ fails over. The inputs are random tensors encoded once per model and reused, so 
 spends its time sending, not encoding.
 
 The generator shares the host with the node, so what it spends per request is taken from the
-system under test (and at a few ms per request it, not the node, set the pace: the digits
-tenants at 150% and more of their capacity lagged behind their schedule). So a request is sent
-as bytes: each input's part of the message (its tensors, route and wanted outputs) is
-serialised once, and per request only its id, deadline and priority are serialised and
-appended (a protobuf message followed by another parses as their merge), instead of copying
-the tensors into a new message and serialising all of it again on every send.
+system under test (the digits tenants, a few ms each, are served at hundreds of requests a
+second). So a request is sent as bytes: each input's part of the message (its tensors, route
+and wanted outputs) is serialised once, and per request only its id, deadline and priority are
+serialised and appended (a protobuf message followed by another parses as their merge),
+instead of copying the tensors into a new message and serialising all of it again on every
+send. What remains is gRPC's own: measured at 300 requests/s of a small model, about 0.55 ms of
+the generator's CPU per request (0.60 ms before), most of it in creating the call.
 """
 
 from __future__ import annotations
@@ -99,9 +100,7 @@ class GrpcTarget:
         sent = time.monotonic()
         left_ms = (req.deadline - sent) * 1000.0
         deadline_ms = max(1e-3, left_ms - edge.margin_ms(left_ms))
-        calls = self.infer[id(edge)]
-        edge._turn = (edge._turn + 1) % len(calls)  # the connections in turn, as Edge.stub
-        call = calls[edge._turn].future(
+        call = self.infer[id(edge)][edge.turn()].future(
             req.body + _tail(req.request_id, deadline_ms, req.priority), timeout=self.timeout_s)
         call.add_done_callback(lambda f: self._finish(f, edge, sent, req, done, (*tried, edge)))
 

@@ -13,9 +13,8 @@ have made it is a sure loss, and one queued that then cannot make it is dropped 
 any compute. "Will this batch finish in time if it starts now?" is answered with a high bound
 (`bound`, the mean plus two mean deviations, about the 95th percentile): a batch that finishes
 after its deadline loses every request in it AND the compute it took (measured on a shared
-2-core host, `benchmarks/serving.py`: with the mean alone, ResNet-18 batches finished late and
-were dropped for about 8% of the requests at 150% load, while the same load on Ray Serve, which
-plans nothing, was served in time).
+2-core host with ResNet-18 at 150% of its capacity: planned with the mean alone, about 8% of
+the requests were in batches that finished late, dropped after their compute).
 """
 
 from __future__ import annotations
