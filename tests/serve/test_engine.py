@@ -213,3 +213,19 @@ def test_front_stages_answer_skip_or_learn_before_a_request_queues():
     assert torch.equal(again.outputs[0], first.outputs[0])
     assert skipped.outputs is None and skipped.source == "_Filter"
     assert model.sizes == [1]  # only the first request ran the model
+
+
+def test_an_estimate_grown_in_a_slow_spell_is_corrected_by_serving_on_an_idle_node():
+    """The model's estimate says 1 s a request (a slow spell is over: it takes ~1 ms now);
+    requests with 100 ms deadlines, one at a time, are still served, each in time, and the
+    estimate comes down (refusing them all, the node never saw the spell was over)."""
+    latency = LatencyModel()
+    latency.seed(1, 1.0)
+    model = Doubler(per_item=0.001)
+    e = engine(model, latency=latency, max_batch=1)
+    try:
+        got = [call(e, torch.full((1, 1), float(k)), time.monotonic() + 0.1) for k in range(12)]
+    finally:
+        e.stop()
+    assert [kind for kind, _ in got] == ["ok"] * 12
+    assert latency.estimate(1) < 0.1

@@ -194,3 +194,28 @@ def test_admission_refuses_exactly_the_requests_its_estimate_says_are_late():
 ])
 def test_a_new_request_waits_for_the_first_worker_free_after_the_work_ahead(free, work, wait):
     assert start_after(free, work) == pytest.approx(wait)
+
+
+def test_a_request_alone_on_the_node_runs_even_when_the_estimate_says_late():
+    """The estimate (1 s a request) says it cannot make 100 ms; alone on the node it runs
+    anyway (the estimate is corrected only by running), unless its deadline has passed;
+    with another one queued, the estimate decides."""
+    s = scheduler()
+    m = model("m", s, seconds_per_item=1.0)
+    lone = item("m", deadline=0.1)
+    m.push(lone)
+    assert s.next([m], now=0.0).batch == [lone]
+    s.check_deadline(m, item("m", deadline=0.1), now=0.0, backlog_s=0.0, idle_node=True)
+    with pytest.raises(Shed, match="cannot meet"):
+        s.check_deadline(m, item("m", deadline=0.1), now=0.0, backlog_s=0.0)
+    with pytest.raises(Shed, match="passed"):
+        s.check_deadline(m, item("m", deadline=0.1), now=0.2, backlog_s=0.0, idle_node=True)
+    past = item("m", deadline=0.1)
+    m.push(past)
+    got = s.next([m], now=0.2)
+    assert [p for p, _ in got.dropped] == [past] and not got.batch
+    a, b = item("m", deadline=0.1), item("m", deadline=5.0)
+    m.push(a)
+    m.push(b)
+    got = s.next([m], now=0.0)
+    assert [p for p, _ in got.dropped] == [a] and got.batch == [b]

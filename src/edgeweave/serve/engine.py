@@ -154,9 +154,12 @@ class Engine:
 
     def _admit(self, m: ServedModel, item: Pending, now: float) -> Pending | None:
         """Check the request's deadline and the queues' bounds; returns a request it displaces
-        from a full queue, if any (Shed if it cannot be admitted)."""
-        self.scheduler.check_deadline(m, item, now, self._backlog(item, now))
+        from a full queue, if any (Shed if it cannot be admitted). On an idle node (a worker
+        free, nothing queued) a request is not refused on the latency estimate, only when its
+        deadline has passed: see `Scheduler.next`."""
         idle = self.node.workers - len(self._busy_until)
+        self.scheduler.check_deadline(m, item, now, self._backlog(item, now),
+                                      idle_node=idle > 0 and self.queued == 0)
         model_full = len(m) >= m.config.max_queue + idle
         if not model_full and self.queued < self.node.max_queue + idle:
             return None
