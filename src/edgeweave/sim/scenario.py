@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -122,6 +122,13 @@ def _check_mix(value: Any) -> Any:
     return value
 
 
+#: how much a time varies from request to request (`sim.jitter`): a coefficient of variation
+#: (a gamma around the planned time; 0: fixed), or the measured times' factors themselves
+#: (any scale: one is drawn per request, scaled to mean 1), which keep a measured tail's shape
+Spread = (Annotated[float, Field(ge=0, le=3)]
+          | Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=2, max_length=10000)])
+
+
 def mix_weights(mix: Mix) -> dict[str, float]:
     """A mix as names -> probabilities (a single name is all of it)."""
     if isinstance(mix, str):
@@ -134,14 +141,15 @@ class Population(_Strict):
     """``count`` devices; each draws its hardware (catalog names or the fleet's device nodes)
     and its application from the mixes, and moves among ``places`` (default: all).
     ``compute_cv``: how much a device's compute time varies from request to request (the
-    coefficient of variation of a gamma around the profiled time, `sim.jitter`; 0: fixed)."""
+    coefficient of variation of a gamma around the profiled time, or measured factors;
+    `Spread`, `sim.jitter`; 0: fixed)."""
 
     name: str = Field(min_length=1)
     count: int = Field(ge=0)
     hardware: Mix
     applications: Mix
     places: list[str] | None = None
-    compute_cv: float = Field(0.0, ge=0, le=3)
+    compute_cv: Spread = 0.0
 
     @field_validator("hardware", "applications", mode="before")
     @classmethod
@@ -169,6 +177,8 @@ class Application(_Strict):
     deadline_ms: float | None = Field(None, gt=0)
     input_bytes: int | None = Field(None, ge=0)
     in_flight: int | None = Field(1, ge=1)
+    overhead_ms: float = Field(0.0, ge=0)
+    overhead_cv: Spread = 0.0
 
     @field_validator("plan", mode="before")
     @classmethod
@@ -187,12 +197,12 @@ class ServerSpec(_Strict):
     ``speed``: the fraction of its hardware's speed the node really computes at (a machine
     shared with other work, or throttled; the runtime's load factor is 1 / speed).
     ``service_cv``: how much a stage's compute varies from request to request (the coefficient
-    of variation of a gamma around its time, `sim.jitter`; 0: every request takes exactly the
-    planned time, which understates queueing and tails)."""
+    of variation of a gamma around its time, or measured factors; `Spread`, `sim.jitter`; 0:
+    every request takes exactly the planned time, which understates queueing and tails)."""
 
     cores: int | None = Field(None, ge=1)
     speed: float = Field(1.0, gt=0)
-    service_cv: float = Field(0.0, ge=0, le=3)
+    service_cv: Spread = 0.0
     slots: int | None = Field(None, ge=1)
     queue: int | None = Field(None, ge=0)
     discipline: Literal["ps", "batch"] = "ps"

@@ -88,6 +88,8 @@ class Fidelity:
     deploy_s: float = 0.0
     plan_only_ms: list[float] = field(default_factory=list, repr=False)
     compute_cv: dict[str, float] = field(default_factory=dict)
+    overhead_ms: float = 0.0
+    overhead_cv: float = 0.0
 
     def row(self) -> dict[str, Any]:
         """The benchmark's row: ``sim_*`` with the servers at the speed the runtime's own load
@@ -101,6 +103,7 @@ class Fidelity:
                "sim_p95_ms": float(sp95), "real_p95_ms": float(rp95),
                "err_p95": float((sp95 - rp95) / rp95),
                "load_factors": self.load_factors, "compute_cv": self.compute_cv,
+               "overhead_ms": self.overhead_ms, "overhead_cv": self.overhead_cv,
                "deploy_s": self.deploy_s,
                "switches_sim": self.switches_sim, "switches_real": self.switches_real}
         if self.plan_only_ms:
@@ -150,16 +153,16 @@ def emulated_fleet(fleet: Fleet, host_gflops: float, edge_dilation: float = EDGE
 
 
 def sim_scenario(case: Case, chosen: Plan, fleet: Fleet, max_queue: int = 16,
-                 load: dict[str, float] | None = None, switch_s: float = 0.0,
-                 cv: dict[str, float] | None = None) -> Scenario:
+                 calibration: Calibration | None = None, switch_s: float = 0.0) -> Scenario:
     """The case as a scenario: one unshared access point with the plan's first hop, one place,
-    the devices on the emulated fleet, the edge server's admission as the lab's. ``load``
-    (tier -> the runtime's load factor) slows the servers to the speed the runtime measured;
-    ``cv`` (tier -> coefficient of variation of its compute times) makes each request's
-    compute vary as measured (`sim.jitter`); ``switch_s`` is what a plan switch costs the
-    device (the measured deploy time). A device sends its next request once the previous one
-    is answered, as the lab's clients do (`Application.in_flight` 1)."""
-    load, cv = load or {}, cv or {}
+    the devices on the emulated fleet, the edge server's admission as the lab's. The
+    ``calibration`` (none: the Plan's figures alone) slows the servers to the speed the
+    warm-up measured, varies each request's compute as much as it did (`sim.jitter`) and
+    adds the runtime's per-hop costs; ``switch_s`` is what a plan switch costs the device
+    (the measured deploy time). A device sends its next request once the previous one is
+    answered, as the lab's clients do (`Application.in_flight` 1)."""
+    cal = calibration or Calibration()
+    load, cv = cal.load, cal.compute
     edge = fleet.nodes_in("edge")[0].name
     hop = chosen.links[chosen.hop_names()[0]]
     ap: dict[str, Any] = {"name": "uplink", "edge": edge, "rtt_ms": hop.rtt_ms,
@@ -175,7 +178,9 @@ def sim_scenario(case: Case, chosen: Plan, fleet: Fleet, max_queue: int = 16,
         "access_points": [ap], "places": [{"name": "lab", "access_point": "uplink"}],
         "populations": [{"name": "devices", "count": case.devices, "hardware": device,
                          "applications": "app", "compute_cv": cv.get("device", 0.0)}],
-        "applications": [{"name": "app", "plan": chosen, "idle_s": 0}],
+        "applications": [{"name": "app", "plan": chosen, "idle_s": 0,
+                          "overhead_ms": cal.overhead_ms,
+                          "overhead_cv": cal.overhead if cal.overhead_ms > 0 else 0.0}],
         "policy": {"name": "edgeweave", "params": {"adapt": case.adapt,
                                                    "switch_s": switch_s}},
         # each admitted request computes on its own thread; the lab's servers run 4 at once
@@ -190,32 +195,86 @@ def sim_scenario(case: Case, chosen: Plan, fleet: Fleet, max_queue: int = 16,
 
 
 #: warm-up requests per client before the timed ones: TorchScript specialises on the first
-#: calls, and the runtime's load factors (skipping the first `COLD` ones) learn the servers'
-#: speed, and how much each tier's compute varies, from the rest
-WARMUP = 12
+#: `COLD` calls; the rest calibrate the simulator (`calibrate`): a spread and a mean from a
+#: few dozen requests, where the 10 of a shorter warm-up left the p95 to chance
+WARMUP = 30
 COLD = 2
 
 
-def compute_cvs(segments: list[dict[str, float]]) -> dict[str, float]:
-    """Per tier, the coefficient of variation of its measured compute times (``<tier>_compute``
-    segments of the requests that ran it)."""
-    out = {}
-    for tier in ("device", "edge", "cloud"):
-        ms = np.array([s[f"{tier}_compute"] for s in segments
-                       if s.get(f"{tier}_compute", 0.0) > 0])
-        if len(ms) >= 3:
-            out[tier] = float(ms.std(ddof=1) / ms.mean())
-    return out
+@dataclass(frozen=True)
+class Calibration:
+    """What the warm-up measured that the Plan does not say. Per tier, its compute times
+    (``compute``, ms): the servers run at the speed their mean says (against the Plan's
+    figure), and each simulated request's compute is drawn from their spread, tail included
+    (`sim.jitter`). Per request, what the runtime spent beyond compute and the shaped links
+    (``overhead``, ms): encoding and decoding tensors, the gRPC calls, the servers'
+    bookkeeping, over ``hops`` hops. The warm-up's requests go one at a time, so nothing in
+    them queued: what their total holds beyond the tiers' compute and the Plan's link times is
+    that per-request cost, which the simulator adds per hop crossed (`Application.overhead_ms`).
+    """
+
+    planned: dict[str, float] = field(default_factory=dict)  # tier -> the Plan's compute ms
+    compute: dict[str, list[float]] = field(default_factory=dict)
+    overhead: list[float] = field(default_factory=list)
+    hops: int = 0
+
+    @property
+    def load(self) -> dict[str, float]:
+        """Per tier, measured / planned compute (the runtime's load factor, over the warm-up)."""
+        return {t: float(np.mean(ms)) / self.planned[t] for t, ms in self.compute.items()}
+
+    @property
+    def cv(self) -> dict[str, float]:
+        return {t: float(np.std(ms, ddof=1) / np.mean(ms)) for t, ms in self.compute.items()}
+
+    @property
+    def overhead_ms(self) -> float:
+        """Per hop crossed, the mean of the runtime's per-request cost."""
+        return float(np.mean(self.overhead)) / self.hops if self.overhead else 0.0
+
+    @property
+    def overhead_cv(self) -> float:
+        o = self.overhead
+        return float(np.std(o, ddof=1) / np.mean(o)) if len(o) > 1 and np.mean(o) > 0 else 0.0
+
+
+#: a request's measured overhead below this is timer noise (a factor must be > 0)
+_MIN_OVERHEAD_MS = 0.01
+
+
+def calibrate(warm: list[dict[str, float]], chosen: Plan) -> Calibration:
+    """`Calibration` from the warm-up requests' segments (``<tier>_compute``, ``total_ms``)."""
+    pred = chosen.predicted
+    planned, compute = {}, {}
+    for tier, ms in pred["tier_compute_ms"].items():
+        got = [s[f"{tier}_compute"] for s in warm if s.get(f"{tier}_compute", 0.0) > 0]
+        if ms >= 1.0 and len(got) >= 3:  # below a ms the plan's figure is timer noise
+            planned[tier], compute[tier] = ms, got
+    hops = [h for h in pred["hops"].values() if h["up_ms"] > 0]
+    if not hops or len(warm) < 3:
+        return Calibration(planned, compute)
+    links_ms = sum(h["up_ms"] + h["down_ms"] for h in hops)
+    rest = [max(_MIN_OVERHEAD_MS, s["total_ms"] - links_ms -
+                sum(v for k, v in s.items() if k.endswith("_compute"))) for s in warm]
+    return Calibration(planned, compute, rest, len(hops))
+
+
+@dataclass
+class RealRun:
+    """What the real runtime did with the arrivals."""
+
+    latency_ms: list[float]  # per request, in arrival order, from its arrival to its answer
+    switches: int  # plan switches the clients made
+    load: dict[str, float]  # the tiers' load factors learnt in the warm-up (`runtime.load`)
+    deploy_s: float  # how long the first deploy (trace and upload of the stages) took
+    warm: list[dict[str, float]]  # the warm-up requests' segments (ms) and ``total_ms``
+    timed: list[dict[str, float]]  # the timed requests' segments, in arrival order
 
 
 def run_real(case: Case, graph: Any, chosen: Plan, prof: Any, dilation: float,
-             times: np.ndarray, devs: np.ndarray
-             ) -> tuple[list[float], int, dict[str, float], float, dict[str, float]]:
-    """The arrivals replayed against real node servers: per-request latency (ms) in arrival
-    order, the number of plan switches the clients made, the tiers' load factors the clients
-    had learnt by the end of their warm-up (`runtime.load.LoadFactors`), how long the first
-    deploy (trace and upload of the stages) took, and how much each tier's compute varied
-    in the warm-up (`compute_cvs`)."""
+             times: np.ndarray, devs: np.ndarray, warmup: int = WARMUP) -> RealRun:
+    """The arrivals replayed against real node servers (see `RealRun`), after ``warmup``
+    requests per client, one at a time (nothing queues in the warm-up)."""
     import torch
 
     from edgeweave.runtime.client import ClientOptions, CoInferenceClient
@@ -229,6 +288,8 @@ def run_real(case: Case, graph: Any, chosen: Plan, prof: Any, dilation: float,
     latency = np.full(len(times), np.nan)
     load = LoadFactors()  # one device's view, shared: the clients sample the same servers
     deploy_s: list[float] = []
+    warm: list[dict[str, float]] = []
+    timed: list[dict[str, float]] = [{} for _ in times]
     with LocalLab(extra_args=args) as lab:
         clients = []
         for _ in range(case.devices):
@@ -241,12 +302,11 @@ def run_real(case: Case, graph: Any, chosen: Plan, prof: Any, dilation: float,
                 c.deploy(x)
                 deploy_s.append(time.monotonic() - t0)
             clients.append(c)
-        warm = []
-        for k in range(WARMUP):
+        for k in range(warmup):
             for c in clients:
                 r = c.infer(x)
                 if k >= COLD:
-                    warm.append(r.segments)
+                    warm.append({**r.segments, "total_ms": r.total_ms})
         learnt = load.scaled()
         start = time.monotonic() + 0.5
         hop = chosen.hop_names()[0]
@@ -261,8 +321,9 @@ def run_real(case: Case, graph: Any, chosen: Plan, prof: Any, dilation: float,
                 delay = due - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-                c.infer(x)
+                r = c.infer(x)
                 latency[i] = (time.monotonic() - due) * 1000.0
+                timed[i] = {**r.segments, "total_ms": r.total_ms}
 
         threads = [threading.Thread(target=device, args=(d,)) for d in range(case.devices)]
         for t in threads:
@@ -270,13 +331,27 @@ def run_real(case: Case, graph: Any, chosen: Plan, prof: Any, dilation: float,
         for t in threads:
             t.join()
     switches = sum(sum(s["switched"] for s in c.switches) for c in clients)
-    return (latency.tolist(), switches, learnt, statistics.median(deploy_s or [0.0]),
-            compute_cvs(warm))
+    return RealRun(latency.tolist(), switches, learnt, statistics.median(deploy_s or [0.0]),
+                   warm, timed)
 
 
-def validate(case: Case, model: str = "alexnet", fleet_spec: str = "pi4-wifi-edge-cloud",
-             repeats: int = 20, seed: int = 0) -> Fidelity:
-    """Profile ``model`` here, plan on the emulated fleet, then run the case both ways."""
+@dataclass
+class Setup:
+    """A case made ready to run both ways: its plan on the emulated fleet, and the arrivals."""
+
+    case: Case
+    graph: Any
+    chosen: Plan
+    prof: Any
+    emu: Fleet
+    dilation: float
+    times: np.ndarray
+    devs: np.ndarray
+
+
+def prepare(case: Case, model: str = "alexnet", fleet_spec: str = "pi4-wifi-edge-cloud",
+            repeats: int = 20, seed: int = 0) -> Setup:
+    """Profile ``model`` here and plan on the emulated fleet; draw the case's arrivals."""
     import torch
 
     from edgeweave.graph import capture_spec
@@ -300,13 +375,18 @@ def validate(case: Case, model: str = "alexnet", fleet_spec: str = "pi4-wifi-edg
         edge_s = chosen.predicted["tier_compute_ms"]["edge"] / 1000.0
         case = dataclasses.replace(case, rate_per_s=case.edge_utilisation
                                    * case.edge_concurrency / (case.devices * edge_s))
-    dilation = device_dilation(measured, fleet)
     times, devs = arrivals(case, seed)
-    real, real_switches, load, deploy_s, cvs = run_real(case, graph, chosen, prof, dilation,
-                                                        times, devs)
+    return Setup(case, graph, chosen, prof, emu, device_dilation(measured, fleet), times, devs)
+
+
+def compare(setup: Setup, real: RealRun, model: str = "alexnet") -> Fidelity:
+    """Simulate the setup's arrivals calibrated by what the real run's warm-up measured (and
+    from the Plan's figures alone), beside the real run's latencies."""
+    case, times, devs = setup.case, setup.times, setup.devs
+    cal = calibrate(real.warm, setup.chosen)
     runs = {}
-    for label, factors, cv in (("calibrated", load, cvs), ("plan only", {}, {})):
-        scn = sim_scenario(case, chosen, emu, load=factors, switch_s=deploy_s, cv=cv)
+    for label, c in (("calibrated", cal), ("plan only", None)):
+        scn = sim_scenario(case, setup.chosen, setup.emu, calibration=c, switch_s=real.deploy_s)
         run = simulate(scn, arrivals=(times, devs))
         out = run.outcome
         # the simulator keeps the arrivals in (time, device) order, as `arrivals` made them
@@ -314,8 +394,18 @@ def validate(case: Case, model: str = "alexnet", fleet_spec: str = "pi4-wifi-edg
             raise SimError(f"validation {case.name}: the simulator failed some requests")
         runs[label] = (((out.done - out.t) * 1000.0).tolist(), run.summary["switches"])
     sim, switches = runs["calibrated"]
-    return Fidelity(case.name, model, chosen.mode, len(times), sim, real, switches,
-                    real_switches, load, deploy_s, runs["plan only"][0], cvs)
+    return Fidelity(case.name, model, setup.chosen.mode, len(times), sim, real.latency_ms,
+                    switches, real.switches, cal.load, real.deploy_s, runs["plan only"][0],
+                    cal.cv, cal.overhead_ms, cal.overhead_cv)
+
+
+def validate(case: Case, model: str = "alexnet", fleet_spec: str = "pi4-wifi-edge-cloud",
+             repeats: int = 20, seed: int = 0, warmup: int = WARMUP) -> Fidelity:
+    """Profile ``model`` here, plan on the emulated fleet, then run the case both ways."""
+    setup = prepare(case, model, fleet_spec, repeats, seed)
+    real = run_real(setup.case, setup.graph, setup.chosen, setup.prof, setup.dilation,
+                    setup.times, setup.devs, warmup)
+    return compare(setup, real, model)
 
 
 def median_error(f: Fidelity) -> float:
