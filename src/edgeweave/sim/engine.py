@@ -96,6 +96,7 @@ class Simulation(FleetView):
         self.world: World = build_world(scn, self._server_done)
         self.env = self.world.env
         self._call_at = self.env.call_at
+        self._step = self._advance  # bound once: the hot path schedules it per transfer
         self.pricing = Pricing(scn)
         self.rng = rng_for(scn, STREAM_POLICY)
         name = policy or scn.policy.name
@@ -272,7 +273,7 @@ class Simulation(FleetView):
                 self._end(job, end, OK)
                 return
             if end > now:
-                self._call_at(end, self._advance, job)
+                self._call_at(end, self._step, job)
                 return
         self._end(job, now, OK)
 
