@@ -17,11 +17,19 @@ from edgeweave.sim.validate import CASES, arrivals, validate
 TOLERANCE = 0.25
 
 
-@pytest.mark.slow  # profiles alexnet and starts edge and cloud servers per case
+@pytest.fixture(scope="module")
+def alexnet():
+    """One profile for both cases (profiling is a third of each case's time)."""
+    from edgeweave.sim.validate import measure
+
+    return measure("alexnet", repeats=5)
+
+
+@pytest.mark.slow  # starts edge and cloud servers per case
 @pytest.mark.parametrize("name", ["chain", "shared-edge"])
-def test_simulated_median_latency_matches_the_real_runtime(name):
+def test_simulated_median_latency_matches_the_real_runtime(name, alexnet):
     case = dataclasses.replace(CASES[name], duration_s=10.0)
-    f = validate(case, model="alexnet", repeats=5, warmup=12)
+    f = validate(case, alexnet, warmup=12)
     assert len(f.sim_ms) == len(f.real_ms) == f.requests > 5
     assert np.isfinite(f.real_ms).all()
     row = f.row()

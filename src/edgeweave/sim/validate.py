@@ -19,14 +19,18 @@ Three configurations (the issue's): one device on a device-edge-cloud chain; fou
 sharing one edge; one device through a bandwidth step.
 
 This host is shared, so its servers compute slower than the profile (measured on CPU time, as
-the dilated device is) says, by tens of percent that drift over minutes. The runtime tracks
-that with its load factors (`runtime.load`); the comparison gives the simulator the same
-knowledge: the load factors the clients learnt on their warm-up requests set the simulated
-servers' speed, and the spread of each tier's compute times in those requests sets how much
-each simulated request's compute varies (`sim.jitter`: without it every simulated request
-takes the median time, and the queues behind the edge and the device wait half as long as
-the real ones, so the p95 came out 12-52% short). The simulation from the Plan's figures
-alone (fixed times) is reported beside it.
+the dilated device is) says, by tens of percent that drift over minutes, and a burst of other
+work makes a few requests 2-3x slower. The runtime tracks the speed with its load factors
+(`runtime.load`); the comparison gives the simulator what the clients measured in their
+warm-up (`calibrate`): each tier's mean speed, each request's compute drawn from the warm-up's
+measured times (`sim.jitter`: median, spread and tail as measured; with fixed times the queues
+behind the edge and the device wait half as long as the real ones, and a gamma of the same
+cv misses the bursts), and the runtime's own per-request cost beyond compute and the shaped
+links (tensor encoding, gRPC, bookkeeping: a few ms per hop, `Application.overhead_ms`),
+which the Plan's link figures leave out. The simulation from the Plan's figures alone
+(fixed times, no overhead) is reported beside it. What no warm-up can know is how the host's
+load moves during the timed run: on a host shared with other jobs that, not the model,
+bounds the agreement (the benchmark prints the load average beside it).
 """
 
 from __future__ import annotations
@@ -349,23 +353,40 @@ class Setup:
     devs: np.ndarray
 
 
-def prepare(case: Case, model: str = "alexnet", fleet_spec: str = "pi4-wifi-edge-cloud",
-            repeats: int = 20, seed: int = 0) -> Setup:
-    """Profile ``model`` here and plan on the emulated fleet; draw the case's arrivals."""
+@dataclass(frozen=True)
+class Measured:
+    """A model profiled on this host, for the fleet (one profile serves every case)."""
+
+    model: str
+    graph: Any
+    fleet: Fleet
+    profile: Any
+
+
+def measure(model: str = "alexnet", fleet_spec: str = "pi4-wifi-edge-cloud",
+            repeats: int = 20) -> Measured:
+    """Profile ``model`` on this host, on one thread (as the dilated device runs)."""
     import torch
 
     from edgeweave.graph import capture_spec
-    from edgeweave.plan import plan
-    from edgeweave.profile import profile_graph, retarget
-    from edgeweave.runtime.session import device_dilation
+    from edgeweave.profile import profile_graph
 
     torch.set_num_threads(1)  # the profile is measured on one thread; so is the device
     fleet = load_fleet(fleet_spec)
     graph = capture_spec(model)
-    measured = profile_graph(graph, fleet, warmup=3, repeats=repeats)
-    emu = emulated_fleet(fleet, float((measured.model_extra or {})["host"]["gflops"]))
+    return Measured(model, graph, fleet, profile_graph(graph, fleet, warmup=3, repeats=repeats))
+
+
+def prepare(case: Case, measured: Measured, seed: int = 0) -> Setup:
+    """Plan on the emulated fleet from the measured profile; draw the case's arrivals."""
+    from edgeweave.plan import plan
+    from edgeweave.profile import retarget
+    from edgeweave.runtime.session import device_dilation
+
+    emu = emulated_fleet(measured.fleet,
+                         float((measured.profile.model_extra or {})["host"]["gflops"]))
     # measured host latencies scaled to each emulated tier, as `session.emulated_profile`
-    prof = retarget(measured.model_copy(update={"latency_source": "measured"}),
+    prof = retarget(measured.profile.model_copy(update={"latency_source": "measured"}),
                     emu.tier_path(), emu.name)
     prof = prof.with_link(prof.hop_names()[0], mbps=case.mbps)
     chosen = plan(prof)
@@ -376,7 +397,8 @@ def prepare(case: Case, model: str = "alexnet", fleet_spec: str = "pi4-wifi-edge
         case = dataclasses.replace(case, rate_per_s=case.edge_utilisation
                                    * case.edge_concurrency / (case.devices * edge_s))
     times, devs = arrivals(case, seed)
-    return Setup(case, graph, chosen, prof, emu, device_dilation(measured, fleet), times, devs)
+    return Setup(case, measured.graph, chosen, prof, emu,
+                 device_dilation(measured.profile, measured.fleet), times, devs)
 
 
 def compare(setup: Setup, real: RealRun, model: str = "alexnet") -> Fidelity:
@@ -399,13 +421,14 @@ def compare(setup: Setup, real: RealRun, model: str = "alexnet") -> Fidelity:
                     cal.cv, cal.overhead_ms, cal.overhead_cv)
 
 
-def validate(case: Case, model: str = "alexnet", fleet_spec: str = "pi4-wifi-edge-cloud",
-             repeats: int = 20, seed: int = 0, warmup: int = WARMUP) -> Fidelity:
-    """Profile ``model`` here, plan on the emulated fleet, then run the case both ways."""
-    setup = prepare(case, model, fleet_spec, repeats, seed)
+def validate(case: Case, measured: Measured | None = None, seed: int = 0,
+             warmup: int = WARMUP) -> Fidelity:
+    """Run the case both ways on ``measured`` (default: alexnet profiled here now)."""
+    measured = measured or measure()
+    setup = prepare(case, measured, seed)
     real = run_real(setup.case, setup.graph, setup.chosen, setup.prof, setup.dilation,
                     setup.times, setup.devs, warmup)
-    return compare(setup, real, model)
+    return compare(setup, real, measured.model)
 
 
 def median_error(f: Fidelity) -> float:
