@@ -2,8 +2,9 @@
 servers on a simpy clock.
 
 Built for fleets of 10,000 devices: nothing is a simpy process per device. Arrivals, places and
-hardware are drawn up front as arrays (`workload`, `mobility`); one source process walks the
-sorted arrival times, and each request is a small record that advances step by step:
+hardware are drawn up front as arrays (`workload`, `mobility`); the clock is fed the sorted
+arrival times (`Clock.feed`: no queue entry per arrival), and each request is a small record
+that advances step by step:
 
 * device compute: the device's own FIFO processor (one request at a time, at its profiled
   speed; half speed while it also trains a federated round) - computed in place, no event
@@ -13,7 +14,8 @@ sorted arrival times, and each request is a small record that advances step by s
 * a server: processor sharing over the node's cores (`servers.PSServer`) or batches - the
   server calls back when the stage is done.
 
-The last step of a request needs no event: its end time is recorded directly. Failures: a link
+The last step of a request needs no event: its end time is recorded directly, plus the
+runtime's per-hop cost beyond compute and links (`Application.overhead_ms`). Failures: a link
 whose queue outgrows its buffer (network), a server that refuses (capacity), no coverage when
 the request is issued (network); after the run, the answers that came back after the device
 left its access point (mobility) and those past the application's deadline (deadline) are

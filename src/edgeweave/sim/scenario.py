@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -125,8 +126,25 @@ def _check_mix(value: Any) -> Any:
 #: how much a time varies from request to request (`sim.jitter`): a coefficient of variation
 #: (a gamma around the planned time; 0: fixed), or the measured times' factors themselves
 #: (any scale: one is drawn per request, scaled to mean 1), which keep a measured tail's shape
-Spread = (Annotated[float, Field(ge=0, le=3)]
-          | Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=2, max_length=10000)])
+def _check_spread(value: Any) -> Any:
+    what = "a coefficient of variation from 0 to 3, or a list of 2 to 10000 measured times > 0"
+    if isinstance(value, bool):
+        raise ValueError(f"expected {what}, got {value!r}")
+    if isinstance(value, int | float):
+        if not 0 <= value <= 3:
+            raise ValueError(f"expected {what}, got {value!r}")
+        return float(value)
+    if isinstance(value, list | tuple) and 2 <= len(value) <= 10000 and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in value):
+        return [float(v) for v in value]
+    shown = repr(value)
+    if isinstance(value, list | tuple):
+        shown = (f"a list of {len(value)}" if not 2 <= len(value) <= 10000
+                 else "a list with a time that is not a number > 0")
+    raise ValueError(f"expected {what}, got {shown}")
+
+
+Spread = Annotated[float | list[float], BeforeValidator(_check_spread)]
 
 
 def mix_weights(mix: Mix) -> dict[str, float]:
