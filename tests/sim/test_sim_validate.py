@@ -50,8 +50,9 @@ def test_a_calibrated_simulation_keeps_the_warm_ups_median_and_tail():
     median and p95, where the Plan's figures alone miss both."""
     from sim_helpers import CHAIN3, toy_plan
 
+    from edgeweave.sim.calibration import calibrate
     from edgeweave.sim.run import simulate
-    from edgeweave.sim.validate import calibrate, sim_scenario
+    from edgeweave.sim.validate import sim_scenario
     from edgeweave.topology import load_fleet
 
     chosen = toy_plan(chain=CHAIN3)
