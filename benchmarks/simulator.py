@@ -57,6 +57,7 @@ def scale_row(devices: int, minutes: float, scenario: Path) -> dict[str, Any]:
             "requests": s["requests"], "events": s["events"], "events_per_s": s["events"] / wall,
             "us_per_request_cpu": cpu / max(s["requests"], 1) * 1e6,
             "planner_calls": run.sim.pricing.replans, "policy": s["policy"],
+            "load_average": list(os.getloadavg()),  # this host is shared: CPU and wall move
             "service_p50_ms": s["service_ms"]["p50"], "failure_rate": s["failure_rate"]}
 
 
@@ -89,7 +90,7 @@ def fidelity(console: Console) -> list[dict]:
     rows = []
     alexnet = measure("alexnet")
     for name, case in CASES.items():
-        row = validate(case, alexnet).row()
+        row = {**validate(case, alexnet).row(), "load_average": list(os.getloadavg())}
         console.print(f"fidelity {name}: sim p50 {row['sim_p50_ms']:.1f} vs real "
                       f"{row['real_p50_ms']:.1f} ms ({100 * row['err_p50']:+.1f}%), p95 "
                       f"{row['sim_p95_ms']:.1f} vs {row['real_p95_ms']:.1f} "
@@ -253,7 +254,7 @@ def main() -> None:
            "note": ("Scale rows run the city scenario under its edgeweave policy, each in its "
                     "own process (peak RSS is that process's). Fidelity: real = `edgeweave "
                     "serve` processes on this host; sim_* gives the simulated servers the "
-                    "speed the runtime's load factors measured in the warm-up, plan_only_* "
+                    "compute times and per-hop cost the warm-up measured, plan_only_* "
                     "uses the Plan's figures alone.")}
     emit(console, tables(scale_rows, fid_rows, sweep_rows, train_rows), doc, args.json)
 

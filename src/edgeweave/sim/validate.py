@@ -212,7 +212,6 @@ class RealRun:
 
     latency_ms: list[float]  # per request, in arrival order, from its arrival to its answer
     switches: int  # plan switches the clients made
-    load: dict[str, float]  # the tiers' load factors learnt in the warm-up (`runtime.load`)
     deploy_s: float  # how long the first deploy (trace and upload of the stages) took
     warm: list[dict[str, float]]  # the warm-up requests' segments (ms) and ``total_ms``
     timed: list[dict[str, float]]  # the timed requests' segments, in arrival order
@@ -254,7 +253,6 @@ def run_real(case: Case, graph: Any, chosen: Plan, prof: Any, dilation: float,
                 r = c.infer(x)
                 if k >= COLD:
                     warm.append({**r.segments, "total_ms": r.total_ms})
-        learnt = load.scaled()
         start = time.monotonic() + 0.5
         hop = chosen.hop_names()[0]
 
@@ -278,7 +276,7 @@ def run_real(case: Case, graph: Any, chosen: Plan, prof: Any, dilation: float,
         for t in threads:
             t.join()
     switches = sum(sum(s["switched"] for s in c.switches) for c in clients)
-    return RealRun(latency.tolist(), switches, learnt, statistics.median(deploy_s or [0.0]),
+    return RealRun(latency.tolist(), switches, statistics.median(deploy_s or [0.0]),
                    warm, timed)
 
 
