@@ -7,8 +7,8 @@
 * **Fidelity**: the simulator against `edgeweave serve` processes on this host with the same
   Plan, link shaping, dilation and arrival times (`edgeweave.sim.validate`): one
   device-edge-cloud chain, four devices sharing one edge, a bandwidth step; the simulated
-  servers at the speed and with the compute spread the runtime measured in its warm-up
-  (and, beside it, from the Plan's figures alone).
+  servers at the speed and with the compute times the runtime measured in its warm-up, plus
+  the runtime's measured per-hop cost (and, beside it, from the Plan's figures alone).
 * **The operator's question** on the campus scenario (examples/sim/campus.yaml): service time
   and failure rate vs devices for every policy (a sweep, as Ray tasks unless --serial), and the
   federated run's rounds- and time-to-accuracy with and without the devices' inference load
@@ -57,6 +57,7 @@ def scale_row(devices: int, minutes: float, scenario: Path) -> dict[str, Any]:
             "requests": s["requests"], "events": s["events"], "events_per_s": s["events"] / wall,
             "us_per_request_cpu": cpu / max(s["requests"], 1) * 1e6,
             "planner_calls": run.sim.pricing.replans, "policy": s["policy"],
+            "load_average": list(os.getloadavg()),  # this host is shared: CPU and wall move
             "service_p50_ms": s["service_ms"]["p50"], "failure_rate": s["failure_rate"]}
 
 
@@ -84,11 +85,12 @@ def growth(rows: list[dict]) -> dict[str, Any]:
 
 
 def fidelity(console: Console) -> list[dict]:
-    from edgeweave.sim.validate import CASES, validate
+    from edgeweave.sim.validate import CASES, measure, validate
 
     rows = []
+    alexnet = measure("alexnet")
     for name, case in CASES.items():
-        row = validate(case).row()
+        row = {**validate(case, alexnet).row(), "load_average": list(os.getloadavg())}
         console.print(f"fidelity {name}: sim p50 {row['sim_p50_ms']:.1f} vs real "
                       f"{row['real_p50_ms']:.1f} ms ({100 * row['err_p50']:+.1f}%), p95 "
                       f"{row['sim_p95_ms']:.1f} vs {row['real_p95_ms']:.1f} "
@@ -175,14 +177,15 @@ def tables(scale_rows, fid_rows, sweep_rows, train_rows) -> list[Table]:
                         "arrivals)")
         for col in ("scenario", "mode", "requests", "sim p50", "real p50", "err p50",
                     "sim p95", "real p95", "err p95", "plan-only err p50/p95",
-                    "compute cv (warm-up)"):
+                    "compute cv (warm-up)", "overhead ms/hop"):
             t.add_column(col, justify="left" if col in ("scenario", "mode") else "right")
         for r in fid_rows:
             t.add_row(r["scenario"], r["mode"], str(r["requests"]), _f(r["sim_p50_ms"]),
                       _f(r["real_p50_ms"]), f"{100 * r['err_p50']:+.1f}%", _f(r["sim_p95_ms"]),
                       _f(r["real_p95_ms"]), f"{100 * r['err_p95']:+.1f}%",
                       f"{100 * r['plan_only_err_p50']:+.1f}%/{100 * r['plan_only_err_p95']:+.1f}%",
-                      " ".join(f"{k} {v:.2f}" for k, v in r["compute_cv"].items()))
+                      " ".join(f"{k} {v:.2f}" for k, v in r["compute_cv"].items()),
+                      f"{r['overhead_ms']:.1f} (cv {r['overhead_cv']:.2f})")
         out.append(t)
     if sweep_rows:
         t = Table(title="campus: service time and failure rate vs devices per policy")
@@ -251,7 +254,7 @@ def main() -> None:
            "note": ("Scale rows run the city scenario under its edgeweave policy, each in its "
                     "own process (peak RSS is that process's). Fidelity: real = `edgeweave "
                     "serve` processes on this host; sim_* gives the simulated servers the "
-                    "speed the runtime's load factors measured in the warm-up, plan_only_* "
+                    "compute times and per-hop cost the warm-up measured, plan_only_* "
                     "uses the Plan's figures alone.")}
     emit(console, tables(scale_rows, fid_rows, sweep_rows, train_rows), doc, args.json)
 

@@ -233,3 +233,31 @@ def test_a_device_answers_one_request_before_it_sends_the_next_as_the_runtime_cl
     two = Simulation(one_device(applications=[{**app, "in_flight": 2}]),
                      arrivals=arrivals).run()
     assert two.done[1] == free.done[1] < one.done[1] and two.done[2] >= free.done[2]
+
+
+def test_the_clock_runs_fed_arrivals_in_time_order_with_its_queue():
+    """Fed arrivals (`Clock.feed`) interleave with queued calls and simpy processes by time,
+    an arrival first at a tie; `run(until)` stops in the same order, and `scheduled` counts
+    the fed calls as events."""
+    from edgeweave.sim.clock import Clock
+
+    def trace(until=None):
+        env, seen = Clock(), []
+        env.feed([0.5, 1.0, 2.0, 2.0], lambda i: seen.append((env.now, f"arrival {i}")))
+        env.call_at(1.0, lambda a: seen.append((env.now, a)), "call")
+        env.call_at(0.2, lambda a: env.call_at(1.5, lambda b: seen.append((env.now, b)), a),
+                    "later call")
+
+        def ticker():
+            yield env.timeout(0.7)
+            seen.append((env.now, "process"))
+
+        env.process(ticker())
+        env.run(until)
+        return seen, env.scheduled
+
+    seen, events = trace()
+    assert seen == [(0.5, "arrival 0"), (0.7, "process"), (1.0, "arrival 1"), (1.0, "call"),
+                    (1.5, "later call"), (2.0, "arrival 2"), (2.0, "arrival 3")]
+    assert events >= 4 + 3  # four arrivals, three calls (and simpy's own process events)
+    assert trace(until=1.6)[0] == seen[:5]

@@ -65,6 +65,13 @@ def test_a_bad_value_names_its_field(tmp_path, base):
     base["populations"][0]["count"] = 3
     base["duration_s"] = 0
     assert "duration_s: " in error(tmp_path, base)
+    base["duration_s"] = 60
+    # a spread is a cv or measured times: a negative time is named, a cv or times load
+    base["applications"][0]["overhead_cv"] = [3.0, -1.0]
+    assert "applications[0].overhead_cv" in error(tmp_path, base)
+    for spread in (0.4, [3.0, 4.5, 9.0]):
+        base["applications"][0]["overhead_cv"] = spread
+        assert load_scenario(write(tmp_path, base)).applications[0].overhead_cv == spread
 
 
 @pytest.mark.parametrize("path,value,expect", [

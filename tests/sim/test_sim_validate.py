@@ -17,11 +17,19 @@ from edgeweave.sim.validate import CASES, arrivals, validate
 TOLERANCE = 0.25
 
 
-@pytest.mark.slow  # profiles alexnet and starts edge and cloud servers per case
+@pytest.fixture(scope="module")
+def alexnet():
+    """One profile for both cases (profiling is a third of each case's time)."""
+    from edgeweave.sim.validate import measure
+
+    return measure("alexnet", repeats=5)
+
+
+@pytest.mark.slow  # starts edge and cloud servers per case
 @pytest.mark.parametrize("name", ["chain", "shared-edge"])
-def test_simulated_median_latency_matches_the_real_runtime(name):
+def test_simulated_median_latency_matches_the_real_runtime(name, alexnet):
     case = dataclasses.replace(CASES[name], duration_s=10.0)
-    f = validate(case, model="alexnet", repeats=5)
+    f = validate(case, alexnet, warmup=12)
     assert len(f.sim_ms) == len(f.real_ms) == f.requests > 5
     assert np.isfinite(f.real_ms).all()
     row = f.row()
@@ -35,19 +43,42 @@ def test_both_sides_replay_the_same_arrivals():
     assert (t == t2).all() and (d == d2).all()
 
 
-def test_the_simulated_lab_varies_each_tiers_compute_as_the_warm_up_measured():
-    from sim_helpers import toy_plan
+def test_a_calibrated_simulation_keeps_the_warm_ups_median_and_tail():
+    """The warm-up's measured compute (a tail: one request in ten 2.5x slower, as a host
+    busy with other work gives) and the runtime's per-request cost beyond compute and links
+    calibrate the simulated lab: a lone device that never queues then sees the warm-up's
+    median and p95, where the Plan's figures alone miss both."""
+    from sim_helpers import CHAIN3, toy_plan
 
-    from edgeweave.sim.validate import compute_cvs, sim_scenario
+    from edgeweave.sim.calibration import calibrate
+    from edgeweave.sim.run import simulate
+    from edgeweave.sim.validate import sim_scenario
     from edgeweave.topology import load_fleet
 
-    warm = [{"device_compute": d, "edge_compute": 0.0, "cloud_compute": c}
-            for d, c in ((30.0, 100.0), (33.0, 150.0), (27.0, 50.0), (30.0, 100.0))]
-    cvs = compute_cvs(warm)
-    assert set(cvs) == {"device", "cloud"}  # the edge computed nothing: no figure
-    assert cvs["device"] == pytest.approx(np.std([30, 33, 27, 30], ddof=1) / 30.0)
-    assert cvs["cloud"] == pytest.approx(np.std([100, 150, 50, 100], ddof=1) / 100.0)
-    scn = sim_scenario(CASES["chain"], toy_plan(), load_fleet("pi4-wifi-edge-cloud"), cv=cvs)
-    assert scn.populations[0].compute_cv == cvs["device"]
-    assert scn.servers["cloud"].service_cv == cvs["cloud"] and scn.servers["edge"].service_cv == 0
-    assert scn.applications[0].in_flight == 1  # the lab's client: one request at a time
+    chosen = toy_plan(chain=CHAIN3)
+    pred = chosen.predicted
+    assert chosen.mode == "device-edge-cloud"
+    links_ms = sum(h["up_ms"] + h["down_ms"] for h in pred["hops"].values())
+    rng = np.random.default_rng(5)
+    warm = []
+    for _ in range(200):
+        seg = {f"{t}_compute": ms * 1.3 * (2.5 if rng.random() < 0.1 else 1.0)
+               * rng.uniform(0.9, 1.1) for t, ms in pred["tier_compute_ms"].items()}
+        overhead = rng.gamma(4.0, 2.0)  # ms: encoding, gRPC, bookkeeping over two hops
+        warm.append({**seg, "total_ms": links_ms + sum(seg.values()) + overhead})
+    cal = calibrate(warm, chosen)
+    assert cal.hops == 2 and cal.overhead_ms == pytest.approx(4.0, rel=0.15)
+    assert cal.load["cloud"] == pytest.approx(1.3 * 1.15, rel=0.1)
+    measured = np.array([w["total_ms"] for w in warm])
+    case = dataclasses.replace(CASES["chain"], rate_per_s=0.2, duration_s=2000.0)
+    times, devs = arrivals(case, seed=1)
+    got = {}
+    for label, c in (("calibrated", cal), ("plan only", None)):
+        scn = sim_scenario(case, chosen, load_fleet("pi4-wifi-edge-cloud"), calibration=c)
+        assert scn.applications[0].in_flight == 1  # the lab's client: one request at a time
+        out = simulate(scn, arrivals=(times, devs)).outcome
+        got[label] = np.percentile((out.done - out.t) * 1000.0, [50, 95])
+    want = np.percentile(measured, [50, 95])
+    assert got["calibrated"] == pytest.approx(want, rel=0.05)
+    assert got["plan only"][0] == pytest.approx(pred["total_ms"], rel=0.01)
+    assert got["plan only"][1] < 0.9 * want[1]

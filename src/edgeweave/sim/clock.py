@@ -6,12 +6,16 @@ costs an object, a callback list and two method calls per event; `Clock.call_at`
 ``(time, priority, sequence, (fn, arg))`` entry into simpy's own queue instead, so the fast
 calls and simpy's events share one clock and one ordering (by time, then priority, then
 scheduling order). simpy processes (the federated rounds, the progress ticker) run alongside
-unchanged. `caller` gives the fast lane on a `Clock` and a simpy timeout on any other
+unchanged. A run's arrivals are known up front and sorted, so they need no queue entries at
+all: `feed` hands the clock the sorted times, and its loop calls ``fn(i)`` for the next one
+whenever it is due no later than the queue's head (an arrival goes first at a tie). `caller`
+gives the fast lane on a `Clock` and a simpy timeout on any other
 environment, so the queues work on either.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from heapq import heappop, heappush
 from typing import Any
@@ -22,7 +26,28 @@ from simpy.events import NORMAL, EventPriority
 
 
 class Clock(simpy.Environment):
-    """simpy's environment plus `call_at` and a count of the events it has scheduled."""
+    """simpy's environment plus `call_at`, `feed` and a count of the events it has run."""
+
+    def __init__(self, initial_time: float = 0) -> None:
+        super().__init__(initial_time)
+        self._feed_t: list[float] = []
+        self._feed_fn: Callable[[int], None] | None = None
+        self._feed_i = 0
+
+    def feed(self, times: list[float], fn: Callable[[int], None]) -> None:
+        """Call ``fn(i)`` at ``times[i]`` for every i (``times`` sorted, none in the past)."""
+        self._feed_t, self._feed_fn, self._feed_i = times, fn, 0
+
+    def _fed(self) -> bool:
+        """Run the next fed call if it is due before the queue's head; False if it is not."""
+        i, times = self._feed_i, self._feed_t
+        if i == len(times) or (self._queue and self._queue[0][0] < times[i]):
+            return False
+        self._feed_i = i + 1
+        self._now = times[i]
+        assert self._feed_fn is not None
+        self._feed_fn(i)
+        return True
 
     def call_at(self, t: float, fn: Callable[[Any], None], arg: Any) -> None:
         """Call ``fn(arg)`` at time ``t`` (now, if ``t`` is in the past)."""
@@ -31,6 +56,8 @@ class Clock(simpy.Environment):
         heappush(queue, (t if t > now else now, NORMAL, next(self._eid), (fn, arg)))
 
     def step(self) -> None:
+        if self._fed():
+            return
         try:
             self._now, _, _, event = heappop(self._queue)
         except IndexError:
@@ -61,7 +88,17 @@ class Clock(simpy.Environment):
         if until is not None:
             return super().run(until)
         queue, process = self._queue, self._process
-        while queue:
+        times, fn, n = self._feed_t, self._feed_fn or _nothing, len(self._feed_t)
+        i = self._feed_i
+        due = times[i] if i < n else math.inf
+        while queue or i < n:
+            if not queue or due <= queue[0][0]:
+                self._now = due
+                i += 1
+                self._feed_i = i
+                fn(i - 1)
+                due = times[i] if i < n else math.inf
+                continue
             self._now, _, _, event = heappop(queue)
             if event.__class__ is tuple:
                 event[0](event[1])
@@ -71,10 +108,15 @@ class Clock(simpy.Environment):
 
     @property
     def scheduled(self) -> int:
+        """Events scheduled so far, the fed calls made included."""
         # simpy numbers every scheduled event from one counter (`_eid`); reading it is free,
         # where counting in an overridden `schedule` costs a Python call per event
         text = repr(self._eid)  # "count(N)"
-        return int(text[text.index("(") + 1:-1])
+        return int(text[text.index("(") + 1:-1]) + self._feed_i
+
+
+def _nothing(_: int) -> None:
+    return None
 
 
 def caller(env: simpy.Environment) -> Callable[[float, Callable[[Any], None], Any], None]:

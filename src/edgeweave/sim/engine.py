@@ -2,8 +2,9 @@
 servers on a simpy clock.
 
 Built for fleets of 10,000 devices: nothing is a simpy process per device. Arrivals, places and
-hardware are drawn up front as arrays (`workload`, `mobility`); one source process walks the
-sorted arrival times, and each request is a small record that advances step by step:
+hardware are drawn up front as arrays (`workload`, `mobility`); the clock is fed the sorted
+arrival times (`Clock.feed`: no queue entry per arrival), and each request is a small record
+that advances step by step:
 
 * device compute: the device's own FIFO processor (one request at a time, at its profiled
   speed; half speed while it also trains a federated round) - computed in place, no event
@@ -13,7 +14,8 @@ sorted arrival times, and each request is a small record that advances step by s
 * a server: processor sharing over the node's cores (`servers.PSServer`) or batches - the
   server calls back when the stage is done.
 
-The last step of a request needs no event: its end time is recorded directly. Failures: a link
+The last step of a request needs no event: its end time is recorded directly, plus the
+runtime's per-hop cost beyond compute and links (`Application.overhead_ms`). Failures: a link
 whose queue outgrows its buffer (network), a server that refuses (capacity), no coverage when
 the request is issued (network); after the run, the answers that came back after the device
 left its access point (mobility) and those past the application's deadline (deadline) are
@@ -28,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from edgeweave.plan.edgent_dynamic import PROBE_BYTES
 from edgeweave.runtime.bandwidth import BandwidthEstimator
-from edgeweave.sim.cluster import ClusterState, Frame, FrameRun
+from edgeweave.sim.cluster import ClusterState, FrameRun
+from edgeweave.sim.fleet_view import FleetView
 from edgeweave.sim.itinerary import (
     CLUSTER,
     DEVICE,
@@ -60,7 +62,6 @@ from edgeweave.sim.outcome import (  # noqa: F401  (re-exported: the engine's vo
 from edgeweave.sim.policies import Policy, make_policy
 from edgeweave.sim.pricing import Pricing
 from edgeweave.sim.scenario import Scenario
-from edgeweave.sim.servers import BatchServer, PSServer
 from edgeweave.sim.workload import (
     STREAM_POLICY,
     STREAM_SERVICE,
@@ -74,7 +75,7 @@ from edgeweave.sim.workload import (
 from edgeweave.sim.world import World, build_world
 
 
-class Simulation:
+class Simulation(FleetView):
     """One run of a scenario under its policy (see the module doc). ``arrivals`` replaces the
     generated (times, devices) of the requests, for replaying a measured schedule."""
 
@@ -97,6 +98,7 @@ class Simulation:
         self.world: World = build_world(scn, self._server_done)
         self.env = self.world.env
         self._call_at = self.env.call_at
+        self._step = self._advance  # bound once: the hot path schedules it per transfer
         self.pricing = Pricing(scn)
         self.rng = rng_for(scn, STREAM_POLICY)
         name = policy or scn.policy.name
@@ -116,6 +118,11 @@ class Simulation:
         jitters = [jitter(p.compute_cv, rng_for(scn, STREAM_SERVICE, k))
                    for k, p in enumerate(scn.populations)]
         self._jitter = [jitters[k] for k in self.devices.population.tolist()]
+        # per application, what each hop a request crosses costs beyond compute and links
+        # (`Application.overhead_ms`, seconds), and how it varies per request
+        self._overhead = [a.overhead_ms / 1000.0 for a in scn.applications]
+        self._overhead_jitter = [jitter(a.overhead_cv, rng_for(scn, STREAM_SERVICE, 2000 + k))
+                                 for k, a in enumerate(scn.applications)]
         self._under_way = [0] * len(self.devices)
         self._held: dict[int, deque[int]] = {}
         self._place_ap = np.array([-1 if p.access_point is None else
@@ -148,93 +155,6 @@ class Simulation:
         self._work: Any = memoryview(out.work)  # type: ignore[arg-type]
         self._edge: Any = memoryview(out.edge)  # type: ignore[arg-type]
 
-    # ---- the context policies see (edgeweave.sim.policies.PolicyContext) ---------------
-
-    def hardware_of(self, device: int) -> str:
-        return self._kinds[self._hw[device]]
-
-    def app_of(self, device: int) -> int:
-        return self._app[device]
-
-    def ap_name(self, ap: int) -> str:
-        return self.scn.access_points[ap].name
-
-    def ap_edge(self, ap: int) -> str:
-        return self.scn.access_points[ap].edge
-
-    def server(self, name: str) -> PSServer | BatchServer:
-        return self.world.servers[name]
-
-    def cloud_of(self, edge: str) -> str | None:
-        wan = self.world.wan.get(edge)
-        return None if wan is None else wan[0]
-
-    def neighbours(self, edge: str) -> list[str]:
-        return self.world.neighbours(edge)
-
-    def estimate_mbps(self, device: int) -> float | None:
-        est = self._estimators.get(device)
-        return None if est is None else est.mbps
-
-    def ap_mbps(self, ap: int, now: float) -> float:
-        """The uplink rate of access point ``ap`` at ``now`` (its trace's, if it has one)."""
-        return self.world.access_points[ap].up.rate_at(now)
-
-    def probe(self, device: int, ap: int, now: float) -> None:
-        """A heartbeat of `PROBE_BYTES` on the device's uplink (a device that uploads nothing
-        still times its keep-alives, as the runtime's Edgent client does): its estimate
-        learns the cell's rate now."""
-        est = self._estimators.get(device)
-        if est is None:
-            est = self._estimators[device] = BandwidthEstimator()
-        est.observe(PROBE_BYTES, PROBE_BYTES * 8.0 / (self.ap_mbps(ap, now) * 1e6))
-
-    # ---- what a partition's frame needs (sim.cluster.ClusterHost) -----------------------
-
-    @property
-    def now(self) -> float:
-        return self.env.now
-
-    def call_at(self, t: float, fn: Callable[[Any], None], arg: Any) -> None:
-        self.env.call_at(t, fn, arg)
-
-    def gateway_compute(self, dev: int, now: float, seconds: float) -> float:
-        return self._device_compute(dev, now, seconds)
-
-    def cluster_of(self, dev: int, frame: Frame) -> ClusterState:
-        got = self._clusters.get(dev)
-        if got is None:
-            from edgeweave.topology import Link
-
-            medium = Link.model_validate({"from": "gateway", "to": "medium",
-                                          "mbps": frame.medium_mbps,
-                                          "rtt_ms": frame.medium_rtt_ms})
-            got = self._clusters[dev] = ClusterState(LinkQueue(medium, f"cluster {dev}"),
-                                                     len(frame.helpers))
-        return got
-
-    def occupy_device(self, device: int, seconds: float) -> None:
-        """Hold the device's processor for ``seconds`` from now (a re-deploy after a plan
-        switch): its next requests wait behind it."""
-        self.dev_free[device] = max(self.dev_free[device], self.env.now) + seconds
-
-    def ap_of(self, device: int, t: float) -> int:
-        """The access point ``device`` is attached to at ``t`` (-1: no coverage)."""
-        return int(self._place_ap[self.places.at_one(device, t)])
-
-    def aps_visited(self, device: int, start: float, end: float) -> set[int]:
-        """Every access point (-1: no coverage) ``device`` is attached to during [start, end]."""
-        seen = {self.ap_of(device, start)}
-        for t, place in self.places.segments(device):
-            if start < t <= end:
-                seen.add(int(self._place_ap[place]))
-        return seen
-
-    def first_ap(self, device: int) -> int:
-        """The first access point ``device`` attaches to in the run (-1: never covered)."""
-        aps = (int(self._place_ap[p]) for _, p in self.places.segments(device))
-        return next((a for a in aps if a >= 0), -1)
-
     # ---- running ------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -263,39 +183,24 @@ class Simulation:
             yield self.env.timeout(step)
 
     def _source(self) -> None:
-        """Issue the sorted requests: each arrival is one event whose callback issues every
-        request due by then and schedules the next (no generator to resume per request)."""
-        self._times = self.requests.t.tolist()
+        """Issue the sorted requests: the clock calls `_arrive` at each one's time, without
+        a queue entry per request (`Clock.feed`)."""
         self._devs = self.requests.device.tolist()
-        self._next = 0
-        if self._times:
-            self._schedule_arrival()
+        self.env.feed(self.requests.t.tolist(), self._arrive)
 
-    def _schedule_arrival(self) -> None:
-        self._call_at(self._times[self._next], self._arrive, None)
-
-    def _arrive(self, _: Any) -> None:
-        now = self.env._now
-        times, devs, n = self._times, self._devs, len(self._times)
-        i = self._next
-        limit, under_way, app = self._limit, self._under_way, self._app
-        while i < n and times[i] <= now:
-            dev = devs[i]
-            lim = limit[app[dev]]
-            if not lim:
-                self._issue(i, dev, now)
-            elif under_way[dev] < lim:
-                under_way[dev] += 1
-                self._issue(i, dev, now)
-            else:  # the device is still busy with its earlier requests: this one waits
-                held = self._held.get(dev)
-                if held is None:
-                    held = self._held[dev] = deque()
-                held.append(i)
-            i += 1
-        self._next = i
-        if i < n:
-            self._call_at(times[i], self._arrive, None)
+    def _arrive(self, i: int) -> None:
+        dev = self._devs[i]
+        lim = self._limit[self._app[dev]]
+        if not lim:
+            self._issue(i, dev, self.env._now)
+        elif self._under_way[dev] < lim:
+            self._under_way[dev] += 1
+            self._issue(i, dev, self.env._now)
+        else:  # the device is still busy with its earlier requests: this one waits
+            held = self._held.get(dev)
+            if held is None:
+                held = self._held[dev] = deque()
+            held.append(i)
 
     def _issue(self, i: int, dev: int, now: float) -> None:
         ap = self._ap_list[i]
@@ -325,7 +230,13 @@ class Simulation:
             self._edge[i] = at
         for server in servers:
             server.incoming += 1
-        self._advance(Job(i, dev, steps, now))
+        app = self._app[dev]
+        over = self._overhead[app] * work.up_hops
+        if over:
+            jit = self._overhead_jitter[app]
+            if jit is not None:
+                over *= jit()
+        self._advance(Job(i, dev, steps, now, over))
 
     def _advance(self, job: Job) -> None:
         now = self.env._now  # the hot path: simpy's `now` is a property
@@ -364,7 +275,7 @@ class Simulation:
                 self._end(job, end, OK)
                 return
             if end > now:
-                self._call_at(end, self._advance, job)
+                self._call_at(end, self._step, job)
                 return
         self._end(job, now, OK)
 
@@ -385,7 +296,10 @@ class Simulation:
 
     def _end(self, job: Job, t: float, status: int) -> None:
         i = job.i
-        if status != OK:  # it will not reach the servers still ahead of it
+        if status == OK:  # the runtime's per-hop costs (serialisation, RPC) come on top
+            t += job.overhead
+            job.net += job.overhead
+        else:  # it will not reach the servers still ahead of it
             for kind, server, _ in job.steps[job.k:]:
                 if kind in (SERVER, SERVER_HOLD):
                     server.incoming -= 1
@@ -451,8 +365,6 @@ class Simulation:
                              for a in self.scn.applications])
         classify(self.out, used_net, lambda d, t: self._place_ap[self.places.at(d, t)],
                  deadline[self.devices.app[self.out.device]])
-
-
 class _Framed:
     """What a request's frame calls when its cluster part is over."""
 

@@ -23,10 +23,12 @@ Step = tuple[int, Any, float]
 class Job:
     """A request in flight: which step it is on, and where its time went so far."""
 
-    __slots__ = ("dev", "holding", "i", "k", "net", "srv", "steps", "t0")
+    __slots__ = ("dev", "holding", "i", "k", "net", "overhead", "srv", "steps", "t0")
 
-    def __init__(self, i: int, dev: int, steps: tuple[Step, ...], t0: float) -> None:
+    def __init__(self, i: int, dev: int, steps: tuple[Step, ...], t0: float,
+                 overhead: float = 0.0) -> None:
         self.i, self.dev, self.steps, self.t0 = i, dev, steps, t0
+        self.overhead = overhead  # seconds the runtime's per-hop costs add at its end
         self.k = 0
         self.net = 0.0
         self.srv = 0.0

@@ -8,9 +8,16 @@ compute times spread by a coefficient of variation of 0.1-0.5 on this project's 
 A `Jitter` draws the factor each request's compute is scaled by: gamma distributed, mean 1
 and the given coefficient of variation (a gamma keeps times positive and right-skewed, as
 measured service times are), drawn from numpy in blocks so a draw costs a list index.
+
+A measured spread need not be a gamma: a host's tail is often longer (a burst of other work
+slows a few requests by 2-3x). Given the measured times themselves, a `Jitter` draws each
+factor from them at random (scaled to mean 1), so the simulated requests vary with the
+measured median, spread and tail at once.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -18,11 +25,20 @@ _BLOCK = 4096
 
 
 class Jitter:
-    """Factors of mean 1 and coefficient of variation ``cv`` (> 0), from ``rng``."""
+    """Factors of mean 1, from ``rng``: gamma with coefficient of variation ``cv`` (> 0), or
+    drawn from measured ``samples`` (any scale; scaled to mean 1)."""
 
-    __slots__ = ("_block", "_i", "cv", "rng")
+    __slots__ = ("_block", "_i", "cv", "rng", "samples")
 
-    def __init__(self, cv: float, rng: np.random.Generator) -> None:
+    def __init__(self, cv: float, rng: np.random.Generator,
+                 samples: Sequence[float] | None = None) -> None:
+        self.samples = None
+        if samples is not None:
+            got = np.asarray(samples, dtype=float)
+            if len(got) < 2 or not (got > 0).all():
+                raise ValueError("a measured jitter needs at least 2 times, all > 0")
+            self.samples = got / got.mean()
+            cv = float(self.samples.std())
         if cv <= 0:
             raise ValueError("a jitter needs cv > 0 (no jitter: no Jitter)")
         self.cv, self.rng = cv, rng
@@ -32,13 +48,21 @@ class Jitter:
     def __call__(self) -> float:
         i = self._i
         if i == len(self._block):
-            shape = 1.0 / (self.cv * self.cv)
-            self._block = self.rng.gamma(shape, 1.0 / shape, _BLOCK).tolist()
+            if self.samples is not None:
+                self._block = self.rng.choice(self.samples, _BLOCK).tolist()
+            else:
+                shape = 1.0 / (self.cv * self.cv)
+                self._block = self.rng.gamma(shape, 1.0 / shape, _BLOCK).tolist()
             i = 0
         self._i = i + 1
         return self._block[i]
 
 
-def jitter(cv: float, rng: np.random.Generator) -> Jitter | None:
-    """A `Jitter`, or None for ``cv`` 0 (deterministic service, and no draw at all)."""
-    return Jitter(cv, rng) if cv > 0 else None
+def jitter(spread: float | Sequence[float], rng: np.random.Generator) -> Jitter | None:
+    """A `Jitter` for a scenario's spread (a cv, or measured times), or None for a cv of 0 or
+    times that do not vary (deterministic service, and no draw at all)."""
+    if isinstance(spread, int | float):
+        return Jitter(spread, rng) if spread > 0 else None
+    if max(spread) == min(spread):
+        return None
+    return Jitter(0.0, rng, spread)

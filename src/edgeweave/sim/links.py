@@ -77,7 +77,9 @@ class LinkQueue:
         wait = start - now
         if wait > self.buffer_s:
             return None
-        end = self.serialized_at(start, nbytes)
+        # the hot path: an untraced link's rate inline (`serialized_at` integrates a trace)
+        end = (start + nbytes * 8.0 / (self.mbps * _MBIT) if self.trace is None
+               else self.serialized_at(start, nbytes))
         self._free[key] = end
         self.busy_s += end - start
         self.sent_bytes += nbytes

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -38,7 +39,7 @@ from pydantic import (
 )
 
 from edgeweave.errors import EdgeWeaveError, SimError
-from edgeweave.sim.apps import AppPlan, load_app_plan, parse_app_plan, sources
+from edgeweave.sim.apps import AppPlan, load_app_plan, parse_app_plan
 from edgeweave.topology import CATALOG, BandwidthTrace, Fleet, HardwareProfile, load_fleet
 from edgeweave.topology.error_paths import field_path
 from edgeweave.topology.trace import load_trace
@@ -122,6 +123,30 @@ def _check_mix(value: Any) -> Any:
     return value
 
 
+#: how much a time varies from request to request (`sim.jitter`): a coefficient of variation
+#: (a gamma around the planned time; 0: fixed), or the measured times' factors themselves
+#: (any scale: one is drawn per request, scaled to mean 1), which keep a measured tail's shape
+def _check_spread(value: Any) -> Any:
+    what = "a coefficient of variation from 0 to 3, or a list of 2 to 10000 measured times > 0"
+    if isinstance(value, bool):
+        raise ValueError(f"expected {what}, got {value!r}")
+    if isinstance(value, int | float):
+        if not 0 <= value <= 3:
+            raise ValueError(f"expected {what}, got {value!r}")
+        return float(value)
+    if isinstance(value, list | tuple) and 2 <= len(value) <= 10000 and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in value):
+        return [float(v) for v in value]
+    shown = repr(value)
+    if isinstance(value, list | tuple):
+        shown = (f"a list of {len(value)}" if not 2 <= len(value) <= 10000
+                 else "a list with a time that is not a number > 0")
+    raise ValueError(f"expected {what}, got {shown}")
+
+
+Spread = Annotated[float | list[float], BeforeValidator(_check_spread)]
+
+
 def mix_weights(mix: Mix) -> dict[str, float]:
     """A mix as names -> probabilities (a single name is all of it)."""
     if isinstance(mix, str):
@@ -134,14 +159,15 @@ class Population(_Strict):
     """``count`` devices; each draws its hardware (catalog names or the fleet's device nodes)
     and its application from the mixes, and moves among ``places`` (default: all).
     ``compute_cv``: how much a device's compute time varies from request to request (the
-    coefficient of variation of a gamma around the profiled time, `sim.jitter`; 0: fixed)."""
+    coefficient of variation of a gamma around the profiled time, or measured factors;
+    `Spread`, `sim.jitter`; 0: fixed)."""
 
     name: str = Field(min_length=1)
     count: int = Field(ge=0)
     hardware: Mix
     applications: Mix
     places: list[str] | None = None
-    compute_cv: float = Field(0.0, ge=0, le=3)
+    compute_cv: Spread = 0.0
 
     @field_validator("hardware", "applications", mode="before")
     @classmethod
@@ -169,6 +195,8 @@ class Application(_Strict):
     deadline_ms: float | None = Field(None, gt=0)
     input_bytes: int | None = Field(None, ge=0)
     in_flight: int | None = Field(1, ge=1)
+    overhead_ms: float = Field(0.0, ge=0)
+    overhead_cv: Spread = 0.0
 
     @field_validator("plan", mode="before")
     @classmethod
@@ -187,12 +215,12 @@ class ServerSpec(_Strict):
     ``speed``: the fraction of its hardware's speed the node really computes at (a machine
     shared with other work, or throttled; the runtime's load factor is 1 / speed).
     ``service_cv``: how much a stage's compute varies from request to request (the coefficient
-    of variation of a gamma around its time, `sim.jitter`; 0: every request takes exactly the
-    planned time, which understates queueing and tails)."""
+    of variation of a gamma around its time, or measured factors; `Spread`, `sim.jitter`; 0:
+    every request takes exactly the planned time, which understates queueing and tails)."""
 
     cores: int | None = Field(None, ge=1)
     speed: float = Field(1.0, gt=0)
-    service_cv: float = Field(0.0, ge=0, le=3)
+    service_cv: Spread = 0.0
     slots: int | None = Field(None, ge=1)
     queue: int | None = Field(None, ge=0)
     discipline: Literal["ps", "batch"] = "ps"
@@ -328,7 +356,9 @@ def parse_scenario(raw: Any, source: str = "<scenario>", base_dir: Path | None =
             raise SimError(f"{source}: {problems[0]}") from None
         raise SimError(f"{source}: {len(problems)} problems:\n"
                        + "\n".join(f"  {p}" for p in problems)) from None
-    problem = _reference_problem(scn)
+    from edgeweave.sim.scenario_refs import reference_problem
+
+    problem = reference_problem(scn)
     if problem is not None:
         raise SimError(f"{source}: {problem}")
     return scn
@@ -346,84 +376,3 @@ def load_scenario(path: str | Path) -> Scenario:
     except yaml.YAMLError as e:
         raise SimError(f"{path}: not valid YAML ({e})") from None
     return parse_scenario(raw, str(path), path.parent)
-
-
-def _unique(items: list[Any], field: str) -> str | None:
-    seen: dict[str, int] = {}
-    for i, item in enumerate(items):
-        if item.name in seen:
-            return (f"{field}[{i}].name: duplicate name {item.name!r} (already "
-                    f"{field}[{seen[item.name]}])")
-        seen[item.name] = i
-    return None
-
-
-def _reference_problem(scn: Scenario) -> str | None:
-    """The first cross-reference problem as ``field.path: message``, or None."""
-    for field in ("access_points", "places", "populations", "applications"):
-        problem = _unique(getattr(scn, field), field)
-        if problem:
-            return problem
-    edges = [n.name for n in scn.fleet.nodes_in("edge")]
-    for i, ap in enumerate(scn.access_points):
-        if ap.edge not in edges:
-            return (f"access_points[{i}].edge: {ap.edge!r} is not an edge node of fleet "
-                    f"{scn.fleet.name!r} (edge nodes: {', '.join(edges) or 'none'})")
-    aps = {ap.name for ap in scn.access_points}
-    for i, place in enumerate(scn.places):
-        if place.access_point is not None and place.access_point not in aps:
-            return (f"places[{i}].access_point: unknown access point {place.access_point!r} "
-                    f"(known: {', '.join(sorted(aps))})")
-    places = {p.name for p in scn.places}
-    apps = {a.name for a in scn.applications}
-    kinds = sorted({n.name for n in scn.fleet.nodes_in("device")} | set(CATALOG))
-    for i, pop in enumerate(scn.populations):
-        for name in mix_weights(pop.hardware):
-            if name not in kinds:
-                return (f"populations[{i}].hardware: unknown hardware {name!r} (a device node "
-                        f"of the fleet or a catalog name: {', '.join(kinds)})")
-        for name in mix_weights(pop.applications):
-            if name not in apps:
-                return (f"populations[{i}].applications: unknown application {name!r} "
-                        f"(known: {', '.join(sorted(apps))})")
-        for j, name in enumerate(pop.places or []):
-            if name not in places:
-                return (f"populations[{i}].places[{j}]: unknown place {name!r} "
-                        f"(known: {', '.join(sorted(places))})")
-    tiers = {"edge", "cloud"}
-    nodes = {n.name for n in scn.fleet.nodes if n.tier in tiers}
-    for key in scn.servers:
-        if key not in tiers | nodes:
-            return (f"servers.{key}: not a tier (edge, cloud) or an edge/cloud node of the "
-                    f"fleet ({', '.join(sorted(nodes))})")
-    from edgeweave.sim.policies import list_policies
-
-    if scn.policy.name not in list_policies():
-        return (f"policy.name: unknown policy {scn.policy.name!r} "
-                f"(known: {', '.join(list_policies())})")
-    for i, app in enumerate(scn.applications):
-        for src in sources(app.plan):
-            if src.plan.tiers[0] != "device":
-                role = "" if src.role == "plan" else f" ({src.role})"
-                return f"applications[{i}].plan: the plan's first tier must be 'device'{role}"
-    if scn.training is not None:
-        return _training_problem(scn)
-    return None
-
-
-def _training_problem(scn: Scenario) -> str | None:
-    tr = scn.training
-    assert tr is not None
-    pops = {p.name: p for p in scn.populations}
-    if tr.population is not None and tr.population not in pops:
-        return (f"training.population: unknown population {tr.population!r} "
-                f"(known: {', '.join(pops)})")
-    have = pops[tr.population].count if tr.population is not None else scn.devices
-    want = tr.experiment.data.clients
-    if want > have:
-        where = f"population {tr.population!r}" if tr.population else "the scenario"
-        return (f"training.experiment.data.clients: {want} clients but {where} has only "
-                f"{have} devices")
-    if tr.start_s >= scn.duration_s:
-        return f"training.start_s: {tr.start_s:g} is not before duration_s {scn.duration_s:g}"
-    return None

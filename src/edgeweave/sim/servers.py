@@ -153,17 +153,19 @@ class PSServer:
     def _fire(self, gen: int) -> None:
         if gen != self._gen:
             return  # superseded by a later reschedule
-        now = self.env.now
+        now = self.env._now  # the hot path: simpy's `now` is a property
         self._advance(now)
         done = []
-        while self.running and self.running[0][0] <= self.v + _EPS_MS:
-            _, _, t0, work, hold, job = heapq.heappop(self.running)
+        running, limit = self.running, self.v + _EPS_MS
+        while running and running[0][0] <= limit:
+            _, _, t0, work, hold, job = heapq.heappop(running)
             done.append(job)
-            self.held += hold
+            if hold:
+                self.held += 1
             if work > 0:
-                ratio = (now - t0) * 1000.0 / work
-                self.load_factor += self.alpha * (ratio - self.load_factor)
-        self._admit_waiting(now)
+                self.load_factor += self.alpha * ((now - t0) * 1000.0 / work - self.load_factor)
+        if self.waiting:
+            self._admit_waiting(now)
         self._pending = math.inf
         self._reschedule(now)
         self.completed += len(done)

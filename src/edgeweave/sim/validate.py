@@ -19,14 +19,18 @@ Three configurations (the issue's): one device on a device-edge-cloud chain; fou
 sharing one edge; one device through a bandwidth step.
 
 This host is shared, so its servers compute slower than the profile (measured on CPU time, as
-the dilated device is) says, by tens of percent that drift over minutes. The runtime tracks
-that with its load factors (`runtime.load`); the comparison gives the simulator the same
-knowledge: the load factors the clients learnt on their warm-up requests set the simulated
-servers' speed, and the spread of each tier's compute times in those requests sets how much
-each simulated request's compute varies (`sim.jitter`: without it every simulated request
-takes the median time, and the queues behind the edge and the device wait half as long as
-the real ones, so the p95 came out 12-52% short). The simulation from the Plan's figures
-alone (fixed times) is reported beside it.
+the dilated device is) says, by tens of percent that drift over minutes, and a burst of other
+work makes a few requests 2-3x slower. The runtime tracks the speed with its load factors
+(`runtime.load`); the comparison gives the simulator what the clients measured in their
+warm-up (`calibrate`): each tier's mean speed, each request's compute drawn from the warm-up's
+measured times (`sim.jitter`: median, spread and tail as measured; with fixed times the queues
+behind the edge and the device wait half as long as the real ones, and a gamma of the same
+cv misses the bursts), and the runtime's own per-request cost beyond compute and the shaped
+links (tensor encoding, gRPC, bookkeeping: a few ms per hop, `Application.overhead_ms`),
+which the Plan's link figures leave out. The simulation from the Plan's figures alone
+(fixed times, no overhead) is reported beside it. What no warm-up can know is how the host's
+load moves during the timed run: on a host shared with other jobs that, not the model,
+bounds the agreement (the benchmark prints the load average beside it).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import numpy as np
 
 from edgeweave.errors import SimError
 from edgeweave.plan import Plan
+from edgeweave.sim.calibration import Calibration, calibrate
 from edgeweave.sim.engine import OK
 from edgeweave.sim.run import simulate
 from edgeweave.sim.scenario import Scenario, parse_scenario
@@ -88,6 +93,8 @@ class Fidelity:
     deploy_s: float = 0.0
     plan_only_ms: list[float] = field(default_factory=list, repr=False)
     compute_cv: dict[str, float] = field(default_factory=dict)
+    overhead_ms: float = 0.0
+    overhead_cv: float = 0.0
 
     def row(self) -> dict[str, Any]:
         """The benchmark's row: ``sim_*`` with the servers at the speed the runtime's own load
@@ -101,6 +108,7 @@ class Fidelity:
                "sim_p95_ms": float(sp95), "real_p95_ms": float(rp95),
                "err_p95": float((sp95 - rp95) / rp95),
                "load_factors": self.load_factors, "compute_cv": self.compute_cv,
+               "overhead_ms": self.overhead_ms, "overhead_cv": self.overhead_cv,
                "deploy_s": self.deploy_s,
                "switches_sim": self.switches_sim, "switches_real": self.switches_real}
         if self.plan_only_ms:
@@ -150,16 +158,16 @@ def emulated_fleet(fleet: Fleet, host_gflops: float, edge_dilation: float = EDGE
 
 
 def sim_scenario(case: Case, chosen: Plan, fleet: Fleet, max_queue: int = 16,
-                 load: dict[str, float] | None = None, switch_s: float = 0.0,
-                 cv: dict[str, float] | None = None) -> Scenario:
+                 calibration: Calibration | None = None, switch_s: float = 0.0) -> Scenario:
     """The case as a scenario: one unshared access point with the plan's first hop, one place,
-    the devices on the emulated fleet, the edge server's admission as the lab's. ``load``
-    (tier -> the runtime's load factor) slows the servers to the speed the runtime measured;
-    ``cv`` (tier -> coefficient of variation of its compute times) makes each request's
-    compute vary as measured (`sim.jitter`); ``switch_s`` is what a plan switch costs the
-    device (the measured deploy time). A device sends its next request once the previous one
-    is answered, as the lab's clients do (`Application.in_flight` 1)."""
-    load, cv = load or {}, cv or {}
+    the devices on the emulated fleet, the edge server's admission as the lab's. The
+    ``calibration`` (none: the Plan's figures alone) slows the servers to the speed the
+    warm-up measured, varies each request's compute as much as it did (`sim.jitter`) and
+    adds the runtime's per-hop costs; ``switch_s`` is what a plan switch costs the device
+    (the measured deploy time). A device sends its next request once the previous one is
+    answered, as the lab's clients do (`Application.in_flight` 1)."""
+    cal = calibration or Calibration()
+    load, cv = cal.load, cal.compute
     edge = fleet.nodes_in("edge")[0].name
     hop = chosen.links[chosen.hop_names()[0]]
     ap: dict[str, Any] = {"name": "uplink", "edge": edge, "rtt_ms": hop.rtt_ms,
@@ -175,7 +183,9 @@ def sim_scenario(case: Case, chosen: Plan, fleet: Fleet, max_queue: int = 16,
         "access_points": [ap], "places": [{"name": "lab", "access_point": "uplink"}],
         "populations": [{"name": "devices", "count": case.devices, "hardware": device,
                          "applications": "app", "compute_cv": cv.get("device", 0.0)}],
-        "applications": [{"name": "app", "plan": chosen, "idle_s": 0}],
+        "applications": [{"name": "app", "plan": chosen, "idle_s": 0,
+                          "overhead_ms": cal.overhead_ms,
+                          "overhead_cv": cal.overhead if cal.overhead_ms > 0 else 0.0}],
         "policy": {"name": "edgeweave", "params": {"adapt": case.adapt,
                                                    "switch_s": switch_s}},
         # each admitted request computes on its own thread; the lab's servers run 4 at once
@@ -190,32 +200,27 @@ def sim_scenario(case: Case, chosen: Plan, fleet: Fleet, max_queue: int = 16,
 
 
 #: warm-up requests per client before the timed ones: TorchScript specialises on the first
-#: calls, and the runtime's load factors (skipping the first `COLD` ones) learn the servers'
-#: speed, and how much each tier's compute varies, from the rest
-WARMUP = 12
+#: `COLD` calls; the rest calibrate the simulator (`calibrate`): a spread and a mean from a
+#: few dozen requests, where the 10 of a shorter warm-up left the p95 to chance
+WARMUP = 30
 COLD = 2
 
 
-def compute_cvs(segments: list[dict[str, float]]) -> dict[str, float]:
-    """Per tier, the coefficient of variation of its measured compute times (``<tier>_compute``
-    segments of the requests that ran it)."""
-    out = {}
-    for tier in ("device", "edge", "cloud"):
-        ms = np.array([s[f"{tier}_compute"] for s in segments
-                       if s.get(f"{tier}_compute", 0.0) > 0])
-        if len(ms) >= 3:
-            out[tier] = float(ms.std(ddof=1) / ms.mean())
-    return out
+@dataclass
+class RealRun:
+    """What the real runtime did with the arrivals."""
+
+    latency_ms: list[float]  # per request, in arrival order, from its arrival to its answer
+    switches: int  # plan switches the clients made
+    deploy_s: float  # how long the first deploy (trace and upload of the stages) took
+    warm: list[dict[str, float]]  # the warm-up requests' segments (ms) and ``total_ms``
+    timed: list[dict[str, float]]  # the timed requests' segments, in arrival order
 
 
 def run_real(case: Case, graph: Any, chosen: Plan, prof: Any, dilation: float,
-             times: np.ndarray, devs: np.ndarray
-             ) -> tuple[list[float], int, dict[str, float], float, dict[str, float]]:
-    """The arrivals replayed against real node servers: per-request latency (ms) in arrival
-    order, the number of plan switches the clients made, the tiers' load factors the clients
-    had learnt by the end of their warm-up (`runtime.load.LoadFactors`), how long the first
-    deploy (trace and upload of the stages) took, and how much each tier's compute varied
-    in the warm-up (`compute_cvs`)."""
+             times: np.ndarray, devs: np.ndarray, warmup: int = WARMUP) -> RealRun:
+    """The arrivals replayed against real node servers (see `RealRun`), after ``warmup``
+    requests per client, one at a time (nothing queues in the warm-up)."""
     import torch
 
     from edgeweave.runtime.client import ClientOptions, CoInferenceClient
@@ -229,6 +234,8 @@ def run_real(case: Case, graph: Any, chosen: Plan, prof: Any, dilation: float,
     latency = np.full(len(times), np.nan)
     load = LoadFactors()  # one device's view, shared: the clients sample the same servers
     deploy_s: list[float] = []
+    warm: list[dict[str, float]] = []
+    timed: list[dict[str, float]] = [{} for _ in times]
     with LocalLab(extra_args=args) as lab:
         clients = []
         for _ in range(case.devices):
@@ -241,13 +248,11 @@ def run_real(case: Case, graph: Any, chosen: Plan, prof: Any, dilation: float,
                 c.deploy(x)
                 deploy_s.append(time.monotonic() - t0)
             clients.append(c)
-        warm = []
-        for k in range(WARMUP):
+        for k in range(warmup):
             for c in clients:
                 r = c.infer(x)
                 if k >= COLD:
-                    warm.append(r.segments)
-        learnt = load.scaled()
+                    warm.append({**r.segments, "total_ms": r.total_ms})
         start = time.monotonic() + 0.5
         hop = chosen.hop_names()[0]
 
@@ -261,8 +266,9 @@ def run_real(case: Case, graph: Any, chosen: Plan, prof: Any, dilation: float,
                 delay = due - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-                c.infer(x)
+                r = c.infer(x)
                 latency[i] = (time.monotonic() - due) * 1000.0
+                timed[i] = {**r.segments, "total_ms": r.total_ms}
 
         threads = [threading.Thread(target=device, args=(d,)) for d in range(case.devices)]
         for t in threads:
@@ -270,27 +276,58 @@ def run_real(case: Case, graph: Any, chosen: Plan, prof: Any, dilation: float,
         for t in threads:
             t.join()
     switches = sum(sum(s["switched"] for s in c.switches) for c in clients)
-    return (latency.tolist(), switches, learnt, statistics.median(deploy_s or [0.0]),
-            compute_cvs(warm))
+    return RealRun(latency.tolist(), switches, statistics.median(deploy_s or [0.0]),
+                   warm, timed)
 
 
-def validate(case: Case, model: str = "alexnet", fleet_spec: str = "pi4-wifi-edge-cloud",
-             repeats: int = 20, seed: int = 0) -> Fidelity:
-    """Profile ``model`` here, plan on the emulated fleet, then run the case both ways."""
+@dataclass
+class Setup:
+    """A case made ready to run both ways: its plan on the emulated fleet, and the arrivals."""
+
+    case: Case
+    graph: Any
+    chosen: Plan
+    prof: Any
+    emu: Fleet
+    dilation: float
+    times: np.ndarray
+    devs: np.ndarray
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A model profiled on this host, for the fleet (one profile serves every case)."""
+
+    model: str
+    graph: Any
+    fleet: Fleet
+    profile: Any
+
+
+def measure(model: str = "alexnet", fleet_spec: str = "pi4-wifi-edge-cloud",
+            repeats: int = 20) -> Measured:
+    """Profile ``model`` on this host, on one thread (as the dilated device runs)."""
     import torch
 
     from edgeweave.graph import capture_spec
-    from edgeweave.plan import plan
-    from edgeweave.profile import profile_graph, retarget
-    from edgeweave.runtime.session import device_dilation
+    from edgeweave.profile import profile_graph
 
     torch.set_num_threads(1)  # the profile is measured on one thread; so is the device
     fleet = load_fleet(fleet_spec)
     graph = capture_spec(model)
-    measured = profile_graph(graph, fleet, warmup=3, repeats=repeats)
-    emu = emulated_fleet(fleet, float((measured.model_extra or {})["host"]["gflops"]))
+    return Measured(model, graph, fleet, profile_graph(graph, fleet, warmup=3, repeats=repeats))
+
+
+def prepare(case: Case, measured: Measured, seed: int = 0) -> Setup:
+    """Plan on the emulated fleet from the measured profile; draw the case's arrivals."""
+    from edgeweave.plan import plan
+    from edgeweave.profile import retarget
+    from edgeweave.runtime.session import device_dilation
+
+    emu = emulated_fleet(measured.fleet,
+                         float((measured.profile.model_extra or {})["host"]["gflops"]))
     # measured host latencies scaled to each emulated tier, as `session.emulated_profile`
-    prof = retarget(measured.model_copy(update={"latency_source": "measured"}),
+    prof = retarget(measured.profile.model_copy(update={"latency_source": "measured"}),
                     emu.tier_path(), emu.name)
     prof = prof.with_link(prof.hop_names()[0], mbps=case.mbps)
     chosen = plan(prof)
@@ -300,13 +337,19 @@ def validate(case: Case, model: str = "alexnet", fleet_spec: str = "pi4-wifi-edg
         edge_s = chosen.predicted["tier_compute_ms"]["edge"] / 1000.0
         case = dataclasses.replace(case, rate_per_s=case.edge_utilisation
                                    * case.edge_concurrency / (case.devices * edge_s))
-    dilation = device_dilation(measured, fleet)
     times, devs = arrivals(case, seed)
-    real, real_switches, load, deploy_s, cvs = run_real(case, graph, chosen, prof, dilation,
-                                                        times, devs)
+    return Setup(case, measured.graph, chosen, prof, emu,
+                 device_dilation(measured.profile, measured.fleet), times, devs)
+
+
+def compare(setup: Setup, real: RealRun, model: str = "alexnet") -> Fidelity:
+    """Simulate the setup's arrivals calibrated by what the real run's warm-up measured (and
+    from the Plan's figures alone), beside the real run's latencies."""
+    case, times, devs = setup.case, setup.times, setup.devs
+    cal = calibrate(real.warm, setup.chosen)
     runs = {}
-    for label, factors, cv in (("calibrated", load, cvs), ("plan only", {}, {})):
-        scn = sim_scenario(case, chosen, emu, load=factors, switch_s=deploy_s, cv=cv)
+    for label, c in (("calibrated", cal), ("plan only", None)):
+        scn = sim_scenario(case, setup.chosen, setup.emu, calibration=c, switch_s=real.deploy_s)
         run = simulate(scn, arrivals=(times, devs))
         out = run.outcome
         # the simulator keeps the arrivals in (time, device) order, as `arrivals` made them
@@ -314,8 +357,19 @@ def validate(case: Case, model: str = "alexnet", fleet_spec: str = "pi4-wifi-edg
             raise SimError(f"validation {case.name}: the simulator failed some requests")
         runs[label] = (((out.done - out.t) * 1000.0).tolist(), run.summary["switches"])
     sim, switches = runs["calibrated"]
-    return Fidelity(case.name, model, chosen.mode, len(times), sim, real, switches,
-                    real_switches, load, deploy_s, runs["plan only"][0], cvs)
+    return Fidelity(case.name, model, setup.chosen.mode, len(times), sim, real.latency_ms,
+                    switches, real.switches, cal.load, real.deploy_s, runs["plan only"][0],
+                    cal.cv, cal.overhead_ms, cal.overhead_cv)
+
+
+def validate(case: Case, measured: Measured | None = None, seed: int = 0,
+             warmup: int = WARMUP) -> Fidelity:
+    """Run the case both ways on ``measured`` (default: alexnet profiled here now)."""
+    measured = measured or measure()
+    setup = prepare(case, measured, seed)
+    real = run_real(setup.case, setup.graph, setup.chosen, setup.prof, setup.dilation,
+                    setup.times, setup.devs, warmup)
+    return compare(setup, real, measured.model)
 
 
 def median_error(f: Fidelity) -> float:

@@ -29,14 +29,23 @@ if TYPE_CHECKING:
 
 
 class _DeviceState:
-    __slots__ = ("ap", "believed_mbps", "checked", "cuts", "labels", "servers", "work")
+    __slots__ = ("ap", "believed_mbps", "bounds", "checked", "cuts", "hi", "labels", "lo",
+                 "servers", "work")
 
     def __init__(self, ap: int, labels: tuple[int, ...], cuts: dict[str, str], work: Work,
                  believed_mbps: float, servers: list[tuple[str, Any]]) -> None:
         self.ap, self.labels, self.cuts, self.work = ap, labels, cuts, work
-        self.believed_mbps = believed_mbps
-        self.checked: dict[str, float] = {}
         self.servers = servers
+        self.believe(believed_mbps, {})
+
+    def believe(self, mbps: float, loads: dict[str, float]) -> None:
+        """The bandwidth and load factors the plan is now believed made for, and the open
+        ranges around them that no re-plan is checked inside (checked before every request,
+        so kept as bounds rather than recomputed)."""
+        self.believed_mbps, self.checked = mbps, loads
+        self.lo, self.hi = mbps * (1 - BANDWIDTH_CHANGE), mbps * (1 + BANDWIDTH_CHANGE)
+        self.bounds = [(server, old * (1 - LOAD_CHANGE), old * (1 + LOAD_CHANGE))
+                       for tier, server in self.servers for old in (loads.get(tier, 1.0),)]
 
 
 class PlanReplay(Replay):
@@ -88,16 +97,13 @@ class PlanReplay(Replay):
 
     def _maybe_replan(self, device: int, st: _DeviceState) -> None:
         est = self.ctx.estimate_mbps(device)
-        believed = st.believed_mbps
-        mbps = believed if est is None else est
-        if abs(mbps - believed) < BANDWIDTH_CHANGE * believed:
-            seen = st.checked
-            for tier, server in st.servers:
-                old = seen.get(tier, 1.0)
-                if abs(server.load_factor - old) >= LOAD_CHANGE * old:
+        if est is None or st.lo < est < st.hi:
+            for server, lo, hi in st.bounds:
+                if not lo < server.load_factor < hi:
                     break
             else:
                 return
+        mbps = st.believed_mbps if est is None else est
         loads = {tier: server.load_factor for tier, server in st.servers}
         ctx = self.ctx
         hw, name = ctx.hardware_of(device), ctx.ap_name(st.ap)
@@ -114,4 +120,4 @@ class PlanReplay(Replay):
             if self.switch_s > 0:
                 ctx.occupy_device(device, self.switch_s)
         # keep the plan, believed at the new bandwidth, so the check does not repeat forever
-        st.believed_mbps, st.checked = mbps, loads
+        st.believe(mbps, loads)

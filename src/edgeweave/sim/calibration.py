@@ -1,0 +1,70 @@
+"""What a real runtime's warm-up tells the simulator that the Plan does not (`Calibration`):
+each tier's real speed and the spread of its compute times, and the runtime's own per-request
+cost beyond compute and links. `sim.validate` calibrates the simulated lab with it; anything
+that replays a measured fleet can do the same from the runtime's recorded segments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgeweave.plan import Plan
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What the warm-up measured that the Plan does not say. Per tier, its compute times
+    (``compute``, ms): the servers run at the speed their mean says (against the Plan's
+    figure), and each simulated request's compute is drawn from their spread, tail included
+    (`sim.jitter`). Per request, what the runtime spent beyond compute and the shaped links
+    (``overhead``, ms): encoding and decoding tensors, the gRPC calls, the servers'
+    bookkeeping, over ``hops`` hops. The warm-up's requests go one at a time, so nothing in
+    them queued: what their total holds beyond the tiers' compute and the Plan's link times is
+    that per-request cost, which the simulator adds per hop crossed (`Application.overhead_ms`).
+    """
+
+    planned: dict[str, float] = field(default_factory=dict)  # tier -> the Plan's compute ms
+    compute: dict[str, list[float]] = field(default_factory=dict)
+    overhead: list[float] = field(default_factory=list)
+    hops: int = 0
+
+    @property
+    def load(self) -> dict[str, float]:
+        """Per tier, measured / planned compute (the runtime's load factor, over the warm-up)."""
+        return {t: float(np.mean(ms)) / self.planned[t] for t, ms in self.compute.items()}
+
+    @property
+    def cv(self) -> dict[str, float]:
+        return {t: float(np.std(ms, ddof=1) / np.mean(ms)) for t, ms in self.compute.items()}
+
+    @property
+    def overhead_ms(self) -> float:
+        """Per hop crossed, the mean of the runtime's per-request cost."""
+        return float(np.mean(self.overhead)) / self.hops if self.overhead else 0.0
+
+    @property
+    def overhead_cv(self) -> float:
+        o = self.overhead
+        return float(np.std(o, ddof=1) / np.mean(o)) if len(o) > 1 and np.mean(o) > 0 else 0.0
+
+
+#: a request's measured overhead below this is timer noise (a factor must be > 0)
+_MIN_OVERHEAD_MS = 0.01
+
+
+def calibrate(warm: list[dict[str, float]], chosen: Plan) -> Calibration:
+    """`Calibration` from the warm-up requests' segments (``<tier>_compute``, ``total_ms``)."""
+    pred = chosen.predicted
+    planned, compute = {}, {}
+    for tier, ms in pred["tier_compute_ms"].items():
+        got = [s[f"{tier}_compute"] for s in warm if s.get(f"{tier}_compute", 0.0) > 0]
+        if ms >= 1.0 and len(got) >= 3:  # below a ms the plan's figure is timer noise
+            planned[tier], compute[tier] = ms, got
+    hops = [h for h in pred["hops"].values() if h["up_ms"] > 0]
+    if not hops or len(warm) < 3:
+        return Calibration(planned, compute)
+    links_ms = sum(h["up_ms"] + h["down_ms"] for h in hops)
+    rest = [max(_MIN_OVERHEAD_MS, s["total_ms"] - links_ms -
+                sum(v for k, v in s.items() if k.endswith("_compute"))) for s in warm]
+    return Calibration(planned, compute, rest, len(hops))
