@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ from edgeweave.codec import CodecError
 from edgeweave.errors import EdgeWeaveError
 from edgeweave.graph import Graph, Stage, split
 from edgeweave.plan.ionn import SegmentPlan, UploadSchedule
+from edgeweave.profile.weight_codecs import node_weights
 from edgeweave.runtime import tensors
 from edgeweave.runtime.backoff import Backoff
 from edgeweave.runtime.client import ClientOptions, Result
@@ -121,8 +123,8 @@ class IncrementalClient:
         self.uploader = ChunkUploader(
             pb_grpc.NodeStub(self._channels[1]), graph.spec, graph.input_shape,
             graph.module.state_dict(), uplink=self._uplink, mbps=self.mbps,
-            backoff_s=self.opts.backoff_s, stop=self._stop)
-        self._weights = _node_weights(graph)
+            backoff_s=self.opts.backoff_s, stop=self._stop, codec=schedule.weight_codec)
+        self._weights = node_weights(graph)
         self._backoff = Backoff(*self.opts.backoff_s)
         self._repair = threading.Event()
         self._seq = itertools.count()
@@ -187,27 +189,33 @@ class IncrementalClient:
                     predicted_ms=active.plan.total_ms)
 
     def _build(self, plan: SegmentPlan, landed: int) -> _Active:
-        """Stages for ``plan``: device segments traced here, edge segments built by the edge
-        from the chunks it holds."""
+        """Stages for ``plan``: device segments traced here while the edge builds its
+        segments from the chunks it holds (each build also calibrates the stage's serving:
+        seconds a switch would otherwise wait for twice)."""
         assert self._example is not None
         stages = split(self.graph, plan.placement(), plan.keys())
         env: dict[str, Any] = {self.graph.placeholders[0]: self._example}
-        segments = []
-        for k, ((tier, _), stage) in enumerate(zip(plan.segments, stages, strict=True)):
-            args = [env[n] for n in stage.inputs]
-            if tier == plan.segments[0][0]:
-                segments.append(_Segment(tier, stage, device_module(stage, args)))
-            else:
-                segments.append(self._edge_segment(plan, tier, stage, args,
-                                                   last=k == len(stages) - 1))
+        inputs = []
+        for stage in stages:
+            inputs.append([env[n] for n in stage.inputs])
             with torch.no_grad():
-                env.update(zip(stage.outputs, stage.module(*args), strict=True))
+                env.update(zip(stage.outputs, stage.module(*inputs[-1]), strict=True))
+        device = plan.segments[0][0]
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="edgeweave-build") as pool:
+            edge = {k: pool.submit(self._edge_segment, plan, tier, stage, args,
+                                   k == len(stages) - 1)
+                    for k, ((tier, _), stage, args)
+                    in enumerate(zip(plan.segments, stages, inputs, strict=True))
+                    if tier != device}
+            segments = [edge[k].result() if k in edge else
+                        _Segment(device, stage, device_module(stage, args))
+                        for k, (stage, args) in enumerate(zip(stages, inputs, strict=True))]
         return _Active(plan, segments, landed)
 
     def _edge_segment(self, plan: SegmentPlan, tier: str, stage: Stage, args: list[Any],
                       last: bool) -> _Segment:
         try:
-            pkg = package_stage(self.graph, stage, args)
+            pkg = self.uploader.package(package_stage(self.graph, stage, args))
         except StageError as e:
             raise EdgeWeaveError(f"cannot deploy segment {stage.key}: {e}") from None
         self.uploader.deploy(pkg, f"{self.graph.name}:{stage.key}")
@@ -312,14 +320,3 @@ class IncrementalClient:
         segments[f"{seg.stage.key}_remote"] = (time.perf_counter() - sent) * 1000.0
         return True, "", nbytes
 
-
-def _node_weights(graph: Graph) -> dict[str, list[str]]:
-    """The state-dict names of each node's weights (a module's parameters and buffers, or the
-    tensor a get_attr reads): what uploading that layer means."""
-    names = list(graph.module.state_dict())
-    out: dict[str, list[str]] = {}
-    for node in graph.module.graph.nodes:
-        if node.op in ("call_module", "get_attr"):
-            target = str(node.target)
-            out[node.name] = [n for n in names if n == target or n.startswith(target + ".")]
-    return out
