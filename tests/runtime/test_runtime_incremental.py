@@ -18,13 +18,13 @@ from edgeweave.profile.schema import DevicePower, LinkSpec, NodeCost, Profile
 from edgeweave.runtime.chunks import CHUNK_BYTES
 from edgeweave.runtime.client import ClientOptions
 from edgeweave.runtime.incremental import IncrementalClient
-from edgeweave.runtime.incremental_session import run_incremental
+from edgeweave.runtime.incremental_session import run_incremental, schedule_for
 from edgeweave.runtime.node import ServeOptions, start_node
 from edgeweave.runtime.server import NodeConfig
 
 
 @pytest.fixture(scope="module")
-def schedule(digits_graph):
+def profile(digits_graph):
     """digits-cnn with every layer that has weights 20x faster on the edge and activations
     cheap to move, so each upload pays: IONN's order then has several partitions. (Latencies
     set by hand: the test is about the runtime, not the profiler.)"""
@@ -38,7 +38,12 @@ def schedule(digits_graph):
                    links={"device-edge": LinkSpec(mbps=1000.0, rtt_ms=1.0)},
                    device_power=DevicePower(compute_w=0, idle_w=0, tx_w=0, rx_w=0),
                    inputs=g.placeholders)
-    s = upload_schedule(prof)
+    return prof
+
+
+@pytest.fixture(scope="module")
+def schedule(profile):
+    s = upload_schedule(profile)
     assert s.initial.mode == "device-only" and len(s.steps) >= 3
     return s
 
@@ -82,6 +87,24 @@ def test_queries_are_answered_throughout_and_the_plan_switches_as_partitions_lan
                         and e["partitions"] == k)
         assert all(q.t_s >= switched - 1e-3 for q in queries if q.landed == k)
     assert summary.stats.bytes_sent == sum(s.nbytes for s in schedule.steps)  # each once
+
+
+def test_int8_weights_upload_a_quarter_and_the_answers_keep_the_local_top1(
+        edge, digits_graph, profile):
+    target, _ = edge
+    schedule = schedule_for(profile, "incremental", graph=digits_graph, weight_codec="int8")
+    raw = upload_schedule(profile)
+    assert schedule.weight_codec == "int8" and schedule.nbytes < raw.nbytes / 3.5
+    xs = [torch.randn(digits_graph.input_shape) for _ in range(8)]
+    summary = run_incremental(digits_graph, schedule, target, xs, link=(1000.0, 0.0),
+                              dilation=1.0, fleet="test", token=TOKEN, until_uploaded=True)
+    assert summary.stats.bytes_sent == schedule.nbytes
+    last = summary.results[-len(xs):]
+    assert all(r.plan_mode == schedule.steps[-1].plan.mode and not r.fallback for r in last)
+    for x, result in zip(xs, last, strict=True):
+        exact = local_output(digits_graph, x)
+        assert torch.allclose(result.output, exact, atol=0.05 * float(exact.abs().max()))
+        assert int(result.output.argmax()) == int(exact.argmax())
 
 
 def test_an_edge_that_loses_its_stages_is_healed_and_no_query_fails(edge, digits_graph,
