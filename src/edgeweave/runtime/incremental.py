@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +56,9 @@ log = logging.getLogger("edgeweave.runtime")
 #: the upload then never builds a queue in the kernel, and a query, which reserves the pacer
 #: too, waits behind one chunk at most instead of sharing the link with a backlogged flow.
 KERNEL_PACE = 0.9
+#: A partition's stage serves this device's queries, one at a time (its digest covers this
+#: device's plan and weights): batches of one, so the edge's build skips calibrating batches.
+SERVING = pb.ServingConfig(max_batch=1)
 
 
 @dataclass
@@ -127,6 +130,7 @@ class IncrementalClient:
         self._weights = node_weights(graph)
         self._backoff = Backoff(*self.opts.backoff_s)
         self._repair = threading.Event()
+        self._landed = 0  # partitions on the edge
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
         self._example: torch.Tensor | None = None
@@ -156,15 +160,21 @@ class IncrementalClient:
         self._ready.set()
 
     def _upload(self) -> None:
+        """Partitions go up back to back; each one's plan is built meanwhile (a build waits
+        for the edge to build and calibrate its stages: seconds the link would idle)."""
+        builds: list[Future[None]] = []
         try:
-            for k, step in enumerate(self.schedule.steps, start=1):
-                self.uploader.upload(self.uploader.chunks_of(self._weights_of(step.nodes)))
-                self._event("landed", partition=k, bytes=step.nbytes, nodes=list(step.nodes))
-                while not self._ready.wait(0.2):
-                    if self._stop.is_set():
-                        return
-                self._switch(self._build(step.plan, k))
-                self._heal()
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgeweave-switch") as pool:
+                for k, step in enumerate(self.schedule.steps, start=1):
+                    self.uploader.upload(self.uploader.chunks_of(self._weights_of(step.nodes)))
+                    self._event("landed", partition=k, bytes=step.nbytes,
+                                nodes=list(step.nodes))
+                    self._landed = k
+                    builds.append(pool.submit(self._switch_to, step.plan, k))
+                    for done in (b for b in builds if b.done()):
+                        done.result()  # a failed build stops the upload
+                for build in builds:
+                    build.result()
             self._event("uploaded", bytes_sent=self.uploader.stats.bytes_sent)
             while not self._stop.is_set():
                 if self._repair.wait(0.2):
@@ -172,9 +182,20 @@ class IncrementalClient:
         except UploadStopped:
             pass
         except (UploadError, EdgeWeaveError, grpc.RpcError) as e:
+            self._stop.set()  # a build still queued gives up
             why = e.details() if isinstance(e, grpc.RpcError) else str(e)
             log.warning("incremental upload stopped: %s; queries keep the current plan", why)
             self._event("upload_failed", error=str(why))
+
+    def _switch_to(self, plan: SegmentPlan, landed: int) -> None:
+        """Build ``plan`` and put it in force, unless a later partition has landed meanwhile
+        (its plan is better, and its build comes next)."""
+        while not self._ready.wait(0.2):
+            if self._stop.is_set():
+                raise UploadStopped
+        if landed == self._landed:
+            self._switch(self._build(plan, landed))
+        self._heal()
 
     def _heal(self) -> None:
         """Build the plan in force again when the edge lost one of its stages."""
@@ -218,7 +239,7 @@ class IncrementalClient:
             pkg = self.uploader.package(package_stage(self.graph, stage, args))
         except StageError as e:
             raise EdgeWeaveError(f"cannot deploy segment {stage.key}: {e}") from None
-        self.uploader.deploy(pkg, f"{self.graph.name}:{stage.key}")
+        self.uploader.deploy(pkg, f"{self.graph.name}:{stage.key}", serving=SERVING)
         hop = pb.Hop(stage=pkg.digest, needs=stage.inputs, codec=plan.codec,
                      link_mbps=self.mbps, link_rtt_ms=self.rtt_ms,
                      shape_bandwidth=self.opts.shape_bandwidth)

@@ -209,15 +209,15 @@ class ChunkUploader:
         if self.stop.is_set():
             raise UploadStopped
 
-    def deploy(self, pkg: StagePackage, name: str, timeout_s: float = 300.0
-               ) -> pb.DeployReply:
+    def deploy(self, pkg: StagePackage, name: str, timeout_s: float = 300.0,
+               serving: pb.ServingConfig | None = None) -> pb.DeployReply:
         """Have the node build ``pkg`` (as :meth:`package` made it) from chunks it holds;
         chunks it lacks (evicted, damaged on disk) are uploaded and the build asked for once
         more."""
         refs = self.chunks_of(spec.name for spec, _ in pkg.weights)
         req = pb.DeployFromChunksRequest(stage_digest=pkg.digest, recipe=pkg.recipe.to_proto(),
                                          name=name, chunks=[r.digest for r in refs],
-                                         weight_codec=self.codec)
+                                         weight_codec=self.codec, serving=serving)
         sent = False
         while True:
             self._check_stop()
