@@ -31,17 +31,18 @@ STRATEGIES = ("incremental", "whole")
 
 
 def schedule_for(profile: Profile, strategy: str, codecs: Sequence[str] = ("none",),
-                 graph: Graph | None = None, weight_codec: str = "none"
-                 ) -> UploadSchedule:
+                 graph: Graph | None = None, weight_codec: str = "none",
+                 agreement: dict[str, float] | None = None) -> UploadSchedule:
     """IONN's order (``incremental``) or the whole model in one partition (``whole``), the
-    weights sent as ``weight_codec`` (``auto``: :func:`choose_weight_codec`'s choice); a codec
-    other than ``none`` needs ``graph`` (the sizes come from its weights)."""
+    weights sent as ``weight_codec`` (``auto``: :func:`choose_weight_codec`'s choice, with
+    ``agreement``); a codec other than ``none`` needs ``graph`` (the sizes come from its
+    weights)."""
     if weight_codec == "none":
         sizes = None
     elif graph is None:
         raise EdgeWeaveError(f"--upload-codec {weight_codec}: the upload's sizes need the model")
     elif weight_codec == "auto":
-        choice = choose_weight_codec(graph, profile, codecs)
+        choice = choose_weight_codec(graph, profile, codecs, agreement)
         weight_codec, sizes = choice.codec, upload_bytes(graph, choice.codec)
     else:
         sizes = upload_bytes(graph, check_weight_codec(weight_codec))
@@ -50,12 +51,19 @@ def schedule_for(profile: Profile, strategy: str, codecs: Sequence[str] = ("none
     return upload_all_schedule(profile, codecs, upload_bytes=sizes, weight_codec=weight_codec)
 
 
-def choose_weight_codec(graph: Graph, profile: Profile, codecs: Sequence[str]) -> CodecChoice:
+def choose_weight_codec(graph: Graph, profile: Profile, codecs: Sequence[str],
+                        agreement: dict[str, float] | None = None) -> CodecChoice:
     """`plan.upload_codec`'s choice for ``graph``, its agreement measured here (only for the
-    codecs that would pay)."""
+    codecs that would pay; kept in ``agreement`` across calls, e.g. one per bandwidth)."""
     sizes = {c: upload_bytes(graph, c) for c in WEIGHT_CODECS}
-    return choose_upload_codec(profile, codecs, sizes,
-                               lambda c: weight_agreement(graph, (c,))[c])
+    known = {} if agreement is None else agreement
+
+    def measure(codec: str) -> float:
+        if codec not in known:
+            known[codec] = weight_agreement(graph, (codec,))[codec]
+        return known[codec]
+
+    return choose_upload_codec(profile, codecs, sizes, measure)
 
 
 @dataclass
