@@ -66,8 +66,8 @@ def infer(console: Console, model, fleet_spec, edge, plan_file, input_file, repe
         _check_edges(console, edges, token, tls, fallback_local)
     codecs = codec_candidates(codec or "none")
 
-    def warm(graph) -> None:  # the edge captures the model (to check uploads) meanwhile
-        if len(edges) == 1:
+    def warm(graph) -> None:  # an incremental upload's edge captures the model meanwhile
+        if len(edges) == 1 and upload != "whole" and plan_file is None and not adapt:
             from edgeweave.runtime.upload import warm_edge
 
             warm_edge(edges[0], model, graph.input_shape, token=token, tls=tls)

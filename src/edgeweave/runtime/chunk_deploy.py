@@ -139,6 +139,7 @@ class ChunkDeployer:
         for spec in expected:
             used = weight_codec(codec, spec.dtype, spec.shape)
             chunks = self._chunks(spec, encoded_nbytes(used, spec.dtype, spec.shape), it)
+            pieces: Iterator[tuple[int, bytes]]
             if used == "none":
                 pieces = ((k * CHUNK_BYTES, data) for k, data in enumerate(chunks))
             else:
