@@ -20,10 +20,11 @@ UPLOAD_HELP = ("whole: deploy the plan's stages, then offload; incremental: uplo
                "would take over 10 s to upload.")
 
 
-UPLOAD_CODEC_HELP = ("How the weights travel to the edge: none (raw float32), fp16, int8 (per "
-                     "output channel), or auto: the planner's choice, the one whose upload lets "
-                     "queries benefit soonest among those whose measured top-1 agreement with "
-                     "the exact model is at least 98% (none when compression saves little).")
+UPLOAD_CODEC_HELP = ("How an incremental upload's weights travel to the edge: none (raw "
+                     "float32), fp16, int8 (per output channel), or auto: the planner's choice, "
+                     "the one whose upload saves the most query time among those whose measured "
+                     "top-1 agreement with the exact model is at least 98% (none when "
+                     "compression saves under a second). Whole-stage deploys send raw weights.")
 CODEC_HELP = ("Candidate activation codecs, comma-separated (none, fp16, int8, zstd, fp16+zstd, "
               "int8+zstd, ...) or auto; the plan picks one per cut. Default: none, and auto for "
               "an incremental upload (whose plans cross the link more often).")
