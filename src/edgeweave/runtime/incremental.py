@@ -12,6 +12,11 @@ as one Infer call each, which carries the values the segment needs and returns t
 segments need. An edge that fails a call (down, overloaded, lost its stage) gets the segment run
 here instead, marked as a fallback; a stage the edge lost is built again from its chunks, which
 are uploaded again only if the edge lost those too.
+
+The weights go up as the schedule's weight codec says (`plan.upload_codec`: raw, fp16 or
+per-channel int8), and the edge's segments run them dequantized (the device's own segments,
+and a fallback, run the exact weights). A landed partition's plan is built while the next
+partition uploads: the link does not idle while the edge builds stages.
 """
 
 from __future__ import annotations
@@ -211,8 +216,7 @@ class IncrementalClient:
 
     def _build(self, plan: SegmentPlan, landed: int) -> _Active:
         """Stages for ``plan``: device segments traced here while the edge builds its
-        segments from the chunks it holds (each build also calibrates the stage's serving:
-        seconds a switch would otherwise wait for twice)."""
+        segments from the chunks it holds (seconds each, on a busy host)."""
         assert self._example is not None
         stages = split(self.graph, plan.placement(), plan.keys())
         env: dict[str, Any] = {self.graph.placeholders[0]: self._example}
