@@ -52,7 +52,8 @@ def test_a_slow_link_gets_int8_weights_priced_at_their_encoded_bytes():
 def test_a_codec_below_the_agreement_bound_is_never_chosen():
     p = _chain(mbps=8.0)
     agree = _Agreement(int8=0.9, fp16=1.0)
-    assert choose_upload_codec(p, ("none",), _sizes(p), agree).codec == "fp16"
+    choice = choose_upload_codec(p, ("none",), _sizes(p), agree)
+    assert choice.codec == "fp16" and "int8 agreed on only 90.0%" in choice.why
     assert agree.asked == ["int8", "fp16"]
     none = choose_upload_codec(p, ("none",), _sizes(p), _Agreement(int8=0.5, fp16=0.97))
     assert none.codec == "none" and "agreement" in none.why

@@ -90,9 +90,11 @@ def choose_upload_codec(profile: Profile, codecs: Sequence[str],
             break
         measured[codec] = agreement(codec)
         if measured[codec] >= min_agreement:
+            short = "".join(f"; {c} agreed on only {a:.1%}" for c, a in measured.items()
+                            if a < min_agreement)
             why = (f"saves {saved[codec]:.1f} s of queries over the raw upload's "
                    f"{latency_steps(raw)[-1][0]:.1f} s at {measured[codec]:.1%} top-1 "
-                   f"agreement")
+                   f"agreement{short}")
             return CodecChoice(codec, schedules[codec], saved, measured, why)
     why = ("no upload pays at this bandwidth" if not raw.steps else
            f"no lossy codec would save {min_saved_s:g} s" if not measured else
