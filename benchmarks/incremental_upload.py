@@ -13,7 +13,15 @@ bucket, shared by the queries and the upload, + RTT/2 each way). Queries arrive 
   whole        upload-all-then-offload: every weight of the model in one partition while the
                device answers locally, then the best plan (IONN's baseline);
   incremental  IONN's order: the partition saving the most per byte first, the best plan over
-               what has landed after each.
+               what has landed after each; weights as `--upload-codec` (auto: the planner's
+               choice, `plan.upload_codec`, e.g. per-channel int8 at 5 Mbit/s) and plans over
+               every activation codec (`--codec`);
+  incremental-raw  the same with raw float32 weights and `--raw-codec` activations (`none`):
+               what `--upload incremental` did before weight and activation codecs were chosen
+               for it, to show what they buy.
+
+Every run's edge has captured the model before the clock starts (as `edgeweave infer` has it
+do while it profiles, `runtime.upload.warm_edge`).
 
 Time to first benefit: from the upload's start to the first plan switch after which queries
 ran faster (median, measured) than before anything landed; none if not within the horizon.
@@ -38,6 +46,7 @@ from _zoo import emit
 from edgeweave.graph import capture_spec
 from edgeweave.plan.ionn import SegmentPlan, UploadSchedule
 from edgeweave.profile import load_profile, profile_graph
+from edgeweave.profile.activations import CUT_CODECS
 from edgeweave.runtime.client import ClientOptions
 from edgeweave.runtime.incremental_session import (
     IncrementalSummary,
@@ -46,6 +55,7 @@ from edgeweave.runtime.incremental_session import (
 )
 from edgeweave.runtime.lab import LocalLab
 from edgeweave.runtime.session import device_dilation, emulated_profile
+from edgeweave.runtime.upload import warm_edge
 from edgeweave.topology import DEFAULT_FLEET, load_fleet
 
 NOTE = ("EMULATED: device = Raspberry Pi 4 by time dilation of this host's compute; edge = a "
@@ -57,8 +67,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="alexnet")
     ap.add_argument("--mbps", default="1,5,20", help="uplink bandwidths, comma-separated")
-    ap.add_argument("--codec", default="none,int8",
-                    help="activation codecs the plans may use at each crossing")
+    ap.add_argument("--codec", default="auto",
+                    help="activation codecs the plans may use at each crossing (auto: all)")
+    ap.add_argument("--upload-codec", default="auto", choices=("auto", "none", "fp16", "int8"),
+                    help="how whole and incremental send the weights")
+    ap.add_argument("--raw-codec", default="none",
+                    help="activation codecs of incremental-raw (empty: skip that strategy)")
     ap.add_argument("--interval-s", type=float, default=1.0, help="one query every ... s")
     ap.add_argument("--horizon-s", type=float, default=150.0, help="how long each run lasts")
     ap.add_argument("--first-n", type=int, default=100, help="N of the first-N total")
@@ -70,7 +84,8 @@ def main() -> None:
     console = Console(width=150)
     console.print(NOTE)
     rates = [float(m) for m in args.mbps.split(",")]
-    codecs = tuple(c for c in args.codec.split(",") if c)
+    codecs = CUT_CODECS if args.codec == "auto" else tuple(c for c in args.codec.split(",") if c)
+    raw_codecs = tuple(c for c in args.raw_codec.split(",") if c)
 
     fleet = load_fleet(DEFAULT_FLEET)
     graph = capture_spec(args.model)
@@ -98,13 +113,18 @@ def main() -> None:
             return go("127.0.0.1:9", None)
         with tempfile.TemporaryDirectory(prefix="ew-ionn-") as cache, \
                 LocalLab(roles=("edge",), extra_args={"edge": ["--cache-dir", cache]}) as lab:
+            warm_edge(lab.edge_target, graph.spec, graph.input_shape, token=lab.token).join()
             return go(lab.edge_target, lab.token)
 
     rows, timelines, schedules = [], [], []
+    agreement: dict[str, float] = {}  # top-1 agreement per weight codec, measured once
     local: IncrementalSummary | None = None
     for mbps in rates:
         prof = base.with_link(hop, mbps=mbps)
-        plans = {s: schedule_for(prof, s, codecs) for s in ("whole", "incremental")}
+        plans = {s: schedule_for(prof, s, codecs, graph, args.upload_codec, agreement)
+                 for s in ("whole", "incremental")}
+        if raw_codecs:
+            plans["incremental-raw"] = schedule_for(prof, "incremental", raw_codecs)
         if local is None:
             console.print("local-only (does not use the link: measured once for every row)")
             device = prof.tiers[0]
@@ -112,7 +132,9 @@ def main() -> None:
             local = run(UploadSchedule(args.model, "local-only", mbps, SegmentPlan(
                 ((device, everything),), sum(n.latency_ms[device] for n in prof.nodes),
                 "none"), ()), mbps)
-        for strategy in ("local-only", "whole", "incremental"):
+        for strategy in ("local-only", "whole", "incremental", "incremental-raw"):
+            if strategy == "incremental-raw" and not raw_codecs:
+                continue
             schedule = plans.get(strategy)
             note = ""
             if schedule is None or not schedule.steps:
@@ -120,12 +142,15 @@ def main() -> None:
                 note = "" if schedule is None else "uploads nothing: = local-only"
             else:
                 console.print(f"{mbps:g} Mbit/s, {strategy}: {schedule.nbytes / 1e6:.1f} MB in "
-                              f"{len(schedule.steps)} partition(s)")
+                              f"{len(schedule.steps)} partition(s), weights as "
+                              f"{schedule.weight_codec}")
                 summary = run(schedule, mbps)
-            schedules.append({"mbps": mbps, "strategy": strategy,
-                              **(schedule.to_json() if schedule else {})})
+            schedules.append({**(schedule.to_json() if schedule else {}), "mbps": mbps,
+                              "strategy": strategy})
             first = summary.first_benefit_s()
-            rows.append({"mbps": mbps, "strategy": strategy, "time_to_first_benefit_s": first,
+            rows.append({"mbps": mbps, "strategy": strategy,
+                         "weight_codec": schedule.weight_codec if schedule else "-",
+                         "time_to_first_benefit_s": first,
                          "first_n_total_s": summary.first_n_total_s(args.first_n)})
             timelines.append(_timeline(mbps, strategy, summary, schedule, note))
 
@@ -133,6 +158,7 @@ def main() -> None:
               *(_timeline_table(t, args.horizon_s) for t in timelines)]
     emit(console, tables, {"model": args.model, "fleet": fleet.name, "note": NOTE,
                            "device_dilation": dilation, "codecs": list(codecs),
+                           "raw_codecs": list(raw_codecs), "weight_agreement": agreement,
                            "interval_s": args.interval_s, "horizon_s": args.horizon_s,
                            "first_n": args.first_n, "rows": rows, "timelines": timelines,
                            "schedules": schedules}, args.json)
@@ -152,7 +178,7 @@ def _timeline(mbps: float, strategy: str, s: IncrementalSummary,
 
 def _summary_table(rows: list[dict], timelines: list[dict], n: int) -> Table:
     t = Table(title="time to first benefit and the first N queries (measured)")
-    for col in ("Mbit/s", "strategy", "first benefit (s)", "predicted (s)",
+    for col in ("Mbit/s", "strategy", "weights", "first benefit (s)", "predicted (s)",
                 f"first {n} queries (s)", "median before (ms)", "median at end (ms)",
                 "MB sent", "fallbacks", "note"):
         t.add_column(col, justify="left" if col in ("strategy", "note") else "right")
@@ -161,7 +187,7 @@ def _summary_table(rows: list[dict], timelines: list[dict], n: int) -> Table:
         ms, landed = tl["ms"], tl["landed"]
         cut = landed[0][0] if landed else float("inf")
         before = [m for m, at in zip(ms, tl["t_s"], strict=True) if at < cut]
-        t.add_row(f"{row['mbps']:g}", row["strategy"],
+        t.add_row(f"{row['mbps']:g}", row["strategy"], row["weight_codec"],
                   "-" if first is None else f"{first:.1f}",
                   "-" if pred is None else f"{pred:.1f}", f"{row['first_n_total_s']:.1f}",
                   f"{statistics.median(before):.0f}" if before else "-",

@@ -106,6 +106,7 @@ def quiet_node_logs():
     (["netlab", "digits-cnn", "--mbps", "-5"], "--mbps"),
     (["infer", "digits-cnn", "--upload", "sometimes"], "--upload"),
     (["lab", "digits-cnn", "--upload", "lazy"], "--upload"),
+    (["netlab", "digits-cnn", "--upload-codec", "int4"], "--upload-codec"),
     (["serve", "--role", "edge", "--chunk-budget-mb", "0"], "--chunk-budget-mb"),
 ])
 def test_numeric_flags_must_be_finite_and_in_range(capsys, args, flag):
@@ -225,6 +226,7 @@ def test_infer_uploads_incrementally_and_says_what_it_emulates(tmp_path, capsys,
     out = " ".join(out.split())
     assert code == 0, err
     assert "upload order (IONN, benefit per byte)" in out and "first benefit:" in out
+    assert "--upload-codec auto:" in out and "weights as" in out  # the planner's choice, why
     assert "EMULATED: the device's uplink is 2 Mbit/s by shaping in this process" in out
     doc = json.loads((tmp_path / "r.json").read_text())
     assert doc["upload"]["strategy"] == "incremental" and doc["requests"] == 3

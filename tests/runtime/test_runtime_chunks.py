@@ -3,6 +3,7 @@ under its budget; a stage is built only from chunks whose bytes hash to their na
 upload resumes without sending again what arrived; a damaged chunk is refused and sent again,
 never built into a stage."""
 
+import copy
 import hashlib
 
 import grpc
@@ -10,6 +11,7 @@ import pytest
 import torch
 from runtime_helpers import TOKEN, local_output
 
+from edgeweave.codec.weights import roundtrip
 from edgeweave.graph import split
 from edgeweave.runtime import upload as upload_mod
 from edgeweave.runtime.chunk_deploy import MAX_HAVE, MAX_REFUSED
@@ -191,6 +193,61 @@ def test_a_chunk_damaged_on_the_way_is_refused_and_sent_again(edge, digits_graph
                           local_output(digits_graph, x), atol=1e-5)
 
 
+class _Flips:
+    """A stub that flips one byte of the first full chunk it sends, as a bad link would."""
+
+    def __init__(self, stub):
+        self._stub, self.flipped = stub, []
+
+    def __getattr__(self, name):
+        return getattr(self._stub, name)
+
+    def PutChunks(self, messages, **kw):
+        def damaged():
+            for msg in messages:
+                for c in msg.chunks:
+                    if not self.flipped and len(c.data) == CHUNK_BYTES:
+                        self.flipped.append(c.digest)
+                        c.data = bytes([c.data[0] ^ 0xFF]) + c.data[1:]
+                yield msg
+
+        return self._stub.PutChunks(damaged(), **kw)
+
+
+def test_int8_weights_travel_as_checked_chunks_and_the_edge_runs_them_dequantized(
+        edge, digits_graph):
+    """Per-channel int8 chunks are named by their encoded bytes' digest (a damaged one is
+    refused and sent again), the node decodes them, and the stage's digest covers the
+    dequantized weights: what it builds is the model with the weights as int8 delivers them,
+    and the same chunks under the raw stage's digest are refused."""
+    target, svc, _ = edge()
+    stub = _Flips(_stub(target))
+    up = _uploader(stub, digits_graph, codec="int8")
+    raw, _ = _edge_stage(digits_graph)
+    pkg = up.package(raw)
+    refs = up.chunks_of(spec.name for spec, _ in pkg.weights)
+    assert {r.codec for r in refs} == {"int8", "none"}  # conv/linear weights; biases raw
+    assert sum(r.size for r in refs) < raw.nbytes / 3.5 and pkg.digest != raw.digest
+    up.upload(refs)
+    assert stub.flipped and up.stats.refused == 1
+    assert _store_is_sound(svc) == {r.digest for r in refs}
+    wrong = pb.DeployFromChunksRequest(stage_digest=raw.digest, recipe=raw.recipe.to_proto(),
+                                       name="digits:edge", chunks=[r.digest for r in refs],
+                                       weight_codec="int8")
+    code, details = _code(lambda: stub.DeployFromChunks(wrong, timeout=30))
+    assert code == INVALID and "digest mismatch" in details
+    assert up.deploy(pkg, "digits:edge").digest == pkg.digest
+    x = torch.randn(digits_graph.input_shape)
+    dequantized = copy.deepcopy(digits_graph.module)
+    dequantized.load_state_dict({k: roundtrip("int8", v)
+                                 for k, v in digits_graph.module.state_dict().items()})
+    with torch.no_grad():
+        want = dequantized(x)
+    got = _infer(stub, digits_graph, pkg.digest, x)
+    assert torch.allclose(got, want, atol=1e-5)
+    assert not torch.allclose(got, local_output(digits_graph, x), atol=1e-7)
+
+
 def test_a_chunk_damaged_on_disk_is_never_built_into_a_stage(edge, digits_graph):
     target, svc, _ = edge()
     stub = _stub(target)
@@ -243,6 +300,12 @@ def test_chunk_claims_are_checked_against_the_nodes_own_model(edge, digits_graph
         ((head, pb.PutChunksRequest(chunks=[_chunk(digest="A" * 64)])), INVALID,
          "not a chunk digest"),
         ((head, pb.PutChunksRequest(model="digits-cnn")), INVALID, "only the first"),
+        ((head, pb.PutChunksRequest(chunks=[pb.WeightChunk(
+            weight="6.weight", offset=0, data=bytes(10), digest=chunk_digest(bytes(10)),
+            codec="int4")])), INVALID, "not a weight encoding"),
+        ((head, pb.PutChunksRequest(chunks=[pb.WeightChunk(
+            weight="6.bias", offset=0, data=bytes(10), digest=chunk_digest(bytes(10)),
+            codec="int8")])), INVALID, "does not travel as int8"),
     ]
     for msgs, code, words in cases:
         got, details = _code(lambda msgs=msgs: _put(stub, *msgs))

@@ -2,6 +2,7 @@
 model's layers go up to the edge; the plan switches as partitions land; every answer equals the
 local model's; an edge that loses its stages is healed from its chunks."""
 
+import copy
 import os
 import socket
 import subprocess
@@ -13,18 +14,19 @@ import pytest
 import torch
 from runtime_helpers import TOKEN, local_output
 
+from edgeweave.codec.weights import roundtrip
 from edgeweave.plan.ionn import upload_schedule
 from edgeweave.profile.schema import DevicePower, LinkSpec, NodeCost, Profile
 from edgeweave.runtime.chunks import CHUNK_BYTES
 from edgeweave.runtime.client import ClientOptions
 from edgeweave.runtime.incremental import IncrementalClient
-from edgeweave.runtime.incremental_session import run_incremental
+from edgeweave.runtime.incremental_session import run_incremental, schedule_for
 from edgeweave.runtime.node import ServeOptions, start_node
 from edgeweave.runtime.server import NodeConfig
 
 
 @pytest.fixture(scope="module")
-def schedule(digits_graph):
+def profile(digits_graph):
     """digits-cnn with every layer that has weights 20x faster on the edge and activations
     cheap to move, so each upload pays: IONN's order then has several partitions. (Latencies
     set by hand: the test is about the runtime, not the profiler.)"""
@@ -38,7 +40,12 @@ def schedule(digits_graph):
                    links={"device-edge": LinkSpec(mbps=1000.0, rtt_ms=1.0)},
                    device_power=DevicePower(compute_w=0, idle_w=0, tx_w=0, rx_w=0),
                    inputs=g.placeholders)
-    s = upload_schedule(prof)
+    return prof
+
+
+@pytest.fixture(scope="module")
+def schedule(profile):
+    s = upload_schedule(profile)
     assert s.initial.mode == "device-only" and len(s.steps) >= 3
     return s
 
@@ -76,12 +83,36 @@ def test_queries_are_answered_throughout_and_the_plan_switches_as_partitions_lan
     assert next(q.mode for q in queries if q.landed == len(schedule.steps)) == \
         schedule.steps[-1].plan.mode
     kinds = [(e["event"], e.get("partitions", e.get("partition"))) for e in events]
-    for k in range(1, len(schedule.steps) + 1):  # each switch follows its partition's landing
-        assert kinds.index(("landed", k)) < kinds.index(("switched", k))
+    assert ("switched", len(schedule.steps)) in kinds
+    for k in {q.landed for q in queries} - {0}:  # a plan whose successor landed before it was
+        assert kinds.index(("landed", k)) < kinds.index(("switched", k))  # built is skipped
         switched = next(e["t_s"] for e in events if e["event"] == "switched"
                         and e["partitions"] == k)
         assert all(q.t_s >= switched - 1e-3 for q in queries if q.landed == k)
     assert summary.stats.bytes_sent == sum(s.nbytes for s in schedule.steps)  # each once
+
+
+def test_int8_weights_upload_a_quarter_and_the_edge_answers_with_them_dequantized(
+        edge, digits_graph, profile):
+    target, _ = edge
+    schedule = schedule_for(profile, "incremental", graph=digits_graph, weight_codec="int8")
+    raw = upload_schedule(profile)
+    assert schedule.weight_codec == "int8" and schedule.nbytes < raw.nbytes / 3.5
+    xs = [torch.randn(digits_graph.input_shape) for _ in range(8)]
+    summary = run_incremental(digits_graph, schedule, target, xs, link=(1000.0, 0.0),
+                              dilation=1.0, fleet="test", token=TOKEN, until_uploaded=True)
+    assert summary.stats.bytes_sent == schedule.nbytes
+    last = summary.results[-len(xs):]
+    assert all(r.plan_mode == schedule.steps[-1].plan.mode and not r.fallback for r in last)
+    dequantized = copy.deepcopy(digits_graph.module)
+    dequantized.load_state_dict({k: roundtrip("int8", v)
+                                 for k, v in digits_graph.module.state_dict().items()})
+    for x, result in zip(xs, last, strict=True):
+        with torch.no_grad():
+            want = dequantized(x)
+        assert torch.allclose(result.output, want, atol=1e-4)  # its weighted layers: edge
+        exact = local_output(digits_graph, x)
+        assert torch.allclose(result.output, exact, atol=0.05 * float(exact.abs().max()))
 
 
 def test_an_edge_that_loses_its_stages_is_healed_and_no_query_fails(edge, digits_graph,

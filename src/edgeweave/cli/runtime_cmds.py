@@ -23,7 +23,8 @@ def codec_candidates(spec: str) -> tuple[str, ...]:
 
 
 def _prepare(console: Console, model: str, fleet_spec: str | None, plan_file: Path | None,
-             objective: str, mbps: float | None, codecs: tuple[str, ...] = ("none",)):
+             objective: str, mbps: float | None, codecs: tuple[str, ...] = ("none",),
+             on_graph=None):
     from edgeweave.graph import capture_spec
     from edgeweave.plan import load_plan
     from edgeweave.profile import profile_graph
@@ -32,6 +33,8 @@ def _prepare(console: Console, model: str, fleet_spec: str | None, plan_file: Pa
 
     fleet = load_fleet(fleet_spec or DEFAULT_FLEET)
     graph = capture_spec(model)
+    if on_graph is not None:
+        on_graph(graph)
     with console.status(f"profiling {model} on this host"):
         measured = profile_graph(graph, fleet, warmup=2, repeats=5)
     prof, chosen = plan_for(measured, fleet, objective, mbps, codecs=codecs)
@@ -44,7 +47,8 @@ def _prepare(console: Console, model: str, fleet_spec: str | None, plan_file: Pa
 
 def infer(console: Console, model, fleet_spec, edge, plan_file, input_file, repeat, objective,
           codec, mbps, token_file, cert_dir, adapt, json_out, token=None,
-          shape_bandwidth=True, fallback_local=False, upload="auto", slo_ms=None) -> None:
+          shape_bandwidth=True, fallback_local=False, upload="auto", slo_ms=None,
+          upload_codec="auto") -> None:
     from edgeweave.cli import upload_cmds
     from edgeweave.runtime.client import ClientOptions
     from edgeweave.runtime.inputs import load_input
@@ -60,9 +64,16 @@ def infer(console: Console, model, fleet_spec, edge, plan_file, input_file, repe
         _check_edge(console, edges[0], token, tls, fallback_local)
     elif edges:
         _check_edges(console, edges, token, tls, fallback_local)
-    codecs = codec_candidates(codec)
+    codecs = codec_candidates(codec or "none")
+
+    def warm(graph) -> None:  # an incremental upload's edge captures the model meanwhile
+        if len(edges) == 1 and upload != "whole" and plan_file is None and not adapt:
+            from edgeweave.runtime.upload import warm_edge
+
+            warm_edge(edges[0], model, graph.input_shape, token=token, tls=tls)
+
     graph, fleet, prof, chosen, dilation = _prepare(console, model, fleet_spec, plan_file,
-                                                    objective, mbps, codecs)
+                                                    objective, mbps, codecs, warm)
     if len(edges) > 1 and upload == "incremental":
         raise EdgeWeaveError("--upload incremental uploads to one edge: give one --edge "
                              "(or --upload whole)")
@@ -70,7 +81,8 @@ def infer(console: Console, model, fleet_spec, edge, plan_file, input_file, repe
         console.print(f"--upload {upload}: uploading {model} incrementally (IONN); the device "
                       f"answers every query meanwhile")
         return upload_cmds.run(console, model, graph, fleet, prof, dilation, edges[0],
-                               load_input(input_file, graph.input_shape), repeat, codecs,
+                               load_input(input_file, graph.input_shape), repeat,
+                               codec_candidates(codec or "auto"), upload_codec,
                                token, tls, shape_bandwidth, fallback_local, json_out)
     first_link = fleet.tier_path().links[0] if fleet.tier_path().links else None
     trace = first_link.trace if first_link is not None and mbps is None else None
@@ -130,7 +142,7 @@ def installs(model: str) -> tuple[str, ...]:
 
 
 def lab(console: Console, model, fleet_spec, repeat, codec, mbps, json_out,
-        fallback_local=False, upload="auto") -> None:
+        fallback_local=False, upload="auto", upload_codec="auto") -> None:
     from edgeweave.runtime.lab import LocalLab
 
     with console.status("starting edge and cloud servers"), \
@@ -140,7 +152,7 @@ def lab(console: Console, model, fleet_spec, repeat, codec, mbps, json_out,
                       f"cloud {fleet_lab.nodes['cloud'].target}")
         infer(console, model, fleet_spec, fleet_lab.edge_target, None, None, repeat, "latency",
               codec, mbps, None, None, False, json_out, token=pass_token,
-              fallback_local=fallback_local, upload=upload)
+              fallback_local=fallback_local, upload=upload, upload_codec=upload_codec)
 
 
 def _report(console: Console, summary, model: str) -> None:
@@ -190,7 +202,7 @@ def netlab_cleanup(console: Console, prefix: str) -> None:
 
 
 def netlab(console: Console, model, fleet_spec, repeat, codec, mbps, json_out,
-           prefix: str = "ew", upload: str = "auto") -> None:
+           prefix: str = "ew", upload: str = "auto", upload_codec: str = "auto") -> None:
     """Device, edge and cloud in their own network namespaces, links shaped by the kernel."""
     import subprocess
     import sys
@@ -204,7 +216,8 @@ def netlab(console: Console, model, fleet_spec, repeat, codec, mbps, json_out,
     if not ok:
         console.print(f"[yellow]network namespaces unavailable ({why}); falling back to the "
                       "in-process token-bucket shaper[/]")
-        return lab(console, model, fleet_spec, repeat, codec, mbps, json_out, upload=upload)
+        return lab(console, model, fleet_spec, repeat, codec, mbps, json_out, upload=upload,
+                   upload_codec=upload_codec)
     fleet = load_fleet(fleet_spec or DEFAULT_FLEET)
     path = fleet.tier_path()
     hops = [(lk.mbps, lk.rtt_ms) for lk in path.links]
@@ -234,8 +247,9 @@ def netlab(console: Console, model, fleet_spec, repeat, codec, mbps, json_out,
                       f"(tbf); RTT added in the runtime's link layer (no netem here)"
                       + (f"; replaying {len(replays)} bandwidth trace(s)" if replays else ""))
         argv = [sys.executable, "-m", "edgeweave", "infer", model, "--edge", upstream,
-                "--token-file", str(token_file), "--repeat", str(repeat), "--codec", codec,
-                "--shaping", "kernel", "--upload", upload,
+                "--token-file", str(token_file), "--repeat", str(repeat),
+                *(["--codec", codec] if codec else []),
+                "--shaping", "kernel", "--upload", upload, "--upload-codec", upload_codec,
                 *(["--fleet", fleet_spec] if fleet_spec else []),
                 *(["--mbps", str(mbps)] if mbps is not None else []),
                 *(["--json", str(json_out)] if json_out else [])]

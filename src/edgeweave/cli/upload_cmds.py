@@ -37,12 +37,22 @@ def choose(upload: str, chosen, plan_file, adapt: bool) -> str:
 
 
 def run(console: Console, model: str, graph, fleet, prof, dilation: float, edge: str,
-        x, repeat: int, codecs: tuple[str, ...], token, tls, shape_bandwidth: bool,
-        fallback_local: bool, json_out) -> None:
+        x, repeat: int, codecs: tuple[str, ...], upload_codec: str, token, tls,
+        shape_bandwidth: bool, fallback_local: bool, json_out) -> None:
     from edgeweave.runtime.client import ClientOptions
-    from edgeweave.runtime.incremental_session import run_incremental, schedule_for
+    from edgeweave.runtime.incremental_session import (
+        choose_weight_codec,
+        run_incremental,
+        schedule_for,
+    )
 
-    schedule = schedule_for(prof, "incremental", codecs)
+    if upload_codec == "auto":
+        with console.status("choosing how the weights travel (measuring top-1 agreement)"):
+            choice = choose_weight_codec(graph, prof, codecs)
+        schedule = choice.schedule
+        console.print(f"--upload-codec auto: {choice.codec} ({choice.why})")
+    else:
+        schedule = schedule_for(prof, "incremental", codecs, graph, upload_codec)
     link = prof.links[prof.hop_names()[0]]
     _print_schedule(console, schedule, link.mbps)
     console.print(
@@ -69,18 +79,21 @@ def run(console: Console, model: str, graph, fleet, prof, dilation: float, edge:
 
 
 def _print_schedule(console: Console, schedule, mbps: float) -> None:
-    table = Table(title=f"{schedule.model}: upload order (IONN, benefit per byte), predicted "
-                        f"at {mbps:g} Mbit/s with the link to itself")
-    for col in ("partition", "layers", "MB", "lands at (s)", "plan after", "ms/query"):
+    table = Table(title=f"{schedule.model}: upload order (IONN, benefit per byte), weights as "
+                        f"{schedule.weight_codec}, predicted at {mbps:g} Mbit/s with the link "
+                        f"to itself")
+    for col in ("partition", "layers", "MB", "lands at (s)", "plan after", "codec",
+                "ms/query"):
         table.add_column(col, justify="left" if col in ("layers", "plan after") else "right")
-    table.add_row("0", "-", "0", "0", schedule.initial.mode, f"{schedule.initial.total_ms:.1f}")
+    table.add_row("0", "-", "0", "0", schedule.initial.mode, "-",
+                  f"{schedule.initial.total_ms:.1f}")
     at = 0.0
     for k, step in enumerate(schedule.steps, start=1):
         at += step.upload_s
         layers = ", ".join(step.nodes[:4]) + (f" +{len(step.nodes) - 4}"
                                               if len(step.nodes) > 4 else "")
         table.add_row(str(k), layers, f"{step.nbytes / 1e6:.1f}", f"{at:.1f}",
-                      step.plan.mode, f"{step.plan.total_ms:.1f}")
+                      step.plan.mode, step.plan.codec, f"{step.plan.total_ms:.1f}")
     console.print(table)
     if not schedule.steps:
         console.print("no upload lowers the latency at this bandwidth: the device runs the "

@@ -22,12 +22,14 @@ missing (every subset while few are; for larger models runs of consecutive layer
 topological order, and the layers the best full plan still lacks); take the one whose best
 plan saves the most milliseconds per uploaded byte, trimmed to the layers that plan runs on
 the edge. Repeat until no upload lowers the latency: the edge receives only weights a plan
-uses.
+uses. A byte is a byte as uploaded: with a weight codec (fp16 or per-channel int8,
+`codec.weights`) each layer is priced at its encoded size (``upload_bytes``), and
+`plan.upload_codec` chooses the codec.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,6 +109,7 @@ class UploadSchedule:
     link_mbps: float
     initial: SegmentPlan
     steps: tuple[UploadStep, ...]
+    weight_codec: str = "none"  # how the weights travel (edgeweave.codec.weights)
 
     @property
     def nbytes(self) -> int:
@@ -119,14 +122,16 @@ class UploadSchedule:
 
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model, "strategy": self.strategy, "link_mbps": self.link_mbps,
-                "bytes": self.nbytes, "predicted_first_benefit_s": self.first_benefit_s,
+                "weight_codec": self.weight_codec, "bytes": self.nbytes,
+                "predicted_first_benefit_s": self.first_benefit_s,
                 "initial": self.initial.to_json(), "steps": [s.to_json() for s in self.steps]}
 
 
 class _Paths:
     """The shortest-path program over one profile's first hop, for many candidate uploads."""
 
-    def __init__(self, profile: Profile, codecs: Sequence[str]):
+    def __init__(self, profile: Profile, codecs: Sequence[str],
+                 upload_bytes: Mapping[str, int] | None = None):
         if len(profile.tiers) < 2:
             raise PlanError(f"{profile.model}: incremental upload needs a device and an edge "
                             f"tier; the fleet has {profile.tiers}")
@@ -144,6 +149,9 @@ class _Paths:
         self.dev_ms = cm.lat[self.order, DEVICE]
         self.edge_ms = cm.lat[self.order, EDGE]
         self.param_bytes = cm.param_bytes[self.order]
+        if upload_bytes is not None:  # each layer at its size as uploaded (a weight codec's)
+            self.param_bytes = np.array([upload_bytes.get(n, 0) if b > 0 else 0 for n, b
+                                         in zip(self.names, self.param_bytes, strict=True)])
         fixed = np.zeros(cm.n, dtype=bool)
         fixed[cm.inputs] = True  # the input is produced on the device
         self.edge_ok = ~fixed[self.order] & np.isfinite(self.edge_ms)
@@ -228,9 +236,12 @@ def best_plan(profile: Profile, uploaded: Iterable[str], codecs: Sequence[str] =
 
 
 def upload_schedule(profile: Profile, codecs: Sequence[str] = ("none",),
-                    uploaded: Iterable[str] = ()) -> UploadSchedule:
-    """IONN's upload order from what the edge already holds (``uploaded``); see module doc."""
-    paths = _Paths(profile, codecs)
+                    uploaded: Iterable[str] = (), upload_bytes: Mapping[str, int] | None = None,
+                    weight_codec: str = "none") -> UploadSchedule:
+    """IONN's upload order from what the edge already holds (``uploaded``); see module doc.
+    ``upload_bytes``: each layer's bytes as uploaded with ``weight_codec`` (default: the
+    profile's raw parameter bytes)."""
+    paths = _Paths(profile, codecs, upload_bytes)
     held = set(uploaded)
     allowed = paths.base_allowed(held)
     current, _ = paths.best(allowed)
@@ -257,13 +268,16 @@ def upload_schedule(profile: Profile, codecs: Sequence[str] = ("none",),
                                 float(benefit[k]), plan))
         allowed = allowed | new[k]
         current = plan
-    return UploadSchedule(profile.model, "incremental", paths.link.mbps, initial, tuple(steps))
+    return UploadSchedule(profile.model, "incremental", paths.link.mbps, initial, tuple(steps),
+                          weight_codec)
 
 
-def upload_all_schedule(profile: Profile, codecs: Sequence[str] = ("none",)) -> UploadSchedule:
+def upload_all_schedule(profile: Profile, codecs: Sequence[str] = ("none",),
+                        upload_bytes: Mapping[str, int] | None = None,
+                        weight_codec: str = "none") -> UploadSchedule:
     """The baseline IONN compares with: the whole model in one partition, then the best plan
     (nothing, when no plan beats the one that needs no upload)."""
-    paths = _Paths(profile, codecs)
+    paths = _Paths(profile, codecs, upload_bytes)
     initial, _ = paths.best(paths.base_allowed(()))
     final, _ = paths.best(paths.edge_ok.copy())
     needed = paths.needs_upload() & paths.edge_ok
@@ -273,7 +287,7 @@ def upload_all_schedule(profile: Profile, codecs: Sequence[str] = ("none",)) -> 
     step = UploadStep(nodes, nbytes, _upload_s(nbytes, paths.link.mbps), benefit, final)
     pays = nodes and benefit > 1e-9 * max(1.0, initial.total_ms)
     return UploadSchedule(profile.model, "whole", paths.link.mbps, initial,
-                          (step,) if pays else ())
+                          (step,) if pays else (), weight_codec)
 
 
 def _candidates(allowed: np.ndarray, missing: np.ndarray, in_full: np.ndarray) -> np.ndarray:

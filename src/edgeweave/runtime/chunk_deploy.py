@@ -7,12 +7,16 @@ chunk of one of that model's weights on the grid of :mod:`edgeweave.runtime.chun
 weight name, offset on the grid, exactly the chunk's size), its name 64 hex digits and its bytes
 hashing to that name. A chunk whose bytes do not hash to its name is not stored and is listed in
 the reply for the device to send again; any other mismatch ends the call (INVALID_ARGUMENT).
+A chunk names its weight's encoding (raw, fp16 or per-channel int8, `codec.weights`): the grid
+is that of the encoded bytes, whose size follows from the weight's dtype and shape.
 
 A stage is then built from chunks this node holds: DeployFromChunks carries the stage's digest
 and recipe (as Deploy's first message) and its chunk digests, weights in name order. The chunks
 are read back (each re-checked against its name: a chunk damaged on disk is deleted and the
 call refused, so the device sends it again), fed through Deploy's own checks (order, exact
 metadata and sizes, the stage digest over the recipe and every byte) and built by the same code.
+Encoded weights are decoded first (each checked to be exactly its encoding's size, its int8
+scales finite): the digest then covers the weights the stage will run.
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ from collections.abc import Iterator
 
 import grpc
 
+from edgeweave.codec import CodecError
+from edgeweave.codec.weights import WEIGHT_CODECS, decode_weight, encoded_nbytes, weight_codec
 from edgeweave.runtime.chunk_store import ChunkStore
 from edgeweave.runtime.chunks import CHUNK_BYTES, chunk_count, chunk_size, is_digest
 from edgeweave.runtime.deploy import MB, Deployed, Deployer, DeployRefused, invalid
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
-from edgeweave.runtime.recipe import StageRecipe, WeightSpec, weights_of
+from edgeweave.runtime.recipe import SLICE_BYTES, StageRecipe, WeightSpec, tensor_pieces, weights_of
 
 #: Digests one HaveChunks may ask about (AlexNet has 250 chunks, VGG-16 about 530).
 MAX_HAVE = 4096
@@ -82,9 +88,14 @@ class ChunkDeployer:
         if spec is None:
             raise invalid("bad_chunks", f"weight {chunk.weight[:80]!r} is not one of the "
                                         f"model's {len(specs)} parameters and buffers")
-        size = chunk_size(spec.nbytes, chunk.offset)
+        codec = _codec(chunk.codec, "codec")
+        nbytes = encoded_nbytes(codec, spec.dtype, spec.shape)
+        if weight_codec(codec, spec.dtype, spec.shape) != codec:
+            raise invalid("bad_chunks", f"weight {spec.name!r} ({spec.dtype} "
+                                        f"{list(spec.shape)}) does not travel as {codec}")
+        size = chunk_size(nbytes, chunk.offset)
         if size is None:
-            raise invalid("bad_chunks", f"weight {spec.name!r} ({spec.nbytes} bytes): no chunk "
+            raise invalid("bad_chunks", f"weight {spec.name!r} ({nbytes} bytes): no chunk "
                                         f"starts at offset {chunk.offset} (chunks start every "
                                         f"{CHUNK_BYTES} bytes)")
         if len(chunk.data) != size:
@@ -105,7 +116,9 @@ class ChunkDeployer:
         blueprint = self.deployer.blueprint(recipe, name)
         self.deployer.check_size(blueprint.nbytes,
                                  (self.chunks.budget, "--chunk-budget-mb"))
-        want = sum(chunk_count(w.nbytes) for w in blueprint.expected)
+        codec = _codec(req.weight_codec, "weight_codec")
+        want = sum(chunk_count(encoded_nbytes(codec, w.dtype, w.shape))
+                   for w in blueprint.expected)
         if len(req.chunks) != want:
             raise invalid("bad_chunks", f"the stage's {len(blueprint.expected)} weights "
                                         f"({blueprint.nbytes / MB:.1f} MiB) are {want} chunks; "
@@ -115,26 +128,44 @@ class ChunkDeployer:
         if missing:
             raise _missing("of the stage", len(set(missing)), len(set(req.chunks)))
         return self.deployer.build_from(recipe, req.stage_digest, blueprint,
-                                        self._slices(blueprint.expected, list(req.chunks)),
-                                        name, hops)
+                                        self._slices(blueprint.expected, list(req.chunks),
+                                                     codec), name, hops)
 
-    def _slices(self, expected: list[WeightSpec], digests: list[str]
+    def _slices(self, expected: list[WeightSpec], digests: list[str], codec: str
                 ) -> Iterator[pb.WeightSlice]:
-        """The stage's weights as Deploy slices, read chunk by chunk from disk."""
+        """The stage's weights as Deploy slices, read chunk by chunk from disk (an encoded
+        weight whole, then decoded)."""
         it = iter(digests)
         for spec in expected:
-            for k in range(chunk_count(spec.nbytes)):
-                digest, offset = next(it), k * CHUNK_BYTES
-                data = self.chunks.read(digest)
-                if data is None:
-                    raise _missing(f"of weight {spec.name!r}", 1, chunk_count(spec.nbytes))
-                if len(data) != chunk_size(spec.nbytes, offset):
-                    raise invalid("bad_chunks", f"chunk {digest[:12]} listed at offset {offset} "
-                                                f"of weight {spec.name!r} has {len(data)} "
-                                                f"bytes, not {chunk_size(spec.nbytes, offset)}")
-                yield pb.WeightSlice(name=spec.name, dtype=spec.dtype if k == 0 else "",
-                                     shape=list(spec.shape) if k == 0 else [], offset=offset,
-                                     data=data)
+            used = weight_codec(codec, spec.dtype, spec.shape)
+            chunks = self._chunks(spec, encoded_nbytes(used, spec.dtype, spec.shape), it)
+            pieces: Iterator[tuple[int, bytes]]
+            if used == "none":
+                pieces = ((k * CHUNK_BYTES, data) for k, data in enumerate(chunks))
+            else:
+                try:
+                    weight = decode_weight(used, b"".join(chunks), spec.dtype, spec.shape)
+                except CodecError as e:
+                    raise invalid("bad_chunks", f"weight {spec.name!r}: {e}") from None
+                pieces = tensor_pieces(weight, SLICE_BYTES)
+            for offset, data in pieces:
+                yield pb.WeightSlice(name=spec.name, dtype=spec.dtype if offset == 0 else "",
+                                     shape=list(spec.shape) if offset == 0 else [],
+                                     offset=offset, data=data)
+
+    def _chunks(self, spec: WeightSpec, nbytes: int, digests: Iterator[str]
+                ) -> Iterator[bytes]:
+        """One weight's ``nbytes`` upload bytes, chunk by chunk, each re-checked."""
+        for k in range(chunk_count(nbytes)):
+            digest, offset = next(digests), k * CHUNK_BYTES
+            data = self.chunks.read(digest)
+            if data is None:
+                raise _missing(f"of weight {spec.name!r}", 1, chunk_count(nbytes))
+            if len(data) != chunk_size(nbytes, offset):
+                raise invalid("bad_chunks", f"chunk {digest[:12]} listed at offset {offset} "
+                                            f"of weight {spec.name!r} has {len(data)} "
+                                            f"bytes, not {chunk_size(nbytes, offset)}")
+            yield data
 
 
 def _rest(head: pb.PutChunksRequest, stream: Iterator[pb.PutChunksRequest]
@@ -144,6 +175,16 @@ def _rest(head: pb.PutChunksRequest, stream: Iterator[pb.PutChunksRequest]
         if msg.model or msg.input_shape:
             raise invalid("bad_chunks", "only the first PutChunks message names the model")
         yield msg
+
+
+def _codec(name: str, field: str) -> str:
+    """A weight encoding a peer names ("" is raw)."""
+    if name in ("", "none"):
+        return "none"
+    if name not in WEIGHT_CODECS:
+        raise invalid("bad_chunks", f"{field}: {name[:40]!r} is not a weight encoding (none, "
+                                    f"fp16 or int8)")
+    return name
 
 
 def _check_digests(digests: object, field: str) -> None:

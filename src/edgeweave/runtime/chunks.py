@@ -1,11 +1,12 @@
 """Weights as content-addressed chunks: what an incremental upload sends, resumes and checks.
 
-A weight's wire bytes (:mod:`edgeweave.codec.wire`, as Deploy sends them) are cut on a fixed
-grid: chunk k covers bytes ``[k * CHUNK_BYTES, min((k + 1) * CHUNK_BYTES, nbytes))``, and an
-empty weight is one empty chunk. Device and node derive the grid from a weight's dtype and shape
-alone, and a chunk is named by the sha256 of its bytes, so the node can store chunks by digest
-as they arrive, say which it holds (an upload broken off resumes by sending only the rest), and
-re-check every chunk's bytes against its name whenever it reads one.
+A weight's upload bytes (its wire bytes, :mod:`edgeweave.codec.wire`, as Deploy sends them; or
+fp16 / per-channel int8, :mod:`edgeweave.codec.weights`) are cut on a fixed grid: chunk k covers
+bytes ``[k * CHUNK_BYTES, min((k + 1) * CHUNK_BYTES, nbytes))``, and an empty weight is one empty
+chunk. Device and node derive the grid from a weight's dtype, shape and encoding alone, and a
+chunk is named by the sha256 of its bytes, so the node can store chunks by digest as they
+arrive, say which it holds (an upload broken off resumes by sending only the rest), and re-check
+every chunk's bytes against its name whenever it reads one.
 """
 
 from __future__ import annotations
@@ -56,12 +57,21 @@ class ChunkRef:
     offset: int
     size: int
     digest: str
+    codec: str = "none"  # the weight's encoding (edgeweave.codec.weights)
 
 
 def weight_chunks(spec: WeightSpec, tensor: torch.Tensor) -> list[ChunkRef]:
-    """The chunks of one weight, hashed (the device side; the node re-hashes what arrives)."""
+    """The chunks of one weight's raw bytes, hashed (the device side; the node re-hashes what
+    arrives)."""
     return [ChunkRef(spec.name, offset, len(data), chunk_digest(data))
             for offset, data in tensor_pieces(tensor, CHUNK_BYTES)]
+
+
+def encoded_chunks(name: str, data: bytes, codec: str) -> list[ChunkRef]:
+    """The chunks of one weight's ``codec``-encoded bytes ``data``, hashed."""
+    return [ChunkRef(name, k, len(piece), chunk_digest(piece), codec)
+            for k in range(0, max(1, len(data)), CHUNK_BYTES)
+            for piece in (data[k:k + CHUNK_BYTES],)]
 
 
 def chunk_data(tensor: torch.Tensor, offset: int) -> bytes:

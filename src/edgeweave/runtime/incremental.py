@@ -12,6 +12,11 @@ as one Infer call each, which carries the values the segment needs and returns t
 segments need. An edge that fails a call (down, overloaded, lost its stage) gets the segment run
 here instead, marked as a fallback; a stage the edge lost is built again from its chunks, which
 are uploaded again only if the edge lost those too.
+
+The weights go up as the schedule's weight codec says (`plan.upload_codec`: raw, fp16 or
+per-channel int8), and the edge's segments run them dequantized (the device's own segments,
+and a fallback, run the exact weights). A landed partition's plan is built while the next
+partition uploads: the link does not idle while the edge builds stages.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +38,7 @@ from edgeweave.codec import CodecError
 from edgeweave.errors import EdgeWeaveError
 from edgeweave.graph import Graph, Stage, split
 from edgeweave.plan.ionn import SegmentPlan, UploadSchedule
+from edgeweave.profile.weight_codecs import node_weights
 from edgeweave.runtime import tensors
 from edgeweave.runtime.backoff import Backoff
 from edgeweave.runtime.client import ClientOptions, Result
@@ -54,6 +61,9 @@ log = logging.getLogger("edgeweave.runtime")
 #: the upload then never builds a queue in the kernel, and a query, which reserves the pacer
 #: too, waits behind one chunk at most instead of sharing the link with a backlogged flow.
 KERNEL_PACE = 0.9
+#: A partition's stage serves this device's queries, one at a time (its digest covers this
+#: device's plan and weights): batches of one, so the edge's build skips calibrating batches.
+SERVING = pb.ServingConfig(max_batch=1)
 
 
 @dataclass
@@ -121,10 +131,11 @@ class IncrementalClient:
         self.uploader = ChunkUploader(
             pb_grpc.NodeStub(self._channels[1]), graph.spec, graph.input_shape,
             graph.module.state_dict(), uplink=self._uplink, mbps=self.mbps,
-            backoff_s=self.opts.backoff_s, stop=self._stop)
-        self._weights = _node_weights(graph)
+            backoff_s=self.opts.backoff_s, stop=self._stop, codec=schedule.weight_codec)
+        self._weights = node_weights(graph)
         self._backoff = Backoff(*self.opts.backoff_s)
         self._repair = threading.Event()
+        self._landed = 0  # partitions on the edge
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
         self._example: torch.Tensor | None = None
@@ -154,15 +165,21 @@ class IncrementalClient:
         self._ready.set()
 
     def _upload(self) -> None:
+        """Partitions go up back to back; each one's plan is built meanwhile (a build waits
+        for the edge to build and calibrate its stages: seconds the link would idle)."""
+        builds: list[Future[None]] = []
         try:
-            for k, step in enumerate(self.schedule.steps, start=1):
-                self.uploader.upload(self.uploader.chunks_of(self._weights_of(step.nodes)))
-                self._event("landed", partition=k, bytes=step.nbytes, nodes=list(step.nodes))
-                while not self._ready.wait(0.2):
-                    if self._stop.is_set():
-                        return
-                self._switch(self._build(step.plan, k))
-                self._heal()
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgeweave-switch") as pool:
+                for k, step in enumerate(self.schedule.steps, start=1):
+                    self.uploader.upload(self.uploader.chunks_of(self._weights_of(step.nodes)))
+                    self._event("landed", partition=k, bytes=step.nbytes,
+                                nodes=list(step.nodes))
+                    self._landed = k
+                    builds.append(pool.submit(self._switch_to, step.plan, k))
+                    for done in (b for b in builds if b.done()):
+                        done.result()  # a failed build stops the upload
+                for build in builds:
+                    build.result()
             self._event("uploaded", bytes_sent=self.uploader.stats.bytes_sent)
             while not self._stop.is_set():
                 if self._repair.wait(0.2):
@@ -170,9 +187,20 @@ class IncrementalClient:
         except UploadStopped:
             pass
         except (UploadError, EdgeWeaveError, grpc.RpcError) as e:
+            self._stop.set()  # a build still queued gives up
             why = e.details() if isinstance(e, grpc.RpcError) else str(e)
             log.warning("incremental upload stopped: %s; queries keep the current plan", why)
             self._event("upload_failed", error=str(why))
+
+    def _switch_to(self, plan: SegmentPlan, landed: int) -> None:
+        """Build ``plan`` and put it in force, unless a later partition has landed meanwhile
+        (its plan is better, and its build comes next)."""
+        while not self._ready.wait(0.2):
+            if self._stop.is_set():
+                raise UploadStopped
+        if landed == self._landed:
+            self._switch(self._build(plan, landed))
+        self._heal()
 
     def _heal(self) -> None:
         """Build the plan in force again when the edge lost one of its stages."""
@@ -187,30 +215,35 @@ class IncrementalClient:
                     predicted_ms=active.plan.total_ms)
 
     def _build(self, plan: SegmentPlan, landed: int) -> _Active:
-        """Stages for ``plan``: device segments traced here, edge segments built by the edge
-        from the chunks it holds."""
+        """Stages for ``plan``: device segments traced here while the edge builds its
+        segments from the chunks it holds (seconds each, on a busy host)."""
         assert self._example is not None
         stages = split(self.graph, plan.placement(), plan.keys())
         env: dict[str, Any] = {self.graph.placeholders[0]: self._example}
-        segments = []
-        for k, ((tier, _), stage) in enumerate(zip(plan.segments, stages, strict=True)):
-            args = [env[n] for n in stage.inputs]
-            if tier == plan.segments[0][0]:
-                segments.append(_Segment(tier, stage, device_module(stage, args)))
-            else:
-                segments.append(self._edge_segment(plan, tier, stage, args,
-                                                   last=k == len(stages) - 1))
+        inputs = []
+        for stage in stages:
+            inputs.append([env[n] for n in stage.inputs])
             with torch.no_grad():
-                env.update(zip(stage.outputs, stage.module(*args), strict=True))
+                env.update(zip(stage.outputs, stage.module(*inputs[-1]), strict=True))
+        device = plan.segments[0][0]
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="edgeweave-build") as pool:
+            edge = {k: pool.submit(self._edge_segment, plan, tier, stage, args,
+                                   k == len(stages) - 1)
+                    for k, ((tier, _), stage, args)
+                    in enumerate(zip(plan.segments, stages, inputs, strict=True))
+                    if tier != device}
+            segments = [edge[k].result() if k in edge else
+                        _Segment(device, stage, device_module(stage, args))
+                        for k, (stage, args) in enumerate(zip(stages, inputs, strict=True))]
         return _Active(plan, segments, landed)
 
     def _edge_segment(self, plan: SegmentPlan, tier: str, stage: Stage, args: list[Any],
                       last: bool) -> _Segment:
         try:
-            pkg = package_stage(self.graph, stage, args)
+            pkg = self.uploader.package(package_stage(self.graph, stage, args))
         except StageError as e:
             raise EdgeWeaveError(f"cannot deploy segment {stage.key}: {e}") from None
-        self.uploader.deploy(pkg, f"{self.graph.name}:{stage.key}")
+        self.uploader.deploy(pkg, f"{self.graph.name}:{stage.key}", serving=SERVING)
         hop = pb.Hop(stage=pkg.digest, needs=stage.inputs, codec=plan.codec,
                      link_mbps=self.mbps, link_rtt_ms=self.rtt_ms,
                      shape_bandwidth=self.opts.shape_bandwidth)
@@ -312,14 +345,3 @@ class IncrementalClient:
         segments[f"{seg.stage.key}_remote"] = (time.perf_counter() - sent) * 1000.0
         return True, "", nbytes
 
-
-def _node_weights(graph: Graph) -> dict[str, list[str]]:
-    """The state-dict names of each node's weights (a module's parameters and buffers, or the
-    tensor a get_attr reads): what uploading that layer means."""
-    names = list(graph.module.state_dict())
-    out: dict[str, list[str]] = {}
-    for node in graph.module.graph.nodes:
-        if node.op in ("call_module", "get_attr"):
-            target = str(node.target)
-            out[node.name] = [n for n in names if n == target or n.startswith(target + ".")]
-    return out

@@ -15,9 +15,13 @@ from typing import Any
 import torch
 
 from edgeweave import formats
+from edgeweave.codec.weights import WEIGHT_CODECS, check_weight_codec
+from edgeweave.errors import EdgeWeaveError
 from edgeweave.graph import Graph
 from edgeweave.plan.ionn import UploadSchedule, upload_all_schedule, upload_schedule
+from edgeweave.plan.upload_codec import CodecChoice, choose_upload_codec
 from edgeweave.profile import Profile
+from edgeweave.profile.weight_codecs import upload_bytes, weight_agreement
 from edgeweave.runtime.client import ClientOptions, Result
 from edgeweave.runtime.incremental import IncrementalClient, IncrementalRun
 from edgeweave.runtime.upload import UploadStats
@@ -26,12 +30,40 @@ from edgeweave.security import ClientTLS
 STRATEGIES = ("incremental", "whole")
 
 
-def schedule_for(profile: Profile, strategy: str, codecs: Sequence[str] = ("none",)
-                 ) -> UploadSchedule:
-    """IONN's order (``incremental``) or the whole model in one partition (``whole``)."""
+def schedule_for(profile: Profile, strategy: str, codecs: Sequence[str] = ("none",),
+                 graph: Graph | None = None, weight_codec: str = "none",
+                 agreement: dict[str, float] | None = None) -> UploadSchedule:
+    """IONN's order (``incremental``) or the whole model in one partition (``whole``), the
+    weights sent as ``weight_codec`` (``auto``: :func:`choose_weight_codec`'s choice, with
+    ``agreement``); a codec other than ``none`` needs ``graph`` (the sizes come from its
+    weights)."""
+    if weight_codec == "none":
+        sizes = None
+    elif graph is None:
+        raise EdgeWeaveError(f"--upload-codec {weight_codec}: the upload's sizes need the model")
+    elif weight_codec == "auto":
+        choice = choose_weight_codec(graph, profile, codecs, agreement)
+        weight_codec, sizes = choice.codec, upload_bytes(graph, choice.codec)
+    else:
+        sizes = upload_bytes(graph, check_weight_codec(weight_codec))
     if strategy == "incremental":
-        return upload_schedule(profile, codecs)
-    return upload_all_schedule(profile, codecs)
+        return upload_schedule(profile, codecs, upload_bytes=sizes, weight_codec=weight_codec)
+    return upload_all_schedule(profile, codecs, upload_bytes=sizes, weight_codec=weight_codec)
+
+
+def choose_weight_codec(graph: Graph, profile: Profile, codecs: Sequence[str],
+                        agreement: dict[str, float] | None = None) -> CodecChoice:
+    """`plan.upload_codec`'s choice for ``graph``, its agreement measured here (only for the
+    codecs that would pay; kept in ``agreement`` across calls, e.g. one per bandwidth)."""
+    sizes = {c: upload_bytes(graph, c) for c in WEIGHT_CODECS}
+    known = {} if agreement is None else agreement
+
+    def measure(codec: str) -> float:
+        if codec not in known:
+            known[codec] = weight_agreement(graph, (codec,))[codec]
+        return known[codec]
+
+    return choose_upload_codec(profile, codecs, sizes, measure)
 
 
 @dataclass

@@ -183,11 +183,11 @@ class NodeService(pb_grpc.NodeServicer):
 
     def DeployFromChunks(self, request: pb.DeployFromChunksRequest,
                          context: grpc.ServicerContext) -> pb.DeployReply:
-        """A stage built from uploaded chunks is served with the node's default knobs (the
-        request carries none)."""
+        """A stage built from uploaded chunks is served with the knobs the request names (the
+        node's defaults for those it does not)."""
         return self._uploading("DeployFromChunks", context, lambda: self._deployed(
             self.chunk_deployer.deploy(request, self._next is not None),
-            serving_config(pb.ServingConfig()), context))
+            serving_config(request.serving), context))
 
     def _deployed(self, done: Deployed, knobs: ServingConfig, context: grpc.ServicerContext
                   ) -> pb.DeployReply:

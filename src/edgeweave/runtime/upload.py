@@ -9,6 +9,11 @@ Failures the edge may recover from (down, restarting, overloaded, a deadline) ar
 a growing back-off for up to `patience_s`; any other refusal is an UploadError, and so are
 `attempts` rounds in a row that sent every missing chunk and left them missing.
 
+Weights go as ``codec`` (:mod:`edgeweave.codec.weights`: raw, fp16 or per-channel int8, the
+planner's choice): a chunk is named by the sha256 of its encoded bytes, and the node builds the
+stage from the decoded weights, which is what the device hashes into the stage's digest
+(:meth:`ChunkUploader.package`), so the digest check still covers every byte the stage runs.
+
 Chunks pass ``uplink`` one at a time, a token bucket the device's queries reserve too: the
 emulated link itself under application shaping; under kernel shaping (netlab) a pacer a little
 below the link's rate, so the upload never queues data in the kernel ahead of a query.
@@ -16,6 +21,7 @@ below the link's rate, so the upload never queues data in the kernel ahead of a 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -24,15 +30,24 @@ from dataclasses import dataclass
 import grpc
 import torch
 
+from edgeweave.codec.weights import (
+    check_weight_codec,
+    decode_weight,
+    encode_weight,
+    weight_codec,
+)
 from edgeweave.errors import EdgeWeaveError
 from edgeweave.runtime.backoff import Backoff
 from edgeweave.runtime.chunk_deploy import MAX_HAVE
-from edgeweave.runtime.chunks import ChunkRef, chunk_data, weight_chunks
+from edgeweave.runtime.chunks import ChunkRef, chunk_data, encoded_chunks, weight_chunks
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
 from edgeweave.runtime.proto import edgeweave_pb2_grpc as pb_grpc
-from edgeweave.runtime.recipe import StagePackage, WeightSpec
+from edgeweave.runtime.recipe import StagePackage, WeightSpec, package
 from edgeweave.runtime.server import FALLBACK_CODES
 from edgeweave.runtime.shaper import LinkShaper
+from edgeweave.security import ClientTLS, authed_channel
+
+log = logging.getLogger("edgeweave.runtime")
 
 #: Chunk bytes per PutChunks call: a call holds one of the node's admission slots, so a long
 #: upload gives it back every 8 MiB (67 s at 1 Mbit/s).
@@ -60,15 +75,18 @@ class UploadStats:
 
 class ChunkUploader:
     """Uploads chunks of ``weights`` (a model's state dict: name -> tensor) for ``model`` at
-    ``input_shape`` (the node checks every chunk against its own capture of it)."""
+    ``input_shape`` (the node checks every chunk against its own capture of it), each weight
+    encoded as ``codec``."""
 
     def __init__(self, stub: pb_grpc.NodeStub, model: str, input_shape: Sequence[int],
                  weights: Mapping[str, torch.Tensor], *, uplink: LinkShaper,
                  mbps: float, attempts: int = 6, patience_s: float = 120.0,
                  backoff_s: tuple[float, float] = (0.5, 8.0),
-                 stop: threading.Event | None = None):
+                 stop: threading.Event | None = None, codec: str = "none"):
         self.stub, self.model, self.input_shape = stub, model, list(input_shape)
         self.weights, self.uplink, self.mbps = weights, uplink, mbps
+        self.codec = check_weight_codec(codec)
+        self._encoded: dict[str, bytes] = {}  # encoded weights (raw ones are made when sent)
         self.attempts, self.patience_s = attempts, patience_s
         self.stop = stop or threading.Event()
         self.stats = UploadStats()
@@ -83,9 +101,26 @@ class ChunkUploader:
             if name not in self._refs:
                 tensor = self.weights[name]
                 spec = WeightSpec(name, _dtype(tensor, name), tuple(tensor.shape))
-                self._refs[name] = weight_chunks(spec, tensor)
+                used = weight_codec(self.codec, spec.dtype, spec.shape)
+                if used == "none":
+                    self._refs[name] = weight_chunks(spec, tensor)
+                else:
+                    self._encoded[name] = encode_weight(used, tensor)
+                    self._refs[name] = encoded_chunks(name, self._encoded[name], used)
             out.extend(self._refs[name])
         return out
+
+    def package(self, pkg: StagePackage) -> StagePackage:
+        """``pkg`` as the node will build it from this upload's chunks: its weights decoded
+        from their encoding, and its digest over those."""
+        if self.codec == "none":
+            return pkg
+        refs = self.chunks_of(spec.name for spec, _ in pkg.weights)
+        used = {r.weight: r.codec for r in refs}
+        return package(pkg.recipe, [
+            (spec, tensor if used[spec.name] == "none" else
+             decode_weight(used[spec.name], self._encoded[spec.name], spec.dtype, spec.shape))
+            for spec, tensor in pkg.weights])
 
     def missing(self, refs: Sequence[ChunkRef]) -> list[ChunkRef]:
         """The chunks the node does not hold (asked in batches of MAX_HAVE)."""
@@ -139,12 +174,15 @@ class ChunkUploader:
         for ref in batch:
             if self.stop.is_set():
                 return  # the node keeps what arrived; nothing half-sent is stored
-            data = chunk_data(self.weights[ref.weight], ref.offset)
+            encoded = self._encoded.get(ref.weight)
+            data = (chunk_data(self.weights[ref.weight], ref.offset) if encoded is None
+                    else encoded[ref.offset:ref.offset + ref.size])
             self.uplink.bucket.consume(len(data))
             self.stats.bytes_sent += len(data)
             self.stats.chunks_sent += 1
             yield pb.PutChunksRequest(chunks=[pb.WeightChunk(
-                weight=ref.weight, offset=ref.offset, digest=ref.digest, data=data)])
+                weight=ref.weight, offset=ref.offset, digest=ref.digest, data=data,
+                codec=ref.codec)])
 
     def _failed(self, e: grpc.RpcError) -> None:
         """A call failed: back off and let the caller retry, unless the edge refused for good
@@ -171,13 +209,15 @@ class ChunkUploader:
         if self.stop.is_set():
             raise UploadStopped
 
-    def deploy(self, pkg: StagePackage, name: str, timeout_s: float = 300.0
-               ) -> pb.DeployReply:
-        """Have the node build ``pkg`` from chunks it holds; chunks it lacks (evicted,
-        damaged on disk) are uploaded and the build asked for once more."""
+    def deploy(self, pkg: StagePackage, name: str, timeout_s: float = 300.0,
+               serving: pb.ServingConfig | None = None) -> pb.DeployReply:
+        """Have the node build ``pkg`` (as :meth:`package` made it) from chunks it holds;
+        chunks it lacks (evicted, damaged on disk) are uploaded and the build asked for once
+        more."""
         refs = self.chunks_of(spec.name for spec, _ in pkg.weights)
         req = pb.DeployFromChunksRequest(stage_digest=pkg.digest, recipe=pkg.recipe.to_proto(),
-                                         name=name, chunks=[r.digest for r in refs])
+                                         name=name, chunks=[r.digest for r in refs],
+                                         weight_codec=self.codec, serving=serving)
         sent = False
         while True:
             self._check_stop()
@@ -194,6 +234,29 @@ class ChunkUploader:
                                       ) from None
             sent = True
             self.upload(refs)
+
+
+def warm_edge(target: str, model: str, input_shape: Sequence[int], *,
+              token: str | None = None, tls: ClientTLS | None = None,
+              timeout_s: float = 120.0) -> threading.Thread:
+    """Have the edge capture ``model`` now, in the background (a PutChunks naming it, with no
+    chunk): the node checks every chunk against its own capture, which takes seconds for a
+    large model (AlexNet: 5-9 s on a busy 2-core host), and the device starts this while it
+    profiles and plans, so the first partition's bytes are all its first benefit waits for.
+    A failure is only logged: the upload's own first call makes the same capture."""
+
+    def go() -> None:
+        try:
+            with authed_channel(target, token=token, tls=tls) as channel:
+                pb_grpc.NodeStub(channel).PutChunks(iter([pb.PutChunksRequest(
+                    model=model, input_shape=list(input_shape))]), timeout=timeout_s)
+        except grpc.RpcError as e:
+            log.info("warming the edge up for %s failed (%s); the upload will capture it",
+                     model, e.code().name)
+
+    thread = threading.Thread(target=go, name="edgeweave-warm-edge", daemon=True)
+    thread.start()
+    return thread
 
 
 def _batches(refs: Sequence[ChunkRef], nbytes: int) -> Iterator[list[ChunkRef]]:

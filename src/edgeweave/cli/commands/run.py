@@ -20,9 +20,28 @@ UPLOAD_HELP = ("whole: deploy the plan's stages, then offload; incremental: uplo
                "would take over 10 s to upload.")
 
 
+UPLOAD_CODEC_HELP = ("How an incremental upload's weights travel to the edge: none (raw "
+                     "float32), fp16, int8 (per output channel), or auto: the planner's choice, "
+                     "the one whose upload saves the most query time among those whose measured "
+                     "top-1 agreement with the exact model is at least 98% (none when "
+                     "compression saves under a second). Whole-stage deploys send raw weights.")
+CODEC_HELP = ("Candidate activation codecs, comma-separated (none, fp16, int8, zstd, fp16+zstd, "
+              "int8+zstd, ...) or auto; the plan picks one per cut. Default: none, and auto for "
+              "an incremental upload (whose plans cross the link more often).")
+
+
 def _upload() -> str:
     return typer.Option("auto", "--upload", callback=one_of("auto", "whole", "incremental"),
                         help=UPLOAD_HELP)
+
+
+def _upload_codec() -> str:
+    return typer.Option("auto", "--upload-codec",
+                        callback=one_of("auto", "none", "fp16", "int8"), help=UPLOAD_CODEC_HELP)
+
+
+def _codec() -> str | None:
+    return typer.Option(None, "--codec", help=CODEC_HELP)
 
 
 def _results(json_out: Path | None, report: Path | None) -> Path | None:
@@ -46,9 +65,7 @@ def infer(
     input_file: Path = typer.Option(None, "--input", help="Image (png/jpg) or .npy input."),
     repeat: int = typer.Option(10, min=1, max=1_000_000, help="Requests to send."),
     objective: Objective = typer.Option(Objective.latency, help="What the plan minimises."),
-    codec: str = typer.Option("none", help="Candidate activation codecs, comma-separated "
-                              "(none, fp16, int8, zstd, fp16+zstd, int8+zstd, ...) or auto; the "
-                              "plan picks one per cut."),
+    codec: str | None = _codec(),
     mbps: float = typer.Option(None, "--mbps", callback=MBPS, help=MBPS_HELP),
     token_file: Path = typer.Option(None, "--token-file", help="Bearer token file."),
     cert_dir: Path = typer.Option(None, "--cert-dir", help="mTLS: the fleet dir from `edgeweave "
@@ -58,6 +75,7 @@ def infer(
                                 "kernel: netlab's tc already shapes them (add RTT only)."),
     fallback_local: bool = typer.Option(False, "--fallback-local", help=FALLBACK_HELP),
     upload: str = _upload(),
+    upload_codec: str = _upload_codec(),
     json_out: Path = typer.Option(None, "--json", callback=output_file, help=JSON_HELP),
     report: Path = report_option(),
 ) -> None:
@@ -70,7 +88,7 @@ def infer(
     runtime_cmds.infer(console, model, fleet, edge, plan_file, input_file, repeat,
                        objective.value, codec, mbps, token_file, cert_dir, adapt, out,
                        shape_bandwidth=shaping == "app", fallback_local=fallback_local,
-                       upload=upload, slo_ms=slo_ms)
+                       upload=upload, slo_ms=slo_ms, upload_codec=upload_codec)
     if report and out:
         reporting.write(console, report, [out])
 
@@ -80,10 +98,11 @@ def lab(
     model: str = typer.Argument("resnet18", help="Model to run across the local fleet."),
     fleet: str = typer.Option(None, "--fleet", "-f", help=FLEET_HELP),
     repeat: int = typer.Option(10, min=1, max=1_000_000, help="Requests to send."),
-    codec: str = typer.Option("none", help="Activation codec at each cut."),
+    codec: str | None = _codec(),
     mbps: float = typer.Option(None, "--mbps", callback=MBPS, help=MBPS_HELP),
     fallback_local: bool = typer.Option(False, "--fallback-local", help=FALLBACK_HELP),
     upload: str = _upload(),
+    upload_codec: str = _upload_codec(),
     json_out: Path = typer.Option(None, "--json", callback=output_file, help=JSON_HELP),
     report: Path = report_option(),
 ) -> None:
@@ -92,7 +111,7 @@ def lab(
 
     out = _results(json_out, report)
     runtime_cmds.lab(console, model, fleet, repeat, codec, mbps, out,
-                     fallback_local=fallback_local, upload=upload)
+                     fallback_local=fallback_local, upload=upload, upload_codec=upload_codec)
     if report and out:
         reporting.write(console, report, [out])
 
@@ -102,9 +121,10 @@ def netlab(
     model: str = typer.Argument("resnet18", help="Model to run across the namespaced fleet."),
     fleet: str = typer.Option(None, "--fleet", "-f", help=FLEET_HELP),
     repeat: int = typer.Option(10, min=1, max=1_000_000, help="Requests to send."),
-    codec: str = typer.Option("none", help="Activation codec at each cut."),
+    codec: str | None = _codec(),
     mbps: float = typer.Option(None, "--mbps", callback=MBPS, help=MBPS_HELP),
     upload: str = _upload(),
+    upload_codec: str = _upload_codec(),
     json_out: Path = typer.Option(None, "--json", callback=output_file, help=JSON_HELP),
     report: Path = report_option(),
     prefix: str = typer.Option("ew", "--prefix", help="Names of the lab's network namespaces: "
@@ -121,6 +141,7 @@ def netlab(
         runtime_cmds.netlab_cleanup(console, prefix)
         return
     out = _results(json_out, report)
-    runtime_cmds.netlab(console, model, fleet, repeat, codec, mbps, out, prefix, upload)
+    runtime_cmds.netlab(console, model, fleet, repeat, codec, mbps, out, prefix, upload,
+                        upload_codec)
     if report and out:
         reporting.write(console, report, [out])

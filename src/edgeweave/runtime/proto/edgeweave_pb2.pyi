@@ -220,16 +220,18 @@ class HaveChunksReply(_message.Message):
     def __init__(self, missing: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class WeightChunk(_message.Message):
-    __slots__ = ("weight", "offset", "digest", "data")
+    __slots__ = ("weight", "offset", "digest", "data", "codec")
     WEIGHT_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    CODEC_FIELD_NUMBER: _ClassVar[int]
     weight: str
     offset: int
     digest: str
     data: bytes
-    def __init__(self, weight: _Optional[str] = ..., offset: _Optional[int] = ..., digest: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+    codec: str
+    def __init__(self, weight: _Optional[str] = ..., offset: _Optional[int] = ..., digest: _Optional[str] = ..., data: _Optional[bytes] = ..., codec: _Optional[str] = ...) -> None: ...
 
 class PutChunksRequest(_message.Message):
     __slots__ = ("model", "input_shape", "chunks")
@@ -250,18 +252,22 @@ class PutChunksReply(_message.Message):
     def __init__(self, stored: _Optional[int] = ..., refused: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DeployFromChunksRequest(_message.Message):
-    __slots__ = ("stage_digest", "recipe", "name", "hops_ahead", "chunks")
+    __slots__ = ("stage_digest", "recipe", "name", "hops_ahead", "chunks", "weight_codec", "serving")
     STAGE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     RECIPE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     HOPS_AHEAD_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_CODEC_FIELD_NUMBER: _ClassVar[int]
+    SERVING_FIELD_NUMBER: _ClassVar[int]
     stage_digest: str
     recipe: StageRecipe
     name: str
     hops_ahead: int
     chunks: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, stage_digest: _Optional[str] = ..., recipe: _Optional[_Union[StageRecipe, _Mapping]] = ..., name: _Optional[str] = ..., hops_ahead: _Optional[int] = ..., chunks: _Optional[_Iterable[str]] = ...) -> None: ...
+    weight_codec: str
+    serving: ServingConfig
+    def __init__(self, stage_digest: _Optional[str] = ..., recipe: _Optional[_Union[StageRecipe, _Mapping]] = ..., name: _Optional[str] = ..., hops_ahead: _Optional[int] = ..., chunks: _Optional[_Iterable[str]] = ..., weight_codec: _Optional[str] = ..., serving: _Optional[_Union[ServingConfig, _Mapping]] = ...) -> None: ...
 
 class HealthRequest(_message.Message):
     __slots__ = ()
