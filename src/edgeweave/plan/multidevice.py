@@ -10,8 +10,9 @@ medium. The space searched, and whether the answer is exact in it, is written in
 
 * fused tiles: every depth x every grid up to 6x6 that fits x reuse on/off; tiles to devices
   exhaustively when the assignments are few (``max_assignments``), else greedy + local moves;
-* layer-wise: MoDNN's speed-biased split over the gateway plus the k fastest other devices,
-  for every k and every cut of the model where one tensor crosses;
+* layer-wise: MoDNN's speed-biased split (or, with ``layer_split``, even rows or the 2-D grid)
+  over the gateway plus the k fastest other devices, for every k and every cut of the model
+  where one tensor crosses;
 * the single-device plan with the gateway as the device.
 """
 
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from edgeweave.errors import PlanError
 from edgeweave.graph.blocks import cut_depths, fused_block
 from edgeweave.graph.capture import Graph
+from edgeweave.graph.layerwise import SCHEMES
 from edgeweave.plan.cluster_cost import MIB, ClusterModel, mib
 from edgeweave.plan.costs import CostModel
 from edgeweave.plan.fused_search import (
@@ -94,6 +96,7 @@ def plan_cluster(
     largest_grid: int = 6,
     input_codec: str = "none",
     result_codec: str = "none",
+    layer_split: str = "biased",
 ) -> Plan:
     """The best plan for one frame of ``graph`` across ``fleet``'s cluster (module docstring).
 
@@ -102,10 +105,13 @@ def plan_cluster(
     cluster to some of its devices (the gateway must be one); ``model_spec`` is the specifier
     workers rebuild the model from (the graph's name by default); ``cache`` keeps tiles across
     calls for the same graph; ``input_codec`` and ``result_codec`` are what the frame's crops
-    and computed feature maps cross the medium in (plan.cluster_cost.MEDIUM_CODECS)."""
+    and computed feature maps cross the medium in (plan.cluster_cost.MEDIUM_CODECS);
+    ``layer_split`` is how layer-wise cuts a convolution (graph.layerwise.SCHEMES)."""
     if objective not in CLUSTER_OBJECTIVES:
         raise PlanError(f"--objective: {objective!r} is not supported for a cluster plan; use "
                         f"one of {', '.join(CLUSTER_OBJECTIVES)}")
+    if layer_split not in SCHEMES:
+        raise PlanError(f"--layer-split: {layer_split!r}; expected one of {', '.join(SCHEMES)}")
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise PlanError(f"--method: {', '.join(unknown) or 'none given'}; expected some of "
@@ -142,7 +148,8 @@ def plan_cluster(
                              reuse, max_assignments, refine, pinned, cache, largest_grid)
     if "layer-wise" in methods:
         candidates += [_from_layers(c) for c in
-                       layerwise_choices(graph, cm, model, names, objective, rest_after, search)]
+                       layerwise_choices(graph, cm, model, names, objective, rest_after, search,
+                                         layer_split)]
     if not candidates:
         raise PlanError(_nothing_fits(graph, search))
     # the simpler method wins a tie (float noise included): single, then layer-wise, then tiles
