@@ -97,15 +97,22 @@ def speedup_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, counts: Sequ
 def scheduler_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, frames: int,
                    cache: TileCache) -> list[dict[str, Any]]:
     """Work stealing vs work sharing on the same plan, every one of ``n`` heterogeneous devices
-    a data source with one frame in flight (DeepThings' multi-source setup)."""
+    a data source with one frame in flight (DeepThings' multi-source setup). Stealing twice:
+    a device asking for its next task only when idle (its crop then crosses the medium while
+    it waits), and holding one more task while it computes (``prefetch`` 1)."""
     fleet = fleet_of(n)
     plan = plan_emulated(graph, profile, fleet, methods=("fused-tiles",), cache=cache)
     part = plan.partition
     assert part is not None
     xs = _frames(graph, frames)
-    return [_row(run_cluster(graph, plan, profile, fleet, xs, scheduler=s,
-                             sources=part.devices, time_scale=TIME_SCALE))
-            for s in ("stealing", "sharing")]
+    rows = []
+    for scheduler, prefetch in (("stealing", 0), ("stealing", 1), ("sharing", 0)):
+        run = run_cluster(graph, plan, profile, fleet, xs, scheduler=scheduler,
+                          sources=part.devices, prefetch=prefetch, time_scale=TIME_SCALE)
+        rows.append(_row(run, prefetch=prefetch, hardware=[x.hardware for x in part.load]))
+        if prefetch:
+            rows[-1]["scheduler"] = f"stealing, prefetch {prefetch}"
+    return rows
 
 
 def reuse_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, frames: int,

@@ -61,7 +61,7 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
                           f"{part.gateway!r} only")
     xs = [load_input(None, graph.input_shape, seed=k) for k in range(frames)]
     with console.status(f"running {frames} frame(s) on {len(part.devices)} worker processes"):
-        run = run_cluster(graph, plan, profile, fl, xs, scheduler=scheduler,
+        run = run_cluster(graph, plan, profile, fl, xs, scheduler=scheduler, time_scale="auto",
                           sources=source_list, models=_installs(model))
     table = _print_run(console, run)
     if report is not None:
@@ -175,6 +175,19 @@ def _print_run(console: Console, run) -> Table:
                       f"{got['task_memory_mb']:.1f}" if got.get("task_memory_mb") == got.get(
                           "task_memory_mb") and "task_memory_mb" in got else "-")
     console.print(table)
+    idle = [name for name in part.devices if name not in run.dilations]
+    if idle:
+        console.print(f"not started (the plan gives them no work): {', '.join(idle)}",
+                      highlight=False)
+    emulation = run.emulation
+    console.print(f"emulation: one worker process per device, each task's CPU time stretched "
+                  f"by the device's dilation and slept, so the devices need "
+                  f"{emulation['host_cores_needed']:.2f} of this host's "
+                  f"{emulation['host_cores']} cores; {emulation['overrun_tasks']:.0f} of "
+                  f"{emulation['tasks']:.0f} tasks waited for a core past their stretch"
+                  + (f"; played {run.time_scale:g}x slower (dilations and the medium) on this "
+                     "loaded host, the times divided back" if run.time_scale > 1 else ""),
+                  highlight=False)
     console.print(f"latency: predicted {part.predicted['latency_ms']:.1f} ms, measured "
                   f"{run.latency_ms:.1f} ms (median of {len(run.results)}); "
                   f"{run.fps:.2f} frames/s; {run.bytes_per_frame / 1e3:.0f} kB per frame on "

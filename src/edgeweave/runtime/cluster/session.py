@@ -163,14 +163,16 @@ def run_cluster(graph: Graph, plan: Plan, profile: Profile, fleet: Fleet,
     if part is None or part.method not in ("fused-tiles", "layer-wise"):
         raise EdgeWeaveError("the plan runs on one device (no multi-device partition to run); "
                              "`edgeweave infer` runs single-device plans")
-    sources = list(sources or [part.gateway])
-    dilations = device_dilations(profile, fleet, working_devices(part, sources))
     remote = any(tier != "device" for tier in plan.placement.values())
-    scale = slow_motion(dilations) if time_scale == "auto" else float(time_scale)
-    if scale < 1.0 or (scale > 1.0 and remote):
+    if time_scale != "auto" and not (float(time_scale) == 1.0
+                                     or (float(time_scale) > 1.0 and not remote)):
         raise EdgeWeaveError(f"time scale {time_scale}: expected 1 or more, and 1 when the "
                              "rest of the model runs on the edge or cloud (they are not "
                              "slowed down)")
+    sources = list(sources or [part.gateway])
+    dilations = device_dilations(profile, fleet, working_devices(part, sources))
+    scale = float(time_scale) if time_scale != "auto" else (
+        1.0 if remote else slow_motion(dilations))
     slowed = {name: d * scale for name, d in dilations.items()}
     with (LocalLab(models=models) if remote else contextlib.nullcontext()) as edge_lab, \
             ClusterLab(dict(slowed), models=models,
