@@ -138,14 +138,16 @@ def reuse_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, frames
 
 def layer_split_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, frames: int
                      ) -> list[dict[str, Any]]:
-    """Layer-wise on ``n`` devices, MoDNN's speed-biased 1-D split vs the 2-D grid (each the
-    best layer-wise plan of its kind): bytes per frame on the medium and the delivery time
-    (each split layer's scatter-to-gather time less its slowest part's compute), measured."""
+    """Layer-wise on exactly ``n`` devices (pinned: on a slow medium the optimiser would keep
+    the model on one), MoDNN's speed-biased 1-D split vs the 2-D grid, each at its best cut:
+    bytes per frame on the medium and the delivery time (each split layer's scatter-to-gather
+    time less its slowest part's compute), measured."""
     fleet = fleet_of(n)
     xs = _frames(graph, frames)
     rows = []
     for split in ("biased", "grid"):
-        plan = plan_emulated(graph, profile, fleet, methods=("layer-wise",), layer_split=split)
+        plan = plan_emulated(graph, profile, fleet, methods=("layer-wise",), layer_split=split,
+                             layer_devices=n)
         run = run_cluster(graph, plan, profile, fleet, xs, time_scale=TIME_SCALE)
         rows.append(_row(run, predicted_medium_ms=run.plan.partition.predicted.get(
             "medium_busy_ms")))

@@ -182,6 +182,10 @@ def test_layer_wise_and_single_plans_carry_a_partition(digits) -> None:
     grid = plan_cluster(graph, profile, cluster_fleet(), methods=("layer-wise",),
                         layer_split="grid").partition
     assert grid is not None and grid.layer_split == "grid"
+    pinned = plan_cluster(graph, profile, cluster_fleet(mbps=1.0), methods=("layer-wise",),
+                          layer_devices=3).partition  # a slow medium: splitting does not pay
+    assert pinned is not None and {d for la in pinned.layers for d in la.devices} == {"a", "b",
+                                                                                      "c"}
     for layer in grid.layers:
         if layer.kind == "rows":
             sizes = [b - a for a, b in itertools.pairwise(layer.row_bounds)]
@@ -221,6 +225,7 @@ def test_the_rest_runs_where_the_single_device_planner_puts_it() -> None:
     ({"objective": "energy"}, PlanError, "--objective: 'energy' is not supported"),
     ({"methods": ("magic",)}, PlanError, "--method: magic"),
     ({"layer_split": "diagonal"}, PlanError, "--layer-split: 'diagonal'; expected one of"),
+    ({"layer_devices": 4}, PlanError, r"--layer-devices 4: expected 1 to 3"),
     ({"cluster": "nope"}, EdgeWeaveError, r"no cluster named 'nope' \(known: abc\)"),
 ])
 def test_bad_requests(digits, kwargs, error, pattern) -> None:

@@ -61,9 +61,11 @@ def device_order(model: ClusterModel, names: Sequence[str]) -> list[str]:
 
 def layerwise_choices(graph: Graph, cm: CostModel, model: ClusterModel, names: Sequence[str],
                       objective: str, rest_after: Callable[[list[str]], Rest | None],
-                      search: Search, scheme: str = "biased") -> list[LayerChoice]:
+                      search: Search, scheme: str = "biased", count: int | None = None
+                      ) -> list[LayerChoice]:
     """The best layer-wise split by ``scheme`` (graph.layerwise.SCHEMES), or none if no split
-    layer fits in memory."""
+    layer fits in memory; ``count`` pins the number of devices (MoDNN compares its splits on
+    a given number of devices)."""
     units = layer_units(graph)
     if not units:
         search.notes.append(f"no layer-wise split: model {graph.name!r} has no convolution, "
@@ -74,7 +76,7 @@ def layerwise_choices(graph: Graph, cm: CostModel, model: ClusterModel, names: S
     cuts = set(single_value_cuts(graph))
     ordered = device_order(model, names)
     best: LayerChoice | None = None
-    for k in range(1, len(ordered) + 1):
+    for k in [count] if count is not None else range(1, len(ordered) + 1):
         subset = ordered[:k]
         splits = layerwise_splits(graph, [model.devices[n].gflops for n in subset], scheme,
                                   units)

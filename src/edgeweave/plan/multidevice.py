@@ -97,6 +97,7 @@ def plan_cluster(
     input_codec: str = "none",
     result_codec: str = "none",
     layer_split: str = "biased",
+    layer_devices: int | None = None,
 ) -> Plan:
     """The best plan for one frame of ``graph`` across ``fleet``'s cluster (module docstring).
 
@@ -106,7 +107,8 @@ def plan_cluster(
     workers rebuild the model from (the graph's name by default); ``cache`` keeps tiles across
     calls for the same graph; ``input_codec`` and ``result_codec`` are what the frame's crops
     and computed feature maps cross the medium in (plan.cluster_cost.MEDIUM_CODECS);
-    ``layer_split`` is how layer-wise cuts a convolution (graph.layerwise.SCHEMES)."""
+    ``layer_split`` is how layer-wise cuts a convolution (graph.layerwise.SCHEMES) and
+    ``layer_devices`` pins how many devices it uses (the gateway and the fastest others)."""
     if objective not in CLUSTER_OBJECTIVES:
         raise PlanError(f"--objective: {objective!r} is not supported for a cluster plan; use "
                         f"one of {', '.join(CLUSTER_OBJECTIVES)}")
@@ -118,6 +120,9 @@ def plan_cluster(
                         f"{', '.join(METHODS)}")
     chosen = fleet.cluster(cluster)
     names = _devices(chosen, devices)
+    if layer_devices is not None and not 1 <= layer_devices <= len(names):
+        raise PlanError(f"--layer-devices {layer_devices}: expected 1 to {len(names)} (the "
+                        f"devices of cluster {chosen.name!r} in use)")
     prof = retarget(profile, fleet.tier_path(chosen.gateway_name), fleet.name)
     _check_profile(graph, prof)
     cm = CostModel(prof)
@@ -149,7 +154,7 @@ def plan_cluster(
     if "layer-wise" in methods:
         candidates += [_from_layers(c) for c in
                        layerwise_choices(graph, cm, model, names, objective, rest_after, search,
-                                         layer_split)]
+                                         layer_split, layer_devices)]
     if not candidates:
         raise PlanError(_nothing_fits(graph, search))
     # the simpler method wins a tie (float noise included): single, then layer-wise, then tiles
