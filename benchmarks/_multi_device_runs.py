@@ -5,7 +5,11 @@ device, dilated to its hardware (rpi4 / rpi3 from the host GFLOP/s recorded with
 the shared Wi-Fi one shaped link in the gateway, frames from real data sources. The plan is made
 for exactly that fleet (no edge or cloud: every frame stays on the devices), so its predicted
 latency and the measured one compare like with like. ``speedup_vs_one`` is measured against the
-same model run through the same runtime on one emulated device (devices = 1).
+same model run through the same runtime on one emulated device (devices = 1). Only the devices
+the plan gives work (and the data sources) get a worker. Runs are in slow motion when the host
+is loaded (``--time-scale``, runtime.cluster.session: dilations and the medium slowed together,
+times divided back); each row says its time scale and how many tasks the host still could not
+emulate faithfully (``overrun_tasks``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from edgeweave.runtime.cluster.session import ClusterRun, plan_emulated, run_clu
 from edgeweave.topology import Fleet
 
 FleetOf = Callable[[int], Fleet]  # n -> the first n devices of the cluster
+TIME_SCALE: float | str = "auto"  # run_cluster's time_scale (--time-scale)
 
 
 def _frames(graph: Graph, n: int) -> list[torch.Tensor]:
@@ -54,11 +59,17 @@ def _row(run: ClusterRun, **extra: Any) -> dict[str, Any]:
         "split_layers": len(part.layers), "sources": doc["sources"], "frames": doc["frames"],
         "cluster_ms": doc["cluster_ms"], "rest_ms": doc["rest_ms"],
         "stolen_per_frame": doc["stolen_per_frame"], "rerun": doc["rerun"],
-        "dilations": doc["dilations"], "device_work": work, "per_frame_ms": doc["per_frame_ms"],
+        "dilations": doc["dilations"], "workers": doc["workers"],
+        "time_scale": run.time_scale, "overrun_tasks": doc["emulation"]["overrun_tasks"],
+        "emulation_faithful": doc["emulation"]["faithful"],
+        "host_cores_needed": doc["emulation"]["host_cores_needed"],
+        "delivery_ms": doc["delivery_ms"], "layer_split": part.layer_split,
+        "device_work": work, "per_frame_ms": doc["per_frame_ms"],
     }
     row.update(extra)
     print(f"measured {row['model']} {row['method']} x{row['devices']} {row['scheduler']}: "
-          f"{row['latency_ms']:.0f} ms (predicted {predicted:.0f}), {row['fps']:.2f} fps",
+          f"{row['latency_ms']:.0f} ms (predicted {predicted:.0f}), {row['fps']:.2f} fps, "
+          f"time scale {run.time_scale:g}, {row['overrun_tasks']:.0f} overrun task(s)",
           file=sys.stderr, flush=True)
     return row
 
@@ -73,7 +84,8 @@ def speedup_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, counts: Sequ
         for n in ns:
             fleet = fleet_of(n)
             plan = plan_emulated(graph, profile, fleet, methods=(method,), cache=cache)
-            run = run_cluster(graph, plan, profile, fleet, xs, scheduler="stealing")
+            run = run_cluster(graph, plan, profile, fleet, xs, scheduler="stealing",
+                              time_scale=TIME_SCALE)
             rows.append(_row(run))
     one = next((r["latency_ms"] for r in rows
                 if r["devices"] == 1 and r["method"] == "fused-tiles"), None)
@@ -85,15 +97,22 @@ def speedup_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, counts: Sequ
 def scheduler_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, frames: int,
                    cache: TileCache) -> list[dict[str, Any]]:
     """Work stealing vs work sharing on the same plan, every one of ``n`` heterogeneous devices
-    a data source with one frame in flight (DeepThings' multi-source setup)."""
+    a data source with one frame in flight (DeepThings' multi-source setup). Stealing twice:
+    a device asking for its next task only when idle (its crop then crosses the medium while
+    it waits), and holding one more task while it computes (``prefetch`` 1)."""
     fleet = fleet_of(n)
     plan = plan_emulated(graph, profile, fleet, methods=("fused-tiles",), cache=cache)
     part = plan.partition
     assert part is not None
     xs = _frames(graph, frames)
-    return [_row(run_cluster(graph, plan, profile, fleet, xs, scheduler=s,
-                             sources=part.devices))
-            for s in ("stealing", "sharing")]
+    rows = []
+    for scheduler, prefetch in (("stealing", 0), ("stealing", 1), ("sharing", 0)):
+        run = run_cluster(graph, plan, profile, fleet, xs, scheduler=scheduler,
+                          sources=part.devices, prefetch=prefetch, time_scale=TIME_SCALE)
+        rows.append(_row(run, prefetch=prefetch, hardware=[x.hardware for x in part.load]))
+        if prefetch:
+            rows[-1]["scheduler"] = f"stealing, prefetch {prefetch}"
+    return rows
 
 
 def reuse_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, frames: int,
@@ -110,7 +129,26 @@ def reuse_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, frames
     for reuse in (False, True):
         plan = plan_emulated(graph, profile, fleet, methods=("fused-tiles",), reuse=reuse,
                              depth=best.fused_depth, grid=best.grid, cache=cache)
-        run = run_cluster(graph, plan, profile, fleet, xs, scheduler="stealing")
+        run = run_cluster(graph, plan, profile, fleet, xs, scheduler="stealing",
+                          time_scale=TIME_SCALE)
         rows.append(_row(run, tile_flops=flops["flops_with_reuse" if reuse
                                                else "flops_without_reuse"]))
+    return rows
+
+
+def layer_split_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, frames: int
+                     ) -> list[dict[str, Any]]:
+    """Layer-wise on exactly ``n`` devices (pinned: on a slow medium the optimiser would keep
+    the model on one), MoDNN's speed-biased 1-D split vs the 2-D grid, each at its best cut:
+    bytes per frame on the medium and the delivery time (each split layer's scatter-to-gather
+    time less its slowest part's compute), measured."""
+    fleet = fleet_of(n)
+    xs = _frames(graph, frames)
+    rows = []
+    for split in ("biased", "grid"):
+        plan = plan_emulated(graph, profile, fleet, methods=("layer-wise",), layer_split=split,
+                             layer_devices=n)
+        run = run_cluster(graph, plan, profile, fleet, xs, time_scale=TIME_SCALE)
+        rows.append(_row(run, predicted_medium_ms=run.plan.partition.predicted.get(
+            "medium_busy_ms")))
     return rows

@@ -13,9 +13,11 @@ and the plans run on real worker processes, measured next to predicted (issue 14
 
 5. Measured (benchmarks/_multi_device_runs.py): each plan run by a gateway and one worker
    process per device (gRPC on loopback, dilated to rpi4 / rpi3 from the host speed recorded
-   with the measured profile), the shared Wi-Fi one shaped link: speedup vs one device (fused
-   tiles with stealing on 1..6 devices, layer-wise on 2..4), workers' peak RSS, stealing vs
-   sharing with every device a data source, reuse off vs on, layer-wise bytes per frame.
+   with the measured profile; the stretch is slept, so the devices need the sum of
+   1/dilation of a core; slow motion on a loaded host, --time-scale), the shared Wi-Fi one
+   shaped link: speedup vs one device (fused tiles with stealing on 1..6 devices, layer-wise on
+   2..4), workers' peak RSS, stealing vs sharing with every device a data source, reuse off vs
+   on, layer-wise bytes and delivery time per frame, biased 1-D vs 2-D grid.
    Needs --profile measured (the host speed); --no-runs leaves those rows out.
 
     PYTHONPATH=src .venv/bin/python benchmarks/multi_device.py [--profile analytic] [--json out]
@@ -36,7 +38,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from _multi_device_runs import reuse_runs, scheduler_runs, speedup_runs
+import _multi_device_runs
+from _multi_device_runs import layer_split_runs, reuse_runs, scheduler_runs, speedup_runs
 from _zoo import profile_zoo
 from edgeweave.graph import Graph, capture_spec
 from edgeweave.graph.blocks import cut_depths, fused_block
@@ -234,8 +237,19 @@ def main() -> None:
                     help="device counts of the measured layer-wise runs")
     ap.add_argument("--run-schedulers", nargs="*", help="models whose stealing vs sharing and "
                     "reuse off/on are measured (default: every model)")
+    ap.add_argument("--run-layer-split", type=int, default=4,
+                    help="devices of the measured layer-wise biased 1-D vs 2-D grid runs (0: "
+                         "none; the grid is 2-D from 4)")
+    ap.add_argument("--time-scale", default="auto",
+                    help="slow motion for the measured runs: a factor >= 1, or auto (from the "
+                         "load average)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    if args.time_scale != "auto":
+        try:
+            _multi_device_runs.TIME_SCALE = float(args.time_scale)
+        except ValueError:
+            ap.error(f"--time-scale {args.time_scale!r}: expected a number >= 1 or auto")
     global MEDIUM_MBPS
     MEDIUM_MBPS = args.mbps
     torch.set_num_threads(1)
@@ -250,7 +264,9 @@ def main() -> None:
                                 "speedup_vs_one, peak_rss_mb are measured in the rows of "
                                 "'measured', 'schedulers' and 'reuse_measured'",
         "tiling": [], "memory": [], "layerwise": [], "sparse_fc": [], "speedup": [],
-        "reuse": [], "measured": [], "schedulers": [], "reuse_measured": []}
+        "reuse": [], "measured": [], "schedulers": [], "reuse_measured": [],
+        "layer_split_measured": [],
+        "load_average_at_start": os.getloadavg(), "host_cores": os.cpu_count()}
     runs = not args.no_runs and args.profile == "measured"
     run_devices = [int(n) for n in args.run_devices.split(",") if n.strip()]
     run_layerwise = [int(n) for n in args.run_layerwise.split(",") if n.strip()]
@@ -279,11 +295,15 @@ def main() -> None:
                                                     3 * args.frames, cache)
                 doc["reuse_measured"] += reuse_runs(graph, profile, local_fleet, 4,
                                                     args.frames, cache)
+            if args.run_layer_split:
+                doc["layer_split_measured"] += layer_split_runs(
+                    graph, profile, local_fleet, args.run_layer_split, args.frames)
         if args.json:  # what is done so far, in case a long run is stopped
             args.json.write_text(json.dumps(doc, indent=1, default=str))
     measured = ["model", "method", "devices", "scheduler", "latency_ms", "predicted_ms",
                 "measured_vs_predicted_pct", "fps", "speedup_vs_one", "peak_rss_mb",
-                "task_memory_mb", "predicted_memory_mb", "bytes_per_frame", "grid", "reuse"]
+                "task_memory_mb", "predicted_memory_mb", "bytes_per_frame", "grid", "reuse",
+                "workers", "time_scale", "overrun_tasks"]
     squares = [r for r in doc["tiling"] if r["grid"][0] == r["grid"][1]]
     tables = [
         _table("fused tiles: halo and traffic (square grids; every grid in the JSON)", squares,
@@ -308,12 +328,17 @@ def main() -> None:
         _table("MEASURED on worker processes (rpi4/rpi3 by dilation, shared medium), one source",
                doc["measured"], measured),
         _table("MEASURED stealing vs sharing, every device a data source", doc["schedulers"],
-               [*measured[:4], "fps", "predicted_fps", "latency_ms", "stolen_per_frame",
-                "bytes_per_frame"]),
+               [*measured[:4], "hardware", "fps", "predicted_fps", "latency_ms",
+                "stolen_per_frame", "bytes_per_frame", "time_scale", "overrun_tasks"]),
         _table("MEASURED data reuse off / on", doc["reuse_measured"],
                [*measured[:4], "reuse", "grid", "tile_flops", "latency_ms", "predicted_ms",
                 "bytes_per_frame"]),
+        _table("MEASURED layer-wise delivery per frame: biased 1-D vs 2-D grid",
+               doc["layer_split_measured"],
+               [*measured[:3], "layer_split", "split_layers", "bytes_per_frame", "delivery_ms",
+                "predicted_medium_ms", "latency_ms", "predicted_ms"]),
     ]
+    doc["load_average_at_end"] = os.getloadavg()
     for table in tables:
         console.print(table)
     text = json.dumps(doc, indent=1, default=str)

@@ -177,6 +177,19 @@ def test_layer_wise_and_single_plans_carry_a_partition(digits) -> None:
     for layer in part.layers:
         assert set(layer.devices) <= {"a", "b", "c"}
         assert len(layer.devices) == len(layer.compute_ms) == len(layer.in_bytes)
+    assert part.layer_split == "biased"
+    # the 2-D grid (3 devices: 3x1, equal rows whatever each device's speed), priced as planned
+    grid = plan_cluster(graph, profile, cluster_fleet(), methods=("layer-wise",),
+                        layer_split="grid").partition
+    assert grid is not None and grid.layer_split == "grid"
+    pinned = plan_cluster(graph, profile, cluster_fleet(mbps=1.0), methods=("layer-wise",),
+                          layer_devices=3).partition  # a slow medium: splitting does not pay
+    assert pinned is not None and {d for la in pinned.layers for d in la.devices} == {"a", "b",
+                                                                                      "c"}
+    for layer in grid.layers:
+        if layer.kind == "rows":
+            sizes = [b - a for a, b in itertools.pairwise(layer.row_bounds)]
+            assert max(sizes) - min(sizes) <= 1
     single = plan_cluster(graph, profile, cluster_fleet(), methods=("single",))
     assert single.partition is not None and single.partition.method == "single"
     assert single.mode == single.partition.rest_mode == "device-only"
@@ -211,6 +224,8 @@ def test_the_rest_runs_where_the_single_device_planner_puts_it() -> None:
     ({"depth": 9, "methods": ("fused-tiles",)}, GraphError, "fused depth 9 is not available"),
     ({"objective": "energy"}, PlanError, "--objective: 'energy' is not supported"),
     ({"methods": ("magic",)}, PlanError, "--method: magic"),
+    ({"layer_split": "diagonal"}, PlanError, "--layer-split: 'diagonal'; expected one of"),
+    ({"layer_devices": 4}, PlanError, r"--layer-devices 4: expected 1 to 3"),
     ({"cluster": "nope"}, EdgeWeaveError, r"no cluster named 'nope' \(known: abc\)"),
 ])
 def test_bad_requests(digits, kwargs, error, pattern) -> None:

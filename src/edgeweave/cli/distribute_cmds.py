@@ -20,7 +20,8 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
                devices: str | None, method: str, depth: int | None, grid: str | None,
                reuse: str, scheduler: str, sources: str | None, frames: int, objective: str,
                mbps: float | None, input_codec: str, result_codec: str, repeats: int,
-               json_out: Path | None, report: Path | None = None) -> None:
+               json_out: Path | None, report: Path | None = None,
+               layer_split: str = "biased") -> None:
     """Profile, plan and run (the options: edgeweave.cli.commands.distribute)."""
     from edgeweave.graph import capture_spec
     from edgeweave.profile import profile_graph
@@ -36,6 +37,9 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
         fl = _with_medium(fl, chosen.name, mbps)
     graph = capture_spec(model)
     pins = _pins(graph, method, depth, _grid(grid))
+    if layer_split != "biased" and "layer-wise" not in pins["methods"]:
+        raise OptionError(f"--layer-split {layer_split} applies to layer-wise plans; it does "
+                          "not go with --method fused-tiles, --depth or --grid")
     with console.status(f"profiling {model} on this host"):
         profile = profile_graph(graph, fl, chosen.gateway_name, warmup=1, repeats=repeats)
     with console.status(f"planning {model} across cluster {chosen.name!r}"):
@@ -43,7 +47,8 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
             graph, profile, fl, cluster=chosen.name, objective=objective,
             methods=pins["methods"], depth=depth, grid=pins["grid"],
             reuse=None if reuse == "auto" else reuse == "on", devices=device_list,
-            input_codec=input_codec, result_codec=result_codec, model_spec=model)
+            input_codec=input_codec, result_codec=result_codec, model_spec=model,
+            layer_split=layer_split)
     part = plan.partition
     assert part is not None
     _print_plan(console, plan)
@@ -56,7 +61,7 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
                           f"{part.gateway!r} only")
     xs = [load_input(None, graph.input_shape, seed=k) for k in range(frames)]
     with console.status(f"running {frames} frame(s) on {len(part.devices)} worker processes"):
-        run = run_cluster(graph, plan, profile, fl, xs, scheduler=scheduler,
+        run = run_cluster(graph, plan, profile, fl, xs, scheduler=scheduler, time_scale="auto",
                           sources=source_list, models=_installs(model))
     table = _print_run(console, run)
     if report is not None:
@@ -131,7 +136,8 @@ def _print_plan(console: Console, plan) -> None:
     pred = part.predicted
     what = (f"fused depth {part.fused_depth}, grid {part.grid[0]}x{part.grid[1]}, reuse "
             f"{'on' if part.reuse else 'off'}" if part.method == "fused-tiles"
-            else f"{len(part.layers)} split layer(s)" if part.method == "layer-wise" else "")
+            else f"{len(part.layers)} split layer(s), {part.layer_split} split"
+            if part.method == "layer-wise" else "")
     one = pred.get("one_device_ms")
     console.print(f"[bold]{part.model}[/] on cluster {part.cluster!r} ({len(part.devices)} "
                   f"devices, {part.medium.kind} {part.medium.mbps:g} Mbit/s shared, codecs "
@@ -169,6 +175,19 @@ def _print_run(console: Console, run) -> Table:
                       f"{got['task_memory_mb']:.1f}" if got.get("task_memory_mb") == got.get(
                           "task_memory_mb") and "task_memory_mb" in got else "-")
     console.print(table)
+    idle = [name for name in part.devices if name not in run.dilations]
+    if idle:
+        console.print(f"not started (the plan gives them no work): {', '.join(idle)}",
+                      highlight=False)
+    emulation = run.emulation
+    console.print(f"emulation: one worker process per device, each task's CPU time stretched "
+                  f"by the device's dilation and slept, so the devices need "
+                  f"{emulation['host_cores_needed']:.2f} of this host's "
+                  f"{emulation['host_cores']} cores; {emulation['overrun_tasks']:.0f} of "
+                  f"{emulation['tasks']:.0f} tasks waited for a core past their stretch"
+                  + (f"; played {run.time_scale:g}x slower (dilations and the medium) on this "
+                     "loaded host, the times divided back" if run.time_scale > 1 else ""),
+                  highlight=False)
     console.print(f"latency: predicted {part.predicted['latency_ms']:.1f} ms, measured "
                   f"{run.latency_ms:.1f} ms (median of {len(run.results)}); "
                   f"{run.fps:.2f} frames/s; {run.bytes_per_frame / 1e3:.0f} kB per frame on "

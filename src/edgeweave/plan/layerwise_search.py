@@ -2,11 +2,13 @@
 model to split before the rest runs on the gateway's path.
 
 Devices join fastest first after the gateway (the group owner, which holds the frame and
-computes its own share); every layer is split by MoDNN's speed-biased rule, so the only choices
-left are how many devices and where to stop, and both are enumerated: every k and every cut
-where one tensor crosses. Each split layer is a scatter, parallel compute and a gather on the
-shared medium, one after the other (the gateway waits for a layer's rows before the next);
-layers that are not split (flatten, residual adds, adaptive pooling) run on the gateway.
+computes its own share); every layer is split by one rule, MoDNN's speed-biased rows
+(``biased``, the default), equal rows (``even``) or the 2-D grid MoDNN compares it with
+(``grid``: convolutions cut into rows x columns, halo on both axes, one part per device), so the
+only choices left are how many devices and where to stop, and both are enumerated: every k and
+every cut where one tensor crosses. Each split layer is a scatter, parallel compute and a gather
+on the shared medium, one after the other (the gateway waits for a layer's rows before the
+next); layers that are not split (flatten, residual adds, adaptive pooling) run on the gateway.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ if TYPE_CHECKING:  # multidevice imports this module
     from edgeweave.plan.multidevice import Search
 
 
+SCHEME_NAMES = {"biased": "speed-biased 1-D", "even": "even 1-D",
+                "grid": "2-D grid"}
+
+
 @dataclass
 class LayerChoice:
     """A priced layer-wise split of the model's first layers across ``devices``."""
@@ -43,6 +49,7 @@ class LayerChoice:
     exact: bool
     note: str
     memory: dict[str, int]
+    scheme: str = "biased"
 
 
 def device_order(model: ClusterModel, names: Sequence[str]) -> list[str]:
@@ -54,8 +61,11 @@ def device_order(model: ClusterModel, names: Sequence[str]) -> list[str]:
 
 def layerwise_choices(graph: Graph, cm: CostModel, model: ClusterModel, names: Sequence[str],
                       objective: str, rest_after: Callable[[list[str]], Rest | None],
-                      search: Search) -> list[LayerChoice]:
-    """The best layer-wise split, or none if no split layer fits in memory."""
+                      search: Search, scheme: str = "biased", count: int | None = None
+                      ) -> list[LayerChoice]:
+    """The best layer-wise split by ``scheme`` (graph.layerwise.SCHEMES), or none if no split
+    layer fits in memory; ``count`` pins the number of devices (MoDNN compares its splits on
+    a given number of devices)."""
     units = layer_units(graph)
     if not units:
         search.notes.append(f"no layer-wise split: model {graph.name!r} has no convolution, "
@@ -66,9 +76,9 @@ def layerwise_choices(graph: Graph, cm: CostModel, model: ClusterModel, names: S
     cuts = set(single_value_cuts(graph))
     ordered = device_order(model, names)
     best: LayerChoice | None = None
-    for k in range(1, len(ordered) + 1):
+    for k in [count] if count is not None else range(1, len(ordered) + 1):
         subset = ordered[:k]
-        splits = layerwise_splits(graph, [model.devices[n].gflops for n in subset], "biased",
+        splits = layerwise_splits(graph, [model.devices[n].gflops for n in subset], scheme,
                                   units)
         schedules = [model.simulate(layer_tasks(model, s, subset, reads_input(graph, s)))
                      for s in splits]
@@ -91,7 +101,8 @@ def layerwise_choices(graph: Graph, cm: CostModel, model: ClusterModel, names: S
                 continue
             search.configs += 1
             choice = _price(graph, model, subset, list(prefix), [splits[i] for i in done],
-                            [schedules[i] for i in done], gateway_ms, rest, objective, search)
+                            [schedules[i] for i in done], gateway_ms, rest, objective, search,
+                            scheme)
             if choice is not None and (best is None or choice.value < best.value):
                 best = choice
     return [] if best is None else [best]
@@ -104,7 +115,7 @@ def reads_input(graph: Graph, split: LayerSplit) -> bool:
 
 def _price(graph: Graph, model: ClusterModel, subset: list[str], prefix: list[str],
            splits: list[LayerSplit], schedules: list[Schedule], gateway_ms: float, rest: Rest,
-           objective: str, search: Search) -> LayerChoice | None:
+           objective: str, search: Search, scheme: str) -> LayerChoice | None:
     memory = layer_memory(graph, splits, subset)
     memory[model.gateway] += rest.device_param_bytes + max(
         graph.node(n).in_bytes + graph.node(n).out_bytes for n in prefix)
@@ -125,7 +136,7 @@ def _price(graph: Graph, model: ClusterModel, subset: list[str], prefix: list[st
                      rest.other_stages_ms)
     latency = cluster_ms + rest.latency_ms
     value = latency if objective == "latency" else bottleneck
-    note = (f"MoDNN biased split over {len(subset)} device(s) ({', '.join(subset)}), "
-            f"{len(splits)} split layer(s) up to {prefix[-1]!r}")
+    note = (f"MoDNN {SCHEME_NAMES[scheme]} split over {len(subset)} device(s) "
+            f"({', '.join(subset)}), {len(splits)} split layer(s) up to {prefix[-1]!r}")
     return LayerChoice(subset, prefix, splits, schedules, gateway_ms, rest, value, latency,
-                       1000.0 / bottleneck, rest.exact, note, memory)
+                       1000.0 / bottleneck, rest.exact, note, memory, scheme)

@@ -10,8 +10,9 @@ medium. The space searched, and whether the answer is exact in it, is written in
 
 * fused tiles: every depth x every grid up to 6x6 that fits x reuse on/off; tiles to devices
   exhaustively when the assignments are few (``max_assignments``), else greedy + local moves;
-* layer-wise: MoDNN's speed-biased split over the gateway plus the k fastest other devices,
-  for every k and every cut of the model where one tensor crosses;
+* layer-wise: MoDNN's speed-biased split (or, with ``layer_split``, even rows or the 2-D grid)
+  over the gateway plus the k fastest other devices, for every k and every cut of the model
+  where one tensor crosses;
 * the single-device plan with the gateway as the device.
 """
 
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from edgeweave.errors import PlanError
 from edgeweave.graph.blocks import cut_depths, fused_block
 from edgeweave.graph.capture import Graph
+from edgeweave.graph.layerwise import SCHEMES
 from edgeweave.plan.cluster_cost import MIB, ClusterModel, mib
 from edgeweave.plan.costs import CostModel
 from edgeweave.plan.fused_search import (
@@ -94,6 +96,8 @@ def plan_cluster(
     largest_grid: int = 6,
     input_codec: str = "none",
     result_codec: str = "none",
+    layer_split: str = "biased",
+    layer_devices: int | None = None,
 ) -> Plan:
     """The best plan for one frame of ``graph`` across ``fleet``'s cluster (module docstring).
 
@@ -102,16 +106,23 @@ def plan_cluster(
     cluster to some of its devices (the gateway must be one); ``model_spec`` is the specifier
     workers rebuild the model from (the graph's name by default); ``cache`` keeps tiles across
     calls for the same graph; ``input_codec`` and ``result_codec`` are what the frame's crops
-    and computed feature maps cross the medium in (plan.cluster_cost.MEDIUM_CODECS)."""
+    and computed feature maps cross the medium in (plan.cluster_cost.MEDIUM_CODECS);
+    ``layer_split`` is how layer-wise cuts a convolution (graph.layerwise.SCHEMES) and
+    ``layer_devices`` pins how many devices it uses (the gateway and the fastest others)."""
     if objective not in CLUSTER_OBJECTIVES:
         raise PlanError(f"--objective: {objective!r} is not supported for a cluster plan; use "
                         f"one of {', '.join(CLUSTER_OBJECTIVES)}")
+    if layer_split not in SCHEMES:
+        raise PlanError(f"--layer-split: {layer_split!r}; expected one of {', '.join(SCHEMES)}")
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise PlanError(f"--method: {', '.join(unknown) or 'none given'}; expected some of "
                         f"{', '.join(METHODS)}")
     chosen = fleet.cluster(cluster)
     names = _devices(chosen, devices)
+    if layer_devices is not None and not 1 <= layer_devices <= len(names):
+        raise PlanError(f"--layer-devices {layer_devices}: expected 1 to {len(names)} (the "
+                        f"devices of cluster {chosen.name!r} in use)")
     prof = retarget(profile, fleet.tier_path(chosen.gateway_name), fleet.name)
     _check_profile(graph, prof)
     cm = CostModel(prof)
@@ -142,7 +153,8 @@ def plan_cluster(
                              reuse, max_assignments, refine, pinned, cache, largest_grid)
     if "layer-wise" in methods:
         candidates += [_from_layers(c) for c in
-                       layerwise_choices(graph, cm, model, names, objective, rest_after, search)]
+                       layerwise_choices(graph, cm, model, names, objective, rest_after, search,
+                                         layer_split, layer_devices)]
     if not candidates:
         raise PlanError(_nothing_fits(graph, search))
     # the simpler method wins a tie (float noise included): single, then layer-wise, then tiles
@@ -262,13 +274,21 @@ def _fused(graph: Graph, model: ClusterModel, names: list[str], objective: str, 
         improve(model, choice, allowed, score_of(objective, rest, model.gateway))
         choice.memory = memory_of(model, choice.block, choice.work, choice.assignment, extra,
                                   names)
-    choice, rest, _, _ = min(choices, key=lambda c: c[0].value)
+    choice, rest, _, _ = min(choices, key=lambda c: _simpler_first(c[0]))
     latency = choice.schedule.makespan_ms + rest.latency_ms
     fps = 1000.0 / score_of("throughput", rest, model.gateway)(choice.schedule)
     note = (f"fused depth {choice.block.depth}, grid {choice.grid[0]}x{choice.grid[1]}, reuse "
             f"{'on' if choice.reuse else 'off'}")
     return [Candidate("fused-tiles", choice.value, latency, fps,
                       search.exhaustive and rest.exact, note, rest=rest, fused=choice)]
+
+
+def _simpler_first(choice: FusedChoice) -> tuple[float, int, bool]:
+    """A tie (float noise included) goes to fewer tiles, then no reuse: every tile runs each
+    layer as a call of its own, with its crop padded and copied, and reuse adds the copies of
+    the shared pieces; none of that is in the FLOP-priced compute (resnet18 on one device:
+    a 1x2 grid with reuse priced equal to 1x1, and ran 30% slower)."""
+    return round(choice.value, 6), len(choice.tiles), choice.reuse
 
 
 def _too_big(model: ClusterModel, block, grid: tuple[int, int], work, allowed, extra: int,

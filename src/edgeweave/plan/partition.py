@@ -119,6 +119,8 @@ class Partition(BaseModel):
     reuse: bool = False
     tiles: list[TileAssignment] = Field(default_factory=list)
     layers: list[LayerAssignment] = Field(default_factory=list)
+    # how layer-wise cut its convolutions: MoDNN's speed-biased rows, even rows or a 2-D grid
+    layer_split: Literal["biased", "even", "grid"] | None = None
     rest_mode: str
     load: list[DeviceLoad] = Field(default_factory=list)
     predicted: dict[str, Any] = Field(default_factory=dict)

@@ -76,6 +76,7 @@ def build_plan(graph: Graph, prof: Profile, cm: CostModel, model: ClusterModel,
             makespan_ms=sched.makespan_ms)
             for s, sched, parts in zip(layers.splits, layers.schedules, wire, strict=True)]
         cluster_part = dict(prefix_nodes=layers.prefix, layers=assigned,
+                            layer_split=layers.scheme,
                             load=_layer_load(model, layers.devices, assigned, layers.memory))
         medium_ms = sum(s.medium_busy_ms for s in layers.schedules)
         cluster_ms = sum(s.makespan_ms for s in layers.schedules) + layers.gateway_ms
@@ -96,8 +97,9 @@ def build_plan(graph: Graph, prof: Profile, cm: CostModel, model: ClusterModel,
 
 _SPACE = ("single-device plan; fused tiles: every fused depth x every grid up to 6x6 that fits "
           "x reuse on/off, tiles to devices exhaustively when few, else greedy + local moves; "
-          "layer-wise: MoDNN's speed-biased split over the gateway and the k fastest devices "
-          "for every k, at every cut where one tensor crosses")
+          "layer-wise: MoDNN's speed-biased split (or the --layer-split asked for) over the "
+          "gateway and the k fastest devices for every k, at every cut where one tensor "
+          "crosses")
 
 
 def _tile_load(model: ClusterModel, names: list[str], tiles: list[TileAssignment],

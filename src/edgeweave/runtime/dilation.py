@@ -30,6 +30,12 @@ def start() -> Mark:
     return time.perf_counter(), time.thread_time()
 
 
+def elapsed_ms(mark: Mark) -> tuple[float, float]:
+    """Wall and thread-CPU ms since ``mark``."""
+    wall0, cpu0 = mark
+    return (time.perf_counter() - wall0) * 1000.0, (time.thread_time() - cpu0) * 1000.0
+
+
 def finish(mark: Mark, factor: float, until: float = math.inf, spin: bool = True) -> float:
     """Hold the core until `factor` x the thread's CPU time since `mark` has passed on the wall
     clock, but not past `until` (a `time.perf_counter` instant: the request's deadline, after

@@ -12,14 +12,17 @@ from edgeweave.topology import Fleet
 TOKEN = "cluster-test-token-0123456789ab"
 
 
-def cluster_fleet(mbps: float = 10_000.0) -> Fleet:
-    """An rpi4 gateway ``a``, an rpi3 ``b`` and an rpi4 ``c`` on one fast medium."""
+def cluster_fleet(mbps: float = 10_000.0, size: int = 3) -> Fleet:
+    """An rpi4 gateway ``a``, an rpi3 ``b`` and an rpi4 ``c`` on one fast medium; with ``size``
+    4, four rpi4 ``a`` to ``d`` (the optimiser uses all four, a 2x2 grid for a 2-D split)."""
     nodes = [{"name": "a", "tier": "device", "hardware": "rpi4"},
-             {"name": "b", "tier": "device", "hardware": "rpi3"},
-             {"name": "c", "tier": "device", "hardware": "rpi4"}]
+             {"name": "b", "tier": "device", "hardware": "rpi3" if size < 4 else "rpi4"},
+             {"name": "c", "tier": "device", "hardware": "rpi4"},
+             {"name": "d", "tier": "device", "hardware": "rpi4"}][:size]
+    names = [n["name"] for n in nodes]
     return Fleet.from_dict({
         "name": "test-cluster", "nodes": nodes, "links": [],
-        "clusters": [{"name": "abc", "devices": ["a", "b", "c"], "gateway": "a",
+        "clusters": [{"name": "".join(names), "devices": names, "gateway": "a",
                       "medium": {"mbps": mbps, "rtt_ms": 0.01}}]})
 
 
@@ -32,9 +35,9 @@ def digits():
     return _GRAPH["g"]
 
 
-def digits_plan(method: str = "fused-tiles", **options):
+def digits_plan(method: str = "fused-tiles", size: int = 3, **options):
     graph = digits()
-    fleet = cluster_fleet()
+    fleet = cluster_fleet(size=size)
     return plan_cluster(graph, analytic_profile(graph, fleet), fleet, methods=(method,),
                         **options)
 

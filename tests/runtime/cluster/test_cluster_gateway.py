@@ -53,13 +53,20 @@ def test_every_frame_from_several_sources_equals_the_single_device_output(
         assert all(r.tasks == want for r in results)
 
 
-def test_layer_wise_across_workers_equals_the_single_device_output(workers):
-    plan = digits_plan("layer-wise")
+@pytest.mark.parametrize("split", ["biased", "grid"])
+def test_layer_wise_across_workers_equals_the_single_device_output(workers, split):
+    """MoDNN's speed-biased rows on three devices; the 2-D grid on four rpi4 (2x2: every
+    convolution cut on both axes, halo on both)."""
+    names = "abc" if split == "biased" else "abcd"
+    plan = digits_plan("layer-wise", size=len(names), layer_split=split)
     part = plan.partition
-    assert len(part.layers) >= 2 and len({d for la in part.layers for d in la.devices}) == 3
+    assert part.layer_split == split
+    assert len(part.layers) >= 2 and {d for la in part.layers for d in la.devices} == set(names)
+    rows = [la for la in part.layers if la.kind == "rows"]
+    assert rows and all(len(la.col_bounds) == (3 if split == "grid" else 2) for la in rows)
     gw = LayerGateway(digits(), plan, token=TOKEN)
     try:
-        for device in "abc":
+        for device in names:
             gw.join(device, workers.start(device))
         xs = frames(3)
         results = run(gw, xs, [None] * 3)
@@ -67,7 +74,7 @@ def test_layer_wise_across_workers_equals_the_single_device_output(workers):
         gw.close()
     for x, r in zip(xs, results, strict=True):
         assert torch.allclose(r.output, reference(x), atol=1e-5)
-        assert set(r.tasks) == {"a", "b", "c"} and r.medium_bytes > 0
+        assert set(r.tasks) == set(names) and r.medium_bytes > 0 and r.delivery_ms > 0
 
 
 def test_a_device_stopped_mid_frame_loses_no_frame(workers):

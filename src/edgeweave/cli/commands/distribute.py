@@ -30,6 +30,11 @@ def distribute(
     depth: int = typer.Option(None, "--depth", callback=integer(ge=1, le=1000),
                               help="Fused depth (convolution and pooling layers)."),
     grid: str = typer.Option(None, "--grid", help="Tile grid ROWSxCOLS, e.g. 3x3."),
+    layer_split: str = typer.Option("biased", "--layer-split",
+                                    callback=one_of("biased", "even", "grid"),
+                                    help="How layer-wise cuts a convolution: rows sized by "
+                                    "device speed (MoDNN's biased 1-D), even rows, or a "
+                                    "rows x columns grid (2-D, halo on both axes)."),
     reuse: str = typer.Option("auto", "--reuse", callback=one_of("auto", "on", "off"),
                               help="Data reuse between neighbouring tiles."),
     scheduler: str = typer.Option("stealing", "--scheduler",
@@ -59,7 +64,8 @@ def distribute(
 
     distribute_cmds.distribute(
         console, model=model, fleet=fleet, cluster=cluster, devices=devices, method=method,
-        depth=depth, grid=grid, reuse=reuse, scheduler=scheduler, sources=sources,
+        depth=depth, grid=grid, layer_split=layer_split, reuse=reuse, scheduler=scheduler,
+        sources=sources,
         frames=frames, objective=objective, mbps=mbps, input_codec=input_codec,
         result_codec=result_codec, repeats=repeats, json_out=json_out,
         report=report)

@@ -101,10 +101,13 @@ class TileExecutor:
         for name, layer, _ in piece_names(tile):
             pieces.setdefault(layer, []).append(values[name])
         with torch.inference_mode():
-            out, shares = self._module(tile)(values["crop"], pieces)
+            out, shares = self.module(tile)(values["crop"], pieces)
         return out, {name: shares[layer][k] for name, layer, k in share_names(tile)}
 
-    def _module(self, tile: Tile) -> TileModule:
+    def module(self, tile: Tile) -> TileModule:
+        """The tile's module, built on first use. A worker asks for it before it starts the
+        dilated clock: building one is this host's bookkeeping, not the device's compute
+        (a level-1 tile meets a new variant whenever its finished neighbours differ)."""
         # a level-1 tile's regions depend on which neighbours were done: key on all of them
         key = (tile.index, tuple(sorted(tile.computes.items())),
                tuple(sorted(tile.reused.items())))

@@ -79,6 +79,8 @@ class FrameResult:
     stolen: int  # tiles run by a device other than the frame's source
     rerun: int  # tiles re-run after their device died
     note: str = ""
+    # layer-wise: each split layer's scatter-to-gather time less its slowest part's compute
+    delivery_ms: float = 0.0
 
 
 @dataclass
@@ -102,13 +104,15 @@ class _Frame:
 
 class TileGateway:
     """``join(device, target)`` each worker, then ``submit(x, source)`` frames (futures of
-    :class:`FrameResult`); ``close()`` at the end. ``graph`` holds the model's weights."""
+    :class:`FrameResult`); ``close()`` at the end. ``graph`` holds the model's weights.
+    ``time_scale`` > 1 is a slow-motion run (runtime.cluster.session): the medium is that much
+    slower, and the caller multiplied every dilation by it."""
 
     def __init__(self, graph: Graph, plan: Plan, *, scheduler: str = "stealing",
                  prefetch: int = 0, token: str | None = None, tls: ClientTLS | None = None,
                  gateway_dilation: float = 1.0, edge_target: str | None = None,
                  rest_options: ClientOptions | None = None, spin: bool = False,
-                 task_timeout_s: float = 300.0):
+                 task_timeout_s: float = 300.0, time_scale: float = 1.0):
         part = plan.partition
         if part is None or part.method != "fused-tiles":
             raise EdgeWeaveError("the plan has no fused-tile partition (plan it with "
@@ -127,7 +131,7 @@ class TileGateway:
         self.order = sorted(self.local.tiles, key=lambda t: (t.level, t.index))
         self.assignment = {t.index: t.device for t in part.tiles}
         self.dilation, self.spin = gateway_dilation, spin
-        self.medium = SharedMedium(part.medium.mbps, part.medium.rtt_ms)
+        self.medium = SharedMedium(part.medium.mbps, part.medium.rtt_ms, time_scale)
         self.pool = WorkerPool(self.medium, self.gateway, self._on_ready, self._on_gone,
                                token=token, tls=tls, task_timeout_s=task_timeout_s)
         self.scheduler = make_scheduler(scheduler, prefetch)

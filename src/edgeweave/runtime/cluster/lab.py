@@ -4,9 +4,16 @@ As :class:`~edgeweave.runtime.lab.LocalLab` does for edge and cloud: each device
 edgeweave.runtime.cluster.worker`` on a loopback port the OS picks, sharing a fresh bearer
 token, and is terminated on exit. The dilation of each device is its hardware's speed against
 this host's (:func:`~edgeweave.runtime.session.hardware_dilation`), so two rpi4 and an rpi3 run
-at their own speeds. glibc is told to return freed tensors to the OS at once
-(``MALLOC_MMAP_THRESHOLD_``), so a worker's RSS shows what its tiles hold, not what the
-allocator kept.
+at their own speeds.
+
+The workers keep glibc's default allocator. Forcing every tensor over 64 KiB into its own
+mapping (``MALLOC_MMAP_THRESHOLD_=65536``, which the lab once set so a worker's RSS dropped as
+soon as a tile's tensors were freed) makes each feature map page-fault afresh: on this host it
+took resnet18's tiles from 60 to 90-117 ms of CPU time, and the dilation multiplies that by the
+device's factor (7.8 for an rpi4), so every emulated device ran ~1.7x slower than its profile.
+The memory benchmark measures a tile's RSS in a process of its own
+(benchmarks/_tile_rss.py), where that setting belongs; a worker's peak RSS here is glibc's
+high-water mark (what its tiles held at most, plus what the allocator kept for reuse).
 """
 
 from __future__ import annotations
@@ -62,8 +69,7 @@ class ClusterLab:
                 f"{self.dilations[device]:.6g}"]
         for model in self.models:
             args += ["--model", model]
-        return start_process(device, args, self.startup_timeout_s,
-                             env={"MALLOC_MMAP_THRESHOLD_": "65536"})
+        return start_process(device, args, self.startup_timeout_s)
 
     def start(self, device: str, dilation: float | None = None) -> str:
         """Start (or restart) ``device``'s worker, e.g. a device joining late; its target."""

@@ -64,6 +64,7 @@ class _Parts:
         self.compute: Counter = Counter()
         self.tasks: Counter = Counter()
         self.bytes = 0  # results that crossed the medium
+        self.part_ms: dict[int, float] = {}  # each part's emulated compute
         self.cond = threading.Condition()
         self.count = count
 
@@ -73,12 +74,13 @@ class _Parts:
 
 class LayerGateway:
     """``join(device, target)`` each worker, then ``submit(x)`` frames (futures of
-    :class:`~edgeweave.runtime.cluster.gateway.FrameResult`); ``close()`` at the end."""
+    :class:`~edgeweave.runtime.cluster.gateway.FrameResult`); ``close()`` at the end;
+    ``time_scale`` as in :class:`~edgeweave.runtime.cluster.gateway.TileGateway`."""
 
     def __init__(self, graph: Graph, plan: Plan, *, token: str | None = None,
                  tls: ClientTLS | None = None, gateway_dilation: float = 1.0,
                  edge_target: str | None = None, rest_options: ClientOptions | None = None,
-                 spin: bool = False, task_timeout_s: float = 300.0):
+                 spin: bool = False, task_timeout_s: float = 300.0, time_scale: float = 1.0):
         part = plan.partition
         if part is None or part.method != "layer-wise":
             raise EdgeWeaveError("the plan has no layer-wise partition")
@@ -97,7 +99,7 @@ class LayerGateway:
         self.needed = {p for info in graph.nodes if info.name not in prefix
                        for p in info.inputs if p in prefix} | (set(graph.outputs) & prefix)
         self.dilation, self.spin = gateway_dilation, spin
-        self.medium = SharedMedium(part.medium.mbps, part.medium.rtt_ms)
+        self.medium = SharedMedium(part.medium.mbps, part.medium.rtt_ms, time_scale)
         self.pool = WorkerPool(self.medium, self.gateway, lambda _: None, self._on_gone,
                                token=token, tls=tls, task_timeout_s=task_timeout_s)
         self.rest = RestRunner(graph, plan, part.prefix_nodes, edge_target=edge_target,
@@ -158,7 +160,7 @@ class LayerGateway:
         return FrameResult(frame_id, self.gateway, result.output, (end - start) * 1000.0,
                            (stitched - start) * 1000.0, (end - stitched) * 1000.0,
                            run.medium_bytes, dict(run.tasks), dict(run.compute), 0, run.rerun,
-                           result.note)
+                           result.note, run.delivery_ms)
 
     def split_layer(self, i: int, source: torch.Tensor, run: _Prefix) -> torch.Tensor:
         """Scatter layer ``i``'s parts to their devices, gather and stitch them."""
@@ -167,6 +169,7 @@ class LayerGateway:
             else self.part.result_codec
         tiles = unit_tiles(self.graph, spec.split()) if spec.kind == "rows" else []
         parts = _Parts(len(la.devices))
+        start = time.perf_counter()
         for p, device in enumerate(la.devices):
             crop = source if spec.kind == "neurons" else source[
                 :, :, tiles[p].input.r0:tiles[p].input.r1, tiles[p].input.c0:tiles[p].input.c1]
@@ -182,6 +185,9 @@ class LayerGateway:
                 parts.lost.append(p)
         with parts.cond:
             parts.cond.wait_for(parts.settled)
+        # delivery: the layer's scatter-to-gather time less its slowest part's compute
+        run.delivery_ms += max(0.0, (time.perf_counter() - start) * 1000.0 - max(
+            parts.part_ms.values(), default=0.0))
         for p in parts.lost:  # the device is gone: the gateway computes its part
             run.rerun += 1
             crop = source if spec.kind == "neurons" else source[
@@ -210,6 +216,7 @@ class LayerGateway:
             return
         with parts.cond:
             parts.outputs[p] = out
+            parts.part_ms[p] = result.compute_ms
             parts.compute[device] += result.compute_ms
             parts.tasks[device] += 1
             if device != self.gateway:
@@ -232,6 +239,7 @@ class _Prefix(fx.Interpreter):
         self.gw, self.frame = gw, frame
         self.values: dict[str, Any] = {}
         self.medium_bytes = 0
+        self.delivery_ms = 0.0
         self.rerun = 0
         self.tasks: Counter = Counter()
         self.compute: Counter = Counter()

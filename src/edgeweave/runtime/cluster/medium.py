@@ -22,8 +22,10 @@ from edgeweave.runtime.shaper import LinkShaper, sleep_until
 class SharedMedium:
     """One shared link for a cluster: ``send`` stamps a message, ``receive`` holds one."""
 
-    def __init__(self, mbps: float, rtt_ms: float):
-        self.link = LinkShaper(mbps, rtt_ms)
+    def __init__(self, mbps: float, rtt_ms: float, time_scale: float = 1.0):
+        """``time_scale``: the run is in slow motion by this factor (runtime.cluster.session),
+        so the medium is that much slower too."""
+        self.link = LinkShaper(mbps / time_scale, rtt_ms * time_scale)
         self._lock = threading.Lock()
         self.bytes = 0  # everything that crossed the medium
         self.transfers = 0

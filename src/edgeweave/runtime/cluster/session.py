@@ -10,15 +10,27 @@ and measured compare like with like.
 Frames come from data sources (cluster devices): each keeps one frame in flight (a camera
 sending its next frame once the last is answered), so one source measures latency and several
 measure throughput.
+
+Slow motion (``time_scale``): a dilated device needs only 1/dilation of a core, but a task's
+compute still waits for a core among this host's other processes, and when that wait passes the
+stretch the device runs slower than its hardware (the worker counts it: ``overrun_tasks``). On a
+loaded 2-core host that happened to most tasks. A run with ``time_scale`` s multiplies every
+dilation by s and makes the medium s times slower (bandwidth / s, RTT x s), so the emulated
+cluster is the same one played s times slower, with s times more room for the waits; every time
+it reports is divided by s (frames/s multiplied). What is not dilated (the gateway's cropping,
+encoding and stitching, gRPC) shrinks by s in the report. ``time_scale="auto"`` picks s from
+the load average (:func:`slow_motion`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
+import os
 import statistics
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +39,7 @@ import torch
 from edgeweave.errors import EdgeWeaveError
 from edgeweave.graph import Graph
 from edgeweave.plan import Plan, plan_cluster
+from edgeweave.plan.partition import Partition
 from edgeweave.profile import Profile
 from edgeweave.runtime.cluster.gateway import FrameResult, TileGateway
 from edgeweave.runtime.cluster.lab import ClusterLab, device_dilations
@@ -53,14 +66,19 @@ class ClusterRun:
     results: list[FrameResult]
     wall_s: float
     workers: dict[str, dict[str, float]] = field(default_factory=dict)
+    time_scale: float = 1.0  # dilations are device's x this; times below are divided by it
+
+    def _ms(self, values: Iterable[float]) -> float:
+        return statistics.median(values) / self.time_scale
 
     @property
     def latency_ms(self) -> float:
-        return statistics.median(r.latency_ms for r in self.results)
+        return self._ms(r.latency_ms for r in self.results)
 
     @property
     def fps(self) -> float:
-        return len(self.results) / self.wall_s if self.wall_s > 0 else float("nan")
+        return (len(self.results) * self.time_scale / self.wall_s if self.wall_s > 0
+                else float("nan"))
 
     @property
     def bytes_per_frame(self) -> float:
@@ -76,14 +94,37 @@ class ClusterRun:
             out[name] = {
                 "tasks_per_frame": sum(r.tasks.get(name, 0) for r in self.results) / n,
                 "compute_ms_per_frame": sum(r.compute_ms.get(name, 0.0)
-                                            for r in self.results) / n,
+                                            for r in self.results) / n / self.time_scale,
                 "peak_rss_mb": stats.get("peak_rss_mb", float("nan")),
                 "weights_mb": stats.get("weights_mb", float("nan")),
                 # what its tasks took above the RSS after Setup, plus the weights it holds
                 "task_memory_mb": stats.get("weights_mb", float("nan")) + stats.get(
                     "peak_rss_mb", float("nan")) - stats.get("setup_rss_mb", float("nan")),
+                # tasks (warm-up included) the loaded host ran slower than the device would
+                "overrun_tasks": stats.get("overrun_tasks", float("nan")),
+                "core_wait_ms_per_task": stats.get("core_wait_ms", float("nan")) / max(
+                    1.0, stats.get("tasks", 1.0)) / self.time_scale,
             }
         return out
+
+    @property
+    def emulation(self) -> dict[str, Any]:
+        """How the devices were emulated, and whether this host kept up."""
+        demand = sum(1.0 / (d * self.time_scale) for d in self.dilations.values())
+        overruns = sum(w.get("overrun_tasks", 0.0) for w in self.workers.values())
+        tasks = sum(w.get("tasks", 0.0) for w in self.workers.values())
+        return {
+            "how": "each device is a worker process on this host; a task is answered once its "
+                   "thread-CPU time x the device's dilation (host GFLOP/s / the hardware's) "
+                   "has passed, the stretch slept, so the devices need the sum of 1/dilation "
+                   "of a core, not a core each; the shared Wi-Fi is one token bucket in the "
+                   "gateway's process" + (
+                       f"; played {self.time_scale:g}x slower (dilations and the medium), "
+                       "times reported divided by that" if self.time_scale > 1 else ""),
+            "time_scale": self.time_scale, "host_cores_needed": demand,
+            "host_cores": os.cpu_count(), "overrun_tasks": overruns, "tasks": tasks,
+            "faithful": overruns <= 0.05 * max(tasks, 1.0),
+        }
 
     def to_json(self) -> dict[str, Any]:
         part = self.plan.partition
@@ -97,34 +138,48 @@ class ClusterRun:
             "peak_rss_mb": max((w.get("peak_rss_mb", 0.0) for w in self.workers.values()),
                                default=None),
             "frames": len(self.results), "dilations": self.dilations,
-            "per_frame_ms": [r.latency_ms for r in self.results],
-            "cluster_ms": statistics.median(r.cluster_ms for r in self.results),
-            "rest_ms": statistics.median(r.rest_ms for r in self.results),
+            "per_frame_ms": [r.latency_ms / self.time_scale for r in self.results],
+            "cluster_ms": self._ms(r.cluster_ms for r in self.results),
+            "rest_ms": self._ms(r.rest_ms for r in self.results),
             "stolen_per_frame": statistics.mean(r.stolen for r in self.results),
             "rerun": sum(r.rerun for r in self.results),
-            "device_work": self.device_work(),
+            "delivery_ms": self._ms(r.delivery_ms for r in self.results),
+            "workers": sorted(self.dilations),
+            "device_work": self.device_work(), "emulation": self.emulation,
         }
 
 
 def run_cluster(graph: Graph, plan: Plan, profile: Profile, fleet: Fleet,
                 frames: Sequence[torch.Tensor], *, scheduler: str = "stealing",
                 sources: Sequence[str] | None = None, prefetch: int = 0, warmup: int = 1,
-                models: tuple[str, ...] = (), timeout_s: float = 600.0) -> ClusterRun:
+                models: tuple[str, ...] = (), timeout_s: float = 600.0,
+                time_scale: float | str = 1.0) -> ClusterRun:
     """Start a worker per planned device (and edge/cloud servers if the rest goes there), run
     ``warmup`` frames, then ``frames`` from ``sources`` (the gateway by default), each source
-    with one frame in flight."""
+    with one frame in flight. Only the devices the plan gives work, and the data sources, get
+    a worker: a device the optimiser left out (it would slow the frame, e.g. an rpi3 whose
+    tile finishes after the others') does not steal tiles either."""
     part = plan.partition
     if part is None or part.method not in ("fused-tiles", "layer-wise"):
         raise EdgeWeaveError("the plan runs on one device (no multi-device partition to run); "
                              "`edgeweave infer` runs single-device plans")
-    sources = list(sources or [part.gateway])
-    dilations = device_dilations(profile, fleet, part.devices)
     remote = any(tier != "device" for tier in plan.placement.values())
+    if time_scale != "auto" and not (float(time_scale) == 1.0
+                                     or (float(time_scale) > 1.0 and not remote)):
+        raise EdgeWeaveError(f"time scale {time_scale}: expected 1 or more, and 1 when the "
+                             "rest of the model runs on the edge or cloud (they are not "
+                             "slowed down)")
+    sources = list(sources or [part.gateway])
+    dilations = device_dilations(profile, fleet, working_devices(part, sources))
+    scale = float(time_scale) if time_scale != "auto" else (
+        1.0 if remote else slow_motion(dilations))
+    slowed = {name: d * scale for name, d in dilations.items()}
     with (LocalLab(models=models) if remote else contextlib.nullcontext()) as edge_lab, \
-            ClusterLab(dict(dilations), models=models,
+            ClusterLab(dict(slowed), models=models,
                        token=edge_lab.token if edge_lab else "") as lab:
-        common = dict(token=lab.token, gateway_dilation=dilations[part.gateway],
-                      edge_target=edge_lab.edge_target if edge_lab else None)
+        common = dict(token=lab.token, gateway_dilation=slowed[part.gateway],
+                      edge_target=edge_lab.edge_target if edge_lab else None,
+                      time_scale=scale)
         if part.method == "fused-tiles":
             gw: TileGateway | LayerGateway = TileGateway(graph, plan, scheduler=scheduler,
                                                          prefetch=prefetch, **common)
@@ -142,7 +197,27 @@ def run_cluster(graph: Graph, plan: Plan, profile: Profile, fleet: Fleet,
         finally:
             gw.close()
     return ClusterRun(plan, scheduler if part.method == "fused-tiles" else "layer-wise",
-                      sources, dilations, results, wall, workers)
+                      sources, dilations, results, wall, workers, scale)
+
+
+def slow_motion(dilations: Mapping[str, float], load: float | None = None,
+                cores: int | None = None) -> float:
+    """The time scale that leaves a task's compute room to wait for a core: a process among
+    ``load`` runnable ones on ``cores`` cores gets about cores / (load + 1) of one, so a burst
+    of CPU time C takes about C (load + 1) / cores of wall time; the slowest-stretched device
+    (the smallest dilation) must stretch C past three times that. 1 on an idle host."""
+    load = os.getloadavg()[0] if load is None else load
+    cores = cores or os.cpu_count() or 1
+    need = 3.0 * (load + 1.0) / cores
+    return max(1.0, float(math.ceil(need / min(dilations.values(), default=need))))
+
+
+def working_devices(part: Partition, sources: Sequence[str]) -> list[str]:
+    """The devices the plan gives tiles or split-layer parts, the gateway and the data sources,
+    in the cluster's order."""
+    used = {t.device for t in part.tiles} | {d for la in part.layers for d in la.devices}
+    used |= {part.gateway, *sources}
+    return [d for d in part.devices if d in used]
 
 
 def _drive(gw: TileGateway | LayerGateway, frames: Sequence[torch.Tensor],

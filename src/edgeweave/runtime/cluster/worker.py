@@ -11,8 +11,13 @@ dtype and shape (against what this worker expects, before a byte is decoded), th
 (bounded wait), the number of tasks waiting (bounded) and the Setup's size and duration.
 
 Compute is dilated to emulate the device (``--dilation``, from its hardware profile vs this
-host); several workers share this host's cores, so the stretch sleeps instead of spinning
-(:mod:`edgeweave.runtime.dilation`). ``Stats`` reports the process's memory: RSS when it
+host): a task is answered when its thread-CPU time x the dilation has passed. Several workers
+share this host's cores, so the stretch sleeps instead of spinning
+(:mod:`edgeweave.runtime.dilation`): K emulated devices need the sum of 1/dilation of a core
+(0.6 of one for four rpi4 and two rpi3 on a 66 GFLOP/s host), not K cores. A task whose compute
+waited for a core longer than the stretch ran slower than the device would: it is counted in
+``Stats`` (``overrun_tasks``), as is the time other processes took the core (``core_wait_ms``).
+``Stats`` reports the process's memory: RSS when it
 started, after the last Setup (weights loaded), now, and its peak since that Setup (the peak
 less the RSS after Setup is what the device's tasks took).
 
@@ -124,7 +129,8 @@ class WorkerService(cpb_grpc.ClusterWorkerServicer):
         self._work = threading.BoundedSemaphore(1)
         self._rejections = RateLimitedLog(log)
         self.stats = {"base_rss_mb": _rss_mb("VmRSS"), "tasks": 0.0, "compute_ms": 0.0,
-                      "setup_ms": 0.0, "weights_mb": 0.0, "refused": 0.0}
+                      "setup_ms": 0.0, "weights_mb": 0.0, "refused": 0.0,
+                      "overrun_tasks": 0.0, "core_wait_ms": 0.0}
         if config.cache_dir:
             self.cache_dir = Path(config.cache_dir)
         else:
@@ -325,11 +331,14 @@ class WorkerService(cpb_grpc.ClusterWorkerServicer):
         arrive(msg, max_wait_s=self.cfg.max_arrival_wait_s)
         wait_ms = (time.monotonic() - wait) * 1000.0
         values = tensors.decode(messages, expected.get, 0)
+        if isinstance(ex, TileExecutor):
+            ex.module(tile)  # built (once per variant) before the device's clock starts
         mark = dilation.start()
         if isinstance(ex, TileExecutor):
             out, shares = ex.run(tile, values)
         else:
             out, shares = ex.run(msg.layer, msg.tile, values["crop"]), {}
+        self._note_host(mark)
         compute_ms = dilation.finish(mark, self.cfg.dilation, spin=self.cfg.spin)
         self.stats["tasks"] += 1
         self.stats["compute_ms"] += compute_ms
@@ -337,6 +346,16 @@ class WorkerService(cpb_grpc.ClusterWorkerServicer):
         reply.output.CopyFrom(tensors.encode({"output": out}, ["output"], msg.return_codec)[0])
         reply.shares.extend(tensors.encode(shares, list(shares), msg.return_codec))
         return reply
+
+    def _note_host(self, mark: dilation.Mark) -> None:
+        """Count a task this host could not emulate faithfully: its compute waited so long for
+        a core that the wall time already passed the dilated target, so the device ran slower
+        than its hardware (``overrun_tasks``; ``core_wait_ms``: wall minus CPU time, what the
+        host's other processes took from the worker while it computed)."""
+        wall_ms, cpu_ms = dilation.elapsed_ms(mark)
+        self.stats["core_wait_ms"] += max(0.0, wall_ms - cpu_ms)
+        if self.cfg.dilation > 1.0 and wall_ms > cpu_ms * self.cfg.dilation:
+            self.stats["overrun_tasks"] += 1
 
     # ---- Health / Stats -------------------------------------------------------------------
 

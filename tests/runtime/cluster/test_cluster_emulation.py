@@ -1,0 +1,84 @@
+"""How the cluster is emulated on one host: slow motion (every dilation and the medium slowed by
+one factor, the times reported divided back), the devices that get a worker, and the tasks a
+loaded host could not emulate faithfully, counted by the worker."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from cluster_helpers import digits_plan
+
+from edgeweave.errors import EdgeWeaveError
+from edgeweave.runtime import dilation
+from edgeweave.runtime.cluster.gateway import FrameResult
+from edgeweave.runtime.cluster.medium import SharedMedium
+from edgeweave.runtime.cluster.session import ClusterRun, slow_motion, working_devices
+from edgeweave.runtime.cluster.worker import WorkerConfig, WorkerService
+from edgeweave.runtime.proto import cluster_pb2 as cpb
+
+
+def test_slow_motion_leaves_room_for_the_wait_for_a_core():
+    # idle host: real time; 8 runnable on 2 cores: a burst takes ~4.5x its CPU time, and the
+    # rpi4's 8x stretch needs 3x that (13.5), so the run goes 2x slower
+    assert slow_motion({"pi4": 8.0, "pi3": 24.0}, load=0.0, cores=2) == 1.0
+    assert slow_motion({"pi4": 8.0, "pi3": 24.0}, load=8.0, cores=2) == 2.0
+    assert slow_motion({"pi4": 2.0}, load=8.0, cores=2) == 7.0
+
+
+def test_a_slowed_medium_takes_time_scale_times_longer():
+    medium = SharedMedium(mbps=8.0, rtt_ms=0.0, time_scale=2.0)  # 100 kB: 0.1 s x 2
+    start = time.monotonic()
+    msg = cpb.Task()
+    medium.send(msg, 100_000, "gw", "a")
+    assert msg.deliver_at_ns / 1e9 - start == pytest.approx(0.2, abs=0.03)
+
+
+def test_a_slow_motion_run_reports_the_devices_own_time():
+    plan = digits_plan(grid=(2, 2), reuse=False)
+    frames = [FrameResult(k, "a", None, 300.0 + k, 150.0, 150.0 + k, 10, {"a": 4},
+                          {"a": 120.0}, 0, 0, delivery_ms=30.0) for k in range(3)]
+    run = ClusterRun(plan, "stealing", ["a"], {"a": 8.0}, frames, wall_s=0.9,
+                     workers={"a": {"tasks": 12.0, "overrun_tasks": 0.0}}, time_scale=3.0)
+    doc = run.to_json()
+    assert run.latency_ms == pytest.approx(301.0 / 3) and run.fps == pytest.approx(10.0)
+    assert doc["cluster_ms"] == 50.0 and doc["delivery_ms"] == 10.0
+    assert doc["per_frame_ms"] == pytest.approx([100.0, 301.0 / 3, 302.0 / 3])
+    assert run.device_work()["a"]["compute_ms_per_frame"] == pytest.approx(40.0)
+    emulation = doc["emulation"]
+    assert emulation["time_scale"] == 3.0 and emulation["faithful"]
+    assert emulation["host_cores_needed"] == pytest.approx(1 / 24)
+    assert "played 3x slower" in emulation["how"]
+
+
+def test_only_the_devices_the_plan_uses_and_the_sources_get_a_worker():
+    part = digits_plan(grid=(2, 2), reuse=False).partition
+    only_a = part.model_copy(update={"tiles": [t.model_copy(update={"device": "a"})
+                                               for t in part.tiles]})
+    assert working_devices(only_a, ["a"]) == ["a"]
+    assert working_devices(only_a, ["c", "a"]) == ["a", "c"]  # a data source computes too
+    both = part.model_copy(update={"tiles": [t.model_copy(update={"device": "bc"[k % 2]})
+                                             for k, t in enumerate(part.tiles)]})
+    assert working_devices(both, ["a"]) == ["a", "b", "c"]  # the gateway stitches
+
+
+def test_slow_motion_is_refused_below_one():
+    from edgeweave.runtime.cluster.session import run_cluster
+
+    plan = digits_plan(grid=(2, 2), reuse=False)
+    with pytest.raises(EdgeWeaveError, match=r"time scale 0\.5: expected 1 or more"):
+        run_cluster(None, plan, None, None, [], time_scale=0.5)  # type: ignore[arg-type]
+
+
+def test_the_worker_counts_a_task_the_host_could_not_emulate():
+    service = WorkerService(WorkerConfig("pi4", dilation=8.0))
+    wall0, cpu0 = dilation.start()
+    service._note_host((wall0 - 0.5, cpu0))  # 500 ms of wall, ~0 of CPU: waited for a core
+    assert service.stats["overrun_tasks"] == 1.0
+    assert service.stats["core_wait_ms"] == pytest.approx(500.0, abs=50.0)
+    mark = dilation.start()
+    end = time.thread_time() + 0.02
+    while time.thread_time() < end:  # 20 ms of CPU, no wait: the 8x stretch covers it
+        pass
+    service._note_host(mark)
+    assert service.stats["overrun_tasks"] == 1.0
