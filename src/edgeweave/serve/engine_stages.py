@@ -31,9 +31,8 @@ import torch
 
 from edgeweave.serve.cache.semantic import SemanticCache
 from edgeweave.serve.filter.cascade import SPECIALISED
+from edgeweave.serve.front import SHARED
 from edgeweave.serve.stage import FrontStage, Verdict, model_answer
-
-SHARED = "shared"
 
 
 def logits_for(answer: Verdict, num_classes: int) -> torch.Tensor:

@@ -54,10 +54,11 @@ class Pending:
     """A submitted request. `deadline` is on the engine's clock (inf: none); `priority` 0-9."""
 
     __slots__ = ("_done", "answer", "arrival", "deadline", "error", "inputs", "key", "priority",
-                 "seq")
+                 "seq", "source")
 
-    def __init__(self, key: str, inputs: Inputs, deadline: float, priority: int, arrival: float):
-        self.key, self.inputs = key, inputs
+    def __init__(self, key: str, inputs: Inputs, deadline: float, priority: int, arrival: float,
+                 source: str = "shared"):
+        self.key, self.inputs, self.source = key, inputs, source
         self.deadline = deadline if deadline is not None else math.inf
         self.priority, self.arrival = priority, arrival
         self.seq = next(_seq)
