@@ -117,10 +117,10 @@ def test_a_frame_with_nothing_new_is_answered_by_the_filter(bright):
     """After learning a camera's stream from its first frames, the node's filter answers the
     empty scene (no outputs: the device keeps its answer) and lets a frame with the object
     through to the model; every filtered frame is counted."""
-    server, svc, s = node("digits-cnn={filter: {positive: [1], learn_frames: 40, epochs: 4}}")
+    server, svc, s = node("digits-cnn={filter: {positive: [1], learn_frames: 24, epochs: 4}}")
     try:
         s.Deploy(bright.deploy_stream(pb.ServingConfig()), timeout=60)
-        for i in range(40):  # learning: every frame reaches the model
+        for i in range(24):  # learning: every frame reaches the model
             assert ask(s, bright, frame(BRIGHT if i % 4 == 0 else DARK, i)).answered_by == \
                 "model"
         learner = next(iter(svc.fronts.served.values())).filter
@@ -130,7 +130,7 @@ def test_a_frame_with_nothing_new_is_answered_by_the_filter(bright):
                    enumerate([DARK, DARK, BRIGHT, DARK, DARK, BRIGHT])]
         for kind, reply in replies:
             if kind == BRIGHT:  # the filter never drops a frame the query wants
-                assert reply.answered_by == "model"
+                assert reply.answered_by == "model", [(k, r.answered_by) for k, r in replies]
                 assert int(tensors.decode(reply.tensors)[bright.outputs[0]].argmax()) == BRIGHT
             elif reply.answered_by == "filter":
                 assert not reply.tensors and reply.note == "skipped by filter"
@@ -179,24 +179,38 @@ def test_bad_front_settings_are_named(flag, words):
     assert words in str(err.value) and "--front" in str(err.value)
 
 
-def test_a_front_for_a_model_the_node_does_not_have_is_refused_at_start():
-    model, config = front_flag("no-such-net={cache: {}}")
-    with pytest.raises(EdgeWeaveError, match="--front no-such-net: this node has no model"):
+@pytest.mark.parametrize("flag, words", [
+    ("no-such-net={cache: {}}", "--front no-such-net: this node has no model"),
+    ("digits-cnn={cache: {embed: 'prefix:nope'}}", "--front digits-cnn: cache.embed names "
+                                                   "node 'nope'"),
+    ("digits-cnn={filter: {positive: [12]}}", "--front digits-cnn: filter.positive names "
+                                              "class(es) [12]"),
+])
+def test_a_front_the_model_cannot_take_stops_the_node_at_start(flag, words):
+    model, config = front_flag(flag)
+    with pytest.raises(EdgeWeaveError) as err:
         start_node(NodeConfig("edge", "edge", fronts={model: config}),
                    ServeOptions("127.0.0.1:0", token=TOKEN))
+    assert words in str(err.value)
 
 
 def test_a_hostile_device_id_is_only_a_bounded_stream_key(bright):
     """A device names itself; the node keeps a bounded, printable prefix of the name as the
-    request's stream key and answers as usual."""
-    server, svc, s = node("digits-cnn={cache: {radius: 0.2}, prefetch: {max_sources: 2}}")
+    request's stream key and answers as usual. (The cache keys on the model's first layers,
+    read from the node's own copy of digits-cnn with the deployed weights.)"""
+    server, svc, s = node("digits-cnn={cache: {embed: 'prefix:1', radius: 0.2}, "
+                          "prefetch: {max_sources: 2}}")
     try:
         s.Deploy(bright.deploy_stream(pb.ServingConfig()), timeout=60)
+        by = []
         for i in range(4):
             reply = ask(s, bright, frame(DARK, i), device="\x00evil" * 100 + str(i),
                         prefetch=10_000)
             assert reply.tensors and len(reply.prefetched) <= 16
-        prefetcher = next(iter(svc.fronts.served.values())).prefetcher
+            by.append(reply.answered_by)
+        front = next(iter(svc.fronts.served.values()))
+        assert front.embed == "prefix:1" and by == ["model", "cache", "cache", "cache"]
+        prefetcher = front.prefetcher
         assert len(prefetcher.predictor.current) <= 2
         assert all(len(k) <= 7 + 64 and k.isprintable() for k in prefetcher.predictor.current)
     except grpc.RpcError as e:

@@ -29,6 +29,7 @@ from torch import nn
 
 from edgeweave.errors import EdgeWeaveError, ServeError
 from edgeweave.graph import Graph
+from edgeweave.runtime.models import TrustedModels
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
 from edgeweave.runtime.stage_store import DeployedStage
 from edgeweave.serve import Engine
@@ -171,10 +172,22 @@ class NodeFronts:
         return module.eval()
 
 
-def check_models(configs: Mapping[str, FrontConfig], knows: Callable[[str], bool],
-                 names: Sequence[str]) -> None:
-    """Every ``--front`` names a model of the node's registry."""
-    for model in configs:
-        if not knows(model):
+def check_fronts(configs: Mapping[str, FrontConfig], models: TrustedModels) -> None:
+    """Every ``--front`` names a model of the node's registry, and its stages can be built
+    for that model at its default input (filter shapes, classes, a ``prefix:`` key's node):
+    checked on an instance of the model, so a bad file stops the node at start."""
+    for model, config in configs.items():
+        if not models.knows(model):
             raise EdgeWeaveError(f"--front {model}: this node has no model {model!r} (it "
-                                 f"knows {', '.join(names)}; install one with --model)")
+                                 f"knows {', '.join(models.names)}; install one with --model)")
+        module, shape = models.model(model)
+        with torch.inference_mode():
+            out = module.eval()(torch.zeros(shape))
+        if not isinstance(out, torch.Tensor) or out.dim() != 2:
+            raise EdgeWeaveError(f"--front {model}: the model does not give one row of class "
+                                 f"scores per input, so no cache or filter can stand in front "
+                                 f"of it")
+        try:
+            build_front(config, module, shape, int(out.shape[1]))
+        except ServeError as e:
+            raise EdgeWeaveError(f"--front {model}: {e}") from None

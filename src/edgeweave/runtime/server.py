@@ -44,7 +44,7 @@ from edgeweave.runtime.chunk_deploy import ChunkDeployer
 from edgeweave.runtime.chunk_store import ChunkStore
 from edgeweave.runtime.deploy import MB, Deployed, Deployer, DeployRefused
 from edgeweave.runtime.flight import same_clock, stamp
-from edgeweave.runtime.fronts import NodeFronts, check_models, request_source
+from edgeweave.runtime.fronts import NodeFronts, check_fronts, request_source
 from edgeweave.runtime.links import NodeLinks
 from edgeweave.runtime.metrics import NodeMetrics
 from edgeweave.runtime.models import TrustedModels
@@ -142,7 +142,7 @@ class NodeService(pb_grpc.NodeServicer):
         self.deployer = Deployer(TrustedModels(config.models), self.stages, cache_dir,
                                  int(config.max_stage_mb * MB))
         self.fronts = NodeFronts(config.fronts, self.deployer.graph)
-        check_models(config.fronts, self.deployer.models.knows, self.deployer.models.names)
+        check_fronts(config.fronts, self.deployer.models)
         self.serving.fronts = self.fronts
         self.chunk_deployer = ChunkDeployer(self.deployer, ChunkStore(
             cache_dir / "chunks", int(config.chunk_budget_mb * MB)))

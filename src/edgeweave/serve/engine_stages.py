@@ -8,10 +8,10 @@ translate:
 
 - a cache hit becomes the model's kind of output, one row of logits whose argmax is the cached
   label and whose softmax gives that label the vote's share;
-- a filter's answer becomes ``admit(x) = False`` when the frame holds nothing new (the
-  difference detector) or nothing of interest (the specialised model is sure there is no
-  object); a frame the specialised model is sure holds an object still goes to the model, as a
-  device asking a served model wants that model's label for it;
+- a filter's answer becomes ``admit(x) = False`` when the cascade is sure the frame holds no
+  object (the specialised model, or the difference detector repeating an earlier frame's
+  "none"); a frame it believes holds one still goes to the model, as a device asking a served
+  model wants that model's label for it;
 - the model's outputs become its answer (argmax and softmax probability) for both to learn.
 
 Attach them only where the served stage takes the model's input and gives its logits (a whole
@@ -30,7 +30,6 @@ from collections.abc import Sequence
 import torch
 
 from edgeweave.serve.cache.semantic import SemanticCache
-from edgeweave.serve.filter.cascade import SPECIALISED
 from edgeweave.serve.front import SHARED
 from edgeweave.serve.stage import FrontStage, Verdict, model_answer
 
@@ -82,12 +81,20 @@ class EngineFilter:
         self._lock = threading.Lock()
 
     def admit(self, x: object, source: str = SHARED) -> bool:
+        """False only when the cascade is sure the frame holds no object (the specialised
+        model, or the difference detector repeating an earlier "none"): a frame it believes
+        holds one goes to the model, whose label the device wants. A skipped frame is
+        remembered as the stream's latest, as every computed one is (``observe``), so the
+        earlier-frame detector compares with the frame before, not the last computed one."""
         t = _one(x)
         if t is None:
             return True
         with self._lock:
             found = self.stage.lookup(t, source)
-        return found is None or (found.stage == SPECIALISED and found.label == 1)
+            if found is None or found.label == 1:
+                return True
+            self.stage.observe(t, source, found)
+        return False
 
     def observe(self, x: object, outputs: Sequence[torch.Tensor], source: str = SHARED) -> None:
         t = _one(x)
