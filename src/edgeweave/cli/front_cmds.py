@@ -44,10 +44,21 @@ def _finish(console: Console, name: str, tables: list[Any], doc: dict[str, Any],
 
 def cache_bench(console: Console, devices: int, requests: int, epochs: int, seed: int,
                 front: Path | None, cache: str | None, json_out: Path | None,
-                report: Path | None = None) -> None:
+                report: Path | None = None, processes: bool = False) -> None:
+    user = front_settings(front, cache, None).cache
+    if processes:
+        from edgeweave.cli.scenarios import cache_processes
+
+        popts = cache_processes.Options(devices=devices, requests=requests, epochs=epochs,
+                                        seed=seed, user=user)
+        with console.status(f"semantic cache on local processes: {devices} devices x "
+                            f"{requests} requests against an edge node process"):
+            tables, doc = cache_processes.run_processes(popts)
+        _finish(console, "semantic_cache_processes", tables, doc, json_out, report)
+        console.print(f"[dim]{doc['note']}[/]")
+        return
     from edgeweave.cli.scenarios.semantic_cache import Options, run_scenario
 
-    user = front_settings(front, cache, None).cache
     opts = Options(devices=devices, requests=requests, epochs=epochs, seed=seed, user=user)
     with console.status(f"semantic cache: {devices} devices x {requests} requests of real "
                         f"digits (training digits-cnn, then every configuration)"):

@@ -45,14 +45,17 @@ def cache(
     json_out: Path = typer.Option(None, "--json", callback=output_file,
                                   help="Write the rows (JSON) here."),
     report: Path = report_option(),
+    processes: bool = typer.Option(False, "--processes", help="Serve the model from a real "
+                                   "edge node process (`serve --front`) and play the devices "
+                                   "against it over gRPC: measured wall-clock latency."),
 ) -> None:
     """Semantic cache on a correlated stream of real digits: hit rate, reuse taken, agreement,
     p50/p95 with and without, device-only and two-level (in process; link and device latency
-    emulated, as the table's note says)."""
+    emulated, as the table's note says; --processes: on a local node process)."""
     from edgeweave.cli import front_cmds
 
     front_cmds.cache_bench(console, devices, requests, epochs, seed, front, cache, json_out,
-                           report)
+                           report, processes)
 
 
 @app.command("filter")
