@@ -72,12 +72,14 @@ def run_processes(args: Options) -> tuple[list[Table], dict[str, Any]]:
         labels = model(work.inputs).argmax(1).numpy()
     embedder = make_embedder("pixels", None, SHAPE)
     cfg = args.user or CacheConfig(k=3, threshold=0.7, capacity=1000, seed=args.seed)
-    if cfg.radius is None:
+    if cfg.radius is None:  # as the in-process scenario: replay device 0's warm-up trace
+        def make(c: CacheConfig, name: str = "cache") -> SemanticCache:
+            return SemanticCache(embedder, SHAPE, 10, c, name=name)
+
         dev0 = np.array([s == warm.devices[0] for s in warm.devices])
-        cfg = replace(cfg, radius=radius_by_replay(
-            embedder(warm.inputs)[dev0], warm_labels[dev0],
-            lambda c, name="cache": SemanticCache(embedder, SHAPE, 10, c, name=name), cfg,
-            args.agreement))
+        cfg = replace(cfg, radius=radius_by_replay(embedder(warm.inputs)[dev0],
+                                                   warm_labels[dev0], make, cfg,
+                                                   args.agreement))
     graph = capture_spec("digits-cnn")
     graph.module.load_state_dict(model.state_dict())
     served = whole_model("digits-cnn", graph=graph)
