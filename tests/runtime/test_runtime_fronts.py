@@ -108,6 +108,7 @@ def test_a_repeated_input_is_answered_by_the_cache_and_pushed_to_other_devices(b
         again = d2.infer(frame(BRIGHT, 21))
         assert (again.label, again.answered_by) == (BRIGHT, DEVICE_CACHE)
         assert front_counts(svc)["pushed"] == first.pushed and d2.refused == 0
+        assert f"pushed {first.pushed}" in summary.line()
     finally:
         server.stop(0)
         svc.close()
@@ -126,6 +127,7 @@ def test_a_frame_with_nothing_new_is_answered_by_the_filter(bright):
         learner = next(iter(svc.fronts.served.values())).filter
         learner.join(60)
         assert "device:cam" in learner.tuned, learner.failed
+        summary = LiveSummary(svc.metrics.registry, "edge", 1.0, lambda line: None)
         replies = [(kind, ask(s, bright, frame(kind, 100 + i))) for i, kind in
                    enumerate([DARK, DARK, BRIGHT, DARK, DARK, BRIGHT])]
         for kind, reply in replies:
@@ -136,6 +138,7 @@ def test_a_frame_with_nothing_new_is_answered_by_the_filter(bright):
                 assert not reply.tensors and reply.note == "skipped by filter"
         filtered = sum(r.answered_by == "filter" for _, r in replies)
         assert filtered >= 2 and front_counts(svc)["filtered"] == filtered
+        assert f"filtered {filtered}" in summary.line()
         other = ask(s, bright, frame(DARK, 200), device="other")  # its own stream: learning
         assert other.answered_by == "model"
     finally:
