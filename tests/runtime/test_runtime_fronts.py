@@ -116,14 +116,15 @@ def test_a_repeated_input_is_answered_by_the_cache_and_pushed_to_other_devices(b
 
 def test_a_frame_with_nothing_new_is_answered_by_the_filter(bright):
     """After learning a camera's stream from its first frames, the node's filter answers the
-    empty scene (no outputs: the device keeps its answer) and lets a frame with the object
-    through to the model; every filtered frame is counted."""
+    empty scene (no outputs: the device keeps its answer; the reply names the cascade's step)
+    and lets a frame with the object through to the model; every filtered frame is counted,
+    and each reply says whether the stream's filter is learning or active."""
     server, svc, s = node("digits-cnn={filter: {positive: [1], learn_frames: 24, epochs: 4}}")
     try:
         s.Deploy(bright.deploy_stream(pb.ServingConfig()), timeout=60)
-        for i in range(24):  # learning: every frame reaches the model
-            assert ask(s, bright, frame(BRIGHT if i % 4 == 0 else DARK, i)).answered_by == \
-                "model"
+        for i in range(24):  # learning: every frame reaches the model, and the reply says so
+            r = ask(s, bright, frame(BRIGHT if i % 4 == 0 else DARK, i))
+            assert (r.answered_by, r.filter_state, r.filter_step) == ("model", "learning", "")
         learner = next(iter(svc.fronts.served.values())).filter
         learner.join(60)
         assert "device:cam" in learner.tuned, learner.failed
@@ -136,11 +137,13 @@ def test_a_frame_with_nothing_new_is_answered_by_the_filter(bright):
                 assert int(tensors.decode(reply.tensors)[bright.outputs[0]].argmax()) == BRIGHT
             elif reply.answered_by == "filter":
                 assert not reply.tensors and reply.note == "skipped by filter"
+                assert reply.filter_step in ("difference", "specialised"), reply
+            assert reply.filter_state == "active"  # the stream's filter runs (replies say)
         filtered = sum(r.answered_by == "filter" for _, r in replies)
         assert filtered >= 2 and front_counts(svc)["filtered"] == filtered
         assert f"filtered {filtered}" in summary.line()
         other = ask(s, bright, frame(DARK, 200), device="other")  # its own stream: learning
-        assert other.answered_by == "model"
+        assert (other.answered_by, other.filter_state) == ("model", "learning")
     finally:
         server.stop(0)
         svc.close()

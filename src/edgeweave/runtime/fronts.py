@@ -77,6 +77,12 @@ class ServedFront:
                             and isinstance(s.stage, LearningFilter)), None)
         self._lock = self.cache._lock if self.cache is not None else threading.Lock()
 
+    def filter_state(self, source: str) -> str:
+        """The input filter on ``source``'s stream (``InferReply.filter_state``; "" without
+        a filter)."""
+        stage = next((s for s in self.stages if isinstance(s, EngineFilter)), None)
+        return "" if stage is None else stage.state(source)
+
     @property
     def embed(self) -> str:
         return self.cache.cache.embedder.name if self.cache is not None else ""

@@ -394,8 +394,11 @@ class NodeService(pb_grpc.NodeServicer):
         if answer is not None:
             timing.queue_ms, timing.compute_ms = answer.queue_s * 1e3, answer.compute_s * 1e3
         if answer is not None and answer.outputs is None:  # a front stage skipped the model
+            front = self.fronts.get(hop.stage)
             return pb.InferReply(request_id=req.request_id, timings=[timing],
                                  note=f"skipped by {answer.source}", answered_by=answer.source,
+                                 filter_state=front.filter_state(source) if front else "",
+                                 filter_step=answer.step,
                                  queued_ms=self.serving.queued_ms()), answer
         later: list[pb.Timing] = []
         fallback, note = False, ""
@@ -428,6 +431,7 @@ class NodeService(pb_grpc.NodeServicer):
         if front is None or answer is None or answer.outputs is None:
             return
         reply.answered_by = answer.source
+        reply.filter_state = front.filter_state(source)
         pushed = front.push(source, answer.outputs[0], wanted)
         if pushed:
             reply.prefetched.extend(pushed)

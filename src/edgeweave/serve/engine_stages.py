@@ -81,20 +81,33 @@ class EngineFilter:
         self._lock = threading.Lock()
 
     def admit(self, x: object, source: str = SHARED) -> bool:
-        """False only when the cascade is sure the frame holds no object (the specialised
-        model, or the difference detector repeating an earlier "none"): a frame it believes
-        holds one goes to the model, whose label the device wants. A skipped frame is
+        return self.skip(x, source) is None
+
+    def skip(self, x: object, source: str = SHARED) -> str | None:
+        """The cascade's step that answers the frame without the model (``difference`` or
+        ``specialised``), or None: only when the cascade is sure the frame holds no object (the
+        specialised model, or the difference detector repeating an earlier "none"); a frame it
+        believes holds one goes to the model, whose label the device wants. A skipped frame is
         remembered as the stream's latest, as every computed one is (``observe``), so the
         earlier-frame detector compares with the frame before, not the last computed one."""
         t = _one(x)
         if t is None:
-            return True
+            return None
         with self._lock:
             found = self.stage.lookup(t, source)
             if found is None or found.label == 1:
-                return True
+                return None
             self.stage.observe(t, source, found)
-        return False
+        return found.stage
+
+    def state(self, source: str) -> str:
+        """The stream's filter: ``learning``, ``active`` or ``unfiltered`` (a tuned cascade
+        is always active)."""
+        state = getattr(self.stage, "state", None)
+        if state is None:
+            return "active"
+        with self._lock:
+            return str(state(source))
 
     def observe(self, x: object, outputs: Sequence[torch.Tensor], source: str = SHARED) -> None:
         t = _one(x)

@@ -7,7 +7,8 @@ ordered list per model (`Engine.set_front(key, stages)`); each stage implements 
   1) ends the request at once, answered by that stage;
 - ``admit(x, source) -> bool``: False skips the model (a difference detector finding nothing
   new): the request is answered without outputs (`Answer.outputs is None`), and the device
-  keeps the answer it already has;
+  keeps the answer it already has; or ``skip(x, source) -> str | None``, the same decision
+  naming the step that made it (a filter's ``difference`` or ``specialised``; None: run);
 - ``observe(x, answer, source)``: called with every answer the model computes, to fill a
   cache.
 
@@ -49,6 +50,12 @@ def consult(stages: Sequence[object], inputs: Inputs, source: str = SHARED) -> A
                 hit = lookup(x, source)
                 if hit is not None:
                     return Answer(tuple(hit), source=name_of(stage))
+            skip = getattr(stage, "skip", None)
+            if skip is not None:
+                step = skip(x, source)
+                if step:
+                    return Answer(None, source=name_of(stage), step=step)
+                continue
             admit = getattr(stage, "admit", None)
             if admit is not None and not admit(x, source):
                 return Answer(None, source=name_of(stage))

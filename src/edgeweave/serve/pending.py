@@ -45,6 +45,7 @@ class Answer:
     compute_s: float = 0.0
     batch: int = 0  # the batch it ran in (0: answered by a front stage)
     source: str = "model"
+    step: str = ""  # which of the front stage's steps skipped the model (a filter's)
 
 
 _seq = itertools.count()

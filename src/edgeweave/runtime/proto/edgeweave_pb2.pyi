@@ -108,7 +108,7 @@ class Timing(_message.Message):
     def __init__(self, node: _Optional[str] = ..., role: _Optional[str] = ..., queue_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., compute_ms: _Optional[float] = ..., encode_ms: _Optional[float] = ..., forward_ms: _Optional[float] = ..., uplink_ms: _Optional[float] = ..., downlink_ms: _Optional[float] = ..., bytes_in: _Optional[int] = ..., bytes_out: _Optional[int] = ...) -> None: ...
 
 class InferReply(_message.Message):
-    __slots__ = ("request_id", "tensors", "timings", "fallback", "note", "deliver_at_ns", "clock", "error_code", "error", "queued_ms", "batch", "answered_by", "prefetched", "prefetch_embed")
+    __slots__ = ("request_id", "tensors", "timings", "fallback", "note", "deliver_at_ns", "clock", "error_code", "error", "queued_ms", "batch", "answered_by", "prefetched", "prefetch_embed", "filter_state", "filter_step")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
@@ -123,6 +123,8 @@ class InferReply(_message.Message):
     ANSWERED_BY_FIELD_NUMBER: _ClassVar[int]
     PREFETCHED_FIELD_NUMBER: _ClassVar[int]
     PREFETCH_EMBED_FIELD_NUMBER: _ClassVar[int]
+    FILTER_STATE_FIELD_NUMBER: _ClassVar[int]
+    FILTER_STEP_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     tensors: _containers.RepeatedCompositeFieldContainer[Tensor]
     timings: _containers.RepeatedCompositeFieldContainer[Timing]
@@ -137,7 +139,9 @@ class InferReply(_message.Message):
     answered_by: str
     prefetched: _containers.RepeatedCompositeFieldContainer[CacheEntry]
     prefetch_embed: str
-    def __init__(self, request_id: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., timings: _Optional[_Iterable[_Union[Timing, _Mapping]]] = ..., fallback: _Optional[bool] = ..., note: _Optional[str] = ..., deliver_at_ns: _Optional[int] = ..., clock: _Optional[str] = ..., error_code: _Optional[str] = ..., error: _Optional[str] = ..., queued_ms: _Optional[float] = ..., batch: _Optional[int] = ..., answered_by: _Optional[str] = ..., prefetched: _Optional[_Iterable[_Union[CacheEntry, _Mapping]]] = ..., prefetch_embed: _Optional[str] = ...) -> None: ...
+    filter_state: str
+    filter_step: str
+    def __init__(self, request_id: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., timings: _Optional[_Iterable[_Union[Timing, _Mapping]]] = ..., fallback: _Optional[bool] = ..., note: _Optional[str] = ..., deliver_at_ns: _Optional[int] = ..., clock: _Optional[str] = ..., error_code: _Optional[str] = ..., error: _Optional[str] = ..., queued_ms: _Optional[float] = ..., batch: _Optional[int] = ..., answered_by: _Optional[str] = ..., prefetched: _Optional[_Iterable[_Union[CacheEntry, _Mapping]]] = ..., prefetch_embed: _Optional[str] = ..., filter_state: _Optional[str] = ..., filter_step: _Optional[str] = ...) -> None: ...
 
 class StageRecipe(_message.Message):
     __slots__ = ("model", "input_shape", "nodes", "inputs", "outputs")
