@@ -109,3 +109,21 @@ def test_cache_bench_runs_and_prints_its_rows(tmp_path, monkeypatch, capsys):
     assert all(keys <= set(r) for r in rows)
     assert rows[-1]["config"].startswith("two-level, your settings (k=1")
     assert all(0 <= r["hit_rate"] <= 1 for r in rows)
+
+
+def test_the_process_rows_print_in_the_scenario_table_without_a_prediction():
+    """A process row has no predicted speedup (it stays on the node): the shared table shows
+    `-` there and says when the streams' filters became active; the goal is judged alike."""
+    from rich.console import Console
+
+    row = {"streams": 2, "occurrence": 0.1, "fps": 500.0, "fps_reference": 160.0,
+           "speedup": 3.125, "accuracy_frame": 0.99, "accuracy_window": 0.95,
+           "reach_specialised": 0.2, "reach_reference": 0.1,
+           "detail": "learnt after 650-700 frames"}
+    input_filter.judge(row)
+    assert row["goal_met"] and "prediction_error" not in row
+    console = Console(width=250, record=True)
+    console.print(input_filter.table([row], "on processes"))
+    text = console.export_text()
+    assert "learnt after 650-700 frames" in text and "3.12x" in text and "met" in text
+    assert " - " in text.splitlines()[-2]  # the predicted and error cells
