@@ -10,7 +10,7 @@ import pytest
 from rich.table import Table
 
 from edgeweave.cli import app as cli_app
-from edgeweave.cli.scenarios import input_filter, semantic_cache
+from edgeweave.cli.scenarios import filter_processes, input_filter, semantic_cache
 from edgeweave.serve.cache.config import CacheConfig
 
 
@@ -37,6 +37,7 @@ def scenarios(monkeypatch):
 
     monkeypatch.setattr(semantic_cache, "run_scenario", fake)
     monkeypatch.setattr(input_filter, "run_scenario", fake)
+    monkeypatch.setattr(filter_processes, "run_processes", fake)
     return seen
 
 
@@ -51,6 +52,9 @@ def scenarios(monkeypatch):
     (["front", "filter", "--occurrence", "1.5"], "--occurrence: expected a fraction in (0, 1)"),
     (["front", "filter", "--filter", "max_fn=2"], "--filter: filter.max_fn must be in [0, 1]"),
     (["front", "filter", "--front", "{d}/cache_only.yaml"], "has no filter section"),
+    (["front", "filter", "--processes", "--front", "{d}/cache_only.yaml"],
+     "has no filter section"),
+    (["front", "filter", "--processes", "--streams", "0"], "--streams"),
     (["front", "filter", "--front", "{d}/bad.yaml"], "bad.yaml: cache.threshold"),
 ])
 def test_bad_settings_are_one_line_naming_them(args, names, tmp_path, scenarios, monkeypatch,
@@ -83,6 +87,13 @@ def test_settings_reach_the_scenarios(tmp_path, scenarios, monkeypatch, capsys):
               "--occurrence", "0.1", "--occurrence", "0.25"], monkeypatch, capsys)
     opts = scenarios[-1]
     assert (opts.max_fn, opts.max_fp, opts.occurrence) == (0.03, 0.004, (0.1, 0.25))
+    assert (opts.frames, opts.streams, opts.epochs) == ((1200, 2400, 2400), 8, 6)
+    run_main(["front", "filter", "--processes", "--front", str(front), "--filter",
+              "max_fp=0.004", "--frames", "400", "--streams", "3"], monkeypatch, capsys)
+    opts = scenarios[-1]  # the same targets; --frames: test frames, half each to learn from
+    assert isinstance(opts, filter_processes.Options)
+    assert (opts.max_fn, opts.max_fp, opts.learn, opts.test, opts.streams, opts.epochs) == \
+        (0.03, 0.004, 200, 400, 3, 2)
 
 
 @pytest.mark.slow
@@ -98,3 +109,21 @@ def test_cache_bench_runs_and_prints_its_rows(tmp_path, monkeypatch, capsys):
     assert all(keys <= set(r) for r in rows)
     assert rows[-1]["config"].startswith("two-level, your settings (k=1")
     assert all(0 <= r["hit_rate"] <= 1 for r in rows)
+
+
+def test_the_process_rows_print_in_the_scenario_table_without_a_prediction():
+    """A process row has no predicted speedup (it stays on the node): the shared table shows
+    `-` there and says when the streams' filters became active; the goal is judged alike."""
+    from rich.console import Console
+
+    row = {"streams": 2, "occurrence": 0.1, "fps": 500.0, "fps_reference": 160.0,
+           "speedup": 3.125, "accuracy_frame": 0.99, "accuracy_window": 0.95,
+           "reach_specialised": 0.2, "reach_reference": 0.1,
+           "detail": "learnt after 650-700 frames"}
+    input_filter.judge(row)
+    assert row["goal_met"] and "prediction_error" not in row
+    console = Console(width=250, record=True)
+    console.print(input_filter.table([row], "on processes"))
+    text = console.export_text()
+    assert "learnt after 650-700 frames" in text and "3.12x" in text and "met" in text
+    assert " - " in text.splitlines()[-2]  # the predicted and error cells

@@ -241,6 +241,7 @@ def test_served_filter_learns_each_stream_then_answers_like_the_reference():
     answers = [front.answer(frames[i:i + 1], "cam", reference) for i in range(300)]
     assert all(a.stage == MODEL for a in answers[:160])  # learning: every frame to the model
     assert "cam" in f.tuned and f.cascade("other") is None
+    assert (f.state("cam"), f.state("other")) == ("active", "unfiltered")  # other: not seen
     later = answers[160:]
     truth = QUERY.labels(frames[160:])
     query_answers = np.array([a.label if a.stage != MODEL else int(a.label == 1)
@@ -268,6 +269,9 @@ def test_a_stream_that_cannot_teach_a_filter_passes_through_and_says_why(backgro
         assert f.lookup(x, "busy") is None
         f.observe(x, "busy", model_answer(Bright()(x)[0]))
         f.observe(x, "second", model_answer(Bright()(x)[0]))  # beyond max_streams: ignored
+        if i < 19:
+            assert (f.state("busy"), f.state("second")) == ("learning", "unfiltered")
     f.join(60)
     assert "every training frame holds an object" in f.failed["busy"]
+    assert f.state("busy") == "unfiltered"
     assert f.tuned == {} and f._learning == {}

@@ -78,6 +78,10 @@ class ServeMetrics:
                              registry=reg)
         self.limit_g = Gauge("edgeweave_serve_batch_limit", "The batch size a model may run "
                              "now (adaptive batching moves it)", ["model"], registry=reg)
+        self.front = Counter("edgeweave_serve_front", "Requests a served model's front stages "
+                             "saw, by result (cache_hit, cache_miss, filtered), and cache "
+                             "entries pushed to devices (pushed)", ["model", "result"],
+                             registry=reg)
         self._labels: set[str] = set()
         self._slo: dict[str, list[int]] = {}  # label -> [met, total]
         self._lock = threading.Lock()
@@ -122,6 +126,17 @@ class ServeMetrics:
         self.e2e_s.labels(m).observe(e2e_s)
         if met is not None:
             self._deadline(m, met)
+
+    def fronted(self, model: str, source: str, cached: bool, pushed: int) -> None:
+        """A request to a model with front stages: answered by ``source`` (the model, the
+        cache, or the filter), whether the model has a cache, and entries pushed with it."""
+        m = self.label(model)
+        if source == "filter":
+            self.front.labels(m, "filtered").inc()
+        elif cached:
+            self.front.labels(m, "cache_hit" if source == "cache" else "cache_miss").inc()
+        if pushed:
+            self.front.labels(m, "pushed").inc(pushed)
 
     def missed(self, model: str) -> None:
         """A request with a deadline was shed: it did not meet it."""

@@ -64,6 +64,14 @@ class TrustedModels:
         return [*sorted(self._builtins), f"{BRANCHY_MODEL}:side=S,width=W",
                 f"{STEM_MODEL}:side=S,width=W,heads=C@D+...", *sorted(self._installed)]
 
+    def knows(self, spec: str) -> bool:
+        """``spec`` is a built-in or an installed model (not a parametrised one)."""
+        return spec in self._builtins or spec in self._installed
+
+    def model(self, spec: str) -> tuple[nn.Module, tuple[int, ...]]:
+        """A fresh instance of ``spec`` (its own initial weights) and its default input."""
+        return self._build(spec)
+
     def graph(self, spec: str, input_shape: Sequence[int]) -> Graph:
         """The captured graph of ``spec`` at ``input_shape``; UnknownModel or BadModelRequest
         name what is wrong. Captures run one at a time (each holds a whole model briefly)."""

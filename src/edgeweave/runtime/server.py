@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -44,6 +44,7 @@ from edgeweave.runtime.chunk_deploy import ChunkDeployer
 from edgeweave.runtime.chunk_store import ChunkStore
 from edgeweave.runtime.deploy import MB, Deployed, Deployer, DeployRefused
 from edgeweave.runtime.flight import same_clock, stamp
+from edgeweave.runtime.fronts import NodeFronts, check_fronts, request_source
 from edgeweave.runtime.links import NodeLinks
 from edgeweave.runtime.metrics import NodeMetrics
 from edgeweave.runtime.models import TrustedModels
@@ -62,6 +63,7 @@ from edgeweave.runtime.serving import (
 )
 from edgeweave.runtime.stage_store import StageStore
 from edgeweave.serve import Answer, NodeServing, ServingConfig
+from edgeweave.serve.front_config import FrontConfig
 
 log = logging.getLogger("edgeweave.runtime.node")
 
@@ -97,6 +99,8 @@ class NodeConfig:
     # decoded bytes a request's tensors may declare when no stage here says what to expect
     max_decoded_mb: float = 128.0
     channel_factory: object = None  # callable(target) -> grpc.Channel (auth, TLS)
+    # the operator's front stages (cache, filter, prefetch) per model name (serve --front)
+    fronts: dict[str, FrontConfig] = field(default_factory=dict)
 
     @property
     def serving(self) -> NodeServing:
@@ -137,6 +141,9 @@ class NodeService(pb_grpc.NodeServicer):
             cache_dir = Path(self._tmp.name)
         self.deployer = Deployer(TrustedModels(config.models), self.stages, cache_dir,
                                  int(config.max_stage_mb * MB))
+        self.fronts = NodeFronts(config.fronts, self.deployer.graph)
+        check_fronts(config.fronts, self.deployer.models)
+        self.serving.fronts = self.fronts
         self.chunk_deployer = ChunkDeployer(self.deployer, ChunkStore(
             cache_dir / "chunks", int(config.chunk_budget_mb * MB)))
         self._next = None
@@ -332,9 +339,13 @@ class NodeService(pb_grpc.NodeServicer):
         self.metrics.latency.labels("total").observe(total)
         if answer is not None:
             met = None if math.isinf(deadline) else time.monotonic() <= deadline
-            self.metrics.serve.answered(self.serving.model_name(req.route[0].stage),
-                                        answer.source if answer.outputs is not None
+            model = self.serving.model_name(req.route[0].stage)
+            self.metrics.serve.answered(model, answer.source if answer.outputs is not None
                                         else "skipped", total, met)
+            front = self.fronts.get(req.route[0].stage)
+            if front is not None:
+                self.metrics.serve.fronted(model, answer.source, front.cache is not None,
+                                           len(reply.prefetched))
         return reply
 
     def note(self, r: Refused, context: grpc.ServicerContext) -> None:
@@ -376,14 +387,18 @@ class NodeService(pb_grpc.NodeServicer):
                           f"needs: {', '.join(missing)[:300]}", "missing_value")
         bytes_in = tensors.payload_bytes(req.tensors)
         self.metrics.bytes.labels("in").inc(bytes_in)
-        answer = self._run(hop.stage, env, deadline, req.priority)
+        source = request_source(req.device, context.peer())
+        answer = self._run(hop.stage, env, deadline, req.priority, source)
         timing = pb.Timing(node=self.cfg.name, role=self.cfg.role, decode_ms=decode_ms,
                            bytes_in=bytes_in)
         if answer is not None:
             timing.queue_ms, timing.compute_ms = answer.queue_s * 1e3, answer.compute_s * 1e3
         if answer is not None and answer.outputs is None:  # a front stage skipped the model
+            front = self.fronts.get(hop.stage)
             return pb.InferReply(request_id=req.request_id, timings=[timing],
-                                 note=f"skipped by {answer.source}",
+                                 note=f"skipped by {answer.source}", answered_by=answer.source,
+                                 filter_state=front.filter_state(source) if front else "",
+                                 filter_step=answer.step,
                                  queued_ms=self.serving.queued_ms()), answer
         later: list[pb.Timing] = []
         fallback, note = False, ""
@@ -398,6 +413,7 @@ class NodeService(pb_grpc.NodeServicer):
         reply = pb.InferReply(request_id=req.request_id, tensors=out, fallback=fallback,
                               note=note, queued_ms=self.serving.queued_ms(),
                               batch=answer.batch if answer is not None else 0)
+        self._front_reply(reply, hop.stage, answer, source, req.prefetch)
         self.links.check(hop, timing.bytes_out, "the reply", context.time_remaining())
         if same_clock(req.clock) and hop.shape_bandwidth and hop.link_mbps > 0:
             # the sender shares our clock: reply at once, stamped, as it sent to us
@@ -407,8 +423,22 @@ class NodeService(pb_grpc.NodeServicer):
         reply.timings.extend([timing, *later])  # copies: `timing` is complete only now
         return reply, answer
 
-    def _run(self, digest: str, env: dict[str, torch.Tensor], deadline: float, priority: int
-             ) -> Answer | None:
+    def _front_reply(self, reply: pb.InferReply, digest: str, answer: Answer | None,
+                     source: str, wanted: int) -> None:
+        """Who answered, and the cache entries pushed to the device (Precog), when the stage
+        has front stages."""
+        front = self.fronts.get(digest)
+        if front is None or answer is None or answer.outputs is None:
+            return
+        reply.answered_by = answer.source
+        reply.filter_state = front.filter_state(source)
+        pushed = front.push(source, answer.outputs[0], wanted)
+        if pushed:
+            reply.prefetched.extend(pushed)
+            reply.prefetch_embed = front.embed
+
+    def _run(self, digest: str, env: dict[str, torch.Tensor], deadline: float, priority: int,
+             source: str) -> Answer | None:
         """Run this node's stage through the serving engine (None: the route runs nothing
         here)."""
         if not digest:
@@ -423,7 +453,7 @@ class NodeService(pb_grpc.NodeServicer):
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
                           f"stage input {missing[0]!r} missing", "missing_value")
         answer = self.serving.run(stage, tuple(env[n] for n in stage.inputs), deadline,
-                                  priority)
+                                  priority, source)
         if answer.outputs is not None:
             env.update(zip(stage.outputs, answer.outputs, strict=True))
             self.metrics.latency.labels("compute").observe(answer.compute_s)

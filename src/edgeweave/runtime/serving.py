@@ -22,6 +22,7 @@ import torch
 from edgeweave.codec.wire import DTYPES
 from edgeweave.errors import ServeError
 from edgeweave.runtime import dilation
+from edgeweave.runtime.fronts import NodeFronts
 from edgeweave.runtime.metrics import ServeMetrics
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
 from edgeweave.runtime.requests import Refused
@@ -29,6 +30,7 @@ from edgeweave.runtime.stage_store import DeployedStage
 from edgeweave.serve import Answer, Engine, LatencyModel, NodeServing, ServingConfig, Shed, resolve
 from edgeweave.serve.batching import Inputs, batch_dims_ok, calibrate, stack, unstack
 from edgeweave.serve.config import check_priority
+from edgeweave.serve.front import SHARED
 
 log = logging.getLogger("edgeweave.runtime.node")
 
@@ -123,6 +125,7 @@ class ServingNode:
         self.metrics = metrics
         self.engine = Engine(node, metrics).start()
         self.batchable: dict[str, bool] = {}  # measured when deployed to run here
+        self.fronts: NodeFronts | None = None  # the operator's --front stages, per model
 
     def check(self, msg: pb.ServingConfig) -> ServingConfig:
         """A device's knobs, checked against this node's bounds (ServeError names the field)."""
@@ -138,6 +141,8 @@ class ServingNode:
         resolved = resolve(cfg, self.node, self.batchable.get(stage.digest, False))
         served = self.engine.add(stage.digest, name or stage.digest[:12], runner, resolved,
                                  latency)
+        if self.fronts:
+            self.fronts.install(stage, self.engine)
         return served.config.max_batch
 
     def _calibrate(self, stage: DeployedStage, runner: StageRunner, cfg: ServingConfig
@@ -156,15 +161,18 @@ class ServingNode:
 
     def remove(self, digest: str, reason: str = "removed", why: str = "it was removed") -> int:
         self.batchable.pop(digest, None)
+        if self.fronts is not None:
+            self.fronts.forget(digest)
         return self.engine.remove(digest, reason, why)
 
     def run(self, stage: DeployedStage, inputs: Inputs, deadline: float,
-            priority: int) -> Answer:
+            priority: int, source: str = SHARED) -> Answer:
+        """``source``: the device or stream the request came from (its front stages' key)."""
         if stage.digest not in self.engine:
             self.add(stage, "", ServingConfig(), here=False)
         try:
             return self.engine.wait(self.engine.submit(stage.digest, inputs, deadline,
-                                                       priority))
+                                                       priority, source))
         except Shed as s:
             if self.metrics is not None and math.isfinite(deadline):
                 self.metrics.missed(self.model_name(stage.digest))

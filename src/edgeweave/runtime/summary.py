@@ -109,5 +109,15 @@ class LiveSummary:
                        get(d, "edgeweave_serve_slo_total", met="no"))
         if met + missed:
             parts.append(f"SLO {100 * met / (met + missed):.0f}%")
+        hits, misses = (get(d, "edgeweave_serve_front_total", result="cache_hit"),
+                        get(d, "edgeweave_serve_front_total", result="cache_miss"))
+        if hits + misses:
+            parts.append(f"cache {100 * hits / (hits + misses):.0f}% hit")
+        filtered = get(d, "edgeweave_serve_front_total", result="filtered")
+        if filtered:
+            parts.append(f"filtered {filtered:.0f}")
+        pushed = get(d, "edgeweave_serve_front_total", result="pushed")
+        if pushed:
+            parts.append(f"pushed {pushed:.0f}")
         parts.append(f"queued {get(now, 'edgeweave_serve_queue_depth'):.0f}")
         return " ".join(parts)

@@ -102,14 +102,15 @@ class Engine:
     # ---- requests -------------------------------------------------------------------------
 
     def submit(self, key: str, inputs: Inputs, deadline: float = math.inf,
-               priority: int = 0) -> Pending:
-        """Queue one request (batch-1 tensors) for model `key`, or raise Shed at once."""
+               priority: int = 0, source: str = front.SHARED) -> Pending:
+        """Queue one request (batch-1 tensors) for model `key`, or raise Shed at once.
+        `source` (the sending device or stream) keys the front stages' per-stream state."""
         now = self.clock()
         with self._cond:
             m = self._model(key)
             fronts = list(m.fronts)
-        item = Pending(key, inputs, deadline, priority, now)
-        answered = front.consult(fronts, inputs) if fronts else None
+        item = Pending(key, inputs, deadline, priority, now, source)
+        answered = front.consult(fronts, inputs, source) if fronts else None
         if answered is not None:
             item.resolve(answered)
             return item
@@ -241,7 +242,7 @@ class Engine:
                            queued=False)
             else:
                 if m.fronts:  # before the caller hears: its next request may hit the cache
-                    front.observe(m.fronts, p.inputs, out)
+                    front.observe(m.fronts, p.inputs, out, p.source)
                 p.resolve(Answer(out, start - p.arrival, compute, len(batch)))
         self.observer.batch(m.name, len(batch), [start - p.arrival for p in batch], compute,
                             limit)

@@ -8,10 +8,10 @@ translate:
 
 - a cache hit becomes the model's kind of output, one row of logits whose argmax is the cached
   label and whose softmax gives that label the vote's share;
-- a filter's answer becomes ``admit(x) = False`` when the frame holds nothing new (the
-  difference detector) or nothing of interest (the specialised model is sure there is no
-  object); a frame the specialised model is sure holds an object still goes to the model, as a
-  device asking a served model wants that model's label for it;
+- a filter's answer becomes ``admit(x) = False`` when the cascade is sure the frame holds no
+  object (the specialised model, or the difference detector repeating an earlier frame's
+  "none"); a frame it believes holds one still goes to the model, as a device asking a served
+  model wants that model's label for it;
 - the model's outputs become its answer (argmax and softmax probability) for both to learn.
 
 Attach them only where the served stage takes the model's input and gives its logits (a whole
@@ -30,10 +30,8 @@ from collections.abc import Sequence
 import torch
 
 from edgeweave.serve.cache.semantic import SemanticCache
-from edgeweave.serve.filter.cascade import SPECIALISED
+from edgeweave.serve.front import SHARED
 from edgeweave.serve.stage import FrontStage, Verdict, model_answer
-
-SHARED = "shared"
 
 
 def logits_for(answer: Verdict, num_classes: int) -> torch.Tensor:
@@ -83,12 +81,33 @@ class EngineFilter:
         self._lock = threading.Lock()
 
     def admit(self, x: object, source: str = SHARED) -> bool:
+        return self.skip(x, source) is None
+
+    def skip(self, x: object, source: str = SHARED) -> str | None:
+        """The cascade's step that answers the frame without the model (``difference`` or
+        ``specialised``), or None: only when the cascade is sure the frame holds no object (the
+        specialised model, or the difference detector repeating an earlier "none"); a frame it
+        believes holds one goes to the model, whose label the device wants. A skipped frame is
+        remembered as the stream's latest, as every computed one is (``observe``), so the
+        earlier-frame detector compares with the frame before, not the last computed one."""
         t = _one(x)
         if t is None:
-            return True
+            return None
         with self._lock:
             found = self.stage.lookup(t, source)
-        return found is None or (found.stage == SPECIALISED and found.label == 1)
+            if found is None or found.label == 1:
+                return None
+            self.stage.observe(t, source, found)
+        return found.stage
+
+    def state(self, source: str) -> str:
+        """The stream's filter: ``learning``, ``active`` or ``unfiltered`` (a tuned cascade
+        is always active)."""
+        state = getattr(self.stage, "state", None)
+        if state is None:
+            return "active"
+        with self._lock:
+            return str(state(source))
 
     def observe(self, x: object, outputs: Sequence[torch.Tensor], source: str = SHARED) -> None:
         t = _one(x)

@@ -9,10 +9,14 @@ the cheaper, and a frame it skips needs no cache lookup)::
     cache:                # FoggyCache/Cachier semantic cache (serve.cache.semantic)
       threshold: 0.8
       k: 5
+    prefetch:             # Precog: push the edge cache's entries to devices (needs cache)
+      budget: 16
 
 ``cache: {}`` (or ``cache: true``) turns the cache on with its defaults. The flags
 ``--cache k=3,threshold=0.7`` and ``--filter positive=[1,2],max_fn=0.02`` say the same per
 section and override the file's fields. Every error names the file or flag and the field.
+On a node, ``serve --front MODEL=FILE.yaml`` (or ``MODEL={cache: {k: 3}}``, the document
+inline) turns them on for a model of the node's registry (:func:`front_flag`).
 """
 
 from __future__ import annotations
@@ -26,14 +30,14 @@ import yaml
 from torch import nn
 
 from edgeweave.errors import ServeError
-from edgeweave.serve.cache.config import CacheConfig
+from edgeweave.serve.cache.config import CacheConfig, PrefetchConfig
 from edgeweave.serve.cache.embed import make_embedder
 from edgeweave.serve.cache.semantic import SemanticCache
 from edgeweave.serve.filter.config import FilterConfig
 from edgeweave.serve.filter.online import LearningFilter
 from edgeweave.serve.stage import FrontStage
 
-SECTIONS = ("cache", "filter")
+SECTIONS = ("cache", "filter", "prefetch")
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class FrontConfig:
 
     cache: CacheConfig | None = None
     filter: FilterConfig | None = None
+    prefetch: PrefetchConfig | None = None
 
     @property
     def enabled(self) -> bool:
@@ -73,10 +78,40 @@ def front_from_mapping(values: Any, where: str = "front") -> FrontConfig:
     try:
         cache = _section(values.get("cache"), "cache")
         filt = _section(values.get("filter"), "filter")
+        push = _section(values.get("prefetch"), "prefetch")
+        if push is not None and cache is None:
+            raise ServeError("prefetch needs a cache section: it pushes the cache's entries")
         return FrontConfig(None if cache is None else CacheConfig.from_mapping(cache),
-                           None if filt is None else FilterConfig.from_mapping(filt))
+                           None if filt is None else FilterConfig.from_mapping(filt),
+                           None if push is None else PrefetchConfig.from_mapping(push))
     except (ServeError, TypeError) as e:
         raise ServeError(f"{where}: {e}") from None
+
+
+def front_flag(text: str, flag: str = "--front") -> tuple[str, FrontConfig]:
+    """``MODEL=FILE.yaml`` or ``MODEL={cache: {threshold: 0.9}}`` (the document inline): the
+    model (as the node's registry names it) and the stages to put in front of it."""
+    model, eq, value = text.partition("=")
+    model, value = model.strip(), value.strip()
+    if not eq or not model or not value:
+        raise ServeError(f"{flag} {text!r}: expected MODEL=FILE.yaml (e.g. {flag} "
+                         f"digits-cnn=front.yaml) or MODEL={{cache: {{threshold: 0.9}}}}")
+    if value.startswith("{"):
+        try:
+            doc = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ServeError(f"{flag} {model}: not valid YAML "
+                             f"({str(e).splitlines()[0]})") from None
+        config = front_from_mapping(doc, f"{flag} {model}")
+    else:
+        try:
+            config = load_front(value)
+        except ServeError as e:
+            raise ServeError(f"{flag} {model}: {e}") from None
+    if not config.enabled:
+        raise ServeError(f"{flag} {model}: turns on no stage (give a cache: or filter: "
+                         f"section)")
+    return model, config
 
 
 def load_front(path: str | Path) -> FrontConfig:
@@ -148,9 +183,11 @@ def _overlay(cls: Any, base: object, flag: str, name: str) -> Any:
 
 
 def build_front(config: FrontConfig, model: nn.Module, input_shape: Sequence[int],
-                num_classes: int) -> list[FrontStage]:
+                num_classes: int, embed_module: nn.Module | None = None) -> list[FrontStage]:
     """The stages ``config`` turns on, for ``model`` (any classifier taking ``input_shape``
-    and giving ``num_classes`` logits): the filter, then the cache."""
+    and giving ``num_classes`` logits): the filter, then the cache. A ``prefix:`` cache key
+    is read from ``embed_module`` (an fx-traceable copy of the model) when given, else from
+    ``model``."""
     stages: list[FrontStage] = []
     if config.filter is not None:
         bad = [c for c in config.filter.positive if c >= num_classes]
@@ -159,6 +196,7 @@ def build_front(config: FrontConfig, model: nn.Module, input_shape: Sequence[int
                              f"0..{num_classes - 1}")
         stages.append(LearningFilter(model, input_shape, config.filter, background=True))
     if config.cache is not None:
-        embedder = make_embedder(config.cache.embed, model, input_shape, seed=config.cache.seed)
+        embedder = make_embedder(config.cache.embed, embed_module or model, input_shape,
+                                 seed=config.cache.seed)
         stages.append(SemanticCache(embedder, input_shape, num_classes, config.cache))
     return stages

@@ -45,6 +45,7 @@ class Answer:
     compute_s: float = 0.0
     batch: int = 0  # the batch it ran in (0: answered by a front stage)
     source: str = "model"
+    step: str = ""  # which of the front stage's steps skipped the model (a filter's)
 
 
 _seq = itertools.count()
@@ -54,10 +55,11 @@ class Pending:
     """A submitted request. `deadline` is on the engine's clock (inf: none); `priority` 0-9."""
 
     __slots__ = ("_done", "answer", "arrival", "deadline", "error", "inputs", "key", "priority",
-                 "seq")
+                 "seq", "source")
 
-    def __init__(self, key: str, inputs: Inputs, deadline: float, priority: int, arrival: float):
-        self.key, self.inputs = key, inputs
+    def __init__(self, key: str, inputs: Inputs, deadline: float, priority: int, arrival: float,
+                 source: str = "shared"):
+        self.key, self.inputs, self.source = key, inputs, source
         self.deadline = deadline if deadline is not None else math.inf
         self.priority, self.arrival = priority, arrival
         self.seq = next(_seq)

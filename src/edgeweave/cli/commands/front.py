@@ -45,26 +45,32 @@ def cache(
     json_out: Path = typer.Option(None, "--json", callback=output_file,
                                   help="Write the rows (JSON) here."),
     report: Path = report_option(),
+    processes: bool = typer.Option(False, "--processes", help="Serve the model from a real "
+                                   "edge node process (`serve --front`) and play the devices "
+                                   "against it over gRPC: measured wall-clock latency."),
 ) -> None:
     """Semantic cache on a correlated stream of real digits: hit rate, reuse taken, agreement,
     p50/p95 with and without, device-only and two-level (in process; link and device latency
-    emulated, as the table's note says)."""
+    emulated, as the table's note says; --processes: on a local node process)."""
     from edgeweave.cli import front_cmds
 
     front_cmds.cache_bench(console, devices, requests, epochs, seed, front, cache, json_out,
-                           report)
+                           report, processes)
 
 
 @app.command("filter")
 def filter_(
     occurrence: list[float] = typer.Option([0.1], "--occurrence", callback=_fractions,
                                            help="Fraction of frames holding an object (repeat)."),
-    frames: int = typer.Option(2400, callback=integer(ge=100, le=100_000),
-                               help="Test frames per stream (training and tuning: half, all)."),
-    streams: int = typer.Option(8, callback=integer(ge=1, le=64),
-                                help="Streams in the many-stream run."),
-    epochs: int = typer.Option(6, callback=integer(ge=1, le=100),
-                               help="Epochs to train the reference model."),
+    frames: int = typer.Option(None, callback=integer(ge=100, le=100_000),
+                               help="Test frames per stream (training and tuning: half, all; "
+                                    "default 2400, 600 with --processes)."),
+    streams: int = typer.Option(None, callback=integer(ge=1, le=64),
+                                help="Streams in the many-stream run (default 8; with "
+                                     "--processes: devices, default 2)."),
+    epochs: int = typer.Option(None, callback=integer(ge=1, le=100),
+                               help="Epochs to train the reference model (default 6; 2 with "
+                                    "--processes)."),
     seed: int = typer.Option(0, callback=integer(ge=0, le=SEED_MAX)),
     front: Path = typer.Option(None, "--front", help=FRONT_HELP),
     filter: str = typer.Option(None, "--filter", help="Filter fields, e.g. max_fn=0.01,"
@@ -72,11 +78,15 @@ def filter_(
     json_out: Path = typer.Option(None, "--json", callback=output_file,
                                   help="Write the rows (JSON) here."),
     report: Path = report_option(),
+    processes: bool = typer.Option(False, "--processes", help="Serve the reference from a "
+                                   "real edge node process with the filter as its front "
+                                   "(`serve --front`), each stream a device asking over gRPC; "
+                                   "reports the frames each stream took to learn its filter."),
 ) -> None:
     """Input-filtering cascade on generated video: frames/s against the reference alone,
     accuracy per frame and 30-frame window, predicted vs measured speedup, many streams (in
-    process, CPU time of this thread)."""
+    process, CPU time of this thread; --processes: on local node processes, wall clock)."""
     from edgeweave.cli import front_cmds
 
-    front_cmds.filter_bench(console, occurrence, (frames // 2, frames, frames), streams, epochs,
-                            seed, front, filter, json_out, report)
+    front_cmds.filter_bench(console, occurrence, frames, streams, epochs, seed, front, filter,
+                            json_out, report, processes)

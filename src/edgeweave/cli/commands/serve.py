@@ -67,6 +67,10 @@ def serve(
                                           "disk in --cache-dir (MiB); least recently used go."),
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Where uploads are staged on disk "
                                    "(default: a fresh temp dir)."),
+    front: list[str] = typer.Option([], "--front", help="Stages in front of a model devices "
+                                    "deploy whole: MODEL=FILE.yaml with cache:, filter: and "
+                                    "prefetch: sections, or MODEL={cache: {threshold: 0.9}} "
+                                    "inline (repeatable; see `edgeweave front`)."),
 ) -> None:
     """Run an edge or cloud node server until SIGTERM/SIGINT. Nodes never run code a device
     sends: they build stages from their own models and receive only weights."""
@@ -82,6 +86,7 @@ def serve(
         raise EdgeWeaveError(f"--cache-dir {cache_dir}: not a directory")
     if policy not in ("edf", "fifo"):
         raise EdgeWeaveError(f"--policy: expected edf or fifo, got {policy!r}")
+    fronts = _fronts(front)
     config = NodeConfig(role=role, name=name or role, next_target=next_target,
                         max_concurrency=max_concurrency, max_queue=max_queue,
                         max_batch=max_batch, policy=policy, dilation=dilation,
@@ -89,9 +94,23 @@ def serve(
                         max_decoded_mb=max_decoded_mb, models=tuple(model),
                         stage_budget_mb=stage_budget_mb, max_stage_mb=max_stage_mb,
                         chunk_budget_mb=chunk_budget_mb,
-                        cache_dir=None if cache_dir is None else str(cache_dir))
+                        cache_dir=None if cache_dir is None else str(cache_dir),
+                        fronts=fronts)
     serve_forever(config, ServeOptions(listen, token, cert_dir, metrics_port, max_message_mb,
                                        grace_s, summary_s))
+
+
+def _fronts(flags: list[str]) -> dict:
+    """``--front MODEL=...`` flags as the node's front settings per model."""
+    from edgeweave.serve.front_config import front_flag
+
+    out: dict = {}
+    for text in flags:
+        model, config = front_flag(text)
+        if model in out:
+            raise EdgeWeaveError(f"--front {model}: given twice; one --front per model")
+        out[model] = config
+    return out
 
 
 @app.command()

@@ -46,7 +46,7 @@ class Hop(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., needs: _Optional[_Iterable[str]] = ..., codec: _Optional[str] = ..., link_mbps: _Optional[float] = ..., link_rtt_ms: _Optional[float] = ..., shape_bandwidth: _Optional[bool] = ...) -> None: ...
 
 class InferRequest(_message.Message):
-    __slots__ = ("request_id", "tensors", "route", "want", "return_codec", "deliver_at_ns", "clock", "deadline_ms", "priority")
+    __slots__ = ("request_id", "tensors", "route", "want", "return_codec", "deliver_at_ns", "clock", "deadline_ms", "priority", "device", "prefetch")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,8 @@ class InferRequest(_message.Message):
     CLOCK_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    PREFETCH_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     tensors: _containers.RepeatedCompositeFieldContainer[Tensor]
     route: _containers.RepeatedCompositeFieldContainer[Hop]
@@ -65,7 +67,19 @@ class InferRequest(_message.Message):
     clock: str
     deadline_ms: float
     priority: int
-    def __init__(self, request_id: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., route: _Optional[_Iterable[_Union[Hop, _Mapping]]] = ..., want: _Optional[_Iterable[str]] = ..., return_codec: _Optional[str] = ..., deliver_at_ns: _Optional[int] = ..., clock: _Optional[str] = ..., deadline_ms: _Optional[float] = ..., priority: _Optional[int] = ...) -> None: ...
+    device: str
+    prefetch: int
+    def __init__(self, request_id: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., route: _Optional[_Iterable[_Union[Hop, _Mapping]]] = ..., want: _Optional[_Iterable[str]] = ..., return_codec: _Optional[str] = ..., deliver_at_ns: _Optional[int] = ..., clock: _Optional[str] = ..., deadline_ms: _Optional[float] = ..., priority: _Optional[int] = ..., device: _Optional[str] = ..., prefetch: _Optional[int] = ...) -> None: ...
+
+class CacheEntry(_message.Message):
+    __slots__ = ("uid", "label", "key")
+    UID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    uid: str
+    label: int
+    key: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, uid: _Optional[str] = ..., label: _Optional[int] = ..., key: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Timing(_message.Message):
     __slots__ = ("node", "role", "queue_ms", "decode_ms", "compute_ms", "encode_ms", "forward_ms", "uplink_ms", "downlink_ms", "bytes_in", "bytes_out")
@@ -94,7 +108,7 @@ class Timing(_message.Message):
     def __init__(self, node: _Optional[str] = ..., role: _Optional[str] = ..., queue_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., compute_ms: _Optional[float] = ..., encode_ms: _Optional[float] = ..., forward_ms: _Optional[float] = ..., uplink_ms: _Optional[float] = ..., downlink_ms: _Optional[float] = ..., bytes_in: _Optional[int] = ..., bytes_out: _Optional[int] = ...) -> None: ...
 
 class InferReply(_message.Message):
-    __slots__ = ("request_id", "tensors", "timings", "fallback", "note", "deliver_at_ns", "clock", "error_code", "error", "queued_ms", "batch")
+    __slots__ = ("request_id", "tensors", "timings", "fallback", "note", "deliver_at_ns", "clock", "error_code", "error", "queued_ms", "batch", "answered_by", "prefetched", "prefetch_embed", "filter_state", "filter_step")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
@@ -106,6 +120,11 @@ class InferReply(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     QUEUED_MS_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_BY_FIELD_NUMBER: _ClassVar[int]
+    PREFETCHED_FIELD_NUMBER: _ClassVar[int]
+    PREFETCH_EMBED_FIELD_NUMBER: _ClassVar[int]
+    FILTER_STATE_FIELD_NUMBER: _ClassVar[int]
+    FILTER_STEP_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     tensors: _containers.RepeatedCompositeFieldContainer[Tensor]
     timings: _containers.RepeatedCompositeFieldContainer[Timing]
@@ -117,7 +136,12 @@ class InferReply(_message.Message):
     error: str
     queued_ms: float
     batch: int
-    def __init__(self, request_id: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., timings: _Optional[_Iterable[_Union[Timing, _Mapping]]] = ..., fallback: _Optional[bool] = ..., note: _Optional[str] = ..., deliver_at_ns: _Optional[int] = ..., clock: _Optional[str] = ..., error_code: _Optional[str] = ..., error: _Optional[str] = ..., queued_ms: _Optional[float] = ..., batch: _Optional[int] = ...) -> None: ...
+    answered_by: str
+    prefetched: _containers.RepeatedCompositeFieldContainer[CacheEntry]
+    prefetch_embed: str
+    filter_state: str
+    filter_step: str
+    def __init__(self, request_id: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., timings: _Optional[_Iterable[_Union[Timing, _Mapping]]] = ..., fallback: _Optional[bool] = ..., note: _Optional[str] = ..., deliver_at_ns: _Optional[int] = ..., clock: _Optional[str] = ..., error_code: _Optional[str] = ..., error: _Optional[str] = ..., queued_ms: _Optional[float] = ..., batch: _Optional[int] = ..., answered_by: _Optional[str] = ..., prefetched: _Optional[_Iterable[_Union[CacheEntry, _Mapping]]] = ..., prefetch_embed: _Optional[str] = ..., filter_state: _Optional[str] = ..., filter_step: _Optional[str] = ...) -> None: ...
 
 class StageRecipe(_message.Message):
     __slots__ = ("model", "input_shape", "nodes", "inputs", "outputs")

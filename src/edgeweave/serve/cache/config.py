@@ -13,6 +13,9 @@ from edgeweave.serve.cache.eviction import POLICIES
 from edgeweave.serve.cache.index import check_index
 from edgeweave.serve.stage import check_fraction, check_known_fields, check_positive_int
 
+#: Most cache entries an edge pushes with one reply (and a device accepts).
+MAX_PUSH = 64
+
 
 @dataclass(frozen=True)
 class CacheConfig:
@@ -59,4 +62,30 @@ class CacheConfig:
     def from_mapping(cls, values: Mapping[str, Any]) -> CacheConfig:
         """From a YAML ``cache:`` section; an unknown field is named with the known ones."""
         check_known_fields(cls, values, "cache")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class PrefetchConfig:
+    """Precog's push from the edge cache to the devices (a served model's ``prefetch:``
+    section; it needs the ``cache:`` section). ``top``: next classes predicted per device.
+    ``budget``: most entries pushed with one reply (a device may ask for fewer).
+    ``max_sources``: devices the predictor keeps state for (the least recently seen is
+    forgotten: a peer names its device, so the count must be bounded)."""
+
+    top: int = 2
+    budget: int = 16
+    max_sources: int = 1024
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.top, "prefetch.top")
+        check_positive_int(self.budget, "prefetch.budget")
+        if self.budget > MAX_PUSH:
+            raise ServeError(f"prefetch.budget must be at most {MAX_PUSH} entries per reply, "
+                             f"got {self.budget}")
+        check_positive_int(self.max_sources, "prefetch.max_sources")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> PrefetchConfig:
+        check_known_fields(cls, values, "prefetch")
         return cls(**values)

@@ -64,26 +64,34 @@ class Prefetcher:
     """The edge's side of Precog: after each answer to a device, what to push to it."""
 
     def __init__(self, edge: SemanticCache, predictor: MarkovPredictor, top: int = 2,
-                 budget: int = 16):
+                 budget: int = 16, max_sources: int | None = None):
         self.edge, self.predictor = edge, predictor
         self.top = check_positive_int(top, "prefetch.top")
         self.budget = check_positive_int(budget, "prefetch.budget")
-        self._sent: dict[str, OrderedDict[str, None]] = {}
+        self.max_sources = max_sources
+        self._sent: OrderedDict[str, OrderedDict[str, None]] = OrderedDict()
 
-    def after(self, source: str, label: int) -> list[CacheEntry]:
+    def after(self, source: str, label: int, budget: int | None = None) -> list[CacheEntry]:
         """Entries to push to ``source`` now that its answer was ``label``: up to ``budget``
-        entries of the predicted next classes, newest first, taking classes in turn."""
+        (at most the configured one) entries of the predicted next classes, newest first,
+        taking classes in turn. With ``max_sources``, the least recently seen source beyond
+        it is forgotten (its current class and what it was sent)."""
+        budget = self.budget if budget is None else min(budget, self.budget)
         if not self.predictor.observe(source, label):
             return []
         sent = self._sent.setdefault(source, OrderedDict())
+        self._sent.move_to_end(source)
+        while self.max_sources is not None and len(self._sent) > self.max_sources:
+            old, _ = self._sent.popitem(last=False)
+            self.predictor.current.pop(old, None)
         per_class = []
         for cls in self.predictor.predict(source, self.top):
             fresh = [e for e in self.edge.entries({cls}) if e.uid not in sent]
             per_class.append(fresh[::-1])
         push: list[CacheEntry] = []
-        for rank in range(self.budget):
+        for rank in range(budget):
             for entries in per_class:
-                if rank < len(entries) and len(push) < self.budget:
+                if rank < len(entries) and len(push) < budget:
                     push.append(entries[rank])
         for entry in push:
             sent[entry.uid] = None

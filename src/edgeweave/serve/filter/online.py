@@ -59,6 +59,16 @@ class LearningFilter:
         self.tuned: dict[str, TunedFilter] = {}
         self.failed: dict[str, str] = {}  #: streams that could not be learnt, and why
 
+    def state(self, source: str) -> str:
+        """``active`` (the stream's cascade runs), ``learning`` (its frames are kept, or it is
+        being tuned) or ``unfiltered`` (it could not be learnt, or is beyond ``max_streams``;
+        also a stream not seen yet)."""
+        if source in self.tuned:
+            return "active"
+        if source in self._learning or source in self._threads:
+            return "learning"
+        return "unfiltered"
+
     def cascade(self, source: str) -> Cascade | None:
         tuned = self.tuned.get(source)
         return None if tuned is None else tuned.cascade
