@@ -27,7 +27,6 @@ import torch
 import yaml
 from rich.table import Table
 
-from edgeweave.adapt.datasets import digits
 from edgeweave.graph import capture_spec
 from edgeweave.runtime.front_client import DEVICE_CACHE, CachedDevice
 from edgeweave.runtime.lab import LocalLab
@@ -37,9 +36,8 @@ from edgeweave.serve.cache.cachier import radius_by_replay
 from edgeweave.serve.cache.config import CacheConfig
 from edgeweave.serve.cache.embed import make_embedder
 from edgeweave.serve.cache.semantic import SemanticCache
-from edgeweave.serve.workloads import recurring_images
 
-from .semantic_cache import SHAPE, train_model
+from .semantic_cache import SHAPE, train_model, workloads
 
 #: Entries a device keeps, and asks the edge to push with one reply.
 DEVICE_CAPACITY, PUSH = 200, 16
@@ -60,16 +58,7 @@ def run_processes(args: Options) -> tuple[list[Table], dict[str, Any]]:
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
     model, model_acc = train_model(args.seed, args.epochs)
-    d = digits(seed=args.seed)
-    warm = recurring_images(d.x_val, d.y_val, devices=args.devices,
-                            requests_per_device=args.requests, seed=args.seed + 1,
-                            source="sklearn digits (validation split)")
-    work = recurring_images(d.x_test, d.y_test, devices=args.devices,
-                            requests_per_device=args.requests, seed=args.seed + 2,
-                            source="sklearn digits (test split)")
-    with torch.no_grad():
-        warm_labels = model(warm.inputs).argmax(1).numpy()
-        labels = model(work.inputs).argmax(1).numpy()
+    warm, work, warm_labels, labels = workloads(model, args.devices, args.requests, args.seed)
     embedder = make_embedder("pixels", None, SHAPE)
     cfg = args.user or CacheConfig(k=3, threshold=0.7, capacity=1000, seed=args.seed)
     if cfg.radius is None:  # as the in-process scenario: replay device 0's warm-up trace

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 from rich.table import Table
+from torch import nn
 
 from edgeweave.adapt.datasets import digits
 from edgeweave.adapt.fit import fit
@@ -112,6 +113,21 @@ class Options:
     user: CacheConfig | None = None
 
 
+def workloads(model: nn.Module, devices: int, requests: int, seed: int
+              ) -> tuple[Any, Any, np.ndarray, np.ndarray]:
+    """The warm-up stream (validation digits) and the measured one (test digits), each
+    recurring across time and devices, with the model's answer for every input: the same
+    for the in-process scenario and the one on node processes."""
+    d = digits(seed=seed)
+    warm = recurring_images(d.x_val, d.y_val, devices=devices, requests_per_device=requests,
+                            seed=seed + 1, source="sklearn digits (validation split)")
+    work = recurring_images(d.x_test, d.y_test, devices=devices, requests_per_device=requests,
+                            seed=seed + 2, source="sklearn digits (test split)")
+    with torch.no_grad():
+        answers = [model(w.inputs).argmax(1).numpy() for w in (warm, work)]
+    return warm, work, answers[0], answers[1]
+
+
 def run_scenario(args: Options) -> tuple[list[Table], dict[str, Any]]:
     """Train the model, build the workloads, run every configuration; the tables and the JSON
     document (rows with the issue's keys)."""
@@ -123,16 +139,7 @@ def run_scenario(args: Options) -> tuple[list[Table], dict[str, Any]]:
     link = fleet.tier_path().links[0]
     profile = profile_graph(capture_spec("digits-cnn"), fleet, repeats=5)
     factor = device_dilation(profile, fleet)
-    d = digits(seed=args.seed)
-    warm = recurring_images(d.x_val, d.y_val, devices=args.devices,
-                            requests_per_device=args.requests, seed=args.seed + 1,
-                            source="sklearn digits (validation split)")
-    work = recurring_images(d.x_test, d.y_test, devices=args.devices,
-                            requests_per_device=args.requests, seed=args.seed + 2,
-                            source="sklearn digits (test split)")
-    with torch.no_grad():
-        warm_labels = model(warm.inputs).argmax(1).numpy()
-        labels = model(work.inputs).argmax(1).numpy()
+    warm, work, warm_labels, labels = workloads(model, args.devices, args.requests, args.seed)
     embedder = make_embedder("pixels", model, SHAPE)
     warm_keys = embedder(warm.inputs)
 
