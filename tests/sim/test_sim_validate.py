@@ -12,9 +12,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from edgeweave.sim.validate import CASES, arrivals, validate
+from edgeweave.sim.validate import CASES, arrivals, compare, prepare, run_real
 
 TOLERANCE = 0.25
+#: the host's speed may move this much between the warm-up (the calibration) and the timed run
+STEADY = 0.2
+ATTEMPTS = 3
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +32,28 @@ def alexnet():
 @pytest.mark.parametrize("name", ["chain", "shared-edge"])
 def test_simulated_median_latency_matches_the_real_runtime(name, alexnet):
     case = dataclasses.replace(CASES[name], duration_s=10.0)
-    f = validate(case, alexnet, warmup=12)
+    for _ in range(ATTEMPTS):  # a run whose host changed speed under it compares nothing
+        setup = prepare(case, alexnet)
+        real = run_real(setup.case, setup.graph, setup.chosen, setup.prof, setup.dilation,
+                        setup.times, setup.devs, warmup=12)
+        if _drift(real) <= STEADY:
+            break
+    f = compare(setup, real, alexnet.model)
     assert len(f.sim_ms) == len(f.real_ms) == f.requests > 5
     assert np.isfinite(f.real_ms).all()
     row = f.row()
     assert abs(row["err_p50"]) < TOLERANCE, row
+
+
+def _drift(real) -> float:
+    """How far each tier's median compute in the timed run moved from the warm-up's (the
+    simulator is calibrated on the warm-up: on a host another job slows in bursts, e.g. a
+    parallel test worker, the two can differ by a third)."""
+    tiers = {k for s in real.warm for k in s if k.endswith("_compute")}
+    moved = [abs(np.median([s.get(t, 0.0) for s in real.timed]) /
+                 np.median([s.get(t, 0.0) for s in real.warm]) - 1.0)
+             for t in tiers if np.median([s.get(t, 0.0) for s in real.warm]) > 0]
+    return max(moved, default=0.0)
 
 
 def test_both_sides_replay_the_same_arrivals():

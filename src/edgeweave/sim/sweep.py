@@ -89,7 +89,7 @@ def _on_ray(scn: Scenario, todo: list[SweepPoint], address: str | None, num_cpus
     started = not ray.is_initialized()
     if started:
         try:
-            ray.init(address=address, num_cpus=None if address else num_cpus,
+            ray.init(address=address or "local", num_cpus=None if address else num_cpus,
                      include_dashboard=False, log_to_driver=False,
                      configure_logging=False)
         except ConnectionError as e:

@@ -207,7 +207,7 @@ def _connect(ray: Any, address: str | None, num_cpus: int) -> None:
     else:
         _probe(address)
     try:
-        ray.init(address=address, **kw)
+        ray.init(address=address or "local", **kw)  # "local": a new one, never a stray
     except (ConnectionError, ValueError, RuntimeError, TimeoutError) as e:
         if ray.is_initialized():
             ray.shutdown()
