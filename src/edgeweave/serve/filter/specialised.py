@@ -42,6 +42,7 @@ def train_specialised(frames: torch.Tensor, positive: np.ndarray, *, width: int 
     y = torch.from_numpy(positive.astype(np.int64))
     counts = torch.bincount(y, minlength=2).double()
     weight = (len(y) / (2 * counts.clamp(min=1))).float()
+    torch.manual_seed(seed)  # the initial weights too: ``seed`` decides the whole model
     model = SpecialisedCNN(frames.shape[1], frames.shape[2], width)
 
     def loss(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
