@@ -49,11 +49,13 @@ def _drift(real) -> float:
     """How far each tier's median compute in the timed run moved from the warm-up's (the
     simulator is calibrated on the warm-up: on a host another job slows in bursts, e.g. a
     parallel test worker, the two can differ by a third)."""
+    def median(runs, tier: str) -> float:
+        return float(np.median([s.get(tier, 0.0) for s in runs]))
+
     tiers = {k for s in real.warm for k in s if k.endswith("_compute")}
-    moved = [abs(np.median([s.get(t, 0.0) for s in real.timed]) /
-                 np.median([s.get(t, 0.0) for s in real.warm]) - 1.0)
-             for t in tiers if np.median([s.get(t, 0.0) for s in real.warm]) > 0]
-    return max(moved, default=0.0)
+    warm = {t: median(real.warm, t) for t in tiers}
+    return max((abs(median(real.timed, t) / w - 1.0) for t, w in warm.items() if w > 0),
+               default=0.0)
 
 
 def test_both_sides_replay_the_same_arrivals():

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import torch
 
 from edgeweave.codec.base import CodecError
-from edgeweave.codec.wire import nbytes_for, tensor_from_bytes, tensor_to_bytes
+from edgeweave.codec.wire import dtype_name, nbytes_for, tensor_from_bytes, tensor_to_bytes
 
 WEIGHT_CODECS = ("none", "fp16", "int8")
 _LEVELS = 127
@@ -65,8 +65,6 @@ def encoded_nbytes(codec: str, dtype: str, shape: Sequence[int]) -> int:
 
 def encode_weight(codec: str, tensor: torch.Tensor) -> bytes:
     """The weight's encoded bytes (``codec`` as :func:`weight_codec` resolves it)."""
-    from edgeweave.codec.wire import dtype_name
-
     x = tensor.detach().cpu().contiguous()
     used = weight_codec(codec, dtype_name(x.dtype, context="weight"), tuple(x.shape))
     if used == "fp16":
@@ -104,8 +102,6 @@ def decode_weight(codec: str, data: bytes, dtype: str, shape: Sequence[int]) -> 
 
 def roundtrip(codec: str, tensor: torch.Tensor) -> torch.Tensor:
     """What the node will hold for ``tensor``: encoded, then decoded."""
-    from edgeweave.codec.wire import dtype_name
-
     dtype = dtype_name(tensor.dtype, context="weight")
     if weight_codec(codec, dtype, tuple(tensor.shape)) == "none":
         return tensor

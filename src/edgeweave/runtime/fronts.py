@@ -73,15 +73,19 @@ class ServedFront:
 
     def __post_init__(self) -> None:
         self.cache = next((s for s in self.stages if isinstance(s, EngineCache)), None)
-        self.filter = next((s.stage for s in self.stages if isinstance(s, EngineFilter)
-                            and isinstance(s.stage, LearningFilter)), None)
+        self._filter = next((s for s in self.stages if isinstance(s, EngineFilter)), None)
         self._lock = self.cache._lock if self.cache is not None else threading.Lock()
+
+    @property
+    def filter(self) -> LearningFilter | None:
+        """The filter that learns each stream's cascade, if the front has one."""
+        stage = self._filter.stage if self._filter is not None else None
+        return stage if isinstance(stage, LearningFilter) else None
 
     def filter_state(self, source: str) -> str:
         """The input filter on ``source``'s stream (``InferReply.filter_state``; "" without
         a filter)."""
-        stage = next((s for s in self.stages if isinstance(s, EngineFilter)), None)
-        return "" if stage is None else stage.state(source)
+        return "" if self._filter is None else self._filter.state(source)
 
     @property
     def embed(self) -> str:

@@ -191,7 +191,7 @@ def start_after(free_s: list[float], work_s: float) -> float:
     free = sorted(free_s)
     if not free:
         return work_s
-    level, total = free[0] + work_s, 0.0
+    level = total = 0.0
     for k, f in enumerate(free):
         total += f
         level = (total + work_s) / (k + 1)

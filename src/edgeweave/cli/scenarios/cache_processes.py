@@ -32,12 +32,11 @@ from edgeweave.runtime.front_client import DEVICE_CACHE, CachedDevice
 from edgeweave.runtime.lab import LocalLab
 from edgeweave.runtime.whole_model import WholeModel, whole_model
 from edgeweave.security import authed_channel
-from edgeweave.serve.cache.cachier import radius_by_replay
 from edgeweave.serve.cache.config import CacheConfig
 from edgeweave.serve.cache.embed import make_embedder
 from edgeweave.serve.cache.semantic import SemanticCache
 
-from .semantic_cache import SHAPE, train_model, workloads
+from .semantic_cache import SHAPE, device_radius, first_device, train_model, workloads
 
 #: Entries a device keeps, and asks the edge to push with one reply.
 DEVICE_CAPACITY, PUSH = 200, 16
@@ -61,14 +60,10 @@ def run_processes(args: Options) -> tuple[list[Table], dict[str, Any]]:
     warm, work, warm_labels, labels = workloads(model, args.devices, args.requests, args.seed)
     embedder = make_embedder("pixels", None, SHAPE)
     cfg = args.user or CacheConfig(k=3, threshold=0.7, capacity=1000, seed=args.seed)
-    if cfg.radius is None:  # as the in-process scenario: replay device 0's warm-up trace
-        def make(c: CacheConfig, name: str = "cache") -> SemanticCache:
-            return SemanticCache(embedder, SHAPE, 10, c, name=name)
-
-        dev0 = np.array([s == warm.devices[0] for s in warm.devices])
-        cfg = replace(cfg, radius=radius_by_replay(embedder(warm.inputs)[dev0],
-                                                   warm_labels[dev0], make, cfg,
-                                                   args.agreement))
+    if cfg.radius is None:  # as the in-process scenario calibrates it
+        dev0 = first_device(warm)
+        cfg = replace(cfg, radius=device_radius(embedder, embedder(warm.inputs)[dev0],
+                                                warm_labels[dev0], cfg, args.agreement))
     graph = capture_spec("digits-cnn")
     graph.module.load_state_dict(model.state_dict())
     served = whole_model("digits-cnn", graph=graph)

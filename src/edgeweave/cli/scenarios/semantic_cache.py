@@ -128,6 +128,21 @@ def workloads(model: nn.Module, devices: int, requests: int, seed: int
     return warm, work, answers[0], answers[1]
 
 
+def first_device(warm: Any) -> np.ndarray:
+    """The warm-up requests of its first device: one device cache's view of the stream."""
+    return np.array([s == warm.devices[0] for s in warm.devices])
+
+
+def device_radius(embedder: Any, keys: np.ndarray, labels: np.ndarray, cfg: CacheConfig,
+                  agreement: float) -> float:
+    """The cache's radius: one device's warm-up trace (``keys``, its embedded inputs, and the
+    model's ``labels``) replayed at each radius, the widest whose hits keep ``agreement``."""
+    def make(c: CacheConfig, name: str = "cache") -> SemanticCache:
+        return SemanticCache(embedder, SHAPE, 10, c, name=name)
+
+    return radius_by_replay(keys, labels, make, cfg, agreement)
+
+
 def run_scenario(args: Options) -> tuple[list[Table], dict[str, Any]]:
     """Train the model, build the workloads, run every configuration; the tables and the JSON
     document (rows with the issue's keys)."""
@@ -146,10 +161,9 @@ def run_scenario(args: Options) -> tuple[list[Table], dict[str, Any]]:
     def make(cfg: CacheConfig, name: str = "cache") -> SemanticCache:
         return SemanticCache(embedder, SHAPE, 10, cfg, name=name)
 
-    # the radius: replay device 0's warm-up trace (a device cache's view) at each radius
-    dev0 = np.array([s == warm.devices[0] for s in warm.devices])
+    dev0 = first_device(warm)
     probe = CacheConfig(k=3, threshold=0.7, capacity=400, index="exact", seed=args.seed)
-    radius = radius_by_replay(warm_keys[dev0], warm_labels[dev0], make, probe, args.agreement)
+    radius = device_radius(embedder, warm_keys[dev0], warm_labels[dev0], probe, args.agreement)
     base = replace(probe, radius=radius)
 
     # ---- costs this host measures --------------------------------------------------------
