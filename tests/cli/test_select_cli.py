@@ -79,11 +79,15 @@ def test_malformed_flags_fail_before_any_training(monkeypatch):
 @pytest.mark.slow
 def test_real_digits_variants_end_to_end(tmp_path):
     out = tmp_path / "sel.json"
-    res = runner.invoke(app, ["adapt", "select", "--epochs", "3", "--slo-ms", "100", "--json",
-                              str(out)],
-                        env={"COLUMNS": "160"})
+    cmd = ["adapt", "select", "--epochs", "3", "--slo-ms", "100", "--cache",
+           str(tmp_path / "cache"), "--json", str(out)]
+    res = runner.invoke(app, cmd, env={"COLUMNS": "160"})
     assert res.exit_code == 0, res.output
     doc = json.loads(out.read_text())
+    again = tmp_path / "again.json"
+    res = runner.invoke(app, [*cmd[:-1], str(again)], env={"COLUMNS": "160"})
+    assert res.exit_code == 0 and "using the variants and profiles cached" in res.output
+    assert json.loads(again.read_text()) == doc  # same fleet: the same choice, nothing re-run
     names = [o["name"] for o in doc["outcomes"]]
     assert {"fp32", "int8-dynamic", "filters-50%", "svd-r16", "big/little"} <= set(names)
     assert any(n.startswith("distilled") for n in names)

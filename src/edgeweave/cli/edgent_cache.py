@@ -21,9 +21,14 @@ from typing import Any
 
 from rich.console import Console
 
-from edgeweave.cli.options import writing
-from edgeweave.durable import write_atomic
-from edgeweave.errors import EdgeWeaveError
+from edgeweave.cli.entry_cache import (
+    CorruptEntry,
+    is_fraction,
+    load_or_none,
+    read_profile,
+    read_record,
+    write_files,
+)
 
 #: Bump when the net, its training or the entry's layout changes: old entries stop matching.
 FORMAT = 1
@@ -54,62 +59,20 @@ class Entry:
     meta: dict[str, Any]
 
 
-class CorruptEntry(EdgeWeaveError):
-    """A cache entry that cannot be trusted; the caller rebuilds it."""
-
-
-def make_dir(cache: Path) -> None:
-    """Create the cache directory before any training, so a path that cannot hold it fails
-    in a second rather than after the work it was meant to keep."""
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise EdgeWeaveError(f"--cache: cannot create directory {cache} ({e.strerror or e})"
-                             ) from None
-
-
 def load(cache: Path, key: CacheKey, console: Console) -> Entry | None:
     """The entry for ``key`` in ``cache``, or None when there is none or it is unusable (then
     the console says which file and why)."""
-    record = cache / f"{key.stem}.json"
-    if not record.exists():
-        return None
-    try:
-        return _read(record, cache / f"{key.stem}.pt", key)
-    except CorruptEntry as e:
-        console.print(f"[yellow]cache:[/] {record}: {e}; rebuilding it", highlight=False)
-        return None
+    return load_or_none(cache / f"{key.stem}.json",
+                        lambda record: _read(record, cache / f"{key.stem}.pt", key), console)
 
 
 def _read(record: Path, net_file: Path, key: CacheKey) -> Entry:
-    from pydantic import ValidationError
-
-    from edgeweave.profile.schema import Profile
-
-    try:
-        doc = json.loads(record.read_bytes())
-    except OSError as e:
-        raise CorruptEntry(f"unreadable ({e.strerror or e})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CorruptEntry(f"not valid JSON ({e})") from None
-    if not isinstance(doc, dict):
-        raise CorruptEntry("not a cache record (expected a JSON object)")
-    if doc.get("format") != FORMAT or doc.get("key") != asdict(key):
-        raise CorruptEntry(f"made for {doc.get('key')} (format {doc.get('format')}), not for "
-                           f"{asdict(key)} (format {FORMAT})")
+    doc = read_record(record, FORMAT, asdict(key))
     meta = doc.get("meta")
     acc = meta.get("accuracies") if isinstance(meta, dict) else None
-    if not (isinstance(acc, list) and acc and all(
-            isinstance(a, int | float) and 0 <= a <= 1 for a in acc)):
+    if not (isinstance(acc, list) and acc and all(is_fraction(a) for a in acc)):
         raise CorruptEntry("meta.accuracies: expected a list of accuracies in [0, 1]")
-    try:
-        profile = Profile.model_validate(doc.get("profile")).check(str(record))
-    except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(x) for x in ("profile", *err["loc"]))
-        raise CorruptEntry(f"{where}: {err['msg']}") from None
-    except EdgeWeaveError as e:
-        raise CorruptEntry(str(e)) from None
+    profile = read_profile(doc.get("profile"), "profile", record)
     try:
         digest = hashlib.sha256(net_file.read_bytes()).hexdigest()
     except OSError as e:
@@ -131,6 +94,5 @@ def store(cache: Path, key: CacheKey, state_dict: dict[str, Any], profile: Any,
     net = buf.getvalue()
     doc = {"format": FORMAT, "key": asdict(key), "meta": meta, "profile": profile.to_json(),
            "net_sha256": hashlib.sha256(net).hexdigest()}
-    with writing("--cache", cache):
-        write_atomic(cache / f"{key.stem}.pt", net)
-        write_atomic(cache / f"{key.stem}.json", json.dumps(doc, indent=1).encode())
+    write_files(cache, [(f"{key.stem}.pt", net),
+                        (f"{key.stem}.json", json.dumps(doc, indent=1).encode())])

@@ -20,6 +20,7 @@ def _branches(console: Console, fleet, device: str | None, cache: Path | None, s
     options when there is a sound one (retargeted to the fleet, nothing re-measured), else
     trained, profiled and cached."""
     from edgeweave.cli import edgent_cache
+    from edgeweave.cli.entry_cache import make_dir
     from edgeweave.plan.branchy import digits_branchy, profile_branchy
     from edgeweave.plan.edgent import branches_from_profile
     from edgeweave.profile import retarget
@@ -28,7 +29,7 @@ def _branches(console: Console, fleet, device: str | None, cache: Path | None, s
     key = edgent_cache.CacheKey(side, width, epochs, seed)
     entry = None
     if cache is not None:
-        edgent_cache.make_dir(cache)
+        make_dir(cache)
         entry = edgent_cache.load(cache, key, console)
     if entry is not None:
         meta = entry.meta

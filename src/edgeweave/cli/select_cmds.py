@@ -4,6 +4,7 @@ the planner's model selection + a table)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,56 @@ def _accuracy(module: Any, x: Any, y: Any) -> float:
 
 
 def build_candidates(console: Console, model: str, fleet: Any, device: str | None,
-                     epochs: int, mbps: float | None) -> list[Any]:
+                     epochs: int, mbps: float | None, cache: Path | None = None) -> list[Any]:
+    """The candidates of ``model`` on ``fleet``: from the ``cache`` entry for this model and
+    ``--epochs`` when there is a sound one (profiles retargeted to the fleet, nothing
+    re-measured), else trained and profiled (:func:`_train_and_profile`) and cached."""
+    import torch
+
+    from edgeweave.cli import select_cache
+    from edgeweave.cli.adapt_cmds import _digits_model
+    from edgeweave.cli.entry_cache import make_dir
+    from edgeweave.plan import BigLittleCandidate
+    from edgeweave.profile import retarget
+
+    torch.manual_seed(0)  # the model's initial weights: the same variants on every run
+    spec = _digits_model(model)  # an nn.Sequential taking SHAPE, or a clear error
+    key = select_cache.CacheKey(select_cache.model_digest(spec.module), epochs)
+    candidates = None
+    if cache is not None:
+        make_dir(cache)
+        candidates = select_cache.load(cache, key, console)
+    if candidates is None:
+        candidates = _train_and_profile(console, model, spec, fleet, device, epochs)
+        if cache is not None:
+            select_cache.store(cache, key, candidates)
+    else:
+        console.print(f"using the variants and profiles cached in {cache} ({model}, "
+                      f"{epochs} epochs)")
+        path = fleet.tier_path(device)
+        moved = {id(p): retarget(p, path, fleet.name) for c in candidates
+                 for p in ((c.little, c.big) if isinstance(c, BigLittleCandidate)
+                           else (c.profile,))}
+        candidates = [replace(c, little=moved[id(c.little)], big=moved[id(c.big)])
+                      if isinstance(c, BigLittleCandidate) else
+                      replace(c, profile=moved[id(c.profile)]) for c in candidates]
+    if mbps is None:
+        return candidates
+    return [replace(c, little=_with_mbps(c.little, mbps), big=_with_mbps(c.big, mbps))
+            if isinstance(c, BigLittleCandidate) else
+            replace(c, profile=_with_mbps(c.profile, mbps)) for c in candidates]
+
+
+def _with_mbps(profile: Any, mbps: float) -> Any:
+    """The profile with its first hop at ``mbps`` (the ``--mbps`` override)."""
+    return profile.with_link(profile.hop_names()[0], mbps=mbps)
+
+
+def _train_and_profile(console: Console, model: str, spec: Any, fleet: Any,
+                       device: str | None, epochs: int) -> list[Any]:
     """Train ``model`` on the digits train split, derive its compression variants and a
     big/little pair (little: the distilled student, big: fp32, threshold calibrated on the
     validation split to fp32's validation accuracy), and profile each on ``fleet``."""
-    import torch
-
     from edgeweave.adapt import (
         BigLittle,
         biglittle_report,
@@ -45,12 +90,9 @@ def build_candidates(console: Console, model: str, fleet: Any, device: str | Non
         quantize_dynamic,
     )
     from edgeweave.adapt.compress import baseline
-    from edgeweave.cli.adapt_cmds import _digits_model
     from edgeweave.plan import BigLittleCandidate, Candidate, profile_variants
     from edgeweave.profile.measure import torch_threads
 
-    torch.manual_seed(0)  # the model's initial weights: the same variants on every run
-    spec = _digits_model(model)  # an nn.Sequential taking SHAPE, or a clear error
     data = digits()
     tune: dict[str, Any] = {"x": data.x_train, "y": data.y_train,
                             "epochs": max(1, epochs // 4), "lr": 3e-4}
@@ -64,8 +106,6 @@ def build_candidates(console: Console, model: str, fleet: Any, device: str | Non
     with console.status(f"profiling {len(variants)} variants on fleet {fleet.name}"):
         profiles = profile_variants({v.name: v.module for v in variants}, SHAPE, fleet, device,
                                     warmup=1, repeats=3)
-    if mbps is not None:
-        profiles = {k: p.with_link(p.hop_names()[0], mbps=mbps) for k, p in profiles.items()}
     candidates: list[Any] = [
         Candidate(v.name, _accuracy(v.module, data.x_val, data.y_val), profiles[v.name],
                   {"test_accuracy": _accuracy(v.module, data.x_test, data.y_test),
@@ -123,7 +163,8 @@ def render(console: Console, selection: Any, title: str) -> Table:
 def select(console: Console, model: str, fleet_spec: str | None, device: str | None,
            objective: str, slo_ms: float | None, energy_mj: float | None,
            device_mem_mb: float | None, min_acc: float | None, slo_stat: str, epochs: int,
-           mbps: float | None, json_out: Path | None, page: Path | None = None) -> None:
+           mbps: float | None, json_out: Path | None, page: Path | None = None,
+           cache: Path | None = None) -> None:
     from edgeweave.plan.select import SelectionError, check_request
     from edgeweave.plan.select import select as choose
     from edgeweave.topology import DEFAULT_FLEET, load_fleet
@@ -132,7 +173,7 @@ def select(console: Console, model: str, fleet_spec: str | None, device: str | N
     check_request(objective, slo_ms, energy_j, device_mem_mb, min_acc, slo_stat)
     fleet = load_fleet(fleet_spec or DEFAULT_FLEET)
     fleet.tier_path(device)  # an unknown --device fails here, before any training
-    candidates = build_candidates(console, model, fleet, device, epochs, mbps)
+    candidates = build_candidates(console, model, fleet, device, epochs, mbps, cache)
     wants = []
     if slo_ms is not None:
         wants.append(f"SLO {slo_ms:g} ms ({slo_stat})")

@@ -113,6 +113,10 @@ def select(
                                help="Training epochs (real sklearn digits)."),
     mbps: float = typer.Option(None, "--mbps", callback=number(gt=0),
                                help="Override the first hop's bandwidth."),
+    cache: Path = typer.Option(None, "--cache", callback=cache_dir,
+                               help="Directory keeping the variants' accuracies and profiles, "
+                               "one entry per model and --epochs; an entry is reused when "
+                               "present (then nothing is re-trained or re-profiled)."),
     json_out: Path = typer.Option(None, "--json", callback=output_file,
                                   help="Write the selection record here."),
     report: Path = report_option(),
@@ -121,4 +125,5 @@ def select(
     from edgeweave.cli import select_cmds
 
     select_cmds.select(console, model, fleet, device, objective, slo_ms, energy_mj,
-                       device_mem_mb, min_acc, slo_stat, epochs, mbps, json_out, page=report)
+                       device_mem_mb, min_acc, slo_stat, epochs, mbps, json_out, page=report,
+                       cache=cache)
