@@ -510,7 +510,7 @@ def test_token_file_is_a_directory(tmp_path) -> None:
 
 def test_auth_failures_are_logged_with_the_peer_once_per_cause(serve, channels, caplog,
                                                               monkeypatch) -> None:
-    import edgeweave.security as security
+    import edgeweave.security.tokens as security
     from edgeweave.rpc import RateLimitedLog
 
     monkeypatch.setattr(security, "_rejections", RateLimitedLog(security.log, interval_s=60))
