@@ -24,7 +24,7 @@ API_ONLY = {
     ("runtime/incremental.py", "start"): "the incremental client queried before it started "
     "(infer/lab/netlab --upload incremental start it first)",
     ("graph/split.py", "split"): "stages handed to run_stages by Python code",
-    ("plan/select.py", "profile_variants"): "`adapt select` always passes its variants",
+    ("plan/variants.py", "profile_variants"): "`adapt select` always passes its variants",
     ("train/split/pipeline.py", "close"): "a pipeline object used after close()",
     ("train/privacy/accountant.py", "noise_for_epsilon"): "the YAML's privacy section is "
     "validated before (target_epsilon > 0, rounds >= 1)",

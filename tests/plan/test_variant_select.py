@@ -19,7 +19,7 @@ from edgeweave.plan import (
 from edgeweave.plan.bruteforce import monotone_placements
 from edgeweave.plan.costs import CostModel
 from edgeweave.plan.modes import base_forbid
-from edgeweave.plan.select import device_only
+from edgeweave.plan.within import device_only
 from edgeweave.profile import LinkSpec, random_profile
 from helpers import make_profile
 

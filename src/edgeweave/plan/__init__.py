@@ -23,11 +23,10 @@ from edgeweave.plan.select import (
     Outcome,
     Selection,
     SelectionError,
-    big_little_costs,
-    plan_within,
-    profile_variants,
     select,
 )
+from edgeweave.plan.variants import big_little_costs, profile_variants
+from edgeweave.plan.within import plan_within
 
 __all__ = [
     "MODES",

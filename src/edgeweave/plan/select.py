@@ -11,12 +11,8 @@ big/little pair (:mod:`edgeweave.adapt.biglittle`). Every candidate is placed by
 * with ``min_accuracy``: the candidate with the lowest objective among those at least that
   accurate and meeting the other constraints wins; ties go to the more accurate.
 
-Each candidate's own placement minimises the objective under the constraints. The planner
-takes a latency SLO and a memory limit directly; a device energy budget is met by asking the
-planner for the least-energy placement under those (the budget is infeasible if even that
-breaks it) and, when the objective is latency, by bisecting the SLO handed to the
-least-energy planner: the smallest SLO under which the least-energy placement fits the budget
-is the lowest latency any placement within the budget achieves.
+Each candidate's own placement minimises the objective under the constraints
+(:func:`edgeweave.plan.within.plan_within`).
 
 A big/little pair runs its little model on the device (Park et al.) and its big model where
 the planner puts it. With escalation rate ``r``: mean latency = little + r x big (the big
@@ -30,7 +26,6 @@ mean SLO, ``slo - little`` for a worst-case one), which the planner then solves 
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,18 +34,23 @@ from pydantic import BaseModel, Field
 
 from edgeweave import formats
 from edgeweave.errors import PlanError
-from edgeweave.plan.costs import Breakdown, CostModel
 from edgeweave.plan.planner import plan
 from edgeweave.plan.record import Plan
+from edgeweave.plan.within import (
+    TOL,
+    check_objective,
+    device_bytes,
+    device_only,
+    energy_j,
+    plan_within,
+    total_ms,
+)
 from edgeweave.profile.schema import Profile
 
-OBJECTIVES = ("latency", "energy")
 #: what a selection record calls itself in its JSON (the simulator reads it)
 KIND = "edgeweave.selection"
 #: What a latency SLO bounds for a big/little pair: its mean or its worst-case latency.
 SLO_STATS = ("mean", "worst")
-_TOL = 1e-9      # relative slack, as the planner's own SLO check
-_BISECT = 1e-7   # relative width at which the energy-budget bisection stops
 _MIB = 2**20
 
 
@@ -152,82 +152,6 @@ class SelectionError(PlanError):
 
 
 # --------------------------------------------------------------------------------------------
-# Placement of one profile under an SLO, a memory limit and an energy budget
-# --------------------------------------------------------------------------------------------
-
-def _check_objective(objective: str) -> None:
-    if objective not in OBJECTIVES:
-        raise PlanError(f"--objective: model selection minimises {' or '.join(OBJECTIVES)}, "
-                        f"got {objective!r}")
-
-
-def plan_within(profile: Profile, objective: str = "latency", slo_ms: float | None = None,
-                device_mem_mb: float | None = None, energy_budget_j: float | None = None
-                ) -> Plan:
-    """The planner's best placement for ``objective`` that also keeps the device's energy per
-    inference within ``energy_budget_j`` (see the module doc for how); raises PlanError naming
-    the budget when no placement meets it. ``exact`` is True when every planner call was."""
-    _check_objective(objective)
-    if energy_budget_j is not None and not energy_budget_j > 0:
-        raise PlanError(f"--energy-mj: the energy budget must be positive, got "
-                        f"{energy_budget_j * 1e3:g} mJ")
-    best = plan(profile, objective, slo_ms, device_mem_mb)
-    if energy_budget_j is None:
-        return best
-    constraints = {"slo_ms": slo_ms, "device_mem_mb": device_mem_mb,
-                   "energy_budget_j": energy_budget_j}
-    if _energy(best) <= energy_budget_j * (1 + _TOL):
-        return best.model_copy(update={"constraints": constraints})
-    frugal = plan(profile, "energy", slo_ms, device_mem_mb)
-    if _energy(frugal) > energy_budget_j * (1 + _TOL):
-        within = " under the other constraints" if slo_ms or device_mem_mb else ""
-        raise PlanError(f"{profile.model}: no placement meets the device energy budget "
-                        f"{energy_budget_j * 1e3:g} mJ{within} (least: "
-                        f"{_energy(frugal) * 1e3:.4g} mJ)")
-    # objective is latency here (for energy, `best` is `frugal`): bisect the SLO
-    lo, hi, found = _total(best), _total(frugal), frugal
-    exact = best.exact and frugal.exact
-    for _ in range(200):
-        if hi - lo <= _BISECT * max(hi, 1e-12):
-            break
-        mid = lo + (hi - lo) / 2
-        try:
-            trial = plan(profile, "energy", mid, device_mem_mb)
-        except PlanError:  # nothing is that fast under the memory limit
-            lo = mid
-            continue
-        exact = exact and trial.exact
-        if _energy(trial) <= energy_budget_j * (1 + _TOL):
-            found, hi = trial, _total(trial)
-        else:
-            lo = mid
-    return found.model_copy(update={
-        "objective": objective,
-        "exact": exact,
-        "algorithm": f"{found.algorithm}; least energy under a bisected SLO (energy budget)",
-        "constraints": constraints,
-    })
-
-
-def device_only(profile: Profile) -> Profile:
-    """The profile restricted to its first (device) tier, so the planner keeps everything on
-    the device (a little model of a big/little pair)."""
-    return profile.model_copy(update={"tiers": list(profile.tiers[:1]), "links": {}})
-
-
-def _total(p: Plan) -> float:
-    return float(p.predicted["total_ms"])
-
-
-def _energy(p: Plan) -> float:
-    return float(p.predicted["energy_j"])
-
-
-def _device_bytes(p: Plan) -> int:
-    return int(p.predicted["device_param_bytes"])
-
-
-# --------------------------------------------------------------------------------------------
 # Pricing one candidate
 # --------------------------------------------------------------------------------------------
 
@@ -255,7 +179,7 @@ def _price(c: Candidate | BigLittleCandidate, objective: str, lim: _Limits) -> _
     """The candidate's best placement under ``lim``; PlanError if it has none."""
     if isinstance(c, Candidate):
         p = plan_within(c.profile, objective, lim.slo_ms, lim.mem_mb, lim.energy_j)
-        return _Priced(_total(p), _total(p), _energy(p), _device_bytes(p), p.mode,
+        return _Priced(total_ms(p), total_ms(p), energy_j(p), device_bytes(p), p.mode,
                        {"model": p.placement}, p.exact, {"model": p})
     try:
         lp = plan(device_only(c.little), objective, None, lim.mem_mb)
@@ -263,7 +187,7 @@ def _price(c: Candidate | BigLittleCandidate, objective: str, lim: _Limits) -> _
         need = sum(n.param_bytes for n in c.little.nodes) / _MIB
         raise PlanError(f"{c.name}: the little model alone needs {need:.4g} MiB on the device, "
                         f"over the device memory limit {lim.mem_mb:g} MiB") from None
-    l_ms, l_j, l_bytes = _total(lp), _energy(lp), _device_bytes(lp)
+    l_ms, l_j, l_bytes = total_ms(lp), energy_j(lp), device_bytes(lp)
     r = c.escalation_rate
     slo = energy = mem = None
     if lim.slo_ms is not None and (lim.slo_stat == "worst" or r > 0):
@@ -283,8 +207,8 @@ def _price(c: Candidate | BigLittleCandidate, objective: str, lim: _Limits) -> _
     except PlanError as e:
         raise PlanError(f"{c.name}: no placement of the big model fits what the little model "
                         f"leaves ({e})") from None
-    b_ms, b_j = _total(bp), _energy(bp)
-    return _Priced(l_ms + r * b_ms, l_ms + b_ms, l_j + r * b_j, l_bytes + _device_bytes(bp),
+    b_ms, b_j = total_ms(bp), energy_j(bp)
+    return _Priced(l_ms + r * b_ms, l_ms + b_ms, l_j + r * b_j, l_bytes + device_bytes(bp),
                    f"little device-only + big {bp.mode}",
                    {"little": lp.placement, "big": bp.placement}, bp.exact,
                    {"little": lp, "big": bp})
@@ -328,7 +252,7 @@ def check_request(objective: str = "latency", slo_ms: float | None = None,
                   min_accuracy: float | None = None, slo_stat: str = "mean") -> None:
     """Raise PlanError on a malformed request (what :func:`select` checks before any work), so
     a caller can refuse it before training or profiling anything."""
-    _check_objective(objective)
+    check_objective(objective)
     if slo_stat not in SLO_STATS:
         raise PlanError(f"--slo-stat: must be one of {', '.join(SLO_STATS)}, got {slo_stat!r}")
     for flag, value in (("--slo-ms", slo_ms), ("--device-mem-mb", device_mem_mb)):
@@ -376,11 +300,11 @@ def select(
             if c.accuracy < min_accuracy:
                 why.append(f"accuracy {c.accuracy:.2%} < minimum {min_accuracy:.2%}")
         if slo_ms is not None:
-            alone["slo"].append(fast_ms <= slo_ms * (1 + _TOL))
+            alone["slo"].append(fast_ms <= slo_ms * (1 + TOL))
             if not alone["slo"][-1]:
                 why.append(f"latency SLO {slo_ms:g} ms: fastest {fast_ms:.4g} ms")
         if energy_budget_j is not None:
-            alone["energy"].append(frugal.energy_j <= energy_budget_j * (1 + _TOL))
+            alone["energy"].append(frugal.energy_j <= energy_budget_j * (1 + TOL))
             if not alone["energy"][-1]:
                 why.append(f"energy budget {energy_budget_j * 1e3:g} mJ: least "
                            f"{frugal.energy_j * 1e3:.4g} mJ")
@@ -469,137 +393,3 @@ def _tightest(candidates: Sequence[Candidate | BigLittleCandidate],
                 f"candidates meets it even alone ({best})")
     return (f"no candidate meets all the constraints together; the tightest is {label}: only "
             f"{met} of the {n} candidates meet it alone ({best})")
-
-
-# --------------------------------------------------------------------------------------------
-# Helpers for big/little reports and for profiling variants consistently
-# --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class EscalationCosts:
-    """What one big/little inference costs on the fleet, per the planner's cost model:
-    the little model on the device, and one escalation to the big model in ``big_mode``."""
-
-    little_ms: float
-    little_energy_j: float
-    big_mode: str
-    big_ms: float          #: the big model's compute
-    transfer_ms: float     #: input up and answer down (0 when the big model is on the device)
-    big_energy_j: float    #: the device's energy for one escalation
-    big_placement: dict[str, str]
-
-
-def big_little_costs(little: Profile, big: Profile, big_mode: str = "edge-only"
-                     ) -> EscalationCosts:
-    """Costs for :func:`edgeweave.adapt.biglittle.biglittle_report`: the little model
-    device-only, the big one in ``big_mode`` (an inference mode, e.g. ``device-only`` or
-    ``edge-only``), each the planner's best placement in that mode, priced by the cost model."""
-    lp = plan(device_only(little), "latency")
-    alt = plan(big, "latency").alternative(big_mode)
-    if not alt.available or alt.placement is None:
-        raise PlanError(f"{big.model}: mode {big_mode} is not available ({alt.note})")
-    cm = CostModel(big)
-    bd: Breakdown = cm.evaluate(cm.labels_of(alt.placement).tolist())
-    return EscalationCosts(_total(lp), _energy(lp), big_mode, bd.compute_ms, bd.transfer_ms,
-                           bd.energy_j, dict(alt.placement))
-
-
-def _packed_costs(module: Any, info: Any) -> tuple[int, int]:
-    """FLOPs and parameter bytes of a node, counting the packed weights of dynamically
-    quantized Linear layers (``torch.ao.nn.quantized.dynamic.Linear``), which the graph's cost
-    rules see as parameter-free elementwise ops (their weights are not ``nn.Parameter``s)."""
-    import torch
-
-    flops, param_bytes = int(info.flops), int(info.param_bytes)
-    if module is None or param_bytes or isinstance(module, torch.nn.Linear) \
-            or not hasattr(module, "in_features") or not hasattr(module, "out_features"):
-        return flops, param_bytes
-    tensors = []
-    for attr in ("weight", "bias"):
-        value = getattr(module, attr, None)
-        if callable(value) and not isinstance(value, torch.nn.Module):
-            try:
-                value = value()
-            except Exception:  # not a packed-weight accessor after all
-                value = None
-        if isinstance(value, torch.Tensor):
-            tensors.append(value)
-    if not tensors:
-        return flops, param_bytes
-    batch = math.prod(info.out_shape[:-1]) if info.out_shape else 1
-    out_f, in_f = int(module.out_features), int(module.in_features)
-    has_bias = len(tensors) > 1
-    return (2 * batch * in_f * out_f + (batch * out_f if has_bias else 0),
-            sum(t.numel() * t.element_size() for t in tensors))
-
-
-def profile_variants(modules: Mapping[str, Any], input_shape: Sequence[int], fleet: Any,
-                     device: str | None = None, warmup: int = 1, repeats: int = 5,
-                     seed: int = 0) -> dict[str, Profile]:
-    """Profile variants of one model (name -> ``nn.Module``) on ``fleet`` so that they compare.
-
-    Each variant is captured and profiled by :func:`edgeweave.profile.profile_graph`; then
-    every node's host latency is re-predicted by ONE per-layer-type regression fitted on the
-    calibration sweep (measured once, shared) plus all the variants' measured layers, at one
-    host speed and one node-to-whole-model scale (the medians over the variants), and the tier
-    latencies are recomputed with
-    :func:`edgeweave.profile.retarget`. Profiled one by one on a shared host, identical layers
-    of two variants can come out 2x apart (the host's load changes between them); with the
-    shared regression they get identical predictions and variants differ only by what they
-    compute. Packed int8 Linear weights are counted (see :func:`_packed_costs`).
-    """
-    from edgeweave.graph import capture
-    from edgeweave.profile.build import calibration_samples, profile_graph, retarget
-    from edgeweave.profile.regression import LatencyModel, Sample
-
-    if not modules:
-        raise PlanError("profile_variants: no modules given")
-    shape = tuple(int(d) for d in input_shape)
-    graphs = {name: capture(m, shape, name) for name, m in modules.items()}
-    samples = calibration_samples()
-    raw = {name: profile_graph(g, fleet, device, warmup, repeats, "regression", seed,
-                               calibration=samples)
-           for name, g in graphs.items()}
-    samples = list(samples)
-    speeds: dict[str, float] = {}
-    scales: dict[str, float] = {}
-    costs: dict[str, list[tuple[int, int]]] = {}
-    for name, g in graphs.items():
-        prof = raw[name]
-        host = (prof.model_extra or {})["host"]
-        speeds[name] = float(host["gflops"])
-        scales[name] = float(host.get("whole_model_scale", 1.0))
-        subs = dict(g.module.named_modules())
-        costs[name] = []
-        for info, node in zip(g.nodes, prof.nodes, strict=True):
-            flops, pbytes = _packed_costs(subs.get(info.target) if info.kind == "call_module"
-                                          else None, info)
-            costs[name].append((flops, pbytes))
-            if info.kind != "placeholder":
-                # the interpreter's node time (before scaling to the whole-model run), at
-                # 1 GFLOP/s, as the calibration samples are
-                host_ms = float((node.model_extra or {})["host_ms"]) / scales[name]
-                samples.append(Sample(info.op, flops, info.in_bytes, info.out_bytes,
-                                      host_ms * speeds[name]))
-    shared = LatencyModel.fit(samples)
-    ref = statistics.median(speeds.values())
-    ref_scale = statistics.median(scales.values())
-    path = fleet.tier_path(device)
-    out = {}
-    for name, g in graphs.items():
-        prof = raw[name]
-        nodes = []
-        for info, node, (flops, pbytes) in zip(g.nodes, prof.nodes, costs[name], strict=True):
-            pred = 0.0 if info.kind == "placeholder" else \
-                shared.predict(info.op, flops, info.in_bytes, info.out_bytes) / ref * ref_scale
-            nodes.append(node.model_copy(update={"flops": flops, "param_bytes": pbytes,
-                                                 "host_pred_ms": pred}))
-        host = dict((prof.model_extra or {})["host"], gflops=ref)
-        prof = prof.model_copy(update={
-            "nodes": nodes, "host": host, "latency_source": "regression",
-            "shared_regression": {"variants": list(graphs), "host_gflops": ref,
-                                  "host_gflops_each": speeds, "whole_model_scale": ref_scale,
-                                  "whole_model_scale_each": scales},
-        })
-        out[name] = retarget(prof, path, fleet.name)
-    return out
