@@ -90,7 +90,7 @@ def test_under_overload_every_request_ends_one_way_and_the_counts_add_up(overloa
     # the engine refuses what it cannot serve in time (deadlines themselves are checked on the
     # model's clock in test_engine: here a busy host's thread wake-ups would add to them)
     assert 0 < row.slo_attainment < 1 and row.goodput_rps > 0
-    assert list(row.as_json()) == list(KEYS)
+    assert list(row.as_json()) == [*KEYS, "throttled"]
     assert "engine" in table([row])
 
 

@@ -6,7 +6,9 @@ gateway or one process would. A request a node refuses (a full queue, a deadline
 meet) comes back as REFUSED with its status; when a node fails (UNAVAILABLE, a broken
 connection), the request is retried once on another node if one is up, as the device client
 fails over. The inputs are random tensors encoded once per model and reused, so the generator
-spends its time sending, not encoding.
+spends its time sending, not encoding. With `throttle_k` the devices throttle themselves as
+EdgeWeave's device client can (`runtime.throttle`): a request kept back is THROTTLED, answered
+by its device.
 
 The generator shares the host with the node, so what it spends per request is taken from the
 system under test (the digits tenants, a few ms each, are served at hundreds of requests a
@@ -35,7 +37,7 @@ from edgeweave.runtime.serving import to_proto
 from edgeweave.runtime.whole_model import WholeModel
 from edgeweave.security import ClientTLS
 from edgeweave.serve import ServingConfig
-from edgeweave.serve.loadgen import FAILED, OK, REFUSED, Outcome
+from edgeweave.serve.loadgen import FAILED, OK, REFUSED, THROTTLED, Outcome
 
 #: Statuses that mean the node answered "no" (it is alive); anything else is a failure.
 REFUSALS = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -46,11 +48,12 @@ class GrpcTarget:
     def __init__(self, targets: Sequence[str], models: Sequence[WholeModel],
                  token: str | None = None, tls: ClientTLS | None = None,
                  connections: int = 2, timeout_s: float = 30.0, seed: int = 0,
-                 max_message_mb: float = 64.0):
+                 max_message_mb: float = 64.0, throttle_k: float = 0.0):
         if not targets:
             raise EdgeWeaveError("loadgen: give at least one node (--edge host:port)")
         self.pool = EdgePool(targets, token, tls, message_options(max_message_mb),
-                             backoff_s=(0.2, 2.0), connections=connections)
+                             backoff_s=(0.2, 2.0), connections=connections,
+                             throttle_k=throttle_k)
         self.models = {m.name: m for m in models}
         self.timeout_s = timeout_s
         gen = torch.Generator().manual_seed(seed)
@@ -98,6 +101,11 @@ class GrpcTarget:
             done(Outcome(FAILED, "UNAVAILABLE", "no node is up"))
             return
         sent = time.monotonic()
+        if not tried and not edge.throttle.admit(sent):
+            self.pool.release(edge)
+            done(Outcome(THROTTLED, "THROTTLED", f"{edge.target} has been refusing most "
+                                                 "requests: answered by the device"))
+            return
         left_ms = (req.deadline - sent) * 1000.0
         deadline_ms = max(1e-3, left_ms - edge.margin_ms(left_ms))
         call = self.infer[id(edge)][edge.turn()].future(

@@ -8,6 +8,7 @@ from edgeweave.serve.loadgen.driver import (
     FAILED,
     OK,
     REFUSED,
+    THROTTLED,
     Fallback,
     Outcome,
     Record,
@@ -18,6 +19,6 @@ from edgeweave.serve.loadgen.driver import (
 )
 from edgeweave.serve.loadgen.stats import KEYS, Row, summarize, table
 
-__all__ = ["FAILED", "KEYS", "OK", "REFUSED", "Arrival", "Fallback", "Outcome", "Record", "Row",
-           "Run", "Target", "closed_loop", "from_trace", "open_loop", "poisson", "summarize",
-           "table"]
+__all__ = ["FAILED", "KEYS", "OK", "REFUSED", "THROTTLED", "Arrival", "Fallback", "Outcome",
+           "Record", "Row", "Run", "Target", "closed_loop", "from_trace", "open_loop", "poisson",
+           "summarize", "table"]

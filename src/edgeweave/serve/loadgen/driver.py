@@ -23,13 +23,14 @@ import numpy as np
 
 from edgeweave.serve.loadgen.arrivals import Arrival
 
-#: How a request ended, as the target reports it.
-OK, REFUSED, FAILED = "ok", "refused", "failed"
+#: How a request ended, as the target reports it. THROTTLED: the device did not send it (its
+#: edge had been refusing; see `runtime.throttle`) and answered it itself.
+OK, REFUSED, FAILED, THROTTLED = "ok", "refused", "failed", "throttled"
 
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: str  # OK, REFUSED (the system said no, with a status) or FAILED (no answer)
+    kind: str  # OK, REFUSED (the system said no, with a status), FAILED (no answer) or THROTTLED
     status: str = ""  # the status's name, e.g. DEADLINE_EXCEEDED
     detail: str = ""
 
@@ -51,6 +52,7 @@ class Record:
     end: str = "lost"  # answered, fallback, refused (no fallback), lost
     status: str = ""  # the refusal's (or failure's) status, if any
     refused_by_system: bool = False  # the system said no with a status (not a failure)
+    throttled: bool = False  # never sent: the device's own throttle kept it (runtime.throttle)
     latency_s: float = float("nan")  # to the edge's answer (answered) or the device's
 
     @property
@@ -97,9 +99,11 @@ class _Book:
                 record.end, record.latency_s = "answered", latency
             elif self.fallback.enabled:
                 record.end, record.status = "fallback", outcome.status or outcome.kind
+                record.throttled = outcome.kind == THROTTLED
                 record.latency_s = latency + self.fallback.latency(record.model)
             else:
                 record.end, record.status = "refused", outcome.status or outcome.kind
+                record.throttled = outcome.kind == THROTTLED
             with self._lock:
                 self.outstanding -= 1
                 self.idle.notify_all()

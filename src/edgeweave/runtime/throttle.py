@@ -1,0 +1,72 @@
+"""Client-side adaptive throttling: a device stops sending an edge the requests it has been
+refusing, and answers them itself at once (Beyer et al., Site Reliability Engineering, ch. 21,
+"Handling Overload").
+
+An edge's refusal is cheap next to serving a large model, but not next to serving a small one:
+for the digits tenants a refused request costs the node and the device about as much of the
+RPC path as an answered one, so at twice the node's capacity the refusals took the CPU the
+answers needed (measured: goodput fell to half the capacity with every request still sent).
+So each device keeps, over the last `window_s` seconds, how many requests it tried
+(`requests`) and how many the edge accepted (`accepts`), and sends a new one with probability
+1 - max(0, (requests - k x accepts) / (requests + 1)). While the edge accepts nearly
+everything nothing is throttled; once more than 1 - 1/k of the requests are refused, the
+excess over k x what the edge accepts is answered locally without a round trip, and the edge
+still sees k times what it can take, so it can say when it takes more again. k = 0 turns it
+off.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import deque
+
+
+class Throttle:
+    """Thread-safe; see module doc."""
+
+    def __init__(self, k: float = 1.25, window_s: float = 2.0, seed: int | None = 0,
+                 slots: int = 8):
+        if k and k < 1.0:
+            raise ValueError(f"throttle k {k!r}: expected 0 (off) or at least 1")
+        self.k, self.window_s = k, window_s
+        self._slot_s = window_s / slots
+        self._slots: deque[list[float]] = deque()  # [start, requests, accepts] per slot
+        self._requests = self._accepts = 0.0
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+
+    def _slot(self, now: float) -> list[float]:
+        while self._slots and self._slots[0][0] <= now - self.window_s:
+            _, r, a = self._slots.popleft()
+            self._requests -= r
+            self._accepts -= a
+        if not self._slots or now >= self._slots[-1][0] + self._slot_s:
+            self._slots.append([now, 0.0, 0.0])
+        return self._slots[-1]
+
+    def reject_probability(self, now: float) -> float:
+        with self._lock:
+            self._slot(now)
+            return self._probability()
+
+    def _probability(self) -> float:
+        return max(0.0, (self._requests - self.k * self._accepts) / (self._requests + 1.0))
+
+    def admit(self, now: float) -> bool:
+        """Count a request tried now; False: answer it locally, do not send it."""
+        if not self.k:
+            return True
+        with self._lock:
+            slot = self._slot(now)
+            slot[1] += 1
+            self._requests += 1
+            return self._rng.random() >= self._probability()
+
+    def accepted(self, now: float) -> None:
+        """The edge accepted (answered) a request."""
+        if not self.k:
+            return
+        with self._lock:
+            self._slot(now)[2] += 1
+            self._accepts += 1
