@@ -17,14 +17,18 @@ and wanted outputs) is serialised once, and per request only its id, deadline an
 serialised and appended (a protobuf message followed by another parses as their merge),
 instead of copying the tensors into a new message and serialising all of it again on every
 send. What remains is gRPC's own: measured at 300 requests/s of a small model, about 0.55 ms of
-the generator's CPU per request (0.60 ms before), most of it in creating the call.
+the generator's CPU per request (0.60 ms before), most of it in creating the call. One process
+cannot send much more on a busy host, so `sender_factory` makes the same target in sender
+processes (`serve.loadgen.SenderPool`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import grpc
 import torch
@@ -51,19 +55,33 @@ class GrpcTarget:
                  max_message_mb: float = 64.0, throttle_k: float = 0.0):
         if not targets:
             raise EdgeWeaveError("loadgen: give at least one node (--edge host:port)")
-        self.pool = EdgePool(targets, token, tls, message_options(max_message_mb),
-                             backoff_s=(0.2, 2.0), connections=connections,
-                             throttle_k=throttle_k)
         self.models = {m.name: m for m in models}
-        self.timeout_s = timeout_s
         gen = torch.Generator().manual_seed(seed)
         self.inputs = {m.name: [m.encode(torch.randn(m.graph.input_shape, generator=gen))
                                 for _ in range(VARIANTS)] for m in models}
         # each variant's constant part of the request, serialised once (see module doc)
-        self.bodies = {name: [_body(self.models[name], enc) for enc in encoded]
-                       for name, encoded in self.inputs.items()}
+        bodies = {name: [_body(self.models[name], enc) for enc in encoded]
+                  for name, encoded in self.inputs.items()}
+        self._args: dict[str, Any] = {
+            "targets": list(targets), "token": token, "tls": tls, "connections": connections,
+            "timeout_s": timeout_s, "max_message_mb": max_message_mb, "throttle_k": throttle_k}
+        self._connect(bodies, **self._args)
+
+    def _connect(self, bodies: dict[str, list[bytes]], targets: Sequence[str],
+                 token: str | None, tls: ClientTLS | None, connections: int, timeout_s: float,
+                 max_message_mb: float, throttle_k: float) -> None:
+        self.bodies, self.timeout_s = bodies, timeout_s
+        self.pool = EdgePool(targets, token, tls, message_options(max_message_mb),
+                             backoff_s=(0.2, 2.0), connections=connections,
+                             throttle_k=throttle_k)
         self.infer = {id(e): [c.unary_unary(INFER, response_deserializer=pb.InferReply.FromString)
                               for c in e.channels] for e in self.pool.edges}
+
+    def sender_factory(self) -> Callable[..., GrpcTarget]:
+        """A picklable maker of this target's twin in another process (`loadgen.SenderPool`):
+        the same nodes, requests and knobs (a keyword, e.g. `throttle_k`, overrides one), its
+        own connections; it sends, it does not deploy."""
+        return functools.partial(_sender_target, self.bodies, **self._args)
 
     def deploy(self, serving: ServingConfig | Mapping[str, ServingConfig]) -> dict[str, int]:
         """Deploy every model to every node; returns each model's batch limit (the smallest
@@ -131,6 +149,13 @@ class GrpcTarget:
             self._send(req, done, tried)  # fail over, as a device does
             return
         done(Outcome(FAILED, code.name, details))
+
+
+def _sender_target(bodies: dict[str, list[bytes]], **args: Any) -> GrpcTarget:
+    target = GrpcTarget.__new__(GrpcTarget)
+    target.models, target.inputs, target._args = {}, {}, args
+    target._connect(bodies, **args)
+    return target
 
 
 #: The node's Infer method, called with the request already serialised (see module doc).

@@ -125,11 +125,12 @@ class Run:
 
 def open_loop(target: Target, arrivals: Sequence[Arrival], slo_s: Mapping[str, float],
               fallback: Fallback | None = None, priority: int = 0, drain_s: float = 30.0,
-              duration_s: float | None = None) -> Run:
+              duration_s: float | None = None, start_at: float | None = None) -> Run:
     """Send `arrivals` on time whatever the target does; wait up to `drain_s` for the last
-    answers."""
+    answers. `start_at`: the schedule's time 0 on the monotonic clock (several sender
+    processes share one, `loadgen.senders`); by default in 50 ms."""
     clock = time.monotonic
-    start = clock() + 0.05
+    start = clock() + 0.05 if start_at is None else start_at
     book = _Book(fallback or Fallback(), clock, start)
     lag = 0.0
     for a in arrivals:
