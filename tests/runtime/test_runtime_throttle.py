@@ -8,10 +8,11 @@ from edgeweave.runtime.throttle import Throttle
 from edgeweave.serve.loadgen import THROTTLED, Fallback, Outcome, open_loop, poisson, summarize
 
 
-def test_an_edge_that_accepts_everything_is_never_throttled():
+def test_an_edge_that_accepts_everything_is_never_throttled_even_before_it_answers():
     t = Throttle(k=1.25, window_s=2.0)
+    assert all(t.admit(i * 0.0001) for i in range(100))  # sent, no answer yet: still sent
     for i in range(2000):
-        now = i * 0.001
+        now = 0.01 + i * 0.001
         assert t.admit(now)
         t.accepted(now)
     assert t.reject_probability(2.0) == 0.0
@@ -30,6 +31,8 @@ def test_refusals_throttle_the_excess_over_k_times_the_acceptances_then_the_wind
             if queue < 10:
                 queue, accepted = queue + 1, accepted + 1
                 t.accepted(now)
+            else:
+                t.refused(now)
     # what reaches the edge tends to k x what it accepts: 625/s of the 2000/s tried
     assert accepted == pytest.approx(2000, rel=0.05)
     assert sent == pytest.approx(1.25 * accepted, rel=0.15)
