@@ -114,9 +114,11 @@ def test_a_closed_loop_keeps_one_request_per_device_in_flight(overloaded):
     assert math.isclose(run.duration_s, 0.5)
 
 
+@pytest.mark.slow
 def test_sender_processes_share_one_schedule_each_device_in_one_and_the_counts_add_up():
     """Two sender processes play one Poisson schedule: every request is in the merged run once,
-    on one time line, each device sent by one process only, and both processes sent."""
+    on one time line, each device sent by one process only, and both processes sent. (Slow:
+    each spawned process imports torch, 3-9 s on a busy 2-core host.)"""
     import os
 
     from serve_helpers import PidTarget
