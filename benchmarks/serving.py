@@ -554,7 +554,7 @@ def main() -> None:
     ap.add_argument("--min-slo-ms", type=float, default=100.0,
                     help="the SLO is never below this (a model of a few ms is served over RPC "
                          "on a shared host: its SLO cannot be 5x its compute)")
-    ap.add_argument("--throttle", type=float, default=1.25,
+    ap.add_argument("--throttle", type=float, default=1.5,
                     help="EdgeWeave's devices keep back what the node has been refusing, "
                          "sending it at most this many times what it accepts (client-side "
                          "throttling, runtime.throttle; 0: off); the old node's and Ray "

@@ -64,7 +64,7 @@ def loadgen(
     throttle: float = typer.Option(0.0, "--throttle", callback=number(ge=0, le=100),
                                    help="Devices keep back what a node has been refusing, "
                                    "sending it at most this many times what it accepts "
-                                   "(client-side throttling, e.g. 1.25; 0: off, or at least "
+                                   "(client-side throttling, e.g. 1.5; 0: off, or at least "
                                    "1)."),
     slo_ms: float = typer.Option(200.0, "--slo-ms", callback=number(gt=0, le=3.6e6),
                                  help="Each request's deadline."),
