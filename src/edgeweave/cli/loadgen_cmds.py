@@ -113,6 +113,8 @@ def loadgen(
     if token_file is None and cert_dir is None:
         raise EdgeWeaveError("loadgen: give --token-file or --cert-dir (nodes refuse "
                              "unauthenticated calls)")
+    if 0 < throttle < 1:
+        raise EdgeWeaveError(f"--throttle {throttle:g}: expected 0 (off) or at least 1")
     knobs = ServingConfig(max_batch=max_batch, max_delay_ms=max_delay_ms,
                           preferred_batch=_sizes(preferred_batch), slo_ms=slo_ms,
                           adaptive=adaptive)
@@ -124,8 +126,6 @@ def loadgen(
     names = list(dict.fromkeys(model))
     with console.status(f"capturing {', '.join(names)}"):
         models = [whole_model(m, _shape(input_shape)) for m in names]
-    if 0 < throttle < 1:
-        raise EdgeWeaveError(f"--throttle {throttle:g}: expected 0 (off) or at least 1")
     target = GrpcTarget(edge, models, token, tls, connections, seed=seed, throttle_k=throttle)
     with console.status(f"deploying to {len(edge)} node(s)"):
         limits = target.deploy(knobs)
