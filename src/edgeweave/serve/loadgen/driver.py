@@ -52,8 +52,8 @@ class Record:
     end: str = "lost"  # answered, fallback, refused (no fallback), lost
     status: str = ""  # the refusal's (or failure's) status, if any
     refused_by_system: bool = False  # the system said no with a status (not a failure)
-    throttled: bool = False  # never sent: the device's own throttle kept it (runtime.throttle)
     latency_s: float = float("nan")  # to the edge's answer (answered) or the device's
+    throttled: bool = False  # never sent: the device's own throttle kept it (runtime.throttle)
 
     @property
     def in_time(self) -> bool:
