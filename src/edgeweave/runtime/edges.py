@@ -24,7 +24,7 @@ everything, and then nothing could shrink it again.
 
 With `throttle_k` > 0 each edge also has a client-side throttle (`runtime.throttle`): a device
 whose edge has been refusing most of its requests answers the excess itself without sending
-them (the caller asks `Edge.throttle.admit`, and `answered` counts the edge's acceptances).
+them (the caller asks `Edge.throttle.admit`; `answered` and `refused` count the outcomes).
 """
 
 from __future__ import annotations
@@ -148,6 +148,7 @@ class EdgePool:
     def refused(self, edge: Edge, round_trip_ms: float, error: grpc.RpcError) -> bool:
         """Whether a failed call was the node refusing the request (it sent its load signal
         and its own time: alive, and learnt from); False for a failure without word from it."""
+        edge.throttle.refused(time.monotonic())
         said = {k: v for k, v in (error.trailing_metadata() or ()) if k in (LOAD_KEY, NODE_KEY)}
         try:
             queued, node = float(said[LOAD_KEY]), float(said[NODE_KEY])

@@ -141,7 +141,6 @@ class GrpcTarget:
             return
         code = error.code()  # type: ignore[attr-defined]
         details = error.details() or ""  # type: ignore[attr-defined]
-        edge.throttle.refused(time.monotonic())
         if self.pool.refused(edge, round_trip_ms, error) and code in REFUSALS:  # type: ignore[arg-type]
             done(Outcome(REFUSED, code.name, details))
             return
