@@ -11,7 +11,7 @@ EdgeWeave's node builds from the same specifier (``model_module``; untrained wei
 compute), at
 one intra-op thread per replica, as EdgeWeave's workers run. Emulated slower hardware
 (``--dilation``) stretches each batch's compute as EdgeWeave's node does (its own
-``edgeweave.runtime.dilation``).
+``edgeweave.runtime.dilation``, sleeping through the stretch).
 
 The load is played by EdgeWeave's own load generator (``edgeweave.serve.loadgen``: the same
 seeded Poisson arrivals and the same accounting), so only the system under test differs.
@@ -65,7 +65,7 @@ def build(model: str, replicas: int, max_batch: int, wait_s: float, max_queued: 
             mark = self.dilation.start()  # emulated hardware: stretched as EdgeWeave's node does
             with self.torch.inference_mode():
                 out = self.net(self.torch.from_numpy(np.concatenate(xs))).numpy()
-            self.dilation.finish(mark, factor)
+            self.dilation.finish(mark, factor, spin=False)  # as EdgeWeave's workers do
             return [out[i:i + 1] for i in range(len(xs))]
 
     return Model.bind()

@@ -11,16 +11,20 @@ has ray[serve], `--ray-python`: as many replicas as EdgeWeave has workers, one C
 thread each, the same batch size, its `max_queued_requests` as load shedding). The load
 generator (`edgeweave.serve.loadgen`, the same seeded Poisson arrivals for every system) plays
 1000 devices; a request a system refuses is answered by its device's fallback (counted, not
-timed).
+timed). EdgeWeave's devices throttle themselves as its device client can (`--throttle`,
+`runtime.throttle`: requests beyond that many times what the node has lately accepted are
+answered by the device without a round trip, counted as throttled); the old node's and Ray
+Serve's clients send everything.
 
-First the single-request latency on EdgeWeave's node (SLO = `--slo-factor` x its median, never
-below `--min-slo-ms`) and the capacity: the most a system serves, closed loop (workers x max
-batch devices) or with its queues kept full (open loop at three times that), without
-deadlines. The host is shared, and one measure taken during someone else's burst set every
-load level of a model wrong (a capacity measured low made "150%" an underload), so capacity is
-measured `--capacity-rounds` times, EdgeWeave and Ray Serve taking turns in the same window
-(the order reversed every other round), and the median counts; every round's figure is in
-the JSON, and the method is printed. Loads are shares of EdgeWeave's median capacity.
+First the calibration, in `--capacity-rounds` rounds: the single-request latency on
+EdgeWeave's node (SLO = `--slo-factor` x the median of the rounds' measures, never below
+`--min-slo-ms`; one calm or busy moment set it before) and the capacity: the most a system
+serves, closed loop (workers x max batch devices) or with its queues kept full (open loop at
+three times that), without deadlines. The host is shared, and one measure taken during
+someone else's burst set every load level of a model wrong (a capacity measured low made
+"150%" an underload), so EdgeWeave and Ray Serve take turns in the same window (the order
+reversed every other round), and the median counts; every round's figure is in the JSON, and
+both methods are printed. Loads are shares of EdgeWeave's median capacity.
 Then, for each load (50% ... 200% of that capacity), every system plays the same seeded
 arrivals for `--duration` seconds in `--slices` parts, taking turns (A B, then B A), so a slow
 spell of the host falls on every system alike; EdgeWeave with adaptive batching (AIMD against
@@ -34,8 +38,11 @@ quality under Mainstream's choice, no sharing and max sharing at the same comput
 
 Emulated hardware is explicit: `--dilation` (time dilation, `edgeweave.runtime.dilation`)
 stretches each batch's compute on every system alike, and the tables and JSON say which model
-ran dilated. By default only the digits tenants do (x10): at a few ms per request on this host
+ran dilated. By default only the digits tenants do (x30): at a few ms per request on this host
 their serving is otherwise a measure of the RPC stack and the load generator, not of serving.
+The stretch sleeps (the emulated hardware's time holds no host core and no GIL, in every
+system), so the old node is given `--workers` requests at once on dilated models (its default
+4 would emulate 4 slow processors where the others have `--workers`).
 
 `--runners` also times how a batch can run (the eager module, the program traced at batch 1,
 one traced per batch size): `serve.batching` runs the one traced at batch 1, from this.
@@ -67,7 +74,16 @@ from edgeweave.runtime.lab import LocalLab
 from edgeweave.runtime.loadgen_target import GrpcTarget
 from edgeweave.runtime.whole_model import WholeModel, whole_model
 from edgeweave.serve import ServingConfig
-from edgeweave.serve.loadgen import Fallback, Record, Row, Run, closed_loop, open_loop, poisson
+from edgeweave.serve.loadgen import (
+    Fallback,
+    Record,
+    Row,
+    Run,
+    SenderPool,
+    closed_loop,
+    open_loop,
+    poisson,
+)
 from edgeweave.serve.loadgen import summarize as summarize_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,10 +127,14 @@ def dilation_note(factor: dict[str, float]) -> str:
 
 def node_args(workers: int, max_batch: int, queue: int, factor: float
               ) -> dict[str, list[str]]:
+    """Each node's flags. The old node computes 4 requests at once (its default); on emulated
+    hardware (dilation) the stretch sleeps, so 4 at once would emulate 4 slow processors where
+    EdgeWeave and Ray Serve get `workers`: there it gets `workers` too."""
     slow = ["--dilation", str(factor), "--summary-s", "0"]
+    old = ["--max-concurrency", str(workers)] if factor > 1.0 else []
     return {"edgeweave": ["--max-concurrency", str(workers), "--max-batch", str(max_batch),
                           "--max-queue", str(queue), *slow],
-            "fifo": ["--policy", "fifo", "--max-batch", "1", *slow]}
+            "fifo": ["--policy", "fifo", "--max-batch", "1", *old, *slow]}
 
 
 def served_model(name: str, image_size: int, stems) -> WholeModel:
@@ -186,6 +206,11 @@ class RayPeer:
                 self.proc.kill()
 
 
+#: How the SLO is set, said in the output and the JSON.
+SLO_METHOD = ("SLO = {factor:g} x the median of {rounds} single-request latencies on "
+              "EdgeWeave's node, one measured in each capacity round ({ms} ms), at least "
+              "{floor:g} ms: {slo:.0f} ms")
+
 #: How capacity is measured, said in the tables and the JSON.
 CAPACITY_METHOD = (
     "capacity = the median over {rounds} rounds of the most a system served without deadlines "
@@ -194,10 +219,10 @@ CAPACITY_METHOD = (
     "measure; {both}; loads are shares of EdgeWeave's median")
 
 
-def one_request_s(target: GrpcTarget, model: str) -> float:
+def one_request_s(target: GrpcTarget, model: str, seconds: float = 6.0) -> float:
     """The median single-request latency on EdgeWeave's node: one device sending requests one
-    after another for 6 s (a pause of 50 ms on average between them)."""
-    one = closed_loop(target, 1, [model], 6.0, {model: 60.0}, think_s=0.05)
+    after another for `seconds` (a pause of 50 ms on average between them)."""
+    one = closed_loop(target, 1, [model], seconds, {model: 60.0}, think_s=0.05)
     return statistics.median(r.latency_s for r in one.records if r.end == "answered")
 
 
@@ -213,13 +238,19 @@ def served_per_s(closed: Run, over: Run, seconds: float) -> float:
 
 
 def capacities(target: GrpcTarget, ray: RayPeer | None, model: str, devices: int,
-               seconds: float, rounds: int, seed: int) -> dict[str, list[float]]:
+               seconds: float, rounds: int, seed: int, senders: SenderPool | None = None
+               ) -> tuple[dict[str, list[float]], list[float]]:
     """Each system's capacity, measured `rounds` times, the systems taking turns (the order
     reversed every other round), so a burst of other work on this shared host lands on one
-    measure of one system, not on all of one system's: the median is what counts."""
+    measure of one system, not on all of one system's: the median is what counts. Each round
+    also measures the single-request latency on EdgeWeave's node (what the SLO is set from),
+    so it too is a median of measures spread over the calibration, not one calm (or busy)
+    moment's. Returns the capacities (req/s) and the single-request latencies (s)."""
     out: dict[str, list[float]] = {"edgeweave": []} | ({"ray": []} if ray else {})
+    ones: list[float] = []
     slo = {model: 60.0}
     for k in range(rounds):
+        ones.append(one_request_s(target, model, max(2.0, seconds / 2.0)))
         for system in (list(out) if k % 2 == 0 else list(out)[::-1]):
             if system == "ray":
                 assert ray is not None
@@ -229,11 +260,13 @@ def capacities(target: GrpcTarget, ray: RayPeer | None, model: str, devices: int
             else:
                 closed = closed_loop(target, devices, [model], seconds, slo)
                 rate = 3.0 * max(1.0, len(closed.records) / seconds)
-                over = open_loop(target, poisson({model: rate}, seconds, CLIENTS,
-                                                 seed=seed + 500 + k),
-                                 slo, Fallback(), drain_s=30.0, duration_s=seconds)
+                arrivals = poisson({model: rate}, seconds, CLIENTS, seed=seed + 500 + k)
+                over = (senders.open_loop(arrivals, slo, Fallback(), drain_s=30.0,
+                                          duration_s=seconds, throttle_k=0.0) if senders else
+                        open_loop(target, arrivals, slo, Fallback(), drain_s=30.0,
+                                  duration_s=seconds))
             out[system].append(served_per_s(closed, over, seconds))
-    return out
+    return out, ones
 
 
 def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[list[Row], dict]:
@@ -243,14 +276,28 @@ def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[lis
     labs = {s: LocalLab(roles=("edge",), extra_args={"edge": args_of[s]}).__enter__()
             for s in systems if s in args_of}
     ray = None
+    pools: dict[str, SenderPool] = {}
     try:
-        def target(system: str) -> GrpcTarget:
+        def target(system: str, throttle: float = 0.0) -> GrpcTarget:
             """A fresh device population: what one run learns of the node (its margins, its
-            load) does not carry into the next."""
+            load, its throttle) does not carry into the next."""
             return GrpcTarget([labs[system].edge_target], [wm], labs[system].token,
-                              seed=args.seed)
+                              seed=args.seed, throttle_k=throttle)
 
         targets = {s: target(s) for s in labs}
+        if args.senders > 1:  # the open loops' sender processes, one pool per node
+            pools = {s: SenderPool(t.sender_factory(), args.senders) for s, t in targets.items()}
+
+        def play(system: str, arrivals, slo: dict[str, float], span: float) -> Run:
+            """One open-loop run against `system`'s node by a fresh device population
+            (EdgeWeave's devices throttle themselves, `--throttle`)."""
+            k = args.throttle if system == "edgeweave" else 0.0
+            if system in pools:
+                return pools[system].open_loop(arrivals, slo, Fallback(), drain_s=args.drain_s,
+                                               duration_s=span, throttle_k=k)
+            return open_loop(target(system, k), arrivals, slo, Fallback(),
+                             drain_s=args.drain_s, duration_s=span)
+
         fixed = ServingConfig(max_batch=args.max_batch, max_delay_ms=args.max_delay_ms)
         if "fifo" in targets:
             targets["fifo"].deploy(ServingConfig(max_batch=1))
@@ -261,16 +308,22 @@ def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[lis
                           args.max_queue, args.max_delay_ms / 1000.0, args.dilation[label],
                           args.seed)
             console.print(f"ray serve up in {ray.ready['start_s']:.0f} s")
-        one_s = one_request_s(ew, model)
-        measured = capacities(ew, ray, model, args.workers * args.max_batch, args.capacity_s,
-                              args.capacity_rounds, args.seed)
+        load_before = os.getloadavg()[0]  # other processes on this host, if any
+        measured, ones = capacities(ew, ray, model, args.workers * args.max_batch,
+                                    args.capacity_s, args.capacity_rounds, args.seed,
+                                    pools.get("edgeweave"))
+        one_s = statistics.median(ones)
         capacity = statistics.median(measured["edgeweave"])
-        load_at_calibration = os.getloadavg()[0]  # other processes on this host, if any
+        load_at_calibration = os.getloadavg()[0]
         slo_s = max(args.slo_factor * one_s, args.min_slo_ms / 1000.0)
+        slo_method = SLO_METHOD.format(factor=args.slo_factor, rounds=len(ones),
+                                       ms=", ".join(f"{x * 1000:.0f}" for x in ones),
+                                       floor=args.min_slo_ms,
+                                       slo=slo_s * 1000)
         said = "; ".join(f"{s} {statistics.median(v):.1f} req/s (rounds "
                          f"{', '.join(f'{x:.1f}' for x in v)})" for s, v in measured.items())
-        console.print(f"{label}: one request {one_s * 1000:.0f} ms, capacity {said}, SLO "
-                      f"{slo_s * 1000:.0f} ms (host load average {load_at_calibration:.1f} on "
+        console.print(f"{label}: capacity {said}; {slo_method} (host load average "
+                      f"{load_before:.1f} before, {load_at_calibration:.1f} after, on "
                       f"{os.cpu_count()} cores)", highlight=False)
         rows = []
         for k, load in enumerate(float(x) for x in args.loads.split(",")):
@@ -291,9 +344,8 @@ def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[lis
                         continue
                     if knobs is not None:
                         ew.deploy(knobs)
-                    runs[system].append(open_loop(
-                        target("edgeweave" if knobs is not None else system), arrivals,
-                        {model: slo_s}, Fallback(), drain_s=args.drain_s, duration_s=span))
+                    runs[system].append(play("edgeweave" if knobs is not None else system,
+                                             arrivals, {model: slo_s}, span))
                     if knobs is not None:
                         ew.deploy(fixed)
             for system, parts in runs.items():
@@ -305,9 +357,12 @@ def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[lis
                 console.print(f"  {system:15s} {load:4.0%}: {row.throughput_rps:5.1f} req/s, "
                               f"goodput {row.goodput_rps:5.1f}, p99 {row.p99_ms:6.0f} ms, "
                               f"SLO {row.slo_attainment:6.1%}, rejected {row.rejected}, "
-                              f"lost {row.lost}, sender lag {run.lag_s * 1000:.0f} ms, "
+                              f"throttled {row.throttled}, lost {row.lost}, "
+                              f"sender lag {run.lag_s * 1000:.0f} ms, "
                               f"host load {os.getloadavg()[0]:.1f}", highlight=False)
-        info = {"one_request_ms": one_s * 1000, "capacity_rps": capacity,
+        info = {"one_request_ms": one_s * 1000,
+                "one_request_rounds_ms": [x * 1000 for x in ones], "slo_method": slo_method,
+                "capacity_rps": capacity,
                 "capacity_rounds_rps": measured,
                 "capacity_method": CAPACITY_METHOD.format(
                     rounds=args.capacity_rounds, seconds=args.capacity_s,
@@ -318,6 +373,8 @@ def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[lis
                 "slo_ms": slo_s * 1000, "ray_start_s": ray.ready["start_s"] if ray else None}
         return rows, info
     finally:
+        for pool in pools.values():
+            pool.close()
         if ray is not None:
             ray.close()
         for lab in labs.values():
@@ -406,6 +463,7 @@ def summary(rows: list[Row], infos: dict[str, dict]) -> tuple[Table, list[dict],
         goals.append(f"{model}: {info['capacity_method']}; measured (req/s): " + ", ".join(
             f"{s} {', '.join(f'{x:.1f}' for x in v)}"
             for s, v in info["capacity_rounds_rps"].items()))
+        goals.append(f"{model}: {info['slo_method']}")
     return t, out, goals
 
 
@@ -496,6 +554,15 @@ def main() -> None:
     ap.add_argument("--min-slo-ms", type=float, default=100.0,
                     help="the SLO is never below this (a model of a few ms is served over RPC "
                          "on a shared host: its SLO cannot be 5x its compute)")
+    ap.add_argument("--throttle", type=float, default=1.5,
+                    help="EdgeWeave's devices keep back what the node has been refusing, "
+                         "sending it at most this many times what it accepts (client-side "
+                         "throttling, runtime.throttle; 0: off); the old node's and Ray "
+                         "Serve's clients do not")
+    ap.add_argument("--senders", type=int, default=2,
+                    help="sender processes playing each open loop against EdgeWeave's and the "
+                         "old node (1: the driver's own process; Ray Serve's is its driver "
+                         "process, which holds its handle)")
     ap.add_argument("--runners", action="store_true",
                     help="also time eager vs traced batch runners")
     ap.add_argument("--ray-python", default=None,
@@ -503,7 +570,7 @@ def main() -> None:
     ap.add_argument("--dilation", default=None,
                     help="emulate a slower edge by time dilation, on every system alike: "
                          "FACTOR for every model or MODEL=FACTOR,... (1 = this host's speed; "
-                         "by default the digits tenants, a few ms here, run 10x slower so "
+                         "by default the digits tenants, a few ms here, run 30x slower so "
                          "that their compute, not this host's RPC stack, is what is served)")
     ap.add_argument("--quick-stems", action="store_true",
                     help="train the digits tenants small and fast (less accurate)")
@@ -518,7 +585,7 @@ def main() -> None:
     console = Console(width=150, stderr=True)
     cores = os.cpu_count()
     models = [m for m in args.models.split(",") if m]
-    default = f"{TENANTS}=10" if TENANTS in models else "1"
+    default = f"{TENANTS}=30" if TENANTS in models else "1"
     args.dilation = dilations(args.dilation or default, models)
     note = HOST_NOTE.format(cores=cores, dilation=dilation_note(args.dilation))
     console.print(note, highlight=False)

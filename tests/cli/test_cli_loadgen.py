@@ -29,7 +29,7 @@ def test_a_small_open_loop_run_reports_every_request(node, tmp_path, capsys):
     code, stdout, err = main_in_process(
         capsys, "loadgen", "--edge", target, "--token-file", tok, "--duration", "1",
         "--rate", "40", "--slo-ms", "2000", "--max-delay-ms", "5", "--preferred-batch", "4",
-        "--json", str(out),
+        "--throttle", "1.5", "--json", str(out),
         "--plot", str(png), "--report", str(tmp_path / "page.html"))
     assert code == 0, err
     page = (tmp_path / "page.html").read_text()
@@ -38,7 +38,7 @@ def test_a_small_open_loop_run_reports_every_request(node, tmp_path, capsys):
     (row,) = doc["rows"]
     assert row["model"] == "digits-cnn" and row["sent"] > 10
     assert row["lost"] == 0 and row["throughput_rps"] > 0
-    assert row["fallback"] == row["rejected"]  # every refusal answered by its device
+    assert row["fallback"] == row["rejected"] + row["throttled"]  # each by its device
     assert png.stat().st_size > 0 and "digits-cnn" in stdout
     assert len(svc.stages) == 0  # removed afterwards
 
@@ -58,6 +58,7 @@ def test_a_closed_loop_run(node, capsys):
     (["--preferred-batch", "2000"], "preferred_batch 2000"),
     (["--input-shape", "1,x"], "--input-shape '1,x'"),
     (["--rate", "-1"], "--rate"),
+    (["--throttle", "0.5"], "--throttle 0.5: expected 0 (off) or at least 1"),
 ])
 def test_bad_flags_are_named(node, capsys, args, words):
     target, tok, _ = node

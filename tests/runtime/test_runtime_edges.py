@@ -70,6 +70,28 @@ def test_the_margin_kept_from_deadlines_learns_the_time_outside_the_node():
     assert edge.outside_ms == before and edge.inflight == 0
 
 
+def test_the_pool_counts_each_outcome_for_the_edges_throttle():
+    """Refusals and failures alike count against an edge, answers for it: after forty refusals
+    a device with throttle k = 1.5 keeps nearly everything back; without a throttle, nothing."""
+    pool = EdgePool(["127.0.0.1:1"], token=TOKEN, throttle_k=1.5)
+    (edge,) = pool.edges
+    for k in range(40):
+        pool.pick()
+        said = ((LOAD_KEY, "1"), (NODE_KEY, "1")) if k % 2 else ()  # refused, or failed
+        pool.refused(edge, 2.0, _Refusal(said))
+    now = time.monotonic()
+    assert edge.throttle.reject_probability(now) == pytest.approx(40 / 41)
+    for _ in range(40):
+        pool.pick()
+        pool.answered(edge, 5.0, pb.InferReply(queued_ms=1.0))
+    # 80 outcomes, 40 accepted: (80 - 1.5 x 40) / 81 kept back
+    assert edge.throttle.reject_probability(time.monotonic()) == pytest.approx(20 / 81)
+    off = EdgePool(["127.0.0.1:1"], token=TOKEN)
+    for _ in range(40):
+        off.refused(off.edges[0], 2.0, _Refusal(()))
+    assert all(off.edges[0].throttle.admit(now) for _ in range(100))
+
+
 def test_requests_fail_over_to_the_other_edge_when_one_dies(digits_graph):
     first, first_svc, t1 = _edge("edge-a")
     second, second_svc, t2 = _edge("edge-b")

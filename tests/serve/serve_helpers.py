@@ -54,3 +54,15 @@ class Doubler:
 
 def scheduler(policy="edf"):
     return Scheduler(policy)
+
+
+class PidTarget:
+    """A load generator target that refuses every request at once with its process id as the
+    status (a sender process's, to see which one sent what)."""
+
+    def send(self, model, client, deadline_s, priority, done):
+        import os
+
+        from edgeweave.serve.loadgen import REFUSED, Outcome
+
+        done(Outcome(REFUSED, str(os.getpid())))

@@ -229,3 +229,26 @@ def test_an_estimate_grown_in_a_slow_spell_is_corrected_by_serving_on_an_idle_no
         e.stop()
     assert [kind for kind, _ in got] == ["ok"] * 12
     assert latency.estimate(1) < 0.1
+
+
+def test_admission_counts_the_work_ahead_in_the_batches_the_deadline_allows():
+    """Batches of 1 take 100 ms, of 8 480 ms (60 ms a request). A request with 0.5 s to go can
+    find a batch running and then run in one only up to 3 (2 x 209 ms fits, 2 x 263 does not),
+    so the six requests ahead of it are counted at a batch of 3's cost (6 x 70 ms + 100 ms to
+    run it: refused), not the limit's (6 x 60 + 100 = 460 ms: it was admitted, and served in
+    a batch cut small, late or not at all); with 0.55 s to go batches of 4 fit and it is in."""
+    lat = LatencyModel()
+    lat.seed(1, 0.1)
+    lat.seed(8, 0.48)
+    node = NodeServing(workers=1, max_batch=8, max_queue=64)
+    e = Engine(node, clock=lambda: 0.0)  # not started: nothing runs, the queue stays
+    m = e.add("m", "m", Doubler(), resolve(ServingConfig(max_batch=8), node), lat)
+    assert (m.feasible_batch(0.5), m.feasible_batch(0.55), m.feasible_batch(10.0),
+            m.feasible_batch(0.01)) == (3, 4, 8, 1)
+    x = (torch.zeros(1, 1),)
+    for _ in range(6):
+        e.submit("m", x, deadline=0.45)
+    with pytest.raises(Shed, match="cannot meet its deadline"):
+        e.submit("m", x, deadline=0.5)
+    e.submit("m", x, deadline=0.55)
+    assert e.queued == 7

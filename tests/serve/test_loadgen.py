@@ -90,7 +90,7 @@ def test_under_overload_every_request_ends_one_way_and_the_counts_add_up(overloa
     # the engine refuses what it cannot serve in time (deadlines themselves are checked on the
     # model's clock in test_engine: here a busy host's thread wake-ups would add to them)
     assert 0 < row.slo_attainment < 1 and row.goodput_rps > 0
-    assert list(row.as_json()) == list(KEYS)
+    assert list(row.as_json()) == [*KEYS, "throttled"]
     assert "engine" in table([row])
 
 
@@ -112,3 +112,31 @@ def test_a_closed_loop_keeps_one_request_per_device_in_flight(overloaded):
         assert prev is None or r.sent >= prev.sent + prev.latency_s - 1e-3  # one at a time
         by_client[r.client] = r
     assert math.isclose(run.duration_s, 0.5)
+
+
+@pytest.mark.slow
+def test_sender_processes_share_one_schedule_each_device_in_one_and_the_counts_add_up():
+    """Two sender processes play one Poisson schedule: every request is in the merged run once,
+    on one time line, each device sent by one process only, and both processes sent. (Slow:
+    each spawned process imports torch, 3-9 s on a busy 2-core host.)"""
+    import os
+
+    from serve_helpers import PidTarget
+
+    from edgeweave.serve.loadgen import SenderPool
+
+    arrivals = poisson({"m": 400.0}, 0.5, 50, seed=4)
+    with SenderPool(PidTarget, processes=2) as pool:
+        run = pool.open_loop(arrivals, {"m": 0.1}, Fallback({"m": 0.01}), drain_s=5,
+                             duration_s=0.5)
+    (row,) = summarize(run, "senders", 1.0)
+    assert row.sent == len(arrivals) and row.adds_up and row.lost == 0
+    assert row.fallback == row.rejected == len(arrivals)
+    by_client = {}
+    for r in run.records:
+        by_client.setdefault(r.client, set()).add(r.status)
+    assert all(len(pids) == 1 for pids in by_client.values())
+    pids = set().union(*by_client.values())
+    assert len(pids) == 2 and str(os.getpid()) not in pids
+    sent = [r.sent for r in run.records]
+    assert sent == sorted(sent) and sent[0] >= 0.0 and sent[-1] < 0.5 + run.lag_s + 0.1

@@ -61,6 +61,11 @@ def loadgen(
                                 help="Logical devices the open-loop requests come from."),
     connections: int = typer.Option(2, callback=integer(ge=1, le=64),
                                     help="Connections per node shared by all devices."),
+    throttle: float = typer.Option(0.0, "--throttle", callback=number(ge=0, le=100),
+                                   help="Devices keep back what a node has been refusing, "
+                                   "sending it at most this many times what it accepts "
+                                   "(client-side throttling, e.g. 1.5; 0: off, or at least "
+                                   "1)."),
     slo_ms: float = typer.Option(200.0, "--slo-ms", callback=number(gt=0, le=3.6e6),
                                  help="Each request's deadline."),
     priority: int = typer.Option(0, callback=integer(ge=0, le=9), help="Requests' priority."),
@@ -108,6 +113,8 @@ def loadgen(
     if token_file is None and cert_dir is None:
         raise EdgeWeaveError("loadgen: give --token-file or --cert-dir (nodes refuse "
                              "unauthenticated calls)")
+    if 0 < throttle < 1:
+        raise EdgeWeaveError(f"--throttle {throttle:g}: expected 0 (off) or at least 1")
     knobs = ServingConfig(max_batch=max_batch, max_delay_ms=max_delay_ms,
                           preferred_batch=_sizes(preferred_batch), slo_ms=slo_ms,
                           adaptive=adaptive)
@@ -119,7 +126,7 @@ def loadgen(
     names = list(dict.fromkeys(model))
     with console.status(f"capturing {', '.join(names)}"):
         models = [whole_model(m, _shape(input_shape)) for m in names]
-    target = GrpcTarget(edge, models, token, tls, connections, seed=seed)
+    target = GrpcTarget(edge, models, token, tls, connections, seed=seed, throttle_k=throttle)
     with console.status(f"deploying to {len(edge)} node(s)"):
         limits = target.deploy(knobs)
     console.print("deployed: " + ", ".join(f"{m} (batch up to {b})" for m, b in limits.items()))
@@ -163,12 +170,13 @@ def loadgen(
 def _print(console: Console, rows, lag_s: float) -> Table:
     table = Table(title=rows[0].load if rows else "no requests")
     for col in ("model", "sent", "offered/s", "thru/s", "good/s", "p50 ms", "p99 ms", "SLO",
-                "rejected", "fallback", "lost"):
+                "rejected", "throttled", "fallback", "lost"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for r in rows:
         table.add_row(r.model, str(r.sent), f"{r.offered_rps:.1f}", f"{r.throughput_rps:.1f}",
                       f"{r.goodput_rps:.1f}", f"{r.p50_ms:.0f}", f"{r.p99_ms:.0f}",
-                      f"{r.slo_attainment:.1%}", str(r.rejected), str(r.fallback), str(r.lost))
+                      f"{r.slo_attainment:.1%}", str(r.rejected), str(r.throttled),
+                      str(r.fallback), str(r.lost))
     console.print(table)
     bad = [r.model for r in rows if not r.adds_up]
     if bad:

@@ -96,6 +96,9 @@ class ClientOptions:
     # deadline beyond timeout_s); a request that cannot make it runs here
     slo_ms: float | None = None
     priority: int = 0  # 0-9: who an overloaded edge sheds first
+    # client-side throttling (runtime.throttle): send an edge at most this many times what it
+    # has lately accepted, run the rest here at once (0: off)
+    throttle_k: float = 0.0
     serving: ServingConfig | None = None  # batching knobs the stages are deployed with
 
 
@@ -129,7 +132,7 @@ class CoInferenceClient:
         self.switches: list[dict[str, Any]] = []
         targets = [edge_target] if isinstance(edge_target, str) else list(edge_target or ())
         self.edges = EdgePool(targets, token, tls, message_options(self.opts.max_message_mb),
-                              self.opts.backoff_s)
+                              self.opts.backoff_s, throttle_k=self.opts.throttle_k)
         self._example: torch.Tensor | None = None
         self._seq = itertools.count()
         # the emulated network as it really is; the plan only holds a belief about it
@@ -339,6 +342,10 @@ class CoInferenceClient:
         why = "edge in back-off"
         while (edge := self.edges.pick(tried)) is not None:
             tried.append(edge)
+            if len(tried) == 1 and not edge.throttle.admit(time.monotonic()):
+                self.edges.release(edge)
+                why = f"{self._edge_name(edge)} has been refusing most requests (throttled)"
+                break
             if not self._stamp_deadline(run, edge):
                 self.edges.release(edge)
                 why = "its deadline passed before an edge could answer"

@@ -12,7 +12,12 @@ an idle core lets caches go cold and the clock drop, which made the next request
 ~15% slower in our measurements (alexnet, one thread) and the emulation pessimistic. Except
 where several emulated devices share this host's few cores (a cluster's workers): there a
 spinning device would take the core another device computes on, so they sleep instead
-(``spin=False``).
+(``spin=False``). And except in a serving node (`runtime.serving`): its workers share the
+process with its RPC handlers, and a busy wait in Python holds the GIL, so the handlers got it
+only once per switch interval (5 ms) while a batch was being stretched, and the emulated
+hardware's spare time went to the host's cores, not to serving (measured: digits-cnn at x10,
+two workers on 2 cores, 800 requests/s offered: goodput 22/s with spinning workers, 808/s
+sleeping).
 """
 
 from __future__ import annotations

@@ -21,6 +21,10 @@ arrived late (measured by `benchmarks/serving.py`: MobileNetV2 at twice its capa
 Refusals carry the node's time too (trailing metadata), so the margin also learns from them:
 learning only from answers, a margin grown while the host was saturated made the node refuse
 everything, and then nothing could shrink it again.
+
+With `throttle_k` > 0 each edge also has a client-side throttle (`runtime.throttle`): a device
+whose edge has been refusing most of its requests answers the excess itself without sending
+them (the caller asks `Edge.throttle.admit`; `answered` and `refused` count the outcomes).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from edgeweave.runtime.backoff import Backoff
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
 from edgeweave.runtime.proto import edgeweave_pb2_grpc as pb_grpc
 from edgeweave.runtime.serving import LOAD_KEY, NODE_KEY
+from edgeweave.runtime.throttle import Throttle
 from edgeweave.security import ClientTLS, authed_channel
 
 #: gRPC's own reconnect back-off would keep failing fast after an edge is back; ours decides.
@@ -58,6 +63,7 @@ class Edge:
     outside_ms: float = 0.0  # EWMA of the part of a round trip the node did not account for
     outside_dev: float = 0.0  # and its mean deviation
     uploaded: set[str] = field(default_factory=set)  # stage digests it holds for us
+    throttle: Throttle = field(default_factory=lambda: Throttle(k=0.0))  # off unless asked
     _turn: int = 0
 
     @property
@@ -90,7 +96,8 @@ class EdgePool:
 
     def __init__(self, targets: Sequence[str], token: str | None = None,
                  tls: ClientTLS | None = None, options: Sequence[tuple[str, Any]] = (),
-                 backoff_s: tuple[float, float] = (0.5, 8.0), connections: int = 1):
+                 backoff_s: tuple[float, float] = (0.5, 8.0), connections: int = 1,
+                 throttle_k: float = 0.0):
         # gRPC shares one connection between channels with equal arguments: a distinct
         # argument per channel makes each its own connection
         self.edges = []
@@ -98,7 +105,8 @@ class EdgePool:
             channels = [authed_channel(t, token=token, tls=tls, options=[
                 *options, *RECONNECT, ("edgeweave.connection", k)]) for k in range(connections)]
             self.edges.append(Edge(t, [pb_grpc.NodeStub(c) for c in channels],
-                                   channels=channels, backoff=Backoff(*backoff_s)))
+                                   channels=channels, backoff=Backoff(*backoff_s),
+                                   throttle=Throttle(k=throttle_k, seed=len(self.edges))))
         self._lock = threading.Lock()
 
     def __bool__(self) -> bool:
@@ -134,11 +142,13 @@ class EdgePool:
         with self._lock:
             edge.service_ms = (round_trip_ms if not edge.service_ms
                                else 0.8 * edge.service_ms + 0.2 * round_trip_ms)
+        edge.throttle.accepted(time.monotonic())
         self._ended(edge, round_trip_ms, node, reply.queued_ms)
 
     def refused(self, edge: Edge, round_trip_ms: float, error: grpc.RpcError) -> bool:
         """Whether a failed call was the node refusing the request (it sent its load signal
         and its own time: alive, and learnt from); False for a failure without word from it."""
+        edge.throttle.refused(time.monotonic())
         said = {k: v for k, v in (error.trailing_metadata() or ()) if k in (LOAD_KEY, NODE_KEY)}
         try:
             queued, node = float(said[LOAD_KEY]), float(said[NODE_KEY])

@@ -6,7 +6,9 @@ gateway or one process would. A request a node refuses (a full queue, a deadline
 meet) comes back as REFUSED with its status; when a node fails (UNAVAILABLE, a broken
 connection), the request is retried once on another node if one is up, as the device client
 fails over. The inputs are random tensors encoded once per model and reused, so the generator
-spends its time sending, not encoding.
+spends its time sending, not encoding. With `throttle_k` the devices throttle themselves as
+EdgeWeave's device client can (`runtime.throttle`): a request kept back is THROTTLED, answered
+by its device.
 
 The generator shares the host with the node, so what it spends per request is taken from the
 system under test (the digits tenants, a few ms each, are served at hundreds of requests a
@@ -15,14 +17,18 @@ and wanted outputs) is serialised once, and per request only its id, deadline an
 serialised and appended (a protobuf message followed by another parses as their merge),
 instead of copying the tensors into a new message and serialising all of it again on every
 send. What remains is gRPC's own: measured at 300 requests/s of a small model, about 0.55 ms of
-the generator's CPU per request (0.60 ms before), most of it in creating the call.
+the generator's CPU per request (0.60 ms before), most of it in creating the call. One process
+cannot send much more on a busy host, so `sender_factory` makes the same target in sender
+processes (`serve.loadgen.SenderPool`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import grpc
 import torch
@@ -35,7 +41,7 @@ from edgeweave.runtime.serving import to_proto
 from edgeweave.runtime.whole_model import WholeModel
 from edgeweave.security import ClientTLS
 from edgeweave.serve import ServingConfig
-from edgeweave.serve.loadgen import FAILED, OK, REFUSED, Outcome
+from edgeweave.serve.loadgen import FAILED, OK, REFUSED, THROTTLED, Outcome
 
 #: Statuses that mean the node answered "no" (it is alive); anything else is a failure.
 REFUSALS = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -46,21 +52,36 @@ class GrpcTarget:
     def __init__(self, targets: Sequence[str], models: Sequence[WholeModel],
                  token: str | None = None, tls: ClientTLS | None = None,
                  connections: int = 2, timeout_s: float = 30.0, seed: int = 0,
-                 max_message_mb: float = 64.0):
+                 max_message_mb: float = 64.0, throttle_k: float = 0.0):
         if not targets:
             raise EdgeWeaveError("loadgen: give at least one node (--edge host:port)")
-        self.pool = EdgePool(targets, token, tls, message_options(max_message_mb),
-                             backoff_s=(0.2, 2.0), connections=connections)
         self.models = {m.name: m for m in models}
-        self.timeout_s = timeout_s
         gen = torch.Generator().manual_seed(seed)
         self.inputs = {m.name: [m.encode(torch.randn(m.graph.input_shape, generator=gen))
                                 for _ in range(VARIANTS)] for m in models}
         # each variant's constant part of the request, serialised once (see module doc)
-        self.bodies = {name: [_body(self.models[name], enc) for enc in encoded]
-                       for name, encoded in self.inputs.items()}
+        bodies = {name: [_body(self.models[name], enc) for enc in encoded]
+                  for name, encoded in self.inputs.items()}
+        self._args: dict[str, Any] = {
+            "targets": list(targets), "token": token, "tls": tls, "connections": connections,
+            "timeout_s": timeout_s, "max_message_mb": max_message_mb, "throttle_k": throttle_k}
+        self._connect(bodies, **self._args)
+
+    def _connect(self, bodies: dict[str, list[bytes]], targets: Sequence[str],
+                 token: str | None, tls: ClientTLS | None, connections: int, timeout_s: float,
+                 max_message_mb: float, throttle_k: float) -> None:
+        self.bodies, self.timeout_s = bodies, timeout_s
+        self.pool = EdgePool(targets, token, tls, message_options(max_message_mb),
+                             backoff_s=(0.2, 2.0), connections=connections,
+                             throttle_k=throttle_k)
         self.infer = {id(e): [c.unary_unary(INFER, response_deserializer=pb.InferReply.FromString)
                               for c in e.channels] for e in self.pool.edges}
+
+    def sender_factory(self) -> Callable[..., GrpcTarget]:
+        """A picklable maker of this target's twin in another process (`loadgen.SenderPool`):
+        the same nodes, requests and knobs (a keyword, e.g. `throttle_k`, overrides one), its
+        own connections; it sends, it does not deploy."""
+        return functools.partial(_sender_target, self.bodies, **self._args)
 
     def deploy(self, serving: ServingConfig | Mapping[str, ServingConfig]) -> dict[str, int]:
         """Deploy every model to every node; returns each model's batch limit (the smallest
@@ -98,6 +119,11 @@ class GrpcTarget:
             done(Outcome(FAILED, "UNAVAILABLE", "no node is up"))
             return
         sent = time.monotonic()
+        if not tried and not edge.throttle.admit(sent):
+            self.pool.release(edge)
+            done(Outcome(THROTTLED, "THROTTLED", f"{edge.target} has been refusing most "
+                                                 "requests: answered by the device"))
+            return
         left_ms = (req.deadline - sent) * 1000.0
         deadline_ms = max(1e-3, left_ms - edge.margin_ms(left_ms))
         call = self.infer[id(edge)][edge.turn()].future(
@@ -123,6 +149,13 @@ class GrpcTarget:
             self._send(req, done, tried)  # fail over, as a device does
             return
         done(Outcome(FAILED, code.name, details))
+
+
+def _sender_target(bodies: dict[str, list[bytes]], **args: Any) -> GrpcTarget:
+    target = GrpcTarget.__new__(GrpcTarget)
+    target.models, target.inputs, target._args = {}, {}, args
+    target._connect(bodies, **args)
+    return target
 
 
 #: The node's Infer method, called with the request already serialised (see module doc).

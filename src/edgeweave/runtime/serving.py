@@ -6,7 +6,9 @@ A stage runs as the node traced it; a batch is its requests' tensors stacked alo
 it is deployed (`calibrate`, on random inputs of its declared shapes); a stage kept only to
 finish requests when the next node fails (deployed with `hops_ahead` > 0) is not measured and
 serves batches of one until it is deployed to run here. Emulated hardware (`serve --dilation`)
-stretches each batch's compute as it stretched each request's.
+stretches each batch's compute as it stretched each request's, sleeping through the stretch:
+the emulated hardware's compute holds neither a core nor the GIL the node's RPC handlers need
+(see `runtime.dilation`).
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ class StageRunner:
             until) else math.inf
         mark = dilation.start()
         outputs = self.fn(*stack(batch))
-        dilation.finish(mark, self.factor, stop)
+        dilation.finish(mark, self.factor, stop, spin=False)
         return unstack(outputs, [1] * len(batch))
 
     def example(self) -> Inputs:

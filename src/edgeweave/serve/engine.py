@@ -174,9 +174,12 @@ class Engine:
 
     def _backlog(self, item: Pending | None, now: float) -> float:
         """Seconds until a worker is free for `item` (None: a new request of the lowest
-        priority, due last), by `scheduler.start_after`."""
+        priority, due last), by `scheduler.start_after`; the work ahead of a request with a
+        deadline is counted in the batches its deadline allows (`feasible_batch`)."""
         key = (math.inf, 1, 0) if item is None else self.scheduler.order(item)
-        work = sum(m.work_ahead(key) for m in self.models.values())
+        left = math.inf if item is None else item.deadline - now
+        work = sum(m.work_ahead(key, m.feasible_batch(left) if math.isfinite(left) else None)
+                   for m in self.models.values())
         busy = [max(0.0, end - now) for end in self._busy_until.values()]
         return start_after(busy + [0.0] * (self.node.workers - len(busy)), work)
 

@@ -8,6 +8,7 @@ from edgeweave.serve.loadgen.driver import (
     FAILED,
     OK,
     REFUSED,
+    THROTTLED,
     Fallback,
     Outcome,
     Record,
@@ -16,8 +17,9 @@ from edgeweave.serve.loadgen.driver import (
     closed_loop,
     open_loop,
 )
+from edgeweave.serve.loadgen.senders import SenderPool
 from edgeweave.serve.loadgen.stats import KEYS, Row, summarize, table
 
-__all__ = ["FAILED", "KEYS", "OK", "REFUSED", "Arrival", "Fallback", "Outcome", "Record", "Row",
-           "Run", "Target", "closed_loop", "from_trace", "open_loop", "poisson", "summarize",
-           "table"]
+__all__ = ["FAILED", "KEYS", "OK", "REFUSED", "THROTTLED", "Arrival", "Fallback", "Outcome",
+           "Record", "Row", "Run", "SenderPool", "Target", "closed_loop", "from_trace",
+           "open_loop", "poisson", "summarize", "table"]

@@ -23,13 +23,14 @@ import numpy as np
 
 from edgeweave.serve.loadgen.arrivals import Arrival
 
-#: How a request ended, as the target reports it.
-OK, REFUSED, FAILED = "ok", "refused", "failed"
+#: How a request ended, as the target reports it. THROTTLED: the device did not send it (its
+#: edge had been refusing; see `runtime.throttle`) and answered it itself.
+OK, REFUSED, FAILED, THROTTLED = "ok", "refused", "failed", "throttled"
 
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: str  # OK, REFUSED (the system said no, with a status) or FAILED (no answer)
+    kind: str  # OK, REFUSED (the system said no, with a status), FAILED (no answer) or THROTTLED
     status: str = ""  # the status's name, e.g. DEADLINE_EXCEEDED
     detail: str = ""
 
@@ -52,6 +53,7 @@ class Record:
     status: str = ""  # the refusal's (or failure's) status, if any
     refused_by_system: bool = False  # the system said no with a status (not a failure)
     latency_s: float = float("nan")  # to the edge's answer (answered) or the device's
+    throttled: bool = False  # never sent: the device's own throttle kept it (runtime.throttle)
 
     @property
     def in_time(self) -> bool:
@@ -97,9 +99,11 @@ class _Book:
                 record.end, record.latency_s = "answered", latency
             elif self.fallback.enabled:
                 record.end, record.status = "fallback", outcome.status or outcome.kind
+                record.throttled = outcome.kind == THROTTLED
                 record.latency_s = latency + self.fallback.latency(record.model)
             else:
                 record.end, record.status = "refused", outcome.status or outcome.kind
+                record.throttled = outcome.kind == THROTTLED
             with self._lock:
                 self.outstanding -= 1
                 self.idle.notify_all()
@@ -121,11 +125,12 @@ class Run:
 
 def open_loop(target: Target, arrivals: Sequence[Arrival], slo_s: Mapping[str, float],
               fallback: Fallback | None = None, priority: int = 0, drain_s: float = 30.0,
-              duration_s: float | None = None) -> Run:
+              duration_s: float | None = None, start_at: float | None = None) -> Run:
     """Send `arrivals` on time whatever the target does; wait up to `drain_s` for the last
-    answers."""
+    answers. `start_at`: the schedule's time 0 on the monotonic clock (several sender
+    processes share one, `loadgen.senders`); by default in 50 ms."""
     clock = time.monotonic
-    start = clock() + 0.05
+    start = clock() + 0.05 if start_at is None else start_at
     book = _Book(fallback or Fallback(), clock, start)
     lag = 0.0
     for a in arrivals:

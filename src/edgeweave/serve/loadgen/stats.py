@@ -8,6 +8,8 @@ print and write.
   (a fallback answer is counted as a miss: the device's own latency is simulated here);
 - rejected: requests the system refused with a status (each then answered by its device's
   fallback when the device has one);
+- throttled: requests the device did not send, its edge having refused most of its recent ones
+  (`runtime.throttle`), answered by its fallback (or refused, without one) at once;
 - fallback: requests answered by the device's fallback;
 - lost: requests that ended no way at all (neither answered, nor refused or failed over).
 Every request ends one way, so sent = answered + fallback + refused without fallback + lost.
@@ -45,12 +47,13 @@ class Row:
     sent: int = 0
     answered: int = 0
     refused: int = 0  # refused and not answered by a fallback
+    throttled: int = 0  # never sent (the device's throttle): in fallback or refused
 
     def as_json(self) -> dict[str, object]:
-        """The contract's keys only, NaN as null."""
+        """The contract's keys (and how many were throttled), NaN as null."""
         row = asdict(self)
         return {k: (None if isinstance(row[k], float) and math.isnan(row[k]) else row[k])
-                for k in KEYS}
+                for k in (*KEYS, "throttled")}
 
     @property
     def adds_up(self) -> bool:
@@ -85,7 +88,8 @@ def _row(records: Sequence[Record], duration_s: float, system: str, model: str,
         fallback=sum(r.end == "fallback" for r in records),
         lost=sum(r.end == "lost" for r in records),
         sent=len(records), answered=len(answered),
-        refused=sum(r.end == "refused" for r in records))
+        refused=sum(r.end == "refused" for r in records),
+        throttled=sum(r.throttled for r in records))
 
 
 def table(rows: Sequence[Row]) -> str:
