@@ -91,20 +91,24 @@ class Clock(simpy.Environment):
         times, fn, n = self._feed_t, self._feed_fn or _nothing, len(self._feed_t)
         i = self._feed_i
         due = times[i] if i < n else math.inf
-        while queue or i < n:
-            if not queue or due <= queue[0][0]:
-                self._now = due
-                i += 1
-                self._feed_i = i
-                fn(i - 1)
-                due = times[i] if i < n else math.inf
+        while True:
+            # the queue's calls due before the next arrival (an arrival goes first at a tie)
+            while queue and queue[0][0] < due:
+                self._now, _, _, event = heappop(queue)
+                if event.__class__ is tuple:
+                    event[0](event[1])
+                else:
+                    process(event)
+            if i == n:
+                if not queue:
+                    return None
+                due = math.inf  # only the queue is left
                 continue
-            self._now, _, _, event = heappop(queue)
-            if event.__class__ is tuple:
-                event[0](event[1])
-            else:
-                process(event)
-        return None
+            self._now = due
+            i += 1
+            self._feed_i = i
+            fn(i - 1)
+            due = times[i] if i < n else math.inf
 
     @property
     def scheduled(self) -> int:

@@ -65,6 +65,7 @@ class PlanReplay(Replay):
         self.switch_s = switch_s
         self._state: dict[int, _DeviceState] = {}
         self._tiers: dict[int, list[tuple[str, Any]]] = {}
+        self._estimate = ctx.estimate_mbps
 
     def _start(self, device: int, ap: int) -> _DeviceState:
         ctx = self.ctx
@@ -80,7 +81,16 @@ class PlanReplay(Replay):
         if st is None or st.ap != ap:
             st = self._state[device] = self._start(device, ap)
         elif self.adapt:
-            self._maybe_replan(device, st)
+            # re-plan when the bandwidth estimate or a server's load factor has left the range
+            # the plan is believed made for (checked before every request, nearly always in it)
+            est = self._estimate(device)
+            if est is None or st.lo < est < st.hi:
+                for server, lo, hi in st.bounds:
+                    if not lo < server.load_factor < hi:
+                        break
+                else:
+                    return st.work
+            self._replan(device, st, est)
         return st.work
 
     def _servers(self, ap: int) -> list[tuple[str, Any]]:
@@ -95,14 +105,9 @@ class PlanReplay(Replay):
             self._tiers[ap] = got
         return got
 
-    def _maybe_replan(self, device: int, st: _DeviceState) -> None:
-        est = self.ctx.estimate_mbps(device)
-        if est is None or st.lo < est < st.hi:
-            for server, lo, hi in st.bounds:
-                if not lo < server.load_factor < hi:
-                    break
-            else:
-                return
+    def _replan(self, device: int, st: _DeviceState, est: float | None) -> None:
+        """The device's bandwidth estimate ``est`` or a server's load factor has moved out
+        of the range its plan is believed made for: re-plan, switch if it pays."""
         mbps = st.believed_mbps if est is None else est
         loads = {tier: server.load_factor for tier, server in st.servers}
         ctx = self.ctx
