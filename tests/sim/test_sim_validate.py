@@ -132,3 +132,13 @@ def test_calibration_takes_the_link_each_request_crossed():
                      "total_ms": links_ms + extra + sum(compute.values()) + 3.0 + 0.1 * k})
     cal = calibrate(rows, chosen)
     assert cal.overhead_ms * cal.hops == pytest.approx(3.0 + 0.1 * 9.5, rel=1e-6)
+
+
+def test_drift_compares_the_cool_down_with_the_warm_up():
+    from edgeweave.sim.validate import RealRun, drift
+
+    warm = [{"edge_compute": 98.0 + k, "total_ms": 150.0} for k in range(5)]
+    cool = [{"edge_compute": 118.0 + k, "total_ms": 170.0} for k in range(5)]
+    real = RealRun([1.0], 0, 0.0, warm, [{}], cool)
+    assert real.calibration == warm + cool
+    assert drift(real) == pytest.approx({"edge": 0.2})

@@ -98,6 +98,7 @@ class Fidelity:
     compute_cv: dict[str, float] = field(default_factory=dict)
     overhead_ms: float = 0.0
     overhead_cv: float = 0.0
+    drift: dict[str, float] = field(default_factory=dict)  # tier -> cool-down / warm-up - 1
 
     def row(self) -> dict[str, Any]:
         """The benchmark's row: ``sim_*`` with the servers at the speed the runtime's own load
@@ -112,6 +113,7 @@ class Fidelity:
                "err_p95": float((sp95 - rp95) / rp95),
                "load_factors": self.load_factors, "compute_cv": self.compute_cv,
                "overhead_ms": self.overhead_ms, "overhead_cv": self.overhead_cv,
+               "drift": self.drift,
                "deploy_s": self.deploy_s,
                "switches_sim": self.switches_sim, "switches_real": self.switches_real}
         if self.plan_only_ms:
@@ -377,7 +379,23 @@ def compare(setup: Setup, real: RealRun, model: str = "alexnet") -> Fidelity:
     sim, switches = runs["calibrated"]
     return Fidelity(case.name, model, setup.chosen.mode, len(times), sim, real.latency_ms,
                     switches, real.switches, cal.load, real.deploy_s, runs["plan only"][0],
-                    cal.cv, cal.overhead_ms, cal.overhead_cv)
+                    cal.cv, cal.overhead_ms, cal.overhead_cv, drift(real))
+
+
+def drift(real: RealRun) -> dict[str, float]:
+    """Per tier, how far the host's speed moved across the timed run: the cool-down's median
+    compute over the warm-up's, less 1 (what calibrating on one side alone would miss)."""
+    def median(rows: list[dict[str, float]], key: str) -> float:
+        got = [r[key] for r in rows if r.get(key, 0.0) > 0]
+        return float(np.median(got)) if got else 0.0
+
+    keys = {k for r in real.warm for k in r if k.endswith("_compute")}
+    out = {}
+    for key in sorted(keys):
+        before, after = median(real.warm, key), median(real.cool, key)
+        if before > 0 and after > 0:
+            out[key.removesuffix("_compute")] = after / before - 1.0
+    return out
 
 
 def validate(case: Case, measured: Measured | None = None, seed: int = 0,
