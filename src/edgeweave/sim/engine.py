@@ -111,7 +111,7 @@ class Simulation(FleetView):
         self._call_at = self.env.call_at
         self._queue: list[Any] = self.env._queue  # the hot path pushes its calls itself
         self._eid = self.env._eid
-        self._step = self._advance  # bound once: the hot path schedules it per transfer
+        self.env.stepper = self._advance  # a queued `Job` comes back here
         self.pricing = Pricing(scn)
         self.rng = rng_for(scn, STREAM_POLICY)
         name = policy or scn.policy.name
@@ -315,7 +315,7 @@ class Simulation(FleetView):
                 self._end(job, end, OK)
                 return
             if end > now:
-                heappush(self._queue, (end, NORMAL, next(self._eid), (self._step, job)))
+                heappush(self._queue, (end, NORMAL, next(self._eid), job))  # `Clock.stepper`
                 return
         self._end(job, now, OK)
 

@@ -29,13 +29,14 @@ if TYPE_CHECKING:
 
 
 class _DeviceState:
-    __slots__ = ("ap", "believed_mbps", "bounds", "checked", "cuts", "hi", "labels", "lo",
-                 "servers", "work")
+    __slots__ = ("ap", "believed_mbps", "bounds", "checked", "cuts", "hi", "labels", "last",
+                 "lo", "servers", "work")
 
     def __init__(self, ap: int, labels: tuple[int, ...], cuts: dict[str, str], work: Work,
                  believed_mbps: float, servers: list[tuple[str, Any]]) -> None:
         self.ap, self.labels, self.cuts, self.work = ap, labels, cuts, work
         self.servers = servers
+        self.last: Any = None  # the state (`pricing.Replan`) of the device's last re-plan
         self.believe(believed_mbps, {})
 
     def believe(self, mbps: float, loads: dict[str, float]) -> None:
@@ -115,9 +116,11 @@ class PlanReplay(Replay):
         pricing = ctx.pricing
         state = pricing.replan(self.src, hw, name, mbps, loads)
         self.replans += 1
-        now_cost = pricing.cost(self.src, state, st.labels, st.cuts)
-        new_cost = pricing.cost(self.src, state, state.labels, state.cuts)
-        if state.labels != st.labels and new_cost < now_cost * (1 - self.min_gain):
+        # in the state of its last re-plan, the device decided already: it switched to the
+        # state's placement, or kept one that this state does not beat by enough
+        if state is not st.last and state.labels != st.labels and \
+                pricing.cost(self.src, state, state.labels, state.cuts) < \
+                pricing.cost(self.src, state, st.labels, st.cuts) * (1 - self.min_gain):
             st.labels, st.cuts = state.labels, dict(state.cuts)
             st.work = pricing.work(self.src, hw, name, state.labels, cuts=state.cuts,
                                    cluster=self.cluster)
@@ -125,4 +128,5 @@ class PlanReplay(Replay):
             if self.switch_s > 0:
                 ctx.occupy_device(device, self.switch_s)
         # keep the plan, believed at the new bandwidth, so the check does not repeat forever
+        st.last = state
         st.believe(mbps, loads)
