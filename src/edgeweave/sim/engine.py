@@ -33,7 +33,7 @@ import numpy as np
 from simpy.events import NORMAL
 
 from edgeweave.runtime.bandwidth import BandwidthEstimator
-from edgeweave.sim.cluster import ClusterState, FrameRun
+from edgeweave.sim.cluster import ClusterState, Framed, FrameRun
 from edgeweave.sim.fleet_view import FleetView
 from edgeweave.sim.itinerary import (
     DEV,
@@ -309,7 +309,7 @@ class Simulation(FleetView):
                 job[HOLD] = None
                 continue
             else:  # CLUSTER
-                FrameRun(self, job[DEV], obj, _Framed(self, job, now)).start(now)
+                FrameRun(self, job[DEV], obj, Framed(self, job, now)).start(now)
                 return
             if k == last:
                 self._end(job, end, OK)
@@ -350,13 +350,8 @@ class Simulation(FleetView):
         self._status[i] = status
         self._net[i] = job[NET]
         self._srv[i] = job[SRV]
-        dev = job[DEV]
-        if self._dev_limit[dev]:  # `_free_device`, inline: once per request
-            held = self._held.get(dev)
-            if held:
-                self._call_at(t, self._release_held, (held.popleft(), dev))
-            else:
-                self._under_way[dev] -= 1
+        if self._dev_limit[job[DEV]]:
+            self._free_device(job[DEV], t)
 
     def _free_device(self, dev: int, t: float) -> None:
         """A request of ``dev`` has ended at ``t``: its next waiting one (if any) goes out
@@ -403,13 +398,3 @@ class Simulation(FleetView):
                              for a in self.scn.applications])
         classify(self.out, used_net, lambda d, t: self._place_ap[self.places.at(d, t)],
                  deadline[self.devices.app[self.out.device]])
-class _Framed:
-    """What a request's frame calls when its cluster part is over."""
-
-    __slots__ = ("job", "sim", "start")
-
-    def __init__(self, sim: Simulation, job: Job, start: float) -> None:
-        self.sim, self.job, self.start = sim, job, start
-
-    def __call__(self, end: float) -> None:
-        self.sim.framed(self.job, self.start, end)
