@@ -7,7 +7,8 @@
 * **Fidelity**: the simulator against `edgeweave serve` processes on this host with the same
   Plan, link shaping, dilation and arrival times (`edgeweave.sim.validate`): one
   device-edge-cloud chain, four devices sharing one edge, a bandwidth step; the simulated
-  servers at the speed and with the compute times the runtime measured in its warm-up, plus
+  servers at the speed and with the compute times the runtime measured in requests sent one at
+  a time before and after the timed run (a warm-up and a cool-down), plus
   the runtime's measured per-hop cost (and, beside it, from the Plan's figures alone).
 * **The operator's question** on the campus scenario (examples/sim/campus.yaml): service time
   and failure rate vs devices for every policy (a sweep, as Ray tasks unless --serial), and the
@@ -177,7 +178,7 @@ def tables(scale_rows, fid_rows, sweep_rows, train_rows) -> list[Table]:
                         "arrivals)")
         for col in ("scenario", "mode", "requests", "sim p50", "real p50", "err p50",
                     "sim p95", "real p95", "err p95", "plan-only err p50/p95",
-                    "compute cv (warm-up)", "overhead ms/hop"):
+                    "compute cv (calibration)", "overhead ms/hop", "drift across run"):
             t.add_column(col, justify="left" if col in ("scenario", "mode") else "right")
         for r in fid_rows:
             t.add_row(r["scenario"], r["mode"], str(r["requests"]), _f(r["sim_p50_ms"]),
@@ -185,7 +186,8 @@ def tables(scale_rows, fid_rows, sweep_rows, train_rows) -> list[Table]:
                       _f(r["real_p95_ms"]), f"{100 * r['err_p95']:+.1f}%",
                       f"{100 * r['plan_only_err_p50']:+.1f}%/{100 * r['plan_only_err_p95']:+.1f}%",
                       " ".join(f"{k} {v:.2f}" for k, v in r["compute_cv"].items()),
-                      f"{r['overhead_ms']:.1f} (cv {r['overhead_cv']:.2f})")
+                      f"{r['overhead_ms']:.1f} (cv {r['overhead_cv']:.2f})",
+                      " ".join(f"{k} {100 * v:+.0f}%" for k, v in r["drift"].items()))
         out.append(t)
     if sweep_rows:
         t = Table(title="campus: service time and failure rate vs devices per policy")
@@ -254,7 +256,8 @@ def main() -> None:
            "note": ("Scale rows run the city scenario under its edgeweave policy, each in its "
                     "own process (peak RSS is that process's). Fidelity: real = `edgeweave "
                     "serve` processes on this host; sim_* gives the simulated servers the "
-                    "compute times and per-hop cost the warm-up measured, plan_only_* "
+                    "compute times and per-hop cost measured before and after the timed run "
+                    "(warm-up, cool-down), plan_only_* "
                     "uses the Plan's figures alone.")}
     emit(console, tables(scale_rows, fid_rows, sweep_rows, train_rows), doc, args.json)
 

@@ -15,7 +15,8 @@ import pytest
 from edgeweave.sim.validate import CASES, arrivals, compare, prepare, run_real
 
 TOLERANCE = 0.25
-#: the host's speed may move this much between the warm-up (the calibration) and the timed run
+#: the host's speed may move this much between the calibration (a warm-up before the timed
+#: run, a cool-down after it) and the timed run
 STEADY = 0.2
 ATTEMPTS = 3
 
@@ -35,7 +36,8 @@ def test_simulated_median_latency_matches_the_real_runtime(name, alexnet):
     for _ in range(ATTEMPTS):  # a run whose host changed speed under it compares nothing
         setup = prepare(case, alexnet)
         real = run_real(setup.case, setup.graph, setup.chosen, setup.prof, setup.dilation,
-                        setup.times, setup.devs, warmup=12)
+                        setup.times, setup.devs, calibration=10)
+        assert len(real.warm) == len(real.cool) == 5 * case.devices  # both sides of the run
         if _drift(real) <= STEADY:
             break
     f = compare(setup, real, alexnet.model)
@@ -46,15 +48,16 @@ def test_simulated_median_latency_matches_the_real_runtime(name, alexnet):
 
 
 def _drift(real) -> float:
-    """How far each tier's median compute in the timed run moved from the warm-up's (the
-    simulator is calibrated on the warm-up: on a host another job slows in bursts, e.g. a
-    parallel test worker, the two can differ by a third)."""
+    """How far each tier's median compute in the timed run moved from the calibration's (on
+    a host another job slows in bursts, e.g. a parallel test worker, the two can differ by a
+    third even when the calibration is taken on both sides of the run)."""
     def median(runs, tier: str) -> float:
         return float(np.median([s.get(tier, 0.0) for s in runs]))
 
-    tiers = {k for s in real.warm for k in s if k.endswith("_compute")}
-    warm = {t: median(real.warm, t) for t in tiers}
-    return max((abs(median(real.timed, t) / w - 1.0) for t, w in warm.items() if w > 0),
+    cal = real.calibration
+    tiers = {k for s in cal for k in s if k.endswith("_compute")}
+    base = {t: median(cal, t) for t in tiers}
+    return max((abs(median(real.timed, t) / w - 1.0) for t, w in base.items() if w > 0),
                default=0.0)
 
 
@@ -104,3 +107,38 @@ def test_a_calibrated_simulation_keeps_the_warm_ups_median_and_tail():
     assert got["calibrated"] == pytest.approx(want, rel=0.05)
     assert got["plan only"][0] == pytest.approx(pred["total_ms"], rel=0.01)
     assert got["plan only"][1] < 0.9 * want[1]
+
+
+def test_calibration_takes_the_link_each_request_crossed():
+    """A cool-down after a bandwidth step crosses the slower link: what the runtime recorded
+    for it is the link's time, not the runtime's own cost (taken against the Plan's link
+    figure, the difference would be counted as per-hop overhead, tens of ms)."""
+    from sim_helpers import CHAIN3, toy_plan
+
+    from edgeweave.sim.calibration import calibrate
+
+    chosen = toy_plan(chain=CHAIN3)
+    pred = chosen.predicted
+    hops = {h: v for h, v in pred["hops"].items() if v["up_ms"] > 0}
+    first = next(iter(hops))
+    links_ms = sum(v["up_ms"] + v["down_ms"] for v in hops.values())
+    compute = {f"{t}_compute": ms for t, ms in pred["tier_compute_ms"].items() if ms > 0}
+    rows = []
+    for k in range(20):
+        slow = k >= 10  # the second half after the first hop's bandwidth fell 6x
+        up = hops[first]["up_ms"] * (6.0 if slow else 1.0)
+        extra = up - hops[first]["up_ms"]
+        rows.append({**compute, f"{first}_uplink": up,
+                     "total_ms": links_ms + extra + sum(compute.values()) + 3.0 + 0.1 * k})
+    cal = calibrate(rows, chosen)
+    assert cal.overhead_ms * cal.hops == pytest.approx(3.0 + 0.1 * 9.5, rel=1e-6)
+
+
+def test_drift_compares_the_cool_down_with_the_warm_up():
+    from edgeweave.sim.validate import RealRun, drift
+
+    warm = [{"edge_compute": 98.0 + k, "total_ms": 150.0} for k in range(5)]
+    cool = [{"edge_compute": 118.0 + k, "total_ms": 170.0} for k in range(5)]
+    real = RealRun([1.0], 0, 0.0, warm, [{}], cool)
+    assert real.calibration == warm + cool
+    assert drift(real) == pytest.approx({"edge": 0.2})

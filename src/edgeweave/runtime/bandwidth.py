@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-@dataclass
+@dataclass(slots=True)  # the simulator keeps one per device, and feeds it per transfer
 class BandwidthEstimator:
     alpha: float = 0.3
     tolerance: float = 0.3
@@ -29,7 +29,8 @@ class BandwidthEstimator:
             self.mbps = sample
             return True
         if abs(sample - self.mbps) <= self.tolerance * self.mbps:
-            self._pending.clear()
+            if self._pending:
+                self._pending.clear()
             self.mbps += self.alpha * (sample - self.mbps)
             return False
         same_side = all((p > self.mbps) == (sample > self.mbps) for p in self._pending)

@@ -1,7 +1,8 @@
-"""What a real runtime's warm-up tells the simulator that the Plan does not (`Calibration`):
-each tier's real speed and the spread of its compute times, and the runtime's own per-request
-cost beyond compute and links. `sim.validate` calibrates the simulated lab with it; anything
-that replays a measured fleet can do the same from the runtime's recorded segments."""
+"""What a real runtime's requests sent one at a time tell the simulator that the Plan does not
+(`Calibration`): each tier's real speed and the spread of its compute times, and the runtime's
+own per-request cost beyond compute and links. `sim.validate` calibrates the simulated lab with
+it (from a warm-up before the timed run and a cool-down after it); anything that replays a
+measured fleet can do the same from the runtime's recorded segments."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ class Calibration:
     figure), and each simulated request's compute is drawn from their spread, tail included
     (`sim.jitter`). Per request, what the runtime spent beyond compute and the shaped links
     (``overhead``, ms): encoding and decoding tensors, the gRPC calls, the servers'
-    bookkeeping, over ``hops`` hops. The warm-up's requests go one at a time, so nothing in
-    them queued: what their total holds beyond the tiers' compute and the Plan's link times is
-    that per-request cost, which the simulator adds per hop crossed (`Application.overhead_ms`).
+    bookkeeping, over ``hops`` hops. The calibrating requests go one at a time, so nothing in
+    them queued: what their total holds beyond the tiers' compute and the links' times is that
+    per-request cost, which the simulator adds per hop crossed (`Application.overhead_ms`).
     """
 
     planned: dict[str, float] = field(default_factory=dict)  # tier -> the Plan's compute ms
@@ -31,7 +32,8 @@ class Calibration:
 
     @property
     def load(self) -> dict[str, float]:
-        """Per tier, measured / planned compute (the runtime's load factor, over the warm-up)."""
+        """Per tier, measured / planned compute (the runtime's load factor over the
+        calibrating requests)."""
         return {t: float(np.mean(ms)) / self.planned[t] for t, ms in self.compute.items()}
 
     @property
@@ -54,17 +56,27 @@ _MIN_OVERHEAD_MS = 0.01
 
 
 def calibrate(warm: list[dict[str, float]], chosen: Plan) -> Calibration:
-    """`Calibration` from the warm-up requests' segments (``<tier>_compute``, ``total_ms``)."""
+    """`Calibration` from requests' segments (``<tier>_compute``, ``<hop>_uplink``,
+    ``total_ms``), sent one at a time (nothing queued in them)."""
     pred = chosen.predicted
     planned, compute = {}, {}
     for tier, ms in pred["tier_compute_ms"].items():
         got = [s[f"{tier}_compute"] for s in warm if s.get(f"{tier}_compute", 0.0) > 0]
         if ms >= 1.0 and len(got) >= 3:  # below a ms the plan's figure is timer noise
             planned[tier], compute[tier] = ms, got
-    hops = [h for h in pred["hops"].values() if h["up_ms"] > 0]
+    hops = {name: h for name, h in pred["hops"].items() if h["up_ms"] > 0}
     if not hops or len(warm) < 3:
         return Calibration(planned, compute)
-    links_ms = sum(h["up_ms"] + h["down_ms"] for h in hops)
-    rest = [max(_MIN_OVERHEAD_MS, s["total_ms"] - links_ms -
+    rest = [max(_MIN_OVERHEAD_MS, s["total_ms"] - _links_ms(s, hops) -
                 sum(v for k, v in s.items() if k.endswith("_compute"))) for s in warm]
     return Calibration(planned, compute, rest, len(hops))
+
+
+def _links_ms(segments: dict[str, float], hops: dict[str, dict[str, float]]) -> float:
+    """The time a request spent on the shaped links: the runtime's own record of each hop
+    (``<hop>_uplink``, ``<hop>_downlink``), the Plan's figure where it has none. A request
+    sent after the link changed (a cool-down after a bandwidth step) crossed the new link,
+    not the one the Plan was made for: the Plan's figure would count the difference as the
+    runtime's own cost."""
+    return sum(segments.get(f"{name}_uplink", h["up_ms"]) +
+               segments.get(f"{name}_downlink", h["down_ms"]) for name, h in hops.items())

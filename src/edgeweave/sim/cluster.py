@@ -97,6 +97,21 @@ class ClusterHost(Protocol):
 
     def cluster_of(self, dev: int, frame: Frame) -> ClusterState: ...
 
+    def framed(self, job: Any, start: float, end: float) -> None: ...
+
+
+class Framed:
+    """What a request's frame calls when its cluster part is over: the host's `framed`, with
+    the request and when its frame started."""
+
+    __slots__ = ("host", "job", "start")
+
+    def __init__(self, host: ClusterHost, job: Any, start: float) -> None:
+        self.host, self.job, self.start = host, job, start
+
+    def __call__(self, end: float) -> None:
+        self.host.framed(self.job, self.start, end)
+
 
 class ClusterState:
     """One gateway's cluster: its medium and when each helper's processor is next free."""

@@ -26,27 +26,36 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from heapq import heappush
 from typing import Any
 
 import numpy as np
+from simpy.events import NORMAL
 
 from edgeweave.runtime.bandwidth import BandwidthEstimator
-from edgeweave.sim.cluster import ClusterState, FrameRun
+from edgeweave.sim.cluster import ClusterState, Framed, FrameRun
 from edgeweave.sim.fleet_view import FleetView
 from edgeweave.sim.itinerary import (
-    CLUSTER,
+    DEV,
     DEVICE,
+    HOLD,
+    LINK,
+    NET,
+    OVER,
     RELEASE,
+    REQ,
     SERVER,
     SERVER_HOLD,
+    SRV,
+    STEPS,
     UPLINK,
     Job,
+    K,
     Step,
     itinerary,
     shared_end,
 )
 from edgeweave.sim.jitter import jitter
-from edgeweave.sim.links import LinkQueue
 from edgeweave.sim.outcome import (  # noqa: F401  (re-exported: the engine's vocabulary)
     CAPACITY,
     DEADLINE,
@@ -60,7 +69,7 @@ from edgeweave.sim.outcome import (  # noqa: F401  (re-exported: the engine's vo
     classify,
 )
 from edgeweave.sim.policies import Policy, make_policy
-from edgeweave.sim.pricing import Pricing
+from edgeweave.sim.pricing import Pricing, Work
 from edgeweave.sim.scenario import Scenario
 from edgeweave.sim.workload import (
     STREAM_POLICY,
@@ -95,25 +104,30 @@ class Simulation(FleetView):
             self.requests = requests(scn, self.devices)
         else:
             self.requests = Requests(np.zeros(0), np.zeros(0, dtype=np.int32))
+        self._app = self.devices.app.tolist()
+        self.device_app = self._app  # what policies read (`PolicyContext.device_app`)
         self.world: World = build_world(scn, self._server_done)
         self.env = self.world.env
         self._call_at = self.env.call_at
-        self._step = self._advance  # bound once: the hot path schedules it per transfer
+        self._queue: list[Any] = self.env._queue  # the hot path pushes its calls itself
+        self._eid = self.env._eid
+        self.env.stepper = self._advance  # a queued `Job` comes back here
         self.pricing = Pricing(scn)
         self.rng = rng_for(scn, STREAM_POLICY)
         name = policy or scn.policy.name
         params = policy_params if policy is not None else scn.policy.params
         self.policy: Policy = make_policy(name, self, params)
+        self._decide = self.policy.decide
         self.policy_name = name
         self.progress = progress
         self.edges = sorted(self.world.servers)
         self._edge_index = {e: i for i, e in enumerate(self.edges)}
         self._kinds = self.devices.kinds
         self._hw = self.devices.hardware.tolist()
-        self._app = self.devices.app.tolist()
         # per application, how many requests a device may have under way (0: no limit); per
         # device, how many it has and the ones waiting for them (`Application.in_flight`)
-        self._limit = [a.in_flight or 0 for a in scn.applications]
+        limit = [a.in_flight or 0 for a in scn.applications]
+        self._dev_limit = [limit[a] for a in self._app]
         # per device, how its compute varies (its population's `compute_cv`; None: fixed)
         jitters = [jitter(p.compute_cv, rng_for(scn, STREAM_SERVICE, k))
                    for k, p in enumerate(scn.populations)]
@@ -190,7 +204,7 @@ class Simulation(FleetView):
 
     def _arrive(self, i: int) -> None:
         dev = self._devs[i]
-        lim = self._limit[self._app[dev]]
+        lim = self._dev_limit[dev]
         if not lim:
             self._issue(i, dev, self.env._now)
         elif self._under_way[dev] < lim:
@@ -204,27 +218,19 @@ class Simulation(FleetView):
 
     def _issue(self, i: int, dev: int, now: float) -> None:
         ap = self._ap_list[i]
-        choice = self.policy.decide(dev, ap, now)
+        choice = self._decide(dev, ap, now)
         if choice is None:
-            self._status[i] = NETWORK
-            self._done[i] = now
-            self._free_device(dev, now)
+            self._refuse(i, dev, now)
             return
         work, edge = choice
         self._work[i] = work.id
-        if work.up_hops and ap < 0:
-            self._status[i] = NETWORK
-            self._done[i] = now
-            self._free_device(dev, now)
+        if ap < 0 and work.up_hops:
+            self._refuse(i, dev, now)
             return
         key = (work.id, ap, edge)
         route = self._steps.get(key)
         if route is None:
-            steps = itinerary(self.world, work, ap, edge)
-            servers = tuple(obj for kind, obj, _ in steps if kind in (SERVER, SERVER_HOLD))
-            at = (self._edge_index[edge or self.ap_edge(ap)]
-                  if work.up_hops and work.compute_ms[1] > 0 else -1)
-            route = self._steps[key] = (steps, servers, at)
+            route = self._steps[key] = self._route(work, ap, edge)
         steps, servers, at = route
         if at >= 0:
             self._edge[i] = at
@@ -236,86 +242,121 @@ class Simulation(FleetView):
             jit = self._overhead_jitter[app]
             if jit is not None:
                 over *= jit()
-        self._advance(Job(i, dev, steps, now, over))
+        self._advance([i, dev, steps, 0, 0.0, 0.0, over, None])  # a `Job` at its first step
+
+    def _route(self, work: Work, ap: int, edge: str | None) -> tuple[Any, ...]:
+        """What a request of placement ``work`` from ``ap`` (its edge stage on ``edge``)
+        needs, computed once per (placement, access point, edge): its steps, the servers
+        ahead of it and the index of its edge server (-1: none)."""
+        steps = itinerary(self.world, work, ap, edge)
+        servers = tuple(obj for kind, obj, _ in steps if kind in (SERVER, SERVER_HOLD))
+        at = (self._edge_index[edge or self.ap_edge(ap)]
+              if work.up_hops and work.compute_ms[1] > 0 else -1)
+        return steps, servers, at
+
+    def _refuse(self, i: int, dev: int, now: float) -> None:
+        """A request that cannot go out (no coverage for a placement that needs it)."""
+        self._status[i] = NETWORK
+        self._done[i] = now
+        self._free_device(dev, now)
 
     def _advance(self, job: Job) -> None:
-        now = self.env._now  # the hot path: simpy's `now` is a property
-        steps = job.steps
+        """Walk ``job``'s steps from where it is until one takes time (the hot path: a few
+        million calls in a city run, so the clock's queue and the device's compute are
+        inlined here)."""
+        now = self.env._now  # simpy's `now` is a property
+        steps = job[STEPS]
         last = len(steps)
-        while job.k < last:
-            kind, obj, amount = steps[job.k]
-            job.k += 1
-            if kind in (SERVER, SERVER_HOLD):
-                job.srv -= now
-                obj.incoming -= 1
-                if not obj.submit(now, amount, job, kind == SERVER_HOLD):
-                    job.srv += now
-                    self._end(job, now, CAPACITY)
-                return
-            if kind == RELEASE:
-                obj.release(now)
-                job.holding = None
-                continue
-            if kind == CLUSTER:
-                FrameRun(self, job.dev, obj, _Framed(self, job, now)).start(now)
-                return
-            if kind == DEVICE:
-                end = self._device_compute(job.dev, now, amount)
-                self._dev_s[job.i] += end - now
-            else:
-                sent = obj.send(now, amount, job.dev)
+        k = job[K]
+        while k < last:
+            kind, obj, amount = steps[k]
+            k += 1
+            job[K] = k
+            if kind in (UPLINK, LINK):
+                sent = obj.send(now, amount, job[DEV])
                 if sent is None:
                     self._end(job, now, NETWORK)
                     return
                 end = sent[0]
-                job.net += end - now
-                if kind == UPLINK:
-                    self._observe(job.dev, obj, amount, end - now)
-            if job.k == last:
+                job[NET] += end - now
+                if kind == UPLINK:  # the device's estimate learns from its own transfer
+                    dev = job[DEV]
+                    est = self._estimators.get(dev)
+                    if est is None:
+                        est = self._estimators[dev] = BandwidthEstimator()
+                    est.observe(amount, end - now - obj.half_rtt_s)
+            elif kind == DEVICE:
+                dev = job[DEV]
+                if self._jitter[dev] is None and not self.dev_training:
+                    # `_device_compute` without jitter or training, inline: FIFO on the device
+                    start = self.dev_free[dev]
+                    if start < now:
+                        start = now
+                    end = self.dev_free[dev] = start + amount
+                    self.dev_busy[dev] += amount
+                else:
+                    end = self._device_compute(dev, now, amount)
+                self._dev_s[job[REQ]] += end - now
+            elif kind in (SERVER, SERVER_HOLD):
+                job[SRV] -= now
+                obj.incoming -= 1
+                if not obj.submit(now, amount, job, kind == SERVER_HOLD):
+                    job[SRV] += now
+                    self._end(job, now, CAPACITY)
+                return
+            elif kind == RELEASE:
+                obj.release(now)
+                job[HOLD] = None
+                continue
+            else:  # CLUSTER
+                FrameRun(self, job[DEV], obj, Framed(self, job, now)).start(now)
+                return
+            if k == last:
                 self._end(job, end, OK)
                 return
             if end > now:
-                self._call_at(end, self._step, job)
+                heappush(self._queue, (end, NORMAL, next(self._eid), job))  # `Clock.stepper`
                 return
         self._end(job, now, OK)
 
     def framed(self, job: Job, start: float, end: float) -> None:
         """A partition's frame is over: its time counts as the device's (the cluster's)."""
-        self._dev_s[job.i] += end - start
-        if job.k == len(job.steps):
+        self._dev_s[job[REQ]] += end - start
+        if job[K] == len(job[STEPS]):
             self._end(job, end, OK)
         else:
             self._advance(job)
 
     def _server_done(self, job: Job, now: float) -> None:
-        job.srv += now
-        kind, server, _ = job.steps[job.k - 1]
+        job[SRV] += now
+        kind, server, _ = job[STEPS][job[K] - 1]
         if kind == SERVER_HOLD:
-            job.holding = server
+            job[HOLD] = server
         self._advance(job)
 
     def _end(self, job: Job, t: float, status: int) -> None:
-        i = job.i
+        i = job[REQ]
         if status == OK:  # the runtime's per-hop costs (serialisation, RPC) come on top
-            t += job.overhead
-            job.net += job.overhead
+            t += job[OVER]
+            job[NET] += job[OVER]
         else:  # it will not reach the servers still ahead of it
-            for kind, server, _ in job.steps[job.k:]:
+            for kind, server, _ in job[STEPS][job[K]:]:
                 if kind in (SERVER, SERVER_HOLD):
                     server.incoming -= 1
-            if job.holding is not None:  # nor come back through the edge holding its slot
-                job.holding.release(t)
-                job.holding = None
+            if job[HOLD] is not None:  # nor come back through the edge holding its slot
+                job[HOLD].release(t)
+                job[HOLD] = None
         self._done[i] = t
         self._status[i] = status
-        self._net[i] = job.net
-        self._srv[i] = job.srv
-        self._free_device(job.dev, t)
+        self._net[i] = job[NET]
+        self._srv[i] = job[SRV]
+        if self._dev_limit[job[DEV]]:
+            self._free_device(job[DEV], t)
 
     def _free_device(self, dev: int, t: float) -> None:
         """A request of ``dev`` has ended at ``t``: its next waiting one (if any) goes out
         then, otherwise the device has one fewer under way."""
-        if not self._limit[self._app[dev]]:
+        if not self._dev_limit[dev]:
             return
         held = self._held.get(dev)
         if held:
@@ -331,14 +372,6 @@ class Simulation(FleetView):
         self._ap_list[i] = ap
         self.out.ap[i] = ap
         self._issue(i, dev, now)
-
-    def _observe(self, dev: int, link: LinkQueue, nbytes: float, seconds: float) -> None:
-        """The device's bandwidth estimate learns from its own uplink transfer, as the
-        runtime's client does (bytes over the link time less the propagation)."""
-        est = self._estimators.get(dev)
-        if est is None:
-            est = self._estimators[dev] = BandwidthEstimator()
-        est.observe(nbytes, seconds - link.half_rtt_s)
 
     def _device_compute(self, dev: int, now: float, work_s: float) -> float:
         """FIFO on the device's processor; at half speed while it trains (processor sharing
@@ -365,13 +398,3 @@ class Simulation(FleetView):
                              for a in self.scn.applications])
         classify(self.out, used_net, lambda d, t: self._place_ap[self.places.at(d, t)],
                  deadline[self.devices.app[self.out.device]])
-class _Framed:
-    """What a request's frame calls when its cluster part is over."""
-
-    __slots__ = ("job", "sim", "start")
-
-    def __init__(self, sim: Simulation, job: Job, start: float) -> None:
-        self.sim, self.job, self.start = sim, job, start
-
-    def __call__(self, end: float) -> None:
-        self.sim.framed(self.job, self.start, end)

@@ -32,7 +32,7 @@ class LinkQueue:
     drops packets. ``per_device`` gives each device its own queue at the full rate.
     """
 
-    __slots__ = ("_free", "buffer_s", "busy_s", "half_rtt_s", "link", "mbps", "name",
+    __slots__ = ("_bits_per_s", "_free", "buffer_s", "busy_s", "half_rtt_s", "link", "mbps", "name",
                  "per_device", "sent_bytes", "trace", "transfers")
 
     def __init__(self, link: Link, name: str, buffer_s: float | None = None,
@@ -40,6 +40,7 @@ class LinkQueue:
         self.link = link
         self.name = name
         self.mbps = link.mbps
+        self._bits_per_s = self.mbps * _MBIT
         self.trace = link.trace
         self.half_rtt_s = link.rtt_ms / 2000.0
         self.buffer_s = math.inf if buffer_s is None else buffer_s
@@ -78,7 +79,7 @@ class LinkQueue:
         if wait > self.buffer_s:
             return None
         # the hot path: an untraced link's rate inline (`serialized_at` integrates a trace)
-        end = (start + nbytes * 8.0 / (self.mbps * _MBIT) if self.trace is None
+        end = (start + nbytes * 8.0 / self._bits_per_s if self.trace is None
                else self.serialized_at(start, nbytes))
         self._free[key] = end
         self.busy_s += end - start

@@ -153,7 +153,8 @@ class Pricing:
         self._replans: dict[tuple[Any, ...], Replan] = {}
         self._costs: dict[tuple[Any, ...], float] = {}
         self._ap = {ap.name: ap for ap in scn.access_points}
-        self._edge_keys: dict[str, tuple[Any, ...]] = {}
+        self._edge_keys: dict[str, int] = {}  # edge -> the number of what prices it
+        self._edge_ids: dict[tuple[Any, ...], int] = {}
         self.replans = 0  # planner (optimiser) calls
         self.notes: list[str] = []
 
@@ -180,15 +181,17 @@ class Pricing:
             links.append(cloud[1])
         return TierPath(nodes=nodes, links=links)
 
-    def _edge_key(self, edge: str) -> tuple[Any, ...]:
+    def _edge_key(self, edge: str) -> int:
         """What prices an edge: its hardware and its cloud's hardware and link (edges that
-        agree on these share plans and work)."""
+        agree on these share plans and work), numbered: a cache key holding the hardware
+        records themselves would hash them field by field on every re-plan check."""
         got = self._edge_keys.get(edge)
         if got is None:
             cloud = edge_cloud(self.scn.fleet, edge)
-            got = self._edge_keys[edge] = (
-                self.scn.fleet.node(edge).hardware,
-                None if cloud is None else (cloud[0].hardware, cloud[1].mbps, cloud[1].rtt_ms))
+            what = (self.scn.fleet.node(edge).hardware,
+                    None if cloud is None else (cloud[0].hardware, cloud[1].mbps,
+                                                cloud[1].rtt_ms))
+            got = self._edge_keys[edge] = self._edge_ids.setdefault(what, len(self._edge_ids))
         return got
 
     def path_key(self, src: int, hardware: str, ap: str, edge: str | None = None,

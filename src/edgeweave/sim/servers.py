@@ -32,8 +32,9 @@ from collections.abc import Callable
 from typing import Any
 
 import simpy
+from simpy.events import NORMAL
 
-from edgeweave.sim.clock import caller
+from edgeweave.sim.clock import Clock, caller
 from edgeweave.sim.jitter import Jitter
 
 #: work (ms) below which a finish is treated as reached, against float drift in the virtual clock
@@ -75,6 +76,10 @@ class PSServer:
         self.load_factor = 1.0
         self.incoming = 0  # requests routed here and still on their way (the engine counts)
         self._call_at = caller(env)
+        self._fire_bound = self._fire  # bound once: scheduled per completion
+        clock = isinstance(env, Clock)
+        self._queue: list[Any] | None = env._queue if clock else None  # type: ignore[assignment]
+        self._eid: Any = env._eid if clock else None
 
     # ---- state --------------------------------------------------------------------------
 
@@ -104,8 +109,12 @@ class PSServer:
     def submit(self, now: float, work_ms: float, job: Any, hold: bool = False) -> bool:
         """Admit ``job`` with ``work_ms`` of work at full speed; False if refused. With
         ``hold`` its slot stays taken after its compute until :meth:`release`."""
-        if len(self.running) + self.held < self.slots:
-            self._advance(now)
+        running = self.running
+        if len(running) + self.held < self.slots:
+            if running:  # the hot path: an idle server's virtual clock has nothing to add
+                self._advance(now)
+            else:
+                self.t = now
             self._start(now, work_ms, hold, job)
             self._reschedule(now)
             return True
@@ -148,7 +157,11 @@ class PSServer:
             return
         self._pending = at
         self._gen += 1
-        self._call_at(at, self._fire, self._gen)
+        if self._queue is not None:  # `Clock.call_at`, inline: once per completion
+            heapq.heappush(self._queue, (at if at > now else now, NORMAL, next(self._eid),
+                                         (self._fire_bound, self._gen)))
+        else:
+            self._call_at(at, self._fire_bound, self._gen)
 
     def _fire(self, gen: int) -> None:
         if gen != self._gen:
@@ -169,8 +182,9 @@ class PSServer:
         self._pending = math.inf
         self._reschedule(now)
         self.completed += len(done)
+        on_done = self.on_done
         for job in done:
-            self.on_done(job, now)
+            on_done(job, now)
 
 
 class BatchServer:

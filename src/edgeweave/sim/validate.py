@@ -21,16 +21,19 @@ sharing one edge; one device through a bandwidth step.
 This host is shared, so its servers compute slower than the profile (measured on CPU time, as
 the dilated device is) says, by tens of percent that drift over minutes, and a burst of other
 work makes a few requests 2-3x slower. The runtime tracks the speed with its load factors
-(`runtime.load`); the comparison gives the simulator what the clients measured in their
-warm-up (`calibrate`): each tier's mean speed, each request's compute drawn from the warm-up's
-measured times (`sim.jitter`: median, spread and tail as measured; with fixed times the queues
-behind the edge and the device wait half as long as the real ones, and a gamma of the same
-cv misses the bursts), and the runtime's own per-request cost beyond compute and the shaped
-links (tensor encoding, gRPC, bookkeeping: a few ms per hop, `Application.overhead_ms`),
-which the Plan's link figures leave out. The simulation from the Plan's figures alone
-(fixed times, no overhead) is reported beside it. What no warm-up can know is how the host's
-load moves during the timed run: on a host shared with other jobs that, not the model,
-bounds the agreement (the benchmark prints the load average beside it).
+(`runtime.load`); the comparison gives the simulator what the clients measured in requests
+sent one at a time (nothing queues in them) on both sides of the timed run, half before it
+(the warm-up) and half after it (the cool-down), so a host whose speed drifts during the run
+calibrates it at its average rather than at its start (`calibrate`): each tier's mean speed,
+each request's compute drawn from the measured times (`sim.jitter`: median, spread and tail
+as measured; with fixed times the queues behind the edge and the device wait half as long as
+the real ones, and a gamma of the same cv misses the bursts), and the runtime's own
+per-request cost beyond compute and the shaped links (tensor encoding, gRPC, bookkeeping: a
+few ms per hop, `Application.overhead_ms`), which the Plan's link figures leave out. The
+simulation from the Plan's figures alone (fixed times, no overhead) is reported beside it.
+What calibration on both sides cannot know is a burst of the host's load in the middle of
+the timed run: on a host shared with other jobs that, not the model, bounds the agreement
+(the benchmark prints the load average beside it).
 """
 
 from __future__ import annotations
@@ -95,6 +98,7 @@ class Fidelity:
     compute_cv: dict[str, float] = field(default_factory=dict)
     overhead_ms: float = 0.0
     overhead_cv: float = 0.0
+    drift: dict[str, float] = field(default_factory=dict)  # tier -> cool-down / warm-up - 1
 
     def row(self) -> dict[str, Any]:
         """The benchmark's row: ``sim_*`` with the servers at the speed the runtime's own load
@@ -109,6 +113,7 @@ class Fidelity:
                "err_p95": float((sp95 - rp95) / rp95),
                "load_factors": self.load_factors, "compute_cv": self.compute_cv,
                "overhead_ms": self.overhead_ms, "overhead_cv": self.overhead_cv,
+               "drift": self.drift,
                "deploy_s": self.deploy_s,
                "switches_sim": self.switches_sim, "switches_real": self.switches_real}
         if self.plan_only_ms:
@@ -199,10 +204,11 @@ def sim_scenario(case: Case, chosen: Plan, fleet: Fleet, max_queue: int = 16,
     }, f"validation:{case.name}")
 
 
-#: warm-up requests per client before the timed ones: TorchScript specialises on the first
-#: `COLD` calls; the rest calibrate the simulator (`calibrate`): a spread and a mean from a
-#: few dozen requests, where the 10 of a shorter warm-up left the p95 to chance
-WARMUP = 30
+#: requests per client that calibrate the simulator (`calibrate`), half before the timed ones
+#: and half after them: a spread and a mean from a few dozen requests, where the 10 of a
+#: shorter warm-up left the p95 to chance. TorchScript specialises on the first `COLD` calls,
+#: which come first and calibrate nothing.
+CALIBRATION = 28
 COLD = 2
 
 
@@ -215,12 +221,19 @@ class RealRun:
     deploy_s: float  # how long the first deploy (trace and upload of the stages) took
     warm: list[dict[str, float]]  # the warm-up requests' segments (ms) and ``total_ms``
     timed: list[dict[str, float]]  # the timed requests' segments, in arrival order
+    cool: list[dict[str, float]] = field(default_factory=list)  # the cool-down's, as ``warm``
+
+    @property
+    def calibration(self) -> list[dict[str, float]]:
+        """The requests that calibrate the simulator: the warm-up's and the cool-down's."""
+        return self.warm + self.cool
 
 
 def run_real(case: Case, graph: Any, chosen: Plan, prof: Any, dilation: float,
-             times: np.ndarray, devs: np.ndarray, warmup: int = WARMUP) -> RealRun:
-    """The arrivals replayed against real node servers (see `RealRun`), after ``warmup``
-    requests per client, one at a time (nothing queues in the warm-up)."""
+             times: np.ndarray, devs: np.ndarray, calibration: int = CALIBRATION) -> RealRun:
+    """The arrivals replayed against real node servers (see `RealRun`), between a warm-up
+    and a cool-down that together send ``calibration`` requests per client (after `COLD`
+    uncounted ones), one at a time (nothing queues in them)."""
     import torch
 
     from edgeweave.runtime.client import ClientOptions, CoInferenceClient
@@ -236,6 +249,16 @@ def run_real(case: Case, graph: Any, chosen: Plan, prof: Any, dilation: float,
     deploy_s: list[float] = []
     warm: list[dict[str, float]] = []
     timed: list[dict[str, float]] = [{} for _ in times]
+    before = calibration // 2
+
+    def one_at_a_time(count: int, into: list[dict[str, float]], skip: int = 0) -> None:
+        for k in range(count):
+            for c in clients:
+                r = c.infer(x)
+                if k >= skip:
+                    into.append({**r.segments, "total_ms": r.total_ms})
+
+    cool: list[dict[str, float]] = []
     with LocalLab(extra_args=args) as lab:
         clients = []
         for _ in range(case.devices):
@@ -248,11 +271,7 @@ def run_real(case: Case, graph: Any, chosen: Plan, prof: Any, dilation: float,
                 c.deploy(x)
                 deploy_s.append(time.monotonic() - t0)
             clients.append(c)
-        for k in range(warmup):
-            for c in clients:
-                r = c.infer(x)
-                if k >= COLD:
-                    warm.append({**r.segments, "total_ms": r.total_ms})
+        one_at_a_time(COLD + before, warm, skip=COLD)
         start = time.monotonic() + 0.5
         hop = chosen.hop_names()[0]
 
@@ -275,9 +294,10 @@ def run_real(case: Case, graph: Any, chosen: Plan, prof: Any, dilation: float,
             t.start()
         for t in threads:
             t.join()
+        one_at_a_time(calibration - before, cool)
     switches = sum(sum(s["switched"] for s in c.switches) for c in clients)
     return RealRun(latency.tolist(), switches, statistics.median(deploy_s or [0.0]),
-                   warm, timed)
+                   warm, timed, cool)
 
 
 @dataclass
@@ -343,10 +363,10 @@ def prepare(case: Case, measured: Measured, seed: int = 0) -> Setup:
 
 
 def compare(setup: Setup, real: RealRun, model: str = "alexnet") -> Fidelity:
-    """Simulate the setup's arrivals calibrated by what the real run's warm-up measured (and
-    from the Plan's figures alone), beside the real run's latencies."""
+    """Simulate the setup's arrivals calibrated by what the real run's warm-up and cool-down
+    measured (and from the Plan's figures alone), beside the real run's latencies."""
     case, times, devs = setup.case, setup.times, setup.devs
-    cal = calibrate(real.warm, setup.chosen)
+    cal = calibrate(real.calibration, setup.chosen)
     runs = {}
     for label, c in (("calibrated", cal), ("plan only", None)):
         scn = sim_scenario(case, setup.chosen, setup.emu, calibration=c, switch_s=real.deploy_s)
@@ -359,16 +379,32 @@ def compare(setup: Setup, real: RealRun, model: str = "alexnet") -> Fidelity:
     sim, switches = runs["calibrated"]
     return Fidelity(case.name, model, setup.chosen.mode, len(times), sim, real.latency_ms,
                     switches, real.switches, cal.load, real.deploy_s, runs["plan only"][0],
-                    cal.cv, cal.overhead_ms, cal.overhead_cv)
+                    cal.cv, cal.overhead_ms, cal.overhead_cv, drift(real))
+
+
+def drift(real: RealRun) -> dict[str, float]:
+    """Per tier, how far the host's speed moved across the timed run: the cool-down's median
+    compute over the warm-up's, less 1 (what calibrating on one side alone would miss)."""
+    def median(rows: list[dict[str, float]], key: str) -> float:
+        got = [r[key] for r in rows if r.get(key, 0.0) > 0]
+        return float(np.median(got)) if got else 0.0
+
+    keys = {k for r in real.warm for k in r if k.endswith("_compute")}
+    out = {}
+    for key in sorted(keys):
+        before, after = median(real.warm, key), median(real.cool, key)
+        if before > 0 and after > 0:
+            out[key.removesuffix("_compute")] = after / before - 1.0
+    return out
 
 
 def validate(case: Case, measured: Measured | None = None, seed: int = 0,
-             warmup: int = WARMUP) -> Fidelity:
+             calibration: int = CALIBRATION) -> Fidelity:
     """Run the case both ways on ``measured`` (default: alexnet profiled here now)."""
     measured = measured or measure()
     setup = prepare(case, measured, seed)
     real = run_real(setup.case, setup.graph, setup.chosen, setup.prof, setup.dilation,
-                    setup.times, setup.devs, warmup)
+                    setup.times, setup.devs, calibration)
     return compare(setup, real, measured.model)
 
 

@@ -29,6 +29,7 @@ class PolicyContext(Protocol):
 
     pricing: Pricing
     rng: np.random.Generator
+    device_app: list[int]  # per device, its application (`app_of`, for the hot path)
 
     def hardware_of(self, device: int) -> str: ...
 

@@ -33,11 +33,12 @@ class EdgeWeavePlans(Policy):
         super().__init__(ctx)
         self.replays: list[Replay] = [make_replay(ctx, app, params)
                                       for app in range(len(ctx.pricing.app_sources))]
+        self._decide = [r.decide for r in self.replays]  # per application, bound once
 
     def counts(self) -> tuple[int, int]:
         got = [r.counts() for r in self.replays]
         return sum(c[0] for c in got), sum(c[1] for c in got)
 
     def decide(self, device: int, ap: int, now: float) -> Choice | None:
-        work = self.replays[self.ctx.app_of(device)].decide(device, ap, now)
+        work = self._decide[self.ctx.device_app[device]](device, ap, now)
         return None if work is None else (work, None)

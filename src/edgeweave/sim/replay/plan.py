@@ -29,13 +29,14 @@ if TYPE_CHECKING:
 
 
 class _DeviceState:
-    __slots__ = ("ap", "believed_mbps", "bounds", "checked", "cuts", "hi", "labels", "lo",
-                 "servers", "work")
+    __slots__ = ("ap", "believed_mbps", "bounds", "checked", "cuts", "hi", "labels", "last",
+                 "lo", "servers", "work")
 
     def __init__(self, ap: int, labels: tuple[int, ...], cuts: dict[str, str], work: Work,
                  believed_mbps: float, servers: list[tuple[str, Any]]) -> None:
         self.ap, self.labels, self.cuts, self.work = ap, labels, cuts, work
         self.servers = servers
+        self.last: Any = None  # the state (`pricing.Replan`) of the device's last re-plan
         self.believe(believed_mbps, {})
 
     def believe(self, mbps: float, loads: dict[str, float]) -> None:
@@ -65,6 +66,7 @@ class PlanReplay(Replay):
         self.switch_s = switch_s
         self._state: dict[int, _DeviceState] = {}
         self._tiers: dict[int, list[tuple[str, Any]]] = {}
+        self._estimate = ctx.estimate_mbps
 
     def _start(self, device: int, ap: int) -> _DeviceState:
         ctx = self.ctx
@@ -80,7 +82,16 @@ class PlanReplay(Replay):
         if st is None or st.ap != ap:
             st = self._state[device] = self._start(device, ap)
         elif self.adapt:
-            self._maybe_replan(device, st)
+            # re-plan when the bandwidth estimate or a server's load factor has left the range
+            # the plan is believed made for (checked before every request, nearly always in it)
+            est = self._estimate(device)
+            if est is None or st.lo < est < st.hi:
+                for server, lo, hi in st.bounds:
+                    if not lo < server.load_factor < hi:
+                        break
+                else:
+                    return st.work
+            self._replan(device, st, est)
         return st.work
 
     def _servers(self, ap: int) -> list[tuple[str, Any]]:
@@ -95,14 +106,9 @@ class PlanReplay(Replay):
             self._tiers[ap] = got
         return got
 
-    def _maybe_replan(self, device: int, st: _DeviceState) -> None:
-        est = self.ctx.estimate_mbps(device)
-        if est is None or st.lo < est < st.hi:
-            for server, lo, hi in st.bounds:
-                if not lo < server.load_factor < hi:
-                    break
-            else:
-                return
+    def _replan(self, device: int, st: _DeviceState, est: float | None) -> None:
+        """The device's bandwidth estimate ``est`` or a server's load factor has moved out
+        of the range its plan is believed made for: re-plan, switch if it pays."""
         mbps = st.believed_mbps if est is None else est
         loads = {tier: server.load_factor for tier, server in st.servers}
         ctx = self.ctx
@@ -110,9 +116,11 @@ class PlanReplay(Replay):
         pricing = ctx.pricing
         state = pricing.replan(self.src, hw, name, mbps, loads)
         self.replans += 1
-        now_cost = pricing.cost(self.src, state, st.labels, st.cuts)
-        new_cost = pricing.cost(self.src, state, state.labels, state.cuts)
-        if state.labels != st.labels and new_cost < now_cost * (1 - self.min_gain):
+        # in the state of its last re-plan, the device decided already: it switched to the
+        # state's placement, or kept one that this state does not beat by enough
+        if state is not st.last and state.labels != st.labels and \
+                pricing.cost(self.src, state, state.labels, state.cuts) < \
+                pricing.cost(self.src, state, st.labels, st.cuts) * (1 - self.min_gain):
             st.labels, st.cuts = state.labels, dict(state.cuts)
             st.work = pricing.work(self.src, hw, name, state.labels, cuts=state.cuts,
                                    cluster=self.cluster)
@@ -120,4 +128,5 @@ class PlanReplay(Replay):
             if self.switch_s > 0:
                 ctx.occupy_device(device, self.switch_s)
         # keep the plan, believed at the new bandwidth, so the check does not repeat forever
+        st.last = state
         st.believe(mbps, loads)
