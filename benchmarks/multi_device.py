@@ -39,7 +39,13 @@ from rich.console import Console
 from rich.table import Table
 
 import _multi_device_runs
-from _multi_device_runs import layer_split_runs, reuse_runs, scheduler_runs, speedup_runs
+from _multi_device_runs import (
+    layer_split_runs,
+    reuse_runs,
+    scheduler_runs,
+    speedup_runs,
+    task_ms_of,
+)
 from _zoo import profile_zoo
 from edgeweave.graph import Graph, capture_spec
 from edgeweave.graph.blocks import cut_depths, fused_block
@@ -50,6 +56,7 @@ from edgeweave.graph.tiles import tile_grid, tiling_report
 from edgeweave.plan.fused_search import TileCache
 from edgeweave.plan.multidevice import plan_cluster
 from edgeweave.profile import Profile, analytic_profile
+from edgeweave.profile.tile_calibration import calibrate_tiles
 from edgeweave.topology import Fleet, load_fleet, serialize_ms
 
 MODELS = ["vgg16", "resnet18"]
@@ -149,14 +156,15 @@ def sparse_rows(graph: Graph) -> list[dict[str, Any]]:
     return rows
 
 
-def speedup_rows(graph: Graph, profile: Profile, source: str, cache: TileCache
-                 ) -> list[dict[str, Any]]:
+def speedup_rows(graph: Graph, profile: Profile, source: str, cache: TileCache,
+                 task_ms: float = 0.0) -> list[dict[str, Any]]:
     rows = []
     one_ms = None
     for n in range(1, 7):
         fleet = local_fleet(n)
         for method in ("fused-tiles", "layer-wise", "single"):
-            plan = plan_cluster(graph, profile, fleet, methods=(method,), cache=cache)
+            plan = plan_cluster(graph, profile, fleet, methods=(method,), cache=cache,
+                                task_ms=task_ms)
             part = plan.partition
             assert part is not None
             if method == "single" and n == 1:
@@ -183,13 +191,14 @@ def speedup_rows(graph: Graph, profile: Profile, source: str, cache: TileCache
     return rows + best
 
 
-def reuse_rows(graph: Graph, profile: Profile, cache: TileCache) -> list[dict[str, Any]]:
+def reuse_rows(graph: Graph, profile: Profile, cache: TileCache, task_ms: float = 0.0
+               ) -> list[dict[str, Any]]:
     """Predicted latency of the best fused-tile plan with data reuse forced on, and off."""
     rows = []
     for n in (2, 4, 6):
         for reuse in (False, True):
             plan = plan_cluster(graph, profile, local_fleet(n), methods=("fused-tiles",),
-                                reuse=reuse, cache=cache)
+                                reuse=reuse, cache=cache, task_ms=task_ms)
             part = plan.partition
             assert part is not None
             rows.append({"model": graph.name, "devices": n, "reuse": reuse,
@@ -265,7 +274,7 @@ def main() -> None:
                                 "'measured', 'schedulers' and 'reuse_measured'",
         "tiling": [], "memory": [], "layerwise": [], "sparse_fc": [], "speedup": [],
         "reuse": [], "measured": [], "schedulers": [], "reuse_measured": [],
-        "layer_split_measured": [],
+        "layer_split_measured": [], "tile_calibration": {}, "task_ms": {},
         "load_average_at_start": os.getloadavg(), "host_cores": os.cpu_count()}
     runs = not args.no_runs and args.profile == "measured"
     run_devices = [int(n) for n in args.run_devices.split(",") if n.strip()]
@@ -284,20 +293,30 @@ def main() -> None:
                 doc["sparse_fc"] += sparse_rows(graph)
         profile = (profiles[name][0] if args.profile == "measured"
                    else analytic_profile(graph, local_fleet(1)))
+        if args.profile == "measured":  # each tile's per-layer call cost, measured here
+            profile = calibrate_tiles(graph, profile)
+            host = (profile.model_extra or {})["host"]
+            doc["tile_calibration"][name] = {"tile_call_ms": host["tile_call_ms"],
+                                             **host["tile_calibration"]}
         cache: TileCache = {}
-        doc["speedup"] += speedup_rows(graph, profile, args.profile, cache)
-        doc["reuse"] += reuse_rows(graph, profile, cache)
+        task_ms = 0.0
+        if runs:  # first: the 1-device run measures the runtime's cost per task
+            measured = speedup_runs(graph, profile, local_fleet, run_devices, run_layerwise,
+                                    args.frames, cache)
+            doc["measured"] += measured
+            task_ms = task_ms_of(measured)
+            doc["task_ms"][name] = task_ms
+        doc["speedup"] += speedup_rows(graph, profile, args.profile, cache, task_ms)
+        doc["reuse"] += reuse_rows(graph, profile, cache, task_ms)
         if runs:
-            doc["measured"] += speedup_runs(graph, profile, local_fleet, run_devices,
-                                            run_layerwise, args.frames, cache)
             if args.run_schedulers is None or name in args.run_schedulers:
                 doc["schedulers"] += scheduler_runs(graph, profile, local_fleet, 3,
-                                                    3 * args.frames, cache)
+                                                    3 * args.frames, cache, task_ms)
                 doc["reuse_measured"] += reuse_runs(graph, profile, local_fleet, 4,
-                                                    args.frames, cache)
+                                                    args.frames, cache, task_ms)
             if args.run_layer_split:
                 doc["layer_split_measured"] += layer_split_runs(
-                    graph, profile, local_fleet, args.run_layer_split, args.frames)
+                    graph, profile, local_fleet, args.run_layer_split, args.frames, task_ms)
         if args.json:  # what is done so far, in case a long run is stopped
             args.json.write_text(json.dumps(doc, indent=1, default=str))
     measured = ["model", "method", "devices", "scheduler", "latency_ms", "predicted_ms",

@@ -9,6 +9,14 @@ priced as that fraction of the layer's latency: the rule behind the FLOPs of eve
 (:mod:`edgeweave.plan.medium`). Memory is what a device must hold: the weights of the layers it
 computes and the largest feature maps alive while it runs one task.
 
+A task also costs more than its FLOP share: every tile or part calls each of its layers on its
+own, so the fixed part of a call is paid once per task (``c x (1 - f)`` more per layer it
+computes a fraction f of; c measured on this host by
+:func:`edgeweave.profile.tile_calibration.calibrate_tiles` and scaled to each device like a
+latency), and the runtime spends ``task_ms`` on each task besides (cropping, encoding, the RPC,
+decoding: measured by a run, ``FrameResult.overhead_ms``). Without them the planner took
+resnet18's tiles for a speedup that ran 30% slower than one device.
+
 What crosses the medium may travel in a codec (:data:`MEDIUM_CODECS`): the frame's crops in the
 input codec (a camera's frame is 8-bit to begin with, so ``int8`` crops lose next to nothing),
 computed feature maps (tile outputs, shared halo, layer-wise scatter and gather) in the result
@@ -39,6 +47,7 @@ from edgeweave.graph.tiles import (
 from edgeweave.plan.medium import Schedule, Task, simulate
 from edgeweave.profile.build import latencies_on
 from edgeweave.profile.schema import Profile
+from edgeweave.profile.tile_calibration import tile_call_ms
 from edgeweave.topology import Cluster, Fleet
 
 MIB = 2**20
@@ -70,6 +79,7 @@ class ClusterDevice:
     gflops: float
     node_ms: dict[str, float]
     limit_bytes: float
+    call_ms: float = 0.0  # the fixed cost of one layer call, paid again by every task
 
 
 @dataclass(frozen=True)
@@ -91,8 +101,17 @@ class ClusterModel:
     """A fleet's cluster with every device's layer latencies, ready to price tasks."""
 
     def __init__(self, profile: Profile, fleet: Fleet, cluster: Cluster,
-                 input_codec: str = "none", result_codec: str = "none") -> None:
+                 input_codec: str = "none", result_codec: str = "none",
+                 task_ms: float = 0.0) -> None:
+        """``task_ms``: the runtime's measured cost per task (module docstring); the per-call
+        cost comes from the profile's tile calibration (none: 0)."""
+        if not task_ms >= 0:
+            raise PlanError(f"task overhead must be >= 0 ms, got {task_ms}")
         self.cluster = cluster
+        self.task_ms = task_ms
+        self.calibrated = tile_call_ms(profile) is not None
+        host_call = tile_call_ms(profile) or 0.0
+        host_gflops = float(((profile.model_extra or {}).get("host") or {}).get("gflops", 0.0))
         self.input_codec, self.result_codec = input_codec, result_codec
         self.input_ratio = codec_ratio(input_codec, "--input-codec")
         self.result_ratio = codec_ratio(result_codec, "--result-codec")
@@ -103,7 +122,8 @@ class ClusterModel:
             node = fleet.node(name)
             self.devices[name] = ClusterDevice(
                 name, node.hardware.name, node.hardware.gflops,
-                latencies_on(profile, node.hardware), cluster.limit_mb(node) * MIB)
+                latencies_on(profile, node.hardware), cluster.limit_mb(node) * MIB,
+                host_call * host_gflops / node.hardware.gflops if host_gflops else 0.0)
 
     @property
     def names(self) -> list[str]:
@@ -122,8 +142,11 @@ class ClusterModel:
         return round(part.in_bytes * ratio), round(part.out_bytes * self.result_ratio)
 
     def compute_ms(self, device: str, fractions: Mapping[str, float]) -> float:
-        node_ms = self.devices[device].node_ms
-        return sum(node_ms[name] * share for name, share in fractions.items())
+        """A task's time on ``device``: its FLOP share of each layer, the fixed call cost
+        each layer it computes part of pays again, and the runtime's cost per task."""
+        dev = self.devices[device]
+        return self.task_ms + sum(dev.node_ms[name] * share + dev.call_ms * (1.0 - share)
+                                  for name, share in fractions.items() if share > 0)
 
     def simulate(self, tasks: Sequence[Task]) -> Schedule:
         return simulate(tasks, self.gateway, self.medium.mbps, self.medium.rtt_ms)

@@ -2,10 +2,11 @@
 
 * **Work stealing**: every tile of a frame starts in its data source's queue. A data source
   takes its own tiles first; an idle device asks the gateway for a victim, which names the
-  registered sources round-robin (skipping those with nothing left), and takes the task at the
-  head of the victim's queue. Devices hold ``1 + prefetch`` tasks at most, so whoever is idle
-  gets the next one: the load balances itself, and a device that joins late simply starts
-  asking.
+  registered sources round-robin (skipping those with nothing left), and takes the first task
+  of the victim's queue that can start (the gateway's ``ready``: a data-reuse tile whose
+  neighbour is being computed right now waits for that halo rather than compute it again).
+  Devices hold ``1 + prefetch`` tasks at most, so whoever is idle gets the next one: the load
+  balances itself, and a device that joins late simply starts asking.
 * **Work sharing**: the plan's static assignment, pushed up front: every tile goes to its
   planned device as soon as its frame arrives (a level-1 tile once the level-0 tiles it reuses
   are done, as the plan's schedule has it), in the plan's task order.
@@ -67,19 +68,21 @@ class Stealing:
         """Nothing moves: a dead source's queue is stolen from like any other."""
 
     def take(self, device: str, ready: Ready) -> Job | None:
+        """The first ``ready`` task of the device's own queue, else one stolen."""
         own = self.queues.get(device)
-        if own:
-            return own.popleft()
-        return self.steal()
+        job = _pop_first(own, ready) if own else None
+        return job if job is not None else self.steal(ready)
 
-    def steal(self) -> Job | None:
-        """The head of the next registered source's queue that has one (round-robin)."""
+    def steal(self, ready: Ready | None = None) -> Job | None:
+        """The first ``ready`` task of the next registered source's queue that has one
+        (round-robin over the victims)."""
         sources = list(self.queues)
         for step in range(len(sources)):
             queue = self.queues[sources[(self._victim + step) % len(sources)]]
-            if queue:
+            job = _pop_first(queue, ready) if queue else None
+            if job is not None:
                 self._victim = (self._victim + step + 1) % len(sources)
-                return queue.popleft()
+                return job
         return None
 
     def dispatch(self, free: dict[str, int], ready: Ready) -> list[tuple[str, Job]]:
@@ -158,6 +161,15 @@ class Sharing:
 
     def drain(self) -> Job | None:
         return self.jobs.pop(0) if self.jobs else None
+
+
+def _pop_first(queue: deque[Job], ready: Ready | None) -> Job | None:
+    """Remove and return the first job of ``queue`` that is ``ready`` (any, without a test)."""
+    for k, job in enumerate(queue):
+        if ready is None or ready(job):
+            del queue[k]
+            return job
+    return None
 
 
 def make_scheduler(name: str, prefetch: int = 0) -> Stealing | Sharing:
