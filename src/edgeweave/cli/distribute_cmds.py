@@ -54,6 +54,7 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
                               f"{', '.join(in_use)})")
     with console.status(f"profiling {model} on this host"):
         profile = profile_graph(graph, fl, chosen.gateway_name, warmup=1, repeats=repeats)
+        profile = _calibrated(graph, profile, pins["methods"])
     with console.status(f"planning {model} across cluster {chosen.name!r}"):
         plan = plan_emulated(
             graph, profile, fl, cluster=chosen.name, objective=objective,
@@ -89,6 +90,20 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
         doc = {"plan": json.loads(plan.model_dump_json()), "run": run.to_json()}
         write_output("--json", json_out, json.dumps(doc, indent=1, default=str))
         console.print(f"written to {json_out}")
+
+
+def _calibrated(graph, profile, methods):
+    """The profile with each tile's per-layer call cost measured on this host
+    (profile.tile_calibration), when the plan may cut the model into tiles or parts; a
+    profile not measured here (or a model with no fusable prefix) is kept as is, and
+    the plan then notes that its tasks are priced at their FLOP share."""
+    from edgeweave.graph.blocks import cut_depths
+    from edgeweave.profile.tile_calibration import calibrate_tiles
+
+    if tuple(methods) == ("single",) or not cut_depths(graph) or (
+            profile.model_extra or {}).get("latency_source") == "analytic":
+        return profile
+    return calibrate_tiles(graph, profile)
 
 
 def _time_scale(text: str) -> float | str:

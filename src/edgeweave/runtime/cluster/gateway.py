@@ -232,13 +232,19 @@ class TileGateway:
     def _pump(self) -> None:
         """Give idle devices work (caller holds the lock)."""
         free = {d: self.scheduler.limit() - self.pool.held(d) for d in self.pool.ready()}
-        for device, job in self.scheduler.dispatch(free, self._ready):
+        for device, job in self.scheduler.dispatch(free, self._ready, self._started):
             if not self._dispatch(device, job):
+                self._frames[job.frame].running.discard(job.tile)
                 self.scheduler.requeue([job], self.pool.alive())
         if self.scheduler.pending() and not self.pool.alive() and not self._local_running:
             self._local_running = True
             threading.Thread(target=self._run_locally, daemon=True,
                              name="cluster-local").start()
+
+    def _started(self, device: str, job: Job) -> None:
+        """A tile is running from the moment the scheduler hands it out (the next tile it
+        chooses in the same round must see that)."""
+        self._frames[job.frame].running.add(job.tile)
 
     def _task(self, frame: _Frame, job: Job
               ) -> tuple[Tile, list[int], dict[str, torch.Tensor]]:
@@ -271,7 +277,6 @@ class TileGateway:
                               (frame.id, job), reply_to=home)
         if sent:
             frame.medium_bytes += nbytes
-            frame.running.add(job.tile)
         return sent
 
     def _done(self, device: str, result: cpb.TaskResult, frame_id: int, job: Job,

@@ -40,6 +40,9 @@ class Job:
 
 
 Ready = Callable[[Job], bool]
+#: Told of each job as it is handed out, before the next is chosen (whether a job is ready
+#: may depend on the ones handed out just before it).
+Started = Callable[[str, Job], None]
 
 
 class Stealing:
@@ -85,7 +88,8 @@ class Stealing:
                 return job
         return None
 
-    def dispatch(self, free: dict[str, int], ready: Ready) -> list[tuple[str, Job]]:
+    def dispatch(self, free: dict[str, int], ready: Ready, started: Started | None = None
+                 ) -> list[tuple[str, Job]]:
         """Idle devices ask in turn, one task per turn, until none gets one."""
         out = []
         progress = True
@@ -97,6 +101,8 @@ class Stealing:
                 job = self.take(device, ready)
                 if job is not None:
                     out.append((device, job))
+                    if started is not None:
+                        started(device, job)
                     free[device] -= 1
                     progress = True
         return out
@@ -146,13 +152,16 @@ class Sharing:
                 counts[name] += 1
         return min(live, key=lambda d: counts[d])
 
-    def dispatch(self, free: dict[str, int], ready: Ready) -> list[tuple[str, Job]]:
+    def dispatch(self, free: dict[str, int], ready: Ready, started: Started | None = None
+                 ) -> list[tuple[str, Job]]:
         """Every ready task to its device, in task order."""
         out, keep = [], []
         for job in self.jobs:
             device = self.device[(job.frame, job.tile)]
             if free.get(device, 0) > 0 and ready(job):
                 out.append((device, job))
+                if started is not None:
+                    started(device, job)
                 free[device] -= 1
             else:
                 keep.append(job)
