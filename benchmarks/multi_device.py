@@ -17,7 +17,10 @@ and the plans run on real worker processes, measured next to predicted (issue 14
    1/dilation of a core; slow motion on a loaded host, --time-scale), the shared Wi-Fi one
    shaped link: speedup vs one device (fused tiles with stealing on 1..6 devices, layer-wise on
    2..4), workers' peak RSS, stealing vs sharing with every device a data source, reuse off vs
-   on, layer-wise bytes and delivery time per frame, biased 1-D vs 2-D grid.
+   on, layer-wise bytes and delivery time per frame, biased 1-D vs 2-D grid. Plans price each
+   task's cost beyond its FLOP share: the tile call cost measured here before planning
+   (profile.tile_calibration) and the runtime's cost per task, measured by the first
+   (1-device) run and given to every later plan.
    Needs --profile measured (the host speed); --no-runs leaves those rows out.
 
     PYTHONPATH=src .venv/bin/python benchmarks/multi_device.py [--profile analytic] [--json out]
@@ -322,7 +325,7 @@ def main() -> None:
     measured = ["model", "method", "devices", "scheduler", "latency_ms", "predicted_ms",
                 "measured_vs_predicted_pct", "fps", "speedup_vs_one", "peak_rss_mb",
                 "task_memory_mb", "predicted_memory_mb", "bytes_per_frame", "grid", "reuse",
-                "workers", "time_scale", "overrun_tasks"]
+                "workers", "task_overhead_ms", "time_scale", "overrun_tasks"]
     squares = [r for r in doc["tiling"] if r["grid"][0] == r["grid"][1]]
     tables = [
         _table("fused tiles: halo and traffic (square grids; every grid in the JSON)", squares,
@@ -349,6 +352,12 @@ def main() -> None:
         _table("MEASURED stealing vs sharing, every device a data source", doc["schedulers"],
                [*measured[:4], "hardware", "fps", "predicted_fps", "latency_ms",
                 "stolen_per_frame", "bytes_per_frame", "time_scale", "overrun_tasks"]),
+        _table("tile call cost measured on this host (profile.tile_calibration) and the "
+               "runtime's cost per task (measured by the 1-device run)",
+               [{"model": m, "tile_call_ms": c["tile_call_ms"], "fused_depth": c["fused_depth"],
+                 "whole_block_ms": c["whole_block_ms"], "task_ms": doc["task_ms"].get(m)}
+                for m, c in doc["tile_calibration"].items()],
+               ["model", "fused_depth", "whole_block_ms", "tile_call_ms", "task_ms"]),
         _table("MEASURED data reuse off / on", doc["reuse_measured"],
                [*measured[:4], "reuse", "grid", "tile_flops", "latency_ms", "predicted_ms",
                 "bytes_per_frame"]),
