@@ -87,3 +87,13 @@ def test_a_tile_handed_out_counts_as_running_for_the_next_choice_of_the_same_rou
     got = s.dispatch({"a": 2}, lambda j: not (j.tile == 1 and 0 in running),
                      lambda device, j: running.add(j.tile))
     assert got == [("a", Job(0, 0, 0, "a", "a"))] and s.pending() == 1
+
+
+def test_stealing_prefers_the_tiles_the_plan_gave_each_device():
+    """Devices as fast as planned get the plan's tiles (the remote one the tile sized for it);
+    with nothing planned for it left, a device still steals whatever is ready."""
+    s = Stealing()
+    s.add(jobs(0, "a", ["b", "a", "a"]), ["a", "b"])
+    got = s.dispatch({"a": 1, "b": 1}, always)
+    assert [(d, j.tile) for d, j in got] == [("a", 1), ("b", 0)]
+    assert s.take("b", always).tile == 2

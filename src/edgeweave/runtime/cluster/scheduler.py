@@ -4,7 +4,8 @@
   takes its own tiles first; an idle device asks the gateway for a victim, which names the
   registered sources round-robin (skipping those with nothing left), and takes the first task
   of the victim's queue that can start (the gateway's ``ready``: a data-reuse tile whose
-  neighbour is being computed right now waits for that halo rather than compute it again).
+  neighbour is being computed right now waits for that halo rather than compute it again),
+  one the plan assigned to it first.
   Devices hold ``1 + prefetch`` tasks at most, so whoever is idle gets the next one: the load
   balances itself, and a device that joins late simply starts asking.
 * **Work sharing**: the plan's static assignment, pushed up front: every tile goes to its
@@ -73,16 +74,16 @@ class Stealing:
     def take(self, device: str, ready: Ready) -> Job | None:
         """The first ``ready`` task of the device's own queue, else one stolen."""
         own = self.queues.get(device)
-        job = _pop_first(own, ready) if own else None
-        return job if job is not None else self.steal(ready)
+        job = _pop_first(own, ready, device) if own else None
+        return job if job is not None else self.steal(ready, device)
 
-    def steal(self, ready: Ready | None = None) -> Job | None:
+    def steal(self, ready: Ready | None = None, thief: str | None = None) -> Job | None:
         """The first ``ready`` task of the next registered source's queue that has one
-        (round-robin over the victims)."""
+        (round-robin over the victims), one the plan gave ``thief`` first."""
         sources = list(self.queues)
         for step in range(len(sources)):
             queue = self.queues[sources[(self._victim + step) % len(sources)]]
-            job = _pop_first(queue, ready) if queue else None
+            job = _pop_first(queue, ready, thief) if queue else None
             if job is not None:
                 self._victim = (self._victim + step + 1) % len(sources)
                 return job
@@ -172,13 +173,25 @@ class Sharing:
         return self.jobs.pop(0) if self.jobs else None
 
 
-def _pop_first(queue: deque[Job], ready: Ready | None) -> Job | None:
-    """Remove and return the first job of ``queue`` that is ``ready`` (any, without a test)."""
+def _pop_first(queue: deque[Job], ready: Ready | None, device: str | None = None
+               ) -> Job | None:
+    """Remove and return the first job of ``queue`` that is ``ready`` (any, without a test),
+    preferring one the plan assigns to ``device``: when the devices run as fast as planned,
+    each gets the tiles the optimiser sized for it (vgg16's 1x3 grid: the remote device the
+    smaller edge tile, whose crop crosses the medium), and stealing still balances when not."""
+    first = None
     for k, job in enumerate(queue):
         if ready is None or ready(job):
-            del queue[k]
-            return job
-    return None
+            if device is None or job.planned == device:
+                del queue[k]
+                return job
+            if first is None:
+                first = k
+    if first is None:
+        return None
+    job = queue[first]
+    del queue[first]
+    return job
 
 
 def make_scheduler(name: str, prefetch: int = 0) -> Stealing | Sharing:
