@@ -98,7 +98,7 @@ def plan_cluster(
     result_codec: str = "none",
     layer_split: str = "biased",
     layer_devices: int | None = None,
-    task_ms: float = 0.0,
+    ms_per_mb: float = 0.0,
 ) -> Plan:
     """The best plan for one frame of ``graph`` across ``fleet``'s cluster (module docstring).
 
@@ -110,7 +110,8 @@ def plan_cluster(
     and computed feature maps cross the medium in (plan.cluster_cost.MEDIUM_CODECS);
     ``layer_split`` is how layer-wise cuts a convolution (graph.layerwise.SCHEMES) and
     ``layer_devices`` pins how many devices it uses (the gateway and the fastest others);
-    ``task_ms`` is the runtime's measured cost per task (plan.cluster_cost). Every task also
+    ``ms_per_mb`` is the runtime's measured cost per MiB a task carries (plan.cluster_cost).
+    Every task also
     pays the per-call cost the profile's tile calibration measured
     (profile.tile_calibration); a profile without one prices tasks at their FLOP share, and
     the plan's search notes say so."""
@@ -131,7 +132,7 @@ def plan_cluster(
     prof = retarget(profile, fleet.tier_path(chosen.gateway_name), fleet.name)
     _check_profile(graph, prof)
     cm = CostModel(prof)
-    model = ClusterModel(prof, fleet, chosen, input_codec, result_codec, task_ms)
+    model = ClusterModel(prof, fleet, chosen, input_codec, result_codec, ms_per_mb)
     search = Search()
     if not model.calibrated and tuple(methods) != ("single",):
         search.notes.append("tasks priced at their FLOP share: the profile has no tile "

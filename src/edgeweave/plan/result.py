@@ -31,7 +31,7 @@ def build_plan(graph: Graph, prof: Profile, cm: CostModel, model: ClusterModel,
               "space": _SPACE, "notes": search.notes,
               "infeasible": search.infeasible[:20],
               # what each task costs beyond its FLOP share (plan.cluster_cost)
-              "task_overhead": {"runtime_ms_per_task": model.task_ms,
+              "task_overhead": {"runtime_ms_per_mb": model.ms_per_mb,
                                 "call_ms": {n: model.devices[n].call_ms for n in names},
                                 "calibrated": model.calibrated}}
     base: dict[str, Any] = dict(model=spec, input_shape=list(graph.input_shape),

@@ -135,6 +135,8 @@ def test_stealing_gathers_a_frame_at_its_source_and_sharing_at_the_gateway(worke
         # the runtime's cost per task, measured for tasks that did not queue on the device
         # (stealing hands b one at a time; sharing pushes every ready tile at once)
         assert all(v >= 0 for v in r.task_overhead_ms)
+        assert len(r.task_overhead_bytes) == len(r.task_overhead_ms)
+        assert all(b > 0 for b in r.task_overhead_bytes)
         assert len(r.task_overhead_ms) == 4 or scheduler == "sharing"
     assert any(r.task_overhead_ms for r in results)
 

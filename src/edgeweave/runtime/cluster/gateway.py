@@ -82,8 +82,10 @@ class FrameResult:
     # layer-wise: each split layer's scatter-to-gather time less its slowest part's compute
     delivery_ms: float = 0.0
     # each task's runtime cost besides compute and the medium (cropping, encoding, the RPC,
-    # decoding), for the tasks that did not queue behind another on their device
+    # decoding), for the tasks that did not queue behind another on their device, and the
+    # wire bytes each of those carried (task and result)
     task_overhead_ms: list[float] = field(default_factory=list)
+    task_overhead_bytes: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -105,6 +107,7 @@ class _Frame:
     stitched: float = 0.0
     block_out: torch.Tensor | None = None
     overhead_ms: list[float] = field(default_factory=list)
+    overhead_bytes: list[int] = field(default_factory=list)
 
 
 class TileGateway:
@@ -271,16 +274,17 @@ class TileGateway:
         nbytes = (len(msg.crop.payload) if frame.source != device else 0) + (
             tensors.payload_bytes(msg.pieces) if home != device else 0)
         encode_ms = (time.perf_counter() - start) * 1000.0
+        carried = len(msg.crop.payload) + tensors.payload_bytes(msg.pieces)
         sent = self.pool.send(device, msg, nbytes, device if nbytes == 0 else "medium",
                               lambda dev, res, ms: self._done(dev, res, frame.id, job, tile,
-                                                              ms + encode_ms),
+                                                              ms + encode_ms, carried),
                               (frame.id, job), reply_to=home)
         if sent:
             frame.medium_bytes += nbytes
         return sent
 
     def _done(self, device: str, result: cpb.TaskResult, frame_id: int, job: Job,
-              tile: Tile, overhead_ms: float = float("nan")) -> None:
+              tile: Tile, overhead_ms: float = float("nan"), carried: int = 0) -> None:
         """A worker's result, arrived: checked against the tile's shapes, then kept."""
         start = time.perf_counter()
         want = {"output": self.local.output_spec(tile), **self.local.share_specs(tile)}
@@ -307,6 +311,7 @@ class TileGateway:
                 frame.medium_bytes += nbytes if device != self.home(frame) else 0
                 if overhead_ms == overhead_ms:  # measured (not NaN)
                     frame.overhead_ms.append(overhead_ms + (time.perf_counter() - start) * 1e3)
+                    frame.overhead_bytes.append(carried + nbytes)
                 self._accept(frame, job, device, out, shares, result.compute_ms)
             self._pump()
 
@@ -382,7 +387,8 @@ class TileGateway:
                     (end - frame.submitted) * 1000.0, (frame.stitched - frame.submitted) * 1000.0,
                     (end - start) * 1000.0, frame.medium_bytes, dict(frame.tasks),
                     dict(frame.compute), frame.stolen, frame.rerun, result.note,
-                    task_overhead_ms=list(frame.overhead_ms)))
+                    task_overhead_ms=list(frame.overhead_ms),
+                    task_overhead_bytes=list(frame.overhead_bytes)))
             with self._lock:
                 self._frames.pop(frame.id, None)
 

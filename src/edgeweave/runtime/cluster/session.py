@@ -87,10 +87,18 @@ class ClusterRun:
     @property
     def task_overhead_ms(self) -> float:
         """The runtime's median cost per task besides compute and the medium (cropping,
-        encoding, the RPC, decoding; FrameResult.task_overhead_ms): what
-        ``plan_cluster(task_ms=...)`` takes. NaN when no task was measured."""
+        encoding, the RPC, decoding; FrameResult.task_overhead_ms). NaN when no task was
+        measured."""
         values = [v for r in self.results for v in r.task_overhead_ms]
         return self._ms(values) if values else float("nan")
+
+    @property
+    def runtime_ms_per_mb(self) -> float:
+        """That cost per MiB the measured tasks carried (task and result): what
+        ``plan_cluster(ms_per_mb=...)`` takes. NaN when no task was measured."""
+        ms = sum(v for r in self.results for v in r.task_overhead_ms)
+        mib = sum(b for r in self.results for b in r.task_overhead_bytes) / 2**20
+        return ms / mib / self.time_scale if mib > 0 else float("nan")
 
     @property
     def bytes_per_frame(self) -> float:
@@ -157,6 +165,7 @@ class ClusterRun:
             "rerun": sum(r.rerun for r in self.results),
             "delivery_ms": self._ms(r.delivery_ms for r in self.results),
             "task_overhead_ms": self.task_overhead_ms,
+            "runtime_ms_per_mb": self.runtime_ms_per_mb,
             "workers": sorted(self.dilations),
             "device_work": self.device_work(), "emulation": self.emulation,
         }
