@@ -13,7 +13,7 @@ from edgeweave.errors import ProfileError
 from edgeweave.graph import capture, capture_spec
 from edgeweave.graph.blocks import cut_depths
 from edgeweave.profile import Profile, analytic_profile
-from edgeweave.profile.tile_calibration import calibrate_tiles, tile_call_ms
+from edgeweave.profile.tile_calibration import calibrate_tiles, fit_call_ms, tile_call_ms
 from edgeweave.topology import load_fleet
 
 
@@ -38,14 +38,14 @@ def test_calibration_records_its_points_and_the_least_squares_fit() -> None:
     record = calibrated.model_extra["host"]["tile_calibration"]
     assert record["fused_depth"] in cut_depths(graph) and record["whole_block_ms"] > 0
     points = record["points"]
-    assert {(tuple(p["grid"]), p["reuse"]) for p in points} == {
-        (g, r) for g in ((2, 2), (4, 4)) for r in (False, True)}
+    assert {(tuple(p["grid"]), p["reuse"]) for p in points} == {((1, 1), False)} | {
+        (g, r) for g in ((2, 2), (3, 3), (4, 4)) for r in (False, True)}
     for p in points:
-        assert p["measured_ms"] > 0 and p["calls"] > 0
-        assert p["flop_share_ms"] >= record["whole_block_ms"] - 1e-9  # halo: never less
-    fit = sum((p["measured_ms"] - p["flop_share_ms"]) * p["calls"] for p in points) / sum(
-        p["calls"] ** 2 for p in points)
-    assert call == pytest.approx(max(0.0, fit))
+        assert p["measured_ms"] > 0
+        whole = tuple(p["grid"]) == (1, 1)
+        assert (p["calls"] == 0) == whole and (p["flop_share"] == pytest.approx(1.0)) == whole
+        assert p["flop_share"] >= 1.0 - 1e-9  # the halo: never less than the whole block
+    assert (record["whole_block_ms"], call) == pytest.approx(fit_call_ms(points))
     # the host's other figures are kept; the planner reads the cost from the profile
     assert calibrated.model_extra["host"]["gflops"] == 50.0
     assert tile_call_ms(Profile.model_validate_json(calibrated.model_dump_json())) == call
@@ -59,3 +59,18 @@ def test_calibration_errors() -> None:
     other = measured_like(graph).model_copy(update={"model": "resnet18"})
     with pytest.raises(ProfileError, match="does not match"):
         calibrate_tiles(graph, other)
+
+
+def test_the_fit_recovers_the_whole_block_and_the_call_cost() -> None:
+    """Points made with a whole block of 10 ms and 0.5 ms a call come back as that; a cost
+    the data would make negative is 0, the whole block then fitted alone."""
+    shapes = [(1.0, 0.0), (1.2, 4.0), (1.5, 11.0), (1.9, 20.0)]
+    points = [{"flop_share": s, "calls": k, "measured_ms": 10.0 * s + 0.5 * k}
+              for s, k in shapes]
+    assert fit_call_ms(points) == pytest.approx((10.0, 0.5))
+    cheaper = [{**p, "measured_ms": 10.0 * p["flop_share"] - 0.1 * p["calls"]}
+               for p in points]
+    whole, call = fit_call_ms(cheaper)
+    assert call == 0.0 and whole == pytest.approx(
+        sum(p["flop_share"] * p["measured_ms"] for p in cheaper)
+        / sum(p["flop_share"] ** 2 for p in cheaper))
