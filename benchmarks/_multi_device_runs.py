@@ -64,6 +64,9 @@ def _row(run: ClusterRun, **extra: Any) -> dict[str, Any]:
         "emulation_faithful": doc["emulation"]["faithful"],
         "host_cores_needed": doc["emulation"]["host_cores_needed"],
         "delivery_ms": doc["delivery_ms"], "layer_split": part.layer_split,
+        "task_overhead_ms": doc["task_overhead_ms"],
+        "runtime_ms_per_mb": doc["runtime_ms_per_mb"],
+        "planned_ms_per_mb": part.search.get("task_overhead", {}).get("runtime_ms_per_mb"),
         "device_work": work, "per_frame_ms": doc["per_frame_ms"],
     }
     row.update(extra)
@@ -74,19 +77,30 @@ def _row(run: ClusterRun, **extra: Any) -> dict[str, Any]:
     return row
 
 
+def ms_per_mb_of(rows: Sequence[dict[str, Any]]) -> float:
+    """The runtime's measured cost per MiB a task carries (the first row that measured it;
+    0 if none)."""
+    values = [r["runtime_ms_per_mb"] for r in rows if r.get("runtime_ms_per_mb") is not None
+              and r["runtime_ms_per_mb"] == r["runtime_ms_per_mb"]]
+    return values[0] if values else 0.0
+
+
 def speedup_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, counts: Sequence[int],
-                 layerwise: Sequence[int], frames: int, cache: TileCache
-                 ) -> list[dict[str, Any]]:
-    """Fused tiles with work stealing on 1..n devices, layer-wise on 2..4; one source."""
+                 layerwise: Sequence[int], frames: int, cache: TileCache,
+                 prefetch: int = 1) -> list[dict[str, Any]]:
+    """Fused tiles with work stealing on 1..n devices, layer-wise on 2..4; one source. The
+    first run (fewest devices) measures the runtime's cost per MiB a task carries, which every
+    later plan is priced with (``ms_per_mb``)."""
     xs = _frames(graph, frames)
-    rows = []
-    for method, ns in (("fused-tiles", counts), ("layer-wise", layerwise)):
+    rows: list[dict[str, Any]] = []
+    for method, ns in (("fused-tiles", sorted(counts)), ("layer-wise", layerwise)):
         for n in ns:
             fleet = fleet_of(n)
-            plan = plan_emulated(graph, profile, fleet, methods=(method,), cache=cache)
+            plan = plan_emulated(graph, profile, fleet, methods=(method,), cache=cache,
+                                 ms_per_mb=ms_per_mb_of(rows))
             run = run_cluster(graph, plan, profile, fleet, xs, scheduler="stealing",
-                              time_scale=TIME_SCALE)
-            rows.append(_row(run))
+                              prefetch=prefetch, time_scale=TIME_SCALE)
+            rows.append(_row(run, prefetch=prefetch))
     one = next((r["latency_ms"] for r in rows
                 if r["devices"] == 1 and r["method"] == "fused-tiles"), None)
     for row in rows:
@@ -95,13 +109,14 @@ def speedup_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, counts: Sequ
 
 
 def scheduler_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, frames: int,
-                   cache: TileCache) -> list[dict[str, Any]]:
+                   cache: TileCache, ms_per_mb: float = 0.0) -> list[dict[str, Any]]:
     """Work stealing vs work sharing on the same plan, every one of ``n`` heterogeneous devices
     a data source with one frame in flight (DeepThings' multi-source setup). Stealing twice:
     a device asking for its next task only when idle (its crop then crosses the medium while
     it waits), and holding one more task while it computes (``prefetch`` 1)."""
     fleet = fleet_of(n)
-    plan = plan_emulated(graph, profile, fleet, methods=("fused-tiles",), cache=cache)
+    plan = plan_emulated(graph, profile, fleet, methods=("fused-tiles",), cache=cache,
+                         ms_per_mb=ms_per_mb)
     part = plan.partition
     assert part is not None
     xs = _frames(graph, frames)
@@ -116,28 +131,29 @@ def scheduler_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, fr
 
 
 def reuse_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, frames: int,
-               cache: TileCache) -> list[dict[str, Any]]:
+               cache: TileCache, ms_per_mb: float = 0.0) -> list[dict[str, Any]]:
     """The best fused-tile plan with data reuse, and the same depth and grid without it: FLOPs
     of its tiles (analytic) and measured latency, stealing, one source."""
     fleet = fleet_of(n)
     xs = _frames(graph, frames)
     best = plan_emulated(graph, profile, fleet, methods=("fused-tiles",), reuse=True,
-                         cache=cache).partition
+                         cache=cache, ms_per_mb=ms_per_mb).partition
     assert best is not None and best.grid is not None and best.fused_depth is not None
     flops = reuse_savings(fused_block(graph, best.fused_depth), best.grid)
     rows = []
     for reuse in (False, True):
         plan = plan_emulated(graph, profile, fleet, methods=("fused-tiles",), reuse=reuse,
-                             depth=best.fused_depth, grid=best.grid, cache=cache)
-        run = run_cluster(graph, plan, profile, fleet, xs, scheduler="stealing",
+                             depth=best.fused_depth, grid=best.grid, cache=cache,
+                             ms_per_mb=ms_per_mb)
+        run = run_cluster(graph, plan, profile, fleet, xs, scheduler="stealing", prefetch=1,
                           time_scale=TIME_SCALE)
         rows.append(_row(run, tile_flops=flops["flops_with_reuse" if reuse
                                                else "flops_without_reuse"]))
     return rows
 
 
-def layer_split_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, frames: int
-                     ) -> list[dict[str, Any]]:
+def layer_split_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, frames: int,
+                     ms_per_mb: float = 0.0) -> list[dict[str, Any]]:
     """Layer-wise on exactly ``n`` devices (pinned: on a slow medium the optimiser would keep
     the model on one), MoDNN's speed-biased 1-D split vs the 2-D grid, each at its best cut:
     bytes per frame on the medium and the delivery time (each split layer's scatter-to-gather
@@ -147,7 +163,7 @@ def layer_split_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, 
     rows = []
     for split in ("biased", "grid"):
         plan = plan_emulated(graph, profile, fleet, methods=("layer-wise",), layer_split=split,
-                             layer_devices=n)
+                             layer_devices=n, ms_per_mb=ms_per_mb)
         run = run_cluster(graph, plan, profile, fleet, xs, time_scale=TIME_SCALE)
         rows.append(_row(run, predicted_medium_ms=run.plan.partition.predicted.get(
             "medium_busy_ms")))

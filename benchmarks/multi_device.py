@@ -17,7 +17,10 @@ and the plans run on real worker processes, measured next to predicted (issue 14
    1/dilation of a core; slow motion on a loaded host, --time-scale), the shared Wi-Fi one
    shaped link: speedup vs one device (fused tiles with stealing on 1..6 devices, layer-wise on
    2..4), workers' peak RSS, stealing vs sharing with every device a data source, reuse off vs
-   on, layer-wise bytes and delivery time per frame, biased 1-D vs 2-D grid.
+   on, layer-wise bytes and delivery time per frame, biased 1-D vs 2-D grid. Plans price each
+   task's cost beyond its FLOP share: the tile call cost measured here before planning
+   (profile.tile_calibration) and the runtime's cost per MiB a task carries, measured by the
+   first (1-device) run and given to every later plan.
    Needs --profile measured (the host speed); --no-runs leaves those rows out.
 
     PYTHONPATH=src .venv/bin/python benchmarks/multi_device.py [--profile analytic] [--json out]
@@ -39,7 +42,13 @@ from rich.console import Console
 from rich.table import Table
 
 import _multi_device_runs
-from _multi_device_runs import layer_split_runs, reuse_runs, scheduler_runs, speedup_runs
+from _multi_device_runs import (
+    layer_split_runs,
+    ms_per_mb_of,
+    reuse_runs,
+    scheduler_runs,
+    speedup_runs,
+)
 from _zoo import profile_zoo
 from edgeweave.graph import Graph, capture_spec
 from edgeweave.graph.blocks import cut_depths, fused_block
@@ -50,6 +59,7 @@ from edgeweave.graph.tiles import tile_grid, tiling_report
 from edgeweave.plan.fused_search import TileCache
 from edgeweave.plan.multidevice import plan_cluster
 from edgeweave.profile import Profile, analytic_profile
+from edgeweave.profile.tile_calibration import calibrate_tiles
 from edgeweave.topology import Fleet, load_fleet, serialize_ms
 
 MODELS = ["vgg16", "resnet18"]
@@ -149,14 +159,15 @@ def sparse_rows(graph: Graph) -> list[dict[str, Any]]:
     return rows
 
 
-def speedup_rows(graph: Graph, profile: Profile, source: str, cache: TileCache
-                 ) -> list[dict[str, Any]]:
+def speedup_rows(graph: Graph, profile: Profile, source: str, cache: TileCache,
+                 ms_per_mb: float = 0.0) -> list[dict[str, Any]]:
     rows = []
     one_ms = None
     for n in range(1, 7):
         fleet = local_fleet(n)
         for method in ("fused-tiles", "layer-wise", "single"):
-            plan = plan_cluster(graph, profile, fleet, methods=(method,), cache=cache)
+            plan = plan_cluster(graph, profile, fleet, methods=(method,), cache=cache,
+                                ms_per_mb=ms_per_mb)
             part = plan.partition
             assert part is not None
             if method == "single" and n == 1:
@@ -183,13 +194,14 @@ def speedup_rows(graph: Graph, profile: Profile, source: str, cache: TileCache
     return rows + best
 
 
-def reuse_rows(graph: Graph, profile: Profile, cache: TileCache) -> list[dict[str, Any]]:
+def reuse_rows(graph: Graph, profile: Profile, cache: TileCache, ms_per_mb: float = 0.0
+               ) -> list[dict[str, Any]]:
     """Predicted latency of the best fused-tile plan with data reuse forced on, and off."""
     rows = []
     for n in (2, 4, 6):
         for reuse in (False, True):
             plan = plan_cluster(graph, profile, local_fleet(n), methods=("fused-tiles",),
-                                reuse=reuse, cache=cache)
+                                reuse=reuse, cache=cache, ms_per_mb=ms_per_mb)
             part = plan.partition
             assert part is not None
             rows.append({"model": graph.name, "devices": n, "reuse": reuse,
@@ -265,7 +277,7 @@ def main() -> None:
                                 "'measured', 'schedulers' and 'reuse_measured'",
         "tiling": [], "memory": [], "layerwise": [], "sparse_fc": [], "speedup": [],
         "reuse": [], "measured": [], "schedulers": [], "reuse_measured": [],
-        "layer_split_measured": [],
+        "layer_split_measured": [], "tile_calibration": {}, "runtime_ms_per_mb": {},
         "load_average_at_start": os.getloadavg(), "host_cores": os.cpu_count()}
     runs = not args.no_runs and args.profile == "measured"
     run_devices = [int(n) for n in args.run_devices.split(",") if n.strip()]
@@ -284,26 +296,36 @@ def main() -> None:
                 doc["sparse_fc"] += sparse_rows(graph)
         profile = (profiles[name][0] if args.profile == "measured"
                    else analytic_profile(graph, local_fleet(1)))
+        if args.profile == "measured":  # each tile's per-layer call cost, measured here
+            profile = calibrate_tiles(graph, profile)
+            host = (profile.model_extra or {})["host"]
+            doc["tile_calibration"][name] = {"tile_call_ms": host["tile_call_ms"],
+                                             **host["tile_calibration"]}
         cache: TileCache = {}
-        doc["speedup"] += speedup_rows(graph, profile, args.profile, cache)
-        doc["reuse"] += reuse_rows(graph, profile, cache)
+        ms_per_mb = 0.0
+        if runs:  # first: the 1-device run measures the runtime's cost per MiB of a task
+            measured = speedup_runs(graph, profile, local_fleet, run_devices, run_layerwise,
+                                    args.frames, cache)
+            doc["measured"] += measured
+            ms_per_mb = ms_per_mb_of(measured)
+            doc["runtime_ms_per_mb"][name] = ms_per_mb
+        doc["speedup"] += speedup_rows(graph, profile, args.profile, cache, ms_per_mb)
+        doc["reuse"] += reuse_rows(graph, profile, cache, ms_per_mb)
         if runs:
-            doc["measured"] += speedup_runs(graph, profile, local_fleet, run_devices,
-                                            run_layerwise, args.frames, cache)
             if args.run_schedulers is None or name in args.run_schedulers:
                 doc["schedulers"] += scheduler_runs(graph, profile, local_fleet, 3,
-                                                    3 * args.frames, cache)
+                                                    3 * args.frames, cache, ms_per_mb)
                 doc["reuse_measured"] += reuse_runs(graph, profile, local_fleet, 4,
-                                                    args.frames, cache)
+                                                    args.frames, cache, ms_per_mb)
             if args.run_layer_split:
                 doc["layer_split_measured"] += layer_split_runs(
-                    graph, profile, local_fleet, args.run_layer_split, args.frames)
+                    graph, profile, local_fleet, args.run_layer_split, args.frames, ms_per_mb)
         if args.json:  # what is done so far, in case a long run is stopped
             args.json.write_text(json.dumps(doc, indent=1, default=str))
     measured = ["model", "method", "devices", "scheduler", "latency_ms", "predicted_ms",
                 "measured_vs_predicted_pct", "fps", "speedup_vs_one", "peak_rss_mb",
                 "task_memory_mb", "predicted_memory_mb", "bytes_per_frame", "grid", "reuse",
-                "workers", "time_scale", "overrun_tasks"]
+                "workers", "task_overhead_ms", "runtime_ms_per_mb", "time_scale", "overrun_tasks"]
     squares = [r for r in doc["tiling"] if r["grid"][0] == r["grid"][1]]
     tables = [
         _table("fused tiles: halo and traffic (square grids; every grid in the JSON)", squares,
@@ -330,6 +352,13 @@ def main() -> None:
         _table("MEASURED stealing vs sharing, every device a data source", doc["schedulers"],
                [*measured[:4], "hardware", "fps", "predicted_fps", "latency_ms",
                 "stolen_per_frame", "bytes_per_frame", "time_scale", "overrun_tasks"]),
+        _table("tile call cost measured on this host (profile.tile_calibration) and the "
+               "runtime's cost per MiB a task carries (measured by the 1-device run)",
+               [{"model": m, "tile_call_ms": c["tile_call_ms"], "fused_depth": c["fused_depth"],
+                 "whole_block_ms": c["whole_block_ms"],
+                 "runtime_ms_per_mb": doc["runtime_ms_per_mb"].get(m)}
+                for m, c in doc["tile_calibration"].items()],
+               ["model", "fused_depth", "whole_block_ms", "tile_call_ms", "runtime_ms_per_mb"]),
         _table("MEASURED data reuse off / on", doc["reuse_measured"],
                [*measured[:4], "reuse", "grid", "tile_flops", "latency_ms", "predicted_ms",
                 "bytes_per_frame"]),

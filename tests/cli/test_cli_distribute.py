@@ -51,6 +51,15 @@ CASES: list[tuple[list[str], str, bool]] = [
     (["digits-cnn", "--frames", "0"], "--frames", True),
     (["digits-cnn", "--mbps", "nan"], "--mbps", True),
     (["digits-cnn", "--json", "{d}/no/x.json"], "--json: cannot write", True),
+    (["digits-cnn", "--layer-devices", "0"], "--layer-devices", True),
+    (["digits-cnn", "--layer-devices", "9"], "--layer-devices 9: expected 1 to 6", True),
+    (["digits-cnn", "--devices", "pi4-0,pi4-1", "--layer-devices", "3"],
+     "--layer-devices 3: expected 1 to 2", True),
+    (["digits-cnn", "--layer-devices", "2", "--method", "fused-tiles"],
+     "--layer-devices 2 applies to layer-wise plans", True),
+    (["digits-cnn", "--time-scale", "0.5"], "--time-scale: expected auto or a number", True),
+    (["digits-cnn", "--time-scale", "fast"], "--time-scale: expected auto or a number", True),
+    (["digits-cnn", "--time-scale", "inf"], "--time-scale", True),
     (["digits-cnn", "--grid", "99x99"], "grid 99x99 is larger than", False),
     (["digits-cnn", "--fleet", "{d}/tiny.yaml", "--method", "fused-tiles"],
      "the gateway 'a' would exceed its memory limit 0.01 MiB", False),
@@ -106,6 +115,32 @@ def test_bad_input_is_one_line_naming_it(args, names, early, scratch, profiling,
         assert len(err.strip().splitlines()) == 1, err
     else:
         assert "Invalid value" in err, err
+
+
+def test_layer_devices_and_time_scale_reach_the_plan_and_the_run(profiling, monkeypatch,
+                                                                capsys):
+    """--layer-devices pins how many devices the layer-wise plan splits across; --time-scale
+    is the slow-motion factor the run is played at (the run itself replaced: no processes)."""
+    profiling(True)
+    session = importlib.import_module("edgeweave.runtime.cluster.session")
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def run_cluster(graph, plan, *a, time_scale, **k):
+        seen.update(plan=plan, time_scale=time_scale)
+        raise Stop
+
+    monkeypatch.setattr(session, "run_cluster", run_cluster)
+    argv = ["edgeweave", "distribute", "digits-cnn", "--method", "layer-wise",
+            "--layer-devices", "3", "--time-scale", "2.5", "--mbps", "1000"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(Stop):
+        cli_app.main()
+    part = seen["plan"].partition
+    assert part.method == "layer-wise" and seen["time_scale"] == 2.5
+    assert {len(layer.devices) for layer in part.layers} == {3}
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ does the work."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
                reuse: str, scheduler: str, sources: str | None, frames: int, objective: str,
                mbps: float | None, input_codec: str, result_codec: str, repeats: int,
                json_out: Path | None, report: Path | None = None,
-               layer_split: str = "biased") -> None:
+               layer_split: str = "biased", layer_devices: int | None = None,
+               time_scale: str = "auto") -> None:
     """Profile, plan and run (the options: edgeweave.cli.commands.distribute)."""
     from edgeweave.graph import capture_spec
     from edgeweave.profile import profile_graph
@@ -29,6 +31,7 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
     from edgeweave.runtime.inputs import load_input
     from edgeweave.topology import load_fleet
 
+    scale = _time_scale(time_scale)
     fl = load_fleet(fleet)
     chosen = fl.cluster(cluster)
     device_list = _names("--devices", devices, chosen.devices)
@@ -40,15 +43,25 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
     if layer_split != "biased" and "layer-wise" not in pins["methods"]:
         raise OptionError(f"--layer-split {layer_split} applies to layer-wise plans; it does "
                           "not go with --method fused-tiles, --depth or --grid")
+    in_use = device_list or chosen.devices
+    if layer_devices is not None:
+        if "layer-wise" not in pins["methods"]:
+            raise OptionError(f"--layer-devices {layer_devices} applies to layer-wise plans; "
+                              "it does not go with --method fused-tiles, --depth or --grid")
+        if layer_devices > len(in_use):
+            raise OptionError(f"--layer-devices {layer_devices}: expected 1 to {len(in_use)} "
+                              f"(the devices of cluster {chosen.name!r} in use: "
+                              f"{', '.join(in_use)})")
     with console.status(f"profiling {model} on this host"):
         profile = profile_graph(graph, fl, chosen.gateway_name, warmup=1, repeats=repeats)
+        profile = _calibrated(graph, profile, pins["methods"])
     with console.status(f"planning {model} across cluster {chosen.name!r}"):
         plan = plan_emulated(
             graph, profile, fl, cluster=chosen.name, objective=objective,
             methods=pins["methods"], depth=depth, grid=pins["grid"],
             reuse=None if reuse == "auto" else reuse == "on", devices=device_list,
             input_codec=input_codec, result_codec=result_codec, model_spec=model,
-            layer_split=layer_split)
+            layer_split=layer_split, layer_devices=layer_devices)
     part = plan.partition
     assert part is not None
     _print_plan(console, plan)
@@ -59,9 +72,12 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
     if source_list and part.method == "layer-wise" and source_list != [part.gateway]:
         raise OptionError(f"--sources: a layer-wise plan takes frames from its gateway "
                           f"{part.gateway!r} only")
+    if scale not in ("auto", 1.0) and any(t != "device" for t in plan.placement.values()):
+        raise OptionError(f"--time-scale {time_scale}: the plan runs the rest of the model on "
+                          "the edge or cloud, which slow motion cannot slow down; use 1 or auto")
     xs = [load_input(None, graph.input_shape, seed=k) for k in range(frames)]
     with console.status(f"running {frames} frame(s) on {len(part.devices)} worker processes"):
-        run = run_cluster(graph, plan, profile, fl, xs, scheduler=scheduler, time_scale="auto",
+        run = run_cluster(graph, plan, profile, fl, xs, scheduler=scheduler, time_scale=scale,
                           sources=source_list, models=_installs(model))
     table = _print_run(console, run)
     if report is not None:
@@ -74,6 +90,34 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
         doc = {"plan": json.loads(plan.model_dump_json()), "run": run.to_json()}
         write_output("--json", json_out, json.dumps(doc, indent=1, default=str))
         console.print(f"written to {json_out}")
+
+
+def _calibrated(graph, profile, methods):
+    """The profile with each tile's per-layer call cost measured on this host
+    (profile.tile_calibration), when the plan may cut the model into tiles or parts; a
+    profile not measured here (or a model with no fusable prefix) is kept as is, and
+    the plan then notes that its tasks are priced at their FLOP share."""
+    from edgeweave.graph.blocks import cut_depths
+    from edgeweave.profile.tile_calibration import calibrate_tiles
+
+    if tuple(methods) == ("single",) or not cut_depths(graph) or (
+            profile.model_extra or {}).get("latency_source") == "analytic":
+        return profile
+    return calibrate_tiles(graph, profile)
+
+
+def _time_scale(text: str) -> float | str:
+    """``--time-scale``: auto, or a finite factor of at least 1."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value < 1.0 or value > 1000.0:
+        raise OptionError(f"--time-scale: expected auto or a number from 1 to 1000, got "
+                          f"{text!r}")
+    return value
 
 
 def _names(flag: str, text: str | None, known: list[str]) -> list[str] | None:

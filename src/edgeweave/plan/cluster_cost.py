@@ -9,6 +9,16 @@ priced as that fraction of the layer's latency: the rule behind the FLOPs of eve
 (:mod:`edgeweave.plan.medium`). Memory is what a device must hold: the weights of the layers it
 computes and the largest feature maps alive while it runs one task.
 
+A task also costs more than its FLOP share: every tile or part calls each of its layers on its
+own, so the fixed part of a call is paid once per task (``c x (1 - f)`` more per layer it
+computes a fraction f of; c measured on this host by
+:func:`edgeweave.profile.tile_calibration.calibrate_tiles` and scaled to each device like a
+latency), and the runtime spends ``ms_per_mb`` on each MiB a task carries, in and out
+(cropping, encoding, the RPC, decoding, whether or not it crosses the medium: measured by a
+run, ``ClusterRun.runtime_ms_per_mb``; per byte because a task moving 13 MiB cost 49 ms and
+one moving 0.3 MiB 3 ms). Without them the planner took resnet18's tiles for a speedup that
+ran 30% slower than one device.
+
 What crosses the medium may travel in a codec (:data:`MEDIUM_CODECS`): the frame's crops in the
 input codec (a camera's frame is 8-bit to begin with, so ``int8`` crops lose next to nothing),
 computed feature maps (tile outputs, shared halo, layer-wise scatter and gather) in the result
@@ -39,6 +49,7 @@ from edgeweave.graph.tiles import (
 from edgeweave.plan.medium import Schedule, Task, simulate
 from edgeweave.profile.build import latencies_on
 from edgeweave.profile.schema import Profile
+from edgeweave.profile.tile_calibration import tile_call_ms
 from edgeweave.topology import Cluster, Fleet
 
 MIB = 2**20
@@ -70,6 +81,7 @@ class ClusterDevice:
     gflops: float
     node_ms: dict[str, float]
     limit_bytes: float
+    call_ms: float = 0.0  # the fixed cost of one layer call, paid again by every task
 
 
 @dataclass(frozen=True)
@@ -91,8 +103,18 @@ class ClusterModel:
     """A fleet's cluster with every device's layer latencies, ready to price tasks."""
 
     def __init__(self, profile: Profile, fleet: Fleet, cluster: Cluster,
-                 input_codec: str = "none", result_codec: str = "none") -> None:
+                 input_codec: str = "none", result_codec: str = "none",
+                 ms_per_mb: float = 0.0) -> None:
+        """``ms_per_mb``: the runtime's measured cost per MiB a task carries (module
+        docstring); the per-call cost comes from the profile's tile calibration (none: 0)."""
+        if not ms_per_mb >= 0:
+            raise PlanError(f"the runtime's task overhead must be >= 0 ms per MiB, got "
+                            f"{ms_per_mb}")
         self.cluster = cluster
+        self.ms_per_mb = ms_per_mb
+        self.calibrated = tile_call_ms(profile) is not None
+        host_call = tile_call_ms(profile) or 0.0
+        host_gflops = float(((profile.model_extra or {}).get("host") or {}).get("gflops", 0.0))
         self.input_codec, self.result_codec = input_codec, result_codec
         self.input_ratio = codec_ratio(input_codec, "--input-codec")
         self.result_ratio = codec_ratio(result_codec, "--result-codec")
@@ -103,7 +125,8 @@ class ClusterModel:
             node = fleet.node(name)
             self.devices[name] = ClusterDevice(
                 name, node.hardware.name, node.hardware.gflops,
-                latencies_on(profile, node.hardware), cluster.limit_mb(node) * MIB)
+                latencies_on(profile, node.hardware), cluster.limit_mb(node) * MIB,
+                host_call * host_gflops / node.hardware.gflops if host_gflops else 0.0)
 
     @property
     def names(self) -> list[str]:
@@ -122,8 +145,22 @@ class ClusterModel:
         return round(part.in_bytes * ratio), round(part.out_bytes * self.result_ratio)
 
     def compute_ms(self, device: str, fractions: Mapping[str, float]) -> float:
-        node_ms = self.devices[device].node_ms
-        return sum(node_ms[name] * share for name, share in fractions.items())
+        """A task's compute on ``device``: its FLOP share of each layer and the fixed call
+        cost each layer it computes part of pays again."""
+        dev = self.devices[device]
+        return sum(dev.node_ms[name] * share + dev.call_ms * (1.0 - share)
+                                  for name, share in fractions.items() if share > 0)
+
+    def runtime_ms(self, in_bytes: int, out_bytes: int) -> float:
+        """What the runtime spends on a task carrying these bytes (its wire bytes, in the
+        plan's codecs), besides compute and the medium."""
+        return self.ms_per_mb * (in_bytes + out_bytes) / MIB
+
+    def task(self, device: str, compute_ms: float, in_bytes: int, out_bytes: int,
+             after: tuple[int, ...] = ()) -> Task:
+        """A task for the medium's simulation: compute plus the runtime's cost for its bytes."""
+        return Task(device, compute_ms + self.runtime_ms(in_bytes, out_bytes), in_bytes,
+                    out_bytes, after)
 
     def simulate(self, tasks: Sequence[Task]) -> Schedule:
         return simulate(tasks, self.gateway, self.medium.mbps, self.medium.rtt_ms)
@@ -147,9 +184,9 @@ def tile_tasks(model: ClusterModel, work: Sequence[TileWork], assignment: Sequen
     """Tasks for ``work`` (in its order) with ``assignment[k]`` the device of ``work[k]``;
     ``table`` holds ``(k, device) -> compute ms`` when the caller prices many assignments."""
     position = {w.index: k for k, w in enumerate(work)}
-    return [Task(device, table[(k, device)] if table is not None
-                 else model.compute_ms(device, w.fractions), *model.task_bytes(w),
-                 tuple(position[s] for s in w.after))
+    return [model.task(device, table[(k, device)] if table is not None
+                       else model.compute_ms(device, w.fractions), *model.task_bytes(w),
+                       tuple(position[s] for s in w.after))
             for k, (w, device) in enumerate(zip(work, assignment, strict=True))]
 
 
@@ -165,8 +202,8 @@ def layer_tasks(model: ClusterModel, split: LayerSplit, devices: Sequence[str],
                 frame_input: bool = False) -> list[Task]:
     """One split layer's parts as tasks; ``devices[p.device]`` runs part ``p``;
     ``frame_input``: the layer reads the model's input (its rows travel in the input codec)."""
-    return [Task(devices[p.device], model.compute_ms(devices[p.device], p.fractions),
-                 *model.part_bytes(p, frame_input)) for p in split.parts]
+    return [model.task(devices[p.device], model.compute_ms(devices[p.device], p.fractions),
+                       *model.part_bytes(p, frame_input)) for p in split.parts]
 
 
 def layer_memory(graph: Graph, splits: Sequence[LayerSplit], devices: Sequence[str]

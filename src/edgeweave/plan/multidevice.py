@@ -98,6 +98,7 @@ def plan_cluster(
     result_codec: str = "none",
     layer_split: str = "biased",
     layer_devices: int | None = None,
+    ms_per_mb: float = 0.0,
 ) -> Plan:
     """The best plan for one frame of ``graph`` across ``fleet``'s cluster (module docstring).
 
@@ -108,7 +109,12 @@ def plan_cluster(
     calls for the same graph; ``input_codec`` and ``result_codec`` are what the frame's crops
     and computed feature maps cross the medium in (plan.cluster_cost.MEDIUM_CODECS);
     ``layer_split`` is how layer-wise cuts a convolution (graph.layerwise.SCHEMES) and
-    ``layer_devices`` pins how many devices it uses (the gateway and the fastest others)."""
+    ``layer_devices`` pins how many devices it uses (the gateway and the fastest others);
+    ``ms_per_mb`` is the runtime's measured cost per MiB a task carries (plan.cluster_cost).
+    Every task also
+    pays the per-call cost the profile's tile calibration measured
+    (profile.tile_calibration); a profile without one prices tasks at their FLOP share, and
+    the plan's search notes say so."""
     if objective not in CLUSTER_OBJECTIVES:
         raise PlanError(f"--objective: {objective!r} is not supported for a cluster plan; use "
                         f"one of {', '.join(CLUSTER_OBJECTIVES)}")
@@ -126,8 +132,11 @@ def plan_cluster(
     prof = retarget(profile, fleet.tier_path(chosen.gateway_name), fleet.name)
     _check_profile(graph, prof)
     cm = CostModel(prof)
-    model = ClusterModel(prof, fleet, chosen, input_codec, result_codec)
+    model = ClusterModel(prof, fleet, chosen, input_codec, result_codec, ms_per_mb)
     search = Search()
+    if not model.calibrated and tuple(methods) != ("single",):
+        search.notes.append("tasks priced at their FLOP share: the profile has no tile "
+                            "calibration (the per-call cost each task pays again)")
     rests: dict[str, Rest | None] = {}
     gateway_limit = model.devices[model.gateway].limit_bytes
 

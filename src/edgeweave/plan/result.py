@@ -29,7 +29,11 @@ def build_plan(graph: Graph, prof: Profile, cm: CostModel, model: ClusterModel,
                  "speedup_vs_one": None if one_ms is None else one_ms / best.latency_ms}
     record = {"configs": search.configs, "exact": search.exact,
               "space": _SPACE, "notes": search.notes,
-              "infeasible": search.infeasible[:20]}
+              "infeasible": search.infeasible[:20],
+              # what each task costs beyond its FLOP share (plan.cluster_cost)
+              "task_overhead": {"runtime_ms_per_mb": model.ms_per_mb,
+                                "call_ms": {n: model.devices[n].call_ms for n in names},
+                                "calibrated": model.calibrated}}
     base: dict[str, Any] = dict(model=spec, input_shape=list(graph.input_shape),
                                 cluster=cluster.name, gateway=cluster.gateway_name,
                                 devices=names, medium=cluster.medium, search=record,

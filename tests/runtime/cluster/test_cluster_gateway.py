@@ -117,6 +117,30 @@ def test_a_device_joining_late_starts_stealing(workers):
         assert torch.allclose(r.output, reference(x), atol=1e-5)
 
 
+@pytest.mark.parametrize("scheduler", ["stealing", "sharing"])
+def test_stealing_gathers_a_frame_at_its_source_and_sharing_at_the_gateway(workers, scheduler):
+    """Frames from device b, only b working: under stealing b keeps its frame (DeepThings),
+    so nothing crosses the medium; under sharing every tile's result goes to gateway a."""
+    plan = digits_plan(grid=(2, 2), reuse=True)
+    gw = TileGateway(digits(), plan, scheduler=scheduler, token=TOKEN)
+    try:
+        gw.join("b", workers.start("b"))
+        xs = frames(2)
+        results = run(gw, xs, ["b", "b"])
+    finally:
+        gw.close()
+    for x, r in zip(xs, results, strict=True):
+        assert r.tasks == {"b": 4} and torch.allclose(r.output, reference(x), atol=1e-5)
+        assert (r.medium_bytes == 0) == (scheduler == "stealing")
+        # the runtime's cost per task, measured for tasks that did not queue on the device
+        # (stealing hands b one at a time; sharing pushes every ready tile at once)
+        assert all(v >= 0 for v in r.task_overhead_ms)
+        assert len(r.task_overhead_bytes) == len(r.task_overhead_ms)
+        assert all(b > 0 for b in r.task_overhead_bytes)
+        assert len(r.task_overhead_ms) == 4 or scheduler == "sharing"
+    assert any(r.task_overhead_ms for r in results)
+
+
 def test_with_no_device_left_the_gateway_computes_the_tiles_itself():
     plan = digits_plan(grid=(2, 2), reuse=True)
     gw = TileGateway(digits(), plan, token=TOKEN)

@@ -63,3 +63,37 @@ def test_sharing_moves_a_dead_devices_tiles_to_the_least_loaded_live_device():
 def test_unknown_scheduler_is_named():
     with pytest.raises(EdgeWeaveError, match="--scheduler 'fifo'"):
         make_scheduler("fifo")
+
+
+def test_stealing_takes_the_first_ready_tile_and_waits_when_none_is():
+    """A data-reuse tile whose neighbour is being computed is not ready: the device takes the
+    next one, from its own queue or a victim's, and nothing when no tile is ready."""
+    s = Stealing()
+    s.add(jobs(0, "a", ["a"] * 3), ["a", "b"])
+    blocked = {Job(0, 0, 0, "a", "a"), Job(0, 1, 0, "a", "a")}
+    ready = lambda j: j not in blocked  # noqa: E731
+    assert s.take("a", ready) == Job(0, 2, 0, "a", "a")
+    assert s.take("b", ready) is None and s.pending() == 2
+    blocked.clear()
+    assert [s.take("b", ready).tile for _ in range(2)] == [0, 1]
+
+
+def test_a_tile_handed_out_counts_as_running_for_the_next_choice_of_the_same_round():
+    """With room for two tasks, a device must not take a reuse tile whose neighbour it was
+    handed just before (it would compute that neighbour's halo again)."""
+    s = Stealing(prefetch=1)
+    s.add(jobs(0, "a", ["a", "a"]), ["a"])
+    running: set[int] = set()
+    got = s.dispatch({"a": 2}, lambda j: not (j.tile == 1 and 0 in running),
+                     lambda device, j: running.add(j.tile))
+    assert got == [("a", Job(0, 0, 0, "a", "a"))] and s.pending() == 1
+
+
+def test_stealing_prefers_the_tiles_the_plan_gave_each_device():
+    """Devices as fast as planned get the plan's tiles (the remote one the tile sized for it);
+    with nothing planned for it left, a device still steals whatever is ready."""
+    s = Stealing()
+    s.add(jobs(0, "a", ["b", "a", "a"]), ["a", "b"])
+    got = s.dispatch({"a": 1, "b": 1}, always)
+    assert [(d, j.tile) for d, j in got] == [("a", 1), ("b", 0)]
+    assert s.take("b", always).tile == 2

@@ -35,6 +35,11 @@ def distribute(
                                     help="How layer-wise cuts a convolution: rows sized by "
                                     "device speed (MoDNN's biased 1-D), even rows, or a "
                                     "rows x columns grid (2-D, halo on both axes)."),
+    layer_devices: int = typer.Option(None, "--layer-devices",
+                                      callback=integer(ge=1, le=1000),
+                                      help="How many devices a layer-wise plan uses (the "
+                                      "gateway and the fastest others; default: the "
+                                      "optimiser's choice)."),
     reuse: str = typer.Option("auto", "--reuse", callback=one_of("auto", "on", "off"),
                               help="Data reuse between neighbouring tiles."),
     scheduler: str = typer.Option("stealing", "--scheduler",
@@ -52,6 +57,10 @@ def distribute(
                                     help="Codec of the frame's crops on the medium."),
     result_codec: str = typer.Option("none", "--result-codec", callback=one_of(*CODECS),
                                      help="Codec of computed feature maps on the medium."),
+    time_scale: str = typer.Option("auto", "--time-scale",
+                                   help="Slow motion: play the emulated cluster this many "
+                                   "times slower (a number >= 1; times are reported divided "
+                                   "back), or auto (from this host's load average)."),
     repeats: int = typer.Option(3, "--repeats", callback=integer(ge=1, le=1000),
                                 help="Profiling repeats per layer."),
     json_out: Path = typer.Option(None, "--json", callback=output_file,
@@ -64,7 +73,8 @@ def distribute(
 
     distribute_cmds.distribute(
         console, model=model, fleet=fleet, cluster=cluster, devices=devices, method=method,
-        depth=depth, grid=grid, layer_split=layer_split, reuse=reuse, scheduler=scheduler,
+        depth=depth, grid=grid, layer_split=layer_split, layer_devices=layer_devices,
+        time_scale=time_scale, reuse=reuse, scheduler=scheduler,
         sources=sources,
         frames=frames, objective=objective, mbps=mbps, input_codec=input_codec,
         result_codec=result_codec, repeats=repeats, json_out=json_out,

@@ -81,6 +81,11 @@ class FrameResult:
     note: str = ""
     # layer-wise: each split layer's scatter-to-gather time less its slowest part's compute
     delivery_ms: float = 0.0
+    # each task's runtime cost besides compute and the medium (cropping, encoding, the RPC,
+    # decoding), for the tasks that did not queue behind another on their device, and the
+    # wire bytes each of those carried (task and result)
+    task_overhead_ms: list[float] = field(default_factory=list)
+    task_overhead_bytes: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -93,6 +98,7 @@ class _Frame:
     submitted: float = field(default_factory=time.perf_counter)
     outputs: dict[int, torch.Tensor] = field(default_factory=dict)
     level0_done: set[int] = field(default_factory=set)
+    running: set[int] = field(default_factory=set)  # tiles on a device now
     medium_bytes: int = 0
     tasks: Counter = field(default_factory=Counter)
     compute: Counter = field(default_factory=Counter)
@@ -100,6 +106,8 @@ class _Frame:
     rerun: int = 0
     stitched: float = 0.0
     block_out: torch.Tensor | None = None
+    overhead_ms: list[float] = field(default_factory=list)
+    overhead_bytes: list[int] = field(default_factory=list)
 
 
 class TileGateway:
@@ -112,7 +120,8 @@ class TileGateway:
                  prefetch: int = 0, token: str | None = None, tls: ClientTLS | None = None,
                  gateway_dilation: float = 1.0, edge_target: str | None = None,
                  rest_options: ClientOptions | None = None, spin: bool = False,
-                 task_timeout_s: float = 300.0, time_scale: float = 1.0):
+                 task_timeout_s: float = 300.0, time_scale: float = 1.0,
+                 dilations: Mapping[str, float] | None = None):
         part = plan.partition
         if part is None or part.method != "fused-tiles":
             raise EdgeWeaveError("the plan has no fused-tile partition (plan it with "
@@ -138,6 +147,11 @@ class TileGateway:
         self.rest = RestRunner(graph, plan, part.prefix_nodes, edge_target=edge_target,
                                token=token, tls=tls, dilation=gateway_dilation,
                                options=rest_options)
+        self._graph, self._plan = graph, plan
+        self.dilations = dict(dilations or {})
+        # stealing gathers a frame at its source, which runs the rest itself (DeepThings);
+        # not when the rest goes to the edge or cloud (one client, the gateway's, deploys it)
+        self.at_source = scheduler == "stealing" and not self.rest.remote
         self.package = package(block_recipe(part.model, part.input_shape, self.block),
                                module_weights(graph, self.block.names))
         self._lock = threading.RLock()
@@ -145,10 +159,7 @@ class TileGateway:
         self._ids = itertools.count()
         self._task_ids = itertools.count(1)
         self._local_running = False
-        self._rest_queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._rest_thread = threading.Thread(target=self._rest_loop, daemon=True,
-                                             name="cluster-rest")
-        self._rest_thread.start()
+        self._rests: dict[str, tuple[queue.SimpleQueue, threading.Thread]] = {}
 
     # ---- devices --------------------------------------------------------------------------
 
@@ -172,6 +183,8 @@ class TileGateway:
             again = []
             for frame_id, job in lost:
                 frame = self._frames.get(frame_id)
+                if frame is not None:
+                    frame.running.discard(job.tile)
                 if frame is not None and job.tile not in frame.outputs:
                     frame.rerun += 1
                     again.append(job)
@@ -200,22 +213,41 @@ class TileGateway:
             self._pump()
         return future
 
+    def home(self, frame: _Frame) -> str:
+        """Where a frame's tile results are gathered and its rest runs: its data source under
+        work stealing (DeepThings: a source keeps its frame, so its own tiles' results never
+        cross the medium and one gateway does not run every source's rest), the gateway
+        under work sharing (it pushed the tiles, it gathers them)."""
+        return frame.source if self.at_source else self.gateway
+
     def _ready(self, job: Job) -> bool:
         """Work sharing sends a level-1 tile once the tiles it reuses are done (the plan's
-        schedule); stealing never waits (a missing neighbour's halo is computed)."""
+        schedule). Stealing never waits for a neighbour nobody is computing (its halo is
+        computed instead), but does wait for one running on a device now: a level-1 tile
+        taken then would compute the whole halo again (vgg16 on two devices: the gateway
+        redid half its neighbour's work, and two devices ran no faster than one)."""
         frame = self._frames[job.frame]
-        return set(self.sources_of.get(job.tile, ())) <= frame.level0_done
+        missing = set(self.sources_of.get(job.tile, ())) - frame.level0_done
+        if self.scheduler.name == "sharing":
+            return not missing
+        return not missing & frame.running
 
     def _pump(self) -> None:
         """Give idle devices work (caller holds the lock)."""
         free = {d: self.scheduler.limit() - self.pool.held(d) for d in self.pool.ready()}
-        for device, job in self.scheduler.dispatch(free, self._ready):
+        for device, job in self.scheduler.dispatch(free, self._ready, self._started):
             if not self._dispatch(device, job):
+                self._frames[job.frame].running.discard(job.tile)
                 self.scheduler.requeue([job], self.pool.alive())
         if self.scheduler.pending() and not self.pool.alive() and not self._local_running:
             self._local_running = True
             threading.Thread(target=self._run_locally, daemon=True,
                              name="cluster-local").start()
+
+    def _started(self, device: str, job: Job) -> None:
+        """A tile is running from the moment the scheduler hands it out (the next tile it
+        chooses in the same round must see that)."""
+        self._frames[job.frame].running.add(job.tile)
 
     def _task(self, frame: _Frame, job: Job
               ) -> tuple[Tile, list[int], dict[str, torch.Tensor]]:
@@ -229,6 +261,7 @@ class TileGateway:
         return tile, done, values
 
     def _dispatch(self, device: str, job: Job) -> bool:
+        start = time.perf_counter()
         frame = self._frames[job.frame]
         tile, done, values = self._task(frame, job)
         msg = cpb.Task(task=next(self._task_ids), frame=str(frame.id), tile=job.tile,
@@ -236,19 +269,24 @@ class TileGateway:
         msg.crop.CopyFrom(tensors.encode(values, ["crop"], self.part.input_codec)[0])
         names = [n for n in values if n != "crop"]
         msg.pieces.extend(tensors.encode(values, names, self.part.result_codec))
-        # the crop comes from the frame's source, the reused pieces from the gateway
+        # the crop comes from the frame's source, the reused pieces from where it is gathered
+        home = self.home(frame)
         nbytes = (len(msg.crop.payload) if frame.source != device else 0) + (
-            tensors.payload_bytes(msg.pieces) if self.gateway != device else 0)
+            tensors.payload_bytes(msg.pieces) if home != device else 0)
+        encode_ms = (time.perf_counter() - start) * 1000.0
+        carried = len(msg.crop.payload) + tensors.payload_bytes(msg.pieces)
         sent = self.pool.send(device, msg, nbytes, device if nbytes == 0 else "medium",
-                              lambda dev, res: self._done(dev, res, frame.id, job, tile),
-                              (frame.id, job))
+                              lambda dev, res, ms: self._done(dev, res, frame.id, job, tile,
+                                                              ms + encode_ms, carried),
+                              (frame.id, job), reply_to=home)
         if sent:
             frame.medium_bytes += nbytes
         return sent
 
     def _done(self, device: str, result: cpb.TaskResult, frame_id: int, job: Job,
-              tile: Tile) -> None:
+              tile: Tile, overhead_ms: float = float("nan"), carried: int = 0) -> None:
         """A worker's result, arrived: checked against the tile's shapes, then kept."""
+        start = time.perf_counter()
         want = {"output": self.local.output_spec(tile), **self.local.share_specs(tile)}
         try:
             out = tensors.decode([result.output], want.get, 0)["output"]
@@ -260,6 +298,9 @@ class TileGateway:
             log.warning("device %s sent a bad result for tile %d: %s; running it elsewhere",
                         device, job.tile, e)
             with self._lock:
+                frame = self._frames.get(frame_id)
+                if frame is not None:
+                    frame.running.discard(job.tile)
                 self.scheduler.requeue([job], self.pool.alive())
                 self._pump()
             return
@@ -267,12 +308,16 @@ class TileGateway:
             frame = self._frames.get(frame_id)
             nbytes = tensors.payload_bytes([result.output, *result.shares])
             if frame is not None:
-                frame.medium_bytes += nbytes if device != self.gateway else 0
+                frame.medium_bytes += nbytes if device != self.home(frame) else 0
+                if overhead_ms == overhead_ms:  # measured (not NaN)
+                    frame.overhead_ms.append(overhead_ms + (time.perf_counter() - start) * 1e3)
+                    frame.overhead_bytes.append(carried + nbytes)
                 self._accept(frame, job, device, out, shares, result.compute_ms)
             self._pump()
 
     def _accept(self, frame: _Frame, job: Job, device: str, out: torch.Tensor,
                 shares: Mapping[str, torch.Tensor], compute_ms: float) -> None:
+        frame.running.discard(job.tile)
         if job.tile in frame.outputs:
             return  # a re-run raced the original: keep the first
         frame.outputs[job.tile] = out
@@ -290,7 +335,7 @@ class TileGateway:
         if len(frame.outputs) == len(self.local.tiles):
             frame.stitched = time.perf_counter()
             frame.block_out = stitch(self.block, self.local.tiles, frame.outputs)
-            self._rest_queue.put(frame)
+            self._rest_queue(self.home(frame)).put(frame)
 
     def _run_locally(self) -> None:
         """No device left: the gateway computes the waiting tiles itself (dilated to its own
@@ -310,15 +355,29 @@ class TileGateway:
             with self._lock:
                 self._accept(frame, job, GATEWAY_LOCAL, out, shares, ms)
 
-    def _rest_loop(self) -> None:
+    def _rest_queue(self, home: str) -> queue.SimpleQueue:
+        """The queue of the device running the rest of frames gathered at ``home``, one frame
+        at a time as that device would (its thread started with its first frame)."""
+        if home not in self._rests:
+            inbox: queue.SimpleQueue = queue.SimpleQueue()
+            thread = threading.Thread(target=self._rest_loop, args=(home, inbox), daemon=True,
+                                      name=f"cluster-rest-{home}")
+            self._rests[home] = (inbox, thread)
+            thread.start()
+        return self._rests[home][0]
+
+    def _rest_loop(self, home: str, inbox: queue.SimpleQueue) -> None:
+        rest = self.rest if home == self.gateway else RestRunner(
+            self._graph, self._plan, self.part.prefix_nodes,
+            dilation=self.dilations.get(home, self.dilation))
         while True:
-            frame = self._rest_queue.get()
+            frame = inbox.get()
             if frame is None:
                 return
             start = time.perf_counter()
             try:
                 assert frame.block_out is not None
-                result = self.rest.run(frame.x, {self.block.output.name: frame.block_out})
+                result = rest.run(frame.x, {self.block.output.name: frame.block_out})
             except Exception as e:  # the frame fails with its cause; the gateway goes on
                 frame.future.set_exception(e)
             else:
@@ -327,14 +386,20 @@ class TileGateway:
                     frame.id, frame.source, result.output,
                     (end - frame.submitted) * 1000.0, (frame.stitched - frame.submitted) * 1000.0,
                     (end - start) * 1000.0, frame.medium_bytes, dict(frame.tasks),
-                    dict(frame.compute), frame.stolen, frame.rerun, result.note))
+                    dict(frame.compute), frame.stolen, frame.rerun, result.note,
+                    task_overhead_ms=list(frame.overhead_ms),
+                    task_overhead_bytes=list(frame.overhead_bytes)))
             with self._lock:
                 self._frames.pop(frame.id, None)
 
     def close(self) -> None:
-        self._rest_queue.put(None)
+        with self._lock:
+            rests = list(self._rests.values())
+        for inbox, _ in rests:
+            inbox.put(None)
         self.pool.close()
-        self._rest_thread.join(timeout=10)
+        for _, thread in rests:
+            thread.join(timeout=10)
 
 
 def _crop(x: torch.Tensor, region: Region) -> torch.Tensor:

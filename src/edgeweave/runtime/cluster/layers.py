@@ -178,7 +178,7 @@ class LayerGateway:
             msg.crop.CopyFrom(tensors.encode({"crop": crop}, ["crop"], codec)[0])
             nbytes = len(msg.crop.payload) if device != self.gateway else 0
             if self.pool.send(device, msg, nbytes, self.gateway if nbytes else device,
-                              lambda dev, res, p=p: self._done(parts, i, p, dev, res),
+                              lambda dev, res, _ms, p=p: self._done(parts, i, p, dev, res),
                               (parts, p)):
                 run.medium_bytes += nbytes
             else:

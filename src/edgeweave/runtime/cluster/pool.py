@@ -33,8 +33,11 @@ from edgeweave.security import ClientTLS, authed_channel
 log = logging.getLogger("edgeweave.runtime.cluster")
 _END = object()
 
-#: (device, result) -> None, called on the device's reader thread after the result's arrival.
-OnDone = Callable[[str, cpb.TaskResult], None]
+#: (device, result, overhead ms) -> None, called on the device's reader thread after the
+#: result's arrival; overhead: the task's round trip less its compute, its wait for the
+#: medium and its result's hold (the RPC both ways, the worker's checks, decoding, encoding);
+#: NaN when the task waited behind another on its device (its queueing is not overhead).
+OnDone = Callable[[str, cpb.TaskResult, float], None]
 
 
 @dataclass
@@ -44,7 +47,7 @@ class _Link:
     channel: grpc.Channel
     stub: cpb_grpc.ClusterWorkerStub
     outbox: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
-    held: dict[int, tuple[OnDone, Any]] = field(default_factory=dict)
+    held: dict[int, tuple[OnDone, Any, float, bool, str]] = field(default_factory=dict)
     alive: bool = True
     ready: bool = False
     call: Any = None
@@ -136,8 +139,10 @@ class WorkerPool:
                     link.call.cancel()
                     break
                 nbytes = tensors.payload_bytes([msg.output, *msg.shares])
-                self.medium.receive(nbytes, link.name, self.gateway)
-                held[0](link.name, msg)
+                hold_ms = self.medium.receive(nbytes, link.name, held[4])
+                trip_ms = (time.perf_counter() - held[2]) * 1000.0
+                held[0](link.name, msg, float("nan") if held[3] else max(
+                    0.0, trip_ms - hold_ms - msg.wait_ms - msg.compute_ms))
         except grpc.RpcError as e:
             if link.why:
                 why = link.why
@@ -148,7 +153,7 @@ class WorkerPool:
             why = "the gateway failed to handle its result"
         with self._lock:
             link.alive = link.ready = False
-            lost = [tag for _, tag in link.held.values()]
+            lost = [held[1] for held in link.held.values()]
             link.held.clear()
         link.channel.close()
         if self._closing:
@@ -158,16 +163,18 @@ class WorkerPool:
         self.on_gone(link.name, lost, why)
 
     def send(self, device: str, msg: cpb.Task, nbytes: int, src: str, on_done: OnDone,
-             tag: Any) -> bool:
+             tag: Any, reply_to: str | None = None) -> bool:
         """Put ``msg`` on the medium to ``device`` (``nbytes`` from ``src``; free when ``src``
-        is the device itself); False if the device is gone."""
+        is the device itself); its result crosses back to ``reply_to`` (the gateway by
+        default; free when that is the device). False if the device is gone."""
         with self._lock:
             link = self._links.get(device)
             if link is None or not link.alive:
                 return False
             if not link.held:
                 link.progress = time.monotonic()
-            link.held[msg.task] = (on_done, tag)
+            link.held[msg.task] = (on_done, tag, time.perf_counter(), bool(link.held),
+                                   reply_to or self.gateway)
         self.medium.send(msg, nbytes, src, device)
         link.outbox.put(msg)
         return True

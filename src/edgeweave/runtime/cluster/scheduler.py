@@ -2,10 +2,12 @@
 
 * **Work stealing**: every tile of a frame starts in its data source's queue. A data source
   takes its own tiles first; an idle device asks the gateway for a victim, which names the
-  registered sources round-robin (skipping those with nothing left), and takes the task at the
-  head of the victim's queue. Devices hold ``1 + prefetch`` tasks at most, so whoever is idle
-  gets the next one: the load balances itself, and a device that joins late simply starts
-  asking.
+  registered sources round-robin (skipping those with nothing left), and takes the first task
+  of the victim's queue that can start (the gateway's ``ready``: a data-reuse tile whose
+  neighbour is being computed right now waits for that halo rather than compute it again),
+  one the plan assigned to it first.
+  Devices hold ``1 + prefetch`` tasks at most, so whoever is idle gets the next one: the load
+  balances itself, and a device that joins late simply starts asking.
 * **Work sharing**: the plan's static assignment, pushed up front: every tile goes to its
   planned device as soon as its frame arrives (a level-1 tile once the level-0 tiles it reuses
   are done, as the plan's schedule has it), in the plan's task order.
@@ -39,6 +41,9 @@ class Job:
 
 
 Ready = Callable[[Job], bool]
+#: Told of each job as it is handed out, before the next is chosen (whether a job is ready
+#: may depend on the ones handed out just before it).
+Started = Callable[[str, Job], None]
 
 
 class Stealing:
@@ -67,22 +72,25 @@ class Stealing:
         """Nothing moves: a dead source's queue is stolen from like any other."""
 
     def take(self, device: str, ready: Ready) -> Job | None:
+        """The first ``ready`` task of the device's own queue, else one stolen."""
         own = self.queues.get(device)
-        if own:
-            return own.popleft()
-        return self.steal()
+        job = _pop_first(own, ready, device) if own else None
+        return job if job is not None else self.steal(ready, device)
 
-    def steal(self) -> Job | None:
-        """The head of the next registered source's queue that has one (round-robin)."""
+    def steal(self, ready: Ready | None = None, thief: str | None = None) -> Job | None:
+        """The first ``ready`` task of the next registered source's queue that has one
+        (round-robin over the victims), one the plan gave ``thief`` first."""
         sources = list(self.queues)
         for step in range(len(sources)):
             queue = self.queues[sources[(self._victim + step) % len(sources)]]
-            if queue:
+            job = _pop_first(queue, ready, thief) if queue else None
+            if job is not None:
                 self._victim = (self._victim + step + 1) % len(sources)
-                return queue.popleft()
+                return job
         return None
 
-    def dispatch(self, free: dict[str, int], ready: Ready) -> list[tuple[str, Job]]:
+    def dispatch(self, free: dict[str, int], ready: Ready, started: Started | None = None
+                 ) -> list[tuple[str, Job]]:
         """Idle devices ask in turn, one task per turn, until none gets one."""
         out = []
         progress = True
@@ -94,6 +102,8 @@ class Stealing:
                 job = self.take(device, ready)
                 if job is not None:
                     out.append((device, job))
+                    if started is not None:
+                        started(device, job)
                     free[device] -= 1
                     progress = True
         return out
@@ -143,13 +153,16 @@ class Sharing:
                 counts[name] += 1
         return min(live, key=lambda d: counts[d])
 
-    def dispatch(self, free: dict[str, int], ready: Ready) -> list[tuple[str, Job]]:
+    def dispatch(self, free: dict[str, int], ready: Ready, started: Started | None = None
+                 ) -> list[tuple[str, Job]]:
         """Every ready task to its device, in task order."""
         out, keep = [], []
         for job in self.jobs:
             device = self.device[(job.frame, job.tile)]
             if free.get(device, 0) > 0 and ready(job):
                 out.append((device, job))
+                if started is not None:
+                    started(device, job)
                 free[device] -= 1
             else:
                 keep.append(job)
@@ -158,6 +171,27 @@ class Sharing:
 
     def drain(self) -> Job | None:
         return self.jobs.pop(0) if self.jobs else None
+
+
+def _pop_first(queue: deque[Job], ready: Ready | None, device: str | None = None
+               ) -> Job | None:
+    """Remove and return the first job of ``queue`` that is ``ready`` (any, without a test),
+    preferring one the plan assigns to ``device``: when the devices run as fast as planned,
+    each gets the tiles the optimiser sized for it (vgg16's 1x3 grid: the remote device the
+    smaller edge tile, whose crop crosses the medium), and stealing still balances when not."""
+    first = None
+    for k, job in enumerate(queue):
+        if ready is None or ready(job):
+            if device is None or job.planned == device:
+                del queue[k]
+                return job
+            if first is None:
+                first = k
+    if first is None:
+        return None
+    job = queue[first]
+    del queue[first]
+    return job
 
 
 def make_scheduler(name: str, prefetch: int = 0) -> Stealing | Sharing:
