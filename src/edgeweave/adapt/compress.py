@@ -129,7 +129,8 @@ def magnitude_prune(model: nn.Module, sparsity: float, layers: Sequence[str] | N
     survivors are fine-tuned while the mask stays in force, then the mask is made permanent."""
     check_sparsity(sparsity)
     m = copy.deepcopy(model)
-    kinds = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+    kinds: tuple[type[nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Linear], ...] = (
+        nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
     if layers is None:
         targets = [(mod, "weight") for mod in m.modules() if isinstance(mod, kinds)]
         layers = [n for n, mod in m.named_modules() if isinstance(mod, kinds)]

@@ -10,11 +10,12 @@ import torch
 from torch import nn
 
 from edgeweave.adapt.fit import fit
+from edgeweave.adapt.structured import conv2d_like
 from edgeweave.adapt.variant import Variant
 from edgeweave.errors import EdgeWeaveError
 
 
-def narrow(model: nn.Sequential, width: float) -> nn.Sequential:
+def narrow(model: nn.Module, width: float) -> nn.Sequential:
     """A freshly initialized copy of a Sequential conv/linear net with every hidden width
     (conv channels, Linear features except the output layer) scaled by ``width``."""
     if not isinstance(model, nn.Sequential):
@@ -33,8 +34,7 @@ def narrow(model: nn.Sequential, width: float) -> nn.Sequential:
                 raise EdgeWeaveError("narrow supports ungrouped convs only")
             c_in = channels if channels is not None else mod.in_channels
             c_out = max(1, round(mod.out_channels * width))
-            out.append(nn.Conv2d(c_in, c_out, mod.kernel_size, mod.stride, mod.padding,
-                                 mod.dilation, 1, mod.bias is not None, mod.padding_mode))
+            out.append(conv2d_like(mod, c_in, c_out))
             channels, old_channels = c_out, mod.out_channels
         elif isinstance(mod, nn.BatchNorm2d):
             out.append(nn.BatchNorm2d(channels or mod.num_features))
@@ -81,7 +81,7 @@ def distill(teacher: nn.Module, x: torch.Tensor, y: torch.Tensor,
     softened outputs plus the labels."""
     torch.manual_seed(seed)
     given = student is not None
-    student = copy.deepcopy(student) if given else narrow(teacher, width)
+    student = copy.deepcopy(student) if student is not None else narrow(teacher, width)
     fit(student, x, y, epochs=epochs, lr=lr, seed=seed,
         loss_fn=distillation_loss(teacher, temperature, alpha))
     return Variant.of(name or f"distilled-w{width}", student.eval(),

@@ -4,15 +4,18 @@ fine-tuned pruned variants). Full-batch-friendly data only; federated training l
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from torch import nn
 
+_Model = TypeVar("_Model", bound=nn.Module)
 
-def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 30,
+
+def fit(model: _Model, x: torch.Tensor, y: torch.Tensor, epochs: int = 30,
         lr: float = 3e-3, batch: int = 64, seed: int = 0,
         loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-        params=None) -> nn.Module:
+        params=None) -> _Model:
     """Adam on minibatches; `loss_fn(model, xb, yb)` overrides cross-entropy (e.g. the weighted
     sum of exit losses, or a distillation loss); `params` restricts what is trained."""
     gen = torch.Generator().manual_seed(seed)

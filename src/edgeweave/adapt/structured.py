@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -28,6 +28,18 @@ _PASS_THROUGH = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, 
                  nn.AdaptiveMaxPool2d, nn.Dropout, nn.Dropout2d, nn.Identity)
 
 
+def conv2d_like(conv: nn.Conv2d, c_in: int, c_out: int) -> nn.Conv2d:
+    """A fresh ungrouped Conv2d with ``conv``'s kernel, stride, padding, dilation, bias and
+    padding mode, and ``c_in`` -> ``c_out`` channels."""
+    # torch types these as tuple[int, ...] (shared by Conv1d/2d/3d); a Conv2d's hold two ints
+    def pair(t: tuple[int, ...]) -> tuple[int, int]:
+        return cast("tuple[int, int]", t)
+
+    padding = conv.padding if isinstance(conv.padding, str) else pair(conv.padding)
+    return nn.Conv2d(c_in, c_out, pair(conv.kernel_size), pair(conv.stride), padding,
+                     pair(conv.dilation), 1, conv.bias is not None, conv.padding_mode)
+
+
 def _slice_conv(conv: nn.Conv2d, out_keep: torch.Tensor | None, in_keep: torch.Tensor | None
                 ) -> nn.Conv2d:
     if conv.groups != 1:
@@ -37,10 +49,9 @@ def _slice_conv(conv: nn.Conv2d, out_keep: torch.Tensor | None, in_keep: torch.T
         w = w[out_keep]
     if in_keep is not None:
         w = w[:, in_keep]
-    new = nn.Conv2d(w.shape[1], w.shape[0], conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, 1, conv.bias is not None, conv.padding_mode)
+    new = conv2d_like(conv, w.shape[1], w.shape[0])
     new.weight.data.copy_(w)
-    if conv.bias is not None:
+    if conv.bias is not None and new.bias is not None:
         b = conv.bias.detach()
         new.bias.data.copy_(b[out_keep] if out_keep is not None else b)
     return new
@@ -51,16 +62,16 @@ def _slice_bn(bn: nn.BatchNorm2d, keep: torch.Tensor) -> nn.BatchNorm2d:
     if bn.affine:
         new.weight.data.copy_(bn.weight.detach()[keep])
         new.bias.data.copy_(bn.bias.detach()[keep])
-    if bn.track_running_stats:
-        new.running_mean.copy_(bn.running_mean[keep])
-        new.running_var.copy_(bn.running_var[keep])
+    if bn.track_running_stats:  # then both have these buffers (typed Optional)
+        for stat in ("running_mean", "running_var"):
+            getattr(new, stat).copy_(getattr(bn, stat)[keep])
     return new
 
 
 def _prune_filters_at(seq: nn.Sequential, idx: int, amount: float) -> tuple[int, int]:
     """Remove the lowest-L1 ``amount`` of conv ``seq[idx]``'s filters and the matching inputs of
     the layer that consumes them; returns (filters before, after)."""
-    conv = seq[idx]
+    conv = resolve_layer(seq, str(idx), (nn.Conv2d,), "Conv2d")
     n_out = conv.out_channels
     n_keep = max(1, round(n_out * (1 - amount)))
     norms = conv.weight.detach().abs().flatten(1).sum(1)

@@ -9,7 +9,7 @@ import math
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -68,7 +68,7 @@ def _weights_of(module: nn.Module) -> list[torch.Tensor]:
     alive: list[torch.Tensor] = []
     out = []
     for m in module.modules():
-        tensors = list(m.parameters(recurse=False))
+        tensors: list[torch.Tensor] = list(m.parameters(recurse=False))
         for attr in ("weight", "bias"):
             if attr in m._parameters:
                 continue
@@ -101,7 +101,7 @@ def count_flops(module: nn.Module, input_shape: Sequence[int]) -> int:
     quantized, for one forward pass on a zero input of ``input_shape``."""
     total = 0
 
-    def hook(m: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+    def hook(m: Any, _inp: Any, out: torch.Tensor) -> None:  # duck-typed: float or quantized
         nonlocal total
         out = out.dequantize() if out.is_quantized else out
         if hasattr(m, "in_channels") and hasattr(m, "kernel_size"):
@@ -121,7 +121,11 @@ def count_flops(module: nn.Module, input_shape: Sequence[int]) -> int:
     return total
 
 
-def resolve_layer(model: nn.Module, layer: str, kinds: tuple[type, ...], what: str) -> nn.Module:
+_Layer = TypeVar("_Layer", bound=nn.Module)
+
+
+def resolve_layer(model: nn.Module, layer: str, kinds: tuple[type[_Layer], ...], what: str
+                  ) -> _Layer:
     try:
         m = model.get_submodule(layer)
     except AttributeError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -88,7 +89,7 @@ def compress(console: Console, model: str, epochs: int, sparsity: float,
 
     spec = _digits_model(model)
     data = digits()
-    tune = {"x": data.x_train, "y": data.y_train, "epochs": max(1, epochs // 4)}
+    tune: dict[str, Any] = {"x": data.x_train, "y": data.y_train, "epochs": max(1, epochs // 4)}
     with console.status(f"training {model} and deriving variants on real digits"):
         base = fit(spec.module, data.x_train, data.y_train, epochs=epochs)
         variants = [baseline(base), quantize_dynamic(base),

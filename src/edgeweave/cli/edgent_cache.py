@@ -70,7 +70,8 @@ def _read(record: Path, net_file: Path, key: CacheKey) -> Entry:
     doc = read_record(record, FORMAT, asdict(key))
     meta = doc.get("meta")
     acc = meta.get("accuracies") if isinstance(meta, dict) else None
-    if not (isinstance(acc, list) and acc and all(is_fraction(a) for a in acc)):
+    if not (isinstance(meta, dict) and isinstance(acc, list) and acc
+            and all(is_fraction(a) for a in acc)):
         raise CorruptEntry("meta.accuracies: expected a list of accuracies in [0, 1]")
     profile = read_profile(doc.get("profile"), "profile", record)
     try:

@@ -38,8 +38,8 @@ def _finish(console: Console, name: str, tables: list[Any], doc: dict[str, Any],
                      json.dumps(doc, indent=1, default=float))
         if json_out:
             console.print(f"wrote {json_out}")
-    if report:
-        reporting.write(console, report, [out])
+        if report:
+            reporting.write(console, report, [out])
 
 
 def cache_bench(console: Console, devices: int, requests: int, epochs: int, seed: int,

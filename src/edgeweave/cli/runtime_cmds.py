@@ -86,7 +86,7 @@ def infer(console: Console, model, fleet_spec, edge, plan_file, input_file, repe
                                token, tls, shape_bandwidth, fallback_local, json_out)
     first_link = fleet.tier_path().links[0] if fleet.tier_path().links else None
     trace = first_link.trace if first_link is not None and mbps is None else None
-    if trace is not None and shape_bandwidth:
+    if first_link is not None and trace is not None and shape_bandwidth:
         console.print(f"replaying the {first_link.src}-{first_link.dst} bandwidth trace "
                       f"({trace.period_s:g} s, mean {trace.mean_mbps:.2f} Mbit/s)")
     x = load_input(input_file, graph.input_shape)
@@ -238,6 +238,7 @@ def netlab(console: Console, model, fleet_spec, repeat, codec, mbps, json_out,
             if upstream:
                 args += ["--next", upstream]
             procs.append(net.popen(tier, args, stdout=subprocess.PIPE, text=True))
+            assert procs[-1].stdout is not None  # stdout=PIPE
             first = procs[-1].stdout.readline()
             console.print(f"{tier} namespace: {first.strip()}")
             upstream = f"{host}:50051"

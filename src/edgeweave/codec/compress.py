@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
+from functools import partial
 
 import lz4.frame
 import torch
@@ -153,5 +154,5 @@ ZSTD = ZstdCompressor()
 LZ4 = Lz4Compressor()
 
 for _comp in (ZSTD, LZ4):
-    register_wrapper(_comp.name, lambda inner, c=_comp: Compressed(inner, c))
+    register_wrapper(_comp.name, partial(Compressed, compressor=_comp))
     register(Compressed(get_codec("none"), _comp, name=_comp.name))

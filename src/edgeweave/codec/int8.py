@@ -46,8 +46,8 @@ class Int8Codec(Codec):
             raise CodecError(f"{self.name}: expected a torch.Tensor, got {type(t).__name__}")
         x = t.detach()
         if not x.is_floating_point():
-            data, dtype, shape = tensor_to_bytes(x, context=self.name)
-            return Encoded(self.name, dtype, tuple(shape), data)
+            data, dtype, raw_shape = tensor_to_bytes(x, context=self.name)
+            return Encoded(self.name, dtype, tuple(raw_shape), data)
         dtype = dtype_name(x.dtype, context=self.name)
         shape = tuple(x.shape)
         if x.numel() == 0:

@@ -73,10 +73,10 @@ class SketchCodec(UpdateCodec):
         sdt = getattr(torch, scalar_dtype(dtype))
         lo, hi = (y.min(), y.max()) if y.numel() else (torch.zeros(()), torch.zeros(()))
         ends = torch.stack((lo, hi)).to(sdt)
-        lo, hi = float(ends[0]), float(ends[1])  # quantise against the ends as sent
+        lo_f, hi_f = float(ends[0]), float(ends[1])  # quantise against the ends as sent
         top = (1 << self.bits) - 1
-        step = (hi - lo) / top if hi > lo else 1.0
-        r = ((y - lo) / step).clamp_(0, top)
+        step = (hi_f - lo_f) / top if hi_f > lo_f else 1.0
+        r = ((y - lo_f) / step).clamp_(0, top)
         low = r.floor()
         u = torch.rand(r.numel(), generator=g, dtype=torch.float64)
         codes = (low + (u < r - low).to(torch.float64)).clamp_(0, top).to(torch.int64).numpy()

@@ -275,11 +275,13 @@ def _example_inputs(
     if isinstance(example, torch.Tensor):
         return (example,)
     items = list(example)
-    if items and all(isinstance(item, torch.Tensor) for item in items):
-        return tuple(items)
-    if items and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in items):
+    tensors = [item for item in items if isinstance(item, torch.Tensor)]
+    if items and len(tensors) == len(items):
+        return tuple(tensors)
+    dims = [d for d in items if isinstance(d, int) and not isinstance(d, bool) and d > 0]
+    if items and len(dims) == len(items):
         generator = torch.Generator().manual_seed(EXAMPLE_SEED)
-        return (torch.randn(*items, generator=generator),)
+        return (torch.randn(*dims, generator=generator),)
     raise ModelError(
         f"example for model {name!r} is {example!r}; expected an input shape of positive ints "
         "such as (1, 3, 224, 224), a tensor, or a sequence of tensors"

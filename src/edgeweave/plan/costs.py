@@ -196,13 +196,13 @@ class CostModel:
                 f"placement: node or tier {e.args[0]!r} is not in the profile"
             ) from None
 
-    def placement_of(self, labels: Sequence[int]) -> dict[str, str]:
+    def placement_of(self, labels: Sequence[int] | np.ndarray) -> dict[str, str]:
         return {n: self.tiers[int(lab)] for n, lab in zip(self.names, labels, strict=True)}
 
     def is_monotone(self, labels: Sequence[int]) -> bool:
         return all(labels[v] >= labels[u] for u in range(self.n) for v in self.consumers[u])
 
-    def evaluate(self, labels: Sequence[int]) -> Breakdown:
+    def evaluate(self, labels: Sequence[int] | np.ndarray) -> Breakdown:
         """The cost model for one placement, broken down the way the plan JSON reports it."""
         ev = self.evaluate_many(np.asarray(labels, dtype=int)[None, :])
         names = ev.stage_names
@@ -286,7 +286,7 @@ class CostModel:
         hops = self.n_tiers - 1
         mbps = np.array([lk.mbps for lk in self.links], dtype=float)
         half_rtt = np.array([lk.rtt_ms / 2.0 for lk in self.links], dtype=float)
-        ms_per_byte = serialize_ms(1.0, mbps) if hops else np.zeros(0)
+        ms_per_byte = serialize_ms(np.ones(hops), mbps) if hops else np.zeros(0)
         if objective == "latency":
             unary = self.lat.copy()
             w_up = np.ones(hops)

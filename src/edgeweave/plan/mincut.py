@@ -109,7 +109,7 @@ class _CutGraph:
 
 def _cut(cm: CostModel, w: Weights, unary: np.ndarray, forbid: np.ndarray) -> np.ndarray:
     g = cm.cache.get("cut_graph")
-    if g is None:
+    if not isinstance(g, _CutGraph):  # not built yet for this cost model
         g = cm.cache["cut_graph"] = _CutGraph(cm)
     caps = g.capacities(cm, w, unary, forbid)
     finite = caps >= 0
@@ -126,6 +126,6 @@ def _cut(cm: CostModel, w: Weights, unary: np.ndarray, forbid: np.ndarray) -> np
     residual = (graph - flow.flow).tocsr()
     residual.data[residual.data < 0] = 0
     residual.eliminate_zeros()
-    reach = np.zeros(g.size, dtype=bool)
+    reach = np.zeros(g.size, dtype=np.bool_)
     reach[breadth_first_order(residual, 0, directed=True, return_predecessors=False)] = True
     return reach[g.var].sum(axis=0).astype(int)

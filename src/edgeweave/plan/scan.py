@@ -33,8 +33,8 @@ def cut_labels(n_nodes: int, n_tiers: int, order: Sequence[int],
         return np.zeros((1, n_nodes), dtype=int)
     where = range(n_nodes + 1) if positions is None else sorted(set(positions))
     cuts = np.array(list(combinations_with_replacement(where, hops)), dtype=int)
-    positions = np.arange(n_nodes)
-    by_position = (cuts[:, None, :] <= positions[None, :, None]).sum(axis=2)
+    at = np.arange(n_nodes)
+    by_position = (cuts[:, None, :] <= at[None, :, None]).sum(axis=2)
     labels = np.empty_like(by_position)
     labels[:, np.asarray(order)] = by_position
     return labels

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from edgeweave.errors import ProfileError
-from edgeweave.graph import Graph, capture
+from edgeweave.graph import Graph, NodeInfo, capture
 from edgeweave.profile.activations import codec_bytes
 from edgeweave.profile.measure import IDLE_S, PROFILE_THREADS, measure, measure_calibrated
 from edgeweave.profile.regression import LatencyModel, Sample, mape
@@ -180,6 +180,14 @@ def profile_graph(
     )
 
 
+def _node_extras(n: NodeInfo, host_ms: Mapping[str, float], host_pred_ms: Mapping[str, float],
+                 wire_bytes: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A NodeCost's fields beyond the schema's declared ones (it allows extras)."""
+    return {"kind": n.kind, "out_shape": None if n.out_shape is None else list(n.out_shape),
+            "host_ms": host_ms[n.name], "host_pred_ms": host_pred_ms[n.name],
+            **({} if wire_bytes is None else {"codec_bytes": wire_bytes.get(n.name)})}
+
+
 def assemble_profile(graph: Graph, fleet: Fleet, path: TierPath, host_ms: Mapping[str, float],
                      host_pred_ms: Mapping[str, float], *,
                      wire_bytes: Mapping[str, Any] | None = None, **fields: Any) -> Profile:
@@ -196,14 +204,13 @@ def assemble_profile(graph: Graph, fleet: Fleet, path: TierPath, host_ms: Mappin
             out_bytes=n.out_bytes,
             latency_ms={},
             energy_j={},
-            kind=n.kind,
-            out_shape=None if n.out_shape is None else list(n.out_shape),
-            host_ms=host_ms[n.name],
-            host_pred_ms=host_pred_ms[n.name],
-            **({} if wire_bytes is None else {"codec_bytes": wire_bytes.get(n.name)}),
+            **_node_extras(n, host_ms, host_pred_ms, wire_bytes),
         )
         for n in graph.nodes
     ]
+    # fields beyond the schema's declared ones (Profile and NodeCost allow extras)
+    capture: dict[str, Any] = {
+        "capture": {"traced": graph.traced, "fallback_reason": graph.fallback_reason}}
     prof = Profile(
         model=graph.name,
         fleet=fleet.name,
@@ -216,7 +223,7 @@ def assemble_profile(graph: Graph, fleet: Fleet, path: TierPath, host_ms: Mappin
         device_power=DevicePower(compute_w=0, idle_w=0, tx_w=0, rx_w=0),
         inputs=graph.placeholders,
         **fields,
-        capture={"traced": graph.traced, "fallback_reason": graph.fallback_reason},
+        **capture,
     )
     return retarget(prof, path)
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgeweave.errors import ProfileError
 from edgeweave.topology import serialize_ms, transfer_ms
+from edgeweave.topology.fleet import ByteCount
 
 
 class NodeCost(BaseModel):
@@ -39,10 +40,10 @@ class LinkSpec(BaseModel):
     mbps: float = Field(gt=0)
     rtt_ms: float = Field(ge=0)
 
-    def serialize_ms(self, nbytes: float) -> float:
+    def serialize_ms(self, nbytes: ByteCount) -> ByteCount:
         return serialize_ms(nbytes, self.mbps)
 
-    def transfer_ms(self, nbytes: float) -> float:
+    def transfer_ms(self, nbytes: ByteCount) -> ByteCount:
         return transfer_ms(nbytes, self.mbps, self.rtt_ms)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from edgeweave.errors import FleetError
 
@@ -25,7 +26,7 @@ def field_path(loc: Sequence[str | int]) -> str:
     return path or "<top level>"
 
 
-def _describe(error: dict) -> str:
+def _describe(error: ErrorDetails) -> str:
     """One human sentence for one pydantic error, preferring our own validator messages."""
     kind = error.get("type", "")
     if kind == "value_error":

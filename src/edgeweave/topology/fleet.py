@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import networkx as nx
 import yaml
@@ -30,6 +30,12 @@ from edgeweave.topology.cluster import Cluster, cluster_edges, cluster_problem
 from edgeweave.topology.error_paths import fleet_error_from_validation
 from edgeweave.topology.hardware import CATALOG, HardwareProfile
 from edgeweave.topology.trace import BandwidthTrace, load_trace
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# one byte count, or an array of them: the planner prices many placements at once
+ByteCount = TypeVar("ByteCount", float, "np.ndarray")
 
 Tier = Literal["device", "edge", "cloud"]
 # Ordered low to high: a co-inference plan always moves data up this order.
@@ -142,13 +148,13 @@ class Link(BaseModel):
         return transfer_ms(nbytes, rate, self.rtt_ms)
 
 
-def serialize_ms(nbytes: float, mbps: float) -> float:
+def serialize_ms(nbytes: ByteCount, mbps: float | ByteCount) -> ByteCount:
     """Milliseconds a link is busy pushing ``nbytes`` at ``mbps`` (what caps a pipeline's rate;
     propagation delay does not)."""
     return nbytes * 8 / (mbps * 1000)
 
 
-def transfer_ms(nbytes: float, mbps: float, rtt_ms: float) -> float:
+def transfer_ms(nbytes: ByteCount, mbps: float, rtt_ms: float) -> ByteCount:
     """Per-hop transfer cost of the co-inference cost model: rtt/2 + bytes*8/(mbps*1000) ms."""
     return rtt_ms / 2 + serialize_ms(nbytes, mbps)
 

@@ -45,7 +45,7 @@ def record_line(rec: RoundRecord) -> str:
 
 
 def record_from_json(d: dict[str, Any]) -> RoundRecord:
-    base = {k: d.get(k) for k in _BASE_FIELDS}
+    base: dict[str, Any] = {k: d.get(k) for k in _BASE_FIELDS}
     for k in ("train_loss", "test_loss", "test_acc"):
         base[k] = float("nan") if base[k] is None else float(base[k])
     extra = {k: v for k, v in d.items() if k not in _BASE_FIELDS}
@@ -109,8 +109,9 @@ def rng_state() -> dict[str, Any]:
 
 def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
+    # the full legacy tuple: numpy fills has_gauss=0, gauss=0.0 into a 3-tuple the same way
     np.random.set_state(("MT19937", state["numpy_key"].numpy().astype(np.uint32),
-                         state["numpy_pos"]))
+                         state["numpy_pos"], 0, 0.0))
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

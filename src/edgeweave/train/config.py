@@ -13,11 +13,14 @@ path (``digits.yaml: strategy.params.eta: ...``) because users edit these by han
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 from edgeweave.topology.error_paths import field_path
 from edgeweave.train.claims import DEFAULT_MAX_CLIENT_EXAMPLES
@@ -29,6 +32,9 @@ from edgeweave.train.control_config import (
     control_problem,
 )
 from edgeweave.train.types import FitConfig, TrainError
+
+if TYPE_CHECKING:
+    from edgeweave.train.strategies.base import Strategy
 
 
 class _Strict(BaseModel):
@@ -44,24 +50,24 @@ class DataConfig(_Strict):
 
     dataset: str = "digits"
     partition: str = "iid"
-    clients: int = Field(10, ge=1)
+    clients: int = Field(default=10, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
 
 
 class StrategyConfig(_Strict):
     name: str = "fedavg"
-    fraction: float = Field(1.0, gt=0, le=1)
-    min_clients: int = Field(1, ge=1)
+    fraction: float = Field(default=1.0, gt=0, le=1)
+    min_clients: int = Field(default=1, ge=1)
     params: dict[str, Any] = Field(default_factory=dict)
 
 
 class FitSection(_Strict):
-    lr: float = Field(0.1, gt=0)
-    batch_size: int = Field(16, ge=1)
-    epochs: int = Field(1, ge=1)
-    local_steps: int | None = Field(None, ge=1)
-    momentum: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
+    lr: float = Field(default=0.1, gt=0)
+    batch_size: int = Field(default=16, ge=1)
+    epochs: int = Field(default=1, ge=1)
+    local_steps: int | None = Field(default=None, ge=1)
+    momentum: float = Field(default=0.0, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
 
     def to_fit_config(self, seed: int) -> FitConfig:
         return FitConfig(lr=self.lr, batch_size=self.batch_size, epochs=self.epochs,
@@ -91,20 +97,20 @@ class DPFedAvgConfig(_Strict):
     clip`` on the sum. Give ``target_epsilon`` instead of ``noise_multiplier`` to have the noise
     chosen (Opacus's accountant) so that ``rounds`` rounds spend exactly that budget."""
 
-    clip: float = Field(1.0, gt=0)
-    noise_multiplier: float | None = Field(None, ge=0)
-    target_epsilon: float | None = Field(None, gt=0)
-    delta: float = Field(1e-5, gt=0, lt=1)
-    sample_rate: float = Field(0.1, gt=0, le=1)
-    server_lr: float = Field(1.0, gt=0)
+    clip: float = Field(default=1.0, gt=0)
+    noise_multiplier: float | None = Field(default=None, ge=0)
+    target_epsilon: float | None = Field(default=None, gt=0)
+    delta: float = Field(default=1e-5, gt=0, lt=1)
+    sample_rate: float = Field(default=0.1, gt=0, le=1)
+    server_lr: float = Field(default=1.0, gt=0)
 
 
 class LocalDPConfig(_Strict):
     """Example-level DP-SGD on every client through Opacus (per-sample clipping + noise)."""
 
-    noise_multiplier: float = Field(1.0, ge=0)
-    max_grad_norm: float = Field(1.0, gt=0)
-    delta: float = Field(1e-5, gt=0, lt=1)
+    noise_multiplier: float = Field(default=1.0, ge=0)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    delta: float = Field(default=1e-5, gt=0, lt=1)
 
 
 class PrivacyConfig(_Strict):
@@ -117,11 +123,11 @@ class SecureAggregationConfig(_Strict):
     client (Bell et al. 2020) instead of all pairs; ``dropout`` simulates clients vanishing after
     they shared their keys."""
 
-    clip: float = Field(1.0, gt=0)
+    clip: float = Field(default=1.0, gt=0)
     ring_bits: Literal[32, 64] = 32
-    k: int | None = Field(None, ge=1)
-    threshold_frac: float = Field(0.5, gt=0, lt=1)
-    dropout: float = Field(0.0, ge=0, lt=1)
+    k: int | None = Field(default=None, ge=1)
+    threshold_frac: float = Field(default=0.5, gt=0, lt=1)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
     # against a server that may lie: signed keys + the ConsistencyCheck round (needs t > n/2)
     active: bool = False
 
@@ -132,9 +138,9 @@ class AttackConfig(_Strict):
     trimmed_mean, krum, norm_bound)."""
 
     kind: Literal["none", "sign_flip", "scaled", "noise"] = "sign_flip"
-    fraction: float = Field(0.1, ge=0, lt=1)
-    scale: float | None = Field(None, gt=0)
-    noise_std: float = Field(1.0, gt=0)
+    fraction: float = Field(default=0.1, ge=0, lt=1)
+    scale: float | None = Field(default=None, gt=0)
+    noise_std: float = Field(default=1.0, gt=0)
 
 
 class ExperimentConfig(_Strict):
@@ -144,27 +150,27 @@ class ExperimentConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     fit: FitSection = Field(default_factory=FitSection)
-    rounds: int = Field(10, ge=1)
+    rounds: int = Field(default=10, ge=1)
     # grpc is not here: its clients are real processes, started by `edgeweave fl server`
     backend: Literal["sequential", "vectorized", "ray"] = "sequential"
-    dropout: float = Field(0.0, ge=0, lt=1)
-    deadline_s: float | None = Field(None, gt=0)
-    over_select: float = Field(1.0, ge=1)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
+    deadline_s: float | None = Field(default=None, gt=0)
+    over_select: float = Field(default=1.0, ge=1)
     speeds: SpeedConfig | None = None
     # backend ray: the cluster to join ("auto", "HOST:6379", "ray://HOST:10001"); None = local
-    ray_address: str | None = Field(None, min_length=1)
+    ray_address: str | None = Field(default=None, min_length=1)
     codec: str | None = None
     up_codec: str | None = None
     down_codec: str | None = None
     privacy: PrivacyConfig | None = None
     secure_aggregation: SecureAggregationConfig | None = None
     attack: AttackConfig | None = None
-    eval_every: int = Field(1, ge=1)
-    checkpoint_every: int = Field(1, ge=1)
+    eval_every: int = Field(default=1, ge=1)
+    checkpoint_every: int = Field(default=1, ge=1)
     out_dir: Path | None = None
     plot: bool = True
     # the most examples one client's update may claim (edgeweave.train.claims)
-    max_client_examples: int = Field(DEFAULT_MAX_CLIENT_EXAMPLES, ge=1)
+    max_client_examples: int = Field(default=DEFAULT_MAX_CLIENT_EXAMPLES, ge=1)
     # the control algorithms and the fleet they read (edgeweave.train.control_config)
     fleet: FleetSection | None = None
     fedcs: FedCSSection | None = None
@@ -172,7 +178,7 @@ class ExperimentConfig(_Strict):
     hierarchy: HierarchySection | None = None
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _describe(err: ErrorDetails) -> str:
     if err.get("type") == "missing":
         return "missing (this field is required)"
     if err.get("type") == "extra_forbidden":
@@ -203,7 +209,8 @@ def _check_names(cfg: ExperimentConfig, source: str) -> None:
     from edgeweave.train.compress import make_compressor
     from edgeweave.train.models import build_model
 
-    checks = [("strategy", lambda: build_strategy(cfg)), ("model", lambda: build_model(cfg.model))]
+    checks: list[tuple[str, Callable[[], object]]] = [
+        ("strategy", lambda: build_strategy(cfg)), ("model", lambda: build_model(cfg.model))]
     if cfg.fleet is not None:  # the file loads, and in a hierarchy every device has an edge
         from edgeweave.train.control.from_config import hierarchy_groups
 
@@ -211,7 +218,7 @@ def _check_names(cfg: ExperimentConfig, source: str) -> None:
     for fld in ("up_codec", "down_codec"):
         spec = getattr(cfg, fld)
         if spec is not None:
-            checks.append((fld, lambda spec=spec, fld=fld: make_compressor(spec, fld)))
+            checks.append((fld, partial(make_compressor, spec, fld)))
     for fld, check in checks:
         try:
             check()
@@ -242,11 +249,12 @@ def build_strategy(cfg: ExperimentConfig):
     return with_control(cfg, _base_strategy(cfg))
 
 
-def _base_strategy(cfg: ExperimentConfig):
+def _base_strategy(cfg: ExperimentConfig) -> Strategy:
     from edgeweave.train.strategies import get_strategy
 
     fit = cfg.fit.to_fit_config(cfg.seed)
     sa = cfg.secure_aggregation
+    strategy: Strategy
     if sa is not None:
         if cfg.strategy.name.strip().lower() != "fedavg" or cfg.strategy.params:
             raise TrainError("secure_aggregation: the server sees only the sum, so it works "

@@ -127,9 +127,10 @@ class FLClient:
         """Serve rounds until the server says SHUTDOWN; reconnect whenever the link drops."""
         delay, lost_since, last = self.retry_s, None, ""
         while not self._stop.is_set():
-            options = [("grpc.max_receive_message_length", self.max_message_bytes),
-                       ("grpc.max_send_message_length", -1),
-                       ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000)]
+            options: list[tuple[str, int | str]] = [
+                ("grpc.max_receive_message_length", self.max_message_bytes),
+                ("grpc.max_send_message_length", -1),
+                ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000)]
             if self._server_name:
                 options.append(("grpc.ssl_target_name_override", self._server_name))
             channel = (grpc.insecure_channel(self.server, options=options) if self._creds is None

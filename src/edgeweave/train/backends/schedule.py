@@ -69,7 +69,7 @@ def client_seeds(seed: int, round_num: int, client_ids: Sequence[int]) -> list[i
             return v ^ (v >> u32(16))
 
         def mix(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-            r = u32(_MIX_L) * x - u32(_MIX_R) * y
+            r: np.ndarray = u32(_MIX_L) * x - u32(_MIX_R) * y
             return r ^ (r >> u32(16))
 
         pool = [hashmix(e) for e in entropy]

@@ -26,6 +26,7 @@ vmap refuses) are trained one client at a time with the reference instead, with 
 from __future__ import annotations
 
 import warnings
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
@@ -73,7 +74,7 @@ class VectorizedBackend(Backend):
         self.model.train()
         self.x = self.data.x.to(self.device)
         self.y = self.data.y.to(self.device)
-        probe = {k: v.to(self.device) for k, v in task.init_params().items()}
+        probe = OrderedDict((k, v.to(self.device)) for k, v in task.init_params().items())
         self.fallback = unsupported_reason(self.model, probe, self.x[:2], self.y[:2])
         if self.fallback:
             warnings.warn(f"vectorized backend: {self.fallback}; training clients one at a time "

@@ -123,9 +123,10 @@ class PeerNode(peer_pb2_grpc.PeerServicer):
              ) -> peer_pb2.PullReply:
         with self.lock:
             x, a = self.x.clone(), self.alpha
-            counters = dict(steps=self.steps, pushes=self.pushes, merged=self.merged,
-                            wire_bytes_sent=self.wire_sent, payload_bytes_sent=self.payload_sent,
-                            done=self.done)
+            counters: dict[str, Any] = dict(
+                steps=self.steps, pushes=self.pushes, merged=self.merged,
+                wire_bytes_sent=self.wire_sent, payload_bytes_sent=self.payload_sent,
+                done=self.done)
         return peer_pb2.PullReply(node=self.node, weight=a,
                                   params=params_to_msgs(self.stack.unflatten(x)), **counters)
 

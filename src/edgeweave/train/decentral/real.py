@@ -173,9 +173,10 @@ class RingWorker(peer_pb2_grpc.PeerServicer):
              ) -> peer_pb2.PullReply:
         with self.cv:
             x = self.x.clone()
-            counters = dict(steps=self.steps, pushes=self.sent, merged=self.received,
-                            wire_bytes_sent=self.wire_sent, payload_bytes_sent=self.payload_sent,
-                            done=self.done)
+            counters: dict[str, Any] = dict(
+                steps=self.steps, pushes=self.sent, merged=self.received,
+                wire_bytes_sent=self.wire_sent, payload_bytes_sent=self.payload_sent,
+                done=self.done)
         return peer_pb2.PullReply(node=self.node, weight=1.0 / self.cfg.n,
                                   params=params_to_msgs(self.stack.unflatten(x)), **counters)
 

@@ -101,18 +101,19 @@ class NodeStack:
             return torch.zeros(0, self.dim), torch.zeros(0)
         x, y, m = self.batch(nodes)
         if self.layers is not None:
-            return self._mlp_grads(X, x, y, m)
+            return self._mlp_grads(self.layers, X, x, y, m)
         g, loss = self._grad(X, x, y, m)
         return g.detach(), loss.detach()
 
-    def _mlp_grads(self, X, x, y, m) -> tuple[torch.Tensor, torch.Tensor]:
+    def _mlp_grads(self, layers: list[tuple[str, str]], X, x, y, m
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """Linear/ReLU stacks: batched matmuls and ONE backward of the summed per-node losses
         (nodes are independent, so d(sum)/d(row i) is node i's gradient). Several times faster
         than vmap(grad) for the small models gossip experiments use."""
         X = X.detach().requires_grad_(True)
         p = self.unflatten(X)
         h = x.reshape(x.shape[0], x.shape[1], -1)
-        for j, (wname, bname) in enumerate(self.layers):
+        for j, (wname, bname) in enumerate(layers):
             if j:
                 h = torch.relu(h)
             h = torch.baddbmm(p[bname].unsqueeze(1), h, p[wname].transpose(1, 2))
@@ -149,7 +150,7 @@ def _linear_stack(model: nn.Module) -> list[tuple[str, str]] | None:
     """(weight, bias) names of a Sequential of Linear layers with ReLU between, else None."""
     if not isinstance(model, nn.Sequential):
         return None
-    out = []
+    out: list[tuple[str, str]] = []
     for i, layer in enumerate(model):
         if isinstance(layer, nn.Linear) and layer.bias is not None:
             if len(out) != (i + 1) // 2 or i % 2:

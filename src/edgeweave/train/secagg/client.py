@@ -95,7 +95,11 @@ class SecAggClient:
         if not self.p.active:
             return Advertise(self.cid, self.c.public, self.s.public)
         msg = keys.advert_message(self.p.label, self.cid, self.c.public, self.s.public)
-        return Advertise(self.cid, self.c.public, self.s.public, self.sk.sign(msg))
+        return Advertise(self.cid, self.c.public, self.s.public, self._sign(msg))
+
+    def _sign(self, msg: bytes) -> bytes:
+        assert self.sk is not None  # only active mode signs, and __init__ requires the key then
+        return self.sk.sign(msg)
 
     def _check_roster(self, roster: dict[int, Advertise]) -> None:
         """Active mode: every neighbour's keys signed by that neighbour, and all keys distinct
@@ -176,10 +180,9 @@ class SecAggClient:
             raise TrainError(f"secagg client {self.cid}: only {len(ids)} survivors, fewer than "
                              f"t={self.p.threshold}: aborting")
         self.u3 = ids
-        return ConsistencySig(self.cid, self.sk.sign(keys.consistency_message(self.p.label,
-                                                                                ids)))
+        return ConsistencySig(self.cid, self._sign(keys.consistency_message(self.p.label, ids)))
 
-    def _check_consistency(self, proof: ConsistencyProof) -> None:
+    def _check_consistency(self, proof: ConsistencyProof) -> list[int]:
         """Bonawitz et al. round 4's check: U4 within my U3, |U4| >= t, and every signature
         on exactly the U3 I signed. Any failure means the server showed clients different
         survivor sets (or lost too many): releasing shares could then unmask someone."""
@@ -201,6 +204,7 @@ class SecAggClient:
             raise TrainError(f"secagg client {self.cid}: the consistency signatures of clients "
                              f"{bad[:5]} do not verify on my survivor set of {len(self.u3)} "
                              "(the server showed them a different one?): refusing to unmask")
+        return self.u3
 
     def unmask(self, survivors: list[int] | None = None,
                proof: ConsistencyProof | None = None) -> Unmask:
@@ -212,8 +216,7 @@ class SecAggClient:
             if survivors is not None or proof is None:
                 raise TrainError(f"secagg client {self.cid}: in active mode unmasking takes the "
                                  "consistency signatures, not a survivor list: refusing")
-            self._check_consistency(proof)
-            survivors = self.u3
+            survivors = self._check_consistency(proof)
         elif survivors is None:
             raise TrainError(f"secagg client {self.cid}: unmasking needs the survivor list")
         alive = set(survivors)

@@ -18,7 +18,7 @@ import numpy as np
 
 from edgeweave.train.types import TrainError
 
-RING_DTYPES = {32: np.uint32, 64: np.uint64}
+RING_DTYPES: dict[int, type[np.unsignedinteger]] = {32: np.uint32, 64: np.uint64}
 
 
 @dataclass(frozen=True)

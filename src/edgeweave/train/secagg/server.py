@@ -190,8 +190,8 @@ class SecAggServer:
             pair = keys.KeyPair(sk)
             for v in self.u3:
                 if u in self.inbox_from[v]:  # v masked with u: remove v's half of the pair
-                    m = prg.expand(pair.agree(self.adverts[v].s_pk, label), n, dt)
-                    z = z - m if pair_sign(v, u) > 0 else z + m
+                    mask = prg.expand(pair.agree(self.adverts[v].s_pk, label), n, dt)
+                    z = z - mask if pair_sign(v, u) > 0 else z + mask
         return z
 
     def _check_unmask(self, m: Unmask, alive: set[int], dropped: set[int]) -> str | None:

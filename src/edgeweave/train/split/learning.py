@@ -27,6 +27,7 @@ they produce the same model.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -93,6 +94,7 @@ class SplitConfig:
         torch.manual_seed(self.init_seed)
         model = build_model(self.model)
         front, rest = split_sequential(model, self.cut)
+        assert isinstance(model, nn.Sequential)  # split_sequential checked it
         if self.head is None:
             return front, rest, None
         if not self.cut < self.head < len(model):
@@ -146,13 +148,15 @@ class LocalLink:
         c = get_codec(codec)
         enc = {k: c.encode(v) for k, v in params.items()}
         self._codec = codec
-        self.edge.put_device_weights(client_id, {k: c.decode(e) for k, e in enc.items()})
+        self.edge.put_device_weights(client_id,
+                                     OrderedDict((k, c.decode(e)) for k, e in enc.items()))
         return sum(e.nbytes for e in enc.values())
 
     def get_device_weights(self, client_id: int, like: Params) -> tuple[Params, int]:
         c = get_codec(self._codec)
         enc = {k: c.encode(v) for k, v in self.edge.get_device_weights().items()}
-        return {k: c.decode(e) for k, e in enc.items()}, sum(e.nbytes for e in enc.values())
+        return (OrderedDict((k, c.decode(e)) for k, e in enc.items()),
+                sum(e.nbytes for e in enc.values()))
 
     def middle_forward(self, client_id: int, step: int, act: Encoded, train: bool) -> Encoded:
         return self.edge.middle_forward(client_id, step, act, train)

@@ -145,13 +145,10 @@ class SplitDevice:
         return [*self.module.parameters(), *(self.head.parameters() if self.head else ())]
 
     def _transform(self, x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
-        if self.privacy is not None:
-            assert gen is not None
-            x = self.privacy.on_input(x, gen)
-        a = self.module(x)
-        if self.privacy is not None:
-            a = self.privacy.on_activation(a, gen)
-        return a
+        if self.privacy is None:
+            return self.module(x)
+        assert gen is not None
+        return self.privacy.on_activation(self.module(self.privacy.on_input(x, gen)), gen)
 
     def forward(self, x: torch.Tensor, gen: torch.Generator | None = None) -> Encoded:
         """Run the device layers (and the privacy transform) and encode what is sent."""

@@ -189,7 +189,8 @@ class _Stage(threading.Thread):
         pipe, s = self.pipe, self.index
         last = s == pipe.num_stages - 1
         _, labels, batch = first
-        events, stash, saved = [], [], [0]
+        events, saved = [], [0]
+        stash: list[tuple[torch.Tensor, torch.Tensor] | None] = []
         seen: set[int] = set()
 
         def pack(t: torch.Tensor) -> torch.Tensor:
@@ -217,7 +218,9 @@ class _Stage(threading.Thread):
         self.peak_activation_bytes = max(self.peak_activation_bytes, saved[0])
         loss = 0.0
         for m in reversed(range(pipe.micro_batches)):
-            inp, out = stash[m]
+            entry = stash[m]
+            assert entry is not None  # each micro-batch goes backward once
+            inp, out = entry
             g = None if last else self._get(self.bwd)
             t0 = time.perf_counter()
             if last:
