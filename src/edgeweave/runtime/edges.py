@@ -100,7 +100,7 @@ class EdgePool:
                  throttle_k: float = 0.0):
         # gRPC shares one connection between channels with equal arguments: a distinct
         # argument per channel makes each its own connection
-        self.edges = []
+        self.edges: list[Edge] = []
         for t in targets:
             channels = [authed_channel(t, token=token, tls=tls, options=[
                 *options, *RECONNECT, ("edgeweave.connection", k)]) for k in range(connections)]

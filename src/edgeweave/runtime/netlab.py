@@ -476,10 +476,10 @@ class NetLab:
                 if ns not in present:
                     continue  # already gone, e.g. removed by cleanup()
                 _kill_namespace_processes(ns)
-                proc = _run(["ip", "netns", "del", ns], check=False)
-                if proc.returncode != 0:
-                    failures.append(f"`ip netns del {ns}` (exit {proc.returncode}): "
-                                    f"{proc.stderr.strip()}")  # fmt: skip
+                deleted = _run(["ip", "netns", "del", ns], check=False)
+                if deleted.returncode != 0:
+                    failures.append(f"`ip netns del {ns}` (exit {deleted.returncode}): "
+                                    f"{deleted.stderr.strip()}")  # fmt: skip
             self._created.clear()
         if failures:
             raise NetLabError("NetLab.close could not delete: " + "; ".join(failures))

@@ -89,6 +89,7 @@ class Onward:
             if stage is None:
                 return f"{why}; {self.name} lacks stage {hop.stage[:12]} to fall back"
         for stage in stages:
+            assert stage is not None  # every one was checked above
             run_local(stage, env)
         self.metrics.requests.labels("fallback_local").inc()
         return f"{why}; finished on {self.name}"

@@ -98,7 +98,7 @@ class NodeConfig:
     max_arrival_wait_s: float = 30.0
     # decoded bytes a request's tensors may declare when no stage here says what to expect
     max_decoded_mb: float = 128.0
-    channel_factory: object = None  # callable(target) -> grpc.Channel (auth, TLS)
+    channel_factory: Callable[[str], grpc.Channel] | None = None  # auth, TLS
     # the operator's front stages (cache, filter, prefetch) per model name (serve --front)
     fronts: dict[str, FrontConfig] = field(default_factory=dict)
 
@@ -243,6 +243,10 @@ class NodeService(pb_grpc.NodeServicer):
                        serving: pb.ServingConfig, context: grpc.ServicerContext) -> None:
         """Forward the recipe and weights (the next node rebuilds the stage from its own
         registry); this node keeps its copy to finish requests if the next node fails."""
+        if self._next is None:  # the deployer refused hops ahead already; never reached
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"{self.cfg.name} has no next node to deploy onward to")
+            return
         try:
             self._next.Deploy(deploy_stream(package, name, hops_ahead, serving=serving),
                               timeout=self.cfg.forward_timeout_s * 4)

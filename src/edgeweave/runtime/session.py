@@ -43,10 +43,15 @@ def _on_host(node: Node, host_gflops: float) -> Node:
     return node.model_copy(update={"hardware": HardwareProfile(**hw.model_dump())})
 
 
+def _host_gflops(profile: Profile) -> float:
+    """The host speed a profile was measured at (``profile`` records it)."""
+    return float((profile.model_extra or {})["host"]["gflops"])
+
+
 def emulated_fleet(fleet: Fleet, profile: Profile) -> Fleet:
     """The fleet as a local lab runs it: end devices keep their hardware (they are dilated),
     edge and cloud servers run here at this host's speed (the profile's host GFLOP/s)."""
-    host = float(profile.model_extra["host"]["gflops"])
+    host = _host_gflops(profile)
     nodes = [n if n.tier == "device" else _on_host(n, host) for n in fleet.nodes]
     return fleet.model_copy(update={"nodes": nodes})
 
@@ -54,11 +59,11 @@ def emulated_fleet(fleet: Fleet, profile: Profile) -> Fleet:
 def hardware_dilation(profile: Profile, hardware: HardwareProfile) -> float:
     """How much to stretch this host's compute to emulate ``hardware``: host GFLOP/s (recorded
     with the profile) over the hardware's, at least 1."""
-    return max(1.0, float(profile.model_extra["host"]["gflops"]) / hardware.gflops)
+    return max(1.0, _host_gflops(profile) / hardware.gflops)
 
 
 def emulated_profile(profile: Profile, fleet: Fleet, device: str | None = None) -> Profile:
-    host = float(profile.model_extra["host"]["gflops"])
+    host = _host_gflops(profile)
     prof = profile.model_copy(update={"latency_source": "measured"})
     return retarget(prof, host_tier_path(fleet, device, host), fleet.name)
 

@@ -13,9 +13,11 @@ import copy
 import dataclasses
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from edgeweave.errors import GraphError
 from edgeweave.graph.blocks import FusedBlock, chain_block, fused_block
@@ -70,7 +72,7 @@ class TileExecutor:
     def expected(self, tile: Tile) -> dict[str, Spec]:
         """The crop and every reused piece a task for ``tile`` carries."""
         block = self.block
-        out = {"crop": (value_dtype(self.graph, block.input),
+        out: dict[str, Spec] = {"crop": (value_dtype(self.graph, block.input),
                         (self.batch, block.input_shape[0], tile.input.height, tile.input.width))}
         for name, layer, k in piece_names(tile):
             region = tile.reused[layer][k].region
@@ -80,7 +82,7 @@ class TileExecutor:
 
     def share_specs(self, tile: Tile) -> dict[str, Spec]:
         """What a result for ``tile`` carries besides its output (the gateway checks it)."""
-        out = {}
+        out: dict[str, Spec] = {}
         for name, layer, k in share_names(tile):
             region = tile.shares[layer][k]
             out[name] = (value_dtype(self.graph, layer),
@@ -173,7 +175,8 @@ class LayerExecutor:
         with torch.inference_mode():
             if isinstance(how, TileModule):
                 return how(crop)[0]
-            weight, bias, post = how  # type: ignore[misc]
+            weight, bias, post = cast(tuple[torch.Tensor, torch.Tensor | None, list[nn.Module]],
+                                      how)
             out = F.linear(crop, weight, bias)
             for module in post:
                 out = module(out)

@@ -23,7 +23,7 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -101,7 +101,7 @@ class _Frame:
     running: set[int] = field(default_factory=set)  # tiles on a device now
     medium_bytes: int = 0
     tasks: Counter = field(default_factory=Counter)
-    compute: Counter = field(default_factory=Counter)
+    compute: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
     stolen: int = 0
     rerun: int = 0
     stitched: float = 0.0
@@ -129,7 +129,8 @@ class TileGateway:
         assert part.fused_depth is not None and part.grid is not None
         self.part = part
         self.gateway = part.gateway
-        self.local = TileExecutor(graph, part.fused_depth, tuple(part.grid), part.reuse)
+        self.local = TileExecutor(graph, part.fused_depth, (part.grid[0], part.grid[1]),
+                                  part.reuse)
         self.block = self.local.block
         self.digest = regions_digest(self.local.tiles)
         if regions_digest([t.to_tile() for t in part.tiles]) != self.digest:

@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from concurrent.futures import Future
 from typing import Any
 
@@ -46,7 +46,7 @@ from edgeweave.runtime.cluster.blueprint import (
 from edgeweave.runtime.cluster.executors import LayerExecutor
 from edgeweave.runtime.cluster.gateway import GATEWAY_LOCAL, FrameResult
 from edgeweave.runtime.cluster.medium import SharedMedium
-from edgeweave.runtime.cluster.pool import WorkerPool
+from edgeweave.runtime.cluster.pool import OnDone, WorkerPool
 from edgeweave.runtime.cluster.rest import RestRunner
 from edgeweave.runtime.proto import cluster_pb2 as cpb
 from edgeweave.runtime.recipe import package
@@ -61,7 +61,7 @@ class _Parts:
     def __init__(self, count: int):
         self.outputs: dict[int, torch.Tensor] = {}
         self.lost: list[int] = []
-        self.compute: Counter = Counter()
+        self.compute: defaultdict[str, float] = defaultdict(float)
         self.tasks: Counter = Counter()
         self.bytes = 0  # results that crossed the medium
         self.part_ms: dict[int, float] = {}  # each part's emulated compute
@@ -178,7 +178,7 @@ class LayerGateway:
             msg.crop.CopyFrom(tensors.encode({"crop": crop}, ["crop"], codec)[0])
             nbytes = len(msg.crop.payload) if device != self.gateway else 0
             if self.pool.send(device, msg, nbytes, self.gateway if nbytes else device,
-                              lambda dev, res, _ms, p=p: self._done(parts, i, p, dev, res),
+                              self._on_part(parts, i, p),
                               (parts, p)):
                 run.medium_bytes += nbytes
             else:
@@ -196,13 +196,18 @@ class LayerGateway:
             parts.outputs[p] = self.local.run(i, p, crop)
             parts.compute[GATEWAY_LOCAL] += dilation.finish(mark, self.dilation, spin=self.spin)
             parts.tasks[GATEWAY_LOCAL] += 1
-        run.compute.update(parts.compute)
+        for device, ms in parts.compute.items():
+            run.compute[device] += ms
         run.tasks.update(parts.tasks)
         run.medium_bytes += parts.bytes
         if spec.kind == "neurons":
             return torch.cat([parts.outputs[p] for p in range(len(la.devices))], dim=-1)
         block = chain_block(self.graph, spec.unit)
         return stitch(block, tiles, {t.index: parts.outputs[p] for p, t in enumerate(tiles)})
+
+    def _on_part(self, parts: _Parts, i: int, p: int) -> OnDone:
+        """The pool's callback for part ``p`` of split layer ``i``."""
+        return lambda device, result, _ms: self._done(parts, i, p, device, result)
 
     def _done(self, parts: _Parts, i: int, p: int, device: str, result: cpb.TaskResult) -> None:
         _, out_spec = self.local.specs(i, p)
@@ -242,12 +247,13 @@ class _Prefix(fx.Interpreter):
         self.delivery_ms = 0.0
         self.rerun = 0
         self.tasks: Counter = Counter()
-        self.compute: Counter = Counter()
+        self.compute: defaultdict[str, float] = defaultdict(float)
 
     def prefix(self, x: torch.Tensor) -> None:
         gw = self.gw
-        waiting = {n: len(n.users) for n in self.module.graph.nodes}
-        for n in self.module.graph.nodes:
+        nodes = list(gw.graph.module.graph.nodes)  # self.module, typed as the module it is
+        waiting = {n: len(n.users) for n in nodes}
+        for n in nodes:
             if n.op == "placeholder":
                 value: Any = x
             elif n.name in gw.first:

@@ -199,7 +199,7 @@ def run_cluster(graph: Graph, plan: Plan, profile: Profile, fleet: Fleet,
     with (LocalLab(models=models) if remote else contextlib.nullcontext()) as edge_lab, \
             ClusterLab(dict(slowed), models=models,
                        token=edge_lab.token if edge_lab else "") as lab:
-        common = dict(token=lab.token, gateway_dilation=slowed[part.gateway],
+        common: dict[str, Any] = dict(token=lab.token, gateway_dilation=slowed[part.gateway],
                       edge_target=edge_lab.edge_target if edge_lab else None,
                       time_scale=scale)
         if part.method == "fused-tiles":

@@ -267,6 +267,7 @@ class WorkerService(cpb_grpc.ClusterWorkerServicer):
                         "call Setup first", "no_setup", logging.INFO)
             self.note(r, context)
             context.abort(r.code, r.details)
+            return
         if not self._work.acquire(blocking=False):
             r = Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{self.cfg.name} already serves a "
                         "Work stream (one gateway at a time)", "busy", logging.INFO)
@@ -305,9 +306,9 @@ class WorkerService(cpb_grpc.ClusterWorkerServicer):
             self.note(r, context)
             return cpb.TaskResult(task=task_id, error_code=r.code.name, error=r.details)
         except (GraphError, CodecError, ValueError, RuntimeError) as e:
-            r = _invalid(f"task {task_id}: {str(e).splitlines()[0][:300]}", "bad_task")
-            self.note(r, context)
-            return cpb.TaskResult(task=task_id, error_code=r.code.name, error=r.details)
+            bad = _invalid(f"task {task_id}: {str(e).splitlines()[0][:300]}", "bad_task")
+            self.note(bad, context)
+            return cpb.TaskResult(task=task_id, error_code=bad.code.name, error=bad.details)
 
     def _run(self, ex: TileExecutor | LayerExecutor, msg: cpb.Task) -> cpb.TaskResult:
         tensors.activation_codec(msg.return_codec)
