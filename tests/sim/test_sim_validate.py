@@ -34,8 +34,8 @@ def alexnet():
 @pytest.mark.parametrize("name", ["chain", "shared-edge"])
 def test_simulated_median_latency_matches_the_real_runtime(name, alexnet):
     case = dataclasses.replace(CASES[name], duration_s=10.0)
+    setup = prepare(case, alexnet)
     for _ in range(ATTEMPTS):  # a run whose host changed speed under it compares nothing
-        setup = prepare(case, alexnet)
         real = run_real(setup.case, setup.graph, setup.chosen, setup.prof, setup.dilation,
                         setup.times, setup.devs, calibration=10)
         assert len(real.warm) == len(real.cool) == 5 * case.devices  # both sides of the run

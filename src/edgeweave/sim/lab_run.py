@@ -29,8 +29,7 @@ if TYPE_CHECKING:
 EDGE_DILATION = 4.0
 CLOUD_DILATION = 2.0
 
-
-#: requests per client that calibrate the simulator (`calibrate`), half before the timed ones
+#: requests per client that calibrate the simulator (`sim.calibration`), half before the timed ones
 #: and half after them: a spread and a mean from a few dozen requests, where the 10 of a
 #: shorter warm-up left the p95 to chance. TorchScript specialises on the first `COLD` calls,
 #: which come first and calibrate nothing.

@@ -307,8 +307,7 @@ def batch_marginal(graph: Any, chosen: Plan, largest: int) -> float | None:
         for stage in split(graph, chosen.placement, tuple(chosen.tiers)):
             args = tuple(env[v] for v in stage.inputs)
             if stage.key == "edge":
-                cal = time_batches(lambda *a, m=stage.module: tuple(m(*a)), args, largest,
-                                   repeats=3)
+                cal = time_batches(lambda *a, m=stage.module: tuple(m(*a)), args, largest)
                 if not cal.batchable:
                     return None
                 return (cal.seconds[largest] / cal.seconds[1] - 1.0) / (largest - 1) \
