@@ -9,7 +9,9 @@
   device-edge-cloud chain, four devices sharing one edge, a bandwidth step; the simulated
   servers at the speed and with the compute times the runtime measured in requests sent one at
   a time before and after the timed run (a warm-up and a cool-down), plus
-  the runtime's measured per-hop cost (and, beside it, from the Plan's figures alone).
+  the runtime's measured per-hop cost (and, beside it, from the Plan's figures alone); edge
+  and cloud batch what is queued as the real nodes' serving engines do, at the batch cost
+  measured on the edge stage ("batch marginal": one more request's share of one request).
 * **The operator's question** on the campus scenario (examples/sim/campus.yaml): service time
   and failure rate vs devices for every policy (a sweep, as Ray tasks unless --serial), and the
   federated run's rounds- and time-to-accuracy with and without the devices' inference load
@@ -178,7 +180,8 @@ def tables(scale_rows, fid_rows, sweep_rows, train_rows) -> list[Table]:
                         "arrivals)")
         for col in ("scenario", "mode", "requests", "sim p50", "real p50", "err p50",
                     "sim p95", "real p95", "err p95", "plan-only err p50/p95",
-                    "compute cv (calibration)", "overhead ms/hop", "drift across run"):
+                    "compute cv (calibration)", "overhead ms/hop", "drift across run",
+                    "batch marginal"):
             t.add_column(col, justify="left" if col in ("scenario", "mode") else "right")
         for r in fid_rows:
             t.add_row(r["scenario"], r["mode"], str(r["requests"]), _f(r["sim_p50_ms"]),
@@ -187,7 +190,8 @@ def tables(scale_rows, fid_rows, sweep_rows, train_rows) -> list[Table]:
                       f"{100 * r['plan_only_err_p50']:+.1f}%/{100 * r['plan_only_err_p95']:+.1f}%",
                       " ".join(f"{k} {v:.2f}" for k, v in r["compute_cv"].items()),
                       f"{r['overhead_ms']:.1f} (cv {r['overhead_cv']:.2f})",
-                      " ".join(f"{k} {100 * v:+.0f}%" for k, v in r["drift"].items()))
+                      " ".join(f"{k} {100 * v:+.0f}%" for k, v in r["drift"].items()),
+                      "-" if r["batch_marginal"] is None else f"{r['batch_marginal']:.2f}")
         out.append(t)
     if sweep_rows:
         t = Table(title="campus: service time and failure rate vs devices per policy")

@@ -12,7 +12,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from edgeweave.sim.validate import CASES, arrivals, compare, prepare, run_real
+from edgeweave.sim.lab_run import run_real
+from edgeweave.sim.validate import CASES, arrivals, compare, prepare
 
 TOLERANCE = 0.25
 #: the host's speed may move this much between the calibration (a warm-up before the timed
@@ -33,8 +34,8 @@ def alexnet():
 @pytest.mark.parametrize("name", ["chain", "shared-edge"])
 def test_simulated_median_latency_matches_the_real_runtime(name, alexnet):
     case = dataclasses.replace(CASES[name], duration_s=10.0)
+    setup = prepare(case, alexnet)
     for _ in range(ATTEMPTS):  # a run whose host changed speed under it compares nothing
-        setup = prepare(case, alexnet)
         real = run_real(setup.case, setup.graph, setup.chosen, setup.prof, setup.dilation,
                         setup.times, setup.devs, calibration=10)
         assert len(real.warm) == len(real.cool) == 5 * case.devices  # both sides of the run
@@ -142,3 +143,37 @@ def test_drift_compares_the_cool_down_with_the_warm_up():
     real = RealRun([1.0], 0, 0.0, warm, [{}], cool)
     assert real.calibration == warm + cool
     assert drift(real) == pytest.approx({"edge": 0.2})
+
+
+def test_the_simulated_edge_batches_what_arrives_together_as_the_real_node_does():
+    """The lab's edge serves its stage through the serving engine: with one worker busy,
+    requests that arrive meanwhile run together in the next batch (the node's --max-batch, no
+    batching delay), not one behind another. Four devices sending at once to a one-worker
+    edge: the first runs alone, the other three in one batch that costs 1 + 2 x marginal of
+    one request, so they finish together and the last is answered sooner than a FIFO of
+    single requests would answer it; a stage that cannot batch (None) is served one by one."""
+    from sim_helpers import toy_plan
+
+    from edgeweave.runtime.server import NodeConfig
+    from edgeweave.sim.run import simulate
+    from edgeweave.sim.validate import serving_spec, sim_scenario
+    from edgeweave.topology import load_fleet
+
+    chosen = toy_plan().priced(mode="edge-only")
+    edge_ms = chosen.predicted["tier_compute_ms"]["edge"]
+    case = dataclasses.replace(CASES["shared-edge"], rate_per_s=1.0)
+    assert case.edge_concurrency == 1
+    spec = serving_spec(1, 0.25)
+    assert spec["max_batch"] == NodeConfig("edge", "edge").max_batch > 1
+    assert spec["max_delay_ms"] == 0 and serving_spec(1, None)["max_batch"] == 1
+    times, devs = np.zeros(4), np.arange(4)
+    done = {}
+    for marginal in (0.25, None):
+        scn = sim_scenario(case, chosen, load_fleet("pi4-wifi-edge-cloud"),
+                           batch_marginal=marginal)
+        out = simulate(scn, arrivals=(times, devs)).outcome
+        done[marginal] = np.sort((out.done - out.t) * 1000.0)
+    batched, single = done[0.25], done[None]
+    assert batched[1:] == pytest.approx([batched[3]] * 3, abs=1e-6)  # one batch of three
+    assert batched[3] - batched[0] == pytest.approx(edge_ms * 1.5, rel=1e-3)
+    assert np.diff(single) == pytest.approx([edge_ms] * 3, rel=1e-3)  # one behind another
