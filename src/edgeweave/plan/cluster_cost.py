@@ -112,8 +112,9 @@ class ClusterModel:
                             f"{ms_per_mb}")
         self.cluster = cluster
         self.ms_per_mb = ms_per_mb
-        self.calibrated = tile_call_ms(profile) is not None
-        host_call = tile_call_ms(profile) or 0.0
+        measured_call = tile_call_ms(profile)
+        self.calibrated = measured_call is not None
+        host_call = measured_call or 0.0
         host_gflops = float(((profile.model_extra or {}).get("host") or {}).get("gflops", 0.0))
         self.input_codec, self.result_codec = input_codec, result_codec
         self.input_ratio = codec_ratio(input_codec, "--input-codec")
@@ -149,7 +150,7 @@ class ClusterModel:
         cost each layer it computes part of pays again."""
         dev = self.devices[device]
         return sum(dev.node_ms[name] * share + dev.call_ms * (1.0 - share)
-                                  for name, share in fractions.items() if share > 0)
+                   for name, share in fractions.items() if share > 0)
 
     def runtime_ms(self, in_bytes: int, out_bytes: int) -> float:
         """What the runtime spends on a task carrying these bytes (its wire bytes, in the

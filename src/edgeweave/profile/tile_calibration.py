@@ -32,7 +32,7 @@ from edgeweave.graph.reuse import reuse_tiles
 from edgeweave.graph.tile_exec import ShareStore, TileModule
 from edgeweave.graph.tiles import Tile, tile_grid
 from edgeweave.profile.build import host_latencies
-from edgeweave.profile.measure import PROFILE_THREADS
+from edgeweave.profile.measure import PROFILE_THREADS, torch_threads
 from edgeweave.profile.schema import Profile
 
 #: Grids measured (each with and without data reuse) against the whole block.
@@ -74,15 +74,11 @@ def calibrate_tiles(graph: Graph, profile: Profile, depth: int | None = None,
     configs = [((1, 1), False)] + [(g, r) for g in grids if g[0] <= height and g[1] <= width
                                    for r in (False, True)]
     tilings = [reuse_tiles(block, g) if r else tile_grid(block, g) for g, r in configs]
-    before = torch.get_num_threads()
-    torch.set_num_threads(PROFILE_THREADS)
-    try:
+    with torch_threads(PROFILE_THREADS):
         runs = [_Run(graph, block, tiles) for tiles in tilings]
         for _ in range(repeats):  # interleaved: a spell of load hits every configuration
             for run in runs:
                 run.once(x)
-    finally:
-        torch.set_num_threads(before)
     points: list[dict[str, Any]] = [
         {"grid": list(g), "reuse": r, "tiles": len(tiles), "measured_ms": run.ms,
          "flop_share": _share(block, tiles, host),

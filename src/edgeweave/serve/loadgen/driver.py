@@ -95,15 +95,14 @@ class _Book:
             called.set()
             latency = self.clock() - self.start - record.sent
             record.refused_by_system = outcome.kind == REFUSED
+            record.throttled = outcome.kind == THROTTLED
             if outcome.kind == OK:
                 record.end, record.latency_s = "answered", latency
             elif self.fallback.enabled:
                 record.end, record.status = "fallback", outcome.status or outcome.kind
-                record.throttled = outcome.kind == THROTTLED
                 record.latency_s = latency + self.fallback.latency(record.model)
             else:
                 record.end, record.status = "refused", outcome.status or outcome.kind
-                record.throttled = outcome.kind == THROTTLED
             with self._lock:
                 self.outstanding -= 1
                 self.idle.notify_all()
