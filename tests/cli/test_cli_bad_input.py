@@ -100,6 +100,8 @@ CASES: list[tuple[list[str], str]] = [
     (["adapt", "edgent", "--slo-ms", "9", "--states", "100000"], "--states"),
     (["adapt", "edgent", "--slo-ms", "9", "--cache", "{d}/afile"], "--cache: {d}/afile is a file"),
     (["adapt", "edgent", "--slo-ms", "9", "--cache", "{d}/afile/sub"], "--cache"),
+    (["adapt", "select", "--cache", "{d}/afile"], "--cache: {d}/afile is a file"),
+    (["adapt", "select", "--cache", "{d}/afile/sub"], "--cache"),
     (["adapt", "edgent", "--slo-ms", "9", "--trace", "{d}/missing.csv"], "missing.csv"),
     (["adapt", "edgent", "--slo-ms", "9", "--trace", "{d}/bad.csv"], "bad.csv:2"),
     (["adapt", "edgent", "--slo-ms", "9", "--trace", "{d}/adir"], "adir"),
