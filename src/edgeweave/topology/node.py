@@ -22,7 +22,7 @@ class Node(BaseModel):
 
     ``edge`` (device nodes only) names the edge server this device trains under in hierarchical
     federated learning; without it the device belongs to the edge it has the fastest link to
-    (:meth:`Fleet.edge_of`)."""
+    (:meth:`~edgeweave.topology.fleet.Fleet.edge_of`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
