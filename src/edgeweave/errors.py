@@ -47,3 +47,10 @@ class ServeError(EdgeWeaveError):
 
 class SimError(EdgeWeaveError):
     """A simulation scenario is malformed, or a simulation or sweep cannot run as asked."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception in one line for a message: its first line, or its type when it has no text
+    (a peer's or a library's multi-line dump must not flood an error meant for a user)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

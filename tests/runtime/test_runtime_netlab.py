@@ -18,11 +18,11 @@ from edgeweave.errors import EdgeWeaveError
 from edgeweave.runtime.netlab import (
     NetLab,
     NetLabError,
-    _run,
     cleanup,
     netns_available,
     tbf_burst_bytes,
 )
+from edgeweave.runtime.netns import run_command
 from edgeweave.topology import BandwidthTrace
 
 # Receiver: accept one connection, count bytes until EOF, ack, report. Bounded by timeouts.
@@ -178,9 +178,9 @@ def test_burst_covers_a_timer_tick_and_four_frames():
 
 def test_failed_command_names_the_command_and_its_stderr():
     with pytest.raises(NetLabError, match=r"`.*ewt-no-such-tool.*` failed: .*not found"):
-        _run(["ewt-no-such-tool", "--version"])
+        run_command(["ewt-no-such-tool", "--version"])
     with pytest.raises(NetLabError, match=r"`sh -c echo oops >&2; exit 3` failed \(exit 3\): oops"):
-        _run(["sh", "-c", "echo oops >&2; exit 3"])
+        run_command(["sh", "-c", "echo oops >&2; exit 3"])
 
 
 # -- real namespaces -----------------------------------------------------------------------------
@@ -203,7 +203,8 @@ def test_two_hop_lab_shapes_each_direction_and_set_rate(netns):
 
 
 def _tc_rate(lab: NetLab, hop: int, node: str) -> str:
-    out = _run(["tc", "-n", lab.namespace(node), "qdisc", "show", "dev", lab.interface(hop, node)])
+    ns, dev = lab.namespace(node), lab.interface(hop, node)
+    out = run_command(["tc", "-n", ns, "qdisc", "show", "dev", dev])
     return out.stdout.split(" rate ")[1].split()[0]
 
 

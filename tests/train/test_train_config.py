@@ -184,3 +184,15 @@ def test_local_dp_ledgers_survive_a_resume(tmp_path):
     key = "client_dp_epsilon_max"
     assert resumed[-1].extra[key] == pytest.approx(straight[-1].extra[key])
     assert straight[-1].extra[key] > straight[0].extra[key] > 0
+
+
+def test_validator_messages_say_what_they_got_once():
+    # the validator's own sentence names the value; the shared describe_error adds nothing
+    with pytest.raises(TrainError) as e:
+        parse_config({"model": "mlp:8,10", "speeds": {"compute_s_per_epoch": [3, 1]}}, "x.yaml")
+    assert str(e.value) == ("x.yaml: speeds.compute_s_per_epoch: must be [low, high] with "
+                            "0 <= low <= high, got [3.0, 1.0]")
+    with pytest.raises(TrainError) as e:  # a section-level check: not the whole section echoed
+        parse_config({"model": "mlp:8,10",
+                      "adaptive_frequency": {"tau_init": 9, "tau_max": 2, "budget": 5}}, "x.yaml")
+    assert str(e.value) == "x.yaml: adaptive_frequency: tau_init (9) must be <= tau_max (2)"

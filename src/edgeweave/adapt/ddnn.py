@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from edgeweave.adapt.exits import exit_mask
+from edgeweave.adapt.exit_rules import exit_mask
 from edgeweave.adapt.fit import fit
 from edgeweave.errors import EdgeWeaveError
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgeweave.errors import ModelError
+from edgeweave.errors import ModelError, first_line
 from edgeweave.graph.digits import DigitsCNN
 
 #: Default input of the torchvision image classifiers.
@@ -148,7 +148,7 @@ def load_weights(module: nn.Module, weights: str | Path) -> None:
     except Exception as exc:
         raise ModelError(
             f"weights file {str(path)!r} could not be read as a torch state dict: "
-            f"{_first_line(exc)}"
+            f"{first_line(exc)}"
         ) from exc
     if not isinstance(state, Mapping) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
@@ -177,7 +177,7 @@ def load_weights(module: nn.Module, weights: str | Path) -> None:
     except RuntimeError as exc:
         detail = " ".join(line.strip() for line in str(exc).splitlines()[1:3])
         raise ModelError(
-            f"weights file {str(path)!r} does not match the model: {detail or _first_line(exc)}"
+            f"weights file {str(path)!r} does not match the model: {detail or first_line(exc)}"
         ) from exc
 
 
@@ -210,7 +210,7 @@ def _call_factory(factory: Callable[[], Any], path: Path, factory_name: str, spe
     except Exception as exc:
         raise ModelError(
             f"factory {factory_name!r} in {str(path)!r} raised {type(exc).__name__}: "
-            f"{_first_line(exc)}"
+            f"{first_line(exc)}"
         ) from exc
     module, shape = made if isinstance(made, tuple) and len(made) == 2 else (made, None)
     if not isinstance(module, nn.Module):
@@ -246,7 +246,7 @@ def _import_file(path: Path) -> Any:
     except Exception as exc:
         del sys.modules[module_name]
         raise ModelError(
-            f"importing model file {str(path)!r} failed: {type(exc).__name__}: {_first_line(exc)}"
+            f"importing model file {str(path)!r} failed: {type(exc).__name__}: {first_line(exc)}"
         ) from exc
     return source
 
@@ -272,7 +272,3 @@ def _few(items: list[Any], limit: int = 5) -> str:
     shown = ", ".join(repr(i) for i in items[:limit])
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgeweave.errors import ProfileError
 from edgeweave.topology import serialize_ms, transfer_ms
-from edgeweave.topology.fleet import ByteCount
+from edgeweave.topology.link import ByteCount
 
 
 class NodeCost(BaseModel):

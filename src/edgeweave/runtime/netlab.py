@@ -21,26 +21,36 @@ at most ``queue_ms`` per direction per hop.
 Requires root (CAP_NET_ADMIN and CAP_SYS_ADMIN), ``ip`` and ``tc`` from iproute2 and the
 ``sch_tbf`` qdisc; :func:`netns_available` probes all of that. When it says no, use the
 in-process :class:`~edgeweave.runtime.shaper.LinkShaper` instead.
+
+The ``ip``/``tc`` commands, the probe and the cleanup of leftovers are
+:mod:`edgeweave.runtime.netns`; this module is the lab itself (naming, addressing, building,
+shaping, teardown).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
 import re
-import shutil
-import signal
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from edgeweave.errors import EdgeWeaveError
+from edgeweave.runtime.netns import (
+    NetLabError,
+    check_prefix,
+    cleanup,
+    kill_namespace_processes,
+    list_namespaces,
+    netns_available,
+    run_command,
+    tbf_burst_bytes,
+)
 from edgeweave.runtime.shaper import TraceLike, TraceReplay
 
+# the host-side commands live in edgeweave.runtime.netns; these names are offered here too
 __all__ = [
     "NetLab",
     "NetLabError",
@@ -49,135 +59,8 @@ __all__ = [
     "tbf_burst_bytes",
 ]
 
-_CMD_TIMEOUT_S = 15.0
-_PREFIX_RE = re.compile(r"^ew[a-z0-9]{0,8}$")
 _NODE_RE = re.compile(r"^[A-Za-z0-9_.]{1,32}$")
 _SUBNET = "10.201"
-# Kernel timer frequency assumed for the classic "burst >= rate / HZ" rule. CONFIG_HZ is 250 on
-# Debian kernels and 100..1000 elsewhere; 250 gives the bucket 4 ms of traffic, which also
-# absorbs softirq scheduling jitter on a busy 2-core VM without noticeably inflating the rate.
-_ASSUMED_HZ = 250
-_MIN_BURST_BYTES = 4 * 1540  # four full Ethernet frames
-
-
-class NetLabError(EdgeWeaveError):
-    """Building, shaping or tearing down a network-namespace lab failed."""
-
-
-def _run(argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run one command; on failure raise NetLabError naming the command and its stderr."""
-    cmd = " ".join(argv)
-    try:
-        proc = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=_CMD_TIMEOUT_S, check=False
-        )
-    except FileNotFoundError as exc:
-        raise NetLabError(f"`{cmd}` failed: {argv[0]} not found ({exc})") from None
-    except subprocess.TimeoutExpired:
-        raise NetLabError(f"`{cmd}` failed: no answer within {_CMD_TIMEOUT_S:g} s") from None
-    if check and proc.returncode != 0:
-        err = (proc.stderr or proc.stdout).strip() or "(no output)"
-        raise NetLabError(f"`{cmd}` failed (exit {proc.returncode}): {err}")
-    return proc
-
-
-def tbf_burst_bytes(mbps: float) -> int:
-    """Bucket depth for a ``tbf`` at ``mbps``: ``max(rate / HZ, 4 * 1540)`` bytes.
-
-    ``rate / HZ`` (HZ assumed 250): the bucket must hold at least what the link sends between
-    two dequeue opportunities, or tbf cannot reach its configured rate. ``4 * 1540``: at least
-    a few full frames (MTU 1500 plus Ethernet overhead), so one frame never exceeds the bucket
-    and TCP can keep a small train in flight at low rates. Any more would only let an idle link
-    burst above its rate: the excess is one bucket per transfer (4 ms of traffic), 2-3 % of a
-    150 ms transfer.
-    """
-    rate_bytes = mbps * 1e6 / 8
-    return max(_MIN_BURST_BYTES, math.ceil(rate_bytes / _ASSUMED_HZ))
-
-
-def _list_namespaces() -> list[str]:
-    proc = _run(["ip", "netns", "list"])
-    return [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
-
-
-def netns_available() -> tuple[bool, str]:
-    """Can this process build a NetLab here? Returns ``(ok, reason)``.
-
-    Checks root, ``ip`` and ``tc`` on PATH, then creates a throwaway namespace, puts a ``tbf``
-    qdisc on its loopback and deletes it again.
-    """
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        return False, "network namespaces need root (CAP_NET_ADMIN); running unprivileged"
-    for tool in ("ip", "tc"):
-        if shutil.which(tool) is None:
-            return False, f"`{tool}` (iproute2) is not on PATH"
-    probe = f"ew-probe-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    try:
-        _run(["ip", "netns", "add", probe])
-    except NetLabError as exc:
-        return False, f"cannot create a network namespace: {exc}"
-    problem = ""
-    try:
-        _run(["ip", "-n", probe, "link", "set", "lo", "up"])
-        _run(
-            ["tc", "-n", probe, "qdisc", "add", "dev", "lo", "root", "tbf",
-             "rate", "1mbit", "burst", "10000", "latency", "50ms"]
-        )  # fmt: skip
-    except NetLabError as exc:
-        problem = f"namespace works but shaping does not (tbf qdisc missing?): {exc}"
-    try:
-        _run(["ip", "netns", "del", probe])
-    except NetLabError as exc:
-        problem = problem or f"created namespace {probe} but cannot delete it: {exc}"
-    if problem:
-        return False, problem
-    return True, "root, ip and tc present; namespaces and tbf work"
-
-
-def _check_prefix(prefix: str) -> None:
-    if not _PREFIX_RE.match(prefix):
-        raise NetLabError(
-            f"prefix {prefix!r} is not allowed: it must start with 'ew' and be at most 10 "
-            "lowercase letters/digits, so lab objects are recognisable and safe to clean up"
-        )
-
-
-def _kill_namespace_processes(ns: str) -> None:
-    """SIGKILL the processes still inside namespace ``ns`` (they were started in our lab)."""
-    proc = _run(["ip", "netns", "pids", ns], check=False)
-    for token in proc.stdout.split():
-        if token.isdigit() and int(token) != os.getpid():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(int(token), signal.SIGKILL)
-
-
-def cleanup(prefix: str = "ew") -> list[str]:
-    """Delete leftover namespaces named ``<prefix>-*`` (e.g. from a crashed run).
-
-    Processes still running inside them are killed first. Only names starting with
-    ``prefix + "-"`` are touched, so ``cleanup("ew")`` leaves another run's ``ewt1-*`` alone.
-    Returns the namespaces deleted; raises NetLabError if some could not be deleted.
-    """
-    _check_prefix(prefix)
-    doomed = [ns for ns in _list_namespaces() if ns.startswith(prefix + "-")]
-    failures = []
-    for ns in doomed:
-        _kill_namespace_processes(ns)
-        proc = _run(["ip", "netns", "del", ns], check=False)
-        if proc.returncode != 0:
-            failures.append(f"`ip netns del {ns}`: {proc.stderr.strip()}")
-    # Veths are created inside the namespaces, but a half-built run on an older iproute2 could
-    # leave one in the host namespace: delete host links carrying the prefix too.
-    proc = _run(["ip", "-o", "link", "show"], check=False)
-    for line in proc.stdout.splitlines():
-        parts = line.split(":")
-        if len(parts) > 1:
-            name = parts[1].strip().split("@")[0]
-            if name.startswith(prefix + "-"):
-                _run(["ip", "link", "del", name], check=False)
-    if failures:
-        raise NetLabError("cleanup could not delete: " + "; ".join(failures))
-    return doomed
 
 
 class NetLab:
@@ -202,7 +85,7 @@ class NetLab:
         forward: bool = True,
         queue_ms: float = 50.0,
     ) -> None:
-        _check_prefix(prefix)
+        check_prefix(prefix)
         nodes = list(nodes)
         if len(nodes) < 2:
             raise NetLabError(f"a lab needs at least two nodes, got {nodes}")
@@ -320,7 +203,7 @@ class NetLab:
             raise NetLabError("this NetLab was closed; build a new one")
         if self._started:
             return self
-        existing = set(_list_namespaces())
+        existing = set(list_namespaces())
         clash = [self.namespace(n) for n in self.nodes if self.namespace(n) in existing]
         if clash:
             raise NetLabError(
@@ -340,27 +223,27 @@ class NetLab:
     def _build(self) -> None:
         for node in self.nodes:
             ns = self.namespace(node)
-            _run(["ip", "netns", "add", ns])
+            run_command(["ip", "netns", "add", ns])
             self._created.append(ns)
-            _run(["ip", "-n", ns, "link", "set", "lo", "up"])
+            run_command(["ip", "-n", ns, "link", "set", "lo", "up"])
         for i in range(self.hop_count):
             left, right = self.nodes[i], self.nodes[i + 1]
             lns, rns = self.namespace(left), self.namespace(right)
             lif, rif = self.interface(i, left), self.interface(i, right)
             # Created directly inside the namespaces: nothing ever appears in the host's.
-            _run(
+            run_command(
                 ["ip", "link", "add", lif, "netns", lns, "type", "veth",
                  "peer", "name", rif, "netns", rns]
             )  # fmt: skip
             for ns, ifname, side in ((lns, lif, 0), (rns, rif, 1)):
-                _run(["ip", "-n", ns, "addr", "add", f"{self._hop_address(i, side)}/24",
+                run_command(["ip", "-n", ns, "addr", "add", f"{self._hop_address(i, side)}/24",
                       "dev", ifname])  # fmt: skip
                 # No GSO/TSO: tbf would otherwise take 64 KB super-packets and split them at
                 # enqueue, tail-dropping whole trains; TCP then loses ~20 % of the rate to
                 # retransmission timeouts. Per-frame packets keep the queue drop-free.
-                _run(["ip", "-n", ns, "link", "set", ifname, "gso_max_size", "1500",
+                run_command(["ip", "-n", ns, "link", "set", ifname, "gso_max_size", "1500",
                       "gso_max_segs", "1"])  # fmt: skip
-                _run(["ip", "-n", ns, "link", "set", ifname, "up"])
+                run_command(["ip", "-n", ns, "link", "set", ifname, "up"])
                 self._tbf(ns, ifname, self._mbps[i], "add")
         if self.forward:
             self._route()
@@ -369,7 +252,9 @@ class NetLab:
         for idx, node in enumerate(self.nodes):
             ns = self.namespace(node)
             if 0 < idx < len(self.nodes) - 1:
-                _run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
+                run_command(
+                    ["ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]
+                )
             for hop in range(self.hop_count):
                 if hop in (idx - 1, idx):
                     continue  # directly connected
@@ -377,12 +262,12 @@ class NetLab:
                     via, dev = self._hop_address(idx, 1), self.interface(idx, node)
                 else:  # to the left: via the left neighbour on hop idx - 1
                     via, dev = self._hop_address(idx - 1, 0), self.interface(idx - 1, node)
-                _run(["ip", "-n", ns, "route", "add", f"{_SUBNET}.{hop + 1}.0/24",
+                run_command(["ip", "-n", ns, "route", "add", f"{_SUBNET}.{hop + 1}.0/24",
                       "via", via, "dev", dev])  # fmt: skip
 
     def _tbf(self, ns: str, ifname: str, mbps: float, verb: str) -> None:
         rate_kbit = max(1, round(mbps * 1000))
-        _run(
+        run_command(
             ["tc", "-n", ns, "qdisc", verb, "dev", ifname, "root", "tbf",
              "rate", f"{rate_kbit}kbit", "burst", str(tbf_burst_bytes(mbps)),
              "latency", f"{self.queue_ms:g}ms"]
@@ -469,14 +354,14 @@ class NetLab:
         failures = []
         with self._lock:
             try:
-                present = set(_list_namespaces())
+                present = set(list_namespaces())
             except NetLabError:
                 present = set(self._created)
             for ns in reversed(self._created):
                 if ns not in present:
                     continue  # already gone, e.g. removed by cleanup()
-                _kill_namespace_processes(ns)
-                deleted = _run(["ip", "netns", "del", ns], check=False)
+                kill_namespace_processes(ns)
+                deleted = run_command(["ip", "netns", "del", ns], check=False)
                 if deleted.returncode != 0:
                     failures.append(f"`ip netns del {ns}` (exit {deleted.returncode}): "
                                     f"{deleted.stderr.strip()}")  # fmt: skip

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:  # fleet.py imports this module
-    from edgeweave.topology.fleet import Node
+    from edgeweave.topology.node import Node
 
 
 class Medium(BaseModel):

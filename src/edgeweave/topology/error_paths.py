@@ -26,25 +26,26 @@ def field_path(loc: Sequence[str | int]) -> str:
     return path or "<top level>"
 
 
-def _describe(error: ErrorDetails) -> str:
-    """One human sentence for one pydantic error, preferring our own validator messages."""
+def describe_error(error: ErrorDetails) -> str:
+    """One human sentence for one pydantic error, preferring our own validator messages.
+
+    Shared by every YAML loader (fleet, experiment), so a field reads the same in each file."""
     kind = error.get("type", "")
     if kind == "value_error":
-        # Our own validators raise ValueError with a finished sentence; drop pydantic's prefix.
+        # Our own validators raise ValueError with a finished sentence (it names what it got);
+        # drop pydantic's "Value error, " prefix and add nothing, or "got" would be said twice.
         ctx_error = error.get("ctx", {}).get("error")
         return str(ctx_error) if ctx_error is not None else str(error.get("msg", ""))
     if kind == "missing":
         return "missing (this field is required)"
     if kind == "extra_forbidden":
         return "unexpected field (check the spelling)"
-    msg = str(error.get("msg", "invalid value"))
-    msg = msg[:1].lower() + msg[1:]
-    return f"{msg}, got {error.get('input')!r}"
+    return f"{error.get('msg', 'invalid value')}, got {error.get('input')!r}"
 
 
 def fleet_error_from_validation(exc: ValidationError, file: str) -> FleetError:
     """Collapse a ValidationError into one FleetError naming the file and each field path."""
-    problems = [f"{field_path(err['loc'])}: {_describe(err)}" for err in exc.errors()]
+    problems = [f"{field_path(err['loc'])}: {describe_error(err)}" for err in exc.errors()]
     if len(problems) == 1:
         return FleetError(f"{file}: {problems[0]}")
     listed = "\n".join(f"  {p}" for p in problems)

@@ -5,6 +5,12 @@ what hardware is on each tier, how long does it take to ship N bytes across a ho
 of device -> edge -> cloud nodes does one inference travel. Keeping those answers here, validated
 once at load time, means a typo in a YAML file fails with a pointed message instead of as a
 KeyError deep inside a planner.
+
+The parts live beside it: :mod:`~edgeweave.topology.node` (tiers and nodes),
+:mod:`~edgeweave.topology.link` (links and the transfer cost model),
+:mod:`~edgeweave.topology.tier_path`, :mod:`~edgeweave.topology.fleet_checks` (cross-field
+checks) and :mod:`~edgeweave.topology.fleet_files` (built-in fleets, reading YAML); their public
+names are re-exported here.
 """
 
 from __future__ import annotations
@@ -12,189 +18,42 @@ from __future__ import annotations
 from collections.abc import Mapping
 from itertools import pairwise
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any
 
-import networkx as nx
-import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgeweave.errors import FleetError
-from edgeweave.topology.cluster import Cluster, cluster_edges, cluster_problem
+from edgeweave.topology.cluster import Cluster
 from edgeweave.topology.error_paths import fleet_error_from_validation
-from edgeweave.topology.hardware import CATALOG, HardwareProfile
-from edgeweave.topology.trace import BandwidthTrace, load_trace
+from edgeweave.topology.fleet_checks import consistency_problem, node_names
+from edgeweave.topology.fleet_files import (
+    BUILTIN_FLEETS_DIR,
+    DEFAULT_FLEET,
+    anchor_trace_path,
+    list_builtin_fleets,
+    read_fleet_yaml,
+    resolve_fleet_spec,
+)
+from edgeweave.topology.link import ByteCount, Link, serialize_ms, transfer_ms
+from edgeweave.topology.node import TIERS, Node, Tier
+from edgeweave.topology.tier_path import TierPath
 
-if TYPE_CHECKING:
-    import numpy as np
-
-# one byte count, or an array of them: the planner prices many placements at once
-ByteCount = TypeVar("ByteCount", float, "np.ndarray")
-
-Tier = Literal["device", "edge", "cloud"]
-# Ordered low to high: a co-inference plan always moves data up this order.
-TIERS: tuple[Tier, ...] = ("device", "edge", "cloud")
-
-DEFAULT_FLEET = "pi4-wifi-edge-cloud"
-BUILTIN_FLEETS_DIR = Path(__file__).parent / "fleets"
-
-
-class Node(BaseModel):
-    """One machine in the fleet; ``hardware`` may be given as a catalog name such as ``rpi4``.
-
-    ``edge`` (device nodes only) names the edge server this device trains under in hierarchical
-    federated learning; without it the device belongs to the edge it has the fastest link to
-    (:meth:`Fleet.edge_of`)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str = Field(min_length=1)
-    tier: Tier
-    hardware: HardwareProfile
-    edge: str | None = Field(None, min_length=1)
-
-    @field_validator("tier", mode="before")
-    @classmethod
-    def _known_tier(cls, value: Any) -> Any:
-        if value not in TIERS:
-            raise ValueError(f"unknown tier {value!r} (expected one of {', '.join(TIERS)})")
-        return value
-
-    @field_validator("hardware", mode="before")
-    @classmethod
-    def _resolve_catalog_name(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            if value not in CATALOG:
-                raise ValueError(f"unknown hardware {value!r} (known: {', '.join(CATALOG)})")
-            return CATALOG[value]
-        return value
-
-
-class Link(BaseModel):
-    """A network link; bandwidth is used for transfers in either direction.
-
-    Co-inference ships activations upward and only a small result back, so the uplink figure
-    (what the fleet files record) is the one that matters. With a ``trace``, ``mbps`` is the
-    nominal bandwidth (it defaults to the trace's time-weighted mean) and ``mbps_at`` replays the
-    trace.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
-
-    src: str = Field(alias="from", min_length=1)
-    dst: str = Field(alias="to", min_length=1)
-    mbps: float = Field(gt=0)
-    rtt_ms: float = Field(ge=0)
-    trace: BandwidthTrace | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _mbps_from_trace(cls, data: Any) -> Any:
-        if not isinstance(data, Mapping) or "mbps" in data:
-            return data
-        trace = data.get("trace")
-        if isinstance(trace, str | Path):
-            try:
-                trace = load_trace(trace)
-            except FleetError:
-                # The ``trace`` field validator re-reads the file and reports the problem under
-                # ``links[i].trace``; a placeholder mbps keeps a bogus "mbps missing" out of it.
-                return {**data, "mbps": 1.0}
-        if isinstance(trace, BandwidthTrace):
-            return {**data, "trace": trace, "mbps": trace.mean_mbps}
-        return data
-
-    @field_validator("trace", mode="before")
-    @classmethod
-    def _load_trace_file(cls, value: Any) -> Any:
-        # A path is read here so that a bad CSV is reported under this link's field path.
-        if isinstance(value, str | Path):
-            try:
-                return load_trace(value)
-            except FleetError as exc:
-                raise ValueError(str(exc)) from None
-        return value
-
-    def joins(self, a: str, b: str) -> bool:
-        """True if this link connects ``a`` and ``b`` (in either direction)."""
-        return {self.src, self.dst} == {a, b}
-
-    def other_end(self, name: str) -> str:
-        """The node at the far end of this link from ``name``."""
-        return self.dst if name == self.src else self.src
-
-    def mbps_at(self, t: float) -> float:
-        """Bandwidth at time ``t`` seconds: the trace if the link has one, else ``mbps``."""
-        return self.trace.mbps_at(t) if self.trace is not None else self.mbps
-
-    def transfer_ms(self, nbytes: float, mbps: float | None = None) -> float:
-        """Milliseconds to ship ``nbytes`` across this link: half an RTT plus serialisation.
-
-        This is the single definition of transfer time in EdgeWeave; planners, simulators and
-        reports all call it so they cannot disagree. ``mbps`` overrides the link's nominal
-        bandwidth (e.g. with ``mbps_at(t)``).
-        """
-        rate = self.mbps if mbps is None else mbps
-        if rate <= 0:
-            raise FleetError(f"link {self.src}-{self.dst}: mbps must be > 0, got {rate}")
-        if nbytes < 0:
-            raise FleetError(f"link {self.src}-{self.dst}: nbytes must be >= 0, got {nbytes}")
-        return transfer_ms(nbytes, rate, self.rtt_ms)
-
-
-def serialize_ms(nbytes: ByteCount, mbps: float | ByteCount) -> ByteCount:
-    """Milliseconds a link is busy pushing ``nbytes`` at ``mbps`` (what caps a pipeline's rate;
-    propagation delay does not)."""
-    return nbytes * 8 / (mbps * 1000)
-
-
-def transfer_ms(nbytes: ByteCount, mbps: float, rtt_ms: float) -> ByteCount:
-    """Per-hop transfer cost of the co-inference cost model: rtt/2 + bytes*8/(mbps*1000) ms."""
-    return rtt_ms / 2 + serialize_ms(nbytes, mbps)
-
-
-class TierPath(BaseModel):
-    """The chain one co-inference runs on: ``nodes`` ascend by tier, ``links[k]`` joins k, k+1."""
-
-    model_config = ConfigDict(frozen=True)
-
-    nodes: list[Node]
-    links: list[Link]
-
-    @model_validator(mode="after")
-    def _check_shape(self) -> TierPath:
-        if not self.nodes:
-            raise ValueError("a tier path needs at least a device node")
-        if len(self.links) != len(self.nodes) - 1:
-            raise ValueError(
-                f"{len(self.nodes)} nodes need {len(self.nodes) - 1} links, got {len(self.links)}"
-            )
-        for k, link in enumerate(self.links):
-            if not link.joins(self.nodes[k].name, self.nodes[k + 1].name):
-                raise ValueError(
-                    f"links[{k}] joins {link.src}-{link.dst}, expected "
-                    f"{self.nodes[k].name}-{self.nodes[k + 1].name}"
-                )
-        return self
-
-    @property
-    def hop_names(self) -> list[str]:
-        """Hop labels built from tiers, e.g. ``["device-edge", "edge-cloud"]``."""
-        return [f"{a.tier}-{b.tier}" for a, b in pairwise(self.nodes)]
-
-    @property
-    def tiers(self) -> list[Tier]:
-        return [n.tier for n in self.nodes]
-
-    @property
-    def device(self) -> Node:
-        return self.nodes[0]
+# the names this module has always offered; the parts now live in the modules imported above
+__all__ = [
+    "BUILTIN_FLEETS_DIR",
+    "DEFAULT_FLEET",
+    "TIERS",
+    "ByteCount",
+    "Fleet",
+    "Link",
+    "Node",
+    "Tier",
+    "TierPath",
+    "list_builtin_fleets",
+    "load_fleet",
+    "serialize_ms",
+    "transfer_ms",
+]
 
 
 class Fleet(BaseModel):
@@ -213,7 +72,7 @@ class Fleet(BaseModel):
     def _check_consistency(self) -> Fleet:
         # Raised as FleetError (not ValueError) so pydantic passes it through untouched: these
         # problems span several fields and already carry their own field path.
-        problem = _consistency_problem(self)
+        problem = consistency_problem(self)
         if problem is not None:
             raise FleetError(f"{self._where}: {problem}")
         return self
@@ -238,7 +97,7 @@ class Fleet(BaseModel):
             data["source"] = source
         links = data.get("links")
         if base_dir is not None and isinstance(links, list):
-            data["links"] = [_anchor_trace_path(link, base_dir) for link in links]
+            data["links"] = [anchor_trace_path(link, base_dir) for link in links]
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
@@ -336,7 +195,7 @@ class Fleet(BaseModel):
         if node.tier != tier:
             raise FleetError(
                 f"{self._where}: tier_path: {tier} node {name!r} is on tier {node.tier!r}, "
-                f"expected {tier!r} (candidates: {_names(self.nodes_in(tier))})"
+                f"expected {tier!r} (candidates: {node_names(self.nodes_in(tier))})"
             )
         return node
 
@@ -360,129 +219,8 @@ class Fleet(BaseModel):
         return max(on_tier, key=lambda pair: pair[0].mbps)[1]
 
 
-def _names(nodes: list[Node]) -> str:
-    return ", ".join(n.name for n in nodes) or "none"
-
-
-def _anchor_trace_path(link: Any, base_dir: Path) -> Any:
-    """Make a link's relative trace path relative to the YAML file, not the working directory."""
-    if isinstance(link, Mapping) and isinstance(link.get("trace"), str):
-        trace = Path(link["trace"])
-        if not trace.is_absolute():
-            return {**link, "trace": str(base_dir / trace)}
-    return link
-
-
-def _consistency_problem(fleet: Fleet) -> str | None:
-    """The first cross-field problem in ``fleet`` as ``field.path: message``, or None."""
-    first_index: dict[str, int] = {}
-    for i, node in enumerate(fleet.nodes):
-        if node.name in first_index:
-            return (
-                f"nodes[{i}].name: duplicate node name {node.name!r} "
-                f"(already nodes[{first_index[node.name]}]); expected unique names"
-            )
-        first_index[node.name] = i
-
-    devices = [n for n in fleet.nodes if n.tier == "device"]
-    if not devices:
-        return "nodes: no node has tier 'device'; expected at least one device node"
-
-    known = _names(fleet.nodes)
-    seen: dict[frozenset[str], int] = {}
-    for i, link in enumerate(fleet.links):
-        if link.src not in first_index:
-            return f"links[{i}].from: unknown node {link.src!r} (known: {known})"
-        if link.dst not in first_index:
-            return f"links[{i}].to: unknown node {link.dst!r} (known: {known})"
-        if link.src == link.dst:
-            return f"links[{i}].to: link from {link.src!r} to itself; expected a different node"
-        key = frozenset((link.src, link.dst))
-        if key in seen:
-            return (
-                f"links[{i}]: duplicate link between {link.src!r} and {link.dst!r} "
-                f"(already links[{seen[key]}]; links are undirected)"
-            )
-        seen[key] = i
-
-    problem = _edge_problem(fleet)
-    if problem is not None:
-        return problem
-
-    problem = cluster_problem(fleet.clusters, {n.name: n for n in fleet.nodes})
-    if problem is not None:
-        return problem
-
-    graph = nx.Graph()
-    graph.add_nodes_from(first_index)
-    graph.add_edges_from((link.src, link.dst) for link in fleet.links)
-    graph.add_edges_from(cluster_edges(fleet.clusters))
-    reachable = nx.node_connected_component(graph, devices[0].name)
-    stranded = [n.name for n in fleet.nodes if n.name not in reachable]
-    if stranded:
-        return (
-            f"links: fleet is not connected: {', '.join(stranded)} cannot be reached from "
-            f"{devices[0].name!r}; expected every node linked into one network"
-        )
-    return None
-
-
-def _edge_problem(fleet: Fleet) -> str | None:
-    """A device's ``edge`` must name an edge node it is linked to; other tiers have none."""
-    tiers = {n.name: n.tier for n in fleet.nodes}
-    for i, node in enumerate(fleet.nodes):
-        if node.edge is None:
-            continue
-        where = f"nodes[{i}].edge"
-        if node.tier != "device":
-            return f"{where}: only device nodes name their edge; {node.name!r} is {node.tier!r}"
-        if tiers.get(node.edge) != "edge":
-            edges = _names(fleet.nodes_in("edge"))
-            return f"{where}: {node.edge!r} is not an edge node (edge nodes: {edges})"
-        if fleet.link(node.name, node.edge) is None:
-            return f"{where}: device {node.name!r} has no link to edge {node.edge!r}"
-    return None
-
-
-def list_builtin_fleets() -> list[str]:
-    """Names of the fleets shipped with EdgeWeave (usable wherever a fleet file is accepted)."""
-    return sorted(p.stem for p in BUILTIN_FLEETS_DIR.glob("*.yaml"))
-
-
-def _resolve_spec(spec: str | Path) -> Path:
-    path = Path(spec)
-    if path.is_file():
-        return path
-    if isinstance(spec, str) and spec in list_builtin_fleets():
-        return BUILTIN_FLEETS_DIR / f"{spec}.yaml"
-    if path.is_dir():
-        raise FleetError(f"{spec}: is a directory, expected a fleet YAML file")
-    looks_like_path = (
-        isinstance(spec, Path) or path.suffix in (".yaml", ".yml") or len(path.parts) > 1
-    )
-    if looks_like_path:
-        raise FleetError(f"{spec}: fleet file not found")
-    raise FleetError(
-        f"unknown fleet {spec!r}: no such file and no built-in fleet of that name "
-        f"(built-in: {', '.join(list_builtin_fleets())})"
-    )
-
 
 def load_fleet(spec: str | Path) -> Fleet:
     """Load a fleet from a YAML file path or a built-in fleet name (see list_builtin_fleets)."""
-    path = _resolve_spec(spec)
-    file = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FleetError(f"{file}: cannot read fleet file ({exc})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = exc.problem or exc.context or "syntax error"
-        raise FleetError(f"{file}: {where}invalid YAML: {problem}") from None
-    except yaml.YAMLError as exc:
-        raise FleetError(f"{file}: invalid YAML: {exc}") from None
-    return Fleet.from_dict(data, source=file, base_dir=path.parent)
+    path = resolve_fleet_spec(spec)
+    return Fleet.from_dict(read_fleet_yaml(path), source=str(path), base_dir=path.parent)

@@ -99,19 +99,26 @@ def set_aside_metrics(path: Path) -> Path | None:
 
 
 def rng_state() -> dict[str, Any]:
+    """torch's and numpy's global random state, as tensors and numbers (a checkpoint is loaded
+    with ``weights_only``, so no numpy arrays). numpy's legacy ``normal`` makes Gaussians in
+    pairs and caches the second (``has_gauss``/``gauss``); without the cache a resumed run would
+    skip that number and draw differently from an uninterrupted one."""
     np_state = np.random.get_state(legacy=False)
     return {
         "torch": torch.get_rng_state(),
         "numpy_key": torch.from_numpy(np.asarray(np_state["state"]["key"]).astype(np.int64)),
         "numpy_pos": int(np_state["state"]["pos"]),
+        "numpy_has_gauss": int(np_state["has_gauss"]),
+        "numpy_gauss": float(np_state["gauss"]),
     }
 
 
 def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    # the full legacy tuple: numpy fills has_gauss=0, gauss=0.0 into a 3-tuple the same way
+    # checkpoints written before the Gaussian cache was saved restore it empty, as they did
     np.random.set_state(("MT19937", state["numpy_key"].numpy().astype(np.uint32),
-                         state["numpy_pos"], 0, 0.0))
+                         state["numpy_pos"], int(state.get("numpy_has_gauss", 0)),
+                         float(state.get("numpy_gauss", 0.0))))
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

@@ -20,9 +20,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_core import ErrorDetails
 
-from edgeweave.topology.error_paths import field_path
+from edgeweave.topology.error_paths import describe_error, field_path
 from edgeweave.train.claims import DEFAULT_MAX_CLIENT_EXAMPLES
 from edgeweave.train.control_config import (
     AdaptiveFrequencySection,
@@ -178,15 +177,6 @@ class ExperimentConfig(_Strict):
     hierarchy: HierarchySection | None = None
 
 
-def _describe(err: ErrorDetails) -> str:
-    if err.get("type") == "missing":
-        return "missing (this field is required)"
-    if err.get("type") == "extra_forbidden":
-        return "unexpected field (check the spelling)"
-    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
-    return f"{msg}, got {err.get('input')!r}"
-
-
 def parse_config(raw: Any, source: str = "<config>") -> ExperimentConfig:
     """Validate a mapping (parsed YAML); errors say ``source: field.path: problem``."""
     if not isinstance(raw, dict):
@@ -195,7 +185,7 @@ def parse_config(raw: Any, source: str = "<config>") -> ExperimentConfig:
     try:
         cfg = ExperimentConfig.model_validate(raw)
     except ValidationError as e:
-        problems = [f"{field_path(err['loc'])}: {_describe(err)}" for err in e.errors()]
+        problems = [f"{field_path(err['loc'])}: {describe_error(err)}" for err in e.errors()]
         raise TrainError(f"{source}: " + "; ".join(problems)) from None
     problem = control_problem(cfg)
     if problem is not None:

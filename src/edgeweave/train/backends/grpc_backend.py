@@ -23,6 +23,7 @@ again until another one goes missing.
 Every update is checked (session, task, size, names, dtypes, shapes, finite values) before it
 may reach the aggregate; a rejected one fails that client's round with the reason,
 which also goes back to the device as the gRPC status. The server keeps serving the others.
+The checks are :mod:`.grpc_checks`; a round's open tasks and result, :mod:`.grpc_round`.
 
 Secure aggregation runs over the same connections: :class:`edgeweave.train.secagg.backend.
 SecAggGrpcBackend` extends this class with the ``SecAgg`` RPC and SECAGG task steps.
@@ -31,19 +32,24 @@ SecAggGrpcBackend` extends this class with the ``SecAgg`` RPC and SECAGG task st
 from __future__ import annotations
 
 import logging
-import math
 import secrets
 import threading
 import time
 from collections.abc import Collection
 from concurrent import futures
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
 from edgeweave.rpc import server_options
 from edgeweave.train.backends.base import Backend
+from edgeweave.train.backends.grpc_checks import (
+    DEFAULT_MAX_UPDATE_BYTES,
+    check_numbers,
+    check_registration,
+    check_update,
+)
+from edgeweave.train.backends.grpc_round import PendingTask, round_updates
 from edgeweave.train.backends.grpc_service import SHUTDOWN, Reject, Servicer, handlers
 from edgeweave.train.backends.registry import (
     DEFAULT_LEASE_S,
@@ -51,38 +57,19 @@ from edgeweave.train.backends.registry import (
     RegistryFull,
     Session,
 )
-from edgeweave.train.backends.sequential import empty_updates
 from edgeweave.train.claims import DEFAULT_MAX_CLIENT_EXAMPLES
 from edgeweave.train.types import ClientInfo, FitConfig, Params, TrainError, Updates
 from edgeweave.train.wire import fl_pb2
 from edgeweave.train.wire.auth import TokenAuth, listen_on
-from edgeweave.train.wire.messages import (
-    config_to_msg,
-    decode_like,
-    params_to_msgs,
-    payload_bytes,
-)
+from edgeweave.train.wire.messages import config_to_msg, params_to_msgs, payload_bytes
+
+# Reject and DEFAULT_MAX_UPDATE_BYTES have always been importable from here
+__all__ = ["DEFAULT_MAX_UPDATE_BYTES", "GrpcBackend", "Reject"]
 
 log = logging.getLogger(__name__)
 
-
-DEFAULT_MAX_UPDATE_BYTES = 64 * 2**20
-
-
-@dataclass
-class _Pending:
-    """One client's open task in the current round."""
-
-    task_id: str
-    round: int
-    payload: bytes  # the serialized Task, kept to resend to a device that registers again
-    result: tuple[Params, int, float] | None = None
-    reason: str | None = None
-    bytes_up: int = 0
-
-    @property
-    def done(self) -> bool:
-        return self.result is not None or self.reason is not None
+_WAIT_LOG_S = 15.0  # while waiting for devices, say who is missing this often
+_FIRST_LOG_S = 5.0
 
 
 class GrpcBackend(Backend):
@@ -122,10 +109,10 @@ class GrpcBackend(Backend):
                  allowed_clients: Collection[int] | None = None) -> None:
         if (tls_cert is None) != (tls_key is None):
             raise TrainError("grpc backend: give both tls_cert and tls_key, or neither")
-        _check_numbers(min_clients=min_clients, round_timeout_s=round_timeout_s,
-                       max_update_bytes=max_update_bytes, wait_clients_s=wait_clients_s,
-                       heartbeat_s=heartbeat_s, max_client_examples=max_client_examples,
-                       quorum=quorum)
+        check_numbers(min_clients=min_clients, round_timeout_s=round_timeout_s,
+                      max_update_bytes=max_update_bytes, wait_clients_s=wait_clients_s,
+                      heartbeat_s=heartbeat_s, max_client_examples=max_client_examples,
+                      quorum=quorum)
         self.model_spec = model_spec
         self.min_clients = min_clients
         self.quorum = min_clients if quorum is None else min(quorum, min_clients)
@@ -144,7 +131,7 @@ class GrpcBackend(Backend):
         self._started = False  # a round has been handed out (waits are bounded from then on)
         self._expected: set[int] = set()  # ids that took part: missing when not connected
         self._waited_for: set[int] = set()  # missing ids already waited for once
-        self._pending: dict[int, _Pending] = {}
+        self._pending: dict[int, PendingTask] = {}
         self._global: Params | None = None
         self._closed = False
         # The transport cap sits above the update cap so an oversize update still reaches the
@@ -248,7 +235,7 @@ class GrpcBackend(Backend):
                     failed[cid] = f"client {cid} is not connected"
                     continue
                 tid = secrets.token_hex(8)
-                pend = _Pending(tid, round_num,
+                pend = PendingTask(tid, round_num,
                                 common + fl_pb2.Task(task_id=tid).SerializeToString())
                 self._pending[cid] = pend
                 sess.queue.put(pend.payload)
@@ -276,47 +263,17 @@ class GrpcBackend(Backend):
 
     # ------------------------------------------------------------------ internals
 
-    def _collect(self, client_ids: list[int], pending: dict[int, _Pending],
+    def _collect(self, client_ids: list[int], pending: dict[int, PendingTask],
                  failed: dict[int, str], bytes_down: int) -> Updates:
-        ok_ids, params, sizes, losses, up = [], [], [], [], 0
-        for cid in client_ids:
-            p = pending.get(cid)
-            if p is None:
-                continue
-            if p.result is not None:
-                ok_ids.append(cid)
-                params.append(p.result[0])
-                sizes.append(p.result[1])
-                losses.append(p.result[2])
-                up += p.bytes_up
-            else:
-                failed[cid] = p.reason or (
-                    f"client {cid} sent no update within round_timeout_s={self.round_timeout_s}"
-                )
+        updates = round_updates(client_ids, pending, failed, bytes_down, self.round_timeout_s,
+                                self._global)
         for cid, why in failed.items():
             log.warning("round failed for client %d: %s", cid, why)
-        if ok_ids:
-            updates = Updates.stack(ok_ids, params, sizes, losses)
-        else:
-            assert self._global is not None
-            updates = empty_updates(self._global, failed)
-        updates.metrics.update(failed=failed, bytes_up=up, bytes_down=bytes_down)
         return updates
 
     def _register(self, req: fl_pb2.RegisterRequest) -> Session:
-        if req.client_id < 0 or req.num_examples < 1:
-            raise Reject(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"register: need client_id >= 0 and num_examples >= 1, got "
-                          f"{req.client_id} and {req.num_examples}")
-        if self.allowed is not None and req.client_id not in self.allowed:
-            raise Reject(grpc.StatusCode.PERMISSION_DENIED,
-                         f"register: client {req.client_id} does not train under this server "
-                         f"(it takes clients {_ids(self.allowed)}; see the fleet's devices)")
-        if req.model_specs and self.model_spec not in req.model_specs:
-            raise Reject(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"register: this server trains {self.model_spec!r}; client "
-                          f"{req.client_id} offers {list(req.model_specs)}")
-        examples = min(int(req.num_examples), self.max_client_examples)
+        examples = check_registration(req, model_spec=self.model_spec, allowed=self.allowed,
+                                      max_client_examples=self.max_client_examples)
         if examples < req.num_examples:
             log.warning("client %d registered %d examples; counted as %d "
                         "(max_client_examples)", req.client_id, req.num_examples, examples)
@@ -375,7 +332,7 @@ class GrpcBackend(Backend):
             like = self._global
         assert like is not None
         try:
-            result, nbytes = self._check(req, like, cid)
+            result, nbytes = check_update(req, like, cid, self.max_update_bytes)
         except Reject as e:
             self._resolve(cid, p, reason=e.details)
             raise
@@ -383,33 +340,13 @@ class GrpcBackend(Backend):
             raise Reject(grpc.StatusCode.FAILED_PRECONDITION,
                           f"client {cid}: round {req.round} closed before the update was checked")
 
-    def _check(self, req: fl_pb2.Update, like: Params,
-               cid: int) -> tuple[tuple[Params, int, float], int]:
-        where = f"update from client {cid} for round {req.round}"
-        if req.error:
-            raise Reject(grpc.StatusCode.ABORTED, f"{where}: the client failed: {req.error[:500]}")
-        nbytes = payload_bytes(req.params)
-        if nbytes > self.max_update_bytes:
-            raise Reject(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          f"{where}: {nbytes} bytes exceeds max_update_bytes="
-                          f"{self.max_update_bytes}")
-        if req.num_examples < 1 or not math.isfinite(req.train_loss):
-            raise Reject(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"{where}: need num_examples >= 1 and a finite train_loss, got "
-                          f"{req.num_examples} and {req.train_loss}")
-        try:
-            params = decode_like(req.params, like, context=where)
-        except TrainError as e:
-            raise Reject(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
-        return (params, int(req.num_examples), float(req.train_loss)), nbytes
-
     def _secagg(self, req: fl_pb2.SecAggMessage) -> None:
         """A secure-aggregation message; only :class:`edgeweave.train.secagg.backend.
         SecAggGrpcBackend` runs the protocol, so plain FL refuses it by name."""
         raise Reject(grpc.StatusCode.FAILED_PRECONDITION,
                      "this FL server does not run secure aggregation")
 
-    def _resolve(self, cid: int, p: _Pending, *, result: tuple[Params, int, float] | None = None,
+    def _resolve(self, cid: int, p: PendingTask, *, result: tuple[Params, int, float] | None = None,
                  reason: str | None = None, bytes_up: int = 0) -> bool:
         """Settle a client's task; False when its round already closed (timed out)."""
         with self._cond:
@@ -418,29 +355,3 @@ class GrpcBackend(Backend):
             p.result, p.reason, p.bytes_up = result, reason, bytes_up
             self._cond.notify_all()
             return True
-
-
-def _ids(ids: frozenset[int]) -> str:
-    shown = sorted(ids)
-    return ", ".join(map(str, shown[:20])) + (f" and {len(shown) - 20} more" if len(shown) > 20
-                                               else "")
-
-
-_WAIT_LOG_S = 15.0  # while waiting for devices, say who is missing this often
-_FIRST_LOG_S = 5.0
-
-
-def _check_numbers(*, min_clients: int, round_timeout_s: float, max_update_bytes: int,
-                   wait_clients_s: float | None, heartbeat_s: float, max_client_examples: int,
-                   quorum: int | None) -> None:
-    """Counts >= 1 and finite positive seconds: a NaN timeout would make every wait spin."""
-    counts = {"min_clients": min_clients, "max_update_bytes": max_update_bytes,
-              "max_client_examples": max_client_examples, "quorum": quorum}
-    for name, v in counts.items():
-        if v is not None and v < 1:
-            raise TrainError(f"grpc backend: {name} must be >= 1, got {v}")
-    seconds = {"round_timeout_s": round_timeout_s, "wait_clients_s": wait_clients_s,
-               "heartbeat_s": heartbeat_s}
-    for name, x in seconds.items():
-        if x is not None and not (math.isfinite(x) and x > 0):
-            raise TrainError(f"grpc backend: {name} must be a finite number > 0, got {x}")

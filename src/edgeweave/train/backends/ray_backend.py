@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from edgeweave.errors import first_line
 from edgeweave.train.backends.base import Backend
 from edgeweave.train.backends.sequential import SimulatedFleet, empty_updates
 from edgeweave.train.local import train_client
@@ -172,7 +173,7 @@ class RayBackend(Backend):
                     else:
                         failed[cid] = err
             except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as e:
-                why = _first_line(e)
+                why = first_line(e)
                 for cid in ids:
                     failed[cid] = f"client {cid}: its Ray actor failed: {why}"
                 if isinstance(e, ray.exceptions.RayActorError):
@@ -212,7 +213,7 @@ def _connect(ray: Any, address: str | None, num_cpus: int) -> None:
         if ray.is_initialized():
             ray.shutdown()
         raise TrainError(f"ray backend: cannot join the Ray cluster at address {address!r} "
-                         f"({_first_line(e)})") from None
+                         f"({first_line(e)})") from None
     log.info("ray %s in %.1f s", "started" if address is None else f"joined at {address}",
              time.perf_counter() - t0)
 
@@ -227,9 +228,5 @@ def _probe(address: str, timeout_s: float = 5.0) -> None:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
     except OSError as e:
         raise TrainError(f"ray backend: cannot join the Ray cluster at address {address!r} "
-                         f"(no connection to {host}:{port}: {_first_line(e)})") from None
+                         f"(no connection to {host}:{port}: {first_line(e)})") from None
 
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
