@@ -1,6 +1,7 @@
 """The `edgeweave` command as a user runs it: real subprocesses, real exit codes."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -16,6 +17,30 @@ def run(*args, cwd=None):
         env={"COLUMNS": "140", "PATH": "/usr/bin:/bin",
              **{k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}},
     )
+
+
+def main_in_process(capsys, *args):
+    """`edgeweave ARGS` through the real entry point (its error handling included), in this
+    process: (exit code, stdout, stderr). For a command that fails before any work: a new
+    process would spend seconds importing torch to print one line (test_python_dash_m_works
+    and the commands that run keep the real entry point covered)."""
+    from edgeweave.cli.app import main
+
+    argv = sys.argv
+    sys.argv = ["edgeweave", *args]
+    logger = logging.getLogger("edgeweave")  # `serve` adds a handler on this test's stderr
+    handlers, level = list(logger.handlers), logger.level
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    finally:
+        sys.argv = argv
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def test_models_and_fleets_list_the_builtins():
