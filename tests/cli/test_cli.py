@@ -1,4 +1,5 @@
-"""The `edgeweave` command as a user runs it: real subprocesses, real exit codes."""
+"""The `edgeweave` command as a user runs it: real subprocesses, real exit codes (a command
+that fails before any work runs in-process through the same entry point)."""
 
 import json
 import logging
@@ -78,27 +79,29 @@ def test_profile_then_plan_from_the_saved_profile(tmp_path):
         (["plan"], "--profile"),
     ],
 )
-def test_bad_input_gets_one_clear_line_not_a_traceback(args, expect, tmp_path):
-    res = run(*args, cwd=tmp_path)
-    assert res.returncode == 2
-    assert expect in res.stderr
-    assert "Traceback" not in res.stderr + res.stdout
+def test_bad_input_gets_one_clear_line_not_a_traceback(args, expect, tmp_path, monkeypatch,
+                                                      capsys):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = main_in_process(capsys, *args)
+    assert code == 2
+    assert expect in err
+    assert "Traceback" not in err + out
 
 
-def test_bad_fleet_yaml_names_file_and_field(tmp_path):
+def test_bad_fleet_yaml_names_file_and_field(tmp_path, capsys):
     bad = tmp_path / "fleet.yaml"
     bad.write_text(
         "name: f\nnodes:\n  - {name: pi, tier: device, hardware: rpi4}\n"
         "  - {name: e, tier: edge, hardware: edge-server}\n"
         "links:\n  - {from: pi, to: e, mbps: -3, rtt_ms: 5}\n"
     )
-    res = run("plan", "digits-cnn", "--fleet", str(bad))
-    assert res.returncode == 2
-    assert "fleet.yaml" in res.stderr and "links[0].mbps" in res.stderr
-    assert "Traceback" not in res.stderr
+    code, out, err = main_in_process(capsys, "plan", "digits-cnn", "--fleet", str(bad))
+    assert code == 2
+    assert "fleet.yaml" in err and "links[0].mbps" in err
+    assert "Traceback" not in err + out
 
 
-def test_unknown_objective_is_refused_by_the_option_parser():
-    res = run("plan", "digits-cnn", "--objective", "speed")
-    assert res.returncode == 2
-    assert "speed" in res.stderr
+def test_unknown_objective_is_refused_by_the_option_parser(capsys):
+    code, _, err = main_in_process(capsys, "plan", "digits-cnn", "--objective", "speed")
+    assert code == 2
+    assert "speed" in err

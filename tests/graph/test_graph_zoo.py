@@ -171,24 +171,24 @@ def test_weights_into_a_meta_built_model_with_buffers(tmp_path: Path) -> None:
     the result is the model a real build would give (batch-norm statistics included), in the
     model's dtypes, with nothing left on meta, and the same input gives the same output."""
     torch.manual_seed(0)
-    reference = model_factory("resnet18")().module
+    reference = model_factory("shufflenet_v2_x1_0")().module
     for name, buf in reference.named_buffers():
         if buf.is_floating_point():
             buf.uniform_(0.5, 1.5)  # not the constructor's zeros and ones
-        elif name == "bn1.num_batches_tracked":
+        elif name == "conv1.1.num_batches_tracked":
             buf.fill_(7)
     state = reference.state_dict()
     state["fc.weight"] = state["fc.weight"].double()  # copying would cast it; so must assign
-    path = tmp_path / "resnet.pt"
+    path = tmp_path / "shufflenet.pt"
     torch.save(state, path)
-    skeleton = model_skeleton("resnet18")
+    skeleton = model_skeleton("shufflenet_v2_x1_0")
     assert skeleton is not None and all(p.is_meta for p in skeleton.module.parameters())
 
-    loaded = load_model("resnet18", weights=str(path)).module
+    loaded = load_model("shufflenet_v2_x1_0", weights=str(path)).module
     tensors = [*loaded.named_parameters(), *loaded.named_buffers()]
     assert tensors and not [n for n, t in tensors if t.is_meta]
     assert loaded.fc.weight.dtype == torch.float32 and loaded.fc.weight.requires_grad
-    assert int(loaded.bn1.num_batches_tracked) == 7 and not loaded.training
+    assert int(loaded.conv1[1].num_batches_tracked) == 7 and not loaded.training
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(loaded(x), reference.eval()(x))
