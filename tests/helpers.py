@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 from hypothesis import strategies as st
 
+from edgeweave.profile.regression import Sample
 from edgeweave.profile.schema import DevicePower, LinkSpec, NodeCost, Profile
 
 TIERS = ("device", "edge", "cloud")
@@ -72,3 +74,13 @@ def dag_profiles(draw, max_nodes: int = 8, chain: bool = False, n_tiers: int = 3
         for _ in range(n_tiers - 1)
     ]
     return make_profile(latencies, out_bytes, edges, links, param_bytes=params, tiers=tiers)
+
+
+@functools.cache
+def calibration() -> list[Sample]:
+    """The profiler's calibration sweep (``profile_graph(calibration=None)`` measures it,
+    with these defaults, on every call), measured once per test process: it is most of
+    profiling a small model, several seconds a call on a loaded two-core host."""
+    from edgeweave.profile.build import calibration_samples
+
+    return calibration_samples()

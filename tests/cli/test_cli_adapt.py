@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from test_cli import run
+from test_cli import main_in_process, run
 
 
 @pytest.mark.slow
@@ -27,6 +27,6 @@ def test_compress_lists_every_variant(tmp_path):
     assert rows["int8-static"]["weights_x"] < 2  # quantizing does not remove weights
 
 
-def test_adapt_commands_refuse_models_they_cannot_train():
-    res = run("adapt", "exits", "resnet18")
-    assert res.returncode == 2 and "nn.Sequential" in res.stderr
+def test_adapt_commands_refuse_models_they_cannot_train(capsys):
+    code, _, err = main_in_process(capsys, "adapt", "exits", "resnet18")
+    assert code == 2 and "nn.Sequential" in err

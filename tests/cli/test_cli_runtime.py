@@ -6,36 +6,38 @@ import subprocess
 import sys
 
 import pytest
-from test_cli import run
+from test_cli import main_in_process, run
+
+from helpers import calibration
 
 
-def test_serve_refuses_to_run_without_authentication():
-    res = run("serve", "--role", "edge", "--listen", "127.0.0.1:0")
-    assert res.returncode == 2
-    assert "without authentication" in res.stderr
+def test_serve_refuses_to_run_without_authentication(capsys):
+    code, _, err = main_in_process(capsys, "serve", "--role", "edge", "--listen", "127.0.0.1:0")
+    assert code == 2
+    assert "without authentication" in err
 
 
-def test_serve_rejects_a_bad_role_and_a_short_token(tmp_path):
-    res = run("serve", "--role", "fog")
-    assert res.returncode == 2 and "--role" in res.stderr
+def test_serve_rejects_a_bad_role_and_a_short_token(tmp_path, capsys):
+    code, _, err = main_in_process(capsys, "serve", "--role", "fog")
+    assert code == 2 and "--role" in err
     tok = tmp_path / "tok"
     tok.write_text("short")
-    res = run("serve", "--role", "edge", "--token-file", str(tok))
-    assert res.returncode == 2 and "tok" in res.stderr
+    code, _, err = main_in_process(capsys, "serve", "--role", "edge", "--token-file", str(tok))
+    assert code == 2 and "tok" in err
     # what to do, in the user's words: the command that writes a token
-    assert f"write a new one with `edgeweave fl token {tok} --force`" in " ".join(
-        res.stderr.split())
-    res = run("serve", "--role", "edge", "--max-link-s", "-1")
-    assert res.returncode == 2 and "--max-link-s" in res.stderr
+    assert f"write a new one with `edgeweave fl token {tok} --force`" in " ".join(err.split())
+    code, _, err = main_in_process(capsys, "serve", "--role", "edge", "--max-link-s", "-1")
+    assert code == 2 and "--max-link-s" in err
 
 
-def test_serve_names_a_model_file_it_cannot_install(tmp_path):
+def test_serve_names_a_model_file_it_cannot_install(tmp_path, capsys):
     tok = tmp_path / "tok"
     tok.write_text("x" * 32)
-    res = run("serve", "--role", "edge", "--listen", "127.0.0.1:0", "--token-file", str(tok),
-              "--model", str(tmp_path / "missing.py") + ":factory")
-    assert res.returncode == 2 and "--model" in res.stderr and "missing.py" in res.stderr
-    assert "Traceback" not in res.stderr
+    code, out, err = main_in_process(capsys, "serve", "--role", "edge", "--listen",
+                                     "127.0.0.1:0", "--token-file", str(tok), "--model",
+                                     str(tmp_path / "missing.py") + ":factory")
+    assert code == 2 and "--model" in err and "missing.py" in err
+    assert "Traceback" not in err + out
 
 
 def test_certs_keeps_the_ca_key_apart_and_says_what_goes_where(tmp_path, capsys):
@@ -49,24 +51,6 @@ def test_certs_keeps_the_ca_key_apart_and_says_what_goes_where(tmp_path, capsys)
             "ca.pem", f"{node}.key", f"{node}.pem"]
         assert f"{node}: copy the folder {pki / node}/" in " ".join(out.split())
     assert "never copy it to a node" in out
-
-
-def main_in_process(capsys, *args):
-    """`edgeweave ARGS` through the real entry point (its error handling included), in this
-    process: (exit code, stdout, stderr)."""
-    from edgeweave.cli.app import main
-
-    argv = sys.argv
-    sys.argv = ["edgeweave", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    finally:
-        sys.argv = argv
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture
@@ -146,10 +130,10 @@ def test_lab_runs_a_model_across_real_processes(tmp_path):
     assert 'data-kind="runtime run"' in report.read_text()
 
 
-def test_infer_with_an_unknown_codec_names_it():
-    res = run("infer", "digits-cnn", "--codec", "gzip")
-    assert res.returncode == 2 and "gzip" in res.stderr
-    assert "Traceback" not in res.stderr
+def test_infer_with_an_unknown_codec_names_it(capsys):
+    code, out, err = main_in_process(capsys, "infer", "digits-cnn", "--codec", "gzip")
+    assert code == 2 and "gzip" in err
+    assert "Traceback" not in err + out
 
 
 @pytest.fixture(scope="module")
@@ -162,8 +146,8 @@ def edge_plan(tmp_path_factory):
     from edgeweave.topology import DEFAULT_FLEET, load_fleet
 
     graph = capture_spec("digits-cnn")
-    chosen = plan(profile_graph(graph, load_fleet(DEFAULT_FLEET), warmup=0, repeats=1),
-                  "latency")
+    chosen = plan(profile_graph(graph, load_fleet(DEFAULT_FLEET), warmup=0, repeats=1,
+                                calibration=calibration()), "latency")
     placement = {n.name: "device" if n.kind == "placeholder" else "edge" for n in graph.nodes}
     path = tmp_path_factory.mktemp("plan") / "edge.json"
     path.write_text(chosen.model_copy(update={"placement": placement}).model_dump_json())
@@ -284,6 +268,6 @@ def test_python_dash_m_works():
     assert res.returncode == 0
 
 
-def test_infer_rejects_an_unknown_shaping_mode():
-    res = run("infer", "digits-cnn", "--shaping", "wifi")
-    assert res.returncode == 2 and "--shaping" in res.stderr
+def test_infer_rejects_an_unknown_shaping_mode(capsys):
+    code, _, err = main_in_process(capsys, "infer", "digits-cnn", "--shaping", "wifi")
+    assert code == 2 and "--shaping" in err

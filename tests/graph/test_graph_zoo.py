@@ -14,7 +14,9 @@ from edgeweave.graph import (
     list_models,
     load_model,
     model_factory,
+    model_skeleton,
     names_a_file,
+    zoo,
 )
 from edgeweave.graph.digits import DigitsCNN
 
@@ -161,6 +163,69 @@ def test_weights_with_wrong_shapes(tmp_path: Path) -> None:
     path = tmp_path / "shapes.pt"
     torch.save(state, path)
     with pytest.raises(ModelError, match=r"shapes\.pt.*0\.bias"):
+        load_model("digits-cnn", weights=str(path))
+
+
+def test_weights_into_a_meta_built_model_with_buffers(tmp_path: Path) -> None:
+    """A built-in with a weights file is built on the meta device and takes the file's tensors:
+    the result is the model a real build would give (batch-norm statistics included), in the
+    model's dtypes, with nothing left on meta, and the same input gives the same output."""
+    torch.manual_seed(0)
+    reference = model_factory("shufflenet_v2_x1_0")().module
+    for name, buf in reference.named_buffers():
+        if buf.is_floating_point():
+            buf.uniform_(0.5, 1.5)  # not the constructor's zeros and ones
+        elif name == "conv1.1.num_batches_tracked":
+            buf.fill_(7)
+    state = reference.state_dict()
+    state["fc.weight"] = state["fc.weight"].double()  # copying would cast it; so must assign
+    path = tmp_path / "shufflenet.pt"
+    torch.save(state, path)
+    skeleton = model_skeleton("shufflenet_v2_x1_0")
+    assert skeleton is not None and all(p.is_meta for p in skeleton.module.parameters())
+
+    loaded = load_model("shufflenet_v2_x1_0", weights=str(path)).module
+    tensors = [*loaded.named_parameters(), *loaded.named_buffers()]
+    assert tensors and not [n for n, t in tensors if t.is_meta]
+    assert loaded.fc.weight.dtype == torch.float32 and loaded.fc.weight.requires_grad
+    assert int(loaded.conv1[1].num_batches_tracked) == 7 and not loaded.training
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), reference.eval()(x))
+
+
+def test_model_skeleton_only_for_models_a_state_dict_fully_covers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model with a tensor no state dict carries (a non-persistent buffer) or a file's model
+    gets no skeleton, so loading weights builds it for real and keeps that tensor."""
+
+    class WithTable(torch.nn.Linear):
+        def __init__(self) -> None:
+            super().__init__(2, 2)
+            self.register_buffer("table", torch.arange(3.0), persistent=False)
+
+    builtin = zoo._Builtin(WithTable, (1, 2), "test model")
+    monkeypatch.setitem(zoo._BUILTINS, "with-table", builtin)
+    assert model_skeleton("with-table") is None
+    assert model_skeleton("./net.py:make") is None
+    path = tmp_path / "table.pt"
+    torch.save(WithTable().state_dict(), path)
+    loaded = load_model("with-table", weights=str(path)).module
+    assert torch.equal(loaded.table, torch.arange(3.0))
+
+
+def test_weights_that_leave_a_meta_tensor_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Strict loading covers every tensor; should one stay on meta all the same, the load
+    fails naming it instead of handing on a model that cannot run."""
+    path = tmp_path / "digits.pt"
+    torch.save(DigitsCNN().state_dict(), path)
+    state = torch.load(path, weights_only=True)
+    state["0.bias"] = torch.empty(16, device="meta")
+    monkeypatch.setattr(zoo.torch, "load", lambda *_a, **_k: state)
+    with pytest.raises(ModelError, match=r"digits\.pt.* without values for '0\.bias'"):
         load_model("digits-cnn", weights=str(path))
 
 

@@ -10,6 +10,7 @@ from edgeweave.graph import capture_spec, run_stages, split
 from edgeweave.plan import load_plan, plan, plot_plan
 from edgeweave.profile import profile_graph
 from edgeweave.topology import load_fleet
+from helpers import calibration
 
 RANK = {"device": 0, "edge": 1, "cloud": 2}
 
@@ -43,7 +44,8 @@ def recheck_total_ms(doc: dict) -> float:
 @pytest.fixture(scope="module")
 def resnet_profile():
     graph = capture_spec("resnet18", input_shape=(1, 3, 64, 64))
-    return graph, profile_graph(graph, load_fleet("pi4-wifi-edge-cloud"), warmup=1, repeats=2)
+    return graph, profile_graph(graph, load_fleet("pi4-wifi-edge-cloud"), warmup=1, repeats=2,
+                                calibration=calibration())
 
 
 @pytest.mark.parametrize(("mbps", "codecs"), [(1.0, ("none",)), (20.0, ("none",)),

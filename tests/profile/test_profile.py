@@ -16,12 +16,14 @@ from edgeweave.profile import (
 )
 from edgeweave.profile.regression import Sample, mape
 from edgeweave.topology import load_fleet
+from helpers import calibration
 
 
 @pytest.fixture(scope="module")
 def digits_profile():
     graph = capture_spec("digits-cnn")
-    return profile_graph(graph, load_fleet("pi4-wifi-edge-cloud"), warmup=1, repeats=3)
+    return profile_graph(graph, load_fleet("pi4-wifi-edge-cloud"), warmup=1, repeats=3,
+                         calibration=calibration())
 
 
 def test_measure_nodes_times_every_node():
@@ -137,6 +139,6 @@ def test_timed_runs_start_after_the_idle_gap(monkeypatch):
     monkeypatch.setattr(m.time, "sleep", slept.append)
     graph = capture_spec("digits-cnn")
     prof = profile_graph(graph, load_fleet("pi4-wifi-edge-cloud"), warmup=2, repeats=3,
-                         idle_s=0.04)
+                         idle_s=0.04, calibration=calibration())
     assert prof.model_extra["measurement"]["idle_s"] == 0.04
     assert slept.count(0.04) == 2 * 3 and set(slept) == {0.0, 0.04}

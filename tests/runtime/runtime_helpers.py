@@ -7,6 +7,7 @@ import torch
 from edgeweave.plan import plan
 from edgeweave.profile import profile_graph
 from edgeweave.topology import load_fleet
+from helpers import calibration
 
 TOKEN = "test-token-0123456789abcdef"
 
@@ -18,7 +19,8 @@ def three_tier_plan(graph, fractions=(0.3, 0.7), mbps=1000.0):
     """A monotone device/edge/cloud placement cutting the topological order at `fractions`."""
     if id(graph) not in _PROFILES:
         _PROFILES[id(graph)] = (graph, profile_graph(graph, load_fleet("pi4-wifi-edge-cloud"),
-                                                     warmup=0, repeats=1))
+                                                     warmup=0, repeats=1,
+                                                     calibration=calibration()))
     prof = _PROFILES[id(graph)][1]
     prof = prof.with_link("device-edge", mbps=mbps).with_link("edge-cloud", mbps=mbps, rtt_ms=0)
     prof = prof.with_link("device-edge", rtt_ms=0)

@@ -8,6 +8,7 @@ from edgeweave.runtime.bandwidth import BandwidthEstimator
 from edgeweave.runtime.client import ClientOptions, CoInferenceClient
 from edgeweave.runtime.lab import LocalLab
 from edgeweave.runtime.session import plan_for
+from helpers import calibration
 
 
 @pytest.mark.slow
@@ -51,7 +52,7 @@ def test_client_replans_when_bandwidth_drops(resnet_graph, nodes):
 
     edge_target, *_ = nodes
     fleet = load_fleet("pi4-wifi-edge-cloud")
-    measured = profile_graph(resnet_graph, fleet, warmup=0, repeats=2)
+    measured = profile_graph(resnet_graph, fleet, warmup=0, repeats=2, calibration=calibration())
     prof, fast = plan_for(measured, fleet, mbps=500.0)
     assert fast.mode != "device-only"
     client = CoInferenceClient(resnet_graph, fast, edge_target, token=TOKEN, profile=prof,

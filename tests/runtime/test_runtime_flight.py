@@ -14,6 +14,7 @@ from edgeweave.runtime.proto import edgeweave_pb2 as pb
 from edgeweave.runtime.proto import edgeweave_pb2_grpc as pb_grpc
 from edgeweave.runtime.shaper import CLOCK_ID, LinkShaper
 from edgeweave.security import authed_channel
+from helpers import calibration
 
 # 8 Mbit/s is 1 MB/s: 100 kB take 100 ms
 MB_PER_S = 8.0
@@ -135,8 +136,8 @@ def test_plan_priced_as_an_alternative_predicts_that_alternative(resnet_graph):
     from edgeweave.topology import load_fleet
 
     fleet = load_fleet("pi4-wifi-edge-cloud")
-    _, chosen = plan_for(profile_graph(resnet_graph, fleet, warmup=0, repeats=1), fleet,
-                         mbps=20.0)
+    _, chosen = plan_for(profile_graph(resnet_graph, fleet, warmup=0, repeats=1,
+                                       calibration=calibration()), fleet, mbps=20.0)
     for mode in ("device-only", "edge-only"):
         alt = chosen.priced(mode=mode)
         assert alt.mode == mode and alt.placement == chosen.alternative(mode).placement
@@ -152,8 +153,8 @@ def test_client_predicts_with_load_and_moves_work_off_a_loaded_edge(resnet_graph
 
     edge_target, *_ = nodes
     fleet = load_fleet("pi4-wifi-edge-cloud")
-    prof, chosen = plan_for(profile_graph(resnet_graph, fleet, warmup=0, repeats=2), fleet,
-                            mbps=1000.0)
+    prof, chosen = plan_for(profile_graph(resnet_graph, fleet, warmup=0, repeats=2,
+                                          calibration=calibration()), fleet, mbps=1000.0)
     edge_only = chosen.priced(mode="edge-only")
     client = CoInferenceClient(resnet_graph, edge_only, edge_target, token=TOKEN, profile=prof,
                                options=ClientOptions(device_dilation=1.0))

@@ -9,7 +9,14 @@ from edgeweave.graph.reuse import reuse_tiles
 from edgeweave.graph.split import Stage, run_stages, split, stage_from_nodes
 from edgeweave.graph.tile_exec import TileModule, run_block, run_tiles, stitch
 from edgeweave.graph.tiles import Tile, tile_grid, tiling_report
-from edgeweave.graph.zoo import ModelSpec, list_models, load_model, model_factory, names_a_file
+from edgeweave.graph.zoo import (
+    ModelSpec,
+    list_models,
+    load_model,
+    model_factory,
+    model_skeleton,
+    names_a_file,
+)
 
 __all__ = [
     "FusedBlock",
@@ -29,6 +36,7 @@ __all__ = [
     "list_models",
     "load_model",
     "model_factory",
+    "model_skeleton",
     "names_a_file",
     "reuse_tiles",
     "run_block",

@@ -46,6 +46,11 @@ def capture(
     tensor, or a sequence of tensors for a model with several inputs. The model is put in eval
     mode: the graph describes inference. ``spec`` names the model for node servers (see
     :attr:`Graph.spec`).
+
+    A model and example on the meta device give the same graph without computing a value (a
+    node captures the zoo's built-ins so: it keeps only the structure); the traced graph is
+    then checked against the model on output shapes and dtypes only, so use it only for models
+    whose graph does not depend on values.
     """
     inputs = _example_inputs(example, name)
     model.eval()
