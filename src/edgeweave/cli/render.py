@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 from rich.table import Table
 
-from edgeweave.plan.record import Plan
-from edgeweave.profile.schema import Profile
+if TYPE_CHECKING:  # annotations only: listing fleets or models need not import torch
+    from edgeweave.plan.record import Plan
+    from edgeweave.profile.schema import Profile
 
 
 def _fmt(v: float | None, spec: str = ".1f") -> str:
