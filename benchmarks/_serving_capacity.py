@@ -48,9 +48,10 @@ METHOD = (
     "capacity = the highest Poisson arrival rate at which a system answered at least {att:.0%} "
     "of the requests sent within the SLO (MLPerf Inference's server scenario: p99 latency "
     "within the bound, a refused request counted as a miss), found by bisection in {probes} "
-    "probes of {seconds:g} s between 0 and {high:.1f} req/s (1.2 x the most any system served "
-    "without deadlines), the same search for {systems}, taking turns probe by probe; loads are "
-    "shares of the highest of them ({reference}: {capacity:.1f} req/s)")
+    "steps of {seconds:g} s probes (a miss confirmed by a second probe) between 0 and "
+    "{high:.1f} req/s (1.2 x the most any system served without deadlines), the same search "
+    "for {systems}, taking turns probe by probe; loads are shares of the highest of them "
+    "({reference}: {capacity:.1f} req/s)")
 
 
 @dataclass
@@ -71,14 +72,22 @@ def at_slo(players: dict[str, Player], high: float, probes: int, seed: int
            ) -> dict[str, Search]:
     """Each system's capacity at the SLO (see module doc): bisection on the arrival rate in
     `probes` steps from (0, `high`), the systems in turn (the order reversed every other step),
-    each step's arrivals seeded alike for every system."""
+    each step's arrivals seeded alike for every system. A rate counts as too high only when a
+    second probe at it (fresh arrivals) misses too: on this shared host one burst of other
+    work in a probe of a few seconds made a rate fail that the same system then served
+    entirely in time at almost twice that rate (ResNet-18 at host load 8-10: 96% at 11.2 req/s
+    in the search, 100% at 17.8 req/s in the sweep), and bisection never goes back above a
+    rate that failed."""
     found = {s: Search(0.0, high) for s in players}
     for k in range(probes):
         for system in (list(players) if k % 2 == 0 else list(players)[::-1]):
             s = found[system]
             rate = (s.low + s.high) / 2.0
-            share = attainment(players[system](rate, seed + 900 + k))
-            s.probes.append((rate, share))
+            for again in range(2):  # a miss is confirmed once (see `at_slo`'s doc)
+                share = attainment(players[system](rate, seed + 900 + 10 * k + again))
+                s.probes.append((rate, share))
+                if share >= ATTAINMENT:
+                    break
             if share >= ATTAINMENT:
                 s.low = rate
             else:
