@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import sys
 import threading
@@ -99,6 +100,28 @@ class RayTarget:
             done(Outcome(FAILED, type(e).__name__, str(e)[:200]))
 
 
+_SENDER: dict[str, RayTarget] = {}
+
+
+def sender_target(address: str, app: str, shape: tuple[int, ...], seed: int,
+                  **_options: object) -> RayTarget:
+    """The target of one of the load generator's sender processes (`SenderPool`, as
+    EdgeWeave's nodes are played with): a Ray driver of its own, connected to the benchmark's
+    cluster, calling the application through its own DeploymentHandle. Made once per process
+    (each run of the pool asks again)."""
+    if "target" not in _SENDER:
+        import ray
+        from ray import serve
+
+        ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+        handle = serve.get_app_handle(app)
+        target = RayTarget(handle, shape, seed)
+        for x in target.inputs:  # this driver's first calls (its routing table)
+            handle.remote(x).result()
+        _SENDER["target"] = target
+    return _SENDER["target"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -111,13 +134,15 @@ def main() -> None:
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--dilation", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--senders", type=int, default=1,
+                    help="sender processes playing each open loop (1: this driver)")
     args = ap.parse_args()
     shape = tuple(int(d) for d in args.input_shape.split(","))
 
     import ray
     from ray import serve
 
-    from edgeweave.serve.loadgen import closed_loop, open_loop, poisson
+    from edgeweave.serve.loadgen import SenderPool, closed_loop, poisson
 
     start = time.perf_counter()
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
@@ -129,7 +154,13 @@ def main() -> None:
     target = RayTarget(handle, shape, args.seed)
     for x in target.inputs * 2:  # warm-up: every replica's first calls
         handle.remote(x).result()
-    print(json.dumps({"ready": True, "start_s": time.perf_counter() - start}), flush=True)
+    pool = None
+    if args.senders > 1:  # as EdgeWeave's nodes are played: the same number of processes
+        pool = SenderPool(functools.partial(
+            sender_target, ray.get_runtime_context().gcs_address, args.model, shape,
+            args.seed), args.senders)
+    print(json.dumps({"ready": True, "start_s": time.perf_counter() - start,
+                      "senders": args.senders}), flush=True)
     for line in sys.stdin:
         cmd = json.loads(line)
         if cmd.get("quit"):
@@ -140,14 +171,29 @@ def main() -> None:
         else:
             arrivals = poisson({args.model: cmd["rate"]}, cmd["duration"],
                                cmd.get("clients", 1000), cmd["seed"])
-            run = open_loop(target, arrivals, {args.model: cmd["slo_s"]},
-                            drain_s=cmd["drain_s"], duration_s=cmd["duration"])
+            run = (pool or _Driver(target)).open_loop(
+                arrivals, {args.model: cmd["slo_s"]}, drain_s=cmd["drain_s"],
+                duration_s=cmd["duration"])
         print(json.dumps({"lag_s": run.lag_s, "records": [
             [r.model, r.client, r.sent, r.deadline_s, r.end, r.status, r.refused_by_system,
              None if r.latency_s != r.latency_s else r.latency_s] for r in run.records]}),
               flush=True)
+    if pool is not None:
+        pool.close()
     serve.shutdown()
     ray.shutdown()
+
+
+class _Driver:
+    """This driver process as the only sender (the pool's `open_loop`, in process)."""
+
+    def __init__(self, target: RayTarget):
+        self.target = target
+
+    def open_loop(self, arrivals, slo_s, **kw):
+        from edgeweave.serve.loadgen import open_loop
+
+        return open_loop(self.target, arrivals, slo_s, **kw)
 
 
 if __name__ == "__main__":

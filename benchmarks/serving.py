@@ -14,17 +14,25 @@ generator (`edgeweave.serve.loadgen`, the same seeded Poisson arrivals for every
 timed). EdgeWeave's devices throttle themselves as its device client can (`--throttle`,
 `runtime.throttle`: requests beyond that many times what the node has lately accepted are
 answered by the device without a round trip, counted as throttled); the old node's and Ray
-Serve's clients send everything.
+Serve's clients send everything. Every system's open loops are played by the same number of
+sender processes (`--senders`): for Ray Serve, each is a Ray driver of its own calling the
+application through its own handle; each run's worst sender lag is in the JSON
+(`sender_lag_ms`), so a load generator that fell behind its schedule shows.
 
 First the calibration, in `--capacity-rounds` rounds: the single-request latency on
 EdgeWeave's node (SLO = `--slo-factor` x the median of the rounds' measures, never below
-`--min-slo-ms`; one calm or busy moment set it before) and the capacity: the most a system
-serves, closed loop (workers x max batch devices) or with its queues kept full (open loop at
-three times that), without deadlines. The host is shared, and one measure taken during
-someone else's burst set every load level of a model wrong (a capacity measured low made
-"150%" an underload), so EdgeWeave and Ray Serve take turns in the same window (the order
-reversed every other round), and the median counts; every round's figure is in the JSON, and
-both methods are printed. Loads are shares of EdgeWeave's median capacity.
+`--min-slo-ms`; one calm or busy moment set it before) and the most a system serves without
+deadlines, closed loop (workers x max batch devices) or with its queues kept full (open loop at
+three times that), EdgeWeave and Ray Serve taking turns in the same window (the order reversed
+every other round), the median counting. Then the capacity that 100% load means
+(`--capacity slo`, the default): MLPerf Inference's server scenario, the highest Poisson rate
+at which a system answers 99% of the requests sent within the SLO, searched alike for every
+system (`_serving_capacity.py`: bisection, the systems taking turns probe by probe); loads are
+shares of the highest of them. The capacity without deadlines was the reference before
+(`--capacity unconstrained`), and it is not one any system can serve within the SLO: measured
+with ResNet-18, it is reached in batches of 8 that take longer than the SLO, while every batch
+run under the SLO at "100%" and "200%" of it was of size 1 (see `_serving_capacity.py`).
+Every measure is in the JSON, and both capacities are printed.
 Then, for each load (50% ... 200% of that capacity), every system plays the same seeded
 arrivals for `--duration` seconds in `--slices` parts, taking turns (A B, then B A), so a slow
 spell of the host falls on every system alike; EdgeWeave with adaptive batching (AIMD against
@@ -55,6 +63,7 @@ are compared under the same conditions, load level by load level.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -68,6 +77,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+import _serving_capacity as capacity_at_slo
 from _zoo import emit
 from edgeweave.graph import capture
 from edgeweave.runtime.lab import LocalLab
@@ -80,7 +90,6 @@ from edgeweave.serve.loadgen import (
     Row,
     Run,
     SenderPool,
-    closed_loop,
     open_loop,
     poisson,
 )
@@ -157,14 +166,15 @@ class RayPeer:
     """`_serving_ray.py` in the peers' interpreter, kept up for one model's whole sweep."""
 
     def __init__(self, python: str, model: str, shape: tuple[int, ...], replicas: int,
-                 max_batch: int, max_queued: int, wait_s: float, factor: float, seed: int):
+                 max_batch: int, max_queued: int, wait_s: float, factor: float, seed: int,
+                 senders: int = 1):
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
         self.proc = subprocess.Popen(
             [python, str(ROOT / "benchmarks" / "_serving_ray.py"), "--model", model,
              "--input-shape", ",".join(map(str, shape)), "--replicas", str(replicas),
              "--max-batch", str(max_batch), "--max-queued", str(max_queued),
              "--batch-wait-s", str(wait_s), "--cpus", str(os.cpu_count() or 2),
-             "--dilation", str(factor), "--seed", str(seed)],
+             "--dilation", str(factor), "--seed", str(seed), "--senders", str(senders)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             env=env)
         self.ready = json.loads(self._line())
@@ -211,64 +221,6 @@ SLO_METHOD = ("SLO = {factor:g} x the median of {rounds} single-request latencie
               "EdgeWeave's node, one measured in each capacity round ({ms} ms), at least "
               "{floor:g} ms: {slo:.0f} ms")
 
-#: How capacity is measured, said in the tables and the JSON.
-CAPACITY_METHOD = (
-    "capacity = the median over {rounds} rounds of the most a system served without deadlines "
-    "(the larger of: workers x max batch devices in a closed loop, and an open-loop load of 3x "
-    "that, counting answers completed after its first second), each round {seconds:g} s per "
-    "measure; {both}; loads are shares of EdgeWeave's median")
-
-
-def one_request_s(target: GrpcTarget, model: str, seconds: float = 6.0) -> float:
-    """The median single-request latency on EdgeWeave's node: one device sending requests one
-    after another for `seconds` (a pause of 50 ms on average between them)."""
-    one = closed_loop(target, 1, [model], seconds, {model: 60.0}, think_s=0.05)
-    return statistics.median(r.latency_s for r in one.records if r.end == "answered")
-
-
-def served_per_s(closed: Run, over: Run, seconds: float) -> float:
-    """One capacity measure: the larger of what the closed loop answered per second and what
-    the open-loop overload completed per second after its first second (a closed loop keeps
-    batches small: measured alone, it was below what every system then served at "150%"
-    load, and nothing was overloaded)."""
-    closed_rps = sum(r.end == "answered" for r in closed.records) / seconds
-    done = sum(r.end == "answered" and 1.0 <= r.sent + r.latency_s <= seconds
-               for r in over.records)
-    return max(closed_rps, done / max(seconds - 1.0, 1e-9))
-
-
-def capacities(target: GrpcTarget, ray: RayPeer | None, model: str, devices: int,
-               seconds: float, rounds: int, seed: int, senders: SenderPool | None = None
-               ) -> tuple[dict[str, list[float]], list[float]]:
-    """Each system's capacity, measured `rounds` times, the systems taking turns (the order
-    reversed every other round), so a burst of other work on this shared host lands on one
-    measure of one system, not on all of one system's: the median is what counts. Each round
-    also measures the single-request latency on EdgeWeave's node (what the SLO is set from),
-    so it too is a median of measures spread over the calibration, not one calm (or busy)
-    moment's. Returns the capacities (req/s) and the single-request latencies (s)."""
-    out: dict[str, list[float]] = {"edgeweave": []} | ({"ray": []} if ray else {})
-    ones: list[float] = []
-    slo = {model: 60.0}
-    for k in range(rounds):
-        ones.append(one_request_s(target, model, max(2.0, seconds / 2.0)))
-        for system in (list(out) if k % 2 == 0 else list(out)[::-1]):
-            if system == "ray":
-                assert ray is not None
-                closed = ray.closed(devices, seconds, 60.0)
-                rate = 3.0 * max(1.0, len(closed.records) / seconds)
-                over = ray.run(rate, seconds, seed + 500 + k, 60.0, 30.0)
-            else:
-                closed = closed_loop(target, devices, [model], seconds, slo)
-                rate = 3.0 * max(1.0, len(closed.records) / seconds)
-                arrivals = poisson({model: rate}, seconds, CLIENTS, seed=seed + 500 + k)
-                over = (senders.open_loop(arrivals, slo, Fallback(), drain_s=30.0,
-                                          duration_s=seconds, throttle_k=0.0) if senders else
-                        open_loop(target, arrivals, slo, Fallback(), drain_s=30.0,
-                                  duration_s=seconds))
-            out[system].append(served_per_s(closed, over, seconds))
-    return out, ones
-
-
 def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[list[Row], dict]:
     model, shape = wm.name, wm.graph.input_shape
     args_of = node_args(args.workers, args.max_batch, args.max_queue, args.dilation[label])
@@ -306,16 +258,50 @@ def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[lis
         if "ray" in systems:
             ray = RayPeer(args.ray_python, model, shape, args.workers, args.max_batch,
                           args.max_queue, args.max_delay_ms / 1000.0, args.dilation[label],
-                          args.seed)
+                          args.seed, args.senders)
             console.print(f"ray serve up in {ray.ready['start_s']:.0f} s")
         load_before = os.getloadavg()[0]  # other processes on this host, if any
-        measured, ones = capacities(ew, ray, model, args.workers * args.max_batch,
-                                    args.capacity_s, args.capacity_rounds, args.seed,
-                                    pools.get("edgeweave"))
+        measured, ones = capacity_at_slo.unconstrained(
+            ew, ray, model, args.workers * args.max_batch, args.capacity_s,
+            args.capacity_rounds, args.seed, CLIENTS, pools.get("edgeweave"))
         one_s = statistics.median(ones)
-        capacity = statistics.median(measured["edgeweave"])
-        load_at_calibration = os.getloadavg()[0]
+        unconstrained = statistics.median(measured["edgeweave"])
         slo_s = max(args.slo_factor * one_s, args.min_slo_ms / 1000.0)
+
+        def probe(system: str, rate: float, seed: int) -> Run:
+            """One capacity-search probe: `system` at `rate` for --slo-capacity-s."""
+            span = args.slo_capacity_s
+            if system == "ray":
+                assert ray is not None
+                return ray.run(rate, span, seed, slo_s, args.drain_s)
+            return play(system, poisson({model: rate}, span, CLIENTS, seed), {model: slo_s},
+                        span)
+
+        capacity, at_slo = unconstrained, {}
+        capacity_method = capacity_at_slo.UNCONSTRAINED_METHOD.format(
+            rounds=args.capacity_rounds, seconds=args.capacity_s,
+            both=("Ray Serve measured the same way in the same rounds, the systems "
+                  "taking turns" if ray else "EdgeWeave only"))
+        if args.capacity == "slo":
+            high = 1.2 * max(statistics.median(v) for v in measured.values())
+            at_slo = capacity_at_slo.at_slo(
+                {s: functools.partial(probe, s) for s in systems}, high,
+                args.slo_capacity_probes, args.seed)
+            reference = max(at_slo, key=lambda s: at_slo[s].low)
+            if at_slo[reference].low > 0:
+                capacity = at_slo[reference].low
+                capacity_method = capacity_at_slo.METHOD.format(
+                    att=capacity_at_slo.ATTAINMENT, probes=args.slo_capacity_probes,
+                    seconds=args.slo_capacity_s, high=high, systems=", ".join(systems),
+                    reference=reference, capacity=capacity)
+            else:
+                capacity_method += (" (no system met the SLO at any rate probed: the capacity "
+                                    "at the SLO could not be measured)")
+            console.print(f"{label}: capacity at the SLO " + "; ".join(
+                f"{s} {v.low:.1f} req/s (rate:attainment "
+                f"{', '.join(f'{r:.1f}:{a:.0%}' for r, a in v.probes)})"
+                for s, v in at_slo.items()), highlight=False)
+        load_at_calibration = os.getloadavg()[0]
         slo_method = SLO_METHOD.format(factor=args.slo_factor, rounds=len(ones),
                                        ms=", ".join(f"{x * 1000:.0f}" for x in ones),
                                        floor=args.min_slo_ms,
@@ -326,6 +312,7 @@ def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[lis
                       f"{load_before:.1f} before, {load_at_calibration:.1f} after, on "
                       f"{os.cpu_count()} cores)", highlight=False)
         rows = []
+        lags: dict[str, dict[str, float]] = {}  # system -> load -> its senders' worst lag (ms)
         for k, load in enumerate(float(x) for x in args.loads.split(",")):
             rate = load * capacity
             plays = [(s, None) for s in systems]
@@ -352,6 +339,7 @@ def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[lis
                 run = Run([r for p in parts for r in p.records], args.duration,
                           max(p.lag_s for p in parts))
                 (row,) = summarize_run(run, system, load)
+                lags.setdefault(system, {})[f"{load:g}"] = run.lag_s * 1000.0
                 row.model = label
                 rows.append(row)
                 console.print(f"  {system:15s} {load:4.0%}: {row.throughput_rps:5.1f} req/s, "
@@ -363,11 +351,13 @@ def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[lis
         info = {"one_request_ms": one_s * 1000,
                 "one_request_rounds_ms": [x * 1000 for x in ones], "slo_method": slo_method,
                 "capacity_rps": capacity,
+                "capacity_definition": args.capacity,
+                "capacity_method": capacity_method,
+                "capacity_unconstrained_rps": unconstrained,
                 "capacity_rounds_rps": measured,
-                "capacity_method": CAPACITY_METHOD.format(
-                    rounds=args.capacity_rounds, seconds=args.capacity_s,
-                    both=("Ray Serve measured the same way in the same rounds, the systems "
-                          "taking turns" if ray else "EdgeWeave only")),
+                "capacity_at_slo_rps": {s: v.low for s, v in at_slo.items()},
+                "capacity_at_slo_probes": {s: v.probes for s, v in at_slo.items()},
+                "sender_lag_ms": lags,
                 "host_load_avg_1m_at_calibration": load_at_calibration,
                 "host_load_avg_1m_after": os.getloadavg()[0],
                 "slo_ms": slo_s * 1000, "ray_start_s": ray.ready["start_s"] if ray else None}
@@ -438,7 +428,7 @@ def summary(rows: list[Row], infos: dict[str, dict]) -> tuple[Table, list[dict],
     t = Table(title="at the same p99 objective (p99 <= SLO): most throughput, and SLO "
                     "attainment by load")
     for col in ("model", "system", "thru @ p99<=SLO", "SLO 80%", "SLO 100%", "SLO 150%",
-                "goodput 200% / capacity", "lost", "adds up"):
+                "capacity @ SLO", "goodput 200% / capacity", "lost", "adds up"):
         t.add_column(col, justify="left" if col in ("model", "system") else "right")
     out, goals = [], []
     for model, info in infos.items():
@@ -449,14 +439,16 @@ def summary(rows: list[Row], infos: dict[str, dict]) -> tuple[Table, list[dict],
             att = {r.load: r.slo_attainment for r in sr}
             top = next((r for r in sr if r.load == 2.0), None)
             best[system] = at_objective(sr, info["slo_ms"])
+            own = info.get("capacity_at_slo_rps", {}).get(system)
             entry = {"model": model, "system": system, "throughput_at_slo_p99": best[system],
-                     "slo_attainment": att,
+                     "capacity_at_slo_rps": own, "slo_attainment": att,
                      "goodput_200_over_capacity": (top.goodput_rps / info["capacity_rps"]
                                                    if top else None),
                      "lost": sum(r.lost for r in sr), "adds_up": all(r.adds_up for r in sr)}
             out.append(entry)
             t.add_row(model, system, f"{best[system]:.1f}",
                       *(f"{att[x]:.1%}" if x in att else "-" for x in (0.8, 1.0, 1.5)),
+                      "-" if own is None else f"{own:.1f}",
                       f"{entry['goodput_200_over_capacity']:.0%}" if top else "-",
                       str(entry["lost"]), "yes" if entry["adds_up"] else "NO")
         goals += _goals(model, best, mine, info["capacity_rps"])
@@ -541,6 +533,16 @@ def main() -> None:
     ap.add_argument("--capacity-rounds", type=int, default=3,
                     help="capacity measured this many times per system, systems in turn; "
                          "the median counts")
+    ap.add_argument("--capacity", choices=("slo", "unconstrained"), default="slo",
+                    help="what 100%% load is: 'slo' the highest Poisson rate a system "
+                         "sustains answering 99%% of requests within the SLO (MLPerf's "
+                         "server scenario; the highest over the systems, each searched "
+                         "alike), 'unconstrained' the most EdgeWeave serves without "
+                         "deadlines")
+    ap.add_argument("--slo-capacity-s", type=float, default=8.0,
+                    help="seconds per probe of the capacity search at the SLO")
+    ap.add_argument("--slo-capacity-probes", type=int, default=5,
+                    help="bisection steps of the capacity search at the SLO")
     ap.add_argument("--slices", type=int, default=2,
                     help="each load level is played in this many parts, the systems taking "
                          "turns (ABBA), so slow spells of a shared host hit every system")
@@ -560,9 +562,9 @@ def main() -> None:
                          "throttling, runtime.throttle; 0: off); the old node's and Ray "
                          "Serve's clients do not")
     ap.add_argument("--senders", type=int, default=2,
-                    help="sender processes playing each open loop against EdgeWeave's and the "
-                         "old node (1: the driver's own process; Ray Serve's is its driver "
-                         "process, which holds its handle)")
+                    help="sender processes playing each open loop, for every system alike (1: "
+                         "the driver's own process; for Ray Serve, each a Ray driver with its "
+                         "own handle)")
     ap.add_argument("--runners", action="store_true",
                     help="also time eager vs traced batch runners")
     ap.add_argument("--ray-python", default=None,

@@ -271,3 +271,33 @@ def test_python_dash_m_works():
 def test_infer_rejects_an_unknown_shaping_mode(capsys):
     code, _, err = main_in_process(capsys, "infer", "digits-cnn", "--shaping", "wifi")
     assert code == 2 and "--shaping" in err
+
+
+def test_infer_throttle_keeps_back_what_a_refusing_edge_would_refuse(tmp_path, capsys,
+                                                                    token_file, edge_plan):
+    """`infer --throttle`: an edge that answers every request after its deadline (emulated
+    200x slower than its 20 ms SLO allows) refuses them all; the device then answers most of
+    them itself without sending (throttled), and a bad factor is named in the flag's words."""
+    from edgeweave.runtime.node import ServeOptions, start_node
+    from edgeweave.runtime.server import NodeConfig
+
+    code, _, err = _infer(capsys, edge_plan, "127.0.0.1:9", "--throttle", "0.5")
+    assert code == 2 and "--throttle 0.5: expected 0 (off) or at least 1" in err, err
+    node, svc, port = start_node(NodeConfig("edge", "edge", dilation=200.0), ServeOptions(
+        "127.0.0.1:0", token=token_file.read_text()))
+    try:
+        notes = {}
+        for k in ("0", "1.5"):
+            out_json = tmp_path / f"r{k}.json"
+            code, _, err = _infer(capsys, edge_plan, f"127.0.0.1:{port}", "--token-file",
+                                  str(token_file), "--slo-ms", "20", "--repeat", "8",
+                                  "--throttle", k, "--json", str(out_json))
+            assert code == 0, err
+            doc = json.loads(out_json.read_text())
+            assert doc["fallbacks"] == 8  # every request answered, by the device
+            notes[k] = " ".join(doc["fallback_notes"])
+        assert "DEADLINE_EXCEEDED" in notes["0"] and "throttled" not in notes["0"]
+        assert "throttled" in notes["1.5"]
+    finally:
+        node.stop(0)
+        svc.close()

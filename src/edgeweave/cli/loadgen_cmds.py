@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from edgeweave.cli import common
 from edgeweave.cli.options import SEED_MAX, integer, number, output_file
 from edgeweave.cli.reporting import report_option
 from edgeweave.errors import EdgeWeaveError
@@ -61,11 +62,8 @@ def loadgen(
                                 help="Logical devices the open-loop requests come from."),
     connections: int = typer.Option(2, callback=integer(ge=1, le=64),
                                     help="Connections per node shared by all devices."),
-    throttle: float = typer.Option(0.0, "--throttle", callback=number(ge=0, le=100),
-                                   help="Devices keep back what a node has been refusing, "
-                                   "sending it at most this many times what it accepts "
-                                   "(client-side throttling, e.g. 1.5; 0: off, or at least "
-                                   "1)."),
+    throttle: float = typer.Option(0.0, "--throttle", callback=common.throttle,
+                                   help=common.THROTTLE_HELP),
     slo_ms: float = typer.Option(200.0, "--slo-ms", callback=number(gt=0, le=3.6e6),
                                  help="Each request's deadline."),
     priority: int = typer.Option(0, callback=integer(ge=0, le=9), help="Requests' priority."),
@@ -113,8 +111,6 @@ def loadgen(
     if token_file is None and cert_dir is None:
         raise EdgeWeaveError("loadgen: give --token-file or --cert-dir (nodes refuse "
                              "unauthenticated calls)")
-    if 0 < throttle < 1:
-        raise EdgeWeaveError(f"--throttle {throttle:g}: expected 0 (off) or at least 1")
     knobs = ServingConfig(max_batch=max_batch, max_delay_ms=max_delay_ms,
                           preferred_batch=_sizes(preferred_batch), slo_ms=slo_ms,
                           adaptive=adaptive)

@@ -48,7 +48,7 @@ def _prepare(console: Console, model: str, fleet_spec: str | None, plan_file: Pa
 def infer(console: Console, model, fleet_spec, edge, plan_file, input_file, repeat, objective,
           codec, mbps, token_file, cert_dir, adapt, json_out, token=None,
           shape_bandwidth=True, fallback_local=False, upload="auto", slo_ms=None,
-          upload_codec="auto") -> None:
+          upload_codec="auto", throttle_k=0.0) -> None:
     from edgeweave.cli import upload_cmds
     from edgeweave.runtime.client import ClientOptions
     from edgeweave.runtime.inputs import load_input
@@ -92,7 +92,8 @@ def infer(console: Console, model, fleet_spec, edge, plan_file, input_file, repe
     x = load_input(input_file, graph.input_shape)
     summary = run(graph, chosen, edges or None, [x] * repeat, dilation=dilation, token=token,
                   tls=tls, options=ClientOptions(adapt=adapt, shape_bandwidth=shape_bandwidth,
-                                                 fallback_local=fallback_local, slo_ms=slo_ms),
+                                                 fallback_local=fallback_local, slo_ms=slo_ms,
+                                                 throttle_k=throttle_k),
                   profile=prof,
                   trace=trace if shape_bandwidth else None)
     _report(console, summary, model)

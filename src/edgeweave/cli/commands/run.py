@@ -8,7 +8,16 @@ from pathlib import Path
 import typer
 
 from edgeweave.cli import reporting
-from edgeweave.cli.common import FALLBACK_HELP, FLEET_HELP, MBPS, MBPS_HELP, Objective, console
+from edgeweave.cli.common import (
+    FALLBACK_HELP,
+    FLEET_HELP,
+    MBPS,
+    MBPS_HELP,
+    THROTTLE_HELP,
+    Objective,
+    console,
+    throttle,
+)
 from edgeweave.cli.options import number, one_of, output_file
 from edgeweave.cli.reporting import report_option
 from edgeweave.errors import EdgeWeaveError
@@ -74,6 +83,7 @@ def infer(
     shaping: str = typer.Option("app", help="app: shape links in this process and the servers; "
                                 "kernel: netlab's tc already shapes them (add RTT only)."),
     fallback_local: bool = typer.Option(False, "--fallback-local", help=FALLBACK_HELP),
+    throttle_k: float = typer.Option(0.0, "--throttle", callback=throttle, help=THROTTLE_HELP),
     upload: str = _upload(),
     upload_codec: str = _upload_codec(),
     json_out: Path = typer.Option(None, "--json", callback=output_file, help=JSON_HELP),
@@ -88,7 +98,8 @@ def infer(
     runtime_cmds.infer(console, model, fleet, edge, plan_file, input_file, repeat,
                        objective.value, codec, mbps, token_file, cert_dir, adapt, out,
                        shape_bandwidth=shaping == "app", fallback_local=fallback_local,
-                       upload=upload, slo_ms=slo_ms, upload_codec=upload_codec)
+                       upload=upload, slo_ms=slo_ms, upload_codec=upload_codec,
+                       throttle_k=throttle_k)
     if report and out:
         reporting.write(console, report, [out])
 
