@@ -33,7 +33,7 @@ def alexnet():
 @pytest.mark.slow  # starts edge and cloud servers per case
 @pytest.mark.parametrize("name", ["chain", "shared-edge"])
 def test_simulated_median_latency_matches_the_real_runtime(name, alexnet):
-    case = dataclasses.replace(CASES[name], duration_s=10.0)
+    case = dataclasses.replace(CASES[name], duration_s=10.0, requests=None)
     setup = prepare(case, alexnet)
     for _ in range(ATTEMPTS):  # a run whose host changed speed under it compares nothing
         real = run_real(setup.case, setup.graph, setup.chosen, setup.prof, setup.dilation,
@@ -46,6 +46,18 @@ def test_simulated_median_latency_matches_the_real_runtime(name, alexnet):
     assert np.isfinite(f.real_ms).all()
     row = f.row()
     assert abs(row["err_p50"]) < TOLERANCE, row
+    # every timed request's batch at the edge, as its reply said, beside the simulated
+    # edge's; the chain's edge runs no stage (it forwards), so neither side batches there
+    assert len(real.batch) == f.requests
+    staged = setup.chosen.predicted["tier_compute_ms"]["edge"] > 0
+    for side in ("edge_batch_real", "edge_batch_sim"):
+        assert sum(row[side].values()) == (f.requests if staged else 0), row[side]
+    if case.devices == 1:  # a lone device never has two requests at the edge at once
+        assert row["edge_batch_real"] == row["edge_batch_sim"]
+    else:
+        assert row["edge_batch_mean_real"] >= 1 and row["edge_batch_mean_sim"] >= 1
+    lo, hi = row["err_p50_ci"]
+    assert lo <= hi and row["tail_requests"] >= 1
 
 
 def _drift(real) -> float:
@@ -167,13 +179,17 @@ def test_the_simulated_edge_batches_what_arrives_together_as_the_real_node_does(
     assert spec["max_batch"] == NodeConfig("edge", "edge").max_batch > 1
     assert spec["max_delay_ms"] == 0 and serving_spec(1, None)["max_batch"] == 1
     times, devs = np.zeros(4), np.arange(4)
-    done = {}
+    done, served, fleet = {}, {}, load_fleet("pi4-wifi-edge-cloud")
     for marginal in (0.25, None):
-        scn = sim_scenario(case, chosen, load_fleet("pi4-wifi-edge-cloud"),
+        scn = sim_scenario(case, chosen, fleet,
                            batch_marginal=marginal)
-        out = simulate(scn, arrivals=(times, devs)).outcome
+        run = simulate(scn, arrivals=(times, devs))
+        out = run.outcome
         done[marginal] = np.sort((out.done - out.t) * 1000.0)
+        served[marginal] = run.sim.server(fleet.nodes_in("edge")[0].name).served_in
     batched, single = done[0.25], done[None]
     assert batched[1:] == pytest.approx([batched[3]] * 3, abs=1e-6)  # one batch of three
     assert batched[3] - batched[0] == pytest.approx(edge_ms * 1.5, rel=1e-3)
     assert np.diff(single) == pytest.approx([edge_ms] * 3, rel=1e-3)  # one behind another
+    # requests per batch size, as the real edge's replies report them (`RealRun.batch`)
+    assert served == {0.25: {1: 1, 3: 3}, None: {1: 4}}

@@ -58,11 +58,13 @@ from edgeweave.errors import SimError
 from edgeweave.plan import Plan
 from edgeweave.runtime.server import NodeConfig
 from edgeweave.serve import ServingConfig
+from edgeweave.sim.agreement import batch_sizes, drift, intervals, mean_batch
 from edgeweave.sim.calibration import Calibration, calibrate
 from edgeweave.sim.engine import OK
 from edgeweave.sim.lab_run import CALIBRATION, CLOUD_DILATION, EDGE_DILATION, RealRun, run_real
 from edgeweave.sim.run import simulate
 from edgeweave.sim.scenario import Scenario, parse_scenario
+from edgeweave.sim.servers import BatchServer
 from edgeweave.topology import Fleet, load_fleet
 
 
@@ -78,17 +80,35 @@ class Case:
     edge_concurrency: int = 4
     step: tuple[float, float] | None = None  # (at seconds, new first-hop Mbit/s)
     adapt: bool = False
+    # instead of the duration: this many requests expected (the duration stretched to carry
+    # them at the case's rate, a step kept at the same fraction of it)
+    requests: int | None = None
 
+    def sized(self) -> Case:
+        """The case with its duration set from ``requests`` (itself if None)."""
+        if self.requests is None:
+            return self
+        duration = self.requests / (self.devices * self.rate_per_s)
+        step = None if self.step is None else \
+            (self.step[0] * duration / self.duration_s, self.step[1])
+        return dataclasses.replace(self, duration_s=duration, step=step, requests=None)
+
+
+#: timed requests a benchmark row expects (Poisson: the count drawn varies around it): a p95
+#: from the ~40 that 40 s at one a second gave rested on two requests above it, and one host
+#: hiccup among them moved it by tens of percent (`sim.agreement` says how much it may move)
+ROW_REQUESTS = 120
 
 CASES = {
-    # 40 s at one request a second: a p95 of ~40 requests, not of the ~17 that 20 s gave
-    "chain": Case("chain", mode="device-edge-cloud", mbps=18.88, duration_s=40.0),
+    "chain": Case("chain", mode="device-edge-cloud", mbps=18.88, duration_s=40.0,
+                  requests=ROW_REQUESTS),
     "shared-edge": Case("shared-edge", devices=4, mode="edge-only", mbps=100.0,
-                        edge_utilisation=0.5, edge_concurrency=1),
+                        edge_utilisation=0.5, edge_concurrency=1, requests=ROW_REQUESTS),
     # the plan is kept through the step: what is checked is the link (a trace in the
     # simulator, `set_link_mbps` in the runtime); a switch would also measure how long the
     # runtime takes to re-trace and re-deploy stages, seconds on a loaded host
-    "bandwidth-step": Case("bandwidth-step", mbps=50.0, step=(20.0, 8.0), duration_s=40.0),
+    "bandwidth-step": Case("bandwidth-step", mbps=50.0, step=(20.0, 8.0), duration_s=40.0,
+                           requests=ROW_REQUESTS),
 }
 
 
@@ -110,10 +130,15 @@ class Fidelity:
     overhead_cv: float = 0.0
     drift: dict[str, float] = field(default_factory=dict)  # tier -> cool-down / warm-up - 1
     batch_marginal: float | None = 1.0  # the edge's cost of one more request in a batch
+    # batch size -> requests that ran in a batch that big at the edge, each side
+    batch_real: dict[int, int] = field(default_factory=dict)
+    batch_sim: dict[int, int] = field(default_factory=dict)
 
     def row(self) -> dict[str, Any]:
         """The benchmark's row: ``sim_*`` with the servers at the speed the runtime's own load
-        factors measured in the warm-up; ``plan_only_*`` from the Plan's figures alone."""
+        factors measured in the warm-up; ``plan_only_*`` from the Plan's figures alone; how far
+        the percentiles and errors would move on another run (`sim.agreement.intervals`); the
+        edge's batch sizes, real (each reply's) and simulated."""
         sp50, sp95 = np.percentile(self.sim_ms, [50, 95])
         rp50, rp95 = np.percentile(self.real_ms, [50, 95])
         row = {"scenario": self.scenario, "model": self.model, "mode": self.mode,
@@ -126,7 +151,12 @@ class Fidelity:
                "overhead_ms": self.overhead_ms, "overhead_cv": self.overhead_cv,
                "drift": self.drift, "batch_marginal": self.batch_marginal,
                "deploy_s": self.deploy_s,
-               "switches_sim": self.switches_sim, "switches_real": self.switches_real}
+               "switches_sim": self.switches_sim, "switches_real": self.switches_real,
+               **intervals(self.sim_ms, self.real_ms),
+               "edge_batch_real": {str(b): k for b, k in self.batch_real.items()},
+               "edge_batch_sim": {str(b): k for b, k in self.batch_sim.items()},
+               "edge_batch_mean_real": mean_batch(self.batch_real),
+               "edge_batch_mean_sim": mean_batch(self.batch_sim)}
         if self.plan_only_ms:
             op50, op95 = np.percentile(self.plan_only_ms, [50, 95])
             row.update(plan_only_p50_ms=float(op50), plan_only_err_p50=float((op50 - rp50) / rp50),
@@ -284,6 +314,7 @@ def prepare(case: Case, measured: Measured, seed: int = 0) -> Setup:
         edge_s = chosen.predicted["tier_compute_ms"]["edge"] / 1000.0
         case = dataclasses.replace(case, rate_per_s=case.edge_utilisation
                                    * case.edge_concurrency / (case.devices * edge_s))
+    case = case.sized()
     times, devs = arrivals(case, seed)
     # a batch at the edge holds at most one request per device (each waits for its answer)
     largest = min(case.devices, NodeConfig("edge", "edge").max_batch)
@@ -324,7 +355,8 @@ def compare(setup: Setup, real: RealRun, model: str = "alexnet") -> Fidelity:
     measured (and from the Plan's figures alone), beside the real run's latencies."""
     case, times, devs = setup.case, setup.times, setup.devs
     cal = calibrate(real.calibration, setup.chosen)
-    runs = {}
+    runs, edge = {}, setup.emu.nodes_in("edge")[0].name
+    batched: dict[int, int] = {}
     for label, c in (("calibrated", cal), ("plan only", None)):
         scn = sim_scenario(case, setup.chosen, setup.emu, calibration=c, switch_s=real.deploy_s,
                            batch_marginal=setup.batch_marginal)
@@ -334,26 +366,16 @@ def compare(setup: Setup, real: RealRun, model: str = "alexnet") -> Fidelity:
         if not (out.status == OK).all():
             raise SimError(f"validation {case.name}: the simulator failed some requests")
         runs[label] = (((out.done - out.t) * 1000.0).tolist(), run.summary["switches"])
+        server = run.sim.server(edge)
+        # the real edge reports a batch only where it runs a stage (the chain's edge forwards)
+        if c is not None and isinstance(server, BatchServer) and \
+                setup.chosen.predicted["tier_compute_ms"].get("edge", 0.0) > 0:
+            batched = dict(sorted(server.served_in.items()))
     sim, switches = runs["calibrated"]
     return Fidelity(case.name, model, setup.chosen.mode, len(times), sim, real.latency_ms,
                     switches, real.switches, cal.load, real.deploy_s, runs["plan only"][0],
-                    cal.cv, cal.overhead_ms, cal.overhead_cv, drift(real), setup.batch_marginal)
-
-
-def drift(real: RealRun) -> dict[str, float]:
-    """Per tier, how far the host's speed moved across the timed run: the cool-down's median
-    compute over the warm-up's, less 1 (what calibrating on one side alone would miss)."""
-    def median(rows: list[dict[str, float]], key: str) -> float:
-        got = [r[key] for r in rows if r.get(key, 0.0) > 0]
-        return float(np.median(got)) if got else 0.0
-
-    keys = {k for r in real.warm for k in r if k.endswith("_compute")}
-    out = {}
-    for key in sorted(keys):
-        before, after = median(real.warm, key), median(real.cool, key)
-        if before > 0 and after > 0:
-            out[key.removesuffix("_compute")] = after / before - 1.0
-    return out
+                    cal.cv, cal.overhead_ms, cal.overhead_cv, drift(real), setup.batch_marginal,
+                    batch_sizes(real.batch), batched)
 
 
 def validate(case: Case, measured: Measured | None = None, seed: int = 0,
