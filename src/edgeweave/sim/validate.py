@@ -25,7 +25,10 @@ simulator takes the same times as its arrivals (and, as the lab's client, sends 
 only once the previous one is answered). Latency is from the arrival to the answer.
 
 Three configurations (the issue's): one device on a device-edge-cloud chain; four devices
-sharing one edge; one device through a bandwidth step.
+sharing one edge; one device through a bandwidth step. A benchmark row carries
+`ROW_REQUESTS` timed requests and says how far its percentiles and errors may move
+(`sim.agreement`); beside them, the batch each real request ran in at the edge (its reply's)
+and the simulated edge's batch sizes.
 
 This host is shared, so its servers compute slower than the profile (measured on CPU time, as
 the dilated device is) says, by tens of percent that drift over minutes, and a burst of other
