@@ -193,3 +193,18 @@ def test_the_simulated_edge_batches_what_arrives_together_as_the_real_node_does(
     assert np.diff(single) == pytest.approx([edge_ms] * 3, rel=1e-3)  # one behind another
     # requests per batch size, as the real edge's replies report them (`RealRun.batch`)
     assert served == {0.25: {1: 1, 3: 3}, None: {1: 4}}
+
+
+def test_a_case_sized_by_requests_stretches_its_duration_and_keeps_its_step_in_place():
+    from edgeweave.sim.validate import ROW_REQUESTS
+
+    step = CASES["bandwidth-step"]
+    assert step.requests == ROW_REQUESTS and step.step == (20.0, 8.0)
+    sized = dataclasses.replace(step, rate_per_s=2.0).sized()
+    assert sized.duration_s == pytest.approx(ROW_REQUESTS / 2.0) and sized.requests is None
+    assert sized.step == pytest.approx((sized.duration_s / 2, 8.0))  # half way, as before
+    shared = dataclasses.replace(CASES["shared-edge"], rate_per_s=1.5).sized()
+    assert shared.duration_s == pytest.approx(ROW_REQUESTS / (4 * 1.5))
+    times, _ = arrivals(shared)
+    assert 0.7 * ROW_REQUESTS < len(times) < 1.3 * ROW_REQUESTS
+    assert sized.sized() is sized
