@@ -6,7 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeweave.sim.agreement import batch_sizes, block_indices, intervals, mean_batch
+from edgeweave.sim.agreement import (
+    batch_sizes,
+    block_indices,
+    intervals,
+    mean_batch,
+    timed_drift,
+)
+from edgeweave.sim.lab_run import RealRun
 
 
 def test_block_resamples_keep_runs_of_consecutive_requests():
@@ -48,3 +55,13 @@ def test_batch_sizes_count_requests_per_batch_size():
     assert sizes == {1: 2, 2: 2, 3: 3} and list(sizes) == [1, 2, 3]
     assert mean_batch(sizes) == pytest.approx((2 + 4 + 9) / 7)
     assert mean_batch(batch_sizes([0, 0])) is None
+
+
+def test_timed_drift_compares_the_run_with_its_calibration_leaving_batches_out():
+    """The host slowed by half during the timed run: its median and p95 show it; a request
+    that ran in a batch of two (its compute is the batch's) is not counted."""
+    warm = [{"edge_compute": 100.0 + k, "total_ms": 150.0} for k in range(21)]
+    timed = [{"edge_compute": 150.0 + 1.5 * k} for k in range(21)] + [{"edge_compute": 900.0}]
+    real = RealRun([1.0] * 22, 0, 0.0, warm[:10], timed, warm[10:], [1] * 21 + [2])
+    got = timed_drift(real)
+    assert got["edge"] == pytest.approx({"p50": 0.5, "p95": 0.5})

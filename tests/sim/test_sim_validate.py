@@ -64,14 +64,9 @@ def _drift(real) -> float:
     """How far each tier's median compute in the timed run moved from the calibration's (on
     a host another job slows in bursts, e.g. a parallel test worker, the two can differ by a
     third even when the calibration is taken on both sides of the run)."""
-    def median(runs, tier: str) -> float:
-        return float(np.median([s.get(tier, 0.0) for s in runs]))
+    from edgeweave.sim.agreement import timed_drift
 
-    cal = real.calibration
-    tiers = {k for s in cal for k in s if k.endswith("_compute")}
-    base = {t: median(cal, t) for t in tiers}
-    return max((abs(median(real.timed, t) / w - 1.0) for t, w in base.items() if w > 0),
-               default=0.0)
+    return max((abs(d["p50"]) for d in timed_drift(real).values()), default=0.0)
 
 
 def test_both_sides_replay_the_same_arrivals():

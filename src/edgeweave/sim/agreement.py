@@ -87,3 +87,26 @@ def drift(real: RealRun) -> dict[str, float]:
         if before > 0 and after > 0:
             out[key.removesuffix("_compute")] = after / before - 1.0
     return out
+
+
+def timed_drift(real: RealRun) -> dict[str, dict[str, float]]:
+    """Per tier, how the timed requests' compute compared with the calibrating ones' (the
+    warm-up's and the cool-down's): median and p95 ratios, less 1. What the simulator was
+    calibrated with against what the host gave during the run: a burst of other work in the
+    middle of the run shows here (and in no calibration), a model error does not. Requests
+    that ran in a batch of more than one are left out (their compute is the batch's)."""
+    def times(rows: list[dict[str, float]], key: str, batch: list[int] | None = None
+              ) -> list[float]:
+        return [r[key] for k, r in enumerate(rows) if r.get(key, 0.0) > 0
+                and (batch is None or k >= len(batch) or batch[k] <= 1)]
+
+    keys = sorted({k for r in real.calibration for k in r if k.endswith("_compute")})
+    out = {}
+    for key in keys:
+        cal, run = times(real.calibration, key), times(real.timed, key, real.batch)
+        if cal and run:
+            c50, c95 = np.percentile(cal, [50, 95])
+            r50, r95 = np.percentile(run, [50, 95])
+            out[key.removesuffix("_compute")] = {"p50": float(r50 / c50 - 1.0),
+                                                 "p95": float(r95 / c95 - 1.0)}
+    return out

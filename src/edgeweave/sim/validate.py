@@ -60,11 +60,11 @@ import numpy as np
 from edgeweave.errors import SimError
 from edgeweave.plan import Plan
 from edgeweave.runtime.server import NodeConfig
-from edgeweave.serve import ServingConfig
-from edgeweave.sim.agreement import batch_sizes, drift, intervals, mean_batch
+from edgeweave.sim.agreement import batch_sizes, drift, intervals, mean_batch, timed_drift
 from edgeweave.sim.calibration import Calibration, calibrate
 from edgeweave.sim.engine import OK
 from edgeweave.sim.lab_run import CALIBRATION, CLOUD_DILATION, EDGE_DILATION, RealRun, run_real
+from edgeweave.sim.lab_serving import batch_marginal, serving_spec
 from edgeweave.sim.run import simulate
 from edgeweave.sim.scenario import Scenario, parse_scenario
 from edgeweave.sim.servers import BatchServer
@@ -136,6 +136,9 @@ class Fidelity:
     # batch size -> requests that ran in a batch that big at the edge, each side
     batch_real: dict[int, int] = field(default_factory=dict)
     batch_sim: dict[int, int] = field(default_factory=dict)
+    # tier -> the timed run's compute against the calibration's (`agreement.timed_drift`)
+    timed_drift: dict[str, dict[str, float]] = field(default_factory=dict)
+    replay_ms: list[float] = field(default_factory=list, repr=False)  # see `compare`
 
     def row(self) -> dict[str, Any]:
         """The benchmark's row: ``sim_*`` with the servers at the speed the runtime's own load
@@ -152,7 +155,8 @@ class Fidelity:
                "err_p95": float((sp95 - rp95) / rp95),
                "load_factors": self.load_factors, "compute_cv": self.compute_cv,
                "overhead_ms": self.overhead_ms, "overhead_cv": self.overhead_cv,
-               "drift": self.drift, "batch_marginal": self.batch_marginal,
+               "drift": self.drift, "timed_drift": self.timed_drift,
+               "batch_marginal": self.batch_marginal,
                "deploy_s": self.deploy_s,
                "switches_sim": self.switches_sim, "switches_real": self.switches_real,
                **intervals(self.sim_ms, self.real_ms),
@@ -160,10 +164,13 @@ class Fidelity:
                "edge_batch_sim": {str(b): k for b, k in self.batch_sim.items()},
                "edge_batch_mean_real": mean_batch(self.batch_real),
                "edge_batch_mean_sim": mean_batch(self.batch_sim)}
-        if self.plan_only_ms:
-            op50, op95 = np.percentile(self.plan_only_ms, [50, 95])
-            row.update(plan_only_p50_ms=float(op50), plan_only_err_p50=float((op50 - rp50) / rp50),
-                       plan_only_p95_ms=float(op95), plan_only_err_p95=float((op95 - rp95) / rp95))
+        for label, ms in (("plan_only", self.plan_only_ms), ("replay", self.replay_ms)):
+            if ms:
+                o50, o95 = np.percentile(ms, [50, 95])
+                row.update({f"{label}_p50_ms": float(o50),
+                            f"{label}_err_p50": float((o50 - rp50) / rp50),
+                            f"{label}_p95_ms": float(o95),
+                            f"{label}_err_p95": float((o95 - rp95) / rp95)})
         return row
 
 
@@ -197,21 +204,6 @@ def emulated_fleet(fleet: Fleet, host_gflops: float, edge_dilation: float = EDGE
             "cores": 1, "description": f"this host dilated x{d:g}, for {node.hardware.name}"})
         nodes.append(node.model_copy(update={"hardware": hw}))
     return Fleet(name=f"{fleet.name} (emulated)", nodes=nodes, links=path.links)
-
-
-def serving_spec(workers: int, batch_marginal: float | None) -> dict[str, Any]:
-    """A lab node's serving engine as a simulated server (`servers.BatchServer`): ``workers``
-    batches at once (``--max-concurrency``), each of up to the node's ``--max-batch`` requests
-    taken from its queue as soon as a worker is free (a stage deployed with the default serving
-    knobs waits no time for a batch to fill; with no deadlines, EDF serves in arrival order).
-    Requests that arrive together while the workers are busy thus run in one batch, not one
-    after another (measured with 4 devices on one edge: pairs in one batch). A
-    ``batch_marginal`` of None: the stage cannot batch (the node serves it in batches of one)."""
-    node, knobs = NodeConfig("edge", "edge"), ServingConfig()
-    return {"discipline": "batch", "cores": workers,
-            "max_batch": 1 if batch_marginal is None else node.max_batch,
-            "max_delay_ms": knobs.max_delay_ms,
-            "marginal": 1.0 if batch_marginal is None else min(1.0, max(0.0, batch_marginal))}
 
 
 def sim_scenario(case: Case, chosen: Plan, fleet: Fleet, max_queue: int = 16,
@@ -327,40 +319,23 @@ def prepare(case: Case, measured: Measured, seed: int = 0) -> Setup:
                  device_dilation(measured.profile, measured.fleet), times, devs, marginal)
 
 
-def batch_marginal(graph: Any, chosen: Plan, largest: int) -> float | None:
-    """What one more request costs a batch of the plan's edge stage, as a fraction of one
-    request's compute: timed on this host at batch 1 and at ``largest`` by the procedure the
-    node calibrates a deployed stage with (`serve.batching.calibrate`); None if the stage
-    cannot batch (its batched outputs differ), as the node then serves it in batches of one.
-    1.0 (no gain) for a plan with no edge stage."""
-    import torch
-
-    from edgeweave.graph import split
-    from edgeweave.serve.batching import calibrate as time_batches
-
-    env = {name: torch.randn(graph.input_shape, generator=torch.Generator().manual_seed(0))
-           for name in graph.placeholders}
-    with torch.inference_mode():
-        for stage in split(graph, chosen.placement, tuple(chosen.tiers)):
-            args = tuple(env[v] for v in stage.inputs)
-            if stage.key == "edge":
-                cal = time_batches(lambda *a, m=stage.module: tuple(m(*a)), args, largest)
-                if not cal.batchable:
-                    return None
-                return (cal.seconds[largest] / cal.seconds[1] - 1.0) / (largest - 1) \
-                    if largest > 1 else 1.0
-            env.update(zip(stage.outputs, stage.module(*args), strict=True))
-    return 1.0
-
-
 def compare(setup: Setup, real: RealRun, model: str = "alexnet") -> Fidelity:
     """Simulate the setup's arrivals calibrated by what the real run's warm-up and cool-down
-    measured (and from the Plan's figures alone), beside the real run's latencies."""
+    measured (and from the Plan's figures alone), beside the real run's latencies.
+
+    With one device, also calibrated by the timed requests' own segments (``replay``): the
+    compute times the host gave during the run, so what is left of the error is the model's
+    (queues, links, batching, the device waiting for its previous answer), not a burst of the
+    host's other work the calibration could not see. A lone device's timed requests queue at
+    no server, which `calibrate` needs; several devices' do, so they get no replay."""
     case, times, devs = setup.case, setup.times, setup.devs
     cal = calibrate(real.calibration, setup.chosen)
     runs, edge = {}, setup.emu.nodes_in("edge")[0].name
     batched: dict[int, int] = {}
-    for label, c in (("calibrated", cal), ("plan only", None)):
+    labels: list[tuple[str, Calibration | None]] = [("calibrated", cal), ("plan only", None)]
+    if case.devices == 1:
+        labels.append(("replay", calibrate(real.timed, setup.chosen)))
+    for label, c in labels:
         scn = sim_scenario(case, setup.chosen, setup.emu, calibration=c, switch_s=real.deploy_s,
                            batch_marginal=setup.batch_marginal)
         run = simulate(scn, arrivals=(times, devs))
@@ -371,14 +346,15 @@ def compare(setup: Setup, real: RealRun, model: str = "alexnet") -> Fidelity:
         runs[label] = (((out.done - out.t) * 1000.0).tolist(), run.summary["switches"])
         server = run.sim.server(edge)
         # the real edge reports a batch only where it runs a stage (the chain's edge forwards)
-        if c is not None and isinstance(server, BatchServer) and \
+        if label == "calibrated" and isinstance(server, BatchServer) and \
                 setup.chosen.predicted["tier_compute_ms"].get("edge", 0.0) > 0:
             batched = dict(sorted(server.served_in.items()))
     sim, switches = runs["calibrated"]
     return Fidelity(case.name, model, setup.chosen.mode, len(times), sim, real.latency_ms,
                     switches, real.switches, cal.load, real.deploy_s, runs["plan only"][0],
                     cal.cv, cal.overhead_ms, cal.overhead_cv, drift(real), setup.batch_marginal,
-                    batch_sizes(real.batch), batched)
+                    batch_sizes(real.batch), batched, timed_drift(real),
+                    runs["replay"][0] if "replay" in runs else [])
 
 
 def validate(case: Case, measured: Measured | None = None, seed: int = 0,
