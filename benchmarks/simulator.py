@@ -265,15 +265,22 @@ def tables(scale_rows, fid_rows, sweep_rows, train_rows) -> list[Table]:
                       "-" if r["batch_marginal"] is None else f"{r['batch_marginal']:.2f}")
         out.append(t)
         t = Table(title="fidelity: how far each row may move (paired block bootstrap over the "
-                        "requests) and the edge's batches (requests per batch size)")
+                        "requests), the timed run's compute against the calibration's (p50/p95), "
+                        "the sim given the timed run's own compute (one device), and the edge's "
+                        "batches (requests per batch size)")
         for col in ("scenario", "requests", "above real p95", "real p95 interval ms",
-                    "err p50 interval", "err p95 interval", "edge batch mean real/sim",
-                    "edge batches real", "edge batches sim", "load avg"):
+                    "err p50 interval", "err p95 interval", "timed run vs calibration",
+                    "replay err p50/p95", "edge batch mean real/sim", "edge batches real",
+                    "edge batches sim", "load avg"):
             t.add_column(col, justify="left" if col == "scenario" else "right")
         for r in fid_rows:
             lo, hi = r["real_p95_ci_ms"]
             t.add_row(r["scenario"], str(r["requests"]), str(r["tail_requests"]),
                       f"{lo:.0f}-{hi:.0f}", _pct(r["err_p50_ci"]), _pct(r["err_p95_ci"]),
+                      " ".join(f"{k} {100 * v['p50']:+.0f}/{100 * v['p95']:+.0f}%"
+                               for k, v in r["timed_drift"].items()),
+                      (f"{100 * r['replay_err_p50']:+.1f}%/{100 * r['replay_err_p95']:+.1f}%"
+                       if "replay_err_p50" in r else "-"),
                       f"{_f(r['edge_batch_mean_real'], '.2f')}/"
                       f"{_f(r['edge_batch_mean_sim'], '.2f')}",
                       _batches(r["edge_batch_real"]), _batches(r["edge_batch_sim"]),

@@ -58,6 +58,9 @@ def test_simulated_median_latency_matches_the_real_runtime(name, alexnet):
         assert row["edge_batch_mean_real"] >= 1 and row["edge_batch_mean_sim"] >= 1
     lo, hi = row["err_p50_ci"]
     assert lo <= hi and row["tail_requests"] >= 1
+    # a lone device's timed requests queued nowhere: they calibrate a replay too
+    assert ("replay_err_p50" in row) == (case.devices == 1)
+    assert set(row["timed_drift"]) == set(row["load_factors"])
 
 
 def _drift(real) -> float:
