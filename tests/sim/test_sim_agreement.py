@@ -65,3 +65,14 @@ def test_timed_drift_compares_the_run_with_its_calibration_leaving_batches_out()
     real = RealRun([1.0] * 22, 0, 0.0, warm[:10], timed, warm[10:], [1] * 21 + [2])
     got = timed_drift(real)
     assert got["edge"] == pytest.approx({"p50": 0.5, "p95": 0.5})
+
+
+def test_a_measured_jitter_replays_its_samples_in_order_and_cycles():
+    from edgeweave.sim.jitter import Jitter
+
+    jit = Jitter(0.0, np.random.default_rng(0), [1.0, 3.0, 2.0])
+    jit()  # a random draw first; in_order starts again from the first sample
+    jit.in_order()
+    assert [jit() for _ in range(5)] == pytest.approx([0.5, 1.5, 1.0, 0.5, 1.5])
+    with pytest.raises(ValueError, match="only measured times"):
+        Jitter(0.3, np.random.default_rng(0)).in_order()

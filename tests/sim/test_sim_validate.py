@@ -206,3 +206,33 @@ def test_a_case_sized_by_requests_stretches_its_duration_and_keeps_its_step_in_p
     times, _ = arrivals(shared)
     assert 0.7 * ROW_REQUESTS < len(times) < 1.3 * ROW_REQUESTS
     assert sized.sized() is sized
+
+
+def test_a_replay_gives_each_request_its_measured_compute_in_order():
+    """A lone device's timed requests, one of them in a burst that made its tiers 3x slower:
+    replayed in order, each simulated request takes its real twin's compute (the burst where
+    it fell), so each latency is the measured one; drawn at random, the burst lands elsewhere."""
+    from sim_helpers import CHAIN3, toy_plan
+
+    from edgeweave.sim.calibration import calibrate
+    from edgeweave.sim.run import simulate
+    from edgeweave.sim.validate import replay_in_order, sim_scenario
+    from edgeweave.topology import load_fleet
+
+    chosen = toy_plan(chain=CHAIN3)
+    pred = chosen.predicted
+    links_ms = sum(h["up_ms"] + h["down_ms"] for h in pred["hops"].values())
+    rng = np.random.default_rng(4)
+    rows = []
+    for k in range(30):
+        seg = {f"{t}_compute": ms * (3.0 if k in (7, 8) else rng.uniform(0.9, 1.1))
+               for t, ms in pred["tier_compute_ms"].items() if ms >= 1.0}
+        rows.append({**seg, "total_ms": links_ms + sum(seg.values()) + 3.0})
+    case = dataclasses.replace(CASES["chain"], requests=None)
+    times, devs = np.arange(30) * 10.0, np.zeros(30, dtype=int)  # far apart: nothing queues
+    scn = sim_scenario(case, chosen, load_fleet("pi4-wifi-edge-cloud"),
+                       calibration=calibrate(rows, chosen))
+    got = replay_in_order(scn, times, devs)
+    assert got == pytest.approx([r["total_ms"] for r in rows], rel=0.01)
+    drawn = simulate(scn, arrivals=(times, devs)).outcome
+    assert sorted(np.argsort((drawn.done - drawn.t))[-2:]) != [7, 8]

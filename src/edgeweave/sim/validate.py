@@ -62,7 +62,7 @@ from edgeweave.plan import Plan
 from edgeweave.runtime.server import NodeConfig
 from edgeweave.sim.agreement import batch_sizes, drift, intervals, mean_batch, timed_drift
 from edgeweave.sim.calibration import Calibration, calibrate
-from edgeweave.sim.engine import OK
+from edgeweave.sim.engine import OK, Simulation
 from edgeweave.sim.lab_run import CALIBRATION, CLOUD_DILATION, EDGE_DILATION, RealRun, run_real
 from edgeweave.sim.lab_serving import batch_marginal, serving_spec
 from edgeweave.sim.run import simulate
@@ -235,7 +235,8 @@ def sim_scenario(case: Case, chosen: Plan, fleet: Fleet, max_queue: int = 16,
         "name": case.name, "duration_s": case.duration_s + 60.0, "fleet": fleet,
         "access_points": [ap], "places": [{"name": "lab", "access_point": "uplink"}],
         "populations": [{"name": "devices", "count": case.devices, "hardware": device,
-                         "applications": "app", "compute_cv": cv.get("device", 0.0)}],
+                         "applications": "app", "compute_cv": cv.get("device", 0.0),
+                         "speed": 1.0 / load.get("device", 1.0)}],
         "applications": [{"name": "app", "plan": chosen, "idle_s": 0,
                           "overhead_ms": cal.overhead_ms,
                           "overhead_cv": cal.overhead if cal.overhead_ms > 0 else 0.0}],
@@ -323,19 +324,18 @@ def compare(setup: Setup, real: RealRun, model: str = "alexnet") -> Fidelity:
     """Simulate the setup's arrivals calibrated by what the real run's warm-up and cool-down
     measured (and from the Plan's figures alone), beside the real run's latencies.
 
-    With one device, also calibrated by the timed requests' own segments (``replay``): the
-    compute times the host gave during the run, so what is left of the error is the model's
-    (queues, links, batching, the device waiting for its previous answer), not a burst of the
-    host's other work the calibration could not see. A lone device's timed requests queue at
-    no server, which `calibrate` needs; several devices' do, so they get no replay."""
+    With one device, also calibrated by the timed requests' own segments and replaying each
+    one's compute times in order (``replay``, `Jitter.in_order`): the compute the host gave
+    each request during the run, its bursts where they fell, so what is left of the error is
+    the model's (links, queues, the device waiting for its previous answer, the per-hop
+    cost), not the host's other work the calibration could not see. A lone device's timed
+    requests queue at no server, which `calibrate` needs, and reach each tier in the order
+    they were measured; several devices' do neither, so they get no replay."""
     case, times, devs = setup.case, setup.times, setup.devs
     cal = calibrate(real.calibration, setup.chosen)
     runs, edge = {}, setup.emu.nodes_in("edge")[0].name
     batched: dict[int, int] = {}
-    labels: list[tuple[str, Calibration | None]] = [("calibrated", cal), ("plan only", None)]
-    if case.devices == 1:
-        labels.append(("replay", calibrate(real.timed, setup.chosen)))
-    for label, c in labels:
+    for label, c in (("calibrated", cal), ("plan only", None)):
         scn = sim_scenario(case, setup.chosen, setup.emu, calibration=c, switch_s=real.deploy_s,
                            batch_marginal=setup.batch_marginal)
         run = simulate(scn, arrivals=(times, devs))
@@ -349,12 +349,32 @@ def compare(setup: Setup, real: RealRun, model: str = "alexnet") -> Fidelity:
         if label == "calibrated" and isinstance(server, BatchServer) and \
                 setup.chosen.predicted["tier_compute_ms"].get("edge", 0.0) > 0:
             batched = dict(sorted(server.served_in.items()))
+    replay = []
+    if case.devices == 1:
+        scn = sim_scenario(case, setup.chosen, setup.emu, switch_s=real.deploy_s,
+                           calibration=calibrate(real.timed, setup.chosen),
+                           batch_marginal=setup.batch_marginal)
+        replay = replay_in_order(scn, times, devs)
     sim, switches = runs["calibrated"]
     return Fidelity(case.name, model, setup.chosen.mode, len(times), sim, real.latency_ms,
                     switches, real.switches, cal.load, real.deploy_s, runs["plan only"][0],
                     cal.cv, cal.overhead_ms, cal.overhead_cv, drift(real), setup.batch_marginal,
                     batch_sizes(real.batch), batched, timed_drift(real),
-                    runs["replay"][0] if "replay" in runs else [])
+                    replay)
+
+
+def replay_in_order(scn: Scenario, times: np.ndarray, devs: np.ndarray) -> list[float]:
+    """Per request, its simulated latency (ms) with every measured compute spread replayed in
+    the order measured (`Jitter.in_order`), not drawn at random."""
+    sim = Simulation(scn, arrivals=(times, devs))
+    sim.start()
+    for jit in sim.compute_jitters():
+        jit.in_order()
+    sim.env.run()
+    out = sim.finish()
+    if not (out.status == OK).all():
+        raise SimError(f"validation {scn.name}: the simulator failed some replayed requests")
+    return ((out.done - out.t) * 1000.0).tolist()
 
 
 def validate(case: Case, measured: Measured | None = None, seed: int = 0,
