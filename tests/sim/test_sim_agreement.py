@@ -76,3 +76,17 @@ def test_a_measured_jitter_replays_its_samples_in_order_and_cycles():
     assert [jit() for _ in range(5)] == pytest.approx([0.5, 1.5, 1.0, 0.5, 1.5])
     with pytest.raises(ValueError, match="only measured times"):
         Jitter(0.3, np.random.default_rng(0)).in_order()
+
+
+def test_a_jitter_scale_slows_a_device_as_its_measured_load_says():
+    """`Population.speed` 0.8 (a device measured 25% slower than its profile): its factors
+    average 1.25, fixed or varying; at the profiled speed with no spread there is no jitter."""
+    from edgeweave.sim.jitter import jitter
+
+    fixed = jitter(0.0, np.random.default_rng(0), 1.25)
+    assert fixed is not None and [fixed() for _ in range(3)] == pytest.approx([1.25] * 3)
+    varying = jitter(0.3, np.random.default_rng(0), 1.25)
+    assert np.mean([varying() for _ in range(20000)]) == pytest.approx(1.25, rel=0.02)
+    measured = jitter([10.0, 30.0], np.random.default_rng(0), 1.25)
+    assert sorted({measured() for _ in range(50)}) == pytest.approx([0.625, 1.875])
+    assert jitter(0.0, np.random.default_rng(0)) is None

@@ -235,4 +235,4 @@ def test_a_replay_gives_each_request_its_measured_compute_in_order():
     got = replay_in_order(scn, times, devs)
     assert got == pytest.approx([r["total_ms"] for r in rows], rel=0.01)
     drawn = simulate(scn, arrivals=(times, devs)).outcome
-    assert sorted(np.argsort((drawn.done - drawn.t))[-2:]) != [7, 8]
+    assert sorted(np.argsort(drawn.done - drawn.t)[-2:]) != [7, 8]
