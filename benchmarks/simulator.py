@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -80,26 +81,96 @@ def scale(console: Console, rows: list[tuple[int, float]], scenario: Path) -> li
 
 
 def growth(rows: list[dict]) -> dict[str, Any]:
-    """How cost grows: CPU seconds per million requests across the rows (constant = linear in
-    requests, i.e. in devices x simulated time), and the fixed planning part."""
+    """How cost grows, fitted on the rows: CPU time ~ devices^a over the rows sharing the
+    most common simulated time, ~ minutes^b over those sharing a device count (least squares
+    on logs; 1.0 is linear), CPU seconds per million requests (constant = linear in
+    requests, i.e. in devices x simulated time), and peak RSS as a fixed part plus MB per
+    1,000 devices and per simulated hour (least squares)."""
     per = [r["cpu_s"] / r["requests"] * 1e6 for r in rows if r["requests"]]
-    return {"cpu_s_per_million_requests": per,
-            "spread": (max(per) - min(per)) / min(per) if per else None}
+    out: dict[str, Any] = {"cpu_s_per_million_requests": per,
+                           "spread": (max(per) - min(per)) / min(per) if per else None,
+                           "cpu_exponent_devices": None, "cpu_exponent_minutes": None,
+                           "rss_mb_fixed": None, "rss_mb_per_1000_devices": None,
+                           "rss_mb_per_sim_hour": None}
+
+    def series(key: str, fixed: str) -> list[dict]:
+        groups: dict[float, list[dict]] = {}
+        for r in rows:
+            groups.setdefault(r[fixed], []).append(r)
+        best = max(groups.values(), key=len, default=[])
+        return best if len({r[key] for r in best}) >= 2 else []
+
+    by_devices, by_minutes = series("devices", "sim_minutes"), series("sim_minutes", "devices")
+    if by_devices:
+        x = np.log([r["devices"] for r in by_devices])
+        out["cpu_exponent_devices"] = float(np.polyfit(x, np.log([r["cpu_s"] for r in
+                                                                  by_devices]), 1)[0])
+        slope, fixed = np.polyfit([r["devices"] for r in by_devices],
+                                  [r["peak_rss_mb"] for r in by_devices], 1)
+        out.update(rss_mb_fixed=float(fixed), rss_mb_per_1000_devices=float(slope * 1000))
+        out["devices_at_minutes"] = by_devices[0]["sim_minutes"]
+    if by_minutes:
+        x = np.log([r["sim_minutes"] for r in by_minutes])
+        out["cpu_exponent_minutes"] = float(np.polyfit(x, np.log([r["cpu_s"] for r in
+                                                                  by_minutes]), 1)[0])
+        out["minutes_at_devices"] = by_minutes[0]["devices"]
+        out["rss_mb_per_sim_hour"] = float(np.polyfit(
+            [r["sim_minutes"] / 60.0 for r in by_minutes],
+            [r["peak_rss_mb"] for r in by_minutes], 1)[0])
+    return out
 
 
-def fidelity(console: Console) -> list[dict]:
-    from edgeweave.sim.validate import CASES, measure, validate
+def growth_statement(g: dict[str, Any]) -> str:
+    """The growth fit in one sentence, from the measured rows."""
+    parts = []
+    if g["cpu_exponent_devices"] is not None:
+        parts.append(f"CPU time grows as devices^{g['cpu_exponent_devices']:.2f} "
+                     f"(at {g['devices_at_minutes']:g} simulated min)")
+    if g["cpu_exponent_minutes"] is not None:
+        parts.append(f"as simulated minutes^{g['cpu_exponent_minutes']:.2f} "
+                     f"(at {g['minutes_at_devices']} devices)")
+    if g["spread"] is not None:
+        per = g["cpu_s_per_million_requests"]
+        parts.append(f"{min(per):.1f}-{max(per):.1f} CPU s per million requests "
+                     f"(spread {100 * g['spread']:.0f}%)")
+    if g["rss_mb_per_1000_devices"] is not None:
+        parts.append(f"peak RSS {g['rss_mb_fixed']:.0f} MB + "
+                     f"{g['rss_mb_per_1000_devices']:.0f} MB per 1,000 devices")
+    if g["rss_mb_per_sim_hour"] is not None:
+        parts.append(f"{g['rss_mb_per_sim_hour']:+.0f} MB per simulated hour "
+                     f"(at {g['minutes_at_devices']} devices)")
+    return "scale: " + "; ".join(parts) if parts else "scale: too few rows to fit growth"
 
+
+def fidelity(console: Console, requests: int | None) -> list[dict]:
+    """The validation's rows, each case sized to ``requests`` timed requests (imported here:
+    the validation pulls in torch, which the scale rows' measured RSS must not hold)."""
+    import dataclasses
+
+    from edgeweave.sim.validate import CASES, ROW_REQUESTS, measure, validate
+
+    requests = requests or ROW_REQUESTS
     rows = []
     alexnet = measure("alexnet")
     for name, case in CASES.items():
+        case = dataclasses.replace(case, requests=requests)
         row = {**validate(case, alexnet).row(), "load_average": list(os.getloadavg())}
-        console.print(f"fidelity {name}: sim p50 {row['sim_p50_ms']:.1f} vs real "
+        console.print(f"fidelity {name} ({row['requests']} requests, load "
+                      f"{row['load_average'][0]:.1f}): sim p50 {row['sim_p50_ms']:.1f} vs real "
                       f"{row['real_p50_ms']:.1f} ms ({100 * row['err_p50']:+.1f}%), p95 "
                       f"{row['sim_p95_ms']:.1f} vs {row['real_p95_ms']:.1f} "
-                      f"({100 * row['err_p95']:+.1f}%)", highlight=False)
+                      f"({100 * row['err_p95']:+.1f}%, {100 * row['ci_level']:.0f}% interval "
+                      f"{_pct(row['err_p95_ci'])})", highlight=False)
         rows.append(row)
     return rows
+
+
+def _pct(ci: list[float]) -> str:
+    return f"[{100 * ci[0]:+.1f}%, {100 * ci[1]:+.1f}%]"
+
+
+def _batches(sizes: dict[str, int]) -> str:
+    return " ".join(f"{b}:{k}" for b, k in sizes.items()) or "-"
 
 
 def operator(console: Console, serial: bool, minutes: float, seeds: list[int],
@@ -193,6 +264,28 @@ def tables(scale_rows, fid_rows, sweep_rows, train_rows) -> list[Table]:
                       " ".join(f"{k} {100 * v:+.0f}%" for k, v in r["drift"].items()),
                       "-" if r["batch_marginal"] is None else f"{r['batch_marginal']:.2f}")
         out.append(t)
+        t = Table(title="fidelity: how far each row may move (paired block bootstrap over the "
+                        "requests), the timed run's compute against the calibration's (p50/p95), "
+                        "the sim given the timed run's own compute (one device), and the edge's "
+                        "batches (requests per batch size)")
+        for col in ("scenario", "requests", "above real p95", "real p95 interval ms",
+                    "err p50 interval", "err p95 interval", "timed run vs calibration",
+                    "replay err p50/p95", "edge batch mean real/sim", "edge batches real",
+                    "edge batches sim", "load avg"):
+            t.add_column(col, justify="left" if col == "scenario" else "right")
+        for r in fid_rows:
+            lo, hi = r["real_p95_ci_ms"]
+            t.add_row(r["scenario"], str(r["requests"]), str(r["tail_requests"]),
+                      f"{lo:.0f}-{hi:.0f}", _pct(r["err_p50_ci"]), _pct(r["err_p95_ci"]),
+                      " ".join(f"{k} {100 * v['p50']:+.0f}/{100 * v['p95']:+.0f}%"
+                               for k, v in r["timed_drift"].items()),
+                      (f"{100 * r['replay_err_p50']:+.1f}%/{100 * r['replay_err_p95']:+.1f}%"
+                       if "replay_err_p50" in r else "-"),
+                      f"{_f(r['edge_batch_mean_real'], '.2f')}/"
+                      f"{_f(r['edge_batch_mean_sim'], '.2f')}",
+                      _batches(r["edge_batch_real"]), _batches(r["edge_batch_sim"]),
+                      f"{r['load_average'][0]:.1f}")
+        out.append(t)
     if sweep_rows:
         t = Table(title="campus: service time and failure rate vs devices per policy")
         for col in ("devices", "policy", "requests", "mean ms", "p95 ms", "failed %",
@@ -229,6 +322,9 @@ def main() -> None:
     ap.add_argument("--skip-scale", action="store_true")
     ap.add_argument("--skip-operator", action="store_true")
     ap.add_argument("--serial", action="store_true", help="sweep in this process, not on Ray")
+    ap.add_argument("--fidelity-requests", type=int, default=None,
+                    help="timed requests each fidelity case expects (its p95 rests on 1 in "
+                         "20 of them; default: edgeweave.sim.validate.ROW_REQUESTS)")
     ap.add_argument("--campus-minutes", type=float, default=30.0)
     ap.add_argument("--training-minutes", type=float, default=10.0)
     ap.add_argument("--seeds", default="1", help="campus sweep seeds, comma-separated")
@@ -239,6 +335,9 @@ def main() -> None:
     ap.add_argument("--scenario", type=Path, default=CITY, help=argparse.SUPPRESS)
     ap.add_argument("--scale-row", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.fidelity_requests is not None and args.fidelity_requests < 20:
+        ap.error(f"--fidelity-requests {args.fidelity_requests}: need at least 20 (a p95 of "
+                 "fewer rests on no request)")
     if args.scale_row:
         print(json.dumps(scale_row(int(args.scale_row[0]), float(args.scale_row[1]),
                                    args.scenario)))
@@ -246,7 +345,11 @@ def main() -> None:
     console = Console(width=150)
     rows = [(int(n), float(m)) for n, m in (x.split("x") for x in args.scale_rows.split(","))]
     scale_rows = [] if args.skip_scale else scale(console, rows, args.scenario)
-    fid_rows = [] if args.skip_fidelity else fidelity(console)
+    scale_growth = growth(scale_rows)
+    scale_growth["statement"] = growth_statement(scale_growth)
+    if scale_rows:
+        console.print(scale_growth["statement"], highlight=False)
+    fid_rows = [] if args.skip_fidelity else fidelity(console, args.fidelity_requests)
     seeds = [int(s) for s in args.seeds.split(",")]
     counts = [int(n) for n in args.campus_devices.split(",")]
     sweep_rows = [] if args.skip_operator else operator(console, args.serial,
@@ -254,7 +357,7 @@ def main() -> None:
     train_rows = [] if args.skip_operator else training(console, args.training_devices,
                                                         args.training_minutes)
     doc = {"benchmark": "simulator", "format_version": 1,
-           "scale": scale_rows, "scale_growth": growth(scale_rows), "fidelity": fid_rows,
+           "scale": scale_rows, "scale_growth": scale_growth, "fidelity": fid_rows,
            "campus_sweep": sweep_rows, "training": train_rows,
            "load_average": list(os.getloadavg()),
            "note": ("Scale rows run the city scenario under its edgeweave policy, each in its "

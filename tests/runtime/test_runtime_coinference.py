@@ -24,6 +24,7 @@ def test_distributed_output_matches_local(nodes, request, model, codec, atol):
     client.deploy(x)
     result = client.infer(x)
     assert not result.fallback, result.note
+    assert result.batch == 1  # the edge's reply: a lone request ran in a batch of one there
     assert set(result.segments) >= {"device_compute", "edge_compute", "cloud_compute"}
     ref = local_output(graph, x)
     assert torch.allclose(result.output, ref, atol=atol), (result.output - ref).abs().max()
@@ -58,4 +59,6 @@ def test_device_only_plan_needs_no_server(digits_graph):
     _, chosen = three_tier_plan(digits_graph, fractions=(2.0, 2.0))
     client = CoInferenceClient(digits_graph, chosen, None)
     x = torch.randn(digits_graph.input_shape)
-    assert torch.allclose(client.infer(x).output, local_output(digits_graph, x), atol=1e-6)
+    result = client.infer(x)
+    assert torch.allclose(result.output, local_output(digits_graph, x), atol=1e-6)
+    assert result.batch == 0  # no node served it

@@ -33,7 +33,7 @@ def alexnet():
 @pytest.mark.slow  # starts edge and cloud servers per case
 @pytest.mark.parametrize("name", ["chain", "shared-edge"])
 def test_simulated_median_latency_matches_the_real_runtime(name, alexnet):
-    case = dataclasses.replace(CASES[name], duration_s=10.0)
+    case = dataclasses.replace(CASES[name], duration_s=10.0, requests=None)
     setup = prepare(case, alexnet)
     for _ in range(ATTEMPTS):  # a run whose host changed speed under it compares nothing
         real = run_real(setup.case, setup.graph, setup.chosen, setup.prof, setup.dilation,
@@ -46,20 +46,30 @@ def test_simulated_median_latency_matches_the_real_runtime(name, alexnet):
     assert np.isfinite(f.real_ms).all()
     row = f.row()
     assert abs(row["err_p50"]) < TOLERANCE, row
+    # every timed request's batch at the edge, as its reply said, beside the simulated
+    # edge's; the chain's edge runs no stage (it forwards), so neither side batches there
+    assert len(real.batch) == f.requests
+    staged = setup.chosen.predicted["tier_compute_ms"]["edge"] > 0
+    for side in ("edge_batch_real", "edge_batch_sim"):
+        assert sum(row[side].values()) == (f.requests if staged else 0), row[side]
+    if case.devices == 1:  # a lone device never has two requests at the edge at once
+        assert row["edge_batch_real"] == row["edge_batch_sim"]
+    else:
+        assert row["edge_batch_mean_real"] >= 1 and row["edge_batch_mean_sim"] >= 1
+    lo, hi = row["err_p50_ci"]
+    assert lo <= hi and row["tail_requests"] >= 1
+    # a lone device's timed requests queued nowhere: they calibrate a replay too
+    assert ("replay_err_p50" in row) == (case.devices == 1)
+    assert set(row["timed_drift"]) == set(row["load_factors"])
 
 
 def _drift(real) -> float:
     """How far each tier's median compute in the timed run moved from the calibration's (on
     a host another job slows in bursts, e.g. a parallel test worker, the two can differ by a
     third even when the calibration is taken on both sides of the run)."""
-    def median(runs, tier: str) -> float:
-        return float(np.median([s.get(tier, 0.0) for s in runs]))
+    from edgeweave.sim.agreement import timed_drift
 
-    cal = real.calibration
-    tiers = {k for s in cal for k in s if k.endswith("_compute")}
-    base = {t: median(cal, t) for t in tiers}
-    return max((abs(median(real.timed, t) / w - 1.0) for t, w in base.items() if w > 0),
-               default=0.0)
+    return max((abs(d["p50"]) for d in timed_drift(real).values()), default=0.0)
 
 
 def test_both_sides_replay_the_same_arrivals():
@@ -167,13 +177,62 @@ def test_the_simulated_edge_batches_what_arrives_together_as_the_real_node_does(
     assert spec["max_batch"] == NodeConfig("edge", "edge").max_batch > 1
     assert spec["max_delay_ms"] == 0 and serving_spec(1, None)["max_batch"] == 1
     times, devs = np.zeros(4), np.arange(4)
-    done = {}
+    done, served, fleet = {}, {}, load_fleet("pi4-wifi-edge-cloud")
     for marginal in (0.25, None):
-        scn = sim_scenario(case, chosen, load_fleet("pi4-wifi-edge-cloud"),
+        scn = sim_scenario(case, chosen, fleet,
                            batch_marginal=marginal)
-        out = simulate(scn, arrivals=(times, devs)).outcome
+        run = simulate(scn, arrivals=(times, devs))
+        out = run.outcome
         done[marginal] = np.sort((out.done - out.t) * 1000.0)
+        served[marginal] = run.sim.server(fleet.nodes_in("edge")[0].name).served_in
     batched, single = done[0.25], done[None]
     assert batched[1:] == pytest.approx([batched[3]] * 3, abs=1e-6)  # one batch of three
     assert batched[3] - batched[0] == pytest.approx(edge_ms * 1.5, rel=1e-3)
     assert np.diff(single) == pytest.approx([edge_ms] * 3, rel=1e-3)  # one behind another
+    # requests per batch size, as the real edge's replies report them (`RealRun.batch`)
+    assert served == {0.25: {1: 1, 3: 3}, None: {1: 4}}
+
+
+def test_a_case_sized_by_requests_stretches_its_duration_and_keeps_its_step_in_place():
+    from edgeweave.sim.validate import ROW_REQUESTS
+
+    step = CASES["bandwidth-step"]
+    assert step.requests == ROW_REQUESTS and step.step == (20.0, 8.0)
+    sized = dataclasses.replace(step, rate_per_s=2.0).sized()
+    assert sized.duration_s == pytest.approx(ROW_REQUESTS / 2.0) and sized.requests is None
+    assert sized.step == pytest.approx((sized.duration_s / 2, 8.0))  # half way, as before
+    shared = dataclasses.replace(CASES["shared-edge"], rate_per_s=1.5).sized()
+    assert shared.duration_s == pytest.approx(ROW_REQUESTS / (4 * 1.5))
+    times, _ = arrivals(shared)
+    assert 0.7 * ROW_REQUESTS < len(times) < 1.3 * ROW_REQUESTS
+    assert sized.sized() is sized
+
+
+def test_a_replay_gives_each_request_its_measured_compute_in_order():
+    """A lone device's timed requests, one of them in a burst that made its tiers 3x slower:
+    replayed in order, each simulated request takes its real twin's compute (the burst where
+    it fell), so each latency is the measured one; drawn at random, the burst lands elsewhere."""
+    from sim_helpers import CHAIN3, toy_plan
+
+    from edgeweave.sim.calibration import calibrate
+    from edgeweave.sim.run import simulate
+    from edgeweave.sim.validate import replay_in_order, sim_scenario
+    from edgeweave.topology import load_fleet
+
+    chosen = toy_plan(chain=CHAIN3)
+    pred = chosen.predicted
+    links_ms = sum(h["up_ms"] + h["down_ms"] for h in pred["hops"].values())
+    rng = np.random.default_rng(4)
+    rows = []
+    for k in range(30):
+        seg = {f"{t}_compute": ms * (3.0 if k in (7, 8) else rng.uniform(0.9, 1.1))
+               for t, ms in pred["tier_compute_ms"].items() if ms >= 1.0}
+        rows.append({**seg, "total_ms": links_ms + sum(seg.values()) + 3.0})
+    case = dataclasses.replace(CASES["chain"], requests=None)
+    times, devs = np.arange(30) * 10.0, np.zeros(30, dtype=int)  # far apart: nothing queues
+    scn = sim_scenario(case, chosen, load_fleet("pi4-wifi-edge-cloud"),
+                       calibration=calibrate(rows, chosen))
+    got = replay_in_order(scn, times, devs)
+    assert got == pytest.approx([r["total_ms"] for r in rows], rel=0.01)
+    drawn = simulate(scn, arrivals=(times, devs)).outcome
+    assert sorted(np.argsort(drawn.done - drawn.t)[-2:]) != [7, 8]

@@ -74,6 +74,7 @@ class Result:
     bytes_up: int = 0
     plan_mode: str = ""
     predicted_now_ms: float = 0.0  # the plan's total scaled by load factors, made beforehand
+    batch: int = 0  # the batch it ran in at the first node (the reply's; 0: none, or local)
 
 
 @dataclass
@@ -300,7 +301,7 @@ class CoInferenceClient:
         outs = [run.env[o] for o in self.graph.outputs]
         result = Result(outs[0] if len(outs) == 1 else tuple(outs), total, run.segments,
                         predicted_segments(dep.plan), fallback, note, bytes_up, dep.plan.mode,
-                        run.predicted_now)
+                        run.predicted_now, run.batch)
         dep.served += 1
         if not fallback and dep.served > COLD_REQUESTS:
             self.load.observe_request(dep.plan.predicted, run.segments, dep.stage_ids)
@@ -412,6 +413,7 @@ class CoInferenceClient:
             self._finish_locally(dep, run.env)
             return True, f"edge reply lacked {', '.join(missing)}; ran locally", run.nbytes
         fill_segments(run.segments, reply, dep.plan.tiers)
+        run.batch = reply.batch
         first = reply.timings[0]
         # what the edge did not spend busy was the link, both ways (forward_ms already holds
         # the edge's own uplink and everything beyond it)
@@ -518,6 +520,7 @@ class _Run:
     req: pb.InferRequest = field(default_factory=pb.InferRequest)
     nbytes: int = 0
     sent: float = 0.0
+    batch: int = 0
 
 
 def _stage_id(model: str, stage: Stage) -> str:

@@ -128,8 +128,8 @@ class Simulation(FleetView):
         # device, how many it has and the ones waiting for them (`Application.in_flight`)
         limit = [a.in_flight or 0 for a in scn.applications]
         self._dev_limit = [limit[a] for a in self._app]
-        # per device, how its compute varies (its population's `compute_cv`; None: fixed)
-        jitters = [jitter(p.compute_cv, rng_for(scn, STREAM_SERVICE, k))
+        # per device, how its compute varies (its population's `compute_cv` and `speed`)
+        jitters = [jitter(p.compute_cv, rng_for(scn, STREAM_SERVICE, k), 1.0 / p.speed)
                    for k, p in enumerate(scn.populations)]
         self._jitter = [jitters[k] for k in self.devices.population.tolist()]
         # per application, what each hop a request crosses costs beyond compute and links

@@ -16,6 +16,7 @@ import numpy as np
 from edgeweave.plan.edgent_dynamic import PROBE_BYTES
 from edgeweave.runtime.bandwidth import BandwidthEstimator
 from edgeweave.sim.cluster import ClusterState, Frame
+from edgeweave.sim.jitter import Jitter
 from edgeweave.sim.links import LinkQueue
 from edgeweave.sim.mobility import Timeline
 from edgeweave.sim.scenario import Scenario
@@ -36,6 +37,7 @@ class FleetView:
     _place_ap: np.ndarray
     _estimators: dict[int, BandwidthEstimator]
     _clusters: dict[int, ClusterState]
+    _jitter: list[Jitter | None]
     dev_free: list[float]
 
     def _device_compute(self, dev: int, now: float, work_s: float) -> float:
@@ -57,6 +59,11 @@ class FleetView:
 
     def server(self, name: str) -> PSServer | BatchServer:
         return self.world.servers[name]
+
+    def compute_jitters(self) -> list[Jitter]:
+        """Every device's and server's compute variability (`sim.jitter`), once each."""
+        got = [*self._jitter, *(s.jitter for s in self.world.servers.values())]
+        return list({id(j): j for j in got if j is not None}.values())
 
     def cloud_of(self, edge: str) -> str | None:
         wan = self.world.wan.get(edge)

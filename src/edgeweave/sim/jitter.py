@@ -12,7 +12,10 @@ measured service times are), drawn from numpy in blocks so a draw costs a list i
 A measured spread need not be a gamma: a host's tail is often longer (a burst of other work
 slows a few requests by 2-3x). Given the measured times themselves, a `Jitter` draws each
 factor from them at random (scaled to mean 1), so the simulated requests vary with the
-measured median, spread and tail at once.
+measured median, spread and tail at once. `in_order` replays them instead, one per call in
+the order measured: where requests reach a server in the order they were measured (one
+device, one request at a time), each simulated request then takes its real twin's compute,
+the host's bursts included where they fell.
 """
 
 from __future__ import annotations
@@ -25,44 +28,60 @@ _BLOCK = 4096
 
 
 class Jitter:
-    """Factors of mean 1, from ``rng``: gamma with coefficient of variation ``cv`` (> 0), or
-    drawn from measured ``samples`` (any scale; scaled to mean 1)."""
+    """Factors of mean ``scale`` (1: the profiled speed; 1.25: a device 25% slower than its
+    profile), from ``rng``: gamma with coefficient of variation ``cv`` (> 0), or drawn from
+    measured ``samples`` (any scale; scaled to mean ``scale``; they may all be equal)."""
 
-    __slots__ = ("_block", "_i", "cv", "rng", "samples")
+    __slots__ = ("_block", "_i", "_ordered", "cv", "rng", "samples", "scale")
 
     def __init__(self, cv: float, rng: np.random.Generator,
-                 samples: Sequence[float] | None = None) -> None:
+                 samples: Sequence[float] | None = None, scale: float = 1.0) -> None:
+        if scale <= 0:
+            raise ValueError("a jitter's scale must be > 0")
         self.samples = None
         if samples is not None:
             got = np.asarray(samples, dtype=float)
             if len(got) < 2 or not (got > 0).all():
                 raise ValueError("a measured jitter needs at least 2 times, all > 0")
-            self.samples = got / got.mean()
-            cv = float(self.samples.std())
-        if cv <= 0:
+            self.samples = got / got.mean() * scale
+            cv = float(self.samples.std() / scale)
+        elif cv <= 0:
             raise ValueError("a jitter needs cv > 0 (no jitter: no Jitter)")
-        self.cv, self.rng = cv, rng
+        self.cv, self.rng, self.scale = cv, rng, scale
         self._block: list[float] = []
         self._i = 0
+        self._ordered = False
+
+    def in_order(self) -> None:
+        """From now on, return the measured samples in their order (cycling), from the first."""
+        if self.samples is None:
+            raise ValueError("only measured times can be replayed in order")
+        self._ordered, self._block, self._i = True, [], 0
 
     def __call__(self) -> float:
         i = self._i
         if i == len(self._block):
-            if self.samples is not None:
-                self._block = self.rng.choice(self.samples, _BLOCK).tolist()
+            samples = self.samples
+            if samples is not None:
+                self._block = (samples if self._ordered
+                               else self.rng.choice(samples, _BLOCK)).tolist()
             else:
                 shape = 1.0 / (self.cv * self.cv)
-                self._block = self.rng.gamma(shape, 1.0 / shape, _BLOCK).tolist()
+                self._block = self.rng.gamma(shape, self.scale / shape, _BLOCK).tolist()
             i = 0
         self._i = i + 1
         return self._block[i]
 
 
-def jitter(spread: float | Sequence[float], rng: np.random.Generator) -> Jitter | None:
-    """A `Jitter` for a scenario's spread (a cv, or measured times), or None for a cv of 0 or
-    times that do not vary (deterministic service, and no draw at all)."""
+def jitter(spread: float | Sequence[float], rng: np.random.Generator,
+           scale: float = 1.0) -> Jitter | None:
+    """A `Jitter` for a scenario's spread (a cv, or measured times) around ``scale``, or None
+    for a cv of 0 or times that do not vary at a scale of 1 (deterministic service at the
+    profiled speed, and no draw at all)."""
     if isinstance(spread, int | float):
-        return Jitter(spread, rng) if spread > 0 else None
-    if max(spread) == min(spread):
+        if spread > 0:
+            return Jitter(spread, rng, scale=scale)
+        spread = [1.0, 1.0]
+    if max(spread) == min(spread) and scale == 1.0:
         return None
-    return Jitter(0.0, rng, spread)
+    return Jitter(0.0, rng, spread, scale)

@@ -47,6 +47,9 @@ class RealRun:
     warm: list[dict[str, float]]  # the warm-up requests' segments (ms) and ``total_ms``
     timed: list[dict[str, float]]  # the timed requests' segments, in arrival order
     cool: list[dict[str, float]] = field(default_factory=list)  # the cool-down's, as ``warm``
+    #: per timed request, in arrival order: the batch it ran in at the edge (the node's reply;
+    #: 0: no node served it)
+    batch: list[int] = field(default_factory=list)
 
     @property
     def calibration(self) -> list[dict[str, float]]:
@@ -74,6 +77,7 @@ def run_real(case: Case, graph: Any, chosen: Plan, prof: Any, dilation: float,
     deploy_s: list[float] = []
     warm: list[dict[str, float]] = []
     timed: list[dict[str, float]] = [{} for _ in times]
+    batch = [0] * len(times)
     before = calibration // 2
 
     def one_at_a_time(count: int, into: list[dict[str, float]], skip: int = 0) -> None:
@@ -113,6 +117,7 @@ def run_real(case: Case, graph: Any, chosen: Plan, prof: Any, dilation: float,
                 r = c.infer(x)
                 latency[i] = (time.monotonic() - due) * 1000.0
                 timed[i] = {**r.segments, "total_ms": r.total_ms}
+                batch[i] = r.batch
 
         threads = [threading.Thread(target=device, args=(d,)) for d in range(case.devices)]
         for t in threads:
@@ -122,4 +127,4 @@ def run_real(case: Case, graph: Any, chosen: Plan, prof: Any, dilation: float,
         one_at_a_time(calibration - before, cool)
     switches = sum(sum(s["switched"] for s in c.switches) for c in clients)
     return RealRun(latency.tolist(), switches, statistics.median(deploy_s or [0.0]),
-                   warm, timed, cool)
+                   warm, timed, cool, batch)

@@ -160,7 +160,8 @@ class Population(_Strict):
     and its application from the mixes, and moves among ``places`` (default: all).
     ``compute_cv``: how much a device's compute time varies from request to request (the
     coefficient of variation of a gamma around the profiled time, or measured factors;
-    `Spread`, `sim.jitter`; 0: fixed)."""
+    `Spread`, `sim.jitter`; 0: fixed); ``speed``: its compute runs at this multiple of the
+    profiled speed (e.g. the inverse of a measured load factor, as a server's ``speed``)."""
 
     name: str = Field(min_length=1)
     count: int = Field(ge=0)
@@ -168,6 +169,7 @@ class Population(_Strict):
     applications: Mix
     places: list[str] | None = None
     compute_cv: Spread = 0.0
+    speed: float = Field(1.0, gt=0)
 
     @field_validator("hardware", "applications", mode="before")
     @classmethod

@@ -213,6 +213,7 @@ class BatchServer:
         self.refused = 0
         self.load_factor = 1.0
         self.batches = 0
+        self.served_in: dict[int, int] = {}  # batch size -> requests that ran in one that big
         self.incoming = 0
         self._call_at = caller(env)
 
@@ -252,6 +253,7 @@ class BatchServer:
             self.busy += 1
             self.running_jobs += b
             self.batches += 1
+            self.served_in[b] = self.served_in.get(b, 0) + b
             self.busy_integral += seconds
             self._call_at(now + seconds, self._finish, batch)
 

@@ -25,7 +25,10 @@ simulator takes the same times as its arrivals (and, as the lab's client, sends 
 only once the previous one is answered). Latency is from the arrival to the answer.
 
 Three configurations (the issue's): one device on a device-edge-cloud chain; four devices
-sharing one edge; one device through a bandwidth step.
+sharing one edge; one device through a bandwidth step. A benchmark row carries
+`ROW_REQUESTS` timed requests and says how far its percentiles and errors may move
+(`sim.agreement`); beside them, the batch each real request ran in at the edge (its reply's)
+and the simulated edge's batch sizes.
 
 This host is shared, so its servers compute slower than the profile (measured on CPU time, as
 the dilated device is) says, by tens of percent that drift over minutes, and a burst of other
@@ -57,12 +60,14 @@ import numpy as np
 from edgeweave.errors import SimError
 from edgeweave.plan import Plan
 from edgeweave.runtime.server import NodeConfig
-from edgeweave.serve import ServingConfig
+from edgeweave.sim.agreement import batch_sizes, drift, intervals, mean_batch, timed_drift
 from edgeweave.sim.calibration import Calibration, calibrate
-from edgeweave.sim.engine import OK
+from edgeweave.sim.engine import OK, Simulation
 from edgeweave.sim.lab_run import CALIBRATION, CLOUD_DILATION, EDGE_DILATION, RealRun, run_real
+from edgeweave.sim.lab_serving import batch_marginal, serving_spec
 from edgeweave.sim.run import simulate
 from edgeweave.sim.scenario import Scenario, parse_scenario
+from edgeweave.sim.servers import BatchServer
 from edgeweave.topology import Fleet, load_fleet
 
 
@@ -78,17 +83,35 @@ class Case:
     edge_concurrency: int = 4
     step: tuple[float, float] | None = None  # (at seconds, new first-hop Mbit/s)
     adapt: bool = False
+    # instead of the duration: this many requests expected (the duration stretched to carry
+    # them at the case's rate, a step kept at the same fraction of it)
+    requests: int | None = None
 
+    def sized(self) -> Case:
+        """The case with its duration set from ``requests`` (itself if None)."""
+        if self.requests is None:
+            return self
+        duration = self.requests / (self.devices * self.rate_per_s)
+        step = None if self.step is None else \
+            (self.step[0] * duration / self.duration_s, self.step[1])
+        return dataclasses.replace(self, duration_s=duration, step=step, requests=None)
+
+
+#: timed requests a benchmark row expects (Poisson: the count drawn varies around it): a p95
+#: from the ~40 that 40 s at one a second gave rested on two requests above it, and one host
+#: hiccup among them moved it by tens of percent (`sim.agreement` says how much it may move)
+ROW_REQUESTS = 120
 
 CASES = {
-    # 40 s at one request a second: a p95 of ~40 requests, not of the ~17 that 20 s gave
-    "chain": Case("chain", mode="device-edge-cloud", mbps=18.88, duration_s=40.0),
+    "chain": Case("chain", mode="device-edge-cloud", mbps=18.88, duration_s=40.0,
+                  requests=ROW_REQUESTS),
     "shared-edge": Case("shared-edge", devices=4, mode="edge-only", mbps=100.0,
-                        edge_utilisation=0.5, edge_concurrency=1),
+                        edge_utilisation=0.5, edge_concurrency=1, requests=ROW_REQUESTS),
     # the plan is kept through the step: what is checked is the link (a trace in the
     # simulator, `set_link_mbps` in the runtime); a switch would also measure how long the
     # runtime takes to re-trace and re-deploy stages, seconds on a loaded host
-    "bandwidth-step": Case("bandwidth-step", mbps=50.0, step=(20.0, 8.0), duration_s=40.0),
+    "bandwidth-step": Case("bandwidth-step", mbps=50.0, step=(20.0, 8.0), duration_s=40.0,
+                           requests=ROW_REQUESTS),
 }
 
 
@@ -110,10 +133,18 @@ class Fidelity:
     overhead_cv: float = 0.0
     drift: dict[str, float] = field(default_factory=dict)  # tier -> cool-down / warm-up - 1
     batch_marginal: float | None = 1.0  # the edge's cost of one more request in a batch
+    # batch size -> requests that ran in a batch that big at the edge, each side
+    batch_real: dict[int, int] = field(default_factory=dict)
+    batch_sim: dict[int, int] = field(default_factory=dict)
+    # tier -> the timed run's compute against the calibration's (`agreement.timed_drift`)
+    timed_drift: dict[str, dict[str, float]] = field(default_factory=dict)
+    replay_ms: list[float] = field(default_factory=list, repr=False)  # see `compare`
 
     def row(self) -> dict[str, Any]:
         """The benchmark's row: ``sim_*`` with the servers at the speed the runtime's own load
-        factors measured in the warm-up; ``plan_only_*`` from the Plan's figures alone."""
+        factors measured in the warm-up; ``plan_only_*`` from the Plan's figures alone; how far
+        the percentiles and errors would move on another run (`sim.agreement.intervals`); the
+        edge's batch sizes, real (each reply's) and simulated."""
         sp50, sp95 = np.percentile(self.sim_ms, [50, 95])
         rp50, rp95 = np.percentile(self.real_ms, [50, 95])
         row = {"scenario": self.scenario, "model": self.model, "mode": self.mode,
@@ -124,13 +155,22 @@ class Fidelity:
                "err_p95": float((sp95 - rp95) / rp95),
                "load_factors": self.load_factors, "compute_cv": self.compute_cv,
                "overhead_ms": self.overhead_ms, "overhead_cv": self.overhead_cv,
-               "drift": self.drift, "batch_marginal": self.batch_marginal,
+               "drift": self.drift, "timed_drift": self.timed_drift,
+               "batch_marginal": self.batch_marginal,
                "deploy_s": self.deploy_s,
-               "switches_sim": self.switches_sim, "switches_real": self.switches_real}
-        if self.plan_only_ms:
-            op50, op95 = np.percentile(self.plan_only_ms, [50, 95])
-            row.update(plan_only_p50_ms=float(op50), plan_only_err_p50=float((op50 - rp50) / rp50),
-                       plan_only_p95_ms=float(op95), plan_only_err_p95=float((op95 - rp95) / rp95))
+               "switches_sim": self.switches_sim, "switches_real": self.switches_real,
+               **intervals(self.sim_ms, self.real_ms),
+               "edge_batch_real": {str(b): k for b, k in self.batch_real.items()},
+               "edge_batch_sim": {str(b): k for b, k in self.batch_sim.items()},
+               "edge_batch_mean_real": mean_batch(self.batch_real),
+               "edge_batch_mean_sim": mean_batch(self.batch_sim)}
+        for label, ms in (("plan_only", self.plan_only_ms), ("replay", self.replay_ms)):
+            if ms:
+                o50, o95 = np.percentile(ms, [50, 95])
+                row.update({f"{label}_p50_ms": float(o50),
+                            f"{label}_err_p50": float((o50 - rp50) / rp50),
+                            f"{label}_p95_ms": float(o95),
+                            f"{label}_err_p95": float((o95 - rp95) / rp95)})
         return row
 
 
@@ -166,21 +206,6 @@ def emulated_fleet(fleet: Fleet, host_gflops: float, edge_dilation: float = EDGE
     return Fleet(name=f"{fleet.name} (emulated)", nodes=nodes, links=path.links)
 
 
-def serving_spec(workers: int, batch_marginal: float | None) -> dict[str, Any]:
-    """A lab node's serving engine as a simulated server (`servers.BatchServer`): ``workers``
-    batches at once (``--max-concurrency``), each of up to the node's ``--max-batch`` requests
-    taken from its queue as soon as a worker is free (a stage deployed with the default serving
-    knobs waits no time for a batch to fill; with no deadlines, EDF serves in arrival order).
-    Requests that arrive together while the workers are busy thus run in one batch, not one
-    after another (measured with 4 devices on one edge: pairs in one batch). A
-    ``batch_marginal`` of None: the stage cannot batch (the node serves it in batches of one)."""
-    node, knobs = NodeConfig("edge", "edge"), ServingConfig()
-    return {"discipline": "batch", "cores": workers,
-            "max_batch": 1 if batch_marginal is None else node.max_batch,
-            "max_delay_ms": knobs.max_delay_ms,
-            "marginal": 1.0 if batch_marginal is None else min(1.0, max(0.0, batch_marginal))}
-
-
 def sim_scenario(case: Case, chosen: Plan, fleet: Fleet, max_queue: int = 16,
                  calibration: Calibration | None = None, switch_s: float = 0.0,
                  batch_marginal: float | None = 1.0) -> Scenario:
@@ -210,7 +235,8 @@ def sim_scenario(case: Case, chosen: Plan, fleet: Fleet, max_queue: int = 16,
         "name": case.name, "duration_s": case.duration_s + 60.0, "fleet": fleet,
         "access_points": [ap], "places": [{"name": "lab", "access_point": "uplink"}],
         "populations": [{"name": "devices", "count": case.devices, "hardware": device,
-                         "applications": "app", "compute_cv": cv.get("device", 0.0)}],
+                         "applications": "app", "compute_cv": cv.get("device", 0.0),
+                         "speed": 1.0 / load.get("device", 1.0)}],
         "applications": [{"name": "app", "plan": chosen, "idle_s": 0,
                           "overhead_ms": cal.overhead_ms,
                           "overhead_cv": cal.overhead if cal.overhead_ms > 0 else 0.0}],
@@ -284,6 +310,7 @@ def prepare(case: Case, measured: Measured, seed: int = 0) -> Setup:
         edge_s = chosen.predicted["tier_compute_ms"]["edge"] / 1000.0
         case = dataclasses.replace(case, rate_per_s=case.edge_utilisation
                                    * case.edge_concurrency / (case.devices * edge_s))
+    case = case.sized()
     times, devs = arrivals(case, seed)
     # a batch at the edge holds at most one request per device (each waits for its answer)
     largest = min(case.devices, NodeConfig("edge", "edge").max_batch)
@@ -293,38 +320,21 @@ def prepare(case: Case, measured: Measured, seed: int = 0) -> Setup:
                  device_dilation(measured.profile, measured.fleet), times, devs, marginal)
 
 
-def batch_marginal(graph: Any, chosen: Plan, largest: int) -> float | None:
-    """What one more request costs a batch of the plan's edge stage, as a fraction of one
-    request's compute: timed on this host at batch 1 and at ``largest`` by the procedure the
-    node calibrates a deployed stage with (`serve.batching.calibrate`); None if the stage
-    cannot batch (its batched outputs differ), as the node then serves it in batches of one.
-    1.0 (no gain) for a plan with no edge stage."""
-    import torch
-
-    from edgeweave.graph import split
-    from edgeweave.serve.batching import calibrate as time_batches
-
-    env = {name: torch.randn(graph.input_shape, generator=torch.Generator().manual_seed(0))
-           for name in graph.placeholders}
-    with torch.inference_mode():
-        for stage in split(graph, chosen.placement, tuple(chosen.tiers)):
-            args = tuple(env[v] for v in stage.inputs)
-            if stage.key == "edge":
-                cal = time_batches(lambda *a, m=stage.module: tuple(m(*a)), args, largest)
-                if not cal.batchable:
-                    return None
-                return (cal.seconds[largest] / cal.seconds[1] - 1.0) / (largest - 1) \
-                    if largest > 1 else 1.0
-            env.update(zip(stage.outputs, stage.module(*args), strict=True))
-    return 1.0
-
-
 def compare(setup: Setup, real: RealRun, model: str = "alexnet") -> Fidelity:
     """Simulate the setup's arrivals calibrated by what the real run's warm-up and cool-down
-    measured (and from the Plan's figures alone), beside the real run's latencies."""
+    measured (and from the Plan's figures alone), beside the real run's latencies.
+
+    With one device, also calibrated by the timed requests' own segments and replaying each
+    one's compute times in order (``replay``, `Jitter.in_order`): the compute the host gave
+    each request during the run, its bursts where they fell, so what is left of the error is
+    the model's (links, queues, the device waiting for its previous answer, the per-hop
+    cost), not the host's other work the calibration could not see. A lone device's timed
+    requests queue at no server, which `calibrate` needs, and reach each tier in the order
+    they were measured; several devices' do neither, so they get no replay."""
     case, times, devs = setup.case, setup.times, setup.devs
     cal = calibrate(real.calibration, setup.chosen)
-    runs = {}
+    runs, edge = {}, setup.emu.nodes_in("edge")[0].name
+    batched: dict[int, int] = {}
     for label, c in (("calibrated", cal), ("plan only", None)):
         scn = sim_scenario(case, setup.chosen, setup.emu, calibration=c, switch_s=real.deploy_s,
                            batch_marginal=setup.batch_marginal)
@@ -334,26 +344,37 @@ def compare(setup: Setup, real: RealRun, model: str = "alexnet") -> Fidelity:
         if not (out.status == OK).all():
             raise SimError(f"validation {case.name}: the simulator failed some requests")
         runs[label] = (((out.done - out.t) * 1000.0).tolist(), run.summary["switches"])
+        server = run.sim.server(edge)
+        # the real edge reports a batch only where it runs a stage (the chain's edge forwards)
+        if label == "calibrated" and isinstance(server, BatchServer) and \
+                setup.chosen.predicted["tier_compute_ms"].get("edge", 0.0) > 0:
+            batched = dict(sorted(server.served_in.items()))
+    replay = []
+    if case.devices == 1:
+        scn = sim_scenario(case, setup.chosen, setup.emu, switch_s=real.deploy_s,
+                           calibration=calibrate(real.timed, setup.chosen),
+                           batch_marginal=setup.batch_marginal)
+        replay = replay_in_order(scn, times, devs)
     sim, switches = runs["calibrated"]
     return Fidelity(case.name, model, setup.chosen.mode, len(times), sim, real.latency_ms,
                     switches, real.switches, cal.load, real.deploy_s, runs["plan only"][0],
-                    cal.cv, cal.overhead_ms, cal.overhead_cv, drift(real), setup.batch_marginal)
+                    cal.cv, cal.overhead_ms, cal.overhead_cv, drift(real), setup.batch_marginal,
+                    batch_sizes(real.batch), batched, timed_drift(real),
+                    replay)
 
 
-def drift(real: RealRun) -> dict[str, float]:
-    """Per tier, how far the host's speed moved across the timed run: the cool-down's median
-    compute over the warm-up's, less 1 (what calibrating on one side alone would miss)."""
-    def median(rows: list[dict[str, float]], key: str) -> float:
-        got = [r[key] for r in rows if r.get(key, 0.0) > 0]
-        return float(np.median(got)) if got else 0.0
-
-    keys = {k for r in real.warm for k in r if k.endswith("_compute")}
-    out = {}
-    for key in sorted(keys):
-        before, after = median(real.warm, key), median(real.cool, key)
-        if before > 0 and after > 0:
-            out[key.removesuffix("_compute")] = after / before - 1.0
-    return out
+def replay_in_order(scn: Scenario, times: np.ndarray, devs: np.ndarray) -> list[float]:
+    """Per request, its simulated latency (ms) with every measured compute spread replayed in
+    the order measured (`Jitter.in_order`), not drawn at random."""
+    sim = Simulation(scn, arrivals=(times, devs))
+    sim.start()
+    for jit in sim.compute_jitters():
+        jit.in_order()
+    sim.env.run()
+    out = sim.finish()
+    if not (out.status == OK).all():
+        raise SimError(f"validation {scn.name}: the simulator failed some replayed requests")
+    return ((out.done - out.t) * 1000.0).tolist()
 
 
 def validate(case: Case, measured: Measured | None = None, seed: int = 0,
