@@ -41,7 +41,7 @@ from pydantic import (
 from edgeweave.errors import EdgeWeaveError, SimError
 from edgeweave.sim.apps import AppPlan, load_app_plan, parse_app_plan
 from edgeweave.topology import CATALOG, BandwidthTrace, Fleet, HardwareProfile, load_fleet
-from edgeweave.topology.error_paths import field_path
+from edgeweave.topology.error_paths import describe_error, field_path
 from edgeweave.topology.trace import load_trace
 from edgeweave.train.config import ExperimentConfig, parse_config, read_config_yaml
 
@@ -330,18 +330,6 @@ class Scenario(_Strict):
         return CATALOG[name]
 
 
-def _describe(err: Any) -> str:
-    kind = err.get("type")
-    if kind == "missing":
-        return "missing (this field is required)"
-    if kind == "extra_forbidden":
-        return "unexpected field (check the spelling)"
-    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
-    if kind == "value_error":
-        return msg
-    return f"{msg}, got {err.get('input')!r}"
-
-
 def parse_scenario(raw: Any, source: str = "<scenario>", base_dir: Path | None = None
                    ) -> Scenario:
     """Validate a parsed mapping; every problem is reported as ``source: field.path: what``."""
@@ -353,7 +341,7 @@ def parse_scenario(raw: Any, source: str = "<scenario>", base_dir: Path | None =
         scn = Scenario.model_validate({**raw, "source": source},
                                       context={"base_dir": base_dir or Path(".")})
     except ValidationError as e:
-        problems = [f"{field_path(err['loc'])}: {_describe(err)}" for err in e.errors()]
+        problems = [f"{field_path(err['loc'])}: {describe_error(err)}" for err in e.errors()]
         if len(problems) == 1:
             raise SimError(f"{source}: {problems[0]}") from None
         raise SimError(f"{source}: {len(problems)} problems:\n"
