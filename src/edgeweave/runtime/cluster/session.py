@@ -101,6 +101,20 @@ class ClusterRun:
         return ms / mib / self.time_scale if mib > 0 else float("nan")
 
     @property
+    def compute_vs_plan_pct(self) -> float | None:
+        """How much longer the devices computed than the plan priced, over the tasks that ran
+        on their planned device (``FrameResult.timeline``): the emulated hardware's drift
+        (this host's CPU time per FLOP now vs when it was profiled), apart from the medium,
+        the scheduling and the runtime's overhead. None for layer-wise or no such task."""
+        part = self.plan.partition
+        assert part is not None
+        planned = {t.index: (t.device, t.compute_ms) for t in part.tiles}
+        pairs = [(t.compute_ms / self.time_scale, planned[t.tile][1]) for r in self.results
+                 for t in r.timeline if t.tile in planned and planned[t.tile][0] == t.device]
+        plan_ms = sum(p for _, p in pairs)
+        return 100.0 * (sum(m for m, _ in pairs) / plan_ms - 1) if plan_ms > 0 else None
+
+    @property
     def bytes_per_frame(self) -> float:
         return statistics.mean(r.medium_bytes for r in self.results)
 
@@ -161,6 +175,15 @@ class ClusterRun:
             "per_frame_ms": [r.latency_ms / self.time_scale for r in self.results],
             "cluster_ms": self._ms(r.cluster_ms for r in self.results),
             "rest_ms": self._ms(r.rest_ms for r in self.results),
+            "predicted_cluster_ms": part.predicted.get("cluster_ms"),
+            "predicted_rest_ms": part.predicted.get("rest_ms"),
+            "compute_vs_plan_pct": self.compute_vs_plan_pct,
+            "rest_wait_ms": self._ms(r.rest_wait_ms for r in self.results),
+            "homes": sorted({r.home for r in self.results if r.home}),
+            # the last frame's tasks as they ran (ms from its submission, slow motion undone)
+            "timeline": [{k: (v / self.time_scale if k.endswith("_ms") else v)
+                          for k, v in t.to_json().items()}
+                         for t in (self.results[-1].timeline if self.results else [])],
             "stolen_per_frame": statistics.mean(r.stolen for r in self.results),
             "rerun": sum(r.rerun for r in self.results),
             "delivery_ms": self._ms(r.delivery_ms for r in self.results),
@@ -175,12 +198,14 @@ def run_cluster(graph: Graph, plan: Plan, profile: Profile, fleet: Fleet,
                 frames: Sequence[torch.Tensor], *, scheduler: str = "stealing",
                 sources: Sequence[str] | None = None, prefetch: int = 0, warmup: int = 1,
                 models: tuple[str, ...] = (), timeout_s: float = 600.0,
-                time_scale: float | str = 1.0) -> ClusterRun:
+                time_scale: float | str = 1.0, gather_at_source: bool | None = None
+                ) -> ClusterRun:
     """Start a worker per planned device (and edge/cloud servers if the rest goes there), run
     ``warmup`` frames, then ``frames`` from ``sources`` (the gateway by default), each source
     with one frame in flight. Only the devices the plan gives work, and the data sources, get
     a worker: a device the optimiser left out (it would slow the frame, e.g. an rpi3 whose
-    tile finishes after the others') does not steal tiles either."""
+    tile finishes after the others') does not steal tiles either. ``gather_at_source``:
+    TileGateway's (where work stealing gathers a frame and runs its rest)."""
     part = plan.partition
     if part is None or part.method not in ("fused-tiles", "layer-wise"):
         raise EdgeWeaveError("the plan runs on one device (no multi-device partition to run); "
@@ -203,9 +228,9 @@ def run_cluster(graph: Graph, plan: Plan, profile: Profile, fleet: Fleet,
                       edge_target=edge_lab.edge_target if edge_lab else None,
                       time_scale=scale)
         if part.method == "fused-tiles":
-            gw: TileGateway | LayerGateway = TileGateway(graph, plan, scheduler=scheduler,
-                                                         prefetch=prefetch, dilations=slowed,
-                                                         **common)
+            gw: TileGateway | LayerGateway = TileGateway(
+                graph, plan, scheduler=scheduler, prefetch=prefetch, dilations=slowed,
+                gather_at_source=gather_at_source, **common)
         else:
             gw = LayerGateway(graph, plan, **common)
         try:
