@@ -122,24 +122,25 @@ def speedup_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, counts: Sequ
 #: The schedulers compared with every device a data source: (name in the rows, scheduler,
 #: prefetch, gather at the source, what it does).
 SCHEDULER_RUNS = (
-    ("stealing", "stealing", 1, True,
+    ("stealing", "stealing", 1, False,
      "DeepThings work stealing: a frame's tiles stay at its data source; an idle device asks "
      "the gateway for a victim (round-robin over sources) and fetches a tile from it (input: "
-     "one hop, victim to thief); results gathered at the source, which runs the rest; "
-     "a device holds 1 + prefetch tasks"),
-    ("stealing, gathered at gateway", "stealing", 1, False,
-     "the same stealing, with results sent to the gateway, which merges every source's "
-     "frames and runs their rest (DeepThings' own gateway does this)"),
+     "one hop, victim to thief); results to the gateway, which merges every source's frames "
+     "and runs their rest (as DeepThings' gateway does); a device holds 1 + prefetch tasks"),
+    ("stealing, gathered at source", "stealing", 1, True,
+     "the same stealing, each frame gathered at its data source, which runs its rest (its "
+     "own tiles' results never cross the medium; an rpi3 source runs the rest the plan "
+     "priced on the gateway)"),
     ("sharing", "sharing", 1, None,
      "DeepThings work sharing (centralized): a source hands all of a frame's tiles to the "
      "gateway (one hop each), which keeps one first-come-first-served queue; an idle device "
      "asks the gateway and gets its head (the same readiness, plan preference and 1 + "
-     "prefetch as stealing; input: two hops, source to gateway to device); results gathered "
-     "at the gateway, which runs every frame's rest"),
+     "prefetch as stealing; input: two hops, source to gateway to device); results to the "
+     "gateway, which runs every frame's rest"),
     ("static", "static", 0, None,
      "the plan's assignment pushed up front (no load balancing): every tile to its planned "
-     "device as soon as its frame arrives, input one hop from the source, results gathered "
-     "at the gateway, which runs every frame's rest"),
+     "device as soon as its frame arrives, input one hop from the source, results to the "
+     "gateway, which runs every frame's rest"),
 )
 
 

@@ -51,7 +51,7 @@ def test_every_frame_from_several_sources_equals_the_single_device_output(
         assert sorted(t.tile for t in r.timeline) == list(range(6))
         assert {t.device for t in r.timeline} == set(r.tasks)
         assert all(0 <= t.sent_ms <= t.done_ms <= r.cluster_ms for t in r.timeline)
-        assert r.home == (r.source if scheduler == "stealing" else "a")
+        assert r.home == "a"  # gathered, and the rest run, at the gateway
     if scheduler == "static":  # the plan's assignment, every frame
         planned = {t.index: t.device for t in plan.partition.tiles}
         want = {d: list(planned.values()).count(d) for d in set(planned.values())}
@@ -124,11 +124,11 @@ def test_a_device_joining_late_starts_stealing(workers):
 
 @pytest.mark.parametrize("scheduler", ["stealing", "sharing"])
 def test_stealing_gathers_a_frame_at_its_source_and_sharing_at_the_gateway(workers, scheduler):
-    """Frames from device b, only b working: under stealing b keeps its frame, so nothing
-    crosses the medium; under sharing every tile goes b -> gateway a -> b and its result
-    back to a (DeepThings' centralized queue)."""
+    """Frames from device b, only b working: under stealing gathered at the source b keeps
+    its frame, so nothing crosses the medium; under sharing every tile goes b -> gateway
+    a -> b and its result back to a (DeepThings' centralized queue)."""
     plan = digits_plan(grid=(2, 2), reuse=True)
-    gw = TileGateway(digits(), plan, scheduler=scheduler, token=TOKEN)
+    gw = TileGateway(digits(), plan, scheduler=scheduler, token=TOKEN, gather_at_source=True)
     try:
         gw.join("b", workers.start("b"))
         xs = frames(2)
@@ -138,6 +138,7 @@ def test_stealing_gathers_a_frame_at_its_source_and_sharing_at_the_gateway(worke
     for x, r in zip(xs, results, strict=True):
         assert r.tasks == {"b": 4} and torch.allclose(r.output, reference(x), atol=1e-5)
         assert (r.medium_bytes == 0) == (scheduler == "stealing")
+        assert r.home == ("b" if scheduler == "stealing" else "a")
         # the runtime's cost per task, measured for tasks that did not queue on the device
         # (stealing hands b one at a time; sharing pushes every ready tile at once)
         assert all(v >= 0 for v in r.task_overhead_ms)

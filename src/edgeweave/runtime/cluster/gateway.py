@@ -71,10 +71,11 @@ class TileGateway:
     """``join(device, target)`` each worker, then ``submit(x, source)`` frames (futures of
     :class:`FrameResult`); ``close()`` at the end. ``graph`` holds the model's weights.
     ``time_scale`` > 1 is a slow-motion run (runtime.cluster.session): the medium is that much
-    slower, and the caller multiplied every dilation by it. ``gather_at_source``: whether
-    work stealing gathers a frame at its data source and runs its rest there (the default
-    when the rest stays on the devices) or, as DeepThings' own gateway does, at the gateway;
-    work sharing and the static plan always gather at the gateway."""
+    slower, and the caller multiplied every dilation by it. Results are gathered, and the rest
+    runs, at the gateway, as the plan prices it and as DeepThings' gateway does (it merges
+    every source's tiles and runs the remaining layers); ``gather_at_source`` makes work
+    stealing gather a frame at its data source and run its rest there instead (not when the
+    rest goes to the edge or cloud)."""
 
     def __init__(self, graph: Graph, plan: Plan, *, scheduler: str = "stealing",
                  prefetch: int = 0, token: str | None = None, tls: ClientTLS | None = None,
@@ -113,8 +114,8 @@ class TileGateway:
         self.dilations = dict(dilations or {})
         # stealing may gather a frame at its source, which runs the rest itself; not when the
         # rest goes to the edge or cloud (one client, the gateway's, deploys it)
-        self.at_source = scheduler == "stealing" and not self.rest.remote and (
-            gather_at_source is None or gather_at_source)
+        self.at_source = scheduler == "stealing" and not self.rest.remote and bool(
+            gather_at_source)
         self.central = scheduler == "sharing"  # tiles reach devices through the gateway
         self.input_ratio = codec_ratio(part.input_codec)
         self.package = package(block_recipe(part.model, part.input_shape, self.block),
@@ -156,6 +157,7 @@ class TileGateway:
                     again.append(job)
             self.scheduler.requeue(again, live)
             self._pump()
+        self.rests.wake()
 
     # ---- frames ---------------------------------------------------------------------------
 
@@ -186,10 +188,10 @@ class TileGateway:
         return future
 
     def home(self, frame: Frame) -> str:
-        """Where a frame's tile results are gathered and its rest runs: its data source under
-        work stealing by default (a source keeps its frame, so its own tiles' results never
-        cross the medium and one gateway does not run every source's rest), else the
-        gateway (DeepThings' gateway collects and merges every source's results)."""
+        """Where a frame's tile results are gathered and its rest runs: the gateway
+        (DeepThings' gateway collects and merges every source's results), or under work
+        stealing with ``gather_at_source`` the frame's source (its own tiles' results never
+        cross the medium, but it runs the rest the plan priced on the gateway)."""
         return frame.source if self.at_source else self.gateway
 
     def _ready(self, job: Job) -> bool:
@@ -296,6 +298,7 @@ class TileGateway:
                         frame.ms(time.perf_counter()), result.wait_ms, result.compute_ms))
                 self._accept(frame, job, device, out, shares, result.compute_ms)
             self._pump()
+        self.rests.wake()
 
     def _accept(self, frame: Frame, job: Job, device: str, out: torch.Tensor,
                 shares: Mapping[str, torch.Tensor], compute_ms: float) -> None:

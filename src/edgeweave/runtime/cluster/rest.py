@@ -61,16 +61,19 @@ class RestLanes:
     data source ran another source's tiles while it ran its own frame's rest.
     ``run(device, frame) -> (output, note)`` runs one frame's rest; ``answer(frame, output,
     note, start, wait_ms)`` is told the outcome (an exception as the output when it failed).
+    The caller calls :meth:`wake` whenever a device's held tasks may have dropped (a result
+    in, a device gone), so a waiting lane looks again.
     """
 
     def __init__(self, run: Callable[[str, Any], tuple[Any, str]],
                  held: Callable[[str], int], on_free: Callable[[str], None],
                  answer: Callable[[str, Any, Any, str, float, float], None],
-                 poll_s: float = 0.0005):
+                 recheck_s: float = 0.05):
         self._run, self._held, self._on_free, self._answer = run, held, on_free, answer
-        self._poll_s = poll_s
+        self._recheck_s = recheck_s  # a lane looks again this often even if not woken
         self._closed = False
         self._lock = threading.Lock()
+        self._changed = threading.Condition()
         self._waiting: Counter[str] = Counter()
         self._lanes: dict[str, tuple[queue.SimpleQueue, threading.Thread]] = {}
 
@@ -96,8 +99,9 @@ class RestLanes:
             if frame is None:
                 return
             wait = time.perf_counter()
-            while self._held(device) > 0 and not self._closed:
-                time.sleep(self._poll_s)
+            with self._changed:
+                while self._held(device) > 0 and not self._closed:
+                    self._changed.wait(self._recheck_s)
             start = time.perf_counter()
             try:
                 output, note = self._run(device, frame)
@@ -108,9 +112,15 @@ class RestLanes:
             self._answer(device, frame, output, note, start, (start - wait) * 1000.0)
             self._on_free(device)
 
+    def wake(self) -> None:
+        """Some device's held tasks may have dropped: waiting lanes look again."""
+        with self._changed:
+            self._changed.notify_all()
+
     def close(self) -> None:
+        self._closed = True
+        self.wake()
         with self._lock:
-            self._closed = True
             lanes = list(self._lanes.values())
         for inbox, _ in lanes:
             inbox.put(None)
