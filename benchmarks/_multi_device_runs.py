@@ -62,6 +62,10 @@ def _row(run: ClusterRun, **extra: Any) -> dict[str, Any]:
         "predicted_cluster_ms": doc["predicted_cluster_ms"],
         "predicted_rest_ms": doc["predicted_rest_ms"],
         "compute_vs_plan_pct": doc["compute_vs_plan_pct"], "rest_wait_ms": doc["rest_wait_ms"],
+        # the plan's schedule replayed with this run's compute (ClusterRun.replayed_ms)
+        "replayed_ms": doc["replayed_ms"],
+        "measured_vs_replayed_pct": (100.0 * (doc["latency_ms"] / doc["replayed_ms"] - 1)
+                                     if doc["replayed_ms"] else None),
         "homes": doc["homes"], "timeline": doc["timeline"],
         "stolen_per_frame": doc["stolen_per_frame"], "rerun": doc["rerun"],
         "dilations": doc["dilations"], "workers": doc["workers"],
@@ -79,7 +83,8 @@ def _row(run: ClusterRun, **extra: Any) -> dict[str, Any]:
     print(f"measured {row['model']} {row['method']} x{row['devices']} {row['scheduler']}: "
           f"{row['latency_ms']:.0f} ms (predicted {predicted:.0f}), {row['fps']:.2f} fps, "
           f"time scale {run.time_scale:g}, {row['overrun_tasks']:.0f} overrun task(s), "
-          f"compute vs plan {_pct(row['compute_vs_plan_pct'])}, load {row['load']:.2f}",
+          f"compute vs plan {_pct(row['compute_vs_plan_pct'])}, measured vs replayed "
+          f"{_pct(row['measured_vs_replayed_pct'])}, load {row['load']:.2f}",
           file=sys.stderr, flush=True)
     return row
 

@@ -324,7 +324,8 @@ def main() -> None:
             args.json.write_text(json.dumps(doc, indent=1, default=str))
     measured = ["model", "method", "devices", "scheduler", "latency_ms", "predicted_ms",
                 "measured_vs_predicted_pct", "cluster_ms", "predicted_cluster_ms", "rest_ms",
-                "predicted_rest_ms", "compute_vs_plan_pct", "fps", "speedup_vs_one",
+                "predicted_rest_ms", "compute_vs_plan_pct", "replayed_ms",
+                "measured_vs_replayed_pct", "fps", "speedup_vs_one",
                 "peak_rss_mb", "task_memory_mb", "bytes_per_frame", "grid", "reuse",
                 "task_overhead_ms", "time_scale", "overrun_tasks", "load"]
     squares = [r for r in doc["tiling"] if r["grid"][0] == r["grid"][1]]

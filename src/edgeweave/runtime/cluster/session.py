@@ -39,6 +39,7 @@ import torch
 from edgeweave.errors import EdgeWeaveError
 from edgeweave.graph import Graph
 from edgeweave.plan import Plan, plan_cluster
+from edgeweave.plan.medium import Task, simulate
 from edgeweave.plan.partition import Partition
 from edgeweave.profile import Profile
 from edgeweave.runtime.cluster.gateway import FrameResult, TileGateway
@@ -114,6 +115,35 @@ class ClusterRun:
         plan_ms = sum(p for _, p in pairs)
         return 100.0 * (sum(m for m, _ in pairs) / plan_ms - 1) if plan_ms > 0 else None
 
+    def replayed_ms(self) -> float | None:
+        """The plan's own schedule (plan.medium: the shared medium, each device's queue, the
+        reuse dependencies) replayed with what this run measured in place of the profile's
+        compute: each tile's median emulated compute on the device that ran it (in the last
+        frame), then the median rest. Measured latency against this isolates the cost
+        model's structure (medium, scheduling, the runtime's per-task cost) from the
+        emulated hardware's speed on this host (compute_vs_plan_pct). None for layer-wise."""
+        part = self.plan.partition
+        assert part is not None
+        if part.method != "fused-tiles" or not self.results:
+            return None
+        ran = {t.tile: t.device for t in self.results[-1].timeline}
+        computes: dict[int, list[float]] = {}
+        for r in self.results:
+            for t in r.timeline:
+                computes.setdefault(t.tile, []).append(t.compute_ms / self.time_scale)
+        per_mb = float(part.search.get("task_overhead", {}).get("runtime_ms_per_mb", 0.0))
+        tiles = sorted(part.tiles, key=lambda t: (t.level, t.index))
+        position = {t.index: k for k, t in enumerate(tiles)}
+        if set(ran) != set(position):
+            return None
+        tasks = [Task(ran[t.index], statistics.median(computes[t.index])
+                      + per_mb * (t.in_bytes + t.out_bytes) / 2**20, t.in_bytes, t.out_bytes,
+                      tuple(sorted({position[p.source] for ps in t.reused.values()
+                                    for p in ps})))
+                 for t in tiles]
+        schedule = simulate(tasks, part.gateway, part.medium.mbps, part.medium.rtt_ms)
+        return schedule.makespan_ms + self._ms(r.rest_ms for r in self.results)
+
     @property
     def bytes_per_frame(self) -> float:
         return statistics.mean(r.medium_bytes for r in self.results)
@@ -178,6 +208,7 @@ class ClusterRun:
             "predicted_cluster_ms": part.predicted.get("cluster_ms"),
             "predicted_rest_ms": part.predicted.get("rest_ms"),
             "compute_vs_plan_pct": self.compute_vs_plan_pct,
+            "replayed_ms": self.replayed_ms(),
             "rest_wait_ms": self._ms(r.rest_wait_ms for r in self.results),
             "homes": sorted({r.home for r in self.results if r.home}),
             # the last frame's tasks as they ran (ms from its submission, slow motion undone)
