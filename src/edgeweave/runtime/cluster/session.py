@@ -121,10 +121,11 @@ class ClusterRun:
         compute: each tile's median emulated compute on the device that ran it (in the last
         frame), then the median rest. Measured latency against this isolates the cost
         model's structure (medium, scheduling, the runtime's per-task cost) from the
-        emulated hardware's speed on this host (compute_vs_plan_pct). None for layer-wise."""
+        emulated hardware's speed on this host (compute_vs_plan_pct). None for layer-wise and
+        for several sources (their frames queue behind each other; the plan prices one)."""
         part = self.plan.partition
         assert part is not None
-        if part.method != "fused-tiles" or not self.results:
+        if part.method != "fused-tiles" or not self.results or len(self.sources) > 1:
             return None
         ran = {t.tile: t.device for t in self.results[-1].timeline}
         computes: dict[int, list[float]] = {}
