@@ -106,30 +106,3 @@ def test_a_run_sets_its_compute_and_its_replayed_schedule_beside_the_plan():
     assert run(1.0).replayed_ms() == pytest.approx(part.predicted["latency_ms"], rel=1e-6)
     assert run(2.0).compute_vs_plan_pct == pytest.approx(100.0)
     assert run(2.0).replayed_ms() > part.predicted["latency_ms"]
-
-
-def test_the_lab_s_devices_compute_one_at_a_time(tmp_path):
-    """Two holders of one lab's compute lock (each opens the file, as each worker process
-    does) never compute at once; without a lock file nothing is held."""
-    import threading
-
-    from edgeweave.runtime.cluster.emulation import HostLock
-
-    path = str(tmp_path / "compute.lock")
-    first, second = HostLock(path), HostLock(path)
-    inside = threading.Event()
-    order: list[str] = []
-
-    def other() -> None:
-        with second.held():
-            order.append("second")
-
-    with first.held():
-        thread = threading.Thread(target=other)
-        thread.start()
-        inside.wait(0.2)  # the other device tries meanwhile
-        order.append("first")
-    thread.join(5)
-    assert order == ["first", "second"]
-    with HostLock(None).held():
-        pass

@@ -4,8 +4,7 @@ As :class:`~edgeweave.runtime.lab.LocalLab` does for edge and cloud: each device
 edgeweave.runtime.cluster.worker`` on a loopback port the OS picks, sharing a fresh bearer
 token, and is terminated on exit. The dilation of each device is its hardware's speed against
 this host's (:func:`~edgeweave.runtime.session.hardware_dilation`), so two rpi4 and an rpi3 run
-at their own speeds; they share one compute lock, so one computes at a time on this host's
-cores and caches (runtime.cluster.emulation).
+at their own speeds.
 
 The workers keep glibc's default allocator. Forcing every tensor over 64 KiB into its own
 mapping (``MALLOC_MMAP_THRESHOLD_=65536``, which the lab once set so a worker's RSS dropped as
@@ -67,8 +66,7 @@ class ClusterLab:
         assert self._dir is not None
         args = ["-m", WORKER, "--name", device, "--listen", "127.0.0.1:0", "--token-file",
                 str(Path(self._dir.name) / "token"), "--dilation",
-                f"{self.dilations[device]:.6g}", "--compute-lock",
-                str(Path(self._dir.name) / "compute.lock")]
+                f"{self.dilations[device]:.6g}"]
         for model in self.models:
             args += ["--model", model]
         return start_process(device, args, self.startup_timeout_s)

@@ -17,9 +17,9 @@ share this host's cores, so the stretch sleeps instead of spinning
 (0.6 of one for four rpi4 and two rpi3 on a 66 GFLOP/s host), not K cores. A task whose compute
 waited for a core longer than the stretch ran slower than the device would: it is counted in
 ``Stats`` (``overrun_tasks``), as is the time other processes took the core (``core_wait_ms``).
-The lab's workers compute one at a time (``--compute-lock``, runtime.cluster.emulation).
-``Stats`` reports the process's memory: RSS when it started, after the last Setup (weights
-loaded), now, and its peak since that Setup (what the device's tasks took above it).
+``Stats`` reports the process's memory: RSS when it
+started, after the last Setup (weights loaded), now, and its peak since that Setup (the peak
+less the RSS after Setup is what the device's tasks took).
 
     python -m edgeweave.runtime.cluster.worker --name pi4-1 --token-file T [--dilation 9.1]
 """
@@ -27,10 +27,12 @@ loaded), now, and its peak since that Setup (what the device's tasks took above 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import logging
 import os
 import queue
+import re
 import tempfile
 import threading
 import time
@@ -57,7 +59,6 @@ from edgeweave.runtime.cluster.blueprint import (
     module_weights,
     regions_digest,
 )
-from edgeweave.runtime.cluster.emulation import HostLock, note_host, reset_peak, rss_mb
 from edgeweave.runtime.cluster.executors import LayerExecutor, TileExecutor, with_weights
 from edgeweave.runtime.deploy import DeployRefused, check_head, load_weights, receive_checked
 from edgeweave.runtime.flight import arrive
@@ -96,12 +97,26 @@ class WorkerConfig:
     spin: bool = False  # busy-wait the dilation (one device per host only)
     role: str = "worker"
     next_target: str | None = None
-    compute_lock: str | None = None  # a file every device of the lab locks while computing
 
     @property
     def workers(self) -> int:
         """Server threads: one Work stream and its reader, a Setup, Health/Stats, spares."""
         return 8
+
+
+def _rss_mb(key: str) -> float:
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return float("nan")
+    match = re.search(rf"{key}:\s+(\d+) kB", text)
+    return int(match.group(1)) / 1024 if match else float("nan")
+
+
+def _reset_peak() -> None:
+    """Start the kernel's peak-RSS counter afresh (Linux; elsewhere the peak keeps counting)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
 
 
 class WorkerService(cpb_grpc.ClusterWorkerServicer):
@@ -113,7 +128,7 @@ class WorkerService(cpb_grpc.ClusterWorkerServicer):
         self._setup_lock = threading.Lock()
         self._work = threading.BoundedSemaphore(1)
         self._rejections = RateLimitedLog(log)
-        self.stats = {"base_rss_mb": rss_mb("VmRSS"), "tasks": 0.0, "compute_ms": 0.0,
+        self.stats = {"base_rss_mb": _rss_mb("VmRSS"), "tasks": 0.0, "compute_ms": 0.0,
                       "setup_ms": 0.0, "weights_mb": 0.0, "refused": 0.0,
                       "overrun_tasks": 0.0, "core_wait_ms": 0.0}
         if config.cache_dir:
@@ -122,7 +137,6 @@ class WorkerService(cpb_grpc.ClusterWorkerServicer):
             self._tmp = tempfile.TemporaryDirectory(prefix=f"edgeweave-{config.name}-")
             self.cache_dir = Path(self._tmp.name)
         torch.set_num_threads(config.threads)
-        self.host_lock = HostLock(config.compute_lock)
 
     def note(self, r: Refused, context: grpc.ServicerContext) -> None:
         self.stats["refused"] += 1
@@ -148,8 +162,8 @@ class WorkerService(cpb_grpc.ClusterWorkerServicer):
                 self.executor, self.digest = executor, digest
                 gc.collect()
                 self.stats.update(setup_ms=(time.perf_counter() - start) * 1000.0,
-                                  weights_mb=nbytes / MB, setup_rss_mb=rss_mb("VmRSS"))
-                reset_peak()
+                                  weights_mb=nbytes / MB, setup_rss_mb=_rss_mb("VmRSS"))
+                _reset_peak()
                 return cpb.SetupReply(digest=digest, tasks=executor.tasks,
                                       build_ms=self.stats["setup_ms"])
             finally:
@@ -320,12 +334,11 @@ class WorkerService(cpb_grpc.ClusterWorkerServicer):
         values = tensors.decode(messages, expected.get, 0)
         if isinstance(ex, TileExecutor):
             ex.module(tile)  # built (once per variant) before the device's clock starts
-        mark = dilation.start()  # before the host lock: a wait for it is in the stretch
-        with self.host_lock.held():
-            if isinstance(ex, TileExecutor):
-                out, shares = ex.run(tile, values)
-            else:
-                out, shares = ex.run(msg.layer, msg.tile, values["crop"]), {}
+        mark = dilation.start()
+        if isinstance(ex, TileExecutor):
+            out, shares = ex.run(tile, values)
+        else:
+            out, shares = ex.run(msg.layer, msg.tile, values["crop"]), {}
         self._note_host(mark)
         compute_ms = dilation.finish(mark, self.cfg.dilation, spin=self.cfg.spin)
         self.stats["tasks"] += 1
@@ -336,7 +349,14 @@ class WorkerService(cpb_grpc.ClusterWorkerServicer):
         return reply
 
     def _note_host(self, mark: dilation.Mark) -> None:
-        note_host(self.stats, mark, self.cfg.dilation)
+        """Count a task this host could not emulate faithfully: its compute waited so long for
+        a core that the wall time already passed the dilated target, so the device ran slower
+        than its hardware (``overrun_tasks``; ``core_wait_ms``: wall minus CPU time, what the
+        host's other processes took from the worker while it computed)."""
+        wall_ms, cpu_ms = dilation.elapsed_ms(mark)
+        self.stats["core_wait_ms"] += max(0.0, wall_ms - cpu_ms)
+        if self.cfg.dilation > 1.0 and wall_ms > cpu_ms * self.cfg.dilation:
+            self.stats["overrun_tasks"] += 1
 
     # ---- Health / Stats -------------------------------------------------------------------
 
@@ -347,8 +367,8 @@ class WorkerService(cpb_grpc.ClusterWorkerServicer):
                               stages=0 if ex is None else ex.tasks)
 
     def Stats(self, request: pb.StatsRequest, context: grpc.ServicerContext) -> pb.StatsReply:
-        return pb.StatsReply(values={**self.stats, "rss_mb": rss_mb("VmRSS"),
-                                     "peak_rss_mb": rss_mb("VmHWM")})
+        return pb.StatsReply(values={**self.stats, "rss_mb": _rss_mb("VmRSS"),
+                                     "peak_rss_mb": _rss_mb("VmHWM")})
 
 
 def _invalid(details: str, reason: str = "bad_setup") -> Refused:
@@ -378,8 +398,6 @@ def main(argv: list[str] | None = None) -> None:
                     help="stretch compute to emulate slower hardware (1-10000)")
     ap.add_argument("--model", action="append", default=[],
                     help="install a model file (path/to/net.py:factory; repeatable)")
-    ap.add_argument("--compute-lock", help="a file the lab's devices lock while computing "
-                    "(one emulated device computes at a time on this host)")
     ap.add_argument("--max-setup-mb", type=float, default=2048.0)
     ap.add_argument("--max-message-mb", type=float, default=256.0)
     ap.add_argument("--grace-s", type=float, default=2.0)
@@ -390,7 +408,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         token = load_token(args.token_file) if args.token_file else None
         config = WorkerConfig(args.name, dilation=args.dilation, models=tuple(args.model),
-                              max_setup_mb=args.max_setup_mb, compute_lock=args.compute_lock)
+                              max_setup_mb=args.max_setup_mb)
         opts = ServeOptions(args.listen, token, args.cert_dir, None, args.max_message_mb,
                             args.grace_s)
         serve_forever(config, opts, start=start_worker)  # type: ignore[arg-type]
