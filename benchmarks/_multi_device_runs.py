@@ -14,6 +14,7 @@ emulate faithfully (``overrun_tasks``).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -58,6 +59,14 @@ def _row(run: ClusterRun, **extra: Any) -> dict[str, Any]:
         "fused_depth": part.fused_depth, "grid": part.grid, "reuse": part.reuse,
         "split_layers": len(part.layers), "sources": doc["sources"], "frames": doc["frames"],
         "cluster_ms": doc["cluster_ms"], "rest_ms": doc["rest_ms"],
+        "predicted_cluster_ms": doc["predicted_cluster_ms"],
+        "predicted_rest_ms": doc["predicted_rest_ms"],
+        "compute_vs_plan_pct": doc["compute_vs_plan_pct"], "rest_wait_ms": doc["rest_wait_ms"],
+        # the plan's schedule replayed with this run's compute (ClusterRun.replayed_ms)
+        "replayed_ms": doc["replayed_ms"],
+        "measured_vs_replayed_pct": (100.0 * (doc["latency_ms"] / doc["replayed_ms"] - 1)
+                                     if doc["replayed_ms"] else None),
+        "homes": doc["homes"], "timeline": doc["timeline"],
         "stolen_per_frame": doc["stolen_per_frame"], "rerun": doc["rerun"],
         "dilations": doc["dilations"], "workers": doc["workers"],
         "time_scale": run.time_scale, "overrun_tasks": doc["emulation"]["overrun_tasks"],
@@ -68,13 +77,20 @@ def _row(run: ClusterRun, **extra: Any) -> dict[str, Any]:
         "runtime_ms_per_mb": doc["runtime_ms_per_mb"],
         "planned_ms_per_mb": part.search.get("task_overhead", {}).get("runtime_ms_per_mb"),
         "device_work": work, "per_frame_ms": doc["per_frame_ms"],
+        "load": os.getloadavg()[0],  # this host's 1-minute load average as the run ended
     }
     row.update(extra)
     print(f"measured {row['model']} {row['method']} x{row['devices']} {row['scheduler']}: "
           f"{row['latency_ms']:.0f} ms (predicted {predicted:.0f}), {row['fps']:.2f} fps, "
-          f"time scale {run.time_scale:g}, {row['overrun_tasks']:.0f} overrun task(s)",
+          f"time scale {run.time_scale:g}, {row['overrun_tasks']:.0f} overrun task(s), "
+          f"compute vs plan {_pct(row['compute_vs_plan_pct'])}, measured vs replayed "
+          f"{_pct(row['measured_vs_replayed_pct'])}, load {row['load']:.2f}",
           file=sys.stderr, flush=True)
     return row
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.0f}%"
 
 
 def ms_per_mb_of(rows: Sequence[dict[str, Any]]) -> float:
@@ -108,12 +124,37 @@ def speedup_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, counts: Sequ
     return rows
 
 
+#: The schedulers compared with every device a data source: (name in the rows, scheduler,
+#: prefetch, gather at the source, what it does).
+SCHEDULER_RUNS = (
+    ("stealing", "stealing", 1, False,
+     "DeepThings work stealing: a frame's tiles stay at its data source; an idle device asks "
+     "the gateway for a victim (round-robin over sources) and fetches a tile from it (input: "
+     "one hop, victim to thief); results to the gateway, which merges every source's frames "
+     "and runs their rest (as DeepThings' gateway does); a device holds 1 + prefetch tasks"),
+    ("stealing, gathered at source", "stealing", 1, True,
+     "the same stealing, each frame gathered at its data source, which runs its rest (its "
+     "own tiles' results never cross the medium; an rpi3 source runs the rest the plan "
+     "priced on the gateway)"),
+    ("sharing", "sharing", 1, None,
+     "DeepThings work sharing (centralized): a source hands all of a frame's tiles to the "
+     "gateway (one hop each), which keeps one first-come-first-served queue; an idle device "
+     "asks the gateway and gets its head (the same readiness, plan preference and 1 + "
+     "prefetch as stealing; input: two hops, source to gateway to device); results to the "
+     "gateway, which runs every frame's rest"),
+    ("static", "static", 0, None,
+     "the plan's assignment pushed up front (no load balancing): every tile to its planned "
+     "device as soon as its frame arrives, input one hop from the source, results to the "
+     "gateway, which runs every frame's rest"),
+)
+
+
 def scheduler_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, frames: int,
                    cache: TileCache, ms_per_mb: float = 0.0) -> list[dict[str, Any]]:
-    """Work stealing vs work sharing on the same plan, every one of ``n`` heterogeneous devices
-    a data source with one frame in flight (DeepThings' multi-source setup). Stealing twice:
-    a device asking for its next task only when idle (its crop then crosses the medium while
-    it waits), and holding one more task while it computes (``prefetch`` 1)."""
+    """Work stealing vs work sharing (and the static plan) on the same plan, every one of
+    ``n`` heterogeneous devices a data source with one frame in flight (DeepThings'
+    multi-source setup; :data:`SCHEDULER_RUNS` says what each does). Each device runs one
+    thing at a time: its tiles or a frame's rest (runtime.cluster.rest.RestLanes)."""
     fleet = fleet_of(n)
     plan = plan_emulated(graph, profile, fleet, methods=("fused-tiles",), cache=cache,
                          ms_per_mb=ms_per_mb)
@@ -121,12 +162,16 @@ def scheduler_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, fr
     assert part is not None
     xs = _frames(graph, frames)
     rows = []
-    for scheduler, prefetch in (("stealing", 0), ("stealing", 1), ("sharing", 0)):
+    for label, scheduler, prefetch, at_source, what in SCHEDULER_RUNS:
         run = run_cluster(graph, plan, profile, fleet, xs, scheduler=scheduler,
-                          sources=part.devices, prefetch=prefetch, time_scale=TIME_SCALE)
-        rows.append(_row(run, prefetch=prefetch, hardware=[x.hardware for x in part.load]))
-        if prefetch:
-            rows[-1]["scheduler"] = f"stealing, prefetch {prefetch}"
+                          sources=part.devices, prefetch=prefetch, time_scale=TIME_SCALE,
+                          gather_at_source=at_source)
+        rows.append(_row(run, prefetch=prefetch, hardware=[x.hardware for x in part.load],
+                         scheduler_does=what))
+        rows[-1]["scheduler"] = label
+    stealing = rows[0]["fps"]
+    for row in rows:
+        row["stealing_fps_vs_this"] = stealing / row["fps"] if row["fps"] else None
     return rows
 
 

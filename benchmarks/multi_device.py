@@ -323,9 +323,11 @@ def main() -> None:
         if args.json:  # what is done so far, in case a long run is stopped
             args.json.write_text(json.dumps(doc, indent=1, default=str))
     measured = ["model", "method", "devices", "scheduler", "latency_ms", "predicted_ms",
-                "measured_vs_predicted_pct", "fps", "speedup_vs_one", "peak_rss_mb",
-                "task_memory_mb", "predicted_memory_mb", "bytes_per_frame", "grid", "reuse",
-                "workers", "task_overhead_ms", "runtime_ms_per_mb", "time_scale", "overrun_tasks"]
+                "measured_vs_predicted_pct", "cluster_ms", "predicted_cluster_ms", "rest_ms",
+                "predicted_rest_ms", "compute_vs_plan_pct", "replayed_ms",
+                "measured_vs_replayed_pct", "fps", "speedup_vs_one",
+                "peak_rss_mb", "task_memory_mb", "bytes_per_frame", "grid", "reuse",
+                "task_overhead_ms", "time_scale", "overrun_tasks", "load"]
     squares = [r for r in doc["tiling"] if r["grid"][0] == r["grid"][1]]
     tables = [
         _table("fused tiles: halo and traffic (square grids; every grid in the JSON)", squares,
@@ -349,9 +351,11 @@ def main() -> None:
                 "split_layers", "exact", "latency_ms"]),
         _table("MEASURED on worker processes (rpi4/rpi3 by dilation, shared medium), one source",
                doc["measured"], measured),
-        _table("MEASURED stealing vs sharing, every device a data source", doc["schedulers"],
-               [*measured[:4], "hardware", "fps", "predicted_fps", "latency_ms",
-                "stolen_per_frame", "bytes_per_frame", "time_scale", "overrun_tasks"]),
+        _table("MEASURED stealing vs sharing, every device a data source (what each scheduler "
+               "does: the JSON's scheduler_does)", doc["schedulers"],
+               [*measured[:4], "hardware", "fps", "stealing_fps_vs_this", "predicted_fps",
+                "latency_ms", "stolen_per_frame", "bytes_per_frame", "homes", "time_scale",
+                "overrun_tasks", "load"]),
         _table("tile call cost measured on this host (profile.tile_calibration) and the "
                "runtime's cost per MiB a task carries (measured by the 1-device run)",
                [{"model": m, "tile_call_ms": c["tile_call_ms"], "fused_depth": c["fused_depth"],

@@ -193,8 +193,9 @@ def _print_plan(console: Console, plan) -> None:
         by_device: dict[str, list[str]] = {}
         for t in part.tiles:
             by_device.setdefault(t.device, []).append(f"{t.index}")
-        console.print("tiles (work sharing's assignment): " + "; ".join(
-            f"{d}: {', '.join(v)}" for d, v in by_device.items()), highlight=False)
+        placed = "; ".join(f"{d}: {', '.join(v)}" for d, v in by_device.items())
+        console.print(f"tiles (the plan's assignment; stealing and sharing may move them): "
+                      f"{placed}", highlight=False)
 
 
 def _print_run(console: Console, run) -> Table:

@@ -9,8 +9,10 @@ co-inference cost model (topology.transfer_ms) with the bandwidth shared instead
 A device runs its tasks in the order given; a task waits for its input, and a task with
 dependencies (data reuse) has its input sent only once their results are at the gateway.
 
-This is the schedule a work-sharing gateway produces for a static assignment, and the model the
-partition optimiser prices plans with; it is exact for that policy, not for work stealing.
+This is the schedule the runtime's static scheduler produces for an assignment (the plan's tiles
+pushed to their devices up front), and the model the partition optimiser prices plans with; it
+is exact for that policy, not for work stealing or DeepThings' centralized work sharing (which
+also sends each crop to the gateway first).
 """
 
 from __future__ import annotations

@@ -22,8 +22,9 @@ METHODS = ("fused-tiles", "layer-wise", "single")
 
 
 class TileAssignment(BaseModel):
-    """One tile of a fused block and the device it is planned on (work sharing; a stealing
-    scheduler may move it). ``holds``/``computes``/``reused``/``shares`` as in graph.tiles."""
+    """One tile of a fused block and the device it is planned on (the static scheduler runs it
+    there; work stealing and sharing prefer it but may move it).
+    ``holds``/``computes``/``reused``/``shares`` as in graph.tiles."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -110,7 +111,7 @@ class Partition(BaseModel):
     # feature maps (tile outputs, shared halo, layer-wise scatter and gather)
     input_codec: str = "none"
     result_codec: str = "none"
-    scheduler: str = "sharing"
+    scheduler: str = "static"  # the schedule the prediction prices (plan.medium)
     fused_depth: int | None = None
     block_input: str | None = None
     block_output: str | None = None

@@ -82,3 +82,27 @@ def test_the_worker_counts_a_task_the_host_could_not_emulate():
         pass
     service._note_host(mark)
     assert service.stats["overrun_tasks"] == 1.0
+
+
+def test_a_run_sets_its_compute_and_its_replayed_schedule_beside_the_plan():
+    """A run whose every tile computed exactly as planned, on its planned device, with the
+    planned rest: compute drift 0 and the plan's schedule replayed is the prediction; twice
+    the compute is +100% drift (slow motion undone in both)."""
+    from edgeweave.runtime.cluster.frames import TaskTiming
+
+    plan = digits_plan(grid=(2, 2), reuse=True)
+    part = plan.partition
+    rest = part.predicted["rest_ms"]
+
+    def run(factor: float) -> ClusterRun:
+        timeline = [TaskTiming(t.index, t.device, 0.0, 1.0, 0.0, 2.0 * factor * t.compute_ms)
+                    for t in part.tiles]
+        frames = [FrameResult(k, "a", None, 1.0, 1.0, 2.0 * rest, 0, {}, {}, 0, 0,
+                              timeline=timeline) for k in range(2)]
+        return ClusterRun(plan, "static", ["a"], {"a": 8.0}, frames, wall_s=1.0,
+                          time_scale=2.0)
+
+    assert run(1.0).compute_vs_plan_pct == pytest.approx(0.0, abs=1e-9)
+    assert run(1.0).replayed_ms() == pytest.approx(part.predicted["latency_ms"], rel=1e-6)
+    assert run(2.0).compute_vs_plan_pct == pytest.approx(100.0)
+    assert run(2.0).replayed_ms() > part.predicted["latency_ms"]

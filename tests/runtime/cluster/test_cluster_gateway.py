@@ -31,7 +31,7 @@ def run(gw, xs, sources):
     return [f.result(timeout=60) for f in futures]
 
 
-@pytest.mark.parametrize("scheduler", ["stealing", "sharing"])
+@pytest.mark.parametrize("scheduler", ["stealing", "sharing", "static"])
 @pytest.mark.parametrize("reuse", [True, False])
 def test_every_frame_from_several_sources_equals_the_single_device_output(
         workers, scheduler, reuse):
@@ -47,7 +47,12 @@ def test_every_frame_from_several_sources_equals_the_single_device_output(
     for x, r in zip(xs, results, strict=True):
         assert torch.allclose(r.output, reference(x), atol=1e-5)
         assert sum(r.tasks.values()) == 6 and r.rerun == 0
-    if scheduler == "sharing":  # the plan's static assignment, every frame
+        # every tile's timing, once, on the device that ran it
+        assert sorted(t.tile for t in r.timeline) == list(range(6))
+        assert {t.device for t in r.timeline} == set(r.tasks)
+        assert all(0 <= t.sent_ms <= t.done_ms <= r.cluster_ms for t in r.timeline)
+        assert r.home == "a"  # gathered, and the rest run, at the gateway
+    if scheduler == "static":  # the plan's assignment, every frame
         planned = {t.index: t.device for t in plan.partition.tiles}
         want = {d: list(planned.values()).count(d) for d in set(planned.values())}
         assert all(r.tasks == want for r in results)
@@ -78,9 +83,9 @@ def test_layer_wise_across_workers_equals_the_single_device_output(workers, spli
 
 
 def test_a_device_stopped_mid_frame_loses_no_frame(workers):
-    """Work sharing (the harder case: the plan pinned tiles to the device that stops)."""
+    """The static plan (the harder case: the plan pinned tiles to the device that stops)."""
     plan = digits_plan(grid=(2, 2), reuse=True)
-    gw = TileGateway(digits(), plan, scheduler="sharing", token=TOKEN)
+    gw = TileGateway(digits(), plan, scheduler="static", token=TOKEN)
     try:
         for device in "abc":
             gw.join(device, workers.start(device, dilation=400.0))
@@ -119,10 +124,11 @@ def test_a_device_joining_late_starts_stealing(workers):
 
 @pytest.mark.parametrize("scheduler", ["stealing", "sharing"])
 def test_stealing_gathers_a_frame_at_its_source_and_sharing_at_the_gateway(workers, scheduler):
-    """Frames from device b, only b working: under stealing b keeps its frame (DeepThings),
-    so nothing crosses the medium; under sharing every tile's result goes to gateway a."""
+    """Frames from device b, only b working: under stealing gathered at the source b keeps
+    its frame, so nothing crosses the medium; under sharing every tile goes b -> gateway
+    a -> b and its result back to a (DeepThings' centralized queue)."""
     plan = digits_plan(grid=(2, 2), reuse=True)
-    gw = TileGateway(digits(), plan, scheduler=scheduler, token=TOKEN)
+    gw = TileGateway(digits(), plan, scheduler=scheduler, token=TOKEN, gather_at_source=True)
     try:
         gw.join("b", workers.start("b"))
         xs = frames(2)
@@ -132,6 +138,7 @@ def test_stealing_gathers_a_frame_at_its_source_and_sharing_at_the_gateway(worke
     for x, r in zip(xs, results, strict=True):
         assert r.tasks == {"b": 4} and torch.allclose(r.output, reference(x), atol=1e-5)
         assert (r.medium_bytes == 0) == (scheduler == "stealing")
+        assert r.home == ("b" if scheduler == "stealing" else "a")
         # the runtime's cost per task, measured for tasks that did not queue on the device
         # (stealing hands b one at a time; sharing pushes every ready tile at once)
         assert all(v >= 0 for v in r.task_overhead_ms)
@@ -199,3 +206,23 @@ def test_a_device_that_answers_nothing_in_time_is_cut_off_and_its_tiles_rerun(wo
     for x, r in zip(xs, results, strict=True):
         assert torch.allclose(r.output, reference(x), atol=1e-5)
         assert "b" not in r.tasks
+
+
+def test_sharing_routes_every_tile_through_the_gateway(workers):
+    """DeepThings' work sharing, no reuse, frames from b and only b working: each crop
+    crosses the medium twice (b to gateway a, a back to b) and each result once (to a)."""
+    plan = digits_plan(grid=(2, 2), reuse=False)
+    gw = TileGateway(digits(), plan, scheduler="sharing", token=TOKEN)
+    try:
+        gw.join("b", workers.start("b"))
+        xs = frames(2)
+        results = run(gw, xs, ["b", "b"])
+        crops = sum(t.input.area * 4 for t in gw.local.tiles)  # 1 channel, float32
+        out = gw.block.output
+        results_bytes = out.shape[0] * out.map_area * 4
+    finally:
+        gw.close()
+    for x, r in zip(xs, results, strict=True):
+        assert torch.allclose(r.output, reference(x), atol=1e-5)
+        assert r.home == "a" and r.tasks == {"b": 4}
+        assert r.medium_bytes == 2 * crops + results_bytes

@@ -1,12 +1,12 @@
-"""Work stealing and work sharing as bookkeeping: who gets which tile, in which order, and what
-happens to a dead device's tiles."""
+"""Work stealing, work sharing and the static plan as bookkeeping: who gets which tile, in
+which order, and what happens to a dead device's tiles."""
 
 from __future__ import annotations
 
 import pytest
 
 from edgeweave.errors import EdgeWeaveError
-from edgeweave.runtime.cluster.scheduler import Job, Sharing, Stealing, make_scheduler
+from edgeweave.runtime.cluster.scheduler import Central, Job, Static, Stealing, make_scheduler
 
 
 def jobs(frame: int, source: str, planned: list[str]) -> list[Job]:
@@ -39,8 +39,8 @@ def test_stealing_requeues_a_dead_devices_tiles_in_front_and_a_late_joiner_steal
     assert s.take("z", always) == second
 
 
-def test_sharing_pushes_every_ready_tile_to_its_planned_device_in_order():
-    s = Sharing()
+def test_static_pushes_every_ready_tile_to_its_planned_device_in_order():
+    s = Static()
     s.add(jobs(0, "a", ["a", "b", "a", "c"]), ["a", "b", "c"])
     blocked = Job(0, 3, 0, "a", "c")
     got = s.dispatch({"a": 9, "b": 9, "c": 9}, lambda j: j != blocked)
@@ -48,8 +48,8 @@ def test_sharing_pushes_every_ready_tile_to_its_planned_device_in_order():
     assert s.dispatch({"a": 9, "c": 9}, always) == [("c", blocked)]
 
 
-def test_sharing_moves_a_dead_devices_tiles_to_the_least_loaded_live_device():
-    s = Sharing()
+def test_static_moves_a_dead_devices_tiles_to_the_least_loaded_live_device():
+    s = Static()
     s.add(jobs(0, "a", ["a", "b", "b", "c"]), ["a", "b", "c"])
     sent = s.dispatch({"b": 9}, always)  # b got its two tiles, then died
     s.leave("b", ["a", "c"])
@@ -97,3 +97,20 @@ def test_stealing_prefers_the_tiles_the_plan_gave_each_device():
     got = s.dispatch({"a": 1, "b": 1}, always)
     assert [(d, j.tile) for d, j in got] == [("a", 1), ("b", 0)]
     assert s.take("b", always).tile == 2
+
+
+def test_sharing_keeps_one_queue_at_the_gateway_first_come_first_served():
+    """DeepThings' work sharing: every source's tiles in one queue in arrival order; an idle
+    device gets its head (a planned tile first, a ready one), a source gets no preference for
+    its own tiles, and a dead device's tiles go back in front."""
+    s = make_scheduler("sharing", prefetch=1)
+    assert isinstance(s, Central) and s.limit() == 2
+    s.add(jobs(0, "a", ["a", "b"]), ["a", "b"])
+    s.add(jobs(1, "b", ["a", "b"]), ["a", "b"])
+    assert s.take("b", always) == Job(0, 1, 0, "a", "b")  # b's planned tile of frame 0
+    first = s.take("b", always)
+    assert first == Job(1, 1, 0, "b", "b")
+    s.requeue([first], ["a"])
+    assert [s.take("a", always) for _ in range(3)] == [
+        Job(0, 0, 0, "a", "a"), Job(1, 0, 0, "b", "a"), first]
+    assert s.pending() == 0

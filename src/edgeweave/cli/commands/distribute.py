@@ -43,8 +43,10 @@ def distribute(
     reuse: str = typer.Option("auto", "--reuse", callback=one_of("auto", "on", "off"),
                               help="Data reuse between neighbouring tiles."),
     scheduler: str = typer.Option("stealing", "--scheduler",
-                                  callback=one_of("stealing", "sharing"),
-                                  help="Work stealing or work sharing (fused tiles)."),
+                                  callback=one_of("stealing", "sharing", "static"),
+                                  help="Fused tiles: DeepThings' work stealing, its "
+                                  "centralized work sharing (every tile through the "
+                                  "gateway's queue), or the plan's static assignment."),
     sources: str = typer.Option(None, "--sources", help="Comma-separated devices producing "
                                 "frames (default: the gateway)."),
     frames: int = typer.Option(5, "--frames", callback=integer(ge=1, le=100_000),

@@ -1,15 +1,17 @@
 """The gateway of a fused-tile plan (DeepThings, Zhao et al. 2018): frames in, answers out.
 
 Data sources (the gateway's device and any other cluster device producing frames) submit
-frames; each frame's tiles become jobs for the scheduler (work stealing or sharing,
-:mod:`~edgeweave.runtime.cluster.scheduler`), which the gateway dispatches to idle device
-workers. For each task it crops the frame by the tile's input region, cuts the reused halo
+frames; each frame's tiles become jobs for the scheduler (work stealing, DeepThings' centralized
+work sharing, or the plan's static assignment, :mod:`~edgeweave.runtime.cluster.scheduler`),
+which the gateway dispatches to idle device workers; it also routes each task's bytes as its
+scheduler would (stealing: victim to thief; sharing: source to gateway to device).
+For each task it crops the frame by the tile's input region, cuts the reused halo
 pieces from its :class:`~edgeweave.graph.tile_exec.ShareStore` (a level-1 tile dispatched before
 all its neighbours finished reuses only theirs and computes the rest,
 :func:`~edgeweave.graph.reuse.level1_tile`), and puts it on the shared medium. Results are
 checked (shapes before decoding), kept, and stitched when a frame is complete; the rest of the
 model then runs where the plan says (:mod:`~edgeweave.runtime.cluster.rest`), one frame at a
-time, as the gateway device would.
+time, on the device the frame was gathered at, which runs no tile meanwhile.
 
 No frame is lost: a device that dies hands its unfinished tiles back to the scheduler and they
 run on another device; with no device left the gateway computes them itself. A device that joins
@@ -20,13 +22,10 @@ from __future__ import annotations
 
 import itertools
 import logging
-import queue
 import threading
 import time
-from collections import Counter, defaultdict
 from collections.abc import Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -38,6 +37,7 @@ from edgeweave.graph.regions import Region
 from edgeweave.graph.tile_exec import ShareStore, stitch
 from edgeweave.graph.tiles import Tile
 from edgeweave.plan import Plan
+from edgeweave.plan.cluster_cost import codec_ratio
 from edgeweave.runtime import dilation, tensors
 from edgeweave.runtime.client import ClientOptions
 from edgeweave.runtime.cluster.blueprint import (
@@ -49,9 +49,10 @@ from edgeweave.runtime.cluster.blueprint import (
     setup_stream,
 )
 from edgeweave.runtime.cluster.executors import TileExecutor
+from edgeweave.runtime.cluster.frames import Frame, FrameResult, TaskTiming
 from edgeweave.runtime.cluster.medium import SharedMedium
 from edgeweave.runtime.cluster.pool import WorkerPool
-from edgeweave.runtime.cluster.rest import RestRunner
+from edgeweave.runtime.cluster.rest import RestLanes, RestRunner
 from edgeweave.runtime.cluster.scheduler import Job, make_scheduler
 from edgeweave.runtime.proto import cluster_pb2 as cpb
 from edgeweave.runtime.recipe import package
@@ -63,65 +64,26 @@ log = logging.getLogger("edgeweave.runtime.cluster")
 GATEWAY_LOCAL = "gateway (local)"
 
 
-@dataclass
-class FrameResult:
-    """One answered frame: the model's output and how it was computed."""
-
-    frame: int
-    source: str
-    output: Any
-    latency_ms: float  # submitted -> answered
-    cluster_ms: float  # submitted -> every tile stitched
-    rest_ms: float
-    medium_bytes: int  # what this frame put on the shared medium
-    tasks: dict[str, int]  # device -> tiles it ran
-    compute_ms: dict[str, float]  # device -> emulated compute
-    stolen: int  # tiles run by a device other than the frame's source
-    rerun: int  # tiles re-run after their device died
-    note: str = ""
-    # layer-wise: each split layer's scatter-to-gather time less its slowest part's compute
-    delivery_ms: float = 0.0
-    # each task's runtime cost besides compute and the medium (cropping, encoding, the RPC,
-    # decoding), for the tasks that did not queue behind another on their device, and the
-    # wire bytes each of those carried (task and result)
-    task_overhead_ms: list[float] = field(default_factory=list)
-    task_overhead_bytes: list[int] = field(default_factory=list)
-
-
-@dataclass
-class _Frame:
-    id: int
-    source: str
-    x: torch.Tensor
-    store: ShareStore
-    future: Future
-    submitted: float = field(default_factory=time.perf_counter)
-    outputs: dict[int, torch.Tensor] = field(default_factory=dict)
-    level0_done: set[int] = field(default_factory=set)
-    running: set[int] = field(default_factory=set)  # tiles on a device now
-    medium_bytes: int = 0
-    tasks: Counter = field(default_factory=Counter)
-    compute: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
-    stolen: int = 0
-    rerun: int = 0
-    stitched: float = 0.0
-    block_out: torch.Tensor | None = None
-    overhead_ms: list[float] = field(default_factory=list)
-    overhead_bytes: list[int] = field(default_factory=list)
+__all__ = ["GATEWAY_LOCAL", "FrameResult", "TileGateway"]
 
 
 class TileGateway:
     """``join(device, target)`` each worker, then ``submit(x, source)`` frames (futures of
     :class:`FrameResult`); ``close()`` at the end. ``graph`` holds the model's weights.
     ``time_scale`` > 1 is a slow-motion run (runtime.cluster.session): the medium is that much
-    slower, and the caller multiplied every dilation by it."""
+    slower, and the caller multiplied every dilation by it. Results are gathered, and the rest
+    runs, at the gateway, as the plan prices it and as DeepThings' gateway does (it merges
+    every source's tiles and runs the remaining layers); ``gather_at_source`` makes work
+    stealing gather a frame at its data source and run its rest there instead (not when the
+    rest goes to the edge or cloud)."""
 
     def __init__(self, graph: Graph, plan: Plan, *, scheduler: str = "stealing",
                  prefetch: int = 0, token: str | None = None, tls: ClientTLS | None = None,
                  gateway_dilation: float = 1.0, edge_target: str | None = None,
                  rest_options: ClientOptions | None = None, spin: bool = False,
                  task_timeout_s: float = 300.0, time_scale: float = 1.0,
-                 dilations: Mapping[str, float] | None = None):
+                 dilations: Mapping[str, float] | None = None,
+                 gather_at_source: bool | None = None):
         part = plan.partition
         if part is None or part.method != "fused-tiles":
             raise EdgeWeaveError("the plan has no fused-tile partition (plan it with "
@@ -150,17 +112,21 @@ class TileGateway:
                                options=rest_options)
         self._graph, self._plan = graph, plan
         self.dilations = dict(dilations or {})
-        # stealing gathers a frame at its source, which runs the rest itself (DeepThings);
-        # not when the rest goes to the edge or cloud (one client, the gateway's, deploys it)
-        self.at_source = scheduler == "stealing" and not self.rest.remote
+        # stealing may gather a frame at its source, which runs the rest itself; not when the
+        # rest goes to the edge or cloud (one client, the gateway's, deploys it)
+        self.at_source = scheduler == "stealing" and not self.rest.remote and bool(
+            gather_at_source)
+        self.central = scheduler == "sharing"  # tiles reach devices through the gateway
+        self.input_ratio = codec_ratio(part.input_codec)
         self.package = package(block_recipe(part.model, part.input_shape, self.block),
                                module_weights(graph, self.block.names))
         self._lock = threading.RLock()
-        self._frames: dict[int, _Frame] = {}
+        self._frames: dict[int, Frame] = {}
         self._ids = itertools.count()
         self._task_ids = itertools.count(1)
         self._local_running = False
-        self._rests: dict[str, tuple[queue.SimpleQueue, threading.Thread]] = {}
+        self._runners: dict[str, RestRunner] = {self.gateway: self.rest}
+        self.rests = RestLanes(self._run_rest, self.pool.held, self._on_ready, self._answer)
 
     # ---- devices --------------------------------------------------------------------------
 
@@ -191,6 +157,7 @@ class TileGateway:
                     again.append(job)
             self.scheduler.requeue(again, live)
             self._pump()
+        self.rests.wake()
 
     # ---- frames ---------------------------------------------------------------------------
 
@@ -206,36 +173,44 @@ class TileGateway:
             raise EdgeWeaveError(f"frame has shape {list(x.shape)}; the plan takes {list(want)}")
         future: Future = Future()
         with self._lock:
-            frame = _Frame(next(self._ids), source, x, ShareStore(self.local.tiles), future)
+            frame = Frame(next(self._ids), source, x, ShareStore(self.local.tiles), future)
             self._frames[frame.id] = frame
+            if self.central:  # the source hands every tile to the gateway (one hop each)
+                for t in self.order:
+                    nbytes = round(t.input.area * x.shape[0] * x.shape[1] * x.element_size()
+                                   * self.input_ratio)
+                    frame.at_gateway[t.index] = self.medium.relay(nbytes, source, self.gateway)
+                    frame.medium_bytes += nbytes if source != self.gateway else 0
             self.scheduler.add([Job(frame.id, t.index, t.level, source,
                                     self.assignment[t.index]) for t in self.order],
                                self.pool.alive())
             self._pump()
         return future
 
-    def home(self, frame: _Frame) -> str:
-        """Where a frame's tile results are gathered and its rest runs: its data source under
-        work stealing (DeepThings: a source keeps its frame, so its own tiles' results never
-        cross the medium and one gateway does not run every source's rest), the gateway
-        under work sharing (it pushed the tiles, it gathers them)."""
+    def home(self, frame: Frame) -> str:
+        """Where a frame's tile results are gathered and its rest runs: the gateway
+        (DeepThings' gateway collects and merges every source's results), or under work
+        stealing with ``gather_at_source`` the frame's source (its own tiles' results never
+        cross the medium, but it runs the rest the plan priced on the gateway)."""
         return frame.source if self.at_source else self.gateway
 
     def _ready(self, job: Job) -> bool:
-        """Work sharing sends a level-1 tile once the tiles it reuses are done (the plan's
-        schedule). Stealing never waits for a neighbour nobody is computing (its halo is
+        """The static plan sends a level-1 tile once the tiles it reuses are done (the plan's
+        schedule). Stealing and sharing never wait for a neighbour nobody is computing (its halo is
         computed instead), but does wait for one running on a device now: a level-1 tile
         taken then would compute the whole halo again (vgg16 on two devices: the gateway
         redid half its neighbour's work, and two devices ran no faster than one)."""
         frame = self._frames[job.frame]
         missing = set(self.sources_of.get(job.tile, ())) - frame.level0_done
-        if self.scheduler.name == "sharing":
+        if self.scheduler.name == "static":
             return not missing
         return not missing & frame.running
 
     def _pump(self) -> None:
-        """Give idle devices work (caller holds the lock)."""
-        free = {d: self.scheduler.limit() - self.pool.held(d) for d in self.pool.ready()}
+        """Give idle devices work (caller holds the lock); not a device running a rest."""
+        resting = self.rests.resting()
+        free = {d: self.scheduler.limit() - self.pool.held(d) for d in self.pool.ready()
+                if d not in resting}
         for device, job in self.scheduler.dispatch(free, self._ready, self._started):
             if not self._dispatch(device, job):
                 self._frames[job.frame].running.discard(job.tile)
@@ -250,7 +225,7 @@ class TileGateway:
         chooses in the same round must see that)."""
         self._frames[job.frame].running.add(job.tile)
 
-    def _task(self, frame: _Frame, job: Job
+    def _task(self, frame: Frame, job: Job
               ) -> tuple[Tile, list[int], dict[str, torch.Tensor]]:
         """The tile as dispatched now (reusing the neighbours done so far), those neighbours,
         and its input values (crop and reused pieces)."""
@@ -270,22 +245,26 @@ class TileGateway:
         msg.crop.CopyFrom(tensors.encode(values, ["crop"], self.part.input_codec)[0])
         names = [n for n in values if n != "crop"]
         msg.pieces.extend(tensors.encode(values, names, self.part.result_codec))
-        # the crop comes from the frame's source, the reused pieces from where it is gathered
+        # the crop comes from the frame's source (from the gateway under work sharing, once it
+        # got there), the reused pieces from where the frame is gathered
         home = self.home(frame)
-        nbytes = (len(msg.crop.payload) if frame.source != device else 0) + (
+        origin = self.gateway if self.central else frame.source
+        nbytes = (len(msg.crop.payload) if origin != device else 0) + (
             tensors.payload_bytes(msg.pieces) if home != device else 0)
         encode_ms = (time.perf_counter() - start) * 1000.0
         carried = len(msg.crop.payload) + tensors.payload_bytes(msg.pieces)
         sent = self.pool.send(device, msg, nbytes, device if nbytes == 0 else "medium",
                               lambda dev, res, ms: self._done(dev, res, frame.id, job, tile,
-                                                              ms + encode_ms, carried),
-                              (frame.id, job), reply_to=home)
+                                                              ms + encode_ms, carried, start),
+                              (frame.id, job), reply_to=home,
+                              not_before=frame.at_gateway.get(job.tile, 0.0))
         if sent:
             frame.medium_bytes += nbytes
         return sent
 
     def _done(self, device: str, result: cpb.TaskResult, frame_id: int, job: Job,
-              tile: Tile, overhead_ms: float = float("nan"), carried: int = 0) -> None:
+              tile: Tile, overhead_ms: float = float("nan"), carried: int = 0,
+              sent: float = 0.0) -> None:
         """A worker's result, arrived: checked against the tile's shapes, then kept."""
         start = time.perf_counter()
         want = {"output": self.local.output_spec(tile), **self.local.share_specs(tile)}
@@ -313,10 +292,15 @@ class TileGateway:
                 if overhead_ms == overhead_ms:  # measured (not NaN)
                     frame.overhead_ms.append(overhead_ms + (time.perf_counter() - start) * 1e3)
                     frame.overhead_bytes.append(carried + nbytes)
+                if job.tile not in frame.outputs:
+                    frame.timeline.append(TaskTiming(
+                        job.tile, device, frame.ms(sent or frame.submitted),
+                        frame.ms(time.perf_counter()), result.wait_ms, result.compute_ms))
                 self._accept(frame, job, device, out, shares, result.compute_ms)
             self._pump()
+        self.rests.wake()
 
-    def _accept(self, frame: _Frame, job: Job, device: str, out: torch.Tensor,
+    def _accept(self, frame: Frame, job: Job, device: str, out: torch.Tensor,
                 shares: Mapping[str, torch.Tensor], compute_ms: float) -> None:
         frame.running.discard(job.tile)
         if job.tile in frame.outputs:
@@ -336,7 +320,7 @@ class TileGateway:
         if len(frame.outputs) == len(self.local.tiles):
             frame.stitched = time.perf_counter()
             frame.block_out = stitch(self.block, self.local.tiles, frame.outputs)
-            self._rest_queue(self.home(frame)).put(frame)
+            self.rests.put(self.home(frame), frame)
 
     def _run_locally(self) -> None:
         """No device left: the gateway computes the waiting tiles itself (dilated to its own
@@ -356,51 +340,29 @@ class TileGateway:
             with self._lock:
                 self._accept(frame, job, GATEWAY_LOCAL, out, shares, ms)
 
-    def _rest_queue(self, home: str) -> queue.SimpleQueue:
-        """The queue of the device running the rest of frames gathered at ``home``, one frame
-        at a time as that device would (its thread started with its first frame)."""
-        if home not in self._rests:
-            inbox: queue.SimpleQueue = queue.SimpleQueue()
-            thread = threading.Thread(target=self._rest_loop, args=(home, inbox), daemon=True,
-                                      name=f"cluster-rest-{home}")
-            self._rests[home] = (inbox, thread)
-            thread.start()
-        return self._rests[home][0]
+    def _run_rest(self, home: str, frame: Frame) -> tuple[Any, str]:
+        """A frame's rest on ``home`` (its lane, runtime.cluster.rest.RestLanes), dilated to
+        that device's hardware."""
+        if home not in self._runners:
+            self._runners[home] = RestRunner(self._graph, self._plan, self.part.prefix_nodes,
+                                             dilation=self.dilations.get(home, self.dilation))
+        assert frame.block_out is not None
+        result = self._runners[home].run(frame.x, {self.block.output.name: frame.block_out})
+        return result.output, result.note
 
-    def _rest_loop(self, home: str, inbox: queue.SimpleQueue) -> None:
-        rest = self.rest if home == self.gateway else RestRunner(
-            self._graph, self._plan, self.part.prefix_nodes,
-            dilation=self.dilations.get(home, self.dilation))
-        while True:
-            frame = inbox.get()
-            if frame is None:
-                return
-            start = time.perf_counter()
-            try:
-                assert frame.block_out is not None
-                result = rest.run(frame.x, {self.block.output.name: frame.block_out})
-            except Exception as e:  # the frame fails with its cause; the gateway goes on
-                frame.future.set_exception(e)
-            else:
-                end = time.perf_counter()
-                frame.future.set_result(FrameResult(
-                    frame.id, frame.source, result.output,
-                    (end - frame.submitted) * 1000.0, (frame.stitched - frame.submitted) * 1000.0,
-                    (end - start) * 1000.0, frame.medium_bytes, dict(frame.tasks),
-                    dict(frame.compute), frame.stolen, frame.rerun, result.note,
-                    task_overhead_ms=list(frame.overhead_ms),
-                    task_overhead_bytes=list(frame.overhead_bytes)))
-            with self._lock:
-                self._frames.pop(frame.id, None)
+    def _answer(self, home: str, frame: Frame, output: Any, note: str, start: float,
+                wait_ms: float) -> None:
+        if isinstance(output, Exception):
+            frame.future.set_exception(output)
+        else:
+            frame.future.set_result(frame.result(output, time.perf_counter(), start, note,
+                                                 home, wait_ms))
+        with self._lock:
+            self._frames.pop(frame.id, None)
 
     def close(self) -> None:
-        with self._lock:
-            rests = list(self._rests.values())
-        for inbox, _ in rests:
-            inbox.put(None)
+        self.rests.close()
         self.pool.close()
-        for _, thread in rests:
-            thread.join(timeout=10)
 
 
 def _crop(x: torch.Tensor, region: Region) -> torch.Tensor:

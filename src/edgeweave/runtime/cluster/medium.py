@@ -16,7 +16,7 @@ import threading
 import time
 
 from edgeweave.runtime.flight import InFlight, stamp
-from edgeweave.runtime.shaper import LinkShaper, sleep_until
+from edgeweave.runtime.shaper import CLOCK_ID, LinkShaper, sleep_until
 
 
 class SharedMedium:
@@ -39,15 +39,32 @@ class SharedMedium:
             self.bytes += nbytes
             self.transfers += 1
 
-    def send(self, msg: InFlight, nbytes: int, src: str, dst: str) -> float:
+    def send(self, msg: InFlight, nbytes: int, src: str, dst: str,
+             not_before: float = 0.0) -> float:
         """Put ``msg`` (``nbytes`` of payload from device ``src`` to ``dst``) on the medium:
         stamped with its arrival instant, after every transfer reserved before it; returns the
-        ms until then (0 and no stamp between a device and itself)."""
+        ms until then (0 and no stamp between a device and itself). ``not_before``: a
+        monotonic instant the message cannot arrive before (its bytes reach ``src`` then,
+        :meth:`relay`), kept even between a device and itself."""
         if src == dst:
             msg.deliver_at_ns, msg.clock = 0, ""
-            return 0.0
+            waited = 0.0
+        else:
+            self._count(nbytes)
+            waited = stamp(msg, self.link, nbytes)
+        if not_before * 1e9 > msg.deliver_at_ns and not_before > time.monotonic():
+            msg.deliver_at_ns, msg.clock = int(not_before * 1e9), CLOCK_ID
+            waited = (not_before - time.monotonic()) * 1000.0
+        return waited
+
+    def relay(self, nbytes: int, src: str, dst: str) -> float:
+        """Reserve a transfer of ``nbytes`` from ``src`` to ``dst`` that nobody waits for now
+        (a data source handing a tile to the gateway under work sharing); returns the
+        monotonic instant it arrives (now between a device and itself)."""
+        if src == dst:
+            return time.monotonic()
         self._count(nbytes)
-        return stamp(msg, self.link, nbytes)
+        return self.link.reserve(nbytes)
 
     def receive(self, nbytes: int, src: str, dst: str) -> float:
         """Hold a message that just reached the gateway from ``src`` over loopback until its

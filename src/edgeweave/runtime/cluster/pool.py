@@ -163,10 +163,11 @@ class WorkerPool:
         self.on_gone(link.name, lost, why)
 
     def send(self, device: str, msg: cpb.Task, nbytes: int, src: str, on_done: OnDone,
-             tag: Any, reply_to: str | None = None) -> bool:
+             tag: Any, reply_to: str | None = None, not_before: float = 0.0) -> bool:
         """Put ``msg`` on the medium to ``device`` (``nbytes`` from ``src``; free when ``src``
-        is the device itself); its result crosses back to ``reply_to`` (the gateway by
-        default; free when that is the device). False if the device is gone."""
+        is the device itself; arriving no earlier than the monotonic ``not_before``); its
+        result crosses back to ``reply_to`` (the gateway by default; free when that is the
+        device). False if the device is gone."""
         with self._lock:
             link = self._links.get(device)
             if link is None or not link.alive:
@@ -175,7 +176,7 @@ class WorkerPool:
                 link.progress = time.monotonic()
             link.held[msg.task] = (on_done, tag, time.perf_counter(), bool(link.held),
                                    reply_to or self.gateway)
-        self.medium.send(msg, nbytes, src, device)
+        self.medium.send(msg, nbytes, src, device, not_before)
         link.outbox.put(msg)
         return True
 

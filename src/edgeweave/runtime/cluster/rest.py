@@ -10,7 +10,12 @@ the same wire, links and fallbacks as ``edgeweave infer``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -43,3 +48,81 @@ class RestRunner:
             self.client.deploy(x, given)
         self._deployed = True
         return self.client.infer(x, given)
+
+
+class RestLanes:
+    """Where frames' rests run: one lane per device, one frame at a time, as that device would.
+
+    A device runs one thing at a time: its tiles or a frame's rest. So a frame whose rest
+    belongs to device D (gathered there) marks D resting at once (``resting``: the gateway
+    hands it no tile then), waits until D has finished the tiles it already holds
+    (``held(D)``), runs, and frees D (``on_free(D)``, so the gateway gives it work again).
+    Run beside D's worker instead, the rest got a second processor the plan does not have: a
+    data source ran another source's tiles while it ran its own frame's rest.
+    ``run(device, frame) -> (output, note)`` runs one frame's rest; ``answer(frame, output,
+    note, start, wait_ms)`` is told the outcome (an exception as the output when it failed).
+    The caller calls :meth:`wake` whenever a device's held tasks may have dropped (a result
+    in, a device gone), so a waiting lane looks again.
+    """
+
+    def __init__(self, run: Callable[[str, Any], tuple[Any, str]],
+                 held: Callable[[str], int], on_free: Callable[[str], None],
+                 answer: Callable[[str, Any, Any, str, float, float], None],
+                 recheck_s: float = 0.05):
+        self._run, self._held, self._on_free, self._answer = run, held, on_free, answer
+        self._recheck_s = recheck_s  # a lane looks again this often even if not woken
+        self._closed = False
+        self._lock = threading.Lock()
+        self._changed = threading.Condition()
+        self._waiting: Counter[str] = Counter()
+        self._lanes: dict[str, tuple[queue.SimpleQueue, threading.Thread]] = {}
+
+    def resting(self) -> set[str]:
+        """Devices with a frame's rest waiting or running (no tile goes to them)."""
+        with self._lock:
+            return {d for d, n in self._waiting.items() if n > 0}
+
+    def put(self, device: str, frame: Any) -> None:
+        with self._lock:
+            self._waiting[device] += 1
+            if device not in self._lanes:
+                inbox: queue.SimpleQueue = queue.SimpleQueue()
+                thread = threading.Thread(target=self._loop, args=(device, inbox), daemon=True,
+                                          name=f"cluster-rest-{device}")
+                self._lanes[device] = (inbox, thread)
+                thread.start()
+            self._lanes[device][0].put(frame)
+
+    def _loop(self, device: str, inbox: queue.SimpleQueue) -> None:
+        while True:
+            frame = inbox.get()
+            if frame is None:
+                return
+            wait = time.perf_counter()
+            with self._changed:
+                while self._held(device) > 0 and not self._closed:
+                    self._changed.wait(self._recheck_s)
+            start = time.perf_counter()
+            try:
+                output, note = self._run(device, frame)
+            except Exception as e:  # the frame fails with its cause; the lane goes on
+                output, note = e, ""
+            with self._lock:
+                self._waiting[device] -= 1
+            self._answer(device, frame, output, note, start, (start - wait) * 1000.0)
+            self._on_free(device)
+
+    def wake(self) -> None:
+        """Some device's held tasks may have dropped: waiting lanes look again."""
+        with self._changed:
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        self._closed = True
+        self.wake()
+        with self._lock:
+            lanes = list(self._lanes.values())
+        for inbox, _ in lanes:
+            inbox.put(None)
+        for _, thread in lanes:
+            thread.join(timeout=10)

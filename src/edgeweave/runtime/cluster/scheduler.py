@@ -1,18 +1,26 @@
-"""Who runs which tile next: DeepThings' two schedulers over the same tasks (Zhao et al. 2018).
+"""Who runs which tile next: DeepThings' schedulers over the same tasks (Zhao et al. 2018),
+and a static baseline.
 
-* **Work stealing**: every tile of a frame starts in its data source's queue. A data source
-  takes its own tiles first; an idle device asks the gateway for a victim, which names the
-  registered sources round-robin (skipping those with nothing left), and takes the first task
-  of the victim's queue that can start (the gateway's ``ready``: a data-reuse tile whose
-  neighbour is being computed right now waits for that halo rather than compute it again),
-  one the plan assigned to it first.
-  Devices hold ``1 + prefetch`` tasks at most, so whoever is idle gets the next one: the load
-  balances itself, and a device that joins late simply starts asking.
-* **Work sharing**: the plan's static assignment, pushed up front: every tile goes to its
+* **Work stealing** (``stealing``): every tile of a frame starts in its data source's queue. A
+  data source takes its own tiles first; an idle device asks the gateway for a victim, which
+  names the registered sources round-robin (skipping those with nothing left), and takes the
+  first task of the victim's queue that can start (the gateway's ``ready``: a data-reuse tile
+  whose neighbour is being computed right now waits for that halo rather than compute it
+  again), one the plan assigned to it first. The input crosses the medium once, victim to
+  thief. Devices hold ``1 + prefetch`` tasks at most, so whoever is idle gets the next one:
+  the load balances itself, and a device that joins late simply starts asking.
+* **Work sharing** (``sharing``, DeepThings' centralized baseline): a data source hands all of a
+  frame's tiles to the gateway, which keeps one queue for every source (first come, first
+  served); an idle device asks the gateway and gets the first task of that queue that can
+  start (the same ``ready`` and the same preference for the plan's tiles as stealing, and the
+  same ``1 + prefetch`` held). The input crosses the medium twice (source to gateway, gateway
+  to device) and results are collected at the gateway: the gateway routes this (TileGateway).
+* **Static** (``static``): the plan's assignment, pushed up front: every tile goes to its
   planned device as soon as its frame arrives (a level-1 tile once the level-0 tiles it reuses
-  are done, as the plan's schedule has it), in the plan's task order.
+  are done, as the plan's schedule has it), in the plan's task order. No load balancing: what
+  the optimiser's medium model prices exactly (plan.medium).
 
-Both put the tasks of a device that died back in front, so they run again elsewhere (sharing
+All put the tasks of a device that died back in front, so they run again elsewhere (static
 moves them, and the dead device's queue, to the live device with the fewest waiting). Pure
 bookkeeping: the gateway calls it under its lock.
 """
@@ -25,7 +33,7 @@ from dataclasses import dataclass
 
 from edgeweave.errors import EdgeWeaveError
 
-SCHEDULERS = ("stealing", "sharing")
+SCHEDULERS = ("stealing", "sharing", "static")
 
 
 @dataclass(frozen=True)
@@ -112,8 +120,26 @@ class Stealing:
         return self.steal()
 
 
-class Sharing:
+class Central(Stealing):
+    """DeepThings' work sharing: one queue at the gateway for every source's tiles."""
+
     name = "sharing"
+    QUEUE = ""  # the gateway's one queue
+
+    def add(self, jobs: Iterable[Job], live: Sequence[str]) -> None:
+        self.queues.setdefault(self.QUEUE, deque()).extend(jobs)
+
+    def requeue(self, jobs: Iterable[Job], live: Sequence[str]) -> None:
+        self.queues.setdefault(self.QUEUE, deque()).extendleft(reversed(list(jobs)))
+
+    def take(self, device: str, ready: Ready) -> Job | None:
+        """The first ``ready`` task of the gateway's queue, one the plan gave ``device``
+        first."""
+        return self.steal(ready, device)
+
+
+class Static:
+    name = "static"
 
     def __init__(self) -> None:
         self.jobs: list[Job] = []  # in the order they were added (the plan's task order)
@@ -194,9 +220,11 @@ def _pop_first(queue: deque[Job], ready: Ready | None, device: str | None = None
     return job
 
 
-def make_scheduler(name: str, prefetch: int = 0) -> Stealing | Sharing:
+def make_scheduler(name: str, prefetch: int = 0) -> Stealing | Static:
     if name == "stealing":
         return Stealing(prefetch)
     if name == "sharing":
-        return Sharing()
+        return Central(prefetch)
+    if name == "static":
+        return Static()
     raise EdgeWeaveError(f"--scheduler {name!r}: expected one of {', '.join(SCHEDULERS)}")

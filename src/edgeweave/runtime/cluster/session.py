@@ -39,6 +39,7 @@ import torch
 from edgeweave.errors import EdgeWeaveError
 from edgeweave.graph import Graph
 from edgeweave.plan import Plan, plan_cluster
+from edgeweave.plan.medium import Task, simulate
 from edgeweave.plan.partition import Partition
 from edgeweave.profile import Profile
 from edgeweave.runtime.cluster.gateway import FrameResult, TileGateway
@@ -101,6 +102,50 @@ class ClusterRun:
         return ms / mib / self.time_scale if mib > 0 else float("nan")
 
     @property
+    def compute_vs_plan_pct(self) -> float | None:
+        """How much longer the devices computed than the plan priced, over the tasks that ran
+        on their planned device (``FrameResult.timeline``): the emulated hardware's drift
+        (this host's CPU time per FLOP now vs when it was profiled), apart from the medium,
+        the scheduling and the runtime's overhead. None for layer-wise or no such task."""
+        part = self.plan.partition
+        assert part is not None
+        planned = {t.index: (t.device, t.compute_ms) for t in part.tiles}
+        pairs = [(t.compute_ms / self.time_scale, planned[t.tile][1]) for r in self.results
+                 for t in r.timeline if t.tile in planned and planned[t.tile][0] == t.device]
+        plan_ms = sum(p for _, p in pairs)
+        return 100.0 * (sum(m for m, _ in pairs) / plan_ms - 1) if plan_ms > 0 else None
+
+    def replayed_ms(self) -> float | None:
+        """The plan's own schedule (plan.medium: the shared medium, each device's queue, the
+        reuse dependencies) replayed with what this run measured in place of the profile's
+        compute: each tile's median emulated compute on the device that ran it (in the last
+        frame), then the median rest. Measured latency against this isolates the cost
+        model's structure (medium, scheduling, the runtime's per-task cost) from the
+        emulated hardware's speed on this host (compute_vs_plan_pct). None for layer-wise and
+        for several sources (their frames queue behind each other; the plan prices one)."""
+        part = self.plan.partition
+        assert part is not None
+        if part.method != "fused-tiles" or not self.results or len(self.sources) > 1:
+            return None
+        ran = {t.tile: t.device for t in self.results[-1].timeline}
+        computes: dict[int, list[float]] = {}
+        for r in self.results:
+            for t in r.timeline:
+                computes.setdefault(t.tile, []).append(t.compute_ms / self.time_scale)
+        per_mb = float(part.search.get("task_overhead", {}).get("runtime_ms_per_mb", 0.0))
+        tiles = sorted(part.tiles, key=lambda t: (t.level, t.index))
+        position = {t.index: k for k, t in enumerate(tiles)}
+        if set(ran) != set(position):
+            return None
+        tasks = [Task(ran[t.index], statistics.median(computes[t.index])
+                      + per_mb * (t.in_bytes + t.out_bytes) / 2**20, t.in_bytes, t.out_bytes,
+                      tuple(sorted({position[p.source] for ps in t.reused.values()
+                                    for p in ps})))
+                 for t in tiles]
+        schedule = simulate(tasks, part.gateway, part.medium.mbps, part.medium.rtt_ms)
+        return schedule.makespan_ms + self._ms(r.rest_ms for r in self.results)
+
+    @property
     def bytes_per_frame(self) -> float:
         return statistics.mean(r.medium_bytes for r in self.results)
 
@@ -161,6 +206,16 @@ class ClusterRun:
             "per_frame_ms": [r.latency_ms / self.time_scale for r in self.results],
             "cluster_ms": self._ms(r.cluster_ms for r in self.results),
             "rest_ms": self._ms(r.rest_ms for r in self.results),
+            "predicted_cluster_ms": part.predicted.get("cluster_ms"),
+            "predicted_rest_ms": part.predicted.get("rest_ms"),
+            "compute_vs_plan_pct": self.compute_vs_plan_pct,
+            "replayed_ms": self.replayed_ms(),
+            "rest_wait_ms": self._ms(r.rest_wait_ms for r in self.results),
+            "homes": sorted({r.home for r in self.results if r.home}),
+            # the last frame's tasks as they ran (ms from its submission, slow motion undone)
+            "timeline": [{k: (v / self.time_scale if k.endswith("_ms") else v)
+                          for k, v in t.to_json().items()}
+                         for t in (self.results[-1].timeline if self.results else [])],
             "stolen_per_frame": statistics.mean(r.stolen for r in self.results),
             "rerun": sum(r.rerun for r in self.results),
             "delivery_ms": self._ms(r.delivery_ms for r in self.results),
@@ -175,12 +230,14 @@ def run_cluster(graph: Graph, plan: Plan, profile: Profile, fleet: Fleet,
                 frames: Sequence[torch.Tensor], *, scheduler: str = "stealing",
                 sources: Sequence[str] | None = None, prefetch: int = 0, warmup: int = 1,
                 models: tuple[str, ...] = (), timeout_s: float = 600.0,
-                time_scale: float | str = 1.0) -> ClusterRun:
+                time_scale: float | str = 1.0, gather_at_source: bool | None = None
+                ) -> ClusterRun:
     """Start a worker per planned device (and edge/cloud servers if the rest goes there), run
     ``warmup`` frames, then ``frames`` from ``sources`` (the gateway by default), each source
     with one frame in flight. Only the devices the plan gives work, and the data sources, get
     a worker: a device the optimiser left out (it would slow the frame, e.g. an rpi3 whose
-    tile finishes after the others') does not steal tiles either."""
+    tile finishes after the others') does not steal tiles either. ``gather_at_source``:
+    TileGateway's (where work stealing gathers a frame and runs its rest)."""
     part = plan.partition
     if part is None or part.method not in ("fused-tiles", "layer-wise"):
         raise EdgeWeaveError("the plan runs on one device (no multi-device partition to run); "
@@ -203,9 +260,9 @@ def run_cluster(graph: Graph, plan: Plan, profile: Profile, fleet: Fleet,
                       edge_target=edge_lab.edge_target if edge_lab else None,
                       time_scale=scale)
         if part.method == "fused-tiles":
-            gw: TileGateway | LayerGateway = TileGateway(graph, plan, scheduler=scheduler,
-                                                         prefetch=prefetch, dilations=slowed,
-                                                         **common)
+            gw: TileGateway | LayerGateway = TileGateway(
+                graph, plan, scheduler=scheduler, prefetch=prefetch, dilations=slowed,
+                gather_at_source=gather_at_source, **common)
         else:
             gw = LayerGateway(graph, plan, **common)
         try:

@@ -1,0 +1,111 @@
+"""A cluster frame in flight at the gateway, and what an answered one reports.
+
+Besides totals, every frame keeps its tasks' timeline (:class:`TaskTiming`: when each tile was
+handed out, how long its bytes were on the medium, its compute, when its result was back) and
+how long its rest waited for its device, so a run can be set beside the plan's schedule task by
+task: where measured and predicted part is a question of which task, not of a total.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from edgeweave.graph.tile_exec import ShareStore
+
+
+@dataclass(frozen=True)
+class TaskTiming:
+    """One task of a frame, in ms from the frame's submission (``sent``, ``done``) or long
+    (``medium``: its input's time on the shared medium, waited by the worker; ``compute``: the
+    device's emulated compute; ``trip``: handed out to result accepted)."""
+
+    tile: int
+    device: str
+    sent_ms: float
+    done_ms: float
+    medium_ms: float
+    compute_ms: float
+
+    @property
+    def trip_ms(self) -> float:
+        return self.done_ms - self.sent_ms
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "trip_ms": self.trip_ms}
+
+
+@dataclass
+class FrameResult:
+    """One answered frame: the model's output and how it was computed."""
+
+    frame: int
+    source: str
+    output: Any
+    latency_ms: float  # submitted -> answered
+    cluster_ms: float  # submitted -> every tile stitched
+    rest_ms: float
+    medium_bytes: int  # what this frame put on the shared medium
+    tasks: dict[str, int]  # device -> tiles it ran
+    compute_ms: dict[str, float]  # device -> emulated compute
+    stolen: int  # tiles run by a device other than the frame's source
+    rerun: int  # tiles re-run after their device died
+    note: str = ""
+    # layer-wise: each split layer's scatter-to-gather time less its slowest part's compute
+    delivery_ms: float = 0.0
+    # each task's runtime cost besides compute and the medium (cropping, encoding, the RPC,
+    # decoding), for the tasks that did not queue behind another on their device, and the
+    # wire bytes each of those carried (task and result)
+    task_overhead_ms: list[float] = field(default_factory=list)
+    task_overhead_bytes: list[int] = field(default_factory=list)
+    # each task as it ran, and how long the rest waited for its device to finish the tiles
+    # it held (a device runs one thing at a time: its tiles or a frame's rest)
+    timeline: list[TaskTiming] = field(default_factory=list)
+    rest_wait_ms: float = 0.0
+    home: str = ""  # where the frame was gathered and its rest ran
+
+
+@dataclass
+class Frame:
+    """A frame at the gateway until it is answered."""
+
+    id: int
+    source: str
+    x: torch.Tensor
+    store: ShareStore
+    future: Future
+    submitted: float = field(default_factory=time.perf_counter)
+    outputs: dict[int, torch.Tensor] = field(default_factory=dict)
+    level0_done: set[int] = field(default_factory=set)
+    running: set[int] = field(default_factory=set)  # tiles on a device now
+    medium_bytes: int = 0
+    tasks: Counter = field(default_factory=Counter)
+    compute: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    stolen: int = 0
+    rerun: int = 0
+    stitched: float = 0.0
+    block_out: torch.Tensor | None = None
+    overhead_ms: list[float] = field(default_factory=list)
+    overhead_bytes: list[int] = field(default_factory=list)
+    timeline: list[TaskTiming] = field(default_factory=list)
+    # work sharing: the monotonic instant each tile's crop reached the gateway from the source
+    at_gateway: dict[int, float] = field(default_factory=dict)
+
+    def ms(self, instant: float) -> float:
+        """A perf_counter instant as ms since the frame was submitted."""
+        return (instant - self.submitted) * 1000.0
+
+    def result(self, output: Any, end: float, rest_start: float, note: str, home: str,
+               rest_wait_ms: float) -> FrameResult:
+        return FrameResult(
+            self.id, self.source, output, self.ms(end), self.ms(self.stitched),
+            (end - rest_start) * 1000.0, self.medium_bytes, dict(self.tasks),
+            dict(self.compute), self.stolen, self.rerun, note,
+            task_overhead_ms=list(self.overhead_ms),
+            task_overhead_bytes=list(self.overhead_bytes), timeline=list(self.timeline),
+            rest_wait_ms=rest_wait_ms, home=home)
