@@ -58,6 +58,7 @@ from edgeweave.runtime.serving import (
     NODE_KEY,
     ServingNode,
     deadline_of,
+    grace_of,
     serving_config,
     to_proto,
 )
@@ -392,7 +393,7 @@ class NodeService(pb_grpc.NodeServicer):
         bytes_in = tensors.payload_bytes(req.tensors)
         self.metrics.bytes.labels("in").inc(bytes_in)
         source = request_source(req.device, context.peer())
-        answer = self._run(hop.stage, env, deadline, req.priority, source)
+        answer = self._run(hop.stage, env, deadline, req.priority, source, grace_of(req))
         timing = pb.Timing(node=self.cfg.name, role=self.cfg.role, decode_ms=decode_ms,
                            bytes_in=bytes_in)
         if answer is not None:
@@ -442,7 +443,7 @@ class NodeService(pb_grpc.NodeServicer):
             reply.prefetch_embed = front.embed
 
     def _run(self, digest: str, env: dict[str, torch.Tensor], deadline: float, priority: int,
-             source: str) -> Answer | None:
+             source: str, grace: float = 0.0) -> Answer | None:
         """Run this node's stage through the serving engine (None: the route runs nothing
         here)."""
         if not digest:
@@ -457,7 +458,7 @@ class NodeService(pb_grpc.NodeServicer):
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
                           f"stage input {missing[0]!r} missing", "missing_value")
         answer = self.serving.run(stage, tuple(env[n] for n in stage.inputs), deadline,
-                                  priority, source)
+                                  priority, source, grace)
         if answer.outputs is not None:
             env.update(zip(stage.outputs, answer.outputs, strict=True))
             self.metrics.latency.labels("compute").observe(answer.compute_s)
