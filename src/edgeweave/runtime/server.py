@@ -343,7 +343,8 @@ class NodeService(pb_grpc.NodeServicer):
         self.metrics.requests.labels("fallback" if reply.fallback else "ok").inc()
         self.metrics.latency.labels("total").observe(total)
         if answer is not None:
-            met = None if math.isinf(deadline) else time.monotonic() <= deadline
+            # met: by the deadline plus the sender's grace (its answer expected in time)
+            met = None if math.isinf(deadline) else time.monotonic() <= deadline + grace_of(req)
             model = self.serving.model_name(req.route[0].stage)
             self.metrics.serve.answered(model, answer.source if answer.outputs is not None
                                         else "skipped", total, met)
