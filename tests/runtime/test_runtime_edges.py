@@ -55,6 +55,9 @@ def test_the_margin_kept_from_deadlines_learns_the_time_outside_the_node():
             timings=[pb.Timing(queue_ms=10.0, compute_ms=20.0)], queued_ms=5.0))
     assert 19.0 < edge.outside_ms < 21.0 and edge.margin_ms() >= edge.outside_ms
     assert edge.margin_ms(30.0) == 15.0  # never more than half what is left
+    # the margin's part beyond the mean goes with the request: the node may finish that late
+    assert edge.grace_ms() == pytest.approx(edge.margin_ms() - edge.outside_ms)
+    assert edge.grace_ms(30.0) == pytest.approx(max(0.0, 15.0 - edge.outside_ms))
     assert edge.inflight == 0 and edge.queued_ms == 5.0
     # a refusal says how long the node held the request: alive, and learnt from
     pool.pick()
@@ -166,3 +169,10 @@ def test_refused_requests_are_answered_by_the_device_and_the_counts_add_up(digit
     finally:
         server.stop(0)
         svc.close()
+
+
+def test_a_load_generator_request_carries_its_deadline_and_grace():
+    from edgeweave.runtime.loadgen_target import _tail
+
+    req = pb.InferRequest.FromString(_tail("r1", 80.0, 3, 12.5))
+    assert (req.request_id, req.deadline_ms, req.priority, req.grace_ms) == ("r1", 80.0, 3, 12.5)

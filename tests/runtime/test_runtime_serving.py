@@ -206,6 +206,8 @@ def test_bad_requests_get_a_clear_status_and_the_node_keeps_serving(digits):
              grpc.StatusCode.DEADLINE_EXCEEDED, "already passed"),
             (lambda: infer(target, digits, x, deadline_ms=math.nan),
              grpc.StatusCode.INVALID_ARGUMENT, "deadline_ms nan"),
+            (lambda: infer(target, digits, x, deadline_ms=500.0, grace_ms=-1.0),
+             grpc.StatusCode.INVALID_ARGUMENT, "grace_ms -1"),
             (lambda: infer(target, digits, x, priority=99),
              grpc.StatusCode.INVALID_ARGUMENT, "priority 99"),
             (lambda: stub(target).Infer(digits.request(bad_dtype), timeout=10),

@@ -382,6 +382,7 @@ class CoInferenceClient:
             return True
         left_ms = self.opts.slo_ms - (time.perf_counter() - run.start) * 1000.0
         left_ms -= self.deployment.route[0].link_rtt_ms / 2.0
+        run.req.grace_ms = edge.grace_ms(left_ms)
         left_ms -= edge.margin_ms(left_ms)
         run.req.deadline_ms = left_ms
         return left_ms > 0

@@ -17,7 +17,9 @@ the part of a round trip the node did not account for (mean and mean deviation, 
 its round-trip time, RFC 6298) and a request's deadline is sent less that margin
 (`margin_ms`, at most half the deadline): without it, answers the node finished in time
 arrived late (measured by `benchmarks/serving.py`: MobileNetV2 at twice its capacity, p99
-146 ms against a 104 ms SLO).
+146 ms against a 104 ms SLO). The margin's part beyond the mean (`grace_ms`) goes with the
+request: the node plans for the deadline it was sent, but an answer it finishes a little past
+it still usually arrives in time, and is sent rather than dropped as late.
 Refusals carry the node's time too (trailing metadata), so the margin also learns from them:
 learning only from answers, a margin grown while the host was saturated made the node refuse
 everything, and then nothing could shrink it again.
@@ -84,6 +86,13 @@ class Edge:
         left the node nothing: it refused every request, and without answers nothing brought
         the margin down again (benchmarks/serving.py, digits tenants at 200%: goodput 0)."""
         return min(self.outside_ms + 3.0 * self.outside_dev, max(0.0, budget_ms) / 2.0)
+
+    def grace_ms(self, budget_ms: float = math.inf) -> float:
+        """The part of `margin_ms` kept for the spread of the way there and back, beyond its
+        mean: an answer the node finishes that much past the deadline it was sent still
+        arrives in time as often as not, so the node sends it rather than dropping it as
+        late (`InferRequest.grace_ms`; the node still plans for the deadline)."""
+        return max(0.0, self.margin_ms(budget_ms) - self.outside_ms)
 
     def expected_ms(self, now: float) -> float:
         """When a new request sent now would be answered, by what we know."""

@@ -126,8 +126,8 @@ class GrpcTarget:
             return
         left_ms = (req.deadline - sent) * 1000.0
         deadline_ms = max(1e-3, left_ms - edge.margin_ms(left_ms))
-        call = self.infer[id(edge)][edge.turn()].future(
-            req.body + _tail(req.request_id, deadline_ms, req.priority), timeout=self.timeout_s)
+        tail = _tail(req.request_id, deadline_ms, req.priority, edge.grace_ms(left_ms))
+        call = self.infer[id(edge)][edge.turn()].future(req.body + tail, timeout=self.timeout_s)
         call.add_done_callback(lambda f: self._finish(f, edge, sent, req, done, (*tried, edge)))
 
     def _finish(self, call: grpc.Future, edge: Edge, sent: float, req: _Request,
@@ -179,7 +179,7 @@ def _body(model: WholeModel, encoded: Sequence[pb.Tensor]) -> bytes:
     return req.SerializeToString()
 
 
-def _tail(request_id: str, deadline_ms: float, priority: int) -> bytes:
+def _tail(request_id: str, deadline_ms: float, priority: int, grace_ms: float = 0.0) -> bytes:
     """The per-request fields, serialised: appended to a body, they complete the request."""
-    return pb.InferRequest(request_id=request_id, deadline_ms=deadline_ms,
-                           priority=priority).SerializeToString()
+    return pb.InferRequest(request_id=request_id, deadline_ms=deadline_ms, priority=priority,
+                           grace_ms=grace_ms).SerializeToString()

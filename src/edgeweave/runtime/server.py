@@ -58,6 +58,7 @@ from edgeweave.runtime.serving import (
     NODE_KEY,
     ServingNode,
     deadline_of,
+    grace_of,
     serving_config,
     to_proto,
 )
@@ -342,7 +343,8 @@ class NodeService(pb_grpc.NodeServicer):
         self.metrics.requests.labels("fallback" if reply.fallback else "ok").inc()
         self.metrics.latency.labels("total").observe(total)
         if answer is not None:
-            met = None if math.isinf(deadline) else time.monotonic() <= deadline
+            # met: by the deadline plus the sender's grace (its answer expected in time)
+            met = None if math.isinf(deadline) else time.monotonic() <= deadline + grace_of(req)
             model = self.serving.model_name(req.route[0].stage)
             self.metrics.serve.answered(model, answer.source if answer.outputs is not None
                                         else "skipped", total, met)
@@ -392,7 +394,7 @@ class NodeService(pb_grpc.NodeServicer):
         bytes_in = tensors.payload_bytes(req.tensors)
         self.metrics.bytes.labels("in").inc(bytes_in)
         source = request_source(req.device, context.peer())
-        answer = self._run(hop.stage, env, deadline, req.priority, source)
+        answer = self._run(hop.stage, env, deadline, req.priority, source, grace_of(req))
         timing = pb.Timing(node=self.cfg.name, role=self.cfg.role, decode_ms=decode_ms,
                            bytes_in=bytes_in)
         if answer is not None:
@@ -442,7 +444,7 @@ class NodeService(pb_grpc.NodeServicer):
             reply.prefetch_embed = front.embed
 
     def _run(self, digest: str, env: dict[str, torch.Tensor], deadline: float, priority: int,
-             source: str) -> Answer | None:
+             source: str, grace: float = 0.0) -> Answer | None:
         """Run this node's stage through the serving engine (None: the route runs nothing
         here)."""
         if not digest:
@@ -457,7 +459,7 @@ class NodeService(pb_grpc.NodeServicer):
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT,
                           f"stage input {missing[0]!r} missing", "missing_value")
         answer = self.serving.run(stage, tuple(env[n] for n in stage.inputs), deadline,
-                                  priority, source)
+                                  priority, source, grace)
         if answer.outputs is not None:
             env.update(zip(stage.outputs, answer.outputs, strict=True))
             self.metrics.latency.labels("compute").observe(answer.compute_s)

@@ -82,8 +82,20 @@ def deadline_of(req: pb.InferRequest, remaining: float | None, now: float) -> fl
         check_priority(req.priority)
     except ServeError as e:
         raise Refused(grpc.StatusCode.INVALID_ARGUMENT, str(e), "bad_priority") from None
+    grace_of(req)  # checked here, with the deadline
     deadline = now + ms / 1000.0 if ms > 0 else math.inf
     return min(deadline, math.inf if remaining is None else now + remaining)
+
+
+def grace_of(req: pb.InferRequest) -> float:
+    """Seconds past its deadline that an answer is still expected to reach the device in time
+    (`grace_ms`: the part of the device's margin kept for the spread of the way back), at most
+    the deadline itself (a peer's claim, bounded); 0 without a deadline."""
+    ms = req.grace_ms
+    if not (math.isfinite(ms) and ms >= 0):
+        raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"grace_ms {ms!r}: expected a finite "
+                      f"number of ms, 0 or more", "bad_deadline")
+    return min(ms, max(0.0, req.deadline_ms)) / 1000.0
 
 
 def refusal(shed: Shed, node: str) -> Refused:
@@ -168,13 +180,14 @@ class ServingNode:
         return self.engine.remove(digest, reason, why)
 
     def run(self, stage: DeployedStage, inputs: Inputs, deadline: float,
-            priority: int, source: str = SHARED) -> Answer:
-        """``source``: the device or stream the request came from (its front stages' key)."""
+            priority: int, source: str = SHARED, grace: float = 0.0) -> Answer:
+        """``source``: the device or stream the request came from (its front stages' key);
+        ``grace``: seconds past the deadline its answer is still of use (see `grace_of`)."""
         if stage.digest not in self.engine:
             self.add(stage, "", ServingConfig(), here=False)
         try:
             return self.engine.wait(self.engine.submit(stage.digest, inputs, deadline,
-                                                       priority, source))
+                                                       priority, source, grace))
         except Shed as s:
             if self.metrics is not None and math.isfinite(deadline):
                 self.metrics.missed(self.model_name(stage.digest))

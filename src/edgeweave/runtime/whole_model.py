@@ -36,13 +36,14 @@ class WholeModel:
         return deploy_stream(self.package, self.name, 0, serving=serving)
 
     def request(self, encoded: Sequence[pb.Tensor], deadline_ms: float = 0.0, priority: int = 0,
-                request_id: str | None = None) -> pb.InferRequest:
-        """An InferRequest for this model on already encoded input tensors."""
+                request_id: str | None = None, grace_ms: float = 0.0) -> pb.InferRequest:
+        """An InferRequest for this model on already encoded input tensors (`grace_ms`: see
+        `InferRequest.grace_ms`)."""
         return pb.InferRequest(request_id=request_id or uuid.uuid4().hex[:12],
                                tensors=encoded, route=[pb.Hop(stage=self.digest,
                                                               needs=[self.input])],
                                want=list(self.outputs), deadline_ms=deadline_ms,
-                               priority=priority)
+                               priority=priority, grace_ms=grace_ms)
 
     def encode(self, x: torch.Tensor, codec: str = "none") -> list[pb.Tensor]:
         return tensors.encode({self.input: x}, [self.input], codec)

@@ -52,15 +52,18 @@ _seq = itertools.count()
 
 
 class Pending:
-    """A submitted request. `deadline` is on the engine's clock (inf: none); `priority` 0-9."""
+    """A submitted request. `deadline` is on the engine's clock (inf: none), what the engine
+    plans for; `late` (the deadline plus the sender's grace, see `Engine.submit`) the instant
+    after which its answer is of no use and is dropped instead; `priority` 0-9."""
 
-    __slots__ = ("_done", "answer", "arrival", "deadline", "error", "inputs", "key", "priority",
-                 "seq", "source")
+    __slots__ = ("_done", "answer", "arrival", "deadline", "error", "inputs", "key", "late",
+                 "priority", "seq", "source")
 
     def __init__(self, key: str, inputs: Inputs, deadline: float, priority: int, arrival: float,
-                 source: str = "shared"):
+                 source: str = "shared", grace: float = 0.0):
         self.key, self.inputs, self.source = key, inputs, source
         self.deadline = deadline if deadline is not None else math.inf
+        self.late = self.deadline + max(0.0, grace)
         self.priority, self.arrival = priority, arrival
         self.seq = next(_seq)
         self.answer: Answer | None = None

@@ -46,7 +46,7 @@ class Hop(_message.Message):
     def __init__(self, stage: _Optional[str] = ..., needs: _Optional[_Iterable[str]] = ..., codec: _Optional[str] = ..., link_mbps: _Optional[float] = ..., link_rtt_ms: _Optional[float] = ..., shape_bandwidth: _Optional[bool] = ...) -> None: ...
 
 class InferRequest(_message.Message):
-    __slots__ = ("request_id", "tensors", "route", "want", "return_codec", "deliver_at_ns", "clock", "deadline_ms", "priority", "device", "prefetch")
+    __slots__ = ("request_id", "tensors", "route", "want", "return_codec", "deliver_at_ns", "clock", "deadline_ms", "priority", "device", "prefetch", "grace_ms")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     ROUTE_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +58,7 @@ class InferRequest(_message.Message):
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     PREFETCH_FIELD_NUMBER: _ClassVar[int]
+    GRACE_MS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     tensors: _containers.RepeatedCompositeFieldContainer[Tensor]
     route: _containers.RepeatedCompositeFieldContainer[Hop]
@@ -69,7 +70,8 @@ class InferRequest(_message.Message):
     priority: int
     device: str
     prefetch: int
-    def __init__(self, request_id: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., route: _Optional[_Iterable[_Union[Hop, _Mapping]]] = ..., want: _Optional[_Iterable[str]] = ..., return_codec: _Optional[str] = ..., deliver_at_ns: _Optional[int] = ..., clock: _Optional[str] = ..., deadline_ms: _Optional[float] = ..., priority: _Optional[int] = ..., device: _Optional[str] = ..., prefetch: _Optional[int] = ...) -> None: ...
+    grace_ms: float
+    def __init__(self, request_id: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., route: _Optional[_Iterable[_Union[Hop, _Mapping]]] = ..., want: _Optional[_Iterable[str]] = ..., return_codec: _Optional[str] = ..., deliver_at_ns: _Optional[int] = ..., clock: _Optional[str] = ..., deadline_ms: _Optional[float] = ..., priority: _Optional[int] = ..., device: _Optional[str] = ..., prefetch: _Optional[int] = ..., grace_ms: _Optional[float] = ...) -> None: ...
 
 class CacheEntry(_message.Message):
     __slots__ = ("uid", "label", "key")
