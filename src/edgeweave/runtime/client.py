@@ -11,13 +11,11 @@ it as its deadline. Every input gets exactly one result or one clear error.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -25,12 +23,19 @@ import torch
 
 from edgeweave.codec import CodecError
 from edgeweave.errors import EdgeWeaveError
-from edgeweave.graph import Graph, Stage, split
+from edgeweave.graph import Graph, split
 from edgeweave.plan import Plan, plan
-from edgeweave.plan.costs import CostModel
 from edgeweave.profile import Profile
 from edgeweave.runtime import tensors
 from edgeweave.runtime.bandwidth import BandwidthEstimator
+from edgeweave.runtime.client_data import (  # re-exported: callers import them from here
+    ClientOptions,
+    Deployment,
+    Result,
+    Run,
+    plan_cost,
+    stage_id,
+)
 from edgeweave.runtime.device_compute import device_module, run_on_device
 from edgeweave.runtime.edge_probe import check_usable, health
 from edgeweave.runtime.edges import Edge, EdgePool
@@ -40,7 +45,6 @@ from edgeweave.runtime.node import message_options
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
 from edgeweave.runtime.recipe import (
     StageError,
-    StagePackage,
     deploy_stream,
     package_stage,
 )
@@ -48,7 +52,6 @@ from edgeweave.runtime.segments import fill_segments, predicted_segments
 from edgeweave.runtime.serving import to_proto
 from edgeweave.runtime.shaper import LinkShaper
 from edgeweave.security import ClientTLS
-from edgeweave.serve import ServingConfig
 
 log = logging.getLogger("edgeweave.runtime")
 
@@ -59,60 +62,10 @@ _PREFIX = "prefix"
 #: A freshly deployed stage's first calls are slow (TorchScript specialises on them: 2-3x on
 #: alexnet here), which says nothing about the machines' load, so they are not learnt from.
 COLD_REQUESTS = 2
+
+
 class _Unreachable(Exception):
     """The edge could not take the stages; the request finishes on the device."""
-
-
-@dataclass
-class Result:
-    output: Any
-    total_ms: float
-    segments: dict[str, float]
-    predicted: dict[str, float]
-    fallback: bool = False
-    note: str = ""
-    bytes_up: int = 0
-    plan_mode: str = ""
-    predicted_now_ms: float = 0.0  # the plan's total scaled by load factors, made beforehand
-    batch: int = 0  # the batch it ran in at the first node (the reply's; 0: none, or local)
-
-
-@dataclass
-class ClientOptions:
-    codec: str | None = None  # activation codec on every cut; None: the plan's choice per cut
-    return_codec: str = "none"
-    device_dilation: float = 1.0  # emulate a device slower than this host
-    shape_bandwidth: bool = True  # False when netlab's kernel shaping is in place
-    timeout_s: float = 30.0
-    backoff_s: tuple[float, float] = (0.5, 8.0)
-    max_message_mb: float = 64.0
-    adapt: bool = False  # re-plan when measured bandwidth or tier load moves the optimum
-    min_gain: float = 0.05
-    load_change: float = 0.2  # a load factor moving this much (relative) triggers a re-plan check
-    # run locally even when the edge refuses our token or TLS handshake (default: an error
-    # naming the cause; a misconfigured client must not look like a slow edge)
-    fallback_local: bool = False
-    max_decoded_mb: float = 128.0  # decoded MiB an edge's reply may declare
-    # serving: each request's deadline is what is left of this SLO when it is sent (None: no
-    # deadline beyond timeout_s); a request that cannot make it runs here
-    slo_ms: float | None = None
-    priority: int = 0  # 0-9: who an overloaded edge sheds first
-    # client-side throttling (runtime.throttle): send an edge at most this many times what it
-    # has lately accepted, run the rest here at once (0: off)
-    throttle_k: float = 0.0
-    serving: ServingConfig | None = None  # batching knobs the stages are deployed with
-
-
-@dataclass
-class _Deployment:
-    plan: Plan
-    stages: dict[str, Stage]
-    packages: dict[str, StagePackage] = field(default_factory=dict)  # remote stages
-    route: list[pb.Hop] = field(default_factory=list)
-    want: list[str] = field(default_factory=list)
-    device_module: Any = None  # the device stage traced, as nodes run theirs
-    stage_ids: dict[str, str] = field(default_factory=dict)  # tier -> id of its stage (load)
-    served: int = 0  # requests answered under this deployment
 
 
 class CoInferenceClient:
@@ -153,14 +106,14 @@ class CoInferenceClient:
 
     # ---- plan -> stages, route ------------------------------------------------------------
 
-    def _prepare(self, chosen: Plan) -> _Deployment:
+    def _prepare(self, chosen: Plan) -> Deployment:
         placement, order = chosen.placement, tuple(chosen.tiers)
         if self._prefix:
             placement = {n: _PREFIX if n in self._prefix or self.graph.node(n).kind ==
                          "placeholder" else t for n, t in placement.items()}
             order = (_PREFIX, *order)
         stages = {s.key: s for s in split(self.graph, placement, order) if s.key != _PREFIX}
-        dep = _Deployment(chosen, stages, stage_ids={k: _stage_id(self.graph.name, s)
+        dep = Deployment(chosen, stages, stage_ids={k: stage_id(self.graph.name, s)
                                                      for k, s in stages.items()})
         tier_of = {n: chosen.tiers.index(t) for n, t in chosen.placement.items()}
         top = max((tier_of[n] for s in stages.values() for n in s.nodes), default=0)
@@ -205,7 +158,7 @@ class CoInferenceClient:
                                  "given (--edge host:port)")
         return [r for edge in self.edges.up() for r in self._upload(dep, edge)]
 
-    def _upload(self, dep: _Deployment, edge: Edge) -> list[pb.DeployReply]:
+    def _upload(self, dep: Deployment, edge: Edge) -> list[pb.DeployReply]:
         """Deploy the remote stages to `edge` (an edge that fails is backed off from)."""
         replies = []
         serving = to_proto(self.opts.serving) if self.opts.serving else None
@@ -227,7 +180,7 @@ class CoInferenceClient:
         return replies
 
     @staticmethod
-    def _uploaded(dep: _Deployment, edge: Edge) -> bool:
+    def _uploaded(dep: Deployment, edge: Edge) -> bool:
         return all(pkg.digest in edge.uploaded for pkg in dep.packages.values())
 
     # ---- inference ------------------------------------------------------------------------
@@ -258,7 +211,7 @@ class CoInferenceClient:
         finally:
             self.edges.release(edge)
 
-    def _stream(self, dep: _Deployment, edge: Edge, xs: Sequence[torch.Tensor]
+    def _stream(self, dep: Deployment, edge: Edge, xs: Sequence[torch.Tensor]
                 ) -> Iterator[Result]:
         runs = [self._begin(dep, x) for x in xs]
         for run in runs:
@@ -287,15 +240,15 @@ class CoInferenceClient:
         for run in runs[done:]:
             yield self._end(dep, run, *self._failed(dep, run, code, why, edge, alive=False))
 
-    def _begin(self, dep: _Deployment, x: torch.Tensor,
-               given: dict[str, torch.Tensor] | None = None) -> _Run:
+    def _begin(self, dep: Deployment, x: torch.Tensor,
+               given: dict[str, torch.Tensor] | None = None) -> Run:
         """Start a request: the load-scaled prediction, then the device's own stage."""
-        run = _Run(self.load.predict_ms(dep.plan.predicted, dep.stage_ids), time.perf_counter(),
+        run = Run(self.load.predict_ms(dep.plan.predicted, dep.stage_ids), time.perf_counter(),
                    {self.graph.placeholders[0]: x, **(given or {})})
         run.segments[f"{dep.plan.tiers[0]}_compute"] = self._run_device(dep, run.env)
         return run
 
-    def _end(self, dep: _Deployment, run: _Run, fallback: bool, note: str, bytes_up: int
+    def _end(self, dep: Deployment, run: Run, fallback: bool, note: str, bytes_up: int
              ) -> Result:
         total = (time.perf_counter() - run.start) * 1000.0
         outs = [run.env[o] for o in self.graph.outputs]
@@ -309,7 +262,7 @@ class CoInferenceClient:
             self._maybe_replan(result)
         return result
 
-    def _run_device(self, dep: _Deployment, env: dict[str, Any]) -> float:
+    def _run_device(self, dep: Deployment, env: dict[str, Any]) -> float:
         stage = dep.stages.get(dep.plan.tiers[0])
         if stage is None or all(self.graph.node(n).kind == "placeholder" for n in stage.nodes):
             return 0.0  # nothing to compute: running (and dilating) an identity costs ~1.5 ms
@@ -320,7 +273,7 @@ class CoInferenceClient:
         env.update(zip(stage.outputs, out, strict=True))
         return ms
 
-    def _request(self, dep: _Deployment, run: _Run) -> tuple[pb.InferRequest, int]:
+    def _request(self, dep: Deployment, run: Run) -> tuple[pb.InferRequest, int]:
         hop = dep.route[0]
         req = pb.InferRequest(request_id=f"{uuid.uuid4().hex[:8]}-{next(self._seq)}",
                               route=dep.route, want=dep.want, return_codec=self.opts.return_codec)
@@ -330,10 +283,10 @@ class CoInferenceClient:
         return req, tensors.payload_bytes(req.tensors)
 
     @staticmethod
-    def _uplink_key(dep: _Deployment) -> str:
+    def _uplink_key(dep: Deployment) -> str:
         return f"{dep.plan.tiers[0]}-{dep.plan.tiers[1]}_uplink"
 
-    def _remote(self, dep: _Deployment, run: _Run) -> tuple[bool, str, int]:
+    def _remote(self, dep: Deployment, run: Run) -> tuple[bool, str, int]:
         """Send the request to the edge expected to answer soonest, failing over to the next
         while its deadline allows; else (or when every edge failed) run it here."""
         run.req, run.nbytes = self._request(dep, run)
@@ -374,7 +327,7 @@ class CoInferenceClient:
     def _edge_name(self, edge: Edge) -> str:
         return "edge" if len(self.edges.edges) == 1 else f"edge {edge.target}"
 
-    def _stamp_deadline(self, run: _Run, edge: Edge) -> bool:
+    def _stamp_deadline(self, run: Run, edge: Edge) -> bool:
         """Put what is left of the SLO on the request, less the way back (the link's half RTT)
         and what the edge's round trips spend outside the node (`Edge.margin_ms`); False when
         nothing is left."""
@@ -387,14 +340,14 @@ class CoInferenceClient:
         run.req.deadline_ms = left_ms
         return left_ms > 0
 
-    def _timeout_s(self, run: _Run) -> float:
+    def _timeout_s(self, run: Run) -> float:
         """The call's own deadline: the request's, with a little grace for the network (an
         edge that honours deadlines answers by then), never above timeout_s."""
         if self.opts.slo_ms is None or run.req.deadline_ms <= 0:
             return self.opts.timeout_s
         return min(self.opts.timeout_s, run.req.deadline_ms / 1000.0 + 0.5)
 
-    def _settle(self, dep: _Deployment, run: _Run, reply: pb.InferReply, edge: Edge
+    def _settle(self, dep: Deployment, run: Run, reply: pb.InferReply, edge: Edge
                 ) -> tuple[bool, str, int]:
         """Take the edge's reply (or the error it carries) for `run`."""
         if reply.error_code:
@@ -424,7 +377,7 @@ class CoInferenceClient:
                                max(1e-6, (link_ms - dep.route[0].link_rtt_ms) / 1000.0))
         return reply.fallback, reply.note, run.nbytes
 
-    def _failed(self, dep: _Deployment, run: _Run, code: grpc.StatusCode, details: str,
+    def _failed(self, dep: Deployment, run: Run, code: grpc.StatusCode, details: str,
                 edge: Edge, alive: bool) -> tuple[bool, str, int]:
         """The edge failed `run`: finish it here if that is a failure to survive, else raise.
         An edge that only refused the request (`alive`) is not backed off from."""
@@ -443,7 +396,7 @@ class CoInferenceClient:
         for edge in self.edges.edges:
             health(edge.stub, edge.target, timeout_s)
 
-    def _call(self, dep: _Deployment, edge: Edge, run: _Run) -> pb.InferReply:
+    def _call(self, dep: Deployment, edge: Edge, run: Run) -> pb.InferReply:
         """Infer on `edge`; an edge that does not hold the stages (new to us, restarted, or it
         evicted them) gets them first, once."""
         for attempt in range(2):
@@ -465,7 +418,7 @@ class CoInferenceClient:
         return send_on(self._uplink if self.opts.shape_bandwidth else None,
                        self._uplink.rtt_ms, req)
 
-    def _finish_locally(self, dep: _Deployment, env: dict[str, Any]) -> None:
+    def _finish_locally(self, dep: Deployment, env: dict[str, Any]) -> None:
         with torch.inference_mode():
             for key in dep.plan.tiers[1:]:
                 stage = dep.stages.get(key)
@@ -493,7 +446,7 @@ class CoInferenceClient:
         prof = self.profile.with_link(hop, mbps=self.estimator.mbps)
         loaded = prof.with_load(load)
         candidate = plan(loaded, current.objective)
-        now, new = _cost(current, loaded), _cost(candidate, loaded)
+        now, new = plan_cost(current, loaded), plan_cost(candidate, loaded)
         switch = {"estimate_mbps": self.estimator.mbps, "load_factors": load,
                   "old_mode": current.mode, "new_mode": candidate.mode,
                   "predicted_old": now, "predicted_new": new, "switched": False}
@@ -508,28 +461,3 @@ class CoInferenceClient:
         else:  # keep the plan, priced at the new bandwidth so we do not re-check forever
             self.deployment.plan = current.priced(prof)
         self.switches.append(switch)
-
-
-@dataclass
-class _Run:
-    """One request in progress."""
-
-    predicted_now: float
-    start: float
-    env: dict[str, Any]
-    segments: dict[str, float] = field(default_factory=dict)
-    req: pb.InferRequest = field(default_factory=pb.InferRequest)
-    nbytes: int = 0
-    sent: float = 0.0
-    batch: int = 0
-
-
-def _stage_id(model: str, stage: Stage) -> str:
-    """Names a stage by the nodes it runs, so its load offset survives a re-plan back to it."""
-    return f"{model}:{stage.key}:" + hashlib.sha1(",".join(stage.nodes).encode()).hexdigest()[:12]
-
-
-def _cost(p: Plan, prof: Profile) -> float:
-    """What `p`'s placement costs on `prof`, by `p`'s objective and with its cut codecs."""
-    cm = CostModel(prof, cuts=p.cuts)
-    return cm.evaluate(cm.labels_of(p.placement)).value(p.objective)
