@@ -276,14 +276,15 @@ def test_infer_rejects_an_unknown_shaping_mode(capsys):
 def test_infer_throttle_keeps_back_what_a_refusing_edge_would_refuse(tmp_path, capsys,
                                                                     token_file, edge_plan):
     """`infer --throttle`: an edge that answers every request after its deadline (emulated
-    200x slower than its 20 ms SLO allows) refuses them all; the device then answers most of
-    them itself without sending (throttled), and a bad factor is named in the flag's words."""
+    5000x slower: digits-cnn's ~0.1 ms here becomes far more than a 20 ms SLO and any grace
+    the device allows) refuses them all; the device then answers most of them itself without
+    sending (throttled), and a bad factor is named in the flag's words."""
     from edgeweave.runtime.node import ServeOptions, start_node
     from edgeweave.runtime.server import NodeConfig
 
     code, _, err = _infer(capsys, edge_plan, "127.0.0.1:9", "--throttle", "0.5")
     assert code == 2 and "--throttle 0.5: expected 0 (off) or at least 1" in err, err
-    node, svc, port = start_node(NodeConfig("edge", "edge", dilation=200.0), ServeOptions(
+    node, svc, port = start_node(NodeConfig("edge", "edge", dilation=5000.0), ServeOptions(
         "127.0.0.1:0", token=token_file.read_text()))
     try:
         notes = {}

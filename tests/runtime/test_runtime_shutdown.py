@@ -111,3 +111,33 @@ def test_a_second_node_on_a_busy_port_is_refused_by_name():
             assert reply.status == "serving"
     finally:
         first.stop(0)
+
+
+STOPPED_WHILE_STARTING = """
+import time
+from edgeweave.runtime.node import ServeOptions, serve_forever
+from edgeweave.runtime.server import NodeConfig
+
+def start(config, opts):  # the port is open, the stages are still being built
+    print("starting", flush=True)
+    time.sleep(30)
+    raise AssertionError("the stop did not reach the start")
+
+serve_forever(NodeConfig("edge", "edge"), ServeOptions("127.0.0.1:0", token="t" * 32),
+              start=start)
+"""
+
+
+def test_a_node_stopped_while_starting_exits_cleanly():
+    """A supervisor that sees the port listening may stop the node before it has announced
+    itself: that is a clean stop too (exit 0), not death by the signal."""
+    proc = subprocess.Popen([sys.executable, "-c", STOPPED_WHILE_STARTING],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "starting", proc.stderr.read()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

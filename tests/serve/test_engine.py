@@ -275,6 +275,34 @@ def test_an_answer_a_little_past_its_deadline_is_sent_within_the_senders_grace()
     assert model.sizes == [1, 1]  # both were computed: the grace decides only the answer
 
 
+class Dilated:
+    """Emulated hardware as the node runs it (runtime.serving.StageRunner): each batch takes
+    `emulated_s`, but the stretch stops at `until`, after which nobody waits for it."""
+
+    def __init__(self, emulated_s):
+        self.emulated_s = emulated_s
+
+    def __call__(self, inputs, until):
+        time.sleep(max(0.0, min(self.emulated_s, until - time.monotonic())))
+        return [(x[0] * 2,) for x in inputs]
+
+
+def test_a_batch_cut_short_by_its_deadline_and_grace_is_never_answered_as_if_done():
+    """An emulated batch stopped at its late instant (deadline + grace) did not finish: its
+    answer is dropped as late, not sent as if the slow hardware had been quick (the stretch
+    had been cut at the deadline itself, so with a grace every cut batch passed as in time)."""
+    latency = LatencyModel()
+    latency.seed(1, 0.001)  # the engine expects it quick, and admits it
+    e = engine(Dilated(emulated_s=5.0), latency=latency, max_batch=1)
+    try:
+        start = time.monotonic()
+        kind, shed = call_with_grace(e, torch.ones(1, 1), 0.03, grace=0.02)
+        assert kind == "shed" and shed.reason == "late", shed
+        assert time.monotonic() - start < 2.0  # cut at deadline + grace, not run to the end
+    finally:
+        e.stop()
+
+
 def call_with_grace(e, x, deadline_in_s, grace):
     try:
         return "ok", e.wait(e.submit("m", (x,), time.monotonic() + deadline_in_s, grace=grace))

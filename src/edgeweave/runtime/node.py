@@ -219,15 +219,20 @@ def serve_forever(config: NodeConfig, opts: ServeOptions, ready: threading.Event
     thread still computing or waiting for an emulated link would otherwise hold the exit.
     ``start(config, opts)`` builds the server (a cluster worker passes its own; its config
     has the same ``role``, ``name`` and ``next_target``)."""
-    server, service, port = start(config, opts)
-    host = opts.listen.rsplit(":", 1)[0]
+    # The stop handler goes in before the port opens: a supervisor that sees the port listening
+    # may stop the node at once (the README's harness did, under load, and the stop landed
+    # before the handler: exit 143 instead of a clean 0). A stop while starting exits cleanly.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _raise_stop)
+    started: tuple[grpc.Server, Any, int] | None = None
     summary = None
-    if opts.summary_s > 0:
-        summary = LiveSummary(service.metrics.registry, config.name, opts.summary_s,
-                              lambda line: announce(line, flush=True)).start()
     try:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, _raise_stop)
+        started = start(config, opts)
+        server, service, port = started
+        host = opts.listen.rsplit(":", 1)[0]
+        if opts.summary_s > 0:
+            summary = LiveSummary(service.metrics.registry, config.name, opts.summary_s,
+                                  lambda line: announce(line, flush=True)).start()
         announce(f"edgeweave {config.role} {config.name} serving on {host}:{port}"
                  + (f", next {config.next_target}" if config.next_target else "")
                  + (f", metrics on :{opts.metrics_port}" if opts.metrics_port else ""),
@@ -240,15 +245,19 @@ def serve_forever(config: NodeConfig, opts: ServeOptions, ready: threading.Event
         pass
     for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal must not cut the stop short
         signal.signal(sig, signal.SIG_IGN)
-    log.info("%s stopping (grace %g s)", config.name, opts.grace_s)
-    if summary is not None:
-        summary.stop()
-    stopping = server.stop(grace=opts.grace_s)
-    service.close()  # queued requests are refused (UNAVAILABLE); running batches finish
-    stopped = stopping.wait(opts.grace_s + STOP_MARGIN_S)
-    if not stopped:
-        log.warning("%s: calls still running %g s after the stop; exiting anyway",
-                    config.name, opts.grace_s + STOP_MARGIN_S)
+    if started is None:
+        log.info("%s stopped while starting", config.name)
+    else:
+        server, service, _ = started
+        log.info("%s stopping (grace %g s)", config.name, opts.grace_s)
+        if summary is not None:
+            summary.stop()
+        stopping = server.stop(grace=opts.grace_s)
+        service.close()  # queued requests are refused (UNAVAILABLE); running batches finish
+        stopped = stopping.wait(opts.grace_s + STOP_MARGIN_S)
+        if not stopped:
+            log.warning("%s: calls still running %g s after the stop; exiting anyway",
+                        config.name, opts.grace_s + STOP_MARGIN_S)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -29,6 +29,11 @@ from edgeweave.serve.scheduler import Scheduler, start_after
 log = logging.getLogger("edgeweave.serve")
 
 
+#: The runner's stretch ends on `time.perf_counter`, the engine's clock is `time.monotonic`:
+#: a batch ending this close to its `until` was cut there.
+_CLOCKS_APART_S = 1e-4
+
+
 class Engine:
     def __init__(self, node: NodeServing, observer: ServeObserver | None = None,
                  clock: Callable[[], float] = time.monotonic):
@@ -239,16 +244,22 @@ class Engine:
                     m.running -= len(batch)
 
     def _run(self, m: ServedModel, batch: list[Pending], start: float) -> None:
-        until = min(p.deadline for p in batch) if self.scheduler.edf else math.inf
+        # An emulated (dilated) runner stops stretching a batch at `until`: after the last of
+        # its requests' late instants nobody waits for it. A batch that ran to `until` did not
+        # finish in emulated time, so none of its answers is sent (cutting at the earliest
+        # deadline instead would send the others' answers before the emulated hardware had
+        # them, and with a sender's grace the cut batch itself would pass as in time).
+        until = max(p.late for p in batch) if self.scheduler.edf else math.inf
         outputs = self._compute(m, batch, until)
         compute = self.clock() - start
         m.latency.observe(len(batch), compute)
         limit = m.aimd.observe(len(batch), compute) if m.aimd is not None else m.limit
         end = self.clock()
+        cut = end >= until - _CLOCKS_APART_S
         for p, out in zip(batch, outputs, strict=True):
             if isinstance(out, Shed):
                 self._drop(p, out, queued=False)
-            elif self.scheduler.edf and end > p.late:
+            elif self.scheduler.edf and (cut or end > p.late):
                 self._drop(p, Shed("late", f"dropped: its batch finished "
                                            f"{(end - p.deadline) * 1000:.0f} ms after its "
                                            f"deadline (not served late)", "dropped"),
