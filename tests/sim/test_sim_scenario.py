@@ -63,6 +63,10 @@ def test_a_bad_value_names_its_field(tmp_path, base):
     base["populations"][0]["count"] = -3
     assert "populations[0].count: " in error(tmp_path, base)
     base["populations"][0]["count"] = 3
+    base["populations"][0]["speed"] = 0  # a device's calibrated speed: a multiple above 0
+    assert "populations[0].speed: Input should be greater than 0, got 0" in error(tmp_path, base)
+    base["populations"][0]["speed"] = 0.8
+    assert load_scenario(write(tmp_path, base)).populations[0].speed == 0.8
     base["duration_s"] = 0
     assert "duration_s: " in error(tmp_path, base)
     base["duration_s"] = 60
