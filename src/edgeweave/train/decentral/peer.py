@@ -174,27 +174,42 @@ class PeerNode(peer_pb2_grpc.PeerServicer):
             self.done = True
 
 
-def _peer_main(node: int, cfg: PeerRunConfig, token: str, ports: Any, addrs: Any, done: Any,
-               halt: Any, stopped: Any, stop: Any) -> None:
+@dataclass
+class Mesh:
+    """The queues and events between a launcher (:func:`run_mesh`) and its node processes:
+    each node puts ``(node, port)`` on ``ports``, reads the address table from ``addrs``,
+    puts ``(node, error or None)`` on ``done`` when it has done its steps (and, if the
+    launcher halts the run, on ``stopped`` once it stopped training after ``halt``), then
+    serves its model until ``stop``."""
+
+    ports: Any
+    addrs: Any
+    done: Any
+    stopped: Any
+    halt: Any
+    stop: Any
+
+
+def _peer_main(node: int, cfg: PeerRunConfig, token: str, mesh: Mesh) -> None:
     torch.set_num_threads(1)
     peer = PeerNode(node, cfg, token)
-    ports.put((node, peer.port))
-    addresses = addrs.get(timeout=cfg.timeout_s)
+    mesh.ports.put((node, peer.port))
+    addresses = mesh.addrs.get(timeout=cfg.timeout_s)
     told = []
 
     def reached() -> None:
         told.append(True)
-        done.put((node, None))
+        mesh.done.put((node, None))
 
     error = None
     try:
-        peer.train(addresses, token, reached, halt)
+        peer.train(addresses, token, reached, mesh.halt)
     except Exception as e:  # reported to the launcher, which names the node
         error = f"{type(e).__name__}: {e}"
     if not told:
-        done.put((node, error))
-    stopped.put((node, error))
-    stop.wait(cfg.timeout_s)
+        mesh.done.put((node, error))
+    mesh.stopped.put((node, error))
+    mesh.stop.wait(cfg.timeout_s)
     peer.server.stop(grace=1).wait()
 
 
@@ -225,37 +240,47 @@ def gather(q: Any, n: int, deadline: float, what: str, procs: list) -> dict[int,
     return got
 
 
-def run_peers(cfg: PeerRunConfig, token: str | None = None) -> PeerRunResult:
-    """Run ``cfg.n`` GoSGD peer processes on loopback and collect their models."""
-    make_graph(cfg.graph, cfg.n, seed=cfg.seed)  # a bad graph fails here, not in n children
-    token = token or generate_token()
+def run_mesh(cfg: PeerRunConfig, token: str, target: Any, what: str, halt: bool = False
+             ) -> tuple[list[peer_pb2.PullReply], float]:
+    """Run ``cfg.n`` node processes of ``target(node, cfg, token, mesh)`` on loopback ('spawn':
+    no inherited torch threads or locks): hand each the address table, wait until every node
+    has done its steps (with ``halt``: then tell all to stop training and wait until each has),
+    and pull every node's model and counters. Returns the replies and the wall time to the
+    end of training; the nodes are reaped on every path, at once when the run fails."""
     ctx = mp.get_context("spawn")
-    ports, addrs, done, stopped = ctx.Queue(), ctx.Queue(), ctx.Queue(), ctx.Queue()
-    halt, stop = ctx.Event(), ctx.Event()
-    procs = [ctx.Process(target=_peer_main,
-                         args=(i, cfg, token, ports, addrs, done, halt, stopped, stop),
-                         daemon=True) for i in range(cfg.n)]
+    mesh = Mesh(ctx.Queue(), ctx.Queue(), ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Event())
+    procs = [ctx.Process(target=target, args=(i, cfg, token, mesh), daemon=True)
+             for i in range(cfg.n)]
     t0 = time.monotonic()
     deadline = t0 + cfg.timeout_s
     for p in procs:
         p.start()
     try:
-        table = exchange_addresses(ports, addrs, procs, deadline)
-        errors = {i: e for i, e in gather(done, cfg.n, deadline, "completion", procs).items()
-                  if e}
-        halt.set()  # every node has done its steps: all stop training now
-        errors.update({i: e for i, e in gather(stopped, cfg.n, deadline, "stopping",
-                                                  procs).items() if e})
+        table = exchange_addresses(mesh.ports, mesh.addrs, procs, deadline)
+        errors = {i: e for i, e in gather(mesh.done, cfg.n, deadline, "completion",
+                                          procs).items() if e}
+        if halt:
+            mesh.halt.set()  # every node has done its steps: all stop training now
+            errors.update({i: e for i, e in gather(mesh.stopped, cfg.n, deadline, "stopping",
+                                                      procs).items() if e})
         if errors:
-            raise TrainError(f"peer run: peers failed: {errors}")
-        wall = time.monotonic() - t0  # no push is in flight now: the weights sum to 1
+            raise TrainError(f"{what} run: nodes failed: {errors}")
+        wall = time.monotonic() - t0  # no push is in flight now
         replies = [pull_node(table[i], token) for i in range(cfg.n)]
     except BaseException:
-        stop.set()
+        mesh.stop.set()
         reap(procs, grace_s=0)
         raise
-    stop.set()
+    mesh.stop.set()
     reap(procs)
+    return replies, wall
+
+
+def run_peers(cfg: PeerRunConfig, token: str | None = None) -> PeerRunResult:
+    """Run ``cfg.n`` GoSGD peer processes on loopback and collect their models; the weights
+    sum to 1 when collected (all halted, no push in flight)."""
+    make_graph(cfg.graph, cfg.n, seed=cfg.seed)  # a bad graph fails here, not in n children
+    replies, wall = run_mesh(cfg, token or generate_token(), _peer_main, "peer", halt=True)
     return _result(cfg, replies, wall)
 
 

@@ -10,9 +10,7 @@ all-gather, so all workers end with bit-identical models.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import threading
-import time
 from collections import OrderedDict
 from typing import Any
 
@@ -22,12 +20,10 @@ import torch
 
 from edgeweave.security import generate_token
 from edgeweave.train.decentral.peer import (
+    Mesh,
     PeerRunConfig,
     build_task,
-    exchange_addresses,
-    gather,
-    pull_node,
-    reap,
+    run_mesh,
     serve_loopback,
 )
 from edgeweave.train.decentral.real_run import RealRunResult, finish_run, worker_stack
@@ -157,47 +153,24 @@ class RingWorker(peer_pb2_grpc.PeerServicer):
             self.done = True
 
 
-def _ring_main(node: int, cfg: PeerRunConfig, token: str, ports: Any, addrs: Any, done: Any,
-               stop: Any) -> None:
+def _ring_main(node: int, cfg: PeerRunConfig, token: str, mesh: Mesh) -> None:
     torch.set_num_threads(1)
     worker = RingWorker(node, cfg, token)
-    ports.put((node, worker.port))
-    addresses = addrs.get(timeout=cfg.timeout_s)
+    mesh.ports.put((node, worker.port))
+    addresses = mesh.addrs.get(timeout=cfg.timeout_s)
     error = None
     try:
         worker.train(addresses, token)
     except Exception as e:  # reported to the launcher, which names the worker
         error = f"{type(e).__name__}: {e}"
-    done.put((node, error))
-    stop.wait(cfg.timeout_s)
+    mesh.done.put((node, error))
+    mesh.stop.wait(cfg.timeout_s)
     worker.server.stop(grace=1).wait()
 
 
 def run_ring(cfg: PeerRunConfig, token: str | None = None) -> RealRunResult:
     """Ring all-reduce SGD with ``cfg.n`` worker processes on loopback."""
-    token = token or generate_token()
-    ctx = mp.get_context("spawn")
-    ports, addrs, done, stop = ctx.Queue(), ctx.Queue(), ctx.Queue(), ctx.Event()
-    procs = [ctx.Process(target=_ring_main, args=(i, cfg, token, ports, addrs, done, stop),
-                         daemon=True) for i in range(cfg.n)]
-    t0 = time.monotonic()
-    deadline = t0 + cfg.timeout_s
-    for p in procs:
-        p.start()
-    try:
-        table = exchange_addresses(ports, addrs, procs, deadline)
-        errors = {i: e for i, e in gather(done, cfg.n, deadline, "completion", procs).items()
-                  if e}
-        if errors:
-            raise TrainError(f"ring all-reduce run: workers failed: {errors}")
-        wall = time.monotonic() - t0
-        replies = [pull_node(table[i], token) for i in range(cfg.n)]
-    except BaseException:
-        stop.set()
-        reap(procs, grace_s=0)
-        raise
-    stop.set()
-    reap(procs)
+    replies, wall = run_mesh(cfg, token or generate_token(), _ring_main, "ring all-reduce")
     stack = NodeStack(build_task(cfg), batch_size=cfg.batch_size, weight_decay=cfg.weight_decay)
     template = stack.unflatten(stack.init)
     models = [stack.flatten(decode_like(r.params, template, context=f"ring worker {r.node}"))
