@@ -106,12 +106,16 @@ class TileGateway:
         self.medium = SharedMedium(part.medium.mbps, part.medium.rtt_ms, time_scale)
         self.pool = WorkerPool(self.medium, self.gateway, self._on_ready, self._on_gone,
                                token=token, tls=tls, task_timeout_s=task_timeout_s)
-        self.scheduler = make_scheduler(scheduler, prefetch)
+        self.dilations = dict(dilations or {})
+        # a task's cost in this host's ms (the plan's ms on its device over that device's
+        # dilation), so one device's measured pace tells how fast it runs any tile
+        self.cost = {t.index: t.compute_ms / self.dilations.get(t.device, 1.0)
+                     for t in part.tiles}
+        self.scheduler = make_scheduler(scheduler, prefetch, self.dilations)
         self.rest = RestRunner(graph, plan, part.prefix_nodes, edge_target=edge_target,
                                token=token, tls=tls, dilation=gateway_dilation,
                                options=rest_options)
         self._graph, self._plan = graph, plan
-        self.dilations = dict(dilations or {})
         # stealing may gather a frame at its source, which runs the rest itself; not when the
         # rest goes to the edge or cloud (one client, the gateway's, deploys it)
         self.at_source = scheduler == "stealing" and not self.rest.remote and bool(
@@ -182,7 +186,8 @@ class TileGateway:
                     frame.at_gateway[t.index] = self.medium.relay(nbytes, source, self.gateway)
                     frame.medium_bytes += nbytes if source != self.gateway else 0
             self.scheduler.add([Job(frame.id, t.index, t.level, source,
-                                    self.assignment[t.index]) for t in self.order],
+                                    self.assignment[t.index], self.cost[t.index])
+                                for t in self.order],
                                self.pool.alive())
             self._pump()
         return future
@@ -195,16 +200,15 @@ class TileGateway:
         return frame.source if self.at_source else self.gateway
 
     def _ready(self, job: Job) -> bool:
-        """The static plan sends a level-1 tile once the tiles it reuses are done (the plan's
-        schedule). Stealing and sharing never wait for a neighbour nobody is computing (its halo is
-        computed instead), but does wait for one running on a device now: a level-1 tile
-        taken then would compute the whole halo again (vgg16 on two devices: the gateway
-        redid half its neighbour's work, and two devices ran no faster than one)."""
+        """A level-1 tile goes out once the level-0 tiles it reuses are done, under every
+        scheduler (the plan's schedule; DeepThings queues level 1 behind level 0). Taken
+        earlier it computes their halo again: vgg16 on two devices, the gateway redid half its
+        neighbour's work and two devices ran no faster than one; taken while its neighbours
+        were still queued (the plan's preference put it first), it computed the halo and the
+        neighbours then ran anyway. Its neighbours are always in some queue or on a device
+        (a dead device's go back), so it never waits forever."""
         frame = self._frames[job.frame]
-        missing = set(self.sources_of.get(job.tile, ())) - frame.level0_done
-        if self.scheduler.name == "static":
-            return not missing
-        return not missing & frame.running
+        return not set(self.sources_of.get(job.tile, ())) - frame.level0_done
 
     def _pump(self) -> None:
         """Give idle devices work (caller holds the lock); not a device running a rest."""
@@ -213,6 +217,7 @@ class TileGateway:
                 if d not in resting}
         for device, job in self.scheduler.dispatch(free, self._ready, self._started):
             if not self._dispatch(device, job):
+                self.scheduler.finished(device, job)
                 self._frames[job.frame].running.discard(job.tile)
                 self.scheduler.requeue([job], self.pool.alive())
         if self.scheduler.pending() and not self.pool.alive() and not self._local_running:
@@ -281,6 +286,7 @@ class TileGateway:
                 frame = self._frames.get(frame_id)
                 if frame is not None:
                     frame.running.discard(job.tile)
+                self.scheduler.finished(device, job)
                 self.scheduler.requeue([job], self.pool.alive())
                 self._pump()
             return
@@ -303,6 +309,7 @@ class TileGateway:
     def _accept(self, frame: Frame, job: Job, device: str, out: torch.Tensor,
                 shares: Mapping[str, torch.Tensor], compute_ms: float) -> None:
         frame.running.discard(job.tile)
+        self.scheduler.finished(device, job, compute_ms)
         if job.tile in frame.outputs:
             return  # a re-run raced the original: keep the first
         frame.outputs[job.tile] = out
