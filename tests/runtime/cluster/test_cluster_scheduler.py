@@ -187,3 +187,19 @@ def test_an_unmeasured_device_is_as_much_slower_than_its_seed_as_the_measured_on
     pace.finished("pi4", Job(0, 1, 1, "pi4", "pi4", cost=1.0), compute_ms=30.0)
     assert pace.of("pi4") == pytest.approx(155.0 / 11.0)
     assert Pace().of("any") == 1.0
+
+
+def test_a_task_goes_where_its_bytes_need_not_cross_the_medium_unless_that_is_later():
+    """A level-1 tile's reused halo waits where its frame is gathered (``a``): ``b``, as fast
+    and as idle, would fetch it first (300 ms), so ``a`` takes it; with ``a`` busy for a
+    second, ``b`` does."""
+    clock = Clock()
+    tile = Job(0, 1, 1, "a", "a", cost=100.0)
+    pace = Pace({"a": 1.0, "b": 1.0}, clock, transfer=lambda d, j: 0.0 if d == "a" else 300.0)
+    s = Stealing(prefetch=1, pace=pace)
+    s.add([tile], ["a", "b"])
+    assert s.dispatch({"b": 1, "a": 1}, always) == [("a", tile)]
+    s = Stealing(pace=pace)
+    pace.handed("a", Job(0, 0, 0, "a", "a", cost=1000.0))
+    s.add([tile], ["a", "b"])
+    assert s.dispatch({"b": 1, "a": 0}, always) == [("b", tile)]

@@ -75,7 +75,9 @@ class TileGateway:
     runs, at the gateway, as the plan prices it and as DeepThings' gateway does (it merges
     every source's tiles and runs the remaining layers); ``gather_at_source`` makes work
     stealing gather a frame at its data source and run its rest there instead (not when the
-    rest goes to the edge or cloud)."""
+    rest goes to the edge or cloud). ``dilations`` (device -> its dilation on this host) are
+    each device's pace before its first task is measured (scheduler.Pace: who would finish a
+    tile first) and the dilation of a rest run on a device other than the gateway."""
 
     def __init__(self, graph: Graph, plan: Plan, *, scheduler: str = "stealing",
                  prefetch: int = 0, token: str | None = None, tls: ClientTLS | None = None,
@@ -111,7 +113,15 @@ class TileGateway:
         # dilation), so one device's measured pace tells how fast it runs any tile
         self.cost = {t.index: t.compute_ms / self.dilations.get(t.device, 1.0)
                      for t in part.tiles}
-        self.scheduler = make_scheduler(scheduler, prefetch, self.dilations)
+        self.central = scheduler == "sharing"  # tiles reach devices through the gateway
+        self.input_ratio = codec_ratio(part.input_codec)
+        _, channels, _, _ = part.input_shape
+        crops = {t.index: round(t.input.area * channels * 4 * self.input_ratio)
+                 for t in part.tiles}  # float32 frames, as the plan prices them
+        self._moves = {t.index: (crops[t.index], max(0, t.in_bytes - crops[t.index]),
+                                 t.out_bytes) for t in part.tiles}
+        self.scheduler = make_scheduler(scheduler, prefetch, self.dilations,
+                                        self._transfer_ms)
         self.rest = RestRunner(graph, plan, part.prefix_nodes, edge_target=edge_target,
                                token=token, tls=tls, dilation=gateway_dilation,
                                options=rest_options)
@@ -120,8 +130,6 @@ class TileGateway:
         # rest goes to the edge or cloud (one client, the gateway's, deploys it)
         self.at_source = scheduler == "stealing" and not self.rest.remote and bool(
             gather_at_source)
-        self.central = scheduler == "sharing"  # tiles reach devices through the gateway
-        self.input_ratio = codec_ratio(part.input_codec)
         self.package = package(block_recipe(part.model, part.input_shape, self.block),
                                module_weights(graph, self.block.names))
         self._lock = threading.RLock()
@@ -198,6 +206,19 @@ class TileGateway:
         stealing with ``gather_at_source`` the frame's source (its own tiles' results never
         cross the medium, but it runs the rest the plan priced on the gateway)."""
         return frame.source if self.at_source else self.gateway
+
+    def _transfer_ms(self, device: str, job: Job) -> float:
+        """The ms ``job``'s bytes would be on the medium if ``device`` ran it (the plan's
+        bytes: the crop from where the frame's tiles wait, the reused pieces from and the
+        result back to where it is gathered), for the scheduler's choice of device."""
+        frame = self._frames.get(job.frame)
+        if frame is None:
+            return 0.0
+        crop, pieces, result = self._moves[job.tile]
+        home = self.home(frame)
+        origin = self.gateway if self.central else frame.source
+        nbytes = (crop if origin != device else 0) + (pieces + result if home != device else 0)
+        return nbytes * 8 / (self.medium.mbps * 1e3)
 
     def _ready(self, job: Job) -> bool:
         """A level-1 tile goes out once the level-0 tiles it reuses are done, under every

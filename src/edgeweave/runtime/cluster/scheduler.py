@@ -23,12 +23,14 @@ and a static baseline.
   the optimiser's medium model prices exactly (plan.medium).
 
 Stealing and sharing hand a device a task only if no other device would finish it sooner
-(:class:`Pace`: each device's measured compute per unit of a task's planned cost, and what it
-holds). DeepThings' devices are alike; ours are not: an rpi3 taking a tile it computes in 9-13
-s while both rpi4 would be done with theirs and it in 6 made that frame 22 s long (vgg16, three
-sources), and a prefetch taken by a slow device is the same commitment. A prefetch is thereby a
-steal-ahead by whichever device frees up first. A device left without a task is asked again at
-the next result, when the estimates have changed.
+(:class:`Pace`: each device's measured compute per unit of a task's planned cost, what it
+holds, and the bytes the task would move over the medium: a level-1 tile away from where its
+frame is gathered fetches the reused halo, 290 ms of vgg16's at 18.88 Mbit/s). DeepThings'
+devices are alike; ours are not: an rpi3 taking a tile it computes in 9-13 s while both rpi4
+would be done with theirs and it in 6 made that frame 22 s long (vgg16, three sources), and a
+prefetch taken by a slow device is the same commitment. A prefetch is thereby a steal-ahead by
+whichever device frees up first. A device left without a task is asked again at the next
+result, when the estimates have changed.
 
 All put the tasks of a device that died back in front, so they run again elsewhere (static
 moves them, and the dead device's queue, to the live device with the fewest waiting). Pure
@@ -79,9 +81,14 @@ class Pace:
     9.6 s tile), or the measured devices' mean without a seed."""
 
     def __init__(self, seed: Mapping[str, float] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 transfer: Callable[[str, Job], float] | None = None):
+        """``transfer(device, job)``: the ms the job's bytes take on the medium if ``device``
+        runs it (its crop from the source, reused pieces from and its result back to where
+        the frame is gathered: nothing for a device that holds them)."""
         self.seed = {d: p for d, p in (seed or {}).items() if p > 0}
         self.clock = clock
+        self.transfer = transfer
         self.holding: dict[str, list[Job]] = {}
         self._since: dict[str, float] = {}  # when the device's current task started
         self._sums: dict[str, tuple[float, float]] = {}  # device -> (compute, cost), decayed
@@ -129,9 +136,12 @@ class Pace:
 
     def first_to_finish(self, device: str, job: Job, devices: Iterable[str]) -> bool:
         """Whether no other of ``devices`` would finish ``job`` before ``device`` (ties: yes)."""
-        mine = self.busy_ms(device) + self.of(device) * job.cost
-        return all(mine <= self.busy_ms(d) + self.of(d) * job.cost + 1e-6
-                   for d in devices if d != device)
+        mine = self.finish_ms(device, job)
+        return all(mine <= self.finish_ms(d, job) + 1e-6 for d in devices if d != device)
+
+    def finish_ms(self, device: str, job: Job) -> float:
+        moved = self.transfer(device, job) if self.transfer is not None else 0.0
+        return self.busy_ms(device) + self.of(device) * job.cost + moved
 
 
 class Stealing:
@@ -198,8 +208,7 @@ class Stealing:
             for device, slots in free.items():
                 if slots <= 0:
                     continue
-                job = self.take(device, lambda j, d=device: ready(j) and (
-                    self.pace.first_to_finish(d, j, free)))
+                job = self.take(device, self._first_to_finish(device, ready, free))
                 if job is not None:
                     out.append((device, job))
                     self.pace.handed(device, job)
@@ -208,6 +217,9 @@ class Stealing:
                     free[device] -= 1
                     progress = True
         return out
+
+    def _first_to_finish(self, device: str, ready: Ready, devices: Iterable[str]) -> Ready:
+        return lambda job: ready(job) and self.pace.first_to_finish(device, job, devices)
 
     def drain(self) -> Job | None:
         return self.steal()
@@ -316,14 +328,14 @@ def _pop_first(queue: deque[Job], ready: Ready | None, device: str | None = None
     return job
 
 
-def make_scheduler(name: str, prefetch: int = 0, pace: Mapping[str, float] | None = None
-                   ) -> Stealing | Static:
+def make_scheduler(name: str, prefetch: int = 0, pace: Mapping[str, float] | None = None,
+                   transfer: Callable[[str, Job], float] | None = None) -> Stealing | Static:
     """``pace``: each device's compute ms per unit of a task's cost before any is measured
-    (its dilation when costs are this host's ms)."""
+    (its dilation when costs are this host's ms); ``transfer``: :class:`Pace`'s."""
     if name == "stealing":
-        return Stealing(prefetch, Pace(pace))
+        return Stealing(prefetch, Pace(pace, transfer=transfer))
     if name == "sharing":
-        return Central(prefetch, Pace(pace))
+        return Central(prefetch, Pace(pace, transfer=transfer))
     if name == "static":
         return Static()
     raise EdgeWeaveError(f"--scheduler {name!r}: expected one of {', '.join(SCHEDULERS)}")
