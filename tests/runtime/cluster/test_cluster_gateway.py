@@ -35,8 +35,11 @@ def run(gw, xs, sources):
 @pytest.mark.parametrize("reuse", [True, False])
 def test_every_frame_from_several_sources_equals_the_single_device_output(
         workers, scheduler, reuse):
+    """With a prefetch and devices of unlike pace (b said 3x slower): whoever takes what, every
+    level-1 tile goes out only once the level-0 tiles it reuses are back."""
     plan = digits_plan(grid=(2, 3), reuse=reuse)
-    gw = TileGateway(digits(), plan, scheduler=scheduler, token=TOKEN)
+    gw = TileGateway(digits(), plan, scheduler=scheduler, token=TOKEN, prefetch=1,
+                     dilations={"a": 1.0, "b": 3.0, "c": 1.0})
     try:
         for device in "abc":
             gw.join(device, workers.start(device))
@@ -51,6 +54,9 @@ def test_every_frame_from_several_sources_equals_the_single_device_output(
         assert sorted(t.tile for t in r.timeline) == list(range(6))
         assert {t.device for t in r.timeline} == set(r.tasks)
         assert all(0 <= t.sent_ms <= t.done_ms <= r.cluster_ms for t in r.timeline)
+        timing = {t.tile: t for t in r.timeline}
+        for tile, sources in gw.sources_of.items():
+            assert all(timing[tile].sent_ms >= timing[k].done_ms for k in sources)
         assert r.home == "a"  # gathered, and the rest run, at the gateway
     if scheduler == "static":  # the plan's assignment, every frame
         planned = {t.index: t.device for t in plan.partition.tiles}

@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 
 from edgeweave.errors import EdgeWeaveError
-from edgeweave.runtime.cluster.scheduler import Central, Job, Static, Stealing, make_scheduler
+from edgeweave.runtime.cluster.scheduler import (
+    Central,
+    Job,
+    Pace,
+    Static,
+    Stealing,
+    make_scheduler,
+)
 
 
 def jobs(frame: int, source: str, planned: list[str]) -> list[Job]:
@@ -114,3 +121,85 @@ def test_sharing_keeps_one_queue_at_the_gateway_first_come_first_served():
     assert [s.take("a", always) for _ in range(3)] == [
         Job(0, 0, 0, "a", "a"), Job(1, 0, 0, "b", "a"), first]
     assert s.pending() == 0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_device_takes_no_task_another_would_finish_sooner():
+    """An rpi3 (pace 4) idle beside a busy rpi4 (pace 1): a big tile waits for the rpi4, which
+    is done with it sooner even after its current one; a small one goes to the rpi3 at once.
+    When the rpi4 frees up it takes the big tile."""
+    clock = Clock()
+    s = Stealing(pace=Pace({"pi4": 1.0, "pi3": 4.0}, clock))
+    s.add([Job(0, 0, 0, "pi4", "pi4", cost=100.0), Job(0, 1, 0, "pi4", "pi4", cost=100.0),
+           Job(0, 2, 0, "pi4", "pi4", cost=10.0)], ["pi4", "pi3"])
+    first = s.dispatch({"pi4": 1, "pi3": 0}, always)
+    assert first == [("pi4", Job(0, 0, 0, "pi4", "pi4", cost=100.0))]
+    clock.now = 0.05  # 50 ms into its 100: done with a big tile at 150 vs the rpi3's 400
+    got = s.dispatch({"pi4": 0, "pi3": 1}, always)
+    assert got == [("pi3", Job(0, 2, 0, "pi4", "pi4", cost=10.0))]  # 40 ms vs 60
+    assert s.dispatch({"pi4": 0, "pi3": 0}, always) == [] and s.pending() == 1
+    s.finished("pi4", first[0][1], compute_ms=100.0)
+    s.finished("pi3", got[0][1], compute_ms=40.0)
+    assert s.dispatch({"pi4": 1, "pi3": 1}, always) == [
+        ("pi4", Job(0, 1, 0, "pi4", "pi4", cost=100.0))]
+
+
+def test_a_devices_pace_is_measured_and_a_prefetch_goes_to_whoever_frees_up_first():
+    """No seed: the devices look alike until one answers slowly; then, with room for a second
+    task each, the fast device's prefetch is allowed (it frees up first) and the slow one's
+    is not."""
+    clock = Clock()
+    s = Stealing(prefetch=1, pace=Pace(clock=clock))
+    s.add([Job(0, k, 0, "a", "a", cost=10.0) for k in range(5)], ["a", "b"])
+    got = s.dispatch({"a": 1, "b": 1}, always)
+    assert [d for d, _ in got] == ["a", "b"]
+    clock.now = 0.01
+    s.finished("a", got[0][1], compute_ms=10.0)
+    s.finished("b", got[1][1], compute_ms=80.0)  # b is 8x slower
+    assert s.pace.of("a") == 1.0 and s.pace.of("b") == 8.0
+    got = s.dispatch({"a": 2, "b": 2}, always)
+    # a takes two (its second ends at 20 ms, before b's first at 80); b gets none
+    assert [d for d, _ in got] == ["a", "a"] and s.pending() == 1
+
+
+def test_a_thief_steals_from_the_source_with_the_most_work_left():
+    s = Stealing()
+    s.add([Job(0, 0, 0, "a", "a", cost=1.0), Job(0, 1, 0, "a", "a", cost=1.0)], ["a", "b", "c"])
+    s.add([Job(1, 0, 0, "b", "b", cost=5.0)], ["a", "b", "c"])
+    assert s.take("c", always) == Job(1, 0, 0, "b", "b", cost=5.0)  # 5 ms left at b, 2 at a
+
+
+def test_an_unmeasured_device_is_as_much_slower_than_its_seed_as_the_measured_ones():
+    """The host's load slows every emulated device: an rpi4 measured 25% over its seed makes
+    the unmeasured rpi3 25% slower than its seed too; a small tile's per-call cost moves a
+    pace by its small share of the work, not as one sample in two."""
+    pace = Pace({"pi4": 10.0, "pi3": 30.0})
+    pace.finished("pi4", Job(0, 0, 0, "pi4", "pi4", cost=10.0), compute_ms=150.0)
+    assert pace.of("pi4") == pytest.approx(12.5)  # the seed counts as one task
+    assert pace.of("pi3") == pytest.approx(37.5)
+    pace.finished("pi4", Job(0, 1, 1, "pi4", "pi4", cost=1.0), compute_ms=30.0)
+    assert pace.of("pi4") == pytest.approx(155.0 / 11.0)
+    assert Pace().of("any") == 1.0
+
+
+def test_a_task_goes_where_its_bytes_need_not_cross_the_medium_unless_that_is_later():
+    """A level-1 tile's reused halo waits where its frame is gathered (``a``): ``b``, as fast
+    and as idle, would fetch it first (300 ms), so ``a`` takes it; with ``a`` busy for a
+    second, ``b`` does."""
+    clock = Clock()
+    tile = Job(0, 1, 1, "a", "a", cost=100.0)
+    pace = Pace({"a": 1.0, "b": 1.0}, clock, transfer=lambda d, j: 0.0 if d == "a" else 300.0)
+    s = Stealing(prefetch=1, pace=pace)
+    s.add([tile], ["a", "b"])
+    assert s.dispatch({"b": 1, "a": 1}, always) == [("a", tile)]
+    s = Stealing(pace=pace)
+    pace.handed("a", Job(0, 0, 0, "a", "a", cost=1000.0))
+    s.add([tile], ["a", "b"])
+    assert s.dispatch({"b": 1, "a": 0}, always) == [("b", tile)]

@@ -75,7 +75,9 @@ class TileGateway:
     runs, at the gateway, as the plan prices it and as DeepThings' gateway does (it merges
     every source's tiles and runs the remaining layers); ``gather_at_source`` makes work
     stealing gather a frame at its data source and run its rest there instead (not when the
-    rest goes to the edge or cloud)."""
+    rest goes to the edge or cloud). ``dilations`` (device -> its dilation on this host) are
+    each device's pace before its first task is measured (scheduler.Pace: who would finish a
+    tile first) and the dilation of a rest run on a device other than the gateway."""
 
     def __init__(self, graph: Graph, plan: Plan, *, scheduler: str = "stealing",
                  prefetch: int = 0, token: str | None = None, tls: ClientTLS | None = None,
@@ -106,18 +108,28 @@ class TileGateway:
         self.medium = SharedMedium(part.medium.mbps, part.medium.rtt_ms, time_scale)
         self.pool = WorkerPool(self.medium, self.gateway, self._on_ready, self._on_gone,
                                token=token, tls=tls, task_timeout_s=task_timeout_s)
-        self.scheduler = make_scheduler(scheduler, prefetch)
+        self.dilations = dict(dilations or {})
+        # a task's cost in this host's ms (the plan's ms on its device over that device's
+        # dilation), so one device's measured pace tells how fast it runs any tile
+        self.cost = {t.index: t.compute_ms / self.dilations.get(t.device, 1.0)
+                     for t in part.tiles}
+        self.central = scheduler == "sharing"  # tiles reach devices through the gateway
+        self.input_ratio = codec_ratio(part.input_codec)
+        _, channels, _, _ = part.input_shape
+        crops = {t.index: round(t.input.area * channels * 4 * self.input_ratio)
+                 for t in part.tiles}  # float32 frames, as the plan prices them
+        self._moves = {t.index: (crops[t.index], max(0, t.in_bytes - crops[t.index]),
+                                 t.out_bytes) for t in part.tiles}
+        self.scheduler = make_scheduler(scheduler, prefetch, self.dilations,
+                                        self._transfer_ms)
         self.rest = RestRunner(graph, plan, part.prefix_nodes, edge_target=edge_target,
                                token=token, tls=tls, dilation=gateway_dilation,
                                options=rest_options)
         self._graph, self._plan = graph, plan
-        self.dilations = dict(dilations or {})
         # stealing may gather a frame at its source, which runs the rest itself; not when the
         # rest goes to the edge or cloud (one client, the gateway's, deploys it)
         self.at_source = scheduler == "stealing" and not self.rest.remote and bool(
             gather_at_source)
-        self.central = scheduler == "sharing"  # tiles reach devices through the gateway
-        self.input_ratio = codec_ratio(part.input_codec)
         self.package = package(block_recipe(part.model, part.input_shape, self.block),
                                module_weights(graph, self.block.names))
         self._lock = threading.RLock()
@@ -182,7 +194,8 @@ class TileGateway:
                     frame.at_gateway[t.index] = self.medium.relay(nbytes, source, self.gateway)
                     frame.medium_bytes += nbytes if source != self.gateway else 0
             self.scheduler.add([Job(frame.id, t.index, t.level, source,
-                                    self.assignment[t.index]) for t in self.order],
+                                    self.assignment[t.index], self.cost[t.index])
+                                for t in self.order],
                                self.pool.alive())
             self._pump()
         return future
@@ -194,17 +207,29 @@ class TileGateway:
         cross the medium, but it runs the rest the plan priced on the gateway)."""
         return frame.source if self.at_source else self.gateway
 
+    def _transfer_ms(self, device: str, job: Job) -> float:
+        """The ms ``job``'s bytes would be on the medium if ``device`` ran it (the plan's
+        bytes: the crop from where the frame's tiles wait, the reused pieces from and the
+        result back to where it is gathered), for the scheduler's choice of device."""
+        frame = self._frames.get(job.frame)
+        if frame is None:
+            return 0.0
+        crop, pieces, result = self._moves[job.tile]
+        home = self.home(frame)
+        origin = self.gateway if self.central else frame.source
+        nbytes = (crop if origin != device else 0) + (pieces + result if home != device else 0)
+        return nbytes * 8 / (self.medium.mbps * 1e3)
+
     def _ready(self, job: Job) -> bool:
-        """The static plan sends a level-1 tile once the tiles it reuses are done (the plan's
-        schedule). Stealing and sharing never wait for a neighbour nobody is computing (its halo is
-        computed instead), but does wait for one running on a device now: a level-1 tile
-        taken then would compute the whole halo again (vgg16 on two devices: the gateway
-        redid half its neighbour's work, and two devices ran no faster than one)."""
+        """A level-1 tile goes out once the level-0 tiles it reuses are done, under every
+        scheduler (the plan's schedule; DeepThings queues level 1 behind level 0). Taken
+        earlier it computes their halo again: vgg16 on two devices, the gateway redid half its
+        neighbour's work and two devices ran no faster than one; taken while its neighbours
+        were still queued (the plan's preference put it first), it computed the halo and the
+        neighbours then ran anyway. Its neighbours are always in some queue or on a device
+        (a dead device's go back), so it never waits forever."""
         frame = self._frames[job.frame]
-        missing = set(self.sources_of.get(job.tile, ())) - frame.level0_done
-        if self.scheduler.name == "static":
-            return not missing
-        return not missing & frame.running
+        return not set(self.sources_of.get(job.tile, ())) - frame.level0_done
 
     def _pump(self) -> None:
         """Give idle devices work (caller holds the lock); not a device running a rest."""
@@ -213,6 +238,7 @@ class TileGateway:
                 if d not in resting}
         for device, job in self.scheduler.dispatch(free, self._ready, self._started):
             if not self._dispatch(device, job):
+                self.scheduler.finished(device, job)
                 self._frames[job.frame].running.discard(job.tile)
                 self.scheduler.requeue([job], self.pool.alive())
         if self.scheduler.pending() and not self.pool.alive() and not self._local_running:
@@ -281,6 +307,7 @@ class TileGateway:
                 frame = self._frames.get(frame_id)
                 if frame is not None:
                     frame.running.discard(job.tile)
+                self.scheduler.finished(device, job)
                 self.scheduler.requeue([job], self.pool.alive())
                 self._pump()
             return
@@ -303,6 +330,7 @@ class TileGateway:
     def _accept(self, frame: Frame, job: Job, device: str, out: torch.Tensor,
                 shares: Mapping[str, torch.Tensor], compute_ms: float) -> None:
         frame.running.discard(job.tile)
+        self.scheduler.finished(device, job, compute_ms)
         if job.tile in frame.outputs:
             return  # a re-run raced the original: keep the first
         frame.outputs[job.tile] = out

@@ -3,12 +3,14 @@ and a static baseline.
 
 * **Work stealing** (``stealing``): every tile of a frame starts in its data source's queue. A
   data source takes its own tiles first; an idle device asks the gateway for a victim, which
-  names the registered sources round-robin (skipping those with nothing left), and takes the
-  first task of the victim's queue that can start (the gateway's ``ready``: a data-reuse tile
-  whose neighbour is being computed right now waits for that halo rather than compute it
-  again), one the plan assigned to it first. The input crosses the medium once, victim to
-  thief. Devices hold ``1 + prefetch`` tasks at most, so whoever is idle gets the next one:
-  the load balances itself, and a device that joins late simply starts asking.
+  names the source with the most planned work left in its queue (DeepThings goes round-robin
+  over its registered sources; with one frame per source in flight, the source furthest from
+  done is the one whose frame finishes last; ties round-robin), and takes the first task of
+  the victim's queue that can start (the gateway's ``ready``: a data-reuse tile waits for the
+  level-0 neighbours whose halo it reuses rather than compute it again), one the plan
+  assigned to it first. The input crosses the medium once, victim to thief. Devices hold
+  ``1 + prefetch`` tasks at most, so whoever is idle gets the next one: the load balances
+  itself, and a device that joins late simply starts asking.
 * **Work sharing** (``sharing``, DeepThings' centralized baseline): a data source hands all of a
   frame's tiles to the gateway, which keeps one queue for every source (first come, first
   served); an idle device asks the gateway and gets the first task of that queue that can
@@ -20,6 +22,16 @@ and a static baseline.
   are done, as the plan's schedule has it), in the plan's task order. No load balancing: what
   the optimiser's medium model prices exactly (plan.medium).
 
+Stealing and sharing hand a device a task only if no other device would finish it sooner
+(:class:`Pace`: each device's measured compute per unit of a task's planned cost, what it
+holds, and the bytes the task would move over the medium: a level-1 tile away from where its
+frame is gathered fetches the reused halo, 290 ms of vgg16's at 18.88 Mbit/s). DeepThings'
+devices are alike; ours are not: an rpi3 taking a tile it computes in 9-13 s while both rpi4
+would be done with theirs and it in 6 made that frame 22 s long (vgg16, three sources), and a
+prefetch taken by a slow device is the same commitment. A prefetch is thereby a steal-ahead by
+whichever device frees up first. A device left without a task is asked again at the next
+result, when the estimates have changed.
+
 All put the tasks of a device that died back in front, so they run again elsewhere (static
 moves them, and the dead device's queue, to the live device with the fewest waiting). Pure
 bookkeeping: the gateway calls it under its lock.
@@ -27,8 +39,9 @@ bookkeeping: the gateway calls it under its lock.
 
 from __future__ import annotations
 
+import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from edgeweave.errors import EdgeWeaveError
@@ -39,13 +52,15 @@ SCHEDULERS = ("stealing", "sharing", "static")
 @dataclass(frozen=True)
 class Job:
     """One tile of one frame: ``source`` is the device holding the frame, ``planned`` the
-    device the plan assigns it to."""
+    device the plan assigns it to, ``cost`` its compute in a unit common to every device (the
+    plan's compute ms over the planned device's dilation: this host's ms)."""
 
     frame: int
     tile: int
     level: int
     source: str
     planned: str
+    cost: float = 1.0
 
 
 Ready = Callable[[Job], bool]
@@ -54,13 +69,89 @@ Ready = Callable[[Job], bool]
 Started = Callable[[str, Job], None]
 
 
+class Pace:
+    """When each device would finish a task: its pace (compute ms per unit of a task's
+    ``cost``) times the cost, after the tasks it holds (their estimate less the time the first
+    has run). A device's pace is measured: the ratio of its compute to its tasks' cost, each
+    older task counting half as much as the next (a ratio of sums, so a small level-1 tile's
+    fixed per-call cost does not make a device look slow), the seed counting as one task at
+    first. Before a device has run any, its seed (its dilation) times how much slower than
+    their seeds the measured devices run (this host's load slows every emulated device alike:
+    an rpi3 judged by its bare seed beside loaded rpi4 looked 1.7x too fast and took a
+    9.6 s tile), or the measured devices' mean without a seed."""
+
+    def __init__(self, seed: Mapping[str, float] | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 transfer: Callable[[str, Job], float] | None = None):
+        """``transfer(device, job)``: the ms the job's bytes take on the medium if ``device``
+        runs it (its crop from the source, reused pieces from and its result back to where
+        the frame is gathered: nothing for a device that holds them)."""
+        self.seed = {d: p for d, p in (seed or {}).items() if p > 0}
+        self.clock = clock
+        self.transfer = transfer
+        self.holding: dict[str, list[Job]] = {}
+        self._since: dict[str, float] = {}  # when the device's current task started
+        self._sums: dict[str, tuple[float, float]] = {}  # device -> (compute, cost), decayed
+
+    def of(self, device: str) -> float:
+        if device in self._sums:
+            compute, cost = self._sums[device]
+            return compute / cost
+        measured = {d: c / w for d, (c, w) in self._sums.items()}
+        if device in self.seed:
+            drift = [p / self.seed[d] for d, p in measured.items() if d in self.seed]
+            return self.seed[device] * (sum(drift) / len(drift) if drift else 1.0)
+        return sum(measured.values()) / len(measured) if measured else 1.0
+
+    def handed(self, device: str, job: Job) -> None:
+        held = self.holding.setdefault(device, [])
+        if not held:
+            self._since[device] = self.clock()
+        held.append(job)
+
+    def finished(self, device: str, job: Job, compute_ms: float | None = None) -> None:
+        """``device`` answered ``job`` (``compute_ms`` measured) or gave it up (None)."""
+        held = self.holding.get(device, [])
+        if job in held:
+            held.remove(job)
+            self._since[device] = self.clock()
+        if compute_ms is not None and compute_ms > 0 and job.cost > 0:
+            if device in self._sums:
+                compute, cost = self._sums[device]
+                self._sums[device] = (compute / 2 + compute_ms, cost / 2 + job.cost)
+            elif device in self.seed:
+                self._sums[device] = (self.seed[device] * job.cost + compute_ms, 2 * job.cost)
+            else:
+                self._sums[device] = (compute_ms, job.cost)
+
+    def forget(self, device: str) -> None:
+        self.holding.pop(device, None)
+
+    def busy_ms(self, device: str) -> float:
+        held = self.holding.get(device)
+        if not held:
+            return 0.0
+        left = self.of(device) * sum(j.cost for j in held)
+        return max(0.0, left - (self.clock() - self._since[device]) * 1000.0)
+
+    def first_to_finish(self, device: str, job: Job, devices: Iterable[str]) -> bool:
+        """Whether no other of ``devices`` would finish ``job`` before ``device`` (ties: yes)."""
+        mine = self.finish_ms(device, job)
+        return all(mine <= self.finish_ms(d, job) + 1e-6 for d in devices if d != device)
+
+    def finish_ms(self, device: str, job: Job) -> float:
+        moved = self.transfer(device, job) if self.transfer is not None else 0.0
+        return self.busy_ms(device) + self.of(device) * job.cost + moved
+
+
 class Stealing:
     name = "stealing"
 
-    def __init__(self, prefetch: int = 0):
+    def __init__(self, prefetch: int = 0, pace: Pace | None = None):
         self.prefetch = prefetch
         self.queues: dict[str, deque[Job]] = {}  # registered sources, in order
         self._victim = 0
+        self.pace = pace or Pace()
 
     def limit(self) -> int:
         return 1 + self.prefetch
@@ -78,6 +169,10 @@ class Stealing:
 
     def leave(self, device: str, live: Sequence[str]) -> None:
         """Nothing moves: a dead source's queue is stolen from like any other."""
+        self.pace.forget(device)
+
+    def finished(self, device: str, job: Job, compute_ms: float | None = None) -> None:
+        self.pace.finished(device, job, compute_ms)
 
     def take(self, device: str, ready: Ready) -> Job | None:
         """The first ``ready`` task of the device's own queue, else one stolen."""
@@ -86,20 +181,26 @@ class Stealing:
         return job if job is not None else self.steal(ready, device)
 
     def steal(self, ready: Ready | None = None, thief: str | None = None) -> Job | None:
-        """The first ``ready`` task of the next registered source's queue that has one
-        (round-robin over the victims), one the plan gave ``thief`` first."""
+        """The first ``ready`` task of the source's queue with the most planned work left
+        that has one (ties: round-robin over the victims), one the plan gave ``thief``
+        first."""
         sources = list(self.queues)
-        for step in range(len(sources)):
-            queue = self.queues[sources[(self._victim + step) % len(sources)]]
+        n = len(sources)
+        order = sorted(range(n), key=lambda k: (-sum(j.cost for j in self.queues[sources[k]]),
+                                                (k - self._victim) % n))
+        for k in order:
+            queue = self.queues[sources[k]]
             job = _pop_first(queue, ready, thief) if queue else None
             if job is not None:
-                self._victim = (self._victim + step + 1) % len(sources)
+                self._victim = (k + 1) % n
                 return job
         return None
 
     def dispatch(self, free: dict[str, int], ready: Ready, started: Started | None = None
                  ) -> list[tuple[str, Job]]:
-        """Idle devices ask in turn, one task per turn, until none gets one."""
+        """Idle devices ask in turn, one task per turn, until none gets one; a device gets
+        only a task no other device of ``free`` (every device taking work now, free or not)
+        would finish sooner."""
         out = []
         progress = True
         while progress:
@@ -107,14 +208,18 @@ class Stealing:
             for device, slots in free.items():
                 if slots <= 0:
                     continue
-                job = self.take(device, ready)
+                job = self.take(device, self._first_to_finish(device, ready, free))
                 if job is not None:
                     out.append((device, job))
+                    self.pace.handed(device, job)
                     if started is not None:
                         started(device, job)
                     free[device] -= 1
                     progress = True
         return out
+
+    def _first_to_finish(self, device: str, ready: Ready, devices: Iterable[str]) -> Ready:
+        return lambda job: ready(job) and self.pace.first_to_finish(device, job, devices)
 
     def drain(self) -> Job | None:
         return self.steal()
@@ -163,6 +268,9 @@ class Static:
         for job in again:
             if self.device.get((job.frame, job.tile)) not in live:
                 self.device[(job.frame, job.tile)] = self._least_loaded(live)
+
+    def finished(self, device: str, job: Job, compute_ms: float | None = None) -> None:
+        """The plan's assignment does not depend on the devices' pace."""
 
     def leave(self, device: str, live: Sequence[str]) -> None:
         for job in self.jobs:
@@ -220,11 +328,14 @@ def _pop_first(queue: deque[Job], ready: Ready | None, device: str | None = None
     return job
 
 
-def make_scheduler(name: str, prefetch: int = 0) -> Stealing | Static:
+def make_scheduler(name: str, prefetch: int = 0, pace: Mapping[str, float] | None = None,
+                   transfer: Callable[[str, Job], float] | None = None) -> Stealing | Static:
+    """``pace``: each device's compute ms per unit of a task's cost before any is measured
+    (its dilation when costs are this host's ms); ``transfer``: :class:`Pace`'s."""
     if name == "stealing":
-        return Stealing(prefetch)
+        return Stealing(prefetch, Pace(pace, transfer=transfer))
     if name == "sharing":
-        return Central(prefetch)
+        return Central(prefetch, Pace(pace, transfer=transfer))
     if name == "static":
         return Static()
     raise EdgeWeaveError(f"--scheduler {name!r}: expected one of {', '.join(SCHEDULERS)}")
