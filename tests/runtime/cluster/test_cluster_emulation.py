@@ -106,3 +106,44 @@ def test_a_run_sets_its_compute_and_its_replayed_schedule_beside_the_plan():
     assert run(1.0).replayed_ms() == pytest.approx(part.predicted["latency_ms"], rel=1e-6)
     assert run(2.0).compute_vs_plan_pct == pytest.approx(100.0)
     assert run(2.0).replayed_ms() > part.predicted["latency_ms"]
+
+
+def test_a_calibration_pass_reprices_the_plan_from_what_its_devices_took():
+    """Calibration frames whose every tile took 1.5x its price (one stolen to the rpi3 b,
+    priced there by the dilation ratio) and whose rest took 1.2x (slow motion undone): the
+    devices' factors are 1.5, the rest's 1.2, and the plan priced again with them predicts
+    1.2x the rest and 1.5x each tile's compute, for the same grid and devices."""
+    from cluster_helpers import cluster_fleet, digits
+
+    from edgeweave.profile import analytic_profile
+    from edgeweave.runtime.cluster.calibrate import calibration_of
+    from edgeweave.runtime.cluster.frames import TaskTiming
+    from edgeweave.runtime.cluster.session import plan_calibrated, plan_emulated
+
+    graph, fleet = digits(), cluster_fleet()
+    profile = analytic_profile(graph, fleet)
+    plan = plan_emulated(graph, profile, fleet, methods=("fused-tiles",), grid=(2, 2),
+                         reuse=False)
+    part = plan.partition
+    dilations = {"a": 8.0, "b": 24.0, "c": 8.0}
+    ran = {t.index: ("b" if k == 0 else t.device) for k, t in enumerate(part.tiles)}
+    timeline = [TaskTiming(t.index, ran[t.index], 0.0, 1.0, 0.0, 2.0 * 1.5 * t.compute_ms
+                           * dilations[ran[t.index]] / dilations[t.device])
+                for t in part.tiles]
+    frames = [FrameResult(k, "a", None, 1.0, 1.0, 2.0 * 1.2 * part.predicted["rest_ms"], 0,
+                          {}, {}, 0, 0, timeline=timeline) for k in range(2)]
+    cal = calibration_of(plan, frames, dilations, time_scale=2.0)
+    assert cal.rest_scale == pytest.approx(1.2) and cal.frames == 2
+    assert cal.tasks == 2 * len(part.tiles) and cal.ms_per_mb is None
+    assert set(cal.compute_scale) == {t.device for t in part.tiles}
+    assert all(k == pytest.approx(1.5) for k in cal.compute_scale.values())
+    again = plan_calibrated(graph, profile, fleet, plan, cal, ["a", "b", "c"]).partition
+    assert (again.fused_depth, again.grid, again.reuse) == (part.fused_depth, part.grid,
+                                                            part.reuse)
+    assert again.predicted["rest_ms"] == pytest.approx(1.2 * part.predicted["rest_ms"])
+    priced = {t.index: t.compute_ms for t in part.tiles}
+    for t in again.tiles:
+        if t.device == part.tiles[t.index].device:
+            assert t.compute_ms == pytest.approx(1.5 * priced[t.index])
+    assert again.predicted["latency_ms"] > part.predicted["latency_ms"]
+    assert again.search["run_calibration"]["rest_scale"] == pytest.approx(1.2)
