@@ -60,6 +60,11 @@ CASES: list[tuple[list[str], str, bool]] = [
     (["digits-cnn", "--time-scale", "0.5"], "--time-scale: expected auto or a number", True),
     (["digits-cnn", "--time-scale", "fast"], "--time-scale: expected auto or a number", True),
     (["digits-cnn", "--time-scale", "inf"], "--time-scale", True),
+    (["digits-cnn", "--gather-at-source", "--scheduler", "sharing"],
+     "--gather-at-source applies to --scheduler stealing", True),
+    (["digits-cnn", "--gather-at-source", "--method", "layer-wise"],
+     "--gather-at-source applies to fused tiles", True),
+    (["digits-cnn", "--calibrate", "-1"], "--calibrate", True),
     (["digits-cnn", "--grid", "99x99"], "grid 99x99 is larger than", False),
     (["digits-cnn", "--fleet", "{d}/tiny.yaml", "--method", "fused-tiles"],
      "the gateway 'a' would exceed its memory limit 0.01 MiB", False),
@@ -141,6 +146,39 @@ def test_layer_devices_and_time_scale_reach_the_plan_and_the_run(profiling, monk
     part = seen["plan"].partition
     assert part.method == "layer-wise" and seen["time_scale"] == 2.5
     assert {len(layer.devices) for layer in part.layers} == {3}
+
+
+def test_gather_at_source_and_calibrate_reach_the_run(profiling, monkeypatch, capsys):
+    """--gather-at-source and --calibrate are handed to the run (the run itself replaced: no
+    processes); with the rest of the model on the edge or cloud, --gather-at-source is one
+    clear error (only the gateway deploys the rest there)."""
+    profiling(True)
+    session = importlib.import_module("edgeweave.runtime.cluster.session")
+    seen: dict = {}
+
+    class Stop(Exception):
+        pass
+
+    def run_cluster(graph, plan, *a, gather_at_source, calibrate, **k):
+        seen.update(plan=plan, gather_at_source=gather_at_source, calibrate=calibrate)
+        raise Stop
+
+    monkeypatch.setattr(session, "run_cluster", run_cluster)
+    argv = ["edgeweave", "distribute", "digits-cnn", "--method", "fused-tiles", "--grid",
+            "2x2", "--sources", "pi4-0,pi4-1", "--gather-at-source", "--calibrate", "2"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(Stop):
+        cli_app.main()
+    assert seen["gather_at_source"] is True and seen["calibrate"] == 2
+    remote = seen["plan"].model_copy(update={"placement": {
+        **seen["plan"].placement, next(iter(seen["plan"].placement)): "edge"}})
+    monkeypatch.setattr(session, "plan_emulated", lambda *a, **k: remote)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        cli_app.main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    assert "--gather-at-source: the plan runs the rest of the model on the edge" in err, err
 
 
 @pytest.mark.slow
