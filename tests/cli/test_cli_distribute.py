@@ -188,7 +188,7 @@ def test_distribute_runs_the_plan_on_worker_processes(tmp_path, monkeypatch, cap
     out = tmp_path / "run.json"
     argv = ["edgeweave", "distribute", "digits-cnn", "--devices", "pi4-0,pi4-1,pi3-0",
             "--method", "fused-tiles", "--grid", "2x2", "--frames", "2", "--repeats", "1",
-            "--json", str(out)]
+            "--calibrate", "1", "--json", str(out)]
     monkeypatch.setattr(sys, "argv", argv)
     monkeypatch.setenv("COLUMNS", "200")
     with pytest.raises(SystemExit) as exit_:
@@ -204,3 +204,10 @@ def test_distribute_runs_the_plan_on_worker_processes(tmp_path, monkeypatch, cap
     dilations = run["dilations"]
     assert set(run["workers"]) == set(dilations) and dilations["pi4-0"] >= 1.0
     assert all(dilations[n] > dilations["pi4-0"] for n in dilations if n.startswith("pi3"))
+    # priced again from one dummy frame on the same workers before the measured ones
+    assert "calibrated on 1 dummy frame" in text
+    calibration = run["calibration"]
+    assert calibration["frames"] == 1 and calibration["tasks"] >= 4
+    assert set(calibration["compute_scale"]) == {"pi4-0", "pi4-1", "pi3-0"}
+    assert all(k > 0 for k in calibration["compute_scale"].values())
+    assert run["uncalibrated_predicted_ms"] > 0 and run["predicted_ms"] > 0

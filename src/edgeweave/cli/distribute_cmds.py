@@ -103,7 +103,8 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
     if json_out is not None:
         from edgeweave.cli.options import write_output
 
-        doc = {"plan": json.loads(plan.model_dump_json()), "run": run.to_json()}
+        # the plan that ran (priced again from the calibration pass, if any)
+        doc = {"plan": json.loads(run.plan.model_dump_json()), "run": run.to_json()}
         write_output("--json", json_out, json.dumps(doc, indent=1, default=str))
         console.print(f"written to {json_out}")
 

@@ -137,7 +137,7 @@ def test_a_calibration_pass_reprices_the_plan_from_what_its_devices_took():
     assert cal.tasks == 2 * len(part.tiles) and cal.ms_per_mb is None
     assert set(cal.compute_scale) == {t.device for t in part.tiles}
     assert all(k == pytest.approx(1.5) for k in cal.compute_scale.values())
-    again = plan_calibrated(graph, profile, fleet, plan, cal, ["a", "b", "c"]).partition
+    again = plan_calibrated(graph, profile, fleet, plan, cal).partition
     assert (again.fused_depth, again.grid, again.reuse) == (part.fused_depth, part.grid,
                                                             part.reuse)
     assert again.predicted["rest_ms"] == pytest.approx(1.2 * part.predicted["rest_ms"])

@@ -30,7 +30,8 @@ def calibration_of(plan: Plan, results: Sequence[FrameResult], dilations: Mappin
     """The calibration ``results`` (frames run under ``plan``) measured. A tile that ran on
     another device than planned is priced there as its planned price times the two devices'
     dilation ratio (the profile scales a layer's latency by the same GFLOP/s ratio); a task
-    the gateway ran itself (no device left) is not counted. A layer-wise plan: each device's
+    the gateway ran itself (no device left) is not counted; a device of the plan that ran
+    nothing gets the drift of all of them (plan.run_calibration). A layer-wise plan: each device's
     compute in a frame against its parts' prices, the gateway's with the layers it runs
     itself between the split ones (priced at its own speed too)."""
     part = plan.partition
@@ -61,6 +62,4 @@ def calibration_of(plan: Plan, results: Sequence[FrameResult], dilations: Mappin
     ms = sum(v for r in results for v in r.task_overhead_ms)
     mib = sum(b for r in results for b in r.task_overhead_bytes) / 2**20
     per_mb = ms / mib / time_scale if mib > 0 else None
-    devices = sorted(({t.device for t in part.tiles}
-                      | {d for la in part.layers for d in la.devices}) & set(dilations))
-    return fit_calibration(tasks, devices, rests, per_mb, len(results))
+    return fit_calibration(tasks, part.devices, rests, per_mb, len(results))

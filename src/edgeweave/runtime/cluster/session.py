@@ -63,10 +63,10 @@ def plan_emulated(graph: Graph, profile: Profile, fleet: Fleet, **options: Any) 
 
 
 def plan_calibrated(graph: Graph, profile: Profile, fleet: Fleet, plan: Plan,
-                    calibration: RunCalibration, devices: Sequence[str]) -> Plan:
+                    calibration: RunCalibration) -> Plan:
     """``plan`` priced again with ``calibration`` (plan.run_calibration): the same method,
-    fused depth, grid, reuse, codecs, layer split and objective, over ``devices`` (those with
-    a worker running), each tile's device chosen again at the calibrated prices."""
+    fused depth, grid, reuse, codecs, layer split, devices and objective, each tile's device
+    chosen again at the calibrated prices."""
     part = plan.partition
     assert part is not None
     pins: dict[str, Any] = (
@@ -75,7 +75,7 @@ def plan_calibrated(graph: Graph, profile: Profile, fleet: Fleet, plan: Plan,
         dict(layer_split=part.layer_split or "biased",
              layer_devices=len({d for la in part.layers for d in la.devices} | {part.gateway})))
     return plan_emulated(graph, profile, fleet, methods=(part.method,),
-                         devices=[d for d in part.devices if d in devices],
+                         devices=list(part.devices), cluster=part.cluster,
                          objective=plan.objective, input_codec=part.input_codec,
                          result_codec=part.result_codec, model_spec=part.model,
                          calibration=calibration, **pins)
@@ -272,7 +272,8 @@ def run_cluster(graph: Graph, plan: Plan, profile: Profile, fleet: Fleet,
     after the warm-up, that many frames of dummy input run through the same workers and the
     plan is priced again from what they took (:func:`plan_calibrated`), before any measured
     frame; the run then uses the calibrated plan (a new gateway over the same workers if its
-    tiles moved) and predicts with it."""
+    tiles moved, and a worker started for a device it newly gives work) and predicts with
+    it."""
     part = plan.partition
     if part is None or part.method not in ("fused-tiles", "layer-wise"):
         raise EdgeWeaveError("the plan runs on one device (no multi-device partition to run); "
@@ -318,7 +319,14 @@ def run_cluster(graph: Graph, plan: Plan, profile: Profile, fleet: Fleet,
                 found = _drive(gw, dummies, sources, timeout_s)
                 calibration = calibration_of(plan, found, dilations, scale)
                 uncalibrated, plan = plan, plan_calibrated(graph, profile, fleet, plan,
-                                                           calibration, list(lab.targets))
+                                                           calibration)
+                moved = plan.partition
+                assert moved is not None
+                for device in working_devices(moved, sources):  # work moved to it: start it
+                    if device not in lab.targets:
+                        dilations.update(device_dilations(profile, fleet, [device]))
+                        slowed[device] = dilations[device] * scale
+                        lab.start(device, slowed[device])
                 if _assignment(plan) != _assignment(uncalibrated):
                     gw.close()
                     gw = gateway(plan)
