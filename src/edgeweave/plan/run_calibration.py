@@ -63,12 +63,12 @@ def fit_calibration(tasks: Iterable[tuple[int, str, float, float]], devices: Ite
     is the median over frames of its measured total over its priced total in that frame (a
     frame the host stalled does not decide it); a device in ``devices`` that ran nothing gets
     the median over every device's frames (the host's drift is shared); the rest's factor is
-    the median frame's."""
+    the median frame's. A measurement of 0 or NaN is not counted."""
     priced: dict[tuple[str, int], float] = {}
     measured: dict[tuple[str, int], float] = {}
     count = 0
     for frame, device, price, took in tasks:
-        if price > 0 and took == took:  # not NaN
+        if price > 0 and took > 0:  # not NaN, not a device that reported nothing
             key = (device, frame)
             priced[key] = priced.get(key, 0.0) + price
             measured[key] = measured.get(key, 0.0) + took
@@ -79,7 +79,7 @@ def fit_calibration(tasks: Iterable[tuple[int, str, float, float]], devices: Ite
     every = [k for values in ratios.values() for k in values]
     overall = statistics.median(every) if every else 1.0
     scale = {d: statistics.median(ratios[d]) if d in ratios else overall for d in devices}
-    rests = [took / price for price, took in rest if price > 0 and took == took]
+    rests = [took / price for price, took in rest if price > 0 and took > 0]
     return RunCalibration({d: k for d, k in scale.items() if k > 0},
                           statistics.median(rests) if rests else 1.0,
                           ms_per_mb if ms_per_mb is None or ms_per_mb == ms_per_mb else None,

@@ -135,7 +135,7 @@ def test_a_calibration_pass_reprices_the_plan_from_what_its_devices_took():
     cal = calibration_of(plan, frames, dilations, time_scale=2.0)
     assert cal.rest_scale == pytest.approx(1.2) and cal.frames == 2
     assert cal.tasks == 2 * len(part.tiles) and cal.ms_per_mb is None
-    assert set(cal.compute_scale) == {t.device for t in part.tiles}
+    assert set(cal.compute_scale) == set(part.devices)  # b ran the stolen tile
     assert all(k == pytest.approx(1.5) for k in cal.compute_scale.values())
     again = plan_calibrated(graph, profile, fleet, plan, cal).partition
     assert (again.fused_depth, again.grid, again.reuse) == (part.fused_depth, part.grid,
@@ -147,3 +147,32 @@ def test_a_calibration_pass_reprices_the_plan_from_what_its_devices_took():
             assert t.compute_ms == pytest.approx(1.5 * priced[t.index])
     assert again.predicted["latency_ms"] > part.predicted["latency_ms"]
     assert again.search["run_calibration"]["rest_scale"] == pytest.approx(1.2)
+
+
+def test_a_layer_wise_calibration_prices_each_device_with_the_gateways_own_layers():
+    """Layer-wise: a device's compute in a frame against its parts' prices, the gateway's
+    with the layers it runs itself between the split ones; 2x everywhere gives 2."""
+    from cluster_helpers import cluster_fleet, digits
+
+    from edgeweave.profile import analytic_profile
+    from edgeweave.runtime.cluster.calibrate import calibration_of
+    from edgeweave.runtime.cluster.session import plan_emulated
+
+    graph, fleet = digits(), cluster_fleet(size=4)
+    profile = analytic_profile(graph, fleet)
+    plan = plan_emulated(graph, profile, fleet, methods=("layer-wise",), layer_devices=4)
+    part = plan.partition
+    assert part.method == "layer-wise" and part.layers
+    priced: dict[str, float] = {}
+    for la in part.layers:
+        for device, ms in zip(la.devices, la.compute_ms, strict=True):
+            priced[device] = priced.get(device, 0.0) + ms
+    own = part.predicted["cluster_ms"] - sum(la.makespan_ms for la in part.layers)
+    priced["a"] += own
+    rest = part.predicted["rest_ms"]
+    frames = [FrameResult(k, "a", None, 1.0, 1.0, 3.0 * rest, 0, {},
+                          {d: 2.0 * ms for d, ms in priced.items()}, 0, 0) for k in range(3)]
+    cal = calibration_of(plan, frames, dict.fromkeys("abcd", 8.0))
+    assert set(cal.compute_scale) == set(part.devices)
+    assert all(k == pytest.approx(2.0) for k in cal.compute_scale.values())
+    assert cal.rest_scale == pytest.approx(3.0 if rest > 0 else 1.0)
