@@ -176,3 +176,25 @@ def test_a_layer_wise_calibration_prices_each_device_with_the_gateways_own_layer
     assert set(cal.compute_scale) == set(part.devices)
     assert all(k == pytest.approx(2.0) for k in cal.compute_scale.values())
     assert cal.rest_scale == pytest.approx(3.0 if rest > 0 else 1.0)
+
+
+def test_several_sources_frames_are_replayed_on_one_clock():
+    """Two sources' frames, every tile run on a at 10 ms, the rest 5 ms on a (a fast
+    medium): apart, each frame replays as its own 4 tiles + rest; arriving together, the
+    second queues behind the first on a; a frame whose arrival was not recorded: no replay."""
+    from edgeweave.runtime.cluster.frames import TaskTiming
+    from edgeweave.runtime.cluster.replay import replay_sources
+
+    part = digits_plan(grid=(2, 2), reuse=False).partition
+
+    def frame(k: int, source: str, at: float) -> FrameResult:
+        timeline = [TaskTiming(t.index, "a", float(n), 10.0 * (n + 1), 0.0, 10.0)
+                    for n, t in enumerate(part.tiles)]
+        return FrameResult(k, source, None, 45.0, 40.0, 5.0, 0, {}, {}, 0, 0,
+                           timeline=timeline, home="a", submitted=at)
+
+    apart = replay_sources(part, [frame(0, "a", 100.0), frame(1, "c", 100.5)], 1.0)
+    assert apart == pytest.approx(45.0, abs=0.5)
+    together = replay_sources(part, [frame(0, "a", 100.0), frame(1, "c", 100.0)], 1.0)
+    assert together == pytest.approx((85.0 + 90.0) / 2, abs=0.5)
+    assert replay_sources(part, [frame(0, "a", 0.0), frame(1, "c", 100.0)], 1.0) is None

@@ -39,7 +39,6 @@ import torch
 from edgeweave.errors import EdgeWeaveError
 from edgeweave.graph import Graph
 from edgeweave.plan import Plan, plan_cluster
-from edgeweave.plan.medium import Task, simulate
 from edgeweave.plan.partition import Partition
 from edgeweave.plan.run_calibration import RunCalibration
 from edgeweave.profile import Profile
@@ -47,6 +46,7 @@ from edgeweave.runtime.cluster.calibrate import calibration_of, dummy_frames
 from edgeweave.runtime.cluster.gateway import FrameResult, TileGateway
 from edgeweave.runtime.cluster.lab import ClusterLab, device_dilations
 from edgeweave.runtime.cluster.layers import LayerGateway
+from edgeweave.runtime.cluster.replay import replay_one, replay_sources
 from edgeweave.runtime.lab import LocalLab
 from edgeweave.runtime.session import emulated_fleet
 from edgeweave.topology import Fleet
@@ -141,34 +141,13 @@ class ClusterRun:
         return 100.0 * (sum(m for m, _ in pairs) / plan_ms - 1) if plan_ms > 0 else None
 
     def replayed_ms(self) -> float | None:
-        """The plan's own schedule (plan.medium: the shared medium, each device's queue, the
-        reuse dependencies) replayed with what this run measured in place of the profile's
-        compute: each tile's median emulated compute on the device that ran it (in the last
-        frame), then the median rest. Measured latency against this isolates the cost
-        model's structure (medium, scheduling, the runtime's per-task cost) from the
-        emulated hardware's speed on this host (compute_vs_plan_pct). None for layer-wise and
-        for several sources (their frames queue behind each other; the plan prices one)."""
+        """The plan's schedule model replayed with this run's compute (and, with several
+        sources, its frames' arrivals): runtime.cluster.replay. None for layer-wise."""
         part = self.plan.partition
         assert part is not None
-        if part.method != "fused-tiles" or not self.results or len(self.sources) > 1:
-            return None
-        ran = {t.tile: t.device for t in self.results[-1].timeline}
-        computes: dict[int, list[float]] = {}
-        for r in self.results:
-            for t in r.timeline:
-                computes.setdefault(t.tile, []).append(t.compute_ms / self.time_scale)
-        per_mb = float(part.search.get("task_overhead", {}).get("runtime_ms_per_mb", 0.0))
-        tiles = sorted(part.tiles, key=lambda t: (t.level, t.index))
-        position = {t.index: k for k, t in enumerate(tiles)}
-        if set(ran) != set(position):
-            return None
-        tasks = [Task(ran[t.index], statistics.median(computes[t.index])
-                      + per_mb * (t.in_bytes + t.out_bytes) / 2**20, t.in_bytes, t.out_bytes,
-                      tuple(sorted({position[p.source] for ps in t.reused.values()
-                                    for p in ps})))
-                 for t in tiles]
-        schedule = simulate(tasks, part.gateway, part.medium.mbps, part.medium.rtt_ms)
-        return schedule.makespan_ms + self._ms(r.rest_ms for r in self.results)
+        if len(self.sources) > 1:
+            return replay_sources(part, self.results, self.time_scale)
+        return replay_one(part, self.results, self.time_scale)
 
     @property
     def bytes_per_frame(self) -> float:
