@@ -367,7 +367,8 @@ def main() -> None:
         _table("MEASURED stealing vs sharing, every device a data source (what each scheduler "
                "does: the JSON's scheduler_does)", doc["schedulers"],
                [*measured[:4], "hardware", "fps", "stealing_fps_vs_this", "predicted_fps",
-                "latency_ms", "stolen_per_frame", "bytes_per_frame", "homes", "time_scale",
+                "latency_ms", "predicted_ms", "replayed_ms", "measured_vs_replayed_pct",
+                "stolen_per_frame", "bytes_per_frame", "homes", "time_scale",
                 "overrun_tasks", "load"]),
         _table("tile call cost measured on this host (profile.tile_calibration) and the "
                "runtime's cost per MiB a task carries (measured by the 1-device run)",
