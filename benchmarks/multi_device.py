@@ -246,6 +246,8 @@ def main() -> None:
                                                "(default: the pi-cluster fleet's 18.88)")
     ap.add_argument("--only-plans", action="store_true", help="only the optimiser rows")
     ap.add_argument("--no-runs", action="store_true", help="no measured rows (no processes)")
+    ap.add_argument("--no-figures", action="store_true", help="no tiling, memory, layer-wise "
+                    "delivery or sparse FC figures (the plans and the runs only)")
     ap.add_argument("--frames", type=int, default=3, help="measured frames per run (after one "
                                                           "warm-up frame)")
     ap.add_argument("--run-devices", default="1,2,3,4,5,6",
@@ -298,7 +300,7 @@ def main() -> None:
                 if args.profile == "measured" else {})
     for name in args.models:
         graph = capture_spec(name)
-        if not args.only_plans:
+        if not args.only_plans and not args.no_figures:
             doc["tiling"] += tiling_rows(graph)
             depths = sorted(cut_depths(graph))
             picks = sorted({depths[len(depths) // 3], depths[len(depths) // 2], depths[-1]})
