@@ -31,6 +31,7 @@ from edgeweave.topology import Fleet
 
 FleetOf = Callable[[int], Fleet]  # n -> the first n devices of the cluster
 TIME_SCALE: float | str = "auto"  # run_cluster's time_scale (--time-scale)
+CALIBRATE = 3  # run_cluster's calibrate: dummy frames priced into the plan first (--calibrate)
 
 
 def _frames(graph: Graph, n: int) -> list[torch.Tensor]:
@@ -49,10 +50,16 @@ def _row(run: ClusterRun, **extra: Any) -> dict[str, Any]:
         "model": doc["model"], "method": doc["method"], "devices": doc["devices"],
         "scheduler": doc["scheduler"], "latency_ms": doc["latency_ms"], "fps": doc["fps"],
         "speedup_vs_one": None, "predicted_ms": predicted,
+        # the plan as priced from the profile alone, before the calibration pass
+        "uncalibrated_predicted_ms": doc["uncalibrated_predicted_ms"],
+        "calibration": doc["calibration"],
         "peak_rss_mb": doc["peak_rss_mb"], "bytes_per_frame": doc["bytes_per_frame"],
         "predicted_fps": run.plan.predicted.get("throughput_fps"),
         "measured_vs_predicted_pct": (100.0 * (doc["latency_ms"] / predicted - 1)
                                       if predicted else None),
+        "measured_vs_uncalibrated_pct": (
+            100.0 * (doc["latency_ms"] / doc["uncalibrated_predicted_ms"] - 1)
+            if doc["uncalibrated_predicted_ms"] else None),
         "task_memory_mb": max((w["task_memory_mb"] for w in work.values()
                                if w["task_memory_mb"] == w["task_memory_mb"]), default=None),
         "predicted_memory_mb": max(x.memory_bytes for x in part.load) / 2**20,
@@ -81,7 +88,9 @@ def _row(run: ClusterRun, **extra: Any) -> dict[str, Any]:
     }
     row.update(extra)
     print(f"measured {row['model']} {row['method']} x{row['devices']} {row['scheduler']}: "
-          f"{row['latency_ms']:.0f} ms (predicted {predicted:.0f}), {row['fps']:.2f} fps, "
+          f"{row['latency_ms']:.0f} ms (predicted {predicted:.0f}, "
+          f"{row['measured_vs_predicted_pct']:+.0f}%; uncalibrated "
+          f"{_pct(row['measured_vs_uncalibrated_pct'])}), {row['fps']:.2f} fps, "
           f"time scale {run.time_scale:g}, {row['overrun_tasks']:.0f} overrun task(s), "
           f"compute vs plan {_pct(row['compute_vs_plan_pct'])}, measured vs replayed "
           f"{_pct(row['measured_vs_replayed_pct'])}, load {row['load']:.2f}",
@@ -115,7 +124,7 @@ def speedup_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, counts: Sequ
             plan = plan_emulated(graph, profile, fleet, methods=(method,), cache=cache,
                                  ms_per_mb=ms_per_mb_of(rows))
             run = run_cluster(graph, plan, profile, fleet, xs, scheduler="stealing",
-                              prefetch=prefetch, time_scale=TIME_SCALE)
+                              prefetch=prefetch, time_scale=TIME_SCALE, calibrate=CALIBRATE)
             rows.append(_row(run, prefetch=prefetch))
     one = next((r["latency_ms"] for r in rows
                 if r["devices"] == 1 and r["method"] == "fused-tiles"), None)
@@ -165,7 +174,7 @@ def scheduler_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, fr
     for label, scheduler, prefetch, at_source, what in SCHEDULER_RUNS:
         run = run_cluster(graph, plan, profile, fleet, xs, scheduler=scheduler,
                           sources=part.devices, prefetch=prefetch, time_scale=TIME_SCALE,
-                          gather_at_source=at_source)
+                          gather_at_source=at_source, calibrate=CALIBRATE)
         rows.append(_row(run, prefetch=prefetch, hardware=[x.hardware for x in part.load],
                          scheduler_does=what))
         rows[-1]["scheduler"] = label
@@ -191,7 +200,7 @@ def reuse_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, frames
                              depth=best.fused_depth, grid=best.grid, cache=cache,
                              ms_per_mb=ms_per_mb)
         run = run_cluster(graph, plan, profile, fleet, xs, scheduler="stealing", prefetch=1,
-                          time_scale=TIME_SCALE)
+                          time_scale=TIME_SCALE, calibrate=CALIBRATE)
         rows.append(_row(run, tile_flops=flops["flops_with_reuse" if reuse
                                                else "flops_without_reuse"]))
     return rows
@@ -209,7 +218,8 @@ def layer_split_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, 
     for split in ("biased", "grid"):
         plan = plan_emulated(graph, profile, fleet, methods=("layer-wise",), layer_split=split,
                              layer_devices=n, ms_per_mb=ms_per_mb)
-        run = run_cluster(graph, plan, profile, fleet, xs, time_scale=TIME_SCALE)
+        run = run_cluster(graph, plan, profile, fleet, xs, time_scale=TIME_SCALE,
+                          calibrate=CALIBRATE)
         rows.append(_row(run, predicted_medium_ms=run.plan.partition.predicted.get(
             "medium_busy_ms")))
     return rows

@@ -20,7 +20,12 @@ and the plans run on real worker processes, measured next to predicted (issue 14
    on, layer-wise bytes and delivery time per frame, biased 1-D vs 2-D grid. Plans price each
    task's cost beyond its FLOP share: the tile call cost measured here before planning
    (profile.tile_calibration) and the runtime's cost per MiB a task carries, measured by the
-   first (1-device) run and given to every later plan.
+   first (1-device) run and given to every later plan. Then each run calibrates
+   (--calibrate N, default 3): its workers compute N frames of dummy input under the plan,
+   and the plan is priced again from what they took (plan.run_calibration: each device's
+   compute and the gateway's rest scaled, the cost per MiB measured there) before the
+   measured frames; ``predicted_ms`` is that price, ``uncalibrated_predicted_ms`` the
+   profile's alone (on a loaded host the emulated devices compute 3-50% slower than profiled).
    Needs --profile measured (the host speed); --no-runs leaves those rows out.
 
     PYTHONPATH=src .venv/bin/python benchmarks/multi_device.py [--profile analytic] [--json out]
@@ -241,6 +246,8 @@ def main() -> None:
                                                "(default: the pi-cluster fleet's 18.88)")
     ap.add_argument("--only-plans", action="store_true", help="only the optimiser rows")
     ap.add_argument("--no-runs", action="store_true", help="no measured rows (no processes)")
+    ap.add_argument("--no-figures", action="store_true", help="no tiling, memory, layer-wise "
+                    "delivery or sparse FC figures (the plans and the runs only)")
     ap.add_argument("--frames", type=int, default=3, help="measured frames per run (after one "
                                                           "warm-up frame)")
     ap.add_argument("--run-devices", default="1,2,3,4,5,6",
@@ -255,8 +262,15 @@ def main() -> None:
     ap.add_argument("--time-scale", default="auto",
                     help="slow motion for the measured runs: a factor >= 1, or auto (from the "
                          "load average)")
+    ap.add_argument("--calibrate", type=int, default=_multi_device_runs.CALIBRATE,
+                    help="frames of dummy input each measured run computes first, on the same "
+                         "workers, to price its plan from what they took (0: the profile "
+                         "alone)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    if args.calibrate < 0:
+        ap.error(f"--calibrate {args.calibrate}: expected 0 or more frames")
+    _multi_device_runs.CALIBRATE = args.calibrate
     if args.time_scale != "auto":
         try:
             _multi_device_runs.TIME_SCALE = float(args.time_scale)
@@ -286,7 +300,7 @@ def main() -> None:
                 if args.profile == "measured" else {})
     for name in args.models:
         graph = capture_spec(name)
-        if not args.only_plans:
+        if not args.only_plans and not args.no_figures:
             doc["tiling"] += tiling_rows(graph)
             depths = sorted(cut_depths(graph))
             picks = sorted({depths[len(depths) // 3], depths[len(depths) // 2], depths[-1]})
@@ -323,7 +337,8 @@ def main() -> None:
         if args.json:  # what is done so far, in case a long run is stopped
             args.json.write_text(json.dumps(doc, indent=1, default=str))
     measured = ["model", "method", "devices", "scheduler", "latency_ms", "predicted_ms",
-                "measured_vs_predicted_pct", "cluster_ms", "predicted_cluster_ms", "rest_ms",
+                "measured_vs_predicted_pct", "uncalibrated_predicted_ms",
+                "measured_vs_uncalibrated_pct", "cluster_ms", "predicted_cluster_ms", "rest_ms",
                 "predicted_rest_ms", "compute_vs_plan_pct", "replayed_ms",
                 "measured_vs_replayed_pct", "fps", "speedup_vs_one",
                 "peak_rss_mb", "task_memory_mb", "bytes_per_frame", "grid", "reuse",
@@ -354,7 +369,8 @@ def main() -> None:
         _table("MEASURED stealing vs sharing, every device a data source (what each scheduler "
                "does: the JSON's scheduler_does)", doc["schedulers"],
                [*measured[:4], "hardware", "fps", "stealing_fps_vs_this", "predicted_fps",
-                "latency_ms", "stolen_per_frame", "bytes_per_frame", "homes", "time_scale",
+                "latency_ms", "predicted_ms", "replayed_ms", "measured_vs_replayed_pct",
+                "stolen_per_frame", "bytes_per_frame", "homes", "time_scale",
                 "overrun_tasks", "load"]),
         _table("tile call cost measured on this host (profile.tile_calibration) and the "
                "runtime's cost per MiB a task carries (measured by the 1-device run)",

@@ -60,6 +60,11 @@ CASES: list[tuple[list[str], str, bool]] = [
     (["digits-cnn", "--time-scale", "0.5"], "--time-scale: expected auto or a number", True),
     (["digits-cnn", "--time-scale", "fast"], "--time-scale: expected auto or a number", True),
     (["digits-cnn", "--time-scale", "inf"], "--time-scale", True),
+    (["digits-cnn", "--gather-at-source", "--scheduler", "sharing"],
+     "--gather-at-source applies to --scheduler stealing", True),
+    (["digits-cnn", "--gather-at-source", "--method", "layer-wise"],
+     "--gather-at-source applies to fused tiles", True),
+    (["digits-cnn", "--calibrate", "-1"], "--calibrate", True),
     (["digits-cnn", "--grid", "99x99"], "grid 99x99 is larger than", False),
     (["digits-cnn", "--fleet", "{d}/tiny.yaml", "--method", "fused-tiles"],
      "the gateway 'a' would exceed its memory limit 0.01 MiB", False),
@@ -143,6 +148,39 @@ def test_layer_devices_and_time_scale_reach_the_plan_and_the_run(profiling, monk
     assert {len(layer.devices) for layer in part.layers} == {3}
 
 
+def test_gather_at_source_and_calibrate_reach_the_run(profiling, monkeypatch, capsys):
+    """--gather-at-source and --calibrate are handed to the run (the run itself replaced: no
+    processes); with the rest of the model on the edge or cloud, --gather-at-source is one
+    clear error (only the gateway deploys the rest there)."""
+    profiling(True)
+    session = importlib.import_module("edgeweave.runtime.cluster.session")
+    seen: dict = {}
+
+    class Stop(Exception):
+        pass
+
+    def run_cluster(graph, plan, *a, gather_at_source, calibrate, **k):
+        seen.update(plan=plan, gather_at_source=gather_at_source, calibrate=calibrate)
+        raise Stop
+
+    monkeypatch.setattr(session, "run_cluster", run_cluster)
+    argv = ["edgeweave", "distribute", "digits-cnn", "--method", "fused-tiles", "--grid",
+            "2x2", "--sources", "pi4-0,pi4-1", "--gather-at-source", "--calibrate", "2"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(Stop):
+        cli_app.main()
+    assert seen["gather_at_source"] is True and seen["calibrate"] == 2
+    remote = seen["plan"].model_copy(update={"placement": {
+        **seen["plan"].placement, next(iter(seen["plan"].placement)): "edge"}})
+    monkeypatch.setattr(session, "plan_emulated", lambda *a, **k: remote)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        cli_app.main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    assert "--gather-at-source: the plan runs the rest of the model on the edge" in err, err
+
+
 @pytest.mark.slow
 def test_distribute_runs_the_plan_on_worker_processes(tmp_path, monkeypatch, capsys):
     """digits-cnn across three devices of the pi-cluster: the partition, each device's work
@@ -150,7 +188,7 @@ def test_distribute_runs_the_plan_on_worker_processes(tmp_path, monkeypatch, cap
     out = tmp_path / "run.json"
     argv = ["edgeweave", "distribute", "digits-cnn", "--devices", "pi4-0,pi4-1,pi3-0",
             "--method", "fused-tiles", "--grid", "2x2", "--frames", "2", "--repeats", "1",
-            "--json", str(out)]
+            "--calibrate", "1", "--json", str(out)]
     monkeypatch.setattr(sys, "argv", argv)
     monkeypatch.setenv("COLUMNS", "200")
     with pytest.raises(SystemExit) as exit_:
@@ -166,3 +204,10 @@ def test_distribute_runs_the_plan_on_worker_processes(tmp_path, monkeypatch, cap
     dilations = run["dilations"]
     assert set(run["workers"]) == set(dilations) and dilations["pi4-0"] >= 1.0
     assert all(dilations[n] > dilations["pi4-0"] for n in dilations if n.startswith("pi3"))
+    # priced again from one dummy frame on the same workers before the measured ones
+    assert "calibrated on 1 dummy frame" in text
+    calibration = run["calibration"]
+    assert calibration["frames"] == 1 and calibration["tasks"] >= 4
+    assert set(calibration["compute_scale"]) == {"pi4-0", "pi4-1", "pi3-0"}
+    assert all(k > 0 for k in calibration["compute_scale"].values())
+    assert run["uncalibrated_predicted_ms"] > 0 and run["predicted_ms"] > 0

@@ -23,7 +23,8 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
                mbps: float | None, input_codec: str, result_codec: str, repeats: int,
                json_out: Path | None, report: Path | None = None,
                layer_split: str = "biased", layer_devices: int | None = None,
-               time_scale: str = "auto") -> None:
+               time_scale: str = "auto", gather_at_source: bool = False,
+               calibrate: int = 0) -> None:
     """Profile, plan and run (the options: edgeweave.cli.commands.distribute)."""
     from edgeweave.graph import capture_spec
     from edgeweave.profile import profile_graph
@@ -43,6 +44,12 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
     if layer_split != "biased" and "layer-wise" not in pins["methods"]:
         raise OptionError(f"--layer-split {layer_split} applies to layer-wise plans; it does "
                           "not go with --method fused-tiles, --depth or --grid")
+    if gather_at_source and scheduler != "stealing":
+        raise OptionError(f"--gather-at-source applies to --scheduler stealing; --scheduler "
+                          f"{scheduler} gathers every frame at the gateway")
+    if gather_at_source and method == "layer-wise":
+        raise OptionError("--gather-at-source applies to fused tiles; a layer-wise plan "
+                          "gathers every layer at its gateway")
     in_use = device_list or chosen.devices
     if layer_devices is not None:
         if "layer-wise" not in pins["methods"]:
@@ -72,13 +79,22 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
     if source_list and part.method == "layer-wise" and source_list != [part.gateway]:
         raise OptionError(f"--sources: a layer-wise plan takes frames from its gateway "
                           f"{part.gateway!r} only")
-    if scale not in ("auto", 1.0) and any(t != "device" for t in plan.placement.values()):
+    remote = any(t != "device" for t in plan.placement.values())
+    if gather_at_source and part.method != "fused-tiles":
+        raise OptionError(f"--gather-at-source: the optimiser chose a {part.method} plan, "
+                          "which gathers at its gateway; pin --method fused-tiles or drop "
+                          "the flag")
+    if gather_at_source and remote:
+        raise OptionError("--gather-at-source: the plan runs the rest of the model on the "
+                          "edge or cloud, which only the gateway deploys; drop the flag")
+    if scale not in ("auto", 1.0) and remote:
         raise OptionError(f"--time-scale {time_scale}: the plan runs the rest of the model on "
                           "the edge or cloud, which slow motion cannot slow down; use 1 or auto")
     xs = [load_input(None, graph.input_shape, seed=k) for k in range(frames)]
     with console.status(f"running {frames} frame(s) on {len(part.devices)} worker processes"):
         run = run_cluster(graph, plan, profile, fl, xs, scheduler=scheduler, time_scale=scale,
-                          sources=source_list, models=_installs(model))
+                          sources=source_list, models=_installs(model),
+                          gather_at_source=gather_at_source, calibrate=calibrate)
     table = _print_run(console, run)
     if report is not None:
         from edgeweave.cli import reporting
@@ -87,7 +103,8 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
     if json_out is not None:
         from edgeweave.cli.options import write_output
 
-        doc = {"plan": json.loads(plan.model_dump_json()), "run": run.to_json()}
+        # the plan that ran (priced again from the calibration pass, if any)
+        doc = {"plan": json.loads(run.plan.model_dump_json()), "run": run.to_json()}
         write_output("--json", json_out, json.dumps(doc, indent=1, default=str))
         console.print(f"written to {json_out}")
 
@@ -233,6 +250,17 @@ def _print_run(console: Console, run) -> Table:
                   + (f"; played {run.time_scale:g}x slower (dilations and the medium) on this "
                      "loaded host, the times divided back" if run.time_scale > 1 else ""),
                   highlight=False)
+    if run.calibration is not None and run.uncalibrated is not None:
+        before = run.uncalibrated.partition.predicted["latency_ms"]
+        scales = ", ".join(f"{d} x{k:.2f}" for d, k in run.calibration.compute_scale.items())
+        console.print(f"calibrated on {run.calibration.frames} dummy frame(s) before the "
+                      f"measured ones: compute {scales or '-'}, rest "
+                      f"x{run.calibration.rest_scale:.2f}; predicted {before:.1f} ms from "
+                      "the profile alone", highlight=False)
+    homes = sorted({r.home for r in run.results if r.home})
+    if homes and homes != [part.gateway]:
+        console.print(f"frames gathered (and their rest run) at: {', '.join(homes)}",
+                      highlight=False)
     console.print(f"latency: predicted {part.predicted['latency_ms']:.1f} ms, measured "
                   f"{run.latency_ms:.1f} ms (median of {len(run.results)}); "
                   f"{run.fps:.2f} frames/s; {run.bytes_per_frame / 1e3:.0f} kB per frame on "

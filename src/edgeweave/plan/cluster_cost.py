@@ -104,12 +104,21 @@ class ClusterModel:
 
     def __init__(self, profile: Profile, fleet: Fleet, cluster: Cluster,
                  input_codec: str = "none", result_codec: str = "none",
-                 ms_per_mb: float = 0.0) -> None:
+                 ms_per_mb: float = 0.0, compute_scale: Mapping[str, float] | None = None
+                 ) -> None:
         """``ms_per_mb``: the runtime's measured cost per MiB a task carries (module
-        docstring); the per-call cost comes from the profile's tile calibration (none: 0)."""
+        docstring); the per-call cost comes from the profile's tile calibration (none: 0).
+        ``compute_scale``: device -> how much longer its tasks ran than this model priced them
+        (plan.run_calibration: measured on the running devices); every layer latency and call
+        cost of that device is multiplied by it."""
         if not ms_per_mb >= 0:
             raise PlanError(f"the runtime's task overhead must be >= 0 ms per MiB, got "
                             f"{ms_per_mb}")
+        scale = dict(compute_scale or {})
+        bad = {n: k for n, k in scale.items() if not 0 < k < float("inf")}
+        if bad:
+            raise PlanError(f"a device's compute scale must be a positive number, got {bad}")
+        self.compute_scale = scale
         self.cluster = cluster
         self.ms_per_mb = ms_per_mb
         measured_call = tile_call_ms(profile)
@@ -124,10 +133,12 @@ class ClusterModel:
         self.devices: dict[str, ClusterDevice] = {}
         for name in cluster.devices:
             node = fleet.node(name)
+            k = scale.get(name, 1.0)
             self.devices[name] = ClusterDevice(
                 name, node.hardware.name, node.hardware.gflops,
-                latencies_on(profile, node.hardware), cluster.limit_mb(node) * MIB,
-                host_call * host_gflops / node.hardware.gflops if host_gflops else 0.0)
+                {n: ms * k for n, ms in latencies_on(profile, node.hardware).items()},
+                cluster.limit_mb(node) * MIB,
+                k * host_call * host_gflops / node.hardware.gflops if host_gflops else 0.0)
 
     @property
     def names(self) -> list[str]:

@@ -28,13 +28,19 @@ from edgeweave.topology import serialize_ms
 @dataclass(frozen=True)
 class Task:
     """One unit of work: ``compute_ms`` on ``device``, ``in_bytes`` sent to it first and
-    ``out_bytes`` sent back; ``after`` lists tasks whose results must be at the gateway first."""
+    ``out_bytes`` sent back; ``after`` lists tasks whose results must be at the gateway first.
+    A replay of several data sources' frames also says where the input comes from
+    (``source``) and the result goes (``home``), the gateway if None, and when the task's frame
+    arrived (``release_ms``); a transfer between a device and itself costs nothing."""
 
     device: str
     compute_ms: float
     in_bytes: int
     out_bytes: int
     after: tuple[int, ...] = ()
+    source: str | None = None
+    home: str | None = None
+    release_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,9 @@ def simulate(tasks: Sequence[Task], gateway: str, mbps: float, rtt_ms: float) ->
             needers[d].append(i)
 
     def release(i: int, now: float) -> None:
-        if tasks[i].device == gateway:
+        if tasks[i].release_ms > now:  # its frame has not arrived yet
+            push(tasks[i].release_ms, "release", i)
+        elif tasks[i].device == (tasks[i].source or gateway):
             push(now, "input", i)
         else:
             waiting.append((now, i, len(waiting), "in"))
@@ -114,11 +122,13 @@ def simulate(tasks: Sequence[Task], gateway: str, mbps: float, rtt_ms: float) ->
         now, _, kind, i = heapq.heappop(events)
         if kind == "medium_free":
             medium_free = True
+        elif kind == "release":
+            release(i, now)
         elif kind in ("in", "input"):
             arrived[i] = True
         elif kind == "computed":
             device_free[tasks[i].device] = True
-            if tasks[i].device == gateway:
+            if tasks[i].device == (tasks[i].home or gateway):
                 push(now, "out", i)
             else:
                 waiting.append((now, i, len(waiting), "out"))

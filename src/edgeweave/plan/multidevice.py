@@ -44,6 +44,7 @@ from edgeweave.plan.planner import plan
 from edgeweave.plan.record import Alternative, Plan
 from edgeweave.plan.rest import Rest, place_rest
 from edgeweave.plan.result import build_plan
+from edgeweave.plan.run_calibration import RunCalibration
 from edgeweave.profile.build import retarget
 from edgeweave.profile.schema import Profile
 from edgeweave.topology import Cluster, Fleet
@@ -76,6 +77,7 @@ class Search:
     exact: bool = False
     infeasible: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    calibration: dict | None = None  # RunCalibration.to_json() of the costs it priced with
 
 
 def plan_cluster(
@@ -99,6 +101,7 @@ def plan_cluster(
     layer_split: str = "biased",
     layer_devices: int | None = None,
     ms_per_mb: float = 0.0,
+    calibration: RunCalibration | None = None,
 ) -> Plan:
     """The best plan for one frame of ``graph`` across ``fleet``'s cluster (module docstring).
 
@@ -110,7 +113,9 @@ def plan_cluster(
     and computed feature maps cross the medium in (plan.cluster_cost.MEDIUM_CODECS);
     ``layer_split`` is how layer-wise cuts a convolution (graph.layerwise.SCHEMES) and
     ``layer_devices`` pins how many devices it uses (the gateway and the fastest others);
-    ``ms_per_mb`` is the runtime's measured cost per MiB a task carries (plan.cluster_cost).
+    ``ms_per_mb`` is the runtime's measured cost per MiB a task carries (plan.cluster_cost);
+    ``calibration`` (plan.run_calibration) scales each device's compute and the rest's on the
+    gateway by what a calibration pass measured, and its cost per MiB replaces ``ms_per_mb``.
     Every task also
     pays the per-call cost the profile's tile calibration measured
     (profile.tile_calibration); a profile without one prices tasks at their FLOP share, and
@@ -132,8 +137,17 @@ def plan_cluster(
     prof = retarget(profile, fleet.tier_path(chosen.gateway_name), fleet.name)
     _check_profile(graph, prof)
     cm = CostModel(prof)
-    model = ClusterModel(prof, fleet, chosen, input_codec, result_codec, ms_per_mb)
+    if calibration is not None and calibration.ms_per_mb is not None:
+        ms_per_mb = calibration.ms_per_mb
+    model = ClusterModel(prof, fleet, chosen, input_codec, result_codec, ms_per_mb,
+                         calibration.compute_scale if calibration else None)
+    rest_scale = calibration.rest_scale if calibration else 1.0
     search = Search()
+    if calibration is not None:
+        search.calibration = calibration.to_json()
+        search.notes.append("priced from a calibration pass: each device's compute and the "
+                            "rest's on the gateway scaled by what they took (plan.run_"
+                            "calibration)")
     if not model.calibrated and tuple(methods) != ("single",):
         search.notes.append("tasks priced at their FLOP share: the profile has no tile "
                             "calibration (the per-call cost each task pays again)")
@@ -144,7 +158,8 @@ def plan_cluster(
         """The rest after ``prefix``, or None when its weights do not fit on the gateway."""
         if prefix[-1] not in rests:
             try:
-                rests[prefix[-1]] = place_rest(cm, prefix, objective, gateway_limit)
+                placed = place_rest(cm, prefix, objective, gateway_limit)
+                rests[prefix[-1]] = placed.scaled(rest_scale) if rest_scale != 1.0 else placed
             except PlanError:
                 search.infeasible.append(
                     f"the rest of the model after {prefix[-1]!r} does not fit: its weights on "

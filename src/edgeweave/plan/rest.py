@@ -12,7 +12,7 @@ which is a heuristic for the whole.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -33,11 +33,18 @@ class Rest:
     device_param_bytes: int
     exact: bool
     mode: str
+    extra_ms: float = 0.0  # what a calibration added to its time on the gateway (scaled)
 
     @property
     def latency_ms(self) -> float:
         """The rest's share of the frame's latency (its compute on every tier and its hops)."""
-        return self.breakdown.total_ms - self.prefix_device_ms
+        return self.breakdown.total_ms - self.prefix_device_ms + self.extra_ms
+
+    def scaled(self, factor: float) -> Rest:
+        """The rest with its compute on the gateway ``factor`` times as long (a run's
+        calibration: plan.run_calibration); its edge and cloud parts and hops unchanged."""
+        return replace(self, device_ms=self.device_ms * factor,
+                       extra_ms=self.extra_ms + (factor - 1.0) * self.device_ms)
 
 
 def place_rest(cm: CostModel, prefix: Iterable[str], objective: str,

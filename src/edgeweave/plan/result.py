@@ -33,7 +33,8 @@ def build_plan(graph: Graph, prof: Profile, cm: CostModel, model: ClusterModel,
               # what each task costs beyond its FLOP share (plan.cluster_cost)
               "task_overhead": {"runtime_ms_per_mb": model.ms_per_mb,
                                 "call_ms": {n: model.devices[n].call_ms for n in names},
-                                "calibrated": model.calibrated}}
+                                "calibrated": model.calibrated},
+              "run_calibration": search.calibration}
     base: dict[str, Any] = dict(model=spec, input_shape=list(graph.input_shape),
                                 cluster=cluster.name, gateway=cluster.gateway_name,
                                 devices=names, medium=cluster.medium, search=record,

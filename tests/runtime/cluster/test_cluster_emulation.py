@@ -106,3 +106,95 @@ def test_a_run_sets_its_compute_and_its_replayed_schedule_beside_the_plan():
     assert run(1.0).replayed_ms() == pytest.approx(part.predicted["latency_ms"], rel=1e-6)
     assert run(2.0).compute_vs_plan_pct == pytest.approx(100.0)
     assert run(2.0).replayed_ms() > part.predicted["latency_ms"]
+
+
+def test_a_calibration_pass_reprices_the_plan_from_what_its_devices_took():
+    """Calibration frames whose every tile took 1.5x its price (one stolen to the rpi3 b,
+    priced there by the dilation ratio) and whose rest took 1.2x (slow motion undone): the
+    devices' factors are 1.5, the rest's 1.2, and the plan priced again with them predicts
+    1.2x the rest and 1.5x each tile's compute, for the same grid and devices."""
+    from cluster_helpers import cluster_fleet, digits
+
+    from edgeweave.profile import analytic_profile
+    from edgeweave.runtime.cluster.calibrate import calibration_of
+    from edgeweave.runtime.cluster.frames import TaskTiming
+    from edgeweave.runtime.cluster.session import plan_calibrated, plan_emulated
+
+    graph, fleet = digits(), cluster_fleet()
+    profile = analytic_profile(graph, fleet)
+    plan = plan_emulated(graph, profile, fleet, methods=("fused-tiles",), grid=(2, 2),
+                         reuse=False)
+    part = plan.partition
+    dilations = {"a": 8.0, "b": 24.0, "c": 8.0}
+    ran = {t.index: ("b" if k == 0 else t.device) for k, t in enumerate(part.tiles)}
+    timeline = [TaskTiming(t.index, ran[t.index], 0.0, 1.0, 0.0, 2.0 * 1.5 * t.compute_ms
+                           * dilations[ran[t.index]] / dilations[t.device])
+                for t in part.tiles]
+    frames = [FrameResult(k, "a", None, 1.0, 1.0, 2.0 * 1.2 * part.predicted["rest_ms"], 0,
+                          {}, {}, 0, 0, timeline=timeline) for k in range(2)]
+    cal = calibration_of(plan, frames, dilations, time_scale=2.0)
+    assert cal.rest_scale == pytest.approx(1.2) and cal.frames == 2
+    assert cal.tasks == 2 * len(part.tiles) and cal.ms_per_mb is None
+    assert set(cal.compute_scale) == set(part.devices)  # b ran the stolen tile
+    assert all(k == pytest.approx(1.5) for k in cal.compute_scale.values())
+    again = plan_calibrated(graph, profile, fleet, plan, cal).partition
+    assert (again.fused_depth, again.grid, again.reuse) == (part.fused_depth, part.grid,
+                                                            part.reuse)
+    assert again.predicted["rest_ms"] == pytest.approx(1.2 * part.predicted["rest_ms"])
+    priced = {t.index: t.compute_ms for t in part.tiles}
+    for t in again.tiles:
+        if t.device == part.tiles[t.index].device:
+            assert t.compute_ms == pytest.approx(1.5 * priced[t.index])
+    assert again.predicted["latency_ms"] > part.predicted["latency_ms"]
+    assert again.search["run_calibration"]["rest_scale"] == pytest.approx(1.2)
+
+
+def test_a_layer_wise_calibration_prices_each_device_with_the_gateways_own_layers():
+    """Layer-wise: a device's compute in a frame against its parts' prices, the gateway's
+    with the layers it runs itself between the split ones; 2x everywhere gives 2."""
+    from cluster_helpers import cluster_fleet, digits
+
+    from edgeweave.profile import analytic_profile
+    from edgeweave.runtime.cluster.calibrate import calibration_of
+    from edgeweave.runtime.cluster.session import plan_emulated
+
+    graph, fleet = digits(), cluster_fleet(size=4)
+    profile = analytic_profile(graph, fleet)
+    plan = plan_emulated(graph, profile, fleet, methods=("layer-wise",), layer_devices=4)
+    part = plan.partition
+    assert part.method == "layer-wise" and part.layers
+    priced: dict[str, float] = {}
+    for la in part.layers:
+        for device, ms in zip(la.devices, la.compute_ms, strict=True):
+            priced[device] = priced.get(device, 0.0) + ms
+    own = part.predicted["cluster_ms"] - sum(la.makespan_ms for la in part.layers)
+    priced["a"] += own
+    rest = part.predicted["rest_ms"]
+    frames = [FrameResult(k, "a", None, 1.0, 1.0, 3.0 * rest, 0, {},
+                          {d: 2.0 * ms for d, ms in priced.items()}, 0, 0) for k in range(3)]
+    cal = calibration_of(plan, frames, dict.fromkeys("abcd", 8.0))
+    assert set(cal.compute_scale) == set(part.devices)
+    assert all(k == pytest.approx(2.0) for k in cal.compute_scale.values())
+    assert cal.rest_scale == pytest.approx(3.0 if rest > 0 else 1.0)
+
+
+def test_several_sources_frames_are_replayed_on_one_clock():
+    """Two sources' frames, every tile run on a at 10 ms, the rest 5 ms on a (a fast
+    medium): apart, each frame replays as its own 4 tiles + rest; arriving together, the
+    second queues behind the first on a; a frame whose arrival was not recorded: no replay."""
+    from edgeweave.runtime.cluster.frames import TaskTiming
+    from edgeweave.runtime.cluster.replay import replay_sources
+
+    part = digits_plan(grid=(2, 2), reuse=False).partition
+
+    def frame(k: int, source: str, at: float) -> FrameResult:
+        timeline = [TaskTiming(t.index, "a", float(n), 10.0 * (n + 1), 0.0, 10.0)
+                    for n, t in enumerate(part.tiles)]
+        return FrameResult(k, source, None, 45.0, 40.0, 5.0, 0, {}, {}, 0, 0,
+                           timeline=timeline, home="a", submitted=at)
+
+    apart = replay_sources(part, [frame(0, "a", 100.0), frame(1, "c", 100.5)], 1.0)
+    assert apart == pytest.approx(45.0, abs=0.5)
+    together = replay_sources(part, [frame(0, "a", 100.0), frame(1, "c", 100.0)], 1.0)
+    assert together == pytest.approx((85.0 + 90.0) / 2, abs=0.5)
+    assert replay_sources(part, [frame(0, "a", 0.0), frame(1, "c", 100.0)], 1.0) is None

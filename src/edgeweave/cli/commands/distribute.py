@@ -49,6 +49,16 @@ def distribute(
                                   "gateway's queue), or the plan's static assignment."),
     sources: str = typer.Option(None, "--sources", help="Comma-separated devices producing "
                                 "frames (default: the gateway)."),
+    gather_at_source: bool = typer.Option(False, "--gather-at-source",
+                                          help="Work stealing: gather each frame's tile "
+                                          "results at its data source, which runs the rest "
+                                          "of the model (default: at the gateway, as "
+                                          "DeepThings does). Not with the rest on the edge "
+                                          "or cloud."),
+    calibrate: int = typer.Option(0, "--calibrate", callback=integer(ge=0, le=100),
+                                  help="Frames of dummy input the workers compute first; "
+                                  "the plan is then priced again from what they took (its "
+                                  "prediction made before the measured frames)."),
     frames: int = typer.Option(5, "--frames", callback=integer(ge=1, le=100_000),
                                help="Frames to run (after one warm-up frame)."),
     objective: str = typer.Option("latency", "--objective",
@@ -77,7 +87,7 @@ def distribute(
         console, model=model, fleet=fleet, cluster=cluster, devices=devices, method=method,
         depth=depth, grid=grid, layer_split=layer_split, layer_devices=layer_devices,
         time_scale=time_scale, reuse=reuse, scheduler=scheduler,
-        sources=sources,
+        sources=sources, gather_at_source=gather_at_source, calibrate=calibrate,
         frames=frames, objective=objective, mbps=mbps, input_codec=input_codec,
         result_codec=result_codec, repeats=repeats, json_out=json_out,
         report=report)

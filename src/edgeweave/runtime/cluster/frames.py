@@ -68,6 +68,7 @@ class FrameResult:
     timeline: list[TaskTiming] = field(default_factory=list)
     rest_wait_ms: float = 0.0
     home: str = ""  # where the frame was gathered and its rest ran
+    submitted: float = 0.0  # the perf_counter instant it was submitted (0: not recorded)
 
 
 @dataclass
@@ -108,4 +109,4 @@ class Frame:
             dict(self.compute), self.stolen, self.rerun, note,
             task_overhead_ms=list(self.overhead_ms),
             task_overhead_bytes=list(self.overhead_bytes), timeline=list(self.timeline),
-            rest_wait_ms=rest_wait_ms, home=home)
+            rest_wait_ms=rest_wait_ms, home=home, submitted=self.submitted)

@@ -39,12 +39,14 @@ import torch
 from edgeweave.errors import EdgeWeaveError
 from edgeweave.graph import Graph
 from edgeweave.plan import Plan, plan_cluster
-from edgeweave.plan.medium import Task, simulate
 from edgeweave.plan.partition import Partition
+from edgeweave.plan.run_calibration import RunCalibration
 from edgeweave.profile import Profile
+from edgeweave.runtime.cluster.calibrate import calibration_of, dummy_frames
 from edgeweave.runtime.cluster.gateway import FrameResult, TileGateway
 from edgeweave.runtime.cluster.lab import ClusterLab, device_dilations
 from edgeweave.runtime.cluster.layers import LayerGateway
+from edgeweave.runtime.cluster.replay import replay_one, replay_sources
 from edgeweave.runtime.lab import LocalLab
 from edgeweave.runtime.session import emulated_fleet
 from edgeweave.topology import Fleet
@@ -60,6 +62,25 @@ def plan_emulated(graph: Graph, profile: Profile, fleet: Fleet, **options: Any) 
     return plan_cluster(graph, measured, emulated_fleet(fleet, profile), **options)
 
 
+def plan_calibrated(graph: Graph, profile: Profile, fleet: Fleet, plan: Plan,
+                    calibration: RunCalibration) -> Plan:
+    """``plan`` priced again with ``calibration`` (plan.run_calibration): the same method,
+    fused depth, grid, reuse, codecs, layer split, devices and objective, each tile's device
+    chosen again at the calibrated prices."""
+    part = plan.partition
+    assert part is not None
+    pins: dict[str, Any] = (
+        dict(depth=part.fused_depth, grid=tuple(part.grid) if part.grid else None,
+             reuse=part.reuse) if part.method == "fused-tiles" else
+        dict(layer_split=part.layer_split or "biased",
+             layer_devices=len({d for la in part.layers for d in la.devices} | {part.gateway})))
+    return plan_emulated(graph, profile, fleet, methods=(part.method,),
+                         devices=list(part.devices), cluster=part.cluster,
+                         objective=plan.objective, input_codec=part.input_codec,
+                         result_codec=part.result_codec, model_spec=part.model,
+                         calibration=calibration, **pins)
+
+
 @dataclass
 class ClusterRun:
     """What a run measured."""
@@ -72,6 +93,10 @@ class ClusterRun:
     wall_s: float
     workers: dict[str, dict[str, float]] = field(default_factory=dict)
     time_scale: float = 1.0  # dilations are device's x this; times below are divided by it
+    # a calibration pass before the measured frames: what it measured, and the plan as priced
+    # before it (``plan`` is then the plan priced from the calibration, the one that ran)
+    calibration: RunCalibration | None = None
+    uncalibrated: Plan | None = None
 
     def _ms(self, values: Iterable[float]) -> float:
         return statistics.median(values) / self.time_scale
@@ -116,34 +141,13 @@ class ClusterRun:
         return 100.0 * (sum(m for m, _ in pairs) / plan_ms - 1) if plan_ms > 0 else None
 
     def replayed_ms(self) -> float | None:
-        """The plan's own schedule (plan.medium: the shared medium, each device's queue, the
-        reuse dependencies) replayed with what this run measured in place of the profile's
-        compute: each tile's median emulated compute on the device that ran it (in the last
-        frame), then the median rest. Measured latency against this isolates the cost
-        model's structure (medium, scheduling, the runtime's per-task cost) from the
-        emulated hardware's speed on this host (compute_vs_plan_pct). None for layer-wise and
-        for several sources (their frames queue behind each other; the plan prices one)."""
+        """The plan's schedule model replayed with this run's compute (and, with several
+        sources, its frames' arrivals): runtime.cluster.replay. None for layer-wise."""
         part = self.plan.partition
         assert part is not None
-        if part.method != "fused-tiles" or not self.results or len(self.sources) > 1:
-            return None
-        ran = {t.tile: t.device for t in self.results[-1].timeline}
-        computes: dict[int, list[float]] = {}
-        for r in self.results:
-            for t in r.timeline:
-                computes.setdefault(t.tile, []).append(t.compute_ms / self.time_scale)
-        per_mb = float(part.search.get("task_overhead", {}).get("runtime_ms_per_mb", 0.0))
-        tiles = sorted(part.tiles, key=lambda t: (t.level, t.index))
-        position = {t.index: k for k, t in enumerate(tiles)}
-        if set(ran) != set(position):
-            return None
-        tasks = [Task(ran[t.index], statistics.median(computes[t.index])
-                      + per_mb * (t.in_bytes + t.out_bytes) / 2**20, t.in_bytes, t.out_bytes,
-                      tuple(sorted({position[p.source] for ps in t.reused.values()
-                                    for p in ps})))
-                 for t in tiles]
-        schedule = simulate(tasks, part.gateway, part.medium.mbps, part.medium.rtt_ms)
-        return schedule.makespan_ms + self._ms(r.rest_ms for r in self.results)
+        if len(self.sources) > 1:
+            return replay_sources(part, self.results, self.time_scale)
+        return replay_one(part, self.results, self.time_scale)
 
     @property
     def bytes_per_frame(self) -> float:
@@ -193,12 +197,18 @@ class ClusterRun:
 
     def to_json(self) -> dict[str, Any]:
         part = self.plan.partition
-        assert part is not None
+        # the devices the run was planned for (a calibrated plan keeps only those with a
+        # worker: the ones the first plan gave work)
+        planned_for = (self.uncalibrated or self.plan).partition
+        assert part is not None and planned_for is not None
         return {
-            "model": part.model, "method": part.method, "devices": len(part.devices),
+            "model": part.model, "method": part.method, "devices": len(planned_for.devices),
             "scheduler": self.scheduler, "sources": self.sources,
             "latency_ms": self.latency_ms, "fps": self.fps,
             "predicted_ms": part.predicted.get("latency_ms"),
+            "uncalibrated_predicted_ms": (self.uncalibrated.partition.predicted.get(
+                "latency_ms") if self.uncalibrated and self.uncalibrated.partition else None),
+            "calibration": self.calibration.to_json() if self.calibration else None,
             "bytes_per_frame": self.bytes_per_frame,
             "peak_rss_mb": max((w.get("peak_rss_mb", 0.0) for w in self.workers.values()),
                                default=None),
@@ -230,14 +240,19 @@ def run_cluster(graph: Graph, plan: Plan, profile: Profile, fleet: Fleet,
                 frames: Sequence[torch.Tensor], *, scheduler: str = "stealing",
                 sources: Sequence[str] | None = None, prefetch: int = 0, warmup: int = 1,
                 models: tuple[str, ...] = (), timeout_s: float = 600.0,
-                time_scale: float | str = 1.0, gather_at_source: bool | None = None
-                ) -> ClusterRun:
+                time_scale: float | str = 1.0, gather_at_source: bool | None = None,
+                calibrate: int = 0) -> ClusterRun:
     """Start a worker per planned device (and edge/cloud servers if the rest goes there), run
     ``warmup`` frames, then ``frames`` from ``sources`` (the gateway by default), each source
     with one frame in flight. Only the devices the plan gives work, and the data sources, get
     a worker: a device the optimiser left out (it would slow the frame, e.g. an rpi3 whose
     tile finishes after the others') does not steal tiles either. ``gather_at_source``:
-    TileGateway's (where work stealing gathers a frame and runs its rest)."""
+    TileGateway's (where work stealing gathers a frame and runs its rest). ``calibrate`` > 0:
+    after the warm-up, that many frames of dummy input run through the same workers and the
+    plan is priced again from what they took (:func:`plan_calibrated`), before any measured
+    frame; the run then uses the calibrated plan (a new gateway over the same workers if its
+    tiles moved, and a worker started for a device it newly gives work) and predicts with
+    it."""
     part = plan.partition
     if part is None or part.method not in ("fused-tiles", "layer-wise"):
         raise EdgeWeaveError("the plan runs on one device (no multi-device partition to run); "
@@ -259,17 +274,41 @@ def run_cluster(graph: Graph, plan: Plan, profile: Profile, fleet: Fleet,
         common: dict[str, Any] = dict(token=lab.token, gateway_dilation=slowed[part.gateway],
                       edge_target=edge_lab.edge_target if edge_lab else None,
                       time_scale=scale)
-        if part.method == "fused-tiles":
-            gw: TileGateway | LayerGateway = TileGateway(
-                graph, plan, scheduler=scheduler, prefetch=prefetch, dilations=slowed,
-                gather_at_source=gather_at_source, **common)
-        else:
-            gw = LayerGateway(graph, plan, **common)
+
+        def gateway(plan: Plan) -> TileGateway | LayerGateway:
+            made: TileGateway | LayerGateway = (
+                TileGateway(graph, plan, scheduler=scheduler, prefetch=prefetch,
+                            dilations=slowed, gather_at_source=gather_at_source, **common)
+                if part.method == "fused-tiles" else LayerGateway(graph, plan, **common))
+            try:
+                for device, target in lab.targets.items():
+                    made.join(device, target)
+                for _ in range(warmup):
+                    made.submit(frames[0], sources[0]).result(timeout=timeout_s)
+            except BaseException:
+                made.close()
+                raise
+            return made
+
+        calibration, uncalibrated = None, None
+        gw = gateway(plan)
         try:
-            for device, target in lab.targets.items():
-                gw.join(device, target)
-            for _ in range(warmup):
-                gw.submit(frames[0], sources[0]).result(timeout=timeout_s)
+            if calibrate > 0:
+                dummies = dummy_frames(frames[0].shape, calibrate)
+                found = _drive(gw, dummies, sources, timeout_s)
+                calibration = calibration_of(plan, found, dilations, scale)
+                uncalibrated, plan = plan, plan_calibrated(graph, profile, fleet, plan,
+                                                           calibration)
+                moved = plan.partition
+                assert moved is not None
+                for device in working_devices(moved, sources):  # work moved to it: start it
+                    if device not in lab.targets:
+                        dilations.update(device_dilations(profile, fleet, [device]))
+                        slowed[device] = dilations[device] * scale
+                        lab.start(device, slowed[device])
+                if _assignment(plan) != _assignment(uncalibrated):
+                    gw.close()
+                    gw = gateway(plan)
             start = time.perf_counter()
             results = _drive(gw, frames, sources, timeout_s)
             wall = time.perf_counter() - start
@@ -277,7 +316,16 @@ def run_cluster(graph: Graph, plan: Plan, profile: Profile, fleet: Fleet,
         finally:
             gw.close()
     return ClusterRun(plan, scheduler if part.method == "fused-tiles" else "layer-wise",
-                      sources, dilations, results, wall, workers, scale)
+                      sources, dilations, results, wall, workers, scale, calibration,
+                      uncalibrated)
+
+
+def _assignment(plan: Plan) -> tuple[tuple[int, str], ...]:
+    """What a gateway was built for beyond the regions: each tile's and part's device."""
+    part = plan.partition
+    assert part is not None
+    return (tuple((t.index, t.device) for t in part.tiles)
+            + tuple((k, d) for k, la in enumerate(part.layers) for d in la.devices))
 
 
 def slow_motion(dilations: Mapping[str, float], load: float | None = None,
