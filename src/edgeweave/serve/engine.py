@@ -176,6 +176,7 @@ class Engine:
         deadline has passed: see `Scheduler.next`."""
         idle = self.node.workers - len(self._busy_until)
         if self.scheduler.edf and math.isfinite(item.deadline):
+            self.scheduler.check_passed(item, now)  # before any estimate: the cheap refusal
             wait_s, run_s = self._finish_after(m, item, now)
             self.scheduler.check_deadline(m, item, now, wait_s,
                                           idle_node=idle > 0 and self.queued == 0, run_s=run_s)

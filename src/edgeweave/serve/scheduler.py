@@ -61,9 +61,8 @@ class Scheduler:
         already past; see `next`)."""
         if not self.edf or item.deadline == float("inf"):
             return
+        self.check_passed(item, now)
         left_ms = (item.deadline - now) * 1000.0
-        if left_ms <= 0:
-            raise Shed("deadline", f"its deadline passed {-left_ms:.0f} ms before it arrived")
         if idle_node:
             return
         run = model.latency.estimate(1) if run_s is None else run_s
@@ -71,6 +70,13 @@ class Scheduler:
             raise Shed("deadline", f"cannot meet its deadline: {left_ms:.0f} ms left, about "
                                    f"{backlog_s * 1000:.0f} ms of queued work ahead of it and "
                                    f"{run * 1000:.0f} ms to run the batch it joins")
+
+    @staticmethod
+    def check_passed(item: Pending, now: float) -> None:
+        """Reject (Shed) a request whose deadline has passed."""
+        if item.deadline <= now:
+            raise Shed("deadline", f"its deadline passed {(now - item.deadline) * 1000:.0f} "
+                                   f"ms before it arrived")
 
     @staticmethod
     def victim(models: Iterable[ServedModel], priority: int) -> Pending | None:
