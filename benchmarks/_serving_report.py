@@ -9,6 +9,35 @@ from rich.table import Table
 from edgeweave.serve.loadgen import Row
 
 
+def misses(records: list) -> dict:
+    """Why the requests of one run that were not answered in time were missed: answered late
+    (and by how much past the deadline, the median and worst, ms), refused by status,
+    throttled by the device, lost; with the answered ones' latency over the deadline."""
+    out: dict = {"sent": len(records), "in_time": sum(r.in_time for r in records)}
+    late = sorted((r.latency_s - r.deadline_s) * 1000.0 for r in records
+                  if r.end == "answered" and not r.in_time)
+    if late:
+        out["late"] = {"n": len(late), "median_over_ms": late[len(late) // 2],
+                       "worst_over_ms": late[-1]}
+    for r in records:
+        if r.throttled:
+            key = "throttled"
+        elif r.end == "lost":
+            key = "lost"
+        elif r.end != "answered":
+            key = f"refused {r.status or '?'}"
+        else:
+            continue
+        out[key] = out.get(key, 0) + 1
+    share = sorted(r.latency_s / r.deadline_s for r in records
+                   if r.end == "answered" and r.deadline_s > 0)
+    if share:
+        out["answered_latency_over_deadline_p50_p99"] = [
+            round(share[len(share) // 2], 3), round(share[min(len(share) - 1,
+                                                          int(0.99 * len(share)))], 3)]
+    return out
+
+
 def rows_table(rows: list[Row], note: str) -> Table:
     """Every row: one system, one model, one load."""
     table = Table(title=f"open-loop Poisson load; {note}")

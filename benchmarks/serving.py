@@ -258,6 +258,7 @@ def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[lis
                       f"{os.cpu_count()} cores)", highlight=False)
         rows = []
         lags: dict[str, dict[str, float]] = {}  # system -> load -> its senders' worst lag (ms)
+        misses: dict[str, dict[str, dict]] = {}  # system -> load -> why requests were missed
         for k, load in enumerate(float(x) for x in args.loads.split(",")):
             rate = load * capacity
             plays = [(s, None) for s in systems]
@@ -285,6 +286,7 @@ def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[lis
                           max(p.lag_s for p in parts))
                 (row,) = summarize_run(run, system, load)
                 lags.setdefault(system, {})[f"{load:g}"] = run.lag_s * 1000.0
+                misses.setdefault(system, {})[f"{load:g}"] = report.misses(run.records)
                 row.model = label
                 rows.append(row)
                 console.print(f"  {system:15s} {load:4.0%}: {row.throughput_rps:5.1f} req/s, "
@@ -303,6 +305,7 @@ def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[lis
                 "capacity_at_slo_rps": {s: v.low for s, v in at_slo.items()},
                 "capacity_at_slo_probes": {s: v.probes for s, v in at_slo.items()},
                 "sender_lag_ms": lags,
+                "misses": misses,
                 "host_load_avg_1m_at_calibration": load_at_calibration,
                 "host_load_avg_1m_after": os.getloadavg()[0],
                 "slo_ms": slo_s * 1000, "ray_start_s": ray.ready["start_s"] if ray else None,
