@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import functools
 import json
+import os
 import sys
 import threading
 import time
@@ -136,6 +137,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--senders", type=int, default=1,
                     help="sender processes playing each open loop (1: this driver)")
+    ap.add_argument("--sender-cores", default=None,
+                    help="the load generator's cores (e.g. 0,2): this driver moves there "
+                         "once Ray and the application are up on the cores it was started "
+                         "on (the serving cores, `_serving_cores`), before its senders start")
     args = ap.parse_args()
     shape = tuple(int(d) for d in args.input_shape.split(","))
 
@@ -154,13 +159,21 @@ def main() -> None:
     target = RayTarget(handle, shape, args.seed)
     for x in target.inputs * 2:  # warm-up: every replica's first calls
         handle.remote(x).result()
+    cores: dict[str, str] = {}
+    if args.sender_cores:  # Ray (GCS, raylet, replicas) stays on the cores it started on
+        import _serving_cores
+
+        _serving_cores.pin(os.getpid(), {int(c) for c in args.sender_cores.split(",")})
+        cores = _serving_cores.tree(os.getpid())
     pool = None
     if args.senders > 1:  # as EdgeWeave's nodes are played: the same number of processes
         pool = SenderPool(functools.partial(
             sender_target, ray.get_runtime_context().gcs_address, args.model, shape,
             args.seed), args.senders)
+        cores |= {f"sender {p.pid}": _serving_cores.allowed(p.pid)
+                  for p in pool.procs if p.pid is not None} if args.sender_cores else {}
     print(json.dumps({"ready": True, "start_s": time.perf_counter() - start,
-                      "senders": args.senders}), flush=True)
+                      "senders": args.senders, "cores": cores}), flush=True)
     for line in sys.stdin:
         cmd = json.loads(line)
         if cmd.get("quit"):

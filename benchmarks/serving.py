@@ -55,16 +55,19 @@ system), so the old node is given `--workers` requests at once on dilated models
 `--runners` also times how a batch can run (the eager module, the program traced at batch 1,
 one traced per batch size): `serve.batching` runs the one traced at batch 1, from this.
 
-THE EDGE IS THIS HOST and the load generator shares its cores (and so do Ray's own processes
-while EdgeWeave runs, idle), so absolute figures are this machine's on the day; the systems
-are compared under the same conditions, load level by load level.
+THE EDGE IS THIS HOST: every system under test runs on the same core(s) (`--serve-cores`,
+default the last one: its node process, or Ray's GCS, raylet and replicas) and the load
+generator on the others (the benchmark, its sender processes, Ray's driver and its senders),
+capacity measures included (`_serving_cores`; what the kernel allows each process is read back
+into the JSON, `cores`). Ray's own processes stay up, idle, while EdgeWeave runs, and the host
+is shared with other work, so absolute figures are this machine's on the day; the systems are
+compared under the same conditions, load level by load level.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import statistics
 import subprocess
@@ -75,35 +78,29 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.table import Table
 
 import _serving_capacity as capacity_at_slo
+import _serving_cores as cores_of
+import _serving_report as report
+from _serving_peer import CLIENTS, ROOT, RayPeer
 from _zoo import emit
 from edgeweave.graph import capture
 from edgeweave.runtime.lab import LocalLab
 from edgeweave.runtime.loadgen_target import GrpcTarget
 from edgeweave.runtime.whole_model import WholeModel, whole_model
 from edgeweave.serve import ServingConfig
-from edgeweave.serve.loadgen import (
-    Fallback,
-    Record,
-    Row,
-    Run,
-    SenderPool,
-    open_loop,
-    poisson,
-)
+from edgeweave.serve.loadgen import Fallback, Row, Run, SenderPool, open_loop, poisson
 from edgeweave.serve.loadgen import summarize as summarize_run
 
-ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("resnet18", "mobilenet_v2", "digits-tenants")
 LOADS = (0.5, 0.8, 1.0, 1.5, 2.0)
 #: The digits tenants (shared stems, `benchmarks/shared_stems.py`): five tasks fine-tuned from
 #: one backbone, served as one forest at the depths Mainstream chose.
 TENANTS = "digits-tenants"
-CLIENTS = 1000
-HOST_NOTE = ("the edge is this host ({cores} cores) and the load generator shares it; Ray's "
-             "processes stay up (idle) while the EdgeWeave nodes run; {dilation}")
+HOST_NOTE = ("the edge is this host ({cores} cores): every system under test runs on core(s) "
+             "{serve} (its node process, or Ray's GCS, raylet and replicas), the load "
+             "generator (the benchmark, its senders, Ray's driver and senders) on {send}; "
+             "Ray's processes stay up (idle) while the EdgeWeave nodes run; {dilation}")
 
 
 def dilations(text: str, models: list[str]) -> dict[str, float]:
@@ -162,60 +159,6 @@ def served_model(name: str, image_size: int, stems) -> WholeModel:
     return whole_model(spec, graph=capture(forest, shape, name=spec, spec=spec))
 
 
-class RayPeer:
-    """`_serving_ray.py` in the peers' interpreter, kept up for one model's whole sweep."""
-
-    def __init__(self, python: str, model: str, shape: tuple[int, ...], replicas: int,
-                 max_batch: int, max_queued: int, wait_s: float, factor: float, seed: int,
-                 senders: int = 1):
-        env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-        self.proc = subprocess.Popen(
-            [python, str(ROOT / "benchmarks" / "_serving_ray.py"), "--model", model,
-             "--input-shape", ",".join(map(str, shape)), "--replicas", str(replicas),
-             "--max-batch", str(max_batch), "--max-queued", str(max_queued),
-             "--batch-wait-s", str(wait_s), "--cpus", str(os.cpu_count() or 2),
-             "--dilation", str(factor), "--seed", str(seed), "--senders", str(senders)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-            env=env)
-        self.ready = json.loads(self._line())
-
-    def _line(self) -> str:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the Ray Serve process exited ({self.proc.wait()})")
-        return line
-
-    def run(self, rate: float, duration: float, seed: int, slo_s: float, drain_s: float) -> Run:
-        """An open-loop Poisson load (the same arrivals `poisson` gives EdgeWeave's runs)."""
-        return self._play({"rate": rate, "duration": duration, "seed": seed, "slo_s": slo_s,
-                           "drain_s": drain_s, "clients": CLIENTS})
-
-    def closed(self, devices: int, duration: float, slo_s: float) -> Run:
-        return self._play({"closed": devices, "duration": duration, "slo_s": slo_s,
-                           "drain_s": 30.0})
-
-    def _play(self, cmd: dict) -> Run:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(cmd) + "\n")
-        self.proc.stdin.flush()
-        doc = json.loads(self._line())
-        records = [Record(m, c, sent, deadline, end, status, refused,
-                          float("nan") if lat is None else lat)
-                   for m, c, sent, deadline, end, status, refused, lat in doc["records"]]
-        return Run(records, cmd["duration"], doc["lag_s"])
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.write(json.dumps({"quit": True}) + "\n")
-            self.proc.stdin.flush()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
 #: How the SLO is set, said in the output and the JSON.
 SLO_METHOD = ("SLO = {factor:g} x the median of {rounds} single-request latencies on "
               "EdgeWeave's node, one measured in each capacity round ({ms} ms), at least "
@@ -225,8 +168,9 @@ def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[lis
     model, shape = wm.name, wm.graph.input_shape
     args_of = node_args(args.workers, args.max_batch, args.max_queue, args.dilation[label])
     systems = [s for s in args.systems.split(",") if s]
-    labs = {s: LocalLab(roles=("edge",), extra_args={"edge": args_of[s]}).__enter__()
-            for s in systems if s in args_of}
+    with cores_of.spawning_on(args.serve_cores, args.sender_cores):
+        labs = {s: LocalLab(roles=("edge",), extra_args={"edge": args_of[s]}).__enter__()
+                for s in systems if s in args_of}
     ray = None
     pools: dict[str, SenderPool] = {}
     try:
@@ -256,9 +200,10 @@ def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[lis
         ew = targets["edgeweave"]
         ew.deploy(fixed)
         if "ray" in systems:
-            ray = RayPeer(args.ray_python, model, shape, args.workers, args.max_batch,
-                          args.max_queue, args.max_delay_ms / 1000.0, args.dilation[label],
-                          args.seed, args.senders)
+            with cores_of.spawning_on(args.serve_cores, args.sender_cores):
+                ray = RayPeer(args.ray_python, model, shape, args.workers, args.max_batch,
+                              args.max_queue, args.max_delay_ms / 1000.0,
+                              args.dilation[label], args.seed, args.senders, args.sender_cores)
             console.print(f"ray serve up in {ray.ready['start_s']:.0f} s")
         load_before = os.getloadavg()[0]  # other processes on this host, if any
         measured, ones = capacity_at_slo.unconstrained(
@@ -313,6 +258,7 @@ def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[lis
                       f"{os.cpu_count()} cores)", highlight=False)
         rows = []
         lags: dict[str, dict[str, float]] = {}  # system -> load -> its senders' worst lag (ms)
+        misses: dict[str, dict[str, dict]] = {}  # system -> load -> why requests were missed
         for k, load in enumerate(float(x) for x in args.loads.split(",")):
             rate = load * capacity
             plays = [(s, None) for s in systems]
@@ -340,6 +286,7 @@ def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[lis
                           max(p.lag_s for p in parts))
                 (row,) = summarize_run(run, system, load)
                 lags.setdefault(system, {})[f"{load:g}"] = run.lag_s * 1000.0
+                misses.setdefault(system, {})[f"{load:g}"] = report.misses(run.records)
                 row.model = label
                 rows.append(row)
                 console.print(f"  {system:15s} {load:4.0%}: {row.throughput_rps:5.1f} req/s, "
@@ -358,9 +305,11 @@ def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[lis
                 "capacity_at_slo_rps": {s: v.low for s, v in at_slo.items()},
                 "capacity_at_slo_probes": {s: v.probes for s, v in at_slo.items()},
                 "sender_lag_ms": lags,
+                "misses": misses,
                 "host_load_avg_1m_at_calibration": load_at_calibration,
                 "host_load_avg_1m_after": os.getloadavg()[0],
-                "slo_ms": slo_s * 1000, "ray_start_s": ray.ready["start_s"] if ray else None}
+                "slo_ms": slo_s * 1000, "ray_start_s": ray.ready["start_s"] if ray else None,
+                "cores": pinned(labs, ray, pools)}
         return rows, info
     finally:
         for pool in pools.values():
@@ -369,6 +318,20 @@ def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[lis
             ray.close()
         for lab in labs.values():
             lab.close()
+
+
+def pinned(labs: dict[str, LocalLab], ray: RayPeer | None, pools: dict[str, SenderPool]
+           ) -> dict[str, dict[str, str]]:
+    """Where each process of the run may run, read back from the kernel (Cpus_allowed_list):
+    each system's processes (the node, or Ray's driver, GCS, raylet, replicas and its own
+    senders), the benchmark and EdgeWeave's sender processes."""
+    out = {s: cores_of.tree(lab.nodes["edge"].process.pid) for s, lab in labs.items()}
+    if ray is not None:
+        out["ray"] = ray.ready.get("cores", {})
+    out["load generator"] = {f"benchmark {os.getpid()}": cores_of.allowed(os.getpid())} | {
+        f"{s} sender {p.pid}": cores_of.allowed(p.pid)
+        for s, pool in pools.items() for p in pool.procs if p.pid is not None}
+    return out
 
 
 def shared_stems(quick: bool, seed: int, console: Console):
@@ -418,104 +381,6 @@ def runner_times(model: str, shape: tuple[int, ...], sizes: tuple[int, ...], rep
     return out
 
 
-def at_objective(rows: list[Row], slo_ms: float) -> float:
-    """The most throughput reached at a load where p99 stayed within the SLO (0 if none)."""
-    return max((r.throughput_rps for r in rows if r.p99_ms == r.p99_ms and r.p99_ms <= slo_ms),
-               default=0.0)
-
-
-def summary(rows: list[Row], infos: dict[str, dict]) -> tuple[Table, list[dict], list[str]]:
-    t = Table(title="at the same p99 objective (p99 <= SLO): most throughput, and SLO "
-                    "attainment by load")
-    for col in ("model", "system", "thru @ p99<=SLO", "SLO 80%", "SLO 100%", "SLO 150%",
-                "capacity @ SLO", "goodput 200% / capacity", "lost", "adds up"):
-        t.add_column(col, justify="left" if col in ("model", "system") else "right")
-    out, goals = [], []
-    for model, info in infos.items():
-        mine = [r for r in rows if r.model == model]
-        best = {}
-        for system in dict.fromkeys(r.system for r in mine):
-            sr = [r for r in mine if r.system == system]
-            att = {r.load: r.slo_attainment for r in sr}
-            top = next((r for r in sr if r.load == 2.0), None)
-            best[system] = at_objective(sr, info["slo_ms"])
-            own = info.get("capacity_at_slo_rps", {}).get(system)
-            entry = {"model": model, "system": system, "throughput_at_slo_p99": best[system],
-                     "capacity_at_slo_rps": own, "slo_attainment": att,
-                     "goodput_200_over_capacity": (top.goodput_rps / info["capacity_rps"]
-                                                   if top else None),
-                     "lost": sum(r.lost for r in sr), "adds_up": all(r.adds_up for r in sr)}
-            out.append(entry)
-            t.add_row(model, system, f"{best[system]:.1f}",
-                      *(f"{att[x]:.1%}" if x in att else "-" for x in (0.8, 1.0, 1.5)),
-                      "-" if own is None else f"{own:.1f}",
-                      f"{entry['goodput_200_over_capacity']:.0%}" if top else "-",
-                      str(entry["lost"]), "yes" if entry["adds_up"] else "NO")
-        goals += _goals(model, best, mine, info["capacity_rps"])
-        goals.append(f"{model}: {info['capacity_method']}; measured (req/s): " + ", ".join(
-            f"{s} {', '.join(f'{x:.1f}' for x in v)}"
-            for s, v in info["capacity_rounds_rps"].items()))
-        goals.append(f"{model}: {info['slo_method']}")
-    return t, out, goals
-
-
-def _goals(model: str, best: dict[str, float], rows: list[Row], capacity: float
-           ) -> list[str]:
-    def row(system: str, load: float) -> Row | None:
-        return next((r for r in rows if r.system == system and r.load == load), None)
-
-    lines = []
-    ew = best.get("edgeweave", 0.0)
-    if "ray" in best:
-        ok = ew > 0 and ew >= best["ray"]
-        lines.append(f"{model}: throughput at the p99 objective {ew:.1f} vs Ray Serve "
-                     f"{best['ray']:.1f} req/s (0: p99 above the SLO at every load): "
-                     f"{'met' if ok else 'NOT met'}")
-        for load in (0.8, 1.0, 1.5):
-            a, b = row("edgeweave", load), row("ray", load)
-            if a and b:
-                verdict = ("met" if a.slo_attainment > b.slo_attainment else "tie, NOT higher"
-                           if a.slo_attainment == b.slo_attainment else "NOT met")
-                lines.append(f"{model} at {load:.0%}: SLO attainment {a.slo_attainment:.1%} vs "
-                             f"Ray Serve {b.slo_attainment:.1%}: {verdict}")
-    if "fifo" in best and ew > 0 and best["fifo"] > 0:
-        ratio = ew / best["fifo"]
-        lines.append(f"{model}: throughput at the p99 objective {ratio:.2f}x the old server's "
-                     f"(goal 1.5x): {'met' if ratio >= 1.5 else 'NOT met'}")
-    elif "fifo" in best:
-        lines.append(f"{model}: throughput at the p99 objective {ew:.1f} vs the old server's "
-                     f"{best['fifo']:.1f} req/s (0: p99 above the SLO at every load): "
-                     f"{'met' if ew > 0 else 'NOT met'}")
-    top = row("edgeweave", 2.0)
-    if top is not None and capacity:
-        share = top.goodput_rps / capacity
-        over = " (more than the capacity measured: it was measured low)" if share > 1.1 else ""
-        lines.append(f"{model} at 200%: goodput {top.goodput_rps:.1f} req/s = {share:.0%} of "
-                     f"capacity{over} (goal 90%): {'met' if share >= 0.9 else 'NOT met'}")
-    if top is not None:
-        lines.append(f"{model} at 200%: lost {top.lost}, sent {top.sent} = answered "
-                     f"{top.answered} + fallback {top.fallback} + refused {top.refused} + "
-                     f"lost {top.lost}: {'adds up' if top.adds_up else 'DOES NOT add up'}")
-    return lines
-
-
-def stem_goals(rows: list[dict]) -> list[str]:
-    """Mainstream's total quality against no sharing and max sharing, budget by budget."""
-    by: dict[float, dict[str, float | None]] = {}
-    for r in rows:
-        if r.get("metric") == "event" and "budget_ms_per_s" in r:
-            by.setdefault(r["load"], {})[r["system"]] = r["total_quality"]
-    lines = []
-    for load, q in by.items():
-        m = q.get("mainstream")
-        others = [v for k, v in q.items() if k != "mainstream" and v is not None]
-        ok = m is not None and all(m >= v for v in others)
-        shown = ", ".join(f"{k} {'-' if v is None else f'{v:.3f}'}" for k, v in q.items())
-        lines.append(f"shared stems at {load:g}x the budget: total quality {shown}: "
-                     f"{'met' if ok else 'NOT met'}")
-    return lines
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", type=Path, default=None)
@@ -546,8 +411,14 @@ def main() -> None:
     ap.add_argument("--slices", type=int, default=2,
                     help="each load level is played in this many parts, the systems taking "
                          "turns (ABBA), so slow spells of a shared host hit every system")
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2,
-                    help="EdgeWeave workers and Ray replicas (one thread each)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="EdgeWeave workers and Ray replicas (one thread each; default: one "
+                         "per serving core)")
+    ap.add_argument("--serve-cores", default=None,
+                    help="the cores every system under test runs on, alike (its node process, "
+                         "or Ray's processes), e.g. 1 or 2-3; the load generator (this "
+                         "process, its senders, Ray's driver and senders) runs on the others "
+                         "(default: the last core serves, the rest send)")
     ap.add_argument("--max-batch", type=int, default=8)
     ap.add_argument("--max-delay-ms", type=float, default=0.0)
     ap.add_argument("--max-queue", type=int, default=32)
@@ -589,44 +460,40 @@ def main() -> None:
     models = [m for m in args.models.split(",") if m]
     default = f"{TENANTS}=30" if TENANTS in models else "1"
     args.dilation = dilations(args.dilation or default, models)
-    note = HOST_NOTE.format(cores=cores, dilation=dilation_note(args.dilation))
+    args.serve_cores, args.sender_cores = cores_of.split(args.serve_cores,
+                                                         os.sched_getaffinity(0))
+    args.workers = args.workers or len(args.serve_cores)
+    note = HOST_NOTE.format(cores=cores, serve=cores_of.fmt(args.serve_cores),
+                            send=cores_of.fmt(args.sender_cores),
+                            dilation=dilation_note(args.dilation))
     console.print(note, highlight=False)
+    if args.serve_cores == args.sender_cores:
+        console.print("one core only: the systems and the load generator share it",
+                      highlight=False)
     stems, stem_tables, stem_out = None, [], []
     if TENANTS in models:
         stems, stem_tables, stem_out = shared_stems(args.quick_stems, args.seed, console)
     rows, infos = [], {}
+    cores_of.pin(os.getpid(), args.sender_cores)  # what it starts runs there (see bench_model)
     for model in models:
         got, infos[model] = bench_model(served_model(model, args.image_size, stems), model,
                                         args, console)
         rows += got
-    table = Table(title=f"open-loop Poisson load; {note}")
-    for col in ("system", "model", "load", "offered/s", "thru/s", "goodput/s", "p50 ms",
-                "p99 ms", "SLO", "rejected", "fallback", "lost"):
-        table.add_column(col, justify="left" if col in ("system", "model") else "right")
-    for r in rows:
-        table.add_row(r.system, r.model, f"{r.load:.0%}", f"{r.offered_rps:.1f}",
-                      f"{r.throughput_rps:.1f}", f"{r.goodput_rps:.1f}", f"{r.p50_ms:.0f}",
-                      f"{r.p99_ms:.0f}", f"{r.slo_attainment:.1%}", str(r.rejected),
-                      str(r.fallback), str(r.lost))
-    summary_table, summary_rows, goals = summary(rows, infos)
-    goals += stem_goals(stem_out)
-    tables = [table, summary_table, *stem_tables]
+    summary_table, summary_rows, goals = report.summary(rows, infos)
+    goals += report.stem_goals(stem_out)
+    tables = [report.rows_table(rows, note), summary_table, *stem_tables]
     runners = []
     if args.runners:
         for model in [m for m in models if m != TENANTS]:
             runners += runner_times(model, (1, 3, args.image_size, args.image_size),
                                     (1, 2, 4, 8), 3)
-        rt = Table(title="ms per request by batch runner (one thread)")
-        for col in ("model", "batch", "eager", "traced at 1", "traced at batch", "same?"):
-            rt.add_column(col)
-        for r in runners:
-            rt.add_row(r["model"], str(r["batch"]), f"{r['eager']:.1f}",
-                       f"{r['traced_at_1']:.1f}", f"{r['traced_at_batch']:.1f}",
-                       "yes" if r["traced_at_1_matches"] else "NO")
-        tables.append(rt)
+        tables.append(report.runners_table(runners))
     doc = {"host": {"cores": cores, "note": note, "dilation": args.dilation,
+                    "serve_cores": sorted(args.serve_cores),
+                    "sender_cores": sorted(args.sender_cores),
                     "load_avg_1m": os.getloadavg()[0]},
-           "config": {k: v for k, v in vars(args).items() if k not in ("json", "plot")},
+           "config": {k: sorted(v) if isinstance(v, set) else v for k, v in vars(args).items()
+                      if k not in ("json", "plot")},
            "models": infos, "rows": [r.as_json() for r in rows], "summary": summary_rows,
            "goals": goals, "runners": runners, "shared_stems": stem_out}
     emit(Console(width=150), tables, doc, args.json)

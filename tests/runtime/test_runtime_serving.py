@@ -171,6 +171,38 @@ def test_a_deadline_is_met_or_refused_with_a_status_never_served_late(digits):
         svc.close()
 
 
+def test_a_request_the_engine_refuses_costs_the_node_no_decoding(digits, monkeypatch):
+    """Under overload most requests are refused: the node asks the engine before it decodes a
+    request's tensors, so a refused one is never decoded (its tensors here are garbage of the
+    declared shape: decoded, they are refused as a bad tensor instead). It is counted once,
+    as a request refused on its deadline (the answered one is the other)."""
+    from edgeweave.runtime import tensors
+
+    server, svc, target = start()
+    try:
+        deploy(target, digits)
+        x = torch.randn(digits.graph.input_shape)
+        decoded = []
+        real = tensors.decode
+        monkeypatch.setattr(tensors, "decode", lambda *a, **k: decoded.append(1) or real(*a, **k))
+        infer(target, digits, x, deadline_ms=5000.0)
+        assert len(decoded) == 1
+        garbage = digits.encode(x)
+        garbage[0].payload = b"\x01\x02\x03"  # not a float32 tensor of any shape
+        code, _ = status(lambda: stub(target).Infer(digits.request(garbage), timeout=10))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and len(decoded) == 2  # decoded: bad
+        code, details = status(lambda: stub(target).Infer(
+            digits.request(garbage, deadline_ms=1e-3), timeout=10))
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED and "deadline" in details, details
+        assert len(decoded) == 2
+        snap = svc.metrics.snapshot()
+        assert sum(v for k, v in snap.items()
+                   if k.startswith("edgeweave_serve_requests_total")) == 2
+    finally:
+        server.stop(0)
+        svc.close()
+
+
 @pytest.mark.parametrize(("knobs", "words"), [
     ({"max_batch": 100000}, "max_batch 100000: expected 0 to 8"),
     ({"max_batch": -1}, "max_batch -1"),

@@ -254,6 +254,39 @@ def test_admission_counts_the_work_ahead_in_the_batches_the_deadline_allows():
     assert e.queued == 7
 
 
+def test_admission_counts_a_request_in_the_batch_it_joins():
+    """Batches of 1 take 200 ms, of 8 270 ms (10 ms more a request). With 485 ms to go the
+    batches a request can run in are of 5 (2 x 240 ms fits), so one worker serves two batches
+    of five by the deadline: exactly ten requests due then are admitted, each counted in the
+    batch it joins. Counted as a batch of one after the work ahead of it (what admission did
+    before), the seventh was refused (6 x 48 ms + 200 ms > 485 ms) though its batch of five,
+    with the four queued before it, ends at 450 ms. `check` refuses as `submit` would,
+    queueing nothing."""
+    lat = LatencyModel()
+    lat.seed(1, 0.2)
+    lat.seed(8, 0.27)
+    node = NodeServing(workers=1, max_batch=8, max_queue=64)
+    e = Engine(node, clock=lambda: 0.0)  # not started: nothing runs, the queue stays
+    m = e.add("m", "m", Doubler(), resolve(ServingConfig(max_batch=8), node), lat)
+    assert m.feasible_batch(0.485) == 5
+    x = (torch.zeros(1, 1),)
+    admitted = []
+    for _ in range(12):
+        try:
+            e.check("m", 0.485)
+            checked = True
+        except Shed:
+            checked = False
+        try:
+            e.submit("m", x, deadline=0.485)
+            admitted.append(True)
+        except Shed as shed:
+            assert "to run the batch it joins" in shed.message
+            admitted.append(False)
+        assert checked == admitted[-1]
+    assert admitted == [True] * 10 + [False] * 2 and e.queued == 10
+
+
 def test_an_answer_a_little_past_its_deadline_is_sent_within_the_senders_grace():
     """A device sends its deadline less a margin for the way back (its spread beyond the mean
     is the request's grace): a batch that overran the deadline by less than the grace is

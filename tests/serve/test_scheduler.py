@@ -138,6 +138,19 @@ def test_latency_bound_learns_the_spread_and_scales_it_to_unseen_sizes():
     assert (lat.bound(2) - lat.estimate(2)) / lat.estimate(2) == pytest.approx(relative)
 
 
+def test_latency_estimates_of_unseen_sizes_follow_every_new_measurement():
+    """Estimates are kept between measurements (admission asks for them on every request);
+    each measurement of any size renews them."""
+    lat = LatencyModel(alpha=1.0)
+    lat.observe(1, 0.1)
+    assert lat.estimate(4) == pytest.approx(0.4)  # one size seen: no batching gain assumed
+    lat.observe(8, 0.45)
+    assert lat.estimate(4) == pytest.approx(0.25) and lat.bound(4) == pytest.approx(0.25)
+    lat.observe(8, 0.8)  # alpha 1: the new measurement replaces the mean
+    assert lat.estimate(4) == pytest.approx(0.4)
+    assert lat.bound(6) > lat.estimate(6)  # and its spread reaches the sizes nearest to 8
+
+
 def test_under_overload_the_requests_a_full_batch_cannot_serve_make_room_for_one():
     """Ten queued, a full batch of 8 takes 800 ms: the two due before 0.8 s are dropped
     (counted, with a deadline reason) and the eight behind them run as one batch."""

@@ -319,6 +319,8 @@ class NodeService(pb_grpc.NodeServicer):
         check_tensors(req, lambda name: self._expected(name, req.route),
                       self.cfg.max_decoded_mb * tensors.MB)
         parks = self.links.arrival_s(req, context.time_remaining()) > 0
+        if req.route[0].stage and not parks:  # one the engine refuses costs no decoding
+            self.serving.precheck(req.route[0].stage, deadline, req.priority)
         try:
             with self.admission.admit(parks) as ticket:
                 self.metrics.queue_depth.set(self.serving.engine.queued)

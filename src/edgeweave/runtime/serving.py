@@ -179,6 +179,22 @@ class ServingNode:
             self.fronts.forget(digest)
         return self.engine.remove(digest, reason, why)
 
+    def precheck(self, digest: str, deadline: float, priority: int) -> None:
+        """Refuse now (Refused) a request for stage `digest` that the engine would refuse on
+        arrival, before its tensors are decoded (see `Engine.check`); a stage not served yet
+        is left to `run`."""
+        if digest not in self.engine:
+            return
+        try:
+            self.engine.check(digest, deadline, priority)
+        except Shed as s:
+            raise self._refused(digest, deadline, s) from None
+
+    def _refused(self, digest: str, deadline: float, s: Shed) -> Refused:
+        if self.metrics is not None and math.isfinite(deadline):
+            self.metrics.missed(self.model_name(digest))
+        return refusal(s, self.name)
+
     def run(self, stage: DeployedStage, inputs: Inputs, deadline: float,
             priority: int, source: str = SHARED, grace: float = 0.0) -> Answer:
         """``source``: the device or stream the request came from (its front stages' key);
@@ -189,9 +205,7 @@ class ServingNode:
             return self.engine.wait(self.engine.submit(stage.digest, inputs, deadline,
                                                        priority, source, grace))
         except Shed as s:
-            if self.metrics is not None and math.isfinite(deadline):
-                self.metrics.missed(self.model_name(stage.digest))
-            raise refusal(s, self.name) from None
+            raise self._refused(stage.digest, deadline, s) from None
 
     def model_name(self, digest: str) -> str:
         m = self.engine.models.get(digest)

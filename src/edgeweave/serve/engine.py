@@ -12,6 +12,7 @@ maps a shed request to its status.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import threading
@@ -174,8 +175,11 @@ class Engine:
         free, nothing queued) a request is not refused on the latency estimate, only when its
         deadline has passed: see `Scheduler.next`."""
         idle = self.node.workers - len(self._busy_until)
-        self.scheduler.check_deadline(m, item, now, self._backlog(item, now),
-                                      idle_node=idle > 0 and self.queued == 0)
+        if self.scheduler.edf and math.isfinite(item.deadline):
+            self.scheduler.check_passed(item, now)  # before any estimate: the cheap refusal
+            wait_s, run_s = self._finish_after(m, item, now)
+            self.scheduler.check_deadline(m, item, now, wait_s,
+                                          idle_node=idle > 0 and self.queued == 0, run_s=run_s)
         model_full = len(m) >= m.config.max_queue + idle
         if not model_full and self.queued < self.node.max_queue + idle:
             return None
@@ -186,6 +190,41 @@ class Engine:
                      f"the node's queues hold {self.queued} (--max-queue)")
             raise Shed("queue_full", f"{where} and every worker is busy")
         return victim
+
+    def _finish_after(self, m: ServedModel, item: Pending, now: float) -> tuple[float, float]:
+        """(seconds until a worker starts the batch `item` would run in, seconds that batch
+        takes): the admission estimate. Its own model's requests ahead of it run in batches
+        its deadline allows (`feasible_batch`), and it joins the last of them, the one not
+        full: it is counted in that batch (`n % size + 1` requests), not as a batch of one
+        after all of them (what admission did before: a request whose batch, with the work
+        ahead of it, finished in time was refused for up to a whole batch of one more).
+        Other models' work ahead is counted as in `_backlog`."""
+        key = self.scheduler.order(item)
+        size = m.feasible_batch(item.deadline - now)
+        ahead = bisect.bisect_left(m.keys, key)
+        full, rest = divmod(ahead, size)
+        work = full * m.latency.estimate(size) + sum(
+            o.work_ahead(key, o.feasible_batch(item.deadline - now))
+            for o in self.models.values() if o is not m)
+        busy = [max(0.0, end - now) for end in self._busy_until.values()]
+        wait = start_after(busy + [0.0] * (self.node.workers - len(busy)), work)
+        return wait, m.latency.estimate(rest + 1)
+
+    def check(self, key: str, deadline: float, priority: int = 0) -> None:
+        """Raise Shed now if a request for `key` with this deadline and priority would be
+        refused on arrival (its deadline, or full queues with nobody of lower priority to
+        displace): what the node asks before it decodes a request's tensors, so a request it
+        will refuse costs it no decoding (under overload most of them are refused). `submit`
+        checks again: the queues may change in between."""
+        now = self.clock()
+        with self._cond:
+            m = self._model(key)
+            probe = Pending(key, (), deadline, priority, now)
+            try:
+                self._admit(m, probe, now)
+            except Shed as e:
+                self.observer.shed(m.name, "rejected", e.reason)
+                raise
 
     def _backlog(self, item: Pending | None, now: float) -> float:
         """Seconds until a worker is free for `item` (None: a new request of the lowest

@@ -33,10 +33,15 @@ class LatencyModel:
         self.scale = scale  # emulated hardware slower than the host (time dilation)
         self._mean: dict[int, float] = {}
         self._dev: dict[int, float] = {}
+        # (estimate, bound) by size, until the next measurement: admission asks for several
+        # sizes on every request (`ServedModel.feasible_batch`), refused ones included, and
+        # fitting the line each time was most of what refusing a request cost the node
+        self._known: dict[int, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
     def observe(self, size: int, seconds: float) -> None:
         with self._lock:
+            self._known.clear()
             old = self._mean.get(size)
             if old is None:
                 self._mean[size], self._dev[size] = seconds, 0.0
@@ -49,6 +54,7 @@ class LatencyModel:
         """A calibration measurement (undilated host time) and its deviation, replacing what
         was known."""
         with self._lock:
+            self._known.clear()
             self._mean[size] = seconds * self.scale
             self._dev[size] = spread * self.scale
 
@@ -59,10 +65,27 @@ class LatencyModel:
     def estimate(self, size: int) -> float:
         """Expected seconds for a batch of `size` (0.0 when nothing was measured yet: an
         unknown model is not refused on a guess)."""
+        return self._of(size)[0]
+
+    def bound(self, size: int) -> float:
+        """A batch of `size` finishes within this many seconds but rarely (the mean plus
+        SPREAD mean deviations; a size not seen has the relative deviation of the nearest size
+        seen)."""
+        return self._of(size)[1]
+
+    def _of(self, size: int) -> tuple[float, float]:
         with self._lock:
-            if size in self._mean:
-                return self._mean[size]
-            points = sorted(self._mean.items())
+            known = self._known.get(size)
+            if known is None:
+                mean = self._estimate(size)
+                known = self._known[size] = (mean, self._bound(size, mean))
+            return known
+
+    def _estimate(self, size: int) -> float:
+        """(holding the lock)"""
+        if size in self._mean:
+            return self._mean[size]
+        points = sorted(self._mean.items())
         if not points:
             return 0.0
         if len(points) == 1:
@@ -71,18 +94,14 @@ class LatencyModel:
         return max(points[0][1] * size / points[0][0] if size < points[0][0] else 0.0,
                    _line(points, size))
 
-    def bound(self, size: int) -> float:
-        """A batch of `size` finishes within this many seconds but rarely (the mean plus
-        SPREAD mean deviations; a size not seen has the relative deviation of the nearest size
-        seen)."""
-        mean = self.estimate(size)
-        with self._lock:
-            if not self._mean:
-                return mean
-            near = min(self._mean, key=lambda s: (abs(s - size), s))
-            dev = self._dev.get(near, 0.0)
-            if near != size:
-                dev *= mean / self._mean[near] if self._mean[near] > 0 else 0.0
+    def _bound(self, size: int, mean: float) -> float:
+        """(holding the lock)"""
+        if not self._mean:
+            return mean
+        near = min(self._mean, key=lambda s: (abs(s - size), s))
+        dev = self._dev.get(near, 0.0)
+        if near != size:
+            dev *= mean / self._mean[near] if self._mean[near] > 0 else 0.0
         return mean + self.SPREAD * dev
 
     def per_item(self, size: int) -> float:

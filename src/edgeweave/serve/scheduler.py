@@ -53,22 +53,30 @@ class Scheduler:
     # ---- on arrival -----------------------------------------------------------------------
 
     def check_deadline(self, model: ServedModel, item: Pending, now: float,
-                       backlog_s: float, idle_node: bool = False) -> None:
+                       backlog_s: float, idle_node: bool = False,
+                       run_s: float | None = None) -> None:
         """Reject (Shed) a request that cannot finish by its deadline: already past, or, by
-        the estimate, behind `backlog_s` seconds until a worker is free for it (`idle_node`:
-        on an idle node only a deadline already past; see `next`)."""
+        the estimate, when the batch it runs in (`run_s` seconds; None: a batch of one)
+        starts `backlog_s` seconds from now (`idle_node`: on an idle node only a deadline
+        already past; see `next`)."""
         if not self.edf or item.deadline == float("inf"):
             return
+        self.check_passed(item, now)
         left_ms = (item.deadline - now) * 1000.0
-        if left_ms <= 0:
-            raise Shed("deadline", f"its deadline passed {-left_ms:.0f} ms before it arrived")
         if idle_node:
             return
-        alone = model.latency.estimate(1)
-        if now + backlog_s + alone > item.deadline:
+        run = model.latency.estimate(1) if run_s is None else run_s
+        if now + backlog_s + run > item.deadline:
             raise Shed("deadline", f"cannot meet its deadline: {left_ms:.0f} ms left, about "
                                    f"{backlog_s * 1000:.0f} ms of queued work ahead of it and "
-                                   f"{alone * 1000:.0f} ms to run it")
+                                   f"{run * 1000:.0f} ms to run the batch it joins")
+
+    @staticmethod
+    def check_passed(item: Pending, now: float) -> None:
+        """Reject (Shed) a request whose deadline has passed."""
+        if item.deadline <= now:
+            raise Shed("deadline", f"its deadline passed {(now - item.deadline) * 1000:.0f} "
+                                   f"ms before it arrived")
 
     @staticmethod
     def victim(models: Iterable[ServedModel], priority: int) -> Pending | None:
