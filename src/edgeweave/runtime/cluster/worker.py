@@ -1,14 +1,15 @@
 """A cluster device worker: one process per emulated device, serving gRPC (ClusterWorker).
 
 ``Setup`` hands it the plan's partition as plain data plus the weights of the layers it runs
-(runtime.cluster.blueprint); it builds everything itself from its own trusted registry
-(:class:`~edgeweave.runtime.models.TrustedModels`: never a file a peer names) and refuses a plan
-whose tile regions differ from its own. ``Work`` is one stream per gateway: the worker says
-hello, then answers each task in order (a hello or a result is the idle device asking for its
-next task under work stealing). A peer may be hostile even with a valid token, so everything it
-claims is checked before any work: the task's tile and reused neighbours, every tensor's codec,
-dtype and shape (against what this worker expects, before a byte is decoded), the arrival stamp
-(bounded wait), the number of tasks waiting (bounded) and the Setup's size and duration.
+(runtime.cluster.blueprint); it builds everything itself (:mod:`.setup`) from its own trusted
+registry (:class:`~edgeweave.runtime.models.TrustedModels`: never a file a peer names) and
+refuses a plan whose tile regions differ from its own. ``Work`` is one stream per gateway: the
+worker says hello, then answers each task in order (a hello or a result is the idle device
+asking for its next task under work stealing). A peer may be hostile even with a valid token, so
+everything it claims is checked before any work: the task's tile and reused neighbours, every
+tensor's codec, dtype and shape (against what this worker expects, before a byte is decoded),
+the arrival stamp (bounded wait), the number of tasks waiting (bounded) and the Setup's size and
+duration.
 
 Compute is dilated to emulate the device (``--dilation``, from its hardware profile vs this
 host): a task is answered when its thread-CPU time x the dilation has passed. Several workers
@@ -30,7 +31,6 @@ import argparse
 import contextlib
 import gc
 import logging
-import os
 import queue
 import re
 import tempfile
@@ -47,22 +47,10 @@ from edgeweave.codec import CodecError
 from edgeweave.errors import EdgeWeaveError, GraphError
 from edgeweave.rpc import RateLimitedLog
 from edgeweave.runtime import dilation, tensors
-from edgeweave.runtime.cluster.blueprint import (
-    MAX_LAYERS,
-    METHODS,
-    LayerSpec,
-    block_recipe,
-    check_layer,
-    fused_tiles,
-    layer_recipe,
-    layer_weights,
-    module_weights,
-    regions_digest,
-)
-from edgeweave.runtime.cluster.executors import LayerExecutor, TileExecutor, with_weights
-from edgeweave.runtime.deploy import DeployRefused, check_head, load_weights, receive_checked
+from edgeweave.runtime.cluster.executors import LayerExecutor, TileExecutor
+from edgeweave.runtime.cluster.setup import build_executor, invalid
 from edgeweave.runtime.flight import arrive
-from edgeweave.runtime.models import BadModelRequest, TrustedModels, UnknownModel
+from edgeweave.runtime.models import TrustedModels
 from edgeweave.runtime.node import (
     ServeOptions,
     add_tolerant_service,
@@ -74,7 +62,6 @@ from edgeweave.runtime.node import (
 from edgeweave.runtime.proto import cluster_pb2 as cpb
 from edgeweave.runtime.proto import cluster_pb2_grpc as cpb_grpc
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
-from edgeweave.runtime.recipe import StageRecipe, WeightSpec
 from edgeweave.runtime.requests import Malformed, Refused
 from edgeweave.security import load_token
 
@@ -158,7 +145,8 @@ class WorkerService(cpb_grpc.ClusterWorkerServicer):
             try:
                 start = time.perf_counter()
                 self.executor = None  # the old plan's modules go before the new ones load
-                executor, digest, nbytes = self._build(request_iterator)
+                executor, digest, nbytes = build_executor(
+                    request_iterator, self.models, self.cache_dir, self.cfg.max_setup_mb)
                 self.executor, self.digest = executor, digest
                 gc.collect()
                 self.stats.update(setup_ms=(time.perf_counter() - start) * 1000.0,
@@ -177,85 +165,6 @@ class WorkerService(cpb_grpc.ClusterWorkerServicer):
             raise
         finally:
             timer.cancel()
-
-    def _build(self, stream: Iterator[cpb.SetupRequest]
-               ) -> tuple[TileExecutor | LayerExecutor, str, int]:
-        head = next(stream, None)
-        if head is None or not head.HasField("spec") or not head.HasField("weights"):
-            raise _invalid("the first Setup message must carry the spec and the weights' head")
-        spec = head.spec
-        try:
-            digest = check_head(head.weights)
-            given = StageRecipe.from_proto(head.weights.recipe)
-            graph = self.models.graph(given.model, given.input_shape)
-            recipe, expected = self._expect(graph, spec, given)
-            if recipe != given:
-                raise _invalid("the weights' recipe does not name the layers the spec runs "
-                               f"(expected nodes {list(recipe.nodes)[:4]}...)")
-            nbytes = sum(w.nbytes for w in expected)
-            if nbytes > self.cfg.max_setup_mb * MB:
-                raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, f"the weights are "
-                              f"{nbytes / MB:.1f} MiB, more than this worker's --max-setup-mb "
-                              f"({self.cfg.max_setup_mb:g})", "too_large")
-            state = self._receive(head, stream, recipe, expected)
-            return self._executor(graph, spec, state), digest, nbytes
-        except UnknownModel as e:
-            raise Refused(grpc.StatusCode.FAILED_PRECONDITION, str(e), "unknown_model") from None
-        except (BadModelRequest, GraphError) as e:
-            raise _invalid(str(e)) from None
-        except DeployRefused as e:
-            raise Refused(e.code, str(e), e.reason) from None
-
-    def _expect(self, graph, spec: cpb.ClusterSpec, given: StageRecipe
-                ) -> tuple[StageRecipe, list[WeightSpec]]:
-        """The recipe and weights this worker's own model says the spec needs; refuses a
-        spec whose tiles differ from the ones it computes."""
-        if spec.method not in METHODS:
-            raise _invalid(f"method {spec.method[:40]!r}: expected one of {', '.join(METHODS)}")
-        if spec.method == "fused-tiles":
-            from edgeweave.graph.blocks import fused_block
-
-            block = fused_block(graph, spec.fused_depth)
-            tiles = fused_tiles(block, (spec.grid_rows, spec.grid_cols), spec.reuse)
-            if regions_digest(tiles) != spec.regions_digest:
-                raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
-                              f"the plan's tile regions for fused depth {spec.fused_depth}, grid "
-                              f"{spec.grid_rows}x{spec.grid_cols} differ from the ones this "
-                              "worker computes for its model; re-plan with the same model and "
-                              "EdgeWeave version", "regions_differ")
-            recipe = block_recipe(given.model, given.input_shape, block)
-            return recipe, [w for w, _ in module_weights(graph, block.names)]
-        if len(spec.layers) > MAX_LAYERS:
-            raise _invalid(f"{len(spec.layers)} split layers; a worker takes at most {MAX_LAYERS}")
-        layers = [check_layer(graph, LayerSpec.from_proto(x)) for x in spec.layers]
-        recipe = layer_recipe(given.model, given.input_shape, layers)
-        return recipe, [w for w, _ in layer_weights(graph, layers)]
-
-    def _receive(self, head: cpb.SetupRequest, stream: Iterator[cpb.SetupRequest],
-                 recipe: StageRecipe, expected: list[WeightSpec]) -> dict[str, torch.Tensor]:
-        def weights() -> Iterator[pb.DeployRequest]:
-            for msg in stream:
-                if msg.HasField("spec"):
-                    raise _invalid("only the first Setup message carries the spec")
-                yield msg.weights
-
-        fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix="setup-", suffix=".weights")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                receive_checked(head.weights, weights(), recipe, expected, f)
-            return load_weights(Path(tmp), expected)
-        finally:
-            os.unlink(tmp)
-
-    def _executor(self, graph, spec: cpb.ClusterSpec, state: dict[str, torch.Tensor]
-                  ) -> TileExecutor | LayerExecutor:
-        plain = {k: v for k, v in state.items() if not k.endswith("]")}
-        with_w = with_weights(graph, plain)
-        if spec.method == "fused-tiles":
-            return TileExecutor(with_w, spec.fused_depth, (spec.grid_rows, spec.grid_cols),
-                                spec.reuse)
-        slices = {k: v for k, v in state.items() if k.endswith("]")}
-        return LayerExecutor(with_w, [LayerSpec.from_proto(x) for x in spec.layers], slices)
 
     # ---- Work -----------------------------------------------------------------------------
 
@@ -306,14 +215,14 @@ class WorkerService(cpb_grpc.ClusterWorkerServicer):
             self.note(r, context)
             return cpb.TaskResult(task=task_id, error_code=r.code.name, error=r.details)
         except (GraphError, CodecError, ValueError, RuntimeError) as e:
-            bad = _invalid(f"task {task_id}: {str(e).splitlines()[0][:300]}", "bad_task")
+            bad = invalid(f"task {task_id}: {str(e).splitlines()[0][:300]}", "bad_task")
             self.note(bad, context)
             return cpb.TaskResult(task=task_id, error_code=bad.code.name, error=bad.details)
 
     def _run(self, ex: TileExecutor | LayerExecutor, msg: cpb.Task) -> cpb.TaskResult:
         tensors.activation_codec(msg.return_codec)
         if msg.crop.name != "crop":
-            raise _invalid(f"the task's crop is named {msg.crop.name[:40]!r}; expected 'crop'")
+            raise invalid(f"the task's crop is named {msg.crop.name[:40]!r}; expected 'crop'")
         if isinstance(ex, TileExecutor):
             tile = ex.tile(msg.tile, list(msg.reused_from))
             expected = ex.expected(tile)
@@ -322,12 +231,12 @@ class WorkerService(cpb_grpc.ClusterWorkerServicer):
         messages = [msg.crop, *msg.pieces]
         unknown = [m.name for m in messages if m.name not in expected]
         if unknown:
-            raise _invalid(f"task {msg.task} carries {unknown[0][:80]!r}, which tile "
+            raise invalid(f"task {msg.task} carries {unknown[0][:80]!r}, which tile "
                            f"{msg.tile} does not reuse")
         tensors.check_declared(messages, expected.get, 0)  # codecs, dtypes, shapes, repeats
         if len(messages) != len(expected):
             missing = sorted(set(expected) - {m.name for m in messages})
-            raise _invalid(f"task {msg.task} lacks {', '.join(missing)[:200]}")
+            raise invalid(f"task {msg.task} lacks {', '.join(missing)[:200]}")
         wait = time.monotonic()
         arrive(msg, max_wait_s=self.cfg.max_arrival_wait_s)
         wait_ms = (time.monotonic() - wait) * 1000.0
@@ -369,10 +278,6 @@ class WorkerService(cpb_grpc.ClusterWorkerServicer):
     def Stats(self, request: pb.StatsRequest, context: grpc.ServicerContext) -> pb.StatsReply:
         return pb.StatsReply(values={**self.stats, "rss_mb": _rss_mb("VmRSS"),
                                      "peak_rss_mb": _rss_mb("VmHWM")})
-
-
-def _invalid(details: str, reason: str = "bad_setup") -> Refused:
-    return Refused(grpc.StatusCode.INVALID_ARGUMENT, details, reason)
 
 
 def start_worker(config: WorkerConfig, opts: ServeOptions
