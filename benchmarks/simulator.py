@@ -17,6 +17,10 @@
   federated run's rounds- and time-to-accuracy with and without the devices' inference load
   (flat FedAvg and hierarchical), with what training costs inference.
 
+The fidelity rows expect `validate.ROW_REQUESTS` (400) timed requests each, about 17
+minutes for the three; `--fidelity-requests 120` takes about 6 but leaves the p95 error's
+interval near +-15%. `--fidelity-records F` writes each request's latencies and segments.
+
     .venv/bin/python benchmarks/simulator.py --json sim.json [--skip-fidelity] [--serial]
 """
 
@@ -142,7 +146,8 @@ def growth_statement(g: dict[str, Any]) -> str:
     return "scale: " + "; ".join(parts) if parts else "scale: too few rows to fit growth"
 
 
-def fidelity(console: Console, requests: int | None) -> list[dict]:
+def fidelity(console: Console, requests: int | None, records: Path | None = None,
+             cases: list[str] | None = None) -> list[dict]:
     """The validation's rows, each case sized to ``requests`` timed requests (imported here:
     the validation pulls in torch, which the scale rows' measured RSS must not hold)."""
     import dataclasses
@@ -150,19 +155,39 @@ def fidelity(console: Console, requests: int | None) -> list[dict]:
     from edgeweave.sim.validate import CASES, ROW_REQUESTS, measure, validate
 
     requests = requests or ROW_REQUESTS
-    rows = []
+    rows, per_request = [], {}
     alexnet = measure("alexnet")
-    for name, case in CASES.items():
-        case = dataclasses.replace(case, requests=requests)
-        row = {**validate(case, alexnet).row(), "load_average": list(os.getloadavg())}
+    for name in cases or list(CASES):
+        case = dataclasses.replace(CASES[name], requests=requests)
+        f = validate(case, alexnet)
+        per_request[name] = f.records
+        row = {**f.row(), "load_average": list(os.getloadavg())}
         console.print(f"fidelity {name} ({row['requests']} requests, load "
                       f"{row['load_average'][0]:.1f}): sim p50 {row['sim_p50_ms']:.1f} vs real "
                       f"{row['real_p50_ms']:.1f} ms ({100 * row['err_p50']:+.1f}%), p95 "
                       f"{row['sim_p95_ms']:.1f} vs {row['real_p95_ms']:.1f} "
                       f"({100 * row['err_p95']:+.1f}%, {100 * row['ci_level']:.0f}% interval "
-                      f"{_pct(row['err_p95_ci'])})", highlight=False)
+                      f"{_pct(row['err_p95_ci'])}); with the timed run's own compute "
+                      f"{100 * row['timed_compute_err_p50']:+.1f}%/"
+                      f"{100 * row['timed_compute_err_p95']:+.1f}%", highlight=False)
         rows.append(row)
+    if records is not None:
+        records.write_text(json.dumps(per_request, indent=1))
+        console.print(f"fidelity: per-request records in {records}", highlight=False)
     return rows
+
+
+def fidelity_cases(ap: argparse.ArgumentParser, text: str | None) -> list[str] | None:
+    """``--fidelity-cases``: names of `sim.validate.CASES` (None: all)."""
+    if text is None:
+        return None
+    from edgeweave.sim.validate import CASES
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CASES]
+    if unknown or not names:
+        ap.error(f"--fidelity-cases {text}: expected a comma list of {', '.join(CASES)}")
+    return names
 
 
 def _pct(ci: list[float]) -> str:
@@ -270,8 +295,9 @@ def tables(scale_rows, fid_rows, sweep_rows, train_rows) -> list[Table]:
                         "batches (requests per batch size)")
         for col in ("scenario", "requests", "above real p95", "real p95 interval ms",
                     "err p50 interval", "err p95 interval", "timed run vs calibration",
-                    "replay err p50/p95", "edge batch mean real/sim", "edge batches real",
-                    "edge batches sim", "load avg"):
+                    "replay err p50/p95", "timed-compute err p50/p95",
+                    "edge batch mean real/sim", "edge batches real", "edge batches sim",
+                    "load avg"):
             t.add_column(col, justify="left" if col == "scenario" else "right")
         for r in fid_rows:
             lo, hi = r["real_p95_ci_ms"]
@@ -281,6 +307,8 @@ def tables(scale_rows, fid_rows, sweep_rows, train_rows) -> list[Table]:
                                for k, v in r["timed_drift"].items()),
                       (f"{100 * r['replay_err_p50']:+.1f}%/{100 * r['replay_err_p95']:+.1f}%"
                        if "replay_err_p50" in r else "-"),
+                      f"{100 * r['timed_compute_err_p50']:+.1f}%/"
+                      f"{100 * r['timed_compute_err_p95']:+.1f}%",
                       f"{_f(r['edge_batch_mean_real'], '.2f')}/"
                       f"{_f(r['edge_batch_mean_sim'], '.2f')}",
                       _batches(r["edge_batch_real"]), _batches(r["edge_batch_sim"]),
@@ -325,6 +353,13 @@ def main() -> None:
     ap.add_argument("--fidelity-requests", type=int, default=None,
                     help="timed requests each fidelity case expects (its p95 rests on 1 in "
                          "20 of them; default: edgeweave.sim.validate.ROW_REQUESTS)")
+    ap.add_argument("--fidelity-records", type=Path, default=None,
+                    help="write each fidelity case's per-request records (arrival, device, "
+                         "simulated and real latency, the real edge's batch, the runtime's "
+                         "segments) to this JSON file")
+    ap.add_argument("--fidelity-cases", default=None,
+                    help="fidelity cases to run, comma-separated (default: all of "
+                         "edgeweave.sim.validate.CASES)")
     ap.add_argument("--campus-minutes", type=float, default=30.0)
     ap.add_argument("--training-minutes", type=float, default=10.0)
     ap.add_argument("--seeds", default="1", help="campus sweep seeds, comma-separated")
@@ -349,7 +384,9 @@ def main() -> None:
     scale_growth["statement"] = growth_statement(scale_growth)
     if scale_rows:
         console.print(scale_growth["statement"], highlight=False)
-    fid_rows = [] if args.skip_fidelity else fidelity(console, args.fidelity_requests)
+    fid_rows = [] if args.skip_fidelity else fidelity(console, args.fidelity_requests,
+                                                         args.fidelity_records,
+                                                         fidelity_cases(ap, args.fidelity_cases))
     seeds = [int(s) for s in args.seeds.split(",")]
     counts = [int(n) for n in args.campus_devices.split(",")]
     sweep_rows = [] if args.skip_operator else operator(console, args.serial,
@@ -365,7 +402,9 @@ def main() -> None:
                     "serve` processes on this host; sim_* gives the simulated servers the "
                     "compute times and per-hop cost measured before and after the timed run "
                     "(warm-up, cool-down), plan_only_* "
-                    "uses the Plan's figures alone.")}
+                    "uses the Plan's figures alone, timed_compute_* the compute the host "
+                    "gave the timed run itself (drawn at random) and replay_* (one device) "
+                    "that compute in order.")}
     emit(console, tables(scale_rows, fid_rows, sweep_rows, train_rows), doc, args.json)
 
 

@@ -102,3 +102,23 @@ def test_a_serial_sweep_prints_a_row_per_point_and_plots(tmp_path, scenario_file
     doc = json.loads(out.read_text())
     assert doc["kind"] == "edgeweave.sim.sweep" and len(doc["rows"]) == 4
     assert (plots / "sweep.png").stat().st_size > 10_000
+
+
+def test_plots_on_a_single_run_without_training_says_where_the_figures_come_from(
+        monkeypatch, capsys, tmp_path, scenario_file):
+    """A single run's only figure is its training's accuracy: asked for plots of a run that
+    trains nothing, the command says so (and names --sweep) rather than writing nothing."""
+    from edgeweave.cli.app import main
+
+    plots = tmp_path / "plots"
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setattr(sys, "argv", ["edgeweave", "simulate", str(scenario_file),
+                                      "--duration-s", "10", "--plots", str(plots)])
+    try:
+        main()
+    except SystemExit as e:
+        assert e.code in (0, None)
+    out = capsys.readouterr().out
+    assert "service time ms" in out
+    assert "--plots" in out and "--sweep" in out
+    assert not plots.exists() or not any(plots.iterdir())

@@ -120,6 +120,26 @@ def test_edgeweave_replans_when_the_link_drops_as_the_runtime_client_does():
     assert (out.done - out.t)[6] > 0.9 and (out.done - out.t)[-1] < 0.25
 
 
+def test_edgeweave_replans_when_its_edge_slows_down_as_the_runtime_client_does():
+    """The edge computes 20x slower than its profile: the device's load factor for it (what
+    the runtime learns from its replies) leaves the 20% band its plan was made in, and the
+    re-plan on that load moves the work off the edge, answering sooner; with adaptation off
+    it stays there."""
+    modes, switches, ms = {}, {}, {}
+    for adapt in (True, False):
+        scn = one_device(servers={"edge": {"speed": 0.05}},
+                         policy={"name": "edgeweave", "params": {"adapt": adapt}})
+        sim = Simulation(scn, arrivals=spaced(12, gap=5.0))
+        out = sim.run()
+        modes[adapt] = [sim.pricing.works[w].mode for w in out.work]
+        switches[adapt] = sim.policy.switches
+        ms[adapt] = (out.done - out.t) * 1000.0
+    assert modes[False] == ["edge-only"] * 12 and switches[False] == 0
+    assert modes[True][0] == "edge-only" and switches[True] == 1
+    assert "edge" not in modes[True][-1].split("-"), modes[True]
+    assert ms[True][-1] < 0.8 * ms[False][-1]
+
+
 def test_without_adaptation_the_plan_is_kept():
     from edgeweave.topology import BandwidthTrace
     step = BandwidthTrace(t_s=[0.0, 30.0, 1e6], mbps=[18.88, 1.0, 1.0])

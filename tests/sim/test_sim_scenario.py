@@ -132,3 +132,26 @@ def test_not_yaml_not_a_mapping_and_missing_files(tmp_path):
     assert "expected a mapping of scenario fields" in error(tmp_path, "- 1\n")
     with pytest.raises(SimError, match="scenario file not found"):
         load_scenario(tmp_path / "nope.yaml")
+
+
+def test_the_shipped_scenarios_load_and_are_the_issues_campus_and_city():
+    """examples/sim: a campus (several access points and edge servers, 100-2,000 devices that
+    move between places) and a city of 10,000+ devices; the city is exercised only by the
+    benchmark, so a field it uses that changed would otherwise surface there first. Both
+    replay the planner's Plan JSON, a chain scan's (alexnet) and a min-cut's (mobilenet_v2)."""
+    from pathlib import Path
+
+    from edgeweave.sim.run import simulate
+
+    examples = Path(__file__).parents[2] / "examples" / "sim"
+    campus, city = (load_scenario(examples / f"{n}.yaml") for n in ("campus", "city"))
+    assert 100 <= campus.devices <= 2000 and city.devices >= 10_000
+    for scn in (campus, city):
+        assert len(scn.access_points) >= 2 and len(scn.fleet.nodes_in("edge")) >= 2
+        assert len(scn.places) >= 2  # somewhere to move to
+        algorithms = {a.plan.algorithm for a in scn.applications}
+        assert any("chain scan" in a for a in algorithms), algorithms
+        assert any("min s-t cut" in a for a in algorithms), algorithms
+    run = simulate(city.with_devices(40).model_copy(update={"duration_s": 60.0}),
+                   training=False)
+    assert run.summary["requests"] > 0 and run.summary["served"] > 0

@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from edgeweave.sim.lab_run import run_real
+from edgeweave.sim.lab_run import lab_for, run_real
 from edgeweave.sim.validate import CASES, arrivals, compare, prepare
 
 TOLERANCE = 0.25
@@ -24,23 +24,30 @@ ATTEMPTS = 3
 
 @pytest.fixture(scope="module")
 def alexnet():
-    """One profile for both cases (profiling is a third of each case's time)."""
+    """One profile for both runs (profiling is a third of each run's time)."""
     from edgeweave.sim.validate import measure
 
     return measure("alexnet", repeats=5)
 
 
+#: the issue's three configurations in two runs: the bandwidth step runs on the chain's
+#: device-edge-cloud placement (the chain, its first hop stepping down half way through)
+SHORT = {"bandwidth-step": {"mode": "device-edge-cloud", "step": (5.0, 8.0)},
+         "shared-edge": {}}
+
+
 @pytest.mark.slow  # starts edge and cloud servers per case
-@pytest.mark.parametrize("name", ["chain", "shared-edge"])
+@pytest.mark.parametrize("name", list(SHORT))
 def test_simulated_median_latency_matches_the_real_runtime(name, alexnet):
-    case = dataclasses.replace(CASES[name], duration_s=10.0, requests=None)
+    case = dataclasses.replace(CASES[name], duration_s=10.0, requests=None, **SHORT[name])
     setup = prepare(case, alexnet)
-    for _ in range(ATTEMPTS):  # a run whose host changed speed under it compares nothing
-        real = run_real(setup.case, setup.graph, setup.chosen, setup.prof, setup.dilation,
-                        setup.times, setup.devs, calibration=10)
-        assert len(real.warm) == len(real.cool) == 5 * case.devices  # both sides of the run
-        if _drift(real) <= STEADY:
-            break
+    with lab_for(setup.case) as lab:  # one lab for every attempt: its start costs seconds
+        for _ in range(ATTEMPTS):  # a run whose host changed speed under it compares nothing
+            real = run_real(setup.case, setup.graph, setup.chosen, setup.prof,
+                            setup.dilation, setup.times, setup.devs, calibration=10, lab=lab)
+            assert len(real.warm) == len(real.cool) == 5 * case.devices  # both sides
+            if _drift(real) <= STEADY:
+                break
     f = compare(setup, real, alexnet.model)
     assert len(f.sim_ms) == len(f.real_ms) == f.requests > 5
     assert np.isfinite(f.real_ms).all()
@@ -61,6 +68,18 @@ def test_simulated_median_latency_matches_the_real_runtime(name, alexnet):
     # a lone device's timed requests queued nowhere: they calibrate a replay too
     assert ("replay_err_p50" in row) == (case.devices == 1)
     assert set(row["timed_drift"]) == set(row["load_factors"])
+    # every case is also simulated with the timed run's own compute; each request's record
+    # pairs its two latencies with the runtime's segments
+    assert np.isfinite([row["timed_compute_err_p50"], row["timed_compute_err_p95"]]).all()
+    assert [r["real_ms"] for r in f.records] == f.real_ms
+    assert [r["sim_ms"] for r in f.records] == f.sim_ms
+    assert all(r["segments"]["total_ms"] > 0 for r in f.records)
+    if case.step is not None:  # the real client's first hop did slow down at the step
+        hop = f"{setup.chosen.hop_names()[0]}_uplink"
+        up = [(r["t_s"] >= case.step[0], r["segments"][hop]) for r in f.records]
+        before = [ms for after, ms in up if not after]
+        after = [ms for after, ms in up if after]
+        assert before and after and min(after) > 2 * max(before), up
 
 
 def _drift(real) -> float:
@@ -236,3 +255,33 @@ def test_a_replay_gives_each_request_its_measured_compute_in_order():
     assert got == pytest.approx([r["total_ms"] for r in rows], rel=0.01)
     drawn = simulate(scn, arrivals=(times, devs)).outcome
     assert sorted(np.argsort(drawn.done - drawn.t)[-2:]) != [7, 8]
+
+
+def test_the_timed_runs_own_compute_leaves_out_batches_and_keeps_the_calibrations_overhead():
+    """`during_run`: the speed the host gave the timed run (its requests 30% slower than the
+    warm-up's), from the requests the edge ran alone (a batch's compute, 2x, is the batch's);
+    the timed requests queued (their totals hold 80 ms of waiting), so the per-hop cost is
+    the calibration's, not what their totals would make of it."""
+    from sim_helpers import toy_plan
+
+    from edgeweave.sim.calibration import calibrate, during_run
+
+    chosen = toy_plan().priced(mode="edge-only")
+    pred = chosen.predicted
+    edge_ms = pred["tier_compute_ms"]["edge"]
+    links_ms = sum(h["up_ms"] + h["down_ms"] for h in pred["hops"].values() if h["up_ms"] > 0)
+    warm = [{"edge_compute": edge_ms * (1.0 + 0.01 * k), "total_ms": 0.0} for k in range(10)]
+    for w in warm:
+        w["total_ms"] = links_ms + w["edge_compute"] + 4.0
+    around = calibrate(warm, chosen)
+    timed, batch = [], []
+    for k in range(20):
+        b = 2 if k % 4 == 0 else 1
+        compute = edge_ms * 1.3 * (2.0 if b > 1 else 1.0)
+        timed.append({"edge_compute": compute, "total_ms": links_ms + compute + 80.0 + 4.0})
+        batch.append(b)
+    got = during_run(timed, batch, chosen, around)
+    assert got.load["edge"] == pytest.approx(1.3)
+    assert len(got.compute["edge"]) == 15
+    assert got.overhead_ms == pytest.approx(around.overhead_ms) == pytest.approx(4.0)
+    assert calibrate(timed, chosen).overhead_ms > 40  # what the queued totals would give

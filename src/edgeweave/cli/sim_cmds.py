@@ -99,6 +99,10 @@ def _single(console: Console, scn: Any, policy: str | None, training: bool,
                              plots / "training.png",
                              run.training["time_to_accuracy"]["target"])
         console.print(f"figure written to {path}")
+    elif plots:
+        console.print("[yellow]note:[/] --plots: a single run draws only its training's "
+                      "accuracy, and this one trains nothing; service time and failure rate "
+                      "against the number of devices come from --sweep")
     return tables
 
 

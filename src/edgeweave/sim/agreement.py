@@ -110,3 +110,19 @@ def timed_drift(real: RealRun) -> dict[str, dict[str, float]]:
             out[key.removesuffix("_compute")] = {"p50": float(r50 / c50 - 1.0),
                                                  "p95": float(r95 / c95 - 1.0)}
     return out
+
+
+def records(times: np.ndarray, devs: np.ndarray, sim_ms: list[float], real: RealRun,
+            sim_parts: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Per timed request, in arrival order: arrival (s), device, simulated and real latency
+    (ms), the simulated request's network, server and device time (``sim_parts``, s, as the
+    simulator's `Outcome` keeps them), the batch it ran in at the real edge, and the
+    runtime's segments (ms)."""
+    out = []
+    for k, (t, d, s, r, b, seg) in enumerate(zip(times, devs, sim_ms, real.latency_ms,
+                                                 real.batch, real.timed, strict=True)):
+        rec = {"t_s": float(t), "device": int(d), "sim_ms": float(s), "real_ms": float(r),
+               **{f"sim_{p}_ms": float(v[k]) * 1000.0 for p, v in sim_parts.items()},
+               "edge_batch_real": int(b), "segments": dict(seg)}
+        out.append(rec)
+    return out

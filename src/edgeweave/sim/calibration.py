@@ -6,6 +6,7 @@ measured fleet can do the same from the runtime's recorded segments."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,6 +71,18 @@ def calibrate(warm: list[dict[str, float]], chosen: Plan) -> Calibration:
     rest = [max(_MIN_OVERHEAD_MS, s["total_ms"] - _links_ms(s, hops) -
                 sum(v for k, v in s.items() if k.endswith("_compute"))) for s in warm]
     return Calibration(planned, compute, rest, len(hops))
+
+
+def during_run(timed: list[dict[str, float]], batch: list[int], chosen: Plan,
+               around: Calibration) -> Calibration:
+    """The compute the host gave a timed run, with the per-hop cost of ``around`` (the
+    calibration taken beside it): each tier's times from the timed requests' segments, but
+    those the edge ran in a batch of more than one left out (``batch``, per request: their
+    compute is the batch's). The timed requests may have queued, so what their totals hold
+    beyond compute and links is not the runtime's own cost: that comes from ``around``."""
+    singles = [seg for seg, b in zip(timed, batch, strict=True) if b <= 1]
+    return dataclasses.replace(calibrate(singles, chosen), overhead=around.overhead,
+                               hops=around.hops)
 
 
 def _links_ms(segments: dict[str, float], hops: dict[str, dict[str, float]]) -> float:

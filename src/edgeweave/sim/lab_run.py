@@ -10,6 +10,7 @@ dynamic batches of up to ``max_batch`` of what is queued, no batching delay).
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import threading
 import time
@@ -21,6 +22,7 @@ import numpy as np
 from edgeweave.plan import Plan
 
 if TYPE_CHECKING:
+    from edgeweave.runtime.lab import LocalLab
     from edgeweave.sim.validate import Case
 
 #: edge and cloud run dilated too (`edgeweave serve --dilation`): an emulated server that needs
@@ -57,21 +59,31 @@ class RealRun:
         return self.warm + self.cool
 
 
+def lab_for(case: Case) -> LocalLab:
+    """The lab ``case`` runs on, not yet started: edge and cloud dilated, the edge admitting
+    ``case.edge_concurrency`` batches at once. Started once (``with lab_for(case) as lab``),
+    it can serve several `run_real` calls, each deploying afresh: starting two server
+    processes costs seconds of this host's CPU, more than a short run."""
+    from edgeweave.runtime.lab import LocalLab
+
+    return LocalLab(extra_args={"edge": ["--max-concurrency", str(case.edge_concurrency),
+                                         "--dilation", str(EDGE_DILATION)],
+                                "cloud": ["--dilation", str(CLOUD_DILATION)]})
+
+
 def run_real(case: Case, graph: Any, chosen: Plan, prof: Any, dilation: float,
-             times: np.ndarray, devs: np.ndarray, calibration: int = CALIBRATION) -> RealRun:
+             times: np.ndarray, devs: np.ndarray, calibration: int = CALIBRATION,
+             lab: LocalLab | None = None) -> RealRun:
     """The arrivals replayed against real node servers (see `RealRun`), between a warm-up
     and a cool-down that together send ``calibration`` requests per client (after `COLD`
-    uncounted ones), one at a time (nothing queues in them)."""
+    uncounted ones), one at a time (nothing queues in them). On ``lab`` (started, from
+    `lab_for` the same case) if given, else on a lab started and stopped here."""
     import torch
 
     from edgeweave.runtime.client import ClientOptions, CoInferenceClient
-    from edgeweave.runtime.lab import LocalLab
     from edgeweave.runtime.load import LoadFactors
 
     x = torch.randn(graph.input_shape, generator=torch.Generator().manual_seed(0))
-    args = {"edge": ["--max-concurrency", str(case.edge_concurrency),
-                     "--dilation", str(EDGE_DILATION)],
-            "cloud": ["--dilation", str(CLOUD_DILATION)]}
     latency = np.full(len(times), np.nan)
     load = LoadFactors()  # one device's view, shared: the clients sample the same servers
     deploy_s: list[float] = []
@@ -88,7 +100,7 @@ def run_real(case: Case, graph: Any, chosen: Plan, prof: Any, dilation: float,
                     into.append({**r.segments, "total_ms": r.total_ms})
 
     cool: list[dict[str, float]] = []
-    with LocalLab(extra_args=args) as lab:
+    with contextlib.nullcontext(lab) if lab is not None else lab_for(case) as lab:
         clients = []
         for _ in range(case.devices):
             c = CoInferenceClient(graph, chosen, lab.edge_target, token=lab.token,

@@ -60,8 +60,15 @@ import numpy as np
 from edgeweave.errors import SimError
 from edgeweave.plan import Plan
 from edgeweave.runtime.server import NodeConfig
-from edgeweave.sim.agreement import batch_sizes, drift, intervals, mean_batch, timed_drift
-from edgeweave.sim.calibration import Calibration, calibrate
+from edgeweave.sim.agreement import (
+    batch_sizes,
+    drift,
+    intervals,
+    mean_batch,
+    records,
+    timed_drift,
+)
+from edgeweave.sim.calibration import Calibration, calibrate, during_run
 from edgeweave.sim.engine import OK, Simulation
 from edgeweave.sim.lab_run import CALIBRATION, CLOUD_DILATION, EDGE_DILATION, RealRun, run_real
 from edgeweave.sim.lab_serving import batch_marginal, serving_spec
@@ -99,8 +106,12 @@ class Case:
 
 #: timed requests a benchmark row expects (Poisson: the count drawn varies around it): a p95
 #: from the ~40 that 40 s at one a second gave rested on two requests above it, and one host
-#: hiccup among them moved it by tens of percent (`sim.agreement` says how much it may move)
-ROW_REQUESTS = 120
+#: hiccup among them moved it by tens of percent (`sim.agreement` says how much it may move).
+#: The p95 error's 90% interval is about +-15% at 120 requests and +-7-10% at 400 on this
+#: project's shared 2-core host at load 3-6 (+-14% at load 6-9): its width is the real run's
+#: own tail, which narrows as one over the root of the requests. 400 a row take about 17
+#: minutes for the three cases (the chain and the step at one request a second).
+ROW_REQUESTS = 400
 
 CASES = {
     "chain": Case("chain", mode="device-edge-cloud", mbps=18.88, duration_s=40.0,
@@ -139,10 +150,16 @@ class Fidelity:
     # tier -> the timed run's compute against the calibration's (`agreement.timed_drift`)
     timed_drift: dict[str, dict[str, float]] = field(default_factory=dict)
     replay_ms: list[float] = field(default_factory=list, repr=False)  # see `compare`
+    #: per timed request, in arrival order (`records`): its arrival, device, both latencies,
+    #: the real edge's batch and the runtime's segments, what a row's error is traced back to
+    records: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    timed_compute_ms: list[float] = field(default_factory=list, repr=False)  # see `compare`
 
     def row(self) -> dict[str, Any]:
         """The benchmark's row: ``sim_*`` with the servers at the speed the runtime's own load
-        factors measured in the warm-up; ``plan_only_*`` from the Plan's figures alone; how far
+        factors measured in the warm-up; ``plan_only_*`` from the Plan's figures alone;
+        ``timed_compute_*`` with the timed run's own compute and ``replay_*`` (one device) with
+        it in order (see `compare`); how far
         the percentiles and errors would move on another run (`sim.agreement.intervals`); the
         edge's batch sizes, real (each reply's) and simulated."""
         sp50, sp95 = np.percentile(self.sim_ms, [50, 95])
@@ -164,7 +181,8 @@ class Fidelity:
                "edge_batch_sim": {str(b): k for b, k in self.batch_sim.items()},
                "edge_batch_mean_real": mean_batch(self.batch_real),
                "edge_batch_mean_sim": mean_batch(self.batch_sim)}
-        for label, ms in (("plan_only", self.plan_only_ms), ("replay", self.replay_ms)):
+        for label, ms in (("plan_only", self.plan_only_ms), ("replay", self.replay_ms),
+                          ("timed_compute", self.timed_compute_ms)):
             if ms:
                 o50, o95 = np.percentile(ms, [50, 95])
                 row.update({f"{label}_p50_ms": float(o50),
@@ -330,12 +348,22 @@ def compare(setup: Setup, real: RealRun, model: str = "alexnet") -> Fidelity:
     the model's (links, queues, the device waiting for its previous answer, the per-hop
     cost), not the host's other work the calibration could not see. A lone device's timed
     requests queue at no server, which `calibrate` needs, and reach each tier in the order
-    they were measured; several devices' do neither, so they get no replay."""
+    they were measured; several devices' do neither, so they get no replay.
+
+    Every case is also simulated with each tier's compute drawn from the timed run's own
+    (``timed_compute``: the requests the real edge ran alone; a batch's compute is the
+    batch's) and the calibration's per-hop cost: the speed and spread the host gave during
+    the run, in place of the one the warm-up and cool-down measured around it. Where that
+    agrees and the calibrated row does not, the host's speed moved under the run (what no
+    calibration taken beside it can know); where it does not agree either, the queues,
+    batches or links are modelled wrong."""
     case, times, devs = setup.case, setup.times, setup.devs
     cal = calibrate(real.calibration, setup.chosen)
     runs, edge = {}, setup.emu.nodes_in("edge")[0].name
     batched: dict[int, int] = {}
-    for label, c in (("calibrated", cal), ("plan only", None)):
+    parts: dict[str, np.ndarray] = {}
+    during = during_run(real.timed, real.batch, setup.chosen, cal)
+    for label, c in (("calibrated", cal), ("plan only", None), ("timed compute", during)):
         scn = sim_scenario(case, setup.chosen, setup.emu, calibration=c, switch_s=real.deploy_s,
                            batch_marginal=setup.batch_marginal)
         run = simulate(scn, arrivals=(times, devs))
@@ -344,6 +372,8 @@ def compare(setup: Setup, real: RealRun, model: str = "alexnet") -> Fidelity:
         if not (out.status == OK).all():
             raise SimError(f"validation {case.name}: the simulator failed some requests")
         runs[label] = (((out.done - out.t) * 1000.0).tolist(), run.summary["switches"])
+        if label == "calibrated":
+            parts = {"network": out.network_s, "server": out.server_s, "device": out.device_s}
         server = run.sim.server(edge)
         # the real edge reports a batch only where it runs a stage (the chain's edge forwards)
         if label == "calibrated" and isinstance(server, BatchServer) and \
@@ -360,7 +390,7 @@ def compare(setup: Setup, real: RealRun, model: str = "alexnet") -> Fidelity:
                     switches, real.switches, cal.load, real.deploy_s, runs["plan only"][0],
                     cal.cv, cal.overhead_ms, cal.overhead_cv, drift(real), setup.batch_marginal,
                     batch_sizes(real.batch), batched, timed_drift(real),
-                    replay)
+                    replay, records(times, devs, sim, real, parts), runs["timed compute"][0])
 
 
 def replay_in_order(scn: Scenario, times: np.ndarray, devs: np.ndarray) -> list[float]:
