@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -60,16 +60,10 @@ import numpy as np
 from edgeweave.errors import SimError
 from edgeweave.plan import Plan
 from edgeweave.runtime.server import NodeConfig
-from edgeweave.sim.agreement import (
-    batch_sizes,
-    drift,
-    intervals,
-    mean_batch,
-    records,
-    timed_drift,
-)
+from edgeweave.sim.agreement import batch_sizes, drift, records, timed_drift
 from edgeweave.sim.calibration import Calibration, calibrate, during_run
 from edgeweave.sim.engine import OK, Simulation
+from edgeweave.sim.fidelity import Fidelity
 from edgeweave.sim.lab_run import CALIBRATION, CLOUD_DILATION, EDGE_DILATION, RealRun, run_real
 from edgeweave.sim.lab_serving import batch_marginal, serving_spec
 from edgeweave.sim.run import simulate
@@ -124,72 +118,6 @@ CASES = {
     "bandwidth-step": Case("bandwidth-step", mbps=50.0, step=(20.0, 8.0), duration_s=40.0,
                            requests=ROW_REQUESTS),
 }
-
-
-@dataclass
-class Fidelity:
-    scenario: str
-    model: str
-    mode: str
-    requests: int
-    sim_ms: list[float] = field(repr=False)
-    real_ms: list[float] = field(repr=False)
-    switches_sim: int = 0
-    switches_real: int = 0
-    load_factors: dict[str, float] = field(default_factory=dict)
-    deploy_s: float = 0.0
-    plan_only_ms: list[float] = field(default_factory=list, repr=False)
-    compute_cv: dict[str, float] = field(default_factory=dict)
-    overhead_ms: float = 0.0
-    overhead_cv: float = 0.0
-    drift: dict[str, float] = field(default_factory=dict)  # tier -> cool-down / warm-up - 1
-    batch_marginal: float | None = 1.0  # the edge's cost of one more request in a batch
-    # batch size -> requests that ran in a batch that big at the edge, each side
-    batch_real: dict[int, int] = field(default_factory=dict)
-    batch_sim: dict[int, int] = field(default_factory=dict)
-    # tier -> the timed run's compute against the calibration's (`agreement.timed_drift`)
-    timed_drift: dict[str, dict[str, float]] = field(default_factory=dict)
-    replay_ms: list[float] = field(default_factory=list, repr=False)  # see `compare`
-    #: per timed request, in arrival order (`records`): its arrival, device, both latencies,
-    #: the real edge's batch and the runtime's segments, what a row's error is traced back to
-    records: list[dict[str, Any]] = field(default_factory=list, repr=False)
-    timed_compute_ms: list[float] = field(default_factory=list, repr=False)  # see `compare`
-
-    def row(self) -> dict[str, Any]:
-        """The benchmark's row: ``sim_*`` with the servers at the speed the runtime's own load
-        factors measured in the warm-up; ``plan_only_*`` from the Plan's figures alone;
-        ``timed_compute_*`` with the timed run's own compute and ``replay_*`` (one device) with
-        it in order (see `compare`); how far
-        the percentiles and errors would move on another run (`sim.agreement.intervals`); the
-        edge's batch sizes, real (each reply's) and simulated."""
-        sp50, sp95 = np.percentile(self.sim_ms, [50, 95])
-        rp50, rp95 = np.percentile(self.real_ms, [50, 95])
-        row = {"scenario": self.scenario, "model": self.model, "mode": self.mode,
-               "requests": self.requests,
-               "sim_p50_ms": float(sp50), "real_p50_ms": float(rp50),
-               "err_p50": float((sp50 - rp50) / rp50),
-               "sim_p95_ms": float(sp95), "real_p95_ms": float(rp95),
-               "err_p95": float((sp95 - rp95) / rp95),
-               "load_factors": self.load_factors, "compute_cv": self.compute_cv,
-               "overhead_ms": self.overhead_ms, "overhead_cv": self.overhead_cv,
-               "drift": self.drift, "timed_drift": self.timed_drift,
-               "batch_marginal": self.batch_marginal,
-               "deploy_s": self.deploy_s,
-               "switches_sim": self.switches_sim, "switches_real": self.switches_real,
-               **intervals(self.sim_ms, self.real_ms),
-               "edge_batch_real": {str(b): k for b, k in self.batch_real.items()},
-               "edge_batch_sim": {str(b): k for b, k in self.batch_sim.items()},
-               "edge_batch_mean_real": mean_batch(self.batch_real),
-               "edge_batch_mean_sim": mean_batch(self.batch_sim)}
-        for label, ms in (("plan_only", self.plan_only_ms), ("replay", self.replay_ms),
-                          ("timed_compute", self.timed_compute_ms)):
-            if ms:
-                o50, o95 = np.percentile(ms, [50, 95])
-                row.update({f"{label}_p50_ms": float(o50),
-                            f"{label}_err_p50": float((o50 - rp50) / rp50),
-                            f"{label}_p95_ms": float(o95),
-                            f"{label}_err_p95": float((o95 - rp95) / rp95)})
-        return row
 
 
 def arrivals(case: Case, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
