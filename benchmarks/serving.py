@@ -81,6 +81,7 @@ from rich.console import Console
 
 import _serving_capacity as capacity_at_slo
 import _serving_cores as cores_of
+import _serving_node_stats as node_view
 import _serving_report as report
 from _serving_peer import CLIENTS, ROOT, RayPeer
 from _zoo import emit
@@ -259,6 +260,7 @@ def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[lis
         rows = []
         lags: dict[str, dict[str, float]] = {}  # system -> load -> its senders' worst lag (ms)
         misses: dict[str, dict[str, dict]] = {}  # system -> load -> why requests were missed
+        nodes: dict[str, dict[str, dict]] = {}  # system -> load -> its node's batches, sheds
         for k, load in enumerate(float(x) for x in args.loads.split(",")):
             rate = load * capacity
             plays = [(s, None) for s in systems]
@@ -267,6 +269,7 @@ def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[lis
                     max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
                     slo_ms=slo_s * 500.0, adaptive=True)))
             runs: dict[str, list[Run]] = {system: [] for system, _ in plays}
+            seen: dict[str, list[dict]] = {}  # system -> what its node saw in each slice
             span = args.duration / args.slices
             for j in range(args.slices):  # the systems take turns, ABBA (see module doc)
                 seed = args.seed + 100 * k + j
@@ -277,8 +280,12 @@ def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[lis
                         continue
                     if knobs is not None:
                         ew.deploy(knobs)
+                    node = targets["edgeweave" if knobs is not None else system]
+                    before = node_stats(node)
                     runs[system].append(play("edgeweave" if knobs is not None else system,
                                              arrivals, {model: slo_s}, span))
+                    seen.setdefault(system, []).append(
+                        node_view.delta(before, node_stats(node)))
                     if knobs is not None:
                         ew.deploy(fixed)
             for system, parts in runs.items():
@@ -289,12 +296,17 @@ def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[lis
                 misses.setdefault(system, {})[f"{load:g}"] = report.misses(run.records)
                 row.model = label
                 rows.append(row)
+                if system in seen:
+                    nodes.setdefault(system, {})[f"{load:g}"] = node_view.merge(seen[system])
                 console.print(f"  {system:15s} {load:4.0%}: {row.throughput_rps:5.1f} req/s, "
                               f"goodput {row.goodput_rps:5.1f}, p99 {row.p99_ms:6.0f} ms, "
                               f"SLO {row.slo_attainment:6.1%}, rejected {row.rejected}, "
                               f"throttled {row.throttled}, lost {row.lost}, "
                               f"sender lag {run.lag_s * 1000:.0f} ms, "
                               f"host load {os.getloadavg()[0]:.1f}", highlight=False)
+                if system in seen:
+                    console.print(f"  {'':15s} node: {node_view.said(nodes[system][f'{load:g}'])}",
+                                  highlight=False)
         info = {"one_request_ms": one_s * 1000,
                 "one_request_rounds_ms": [x * 1000 for x in ones], "slo_method": slo_method,
                 "capacity_rps": capacity,
@@ -306,6 +318,7 @@ def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[lis
                 "capacity_at_slo_probes": {s: v.probes for s, v in at_slo.items()},
                 "sender_lag_ms": lags,
                 "misses": misses,
+                "node": nodes,
                 "host_load_avg_1m_at_calibration": load_at_calibration,
                 "host_load_avg_1m_after": os.getloadavg()[0],
                 "slo_ms": slo_s * 1000, "ray_start_s": ray.ready["start_s"] if ray else None,
@@ -318,6 +331,12 @@ def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[lis
             ray.close()
         for lab in labs.values():
             lab.close()
+
+
+def node_stats(target: GrpcTarget) -> dict[str, float]:
+    """The one node's metrics (`_serving_node_stats`)."""
+    (values,) = target.stats().values()
+    return values
 
 
 def pinned(labs: dict[str, LocalLab], ray: RayPeer | None, pools: dict[str, SenderPool]
