@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from edgeweave.runtime.loadgen_target import GrpcTarget
+
 _KEY = re.compile(r"^(?P<name>[a-z_]+)\{(?P<tags>[^}]*)\}$")
 
 
@@ -70,3 +72,9 @@ def said(view: dict) -> str:
     sizes = " ".join(f"{s}x{n}" for s, n in view["batches"].items()) or "none"
     shed = ", ".join(f"{k} {n}" for k, n in view["shed"].items()) or "none"
     return f"batches {sizes}; shed {shed}"
+
+
+def snapshot(target: GrpcTarget) -> dict[str, float]:
+    """The one node's metrics (`_serving_node_stats`)."""
+    (values,) = target.stats().values()
+    return values

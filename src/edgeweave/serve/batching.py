@@ -70,10 +70,11 @@ def batch_dims_ok(shapes: Sequence[Sequence[int]]) -> bool:
 
 
 def calibrate(fn: ModelFn, example: Inputs, max_batch: int, repeats: int = 2,
-              atol: float = 1e-4) -> Calibration:
+              atol: float = 1e-4, every_size: bool = False) -> Calibration:
     """Time `fn` at batch 1 and at `max_batch` (after a warm-up call each: a traced program
     specialises on its first calls) and check that a batch of distinct requests gives each the
-    answer it gets alone."""
+    answer it gets alone. `every_size`: time every size in between too (what a node serving
+    the model plans deadlines with: see `serve.latency`)."""
     rows = [_varied(example, k) for k in range(max(1, max_batch))]
     seconds = {1: _timed(fn, rows[0], repeats)}
     if max_batch <= 1:
@@ -87,7 +88,8 @@ def calibrate(fn: ModelFn, example: Inputs, max_batch: int, repeats: int = 2,
         if not all(torch.allclose(a, b, atol=atol, rtol=1e-3)
                    for a, b in zip(alone, batched[k], strict=True)):
             return Calibration(False, seconds, "batched outputs differ from batch-1 outputs")
-    seconds[max_batch] = _timed(fn, stack(rows), repeats)
+    for size in range(2 if every_size else max_batch, max_batch + 1):
+        seconds[size] = _timed(fn, stack(rows[:size]), repeats)
     return Calibration(True, seconds)
 
 

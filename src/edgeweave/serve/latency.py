@@ -62,6 +62,12 @@ class LatencyModel:
     def known(self) -> bool:
         return bool(self._mean)
 
+    @property
+    def measured(self) -> list[int]:
+        """The batch sizes measured (calibrated or run); others are estimated from them."""
+        with self._lock:
+            return sorted(self._mean)
+
     def estimate(self, size: int) -> float:
         """Expected seconds for a batch of `size` (0.0 when nothing was measured yet: an
         unknown model is not refused on a guess)."""
