@@ -19,6 +19,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 def split(text: str | None, cores: set[int]) -> tuple[set[int], set[int]]:
@@ -97,4 +98,19 @@ def tree(pid: int) -> dict[str, str]:
             continue
         out[f"{name} {p}"] = allowed(p)
         todo += children.get(p, [])
+    return out
+
+
+def pinned(labs: dict[str, Any], ray: Any, pools: dict[str, Any]
+           ) -> dict[str, dict[str, str]]:
+    """Where each process of the run may run, read back from the kernel (Cpus_allowed_list):
+    each system's processes (the node, or Ray's driver, GCS, raylet, replicas and its own
+    senders), the benchmark and EdgeWeave's sender processes (`labs`: LocalLab by system, `ray`:
+    the RayPeer or None, `pools`: SenderPool by system)."""
+    out = {s: tree(lab.nodes["edge"].process.pid) for s, lab in labs.items()}
+    if ray is not None:
+        out["ray"] = ray.ready.get("cores", {})
+    out["load generator"] = {f"benchmark {os.getpid()}": allowed(os.getpid())} | {
+        f"{s} sender {p.pid}": allowed(p.pid)
+        for s, pool in pools.items() for p in pool.procs if p.pid is not None}
     return out

@@ -52,17 +52,6 @@ def rows_table(rows: list[Row], note: str) -> Table:
     return table
 
 
-def runners_table(runners: list[dict]) -> Table:
-    rt = Table(title="ms per request by batch runner (one thread)")
-    for col in ("model", "batch", "eager", "traced at 1", "traced at batch", "same?"):
-        rt.add_column(col)
-    for r in runners:
-        rt.add_row(r["model"], str(r["batch"]), f"{r['eager']:.1f}",
-                   f"{r['traced_at_1']:.1f}", f"{r['traced_at_batch']:.1f}",
-                   "yes" if r["traced_at_1_matches"] else "NO")
-    return rt
-
-
 def at_objective(rows: list[Row], slo_ms: float) -> float:
     """The most throughput reached at a load where p99 stayed within the SLO (0 if none)."""
     return max((r.throughput_rps for r in rows if r.p99_ms == r.p99_ms and r.p99_ms <= slo_ms),

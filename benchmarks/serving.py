@@ -52,9 +52,6 @@ The stretch sleeps (the emulated hardware's time holds no host core and no GIL, 
 system), so the old node is given `--workers` requests at once on dilated models (its default
 4 would emulate 4 slow processors where the others have `--workers`).
 
-`--runners` also times how a batch can run (the eager module, the program traced at batch 1,
-one traced per batch size): `serve.batching` runs the one traced at batch 1, from this.
-
 THE EDGE IS THIS HOST: every system under test runs on the same core(s) (`--serve-cores`,
 default the last one: its node process, or Ray's GCS, raylet and replicas) and the load
 generator on the others (the benchmark, its sender processes, Ray's driver and its senders),
@@ -72,63 +69,32 @@ import os
 import statistics
 import subprocess
 import sys
-import time
-import warnings
 from pathlib import Path
 
-import torch
 from rich.console import Console
 
 import _serving_capacity as capacity_at_slo
 import _serving_cores as cores_of
+import _serving_node_stats as node_view
 import _serving_report as report
+import _serving_runners as batch_runners
+from _serving_dilation import dilation_note, dilations
 from _serving_peer import CLIENTS, ROOT, RayPeer
+from _serving_stems import TENANTS, served_model, shared_stems
 from _zoo import emit
-from edgeweave.graph import capture
 from edgeweave.runtime.lab import LocalLab
 from edgeweave.runtime.loadgen_target import GrpcTarget
-from edgeweave.runtime.whole_model import WholeModel, whole_model
+from edgeweave.runtime.whole_model import WholeModel
 from edgeweave.serve import ServingConfig
 from edgeweave.serve.loadgen import Fallback, Row, Run, SenderPool, open_loop, poisson
 from edgeweave.serve.loadgen import summarize as summarize_run
 
 MODELS = ("resnet18", "mobilenet_v2", "digits-tenants")
 LOADS = (0.5, 0.8, 1.0, 1.5, 2.0)
-#: The digits tenants (shared stems, `benchmarks/shared_stems.py`): five tasks fine-tuned from
-#: one backbone, served as one forest at the depths Mainstream chose.
-TENANTS = "digits-tenants"
 HOST_NOTE = ("the edge is this host ({cores} cores): every system under test runs on core(s) "
              "{serve} (its node process, or Ray's GCS, raylet and replicas), the load "
              "generator (the benchmark, its senders, Ray's driver and senders) on {send}; "
              "Ray's processes stay up (idle) while the EdgeWeave nodes run; {dilation}")
-
-
-def dilations(text: str, models: list[str]) -> dict[str, float]:
-    """`--dilation`: one factor for every model, or `model=factor,...` (the rest at 1)."""
-    out = dict.fromkeys(models, 1.0)
-    for part in (p.strip() for p in text.split(",") if p.strip()):
-        name, _, value = part.rpartition("=")
-        try:
-            factor = float(value)
-        except ValueError:
-            factor = float("nan")
-        if not 1.0 <= factor <= 100.0 or (name and name not in out):
-            raise SystemExit(f"--dilation {part!r}: expected FACTOR or MODEL=FACTOR with a "
-                             f"model of --models ({', '.join(models)}) and FACTOR in 1..100")
-        for m in [name] if name else models:
-            out[m] = factor
-    return out
-
-
-def dilation_note(factor: dict[str, float]) -> str:
-    """What hardware the edge emulates, said in every table and the JSON."""
-    slow = {m: f for m, f in factor.items() if f > 1.0}
-    if not slow:
-        return "time dilation x1 (none): the edge runs at this host's speed"
-    said = ", ".join(f"{m} x{f:g}" for m, f in slow.items())
-    return (f"TIME DILATION {said}: the edge serving that model emulates hardware that many "
-            "times slower than this host (each batch's compute stretched, on every system "
-            "alike); the others run at this host's speed")
 
 
 def node_args(workers: int, max_batch: int, queue: int, factor: float
@@ -141,22 +107,6 @@ def node_args(workers: int, max_batch: int, queue: int, factor: float
     return {"edgeweave": ["--max-concurrency", str(workers), "--max-batch", str(max_batch),
                           "--max-queue", str(queue), *slow],
             "fifo": ["--policy", "fifo", "--max-batch", "1", *old, *slow]}
-
-
-def served_model(name: str, image_size: int, stems) -> WholeModel:
-    """What the sweep serves under `name`: a torchvision model at `image_size`, or the digits
-    tenants as one forest with their trained weights (`stems`: the shared-stems workload and
-    the depths Mainstream chose)."""
-    if name != TENANTS:
-        return whole_model(name, (1, 3, image_size, image_size))
-    from edgeweave.serve.stems import build_forest
-    from edgeweave.serve.stems.spec import forest_spec
-
-    workload, depths = stems
-    forest = build_forest(workload.backbone, workload.tenants, depths).eval()
-    spec = forest_spec(forest, workload.side, workload.width)
-    shape = (1, 1, workload.side, workload.side)
-    return whole_model(spec, graph=capture(forest, shape, name=spec, spec=spec))
 
 
 #: How the SLO is set, said in the output and the JSON.
@@ -259,6 +209,7 @@ def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[lis
         rows = []
         lags: dict[str, dict[str, float]] = {}  # system -> load -> its senders' worst lag (ms)
         misses: dict[str, dict[str, dict]] = {}  # system -> load -> why requests were missed
+        nodes: dict[str, dict[str, dict]] = {}  # system -> load -> its node's batches, sheds
         for k, load in enumerate(float(x) for x in args.loads.split(",")):
             rate = load * capacity
             plays = [(s, None) for s in systems]
@@ -267,6 +218,7 @@ def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[lis
                     max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
                     slo_ms=slo_s * 500.0, adaptive=True)))
             runs: dict[str, list[Run]] = {system: [] for system, _ in plays}
+            seen: dict[str, list[dict]] = {}  # system -> what its node saw in each slice
             span = args.duration / args.slices
             for j in range(args.slices):  # the systems take turns, ABBA (see module doc)
                 seed = args.seed + 100 * k + j
@@ -277,8 +229,12 @@ def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[lis
                         continue
                     if knobs is not None:
                         ew.deploy(knobs)
+                    node = targets["edgeweave" if knobs is not None else system]
+                    before = node_view.snapshot(node)
                     runs[system].append(play("edgeweave" if knobs is not None else system,
                                              arrivals, {model: slo_s}, span))
+                    seen.setdefault(system, []).append(
+                        node_view.delta(before, node_view.snapshot(node)))
                     if knobs is not None:
                         ew.deploy(fixed)
             for system, parts in runs.items():
@@ -289,12 +245,17 @@ def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[lis
                 misses.setdefault(system, {})[f"{load:g}"] = report.misses(run.records)
                 row.model = label
                 rows.append(row)
+                if system in seen:
+                    nodes.setdefault(system, {})[f"{load:g}"] = node_view.merge(seen[system])
                 console.print(f"  {system:15s} {load:4.0%}: {row.throughput_rps:5.1f} req/s, "
                               f"goodput {row.goodput_rps:5.1f}, p99 {row.p99_ms:6.0f} ms, "
                               f"SLO {row.slo_attainment:6.1%}, rejected {row.rejected}, "
                               f"throttled {row.throttled}, lost {row.lost}, "
                               f"sender lag {run.lag_s * 1000:.0f} ms, "
                               f"host load {os.getloadavg()[0]:.1f}", highlight=False)
+                if system in seen:
+                    console.print(f"  {'':15s} node: {node_view.said(nodes[system][f'{load:g}'])}",
+                                  highlight=False)
         info = {"one_request_ms": one_s * 1000,
                 "one_request_rounds_ms": [x * 1000 for x in ones], "slo_method": slo_method,
                 "capacity_rps": capacity,
@@ -306,10 +267,11 @@ def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[lis
                 "capacity_at_slo_probes": {s: v.probes for s, v in at_slo.items()},
                 "sender_lag_ms": lags,
                 "misses": misses,
+                "node": nodes,
                 "host_load_avg_1m_at_calibration": load_at_calibration,
                 "host_load_avg_1m_after": os.getloadavg()[0],
                 "slo_ms": slo_s * 1000, "ray_start_s": ray.ready["start_s"] if ray else None,
-                "cores": pinned(labs, ray, pools)}
+                "cores": cores_of.pinned(labs, ray, pools)}
         return rows, info
     finally:
         for pool in pools.values():
@@ -318,67 +280,6 @@ def bench_model(wm: WholeModel, label: str, args, console: Console) -> tuple[lis
             ray.close()
         for lab in labs.values():
             lab.close()
-
-
-def pinned(labs: dict[str, LocalLab], ray: RayPeer | None, pools: dict[str, SenderPool]
-           ) -> dict[str, dict[str, str]]:
-    """Where each process of the run may run, read back from the kernel (Cpus_allowed_list):
-    each system's processes (the node, or Ray's driver, GCS, raylet, replicas and its own
-    senders), the benchmark and EdgeWeave's sender processes."""
-    out = {s: cores_of.tree(lab.nodes["edge"].process.pid) for s, lab in labs.items()}
-    if ray is not None:
-        out["ray"] = ray.ready.get("cores", {})
-    out["load generator"] = {f"benchmark {os.getpid()}": cores_of.allowed(os.getpid())} | {
-        f"{s} sender {p.pid}": cores_of.allowed(p.pid)
-        for s, pool in pools.items() for p in pool.procs if p.pid is not None}
-    return out
-
-
-def shared_stems(quick: bool, seed: int, console: Console):
-    """Train the digits tenants (`benchmarks/shared_stems.py`), compare Mainstream's choice with
-    no sharing and max sharing at the same compute budgets, and pick the depths the sweep
-    serves: Mainstream's at the budget where the tenants need 3x what it gives unshared."""
-    import shared_stems as ss
-
-    console.print("training the digits tenants (shared stems) ...", highlight=False)
-    workload = ss.stem_workload(quick, seed)
-    rows = ss.stem_rows(workload=workload)
-    chosen = next(r for r in rows if r["system"] == "mainstream" and r["metric"] == ss.METRIC
-                  and r["load"] >= 3.0)
-    depths = {n: c["depth"] for n, c in chosen["choices"].items()}
-    return (workload, depths), ss.stem_tables(workload, rows), rows
-
-
-def runner_times(model: str, shape: tuple[int, ...], sizes: tuple[int, ...], reps: int
-                 ) -> list[dict]:
-    """ms per request for a batch run eagerly, by the program traced at batch 1, and by one
-    traced at that batch size (one thread)."""
-    import torchvision
-
-    torch.set_num_threads(1)
-    net = getattr(torchvision.models, model)(weights=None).eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        traced1 = torch.jit.trace(net, torch.zeros(shape), check_trace=False)
-    out = []
-    for size in sizes:
-        x = torch.randn(size, *shape[1:])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            traced_b = torch.jit.trace(net, x, check_trace=False)
-        row: dict = {"model": model, "batch": size}
-        with torch.inference_mode():
-            for name, fn in (("eager", net), ("traced_at_1", traced1),
-                             ("traced_at_batch", traced_b)):
-                for _ in range(2):
-                    fn(x)
-                start = time.perf_counter()
-                for _ in range(reps):
-                    fn(x)
-                row[name] = (time.perf_counter() - start) / reps / size * 1000
-            row["traced_at_1_matches"] = bool(torch.allclose(traced1(x), net(x), atol=1e-4))
-        out.append(row)
-    return out
 
 
 def main() -> None:
@@ -485,9 +386,9 @@ def main() -> None:
     runners = []
     if args.runners:
         for model in [m for m in models if m != TENANTS]:
-            runners += runner_times(model, (1, 3, args.image_size, args.image_size),
+            runners += batch_runners.runner_times(model, (1, 3, args.image_size, args.image_size),
                                     (1, 2, 4, 8), 3)
-        tables.append(report.runners_table(runners))
+        tables.append(batch_runners.runners_table(runners))
     doc = {"host": {"cores": cores, "note": note, "dilation": args.dilation,
                     "serve_cores": sorted(args.serve_cores),
                     "sender_cores": sorted(args.sender_cores),

@@ -101,6 +101,9 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(digits):
     server, svc, target = start(max_concurrency=1)
     try:
         deploy(target, digits, max_batch=8, max_delay_ms=100)
+        # every batch size the node may form was timed when deployed: none is planned with
+        # a guess fitted from the others
+        assert svc.serving.engine.models[digits.digest].latency.measured == list(range(1, 9))
         xs = [torch.randn(digits.graph.input_shape) for _ in range(16)]
         replies = [None] * len(xs)
 
@@ -275,6 +278,9 @@ def test_the_metrics_endpoint_reports_each_served_model(digits, digits_head, unu
         assert ('edgeweave_serve_shed_total{model="digits-cnn",reason="deadline",'
                 'stage="rejected"} 1.0') in text
         assert 'edgeweave_serve_slo_attainment{model="digits-cnn"} 0.75' in text
+        stats = stub(target).Stats(pb.StatsRequest(), timeout=5).values  # batches per size
+        assert stats["edgeweave_serve_batch_size_bucket{le=1.0,model=digits-cnn}"] == 3
+        assert stats["edgeweave_serve_batch_size_bucket{le=5.0,model=digits-cnn}"] == 3
         health = stub(target).Health(pb.HealthRequest(), timeout=5)
         assert health.queued == 0 and health.queued_ms >= 0
     finally:

@@ -1,5 +1,7 @@
 """Stacking requests into a batch and handing each its own rows back; which models can batch."""
 
+import time
+
 import pytest
 import torch
 from torch import nn
@@ -50,3 +52,21 @@ def test_a_model_with_a_hard_coded_batch_does_not_batch():
     cal = calibrate(_Flat(True).eval(), (torch.zeros(1, 1, 4, 4),), max_batch=4, repeats=1)
     assert not cal.batchable and "batched" in cal.why
     assert batch_dims_ok([(1, 3, 8, 8), (1, 10)]) and not batch_dims_ok([(3, 8), (1, 10)])
+
+
+def test_deploy_times_every_batch_size_and_a_stall_does_not_set_one():
+    """`every_size`: each size the node may form is measured (a batch of one can take a faster
+    path than a line through 1 and the largest says); each is the median of its calls, so one
+    call stalled by the shared host does not set a size's time."""
+    model = _Flat(False).eval()
+    calls = []
+
+    def stalling(*args):
+        calls.append(args[0].shape[0])
+        if args[0].shape[0] == 3 and calls.count(3) == 3:  # the second timed call at 3
+            time.sleep(0.2)
+        return model(*args)
+
+    cal = calibrate(stalling, (torch.zeros(1, 1, 4, 4),), max_batch=4, every_size=True)
+    assert cal.batchable and set(cal.seconds) == {1, 2, 3, 4}
+    assert cal.seconds[3] < 0.05

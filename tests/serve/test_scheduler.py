@@ -151,6 +151,21 @@ def test_latency_estimates_of_unseen_sizes_follow_every_new_measurement():
     assert lat.bound(6) > lat.estimate(6)  # and its spread reaches the sizes nearest to 8
 
 
+def test_one_stall_does_not_make_a_batch_size_look_slower_than_a_larger_one():
+    """A stall of the shared host at one size (here 5x, measured up to 30x) must not price
+    that size above a larger one: admission would count the queue in smaller batches and
+    refuse requests that would have made it, and the scheduler, avoiding the size, would never
+    measure it again."""
+    s = scheduler()
+    m = model("m", s, seconds_per_item=0.001, overhead=0.02)  # batch time nearly flat
+    for n in range(1, 9):
+        m.latency.observe(n, 0.02 + 0.001 * n)
+    m.latency.observe(4, 0.1)  # one stall
+    assert m.latency.estimate(4) <= m.latency.estimate(8)
+    assert m.latency.bound(4) <= m.latency.bound(8)
+    assert m.feasible_batch(2.1 * m.latency.bound(8)) == 8
+
+
 def test_under_overload_the_requests_a_full_batch_cannot_serve_make_room_for_one():
     """Ten queued, a full batch of 8 takes 800 ms: the two due before 0.8 s are dropped
     (counted, with a deadline reason) and the eight behind them run as one batch."""

@@ -106,6 +106,11 @@ class GrpcTarget:
                 with contextlib.suppress(grpc.RpcError):
                     edge.stub.Remove(pb.RemoveRequest(stage_digest=model.digest), timeout=10)
 
+    def stats(self) -> dict[str, dict[str, float]]:
+        """Each node's metrics (its Stats RPC: the `edgeweave_*` series), by node address."""
+        return {edge.target: dict(edge.stub.Stats(pb.StatsRequest(), timeout=10).values)
+                for edge in self.pool.edges}
+
     def send(self, model: str, client: int, deadline_s: float, priority: int,
              done: Callable[[Outcome], None]) -> None:
         req = _Request(self.bodies[model][client % VARIANTS], f"{client}-{time.monotonic_ns()}",

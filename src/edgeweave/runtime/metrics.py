@@ -15,8 +15,10 @@ import threading
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-_BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128)
+#: every size up to 8 its own bucket: a batch-size distribution explains a node's refusals
+_BATCH_BUCKETS = (1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 24, 32, 48, 64, 128)
 MAX_MODEL_LABELS = 64
+BATCH_BUCKET = "edgeweave_serve_batch_size_bucket"
 
 
 class NodeMetrics:
@@ -39,11 +41,13 @@ class NodeMetrics:
         start_http_server(port, addr=addr, registry=self.registry)
 
     def snapshot(self) -> dict[str, float]:
-        """Flat name -> value view of every sample, for the Stats RPC."""
+        """Flat name -> value view of every sample, for the Stats RPC (histograms as count and
+        sum, but the batch sizes with their buckets too: how many batches of each size)."""
         out: dict[str, float] = {}
         for family in self.registry.collect():
             for sample in family.samples:
-                if sample.name.endswith(("_bucket", "_created")):
+                if sample.name.endswith("_created") or (
+                        sample.name.endswith("_bucket") and sample.name != BATCH_BUCKET):
                     continue
                 tags = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
                 out[f"{sample.name}{{{tags}}}" if tags else sample.name] = float(sample.value)

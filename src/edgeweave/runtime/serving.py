@@ -163,7 +163,7 @@ class ServingNode:
                    ) -> LatencyModel:
         shapes = [stage.specs[v][1] for v in (*stage.inputs, *stage.outputs)]
         max_batch = resolve(cfg, self.node).max_batch if batch_dims_ok(shapes) else 1
-        cal = calibrate(runner.fn, runner.example(), max_batch)
+        cal = calibrate(runner.fn, runner.example(), max_batch, every_size=True)
         latency = LatencyModel(scale=max(1.0, self.factor))
         for size, seconds in cal.seconds.items():
             latency.seed(size, seconds)

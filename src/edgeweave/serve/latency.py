@@ -4,7 +4,10 @@ Each batch size seen keeps an exponentially weighted mean of its measured second
 speed drifts: other processes, clock changes); a size not yet seen is estimated from the ones
 that were, on a line fitted through them (a convnet's batch time on a CPU grows close to
 linearly with the batch), or, with one size seen, as that size's time per item (no batching
-gain assumed: the safe side for deadlines).
+gain assumed: the safe side for deadlines). A node measures every size it may form when a model
+is deployed (`serve.batching.calibrate`): a line through batch 1 and the largest was far off for
+small models, whose batch of one takes a faster path (the digits tenants: 0.12 ms at batch 1,
+0.45 ms at 2, 0.49 ms at 8, on this host). No size is estimated slower than a larger one.
 
 Each size also keeps the mean deviation of its measurements around that mean (as TCP keeps
 its round-trip time's, RFC 6298), so the scheduler can tell two questions apart. "Can this
@@ -62,6 +65,12 @@ class LatencyModel:
     def known(self) -> bool:
         return bool(self._mean)
 
+    @property
+    def measured(self) -> list[int]:
+        """The batch sizes measured (calibrated or run); others are estimated from them."""
+        with self._lock:
+            return sorted(self._mean)
+
     def estimate(self, size: int) -> float:
         """Expected seconds for a batch of `size` (0.0 when nothing was measured yet: an
         unknown model is not refused on a guess)."""
@@ -78,7 +87,15 @@ class LatencyModel:
             known = self._known.get(size)
             if known is None:
                 mean = self._estimate(size)
-                known = self._known[size] = (mean, self._bound(size, mean))
+                bound = self._bound(size, mean)
+                # a batch takes no longer than a larger one measured (computing fewer rows is
+                # not slower): one outlier at a size (a stall of the shared host, stretched by
+                # the dilation) does not make that size look slower than a larger one, which
+                # the scheduler then avoids forming and so never measures again
+                for s in (s for s in self._mean if s > size):
+                    mean = min(mean, self._mean[s])
+                    bound = min(bound, self._mean[s] + self.SPREAD * self._dev.get(s, 0.0))
+                known = self._known[size] = (mean, max(mean, bound))
             return known
 
     def _estimate(self, size: int) -> float:
