@@ -178,6 +178,34 @@ def test_a_layer_wise_calibration_prices_each_device_with_the_gateways_own_layer
     assert cal.rest_scale == pytest.approx(3.0 if rest > 0 else 1.0)
 
 
+def test_a_calibration_without_a_cost_per_mib_keeps_the_plans_own():
+    """A layer-wise plan priced with the runtime's cost per MiB, calibrated by frames that
+    measured none: priced again with the plan's cost (dropping it priced every scatter and
+    gather as free), and with the calibration's when it measured one."""
+    from cluster_helpers import cluster_fleet, digits
+
+    from edgeweave.plan.run_calibration import RunCalibration
+    from edgeweave.profile import analytic_profile
+    from edgeweave.runtime.cluster.session import plan_calibrated, plan_emulated
+
+    graph, fleet = digits(), cluster_fleet(size=2)
+    profile = analytic_profile(graph, fleet)
+    plan = plan_emulated(graph, profile, fleet, methods=("layer-wise",), layer_devices=2,
+                         ms_per_mb=400.0)
+    free = plan_emulated(graph, profile, fleet, methods=("layer-wise",), layer_devices=2)
+    assert plan.partition.predicted["latency_ms"] > free.partition.predicted["latency_ms"]
+
+    def again(per_mb: float | None):
+        cal = RunCalibration(dict.fromkeys("ab", 1.0), 1.0, per_mb)
+        return plan_calibrated(graph, profile, fleet, plan, cal)
+
+    kept, measured = again(None).partition, again(0.0).partition
+    assert kept.search["task_overhead"]["runtime_ms_per_mb"] == 400.0
+    assert kept.predicted["latency_ms"] == pytest.approx(plan.partition.predicted["latency_ms"])
+    assert measured.search["task_overhead"]["runtime_ms_per_mb"] == 0.0
+    assert measured.predicted["latency_ms"] == pytest.approx(free.partition.predicted["latency_ms"])
+
+
 def test_several_sources_frames_are_replayed_on_one_clock():
     """Two sources' frames, every tile run on a at 10 ms, the rest 5 ms on a (a fast
     medium): apart, each frame replays as its own 4 tiles + rest; arriving together, the

@@ -65,6 +65,11 @@ class _Parts:
         self.tasks: Counter = Counter()
         self.bytes = 0  # results that crossed the medium
         self.part_ms: dict[int, float] = {}  # each part's emulated compute
+        # each part's runtime cost besides compute and the medium (encoding, the RPC,
+        # decoding) and the bytes it carried both ways, loopback included: the calibration
+        # prices the runtime's cost per MiB from them, as for fused tiles
+        self.overhead_ms: list[float] = []
+        self.overhead_bytes: list[int] = []
         self.cond = threading.Condition()
         self.count = count
 
@@ -160,7 +165,8 @@ class LayerGateway:
         return FrameResult(frame_id, self.gateway, result.output, (end - start) * 1000.0,
                            (stitched - start) * 1000.0, (end - stitched) * 1000.0,
                            run.medium_bytes, dict(run.tasks), dict(run.compute), 0, run.rerun,
-                           result.note, run.delivery_ms)
+                           result.note, run.delivery_ms, run.overhead_ms,
+                           run.overhead_bytes)
 
     def split_layer(self, i: int, source: torch.Tensor, run: _Prefix) -> torch.Tensor:
         """Scatter layer ``i``'s parts to their devices, gather and stitch them."""
@@ -171,14 +177,16 @@ class LayerGateway:
         parts = _Parts(len(la.devices))
         start = time.perf_counter()
         for p, device in enumerate(la.devices):
+            encoding = time.perf_counter()
             crop = source if spec.kind == "neurons" else source[
                 :, :, tiles[p].input.r0:tiles[p].input.r1, tiles[p].input.c0:tiles[p].input.c1]
             msg = cpb.Task(task=next(self._task_ids), frame=str(run.frame), tile=p, layer=i,
                            return_codec=self.part.result_codec)
             msg.crop.CopyFrom(tensors.encode({"crop": crop}, ["crop"], codec)[0])
             nbytes = len(msg.crop.payload) if device != self.gateway else 0
+            encode_ms = (time.perf_counter() - encoding) * 1000.0
             if self.pool.send(device, msg, nbytes, self.gateway if nbytes else device,
-                              self._on_part(parts, i, p),
+                              self._on_part(parts, i, p, encode_ms, len(msg.crop.payload)),
                               (parts, p)):
                 run.medium_bytes += nbytes
             else:
@@ -200,16 +208,23 @@ class LayerGateway:
             run.compute[device] += ms
         run.tasks.update(parts.tasks)
         run.medium_bytes += parts.bytes
+        run.overhead_ms += parts.overhead_ms
+        run.overhead_bytes += parts.overhead_bytes
         if spec.kind == "neurons":
             return torch.cat([parts.outputs[p] for p in range(len(la.devices))], dim=-1)
         block = chain_block(self.graph, spec.unit)
         return stitch(block, tiles, {t.index: parts.outputs[p] for p, t in enumerate(tiles)})
 
-    def _on_part(self, parts: _Parts, i: int, p: int) -> OnDone:
-        """The pool's callback for part ``p`` of split layer ``i``."""
-        return lambda device, result, _ms: self._done(parts, i, p, device, result)
+    def _on_part(self, parts: _Parts, i: int, p: int, encode_ms: float = 0.0,
+                 carried: int = 0) -> OnDone:
+        """The pool's callback for part ``p`` of split layer ``i`` (``encode_ms`` its crop
+        took to encode, ``carried`` its payload's bytes)."""
+        return lambda device, result, ms: self._done(parts, i, p, device, result,
+                                                     ms + encode_ms, carried)
 
-    def _done(self, parts: _Parts, i: int, p: int, device: str, result: cpb.TaskResult) -> None:
+    def _done(self, parts: _Parts, i: int, p: int, device: str, result: cpb.TaskResult,
+              overhead_ms: float = float("nan"), carried: int = 0) -> None:
+        start = time.perf_counter()
         _, out_spec = self.local.specs(i, p)
         try:
             out = tensors.decode([result.output], {"output": out_spec}.get, 0)["output"]
@@ -224,8 +239,12 @@ class LayerGateway:
             parts.part_ms[p] = result.compute_ms
             parts.compute[device] += result.compute_ms
             parts.tasks[device] += 1
+            nbytes = tensors.payload_bytes([result.output])
             if device != self.gateway:
-                parts.bytes += tensors.payload_bytes([result.output])
+                parts.bytes += nbytes
+            if overhead_ms == overhead_ms:  # measured (not NaN)
+                parts.overhead_ms.append(overhead_ms + (time.perf_counter() - start) * 1e3)
+                parts.overhead_bytes.append(carried + nbytes)
             parts.cond.notify_all()
 
     def close(self) -> None:
@@ -246,6 +265,8 @@ class _Prefix(fx.Interpreter):
         self.medium_bytes = 0
         self.delivery_ms = 0.0
         self.rerun = 0
+        self.overhead_ms: list[float] = []
+        self.overhead_bytes: list[int] = []
         self.tasks: Counter = Counter()
         self.compute: defaultdict[str, float] = defaultdict(float)
 
