@@ -231,27 +231,32 @@ def test_an_estimate_grown_in_a_slow_spell_is_corrected_by_serving_on_an_idle_no
     assert latency.estimate(1) < 0.1
 
 
-def test_admission_counts_the_work_ahead_in_the_batches_the_deadline_allows():
-    """Batches of 1 take 100 ms, of 8 480 ms (60 ms a request). A request with 0.5 s to go can
-    find a batch running and then run in one only up to 3 (2 x 209 ms fits, 2 x 263 does not),
-    so the six requests ahead of it are counted at a batch of 3's cost (6 x 70 ms + 100 ms to
-    run it: refused), not the limit's (6 x 60 + 100 = 460 ms: it was admitted, and served in
-    a batch cut small, late or not at all); with 0.55 s to go batches of 4 fit and it is in."""
+def test_admission_counts_the_queue_in_the_batches_the_scheduler_forms():
+    """Batches of 1 take 100 ms, of 8 480 ms (60 ms a request). Six requests due at 0.45 s are
+    queued on an idle worker: the scheduler runs them in one batch, and a request due at 0.5 s
+    joins it (a batch of 7 ends at 426 ms). Admission counted them instead in the batches the
+    newcomer's slack allowed (twice a batch's high bound within 0.5 s: batches of 3) and
+    refused it. An eighth would make the batch 8, which ends after the first deadline
+    (480 ms): the batch is cut to 7 and the newcomer in it is refused, not queued behind
+    requests that can only be served in batches cut small."""
     lat = LatencyModel()
     lat.seed(1, 0.1)
     lat.seed(8, 0.48)
     node = NodeServing(workers=1, max_batch=8, max_queue=64)
     e = Engine(node, clock=lambda: 0.0)  # not started: nothing runs, the queue stays
     m = e.add("m", "m", Doubler(), resolve(ServingConfig(max_batch=8), node), lat)
-    assert (m.feasible_batch(0.5), m.feasible_batch(0.55), m.feasible_batch(10.0),
-            m.feasible_batch(0.01)) == (3, 4, 8, 1)
+    assert m.feasible_batch(0.5) == 3  # what admission counted the queue in before
     x = (torch.zeros(1, 1),)
     for _ in range(6):
         e.submit("m", x, deadline=0.45)
+    e.check("m", 0.5)
+    e.submit("m", x, deadline=0.5)
+    with pytest.raises(Shed, match="cannot meet its deadline"):
+        e.check("m", 0.5)
     with pytest.raises(Shed, match="cannot meet its deadline"):
         e.submit("m", x, deadline=0.5)
-    e.submit("m", x, deadline=0.55)
     assert e.queued == 7
+    assert len(e.dispatch(0, 0.0).batch) == 7
 
 
 def test_admission_counts_a_request_in_the_batch_it_joins():

@@ -12,7 +12,6 @@ maps a shed request to its status.
 
 from __future__ import annotations
 
-import bisect
 import logging
 import math
 import threading
@@ -25,7 +24,7 @@ from edgeweave.serve.events import NoObserver, ServeObserver
 from edgeweave.serve.latency import LatencyModel
 from edgeweave.serve.pending import Answer, Inputs, Pending, Shed
 from edgeweave.serve.queues import Runner, ServedModel
-from edgeweave.serve.scheduler import Scheduler, start_after
+from edgeweave.serve.scheduler import Decision, Scheduler, start_after
 
 log = logging.getLogger("edgeweave.serve")
 
@@ -177,9 +176,9 @@ class Engine:
         idle = self.node.workers - len(self._busy_until)
         if self.scheduler.edf and math.isfinite(item.deadline):
             self.scheduler.check_passed(item, now)  # before any estimate: the cheap refusal
-            wait_s, run_s = self._finish_after(m, item, now)
-            self.scheduler.check_deadline(m, item, now, wait_s,
-                                          idle_node=idle > 0 and self.queued == 0, run_s=run_s)
+            wait_s, run_s, served = self._finish_after(m, item, now)
+            self.scheduler.check_deadline(m, item, now, wait_s, idle_node=idle > 0 and
+                                          self.queued == 0, run_s=run_s, served=served)
         model_full = len(m) >= m.config.max_queue + idle
         if not model_full and self.queued < self.node.max_queue + idle:
             return None
@@ -191,24 +190,20 @@ class Engine:
             raise Shed("queue_full", f"{where} and every worker is busy")
         return victim
 
-    def _finish_after(self, m: ServedModel, item: Pending, now: float) -> tuple[float, float]:
+    def _finish_after(self, m: ServedModel, item: Pending, now: float
+                      ) -> tuple[float, float, bool]:
         """(seconds until a worker starts the batch `item` would run in, seconds that batch
-        takes): the admission estimate. Its own model's requests ahead of it run in batches
-        its deadline allows (`feasible_batch`), and it joins the last of them, the one not
-        full: it is counted in that batch (`n % size + 1` requests), not as a batch of one
-        after all of them (what admission did before: a request whose batch, with the work
-        ahead of it, finished in time was refused for up to a whole batch of one more).
-        Other models' work ahead is counted as in `_backlog`."""
+        takes, whether it is served at all): the admission estimate. Its own model's queue is
+        counted in the batches the scheduler will form from it (`Scheduler.place`); other
+        models' work ahead of it first takes the workers, as in `_backlog`."""
         key = self.scheduler.order(item)
-        size = m.feasible_batch(item.deadline - now)
-        ahead = bisect.bisect_left(m.keys, key)
-        full, rest = divmod(ahead, size)
-        work = full * m.latency.estimate(size) + sum(
-            o.work_ahead(key, o.feasible_batch(item.deadline - now))
-            for o in self.models.values() if o is not m)
+        others = sum(o.work_ahead(key, o.feasible_batch(item.deadline - now))
+                     for o in self.models.values() if o is not m)
         busy = [max(0.0, end - now) for end in self._busy_until.values()]
-        wait = start_after(busy + [0.0] * (self.node.workers - len(busy)), work)
-        return wait, m.latency.estimate(rest + 1)
+        busy += [0.0] * (self.node.workers - len(busy))
+        level = start_after(busy, others)
+        start, size, served = self.scheduler.place(m, key, [now + max(b, level) for b in busy])
+        return start - now, m.latency.estimate(size), served
 
     def check(self, key: str, deadline: float, priority: int = 0) -> None:
         """Raise Shed now if a request for `key` with this deadline and priority would be
@@ -262,25 +257,38 @@ class Engine:
                     if self._stopping:
                         return
                     now = self.clock()
-                    d = self.scheduler.next(list(self.models.values()), now)
-                    for item, shed in d.dropped:
-                        self.queued -= 1
-                        self._drop(item, shed, queued=False)
+                    d = self.dispatch(wid, now)
                     if d.model is not None:
                         break
                     wait = None if d.wake_at is None else max(0.0005, d.wake_at - now)
                     self._cond.wait(wait)
                 m, batch = d.model, d.batch
-                self.queued -= len(batch)
-                m.running += len(batch)
-                self._busy_until[wid] = now + m.latency.estimate(len(batch))
-                self.observer.depth(m.name, len(m))
             try:
                 self._run(m, batch, now)
             finally:
                 with self._cond:
-                    del self._busy_until[wid]
-                    m.running -= len(batch)
+                    self.finished(wid, m, batch)
+
+    def dispatch(self, wid: int, now: float) -> Decision:
+        """(holding the lock) What worker `wid`, free at `now`, runs next: the scheduler's
+        decision, its drops shed and its batch, if any, counted as running on `wid` until
+        `finished`. The worker loop's one step, apart so a test can drive the engine on its
+        own clock."""
+        d = self.scheduler.next(list(self.models.values()), now)
+        for item, shed in d.dropped:
+            self.queued -= 1
+            self._drop(item, shed, queued=False)
+        if d.model is not None:
+            self.queued -= len(d.batch)
+            d.model.running += len(d.batch)
+            self._busy_until[wid] = now + d.model.latency.estimate(len(d.batch))
+            self.observer.depth(d.model.name, len(d.model))
+        return d
+
+    def finished(self, wid: int, m: ServedModel, batch: list[Pending]) -> None:
+        """(holding the lock) Worker `wid` is done with `batch` (see `dispatch`)."""
+        del self._busy_until[wid]
+        m.running -= len(batch)
 
     def _run(self, m: ServedModel, batch: list[Pending], start: float) -> None:
         # An emulated (dilated) runner stops stretching a batch at `until`: after the last of
