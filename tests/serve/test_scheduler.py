@@ -247,3 +247,22 @@ def test_a_request_alone_on_the_node_runs_even_when_the_estimate_says_late():
     m.push(b)
     got = s.next([m], now=0.0)
     assert [p for p, _ in got.dropped] == [a] and got.batch == [b]
+
+
+def test_admission_places_a_request_as_the_scheduler_will_serve_it():
+    """`place` plays the queue out as `next` serves it: a request the early drop would shed
+    (a full batch is queued behind it and a full batch cannot serve it) is not served, one
+    due later joins the full batch that runs, and `next` does what `place` said."""
+    s = scheduler()
+    m = model("m", s, seconds_per_item=0.01, overhead=0.05)  # batch of n: 50 + 10n ms
+    for _ in range(4):
+        m.push(item("m", deadline=0.1))
+    for _ in range(8):
+        m.push(item("m", deadline=1.0))
+    urgent, later = item("m", deadline=0.1), item("m", deadline=1.0)
+    assert s.place(m, s.order(urgent), [0.0]) == (0.0, 8, False)
+    start, size, served = s.place(m, s.order(later), [0.0])
+    assert (start, size, served) == (pytest.approx(0.13), 1, True)  # after the full batch
+    got = s.next([m], now=0.0)
+    assert len(got.dropped) == 4 and len(got.batch) == 8
+    assert all(p.deadline == 1.0 for p in got.batch)
