@@ -47,8 +47,13 @@ from edgeweave.runtime.serving import LOAD_KEY, NODE_KEY
 from edgeweave.runtime.throttle import Throttle
 from edgeweave.security import ClientTLS, authed_channel
 
-#: gRPC's own reconnect back-off would keep failing fast after an edge is back; ours decides.
-RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+#: gRPC's own reconnect back-off would keep failing fast after an edge is back; ours decides:
+#: attempts 100 ms apart, at most 2 s. gRPC core also takes ``min_reconnect_backoff_ms`` as the
+#: least time it gives one connection attempt (its MIN_CONNECT_TIMEOUT): at 100 ms a handshake
+#: that a loaded host delayed past it failed the attempt, and the fail-fast Deploy or Infer
+#: waiting on it came back UNAVAILABLE from a live edge (seen in CI under load 5-10). A refused
+#: connection (edge down) still fails at once, so this does not slow noticing a dead edge.
+RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 5000),
              ("grpc.max_reconnect_backoff_ms", 2000)]
 
 
