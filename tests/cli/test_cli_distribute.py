@@ -190,11 +190,12 @@ def test_gather_at_source_and_calibrate_reach_the_run(profiling, monkeypatch, ca
 @pytest.mark.slow
 def test_distribute_runs_the_plan_on_worker_processes(tmp_path, monkeypatch, capsys):
     """digits-cnn across three devices of the pi-cluster: the partition, each device's work
-    with its dilation, predicted and measured latency; every frame answered."""
+    with its dilation, predicted and measured latency; every frame answered, with two in
+    flight (the next sent once the last's tiles were taken)."""
     out = tmp_path / "run.json"
     argv = ["edgeweave", "distribute", "digits-cnn", "--devices", "pi4-0,pi4-1,pi3-0",
             "--method", "fused-tiles", "--grid", "2x2", "--frames", "2", "--repeats", "1",
-            "--calibrate", "1", "--json", str(out)]
+            "--calibrate", "1", "--in-flight", "2", "--json", str(out)]
     monkeypatch.setattr(sys, "argv", argv)
     monkeypatch.setenv("COLUMNS", "200")
     with pytest.raises(SystemExit) as exit_:
@@ -206,6 +207,7 @@ def test_distribute_runs_the_plan_on_worker_processes(tmp_path, monkeypatch, cap
     assert "latency: predicted" in text and "measured" in text
     run = json.loads(out.read_text())["run"]
     assert run["frames"] == 2 and run["method"] == "fused-tiles" and run["devices"] == 3
+    assert run["in_flight"] == 2 and "(2 frames in flight per source)" in text
     # a worker for each device the plan gives tiles (and the gateway), dilated to its hardware
     dilations = run["dilations"]
     assert set(run["workers"]) == set(dilations) and dilations["pi4-0"] >= 1.0
