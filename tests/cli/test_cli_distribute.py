@@ -153,8 +153,8 @@ def test_layer_devices_and_time_scale_reach_the_plan_and_the_run(profiling, monk
 
 def test_gather_at_source_and_calibrate_reach_the_run(profiling, monkeypatch, capsys):
     """--gather-at-source, --calibrate and --in-flight are handed to the run (the run itself
-    replaced: no processes); with the rest of the model on the edge or cloud, --gather-at-source is one
-    clear error (only the gateway deploys the rest there)."""
+    replaced: no processes); with the rest of the model on the edge or cloud,
+    --gather-at-source is one clear error (only the gateway deploys the rest there)."""
     profiling(True)
     session = importlib.import_module("edgeweave.runtime.cluster.session")
     seen: dict = {}

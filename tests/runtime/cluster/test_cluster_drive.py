@@ -5,6 +5,8 @@ two unanswered, and every frame still answered, equal to the single-device model
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from cluster_helpers import TOKEN, digits, digits_plan
@@ -56,7 +58,7 @@ def test_two_frames_in_flight_each_sent_once_the_last_was_taken_none_lost(worker
         for r, w in zip(mine, want[i::2], strict=True):
             assert torch.allclose(r.output, w, atol=1e-5)
             assert sorted(t.tile for t in r.timeline) == list(range(6)) and r.rerun == 0
-        for prev, nxt in zip(mine, mine[1:], strict=False):
+        for prev, nxt in itertools.pairwise(mine):
             # sent only once every tile of the last was handed out...
             last_out = prev.submitted + max(t.sent_ms for t in prev.timeline) / 1000.0
             assert nxt.submitted >= last_out - SLACK_S
@@ -64,7 +66,7 @@ def test_two_frames_in_flight_each_sent_once_the_last_was_taken_none_lost(worker
         for r in mine:  # never more than two of its frames unanswered at once
             assert sum(o.submitted <= r.submitted < answered(o) for o in mine) <= 2
     assert overlapped >= 1  # a source had two frames in flight at once
-    for prev, nxt in zip(by_source(single, "a"), by_source(single, "a")[1:], strict=False):
+    for prev, nxt in itertools.pairwise(by_source(single, "a")):  # one in flight: in turn
         assert nxt.submitted >= answered(prev) - SLACK_S
     for r, w in zip(by_source(single, "a"), want[:3], strict=True):
         assert torch.allclose(r.output, w, atol=1e-5)
