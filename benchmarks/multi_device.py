@@ -1,6 +1,7 @@
 """Inference across several end devices: the partition figures, the optimiser's predictions,
 and the plans run on real worker processes, measured next to predicted (issue 14).
 
+1-3 are benchmarks/_multi_device_figures.py.
 1. Fused tiles (DeepThings): per fused depth and grid, the redundant halo FLOPs, the largest
    tile's input + output + weights bytes and each tile's traffic; data reuse on vs off FLOPs.
    Reuse on vs off also as the optimiser's predicted latency.
@@ -26,6 +27,9 @@ and the plans run on real worker processes, measured next to predicted (issue 14
    compute and the gateway's rest scaled, the cost per MiB measured there) before the
    measured frames; ``predicted_ms`` is that price, ``uncalibrated_predicted_ms`` the
    profile's alone (on a loaded host the emulated devices compute 3-50% slower than profiled).
+   --in-flight 1,2 runs the speedup rows once per value: frames the source keeps unanswered
+   (2: DeepThings' pipelining, the next frame once every tile of the last is taken); such a
+   row's ``speedup_vs_one`` is its frames/s over one device's with one frame in flight.
    Needs --profile measured (the host speed); --no-runs leaves those rows out.
 
     PYTHONPATH=src .venv/bin/python benchmarks/multi_device.py [--profile analytic] [--json out]
@@ -36,17 +40,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
 
 import _multi_device_runs
+from _multi_device_figures import layerwise_rows, memory_rows, sparse_rows, tiling_rows
 from _multi_device_runs import (
     layer_split_runs,
     ms_per_mb_of,
@@ -56,20 +58,16 @@ from _multi_device_runs import (
 )
 from _zoo import profile_zoo
 from edgeweave.graph import Graph, capture_spec
-from edgeweave.graph.blocks import cut_depths, fused_block
-from edgeweave.graph.layerwise import layer_units, layerwise_splits
-from edgeweave.graph.reuse import reuse_savings
-from edgeweave.graph.sparse_fc import magnitude_mask, split_sparse
-from edgeweave.graph.tiles import tile_grid, tiling_report
+from edgeweave.graph.blocks import cut_depths
 from edgeweave.plan.fused_search import TileCache
 from edgeweave.plan.multidevice import plan_cluster
 from edgeweave.profile import Profile, analytic_profile
 from edgeweave.profile.tile_calibration import calibrate_tiles
-from edgeweave.topology import Fleet, load_fleet, serialize_ms
+from edgeweave.runtime.cluster.drive import MAX_IN_FLIGHT
+from edgeweave.topology import Fleet, load_fleet
 
 MODELS = ["vgg16", "resnet18"]
 FLEET = "pi-cluster"
-HERE = Path(__file__).parent
 
 
 MEDIUM_MBPS: float | None = None  # --mbps: the shared medium's bandwidth instead of the fleet's
@@ -90,78 +88,6 @@ def local_fleet(n: int) -> Fleet:
                   for x in names],
         "clusters": [{"name": cluster.name, "devices": names, "gateway": names[0],
                       "medium": medium}]})
-
-
-def tiling_rows(graph: Graph) -> list[dict[str, Any]]:
-    """Every fused depth x every grid up to 6x6 that fits; reuse on square grids."""
-    rows = []
-    for depth in sorted(cut_depths(graph)):
-        block = fused_block(graph, depth)
-        _, height, width = block.output.shape
-        for r in range(1, min(height, 6) + 1):
-            for c in range(1, min(width, 6) + 1):
-                report = tiling_report(block, tile_grid(block, (r, c)), (r, c)).to_dict()
-                sent, received = report.pop("tile_sent_bytes"), report.pop("tile_received_bytes")
-                report.update(max_tile_sent_bytes=max(sent), max_tile_received_bytes=max(received),
-                              total_sent_bytes=sum(sent), total_received_bytes=sum(received))
-                if r == c and r > 1:
-                    report.update(reuse_savings(block, (r, c)))
-                rows.append(report)
-    return rows
-
-
-def memory_rows(model: str, depths: list[int], grids: list[str]) -> list[dict[str, Any]]:
-    args = [v for d in depths for g in grids for v in (str(d), g)]
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    out = subprocess.run([sys.executable, str(HERE / "_tile_rss.py"), model, *args],
-                         capture_output=True, text=True, env=env, check=True)
-    rows = json.loads(out.stdout.strip().splitlines()[-1])
-    for row in rows:
-        whole = next(r for r in rows if r["fused_depth"] == row["fused_depth"]
-                     and r["grid"] == [1, 1])
-        for kind in ("measured", "analytic"):
-            tile = row["weights_mb"] + row[f"{kind}_activation_mb"]
-            one = whole["weights_mb"] + whole[f"{kind}_activation_mb"]
-            row[f"{kind}_saving_vs_whole_pct"] = 100.0 * (1 - tile / one)
-            row[f"{kind}_feature_map_saving_pct"] = 100.0 * (
-                1 - row[f"{kind}_activation_mb"] / whole[f"{kind}_activation_mb"])
-        row["model"] = model
-    return rows
-
-
-def layerwise_rows(graph: Graph, fleet: Fleet) -> list[dict[str, Any]]:
-    cluster = fleet.cluster()
-    speeds = [fleet.node(n).hardware.gflops for n in cluster.devices]
-    convs = [u for u in layer_units(graph) if graph.node(u[0]).op == "conv2d"]
-    rows = []
-    for k in (2, 3, 4):
-        for scheme in ("biased", "even", "grid"):
-            splits = layerwise_splits(graph, speeds[:k], scheme, convs)
-            total = sum(s.scatter_bytes + s.gather_bytes for s in splits)
-            rows.append({"model": graph.name, "devices": k, "scheme": scheme,
-                         "speeds_gflops": speeds[:k], "conv_layers": len(convs),
-                         "delivery_bytes_per_frame": total,
-                         "delivery_ms_on_medium": serialize_ms(total, cluster.medium.mbps)})
-    return rows
-
-
-def sparse_rows(graph: Graph) -> list[dict[str, Any]]:
-    """The last fully connected layer magnitude-pruned to 10%, and a layer with planted block
-    structure (what a structured pruning leaves), split across 2-4 devices."""
-    last = [u for u in layer_units(graph) if graph.node(u[0]).op == "linear"][-1][0]
-    weight = graph.module.get_submodule(str(next(
-        n for n in graph.module.graph.nodes if n.name == last).target)).weight
-    rng = np.random.default_rng(0)
-    rows_, cols_ = rng.integers(0, 4, 1000), rng.integers(0, 4, 1024)
-    planted = rng.random((1000, 1024)) < np.where(rows_[:, None] == cols_[None, :], 0.3, 0.01)
-    rows = []
-    for name, mask in ((f"{graph.name}.{last} pruned to 10%", magnitude_mask(weight, 0.1)),
-                       ("planted 4-block layer 1000x1024", planted)):
-        for k in (2, 3, 4):
-            for method in ("cocluster", "plain", "grid"):
-                split = split_sparse(mask, k, method)
-                rows.append({"layer": name, **split.to_dict()})
-    return rows
 
 
 def speedup_rows(graph: Graph, profile: Profile, source: str, cache: TileCache,
@@ -252,6 +178,8 @@ def main() -> None:
                                                           "warm-up frame)")
     ap.add_argument("--run-devices", default="1,2,3,4,5,6",
                     help="device counts of the measured fused-tile runs")
+    ap.add_argument("--in-flight", default="1", help="comma-separated frames the source "
+                    "keeps unanswered in the measured speedup runs, a run per value")
     ap.add_argument("--run-layerwise", default="2,3,4",
                     help="device counts of the measured layer-wise runs")
     ap.add_argument("--run-schedulers", nargs="*", help="models whose stealing vs sharing and "
@@ -296,6 +224,11 @@ def main() -> None:
     runs = not args.no_runs and args.profile == "measured"
     run_devices = [int(n) for n in args.run_devices.split(",") if n.strip()]
     run_layerwise = [int(n) for n in args.run_layerwise.split(",") if n.strip()]
+    in_flight = sorted({int(n) for n in args.in_flight.split(",") if n.strip().isdigit()})
+    if not in_flight or min(in_flight) < 1 or max(in_flight) > MAX_IN_FLIGHT or len(
+            in_flight) != len(args.in_flight.split(",")):
+        ap.error(f"--in-flight {args.in_flight!r}: expected comma-separated whole numbers "
+                 f"from 1 to {MAX_IN_FLIGHT}, each once")
     profiles = (profile_zoo(args.models, args.out, 3, args.reuse)
                 if args.profile == "measured" else {})
     for name in args.models:
@@ -319,7 +252,7 @@ def main() -> None:
         ms_per_mb = 0.0
         if runs:  # first: the 1-device run measures the runtime's cost per MiB of a task
             measured = speedup_runs(graph, profile, local_fleet, run_devices, run_layerwise,
-                                    args.frames, cache)
+                                    args.frames, cache, in_flight=in_flight)
             doc["measured"] += measured
             ms_per_mb = ms_per_mb_of(measured)
             doc["runtime_ms_per_mb"][name] = ms_per_mb
@@ -340,7 +273,8 @@ def main() -> None:
                 "measured_vs_predicted_pct", "uncalibrated_predicted_ms",
                 "measured_vs_uncalibrated_pct", "cluster_ms", "predicted_cluster_ms", "rest_ms",
                 "predicted_rest_ms", "compute_vs_plan_pct", "replayed_ms",
-                "measured_vs_replayed_pct", "fps", "speedup_vs_one",
+                "measured_vs_replayed_pct", "in_flight", "fps", "speedup_vs_one",
+                "fps_speedup_vs_one",
                 "peak_rss_mb", "task_memory_mb", "bytes_per_frame", "grid", "reuse",
                 "task_overhead_ms", "time_scale", "overrun_tasks", "load"]
     squares = [r for r in doc["tiling"] if r["grid"][0] == r["grid"][1]]

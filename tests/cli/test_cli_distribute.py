@@ -65,6 +65,9 @@ CASES: list[tuple[list[str], str, bool]] = [
     (["digits-cnn", "--gather-at-source", "--method", "layer-wise"],
      "--gather-at-source applies to fused tiles", True),
     (["digits-cnn", "--calibrate", "-1"], "--calibrate", True),
+    (["digits-cnn", "--in-flight", "0"], "--in-flight 0: expected a whole number of frames "
+     "from 1 to 16", True),
+    (["digits-cnn", "--in-flight", "17"], "--in-flight 17: expected", True),
     (["digits-cnn", "--grid", "99x99"], "grid 99x99 is larger than", False),
     (["digits-cnn", "--fleet", "{d}/tiny.yaml", "--method", "fused-tiles"],
      "the gateway 'a' would exceed its memory limit 0.01 MiB", False),
@@ -149,9 +152,9 @@ def test_layer_devices_and_time_scale_reach_the_plan_and_the_run(profiling, monk
 
 
 def test_gather_at_source_and_calibrate_reach_the_run(profiling, monkeypatch, capsys):
-    """--gather-at-source and --calibrate are handed to the run (the run itself replaced: no
-    processes); with the rest of the model on the edge or cloud, --gather-at-source is one
-    clear error (only the gateway deploys the rest there)."""
+    """--gather-at-source, --calibrate and --in-flight are handed to the run (the run itself
+    replaced: no processes); with the rest of the model on the edge or cloud,
+    --gather-at-source is one clear error (only the gateway deploys the rest there)."""
     profiling(True)
     session = importlib.import_module("edgeweave.runtime.cluster.session")
     seen: dict = {}
@@ -159,17 +162,20 @@ def test_gather_at_source_and_calibrate_reach_the_run(profiling, monkeypatch, ca
     class Stop(Exception):
         pass
 
-    def run_cluster(graph, plan, *a, gather_at_source, calibrate, **k):
-        seen.update(plan=plan, gather_at_source=gather_at_source, calibrate=calibrate)
+    def run_cluster(graph, plan, *a, gather_at_source, calibrate, in_flight, **k):
+        seen.update(plan=plan, gather_at_source=gather_at_source, calibrate=calibrate,
+                    in_flight=in_flight)
         raise Stop
 
     monkeypatch.setattr(session, "run_cluster", run_cluster)
     argv = ["edgeweave", "distribute", "digits-cnn", "--method", "fused-tiles", "--grid",
-            "2x2", "--sources", "pi4-0,pi4-1", "--gather-at-source", "--calibrate", "2"]
+            "2x2", "--sources", "pi4-0,pi4-1", "--gather-at-source", "--calibrate", "2",
+            "--in-flight", "3"]
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(Stop):
         cli_app.main()
     assert seen["gather_at_source"] is True and seen["calibrate"] == 2
+    assert seen["in_flight"] == 3
     remote = seen["plan"].model_copy(update={"placement": {
         **seen["plan"].placement, next(iter(seen["plan"].placement)): "edge"}})
     monkeypatch.setattr(session, "plan_emulated", lambda *a, **k: remote)
@@ -184,11 +190,12 @@ def test_gather_at_source_and_calibrate_reach_the_run(profiling, monkeypatch, ca
 @pytest.mark.slow
 def test_distribute_runs_the_plan_on_worker_processes(tmp_path, monkeypatch, capsys):
     """digits-cnn across three devices of the pi-cluster: the partition, each device's work
-    with its dilation, predicted and measured latency; every frame answered."""
+    with its dilation, predicted and measured latency; every frame answered, with two in
+    flight (the next sent once the last's tiles were taken)."""
     out = tmp_path / "run.json"
     argv = ["edgeweave", "distribute", "digits-cnn", "--devices", "pi4-0,pi4-1,pi3-0",
             "--method", "fused-tiles", "--grid", "2x2", "--frames", "2", "--repeats", "1",
-            "--calibrate", "1", "--json", str(out)]
+            "--calibrate", "1", "--in-flight", "2", "--json", str(out)]
     monkeypatch.setattr(sys, "argv", argv)
     monkeypatch.setenv("COLUMNS", "200")
     with pytest.raises(SystemExit) as exit_:
@@ -200,6 +207,7 @@ def test_distribute_runs_the_plan_on_worker_processes(tmp_path, monkeypatch, cap
     assert "latency: predicted" in text and "measured" in text
     run = json.loads(out.read_text())["run"]
     assert run["frames"] == 2 and run["method"] == "fused-tiles" and run["devices"] == 3
+    assert run["in_flight"] == 2 and "(2 frames in flight per source)" in text
     # a worker for each device the plan gives tiles (and the gateway), dilated to its hardware
     dilations = run["dilations"]
     assert set(run["workers"]) == set(dilations) and dilations["pi4-0"] >= 1.0

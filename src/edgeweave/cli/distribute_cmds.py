@@ -24,14 +24,16 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
                json_out: Path | None, report: Path | None = None,
                layer_split: str = "biased", layer_devices: int | None = None,
                time_scale: str = "auto", gather_at_source: bool = False,
-               calibrate: int = 0) -> None:
+               calibrate: int = 0, in_flight: int = 1) -> None:
     """Profile, plan and run (the options: edgeweave.cli.commands.distribute)."""
     from edgeweave.graph import capture_spec
     from edgeweave.profile import profile_graph
+    from edgeweave.runtime.cluster.drive import check_in_flight
     from edgeweave.runtime.cluster.session import plan_emulated, run_cluster
     from edgeweave.runtime.inputs import load_input
     from edgeweave.topology import load_fleet
 
+    check_in_flight(in_flight, "--in-flight")
     scale = _time_scale(time_scale)
     fl = load_fleet(fleet)
     chosen = fl.cluster(cluster)
@@ -94,7 +96,8 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
     with console.status(f"running {frames} frame(s) on {len(part.devices)} worker processes"):
         run = run_cluster(graph, plan, profile, fl, xs, scheduler=scheduler, time_scale=scale,
                           sources=source_list, models=_installs(model),
-                          gather_at_source=gather_at_source, calibrate=calibrate)
+                          gather_at_source=gather_at_source, calibrate=calibrate,
+                          in_flight=in_flight)
     table = _print_run(console, run)
     if report is not None:
         from edgeweave.cli import reporting
@@ -263,6 +266,9 @@ def _print_run(console: Console, run) -> Table:
                       highlight=False)
     console.print(f"latency: predicted {part.predicted['latency_ms']:.1f} ms, measured "
                   f"{run.latency_ms:.1f} ms (median of {len(run.results)}); "
-                  f"{run.fps:.2f} frames/s; {run.bytes_per_frame / 1e3:.0f} kB per frame on "
+                  f"{run.fps:.2f} frames/s"
+                  + (f" ({run.in_flight} frames in flight per source)" if run.in_flight > 1
+                     else "") + "; "
+                  f"{run.bytes_per_frame / 1e3:.0f} kB per frame on "
                   f"the medium", highlight=False)
     return table

@@ -59,6 +59,11 @@ def distribute(
                                   help="Frames of dummy input the workers compute first; "
                                   "the plan is then priced again from what they took (its "
                                   "prediction made before the measured frames)."),
+    in_flight: int = typer.Option(1, "--in-flight",
+                                  help="Frames each data source keeps unanswered: 1 sends "
+                                  "the next once the last is answered; more pipelines as "
+                                  "DeepThings does (the next frame once every tile of the "
+                                  "last is taken by a device), for frames/s."),
     frames: int = typer.Option(5, "--frames", callback=integer(ge=1, le=100_000),
                                help="Frames to run (after one warm-up frame)."),
     objective: str = typer.Option("latency", "--objective",
@@ -88,6 +93,6 @@ def distribute(
         depth=depth, grid=grid, layer_split=layer_split, layer_devices=layer_devices,
         time_scale=time_scale, reuse=reuse, scheduler=scheduler,
         sources=sources, gather_at_source=gather_at_source, calibrate=calibrate,
-        frames=frames, objective=objective, mbps=mbps, input_codec=input_codec,
+        in_flight=in_flight, frames=frames, objective=objective, mbps=mbps, input_codec=input_codec,
         result_codec=result_codec, repeats=repeats, json_out=json_out,
         report=report)

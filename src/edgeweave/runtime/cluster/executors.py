@@ -19,12 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgeweave.codec import CodecError
 from edgeweave.errors import GraphError
 from edgeweave.graph.blocks import FusedBlock, chain_block, fused_block
 from edgeweave.graph.capture import Graph
 from edgeweave.graph.layerwise import unit_tiles
 from edgeweave.graph.tile_exec import TileModule
 from edgeweave.graph.tiles import Tile, tile_grid
+from edgeweave.runtime import tensors
 from edgeweave.runtime.cluster.blueprint import (
     LayerSpec,
     Spec,
@@ -35,6 +37,7 @@ from edgeweave.runtime.cluster.blueprint import (
     tile_variant,
     value_dtype,
 )
+from edgeweave.runtime.proto import cluster_pb2 as cpb
 
 MAX_MODULES = 64
 
@@ -94,6 +97,18 @@ class TileExecutor:
         node = self.block.output
         return (value_dtype(self.graph, node.name),
                 (self.batch, node.shape[0], tile.output.height, tile.output.width))
+
+    def decode(self, tile: Tile, result: cpb.TaskResult
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """A worker's result for ``tile``: its output and shares, each checked against the
+        tile's shapes before it is decoded (a CodecError or ValueError names what is wrong)."""
+        want = {"output": self.output_spec(tile), **self.share_specs(tile)}
+        out = tensors.decode([result.output], want.get, 0)["output"]
+        shares = tensors.decode(list(result.shares), want.get, 0)
+        if set(shares) != set(want) - {"output"}:
+            raise CodecError(f"shares {sorted(shares)[:4]}; the tile shares "
+                             f"{sorted(set(want) - {'output'})[:4]}")
+        return out, shares
 
     def run(self, tile: Tile, values: Mapping[str, torch.Tensor]
             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

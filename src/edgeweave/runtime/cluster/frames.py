@@ -4,10 +4,15 @@ Besides totals, every frame keeps its tasks' timeline (:class:`TaskTiming`: when
 handed out, how long its bytes were on the medium, its compute, when its result was back) and
 how long its rest waited for its device, so a run can be set beside the plan's schedule task by
 task: where measured and predicted part is a question of which task, not of a total.
+
+A submitted frame's future (:class:`FrameFuture`) also says when the frame was *taken*: every
+one of its tasks handed out to a device. A DeepThings data source sends its next frame then,
+without waiting for the answer (runtime.cluster.drive).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import Future
@@ -71,6 +76,17 @@ class FrameResult:
     submitted: float = 0.0  # the perf_counter instant it was submitted (0: not recorded)
 
 
+class FrameFuture(Future):
+    """A submitted frame's answer (a :class:`FrameResult`), and ``taken``: set once every task
+    of the frame has been handed out (a task handed back later, its device dead, does not unset
+    it: the source has moved on), or the frame is answered, whichever is first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.taken = threading.Event()
+        self.add_done_callback(lambda _: self.taken.set())
+
+
 @dataclass
 class Frame:
     """A frame at the gateway until it is answered."""
@@ -79,11 +95,12 @@ class Frame:
     source: str
     x: torch.Tensor
     store: ShareStore
-    future: Future
+    future: FrameFuture
     submitted: float = field(default_factory=time.perf_counter)
     outputs: dict[int, torch.Tensor] = field(default_factory=dict)
     level0_done: set[int] = field(default_factory=set)
     running: set[int] = field(default_factory=set)  # tiles on a device now
+    handed: set[int] = field(default_factory=set)  # tiles handed out at least once
     medium_bytes: int = 0
     tasks: Counter = field(default_factory=Counter)
     compute: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
@@ -96,6 +113,13 @@ class Frame:
     timeline: list[TaskTiming] = field(default_factory=list)
     # work sharing: the monotonic instant each tile's crop reached the gateway from the source
     at_gateway: dict[int, float] = field(default_factory=dict)
+
+    def hand(self, tile: int, tiles: int) -> None:
+        """Tile ``tile`` handed out to a device (or the gateway); the frame is taken once all
+        its ``tiles`` have been."""
+        self.handed.add(tile)
+        if len(self.handed) == tiles:
+            self.future.taken.set()
 
     def ms(self, instant: float) -> float:
         """A perf_counter instant as ms since the frame was submitted."""

@@ -11,7 +11,8 @@ all its neighbours finished reuses only theirs and computes the rest,
 :func:`~edgeweave.graph.reuse.level1_tile`), and puts it on the shared medium. Results are
 checked (shapes before decoding), kept, and stitched when a frame is complete; the rest of the
 model then runs where the plan says (:mod:`~edgeweave.runtime.cluster.rest`), one frame at a
-time, on the device the frame was gathered at, which runs no tile meanwhile.
+time, on the device the frame was gathered at, which runs no tile meanwhile. A frame is taken
+once all its tiles were handed out (its future's ``taken``; runtime.cluster.drive).
 
 No frame is lost: a device that dies hands its unfinished tiles back to the scheduler and they
 run on another device; with no device left the gateway computes them itself. A device that joins
@@ -25,7 +26,6 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from concurrent.futures import Future
 from typing import Any
 
 import torch
@@ -49,7 +49,7 @@ from edgeweave.runtime.cluster.blueprint import (
     setup_stream,
 )
 from edgeweave.runtime.cluster.executors import TileExecutor
-from edgeweave.runtime.cluster.frames import Frame, FrameResult, TaskTiming
+from edgeweave.runtime.cluster.frames import Frame, FrameFuture, FrameResult, TaskTiming
 from edgeweave.runtime.cluster.medium import SharedMedium
 from edgeweave.runtime.cluster.pool import WorkerPool
 from edgeweave.runtime.cluster.rest import RestLanes, RestRunner
@@ -173,9 +173,10 @@ class TileGateway:
 
     # ---- frames ---------------------------------------------------------------------------
 
-    def submit(self, x: torch.Tensor, source: str | None = None) -> Future:
+    def submit(self, x: torch.Tensor, source: str | None = None) -> FrameFuture:
         """Queue a frame from data source ``source`` (a cluster device; the gateway by
-        default); the future's result is a :class:`FrameResult`."""
+        default); the future's result is a :class:`FrameResult`, its ``taken`` is set once
+        every tile has been handed out."""
         source = source or self.gateway
         if source not in self.part.devices:
             raise EdgeWeaveError(f"data source {source!r} is not a device of the plan's "
@@ -183,7 +184,7 @@ class TileGateway:
         want = tuple(self.part.input_shape)
         if tuple(x.shape) != want:
             raise EdgeWeaveError(f"frame has shape {list(x.shape)}; the plan takes {list(want)}")
-        future: Future = Future()
+        future = FrameFuture()
         with self._lock:
             frame = Frame(next(self._ids), source, x, ShareStore(self.local.tiles), future)
             self._frames[frame.id] = frame
@@ -248,8 +249,10 @@ class TileGateway:
 
     def _started(self, device: str, job: Job) -> None:
         """A tile is running from the moment the scheduler hands it out (the next tile it
-        chooses in the same round must see that)."""
-        self._frames[job.frame].running.add(job.tile)
+        chooses in the same round must see that); its frame is taken once all its tiles were."""
+        frame = self._frames[job.frame]
+        frame.running.add(job.tile)
+        frame.hand(job.tile, len(self.local.tiles))
 
     def _task(self, frame: Frame, job: Job
               ) -> tuple[Tile, list[int], dict[str, torch.Tensor]]:
@@ -293,13 +296,8 @@ class TileGateway:
               sent: float = 0.0) -> None:
         """A worker's result, arrived: checked against the tile's shapes, then kept."""
         start = time.perf_counter()
-        want = {"output": self.local.output_spec(tile), **self.local.share_specs(tile)}
         try:
-            out = tensors.decode([result.output], want.get, 0)["output"]
-            shares = tensors.decode(list(result.shares), want.get, 0)
-            if set(shares) != set(want) - {"output"}:
-                raise CodecError(f"shares {sorted(shares)[:4]}; the tile shares "
-                                 f"{sorted(set(want) - {'output'})[:4]}")
+            out, shares = self.local.decode(tile, result)
         except (CodecError, ValueError) as e:
             log.warning("device %s sent a bad result for tile %d: %s; running it elsewhere",
                         device, job.tile, e)
@@ -361,6 +359,7 @@ class TileGateway:
                     self._pump()
                     return
                 frame = self._frames[job.frame]
+                frame.hand(job.tile, len(self.local.tiles))
                 tile, _, values = self._task(frame, job)
             mark = dilation.start()
             out, shares = self.local.run(tile, values)

@@ -19,7 +19,6 @@ import queue
 import threading
 import time
 from collections import Counter, defaultdict
-from concurrent.futures import Future
 from typing import Any
 
 import torch
@@ -44,6 +43,7 @@ from edgeweave.runtime.cluster.blueprint import (
     setup_stream,
 )
 from edgeweave.runtime.cluster.executors import LayerExecutor
+from edgeweave.runtime.cluster.frames import FrameFuture
 from edgeweave.runtime.cluster.gateway import GATEWAY_LOCAL, FrameResult
 from edgeweave.runtime.cluster.medium import SharedMedium
 from edgeweave.runtime.cluster.pool import OnDone, WorkerPool
@@ -132,14 +132,14 @@ class LayerGateway:
                 parts.lost.append(p)
                 parts.cond.notify_all()
 
-    def submit(self, x: torch.Tensor, source: str | None = None) -> Future:
+    def submit(self, x: torch.Tensor, source: str | None = None) -> FrameFuture:
         if source not in (None, self.gateway):
             raise EdgeWeaveError(f"a layer-wise plan takes frames from its gateway "
                                  f"{self.gateway!r} only, not {source!r}")
         want = tuple(self.part.input_shape)
         if tuple(x.shape) != want:
             raise EdgeWeaveError(f"frame has shape {list(x.shape)}; the plan takes {list(want)}")
-        future: Future = Future()
+        future = FrameFuture()  # taken once the gateway starts it (frames run in turn)
         self._frames.put((next(self._ids), x, future))
         return future
 
@@ -149,6 +149,7 @@ class LayerGateway:
             if item is None:
                 return
             frame_id, x, future = item
+            future.taken.set()
             try:
                 future.set_result(self._frame(frame_id, x))
             except Exception as e:  # the frame fails with its cause; the gateway goes on

@@ -9,7 +9,8 @@ and measured compare like with like.
 
 Frames come from data sources (cluster devices): each keeps one frame in flight (a camera
 sending its next frame once the last is answered), so one source measures latency and several
-measure throughput.
+measure throughput; or, with ``in_flight`` k > 1, pipelines as DeepThings' sources do (the next
+frame sent once every tile of the last is taken, at most k unanswered: runtime.cluster.drive).
 
 Slow motion (``time_scale``): a dilated device needs only 1/dilation of a core, but a task's
 compute still waits for a core among this host's other processes, and when that wait passes the
@@ -28,7 +29,6 @@ import contextlib
 import math
 import os
 import statistics
-import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +43,7 @@ from edgeweave.plan.partition import Partition
 from edgeweave.plan.run_calibration import RunCalibration
 from edgeweave.profile import Profile
 from edgeweave.runtime.cluster.calibrate import calibration_of, dummy_frames
+from edgeweave.runtime.cluster.drive import check_in_flight, drive
 from edgeweave.runtime.cluster.gateway import FrameResult, TileGateway
 from edgeweave.runtime.cluster.lab import ClusterLab, device_dilations
 from edgeweave.runtime.cluster.layers import LayerGateway
@@ -100,6 +101,7 @@ class ClusterRun:
     # before it (``plan`` is then the plan priced from the calibration, the one that ran)
     calibration: RunCalibration | None = None
     uncalibrated: Plan | None = None
+    in_flight: int = 1  # frames each source kept unanswered at most (runtime.cluster.drive)
 
     def _ms(self, values: Iterable[float]) -> float:
         return statistics.median(values) / self.time_scale
@@ -145,10 +147,11 @@ class ClusterRun:
 
     def replayed_ms(self) -> float | None:
         """The plan's schedule model replayed with this run's compute (and, with several
-        sources, its frames' arrivals): runtime.cluster.replay. None for layer-wise."""
+        sources or frames in flight, its frames' arrivals): runtime.cluster.replay. None for
+        layer-wise."""
         part = self.plan.partition
         assert part is not None
-        if len(self.sources) > 1:
+        if len(self.sources) > 1 or self.in_flight > 1:  # frames overlapped
             return replay_sources(part, self.results, self.time_scale)
         return replay_one(part, self.results, self.time_scale)
 
@@ -206,7 +209,7 @@ class ClusterRun:
         assert part is not None and planned_for is not None
         return {
             "model": part.model, "method": part.method, "devices": len(planned_for.devices),
-            "scheduler": self.scheduler, "sources": self.sources,
+            "scheduler": self.scheduler, "sources": self.sources, "in_flight": self.in_flight,
             "latency_ms": self.latency_ms, "fps": self.fps,
             "predicted_ms": part.predicted.get("latency_ms"),
             "uncalibrated_predicted_ms": (self.uncalibrated.partition.predicted.get(
@@ -244,18 +247,21 @@ def run_cluster(graph: Graph, plan: Plan, profile: Profile, fleet: Fleet,
                 sources: Sequence[str] | None = None, prefetch: int = 0, warmup: int = 1,
                 models: tuple[str, ...] = (), timeout_s: float = 600.0,
                 time_scale: float | str = 1.0, gather_at_source: bool | None = None,
-                calibrate: int = 0) -> ClusterRun:
+                calibrate: int = 0, in_flight: int = 1) -> ClusterRun:
     """Start a worker per planned device (and edge/cloud servers if the rest goes there), run
     ``warmup`` frames, then ``frames`` from ``sources`` (the gateway by default), each source
-    with one frame in flight. Only the devices the plan gives work, and the data sources, get
-    a worker: a device the optimiser left out (it would slow the frame, e.g. an rpi3 whose
-    tile finishes after the others') does not steal tiles either. ``gather_at_source``:
+    with up to ``in_flight`` frames unanswered (1: its next frame once the last is answered;
+    more: once the last is taken, runtime.cluster.drive). Only the devices the plan gives
+    work, and the data sources, get a worker: a device the optimiser left out (it would slow
+    the frame, e.g. an rpi3 whose tile finishes after the others') does not steal tiles
+    either. ``gather_at_source``:
     TileGateway's (where work stealing gathers a frame and runs its rest). ``calibrate`` > 0:
     after the warm-up, that many frames of dummy input run through the same workers and the
     plan is priced again from what they took (:func:`plan_calibrated`), before any measured
     frame; the run then uses the calibrated plan (a new gateway over the same workers if its
     tiles moved, and a worker started for a device it newly gives work) and predicts with
     it."""
+    check_in_flight(in_flight, "in-flight frames per source")
     part = plan.partition
     if part is None or part.method not in ("fused-tiles", "layer-wise"):
         raise EdgeWeaveError("the plan runs on one device (no multi-device partition to run); "
@@ -298,7 +304,7 @@ def run_cluster(graph: Graph, plan: Plan, profile: Profile, fleet: Fleet,
         try:
             if calibrate > 0:
                 dummies = dummy_frames(frames[0].shape, calibrate)
-                found = _drive(gw, dummies, sources, timeout_s)
+                found = drive(gw, dummies, sources, timeout_s)
                 calibration = calibration_of(plan, found, dilations, scale)
                 uncalibrated, plan = plan, plan_calibrated(graph, profile, fleet, plan,
                                                            calibration)
@@ -313,14 +319,14 @@ def run_cluster(graph: Graph, plan: Plan, profile: Profile, fleet: Fleet,
                     gw.close()
                     gw = gateway(plan)
             start = time.perf_counter()
-            results = _drive(gw, frames, sources, timeout_s)
+            results = drive(gw, frames, sources, timeout_s, in_flight)
             wall = time.perf_counter() - start
             workers = gw.pool.stats()
         finally:
             gw.close()
     return ClusterRun(plan, scheduler if part.method == "fused-tiles" else "layer-wise",
                       sources, dilations, results, wall, workers, scale, calibration,
-                      uncalibrated)
+                      uncalibrated, in_flight)
 
 
 def _assignment(plan: Plan) -> tuple[tuple[int, str], ...]:
@@ -349,32 +355,3 @@ def working_devices(part: Partition, sources: Sequence[str]) -> list[str]:
     used = {t.device for t in part.tiles} | {d for la in part.layers for d in la.devices}
     used |= {part.gateway, *sources}
     return [d for d in part.devices if d in used]
-
-
-def _drive(gw: TileGateway | LayerGateway, frames: Sequence[torch.Tensor],
-           sources: Sequence[str], timeout_s: float) -> list[FrameResult]:
-    """Frames dealt round-robin to the sources; each source sends its next frame when its
-    last is answered."""
-    mine = {s: [x for k, x in enumerate(frames) if k % len(sources) == i]
-            for i, s in enumerate(sources)}
-    results: list[FrameResult] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def source(name: str) -> None:
-        try:
-            for x in mine[name]:
-                result = gw.submit(x, name).result(timeout=timeout_s)
-                with lock:
-                    results.append(result)
-        except BaseException as e:  # raised in the caller below
-            errors.append(e)
-
-    threads = [threading.Thread(target=source, args=(s,), daemon=True) for s in sources]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    return results

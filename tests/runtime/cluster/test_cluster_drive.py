@@ -1,0 +1,79 @@
+"""Data sources feeding a gateway (runtime.cluster.drive) over real gRPC, workers in this
+process: with one frame in flight a source sends its next frame once the last is answered;
+with two (DeepThings' pipelining) once every tile of the last was handed out, never more than
+two unanswered, and every frame still answered, equal to the single-device model."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from cluster_helpers import TOKEN, digits, digits_plan
+
+from edgeweave.errors import EdgeWeaveError
+from edgeweave.runtime.cluster.drive import drive
+from edgeweave.runtime.cluster.frames import FrameResult
+from edgeweave.runtime.cluster.gateway import TileGateway
+
+SLACK_S = 1e-6  # ms <-> s round trips
+
+
+def frames(n: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return [torch.randn(digits().input_shape, generator=g) for _ in range(n)]
+
+
+def answered(r: FrameResult) -> float:
+    return r.submitted + r.latency_ms / 1000.0
+
+
+def by_source(results: list[FrameResult], source: str) -> list[FrameResult]:
+    return sorted((r for r in results if r.source == source), key=lambda r: r.submitted)
+
+
+def test_two_frames_in_flight_each_sent_once_the_last_was_taken_none_lost(workers):
+    """Two sources, two frames in flight each, level-1 tiles waiting for the level-0 ones they
+    reuse; then one in flight on the same gateway. Devices and the rest dilated 10x, so a
+    tile lasts past the moment its source sends the next frame."""
+    plan = digits_plan(grid=(2, 3), reuse=True)
+    gw = TileGateway(digits(), plan, token=TOKEN, gateway_dilation=10.0,
+                     dilations={"a": 10.0, "b": 30.0, "c": 10.0})
+    try:
+        for device in "abc":
+            gw.join(device, workers.start(device, dilation=10.0))
+        xs = frames(8)
+        piped = drive(gw, xs, ["a", "c"], 60.0, in_flight=2)
+        single = drive(gw, xs[:3], ["a"], 60.0, in_flight=1)
+    finally:
+        gw.close()
+    with torch.no_grad():
+        want = [digits().module(x) for x in xs]
+    assert len(piped) == 8 and len({r.frame for r in piped}) == 8  # none lost, none twice
+    overlapped = 0
+    for i, source in enumerate("ac"):
+        mine = by_source(piped, source)
+        assert len(mine) == 4
+        # a source's frames in the order it sent them: each equal to the single-device model
+        for r, w in zip(mine, want[i::2], strict=True):
+            assert torch.allclose(r.output, w, atol=1e-5)
+            assert sorted(t.tile for t in r.timeline) == list(range(6)) and r.rerun == 0
+        for prev, nxt in itertools.pairwise(mine):
+            # sent only once every tile of the last was handed out...
+            last_out = prev.submitted + max(t.sent_ms for t in prev.timeline) / 1000.0
+            assert nxt.submitted >= last_out - SLACK_S
+            overlapped += nxt.submitted < answered(prev)  # ...not waiting for its answer
+        for r in mine:  # never more than two of its frames unanswered at once
+            assert sum(o.submitted <= r.submitted < answered(o) for o in mine) <= 2
+    assert overlapped >= 1  # a source had two frames in flight at once
+    for prev, nxt in itertools.pairwise(by_source(single, "a")):  # one in flight: in turn
+        assert nxt.submitted >= answered(prev) - SLACK_S
+    for r, w in zip(by_source(single, "a"), want[:3], strict=True):
+        assert torch.allclose(r.output, w, atol=1e-5)
+
+
+@pytest.mark.parametrize("in_flight", [0, 17, 1.5, True])
+def test_frames_in_flight_out_of_range_are_named(in_flight):
+    with pytest.raises(EdgeWeaveError, match=rf"in_flight {in_flight!r}: expected a whole "
+                                             r"number of frames from 1 to 16"):
+        drive(None, [], ["a"], 1.0, in_flight=in_flight)  # type: ignore[arg-type]
