@@ -70,3 +70,15 @@ def test_deploy_times_every_batch_size_and_a_stall_does_not_set_one():
     cal = calibrate(stalling, (torch.zeros(1, 1, 4, 4),), max_batch=4, every_size=True)
     assert cal.batchable and set(cal.seconds) == {1, 2, 3, 4}
     assert cal.seconds[3] < 0.05
+
+
+def test_a_model_too_slow_to_time_every_size_gets_one_two_and_the_largest():
+    """Timing every size of a large model would make each deploy many times longer: past the
+    budget, the sizes between 2 and the largest follow the line through them."""
+    model = _Flat(False).eval()
+    example = (torch.zeros(1, 1, 4, 4),)
+    cal = calibrate(model, example, max_batch=6, repeats=1, every_size=True, budget_s=0.0)
+    assert cal.batchable and set(cal.seconds) == {1, 2, 6}
+    cal = calibrate(model, example, max_batch=6, repeats=1, every_size=True, budget_s=60.0)
+    assert set(cal.seconds) == {1, 2, 3, 4, 5, 6}
+    assert set(calibrate(model, example, max_batch=6, repeats=1).seconds) == {1, 6}

@@ -266,3 +266,15 @@ def test_admission_places_a_request_as_the_scheduler_will_serve_it():
     got = s.next([m], now=0.0)
     assert len(got.dropped) == 4 and len(got.batch) == 8
     assert all(p.deadline == 1.0 for p in got.batch)
+
+
+def test_a_size_not_measured_is_estimated_no_faster_than_a_smaller_measured_one():
+    """Calibrated at 1, 2 and 8 (a large model: `calibrate`'s budget), a line fitted through
+    a batch of one's faster path dips below size 2 at size 3; a batch is never estimated
+    faster than a smaller one measured (nor slower than a larger one)."""
+    m = LatencyModel()
+    for size, seconds in {1: 0.01, 2: 0.05, 8: 0.11}.items():
+        m.seed(size, seconds)
+    estimates = [m.estimate(s) for s in range(1, 9)]
+    assert estimates == sorted(estimates)
+    assert m.estimate(3) >= 0.05 and m.estimate(7) <= 0.11

@@ -70,12 +70,21 @@ def batch_dims_ok(shapes: Sequence[Sequence[int]]) -> bool:
     return all(len(s) >= 1 and s[0] == 1 for s in shapes)
 
 
+#: what `calibrate(every_size=True)` may spend on the sizes between 2 and the largest
+EVERY_SIZE_BUDGET_S = 1.0
+
+
 def calibrate(fn: ModelFn, example: Inputs, max_batch: int, repeats: int = 3,
-              atol: float = 1e-4, every_size: bool = False) -> Calibration:
+              atol: float = 1e-4, every_size: bool = False,
+              budget_s: float = EVERY_SIZE_BUDGET_S) -> Calibration:
     """Time `fn` at batch 1 and at `max_batch` (after a warm-up call each: a traced program
     specialises on its first calls) and check that a batch of distinct requests gives each the
-    answer it gets alone. `every_size`: time every size in between too (what a node serving
-    the model plans deadlines with: see `serve.latency`)."""
+    answer it gets alone. `every_size`: time batch 2 too (a batch of one can take a faster
+    path than any larger one, so a line through 1 and `max_batch` is wrong in between) and
+    every size between, as long as those take at most `budget_s` by the line through 2 and
+    `max_batch`: a small model gets every size measured, a large one (ResNet-18: a third of
+    a second per batch of 8) the line, which is what its sizes follow (`serve.latency`
+    plans deadlines with whichever sizes were measured)."""
     rows = [_varied(example, k) for k in range(max(1, max_batch))]
     seconds = {1: _timed(fn, rows[0], repeats)}
     if max_batch <= 1:
@@ -89,8 +98,16 @@ def calibrate(fn: ModelFn, example: Inputs, max_batch: int, repeats: int = 3,
         if not all(torch.allclose(a, b, atol=atol, rtol=1e-3)
                    for a, b in zip(alone, batched[k], strict=True)):
             return Calibration(False, seconds, "batched outputs differ from batch-1 outputs")
-    for size in range(2 if every_size else max_batch, max_batch + 1):
-        seconds[size] = _timed(fn, stack(rows[:size]), repeats)
+    seconds[max_batch] = _timed(fn, stack(rows), repeats)
+    if every_size and max_batch > 2:
+        seconds[2] = _timed(fn, stack(rows[:2]), repeats)
+        slope = (seconds[max_batch] - seconds[2]) / (max_batch - 2)
+        spent = 0.0
+        for size in range(3, max_batch):
+            spent += (repeats + 1) * max(0.0, seconds[2] + slope * (size - 2))
+            if spent > budget_s:
+                break
+            seconds[size] = _timed(fn, stack(rows[:size]), repeats)
     return Calibration(True, seconds)
 
 

@@ -87,6 +87,9 @@ class LatencyModel:
             known = self._known.get(size)
             if known is None:
                 mean = self._estimate(size)
+                if size not in self._mean:  # nor faster than a smaller one measured (a line
+                    # fitted through a batch of one's faster path can dip below size 2)
+                    mean = max([mean, *(m for s, m in self._mean.items() if s < size)])
                 bound = self._bound(size, mean)
                 # a batch takes no longer than a larger one measured (computing fewer rows is
                 # not slower): one outlier at a size (a stall of the shared host, stretched by
