@@ -59,7 +59,14 @@ def calibration_of(plan: Plan, results: Sequence[FrameResult], dilations: Mappin
     rest_ms = float(part.predicted.get("rest_ms") or 0.0)
     rests = ([(rest_ms, r.rest_ms / time_scale) for r in results]
              if part.rest_mode == "device-only" else [])
+    return fit_calibration(tasks, part.devices, rests, ms_per_mib(results, time_scale),
+                           len(results))
+
+
+def ms_per_mib(results: Sequence[FrameResult], time_scale: float = 1.0) -> float | None:
+    """The runtime's cost per MiB its tasks carried (task and result: cropping, encoding, the
+    RPC, decoding), in emulated ms: what ``plan_cluster(ms_per_mb=...)`` takes. None when no
+    task was measured."""
     ms = sum(v for r in results for v in r.task_overhead_ms)
     mib = sum(b for r in results for b in r.task_overhead_bytes) / 2**20
-    per_mb = ms / mib / time_scale if mib > 0 else None
-    return fit_calibration(tasks, part.devices, rests, per_mb, len(results))
+    return ms / mib / time_scale if mib > 0 else None

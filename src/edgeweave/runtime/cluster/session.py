@@ -42,7 +42,7 @@ from edgeweave.plan import Plan, plan_cluster
 from edgeweave.plan.partition import Partition
 from edgeweave.plan.run_calibration import RunCalibration
 from edgeweave.profile import Profile
-from edgeweave.runtime.cluster.calibrate import calibration_of, dummy_frames
+from edgeweave.runtime.cluster.calibrate import calibration_of, dummy_frames, ms_per_mib
 from edgeweave.runtime.cluster.drive import check_in_flight, drive
 from edgeweave.runtime.cluster.gateway import FrameResult, TileGateway
 from edgeweave.runtime.cluster.lab import ClusterLab, device_dilations
@@ -127,9 +127,8 @@ class ClusterRun:
     def runtime_ms_per_mb(self) -> float:
         """That cost per MiB the measured tasks carried (task and result): what
         ``plan_cluster(ms_per_mb=...)`` takes. NaN when no task was measured."""
-        ms = sum(v for r in self.results for v in r.task_overhead_ms)
-        mib = sum(b for r in self.results for b in r.task_overhead_bytes) / 2**20
-        return ms / mib / self.time_scale if mib > 0 else float("nan")
+        per_mb = ms_per_mib(self.results, self.time_scale)
+        return float("nan") if per_mb is None else per_mb
 
     @property
     def compute_vs_plan_pct(self) -> float | None:
