@@ -199,8 +199,7 @@ class Engine:
         key = self.scheduler.order(item)
         others = sum(o.work_ahead(key, o.feasible_batch(item.deadline - now))
                      for o in self.models.values() if o is not m)
-        busy = [max(0.0, end - now) for end in self._busy_until.values()]
-        busy += [0.0] * (self.node.workers - len(busy))
+        busy = self._free_in(now)
         level = start_after(busy, others)
         start, size, served = self.scheduler.place(m, key, [now + max(b, level) for b in busy])
         return start - now, m.latency.estimate(size), served
@@ -229,8 +228,13 @@ class Engine:
         left = math.inf if item is None else item.deadline - now
         work = sum(m.work_ahead(key, m.feasible_batch(left) if math.isfinite(left) else None)
                    for m in self.models.values())
+        return start_after(self._free_in(now), work)
+
+    def _free_in(self, now: float) -> list[float]:
+        """(holding the lock) Seconds until each worker is free, by the estimates of the
+        batches running (0 for an idle one)."""
         busy = [max(0.0, end - now) for end in self._busy_until.values()]
-        return start_after(busy + [0.0] * (self.node.workers - len(busy)), work)
+        return busy + [0.0] * (self.node.workers - len(busy))
 
     def _drop(self, item: Pending, shed: Shed, queued: bool = True) -> None:
         m = self.models.get(item.key)
