@@ -27,31 +27,29 @@ import math
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import grpc
 import torch
 
 from edgeweave.codec import CodecError
-from edgeweave.errors import ServeError
 from edgeweave.rpc import RateLimitedLog
 from edgeweave.runtime import tensors
 from edgeweave.runtime.admission import Admission, Rejected
 from edgeweave.runtime.chunk_deploy import ChunkDeployer
 from edgeweave.runtime.chunk_store import ChunkStore
-from edgeweave.runtime.deploy import MB, Deployed, Deployer, DeployRefused
+from edgeweave.runtime.deploy import MB, Deployer
 from edgeweave.runtime.flight import same_clock, stamp
 from edgeweave.runtime.fronts import NodeFronts, check_fronts, request_source
 from edgeweave.runtime.links import NodeLinks
 from edgeweave.runtime.metrics import NodeMetrics
 from edgeweave.runtime.models import TrustedModels
+from edgeweave.runtime.node_config import NodeConfig
+from edgeweave.runtime.node_deploy import DeployRpcs
 from edgeweave.runtime.onward import FALLBACK_CODES, Onward
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
 from edgeweave.runtime.proto import edgeweave_pb2_grpc as pb_grpc
-from edgeweave.runtime.recipe import StagePackage, deploy_stream
 from edgeweave.runtime.requests import Malformed, Refused, check_route, check_tensors
 from edgeweave.runtime.serving import (
     LOAD_KEY,
@@ -59,72 +57,20 @@ from edgeweave.runtime.serving import (
     ServingNode,
     deadline_of,
     grace_of,
-    serving_config,
-    to_proto,
 )
 from edgeweave.runtime.stage_store import StageStore
-from edgeweave.serve import Answer, NodeServing, ServingConfig
-from edgeweave.serve.front_config import FrontConfig
+from edgeweave.serve import Answer
 
 log = logging.getLogger("edgeweave.runtime.node")
-
-R = TypeVar("R")
 
 __all__ = ["FALLBACK_CODES", "NodeConfig", "NodeService"]
 
 
-@dataclass
-class NodeConfig:
-    role: str
-    name: str
-    next_target: str | None = None
-    max_concurrency: int = 4  # batches computing at once (the serving engine's workers)
-    max_queue: int = 16  # requests waiting, node-wide
-    max_batch: int = 8  # the largest batch a deployed stage may ask for (1: no batching)
-    policy: str = "edf"  # edf: earliest deadline first, shedding late work; fifo: as before
-    dilation: float = 1.0  # emulate hardware slower than this host by stretching compute
-    threads: int = 1
-    forward_timeout_s: float = 30.0
-    max_stage_mb: float = 2048.0  # the largest stage (weights) one Deploy may upload
-    stage_budget_mb: float = 1024.0  # deployed stages' weights; least recently used evicted
-    chunk_budget_mb: float = 2048.0  # uploaded weight chunks on disk; least recently used go
-    models: tuple[str, ...] = ()  # operator-installed models (path/to/file.py:factory)
-    cache_dir: str | None = None  # Deploy's temp files (default: a fresh temp dir)
-    max_deploy_s: float = 900.0  # the longest a Deploy stream may hold a slot
-    # the longest one emulated link crossing may hold a request: a request names its own link
-    # rate and arrival stamp, and a bad one must not park a server thread for hours
-    max_link_s: float = 120.0
-    # the longest an arrival stamp on our clock may hold a request (a stamp is the sender's
-    # word); waited out only after admission, so parked requests are bounded in number too
-    max_arrival_wait_s: float = 30.0
-    # decoded bytes a request's tensors may declare when no stage here says what to expect
-    max_decoded_mb: float = 128.0
-    channel_factory: Callable[[str], grpc.Channel] | None = None  # auth, TLS
-    # the operator's front stages (cache, filter, prefetch) per model name (serve --front)
-    fronts: dict[str, FrontConfig] = field(default_factory=dict)
-
-    @property
-    def serving(self) -> NodeServing:
-        return NodeServing(self.policy, self.max_concurrency, self.max_batch, self.max_queue)
-
-    @property
-    def places(self) -> int:
-        """Requests held at once: batches computing, queued, or parked for their link."""
-        return self.max_concurrency * self.max_batch + self.max_queue
-
-    @property
-    def max_streams(self) -> int:
-        """InferStreams open at once: each holds a server thread while it is open."""
-        return self.max_concurrency + self.max_queue
-
-    @property
-    def workers(self) -> int:
-        """Server threads: every place admission grants, every open stream, and spare ones so
-        Health, Stats and refusals never wait behind held requests."""
-        return self.places + self.max_streams + 8
+class NodeService(DeployRpcs):
+    """The node's gRPC service: Infer, InferStream, Health and Stats here; Deploy, the
+    chunked upload and Remove in `runtime.node_deploy`."""
 
 
-class NodeService(pb_grpc.NodeServicer):
     def __init__(self, config: NodeConfig, metrics: NodeMetrics):
         self.cfg = config
         self.metrics = metrics
@@ -162,113 +108,6 @@ class NodeService(pb_grpc.NodeServicer):
 
     def _stage_left(self, digest: str, why: str) -> None:
         self.serving.remove(digest, why, f"its stage was {why} on {self.cfg.name}")
-
-    # ---- Deploy / Remove ------------------------------------------------------------------
-
-    def Deploy(self, request_iterator: Iterator[pb.DeployRequest],
-               context: grpc.ServicerContext) -> pb.DeployReply:
-        knobs: list[ServingConfig] = []
-
-        def deploy() -> pb.DeployReply:
-            done = self.deployer.deploy(request_iterator, self._next is not None,
-                                        lambda head: knobs.append(self._knobs(head)))
-            return self._deployed(done, knobs[0], context)
-
-        return self._uploading("Deploy", context, deploy)
-
-    def HaveChunks(self, request: pb.HaveChunksRequest, context: grpc.ServicerContext
-                   ) -> pb.HaveChunksReply:
-        try:
-            return self.chunk_deployer.have(request)
-        except DeployRefused as e:
-            self._refuse(Refused(e.code, str(e), e.reason, logging.WARNING), context)
-            raise  # unreachable: abort raises
-
-    def PutChunks(self, request_iterator: Iterator[pb.PutChunksRequest],
-                  context: grpc.ServicerContext) -> pb.PutChunksReply:
-        return self._uploading("PutChunks", context,
-                               lambda: self.chunk_deployer.put(request_iterator))
-
-    def DeployFromChunks(self, request: pb.DeployFromChunksRequest,
-                         context: grpc.ServicerContext) -> pb.DeployReply:
-        """A stage built from uploaded chunks is served with the knobs the request names (the
-        node's defaults for those it does not)."""
-        return self._uploading("DeployFromChunks", context, lambda: self._deployed(
-            self.chunk_deployer.deploy(request, self._next is not None),
-            serving_config(request.serving), context))
-
-    def _deployed(self, done: Deployed, knobs: ServingConfig, context: grpc.ServicerContext
-                  ) -> pb.DeployReply:
-        """A stage is on this node: serve it, and deploy it onward when asked to."""
-        max_batch = self.serving.add(done.stage, done.name, knobs, here=done.hops_ahead == 0)
-        if done.hops_ahead > 0:
-            self._deploy_onward(done.stage.package(), done.name, done.hops_ahead - 1,
-                                to_proto(knobs), context)
-        return pb.DeployReply(digest=done.stage.digest, cached=done.cached, load_ms=done.build_ms,
-                              max_batch=max_batch)
-
-    def _uploading(self, method: str, context: grpc.ServicerContext, work: Callable[[], R]
-                   ) -> R:
-        """Run an upload or a stage build in an admission slot, for at most --max-deploy-s;
-        refusals become their gRPC status."""
-        timer = threading.Timer(self.cfg.max_deploy_s, context.cancel)  # a stalled uploader
-        timer.daemon = True
-        timer.start()
-        try:
-            with self.admission.immediate():
-                return work()
-        except Rejected as e:
-            self._refuse(Refused(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                 f"{self.cfg.name} is at capacity ({e.why}; deploys take one of "
-                                 f"{self.cfg.max_concurrency} slots); deploy again later",
-                                 "overloaded", logging.INFO), context)
-        except DeployRefused as e:
-            self._refuse(Refused(e.code, str(e), e.reason, logging.WARNING), context)
-        except grpc.RpcError:  # the uploader broke the stream off; what it sent is checked
-            self._refuse(Refused(grpc.StatusCode.CANCELLED, f"{method} stream broken off",
-                                 "deploy_broken", logging.INFO), context)
-        finally:
-            timer.cancel()
-        raise AssertionError("unreachable: a refusal aborts the call")
-
-    def _knobs(self, head: pb.DeployRequest) -> ServingConfig:
-        """The serving knobs on a Deploy's first message, checked against this node's."""
-        try:
-            self.serving.check(head.serving)
-        except ServeError as e:
-            raise DeployRefused(grpc.StatusCode.INVALID_ARGUMENT, "bad_serving",
-                                f"{e} (on {self.cfg.name})") from None
-        return serving_config(head.serving)
-
-    def _deploy_onward(self, package: StagePackage, name: str, hops_ahead: int,
-                       serving: pb.ServingConfig, context: grpc.ServicerContext) -> None:
-        """Forward the recipe and weights (the next node rebuilds the stage from its own
-        registry); this node keeps its copy to finish requests if the next node fails."""
-        if self._next is None:  # the deployer refused hops ahead already; never reached
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"{self.cfg.name} has no next node to deploy onward to")
-            return
-        try:
-            self._next.Deploy(deploy_stream(package, name, hops_ahead, serving=serving),
-                              timeout=self.cfg.forward_timeout_s * 4)
-        except grpc.RpcError as e:
-            context.abort(e.code(), f"next node refused the stage: {e.details()}")
-
-    def Remove(self, request: pb.RemoveRequest, context: grpc.ServicerContext
-               ) -> pb.RemoveReply:
-        digest = request.stage_digest
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            self._refuse(Refused(grpc.StatusCode.INVALID_ARGUMENT, "stage_digest: expected 64 "
-                                 "lowercase hex digits (the digest Deploy answered with)",
-                                 "bad_remove"), context)
-        if digest not in self.stages:
-            self._refuse(Refused(grpc.StatusCode.NOT_FOUND, f"{self.cfg.name} holds no stage "
-                                 f"{digest[:12]}", "unknown_stage", logging.INFO), context)
-        refused = self.serving.remove(digest, "removed", "it was removed")
-        removed = self.stages.remove(digest)
-        log.info("%s: stage %s removed (%d queued requests refused)", self.cfg.name,
-                 digest[:12], refused)
-        return pb.RemoveReply(removed=removed, refused=refused)
 
     # ---- Infer ----------------------------------------------------------------------------
 
@@ -355,18 +194,6 @@ class NodeService(pb_grpc.NodeServicer):
                 self.metrics.serve.fronted(model, answer.source, front.cache is not None,
                                            len(reply.prefetched))
         return reply
-
-    def note(self, r: Refused, context: grpc.ServicerContext) -> None:
-        """Count and log a refusal (with the peer's address; one line per reason every few
-        seconds, so a peer sending garbage cannot flood the log)."""
-        self.metrics.rejected.labels(r.reason).inc()
-        self._rejections.log(r.level, r.reason, "%s refused a request from %s: %s %s",
-                             self.cfg.name, context.peer(), r.code.name, r.details[:300])
-
-    def _refuse(self, r: Refused, context: grpc.ServicerContext) -> None:
-        """Count, log and answer a refusal (abort raises)."""
-        self.note(r, context)
-        context.abort(r.code, r.details)
 
     def _expected(self, name: str, route: Iterable[pb.Hop]) -> tensors.Spec | None:
         """The (dtype, shape) a stage on `route` held here takes or makes as `name`, or None.
