@@ -23,7 +23,7 @@ import torch
 
 from edgeweave.codec import CodecError
 from edgeweave.errors import EdgeWeaveError
-from edgeweave.graph import Graph, split
+from edgeweave.graph import Graph
 from edgeweave.plan import Plan, plan
 from edgeweave.profile import Profile
 from edgeweave.runtime import tensors
@@ -34,8 +34,8 @@ from edgeweave.runtime.client_data import (  # re-exported: callers import them 
     Result,
     Run,
     plan_cost,
-    stage_id,
 )
+from edgeweave.runtime.client_stages import package_remote, prepare
 from edgeweave.runtime.device_compute import device_module, run_on_device
 from edgeweave.runtime.edge_probe import check_usable, health
 from edgeweave.runtime.edges import Edge, EdgePool
@@ -44,9 +44,7 @@ from edgeweave.runtime.load import LoadFactors
 from edgeweave.runtime.node import message_options
 from edgeweave.runtime.proto import edgeweave_pb2 as pb
 from edgeweave.runtime.recipe import (
-    StageError,
     deploy_stream,
-    package_stage,
 )
 from edgeweave.runtime.segments import fill_segments, predicted_segments
 from edgeweave.runtime.serving import to_proto
@@ -55,9 +53,6 @@ from edgeweave.security import ClientTLS
 
 log = logging.getLogger("edgeweave.runtime")
 
-
-#: The stage key of prefix nodes computed outside the client (never deployed, never run).
-_PREFIX = "prefix"
 
 #: A freshly deployed stage's first calls are slow (TorchScript specialises on them: 2-3x on
 #: alexnet here), which says nothing about the machines' load, so they are not learnt from.
@@ -93,7 +88,7 @@ class CoInferenceClient:
         self.network = {h: (lk.mbps, lk.rtt_ms) for h, lk in chosen.links.items()}
         hops = chosen.hop_names()
         self._uplink = LinkShaper(*self.network[hops[0]]) if hops else None
-        self.deployment = self._prepare(chosen)
+        self.deployment = prepare(graph, chosen, self.network, self._prefix, self.opts)
 
     def set_link_mbps(self, hop: str, mbps: float) -> None:
         """Change the emulated network's bandwidth on `hop` (a step, or a trace sample); the
@@ -106,29 +101,6 @@ class CoInferenceClient:
 
     # ---- plan -> stages, route ------------------------------------------------------------
 
-    def _prepare(self, chosen: Plan) -> Deployment:
-        placement, order = chosen.placement, tuple(chosen.tiers)
-        if self._prefix:
-            placement = {n: _PREFIX if n in self._prefix or self.graph.node(n).kind ==
-                         "placeholder" else t for n, t in placement.items()}
-            order = (_PREFIX, *order)
-        stages = {s.key: s for s in split(self.graph, placement, order) if s.key != _PREFIX}
-        dep = Deployment(chosen, stages, stage_ids={k: stage_id(self.graph.name, s)
-                                                     for k, s in stages.items()})
-        tier_of = {n: chosen.tiers.index(t) for n, t in chosen.placement.items()}
-        top = max((tier_of[n] for s in stages.values() for n in s.nodes), default=0)
-        for level in range(1, top + 1):
-            needs = sorted({v for s in stages.values() if chosen.tiers.index(s.key) >= level
-                            for v in s.inputs if tier_of[v] < level})
-            hop_name = chosen.hop_names()[level - 1]
-            mbps, rtt = self.network[hop_name]
-            codec = self.opts.codec or chosen.cuts.get(hop_name, "none")
-            dep.route.append(pb.Hop(stage="", needs=needs, codec=codec,
-                                    link_mbps=mbps, link_rtt_ms=rtt,
-                                    shape_bandwidth=self.opts.shape_bandwidth))
-        dep.want = [o for o in self.graph.outputs if tier_of[o] > 0]
-        return dep
-
     def deploy(self, example: torch.Tensor, given: dict[str, torch.Tensor] | None = None
                ) -> list[pb.DeployReply]:
         """Describe the remote stages (recipe + weights; each node builds and traces its stage
@@ -137,22 +109,7 @@ class CoInferenceClient:
         the edge."""
         self._example = example
         dep = self.deployment
-        env: dict[str, Any] = {self.graph.placeholders[0]: example, **(given or {})}
-        for key in dep.plan.tiers:
-            stage = dep.stages.get(key)
-            if stage is None:
-                continue
-            args = tuple(env[n] for n in stage.inputs)
-            with torch.no_grad():
-                env.update(zip(stage.outputs, stage.module(*args), strict=True))
-            level = dep.plan.tiers.index(key)
-            if level > 0:
-                try:
-                    dep.packages[key] = (dep.packages.get(key)
-                                         or package_stage(self.graph, stage, args))
-                except StageError as e:
-                    raise EdgeWeaveError(f"cannot deploy the {key} stage: {e}") from None
-                dep.route[level - 1].stage = dep.packages[key].digest
+        package_remote(self.graph, dep, example, given)
         if dep.packages and not self.edges:
             raise EdgeWeaveError("the plan runs stages off the device but no edge address was "
                                  "given (--edge host:port)")
@@ -452,7 +409,8 @@ class CoInferenceClient:
                   "predicted_old": now, "predicted_new": new, "switched": False}
         # plans are priced without load: the factors are applied on top, per request
         if candidate.placement != current.placement and new < now * (1 - self.opts.min_gain):
-            self.deployment = self._prepare(candidate.priced(prof))
+            self.deployment = prepare(self.graph, candidate.priced(prof), self.network,
+                                      self._prefix, self.opts)
             if self._example is not None:
                 self.deploy(self._example)
             switch["switched"] = True
