@@ -285,3 +285,52 @@ def test_the_timed_runs_own_compute_leaves_out_batches_and_keeps_the_calibration
     assert len(got.compute["edge"]) == 15
     assert got.overhead_ms == pytest.approx(around.overhead_ms) == pytest.approx(4.0)
     assert calibrate(timed, chosen).overhead_ms > 40  # what the queued totals would give
+
+
+def test_compute_measured_in_the_run_follows_the_hosts_speed_through_it():
+    """`in_run`: the cloud computed at its planned speed for the first half of the timed run
+    and at half of it for the second (another job started); the warm-up before the run and
+    the cool-down after it saw each speed once. Calibrated beside the run, every simulated
+    request gets their average (1.5x); measured in the run, each half gets its own speed, the
+    per-request spread is what is left around it, and the per-hop cost is still the
+    warm-up's (the timed totals are not used)."""
+    from sim_helpers import CHAIN3, toy_plan
+
+    from edgeweave.sim.calibration import calibrate, follow_levels, in_run
+    from edgeweave.sim.run import simulate
+    from edgeweave.sim.validate import sim_scenario
+    from edgeweave.topology import load_fleet
+
+    chosen = toy_plan(chain=CHAIN3)
+    pred = chosen.predicted
+    planned = {t: ms for t, ms in pred["tier_compute_ms"].items() if ms >= 1.0}
+    links_ms = sum(h["up_ms"] + h["down_ms"] for h in pred["hops"].values())
+    rng = np.random.default_rng(2)
+
+    def row(cloud: float, total: float | None = None) -> dict[str, float]:
+        seg = {f"{t}_compute": ms * (cloud if t == "cloud" else 1.0) * rng.uniform(0.97, 1.03)
+               for t, ms in planned.items()}
+        return {**seg, "total_ms": total or links_ms + sum(seg.values()) + 3.0}
+
+    around = calibrate([row(1.0) for _ in range(10)] + [row(2.0) for _ in range(10)], chosen)
+    n = 120
+    times, devs = np.arange(n) * 10.0, np.zeros(n, dtype=int)  # far apart: nothing queues
+    timed = [row(1.0 if k < n // 2 else 2.0, total=1e4) for k in range(n)]  # totals unused
+    cal = in_run(timed, [1] * n, times, chosen, around)
+    assert cal.load["cloud"] == pytest.approx(1.5, rel=0.02)
+    assert cal.overhead_ms == pytest.approx(around.overhead_ms)
+    _, level = cal.levels("cloud")
+    assert level[:40] == pytest.approx(np.full(40, 1 / 1.5), rel=0.03)
+    assert level[-40:] == pytest.approx(np.full(40, 2 / 1.5), rel=0.03)
+    # the drift is not counted as spread too (what is left: the half window around the change)
+    assert cal.cv["cloud"] < 0.5 * calibrate(timed, chosen).cv["cloud"]
+    case = dataclasses.replace(CASES["chain"], requests=None, duration_s=float(n * 10))
+    halves = {}
+    for label, c in (("in run", cal), ("around", around)):
+        scn = sim_scenario(case, chosen, load_fleet("pi4-wifi-edge-cloud"), calibration=c)
+        out = simulate(scn, arrivals=(times, devs),
+                       before=lambda sim, c=c: follow_levels(sim, c)).outcome
+        ms = (out.done - out.t) * 1000.0
+        halves[label] = ms[n // 2 + 15:].mean() - ms[:n // 2 - 15].mean()  # past the window
+    assert halves["in run"] == pytest.approx(planned["cloud"], rel=0.1)
+    assert abs(halves["around"]) < 0.2 * planned["cloud"]  # the average speed throughout
