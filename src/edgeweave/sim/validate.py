@@ -33,19 +33,24 @@ and the simulated edge's batch sizes.
 This host is shared, so its servers compute slower than the profile (measured on CPU time, as
 the dilated device is) says, by tens of percent that drift over minutes, and a burst of other
 work makes a few requests 2-3x slower. The runtime tracks the speed with its load factors
-(`runtime.load`); the comparison gives the simulator what the clients measured in requests
-sent one at a time (nothing queues in them) on both sides of the timed run, half before it
-(the warm-up) and half after it (the cool-down), so a host whose speed drifts during the run
-calibrates it at its average rather than at its start (`calibrate`): each tier's mean speed,
-each request's compute drawn from the measured times (`sim.jitter`: median, spread and tail
-as measured; with fixed times the queues behind the edge and the device wait half as long as
-the real ones, and a gamma of the same cv misses the bursts), and the runtime's own
-per-request cost beyond compute and the shaped links (tensor encoding, gRPC, bookkeeping: a
-few ms per hop, `Application.overhead_ms`), which the Plan's link figures leave out. The
-simulation from the Plan's figures alone (fixed times, no overhead) is reported beside it.
-What calibration on both sides cannot know is a burst of the host's load in the middle of
-the timed run: on a host shared with other jobs that, not the model, bounds the agreement
-(the benchmark prints the load average beside it).
+(`runtime.load`); the comparison gives the simulator each tier's compute as the runtime
+measured it for the timed requests themselves (`calibration.in_run`: the stage times in their
+segments, the edge's batches of more than one left out), so the speed is measured while it is
+in effect: each simulated tier runs at the speed its neighbouring requests measured at that
+point of the run, each request's compute drawn around it from the measured times (`sim.jitter`:
+median, spread and tail as measured; with fixed times the queues behind the edge and the
+device wait half as long as the real ones, and a gamma of the same cv misses the bursts). The
+runtime's own per-request cost beyond compute and the shaped links (tensor encoding, gRPC,
+bookkeeping: a few ms per hop, `Application.overhead_ms`), which the Plan's link figures leave
+out, comes from requests sent one at a time (nothing queues in them) on both sides of the
+timed run, half before it (the warm-up) and half after it (the cool-down). Calibrated by those
+alone (``around``, reported beside), a run whose host sped up or slowed down between them
+(recorded: the cloud 73% slower in the cool-down) came out 12-18% off at the bandwidth step's
+p95, where the device's queue after the step magnifies the cloud's speed. The simulation from
+the Plan's figures alone (fixed times, no overhead) is reported beside it too. What no
+calibration knows is where in the run a burst of the host's load falls: on a host shared with
+other jobs that, not the model, bounds the agreement (the benchmark prints the load average
+beside it).
 """
 
 from __future__ import annotations
