@@ -64,10 +64,10 @@ class Calibration:
                 for t, ms in ((t, self.spread(t)) for t in self.compute)}
 
     def levels(self, tier: str, track: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """The tier's speed through the run (``at`` its compute's times): at each measured time,
-        measured / planned compute averaged over the ``track`` measurements nearest in time
-        (`TRACK` if 0), as the ratio to the run's mean (`load`), so the simulator's factor
-        times it is the speed in effect then."""
+        """The tier's speed through the run: at each measured time (``at``), the mean of the
+        ``track`` compute times measured nearest to it (`TRACK` if 0) over the run's mean, so
+        the simulator's factor for the run's mean speed (`load`) times it is the speed in
+        effect then (between measured times, interpolated)."""
         t = np.asarray(self.at[tier], dtype=float)
         ms = np.asarray(self.compute[tier], dtype=float)
         k = min(len(ms), track or TRACK)
