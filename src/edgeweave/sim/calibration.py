@@ -1,17 +1,33 @@
 """What a real runtime's requests sent one at a time tell the simulator that the Plan does not
 (`Calibration`): each tier's real speed and the spread of its compute times, and the runtime's
 own per-request cost beyond compute and links. `sim.validate` calibrates the simulated lab with
-it (from a warm-up before the timed run and a cool-down after it); anything that replays a
-measured fleet can do the same from the runtime's recorded segments."""
+it; anything that replays a measured fleet can do the same from the runtime's recorded
+segments.
+
+Where each tier's compute was measured matters on a shared host: its speed drifts over
+minutes (recorded: the cloud 73% slower in a cool-down than in the warm-up before it), so a
+calibration taken beside a run (a warm-up before it, a cool-down after it) tells the
+simulator a speed the run never had, and a queue magnifies the difference (a device whose
+link stepped down). `in_run` measures the compute while it is in effect instead: each tier's
+compute times as the runtime reported them for the run's own requests (the time a stage
+computed, no link, queue or total), placed at their requests' arrival times; the simulated
+tier then runs at the speed its neighbouring requests measured (`Calibration.levels`), each
+request varying around it as the run's did. The per-request cost beyond compute and links
+still comes from requests sent one at a time beside the run: the run's own requests may
+have queued, so their totals would count the queueing as that cost."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgeweave.plan import Plan
+
+if TYPE_CHECKING:
+    from edgeweave.sim.engine import Simulation
 
 
 @dataclass(frozen=True)
@@ -30,6 +46,9 @@ class Calibration:
     compute: dict[str, list[float]] = field(default_factory=dict)
     overhead: list[float] = field(default_factory=list)
     hops: int = 0
+    #: per tier (if measured in the run, `in_run`): the run time (s) each of ``compute`` was
+    #: measured at, in order
+    at: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def load(self) -> dict[str, float]:
@@ -39,7 +58,32 @@ class Calibration:
 
     @property
     def cv(self) -> dict[str, float]:
-        return {t: float(np.std(ms, ddof=1) / np.mean(ms)) for t, ms in self.compute.items()}
+        """Per tier, the coefficient of variation of the times each request's is drawn from
+        (`spread`)."""
+        return {t: float(np.std(ms, ddof=1) / np.mean(ms))
+                for t, ms in ((t, self.spread(t)) for t in self.compute)}
+
+    def levels(self, tier: str, track: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """The tier's speed through the run: at each measured time (``at``), the mean of the
+        ``track`` compute times measured nearest to it (`TRACK` if 0) over the run's mean, so
+        the simulator's factor for the run's mean speed (`load`) times it is the speed in
+        effect then (between measured times, interpolated)."""
+        t = np.asarray(self.at[tier], dtype=float)
+        ms = np.asarray(self.compute[tier], dtype=float)
+        k = min(len(ms), track or TRACK)
+        sums = np.concatenate([[0.0], np.cumsum(ms)])
+        lo = np.clip(np.arange(len(ms)) - k // 2, 0, len(ms) - k)
+        local = (sums[lo + k] - sums[lo]) / k
+        return t, local / ms.mean()
+
+    def spread(self, tier: str) -> list[float]:
+        """The tier's compute times to draw each request's from: as measured, or, if measured
+        through the run (``at``), each over the speed in effect when it was (`levels`), so the
+        drift is not counted twice (once as the level, once as spread)."""
+        if tier not in self.at:
+            return self.compute[tier]
+        _, level = self.levels(tier)
+        return (np.asarray(self.compute[tier]) / level).tolist()
 
     @property
     def overhead_ms(self) -> float:
@@ -54,6 +98,11 @@ class Calibration:
 
 #: a request's measured overhead below this is timer noise (a factor must be > 0)
 _MIN_OVERHEAD_MS = 0.01
+
+#: measurements a tier's speed in effect is averaged over (`Calibration.levels`): at a
+#: compute cv of 0.2-0.4 the mean of 30 is within ~5-7%, and at the lab's request a second
+#: they span half a minute, shorter than the drifts recorded (tens of percent over minutes)
+TRACK = 30
 
 
 def calibrate(warm: list[dict[str, float]], chosen: Plan) -> Calibration:
@@ -83,6 +132,26 @@ def during_run(timed: list[dict[str, float]], batch: list[int], chosen: Plan,
     singles = [seg for seg, b in zip(timed, batch, strict=True) if b <= 1]
     return dataclasses.replace(calibrate(singles, chosen), overhead=around.overhead,
                                hops=around.hops)
+
+
+def in_run(timed: list[dict[str, float]], batch: list[int], times: np.ndarray, chosen: Plan,
+           around: Calibration) -> Calibration:
+    """`during_run` with each compute time placed at its request's arrival (``times``, s, as
+    the simulation's clock): the tiers follow the speed measured through the run."""
+    got = during_run(timed, batch, chosen, around)
+    at = {tier: [float(t) for seg, b, t in zip(timed, batch, times, strict=True)
+                 if b <= 1 and seg.get(f"{tier}_compute", 0.0) > 0] for tier in got.compute}
+    return dataclasses.replace(got, at=at)
+
+
+def follow_levels(sim: Simulation, cal: Calibration) -> None:
+    """Make ``sim``'s tiers measured through a run (``cal.at``) compute at the speed in effect
+    at each simulated time (`Calibration.levels`), before ``sim`` runs."""
+    for tier, jits in sim.tier_jitters().items():
+        if tier in cal.at:
+            t, level = cal.levels(tier)
+            for jit in jits:
+                jit.level = lambda t=t, level=level: float(np.interp(sim.env.now, t, level))
 
 
 def _links_ms(segments: dict[str, float], hops: dict[str, dict[str, float]]) -> float:

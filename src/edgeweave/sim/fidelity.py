@@ -1,6 +1,6 @@
 """One fidelity row: the simulator's and the real runtime's per-request latencies for one
-configuration of `sim.validate`, with what explains their difference (the calibration's load
-factors and drift, the edge's batch sizes on each side, the timed run's compute), and the
+configuration of `sim.validate`, with what explains their difference (the load factors measured
+in the run and beside it, their drift, the edge's batch sizes on each side), and the
 benchmark's row built from it."""
 
 from __future__ import annotations
@@ -41,12 +41,16 @@ class Fidelity:
     #: the real edge's batch and the runtime's segments, what a row's error is traced back to
     records: list[dict[str, Any]] = field(default_factory=list, repr=False)
     timed_compute_ms: list[float] = field(default_factory=list, repr=False)  # see `compare`
+    #: calibrated beside the run (warm-up and cool-down) only, and the load factors it saw
+    around_ms: list[float] = field(default_factory=list, repr=False)
+    around_load: dict[str, float] = field(default_factory=dict)
 
     def row(self) -> dict[str, Any]:
-        """The benchmark's row: ``sim_*`` with the servers at the speed the runtime's own load
-        factors measured in the warm-up; ``plan_only_*`` from the Plan's figures alone;
-        ``timed_compute_*`` with the timed run's own compute and ``replay_*`` (one device) with
-        it in order (see `compare`); how far
+        """The benchmark's row: ``sim_*`` with each tier's compute as measured through the
+        timed run (`calibration.in_run`; ``load_factors`` its mean); ``around_*`` calibrated
+        by the warm-up and cool-down alone (``around_load_factors``); ``plan_only_*`` from the
+        Plan's figures alone; ``timed_compute_*`` with the timed run's compute drawn from the
+        whole run's and ``replay_*`` (one device) with it in order (see `compare`); how far
         the percentiles and errors would move on another run (`sim.agreement.intervals`); the
         edge's batch sizes, real (each reply's) and simulated."""
         sp50, sp95 = np.percentile(self.sim_ms, [50, 95])
@@ -57,7 +61,8 @@ class Fidelity:
                "err_p50": float((sp50 - rp50) / rp50),
                "sim_p95_ms": float(sp95), "real_p95_ms": float(rp95),
                "err_p95": float((sp95 - rp95) / rp95),
-               "load_factors": self.load_factors, "compute_cv": self.compute_cv,
+               "load_factors": self.load_factors, "around_load_factors": self.around_load,
+               "compute_cv": self.compute_cv,
                "overhead_ms": self.overhead_ms, "overhead_cv": self.overhead_cv,
                "drift": self.drift, "timed_drift": self.timed_drift,
                "batch_marginal": self.batch_marginal,
@@ -69,7 +74,7 @@ class Fidelity:
                "edge_batch_mean_real": mean_batch(self.batch_real),
                "edge_batch_mean_sim": mean_batch(self.batch_sim)}
         for label, ms in (("plan_only", self.plan_only_ms), ("replay", self.replay_ms),
-                          ("timed_compute", self.timed_compute_ms)):
+                          ("timed_compute", self.timed_compute_ms), ("around", self.around_ms)):
             if ms:
                 o50, o95 = np.percentile(ms, [50, 95])
                 row.update({f"{label}_p50_ms": float(o50),

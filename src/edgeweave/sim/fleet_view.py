@@ -65,6 +65,17 @@ class FleetView:
         got = [*self._jitter, *(s.jitter for s in self.world.servers.values())]
         return list({id(j): j for j in got if j is not None}.values())
 
+    def tier_jitters(self) -> dict[str, list[Jitter]]:
+        """`compute_jitters` by the tier they vary (``device``, ``edge``, ``cloud``)."""
+        out: dict[str, dict[int, Jitter]] = {}
+        for j in self._jitter:
+            if j is not None:
+                out.setdefault("device", {})[id(j)] = j
+        for name, s in self.world.servers.items():
+            if s.jitter is not None:
+                out.setdefault(self.scn.fleet.node(name).tier, {})[id(s.jitter)] = s.jitter
+        return {t: list(js.values()) for t, js in out.items()}
+
     def cloud_of(self, edge: str) -> str | None:
         wan = self.world.wan.get(edge)
         return None if wan is None else wan[0]

@@ -16,11 +16,16 @@ measured median, spread and tail at once. `in_order` replays them instead, one p
 the order measured: where requests reach a server in the order they were measured (one
 device, one request at a time), each simulated request then takes its real twin's compute,
 the host's bursts included where they fell.
+
+A host's speed also drifts over minutes (other jobs start and stop). Given a ``level`` (a
+function of nothing that says the speed in effect now, e.g. read from the simulated clock), a
+`Jitter`'s every factor is scaled by it: the spread around the speed, the speed as measured
+at the time (`sim.calibration.Calibration.at`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -32,7 +37,7 @@ class Jitter:
     profile), from ``rng``: gamma with coefficient of variation ``cv`` (> 0), or drawn from
     measured ``samples`` (any scale; scaled to mean ``scale``; they may all be equal)."""
 
-    __slots__ = ("_block", "_i", "_ordered", "cv", "rng", "samples", "scale")
+    __slots__ = ("_block", "_i", "_ordered", "cv", "level", "rng", "samples", "scale")
 
     def __init__(self, cv: float, rng: np.random.Generator,
                  samples: Sequence[float] | None = None, scale: float = 1.0) -> None:
@@ -51,6 +56,8 @@ class Jitter:
         self._block: list[float] = []
         self._i = 0
         self._ordered = False
+        #: if set, every factor is scaled by what it returns when drawn (see the module doc)
+        self.level: Callable[[], float] | None = None
 
     def in_order(self) -> None:
         """From now on, return the measured samples in their order (cycling), from the first."""
@@ -70,7 +77,8 @@ class Jitter:
                 self._block = self.rng.gamma(shape, self.scale / shape, _BLOCK).tolist()
             i = 0
         self._i = i + 1
-        return self._block[i]
+        level = self.level
+        return self._block[i] if level is None else self._block[i] * level()
 
 
 def jitter(spread: float | Sequence[float], rng: np.random.Generator,

@@ -65,12 +65,16 @@ def versions() -> dict[str, str]:
 def simulate(scn: Scenario, *, policy: str | None = None,
              policy_params: dict[str, Any] | None = None, inference: bool = True,
              training: bool = True, arrivals: tuple[np.ndarray, np.ndarray] | None = None,
-             progress: Callable[[float, float], None] | None = None) -> SimRun:
-    """Run ``scn`` (with ``policy`` instead of its own, if given) to the end."""
+             progress: Callable[[float, float], None] | None = None,
+             before: Callable[[Simulation], None] | None = None) -> SimRun:
+    """Run ``scn`` (with ``policy`` instead of its own, if given) to the end; ``before`` sees
+    the simulation once it has started, before it runs (e.g. to replay measured times)."""
     t0 = time.perf_counter()
     sim = Simulation(scn, policy=policy, policy_params=policy_params, arrivals=arrivals,
                      inference=inference, progress=progress)
     sim.start()
+    if before is not None:
+        before(sim)
     trained = None
     if training and scn.training is not None:
         try:

@@ -33,24 +33,30 @@ and the simulated edge's batch sizes.
 This host is shared, so its servers compute slower than the profile (measured on CPU time, as
 the dilated device is) says, by tens of percent that drift over minutes, and a burst of other
 work makes a few requests 2-3x slower. The runtime tracks the speed with its load factors
-(`runtime.load`); the comparison gives the simulator what the clients measured in requests
-sent one at a time (nothing queues in them) on both sides of the timed run, half before it
-(the warm-up) and half after it (the cool-down), so a host whose speed drifts during the run
-calibrates it at its average rather than at its start (`calibrate`): each tier's mean speed,
-each request's compute drawn from the measured times (`sim.jitter`: median, spread and tail
-as measured; with fixed times the queues behind the edge and the device wait half as long as
-the real ones, and a gamma of the same cv misses the bursts), and the runtime's own
-per-request cost beyond compute and the shaped links (tensor encoding, gRPC, bookkeeping: a
-few ms per hop, `Application.overhead_ms`), which the Plan's link figures leave out. The
-simulation from the Plan's figures alone (fixed times, no overhead) is reported beside it.
-What calibration on both sides cannot know is a burst of the host's load in the middle of
-the timed run: on a host shared with other jobs that, not the model, bounds the agreement
-(the benchmark prints the load average beside it).
+(`runtime.load`); the comparison gives the simulator each tier's compute as the runtime
+measured it for the timed requests themselves (`calibration.in_run`: the stage times in their
+segments, the edge's batches of more than one left out), so the speed is measured while it is
+in effect: each simulated tier runs at the speed its neighbouring requests measured at that
+point of the run, each request's compute drawn around it from the measured times (`sim.jitter`:
+median, spread and tail as measured; with fixed times the queues behind the edge and the
+device wait half as long as the real ones, and a gamma of the same cv misses the bursts). The
+runtime's own per-request cost beyond compute and the shaped links (tensor encoding, gRPC,
+bookkeeping: a few ms per hop, `Application.overhead_ms`), which the Plan's link figures leave
+out, comes from requests sent one at a time (nothing queues in them) on both sides of the
+timed run, half before it (the warm-up) and half after it (the cool-down). Calibrated by those
+alone (``around``, reported beside), a run whose host sped up or slowed down between them
+(recorded: the cloud 73% slower in the cool-down) came out 12-18% off at the bandwidth step's
+p95, where the device's queue after the step magnifies the cloud's speed. The simulation from
+the Plan's figures alone (fixed times, no overhead) is reported beside it too. What no
+calibration knows is where in the run a burst of the host's load falls: on a host shared with
+other jobs that, not the model, bounds the agreement (the benchmark prints the load average
+beside it).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import statistics
 from dataclasses import dataclass
 from typing import Any
@@ -61,7 +67,7 @@ from edgeweave.errors import SimError
 from edgeweave.plan import Plan
 from edgeweave.runtime.server import NodeConfig
 from edgeweave.sim.agreement import batch_sizes, drift, records, timed_drift
-from edgeweave.sim.calibration import Calibration, calibrate, during_run
+from edgeweave.sim.calibration import Calibration, calibrate, during_run, follow_levels, in_run
 from edgeweave.sim.engine import OK, Simulation
 from edgeweave.sim.fidelity import Fidelity
 from edgeweave.sim.lab_run import CALIBRATION, CLOUD_DILATION, EDGE_DILATION, RealRun, run_real
@@ -166,7 +172,7 @@ def sim_scenario(case: Case, chosen: Plan, fleet: Fleet, max_queue: int = 16,
     times one request's compute (`batch_marginal`; the cloud serves one device in these
     cases, so no batch forms there and none is assumed to gain)."""
     cal = calibration or Calibration()
-    load, cv = cal.load, cal.compute
+    load, cv = cal.load, {tier: cal.spread(tier) for tier in cal.compute}
     edge = fleet.nodes_in("edge")[0].name
     hop = chosen.links[chosen.hop_names()[0]]
     ap: dict[str, Any] = {"name": "uplink", "edge": edge, "rtt_ms": hop.rtt_ms,
@@ -267,44 +273,48 @@ def prepare(case: Case, measured: Measured, seed: int = 0) -> Setup:
 
 
 def compare(setup: Setup, real: RealRun, model: str = "alexnet") -> Fidelity:
-    """Simulate the setup's arrivals calibrated by what the real run's warm-up and cool-down
-    measured (and from the Plan's figures alone), beside the real run's latencies.
+    """Simulate the setup's arrivals calibrated by the compute the real run measured while
+    it ran (`calibration.in_run`: each tier's compute times from the timed requests' segments,
+    the edge's batches of more than one left out, at the speed measured around each time;
+    the per-hop cost from the warm-up and cool-down), beside the real run's latencies. What
+    the simulator takes from the timed run is those compute times and their requests'
+    arrivals, nothing else: no totals, latencies, link or queue times.
 
-    With one device, also calibrated by the timed requests' own segments and replaying each
-    one's compute times in order (``replay``, `Jitter.in_order`): the compute the host gave
-    each request during the run, its bursts where they fell, so what is left of the error is
-    the model's (links, queues, the device waiting for its previous answer, the per-hop
-    cost), not the host's other work the calibration could not see. A lone device's timed
-    requests queue at no server, which `calibrate` needs, and reach each tier in the order
-    they were measured; several devices' do neither, so they get no replay.
+    Beside it (``around``): calibrated by the warm-up and cool-down alone, as before the
+    compute was measured in the run (what a host whose speed moved under the run makes of
+    it); ``timed_compute``: the run's compute without its course in time (drawn from the
+    whole run's); and from the Plan's figures alone. Where the headline agrees and
+    ``around`` does not, the host's speed moved under the run; where neither agrees, the
+    queues, batches or links are modelled wrong.
 
-    Every case is also simulated with each tier's compute drawn from the timed run's own
-    (``timed_compute``: the requests the real edge ran alone; a batch's compute is the
-    batch's) and the calibration's per-hop cost: the speed and spread the host gave during
-    the run, in place of the one the warm-up and cool-down measured around it. Where that
-    agrees and the calibrated row does not, the host's speed moved under the run (what no
-    calibration taken beside it can know); where it does not agree either, the queues,
-    batches or links are modelled wrong."""
+    With one device, also the timed requests' own compute replayed in order (``replay``,
+    `Jitter.in_order`, calibrated by their totals too): each request its real twin's compute,
+    the host's bursts where they fell. A lone device's timed requests queue at no server and
+    reach each tier in the order they were measured; several devices' do neither, so they
+    get no replay."""
     case, times, devs = setup.case, setup.times, setup.devs
-    cal = calibrate(real.calibration, setup.chosen)
+    around = calibrate(real.calibration, setup.chosen)
+    during = during_run(real.timed, real.batch, setup.chosen, around)
+    cal = in_run(real.timed, real.batch, times, setup.chosen, around)
     runs, edge = {}, setup.emu.nodes_in("edge")[0].name
     batched: dict[int, int] = {}
     parts: dict[str, np.ndarray] = {}
-    during = during_run(real.timed, real.batch, setup.chosen, cal)
-    for label, c in (("calibrated", cal), ("plan only", None), ("timed compute", during)):
+    for label, c in (("in run", cal), ("around", around), ("plan only", None),
+                     ("timed compute", during)):
         scn = sim_scenario(case, setup.chosen, setup.emu, calibration=c, switch_s=real.deploy_s,
                            batch_marginal=setup.batch_marginal)
-        run = simulate(scn, arrivals=(times, devs))
+        run = simulate(scn, arrivals=(times, devs),
+                       before=None if c is None else functools.partial(follow_levels, cal=c))
         out = run.outcome
         # the simulator keeps the arrivals in (time, device) order, as `arrivals` made them
         if not (out.status == OK).all():
             raise SimError(f"validation {case.name}: the simulator failed some requests")
         runs[label] = (((out.done - out.t) * 1000.0).tolist(), run.summary["switches"])
-        if label == "calibrated":
+        if label == "in run":
             parts = {"network": out.network_s, "server": out.server_s, "device": out.device_s}
         server = run.sim.server(edge)
         # the real edge reports a batch only where it runs a stage (the chain's edge forwards)
-        if label == "calibrated" and isinstance(server, BatchServer) and \
+        if label == "in run" and isinstance(server, BatchServer) and \
                 setup.chosen.predicted["tier_compute_ms"].get("edge", 0.0) > 0:
             batched = dict(sorted(server.served_in.items()))
     replay = []
@@ -313,23 +323,23 @@ def compare(setup: Setup, real: RealRun, model: str = "alexnet") -> Fidelity:
                            calibration=calibrate(real.timed, setup.chosen),
                            batch_marginal=setup.batch_marginal)
         replay = replay_in_order(scn, times, devs)
-    sim, switches = runs["calibrated"]
+    sim, switches = runs["in run"]
     return Fidelity(case.name, model, setup.chosen.mode, len(times), sim, real.latency_ms,
                     switches, real.switches, cal.load, real.deploy_s, runs["plan only"][0],
                     cal.cv, cal.overhead_ms, cal.overhead_cv, drift(real), setup.batch_marginal,
                     batch_sizes(real.batch), batched, timed_drift(real),
-                    replay, records(times, devs, sim, real, parts), runs["timed compute"][0])
+                    replay, records(times, devs, sim, real, parts), runs["timed compute"][0],
+                    runs["around"][0], around.load)
 
 
 def replay_in_order(scn: Scenario, times: np.ndarray, devs: np.ndarray) -> list[float]:
     """Per request, its simulated latency (ms) with every measured compute spread replayed in
     the order measured (`Jitter.in_order`), not drawn at random."""
-    sim = Simulation(scn, arrivals=(times, devs))
-    sim.start()
-    for jit in sim.compute_jitters():
-        jit.in_order()
-    sim.env.run()
-    out = sim.finish()
+    def in_order(sim: Simulation) -> None:
+        for jit in sim.compute_jitters():
+            jit.in_order()
+
+    out = simulate(scn, arrivals=(times, devs), before=in_order).outcome
     if not (out.status == OK).all():
         raise SimError(f"validation {scn.name}: the simulator failed some replayed requests")
     return ((out.done - out.t) * 1000.0).tolist()
