@@ -307,3 +307,35 @@ def test_fifo_mode_is_the_node_as_it_was(digits):
     finally:
         server.stop(0)
         svc.close()
+
+
+class _Stalled(torch.nn.Module):
+    """A stage whose every call the host keeps waiting 30 ms (no CPU spent: another process
+    had the core)."""
+
+    def forward(self, x):
+        import time
+
+        time.sleep(0.03)
+        return (x * 2,)
+
+
+def test_a_dilated_node_calibrates_its_batches_as_it_runs_them():
+    """A node emulating hardware 10x slower stretches a batch to 10x its thread's CPU time, or
+    to its wall time if that is longer. Its calibration times the stage the same way: a call
+    the host kept waiting 30 ms is priced at about 30 ms (timed on the wall clock and
+    multiplied, as before, it was priced at 300 ms, and admission refused what the node
+    would have served)."""
+    from types import SimpleNamespace
+
+    from edgeweave.runtime.serving import ServingNode, StageRunner
+    from edgeweave.serve import NodeServing, ServingConfig
+
+    stage = SimpleNamespace(module=_Stalled(), inputs=("x",), outputs=("y",), digest="d" * 64,
+                            specs={"x": ("float32", (1, 4)), "y": ("float32", (1, 4))})
+    node = ServingNode("edge", NodeServing(workers=1, max_batch=1), factor=10.0)
+    try:
+        latency = node._calibrate(stage, StageRunner(stage, 10.0), ServingConfig(max_batch=1))
+    finally:
+        node.stop()
+    assert 0.03 <= latency.estimate(1) < 0.1

@@ -2,6 +2,9 @@
 the node admits what the batches its scheduler will form can serve in time, so a deep enough
 queue builds for full batches, and it never admits a request those batches would serve late."""
 
+from collections import Counter
+from collections.abc import Callable
+
 import pytest
 import torch
 from serve_helpers import Doubler
@@ -19,17 +22,19 @@ def digits_like() -> LatencyModel:
     return lat
 
 
-def overload(lat: LatencyModel, slo_s: float, rate: float, duration_s: float = 4.0,
-             max_queue: int = 32) -> dict:
-    """Requests every 1/`rate` s, each due `slo_s` after it arrives, on one worker whose
-    batches take exactly their estimate; what became of them."""
+def overload(lat: LatencyModel, slo_s: float | Callable[[int], float], rate: float,
+             duration_s: float = 4.0, max_queue: int = 32) -> dict:
+    """Requests every 1/`rate` s, each due `slo_s` after it arrives (or `slo_s(k)` for the
+    k-th), on one worker whose batches take exactly their estimate; what became of them
+    (`on_time_by_slo`: answered in time, by SLO)."""
+    slo_of = slo_s if callable(slo_s) else lambda k: slo_s
     now = [0.0]
     node = NodeServing(workers=1, max_batch=8, max_queue=max_queue)
     e = Engine(node, clock=lambda: now[0])
     m = e.add("m", "m", Doubler(), resolve(ServingConfig(max_batch=8), node), lat)
     arrivals = [k / rate for k in range(int(duration_s * rate))]
-    out = {"sent": len(arrivals), "on_time": 0, "late": 0, "rejected": 0, "dropped": 0,
-           "sizes": []}
+    out: dict = {"sent": len(arrivals), "on_time": 0, "late": 0, "rejected": 0, "dropped": 0,
+                 "sizes": [], "on_time_by_slo": Counter()}
     running: tuple[float, list] | None = None
     wake = None
     k = 0
@@ -41,11 +46,13 @@ def overload(lat: LatencyModel, slo_s: float, rate: float, duration_s: float = 4
             end, batch = running
             for p in batch:
                 out["on_time" if end <= p.deadline else "late"] += 1
+                if end <= p.deadline:
+                    out["on_time_by_slo"][round(p.deadline - p.arrival, 6)] += 1
             e.finished(0, m, batch)
             running = None
         while k < len(arrivals) and arrivals[k] <= now[0]:
             try:
-                e.submit("m", x, deadline=arrivals[k] + slo_s)
+                e.submit("m", x, deadline=arrivals[k] + slo_of(k))
             except Shed:
                 out["rejected"] += 1
             k += 1
@@ -81,3 +88,41 @@ def test_at_light_load_nothing_is_refused():
     got = overload(digits_like(), 0.1, rate=50.0, duration_s=2.0)
     assert got["on_time"] == got["sent"]
 
+
+
+def test_a_long_slo_request_left_out_of_a_cut_batch_waits_for_a_later_one():
+    """Batches of 1 take 100 ms, of 8 480 ms. Seven requests due at 0.45 s fill a batch cut
+    to 7 (a batch of 8 would end after 0.45 s). A request due at 2 s is ordered after them
+    and left out of that batch: it can let it run and still make a batch of its own, so it is
+    admitted (it was refused, as one whose batch is cut). One due at 0.6 s, within a full
+    batch's bound of the cut batch's deadline, is refused as before."""
+    lat = LatencyModel()
+    lat.seed(1, 0.1)
+    lat.seed(8, 0.48)
+    node = NodeServing(workers=1, max_batch=8, max_queue=64)
+    e = Engine(node, clock=lambda: 0.0)  # not started: nothing runs, the queue stays
+    m = e.add("m", "m", Doubler(), resolve(ServingConfig(max_batch=8), node), lat)
+    x = (torch.zeros(1, 1),)
+    for _ in range(7):
+        e.submit("m", x, deadline=0.45)
+    with pytest.raises(Shed, match="cannot meet its deadline"):
+        e.submit("m", x, deadline=0.6)
+    late = e.submit("m", x, deadline=2.0)
+    assert e.queued == 8
+    first = e.dispatch(0, 0.0)
+    assert len(first.batch) == 7 and late not in first.batch
+    e.finished(0, m, first.batch)
+    assert e.dispatch(0, lat.estimate(7)).batch == [late]
+
+
+def test_under_overload_long_slo_requests_are_not_refused_behind_short_ones():
+    """Twice the capacity, every other request due 50 ms after it arrives, the rest 300 ms:
+    the short ones' batches are cut to their deadlines, and the long ones queued behind them
+    were refused as if in those batches (5 of 400 served; all the node served were short
+    ones, in batches of 1). Waiting for later batches, the long ones are served, in full
+    batches, near the node's capacity."""
+    got = overload(digits_like(), lambda k: (0.05, 0.3)[k % 2], rate=400.0, duration_s=2.0)
+    capacity = 2.0 * 8 / 0.040
+    assert got["on_time_by_slo"][0.3] >= 0.95 * got["sent"] / 2
+    assert got["on_time"] >= 0.9 * capacity
+    assert got["late"] == 0 and got["dropped"] == 0

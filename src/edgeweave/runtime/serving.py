@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import grpc
 import torch
@@ -123,6 +123,14 @@ class StageRunner:
         dilation.finish(mark, self.factor, stop, spin=False)
         return unstack(outputs, [1] * len(batch))
 
+    def seconds_of(self, call: Callable[[], object]) -> float:
+        """The seconds `call` takes as this runner stretches it (`dilation.emulated_ms`), in
+        this host's seconds (the latency model scales them by the factor): how the node
+        calibrates a stage, so its estimates are of the batches it then runs."""
+        mark = dilation.start()
+        call()
+        return dilation.emulated_ms(mark, self.factor) / 1000.0 / max(1.0, self.factor)
+
     def example(self) -> Inputs:
         """Zeros of the stage's declared batch-1 inputs."""
         specs = self.stage.specs
@@ -163,7 +171,8 @@ class ServingNode:
                    ) -> LatencyModel:
         shapes = [stage.specs[v][1] for v in (*stage.inputs, *stage.outputs)]
         max_batch = resolve(cfg, self.node).max_batch if batch_dims_ok(shapes) else 1
-        cal = calibrate(runner.fn, runner.example(), max_batch, every_size=True)
+        cal = calibrate(runner.fn, runner.example(), max_batch, every_size=True,
+                        seconds_of=runner.seconds_of)
         latency = LatencyModel(scale=max(1.0, self.factor))
         for size, seconds in cal.seconds.items():
             latency.seed(size, seconds)

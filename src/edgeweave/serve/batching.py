@@ -18,6 +18,7 @@ So the node's one traced program runs every batch.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +29,8 @@ import torch
 Inputs = tuple[torch.Tensor, ...]
 #: A model as the engine runs it: a batch of stacked inputs -> its outputs, in order.
 ModelFn = Callable[..., Sequence[torch.Tensor]]
+#: Times one call: its seconds on the hardware the model is served on, in this host's seconds.
+SecondsOf = Callable[[Callable[[], object]], float]
 
 
 def signature(inputs: Inputs) -> tuple[tuple[str, tuple[int, ...]], ...]:
@@ -76,7 +79,8 @@ EVERY_SIZE_BUDGET_S = 1.0
 
 def calibrate(fn: ModelFn, example: Inputs, max_batch: int, repeats: int = 3,
               atol: float = 1e-4, every_size: bool = False,
-              budget_s: float = EVERY_SIZE_BUDGET_S) -> Calibration:
+              budget_s: float = EVERY_SIZE_BUDGET_S,
+              seconds_of: SecondsOf | None = None) -> Calibration:
     """Time `fn` at batch 1 and at `max_batch` (after a warm-up call each: a traced program
     specialises on its first calls) and check that a batch of distinct requests gives each the
     answer it gets alone. `every_size`: time batch 2 too (a batch of one can take a faster
@@ -84,9 +88,12 @@ def calibrate(fn: ModelFn, example: Inputs, max_batch: int, repeats: int = 3,
     every size between, as long as those take at most `budget_s` by the line through 2 and
     `max_batch`: a small model gets every size measured, a large one (ResNet-18: a third of
     a second per batch of 8) the line, which is what its sizes follow (`serve.latency`
-    plans deadlines with whichever sizes were measured)."""
+    plans deadlines with whichever sizes were measured). `seconds_of` times one call (default:
+    the wall clock): a node emulating slower hardware times a call as its runs take
+    (`runtime.dilation.emulated_ms`)."""
+    timed = functools.partial(_timed, seconds_of=seconds_of or wall_seconds)
     rows = [_varied(example, k) for k in range(max(1, max_batch))]
-    seconds = {1: _timed(fn, rows[0], repeats)}
+    seconds = {1: timed(fn, rows[0], repeats)}
     if max_batch <= 1:
         return Calibration(False, seconds, "max batch 1")
     try:
@@ -98,16 +105,16 @@ def calibrate(fn: ModelFn, example: Inputs, max_batch: int, repeats: int = 3,
         if not all(torch.allclose(a, b, atol=atol, rtol=1e-3)
                    for a, b in zip(alone, batched[k], strict=True)):
             return Calibration(False, seconds, "batched outputs differ from batch-1 outputs")
-    seconds[max_batch] = _timed(fn, stack(rows), repeats)
+    seconds[max_batch] = timed(fn, stack(rows), repeats)
     if every_size and max_batch > 2:
-        seconds[2] = _timed(fn, stack(rows[:2]), repeats)
+        seconds[2] = timed(fn, stack(rows[:2]), repeats)
         slope = (seconds[max_batch] - seconds[2]) / (max_batch - 2)
         spent = 0.0
         for size in range(3, max_batch):
             spent += (repeats + 1) * max(0.0, seconds[2] + slope * (size - 2))
             if spent > budget_s:
                 break
-            seconds[size] = _timed(fn, stack(rows[:size]), repeats)
+            seconds[size] = timed(fn, stack(rows[:size]), repeats)
     return Calibration(True, seconds)
 
 
@@ -118,7 +125,14 @@ def _varied(example: Inputs, k: int) -> Inputs:
                  if t.is_floating_point() else t.clone() for t in example)
 
 
-def _timed(fn: ModelFn, args: Inputs, repeats: int) -> float:
+def wall_seconds(call: Callable[[], object]) -> float:
+    """Wall-clock seconds `call` takes."""
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def _timed(fn: ModelFn, args: Inputs, repeats: int, seconds_of: SecondsOf) -> float:
     """The median of `repeats` timed calls: on a shared host one call in a few stalls for 5 to
     30 times its time (measured: the digits tenants, 0.45 ms a batch, 2-4 ms in 12 of 64
     calls), and a mean of two then set a size's estimate several times too high."""
@@ -126,7 +140,5 @@ def _timed(fn: ModelFn, args: Inputs, repeats: int) -> float:
     with torch.inference_mode():
         fn(*args)  # warm-up
         for _ in range(repeats):
-            start = time.perf_counter()
-            fn(*args)
-            times.append(time.perf_counter() - start)
+            times.append(seconds_of(lambda: fn(*args)))
     return statistics.median(times)

@@ -102,7 +102,7 @@ class Engine:
         """(requests queued, seconds until a worker would be free for a new request): the
         cheap load signal devices choose an edge by."""
         with self._cond:
-            return self.queued, self._backlog(None, self.clock())
+            return self.queued, self._backlog(self.clock())
 
     # ---- requests -------------------------------------------------------------------------
 
@@ -193,13 +193,15 @@ class Engine:
     def _finish_after(self, m: ServedModel, item: Pending, now: float
                       ) -> tuple[float, float, bool]:
         """(seconds until a worker starts the batch `item` would run in, seconds that batch
-        takes, whether it is served at all): the admission estimate. Its own model's queue is
-        counted in the batches the scheduler will form from it (`Scheduler.place`); other
-        models' work ahead of it first takes the workers, as in `_backlog`."""
+        takes, whether it is served at all): the admission estimate. Every queue is counted
+        in the batches the scheduler will form from it: its own model's with it inserted
+        (`Scheduler.place`), the other models' work ahead of it (`Scheduler.work`) first
+        taking the workers, as in `_backlog`."""
         key = self.scheduler.order(item)
-        others = sum(o.work_ahead(key, o.feasible_batch(item.deadline - now))
-                     for o in self.models.values() if o is not m)
         busy = self._free_in(now)
+        free = [now + b for b in busy]
+        others = sum(self.scheduler.work(o, key, free)
+                     for o in self.models.values() if o is not m)
         level = start_after(busy, others)
         start, size, served = self.scheduler.place(m, key, [now + max(b, level) for b in busy])
         return start - now, m.latency.estimate(size), served
@@ -220,15 +222,14 @@ class Engine:
                 self.observer.shed(m.name, "rejected", e.reason)
                 raise
 
-    def _backlog(self, item: Pending | None, now: float) -> float:
-        """Seconds until a worker is free for `item` (None: a new request of the lowest
-        priority, due last), by `scheduler.start_after`; the work ahead of a request with a
-        deadline is counted in the batches its deadline allows (`feasible_batch`)."""
-        key = (math.inf, 1, 0) if item is None else self.scheduler.order(item)
-        left = math.inf if item is None else item.deadline - now
-        work = sum(m.work_ahead(key, m.feasible_batch(left) if math.isfinite(left) else None)
-                   for m in self.models.values())
-        return start_after(self._free_in(now), work)
+    def _backlog(self, now: float) -> float:
+        """Seconds until a worker is free for a new request of the lowest priority, due last
+        (`scheduler.start_after`), every model's queue counted in the batches the scheduler
+        will run it in (`Scheduler.work`), as admission counts it."""
+        busy = self._free_in(now)
+        free = [now + b for b in busy]
+        work = sum(self.scheduler.work(m, (math.inf, 1, 0), free) for m in self.models.values())
+        return start_after(busy, work)
 
     def _free_in(self, now: float) -> list[float]:
         """(holding the lock) Seconds until each worker is free, by the estimates of the

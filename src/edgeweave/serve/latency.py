@@ -37,7 +37,7 @@ class LatencyModel:
         self._mean: dict[int, float] = {}
         self._dev: dict[int, float] = {}
         # (estimate, bound) by size, until the next measurement: admission asks for several
-        # sizes on every request (`ServedModel.feasible_batch`), refused ones included, and
+        # sizes on every request (`Scheduler.place`), refused ones included, and
         # fitting the line each time was most of what refusing a request cost the node
         self._known: dict[int, tuple[float, float]] = {}
         self._lock = threading.Lock()

@@ -82,26 +82,6 @@ class ServedModel:
     def oldest_arrival(self) -> float:
         return min(p.arrival for p in self.items)
 
-    def work_ahead(self, key: tuple[float, int, int], size: int | None = None) -> float:
-        """Seconds of this model's queued work ordered before `key`, in batches of `size`
-        (None: its batch limit)."""
-        n = bisect.bisect_left(self._keys, key)
-        return n * self.latency.per_item(self.limit if size is None else size)
-
-    def feasible_batch(self, left_s: float) -> int:
-        """The largest batch (up to the limit) a request with `left_s` seconds to go can be
-        served in: it may find a batch that size just started, and then runs in one, each
-        within its high bound. Queued work is served in batches no larger (the scheduler cuts
-        a batch to its most urgent deadline), so admission counts it at this size: counted at
-        the limit's amortised cost, ResNet-18 at twice its capacity (a batch of 8 longer than
-        half its SLO) admitted requests whose slack then allowed batches of one, at a third
-        more per request than the batches admission had counted on (measured: every batch of
-        size 1, goodput 77% of capacity)."""
-        size = self.limit
-        while size > 1 and 2.0 * self.latency.bound(size) > left_s:
-            size -= 1
-        return size
-
     def reconfigure(self, config: ServingConfig) -> None:
         self.config = config
         if config.adaptive:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from edgeweave.serve.config import POLICIES
@@ -186,48 +186,90 @@ class Scheduler:
               ) -> tuple[float, int, bool]:
         """(EDF) Where a new request (order `key`: due at its first field) would run if admitted:
         (the instant its batch starts, that batch's size, whether it is served at all), when
-        the workers are free at the instants `free`. The model's queue, with it inserted, is
-        played out as `next` would serve it with nothing else arriving: each free worker takes
-        the most urgent requests, drops those that even alone would finish late (`_expire`)
-        or that a full batch could not serve when a full batch is queued behind them
-        (`_early_drop`), and runs as many as finish before the first of their deadlines
-        (`fit`); each batch takes its estimate. A request served this way finishes in time
+        the workers are free at the instants `free`: the model's queue, with it inserted, played
+        out in the scheduler's own batches (`play`). A request served this way finishes in time
         by the estimate (its batch fits its head's deadline, no later than its own).
 
-        It is not served (refused on arrival) either when it would be dropped, or when the
-        batch it would join is cut below what is queued for it because the batch's most
-        urgent request has too little time left: admitted, it would wait behind requests
-        that can each only run in small batches, and reach the head of the queue with little
-        time left itself, so that the requests behind it ran in small batches too. Admitted
-        only into batches not cut, under overload the node refuses arrivals until the old
-        requests have run and then runs full batches of fresh ones (a node with the digits
-        tenants' shape of latencies at twice its capacity, on a simulated clock,
-        `tests/serve/test_admission.py`: batches of 5 to 8, 92% of its capacity served in
-        time; batches of 1, 27%, when a newcomer whose batch was cut was admitted into a
-        batch after it; batches of 3, 60%, when the queue was counted in the batches the
-        newcomer's own slack allowed, `ServedModel.feasible_batch`, as admission did
-        before)."""
+        It is not served (refused on arrival) either when it would be dropped, or when it would
+        run in a batch cut below what is queued for it because the batch's most urgent request
+        has too little time left: admitted, it would wait behind requests that can each only
+        run in small batches, and reach the head of the queue with little time left itself,
+        so that the requests behind it ran in small batches too. Admitted only into batches
+        not cut, under overload the node refuses arrivals until the old requests have run and
+        then runs full batches of fresh ones (a node with the digits tenants' shape of
+        latencies at twice its capacity, on a simulated clock, `tests/serve/test_admission.py`:
+        batches of 5 to 8, 92% of its capacity served in time; batches of 1, 27%, when a
+        newcomer whose batch was cut was admitted into it; batches of 3, 60%, when the queue
+        was counted in the batches the newcomer's own slack allowed, as admission did before).
+        A request the cut leaves out, due at least a full batch (its high bound) after the cut
+        batch's first request (a long SLO among short ones), waits for a later batch and is
+        judged by that one: it can let the urgent batch run first and still make its own.
+        One due sooner is refused as before: under one SLO the requests a cut leaves out are
+        about as old as those it kept, and a newcomer admitted behind them kept the node in
+        small batches (simulated as above: 85% of capacity, batches of 8 and 3 in turn)."""
         keys = list(m.keys)
         pos = bisect.bisect_left(keys, key)
         keys.insert(pos, key)
-        heap = list(free)
+        for start, lo, hi, size in self.play(m, keys, free):
+            if not lo <= pos < hi:
+                continue
+            if size == 0:  # dropped
+                return start, 1 if hi - lo == 1 else m.target, False
+            if pos < lo + size:
+                return start, size, size == hi - lo
+            if key[0] - keys[lo][0] < m.latency.bound(m.target):
+                return start, size, False  # left out of a cut batch, and due soon after it
+        raise AssertionError("every queued request is dropped or in a batch")  # pragma: no cover
+
+    def work(self, m: ServedModel, key: tuple[float, int, int], free: list[float]) -> float:
+        """Seconds of compute the model's queued requests ordered before `key` take, in the
+        batches the scheduler will run them in (`play`, from the workers' free instants
+        `free`): the work a request of another model due at `key` finds ahead of it (a batch
+        whose most urgent request is ahead of it runs before it, whole), and with `key` last
+        the work a device is told is queued (`Engine.load`). Admission counts its own model's
+        queue the same way (`place`), so one rule prices every queue."""
+        n = bisect.bisect_left(m.keys, key)
+        total = 0.0
+        if n:
+            for _, lo, _, size in self.play(m, m.keys, free):
+                if lo >= n:
+                    break
+                total += m.latency.estimate(size) if size else 0.0
+        return total
+
+    def play(self, m: ServedModel, keys: list[tuple[float, int, int]], free: list[float]
+             ) -> Iterator[tuple[float, int, int, int]]:
+        """The queue `keys` (model `m`'s order keys, sorted) played out as `next` would serve
+        it with nothing else arriving, the workers free at the instants `free`: each free
+        worker drops the most urgent requests that even alone would finish late (`_expire`)
+        or that a full batch could not serve when a full batch is queued behind them
+        (`_early_drop`), and runs as many as finish before the first of their deadlines
+        (`fit`); each batch takes its estimate. Yields (start, lo, hi, size) in order: the
+        requests `lo`..`hi`-1 dropped at `start` (size 0), or a batch of the first `size` of
+        them started at `start` (`hi` - `lo` was queued for it; those beyond `size` wait for
+        a later batch). Under FIFO every batch is whole and nothing is dropped."""
+        heap = list(free) or [0.0]
         heapq.heapify(heap)
         lat, target, head = m.latency, m.target, 0
         alone = lat.estimate(1)
-        while True:
+        while head < len(keys):
             start = heapq.heappop(heap)
-            while start + alone > keys[head][0]:  # `_expire`
-                if head == pos:
-                    return start, 1, False
-                head += 1
-            skip = early_skip(keys, head, target, lat, start)
-            if head + skip > pos:
-                return start, target, False
-            head += skip
+            if self.edf:
+                gone = head
+                while gone < len(keys) and start + alone > keys[gone][0]:  # `_expire`
+                    gone += 1
+                if gone > head:
+                    yield start, head, gone, 0
+                    head = gone
+                skip = early_skip(keys, head, target, lat, start)
+                if skip:
+                    yield start, head, head + skip, 0
+                    head += skip
+                if head >= len(keys):
+                    return
             whole = min(target, len(keys) - head)
-            size = fit(lat, whole, start, keys[head][0])
-            if pos < head + whole:
-                return start, size, size == whole
+            size = fit(lat, whole, start, keys[head][0]) if self.edf else whole
+            yield start, head, head + whole, size
             head += size
             heapq.heappush(heap, start + lat.estimate(size))
 
