@@ -198,7 +198,7 @@ def _installs(model: str) -> tuple[str, ...]:
 def _print_plan(console: Console, plan) -> None:
     part = plan.partition
     pred = part.predicted
-    what = (f"fused depth {part.fused_depth}, grid {part.grid[0]}x{part.grid[1]}, reuse "
+    what = (f"{part.describe_blocks()}, reuse "
             f"{'on' if part.reuse else 'off'}" if part.method == "fused-tiles"
             else f"{len(part.layers)} split layer(s), {part.layer_split} split"
             if part.method == "layer-wise" else "")
@@ -211,7 +211,7 @@ def _print_plan(console: Console, plan) -> None:
                      else ""), highlight=False)
     if part.method == "fused-tiles":
         by_device: dict[str, list[str]] = {}
-        for t in part.tiles:
+        for t in part.all_tiles():  # numbered on across blocks
             by_device.setdefault(t.device, []).append(f"{t.index}")
         placed = "; ".join(f"{d}: {', '.join(v)}" for d, v in by_device.items())
         console.print(f"tiles (the plan's assignment; stealing and sharing may move them): "

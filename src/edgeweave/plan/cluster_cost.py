@@ -178,8 +178,11 @@ class ClusterModel:
         return simulate(tasks, self.gateway, self.medium.mbps, self.medium.rtt_ms)
 
 
-def tile_work(block: FusedBlock, tiles: Sequence[Tile]) -> list[TileWork]:
-    """Every tile's :class:`TileWork`, level-0 tiles first (the order devices run them)."""
+def tile_work(block: FusedBlock, tiles: Sequence[Tile], frame_input: bool = True
+              ) -> list[TileWork]:
+    """Every tile's :class:`TileWork`, level-0 tiles first (the order devices run them).
+    ``frame_input``: the block reads the frame (its crops travel in the input codec); a later
+    block of several (DeeperThings) reads a computed map, in the result codec."""
     work = []
     for tile in sorted(tiles, key=lambda t: (t.level, t.index)):
         sources = sorted({p.source for pieces in tile.reused.values() for p in pieces})
@@ -187,7 +190,8 @@ def tile_work(block: FusedBlock, tiles: Sequence[Tile]) -> list[TileWork]:
             tile.index, tile.level,
             {n.name: tile.computes.get(n.name, EMPTY).area / n.map_area for n in block.nodes},
             received_bytes(block, tile), sent_bytes(block, tile), tuple(sources),
-            peak_activation_bytes(block, tile.holds, tile.computes), input_bytes(block, tile)))
+            peak_activation_bytes(block, tile.holds, tile.computes),
+            input_bytes(block, tile) if frame_input else 0))
     return work
 
 

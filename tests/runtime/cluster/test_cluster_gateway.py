@@ -227,7 +227,7 @@ def test_sharing_routes_every_tile_through_the_gateway(workers):
         gw.join("b", workers.start("b"))
         xs = frames(2)
         results = run(gw, xs, ["b", "b"])
-        crops = sum(t.input.area * 4 for t in gw.local.tiles)  # 1 channel, float32
+        crops = sum(t.input.area * 4 for t in gw.stages.blocks[0].tiles)  # 1 channel, float32
         out = gw.block.output
         results_bytes = out.shape[0] * out.map_area * 4
     finally:

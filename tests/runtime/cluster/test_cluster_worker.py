@@ -35,7 +35,7 @@ def fused():
     part = plan.partition
     graph = digits()
     ex = TileExecutor(graph, part.fused_depth, tuple(part.grid), part.reuse)
-    pkg = package(block_recipe(part.model, part.input_shape, ex.block),
+    pkg = package(block_recipe(part.model, part.input_shape, [ex.block]),
                   module_weights(graph, ex.block.names))
     return part, ex, pkg
 
