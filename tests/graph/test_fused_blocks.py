@@ -3,6 +3,8 @@ tiling the next block from the stitched map gives the unpartitioned prefix (allc
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from tile_cases import assert_same, one_thread, zoo_graph, zoo_input  # noqa: F401
 
@@ -32,7 +34,7 @@ def test_stitched_blocks_equal_the_unpartitioned_prefix(model: str, count: int,
     graph, x = zoo_graph(model), zoo_input(model)
     blocks = fused_blocks(graph, _ends(model, count))
     assert len(blocks) == count
-    for a, b in zip(blocks, blocks[1:], strict=False):
+    for a, b in itertools.pairwise(blocks):
         assert b.input == a.output.name and b.input_shape == a.output.shape
     names = [n for block in blocks for n in block.names]
     assert names == fused_block(graph, _ends(model, count)[-1]).names

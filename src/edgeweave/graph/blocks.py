@@ -12,6 +12,7 @@ tiles can be computed, priced and shipped without the model's code.
 
 from __future__ import annotations
 
+import itertools
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -227,7 +228,7 @@ def fused_blocks(graph: Graph, ends: Sequence[int]) -> list[FusedBlock]:
                 f"fused depth {depth} is not available for model {graph.name!r}: a cut must "
                 f"leave one tensor (not inside a residual block); valid fused depths: "
                 f"{_ranges(depths)}")
-    if not ends or any(b <= a for a, b in zip(ends, ends[1:], strict=False)):
+    if not ends or any(b <= a for a, b in itertools.pairwise(ends)):
         raise GraphError(f"fused block ends {list(ends)} of model {graph.name!r}: expected "
                          "one or more fused depths, each deeper than the one before")
     prefix, _ = fusable_prefix(graph)

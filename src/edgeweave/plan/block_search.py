@@ -144,10 +144,10 @@ def staged_choice(graph: Graph, model: ClusterModel, names: Sequence[str], objec
     if pins is not None:
         ends = [d for d, _ in pins]
         fused_blocks(graph, ends)  # GraphError names bad or unordered depths
-        path = [pricer.best(a, b, g) for a, b, g in
-                zip([0, *ends[:-1]], ends, [g for _, g in pins], strict=True)]
-        chosen = None if any(c is None for c in path) else \
-            _finish(pricer, [c for c in path if c is not None], rest_after, objective_of)
+        priced = [pricer.best(a, b, g) for a, b, g in
+                  zip([0, *ends[:-1]], ends, [g for _, g in pins], strict=True)]
+        chosen = None if any(c is None for c in priced) else \
+            _finish(pricer, [c for c in priced if c is not None], rest_after, objective_of)
         return chosen, pricer.configs
     depths = sorted(cut_depths(graph))
     # best[k][end]: (sum of makespans, blocks) of k blocks covering the prefix to ``end``

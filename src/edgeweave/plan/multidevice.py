@@ -197,7 +197,7 @@ def plan_cluster(
                              "multi_block_ms": more[0].latency_ms if more else None,
                              "multi_block": more[0].note if more else None,
                              "max_blocks": max_blocks}
-    elif "fused-tiles" in methods:
+    elif "fused-tiles" in methods and blocks is not None:
         candidates += _staged(graph, model, names, objective, rest_after, search, len(blocks),
                               largest_grid, cache, blocks)
     if "layer-wise" in methods:

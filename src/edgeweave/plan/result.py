@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 from edgeweave.graph.capture import Graph
 from edgeweave.plan.cluster_cost import ClusterModel
 from edgeweave.plan.costs import CostModel
-from edgeweave.plan.layerwise_search import reads_input
 from edgeweave.plan.fused_search import FusedChoice
+from edgeweave.plan.layerwise_search import reads_input
 from edgeweave.plan.partition import (
     DeviceLoad,
     FusedStage,
@@ -67,7 +67,7 @@ def build_plan(graph: Graph, prof: Profile, cm: CostModel, model: ClusterModel,
                              block_output=c.block.output.name, grid=c.grid,
                              tiles=_assigned(model, c))
                   for end, c in zip(staged.ends, staged.stages, strict=True)]
-        cluster_part = dict(
+        cluster_part: dict[str, Any] = dict(
             fused_depth=staged.ends[-1], block_input=stages[0].block_input,
             block_output=stages[-1].block_output,
             prefix_nodes=[n for c in staged.stages for n in c.block.names], blocks=stages,
@@ -77,7 +77,7 @@ def build_plan(graph: Graph, prof: Profile, cm: CostModel, model: ClusterModel,
         fused = best.fused
         tiles = _assigned(model, fused)
         schedule = fused.schedule
-        cluster_part: dict[str, Any] = dict(
+        cluster_part = dict(
             fused_depth=fused.block.depth, block_input=fused.block.input,
             block_output=fused.block.output.name, prefix_nodes=fused.block.names,
             grid=fused.grid, reuse=fused.reuse, tiles=tiles,

@@ -236,3 +236,33 @@ def test_sharing_routes_every_tile_through_the_gateway(workers):
         assert torch.allclose(r.output, reference(x), atol=1e-5)
         assert r.home == "a" and r.tasks == {"b": 4}
         assert r.medium_bytes == 2 * crops + results_bytes
+
+
+@pytest.mark.parametrize("scheduler", ["stealing", "sharing"])
+def test_several_fused_blocks_answer_every_frame_even_when_a_device_dies(workers, scheduler):
+    """DeeperThings: two fused blocks (2x2, then 1x3 cut from the stitched map) on three
+    workers, every device a data source; one worker is stopped mid-run (slowed so it holds
+    tasks): every frame is still answered and equal to the single-device output."""
+    plan = digits_plan(blocks=[(1, (2, 2)), (2, (1, 3))])
+    part = plan.partition
+    assert part.describe_blocks() == "fused depth 1, grid 2x2 | fused depth 2, grid 1x3"
+    assert [t.index for t in part.all_tiles()] == list(range(7)) and part.tiles == []
+    gw = TileGateway(digits(), plan, scheduler=scheduler, token=TOKEN, prefetch=1)
+    try:
+        for device, slow in (("a", 1.0), ("b", 400.0), ("c", 1.0)):
+            gw.join(device, workers.start(device, dilation=slow))
+        xs = frames(6, seed=3)
+        futures = [gw.submit(x, s) for x, s in zip(xs, "abcabc", strict=True)]
+        time.sleep(0.1)
+        workers.stop("b")
+        results = [f.result(timeout=60) for f in futures]
+    finally:
+        gw.close()
+    assert sum(r.rerun for r in results) >= 1  # b held tasks when it stopped
+    for x, r in zip(xs, results, strict=True):
+        assert torch.allclose(r.output, reference(x), atol=1e-5)
+        assert sum(r.tasks.values()) == 7 and sorted(t.tile for t in r.timeline) == \
+            list(range(7))
+        second = [t for t in r.timeline if t.tile >= 4]  # cut from the stitched first block
+        assert min(t.sent_ms for t in second) >= max(t.done_ms for t in r.timeline
+                                                     if t.tile < 4)
