@@ -86,10 +86,13 @@ def test_layer_wise_across_workers_equals_the_single_device_output(workers, spli
     for x, r in zip(xs, results, strict=True):
         assert torch.allclose(r.output, reference(x), atol=1e-5)
         assert set(r.tasks) == set(names) and r.medium_bytes > 0 and r.delivery_ms > 0
-        # every part's runtime cost and bytes (one part per device per layer: none queued),
-        # so a calibration prices the runtime's cost per MiB of a layer-wise plan too
-        assert len(r.task_overhead_ms) == len(r.task_overhead_bytes) == sum(r.tasks.values())
+        # every shipped part's runtime cost and bytes (one part per device per layer: none
+        # queued), so a calibration prices the runtime's cost per MiB of a layer-wise plan
+        # too; the gateway's own parts run in-process, never through its worker
+        shipped = sum(n for d, n in r.tasks.items() if d != "a")
+        assert len(r.task_overhead_ms) == len(r.task_overhead_bytes) == shipped
         assert all(ms >= 0 for ms in r.task_overhead_ms) and all(r.task_overhead_bytes)
+    assert workers.services["a"].stats["tasks"] == 0 and results[0].tasks["a"] >= 1
 
 
 def test_a_device_stopped_mid_frame_loses_no_frame(workers):

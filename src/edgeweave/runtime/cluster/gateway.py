@@ -35,7 +35,6 @@ import torch
 from edgeweave.codec import CodecError
 from edgeweave.errors import EdgeWeaveError
 from edgeweave.graph import Graph
-from edgeweave.graph.regions import Region
 from edgeweave.graph.tiles import Tile
 from edgeweave.plan import Plan
 from edgeweave.plan.cluster_cost import codec_ratio
@@ -255,22 +254,18 @@ class TileGateway:
         frame.hand(job.tile, self.stages.tasks)
 
     def _task(self, frame: Frame, job: Job
-              ) -> tuple[Tile, list[int], dict[str, torch.Tensor]]:
-        """The tile as dispatched now (reusing the neighbours done so far), those neighbours,
-        and its input values (crop and reused pieces)."""
+              ) -> tuple[Tile, dict[str, torch.Tensor], list[int]]:
+        """The tile as dispatched now (reusing the neighbours done so far), its input values
+        (crop and reused pieces), and those neighbours."""
         done = [k for k in self.sources_of.get(job.tile, ()) if k in frame.level0_done]
-        tile = self.stages.tile(job.tile, done)
         b = self.stages.block_of(job.tile)
         source = frame.x if b == 0 or frame.stage_input is None else frame.stage_input
-        values = {"crop": _crop(source, tile.input)}
-        for layer, pieces in frame.stores[b].pieces(tile).items():
-            values.update((f"{layer}/{k}", t) for k, t in enumerate(pieces))
-        return tile, done, values
+        return (*self.stages.inputs(job.tile, done, source, frame.stores[b]), done)
 
     def _dispatch(self, device: str, job: Job) -> bool:
         start = time.perf_counter()
         frame = self._frames[job.frame]
-        tile, done, values = self._task(frame, job)
+        tile, values, done = self._task(frame, job)
         b = self.stages.block_of(job.tile)
         base = self.stages.offsets[b]
         msg = cpb.Task(task=next(self._task_ids), frame=str(frame.id), tile=job.tile - base,
@@ -374,7 +369,7 @@ class TileGateway:
                     return
                 frame = self._frames[job.frame]
                 frame.hand(job.tile, self.stages.tasks)
-                tile, _, values = self._task(frame, job)
+                tile, values, _ = self._task(frame, job)
                 local = self.stages.blocks[self.stages.block_of(job.tile)]
             mark = dilation.start()
             out, shares = local.run(tile, values)
@@ -406,6 +401,3 @@ class TileGateway:
         self.rests.close()
         self.pool.close()
 
-
-def _crop(x: torch.Tensor, region: Region) -> torch.Tensor:
-    return x[:, :, region.r0:region.r1, region.c0:region.c1]

@@ -92,6 +92,18 @@ class GatewayStages:
         b, k = self.where[task]
         return self.blocks[b].tile(k, [d - self.offsets[b] for d in done])
 
+    def inputs(self, task: int, done: Sequence[int], source: torch.Tensor, store: ShareStore
+               ) -> tuple[Tile, dict[str, torch.Tensor]]:
+        """The task's tile as dispatched now and its input values by wire name: the crop of
+        ``source`` (its block's input: the frame, or the block before's stitched output) and
+        the halo pieces it reuses from ``store``."""
+        tile = self.tile(task, done)
+        r = tile.input
+        values = {"crop": source[:, :, r.r0:r.r1, r.c0:r.c1]}
+        for layer, pieces in store.pieces(tile).items():
+            values.update((f"{layer}/{k}", t) for k, t in enumerate(pieces))
+        return tile, values
+
     def stores(self) -> list[ShareStore]:
         """A frame's share stores, one per block (data reuse)."""
         return [ShareStore(x.tiles) for x in self.blocks]
