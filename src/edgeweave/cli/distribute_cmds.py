@@ -24,7 +24,7 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
                json_out: Path | None, report: Path | None = None,
                layer_split: str = "biased", layer_devices: int | None = None,
                time_scale: str = "auto", gather_at_source: bool = False,
-               calibrate: int = 0, in_flight: int = 1) -> None:
+               calibrate: int = 0, in_flight: int = 1, max_blocks: int = 3) -> None:
     """Profile, plan and run (the options: edgeweave.cli.commands.distribute)."""
     from edgeweave.graph import capture_spec
     from edgeweave.profile import profile_graph
@@ -70,7 +70,7 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
             methods=pins["methods"], depth=depth, grid=pins["grid"],
             reuse=None if reuse == "auto" else reuse == "on", devices=device_list,
             input_codec=input_codec, result_codec=result_codec, model_spec=model,
-            layer_split=layer_split, layer_devices=layer_devices)
+            layer_split=layer_split, layer_devices=layer_devices, max_blocks=max_blocks)
     part = plan.partition
     assert part is not None
     _print_plan(console, plan)
