@@ -34,9 +34,10 @@ def digits():
 
 
 def test_the_block_search_is_the_best_of_every_pinned_combination(digits) -> None:
-    """Every 2- and 3-block split of digits-cnn's prefix with every grid up to 2x2 (each
-    block's assignment exhaustive), pinned one by one: none beats the searched plan's
-    multi-block figure, which the search record puts beside the best single block."""
+    """Every 2- and 3-block split of digits-cnn's prefix with every grid up to 2x2 and data
+    reuse on or off in each block (each block's assignment exhaustive), pinned one by one:
+    none beats the searched plan's multi-block figure, which the search record puts beside the
+    best single block."""
     graph, profile = digits
     cluster = fleet(10_000.0)
     plan = plan_cluster(graph, profile, cluster, methods=("fused-tiles",), largest_grid=2)
@@ -49,10 +50,12 @@ def test_the_block_search_is_the_best_of_every_pinned_combination(digits) -> Non
     pinned = []
     for count in (2, 3):
         for ends in itertools.combinations(depths, count):
-            grids = [grid_options(b, 2) for b in fused_blocks(graph, ends)]
-            for combo in itertools.product(*grids):
+            options = [[(g, r) for g in grid_options(b, 2) for r in (False, True)
+                        if not (r and g == (1, 1))] for b in fused_blocks(graph, ends)]
+            for combo in itertools.product(*options):
                 p = plan_cluster(graph, profile, cluster, methods=("fused-tiles",),
-                                 blocks=list(zip(ends, combo, strict=True)))
+                                 blocks=[(d, g, r) for d, (g, r) in zip(ends, combo,
+                                                                        strict=True)])
                 assert [s.depth for s in p.partition.stages()] == list(ends)
                 pinned.append(p.predicted["total_ms"])
     assert min(pinned) == pytest.approx(record["multi_block_ms"])
@@ -62,10 +65,12 @@ def test_blocks_round_trip_in_the_plan_json_and_old_plans_read_as_one_block(
         digits, tmp_path) -> None:
     graph, profile = digits
     plan = plan_cluster(graph, profile, fleet(10_000.0), methods=("fused-tiles",),
-                        blocks=[(1, (2, 2)), (3, (1, 2))])
+                        blocks=[(1, (2, 2), True), (3, (1, 2), False)])
     part = plan.partition
     assert part.fused_depth == 3 and part.grid is None and part.tiles == []
-    assert [(s.depth, s.grid) for s in part.stages()] == [(1, (2, 2)), (3, (1, 2))]
+    assert [(s.depth, s.grid, s.reuse) for s in part.stages()] == [(1, (2, 2), True),
+                                                                   (3, (1, 2), False)]
+    assert any(t.reused for t in part.stages()[0].tiles)  # level-1 tiles of the first block
     assert part.prefix_nodes == [n for s in fused_blocks(graph, [1, 3]) for n in s.names]
     assert sum(x.tasks for x in part.load) == 6  # every block's tiles
     path = tmp_path / "plan.json"
@@ -83,7 +88,7 @@ def test_bad_block_pins_are_named(digits) -> None:
     graph, profile = digits
     with pytest.raises(GraphError, match="each deeper than the one before"):
         plan_cluster(graph, profile, fleet(10_000.0), methods=("fused-tiles",),
-                     blocks=[(2, (1, 1)), (1, (1, 1))])
+                     blocks=[(2, (1, 1), False), (1, (1, 1), False)])
     with pytest.raises(GraphError, match="larger than the"):
         plan_cluster(graph, profile, fleet(10_000.0), methods=("fused-tiles",),
-                     blocks=[(1, (1, 1)), (2, (9, 9))])
+                     blocks=[(1, (1, 1), False), (2, (9, 9), False)])

@@ -9,7 +9,7 @@ bound the halo's growth, at the price of that gather and re-scatter on the mediu
 
 A frame's blocks run one after another, so its cluster time is the sum of its blocks'
 makespans: each block between two cuts (a pair of fused depths) is priced once, on its own, for
-every grid up to ``largest`` a side (data reuse off: reuse stays a one-block option), its tiles
+every grid up to ``largest`` a side with data reuse on and off (each block its own), its tiles
 to devices by :func:`~edgeweave.plan.fused_search.assign` (exhaustive when few, else greedy),
 and a dynamic program picks the 2..``max_blocks`` blocks with the smallest sum plus the rest of
 the model after the last. The chosen blocks' assignments are then improved by moving single
@@ -19,6 +19,7 @@ and the assignments are greedy); the plan's search record says so.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,8 +40,8 @@ from edgeweave.plan.fused_search import (
 from edgeweave.plan.medium import Schedule
 from edgeweave.plan.rest import Rest
 
-#: A pinned block: the fused depth it ends at and its grid.
-BlockPin = tuple[int, tuple[int, int]]
+#: A pinned block: the fused depth it ends at, its grid and whether it reuses halo (data reuse).
+BlockPin = tuple[int, tuple[int, int], bool]
 
 
 @dataclass
@@ -96,7 +97,8 @@ class BlockPricer:
                  largest: int, max_assignments: int, cache: TileCache | None):
         self.graph, self.model, self.names = graph, model, list(names)
         self.largest, self.max_assignments, self.cache = largest, max_assignments, cache
-        self.priced: dict[tuple[int, int, tuple[int, int] | None], FusedChoice | None] = {}
+        self.priced: dict[tuple[int, int, tuple[int, int] | None, bool | None],
+                          FusedChoice | None] = {}
         self.configs = 0
 
     def block(self, start: int, end: int) -> FusedBlock:
@@ -106,26 +108,30 @@ class BlockPricer:
     def allowed(self, block: FusedBlock, work) -> list[list[str]]:
         return allowed_devices(self.model, block, work, map_bytes(block), self.names)
 
-    def best(self, start: int, end: int, grid: tuple[int, int] | None = None
-             ) -> FusedChoice | None:
-        """The block from fused depth ``start`` to ``end``: the grid (``grid`` if pinned)
-        and assignment with the smallest makespan; None when no device can hold a tile."""
-        key = (start, end, grid)
+    def best(self, start: int, end: int, grid: tuple[int, int] | None = None,
+             reuse: bool | None = None) -> FusedChoice | None:
+        """The block from fused depth ``start`` to ``end``: the grid and data reuse
+        (``grid``, ``reuse`` if pinned) and assignment with the smallest makespan (a tie: fewer
+        tiles, then no reuse); None when no device can hold a tile."""
+        key = (start, end, grid, reuse)
         if key in self.priced:
             return self.priced[key]
         block = self.block(start, end)
         found: FusedChoice | None = None
-        for g in [grid] if grid is not None else grid_options(block, self.largest):
-            tiles, work = tiles_and_work(block, g, False, self.cache, frame_input=start == 0)
+        grids = [grid] if grid is not None else grid_options(block, self.largest)
+        for g, r in itertools.product(grids, [reuse] if reuse is not None else [False, True]):
+            if r and g == (1, 1) and reuse is None:
+                continue
+            tiles, work = tiles_and_work(block, g, r, self.cache, frame_input=start == 0)
             allowed = self.allowed(block, work)
             self.configs += 1
             if any(not a for a in allowed):
                 continue
             chosen, schedule, value, exhaustive = assign(self.model, work, allowed, _makespan,
                                                          self.max_assignments)
-            if found is None or (round(value, 6), len(tiles)) < (round(found.value, 6),
-                                                                 len(found.tiles)):
-                found = FusedChoice(block, g, False, tiles, work, chosen, schedule, value,
+            if found is None or (round(value, 6), len(tiles), r) < (
+                    round(found.value, 6), len(found.tiles), found.reuse):
+                found = FusedChoice(block, g, r, tiles, work, chosen, schedule, value,
                                     exhaustive, memory_of(self.model, block, work, chosen,
                                                           map_bytes(block), self.names))
         self.priced[key] = found
@@ -137,15 +143,16 @@ def staged_choice(graph: Graph, model: ClusterModel, names: Sequence[str], objec
                   largest: int = 6, max_assignments: int = 16, cache: TileCache | None = None,
                   pins: Sequence[BlockPin] | None = None) -> tuple[StagedChoice | None, int]:
     """The best 2..``max_blocks`` consecutive fused blocks (module docstring), or exactly the
-    ``pins`` (each block's end depth and grid); and how many block configurations were priced.
+    ``pins`` (each block's end depth, grid and reuse); and how many block configurations were
+    priced.
     ``objective_of(rest)`` scores a combined schedule for the objective. None: nothing fits
     (no device holds some tile, or the rest does not fit after the last block)."""
     pricer = BlockPricer(graph, model, names, largest, max_assignments, cache)
     if pins is not None:
-        ends = [d for d, _ in pins]
+        ends = [d for d, _, _ in pins]
         fused_blocks(graph, ends)  # GraphError names bad or unordered depths
-        priced = [pricer.best(a, b, g) for a, b, g in
-                  zip([0, *ends[:-1]], ends, [g for _, g in pins], strict=True)]
+        priced = [pricer.best(a, b, g, r) for a, b, (_, g, r) in
+                  zip([0, *ends[:-1]], ends, pins, strict=True)]
         chosen = None if any(c is None for c in priced) else \
             _finish(pricer, [c for c in priced if c is not None], rest_after, objective_of)
         return chosen, pricer.configs

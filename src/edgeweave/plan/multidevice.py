@@ -127,7 +127,7 @@ def plan_cluster(
     ``calibration`` (plan.run_calibration) scales each device's compute and the rest's on the
     gateway by what a calibration pass measured, and its cost per MiB replaces ``ms_per_mb``.
     ``max_blocks`` bounds DeeperThings' consecutive fused blocks (1: one block only);
-    ``blocks`` pins them (each block's end depth and grid, reuse off). Every task also
+    ``blocks`` pins them (each block's end depth, grid and data reuse). Every task also
     pays the per-call cost the profile's tile calibration measured
     (profile.tile_calibration); a profile without one prices tasks at their FLOP share, and
     the plan's search notes say so."""
@@ -182,8 +182,8 @@ def plan_cluster(
     candidates: list[Candidate] = []
     if "single" in methods:
         candidates += _single(prof, objective, model, search)
-    if blocks is not None and len(blocks) == 1:  # one pinned block: its depth and grid
-        (depth, grid), blocks, reuse = blocks[0], None, False
+    if blocks is not None and len(blocks) == 1:  # one pinned block: its depth, grid, reuse
+        (depth, grid, reuse), blocks = blocks[0], None
     if "fused-tiles" in methods and blocks is None:
         pinned = depth is not None or grid is not None or tuple(methods) == ("fused-tiles",)
         one = _fused(graph, model, names, objective, rest_after, search, depth, grid,
@@ -346,8 +346,8 @@ def _staged(graph: Graph, model: ClusterModel, names: list[str], objective: str,
     search.notes.append(
         f"fused blocks (DeeperThings): {'the pinned blocks' if pins else f'2 to {max_blocks}'}"
         " priced by the sum of each block's best makespan (every grid up to "
-        f"{min(largest_grid, STAGED_GRID)}x{min(largest_grid, STAGED_GRID)}, reuse off, greedy "
-        "assignment when many): not exact")
+        f"{min(largest_grid, STAGED_GRID)}x{min(largest_grid, STAGED_GRID)}, reuse on/off, "
+        "greedy assignment when many): not exact")
     if staged is None:
         if pins is not None:
             raise PlanError(f"--blocks: the pinned fused blocks do not fit the cluster's "
@@ -356,8 +356,9 @@ def _staged(graph: Graph, model: ClusterModel, names: list[str], objective: str,
         return []
     latency = staged.schedule.makespan_ms + staged.rest.latency_ms
     fps = 1000.0 / score_of("throughput", staged.rest, model.gateway)(staged.schedule)
-    note = "fused blocks " + " | ".join(f"depth {e} {c.grid[0]}x{c.grid[1]}"
-                                        for e, c in zip(staged.ends, staged.stages, strict=True))
+    note = "fused blocks " + " | ".join(
+        f"depth {e} {c.grid[0]}x{c.grid[1]}{' reuse' if c.reuse else ''}"
+        for e, c in zip(staged.ends, staged.stages, strict=True))
     return [Candidate("fused-tiles", staged.value, latency, fps, False, note,
                       rest=staged.rest, staged=staged)]
 

@@ -75,6 +75,7 @@ class FusedStage(BaseModel):
     block_output: str
     grid: tuple[int, int]
     tiles: list[TileAssignment]
+    reuse: bool = False  # data reuse between this block's tiles
 
 
 def global_tiles(stages: list[FusedStage]) -> list[TileAssignment]:
@@ -168,7 +169,7 @@ class Partition(BaseModel):
         assert self.fused_depth is not None and self.grid is not None
         return [FusedStage(depth=self.fused_depth, block_input=self.block_input or "",
                            block_output=self.block_output or "", grid=self.grid,
-                           tiles=self.tiles)]
+                           tiles=self.tiles, reuse=self.reuse)]
 
     def all_tiles(self) -> list[TileAssignment]:
         """Every block's tiles, numbered on across blocks (:func:`global_tiles`)."""
@@ -176,6 +177,8 @@ class Partition(BaseModel):
 
     def describe_blocks(self) -> str:
         """The fused blocks for a person: ``fused depth 5, grid 3x3 | fused depth 13, grid
-        2x2`` (each block's end depth from the model's input)."""
+        2x2, reuse`` (each block's end depth from the model's input; reuse: data reuse in a
+        block of several)."""
+        several = len(self.stages()) > 1
         return " | ".join(f"fused depth {s.depth}, grid {s.grid[0]}x{s.grid[1]}"
-                          for s in self.stages())
+                          + (", reuse" if several and s.reuse else "") for s in self.stages())

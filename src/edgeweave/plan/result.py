@@ -65,12 +65,13 @@ def build_plan(graph: Graph, prof: Profile, cm: CostModel, model: ClusterModel,
         staged = best.staged
         stages = [FusedStage(depth=end, block_input=c.block.input,
                              block_output=c.block.output.name, grid=c.grid,
-                             tiles=_assigned(model, c))
+                             tiles=_assigned(model, c), reuse=c.reuse)
                   for end, c in zip(staged.ends, staged.stages, strict=True)]
         cluster_part: dict[str, Any] = dict(
             fused_depth=staged.ends[-1], block_input=stages[0].block_input,
             block_output=stages[-1].block_output,
             prefix_nodes=[n for c in staged.stages for n in c.block.names], blocks=stages,
+            reuse=any(c.reuse for c in staged.stages),
             load=_tile_load(model, names, global_tiles(stages), staged.memory))
         medium_ms, cluster_ms = staged.schedule.medium_busy_ms, staged.schedule.makespan_ms
     elif best.fused is not None:

@@ -243,12 +243,14 @@ def test_sharing_routes_every_tile_through_the_gateway(workers):
 
 @pytest.mark.parametrize("scheduler", ["stealing", "sharing"])
 def test_several_fused_blocks_answer_every_frame_even_when_a_device_dies(workers, scheduler):
-    """DeeperThings: two fused blocks (2x2, then 1x3 cut from the stitched map) on three
-    workers, every device a data source; one worker is stopped mid-run (slowed so it holds
-    tasks): every frame is still answered and equal to the single-device output."""
-    plan = digits_plan(blocks=[(1, (2, 2)), (2, (1, 3))])
+    """DeeperThings: two fused blocks (2x2 with data reuse, then 1x3 cut from the stitched
+    map) on three workers, every device a data source; one worker is stopped mid-run (slowed
+    so it holds tasks): every frame is still answered and equal to the single-device
+    output."""
+    plan = digits_plan(blocks=[(1, (2, 2), True), (2, (1, 3), False)])
     part = plan.partition
-    assert part.describe_blocks() == "fused depth 1, grid 2x2 | fused depth 2, grid 1x3"
+    assert part.describe_blocks() == \
+        "fused depth 1, grid 2x2, reuse | fused depth 2, grid 1x3"
     assert [t.index for t in part.all_tiles()] == list(range(7)) and part.tiles == []
     gw = TileGateway(digits(), plan, scheduler=scheduler, token=TOKEN, prefetch=1)
     try:

@@ -78,15 +78,17 @@ def stages_digest(stages: Sequence[Sequence[Tile]]) -> str:
     return hashlib.sha256(doc.encode()).hexdigest()
 
 
-def stage_grids(spec: cpb.ClusterSpec) -> tuple[list[int], list[tuple[int, int]]]:
-    """A fused-tile spec's blocks: each one's end depth and grid (one block: the spec's
-    fused depth and grid). GraphError when a peer asks for too many."""
+def stage_grids(spec: cpb.ClusterSpec
+                ) -> tuple[list[int], list[tuple[int, int]], list[bool]]:
+    """A fused-tile spec's blocks: each one's end depth, grid and data reuse (one block: the
+    spec's fused depth, grid and reuse). GraphError when a peer asks for too many."""
     if len(spec.blocks) > MAX_BLOCKS:
         raise GraphError(f"{len(spec.blocks)} fused blocks: a worker builds at most "
                          f"{MAX_BLOCKS}")
     if not spec.blocks:
-        return [spec.fused_depth], [(spec.grid_rows, spec.grid_cols)]
-    return ([b.depth for b in spec.blocks], [(b.grid_rows, b.grid_cols) for b in spec.blocks])
+        return [spec.fused_depth], [(spec.grid_rows, spec.grid_cols)], [spec.reuse]
+    return ([b.depth for b in spec.blocks], [(b.grid_rows, b.grid_cols) for b in spec.blocks],
+            [b.reuse for b in spec.blocks])
 
 
 def reuse_sources(tiles: Sequence[Tile]) -> dict[int, tuple[int, ...]]:
@@ -278,7 +280,8 @@ def cluster_spec(partition: Partition, device: str, digest: str = "") -> cpb.Clu
         spec.regions_digest = digest
         if len(stages) > 1:
             spec.blocks.extend(cpb.FusedStage(depth=s.depth, grid_rows=s.grid[0],
-                                              grid_cols=s.grid[1]) for s in stages)
+                                              grid_cols=s.grid[1], reuse=s.reuse)
+                               for s in stages)
     else:
         spec.layers.extend(x.to_proto() for x in layer_specs(partition, device))
     return spec

@@ -147,10 +147,10 @@ class TileStages:
     method = "fused-tiles"
 
     def __init__(self, graph: Graph, ends: Sequence[int], grids: Sequence[tuple[int, int]],
-                 reuse: bool):
+                 reuse: Sequence[bool]):
         blocks = fused_blocks(graph, ends)
-        self.stages = [TileExecutor(graph, block, grid, reuse)
-                       for block, grid in zip(blocks, grids, strict=True)]
+        self.stages = [TileExecutor(graph, block, grid, r)
+                       for block, grid, r in zip(blocks, grids, reuse, strict=True)]
 
     @property
     def tasks(self) -> int:

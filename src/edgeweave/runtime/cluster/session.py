@@ -74,7 +74,7 @@ def plan_calibrated(graph: Graph, profile: Profile, fleet: Fleet, plan: Plan,
     assert part is not None
     planned = (part.search.get("task_overhead") or {}).get("runtime_ms_per_mb")
     pins: dict[str, Any] = (
-        dict(blocks=[(s.depth, s.grid) for s in part.stages()], max_blocks=1)
+        dict(blocks=[(s.depth, s.grid, s.reuse) for s in part.stages()], max_blocks=1)
         if part.method == "fused-tiles" and len(part.stages()) > 1 else
         dict(depth=part.fused_depth, grid=tuple(part.grid) if part.grid else None,
              reuse=part.reuse, max_blocks=1) if part.method == "fused-tiles" else

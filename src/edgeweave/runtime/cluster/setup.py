@@ -84,8 +84,8 @@ def _expect(graph, spec: cpb.ClusterSpec, given: StageRecipe
     if spec.method not in METHODS:
         raise invalid(f"method {spec.method[:40]!r}: expected one of {', '.join(METHODS)}")
     if spec.method == "fused-tiles":
-        ends, grids = stage_grids(spec)
-        stages = TileStages(graph, ends, grids, spec.reuse)
+        ends, grids, reuse = stage_grids(spec)
+        stages = TileStages(graph, ends, grids, reuse)
         if stages_digest([s.tiles for s in stages.stages]) != spec.regions_digest:
             what = ", ".join(f"fused depth {d}, grid {r}x{c}" for d, (r, c) in
                              zip(ends, grids, strict=True))
@@ -123,6 +123,6 @@ def _executor(graph, spec: cpb.ClusterSpec, state: dict[str, torch.Tensor]
     plain = {k: v for k, v in state.items() if not k.endswith("]")}
     with_w = with_weights(graph, plain)
     if spec.method == "fused-tiles":
-        return TileStages(with_w, *stage_grids(spec), spec.reuse)
+        return TileStages(with_w, *stage_grids(spec))
     slices = {k: v for k, v in state.items() if k.endswith("]")}
     return LayerExecutor(with_w, [LayerSpec.from_proto(x) for x in spec.layers], slices)

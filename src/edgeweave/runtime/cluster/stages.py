@@ -33,7 +33,7 @@ class GatewayStages:
                  result_ratio: float, dilations: Mapping[str, float]):
         stages = part.stages()
         self.executor = TileStages(graph, [s.depth for s in stages], [s.grid for s in stages],
-                                   part.reuse)
+                                   [s.reuse for s in stages])
         self.blocks: list[TileExecutor] = self.executor.stages
         self.digest = stages_digest([x.tiles for x in self.blocks])
         if stages_digest([[t.to_tile() for t in s.tiles] for s in stages]) != self.digest:
@@ -58,12 +58,11 @@ class GatewayStages:
             crop = round(t.input.area * channels * 4 * (input_ratio if b == 0
                                                           else result_ratio))
             self.moves[t.index] = (crop, max(0, t.in_bytes - crop), t.out_bytes)
-        self.sources_of: dict[int, tuple[int, ...]] = {}
-        if part.reuse:
-            for b, x in enumerate(self.blocks):
-                base = self.offsets[b]
-                self.sources_of.update((base + k, tuple(base + s for s in sources))
-                                       for k, sources in reuse_sources(x.tiles).items())
+        self.sources_of: dict[int, tuple[int, ...]] = {}  # data reuse: by task number
+        for b, x in enumerate(self.blocks):
+            base = self.offsets[b]
+            self.sources_of.update((base + k, tuple(base + s for s in sources))
+                                   for k, sources in reuse_sources(x.tiles).items())
 
     @property
     def tasks(self) -> int:

@@ -44,14 +44,16 @@ class ClusterSpec(_message.Message):
     def __init__(self, method: _Optional[str] = ..., device: _Optional[str] = ..., fused_depth: _Optional[int] = ..., grid_rows: _Optional[int] = ..., grid_cols: _Optional[int] = ..., reuse: _Optional[bool] = ..., regions_digest: _Optional[str] = ..., layers: _Optional[_Iterable[_Union[SplitLayer, _Mapping]]] = ..., blocks: _Optional[_Iterable[_Union[FusedStage, _Mapping]]] = ...) -> None: ...
 
 class FusedStage(_message.Message):
-    __slots__ = ("depth", "grid_rows", "grid_cols")
+    __slots__ = ("depth", "grid_rows", "grid_cols", "reuse")
     DEPTH_FIELD_NUMBER: _ClassVar[int]
     GRID_ROWS_FIELD_NUMBER: _ClassVar[int]
     GRID_COLS_FIELD_NUMBER: _ClassVar[int]
+    REUSE_FIELD_NUMBER: _ClassVar[int]
     depth: int
     grid_rows: int
     grid_cols: int
-    def __init__(self, depth: _Optional[int] = ..., grid_rows: _Optional[int] = ..., grid_cols: _Optional[int] = ...) -> None: ...
+    reuse: bool
+    def __init__(self, depth: _Optional[int] = ..., grid_rows: _Optional[int] = ..., grid_cols: _Optional[int] = ..., reuse: _Optional[bool] = ...) -> None: ...
 
 class SetupRequest(_message.Message):
     __slots__ = ("spec", "weights")
