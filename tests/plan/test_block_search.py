@@ -65,13 +65,13 @@ def test_blocks_round_trip_in_the_plan_json_and_old_plans_read_as_one_block(
         digits, tmp_path) -> None:
     graph, profile = digits
     plan = plan_cluster(graph, profile, fleet(10_000.0), methods=("fused-tiles",),
-                        blocks=[(1, (2, 2), True), (3, (1, 2), False)])
+                        blocks=[(2, (2, 2), True), (3, (1, 2), False)])
     part = plan.partition
     assert part.fused_depth == 3 and part.grid is None and part.tiles == []
-    assert [(s.depth, s.grid, s.reuse) for s in part.stages()] == [(1, (2, 2), True),
+    assert [(s.depth, s.grid, s.reuse) for s in part.stages()] == [(2, (2, 2), True),
                                                                    (3, (1, 2), False)]
     assert any(t.reused for t in part.stages()[0].tiles)  # level-1 tiles of the first block
-    assert part.prefix_nodes == [n for s in fused_blocks(graph, [1, 3]) for n in s.names]
+    assert part.prefix_nodes == [n for s in fused_blocks(graph, [2, 3]) for n in s.names]
     assert sum(x.tasks for x in part.load) == 6  # every block's tiles
     path = tmp_path / "plan.json"
     path.write_text(plan.model_dump_json())

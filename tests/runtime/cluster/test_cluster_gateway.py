@@ -247,10 +247,10 @@ def test_several_fused_blocks_answer_every_frame_even_when_a_device_dies(workers
     map) on three workers, every device a data source; one worker is stopped mid-run (slowed
     so it holds tasks): every frame is still answered and equal to the single-device
     output."""
-    plan = digits_plan(blocks=[(1, (2, 2), True), (2, (1, 3), False)])
+    plan = digits_plan(blocks=[(2, (2, 2), True), (3, (1, 3), False)])
     part = plan.partition
     assert part.describe_blocks() == \
-        "fused depth 1, grid 2x2, reuse | fused depth 2, grid 1x3"
+        "fused depth 2, grid 2x2, reuse | fused depth 3, grid 1x3"
     assert [t.index for t in part.all_tiles()] == list(range(7)) and part.tiles == []
     gw = TileGateway(digits(), plan, scheduler=scheduler, token=TOKEN, prefetch=1)
     try:
@@ -271,3 +271,7 @@ def test_several_fused_blocks_answer_every_frame_even_when_a_device_dies(workers
         second = [t for t in r.timeline if t.tile >= 4]  # cut from the stitched first block
         assert min(t.sent_ms for t in second) >= max(t.done_ms for t in r.timeline
                                                      if t.tile < 4)
+        timing = {t.tile: t for t in r.timeline}
+        assert gw.sources_of  # level-1 tiles of the first block wait for their neighbours
+        for tile, sources in gw.sources_of.items():
+            assert all(timing[tile].sent_ms >= timing[k].done_ms for k in sources)
