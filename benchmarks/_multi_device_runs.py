@@ -33,6 +33,8 @@ from edgeweave.topology import Fleet
 FleetOf = Callable[[int], Fleet]  # n -> the first n devices of the cluster
 TIME_SCALE: float | str = "auto"  # run_cluster's time_scale (--time-scale)
 CALIBRATE = 3  # run_cluster's calibrate: dummy frames priced into the plan first (--calibrate)
+#: Codecs on the medium for every plan (--input-codec, --result-codec; plan.cluster_cost).
+CODECS: dict[str, str] = {}
 
 
 def _frames(graph: Graph, n: int) -> list[torch.Tensor]:
@@ -142,7 +144,7 @@ def speedup_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, counts: Sequ
     for method, n, mb in runs:
         fleet = fleet_of(n)
         plan = plan_emulated(graph, profile, fleet, methods=(method,), cache=cache,
-                             ms_per_mb=ms_per_mb_of(rows), max_blocks=mb)
+                             ms_per_mb=ms_per_mb_of(rows), max_blocks=mb, **CODECS)
         for k in in_flight:
             run = run_cluster(graph, plan, profile, fleet, xs, scheduler="stealing",
                               prefetch=prefetch, time_scale=TIME_SCALE,
@@ -192,7 +194,7 @@ def scheduler_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, fr
     thing at a time: its tiles or a frame's rest (runtime.cluster.rest.RestLanes)."""
     fleet = fleet_of(n)
     plan = plan_emulated(graph, profile, fleet, methods=("fused-tiles",), cache=cache,
-                         ms_per_mb=ms_per_mb)
+                         ms_per_mb=ms_per_mb, **CODECS)
     part = plan.partition
     assert part is not None
     xs = _frames(graph, frames)
@@ -217,14 +219,14 @@ def reuse_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, frames
     fleet = fleet_of(n)
     xs = _frames(graph, frames)
     best = plan_emulated(graph, profile, fleet, methods=("fused-tiles",), reuse=True,
-                         cache=cache, ms_per_mb=ms_per_mb, max_blocks=1).partition
+                         cache=cache, ms_per_mb=ms_per_mb, max_blocks=1, **CODECS).partition
     assert best is not None and best.grid is not None and best.fused_depth is not None
     flops = reuse_savings(fused_block(graph, best.fused_depth), best.grid)
     rows = []
     for reuse in (False, True):
         plan = plan_emulated(graph, profile, fleet, methods=("fused-tiles",), reuse=reuse,
                              depth=best.fused_depth, grid=best.grid, cache=cache,
-                             ms_per_mb=ms_per_mb, max_blocks=1)
+                             ms_per_mb=ms_per_mb, max_blocks=1, **CODECS)
         run = run_cluster(graph, plan, profile, fleet, xs, scheduler="stealing", prefetch=1,
                           time_scale=TIME_SCALE, calibrate=CALIBRATE)
         rows.append(_row(run, tile_flops=flops["flops_with_reuse" if reuse
@@ -243,7 +245,7 @@ def layer_split_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, 
     rows = []
     for split in ("biased", "grid"):
         plan = plan_emulated(graph, profile, fleet, methods=("layer-wise",), layer_split=split,
-                             layer_devices=n, ms_per_mb=ms_per_mb)
+                             layer_devices=n, ms_per_mb=ms_per_mb, **CODECS)
         run = run_cluster(graph, plan, profile, fleet, xs, time_scale=TIME_SCALE,
                           calibrate=CALIBRATE)
         rows.append(_row(run, predicted_medium_ms=run.plan.partition.predicted.get(

@@ -101,7 +101,7 @@ def speedup_rows(graph: Graph, profile: Profile, source: str, cache: TileCache,
         fleet = local_fleet(n)
         for method in ("fused-tiles", "layer-wise", "single"):
             plan = plan_cluster(graph, profile, fleet, methods=(method,), cache=cache,
-                                ms_per_mb=ms_per_mb)
+                                ms_per_mb=ms_per_mb, **_multi_device_runs.CODECS)
             part = plan.partition
             assert part is not None
             if method == "single" and n == 1:
@@ -142,7 +142,8 @@ def reuse_rows(graph: Graph, profile: Profile, cache: TileCache, ms_per_mb: floa
     for n in (2, 4, 6):
         for reuse in (False, True):
             plan = plan_cluster(graph, profile, local_fleet(n), methods=("fused-tiles",),
-                                reuse=reuse, cache=cache, ms_per_mb=ms_per_mb, max_blocks=1)
+                                reuse=reuse, cache=cache, ms_per_mb=ms_per_mb, max_blocks=1,
+                                **_multi_device_runs.CODECS)
             part = plan.partition
             assert part is not None
             rows.append({"model": graph.name, "devices": n, "reuse": reuse, "max_blocks": 1,
@@ -190,6 +191,10 @@ def main() -> None:
                     help="device counts of the measured fused-tile runs")
     ap.add_argument("--in-flight", default="1", help="comma-separated frames the source "
                     "keeps unanswered in the measured speedup runs, a run per value")
+    ap.add_argument("--input-codec", default="none", choices=["none", "fp16", "int8"],
+                    help="codec of the frame's crops on the medium, every plan")
+    ap.add_argument("--result-codec", default="none", choices=["none", "fp16", "int8"],
+                    help="codec of computed feature maps on the medium, every plan")
     ap.add_argument("--max-blocks", default="1,3",
                     help="comma-separated: the measured fused-tile speedup runs once per value "
                          "(1: one fused block, DeepThings; 3: up to 3 consecutive blocks, "
@@ -213,6 +218,8 @@ def main() -> None:
     if args.calibrate < 0:
         ap.error(f"--calibrate {args.calibrate}: expected 0 or more frames")
     _multi_device_runs.CALIBRATE = args.calibrate
+    _multi_device_runs.CODECS.update(input_codec=args.input_codec,
+                                     result_codec=args.result_codec)
     if args.time_scale != "auto":
         try:
             _multi_device_runs.TIME_SCALE = float(args.time_scale)
@@ -225,9 +232,11 @@ def main() -> None:
     medium = local_fleet(1).cluster().medium
     doc: dict[str, Any] = {
         "benchmark": "multi_device",
-        "medium": {**medium.model_dump(), "note": "one Wi-Fi shared by every device of the "
-                   "cluster (the pi-cluster fleet: Neurosurgeon's measured average, 18.88 "
-                   "Mbit/s, 5 ms RTT, unless --mbps overrides it)"},
+        "medium": {**medium.model_dump(), "input_codec": args.input_codec,
+                   "result_codec": args.result_codec,
+                   "note": "one Wi-Fi shared by every device of the cluster (the pi-cluster "
+                           "fleet: Neurosurgeon's measured average, 18.88 Mbit/s, 5 ms RTT, "
+                           "unless --mbps overrides it)"},
         "measured_fields_null": "in the predicted rows (speedup, reuse): latency_ms, fps, "
                                 "speedup_vs_one, peak_rss_mb are measured in the rows of "
                                 "'measured', 'schedulers' and 'reuse_measured'",
