@@ -217,9 +217,17 @@ def compute_table(model: ClusterModel, work: Sequence[TileWork],
 def layer_tasks(model: ClusterModel, split: LayerSplit, devices: Sequence[str],
                 frame_input: bool = False) -> list[Task]:
     """One split layer's parts as tasks; ``devices[p.device]`` runs part ``p``;
-    ``frame_input``: the layer reads the model's input (its rows travel in the input codec)."""
-    return [model.task(devices[p.device], model.compute_ms(devices[p.device], p.fractions),
-                       *model.part_bytes(p, frame_input)) for p in split.parts]
+    ``frame_input``: the layer reads the model's input (its rows travel in the input codec).
+    The gateway computes its own parts in-process (runtime.cluster.layers): they pay no
+    runtime cost per MiB."""
+    out = []
+    for p in split.parts:
+        device = devices[p.device]
+        compute = model.compute_ms(device, p.fractions)
+        nbytes = model.part_bytes(p, frame_input)
+        out.append(Task(device, compute, *nbytes) if device == model.gateway
+                   else model.task(device, compute, *nbytes))
+    return out
 
 
 def layer_memory(graph: Graph, splits: Sequence[LayerSplit], devices: Sequence[str]
