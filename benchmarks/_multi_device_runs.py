@@ -105,11 +105,12 @@ def _row(run: ClusterRun, **extra: Any) -> dict[str, Any]:
 
 
 def blocks_of(part: Partition) -> str | None:
-    """A fused-tile plan's blocks for a table: ``10:3x2 | 14:2x4`` (each block's end depth
-    from the model's input and its grid)."""
+    """A fused-tile plan's blocks for a table: ``10:3x2r | 14:2x4`` (each block's end depth
+    from the model's input, its grid, ``r`` when it has data reuse)."""
     if part.method != "fused-tiles":
         return None
-    return " | ".join(f"{s.depth}:{s.grid[0]}x{s.grid[1]}" for s in part.stages())
+    return " | ".join(f"{s.depth}:{s.grid[0]}x{s.grid[1]}{'r' if s.reuse else ''}"
+                      for s in part.stages())
 
 
 def _pct(value: float | None) -> str:
