@@ -25,6 +25,7 @@ from edgeweave.graph import Graph
 from edgeweave.graph.blocks import fused_block
 from edgeweave.graph.reuse import reuse_savings
 from edgeweave.plan.fused_search import TileCache
+from edgeweave.plan.partition import Partition
 from edgeweave.profile import Profile
 from edgeweave.runtime.cluster.session import ClusterRun, plan_emulated, run_cluster
 from edgeweave.topology import Fleet
@@ -32,6 +33,8 @@ from edgeweave.topology import Fleet
 FleetOf = Callable[[int], Fleet]  # n -> the first n devices of the cluster
 TIME_SCALE: float | str = "auto"  # run_cluster's time_scale (--time-scale)
 CALIBRATE = 3  # run_cluster's calibrate: dummy frames priced into the plan first (--calibrate)
+#: Codecs on the medium for every plan (--input-codec, --result-codec; plan.cluster_cost).
+CODECS: dict[str, str] = {}
 
 
 def _frames(graph: Graph, n: int) -> list[torch.Tensor]:
@@ -64,6 +67,8 @@ def _row(run: ClusterRun, **extra: Any) -> dict[str, Any]:
                                if w["task_memory_mb"] == w["task_memory_mb"]), default=None),
         "predicted_memory_mb": max(x.memory_bytes for x in part.load) / 2**20,
         "fused_depth": part.fused_depth, "grid": part.grid, "reuse": part.reuse,
+        # the fused blocks (DeeperThings: several, each with its own grid)
+        "blocks": blocks_of(part),
         "split_layers": len(part.layers), "sources": doc["sources"], "frames": doc["frames"],
         "cluster_ms": doc["cluster_ms"], "rest_ms": doc["rest_ms"],
         "predicted_cluster_ms": doc["predicted_cluster_ms"],
@@ -99,6 +104,15 @@ def _row(run: ClusterRun, **extra: Any) -> dict[str, Any]:
     return row
 
 
+def blocks_of(part: Partition) -> str | None:
+    """A fused-tile plan's blocks for a table: ``10:3x2r | 14:2x4`` (each block's end depth
+    from the model's input, its grid, ``r`` when it has data reuse)."""
+    if part.method != "fused-tiles":
+        return None
+    return " | ".join(f"{s.depth}:{s.grid[0]}x{s.grid[1]}{'r' if s.reuse else ''}"
+                      for s in part.stages())
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:+.0f}%"
 
@@ -113,7 +127,8 @@ def ms_per_mb_of(rows: Sequence[dict[str, Any]]) -> float:
 
 def speedup_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, counts: Sequence[int],
                  layerwise: Sequence[int], frames: int, cache: TileCache,
-                 prefetch: int = 1, in_flight: Sequence[int] = (1,)) -> list[dict[str, Any]]:
+                 prefetch: int = 1, in_flight: Sequence[int] = (1,),
+                 max_blocks: Sequence[int] = (3,)) -> list[dict[str, Any]]:
     """Fused tiles with work stealing on 1..n devices, layer-wise on 2..4; one source, with
     each of ``in_flight`` frames unanswered (runtime.cluster.drive). The first run (fewest
     devices) measures the runtime's cost per MiB a task carries, which every later plan is
@@ -121,19 +136,21 @@ def speedup_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, counts: Sequ
     ``speedup_vs_one`` is its latency over the row's with one frame in flight (the papers'
     single-source speedup), its frames/s under the row's with more (pipelining trades latency
     for frames/s; ``speedup_basis`` says which); ``fps_speedup_vs_one`` is the frames/s
-    ratio in every row."""
+    ratio in every row. Fused tiles run once per ``max_blocks`` (1: one fused block,
+    DeepThings; more: up to that many consecutive blocks, DeeperThings), one device once."""
     xs = _frames(graph, frames)
     rows: list[dict[str, Any]] = []
-    for method, ns in (("fused-tiles", sorted(counts)), ("layer-wise", layerwise)):
-        for n in ns:
-            fleet = fleet_of(n)
-            plan = plan_emulated(graph, profile, fleet, methods=(method,), cache=cache,
-                                 ms_per_mb=ms_per_mb_of(rows))
-            for k in in_flight:
-                run = run_cluster(graph, plan, profile, fleet, xs, scheduler="stealing",
-                                  prefetch=prefetch, time_scale=TIME_SCALE,
-                                  calibrate=CALIBRATE, in_flight=k)
-                rows.append(_row(run, prefetch=prefetch, in_flight=k))
+    runs = [("fused-tiles", n, mb) for mb in max_blocks for n in sorted(counts)
+            if n > 1 or mb == max_blocks[0]] + [("layer-wise", n, 1) for n in layerwise]
+    for method, n, mb in runs:
+        fleet = fleet_of(n)
+        plan = plan_emulated(graph, profile, fleet, methods=(method,), cache=cache,
+                             ms_per_mb=ms_per_mb_of(rows), max_blocks=mb, **CODECS)
+        for k in in_flight:
+            run = run_cluster(graph, plan, profile, fleet, xs, scheduler="stealing",
+                              prefetch=prefetch, time_scale=TIME_SCALE,
+                              calibrate=CALIBRATE, in_flight=k)
+            rows.append(_row(run, prefetch=prefetch, in_flight=k, max_blocks=mb))
     one = next((r for r in rows if r["devices"] == 1 and r["method"] == "fused-tiles"
                 and r["in_flight"] == 1), None)
     for row in rows:
@@ -178,7 +195,7 @@ def scheduler_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, fr
     thing at a time: its tiles or a frame's rest (runtime.cluster.rest.RestLanes)."""
     fleet = fleet_of(n)
     plan = plan_emulated(graph, profile, fleet, methods=("fused-tiles",), cache=cache,
-                         ms_per_mb=ms_per_mb)
+                         ms_per_mb=ms_per_mb, **CODECS)
     part = plan.partition
     assert part is not None
     xs = _frames(graph, frames)
@@ -203,14 +220,14 @@ def reuse_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, frames
     fleet = fleet_of(n)
     xs = _frames(graph, frames)
     best = plan_emulated(graph, profile, fleet, methods=("fused-tiles",), reuse=True,
-                         cache=cache, ms_per_mb=ms_per_mb).partition
+                         cache=cache, ms_per_mb=ms_per_mb, max_blocks=1, **CODECS).partition
     assert best is not None and best.grid is not None and best.fused_depth is not None
     flops = reuse_savings(fused_block(graph, best.fused_depth), best.grid)
     rows = []
     for reuse in (False, True):
         plan = plan_emulated(graph, profile, fleet, methods=("fused-tiles",), reuse=reuse,
                              depth=best.fused_depth, grid=best.grid, cache=cache,
-                             ms_per_mb=ms_per_mb)
+                             ms_per_mb=ms_per_mb, max_blocks=1, **CODECS)
         run = run_cluster(graph, plan, profile, fleet, xs, scheduler="stealing", prefetch=1,
                           time_scale=TIME_SCALE, calibrate=CALIBRATE)
         rows.append(_row(run, tile_flops=flops["flops_with_reuse" if reuse
@@ -229,7 +246,7 @@ def layer_split_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, 
     rows = []
     for split in ("biased", "grid"):
         plan = plan_emulated(graph, profile, fleet, methods=("layer-wise",), layer_split=split,
-                             layer_devices=n, ms_per_mb=ms_per_mb)
+                             layer_devices=n, ms_per_mb=ms_per_mb, **CODECS)
         run = run_cluster(graph, plan, profile, fleet, xs, time_scale=TIME_SCALE,
                           calibrate=CALIBRATE)
         rows.append(_row(run, predicted_medium_ms=run.plan.partition.predicted.get(

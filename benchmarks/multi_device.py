@@ -50,6 +50,7 @@ from rich.table import Table
 import _multi_device_runs
 from _multi_device_figures import layerwise_rows, memory_rows, sparse_rows, tiling_rows
 from _multi_device_runs import (
+    blocks_of,
     layer_split_runs,
     ms_per_mb_of,
     reuse_runs,
@@ -92,13 +93,15 @@ def local_fleet(n: int) -> Fleet:
 
 def speedup_rows(graph: Graph, profile: Profile, source: str, cache: TileCache,
                  ms_per_mb: float = 0.0) -> list[dict[str, Any]]:
+    """The optimiser's plans for 1..6 devices per method; a fused-tile row also gives the
+    best plan of one fused block and of several (DeeperThings) beside each other."""
     rows = []
     one_ms = None
     for n in range(1, 7):
         fleet = local_fleet(n)
         for method in ("fused-tiles", "layer-wise", "single"):
             plan = plan_cluster(graph, profile, fleet, methods=(method,), cache=cache,
-                                ms_per_mb=ms_per_mb)
+                                ms_per_mb=ms_per_mb, **_multi_device_runs.CODECS)
             part = plan.partition
             assert part is not None
             if method == "single" and n == 1:
@@ -112,10 +115,17 @@ def speedup_rows(graph: Graph, profile: Profile, source: str, cache: TileCache,
                 "predicted_fps": plan.predicted["throughput_fps"],
                 "bytes_per_frame": sum(load.in_bytes + load.out_bytes for load in part.load),
                 "fused_depth": part.fused_depth, "grid": part.grid, "reuse": part.reuse,
+                "blocks": blocks_of(part),
+                "one_block_ms": (part.search.get("blocks") or {}).get("one_block_ms"),
+                "multi_block_ms": (part.search.get("blocks") or {}).get("multi_block_ms"),
+                "multi_block": (part.search.get("blocks") or {}).get("multi_block"),
                 "split_layers": len(part.layers), "rest_mode": part.rest_mode,
                 "exact": plan.exact, "configs": part.search["configs"], "profile": source})
     for row in rows:
         row["predicted_speedup_vs_one"] = one_ms / row["predicted_ms"] if one_ms else None
+        for key in ("one_block", "multi_block"):  # the best plan of each kind, predicted
+            ms = row[f"{key}_ms"]
+            row[f"{key}_speedup"] = one_ms / ms if one_ms and ms else None
     best = []
     rank = {"single": 0, "layer-wise": 1, "fused-tiles": 2}  # ties go to the simpler method
     for n in range(1, 7):
@@ -132,10 +142,11 @@ def reuse_rows(graph: Graph, profile: Profile, cache: TileCache, ms_per_mb: floa
     for n in (2, 4, 6):
         for reuse in (False, True):
             plan = plan_cluster(graph, profile, local_fleet(n), methods=("fused-tiles",),
-                                reuse=reuse, cache=cache, ms_per_mb=ms_per_mb)
+                                reuse=reuse, cache=cache, ms_per_mb=ms_per_mb, max_blocks=1,
+                                **_multi_device_runs.CODECS)
             part = plan.partition
             assert part is not None
-            rows.append({"model": graph.name, "devices": n, "reuse": reuse,
+            rows.append({"model": graph.name, "devices": n, "reuse": reuse, "max_blocks": 1,
                          "predicted_ms": plan.predicted["total_ms"],
                          "fused_depth": part.fused_depth, "grid": part.grid,
                          "bytes_per_frame": sum(x.in_bytes + x.out_bytes for x in part.load),
@@ -180,6 +191,14 @@ def main() -> None:
                     help="device counts of the measured fused-tile runs")
     ap.add_argument("--in-flight", default="1", help="comma-separated frames the source "
                     "keeps unanswered in the measured speedup runs, a run per value")
+    ap.add_argument("--input-codec", default="none", choices=["none", "fp16", "int8"],
+                    help="codec of the frame's crops on the medium, every plan")
+    ap.add_argument("--result-codec", default="none", choices=["none", "fp16", "int8"],
+                    help="codec of computed feature maps on the medium, every plan")
+    ap.add_argument("--max-blocks", default="1,3",
+                    help="comma-separated: the measured fused-tile speedup runs once per value "
+                         "(1: one fused block, DeepThings; 3: up to 3 consecutive blocks, "
+                         "DeeperThings), each on 2 or more devices")
     ap.add_argument("--run-layerwise", default="2,3,4",
                     help="device counts of the measured layer-wise runs")
     ap.add_argument("--run-schedulers", nargs="*", help="models whose stealing vs sharing and "
@@ -199,6 +218,8 @@ def main() -> None:
     if args.calibrate < 0:
         ap.error(f"--calibrate {args.calibrate}: expected 0 or more frames")
     _multi_device_runs.CALIBRATE = args.calibrate
+    _multi_device_runs.CODECS.update(input_codec=args.input_codec,
+                                     result_codec=args.result_codec)
     if args.time_scale != "auto":
         try:
             _multi_device_runs.TIME_SCALE = float(args.time_scale)
@@ -211,9 +232,11 @@ def main() -> None:
     medium = local_fleet(1).cluster().medium
     doc: dict[str, Any] = {
         "benchmark": "multi_device",
-        "medium": {**medium.model_dump(), "note": "one Wi-Fi shared by every device of the "
-                   "cluster (the pi-cluster fleet: Neurosurgeon's measured average, 18.88 "
-                   "Mbit/s, 5 ms RTT, unless --mbps overrides it)"},
+        "medium": {**medium.model_dump(), "input_codec": args.input_codec,
+                   "result_codec": args.result_codec,
+                   "note": "one Wi-Fi shared by every device of the cluster (the pi-cluster "
+                           "fleet: Neurosurgeon's measured average, 18.88 Mbit/s, 5 ms RTT, "
+                           "unless --mbps overrides it)"},
         "measured_fields_null": "in the predicted rows (speedup, reuse): latency_ms, fps, "
                                 "speedup_vs_one, peak_rss_mb are measured in the rows of "
                                 "'measured', 'schedulers' and 'reuse_measured'",
@@ -224,6 +247,11 @@ def main() -> None:
     runs = not args.no_runs and args.profile == "measured"
     run_devices = [int(n) for n in args.run_devices.split(",") if n.strip()]
     run_layerwise = [int(n) for n in args.run_layerwise.split(",") if n.strip()]
+    max_blocks = [int(n) for n in args.max_blocks.split(",") if n.strip().isdigit()]
+    if not max_blocks or min(max_blocks) < 1 or len(max_blocks) != len(
+            args.max_blocks.split(",")):
+        ap.error(f"--max-blocks {args.max_blocks!r}: expected comma-separated whole numbers "
+                 "of 1 or more")
     in_flight = sorted({int(n) for n in args.in_flight.split(",") if n.strip().isdigit()})
     if not in_flight or min(in_flight) < 1 or max(in_flight) > MAX_IN_FLIGHT or len(
             in_flight) != len(args.in_flight.split(",")):
@@ -252,7 +280,8 @@ def main() -> None:
         ms_per_mb = 0.0
         if runs:  # first: the 1-device run measures the runtime's cost per MiB of a task
             measured = speedup_runs(graph, profile, local_fleet, run_devices, run_layerwise,
-                                    args.frames, cache, in_flight=in_flight)
+                                    args.frames, cache, in_flight=in_flight,
+                                    max_blocks=max_blocks)
             doc["measured"] += measured
             ms_per_mb = ms_per_mb_of(measured)
             doc["runtime_ms_per_mb"][name] = ms_per_mb
@@ -274,7 +303,7 @@ def main() -> None:
                 "measured_vs_uncalibrated_pct", "cluster_ms", "predicted_cluster_ms", "rest_ms",
                 "predicted_rest_ms", "compute_vs_plan_pct", "replayed_ms",
                 "measured_vs_replayed_pct", "in_flight", "fps", "speedup_vs_one",
-                "fps_speedup_vs_one",
+                "fps_speedup_vs_one", "max_blocks", "blocks",
                 "peak_rss_mb", "task_memory_mb", "bytes_per_frame", "grid", "reuse",
                 "task_overhead_ms", "time_scale", "overrun_tasks", "load"]
     squares = [r for r in doc["tiling"] if r["grid"][0] == r["grid"][1]]
@@ -296,8 +325,8 @@ def main() -> None:
                 "bytes_per_frame", "fused_depth", "grid"]),
         _table("optimiser, PREDICTED (measured columns need the runtime)", doc["speedup"],
                ["model", "method", "method_choice", "devices", "predicted_ms",
-                "predicted_speedup_vs_one", "bytes_per_frame", "fused_depth", "grid", "reuse",
-                "split_layers", "exact", "latency_ms"]),
+                "predicted_speedup_vs_one", "one_block_speedup", "multi_block_speedup",
+                "blocks", "bytes_per_frame", "reuse", "split_layers", "exact"]),
         _table("MEASURED on worker processes (rpi4/rpi3 by dilation, shared medium), one source",
                doc["measured"], measured),
         _table("MEASURED stealing vs sharing, every device a data source (what each scheduler "

@@ -219,3 +219,26 @@ def test_distribute_runs_the_plan_on_worker_processes(tmp_path, monkeypatch, cap
     assert set(calibration["compute_scale"]) == {"pi4-0", "pi4-1", "pi3-0"}
     assert all(k > 0 for k in calibration["compute_scale"].values())
     assert run["uncalibrated_predicted_ms"] > 0 and run["predicted_ms"] > 0
+
+
+def test_max_blocks_reaches_the_plan(profiling, monkeypatch):
+    """--max-blocks bounds DeeperThings' consecutive fused blocks."""
+    profiling(True)
+    session = importlib.import_module("edgeweave.runtime.cluster.session")
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def run_cluster(graph, plan, *a, **k):
+        seen.update(plan=plan)
+        raise Stop
+
+    monkeypatch.setattr(session, "run_cluster", run_cluster)
+    monkeypatch.setattr(sys, "argv", ["edgeweave", "distribute", "digits-cnn", "--method",
+                                      "fused-tiles", "--max-blocks", "2",
+                                      "--mbps", "1000"])
+    with pytest.raises(Stop):
+        cli_app.main()
+    part = seen["plan"].partition
+    assert len(part.stages()) <= 2 and part.search["blocks"]["max_blocks"] == 2

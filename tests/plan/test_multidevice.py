@@ -75,7 +75,7 @@ def test_exhaustive_search_equals_brute_force(digits) -> None:
     fleet = cluster_fleet()
     devices = ["a", "b"]
     result = plan_cluster(graph, profile, fleet, methods=("fused-tiles",), devices=devices,
-                          largest_grid=2, max_assignments=10_000)
+                          largest_grid=2, max_assignments=10_000, max_blocks=1)
     assert result.exact and result.partition is not None
     assert result.partition.search["exact"]
     want = brute_force(graph, profile, fleet, devices, largest_grid=2)

@@ -205,13 +205,19 @@ def cluster_plans():
     graph = capture(model, (1, 3, 64, 64), "cluster-cnn")
     fleet = Fleet.from_dict(cluster_fleet())
     prof = analytic_profile(graph, fleet)
-    return {method: plan_cluster(graph, prof, fleet, methods=(method,), largest_grid=2)
-            for method in ("fused-tiles", "layer-wise")}
+    plans = {method: plan_cluster(graph, prof, fleet, methods=(method,), largest_grid=2)
+             for method in ("fused-tiles", "layer-wise")}
+    # DeeperThings: two fused blocks, one after the other (the second cut from the first's
+    # stitched output)
+    plans["fused-blocks"] = plan_cluster(graph, prof, fleet, methods=("fused-tiles",),
+                                         blocks=[(1, (2, 2), False), (2, (2, 1), False)])
+    return plans
 
 
-@pytest.mark.parametrize("method", ["fused-tiles", "layer-wise"])
+@pytest.mark.parametrize("method", ["fused-tiles", "layer-wise", "fused-blocks"])
 def test_a_partition_replays_its_predicted_latency(tmp_path, cluster_plans, method):
     plan = cluster_plans[method]
+    method = {"fused-blocks": "fused-tiles"}.get(method, method)
     assert plan.partition.method == method and "edge" in plan.partition.rest_mode
     scn = write_scenario(tmp_path, plan.to_json(), mbps=100, fleet=cluster_fleet())
     sim = Simulation(scn, arrivals=spaced(3))

@@ -24,7 +24,7 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
                json_out: Path | None, report: Path | None = None,
                layer_split: str = "biased", layer_devices: int | None = None,
                time_scale: str = "auto", gather_at_source: bool = False,
-               calibrate: int = 0, in_flight: int = 1) -> None:
+               calibrate: int = 0, in_flight: int = 1, max_blocks: int = 3) -> None:
     """Profile, plan and run (the options: edgeweave.cli.commands.distribute)."""
     from edgeweave.graph import capture_spec
     from edgeweave.profile import profile_graph
@@ -70,7 +70,7 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
             methods=pins["methods"], depth=depth, grid=pins["grid"],
             reuse=None if reuse == "auto" else reuse == "on", devices=device_list,
             input_codec=input_codec, result_codec=result_codec, model_spec=model,
-            layer_split=layer_split, layer_devices=layer_devices)
+            layer_split=layer_split, layer_devices=layer_devices, max_blocks=max_blocks)
     part = plan.partition
     assert part is not None
     _print_plan(console, plan)
@@ -198,7 +198,7 @@ def _installs(model: str) -> tuple[str, ...]:
 def _print_plan(console: Console, plan) -> None:
     part = plan.partition
     pred = part.predicted
-    what = (f"fused depth {part.fused_depth}, grid {part.grid[0]}x{part.grid[1]}, reuse "
+    what = (f"{part.describe_blocks()}, reuse "
             f"{'on' if part.reuse else 'off'}" if part.method == "fused-tiles"
             else f"{len(part.layers)} split layer(s), {part.layer_split} split"
             if part.method == "layer-wise" else "")
@@ -211,7 +211,7 @@ def _print_plan(console: Console, plan) -> None:
                      else ""), highlight=False)
     if part.method == "fused-tiles":
         by_device: dict[str, list[str]] = {}
-        for t in part.tiles:
+        for t in part.all_tiles():  # numbered on across blocks
             by_device.setdefault(t.device, []).append(f"{t.index}")
         placed = "; ".join(f"{d}: {', '.join(v)}" for d, v in by_device.items())
         console.print(f"tiles (the plan's assignment; stealing and sharing may move them): "

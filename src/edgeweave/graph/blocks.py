@@ -12,6 +12,7 @@ tiles can be computed, priced and shipped without the model's code.
 
 from __future__ import annotations
 
+import itertools
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -200,6 +201,20 @@ def fused_block(graph: Graph, depth: int | None = None) -> FusedBlock:
 
     Raises :class:`GraphError` naming the model when it has no fusable prefix, or the valid
     depths when ``depth`` is not one of them."""
+    if depth is None:
+        depth = max(cut_depths(graph), default=0)  # none: fused_blocks says why
+    return fused_blocks(graph, [depth])[0]
+
+
+def fused_blocks(graph: Graph, ends: Sequence[int]) -> list[FusedBlock]:
+    """Consecutive fused blocks ending at the fused depths ``ends`` (rising): DeeperThings
+    (Stahl et al. 2021) splits the fusable prefix into several blocks, each tiled with its own
+    grid, the tiles' outputs gathered and stitched between them, which bounds how far a
+    tile's halo grows. Block b runs the layers from depth ``ends[b-1]`` to ``ends[b]`` on
+    block b-1's output; a block's :attr:`~FusedBlock.depth` counts its own window layers.
+
+    Raises :class:`GraphError` naming the model when it has no fusable prefix, or the valid
+    depths when an end is not one of them."""
     depths = cut_depths(graph)
     if not depths:
         _, why = fusable_prefix(graph)
@@ -207,16 +222,23 @@ def fused_block(graph: Graph, depth: int | None = None) -> FusedBlock:
             f"model {graph.name!r} has no fusable prefix for tile partitioning: {why}; fused "
             "tiles need the model to start with convolution or pooling layers"
         )
-    if depth is None:
-        depth = max(depths)
-    if depth not in depths:
-        raise GraphError(
-            f"fused depth {depth} is not available for model {graph.name!r}: a cut must leave "
-            f"one tensor (not inside a residual block); valid fused depths: {_ranges(depths)}"
-        )
+    for depth in ends:
+        if depth not in depths:
+            raise GraphError(
+                f"fused depth {depth} is not available for model {graph.name!r}: a cut must "
+                f"leave one tensor (not inside a residual block); valid fused depths: "
+                f"{_ranges(depths)}")
+    if not ends or any(b <= a for a, b in itertools.pairwise(ends)):
+        raise GraphError(f"fused block ends {list(ends)} of model {graph.name!r}: expected "
+                         "one or more fused depths, each deeper than the one before")
     prefix, _ = fusable_prefix(graph)
-    x = graph.node(graph.placeholders[0])
-    return _block(graph.name, x, prefix[: depths[depth]])
+    source = graph.node(graph.placeholders[0])
+    blocks, start = [], 0
+    for depth in ends:
+        stop = depths[depth]
+        blocks.append(_block(graph.name, source, prefix[start:stop]))
+        source, start = graph.node(prefix[stop - 1].name), stop
+    return blocks
 
 
 def chain_block(graph: Graph, names: Sequence[str]) -> FusedBlock:

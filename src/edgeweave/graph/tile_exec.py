@@ -24,7 +24,7 @@ from edgeweave.errors import GraphError
 from edgeweave.graph.blocks import BlockNode, FusedBlock
 from edgeweave.graph.capture import Graph
 from edgeweave.graph.regions import Region, clip
-from edgeweave.graph.tiles import Tile
+from edgeweave.graph.tiles import Tile, tile_grid
 
 #: Out-of-place versions of in-place elementwise targets: a tile's operands are views of
 #: values other layers may still read.
@@ -276,3 +276,17 @@ class _UpTo(fx.Interpreter):
         if n.name == self.stop:
             raise _Reached(value)
         return value
+
+
+def run_blocks(graph: Graph, blocks: Sequence[FusedBlock], grids: Sequence[tuple[int, int]],
+               x: torch.Tensor, tile_maker: Callable[[FusedBlock, tuple[int, int]],
+                                                     Sequence[Tile]] | None = None
+               ) -> torch.Tensor:
+    """Consecutive fused blocks (DeeperThings), each cut into its grid's tiles, run and
+    stitched before the next block's tiles are cropped from the stitched map: the reference
+    for a multi-block plan. ``tile_maker(block, grid)`` makes the tiles (plain grids when
+    None; graph.reuse.reuse_tiles for data reuse)."""
+    make = tile_maker or tile_grid
+    for block, grid in zip(blocks, grids, strict=True):
+        x = run_tiles(graph, block, make(block, grid), x)
+    return x

@@ -178,8 +178,11 @@ class ClusterModel:
         return simulate(tasks, self.gateway, self.medium.mbps, self.medium.rtt_ms)
 
 
-def tile_work(block: FusedBlock, tiles: Sequence[Tile]) -> list[TileWork]:
-    """Every tile's :class:`TileWork`, level-0 tiles first (the order devices run them)."""
+def tile_work(block: FusedBlock, tiles: Sequence[Tile], frame_input: bool = True
+              ) -> list[TileWork]:
+    """Every tile's :class:`TileWork`, level-0 tiles first (the order devices run them).
+    ``frame_input``: the block reads the frame (its crops travel in the input codec); a later
+    block of several (DeeperThings) reads a computed map, in the result codec."""
     work = []
     for tile in sorted(tiles, key=lambda t: (t.level, t.index)):
         sources = sorted({p.source for pieces in tile.reused.values() for p in pieces})
@@ -187,7 +190,8 @@ def tile_work(block: FusedBlock, tiles: Sequence[Tile]) -> list[TileWork]:
             tile.index, tile.level,
             {n.name: tile.computes.get(n.name, EMPTY).area / n.map_area for n in block.nodes},
             received_bytes(block, tile), sent_bytes(block, tile), tuple(sources),
-            peak_activation_bytes(block, tile.holds, tile.computes), input_bytes(block, tile)))
+            peak_activation_bytes(block, tile.holds, tile.computes),
+            input_bytes(block, tile) if frame_input else 0))
     return work
 
 
@@ -213,9 +217,17 @@ def compute_table(model: ClusterModel, work: Sequence[TileWork],
 def layer_tasks(model: ClusterModel, split: LayerSplit, devices: Sequence[str],
                 frame_input: bool = False) -> list[Task]:
     """One split layer's parts as tasks; ``devices[p.device]`` runs part ``p``;
-    ``frame_input``: the layer reads the model's input (its rows travel in the input codec)."""
-    return [model.task(devices[p.device], model.compute_ms(devices[p.device], p.fractions),
-                       *model.part_bytes(p, frame_input)) for p in split.parts]
+    ``frame_input``: the layer reads the model's input (its rows travel in the input codec).
+    The gateway computes its own parts in-process (runtime.cluster.layers): they pay no
+    runtime cost per MiB."""
+    out = []
+    for p in split.parts:
+        device = devices[p.device]
+        compute = model.compute_ms(device, p.fractions)
+        nbytes = model.part_bytes(p, frame_input)
+        out.append(Task(device, compute, *nbytes) if device == model.gateway
+                   else model.task(device, compute, *nbytes))
+    return out
 
 
 def layer_memory(graph: Graph, splits: Sequence[LayerSplit], devices: Sequence[str]

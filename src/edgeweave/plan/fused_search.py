@@ -55,18 +55,20 @@ def grid_options(block: FusedBlock, largest: int = 6) -> list[tuple[int, int]]:
             for c in range(1, min(width, largest) + 1)]
 
 
-#: Tiles and their work per (model, fused depth, grid, reuse): device-independent, so a caller
-#: planning one model on many clusters passes one cache to every call.
-TileCache = dict[tuple[str, int, tuple[int, int], bool], tuple[list[Tile], list[TileWork]]]
+#: Tiles and their work per (model, block input, block output, grid, reuse): device-independent,
+#: so a caller planning one model on many clusters passes one cache to every call.
+TileCache = dict[tuple[str, str, str, tuple[int, int], bool], tuple[list[Tile], list[TileWork]]]
 
 
 def tiles_and_work(block: FusedBlock, grid: tuple[int, int], reuse: bool,
-                   cache: TileCache | None = None) -> tuple[list[Tile], list[TileWork]]:
-    key = (block.model, block.depth, grid, reuse)
+                   cache: TileCache | None = None, frame_input: bool = True
+                   ) -> tuple[list[Tile], list[TileWork]]:
+    """``frame_input``: the block reads the frame (cluster_cost.tile_work)."""
+    key = (block.model, block.input, block.output.name, grid, reuse)
     if cache is not None and key in cache:
         return cache[key]
     tiles = reuse_tiles(block, grid) if reuse else tile_grid(block, grid)
-    found = (tiles, tile_work(block, tiles))
+    found = (tiles, tile_work(block, tiles, frame_input))
     if cache is not None:
         cache[key] = found
     return found

@@ -10,6 +10,8 @@ medium. The space searched, and whether the answer is exact in it, is written in
 
 * fused tiles: every depth x every grid up to 6x6 that fits x reuse on/off; tiles to devices
   exhaustively when the assignments are few (``max_assignments``), else greedy + local moves;
+  and DeeperThings' 2..``max_blocks`` consecutive fused blocks, each with its own grid
+  (:mod:`edgeweave.plan.block_search`: not exact);
 * layer-wise: MoDNN's speed-biased split (or, with ``layer_split``, even rows or the 2-D grid)
   over the gateway plus the k fastest other devices, for every k and every cut of the model
   where one tensor crosses;
@@ -25,6 +27,7 @@ from edgeweave.errors import PlanError
 from edgeweave.graph.blocks import cut_depths, fused_block
 from edgeweave.graph.capture import Graph
 from edgeweave.graph.layerwise import SCHEMES
+from edgeweave.plan.block_search import BlockPin, StagedChoice, staged_choice
 from edgeweave.plan.cluster_cost import MIB, ClusterModel, mib
 from edgeweave.plan.costs import CostModel
 from edgeweave.plan.fused_search import (
@@ -50,6 +53,9 @@ from edgeweave.profile.schema import Profile
 from edgeweave.topology import Cluster, Fleet
 
 CLUSTER_OBJECTIVES = ("latency", "throughput")
+#: Grids up to this many tiles a side for each of several fused blocks (their search prices
+#: every pair of cuts: 171 blocks for vgg16's 18 depths).
+STAGED_GRID = 4
 
 
 @dataclass
@@ -66,6 +72,7 @@ class Candidate:
     fused: FusedChoice | None = None
     layers: LayerChoice | None = None
     single: Plan | None = None
+    staged: StagedChoice | None = None  # several fused blocks (DeeperThings)
 
 
 @dataclass
@@ -78,6 +85,7 @@ class Search:
     infeasible: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     calibration: dict | None = None  # RunCalibration.to_json() of the costs it priced with
+    blocks: dict | None = None  # one fused block vs several: the best of each, predicted
 
 
 def plan_cluster(
@@ -102,6 +110,8 @@ def plan_cluster(
     layer_devices: int | None = None,
     ms_per_mb: float = 0.0,
     calibration: RunCalibration | None = None,
+    max_blocks: int = 3,
+    blocks: Sequence[BlockPin] | None = None,
 ) -> Plan:
     """The best plan for one frame of ``graph`` across ``fleet``'s cluster (module docstring).
 
@@ -116,7 +126,8 @@ def plan_cluster(
     ``ms_per_mb`` is the runtime's measured cost per MiB a task carries (plan.cluster_cost);
     ``calibration`` (plan.run_calibration) scales each device's compute and the rest's on the
     gateway by what a calibration pass measured, and its cost per MiB replaces ``ms_per_mb``.
-    Every task also
+    ``max_blocks`` bounds DeeperThings' consecutive fused blocks (1: one block only);
+    ``blocks`` pins them (each block's end depth, grid and data reuse). Every task also
     pays the per-call cost the profile's tile calibration measured
     (profile.tile_calibration); a profile without one prices tasks at their FLOP share, and
     the plan's search notes say so."""
@@ -171,10 +182,24 @@ def plan_cluster(
     candidates: list[Candidate] = []
     if "single" in methods:
         candidates += _single(prof, objective, model, search)
-    if "fused-tiles" in methods:
+    if blocks is not None and len(blocks) == 1:  # one pinned block: its depth, grid, reuse
+        (depth, grid, reuse), blocks = blocks[0], None
+    if "fused-tiles" in methods and blocks is None:
         pinned = depth is not None or grid is not None or tuple(methods) == ("fused-tiles",)
-        candidates += _fused(graph, model, names, objective, rest_after, search, depth, grid,
-                             reuse, max_assignments, refine, pinned, cache, largest_grid)
+        one = _fused(graph, model, names, objective, rest_after, search, depth, grid,
+                     reuse, max_assignments, refine, pinned, cache, largest_grid)
+        candidates += one
+        if max_blocks >= 2 and depth is None and grid is None and not reuse:
+            more = _staged(graph, model, names, objective, rest_after, search, max_blocks,
+                           largest_grid, cache, None)
+            candidates += more
+            search.blocks = {"one_block_ms": one[0].latency_ms if one else None,
+                             "multi_block_ms": more[0].latency_ms if more else None,
+                             "multi_block": more[0].note if more else None,
+                             "max_blocks": max_blocks}
+    elif "fused-tiles" in methods and blocks is not None:
+        candidates += _staged(graph, model, names, objective, rest_after, search, len(blocks),
+                              largest_grid, cache, blocks)
     if "layer-wise" in methods:
         candidates += [_from_layers(c) for c in
                        layerwise_choices(graph, cm, model, names, objective, rest_after, search,
@@ -305,6 +330,37 @@ def _fused(graph: Graph, model: ClusterModel, names: list[str], objective: str, 
             f"{'on' if choice.reuse else 'off'}")
     return [Candidate("fused-tiles", choice.value, latency, fps,
                       search.exhaustive and rest.exact, note, rest=rest, fused=choice)]
+
+
+def _staged(graph: Graph, model: ClusterModel, names: list[str], objective: str, rest_after,
+            search: Search, max_blocks: int, largest_grid: int, cache: TileCache | None,
+            pins: Sequence[BlockPin] | None) -> list[Candidate]:
+    """DeeperThings' consecutive fused blocks (plan.block_search), best or pinned."""
+    if pins is None and len(cut_depths(graph)) < 2:
+        return []
+    staged, configs = staged_choice(
+        graph, model, names, lambda rest: score_of(objective, rest, model.gateway),
+        rest_after, max_blocks, min(largest_grid, STAGED_GRID), cache=cache, pins=pins)
+    search.configs += configs
+    search.exhaustive = False
+    search.notes.append(
+        f"fused blocks (DeeperThings): {'the pinned blocks' if pins else f'2 to {max_blocks}'}"
+        " priced by the sum of each block's best makespan (every grid up to "
+        f"{min(largest_grid, STAGED_GRID)}x{min(largest_grid, STAGED_GRID)}, reuse on/off, "
+        "greedy assignment when many): not exact")
+    if staged is None:
+        if pins is not None:
+            raise PlanError(f"--blocks: the pinned fused blocks do not fit the cluster's "
+                            f"memory (a tile, or the rest of the model on the gateway "
+                            f"{model.gateway!r})")
+        return []
+    latency = staged.schedule.makespan_ms + staged.rest.latency_ms
+    fps = 1000.0 / score_of("throughput", staged.rest, model.gateway)(staged.schedule)
+    note = "fused blocks " + " | ".join(
+        f"depth {e} {c.grid[0]}x{c.grid[1]}{' reuse' if c.reuse else ''}"
+        for e, c in zip(staged.ends, staged.stages, strict=True))
+    return [Candidate("fused-tiles", staged.value, latency, fps, False, note,
+                      rest=staged.rest, staged=staged)]
 
 
 def _simpler_first(choice: FusedChoice) -> tuple[float, int, bool]:

@@ -62,6 +62,36 @@ class TileAssignment(BaseModel):
                     {k: tuple(v) for k, v in self.shares.items()})
 
 
+class FusedStage(BaseModel):
+    """One of consecutive fused blocks (DeeperThings, Stahl et al. 2021): the fused depth from
+    the model's input it ends at, its input and output values, its grid and its tiles (indices
+    from 0 in each block). Between blocks the tiles' outputs are gathered and stitched and the
+    next block's tiles cropped from the stitched map."""
+
+    model_config = ConfigDict(frozen=True)
+
+    depth: int
+    block_input: str
+    block_output: str
+    grid: tuple[int, int]
+    tiles: list[TileAssignment]
+    reuse: bool = False  # data reuse between this block's tiles
+
+
+def global_tiles(stages: list[FusedStage]) -> list[TileAssignment]:
+    """Every block's tiles in one list, numbered on across blocks (block b's tile k is
+    ``k`` plus the tiles of the blocks before it, reused sources too): the task numbers the
+    runtime reports (FrameResult.timeline) and replays."""
+    out: list[TileAssignment] = []
+    for stage in stages:
+        base = len(out)
+        out += [t if base == 0 else t.model_copy(update={
+            "index": base + t.index,
+            "reused": {k: [Piece(base + p.source, p.region) for p in v]
+                       for k, v in t.reused.items()}}) for t in stage.tiles]
+    return out
+
+
 class LayerAssignment(BaseModel):
     """One layer split layer-wise: its unit, grid lines and the device of each part."""
 
@@ -119,6 +149,10 @@ class Partition(BaseModel):
     grid: tuple[int, int] | None = None
     reuse: bool = False
     tiles: list[TileAssignment] = Field(default_factory=list)
+    # consecutive fused blocks (DeeperThings), when more than one: then fused_depth is the
+    # last block's end, block_input the first's input, block_output the last's output, and
+    # grid and tiles are empty (each block has its own); one block: the fields above alone
+    blocks: list[FusedStage] = Field(default_factory=list)
     layers: list[LayerAssignment] = Field(default_factory=list)
     # how layer-wise cut its convolutions: MoDNN's speed-biased rows, even rows or a 2-D grid
     layer_split: Literal["biased", "even", "grid"] | None = None
@@ -126,3 +160,25 @@ class Partition(BaseModel):
     load: list[DeviceLoad] = Field(default_factory=list)
     predicted: dict[str, Any] = Field(default_factory=dict)
     search: dict[str, Any] = Field(default_factory=dict)
+
+    def stages(self) -> list[FusedStage]:
+        """The fused blocks in order: ``blocks``, or the one block a plan of a single block
+        (and every plan written before blocks existed) describes in its own fields."""
+        if self.blocks or self.method != "fused-tiles":
+            return list(self.blocks)
+        assert self.fused_depth is not None and self.grid is not None
+        return [FusedStage(depth=self.fused_depth, block_input=self.block_input or "",
+                           block_output=self.block_output or "", grid=self.grid,
+                           tiles=self.tiles, reuse=self.reuse)]
+
+    def all_tiles(self) -> list[TileAssignment]:
+        """Every block's tiles, numbered on across blocks (:func:`global_tiles`)."""
+        return global_tiles(self.stages())
+
+    def describe_blocks(self) -> str:
+        """The fused blocks for a person: ``fused depth 5, grid 3x3 | fused depth 13, grid
+        2x2, reuse`` (each block's end depth from the model's input; reuse: data reuse in a
+        block of several)."""
+        several = len(self.stages()) > 1
+        return " | ".join(f"fused depth {s.depth}, grid {s.grid[0]}x{s.grid[1]}"
+                          + (", reuse" if several and s.reuse else "") for s in self.stages())

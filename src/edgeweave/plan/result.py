@@ -8,8 +8,16 @@ from typing import TYPE_CHECKING, Any
 from edgeweave.graph.capture import Graph
 from edgeweave.plan.cluster_cost import ClusterModel
 from edgeweave.plan.costs import CostModel
+from edgeweave.plan.fused_search import FusedChoice
 from edgeweave.plan.layerwise_search import reads_input
-from edgeweave.plan.partition import DeviceLoad, LayerAssignment, Partition, TileAssignment
+from edgeweave.plan.partition import (
+    DeviceLoad,
+    FusedStage,
+    LayerAssignment,
+    Partition,
+    TileAssignment,
+    global_tiles,
+)
 from edgeweave.plan.record import Alternative, Plan, predicted_of
 from edgeweave.profile.schema import Profile
 from edgeweave.topology import Cluster
@@ -34,7 +42,7 @@ def build_plan(graph: Graph, prof: Profile, cm: CostModel, model: ClusterModel,
               "task_overhead": {"runtime_ms_per_mb": model.ms_per_mb,
                                 "call_ms": {n: model.devices[n].call_ms for n in names},
                                 "calibrated": model.calibrated},
-              "run_calibration": search.calibration}
+              "run_calibration": search.calibration, "blocks": search.blocks}
     base: dict[str, Any] = dict(model=spec, input_shape=list(graph.input_shape),
                                 cluster=cluster.name, gateway=cluster.gateway_name,
                                 devices=names, medium=cluster.medium, search=record,
@@ -53,15 +61,24 @@ def build_plan(graph: Graph, prof: Profile, cm: CostModel, model: ClusterModel,
                                               "alternatives": alternatives})
     rest = best.rest
     assert rest is not None
-    if best.fused is not None:
-        fused = best.fused
-        tiles = [TileAssignment.of(
-            next(t for t in fused.tiles if t.index == w.index), device,
-            model.compute_ms(device, w.fractions), *model.task_bytes(w))
-            for w, device in zip(fused.work, fused.assignment, strict=True)]
-        tiles.sort(key=lambda t: t.index)
-        schedule = fused.schedule
+    if best.staged is not None:
+        staged = best.staged
+        stages = [FusedStage(depth=end, block_input=c.block.input,
+                             block_output=c.block.output.name, grid=c.grid,
+                             tiles=_assigned(model, c), reuse=c.reuse)
+                  for end, c in zip(staged.ends, staged.stages, strict=True)]
         cluster_part: dict[str, Any] = dict(
+            fused_depth=staged.ends[-1], block_input=stages[0].block_input,
+            block_output=stages[-1].block_output,
+            prefix_nodes=[n for c in staged.stages for n in c.block.names], blocks=stages,
+            reuse=any(c.reuse for c in staged.stages),
+            load=_tile_load(model, names, global_tiles(stages), staged.memory))
+        medium_ms, cluster_ms = staged.schedule.medium_busy_ms, staged.schedule.makespan_ms
+    elif best.fused is not None:
+        fused = best.fused
+        tiles = _assigned(model, fused)
+        schedule = fused.schedule
+        cluster_part = dict(
             fused_depth=fused.block.depth, block_input=fused.block.input,
             block_output=fused.block.output.name, prefix_nodes=fused.block.names,
             grid=fused.grid, reuse=fused.reuse, tiles=tiles,
@@ -102,9 +119,20 @@ def build_plan(graph: Graph, prof: Profile, cm: CostModel, model: ClusterModel,
 
 _SPACE = ("single-device plan; fused tiles: every fused depth x every grid up to 6x6 that fits "
           "x reuse on/off, tiles to devices exhaustively when few, else greedy + local moves; "
+          "several consecutive fused blocks (DeeperThings, up to max_blocks): every block "
+          "between two cuts priced alone, then the blocks chosen by dynamic programming; "
           "layer-wise: MoDNN's speed-biased split (or the --layer-split asked for) over the "
           "gateway and the k fastest devices for every k, at every cut where one tensor "
           "crosses")
+
+
+def _assigned(model: ClusterModel, fused: FusedChoice) -> list[TileAssignment]:
+    """A block's tiles with their devices and planned costs, by index."""
+    tiles = [TileAssignment.of(
+        next(t for t in fused.tiles if t.index == w.index), device,
+        model.compute_ms(device, w.fractions), *model.task_bytes(w))
+        for w, device in zip(fused.work, fused.assignment, strict=True)]
+    return sorted(tiles, key=lambda t: t.index)
 
 
 def _tile_load(model: ClusterModel, names: list[str], tiles: list[TileAssignment],

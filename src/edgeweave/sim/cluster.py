@@ -64,13 +64,14 @@ def frame_of(part: Partition) -> Frame | None:
     groups: list[tuple[FrameTask, ...]] = []
     gateway_s = 0.0
     if part.method == "fused-tiles":
-        tiles = sorted(part.tiles, key=lambda t: (t.level, t.index))  # the order devices run
-        position = {t.index: k for k, t in enumerate(tiles)}
-        groups.append(tuple(
-            FrameTask(index[t.device], t.compute_ms / 1000.0, t.in_bytes, t.out_bytes,
-                      tuple(sorted({position[p.source] for ps in t.reused.values()
-                                    for p in ps})))
-            for t in tiles))
+        for stage in part.stages():  # several fused blocks run one after another
+            tiles = sorted(stage.tiles, key=lambda t: (t.level, t.index))  # as devices run
+            position = {t.index: k for k, t in enumerate(tiles)}
+            groups.append(tuple(
+                FrameTask(index[t.device], t.compute_ms / 1000.0, t.in_bytes, t.out_bytes,
+                          tuple(sorted({position[p.source] for ps in t.reused.values()
+                                        for p in ps})))
+                for t in tiles))
         cluster_ms = float(part.predicted.get("cluster_ms", 0.0))
     else:
         for layer in part.layers:

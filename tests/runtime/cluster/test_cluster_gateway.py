@@ -86,10 +86,13 @@ def test_layer_wise_across_workers_equals_the_single_device_output(workers, spli
     for x, r in zip(xs, results, strict=True):
         assert torch.allclose(r.output, reference(x), atol=1e-5)
         assert set(r.tasks) == set(names) and r.medium_bytes > 0 and r.delivery_ms > 0
-        # every part's runtime cost and bytes (one part per device per layer: none queued),
-        # so a calibration prices the runtime's cost per MiB of a layer-wise plan too
-        assert len(r.task_overhead_ms) == len(r.task_overhead_bytes) == sum(r.tasks.values())
+        # every shipped part's runtime cost and bytes (one part per device per layer: none
+        # queued), so a calibration prices the runtime's cost per MiB of a layer-wise plan
+        # too; the gateway's own parts run in-process, never through its worker
+        shipped = sum(n for d, n in r.tasks.items() if d != "a")
+        assert len(r.task_overhead_ms) == len(r.task_overhead_bytes) == shipped
         assert all(ms >= 0 for ms in r.task_overhead_ms) and all(r.task_overhead_bytes)
+    assert workers.services["a"].stats["tasks"] == 0 and results[0].tasks["a"] >= 1
 
 
 def test_a_device_stopped_mid_frame_loses_no_frame(workers):
@@ -227,7 +230,7 @@ def test_sharing_routes_every_tile_through_the_gateway(workers):
         gw.join("b", workers.start("b"))
         xs = frames(2)
         results = run(gw, xs, ["b", "b"])
-        crops = sum(t.input.area * 4 for t in gw.local.tiles)  # 1 channel, float32
+        crops = sum(t.input.area * 4 for t in gw.stages.blocks[0].tiles)  # 1 channel, float32
         out = gw.block.output
         results_bytes = out.shape[0] * out.map_area * 4
     finally:
@@ -236,3 +239,39 @@ def test_sharing_routes_every_tile_through_the_gateway(workers):
         assert torch.allclose(r.output, reference(x), atol=1e-5)
         assert r.home == "a" and r.tasks == {"b": 4}
         assert r.medium_bytes == 2 * crops + results_bytes
+
+
+@pytest.mark.parametrize("scheduler", ["stealing", "sharing"])
+def test_several_fused_blocks_answer_every_frame_even_when_a_device_dies(workers, scheduler):
+    """DeeperThings: two fused blocks (2x2 with data reuse, then 1x3 cut from the stitched
+    map) on three workers, every device a data source; one worker is stopped mid-run (slowed
+    so it holds tasks): every frame is still answered and equal to the single-device
+    output."""
+    plan = digits_plan(blocks=[(2, (2, 2), True), (3, (1, 3), False)])
+    part = plan.partition
+    assert part.describe_blocks() == \
+        "fused depth 2, grid 2x2, reuse | fused depth 3, grid 1x3"
+    assert [t.index for t in part.all_tiles()] == list(range(7)) and part.tiles == []
+    gw = TileGateway(digits(), plan, scheduler=scheduler, token=TOKEN, prefetch=1)
+    try:
+        for device, slow in (("a", 1.0), ("b", 400.0), ("c", 1.0)):
+            gw.join(device, workers.start(device, dilation=slow))
+        xs = frames(6, seed=3)
+        futures = [gw.submit(x, s) for x, s in zip(xs, "abcabc", strict=True)]
+        time.sleep(0.1)
+        workers.stop("b")
+        results = [f.result(timeout=60) for f in futures]
+    finally:
+        gw.close()
+    assert sum(r.rerun for r in results) >= 1  # b held tasks when it stopped
+    for x, r in zip(xs, results, strict=True):
+        assert torch.allclose(r.output, reference(x), atol=1e-5)
+        assert sum(r.tasks.values()) == 7 and sorted(t.tile for t in r.timeline) == \
+            list(range(7))
+        second = [t for t in r.timeline if t.tile >= 4]  # cut from the stitched first block
+        assert min(t.sent_ms for t in second) >= max(t.done_ms for t in r.timeline
+                                                     if t.tile < 4)
+        timing = {t.tile: t for t in r.timeline}
+        assert gw.sources_of  # level-1 tiles of the first block wait for their neighbours
+        for tile, sources in gw.sources_of.items():
+            assert all(timing[tile].sent_ms >= timing[k].done_ms for k in sources)

@@ -35,7 +35,7 @@ def fused():
     part = plan.partition
     graph = digits()
     ex = TileExecutor(graph, part.fused_depth, tuple(part.grid), part.reuse)
-    pkg = package(block_recipe(part.model, part.input_shape, ex.block),
+    pkg = package(block_recipe(part.model, part.input_shape, [ex.block]),
                   module_weights(graph, ex.block.names))
     return part, ex, pkg
 
@@ -111,6 +111,10 @@ def test_worker_refuses_weights_for_other_layers_and_a_grid_beyond_its_bounds(wo
     huge.grid_rows = 1000
     err = setup_error(target, setup_stream(huge, pkg))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "grid 1000x2" in err.details()
+    many = cluster_spec(part, "b", "0" * 64)  # more fused blocks than a worker builds
+    many.blocks.extend(cpb.FusedStage(depth=1, grid_rows=1, grid_cols=1) for _ in range(99))
+    err = setup_error(target, setup_stream(many, pkg))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "99 fused blocks" in err.details()
 
 
 def test_worker_checks_every_task_before_work(workers, fused):
@@ -133,12 +137,14 @@ def test_worker_checks_every_task_before_work(workers, fused):
     bad = [task(1),  # a crop one row too tall
            task(2, tile=99),  # no such tile
            task(3, tile=level1, reused_from=[level1]),  # not a neighbour it reuses from
-           task(4, return_codec="topk:0.5")]  # not an activation codec
+           task(4, return_codec="topk:0.5"),  # not an activation codec
+           task(5, block=1)]  # the plan has one fused block
     replies = list(stub(target).Work(iter(bad), timeout=30))[1:]
-    assert [r.task for r in replies] == [1, 2, 3, 4]
+    assert [r.task for r in replies] == [1, 2, 3, 4, 5]
     assert all(r.error_code == "INVALID_ARGUMENT" for r in replies)
     h, w = tile.input.height, tile.input.width
     assert f"declared float32 [1, 1, {h + 1}, {w}]" in replies[0].error
     assert f"takes float32 [1, 1, {h}, {w}]" in replies[0].error
     assert "tiles 0 to 3" in replies[1].error
     assert "reuses the halo of tiles" in replies[2].error
+    assert "fused blocks 0 to 0" in replies[4].error

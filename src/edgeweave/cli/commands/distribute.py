@@ -30,6 +30,10 @@ def distribute(
     depth: int = typer.Option(None, "--depth", callback=integer(ge=1, le=1000),
                               help="Fused depth (convolution and pooling layers)."),
     grid: str = typer.Option(None, "--grid", help="Tile grid ROWSxCOLS, e.g. 3x3."),
+    max_blocks: int = typer.Option(3, "--max-blocks", callback=integer(ge=1, le=8),
+                                   help="Most consecutive fused blocks, each with its own "
+                                   "grid, the tiles stitched between them (DeeperThings); "
+                                   "1: one block (DeepThings)."),
     layer_split: str = typer.Option("biased", "--layer-split",
                                     callback=one_of("biased", "even", "grid"),
                                     help="How layer-wise cuts a convolution: rows sized by "
@@ -90,7 +94,8 @@ def distribute(
 
     distribute_cmds.distribute(
         console, model=model, fleet=fleet, cluster=cluster, devices=devices, method=method,
-        depth=depth, grid=grid, layer_split=layer_split, layer_devices=layer_devices,
+        depth=depth, grid=grid, max_blocks=max_blocks, layer_split=layer_split,
+        layer_devices=layer_devices,
         time_scale=time_scale, reuse=reuse, scheduler=scheduler,
         sources=sources, gather_at_source=gather_at_source, calibrate=calibrate,
         in_flight=in_flight, frames=frames, objective=objective, mbps=mbps, input_codec=input_codec,

@@ -41,6 +41,8 @@ MAX_GRID = 16
 #: Parts of one split layer, and split layers, a worker accepts.
 MAX_PARTS = 64
 MAX_LAYERS = 512
+#: Consecutive fused blocks a worker builds (the planner offers up to 3).
+MAX_BLOCKS = 8
 METHODS = ("fused-tiles", "layer-wise")
 
 Spec = tuple[str, tuple[int, ...]]
@@ -65,6 +67,28 @@ def regions_digest(tiles: Sequence[Tile]) -> str:
             sorted((k, [list(r) for r in v]) for k, v in t.shares.items())]
            for t in sorted(tiles, key=lambda t: t.index)]
     return hashlib.sha256(json.dumps(doc, separators=(",", ":")).encode()).hexdigest()
+
+
+def stages_digest(stages: Sequence[Sequence[Tile]]) -> str:
+    """:func:`regions_digest` of one block's tiles; of several consecutive blocks, sha256 over
+    each block's in order."""
+    if len(stages) == 1:
+        return regions_digest(stages[0])
+    doc = json.dumps([regions_digest(tiles) for tiles in stages])
+    return hashlib.sha256(doc.encode()).hexdigest()
+
+
+def stage_grids(spec: cpb.ClusterSpec
+                ) -> tuple[list[int], list[tuple[int, int]], list[bool]]:
+    """A fused-tile spec's blocks: each one's end depth, grid and data reuse (one block: the
+    spec's fused depth, grid and reuse). GraphError when a peer asks for too many."""
+    if len(spec.blocks) > MAX_BLOCKS:
+        raise GraphError(f"{len(spec.blocks)} fused blocks: a worker builds at most "
+                         f"{MAX_BLOCKS}")
+    if not spec.blocks:
+        return [spec.fused_depth], [(spec.grid_rows, spec.grid_cols)], [spec.reuse]
+    return ([b.depth for b in spec.blocks], [(b.grid_rows, b.grid_cols) for b in spec.blocks],
+            [b.reuse for b in spec.blocks])
 
 
 def reuse_sources(tiles: Sequence[Tile]) -> dict[int, tuple[int, ...]]:
@@ -111,9 +135,12 @@ def value_dtype(graph: Graph, name: str) -> str:
     return dtype_name(getattr(meta, "dtype", torch.float32), context=f"value {name!r}")
 
 
-def block_recipe(model: str, input_shape: Sequence[int], block: FusedBlock) -> StageRecipe:
-    return StageRecipe(model, tuple(input_shape), tuple(block.names), (block.input,),
-                       (block.output.name,))
+def block_recipe(model: str, input_shape: Sequence[int], blocks: Sequence[FusedBlock]
+                 ) -> StageRecipe:
+    """The recipe a fused-tile worker's weights are hashed with: every block's nodes, from
+    the first block's input to the last block's output."""
+    return StageRecipe(model, tuple(input_shape), tuple(n for b in blocks for n in b.names),
+                       (blocks[0].input,), (blocks[-1].output.name,))
 
 
 def module_weights(graph: Graph, names: Sequence[str]) -> list[tuple[WeightSpec, torch.Tensor]]:
@@ -245,11 +272,16 @@ def cluster_spec(partition: Partition, device: str, digest: str = "") -> cpb.Clu
     """The plain data of ``partition`` a worker for ``device`` needs."""
     spec = cpb.ClusterSpec(method=partition.method, device=device)
     if partition.method == "fused-tiles":
-        assert partition.fused_depth is not None and partition.grid is not None
+        stages = partition.stages()
+        assert partition.fused_depth is not None
         spec.fused_depth = partition.fused_depth
-        spec.grid_rows, spec.grid_cols = partition.grid
+        spec.grid_rows, spec.grid_cols = stages[0].grid
         spec.reuse = partition.reuse
         spec.regions_digest = digest
+        if len(stages) > 1:
+            spec.blocks.extend(cpb.FusedStage(depth=s.depth, grid_rows=s.grid[0],
+                                              grid_cols=s.grid[1], reuse=s.reuse)
+                               for s in stages)
     else:
         spec.layers.extend(x.to_proto() for x in layer_specs(partition, device))
     return spec

@@ -38,7 +38,7 @@ def calibration_of(plan: Plan, results: Sequence[FrameResult], dilations: Mappin
     assert part is not None
     tasks: list[tuple[int, str, float, float]] = []
     if part.method == "fused-tiles":
-        planned = {t.index: t for t in part.tiles}
+        planned = {t.index: t for t in part.all_tiles()}
         for k, r in enumerate(results):
             for t in r.timeline:
                 tile = planned.get(t.tile)

@@ -21,7 +21,7 @@ from torch import nn
 
 from edgeweave.codec import CodecError
 from edgeweave.errors import GraphError
-from edgeweave.graph.blocks import FusedBlock, chain_block, fused_block
+from edgeweave.graph.blocks import FusedBlock, chain_block, fused_block, fused_blocks
 from edgeweave.graph.capture import Graph
 from edgeweave.graph.layerwise import unit_tiles
 from edgeweave.graph.tile_exec import TileModule
@@ -53,13 +53,16 @@ def with_weights(graph: Graph, state: Mapping[str, torch.Tensor]) -> Graph:
 
 
 class TileExecutor:
-    """The tiles of one fused block (DeepThings): ``run(tile, crop, pieces)``."""
+    """The tiles of one fused block (DeepThings): ``run(tile, crop, pieces)``. ``depth``: the
+    prefix block of that fused depth, or the block itself (one of several, DeeperThings)."""
 
     method = "fused-tiles"
 
-    def __init__(self, graph: Graph, depth: int, grid: tuple[int, int], reuse: bool):
+    def __init__(self, graph: Graph, depth: int | FusedBlock, grid: tuple[int, int],
+                 reuse: bool):
         self.graph = graph
-        self.block: FusedBlock = fused_block(graph, depth)
+        self.block: FusedBlock = depth if isinstance(depth, FusedBlock) else \
+            fused_block(graph, depth)
         self.tiles = fused_tiles(self.block, grid, reuse)
         self.base = tile_grid(self.block, grid) if reuse else self.tiles
         self.batch = graph.input_shape[0]
@@ -135,6 +138,33 @@ class TileExecutor:
                 self._modules.popitem(last=False)
         self._modules.move_to_end(key)
         return module
+
+
+class TileStages:
+    """The tiles of consecutive fused blocks (DeeperThings): one :class:`TileExecutor` per
+    block, ``stage(b)`` the one a task of block ``b`` runs on (one block: DeepThings)."""
+
+    method = "fused-tiles"
+
+    def __init__(self, graph: Graph, ends: Sequence[int], grids: Sequence[tuple[int, int]],
+                 reuse: Sequence[bool]):
+        blocks = fused_blocks(graph, ends)
+        self.stages = [TileExecutor(graph, block, grid, r)
+                       for block, grid, r in zip(blocks, grids, reuse, strict=True)]
+
+    @property
+    def tasks(self) -> int:
+        return sum(s.tasks for s in self.stages)
+
+    @property
+    def blocks(self) -> list[FusedBlock]:
+        return [s.block for s in self.stages]
+
+    def stage(self, block: int) -> TileExecutor:
+        if not 0 <= block < len(self.stages):
+            raise GraphError(f"block {block}: the plan has fused blocks 0 to "
+                             f"{len(self.stages) - 1}")
+        return self.stages[block]
 
 
 class LayerExecutor:

@@ -94,7 +94,7 @@ class Frame:
     id: int
     source: str
     x: torch.Tensor
-    store: ShareStore
+    stores: list[ShareStore]  # one per fused block (data reuse)
     future: FrameFuture
     submitted: float = field(default_factory=time.perf_counter)
     outputs: dict[int, torch.Tensor] = field(default_factory=dict)
@@ -108,6 +108,8 @@ class Frame:
     rerun: int = 0
     stitched: float = 0.0
     block_out: torch.Tensor | None = None
+    # several fused blocks: the stitched output of the block before the one running now
+    stage_input: torch.Tensor | None = None
     overhead_ms: list[float] = field(default_factory=list)
     overhead_bytes: list[int] = field(default_factory=list)
     timeline: list[TaskTiming] = field(default_factory=list)

@@ -9,7 +9,9 @@ For each task it crops the frame by the tile's input region, cuts the reused hal
 pieces from its :class:`~edgeweave.graph.tile_exec.ShareStore` (a level-1 tile dispatched before
 all its neighbours finished reuses only theirs and computes the rest,
 :func:`~edgeweave.graph.reuse.level1_tile`), and puts it on the shared medium. Results are
-checked (shapes before decoding), kept, and stitched when a frame is complete; the rest of the
+checked (shapes before decoding), kept, and stitched when a frame is complete; with several
+fused blocks (DeeperThings) each block's tiles are stitched and the next block's tiles cut from
+the stitched map and scheduled like the first's (runtime.cluster.stages); the rest of the
 model then runs where the plan says (:mod:`~edgeweave.runtime.cluster.rest`), one frame at a
 time, on the device the frame was gathered at, which runs no tile meanwhile. A frame is taken
 once all its tiles were handed out (its future's ``taken``; runtime.cluster.drive).
@@ -33,8 +35,6 @@ import torch
 from edgeweave.codec import CodecError
 from edgeweave.errors import EdgeWeaveError
 from edgeweave.graph import Graph
-from edgeweave.graph.regions import Region
-from edgeweave.graph.tile_exec import ShareStore, stitch
 from edgeweave.graph.tiles import Tile
 from edgeweave.plan import Plan
 from edgeweave.plan.cluster_cost import codec_ratio
@@ -44,16 +44,14 @@ from edgeweave.runtime.cluster.blueprint import (
     block_recipe,
     cluster_spec,
     module_weights,
-    regions_digest,
-    reuse_sources,
     setup_stream,
 )
-from edgeweave.runtime.cluster.executors import TileExecutor
 from edgeweave.runtime.cluster.frames import Frame, FrameFuture, FrameResult, TaskTiming
 from edgeweave.runtime.cluster.medium import SharedMedium
 from edgeweave.runtime.cluster.pool import WorkerPool
 from edgeweave.runtime.cluster.rest import RestLanes, RestRunner
 from edgeweave.runtime.cluster.scheduler import Job, make_scheduler
+from edgeweave.runtime.cluster.stages import GatewayStages
 from edgeweave.runtime.proto import cluster_pb2 as cpb
 from edgeweave.runtime.recipe import package
 from edgeweave.security import ClientTLS
@@ -90,36 +88,23 @@ class TileGateway:
         if part is None or part.method != "fused-tiles":
             raise EdgeWeaveError("the plan has no fused-tile partition (plan it with "
                                  "plan_cluster and method fused-tiles)")
-        assert part.fused_depth is not None and part.grid is not None
         self.part = part
         self.gateway = part.gateway
-        self.local = TileExecutor(graph, part.fused_depth, (part.grid[0], part.grid[1]),
-                                  part.reuse)
-        self.block = self.local.block
-        self.digest = regions_digest(self.local.tiles)
-        if regions_digest([t.to_tile() for t in part.tiles]) != self.digest:
-            raise EdgeWeaveError(f"the plan's tiles differ from the regions this gateway "
-                                 f"computes for model {part.model!r} at fused depth "
-                                 f"{part.fused_depth}, grid {part.grid[0]}x{part.grid[1]}")
-        self.sources_of = reuse_sources(self.local.tiles) if part.reuse else {}
-        self.order = sorted(self.local.tiles, key=lambda t: (t.level, t.index))
-        self.assignment = {t.index: t.device for t in part.tiles}
+        self.dilations = dict(dilations or {})
+        self.input_ratio = codec_ratio(part.input_codec)
+        self.stages = GatewayStages(graph, part, self.input_ratio,
+                                    codec_ratio(part.result_codec), self.dilations)
+        self.block = self.stages.last
+        self.digest = self.stages.digest
+        self.sources_of = self.stages.sources_of
+        self.assignment = self.stages.assignment
         self.dilation, self.spin = gateway_dilation, spin
         self.medium = SharedMedium(part.medium.mbps, part.medium.rtt_ms, time_scale)
         self.pool = WorkerPool(self.medium, self.gateway, self._on_ready, self._on_gone,
                                token=token, tls=tls, task_timeout_s=task_timeout_s)
-        self.dilations = dict(dilations or {})
-        # a task's cost in this host's ms (the plan's ms on its device over that device's
-        # dilation), so one device's measured pace tells how fast it runs any tile
-        self.cost = {t.index: t.compute_ms / self.dilations.get(t.device, 1.0)
-                     for t in part.tiles}
+        self.cost = self.stages.cost
         self.central = scheduler == "sharing"  # tiles reach devices through the gateway
-        self.input_ratio = codec_ratio(part.input_codec)
-        _, channels, _, _ = part.input_shape
-        crops = {t.index: round(t.input.area * channels * 4 * self.input_ratio)
-                 for t in part.tiles}  # float32 frames, as the plan prices them
-        self._moves = {t.index: (crops[t.index], max(0, t.in_bytes - crops[t.index]),
-                                 t.out_bytes) for t in part.tiles}
+        self._moves = self.stages.moves
         self.scheduler = make_scheduler(scheduler, prefetch, self.dilations,
                                         self._transfer_ms)
         self.rest = RestRunner(graph, plan, part.prefix_nodes, edge_target=edge_target,
@@ -130,8 +115,9 @@ class TileGateway:
         # rest goes to the edge or cloud (one client, the gateway's, deploys it)
         self.at_source = scheduler == "stealing" and not self.rest.remote and bool(
             gather_at_source)
-        self.package = package(block_recipe(part.model, part.input_shape, self.block),
-                               module_weights(graph, self.block.names))
+        blocks = [x.block for x in self.stages.blocks]
+        self.package = package(block_recipe(part.model, part.input_shape, blocks),
+                               module_weights(graph, [n for b in blocks for n in b.names]))
         self._lock = threading.RLock()
         self._frames: dict[int, Frame] = {}
         self._ids = itertools.count()
@@ -186,20 +172,26 @@ class TileGateway:
             raise EdgeWeaveError(f"frame has shape {list(x.shape)}; the plan takes {list(want)}")
         future = FrameFuture()
         with self._lock:
-            frame = Frame(next(self._ids), source, x, ShareStore(self.local.tiles), future)
+            frame = Frame(next(self._ids), source, x, self.stages.stores(), future)
             self._frames[frame.id] = frame
             if self.central:  # the source hands every tile to the gateway (one hop each)
-                for t in self.order:
-                    nbytes = round(t.input.area * x.shape[0] * x.shape[1] * x.element_size()
-                                   * self.input_ratio)
-                    frame.at_gateway[t.index] = self.medium.relay(nbytes, source, self.gateway)
+                for task in self.stages.order(0):
+                    tile = self.stages.tile(task, ())
+                    nbytes = round(tile.input.area * x.shape[0] * x.shape[1] *
+                                   x.element_size() * self.input_ratio)
+                    frame.at_gateway[task] = self.medium.relay(nbytes, source, self.gateway)
                     frame.medium_bytes += nbytes if source != self.gateway else 0
-            self.scheduler.add([Job(frame.id, t.index, t.level, source,
-                                    self.assignment[t.index], self.cost[t.index])
-                                for t in self.order],
-                               self.pool.alive())
+            self._add_block(frame, 0, source)
             self._pump()
         return future
+
+    def _add_block(self, frame: Frame, b: int, source: str) -> None:
+        """Block ``b``'s tiles of ``frame`` to the scheduler, in ``source``'s queue (where
+        the block's input is: the frame's source for the first block, then where the frame
+        is gathered)."""
+        self.scheduler.add([Job(frame.id, task, self.stages.level(task), source,
+                                self.assignment[task], self.cost[task])
+                            for task in self.stages.order(b)], self.pool.alive())
 
     def home(self, frame: Frame) -> str:
         """Where a frame's tile results are gathered and its rest runs: the gateway
@@ -217,9 +209,16 @@ class TileGateway:
             return 0.0
         crop, pieces, result = self._moves[job.tile]
         home = self.home(frame)
-        origin = self.gateway if self.central else frame.source
+        origin = self._origin(frame, job)
         nbytes = (crop if origin != device else 0) + (pieces + result if home != device else 0)
         return nbytes * 8 / (self.medium.mbps * 1e3)
+
+    def _origin(self, frame: Frame, job: Job) -> str:
+        """Where a task's crop comes from: the frame's source (the gateway under work sharing,
+        once it got there) for the first block, where the frame is gathered for later ones."""
+        if self.stages.block_of(job.tile):
+            return self.home(frame)
+        return self.gateway if self.central else frame.source
 
     def _ready(self, job: Job) -> bool:
         """A level-1 tile goes out once the level-0 tiles it reuses are done, under every
@@ -252,32 +251,34 @@ class TileGateway:
         chooses in the same round must see that); its frame is taken once all its tiles were."""
         frame = self._frames[job.frame]
         frame.running.add(job.tile)
-        frame.hand(job.tile, len(self.local.tiles))
+        frame.hand(job.tile, self.stages.tasks)
 
     def _task(self, frame: Frame, job: Job
-              ) -> tuple[Tile, list[int], dict[str, torch.Tensor]]:
-        """The tile as dispatched now (reusing the neighbours done so far), those neighbours,
-        and its input values (crop and reused pieces)."""
+              ) -> tuple[Tile, dict[str, torch.Tensor], list[int]]:
+        """The tile as dispatched now (reusing the neighbours done so far), its input values
+        (crop and reused pieces), and those neighbours."""
         done = [k for k in self.sources_of.get(job.tile, ()) if k in frame.level0_done]
-        tile = self.local.tile(job.tile, done)
-        values = {"crop": _crop(frame.x, tile.input)}
-        for layer, pieces in frame.store.pieces(tile).items():
-            values.update((f"{layer}/{k}", t) for k, t in enumerate(pieces))
-        return tile, done, values
+        b = self.stages.block_of(job.tile)
+        source = frame.x if b == 0 or frame.stage_input is None else frame.stage_input
+        return (*self.stages.inputs(job.tile, done, source, frame.stores[b]), done)
 
     def _dispatch(self, device: str, job: Job) -> bool:
         start = time.perf_counter()
         frame = self._frames[job.frame]
-        tile, done, values = self._task(frame, job)
-        msg = cpb.Task(task=next(self._task_ids), frame=str(frame.id), tile=job.tile,
-                       reused_from=done, return_codec=self.part.result_codec)
-        msg.crop.CopyFrom(tensors.encode(values, ["crop"], self.part.input_codec)[0])
+        tile, values, done = self._task(frame, job)
+        b = self.stages.block_of(job.tile)
+        base = self.stages.offsets[b]
+        msg = cpb.Task(task=next(self._task_ids), frame=str(frame.id), tile=job.tile - base,
+                       block=b, reused_from=[d - base for d in done],
+                       return_codec=self.part.result_codec)
+        crop_codec = self.part.input_codec if b == 0 else self.part.result_codec
+        msg.crop.CopyFrom(tensors.encode(values, ["crop"], crop_codec)[0])
         names = [n for n in values if n != "crop"]
         msg.pieces.extend(tensors.encode(values, names, self.part.result_codec))
         # the crop comes from the frame's source (from the gateway under work sharing, once it
         # got there), the reused pieces from where the frame is gathered
         home = self.home(frame)
-        origin = self.gateway if self.central else frame.source
+        origin = self._origin(frame, job)
         nbytes = (len(msg.crop.payload) if origin != device else 0) + (
             tensors.payload_bytes(msg.pieces) if home != device else 0)
         encode_ms = (time.perf_counter() - start) * 1000.0
@@ -297,7 +298,8 @@ class TileGateway:
         """A worker's result, arrived: checked against the tile's shapes, then kept."""
         start = time.perf_counter()
         try:
-            out, shares = self.local.decode(tile, result)
+            out, shares = self.stages.blocks[self.stages.block_of(job.tile)].decode(tile,
+                                                                                   result)
         except (CodecError, ValueError) as e:
             log.warning("device %s sent a bad result for tile %d: %s; running it elsewhere",
                         device, job.tile, e)
@@ -336,17 +338,24 @@ class TileGateway:
         for name in sorted(shares, key=lambda n: (n.rsplit("/", 1)[0],
                                                   int(n.rsplit("/", 1)[1]))):
             by_layer.setdefault(name.rsplit("/", 1)[0], []).append(shares[name])
+        b = self.stages.block_of(job.tile)
         if by_layer:
-            frame.store.keep(job.tile, by_layer)
-        if self.local.tiles[job.tile].level == 0:
+            frame.stores[b].keep(job.tile - self.stages.offsets[b], by_layer)
+        if self.stages.level(job.tile) == 0:
             frame.level0_done.add(job.tile)
         frame.tasks[device] += 1
         frame.compute[device] += compute_ms
         frame.stolen += device != frame.source
-        if len(frame.outputs) == len(self.local.tiles):
-            frame.stitched = time.perf_counter()
-            frame.block_out = stitch(self.block, self.local.tiles, frame.outputs)
-            self.rests.put(self.home(frame), frame)
+        if not self.stages.complete(b, frame.outputs):
+            return
+        stitched = self.stages.stitched(b, frame.outputs)
+        if b + 1 < len(self.stages.blocks):  # the sync point: the next block from this map
+            frame.stage_input = stitched
+            self._add_block(frame, b + 1, self.home(frame))
+            return
+        frame.stitched = time.perf_counter()
+        frame.block_out = stitched
+        self.rests.put(self.home(frame), frame)
 
     def _run_locally(self) -> None:
         """No device left: the gateway computes the waiting tiles itself (dilated to its own
@@ -359,10 +368,11 @@ class TileGateway:
                     self._pump()
                     return
                 frame = self._frames[job.frame]
-                frame.hand(job.tile, len(self.local.tiles))
-                tile, _, values = self._task(frame, job)
+                frame.hand(job.tile, self.stages.tasks)
+                tile, values, _ = self._task(frame, job)
+                local = self.stages.blocks[self.stages.block_of(job.tile)]
             mark = dilation.start()
-            out, shares = self.local.run(tile, values)
+            out, shares = local.run(tile, values)
             ms = dilation.finish(mark, self.dilation, spin=self.spin)
             with self._lock:
                 self._accept(frame, job, GATEWAY_LOCAL, out, shares, ms)
@@ -391,6 +401,3 @@ class TileGateway:
         self.rests.close()
         self.pool.close()
 
-
-def _crop(x: torch.Tensor, region: Region) -> torch.Tensor:
-    return x[:, :, region.r0:region.r1, region.c0:region.c1]

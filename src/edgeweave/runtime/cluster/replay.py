@@ -33,14 +33,29 @@ def _per_mb(part: Partition) -> float:
     return float(part.search.get("task_overhead", {}).get("runtime_ms_per_mb", 0.0))
 
 
-def _order(part: Partition) -> tuple[list[TileAssignment], dict[int, int]]:
-    tiles = sorted(part.tiles, key=lambda t: (t.level, t.index))
-    return tiles, {t.index: k for k, t in enumerate(tiles)}
+def _order(part: Partition) -> tuple[list[TileAssignment], dict[int, int], dict[int, int]]:
+    """Every block's tiles in the order devices run them (block by block, level 0 first),
+    each tile's position, and its block (a block's tiles wait for all of the one before:
+    several fused blocks, DeeperThings)."""
+    flat = part.all_tiles()
+    tiles: list[TileAssignment] = []
+    block: dict[int, int] = {}
+    start = 0
+    for b, stage in enumerate(part.stages()):
+        mine = sorted(flat[start:start + len(stage.tiles)], key=lambda t: (t.level, t.index))
+        tiles += mine
+        block.update((t.index, b) for t in mine)
+        start += len(stage.tiles)
+    return tiles, {t.index: k for k, t in enumerate(tiles)}, block
 
 
-def _after(tile: TileAssignment, position: dict[int, int], base: int = 0) -> tuple[int, ...]:
-    return tuple(sorted({base + position[p.source] for ps in tile.reused.values()
-                         for p in ps}))
+def _after(tile: TileAssignment, position: dict[int, int], block: dict[int, int],
+           base: int = 0) -> tuple[int, ...]:
+    """What a tile waits for: the level-0 tiles whose halo it reuses, and every tile of the
+    block before its own."""
+    before = {position[i] for i, b in block.items() if b == block[tile.index] - 1}
+    return tuple(sorted({base + k for k in before} | {
+        base + position[p.source] for ps in tile.reused.values() for p in ps}))
 
 
 def replay_one(part: Partition, results: Sequence[FrameResult], time_scale: float
@@ -54,13 +69,13 @@ def replay_one(part: Partition, results: Sequence[FrameResult], time_scale: floa
     for r in results:
         for t in r.timeline:
             computes.setdefault(t.tile, []).append(t.compute_ms / time_scale)
-    tiles, position = _order(part)
+    tiles, position, block = _order(part)
     if set(ran) != set(position):
         return None
     per_mb = _per_mb(part)
     tasks = [Task(ran[t.index], statistics.median(computes[t.index])
                   + per_mb * (t.in_bytes + t.out_bytes) / MIB, t.in_bytes, t.out_bytes,
-                  _after(t, position))
+                  _after(t, position, block))
              for t in tiles]
     schedule = simulate(tasks, part.gateway, part.medium.mbps, part.medium.rtt_ms)
     return schedule.makespan_ms + statistics.median(r.rest_ms for r in results) / time_scale
@@ -72,7 +87,7 @@ def replay_sources(part: Partition, results: Sequence[FrameResult], time_scale: 
     was not recorded or its tiles are not the plan's."""
     if part.method != "fused-tiles" or not results or any(r.submitted <= 0 for r in results):
         return None
-    tiles, position = _order(part)
+    tiles, position, block = _order(part)
     by_index = {t.index: t for t in tiles}
     first = min(r.submitted for r in results)
     per_mb = _per_mb(part)
@@ -93,8 +108,8 @@ def replay_sources(part: Partition, results: Sequence[FrameResult], time_scale: 
             entries.append((arrive + t.sent_ms / time_scale, k, Task(
                 t.device, t.compute_ms / time_scale
                 + per_mb * (tile.in_bytes + tile.out_bytes) / MIB, tile.in_bytes,
-                tile.out_bytes, _after(by_index[tile.index], position, base), r.source,
-                home, arrive)))
+                tile.out_bytes, _after(by_index[tile.index], position, block, base),
+                home if block[tile.index] else r.source, home, arrive)))
         stitched = arrive + r.cluster_ms / time_scale
         entries.append((stitched, k, Task(home, r.rest_ms / time_scale, 0, 0,
                                           tuple(range(base, base + len(tiles))), home, home,

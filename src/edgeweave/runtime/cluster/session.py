@@ -74,8 +74,10 @@ def plan_calibrated(graph: Graph, profile: Profile, fleet: Fleet, plan: Plan,
     assert part is not None
     planned = (part.search.get("task_overhead") or {}).get("runtime_ms_per_mb")
     pins: dict[str, Any] = (
+        dict(blocks=[(s.depth, s.grid, s.reuse) for s in part.stages()], max_blocks=1)
+        if part.method == "fused-tiles" and len(part.stages()) > 1 else
         dict(depth=part.fused_depth, grid=tuple(part.grid) if part.grid else None,
-             reuse=part.reuse) if part.method == "fused-tiles" else
+             reuse=part.reuse, max_blocks=1) if part.method == "fused-tiles" else
         dict(layer_split=part.layer_split or "biased",
              layer_devices=len({d for la in part.layers for d in la.devices} | {part.gateway})))
     return plan_emulated(graph, profile, fleet, methods=(part.method,),
@@ -138,7 +140,7 @@ class ClusterRun:
         the scheduling and the runtime's overhead. None for layer-wise or no such task."""
         part = self.plan.partition
         assert part is not None
-        planned = {t.index: (t.device, t.compute_ms) for t in part.tiles}
+        planned = {t.index: (t.device, t.compute_ms) for t in part.all_tiles()}
         pairs = [(t.compute_ms / self.time_scale, planned[t.tile][1]) for r in self.results
                  for t in r.timeline if t.tile in planned and planned[t.tile][0] == t.device]
         plan_ms = sum(p for _, p in pairs)
@@ -332,7 +334,7 @@ def _assignment(plan: Plan) -> tuple[tuple[int, str], ...]:
     """What a gateway was built for beyond the regions: each tile's and part's device."""
     part = plan.partition
     assert part is not None
-    return (tuple((t.index, t.device) for t in part.tiles)
+    return (tuple((t.index, t.device) for t in part.all_tiles())
             + tuple((k, d) for k, la in enumerate(part.layers) for d in la.devices))
 
 
@@ -351,6 +353,6 @@ def slow_motion(dilations: Mapping[str, float], load: float | None = None,
 def working_devices(part: Partition, sources: Sequence[str]) -> list[str]:
     """The devices the plan gives tiles or split-layer parts, the gateway and the data sources,
     in the cluster's order."""
-    used = {t.device for t in part.tiles} | {d for la in part.layers for d in la.devices}
+    used = {t.device for t in part.all_tiles()} | {d for la in part.layers for d in la.devices}
     used |= {part.gateway, *sources}
     return [d for d in part.devices if d in used]

@@ -25,13 +25,13 @@ from edgeweave.runtime.cluster.blueprint import (
     LayerSpec,
     block_recipe,
     check_layer,
-    fused_tiles,
     layer_recipe,
     layer_weights,
     module_weights,
-    regions_digest,
+    stage_grids,
+    stages_digest,
 )
-from edgeweave.runtime.cluster.executors import LayerExecutor, TileExecutor, with_weights
+from edgeweave.runtime.cluster.executors import LayerExecutor, TileStages, with_weights
 from edgeweave.runtime.deploy import DeployRefused, check_head, load_weights, receive_checked
 from edgeweave.runtime.models import BadModelRequest, TrustedModels, UnknownModel
 from edgeweave.runtime.proto import cluster_pb2 as cpb
@@ -47,7 +47,7 @@ def invalid(details: str, reason: str = "bad_setup") -> Refused:
 
 
 def build_executor(stream: Iterator[cpb.SetupRequest], models: TrustedModels, cache_dir: Path,
-                   max_setup_mb: float) -> tuple[TileExecutor | LayerExecutor, str, int]:
+                   max_setup_mb: float) -> tuple[TileStages | LayerExecutor, str, int]:
     """Build the executor a Setup stream asks for: the spec and weights' head first, the
     weights checked against what this worker's own model needs, then streamed to a file in
     ``cache_dir`` and loaded. Returns the executor, the weights' digest and their bytes."""
@@ -84,18 +84,18 @@ def _expect(graph, spec: cpb.ClusterSpec, given: StageRecipe
     if spec.method not in METHODS:
         raise invalid(f"method {spec.method[:40]!r}: expected one of {', '.join(METHODS)}")
     if spec.method == "fused-tiles":
-        from edgeweave.graph.blocks import fused_block
-
-        block = fused_block(graph, spec.fused_depth)
-        tiles = fused_tiles(block, (spec.grid_rows, spec.grid_cols), spec.reuse)
-        if regions_digest(tiles) != spec.regions_digest:
+        ends, grids, reuse = stage_grids(spec)
+        stages = TileStages(graph, ends, grids, reuse)
+        if stages_digest([s.tiles for s in stages.stages]) != spec.regions_digest:
+            what = ", ".join(f"fused depth {d}, grid {r}x{c}" for d, (r, c) in
+                             zip(ends, grids, strict=True))
             raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
-                          f"the plan's tile regions for fused depth {spec.fused_depth}, grid "
-                          f"{spec.grid_rows}x{spec.grid_cols} differ from the ones this "
+                          f"the plan's tile regions for {what} differ from the ones this "
                           "worker computes for its model; re-plan with the same model and "
                           "EdgeWeave version", "regions_differ")
-        recipe = block_recipe(given.model, given.input_shape, block)
-        return recipe, [w for w, _ in module_weights(graph, block.names)]
+        recipe = block_recipe(given.model, given.input_shape, stages.blocks)
+        names = [n for b in stages.blocks for n in b.names]
+        return recipe, [w for w, _ in module_weights(graph, names)]
     if len(spec.layers) > MAX_LAYERS:
         raise invalid(f"{len(spec.layers)} split layers; a worker takes at most {MAX_LAYERS}")
     layers = [check_layer(graph, LayerSpec.from_proto(x)) for x in spec.layers]
@@ -119,11 +119,10 @@ def _receive(head: cpb.SetupRequest, stream: Iterator[cpb.SetupRequest], recipe:
         os.unlink(tmp)
 
 def _executor(graph, spec: cpb.ClusterSpec, state: dict[str, torch.Tensor]
-              ) -> TileExecutor | LayerExecutor:
+              ) -> TileStages | LayerExecutor:
     plain = {k: v for k, v in state.items() if not k.endswith("]")}
     with_w = with_weights(graph, plain)
     if spec.method == "fused-tiles":
-        return TileExecutor(with_w, spec.fused_depth, (spec.grid_rows, spec.grid_cols),
-                            spec.reuse)
+        return TileStages(with_w, *stage_grids(spec))
     slices = {k: v for k, v in state.items() if k.endswith("]")}
     return LayerExecutor(with_w, [LayerSpec.from_proto(x) for x in spec.layers], slices)

@@ -47,7 +47,7 @@ from edgeweave.codec import CodecError
 from edgeweave.errors import EdgeWeaveError, GraphError
 from edgeweave.rpc import RateLimitedLog
 from edgeweave.runtime import dilation, tensors
-from edgeweave.runtime.cluster.executors import LayerExecutor, TileExecutor
+from edgeweave.runtime.cluster.executors import LayerExecutor, TileExecutor, TileStages
 from edgeweave.runtime.cluster.setup import build_executor, invalid
 from edgeweave.runtime.flight import arrive
 from edgeweave.runtime.models import TrustedModels
@@ -110,7 +110,7 @@ class WorkerService(cpb_grpc.ClusterWorkerServicer):
     def __init__(self, config: WorkerConfig):
         self.cfg = config
         self.models = TrustedModels(config.models)
-        self.executor: TileExecutor | LayerExecutor | None = None
+        self.executor: TileStages | LayerExecutor | None = None
         self.digest = ""
         self._setup_lock = threading.Lock()
         self._work = threading.BoundedSemaphore(1)
@@ -204,7 +204,7 @@ class WorkerService(cpb_grpc.ClusterWorkerServicer):
         finally:
             self._work.release()
 
-    def _task(self, ex: TileExecutor | LayerExecutor, msg: cpb.Task | Malformed,
+    def _task(self, ex: TileStages | LayerExecutor, msg: cpb.Task | Malformed,
               context: grpc.ServicerContext) -> cpb.TaskResult:
         task_id = getattr(msg, "task", 0)
         try:
@@ -219,8 +219,9 @@ class WorkerService(cpb_grpc.ClusterWorkerServicer):
             self.note(bad, context)
             return cpb.TaskResult(task=task_id, error_code=bad.code.name, error=bad.details)
 
-    def _run(self, ex: TileExecutor | LayerExecutor, msg: cpb.Task) -> cpb.TaskResult:
+    def _run(self, stages: TileStages | LayerExecutor, msg: cpb.Task) -> cpb.TaskResult:
         tensors.activation_codec(msg.return_codec)
+        ex = stages.stage(msg.block) if isinstance(stages, TileStages) else stages
         if msg.crop.name != "crop":
             raise invalid(f"the task's crop is named {msg.crop.name[:40]!r}; expected 'crop'")
         if isinstance(ex, TileExecutor):

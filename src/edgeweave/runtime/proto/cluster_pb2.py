@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from edgeweave.runtime.proto import edgeweave_pb2 as edgeweave_dot_runtime_dot_proto_dot_edgeweave__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%edgeweave/runtime/proto/cluster.proto\x12\x0c\x65\x64geweave.v1\x1a\'edgeweave/runtime/proto/edgeweave.proto\"_\n\nSplitLayer\x12\x0c\n\x04unit\x18\x01 \x03(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x12\n\nrow_bounds\x18\x03 \x03(\x03\x12\x12\n\ncol_bounds\x18\x04 \x03(\x03\x12\r\n\x05parts\x18\x05 \x03(\x05\"\xb9\x01\n\x0b\x43lusterSpec\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\x13\n\x0b\x66used_depth\x18\x03 \x01(\x05\x12\x11\n\tgrid_rows\x18\x04 \x01(\x05\x12\x11\n\tgrid_cols\x18\x05 \x01(\x05\x12\r\n\x05reuse\x18\x06 \x01(\x08\x12\x16\n\x0eregions_digest\x18\x07 \x01(\t\x12(\n\x06layers\x18\x08 \x03(\x0b\x32\x18.edgeweave.v1.SplitLayer\"e\n\x0cSetupRequest\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x19.edgeweave.v1.ClusterSpec\x12,\n\x07weights\x18\x02 \x01(\x0b\x32\x1b.edgeweave.v1.DeployRequest\"=\n\nSetupReply\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\r\n\x05tasks\x18\x02 \x01(\x05\x12\x10\n\x08\x62uild_ms\x18\x03 \x01(\x01\"\xdb\x01\n\x04Task\x12\x0c\n\x04task\x18\x01 \x01(\x03\x12\r\n\x05\x66rame\x18\x02 \x01(\t\x12\x0c\n\x04tile\x18\x03 \x01(\x05\x12\r\n\x05layer\x18\x04 \x01(\x05\x12\x13\n\x0breused_from\x18\x05 \x03(\x05\x12\"\n\x04\x63rop\x18\x06 \x01(\x0b\x32\x14.edgeweave.v1.Tensor\x12$\n\x06pieces\x18\x07 \x03(\x0b\x32\x14.edgeweave.v1.Tensor\x12\x14\n\x0creturn_codec\x18\x08 \x01(\t\x12\x15\n\rdeliver_at_ns\x18\t \x01(\x03\x12\r\n\x05\x63lock\x18\n \x01(\t\"\xbd\x01\n\nTaskResult\x12\x0c\n\x04task\x18\x01 \x01(\x03\x12$\n\x06output\x18\x02 \x01(\x0b\x32\x14.edgeweave.v1.Tensor\x12$\n\x06shares\x18\x03 \x03(\x0b\x32\x14.edgeweave.v1.Tensor\x12\x12\n\ncompute_ms\x18\x04 \x01(\x01\x12\x0f\n\x07wait_ms\x18\x05 \x01(\x01\x12\r\n\x05hello\x18\x06 \x01(\x08\x12\x12\n\nerror_code\x18\x07 \x01(\t\x12\r\n\x05\x65rror\x18\x08 \x01(\t2\x8b\x02\n\rClusterWorker\x12?\n\x05Setup\x12\x1a.edgeweave.v1.SetupRequest\x1a\x18.edgeweave.v1.SetupReply(\x01\x12\x38\n\x04Work\x12\x12.edgeweave.v1.Task\x1a\x18.edgeweave.v1.TaskResult(\x01\x30\x01\x12@\n\x06Health\x12\x1b.edgeweave.v1.HealthRequest\x1a\x19.edgeweave.v1.HealthReply\x12=\n\x05Stats\x12\x1a.edgeweave.v1.StatsRequest\x1a\x18.edgeweave.v1.StatsReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%edgeweave/runtime/proto/cluster.proto\x12\x0c\x65\x64geweave.v1\x1a\'edgeweave/runtime/proto/edgeweave.proto\"_\n\nSplitLayer\x12\x0c\n\x04unit\x18\x01 \x03(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x12\n\nrow_bounds\x18\x03 \x03(\x03\x12\x12\n\ncol_bounds\x18\x04 \x03(\x03\x12\r\n\x05parts\x18\x05 \x03(\x05\"\xe3\x01\n\x0b\x43lusterSpec\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\x13\n\x0b\x66used_depth\x18\x03 \x01(\x05\x12\x11\n\tgrid_rows\x18\x04 \x01(\x05\x12\x11\n\tgrid_cols\x18\x05 \x01(\x05\x12\r\n\x05reuse\x18\x06 \x01(\x08\x12\x16\n\x0eregions_digest\x18\x07 \x01(\t\x12(\n\x06layers\x18\x08 \x03(\x0b\x32\x18.edgeweave.v1.SplitLayer\x12(\n\x06\x62locks\x18\t \x03(\x0b\x32\x18.edgeweave.v1.FusedStage\"P\n\nFusedStage\x12\r\n\x05\x64\x65pth\x18\x01 \x01(\x05\x12\x11\n\tgrid_rows\x18\x02 \x01(\x05\x12\x11\n\tgrid_cols\x18\x03 \x01(\x05\x12\r\n\x05reuse\x18\x04 \x01(\x08\"e\n\x0cSetupRequest\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x19.edgeweave.v1.ClusterSpec\x12,\n\x07weights\x18\x02 \x01(\x0b\x32\x1b.edgeweave.v1.DeployRequest\"=\n\nSetupReply\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\r\n\x05tasks\x18\x02 \x01(\x05\x12\x10\n\x08\x62uild_ms\x18\x03 \x01(\x01\"\xea\x01\n\x04Task\x12\x0c\n\x04task\x18\x01 \x01(\x03\x12\r\n\x05\x66rame\x18\x02 \x01(\t\x12\x0c\n\x04tile\x18\x03 \x01(\x05\x12\r\n\x05layer\x18\x04 \x01(\x05\x12\x13\n\x0breused_from\x18\x05 \x03(\x05\x12\"\n\x04\x63rop\x18\x06 \x01(\x0b\x32\x14.edgeweave.v1.Tensor\x12$\n\x06pieces\x18\x07 \x03(\x0b\x32\x14.edgeweave.v1.Tensor\x12\x14\n\x0creturn_codec\x18\x08 \x01(\t\x12\x15\n\rdeliver_at_ns\x18\t \x01(\x03\x12\r\n\x05\x63lock\x18\n \x01(\t\x12\r\n\x05\x62lock\x18\x0b \x01(\x05\"\xbd\x01\n\nTaskResult\x12\x0c\n\x04task\x18\x01 \x01(\x03\x12$\n\x06output\x18\x02 \x01(\x0b\x32\x14.edgeweave.v1.Tensor\x12$\n\x06shares\x18\x03 \x03(\x0b\x32\x14.edgeweave.v1.Tensor\x12\x12\n\ncompute_ms\x18\x04 \x01(\x01\x12\x0f\n\x07wait_ms\x18\x05 \x01(\x01\x12\r\n\x05hello\x18\x06 \x01(\x08\x12\x12\n\nerror_code\x18\x07 \x01(\t\x12\r\n\x05\x65rror\x18\x08 \x01(\t2\x8b\x02\n\rClusterWorker\x12?\n\x05Setup\x12\x1a.edgeweave.v1.SetupRequest\x1a\x18.edgeweave.v1.SetupReply(\x01\x12\x38\n\x04Work\x12\x12.edgeweave.v1.Task\x1a\x18.edgeweave.v1.TaskResult(\x01\x30\x01\x12@\n\x06Health\x12\x1b.edgeweave.v1.HealthRequest\x1a\x19.edgeweave.v1.HealthReply\x12=\n\x05Stats\x12\x1a.edgeweave.v1.StatsRequest\x1a\x18.edgeweave.v1.StatsReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,15 +35,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SPLITLAYER']._serialized_start=96
   _globals['_SPLITLAYER']._serialized_end=191
   _globals['_CLUSTERSPEC']._serialized_start=194
-  _globals['_CLUSTERSPEC']._serialized_end=379
-  _globals['_SETUPREQUEST']._serialized_start=381
-  _globals['_SETUPREQUEST']._serialized_end=482
-  _globals['_SETUPREPLY']._serialized_start=484
-  _globals['_SETUPREPLY']._serialized_end=545
-  _globals['_TASK']._serialized_start=548
-  _globals['_TASK']._serialized_end=767
-  _globals['_TASKRESULT']._serialized_start=770
-  _globals['_TASKRESULT']._serialized_end=959
-  _globals['_CLUSTERWORKER']._serialized_start=962
-  _globals['_CLUSTERWORKER']._serialized_end=1229
+  _globals['_CLUSTERSPEC']._serialized_end=421
+  _globals['_FUSEDSTAGE']._serialized_start=423
+  _globals['_FUSEDSTAGE']._serialized_end=503
+  _globals['_SETUPREQUEST']._serialized_start=505
+  _globals['_SETUPREQUEST']._serialized_end=606
+  _globals['_SETUPREPLY']._serialized_start=608
+  _globals['_SETUPREPLY']._serialized_end=669
+  _globals['_TASK']._serialized_start=672
+  _globals['_TASK']._serialized_end=906
+  _globals['_TASKRESULT']._serialized_start=909
+  _globals['_TASKRESULT']._serialized_end=1098
+  _globals['_CLUSTERWORKER']._serialized_start=1101
+  _globals['_CLUSTERWORKER']._serialized_end=1368
 # @@protoc_insertion_point(module_scope)

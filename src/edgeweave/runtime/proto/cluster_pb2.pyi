@@ -22,7 +22,7 @@ class SplitLayer(_message.Message):
     def __init__(self, unit: _Optional[_Iterable[str]] = ..., kind: _Optional[str] = ..., row_bounds: _Optional[_Iterable[int]] = ..., col_bounds: _Optional[_Iterable[int]] = ..., parts: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ClusterSpec(_message.Message):
-    __slots__ = ("method", "device", "fused_depth", "grid_rows", "grid_cols", "reuse", "regions_digest", "layers")
+    __slots__ = ("method", "device", "fused_depth", "grid_rows", "grid_cols", "reuse", "regions_digest", "layers", "blocks")
     METHOD_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     FUSED_DEPTH_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class ClusterSpec(_message.Message):
     REUSE_FIELD_NUMBER: _ClassVar[int]
     REGIONS_DIGEST_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
+    BLOCKS_FIELD_NUMBER: _ClassVar[int]
     method: str
     device: str
     fused_depth: int
@@ -39,7 +40,20 @@ class ClusterSpec(_message.Message):
     reuse: bool
     regions_digest: str
     layers: _containers.RepeatedCompositeFieldContainer[SplitLayer]
-    def __init__(self, method: _Optional[str] = ..., device: _Optional[str] = ..., fused_depth: _Optional[int] = ..., grid_rows: _Optional[int] = ..., grid_cols: _Optional[int] = ..., reuse: _Optional[bool] = ..., regions_digest: _Optional[str] = ..., layers: _Optional[_Iterable[_Union[SplitLayer, _Mapping]]] = ...) -> None: ...
+    blocks: _containers.RepeatedCompositeFieldContainer[FusedStage]
+    def __init__(self, method: _Optional[str] = ..., device: _Optional[str] = ..., fused_depth: _Optional[int] = ..., grid_rows: _Optional[int] = ..., grid_cols: _Optional[int] = ..., reuse: _Optional[bool] = ..., regions_digest: _Optional[str] = ..., layers: _Optional[_Iterable[_Union[SplitLayer, _Mapping]]] = ..., blocks: _Optional[_Iterable[_Union[FusedStage, _Mapping]]] = ...) -> None: ...
+
+class FusedStage(_message.Message):
+    __slots__ = ("depth", "grid_rows", "grid_cols", "reuse")
+    DEPTH_FIELD_NUMBER: _ClassVar[int]
+    GRID_ROWS_FIELD_NUMBER: _ClassVar[int]
+    GRID_COLS_FIELD_NUMBER: _ClassVar[int]
+    REUSE_FIELD_NUMBER: _ClassVar[int]
+    depth: int
+    grid_rows: int
+    grid_cols: int
+    reuse: bool
+    def __init__(self, depth: _Optional[int] = ..., grid_rows: _Optional[int] = ..., grid_cols: _Optional[int] = ..., reuse: _Optional[bool] = ...) -> None: ...
 
 class SetupRequest(_message.Message):
     __slots__ = ("spec", "weights")
@@ -60,7 +74,7 @@ class SetupReply(_message.Message):
     def __init__(self, digest: _Optional[str] = ..., tasks: _Optional[int] = ..., build_ms: _Optional[float] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task", "frame", "tile", "layer", "reused_from", "crop", "pieces", "return_codec", "deliver_at_ns", "clock")
+    __slots__ = ("task", "frame", "tile", "layer", "reused_from", "crop", "pieces", "return_codec", "deliver_at_ns", "clock", "block")
     TASK_FIELD_NUMBER: _ClassVar[int]
     FRAME_FIELD_NUMBER: _ClassVar[int]
     TILE_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +85,7 @@ class Task(_message.Message):
     RETURN_CODEC_FIELD_NUMBER: _ClassVar[int]
     DELIVER_AT_NS_FIELD_NUMBER: _ClassVar[int]
     CLOCK_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_FIELD_NUMBER: _ClassVar[int]
     task: int
     frame: str
     tile: int
@@ -81,7 +96,8 @@ class Task(_message.Message):
     return_codec: str
     deliver_at_ns: int
     clock: str
-    def __init__(self, task: _Optional[int] = ..., frame: _Optional[str] = ..., tile: _Optional[int] = ..., layer: _Optional[int] = ..., reused_from: _Optional[_Iterable[int]] = ..., crop: _Optional[_Union[_edgeweave_pb2.Tensor, _Mapping]] = ..., pieces: _Optional[_Iterable[_Union[_edgeweave_pb2.Tensor, _Mapping]]] = ..., return_codec: _Optional[str] = ..., deliver_at_ns: _Optional[int] = ..., clock: _Optional[str] = ...) -> None: ...
+    block: int
+    def __init__(self, task: _Optional[int] = ..., frame: _Optional[str] = ..., tile: _Optional[int] = ..., layer: _Optional[int] = ..., reused_from: _Optional[_Iterable[int]] = ..., crop: _Optional[_Union[_edgeweave_pb2.Tensor, _Mapping]] = ..., pieces: _Optional[_Iterable[_Union[_edgeweave_pb2.Tensor, _Mapping]]] = ..., return_codec: _Optional[str] = ..., deliver_at_ns: _Optional[int] = ..., clock: _Optional[str] = ..., block: _Optional[int] = ...) -> None: ...
 
 class TaskResult(_message.Message):
     __slots__ = ("task", "output", "shares", "compute_ms", "wait_ms", "hello", "error_code", "error")

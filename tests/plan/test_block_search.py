@@ -1,0 +1,94 @@
+"""DeeperThings' consecutive fused blocks in the planner: the dynamic program over block
+boundaries finds the best of every pinned combination, the plan JSON carries the blocks (and a
+plan written before blocks existed still reads as one), and bad pins are named."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from edgeweave.errors import GraphError
+from edgeweave.graph import capture_spec
+from edgeweave.graph.blocks import cut_depths, fused_blocks
+from edgeweave.plan import load_plan
+from edgeweave.plan.fused_search import grid_options
+from edgeweave.plan.multidevice import plan_cluster
+from edgeweave.plan.partition import Partition
+from edgeweave.profile import analytic_profile
+from edgeweave.topology import Fleet
+
+
+def fleet(mbps: float) -> Fleet:
+    return Fleet.from_dict({
+        "name": "pair", "nodes": [{"name": "a", "tier": "device", "hardware": "rpi4"},
+                                  {"name": "b", "tier": "device", "hardware": "rpi3"}],
+        "clusters": [{"name": "ab", "devices": ["a", "b"], "gateway": "a",
+                      "medium": {"mbps": mbps, "rtt_ms": 0.01}}]})
+
+
+@pytest.fixture(scope="module")
+def digits():
+    graph = capture_spec("digits-cnn")
+    return graph, analytic_profile(graph, fleet(10_000.0))
+
+
+def test_the_block_search_is_the_best_of_every_pinned_combination(digits) -> None:
+    """Every 2- and 3-block split of digits-cnn's prefix with every grid up to 2x2 and data
+    reuse on or off in each block (each block's assignment exhaustive), pinned one by one:
+    none beats the searched plan's multi-block figure, which the search record puts beside the
+    best single block."""
+    graph, profile = digits
+    cluster = fleet(10_000.0)
+    plan = plan_cluster(graph, profile, cluster, methods=("fused-tiles",), largest_grid=2)
+    record = plan.partition.search["blocks"]
+    assert record["one_block_ms"] > 0 and record["multi_block_ms"] > 0
+    assert plan.predicted["total_ms"] == pytest.approx(min(record["one_block_ms"],
+                                                           record["multi_block_ms"]))
+    assert not plan.exact and any("not exact" in n for n in plan.partition.search["notes"])
+    depths = sorted(cut_depths(graph))
+    pinned = []
+    for count in (2, 3):
+        for ends in itertools.combinations(depths, count):
+            options = [[(g, r) for g in grid_options(b, 2) for r in (False, True)
+                        if not (r and g == (1, 1))] for b in fused_blocks(graph, ends)]
+            for combo in itertools.product(*options):
+                p = plan_cluster(graph, profile, cluster, methods=("fused-tiles",),
+                                 blocks=[(d, g, r) for d, (g, r) in zip(ends, combo,
+                                                                        strict=True)])
+                assert [s.depth for s in p.partition.stages()] == list(ends)
+                pinned.append(p.predicted["total_ms"])
+    assert min(pinned) == pytest.approx(record["multi_block_ms"])
+
+
+def test_blocks_round_trip_in_the_plan_json_and_old_plans_read_as_one_block(
+        digits, tmp_path) -> None:
+    graph, profile = digits
+    plan = plan_cluster(graph, profile, fleet(10_000.0), methods=("fused-tiles",),
+                        blocks=[(2, (2, 2), True), (3, (1, 2), False)])
+    part = plan.partition
+    assert part.fused_depth == 3 and part.grid is None and part.tiles == []
+    assert [(s.depth, s.grid, s.reuse) for s in part.stages()] == [(2, (2, 2), True),
+                                                                   (3, (1, 2), False)]
+    assert any(t.reused for t in part.stages()[0].tiles)  # level-1 tiles of the first block
+    assert part.prefix_nodes == [n for s in fused_blocks(graph, [2, 3]) for n in s.names]
+    assert sum(x.tasks for x in part.load) == 6  # every block's tiles
+    path = tmp_path / "plan.json"
+    path.write_text(plan.model_dump_json())
+    assert load_plan(path).partition.stages() == part.stages()
+    one = plan_cluster(graph, profile, fleet(10_000.0), methods=("fused-tiles",),
+                       depth=2, grid=(2, 1)).partition
+    old = one.model_dump(mode="json")
+    del old["blocks"]  # a plan written before several blocks existed
+    (stage,) = Partition.model_validate(old).stages()
+    assert (stage.depth, stage.grid, stage.tiles) == (2, (2, 1), one.tiles)
+
+
+def test_bad_block_pins_are_named(digits) -> None:
+    graph, profile = digits
+    with pytest.raises(GraphError, match="each deeper than the one before"):
+        plan_cluster(graph, profile, fleet(10_000.0), methods=("fused-tiles",),
+                     blocks=[(2, (1, 1), False), (1, (1, 1), False)])
+    with pytest.raises(GraphError, match="larger than the"):
+        plan_cluster(graph, profile, fleet(10_000.0), methods=("fused-tiles",),
+                     blocks=[(1, (1, 1), False), (2, (9, 9), False)])
