@@ -25,8 +25,8 @@ from edgeweave.plan.costs import CostModel
 from edgeweave.plan.medium import Schedule
 from edgeweave.plan.rest import Rest
 
-if TYPE_CHECKING:  # multidevice imports this module
-    from edgeweave.plan.multidevice import Search
+if TYPE_CHECKING:  # fused_candidates imports this module
+    from edgeweave.plan.fused_candidates import Search
 
 
 SCHEME_NAMES = {"biased": "speed-biased 1-D", "even": "even 1-D",

@@ -23,7 +23,7 @@ from edgeweave.profile.schema import Profile
 from edgeweave.topology import Cluster
 
 if TYPE_CHECKING:  # multidevice imports this module
-    from edgeweave.plan.multidevice import Candidate, Search
+    from edgeweave.plan.fused_candidates import Candidate, Search
 
 
 def build_plan(graph: Graph, prof: Profile, cm: CostModel, model: ClusterModel,

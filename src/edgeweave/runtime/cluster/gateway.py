@@ -4,7 +4,8 @@ Data sources (the gateway's device and any other cluster device producing frames
 frames; each frame's tiles become jobs for the scheduler (work stealing, DeepThings' centralized
 work sharing, or the plan's static assignment, :mod:`~edgeweave.runtime.cluster.scheduler`),
 which the gateway dispatches to idle device workers; it also routes each task's bytes as its
-scheduler would (stealing: victim to thief; sharing: source to gateway to device).
+scheduler would (stealing: victim to thief; sharing: source to gateway to device;
+:mod:`~edgeweave.runtime.cluster.routing`).
 For each task it crops the frame by the tile's input region, cuts the reused halo
 pieces from its :class:`~edgeweave.graph.tile_exec.ShareStore` (a level-1 tile dispatched before
 all its neighbours finished reuses only theirs and computes the rest,
@@ -50,6 +51,7 @@ from edgeweave.runtime.cluster.frames import Frame, FrameFuture, FrameResult, Ta
 from edgeweave.runtime.cluster.medium import SharedMedium
 from edgeweave.runtime.cluster.pool import WorkerPool
 from edgeweave.runtime.cluster.rest import RestLanes, RestRunner
+from edgeweave.runtime.cluster.routing import TaskRoutes
 from edgeweave.runtime.cluster.scheduler import Job, make_scheduler
 from edgeweave.runtime.cluster.stages import GatewayStages
 from edgeweave.runtime.proto import cluster_pb2 as cpb
@@ -103,8 +105,6 @@ class TileGateway:
         self.pool = WorkerPool(self.medium, self.gateway, self._on_ready, self._on_gone,
                                token=token, tls=tls, task_timeout_s=task_timeout_s)
         self.cost = self.stages.cost
-        self.central = scheduler == "sharing"  # tiles reach devices through the gateway
-        self._moves = self.stages.moves
         self.scheduler = make_scheduler(scheduler, prefetch, self.dilations,
                                         self._transfer_ms)
         self.rest = RestRunner(graph, plan, part.prefix_nodes, edge_target=edge_target,
@@ -113,8 +113,11 @@ class TileGateway:
         self._graph, self._plan = graph, plan
         # stealing may gather a frame at its source, which runs the rest itself; not when the
         # rest goes to the edge or cloud (one client, the gateway's, deploys it)
-        self.at_source = scheduler == "stealing" and not self.rest.remote and bool(
-            gather_at_source)
+        self.routes = TaskRoutes(part, self.stages, self.medium, self.input_ratio,
+                                 central=scheduler == "sharing",  # tiles go via the gateway
+                                 at_source=scheduler == "stealing" and not self.rest.remote
+                                 and bool(gather_at_source))
+        self.home = self.routes.home
         blocks = [x.block for x in self.stages.blocks]
         self.package = package(block_recipe(part.model, part.input_shape, blocks),
                                module_weights(graph, [n for b in blocks for n in b.names]))
@@ -174,13 +177,8 @@ class TileGateway:
         with self._lock:
             frame = Frame(next(self._ids), source, x, self.stages.stores(), future)
             self._frames[frame.id] = frame
-            if self.central:  # the source hands every tile to the gateway (one hop each)
-                for task in self.stages.order(0):
-                    tile = self.stages.tile(task, ())
-                    nbytes = round(tile.input.area * x.shape[0] * x.shape[1] *
-                                   x.element_size() * self.input_ratio)
-                    frame.at_gateway[task] = self.medium.relay(nbytes, source, self.gateway)
-                    frame.medium_bytes += nbytes if source != self.gateway else 0
+            if self.routes.central:
+                self.routes.relay_to_gateway(frame)
             self._add_block(frame, 0, source)
             self._pump()
         return future
@@ -193,32 +191,9 @@ class TileGateway:
                                 self.assignment[task], self.cost[task])
                             for task in self.stages.order(b)], self.pool.alive())
 
-    def home(self, frame: Frame) -> str:
-        """Where a frame's tile results are gathered and its rest runs: the gateway
-        (DeepThings' gateway collects and merges every source's results), or under work
-        stealing with ``gather_at_source`` the frame's source (its own tiles' results never
-        cross the medium, but it runs the rest the plan priced on the gateway)."""
-        return frame.source if self.at_source else self.gateway
-
     def _transfer_ms(self, device: str, job: Job) -> float:
-        """The ms ``job``'s bytes would be on the medium if ``device`` ran it (the plan's
-        bytes: the crop from where the frame's tiles wait, the reused pieces from and the
-        result back to where it is gathered), for the scheduler's choice of device."""
         frame = self._frames.get(job.frame)
-        if frame is None:
-            return 0.0
-        crop, pieces, result = self._moves[job.tile]
-        home = self.home(frame)
-        origin = self._origin(frame, job)
-        nbytes = (crop if origin != device else 0) + (pieces + result if home != device else 0)
-        return nbytes * 8 / (self.medium.mbps * 1e3)
-
-    def _origin(self, frame: Frame, job: Job) -> str:
-        """Where a task's crop comes from: the frame's source (the gateway under work sharing,
-        once it got there) for the first block, where the frame is gathered for later ones."""
-        if self.stages.block_of(job.tile):
-            return self.home(frame)
-        return self.gateway if self.central else frame.source
+        return 0.0 if frame is None else self.routes.transfer_ms(device, frame, job)
 
     def _ready(self, job: Job) -> bool:
         """A level-1 tile goes out once the level-0 tiles it reuses are done, under every
@@ -266,27 +241,13 @@ class TileGateway:
         start = time.perf_counter()
         frame = self._frames[job.frame]
         tile, values, done = self._task(frame, job)
-        b = self.stages.block_of(job.tile)
-        base = self.stages.offsets[b]
-        msg = cpb.Task(task=next(self._task_ids), frame=str(frame.id), tile=job.tile - base,
-                       block=b, reused_from=[d - base for d in done],
-                       return_codec=self.part.result_codec)
-        crop_codec = self.part.input_codec if b == 0 else self.part.result_codec
-        msg.crop.CopyFrom(tensors.encode(values, ["crop"], crop_codec)[0])
-        names = [n for n in values if n != "crop"]
-        msg.pieces.extend(tensors.encode(values, names, self.part.result_codec))
-        # the crop comes from the frame's source (from the gateway under work sharing, once it
-        # got there), the reused pieces from where the frame is gathered
-        home = self.home(frame)
-        origin = self._origin(frame, job)
-        nbytes = (len(msg.crop.payload) if origin != device else 0) + (
-            tensors.payload_bytes(msg.pieces) if home != device else 0)
+        msg, nbytes, carried = self.routes.message(next(self._task_ids), device, frame, job,
+                                                   values, done)
         encode_ms = (time.perf_counter() - start) * 1000.0
-        carried = len(msg.crop.payload) + tensors.payload_bytes(msg.pieces)
         sent = self.pool.send(device, msg, nbytes, device if nbytes == 0 else "medium",
                               lambda dev, res, ms: self._done(dev, res, frame.id, job, tile,
                                                               ms + encode_ms, carried, start),
-                              (frame.id, job), reply_to=home,
+                              (frame.id, job), reply_to=self.home(frame),
                               not_before=frame.at_gateway.get(job.tile, 0.0))
         if sent:
             frame.medium_bytes += nbytes
