@@ -337,11 +337,11 @@ def main() -> None:
                 "overrun_tasks", "load"]),
         _table("tile call cost measured on this host (profile.tile_calibration) and the "
                "runtime's cost per MiB a task carries (measured by the 1-device run)",
-               [{"model": m, "tile_call_ms": c["tile_call_ms"], "fused_depth": c["fused_depth"],
-                 "whole_block_ms": c["whole_block_ms"],
+               [{"model": m, "depths": f"{b['from_depth']}-{b['to_depth']}",
+                 "tile_call_ms": b["tile_call_ms"], "whole_block_ms": b["whole_block_ms"],
                  "runtime_ms_per_mb": doc["runtime_ms_per_mb"].get(m)}
-                for m, c in doc["tile_calibration"].items()],
-               ["model", "fused_depth", "whole_block_ms", "tile_call_ms", "runtime_ms_per_mb"]),
+                for m, c in doc["tile_calibration"].items() for b in c["blocks"]],
+               ["model", "depths", "whole_block_ms", "tile_call_ms", "runtime_ms_per_mb"]),
         _table("MEASURED data reuse off / on", doc["reuse_measured"],
                [*measured[:4], "reuse", "grid", "tile_flops", "latency_ms", "predicted_ms",
                 "bytes_per_frame"]),

@@ -86,3 +86,36 @@ def test_a_negative_task_cost_is_refused(digits) -> None:
     with pytest.raises(PlanError, match="task overhead"):
         plan_cluster(graph, profile, cluster_fleet(), ms_per_mb=-1.0)
 
+
+
+def test_each_layer_pays_the_call_cost_calibrated_on_its_own_block(digits) -> None:
+    """Calibrated per block (profile.tile_calibration), a later block's layers pay their own
+    per-call cost, not the first block's: here free in the first block and 10 ms a call after
+    it, so no tile may cut a later layer; priced with one figure for the prefix (the first
+    block's), the planner tiled them all (as it did resnet18's 7x7 blocks, which ran slower)."""
+    graph, profile = digits
+    fleet = cluster_fleet()
+    depths = sorted(cut_depths(graph))
+    first = set(fused_block(graph, depths[0]).names)
+    later = [n for n in fused_block(graph, depths[-1]).names if n not in first]
+    assert later
+    by_node = {n: 0.0 if n in first else 10.0 for n in [*first, *later]}
+    extra = dict(profile.model_extra or {})
+    extra["host"] = {**extra["host"], "tile_call_ms": 0.0, "tile_call_ms_by_node": by_node}
+    costly = Profile.model_validate({**profile.model_dump(), **extra})
+    model = ClusterModel(costly, fleet, fleet.cluster())
+    gflops = float(profile.model_extra["host"]["gflops"])
+    block = fused_block(graph, depths[-1])
+    tiles = tile_grid(block, (2, 2))
+    flop = ClusterModel(with_call_ms(profile, 0.0), fleet, fleet.cluster())
+    for work in tile_work(block, tiles):
+        extra_ms = sum(by_node[n] * gflops / fleet.node("a").hardware.gflops * (1 - f)
+                       for n, f in work.fractions.items() if f > 0)
+        assert extra_ms > 0 and model.compute_ms("a", work.fractions) == pytest.approx(
+            flop.compute_ms("a", work.fractions) + extra_ms)
+    # the plan: no later layer cut into tiles (one device, or later blocks kept whole)
+    assert plan_cluster(graph, with_call_ms(profile, 0.0), fleet).partition.method == \
+        "fused-tiles"  # free calls everywhere: it tiles
+    part = plan_cluster(graph, costly, fleet).partition
+    for stage in part.stages():  # a block ending past the first cut holds a later layer
+        assert stage.grid == (1, 1) or stage.depth == depths[0], part.describe_blocks()

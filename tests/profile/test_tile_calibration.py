@@ -4,16 +4,21 @@ it in the profile, and its errors. Correctness only: the figure itself is this h
 
 from __future__ import annotations
 
-import math
+import itertools
 
 import pytest
 import torch.nn as nn
 
 from edgeweave.errors import ProfileError
 from edgeweave.graph import capture, capture_spec
-from edgeweave.graph.blocks import cut_depths
+from edgeweave.graph.blocks import cut_depths, fused_block
 from edgeweave.profile import Profile, analytic_profile
-from edgeweave.profile.tile_calibration import calibrate_tiles, fit_call_ms, tile_call_ms
+from edgeweave.profile.tile_calibration import (
+    calibrate_tiles,
+    fit_call_ms,
+    tile_call_costs,
+    tile_call_ms,
+)
 from edgeweave.topology import load_fleet
 
 
@@ -28,27 +33,45 @@ def measured_like(graph) -> Profile:
                                    "host": {"gflops": 50.0}})
 
 
-def test_calibration_records_its_points_and_the_least_squares_fit() -> None:
+def test_calibration_covers_the_prefix_block_by_block_with_least_squares_fits() -> None:
+    """Consecutive blocks from the input to the deepest cut, each fitted on its own points;
+    every prefix layer gets its block's call cost, their mean prices any other layer."""
     graph = capture_spec("digits-cnn")
     profile = measured_like(graph)
-    assert tile_call_ms(profile) is None
+    assert tile_call_ms(profile) is None and tile_call_costs(profile) == {}
     calibrated = calibrate_tiles(graph, profile, repeats=1)
-    call = tile_call_ms(calibrated)
-    assert call is not None and math.isfinite(call) and call >= 0
     record = calibrated.model_extra["host"]["tile_calibration"]
-    assert record["fused_depth"] in cut_depths(graph) and record["whole_block_ms"] > 0
-    points = record["points"]
-    assert {(tuple(p["grid"]), p["reuse"]) for p in points} == {((1, 1), False)} | {
+    blocks = record["blocks"]
+    depths = sorted(cut_depths(graph))
+    assert len(blocks) == min(3, len(depths)) and blocks[0]["from_depth"] == 0
+    assert blocks[-1]["to_depth"] == depths[-1]
+    assert all(a["to_depth"] == b["from_depth"] for a, b in itertools.pairwise(blocks))
+    costs = tile_call_costs(calibrated)
+    assert set(costs) == set(fused_block(graph, depths[-1]).names)
+    for block in blocks:
+        assert block["to_depth"] in cut_depths(graph) and block["whole_block_ms"] > 0
+        own = set(fused_block(graph, block["to_depth"]).names) - (
+            set(fused_block(graph, block["from_depth"]).names) if block["from_depth"] else set())
+        assert {costs[n] for n in own} == {block["tile_call_ms"]}
+        points = block["points"]
+        assert (1, 1) in {tuple(p["grid"]) for p in points}
+        for p in points:
+            assert p["measured_ms"] > 0
+            whole = tuple(p["grid"]) == (1, 1)
+            assert (p["calls"] == 0) == whole
+            # the halo: never less than the whole block (exactly it when no layer has one)
+            assert p["flop_share"] >= 1.0 - 1e-9 and (
+                not whole or p["flop_share"] == pytest.approx(1.0))
+        assert (block["whole_block_ms"], block["tile_call_ms"]) == pytest.approx(
+            fit_call_ms(points))
+    assert {(tuple(p["grid"]), p["reuse"]) for p in blocks[0]["points"]} == {((1, 1), False)} | {
         (g, r) for g in ((2, 2), (3, 3), (4, 4)) for r in (False, True)}
-    for p in points:
-        assert p["measured_ms"] > 0
-        whole = tuple(p["grid"]) == (1, 1)
-        assert (p["calls"] == 0) == whole and (p["flop_share"] == pytest.approx(1.0)) == whole
-        assert p["flop_share"] >= 1.0 - 1e-9  # the halo: never less than the whole block
-    assert (record["whole_block_ms"], call) == pytest.approx(fit_call_ms(points))
-    # the host's other figures are kept; the planner reads the cost from the profile
+    call = tile_call_ms(calibrated)
+    assert call == pytest.approx(sum(costs.values()) / len(costs)) and call >= 0
+    # the host's other figures are kept; the planner reads the costs from the profile
     assert calibrated.model_extra["host"]["gflops"] == 50.0
-    assert tile_call_ms(Profile.model_validate_json(calibrated.model_dump_json())) == call
+    again = Profile.model_validate_json(calibrated.model_dump_json())
+    assert tile_call_ms(again) == call and tile_call_costs(again) == costs
 
 
 def test_calibration_errors() -> None:

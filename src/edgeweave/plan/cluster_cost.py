@@ -10,10 +10,10 @@ priced as that fraction of the layer's latency: the rule behind the FLOPs of eve
 computes and the largest feature maps alive while it runs one task.
 
 A task also costs more than its FLOP share: every tile or part calls each of its layers on its
-own, so the fixed part of a call is paid once per task (``c x (1 - f)`` more per layer it
-computes a fraction f of; c measured on this host by
-:func:`edgeweave.profile.tile_calibration.calibrate_tiles` and scaled to each device like a
-latency), and the runtime spends ``ms_per_mb`` on each MiB a task carries, in and out
+own, so the fixed part of a call is paid once per task (``c_l x (1 - f)`` more per layer l it
+computes a fraction f of; c_l measured on this host, on the consecutive block that holds layer
+l, by :func:`edgeweave.profile.tile_calibration.calibrate_tiles` and scaled to each device like
+a latency), and the runtime spends ``ms_per_mb`` on each MiB a task carries, in and out
 (cropping, encoding, the RPC, decoding, whether or not it crosses the medium: measured by a
 run, ``ClusterRun.runtime_ms_per_mb``; per byte because a task moving 13 MiB cost 49 ms and
 one moving 0.3 MiB 3 ms). Without them the planner took resnet18's tiles for a speedup that
@@ -29,7 +29,7 @@ so the plan can price them exactly (a compressor's ratio would need the frame).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -49,7 +49,7 @@ from edgeweave.graph.tiles import (
 from edgeweave.plan.medium import Schedule, Task, simulate
 from edgeweave.profile.build import latencies_on
 from edgeweave.profile.schema import Profile
-from edgeweave.profile.tile_calibration import tile_call_ms
+from edgeweave.profile.tile_calibration import tile_call_costs, tile_call_ms
 from edgeweave.topology import Cluster, Fleet
 
 MIB = 2**20
@@ -82,6 +82,12 @@ class ClusterDevice:
     node_ms: dict[str, float]
     limit_bytes: float
     call_ms: float = 0.0  # the fixed cost of one layer call, paid again by every task
+    node_call_ms: Mapping[str, float] = field(default_factory=dict)  # per layer, when measured
+
+    def call_of(self, name: str) -> float:
+        """Layer ``name``'s per-call cost on this device (its own if calibrated, else the
+        host's mean)."""
+        return self.node_call_ms.get(name, self.call_ms)
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,7 @@ class ClusterModel:
         measured_call = tile_call_ms(profile)
         self.calibrated = measured_call is not None
         host_call = measured_call or 0.0
+        host_calls = tile_call_costs(profile)
         host_gflops = float(((profile.model_extra or {}).get("host") or {}).get("gflops", 0.0))
         self.input_codec, self.result_codec = input_codec, result_codec
         self.input_ratio = codec_ratio(input_codec, "--input-codec")
@@ -134,11 +141,13 @@ class ClusterModel:
         for name in cluster.devices:
             node = fleet.node(name)
             k = scale.get(name, 1.0)
+            # a call's fixed cost scales to the device as a latency does
+            to_device = k * host_gflops / node.hardware.gflops if host_gflops else 0.0
             self.devices[name] = ClusterDevice(
                 name, node.hardware.name, node.hardware.gflops,
                 {n: ms * k for n, ms in latencies_on(profile, node.hardware).items()},
                 cluster.limit_mb(node) * MIB,
-                k * host_call * host_gflops / node.hardware.gflops if host_gflops else 0.0)
+                host_call * to_device, {n: c * to_device for n, c in host_calls.items()})
 
     @property
     def names(self) -> list[str]:
@@ -160,7 +169,7 @@ class ClusterModel:
         """A task's compute on ``device``: its FLOP share of each layer and the fixed call
         cost each layer it computes part of pays again."""
         dev = self.devices[device]
-        return sum(dev.node_ms[name] * share + dev.call_ms * (1.0 - share)
+        return sum(dev.node_ms[name] * share + dev.call_of(name) * (1.0 - share)
                    for name, share in fractions.items() if share > 0)
 
     def runtime_ms(self, in_bytes: int, out_bytes: int) -> float:

@@ -6,14 +6,19 @@ set-up, the crop's padding and copies, a reused piece's assembly) is paid once p
 layer instead of once per layer, so n tiles cost more than their FLOP share even with no halo.
 DeepThings' speedups assume that part is small; on resnet18's small feature maps it is not.
 
-The model: a tile that computes a fraction f of layer l costs ``f x latency(l) + c x (1 - f)``
-(the whole map, f = 1, costs what the profile says; a tiny tile still pays c), with c one
-figure per host. :func:`calibrate_tiles` measures c: it runs one fused block of the model on
-this host whole and cut into grids (with and without data reuse), the runs interleaved, each
-tile timed in this thread's CPU time (best of ``repeats``), and fits the whole block's time and
-c together by least squares (:func:`fit_call_ms`). The profile keeps c (its
-``host.tile_call_ms``) with what it was fitted from (``host.tile_calibration``); the cluster
-planner scales it to each device as it scales a layer's latency.
+The model: a tile that computes a fraction f of layer l costs ``f x latency(l) + c_l x (1 - f)``
+(the whole map, f = 1, costs what the profile says; a tiny tile still pays c_l).
+:func:`calibrate_tiles` measures c: it cuts the model's fusable prefix into consecutive fused
+blocks (:data:`SEGMENTS` of them, DeeperThings' blocks) and runs each on this host whole and cut
+into grids (with and without data reuse), the runs interleaved, each tile timed in this
+thread's CPU time (best of ``repeats``), and fits each block's whole time and its c together by
+least squares (:func:`fit_call_ms`); a layer's c_l is its block's. One figure for the whole
+prefix, fitted on the first block, priced later blocks too cheap: resnet18's last blocks
+(7x7 maps, 512 channels, residual adds) pay nearly twice the first's cost a call, so the
+planner chose several blocks that ran 36% slower than one. The profile keeps every prefix
+layer's c_l (``host.tile_call_ms_by_node``), their mean for any other layer a task splits
+(``host.tile_call_ms``), and what they were fitted from (``host.tile_calibration``); the
+cluster planner scales them to each device as it scales a layer's latency.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import torch
 
 from edgeweave.errors import ProfileError
 from edgeweave.graph import Graph
-from edgeweave.graph.blocks import FusedBlock, cut_depths, fused_block
+from edgeweave.graph.blocks import FusedBlock, cut_depths, fused_blocks
 from edgeweave.graph.regions import EMPTY, Region
 from edgeweave.graph.reuse import reuse_tiles
 from edgeweave.graph.tile_exec import ShareStore, TileModule
@@ -37,12 +42,22 @@ from edgeweave.profile.schema import Profile
 
 #: Grids measured (each with and without data reuse) against the whole block.
 GRIDS = ((2, 2), (3, 3), (4, 4))
+#: Consecutive blocks the fusable prefix is cut into for the calibration (fewer when it has
+#: fewer cuts): each block's layers get the call cost fitted on it.
+SEGMENTS = 3
 
 
 def tile_call_ms(profile: Profile) -> float | None:
     """The host's per-tile, per-layer call cost in ms, if the profile was calibrated."""
     value = ((profile.model_extra or {}).get("host") or {}).get("tile_call_ms")
     return None if value is None else float(value)
+
+
+def tile_call_costs(profile: Profile) -> dict[str, float]:
+    """Each calibrated layer's per-call cost in ms (the block it was fitted on); empty for a
+    profile calibrated before costs were per layer (:func:`tile_call_ms` then prices all)."""
+    costs = ((profile.model_extra or {}).get("host") or {}).get("tile_call_ms_by_node") or {}
+    return {str(name): float(ms) for name, ms in costs.items()}
 
 
 def call_share(block: FusedBlock, tile: Tile) -> float:
@@ -57,19 +72,45 @@ def call_share(block: FusedBlock, tile: Tile) -> float:
 
 
 def calibrate_tiles(graph: Graph, profile: Profile, depth: int | None = None,
-                    grids: Sequence[tuple[int, int]] = GRIDS, repeats: int = 3) -> Profile:
-    """``profile`` with the host's tile call cost measured on ``graph`` (module docstring):
-    fused ``depth`` defaults to the model's middle cut; ProfileError for a model with no
-    fusable prefix or a profile of another model."""
+                    grids: Sequence[tuple[int, int]] = GRIDS, repeats: int = 3,
+                    segments: int = SEGMENTS) -> Profile:
+    """``profile`` with the host's tile call costs measured on ``graph`` (module docstring):
+    the prefix (up to fused ``depth``, the deepest cut by default) in ``segments`` consecutive
+    blocks; ProfileError for a model with no fusable prefix or a profile of another model."""
     depths = sorted(cut_depths(graph))
     if not depths:
         raise ProfileError(f"model {graph.name!r} has no fusable prefix: nothing to calibrate "
                            "tiles on")
     if profile.model != graph.name:
         raise ProfileError(f"profile of {profile.model!r} does not match model {graph.name!r}")
-    block = fused_block(graph, depth if depth is not None else depths[len(depths) // 2])
+    if depth is not None:
+        depths = [d for d in depths if d <= depth] or depths[:1]
+    n = max(1, min(segments, len(depths)))
+    ends = sorted({depths[(i + 1) * len(depths) // n - 1] for i in range(n)})
     host = host_latencies(profile)
     x = torch.randn(graph.input_shape, generator=torch.Generator().manual_seed(0))
+    records: list[dict[str, Any]] = []
+    by_node: dict[str, float] = {}
+    start = 0
+    for block, end in zip(fused_blocks(graph, ends), ends, strict=True):
+        record = _calibrate_block(graph, block, x, host, grids, repeats)
+        records.append({"from_depth": start, "to_depth": end, **record})
+        by_node.update(dict.fromkeys(block.names, record["tile_call_ms"]))
+        x = _run_whole(graph, block, x)  # the next block's input
+        start = end
+    mean = sum(by_node.values()) / len(by_node)
+    extra_doc = dict(profile.model_extra or {})
+    extra_doc["host"] = {**extra_doc.get("host", {}), "tile_call_ms": mean,
+                         "tile_call_ms_by_node": by_node,
+                         "tile_calibration": {"blocks": records, "repeats": repeats,
+                                              "clock": "thread CPU time"}}
+    return Profile.model_validate({**profile.model_dump(), **extra_doc})
+
+
+def _calibrate_block(graph: Graph, block: FusedBlock, x: torch.Tensor,
+                     host: dict[str, float], grids: Sequence[tuple[int, int]], repeats: int
+                     ) -> dict[str, Any]:
+    """One block's points (whole and every grid that fits, reuse off and on) and its fit."""
     _, height, width = block.output.shape
     configs = [((1, 1), False)] + [(g, r) for g in grids if g[0] <= height and g[1] <= width
                                    for r in (False, True)]
@@ -85,12 +126,16 @@ def calibrate_tiles(graph: Graph, profile: Profile, depth: int | None = None,
          "calls": sum(call_share(block, t) for t in tiles)}
         for (g, r), tiles, run in zip(configs, tilings, runs, strict=True)]
     whole, call_ms = fit_call_ms(points)
-    extra_doc = dict(profile.model_extra or {})
-    extra_doc["host"] = {**extra_doc.get("host", {}), "tile_call_ms": call_ms,
-                         "tile_calibration": {"fused_depth": block.depth,
-                                              "whole_block_ms": whole, "points": points,
-                                              "repeats": repeats, "clock": "thread CPU time"}}
-    return Profile.model_validate({**profile.model_dump(), **extra_doc})
+    return {"fused_depth": block.depth, "whole_block_ms": whole, "tile_call_ms": call_ms,
+            "points": points}
+
+
+def _run_whole(graph: Graph, block: FusedBlock, x: torch.Tensor) -> torch.Tensor:
+    """The block's output for input ``x`` (one tile: the whole map)."""
+    (tile,) = tile_grid(block, (1, 1))
+    with torch.no_grad():
+        out, _ = TileModule(graph, block, tile)(x, {})
+    return out
 
 
 def fit_call_ms(points: Sequence[dict[str, Any]]) -> tuple[float, float]:
