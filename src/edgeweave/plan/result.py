@@ -38,7 +38,8 @@ def build_plan(graph: Graph, prof: Profile, cm: CostModel, model: ClusterModel,
     record = {"configs": search.configs, "exact": search.exact,
               "space": _SPACE, "notes": search.notes,
               "infeasible": search.infeasible[:20],
-              # what each task costs beyond its FLOP share (plan.cluster_cost)
+              # what each task costs beyond its FLOP share (plan.cluster_cost); call_ms is
+              # the mean, each layer its own block's (the profile's host.tile_call_ms_by_node)
               "task_overhead": {"runtime_ms_per_mb": model.ms_per_mb,
                                 "call_ms": {n: model.devices[n].call_ms for n in names},
                                 "calibrated": model.calibrated},
