@@ -149,6 +149,32 @@ def test_a_calibration_pass_reprices_the_plan_from_what_its_devices_took():
     assert again.search["run_calibration"]["rest_scale"] == pytest.approx(1.2)
 
 
+def test_a_calibration_runs_one_block_when_it_prices_several_blocks_dearer():
+    """Several fused blocks are chosen on the profile's prices; the calibration pass can show
+    their tiles cost more than priced (here 40x on every device, the rest as priced): the plan
+    then runs the best single block at those prices, which beats the several repriced
+    (before, the blocks were kept and only their tiles' devices chosen again)."""
+    from cluster_helpers import cluster_fleet, digits
+
+    from edgeweave.plan.run_calibration import RunCalibration
+    from edgeweave.profile import analytic_profile
+    from edgeweave.runtime.cluster.session import plan_calibrated, plan_emulated
+
+    graph, fleet = digits(), cluster_fleet()
+    profile = analytic_profile(graph, fleet)
+    pins = [(2, (2, 2), False), (3, (1, 2), False)]
+    plan = plan_emulated(graph, profile, fleet, methods=("fused-tiles",), blocks=pins)
+    assert len(plan.partition.stages()) == 2
+    cal = RunCalibration(dict.fromkeys(plan.partition.devices, 40.0), 1.0, None)
+    ran = plan_calibrated(graph, profile, fleet, plan, cal).partition
+    several, one = (plan_emulated(graph, profile, fleet, methods=("fused-tiles",),
+                                  calibration=cal, **pin).partition
+                    for pin in ({"blocks": pins}, {"max_blocks": 1}))
+    assert len(ran.stages()) == 1 and ran.describe_blocks() == one.describe_blocks()
+    assert ran.predicted["latency_ms"] == pytest.approx(one.predicted["latency_ms"])
+    assert ran.predicted["latency_ms"] < several.predicted["latency_ms"]
+
+
 def test_a_layer_wise_calibration_prices_each_device_with_the_gateways_own_layers():
     """Layer-wise: a device's compute in a frame against its parts' prices, the gateway's
     with the layers it runs itself between the split ones; 2x everywhere gives 2."""
