@@ -27,20 +27,12 @@ def overload(lat: LatencyModel, slo_s: float | Callable[[int], float], rate: flo
     """Requests every 1/`rate` s, each due `slo_s` after it arrives (or `slo_s(k)` for the
     k-th), on one worker whose batches take exactly their estimate; what became of them
     (`on_time_by_slo`: answered in time, by SLO)."""
-    return overload_at(lat, slo_s, [k / rate for k in range(int(duration_s * rate))],
-                       max_queue)
-
-
-def overload_at(lat: LatencyModel, slo_s: float | Callable[[int], float],
-                arrivals: list[float], max_queue: int = 32,
-                took: Callable[[int, float], float] | None = None) -> dict:
-    """`overload` with requests arriving at the instants `arrivals` (s); `took(k, s)`: how
-    long the k-th batch, estimated at `s` seconds, runs (default: `s`)."""
     slo_of = slo_s if callable(slo_s) else lambda k: slo_s
     now = [0.0]
     node = NodeServing(workers=1, max_batch=8, max_queue=max_queue)
     e = Engine(node, clock=lambda: now[0])
     m = e.add("m", "m", Doubler(), resolve(ServingConfig(max_batch=8), node), lat)
+    arrivals = [k / rate for k in range(int(duration_s * rate))]
     out: dict = {"sent": len(arrivals), "on_time": 0, "late": 0, "rejected": 0, "dropped": 0,
                  "sizes": [], "on_time_by_slo": Counter()}
     running: tuple[float, list] | None = None
@@ -69,9 +61,7 @@ def overload_at(lat: LatencyModel, slo_s: float | Callable[[int], float],
             out["dropped"] += len(d.dropped)
             wake = d.wake_at
             if d.model is not None:
-                estimate = lat.estimate(len(d.batch))
-                ran = took(len(out["sizes"]), estimate) if took else estimate
-                running = (now[0] + ran, d.batch)
+                running = (now[0] + lat.estimate(len(d.batch)), d.batch)
                 out["sizes"].append(len(d.batch))
                 wake = None
     assert out["on_time"] + out["late"] + out["rejected"] + out["dropped"] == out["sent"]
