@@ -4,10 +4,11 @@ urgent deadline, waiting for a batch to fill, shedding what cannot be served in 
 import math
 
 import pytest
+import torch
 from serve_helpers import item, model, scheduler
 
 from edgeweave.serve.latency import LatencyModel
-from edgeweave.serve.pending import Shed
+from edgeweave.serve.pending import Pending, Shed
 from edgeweave.serve.scheduler import start_after
 
 
@@ -99,6 +100,17 @@ def test_arrivals_that_cannot_make_it_behind_the_queue_are_rejected():
     with pytest.raises(Shed, match="passed"):
         s.check_deadline(m, item("m", deadline=1.0), now=2.0, backlog_s=0.0)
     s.check_deadline(m, item("m", deadline=math.inf), now=2.0, backlog_s=99.0)  # no deadline
+
+
+def test_an_arrival_finishing_within_its_senders_grace_is_admitted():
+    """An answer finished within the sender's grace past its deadline is still sent, so a
+    request the estimate finishes there is admitted; one past the grace is refused."""
+    s = scheduler()
+    m = model("m", s, seconds_per_item=0.1)
+    graced = Pending("m", (torch.zeros(1, 1),), 1.0, 0, 0.0, grace=0.1)
+    s.check_deadline(m, graced, now=0.0, backlog_s=0.95)  # ends at 1.05: within the grace
+    with pytest.raises(Shed, match=r"\+100 ms grace"):
+        s.check_deadline(m, graced, now=0.0, backlog_s=1.05)
 
 
 def test_a_full_queue_gives_up_its_lowest_priority_request_due_last():

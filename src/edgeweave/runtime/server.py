@@ -159,7 +159,7 @@ class NodeService(DeployRpcs):
                       self.cfg.max_decoded_mb * tensors.MB)
         parks = self.links.arrival_s(req, context.time_remaining()) > 0
         if req.route[0].stage and not parks:  # one the engine refuses costs no decoding
-            self.serving.precheck(req.route[0].stage, deadline, req.priority)
+            self.serving.precheck(req.route[0].stage, deadline, req.priority, grace_of(req))
         try:
             with self.admission.admit(parks) as ticket:
                 self.metrics.queue_depth.set(self.serving.engine.queued)

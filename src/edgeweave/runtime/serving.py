@@ -188,14 +188,15 @@ class ServingNode:
             self.fronts.forget(digest)
         return self.engine.remove(digest, reason, why)
 
-    def precheck(self, digest: str, deadline: float, priority: int) -> None:
+    def precheck(self, digest: str, deadline: float, priority: int, grace: float = 0.0
+                 ) -> None:
         """Refuse now (Refused) a request for stage `digest` that the engine would refuse on
         arrival, before its tensors are decoded (see `Engine.check`); a stage not served yet
         is left to `run`."""
         if digest not in self.engine:
             return
         try:
-            self.engine.check(digest, deadline, priority)
+            self.engine.check(digest, deadline, priority, grace)
         except Shed as s:
             raise self._refused(digest, deadline, s) from None
 

@@ -131,6 +131,7 @@ class Engine:
             return item
         with self._cond:
             m = self._model(key)
+            m.arrived.append(now)
             try:
                 displaced = self._admit(m, item, now)
             except Shed as e:
@@ -176,9 +177,10 @@ class Engine:
         idle = self.node.workers - len(self._busy_until)
         if self.scheduler.edf and math.isfinite(item.deadline):
             self.scheduler.check_passed(item, now)  # before any estimate: the cheap refusal
-            wait_s, run_s, served = self._finish_after(m, item, now)
+            wait_s, size, served = self._finish_after(m, item, now)
             self.scheduler.check_deadline(m, item, now, wait_s, idle_node=idle > 0 and
-                                          self.queued == 0, run_s=run_s, served=served)
+                                          self.queued == 0, run_s=m.latency.estimate(size),
+                                          served=served, size=size)
         model_full = len(m) >= m.config.max_queue + idle
         if not model_full and self.queued < self.node.max_queue + idle:
             return None
@@ -191,22 +193,26 @@ class Engine:
         return victim
 
     def _finish_after(self, m: ServedModel, item: Pending, now: float
-                      ) -> tuple[float, float, bool]:
-        """(seconds until a worker starts the batch `item` would run in, seconds that batch
-        takes, whether it is served at all): the admission estimate. Every queue is counted
+                      ) -> tuple[float, int, bool]:
+        """(seconds until a worker starts the batch `item` would run in, that batch's size,
+        whether it is served at all): the admission estimate. Every queue is counted
         in the batches the scheduler will form from it: its own model's with it inserted
         (`Scheduler.place`), the other models' work ahead of it (`Scheduler.work`) first
-        taking the workers, as in `_backlog`."""
+        taking the workers, as in `_backlog`. The node is light (`place`) while its models'
+        recent arrival rates, each request run alone, need less than its workers."""
         key = self.scheduler.order(item)
         busy = self._free_in(now)
         free = [now + b for b in busy]
         others = sum(self.scheduler.work(o, key, free)
                      for o in self.models.values() if o is not m)
         level = start_after(busy, others)
-        start, size, served = self.scheduler.place(m, key, [now + max(b, level) for b in busy])
-        return start - now, m.latency.estimate(size), served
+        light = sum(o.rate(now) * o.latency.estimate(1)
+                    for o in self.models.values()) < self.node.workers
+        start, size, served = self.scheduler.place(m, key, [now + max(b, level) for b in busy],
+                                                   light)
+        return start - now, size, served
 
-    def check(self, key: str, deadline: float, priority: int = 0) -> None:
+    def check(self, key: str, deadline: float, priority: int = 0, grace: float = 0.0) -> None:
         """Raise Shed now if a request for `key` with this deadline and priority would be
         refused on arrival (its deadline, or full queues with nobody of lower priority to
         displace): what the node asks before it decodes a request's tensors, so a request it
@@ -215,10 +221,11 @@ class Engine:
         now = self.clock()
         with self._cond:
             m = self._model(key)
-            probe = Pending(key, (), deadline, priority, now)
+            probe = Pending(key, (), deadline, priority, now, grace=grace)
             try:
                 self._admit(m, probe, now)
             except Shed as e:
+                m.arrived.append(now)  # not submitted: its arrival counts here
                 self.observer.shed(m.name, "rejected", e.reason)
                 raise
 

@@ -23,6 +23,7 @@ the requests were in batches that finished late, dropped after their compute).
 from __future__ import annotations
 
 import threading
+from collections import deque
 
 
 class LatencyModel:
@@ -30,6 +31,8 @@ class LatencyModel:
 
     #: Mean deviations a batch may run over its mean before `bound` calls it late.
     SPREAD = 2.0
+    #: Measurements kept per size for `recent`.
+    RECENT = 16
 
     def __init__(self, alpha: float = 0.2, scale: float = 1.0, beta: float = 0.25):
         self.alpha, self.beta = alpha, beta  # the mean's and the deviation's gains
@@ -40,11 +43,13 @@ class LatencyModel:
         # sizes on every request (`Scheduler.place`), refused ones included, and
         # fitting the line each time was most of what refusing a request cost the node
         self._known: dict[int, tuple[float, float]] = {}
+        self._recent: dict[int, deque[float]] = {}  # each size's last RECENT measurements
         self._lock = threading.Lock()
 
     def observe(self, size: int, seconds: float) -> None:
         with self._lock:
             self._known.clear()
+            self._recent.setdefault(size, deque(maxlen=self.RECENT)).append(seconds)
             old = self._mean.get(size)
             if old is None:
                 self._mean[size], self._dev[size] = seconds, 0.0
@@ -123,6 +128,11 @@ class LatencyModel:
         if near != size:
             dev *= mean / self._mean[near] if self._mean[near] > 0 else 0.0
         return mean + self.SPREAD * dev
+
+    def recent(self, size: int) -> list[float]:
+        """The last few measurements of batches of `size`, oldest first (undilated: as run)."""
+        with self._lock:
+            return list(self._recent.get(size, ()))
 
     def per_item(self, size: int) -> float:
         """Amortised seconds per request in batches of `size`."""

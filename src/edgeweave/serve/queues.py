@@ -9,6 +9,7 @@ tenant's burst fills its own queue first.
 from __future__ import annotations
 
 import bisect
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -21,6 +22,8 @@ from edgeweave.serve.pending import Inputs, Pending
 #: the engine-clock instant after which nobody waits for the result.
 Runner = Callable[[Sequence[Inputs], float], list[Inputs]]
 Order = Callable[[Pending], tuple[float, int, int]]
+#: Arrivals kept per model to estimate its arrival rate.
+ARRIVALS = 32
 
 
 @dataclass
@@ -36,6 +39,8 @@ class ServedModel:
     items: list[Pending] = field(default_factory=list)
     _keys: list[tuple[float, int, int]] = field(default_factory=list)
     running: int = 0  # requests of this model in batches now
+    #: the last ARRIVALS requests' arrival instants (`rate`)
+    arrived: deque[float] = field(default_factory=lambda: deque(maxlen=ARRIVALS))
 
     @property
     def limit(self) -> int:
@@ -78,6 +83,13 @@ class ServedModel:
     def keys(self) -> list[tuple[float, int, int]]:
         """The queued requests' order keys, sorted (read only)."""
         return self._keys
+
+    def rate(self, now: float) -> float:
+        """Requests per second lately (admitted or refused): the last `ARRIVALS` arrivals over
+        the time since the first of them (0 before two have arrived)."""
+        if len(self.arrived) < 2:
+            return 0.0
+        return (len(self.arrived) - 1) / max(now - self.arrived[0], 1e-6)
 
     def oldest_arrival(self) -> float:
         return min(p.arrival for p in self.items)
