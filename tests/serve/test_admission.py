@@ -165,3 +165,27 @@ def test_at_light_load_a_request_behind_a_cut_batch_is_judged_by_the_batch_it_ru
     second = e.dispatch(0, now[0])
     assert second.batch == queued[2:]
     assert now[0] + lat.estimate(1) <= queued[2].deadline  # it makes its deadline alone
+
+
+def test_a_node_whose_queue_fills_is_not_light_whatever_its_compute_estimate():
+    """Requests that arrive slowly and compute fast by the estimate (one every 2 s, 100 ms
+    alone) but pile up (here nobody serves them; live, a per-request cost the estimate does
+    not count, as the dilated digits tenants' RPCs): with a batch's worth queued, a newcomer
+    left out of a batch cut for more urgent ones and due soon after it is refused as under
+    overload. By the rates and estimates alone the node counted as light and admitted it."""
+    lat = LatencyModel()
+    lat.seed(1, 0.1)
+    lat.seed(8, 0.48)
+    now = [0.0]
+    node = NodeServing(workers=1, max_batch=8, max_queue=64)
+    e = Engine(node, clock=lambda: now[0])
+    e.add("m", "m", Doubler(), resolve(ServingConfig(max_batch=8), node), lat)
+    x = (torch.zeros(1, 1),)
+    for t in range(7):  # a batch cut to 7 at 18 s: 8 would end after 18.45 s
+        now[0] = 2.0 * t
+        e.submit("m", x, deadline=18.45)
+    now[0] = 14.0
+    e.submit("m", x, deadline=100.0)
+    now[0] = 18.0
+    with pytest.raises(Shed, match="cut to its deadline"):
+        e.submit("m", x, deadline=18.6)
