@@ -34,7 +34,7 @@ from edgeweave.graph import Graph
 from edgeweave.graph.blocks import FusedBlock, cut_depths, fused_blocks
 from edgeweave.graph.regions import EMPTY, Region
 from edgeweave.graph.reuse import reuse_tiles
-from edgeweave.graph.tile_exec import ShareStore, TileModule
+from edgeweave.graph.tile_exec import ShareStore, TileModule, run_tiles
 from edgeweave.graph.tiles import Tile, tile_grid
 from edgeweave.profile.build import host_latencies
 from edgeweave.profile.measure import PROFILE_THREADS, torch_threads
@@ -96,7 +96,8 @@ def calibrate_tiles(graph: Graph, profile: Profile, depth: int | None = None,
         record = _calibrate_block(graph, block, x, host, grids, repeats)
         records.append({"from_depth": start, "to_depth": end, **record})
         by_node.update(dict.fromkeys(block.names, record["tile_call_ms"]))
-        x = _run_whole(graph, block, x)  # the next block's input
+        with torch.no_grad():  # the next block's input: this one run whole
+            x = run_tiles(graph, block, tile_grid(block, (1, 1)), x)
         start = end
     mean = sum(by_node.values()) / len(by_node)
     extra_doc = dict(profile.model_extra or {})
@@ -128,14 +129,6 @@ def _calibrate_block(graph: Graph, block: FusedBlock, x: torch.Tensor,
     whole, call_ms = fit_call_ms(points)
     return {"fused_depth": block.depth, "whole_block_ms": whole, "tile_call_ms": call_ms,
             "points": points}
-
-
-def _run_whole(graph: Graph, block: FusedBlock, x: torch.Tensor) -> torch.Tensor:
-    """The block's output for input ``x`` (one tile: the whole map)."""
-    (tile,) = tile_grid(block, (1, 1))
-    with torch.no_grad():
-        out, _ = TileModule(graph, block, tile)(x, {})
-    return out
 
 
 def fit_call_ms(points: Sequence[dict[str, Any]]) -> tuple[float, float]:
