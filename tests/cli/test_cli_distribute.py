@@ -68,6 +68,8 @@ CASES: list[tuple[list[str], str, bool]] = [
     (["digits-cnn", "--in-flight", "0"], "--in-flight 0: expected a whole number of frames "
      "from 1 to 16", True),
     (["digits-cnn", "--in-flight", "17"], "--in-flight 17: expected", True),
+    (["digits-cnn", "--max-blocks", "0"], "--max-blocks: expected an integer in [1, 8]", True),
+    (["digits-cnn", "--max-blocks", "9"], "--max-blocks: expected an integer in [1, 8]", True),
     (["digits-cnn", "--grid", "99x99"], "grid 99x99 is larger than", False),
     (["digits-cnn", "--fleet", "{d}/tiny.yaml", "--method", "fused-tiles"],
      "the gateway 'a' would exceed its memory limit 0.01 MiB", False),
