@@ -42,7 +42,9 @@ def test_token_bucket_rate_200kb_at_16mbit():
 def test_token_bucket_1mb_at_8mbit_takes_one_second():
     bucket = TokenBucket(8)
     elapsed = _timed(bucket.consume, 1_000_000)
-    assert _took(elapsed, 1.0, rel=0.03)
+    # 5%: on a host loaded to 8 (2 cores) the last of its 61 chunks woke 44 ms late;
+    # a bucket that ignored its rate or its burst would be off by far more
+    assert _took(elapsed, 1.0, rel=0.05)
 
 
 def test_token_bucket_burst_passes_at_once_then_refills_only_to_burst():
