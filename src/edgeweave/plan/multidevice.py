@@ -160,6 +160,8 @@ def plan_cluster(
             candidates += more
             search.blocks = {"one_block_ms": one[0].latency_ms if one else None,
                              "multi_block_ms": more[0].latency_ms if more else None,
+                             "one_block_fps": one[0].fps if one else None,
+                             "multi_block_fps": more[0].fps if more else None,
                              "multi_block": more[0].note if more else None,
                              "max_blocks": max_blocks}
     elif "fused-tiles" in methods and blocks is not None:
