@@ -11,7 +11,7 @@ import pytest
 from edgeweave.errors import GraphError
 from edgeweave.graph import capture_spec
 from edgeweave.graph.blocks import cut_depths, fused_blocks
-from edgeweave.plan import load_plan
+from edgeweave.plan import block_search, fused_search, load_plan
 from edgeweave.plan.fused_search import grid_options
 from edgeweave.plan.multidevice import plan_cluster
 from edgeweave.plan.partition import Partition
@@ -133,3 +133,23 @@ def test_for_throughput_the_blocks_are_priced_by_the_busiest_resource_not_summed
         load.compute_ms + (part.predicted["rest_ms"] if load.name == "a" else 0.0)
         for load in part.load])
     assert plan.predicted["throughput_fps"] == pytest.approx(1000.0 / busiest)
+
+
+@pytest.mark.parametrize("objective", ["latency", "throughput"])
+def test_the_search_shortcuts_leave_the_plan_as_it_was(digits, monkeypatch, objective) -> None:
+    """The block search cuts a later block's tiles from its prefix's (graph.tiles.restrict)
+    and skips an assignment whose busy times alone cannot beat the best (fused_search.assign):
+    both only save time. The same plan, to the last figure, with both turned off."""
+    graph, profile = digits
+    cluster = fleet(100.0)
+
+    def planned():
+        plan = plan_cluster(graph, profile, cluster, largest_grid=3, objective=objective)
+        return plan.model_dump(mode="json")
+
+    fast = planned()
+    monkeypatch.setattr(fused_search, "BOUND_SLACK_MS", float("inf"))
+    monkeypatch.setattr(block_search, "later_tiles_and_work",
+                        lambda prefix, block, grid, reuse, cache: fused_search.tiles_and_work(
+                            block, grid, reuse, None, frame_input=False))
+    assert planned() == fast

@@ -47,6 +47,7 @@ from edgeweave.plan.fused_search import (
     assign,
     grid_options,
     improve,
+    later_tiles_and_work,
     memory_of,
     tiles_and_work,
 )
@@ -126,14 +127,18 @@ class BlockPricer:
         self.graph, self.model, self.names = graph, model, list(names)
         self.objective = objective
         self.score = _makespan if objective == "latency" else busiest_ms
-        self.largest, self.max_assignments, self.cache = largest, max_assignments, cache
+        self.largest, self.max_assignments = largest, max_assignments
+        self.cache: TileCache = {} if cache is None else cache
+        self.blocks: dict[tuple[int, int], FusedBlock] = {}
         self.priced: dict[tuple[int, int, tuple[int, int] | None, bool | None],
                           list[FusedChoice]] = {}
         self.configs = 0
 
     def block(self, start: int, end: int) -> FusedBlock:
-        return fused_blocks(self.graph, [start, end])[1] if start else \
-            fused_blocks(self.graph, [end])[0]
+        if (start, end) not in self.blocks:
+            self.blocks[start, end] = fused_blocks(self.graph, [start, end])[1] if start \
+                else fused_blocks(self.graph, [end])[0]
+        return self.blocks[start, end]
 
     def allowed(self, block: FusedBlock, work) -> list[list[str]]:
         return allowed_devices(self.model, block, work, map_bytes(block), self.names)
@@ -152,7 +157,8 @@ class BlockPricer:
         for g, r in itertools.product(grids, [reuse] if reuse is not None else [False, True]):
             if r and g == (1, 1) and reuse is None:
                 continue
-            tiles, work = tiles_and_work(block, g, r, self.cache, frame_input=start == 0)
+            tiles, work = later_tiles_and_work(self.block(0, end), block, g, r, self.cache) \
+                if start else tiles_and_work(block, g, r, self.cache)
             allowed = self.allowed(block, work)
             self.configs += 1
             if any(not a for a in allowed):
@@ -205,17 +211,16 @@ def staged_choice(graph: Graph, model: ClusterModel, names: Sequence[str], objec
             return [] if c is None else [c]
         return pricer.options(start, end)
 
-    def key(path: list[FusedChoice], end: int) -> tuple[float, float]:
+    def key(path: list[FusedChoice], end: int) -> tuple:
         """Latency: the sum of the blocks' makespans. Throughput: the frame's bottleneck were
-        the path the whole prefix (the rest after ``end`` on the gateway included), then
-        that sum."""
-        total = sum(c.value for c in path) if latency else \
-            sum(c.schedule.makespan_ms for c in path)
+        the path the whole prefix (the rest after ``end`` on the gateway included), then that
+        sum, then the simpler path (fewer tiles, fewer blocks with data reuse)."""
         if latency:
-            return total, 0.0
-        schedule = combine([c.schedule for c in path])
+            return sum(c.value for c in path), 0.0
         rest = rest_after(pricer.block(0, end).names)
-        return (busiest_ms(schedule) if rest is None else objective_of(rest)(schedule)), total
+        schedule = _busy(path)
+        bottleneck = busiest_ms(schedule) if rest is None else objective_of(rest)(schedule)
+        return (round(bottleneck, 6), round(schedule.makespan_ms, 6), *_simplicity(path))
 
     # paths[k-1][end]: up to ``beam`` (key, blocks) of k blocks covering the prefix to ``end``
     paths: list[dict[int, list[tuple[tuple[float, float], list[FusedChoice]]]]] = []
@@ -237,10 +242,30 @@ def staged_choice(graph: Graph, model: ClusterModel, names: Sequence[str], objec
                 if staged is not None:
                     finished.append(staged)
     # the best (throughput: the best few that differ) improved by moving tiles
-    finished = [f for _key, f in _kept([((f.value, tuple(f.ends)), f) for f in finished], beam)]
+    def rank(f: StagedChoice) -> tuple:
+        return (f.value,) if latency else (round(f.value, 6), *_simplicity(f.stages))
+
+    finished = [f for _key, f in _kept([((*rank(f), tuple(f.ends)), f) for f in finished],
+                                       beam)]
     improved = [_finish(pricer, f.stages, rest_after, objective_of) for f in finished]
-    return min((f for f in improved if f is not None), default=None,
-               key=lambda f: f.value), pricer.configs
+    return min((f for f in improved if f is not None), default=None, key=rank), pricer.configs
+
+
+def _simplicity(path: Sequence[FusedChoice]) -> tuple[int, int]:
+    """Of equally good paths the simpler runs better than priced: fewer tiles (each pays its
+    calls again), fewer blocks with data reuse (copies of the shared pieces)."""
+    return sum(len(c.tiles) for c in path), sum(c.reuse for c in path)
+
+
+def _busy(path: Sequence[FusedChoice]) -> Schedule:
+    """What :func:`combine` gives a path's schedules, without the tasks' times (the program
+    ranks thousands of paths by their busy times alone)."""
+    busy: dict[str, float] = {}
+    for c in path:
+        for device, ms in c.schedule.device_busy_ms.items():
+            busy[device] = busy.get(device, 0.0) + ms
+    return Schedule(sum(c.schedule.makespan_ms for c in path), (), (),
+                    sum(c.schedule.medium_busy_ms for c in path), busy)
 
 
 def _kept(options: list[tuple[tuple, T]], beam: int) -> list[tuple[tuple, T]]:

@@ -117,6 +117,8 @@ def plan_cluster(
     model = ClusterModel(prof, fleet, chosen, input_codec, result_codec, ms_per_mb,
                          calibration.compute_scale if calibration else None)
     rest_scale = calibration.rest_scale if calibration else 1.0
+    if cache is None:  # the one-block and several-block searches tile the same prefixes
+        cache = {}
     search = Search()
     if calibration is not None:
         search.calibration = calibration.to_json()
