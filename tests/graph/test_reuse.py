@@ -4,15 +4,18 @@ with reuse on and off; reuse saves FLOPs."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from tile_cases import ZOO_INPUTS, assert_same, one_thread, zoo_graph, zoo_input  # noqa: F401
 
 from edgeweave.errors import GraphError
-from edgeweave.graph.blocks import cut_depths, fused_block
+from edgeweave.graph import capture_spec
+from edgeweave.graph.blocks import cut_depths, fused_block, fused_blocks
 from edgeweave.graph.reuse import checkerboard, reuse_savings, reuse_tiles
 from edgeweave.graph.tile_exec import ShareStore, TileModule, run_block, run_tiles
-from edgeweave.graph.tiles import tile_flops, tile_grid
+from edgeweave.graph.tiles import restrict, tile_flops, tile_grid
 
 
 def test_checkerboard_levels() -> None:
@@ -87,3 +90,16 @@ def test_missing_reused_piece_is_refused() -> None:
     crop = torch.zeros(1, 3, level1.input.height, level1.input.width)
     with pytest.raises(GraphError, match="reused piece"):
         TileModule(graph, block, level1)(crop, {})
+
+
+@pytest.mark.parametrize("model", ["digits-cnn", "resnet18"])
+def test_a_later_blocks_tiles_cut_from_its_prefixs_are_its_own(model: str) -> None:
+    """graph.tiles.restrict: every block between two cuts, tiled directly, with and without
+    data reuse, equals the tiles of the model's prefix ending where it ends cut down to it
+    (resnet18: residual adds inside the blocks)."""
+    graph = capture_spec(model)
+    for start, end in itertools.combinations(sorted(cut_depths(graph)), 2):
+        later, prefix = fused_blocks(graph, [start, end])[1], fused_block(graph, end)
+        for grid in [(1, 1), (2, 2), (1, 2)]:
+            assert restrict(tile_grid(prefix, grid), later) == tile_grid(later, grid)
+            assert restrict(reuse_tiles(prefix, grid), later) == reuse_tiles(later, grid)

@@ -11,7 +11,7 @@ import pytest
 from edgeweave.errors import GraphError
 from edgeweave.graph import capture_spec
 from edgeweave.graph.blocks import cut_depths, fused_blocks
-from edgeweave.plan import load_plan
+from edgeweave.plan import block_search, fused_search, load_plan
 from edgeweave.plan.fused_search import grid_options
 from edgeweave.plan.multidevice import plan_cluster
 from edgeweave.plan.partition import Partition
@@ -92,3 +92,64 @@ def test_bad_block_pins_are_named(digits) -> None:
     with pytest.raises(GraphError, match="larger than the"):
         plan_cluster(graph, profile, fleet(10_000.0), methods=("fused-tiles",),
                      blocks=[(1, (1, 1), False), (2, (9, 9), False)])
+
+
+def test_for_throughput_the_blocks_are_priced_by_the_busiest_resource_not_summed_time(
+        digits) -> None:
+    """With frames in flight, frames/s is limited by the busiest resource over a whole frame
+    (a device with the gateway's share of the rest, or the medium), not by the blocks'
+    summed makespans. The throughput search comes within 1% of the most frames/s of every
+    pinned 2- and 3-block combination (grids up to 2x2, reuse on/off; it is not exact: its
+    tiles are moved one at a time), above the latency search's blocks, and its predicted
+    frames/s is that bottleneck's, as the plan's device loads give it. (Priced by the sum of
+    makespans, it chose the latency plan's blocks, depth 1 1x1 | depth 3 2x2, 4% below the
+    best pinned.)"""
+    graph, profile = digits
+    cluster = fleet(10_000.0)
+    plan = plan_cluster(graph, profile, cluster, methods=("fused-tiles",), largest_grid=2,
+                        objective="throughput")
+    record = plan.partition.search["blocks"]
+    assert plan.predicted["throughput_fps"] == pytest.approx(max(record["one_block_fps"],
+                                                                 record["multi_block_fps"]))
+    assert any("busiest resource" in n for n in plan.partition.search["notes"])
+    depths = sorted(cut_depths(graph))
+    pinned = []
+    for count in (2, 3):
+        for ends in itertools.combinations(depths, count):
+            options = [[(g, r) for g in grid_options(b, 2) for r in (False, True)
+                        if not (r and g == (1, 1))] for b in fused_blocks(graph, ends)]
+            for combo in itertools.product(*options):
+                p = plan_cluster(graph, profile, cluster, methods=("fused-tiles",),
+                                 objective="throughput",
+                                 blocks=[(d, g, r) for d, (g, r) in zip(ends, combo,
+                                                                        strict=True)])
+                pinned.append(p.predicted["throughput_fps"])
+    assert record["multi_block_fps"] >= 0.99 * max(pinned)
+    latency = plan_cluster(graph, profile, cluster, methods=("fused-tiles",), largest_grid=2)
+    assert record["multi_block_fps"] > latency.partition.search["blocks"]["multi_block_fps"]
+    # the plan's frames/s is its busiest resource's
+    part = plan.partition
+    busiest = max([part.predicted["medium_busy_ms"]] + [
+        load.compute_ms + (part.predicted["rest_ms"] if load.name == "a" else 0.0)
+        for load in part.load])
+    assert plan.predicted["throughput_fps"] == pytest.approx(1000.0 / busiest)
+
+
+@pytest.mark.parametrize("objective", ["latency", "throughput"])
+def test_the_search_shortcuts_leave_the_plan_as_it_was(digits, monkeypatch, objective) -> None:
+    """The block search cuts a later block's tiles from its prefix's (graph.tiles.restrict)
+    and skips an assignment whose busy times alone cannot beat the best (fused_search.assign):
+    both only save time. The same plan, to the last figure, with both turned off."""
+    graph, profile = digits
+    cluster = fleet(100.0)
+
+    def planned():
+        plan = plan_cluster(graph, profile, cluster, largest_grid=3, objective=objective)
+        return plan.model_dump(mode="json")
+
+    fast = planned()
+    monkeypatch.setattr(fused_search, "BOUND_SLACK_MS", float("inf"))
+    monkeypatch.setattr(block_search, "later_tiles_and_work",
+                        lambda prefix, block, grid, reuse, cache: fused_search.tiles_and_work(
+                            block, grid, reuse, None, frame_input=False))
+    assert planned() == fast

@@ -91,15 +91,15 @@ class FusedBlock:
     def output(self) -> BlockNode:
         return self.nodes[-1]
 
-    @property
+    @cached_property
     def depth(self) -> int:
         return sum(1 for n in self.nodes if n.window is not None)
 
-    @property
+    @cached_property
     def flops(self) -> int:
         return sum(n.flops for n in self.nodes)
 
-    @property
+    @cached_property
     def param_bytes(self) -> int:
         return sum(n.param_bytes for n in self.nodes)
 
@@ -120,6 +120,22 @@ class FusedBlock:
             for producer in node.inputs:
                 last[producer] = i
         return last
+
+    @cached_property
+    def live_steps(self) -> tuple[tuple[str, Window | None, int, int, tuple[str, ...]], ...]:
+        """Per layer, what walking a tile's live feature maps needs (graph.tiles.
+        peak_activation_bytes; a planner walks thousands of tiles of one block): its name, its
+        window, the bytes per pixel of the value its window reads and of its output, and the
+        values read for the last time by it (once each)."""
+        last = self.last_read
+        steps = []
+        for i, node in enumerate(self.nodes):
+            frees = tuple(dict.fromkeys(p for p in node.inputs if last[p] == i))
+            source = node.inputs[0] if node.window is not None else None
+            steps.append((node.name, node.window, 0 if source is None else
+                          self.shape_of(source)[0] * self.elem_bytes_of(source),
+                          node.shape[0] * node.elem_bytes, frees))
+        return tuple(steps)
 
     def node(self, name: str) -> BlockNode:
         try:

@@ -42,7 +42,8 @@ class Region(NamedTuple):
 
     @property
     def area(self) -> int:
-        return self.height * self.width
+        height, width = self.r1 - self.r0, self.c1 - self.c0  # height * width, inlined (hot)
+        return height * width if height > 0 and width > 0 else 0
 
     def contains(self, other: Region) -> bool:
         """True when ``other`` lies inside this region (an empty region lies inside any)."""
@@ -95,6 +96,17 @@ def uncovered_bbox(region: Region, cover: Sequence[Region]) -> Region:
             parts.append((a0, a1, b0, b1))
     if not parts:
         return region
+    if len(parts) == 1:  # one rectangle (the common case): what it leaves, without bands
+        a0, a1, b0, b1 = parts[0]
+        if b0 == c0 and b1 == c1:  # it spans the region's width: rows above or below it
+            if a0 == r0:
+                return EMPTY if a1 == r1 else Region(a1, r1, c0, c1)
+            return Region(r0, a0, c0, c1) if a1 == r1 else region
+        if a0 == r0 and a1 == r1:  # its height: columns left or right of it
+            if b0 == c0:
+                return Region(r0, r1, b1, c1)
+            return Region(r0, r1, c0, b0) if b1 == c1 else region
+        return region  # every row and every column keeps an uncovered pixel
     rows = _free_span(r0, r1, c0, c1, parts)
     if rows is None:
         return EMPTY

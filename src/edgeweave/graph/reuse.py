@@ -59,9 +59,13 @@ def level1_tile(block: FusedBlock, tile: Tile,
     for name in block.names:
         taken: list[Region] = [computes[name]]
         pieces = []
+        held = holds[name]
         for source, by_layer in shares.items():
             for region in by_layer.get(name, ()):
-                piece = uncovered_bbox(holds[name].intersect(region), taken)
+                overlap = _overlap(held, region)
+                if overlap is None:
+                    continue
+                piece = uncovered_bbox(overlap, taken)
                 if not piece.empty:
                     pieces.append(Piece(source, piece))
                     taken.append(piece)
@@ -79,11 +83,22 @@ def _shares(block: FusedBlock, source: Tile,
     out: dict[str, list[Region]] = {}
     for holds, computes in planned:
         for name in block.names:
-            overlap = holds[name].intersect(source.holds[name])
+            overlap = _overlap(holds[name], source.holds[name])
+            if overlap is None:  # most pairs of tiles (all but neighbours) share nothing
+                continue
             piece = uncovered_bbox(overlap, [computes[name]])
             if not piece.empty and piece not in out.get(name, []):
                 out.setdefault(name, []).append(piece)
     return {name: tuple(regions) for name, regions in out.items()}
+
+
+def _overlap(a: Region, b: Region) -> Region | None:
+    """``a.intersect(b)``, or None when it is empty (without building it: a hot test)."""
+    r0, r1 = max(a.r0, b.r0), min(a.r1, b.r1)
+    if r0 >= r1:
+        return None
+    c0, c1 = max(a.c0, b.c0), min(a.c1, b.c1)
+    return None if c0 >= c1 else Region(r0, r1, c0, c1)
 
 
 def reuse_savings(block: FusedBlock, grid: tuple[int, int]) -> dict[str, float]:

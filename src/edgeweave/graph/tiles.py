@@ -159,6 +159,31 @@ def backward_regions(block: FusedBlock, out: Region,
     return holds, computes
 
 
+def restrict(tiles: Sequence[Tile], block: FusedBlock) -> list[Tile]:
+    """``tiles`` of a longer block that ends where ``block`` does (same output, same grid),
+    cut down to ``block``: the same tiles as tiling ``block`` itself, with or without data
+    reuse.
+
+    Walking back from the output, a layer's regions depend only on the layers after it, so a
+    later block's walk is the first part of the longer one's; ``block``'s input is a layer of
+    the longer block, held where the longer block holds it (its output is read by ``block``
+    alone: a cut leaves one tensor). DeeperThings' block search prices every block between two
+    cuts: each is then cut from the prefix's tiles instead of walked again."""
+    names = set(block.names)
+    keep = names | {block.input}
+    out = []
+    for t in tiles:
+        if block.input not in t.holds:
+            raise GraphError(f"tiles of model {block.model!r}: no region of {block.input!r} to "
+                             f"cut the block from {block.input!r} out of")
+        out.append(Tile(t.index, t.row, t.col, t.output, t.holds[block.input],
+                        {n: r for n, r in t.holds.items() if n in keep},
+                        {n: r for n, r in t.computes.items() if n in names}, t.level,
+                        {n: p for n, p in t.reused.items() if n in names},
+                        {n: r for n, r in t.shares.items() if n in names}))
+    return out
+
+
 def stitch_region(tiles: Sequence[Tile]) -> Region:
     """The output region the tiles cover together (their bounding box)."""
     return bbox(t.output for t in tiles)
@@ -214,22 +239,19 @@ def peak_activation_bytes(block: FusedBlock, holds: Mapping[str, Region],
     """Peak bytes of feature maps alive while a tile runs its layers in order (each value
     freed after its last reader; a window layer's padded input counted while it runs)."""
     computes = holds if computes is None else computes
-    last = block.last_read
     alive = {block.input: _bytes(block, block.input, holds[block.input])}
     total = peak = alive[block.input]
-    for i, node in enumerate(block.nodes):
+    for name, window, source_bytes, pixel_bytes, frees in block.live_steps:
         temp = 0
-        own = computes[node.name]
-        if node.window is not None and not own.empty:
-            need = node.window.needed(own)
-            source = node.inputs[0]
-            temp = need.area * block.shape_of(source)[0] * block.elem_bytes_of(source)
-        size = holds[node.name].area * node.shape[0] * node.elem_bytes
-        alive[node.name] = size
+        own = computes[name]
+        if window is not None and not own.empty:
+            temp = window.needed(own).area * source_bytes
+        size = holds[name].area * pixel_bytes
+        alive[name] = size
         total += size
         peak = max(peak, total + temp)
-        for producer in node.inputs:
-            if last[producer] == i and producer in alive:
+        for producer in frees:
+            if producer in alive:
                 total -= alive.pop(producer)
     return peak
 

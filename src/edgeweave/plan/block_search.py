@@ -7,14 +7,26 @@ gateway. Several blocks with a sync point between them (the tiles' outputs gathe
 stitched at the gateway, the next block's tiles cut from the stitched map and sent out again)
 bound the halo's growth, at the price of that gather and re-scatter on the medium.
 
-A frame's blocks run one after another, so its cluster time is the sum of its blocks'
-makespans: each block between two cuts (a pair of fused depths) is priced once, on its own, for
-every grid up to ``largest`` a side with data reuse on and off (each block its own), its tiles
-to devices by :func:`~edgeweave.plan.fused_search.assign` (exhaustive when few, else greedy),
-and a dynamic program picks the 2..``max_blocks`` blocks with the smallest sum plus the rest of
-the model after the last. The chosen blocks' assignments are then improved by moving single
-tiles. The search is not exact (each block's own best makespan is not always the frame's best
-and the assignments are greedy); the plan's search record says so.
+A frame's blocks run one after another. Each block between two cuts (a pair of fused depths)
+is priced once, on its own, for every grid up to ``largest`` a side with data reuse on and off
+(each block its own), its tiles to devices by :func:`~edgeweave.plan.fused_search.assign`
+(exhaustive when few, else greedy), and a dynamic program picks 2..``max_blocks`` blocks:
+
+* latency: a frame's cluster time is the sum of its blocks' makespans, so each block is priced
+  by its makespan and the program keeps, for every k blocks ending at a depth, the path with the
+  smallest sum (exact for the blocks' own choices);
+* throughput: with frames in flight the blocks of different frames overlap, and frames/s is
+  limited by the busiest resource over the whole frame: a device (the gateway with its share of
+  the rest of the model), the shared medium, or a later stage of the rest
+  (:func:`~edgeweave.plan.fused_candidates.score_of`, the figure ``throughput_fps`` is made
+  of). Each block is priced by its own busiest resource, and the program keeps for every k
+  blocks ending at a depth the few paths (:data:`THROUGHPUT_BEAM`) whose resources' summed busy
+  times have the smallest maximum; not the sum of makespans, which would let a block that is
+  fast end to end but loads one device (or the medium) the most win.
+
+The chosen blocks' assignments are then improved by moving single tiles (for throughput, each
+move judged on the whole frame's bottleneck). The search is not exact (each block's own best is
+not always the frame's best and the assignments are greedy); the plan's search record says so.
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from edgeweave.graph.blocks import FusedBlock, cut_depths, fused_blocks
 from edgeweave.graph.capture import Graph
@@ -34,11 +47,14 @@ from edgeweave.plan.fused_search import (
     assign,
     grid_options,
     improve,
+    later_tiles_and_work,
     memory_of,
     tiles_and_work,
 )
 from edgeweave.plan.medium import Schedule
 from edgeweave.plan.rest import Rest
+
+T = TypeVar("T")
 
 #: A pinned block: the fused depth it ends at, its grid and whether it reuses halo (data reuse).
 BlockPin = tuple[int, tuple[int, int], bool]
@@ -80,8 +96,19 @@ def combine(schedules: Sequence[Schedule]) -> Schedule:
     return Schedule(offset, tuple(done), tuple(start), medium, busy)
 
 
+#: Paths the throughput program keeps for every k blocks ending at one depth: the maximum of
+#: summed busy times is not additive, so the best of k blocks need not extend the best of k-1.
+THROUGHPUT_BEAM = 4
+
+
 def _makespan(schedule: Schedule) -> float:
     return schedule.makespan_ms
+
+
+def busiest_ms(schedule: Schedule) -> float:
+    """The busiest resource of a schedule: a device's compute or the medium (what limits
+    frames/s with frames in flight, before the rest of the model is added)."""
+    return max(schedule.medium_busy_ms, max(schedule.device_busy_ms.values(), default=0.0))
 
 
 def map_bytes(block: FusedBlock) -> int:
@@ -91,63 +118,79 @@ def map_bytes(block: FusedBlock) -> int:
 
 
 class BlockPricer:
-    """Each block between two cuts priced once: its best grid and assignment by makespan."""
+    """Each block between two cuts priced once: its best grid and assignment by makespan
+    (latency) or by its busiest resource (throughput)."""
 
     def __init__(self, graph: Graph, model: ClusterModel, names: Sequence[str],
-                 largest: int, max_assignments: int, cache: TileCache | None):
+                 largest: int, max_assignments: int, cache: TileCache | None,
+                 objective: str = "latency"):
         self.graph, self.model, self.names = graph, model, list(names)
-        self.largest, self.max_assignments, self.cache = largest, max_assignments, cache
+        self.objective = objective
+        self.score = _makespan if objective == "latency" else busiest_ms
+        self.largest, self.max_assignments = largest, max_assignments
+        self.cache: TileCache = {} if cache is None else cache
+        self.blocks: dict[tuple[int, int], FusedBlock] = {}
         self.priced: dict[tuple[int, int, tuple[int, int] | None, bool | None],
-                          FusedChoice | None] = {}
+                          list[FusedChoice]] = {}
         self.configs = 0
 
     def block(self, start: int, end: int) -> FusedBlock:
-        return fused_blocks(self.graph, [start, end])[1] if start else \
-            fused_blocks(self.graph, [end])[0]
+        if (start, end) not in self.blocks:
+            self.blocks[start, end] = fused_blocks(self.graph, [start, end])[1] if start \
+                else fused_blocks(self.graph, [end])[0]
+        return self.blocks[start, end]
 
     def allowed(self, block: FusedBlock, work) -> list[list[str]]:
         return allowed_devices(self.model, block, work, map_bytes(block), self.names)
 
-    def best(self, start: int, end: int, grid: tuple[int, int] | None = None,
-             reuse: bool | None = None) -> FusedChoice | None:
-        """The block from fused depth ``start`` to ``end``: the grid and data reuse
-        (``grid``, ``reuse`` if pinned) and assignment with the smallest makespan (a tie: fewer
-        tiles, then no reuse); None when no device can hold a tile."""
+    def options(self, start: int, end: int, grid: tuple[int, int] | None = None,
+                reuse: bool | None = None) -> list[FusedChoice]:
+        """The block from fused depth ``start`` to ``end`` in every grid and data reuse
+        (``grid``, ``reuse`` if pinned) whose tiles some device holds, each with the assignment
+        of the smallest score (makespan, or busiest resource for throughput)."""
         key = (start, end, grid, reuse)
         if key in self.priced:
             return self.priced[key]
         block = self.block(start, end)
-        found: FusedChoice | None = None
+        found: list[FusedChoice] = []
         grids = [grid] if grid is not None else grid_options(block, self.largest)
         for g, r in itertools.product(grids, [reuse] if reuse is not None else [False, True]):
             if r and g == (1, 1) and reuse is None:
                 continue
-            tiles, work = tiles_and_work(block, g, r, self.cache, frame_input=start == 0)
+            tiles, work = later_tiles_and_work(self.block(0, end), block, g, r, self.cache) \
+                if start else tiles_and_work(block, g, r, self.cache)
             allowed = self.allowed(block, work)
             self.configs += 1
             if any(not a for a in allowed):
                 continue
-            chosen, schedule, value, exhaustive = assign(self.model, work, allowed, _makespan,
+            chosen, schedule, value, exhaustive = assign(self.model, work, allowed, self.score,
                                                          self.max_assignments)
-            if found is None or (round(value, 6), len(tiles), r) < (
-                    round(found.value, 6), len(found.tiles), found.reuse):
-                found = FusedChoice(block, g, r, tiles, work, chosen, schedule, value,
-                                    exhaustive, memory_of(self.model, block, work, chosen,
-                                                          map_bytes(block), self.names))
+            found.append(FusedChoice(block, g, r, tiles, work, chosen, schedule, value,
+                                     exhaustive, memory_of(self.model, block, work, chosen,
+                                                           map_bytes(block), self.names)))
         self.priced[key] = found
         return found
+
+    def best(self, start: int, end: int, grid: tuple[int, int] | None = None,
+             reuse: bool | None = None) -> FusedChoice | None:
+        """The option (:meth:`options`) with the smallest score (a tie: the shorter makespan,
+        fewer tiles, then no reuse); None when no device can hold a tile."""
+        return min(self.options(start, end, grid, reuse), default=None, key=lambda c: (
+            round(c.value, 6), round(c.schedule.makespan_ms, 6), len(c.tiles), c.reuse))
 
 
 def staged_choice(graph: Graph, model: ClusterModel, names: Sequence[str], objective_of,
                   rest_after: Callable[[list[str]], Rest | None], max_blocks: int = 3,
                   largest: int = 6, max_assignments: int = 16, cache: TileCache | None = None,
-                  pins: Sequence[BlockPin] | None = None) -> tuple[StagedChoice | None, int]:
+                  pins: Sequence[BlockPin] | None = None, objective: str = "latency"
+                  ) -> tuple[StagedChoice | None, int]:
     """The best 2..``max_blocks`` consecutive fused blocks (module docstring), or exactly the
     ``pins`` (each block's end depth, grid and reuse); and how many block configurations were
     priced.
-    ``objective_of(rest)`` scores a combined schedule for the objective. None: nothing fits
-    (no device holds some tile, or the rest does not fit after the last block)."""
-    pricer = BlockPricer(graph, model, names, largest, max_assignments, cache)
+    ``objective_of(rest)`` scores a combined schedule for ``objective`` (latency or
+    throughput). None: nothing fits (no device holds some tile, or the rest does not fit after
+    the last block)."""
+    pricer = BlockPricer(graph, model, names, largest, max_assignments, cache, objective)
     if pins is not None:
         ends = [d for d, _, _ in pins]
         fused_blocks(graph, ends)  # GraphError names bad or unordered depths
@@ -157,32 +200,88 @@ def staged_choice(graph: Graph, model: ClusterModel, names: Sequence[str], objec
             _finish(pricer, [c for c in priced if c is not None], rest_after, objective_of)
         return chosen, pricer.configs
     depths = sorted(cut_depths(graph))
-    # best[k][end]: (sum of makespans, blocks) of k blocks covering the prefix to ``end``
-    best: list[dict[int, tuple[float, list[FusedChoice]]]] = [{}]
-    first = {}
-    for end in depths:
-        c = pricer.best(0, end)
-        if c is not None:
-            first[end] = (c.value, [c])
-    best.append(first)
-    found: StagedChoice | None = None
+    latency = objective == "latency"
+    beam = 1 if latency else THROUGHPUT_BEAM
+
+    def extend(start: int, end: int) -> list[FusedChoice]:
+        """What a path may end with: the block's best (latency: its makespan adds up), or
+        every grid and reuse of it (throughput: which is best depends on the path's load)."""
+        if latency:
+            c = pricer.best(start, end)
+            return [] if c is None else [c]
+        return pricer.options(start, end)
+
+    def key(path: list[FusedChoice], end: int) -> tuple:
+        """Latency: the sum of the blocks' makespans. Throughput: the frame's bottleneck were
+        the path the whole prefix (the rest after ``end`` on the gateway included), then that
+        sum, then the simpler path (fewer tiles, fewer blocks with data reuse)."""
+        if latency:
+            return sum(c.value for c in path), 0.0
+        rest = rest_after(pricer.block(0, end).names)
+        schedule = _busy(path)
+        bottleneck = busiest_ms(schedule) if rest is None else objective_of(rest)(schedule)
+        return (round(bottleneck, 6), round(schedule.makespan_ms, 6), *_simplicity(path))
+
+    # paths[k-1][end]: up to ``beam`` (key, blocks) of k blocks covering the prefix to ``end``
+    paths: list[dict[int, list[tuple[tuple[float, float], list[FusedChoice]]]]] = []
+    paths.append({end: _kept([(key([c], end), [c]) for c in extend(0, end)], beam)
+                  for end in depths})
+    finished: list[StagedChoice] = []
     for _ in range(2, max_blocks + 1):
-        layer: dict[int, tuple[float, list[FusedChoice]]] = {}
+        layer: dict[int, list[tuple[tuple[float, float], list[FusedChoice]]]] = {}
         for end in depths:
-            for start, (total, path) in best[-1].items():
-                if start >= end:
-                    continue
-                c = pricer.best(start, end)
-                if c is not None and (end not in layer or total + c.value < layer[end][0]):
-                    layer[end] = (total + c.value, [*path, c])
-        best.append(layer)
-        for _total, path in layer.values():
-            staged = _finish(pricer, path, rest_after, objective_of, improve_moves=False)
-            if staged is not None and (found is None or staged.value < found.value):
-                found = staged
-    if found is not None:
-        found = _finish(pricer, found.stages, rest_after, objective_of)
-    return found, pricer.configs
+            options = [(key([*path, c], end), [*path, c])
+                       for start, kept in paths[-1].items() if start < end
+                       for c in extend(start, end) for _key, path in kept]
+            if options:
+                layer[end] = _kept(options, beam)
+        paths.append(layer)
+        for kept in layer.values():
+            for _key, path in kept:
+                staged = _finish(pricer, path, rest_after, objective_of, improve_moves=False)
+                if staged is not None:
+                    finished.append(staged)
+    # the best (throughput: the best few that differ) improved by moving tiles
+    def rank(f: StagedChoice) -> tuple:
+        return (f.value,) if latency else (round(f.value, 6), *_simplicity(f.stages))
+
+    finished = [f for _key, f in _kept([((*rank(f), tuple(f.ends)), f) for f in finished],
+                                       beam)]
+    improved = [_finish(pricer, f.stages, rest_after, objective_of) for f in finished]
+    return min((f for f in improved if f is not None), default=None, key=rank), pricer.configs
+
+
+def _simplicity(path: Sequence[FusedChoice]) -> tuple[int, int]:
+    """Of equally good paths the simpler runs better than priced: fewer tiles (each pays its
+    calls again), fewer blocks with data reuse (copies of the shared pieces)."""
+    return sum(len(c.tiles) for c in path), sum(c.reuse for c in path)
+
+
+def _busy(path: Sequence[FusedChoice]) -> Schedule:
+    """What :func:`combine` gives a path's schedules, without the tasks' times (the program
+    ranks thousands of paths by their busy times alone)."""
+    busy: dict[str, float] = {}
+    for c in path:
+        for device, ms in c.schedule.device_busy_ms.items():
+            busy[device] = busy.get(device, 0.0) + ms
+    return Schedule(sum(c.schedule.makespan_ms for c in path), (), (),
+                    sum(c.schedule.medium_busy_ms for c in path), busy)
+
+
+def _kept(options: list[tuple[tuple, T]], beam: int) -> list[tuple[tuple, T]]:
+    """The ``beam`` options with the smallest keys, one of each key (to 9 digits: e.g. a
+    block with and without data reuse that cost the same); a stable sort, so of equal keys
+    the first found is kept (the smaller start, the fewer tiles, no reuse)."""
+    out: list[tuple[tuple, T]] = []
+    seen = set()
+    for k, value in sorted(options, key=lambda o: o[0]):
+        rounded = tuple(round(x, 9) if isinstance(x, float) else x for x in k)
+        if rounded not in seen:
+            seen.add(rounded)
+            out.append((k, value))
+            if len(out) == beam:
+                break
+    return out
 
 
 def _finish(pricer: BlockPricer, path: list[FusedChoice], rest_after, objective_of,
@@ -193,8 +292,10 @@ def _finish(pricer: BlockPricer, path: list[FusedChoice], rest_after, objective_
     rest = rest_after(names)
     if rest is None:
         return None
-    if improve_moves:
+    if improve_moves and pricer.objective == "latency":
         path = [_improved(pricer, c) for c in path]
+    elif improve_moves:
+        path = _improved_for_frame(pricer, path, objective_of(rest))
     memory = dict.fromkeys(pricer.names, 0)
     for c in path:
         for device, nbytes in c.memory.items():
@@ -206,13 +307,41 @@ def _finish(pricer: BlockPricer, path: list[FusedChoice], rest_after, objective_
     return StagedChoice(path, rest, schedule, objective_of(rest)(schedule), memory)
 
 
-def _improved(pricer: BlockPricer, choice: FusedChoice) -> FusedChoice:
-    if choice.exhaustive:
-        return choice
-    copy = FusedChoice(choice.block, choice.grid, choice.reuse, choice.tiles, choice.work,
+def _copy(choice: FusedChoice) -> FusedChoice:
+    return FusedChoice(choice.block, choice.grid, choice.reuse, choice.tiles, choice.work,
                        list(choice.assignment), choice.schedule, choice.value,
                        choice.exhaustive, dict(choice.memory))
+
+
+def _improved(pricer: BlockPricer, choice: FusedChoice) -> FusedChoice:
+    """A block's assignment improved by single-tile moves on its own makespan (latency: the
+    frame's cluster time is the sum of its blocks')."""
+    if choice.exhaustive:
+        return choice
+    copy = _copy(choice)
     improve(pricer.model, copy, pricer.allowed(choice.block, choice.work), _makespan)
     copy.memory = memory_of(pricer.model, copy.block, copy.work, copy.assignment,
                             map_bytes(copy.block), pricer.names)
     return copy
+
+
+def _improved_for_frame(pricer: BlockPricer, path: list[FusedChoice], frame_score
+                        ) -> list[FusedChoice]:
+    """Each block's assignment improved by single-tile moves judged on the whole frame
+    (``frame_score`` of the blocks' schedules end to end: the throughput bottleneck, which a
+    block's own best can miss, e.g. when another block already loads the same device); a
+    block exhaustive on its own is not exhaustive for the frame."""
+    path = [_copy(c) for c in path]
+    for i, choice in enumerate(path):
+        before = [c.schedule for c in path[:i]]
+        after = [c.schedule for c in path[i + 1:]]
+
+        def score(s: Schedule, before=before, after=after) -> float:
+            return frame_score(combine([*before, s, *after]))
+
+        choice.value = score(choice.schedule)
+        improve(pricer.model, choice, pricer.allowed(choice.block, choice.work), score)
+        choice.value = busiest_ms(choice.schedule)  # the block's own score, as priced
+        choice.memory = memory_of(pricer.model, choice.block, choice.work, choice.assignment,
+                                  map_bytes(choice.block), pricer.names)
+    return path

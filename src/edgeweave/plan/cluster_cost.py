@@ -149,6 +149,10 @@ class ClusterModel:
                 cluster.limit_mb(node) * MIB,
                 host_call * to_device, {n: c * to_device for n, c in host_calls.items()})
 
+        # each layer's call cost on each device, looked up once (compute_ms is hot)
+        self._calls = {name: {n: dev.call_of(n) for n in dev.node_ms}
+                       for name, dev in self.devices.items()}
+
     @property
     def names(self) -> list[str]:
         return list(self.devices)
@@ -168,8 +172,8 @@ class ClusterModel:
     def compute_ms(self, device: str, fractions: Mapping[str, float]) -> float:
         """A task's compute on ``device``: its FLOP share of each layer and the fixed call
         cost each layer it computes part of pays again."""
-        dev = self.devices[device]
-        return sum(dev.node_ms[name] * share + dev.call_of(name) * (1.0 - share)
+        ms, calls = self.devices[device].node_ms, self._calls[device]
+        return sum(ms[name] * share + calls[name] * (1.0 - share)
                    for name, share in fractions.items() if share > 0)
 
     def runtime_ms(self, in_bytes: int, out_bytes: int) -> float:

@@ -156,12 +156,16 @@ def staged_candidates(graph: Graph, model: ClusterModel, names: list[str], objec
         return []
     staged, configs = staged_choice(
         graph, model, names, lambda rest: score_of(objective, rest, model.gateway),
-        rest_after, max_blocks, min(largest_grid, STAGED_GRID), cache=cache, pins=pins)
+        rest_after, max_blocks, min(largest_grid, STAGED_GRID), cache=cache, pins=pins,
+        objective=objective)
     search.configs += configs
     search.exhaustive = False
     search.notes.append(
         f"fused blocks (DeeperThings): {'the pinned blocks' if pins else f'2 to {max_blocks}'}"
-        " priced by the sum of each block's best makespan (every grid up to "
+        + (" priced by the sum of each block's best makespan" if objective == "latency" else
+           " priced by the busiest resource (a device, the medium) of each block's best and of"
+           " their sum over the frame")
+        + " (every grid up to "
         f"{min(largest_grid, STAGED_GRID)}x{min(largest_grid, STAGED_GRID)}, reuse on/off, "
         "greedy assignment when many): not exact")
     if staged is None:

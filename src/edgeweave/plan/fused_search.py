@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from edgeweave.graph.blocks import FusedBlock
 from edgeweave.graph.reuse import reuse_tiles
-from edgeweave.graph.tiles import Tile, tile_grid
+from edgeweave.graph.tiles import Tile, restrict, tile_grid
 from edgeweave.plan.cluster_cost import (
     ClusterModel,
     TileWork,
@@ -74,6 +74,18 @@ def tiles_and_work(block: FusedBlock, grid: tuple[int, int], reuse: bool,
     return found
 
 
+def later_tiles_and_work(prefix: FusedBlock, block: FusedBlock, grid: tuple[int, int],
+                         reuse: bool, cache: TileCache) -> tuple[list[Tile], list[TileWork]]:
+    """Tiles and work of ``block``, a later block of several (its input a computed map),
+    cut from the tiles of ``prefix``, the prefix of the model that ends where ``block`` does
+    (graph.tiles.restrict: the same tiles, walked back once for every block ending there)."""
+    key = (block.model, block.input, block.output.name, grid, reuse)
+    if key not in cache:
+        tiles = restrict(tiles_and_work(prefix, grid, reuse, cache)[0], block)
+        cache[key] = (tiles, tile_work(block, tiles, frame_input=False))
+    return cache[key]
+
+
 def allowed_devices(model: ClusterModel, block: FusedBlock, work: Sequence[TileWork],
                     gateway_extra: int, devices: Sequence[str]) -> list[list[str]]:
     """For each tile, the devices that can hold the block's weights and the tile's feature
@@ -100,14 +112,31 @@ def memory_of(model: ClusterModel, block: FusedBlock, work: Sequence[TileWork],
     return memory
 
 
+#: A bound is trusted to this many ms (it and the simulation add the same times in another
+#: order).
+BOUND_SLACK_MS = 1e-9
+
+
 def assign(model: ClusterModel, work: Sequence[TileWork], allowed: Sequence[Sequence[str]],
            score: Score, max_assignments: int) -> tuple[list[str], Schedule, float, bool]:
-    """The best assignment found: ``(devices, schedule, value, exhaustive)``."""
+    """The best assignment found: ``(devices, schedule, value, exhaustive)``.
+
+    Exhaustively, an assignment is simulated only when its bound could beat the best so far:
+    ``score`` of its busy times (every device's compute, the medium's transfers) with the
+    largest of them as the makespan, which no schedule beats. So ``score`` must not decrease
+    with the makespan and must depend on nothing else of the schedule but the busy times (true
+    of latency, makespan plus a constant, and of the throughput bottleneck)."""
     count = math.prod(len(a) for a in allowed)
     table = compute_table(model, work, allowed)
     if count <= max_assignments:
         best: tuple[list[str], Schedule, float] | None = None
+        traffic = [model.task_bytes(w) for w in work]
+        mbps = model.medium.mbps
+        ser = [serialize_ms(i, mbps) + serialize_ms(o, mbps) for i, o in traffic]
         for combo in itertools.product(*allowed):
+            if best is not None and score(_bound(model, combo, table, traffic, ser)) >= \
+                    best[2] + BOUND_SLACK_MS:
+                continue
             schedule = model.simulate(tile_tasks(model, work, combo, table))
             value = score(schedule)
             if best is None or value < best[2]:
@@ -117,6 +146,20 @@ def assign(model: ClusterModel, work: Sequence[TileWork], allowed: Sequence[Sequ
     chosen = greedy(model, work, allowed, table)
     schedule = model.simulate(tile_tasks(model, work, chosen, table))
     return chosen, schedule, score(schedule), False
+
+
+def _bound(model: ClusterModel, combo: Sequence[str], table: dict[tuple[int, str], float],
+           traffic: Sequence[tuple[int, int]], ser: Sequence[float]) -> Schedule:
+    """An assignment's busy times without simulating it: each device's tasks (compute plus the
+    runtime's cost for their bytes, as :meth:`ClusterModel.task` prices them) and the medium's
+    transfers (every task off the gateway, in and out); the makespan is at least the largest."""
+    busy: dict[str, float] = {}
+    medium = 0.0
+    for k, device in enumerate(combo):
+        busy[device] = busy.get(device, 0.0) + table[(k, device)] + model.runtime_ms(*traffic[k])
+        if device != model.gateway:
+            medium += ser[k]
+    return Schedule(max(medium, *busy.values()), (), (), medium, busy)
 
 
 def greedy(model: ClusterModel, work: Sequence[TileWork], allowed: Sequence[Sequence[str]],

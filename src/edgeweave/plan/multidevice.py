@@ -117,6 +117,8 @@ def plan_cluster(
     model = ClusterModel(prof, fleet, chosen, input_codec, result_codec, ms_per_mb,
                          calibration.compute_scale if calibration else None)
     rest_scale = calibration.rest_scale if calibration else 1.0
+    if cache is None:  # the one-block and several-block searches tile the same prefixes
+        cache = {}
     search = Search()
     if calibration is not None:
         search.calibration = calibration.to_json()
@@ -160,6 +162,8 @@ def plan_cluster(
             candidates += more
             search.blocks = {"one_block_ms": one[0].latency_ms if one else None,
                              "multi_block_ms": more[0].latency_ms if more else None,
+                             "one_block_fps": one[0].fps if one else None,
+                             "multi_block_fps": more[0].fps if more else None,
                              "multi_block": more[0].note if more else None,
                              "max_blocks": max_blocks}
     elif "fused-tiles" in methods and blocks is not None:

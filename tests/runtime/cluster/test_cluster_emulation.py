@@ -13,7 +13,12 @@ from edgeweave.errors import EdgeWeaveError
 from edgeweave.runtime import dilation
 from edgeweave.runtime.cluster.gateway import FrameResult
 from edgeweave.runtime.cluster.medium import SharedMedium
-from edgeweave.runtime.cluster.session import ClusterRun, slow_motion, working_devices
+from edgeweave.runtime.cluster.session import (
+    ClusterRun,
+    slow_motion,
+    worker_devices,
+    working_devices,
+)
 from edgeweave.runtime.cluster.worker import WorkerConfig, WorkerService
 from edgeweave.runtime.proto import cluster_pb2 as cpb
 
@@ -60,6 +65,12 @@ def test_only_the_devices_the_plan_uses_and_the_sources_get_a_worker():
     both = part.model_copy(update={"tiles": [t.model_copy(update={"device": "bc"[k % 2]})
                                              for k, t in enumerate(part.tiles)]})
     assert working_devices(both, ["a"]) == ["a", "b", "c"]  # the gateway stitches
+    assert worker_devices(both, ["a"]) == ["a", "b", "c"]
+    # a layer-wise gateway computes its own parts in-process: no worker process for it
+    layers = digits_plan("layer-wise").partition
+    assert layers.gateway == "a" and "a" in working_devices(layers, ["a"])
+    assert worker_devices(layers, ["a"]) == [d for d in working_devices(layers, ["a"])
+                                            if d != "a"]
 
 
 def test_slow_motion_is_refused_below_one():

@@ -194,6 +194,13 @@ class WorkerPool:
             link = self._links.get(device)
             return 0 if link is None else len(link.held)
 
+    def held_tags(self, device: str) -> list[Any]:
+        """The tags of the tasks ``device`` holds now (what the caller sent with them), e.g.
+        for a fault test to kill a device while it holds a given block's tile."""
+        with self._lock:
+            link = self._links.get(device)
+            return [] if link is None else [held[1] for held in link.held.values()]
+
     def stats(self, devices: Sequence[str] | None = None, timeout_s: float = 10.0
               ) -> dict[str, dict[str, float]]:
         """Each (alive) worker's Stats: memory and work counters."""

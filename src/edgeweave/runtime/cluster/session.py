@@ -259,7 +259,8 @@ class ClusterRun:
             "delivery_ms": self._ms(r.delivery_ms for r in self.results),
             "task_overhead_ms": self.task_overhead_ms,
             "runtime_ms_per_mb": self.runtime_ms_per_mb,
-            "workers": sorted(self.dilations),
+            "workers": sorted(d for d in self.dilations  # a layer-wise gateway has none
+                              if part.method != "layer-wise" or d != part.gateway),
             "device_work": self.device_work(), "emulation": self.emulation,
         }
 
@@ -299,8 +300,9 @@ def run_cluster(graph: Graph, plan: Plan, profile: Profile, fleet: Fleet,
     scale = float(time_scale) if time_scale != "auto" else (
         1.0 if remote else slow_motion(dilations))
     slowed = {name: d * scale for name, d in dilations.items()}
+    processes = worker_devices(part, sources)
     with (LocalLab(models=models) if remote else contextlib.nullcontext()) as edge_lab, \
-            ClusterLab(dict(slowed), models=models,
+            ClusterLab({d: slowed[d] for d in processes}, models=models,
                        token=edge_lab.token if edge_lab else "") as lab:
         common: dict[str, Any] = dict(token=lab.token, gateway_dilation=slowed[part.gateway],
                       edge_target=edge_lab.edge_target if edge_lab else None,
@@ -332,7 +334,7 @@ def run_cluster(graph: Graph, plan: Plan, profile: Profile, fleet: Fleet,
                                                            calibration)
                 moved = plan.partition
                 assert moved is not None
-                for device in working_devices(moved, sources):  # work moved to it: start it
+                for device in worker_devices(moved, sources):  # work moved to it: start it
                     if device not in lab.targets:
                         dilations.update(device_dilations(profile, fleet, [device]))
                         slowed[device] = dilations[device] * scale
@@ -371,6 +373,15 @@ def slow_motion(dilations: Mapping[str, float], load: float | None = None,
     cores = cores or os.cpu_count() or 1
     need = 3.0 * (load + 1.0) / cores
     return max(1.0, float(math.ceil(need / min(dilations.values(), default=need))))
+
+
+def worker_devices(part: Partition, sources: Sequence[str]) -> list[str]:
+    """The working devices (:func:`working_devices`) that get a worker process: all of them
+    but a layer-wise plan's gateway, which computes its own parts and its unsplit layers
+    in-process (runtime.cluster.layers) and sends its worker nothing (it sat idle)."""
+    devices = working_devices(part, sources)
+    return [d for d in devices if d != part.gateway] if part.method == "layer-wise" \
+        else devices
 
 
 def working_devices(part: Partition, sources: Sequence[str]) -> list[str]:
