@@ -55,8 +55,9 @@ class RayPeer:
         self.proc.stdin.flush()
         doc = json.loads(self._line())
         records = [Record(m, c, sent, deadline, end, status, refused,
-                          float("nan") if lat is None else lat)
-                   for m, c, sent, deadline, end, status, refused, lat in doc["records"]]
+                          float("nan") if lat is None else lat, *rest)
+                   for m, c, sent, deadline, end, status, refused, lat, *rest
+                   in doc["records"]]
         return Run(records, cmd["duration"], doc["lag_s"])
 
     def close(self) -> None:

@@ -189,7 +189,8 @@ def main() -> None:
                 duration_s=cmd["duration"])
         print(json.dumps({"lag_s": run.lag_s, "records": [
             [r.model, r.client, r.sent, r.deadline_s, r.end, r.status, r.refused_by_system,
-             None if r.latency_s != r.latency_s else r.latency_s] for r in run.records]}),
+             None if r.latency_s != r.latency_s else r.latency_s, r.throttled, r.detail]
+            for r in run.records]}),
               flush=True)
     if pool is not None:
         pool.close()

@@ -7,12 +7,16 @@ from __future__ import annotations
 from rich.table import Table
 
 from edgeweave.serve.loadgen import Row
+from edgeweave.serve.loadgen.stats import refusals
 
 
 def misses(records: list) -> dict:
     """Why the requests of one run that were not answered in time were missed: answered late
     (and by how much past the deadline, the median and worst, ms), refused by status,
-    throttled by the device, lost; with the answered ones' latency over the deadline."""
+    throttled by the device, lost; with the answered ones' latency over the deadline. The
+    refusals come from the load generator's records of each one's status and details
+    (`loadgen.stats.refusals`: by status, then by the rule its details name, with an
+    example)."""
     out: dict = {"sent": len(records), "in_time": sum(r.in_time for r in records)}
     late = sorted((r.latency_s - r.deadline_s) * 1000.0 for r in records
                   if r.end == "answered" and not r.in_time)
@@ -29,6 +33,7 @@ def misses(records: list) -> dict:
         else:
             continue
         out[key] = out.get(key, 0) + 1
+    out["refusals"] = refusals(records)
     share = sorted(r.latency_s / r.deadline_s for r in records
                    if r.end == "answered" and r.deadline_s > 0)
     if share:

@@ -16,6 +16,7 @@ from edgeweave.serve.loadgen import (
     KEYS,
     OK,
     REFUSED,
+    Arrival,
     Fallback,
     Outcome,
     closed_loop,
@@ -25,6 +26,7 @@ from edgeweave.serve.loadgen import (
     summarize,
     table,
 )
+from edgeweave.serve.pending import REASONS
 
 
 def test_poisson_arrivals_follow_the_rates_and_the_seed():
@@ -64,7 +66,7 @@ class EngineTarget:
                                                     time.monotonic() + deadline_s, priority))
                 done(Outcome(OK))
             except Shed as s:
-                done(Outcome(REFUSED, s.reason))
+                done(Outcome(REFUSED, s.reason, s.message))
         threading.Thread(target=go).start()
 
 
@@ -90,8 +92,45 @@ def test_under_overload_every_request_ends_one_way_and_the_counts_add_up(overloa
     # the engine refuses what it cannot serve in time (deadlines themselves are checked on the
     # model's clock in test_engine: here a busy host's thread wake-ups would add to them)
     assert 0 < row.slo_attainment < 1 and row.goodput_rps > 0
-    assert list(row.as_json()) == [*KEYS, "throttled"]
+    assert list(row.as_json()) == [*KEYS, "throttled", "refusals"]
     assert "engine" in table([row])
+    # each refusal is booked with the engine's reason and details, and they count the same
+    assert sum(e["n"] for e in row.refusals.values()) == row.rejected
+    refused = [r for r in run.records if r.end == "fallback"]
+    assert refused and all(r.detail and r.status in REASONS for r in refused)
+
+
+def test_refusals_are_booked_with_their_status_and_details_and_counted_by_rule():
+    """A target that refuses every third request for a full queue, every third for a
+    deadline (its details say how much time was left), answers the rest and fails none: the
+    records keep each refusal's status and details, and the row counts them by status and by
+    the rule the details name (figures aside), with an example as said."""
+    class Refuser:
+        def send(self, model, client, deadline_s, priority, done):
+            k = client % 3
+            if k == 0:
+                done(Outcome(REFUSED, "RESOURCE_EXHAUSTED", f"queue holds {30 + client} (max)"))
+            elif k == 1:
+                done(Outcome(REFUSED, "DEADLINE_EXCEEDED",
+                             f"cannot meet its deadline: {client}.5 ms left"))
+            else:
+                done(Outcome(OK))
+
+    arrivals = [Arrival(0.001 * k, "m", k) for k in range(9)]
+    run = open_loop(Refuser(), arrivals, {"m": 1.0}, Fallback(), drain_s=5, duration_s=0.01)
+    by_client = {r.client: r for r in run.records}
+    assert by_client[4].status == "DEADLINE_EXCEEDED"
+    assert by_client[4].detail == "cannot meet its deadline: 4.5 ms left"
+    assert by_client[2].detail == "" and by_client[2].end == "answered"
+    (row,) = summarize(run, "refuser", 1.0)
+    assert row.rejected == 6 and row.adds_up
+    assert row.refusals == {
+        "RESOURCE_EXHAUSTED": {"n": 3, "why": {"queue holds N (max)": 3},
+                               "example": {"queue holds N (max)": "queue holds 30 (max)"}},
+        "DEADLINE_EXCEEDED": {"n": 3, "why": {"cannot meet its deadline: N ms left": 3},
+                              "example": {"cannot meet its deadline: N ms left":
+                                          "cannot meet its deadline: 1.5 ms left"}}}
+    assert row.as_json()["refusals"] == row.refusals
 
 
 def test_without_a_fallback_a_refused_request_stays_refused(overloaded):

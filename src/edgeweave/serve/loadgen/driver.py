@@ -26,6 +26,8 @@ from edgeweave.serve.loadgen.arrivals import Arrival
 #: How a request ended, as the target reports it. THROTTLED: the device did not send it (its
 #: edge had been refusing; see `runtime.throttle`) and answered it itself.
 OK, REFUSED, FAILED, THROTTLED = "ok", "refused", "failed", "throttled"
+#: Characters of a refusal's details kept in its record (a peer's details are bounded).
+MAX_DETAIL = 400
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class Record:
     refused_by_system: bool = False  # the system said no with a status (not a failure)
     latency_s: float = float("nan")  # to the edge's answer (answered) or the device's
     throttled: bool = False  # never sent: the device's own throttle kept it (runtime.throttle)
+    detail: str = ""  # the refusal's (or failure's) details, as the system said them
 
     @property
     def in_time(self) -> bool:
@@ -96,6 +99,7 @@ class _Book:
             latency = self.clock() - self.start - record.sent
             record.refused_by_system = outcome.kind == REFUSED
             record.throttled = outcome.kind == THROTTLED
+            record.detail = outcome.detail[:MAX_DETAIL] if outcome.kind != OK else ""
             if outcome.kind == OK:
                 record.end, record.latency_s = "answered", latency
             elif self.fallback.enabled:

@@ -13,13 +13,18 @@ print and write.
 - fallback: requests answered by the device's fallback;
 - lost: requests that ended no way at all (neither answered, nor refused or failed over).
 Every request ends one way, so sent = answered + fallback + refused without fallback + lost.
+- refusals: the requests not answered by the system (refused, failed or throttled), by the
+  status they ended with and, within it, by why (`why`: the status's details with their
+  figures replaced by N, so one rule's refusals count together), with an example of each
+  details as said: what the counts of rejections are made of.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -48,12 +53,14 @@ class Row:
     answered: int = 0
     refused: int = 0  # refused and not answered by a fallback
     throttled: int = 0  # never sent (the device's throttle): in fallback or refused
+    refusals: dict[str, dict] = field(default_factory=dict)  # `refusals`, by status
 
     def as_json(self) -> dict[str, object]:
-        """The contract's keys (and how many were throttled), NaN as null."""
+        """The contract's keys (and how many were throttled, and the refusals by status and
+        why), NaN as null."""
         row = asdict(self)
         return {k: (None if isinstance(row[k], float) and math.isnan(row[k]) else row[k])
-                for k in (*KEYS, "throttled")}
+                for k in (*KEYS, "throttled", "refusals")}
 
     @property
     def adds_up(self) -> bool:
@@ -89,7 +96,37 @@ def _row(records: Sequence[Record], duration_s: float, system: str, model: str,
         lost=sum(r.end == "lost" for r in records),
         sent=len(records), answered=len(answered),
         refused=sum(r.end == "refused" for r in records),
-        throttled=sum(r.throttled for r in records))
+        throttled=sum(r.throttled for r in records),
+        refusals=refusals(records))
+
+
+#: A figure in a status's details (ms left, a batch size, a queue's length).
+_FIGURE = re.compile(r"\d+(?:\.\d+)?")
+
+
+def why(detail: str) -> str:
+    """A refusal's details with its figures replaced by N: the rule that refused it, the same
+    for every request that rule refused ("cannot meet its deadline: N ms left, ...")."""
+    return _FIGURE.sub("N", detail).strip() or "(no details)"
+
+
+def refusals(records: Sequence[Record]) -> dict[str, dict]:
+    """The requests the system did not answer (refused with a status, failed, throttled by the
+    device), by status: {status: {"n": how many, "why": {why(details): how many}, "example":
+    {why(details): the first such details as said}}}, each status's reasons most frequent
+    first."""
+    out: dict[str, dict] = {}
+    for r in records:
+        if r.end == "answered" or r.end == "lost":
+            continue
+        entry = out.setdefault(r.status or "?", {"n": 0, "why": {}, "example": {}})
+        entry["n"] += 1
+        kind = why(r.detail)
+        entry["why"][kind] = entry["why"].get(kind, 0) + 1
+        entry["example"].setdefault(kind, r.detail)
+    for entry in out.values():
+        entry["why"] = dict(sorted(entry["why"].items(), key=lambda kv: -kv[1]))
+    return out
 
 
 def table(rows: Sequence[Row]) -> str:
