@@ -33,6 +33,21 @@ def digits():
     return graph, analytic_profile(graph, fleet(10_000.0))
 
 
+
+def _pinned_plans(graph, profile, cluster, objective="latency"):
+    """Every plan of 2 or 3 pinned blocks (each block's grid up to 2x2, data reuse on and off),
+    with the fused depths it ends at: what the block search must come close to."""
+    depths = sorted(cut_depths(graph))
+    for count in (2, 3):
+        for ends in itertools.combinations(depths, count):
+            options = [[(g, r) for g in grid_options(b, 2) for r in (False, True)
+                        if not (r and g == (1, 1))] for b in fused_blocks(graph, ends)]
+            for combo in itertools.product(*options):
+                yield ends, plan_cluster(graph, profile, cluster, methods=("fused-tiles",),
+                                         objective=objective,
+                                         blocks=[(d, g, r) for d, (g, r)
+                                                 in zip(ends, combo, strict=True)])
+
 def test_the_block_search_is_the_best_of_every_pinned_combination(digits) -> None:
     """Every 2- and 3-block split of digits-cnn's prefix with every grid up to 2x2 and data
     reuse on or off in each block (each block's assignment exhaustive), pinned one by one:
@@ -46,18 +61,10 @@ def test_the_block_search_is_the_best_of_every_pinned_combination(digits) -> Non
     assert plan.predicted["total_ms"] == pytest.approx(min(record["one_block_ms"],
                                                            record["multi_block_ms"]))
     assert not plan.exact and any("not exact" in n for n in plan.partition.search["notes"])
-    depths = sorted(cut_depths(graph))
     pinned = []
-    for count in (2, 3):
-        for ends in itertools.combinations(depths, count):
-            options = [[(g, r) for g in grid_options(b, 2) for r in (False, True)
-                        if not (r and g == (1, 1))] for b in fused_blocks(graph, ends)]
-            for combo in itertools.product(*options):
-                p = plan_cluster(graph, profile, cluster, methods=("fused-tiles",),
-                                 blocks=[(d, g, r) for d, (g, r) in zip(ends, combo,
-                                                                        strict=True)])
-                assert [s.depth for s in p.partition.stages()] == list(ends)
-                pinned.append(p.predicted["total_ms"])
+    for ends, p in _pinned_plans(graph, profile, cluster):
+        assert [s.depth for s in p.partition.stages()] == list(ends)
+        pinned.append(p.predicted["total_ms"])
     assert min(pinned) == pytest.approx(record["multi_block_ms"])
 
 
@@ -112,18 +119,8 @@ def test_for_throughput_the_blocks_are_priced_by_the_busiest_resource_not_summed
     assert plan.predicted["throughput_fps"] == pytest.approx(max(record["one_block_fps"],
                                                                  record["multi_block_fps"]))
     assert any("busiest resource" in n for n in plan.partition.search["notes"])
-    depths = sorted(cut_depths(graph))
-    pinned = []
-    for count in (2, 3):
-        for ends in itertools.combinations(depths, count):
-            options = [[(g, r) for g in grid_options(b, 2) for r in (False, True)
-                        if not (r and g == (1, 1))] for b in fused_blocks(graph, ends)]
-            for combo in itertools.product(*options):
-                p = plan_cluster(graph, profile, cluster, methods=("fused-tiles",),
-                                 objective="throughput",
-                                 blocks=[(d, g, r) for d, (g, r) in zip(ends, combo,
-                                                                        strict=True)])
-                pinned.append(p.predicted["throughput_fps"])
+    pinned = [p.predicted["throughput_fps"]
+              for _, p in _pinned_plans(graph, profile, cluster, objective="throughput")]
     assert record["multi_block_fps"] >= 0.99 * max(pinned)
     latency = plan_cluster(graph, profile, cluster, methods=("fused-tiles",), largest_grid=2)
     assert record["multi_block_fps"] > latency.partition.search["blocks"]["multi_block_fps"]
