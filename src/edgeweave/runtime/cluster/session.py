@@ -259,8 +259,7 @@ class ClusterRun:
             "delivery_ms": self._ms(r.delivery_ms for r in self.results),
             "task_overhead_ms": self.task_overhead_ms,
             "runtime_ms_per_mb": self.runtime_ms_per_mb,
-            "workers": sorted(d for d in self.dilations  # a layer-wise gateway has none
-                              if part.method != "layer-wise" or d != part.gateway),
+            "workers": sorted(d for d in self.dilations if has_worker(part, d)),
             "device_work": self.device_work(), "emulation": self.emulation,
         }
 
@@ -375,13 +374,16 @@ def slow_motion(dilations: Mapping[str, float], load: float | None = None,
     return max(1.0, float(math.ceil(need / min(dilations.values(), default=need))))
 
 
+def has_worker(part: Partition, device: str) -> bool:
+    """Whether ``device`` gets a worker process: every device but a layer-wise plan's gateway,
+    which computes its own parts and its unsplit layers in-process (runtime.cluster.layers)
+    and would send its worker nothing (it sat idle)."""
+    return part.method != "layer-wise" or device != part.gateway
+
+
 def worker_devices(part: Partition, sources: Sequence[str]) -> list[str]:
-    """The working devices (:func:`working_devices`) that get a worker process: all of them
-    but a layer-wise plan's gateway, which computes its own parts and its unsplit layers
-    in-process (runtime.cluster.layers) and sends its worker nothing (it sat idle)."""
-    devices = working_devices(part, sources)
-    return [d for d in devices if d != part.gateway] if part.method == "layer-wise" \
-        else devices
+    """The working devices (:func:`working_devices`) that get a worker process."""
+    return [d for d in working_devices(part, sources) if has_worker(part, d)]
 
 
 def working_devices(part: Partition, sources: Sequence[str]) -> list[str]:
