@@ -41,6 +41,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from _sim_training import training, training_means
 from _zoo import emit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -212,52 +213,12 @@ def operator(console: Console, serial: bool, minutes: float, seeds: list[int],
     return rows
 
 
-def training(console: Console, devices: int, minutes: float) -> list[dict]:
-    """Rounds and time to accuracy with and without inference, and inference with and without
-    training, flat and hierarchical."""
-    from edgeweave.sim.run import simulate
-    from edgeweave.sim.scenario import HierarchicalSpec, load_scenario
-
-    base = load_scenario(CAMPUS).with_devices(devices).model_copy(
-        update={"duration_s": minutes * 60.0})
-    alone = simulate(base, training=False).summary
-    rows = []
-    for kind in ("flat", "hierarchical"):
-        scn = base
-        if kind == "hierarchical":
-            assert base.training is not None
-            scn = base.model_copy(update={"training": base.training.model_copy(
-                update={"hierarchical": HierarchicalSpec(edge_rounds=2)})})
-        for load in (False, True):
-            run = simulate(scn, inference=load)
-            tr = run.training
-            assert tr is not None
-            rounds = tr["rounds"]
-            row = {"training": kind, "inference_load": load, "devices": devices,
-                   "rounds": len(rounds), "time_to_accuracy": tr["time_to_accuracy"],
-                   "final_accuracy": tr["final_accuracy"],
-                   "mean_round_s": sum(r["sim_round_s"] for r in rounds) / len(rounds),
-                   "dropped_mobility": sum(r["dropped_mobility"] for r in rounds),
-                   "training_end_s": rounds[-1]["sim_end_s"]}
-            if load:
-                s = run.summary
-                row["inference_with_training"] = {
-                    "service_p50_ms": s["service_ms"]["p50"],
-                    "service_p95_ms": s["service_ms"]["p95"], "failure_rate": s["failure_rate"]}
-                row["inference_alone"] = {
-                    "service_p50_ms": alone["service_ms"]["p50"],
-                    "service_p95_ms": alone["service_ms"]["p95"],
-                    "failure_rate": alone["failure_rate"]}
-            tta = tr["time_to_accuracy"]
-            console.print(f"training {kind}, inference {'on' if load else 'off'}: target "
-                          f"{tta['target']} at round {tta['round']} ({tta['sim_s']} s)",
-                          highlight=False)
-            rows.append(row)
-    return rows
-
-
 def _f(v: Any, spec: str = ".1f") -> str:
     return "-" if v is None else format(v, spec)
+
+
+def _change(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:+.1f}%"
 
 
 def tables(scale_rows, fid_rows, sweep_rows, train_rows) -> list[Table]:
@@ -331,18 +292,21 @@ def tables(scale_rows, fid_rows, sweep_rows, train_rows) -> list[Table]:
                       f"{f['mobility']}/{f['network']}/{f['capacity']}/{f['deadline']}")
         out.append(t)
     if train_rows:
-        t = Table(title="campus: federated training on the fleet, with and without inference")
-        for col in ("training", "inference", "round to target", "time to target s",
-                    "mean round s", "final acc", "moved away", "inference p95 ms alone/with"):
+        t = Table(title="campus: federated training on the fleet, with and without inference "
+                        "(mean over seeds; change: paired, same seed)")
+        for col in ("training", "inference", "seeds at target", "round to target",
+                    "time to target s", "time change", "mean round s", "round change",
+                    "final acc", "moved away", "inference p95 ms alone/with"):
             t.add_column(col, justify="right")
-        for r in train_rows:
-            tta = r["time_to_accuracy"]
-            inf = (f"{r['inference_alone']['service_p95_ms']:.0f}/"
-                   f"{r['inference_with_training']['service_p95_ms']:.0f}"
-                   if r["inference_load"] else "-")
-            t.add_row(r["training"], "on" if r["inference_load"] else "off",
-                      _f(tta["round"], "d"), _f(tta["sim_s"]), _f(r["mean_round_s"], ".2f"),
-                      _f(r["final_accuracy"], ".3f"), str(r["dropped_mobility"]), inf)
+        for r in training_means(train_rows):
+            load = r["inference_load"]
+            inf = (f"{r['inference_p95_ms_alone']:.0f}/{r['inference_p95_ms_with']:.0f}"
+                   if load else "-")
+            t.add_row(r["training"], "on" if load else "off", f"{r['reached']}/{r['seeds']}",
+                      _f(r["round_to_target"]), _f(r["time_to_target_s"]),
+                      _change(r.get("time_to_target_change")), _f(r["mean_round_s"], ".2f"),
+                      _change(r.get("mean_round_s_change")), _f(r["final_accuracy"], ".3f"),
+                      _f(r["dropped_mobility"]), inf)
         out.append(t)
     return out
 
@@ -367,6 +331,9 @@ def main() -> None:
     ap.add_argument("--campus-minutes", type=float, default=30.0)
     ap.add_argument("--training-minutes", type=float, default=10.0)
     ap.add_argument("--seeds", default="1", help="campus sweep seeds, comma-separated")
+    ap.add_argument("--training-seeds", default="1,2,3",
+                    help="seeds of the training rows, comma-separated (each a paired run with "
+                         "and without inference)")
     ap.add_argument("--campus-devices", default=",".join(map(str, CAMPUS_DEVICES)))
     ap.add_argument("--training-devices", type=int, default=1000)
     ap.add_argument("--scale-rows", default=",".join(f"{n}x{m:g}" for n, m in SCALE),
@@ -395,20 +362,25 @@ def main() -> None:
     counts = [int(n) for n in args.campus_devices.split(",")]
     sweep_rows = [] if args.skip_operator else operator(console, args.serial,
                                                          args.campus_minutes, seeds, counts)
+    train_seeds = [int(s) for s in args.training_seeds.split(",")]
     train_rows = [] if args.skip_operator else training(console, args.training_devices,
-                                                        args.training_minutes)
+                                                        args.training_minutes, train_seeds)
     doc = {"benchmark": "simulator", "format_version": 1,
            "scale": scale_rows, "scale_growth": scale_growth, "fidelity": fid_rows,
            "campus_sweep": sweep_rows, "training": train_rows,
+           "training_means": training_means(train_rows),
            "load_average": list(os.getloadavg()),
            "note": ("Scale rows run the city scenario under its edgeweave policy, each in its "
                     "own process (peak RSS is that process's). Fidelity: real = `edgeweave "
-                    "serve` processes on this host; sim_* gives the simulated servers the "
-                    "compute times and per-hop cost measured before and after the timed run "
-                    "(warm-up, cool-down), plan_only_* "
-                    "uses the Plan's figures alone, timed_compute_* the compute the host "
-                    "gave the timed run itself (drawn at random) and replay_* (one device) "
-                    "that compute in order.")}
+                    "serve` processes on this host; sim_* gives the simulated servers each "
+                    "tier's compute as the runtime reported it through the timed run (a "
+                    "stage's compute time only, at the speed in effect at each point of the "
+                    "run; no latency, link or queue time) and the per-hop cost measured "
+                    "before and after it; around_* takes the compute from before and after "
+                    "the timed run too (warm-up, cool-down); plan_only_* uses the Plan's "
+                    "figures alone; timed_compute_* draws the timed run's compute at random "
+                    "and replay_* (one device) replays it in order. Training rows: one per "
+                    "seed, training_means their means.")}
     emit(console, tables(scale_rows, fid_rows, sweep_rows, train_rows), doc, args.json)
 
 
