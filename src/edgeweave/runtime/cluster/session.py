@@ -91,7 +91,7 @@ def plan_calibrated(graph: Graph, profile: Profile, fleet: Fleet, plan: Plan,
         methods=(part.method,), devices=list(part.devices), cluster=part.cluster,
         objective=plan.objective, input_codec=part.input_codec,
         result_codec=part.result_codec, model_spec=part.model, calibration=calibration,
-        ms_per_mb=float(planned or 0.0))
+        ms_per_mb=float(planned or 0.0), gateway_tiles=part.gateway_tiles)
     again = plan_emulated(graph, profile, fleet, **same, **pins)
     if not several:
         return again
@@ -377,8 +377,13 @@ def slow_motion(dilations: Mapping[str, float], load: float | None = None,
 def has_worker(part: Partition, device: str) -> bool:
     """Whether ``device`` gets a worker process: every device but a layer-wise plan's gateway,
     which computes its own parts and its unsplit layers in-process (runtime.cluster.layers)
-    and would send its worker nothing (it sat idle)."""
-    return part.method != "layer-wise" or device != part.gateway
+    and would send its worker nothing (it sat idle), and a fused-tile plan's gateway that
+    holds no tile (``gateway_tiles`` false, DeepThings' gateway role: it directs the
+    stealing, gathers, stitches and runs every frame's rest in its own process; a worker
+    would steal tiles the plan gives the other devices)."""
+    if device != part.gateway:
+        return True
+    return part.method == "fused-tiles" and part.gateway_tiles
 
 
 def worker_devices(part: Partition, sources: Sequence[str]) -> list[str]:
