@@ -238,7 +238,7 @@ def main() -> None:
                          "6 above)")
     ap.add_argument("--gateway-devices", default="1,2,3,4,5,6",
                     help="edge-device counts of the measured gateway-setup runs")
-    ap.add_argument("--gateway-in-flight", type=int, default=2,
+    ap.add_argument("--gateway-in-flight", type=int, default=3,
                     help="frames in flight in the gateway-setup runs")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()

@@ -72,6 +72,37 @@ def test_two_frames_in_flight_each_sent_once_the_last_was_taken_none_lost(worker
         assert torch.allclose(r.output, w, atol=1e-5)
 
 
+def test_with_two_fused_blocks_the_next_frame_goes_once_the_first_blocks_tiles_are_taken(
+        workers):
+    """DeeperThings' two blocks: a source's queue holds a frame's first-block tiles (the
+    second block's are queued after the sync point, where the frame is gathered), so the
+    source sends its next frame once those are handed out, before the last frame's second
+    block is, and every frame is still answered, equal to the single-device model."""
+    plan = digits_plan(blocks=[(1, (2, 2), False), (3, (1, 2), False)])
+    assert [len(s.tiles) for s in plan.partition.stages()] == [4, 2]
+    gw = TileGateway(digits(), plan, token=TOKEN, gateway_dilation=10.0,
+                     dilations={"a": 10.0, "b": 30.0, "c": 10.0})
+    try:
+        for device in "abc":
+            gw.join(device, workers.start(device, dilation=10.0))
+        xs = frames(5)
+        piped = drive(gw, xs, ["a"], 60.0, in_flight=2)
+    finally:
+        gw.close()
+    mine = by_source(piped, "a")
+    assert len(mine) == 5 and len({r.frame for r in mine}) == 5
+    with torch.no_grad():
+        for r, x in zip(mine, xs, strict=True):
+            assert torch.allclose(r.output, digits().module(x), atol=1e-5)
+            assert sorted(t.tile for t in r.timeline) == list(range(6))
+    early = 0
+    for prev, nxt in itertools.pairwise(mine):
+        sent = {t.tile: prev.submitted + t.sent_ms / 1000.0 for t in prev.timeline}
+        assert nxt.submitted >= max(sent[k] for k in range(4)) - SLACK_S
+        early += nxt.submitted < max(sent[4], sent[5])
+    assert early >= 1  # sent before the last frame's second block was handed out
+
+
 @pytest.mark.parametrize("in_flight", [0, 17, 1.5, True])
 def test_frames_in_flight_out_of_range_are_named(in_flight):
     with pytest.raises(EdgeWeaveError, match=rf"in_flight {in_flight!r}: expected a whole "

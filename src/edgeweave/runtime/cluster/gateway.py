@@ -15,7 +15,8 @@ fused blocks (DeeperThings) each block's tiles are stitched and the next block's
 the stitched map and scheduled like the first's (runtime.cluster.stages); the rest of the
 model then runs where the plan says (:mod:`~edgeweave.runtime.cluster.rest`), one frame at a
 time, on the device the frame was gathered at, which runs no tile meanwhile. A frame is taken
-once all its tiles were handed out (its future's ``taken``; runtime.cluster.drive).
+once all its first block's tiles were handed out (its future's ``taken``: its source's queue is
+empty; runtime.cluster.drive).
 
 No frame is lost: a device that dies hands its unfinished tiles back to the scheduler and they
 run on another device; with no device left the gateway computes them itself. A device that joins
@@ -100,6 +101,7 @@ class TileGateway:
         self.digest = self.stages.digest
         self.sources_of = self.stages.sources_of
         self.assignment = self.stages.assignment
+        self.first_tasks = len(self.stages.order(0))  # the first block's (Frame.hand)
         self.dilation, self.spin = gateway_dilation, spin
         self.medium = SharedMedium(part.medium.mbps, part.medium.rtt_ms, time_scale)
         self.pool = WorkerPool(self.medium, self.gateway, self._on_ready, self._on_gone,
@@ -165,7 +167,7 @@ class TileGateway:
     def submit(self, x: torch.Tensor, source: str | None = None) -> FrameFuture:
         """Queue a frame from data source ``source`` (a cluster device; the gateway by
         default); the future's result is a :class:`FrameResult`, its ``taken`` is set once
-        every tile has been handed out."""
+        every tile of its first fused block has been handed out."""
         source = source or self.gateway
         if source not in self.part.devices:
             raise EdgeWeaveError(f"data source {source!r} is not a device of the plan's "
@@ -226,7 +228,7 @@ class TileGateway:
         chooses in the same round must see that); its frame is taken once all its tiles were."""
         frame = self._frames[job.frame]
         frame.running.add(job.tile)
-        frame.hand(job.tile, self.stages.tasks)
+        frame.hand(job.tile, self.first_tasks)
 
     def _task(self, frame: Frame, job: Job
               ) -> tuple[Tile, dict[str, torch.Tensor], list[int]]:
@@ -329,7 +331,7 @@ class TileGateway:
                     self._pump()
                     return
                 frame = self._frames[job.frame]
-                frame.hand(job.tile, self.stages.tasks)
+                frame.hand(job.tile, self.first_tasks)
                 tile, values, _ = self._task(frame, job)
                 local = self.stages.blocks[self.stages.block_of(job.tile)]
             mark = dilation.start()
