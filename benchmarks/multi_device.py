@@ -56,8 +56,8 @@ from rich.table import Table
 
 import _multi_device_runs
 from _multi_device_figures import layerwise_rows, memory_rows, sparse_rows, tiling_rows
+from _multi_device_plans import reuse_rows, speedup_rows
 from _multi_device_runs import (
-    blocks_of,
     layer_split_runs,
     ms_per_mb_of,
     reuse_runs,
@@ -72,11 +72,10 @@ from _multi_device_setups import (
 )
 from _zoo import profile_zoo
 from edgeweave.errors import EdgeWeaveError
-from edgeweave.graph import Graph, capture_spec
+from edgeweave.graph import capture_spec
 from edgeweave.graph.blocks import cut_depths
 from edgeweave.plan.fused_search import TileCache
-from edgeweave.plan.multidevice import plan_cluster
-from edgeweave.profile import Profile, analytic_profile
+from edgeweave.profile import analytic_profile
 from edgeweave.profile.tile_calibration import calibrate_tiles
 from edgeweave.runtime.cluster.drive import MAX_IN_FLIGHT, check_in_flight
 from edgeweave.topology import Fleet, load_fleet
@@ -108,69 +107,6 @@ def local_fleet(n: int) -> Fleet:
 def _gateway_fleet(n: int) -> Fleet:
     """DeepThings' setup: the first ``n`` pi-cluster devices and an extra rpi4 gateway."""
     return gateway_fleet(n, FLEET, MEDIUM_MBPS)
-
-
-def speedup_rows(graph: Graph, profile: Profile, source: str, cache: TileCache,
-                 ms_per_mb: float = 0.0) -> list[dict[str, Any]]:
-    """The optimiser's plans for 1..6 devices per method; a fused-tile row also gives the
-    best plan of one fused block and of several (DeeperThings) beside each other."""
-    rows = []
-    one_ms = None
-    for n in range(1, 7):
-        fleet = local_fleet(n)
-        for method in ("fused-tiles", "layer-wise", "single"):
-            plan = plan_cluster(graph, profile, fleet, methods=(method,), cache=cache,
-                                ms_per_mb=ms_per_mb, **_multi_device_runs.CODECS)
-            part = plan.partition
-            assert part is not None
-            if method == "single" and n == 1:
-                one_ms = plan.predicted["total_ms"]
-            rows.append({
-                "model": graph.name, "method": method, "devices": n,
-                "device_hardware": [load.hardware for load in part.load],
-                "scheduler": "sharing (static plan)",
-                "latency_ms": None, "fps": None, "speedup_vs_one": None, "peak_rss_mb": None,
-                "predicted_ms": plan.predicted["total_ms"],
-                "predicted_fps": plan.predicted["throughput_fps"],
-                "bytes_per_frame": sum(load.in_bytes + load.out_bytes for load in part.load),
-                "fused_depth": part.fused_depth, "grid": part.grid, "reuse": part.reuse,
-                "blocks": blocks_of(part),
-                "one_block_ms": (part.search.get("blocks") or {}).get("one_block_ms"),
-                "multi_block_ms": (part.search.get("blocks") or {}).get("multi_block_ms"),
-                "multi_block": (part.search.get("blocks") or {}).get("multi_block"),
-                "split_layers": len(part.layers), "rest_mode": part.rest_mode,
-                "exact": plan.exact, "configs": part.search["configs"], "profile": source})
-    for row in rows:
-        row["predicted_speedup_vs_one"] = one_ms / row["predicted_ms"] if one_ms else None
-        for key in ("one_block", "multi_block"):  # the best plan of each kind, predicted
-            ms = row[f"{key}_ms"]
-            row[f"{key}_speedup"] = one_ms / ms if one_ms and ms else None
-    best = []
-    rank = {"single": 0, "layer-wise": 1, "fused-tiles": 2}  # ties go to the simpler method
-    for n in range(1, 7):
-        mine = [r for r in rows if r["devices"] == n]
-        best.append({**min(mine, key=lambda r: (round(r["predicted_ms"], 6), rank[r["method"]])),
-                     "method_choice": "best"})
-    return rows + best
-
-
-def reuse_rows(graph: Graph, profile: Profile, cache: TileCache, ms_per_mb: float = 0.0
-               ) -> list[dict[str, Any]]:
-    """Predicted latency of the best fused-tile plan with data reuse forced on, and off."""
-    rows = []
-    for n in (2, 4, 6):
-        for reuse in (False, True):
-            plan = plan_cluster(graph, profile, local_fleet(n), methods=("fused-tiles",),
-                                reuse=reuse, cache=cache, ms_per_mb=ms_per_mb, max_blocks=1,
-                                **_multi_device_runs.CODECS)
-            part = plan.partition
-            assert part is not None
-            rows.append({"model": graph.name, "devices": n, "reuse": reuse, "max_blocks": 1,
-                         "predicted_ms": plan.predicted["total_ms"],
-                         "fused_depth": part.fused_depth, "grid": part.grid,
-                         "bytes_per_frame": sum(x.in_bytes + x.out_bytes for x in part.load),
-                         "tile_compute_ms": sum(x.compute_ms for x in part.load)})
-    return rows
 
 
 def _table(title: str, rows: list[dict[str, Any]], cols: list[str]) -> Table:
@@ -341,8 +277,9 @@ def main() -> None:
             doc["measured"] += measured
             ms_per_mb = ms_per_mb_of(measured)
             doc["runtime_ms_per_mb"][name] = ms_per_mb
-        doc["speedup"] += speedup_rows(graph, profile, args.profile, cache, ms_per_mb)
-        doc["reuse"] += reuse_rows(graph, profile, cache, ms_per_mb)
+        doc["speedup"] += speedup_rows(graph, profile, args.profile, cache, local_fleet,
+                                       ms_per_mb)
+        doc["reuse"] += reuse_rows(graph, profile, cache, local_fleet, ms_per_mb)
         if runs:
             if args.run_schedulers is None or name in args.run_schedulers:
                 doc["schedulers"] += scheduler_runs(graph, profile, local_fleet, 3,
