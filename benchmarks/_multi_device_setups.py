@@ -81,43 +81,52 @@ def one_device_run(graph: Graph, profile: Profile, fleet_of: Callable[[int], Fle
 
 def gateway_runs(graph: Graph, profile: Profile, fleet_of: Callable[[int], Fleet],
                  counts: Sequence[int], frames: int, cache: TileCache,
-                 one: dict[str, Any], in_flight: int = 2, max_blocks: int = 3
-                 ) -> list[dict[str, Any]]:
+                 one: dict[str, Any], in_flight: int = 2, max_blocks: int = 3,
+                 extra_gateway: bool = True) -> list[dict[str, Any]]:
     """DeepThings' setup (module docstring) on each of ``counts`` edge devices, frames
-    pipelined ``in_flight`` deep, against ``one`` (:func:`one_device_run`'s row)."""
+    pipelined ``in_flight`` deep, against ``one`` (:func:`one_device_run`'s row). Without
+    ``extra_gateway`` the same stream on the N devices alone (``fleet_of`` then gives the
+    first N devices): the first is the gateway and may hold tiles beside every frame's rest
+    (setup ``single-source-pipelined``: no extra device)."""
     ms_per_mb = ms_per_mb_of([one])
+    setup = "deepthings-gateway" if extra_gateway else "single-source-pipelined"
     rows = []
     for n in sorted(counts):
         fleet = fleet_of(n)
         plan = plan_emulated(graph, profile, fleet, methods=("fused-tiles",), cache=cache,
                              ms_per_mb=ms_per_mb, max_blocks=max_blocks, objective="throughput",
-                             gateway_tiles=False, **runs.CODECS)
+                             gateway_tiles=not extra_gateway, **runs.CODECS)
+        part = plan.partition
+        assert part is not None
         run = run_cluster(graph, plan, profile, fleet, _frames(graph, frames),
-                          scheduler="stealing", sources=[GATEWAY], prefetch=1,
+                          scheduler="stealing", sources=[part.gateway], prefetch=1,
                           time_scale=runs.TIME_SCALE, calibrate=runs.CALIBRATE,
                           in_flight=in_flight)
         row = _row(run, in_flight=in_flight, max_blocks=max_blocks)
         part = run.plan.partition
         assert part is not None
-        gw_load = next(x for x in part.load if x.name == GATEWAY)
+        gw_load = next(x for x in part.load if x.name == part.gateway)
+        who = (f"{n} edge devices computing the tiles plus one extra {GATEWAY_HARDWARE} "
+               "gateway running the rest (not counted in devices)" if extra_gateway else
+               f"{n} devices, the first the gateway (its tiles and every frame's rest), no "
+               "extra device")
         row.update(
-            devices=n, setup="deepthings-gateway", gateway=f"{GATEWAY} ({GATEWAY_HARDWARE})",
-            extra_devices=1, devices_with_gateway=n + 1,
+            devices=n, setup=setup,
+            gateway=f"{part.gateway} ({gw_load.hardware}{', extra' if extra_gateway else ''})",
+            extra_devices=int(extra_gateway), devices_with_gateway=n + int(extra_gateway),
             objective=run.plan.objective, gateway_tiles=part.gateway_tiles,
             gateway_tasks=gw_load.tasks,
             predicted_fps=run.plan.predicted.get("throughput_fps"),
             speedup_vs_one=row["fps"] / one["fps"],
             predicted_speedup_vs_one=(run.plan.predicted.get("throughput_fps") or 0.0)
             / one["predicted_fps"],
-            # what the extra device computed per frame: the rest of the model, measured
+            # what the gateway computed per frame besides any tiles: the rest, measured
             gateway_rest_ms=row["rest_ms"],
-            speedup_basis=(f"fps: {n} edge devices computing the tiles plus one extra "
-                           f"{GATEWAY_HARDWARE} gateway running the rest (not counted in "
-                           f"devices), {in_flight} frames in flight, over one rpi4 running "
+            speedup_basis=(f"fps: {who}, {in_flight} frames in flight, over one rpi4 running "
                            "the whole model with one frame in flight"))
         _fps_error(row)
-        print(f"  deepthings-gateway {graph.name} x{n}+gw: {row['fps']:.3f} fps "
-              f"(predicted {row['predicted_fps']:.3f}, "
+        print(f"  {setup} {graph.name} x{n}{'+gw' if extra_gateway else ''}: "
+              f"{row['fps']:.3f} fps (predicted {row['predicted_fps']:.3f}, "
               f"{row['measured_vs_predicted_fps_pct']:+.0f}%), x{row['speedup_vs_one']:.2f} "
               f"vs one device, gateway rest {row['rest_ms']:.0f} ms/frame",
               file=sys.stderr, flush=True)

@@ -37,7 +37,9 @@ and the plans run on real worker processes, measured next to predicted (issue 14
    the plan maximising frames/s; frames/s vs one rpi4 running the whole model, measured and
    predicted (``setup``, ``speedup_basis`` and ``extra_devices`` say what each row is). The
    planner's rows of where a frame's time goes (medium, busiest tile device, the gateway's
-   rest) for both setups come with it, also under --only-plans.
+   rest) for both setups come with it, also under --only-plans. --setups pipelined: the
+   same stream (throughput plan, frames in flight) on the N devices alone, the first being
+   the gateway (no extra device).
 
     PYTHONPATH=src .venv/bin/python benchmarks/multi_device.py [--profile analytic] [--json out]
 """
@@ -170,8 +172,8 @@ def main() -> None:
                          "alone)")
     ap.add_argument("--setups", default="single-source",
                     help="comma-separated: single-source (the gateway one of the N devices; "
-                         "every row of 1-5 above) and/or gateway (DeepThings' extra gateway, "
-                         "6 above)")
+                         "every row of 1-5 above), gateway (DeepThings' extra gateway, 6 "
+                         "above), pipelined (the same stream on the N devices alone)")
     ap.add_argument("--gateway-devices", default="1,2,3,4,5,6",
                     help="edge-device counts of the measured gateway-setup runs")
     ap.add_argument("--gateway-in-flight", type=int, default=3,
@@ -179,8 +181,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     setups = {x.strip() for x in args.setups.split(",") if x.strip()}
-    if not setups or setups - {"single-source", "gateway"}:
-        ap.error(f"--setups {args.setups!r}: expected single-source and/or gateway")
+    if not setups or setups - {"single-source", "gateway", "pipelined"}:
+        ap.error(f"--setups {args.setups!r}: expected some of single-source, gateway, "
+                 "pipelined")
     gateway_devices = [int(n) for n in args.gateway_devices.split(",") if n.strip().isdigit()]
     if len(gateway_devices) != len([n for n in args.gateway_devices.split(",") if n.strip()]) \
             or any(not 1 <= n <= 6 for n in gateway_devices):
@@ -254,13 +257,17 @@ def main() -> None:
                                              **host["tile_calibration"]}
         cache: TileCache = {}
         ms_per_mb = 0.0
-        if "gateway" in setups:
+        if setups & {"gateway", "pipelined"}:
             gw_blocks = max(max_blocks)
             if runs:
                 one = one_device_run(graph, profile, local_fleet, args.frames, cache)
-                doc["gateway_setup"] += [one, *gateway_runs(
-                    graph, profile, _gateway_fleet, gateway_devices, args.frames, cache, one,
-                    args.gateway_in_flight, gw_blocks)]
+                doc["gateway_setup"].append(one)
+                for extra in (True, False):
+                    if ("gateway" if extra else "pipelined") in setups:
+                        doc["gateway_setup"] += gateway_runs(
+                            graph, profile, _gateway_fleet if extra else local_fleet,
+                            [n for n in gateway_devices if extra or n > 1], args.frames,
+                            cache, one, args.gateway_in_flight, gw_blocks, extra)
                 ms_per_mb = ms_per_mb_of([one])
                 doc["runtime_ms_per_mb"][name] = ms_per_mb
             doc["where_time_goes"] += gateway_plan_rows(
@@ -353,8 +360,9 @@ def main() -> None:
                ["model", "setup", "objective", "devices", "extra_devices", "predicted_ms",
                 "predicted_fps", "predicted_fps_speedup_vs_one", "medium_busy_ms",
                 "busiest_tile_device_ms", "gateway_tiles_ms", "gateway_rest_ms", "blocks"]),
-        _table("MEASURED DeepThings' setup: N edge devices + an extra rpi4 gateway (no tile, "
-               "runs the rest; not counted in devices), frames pipelined, vs one rpi4",
+        _table("MEASURED frames pipelined, throughput plans, vs one rpi4 (one-device); "
+               "deepthings-gateway: N edge devices + an extra rpi4 gateway (no tile, runs the "
+               "rest; not counted in devices); single-source-pipelined: N devices alone",
                doc["gateway_setup"], gateway_cols),
     ]
     doc["load_average_at_end"] = os.getloadavg()
