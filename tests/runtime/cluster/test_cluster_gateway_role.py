@@ -72,3 +72,30 @@ def test_a_calibrated_plan_keeps_the_gateway_without_tiles():
         again = plan_calibrated(graph, profile, fleet, plan, cal)
         assert again.objective == "throughput" and not again.partition.gateway_tiles
         assert {t.device for t in again.partition.all_tiles()} <= {"b", "c"}
+
+
+def test_the_gateway_sleeps_its_rests_stretch_and_answers_the_models_output():
+    """The rest runs in the gateway's process beside its dispatching: its dilation's stretch
+    sleeps (a busy wait held the GIL and a core while the next frames' tiles waited), so the
+    process spends a small part of the emulated time on the CPU; the output is the model's."""
+    import time
+
+    from edgeweave.graph.blocks import fused_block
+    from edgeweave.graph.tile_exec import run_block
+    from edgeweave.runtime.cluster.rest import RestRunner
+
+    graph = digits()
+    plan = digits_plan(grid=(2, 2), gateway_tiles=False)
+    part = plan.partition
+    block = fused_block(graph, part.fused_depth)
+    runner = RestRunner(graph, plan, part.prefix_nodes, dilation=400.0)
+    x = torch.randn(graph.input_shape, generator=torch.Generator().manual_seed(2))
+    given = {block.output.name: run_block(graph, block, x)}
+    runner.run(x, given)  # traced and warmed up on the first call
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = runner.run(x, given)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    with torch.no_grad():
+        assert torch.allclose(result.output, graph.module(x), atol=1e-5)
+    assert wall >= 0.01  # stretched 400x
+    assert cpu < 0.5 * wall  # slept, not spun
