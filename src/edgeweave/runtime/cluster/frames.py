@@ -6,8 +6,9 @@ how long its rest waited for its device, so a run can be set beside the plan's s
 task: where measured and predicted part is a question of which task, not of a total.
 
 A submitted frame's future (:class:`FrameFuture`) also says when the frame was *taken*: every
-task of its first fused block (the ones in its source's queue) handed out to a device. A
-DeepThings data source sends its next frame then, without waiting for the answer
+task of its first fused block (the ones in its source's queue) handed out to a device, or
+waiting for the neighbours whose halo it reuses. A DeepThings data source sends its next frame
+then, without waiting for the answer
 (runtime.cluster.drive).
 """
 
@@ -79,9 +80,9 @@ class FrameResult:
 
 class FrameFuture(Future):
     """A submitted frame's answer (a :class:`FrameResult`), and ``taken``: set once every task
-    of the frame's first fused block has been handed out (a task handed back later, its device
-    dead, does not unset it: the source has moved on), or the frame is answered, whichever is
-    first."""
+    of the frame's first fused block has been handed out or waits for its neighbours' halo (a
+    task handed back later, its device dead, does not unset it: the source has moved on), or
+    the frame is answered, whichever is first."""
 
     def __init__(self) -> None:
         super().__init__()
