@@ -52,6 +52,8 @@ def _row(run: ClusterRun, **extra: Any) -> dict[str, Any]:
     row = {
         "model": doc["model"], "method": doc["method"], "devices": doc["devices"],
         "scheduler": doc["scheduler"], "latency_ms": doc["latency_ms"], "fps": doc["fps"],
+        # frames/s sustained: the pipeline's filling left out (ClusterRun.steady_fps)
+        "steady_fps": doc["steady_fps"],
         "speedup_vs_one": None, "predicted_ms": predicted,
         # the plan as priced from the profile alone, before the calibration pass
         "uncalibrated_predicted_ms": doc["uncalibrated_predicted_ms"],

@@ -306,11 +306,11 @@ def main() -> None:
                 "fps_speedup_vs_one", "max_blocks", "blocks",
                 "peak_rss_mb", "task_memory_mb", "bytes_per_frame", "grid", "reuse",
                 "task_overhead_ms", "time_scale", "overrun_tasks", "load"]
-    gateway_cols = ["model", "setup", "devices", "extra_devices", "in_flight", "fps",
-                    "predicted_fps", "measured_vs_predicted_fps_pct", "speedup_vs_one",
-                    "predicted_speedup_vs_one", "latency_ms", "predicted_ms", "rest_ms",
-                    "predicted_rest_ms", "blocks", "bytes_per_frame", "time_scale",
-                    "overrun_tasks", "load"]
+    gateway_cols = ["model", "setup", "devices", "extra_devices", "in_flight", "steady_fps",
+                    "fps", "predicted_fps", "measured_vs_predicted_fps_pct", "speedup_vs_one",
+                    "wall_speedup_vs_one", "predicted_speedup_vs_one", "latency_ms",
+                    "predicted_ms", "rest_ms", "predicted_rest_ms", "blocks",
+                    "bytes_per_frame", "time_scale", "overrun_tasks", "load"]
     squares = [r for r in doc["tiling"] if r["grid"][0] == r["grid"][1]]
     tables = [
         _table("fused tiles: halo and traffic (square grids; every grid in the JSON)", squares,

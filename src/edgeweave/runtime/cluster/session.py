@@ -135,8 +135,21 @@ class ClusterRun:
 
     @property
     def fps(self) -> float:
+        """Frames over the run's wall time: with frames in flight this counts the pipeline
+        filling and draining too (a few frames: far below what it sustains)."""
         return (len(self.results) * self.time_scale / self.wall_s if self.wall_s > 0
                 else float("nan"))
+
+    @property
+    def steady_fps(self) -> float:
+        """Frames/s the run sustained: answers after the first over the time between the
+        first answer and the last (the pipeline's filling left out; what a plan's busiest
+        resource prices). NaN with fewer than two answers or their times not recorded."""
+        ends = sorted(r.submitted + r.latency_ms / 1000.0 for r in self.results
+                      if r.submitted > 0)
+        if len(ends) < 2 or ends[-1] <= ends[0]:
+            return float("nan")
+        return (len(ends) - 1) * self.time_scale / (ends[-1] - ends[0])
 
     @property
     def task_overhead_ms(self) -> float:
@@ -232,7 +245,7 @@ class ClusterRun:
         return {
             "model": part.model, "method": part.method, "devices": len(planned_for.devices),
             "scheduler": self.scheduler, "sources": self.sources, "in_flight": self.in_flight,
-            "latency_ms": self.latency_ms, "fps": self.fps,
+            "latency_ms": self.latency_ms, "fps": self.fps, "steady_fps": self.steady_fps,
             "predicted_ms": part.predicted.get("latency_ms"),
             "uncalibrated_predicted_ms": (self.uncalibrated.partition.predicted.get(
                 "latency_ms") if self.uncalibrated and self.uncalibrated.partition else None),
