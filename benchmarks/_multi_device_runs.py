@@ -52,6 +52,8 @@ def _row(run: ClusterRun, **extra: Any) -> dict[str, Any]:
     row = {
         "model": doc["model"], "method": doc["method"], "devices": doc["devices"],
         "scheduler": doc["scheduler"], "latency_ms": doc["latency_ms"], "fps": doc["fps"],
+        # frames/s sustained: the pipeline's filling left out (ClusterRun.steady_fps)
+        "steady_fps": doc["steady_fps"],
         "speedup_vs_one": None, "predicted_ms": predicted,
         # the plan as priced from the profile alone, before the calibration pass
         "uncalibrated_predicted_ms": doc["uncalibrated_predicted_ms"],
@@ -92,6 +94,17 @@ def _row(run: ClusterRun, **extra: Any) -> dict[str, Any]:
         "load": os.getloadavg()[0],  # this host's 1-minute load average as the run ended
     }
     row.update(extra)
+    # frames/s as the plan prices this run: one frame at a time from one source is 1000 /
+    # its latency; frames overlapped (in flight, several sources) the plan's busiest
+    # resource (exact for the single-source pipeline it prices, a bound for several sources)
+    piped = run.in_flight > 1 or len(run.sources) > 1
+    row["predicted_fps_of_run"] = (row["predicted_fps"] if piped else
+                                   1000.0 / predicted if predicted else None)
+    row["predicted_fps_basis"] = ("the plan's busiest resource (frames overlapped)" if piped
+                                  else "1000 / predicted_ms (one frame at a time)")
+    row["measured_vs_predicted_fps_pct"] = (
+        100.0 * (row["fps"] / row["predicted_fps_of_run"] - 1)
+        if row["predicted_fps_of_run"] else None)
     print(f"measured {row['model']} {row['method']} x{row['devices']} {row['scheduler']}"
           f" ({row.get('in_flight', 1)} in flight): "
           f"{row['latency_ms']:.0f} ms (predicted {predicted:.0f}, "

@@ -31,6 +31,15 @@ and the plans run on real worker processes, measured next to predicted (issue 14
    (2: DeepThings' pipelining, the next frame once every tile of the last is taken); such a
    row's ``speedup_vs_one`` is its frames/s over one device's with one frame in flight.
    Needs --profile measured (the host speed); --no-runs leaves those rows out.
+6. The papers' setup (--setups gateway; benchmarks/_multi_device_setups.py): DeepThings'
+   gateway of its own, an extra emulated rpi4 with no tile that runs every frame's rest, N
+   edge devices computing the tiles with stealing, frames pipelined (--gateway-in-flight),
+   the plan maximising frames/s; frames/s vs one rpi4 running the whole model, measured and
+   predicted (``setup``, ``speedup_basis`` and ``extra_devices`` say what each row is). The
+   planner's rows of where a frame's time goes (medium, busiest tile device, the gateway's
+   rest) for both setups come with it, also under --only-plans. --setups pipelined: the
+   same stream (throughput plan, frames in flight) on the N devices alone, the first being
+   the gateway (no extra device).
 
     PYTHONPATH=src .venv/bin/python benchmarks/multi_device.py [--profile analytic] [--json out]
 """
@@ -49,22 +58,28 @@ from rich.table import Table
 
 import _multi_device_runs
 from _multi_device_figures import layerwise_rows, memory_rows, sparse_rows, tiling_rows
+from _multi_device_plans import reuse_rows, speedup_rows
 from _multi_device_runs import (
-    blocks_of,
     layer_split_runs,
     ms_per_mb_of,
     reuse_runs,
     scheduler_runs,
     speedup_runs,
 )
+from _multi_device_setups import (
+    gateway_fleet,
+    gateway_plan_rows,
+    gateway_runs,
+    one_device_run,
+)
 from _zoo import profile_zoo
-from edgeweave.graph import Graph, capture_spec
+from edgeweave.errors import EdgeWeaveError
+from edgeweave.graph import capture_spec
 from edgeweave.graph.blocks import cut_depths
 from edgeweave.plan.fused_search import TileCache
-from edgeweave.plan.multidevice import plan_cluster
-from edgeweave.profile import Profile, analytic_profile
+from edgeweave.profile import analytic_profile
 from edgeweave.profile.tile_calibration import calibrate_tiles
-from edgeweave.runtime.cluster.drive import MAX_IN_FLIGHT
+from edgeweave.runtime.cluster.drive import MAX_IN_FLIGHT, check_in_flight
 from edgeweave.topology import Fleet, load_fleet
 
 MODELS = ["vgg16", "resnet18"]
@@ -91,67 +106,9 @@ def local_fleet(n: int) -> Fleet:
                       "medium": medium}]})
 
 
-def speedup_rows(graph: Graph, profile: Profile, source: str, cache: TileCache,
-                 ms_per_mb: float = 0.0) -> list[dict[str, Any]]:
-    """The optimiser's plans for 1..6 devices per method; a fused-tile row also gives the
-    best plan of one fused block and of several (DeeperThings) beside each other."""
-    rows = []
-    one_ms = None
-    for n in range(1, 7):
-        fleet = local_fleet(n)
-        for method in ("fused-tiles", "layer-wise", "single"):
-            plan = plan_cluster(graph, profile, fleet, methods=(method,), cache=cache,
-                                ms_per_mb=ms_per_mb, **_multi_device_runs.CODECS)
-            part = plan.partition
-            assert part is not None
-            if method == "single" and n == 1:
-                one_ms = plan.predicted["total_ms"]
-            rows.append({
-                "model": graph.name, "method": method, "devices": n,
-                "device_hardware": [load.hardware for load in part.load],
-                "scheduler": "sharing (static plan)",
-                "latency_ms": None, "fps": None, "speedup_vs_one": None, "peak_rss_mb": None,
-                "predicted_ms": plan.predicted["total_ms"],
-                "predicted_fps": plan.predicted["throughput_fps"],
-                "bytes_per_frame": sum(load.in_bytes + load.out_bytes for load in part.load),
-                "fused_depth": part.fused_depth, "grid": part.grid, "reuse": part.reuse,
-                "blocks": blocks_of(part),
-                "one_block_ms": (part.search.get("blocks") or {}).get("one_block_ms"),
-                "multi_block_ms": (part.search.get("blocks") or {}).get("multi_block_ms"),
-                "multi_block": (part.search.get("blocks") or {}).get("multi_block"),
-                "split_layers": len(part.layers), "rest_mode": part.rest_mode,
-                "exact": plan.exact, "configs": part.search["configs"], "profile": source})
-    for row in rows:
-        row["predicted_speedup_vs_one"] = one_ms / row["predicted_ms"] if one_ms else None
-        for key in ("one_block", "multi_block"):  # the best plan of each kind, predicted
-            ms = row[f"{key}_ms"]
-            row[f"{key}_speedup"] = one_ms / ms if one_ms and ms else None
-    best = []
-    rank = {"single": 0, "layer-wise": 1, "fused-tiles": 2}  # ties go to the simpler method
-    for n in range(1, 7):
-        mine = [r for r in rows if r["devices"] == n]
-        best.append({**min(mine, key=lambda r: (round(r["predicted_ms"], 6), rank[r["method"]])),
-                     "method_choice": "best"})
-    return rows + best
-
-
-def reuse_rows(graph: Graph, profile: Profile, cache: TileCache, ms_per_mb: float = 0.0
-               ) -> list[dict[str, Any]]:
-    """Predicted latency of the best fused-tile plan with data reuse forced on, and off."""
-    rows = []
-    for n in (2, 4, 6):
-        for reuse in (False, True):
-            plan = plan_cluster(graph, profile, local_fleet(n), methods=("fused-tiles",),
-                                reuse=reuse, cache=cache, ms_per_mb=ms_per_mb, max_blocks=1,
-                                **_multi_device_runs.CODECS)
-            part = plan.partition
-            assert part is not None
-            rows.append({"model": graph.name, "devices": n, "reuse": reuse, "max_blocks": 1,
-                         "predicted_ms": plan.predicted["total_ms"],
-                         "fused_depth": part.fused_depth, "grid": part.grid,
-                         "bytes_per_frame": sum(x.in_bytes + x.out_bytes for x in part.load),
-                         "tile_compute_ms": sum(x.compute_ms for x in part.load)})
-    return rows
+def _gateway_fleet(n: int) -> Fleet:
+    """DeepThings' setup: the first ``n`` pi-cluster devices and an extra rpi4 gateway."""
+    return gateway_fleet(n, FLEET, MEDIUM_MBPS)
 
 
 def _table(title: str, rows: list[dict[str, Any]], cols: list[str]) -> Table:
@@ -213,8 +170,29 @@ def main() -> None:
                     help="frames of dummy input each measured run computes first, on the same "
                          "workers, to price its plan from what they took (0: the profile "
                          "alone)")
+    ap.add_argument("--setups", default="single-source",
+                    help="comma-separated: single-source (the gateway one of the N devices; "
+                         "every row of 1-5 above), gateway (DeepThings' extra gateway, 6 "
+                         "above), pipelined (the same stream on the N devices alone)")
+    ap.add_argument("--gateway-devices", default="1,2,3,4,5,6",
+                    help="edge-device counts of the measured gateway-setup runs")
+    ap.add_argument("--gateway-in-flight", type=int, default=3,
+                    help="frames in flight in the gateway-setup runs")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    setups = {x.strip() for x in args.setups.split(",") if x.strip()}
+    if not setups or setups - {"single-source", "gateway", "pipelined"}:
+        ap.error(f"--setups {args.setups!r}: expected some of single-source, gateway, "
+                 "pipelined")
+    gateway_devices = [int(n) for n in args.gateway_devices.split(",") if n.strip().isdigit()]
+    if len(gateway_devices) != len([n for n in args.gateway_devices.split(",") if n.strip()]) \
+            or any(not 1 <= n <= 6 for n in gateway_devices):
+        ap.error(f"--gateway-devices {args.gateway_devices!r}: expected comma-separated "
+                 "counts from 1 to 6")
+    try:
+        check_in_flight(args.gateway_in_flight, "--gateway-in-flight")
+    except EdgeWeaveError as e:
+        ap.error(str(e))
     if args.calibrate < 0:
         ap.error(f"--calibrate {args.calibrate}: expected 0 or more frames")
     _multi_device_runs.CALIBRATE = args.calibrate
@@ -243,6 +221,7 @@ def main() -> None:
         "tiling": [], "memory": [], "layerwise": [], "sparse_fc": [], "speedup": [],
         "reuse": [], "measured": [], "schedulers": [], "reuse_measured": [],
         "layer_split_measured": [], "tile_calibration": {}, "runtime_ms_per_mb": {},
+        "where_time_goes": [], "gateway_setup": [],
         "load_average_at_start": os.getloadavg(), "host_cores": os.cpu_count()}
     runs = not args.no_runs and args.profile == "measured"
     run_devices = [int(n) for n in args.run_devices.split(",") if n.strip()]
@@ -278,6 +257,26 @@ def main() -> None:
                                              **host["tile_calibration"]}
         cache: TileCache = {}
         ms_per_mb = 0.0
+        if setups & {"gateway", "pipelined"}:
+            gw_blocks = max(max_blocks)
+            if runs:
+                one = one_device_run(graph, profile, local_fleet, args.frames, cache)
+                doc["gateway_setup"].append(one)
+                for extra in (True, False):
+                    if ("gateway" if extra else "pipelined") in setups:
+                        doc["gateway_setup"] += gateway_runs(
+                            graph, profile, _gateway_fleet if extra else local_fleet,
+                            [n for n in gateway_devices if extra or n > 1], args.frames,
+                            cache, one, args.gateway_in_flight, gw_blocks, extra)
+                ms_per_mb = ms_per_mb_of([one])
+                doc["runtime_ms_per_mb"][name] = ms_per_mb
+            doc["where_time_goes"] += gateway_plan_rows(
+                graph, profile, _gateway_fleet, local_fleet, cache, args.profile, ms_per_mb,
+                gw_blocks)
+        if "single-source" not in setups:
+            if args.json:
+                args.json.write_text(json.dumps(doc, indent=1, default=str))
+            continue
         if runs:  # first: the 1-device run measures the runtime's cost per MiB of a task
             measured = speedup_runs(graph, profile, local_fleet, run_devices, run_layerwise,
                                     args.frames, cache, in_flight=in_flight,
@@ -285,8 +284,9 @@ def main() -> None:
             doc["measured"] += measured
             ms_per_mb = ms_per_mb_of(measured)
             doc["runtime_ms_per_mb"][name] = ms_per_mb
-        doc["speedup"] += speedup_rows(graph, profile, args.profile, cache, ms_per_mb)
-        doc["reuse"] += reuse_rows(graph, profile, cache, ms_per_mb)
+        doc["speedup"] += speedup_rows(graph, profile, args.profile, cache, local_fleet,
+                                       ms_per_mb)
+        doc["reuse"] += reuse_rows(graph, profile, cache, local_fleet, ms_per_mb)
         if runs:
             if args.run_schedulers is None or name in args.run_schedulers:
                 doc["schedulers"] += scheduler_runs(graph, profile, local_fleet, 3,
@@ -306,6 +306,11 @@ def main() -> None:
                 "fps_speedup_vs_one", "max_blocks", "blocks",
                 "peak_rss_mb", "task_memory_mb", "bytes_per_frame", "grid", "reuse",
                 "task_overhead_ms", "time_scale", "overrun_tasks", "load"]
+    gateway_cols = ["model", "setup", "devices", "extra_devices", "in_flight", "steady_fps",
+                    "fps", "predicted_fps", "measured_vs_predicted_fps_pct", "speedup_vs_one",
+                    "wall_speedup_vs_one", "predicted_speedup_vs_one", "latency_ms",
+                    "predicted_ms", "rest_ms", "predicted_rest_ms", "blocks",
+                    "bytes_per_frame", "time_scale", "overrun_tasks", "load"]
     squares = [r for r in doc["tiling"] if r["grid"][0] == r["grid"][1]]
     tables = [
         _table("fused tiles: halo and traffic (square grids; every grid in the JSON)", squares,
@@ -349,6 +354,16 @@ def main() -> None:
                doc["layer_split_measured"],
                [*measured[:3], "layer_split", "split_layers", "bytes_per_frame", "delivery_ms",
                 "predicted_medium_ms", "latency_ms", "predicted_ms"]),
+        _table("PREDICTED where a frame's time goes (ms): the medium, the busiest tile device, "
+               "the gateway's tiles and rest; single source vs DeepThings' extra gateway",
+               doc["where_time_goes"],
+               ["model", "setup", "objective", "devices", "extra_devices", "predicted_ms",
+                "predicted_fps", "predicted_fps_speedup_vs_one", "medium_busy_ms",
+                "busiest_tile_device_ms", "gateway_tiles_ms", "gateway_rest_ms", "blocks"]),
+        _table("MEASURED frames pipelined, throughput plans, vs one rpi4 (one-device); "
+               "deepthings-gateway: N edge devices + an extra rpi4 gateway (no tile, runs the "
+               "rest; not counted in devices); single-source-pipelined: N devices alone",
+               doc["gateway_setup"], gateway_cols),
     ]
     doc["load_average_at_end"] = os.getloadavg()
     for table in tables:

@@ -70,6 +70,10 @@ CASES: list[tuple[list[str], str, bool]] = [
     (["digits-cnn", "--in-flight", "17"], "--in-flight 17: expected", True),
     (["digits-cnn", "--max-blocks", "0"], "--max-blocks: expected an integer in [1, 8]", True),
     (["digits-cnn", "--max-blocks", "9"], "--max-blocks: expected an integer in [1, 8]", True),
+    (["digits-cnn", "--no-gateway-tiles", "--method", "layer-wise"],
+     "--no-gateway-tiles applies to fused tiles", True),
+    (["digits-cnn", "--no-gateway-tiles", "--devices", "pi4-0"],
+     "--no-gateway-tiles: cluster 'pis' has no device besides its gateway 'pi4-0'", True),
     (["digits-cnn", "--grid", "99x99"], "grid 99x99 is larger than", False),
     (["digits-cnn", "--fleet", "{d}/tiny.yaml", "--method", "fused-tiles"],
      "the gateway 'a' would exceed its memory limit 0.01 MiB", False),
@@ -244,3 +248,28 @@ def test_max_blocks_reaches_the_plan(profiling, monkeypatch):
         cli_app.main()
     part = seen["plan"].partition
     assert len(part.stages()) <= 2 and part.search["blocks"]["max_blocks"] == 2
+
+
+def test_no_gateway_tiles_reaches_the_plan(profiling, monkeypatch):
+    """--no-gateway-tiles (DeepThings' gateway role) plans fused tiles with none on the
+    gateway."""
+    profiling(True)
+    session = importlib.import_module("edgeweave.runtime.cluster.session")
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def run_cluster(graph, plan, *a, **k):
+        seen.update(plan=plan)
+        raise Stop
+
+    monkeypatch.setattr(session, "run_cluster", run_cluster)
+    monkeypatch.setattr(sys, "argv", ["edgeweave", "distribute", "digits-cnn",
+                                      "--no-gateway-tiles", "--objective", "throughput",
+                                      "--mbps", "1000"])
+    with pytest.raises(Stop):
+        cli_app.main()
+    part = seen["plan"].partition
+    assert part.method == "fused-tiles" and not part.gateway_tiles
+    assert part.gateway not in {t.device for t in part.all_tiles()}

@@ -24,7 +24,8 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
                json_out: Path | None, report: Path | None = None,
                layer_split: str = "biased", layer_devices: int | None = None,
                time_scale: str = "auto", gather_at_source: bool = False,
-               calibrate: int = 0, in_flight: int = 1, max_blocks: int = 3) -> None:
+               calibrate: int = 0, in_flight: int = 1, max_blocks: int = 3,
+               gateway_tiles: bool = True) -> None:
     """Profile, plan and run (the options: edgeweave.cli.commands.distribute)."""
     from edgeweave.graph import capture_spec
     from edgeweave.profile import profile_graph
@@ -42,7 +43,10 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
     if mbps is not None:
         fl = _with_medium(fl, chosen.name, mbps)
     graph = capture_spec(model)
-    pins = _pins(graph, method, depth, _grid(grid))
+    if not gateway_tiles and method == "layer-wise":
+        raise OptionError("--no-gateway-tiles applies to fused tiles; a layer-wise plan's "
+                          "gateway computes its own parts")
+    pins = _pins(graph, "fused-tiles" if not gateway_tiles else method, depth, _grid(grid))
     if layer_split != "biased" and "layer-wise" not in pins["methods"]:
         raise OptionError(f"--layer-split {layer_split} applies to layer-wise plans; it does "
                           "not go with --method fused-tiles, --depth or --grid")
@@ -53,6 +57,9 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
         raise OptionError("--gather-at-source applies to fused tiles; a layer-wise plan "
                           "gathers every layer at its gateway")
     in_use = device_list or chosen.devices
+    if not gateway_tiles and not set(in_use) - {chosen.gateway_name}:
+        raise OptionError(f"--no-gateway-tiles: cluster {chosen.name!r} has no device besides "
+                          f"its gateway {chosen.gateway_name!r} to compute the tiles")
     if layer_devices is not None:
         if "layer-wise" not in pins["methods"]:
             raise OptionError(f"--layer-devices {layer_devices} applies to layer-wise plans; "
@@ -70,7 +77,8 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
             methods=pins["methods"], depth=depth, grid=pins["grid"],
             reuse=None if reuse == "auto" else reuse == "on", devices=device_list,
             input_codec=input_codec, result_codec=result_codec, model_spec=model,
-            layer_split=layer_split, layer_devices=layer_devices, max_blocks=max_blocks)
+            layer_split=layer_split, layer_devices=layer_devices, max_blocks=max_blocks,
+            gateway_tiles=gateway_tiles)
     part = plan.partition
     assert part is not None
     _print_plan(console, plan)

@@ -296,7 +296,8 @@ def _finish(pricer: BlockPricer, path: list[FusedChoice], rest_after, objective_
         path = [_improved(pricer, c) for c in path]
     elif improve_moves:
         path = _improved_for_frame(pricer, path, objective_of(rest))
-    memory = dict.fromkeys(pricer.names, 0)
+    # the gateway too, when it holds no tile (plan_cluster's gateway_tiles=False)
+    memory = dict.fromkeys([*pricer.names, pricer.model.gateway], 0)
     for c in path:
         for device, nbytes in c.memory.items():
             memory[device] = max(memory[device], nbytes)

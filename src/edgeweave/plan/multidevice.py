@@ -76,6 +76,7 @@ def plan_cluster(
     calibration: RunCalibration | None = None,
     max_blocks: int = 3,
     blocks: Sequence[BlockPin] | None = None,
+    gateway_tiles: bool = True,
 ) -> Plan:
     """The best plan for one frame of ``graph`` across ``fleet``'s cluster (module docstring).
 
@@ -94,7 +95,11 @@ def plan_cluster(
     ``blocks`` pins them (each block's end depth, grid and data reuse). Every task also
     pays the per-call cost the profile's tile calibration measured
     (profile.tile_calibration); a profile without one prices tasks at their FLOP share, and
-    the plan's search notes say so."""
+    the plan's search notes say so. ``gateway_tiles=False`` gives the gateway no tile
+    (DeepThings' gateway role, fused tiles only): it holds the frame, gathers and stitches,
+    and runs the rest; the tiles go to the other devices and the prediction prices exactly
+    that (the throughput objective's busiest resource is then the medium, a tile device, or
+    the gateway's rest)."""
     if objective not in CLUSTER_OBJECTIVES:
         raise PlanError(f"--objective: {objective!r} is not supported for a cluster plan; use "
                         f"one of {', '.join(CLUSTER_OBJECTIVES)}")
@@ -106,6 +111,7 @@ def plan_cluster(
                         f"{', '.join(METHODS)}")
     chosen = fleet.cluster(cluster)
     names = _devices(chosen, devices)
+    tile_names = _tile_devices(chosen, names, methods, gateway_tiles)
     if layer_devices is not None and not 1 <= layer_devices <= len(names):
         raise PlanError(f"--layer-devices {layer_devices}: expected 1 to {len(names)} (the "
                         f"devices of cluster {chosen.name!r} in use)")
@@ -152,12 +158,12 @@ def plan_cluster(
         (depth, grid, reuse), blocks = blocks[0], None
     if "fused-tiles" in methods and blocks is None:
         pinned = depth is not None or grid is not None or tuple(methods) == ("fused-tiles",)
-        one = fused_candidates(graph, model, names, objective, rest_after, search, depth,
+        one = fused_candidates(graph, model, tile_names, objective, rest_after, search, depth,
                                grid, reuse, max_assignments, refine, pinned, cache,
                                largest_grid)
         candidates += one
         if max_blocks >= 2 and depth is None and grid is None and not reuse:
-            more = staged_candidates(graph, model, names, objective, rest_after, search,
+            more = staged_candidates(graph, model, tile_names, objective, rest_after, search,
                                      max_blocks, largest_grid, cache, None)
             candidates += more
             search.blocks = {"one_block_ms": one[0].latency_ms if one else None,
@@ -167,8 +173,8 @@ def plan_cluster(
                              "multi_block": more[0].note if more else None,
                              "max_blocks": max_blocks}
     elif "fused-tiles" in methods and blocks is not None:
-        candidates += staged_candidates(graph, model, names, objective, rest_after, search,
-                                        len(blocks), largest_grid, cache, blocks)
+        candidates += staged_candidates(graph, model, tile_names, objective, rest_after,
+                                        search, len(blocks), largest_grid, cache, blocks)
     if "layer-wise" in methods:
         candidates += [_from_layers(c) for c in
                        layerwise_choices(graph, cm, model, names, objective, rest_after, search,
@@ -184,8 +190,15 @@ def plan_cluster(
     alternatives = _alternatives(candidates, single)
     # exact: the optimum of the whole space searched, so every method's search must be
     search.exact = all(c.exact for c in candidates) and search.exhaustive
-    return build_plan(graph, prof, cm, model, chosen, names, best, single, alternatives,
+    if not gateway_tiles:
+        search.notes.append(f"the gateway {chosen.gateway_name!r} holds no tile: it gathers, "
+                            "stitches and runs the rest (DeepThings' gateway role)")
+    made = build_plan(graph, prof, cm, model, chosen, names, best, single, alternatives,
                       objective, search, model_spec or graph.name)
+    if gateway_tiles or made.partition is None:
+        return made
+    return made.model_copy(update={"partition": made.partition.model_copy(
+        update={"gateway_tiles": False})})
 
 
 def _devices(cluster: Cluster, devices: Sequence[str] | None) -> list[str]:
@@ -199,6 +212,21 @@ def _devices(cluster: Cluster, devices: Sequence[str] | None) -> list[str]:
         raise PlanError(f"--devices: the gateway {cluster.gateway_name!r} of cluster "
                         f"{cluster.name!r} must be one of them (it holds the frame)")
     return [name for name in cluster.devices if name in devices]
+
+
+def _tile_devices(cluster: Cluster, names: list[str], methods: Sequence[str],
+                  gateway_tiles: bool) -> list[str]:
+    """The devices fused tiles may go to: every device in use, or all but the gateway."""
+    if gateway_tiles:
+        return names
+    if tuple(methods) != ("fused-tiles",):
+        raise PlanError("--no-gateway-tiles: a gateway without tiles applies to fused tiles "
+                        f"only; use --method fused-tiles (got {', '.join(methods)})")
+    others = [n for n in names if n != cluster.gateway_name]
+    if not others:
+        raise PlanError(f"--no-gateway-tiles: cluster {cluster.name!r} has no device besides "
+                        f"its gateway {cluster.gateway_name!r} to compute the tiles")
+    return others
 
 
 def _check_profile(graph: Graph, profile: Profile) -> None:

@@ -157,6 +157,10 @@ class Partition(BaseModel):
     # how layer-wise cut its convolutions: MoDNN's speed-biased rows, even rows or a 2-D grid
     layer_split: Literal["biased", "even", "grid"] | None = None
     rest_mode: str
+    # False: the gateway holds no tile (DeepThings' gateway role: it directs the stealing,
+    # gathers and stitches the tiles and runs the rest; only the other devices compute tiles,
+    # and the runtime starts no worker for it)
+    gateway_tiles: bool = True
     load: list[DeviceLoad] = Field(default_factory=list)
     predicted: dict[str, Any] = Field(default_factory=dict)
     search: dict[str, Any] = Field(default_factory=dict)

@@ -226,7 +226,8 @@ class CoInferenceClient:
         args = [env[n] for n in stage.inputs]
         if dep.device_module is None:
             dep.device_module = device_module(stage, args)
-        out, ms = run_on_device(dep.device_module, args, self.opts.device_dilation)
+        out, ms = run_on_device(dep.device_module, args, self.opts.device_dilation,
+                                self.opts.device_spin)
         env.update(zip(stage.outputs, out, strict=True))
         return ms
 

@@ -35,6 +35,9 @@ class ClientOptions:
     codec: str | None = None  # activation codec on every cut; None: the plan's choice per cut
     return_codec: str = "none"
     device_dilation: float = 1.0  # emulate a device slower than this host
+    # busy-wait the dilation's stretch (runtime.dilation); False: sleep it, for a client that
+    # shares its process with other work (a cluster gateway's rest beside its dispatching)
+    device_spin: bool = True
     shape_bandwidth: bool = True  # False when netlab's kernel shaping is in place
     timeout_s: float = 30.0
     backoff_s: tuple[float, float] = (0.5, 8.0)

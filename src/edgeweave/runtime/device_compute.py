@@ -30,12 +30,14 @@ def device_module(stage: Stage, args: Sequence[Any]) -> Any:
         return stage.module
 
 
-def run_on_device(module: Any, args: Sequence[Any], factor: float) -> tuple[Any, float]:
+def run_on_device(module: Any, args: Sequence[Any], factor: float, spin: bool = True
+                  ) -> tuple[Any, float]:
     """``module(*args)`` and its emulated milliseconds on a device ``factor`` times slower.
     A dilated device is emulated relative to the profiler's thread count and on this thread's
-    CPU clock, so it computes on exactly that many threads."""
+    CPU clock, so it computes on exactly that many threads; ``spin``: the stretch busy-waits
+    (else it sleeps: runtime.dilation says when)."""
     threads = PROFILE_THREADS if factor > 1 else torch.get_num_threads()
     with torch_threads(threads), torch.inference_mode():
         mark = dilation.start()
         out = module(*args)
-        return out, dilation.finish(mark, factor)
+        return out, dilation.finish(mark, factor, spin=spin)

@@ -296,7 +296,8 @@ class IncrementalClient:
             elif seg.hop is not None:
                 notes.append("edge in back-off")
             fallback = fallback or seg.hop is not None
-            out, ms = run_on_device(seg.module, args, self.opts.device_dilation)
+            out, ms = run_on_device(seg.module, args, self.opts.device_dilation,
+                                    self.opts.device_spin)
             env.update(zip(seg.stage.outputs, out, strict=True))
             segments[f"{seg.stage.key}_compute"] = ms
         total = (time.perf_counter() - start) * 1000.0

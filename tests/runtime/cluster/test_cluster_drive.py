@@ -37,6 +37,8 @@ def test_two_frames_in_flight_each_sent_once_the_last_was_taken_none_lost(worker
     reuse; then one in flight on the same gateway. Devices and the rest dilated 10x, so a
     tile lasts past the moment its source sends the next frame."""
     plan = digits_plan(grid=(2, 3), reuse=True)
+    level0 = {t.index for t in plan.partition.tiles if t.level == 0}
+    assert 0 < len(level0) < 6
     gw = TileGateway(digits(), plan, token=TOKEN, gateway_dilation=10.0,
                      dilations={"a": 10.0, "b": 30.0, "c": 10.0})
     try:
@@ -50,7 +52,7 @@ def test_two_frames_in_flight_each_sent_once_the_last_was_taken_none_lost(worker
     with torch.no_grad():
         want = [digits().module(x) for x in xs]
     assert len(piped) == 8 and len({r.frame for r in piped}) == 8  # none lost, none twice
-    overlapped = 0
+    overlapped = before_level1 = 0
     for i, source in enumerate("ac"):
         mine = by_source(piped, source)
         assert len(mine) == 4
@@ -60,16 +62,53 @@ def test_two_frames_in_flight_each_sent_once_the_last_was_taken_none_lost(worker
             assert sorted(t.tile for t in r.timeline) == list(range(6)) and r.rerun == 0
         for prev, nxt in itertools.pairwise(mine):
             # sent only once every tile of the last was handed out...
-            last_out = prev.submitted + max(t.sent_ms for t in prev.timeline) / 1000.0
+            # (every level-0 tile: a level-1 tile may still wait for their halo)
+            last_out = prev.submitted + max(t.sent_ms for t in prev.timeline
+                                            if t.tile in level0) / 1000.0
             assert nxt.submitted >= last_out - SLACK_S
             overlapped += nxt.submitted < answered(prev)  # ...not waiting for its answer
+            # nor for its level-1 tiles, which wait for the level-0 halo they reuse
+            before_level1 += nxt.submitted < prev.submitted + max(
+                t.sent_ms for t in prev.timeline if t.tile not in level0) / 1000.0
         for r in mine:  # never more than two of its frames unanswered at once
             assert sum(o.submitted <= r.submitted < answered(o) for o in mine) <= 2
     assert overlapped >= 1  # a source had two frames in flight at once
+    assert before_level1 >= 1  # its next frame went while the last's level 1 waited
     for prev, nxt in itertools.pairwise(by_source(single, "a")):  # one in flight: in turn
         assert nxt.submitted >= answered(prev) - SLACK_S
     for r, w in zip(by_source(single, "a"), want[:3], strict=True):
         assert torch.allclose(r.output, w, atol=1e-5)
+
+
+def test_with_two_fused_blocks_the_next_frame_goes_once_the_first_blocks_tiles_are_taken(
+        workers):
+    """DeeperThings' two blocks: a source's queue holds a frame's first-block tiles (the
+    second block's are queued after the sync point, where the frame is gathered), so the
+    source sends its next frame once those are handed out, before the last frame's second
+    block is, and every frame is still answered, equal to the single-device model."""
+    plan = digits_plan(blocks=[(1, (2, 2), False), (3, (1, 2), False)])
+    assert [len(s.tiles) for s in plan.partition.stages()] == [4, 2]
+    gw = TileGateway(digits(), plan, token=TOKEN, gateway_dilation=10.0,
+                     dilations={"a": 10.0, "b": 30.0, "c": 10.0})
+    try:
+        for device in "abc":
+            gw.join(device, workers.start(device, dilation=10.0))
+        xs = frames(5)
+        piped = drive(gw, xs, ["a"], 60.0, in_flight=2)
+    finally:
+        gw.close()
+    mine = by_source(piped, "a")
+    assert len(mine) == 5 and len({r.frame for r in mine}) == 5
+    with torch.no_grad():
+        for r, x in zip(mine, xs, strict=True):
+            assert torch.allclose(r.output, digits().module(x), atol=1e-5)
+            assert sorted(t.tile for t in r.timeline) == list(range(6))
+    early = 0
+    for prev, nxt in itertools.pairwise(mine):
+        sent = {t.tile: prev.submitted + t.sent_ms / 1000.0 for t in prev.timeline}
+        assert nxt.submitted >= max(sent[k] for k in range(4)) - SLACK_S
+        early += nxt.submitted < max(sent[4], sent[5])
+    assert early >= 1  # sent before the last frame's second block was handed out
 
 
 @pytest.mark.parametrize("in_flight", [0, 17, 1.5, True])

@@ -263,3 +263,17 @@ def test_several_sources_frames_are_replayed_on_one_clock():
     together = replay_sources(part, [frame(0, "a", 100.0), frame(1, "c", 100.0)], 1.0)
     assert together == pytest.approx((85.0 + 90.0) / 2, abs=0.5)
     assert replay_sources(part, [frame(0, "a", 0.0), frame(1, "c", 100.0)], 1.0) is None
+
+
+def test_steady_fps_leaves_the_pipelines_filling_out():
+    """Four frames answered 0.5 s apart after a 3 s fill, in 2x slow motion: 4 frames over
+    the 4.5 s wall is 1.78 frames/s, what the run sustained is 3 answers in 1.5 s, x2."""
+    plan = digits_plan(grid=(2, 2))
+    frames = [FrameResult(k, "a", None, (3.0 + 0.5 * k - 0.1 * k) * 1000.0, 1.0, 1.0, 0,
+                          {}, {}, 0, 0, submitted=100.0 + 0.1 * k) for k in range(4)]
+    run = ClusterRun(plan, "stealing", ["a"], {"a": 8.0}, frames, wall_s=4.5, time_scale=2.0)
+    assert run.fps == pytest.approx(4 * 2.0 / 4.5)
+    assert run.steady_fps == pytest.approx(3 * 2.0 / 1.5)
+    unrecorded = [FrameResult(0, "a", None, 1.0, 1.0, 1.0, 0, {}, {}, 0, 0)] * 3
+    assert run.__class__(plan, "stealing", ["a"], {}, unrecorded, 1.0).steady_fps != (
+        run.steady_fps)  # NaN: no submission instants

@@ -203,3 +203,16 @@ def test_a_task_goes_where_its_bytes_need_not_cross_the_medium_unless_that_is_la
     pace.handed("a", Job(0, 0, 0, "a", "a", cost=1000.0))
     s.add([tile], ["a", "b"])
     assert s.dispatch({"b": 1, "a": 0}, always) == [("b", tile)]
+
+
+def test_stealing_queues_a_later_block_of_an_older_frame_before_a_newer_frame():
+    """Frames in flight: frame 1's first block is queued while frame 0 still runs; frame 0's
+    second block (tiles 4-5, after its sync point) then goes before frame 1's tiles."""
+    s = Stealing()
+    s.add(jobs(0, "a", ["b"] * 4), ["b"])
+    assert [s.take("b", always).tile for _ in range(4)] == [0, 1, 2, 3]
+    s.add(jobs(1, "a", ["b"] * 4), ["b"])
+    s.add([Job(0, 4, 0, "a", "b"), Job(0, 5, 0, "a", "b")], ["b"])
+    got = [s.take("b", always) for _ in range(6)]
+    assert [(j.frame, j.tile) for j in got] == [(0, 4), (0, 5), (1, 0), (1, 1), (1, 2),
+                                                (1, 3)]

@@ -34,6 +34,11 @@ def distribute(
                                    help="Most consecutive fused blocks, each with its own "
                                    "grid, the tiles stitched between them (DeeperThings); "
                                    "1: one block (DeepThings)."),
+    gateway_tiles: bool = typer.Option(True, "--gateway-tiles/--no-gateway-tiles",
+                                       help="Fused tiles: --no-gateway-tiles gives the "
+                                       "gateway no tile (DeepThings' gateway role: it holds "
+                                       "the frames, gathers, stitches and runs the rest; the "
+                                       "other devices compute the tiles)."),
     layer_split: str = typer.Option("biased", "--layer-split",
                                     callback=one_of("biased", "even", "grid"),
                                     help="How layer-wise cuts a convolution: rows sized by "
@@ -94,7 +99,8 @@ def distribute(
 
     distribute_cmds.distribute(
         console, model=model, fleet=fleet, cluster=cluster, devices=devices, method=method,
-        depth=depth, grid=grid, max_blocks=max_blocks, layer_split=layer_split,
+        depth=depth, grid=grid, max_blocks=max_blocks, gateway_tiles=gateway_tiles,
+        layer_split=layer_split,
         layer_devices=layer_devices,
         time_scale=time_scale, reuse=reuse, scheduler=scheduler,
         sources=sources, gather_at_source=gather_at_source, calibrate=calibrate,

@@ -3,11 +3,14 @@ source with up to ``in_flight`` of its frames unanswered.
 
 With one frame in flight a source sends its next frame once its last is answered (a camera
 that waits for the answer), so one source measures latency. DeepThings pipelines instead: a
-source starts its next frame as soon as every tile of its last has been taken (handed out to a
-device, ``FrameFuture.taken``), without waiting for the answer, so the next frame's tiles fill
-the devices that are idle while the last frame's final tiles and its rest run. ``in_flight``
-k > 1 does that, with at most k of a source's frames unanswered at once (a source's frames
-then wait in the scheduler's queues rather than piling up without bound).
+source starts its next frame as soon as its queue holds nothing a device could take: every
+tile of its last handed out to a device or waiting for the neighbours whose halo it reuses
+(``FrameFuture.taken``; with several fused blocks, the first block's: the later blocks' tiles
+are queued where the frame is gathered), without waiting for the answer, so the next frame's
+tiles fill the devices that are idle while the last frame's final tiles, its sync points and
+its rest run. ``in_flight`` k > 1 does that, with at most k of a source's frames unanswered
+at once (a source's frames then wait in the scheduler's queues rather than piling up without
+bound).
 """
 
 from __future__ import annotations

@@ -6,8 +6,10 @@ how long its rest waited for its device, so a run can be set beside the plan's s
 task: where measured and predicted part is a question of which task, not of a total.
 
 A submitted frame's future (:class:`FrameFuture`) also says when the frame was *taken*: every
-one of its tasks handed out to a device. A DeepThings data source sends its next frame then,
-without waiting for the answer (runtime.cluster.drive).
+task of its first fused block (the ones in its source's queue) handed out to a device, or
+waiting for the neighbours whose halo it reuses. A DeepThings data source sends its next frame
+then, without waiting for the answer
+(runtime.cluster.drive).
 """
 
 from __future__ import annotations
@@ -78,8 +80,9 @@ class FrameResult:
 
 class FrameFuture(Future):
     """A submitted frame's answer (a :class:`FrameResult`), and ``taken``: set once every task
-    of the frame has been handed out (a task handed back later, its device dead, does not unset
-    it: the source has moved on), or the frame is answered, whichever is first."""
+    of the frame's first fused block has been handed out or waits for its neighbours' halo (a
+    task handed back later, its device dead, does not unset it: the source has moved on), or
+    the frame is answered, whichever is first."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -116,11 +119,14 @@ class Frame:
     # work sharing: the monotonic instant each tile's crop reached the gateway from the source
     at_gateway: dict[int, float] = field(default_factory=dict)
 
-    def hand(self, tile: int, tiles: int) -> None:
+    def hand(self, tile: int, first: int) -> None:
         """Tile ``tile`` handed out to a device (or the gateway); the frame is taken once all
-        its ``tiles`` have been."""
+        ``first`` tiles of its first fused block (numbered 0 to first - 1) have been: those
+        wait in its data source's queue, so the source is free for its next frame (DeepThings'
+        source partitions the next frame once its queue is empty; a later block's tiles are
+        queued where the frame is gathered, after the sync point)."""
         self.handed.add(tile)
-        if len(self.handed) == tiles:
+        if tile < first and sum(k < first for k in self.handed) == first:
             self.future.taken.set()
 
     def ms(self, instant: float) -> float:

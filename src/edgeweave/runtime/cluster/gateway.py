@@ -15,7 +15,9 @@ fused blocks (DeeperThings) each block's tiles are stitched and the next block's
 the stitched map and scheduled like the first's (runtime.cluster.stages); the rest of the
 model then runs where the plan says (:mod:`~edgeweave.runtime.cluster.rest`), one frame at a
 time, on the device the frame was gathered at, which runs no tile meanwhile. A frame is taken
-once all its tiles were handed out (its future's ``taken``; runtime.cluster.drive).
+once its source's queue has nothing a device could take: every tile of its first block handed
+out or waiting for the neighbours whose halo it reuses (its future's ``taken``;
+runtime.cluster.drive).
 
 No frame is lost: a device that dies hands its unfinished tiles back to the scheduler and they
 run on another device; with no device left the gateway computes them itself. A device that joins
@@ -100,6 +102,7 @@ class TileGateway:
         self.digest = self.stages.digest
         self.sources_of = self.stages.sources_of
         self.assignment = self.stages.assignment
+        self.first_tasks = len(self.stages.order(0))  # the first block's (Frame.hand)
         self.dilation, self.spin = gateway_dilation, spin
         self.medium = SharedMedium(part.medium.mbps, part.medium.rtt_ms, time_scale)
         self.pool = WorkerPool(self.medium, self.gateway, self._on_ready, self._on_gone,
@@ -165,7 +168,8 @@ class TileGateway:
     def submit(self, x: torch.Tensor, source: str | None = None) -> FrameFuture:
         """Queue a frame from data source ``source`` (a cluster device; the gateway by
         default); the future's result is a :class:`FrameResult`, its ``taken`` is set once
-        every tile has been handed out."""
+        every tile of its first fused block has been handed out or waits for its neighbours'
+        halo (:meth:`_nothing_to_take`)."""
         source = source or self.gateway
         if source not in self.part.devices:
             raise EdgeWeaveError(f"data source {source!r} is not a device of the plan's "
@@ -216,17 +220,29 @@ class TileGateway:
                 self.scheduler.finished(device, job)
                 self._frames[job.frame].running.discard(job.tile)
                 self.scheduler.requeue([job], self.pool.alive())
+        for frame in self._frames.values():
+            if not frame.future.taken.is_set() and self._nothing_to_take(frame):
+                frame.future.taken.set()
         if self.scheduler.pending() and not self.pool.alive() and not self._local_running:
             self._local_running = True
             threading.Thread(target=self._run_locally, daemon=True,
                              name="cluster-local").start()
+
+    def _nothing_to_take(self, frame: Frame) -> bool:
+        """Whether every tile of the frame's first block is handed out or waits for the level-0
+        tiles whose halo it reuses (:meth:`_ready`): its source's queue has nothing an idle
+        device could take, so the source may send its next frame (DeepThings' source does
+        once its queue is empty; ours keeps a level-1 tile until it can reuse, so its source
+        would otherwise idle the devices until the frame's level 0 is done)."""
+        return all(k in frame.handed or set(self.sources_of.get(k, ())) - frame.level0_done
+                   for k in range(self.first_tasks))
 
     def _started(self, device: str, job: Job) -> None:
         """A tile is running from the moment the scheduler hands it out (the next tile it
         chooses in the same round must see that); its frame is taken once all its tiles were."""
         frame = self._frames[job.frame]
         frame.running.add(job.tile)
-        frame.hand(job.tile, self.stages.tasks)
+        frame.hand(job.tile, self.first_tasks)
 
     def _task(self, frame: Frame, job: Job
               ) -> tuple[Tile, dict[str, torch.Tensor], list[int]]:
@@ -329,7 +345,7 @@ class TileGateway:
                     self._pump()
                     return
                 frame = self._frames[job.frame]
-                frame.hand(job.tile, self.stages.tasks)
+                frame.hand(job.tile, self.first_tasks)
                 tile, values, _ = self._task(frame, job)
                 local = self.stages.blocks[self.stages.block_of(job.tile)]
             mark = dilation.start()

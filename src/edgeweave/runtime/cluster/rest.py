@@ -32,6 +32,10 @@ class RestRunner:
                  options: ClientOptions | None = None):
         opts = options or ClientOptions()
         opts.device_dilation = dilation
+        # the stretch sleeps: the rest shares the gateway's process with its dispatching and
+        # results (a busy wait held the GIL, and a core, while the next frames' tiles waited
+        # to be cut, sent and stitched: runtime.dilation says the same of a serving node)
+        opts.device_spin = False
         self.client = CoInferenceClient(graph, plan, edge_target, token=token, tls=tls,
                                         options=opts, prefix=prefix)
         self._deployed = False

@@ -160,8 +160,15 @@ class Stealing:
         return sum(len(q) for q in self.queues.values())
 
     def add(self, jobs: Iterable[Job], live: Sequence[str]) -> None:
+        """Each job to its source's queue, after every job of its own or an older frame: a
+        later fused block of a frame (queued after its sync point) goes before the tasks of
+        the frames sent after it, so frames in flight finish in order."""
         for job in jobs:
-            self.queues.setdefault(job.source, deque()).append(job)
+            queue = self.queues.setdefault(job.source, deque())
+            k = len(queue)
+            while k > 0 and queue[k - 1].frame > job.frame:
+                k -= 1
+            queue.insert(k, job)
 
     def requeue(self, jobs: Iterable[Job], live: Sequence[str]) -> None:
         for job in reversed(list(jobs)):

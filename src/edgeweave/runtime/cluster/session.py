@@ -91,7 +91,7 @@ def plan_calibrated(graph: Graph, profile: Profile, fleet: Fleet, plan: Plan,
         methods=(part.method,), devices=list(part.devices), cluster=part.cluster,
         objective=plan.objective, input_codec=part.input_codec,
         result_codec=part.result_codec, model_spec=part.model, calibration=calibration,
-        ms_per_mb=float(planned or 0.0))
+        ms_per_mb=float(planned or 0.0), gateway_tiles=part.gateway_tiles)
     again = plan_emulated(graph, profile, fleet, **same, **pins)
     if not several:
         return again
@@ -135,8 +135,21 @@ class ClusterRun:
 
     @property
     def fps(self) -> float:
+        """Frames over the run's wall time: with frames in flight this counts the pipeline
+        filling and draining too (a few frames: far below what it sustains)."""
         return (len(self.results) * self.time_scale / self.wall_s if self.wall_s > 0
                 else float("nan"))
+
+    @property
+    def steady_fps(self) -> float:
+        """Frames/s the run sustained: answers after the first over the time between the
+        first answer and the last (the pipeline's filling left out; what a plan's busiest
+        resource prices). NaN with fewer than two answers or their times not recorded."""
+        ends = sorted(r.submitted + r.latency_ms / 1000.0 for r in self.results
+                      if r.submitted > 0)
+        if len(ends) < 2 or ends[-1] <= ends[0]:
+            return float("nan")
+        return (len(ends) - 1) * self.time_scale / (ends[-1] - ends[0])
 
     @property
     def task_overhead_ms(self) -> float:
@@ -232,7 +245,7 @@ class ClusterRun:
         return {
             "model": part.model, "method": part.method, "devices": len(planned_for.devices),
             "scheduler": self.scheduler, "sources": self.sources, "in_flight": self.in_flight,
-            "latency_ms": self.latency_ms, "fps": self.fps,
+            "latency_ms": self.latency_ms, "fps": self.fps, "steady_fps": self.steady_fps,
             "predicted_ms": part.predicted.get("latency_ms"),
             "uncalibrated_predicted_ms": (self.uncalibrated.partition.predicted.get(
                 "latency_ms") if self.uncalibrated and self.uncalibrated.partition else None),
@@ -377,8 +390,13 @@ def slow_motion(dilations: Mapping[str, float], load: float | None = None,
 def has_worker(part: Partition, device: str) -> bool:
     """Whether ``device`` gets a worker process: every device but a layer-wise plan's gateway,
     which computes its own parts and its unsplit layers in-process (runtime.cluster.layers)
-    and would send its worker nothing (it sat idle)."""
-    return part.method != "layer-wise" or device != part.gateway
+    and would send its worker nothing (it sat idle), and a fused-tile plan's gateway that
+    holds no tile (``gateway_tiles`` false, DeepThings' gateway role: it directs the
+    stealing, gathers, stitches and runs every frame's rest in its own process; a worker
+    would steal tiles the plan gives the other devices)."""
+    if device != part.gateway:
+        return True
+    return part.method == "fused-tiles" and part.gateway_tiles
 
 
 def worker_devices(part: Partition, sources: Sequence[str]) -> list[str]:
