@@ -37,25 +37,31 @@ from edgeweave.profile import Profile
 from edgeweave.runtime.cluster.session import plan_emulated, run_cluster
 from edgeweave.topology import Fleet, load_fleet
 
-#: The gateway's name in :func:`gateway_fleet` (not one of the pi-cluster's devices).
+#: The extra gateway's name in :func:`cluster_fleet` (not one of the pi-cluster's devices).
 GATEWAY = "gw"
 GATEWAY_HARDWARE = "rpi4"
 
 
-def gateway_fleet(n: int, fleet: str = "pi-cluster", mbps: float | None = None) -> Fleet:
+def cluster_fleet(n: int, fleet: str = "pi-cluster", mbps: float | None = None,
+                  extra_gateway: bool = False) -> Fleet:
     """The first ``n`` devices of ``fleet``'s cluster on its shared Wi-Fi (``mbps`` overrides
-    its bandwidth), plus an extra rpi4 ``gw`` on the same medium as the cluster's gateway."""
+    its bandwidth), no edge or cloud: every frame stays on the devices, as in the papers'
+    setups. The first device is the gateway, or with ``extra_gateway`` an extra rpi4 ``gw``
+    on the same medium (DeepThings' gateway role)."""
     base = load_fleet(fleet)
     cluster = base.cluster()
     names = cluster.devices[:n]
     medium = cluster.medium.model_dump()
     if mbps is not None:
         medium["mbps"] = mbps
-    nodes = [{"name": GATEWAY, "tier": "device", "hardware": GATEWAY_HARDWARE}] + [
-        {"name": x, "tier": "device", "hardware": base.node(x).hardware.name} for x in names]
+    nodes = [{"name": x, "tier": "device", "hardware": base.node(x).hardware.name}
+             for x in names]
+    if extra_gateway:
+        nodes.insert(0, {"name": GATEWAY, "tier": "device", "hardware": GATEWAY_HARDWARE})
+    devices = [x["name"] for x in nodes]
     return Fleet.from_dict({
-        "name": f"{fleet}-gateway-{n}", "nodes": nodes,
-        "clusters": [{"name": cluster.name, "devices": [GATEWAY, *names], "gateway": GATEWAY,
+        "name": f"{fleet}-{'gateway' if extra_gateway else 'local'}-{n}", "nodes": nodes,
+        "clusters": [{"name": cluster.name, "devices": devices, "gateway": devices[0],
                       "medium": medium}]})
 
 

@@ -67,7 +67,7 @@ from _multi_device_runs import (
     speedup_runs,
 )
 from _multi_device_setups import (
-    gateway_fleet,
+    cluster_fleet,
     gateway_plan_rows,
     gateway_runs,
     one_device_run,
@@ -92,23 +92,12 @@ MEDIUM_MBPS: float | None = None  # --mbps: the shared medium's bandwidth instea
 def local_fleet(n: int) -> Fleet:
     """The first ``n`` devices of the builtin pi-cluster, on its shared Wi-Fi, no edge/cloud:
     every frame stays on the devices, as in the papers' setups."""
-    base = load_fleet(FLEET)
-    cluster = base.cluster()
-    names = cluster.devices[:n]
-    medium = cluster.medium.model_dump()
-    if MEDIUM_MBPS is not None:
-        medium["mbps"] = MEDIUM_MBPS
-    return Fleet.from_dict({
-        "name": f"{FLEET}-local-{n}",
-        "nodes": [{"name": x, "tier": "device", "hardware": base.node(x).hardware.name}
-                  for x in names],
-        "clusters": [{"name": cluster.name, "devices": names, "gateway": names[0],
-                      "medium": medium}]})
+    return cluster_fleet(n, FLEET, MEDIUM_MBPS)
 
 
 def _gateway_fleet(n: int) -> Fleet:
     """DeepThings' setup: the first ``n`` pi-cluster devices and an extra rpi4 gateway."""
-    return gateway_fleet(n, FLEET, MEDIUM_MBPS)
+    return cluster_fleet(n, FLEET, MEDIUM_MBPS, extra_gateway=True)
 
 
 def _table(title: str, rows: list[dict[str, Any]], cols: list[str]) -> Table:
