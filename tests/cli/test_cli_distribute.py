@@ -131,27 +131,34 @@ def test_bad_input_is_one_line_naming_it(args, names, early, scratch, profiling,
         assert "Invalid value" in err, err
 
 
+class _Stop(Exception):
+    """Raised by the replaced run: the command planned and got as far as running."""
+
+
+def _run_call(monkeypatch, args: list[str]) -> dict:
+    """Run `edgeweave distribute ARGS` with the run itself replaced (no processes): the plan
+    and the keyword arguments it would have run with."""
+    session = importlib.import_module("edgeweave.runtime.cluster.session")
+    seen: dict = {}
+
+    def run_cluster(graph, plan, *a, **k):
+        seen.update(k, plan=plan)
+        raise _Stop
+
+    monkeypatch.setattr(session, "run_cluster", run_cluster)
+    monkeypatch.setattr(sys, "argv", ["edgeweave", "distribute", *args])
+    with pytest.raises(_Stop):
+        cli_app.main()
+    return seen
+
+
 def test_layer_devices_and_time_scale_reach_the_plan_and_the_run(profiling, monkeypatch,
                                                                 capsys):
     """--layer-devices pins how many devices the layer-wise plan splits across; --time-scale
     is the slow-motion factor the run is played at (the run itself replaced: no processes)."""
     profiling(True)
-    session = importlib.import_module("edgeweave.runtime.cluster.session")
-    seen = {}
-
-    class Stop(Exception):
-        pass
-
-    def run_cluster(graph, plan, *a, time_scale, **k):
-        seen.update(plan=plan, time_scale=time_scale)
-        raise Stop
-
-    monkeypatch.setattr(session, "run_cluster", run_cluster)
-    argv = ["edgeweave", "distribute", "digits-cnn", "--method", "layer-wise",
-            "--layer-devices", "3", "--time-scale", "2.5", "--mbps", "1000"]
-    monkeypatch.setattr(sys, "argv", argv)
-    with pytest.raises(Stop):
-        cli_app.main()
+    seen = _run_call(monkeypatch, ["digits-cnn", "--method", "layer-wise", "--layer-devices",
+                                   "3", "--time-scale", "2.5", "--mbps", "1000"])
     part = seen["plan"].partition
     assert part.method == "layer-wise" and seen["time_scale"] == 2.5
     assert {len(layer.devices) for layer in part.layers} == {3}
@@ -162,28 +169,14 @@ def test_gather_at_source_and_calibrate_reach_the_run(profiling, monkeypatch, ca
     replaced: no processes); with the rest of the model on the edge or cloud,
     --gather-at-source is one clear error (only the gateway deploys the rest there)."""
     profiling(True)
-    session = importlib.import_module("edgeweave.runtime.cluster.session")
-    seen: dict = {}
-
-    class Stop(Exception):
-        pass
-
-    def run_cluster(graph, plan, *a, gather_at_source, calibrate, in_flight, **k):
-        seen.update(plan=plan, gather_at_source=gather_at_source, calibrate=calibrate,
-                    in_flight=in_flight)
-        raise Stop
-
-    monkeypatch.setattr(session, "run_cluster", run_cluster)
-    argv = ["edgeweave", "distribute", "digits-cnn", "--method", "fused-tiles", "--grid",
-            "2x2", "--sources", "pi4-0,pi4-1", "--gather-at-source", "--calibrate", "2",
-            "--in-flight", "3"]
-    monkeypatch.setattr(sys, "argv", argv)
-    with pytest.raises(Stop):
-        cli_app.main()
+    seen = _run_call(monkeypatch, ["digits-cnn", "--method", "fused-tiles", "--grid", "2x2",
+                                   "--sources", "pi4-0,pi4-1", "--gather-at-source",
+                                   "--calibrate", "2", "--in-flight", "3"])
     assert seen["gather_at_source"] is True and seen["calibrate"] == 2
     assert seen["in_flight"] == 3
     remote = seen["plan"].model_copy(update={"placement": {
         **seen["plan"].placement, next(iter(seen["plan"].placement)): "edge"}})
+    session = importlib.import_module("edgeweave.runtime.cluster.session")
     monkeypatch.setattr(session, "plan_emulated", lambda *a, **k: remote)
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_:
@@ -230,22 +223,8 @@ def test_distribute_runs_the_plan_on_worker_processes(tmp_path, monkeypatch, cap
 def test_max_blocks_reaches_the_plan(profiling, monkeypatch):
     """--max-blocks bounds DeeperThings' consecutive fused blocks."""
     profiling(True)
-    session = importlib.import_module("edgeweave.runtime.cluster.session")
-    seen = {}
-
-    class Stop(Exception):
-        pass
-
-    def run_cluster(graph, plan, *a, **k):
-        seen.update(plan=plan)
-        raise Stop
-
-    monkeypatch.setattr(session, "run_cluster", run_cluster)
-    monkeypatch.setattr(sys, "argv", ["edgeweave", "distribute", "digits-cnn", "--method",
-                                      "fused-tiles", "--max-blocks", "2",
-                                      "--mbps", "1000"])
-    with pytest.raises(Stop):
-        cli_app.main()
+    seen = _run_call(monkeypatch, ["digits-cnn", "--method", "fused-tiles", "--max-blocks",
+                                   "2", "--mbps", "1000"])
     part = seen["plan"].partition
     assert len(part.stages()) <= 2 and part.search["blocks"]["max_blocks"] == 2
 
@@ -254,22 +233,8 @@ def test_no_gateway_tiles_reaches_the_plan(profiling, monkeypatch):
     """--no-gateway-tiles (DeepThings' gateway role) plans fused tiles with none on the
     gateway."""
     profiling(True)
-    session = importlib.import_module("edgeweave.runtime.cluster.session")
-    seen = {}
-
-    class Stop(Exception):
-        pass
-
-    def run_cluster(graph, plan, *a, **k):
-        seen.update(plan=plan)
-        raise Stop
-
-    monkeypatch.setattr(session, "run_cluster", run_cluster)
-    monkeypatch.setattr(sys, "argv", ["edgeweave", "distribute", "digits-cnn",
-                                      "--no-gateway-tiles", "--objective", "throughput",
-                                      "--mbps", "1000"])
-    with pytest.raises(Stop):
-        cli_app.main()
+    seen = _run_call(monkeypatch, ["digits-cnn", "--no-gateway-tiles", "--objective",
+                                   "throughput", "--mbps", "1000"])
     part = seen["plan"].partition
     assert part.method == "fused-tiles" and not part.gateway_tiles
     assert part.gateway not in {t.device for t in part.all_tiles()}

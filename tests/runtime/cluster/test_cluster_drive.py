@@ -32,6 +32,20 @@ def by_source(results: list[FrameResult], source: str) -> list[FrameResult]:
     return sorted((r for r in results if r.source == source), key=lambda r: r.submitted)
 
 
+def slowed_gateway(plan, workers) -> TileGateway:
+    """A gateway dilated 10x with workers a, b, c joined, each dilated 10x (the plan prices b
+    at 30x), so a tile lasts past the moment its source sends the next frame."""
+    gw = TileGateway(digits(), plan, token=TOKEN, gateway_dilation=10.0,
+                     dilations={"a": 10.0, "b": 30.0, "c": 10.0})
+    try:
+        for device in "abc":
+            gw.join(device, workers.start(device, dilation=10.0))
+    except BaseException:
+        gw.close()
+        raise
+    return gw
+
+
 def test_two_frames_in_flight_each_sent_once_the_last_was_taken_none_lost(workers):
     """Two sources, two frames in flight each, level-1 tiles waiting for the level-0 ones they
     reuse; then one in flight on the same gateway. Devices and the rest dilated 10x, so a
@@ -39,11 +53,8 @@ def test_two_frames_in_flight_each_sent_once_the_last_was_taken_none_lost(worker
     plan = digits_plan(grid=(2, 3), reuse=True)
     level0 = {t.index for t in plan.partition.tiles if t.level == 0}
     assert 0 < len(level0) < 6
-    gw = TileGateway(digits(), plan, token=TOKEN, gateway_dilation=10.0,
-                     dilations={"a": 10.0, "b": 30.0, "c": 10.0})
+    gw = slowed_gateway(plan, workers)
     try:
-        for device in "abc":
-            gw.join(device, workers.start(device, dilation=10.0))
         xs = frames(8)
         piped = drive(gw, xs, ["a", "c"], 60.0, in_flight=2)
         single = drive(gw, xs[:3], ["a"], 60.0, in_flight=1)
@@ -88,11 +99,8 @@ def test_with_two_fused_blocks_the_next_frame_goes_once_the_first_blocks_tiles_a
     block is, and every frame is still answered, equal to the single-device model."""
     plan = digits_plan(blocks=[(1, (2, 2), False), (3, (1, 2), False)])
     assert [len(s.tiles) for s in plan.partition.stages()] == [4, 2]
-    gw = TileGateway(digits(), plan, token=TOKEN, gateway_dilation=10.0,
-                     dilations={"a": 10.0, "b": 30.0, "c": 10.0})
+    gw = slowed_gateway(plan, workers)
     try:
-        for device in "abc":
-            gw.join(device, workers.start(device, dilation=10.0))
         xs = frames(5)
         piped = drive(gw, xs, ["a"], 60.0, in_flight=2)
     finally:
