@@ -311,6 +311,15 @@ def tables(scale_rows, fid_rows, sweep_rows, train_rows) -> list[Table]:
     return out
 
 
+def _int_list(ap: argparse.ArgumentParser, flag: str, text: str, least: int) -> list[int]:
+    """``text`` as comma-separated integers of at least ``least``, or one argparse error
+    naming ``flag``."""
+    items = [x.strip() for x in text.split(",")]
+    if not items or any(not x.isdigit() or int(x) < least for x in items):
+        ap.error(f"{flag} {text!r}: expected comma-separated integers of at least {least}")
+    return [int(x) for x in items]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path)
@@ -348,8 +357,16 @@ def main() -> None:
         print(json.dumps(scale_row(int(args.scale_row[0]), float(args.scale_row[1]),
                                    args.scenario)))
         return
+    # every list parsed before anything runs: a typo must not surface after the fidelity rows
+    seeds = _int_list(ap, "--seeds", args.seeds, 0)
+    counts = _int_list(ap, "--campus-devices", args.campus_devices, 1)
+    train_seeds = _int_list(ap, "--training-seeds", args.training_seeds, 0)
+    try:
+        rows = [(int(n), float(m)) for n, m in (x.split("x") for x in args.scale_rows.split(","))]
+    except ValueError:
+        ap.error(f"--scale-rows {args.scale_rows!r}: expected DEVICESxMINUTES,... (e.g. "
+                 "1000x30,10000x30)")
     console = Console(width=150)
-    rows = [(int(n), float(m)) for n, m in (x.split("x") for x in args.scale_rows.split(","))]
     scale_rows = [] if args.skip_scale else scale(console, rows, args.scenario)
     scale_growth = growth(scale_rows)
     scale_growth["statement"] = growth_statement(scale_growth)
@@ -358,11 +375,8 @@ def main() -> None:
     fid_rows = [] if args.skip_fidelity else fidelity(console, args.fidelity_requests,
                                                          args.fidelity_records,
                                                          fidelity_cases(ap, args.fidelity_cases))
-    seeds = [int(s) for s in args.seeds.split(",")]
-    counts = [int(n) for n in args.campus_devices.split(",")]
     sweep_rows = [] if args.skip_operator else operator(console, args.serial,
                                                          args.campus_minutes, seeds, counts)
-    train_seeds = [int(s) for s in args.training_seeds.split(",")]
     train_rows = [] if args.skip_operator else training(console, args.training_devices,
                                                         args.training_minutes, train_seeds)
     doc = {"benchmark": "simulator", "format_version": 1,

@@ -1,4 +1,5 @@
-"""The simulator benchmark's growth statement is fitted on its scale rows (never written in)."""
+"""The simulator benchmark's growth statement is fitted on its scale rows (never written in),
+and its list flags are checked before anything runs."""
 
 from __future__ import annotations
 
@@ -30,3 +31,25 @@ def test_growth_is_fitted_from_the_measured_rows(monkeypatch):
     assert "devices^1.10" in text and "minutes^1.10" in text and "80 MB per 1,000" in text
     assert "^" not in growth_statement(growth(rows[:1]))  # one row: no exponent to fit
     assert growth_statement(growth([])).endswith("too few rows to fit growth")
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["--training-seeds", "1,x"], "--training-seeds '1,x'"),
+    (["--seeds", ",2"], "--seeds ',2'"),
+    (["--campus-devices", "0"], "--campus-devices '0'"),
+    (["--scale-rows", "1000x"], "--scale-rows '1000x'"),
+])
+def test_a_bad_list_flag_is_one_error_naming_it_before_anything_runs(args, named, monkeypatch,
+                                                                     capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import simulator
+
+    ran = []
+    monkeypatch.setattr(simulator, "scale", lambda *a, **k: ran.append("scale") or [])
+    monkeypatch.setattr(simulator, "fidelity", lambda *a, **k: ran.append("fidelity") or [])
+    monkeypatch.setattr("sys.argv", ["simulator.py", "--skip-operator", *args])
+    with pytest.raises(SystemExit) as exit_:
+        simulator.main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and named in err and "Traceback" not in err
+    assert ran == []  # refused before the scale and fidelity rows
