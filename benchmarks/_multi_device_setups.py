@@ -20,6 +20,13 @@ much the gateway computed per frame. The baseline is one emulated rpi4 running t
 through the same runtime with one frame in flight (no gateway: ``setup`` one-device).
 ``predicted_fps`` is the calibrated plan's frames/s (the throughput objective's busiest
 resource), ``measured_vs_predicted_fps_pct`` the error.
+
+``stream`` (setup ``stealing-stream``): the same stream on the N devices alone, but planned for
+what work stealing does with frames in flight (``plan_cluster(in_flight=k)``,
+plan.stealing_price): the tiles of many frames spread over every device, so the planner may
+choose a coarse grid, down to one tile a frame (each device a whole frame's fused block, no
+halo, one crop and one map on the air). k is ``2N + 2`` frames (at most 16) unless given:
+enough that a frame's latency under load does not cap the stream (Little's law).
 """
 
 from __future__ import annotations
@@ -87,48 +94,57 @@ def one_device_run(graph: Graph, profile: Profile, fleet_of: Callable[[int], Fle
 
 def gateway_runs(graph: Graph, profile: Profile, fleet_of: Callable[[int], Fleet],
                  counts: Sequence[int], frames: int, cache: TileCache,
-                 one: dict[str, Any], in_flight: int = 2, max_blocks: int = 3,
-                 extra_gateway: bool = True) -> list[dict[str, Any]]:
+                 one: dict[str, Any], in_flight: int | None = 2, max_blocks: int = 3,
+                 extra_gateway: bool = True, stream: bool = False) -> list[dict[str, Any]]:
     """DeepThings' setup (module docstring) on each of ``counts`` edge devices, frames
     pipelined ``in_flight`` deep, against ``one`` (:func:`one_device_run`'s row). Without
     ``extra_gateway`` the same stream on the N devices alone (``fleet_of`` then gives the
     first N devices): the first is the gateway and may hold tiles beside every frame's rest
-    (setup ``single-source-pipelined``: no extra device)."""
+    (setup ``single-source-pipelined``: no extra device). ``stream``: on the N devices alone,
+    planned as work stealing across the frames in flight (module docstring; ``in_flight``
+    None: 2N + 2)."""
     ms_per_mb = ms_per_mb_of([one])
-    setup = "deepthings-gateway" if extra_gateway else "single-source-pipelined"
+    setup = ("stealing-stream" if stream else
+             "deepthings-gateway" if extra_gateway else "single-source-pipelined")
     rows = []
     for n in sorted(counts):
         fleet = fleet_of(n)
+        k = in_flight if in_flight is not None else min(16, 2 * n + 2)
         plan = plan_emulated(graph, profile, fleet, methods=("fused-tiles",), cache=cache,
                              ms_per_mb=ms_per_mb, max_blocks=max_blocks, objective="throughput",
-                             gateway_tiles=not extra_gateway, **runs.CODECS)
+                             gateway_tiles=not extra_gateway,
+                             in_flight=k if stream else None, **runs.CODECS)
         part = plan.partition
         assert part is not None
-        run = run_cluster(graph, plan, profile, fleet, _frames(graph, frames),
+        # a stream sustains its rate only past the pipeline's filling: 3 windows at least
+        count = max(frames, 3 * k) if stream else frames
+        run = run_cluster(graph, plan, profile, fleet, _frames(graph, count),
                           scheduler="stealing", sources=[part.gateway], prefetch=1,
                           time_scale=runs.TIME_SCALE, calibrate=runs.CALIBRATE,
-                          in_flight=in_flight)
-        row = _row(run, in_flight=in_flight, max_blocks=max_blocks)
+                          in_flight=k)
+        row = _row(run, in_flight=k, max_blocks=max_blocks)
         part = run.plan.partition
         assert part is not None
         gw_load = next(x for x in part.load if x.name == part.gateway)
         who = (f"{n} edge devices computing the tiles plus one extra {GATEWAY_HARDWARE} "
                "gateway running the rest (not counted in devices)" if extra_gateway else
                f"{n} devices, the first the gateway (its tiles and every frame's rest), no "
-               "extra device")
+               "extra device") + (", the plan priced as work stealing across the frames in "
+                                  "flight" if stream else "")
         row.update(
             devices=n, setup=setup,
             gateway=f"{part.gateway} ({gw_load.hardware}{', extra' if extra_gateway else ''})",
             extra_devices=int(extra_gateway), devices_with_gateway=n + int(extra_gateway),
             objective=run.plan.objective, gateway_tiles=part.gateway_tiles,
-            gateway_tasks=gw_load.tasks,
+            gateway_tasks=gw_load.tasks, stealers=list(part.stealers),
+            stealing_shares=part.predicted.get("stealing_shares"),
             speedup_vs_one=row["steady_fps"] / one["steady_fps"],
             wall_speedup_vs_one=row["fps"] / one["fps"],
             predicted_speedup_vs_one=(row["predicted_fps"] or 0.0) / one["predicted_fps"],
             # what the gateway computed per frame besides any tiles: the rest, measured
             gateway_rest_ms=row["rest_ms"],
             speedup_basis=(f"steady_fps (frames/s sustained: answers after the first over the "
-                           f"time from the first answer to the last): {who}, {in_flight} "
+                           f"time from the first answer to the last): {who}, {k} "
                            "frames in flight, over one rpi4 running the whole model with one "
                            "frame in flight (its steady_fps); wall_speedup_vs_one: the same "
                            "with fps over the whole run, the pipeline's filling included"))

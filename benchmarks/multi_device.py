@@ -39,7 +39,9 @@ and the plans run on real worker processes, measured next to predicted (issue 14
    planner's rows of where a frame's time goes (medium, busiest tile device, the gateway's
    rest) for both setups come with it, also under --only-plans. --setups pipelined: the
    same stream (throughput plan, frames in flight) on the N devices alone, the first being
-   the gateway (no extra device).
+   the gateway (no extra device). --setups stream: on the N devices alone, the plan priced as
+   work stealing across the frames in flight (plan.stealing_price; --stream-in-flight, default
+   2N + 2 up to 16), so the optimiser may give each device whole frames' fused blocks.
 
     PYTHONPATH=src .venv/bin/python benchmarks/multi_device.py [--profile analytic] [--json out]
 """
@@ -162,17 +164,21 @@ def main() -> None:
     ap.add_argument("--setups", default="single-source",
                     help="comma-separated: single-source (the gateway one of the N devices; "
                          "every row of 1-5 above), gateway (DeepThings' extra gateway, 6 "
-                         "above), pipelined (the same stream on the N devices alone)")
+                         "above), pipelined (the same stream on the N devices alone), stream "
+                         "(the N devices alone, planned as stealing across frames in flight)")
     ap.add_argument("--gateway-devices", default="1,2,3,4,5,6",
                     help="edge-device counts of the measured gateway-setup runs")
     ap.add_argument("--gateway-in-flight", type=int, default=3,
                     help="frames in flight in the gateway-setup runs")
+    ap.add_argument("--stream-in-flight", type=int, default=None,
+                    help="frames in flight in the stream-setup runs (default 2N + 2, at most "
+                         "16)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     setups = {x.strip() for x in args.setups.split(",") if x.strip()}
-    if not setups or setups - {"single-source", "gateway", "pipelined"}:
+    if not setups or setups - {"single-source", "gateway", "pipelined", "stream"}:
         ap.error(f"--setups {args.setups!r}: expected some of single-source, gateway, "
-                 "pipelined")
+                 "pipelined, stream")
     gateway_devices = [int(n) for n in args.gateway_devices.split(",") if n.strip().isdigit()]
     if len(gateway_devices) != len([n for n in args.gateway_devices.split(",") if n.strip()]) \
             or any(not 1 <= n <= 6 for n in gateway_devices):
@@ -180,6 +186,8 @@ def main() -> None:
                  "counts from 1 to 6")
     try:
         check_in_flight(args.gateway_in_flight, "--gateway-in-flight")
+        if args.stream_in_flight is not None:
+            check_in_flight(args.stream_in_flight, "--stream-in-flight")
     except EdgeWeaveError as e:
         ap.error(str(e))
     if args.calibrate < 0:
@@ -246,7 +254,7 @@ def main() -> None:
                                              **host["tile_calibration"]}
         cache: TileCache = {}
         ms_per_mb = 0.0
-        if setups & {"gateway", "pipelined"}:
+        if setups & {"gateway", "pipelined", "stream"}:
             gw_blocks = max(max_blocks)
             if runs:
                 one = one_device_run(graph, profile, local_fleet, args.frames, cache)
@@ -257,6 +265,10 @@ def main() -> None:
                             graph, profile, _gateway_fleet if extra else local_fleet,
                             [n for n in gateway_devices if extra or n > 1], args.frames,
                             cache, one, args.gateway_in_flight, gw_blocks, extra)
+                if "stream" in setups:
+                    doc["gateway_setup"] += gateway_runs(
+                        graph, profile, local_fleet, gateway_devices, args.frames, cache, one,
+                        args.stream_in_flight, gw_blocks, False, stream=True)
                 ms_per_mb = ms_per_mb_of([one])
                 doc["runtime_ms_per_mb"][name] = ms_per_mb
             doc["where_time_goes"] += gateway_plan_rows(
@@ -298,7 +310,7 @@ def main() -> None:
     gateway_cols = ["model", "setup", "devices", "extra_devices", "in_flight", "steady_fps",
                     "fps", "predicted_fps", "measured_vs_predicted_fps_pct", "speedup_vs_one",
                     "wall_speedup_vs_one", "predicted_speedup_vs_one", "latency_ms",
-                    "predicted_ms", "rest_ms", "predicted_rest_ms", "blocks",
+                    "predicted_ms", "rest_ms", "predicted_rest_ms", "blocks", "grid",
                     "bytes_per_frame", "time_scale", "overrun_tasks", "load"]
     squares = [r for r in doc["tiling"] if r["grid"][0] == r["grid"][1]]
     tables = [
@@ -351,7 +363,8 @@ def main() -> None:
                 "busiest_tile_device_ms", "gateway_tiles_ms", "gateway_rest_ms", "blocks"]),
         _table("MEASURED frames pipelined, throughput plans, vs one rpi4 (one-device); "
                "deepthings-gateway: N edge devices + an extra rpi4 gateway (no tile, runs the "
-               "rest; not counted in devices); single-source-pipelined: N devices alone",
+               "rest; not counted in devices); single-source-pipelined: N devices alone; "
+               "stealing-stream: N devices alone, planned as stealing across frames",
                doc["gateway_setup"], gateway_cols),
     ]
     doc["load_average_at_end"] = os.getloadavg()

@@ -78,7 +78,10 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
             reuse=None if reuse == "auto" else reuse == "on", devices=device_list,
             input_codec=input_codec, result_codec=result_codec, model_spec=model,
             layer_split=layer_split, layer_devices=layer_devices, max_blocks=max_blocks,
-            gateway_tiles=gateway_tiles)
+            gateway_tiles=gateway_tiles,
+            # frames pipelined for throughput: priced as work stealing across them
+            in_flight=in_flight if objective == "throughput" and in_flight > 1
+            and scheduler != "static" else None)
     part = plan.partition
     assert part is not None
     _print_plan(console, plan)

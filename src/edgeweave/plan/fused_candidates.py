@@ -32,6 +32,7 @@ from edgeweave.plan.layerwise_search import LayerChoice
 from edgeweave.plan.medium import Schedule
 from edgeweave.plan.record import Plan
 from edgeweave.plan.rest import Rest
+from edgeweave.plan.stealing_price import StealingPrice, stealers_of, stealing_price
 
 #: Grids up to this many tiles a side for each of several fused blocks (their search prices
 #: every pair of cuts: 171 blocks for vgg16's 18 depths).
@@ -84,14 +85,25 @@ def score_of(objective: str, rest: Rest, gateway: str) -> Callable[[Schedule], f
     return bottleneck
 
 
+def choice_score(objective: str, rest: Rest, gateway: str, price: StealingPrice | None = None,
+                 in_flight: int | None = None) -> Callable[[Schedule], float]:
+    """:func:`score_of`, or for a configuration priced as work stealing with ``in_flight``
+    frames (``price``, plan.stealing_price) its fluid bound, at least a frame's latency over the
+    frames in flight (so among assignments the one with the shortest frame wins a tie)."""
+    if price is None or in_flight is None:
+        return score_of(objective, rest, gateway)
+    return lambda s: price.value(s.makespan_ms + rest.latency_ms, in_flight)
+
 
 def fused_candidates(graph: Graph, model: ClusterModel, names: list[str], objective: str,
                      rest_after, search: Search, depth: int | None,
                      grid: tuple[int, int] | None, reuse: bool | None, max_assignments: int,
-                     refine: int, pinned: bool, cache: TileCache | None, largest_grid: int
-                     ) -> list[Candidate]:
+                     refine: int, pinned: bool, cache: TileCache | None, largest_grid: int,
+                     in_flight: int | None = None) -> list[Candidate]:
     """DeepThings' one fused block: the best depth x grid x reuse and tiles to devices
-    (pinned choices kept), or none when nothing fits (an error naming why when pinned)."""
+    (pinned choices kept), or none when nothing fits (an error naming why when pinned).
+    ``in_flight`` (throughput only): price each configuration as work stealing with that many
+    frames in flight (plan.stealing_price) instead of its tiles' fixed assignment."""
     if depth is None and not pinned and not cut_depths(graph):
         search.notes.append(f"no fused tiles: model {graph.name!r} has no fusable prefix")
         return []
@@ -111,7 +123,6 @@ def fused_candidates(graph: Graph, model: ClusterModel, names: list[str], object
                 f"{mib(extra)} for the frame, the block's output and the rest's "
                 f"weights, over its limit {mib(model.devices[model.gateway].limit_bytes)}")
             continue
-        score = score_of(objective, rest, model.gateway)
         for g in [grid] if grid is not None else grid_options(block, largest_grid):
             for r in [reuse] if reuse is not None else [False, True]:
                 if r and g == (1, 1) and reuse is None:
@@ -123,26 +134,34 @@ def fused_candidates(graph: Graph, model: ClusterModel, names: list[str], object
                     search.infeasible.append(_too_big(model, block, g, work, allowed, extra,
                                                       names))
                     continue
+                price = None if in_flight is None else stealing_price(
+                    model, work, stealers_of(allowed), rest.device_ms, rest.other_stages_ms)
+                score = choice_score(objective, rest, model.gateway, price, in_flight)
                 chosen, schedule, value, exhaustive = assign(model, work, allowed, score,
                                                              max_assignments)
                 search.exhaustive &= exhaustive
                 memory = memory_of(model, block, work, chosen, extra, names)
                 choices.append((FusedChoice(block, g, r, tiles, work, chosen, schedule, value,
-                                            exhaustive, memory), rest, allowed, extra))
+                                            exhaustive, memory, price), rest, allowed, extra))
     if not choices:
         if pinned and search.infeasible:
             raise PlanError(search.infeasible[-1])
         return []
     choices.sort(key=lambda c: c[0].value)
     for choice, rest, allowed, extra in [c for c in choices if not c[0].exhaustive][:refine]:
-        improve(model, choice, allowed, score_of(objective, rest, model.gateway))
+        improve(model, choice, allowed,
+                choice_score(objective, rest, model.gateway, choice.stealing, in_flight))
         choice.memory = memory_of(model, choice.block, choice.work, choice.assignment, extra,
                                   names)
     choice, rest, _, _ = min(choices, key=lambda c: _simpler_first(c[0]))
     latency = choice.schedule.makespan_ms + rest.latency_ms
-    fps = 1000.0 / score_of("throughput", rest, model.gateway)(choice.schedule)
+    fps = 1000.0 / (choice.value if choice.stealing is not None else
+                    score_of("throughput", rest, model.gateway)(choice.schedule))
     note = (f"fused depth {choice.block.depth}, grid {choice.grid[0]}x{choice.grid[1]}, reuse "
             f"{'on' if choice.reuse else 'off'}")
+    if choice.stealing is not None:
+        note += f", priced as work stealing with {in_flight} frames in flight"
+
     return [Candidate("fused-tiles", choice.value, latency, fps,
                       search.exhaustive and rest.exact, note, rest=rest, fused=choice)]
 

@@ -26,6 +26,7 @@ from edgeweave.plan.cluster_cost import (
     tile_work,
 )
 from edgeweave.plan.medium import Schedule
+from edgeweave.plan.stealing_price import StealingPrice
 from edgeweave.topology import serialize_ms
 
 #: A schedule's value for the objective (lower is better), given the gateway's extra busy time.
@@ -46,6 +47,8 @@ class FusedChoice:
     value: float
     exhaustive: bool
     memory: dict[str, int]
+    # priced as work stealing with frames in flight (plan.stealing_price), else None
+    stealing: StealingPrice | None = None
 
 
 def grid_options(block: FusedBlock, largest: int = 6) -> list[tuple[int, int]]:

@@ -77,6 +77,7 @@ def plan_cluster(
     max_blocks: int = 3,
     blocks: Sequence[BlockPin] | None = None,
     gateway_tiles: bool = True,
+    in_flight: int | None = None,
 ) -> Plan:
     """The best plan for one frame of ``graph`` across ``fleet``'s cluster (module docstring).
 
@@ -99,7 +100,11 @@ def plan_cluster(
     (DeepThings' gateway role, fused tiles only): it holds the frame, gathers and stitches,
     and runs the rest; the tiles go to the other devices and the prediction prices exactly
     that (the throughput objective's busiest resource is then the medium, a tile device, or
-    the gateway's rest)."""
+    the gateway's rest). ``in_flight`` k (throughput only): the frames are pipelined k deep
+    and the tiles stolen, so a fused-tile plan is priced as work stealing sustains it across
+    frames (plan.stealing_price: the tiles spread over every device that may hold them,
+    and a frame's latency / k) instead of by its tiles' fixed assignment, and every device
+    with a share gets a worker (``Partition.stealers``); one fused block only."""
     if objective not in CLUSTER_OBJECTIVES:
         raise PlanError(f"--objective: {objective!r} is not supported for a cluster plan; use "
                         f"one of {', '.join(CLUSTER_OBJECTIVES)}")
@@ -109,6 +114,14 @@ def plan_cluster(
     if unknown or not methods:
         raise PlanError(f"--method: {', '.join(unknown) or 'none given'}; expected some of "
                         f"{', '.join(METHODS)}")
+    if in_flight is not None and (objective != "throughput" or not 1 <= in_flight <= 64):
+        raise PlanError(f"--in-flight {in_flight}: frames in flight are priced for --objective "
+                        "throughput, from 1 to 64" if objective == "throughput" else
+                        f"--in-flight {in_flight}: pricing frames in flight needs --objective "
+                        f"throughput (got {objective!r})")
+    if in_flight is not None and blocks is not None and len(blocks) > 1:
+        raise PlanError(f"--in-flight {in_flight}: work stealing across frames is priced for "
+                        f"one fused block; {len(blocks)} blocks were pinned")
     chosen = fleet.cluster(cluster)
     names = _devices(chosen, devices)
     tile_names = _tile_devices(chosen, names, methods, gateway_tiles)
@@ -160,9 +173,15 @@ def plan_cluster(
         pinned = depth is not None or grid is not None or tuple(methods) == ("fused-tiles",)
         one = fused_candidates(graph, model, tile_names, objective, rest_after, search, depth,
                                grid, reuse, max_assignments, refine, pinned, cache,
-                               largest_grid)
+                               largest_grid, in_flight)
         candidates += one
-        if max_blocks >= 2 and depth is None and grid is None and not reuse:
+        if in_flight is not None:
+            search.notes.append(
+                f"fused tiles priced as work stealing with {in_flight} frames in flight: the "
+                "tiles spread over the devices as many frames allow (a linear programme) and a "
+                f"frame's latency / {in_flight}; one fused block only (several blocks are "
+                "priced by fixed assignments)")
+        elif max_blocks >= 2 and depth is None and grid is None and not reuse:
             more = staged_candidates(graph, model, tile_names, objective, rest_after, search,
                                      max_blocks, largest_grid, cache, None)
             candidates += more
@@ -194,7 +213,7 @@ def plan_cluster(
         search.notes.append(f"the gateway {chosen.gateway_name!r} holds no tile: it gathers, "
                             "stitches and runs the rest (DeepThings' gateway role)")
     made = build_plan(graph, prof, cm, model, chosen, names, best, single, alternatives,
-                      objective, search, model_spec or graph.name)
+                      objective, search, model_spec or graph.name, in_flight)
     if gateway_tiles or made.partition is None:
         return made
     return made.model_copy(update={"partition": made.partition.model_copy(

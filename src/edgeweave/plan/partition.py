@@ -161,6 +161,11 @@ class Partition(BaseModel):
     # gathers and stitches the tiles and runs the rest; only the other devices compute tiles,
     # and the runtime starts no worker for it)
     gateway_tiles: bool = True
+    # frames in flight the prediction prices (plan.stealing_price; 1: one frame's schedule),
+    # and with more than one the devices whose workers steal tiles at that price: every
+    # device that may hold every tile, whether or not ``tiles`` names it
+    in_flight: int = 1
+    stealers: list[str] = Field(default_factory=list)
     load: list[DeviceLoad] = Field(default_factory=list)
     predicted: dict[str, Any] = Field(default_factory=dict)
     search: dict[str, Any] = Field(default_factory=dict)

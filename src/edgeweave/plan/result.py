@@ -29,10 +29,10 @@ if TYPE_CHECKING:  # multidevice imports this module
 def build_plan(graph: Graph, prof: Profile, cm: CostModel, model: ClusterModel,
                cluster: Cluster, names: list[str], best: Candidate, single: Plan,
                alternatives: list[Alternative], objective: str, search: Search,
-               spec: str) -> Plan:
+               spec: str, in_flight: int | None = None) -> Plan:
     one = single.alternative("device-only")
     one_ms = one.total_ms if one.available else None
-    predicted = {"latency_ms": best.latency_ms, "fps": best.fps,
+    predicted: dict[str, Any] = {"latency_ms": best.latency_ms, "fps": best.fps,
                  "one_device_ms": one_ms,
                  "speedup_vs_one": None if one_ms is None else one_ms / best.latency_ms}
     record = {"configs": search.configs, "exact": search.exact,
@@ -85,6 +85,14 @@ def build_plan(graph: Graph, prof: Profile, cm: CostModel, model: ClusterModel,
             grid=fused.grid, reuse=fused.reuse, tiles=tiles,
             load=_tile_load(model, names, tiles, fused.memory))
         medium_ms, cluster_ms = schedule.medium_busy_ms, schedule.makespan_ms
+        price = fused.stealing
+        if price is not None:  # work stealing with frames in flight (plan.stealing_price)
+            cluster_part.update(
+                scheduler="stealing", in_flight=in_flight,
+                stealers=[d for d in names if d in price.shares])
+            predicted.update(stealing_period_ms=price.period_ms,
+                             stealing_medium_ms=price.medium_ms,
+                             stealing_shares=dict(price.shares))
     else:
         layers = best.layers
         assert layers is not None

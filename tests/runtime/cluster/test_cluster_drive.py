@@ -124,3 +124,25 @@ def test_frames_in_flight_out_of_range_are_named(in_flight):
     with pytest.raises(EdgeWeaveError, match=rf"in_flight {in_flight!r}: expected a whole "
                                              r"number of frames from 1 to 16"):
         drive(None, [], ["a"], 1.0, in_flight=in_flight)  # type: ignore[arg-type]
+
+
+def test_a_plan_priced_for_frames_in_flight_spreads_whole_frames_over_every_stealer(workers):
+    """One tile a frame, six frames in flight, the plan priced as work stealing across them:
+    the slower rpi3 ``b`` (priced 3x slower) takes frames too, every frame is answered once
+    and equals the single-device model."""
+    plan = digits_plan(grid=(1, 1), reuse=False, objective="throughput", in_flight=6)
+    part = plan.partition
+    assert part.scheduler == "stealing" and part.stealers == ["a", "b", "c"]
+    gw = slowed_gateway(plan, workers)
+    try:
+        xs = frames(12)
+        got = drive(gw, xs, ["a"], 60.0, in_flight=6)
+    finally:
+        gw.close()
+    assert sorted(r.frame for r in got) == sorted({r.frame for r in got}) and len(got) == 12
+    ran = {d: sum(r.tasks.get(d, 0) for r in got) for d in "abc"}
+    assert sum(ran.values()) == 12 and ran["b"] >= 1 and ran["c"] >= 1
+    with torch.no_grad():
+        want = [digits().module(x) for x in xs]
+    for r, w in zip(sorted(got, key=lambda r: r.submitted), want, strict=True):
+        assert torch.allclose(r.output, w, atol=1e-5)

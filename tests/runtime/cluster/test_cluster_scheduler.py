@@ -216,3 +216,45 @@ def test_stealing_queues_a_later_block_of_an_older_frame_before_a_newer_frame():
     got = [s.take("b", always) for _ in range(6)]
     assert [(j.frame, j.tile) for j in got] == [(0, 4), (0, 5), (1, 0), (1, 1), (1, 2),
                                                 (1, 3)]
+
+
+def test_eager_stealing_lets_a_slow_idle_device_take_a_tile_a_busy_fast_one_would_finish_first():
+    """A plan priced as stealing across frames in flight counts on the rpi3's share: eager,
+    the idle rpi3 takes the waiting whole-frame tile that Pace's test keeps for the busy
+    rpi4 (which would finish it sooner)."""
+    def setup(eager: bool) -> Stealing:
+        clock = Clock()
+        s = Stealing(pace=Pace({"pi4": 1.0, "pi3": 3.0}, clock), eager=eager)
+        s.add([Job(f, 0, 0, "pi4", "pi4", cost=100.0) for f in range(2)], ["pi4", "pi3"])
+        assert s.dispatch({"pi4": 1, "pi3": 0}, always)[0][0] == "pi4"
+        clock.now = 0.01
+        return s
+    assert setup(False).dispatch({"pi4": 0, "pi3": 1}, always) == []
+    assert setup(True).dispatch({"pi4": 0, "pi3": 1}, always) == [
+        ("pi3", Job(1, 0, 0, "pi4", "pi4", cost=100.0))]
+
+
+def test_eager_stealing_hands_a_tile_to_an_idle_device_before_a_busy_ones_prefetch():
+    """With room for a prefetch, the device holding fewer tasks asks first, whatever the
+    order the devices are listed in."""
+    s = Stealing(prefetch=1, pace=Pace(clock=Clock()), eager=True)
+    s.add([Job(0, 0, 0, "a", "a", cost=10.0)], ["a", "b"])
+    assert s.dispatch({"a": 1, "b": 2}, always) == [("b", Job(0, 0, 0, "a", "a", cost=10.0))]
+
+
+def test_a_device_with_a_backlog_steals_only_what_no_other_device_would_finish_sooner():
+    """The gateway has rests to run for the frames in flight (Pace's backlog): even eager,
+    it leaves a tile to a device that would be done with it first, and takes it when its
+    backlog is gone."""
+    backlog = {"gw": 500.0}
+    clock = Clock()
+    s = Stealing(pace=Pace({"gw": 1.0, "pi4": 1.0}, clock, backlog=lambda d: backlog.get(d, 0.0)),
+                 eager=True)
+    s.add([Job(0, 0, 0, "gw", "gw", cost=100.0), Job(1, 0, 0, "gw", "gw", cost=100.0)],
+          ["gw", "pi4"])
+    assert s.dispatch({"gw": 1, "pi4": 1}, always) == [
+        ("pi4", Job(0, 0, 0, "gw", "gw", cost=100.0))]  # gw: 600 ms, pi4: 100
+    assert s.pending() == 1  # pi4 would still finish the second first (200 vs 600)
+    backlog["gw"] = 0.0
+    assert s.dispatch({"gw": 1, "pi4": 0}, always) == [
+        ("gw", Job(1, 0, 0, "gw", "gw", cost=100.0))]

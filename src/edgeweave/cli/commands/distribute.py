@@ -72,7 +72,10 @@ def distribute(
                                   help="Frames each data source keeps unanswered: 1 sends "
                                   "the next once the last is answered; more pipelines as "
                                   "DeepThings does (the next frame once every tile of the "
-                                  "last is taken by a device), for frames/s."),
+                                  "last is taken by a device), for frames/s. With "
+                                  "--objective throughput the plan is priced as work "
+                                  "stealing across that many frames (every device that "
+                                  "may hold the tiles steals)."),
     frames: int = typer.Option(5, "--frames", callback=integer(ge=1, le=100_000),
                                help="Frames to run (after one warm-up frame)."),
     objective: str = typer.Option("latency", "--objective",

@@ -108,11 +108,15 @@ class TileGateway:
         self.pool = WorkerPool(self.medium, self.gateway, self._on_ready, self._on_gone,
                                token=token, tls=tls, task_timeout_s=task_timeout_s)
         self.cost = self.stages.cost
-        self.scheduler = make_scheduler(scheduler, prefetch, self.dilations,
-                                        self._transfer_ms)
         self.rest = RestRunner(graph, plan, part.prefix_nodes, edge_target=edge_target,
                                token=token, tls=tls, dilation=gateway_dilation,
                                options=rest_options)
+        # a plan priced as stealing across frames in flight counts on every stealer's share;
+        # a rest's time on the device it runs on, measured (the plan's until one has run)
+        self._rest_ms = float(part.predicted.get("rest_ms") or 0.0) * time_scale
+        self.scheduler = make_scheduler(scheduler, prefetch, self.dilations, self._transfer_ms,
+                                        eager=part.scheduler == "stealing" and part.in_flight > 1,
+                                        backlog=None if self.rest.remote else self._backlog_ms)
         self._graph, self._plan = graph, plan
         # stealing may gather a frame at its source, which runs the rest itself; not when the
         # rest goes to the edge or cloud (one client, the gateway's, deploys it)
@@ -198,6 +202,12 @@ class TileGateway:
     def _transfer_ms(self, device: str, job: Job) -> float:
         frame = self._frames.get(job.frame)
         return 0.0 if frame is None else self.routes.transfer_ms(device, frame, job)
+
+    def _backlog_ms(self, device: str) -> float:
+        """The rests ``device`` will run for the frames in flight gathered on it (scheduler.
+        Pace: a device runs one thing at a time) (caller holds the lock)."""
+        waiting = sum(1 for f in self._frames.values() if self.home(f) == device)
+        return waiting * self._rest_ms
 
     def _ready(self, job: Job) -> bool:
         """A level-1 tile goes out once the level-0 tiles it reuses are done, under every
@@ -373,6 +383,8 @@ class TileGateway:
                                                  home, wait_ms))
         with self._lock:
             self._frames.pop(frame.id, None)
+            if not isinstance(output, Exception) and not self.rest.remote:
+                self._rest_ms = (time.perf_counter() - start) * 1000.0
 
     def close(self) -> None:
         self.rests.close()

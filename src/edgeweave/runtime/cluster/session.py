@@ -91,7 +91,8 @@ def plan_calibrated(graph: Graph, profile: Profile, fleet: Fleet, plan: Plan,
         methods=(part.method,), devices=list(part.devices), cluster=part.cluster,
         objective=plan.objective, input_codec=part.input_codec,
         result_codec=part.result_codec, model_spec=part.model, calibration=calibration,
-        ms_per_mb=float(planned or 0.0), gateway_tiles=part.gateway_tiles)
+        ms_per_mb=float(planned or 0.0), gateway_tiles=part.gateway_tiles,
+        in_flight=part.in_flight if part.scheduler == "stealing" else None)
     again = plan_emulated(graph, profile, fleet, **same, **pins)
     if not several:
         return again
@@ -405,8 +406,9 @@ def worker_devices(part: Partition, sources: Sequence[str]) -> list[str]:
 
 
 def working_devices(part: Partition, sources: Sequence[str]) -> list[str]:
-    """The devices the plan gives tiles or split-layer parts, the gateway and the data sources,
-    in the cluster's order."""
+    """The devices the plan gives tiles or split-layer parts, the gateway, the data sources and
+    the devices a plan priced as stealing across frames in flight counts on (its
+    ``stealers``), in the cluster's order."""
     used = {t.device for t in part.all_tiles()} | {d for la in part.layers for d in la.devices}
-    used |= {part.gateway, *sources}
+    used |= {part.gateway, *sources, *part.stealers}
     return [d for d in part.devices if d in used]
