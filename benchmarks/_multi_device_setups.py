@@ -26,7 +26,10 @@ what work stealing does with frames in flight (``plan_cluster(in_flight=k)``,
 plan.stealing_price): the tiles of many frames spread over every device, so the planner may
 choose a coarse grid, down to one tile a frame (each device a whole frame's fused block, no
 halo, one crop and one map on the air). k is ``2N + 2`` frames (at most 16) unless given:
-enough that a frame's latency under load does not cap the stream (Little's law).
+enough that a frame's latency under load does not cap the stream (Little's law). With one
+device among the counts, ``speedup_vs_one_stream`` is each row's frames/s over that one-device
+stream's: what the devices add beyond the pipelining itself (on one device the stream already
+overlaps the gateway's cropping, transfers and rest with the next frame's compute).
 """
 
 from __future__ import annotations
@@ -156,6 +159,10 @@ def gateway_runs(graph: Graph, profile: Profile, fleet_of: Callable[[int], Fleet
               f"vs one device, gateway rest {row['rest_ms']:.0f} ms/frame",
               file=sys.stderr, flush=True)
         rows.append(row)
+    alone = next((r for r in rows if r["devices"] == 1), None)
+    if stream and alone is not None:  # the stream's own gain on one device left out
+        for row in rows:
+            row["speedup_vs_one_stream"] = row["steady_fps"] / alone["steady_fps"]
     return rows
 
 

@@ -14,11 +14,14 @@ from edgeweave.graph import capture_spec
 from edgeweave.graph.blocks import cut_depths, fused_block
 from edgeweave.graph.tiles import tile_grid
 from edgeweave.plan import load_plan
-from edgeweave.plan.cluster_cost import ClusterModel, tile_work
+from edgeweave.plan.cluster_cost import ClusterModel, tile_tasks, tile_work
+from edgeweave.plan.fused_search import assign, balanced, compute_table, greedy
+from edgeweave.plan.medium import Schedule
 from edgeweave.plan.multidevice import plan_cluster
 from edgeweave.plan.stealing_price import stealers_of, stealing_price
 from edgeweave.profile import analytic_profile
 from edgeweave.runtime.cluster.session import working_devices
+from edgeweave.topology import serialize_ms
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +115,46 @@ def test_bad_frames_in_flight_get_one_clear_error(digits, kwargs, words):
         plan_cluster(graph, profile, cluster_fleet(), methods=("fused-tiles",), **kwargs)
     for word in words:
         assert word in str(err.value)
+
+
+def test_a_calibration_keeps_the_stealing_price_and_scales_it(digits):
+    """Priced again from a calibration pass (every device 2x slower than profiled), a plan for
+    frames in flight stays one: the same frames in flight and stealers, half the frames/s."""
+    from edgeweave.plan.run_calibration import RunCalibration
+    from edgeweave.runtime.cluster.session import plan_calibrated
+
+    graph, profile = digits
+    fleet = cluster_fleet(mbps=1e6)
+    plan = plan_cluster(graph, profile, fleet, objective="throughput",
+                        methods=("fused-tiles",), grid=(1, 1), reuse=False, in_flight=6)
+    slow = RunCalibration({d: 2.0 for d in "abc"}, rest_scale=2.0, ms_per_mb=0.0)
+    again = plan_calibrated(graph, profile, fleet, plan, slow).partition
+    part = plan.partition
+    assert again is not None and part is not None
+    assert (again.scheduler, again.in_flight, again.stealers) == ("stealing", 6, part.stealers)
+    assert again.predicted["fps"] == pytest.approx(part.predicted["fps"] / 2, rel=0.05)
+
+
+def test_too_many_assignments_take_the_better_of_earliest_finish_and_balance(digits):
+    """A 3x3 grid on three devices, too many assignments to try: for frames/s (the busiest
+    resource) the assignment is the better of earliest-finish list scheduling and balancing
+    the busy times, each simulated."""
+    graph, profile = digits
+    fleet = cluster_fleet(mbps=1e6)
+    block = fused_block(graph, max(cut_depths(graph)))
+    model = ClusterModel(profile, fleet, fleet.cluster())
+    work = tile_work(block, tile_grid(block, (3, 3)))
+    allowed = [["a", "b", "c"]] * len(work)
+
+    def busiest(s: Schedule) -> float:
+        return max(s.medium_busy_ms, *s.device_busy_ms.values())
+
+    chosen, _, value, exhaustive = assign(model, work, allowed, busiest, 1)
+    assert not exhaustive
+    table = compute_table(model, work, allowed)
+    traffic = [model.task_bytes(w) for w in work]
+    ser = [serialize_ms(i, 1e6) + serialize_ms(o, 1e6) for i, o in traffic]
+    tried = [greedy(model, work, allowed, table),
+             balanced(model, allowed, table, traffic, ser, busiest)]
+    values = [busiest(model.simulate(tile_tasks(model, work, t))) for t in tried]
+    assert value == pytest.approx(min(values)) and chosen == tried[values.index(min(values))]

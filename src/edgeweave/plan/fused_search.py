@@ -131,11 +131,11 @@ def assign(model: ClusterModel, work: Sequence[TileWork], allowed: Sequence[Sequ
     of latency, makespan plus a constant, and of the throughput bottleneck)."""
     count = math.prod(len(a) for a in allowed)
     table = compute_table(model, work, allowed)
+    traffic = [model.task_bytes(w) for w in work]
+    mbps = model.medium.mbps
+    ser = [serialize_ms(i, mbps) + serialize_ms(o, mbps) for i, o in traffic]
     if count <= max_assignments:
         best: tuple[list[str], Schedule, float] | None = None
-        traffic = [model.task_bytes(w) for w in work]
-        mbps = model.medium.mbps
-        ser = [serialize_ms(i, mbps) + serialize_ms(o, mbps) for i, o in traffic]
         for combo in itertools.product(*allowed):
             if best is not None and score(_bound(model, combo, table, traffic, ser)) >= \
                     best[2] + BOUND_SLACK_MS:
@@ -146,9 +146,41 @@ def assign(model: ClusterModel, work: Sequence[TileWork], allowed: Sequence[Sequ
                 best = (list(combo), schedule, value)
         assert best is not None
         return best[0], best[1], best[2], True
-    chosen = greedy(model, work, allowed, table)
-    schedule = model.simulate(tile_tasks(model, work, chosen, table))
-    return chosen, schedule, score(schedule), False
+    # too many to try: the better of two heuristics, earliest finish (latency) and the
+    # least busiest resource (frames/s), simulated; earliest finish alone left the throughput
+    # objective's plan on more devices priced below its plan on fewer
+    found = []
+    for chosen in (greedy(model, work, allowed, table),
+                   balanced(model, allowed, table, traffic, ser, score)):
+        schedule = model.simulate(tile_tasks(model, work, chosen, table))
+        found.append((score(schedule), chosen, schedule))
+    value, chosen, schedule = min(found, key=lambda f: f[0])
+    return chosen, schedule, value, False
+
+
+def balanced(model: ClusterModel, allowed: Sequence[Sequence[str]],
+             table: dict[tuple[int, str], float], traffic: Sequence[tuple[int, int]],
+             ser: Sequence[float], score: Score) -> list[str]:
+    """Each tile, in order, to the device that leaves ``score`` of the busy times so far
+    (:func:`_bound`'s: every device's tasks and the medium's transfers) lowest."""
+    busy: dict[str, float] = {}
+    medium = 0.0
+    chosen: list[str] = []
+    for k, options in enumerate(allowed):
+        best: tuple[float, str] | None = None
+        for name in options:
+            trial = dict(busy)
+            trial[name] = trial.get(name, 0.0) + table[(k, name)] + model.runtime_ms(*traffic[k])
+            air = medium + (ser[k] if name != model.gateway else 0.0)
+            value = score(Schedule(max(air, *trial.values()), (), (), air, trial))
+            if best is None or value < best[0]:
+                best = (value, name)
+        assert best is not None
+        name = best[1]
+        busy[name] = busy.get(name, 0.0) + table[(k, name)] + model.runtime_ms(*traffic[k])
+        medium += ser[k] if name != model.gateway else 0.0
+        chosen.append(name)
+    return chosen
 
 
 def _bound(model: ClusterModel, combo: Sequence[str], table: dict[tuple[int, str], float],
