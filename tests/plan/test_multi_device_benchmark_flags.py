@@ -16,6 +16,7 @@ BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
     (["--gateway-devices", "2,7"], "--gateway-devices '2,7'"),
     (["--gateway-devices", "two"], "--gateway-devices 'two'"),
     (["--gateway-in-flight", "0"], "--gateway-in-flight"),
+    (["--setups", "stream", "--stream-in-flight", "17"], "--stream-in-flight 17"),
 ])
 def test_a_bad_setup_flag_is_one_error_naming_it(args, named, monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(BENCHMARKS))
