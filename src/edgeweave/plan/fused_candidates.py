@@ -161,7 +161,6 @@ def fused_candidates(graph: Graph, model: ClusterModel, names: list[str], object
             f"{'on' if choice.reuse else 'off'}")
     if choice.stealing is not None:
         note += f", priced as work stealing with {in_flight} frames in flight"
-
     return [Candidate("fused-tiles", choice.value, latency, fps,
                       search.exhaustive and rest.exact, note, rest=rest, fused=choice)]
 

@@ -114,11 +114,11 @@ def plan_cluster(
     if unknown or not methods:
         raise PlanError(f"--method: {', '.join(unknown) or 'none given'}; expected some of "
                         f"{', '.join(METHODS)}")
-    if in_flight is not None and (objective != "throughput" or not 1 <= in_flight <= 64):
+    if in_flight is not None and objective != "throughput":
         raise PlanError(f"--in-flight {in_flight}: frames in flight are priced for --objective "
-                        "throughput, from 1 to 64" if objective == "throughput" else
-                        f"--in-flight {in_flight}: pricing frames in flight needs --objective "
                         f"throughput (got {objective!r})")
+    if in_flight is not None and not 1 <= in_flight <= 64:
+        raise PlanError(f"--in-flight {in_flight}: expected 1 to 64 frames in flight")
     if in_flight is not None and blocks is not None and len(blocks) > 1:
         raise PlanError(f"--in-flight {in_flight}: work stealing across frames is priced for "
                         f"one fused block; {len(blocks)} blocks were pinned")

@@ -111,9 +111,9 @@ class TileGateway:
         self.rest = RestRunner(graph, plan, part.prefix_nodes, edge_target=edge_target,
                                token=token, tls=tls, dilation=gateway_dilation,
                                options=rest_options)
-        # a plan priced as stealing across frames in flight counts on every stealer's share;
         # a rest's time on the device it runs on, measured (the plan's until one has run)
         self._rest_ms = float(part.predicted.get("rest_ms") or 0.0) * time_scale
+        # a plan priced as stealing across frames in flight counts on every stealer's share
         self.scheduler = make_scheduler(scheduler, prefetch, self.dilations, self._transfer_ms,
                                         eager=part.scheduler == "stealing" and part.in_flight > 1,
                                         backlog=None if self.rest.remote else self._backlog_ms)

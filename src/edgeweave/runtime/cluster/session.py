@@ -343,8 +343,7 @@ def run_cluster(graph: Graph, plan: Plan, profile: Profile, fleet: Fleet,
                 # a plan priced as stealing across frames in flight is calibrated the way it
                 # runs: its frames in flight, at least one dummy frame per stealer (one frame
                 # at a time, three whole-frame tiles ran alone on a quiet host; resnet18's
-                # stream then computed 12% faster than so calibrated and paid 75% more per
-                # MiB of a task, and missed the prediction by +23% and -17%)
+                # 6-device stream then paid 75% more per MiB of a task than so calibrated)
                 streamed = part.in_flight > 1 and bool(part.stealers)
                 dummies = dummy_frames(frames[0].shape, max(calibrate, len(part.stealers))
                                        if streamed else calibrate)
