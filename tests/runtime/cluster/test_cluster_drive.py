@@ -146,3 +146,17 @@ def test_a_plan_priced_for_frames_in_flight_spreads_whole_frames_over_every_stea
         want = [digits().module(x) for x in xs]
     for r, w in zip(sorted(got, key=lambda r: r.submitted), want, strict=True):
         assert torch.allclose(r.output, w, atol=1e-5)
+
+
+def test_only_a_plan_for_frames_in_flight_counts_the_gateways_rests_as_a_backlog():
+    """A plan priced one frame at a time keeps Pace's test as it was; one priced as stealing
+    across frames in flight steals eagerly and counts the rests its gateway owes."""
+    for plan, eager in ((digits_plan(grid=(2, 2), reuse=False), False),
+                        (digits_plan(grid=(1, 1), reuse=False, objective="throughput",
+                                     in_flight=4), True)):
+        gw = TileGateway(digits(), plan, token=TOKEN)
+        try:
+            assert gw.scheduler.eager is eager
+            assert (gw.scheduler.pace.backlog is not None) is eager
+        finally:
+            gw.close()

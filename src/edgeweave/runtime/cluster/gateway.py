@@ -113,10 +113,14 @@ class TileGateway:
                                options=rest_options)
         # a rest's time on the device it runs on, measured (the plan's until one has run)
         self._rest_ms = float(part.predicted.get("rest_ms") or 0.0) * time_scale
-        # a plan priced as stealing across frames in flight counts on every stealer's share
-        self.scheduler = make_scheduler(scheduler, prefetch, self.dilations, self._transfer_ms,
-                                        eager=part.scheduler == "stealing" and part.in_flight > 1,
-                                        backlog=None if self.rest.remote else self._backlog_ms)
+        # a plan priced as stealing across frames in flight counts on every stealer's share,
+        # and its gateway on the rests it owes the frames in flight (with one frame at a time
+        # that frame's own rest, which cannot start before its tiles, kept the gateway from
+        # the tiles the plan gave it)
+        eager = part.scheduler == "stealing" and part.in_flight > 1
+        self.scheduler = make_scheduler(
+            scheduler, prefetch, self.dilations, self._transfer_ms, eager=eager,
+            backlog=self._backlog_ms if eager and not self.rest.remote else None)
         self._graph, self._plan = graph, plan
         # stealing may gather a frame at its source, which runs the rest itself; not when the
         # rest goes to the edge or cloud (one client, the gateway's, deploys it)
