@@ -277,3 +277,14 @@ def test_steady_fps_leaves_the_pipelines_filling_out():
     unrecorded = [FrameResult(0, "a", None, 1.0, 1.0, 1.0, 0, {}, {}, 0, 0)] * 3
     assert run.__class__(plan, "stealing", ["a"], {}, unrecorded, 1.0).steady_fps != (
         run.steady_fps)  # NaN: no submission instants
+
+
+def test_steady_fps_of_answers_in_pairs_is_their_rate():
+    """Two devices answering a frame each every second: pairs at 1, 2, 3, 4 s are 2 frames/s.
+    Answers after the first over first-to-last would count 7 in 3 s (2.33 frames/s)."""
+    plan = digits_plan(grid=(2, 2))
+    ends = [1.0, 1.01, 2.0, 2.01, 3.0, 3.01, 4.0, 4.01]
+    frames = [FrameResult(k, "a", None, 500.0, 1.0, 1.0, 0, {}, {}, 0, 0,
+                          submitted=100.0 + end - 0.5) for k, end in enumerate(ends)]
+    run = ClusterRun(plan, "stealing", ["a"], {"a": 8.0}, frames, wall_s=4.5)
+    assert run.steady_fps == pytest.approx(2.0, rel=0.02)
