@@ -53,11 +53,13 @@ GATEWAY_HARDWARE = "rpi4"
 
 
 def cluster_fleet(n: int, fleet: str = "pi-cluster", mbps: float | None = None,
-                  extra_gateway: bool = False) -> Fleet:
+                  extra_gateway: bool = False, memory_mb: float | None = None) -> Fleet:
     """The first ``n`` devices of ``fleet``'s cluster on its shared Wi-Fi (``mbps`` overrides
     its bandwidth), no edge or cloud: every frame stays on the devices, as in the papers'
     setups. The first device is the gateway, or with ``extra_gateway`` an extra rpi4 ``gw``
-    on the same medium (DeepThings' gateway role)."""
+    on the same medium (DeepThings' gateway role). ``memory_mb`` caps what the model may use
+    on every device but the gateway (the cluster's ``memory_mb``: DeepThings' devices had
+    less than 23 MB each); the gateway keeps its own, since it holds the rest of the model."""
     base = load_fleet(fleet)
     cluster = base.cluster()
     names = cluster.devices[:n]
@@ -69,10 +71,11 @@ def cluster_fleet(n: int, fleet: str = "pi-cluster", mbps: float | None = None,
     if extra_gateway:
         nodes.insert(0, {"name": GATEWAY, "tier": "device", "hardware": GATEWAY_HARDWARE})
     devices = [x["name"] for x in nodes]
+    capped = {x: memory_mb for x in devices[1:]} if memory_mb is not None else {}
     return Fleet.from_dict({
         "name": f"{fleet}-{'gateway' if extra_gateway else 'local'}-{n}", "nodes": nodes,
         "clusters": [{"name": cluster.name, "devices": devices, "gateway": devices[0],
-                      "medium": medium}]})
+                      "medium": medium, "memory_mb": capped}]})
 
 
 def one_device_run(graph: Graph, profile: Profile, fleet_of: Callable[[int], Fleet],

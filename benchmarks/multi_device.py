@@ -89,17 +89,18 @@ FLEET = "pi-cluster"
 
 
 MEDIUM_MBPS: float | None = None  # --mbps: the shared medium's bandwidth instead of the fleet's
+DEVICE_MEMORY_MB: float | None = None  # --device-memory-mb: every device but the gateway capped
 
 
 def local_fleet(n: int) -> Fleet:
     """The first ``n`` devices of the builtin pi-cluster, on its shared Wi-Fi, no edge/cloud:
     every frame stays on the devices, as in the papers' setups."""
-    return cluster_fleet(n, FLEET, MEDIUM_MBPS)
+    return cluster_fleet(n, FLEET, MEDIUM_MBPS, memory_mb=DEVICE_MEMORY_MB)
 
 
 def _gateway_fleet(n: int) -> Fleet:
     """DeepThings' setup: the first ``n`` pi-cluster devices and an extra rpi4 gateway."""
-    return cluster_fleet(n, FLEET, MEDIUM_MBPS, extra_gateway=True)
+    return cluster_fleet(n, FLEET, MEDIUM_MBPS, extra_gateway=True, memory_mb=DEVICE_MEMORY_MB)
 
 
 def _table(title: str, rows: list[dict[str, Any]], cols: list[str]) -> Table:
@@ -173,6 +174,10 @@ def main() -> None:
     ap.add_argument("--stream-in-flight", type=int, default=None,
                     help="frames in flight in the stream-setup runs (default 2N + 2, at most "
                          "16)")
+    ap.add_argument("--device-memory-mb", type=float, default=None,
+                    help="cap the memory the model may use on every device but the gateway, "
+                         "in MiB (DeepThings' devices had less than 23 MB each): the planner "
+                         "must then choose shallower blocks and finer grids")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     setups = {x.strip() for x in args.setups.split(",") if x.strip()}
@@ -190,6 +195,9 @@ def main() -> None:
             check_in_flight(args.stream_in_flight, "--stream-in-flight")
     except EdgeWeaveError as e:
         ap.error(str(e))
+    if args.device_memory_mb is not None and not 0 < args.device_memory_mb <= 1024:
+        ap.error(f"--device-memory-mb {args.device_memory_mb:g}: expected more than 0 and at "
+                 "most 1024 MiB (the rpi3's memory, the smallest device of the cluster)")
     if args.calibrate < 0:
         ap.error(f"--calibrate {args.calibrate}: expected 0 or more frames")
     _multi_device_runs.CALIBRATE = args.calibrate
@@ -200,8 +208,8 @@ def main() -> None:
             _multi_device_runs.TIME_SCALE = float(args.time_scale)
         except ValueError:
             ap.error(f"--time-scale {args.time_scale!r}: expected a number >= 1 or auto")
-    global MEDIUM_MBPS
-    MEDIUM_MBPS = args.mbps
+    global MEDIUM_MBPS, DEVICE_MEMORY_MB
+    MEDIUM_MBPS, DEVICE_MEMORY_MB = args.mbps, args.device_memory_mb
     torch.set_num_threads(1)
     console = Console(width=160)
     medium = local_fleet(1).cluster().medium
@@ -212,6 +220,9 @@ def main() -> None:
                    "note": "one Wi-Fi shared by every device of the cluster (the pi-cluster "
                            "fleet: Neurosurgeon's measured average, 18.88 Mbit/s, 5 ms RTT, "
                            "unless --mbps overrides it)"},
+        "device_memory_mb": {"cap_mb": args.device_memory_mb,
+                             "note": "what the model may use on every device but the "
+                                     "gateway (--device-memory-mb; null: each device's own)"},
         "measured_fields_null": "in the predicted rows (speedup, reuse): latency_ms, fps, "
                                 "speedup_vs_one, peak_rss_mb are measured in the rows of "
                                 "'measured', 'schedulers' and 'reuse_measured'",
