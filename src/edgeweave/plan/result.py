@@ -90,9 +90,15 @@ def build_plan(graph: Graph, prof: Profile, cm: CostModel, model: ClusterModel,
             cluster_part.update(
                 scheduler="stealing", in_flight=in_flight,
                 stealers=[d for d in names if d in price.shares])
+            # stealing_tile_ms and stealing_rest_ms: what the price charged each device
+            # for each tile and the gateway (and the slowest stage beyond it) for a frame's
+            # rest, so that the simulator replays the stream as it was priced (sim.stealing)
             predicted.update(stealing_period_ms=price.period_ms,
                              stealing_medium_ms=price.medium_ms,
-                             stealing_shares=dict(price.shares))
+                             stealing_shares=dict(price.shares),
+                             stealing_tile_ms={d: list(v) for d, v in price.tile_ms.items()},
+                             stealing_rest_ms={"gateway": rest.device_ms,
+                                               "other": rest.other_stages_ms})
     else:
         layers = best.layers
         assert layers is not None

@@ -20,7 +20,7 @@ that latency the single-frame schedule's (a lower bound: under load a frame wait
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import linprog
@@ -36,6 +36,10 @@ class StealingPrice:
     period_ms: float  # the fluid bound: tiles spread over the devices as they may be
     shares: dict[str, float]  # tiles per frame each device takes on average at that bound
     medium_ms: float  # the medium's busy time per frame at that split
+    # what each tile (by index) costs each device, compute and the runtime's per-MiB cost:
+    # the price's own figures, written to the plan so that the simulator (sim.stealing) can
+    # run a tile on whichever device steals it, not only the one the plan assigned
+    tile_ms: dict[str, list[float]] = field(default_factory=dict)
 
     def value(self, latency_ms: float, in_flight: int) -> float:
         """The price: the fluid bound, or a frame's latency over the frames in flight."""
@@ -94,4 +98,8 @@ def stealing_price(model: ClusterModel, work: Sequence[TileWork], devices: Seque
         return None
     x = found.x[:-1].reshape(n_tiles, n_dev)
     shares = {d: float(x[:, j].sum()) for j, d in enumerate(devices)}
-    return StealingPrice(float(found.x[-1]), shares, float((x * air).sum()))
+    by_index = [0] * n_tiles
+    for k, w in enumerate(work):
+        by_index[w.index] = k
+    tile_ms = {d: [float(cost[k, j]) for k in by_index] for j, d in enumerate(devices)}
+    return StealingPrice(float(found.x[-1]), shares, float((x * air).sum()), tile_ms)

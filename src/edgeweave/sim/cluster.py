@@ -16,6 +16,13 @@ nothing), but on the simulator's resources: the medium and the devices are share
 cluster's other frames, and the gateway's processor with the gateway's other work. On an idle
 cluster the frame takes the partition's predicted ``cluster_ms``; a layer-wise split runs its
 split layers one after the other, then the layers the gateway computes alone.
+
+A plan priced as work stealing across frames in flight (``scheduler == "stealing"`` with
+``stealers``: `plan.stealing_price`) does not pin a tile to its planned device: the runtime's
+stealers take whichever tile is waiting, of whichever frame. Its frame carries each tile's
+cost on every stealer (the price's ``stealing_tile_ms``), and its tiles go to the cluster's
+:class:`~edgeweave.sim.stealing.StealQueue`, which hands them out as the runtime's eager
+stealing does. A plan written before that field existed replays statically, as before.
 """
 
 from __future__ import annotations
@@ -25,8 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from edgeweave.plan.partition import Partition
-
-GATEWAY = 0
+from edgeweave.sim.stealing import GATEWAY, StealQueue
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,8 @@ class FrameTask:
     in_bytes: int
     out_bytes: int
     after: tuple[int, ...] = ()
+    # a stealing-priced plan's: seconds on each device (by index; inf: not a stealer)
+    on: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,9 @@ class Frame:
     medium_mbps: float
     medium_rtt_ms: float
     predicted_ms: float  # the partition's cluster_ms
+    # a stealing-priced plan's stealers (device indices, in the plan's order); empty: every
+    # task runs on its own ``device``
+    stealers: tuple[int, ...] = ()
 
 
 def frame_of(part: Partition) -> Frame | None:
@@ -63,6 +74,8 @@ def frame_of(part: Partition) -> Frame | None:
     index = {part.gateway: GATEWAY, **{d: k + 1 for k, d in enumerate(helpers)}}
     groups: list[tuple[FrameTask, ...]] = []
     gateway_s = 0.0
+    costs = _stealing_costs(part, index)
+    stealers = tuple(index[d] for d in part.stealers) if costs is not None else ()
     if part.method == "fused-tiles":
         for stage in part.stages():  # several fused blocks run one after another
             tiles = sorted(stage.tiles, key=lambda t: (t.level, t.index))  # as devices run
@@ -70,7 +83,8 @@ def frame_of(part: Partition) -> Frame | None:
             groups.append(tuple(
                 FrameTask(index[t.device], t.compute_ms / 1000.0, t.in_bytes, t.out_bytes,
                           tuple(sorted({position[p.source] for ps in t.reused.values()
-                                        for p in ps})))
+                                        for p in ps})),
+                          () if costs is None else costs[t.index])
                 for t in tiles))
         cluster_ms = float(part.predicted.get("cluster_ms", 0.0))
     else:
@@ -82,7 +96,28 @@ def frame_of(part: Partition) -> Frame | None:
         # what the gateway computes alone between the split layers (flatten, adds, ...)
         gateway_s = max(0.0, cluster_ms - sum(la.makespan_ms for la in part.layers)) / 1000.0
     return Frame(tuple(groups), gateway_s, helpers, part.medium.mbps, part.medium.rtt_ms,
-                 cluster_ms)
+                 cluster_ms, stealers)
+
+
+def _stealing_costs(part: Partition, index: dict[str, int]
+                    ) -> list[tuple[float, ...]] | None:
+    """Each tile's seconds on every device (by device index, inf where it may not run) when
+    ``part`` is priced as work stealing and says what a tile costs each stealer; else None
+    (a static plan, or one written before ``stealing_tile_ms``: it replays statically)."""
+    if part.scheduler != "stealing" or not part.stealers or part.method != "fused-tiles":
+        return None
+    costs = part.predicted.get("stealing_tile_ms") or {}
+    tiles = part.all_tiles()
+    if len(part.stages()) != 1 or any(
+            d not in index or len(costs.get(d) or ()) != len(tiles) for d in part.stealers):
+        return None
+    out = []
+    for t in sorted(tiles, key=lambda t: t.index):
+        on = [float("inf")] * len(index)
+        for d in part.stealers:
+            on[index[d]] = float(costs[d][t.index]) / 1000.0
+        out.append(tuple(on))
+    return out
 
 
 class ClusterHost(Protocol):
@@ -95,6 +130,10 @@ class ClusterHost(Protocol):
     def call_at(self, t: float, fn: Callable[[Any], None], arg: Any) -> None: ...
 
     def gateway_compute(self, dev: int, now: float, seconds: float) -> float: ...
+
+    def gateway_free(self, dev: int) -> float:
+        """When the gateway's processor is free of the work booked on it so far."""
+        ...
 
     def cluster_of(self, dev: int, frame: Frame) -> ClusterState: ...
 
@@ -115,13 +154,15 @@ class Framed:
 
 
 class ClusterState:
-    """One gateway's cluster: its medium and when each helper's processor is next free."""
+    """One gateway's cluster: its medium, when each helper's processor is next free, and
+    for a stealing-priced plan the tiles waiting for a stealer (made by the first frame)."""
 
-    __slots__ = ("free", "medium")
+    __slots__ = ("free", "medium", "steal")
 
     def __init__(self, medium: Any, helpers: int) -> None:
         self.medium = medium
         self.free = [0.0] * (helpers + 1)  # index 0 unused: the gateway is the device itself
+        self.steal: StealQueue | None = None
 
 
 class FrameRun:
@@ -129,13 +170,19 @@ class FrameRun:
     is over."""
 
     __slots__ = ("arrived", "cluster", "dev", "done", "finished", "frame", "g", "host",
-                 "missing", "needers", "next_of", "order", "tasks")
+                 "missing", "needers", "next_of", "order", "seq", "tasks")
 
     def __init__(self, host: ClusterHost, dev: int, frame: Frame,
                  done: Callable[[float], None]) -> None:
         self.host, self.dev, self.frame, self.done = host, dev, frame, done
         self.cluster = host.cluster_of(dev, frame)
         self.g = -1
+        self.seq = 0  # a stealing frame's number on its cluster: older frames' tiles first
+        if frame.stealers:
+            if self.cluster.steal is None:
+                self.cluster.steal = StealQueue(host, dev, self.cluster, frame.stealers)
+            self.seq = self.cluster.steal.frames
+            self.cluster.steal.frames += 1
 
     def start(self, now: float) -> None:
         self._next_group(now)
@@ -170,6 +217,9 @@ class FrameRun:
 
     def _release(self, i: int, now: float) -> None:
         task = self.tasks[i]
+        if self.cluster.steal is not None and self.frame.stealers:
+            self.cluster.steal.offer(self, i, now)  # to whichever stealer takes it
+            return
         if task.device == GATEWAY:
             self._arrive(i, now)
             return
@@ -209,6 +259,10 @@ class FrameRun:
 
     def _on_result(self, i: int) -> None:
         self._result(i, self._now())
+
+    def result(self, i: int, now: float) -> None:
+        """Task ``i``'s result is at the gateway (a stealer's, `sim.stealing`)."""
+        self._result(i, now)
 
     def _result(self, i: int, now: float) -> None:
         self.finished += 1

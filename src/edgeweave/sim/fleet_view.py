@@ -112,6 +112,9 @@ class FleetView:
     def gateway_compute(self, dev: int, now: float, seconds: float) -> float:
         return self._device_compute(dev, now, seconds)
 
+    def gateway_free(self, dev: int) -> float:
+        return self.dev_free[dev]
+
     def cluster_of(self, dev: int, frame: Frame) -> ClusterState:
         got = self._clusters.get(dev)
         if got is None:

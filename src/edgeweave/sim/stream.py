@@ -1,0 +1,147 @@
+"""A partition's plan replayed as a stream: k frames in flight on one cluster for n frames.
+
+What the runtime's pipelined runs measure (`runtime.cluster.drive`: a source keeps up to k
+frames unanswered and sends the next as one is answered) and what a throughput plan prices
+(its busiest resource; for a plan priced as work stealing, `plan.stealing_price`'s fluid
+bound). The replay sits between the two: the same frames (`sim.cluster.frame_of`, their tiles
+stolen by whichever stealer is free for a stealing-priced plan, `sim.stealing`) queue on the
+same shared medium and devices, with each frame's rest after its cluster part on the
+gateway's processor (the one its tiles use) and then on whatever runs beyond the gateway, as
+one first-come first-served stage. No jitter and no runtime costs besides the plan's: where
+the replay and a run disagree the plan's model of the devices is wrong; where the replay and
+the price disagree the price's fluid bound is not what the queues sustain.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from heapq import heappop, heappush
+from itertools import count
+from typing import Any
+
+from edgeweave.errors import SimError
+from edgeweave.plan.partition import Partition
+from edgeweave.sim.cluster import GATEWAY, ClusterState, Frame, FrameRun, frame_of
+from edgeweave.sim.links import LinkQueue
+from edgeweave.topology import Link
+
+
+@dataclass(frozen=True)
+class StreamReplay:
+    """What a replayed stream sustained."""
+
+    fps: float  # answers after the first over the time from the first answer to the last
+    median_ms: float  # a frame's latency, sent to answered (its wait for the medium included)
+    latencies_ms: tuple[float, ...]  # every frame's, in the order they were sent
+    tasks: dict[str, int]  # tasks each device ran (tiles, or layer-wise parts)
+    stealing: bool  # the tiles went to whichever stealer took them (else their planned device)
+
+
+def rest_of(part: Partition) -> tuple[float, float]:
+    """A frame's rest in ms: on the gateway, and the slowest stage beyond it. A stealing
+    plan says both (``stealing_rest_ms``); otherwise the rest's whole time (``rest_ms``) is
+    the gateway's when the rest runs on it (``device-only``), else counted as the stage
+    beyond it (how the gateway and the hops split it is not in the partition)."""
+    got = part.predicted.get("stealing_rest_ms")
+    if isinstance(got, dict) and "gateway" in got and "other" in got:
+        return float(got["gateway"]), float(got["other"])
+    rest = float(part.predicted.get("rest_ms") or 0.0)
+    return (rest, 0.0) if part.rest_mode == "device-only" else (0.0, rest)
+
+
+def replay_stream(part: Partition, frames: int, in_flight: int | None = None) -> StreamReplay:
+    """``frames`` frames through ``part``'s cluster, ``in_flight`` unanswered at most (None:
+    the partition's own ``in_flight``). SimError when the plan has no cluster part to replay
+    (method ``single``) or the counts are not whole numbers >= 1."""
+    k = part.in_flight if in_flight is None else in_flight
+    for name, value in (("frames", frames), ("in_flight", k)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SimError(f"replay_stream: {name} must be a whole number >= 1, got {value!r}")
+    frame = frame_of(part)
+    if frame is None:
+        raise SimError(f"replay_stream: plan of {part.model!r} runs on the gateway alone "
+                       "(partition method 'single'): there is no cluster part to replay")
+    gateway_ms, other_ms = rest_of(part)
+    host = _StreamHost(frame, gateway_ms / 1000.0, other_ms / 1000.0, frames)
+    for _ in range(min(k, frames)):
+        host.send(0.0)
+    host.run()
+    ends = sorted(host.answered)
+    fps = ((len(ends) - 1) / (ends[-1] - ends[0]) if len(ends) > 1 and ends[-1] > ends[0]
+           else math.nan)
+    latencies = tuple(1000.0 * (a - s) for s, a in zip(host.sent, host.answered, strict=True))
+    names = (part.gateway, *frame.helpers)
+    steal = host.cluster.steal
+    if steal is not None:
+        tasks = {names[d]: steal.ran[d] for d in frame.stealers}
+    else:
+        tasks = dict.fromkeys(names, 0)
+        for group in frame.groups:
+            for t in group:
+                tasks[names[t.device]] += frames
+    return StreamReplay(fps, statistics.median(latencies), latencies, tasks, steal is not None)
+
+
+class _StreamHost:
+    """The little the frames need (`sim.cluster.ClusterHost`): an event loop, the gateway's
+    processor first come first served, one cluster; and the stream: the rest after each
+    frame's cluster part, the next frame sent as one is answered."""
+
+    def __init__(self, frame: Frame, rest_s: float, other_s: float, frames: int) -> None:
+        self.frame, self.rest_s, self.other_s, self.frames = frame, rest_s, other_s, frames
+        self.now = 0.0
+        self._events: list[tuple[float, int, Callable[[Any], None], Any]] = []
+        self._seq = count()
+        self._free = 0.0  # the gateway's processor
+        self._other_free = 0.0  # the stage beyond the gateway
+        medium = Link.model_validate({"from": "gateway", "to": "medium",
+                                      "mbps": frame.medium_mbps, "rtt_ms": frame.medium_rtt_ms})
+        self.cluster = ClusterState(LinkQueue(medium, "stream"), len(frame.helpers))
+        self.sent: list[float] = []
+        self.answered: list[float] = []
+
+    # ---- sim.cluster.ClusterHost ----------------------------------------------------------
+
+    def call_at(self, t: float, fn: Callable[[Any], None], arg: Any) -> None:
+        heappush(self._events, (t, next(self._seq), fn, arg))
+
+    def gateway_compute(self, dev: int, now: float, seconds: float) -> float:
+        self._free = max(self._free, now) + seconds
+        return self._free
+
+    def gateway_free(self, dev: int) -> float:
+        return self._free
+
+    def cluster_of(self, dev: int, frame: Frame) -> ClusterState:
+        return self.cluster
+
+    def framed(self, job: Any, start: float, end: float) -> None:  # pragma: no cover
+        raise AssertionError("a stream's frames call back their own `done`")
+
+    # ---- the stream -----------------------------------------------------------------------
+
+    def send(self, now: float) -> None:
+        j = len(self.sent)
+        self.sent.append(now)
+        self.answered.append(math.nan)
+        FrameRun(self, GATEWAY, self.frame, lambda end: self._clustered(j, end)).start(now)
+
+    def _clustered(self, j: int, end: float) -> None:
+        done = self.gateway_compute(GATEWAY, end, self.rest_s) if self.rest_s > 0 else end
+        if self.other_s > 0:
+            done = self._other_free = max(self._other_free, done) + self.other_s
+        self.call_at(done, self._answer, j)
+
+    def _answer(self, j: int) -> None:
+        self.answered[j] = self.now
+        if len(self.sent) < self.frames:
+            self.send(self.now)
+
+    def run(self) -> None:
+        while self._events:
+            t, _, fn, arg = heappop(self._events)
+            self.now = t
+            fn(arg)
