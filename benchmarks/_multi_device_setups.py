@@ -30,6 +30,11 @@ enough that a frame's latency under load does not cap the stream (Little's law).
 device among the counts, ``speedup_vs_one_stream`` is each row's frames/s over that one-device
 stream's: what the devices add beyond the pipelining itself (on one device the stream already
 overlaps the gateway's cropping, transfers and rest with the next frame's compute).
+``simulated_fps`` (and ``simulated_median_ms``) is the same stream replayed in the simulator
+(sim.stream: the run's calibrated plan, its tiles stolen by whichever device is free, the same
+frames in flight and count), ``measured_vs_simulated_pct`` the run's sustained frames/s
+against it: the price is a fluid bound, the replay what queues of whole tiles sustain at the
+plan's prices, the run what the devices did.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from edgeweave.plan.fused_search import TileCache
 from edgeweave.plan.multidevice import plan_cluster
 from edgeweave.profile import Profile
 from edgeweave.runtime.cluster.session import plan_emulated, run_cluster
+from edgeweave.sim.stream import replay_stream
 from edgeweave.topology import Fleet, load_fleet
 
 #: The extra gateway's name in :func:`cluster_fleet` (not one of the pi-cluster's devices).
@@ -155,12 +161,20 @@ def gateway_runs(graph: Graph, profile: Profile, fleet_of: Callable[[int], Fleet
                            "frame in flight (its steady_fps); wall_speedup_vs_one: the same "
                            "with fps over the whole run, the pipeline's filling included"))
         _fps_error(row)
+        simulated = ""
+        if stream:  # the same stream in the simulator, at the run's calibrated plan's prices
+            replay = replay_stream(part, count, in_flight=k)
+            row.update(simulated_fps=replay.fps, simulated_median_ms=replay.median_ms,
+                       simulated_tasks=replay.tasks,
+                       measured_vs_simulated_pct=100.0 * (row["steady_fps"] / replay.fps - 1))
+            simulated = (f", simulated {replay.fps:.3f} "
+                         f"({row['measured_vs_simulated_pct']:+.0f}%)")
         print(f"  {setup} {graph.name} x{n}{'+gw' if extra_gateway else ''}: "
               f"{row['steady_fps']:.3f} fps sustained, {row['fps']:.3f} over the run "
               f"(predicted {row['predicted_fps']:.3f}, "
-              f"{row['measured_vs_predicted_fps_pct']:+.0f}%), x{row['speedup_vs_one']:.2f} "
-              f"vs one device, gateway rest {row['rest_ms']:.0f} ms/frame",
-              file=sys.stderr, flush=True)
+              f"{row['measured_vs_predicted_fps_pct']:+.0f}%{simulated}), "
+              f"x{row['speedup_vs_one']:.2f} vs one device, gateway rest "
+              f"{row['rest_ms']:.0f} ms/frame", file=sys.stderr, flush=True)
         rows.append(row)
     alone = next((r for r in rows if r["devices"] == 1), None)
     if stream and alone is not None:  # the stream's own gain on one device left out

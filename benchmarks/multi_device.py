@@ -319,7 +319,8 @@ def main() -> None:
                 "peak_rss_mb", "task_memory_mb", "bytes_per_frame", "grid", "reuse",
                 "task_overhead_ms", "time_scale", "overrun_tasks", "load"]
     gateway_cols = ["model", "setup", "devices", "extra_devices", "in_flight", "steady_fps",
-                    "fps", "predicted_fps", "measured_vs_predicted_fps_pct", "speedup_vs_one",
+                    "fps", "predicted_fps", "measured_vs_predicted_fps_pct", "simulated_fps",
+                    "measured_vs_simulated_pct", "speedup_vs_one",
                     "speedup_vs_one_stream",
                     "wall_speedup_vs_one", "predicted_speedup_vs_one", "latency_ms",
                     "predicted_ms", "rest_ms", "predicted_rest_ms", "blocks", "grid",
