@@ -170,7 +170,7 @@ class FrameRun:
     is over."""
 
     __slots__ = ("arrived", "cluster", "dev", "done", "finished", "frame", "g", "host",
-                 "missing", "needers", "next_of", "order", "seq", "tasks")
+                 "missing", "needers", "next_of", "order", "seq", "taken", "tasks")
 
     def __init__(self, host: ClusterHost, dev: int, frame: Frame,
                  done: Callable[[float], None]) -> None:
@@ -178,6 +178,9 @@ class FrameRun:
         self.cluster = host.cluster_of(dev, frame)
         self.g = -1
         self.seq = 0  # a stealing frame's number on its cluster: older frames' tiles first
+        # told once every tile of a stealing frame's first group was handed out (or waits for
+        # the neighbours whose halo it reuses): when a DeepThings source sends its next frame
+        self.taken: Callable[[float], None] | None = None
         if frame.stealers:
             if self.cluster.steal is None:
                 self.cluster.steal = StealQueue(host, dev, self.cluster, frame.stealers)
@@ -211,15 +214,21 @@ class FrameRun:
             for d in set(t.after):
                 self.needers[d].append(i)
         self.next_of = dict.fromkeys(self.order, 0)
-        for i in range(n):
-            if self.missing[i] == 0:
-                self._release(i, now)
+        self._release([i for i in range(n) if self.missing[i] == 0], now)
 
-    def _release(self, i: int, now: float) -> None:
-        task = self.tasks[i]
+    def _release(self, ready: list[int], now: float) -> None:
+        """Tasks that can start: a stealing plan's all at once to whichever stealer takes
+        them (as the runtime queues a frame's tiles, then hands them out), else each to its
+        device."""
         if self.cluster.steal is not None and self.frame.stealers:
-            self.cluster.steal.offer(self, i, now)  # to whichever stealer takes it
+            if ready:
+                self.cluster.steal.offer(self, ready, now)
             return
+        for i in ready:
+            self._send(i, now)
+
+    def _send(self, i: int, now: float) -> None:
+        task = self.tasks[i]
         if task.device == GATEWAY:
             self._arrive(i, now)
             return
@@ -266,9 +275,11 @@ class FrameRun:
 
     def _result(self, i: int, now: float) -> None:
         self.finished += 1
+        ready = []
         for j in self.needers[i]:
             self.missing[j] -= 1
             if self.missing[j] == 0:
-                self._release(j, now)
+                ready.append(j)
+        self._release(ready, now)
         if self.finished == len(self.tasks):
             self._next_group(now)

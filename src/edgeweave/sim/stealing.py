@@ -40,7 +40,7 @@ class StealQueue:
     ``ran``: tiles each device (by index) has taken, for a replay's report."""
 
     __slots__ = ("cluster", "dev", "frames", "held", "host", "pending_s", "ran", "ready",
-                 "stealers", "tile_end")
+                 "stealers", "tile_end", "waiting")
 
     def __init__(self, host: ClusterHost, dev: int, cluster: ClusterState,
                  stealers: tuple[int, ...]) -> None:
@@ -52,10 +52,13 @@ class StealQueue:
         self.ready: list[tuple[int, int, FrameRun]] = []  # (frame, task, run), oldest first
         self.frames = 0  # frames started on this cluster (FrameRun.seq)
         self.tile_end = 0.0  # when the last tile booked on the gateway's processor ends
+        self.waiting: dict[int, int] = {}  # tiles of each frame (by seq) in ``ready``
 
-    def offer(self, run: FrameRun, i: int, now: float) -> None:
-        """Task ``i`` of ``run`` can start (its reused tiles' results are in)."""
-        insort(self.ready, (run.seq, i, run), key=lambda e: (e[0], e[1]))
+    def offer(self, run: FrameRun, tasks: list[int], now: float) -> None:
+        """Tasks ``tasks`` of ``run`` can start (their reused tiles' results are in)."""
+        for i in tasks:
+            insort(self.ready, (run.seq, i, run), key=lambda e: (e[0], e[1]))
+        self.waiting[run.seq] = self.waiting.get(run.seq, 0) + len(tasks)
         self.dispatch(now)
 
     def dispatch(self, now: float) -> None:
@@ -73,6 +76,15 @@ class StealQueue:
                 _, i, run = self.ready.pop(k)
                 self._start(d, run, i, now)
                 progress = True
+                self._handed(run, now)
+
+    def _handed(self, run: FrameRun, now: float) -> None:
+        left = self.waiting[run.seq] = self.waiting[run.seq] - 1
+        if left == 0:
+            del self.waiting[run.seq]
+            if run.taken is not None and run.g == 0:
+                taken, run.taken = run.taken, None  # once: its first group's tiles
+                taken(now)
 
     def _pick(self, d: int, now: float) -> int | None:
         """The position of the tile ``d`` takes: the first waiting one the plan assigned to

@@ -1,15 +1,17 @@
 """A partition's plan replayed as a stream: k frames in flight on one cluster for n frames.
 
 What the runtime's pipelined runs measure (`runtime.cluster.drive`: a source keeps up to k
-frames unanswered and sends the next as one is answered) and what a throughput plan prices
-(its busiest resource; for a plan priced as work stealing, `plan.stealing_price`'s fluid
-bound). The replay sits between the two: the same frames (`sim.cluster.frame_of`, their tiles
-stolen by whichever stealer is free for a stealing-priced plan, `sim.stealing`) queue on the
-same shared medium and devices, with each frame's rest after its cluster part on the
-gateway's processor (the one its tiles use) and then on whatever runs beyond the gateway, as
-one first-come first-served stage. No jitter and no runtime costs besides the plan's: where
-the replay and a run disagree the plan's model of the devices is wrong; where the replay and
-the price disagree the price's fluid bound is not what the queues sustain.
+frames unanswered and, as DeepThings' sources do, sends its next frame only once every tile
+of its last was handed out, so frames wait in the source rather than in the queues) and what
+a throughput plan prices (its busiest resource; for a plan priced as work stealing,
+`plan.stealing_price`'s fluid bound). The replay sits between the two: the same frames
+(`sim.cluster.frame_of`, their tiles stolen by whichever stealer is free for a
+stealing-priced plan, `sim.stealing`) queue on the same shared medium and devices, with each
+frame's rest after its cluster part on the gateway's processor (the one its tiles use) and
+then on whatever runs beyond the gateway, as one first-come first-served stage. No jitter
+and no runtime costs besides the plan's: where the replay and a run disagree the plan's
+model of the devices is wrong; where the replay and the price disagree the price's fluid
+bound is not what the queues of whole tiles sustain.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from heapq import heappop, heappush
 from itertools import count
 from typing import Any
@@ -34,7 +37,7 @@ class StreamReplay:
     """What a replayed stream sustained."""
 
     fps: float  # sustained: the slope of the answers over time (ClusterRun.steady_fps's)
-    median_ms: float  # a frame's latency, sent to answered (its wait for the medium included)
+    median_ms: float  # a frame's latency, sent to answered (ClusterRun.latency_ms's)
     latencies_ms: tuple[float, ...]  # every frame's, in the order they were sent
     tasks: dict[str, int]  # tasks each device ran (tiles, or layer-wise parts)
     stealing: bool  # the tiles went to whichever stealer took them (else their planned device)
@@ -65,9 +68,8 @@ def replay_stream(part: Partition, frames: int, in_flight: int | None = None) ->
         raise SimError(f"replay_stream: plan of {part.model!r} runs on the gateway alone "
                        "(partition method 'single'): there is no cluster part to replay")
     gateway_ms, other_ms = rest_of(part)
-    host = _StreamHost(frame, gateway_ms / 1000.0, other_ms / 1000.0, frames)
-    for _ in range(min(k, frames)):
-        host.send(0.0)
+    host = _StreamHost(frame, gateway_ms / 1000.0, other_ms / 1000.0, frames, k)
+    host.more(0.0)
     host.run()
     ends = sorted(host.answered)
     # the runtime's own measure (`ClusterRun.steady_fps`), so that a run and its replay are
@@ -93,10 +95,16 @@ def replay_stream(part: Partition, frames: int, in_flight: int | None = None) ->
 class _StreamHost:
     """The little the frames need (`sim.cluster.ClusterHost`): an event loop, the gateway's
     processor first come first served, one cluster; and the stream: the rest after each
-    frame's cluster part, the next frame sent as one is answered."""
+    frame's cluster part, the next frame sent once the last is taken (every tile of a
+    stealing frame handed out; any other frame's at once, as the runtime's static scheduler
+    pushes them) and fewer than ``in_flight`` are unanswered."""
 
-    def __init__(self, frame: Frame, rest_s: float, other_s: float, frames: int) -> None:
+    def __init__(self, frame: Frame, rest_s: float, other_s: float, frames: int,
+                 in_flight: int) -> None:
         self.frame, self.rest_s, self.other_s, self.frames = frame, rest_s, other_s, frames
+        self.in_flight = in_flight
+        self._open = 0  # frames sent and not answered
+        self._taken = True  # the last frame sent was taken
         self.now = 0.0
         self._events: list[tuple[float, int, Callable[[Any], None], Any]] = []
         self._seq = count()
@@ -128,11 +136,26 @@ class _StreamHost:
 
     # ---- the stream -----------------------------------------------------------------------
 
-    def send(self, now: float) -> None:
-        j = len(self.sent)
-        self.sent.append(now)
-        self.answered.append(math.nan)
-        FrameRun(self, GATEWAY, self.frame, lambda end: self._clustered(j, end)).start(now)
+    def more(self, now: float) -> None:
+        """Send frames while the source may (the class docstring)."""
+        while self._taken and self._open < self.in_flight and len(self.sent) < self.frames:
+            j = len(self.sent)
+            self.sent.append(now)
+            self.answered.append(math.nan)
+            self._open += 1
+            run = FrameRun(self, GATEWAY, self.frame, partial(self._clustered, j))
+            if self.frame.stealers:
+                self._taken = False
+                # told from inside the queue's hand-out: the next frame enters after it
+                run.taken = self._taken_at
+            run.start(now)
+
+    def _taken_at(self, now: float) -> None:
+        self.call_at(now, self._on_taken, now)
+
+    def _on_taken(self, now: float) -> None:
+        self._taken = True
+        self.more(now)
 
     def _clustered(self, j: int, end: float) -> None:
         done = self.gateway_compute(GATEWAY, end, self.rest_s) if self.rest_s > 0 else end
@@ -142,8 +165,8 @@ class _StreamHost:
 
     def _answer(self, j: int) -> None:
         self.answered[j] = self.now
-        if len(self.sent) < self.frames:
-            self.send(self.now)
+        self._open -= 1
+        self.more(self.now)
 
     def run(self) -> None:
         while self._events:
