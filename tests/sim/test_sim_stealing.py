@@ -73,8 +73,8 @@ def test_one_tile_a_frame_streams_at_the_stealing_price_not_one_devices_rate(sto
     assert pinned.fps < 0.6 * predicted
     # Little's law: no more frames/s than frames in flight per median latency (with slack
     # for the spread of latencies around the median); and fewer than the frames in flight
-    # allowed wait, since the source sends a frame only once its last was handed out (six
-    # tiles held on three stealers, one frame waiting, the rest gathered for their rests)
+    # allowed wait, since the source sends a frame only once its last was handed out (the
+    # stealers hold two tiles each at most, beside the frames gathered for their rests)
     assert run.fps <= 1.5 * IN_FLIGHT * 1000.0 / run.median_ms
     assert run.median_ms < 0.9 * IN_FLIGHT * 1000.0 / run.fps
 
