@@ -186,6 +186,7 @@ class FrameRun:
                 self.cluster.steal = StealQueue(host, dev, self.cluster, frame.stealers)
             self.seq = self.cluster.steal.frames
             self.cluster.steal.frames += 1
+            self.cluster.steal.open += 1
 
     def start(self, now: float) -> None:
         self._next_group(now)
@@ -194,6 +195,8 @@ class FrameRun:
         self.g += 1
         frame = self.frame
         if self.g == len(frame.groups):
+            if self.cluster.steal is not None and frame.stealers:
+                self.cluster.steal.open -= 1  # its rest is on the gateway's queue now
             end = now
             if frame.gateway_s > 0:
                 end = self.host.gateway_compute(self.dev, now, frame.gateway_s)

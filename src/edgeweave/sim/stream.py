@@ -144,6 +144,8 @@ class _StreamHost:
             self.answered.append(math.nan)
             self._open += 1
             run = FrameRun(self, GATEWAY, self.frame, partial(self._clustered, j))
+            if self.cluster.steal is not None:
+                self.cluster.steal.rest_s = self.rest_s  # the gateway's backlog per frame
             if self.frame.stealers:
                 self._taken = False
                 # told from inside the queue's hand-out: the next frame enters after it
