@@ -33,8 +33,9 @@ overlaps the gateway's cropping, transfers and rest with the next frame's comput
 ``simulated_fps`` (and ``simulated_median_ms``) is the same stream replayed in the simulator
 (sim.stream: the run's calibrated plan, its tiles stolen by whichever device is free, the same
 frames in flight and count), ``measured_vs_simulated_pct`` the run's sustained frames/s
-against it: the price is a fluid bound, the replay what queues of whole tiles sustain at the
-plan's prices, the run what the devices did.
+against it (``measured_vs_simulated_latency_pct``: its median latency): the price is a fluid
+bound, the replay what queues of whole tiles sustain at the plan's prices, the run what the
+devices did.
 """
 
 from __future__ import annotations
@@ -166,9 +167,12 @@ def gateway_runs(graph: Graph, profile: Profile, fleet_of: Callable[[int], Fleet
             replay = replay_stream(part, count, in_flight=k)
             row.update(simulated_fps=replay.fps, simulated_median_ms=replay.median_ms,
                        simulated_tasks=replay.tasks,
-                       measured_vs_simulated_pct=100.0 * (row["steady_fps"] / replay.fps - 1))
+                       measured_vs_simulated_pct=100.0 * (row["steady_fps"] / replay.fps - 1),
+                       measured_vs_simulated_latency_pct=100.0 * (
+                           row["latency_ms"] / replay.median_ms - 1))
             simulated = (f", simulated {replay.fps:.3f} "
-                         f"({row['measured_vs_simulated_pct']:+.0f}%)")
+                         f"({row['measured_vs_simulated_pct']:+.0f}%; median latency "
+                         f"{row['latency_ms']:.0f} ms, simulated {replay.median_ms:.0f})")
         print(f"  {setup} {graph.name} x{n}{'+gw' if extra_gateway else ''}: "
               f"{row['steady_fps']:.3f} fps sustained, {row['fps']:.3f} over the run "
               f"(predicted {row['predicted_fps']:.3f}, "
