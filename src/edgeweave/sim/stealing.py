@@ -12,7 +12,7 @@ frames in flight counted ahead of it (``Pace``'s backlog). So over many frames t
 spread over every stealer, whatever device the plan wrote on them: replayed on their
 planned devices, one tile per frame on three stealers runs every frame's tile on one
 device: 43% of the frames/s the plan priced for digits-cnn on two rpi4 and an rpi3, where
-this queue comes within 1% (tests/sim/test_sim_stealing.py, 12 frames in flight).
+this queue comes within 0.1% (tests/sim/test_sim_stealing.py, 12 frames in flight).
 
 This module is that queue for the simulator (one per gateway's cluster, the frames of
 `sim.cluster.FrameRun` feeding it). A tile runs for its cost on the device that takes it (the
