@@ -105,7 +105,12 @@ def plan_cluster(
     and the tiles stolen, so a fused-tile plan is priced as work stealing sustains it across
     frames (plan.stealing_price: the tiles spread over every device that may hold them,
     and a frame's latency / k) instead of by its tiles' fixed assignment, and every device
-    with a share gets a worker (``Partition.stealers``); one fused block only."""
+    with a share gets a worker (``Partition.stealers``); one fused block only.
+    Unless ``devices`` pins them, the fused tiles are also searched without the cluster's
+    slowest hardware classes (plan.subclusters, every other pin kept) and the best plan wins;
+    its ``partition.devices`` is then the sub-cluster it was searched on. Pinned devices are
+    kept: a user who names them, or a plan priced again for workers already running on them
+    (runtime.cluster.session.plan_calibrated)."""
     if objective not in CLUSTER_OBJECTIVES:
         raise PlanError(f"--objective: {objective!r} is not supported for a cluster plan; use "
                         f"one of {', '.join(CLUSTER_OBJECTIVES)}")
@@ -196,7 +201,8 @@ def plan_cluster(
             f"frame's latency / {in_flight}; one fused block only (several blocks are "
             "priced by fixed assignments)")
     searched = [(names, one + more)]
-    for subset in speed_subsets(model, names) if "fused-tiles" in methods else []:
+    leave_out = devices is None and "fused-tiles" in methods
+    for subset in speed_subsets(model, names) if leave_out else []:
         sub = Search()  # its notes and obstacles repeat the whole cluster's
         try:
             found = fused(_tile_devices(chosen, subset, methods, gateway_tiles), sub)
