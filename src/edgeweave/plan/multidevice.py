@@ -241,8 +241,7 @@ def plan_cluster(
         search.notes.append(f"the gateway {chosen.gateway_name!r} holds no tile: it gathers, "
                             "stitches and runs the rest (DeepThings' gateway role)")
     made = build_plan(graph, prof, cm, model, chosen, best.devices or names, best, single,
-                      alternatives,
-                      objective, search, model_spec or graph.name, in_flight)
+                      alternatives, objective, search, model_spec or graph.name, in_flight)
     if gateway_tiles or made.partition is None:
         return made
     return made.model_copy(update={"partition": made.partition.model_copy(
@@ -353,4 +352,3 @@ def _subsets_record(searched: list[tuple[list[str], list[Candidate]]], best: Can
         + (f"the plan leaves out {', '.join(left_out)}" if left_out else
            "the plan on every device won"))
     return {"searched": rows, "chosen": chosen, "left_out": left_out}
-
