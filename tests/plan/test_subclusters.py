@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from edgeweave.errors import EdgeWeaveError
 from edgeweave.graph import capture_spec
 from edgeweave.plan.cluster_cost import ClusterModel
 from edgeweave.plan.multidevice import plan_cluster
@@ -101,6 +102,9 @@ def test_a_device_too_slow_to_help_is_left_out_and_says_so(digits) -> None:
     sourced = with_sources(plan, cluster, ["d0", "d2"]).partition
     assert sourced.devices == ["d0", "d1", "d2"] and sourced.all_tiles() == part.all_tiles()
     assert worker_devices(sourced, ["d0", "d2"]) == ["d0", "d1", "d2"]
+    with pytest.raises(EdgeWeaveError, match="data source 'x' is not a device of the plan's "
+                                             "cluster 'mixed'"):
+        with_sources(plan, cluster, ["x"])
 
 
 def test_pins_hold_on_every_sub_cluster(digits) -> None:
