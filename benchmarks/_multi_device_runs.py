@@ -215,7 +215,8 @@ def scheduler_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, fr
     rows = []
     for label, scheduler, prefetch, at_source, what in SCHEDULER_RUNS:
         run = run_cluster(graph, plan, profile, fleet, xs, scheduler=scheduler,
-                          sources=part.devices, prefetch=prefetch, time_scale=TIME_SCALE,
+                          sources=list(fleet.cluster().devices),  # a device the plan
+                          prefetch=prefetch, time_scale=TIME_SCALE,  # leaves out sends too
                           gather_at_source=at_source, calibrate=CALIBRATE)
         rows.append(_row(run, prefetch=prefetch, hardware=[x.hardware for x in part.load],
                          scheduler_does=what))

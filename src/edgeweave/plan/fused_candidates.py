@@ -54,6 +54,8 @@ class Candidate:
     layers: LayerChoice | None = None
     single: Plan | None = None
     staged: StagedChoice | None = None  # several fused blocks (DeeperThings)
+    # the sub-cluster searched (plan.subclusters), when it leaves devices of the cluster out
+    devices: list[str] | None = None
 
 
 @dataclass
@@ -67,7 +69,8 @@ class Search:
     notes: list[str] = field(default_factory=list)
     calibration: dict | None = None  # RunCalibration.to_json() of the costs it priced with
     blocks: dict | None = None  # one fused block vs several: the best of each, predicted
-
+    # the sub-clusters the fused tiles were also searched on, and which won (plan.subclusters)
+    subsets: dict | None = None
 
 
 def score_of(objective: str, rest: Rest, gateway: str) -> Callable[[Schedule], float]:

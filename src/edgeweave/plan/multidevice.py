@@ -45,6 +45,7 @@ from edgeweave.plan.record import Alternative, Plan
 from edgeweave.plan.rest import Rest, place_rest
 from edgeweave.plan.result import build_plan
 from edgeweave.plan.run_calibration import RunCalibration
+from edgeweave.plan.subclusters import speed_subsets
 from edgeweave.profile.build import retarget
 from edgeweave.profile.schema import Profile
 from edgeweave.topology import Cluster, Fleet
@@ -104,7 +105,13 @@ def plan_cluster(
     and the tiles stolen, so a fused-tile plan is priced as work stealing sustains it across
     frames (plan.stealing_price: the tiles spread over every device that may hold them,
     and a frame's latency / k) instead of by its tiles' fixed assignment, and every device
-    with a share gets a worker (``Partition.stealers``); one fused block only."""
+    with a share gets a worker (``Partition.stealers``); one fused block only.
+    Unless ``devices`` pins them (or ``in_flight`` prices stealing, whose split may give a
+    device nothing), the fused tiles are also searched without the cluster's
+    slowest hardware classes (plan.subclusters, every other pin kept) and the best plan wins;
+    its ``partition.devices`` is then the sub-cluster it was searched on. Pinned devices are
+    kept: a user who names them, or a plan priced again for workers already running on them
+    (runtime.cluster.session.plan_calibrated)."""
     if objective not in CLUSTER_OBJECTIVES:
         raise PlanError(f"--objective: {objective!r} is not supported for a cluster plan; use "
                         f"one of {', '.join(CLUSTER_OBJECTIVES)}")
@@ -169,40 +176,64 @@ def plan_cluster(
         candidates += _single(prof, objective, model, search)
     if blocks is not None and len(blocks) == 1:  # one pinned block: its depth, grid, reuse
         (depth, grid, reuse), blocks = blocks[0], None
-    if "fused-tiles" in methods and blocks is None:
+
+    def fused(tiles: list[str], search: Search) -> tuple[list[Candidate], list[Candidate]]:
+        """The fused-tile searches on devices ``tiles``: one block, and several."""
+        if "fused-tiles" not in methods:
+            return [], []
+        if blocks is not None:
+            return [], staged_candidates(graph, model, tiles, objective, rest_after, search,
+                                         len(blocks), largest_grid, cache, blocks)
         pinned = depth is not None or grid is not None or tuple(methods) == ("fused-tiles",)
-        one = fused_candidates(graph, model, tile_names, objective, rest_after, search, depth,
+        one = fused_candidates(graph, model, tiles, objective, rest_after, search, depth,
                                grid, reuse, max_assignments, refine, pinned, cache,
                                largest_grid, in_flight)
-        candidates += one
-        if in_flight is not None:
-            search.notes.append(
-                f"fused tiles priced as work stealing with {in_flight} frames in flight: the "
-                "tiles spread over the devices as many frames allow (a linear programme) and a "
-                f"frame's latency / {in_flight}; one fused block only (several blocks are "
-                "priced by fixed assignments)")
-        elif max_blocks >= 2 and depth is None and grid is None and not reuse:
-            more = staged_candidates(graph, model, tile_names, objective, rest_after, search,
-                                     max_blocks, largest_grid, cache, None)
-            candidates += more
-            search.blocks = {"one_block_ms": one[0].latency_ms if one else None,
-                             "multi_block_ms": more[0].latency_ms if more else None,
-                             "one_block_fps": one[0].fps if one else None,
-                             "multi_block_fps": more[0].fps if more else None,
-                             "multi_block": more[0].note if more else None,
-                             "max_blocks": max_blocks}
-    elif "fused-tiles" in methods and blocks is not None:
-        candidates += staged_candidates(graph, model, tile_names, objective, rest_after,
-                                        search, len(blocks), largest_grid, cache, blocks)
+        if in_flight is not None or max_blocks < 2 or depth is not None or \
+                grid is not None or reuse:
+            return one, []
+        return one, staged_candidates(graph, model, tiles, objective, rest_after, search,
+                                      max_blocks, largest_grid, cache, None)
+
+    one, more = fused(tile_names, search)
+    if in_flight is not None and "fused-tiles" in methods:
+        search.notes.append(
+            f"fused tiles priced as work stealing with {in_flight} frames in flight: the "
+            "tiles spread over the devices as many frames allow (a linear programme) and a "
+            f"frame's latency / {in_flight}; one fused block only (several blocks are "
+            "priced by fixed assignments)")
+    searched = [(names, one + more)]
+    # frames in flight: the stealing price already gives a slow device no share when that is
+    # best (its linear programme is exact for a configuration), so leaving it out gains nothing
+    leave_out = devices is None and "fused-tiles" in methods and in_flight is None
+    for subset in speed_subsets(model, names) if leave_out else []:
+        sub = Search()  # its notes and obstacles repeat the whole cluster's
+        try:
+            found = fused(_tile_devices(chosen, subset, methods, gateway_tiles), sub)
+        except PlanError:  # a pinned configuration that fits the whole cluster only
+            found = [], []
+        search.configs += sub.configs
+        search.exhaustive &= sub.exhaustive
+        for c in found[0] + found[1]:
+            c.devices = subset
+        one, more = one + found[0], more + found[1]
+        searched.append((subset, found[0] + found[1]))
+    candidates += one + more
+    if "fused-tiles" in methods and blocks is None and in_flight is None and max_blocks >= 2 \
+            and depth is None and grid is None and not reuse:
+        search.blocks = _blocks_record(one, more, max_blocks)
     if "layer-wise" in methods:
         candidates += [_from_layers(c) for c in
                        layerwise_choices(graph, cm, model, names, objective, rest_after, search,
                                          layer_split, layer_devices)]
     if not candidates:
         raise PlanError(_nothing_fits(graph, search))
-    # the simpler method wins a tie (float noise included): single, then layer-wise, then tiles
+    # the simpler method wins a tie (float noise included): single, then layer-wise, then
+    # tiles, and of tiles the plan on fewer devices
     rank = {"single": 0, "layer-wise": 1, "fused-tiles": 2}
-    best = min(candidates, key=lambda c: (round(c.value, 6), rank[c.method]))
+    best = min(candidates, key=lambda c: (round(c.value, 6), rank[c.method],
+                                          len(c.devices or names)))
+    if len(searched) > 1:
+        search.subsets = _subsets_record(searched, best, names, search)
     single = next((c.single for c in candidates if c.single is not None), None)
     if single is None:
         single = plan(prof, "latency")
@@ -212,8 +243,8 @@ def plan_cluster(
     if not gateway_tiles:
         search.notes.append(f"the gateway {chosen.gateway_name!r} holds no tile: it gathers, "
                             "stitches and runs the rest (DeepThings' gateway role)")
-    made = build_plan(graph, prof, cm, model, chosen, names, best, single, alternatives,
-                      objective, search, model_spec or graph.name, in_flight)
+    made = build_plan(graph, prof, cm, model, chosen, best.devices or names, best, single,
+                      alternatives, objective, search, model_spec or graph.name, in_flight)
     if gateway_tiles or made.partition is None:
         return made
     return made.model_copy(update={"partition": made.partition.model_copy(
@@ -294,3 +325,33 @@ def _alternatives(candidates: list[Candidate], single: Plan) -> list[Alternative
                        throughput_fps=c.fps, meets_constraints=True, note=c.note)
            for c in candidates if c.method != "single"]
     return out + list(single.alternatives)
+
+
+def _blocks_record(one: list[Candidate], more: list[Candidate], max_blocks: int) -> dict:
+    """One fused block vs several: the best of each over every (sub-)cluster searched."""
+    a = min(one, key=lambda c: c.value, default=None)
+    b = min(more, key=lambda c: c.value, default=None)
+    return {"one_block_ms": a.latency_ms if a else None,
+            "multi_block_ms": b.latency_ms if b else None,
+            "one_block_fps": a.fps if a else None, "multi_block_fps": b.fps if b else None,
+            "multi_block": b.note if b else None, "max_blocks": max_blocks}
+
+
+def _subsets_record(searched: list[tuple[list[str], list[Candidate]]], best: Candidate,
+                    names: list[str], search: Search) -> dict:
+    """Which sub-clusters the fused tiles were searched on (plan.subclusters), each one's best
+    fused-tile plan, and which devices the chosen plan uses; a note says the same."""
+    rows = []
+    for devices, found in searched:
+        top = min(found, key=lambda c: c.value, default=None)
+        rows.append({"devices": devices, "value": top.value if top else None,
+                     "latency_ms": top.latency_ms if top else None,
+                     "fps": top.fps if top else None})
+    chosen = best.devices or names
+    left_out = [n for n in names if n not in chosen]
+    search.notes.append(
+        "fused tiles also searched without the slowest devices (a hardware class at a time: "
+        + "; ".join(f"on {', '.join(d)}" for d, _ in searched[1:]) + "): "
+        + (f"the plan leaves out {', '.join(left_out)}" if left_out else
+           "the plan on every device won"))
+    return {"searched": rows, "chosen": chosen, "left_out": left_out}

@@ -43,7 +43,9 @@ def build_plan(graph: Graph, prof: Profile, cm: CostModel, model: ClusterModel,
               "task_overhead": {"runtime_ms_per_mb": model.ms_per_mb,
                                 "call_ms": {n: model.devices[n].call_ms for n in names},
                                 "calibrated": model.calibrated},
-              "run_calibration": search.calibration, "blocks": search.blocks}
+              "run_calibration": search.calibration, "blocks": search.blocks,
+              # the sub-clusters also searched without the slowest devices (plan.subclusters)
+              "subsets": search.subsets}
     base: dict[str, Any] = dict(model=spec, input_shape=list(graph.input_shape),
                                 cluster=cluster.name, gateway=cluster.gateway_name,
                                 devices=names, medium=cluster.medium, search=record,

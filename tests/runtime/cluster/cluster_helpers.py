@@ -36,8 +36,11 @@ def digits():
 
 
 def digits_plan(method: str = "fused-tiles", size: int = 3, **options):
+    """A plan on every device of ``cluster_fleet(size)``, pinned: the tests start a worker
+    for each (unpinned, the planner would leave the rpi3 ``b`` out: plan.subclusters)."""
     graph = digits()
     fleet = cluster_fleet(size=size)
+    options.setdefault("devices", list(fleet.cluster().devices))
     return plan_cluster(graph, analytic_profile(graph, fleet), fleet, methods=(method,),
                         **options)
 

@@ -174,12 +174,15 @@ def test_a_calibration_runs_one_block_when_it_prices_several_blocks_dearer():
     graph, fleet = digits(), cluster_fleet()
     profile = analytic_profile(graph, fleet)
     pins = [(2, (2, 2), False), (3, (1, 2), False)]
-    plan = plan_emulated(graph, profile, fleet, methods=("fused-tiles",), blocks=pins)
+    # every device (a calibration prices only the devices that ran, and keeps them)
+    plan = plan_emulated(graph, profile, fleet, methods=("fused-tiles",), blocks=pins,
+                         devices=fleet.cluster().devices)
     assert len(plan.partition.stages()) == 2
     cal = RunCalibration(dict.fromkeys(plan.partition.devices, 40.0), 1.0, None)
     ran = plan_calibrated(graph, profile, fleet, plan, cal).partition
     several, one = (plan_emulated(graph, profile, fleet, methods=("fused-tiles",),
-                                  calibration=cal, **pin).partition
+                                  calibration=cal, devices=fleet.cluster().devices,
+                                  **pin).partition
                     for pin in ({"blocks": pins}, {"max_blocks": 1}))
     assert len(ran.stages()) == 1 and ran.describe_blocks() == one.describe_blocks()
     assert ran.predicted["latency_ms"] == pytest.approx(one.predicted["latency_ms"])

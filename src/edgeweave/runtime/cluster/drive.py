@@ -23,7 +23,9 @@ from typing import Protocol
 import torch
 
 from edgeweave.errors import EdgeWeaveError
+from edgeweave.plan import Plan
 from edgeweave.runtime.cluster.frames import FrameFuture, FrameResult
+from edgeweave.topology import Fleet
 
 #: The most frames a source may keep unanswered (``edgeweave distribute --in-flight``): each
 #: holds a frame and its tiles' results at the gateway.
@@ -42,6 +44,25 @@ def check_in_flight(in_flight: int, flag: str = "in_flight") -> int:
         raise EdgeWeaveError(f"{flag} {in_flight!r}: expected a whole number of frames from 1 "
                              f"to {MAX_IN_FLIGHT} each data source keeps unanswered")
     return in_flight
+
+
+def with_sources(plan: Plan, fleet: Fleet, sources: Sequence[str]) -> Plan:
+    """``plan`` with every data source among its partition's devices. A plan may leave slow
+    devices of its cluster out (plan.subclusters), but a camera on one of them still sends
+    frames: it joins the plan's devices (and so gets a worker, as every source does) without
+    work planned for it. A source outside the plan's cluster is an error."""
+    part = plan.partition
+    assert part is not None
+    missing = [s for s in sources if s not in part.devices]
+    if not missing:
+        return plan
+    cluster = fleet.cluster(part.cluster)
+    unknown = [s for s in missing if s not in cluster.devices]
+    if unknown:
+        raise EdgeWeaveError(f"data source {unknown[0]!r} is not a device of the plan's cluster "
+                             f"{part.cluster!r} ({', '.join(cluster.devices)})")
+    devices = [d for d in cluster.devices if d in part.devices or d in missing]
+    return plan.model_copy(update={"partition": part.model_copy(update={"devices": devices})})
 
 
 def drive(gw: Gateway, frames: Sequence[torch.Tensor], sources: Sequence[str],

@@ -43,7 +43,7 @@ from edgeweave.plan.partition import Partition
 from edgeweave.plan.run_calibration import RunCalibration
 from edgeweave.profile import Profile
 from edgeweave.runtime.cluster.calibrate import calibration_of, dummy_frames, ms_per_mib
-from edgeweave.runtime.cluster.drive import check_in_flight, drive
+from edgeweave.runtime.cluster.drive import check_in_flight, drive, with_sources
 from edgeweave.runtime.cluster.gateway import FrameResult, TileGateway
 from edgeweave.runtime.cluster.lab import ClusterLab, device_dilations
 from edgeweave.runtime.cluster.layers import LayerGateway
@@ -315,6 +315,9 @@ def run_cluster(graph: Graph, plan: Plan, profile: Profile, fleet: Fleet,
                              "rest of the model runs on the edge or cloud (they are not "
                              "slowed down)")
     sources = list(sources or [part.gateway])
+    plan = with_sources(plan, fleet, sources)  # a source the plan left out still sends frames
+    part = plan.partition
+    assert part is not None
     dilations = device_dilations(profile, fleet, working_devices(part, sources))
     scale = float(time_scale) if time_scale != "auto" else (
         1.0 if remote else slow_motion(dilations))
