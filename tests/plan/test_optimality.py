@@ -21,14 +21,20 @@ def _close(a, b):
 @SETTINGS
 @given(dag_profiles(max_nodes=8))
 def test_mincut_equals_brute_force_on_dags(profile):
+    """Equal up to the solver's documented rounding: its integer capacities confuse placements
+    whose costs differ by about 1e-6 of the costs' total (mincut's docstring), which matters
+    only when the optimum is a tiny fraction of it (a node of 6e-8 ms beside MB transfers)."""
     cm = CostModel(profile)
     forbid = base_forbid(cm)
     for objective in ("latency", "energy"):
         _, best = bruteforce.best(cm, objective, forbid)
+        worst = float(cm.evaluate_many(bruteforce.monotone_placements(cm, forbid))
+                      .value(objective).max())
         labels = mincut.solve(cm, cm.weights(objective), forbid)
         assert cm.is_monotone(labels)
         assert labels[cm.inputs[0]] == 0
-        assert _close(cm.evaluate(labels).value(objective), best)
+        assert cm.evaluate(labels).value(objective) == pytest.approx(
+            best, rel=1e-6, abs=max(1e-9, 1e-6 * worst))
 
 
 @SETTINGS
