@@ -242,8 +242,8 @@ class WorkerService(cpb_grpc.ClusterWorkerServicer):
         arrive(msg, max_wait_s=self.cfg.max_arrival_wait_s)
         wait_ms = (time.monotonic() - wait) * 1000.0
         values = tensors.decode(messages, expected.get, 0)
-        if isinstance(ex, TileExecutor):
-            ex.module(tile)  # built (once per variant) before the device's clock starts
+        if isinstance(ex, TileExecutor):  # built and run once (per variant) before the clock
+            ex.warm(tile, values)
         mark = dilation.start()
         if isinstance(ex, TileExecutor):
             out, shares = ex.run(tile, values)
