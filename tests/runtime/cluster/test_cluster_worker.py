@@ -148,3 +148,27 @@ def test_worker_checks_every_task_before_work(workers, fused):
     assert "tiles 0 to 3" in replies[1].error
     assert "reuses the halo of tiles" in replies[2].error
     assert "fused blocks 0 to 0" in replies[4].error
+
+
+def test_a_fresh_tile_module_runs_once_before_the_clock_and_not_again(fused, monkeypatch):
+    """A worker warms a tile's module the first time it meets it (its first forward pays
+    PyTorch's one-off setup, which the device's dilated clock must not count), and only then:
+    the same tile again, or a variant already built, costs no extra run."""
+    _, ex, _ = fused
+    fresh = TileExecutor(digits(), ex.block, (2, 2), True)
+    runs = []
+    real = fresh.run
+    monkeypatch.setattr(fresh, "run", lambda tile, values: runs.append(tile.index)
+                        or real(tile, values))
+    x = torch.randn(digits().input_shape)
+    tile = fresh.tile(0)
+    values = {"crop": x[:, :, tile.input.r0:tile.input.r1, tile.input.c0:tile.input.c1]}
+    fresh.warm(tile, values)
+    assert runs == [0]
+    fresh.warm(tile, values)
+    fresh.warm(fresh.tile(0), values)
+    assert runs == [0]
+    other = fresh.tile(next(t.index for t in fresh.tiles if t.level == 0 and t.index != 0))
+    fresh.warm(other, {"crop": x[:, :, other.input.r0:other.input.r1,
+                                 other.input.c0:other.input.c1]})
+    assert runs == [0, other.index]
