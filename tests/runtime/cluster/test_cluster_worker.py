@@ -67,6 +67,8 @@ def test_worker_builds_the_plans_tiles_and_answers_tasks_like_the_reference(work
         tasks.append(msg)
     replies = list(stub(target).Work(iter(tasks), timeout=60))
     assert replies[0].hello and all(not r.error for r in replies[1:])
+    # each tile met for the first time was warmed before its clock, and says how long
+    assert all(r.warm_ms > 0 and r.compute_ms > 0 for r in replies[1:])
     for r, tile in zip(replies[1:], level0, strict=True):
         results[tile.index] = tensors.decode([r.output])["output"]
         assert {s.name for s in r.shares} == set(ex.share_specs(tile))
@@ -163,10 +165,9 @@ def test_a_fresh_tile_module_runs_once_before_the_clock_and_not_again(fused, mon
     x = torch.randn(digits().input_shape)
     tile = fresh.tile(0)
     values = {"crop": x[:, :, tile.input.r0:tile.input.r1, tile.input.c0:tile.input.c1]}
-    fresh.warm(tile, values)
+    assert fresh.warm(tile, values) > 0.0  # the ms it took, reported apart from compute
     assert runs == [0]
-    fresh.warm(tile, values)
-    fresh.warm(fresh.tile(0), values)
+    assert fresh.warm(tile, values) == 0.0 and fresh.warm(fresh.tile(0), values) == 0.0
     assert runs == [0]
     other = fresh.tile(next(t.index for t in fresh.tiles if t.level == 0 and t.index != 0))
     fresh.warm(other, {"crop": x[:, :, other.input.r0:other.input.r1,

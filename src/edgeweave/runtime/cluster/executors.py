@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import cast
@@ -124,18 +125,23 @@ class TileExecutor:
             out, shares = self.module(tile)(values["crop"], pieces)
         return out, {name: shares[layer][k] for name, layer, k in share_names(tile)}
 
-    def warm(self, tile: Tile, values: Mapping[str, torch.Tensor]) -> None:
+    def warm(self, tile: Tile, values: Mapping[str, torch.Tensor]) -> float:
         """Build the tile's module (:meth:`module`) and, the first time, run it once on
         ``values`` with the result thrown away: what a worker does before the device's clock
         starts. A fresh module's first forward pays PyTorch's one-off setup (the allocator,
         oneDNN's kernels for each new shape), which the dilation would multiply into the
         device's compute: resnet18's whole-frame tiles, cold on most workers of a stream,
-        calibrated 1.4-1.8x the profile where the warm run that followed computed 1.35x."""
+        calibrated 1.4-1.8x the profile where the warm run that followed computed 1.35x.
+        Returns the ms that run took (0 when the module was warm), which the worker reports
+        apart (``TaskResult.warm_ms``) so that it is not priced as the runtime's cost."""
         key = self._key(tile)
         fresh = key not in self._modules
         self.module(tile)
-        if fresh:
-            self.run(tile, values)
+        if not fresh:
+            return 0.0
+        start = time.perf_counter()
+        self.run(tile, values)
+        return (time.perf_counter() - start) * 1000.0
 
     @staticmethod
     def _key(tile: Tile) -> tuple:

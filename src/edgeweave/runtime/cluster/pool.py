@@ -35,7 +35,8 @@ _END = object()
 
 #: (device, result, overhead ms) -> None, called on the device's reader thread after the
 #: result's arrival; overhead: the task's round trip less its compute, its wait for the
-#: medium and its result's hold (the RPC both ways, the worker's checks, decoding, encoding);
+#: medium and its result's hold (the RPC both ways, the worker's checks, decoding, encoding),
+#: and less a fresh module's warm-up run (``warm_ms``: once per tile variant, not per task);
 #: NaN when the task waited behind another on its device (its queueing is not overhead).
 OnDone = Callable[[str, cpb.TaskResult, float], None]
 
@@ -142,7 +143,7 @@ class WorkerPool:
                 hold_ms = self.medium.receive(nbytes, link.name, held[4])
                 trip_ms = (time.perf_counter() - held[2]) * 1000.0
                 held[0](link.name, msg, float("nan") if held[3] else max(
-                    0.0, trip_ms - hold_ms - msg.wait_ms - msg.compute_ms))
+                    0.0, trip_ms - hold_ms - msg.wait_ms - msg.warm_ms - msg.compute_ms))
         except grpc.RpcError as e:
             if link.why:
                 why = link.why

@@ -242,8 +242,9 @@ class WorkerService(cpb_grpc.ClusterWorkerServicer):
         arrive(msg, max_wait_s=self.cfg.max_arrival_wait_s)
         wait_ms = (time.monotonic() - wait) * 1000.0
         values = tensors.decode(messages, expected.get, 0)
+        warm_ms = 0.0
         if isinstance(ex, TileExecutor):  # built and run once (per variant) before the clock
-            ex.warm(tile, values)
+            warm_ms = ex.warm(tile, values)
         mark = dilation.start()
         if isinstance(ex, TileExecutor):
             out, shares = ex.run(tile, values)
@@ -253,7 +254,8 @@ class WorkerService(cpb_grpc.ClusterWorkerServicer):
         compute_ms = dilation.finish(mark, self.cfg.dilation, spin=self.cfg.spin)
         self.stats["tasks"] += 1
         self.stats["compute_ms"] += compute_ms
-        reply = cpb.TaskResult(task=msg.task, compute_ms=compute_ms, wait_ms=wait_ms)
+        reply = cpb.TaskResult(task=msg.task, compute_ms=compute_ms, wait_ms=wait_ms,
+                               warm_ms=warm_ms)
         reply.output.CopyFrom(tensors.encode({"output": out}, ["output"], msg.return_codec)[0])
         reply.shares.extend(tensors.encode(shares, list(shares), msg.return_codec))
         return reply

@@ -100,7 +100,7 @@ class Task(_message.Message):
     def __init__(self, task: _Optional[int] = ..., frame: _Optional[str] = ..., tile: _Optional[int] = ..., layer: _Optional[int] = ..., reused_from: _Optional[_Iterable[int]] = ..., crop: _Optional[_Union[_edgeweave_pb2.Tensor, _Mapping]] = ..., pieces: _Optional[_Iterable[_Union[_edgeweave_pb2.Tensor, _Mapping]]] = ..., return_codec: _Optional[str] = ..., deliver_at_ns: _Optional[int] = ..., clock: _Optional[str] = ..., block: _Optional[int] = ...) -> None: ...
 
 class TaskResult(_message.Message):
-    __slots__ = ("task", "output", "shares", "compute_ms", "wait_ms", "hello", "error_code", "error")
+    __slots__ = ("task", "output", "shares", "compute_ms", "wait_ms", "hello", "error_code", "error", "warm_ms")
     TASK_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     SHARES_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +109,7 @@ class TaskResult(_message.Message):
     HELLO_FIELD_NUMBER: _ClassVar[int]
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    WARM_MS_FIELD_NUMBER: _ClassVar[int]
     task: int
     output: _edgeweave_pb2.Tensor
     shares: _containers.RepeatedCompositeFieldContainer[_edgeweave_pb2.Tensor]
@@ -117,4 +118,5 @@ class TaskResult(_message.Message):
     hello: bool
     error_code: str
     error: str
-    def __init__(self, task: _Optional[int] = ..., output: _Optional[_Union[_edgeweave_pb2.Tensor, _Mapping]] = ..., shares: _Optional[_Iterable[_Union[_edgeweave_pb2.Tensor, _Mapping]]] = ..., compute_ms: _Optional[float] = ..., wait_ms: _Optional[float] = ..., hello: _Optional[bool] = ..., error_code: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    warm_ms: float
+    def __init__(self, task: _Optional[int] = ..., output: _Optional[_Union[_edgeweave_pb2.Tensor, _Mapping]] = ..., shares: _Optional[_Iterable[_Union[_edgeweave_pb2.Tensor, _Mapping]]] = ..., compute_ms: _Optional[float] = ..., wait_ms: _Optional[float] = ..., hello: _Optional[bool] = ..., error_code: _Optional[str] = ..., error: _Optional[str] = ..., warm_ms: _Optional[float] = ...) -> None: ...
