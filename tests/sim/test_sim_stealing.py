@@ -124,7 +124,7 @@ def test_the_tile_costs_round_trip_through_the_plans_json(stolen, tmp_path):
 @pytest.mark.parametrize("kwargs, word", [(dict(frames=0), "frames"),
                                           (dict(frames=5, in_flight=0), "in_flight")])
 def test_a_bad_stream_gets_one_clear_error(stolen, kwargs, word):
-    with pytest.raises(SimError, match=f"replay_stream: {word} must be a whole number"):
+    with pytest.raises(SimError, match=f"a replayed stream's {word} must be a whole number"):
         replay_stream(stolen.partition, **kwargs)
 
 

@@ -62,10 +62,11 @@ def replay_stream(part: Partition, frames: int, in_flight: int | None = None) ->
     k = part.in_flight if in_flight is None else in_flight
     for name, value in (("frames", frames), ("in_flight", k)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise SimError(f"replay_stream: {name} must be a whole number >= 1, got {value!r}")
+            raise SimError(f"a replayed stream's {name} must be a whole number >= 1, got "
+                           f"{value!r}")
     frame = frame_of(part)
     if frame is None:
-        raise SimError(f"replay_stream: plan of {part.model!r} runs on the gateway alone "
+        raise SimError(f"a replayed stream: plan of {part.model!r} runs on the gateway alone "
                        "(partition method 'single'): there is no cluster part to replay")
     gateway_ms, other_ms = rest_of(part)
     host = _StreamHost(frame, gateway_ms / 1000.0, other_ms / 1000.0, frames, k)
