@@ -167,17 +167,18 @@ def balanced(model: ClusterModel, allowed: Sequence[Sequence[str]],
     medium = 0.0
     chosen: list[str] = []
     for k, options in enumerate(allowed):
+        overhead = model.runtime_ms(*traffic[k])  # the runtime's cost: the same on any device
         best: tuple[float, str] | None = None
         for name in options:
             trial = dict(busy)
-            trial[name] = trial.get(name, 0.0) + table[(k, name)] + model.runtime_ms(*traffic[k])
+            trial[name] = trial.get(name, 0.0) + table[(k, name)] + overhead
             air = medium + (ser[k] if name != model.gateway else 0.0)
             value = score(Schedule(max(air, *trial.values()), (), (), air, trial))
             if best is None or value < best[0]:
                 best = (value, name)
         assert best is not None
         name = best[1]
-        busy[name] = busy.get(name, 0.0) + table[(k, name)] + model.runtime_ms(*traffic[k])
+        busy[name] = busy.get(name, 0.0) + table[(k, name)] + overhead
         medium += ser[k] if name != model.gateway else 0.0
         chosen.append(name)
     return chosen

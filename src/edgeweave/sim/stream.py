@@ -27,6 +27,7 @@ from typing import Any
 
 from edgeweave.errors import SimError
 from edgeweave.plan.partition import Partition
+from edgeweave.plan.sustained import sustained_fps
 from edgeweave.sim.cluster import GATEWAY, ClusterState, Frame, FrameRun, frame_of
 from edgeweave.sim.links import LinkQueue
 from edgeweave.topology import Link
@@ -72,14 +73,10 @@ def replay_stream(part: Partition, frames: int, in_flight: int | None = None) ->
     host = _StreamHost(frame, gateway_ms / 1000.0, other_ms / 1000.0, frames, k)
     host.more(0.0)
     host.run()
-    ends = sorted(host.answered)
     # the runtime's own measure (`ClusterRun.steady_fps`), so that a run and its replay are
-    # compared alike: a least-squares line through the cumulative count, the filling before
-    # the first answer left out (answers after the first over first-to-last counted a
-    # prefetch's late first answer as speed: 8% over the price, resnet18's 12-frame stream
-    # on one emulated rpi4)
-    fps = (statistics.linear_regression(ends, range(1, len(ends) + 1))[0]
-           if len(ends) > 1 and ends[-1] > ends[0] else math.nan)
+    # compared alike (answers after the first over first-to-last counted a prefetch's late
+    # first answer as speed: 8% over the price, resnet18's 12-frame stream on one rpi4)
+    fps = sustained_fps(host.answered)
     latencies = tuple(1000.0 * (a - s) for s, a in zip(host.sent, host.answered, strict=True))
     names = (part.gateway, *frame.helpers)
     steal = host.cluster.steal

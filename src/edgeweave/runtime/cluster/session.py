@@ -41,6 +41,7 @@ from edgeweave.graph import Graph
 from edgeweave.plan import Plan, plan_cluster
 from edgeweave.plan.partition import Partition
 from edgeweave.plan.run_calibration import RunCalibration
+from edgeweave.plan.sustained import sustained_fps
 from edgeweave.profile import Profile
 from edgeweave.runtime.cluster.calibrate import calibration_of, dummy_frames, ms_per_mib
 from edgeweave.runtime.cluster.drive import check_in_flight, drive, with_sources
@@ -143,20 +144,11 @@ class ClusterRun:
 
     @property
     def steady_fps(self) -> float:
-        """Frames/s the run sustained: the slope of the answers counted against their time (a
-        least-squares line through the cumulative count), so the pipeline's filling before the
-        first answer is left out (what a plan's busiest resource prices). A slope and not
-        answers-after-the-first over first-to-last: devices that answer frames in bunches
-        (two devices, a frame each: pairs) put a whole bunch but the first answer inside that
-        window, which overstates the rate by up to one bunch per window (+17% for 8 frames
-        in pairs); the slope of a staircase is its true rate. NaN with fewer than two answers
-        or their times not recorded."""
-        ends = sorted(r.submitted + r.latency_ms / 1000.0 for r in self.results
-                      if r.submitted > 0)
-        if len(ends) < 2 or ends[-1] <= ends[0]:
-            return float("nan")
-        slope, _ = statistics.linear_regression(ends, range(1, len(ends) + 1))
-        return slope * self.time_scale
+        """Frames/s the run sustained (plan.sustained: the slope of the answers over time, the
+        pipeline's filling left out). NaN with fewer than two answers or their times not
+        recorded."""
+        return self.time_scale * sustained_fps(r.submitted + r.latency_ms / 1000.0
+                                               for r in self.results if r.submitted > 0)
 
     @property
     def task_overhead_ms(self) -> float:
