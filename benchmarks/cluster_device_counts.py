@@ -76,9 +76,14 @@ def main() -> None:
                     help="the runtime's cost per MiB a task carries (plan_cluster's)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    counts = [int(n) for n in args.devices.split(",")]
-    if not counts or min(counts) < 1 or max(counts) > 6:
+    parts = [n.strip() for n in args.devices.split(",")]
+    counts = [int(n) for n in parts if n.isdigit()]
+    if not counts or len(counts) != len(parts) or min(counts) < 1 or max(counts) > 6:
         ap.error(f"--devices {args.devices!r}: expected comma-separated counts from 1 to 6")
+    missing = [m for m in args.models if not (args.profiles / f"{m}.json").is_file()]
+    if missing:
+        ap.error(f"--profiles {str(args.profiles)!r}: no {missing[0]}.json there (profile the "
+                 "model first, e.g. benchmarks/multi_device.py writes out/profiles)")
     if not 1 <= args.max_blocks <= 8:
         ap.error(f"--max-blocks {args.max_blocks}: expected 1 to 8")
     rows = [r for name in args.models

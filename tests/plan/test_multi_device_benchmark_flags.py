@@ -46,3 +46,19 @@ def test_a_memory_cap_binds_every_device_but_the_gateway(monkeypatch):
     assert all(cluster.limit_mb(fleet.node(x)) == 23.0 for x in others)
     assert cluster.limit_mb(fleet.node(gateway)) == fleet.node(gateway).hardware.memory_mb
     assert cluster_fleet(3).cluster().memory_mb == {}
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["--devices", "1,x"], "--devices '1,x'"),
+    (["--devices", "0,7"], "--devices '0,7'"),
+    (["--profiles", "/nonexistent-profiles"], "no vgg16.json there"),
+])
+def test_the_device_count_benchmark_names_a_bad_flag(args, named, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import cluster_device_counts
+
+    monkeypatch.setattr("sys.argv", ["cluster_device_counts.py", "--models", "vgg16", *args])
+    with pytest.raises(SystemExit) as exit_:
+        cluster_device_counts.main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and named in err and "Traceback" not in err, err
