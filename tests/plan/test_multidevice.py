@@ -177,7 +177,7 @@ def test_layer_wise_and_single_plans_carry_a_partition(digits) -> None:
     for layer in part.layers:
         assert set(layer.devices) <= {"a", "b", "c"}
         assert len(layer.devices) == len(layer.compute_ms) == len(layer.in_bytes)
-    assert part.layer_split == "biased"
+    assert part.layer_split == "resident"  # rows kept on the devices where they can be
     # the 2-D grid (3 devices: 3x1, equal rows whatever each device's speed), priced as planned
     grid = plan_cluster(graph, profile, cluster_fleet(), methods=("layer-wise",),
                         layer_split="grid").partition

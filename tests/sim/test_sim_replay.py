@@ -205,8 +205,11 @@ def cluster_plans():
     graph = capture(model, (1, 3, 64, 64), "cluster-cnn")
     fleet = Fleet.from_dict(cluster_fleet())
     prof = analytic_profile(graph, fleet)
-    plans = {method: plan_cluster(graph, prof, fleet, methods=(method,), largest_grid=2)
+    plans = {method: plan_cluster(graph, prof, fleet, methods=(method,), largest_grid=2,
+                                  layer_split="biased")  # MoDNN's: the head goes to the edge
              for method in ("fused-tiles", "layer-wise")}
+    # rows kept on the devices make the whole model cheaper on the cluster
+    plans["layer-wise-resident"] = plan_cluster(graph, prof, fleet, methods=("layer-wise",))
     # DeeperThings: two fused blocks, one after the other (the second cut from the first's
     # stitched output)
     plans["fused-blocks"] = plan_cluster(graph, prof, fleet, methods=("fused-tiles",),
@@ -214,17 +217,26 @@ def cluster_plans():
     return plans
 
 
-@pytest.mark.parametrize("method", ["fused-tiles", "layer-wise", "fused-blocks"])
+@pytest.mark.parametrize("method", ["fused-tiles", "layer-wise", "fused-blocks",
+                                    "layer-wise-resident"])
 def test_a_partition_replays_its_predicted_latency(tmp_path, cluster_plans, method):
     plan = cluster_plans[method]
-    method = {"fused-blocks": "fused-tiles"}.get(method, method)
-    assert plan.partition.method == method and "edge" in plan.partition.rest_mode
+    resident = method == "layer-wise-resident"
+    method = {"fused-blocks": "fused-tiles", "layer-wise-resident": "layer-wise"}.get(method,
+                                                                                      method)
+    assert plan.partition.method == method
+    if resident:  # halo rows only between its split layers; the head stays on the cluster
+        assert any(la.resident for la in plan.partition.layers)
+        assert plan.partition.rest_mode == "device-only"
+    else:
+        assert "edge" in plan.partition.rest_mode
     scn = write_scenario(tmp_path, plan.to_json(), mbps=100, fleet=cluster_fleet())
     sim = Simulation(scn, arrivals=spaced(3))
     out = sim.run()
     assert (out.status == OK).all()
     np.testing.assert_allclose(latency_ms(out), plan.predicted["total_ms"], rtol=1e-9)
-    assert {sim.pricing.works[w].mode for w in out.work} == {f"{method} + device-edge"}
+    rest = "device-only" if resident else "device-edge"
+    assert {sim.pricing.works[w].mode for w in out.work} == {f"{method} + {rest}"}
 
 
 def test_a_partition_replans_the_rest_on_a_bandwidth_drop(tmp_path, cluster_plans):

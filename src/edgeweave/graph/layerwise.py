@@ -30,7 +30,7 @@ from edgeweave.graph.regions import even_bounds, proportional_bounds
 from edgeweave.graph.tile_exec import TileModule, stitch
 from edgeweave.graph.tiles import Tile, tile_flops, tiles_for_bounds
 
-SCHEMES = ("biased", "even", "grid")
+SCHEMES = ("biased", "even", "grid", "resident")
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,18 @@ class LayerPart:
     flops: float
     in_bytes: int
     out_bytes: int
+    # what crosses the medium when it is not the whole input and output (resident rows,
+    # graph.resident: the halo it receives, the rows of its band others read)
+    medium_in: int | None = None
+    medium_out: int | None = None
+
+    @property
+    def wire_in(self) -> int:
+        return self.in_bytes if self.medium_in is None else self.medium_in
+
+    @property
+    def wire_out(self) -> int:
+        return self.out_bytes if self.medium_out is None else self.medium_out
 
 
 @dataclass(frozen=True)
@@ -57,14 +69,15 @@ class LayerSplit:
     col_bounds: tuple[int, ...]
     devices: tuple[int, ...]
     parts: tuple[LayerPart, ...]
+    resident: bool = False  # its input stays on the devices that computed it (graph.resident)
 
     @property
     def scatter_bytes(self) -> int:
-        return sum(p.in_bytes for p in self.parts)
+        return sum(p.wire_in for p in self.parts)
 
     @property
     def gather_bytes(self) -> int:
-        return sum(p.out_bytes for p in self.parts)
+        return sum(p.wire_out for p in self.parts)
 
 
 def layer_units(graph: Graph) -> list[tuple[str, ...]]:
@@ -135,7 +148,9 @@ def layerwise_splits(graph: Graph, speeds: Sequence[float], scheme: str = "biase
     """Every unit of ``graph`` (or the given ``units``) split across ``len(speeds)`` devices.
 
     ``biased`` sizes each device's rows or neurons by its speed (MoDNN); ``even`` splits
-    equally; ``grid`` splits convolutions on a 2-D grid (and fully connected layers evenly)."""
+    equally; ``grid`` splits convolutions on a 2-D grid (and fully connected layers evenly);
+    ``resident`` is ``biased`` with each device keeping its rows between split layers
+    (:mod:`edgeweave.graph.resident`)."""
     if scheme not in SCHEMES:
         raise GraphError(f"layer-wise scheme {scheme!r}: expected one of {', '.join(SCHEMES)}")
     if not speeds or any(s < 0 for s in speeds) or sum(speeds) <= 0:
@@ -145,7 +160,12 @@ def layerwise_splits(graph: Graph, speeds: Sequence[float], scheme: str = "biase
     for unit in layer_units(graph) if units is None else units:
         fx_node = next(n for n in graph.module.graph.nodes if n.name == unit[0])
         kind = _unit_kind(graph, unit[0], {unit[0]: fx_node})
-        out.append(_split(graph, unit, kind or "rows", speeds, scheme))
+        out.append(_split(graph, unit, kind or "rows", speeds,
+                          "biased" if scheme == "resident" else scheme))
+    if scheme == "resident":
+        from edgeweave.graph.resident import resident_splits  # it builds on this module
+
+        return resident_splits(graph, out)
     return out
 
 
@@ -200,12 +220,14 @@ def unit_tiles(graph: Graph, split: LayerSplit) -> list[Tile]:
 def run_layerwise(graph: Graph, splits: Sequence[LayerSplit], x: torch.Tensor) -> Any:
     """Run the model in-process with every split layer computed part by part and gathered:
     the reference a distributed layer-wise runtime must agree with."""
-    runner = _SplitRunner(graph, splits)
+    runner = SplitRunner(graph, splits)
     with torch.no_grad():
         return runner.run(x)
 
 
-class _SplitRunner(fx.Interpreter):
+class SplitRunner(fx.Interpreter):
+    """Runs the model with every split layer computed part by part (:meth:`_parts`)."""
+
     def __init__(self, graph: Graph, splits: Sequence[LayerSplit]) -> None:
         super().__init__(graph.module)
         self.graph_ = graph

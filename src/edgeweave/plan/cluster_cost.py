@@ -165,9 +165,10 @@ class ClusterModel:
 
     def part_bytes(self, part: LayerPart, frame_input: bool) -> tuple[int, int]:
         """What a layer-wise part puts on the medium: its input rows (the frame's when the
-        split layer reads the model's input) and its output."""
+        split layer reads the model's input; its halo only when its device kept the rest,
+        graph.resident) and its output (or the rows of it others read)."""
         ratio = self.input_ratio if frame_input else self.result_ratio
-        return round(part.in_bytes * ratio), round(part.out_bytes * self.result_ratio)
+        return round(part.wire_in * ratio), round(part.wire_out * self.result_ratio)
 
     def compute_ms(self, device: str, fractions: Mapping[str, float]) -> float:
         """A task's compute on ``device``: its FLOP share of each layer and the fixed call

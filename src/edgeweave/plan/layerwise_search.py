@@ -14,7 +14,7 @@ next); layers that are not split (flatten, residual adds, adaptive pooling) run 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from edgeweave.graph.blocks import single_value_cuts
@@ -30,7 +30,8 @@ if TYPE_CHECKING:  # fused_candidates imports this module
 
 
 SCHEME_NAMES = {"biased": "speed-biased 1-D", "even": "even 1-D",
-                "grid": "2-D grid"}
+                "grid": "2-D grid",
+                "resident": "speed-biased 1-D (rows kept on the devices)"}
 
 
 @dataclass
@@ -82,6 +83,12 @@ def layerwise_choices(graph: Graph, cm: CostModel, model: ClusterModel, names: S
                                   units)
         schedules = [model.simulate(layer_tasks(model, s, subset, reads_input(graph, s)))
                      for s in splits]
+        # where the prefix ends, the last split's rows are gathered whole, even if the next
+        # split could have read them where they were (resident rows)
+        closed = [_gathered(s) for s in splits]
+        closing = [sched if c is s else model.simulate(
+            layer_tasks(model, c, subset, reads_input(graph, c)))
+            for s, c, sched in zip(splits, closed, schedules, strict=True)]
         gateway_ms = 0.0
         done: list[int] = []
         prefix: list[str] = []
@@ -100,12 +107,20 @@ def layerwise_choices(graph: Graph, cm: CostModel, model: ClusterModel, names: S
             if rest is None:
                 continue
             search.configs += 1
-            choice = _price(graph, model, subset, list(prefix), [splits[i] for i in done],
-                            [schedules[i] for i in done], gateway_ms, rest, objective, search,
-                            scheme)
+            choice = _price(graph, model, subset, list(prefix),
+                            [splits[i] for i in done[:-1]] + [closed[done[-1]]],
+                            [schedules[i] for i in done[:-1]] + [closing[done[-1]]],
+                            gateway_ms, rest, objective, search, scheme)
             if choice is not None and (best is None or choice.value < best.value):
                 best = choice
     return [] if best is None else [best]
+
+
+def _gathered(split: LayerSplit) -> LayerSplit:
+    """``split`` with its rows gathered whole (the split before a cut)."""
+    if all(p.medium_out is None for p in split.parts):
+        return split
+    return replace(split, parts=tuple(replace(p, medium_out=None) for p in split.parts))
 
 
 def reads_input(graph: Graph, split: LayerSplit) -> bool:

@@ -12,9 +12,10 @@ medium. The space searched, and whether the answer is exact in it, is written in
   exhaustively when the assignments are few (``max_assignments``), else greedy + local moves;
   and DeeperThings' 2..``max_blocks`` consecutive fused blocks, each with its own grid
   (:mod:`edgeweave.plan.block_search`: not exact);
-* layer-wise: MoDNN's speed-biased split (or, with ``layer_split``, even rows or the 2-D grid)
-  over the gateway plus the k fastest other devices, for every k and every cut of the model
-  where one tensor crosses;
+* layer-wise: MoDNN's speed-biased split with each device's rows kept between split layers
+  (graph.resident; with ``layer_split``, MoDNN's scatter/gather of every layer, even rows or
+  the 2-D grid) over the gateway plus the k fastest other devices, for every k and every cut
+  of the model where one tensor crosses;
 * the single-device plan with the gateway as the device.
 
 This module checks the flags, runs each method's search and picks the best; the fused-tile
@@ -71,7 +72,7 @@ def plan_cluster(
     largest_grid: int = 6,
     input_codec: str = "none",
     result_codec: str = "none",
-    layer_split: str = "biased",
+    layer_split: str = "resident",
     layer_devices: int | None = None,
     ms_per_mb: float = 0.0,
     calibration: RunCalibration | None = None,

@@ -106,6 +106,9 @@ class LayerAssignment(BaseModel):
     in_bytes: list[int]
     out_bytes: list[int]
     makespan_ms: float
+    # its input stays on the devices that computed it: each receives only its halo rows
+    # (graph.resident; the layer_split "resident")
+    resident: bool = False
 
 
 class DeviceLoad(BaseModel):
@@ -154,8 +157,9 @@ class Partition(BaseModel):
     # grid and tiles are empty (each block has its own); one block: the fields above alone
     blocks: list[FusedStage] = Field(default_factory=list)
     layers: list[LayerAssignment] = Field(default_factory=list)
-    # how layer-wise cut its convolutions: MoDNN's speed-biased rows, even rows or a 2-D grid
-    layer_split: Literal["biased", "even", "grid"] | None = None
+    # how layer-wise cut its convolutions: MoDNN's speed-biased rows, even rows, a 2-D grid,
+    # or speed-biased rows kept on the devices between split layers (halo rows only move)
+    layer_split: Literal["biased", "even", "grid", "resident"] | None = None
     rest_mode: str
     # False: the gateway holds no tile (DeepThings' gateway role: it directs the stealing,
     # gathers and stitches the tiles and runs the rest; only the other devices compute tiles,

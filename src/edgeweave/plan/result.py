@@ -112,7 +112,7 @@ def build_plan(graph: Graph, prof: Profile, cm: CostModel, model: ClusterModel,
             compute_ms=[model.compute_ms(layers.devices[p.device], p.fractions)
                         for p in s.parts],
             in_bytes=[b[0] for b in parts], out_bytes=[b[1] for b in parts],
-            makespan_ms=sched.makespan_ms)
+            makespan_ms=sched.makespan_ms, resident=s.resident)
             for s, sched, parts in zip(layers.splits, layers.schedules, wire, strict=True)]
         cluster_part = dict(prefix_nodes=layers.prefix, layers=assigned,
                             layer_split=layers.scheme,

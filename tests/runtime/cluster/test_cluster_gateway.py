@@ -12,6 +12,7 @@ import torch
 from cluster_helpers import TOKEN, digits, digits_plan
 
 from edgeweave.errors import EdgeWeaveError
+from edgeweave.runtime.cluster import halo, layers
 from edgeweave.runtime.cluster.gateway import GATEWAY_LOCAL, TileGateway
 from edgeweave.runtime.cluster.layers import LayerGateway
 
@@ -64,11 +65,12 @@ def test_every_frame_from_several_sources_equals_the_single_device_output(
         assert all(r.tasks == want for r in results)
 
 
-@pytest.mark.parametrize("split", ["biased", "grid"])
+@pytest.mark.parametrize("split", ["biased", "grid", "resident"])
 def test_layer_wise_across_workers_equals_the_single_device_output(workers, split):
     """MoDNN's speed-biased rows on three devices; the 2-D grid on four rpi4 (2x2: every
-    convolution cut on both axes, halo on both). The gateway ``a`` has no worker: it computes
-    its own parts in-process (run_cluster starts none for it)."""
+    convolution cut on both axes, halo on both); speed-biased rows kept on the devices between
+    layers (only halo rows cross). The gateway ``a`` has no worker: it computes its own parts
+    in-process (run_cluster starts none for it)."""
     names = "abc" if split == "biased" else "abcd"
     plan = digits_plan("layer-wise", size=len(names), layer_split=split)
     part = plan.partition
@@ -76,6 +78,7 @@ def test_layer_wise_across_workers_equals_the_single_device_output(workers, spli
     assert len(part.layers) >= 2 and {d for la in part.layers for d in la.devices} == set(names)
     rows = [la for la in part.layers if la.kind == "rows"]
     assert rows and all(len(la.col_bounds) == (3 if split == "grid" else 2) for la in rows)
+    assert any(la.resident for la in rows) == (split == "resident")
     gw = LayerGateway(digits(), plan, token=TOKEN)
     try:
         for device in names[1:]:
@@ -115,6 +118,38 @@ def test_a_device_stopped_mid_frame_loses_no_frame(workers):
     for x, r in zip(xs, results, strict=True):
         assert torch.allclose(r.output, reference(x), atol=1e-5)
         assert busy not in r.tasks or sum(r.tasks.values()) == 4
+
+
+def test_a_device_that_kept_rows_stopped_mid_frame_loses_no_frame(workers, monkeypatch):
+    """Resident rows: ``c`` stops once it has computed (and kept) rows, so the gateway lacks
+    the rows its next parts read and recomputes the run of resident layers from its start;
+    every frame is still answered, equal to the single-device model."""
+    plan = digits_plan("layer-wise", size=3, layer_split="resident")
+    starts = []
+
+    def recompute(*args):
+        starts.append(args[3:5])
+        return halo.recompute(*args)
+
+    monkeypatch.setattr(layers, "recompute", recompute)
+    gw = LayerGateway(digits(), plan, token=TOKEN)
+    try:
+        for device in "bc":
+            gw.join(device, workers.start(device, dilation=2000.0))
+        xs = frames(3)
+        futures = [gw.submit(x) for x in xs]
+        deadline = time.monotonic() + 30
+        while workers.services["c"].stats["tasks"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.002)
+        time.sleep(0.05)  # its edge rows reach the gateway; it computes its next part
+        workers.stop("c")
+        results = [f.result(timeout=60) for f in futures]
+    finally:
+        gw.close()
+    assert starts and all(first < lost for first, lost in starts)
+    assert sum(r.rerun for r in results) >= 1 and "c" not in results[-1].tasks
+    for x, r in zip(xs, results, strict=True):
+        assert torch.allclose(r.output, reference(x), atol=1e-5)
 
 
 def test_a_device_joining_late_starts_stealing(workers):

@@ -11,17 +11,23 @@ import pytest
 import torch
 from cluster_helpers import TOKEN, digits, digits_plan
 
+from edgeweave.graph.layerwise import unit_tiles
 from edgeweave.graph.reuse import reuse_tiles
 from edgeweave.graph.tile_exec import run_tiles
 from edgeweave.runtime import tensors
+from edgeweave.runtime.cluster import halo
 from edgeweave.runtime.cluster.blueprint import (
     block_recipe,
     cluster_spec,
+    layer_recipe,
+    layer_specs,
+    layer_weights,
     module_weights,
     regions_digest,
     setup_stream,
 )
-from edgeweave.runtime.cluster.executors import TileExecutor
+from edgeweave.runtime.cluster.executors import LayerExecutor, TileExecutor
+from edgeweave.runtime.cluster.halo import plan_hops
 from edgeweave.runtime.proto import cluster_pb2 as cpb
 from edgeweave.runtime.proto import cluster_pb2_grpc as cpb_grpc
 from edgeweave.runtime.recipe import package
@@ -173,3 +179,71 @@ def test_a_fresh_tile_module_runs_once_before_the_clock_and_not_again(fused, mon
     fresh.warm(other, {"crop": x[:, :, other.input.r0:other.input.r1,
                                  other.input.c0:other.input.c1]})
     assert runs == [0, other.index]
+
+
+def test_worker_keeps_rows_between_split_layers_and_checks_what_it_is_sent(workers):
+    """Resident rows: a layer-wise worker keeps its rows of one split layer for the next,
+    reads the halo it is sent around them, returns only the rows asked back, and refuses a
+    task that names rows it never kept, rows outside its part, or a frame it holds nothing
+    of."""
+    plan = digits_plan("layer-wise", size=3, layer_split="resident")
+    part, graph = plan.partition, digits()
+    i = next(k for k, la in enumerate(part.layers) if la.resident and "b" in la.devices)
+    mine = layer_specs(part, "b")
+    target = workers.start("b")
+    stub(target).Setup(setup_stream(cluster_spec(part, "b"), package(
+        layer_recipe(part.model, part.input_shape, mine), layer_weights(graph, mine))),
+        timeout=60)
+    hop = plan_hops(graph, part)[i]
+    assert hop is not None
+    before, after = (unit_tiles(graph, mine[k].split()) for k in (i - 1, i))
+    p0, p1 = part.layers[i - 1].devices.index("b"), part.layers[i].devices.index("b")
+    # the whole map before and after, computed here part by part (every device's weights)
+    every = [dataclasses.replace(s, parts=tuple(range(len(la.devices))))
+             for s, la in zip(mine, part.layers, strict=True)]
+    local = LayerExecutor(graph, every, dict(layer_weights(graph, every)))
+    assert i == 1 and graph.node(part.layers[0].unit[0]).inputs[0] in graph.placeholders
+    source = torch.randn(graph.input_shape)  # the first split layer reads the frame
+    mid = halo.recompute(graph, local, every, 0, 0, source)
+    want = halo.recompute(graph, local, every, 1, 1, mid)
+    r0 = before[p0].input
+
+    def first(k: int, frame: str, back: list[int]) -> cpb.Task:
+        msg = cpb.Task(task=k, frame=frame, tile=p0, layer=i - 1, return_codec="none",
+                       keep=True, back=back)
+        msg.crop.CopyFrom(tensors.encode({"crop": source[:, :, r0.r0:r0.r1, r0.c0:r0.c1]},
+                                         ["crop"], "none")[0])
+        return msg
+
+    keep = hop.keep[p1]
+    assert keep is not None
+    t = after[p1].input
+    halo_values = {name: mid[:, :, a:b] for name, (a, b) in
+                   (("above", (t.r0, keep[0])), ("below", (keep[1], t.r1))) if b > a}
+
+    def second(k: int, frame: str, kept: tuple[int, int]) -> cpb.Task:
+        msg = cpb.Task(task=k, frame=frame, tile=p1, layer=i, return_codec="none",
+                       resident=True, keep_r0=kept[0], keep_r1=kept[1])
+        msg.pieces.extend(tensors.encode(halo_values, list(halo_values), "none"))
+        return msg
+
+    out_rows = before[p0].output
+    edges = [x for r in hop.back[p0] for x in r]
+    tasks = [first(1, "f1", edges), second(2, "f1", keep),
+             second(3, "f2", keep),  # nothing kept for f2
+             first(4, "f3", [out_rows.r0, out_rows.r1 + 1]),  # rows beyond its part
+             first(5, "f4", []), second(6, "f4", (keep[0] - 1, keep[1]))]
+    replies = list(stub(target).Work(iter(tasks), timeout=60))[1:]
+    assert [r.task for r in replies] == [1, 2, 3, 4, 5, 6]
+    got = tensors.decode([replies[0].output])["output"]
+    assert got.shape[2] == sum(b - a for a, b in hop.back[p0])  # only the edges came back
+    assert torch.allclose(got[:, :, :hop.back[p0][0][1] - hop.back[p0][0][0]],
+                          mid[:, :, hop.back[p0][0][0]:hop.back[p0][0][1]], atol=1e-6)
+    o = after[p1].output
+    assert not replies[1].error
+    assert torch.allclose(tensors.decode([replies[1].output])["output"],
+                          want[:, :, o.r0:o.r1, o.c0:o.c1], atol=1e-5)
+    assert replies[2].error_code == "INVALID_ARGUMENT" and "kept no rows" in replies[2].error
+    assert replies[3].error_code == "INVALID_ARGUMENT" and "back rows" in replies[3].error
+    assert not replies[4].error
+    assert replies[5].error_code == "INVALID_ARGUMENT"

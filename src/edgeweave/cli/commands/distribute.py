@@ -39,11 +39,14 @@ def distribute(
                                        "gateway no tile (DeepThings' gateway role: it holds "
                                        "the frames, gathers, stitches and runs the rest; the "
                                        "other devices compute the tiles)."),
-    layer_split: str = typer.Option("biased", "--layer-split",
-                                    callback=one_of("biased", "even", "grid"),
+    layer_split: str = typer.Option("resident", "--layer-split",
+                                    callback=one_of("resident", "biased", "even", "grid"),
                                     help="How layer-wise cuts a convolution: rows sized by "
-                                    "device speed (MoDNN's biased 1-D), even rows, or a "
-                                    "rows x columns grid (2-D, halo on both axes)."),
+                                    "device speed and kept on the devices between layers "
+                                    "(only halo rows cross), rows sized by device speed "
+                                    "scattered and gathered at every layer (MoDNN's biased "
+                                    "1-D), even rows, or a rows x columns grid (2-D, halo on "
+                                    "both axes)."),
     layer_devices: int = typer.Option(None, "--layer-devices",
                                       callback=integer(ge=1, le=1000),
                                       help="How many devices a layer-wise plan uses (the "

@@ -41,6 +41,8 @@ from edgeweave.runtime.cluster.blueprint import (
 from edgeweave.runtime.proto import cluster_pb2 as cpb
 
 MAX_MODULES = 64
+MAX_BANDS = 4  # frames a layer-wise worker keeps rows of (its gateway runs one at a time)
+MAX_BACK = 8  # row ranges a task may ask back (a band returns its top and bottom edges)
 
 
 def with_weights(graph: Graph, state: Mapping[str, torch.Tensor]) -> Graph:
@@ -203,9 +205,15 @@ class LayerExecutor:
         self.batch = graph.input_shape[0]
         self._fx = {n.name: n for n in graph.module.graph.nodes}
         self._parts: dict[tuple[int, int], tuple[Spec, Spec, object]] = {}
+        self._tiles: dict[tuple[int, int], Tile] = {}
         for i, layer in enumerate(self.layers):
             for part in layer.parts:
                 self._parts[(i, part)] = self._build(layer, part, slices)
+                if layer.kind == "rows":
+                    self._tiles[(i, part)] = unit_tiles(self.graph, layer.split())[part]
+        # resident rows (graph.resident): each frame's output kept for its next split layer,
+        # (layer, first row, tensor) by frame, the oldest dropped beyond MAX_BANDS
+        self._bands: OrderedDict[str, tuple[int, int, torch.Tensor]] = OrderedDict()
 
     @property
     def tasks(self) -> int:
@@ -237,6 +245,71 @@ class LayerExecutor:
         if found is None:
             raise GraphError(f"this worker computes no part {part} of split layer {layer}")
         return found[0], found[1]
+
+    def expected(self, msg: cpb.Task) -> dict[str, Spec]:
+        """The tensors task ``msg`` must carry: its crop, or with resident rows the halo
+        ``above`` and ``below`` the kept rows it names (only the non-empty ones)."""
+        crop, _ = self.specs(msg.layer, msg.tile)
+        tile = self._tiles.get((msg.layer, msg.tile))
+        if (msg.resident or msg.keep or msg.back) and tile is None:
+            raise GraphError(f"split layer {msg.layer} is not split by rows: it keeps no rows")
+        if not msg.resident:
+            return {"crop": crop}
+        assert tile is not None
+        r0, r1 = tile.input.r0, tile.input.r1
+        if not r0 <= msg.keep_r0 < msg.keep_r1 <= r1:
+            raise GraphError(f"kept rows [{msg.keep_r0}, {msg.keep_r1}) are not inside part "
+                             f"{msg.tile}'s input rows [{r0}, {r1}) of split layer {msg.layer}")
+        dtype, shape = crop
+        out = {}
+        for name, rows in (("above", msg.keep_r0 - r0), ("below", r1 - msg.keep_r1)):
+            if rows:
+                out[name] = (dtype, (*shape[:2], rows, shape[3]))
+        return out
+
+    def crop(self, msg: cpb.Task, values: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The part's input: the crop it carries, or its kept rows with the halo around."""
+        if not msg.resident:
+            return values["crop"]
+        kept = self._bands.get(msg.frame)
+        if kept is None or kept[0] != msg.layer - 1:
+            raise GraphError(f"frame {msg.frame[:40]!r}: this worker kept no rows of split "
+                             f"layer {msg.layer - 1}")
+        _, first, band = kept
+        a, b = msg.keep_r0 - first, msg.keep_r1 - first
+        if a < 0 or b > band.shape[2]:
+            raise GraphError(f"kept rows [{msg.keep_r0}, {msg.keep_r1}) are outside the rows "
+                             f"[{first}, {first + band.shape[2]}) this worker kept")
+        pieces = [values["above"]] if "above" in values else []
+        pieces.append(band[:, :, a:b])
+        if "below" in values:
+            pieces.append(values["below"])
+        return torch.cat(pieces, dim=2)
+
+    def answer(self, msg: cpb.Task, out: torch.Tensor) -> torch.Tensor:
+        """What the task returns of its output ``out`` (the rows ``back`` names, stacked, or
+        all of it); keeps ``out`` for the frame's next split layer if asked."""
+        tile = self._tiles.get((msg.layer, msg.tile))
+        if msg.keep and tile is not None:
+            self._bands[msg.frame] = (msg.layer, tile.output.r0, out)
+            self._bands.move_to_end(msg.frame)
+            while len(self._bands) > MAX_BANDS:
+                self._bands.popitem(last=False)
+        else:
+            self._bands.pop(msg.frame, None)  # the frame's run of resident layers ended
+        if not msg.back:
+            return out
+        assert tile is not None
+        bounds = list(msg.back)
+        first, last = tile.output.r0, tile.output.r1
+        if len(bounds) % 2 or len(bounds) > 2 * MAX_BACK:
+            raise GraphError(f"back: expected up to {MAX_BACK} (first, end) row pairs, got "
+                             f"{len(bounds)} numbers")
+        pairs = list(zip(bounds[::2], bounds[1::2], strict=True))
+        if any(not first <= a < b <= last for a, b in pairs):
+            raise GraphError(f"back rows {pairs[:4]} are not inside part {msg.tile}'s output "
+                             f"rows [{first}, {last})")
+        return torch.cat([out[:, :, a - first:b - first] for a, b in pairs], dim=2)
 
     def run(self, layer: int, part: int, crop: torch.Tensor) -> torch.Tensor:
         _, _, how = self._parts[(layer, part)]

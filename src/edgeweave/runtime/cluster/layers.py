@@ -32,6 +32,7 @@ from edgeweave.errors import EdgeWeaveError
 from edgeweave.graph import Graph
 from edgeweave.graph.blocks import chain_block
 from edgeweave.graph.layerwise import unit_tiles
+from edgeweave.graph.resident import rows_count
 from edgeweave.graph.tile_exec import stitch
 from edgeweave.plan import Plan
 from edgeweave.plan.layerwise_search import reads_input
@@ -39,6 +40,7 @@ from edgeweave.runtime import dilation, tensors
 from edgeweave.runtime.client import ClientOptions
 from edgeweave.runtime.cluster.blueprint import (
     LayerSpec,
+    Spec,
     cluster_spec,
     layer_recipe,
     layer_specs,
@@ -48,6 +50,14 @@ from edgeweave.runtime.cluster.blueprint import (
 from edgeweave.runtime.cluster.executors import LayerExecutor
 from edgeweave.runtime.cluster.frames import FrameFuture
 from edgeweave.runtime.cluster.gateway import GATEWAY_LOCAL, FrameResult
+from edgeweave.runtime.cluster.halo import (
+    Rows,
+    flat,
+    local_input,
+    plan_hops,
+    recompute,
+    send_values,
+)
 from edgeweave.runtime.cluster.medium import SharedMedium
 from edgeweave.runtime.cluster.pool import OnDone, WorkerPool
 from edgeweave.runtime.cluster.rest import RestRunner
@@ -99,6 +109,7 @@ class LayerGateway:
         self.local = LayerExecutor(graph, whole, {s.name: t for s, t in
                                                   layer_weights(graph, whole)})
         self.specs = whole
+        self.hops = plan_hops(graph, part)
         self.first = {la.unit[0]: i for i, la in enumerate(part.layers)}
         self.inner = {n for la in part.layers for n in la.unit[1:]}
         prefix = set(part.prefix_nodes)
@@ -172,9 +183,17 @@ class LayerGateway:
                            result.note, run.delivery_ms, run.overhead_ms,
                            run.overhead_bytes)
 
-    def split_layer(self, i: int, source: torch.Tensor, run: _Prefix) -> torch.Tensor:
-        """Scatter layer ``i``'s parts to their devices, gather and stitch them."""
+    def split_layer(self, i: int, source: torch.Tensor | Rows, run: _Prefix
+                    ) -> torch.Tensor | Rows:
+        """Scatter layer ``i``'s parts to their devices, gather and stitch them. With resident
+        rows (graph.resident) a part reads the rows its device kept (``source`` is then the
+        :class:`Rows` the gateway holds) and returns only the rows others read, and the
+        layer's output is left as Rows too."""
         la, spec = self.part.layers[i], self.specs[i]
+        hop_in = self.hops[i] if isinstance(source, Rows) else None
+        hop_out = self.hops[i + 1] if i + 1 < len(self.hops) else None
+        if hop_out is not None and not isinstance(source, Rows):
+            run.chain = (i, source)  # a run of resident layers starts from rows held here
         codec = self.part.input_codec if reads_input(self.graph, spec.split()) \
             else self.part.result_codec
         tiles = unit_tiles(self.graph, spec.split()) if spec.kind == "rows" else []
@@ -184,21 +203,40 @@ class LayerGateway:
             if device == self.gateway:
                 continue  # computed here, below, while the devices compute theirs
             encoding = time.perf_counter()
-            crop = _part_input(source, tiles, p)
             msg = cpb.Task(task=next(self._task_ids), frame=str(run.frame), tile=p, layer=i,
                            return_codec=self.part.result_codec)
-            msg.crop.CopyFrom(tensors.encode({"crop": crop}, ["crop"], codec)[0])
-            nbytes = len(msg.crop.payload) if device != self.gateway else 0
+            if hop_out is not None:  # the device keeps its rows, returns its edges
+                msg.keep = True
+                msg.back.extend(flat(hop_out.back[p]))
+            values = send_values(source, tiles, p, hop_in, msg)
+            if values is None:  # a halo the gateway lacks: recomputed below
+                parts.lost.append(p)
+                continue
+            encoded = tensors.encode(values, list(values), codec)
+            if msg.resident:
+                msg.pieces.extend(encoded)
+            else:
+                msg.crop.CopyFrom(encoded[0])
+            nbytes = sum(len(m.payload) for m in encoded)
             encode_ms = (time.perf_counter() - encoding) * 1000.0
-            if self.pool.send(device, msg, nbytes, self.gateway if nbytes else device,
-                              self._on_part(parts, i, p, encode_ms, len(msg.crop.payload)),
-                              (parts, p)):
+            out_spec = self.local.specs(i, p)[1]
+            if hop_out is not None:
+                dtype, shape = out_spec
+                out_spec = (dtype, (*shape[:2], rows_count(hop_out.back[p]), shape[3]))
+            if self.pool.send(device, msg, nbytes, self.gateway,
+                              self._on_part(parts, p, out_spec, encode_ms, nbytes), (parts, p)):
                 run.medium_bytes += nbytes
             else:
                 parts.lost.append(p)
-        for p in (p for p, device in enumerate(la.devices) if device == self.gateway):
+        whole = {p for p, device in enumerate(la.devices) if device == self.gateway}
+        for p in sorted(whole):
+            crop = local_input(source, tiles, p)
+            if crop is None:
+                with parts.cond:
+                    parts.lost.append(p)
+                continue
             mark = dilation.start()
-            out = self.local.run(i, p, _part_input(source, tiles, p))
+            out = self.local.run(i, p, crop)
             ms = dilation.finish(mark, self.dilation, spin=self.spin)
             with parts.cond:
                 parts.outputs[p], parts.part_ms[p] = out, ms
@@ -211,36 +249,62 @@ class LayerGateway:
             parts.part_ms.values(), default=0.0))
         for p in parts.lost:  # the device is gone: the gateway computes its part
             run.rerun += 1
+            crop = local_input(source, tiles, p)
             mark = dilation.start()
-            parts.outputs[p] = self.local.run(i, p, _part_input(source, tiles, p))
+            if crop is None:  # its device kept rows of its input and died: start the run over
+                assert run.chain is not None
+                first, x = run.chain
+                full = recompute(self.graph, self.local, self.specs, first, i, x)
+                parts.compute[GATEWAY_LOCAL] += dilation.finish(mark, self.dilation,
+                                                                spin=self.spin)
+                parts.tasks[GATEWAY_LOCAL] += 1
+                self._account(run, parts)
+                return full  # the next layer scatters its rows afresh
+            parts.outputs[p] = self.local.run(i, p, crop)
+            whole.add(p)
             parts.compute[GATEWAY_LOCAL] += dilation.finish(mark, self.dilation, spin=self.spin)
             parts.tasks[GATEWAY_LOCAL] += 1
+        self._account(run, parts)
+        if spec.kind == "neurons":
+            return torch.cat([parts.outputs[p] for p in range(len(la.devices))], dim=-1)
+        block = chain_block(self.graph, spec.unit)
+        if hop_out is None:
+            return stitch(block, tiles, {t.index: parts.outputs[p] for p, t in enumerate(tiles)})
+        held = Rows.empty(i, parts.outputs[0], block.output.shape)
+        for p, t in enumerate(tiles):
+            if p in whole:
+                held.put(t.output.r0, parts.outputs[p])
+                continue
+            at = 0
+            for a, b in hop_out.back[p]:
+                held.put(a, parts.outputs[p][:, :, at:at + b - a])
+                at += b - a
+        return held
+
+    @staticmethod
+    def _account(run: _Prefix, parts: _Parts) -> None:
         for device, ms in parts.compute.items():
             run.compute[device] += ms
         run.tasks.update(parts.tasks)
         run.medium_bytes += parts.bytes
         run.overhead_ms += parts.overhead_ms
         run.overhead_bytes += parts.overhead_bytes
-        if spec.kind == "neurons":
-            return torch.cat([parts.outputs[p] for p in range(len(la.devices))], dim=-1)
-        block = chain_block(self.graph, spec.unit)
-        return stitch(block, tiles, {t.index: parts.outputs[p] for p, t in enumerate(tiles)})
 
-    def _on_part(self, parts: _Parts, i: int, p: int, encode_ms: float = 0.0,
+    def _on_part(self, parts: _Parts, p: int, out_spec: Spec, encode_ms: float = 0.0,
                  carried: int = 0) -> OnDone:
-        """The pool's callback for part ``p`` of split layer ``i`` (``encode_ms`` its crop
-        took to encode, ``carried`` its payload's bytes)."""
-        return lambda device, result, ms: self._done(parts, i, p, device, result,
+        """The pool's callback for part ``p`` of a split layer (``out_spec`` what it returns,
+        ``encode_ms`` its input took to encode, ``carried`` its payload's bytes)."""
+        return lambda device, result, ms: self._done(parts, p, out_spec, device, result,
                                                      ms + encode_ms, carried)
 
-    def _done(self, parts: _Parts, i: int, p: int, device: str, result: cpb.TaskResult,
-              overhead_ms: float = float("nan"), carried: int = 0) -> None:
+    def _done(self, parts: _Parts, p: int, out_spec: Spec, device: str,
+              result: cpb.TaskResult, overhead_ms: float = float("nan"), carried: int = 0
+              ) -> None:
         start = time.perf_counter()
-        _, out_spec = self.local.specs(i, p)
         try:
             out = tensors.decode([result.output], {"output": out_spec}.get, 0)["output"]
         except (CodecError, ValueError) as e:
-            log.warning("device %s sent a bad result for layer %d part %d: %s", device, i, p, e)
+            log.warning("device %s sent a bad result for part %d: %s", device, p, e)
             with parts.cond:
                 parts.lost.append(p)
                 parts.cond.notify_all()
@@ -264,15 +328,6 @@ class LayerGateway:
         self._thread.join(timeout=10)
 
 
-def _part_input(source: torch.Tensor, tiles: list, p: int) -> torch.Tensor:
-    """Part ``p``'s input: its rows (and halo) of a split convolution's input, or the whole
-    vector of a fully connected layer split by neurons (no tiles)."""
-    if not tiles:
-        return source
-    r = tiles[p].input
-    return source[:, :, r.r0:r.r1, r.c0:r.c1]
-
-
 class _Prefix(fx.Interpreter):
     """Runs the model up to the plan's prefix: split layers through the devices, the rest on
     the gateway (dilated). Driven node by node (:meth:`prefix`): stopping ``Interpreter.run``
@@ -289,6 +344,8 @@ class _Prefix(fx.Interpreter):
         self.overhead_bytes: list[int] = []
         self.tasks: Counter = Counter()
         self.compute: defaultdict[str, float] = defaultdict(float)
+        # the first split layer of the run of resident layers under way, and its input
+        self.chain: tuple[int, torch.Tensor] | None = None
 
     def prefix(self, x: torch.Tensor) -> None:
         gw = self.gw

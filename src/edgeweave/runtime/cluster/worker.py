@@ -222,14 +222,17 @@ class WorkerService(cpb_grpc.ClusterWorkerServicer):
     def _run(self, stages: TileStages | LayerExecutor, msg: cpb.Task) -> cpb.TaskResult:
         tensors.activation_codec(msg.return_codec)
         ex = stages.stage(msg.block) if isinstance(stages, TileStages) else stages
-        if msg.crop.name != "crop":
+        if msg.crop.name != "crop" and not msg.resident:
             raise invalid(f"the task's crop is named {msg.crop.name[:40]!r}; expected 'crop'")
         if isinstance(ex, TileExecutor):
+            if msg.resident or msg.keep or msg.back:
+                raise invalid(f"task {msg.task}: fused tiles keep no rows between tasks")
             tile = ex.tile(msg.tile, list(msg.reused_from))
             expected = ex.expected(tile)
         else:
-            expected = {"crop": ex.specs(msg.layer, msg.tile)[0]}
-        messages = [msg.crop, *msg.pieces]
+            expected = ex.expected(msg)
+        # resident rows: the halo pieces alone, the rest of the input was kept here
+        messages = list(msg.pieces) if msg.resident else [msg.crop, *msg.pieces]
         unknown = [m.name for m in messages if m.name not in expected]
         if unknown:
             raise invalid(f"task {msg.task} carries {unknown[0][:80]!r}, which tile "
@@ -249,13 +252,15 @@ class WorkerService(cpb_grpc.ClusterWorkerServicer):
         if isinstance(ex, TileExecutor):
             out, shares = ex.run(tile, values)
         else:
-            out, shares = ex.run(msg.layer, msg.tile, values["crop"]), {}
+            out, shares = ex.run(msg.layer, msg.tile, ex.crop(msg, values)), {}
         self._note_host(mark)
         compute_ms = dilation.finish(mark, self.cfg.dilation, spin=self.cfg.spin)
         self.stats["tasks"] += 1
         self.stats["compute_ms"] += compute_ms
         reply = cpb.TaskResult(task=msg.task, compute_ms=compute_ms, wait_ms=wait_ms,
                                warm_ms=warm_ms)
+        if isinstance(ex, LayerExecutor):
+            out = ex.answer(msg, out)
         reply.output.CopyFrom(tensors.encode({"output": out}, ["output"], msg.return_codec)[0])
         reply.shares.extend(tensors.encode(shares, list(shares), msg.return_codec))
         return reply

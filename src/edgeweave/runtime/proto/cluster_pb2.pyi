@@ -74,7 +74,7 @@ class SetupReply(_message.Message):
     def __init__(self, digest: _Optional[str] = ..., tasks: _Optional[int] = ..., build_ms: _Optional[float] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task", "frame", "tile", "layer", "reused_from", "crop", "pieces", "return_codec", "deliver_at_ns", "clock", "block")
+    __slots__ = ("task", "frame", "tile", "layer", "reused_from", "crop", "pieces", "return_codec", "deliver_at_ns", "clock", "block", "resident", "keep_r0", "keep_r1", "keep", "back")
     TASK_FIELD_NUMBER: _ClassVar[int]
     FRAME_FIELD_NUMBER: _ClassVar[int]
     TILE_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +86,11 @@ class Task(_message.Message):
     DELIVER_AT_NS_FIELD_NUMBER: _ClassVar[int]
     CLOCK_FIELD_NUMBER: _ClassVar[int]
     BLOCK_FIELD_NUMBER: _ClassVar[int]
+    RESIDENT_FIELD_NUMBER: _ClassVar[int]
+    KEEP_R0_FIELD_NUMBER: _ClassVar[int]
+    KEEP_R1_FIELD_NUMBER: _ClassVar[int]
+    KEEP_FIELD_NUMBER: _ClassVar[int]
+    BACK_FIELD_NUMBER: _ClassVar[int]
     task: int
     frame: str
     tile: int
@@ -97,7 +102,12 @@ class Task(_message.Message):
     deliver_at_ns: int
     clock: str
     block: int
-    def __init__(self, task: _Optional[int] = ..., frame: _Optional[str] = ..., tile: _Optional[int] = ..., layer: _Optional[int] = ..., reused_from: _Optional[_Iterable[int]] = ..., crop: _Optional[_Union[_edgeweave_pb2.Tensor, _Mapping]] = ..., pieces: _Optional[_Iterable[_Union[_edgeweave_pb2.Tensor, _Mapping]]] = ..., return_codec: _Optional[str] = ..., deliver_at_ns: _Optional[int] = ..., clock: _Optional[str] = ..., block: _Optional[int] = ...) -> None: ...
+    resident: bool
+    keep_r0: int
+    keep_r1: int
+    keep: bool
+    back: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, task: _Optional[int] = ..., frame: _Optional[str] = ..., tile: _Optional[int] = ..., layer: _Optional[int] = ..., reused_from: _Optional[_Iterable[int]] = ..., crop: _Optional[_Union[_edgeweave_pb2.Tensor, _Mapping]] = ..., pieces: _Optional[_Iterable[_Union[_edgeweave_pb2.Tensor, _Mapping]]] = ..., return_codec: _Optional[str] = ..., deliver_at_ns: _Optional[int] = ..., clock: _Optional[str] = ..., block: _Optional[int] = ..., resident: _Optional[bool] = ..., keep_r0: _Optional[int] = ..., keep_r1: _Optional[int] = ..., keep: _Optional[bool] = ..., back: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class TaskResult(_message.Message):
     __slots__ = ("task", "output", "shares", "compute_ms", "wait_ms", "hello", "error_code", "error", "warm_ms")

@@ -1,0 +1,134 @@
+"""The gateway's side of resident rows (layer-wise, :mod:`edgeweave.graph.resident`).
+
+Between two split layers whose rows stay on the devices, the gateway holds only part of the
+map: the edge rows each device returned for its neighbours, and the whole output of every part
+it computed itself (its own, and any a lost device left to it). :class:`Rows` is that map with
+a mark per row, so the halo forwarded to a device is sliced from it, and a lost part is
+recomputed here only from rows the gateway really holds; a part whose input rows are not all
+here (its device kept them and died) makes the gateway recompute the run of resident layers
+from its start (:func:`recompute`), which it scattered itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from edgeweave.errors import EdgeWeaveError
+from edgeweave.graph import Graph
+from edgeweave.graph.blocks import chain_block
+from edgeweave.graph.layerwise import LayerPart, LayerSplit, unit_tiles
+from edgeweave.graph.resident import Hop, hops
+from edgeweave.graph.tile_exec import stitch
+from edgeweave.plan.partition import LayerAssignment, Partition
+from edgeweave.runtime.cluster.blueprint import LayerSpec
+from edgeweave.runtime.cluster.executors import LayerExecutor
+from edgeweave.runtime.proto import cluster_pb2 as cpb
+
+
+@dataclass
+class Rows:
+    """Split layer ``split``'s output as the gateway holds it: ``map`` full size, the rows
+    ``have`` marks filled (NaN elsewhere, so a row forwarded by mistake shows)."""
+
+    split: int
+    map: torch.Tensor
+    have: torch.Tensor
+
+    @classmethod
+    def empty(cls, split: int, like: torch.Tensor, shape: Sequence[int]) -> Rows:
+        return cls(split, like.new_full((like.shape[0], *shape), float("nan")),
+                   torch.zeros(shape[1], dtype=torch.bool))
+
+    def put(self, first: int, rows: torch.Tensor) -> None:
+        self.map[:, :, first:first + rows.shape[2]] = rows
+        self.have[first:first + rows.shape[2]] = True
+
+    def holds(self, r0: int, r1: int) -> bool:
+        return bool(self.have[r0:r1].all())
+
+    def rows(self, r0: int, r1: int) -> torch.Tensor:
+        return self.map[:, :, r0:r1]
+
+
+def plan_hops(graph: Graph, part: Partition) -> list[Hop | None]:
+    """Each split layer's :class:`~edgeweave.graph.resident.Hop` where the plan keeps its
+    input on the devices (``LayerAssignment.resident``), else None; an error if the plan keeps
+    one the geometry cannot (its input is read elsewhere, or split in columns)."""
+    ids = {name: k for k, name in enumerate(part.devices)}
+    splits = [_placed(graph, la, ids) for la in part.layers]
+    out = []
+    for la, hop in zip(part.layers, hops(graph, splits), strict=True):
+        if la.resident and hop is None:
+            raise EdgeWeaveError(f"the plan keeps split layer {la.unit[0]!r}'s input on the "
+                                 "devices, but that input is not the previous split layer's "
+                                 "rows alone; plan it again")
+        out.append(hop if la.resident else None)
+    return out
+
+
+def _placed(graph: Graph, la: LayerAssignment, ids: dict[str, int]) -> LayerSplit:
+    """A plan's split layer with each part's device and output rows (what hops reads)."""
+    split = LayerSplit(tuple(la.unit), la.kind, tuple(la.row_bounds), tuple(la.col_bounds),
+                       (), ())
+    if la.kind == "rows":
+        rows = [(t.output.r0, t.output.r1) for t in unit_tiles(graph, split)]
+    else:
+        rows = [(0, 0)] * len(la.devices)
+    parts = tuple(LayerPart(ids[d], r, None, {}, 0.0, 0, 0)
+                  for d, r in zip(la.devices, rows, strict=True))
+    return LayerSplit(split.unit, split.kind, split.row_bounds, split.col_bounds,
+                      tuple(p.device for p in parts), parts)
+
+
+def flat(pairs: Sequence[tuple[int, int]]) -> list[int]:
+    """Row pairs as ``Task.back`` carries them."""
+    return [x for pair in pairs for x in pair]
+
+
+def recompute(graph: Graph, local: LayerExecutor, specs: Sequence[LayerSpec], first: int,
+              last: int, x: torch.Tensor) -> torch.Tensor:
+    """Split layers ``first..last`` computed here, every part, from ``first``'s input ``x``:
+    the whole output of ``last`` (a device that kept rows of the run died)."""
+    for i in range(first, last + 1):
+        block = chain_block(graph, specs[i].unit)
+        tiles = unit_tiles(graph, specs[i].split())
+        x = stitch(block, tiles, {t.index: local.run(i, p, x[
+            :, :, t.input.r0:t.input.r1, t.input.c0:t.input.c1]) for p, t in enumerate(tiles)})
+    return x
+
+
+def local_input(source: torch.Tensor | Rows, tiles: list, p: int) -> torch.Tensor | None:
+    """Part ``p``'s input: its rows (and halo) of a split convolution's input, or the whole
+    vector of a fully connected layer split by neurons (no tiles); None when the gateway
+    does not hold all of its rows (a device kept them)."""
+    if not tiles:
+        assert isinstance(source, torch.Tensor)
+        return source
+    r = tiles[p].input
+    if isinstance(source, Rows):
+        return source.rows(r.r0, r.r1) if source.holds(r.r0, r.r1) else None
+    return source[:, :, r.r0:r.r1, r.c0:r.c1]
+
+
+def send_values(source: torch.Tensor | Rows, tiles: list, p: int, hop: Hop | None,
+                 msg: cpb.Task) -> dict[str, torch.Tensor] | None:
+    """What part ``p``'s task carries: its crop, or (``hop``: its device kept rows of the
+    input) the halo above and below them, marking ``msg`` resident. None when the gateway
+    lacks some of those rows."""
+    keep = None if hop is None else hop.keep[p]
+    if keep is None:
+        crop = local_input(source, tiles, p)
+        return None if crop is None else {"crop": crop}
+    assert isinstance(source, Rows)
+    r = tiles[p].input
+    msg.resident, msg.keep_r0, msg.keep_r1 = True, keep[0], keep[1]
+    out = {}
+    for name, (a, b) in (("above", (r.r0, keep[0])), ("below", (keep[1], r.r1))):
+        if b > a:
+            if not source.holds(a, b):
+                return None
+            out[name] = source.rows(a, b)
+    return out

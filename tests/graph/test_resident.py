@@ -1,0 +1,66 @@
+"""Resident rows (layer-wise, rows kept on the devices between split layers): a part built
+from its device's own band and only the halo rows the others return computes exactly what the
+scatter/gather split computes, and far fewer bytes cross."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tile_cases import ZOO_INPUTS, assert_same, one_thread, zoo_graph, zoo_input  # noqa: F401
+
+from edgeweave.graph.layerwise import layer_units, layerwise_splits
+from edgeweave.graph.resident import hops, rows_count, run_resident, stays
+
+
+@pytest.mark.parametrize("model", list(ZOO_INPUTS))
+def test_resident_rows_equal_the_unsplit_model(model: str) -> None:
+    """Rows never returned are NaN in the reference, so a halo the geometry forgot to send
+    poisons the output."""
+    graph, x = zoo_graph(model), zoo_input(model)
+    with torch.no_grad():
+        want = graph.module(x)
+        for speeds in ([9.0, 3.0], [9.0, 9.0, 3.0, 3.0], [5.0, 0.0, 1.0]):
+            splits = layerwise_splits(graph, speeds, "resident")
+            assert_same(run_resident(graph, splits, x), want)
+
+
+def test_vgg16_keeps_its_features_on_the_devices() -> None:
+    graph = zoo_graph("vgg16")
+    splits = layerwise_splits(graph, [9.0, 9.0, 3.0, 3.0], "resident")
+    plain = layerwise_splits(graph, [9.0, 9.0, 3.0, 3.0], "biased")
+    features = [s for s in splits if s.kind == "rows"]
+    # every convolution and pool after the first reads its input where it was computed
+    assert [s.resident for s in features] == [False] + [True] * (len(features) - 1)
+    assert not any(s.resident for s in splits if s.kind == "neurons")
+    for res, base in zip(splits, plain, strict=True):
+        assert [p.rows for p in res.parts] == [p.rows for p in base.parts]
+        assert [p.in_bytes for p in res.parts] == [p.in_bytes for p in base.parts]
+    # between the first scatter and the last gather only halo rows move (the test's 64x64
+    # frame: 4x4 maps at the end, where a one-row band needs two rows of halo)
+    inner = sum(s.scatter_bytes for s in features[1:]) + sum(s.gather_bytes
+                                                              for s in features[:-1])
+    inner_plain = sum(s.scatter_bytes for s in plain[1:len(features)]) + sum(
+        s.gather_bytes for s in plain[:len(features) - 1])
+    assert inner < inner_plain / 5
+    # a 3x3 convolution's part needs one row beyond each edge of its band, and each band
+    # returns only the rows its neighbours read
+    hop = hops(graph, splits)[1]
+    assert hop is not None
+    assert [rows_count(h) for h in hop.halo] == [1, 2, 2, 1]
+    assert [rows_count(b) for b in hop.back] == [1, 2, 2, 1]
+    # the last split before the classifier is gathered whole
+    last = features[-1]
+    assert all(p.medium_out is None for p in last.parts)
+
+
+def test_a_residual_add_ends_the_run() -> None:
+    """resnet18's shortcut reads the max pool's output, so the pool is gathered and the first
+    block's convolution is scattered again."""
+    graph = zoo_graph("resnet18")
+    units = layer_units(graph)
+    splits = layerwise_splits(graph, [1.0, 1.0], "resident", units)
+    by_name = {s.unit[0]: s for s in splits}
+    pool = next(s for s in splits if s.unit[0] == "maxpool")
+    after = splits[splits.index(pool) + 1]
+    assert not stays(graph, pool, after) and not after.resident
+    assert by_name["maxpool"].resident  # it reads the stem's rows where they were
