@@ -33,8 +33,16 @@ def test_vgg16_keeps_its_features_on_the_devices() -> None:
     assert [s.resident for s in features] == [False] + [True] * (len(features) - 1)
     assert not any(s.resident for s in splits if s.kind == "neurons")
     for res, base in zip(splits, plain, strict=True):
-        assert [p.rows for p in res.parts] == [p.rows for p in base.parts]
-        assert [p.in_bytes for p in res.parts] == [p.in_bytes for p in base.parts]
+        # the same devices; only a cut before a 2x2 pool moves, by a row or two, so the pool
+        # needs no halo
+        assert res.devices == base.devices
+        assert all(abs(a - b) <= 2 for a, b in zip(res.row_bounds, base.row_bounds,
+                                                    strict=True))
+    pools = [k for k, s in enumerate(splits) if s.resident and "pool" in
+             str(graph.module.get_submodule(s.unit[0].replace("_", "."))).lower()]
+    # (the test's 64x64 frame: the last pools have fewer rows than devices)
+    halo_free = [k for k in pools if all(p.medium_in == 0 for p in splits[k].parts)]
+    assert halo_free[:2] == pools[:2]
     # between the first scatter and the last gather only halo rows move (the test's 64x64
     # frame: 4x4 maps at the end, where a one-row band needs two rows of halo)
     inner = sum(s.scatter_bytes for s in features[1:]) + sum(s.gather_bytes

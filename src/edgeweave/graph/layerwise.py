@@ -195,6 +195,14 @@ def _split(graph: Graph, unit: tuple[str, ...], kind: str, speeds: Sequence[floa
         row_bounds, col_bounds = even_bounds(height, rows), even_bounds(width, cols)
     else:
         row_bounds, col_bounds = proportional_bounds(height, weights), [0, width]
+    return row_split(graph, unit, row_bounds, col_bounds)
+
+
+def row_split(graph: Graph, unit: tuple[str, ...], row_bounds: Sequence[int],
+              col_bounds: Sequence[int]) -> LayerSplit:
+    """A convolution or pooling unit cut on these grid lines, part ``d`` the ``d``-th cell
+    in row-major order."""
+    block = chain_block(graph, unit)
     # a device whose share rounds to nothing (or a grid larger than the map) gets no part
     pairs = [(d, t) for d, t in enumerate(tiles_for_bounds(block, row_bounds, col_bounds))
              if not t.output.empty]
@@ -206,7 +214,7 @@ def _split(graph: Graph, unit: tuple[str, ...], kind: str, speeds: Sequence[floa
             {n.name: tile.computes[n.name].area / n.map_area for n in block.nodes},
             tile_flops(block, tile.computes), in_bytes,
             block.output.bytes_of(tile.output.area)))
-    return LayerSplit(unit, kind, tuple(row_bounds), tuple(col_bounds),
+    return LayerSplit(unit, "rows", tuple(row_bounds), tuple(col_bounds),
                       tuple(p.device for p in parts), tuple(parts))
 
 

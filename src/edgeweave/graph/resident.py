@@ -27,7 +27,7 @@ import torch
 
 from edgeweave.graph.blocks import chain_block
 from edgeweave.graph.capture import Graph
-from edgeweave.graph.layerwise import LayerSplit, SplitRunner, unit_tiles
+from edgeweave.graph.layerwise import LayerSplit, SplitRunner, row_split, unit_tiles
 from edgeweave.graph.tile_exec import TileModule, stitch
 
 Rows = tuple[int, int]
@@ -107,12 +107,37 @@ def rows_count(ranges: Sequence[Rows]) -> int:
     return sum(b - a for a, b in ranges)
 
 
-def resident_splits(graph: Graph, splits: Sequence[LayerSplit]) -> list[LayerSplit]:
-    """``splits`` with what each part puts on the medium when bands stay resident
-    (``LayerPart.medium_in`` / ``medium_out``, in raw bytes as ``in_bytes``): a part whose input
-    stays receives its halo rows only, a part whose output stays returns the rows others read."""
+def aligned(graph: Graph, splits: Sequence[LayerSplit]) -> list[LayerSplit]:
+    """``splits`` with the rows before a pooling layer whose windows do not overlap (kernel =
+    stride, no padding: VGG's and most 2x2 max pools) cut where the pool's own rows begin, so
+    the pool needs no halo: each band holds exactly the windows of its device's pool rows.
+    Only the cut before such a pool moves (by a row or two), and not where the pool has too
+    few rows to give every device a part; elsewhere the bands keep the devices' speed
+    shares."""
     out = list(splits)
-    for i, hop in enumerate(hops(graph, splits)):
+    for i in range(len(out) - 2, -1, -1):
+        before, after = out[i], out[i + 1]
+        if not stays(graph, before, after):
+            continue
+        window = chain_block(graph, after.unit).nodes[0].window
+        if window is None or window.kernel[0] != window.stride[0] or window.padding[0] or \
+                window.dilation[0] != 1:
+            continue
+        height = chain_block(graph, before.unit).output.shape[1]
+        bounds = [min(height, window.stride[0] * b) for b in after.row_bounds[:-1]]
+        split = row_split(graph, before.unit, [*bounds, height], before.col_bounds)
+        if split.devices == before.devices:  # not where a small pool leaves a device out
+            out[i] = split
+    return out
+
+
+def resident_splits(graph: Graph, splits: Sequence[LayerSplit]) -> list[LayerSplit]:
+    """``splits`` :func:`aligned`, with what each part puts on the medium when bands stay
+    resident (``LayerPart.medium_in`` / ``medium_out``, in raw bytes as ``in_bytes``): a part
+    whose input stays receives its halo rows only, a part whose output stays returns the rows
+    others read."""
+    out = aligned(graph, splits)
+    for i, hop in enumerate(hops(graph, out)):
         if hop is None:
             continue
         before, after = out[i - 1], out[i]
