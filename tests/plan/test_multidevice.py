@@ -186,6 +186,10 @@ def test_layer_wise_and_single_plans_carry_a_partition(digits) -> None:
                           layer_devices=3).partition  # a slow medium: splitting does not pay
     assert pinned is not None and {d for la in pinned.layers for d in la.devices} == {"a", "b",
                                                                                       "c"}
+    # rows kept on the devices: the gateway's rows lie between two devices', so the halo at
+    # both its edges crosses the medium once (the others' crosses twice, through it)
+    assert pinned.layer_split == "resident" and pinned.devices[0] == "a"
+    assert all(la.devices.index("a") == 1 for la in pinned.layers if la.kind == "rows")
     for layer in grid.layers:
         if layer.kind == "rows":
             sizes = [b - a for a, b in itertools.pairwise(layer.row_bounds)]

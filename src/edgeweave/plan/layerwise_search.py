@@ -79,6 +79,10 @@ def layerwise_choices(graph: Graph, cm: CostModel, model: ClusterModel, names: S
     best: LayerChoice | None = None
     for k in [count] if count is not None else range(1, len(ordered) + 1):
         subset = ordered[:k]
+        if scheme == "resident" and k >= 3:
+            # the gateway's rows between two devices': the halo at both its edges crosses the
+            # medium once, where two devices' halo crosses twice (through the gateway)
+            subset = [subset[1], subset[0], *subset[2:]]
         splits = layerwise_splits(graph, [model.devices[n].gflops for n in subset], scheme,
                                   units)
         schedules = [model.simulate(layer_tasks(model, s, subset, reads_input(graph, s)))

@@ -121,10 +121,13 @@ def test_a_device_stopped_mid_frame_loses_no_frame(workers):
 
 
 def test_a_device_that_kept_rows_stopped_mid_frame_loses_no_frame(workers, monkeypatch):
-    """Resident rows: ``c`` stops once it has computed (and kept) rows, so the gateway lacks
-    the rows its next parts read and recomputes the run of resident layers from its start;
-    every frame is still answered, equal to the single-device model."""
+    """Resident rows: a device stops once it has computed (and kept) rows, so the gateway
+    lacks the rows its next parts read and recomputes the run of resident layers from its
+    start; every frame is still answered, equal to the single-device model."""
     plan = digits_plan("layer-wise", size=3, layer_split="resident")
+    part = plan.partition
+    victim = next(d for la in part.layers if la.resident for d in la.devices
+                  if d != part.gateway)
     starts = []
 
     def recompute(*args):
@@ -139,15 +142,15 @@ def test_a_device_that_kept_rows_stopped_mid_frame_loses_no_frame(workers, monke
         xs = frames(3)
         futures = [gw.submit(x) for x in xs]
         deadline = time.monotonic() + 30
-        while workers.services["c"].stats["tasks"] < 1 and time.monotonic() < deadline:
+        while workers.services[victim].stats["tasks"] < 1 and time.monotonic() < deadline:
             time.sleep(0.002)
         time.sleep(0.05)  # its edge rows reach the gateway; it computes its next part
-        workers.stop("c")
+        workers.stop(victim)
         results = [f.result(timeout=60) for f in futures]
     finally:
         gw.close()
     assert starts and all(first < lost for first, lost in starts)
-    assert sum(r.rerun for r in results) >= 1 and "c" not in results[-1].tasks
+    assert sum(r.rerun for r in results) >= 1 and victim not in results[-1].tasks
     for x, r in zip(xs, results, strict=True):
         assert torch.allclose(r.output, reference(x), atol=1e-5)
 

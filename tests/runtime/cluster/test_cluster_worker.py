@@ -188,16 +188,17 @@ def test_worker_keeps_rows_between_split_layers_and_checks_what_it_is_sent(worke
     of."""
     plan = digits_plan("layer-wise", size=3, layer_split="resident")
     part, graph = plan.partition, digits()
-    i = next(k for k, la in enumerate(part.layers) if la.resident and "b" in la.devices)
-    mine = layer_specs(part, "b")
-    target = workers.start("b")
-    stub(target).Setup(setup_stream(cluster_spec(part, "b"), package(
+    i, device = next((k, d) for k, la in enumerate(part.layers) if la.resident
+                     for d in la.devices if d != part.gateway)
+    mine = layer_specs(part, device)
+    target = workers.start(device)
+    stub(target).Setup(setup_stream(cluster_spec(part, device), package(
         layer_recipe(part.model, part.input_shape, mine), layer_weights(graph, mine))),
         timeout=60)
     hop = plan_hops(graph, part)[i]
     assert hop is not None
     before, after = (unit_tiles(graph, mine[k].split()) for k in (i - 1, i))
-    p0, p1 = part.layers[i - 1].devices.index("b"), part.layers[i].devices.index("b")
+    p0, p1 = part.layers[i - 1].devices.index(device), part.layers[i].devices.index(device)
     # the whole map before and after, computed here part by part (every device's weights)
     every = [dataclasses.replace(s, parts=tuple(range(len(la.devices))))
              for s, la in zip(mine, part.layers, strict=True)]
@@ -245,5 +246,6 @@ def test_worker_keeps_rows_between_split_layers_and_checks_what_it_is_sent(worke
                           want[:, :, o.r0:o.r1, o.c0:o.c1], atol=1e-5)
     assert replies[2].error_code == "INVALID_ARGUMENT" and "kept no rows" in replies[2].error
     assert replies[3].error_code == "INVALID_ARGUMENT" and "back rows" in replies[3].error
-    assert not replies[4].error
+    # a kept part no other part reads returns no rows at all
+    assert not replies[4].error and tensors.decode([replies[4].output])["output"].shape[2] == 0
     assert replies[5].error_code == "INVALID_ARGUMENT"

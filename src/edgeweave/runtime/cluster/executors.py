@@ -287,8 +287,9 @@ class LayerExecutor:
         return torch.cat(pieces, dim=2)
 
     def answer(self, msg: cpb.Task, out: torch.Tensor) -> torch.Tensor:
-        """What the task returns of its output ``out`` (the rows ``back`` names, stacked, or
-        all of it); keeps ``out`` for the frame's next split layer if asked."""
+        """What the task returns of its output ``out``: all of it, or when it is kept for the
+        frame's next split layer (``keep``) only the rows ``back`` names, stacked (none when
+        no other part reads any)."""
         tile = self._tiles.get((msg.layer, msg.tile))
         if msg.keep and tile is not None:
             self._bands[msg.frame] = (msg.layer, tile.output.r0, out)
@@ -297,7 +298,9 @@ class LayerExecutor:
                 self._bands.popitem(last=False)
         else:
             self._bands.pop(msg.frame, None)  # the frame's run of resident layers ended
-        if not msg.back:
+        if not msg.keep:
+            if msg.back:
+                raise GraphError("back: only a part whose rows are kept returns some of them")
             return out
         assert tile is not None
         bounds = list(msg.back)
@@ -309,7 +312,8 @@ class LayerExecutor:
         if any(not first <= a < b <= last for a, b in pairs):
             raise GraphError(f"back rows {pairs[:4]} are not inside part {msg.tile}'s output "
                              f"rows [{first}, {last})")
-        return torch.cat([out[:, :, a - first:b - first] for a, b in pairs], dim=2)
+        return torch.cat([out[:, :, :0], *(
+            out[:, :, a - first:b - first] for a, b in pairs)], dim=2)
 
     def run(self, layer: int, part: int, crop: torch.Tensor) -> torch.Tensor:
         _, _, how = self._parts[(layer, part)]
