@@ -99,6 +99,26 @@ def test_layer_wise_across_workers_equals_the_single_device_output(workers, spli
         assert r.rerun == 0 and r.tasks["a"] >= 1  # no part fell back to the gateway
 
 
+def test_resident_rows_a_part_no_neighbour_reads_return_nothing(workers):
+    """Three of four rpi4: the first device's rows of the first layer are read by no other
+    part of the next (its neighbour's input starts below them), so it keeps them all and
+    returns none; every frame still equals the single-device output."""
+    plan = digits_plan("layer-wise", size=4, layer_split="resident", layer_devices=3)
+    part = plan.partition
+    first = part.layers[0]
+    assert part.layers[1].resident and 0 in first.out_bytes  # nothing crosses back
+    gw = LayerGateway(digits(), plan, token=TOKEN)
+    try:
+        for device in {d for la in part.layers for d in la.devices} - {part.gateway}:
+            gw.join(device, workers.start(device))
+        xs = frames(2)
+        results = run(gw, xs, [None] * 2)
+    finally:
+        gw.close()
+    for x, r in zip(xs, results, strict=True):
+        assert torch.allclose(r.output, reference(x), atol=1e-5) and r.rerun == 0
+
+
 def test_a_device_stopped_mid_frame_loses_no_frame(workers):
     """The static plan (the harder case: the plan pinned tiles to the device that stops)."""
     plan = digits_plan(grid=(2, 2), reuse=True)
