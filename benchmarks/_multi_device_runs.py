@@ -205,10 +205,14 @@ def scheduler_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, fr
     """Work stealing vs work sharing (and the static plan) on the same plan, every one of
     ``n`` heterogeneous devices a data source with one frame in flight (DeepThings'
     multi-source setup; :data:`SCHEDULER_RUNS` says what each does). Each device runs one
-    thing at a time: its tiles or a frame's rest (runtime.cluster.rest.RestLanes)."""
+    thing at a time: its tiles or a frame's rest (runtime.cluster.rest.RestLanes). One fused
+    block, as DeepThings has: the calibration pass of each run then keeps its depth, grid and
+    reuse (runtime.cluster.session.plan_calibrated). With several blocks each run's calibration
+    chose between them and the best single block on its own, so the rows could compare
+    different partitions (vgg16: static ran 15:1x3r | 18:1x2 beside stealing's 15:1x3r)."""
     fleet = fleet_of(n)
     plan = plan_emulated(graph, profile, fleet, methods=("fused-tiles",), cache=cache,
-                         ms_per_mb=ms_per_mb, **CODECS)
+                         ms_per_mb=ms_per_mb, max_blocks=1, **CODECS)
     part = plan.partition
     assert part is not None
     xs = _frames(graph, frames)
