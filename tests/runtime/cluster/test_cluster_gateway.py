@@ -32,6 +32,18 @@ def run(gw, xs, sources):
     return [f.result(timeout=60) for f in futures]
 
 
+def layer_frames(workers, plan, devices, n):
+    """``n`` frames through a layer-wise gateway with a worker for each of ``devices``."""
+    gw = LayerGateway(digits(), plan, token=TOKEN)
+    try:
+        for device in devices:
+            gw.join(device, workers.start(device))
+        xs = frames(n)
+        return xs, run(gw, xs, [None] * n)
+    finally:
+        gw.close()
+
+
 @pytest.mark.parametrize("scheduler", ["stealing", "sharing", "static"])
 @pytest.mark.parametrize("reuse", [True, False])
 def test_every_frame_from_several_sources_equals_the_single_device_output(
@@ -79,14 +91,7 @@ def test_layer_wise_across_workers_equals_the_single_device_output(workers, spli
     rows = [la for la in part.layers if la.kind == "rows"]
     assert rows and all(len(la.col_bounds) == (3 if split == "grid" else 2) for la in rows)
     assert any(la.resident for la in rows) == (split == "resident")
-    gw = LayerGateway(digits(), plan, token=TOKEN)
-    try:
-        for device in names[1:]:
-            gw.join(device, workers.start(device))
-        xs = frames(3)
-        results = run(gw, xs, [None] * 3)
-    finally:
-        gw.close()
+    xs, results = layer_frames(workers, plan, names[1:], 3)
     for x, r in zip(xs, results, strict=True):
         assert torch.allclose(r.output, reference(x), atol=1e-5)
         assert set(r.tasks) == set(names) and r.medium_bytes > 0 and r.delivery_ms > 0
@@ -107,14 +112,8 @@ def test_resident_rows_a_part_no_neighbour_reads_return_nothing(workers):
     part = plan.partition
     first = part.layers[0]
     assert part.layers[1].resident and 0 in first.out_bytes  # nothing crosses back
-    gw = LayerGateway(digits(), plan, token=TOKEN)
-    try:
-        for device in {d for la in part.layers for d in la.devices} - {part.gateway}:
-            gw.join(device, workers.start(device))
-        xs = frames(2)
-        results = run(gw, xs, [None] * 2)
-    finally:
-        gw.close()
+    xs, results = layer_frames(workers, plan, sorted(
+        {d for la in part.layers for d in la.devices} - {part.gateway}), 2)
     for x, r in zip(xs, results, strict=True):
         assert torch.allclose(r.output, reference(x), atol=1e-5) and r.rerun == 0
 
