@@ -134,7 +134,7 @@ def layer_stacks(draw):
     return nn.Sequential(*layers).eval(), in_channels, side
 
 
-def _capture_or_skip(model: nn.Module, side: int, c: int):
+def capture_or_skip(model: nn.Module, side: int, c: int):
     try:
         with torch.no_grad():
             out = model(torch.zeros(1, c, side, side))
@@ -149,7 +149,7 @@ def _capture_or_skip(model: nn.Module, side: int, c: int):
 @given(layer_stacks(), st.data())
 def test_random_stacks_stitch_to_the_unpartitioned_output(stack, data) -> None:
     model, channels, side = stack
-    graph = _capture_or_skip(model, side, channels)
+    graph = capture_or_skip(model, side, channels)
     block = fused_block(graph)
     _, height, width = block.output.shape
     rows = data.draw(st.integers(1, min(height, 6)))
@@ -181,7 +181,7 @@ def test_random_stacks_stitch_to_the_unpartitioned_output(stack, data) -> None:
 @given(layer_stacks(), st.data())
 def test_random_stacks_with_reuse_and_any_finished_neighbours(stack, data) -> None:
     model, channels, side = stack
-    graph = _capture_or_skip(model, side, channels)
+    graph = capture_or_skip(model, side, channels)
     block = fused_block(graph)
     _, height, width = block.output.shape
     grid = (data.draw(st.integers(1, min(height, 4))), data.draw(st.integers(1, min(width, 4))))

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_regions import capture_or_skip, layer_stacks
 from tile_cases import ZOO_INPUTS, assert_same, one_thread, zoo_graph, zoo_input  # noqa: F401
 
 from edgeweave.graph.layerwise import layer_units, layerwise_splits
@@ -72,3 +75,18 @@ def test_a_residual_add_ends_the_run() -> None:
     after = splits[splits.index(pool) + 1]
     assert not stays(graph, pool, after) and not after.resident
     assert by_name["maxpool"].resident  # it reads the stem's rows where they were
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layer_stacks(), st.lists(st.sampled_from([0.0, 1.0, 3.0, 9.0]), min_size=2,
+                                max_size=4).filter(lambda s: sum(s) > 0))
+def test_random_stacks_with_resident_rows_equal_the_model(stack, speeds) -> None:
+    """Any stack of convolutions (strided, dilated, grouped), max and average pools (ceil
+    mode, padded), batch norm and activations, any device speeds: a part built from its band
+    and the halo the geometry forwards computes the unsplit model's output."""
+    model, channels, side = stack
+    graph = capture_or_skip(model, side, channels)
+    x = torch.randn(graph.input_shape)
+    with torch.no_grad():
+        assert_same(run_resident(graph, layerwise_splits(graph, speeds, "resident"), x),
+                    model(x))

@@ -142,11 +142,12 @@ def resident_splits(graph: Graph, splits: Sequence[LayerSplit]) -> list[LayerSpl
             continue
         before, after = out[i - 1], out[i]
         block = chain_block(graph, after.unit)
-        channels, _, width = block.input_shape
-        row_in = channels * width * block.input_elem_bytes
+        channels = block.input_shape[0]
+        # a part reads the columns its tile does (a strided window may leave the last out)
         out[i] = replace(after, resident=True, parts=tuple(
-            replace(p, medium_in=rows_count(h) * row_in)
-            for p, h in zip(after.parts, hop.halo, strict=True)))
+            replace(p, medium_in=rows_count(h) * channels * t.input.width
+                    * block.input_elem_bytes)
+            for p, h, t in zip(after.parts, hop.halo, unit_tiles(graph, after), strict=True)))
         prev = chain_block(graph, before.unit)
         out_width = prev.output.shape[2]
         out[i - 1] = replace(before, parts=tuple(
@@ -192,7 +193,7 @@ class _ResidentRunner(SplitRunner):
                 crop = source[:, :, r.r0:r.r1, r.c0:r.c1]
             else:
                 crop = _assemble(sent, self.bands.get(part.device), self.before, part.device,
-                                 hop.keep[p], hop.halo[p])
+                                 hop.keep[p], hop.halo[p])[:, :, :, r.c0:r.c1]
             outputs[tile.index], _ = TileModule(self.graph_, block, tile)(crop)
             bands[part.device] = outputs[tile.index]
         self.before, self.bands = split, bands

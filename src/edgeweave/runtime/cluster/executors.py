@@ -281,7 +281,8 @@ class LayerExecutor:
             raise GraphError(f"kept rows [{msg.keep_r0}, {msg.keep_r1}) are outside the rows "
                              f"[{first}, {first + band.shape[2]}) this worker kept")
         pieces = [values["above"]] if "above" in values else []
-        pieces.append(band[:, :, a:b])
+        tile = self._tiles[(msg.layer, msg.tile)]
+        pieces.append(band[:, :, a:b, tile.input.c0:tile.input.c1])
         if "below" in values:
             pieces.append(values["below"])
         return torch.cat(pieces, dim=2)

@@ -109,7 +109,7 @@ def local_input(source: torch.Tensor | Rows, tiles: list, p: int) -> torch.Tenso
         return source
     r = tiles[p].input
     if isinstance(source, Rows):
-        return source.rows(r.r0, r.r1) if source.holds(r.r0, r.r1) else None
+        return source.rows(r.r0, r.r1)[:, :, :, r.c0:r.c1] if source.holds(r.r0, r.r1) else None
     return source[:, :, r.r0:r.r1, r.c0:r.c1]
 
 
@@ -130,5 +130,5 @@ def send_values(source: torch.Tensor | Rows, tiles: list, p: int, hop: Hop | Non
         if b > a:
             if not source.holds(a, b):
                 return None
-            out[name] = source.rows(a, b)
+            out[name] = source.rows(a, b)[:, :, :, r.c0:r.c1]
     return out
