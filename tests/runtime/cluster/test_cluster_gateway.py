@@ -9,9 +9,12 @@ import time
 
 import pytest
 import torch
-from cluster_helpers import TOKEN, digits, digits_plan
+from cluster_helpers import TOKEN, cluster_fleet, digits, digits_plan
 
 from edgeweave.errors import EdgeWeaveError
+from edgeweave.graph import capture_spec
+from edgeweave.plan.multidevice import plan_cluster
+from edgeweave.profile import analytic_profile
 from edgeweave.runtime.cluster import halo, layers
 from edgeweave.runtime.cluster.gateway import GATEWAY_LOCAL, TileGateway
 from edgeweave.runtime.cluster.layers import LayerGateway
@@ -116,6 +119,40 @@ def test_resident_rows_a_part_no_neighbour_reads_return_nothing(workers):
         {d for la in part.layers for d in la.devices} - {part.gateway}), 2)
     for x, r in zip(xs, results, strict=True):
         assert torch.allclose(r.output, reference(x), atol=1e-5) and r.rerun == 0
+
+
+STRIDED_NET = """from torch import nn
+def factory():
+    return nn.Sequential(nn.Conv2d(16, 64, 3, padding=1), nn.ReLU(), nn.AvgPool2d(1, 2),
+                         nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(64 * 32 * 32, 3)), (1, 16, 64, 64)
+"""
+
+
+def test_resident_rows_where_a_window_leaves_the_last_column_out(workers, tmp_path):
+    """A stride-2 pool of kernel 1 on 64 columns reads columns 0 to 62 only: the parts that
+    read the rows kept on their devices take those columns of their band and halo. The
+    workers rebuild the model from the operator's file."""
+    path = tmp_path / "strided.py"
+    path.write_text(STRIDED_NET)
+    graph = capture_spec(f"{path}:factory")
+    fleet = cluster_fleet(size=4)
+    plan = plan_cluster(graph, analytic_profile(graph, fleet), fleet, methods=("layer-wise",),
+                        layer_split="resident", layer_devices=3, model_spec=graph.spec,
+                        devices=list(fleet.cluster().devices))
+    part = plan.partition
+    assert [la.resident for la in part.layers if la.kind == "rows"] == [False, True, True]
+    gw = LayerGateway(graph, plan, token=TOKEN)
+    try:
+        for device in {d for la in part.layers for d in la.devices} - {part.gateway}:
+            gw.join(device, workers.start(device, models=(f"{path}:factory",)))
+        xs = [torch.randn(graph.input_shape) for _ in range(2)]
+        results = run(gw, xs, [None] * 2)
+    finally:
+        gw.close()
+    for x, r in zip(xs, results, strict=True):
+        with torch.no_grad():
+            assert torch.allclose(r.output, graph.module(x), atol=1e-5) and r.rerun == 0
 
 
 def test_a_device_stopped_mid_frame_loses_no_frame(workers):
