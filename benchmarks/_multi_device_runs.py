@@ -27,6 +27,7 @@ from edgeweave.graph.reuse import reuse_savings
 from edgeweave.plan.fused_search import TileCache
 from edgeweave.plan.partition import Partition
 from edgeweave.profile import Profile
+from edgeweave.runtime.cluster.gateway import GATEWAY_LOCAL
 from edgeweave.runtime.cluster.session import ClusterRun, plan_emulated, run_cluster
 from edgeweave.topology import Fleet
 
@@ -51,6 +52,10 @@ def _row(run: ClusterRun, **extra: Any) -> dict[str, Any]:
     predicted = doc["predicted_ms"]
     row = {
         "model": doc["model"], "method": doc["method"], "devices": doc["devices"],
+        # the devices that computed something: a plan may leave some of the fleet idle
+        # (layer-wise keeps a slow rpi3 out; resnet18's whole split on its gateway)
+        "devices_computing": sum(1 for name, w in work.items()
+                                 if w["tasks_per_frame"] > 0 and name != GATEWAY_LOCAL),
         "scheduler": doc["scheduler"], "latency_ms": doc["latency_ms"], "fps": doc["fps"],
         # frames/s sustained: the pipeline's filling left out (ClusterRun.steady_fps)
         "steady_fps": doc["steady_fps"],

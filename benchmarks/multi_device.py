@@ -312,7 +312,8 @@ def main() -> None:
                     graph, profile, local_fleet, args.run_layer_split, args.frames, ms_per_mb)
         if args.json:  # what is done so far, in case a long run is stopped
             args.json.write_text(json.dumps(doc, indent=1, default=str))
-    measured = ["model", "method", "devices", "scheduler", "latency_ms", "predicted_ms",
+    measured = ["model", "method", "devices", "devices_computing", "scheduler", "latency_ms",
+                "predicted_ms",
                 "measured_vs_predicted_pct", "uncalibrated_predicted_ms",
                 "measured_vs_uncalibrated_pct", "cluster_ms", "predicted_cluster_ms", "rest_ms",
                 "predicted_rest_ms", "compute_vs_plan_pct", "replayed_ms",
