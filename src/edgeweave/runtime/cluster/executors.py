@@ -253,6 +253,7 @@ class LayerExecutor:
         tile = self._tiles.get((msg.layer, msg.tile))
         if (msg.resident or msg.keep or msg.back) and tile is None:
             raise GraphError(f"split layer {msg.layer} is not split by rows: it keeps no rows")
+        self._back(msg)  # before any work: what it would return
         if not msg.resident:
             return {"crop": crop}
         assert tile is not None
@@ -300,11 +301,20 @@ class LayerExecutor:
         else:
             self._bands.pop(msg.frame, None)  # the frame's run of resident layers ended
         if not msg.keep:
-            if msg.back:
-                raise GraphError("back: only a part whose rows are kept returns some of them")
             return out
         assert tile is not None
+        first = tile.output.r0
+        return torch.cat([out[:, :, :0], *(
+            out[:, :, a - first:b - first] for a, b in self._back(msg))], dim=2)
+
+    def _back(self, msg: cpb.Task) -> list[tuple[int, int]]:
+        """The row pairs ``msg.back`` asks for, checked against the part's output rows."""
         bounds = list(msg.back)
+        if not bounds:
+            return []
+        if not msg.keep:
+            raise GraphError("back: only a part whose rows are kept returns some of them")
+        tile = self._tiles[(msg.layer, msg.tile)]
         first, last = tile.output.r0, tile.output.r1
         if len(bounds) % 2 or len(bounds) > 2 * MAX_BACK:
             raise GraphError(f"back: expected up to {MAX_BACK} (first, end) row pairs, got "
@@ -313,8 +323,7 @@ class LayerExecutor:
         if any(not first <= a < b <= last for a, b in pairs):
             raise GraphError(f"back rows {pairs[:4]} are not inside part {msg.tile}'s output "
                              f"rows [{first}, {last})")
-        return torch.cat([out[:, :, :0], *(
-            out[:, :, a - first:b - first] for a, b in pairs)], dim=2)
+        return pairs
 
     def run(self, layer: int, part: int, crop: torch.Tensor) -> torch.Tensor:
         _, _, how = self._parts[(layer, part)]
