@@ -30,16 +30,15 @@ from edgeweave.runtime.proto import cluster_pb2 as cpb
 
 @dataclass
 class Rows:
-    """Split layer ``split``'s output as the gateway holds it: ``map`` full size, the rows
-    ``have`` marks filled (NaN elsewhere, so a row forwarded by mistake shows)."""
+    """A split layer's output as the gateway holds it: ``map`` full size, the rows ``have``
+    marks filled (NaN elsewhere, so a row forwarded by mistake shows)."""
 
-    split: int
     map: torch.Tensor
     have: torch.Tensor
 
     @classmethod
-    def empty(cls, split: int, like: torch.Tensor, shape: Sequence[int]) -> Rows:
-        return cls(split, like.new_full((like.shape[0], *shape), float("nan")),
+    def empty(cls, like: torch.Tensor, shape: Sequence[int]) -> Rows:
+        return cls(like.new_full((like.shape[0], *shape), float("nan")),
                    torch.zeros(shape[1], dtype=torch.bool))
 
     def put(self, first: int, rows: torch.Tensor) -> None:

@@ -270,7 +270,7 @@ class LayerGateway:
         block = chain_block(self.graph, spec.unit)
         if hop_out is None:
             return stitch(block, tiles, {t.index: parts.outputs[p] for p, t in enumerate(tiles)})
-        held = Rows.empty(i, parts.outputs[0], block.output.shape)
+        held = Rows.empty(parts.outputs[0], block.output.shape)
         for p, t in enumerate(tiles):
             if p in whole:
                 held.put(t.output.r0, parts.outputs[p])
