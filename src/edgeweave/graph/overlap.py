@@ -153,6 +153,7 @@ def _step(graph: Graph, block: FusedBlock, i: int, p: int, device: int, rows: Ro
     tile = tiles_for_bounds(block, rows, (c0, c1))[0]
     r = tile.input
     mine = None if keep is None else (max(r.r0, keep[0]), min(r.r1, keep[1]))
+    halo: tuple[Rows, ...]
     if mine is None or mine[0] >= mine[1]:
         mine, halo = None, ((r.r0, r.r1),)
     else:
