@@ -15,7 +15,7 @@ from edgeweave.errors import EdgeWeaveError
 from edgeweave.graph import capture_spec
 from edgeweave.plan.multidevice import plan_cluster
 from edgeweave.profile import analytic_profile
-from edgeweave.runtime.cluster import halo, layers
+from edgeweave.runtime.cluster import halo, layers, steps
 from edgeweave.runtime.cluster.gateway import GATEWAY_LOCAL, TileGateway
 from edgeweave.runtime.cluster.layers import LayerGateway
 
@@ -35,9 +35,9 @@ def run(gw, xs, sources):
     return [f.result(timeout=60) for f in futures]
 
 
-def layer_frames(workers, plan, devices, n):
+def layer_frames(workers, plan, devices, n, **options):
     """``n`` frames through a layer-wise gateway with a worker for each of ``devices``."""
-    gw = LayerGateway(digits(), plan, token=TOKEN)
+    gw = LayerGateway(digits(), plan, token=TOKEN, **options)
     try:
         for device in devices:
             gw.join(device, workers.start(device))
@@ -119,6 +119,58 @@ def test_resident_rows_a_part_no_neighbour_reads_return_nothing(workers):
         {d for la in part.layers for d in la.devices} - {part.gateway}), 2)
     for x, r in zip(xs, results, strict=True):
         assert torch.allclose(r.output, reference(x), atol=1e-5) and r.rerun == 0
+
+
+@pytest.mark.parametrize("size", [3, 4])
+def test_overlapped_steps_across_workers_equal_the_single_device_output(workers, size):
+    """Overlapped resident rows (graph.overlap): each device computes its interior rows while
+    its edges' halo crosses, one step per task; every frame equals the single-device output,
+    every device computes, and more tasks than split parts ran (the parts were cut)."""
+    plan = digits_plan("layer-wise", size=size, layer_split="resident")
+    part = plan.partition
+    names = sorted({d for la in part.layers for d in la.devices})
+    gw_runs = steps.plan_runs(digits(), part)
+    assert gw_runs and all(r.last > r.first for r in gw_runs.values())
+    xs, results = layer_frames(workers, plan, [n for n in names if n != part.gateway], 3,
+                               overlap=True)
+    parts = sum(len(la.devices) for la in part.layers)
+    for x, r in zip(xs, results, strict=True):
+        assert torch.allclose(r.output, reference(x), atol=1e-5)
+        assert r.rerun == 0 and set(r.tasks) == set(names) and r.medium_bytes > 0
+        assert sum(r.tasks.values()) > parts
+
+
+def test_a_device_stopped_mid_overlapped_run_loses_no_frame(workers, monkeypatch):
+    """A device stops while it holds steps of an overlapped run: the gateway computes the
+    run from its input; every frame is still answered, equal to the single-device model."""
+    plan = digits_plan("layer-wise", size=3, layer_split="resident")
+    part = plan.partition
+    victim = next(d for la in part.layers if la.resident for d in la.devices
+                  if d != part.gateway)
+    starts = []
+
+    def recompute(*args):
+        starts.append(args[3:5])
+        return halo.recompute(*args)
+
+    monkeypatch.setattr(steps, "recompute", recompute)
+    gw = LayerGateway(digits(), plan, token=TOKEN, overlap=True)
+    try:
+        for device in "bc":
+            gw.join(device, workers.start(device, dilation=2000.0))
+        xs = frames(3)
+        futures = [gw.submit(x) for x in xs]
+        deadline = time.monotonic() + 30
+        while workers.services[victim].stats["tasks"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.002)
+        workers.stop(victim)
+        results = [f.result(timeout=60) for f in futures]
+    finally:
+        gw.close()
+    assert starts and all(first < last for first, last in starts)
+    assert sum(r.rerun for r in results) >= 1 and victim not in results[-1].tasks
+    for x, r in zip(xs, results, strict=True):
+        assert torch.allclose(r.output, reference(x), atol=1e-5)
 
 
 STRIDED_NET = """from torch import nn

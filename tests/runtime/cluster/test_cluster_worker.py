@@ -11,11 +11,13 @@ import pytest
 import torch
 from cluster_helpers import TOKEN, digits, digits_plan
 
+from edgeweave.graph.blocks import chain_block
 from edgeweave.graph.layerwise import unit_tiles
 from edgeweave.graph.reuse import reuse_tiles
 from edgeweave.graph.tile_exec import run_tiles
+from edgeweave.graph.tiles import tiles_for_bounds
 from edgeweave.runtime import tensors
-from edgeweave.runtime.cluster import halo
+from edgeweave.runtime.cluster import halo, steps
 from edgeweave.runtime.cluster.blueprint import (
     block_recipe,
     cluster_spec,
@@ -26,8 +28,9 @@ from edgeweave.runtime.cluster.blueprint import (
     regions_digest,
     setup_stream,
 )
-from edgeweave.runtime.cluster.executors import LayerExecutor, TileExecutor
+from edgeweave.runtime.cluster.executors import TileExecutor
 from edgeweave.runtime.cluster.halo import plan_hops
+from edgeweave.runtime.cluster.layer_exec import LayerExecutor
 from edgeweave.runtime.proto import cluster_pb2 as cpb
 from edgeweave.runtime.proto import cluster_pb2_grpc as cpb_grpc
 from edgeweave.runtime.recipe import package
@@ -249,3 +252,77 @@ def test_worker_keeps_rows_between_split_layers_and_checks_what_it_is_sent(worke
     # a kept part no other part reads returns no rows at all
     assert not replies[4].error and tensors.decode([replies[4].output])["output"].shape[2] == 0
     assert replies[5].error_code == "INVALID_ARGUMENT"
+
+
+def test_worker_computes_a_part_step_by_step_and_checks_each_step(workers):
+    """Overlapped resident rows (graph.overlap): a worker computes its part of a split layer
+    as an interior step, from rows it kept alone, then its edge steps with the halo sent, and
+    keeps each step's rows for the next layer; it refuses a step whose rows leave its part and
+    one that reads kept rows no step has computed yet."""
+    plan = digits_plan("layer-wise", size=3, layer_split="resident")
+    part, graph = plan.partition, digits()
+    run = next(iter(steps.plan_runs(graph, part).values()))
+    i = run.first + 1
+    device = next(d for d in part.layers[i].devices if d != part.gateway)
+    mine = layer_specs(part, device)
+    target = workers.start(device)
+    stub(target).Setup(setup_stream(cluster_spec(part, device), package(
+        layer_recipe(part.model, part.input_shape, mine), layer_weights(graph, mine))),
+        timeout=60)
+    every = [dataclasses.replace(s, parts=tuple(range(len(la.devices))))
+             for s, la in zip(mine, part.layers, strict=True)]
+    local = LayerExecutor(graph, every, dict(layer_weights(graph, every)))
+    source = torch.randn(graph.input_shape)
+    mid = halo.recompute(graph, local, every, run.first, run.first, source)
+    want = halo.recompute(graph, local, every, i, i, mid)
+    (first,) = [s for s in run.steps if s.split == run.first
+                and part.devices[s.device] == device]
+    later = [s for s in run.steps if s.split == i and part.devices[s.device] == device]
+    # the part cut: an interior from kept rows alone, then edges that read halo
+    assert len(later) >= 2 and later[0].halo == () and all(s.halo for s in later[1:])
+
+    def task(k: int, step, frame: str = "f", rows=None) -> cpb.Task:
+        rows = rows or step.rows
+        msg = cpb.Task(task=k, frame=frame, tile=step.part, layer=step.split,
+                       return_codec="none", out_r0=rows[0], out_r1=rows[1], keep=step.kept)
+        msg.back.extend(halo.flat(step.back) if step.kept else [])
+        r = step.tile.input
+        if step.keep is None:
+            msg.crop.CopyFrom(tensors.encode({"crop": source[:, :, r.r0:r.r1, r.c0:r.c1]},
+                                             ["crop"], "none")[0])
+            return msg
+        msg.resident, msg.keep_r0, msg.keep_r1 = True, step.keep[0], step.keep[1]
+        pieces = {name: mid[:, :, a:b, r.c0:r.c1] for name, (a, b) in
+                  (("above", (r.r0, step.keep[0])), ("below", (step.keep[1], r.r1)))
+                  if b > a}
+        msg.pieces.extend(tensors.encode(pieces, list(pieces), "none"))
+        return msg
+
+    whole = unit_tiles(graph, mine[i].split())[part.layers[i].devices.index(device)].output
+    # frame g: only the first row of the first layer's part computed (a step of it), so the
+    # next layer's interior reads kept rows no step computed
+    block = chain_block(graph, part.layers[run.first].unit)
+    head = tiles_for_bounds(block, (first.rows[0], first.rows[0] + 1), (0, whole.c1))[0]
+    partial = cpb.Task(task=10, frame="g", tile=first.part, layer=run.first,
+                       return_codec="none", out_r0=head.output.r0, out_r1=head.output.r1,
+                       keep=True)
+    r = head.input
+    partial.crop.CopyFrom(tensors.encode({"crop": source[:, :, r.r0:r.r1, r.c0:r.c1]},
+                                         ["crop"], "none")[0])
+    tasks = [task(1, first), *(task(2 + k, s) for k, s in enumerate(later)),
+             task(8, later[0], rows=(whole.r0, whole.r1 + 1)), partial, task(11, later[0], "g")]
+    replies = list(stub(target).Work(iter(tasks), timeout=60))[1:]
+    assert [r.task for r in replies] == [1, *range(2, 2 + len(later)), 8, 10, 11]
+    n = 1 + len(later)
+    assert not any(r.error for r in replies[:n]), [r.error for r in replies[:n]]
+    for step, reply in zip(later, replies[1:n], strict=True):
+        got = tensors.decode([reply.output])["output"]
+        at = 0
+        for a, b in step.back:
+            assert torch.allclose(got[:, :, at:at + b - a], want[:, :, a:b], atol=1e-5)
+            at += b - a
+        assert at == got.shape[2] and at == step.rows[1] - step.rows[0]  # the last layer
+    assert replies[n].error_code == "INVALID_ARGUMENT" and "step rows" in replies[n].error
+    assert not replies[n + 1].error
+    assert replies[n + 2].error_code == "INVALID_ARGUMENT"
+    assert "not all among" in replies[n + 2].error

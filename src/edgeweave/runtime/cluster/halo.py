@@ -24,7 +24,7 @@ from edgeweave.graph.resident import Hop, hops
 from edgeweave.graph.tile_exec import stitch
 from edgeweave.plan.partition import LayerAssignment, Partition
 from edgeweave.runtime.cluster.blueprint import LayerSpec
-from edgeweave.runtime.cluster.executors import LayerExecutor
+from edgeweave.runtime.cluster.layer_exec import LayerExecutor
 from edgeweave.runtime.proto import cluster_pb2 as cpb
 
 
@@ -57,7 +57,7 @@ def plan_hops(graph: Graph, part: Partition) -> list[Hop | None]:
     input on the devices (``LayerAssignment.resident``), else None; an error if the plan keeps
     one the geometry cannot (its input is read elsewhere, or split in columns)."""
     ids = {name: k for k, name in enumerate(part.devices)}
-    splits = [_placed(graph, la, ids) for la in part.layers]
+    splits = [placed(graph, la, ids) for la in part.layers]
     out = []
     for la, hop in zip(part.layers, hops(graph, splits), strict=True):
         if la.resident and hop is None:
@@ -68,7 +68,7 @@ def plan_hops(graph: Graph, part: Partition) -> list[Hop | None]:
     return out
 
 
-def _placed(graph: Graph, la: LayerAssignment, ids: dict[str, int]) -> LayerSplit:
+def placed(graph: Graph, la: LayerAssignment, ids: dict[str, int]) -> LayerSplit:
     """A plan's split layer with each part's device and output rows (what hops reads)."""
     split = LayerSplit(tuple(la.unit), la.kind, tuple(la.row_bounds), tuple(la.col_bounds),
                        (), ())

@@ -22,6 +22,7 @@ import queue
 import threading
 import time
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -47,7 +48,6 @@ from edgeweave.runtime.cluster.blueprint import (
     layer_weights,
     setup_stream,
 )
-from edgeweave.runtime.cluster.executors import LayerExecutor
 from edgeweave.runtime.cluster.frames import FrameFuture
 from edgeweave.runtime.cluster.gateway import GATEWAY_LOCAL, FrameResult
 from edgeweave.runtime.cluster.halo import (
@@ -58,9 +58,11 @@ from edgeweave.runtime.cluster.halo import (
     recompute,
     send_values,
 )
+from edgeweave.runtime.cluster.layer_exec import LayerExecutor
 from edgeweave.runtime.cluster.medium import SharedMedium
 from edgeweave.runtime.cluster.pool import OnDone, WorkerPool
 from edgeweave.runtime.cluster.rest import RestRunner
+from edgeweave.runtime.cluster.steps import StepRun, plan_runs
 from edgeweave.runtime.proto import cluster_pb2 as cpb
 from edgeweave.runtime.recipe import package
 from edgeweave.security import ClientTLS
@@ -98,7 +100,8 @@ class LayerGateway:
     def __init__(self, graph: Graph, plan: Plan, *, token: str | None = None,
                  tls: ClientTLS | None = None, gateway_dilation: float = 1.0,
                  edge_target: str | None = None, rest_options: ClientOptions | None = None,
-                 spin: bool = False, task_timeout_s: float = 300.0, time_scale: float = 1.0):
+                 spin: bool = False, task_timeout_s: float = 300.0, time_scale: float = 1.0,
+                 overlap: bool | None = None):
         part = plan.partition
         if part is None or part.method != "layer-wise":
             raise EdgeWeaveError("the plan has no layer-wise partition")
@@ -110,6 +113,13 @@ class LayerGateway:
                                                   layer_weights(graph, whole)})
         self.specs = whole
         self.hops = plan_hops(graph, part)
+        # overlapped runs of resident layers (graph.overlap; the layer_split "overlap"): a
+        # run's steps are issued as their inputs arrive, its later layers pass through here
+        if overlap is None:
+            overlap = part.layer_split == "overlap"
+        self.runs = plan_runs(graph, part) if overlap else {}
+        self.in_run = {k for r in self.runs.values() for k in range(r.first + 1, r.last + 1)}
+        self._steps = ThreadPoolExecutor(1, thread_name_prefix="cluster-gateway-steps")
         self.first = {la.unit[0]: i for i, la in enumerate(part.layers)}
         self.inner = {n for la in part.layers for n in la.unit[1:]}
         prefix = set(part.prefix_nodes)
@@ -124,7 +134,7 @@ class LayerGateway:
         self.rest = RestRunner(graph, plan, part.prefix_nodes, edge_target=edge_target,
                                token=token, tls=tls, dilation=gateway_dilation,
                                options=rest_options)
-        self._task_ids = itertools.count(1)
+        self.task_ids = itertools.count(1)
         self._ids = itertools.count()
         self._frames: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="cluster-layers")
@@ -142,6 +152,9 @@ class LayerGateway:
 
     def _on_gone(self, device: str, lost: list[Any], why: str) -> None:
         for parts, p in lost:
+            if isinstance(parts, StepRun):
+                parts.lost(p)
+                continue
             with parts.cond:
                 parts.lost.append(p)
                 parts.cond.notify_all()
@@ -203,7 +216,7 @@ class LayerGateway:
             if device == self.gateway:
                 continue  # computed here, below, while the devices compute theirs
             encoding = time.perf_counter()
-            msg = cpb.Task(task=next(self._task_ids), frame=str(run.frame), tile=p, layer=i,
+            msg = cpb.Task(task=next(self.task_ids), frame=str(run.frame), tile=p, layer=i,
                            return_codec=self.part.result_codec)
             if hop_out is not None:  # the device keeps its rows, returns its edges
                 msg.keep = True
@@ -326,6 +339,7 @@ class LayerGateway:
         self._frames.put(None)
         self.pool.close()
         self._thread.join(timeout=10)
+        self._steps.shutdown(wait=False, cancel_futures=True)
 
 
 class _Prefix(fx.Interpreter):
@@ -355,7 +369,13 @@ class _Prefix(fx.Interpreter):
             if n.op == "placeholder":
                 value: Any = x
             elif n.name in gw.first:
-                value = gw.split_layer(gw.first[n.name], self.env[n.all_input_nodes[0]], self)
+                k, source = gw.first[n.name], self.env[n.all_input_nodes[0]]
+                if k in gw.runs:
+                    value = StepRun(gw, gw.runs[k], self, gw._steps).go(source)
+                elif k in gw.in_run:  # computed with its run: the run's output passes through
+                    value = source
+                else:
+                    value = gw.split_layer(k, source, self)
             elif n.name in gw.inner:  # computed with its split layer: its value passes through
                 value = self.env[n.all_input_nodes[0]]
             else:

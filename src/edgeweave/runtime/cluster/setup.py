@@ -31,7 +31,8 @@ from edgeweave.runtime.cluster.blueprint import (
     stage_grids,
     stages_digest,
 )
-from edgeweave.runtime.cluster.executors import LayerExecutor, TileStages, with_weights
+from edgeweave.runtime.cluster.executors import TileStages, with_weights
+from edgeweave.runtime.cluster.layer_exec import LayerExecutor
 from edgeweave.runtime.deploy import DeployRefused, check_head, load_weights, receive_checked
 from edgeweave.runtime.models import BadModelRequest, TrustedModels, UnknownModel
 from edgeweave.runtime.proto import cluster_pb2 as cpb

@@ -47,7 +47,8 @@ from edgeweave.codec import CodecError
 from edgeweave.errors import EdgeWeaveError, GraphError
 from edgeweave.rpc import RateLimitedLog
 from edgeweave.runtime import dilation, tensors
-from edgeweave.runtime.cluster.executors import LayerExecutor, TileExecutor, TileStages
+from edgeweave.runtime.cluster.executors import TileExecutor, TileStages
+from edgeweave.runtime.cluster.layer_exec import LayerExecutor
 from edgeweave.runtime.cluster.setup import build_executor, invalid
 from edgeweave.runtime.flight import arrive
 from edgeweave.runtime.models import TrustedModels
@@ -225,7 +226,7 @@ class WorkerService(cpb_grpc.ClusterWorkerServicer):
         if msg.crop.name != "crop" and not msg.resident:
             raise invalid(f"the task's crop is named {msg.crop.name[:40]!r}; expected 'crop'")
         if isinstance(ex, TileExecutor):
-            if msg.resident or msg.keep or msg.back:
+            if msg.resident or msg.keep or msg.back or msg.out_r0 or msg.out_r1:
                 raise invalid(f"task {msg.task}: fused tiles keep no rows between tasks")
             tile = ex.tile(msg.tile, list(msg.reused_from))
             expected = ex.expected(tile)
@@ -245,14 +246,18 @@ class WorkerService(cpb_grpc.ClusterWorkerServicer):
         arrive(msg, max_wait_s=self.cfg.max_arrival_wait_s)
         wait_ms = (time.monotonic() - wait) * 1000.0
         values = tensors.decode(messages, expected.get, 0)
-        warm_ms = 0.0
-        if isinstance(ex, TileExecutor):  # built and run once (per variant) before the clock
+        # a module built and run once (per tile variant or step) before the clock
+        if isinstance(ex, TileExecutor):
             warm_ms = ex.warm(tile, values)
+        else:
+            crop = ex.crop(msg, values)
+            warm_ms = ex.warm(msg, crop)
         mark = dilation.start()
         if isinstance(ex, TileExecutor):
             out, shares = ex.run(tile, values)
         else:
-            out, shares = ex.run(msg.layer, msg.tile, ex.crop(msg, values)), {}
+            step = (msg.out_r0, msg.out_r1) if msg.out_r0 or msg.out_r1 else None
+            out, shares = ex.run(msg.layer, msg.tile, crop, step), {}
         self._note_host(mark)
         compute_ms = dilation.finish(mark, self.cfg.dilation, spin=self.cfg.spin)
         self.stats["tasks"] += 1

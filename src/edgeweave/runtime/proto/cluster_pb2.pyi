@@ -74,7 +74,7 @@ class SetupReply(_message.Message):
     def __init__(self, digest: _Optional[str] = ..., tasks: _Optional[int] = ..., build_ms: _Optional[float] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task", "frame", "tile", "layer", "reused_from", "crop", "pieces", "return_codec", "deliver_at_ns", "clock", "block", "resident", "keep_r0", "keep_r1", "keep", "back")
+    __slots__ = ("task", "frame", "tile", "layer", "reused_from", "crop", "pieces", "return_codec", "deliver_at_ns", "clock", "block", "resident", "keep_r0", "keep_r1", "keep", "back", "out_r0", "out_r1")
     TASK_FIELD_NUMBER: _ClassVar[int]
     FRAME_FIELD_NUMBER: _ClassVar[int]
     TILE_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +91,8 @@ class Task(_message.Message):
     KEEP_R1_FIELD_NUMBER: _ClassVar[int]
     KEEP_FIELD_NUMBER: _ClassVar[int]
     BACK_FIELD_NUMBER: _ClassVar[int]
+    OUT_R0_FIELD_NUMBER: _ClassVar[int]
+    OUT_R1_FIELD_NUMBER: _ClassVar[int]
     task: int
     frame: str
     tile: int
@@ -107,7 +109,9 @@ class Task(_message.Message):
     keep_r1: int
     keep: bool
     back: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, task: _Optional[int] = ..., frame: _Optional[str] = ..., tile: _Optional[int] = ..., layer: _Optional[int] = ..., reused_from: _Optional[_Iterable[int]] = ..., crop: _Optional[_Union[_edgeweave_pb2.Tensor, _Mapping]] = ..., pieces: _Optional[_Iterable[_Union[_edgeweave_pb2.Tensor, _Mapping]]] = ..., return_codec: _Optional[str] = ..., deliver_at_ns: _Optional[int] = ..., clock: _Optional[str] = ..., block: _Optional[int] = ..., resident: _Optional[bool] = ..., keep_r0: _Optional[int] = ..., keep_r1: _Optional[int] = ..., keep: _Optional[bool] = ..., back: _Optional[_Iterable[int]] = ...) -> None: ...
+    out_r0: int
+    out_r1: int
+    def __init__(self, task: _Optional[int] = ..., frame: _Optional[str] = ..., tile: _Optional[int] = ..., layer: _Optional[int] = ..., reused_from: _Optional[_Iterable[int]] = ..., crop: _Optional[_Union[_edgeweave_pb2.Tensor, _Mapping]] = ..., pieces: _Optional[_Iterable[_Union[_edgeweave_pb2.Tensor, _Mapping]]] = ..., return_codec: _Optional[str] = ..., deliver_at_ns: _Optional[int] = ..., clock: _Optional[str] = ..., block: _Optional[int] = ..., resident: _Optional[bool] = ..., keep_r0: _Optional[int] = ..., keep_r1: _Optional[int] = ..., keep: _Optional[bool] = ..., back: _Optional[_Iterable[int]] = ..., out_r0: _Optional[int] = ..., out_r1: _Optional[int] = ...) -> None: ...
 
 class TaskResult(_message.Message):
     __slots__ = ("task", "output", "shares", "compute_ms", "wait_ms", "hello", "error_code", "error", "warm_ms")
