@@ -19,7 +19,7 @@ worker checks the rows it is asked to compute against its part.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,18 +87,22 @@ def run_bounds(splits: Sequence[LayerSplit]) -> list[tuple[int, int]]:
     return out
 
 
-def overlap_runs(graph: Graph, splits: Sequence[LayerSplit]) -> list[Run]:
+def overlap_runs(graph: Graph, splits: Sequence[LayerSplit],
+                 cut: Callable[[int, int], bool] | None = None) -> list[Run]:
     """Every run of ``splits`` (:func:`run_bounds`) cut into steps (:func:`run_steps`)."""
     every = hops(graph, splits)
-    return [run_steps(graph, splits, first, last, every)
+    return [run_steps(graph, splits, first, last, every, cut)
             for first, last in run_bounds(splits)]
 
 
 def run_steps(graph: Graph, splits: Sequence[LayerSplit], first: int, last: int,
-              every: Sequence[Hop | None] | None = None) -> Run:
+              every: Sequence[Hop | None] | None = None,
+              cut: Callable[[int, int], bool] | None = None) -> Run:
     """Split layers ``first..last`` cut into steps; ``every``: :func:`~edgeweave.graph.
     resident.hops` of ``splits`` when the caller has it. The split after ``last`` (if any)
-    does not read ``last``'s rows where they are: ``last`` is gathered."""
+    does not read ``last``'s rows where they are: ``last`` is gathered. ``cut(i, p)``: whether
+    part ``p`` of split ``i`` is cut into interior and edges (default: every part after the
+    first split); an uncut part is one step, which waits for its halo."""
     every = hops(graph, splits) if every is None else every
     steps: list[Step] = []
     returned: list[int] = []  # the steps of the split before that return rows
@@ -115,8 +119,8 @@ def run_steps(graph: Graph, splits: Sequence[LayerSplit], first: int, last: int,
                                              strict=True)):
             keep = None if hop_in is None else hop_in.keep[p]
             wanted = None if hop_out is None else hop_out.back[p]
-            pieces = [(tile.output.r0, tile.output.r1)] if i == first else \
-                _pieces(block, tile, keep, wanted)
+            pieces = [(tile.output.r0, tile.output.r1)] if i == first or (
+                cut is not None and not cut(i, p)) else _pieces(block, tile, keep, wanted)
             for rows in pieces:
                 step = _step(graph, block, i, p, part.device, rows, tile, keep, wanted,
                              [steps[s] for s in returned], returned)

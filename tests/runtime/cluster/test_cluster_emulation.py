@@ -81,6 +81,40 @@ def test_slow_motion_is_refused_below_one():
         run_cluster(None, plan, None, None, [], time_scale=0.5)  # type: ignore[arg-type]
 
 
+def test_the_gateway_computes_on_one_thread_while_the_cluster_runs(monkeypatch):
+    """The gateway's compute is dilated on its thread's CPU time, which leaves out torch's
+    other intra-op threads: a run holds torch to one thread, as the workers and the profile,
+    and gives the host's setting back after."""
+    import torch
+
+    from edgeweave.graph.capture import capture_spec
+    from edgeweave.runtime.cluster import session
+    from edgeweave.runtime.cluster.session import run_cluster
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def lab(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        raise Stop
+
+    monkeypatch.setattr(session, "ClusterLab", lab)
+    monkeypatch.setattr(session, "device_dilations", lambda *a: {"a": 8.0, "b": 8.0,
+                                                                  "c": 8.0, "d": 8.0})
+    plan = digits_plan(grid=(2, 2), reuse=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(Stop):
+            run_cluster(capture_spec("digits-cnn"), plan, None, None, [],  # type: ignore[arg-type]
+                        time_scale=1.0)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_the_worker_counts_a_task_the_host_could_not_emulate():
     service = WorkerService(WorkerConfig("pi4", dilation=8.0))
     wall0, cpu0 = dilation.start()

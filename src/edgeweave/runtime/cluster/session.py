@@ -43,6 +43,7 @@ from edgeweave.plan.partition import Partition
 from edgeweave.plan.run_calibration import RunCalibration
 from edgeweave.plan.sustained import sustained_fps
 from edgeweave.profile import Profile
+from edgeweave.profile.measure import PROFILE_THREADS, torch_threads
 from edgeweave.runtime.cluster.calibrate import calibration_of, dummy_frames, ms_per_mib
 from edgeweave.runtime.cluster.drive import check_in_flight, drive, with_sources
 from edgeweave.runtime.cluster.gateway import FrameResult, TileGateway
@@ -315,7 +316,11 @@ def run_cluster(graph: Graph, plan: Plan, profile: Profile, fleet: Fleet,
         1.0 if remote else slow_motion(dilations))
     slowed = {name: d * scale for name, d in dilations.items()}
     processes = worker_devices(part, sources)
-    with (LocalLab(models=models) if remote else contextlib.nullcontext()) as edge_lab, \
+    # the gateway computes in this process, dilated on its thread's CPU time: on one thread,
+    # as the workers and the profile (intra-op threads' CPU time is not the caller's, so with
+    # the host's 2 threads the gateway's compute was counted at about half)
+    with torch_threads(PROFILE_THREADS), \
+            (LocalLab(models=models) if remote else contextlib.nullcontext()) as edge_lab, \
             ClusterLab({d: slowed[d] for d in processes}, models=models,
                        token=edge_lab.token if edge_lab else "") as lab:
         common: dict[str, Any] = dict(token=lab.token, gateway_dilation=slowed[part.gateway],
