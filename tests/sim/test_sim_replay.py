@@ -254,6 +254,17 @@ def test_a_partition_replays_its_predicted_latency(tmp_path, cluster_plans, meth
     assert {sim.pricing.works[w].mode for w in out.work} == {f"{method} + {rest}"}
 
 
+def test_an_overlapped_step_waiting_outside_its_run_is_refused(cluster_plans):
+    part = cluster_plans["layer-wise-overlap"].partition
+    k = next(k for k, la in enumerate(part.layers) if any(st.after for st in la.steps))
+    la = part.layers[k]
+    steps = [st.model_copy(update={"after": [(len(part.layers), 0)]}) if st.after else st
+             for st in la.steps]
+    layers = [*part.layers[:k], la.model_copy(update={"steps": steps}), *part.layers[k + 1:]]
+    with pytest.raises(SimError, match=rf"partition.layers\[{k}\].steps: a step waits for"):
+        frame_of(part.model_copy(update={"layers": layers}))
+
+
 def test_a_partition_replans_the_rest_on_a_bandwidth_drop(tmp_path, cluster_plans):
     plan = cluster_plans["fused-tiles"]
     trace = trace_csv(tmp_path, [(0, 100), (30, 5), (10_000, 5)])
