@@ -57,6 +57,9 @@ CASES: list[tuple[list[str], str, bool]] = [
      "--layer-devices 3: expected 1 to 2", True),
     (["digits-cnn", "--layer-devices", "2", "--method", "fused-tiles"],
      "--layer-devices 2 applies to layer-wise plans", True),
+    (["digits-cnn", "--layer-split", "diagonal"], "--layer-split", True),
+    (["digits-cnn", "--layer-split", "resident", "--method", "fused-tiles"],
+     "--layer-split resident applies to layer-wise plans", True),
     (["digits-cnn", "--time-scale", "0.5"], "--time-scale: expected auto or a number", True),
     (["digits-cnn", "--time-scale", "fast"], "--time-scale: expected auto or a number", True),
     (["digits-cnn", "--time-scale", "inf"], "--time-scale", True),
@@ -162,6 +165,20 @@ def test_layer_devices_and_time_scale_reach_the_plan_and_the_run(profiling, monk
     part = seen["plan"].partition
     assert part.method == "layer-wise" and seen["time_scale"] == 2.5
     assert {len(layer.devices) for layer in part.layers} == {3}
+
+
+@pytest.mark.parametrize("split", [None, "overlap", "resident"])
+def test_layer_split_reaches_the_plan(profiling, monkeypatch, split):
+    """--layer-split picks how layer-wise cuts its layers; by default rows kept on the
+    devices, each part's interior computed while its halo crosses (``overlap``: the plan's
+    layers carry their steps)."""
+    profiling(True)
+    flag = [] if split is None else ["--layer-split", split]
+    seen = _run_call(monkeypatch, ["digits-cnn", "--method", "layer-wise", "--layer-devices",
+                                   "3", "--mbps", "1000", *flag])
+    part = seen["plan"].partition
+    assert part.layer_split == (split or "overlap")
+    assert any(la.steps for la in part.layers) == (part.layer_split == "overlap")
 
 
 def test_gather_at_source_and_calibrate_reach_the_run(profiling, monkeypatch, capsys):

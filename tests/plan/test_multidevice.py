@@ -177,7 +177,9 @@ def test_layer_wise_and_single_plans_carry_a_partition(digits) -> None:
     for layer in part.layers:
         assert set(layer.devices) <= {"a", "b", "c"}
         assert len(layer.devices) == len(layer.compute_ms) == len(layer.in_bytes)
-    assert part.layer_split == "resident"  # rows kept on the devices where they can be
+    # rows kept on the devices where they can be, each part's interior computed while its
+    # halo crosses
+    assert part.layer_split == "overlap"
     # the 2-D grid (3 devices: 3x1, equal rows whatever each device's speed), priced as planned
     grid = plan_cluster(graph, profile, cluster_fleet(), methods=("layer-wise",),
                         layer_split="grid").partition
@@ -188,7 +190,7 @@ def test_layer_wise_and_single_plans_carry_a_partition(digits) -> None:
                                                                                       "c"}
     # rows kept on the devices: the gateway's rows lie between two devices', so the halo at
     # both its edges crosses the medium once (the others' crosses twice, through it)
-    assert pinned.layer_split == "resident" and pinned.devices[0] == "a"
+    assert pinned.layer_split == "overlap" and pinned.devices[0] == "a"
     assert all(la.devices.index("a") == 1 for la in pinned.layers if la.kind == "rows")
     for layer in grid.layers:
         if layer.kind == "rows":

@@ -17,6 +17,7 @@ from edgeweave.plan import BigLittleCandidate, Candidate, select
 from edgeweave.plan.edgent import ExitBranch, plan_edgent
 from edgeweave.plan.edgent_dynamic import bandwidth_states, build_config_map
 from edgeweave.profile import retarget
+from edgeweave.sim.cluster import frame_of
 from edgeweave.sim.engine import OK, Simulation
 from edgeweave.sim.scenario import load_scenario
 from edgeweave.sim.summary import summarize
@@ -208,8 +209,12 @@ def cluster_plans():
     plans = {method: plan_cluster(graph, prof, fleet, methods=(method,), largest_grid=2,
                                   layer_split="biased")  # MoDNN's: the head goes to the edge
              for method in ("fused-tiles", "layer-wise")}
-    # rows kept on the devices make the whole model cheaper on the cluster
-    plans["layer-wise-resident"] = plan_cluster(graph, prof, fleet, methods=("layer-wise",))
+    # rows kept on the devices make the whole model cheaper on the cluster: with a barrier at
+    # every split layer, and (the default) each part's interior computed while its halo
+    # crosses
+    plans["layer-wise-resident"] = plan_cluster(graph, prof, fleet, methods=("layer-wise",),
+                                                layer_split="resident")
+    plans["layer-wise-overlap"] = plan_cluster(graph, prof, fleet, methods=("layer-wise",))
     # DeeperThings: two fused blocks, one after the other (the second cut from the first's
     # stitched output)
     plans["fused-blocks"] = plan_cluster(graph, prof, fleet, methods=("fused-tiles",),
@@ -218,18 +223,28 @@ def cluster_plans():
 
 
 @pytest.mark.parametrize("method", ["fused-tiles", "layer-wise", "fused-blocks",
-                                    "layer-wise-resident"])
+                                    "layer-wise-resident", "layer-wise-overlap"])
 def test_a_partition_replays_its_predicted_latency(tmp_path, cluster_plans, method):
     plan = cluster_plans[method]
-    resident = method == "layer-wise-resident"
-    method = {"fused-blocks": "fused-tiles", "layer-wise-resident": "layer-wise"}.get(method,
-                                                                                      method)
+    resident = method in ("layer-wise-resident", "layer-wise-overlap")
+    overlap = method == "layer-wise-overlap"
+    method = {"fused-blocks": "fused-tiles", "layer-wise-resident": "layer-wise",
+              "layer-wise-overlap": "layer-wise"}.get(method, method)
     assert plan.partition.method == method
     if resident:  # halo rows only between its split layers; the head stays on the cluster
         assert any(la.resident for la in plan.partition.layers)
         assert plan.partition.rest_mode == "device-only"
     else:
         assert "edge" in plan.partition.rest_mode
+    if overlap:  # its run of resident layers is one group of steps, edges after the halo
+        part = plan.partition
+        assert part.layer_split == "overlap"
+        steps = [st for la in part.layers for st in la.steps]
+        assert any(st.after for st in steps)
+        frame = frame_of(part)
+        assert len(frame.groups) < len(part.layers)
+        assert sum(len(t.after) for g in frame.groups for t in g) == sum(
+            len(st.after) for st in steps)
     scn = write_scenario(tmp_path, plan.to_json(), mbps=100, fleet=cluster_fleet())
     sim = Simulation(scn, arrivals=spaced(3))
     out = sim.run()
@@ -237,6 +252,17 @@ def test_a_partition_replays_its_predicted_latency(tmp_path, cluster_plans, meth
     np.testing.assert_allclose(latency_ms(out), plan.predicted["total_ms"], rtol=1e-9)
     rest = "device-only" if resident else "device-edge"
     assert {sim.pricing.works[w].mode for w in out.work} == {f"{method} + {rest}"}
+
+
+def test_an_overlapped_step_waiting_outside_its_run_is_refused(cluster_plans):
+    part = cluster_plans["layer-wise-overlap"].partition
+    k = next(k for k, la in enumerate(part.layers) if any(st.after for st in la.steps))
+    la = part.layers[k]
+    steps = [st.model_copy(update={"after": [(len(part.layers), 0)]}) if st.after else st
+             for st in la.steps]
+    layers = [*part.layers[:k], la.model_copy(update={"steps": steps}), *part.layers[k + 1:]]
+    with pytest.raises(SimError, match=rf"partition.layers\[{k}\].steps: a step waits for"):
+        frame_of(part.model_copy(update={"layers": layers}))
 
 
 def test_a_partition_replans_the_rest_on_a_bandwidth_drop(tmp_path, cluster_plans):

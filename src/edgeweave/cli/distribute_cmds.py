@@ -22,7 +22,7 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
                reuse: str, scheduler: str, sources: str | None, frames: int, objective: str,
                mbps: float | None, input_codec: str, result_codec: str, repeats: int,
                json_out: Path | None, report: Path | None = None,
-               layer_split: str = "resident", layer_devices: int | None = None,
+               layer_split: str = "overlap", layer_devices: int | None = None,
                time_scale: str = "auto", gather_at_source: bool = False,
                calibrate: int = 0, in_flight: int = 1, max_blocks: int = 3,
                gateway_tiles: bool = True) -> None:
@@ -47,7 +47,7 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
         raise OptionError("--no-gateway-tiles applies to fused tiles; a layer-wise plan's "
                           "gateway computes its own parts")
     pins = _pins(graph, "fused-tiles" if not gateway_tiles else method, depth, _grid(grid))
-    if layer_split != "resident" and "layer-wise" not in pins["methods"]:
+    if layer_split != "overlap" and "layer-wise" not in pins["methods"]:
         raise OptionError(f"--layer-split {layer_split} applies to layer-wise plans; it does "
                           "not go with --method fused-tiles, --depth or --grid")
     if gather_at_source and scheduler != "stealing":

@@ -30,7 +30,7 @@ from edgeweave.graph.regions import even_bounds, proportional_bounds
 from edgeweave.graph.tile_exec import TileModule, stitch
 from edgeweave.graph.tiles import Tile, tile_flops, tiles_for_bounds
 
-SCHEMES = ("biased", "even", "grid", "resident")
+SCHEMES = ("biased", "even", "grid", "resident", "overlap")
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,8 @@ def layerwise_splits(graph: Graph, speeds: Sequence[float], scheme: str = "biase
     ``biased`` sizes each device's rows or neurons by its speed (MoDNN); ``even`` splits
     equally; ``grid`` splits convolutions on a 2-D grid (and fully connected layers evenly);
     ``resident`` is ``biased`` with each device keeping its rows between split layers
-    (:mod:`edgeweave.graph.resident`)."""
+    (:mod:`edgeweave.graph.resident`); ``overlap`` is the same splits, run as steps that
+    compute a part's interior while its halo crosses (:mod:`edgeweave.graph.overlap`)."""
     if scheme not in SCHEMES:
         raise GraphError(f"layer-wise scheme {scheme!r}: expected one of {', '.join(SCHEMES)}")
     if not speeds or any(s < 0 for s in speeds) or sum(speeds) <= 0:
@@ -161,8 +162,8 @@ def layerwise_splits(graph: Graph, speeds: Sequence[float], scheme: str = "biase
         fx_node = next(n for n in graph.module.graph.nodes if n.name == unit[0])
         kind = _unit_kind(graph, unit[0], {unit[0]: fx_node})
         out.append(_split(graph, unit, kind or "rows", speeds,
-                          "biased" if scheme == "resident" else scheme))
-    if scheme == "resident":
+                          "biased" if scheme in ("resident", "overlap") else scheme))
+    if scheme in ("resident", "overlap"):
         from edgeweave.graph.resident import resident_splits  # it builds on this module
 
         return resident_splits(graph, out)

@@ -3,26 +3,33 @@ model to split before the rest runs on the gateway's path.
 
 Devices join fastest first after the gateway (the group owner, which holds the frame and
 computes its own share); every layer is split by one rule, MoDNN's speed-biased rows
-(``biased``, the default), equal rows (``even``) or the 2-D grid MoDNN compares it with
-(``grid``: convolutions cut into rows x columns, halo on both axes, one part per device), so the
-only choices left are how many devices and where to stop, and both are enumerated: every k and
-every cut where one tensor crosses. Each split layer is a scatter, parallel compute and a gather
-on the shared medium, one after the other (the gateway waits for a layer's rows before the
-next); layers that are not split (flatten, residual adds, adaptive pooling) run on the gateway.
+(``biased``), equal rows (``even``) or the 2-D grid MoDNN compares it with (``grid``:
+convolutions cut into rows x columns, halo on both axes, one part per device), or speed-biased
+rows kept on the devices between split layers (``resident``, graph.resident; ``overlap``: the
+same rows, each part's interior computed while its halo crosses, graph.overlap), so the only
+choices left are how many devices and where to stop, and both are enumerated: every k and every
+cut where one tensor crosses. Each split layer is a scatter, parallel compute and a gather on
+the shared medium, one after the other (the gateway waits for a layer's rows before the next),
+except a run of resident layers under ``overlap``, priced as one task graph of steps
+(plan.overlap_cost); layers that are not split (flatten, residual adds, adaptive pooling) run
+on the gateway.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from edgeweave.graph.blocks import single_value_cuts
 from edgeweave.graph.capture import Graph
 from edgeweave.graph.layerwise import LayerSplit, layer_units, layerwise_splits
+from edgeweave.graph.overlap import run_bounds
+from edgeweave.graph.resident import hops
 from edgeweave.plan.cluster_cost import ClusterModel, layer_memory, layer_tasks, mib
 from edgeweave.plan.costs import CostModel
 from edgeweave.plan.medium import Schedule
+from edgeweave.plan.overlap_cost import PricedStep, RunPrice, price_run
 from edgeweave.plan.rest import Rest
 
 if TYPE_CHECKING:  # fused_candidates imports this module
@@ -31,7 +38,9 @@ if TYPE_CHECKING:  # fused_candidates imports this module
 
 SCHEME_NAMES = {"biased": "speed-biased 1-D", "even": "even 1-D",
                 "grid": "2-D grid",
-                "resident": "speed-biased 1-D (rows kept on the devices)"}
+                "resident": "speed-biased 1-D (rows kept on the devices)",
+                "overlap": "speed-biased 1-D (rows kept on the devices, interior computed "
+                           "while the halo crosses)"}
 
 
 @dataclass
@@ -51,6 +60,9 @@ class LayerChoice:
     note: str
     memory: dict[str, int]
     scheme: str = "biased"
+    # ``overlap``: each split's steps where it is in a run of resident layers priced as one
+    # task graph (plan.overlap_cost), empty elsewhere; other schemes: empty
+    steps: list[tuple[PricedStep, ...]] = field(default_factory=list)
 
 
 def device_order(model: ClusterModel, names: Sequence[str]) -> list[str]:
@@ -79,7 +91,7 @@ def layerwise_choices(graph: Graph, cm: CostModel, model: ClusterModel, names: S
     best: LayerChoice | None = None
     for k in [count] if count is not None else range(1, len(ordered) + 1):
         subset = ordered[:k]
-        if scheme == "resident" and k >= 3:
+        if scheme in ("resident", "overlap") and k >= 3:
             # the gateway's rows between two devices': the halo at both its edges crosses the
             # medium once, where two devices' halo crosses twice (through the gateway)
             subset = [subset[1], subset[0], *subset[2:]]
@@ -93,6 +105,7 @@ def layerwise_choices(graph: Graph, cm: CostModel, model: ClusterModel, names: S
         closing = [sched if c is s else model.simulate(
             layer_tasks(model, c, subset, reads_input(graph, c)))
             for s, c, sched in zip(splits, closed, schedules, strict=True)]
+        runs = _Runs(graph, model, subset, splits) if scheme == "overlap" else None
         gateway_ms = 0.0
         done: list[int] = []
         prefix: list[str] = []
@@ -111,13 +124,63 @@ def layerwise_choices(graph: Graph, cm: CostModel, model: ClusterModel, names: S
             if rest is None:
                 continue
             search.configs += 1
+            priced = [schedules[i] for i in done[:-1]] + [closing[done[-1]]]
+            steps: list[tuple[PricedStep, ...]] = []
+            if runs is not None:
+                assert done[-1] == len(done) - 1  # the split layers in order, from the first
+                priced, steps = runs.prefix(priced)
             choice = _price(graph, model, subset, list(prefix),
                             [splits[i] for i in done[:-1]] + [closed[done[-1]]],
-                            [schedules[i] for i in done[:-1]] + [closing[done[-1]]],
-                            gateway_ms, rest, objective, search, scheme)
+                            priced, gateway_ms, rest, objective, search, scheme)
+            if choice is not None:
+                choice.steps = steps
             if choice is not None and (best is None or choice.value < best.value):
                 best = choice
     return [] if best is None else [best]
+
+
+class _Runs:
+    """The runs of resident layers of one k's splits priced as task graphs (``overlap``),
+    each ``(first, last)`` once: a cut inside a run prices the run up to the cut (its last
+    split gathered whole), and every later cut reuses it."""
+
+    def __init__(self, graph: Graph, model: ClusterModel, subset: list[str],
+                 splits: list[LayerSplit]) -> None:
+        self.graph, self.model, self.subset, self.splits = graph, model, subset, splits
+        self.bounds = {first: last for first, last in run_bounds(splits)}
+        self.every = hops(graph, splits) if self.bounds else []
+        self.cache: dict[tuple[int, int], RunPrice] = {}
+
+    def run(self, first: int, last: int) -> RunPrice:
+        key = (first, last)
+        if key not in self.cache:
+            self.cache[key] = price_run(self.graph, self.model, self.subset, self.splits,
+                                        first, last,
+                                        reads_input(self.graph, self.splits[first]),
+                                        self.every)
+        return self.cache[key]
+
+    def prefix(self, schedules: list[Schedule]
+               ) -> tuple[list[Schedule], list[tuple[PricedStep, ...]]]:
+        """The first ``len(schedules)`` splits' schedules (one per split, as priced alone,
+        the last one closed) with every run among them replaced by its task graph's share,
+        and each split's steps (empty outside runs)."""
+        end = len(schedules) - 1
+        out: list[Schedule] = []
+        steps: list[tuple[PricedStep, ...]] = []
+        i = 0
+        while i <= end:
+            last = min(self.bounds.get(i, i), end)
+            if last == i:  # not in a run, or a run's first split where the prefix ends
+                out.append(schedules[i])
+                steps.append(())
+                i += 1
+                continue
+            price = self.run(i, last)
+            out += price.per_split
+            steps += price.steps
+            i = last + 1
+        return out, steps
 
 
 def _gathered(split: LayerSplit) -> LayerSplit:

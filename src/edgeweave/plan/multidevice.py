@@ -13,9 +13,10 @@ medium. The space searched, and whether the answer is exact in it, is written in
   and DeeperThings' 2..``max_blocks`` consecutive fused blocks, each with its own grid
   (:mod:`edgeweave.plan.block_search`: not exact);
 * layer-wise: MoDNN's speed-biased split with each device's rows kept between split layers
-  (graph.resident; with ``layer_split``, MoDNN's scatter/gather of every layer, even rows or
-  the 2-D grid) over the gateway plus the k fastest other devices, for every k and every cut
-  of the model where one tensor crosses;
+  (graph.resident), each part's interior computed while its halo crosses (graph.overlap;
+  with ``layer_split``, the same rows with a barrier at every split layer, MoDNN's
+  scatter/gather of every layer, even rows or the 2-D grid) over the gateway plus the k
+  fastest other devices, for every k and every cut of the model where one tensor crosses;
 * the single-device plan with the gateway as the device.
 
 This module checks the flags, runs each method's search and picks the best; the fused-tile
@@ -72,7 +73,7 @@ def plan_cluster(
     largest_grid: int = 6,
     input_codec: str = "none",
     result_codec: str = "none",
-    layer_split: str = "resident",
+    layer_split: str = "overlap",
     layer_devices: int | None = None,
     ms_per_mb: float = 0.0,
     calibration: RunCalibration | None = None,

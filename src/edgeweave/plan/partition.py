@@ -92,6 +92,25 @@ def global_tiles(stages: list[FusedStage]) -> list[TileAssignment]:
     return out
 
 
+class StepAssignment(BaseModel):
+    """One step of a split layer in a run of resident layers overlapped (layer_split
+    ``overlap``, graph.overlap): part ``part``'s output rows ``rows`` on ``device``, its
+    planned compute, its wire bytes (codecs applied: its halo, or the first split's whole
+    crop; the rows it returns) and the steps whose returned rows it waits for, as
+    ``[split index in Partition.layers, step index in that split's steps]``. A device runs
+    its steps in the order of the layers, then of each layer's steps."""
+
+    model_config = ConfigDict(frozen=True)
+
+    part: int
+    device: str
+    rows: tuple[int, int]
+    compute_ms: float
+    in_bytes: int
+    out_bytes: int
+    after: list[tuple[int, int]] = Field(default_factory=list)
+
+
 class LayerAssignment(BaseModel):
     """One layer split layer-wise: its unit, grid lines and the device of each part."""
 
@@ -107,8 +126,13 @@ class LayerAssignment(BaseModel):
     out_bytes: list[int]
     makespan_ms: float
     # its input stays on the devices that computed it: each receives only its halo rows
-    # (graph.resident; the layer_split "resident")
+    # (graph.resident; the layer_splits "resident" and "overlap")
     resident: bool = False
+    # layer_split "overlap": the layer's steps when it is in a run of resident layers priced
+    # as one task graph (empty otherwise); then compute_ms, in_bytes and out_bytes are the
+    # sums of each part's steps', and makespan_ms how much later this layer's last rows were
+    # back than the layer before's (the run's makespans add up to its task graph's)
+    steps: list[StepAssignment] = Field(default_factory=list)
 
 
 class DeviceLoad(BaseModel):
@@ -158,8 +182,10 @@ class Partition(BaseModel):
     blocks: list[FusedStage] = Field(default_factory=list)
     layers: list[LayerAssignment] = Field(default_factory=list)
     # how layer-wise cut its convolutions: MoDNN's speed-biased rows, even rows, a 2-D grid,
-    # or speed-biased rows kept on the devices between split layers (halo rows only move)
-    layer_split: Literal["biased", "even", "grid", "resident"] | None = None
+    # or speed-biased rows kept on the devices between split layers (halo rows only move),
+    # with a barrier at every split layer (resident) or each part's interior computed while
+    # its halo crosses (overlap: LayerAssignment.steps)
+    layer_split: Literal["biased", "even", "grid", "resident", "overlap"] | None = None
     rest_mode: str
     # False: the gateway holds no tile (DeepThings' gateway role: it directs the stealing,
     # gathers and stitches the tiles and runs the rest; only the other devices compute tiles,

@@ -6,15 +6,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from edgeweave.graph.capture import Graph
+from edgeweave.graph.layerwise import LayerSplit
 from edgeweave.plan.cluster_cost import ClusterModel
 from edgeweave.plan.costs import CostModel
 from edgeweave.plan.fused_search import FusedChoice
 from edgeweave.plan.layerwise_search import reads_input
+from edgeweave.plan.medium import Schedule
+from edgeweave.plan.overlap_cost import PricedStep
 from edgeweave.plan.partition import (
     DeviceLoad,
     FusedStage,
     LayerAssignment,
     Partition,
+    StepAssignment,
     TileAssignment,
     global_tiles,
 )
@@ -104,16 +108,10 @@ def build_plan(graph: Graph, prof: Profile, cm: CostModel, model: ClusterModel,
     else:
         layers = best.layers
         assert layers is not None
-        wire = [[model.part_bytes(p, reads_input(graph, s)) for p in s.parts]
-                for s in layers.splits]
-        assigned = [LayerAssignment(
-            unit=list(s.unit), kind=s.kind, row_bounds=list(s.row_bounds),  # type: ignore[arg-type]
-            col_bounds=list(s.col_bounds), devices=[layers.devices[p.device] for p in s.parts],
-            compute_ms=[model.compute_ms(layers.devices[p.device], p.fractions)
-                        for p in s.parts],
-            in_bytes=[b[0] for b in parts], out_bytes=[b[1] for b in parts],
-            makespan_ms=sched.makespan_ms, resident=s.resident)
-            for s, sched, parts in zip(layers.splits, layers.schedules, wire, strict=True)]
+        steps = layers.steps or [()] * len(layers.splits)
+        assigned = [_layer(graph, model, layers.devices, s, sched, mine)
+                    for s, sched, mine in zip(layers.splits, layers.schedules, steps,
+                                              strict=True)]
         cluster_part = dict(prefix_nodes=layers.prefix, layers=assigned,
                             layer_split=layers.scheme,
                             load=_layer_load(model, layers.devices, assigned, layers.memory))
@@ -141,6 +139,29 @@ _SPACE = ("single-device plan; fused tiles: every fused depth x every grid up to
           "layer-wise: MoDNN's speed-biased split (or the --layer-split asked for) over the "
           "gateway and the k fastest devices for every k, at every cut where one tensor "
           "crosses")
+
+
+def _layer(graph: Graph, model: ClusterModel, devices: list[str], split: LayerSplit,
+           schedule: Schedule, steps: tuple[PricedStep, ...]) -> LayerAssignment:
+    """A split layer as the plan writes it; in an overlapped run (``steps``) each part's
+    compute and bytes are its steps' sums (what its device computes and moves for it)."""
+    parts = range(len(split.parts))
+    if steps:
+        compute = [sum(s.compute_ms for s in steps if s.step.part == p) for p in parts]
+        wire = [(sum(s.in_bytes for s in steps if s.step.part == p),
+                 sum(s.out_bytes for s in steps if s.step.part == p)) for p in parts]
+    else:
+        compute = [model.compute_ms(devices[p.device], p.fractions) for p in split.parts]
+        wire = [model.part_bytes(p, reads_input(graph, split)) for p in split.parts]
+    return LayerAssignment(
+        unit=list(split.unit), kind=split.kind,  # type: ignore[arg-type]
+        row_bounds=list(split.row_bounds), col_bounds=list(split.col_bounds),
+        devices=[devices[p.device] for p in split.parts], compute_ms=compute,
+        in_bytes=[b[0] for b in wire], out_bytes=[b[1] for b in wire],
+        makespan_ms=schedule.makespan_ms, resident=split.resident,
+        steps=[StepAssignment(part=s.step.part, device=s.device, rows=s.step.rows,
+                              compute_ms=s.compute_ms, in_bytes=s.in_bytes,
+                              out_bytes=s.out_bytes, after=list(s.after)) for s in steps])
 
 
 def _assigned(model: ClusterModel, fused: FusedChoice) -> list[TileAssignment]:

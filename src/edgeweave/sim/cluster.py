@@ -15,7 +15,9 @@ device computes the tasks in order, the result crosses back; a task on the gatew
 nothing), but on the simulator's resources: the medium and the devices are shared with the
 cluster's other frames, and the gateway's processor with the gateway's other work. On an idle
 cluster the frame takes the partition's predicted ``cluster_ms``; a layer-wise split runs its
-split layers one after the other, then the layers the gateway computes alone.
+split layers one after the other (a run of resident layers overlapped, ``layer_split``
+``overlap``, as one group of steps, each waiting for the steps whose rows its halo reads),
+then the layers the gateway computes alone.
 
 A plan priced as work stealing across frames in flight (``scheduler == "stealing"`` with
 ``stealers``: `plan.stealing_price`) does not pin a tile to its planned device: the runtime's
@@ -31,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from edgeweave.errors import SimError
 from edgeweave.plan.partition import Partition
 from edgeweave.sim.stealing import GATEWAY, StealQueue
 
@@ -88,15 +91,49 @@ def frame_of(part: Partition) -> Frame | None:
                 for t in tiles))
         cluster_ms = float(part.predicted.get("cluster_ms", 0.0))
     else:
-        for layer in part.layers:
-            groups.append(tuple(FrameTask(index[d], ms / 1000.0, i, o) for d, ms, i, o in
-                                zip(layer.devices, layer.compute_ms, layer.in_bytes,
-                                    layer.out_bytes, strict=True)))
+        groups += _layer_groups(part, index)
         cluster_ms = float(part.predicted.get("cluster_ms", 0.0))
         # what the gateway computes alone between the split layers (flatten, adds, ...)
         gateway_s = max(0.0, cluster_ms - sum(la.makespan_ms for la in part.layers)) / 1000.0
     return Frame(tuple(groups), gateway_s, helpers, part.medium.mbps, part.medium.rtt_ms,
                  cluster_ms, stealers)
+
+
+def _layer_groups(part: Partition, index: dict[str, int]) -> list[tuple[FrameTask, ...]]:
+    """A layer-wise split's groups: one per split layer (its parts), except a run of resident
+    layers overlapped (``LayerAssignment.steps``: layer_split ``overlap``), which is one
+    group of all its steps in order, each waiting for the steps its halo reads."""
+    layers = part.layers
+    groups: list[tuple[FrameTask, ...]] = []
+    k = 0
+    while k < len(layers):
+        if not layers[k].steps:
+            la = layers[k]
+            groups.append(tuple(FrameTask(index[d], ms / 1000.0, i, o) for d, ms, i, o in
+                                zip(la.devices, la.compute_ms, la.in_bytes, la.out_bytes,
+                                    strict=True)))
+            k += 1
+            continue
+        end = k + 1  # the run goes on while the next layer reads the rows left on the devices
+        while end < len(layers) and layers[end].steps and layers[end].resident:
+            end += 1
+        position = {(i, j): n for n, (i, j) in enumerate(
+            (i, j) for i in range(k, end) for j in range(len(layers[i].steps)))}
+        tasks = []
+        for i in range(k, end):
+            for step in layers[i].steps:
+                after = [(a[0], a[1]) for a in step.after]
+                outside = [a for a in after if a not in position]
+                if outside:
+                    raise SimError(f"partition.layers[{i}].steps: a step waits for "
+                                   f"{outside}, not steps of its run (layers {k} to "
+                                   f"{end - 1})")
+                tasks.append(FrameTask(index[step.device], step.compute_ms / 1000.0,
+                                       step.in_bytes, step.out_bytes,
+                                       tuple(position[a] for a in after)))
+        groups.append(tuple(tasks))
+        k = end
+    return groups
 
 
 def _stealing_costs(part: Partition, index: dict[str, int]

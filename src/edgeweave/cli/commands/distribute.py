@@ -39,11 +39,14 @@ def distribute(
                                        "gateway no tile (DeepThings' gateway role: it holds "
                                        "the frames, gathers, stitches and runs the rest; the "
                                        "other devices compute the tiles)."),
-    layer_split: str = typer.Option("resident", "--layer-split",
-                                    callback=one_of("resident", "biased", "even", "grid"),
+    layer_split: str = typer.Option("overlap", "--layer-split",
+                                    callback=one_of("overlap", "resident", "biased", "even",
+                                                    "grid"),
                                     help="How layer-wise cuts a convolution: rows sized by "
                                     "device speed and kept on the devices between layers "
-                                    "(only halo rows cross), rows sized by device speed "
+                                    "(only halo rows cross), each part's interior computed "
+                                    "while its halo crosses (overlap) or every layer waiting "
+                                    "for the last (resident), rows sized by device speed "
                                     "scattered and gathered at every layer (MoDNN's biased "
                                     "1-D), even rows, or a rows x columns grid (2-D, halo on "
                                     "both axes)."),
