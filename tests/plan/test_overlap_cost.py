@@ -154,3 +154,27 @@ def test_a_cut_inside_a_run_prices_the_run_up_to_it_its_last_layer_gathered(conv
         + choice.rest.latency_ms)
     assert sum(s.makespan_ms for s in choice.schedules) == pytest.approx(
         price_run(graph, model, subset, splits, 0, 2, True).schedule.makespan_ms)
+
+
+def test_a_part_is_cut_only_where_its_halo_wait_outweighs_the_extra_calls(conv_stack):
+    """Cutting a part into interior and edges costs a layer call per extra step (a one-row
+    edge of a deep layer still reads all its weights); it pays only where the wait it hides
+    is longer. With calls free every part whose halo crosses is cut; with calls dearer than
+    any transit none is, and the run is priced with whole parts."""
+    graph = conv_stack
+    fleet = pi_cluster(3)
+    subset = fleet.cluster().devices
+    model = ClusterModel(analytic_profile(graph, fleet), fleet, fleet.cluster(),
+                         input_codec="int8", result_codec="fp16")
+    splits = layerwise_splits(graph, [model.devices[d].gflops for d in subset], "overlap")
+    (first, last), = run_bounds(splits)
+    every_cut = run_steps(graph, splits, first, last)
+    cheap = price_run(graph, model, subset, splits, first, last, True)
+    assert [st.step for steps in cheap.steps for st in steps] == list(every_cut.steps)
+    for name, dev in model.devices.items():  # a call costs a second on every device
+        model.devices[name] = replace(dev, call_ms=1000.0)
+        model._calls[name] = dict.fromkeys(dev.node_ms, 1000.0)
+    dear = price_run(graph, model, subset, splits, first, last, True)
+    parts = [(st.step.split, st.step.part) for steps in dear.steps for st in steps]
+    assert len(parts) == len(set(parts)) == sum(len(s.parts) for s in splits)
+    assert len(parts) < len(every_cut.steps)

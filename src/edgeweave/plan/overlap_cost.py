@@ -18,13 +18,13 @@ add up to the run's makespan. A split's medium and device time are its own steps
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from edgeweave.graph.capture import Graph
 from edgeweave.graph.layerwise import LayerSplit
-from edgeweave.graph.overlap import Step, run_steps
-from edgeweave.graph.resident import Hop
+from edgeweave.graph.overlap import Run, Step, run_steps
+from edgeweave.graph.resident import Hop, hops
 from edgeweave.plan.cluster_cost import ClusterModel
 from edgeweave.plan.medium import Schedule, Task
 from edgeweave.topology import serialize_ms
@@ -70,7 +70,10 @@ def price_run(graph: Graph, model: ClusterModel, subset: Sequence[str],
     task graph on ``model``'s medium, ``subset[d]`` running device ``d``'s steps;
     ``frame_input``: split ``first`` reads the model's input; ``every``: the splits' hops
     (graph.resident.hops) when the caller has them."""
-    run = run_steps(graph, splits, first, last, every)
+    every = hops(graph, splits) if every is None else every
+    whole = run_steps(graph, splits, first, last, every)
+    run = run_steps(graph, splits, first, last, every,
+                    worth_cutting(model, subset, splits, whole))
     where: list[tuple[int, int]] = []  # run step -> (split, index within the split)
     count = dict.fromkeys(range(first, last + 1), 0)
     for s in run.steps:
@@ -91,6 +94,42 @@ def price_run(graph: Graph, model: ClusterModel, subset: Sequence[str],
     return RunPrice(first, last, schedule, _attribute(model, run.steps, tasks, schedule,
                                                       first, last),
                     tuple(tuple(p) for p in priced))
+
+
+def worth_cutting(model: ClusterModel, subset: Sequence[str], splits: Sequence[LayerSplit],
+                  cut: Run) -> Callable[[int, int], bool]:
+    """Which parts of a run (``cut``: every part cut) to cut into interior and edges.
+
+    Cutting costs the device a fixed call cost per extra step (the profile's tile call cost of
+    each layer of the unit, scaled to the device: a one-row edge of a deep layer reads all its
+    weights again for a few rows); it saves the wait for the part's halo, at most as long as
+    its interior computes (the wait it can hide). The wait is the halo's transit through the
+    gateway: its bytes serialised once per hop and half a round trip per hop, two hops between
+    two devices, one to or from the gateway. A local rule, part by part, not a search over
+    every combination (the run is then priced as one task graph)."""
+    gateway = model.gateway
+    by_part: dict[tuple[int, int], list[Step]] = {}
+    for s in cut.steps:
+        by_part.setdefault((s.split, s.part), []).append(s)
+    producers = {k: subset[s.device] for k, s in enumerate(cut.steps)}
+    keep: set[tuple[int, int]] = set()
+    for (i, p), mine in by_part.items():
+        if len(mine) < 2:
+            continue
+        device = subset[mine[0].device]
+        calls = model.devices[device]
+        extra = (len(mine) - 1) * sum(calls.call_of(n) for n in splits[i].unit)
+        wait = 0.0
+        for s in mine[1:]:  # the edges: what the whole part would wait for
+            far = any(producers[a] != gateway for a in s.after) and device != gateway
+            hops_ = 2 if far else 1
+            nbytes = round(s.in_bytes * model.result_ratio)
+            wait = max(wait, hops_ * (serialize_ms(nbytes, model.medium.mbps)
+                                      + model.medium.rtt_ms / 2))
+        interior = model.compute_ms(device, mine[0].fractions)
+        if min(wait, interior) > extra:
+            keep.add((i, p))
+    return lambda i, p: (i, p) in keep
 
 
 def _attribute(model: ClusterModel, steps: Sequence[Step], tasks: Sequence[Task],

@@ -126,13 +126,13 @@ def test_overlapped_steps_across_workers_equal_the_single_device_output(workers,
     """Overlapped resident rows (graph.overlap): each device computes its interior rows while
     its edges' halo crosses, one step per task; every frame equals the single-device output,
     every device computes, and more tasks than split parts ran (the parts were cut)."""
-    plan = digits_plan("layer-wise", size=size, layer_split="resident")
+    plan = digits_plan("layer-wise", size=size)  # the default split: overlap
     part = plan.partition
+    assert part.layer_split == "overlap" and any(la.steps for la in part.layers)
     names = sorted({d for la in part.layers for d in la.devices})
     gw_runs = steps.plan_runs(digits(), part)
     assert gw_runs and all(r.last > r.first for r in gw_runs.values())
-    xs, results = layer_frames(workers, plan, [n for n in names if n != part.gateway], 3,
-                               overlap=True)
+    xs, results = layer_frames(workers, plan, [n for n in names if n != part.gateway], 3)
     parts = sum(len(la.devices) for la in part.layers)
     for x, r in zip(xs, results, strict=True):
         assert torch.allclose(r.output, reference(x), atol=1e-5)
@@ -143,8 +143,9 @@ def test_overlapped_steps_across_workers_equal_the_single_device_output(workers,
 def test_a_device_stopped_mid_overlapped_run_loses_no_frame(workers, monkeypatch):
     """A device stops while it holds steps of an overlapped run: the gateway computes the
     run from its input; every frame is still answered, equal to the single-device model."""
-    plan = digits_plan("layer-wise", size=3, layer_split="resident")
+    plan = digits_plan("layer-wise", size=3)
     part = plan.partition
+    assert part.layer_split == "overlap"
     victim = next(d for la in part.layers if la.resident for d in la.devices
                   if d != part.gateway)
     starts = []
@@ -154,7 +155,7 @@ def test_a_device_stopped_mid_overlapped_run_loses_no_frame(workers, monkeypatch
         return halo.recompute(*args)
 
     monkeypatch.setattr(steps, "recompute", recompute)
-    gw = LayerGateway(digits(), plan, token=TOKEN, overlap=True)
+    gw = LayerGateway(digits(), plan, token=TOKEN)
     try:
         for device in "bc":
             gw.join(device, workers.start(device, dilation=2000.0))
@@ -171,6 +172,39 @@ def test_a_device_stopped_mid_overlapped_run_loses_no_frame(workers, monkeypatch
     assert sum(r.rerun for r in results) >= 1 and victim not in results[-1].tasks
     for x, r in zip(xs, results, strict=True):
         assert torch.allclose(r.output, reference(x), atol=1e-5)
+
+
+def test_the_gateway_cuts_the_parts_the_plan_cut_and_refuses_other_steps():
+    """The plan decides which parts are cut into interior and edges (plan.overlap_cost); the
+    gateway follows it, and refuses a plan whose steps its split layers do not give."""
+    plan = digits_plan("layer-wise", size=3)
+    part = plan.partition
+    runs = steps.plan_runs(digits(), part)
+    made = [(s.split, s.part, s.rows) for r in runs.values() for s in r.steps]
+    assert made == [(i, s.part, tuple(s.rows)) for i, la in enumerate(part.layers)
+                    for s in la.steps]
+    # the same plan with one cut part left whole: the gateway's steps follow
+    i = next(k for k, la in enumerate(part.layers) if len(la.steps) > len(la.devices))
+    la = part.layers[i]
+    p = next(q for q in range(len(la.devices)) if sum(s.part == q for s in la.steps) > 1)
+    mine = [s for s in la.steps if s.part == p]
+    rows = (min(s.rows[0] for s in mine), max(s.rows[1] for s in mine))
+    kept = [s for s in la.steps if s.part != p]
+    at = next(k for k, s in enumerate(la.steps) if s.part == p)
+    whole = mine[0].model_copy(update={"rows": rows})
+    uncut = part.model_copy(update={"layers": [
+        la.model_copy(update={"steps": [*kept[:at], whole, *kept[at:]]}) if k == i else x
+        for k, x in enumerate(part.layers)]})
+    edited = {(s.split, s.part): s.rows for r in steps.plan_runs(digits(), uncut).values()
+              for s in r.steps if s.split == i}
+    assert edited[(i, p)] == rows
+    # rows the geometry does not give
+    bad = part.model_copy(update={"layers": [
+        x.model_copy(update={"steps": [x.steps[0].model_copy(update={"rows": (0, 1)}),
+                                       *x.steps[1:]]}) if k == i else x
+        for k, x in enumerate(part.layers)]})
+    with pytest.raises(EdgeWeaveError, match="plan it again"):
+        steps.plan_runs(digits(), bad)
 
 
 STRIDED_NET = """from torch import nn

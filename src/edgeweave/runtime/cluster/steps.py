@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from edgeweave.codec import CodecError
+from edgeweave.errors import EdgeWeaveError
 from edgeweave.graph import Graph
 from edgeweave.graph.blocks import chain_block
 from edgeweave.graph.layerwise import LayerSplit
@@ -44,11 +45,26 @@ log = logging.getLogger("edgeweave.runtime.cluster")
 
 
 def plan_runs(graph: Graph, part: Partition) -> dict[int, Run]:
-    """The plan's runs of resident layers cut into steps, by their first split layer."""
+    """The plan's runs of resident layers cut into steps, by their first split layer: each
+    part cut into interior and edges where the plan cut it (``LayerAssignment.steps``; every
+    part when the plan lists no steps), and an error if the plan's steps are not the ones its
+    geometry gives."""
     ids = {name: k for k, name in enumerate(part.devices)}
     splits: list[LayerSplit] = [replace(placed(graph, la, ids), resident=la.resident)
                                 for la in part.layers]
-    return {run.first: run for run in overlap_runs(graph, splits)}
+    listed = any(la.steps for la in part.layers)
+    counts = Counter((i, s.part) for i, la in enumerate(part.layers) for s in la.steps)
+    runs = overlap_runs(graph, splits, (lambda i, p: counts[(i, p)] > 1) if listed else None)
+    if listed:
+        planned = [(i, s.part, part.devices.index(s.device) if s.device in part.devices
+                    else -1, tuple(s.rows)) for i, la in enumerate(part.layers)
+                   for s in la.steps]
+        made = [(s.split, s.part, s.device, s.rows) for run in runs for s in run.steps]
+        if planned != made:
+            raise EdgeWeaveError("the plan's layer-wise steps are not the ones its split "
+                                 "layers give (a plan edited by hand, or from another "
+                                 "version); plan it again")
+    return {run.first: run for run in runs}
 
 
 class StepRun:
