@@ -262,13 +262,14 @@ def layer_split_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, 
                      ms_per_mb: float = 0.0) -> list[dict[str, Any]]:
     """Layer-wise on exactly ``n`` devices (pinned: on a slow medium the optimiser would keep
     the model on one), MoDNN's speed-biased 1-D split vs the 2-D grid vs speed-biased rows kept
-    on the devices between split layers (graph.resident), each at its best cut: bytes per frame
-    on the medium and the delivery time (each split layer's scatter-to-gather time less its
-    slowest part's compute), measured."""
+    on the devices between split layers (graph.resident), and those rows with each device's
+    interior computed while its edges' halo crosses (graph.overlap), each at its best cut:
+    bytes per frame on the medium and the delivery time (the split layers' time less the
+    busiest device's compute), measured."""
     fleet = fleet_of(n)
     xs = _frames(graph, frames)
     rows = []
-    for split in ("biased", "grid", "resident"):
+    for split in ("biased", "grid", "resident", "overlap"):
         plan = plan_emulated(graph, profile, fleet, methods=("layer-wise",), layer_split=split,
                              layer_devices=n, ms_per_mb=ms_per_mb, **CODECS)
         run = run_cluster(graph, plan, profile, fleet, xs, time_scale=TIME_SCALE,

@@ -18,9 +18,11 @@ and the plans run on real worker processes, measured next to predicted (issue 14
    1/dilation of a core; slow motion on a loaded host, --time-scale), the shared Wi-Fi one
    shaped link: speedup vs one device (fused tiles with stealing on 1..6 devices, layer-wise on
    2..4; the planner's layer-wise keeps each device's rows between split layers, only halo
-   rows cross), workers' peak RSS, stealing vs sharing with every device a data source, reuse
-   off vs on, layer-wise bytes and delivery time per frame, MoDNN's biased 1-D (every layer
-   scattered and gathered) vs 2-D grid vs resident rows. Plans price each
+   rows cross, and each device computes its interior rows while its edges' halo crosses),
+   workers' peak RSS, stealing vs sharing with every device a data source, reuse off vs on,
+   layer-wise bytes and delivery time per frame, MoDNN's biased 1-D (every layer scattered and
+   gathered) vs 2-D grid vs resident rows (a barrier at every layer) vs overlapped. Plans
+   price each
    task's cost beyond its FLOP share: the tile call cost measured here before planning
    (profile.tile_calibration) and the runtime's cost per MiB a task carries, measured by the
    first (1-device) run and given to every later plan. Then each run calibrates
@@ -156,7 +158,7 @@ def main() -> None:
                     "reuse off/on are measured (default: every model)")
     ap.add_argument("--run-layer-split", type=int, default=4,
                     help="devices of the measured layer-wise biased 1-D vs 2-D grid vs "
-                         "resident rows runs (0: none; the grid is 2-D from 4)")
+                         "resident rows vs overlapped runs (0: none; the grid is 2-D from 4)")
     ap.add_argument("--time-scale", default="auto",
                     help="slow motion for the measured runs: a factor >= 1, or auto (from the "
                          "load average)")
@@ -368,7 +370,7 @@ def main() -> None:
                [*measured[:4], "reuse", "grid", "tile_flops", "latency_ms", "predicted_ms",
                 "bytes_per_frame"]),
         _table("MEASURED layer-wise delivery per frame: biased 1-D vs 2-D grid vs rows kept "
-               "on the devices (resident)",
+               "on the devices (resident) vs their compute overlapping the halo (overlap)",
                doc["layer_split_measured"],
                [*measured[:3], "layer_split", "split_layers", "bytes_per_frame", "delivery_ms",
                 "predicted_medium_ms", "latency_ms", "predicted_ms"]),
