@@ -1,28 +1,15 @@
 """Overlapped resident rows (graph.overlap): each part of a run of resident layers cut into an
-interior that waits for nothing and edges that wait for their neighbours' edges. Built from its
-device's own rows and only the rows its ``after`` steps returned (NaN elsewhere), every step
-computes what the unsplit model computes."""
+interior that waits for nothing and edges that wait for their neighbours' edges (the
+reference's equality with the model: tests/graph/test_resident.py)."""
 
 from __future__ import annotations
 
 import itertools
 
-import pytest
-import torch
 from tile_cases import ZOO_INPUTS, assert_same, one_thread, zoo_graph, zoo_input  # noqa: F401
 
 from edgeweave.graph.layerwise import layerwise_splits
-from edgeweave.graph.overlap import overlap_runs, run_bounds, run_overlapped
-
-
-@pytest.mark.parametrize("model", list(ZOO_INPUTS))
-def test_overlapped_steps_equal_the_unsplit_model(model: str) -> None:
-    graph, x = zoo_graph(model), zoo_input(model)
-    with torch.no_grad():
-        want = graph.module(x)
-        for speeds in ([9.0, 3.0], [9.0, 9.0, 3.0, 3.0], [5.0, 0.0, 1.0]):
-            splits = layerwise_splits(graph, speeds, "resident")
-            assert_same(run_overlapped(graph, splits, x), want)
+from edgeweave.graph.overlap import overlap_runs, run_bounds
 
 
 def test_vgg16_steps_cut_each_part_into_interior_and_edges() -> None:

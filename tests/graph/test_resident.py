@@ -12,19 +12,22 @@ from test_regions import capture_or_skip, layer_stacks
 from tile_cases import ZOO_INPUTS, assert_same, one_thread, zoo_graph, zoo_input  # noqa: F401
 
 from edgeweave.graph.layerwise import layer_units, layerwise_splits
+from edgeweave.graph.overlap import run_overlapped
 from edgeweave.graph.resident import hops, rows_count, run_resident, stays
 
 
+@pytest.mark.parametrize("runner", [run_resident, run_overlapped])
 @pytest.mark.parametrize("model", list(ZOO_INPUTS))
-def test_resident_rows_equal_the_unsplit_model(model: str) -> None:
+def test_resident_rows_equal_the_unsplit_model(model: str, runner) -> None:
     """Rows never returned are NaN in the reference, so a halo the geometry forgot to send
-    poisons the output."""
+    poisons the output; overlapped (graph.overlap), a step also sees only the rows its
+    ``after`` steps returned, so a dependency the geometry forgot poisons it too."""
     graph, x = zoo_graph(model), zoo_input(model)
     with torch.no_grad():
         want = graph.module(x)
         for speeds in ([9.0, 3.0], [9.0, 9.0, 3.0, 3.0], [5.0, 0.0, 1.0]):
             splits = layerwise_splits(graph, speeds, "resident")
-            assert_same(run_resident(graph, splits, x), want)
+            assert_same(runner(graph, splits, x), want)
 
 
 def test_vgg16_keeps_its_features_on_the_devices() -> None:
@@ -83,10 +86,13 @@ def test_a_residual_add_ends_the_run() -> None:
 def test_random_stacks_with_resident_rows_equal_the_model(stack, speeds) -> None:
     """Any stack of convolutions (strided, dilated, grouped), max and average pools (ceil
     mode, padded), batch norm and activations, any device speeds: a part built from its band
-    and the halo the geometry forwards computes the unsplit model's output."""
+    and the halo the geometry forwards computes the unsplit model's output; so does every
+    step of it overlapped (graph.overlap), from the rows its ``after`` steps returned."""
     model, channels, side = stack
     graph = capture_or_skip(model, side, channels)
     x = torch.randn(graph.input_shape)
+    splits = layerwise_splits(graph, speeds, "resident")
     with torch.no_grad():
-        assert_same(run_resident(graph, layerwise_splits(graph, speeds, "resident"), x),
-                    model(x))
+        want = model(x)
+        assert_same(run_resident(graph, splits, x), want)
+        assert_same(run_overlapped(graph, splits, x), want)

@@ -140,40 +140,6 @@ def test_overlapped_steps_across_workers_equal_the_single_device_output(workers,
         assert sum(r.tasks.values()) > parts
 
 
-def test_a_device_stopped_mid_overlapped_run_loses_no_frame(workers, monkeypatch):
-    """A device stops while it holds steps of an overlapped run: the gateway computes the
-    run from its input; every frame is still answered, equal to the single-device model."""
-    plan = digits_plan("layer-wise", size=3)
-    part = plan.partition
-    assert part.layer_split == "overlap"
-    victim = next(d for la in part.layers if la.resident for d in la.devices
-                  if d != part.gateway)
-    starts = []
-
-    def recompute(*args):
-        starts.append(args[3:5])
-        return halo.recompute(*args)
-
-    monkeypatch.setattr(steps, "recompute", recompute)
-    gw = LayerGateway(digits(), plan, token=TOKEN)
-    try:
-        for device in "bc":
-            gw.join(device, workers.start(device, dilation=2000.0))
-        xs = frames(3)
-        futures = [gw.submit(x) for x in xs]
-        deadline = time.monotonic() + 30
-        while workers.services[victim].stats["tasks"] < 2 and time.monotonic() < deadline:
-            time.sleep(0.002)
-        workers.stop(victim)
-        results = [f.result(timeout=60) for f in futures]
-    finally:
-        gw.close()
-    assert starts and all(first < last for first, last in starts)
-    assert sum(r.rerun for r in results) >= 1 and victim not in results[-1].tasks
-    for x, r in zip(xs, results, strict=True):
-        assert torch.allclose(r.output, reference(x), atol=1e-5)
-
-
 def test_the_gateway_cuts_the_parts_the_plan_cut_and_refuses_other_steps():
     """The plan decides which parts are cut into interior and edges (plan.overlap_cost); the
     gateway follows it, and refuses a plan whose steps its split layers do not give."""
@@ -262,12 +228,15 @@ def test_a_device_stopped_mid_frame_loses_no_frame(workers):
         assert busy not in r.tasks or sum(r.tasks.values()) == 4
 
 
-def test_a_device_that_kept_rows_stopped_mid_frame_loses_no_frame(workers, monkeypatch):
+@pytest.mark.parametrize("split", ["resident", "overlap"])
+def test_a_device_that_kept_rows_stopped_mid_frame_loses_no_frame(workers, monkeypatch, split):
     """Resident rows: a device stops once it has computed (and kept) rows, so the gateway
     lacks the rows its next parts read and recomputes the run of resident layers from its
-    start; every frame is still answered, equal to the single-device model."""
-    plan = digits_plan("layer-wise", size=3, layer_split="resident")
+    start (overlapped: from the run's input, which it holds); every frame is still answered,
+    equal to the single-device model."""
+    plan = digits_plan("layer-wise", size=3, layer_split=split)
     part = plan.partition
+    assert part.layer_split == split
     victim = next(d for la in part.layers if la.resident for d in la.devices
                   if d != part.gateway)
     starts = []
@@ -276,7 +245,7 @@ def test_a_device_that_kept_rows_stopped_mid_frame_loses_no_frame(workers, monke
         starts.append(args[3:5])
         return halo.recompute(*args)
 
-    monkeypatch.setattr(layers, "recompute", recompute)
+    monkeypatch.setattr(layers if split == "resident" else steps, "recompute", recompute)
     gw = LayerGateway(digits(), plan, token=TOKEN)
     try:
         for device in "bc":

@@ -11,6 +11,7 @@ from its start (:func:`recompute`), which it scattered itself.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from edgeweave.graph.layerwise import LayerPart, LayerSplit, unit_tiles
 from edgeweave.graph.resident import Hop, hops
 from edgeweave.graph.tile_exec import stitch
 from edgeweave.plan.partition import LayerAssignment, Partition
+from edgeweave.runtime import tensors
 from edgeweave.runtime.cluster.blueprint import LayerSpec
 from edgeweave.runtime.cluster.layer_exec import LayerExecutor
 from edgeweave.runtime.proto import cluster_pb2 as cpb
@@ -131,3 +133,15 @@ def send_values(source: torch.Tensor | Rows, tiles: list, p: int, hop: Hop | Non
                 return None
             out[name] = source.rows(a, b)[:, :, :, r.c0:r.c1]
     return out
+
+
+def pack(msg: cpb.Task, values: dict[str, torch.Tensor], codec: str) -> tuple[int, float]:
+    """Encode a layer-wise task's tensors into ``msg``: its crop, or (resident) the halo
+    pieces; returns their payload bytes and the ms encoding took."""
+    start = time.perf_counter()
+    encoded = tensors.encode(values, list(values), codec)
+    if msg.resident:
+        msg.pieces.extend(encoded)
+    else:
+        msg.crop.CopyFrom(encoded[0])
+    return sum(len(m.payload) for m in encoded), (time.perf_counter() - start) * 1000.0

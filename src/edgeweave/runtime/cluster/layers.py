@@ -54,6 +54,7 @@ from edgeweave.runtime.cluster.halo import (
     Rows,
     flat,
     local_input,
+    pack,
     plan_hops,
     recompute,
     send_values,
@@ -225,13 +226,8 @@ class LayerGateway:
             if values is None:  # a halo the gateway lacks: recomputed below
                 parts.lost.append(p)
                 continue
-            encoded = tensors.encode(values, list(values), codec)
-            if msg.resident:
-                msg.pieces.extend(encoded)
-            else:
-                msg.crop.CopyFrom(encoded[0])
-            nbytes = sum(len(m.payload) for m in encoded)
-            encode_ms = (time.perf_counter() - encoding) * 1000.0
+            nbytes, _ = pack(msg, values, codec)
+            encode_ms = (time.perf_counter() - encoding) * 1000.0  # the halo's slicing too
             out_spec = self.local.specs(i, p)[1]
             if hop_out is not None:
                 dtype, shape = out_spec
@@ -296,12 +292,8 @@ class LayerGateway:
 
     @staticmethod
     def _account(run: _Prefix, parts: _Parts) -> None:
-        for device, ms in parts.compute.items():
-            run.compute[device] += ms
-        run.tasks.update(parts.tasks)
-        run.medium_bytes += parts.bytes
-        run.overhead_ms += parts.overhead_ms
-        run.overhead_bytes += parts.overhead_bytes
+        run.add(parts.compute, parts.tasks, parts.bytes, parts.overhead_ms,
+                parts.overhead_bytes)
 
     def _on_part(self, parts: _Parts, p: int, out_spec: Spec, encode_ms: float = 0.0,
                  carried: int = 0) -> OnDone:
@@ -360,6 +352,16 @@ class _Prefix(fx.Interpreter):
         self.compute: defaultdict[str, float] = defaultdict(float)
         # the first split layer of the run of resident layers under way, and its input
         self.chain: tuple[int, torch.Tensor] | None = None
+
+    def add(self, compute: dict[str, float], tasks: Counter, nbytes: int,
+            overhead_ms: list[float], overhead_bytes: list[int]) -> None:
+        """A split layer's (or a run's) work into the frame's totals."""
+        for device, ms in compute.items():
+            self.compute[device] += ms
+        self.tasks.update(tasks)
+        self.medium_bytes += nbytes
+        self.overhead_ms += overhead_ms
+        self.overhead_bytes += overhead_bytes
 
     def prefix(self, x: torch.Tensor) -> None:
         gw = self.gw

@@ -35,7 +35,7 @@ from edgeweave.plan.partition import Partition
 from edgeweave.runtime import dilation, tensors
 from edgeweave.runtime.cluster.blueprint import Spec
 from edgeweave.runtime.cluster.gateway import GATEWAY_LOCAL
-from edgeweave.runtime.cluster.halo import Rows, flat, placed, recompute
+from edgeweave.runtime.cluster.halo import Rows, flat, pack, placed, recompute
 from edgeweave.runtime.proto import cluster_pb2 as cpb
 
 if TYPE_CHECKING:
@@ -173,14 +173,7 @@ class StepRun:
             return
         codec = gw.part.input_codec if step.split == self.run.first and reads_input(
             gw.graph, gw.specs[step.split].split()) else gw.part.result_codec
-        encoding = time.perf_counter()
-        encoded = tensors.encode(values, list(values), codec)
-        if msg.resident:
-            msg.pieces.extend(encoded)
-        else:
-            msg.crop.CopyFrom(encoded[0])
-        nbytes = sum(len(m.payload) for m in encoded)
-        encode_ms = (time.perf_counter() - encoding) * 1000.0
+        nbytes, encode_ms = pack(msg, values, codec)
         dtype = gw.local.specs(step.split, step.part)[1][0]
         rows = sum(b - a for a, b in step.back)
         spec = (dtype, (x.shape[0], chain_block(gw.graph, gw.specs[step.split].unit)
@@ -250,12 +243,8 @@ class StepRun:
     def _account(self, start: float) -> None:
         run = self.prefix
         with self.cond:
-            for device, ms in self.compute.items():
-                run.compute[device] += ms
-            run.tasks.update(self.tasks)
-            run.medium_bytes += self.bytes
-            run.overhead_ms += self.overhead_ms
-            run.overhead_bytes += self.overhead_bytes
+            run.add(self.compute, self.tasks, self.bytes, self.overhead_ms,
+                    self.overhead_bytes)
             # delivery: the run's time less its busiest device's compute
             run.delivery_ms += max(0.0, (time.perf_counter() - start) * 1000.0 - max(
                 self.compute.values(), default=0.0))
