@@ -178,3 +178,41 @@ def test_a_part_is_cut_only_where_its_halo_wait_outweighs_the_extra_calls(conv_s
     parts = [(st.step.split, st.step.part) for steps in dear.steps for st in steps]
     assert len(parts) == len(set(parts)) == sum(len(s.parts) for s in splits)
     assert len(parts) < len(every_cut.steps)
+
+
+def test_shares_balance_each_layers_time_call_costs_included(conv_stack):
+    """Shares by speed alone leave a device whose fixed call cost is large with more than its
+    part; balanced shares give every device the same time on each unit, as the planner
+    prices it, and fall back to speeds where nothing is known of calls."""
+    from edgeweave.plan.layerwise_search import balanced
+
+    graph = conv_stack
+    fleet = pi_cluster(3)
+    subset = fleet.cluster().devices
+    model = ClusterModel(analytic_profile(graph, fleet), fleet, fleet.cluster())
+    unit = layer_units(graph)[1]
+    speeds = [model.devices[d].gflops for d in subset]
+    free = balanced(model, subset)(unit)
+    assert [f / sum(free) for f in free] == pytest.approx([s / sum(speeds) for s in speeds])
+    slow = min(subset, key=lambda d: model.devices[d].gflops)
+    k = subset.index(slow)
+    whole = sum(model.devices[slow].node_ms[n] for n in unit)
+
+    def calls(fraction: float) -> list[float]:
+        """Shares when a call costs ``fraction`` of the slow device's unit (each device's
+        call scaled to its speed, as a layer's latency)."""
+        for name, dev in model.devices.items():
+            cost = whole * fraction / len(unit) * (speeds[0] / dev.gflops)
+            model.devices[name] = replace(dev, call_ms=cost)
+            model._calls[name] = dict.fromkeys(dev.node_ms, cost)
+        return balanced(model, subset)(unit)
+
+    shares = calls(1 / 40)
+    assert sum(shares) == pytest.approx(1.0)
+    assert 0 < shares[k] < speeds[k] / sum(speeds)  # less than its speed's share
+    times = [model.compute_ms(d, dict.fromkeys(unit, f)) for d, f in zip(subset, shares,
+                                                                        strict=True)]
+    assert max(times) == pytest.approx(min(times))
+    # dearer calls: the slow device's call alone outlasts the others' balanced time
+    shares = calls(1 / 10)
+    assert shares[k] == 0 and sum(shares) == pytest.approx(1.0)

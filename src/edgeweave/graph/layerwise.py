@@ -15,7 +15,7 @@ regions are recomputed (:func:`unit_tiles`).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,14 +144,19 @@ def grid_shape(k: int) -> tuple[int, int]:
 
 
 def layerwise_splits(graph: Graph, speeds: Sequence[float], scheme: str = "biased",
-                     units: Sequence[tuple[str, ...]] | None = None) -> list[LayerSplit]:
+                     units: Sequence[tuple[str, ...]] | None = None,
+                     shares: Callable[[tuple[str, ...]], Sequence[float]] | None = None
+                     ) -> list[LayerSplit]:
     """Every unit of ``graph`` (or the given ``units``) split across ``len(speeds)`` devices.
 
     ``biased`` sizes each device's rows or neurons by its speed (MoDNN); ``even`` splits
     equally; ``grid`` splits convolutions on a 2-D grid (and fully connected layers evenly);
     ``resident`` is ``biased`` with each device keeping its rows between split layers
     (:mod:`edgeweave.graph.resident`); ``overlap`` is the same splits, run as steps that
-    compute a part's interior while its halo crosses (:mod:`edgeweave.graph.overlap`)."""
+    compute a part's interior while its halo crosses (:mod:`edgeweave.graph.overlap`).
+    ``shares(unit)``: each device's weight for that unit instead of its speed, for
+    ``resident`` and ``overlap`` (the planner balances each layer's time, its fixed call cost
+    included: :func:`edgeweave.plan.layerwise_search.balanced`)."""
     if scheme not in SCHEMES:
         raise GraphError(f"layer-wise scheme {scheme!r}: expected one of {', '.join(SCHEMES)}")
     if not speeds or any(s < 0 for s in speeds) or sum(speeds) <= 0:
@@ -161,8 +166,10 @@ def layerwise_splits(graph: Graph, speeds: Sequence[float], scheme: str = "biase
     for unit in layer_units(graph) if units is None else units:
         fx_node = next(n for n in graph.module.graph.nodes if n.name == unit[0])
         kind = _unit_kind(graph, unit[0], {unit[0]: fx_node})
-        out.append(_split(graph, unit, kind or "rows", speeds,
-                          "biased" if scheme in ("resident", "overlap") else scheme))
+        ours = scheme in ("resident", "overlap")
+        out.append(_split(graph, unit, kind or "rows",
+                          shares(unit) if ours and shares is not None else speeds,
+                          "biased" if ours else scheme))
     if scheme in ("resident", "overlap"):
         from edgeweave.graph.resident import resident_splits  # it builds on this module
 

@@ -96,7 +96,7 @@ def layerwise_choices(graph: Graph, cm: CostModel, model: ClusterModel, names: S
             # medium once, where two devices' halo crosses twice (through the gateway)
             subset = [subset[1], subset[0], *subset[2:]]
         splits = layerwise_splits(graph, [model.devices[n].gflops for n in subset], scheme,
-                                  units)
+                                  units, balanced(model, subset))
         schedules = [model.simulate(layer_tasks(model, s, subset, reads_input(graph, s)))
                      for s in splits]
         # where the prefix ends, the last split's rows are gathered whole, even if the next
@@ -181,6 +181,40 @@ class _Runs:
             steps += price.steps
             i = last + 1
         return out, steps
+
+
+def balanced(model: ClusterModel, subset: Sequence[str]
+             ) -> Callable[[tuple[str, ...]], list[float]]:
+    """Each device's share of a unit such that all finish it together (the ``resident`` and
+    ``overlap`` splits; MoDNN's ``biased`` sizes shares by speed alone).
+
+    A device computing a share f of a layer takes ``f x latency + (1 - f) x call`` (the
+    fixed cost of a call, :meth:`ClusterModel.compute_ms`), so shares by speed alone leave a
+    slow device with more than its part: a call costs an rpi3 three times an rpi4's, and on
+    vgg16's overlapped steps the rpi3 computed 1699 ms a frame where the rpi4s computed
+    1200-1250. Equal times give ``f_d = (t - call_d) / (latency_d - call_d)`` with ``t`` set
+    so the shares add up to 1; a device whose call alone outlasts ``t`` gets none of that
+    unit. Speeds again where a device's layer latency is not above its call cost (nothing
+    to balance by)."""
+    def shares(unit: tuple[str, ...]) -> list[float]:
+        slope, call = [], []
+        for name in subset:
+            device = model.devices[name]
+            whole = sum(device.node_ms.get(n, 0.0) for n in unit)
+            fixed = sum(device.call_of(n) for n in unit)
+            slope.append(whole - fixed)
+            call.append(fixed)
+        if any(x <= 0 for x in slope):
+            return [model.devices[n].gflops for n in subset]
+        active = list(range(len(subset)))
+        while True:
+            t = (1.0 + sum(call[d] / slope[d] for d in active)) / sum(
+                1.0 / slope[d] for d in active)
+            out = {d: (t - call[d]) / slope[d] for d in active}
+            if all(f > 0 for f in out.values()) or len(active) == 1:
+                return [max(0.0, out.get(d, 0.0)) for d in range(len(subset))]
+            active = [d for d in active if out[d] > 0]
+    return shares
 
 
 def _gathered(split: LayerSplit) -> LayerSplit:
