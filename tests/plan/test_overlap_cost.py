@@ -182,8 +182,9 @@ def test_a_part_is_cut_only_where_its_halo_wait_outweighs_the_extra_calls(conv_s
 
 def test_shares_balance_each_layers_time_call_costs_included(conv_stack):
     """Shares by speed alone leave a device whose fixed call cost is large with more than its
-    part; balanced shares give every device the same time on each unit, as the planner
-    prices it, and fall back to speeds where nothing is known of calls."""
+    part; balanced shares give every device the same time, as the planner prices it, and
+    fall back to speeds where nothing is known of calls. The convolutions share one set of
+    shares (a band that moved between layers would cross the medium)."""
     from edgeweave.plan.layerwise_search import balanced
 
     graph = conv_stack
@@ -192,7 +193,7 @@ def test_shares_balance_each_layers_time_call_costs_included(conv_stack):
     model = ClusterModel(analytic_profile(graph, fleet), fleet, fleet.cluster())
     unit = layer_units(graph)[1]
     speeds = [model.devices[d].gflops for d in subset]
-    free = balanced(model, subset)(unit)
+    free = balanced(graph, model, subset, [unit])(unit)
     assert [f / sum(free) for f in free] == pytest.approx([s / sum(speeds) for s in speeds])
     slow = min(subset, key=lambda d: model.devices[d].gflops)
     k = subset.index(slow)
@@ -205,7 +206,7 @@ def test_shares_balance_each_layers_time_call_costs_included(conv_stack):
             cost = whole * fraction / len(unit) * (speeds[0] / dev.gflops)
             model.devices[name] = replace(dev, call_ms=cost)
             model._calls[name] = dict.fromkeys(dev.node_ms, cost)
-        return balanced(model, subset)(unit)
+        return balanced(graph, model, subset, [unit])(unit)
 
     shares = calls(1 / 40)
     assert sum(shares) == pytest.approx(1.0)
@@ -216,3 +217,6 @@ def test_shares_balance_each_layers_time_call_costs_included(conv_stack):
     # dearer calls: the slow device's call alone outlasts the others' balanced time
     shares = calls(1 / 10)
     assert shares[k] == 0 and sum(shares) == pytest.approx(1.0)
+    convs = [u for u in layer_units(graph)]
+    together = balanced(graph, model, subset, convs)
+    assert all(together(u) == together(convs[0]) for u in convs)
