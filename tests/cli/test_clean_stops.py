@@ -215,3 +215,35 @@ def test_fl_edge_stopped_by_sigterm_frees_its_port_and_folder(tmp_path):
     again.wait_for("edge edge-a on")
     code, out = again.stop(signal.SIGINT)
     _assert_stopped(code, out, signal.SIGINT, [])
+
+
+def test_an_error_while_a_stop_unwinds_is_reported_as_the_stop(monkeypatch, capsys):
+    """A signal can land inside an import and leave the module half made (numpy without its
+    core, seen when a netlab device was stopped while it started); the clean-up that trips
+    over it must end as the stop does, one line and the signal's exit code, no traceback."""
+    from edgeweave.cli import app as cli_app
+
+    def interrupted() -> None:
+        try:
+            cli_app._stop(signal.SIGTERM, None)
+        finally:  # the clean-up reads the half-imported module
+            raise AttributeError("module 'numpy._core' has no attribute '_multiarray_umath'")
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    monkeypatch.setattr(cli_app, "app", interrupted)
+    try:
+        with pytest.raises(SystemExit) as stop:
+            cli_app.main()
+        assert stop.value.code == 128 + signal.SIGTERM
+        err = capsys.readouterr().err
+        assert "stopped by SIGTERM" in err and "Traceback" not in err
+
+        def failing() -> None:  # the same error with no signal is a bug: it is raised
+            raise AttributeError("a bug")
+
+        monkeypatch.setattr(cli_app, "app", failing)
+        with pytest.raises(AttributeError, match="a bug"):
+            cli_app.main()
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)

@@ -133,16 +133,21 @@ class Stopped(BaseException):
         self.signum = signum
 
 
+_stopping: list[int] = []  # the signal being handled, once one arrived
+
+
 def _stop(signum: int, _frame: object) -> None:
     # Later signals wait for the clean-up this one starts (SIGKILL still ends it at once). A
     # Python handler, not SIG_IGN: an ignored signal would be inherited by the processes the
     # clean-up starts (`ip netns del`).
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
+    _stopping.append(signum)
     raise Stopped(signum)
 
 
 def main() -> None:
+    _stopping.clear()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stop)
     err = Console(stderr=True)
@@ -153,9 +158,20 @@ def main() -> None:
         err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except Stopped as e:
-        err.print(f"stopped by {signal.Signals(e.signum).name}; everything it started is "
-                  "stopped and removed", highlight=False, soft_wrap=True)
-        sys.exit(128 + e.signum)
+        _stopped(err, e.signum)
+    except Exception:
+        # the signal interrupted something half done, e.g. an import (numpy left without
+        # its core, measured: a netlab device stopped while it started), and the clean-up
+        # tripped over it: that error is the stop's, not a bug to show as a traceback
+        if not _stopping:
+            raise
+        _stopped(err, _stopping[0])
+
+
+def _stopped(err: Console, signum: int) -> None:
+    err.print(f"stopped by {signal.Signals(signum).name}; everything it started is stopped "
+              "and removed", highlight=False, soft_wrap=True)
+    sys.exit(128 + signum)
 
 
 if __name__ == "__main__":
