@@ -113,9 +113,12 @@ class StepRun:
                 self._issue(sid, x)
         self.local.submit(lambda: None).result()  # the gateway's own steps are finished
         self._account(start)
+        last = self.held.get(run.last)
+        if not self.failed and (last is None or not bool(last.have.all())):
+            self.failed = "rows of the run's last split layer never came back"
         if self.failed:  # a device is gone: the gateway computes the run itself
             log.info("frame %d: %s; the gateway computes split layers %d-%d itself",
-                        self.prefix.frame, self.failed, run.first, run.last)
+                     self.prefix.frame, self.failed, run.first, run.last)
             mark = dilation.start()
             out = recompute(gw.graph, gw.local, gw.specs, run.first, run.last, x)
             self.prefix.compute[GATEWAY_LOCAL] += dilation.finish(mark, gw.dilation,
@@ -123,7 +126,8 @@ class StepRun:
             self.prefix.tasks[GATEWAY_LOCAL] += 1
             self.prefix.rerun += 1
             return out
-        return self.held[run.last].map
+        assert last is not None
+        return last.map
 
     def _rows(self, i: int, like: torch.Tensor) -> Rows:
         found = self.held.get(i)
