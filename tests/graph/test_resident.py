@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from test_regions import capture_or_skip, layer_stacks
 from tile_cases import ZOO_INPUTS, assert_same, one_thread, zoo_graph, zoo_input  # noqa: F401
 
-from edgeweave.graph.layerwise import layer_units, layerwise_splits
+from edgeweave.graph.layerwise import layer_units, layerwise_splits, residual_blocks
 from edgeweave.graph.overlap import run_overlapped
 from edgeweave.graph.resident import hops, rows_count, run_resident, stays
 
@@ -67,17 +67,24 @@ def test_vgg16_keeps_its_features_on_the_devices() -> None:
     assert all(p.medium_out is None for p in last.parts)
 
 
-def test_a_residual_add_ends_the_run() -> None:
-    """resnet18's shortcut reads the max pool's output, so the pool is gathered and the first
-    block's convolution is scattered again."""
+def test_a_residual_block_is_one_unit_whose_rows_stay_on_the_devices() -> None:
+    """resnet18's shortcut reads the block's input, as its first convolution does: the block
+    is one unit (both branches and the add on a device's rows), so the max pool's rows and
+    every block's stay on the devices from the stem to the last block; only the fully
+    connected layer's input is gathered."""
     graph = zoo_graph("resnet18")
     units = layer_units(graph)
+    blocks = residual_blocks(graph)
+    assert len(blocks) == 8 and all(u in units for u in blocks.values())
+    first = blocks["layer1_0_conv1"]
+    assert "add" in first and first[-1] == "layer1_0_relu_1"  # the activation after the add
     splits = layerwise_splits(graph, [1.0, 1.0], "resident", units)
-    by_name = {s.unit[0]: s for s in splits}
     pool = next(s for s in splits if s.unit[0] == "maxpool")
     after = splits[splits.index(pool) + 1]
-    assert not stays(graph, pool, after) and not after.resident
-    assert by_name["maxpool"].resident  # it reads the stem's rows where they were
+    assert after.unit == first and stays(graph, pool, after) and after.resident
+    assert [s.resident for s in splits] == [False] + [True] * 9 + [False]
+    # a chain that only post-processes one layer is not a block
+    assert not residual_blocks(zoo_graph("vgg16"))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -14,6 +14,7 @@ regions are recomputed (:func:`unit_tiles`).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,7 +25,13 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from edgeweave.errors import GraphError
-from edgeweave.graph.blocks import ELEMENTWISE_MODULES, NotFusable, chain_block, describe_node
+from edgeweave.graph.blocks import (
+    ELEMENTWISE_MODULES,
+    NotFusable,
+    chain_block,
+    describe_node,
+    single_value_cuts,
+)
 from edgeweave.graph.capture import Graph
 from edgeweave.graph.regions import even_bounds, proportional_bounds
 from edgeweave.graph.tile_exec import TileModule, stitch
@@ -82,11 +89,20 @@ class LayerSplit:
 
 def layer_units(graph: Graph) -> list[tuple[str, ...]]:
     """The splittable layers in order, each with the elementwise layers that only post-process
-    it; everything else (flatten, residual adds, adaptive pooling) runs where the frame is."""
+    it; everything else (flatten, adaptive pooling) runs where the frame is. A residual block
+    (the layers between two places one tensor crosses, fed by that tensor alone, with an add
+    or a concatenation of two branches) is one unit: a device computes its rows of the
+    block's output, both branches, from its rows of the block's input and their halo, so the
+    add never needs the gathered map (residual_blocks)."""
     fx_nodes = {n.name: n for n in graph.module.graph.nodes}
+    blocks = residual_blocks(graph)
     units: list[tuple[str, ...]] = []
     taken: set[str] = set()
     for info in graph.nodes:
+        if info.name in blocks and info.name not in taken:
+            units.append(blocks[info.name])
+            taken.update(blocks[info.name])
+            continue
         if info.name in taken or _unit_kind(graph, info.name, fx_nodes) is None:
             continue
         unit = [info.name]
@@ -102,6 +118,40 @@ def layer_units(graph: Graph) -> list[tuple[str, ...]]:
         taken.update(unit)
         units.append(tuple(unit))
     return units
+
+
+def residual_blocks(graph: Graph) -> dict[str, tuple[str, ...]]:
+    """Residual blocks as layer-wise units, by their first layer: the layers after one place
+    a single tensor crosses up to the next (blocks.single_value_cuts), when they start with a
+    convolution or pooling layer, join two branches, and form a block fed by that one tensor
+    that tiles can split (blocks.chain_block)."""
+    fx_nodes = {n.name: n for n in graph.module.graph.nodes}
+    order = [info.name for info in graph.nodes]
+    where = {name: k for k, name in enumerate(order)}
+    out: dict[str, tuple[str, ...]] = {}
+    for a, b in itertools.pairwise(single_value_cuts(graph)):
+        names = tuple(order[where[a] + 1:where[b] + 1])
+        if len(names) < 2 or not any(len(graph.node(n).inputs) > 1 for n in names):
+            continue
+        if _unit_kind(graph, names[0], fx_nodes) != "rows" or graph.node(names[0]).inputs \
+                != (a,):
+            continue
+        unit = list(names)
+        while True:  # the activation after the add runs on the same rows
+            consumers = graph.consumers(unit[-1])
+            if len(consumers) != 1 or unit[-1] in graph.outputs:
+                break
+            follower = graph.node(consumers[0])
+            if follower.inputs != (unit[-1],) or not _post_processes(
+                    graph, follower.name, fx_nodes, unit):
+                break
+            unit.append(follower.name)
+        try:
+            chain_block(graph, unit)
+        except GraphError:
+            continue
+        out[unit[0]] = tuple(unit)
+    return out
 
 
 def _unit_kind(graph: Graph, name: str, fx_nodes: dict[str, fx.Node]) -> str | None:
@@ -248,7 +298,11 @@ class SplitRunner(fx.Interpreter):
         super().__init__(graph.module)
         self.graph_ = graph
         self.first = {s.unit[0]: s for s in splits}
-        self.inner = {name for s in splits for name in s.unit[1:]}
+        # a unit's later layers are computed with it: each takes the unit's value, from the
+        # layer before it in the unit (alive until then: a residual block's layers are not a
+        # chain, but the one before is always read later or by it)
+        self.inner = {name: before for s in splits
+                      for before, name in itertools.pairwise(s.unit)}
         self.nodes = {node.name: node for node in graph.module.graph.nodes}
 
     def run_node(self, n: fx.Node) -> Any:
@@ -257,7 +311,7 @@ class SplitRunner(fx.Interpreter):
             source = self.env[next(iter(n.all_input_nodes))]
             return self._parts(split, source)
         if n.name in self.inner:  # computed with its unit: the unit's value passes through
-            return self.env[next(iter(n.all_input_nodes))]
+            return self.env[self.nodes[self.inner[n.name]]]
         return super().run_node(n)
 
     def _parts(self, split: LayerSplit, source: torch.Tensor) -> torch.Tensor:

@@ -50,14 +50,15 @@ class Hop:
 
 def stays(graph: Graph, before: LayerSplit, after: LayerSplit) -> bool:
     """Whether ``after`` can read ``before``'s output where the devices left it: both split
-    by rows alone, ``after`` reads that output and nothing else does."""
+    by rows alone, ``after`` reads that output and nothing outside it does."""
     if before.kind != "rows" or after.kind != "rows":
         return False
     if len(before.col_bounds) != 2 or len(after.col_bounds) != 2:  # a 2-D grid: halo columns
         return False
     value = before.unit[-1]
+    # (a residual block's unit reads it twice: both branches, graph.layerwise.residual_blocks)
     return (graph.node(after.unit[0]).inputs == (value,) and value not in graph.outputs
-            and list(graph.consumers(value)) == [after.unit[0]])
+            and set(graph.consumers(value)) <= set(after.unit))
 
 
 def hops(graph: Graph, splits: Sequence[LayerSplit]) -> list[Hop | None]:

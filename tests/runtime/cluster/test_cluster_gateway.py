@@ -207,6 +207,58 @@ def test_resident_rows_where_a_window_leaves_the_last_column_out(workers, tmp_pa
             assert torch.allclose(r.output, graph.module(x), atol=1e-5) and r.rerun == 0
 
 
+RESIDUAL_NET = """from torch import nn
+class Block(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.down = None if stride == 1 and cin == cout else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+    def forward(self, x):
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        return self.relu(out + (x if self.down is None else self.down(x)))
+def factory():
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), Block(16, 16, 1),
+                         Block(16, 32, 2), nn.Flatten(), nn.Linear(32 * 16 * 16, 4)), \
+        (1, 3, 32, 32)
+"""
+
+
+@pytest.mark.parametrize("split", ["resident", "overlap"])
+def test_residual_blocks_split_by_rows_across_workers_equal_the_model(workers, tmp_path,
+                                                                      split):
+    """A residual block is one layer-wise unit (both branches and the add on each device's
+    rows, graph.layerwise.residual_blocks), so the rows stay on the devices from block to
+    block, the stride-2 block with its downsampling shortcut too; every frame equals the
+    model, built by the workers from the operator's file."""
+    path = tmp_path / "residual.py"
+    path.write_text(RESIDUAL_NET)
+    graph = capture_spec(f"{path}:factory")
+    fleet = cluster_fleet(size=4)
+    plan = plan_cluster(graph, analytic_profile(graph, fleet), fleet, methods=("layer-wise",),
+                        layer_split=split, layer_devices=3, model_spec=graph.spec,
+                        devices=list(fleet.cluster().devices))
+    part = plan.partition
+    blocks = [la for la in part.layers if any("add" in n for n in la.unit)]
+    assert len(blocks) == 2 and all(la.resident for la in blocks)
+    gw = LayerGateway(graph, plan, token=TOKEN)
+    try:
+        for device in {d for la in part.layers for d in la.devices} - {part.gateway}:
+            gw.join(device, workers.start(device, models=(f"{path}:factory",)))
+        xs = [torch.randn(graph.input_shape) for _ in range(2)]
+        results = run(gw, xs, [None] * 2)
+    finally:
+        gw.close()
+    for x, r in zip(xs, results, strict=True):
+        with torch.no_grad():
+            assert torch.allclose(r.output, graph.module(x), atol=1e-5) and r.rerun == 0
+        assert len(r.tasks) == 3
+
+
 def test_a_device_stopped_mid_frame_loses_no_frame(workers):
     """The static plan (the harder case: the plan pinned tiles to the device that stops)."""
     plan = digits_plan(grid=(2, 2), reuse=True)

@@ -122,7 +122,9 @@ class LayerGateway:
         self.in_run = {k for r in self.runs.values() for k in range(r.first + 1, r.last + 1)}
         self._steps = ThreadPoolExecutor(1, thread_name_prefix="cluster-gateway-steps")
         self.first = {la.unit[0]: i for i, la in enumerate(part.layers)}
-        self.inner = {n for la in part.layers for n in la.unit[1:]}
+        # a unit's later layers are computed with it: each takes the value of the one before
+        # (graph.layerwise.SplitRunner)
+        self.inner = {n: before for la in part.layers for before, n in itertools.pairwise(la.unit)}
         prefix = set(part.prefix_nodes)
         self.last = next(i.name for i in reversed(graph.nodes) if i.name in prefix)
         # the prefix's values the rest of the model reads
@@ -366,6 +368,7 @@ class _Prefix(fx.Interpreter):
     def prefix(self, x: torch.Tensor) -> None:
         gw = self.gw
         nodes = list(gw.graph.module.graph.nodes)  # self.module, typed as the module it is
+        by_name = {n.name: n for n in nodes}
         waiting = {n: len(n.users) for n in nodes}
         for n in nodes:
             if n.op == "placeholder":
@@ -379,7 +382,7 @@ class _Prefix(fx.Interpreter):
                 else:
                     value = gw.split_layer(k, source, self)
             elif n.name in gw.inner:  # computed with its split layer: its value passes through
-                value = self.env[n.all_input_nodes[0]]
+                value = self.env[by_name[gw.inner[n.name]]]
             else:
                 mark = dilation.start()
                 with torch.inference_mode():
