@@ -73,7 +73,7 @@ def test_a_residual_block_is_one_unit_whose_rows_stay_on_the_devices() -> None:
     every block's stay on the devices from the stem to the last block; only the fully
     connected layer's input is gathered."""
     graph = zoo_graph("resnet18")
-    units = layer_units(graph)
+    units = layer_units(graph, blocks=True)
     blocks = residual_blocks(graph)
     assert len(blocks) == 8 and all(u in units for u in blocks.values())
     first = blocks["layer1_0_conv1"]
@@ -83,8 +83,10 @@ def test_a_residual_block_is_one_unit_whose_rows_stay_on_the_devices() -> None:
     after = splits[splits.index(pool) + 1]
     assert after.unit == first and stays(graph, pool, after) and after.resident
     assert [s.resident for s in splits] == [False] + [True] * 9 + [False]
-    # a chain that only post-processes one layer is not a block
+    # a chain that only post-processes one layer is not a block; MoDNN's own split scatters
+    # and gathers every layer, the add on the gateway
     assert not residual_blocks(zoo_graph("vgg16"))
+    assert not any("add" in u for u in layer_units(graph))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -87,21 +87,22 @@ class LayerSplit:
         return sum(p.wire_out for p in self.parts)
 
 
-def layer_units(graph: Graph) -> list[tuple[str, ...]]:
+def layer_units(graph: Graph, blocks: bool = False) -> list[tuple[str, ...]]:
     """The splittable layers in order, each with the elementwise layers that only post-process
-    it; everything else (flatten, adaptive pooling) runs where the frame is. A residual block
-    (the layers between two places one tensor crosses, fed by that tensor alone, with an add
-    or a concatenation of two branches) is one unit: a device computes its rows of the
-    block's output, both branches, from its rows of the block's input and their halo, so the
-    add never needs the gathered map (residual_blocks)."""
+    it; everything else (flatten, residual adds, adaptive pooling) runs where the frame is.
+    ``blocks``: a residual block (the layers between two places one tensor crosses, fed by
+    that tensor alone, with an add or a concatenation of two branches) is one unit instead: a
+    device computes its rows of the block's output, both branches, from its rows of the
+    block's input and their halo, so the add never needs the gathered map (residual_blocks;
+    the resident and overlap splits: MoDNN scatters and gathers every layer)."""
     fx_nodes = {n.name: n for n in graph.module.graph.nodes}
-    blocks = residual_blocks(graph)
+    blocks_at = residual_blocks(graph) if blocks else {}
     units: list[tuple[str, ...]] = []
     taken: set[str] = set()
     for info in graph.nodes:
-        if info.name in blocks and info.name not in taken:
-            units.append(blocks[info.name])
-            taken.update(blocks[info.name])
+        if info.name in blocks_at and info.name not in taken:
+            units.append(blocks_at[info.name])
+            taken.update(blocks_at[info.name])
             continue
         if info.name in taken or _unit_kind(graph, info.name, fx_nodes) is None:
             continue
@@ -213,7 +214,9 @@ def layerwise_splits(graph: Graph, speeds: Sequence[float], scheme: str = "biase
         raise GraphError(f"device speeds {list(speeds)}: expected non-negative numbers with a "
                          "positive sum")
     out = []
-    for unit in layer_units(graph) if units is None else units:
+    if units is None:
+        units = layer_units(graph, blocks=scheme in ("resident", "overlap"))
+    for unit in units:
         fx_node = next(n for n in graph.module.graph.nodes if n.name == unit[0])
         kind = _unit_kind(graph, unit[0], {unit[0]: fx_node})
         ours = scheme in ("resident", "overlap")

@@ -79,7 +79,7 @@ def layerwise_choices(graph: Graph, cm: CostModel, model: ClusterModel, names: S
     """The best layer-wise split by ``scheme`` (graph.layerwise.SCHEMES), or none if no split
     layer fits in memory; ``count`` pins the number of devices (MoDNN compares its splits on
     a given number of devices)."""
-    units = layer_units(graph)
+    units = layer_units(graph, blocks=scheme in ("resident", "overlap"))
     if not units:
         search.notes.append(f"no layer-wise split: model {graph.name!r} has no convolution, "
                             "pooling or fully connected layer to split")

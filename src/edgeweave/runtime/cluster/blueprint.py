@@ -218,7 +218,8 @@ def check_layer(graph: Graph, spec: LayerSpec) -> LayerSpec:
 def _units(graph: Graph) -> list[tuple[tuple[str, ...], str]]:
     fx_nodes = {n.name: n for n in graph.module.graph.nodes}
     out = []
-    for unit in layer_units(graph):
+    # a layer, or a residual block as one unit (the resident and overlap splits)
+    for unit in dict.fromkeys([*layer_units(graph), *layer_units(graph, blocks=True)]):
         node = fx_nodes[unit[0]]
         linear = node.op == "call_module" and isinstance(
             graph.module.get_submodule(str(node.target)), torch.nn.Linear)
