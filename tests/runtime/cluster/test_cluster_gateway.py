@@ -181,19 +181,18 @@ def factory():
 """
 
 
-def test_resident_rows_where_a_window_leaves_the_last_column_out(workers, tmp_path):
-    """A stride-2 pool of kernel 1 on 64 columns reads columns 0 to 62 only: the parts that
-    read the rows kept on their devices take those columns of their band and halo. The
-    workers rebuild the model from the operator's file."""
-    path = tmp_path / "strided.py"
-    path.write_text(STRIDED_NET)
+def file_model_frames(workers, tmp_path, source: str, split: str):
+    """Two frames through a layer-wise plan on 3 of 4 devices of a model the workers build
+    from the operator's file (``source``); the plan, and each frame's result and the
+    model's own output."""
+    path = tmp_path / "net.py"
+    path.write_text(source)
     graph = capture_spec(f"{path}:factory")
     fleet = cluster_fleet(size=4)
     plan = plan_cluster(graph, analytic_profile(graph, fleet), fleet, methods=("layer-wise",),
-                        layer_split="resident", layer_devices=3, model_spec=graph.spec,
+                        layer_split=split, layer_devices=3, model_spec=graph.spec,
                         devices=list(fleet.cluster().devices))
     part = plan.partition
-    assert [la.resident for la in part.layers if la.kind == "rows"] == [False, True, True]
     gw = LayerGateway(graph, plan, token=TOKEN)
     try:
         for device in {d for la in part.layers for d in la.devices} - {part.gateway}:
@@ -202,9 +201,19 @@ def test_resident_rows_where_a_window_leaves_the_last_column_out(workers, tmp_pa
         results = run(gw, xs, [None] * 2)
     finally:
         gw.close()
-    for x, r in zip(xs, results, strict=True):
-        with torch.no_grad():
-            assert torch.allclose(r.output, graph.module(x), atol=1e-5) and r.rerun == 0
+    with torch.no_grad():
+        return plan, [(r, graph.module(x)) for x, r in zip(xs, results, strict=True)]
+
+
+def test_resident_rows_where_a_window_leaves_the_last_column_out(workers, tmp_path):
+    """A stride-2 pool of kernel 1 on 64 columns reads columns 0 to 62 only: the parts that
+    read the rows kept on their devices take those columns of their band and halo. The
+    workers rebuild the model from the operator's file."""
+    plan, results = file_model_frames(workers, tmp_path, STRIDED_NET, "resident")
+    part = plan.partition
+    assert [la.resident for la in part.layers if la.kind == "rows"] == [False, True, True]
+    for r, want in results:
+        assert torch.allclose(r.output, want, atol=1e-5) and r.rerun == 0
 
 
 RESIDUAL_NET = """from torch import nn
@@ -235,27 +244,11 @@ def test_residual_blocks_split_by_rows_across_workers_equal_the_model(workers, t
     rows, graph.layerwise.residual_blocks), so the rows stay on the devices from block to
     block, the stride-2 block with its downsampling shortcut too; every frame equals the
     model, built by the workers from the operator's file."""
-    path = tmp_path / "residual.py"
-    path.write_text(RESIDUAL_NET)
-    graph = capture_spec(f"{path}:factory")
-    fleet = cluster_fleet(size=4)
-    plan = plan_cluster(graph, analytic_profile(graph, fleet), fleet, methods=("layer-wise",),
-                        layer_split=split, layer_devices=3, model_spec=graph.spec,
-                        devices=list(fleet.cluster().devices))
-    part = plan.partition
-    blocks = [la for la in part.layers if any("add" in n for n in la.unit)]
+    plan, results = file_model_frames(workers, tmp_path, RESIDUAL_NET, split)
+    blocks = [la for la in plan.partition.layers if any("add" in n for n in la.unit)]
     assert len(blocks) == 2 and all(la.resident for la in blocks)
-    gw = LayerGateway(graph, plan, token=TOKEN)
-    try:
-        for device in {d for la in part.layers for d in la.devices} - {part.gateway}:
-            gw.join(device, workers.start(device, models=(f"{path}:factory",)))
-        xs = [torch.randn(graph.input_shape) for _ in range(2)]
-        results = run(gw, xs, [None] * 2)
-    finally:
-        gw.close()
-    for x, r in zip(xs, results, strict=True):
-        with torch.no_grad():
-            assert torch.allclose(r.output, graph.module(x), atol=1e-5) and r.rerun == 0
+    for r, want in results:
+        assert torch.allclose(r.output, want, atol=1e-5) and r.rerun == 0
         assert len(r.tasks) == 3
 
 
