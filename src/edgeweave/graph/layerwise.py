@@ -106,16 +106,7 @@ def layer_units(graph: Graph, blocks: bool = False) -> list[tuple[str, ...]]:
             continue
         if info.name in taken or _unit_kind(graph, info.name, fx_nodes) is None:
             continue
-        unit = [info.name]
-        while True:
-            consumers = graph.consumers(unit[-1])
-            if len(consumers) != 1 or unit[-1] in graph.outputs:
-                break
-            follower = graph.node(consumers[0])
-            if follower.inputs != (unit[-1],) or not _post_processes(graph, follower.name,
-                                                                     fx_nodes, unit):
-                break
-            unit.append(follower.name)
+        unit = _with_followers(graph, [info.name], fx_nodes)
         taken.update(unit)
         units.append(tuple(unit))
     return units
@@ -137,22 +128,27 @@ def residual_blocks(graph: Graph) -> dict[str, tuple[str, ...]]:
         if _unit_kind(graph, names[0], fx_nodes) != "rows" or graph.node(names[0]).inputs \
                 != (a,):
             continue
-        unit = list(names)
-        while True:  # the activation after the add runs on the same rows
-            consumers = graph.consumers(unit[-1])
-            if len(consumers) != 1 or unit[-1] in graph.outputs:
-                break
-            follower = graph.node(consumers[0])
-            if follower.inputs != (unit[-1],) or not _post_processes(
-                    graph, follower.name, fx_nodes, unit):
-                break
-            unit.append(follower.name)
+        # the activation after the add runs on the same rows
+        unit = _with_followers(graph, list(names), fx_nodes)
         try:
             chain_block(graph, unit)
         except GraphError:
             continue
         out[unit[0]] = tuple(unit)
     return out
+
+
+def _with_followers(graph: Graph, unit: list[str], fx_nodes: dict[str, fx.Node]) -> list[str]:
+    """``unit`` extended with the elementwise layers that only post-process its last one."""
+    while True:
+        consumers = graph.consumers(unit[-1])
+        if len(consumers) != 1 or unit[-1] in graph.outputs:
+            return unit
+        follower = graph.node(consumers[0])
+        if follower.inputs != (unit[-1],) or not _post_processes(graph, follower.name,
+                                                                 fx_nodes, unit):
+            return unit
+        unit.append(follower.name)
 
 
 def _unit_kind(graph: Graph, name: str, fx_nodes: dict[str, fx.Node]) -> str | None:

@@ -28,7 +28,7 @@ import torch
 from edgeweave.graph.blocks import FusedBlock, chain_block
 from edgeweave.graph.capture import Graph
 from edgeweave.graph.layerwise import LayerSplit, SplitRunner, unit_tiles
-from edgeweave.graph.resident import Hop, _merge, hops, rows_count
+from edgeweave.graph.resident import Hop, hops, kept_and_halo, merge, rows_count
 from edgeweave.graph.tile_exec import TileModule, stitch
 from edgeweave.graph.tiles import Tile, axis_intervals, tiles_for_bounds
 
@@ -156,16 +156,11 @@ def _step(graph: Graph, block: FusedBlock, i: int, p: int, device: int, rows: Ro
     c0, c1 = part_tile.output.c0, part_tile.output.c1
     tile = tiles_for_bounds(block, rows, (c0, c1))[0]
     r = tile.input
-    mine = None if keep is None else (max(r.r0, keep[0]), min(r.r1, keep[1]))
-    halo: tuple[Rows, ...]
-    if mine is None or mine[0] >= mine[1]:
-        mine, halo = None, ((r.r0, r.r1),)
-    else:
-        halo = tuple(h for h in ((r.r0, mine[0]), (mine[1], r.r1)) if h[1] > h[0])
+    mine, halo = kept_and_halo((r.r0, r.r1), keep)
     if wanted is None:
         back: tuple[Rows, ...] = (rows,)
     else:
-        back = _merge([(max(a, rows[0]), min(b, rows[1])) for a, b in wanted
+        back = merge([(max(a, rows[0]), min(b, rows[1])) for a, b in wanted
                        if min(b, rows[1]) > max(a, rows[0])])
     after = tuple(sid for sid, s in zip(before_ids, before, strict=True)
                   if any(min(b, hb) > max(a, ha) for a, b in s.back for ha, hb in halo))

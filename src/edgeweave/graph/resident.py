@@ -76,25 +76,31 @@ def _hop(graph: Graph, before: LayerSplit, after: LayerSplit) -> Hop:
              for part, t in zip(after.parts, unit_tiles(graph, after), strict=True)]
     keep: list[Rows | None] = []
     halo: list[tuple[Rows, ...]] = []
-    for device, (r0, r1) in needs:
-        own = band.get(device)
-        k = None if own is None else (max(r0, own[0]), min(r1, own[1]))
-        if k is None or k[0] >= k[1]:
-            keep.append(None)
-            halo.append(((r0, r1),))
-            continue
+    for device, rows in needs:
+        k, h = kept_and_halo(rows, band.get(device))
         keep.append(k)
-        halo.append(tuple(r for r in ((r0, k[0]), (k[1], r1)) if r[1] > r[0]))
+        halo.append(h)
     back = []
     for part in before.parts:
         a, b = part.rows
         wanted = [(max(a, r0), min(b, r1)) for device, (r0, r1) in needs
                   if device != part.device and min(b, r1) > max(a, r0)]
-        back.append(_merge(wanted))
+        back.append(merge(wanted))
     return Hop(tuple(keep), tuple(halo), tuple(back))
 
 
-def _merge(ranges: Sequence[Rows]) -> tuple[Rows, ...]:
+def kept_and_halo(needed: Rows, own: Rows | None) -> tuple[Rows | None, tuple[Rows, ...]]:
+    """Of the input rows ``needed``, the ones a device holds in its band ``own`` (None when it
+    holds none of them) and the rest it receives, above then below (the halo)."""
+    r0, r1 = needed
+    k = None if own is None else (max(r0, own[0]), min(r1, own[1]))
+    if k is None or k[0] >= k[1]:
+        return None, (needed,)
+    return k, tuple(r for r in ((r0, k[0]), (k[1], r1)) if r[1] > r[0])
+
+
+def merge(ranges: Sequence[Rows]) -> tuple[Rows, ...]:
+    """Row ranges sorted, the overlapping and touching ones joined."""
     out: list[Rows] = []
     for a, b in sorted(ranges):
         if out and a <= out[-1][1]:
