@@ -21,6 +21,7 @@ from edgeweave.errors import EdgeWeaveError
 from edgeweave.graph import Graph
 from edgeweave.graph.blocks import chain_block
 from edgeweave.graph.layerwise import LayerPart, LayerSplit, unit_tiles
+from edgeweave.graph.regions import Region
 from edgeweave.graph.resident import Hop, hops
 from edgeweave.graph.tile_exec import stitch
 from edgeweave.plan.partition import LayerAssignment, Partition
@@ -108,28 +109,42 @@ def local_input(source: torch.Tensor | Rows, tiles: list, p: int) -> torch.Tenso
     if not tiles:
         assert isinstance(source, torch.Tensor)
         return source
-    r = tiles[p].input
+    return region_input(source, tiles[p].input)
+
+
+def region_input(source: torch.Tensor | Rows, r: Region) -> torch.Tensor | None:
+    """The input region ``r`` of a part (or a step of it), None when the gateway does not
+    hold all of its rows."""
     if isinstance(source, Rows):
         return source.rows(r.r0, r.r1)[:, :, :, r.c0:r.c1] if source.holds(r.r0, r.r1) else None
     return source[:, :, r.r0:r.r1, r.c0:r.c1]
 
 
 def send_values(source: torch.Tensor | Rows, tiles: list, p: int, hop: Hop | None,
-                 msg: cpb.Task) -> dict[str, torch.Tensor] | None:
-    """What part ``p``'s task carries: its crop, or (``hop``: its device kept rows of the
-    input) the halo above and below them, marking ``msg`` resident. None when the gateway
-    lacks some of those rows."""
-    keep = None if hop is None else hop.keep[p]
+                msg: cpb.Task) -> dict[str, torch.Tensor] | None:
+    """What part ``p``'s task carries (:func:`task_values`; a fully connected layer's part:
+    the whole vector)."""
+    if not tiles:
+        assert isinstance(source, torch.Tensor)
+        return {"crop": source}
+    return task_values(source, tiles[p].input, None if hop is None else hop.keep[p], msg)
+
+
+def task_values(source: torch.Tensor | Rows | None, r: Region, keep: tuple[int, int] | None,
+                msg: cpb.Task) -> dict[str, torch.Tensor] | None:
+    """What a task reading input region ``r`` carries: its crop, or (``keep``: its device
+    kept those rows of the input) the halo above and below them, marking ``msg`` resident.
+    None when the gateway lacks some of those rows (``source`` None: it holds none yet, which
+    a task with nothing but kept rows does not need)."""
     if keep is None:
-        crop = local_input(source, tiles, p)
+        crop = None if source is None else region_input(source, r)
         return None if crop is None else {"crop": crop}
-    assert isinstance(source, Rows)
-    r = tiles[p].input
+    assert not isinstance(source, torch.Tensor)
     msg.resident, msg.keep_r0, msg.keep_r1 = True, keep[0], keep[1]
     out = {}
     for name, (a, b) in (("above", (r.r0, keep[0])), ("below", (keep[1], r.r1))):
         if b > a:
-            if not source.holds(a, b):
+            if source is None or not source.holds(a, b):
                 return None
             out[name] = source.rows(a, b)[:, :, :, r.c0:r.c1]
     return out

@@ -35,7 +35,15 @@ from edgeweave.plan.partition import Partition
 from edgeweave.runtime import dilation, tensors
 from edgeweave.runtime.cluster.blueprint import Spec
 from edgeweave.runtime.cluster.gateway import GATEWAY_LOCAL
-from edgeweave.runtime.cluster.halo import Rows, flat, pack, placed, recompute
+from edgeweave.runtime.cluster.halo import (
+    Rows,
+    flat,
+    pack,
+    placed,
+    recompute,
+    region_input,
+    task_values,
+)
 from edgeweave.runtime.proto import cluster_pb2 as cpb
 
 if TYPE_CHECKING:
@@ -136,15 +144,15 @@ class StepRun:
             found = self.held[i] = Rows.empty(like, shape)
         return found
 
+    def _source(self, step: Step, x: torch.Tensor) -> torch.Tensor | Rows | None:
+        """What the step's input rows come from: the run's input, or the rows of the split
+        before held here (None: none yet)."""
+        return x if step.split == self.run.first else self.held.get(step.split - 1)
+
     def _input(self, step: Step, x: torch.Tensor) -> torch.Tensor | None:
         """The step's whole input rows, as the gateway holds them (None: some are missing)."""
-        r = step.tile.input
-        if step.split == self.run.first:
-            return x[:, :, r.r0:r.r1, r.c0:r.c1]
-        source = self.held.get(step.split - 1)
-        if source is None or not source.holds(r.r0, r.r1):
-            return None
-        return source.rows(r.r0, r.r1)[:, :, :, r.c0:r.c1]
+        source = self._source(step, x)
+        return None if source is None else region_input(source, step.tile.input)
 
     def _issue(self, sid: int, x: torch.Tensor) -> None:
         step, device, gw = self.run.steps[sid], self.devices[sid], self.gw
@@ -156,22 +164,8 @@ class StepRun:
                        out_r0=step.rows[0], out_r1=step.rows[1], keep=step.kept)
         if step.kept:
             msg.back.extend(flat(step.back))
-        r = step.tile.input
         with self.cond:
-            if step.keep is None:
-                crop = self._input(step, x)
-                values = None if crop is None else {"crop": crop}
-            else:
-                msg.resident, msg.keep_r0, msg.keep_r1 = True, step.keep[0], step.keep[1]
-                source = self.held.get(step.split - 1)
-                values = {}
-                for name, (a, b) in (("above", (r.r0, step.keep[0])),
-                                     ("below", (step.keep[1], r.r1))):
-                    if b > a:
-                        if source is None or not source.holds(a, b):
-                            values = None
-                            break
-                        values[name] = source.rows(a, b)[:, :, :, r.c0:r.c1]
+            values = task_values(self._source(step, x), step.tile.input, step.keep, msg)
         if values is None:
             self._fail(f"the rows step {sid} reads are not at the gateway")
             return
