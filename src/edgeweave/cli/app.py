@@ -25,6 +25,7 @@ from typer.core import TyperGroup
 from edgeweave.cli import report_cmds
 from edgeweave.cli.commands import adapt, distribute, fl, front, plan, run, serve, sim, train
 from edgeweave.errors import EdgeWeaveError
+from edgeweave.heap import keep_heap
 
 HELP = """EdgeWeave runs deep learning across IoT devices, edge servers and the cloud.
 
@@ -151,6 +152,7 @@ def main() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stop)
     err = Console(stderr=True)
+    keep_heap()  # every command's tensors: see edgeweave.heap
     try:
         app()
     except EdgeWeaveError as e:

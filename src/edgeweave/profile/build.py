@@ -20,6 +20,7 @@ from torch import nn
 
 from edgeweave.errors import ProfileError
 from edgeweave.graph import Graph, NodeInfo, capture
+from edgeweave.heap import keep_heap
 from edgeweave.profile.activations import codec_bytes
 from edgeweave.profile.measure import IDLE_S, PROFILE_THREADS, measure, measure_calibrated
 from edgeweave.profile.regression import LatencyModel, Sample, mape
@@ -145,6 +146,7 @@ def profile_graph(
         raise ProfileError(f"need warmup >= 0, repeats >= 1 and idle_s >= 0, got {warmup}, "
                            f"{repeats} and {idle_s}")
     path = fleet.tier_path(device)
+    keep_heap()  # as the runtime's processes do: the profile and the runtime agree
     started = time.perf_counter()
     times, gflops, whole_ms = measure_calibrated(graph, warmup, repeats, seed, idle_s=idle_s)
     wire = codec_bytes(graph, seed)

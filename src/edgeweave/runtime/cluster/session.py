@@ -38,6 +38,7 @@ import torch
 
 from edgeweave.errors import EdgeWeaveError
 from edgeweave.graph import Graph
+from edgeweave.heap import keep_heap
 from edgeweave.plan import Plan, plan_cluster
 from edgeweave.plan.partition import Partition
 from edgeweave.plan.run_calibration import RunCalibration
@@ -297,6 +298,7 @@ def run_cluster(graph: Graph, plan: Plan, profile: Profile, fleet: Fleet,
     tiles moved, and a worker started for a device it newly gives work) and predicts with
     it."""
     check_in_flight(in_flight, "in-flight frames per source")
+    keep_heap()  # the gateway computes here, dilated, as the workers do (edgeweave.heap)
     part = plan.partition
     if part is None or part.method not in ("fused-tiles", "layer-wise"):
         raise EdgeWeaveError("the plan runs on one device (no multi-device partition to run); "

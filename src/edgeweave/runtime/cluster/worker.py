@@ -45,6 +45,7 @@ import torch
 
 from edgeweave.codec import CodecError
 from edgeweave.errors import EdgeWeaveError, GraphError
+from edgeweave.heap import keep_heap
 from edgeweave.rpc import RateLimitedLog
 from edgeweave.runtime import dilation, tensors
 from edgeweave.runtime.cluster.executors import TileExecutor, TileStages
@@ -323,6 +324,7 @@ def main(argv: list[str] | None = None) -> None:
     if not 1.0 <= args.dilation <= 10000.0:
         raise SystemExit(f"--dilation {args.dilation}: expected 1 to 10000")
     log_to_stderr()
+    keep_heap()
     try:
         token = load_token(args.token_file) if args.token_file else None
         config = WorkerConfig(args.name, dilation=args.dilation, models=tuple(args.model),
