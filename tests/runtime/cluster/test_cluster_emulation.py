@@ -11,14 +11,10 @@ from cluster_helpers import digits_plan
 
 from edgeweave.errors import EdgeWeaveError
 from edgeweave.runtime import dilation
+from edgeweave.runtime.cluster.cluster_run import ClusterRun, worker_devices, working_devices
 from edgeweave.runtime.cluster.gateway import FrameResult
 from edgeweave.runtime.cluster.medium import SharedMedium
-from edgeweave.runtime.cluster.session import (
-    ClusterRun,
-    slow_motion,
-    worker_devices,
-    working_devices,
-)
+from edgeweave.runtime.cluster.session import slow_motion
 from edgeweave.runtime.cluster.worker import WorkerConfig, WorkerService
 from edgeweave.runtime.proto import cluster_pb2 as cpb
 
