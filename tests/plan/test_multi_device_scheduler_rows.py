@@ -44,3 +44,25 @@ def test_the_scheduler_rows_run_one_fused_block(monkeypatch):
     free = runs.plan_emulated(graph, profile, fleet_of(3), methods=("fused-tiles",), cache={},
                               **runs.CODECS)
     assert len(free.partition.stages()) > 1
+
+
+def test_speedups_are_over_the_faster_way_one_device_runs_the_model(monkeypatch):
+    # one device through its fused-tile worker (218 ms) and in the gateway's process (166 ms):
+    # the rows' speedups are over the faster, so a plan that computes on one device is ~1x
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import _multi_device_runs as runs
+
+    def row(method: str, devices: int, latency_ms: float, in_flight: int = 1) -> dict:
+        return {"method": method, "devices": devices, "latency_ms": latency_ms,
+                "fps": 1000.0 * in_flight / latency_ms, "in_flight": in_flight}
+
+    rows = [row("fused-tiles", 1, 218.0), row("fused-tiles", 2, 200.0),
+            row("layer-wise", 2, 170.0), row("layer-wise", 1, 166.0),
+            row("fused-tiles", 2, 250.0, in_flight=2)]
+    runs.speedups(rows)
+    assert {r["one_device_basis"] for r in rows} == {"layer-wise"}
+    assert [round(r["speedup_vs_one"], 3) for r in rows[:4]] == [
+        round(166 / 218, 3), 0.83, round(166 / 170, 3), 1.0]
+    piped = rows[4]  # frames/s over the same device's
+    assert piped["speedup_basis"] == "fps"
+    assert piped["speedup_vs_one"] == pytest.approx(piped["fps"] / rows[3]["fps"])
