@@ -20,7 +20,7 @@ from edgeweave.plan.medium import Schedule
 from edgeweave.plan.multidevice import plan_cluster
 from edgeweave.plan.stealing_price import stealers_of, stealing_price
 from edgeweave.profile import analytic_profile
-from edgeweave.runtime.cluster.session import working_devices
+from edgeweave.runtime.cluster.cluster_run import working_devices
 from edgeweave.topology import serialize_ms
 
 

@@ -13,8 +13,8 @@ from edgeweave.plan.cluster_cost import ClusterModel
 from edgeweave.plan.multidevice import plan_cluster
 from edgeweave.plan.subclusters import speed_subsets
 from edgeweave.profile import analytic_profile
+from edgeweave.runtime.cluster.cluster_run import worker_devices
 from edgeweave.runtime.cluster.drive import with_sources
-from edgeweave.runtime.cluster.session import worker_devices
 from edgeweave.topology import Fleet
 
 

@@ -470,3 +470,34 @@ def test_several_fused_blocks_answer_every_frame_even_when_a_device_dies(workers
         assert gw.sources_of  # level-1 tiles of the first block wait for their neighbours
         for tile, sources in gw.sources_of.items():
             assert all(timing[tile].sent_ms >= timing[k].done_ms for k in sources)
+
+
+def test_the_gateways_own_layers_between_split_ones_are_dilated_as_one_stretch(
+        workers, tmp_path, monkeypatch):
+    """MoDNN's biased split leaves a residual block's add and activation to the gateway.
+    Held after every one of them, the next began from cold caches: each run of the gateway's
+    own layers between split layers is dilated once."""
+    from edgeweave.runtime.cluster.prefix import PrefixRun
+
+    stretches: list[object] = []
+    hold = PrefixRun._hold
+
+    def counted(self, stretch):
+        if stretch is not None:
+            stretches.append(stretch)
+        return hold(self, stretch)
+
+    monkeypatch.setattr(PrefixRun, "_hold", counted)
+    plan, results = file_model_frames(workers, tmp_path, RESIDUAL_NET, "biased")
+    for r, want in results:
+        assert torch.allclose(r.output, want, atol=1e-5) and r.rerun == 0
+    part = plan.partition
+    split = {n for la in part.layers for n in la.unit}
+    order = list(part.prefix_nodes)
+    runs, own = 0, 0
+    for before, name in zip([None, *order[:-1]], order, strict=True):
+        if name not in split:
+            own += 1
+            runs += before is None or before in split
+    assert own > runs > 0  # the adds and their activations, in runs of two
+    assert len(stretches) == runs * len(results)

@@ -8,9 +8,9 @@ from __future__ import annotations
 import torch
 from cluster_helpers import TOKEN, digits, digits_plan
 
+from edgeweave.runtime.cluster.cluster_run import has_worker, worker_devices
 from edgeweave.runtime.cluster.drive import drive
 from edgeweave.runtime.cluster.gateway import GATEWAY_LOCAL, TileGateway
-from edgeweave.runtime.cluster.session import has_worker, worker_devices
 
 
 def test_a_gateway_without_tiles_gets_no_worker_the_others_do():

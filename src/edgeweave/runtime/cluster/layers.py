@@ -26,7 +26,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
-from torch import fx
 
 from edgeweave.codec import CodecError
 from edgeweave.errors import EdgeWeaveError
@@ -62,6 +61,7 @@ from edgeweave.runtime.cluster.halo import (
 from edgeweave.runtime.cluster.layer_exec import LayerExecutor
 from edgeweave.runtime.cluster.medium import SharedMedium
 from edgeweave.runtime.cluster.pool import OnDone, WorkerPool
+from edgeweave.runtime.cluster.prefix import PrefixRun
 from edgeweave.runtime.cluster.rest import RestRunner
 from edgeweave.runtime.cluster.steps import StepRun, plan_runs
 from edgeweave.runtime.proto import cluster_pb2 as cpb
@@ -187,7 +187,7 @@ class LayerGateway:
 
     def _frame(self, frame_id: int, x: torch.Tensor) -> FrameResult:
         start = time.perf_counter()
-        run = _Prefix(self, frame_id)
+        run = PrefixRun(self, frame_id)
         run.prefix(x)
         given = {name: run.values[name] for name in self.needed}
         stitched = time.perf_counter()
@@ -199,7 +199,7 @@ class LayerGateway:
                            result.note, run.delivery_ms, run.overhead_ms,
                            run.overhead_bytes)
 
-    def split_layer(self, i: int, source: torch.Tensor | Rows, run: _Prefix
+    def split_layer(self, i: int, source: torch.Tensor | Rows, run: PrefixRun
                     ) -> torch.Tensor | Rows:
         """Scatter layer ``i``'s parts to their devices, gather and stitch them. With resident
         rows (graph.resident) a part reads the rows its device kept (``source`` is then the
@@ -293,7 +293,7 @@ class LayerGateway:
         return held
 
     @staticmethod
-    def _account(run: _Prefix, parts: _Parts) -> None:
+    def _account(run: PrefixRun, parts: _Parts) -> None:
         run.add(parts.compute, parts.tasks, parts.bytes, parts.overhead_ms,
                 parts.overhead_bytes)
 
@@ -334,66 +334,3 @@ class LayerGateway:
         self.pool.close()
         self._thread.join(timeout=10)
         self._steps.shutdown(wait=False, cancel_futures=True)
-
-
-class _Prefix(fx.Interpreter):
-    """Runs the model up to the plan's prefix: split layers through the devices, the rest on
-    the gateway (dilated). Driven node by node (:meth:`prefix`): stopping ``Interpreter.run``
-    with an exception makes torch import its compiler stack to log it (5 s)."""
-
-    def __init__(self, gw: LayerGateway, frame: int):
-        super().__init__(gw.graph.module)
-        self.gw, self.frame = gw, frame
-        self.values: dict[str, Any] = {}
-        self.medium_bytes = 0
-        self.delivery_ms = 0.0
-        self.rerun = 0
-        self.overhead_ms: list[float] = []
-        self.overhead_bytes: list[int] = []
-        self.tasks: Counter = Counter()
-        self.compute: defaultdict[str, float] = defaultdict(float)
-        # the first split layer of the run of resident layers under way, and its input
-        self.chain: tuple[int, torch.Tensor] | None = None
-
-    def add(self, compute: dict[str, float], tasks: Counter, nbytes: int,
-            overhead_ms: list[float], overhead_bytes: list[int]) -> None:
-        """A split layer's (or a run's) work into the frame's totals."""
-        for device, ms in compute.items():
-            self.compute[device] += ms
-        self.tasks.update(tasks)
-        self.medium_bytes += nbytes
-        self.overhead_ms += overhead_ms
-        self.overhead_bytes += overhead_bytes
-
-    def prefix(self, x: torch.Tensor) -> None:
-        gw = self.gw
-        nodes = list(gw.graph.module.graph.nodes)  # self.module, typed as the module it is
-        by_name = {n.name: n for n in nodes}
-        waiting = {n: len(n.users) for n in nodes}
-        for n in nodes:
-            if n.op == "placeholder":
-                value: Any = x
-            elif n.name in gw.first:
-                k, source = gw.first[n.name], self.env[n.all_input_nodes[0]]
-                if k in gw.runs:
-                    value = StepRun(gw, gw.runs[k], self, gw._steps).go(source)
-                elif k in gw.in_run:  # computed with its run: the run's output passes through
-                    value = source
-                else:
-                    value = gw.split_layer(k, source, self)
-            elif n.name in gw.inner:  # computed with its split layer: its value passes through
-                value = self.env[by_name[gw.inner[n.name]]]
-            else:
-                mark = dilation.start()
-                with torch.inference_mode():
-                    value = self.run_node(n)
-                self.compute[gw.gateway] += dilation.finish(mark, gw.dilation, spin=gw.spin)
-            self.env[n] = value
-            if n.name in gw.needed:
-                self.values[n.name] = value
-            if n.name == gw.last:
-                return
-            for producer in n.all_input_nodes:  # free what no later node reads
-                waiting[producer] -= 1
-                if waiting[producer] == 0:
-                    del self.env[producer]

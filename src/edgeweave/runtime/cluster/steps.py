@@ -47,7 +47,8 @@ from edgeweave.runtime.cluster.halo import (
 from edgeweave.runtime.proto import cluster_pb2 as cpb
 
 if TYPE_CHECKING:
-    from edgeweave.runtime.cluster.layers import LayerGateway, _Prefix
+    from edgeweave.runtime.cluster.layers import LayerGateway
+    from edgeweave.runtime.cluster.prefix import PrefixRun
 
 log = logging.getLogger("edgeweave.runtime.cluster")
 
@@ -79,7 +80,7 @@ class StepRun:
     """One frame's pass through one run (module docstring): ``go(x)`` returns the run's last
     split layer's whole output."""
 
-    def __init__(self, gw: LayerGateway, run: Run, prefix: _Prefix, local: ThreadPoolExecutor):
+    def __init__(self, gw: LayerGateway, run: Run, prefix: PrefixRun, local: ThreadPoolExecutor):
         self.gw, self.run, self.prefix, self.local = gw, run, prefix, local
         part = gw.part
         self.devices = [part.devices[s.device] for s in run.steps]
