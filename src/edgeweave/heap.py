@@ -26,8 +26,9 @@ import threading
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 #: blocks up to this size come from the heap (glibc's largest mmap threshold on 64 bits)
 MMAP_THRESHOLD = 32 * 1024 * 1024
-#: free heap kept at its top before any is returned to the OS
-TRIM_THRESHOLD = 1024 * 1024 * 1024
+#: free heap kept at its top before any is returned to the OS: above a frame's feature maps
+#: (vgg16's largest layer holds 25 MB of them), below what a small device can spare
+TRIM_THRESHOLD = 256 * 1024 * 1024
 
 _lock = threading.Lock()
 _done: list[bool] = []
