@@ -16,9 +16,11 @@ and the plans run on real worker processes, measured next to predicted (issue 14
    process per device (gRPC on loopback, dilated to rpi4 / rpi3 from the host speed recorded
    with the measured profile; the stretch is slept, so the devices need the sum of
    1/dilation of a core; slow motion on a loaded host, --time-scale), the shared Wi-Fi one
-   shaped link: speedup vs one device (fused tiles with stealing on 1..6 devices, layer-wise on
-   2..4; the planner's layer-wise keeps each device's rows between split layers, only halo
-   rows cross, and each device computes its interior rows while its edges' halo crosses),
+   shaped link: speedup vs one device (the faster of its two ways to run the model alone: a
+   fused tile on its worker, or all of it in the gateway's process; ``one_device_basis``),
+   fused tiles with stealing on 1..6 devices, layer-wise on 2..4 (the planner's layer-wise
+   keeps each device's rows between split layers, only halo rows cross, and each device
+   computes its interior rows while its edges' halo crosses),
    workers' peak RSS, stealing vs sharing with every device a data source, reuse off vs on,
    layer-wise bytes and delivery time per frame, MoDNN's biased 1-D (every layer scattered and
    gathered) vs 2-D grid vs resident rows (a barrier at every layer) vs overlapped. Plans
