@@ -80,3 +80,18 @@ def test_in_place_layers_overwrite_only_values_nothing_else_reads() -> None:
             got = TileModule(graph, block, tile_grid(block, (1, 1))[0])(crop)[0]
             assert_same(got, want)
     assert torch.equal(crop, x)  # the caller's crop is left as it was
+
+
+def test_an_in_place_layer_after_an_identity_leaves_the_crop_alone() -> None:
+    # an identity (or an eval-mode dropout) hands the crop itself to the activation
+    for first in (nn.Identity(), nn.Dropout(0.5)):
+        model = nn.Sequential(first, nn.ReLU(inplace=True), nn.Conv2d(3, 4, 3, padding=1),
+                              nn.ReLU(inplace=True)).eval()
+        graph = capture(model, (1, 3, 8, 8), name="alias")
+        block = fused_block(graph, max(cut_depths(graph)))
+        x = torch.randn(1, 3, 8, 8)
+        crop = x.clone()
+        with torch.no_grad():
+            got = TileModule(graph, block, tile_grid(block, (1, 1))[0])(crop)[0]
+            assert_same(got, model(x.clone()))
+        assert torch.equal(crop, x)

@@ -46,13 +46,19 @@ class TileModule(nn.Module):
         fx_nodes = {n.name: n for n in graph.module.graph.nodes}
         self._steps: list[tuple[BlockNode, Callable[..., torch.Tensor]]] = []
         self._last_read = block.last_read
+        # an in-place activation may overwrite its input only where nothing reads it afterwards
+        # and it is not the caller's crop (checked as it runs: an identity or an eval-mode
+        # dropout before it hands the crop itself on); elsewhere it runs out of place
+        self._copying: dict[int, Callable[..., torch.Tensor]] = {}
         for i, node in enumerate(block.nodes):
-            # an in-place activation may overwrite its input only where nothing else reads it
-            # afterwards: not the crop (the caller's) and not a value read later
+            fx_node = fx_nodes[node.name]
             mutable = (len(node.inputs) == 1 and node.inputs[0] != block.input
                        and self._last_read[node.inputs[0]] == i)
-            self._steps.append((node, self._compile(graph, node, fx_nodes[node.name],
-                                                    mutable)))
+            step = self._compile(graph, node, fx_node, mutable)
+            if mutable and fx_node.op == "call_module" and getattr(
+                    graph.module.get_submodule(str(fx_node.target)), "inplace", False):
+                self._copying[i] = self._compile(graph, node, fx_node, False)
+            self._steps.append((node, step))
 
     def _compile(self, graph: Graph, node: BlockNode, fx_node: fx.Node, mutable: bool
                  ) -> Callable[..., torch.Tensor]:
@@ -89,7 +95,11 @@ class TileModule(nn.Module):
                     value = _windowed(run, node.kind, node.window, held[source],
                                       tile.holds[source], own, block.shape_of(source))
                 else:
-                    value = run({p: _cut(held[p], tile.holds[p], own) for p in node.inputs})
+                    args = {p: _cut(held[p], tile.holds[p], own) for p in node.inputs}
+                    if i in self._copying and any(_same_storage(a, crop)
+                                                  for a in args.values()):
+                        run = self._copying[i]
+                    value = run(args)
             if own != hold:
                 value = self._assemble(node, hold, own, value, (reused or {}).get(node.name, ()))
             if value is None:  # nothing of this layer is needed (every reader is reused)
@@ -129,6 +139,10 @@ def _check(tensor: torch.Tensor, channels: int, region: Region, what: str) -> No
     if tensor.dim() != 4 or tuple(tensor.shape[1:]) != expected:
         raise GraphError(f"{what} has shape {tuple(tensor.shape)}; expected (batch, "
                          f"{', '.join(str(d) for d in expected)})")
+
+
+def _same_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return bool(a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr())
 
 
 def _cut(value: torch.Tensor, holds: Region, region: Region) -> torch.Tensor:
