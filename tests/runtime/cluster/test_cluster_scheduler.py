@@ -258,3 +258,31 @@ def test_a_device_with_a_backlog_steals_only_what_no_other_device_would_finish_s
     backlog["gw"] = 0.0
     assert s.dispatch({"gw": 1, "pi4": 0}, always) == [
         ("gw", Job(1, 0, 0, "gw", "gw", cost=100.0))]
+
+
+def test_a_thief_takes_a_tile_it_finishes_before_the_source_is_done_with_its_queue():
+    """One source holding a tile and four more queued (10 ms each) and an idle thief whose
+    crop and result take 25 ms on the medium: the source would finish any one tile before
+    the thief (20 vs 35 ms) but not its whole queue (50 ms), so the thief takes one; a second
+    of that frame (45 vs 40 ms) it does not, but one of the next frame, which the source would
+    reach only after both frames' queues."""
+    clock = Clock()
+    pace = Pace({"src": 1.0, "thief": 1.0}, clock,
+                transfer=lambda d, j: 0.0 if d == "src" else 25.0)
+    s = Stealing(prefetch=1, pace=pace)
+    s.add(jobs(0, "src", ["src"] * 5) + jobs(1, "src", ["src"] * 20), ["src", "thief"])
+    for queue in s.queues.values():
+        for k, job in enumerate(queue):
+            queue[k] = Job(job.frame, job.tile, 0, job.source, job.planned, cost=10.0)
+    got = s.dispatch({"src": 1, "thief": 2}, always)
+    assert got == [("src", Job(0, 0, 0, "src", "src", cost=10.0)),
+                   ("thief", Job(0, 1, 0, "src", "src", cost=10.0)),
+                   ("thief", Job(1, 0, 0, "src", "src", cost=10.0))]
+    # without the queue counted, the same thief took none (the source is 20 ms from any tile)
+    pace2 = Pace({"src": 1.0, "thief": 1.0}, Clock(),
+                 transfer=lambda d, j: 0.0 if d == "src" else 25.0)
+    pace2.handed("src", Job(0, 0, 0, "src", "src", cost=10.0))
+    tile = Job(0, 1, 0, "src", "src", cost=10.0)
+    assert not pace2.first_to_finish("thief", tile, ["src", "thief"])
+    assert pace2.first_to_finish("thief", tile, ["src", "thief"],
+                                 ahead=lambda d, j: 30.0 if d == "src" else 0.0)

@@ -138,10 +138,18 @@ class Pace:
         left = self.of(device) * sum(j.cost for j in held)
         return max(0.0, left - (self.clock() - self._since[device]) * 1000.0)
 
-    def first_to_finish(self, device: str, job: Job, devices: Iterable[str]) -> bool:
-        """Whether no other of ``devices`` would finish ``job`` before ``device`` (ties: yes)."""
+    def first_to_finish(self, device: str, job: Job, devices: Iterable[str],
+                        ahead: Callable[[str, Job], float] | None = None) -> bool:
+        """Whether no other of ``devices`` would finish ``job`` before ``device`` (ties: yes).
+        ``ahead(d, job)``: the cost of the work ``d`` runs anyway before it would get to
+        ``job`` (a source's own queue: Stealing.ahead)."""
         mine = self.finish_ms(device, job)
-        return all(mine <= self.finish_ms(d, job) + 1e-6 for d in devices if d != device)
+        return all(mine <= self.finish_ms(d, job) + self._ahead_ms(d, job, ahead) + 1e-6
+                   for d in devices if d != device)
+
+    def _ahead_ms(self, device: str, job: Job, ahead: Callable[[str, Job], float] | None
+                  ) -> float:
+        return self.of(device) * ahead(device, job) if ahead is not None else 0.0
 
     def finish_ms(self, device: str, job: Job) -> float:
         moved = self.transfer(device, job) if self.transfer is not None else 0.0
@@ -254,7 +262,22 @@ class Stealing:
     def _first_to_finish(self, device: str, ready: Ready, devices: Iterable[str]) -> Ready:
         if self.eager and self.pace.backlog_ms(device) <= 0:
             return ready
-        return lambda job: ready(job) and self.pace.first_to_finish(device, job, devices)
+        return lambda job: ready(job) and self.pace.first_to_finish(device, job, devices,
+                                                                    self.ahead)
+
+    def ahead(self, device: str, job: Job) -> float:
+        """The cost of the other tasks of ``job``'s frame (and older ones) in ``device``'s own
+        queue: a source runs them all before it would have run out of its own tiles, and
+        which of them is last does not change when the frame is done. Without them a source
+        holding one tile looked free to finish each next one sooner than a thief whose crop
+        crosses the medium, so no tile was ever stolen (squeezenet1_0, a 2x4 grid on two
+        rpi4: the plan's two remote tiles ran at the source too, +30% over the prediction).
+        A thief now takes a tile when it would be done before the source is done with its
+        queue."""
+        own = self.queues.get(device)
+        if not own:
+            return 0.0
+        return sum(k.cost for k in own if k is not job and k.frame <= job.frame)
 
     def drain(self) -> Job | None:
         return self.steal()
