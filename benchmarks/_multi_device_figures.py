@@ -69,7 +69,7 @@ def layerwise_rows(graph: Graph, fleet: Fleet) -> list[dict[str, Any]]:
     speeds = [fleet.node(n).hardware.gflops for n in cluster.devices]
     convs = [u for u in layer_units(graph) if graph.node(u[0]).op == "conv2d"]
     rows = []
-    for k in (2, 3, 4):
+    for k in range(2, min(4, len(speeds)) + 1):
         for scheme in ("biased", "even", "grid"):
             splits = layerwise_splits(graph, speeds[:k], scheme, convs)
             total = sum(s.scatter_bytes + s.gather_bytes for s in splits)

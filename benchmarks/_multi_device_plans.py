@@ -1,5 +1,6 @@
 """The optimiser's PREDICTED rows of benchmarks/multi_device.py (no processes): each method's
-best plan and its speedup vs one device for 1..6 devices, and data reuse forced off / on.
+best plan and its speedup vs one device for 1..6 devices (at most the cluster's), and data
+reuse forced off / on.
 ``fleet_of(n)``: the first n devices of the cluster (multi_device.local_fleet)."""
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def speedup_rows(graph: Graph, profile: Profile, source: str, cache: TileCache,
     best plan of one fused block and of several (DeeperThings) beside each other."""
     rows = []
     one_ms = None
-    for n in range(1, 7):
+    for n in range(1, _multi_device_runs.MAX_DEVICES + 1):
         fleet = fleet_of(n)
         for method in ("fused-tiles", "layer-wise", "single"):
             plan = plan_cluster(graph, profile, fleet, methods=(method,), cache=cache,
@@ -51,7 +52,7 @@ def speedup_rows(graph: Graph, profile: Profile, source: str, cache: TileCache,
             row[f"{key}_speedup"] = one_ms / ms if one_ms and ms else None
     best = []
     rank = {"single": 0, "layer-wise": 1, "fused-tiles": 2}  # ties go to the simpler method
-    for n in range(1, 7):
+    for n in range(1, _multi_device_runs.MAX_DEVICES + 1):
         mine = [r for r in rows if r["devices"] == n]
         best.append({**min(mine, key=lambda r: (round(r["predicted_ms"], 6), rank[r["method"]])),
                      "method_choice": "best"})

@@ -33,6 +33,7 @@ from edgeweave.topology import Fleet
 
 FleetOf = Callable[[int], Fleet]  # n -> the first n devices of the cluster
 TIME_SCALE: float | str = "auto"  # run_cluster's time_scale (--time-scale)
+MAX_DEVICES = 6  # the plan rows' 1..N devices: the fleet's cluster's size, at most 6 (--fleet)
 CALIBRATE = 3  # run_cluster's calibrate: dummy frames priced into the plan first (--calibrate)
 #: Codecs on the medium for every plan (--input-codec, --result-codec; plan.cluster_cost).
 CODECS: dict[str, str] = {}

@@ -46,6 +46,7 @@ from typing import Any
 
 import _multi_device_runs as runs
 from _multi_device_runs import _frames, _row, ms_per_mb_of
+from edgeweave.errors import EdgeWeaveError
 from edgeweave.graph import Graph
 from edgeweave.plan.fused_search import TileCache
 from edgeweave.plan.multidevice import plan_cluster
@@ -69,6 +70,9 @@ def cluster_fleet(n: int, fleet: str = "pi-cluster", mbps: float | None = None,
     less than 23 MB each); the gateway keeps its own, since it holds the rest of the model."""
     base = load_fleet(fleet)
     cluster = base.cluster()
+    if n > len(cluster.devices):
+        raise EdgeWeaveError(f"the fleet {fleet!r}'s cluster {cluster.name!r} has "
+                             f"{len(cluster.devices)} devices, not {n}")
     names = cluster.devices[:n]
     medium = cluster.medium.model_dump()
     if mbps is not None:
@@ -219,7 +223,7 @@ def gateway_plan_rows(graph: Graph, profile: Profile, fleet_of: Callable[[int], 
     assert one is not None
     one_ms, one_fps = one.predicted["latency_ms"], one.predicted["fps"]
     rows = []
-    for n in range(1, 7):
+    for n in range(1, runs.MAX_DEVICES + 1):
         setups = [("single-source", local_of(n), "latency", True),
                   ("single-source", local_of(n), "throughput", True),
                   ("deepthings-gateway", fleet_of(n), "throughput", False)]

@@ -91,7 +91,8 @@ from edgeweave.runtime.cluster.drive import MAX_IN_FLIGHT, check_in_flight
 from edgeweave.topology import Fleet, load_fleet
 
 MODELS = ["vgg16", "resnet18"]
-FLEET = "pi-cluster"
+DEFAULT_FLEET = "pi-cluster"
+FLEET = DEFAULT_FLEET  # --fleet
 
 
 MEDIUM_MBPS: float | None = None  # --mbps: the shared medium's bandwidth instead of the fleet's
@@ -99,13 +100,13 @@ DEVICE_MEMORY_MB: float | None = None  # --device-memory-mb: every device but th
 
 
 def local_fleet(n: int) -> Fleet:
-    """The first ``n`` devices of the builtin pi-cluster, on its shared Wi-Fi, no edge/cloud:
-    every frame stays on the devices, as in the papers' setups."""
+    """The first ``n`` devices of the fleet's cluster (--fleet: the builtin pi-cluster), on its
+    shared Wi-Fi, no edge/cloud: every frame stays on the devices, as in the papers' setups."""
     return cluster_fleet(n, FLEET, MEDIUM_MBPS, memory_mb=DEVICE_MEMORY_MB)
 
 
 def _gateway_fleet(n: int) -> Fleet:
-    """DeepThings' setup: the first ``n`` pi-cluster devices and an extra rpi4 gateway."""
+    """DeepThings' setup: the first ``n`` devices of the cluster and an extra rpi4 gateway."""
     return cluster_fleet(n, FLEET, MEDIUM_MBPS, extra_gateway=True, memory_mb=DEVICE_MEMORY_MB)
 
 
@@ -134,8 +135,12 @@ def main() -> None:
                          "profile` does) or FLOPs only")
     ap.add_argument("--out", type=Path, default=Path("out/profiles"))
     ap.add_argument("--reuse", action="store_true", help="reuse saved profiles in --out")
-    ap.add_argument("--mbps", type=float, help="shared medium bandwidth for the optimiser rows "
-                                               "(default: the pi-cluster fleet's 18.88)")
+    ap.add_argument("--fleet", default=DEFAULT_FLEET,
+                    help="fleet YAML file or built-in name with a clusters: section: its first "
+                         "cluster's devices in order are the 1..N devices, the first the "
+                         "gateway and the one-device baseline (default: pi-cluster, rpi4/rpi3)")
+    ap.add_argument("--mbps", type=float, help="shared medium bandwidth (default: the fleet's "
+                                               "cluster's; pi-cluster: 18.88)")
     ap.add_argument("--only-plans", action="store_true", help="only the optimiser rows")
     ap.add_argument("--no-runs", action="store_true", help="no measured rows (no processes)")
     ap.add_argument("--no-figures", action="store_true", help="no tiling, memory, layer-wise "
@@ -214,8 +219,15 @@ def main() -> None:
             _multi_device_runs.TIME_SCALE = float(args.time_scale)
         except ValueError:
             ap.error(f"--time-scale {args.time_scale!r}: expected a number >= 1 or auto")
-    global MEDIUM_MBPS, DEVICE_MEMORY_MB
-    MEDIUM_MBPS, DEVICE_MEMORY_MB = args.mbps, args.device_memory_mb
+    global MEDIUM_MBPS, DEVICE_MEMORY_MB, FLEET
+    MEDIUM_MBPS, DEVICE_MEMORY_MB, FLEET = args.mbps, args.device_memory_mb, args.fleet
+    try:
+        cluster_size = len(load_fleet(FLEET).cluster().devices)
+    except EdgeWeaveError as e:
+        ap.error(f"--fleet {args.fleet!r}: {e}")
+    _multi_device_runs.MAX_DEVICES = min(6, cluster_size)
+    if args.mbps is not None and not 0 < args.mbps < float("inf"):
+        ap.error(f"--mbps {args.mbps:g}: expected a bandwidth above 0")
     torch.set_num_threads(1)
     console = Console(width=160)
     medium = local_fleet(1).cluster().medium
@@ -223,9 +235,10 @@ def main() -> None:
         "benchmark": "multi_device",
         "medium": {**medium.model_dump(), "input_codec": args.input_codec,
                    "result_codec": args.result_codec,
-                   "note": "one Wi-Fi shared by every device of the cluster (the pi-cluster "
-                           "fleet: Neurosurgeon's measured average, 18.88 Mbit/s, 5 ms RTT, "
-                           "unless --mbps overrides it)"},
+                   "fleet": FLEET,
+                   "note": "one medium shared by every device of the cluster (the fleet's; "
+                           "pi-cluster: Wi-Fi at Neurosurgeon's measured average, 18.88 "
+                           "Mbit/s, 5 ms RTT), unless --mbps overrides its bandwidth"},
         "device_memory_mb": {"cap_mb": args.device_memory_mb,
                              "note": "what the model may use on every device but the "
                                      "gateway (--device-memory-mb; null: each device's own)"},
@@ -245,6 +258,17 @@ def main() -> None:
             args.max_blocks.split(",")):
         ap.error(f"--max-blocks {args.max_blocks!r}: expected comma-separated whole numbers "
                  "of 1 or more")
+    asked = {"--run-devices": run_devices, "--run-layerwise": run_layerwise,
+             "--run-layer-split": [args.run_layer_split]}
+    if setups & {"gateway", "pipelined", "stream"}:
+        asked["--gateway-devices"] = gateway_devices
+    if runs and "single-source" in setups and (args.run_schedulers is None
+                                                or set(args.run_schedulers) & set(args.models)):
+        asked["--run-schedulers (three sources, reuse on four devices)"] = [4]
+    for flag, counts in asked.items():
+        if counts and max(counts) > cluster_size:
+            ap.error(f"{flag} {max(counts)}: the fleet {args.fleet!r}'s cluster has "
+                     f"{cluster_size} devices")
     in_flight = sorted({int(n) for n in args.in_flight.split(",") if n.strip().isdigit()})
     if not in_flight or min(in_flight) < 1 or max(in_flight) > MAX_IN_FLIGHT or len(
             in_flight) != len(args.in_flight.split(",")):

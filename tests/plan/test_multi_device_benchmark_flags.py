@@ -62,3 +62,64 @@ def test_the_device_count_benchmark_names_a_bad_flag(args, named, monkeypatch, c
         cluster_device_counts.main()
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and named in err and "Traceback" not in err, err
+
+
+TWO_PIS = """\
+name: two-pis
+nodes:
+  - {name: a, tier: device, hardware: rpi4}
+  - {name: b, tier: device, hardware: rpi4}
+clusters:
+  - {name: pair, devices: [a, b], gateway: a, medium: {kind: wifi, mbps: 40, rtt_ms: 2}}
+"""
+
+
+@pytest.mark.parametrize(("fleet", "args", "named"), [
+    ("nope-fleet", [], "--fleet 'nope-fleet'"),
+    ("pi4-wifi-edge-cloud", [], "has no clusters"),
+    ("two-pis", ["--run-devices", "1,3"], "--run-devices 3: the fleet"),
+    ("two-pis", ["--run-devices", "1", "--run-layerwise", "2", "--run-layer-split", "0"],
+     "--run-schedulers (three sources, reuse on four devices) 4"),
+    ("two-pis", ["--run-devices", "1", "--run-layerwise", "2", "--run-schedulers",
+                 "--mbps", "-1"], "--mbps -1"),
+])
+def test_the_fleet_flag_names_a_fleet_without_a_cluster_or_too_few_devices(
+        fleet, args, named, monkeypatch, capsys, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import _multi_device_runs
+    import multi_device
+
+    monkeypatch.setattr(multi_device, "FLEET", multi_device.FLEET)
+    monkeypatch.setattr(_multi_device_runs, "MAX_DEVICES", _multi_device_runs.MAX_DEVICES)
+    if fleet == "two-pis":
+        (tmp_path / "two.yaml").write_text(TWO_PIS)
+        fleet = str(tmp_path / "two.yaml")
+    profiled = []
+    monkeypatch.setattr(multi_device, "profile_zoo", lambda *a, **k: profiled.append(a) or {})
+    monkeypatch.setattr("sys.argv", ["multi_device.py", "--fleet", fleet, *args])
+    with pytest.raises(SystemExit) as exit_:
+        multi_device.main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and named in err and "Traceback" not in err, err
+    assert profiled == []
+
+
+def test_a_fleet_of_its_own_gives_the_cluster_devices_in_order_and_no_more(tmp_path):
+    """--fleet: the 1..N devices are the fleet's cluster's, in order, on its medium; asking
+    for more devices than it has is an error, not a smaller cluster under a larger count."""
+    import sys
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from _multi_device_setups import cluster_fleet
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    from edgeweave.errors import EdgeWeaveError
+
+    path = tmp_path / "two.yaml"
+    path.write_text(TWO_PIS)
+    fleet = cluster_fleet(2, str(path))
+    cluster = fleet.cluster()
+    assert cluster.devices == ["a", "b"] and cluster.gateway == "a"
+    assert cluster.medium.mbps == 40 and cluster_fleet(2, str(path), mbps=5).cluster().medium.mbps == 5
+    with pytest.raises(EdgeWeaveError, match="has 2 devices, not 3"):
+        cluster_fleet(3, str(path))
