@@ -21,12 +21,21 @@ BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
     (["--device-memory-mb", "4096"], "--device-memory-mb 4096"),
 ])
 def test_a_bad_setup_flag_is_one_error_naming_it(args, named, monkeypatch, capsys):
+    _one_error_before_profiling(["--no-runs", *args], named, monkeypatch, capsys)
+
+
+def _one_error_before_profiling(argv, named, monkeypatch, capsys):
+    """multi_device.py with ``argv`` exits with one argparse error naming ``named``, before
+    any model is profiled."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import _multi_device_runs
     import multi_device
 
+    monkeypatch.setattr(multi_device, "FLEET", multi_device.FLEET)  # main() sets these
+    monkeypatch.setattr(_multi_device_runs, "MAX_DEVICES", _multi_device_runs.MAX_DEVICES)
     profiled = []
     monkeypatch.setattr(multi_device, "profile_zoo", lambda *a, **k: profiled.append(a) or {})
-    monkeypatch.setattr("sys.argv", ["multi_device.py", "--no-runs", *args])
+    monkeypatch.setattr("sys.argv", ["multi_device.py", *argv])
     with pytest.raises(SystemExit) as exit_:
         multi_device.main()
     err = capsys.readouterr().err
@@ -85,23 +94,10 @@ clusters:
 ])
 def test_the_fleet_flag_names_a_fleet_without_a_cluster_or_too_few_devices(
         fleet, args, named, monkeypatch, capsys, tmp_path):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    import _multi_device_runs
-    import multi_device
-
-    monkeypatch.setattr(multi_device, "FLEET", multi_device.FLEET)
-    monkeypatch.setattr(_multi_device_runs, "MAX_DEVICES", _multi_device_runs.MAX_DEVICES)
     if fleet == "two-pis":
         (tmp_path / "two.yaml").write_text(TWO_PIS)
         fleet = str(tmp_path / "two.yaml")
-    profiled = []
-    monkeypatch.setattr(multi_device, "profile_zoo", lambda *a, **k: profiled.append(a) or {})
-    monkeypatch.setattr("sys.argv", ["multi_device.py", "--fleet", fleet, *args])
-    with pytest.raises(SystemExit) as exit_:
-        multi_device.main()
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2 and named in err and "Traceback" not in err, err
-    assert profiled == []
+    _one_error_before_profiling(["--fleet", fleet, *args], named, monkeypatch, capsys)
 
 
 def test_a_fleet_of_its_own_gives_the_cluster_devices_in_order_and_no_more(tmp_path):
