@@ -63,7 +63,7 @@ def reuse_rows(graph: Graph, profile: Profile, cache: TileCache, fleet_of: Fleet
                ms_per_mb: float = 0.0) -> list[dict[str, Any]]:
     """Predicted latency of the best fused-tile plan with data reuse forced on, and off."""
     rows = []
-    for n in (2, 4, 6):
+    for n in [k for k in (2, 4, 6) if k <= _multi_device_runs.MAX_DEVICES]:
         for reuse in (False, True):
             plan = plan_cluster(graph, profile, fleet_of(n), methods=("fused-tiles",),
                                 reuse=reuse, cache=cache, ms_per_mb=ms_per_mb, max_blocks=1,

@@ -147,8 +147,9 @@ def main() -> None:
                     "delivery or sparse FC figures (the plans and the runs only)")
     ap.add_argument("--frames", type=int, default=3, help="measured frames per run (after one "
                                                           "warm-up frame)")
-    ap.add_argument("--run-devices", default="1,2,3,4,5,6",
-                    help="device counts of the measured fused-tile runs")
+    ap.add_argument("--run-devices", default=None,
+                    help="device counts of the measured fused-tile runs (default: 1 to 6, at "
+                         "most the cluster's devices)")
     ap.add_argument("--in-flight", default="1", help="comma-separated frames the source "
                     "keeps unanswered in the measured speedup runs, a run per value")
     ap.add_argument("--input-codec", default="none", choices=["none", "fp16", "int8"],
@@ -159,11 +160,13 @@ def main() -> None:
                     help="comma-separated: the measured fused-tile speedup runs once per value "
                          "(1: one fused block, DeepThings; 3: up to 3 consecutive blocks, "
                          "DeeperThings), each on 2 or more devices")
-    ap.add_argument("--run-layerwise", default="2,3,4",
-                    help="device counts of the measured layer-wise runs")
+    ap.add_argument("--run-layerwise", default=None,
+                    help="device counts of the measured layer-wise runs (default: 2 to 4, at "
+                         "most the cluster's devices)")
     ap.add_argument("--run-schedulers", nargs="*", help="models whose stealing vs sharing and "
-                    "reuse off/on are measured (default: every model)")
-    ap.add_argument("--run-layer-split", type=int, default=4,
+                    "reuse off/on are measured, on 3 and 4 devices (default: every model, "
+                    "on a cluster of 4 or more)")
+    ap.add_argument("--run-layer-split", type=int, default=None,
                     help="devices of the measured layer-wise biased 1-D vs 2-D grid vs "
                          "resident rows vs overlapped runs (0: none; the grid is 2-D from 4)")
     ap.add_argument("--time-scale", default="auto",
@@ -178,8 +181,9 @@ def main() -> None:
                          "every row of 1-5 above), gateway (DeepThings' extra gateway, 6 "
                          "above), pipelined (the same stream on the N devices alone), stream "
                          "(the N devices alone, planned as stealing across frames in flight)")
-    ap.add_argument("--gateway-devices", default="1,2,3,4,5,6",
-                    help="edge-device counts of the measured gateway-setup runs")
+    ap.add_argument("--gateway-devices", default=None,
+                    help="edge-device counts of the measured gateway-setup runs (default: 1 "
+                         "to 6, at most the cluster's devices)")
     ap.add_argument("--gateway-in-flight", type=int, default=3,
                     help="frames in flight in the gateway-setup runs")
     ap.add_argument("--stream-in-flight", type=int, default=None,
@@ -195,6 +199,24 @@ def main() -> None:
     if not setups or setups - {"single-source", "gateway", "pipelined", "stream"}:
         ap.error(f"--setups {args.setups!r}: expected some of single-source, gateway, "
                  "pipelined, stream")
+    global MEDIUM_MBPS, DEVICE_MEMORY_MB, FLEET
+    MEDIUM_MBPS, DEVICE_MEMORY_MB, FLEET = args.mbps, args.device_memory_mb, args.fleet
+    try:
+        cluster_size = len(load_fleet(FLEET).cluster().devices)
+    except EdgeWeaveError as e:
+        ap.error(f"--fleet {args.fleet!r}: {e}")
+    _multi_device_runs.MAX_DEVICES = most = min(6, cluster_size)
+    counts = ",".join(str(n) for n in range(1, most + 1))  # the defaults: what the cluster has
+    if args.run_devices is None:
+        args.run_devices = counts
+    if args.gateway_devices is None:
+        args.gateway_devices = counts
+    if args.run_layerwise is None:
+        args.run_layerwise = ",".join(str(n) for n in range(2, min(4, cluster_size) + 1))
+    if args.run_layer_split is None:
+        args.run_layer_split = min(4, cluster_size) if cluster_size >= 2 else 0
+    if args.run_schedulers is None and cluster_size < 4:
+        args.run_schedulers = []
     gateway_devices = [int(n) for n in args.gateway_devices.split(",") if n.strip().isdigit()]
     if len(gateway_devices) != len([n for n in args.gateway_devices.split(",") if n.strip()]) \
             or any(not 1 <= n <= 6 for n in gateway_devices):
@@ -219,13 +241,6 @@ def main() -> None:
             _multi_device_runs.TIME_SCALE = float(args.time_scale)
         except ValueError:
             ap.error(f"--time-scale {args.time_scale!r}: expected a number >= 1 or auto")
-    global MEDIUM_MBPS, DEVICE_MEMORY_MB, FLEET
-    MEDIUM_MBPS, DEVICE_MEMORY_MB, FLEET = args.mbps, args.device_memory_mb, args.fleet
-    try:
-        cluster_size = len(load_fleet(FLEET).cluster().devices)
-    except EdgeWeaveError as e:
-        ap.error(f"--fleet {args.fleet!r}: {e}")
-    _multi_device_runs.MAX_DEVICES = min(6, cluster_size)
     if args.mbps is not None and not 0 < args.mbps < float("inf"):
         ap.error(f"--mbps {args.mbps:g}: expected a bandwidth above 0")
     torch.set_num_threads(1)

@@ -87,10 +87,10 @@ clusters:
     ("nope-fleet", [], "--fleet 'nope-fleet'"),
     ("pi4-wifi-edge-cloud", [], "has no clusters"),
     ("two-pis", ["--run-devices", "1,3"], "--run-devices 3: the fleet"),
-    ("two-pis", ["--run-devices", "1", "--run-layerwise", "2", "--run-layer-split", "0"],
+    ("two-pis", ["--run-schedulers", "vgg16"],
      "--run-schedulers (three sources, reuse on four devices) 4"),
-    ("two-pis", ["--run-devices", "1", "--run-layerwise", "2", "--run-schedulers",
-                 "--mbps", "-1"], "--mbps -1"),
+    ("two-pis", ["--run-layerwise", "2,3"], "--run-layerwise 3"),
+    ("two-pis", ["--mbps", "-1"], "--mbps -1"),
 ])
 def test_the_fleet_flag_names_a_fleet_without_a_cluster_or_too_few_devices(
         fleet, args, named, monkeypatch, capsys, tmp_path):
@@ -116,6 +116,31 @@ def test_a_fleet_of_its_own_gives_the_cluster_devices_in_order_and_no_more(tmp_p
     fleet = cluster_fleet(2, str(path))
     cluster = fleet.cluster()
     assert cluster.devices == ["a", "b"] and cluster.gateway == "a"
-    assert cluster.medium.mbps == 40 and cluster_fleet(2, str(path), mbps=5).cluster().medium.mbps == 5
+    assert cluster.medium.mbps == 40
+    assert cluster_fleet(2, str(path), mbps=5).cluster().medium.mbps == 5
     with pytest.raises(EdgeWeaveError, match="has 2 devices, not 3"):
         cluster_fleet(3, str(path))
+
+
+def test_on_a_small_cluster_the_default_counts_are_the_devices_it_has(monkeypatch, tmp_path):
+    """Every count left at its default fits the fleet: two devices pass the checks (to the
+    profiling, stopped here) with the plan rows up to 2, and no scheduler rows (they need 4)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import _multi_device_runs
+    import multi_device
+
+    monkeypatch.setattr(multi_device, "FLEET", multi_device.FLEET)
+    monkeypatch.setattr(_multi_device_runs, "MAX_DEVICES", _multi_device_runs.MAX_DEVICES)
+    (tmp_path / "two.yaml").write_text(TWO_PIS)
+
+    class Profiling(Exception):
+        pass
+
+    def profile_zoo(*a, **k):
+        raise Profiling
+
+    monkeypatch.setattr(multi_device, "profile_zoo", profile_zoo)
+    monkeypatch.setattr("sys.argv", ["multi_device.py", "--fleet", str(tmp_path / "two.yaml")])
+    with pytest.raises(Profiling):
+        multi_device.main()
+    assert _multi_device_runs.MAX_DEVICES == 2
