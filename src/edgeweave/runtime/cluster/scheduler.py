@@ -25,7 +25,8 @@ and a static baseline.
 Stealing and sharing hand a device a task only if no other device would finish it sooner
 (:class:`Pace`: each device's measured compute per unit of a task's planned cost, what it
 holds, and the bytes the task would move over the medium: a level-1 tile away from where its
-frame is gathered fetches the reused halo, 290 ms of vgg16's at 18.88 Mbit/s). DeepThings'
+frame is gathered fetches the reused halo, 290 ms of vgg16's at 18.88 Mbit/s; in stealing, a
+source gets to a task only after the rest of its own queue, ``Stealing.ahead``). DeepThings'
 devices are alike; ours are not: an rpi3 taking a tile it computes in 9-13 s while both rpi4
 would be done with theirs and it in 6 made that frame 22 s long (vgg16, three sources), and a
 prefetch taken by a slow device is the same commitment. A prefetch is thereby a steal-ahead by
