@@ -245,10 +245,56 @@ def scheduler_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, fr
         rows.append(_row(run, prefetch=prefetch, hardware=[x.hardware for x in part.load],
                          scheduler_does=what))
         rows[-1]["scheduler"] = label
+        rows[-1].update(loaded_price(graph, profile, fleet, run, rows[-1], at_source))
     stealing = rows[0]["fps"]
     for row in rows:
         row["stealing_fps_vs_this"] = stealing / row["fps"] if row["fps"] else None
     return rows
+
+
+def loaded_price(graph: Graph, profile: Profile, fleet: Fleet, run: ClusterRun,
+                 row: dict[str, Any], at_source: bool | None) -> dict[str, Any]:
+    """A run's prediction with its frames overlapped (several sources, each keeping
+    ``in_flight`` frames unanswered), in place of one frame's alone. With k frames in the
+    system and a period P per frame at the busiest resource, a frame takes k periods once the
+    devices are saturated (Little's law), and never less than alone: ``predicted_ms`` is
+    max(one frame's latency, k P), frames/s 1000 / max(P, latency / k). P is the calibrated
+    plan's busiest resource for its fixed assignment (static), or work stealing's fluid bound
+    from the run's sources (stealing, and sharing, whose crops' second hop to the gateway it
+    does not price: plan.stealing_price, the same block priced with the same calibration).
+    A frame's rest run at its source (``at_source``) is not priced that way: the rows keep
+    one frame's latency and say so."""
+    one = row["predicted_ms"]
+    k = len(run.sources) * run.in_flight
+    out: dict[str, Any] = {"predicted_one_frame_ms": one, "frames_in_system": k}
+    part = run.plan.partition
+    assert part is not None
+    if k <= 1 or at_source:
+        out["predicted_basis"] = ("one frame alone" + (
+            "; not priced with the frames overlapped: each frame's rest runs at its source"
+            if k > 1 else ""))
+        return out
+    if run.scheduler == "static":
+        period = 1000.0 / float(run.plan.predicted["throughput_fps"])
+        out["predicted_basis"] = "k frames x the static assignment's busiest resource"
+    else:
+        again = plan_emulated(
+            graph, profile, fleet, methods=("fused-tiles",), depth=part.fused_depth,
+            grid=tuple(part.grid) if part.grid else None, reuse=part.reuse, max_blocks=1,
+            objective="throughput", in_flight=k, sources=run.sources,
+            calibration=run.calibration, devices=list(part.devices),
+            ms_per_mb=float(part.search.get("task_overhead", {}).get("runtime_ms_per_mb")
+                            or 0.0), **CODECS)
+        period = float(again.partition.predicted["stealing_period_ms"])
+        out["predicted_basis"] = ("k frames x work stealing's fluid bound from the run's "
+                                  "sources (plan.stealing_price)")
+    out["predicted_period_ms"] = period
+    out["predicted_ms"] = max(one, k * period)
+    out["predicted_fps_of_run"] = 1000.0 / max(period, one / k)
+    out["measured_vs_predicted_pct"] = 100.0 * (row["latency_ms"] / out["predicted_ms"] - 1)
+    out["measured_vs_predicted_fps_pct"] = 100.0 * (row["fps"] / out["predicted_fps_of_run"]
+                                                     - 1)
+    return out
 
 
 def reuse_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, frames: int,

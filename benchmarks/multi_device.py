@@ -21,7 +21,9 @@ and the plans run on real worker processes, measured next to predicted (issue 14
    fused tiles with stealing on 1..6 devices, layer-wise on 2..4 (the planner's layer-wise
    keeps each device's rows between split layers, only halo rows cross, and each device
    computes its interior rows while its edges' halo crosses),
-   workers' peak RSS, stealing vs sharing with every device a data source, reuse off vs on,
+   workers' peak RSS, stealing vs sharing with every device a data source (their frames
+   overlap, so ``predicted_ms`` there is the loaded price, _multi_device_runs.loaded_price:
+   ``predicted_basis`` says which, ``predicted_one_frame_ms`` one frame's alone), reuse off vs on,
    layer-wise bytes and delivery time per frame, MoDNN's biased 1-D (every layer scattered and
    gathered) vs 2-D grid vs resident rows (a barrier at every layer) vs overlapped. Plans
    price each
@@ -396,8 +398,10 @@ def main() -> None:
                doc["measured"], measured),
         _table("MEASURED stealing vs sharing, every device a data source (what each scheduler "
                "does: the JSON's scheduler_does)", doc["schedulers"],
-               [*measured[:4], "hardware", "fps", "stealing_fps_vs_this", "predicted_fps",
-                "latency_ms", "predicted_ms", "replayed_ms", "measured_vs_replayed_pct",
+               [*measured[:4], "hardware", "fps", "stealing_fps_vs_this",
+                "predicted_fps_of_run", "latency_ms", "predicted_ms",
+                "measured_vs_predicted_pct", "predicted_one_frame_ms", "replayed_ms",
+                "measured_vs_replayed_pct",
                 "stolen_per_frame", "bytes_per_frame", "homes", "time_scale",
                 "overrun_tasks", "load"]),
         _table("tile call cost measured on this host (profile.tile_calibration) and the "

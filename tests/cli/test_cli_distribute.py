@@ -203,6 +203,24 @@ def test_gather_at_source_and_calibrate_reach_the_run(profiling, monkeypatch, ca
     assert "--gather-at-source: the plan runs the rest of the model on the edge" in err, err
 
 
+def test_a_throughput_plan_is_priced_for_every_source_frames_in_flight(profiling, monkeypatch):
+    """Two sources with two frames in flight each keep four in the system: with --objective
+    throughput the plan is priced as work stealing across four frames from those two sources,
+    and a calibrated plan would be priced again from the same (Partition.sources)."""
+    profiling(True)
+    seen = _run_call(monkeypatch, ["digits-cnn", "--method", "fused-tiles", "--objective",
+                                   "throughput", "--sources", "pi4-0,pi4-1", "--in-flight",
+                                   "2", "--mbps", "1000"])
+    part = seen["plan"].partition
+    assert seen["in_flight"] == 2 and seen["sources"] == ["pi4-0", "pi4-1"]
+    assert part.scheduler == "stealing" and part.in_flight == 4
+    assert part.sources == ["pi4-0", "pi4-1"] and part.stealers
+    assert any("the frames from pi4-0, pi4-1" in n for n in part.search["notes"])
+    latency = _run_call(monkeypatch, ["digits-cnn", "--method", "fused-tiles", "--sources",
+                                      "pi4-0,pi4-1", "--mbps", "1000"])["plan"].partition
+    assert latency.in_flight == 1 and latency.sources == []
+
+
 @pytest.mark.slow
 def test_distribute_runs_the_plan_on_worker_processes(tmp_path, monkeypatch, capsys):
     """digits-cnn across three devices of the pi-cluster: the partition, each device's work

@@ -66,3 +66,54 @@ def test_speedups_are_over_the_faster_way_one_device_runs_the_model(monkeypatch)
     piped = rows[4]  # frames/s over the same device's
     assert piped["speedup_basis"] == "fps"
     assert piped["speedup_vs_one"] == pytest.approx(piped["fps"] / rows[3]["fps"])
+
+
+def test_the_scheduler_rows_price_their_overlapped_frames(monkeypatch):
+    """Three sources keep three frames in the system: each row's ``predicted_ms`` is
+    max(one frame's latency, 3 periods), the period the static assignment's busiest resource
+    or work stealing's fluid bound from those sources; a frame gathered at its source keeps
+    one frame's price and says so."""
+    from types import SimpleNamespace
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import _multi_device_runs as runs
+    from _multi_device_setups import cluster_fleet
+
+    graph = capture_spec("resnet18")
+    fleet = cluster_fleet(3)
+    profile = analytic_profile(graph, cluster_fleet(1))
+    monkeypatch.setattr(runs, "CODECS", {"input_codec": "int8", "result_codec": "fp16"})
+    plan = runs.plan_emulated(graph, profile, fleet, methods=("fused-tiles",), max_blocks=1,
+                              cache={}, **runs.CODECS)
+    part = plan.partition
+    sources = list(fleet.cluster().devices)
+    one = part.predicted["latency_ms"]
+    row = {"predicted_ms": one, "latency_ms": 2 * one, "fps": 1.0}
+
+    def price(scheduler, at_source=None, n=3):
+        run = SimpleNamespace(sources=sources[:n], in_flight=1, scheduler=scheduler,
+                              plan=plan, calibration=None)
+        return runs.loaded_price(graph, profile, fleet, run, dict(row), at_source)
+
+    static = price("static")
+    period = 1000.0 / plan.predicted["throughput_fps"]
+    assert static["predicted_ms"] == pytest.approx(max(one, 3 * period))
+    assert static["predicted_one_frame_ms"] == one and static["frames_in_system"] == 3
+    assert static["measured_vs_predicted_pct"] == pytest.approx(
+        100 * (2 * one / static["predicted_ms"] - 1))
+    stealing = price("stealing")
+    fluid = runs.plan_emulated(
+        graph, profile, fleet, methods=("fused-tiles",), depth=part.fused_depth,
+        grid=tuple(part.grid), reuse=part.reuse, max_blocks=1, objective="throughput",
+        in_flight=3, sources=sources, devices=list(part.devices), cache={},
+        **runs.CODECS).partition.predicted["stealing_period_ms"]
+    assert stealing["predicted_period_ms"] == pytest.approx(fluid)
+    assert stealing["predicted_ms"] == pytest.approx(max(one, 3 * fluid))
+    assert stealing["predicted_fps_of_run"] == pytest.approx(1000 / max(fluid, one / 3))
+    assert "fluid bound" in stealing["predicted_basis"]
+    # stealing may always keep the static assignment: never priced slower
+    assert stealing["predicted_ms"] <= static["predicted_ms"] * (1 + 1e-9)
+    kept = price("stealing", at_source=True)
+    assert "predicted_ms" not in kept and "at its source" in kept["predicted_basis"]
+    alone = price("stealing", n=1)
+    assert "predicted_ms" not in alone and alone["predicted_basis"] == "one frame alone"

@@ -73,6 +73,53 @@ def test_a_dear_medium_keeps_the_tiles_on_the_gateway_and_its_rest_pushes_them_o
     assert busy.period_ms == pytest.approx(10 * own, rel=1e-6)  # the gateway's rest binds
 
 
+def test_frames_from_other_sources_cross_the_medium_as_a_crop_or_as_a_result(digits):
+    """On a dear medium the gateway's own frames never touch it; a frame another device
+    produced must cross once, as its crop to whoever runs it or as its result to the
+    gateway (its own device runs it), whichever is smaller."""
+    graph, _ = digits
+    model, work = whole_frame(graph, cluster_fleet(mbps=0.5))
+    alone = stealing_price(model, work, ["a", "b", "c"], 0.0, 0.0)
+    spread = stealing_price(model, work, ["a", "b", "c"], 0.0, 0.0,
+                            origins={"a": 1, "b": 1, "c": 1})
+    assert alone is not None and spread is not None
+    assert alone.shares["a"] > 0.99 and alone.period_ms < 0.1 * spread.period_ms
+    crop, result = (serialize_ms(b, 0.5) for b in model.task_bytes(work[0]))
+    assert spread.period_ms == pytest.approx(2 / 3 * min(crop, result), rel=1e-6)
+    assert spread.medium_ms <= spread.period_ms * (1 + 1e-9)
+    # the crop is the smaller here (an 8x8 digit against its feature maps): all to the gateway
+    assert crop < result and spread.shares["a"] == pytest.approx(1.0, abs=1e-6)
+    # a medium fast enough to be free: where the frames come from changes nothing
+    model, work = whole_frame(graph, cluster_fleet(mbps=1e9))
+    free = [stealing_price(model, work, ["a", "b", "c"], 0.0, 0.0, origins=o)
+            for o in (None, {"b": 1.0}, {"a": 1, "b": 2, "c": 3})]
+    assert all(p is not None for p in free)
+    assert {round(p.period_ms, 9) for p in free if p is not None} == {
+        round(free[0].period_ms, 9)}
+
+
+def test_a_plan_priced_for_several_sources_says_so_and_bad_sources_get_one_error(digits):
+    graph, profile = digits
+    fleet = cluster_fleet(mbps=0.5)
+    one = plan_cluster(graph, profile, fleet, objective="throughput", methods=("fused-tiles",),
+                       grid=(1, 1), reuse=False, in_flight=3)
+    three = plan_cluster(graph, profile, fleet, objective="throughput",
+                         methods=("fused-tiles",), grid=(1, 1), reuse=False, in_flight=3,
+                         sources=["a", "b", "c"])
+    assert three.partition is not None and one.partition is not None
+    # the other sources' frames cross the dear medium: a longer period than the gateway's own
+    assert three.partition.predicted["stealing_period_ms"] > \
+        10 * one.partition.predicted["stealing_period_ms"]
+    assert any("the frames from a, b, c" in n for n in three.partition.search["notes"])
+    for kwargs, words in [(dict(sources=["a", "x"], in_flight=3), ["--sources", "'x'", "abc"]),
+                          (dict(sources=[], in_flight=3), ["--sources", "none given"]),
+                          (dict(sources=["a"]), ["--sources", "--in-flight"])]:
+        with pytest.raises(PlanError) as err:
+            plan_cluster(graph, profile, fleet, objective="throughput",
+                         methods=("fused-tiles",), **kwargs)
+        assert all(w in str(err.value) for w in words), str(err.value)
+
+
 def test_stealers_are_the_devices_that_may_hold_every_tile():
     assert stealers_of([["a", "b", "c"], ["a", "c"], ["c", "a"]]) == ["a", "c"]
     assert stealers_of([]) == []
@@ -133,6 +180,14 @@ def test_a_calibration_keeps_the_stealing_price_and_scales_it(digits):
     assert again is not None and part is not None
     assert (again.scheduler, again.in_flight, again.stealers) == ("stealing", 6, part.stealers)
     assert again.predicted["fps"] == pytest.approx(part.predicted["fps"] / 2, rel=0.05)
+    # priced for frames from several sources: priced again from the same sources
+    several = plan_cluster(graph, profile, fleet, objective="throughput",
+                           methods=("fused-tiles",), grid=(1, 1), reuse=False, in_flight=6,
+                           sources=["b", "c"])
+    assert several.partition is not None and several.partition.sources == ["b", "c"]
+    again = plan_calibrated(graph, profile, fleet, several, slow).partition
+    assert again is not None and again.sources == ["b", "c"]
+    assert any("the frames from b, c" in n for n in again.search["notes"])
 
 
 def test_too_many_assignments_take_the_better_of_earliest_finish_and_balance(digits):

@@ -71,6 +71,7 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
     with console.status(f"profiling {model} on this host"):
         profile = profile_graph(graph, fl, chosen.gateway_name, warmup=1, repeats=repeats)
         profile = _calibrated(graph, profile, pins["methods"])
+    overlapped = in_flight * len(source_list or [chosen.gateway_name])  # frames in the system
     with console.status(f"planning {model} across cluster {chosen.name!r}"):
         plan = plan_emulated(
             graph, profile, fl, cluster=chosen.name, objective=objective,
@@ -79,8 +80,11 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
             input_codec=input_codec, result_codec=result_codec, model_spec=model,
             layer_split=layer_split, layer_devices=layer_devices, max_blocks=max_blocks,
             gateway_tiles=gateway_tiles,
-            # frames pipelined for throughput: priced as work stealing across them
-            in_flight=in_flight if objective == "throughput" and in_flight > 1
+            # frames overlapped for throughput (pipelined, or from several sources): priced
+            # as work stealing across them, from where they come
+            in_flight=overlapped if objective == "throughput" and overlapped > 1
+            and scheduler != "static" else None,
+            sources=source_list if objective == "throughput" and overlapped > 1
             and scheduler != "static" else None)
     part = plan.partition
     assert part is not None

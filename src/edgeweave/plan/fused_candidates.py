@@ -10,7 +10,7 @@ grid x reuse, tiles to devices) and several consecutive blocks (DeeperThings,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from edgeweave.errors import PlanError
@@ -102,11 +102,13 @@ def fused_candidates(graph: Graph, model: ClusterModel, names: list[str], object
                      rest_after, search: Search, depth: int | None,
                      grid: tuple[int, int] | None, reuse: bool | None, max_assignments: int,
                      refine: int, pinned: bool, cache: TileCache | None, largest_grid: int,
-                     in_flight: int | None = None) -> list[Candidate]:
+                     in_flight: int | None = None, origins: Mapping[str, float] | None = None
+                     ) -> list[Candidate]:
     """DeepThings' one fused block: the best depth x grid x reuse and tiles to devices
     (pinned choices kept), or none when nothing fits (an error naming why when pinned).
     ``in_flight`` (throughput only): price each configuration as work stealing with that many
-    frames in flight (plan.stealing_price) instead of its tiles' fixed assignment."""
+    frames in flight (plan.stealing_price, the frames from ``origins``) instead
+    of its tiles' fixed assignment."""
     if depth is None and not pinned and not cut_depths(graph):
         search.notes.append(f"no fused tiles: model {graph.name!r} has no fusable prefix")
         return []
@@ -138,7 +140,8 @@ def fused_candidates(graph: Graph, model: ClusterModel, names: list[str], object
                                                       names))
                     continue
                 price = None if in_flight is None else stealing_price(
-                    model, work, stealers_of(allowed), rest.device_ms, rest.other_stages_ms)
+                    model, work, stealers_of(allowed), rest.device_ms, rest.other_stages_ms,
+                    origins)
                 score = choice_score(objective, rest, model.gateway, price, in_flight)
                 chosen, schedule, value, exhaustive = assign(model, work, allowed, score,
                                                              max_assignments)

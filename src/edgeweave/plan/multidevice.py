@@ -81,6 +81,7 @@ def plan_cluster(
     blocks: Sequence[BlockPin] | None = None,
     gateway_tiles: bool = True,
     in_flight: int | None = None,
+    sources: Sequence[str] | None = None,
 ) -> Plan:
     """The best plan for one frame of ``graph`` across ``fleet``'s cluster (module docstring).
 
@@ -107,7 +108,9 @@ def plan_cluster(
     and the tiles stolen, so a fused-tile plan is priced as work stealing sustains it across
     frames (plan.stealing_price: the tiles spread over every device that may hold them,
     and a frame's latency / k) instead of by its tiles' fixed assignment, and every device
-    with a share gets a worker (``Partition.stealers``); one fused block only.
+    with a share gets a worker (``Partition.stealers``); one fused block only. The frames
+    then come from ``sources`` in turn (cluster devices; the gateway by default: DeepThings'
+    several data sources, whose own tiles' crops need not cross the medium).
     Unless ``devices`` pins them (or ``in_flight`` prices stealing, whose split may give a
     device nothing), the fused tiles are also searched without the cluster's
     slowest hardware classes (plan.subclusters, every other pin kept) and the best plan wins;
@@ -132,6 +135,7 @@ def plan_cluster(
         raise PlanError(f"--in-flight {in_flight}: work stealing across frames is priced for "
                         f"one fused block; {len(blocks)} blocks were pinned")
     chosen = fleet.cluster(cluster)
+    origins = _origins(chosen, in_flight, sources)
     names = _devices(chosen, devices)
     tile_names = _tile_devices(chosen, names, methods, gateway_tiles)
     if layer_devices is not None and not 1 <= layer_devices <= len(names):
@@ -189,7 +193,7 @@ def plan_cluster(
         pinned = depth is not None or grid is not None or tuple(methods) == ("fused-tiles",)
         one = fused_candidates(graph, model, tiles, objective, rest_after, search, depth,
                                grid, reuse, max_assignments, refine, pinned, cache,
-                               largest_grid, in_flight)
+                               largest_grid, in_flight, origins)
         if in_flight is not None or max_blocks < 2 or depth is not None or \
                 grid is not None or reuse:
             return one, []
@@ -202,7 +206,9 @@ def plan_cluster(
             f"fused tiles priced as work stealing with {in_flight} frames in flight: the "
             "tiles spread over the devices as many frames allow (a linear programme) and a "
             f"frame's latency / {in_flight}; one fused block only (several blocks are "
-            "priced by fixed assignments)")
+            "priced by fixed assignments)" + (
+                f"; the frames from {', '.join(sources)} in turn (a crop crosses the medium "
+                "unless its frame's source runs the tile)" if sources else ""))
     searched = [(names, one + more)]
     # frames in flight: the stealing price already gives a slow device no share when that is
     # best (its linear programme is exact for a configuration), so leaving it out gains nothing
@@ -247,10 +253,26 @@ def plan_cluster(
                             "stitches and runs the rest (DeepThings' gateway role)")
     made = build_plan(graph, prof, cm, model, chosen, best.devices or names, best, single,
                       alternatives, objective, search, model_spec or graph.name, in_flight)
-    if gateway_tiles or made.partition is None:
+    if made.partition is None or (gateway_tiles and not (sources and made.partition.stealers)):
         return made
     return made.model_copy(update={"partition": made.partition.model_copy(
-        update={"gateway_tiles": False})})
+        update={"gateway_tiles": gateway_tiles,
+                "sources": list(sources or []) if made.partition.stealers else []})})
+
+
+def _origins(cluster: Cluster, in_flight: int | None, sources: Sequence[str] | None
+             ) -> dict[str, float] | None:
+    """The share of the frames each data source produces (plan.stealing_price), checked."""
+    if sources is None:
+        return None
+    if in_flight is None:
+        raise PlanError("--sources: frames from several sources are priced with frames in "
+                        "flight; give --in-flight with --objective throughput")
+    unknown = [s for s in sources if s not in cluster.devices]
+    if unknown or not sources:
+        raise PlanError(f"--sources: {', '.join(map(repr, unknown)) or 'none given'}; expected "
+                        f"devices of cluster {cluster.name!r} ({', '.join(cluster.devices)})")
+    return {s: list(sources).count(s) / len(sources) for s in sources}
 
 
 def _devices(cluster: Cluster, devices: Sequence[str] | None) -> list[str]:

@@ -196,6 +196,8 @@ class Partition(BaseModel):
     # device that may hold every tile, whether or not ``tiles`` names it
     in_flight: int = 1
     stealers: list[str] = Field(default_factory=list)
+    # the data sources the frames in flight come from in turn, as priced (empty: the gateway)
+    sources: list[str] = Field(default_factory=list)
     load: list[DeviceLoad] = Field(default_factory=list)
     predicted: dict[str, Any] = Field(default_factory=dict)
     search: dict[str, Any] = Field(default_factory=dict)

@@ -15,11 +15,17 @@ of every share off the gateway within P (a linear programme, solved by scipy's H
 frames in flight a frame cannot take longer than k periods either (Little's law: k frames
 answered per frame latency at most), so the price is also at least a frame's latency / k,
 that latency the single-frame schedule's (a lower bound: under load a frame waits more).
+
+Frames may come from several data sources (DeepThings' multi-source setup): a tile's crop
+then crosses the medium unless the device that runs it is its frame's source, so the
+linear programme splits each source's frames on their own (a device runs its own frames'
+tiles without their crops crossing); every result still goes to the gateway, which gathers
+every frame.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,48 +62,60 @@ def stealers_of(allowed: Sequence[Sequence[str]]) -> list[str]:
 
 
 def stealing_price(model: ClusterModel, work: Sequence[TileWork], devices: Sequence[str],
-                   rest_gateway_ms: float, rest_other_ms: float) -> StealingPrice | None:
+                   rest_gateway_ms: float, rest_other_ms: float,
+                   origins: Mapping[str, float] | None = None) -> StealingPrice | None:
     """The fluid bound for ``work`` (one frame's tiles) spread over ``devices`` (module
     docstring); ``rest_gateway_ms``: what the rest of the model costs the gateway per frame,
-    ``rest_other_ms``: its slowest stage elsewhere (edge, cloud, a hop). None when no device
-    may take every tile."""
+    ``rest_other_ms``: its slowest stage elsewhere (edge, cloud, a hop); ``origins``: the
+    share of the frames each data source produces (None: every frame from the gateway).
+    None when no device may take every tile."""
     if not devices or not work:
         return None
     gateway = model.gateway
     mbps = model.medium.mbps
-    n_tiles, n_dev = len(work), len(devices)
+    weights = dict(origins) if origins else {gateway: 1.0}
+    total = sum(weights.values())
+    sources = list(weights)
+    n_tiles, n_dev, n_src = len(work), len(devices), len(sources)
     cost = np.empty((n_tiles, n_dev))
-    air = np.zeros((n_tiles, n_dev))
+    # x[k, j, s]: the share of the frames, from source s, whose tile k device j runs
+    air = np.zeros((n_tiles, n_dev, n_src))
     for k, w in enumerate(work):
         nbytes = model.task_bytes(w)
         overhead = model.runtime_ms(*nbytes)
-        wire = serialize_ms(nbytes[0], mbps) + serialize_ms(nbytes[1], mbps)
+        crop, result = serialize_ms(nbytes[0], mbps), serialize_ms(nbytes[1], mbps)
         for j, d in enumerate(devices):
             cost[k, j] = model.compute_ms(d, w.fractions) + overhead
-            if d != gateway:
-                air[k, j] = wire
-    n = n_tiles * n_dev + 1  # x[k, j] row-major, then the period P
+            for s, src in enumerate(sources):
+                air[k, j, s] = (crop if d != src else 0.0) + (result if d != gateway else 0.0)
+    n = n_tiles * n_dev * n_src + 1  # x[k, j, s] row-major, then the period P
     c = np.zeros(n)
     c[-1] = 1.0
-    a_eq = np.zeros((n_tiles, n))
+    a_eq = np.zeros((n_tiles * n_src, n))
+    b_eq = np.empty(n_tiles * n_src)
     for k in range(n_tiles):
-        a_eq[k, k * n_dev:(k + 1) * n_dev] = 1.0
+        for s, src in enumerate(sources):
+            a_eq[k * n_src + s, [(k * n_dev + j) * n_src + s for j in range(n_dev)]] = 1.0
+            b_eq[k * n_src + s] = weights[src] / total
     a_ub = np.zeros((n_dev + 1, n))
     b_ub = np.zeros(n_dev + 1)
+    per_device = np.repeat(cost[:, :, None], n_src, axis=2)
     for j, d in enumerate(devices):
-        a_ub[j, j:n - 1:n_dev] = cost[:, j]
+        row = np.zeros((n_tiles, n_dev, n_src))
+        row[:, j, :] = per_device[:, j, :]
+        a_ub[j, :-1] = row.reshape(-1)
         a_ub[j, -1] = -1.0
         b_ub[j] = -rest_gateway_ms if d == gateway else 0.0
     a_ub[n_dev, :-1] = air.reshape(-1)
     a_ub[n_dev, -1] = -1.0
     floor = max(rest_other_ms, 0.0 if gateway in devices else rest_gateway_ms)
     bounds = [(0.0, 1.0)] * (n - 1) + [(floor, None)]
-    found = linprog(c, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=np.ones(n_tiles), bounds=bounds,
+    found = linprog(c, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=bounds,
                     method="highs")
     if found.status != 0:  # pragma: no cover - the programme is always feasible and bounded
         return None
-    x = found.x[:-1].reshape(n_tiles, n_dev)
-    shares = {d: float(x[:, j].sum()) for j, d in enumerate(devices)}
+    x = found.x[:-1].reshape(n_tiles, n_dev, n_src)
+    shares = {d: float(x[:, j, :].sum()) for j, d in enumerate(devices)}
     by_index = [0] * n_tiles
     for k, w in enumerate(work):
         by_index[w.index] = k

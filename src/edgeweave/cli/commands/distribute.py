@@ -80,8 +80,9 @@ def distribute(
                                   "DeepThings does (the next frame once every tile of the "
                                   "last is taken by a device), for frames/s. With "
                                   "--objective throughput the plan is priced as work "
-                                  "stealing across that many frames (every device that "
-                                  "may hold the tiles steals)."),
+                                  "stealing across every source's frames in flight (every "
+                                  "device that may hold the tiles steals; a source's own "
+                                  "tiles' crops do not cross the medium)."),
     frames: int = typer.Option(5, "--frames", callback=integer(ge=1, le=100_000),
                                help="Frames to run (after one warm-up frame)."),
     objective: str = typer.Option("latency", "--objective",

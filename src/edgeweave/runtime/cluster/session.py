@@ -95,7 +95,8 @@ def plan_calibrated(graph: Graph, profile: Profile, fleet: Fleet, plan: Plan,
         objective=plan.objective, input_codec=part.input_codec,
         result_codec=part.result_codec, model_spec=part.model, calibration=calibration,
         ms_per_mb=float(planned or 0.0), gateway_tiles=part.gateway_tiles,
-        in_flight=part.in_flight if part.scheduler == "stealing" else None)
+        in_flight=part.in_flight if part.scheduler == "stealing" else None,
+        sources=part.sources or None)
     again = plan_emulated(graph, profile, fleet, **same, **pins)
     if not several:
         return again
