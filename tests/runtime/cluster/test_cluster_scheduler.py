@@ -286,3 +286,32 @@ def test_a_thief_takes_a_tile_it_finishes_before_the_source_is_done_with_its_que
     assert not pace2.first_to_finish("thief", tile, ["src", "thief"])
     assert pace2.first_to_finish("thief", tile, ["src", "thief"],
                                  ahead=lambda d, j: 30.0 if d == "src" else 0.0)
+
+
+def test_under_load_a_slow_device_takes_a_tile_the_fast_ones_would_reach_only_later():
+    """A frame's three tiles queued at its source b (10 ms each on an rpi4, 16 on the rpi3
+    c), both rpi4 5 ms from done and a's queue empty: either rpi4 would finish any one tile
+    sooner than the idle rpi3 (15 vs 16 ms), but the tiles before it in the queue come first
+    and all three devices clear them together, so a reaches the third only at 17.6 ms: the
+    rpi3 takes that one and leaves the first two to them."""
+    clock = Clock()
+    pace = Pace({"a": 1.0, "b": 1.0, "c": 1.6}, clock)
+    s = Stealing(prefetch=0, pace=pace)
+    s.add(jobs(1, "b", ["b"] * 3), ["a", "b", "c"])
+    for queue in s.queues.values():
+        for k, job in enumerate(queue):
+            queue[k] = Job(job.frame, job.tile, 0, job.source, job.planned, cost=10.0)
+    for d in "ab":  # each started a 10 ms tile 5 ms ago
+        pace.handed(d, Job(0, 9, 0, d, d, cost=10.0))
+    clock.now += 0.005
+    first, second, third = s.queues["b"]
+    assert [s.waiting(j) for j in (first, second, third)] == [0.0, 10.0, 20.0]
+    assert [pace.first_to_finish("c", j, "abc", s.ahead, s.waiting)
+            for j in (first, second, third)] == [False, False, True]
+    # without the waiting tiles counted, the rpi3 took none of them
+    assert not any(pace.first_to_finish("c", j, "abc", s.ahead) for j in (first, second, third))
+    got = s.dispatch({"a": 0, "b": 0, "c": 1}, always)
+    assert [(d, (j.frame, j.tile)) for d, j in got] == [("c", (1, 2))]
+    # a tile of an older frame waiting in another queue counts too
+    s.add([Job(0, 5, 0, "a", "a", cost=10.0)], ["a", "b", "c"])
+    assert s.waiting(first) == 10.0

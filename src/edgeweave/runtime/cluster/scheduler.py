@@ -26,7 +26,8 @@ Stealing and sharing hand a device a task only if no other device would finish i
 (:class:`Pace`: each device's measured compute per unit of a task's planned cost, what it
 holds, and the bytes the task would move over the medium: a level-1 tile away from where its
 frame is gathered fetches the reused halo, 290 ms of vgg16's at 18.88 Mbit/s; in stealing, a
-source gets to a task only after the rest of its own queue, ``Stealing.ahead``). DeepThings'
+source gets to a task only after the rest of its own queue, ``Stealing.ahead``, and no device
+before the tasks waiting ahead of it are cleared, ``Stealing.waiting``). DeepThings'
 devices are alike; ours are not: an rpi3 taking a tile it computes in 9-13 s while both rpi4
 would be done with theirs and it in 6 made that frame 22 s long (vgg16, three sources), and a
 prefetch taken by a slow device is the same commitment. A prefetch is thereby a steal-ahead by
@@ -140,21 +141,43 @@ class Pace:
         return max(0.0, left - (self.clock() - self._since[device]) * 1000.0)
 
     def first_to_finish(self, device: str, job: Job, devices: Iterable[str],
-                        ahead: Callable[[str, Job], float] | None = None) -> bool:
+                        ahead: Callable[[str, Job], float] | None = None,
+                        waiting: Callable[[Job], float] | None = None) -> bool:
         """Whether no other of ``devices`` would finish ``job`` before ``device`` (ties: yes).
         ``ahead(d, job)``: the cost of the work ``d`` runs anyway before it would get to
-        ``job`` (a source's own queue: Stealing.ahead)."""
+        ``job`` (a source's own queue: Stealing.ahead); ``waiting(job)``: the cost of the
+        tasks waiting before ``job`` for any device (Stealing.waiting), which every device
+        taking work clears first, together at their paces: no other device gets to ``job``
+        before that."""
+        names = list(devices)
         mine = self.finish_ms(device, job)
-        return all(mine <= self.finish_ms(d, job) + self._ahead_ms(d, job, ahead) + 1e-6
-                   for d in devices if d != device)
+        clear = self.clear_ms(waiting(job), names) if waiting is not None else 0.0
+        return all(mine <= self._finish_after(d, job, ahead, clear) + 1e-6
+                   for d in names if d != device)
+
+    def clear_ms(self, cost: float, devices: Sequence[str]) -> float:
+        """How long ``devices`` take to run tasks of ``cost`` together, each at its pace."""
+        rate = sum(1.0 / self.of(d) for d in devices)
+        return cost / rate if cost > 0 and rate > 0 else 0.0
+
+    def _finish_after(self, device: str, job: Job, ahead: Callable[[str, Job], float] | None,
+                      clear: float) -> float:
+        """When ``device`` would finish ``job``: after what it holds, its backlog and the work
+        ahead of it in its own queue, and not before the waiting tasks are cleared."""
+        start = self.busy_ms(device) + self.backlog_ms(device) + self._ahead_ms(device, job,
+                                                                               ahead)
+        return max(start, clear) + self.of(device) * job.cost + self.moved_ms(device, job)
 
     def _ahead_ms(self, device: str, job: Job, ahead: Callable[[str, Job], float] | None
                   ) -> float:
         return self.of(device) * ahead(device, job) if ahead is not None else 0.0
 
     def finish_ms(self, device: str, job: Job) -> float:
-        moved = self.transfer(device, job) if self.transfer is not None else 0.0
-        return self.busy_ms(device) + self.backlog_ms(device) + self.of(device) * job.cost + moved
+        return (self.busy_ms(device) + self.backlog_ms(device) + self.of(device) * job.cost
+                + self.moved_ms(device, job))
+
+    def moved_ms(self, device: str, job: Job) -> float:
+        return self.transfer(device, job) if self.transfer is not None else 0.0
 
     def backlog_ms(self, device: str) -> float:
         return self.backlog(device) if self.backlog is not None else 0.0
@@ -264,7 +287,7 @@ class Stealing:
         if self.eager and self.pace.backlog_ms(device) <= 0:
             return ready
         return lambda job: ready(job) and self.pace.first_to_finish(device, job, devices,
-                                                                    self.ahead)
+                                                                    self.ahead, self.waiting)
 
     def ahead(self, device: str, job: Job) -> float:
         """The cost of the other tasks of ``job``'s frame (and older ones) in ``device``'s own
@@ -279,6 +302,23 @@ class Stealing:
         if not own:
             return 0.0
         return sum(k.cost for k in own if k is not job and k.frame <= job.frame)
+
+    def waiting(self, job: Job) -> float:
+        """The cost of the tasks waiting before ``job``: every queued task of an older frame,
+        and those before it in its own queue. Under load (several sources, frames in flight)
+        the devices clear them first, so a device that would finish ``job`` later than an
+        idle faster one still finishes it before that one could get to it: without this an
+        rpi3 took one vgg16 tile in two of three sources' frames while the fluid bound gave
+        it more than one a frame, and it sat idle two thirds of the time."""
+        total = 0.0
+        for queue in self.queues.values():
+            mine = job in queue
+            for k in queue:
+                if k is job:
+                    break
+                if k.frame < job.frame or (mine and k.frame == job.frame):
+                    total += k.cost
+        return total
 
     def drain(self) -> Job | None:
         return self.steal()
