@@ -294,6 +294,9 @@ def loaded_price(graph: Graph, profile: Profile, fleet: Fleet, run: ClusterRun,
     out["measured_vs_predicted_pct"] = 100.0 * (row["latency_ms"] / out["predicted_ms"] - 1)
     out["measured_vs_predicted_fps_pct"] = 100.0 * (row["fps"] / out["predicted_fps_of_run"]
                                                      - 1)
+    print(f"  ... with {k} frames in the system: predicted {out['predicted_ms']:.0f} ms "
+          f"({out['measured_vs_predicted_pct']:+.0f}%), {out['predicted_fps_of_run']:.2f} fps "
+          f"({out['measured_vs_predicted_fps_pct']:+.0f}%)", file=sys.stderr, flush=True)
     return out
 
 

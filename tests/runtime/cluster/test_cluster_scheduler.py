@@ -288,12 +288,13 @@ def test_a_thief_takes_a_tile_it_finishes_before_the_source_is_done_with_its_que
                                  ahead=lambda d, j: 30.0 if d == "src" else 0.0)
 
 
-def test_under_load_a_slow_device_takes_a_tile_the_fast_ones_would_reach_only_later():
+def test_a_slow_device_takes_a_tile_it_finishes_before_the_others_clear_the_rest():
     """A frame's three tiles queued at its source b (10 ms each on an rpi4, 16 on the rpi3
     c), both rpi4 5 ms from done and a's queue empty: either rpi4 would finish any one tile
-    sooner than the idle rpi3 (15 vs 16 ms), but the tiles before it in the queue come first
-    and all three devices clear them together, so a reaches the third only at 17.6 ms: the
-    rpi3 takes that one and leaves the first two to them."""
+    sooner than the idle rpi3 (15 vs 16 ms), but the three devices together clear the other
+    two only at 7.6 ms, so a could finish this one at 17.6 ms at the earliest: the rpi3 takes
+    one (the frame ends sooner than with the rpi4 running two). The last tile left, with
+    nothing else waiting, it leaves to a."""
     clock = Clock()
     pace = Pace({"a": 1.0, "b": 1.0, "c": 1.6}, clock)
     s = Stealing(prefetch=0, pace=pace)
@@ -304,14 +305,18 @@ def test_under_load_a_slow_device_takes_a_tile_the_fast_ones_would_reach_only_la
     for d in "ab":  # each started a 10 ms tile 5 ms ago
         pace.handed(d, Job(0, 9, 0, d, d, cost=10.0))
     clock.now += 0.005
-    first, second, third = s.queues["b"]
-    assert [s.waiting(j) for j in (first, second, third)] == [0.0, 10.0, 20.0]
-    assert [pace.first_to_finish("c", j, "abc", s.ahead, s.waiting)
-            for j in (first, second, third)] == [False, False, True]
+    tiles = list(s.queues["b"])
+    assert [s.waiting(j) for j in tiles] == [20.0, 20.0, 20.0]
+    assert all(pace.first_to_finish("c", j, "abc", s.ahead, s.waiting) for j in tiles)
     # without the waiting tiles counted, the rpi3 took none of them
-    assert not any(pace.first_to_finish("c", j, "abc", s.ahead) for j in (first, second, third))
+    assert not any(pace.first_to_finish("c", j, "abc", s.ahead) for j in tiles)
     got = s.dispatch({"a": 0, "b": 0, "c": 1}, always)
-    assert [(d, (j.frame, j.tile)) for d, j in got] == [("c", (1, 2))]
-    # a tile of an older frame waiting in another queue counts too
-    s.add([Job(0, 5, 0, "a", "a", cost=10.0)], ["a", "b", "c"])
-    assert s.waiting(first) == 10.0
+    assert [(d, (j.frame, j.tile)) for d, j in got] == [("c", (1, 0))]
+    # an older frame's tile in another queue is cleared first too; a newer frame's comes after
+    s.add([Job(0, 5, 0, "a", "a", cost=10.0), Job(2, 0, 0, "a", "a", cost=10.0)],
+          ["a", "b", "c"])
+    assert s.waiting(tiles[1]) == 20.0  # the third tile and the older frame's (c took the first)
+    last = Stealing(prefetch=0, pace=pace)
+    last.add([tiles[2]], ["a", "b", "c"])
+    assert last.waiting(tiles[2]) == 0.0
+    assert not pace.first_to_finish("c", tiles[2], "abc", last.ahead, last.waiting)

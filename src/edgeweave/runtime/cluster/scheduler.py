@@ -27,12 +27,12 @@ Stealing and sharing hand a device a task only if no other device would finish i
 holds, and the bytes the task would move over the medium: a level-1 tile away from where its
 frame is gathered fetches the reused halo, 290 ms of vgg16's at 18.88 Mbit/s; in stealing, a
 source gets to a task only after the rest of its own queue, ``Stealing.ahead``, and no device
-before the tasks waiting ahead of it are cleared, ``Stealing.waiting``). DeepThings'
-devices are alike; ours are not: an rpi3 taking a tile it computes in 9-13 s while both rpi4
-would be done with theirs and it in 6 made that frame 22 s long (vgg16, three sources), and a
-prefetch taken by a slow device is the same commitment. A prefetch is thereby a steal-ahead by
-whichever device frees up first. A device left without a task is asked again at the next
-result, when the estimates have changed.
+before the other waiting tasks of its frame and older ones are cleared, ``Stealing.waiting``).
+DeepThings' devices are alike; ours are not: an rpi3 taking a tile it computes in 9-13 s
+while both rpi4 would be done with theirs and it in 6 made that frame 22 s long (vgg16, three
+sources), and a prefetch taken by a slow device is the same commitment. A prefetch is thereby
+a steal-ahead by whichever device frees up first. A device left without a task is asked again
+at the next result, when the estimates have changed.
 
 All put the tasks of a device that died back in front, so they run again elsewhere (static
 moves them, and the dead device's queue, to the live device with the fewest waiting). Pure
@@ -146,9 +146,8 @@ class Pace:
         """Whether no other of ``devices`` would finish ``job`` before ``device`` (ties: yes).
         ``ahead(d, job)``: the cost of the work ``d`` runs anyway before it would get to
         ``job`` (a source's own queue: Stealing.ahead); ``waiting(job)``: the cost of the
-        tasks waiting before ``job`` for any device (Stealing.waiting), which every device
-        taking work clears first, together at their paces: no other device gets to ``job``
-        before that."""
+        other tasks waiting for any device before ``job``'s frame is done (Stealing.waiting),
+        which every device taking work clears together at their paces."""
         names = list(devices)
         mine = self.finish_ms(device, job)
         clear = self.clear_ms(waiting(job), names) if waiting is not None else 0.0
@@ -304,21 +303,15 @@ class Stealing:
         return sum(k.cost for k in own if k is not job and k.frame <= job.frame)
 
     def waiting(self, job: Job) -> float:
-        """The cost of the tasks waiting before ``job``: every queued task of an older frame,
-        and those before it in its own queue. Under load (several sources, frames in flight)
-        the devices clear them first, so a device that would finish ``job`` later than an
-        idle faster one still finishes it before that one could get to it: without this an
-        rpi3 took one vgg16 tile in two of three sources' frames while the fluid bound gave
-        it more than one a frame, and it sat idle two thirds of the time."""
-        total = 0.0
-        for queue in self.queues.values():
-            mine = job in queue
-            for k in queue:
-                if k is job:
-                    break
-                if k.frame < job.frame or (mine and k.frame == job.frame):
-                    total += k.cost
-        return total
+        """The cost of the other tasks waiting in the queues of ``job``'s frame and older
+        ones. The devices clear them together before that frame is done, so a device that
+        would finish ``job`` later than an idle faster one still finishes it before the
+        frame could end: taking it delays nothing and puts a device to work that would
+        otherwise wait (newer frames' tasks come after, so they do not count). Without this
+        an rpi3 took one vgg16 tile in two of three sources' frames while the fluid bound
+        gave it more than one a frame, and sat idle two thirds of the time."""
+        return sum(k.cost for queue in self.queues.values() for k in queue
+                   if k is not job and k.frame <= job.frame)
 
     def drain(self) -> Job | None:
         return self.steal()
