@@ -26,6 +26,7 @@ searches and what every search returns live in :mod:`edgeweave.plan.fused_candid
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from edgeweave.errors import PlanError
 from edgeweave.graph.capture import Graph
@@ -253,11 +254,15 @@ def plan_cluster(
                             "stitches and runs the rest (DeepThings' gateway role)")
     made = build_plan(graph, prof, cm, model, chosen, best.devices or names, best, single,
                       alternatives, objective, search, model_spec or graph.name, in_flight)
-    if made.partition is None or (gateway_tiles and not (sources and made.partition.stealers)):
+    part = made.partition
+    update: dict[str, Any] = {}
+    if part is not None and not gateway_tiles:
+        update["gateway_tiles"] = False
+    if part is not None and sources and part.stealers:  # priced from these sources
+        update["sources"] = list(sources)
+    if part is None or not update:
         return made
-    return made.model_copy(update={"partition": made.partition.model_copy(
-        update={"gateway_tiles": gateway_tiles,
-                "sources": list(sources or []) if made.partition.stealers else []})})
+    return made.model_copy(update={"partition": part.model_copy(update=update)})
 
 
 def _origins(cluster: Cluster, in_flight: int | None, sources: Sequence[str] | None

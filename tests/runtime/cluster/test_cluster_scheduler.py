@@ -286,37 +286,3 @@ def test_a_thief_takes_a_tile_it_finishes_before_the_source_is_done_with_its_que
     assert not pace2.first_to_finish("thief", tile, ["src", "thief"])
     assert pace2.first_to_finish("thief", tile, ["src", "thief"],
                                  ahead=lambda d, j: 30.0 if d == "src" else 0.0)
-
-
-def test_a_slow_device_takes_a_tile_it_finishes_before_the_others_clear_the_rest():
-    """A frame's three tiles queued at its source b (10 ms each on an rpi4, 16 on the rpi3
-    c), both rpi4 5 ms from done and a's queue empty: either rpi4 would finish any one tile
-    sooner than the idle rpi3 (15 vs 16 ms), but the three devices together clear the other
-    two only at 7.6 ms, so a could finish this one at 17.6 ms at the earliest: the rpi3 takes
-    one (the frame ends sooner than with the rpi4 running two). The last tile left, with
-    nothing else waiting, it leaves to a."""
-    clock = Clock()
-    pace = Pace({"a": 1.0, "b": 1.0, "c": 1.6}, clock)
-    s = Stealing(prefetch=0, pace=pace)
-    s.add(jobs(1, "b", ["b"] * 3), ["a", "b", "c"])
-    for queue in s.queues.values():
-        for k, job in enumerate(queue):
-            queue[k] = Job(job.frame, job.tile, 0, job.source, job.planned, cost=10.0)
-    for d in "ab":  # each started a 10 ms tile 5 ms ago
-        pace.handed(d, Job(0, 9, 0, d, d, cost=10.0))
-    clock.now += 0.005
-    tiles = list(s.queues["b"])
-    assert [s.waiting(j) for j in tiles] == [20.0, 20.0, 20.0]
-    assert all(pace.first_to_finish("c", j, "abc", s.ahead, s.waiting) for j in tiles)
-    # without the waiting tiles counted, the rpi3 took none of them
-    assert not any(pace.first_to_finish("c", j, "abc", s.ahead) for j in tiles)
-    got = s.dispatch({"a": 0, "b": 0, "c": 1}, always)
-    assert [(d, (j.frame, j.tile)) for d, j in got] == [("c", (1, 0))]
-    # an older frame's tile in another queue is cleared first too; a newer frame's comes after
-    s.add([Job(0, 5, 0, "a", "a", cost=10.0), Job(2, 0, 0, "a", "a", cost=10.0)],
-          ["a", "b", "c"])
-    assert s.waiting(tiles[1]) == 20.0  # the third tile and the older frame's (c took the first)
-    last = Stealing(prefetch=0, pace=pace)
-    last.add([tiles[2]], ["a", "b", "c"])
-    assert last.waiting(tiles[2]) == 0.0
-    assert not pace.first_to_finish("c", tiles[2], "abc", last.ahead, last.waiting)

@@ -26,13 +26,12 @@ Stealing and sharing hand a device a task only if no other device would finish i
 (:class:`Pace`: each device's measured compute per unit of a task's planned cost, what it
 holds, and the bytes the task would move over the medium: a level-1 tile away from where its
 frame is gathered fetches the reused halo, 290 ms of vgg16's at 18.88 Mbit/s; in stealing, a
-source gets to a task only after the rest of its own queue, ``Stealing.ahead``, and no device
-before the other waiting tasks of its frame and older ones are cleared, ``Stealing.waiting``).
-DeepThings' devices are alike; ours are not: an rpi3 taking a tile it computes in 9-13 s
-while both rpi4 would be done with theirs and it in 6 made that frame 22 s long (vgg16, three
-sources), and a prefetch taken by a slow device is the same commitment. A prefetch is thereby
-a steal-ahead by whichever device frees up first. A device left without a task is asked again
-at the next result, when the estimates have changed.
+source gets to a task only after the rest of its own queue, ``Stealing.ahead``). DeepThings'
+devices are alike; ours are not: an rpi3 taking a tile it computes in 9-13 s while both rpi4
+would be done with theirs and it in 6 made that frame 22 s long (vgg16, three sources), and a
+prefetch taken by a slow device is the same commitment. A prefetch is thereby a steal-ahead by
+whichever device frees up first. A device left without a task is asked again at the next
+result, when the estimates have changed.
 
 All put the tasks of a device that died back in front, so they run again elsewhere (static
 moves them, and the dead device's queue, to the live device with the fewest waiting). Pure
@@ -141,42 +140,21 @@ class Pace:
         return max(0.0, left - (self.clock() - self._since[device]) * 1000.0)
 
     def first_to_finish(self, device: str, job: Job, devices: Iterable[str],
-                        ahead: Callable[[str, Job], float] | None = None,
-                        waiting: Callable[[Job], float] | None = None) -> bool:
+                        ahead: Callable[[str, Job], float] | None = None) -> bool:
         """Whether no other of ``devices`` would finish ``job`` before ``device`` (ties: yes).
         ``ahead(d, job)``: the cost of the work ``d`` runs anyway before it would get to
-        ``job`` (a source's own queue: Stealing.ahead); ``waiting(job)``: the cost of the
-        other tasks waiting for any device before ``job``'s frame is done (Stealing.waiting),
-        which every device taking work clears together at their paces."""
-        names = list(devices)
+        ``job`` (a source's own queue: Stealing.ahead)."""
         mine = self.finish_ms(device, job)
-        clear = self.clear_ms(waiting(job), names) if waiting is not None else 0.0
-        return all(mine <= self._finish_after(d, job, ahead, clear) + 1e-6
-                   for d in names if d != device)
-
-    def clear_ms(self, cost: float, devices: Sequence[str]) -> float:
-        """How long ``devices`` take to run tasks of ``cost`` together, each at its pace."""
-        rate = sum(1.0 / self.of(d) for d in devices)
-        return cost / rate if cost > 0 and rate > 0 else 0.0
-
-    def _finish_after(self, device: str, job: Job, ahead: Callable[[str, Job], float] | None,
-                      clear: float) -> float:
-        """When ``device`` would finish ``job``: after what it holds, its backlog and the work
-        ahead of it in its own queue, and not before the waiting tasks are cleared."""
-        start = self.busy_ms(device) + self.backlog_ms(device) + self._ahead_ms(device, job,
-                                                                               ahead)
-        return max(start, clear) + self.of(device) * job.cost + self.moved_ms(device, job)
+        return all(mine <= self.finish_ms(d, job) + self._ahead_ms(d, job, ahead) + 1e-6
+                   for d in devices if d != device)
 
     def _ahead_ms(self, device: str, job: Job, ahead: Callable[[str, Job], float] | None
                   ) -> float:
         return self.of(device) * ahead(device, job) if ahead is not None else 0.0
 
     def finish_ms(self, device: str, job: Job) -> float:
-        return (self.busy_ms(device) + self.backlog_ms(device) + self.of(device) * job.cost
-                + self.moved_ms(device, job))
-
-    def moved_ms(self, device: str, job: Job) -> float:
-        return self.transfer(device, job) if self.transfer is not None else 0.0
+        moved = self.transfer(device, job) if self.transfer is not None else 0.0
+        return self.busy_ms(device) + self.backlog_ms(device) + self.of(device) * job.cost + moved
 
     def backlog_ms(self, device: str) -> float:
         return self.backlog(device) if self.backlog is not None else 0.0
@@ -286,7 +264,7 @@ class Stealing:
         if self.eager and self.pace.backlog_ms(device) <= 0:
             return ready
         return lambda job: ready(job) and self.pace.first_to_finish(device, job, devices,
-                                                                    self.ahead, self.waiting)
+                                                                    self.ahead)
 
     def ahead(self, device: str, job: Job) -> float:
         """The cost of the other tasks of ``job``'s frame (and older ones) in ``device``'s own
@@ -301,17 +279,6 @@ class Stealing:
         if not own:
             return 0.0
         return sum(k.cost for k in own if k is not job and k.frame <= job.frame)
-
-    def waiting(self, job: Job) -> float:
-        """The cost of the other tasks waiting in the queues of ``job``'s frame and older
-        ones. The devices clear them together before that frame is done, so a device that
-        would finish ``job`` later than an idle faster one still finishes it before the
-        frame could end: taking it delays nothing and puts a device to work that would
-        otherwise wait (newer frames' tasks come after, so they do not count). Without this
-        an rpi3 took one vgg16 tile in two of three sources' frames while the fluid bound
-        gave it more than one a frame, and sat idle two thirds of the time."""
-        return sum(k.cost for queue in self.queues.values() for k in queue
-                   if k is not job and k.frame <= job.frame)
 
     def drain(self) -> Job | None:
         return self.steal()
