@@ -275,7 +275,7 @@ def loaded_price(graph: Graph, profile: Profile, fleet: Fleet, run: ClusterRun,
             if k > 1 else ""))
         return out
     if run.scheduler == "static":
-        period = 1000.0 / float(run.plan.predicted["throughput_fps"])
+        period = 1000.0 / float(row["predicted_fps"])
         out["predicted_basis"] = "k frames x the static assignment's busiest resource"
     else:
         again = plan_emulated(
@@ -283,8 +283,7 @@ def loaded_price(graph: Graph, profile: Profile, fleet: Fleet, run: ClusterRun,
             grid=tuple(part.grid) if part.grid else None, reuse=part.reuse, max_blocks=1,
             objective="throughput", in_flight=k, sources=run.sources,
             calibration=run.calibration, devices=list(part.devices),
-            ms_per_mb=float(part.search.get("task_overhead", {}).get("runtime_ms_per_mb")
-                            or 0.0), **CODECS)
+            ms_per_mb=float(row["planned_ms_per_mb"] or 0.0), **CODECS)
         period = float(again.partition.predicted["stealing_period_ms"])
         out["predicted_basis"] = ("k frames x work stealing's fluid bound from the run's "
                                   "sources (plan.stealing_price)")

@@ -282,9 +282,9 @@ def main() -> None:
     if runs and "single-source" in setups and (args.run_schedulers is None
                                                 or set(args.run_schedulers) & set(args.models)):
         asked["--run-schedulers (three sources, reuse on four devices)"] = [4]
-    for flag, counts in asked.items():
-        if counts and max(counts) > cluster_size:
-            ap.error(f"{flag} {max(counts)}: the fleet {args.fleet!r}'s cluster has "
+    for flag, wanted in asked.items():
+        if wanted and max(wanted) > cluster_size:
+            ap.error(f"{flag} {max(wanted)}: the fleet {args.fleet!r}'s cluster has "
                      f"{cluster_size} devices")
     in_flight = sorted({int(n) for n in args.in_flight.split(",") if n.strip().isdigit()})
     if not in_flight or min(in_flight) < 1 or max(in_flight) > MAX_IN_FLIGHT or len(

@@ -88,7 +88,9 @@ def test_the_scheduler_rows_price_their_overlapped_frames(monkeypatch):
     part = plan.partition
     sources = list(fleet.cluster().devices)
     one = part.predicted["latency_ms"]
-    row = {"predicted_ms": one, "latency_ms": 2 * one, "fps": 1.0}
+    row = {"predicted_ms": one, "latency_ms": 2 * one, "fps": 1.0,  # as _row writes them
+           "predicted_fps": plan.predicted.get("throughput_fps"),
+           "planned_ms_per_mb": part.search.get("task_overhead", {}).get("runtime_ms_per_mb")}
 
     def price(scheduler, at_source=None, n=3):
         run = SimpleNamespace(sources=sources[:n], in_flight=1, scheduler=scheduler,

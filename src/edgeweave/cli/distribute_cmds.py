@@ -72,6 +72,9 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
         profile = profile_graph(graph, fl, chosen.gateway_name, warmup=1, repeats=repeats)
         profile = _calibrated(graph, profile, pins["methods"])
     overlapped = in_flight * len(source_list or [chosen.gateway_name])  # frames in the system
+    # frames overlapped for throughput (pipelined, or from several sources): priced as work
+    # stealing across them, from where they come
+    stolen = objective == "throughput" and overlapped > 1 and scheduler != "static"
     with console.status(f"planning {model} across cluster {chosen.name!r}"):
         plan = plan_emulated(
             graph, profile, fl, cluster=chosen.name, objective=objective,
@@ -80,12 +83,8 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
             input_codec=input_codec, result_codec=result_codec, model_spec=model,
             layer_split=layer_split, layer_devices=layer_devices, max_blocks=max_blocks,
             gateway_tiles=gateway_tiles,
-            # frames overlapped for throughput (pipelined, or from several sources): priced
-            # as work stealing across them, from where they come
-            in_flight=overlapped if objective == "throughput" and overlapped > 1
-            and scheduler != "static" else None,
-            sources=source_list if objective == "throughput" and overlapped > 1
-            and scheduler != "static" else None)
+            in_flight=overlapped if stolen else None,
+            sources=source_list if stolen else None)
     part = plan.partition
     assert part is not None
     _print_plan(console, plan)
