@@ -87,6 +87,7 @@ from edgeweave.errors import EdgeWeaveError
 from edgeweave.graph import capture_spec
 from edgeweave.graph.blocks import cut_depths
 from edgeweave.plan.fused_search import TileCache
+from edgeweave.plan.medium_codecs import MEDIUM_CODECS
 from edgeweave.profile import analytic_profile
 from edgeweave.profile.tile_calibration import calibrate_tiles
 from edgeweave.runtime.cluster.drive import MAX_IN_FLIGHT, check_in_flight
@@ -154,10 +155,11 @@ def main() -> None:
                          "most the cluster's devices)")
     ap.add_argument("--in-flight", default="1", help="comma-separated frames the source "
                     "keeps unanswered in the measured speedup runs, a run per value")
-    ap.add_argument("--input-codec", default="none", choices=["none", "fp16", "int8"],
+    ap.add_argument("--input-codec", default="none", choices=MEDIUM_CODECS,
                     help="codec of the frame's crops on the medium, every plan")
-    ap.add_argument("--result-codec", default="none", choices=["none", "fp16", "int8"],
-                    help="codec of computed feature maps on the medium, every plan")
+    ap.add_argument("--result-codec", default="none", choices=MEDIUM_CODECS,
+                    help="codec of computed feature maps on the medium, every plan (+zstd, "
+                    "+lz4: compressed losslessly after it)")
     ap.add_argument("--max-blocks", default="1,3",
                     help="comma-separated: the measured fused-tile speedup runs once per value "
                          "(1: one fused block, DeepThings; 3: up to 3 consecutive blocks, "

@@ -19,11 +19,10 @@ run, ``ClusterRun.runtime_ms_per_mb``; per byte because a task moving 13 MiB cos
 one moving 0.3 MiB 3 ms). Without them the planner took resnet18's tiles for a speedup that
 ran 30% slower than one device.
 
-What crosses the medium may travel in a codec (:data:`MEDIUM_CODECS`): the frame's crops in the
-input codec (a camera's frame is 8-bit to begin with, so ``int8`` crops lose next to nothing),
-computed feature maps (tile outputs, shared halo, layer-wise scatter and gather) in the result
-codec. Only fixed-width codecs are offered: their bytes per element do not depend on the data,
-so the plan can price them exactly (a compressor's ratio would need the frame).
+What crosses the medium may travel in a codec (:mod:`edgeweave.plan.medium_codecs`): the
+frame's crops in the input codec (a camera's frame is 8-bit to begin with, so ``int8`` crops
+lose next to nothing), computed feature maps (tile outputs, shared halo, layer-wise scatter and
+gather) in the result codec.
 """
 
 from __future__ import annotations
@@ -31,9 +30,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-import torch
-
-from edgeweave.codec import get_codec
 from edgeweave.errors import PlanError
 from edgeweave.graph.blocks import FusedBlock
 from edgeweave.graph.capture import Graph
@@ -47,26 +43,13 @@ from edgeweave.graph.tiles import (
     sent_bytes,
 )
 from edgeweave.plan.medium import Schedule, Task, simulate
+from edgeweave.plan.medium_codecs import ratios
 from edgeweave.profile.build import latencies_on
 from edgeweave.profile.schema import Profile
 from edgeweave.profile.tile_calibration import tile_call_costs, tile_call_ms
 from edgeweave.topology import Cluster, Fleet
 
 MIB = 2**20
-#: Codecs tensors may cross a cluster's medium in (fixed width: priced exactly).
-MEDIUM_CODECS = ("none", "fp16", "int8")
-
-
-def codec_ratio(codec: str, flag: str = "--input-codec") -> float:
-    """Wire bytes per byte of a float32 tensor under ``codec`` (measured through the codec
-    itself on a sample, so it is the runtime's own figure; per-tensor parameters excluded)."""
-    if codec not in MEDIUM_CODECS:
-        raise PlanError(f"{flag}: {codec!r} is not a codec the cluster's medium can price; "
-                        f"expected one of {', '.join(MEDIUM_CODECS)}")
-    sample = torch.linspace(-1.0, 1.0, 4096)
-    return get_codec(codec).encode(sample).nbytes / (4096 * 4)
-
-
 def mib(nbytes: float) -> str:
     """Bytes as MiB for a message, to three significant digits."""
     return f"{nbytes / MIB:.3g} MiB"
@@ -110,13 +93,14 @@ class ClusterModel:
 
     def __init__(self, profile: Profile, fleet: Fleet, cluster: Cluster,
                  input_codec: str = "none", result_codec: str = "none",
-                 ms_per_mb: float = 0.0, compute_scale: Mapping[str, float] | None = None
-                 ) -> None:
+                 ms_per_mb: float = 0.0, compute_scale: Mapping[str, float] | None = None,
+                 graph: Graph | None = None) -> None:
         """``ms_per_mb``: the runtime's measured cost per MiB a task carries (module
         docstring); the per-call cost comes from the profile's tile calibration (none: 0).
         ``compute_scale``: device -> how much longer its tasks ran than this model priced them
         (plan.run_calibration: measured on the running devices); every layer latency and call
-        cost of that device is multiplied by it."""
+        cost of that device is multiplied by it. ``graph``: the model, which a compressing
+        codec's ratio is measured on (plan.medium_codecs)."""
         if not ms_per_mb >= 0:
             raise PlanError(f"the runtime's task overhead must be >= 0 ms per MiB, got "
                             f"{ms_per_mb}")
@@ -133,8 +117,7 @@ class ClusterModel:
         host_calls = tile_call_costs(profile)
         host_gflops = float(((profile.model_extra or {}).get("host") or {}).get("gflops", 0.0))
         self.input_codec, self.result_codec = input_codec, result_codec
-        self.input_ratio = codec_ratio(input_codec, "--input-codec")
-        self.result_ratio = codec_ratio(result_codec, "--result-codec")
+        self.input_ratio, self.result_ratio = ratios(graph, input_codec, result_codec)
         self.gateway = cluster.gateway_name
         self.medium = cluster.medium
         self.devices: dict[str, ClusterDevice] = {}

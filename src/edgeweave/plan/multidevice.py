@@ -91,7 +91,7 @@ def plan_cluster(
     cluster to some of its devices (the gateway must be one); ``model_spec`` is the specifier
     workers rebuild the model from (the graph's name by default); ``cache`` keeps tiles across
     calls for the same graph; ``input_codec`` and ``result_codec`` are what the frame's crops
-    and computed feature maps cross the medium in (plan.cluster_cost.MEDIUM_CODECS);
+    and computed feature maps cross the medium in (plan.medium_codecs.MEDIUM_CODECS);
     ``layer_split`` is how layer-wise cuts a convolution (graph.layerwise.SCHEMES) and
     ``layer_devices`` pins how many devices it uses (the gateway and the fastest others);
     ``ms_per_mb`` is the runtime's measured cost per MiB a task carries (plan.cluster_cost);
@@ -148,7 +148,7 @@ def plan_cluster(
     if calibration is not None and calibration.ms_per_mb is not None:
         ms_per_mb = calibration.ms_per_mb
     model = ClusterModel(prof, fleet, chosen, input_codec, result_codec, ms_per_mb,
-                         calibration.compute_scale if calibration else None)
+                         calibration.compute_scale if calibration else None, graph)
     rest_scale = calibration.rest_scale if calibration else 1.0
     if cache is None:  # the one-block and several-block searches tile the same prefixes
         cache = {}

@@ -164,7 +164,7 @@ class Partition(BaseModel):
     gateway: str
     devices: list[str]
     medium: Medium
-    # codecs on the medium (plan.cluster_cost.MEDIUM_CODECS): the frame's crops, and computed
+    # codecs on the medium (plan.medium_codecs.MEDIUM_CODECS): the frame's crops, and computed
     # feature maps (tile outputs, shared halo, layer-wise scatter and gather)
     input_codec: str = "none"
     result_codec: str = "none"

@@ -501,3 +501,33 @@ def test_the_gateways_own_layers_between_split_ones_are_dilated_as_one_stretch(
             runs += before is None or before in split
     assert own > runs > 0  # the adds and their activations, in runs of two
     assert len(stretches) == runs * len(results)
+
+
+@pytest.mark.parametrize("method", ["layer-wise", "fused-tiles"])
+def test_maps_compressed_on_the_medium_move_fewer_bytes_and_the_same_output(workers, method):
+    """``fp16+zstd``: the maps that cross (layer-wise halo and gathers, tile results) are
+    compressed after the fp16 cast; every frame is the model's output, as with fp16. Layer-wise
+    gathers whole maps, on fewer bytes; digits-cnn's tile results are a few hundred bytes each,
+    too few for zstd's frame header to pay (the bytes are charged as sent either way)."""
+    names = "abcd"
+    moved = {}
+    for codec in ("fp16", "fp16+zstd"):
+        plan = digits_plan(method, size=4, result_codec=codec, layer_devices=4,
+                           grid=(2, 2) if method == "fused-tiles" else None)
+        assert plan.partition.result_codec == codec
+        if method == "layer-wise":
+            xs, results = layer_frames(workers, plan, names[1:], 2)
+        else:
+            gw = TileGateway(digits(), plan, scheduler="stealing", token=TOKEN)
+            try:
+                for device in names:
+                    gw.join(device, workers.start(device))
+                xs = frames(2)
+                results = run(gw, xs, [None] * 2)
+            finally:
+                gw.close()
+        for x, r in zip(xs, results, strict=True):
+            assert torch.allclose(r.output, reference(x), atol=5e-2) and r.rerun == 0
+        moved[codec] = [r.medium_bytes for r in results]
+    if method == "layer-wise":
+        assert all(z < f for z, f in zip(moved["fp16+zstd"], moved["fp16"], strict=True)), moved

@@ -12,7 +12,8 @@ from edgeweave.cli.options import integer, number, one_of, output_file
 from edgeweave.cli.reporting import report_option
 
 METHODS = ("auto", "fused-tiles", "layer-wise")
-CODECS = ("none", "fp16", "int8")  # plan.cluster_cost.MEDIUM_CODECS (not imported: slow)
+# plan.medium_codecs.MEDIUM_CODECS (not imported: slow)
+CODECS = ("none", "fp16", "int8", "fp16+zstd", "int8+zstd", "fp16+lz4", "int8+lz4")
 
 app = typer.Typer()
 
@@ -92,7 +93,9 @@ def distribute(
     input_codec: str = typer.Option("none", "--input-codec", callback=one_of(*CODECS),
                                     help="Codec of the frame's crops on the medium."),
     result_codec: str = typer.Option("none", "--result-codec", callback=one_of(*CODECS),
-                                     help="Codec of computed feature maps on the medium."),
+                                     help="Codec of computed feature maps on the medium (+zstd or "
+                                     "+lz4: compressed losslessly, priced by its ratio on "
+                                     "the model's own maps)."),
     time_scale: str = typer.Option("auto", "--time-scale",
                                    help="Slow motion: play the emulated cluster this many "
                                    "times slower (a number >= 1; times are reported divided "

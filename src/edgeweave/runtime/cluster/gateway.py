@@ -40,7 +40,7 @@ from edgeweave.errors import EdgeWeaveError
 from edgeweave.graph import Graph
 from edgeweave.graph.tiles import Tile
 from edgeweave.plan import Plan
-from edgeweave.plan.cluster_cost import codec_ratio
+from edgeweave.plan.medium_codecs import ratios
 from edgeweave.runtime import dilation, tensors
 from edgeweave.runtime.client import ClientOptions
 from edgeweave.runtime.cluster.blueprint import (
@@ -95,9 +95,9 @@ class TileGateway:
         self.part = part
         self.gateway = part.gateway
         self.dilations = dict(dilations or {})
-        self.input_ratio = codec_ratio(part.input_codec)
-        self.stages = GatewayStages(graph, part, self.input_ratio,
-                                    codec_ratio(part.result_codec), self.dilations)
+        self.input_ratio, result_ratio = ratios(graph, part.input_codec, part.result_codec)
+        self.stages = GatewayStages(graph, part, self.input_ratio, result_ratio,
+                                    self.dilations)
         self.block = self.stages.last
         self.digest = self.stages.digest
         self.sources_of = self.stages.sources_of
