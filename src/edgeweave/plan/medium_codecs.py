@@ -16,6 +16,7 @@ on the slow side. One ratio is used for every map; vgg16's range from 0.46 (ReLU
 
 from __future__ import annotations
 
+import math
 from weakref import WeakKeyDictionary
 
 import torch
@@ -74,9 +75,11 @@ def ratios(graph: Graph | None, input_codec: str, result_codec: str) -> tuple[fl
 
 
 def samples(graph: Graph) -> tuple[torch.Tensor, torch.Tensor]:
-    """A seeded random frame of ``graph``'s input shape and the floating-point feature maps
-    (4-D values) the model computes from it, flattened and joined: at most ``MAX_SAMPLE``
-    elements, the same leading share of each map. Kept per model while it lives."""
+    """A seeded random frame of ``graph``'s input shape, and the feature maps the model
+    computes from it that a convolution, pooling or linear layer reads (what a split or a
+    fused block has cross the medium: not, say, a convolution's output before its ReLU),
+    flattened and joined: at most ``MAX_SAMPLE`` elements, the same leading share of each
+    map's rows across all its channels. Kept per model while it lives."""
     got = _SAMPLES.get(graph.module)
     if got is not None:
         return got
@@ -88,22 +91,40 @@ def samples(graph: Graph) -> tuple[torch.Tensor, torch.Tensor]:
             _Maps(graph.module, maps).run(frame)
     total = sum(m.numel() for m in maps)
     share = min(1.0, MAX_SAMPLE / total) if total else 1.0
-    joined = torch.cat([m[:max(1, int(m.numel() * share))] for m in maps]) if maps \
-        else frame.flatten()
+    joined = torch.cat([m[:, :, :max(1, math.ceil(m.shape[2] * share))].flatten()
+                        for m in maps]) if maps else frame.flatten()
     _SAMPLES[graph.module] = (frame, joined)
     return frame, joined
 
 
+_READERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.MaxPool2d, nn.AvgPool2d,
+            nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+
 class _Maps(fx.Interpreter):
-    """Runs the graph, keeping every 4-D floating-point value a node computes."""
+    """Runs the graph, keeping (a copy of) every 4-D floating-point map a layer of
+    ``_READERS`` (or a convolution or pooling function) reads, other than the frame itself."""
 
     def __init__(self, module: fx.GraphModule, out: list[torch.Tensor]) -> None:
         super().__init__(module)
         self.out = out
+        self.seen: set[str] = set()
 
     def run_node(self, n: fx.Node) -> object:
-        value = super().run_node(n)
-        if (n.op.startswith("call_") and isinstance(value, torch.Tensor)
-                and value.dim() == 4 and value.is_floating_point()):
-            self.out.append(value.detach().flatten())
-        return value
+        if self._reads_maps(n) and n.args and isinstance(n.args[0], fx.Node):
+            src = n.args[0]
+            value = self.env.get(src)
+            if (src.op != "placeholder" and src.name not in self.seen
+                    and isinstance(value, torch.Tensor) and value.dim() == 4
+                    and value.is_floating_point()):
+                self.seen.add(src.name)
+                self.out.append(value.detach().clone())  # a later in-place op must not alter it
+        return super().run_node(n)
+
+    def _reads_maps(self, n: fx.Node) -> bool:
+        if n.op == "call_module":
+            return isinstance(self.module.get_submodule(str(n.target)), _READERS)
+        if n.op == "call_function":
+            name = getattr(n.target, "__name__", "")
+            return "conv" in name or "pool" in name or name == "linear"
+        return False
