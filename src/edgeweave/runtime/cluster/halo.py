@@ -25,7 +25,7 @@ from edgeweave.graph.regions import Region
 from edgeweave.graph.resident import Hop, hops
 from edgeweave.graph.tile_exec import stitch
 from edgeweave.plan.partition import LayerAssignment, Partition
-from edgeweave.runtime import tensors
+from edgeweave.runtime import dilation, tensors
 from edgeweave.runtime.cluster.blueprint import LayerSpec
 from edgeweave.runtime.cluster.layer_exec import LayerExecutor
 from edgeweave.runtime.proto import cluster_pb2 as cpb
@@ -150,13 +150,27 @@ def task_values(source: torch.Tensor | Rows | None, r: Region, keep: tuple[int, 
     return out
 
 
-def pack(msg: cpb.Task, values: dict[str, torch.Tensor], codec: str) -> tuple[int, float]:
+def pack(msg: cpb.Task, values: dict[str, torch.Tensor], codec: str, factor: float = 1.0,
+         spin: bool = False) -> tuple[int, float]:
     """Encode a layer-wise task's tensors into ``msg``: its crop, or (resident) the halo
-    pieces; returns their payload bytes and the ms encoding took."""
+    pieces; returns their payload bytes and the ms encoding took on the gateway's device
+    (``factor``: its dilation, as for its compute)."""
     start = time.perf_counter()
+    mark = dilation.start()
     encoded = tensors.encode(values, list(values), codec)
     if msg.resident:
         msg.pieces.extend(encoded)
     else:
         msg.crop.CopyFrom(encoded[0])
+    dilation.finish(mark, factor, spin=spin)
     return sum(len(m.payload) for m in encoded), (time.perf_counter() - start) * 1000.0
+
+
+def decoded(result: cpb.TaskResult, spec: tuple, factor: float = 1.0,
+            spin: bool = False) -> torch.Tensor:
+    """A layer-wise result's output, checked against ``spec`` and decoded on the gateway's
+    device (``factor``: its dilation; the decoding is its CPU's work, as its compute is)."""
+    mark = dilation.start()
+    out = tensors.decode([result.output], {"output": spec}.get, 0)["output"]
+    dilation.finish(mark, factor, spin=spin)
+    return out

@@ -51,6 +51,7 @@ from edgeweave.runtime.cluster.frames import FrameFuture
 from edgeweave.runtime.cluster.gateway import GATEWAY_LOCAL, FrameResult
 from edgeweave.runtime.cluster.halo import (
     Rows,
+    decoded,
     flat,
     local_input,
     pack,
@@ -228,7 +229,7 @@ class LayerGateway:
             if values is None:  # a halo the gateway lacks: recomputed below
                 parts.lost.append(p)
                 continue
-            nbytes, _ = pack(msg, values, codec)
+            nbytes, _ = pack(msg, values, codec, self.dilation, self.spin)
             encode_ms = (time.perf_counter() - encoding) * 1000.0  # the halo's slicing too
             out_spec = self.local.specs(i, p)[1]
             if hop_out is not None:
@@ -309,7 +310,7 @@ class LayerGateway:
               ) -> None:
         start = time.perf_counter()
         try:
-            out = tensors.decode([result.output], {"output": out_spec}.get, 0)["output"]
+            out = decoded(result, out_spec, self.dilation, self.spin)
         except (CodecError, ValueError) as e:
             log.warning("device %s sent a bad result for part %d: %s", device, p, e)
             with parts.cond:

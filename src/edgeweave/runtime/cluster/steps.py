@@ -37,6 +37,7 @@ from edgeweave.runtime.cluster.blueprint import Spec
 from edgeweave.runtime.cluster.gateway import GATEWAY_LOCAL
 from edgeweave.runtime.cluster.halo import (
     Rows,
+    decoded,
     flat,
     pack,
     placed,
@@ -172,7 +173,7 @@ class StepRun:
             return
         codec = gw.part.input_codec if step.split == self.run.first and reads_input(
             gw.graph, gw.specs[step.split].split()) else gw.part.result_codec
-        nbytes, encode_ms = pack(msg, values, codec)
+        nbytes, encode_ms = pack(msg, values, codec, gw.dilation, gw.spin)
         dtype = gw.local.specs(step.split, step.part)[1][0]
         rows = sum(b - a for a, b in step.back)
         spec = (dtype, (x.shape[0], chain_block(gw.graph, gw.specs[step.split].unit)
@@ -211,7 +212,7 @@ class StepRun:
         start = time.perf_counter()
         step = self.run.steps[sid]
         try:
-            out = tensors.decode([result.output], {"output": spec}.get, 0)["output"]
+            out = decoded(result, spec, self.gw.dilation, self.gw.spin)
         except (CodecError, ValueError) as e:
             self._fail(f"device {device} sent a bad result for step {sid}: {e}")
             return

@@ -246,7 +246,9 @@ class WorkerService(cpb_grpc.ClusterWorkerServicer):
         wait = time.monotonic()
         arrive(msg, max_wait_s=self.cfg.max_arrival_wait_s)
         wait_ms = (time.monotonic() - wait) * 1000.0
+        coding = dilation.start()  # the device's CPU decodes and encodes: dilated as compute
         values = tensors.decode(messages, expected.get, 0)
+        dilation.finish(coding, self.cfg.dilation, spin=self.cfg.spin)
         # a module built and run once (per tile variant or step) before the clock
         if isinstance(ex, TileExecutor):
             warm_ms = ex.warm(tile, values)
@@ -261,14 +263,16 @@ class WorkerService(cpb_grpc.ClusterWorkerServicer):
             out, shares = ex.run(msg.layer, msg.tile, crop, step), {}
         self._note_host(mark)
         compute_ms = dilation.finish(mark, self.cfg.dilation, spin=self.cfg.spin)
-        self.stats["tasks"] += 1
-        self.stats["compute_ms"] += compute_ms
         reply = cpb.TaskResult(task=msg.task, compute_ms=compute_ms, wait_ms=wait_ms,
                                warm_ms=warm_ms)
         if isinstance(ex, LayerExecutor):
             out = ex.answer(msg, out)
+        coding = dilation.start()
         reply.output.CopyFrom(tensors.encode({"output": out}, ["output"], msg.return_codec)[0])
         reply.shares.extend(tensors.encode(shares, list(shares), msg.return_codec))
+        dilation.finish(coding, self.cfg.dilation, spin=self.cfg.spin)
+        self.stats["tasks"] += 1  # answered: its result is encoded and on its way
+        self.stats["compute_ms"] += compute_ms
         return reply
 
     def _note_host(self, mark: dilation.Mark) -> None:
