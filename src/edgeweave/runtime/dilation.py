@@ -18,6 +18,15 @@ only once per switch interval (5 ms) while a batch was being stretched, and the 
 hardware's spare time went to the host's cores, not to serving (measured: digits-cnn at x10,
 two workers on 2 cores, 800 requests/s offered: goodput 22/s with spinning workers, 808/s
 sleeping).
+
+A cluster device's decoding and encoding of the tensors it exchanges are its CPU's work too,
+so they are dilated by its factor (the worker's, the layer-wise gateway's packing and decoding,
+the fused-tile gateway's decoding of results): a compressing codec (``fp16+zstd``) costs the
+emulated device what it saves the medium only in part. The factor is the device's on DNN
+compute, which overstates a Pi's slowness at byte work (zstd on one Cortex-A72 core is a few
+times slower than on this host, not ten), so this errs on the slow side. Not dilated: the
+fused-tile gateway's encoding of a crop, done while it holds the scheduler's lock (stretching
+it there would stall every other device's results).
 """
 
 from __future__ import annotations

@@ -288,6 +288,7 @@ class TileGateway:
               sent: float = 0.0) -> None:
         """A worker's result, arrived: checked against the tile's shapes, then kept."""
         start = time.perf_counter()
+        mark = dilation.start()  # decoding is the gathering device's CPU's work
         try:
             out, shares = self.stages.blocks[self.stages.block_of(job.tile)].decode(tile,
                                                                                    result)
@@ -302,6 +303,7 @@ class TileGateway:
                 self.scheduler.requeue([job], self.pool.alive())
                 self._pump()
             return
+        dilation.finish(mark, self.dilation, spin=self.spin)
         with self._lock:
             frame = self._frames.get(frame_id)
             nbytes = tensors.payload_bytes([result.output, *result.shares])
