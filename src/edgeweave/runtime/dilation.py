@@ -23,8 +23,9 @@ A cluster device's decoding and encoding of the tensors it exchanges are its CPU
 so they are dilated by its factor (the worker's, the layer-wise gateway's packing and decoding,
 the fused-tile gateway's decoding of results): a compressing codec (``fp16+zstd``) costs the
 emulated device what it saves the medium only in part. The factor is the device's on DNN
-compute, which overstates a Pi's slowness at byte work (zstd on one Cortex-A72 core is a few
-times slower than on this host, not ten), so this errs on the slow side. Not dilated: the
+compute; byte work such as zstd gains less from this host's wide vector units than a
+convolution does, so the factor likely overstates a Pi's slowness at it (an estimate, not
+measured on a Pi): this errs on the slow side. Not dilated: the
 fused-tile gateway's encoding of a crop, done while it holds the scheduler's lock (stretching
 it there would stall every other device's results).
 """
