@@ -288,7 +288,7 @@ class TileGateway:
               sent: float = 0.0) -> None:
         """A worker's result, arrived: checked against the tile's shapes, then kept."""
         start = time.perf_counter()
-        mark = dilation.start()  # decoding is the gathering device's CPU's work
+        mark = dilation.start()  # decoding is a device's CPU's work (at the gateway's pace)
         try:
             out, shares = self.stages.blocks[self.stages.block_of(job.tile)].decode(tile,
                                                                                    result)

@@ -26,7 +26,7 @@ from edgeweave.graph.resident import Hop, hops
 from edgeweave.graph.tile_exec import stitch
 from edgeweave.plan.partition import LayerAssignment, Partition
 from edgeweave.runtime import dilation, tensors
-from edgeweave.runtime.cluster.blueprint import LayerSpec
+from edgeweave.runtime.cluster.blueprint import LayerSpec, Spec
 from edgeweave.runtime.cluster.layer_exec import LayerExecutor
 from edgeweave.runtime.proto import cluster_pb2 as cpb
 
@@ -166,7 +166,7 @@ def pack(msg: cpb.Task, values: dict[str, torch.Tensor], codec: str, factor: flo
     return sum(len(m.payload) for m in encoded), (time.perf_counter() - start) * 1000.0
 
 
-def decoded(result: cpb.TaskResult, spec: tuple, factor: float = 1.0,
+def decoded(result: cpb.TaskResult, spec: Spec, factor: float = 1.0,
             spin: bool = False) -> torch.Tensor:
     """A layer-wise result's output, checked against ``spec`` and decoded on the gateway's
     device (``factor``: its dilation; the decoding is its CPU's work, as its compute is)."""
