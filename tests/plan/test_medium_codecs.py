@@ -79,3 +79,12 @@ def test_a_graph_without_maps_is_priced_on_its_frame():
     mlp = capture(torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU()), (1, 8))
     frame, maps = samples(mlp)
     assert torch.equal(maps, frame.flatten())
+
+
+def test_the_cli_offers_exactly_the_codecs_the_medium_prices():
+    """`edgeweave distribute` keeps its own copy of the names (importing the planner there
+    would slow every command's start); the two must not drift apart."""
+    from edgeweave.cli.commands.distribute import CODECS
+    from edgeweave.plan.medium_codecs import MEDIUM_CODECS
+
+    assert CODECS == MEDIUM_CODECS
