@@ -3,8 +3,10 @@
 A fixed-width codec (``none``, ``fp16``, ``int8``) has the same bytes per element whatever the
 data, so the plan prices it exactly. A lossless compressor after it (``fp16+zstd``) depends on
 the data. Most feature maps are about half zeros after a ReLU, and zstd takes fp16 maps of
-vgg16 to 0.46-0.64 of their bytes. That halves what the layer-wise halo and the tiles' results
-put on the medium, which is what limits a split across more devices on a slow Wi-Fi.
+vgg16 to 0.46-0.64 of their bytes, so the layer-wise halo and gathers put 35-42% fewer bytes on
+the medium. Measured on emulated rpi4s (a device's encoding and decoding dilated with its
+compute: runtime.dilation), that did not make a frame faster, at 18.88 or at 6 Mbit/s: the
+encoding costs the devices about what the medium saves (CHANGELOG, seventeenth session).
 
 Such a codec is priced by its ratio on the model's own tensors: one seeded random frame, as
 the benchmark and the calibration pass send, and the feature maps the model computes from it
@@ -62,16 +64,17 @@ def codec_ratio(codec: str, flag: str = "--input-codec",
 def ratios(graph: Graph | None, input_codec: str, result_codec: str) -> tuple[float, float]:
     """The wire ratios of the frame's crops and of computed maps; a compressing codec's is
     measured on ``graph``'s own tensors (:func:`samples`), so it needs the graph."""
-    frame = maps = None
-    if input_codec not in FIXED_CODECS or result_codec not in FIXED_CODECS:
-        check_codec(input_codec, "--input-codec")
-        check_codec(result_codec, "--result-codec")
-        if graph is None:
-            raise PlanError("a compressing medium codec is priced on the model's tensors; "
-                            "no model was given")
-        frame, maps = samples(graph)
-    return (codec_ratio(input_codec, "--input-codec", frame),
-            codec_ratio(result_codec, "--result-codec", maps))
+    check_codec(input_codec, "--input-codec")  # before the model runs for a sample
+    check_codec(result_codec, "--result-codec")
+    if input_codec in FIXED_CODECS and result_codec in FIXED_CODECS:
+        return codec_ratio(input_codec), codec_ratio(result_codec)
+    if graph is None:
+        raise PlanError("a compressing medium codec is priced on the model's tensors; "
+                        "no model was given")
+    frame, maps = samples(graph)
+    # a fixed-width codec's ratio is the same on any values: not measured on the sample
+    return (codec_ratio(input_codec, sample=None if input_codec in FIXED_CODECS else frame),
+            codec_ratio(result_codec, sample=None if result_codec in FIXED_CODECS else maps))
 
 
 def samples(graph: Graph) -> tuple[torch.Tensor, torch.Tensor]:
