@@ -248,6 +248,40 @@ def test_a_layer_wise_calibration_prices_each_device_with_the_gateways_own_layer
     assert cal.rest_scale == pytest.approx(3.0 if rest > 0 else 1.0)
 
 
+def test_a_calibration_that_moves_a_layers_rows_needs_a_new_gateway():
+    """The run rebuilds its gateway when the calibrated plan's assignment differs from the
+    one it was built for: the same prices give the same assignment; a split layer's rows or
+    steps moved (its devices the same: vgg16's calibrated rows on emulated Pis) differ, as do
+    parts moved off a device that ran 4x slower than priced."""
+    from cluster_helpers import cluster_fleet, digits
+
+    from edgeweave.plan.run_calibration import RunCalibration
+    from edgeweave.profile import analytic_profile
+    from edgeweave.runtime.cluster.session import assignment, plan_calibrated, plan_emulated
+
+    graph, fleet = digits(), cluster_fleet()
+    profile = analytic_profile(graph, fleet)
+    plan = plan_emulated(graph, profile, fleet, methods=("layer-wise",), layer_devices=3)
+    part = plan.partition
+    assert part.layer_split == "overlap" and part.layers[1].steps
+    same = plan_calibrated(graph, profile, fleet, plan,
+                           RunCalibration(dict.fromkeys("abc", 1.0), 1.0, None))
+    assert assignment(same) == assignment(plan)
+
+    def with_layer(k, **update):
+        layers = list(part.layers)
+        layers[k] = layers[k].model_copy(update=update)
+        return plan.model_copy(update={"partition": part.model_copy(update={"layers": layers})})
+
+    bounds = list(part.layers[0].row_bounds)
+    bounds[1] -= 1
+    assert assignment(with_layer(0, row_bounds=bounds)) != assignment(plan)
+    assert assignment(with_layer(1, steps=part.layers[1].steps[:-1])) != assignment(plan)
+    slow = plan_calibrated(graph, profile, fleet, plan,
+                           RunCalibration({"a": 1.0, "b": 4.0, "c": 1.0}, 1.0, None))
+    assert assignment(slow) != assignment(plan)
+
+
 def test_a_calibration_without_a_cost_per_mib_keeps_the_plans_own():
     """A layer-wise plan priced with the runtime's cost per MiB, calibrated by frames that
     measured none: priced again with the plan's cost (dropping it priced every scatter and

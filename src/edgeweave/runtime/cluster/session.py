@@ -130,8 +130,8 @@ def run_cluster(graph: Graph, plan: Plan, profile: Profile, fleet: Fleet,
     after the warm-up, that many frames of dummy input run through the same workers and the
     plan is priced again from what they took (:func:`plan_calibrated`), before any measured
     frame; the run then uses the calibrated plan (a new gateway over the same workers if its
-    tiles moved, and a worker started for a device it newly gives work) and predicts with
-    it."""
+    tiles, a split layer's rows or its steps moved: :func:`assignment`, and a worker started
+    for a device it newly gives work) and predicts with it."""
     check_in_flight(in_flight, "in-flight frames per source")
     keep_heap()  # the gateway computes here, dilated, as the workers do (edgeweave.heap)
     part = plan.partition
@@ -201,7 +201,7 @@ def run_cluster(graph: Graph, plan: Plan, profile: Profile, fleet: Fleet,
                         dilations.update(device_dilations(profile, fleet, [device]))
                         slowed[device] = dilations[device] * scale
                         lab.start(device, slowed[device])
-                if _assignment(plan) != _assignment(uncalibrated):
+                if assignment(plan) != assignment(uncalibrated):
                     gw.close()
                     gw = gateway(plan)
             start = time.perf_counter()
@@ -215,14 +215,20 @@ def run_cluster(graph: Graph, plan: Plan, profile: Profile, fleet: Fleet,
                       uncalibrated, in_flight)
 
 
-def _assignment(plan: Plan) -> tuple[tuple[Any, ...], ...]:
+def assignment(plan: Plan) -> tuple[tuple[Any, ...], ...]:
     """What a gateway was built for: its fused blocks (a calibrated plan may run one block
-    instead of several), each tile's and part's device."""
+    instead of several), each tile's device; each split layer's grid lines and part devices,
+    and its steps (the calibrated prices move a layer-wise split's rows toward the devices
+    that ran faster, and cut other parts into interior and edges: vgg16 on 4 emulated Pis, one
+    layer's rows 14/14/14/14 became 10/15/15/16 and 125 steps 115, which the gateway built for
+    the first plan did not run)."""
     part = plan.partition
     assert part is not None
     return (tuple((s.depth, *s.grid, s.reuse) for s in part.stages())
             + tuple((t.index, t.device) for t in part.all_tiles())
-            + tuple((k, d) for k, la in enumerate(part.layers) for d in la.devices))
+            + tuple((k, tuple(la.devices), tuple(la.row_bounds), tuple(la.col_bounds),
+                     tuple((s.part, s.device, tuple(s.rows)) for s in la.steps))
+                    for k, la in enumerate(part.layers)))
 
 
 def slow_motion(dilations: Mapping[str, float], load: float | None = None,
