@@ -69,10 +69,10 @@ def plan_emulated(graph: Graph, profile: Profile, fleet: Fleet, **options: Any) 
 def plan_calibrated(graph: Graph, profile: Profile, fleet: Fleet, plan: Plan,
                     calibration: RunCalibration) -> Plan:
     """``plan`` priced again with ``calibration`` (plan.run_calibration): the same method,
-    fused depth, grid, reuse, codecs, layer split, devices and objective, each tile's device
-    chosen again at the calibrated prices. The runtime's cost per MiB a task carries is the
-    calibration's when it measured one, else the plan's own (dropping it priced a layer-wise
-    plan's 21 scatter/gathers of vgg16 as free).
+    fused depth, grid, reuse, codecs, layer split, devices and objective, each tile's device,
+    and a layer-wise split's rows and steps, chosen again at the calibrated prices. The
+    runtime's cost per MiB a task carries is the calibration's when it measured one, else the
+    plan's own (dropping it priced a layer-wise plan's 21 scatter/gathers of vgg16 as free).
 
     One exception to keeping the structure: a plan of several fused blocks (DeeperThings) is
     also compared with the best single block at the calibrated prices, and the cheaper runs.
