@@ -35,14 +35,12 @@ class Fp16Codec(Codec):
             half = src.to(torch.float16)
             if half.numel() and not _all_finite(half):  # the precise test only then
                 overflow = torch.isinf(half) & torch.isfinite(src)
-            else:
-                overflow = torch.zeros(1, dtype=torch.bool)
-            if bool(overflow.any()):
-                worst = float(src[overflow].abs().max())
-                raise CodecError(
-                    f"{self.name}: value magnitude {worst:.6g} is out of float16 range "
-                    f"(expected |x| <= 65504); use 'none' or 'int8' for this tensor"
-                )
+                if bool(overflow.any()):
+                    worst = float(src[overflow].abs().max())
+                    raise CodecError(
+                        f"{self.name}: value magnitude {worst:.6g} is out of float16 range "
+                        f"(expected |x| <= 65504); use 'none' or 'int8' for this tensor"
+                    )
             dtype = dtype_name(src.dtype, context=self.name)
             data, _, shape = tensor_to_bytes(half, context=self.name)
         else:
