@@ -93,7 +93,7 @@ def _row(run: ClusterRun, **extra: Any) -> dict[str, Any]:
         "emulation_faithful": doc["emulation"]["faithful"],
         "host_cores_needed": doc["emulation"]["host_cores_needed"],
         "delivery_ms": doc["delivery_ms"], "layer_split": part.layer_split,
-        "task_overhead_ms": doc["task_overhead_ms"],
+        "task_overhead_ms": doc["task_overhead_ms"], "task_codec_ms": doc["task_codec_ms"],
         "runtime_ms_per_mb": doc["runtime_ms_per_mb"],
         "planned_ms_per_mb": part.search.get("task_overhead", {}).get("runtime_ms_per_mb"),
         "device_work": work, "per_frame_ms": doc["per_frame_ms"],

@@ -367,7 +367,7 @@ def main() -> None:
                 "measured_vs_replayed_pct", "in_flight", "fps", "speedup_vs_one",
                 "fps_speedup_vs_one", "max_blocks", "blocks",
                 "peak_rss_mb", "task_memory_mb", "bytes_per_frame", "grid", "reuse",
-                "task_overhead_ms", "time_scale", "overrun_tasks", "load"]
+                "task_overhead_ms", "task_codec_ms", "time_scale", "overrun_tasks", "load"]
     gateway_cols = ["model", "setup", "devices", "extra_devices", "in_flight", "steady_fps",
                     "fps", "predicted_fps", "measured_vs_predicted_fps_pct", "simulated_fps",
                     "measured_vs_simulated_pct", "speedup_vs_one",

@@ -203,6 +203,16 @@ def test_gather_at_source_and_calibrate_reach_the_run(profiling, monkeypatch, ca
     assert "--gather-at-source: the plan runs the rest of the model on the edge" in err, err
 
 
+def test_the_run_is_calibrated_unless_told_not_to(profiling, monkeypatch):
+    """By default the workers compute three dummy frames and the plan is priced again from
+    them (the profile alone misses how this host runs the emulated devices); --calibrate 0
+    keeps the profile's prediction."""
+    profiling(True)
+    split = ["digits-cnn", "--method", "fused-tiles", "--grid", "2x2"]
+    assert _run_call(monkeypatch, split)["calibrate"] == 3
+    assert _run_call(monkeypatch, [*split, "--calibrate", "0"])["calibrate"] == 0
+
+
 def test_a_throughput_plan_is_priced_for_every_source_frames_in_flight(profiling, monkeypatch):
     """Two sources with two frames in flight each keep four in the system: with --objective
     throughput the plan is priced as work stealing across four frames from those two sources,

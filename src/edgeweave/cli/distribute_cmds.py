@@ -24,7 +24,7 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
                json_out: Path | None, report: Path | None = None,
                layer_split: str = "overlap", layer_devices: int | None = None,
                time_scale: str = "auto", gather_at_source: bool = False,
-               calibrate: int = 0, in_flight: int = 1, max_blocks: int = 3,
+               calibrate: int = 3, in_flight: int = 1, max_blocks: int = 3,
                gateway_tiles: bool = True) -> None:
     """Profile, plan and run (the options: edgeweave.cli.commands.distribute)."""
     from edgeweave.graph import capture_spec
@@ -274,6 +274,12 @@ def _print_run(console: Console, run) -> Table:
                       f"measured ones: compute {scales or '-'}, rest "
                       f"x{run.calibration.rest_scale:.2f}; predicted {before:.1f} ms from "
                       "the profile alone", highlight=False)
+    overhead, codec = run.task_overhead_ms, run.task_codec_ms
+    if overhead == overhead:  # some task was shipped to a device and timed
+        console.print(f"a task's cost besides compute and the medium: {overhead:.1f} ms "
+                      f"(median), of which the device decoding and encoding {codec:.1f} ms; "
+                      "the rest is the RPC and the gateway's encoding and decoding",
+                      highlight=False)
     homes = sorted({r.home for r in run.results if r.home})
     if homes and homes != [part.gateway]:
         console.print(f"frames gathered (and their rest run) at: {', '.join(homes)}",

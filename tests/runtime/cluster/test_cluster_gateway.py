@@ -104,6 +104,10 @@ def test_layer_wise_across_workers_equals_the_single_device_output(workers, spli
         shipped = sum(n for d, n in r.tasks.items() if d != "a")
         assert len(r.task_overhead_ms) == len(r.task_overhead_bytes) == shipped
         assert all(ms >= 0 for ms in r.task_overhead_ms) and all(r.task_overhead_bytes)
+        # of each, what the device spent decoding and encoding: a part, never more
+        assert len(r.task_codec_ms) == shipped
+        assert all(0 < c <= ms for c, ms in zip(r.task_codec_ms, r.task_overhead_ms,
+                                                   strict=True))
         assert r.rerun == 0 and r.tasks["a"] >= 1  # no part fell back to the gateway
 
 
@@ -138,6 +142,11 @@ def test_overlapped_steps_across_workers_equal_the_single_device_output(workers,
         assert torch.allclose(r.output, reference(x), atol=1e-5)
         assert r.rerun == 0 and set(r.tasks) == set(names) and r.medium_bytes > 0
         assert sum(r.tasks.values()) > parts
+        # the shipped steps that did not queue: each one's runtime cost, the device's
+        # decoding and encoding a part of it
+        assert r.task_codec_ms and len(r.task_codec_ms) == len(r.task_overhead_ms)
+        assert all(0 < c <= ms for c, ms in zip(r.task_codec_ms, r.task_overhead_ms,
+                                                   strict=True))
 
 
 def test_the_gateway_cuts_the_parts_the_plan_cut_and_refuses_other_steps():
@@ -353,6 +362,8 @@ def test_stealing_gathers_a_frame_at_its_source_and_sharing_at_the_gateway(worke
         assert len(r.task_overhead_bytes) == len(r.task_overhead_ms)
         assert all(b > 0 for b in r.task_overhead_bytes)
         assert len(r.task_overhead_ms) == 4 or scheduler == "sharing"
+        assert all(0 < c <= ms for c, ms in zip(r.task_codec_ms, r.task_overhead_ms,
+                                                   strict=True))
     assert any(r.task_overhead_ms for r in results)
 
 

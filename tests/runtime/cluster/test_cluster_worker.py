@@ -76,8 +76,10 @@ def test_worker_builds_the_plans_tiles_and_answers_tasks_like_the_reference(work
         tasks.append(msg)
     replies = list(stub(target).Work(iter(tasks), timeout=60))
     assert replies[0].hello and all(not r.error for r in replies[1:])
-    # each tile met for the first time was warmed before its clock, and says how long
+    # each tile met for the first time was warmed before its clock, and says how long; and
+    # how long the device took to decode the crop and encode the result
     assert all(r.warm_ms > 0 and r.compute_ms > 0 for r in replies[1:])
+    assert all(r.decode_ms > 0 and r.encode_ms > 0 for r in replies[1:])
     for r, tile in zip(replies[1:], level0, strict=True):
         results[tile.index] = tensors.decode([r.output])["output"]
         assert {s.name for s in r.shares} == set(ex.share_specs(tile))

@@ -71,10 +71,13 @@ def distribute(
                                           "of the model (default: at the gateway, as "
                                           "DeepThings does). Not with the rest on the edge "
                                           "or cloud."),
-    calibrate: int = typer.Option(0, "--calibrate", callback=integer(ge=0, le=100),
+    calibrate: int = typer.Option(3, "--calibrate", callback=integer(ge=0, le=100),
                                   help="Frames of dummy input the workers compute first; "
                                   "the plan is then priced again from what they took (its "
-                                  "prediction made before the measured frames)."),
+                                  "prediction made before the measured frames). 0: the "
+                                  "profile's prediction alone, which misses how this host "
+                                  "runs the emulated devices (30-50% short on small "
+                                  "models)."),
     in_flight: int = typer.Option(1, "--in-flight",
                                   help="Frames each data source keeps unanswered: 1 sends "
                                   "the next once the last is answered; more pipelines as "

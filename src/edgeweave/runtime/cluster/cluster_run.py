@@ -73,6 +73,15 @@ class ClusterRun:
         return self._ms(values) if values else float("nan")
 
     @property
+    def task_codec_ms(self) -> float:
+        """Of that cost, the median a device spent decoding a task and encoding its result
+        (emulated: the worker's dilated codec work; FrameResult.task_codec_ms). The rest of
+        it is the RPC over loopback, the gateway's encoding and decoding and the hand-offs
+        between threads. NaN when no task was measured."""
+        values = [v for r in self.results for v in r.task_codec_ms]
+        return self._ms(values) if values else float("nan")
+
+    @property
     def runtime_ms_per_mb(self) -> float:
         """That cost per MiB the measured tasks carried (task and result): what
         ``plan_cluster(ms_per_mb=...)`` takes. NaN when no task was measured."""
@@ -184,6 +193,7 @@ class ClusterRun:
             "rerun": sum(r.rerun for r in self.results),
             "delivery_ms": self._ms(r.delivery_ms for r in self.results),
             "task_overhead_ms": self.task_overhead_ms,
+            "task_codec_ms": self.task_codec_ms,
             "runtime_ms_per_mb": self.runtime_ms_per_mb,
             "workers": sorted(d for d in self.dilations if has_worker(part, d)),
             "device_work": self.device_work(), "emulation": self.emulation,

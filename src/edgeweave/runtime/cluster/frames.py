@@ -70,6 +70,10 @@ class FrameResult:
     # wire bytes each of those carried (task and result)
     task_overhead_ms: list[float] = field(default_factory=list)
     task_overhead_bytes: list[int] = field(default_factory=list)
+    # the part of each of those costs the device spent decoding the task and encoding its
+    # result (emulated); the rest is the RPC, the gateway's encoding and decoding and the
+    # hand-offs between threads
+    task_codec_ms: list[float] = field(default_factory=list)
     # each task as it ran, and how long the rest waited for its device to finish the tiles
     # it held (a device runs one thing at a time: its tiles or a frame's rest)
     timeline: list[TaskTiming] = field(default_factory=list)
@@ -115,6 +119,7 @@ class Frame:
     stage_input: torch.Tensor | None = None
     overhead_ms: list[float] = field(default_factory=list)
     overhead_bytes: list[int] = field(default_factory=list)
+    codec_ms: list[float] = field(default_factory=list)
     timeline: list[TaskTiming] = field(default_factory=list)
     # work sharing: the monotonic instant each tile's crop reached the gateway from the source
     at_gateway: dict[int, float] = field(default_factory=dict)
@@ -140,5 +145,6 @@ class Frame:
             (end - rest_start) * 1000.0, self.medium_bytes, dict(self.tasks),
             dict(self.compute), self.stolen, self.rerun, note,
             task_overhead_ms=list(self.overhead_ms),
-            task_overhead_bytes=list(self.overhead_bytes), timeline=list(self.timeline),
+            task_overhead_bytes=list(self.overhead_bytes), task_codec_ms=list(self.codec_ms),
+            timeline=list(self.timeline),
             rest_wait_ms=rest_wait_ms, home=home, submitted=self.submitted)

@@ -312,6 +312,7 @@ class TileGateway:
                 if overhead_ms == overhead_ms:  # measured (not NaN)
                     frame.overhead_ms.append(overhead_ms + (time.perf_counter() - start) * 1e3)
                     frame.overhead_bytes.append(carried + nbytes)
+                    frame.codec_ms.append(result.decode_ms + result.encode_ms)
                 if job.tile not in frame.outputs:
                     frame.timeline.append(TaskTiming(
                         job.tile, device, frame.ms(sent or frame.submitted),

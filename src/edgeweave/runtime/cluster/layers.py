@@ -87,6 +87,7 @@ class _Parts:
         # prices the runtime's cost per MiB from them, as for fused tiles
         self.overhead_ms: list[float] = []
         self.overhead_bytes: list[int] = []
+        self.codec_ms: list[float] = []  # of that cost, the device's decoding and encoding
         self.cond = threading.Condition()
         self.count = count
 
@@ -198,7 +199,7 @@ class LayerGateway:
                            (stitched - start) * 1000.0, (end - stitched) * 1000.0,
                            run.medium_bytes, dict(run.tasks), dict(run.compute), 0, run.rerun,
                            result.note, run.delivery_ms, run.overhead_ms,
-                           run.overhead_bytes)
+                           run.overhead_bytes, run.codec_ms)
 
     def split_layer(self, i: int, source: torch.Tensor | Rows, run: PrefixRun
                     ) -> torch.Tensor | Rows:
@@ -296,7 +297,7 @@ class LayerGateway:
     @staticmethod
     def _account(run: PrefixRun, parts: _Parts) -> None:
         run.add(parts.compute, parts.tasks, parts.bytes, parts.overhead_ms,
-                parts.overhead_bytes)
+                parts.overhead_bytes, parts.codec_ms)
 
     def _on_part(self, parts: _Parts, p: int, out_spec: Spec, encode_ms: float = 0.0,
                  carried: int = 0) -> OnDone:
@@ -328,6 +329,7 @@ class LayerGateway:
             if overhead_ms == overhead_ms:  # measured (not NaN)
                 parts.overhead_ms.append(overhead_ms + (time.perf_counter() - start) * 1e3)
                 parts.overhead_bytes.append(carried + nbytes)
+                parts.codec_ms.append(result.decode_ms + result.encode_ms)
             parts.cond.notify_all()
 
     def close(self) -> None:

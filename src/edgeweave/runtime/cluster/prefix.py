@@ -30,13 +30,15 @@ class PrefixRun(fx.Interpreter):
         self.rerun = 0
         self.overhead_ms: list[float] = []
         self.overhead_bytes: list[int] = []
+        self.codec_ms: list[float] = []
         self.tasks: Counter = Counter()
         self.compute: defaultdict[str, float] = defaultdict(float)
         # the first split layer of the run of resident layers under way, and its input
         self.chain: tuple[int, torch.Tensor] | None = None
 
     def add(self, compute: dict[str, float], tasks: Counter, nbytes: int,
-            overhead_ms: list[float], overhead_bytes: list[int]) -> None:
+            overhead_ms: list[float], overhead_bytes: list[int], codec_ms: list[float]
+            ) -> None:
         """A split layer's (or a run's) work into the frame's totals."""
         for device, ms in compute.items():
             self.compute[device] += ms
@@ -44,6 +46,7 @@ class PrefixRun(fx.Interpreter):
         self.medium_bytes += nbytes
         self.overhead_ms += overhead_ms
         self.overhead_bytes += overhead_bytes
+        self.codec_ms += codec_ms
 
     def prefix(self, x: torch.Tensor) -> None:
         gw = self.gw

@@ -94,6 +94,7 @@ class StepRun:
         self.bytes = 0
         self.overhead_ms: list[float] = []
         self.overhead_bytes: list[int] = []
+        self.codec_ms: list[float] = []
         self._ids = gw.task_ids
 
     def go(self, x: torch.Tensor) -> torch.Tensor:
@@ -229,6 +230,7 @@ class StepRun:
             if overhead_ms == overhead_ms:  # measured (not NaN: it did not queue)
                 self.overhead_ms.append(overhead_ms + (time.perf_counter() - start) * 1e3)
                 self.overhead_bytes.append(carried + nbytes)
+                self.codec_ms.append(result.decode_ms + result.encode_ms)
             self.done.add(sid)
             self.cond.notify_all()
 
@@ -244,7 +246,7 @@ class StepRun:
         run = self.prefix
         with self.cond:
             run.add(self.compute, self.tasks, self.bytes, self.overhead_ms,
-                    self.overhead_bytes)
+                    self.overhead_bytes, self.codec_ms)
             # delivery: the run's time less its busiest device's compute
             run.delivery_ms += max(0.0, (time.perf_counter() - start) * 1000.0 - max(
                 self.compute.values(), default=0.0))

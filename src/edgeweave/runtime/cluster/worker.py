@@ -248,7 +248,7 @@ class WorkerService(cpb_grpc.ClusterWorkerServicer):
         wait_ms = (time.monotonic() - wait) * 1000.0
         coding = dilation.start()  # the device's CPU decodes and encodes: dilated as compute
         values = tensors.decode(messages, expected.get, 0)
-        dilation.finish(coding, self.cfg.dilation, spin=self.cfg.spin)
+        decode_ms = dilation.finish(coding, self.cfg.dilation, spin=self.cfg.spin)
         # a module built and run once (per tile variant or step) before the clock
         if isinstance(ex, TileExecutor):
             warm_ms = ex.warm(tile, values)
@@ -264,13 +264,14 @@ class WorkerService(cpb_grpc.ClusterWorkerServicer):
         self._note_host(mark)
         compute_ms = dilation.finish(mark, self.cfg.dilation, spin=self.cfg.spin)
         reply = cpb.TaskResult(task=msg.task, compute_ms=compute_ms, wait_ms=wait_ms,
-                               warm_ms=warm_ms)
+                               warm_ms=warm_ms, decode_ms=decode_ms)
         if isinstance(ex, LayerExecutor):
             out = ex.answer(msg, out)
         coding = dilation.start()
         reply.output.CopyFrom(tensors.encode({"output": out}, ["output"], msg.return_codec)[0])
         reply.shares.extend(tensors.encode(shares, list(shares), msg.return_codec))
-        dilation.finish(coding, self.cfg.dilation, spin=self.cfg.spin)
+        # set after the fact: the reply is serialised only when it is yielded
+        reply.encode_ms = dilation.finish(coding, self.cfg.dilation, spin=self.cfg.spin)
         self.stats["tasks"] += 1  # answered: its result is encoded and on its way
         self.stats["compute_ms"] += compute_ms
         return reply

@@ -114,7 +114,7 @@ class Task(_message.Message):
     def __init__(self, task: _Optional[int] = ..., frame: _Optional[str] = ..., tile: _Optional[int] = ..., layer: _Optional[int] = ..., reused_from: _Optional[_Iterable[int]] = ..., crop: _Optional[_Union[_edgeweave_pb2.Tensor, _Mapping]] = ..., pieces: _Optional[_Iterable[_Union[_edgeweave_pb2.Tensor, _Mapping]]] = ..., return_codec: _Optional[str] = ..., deliver_at_ns: _Optional[int] = ..., clock: _Optional[str] = ..., block: _Optional[int] = ..., resident: _Optional[bool] = ..., keep_r0: _Optional[int] = ..., keep_r1: _Optional[int] = ..., keep: _Optional[bool] = ..., back: _Optional[_Iterable[int]] = ..., out_r0: _Optional[int] = ..., out_r1: _Optional[int] = ...) -> None: ...
 
 class TaskResult(_message.Message):
-    __slots__ = ("task", "output", "shares", "compute_ms", "wait_ms", "hello", "error_code", "error", "warm_ms")
+    __slots__ = ("task", "output", "shares", "compute_ms", "wait_ms", "hello", "error_code", "error", "warm_ms", "decode_ms", "encode_ms")
     TASK_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     SHARES_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +124,8 @@ class TaskResult(_message.Message):
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     WARM_MS_FIELD_NUMBER: _ClassVar[int]
+    DECODE_MS_FIELD_NUMBER: _ClassVar[int]
+    ENCODE_MS_FIELD_NUMBER: _ClassVar[int]
     task: int
     output: _edgeweave_pb2.Tensor
     shares: _containers.RepeatedCompositeFieldContainer[_edgeweave_pb2.Tensor]
@@ -133,4 +135,6 @@ class TaskResult(_message.Message):
     error_code: str
     error: str
     warm_ms: float
-    def __init__(self, task: _Optional[int] = ..., output: _Optional[_Union[_edgeweave_pb2.Tensor, _Mapping]] = ..., shares: _Optional[_Iterable[_Union[_edgeweave_pb2.Tensor, _Mapping]]] = ..., compute_ms: _Optional[float] = ..., wait_ms: _Optional[float] = ..., hello: _Optional[bool] = ..., error_code: _Optional[str] = ..., error: _Optional[str] = ..., warm_ms: _Optional[float] = ...) -> None: ...
+    decode_ms: float
+    encode_ms: float
+    def __init__(self, task: _Optional[int] = ..., output: _Optional[_Union[_edgeweave_pb2.Tensor, _Mapping]] = ..., shares: _Optional[_Iterable[_Union[_edgeweave_pb2.Tensor, _Mapping]]] = ..., compute_ms: _Optional[float] = ..., wait_ms: _Optional[float] = ..., hello: _Optional[bool] = ..., error_code: _Optional[str] = ..., error: _Optional[str] = ..., warm_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., encode_ms: _Optional[float] = ...) -> None: ...
