@@ -27,6 +27,7 @@ from edgeweave.graph.reuse import reuse_savings
 from edgeweave.plan.fused_search import TileCache
 from edgeweave.plan.partition import Partition
 from edgeweave.profile import Profile
+from edgeweave.runtime.cluster import loaded
 from edgeweave.runtime.cluster.gateway import GATEWAY_LOCAL
 from edgeweave.runtime.cluster.session import ClusterRun, plan_emulated, run_cluster
 from edgeweave.topology import Fleet
@@ -254,47 +255,23 @@ def scheduler_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, fr
 
 def loaded_price(graph: Graph, profile: Profile, fleet: Fleet, run: ClusterRun,
                  row: dict[str, Any], at_source: bool | None) -> dict[str, Any]:
-    """A run's prediction with its frames overlapped (several sources, each keeping
-    ``in_flight`` frames unanswered), in place of one frame's alone. With k frames in the
-    system and a period P per frame at the busiest resource, a frame takes k periods once the
-    devices are saturated (Little's law), and never less than alone: ``predicted_ms`` is
-    max(one frame's latency, k P), frames/s 1000 / max(P, latency / k). P is the calibrated
-    plan's busiest resource for its fixed assignment (static), or work stealing's fluid bound
-    from the run's sources (stealing, and sharing, whose crops' second hop to the gateway it
-    does not price: plan.stealing_price, the same block priced with the same calibration).
-    A frame's rest run at its source (``at_source``) is not priced that way: the rows keep
-    one frame's latency and say so."""
-    one = row["predicted_ms"]
-    k = len(run.sources) * run.in_flight
-    out: dict[str, Any] = {"predicted_one_frame_ms": one, "frames_in_system": k}
-    part = run.plan.partition
-    assert part is not None
-    if k <= 1 or at_source:
-        out["predicted_basis"] = ("one frame alone" + (
-            "; not priced with the frames overlapped: each frame's rest runs at its source"
-            if k > 1 else ""))
+    """A run's prediction with its frames overlapped (runtime.cluster.loaded: max(one frame's
+    latency, k periods) with k frames in the system), in place of one frame's alone, and the
+    row's errors against it. A frame's rest run at its source (``at_source``) keeps one
+    frame's price: the row has no ``predicted_ms`` of its own then, and says so."""
+    price = loaded.loaded_price(graph, profile, fleet, run, bool(at_source))
+    out: dict[str, Any] = {"predicted_one_frame_ms": row["predicted_ms"],
+                           "frames_in_system": price.frames, "predicted_basis": price.basis}
+    if price.period_ms is None:
         return out
-    if run.scheduler == "static":
-        period = 1000.0 / float(row["predicted_fps"])
-        out["predicted_basis"] = "k frames x the static assignment's busiest resource"
-    else:
-        again = plan_emulated(
-            graph, profile, fleet, methods=("fused-tiles",), depth=part.fused_depth,
-            grid=tuple(part.grid) if part.grid else None, reuse=part.reuse, max_blocks=1,
-            objective="throughput", in_flight=k, sources=run.sources,
-            calibration=run.calibration, devices=list(part.devices),
-            ms_per_mb=float(row["planned_ms_per_mb"] or 0.0), **CODECS)
-        period = float(again.partition.predicted["stealing_period_ms"])
-        out["predicted_basis"] = ("k frames x work stealing's fluid bound from the run's "
-                                  "sources (plan.stealing_price)")
-    out["predicted_period_ms"] = period
-    out["predicted_ms"] = max(one, k * period)
-    out["predicted_fps_of_run"] = 1000.0 / max(period, one / k)
-    out["measured_vs_predicted_pct"] = 100.0 * (row["latency_ms"] / out["predicted_ms"] - 1)
-    out["measured_vs_predicted_fps_pct"] = 100.0 * (row["fps"] / out["predicted_fps_of_run"]
-                                                     - 1)
-    print(f"  ... with {k} frames in the system: predicted {out['predicted_ms']:.0f} ms "
-          f"({out['measured_vs_predicted_pct']:+.0f}%), {out['predicted_fps_of_run']:.2f} fps "
+    out["predicted_period_ms"] = price.period_ms
+    out["predicted_ms"] = price.latency_ms
+    out["predicted_fps_of_run"] = price.fps
+    out["measured_vs_predicted_pct"] = 100.0 * (row["latency_ms"] / price.latency_ms - 1)
+    out["measured_vs_predicted_fps_pct"] = 100.0 * (row["fps"] / price.fps - 1) \
+        if price.fps else None
+    print(f"  ... with {price.frames} frames in the system: predicted {price.latency_ms:.0f} "
+          f"ms ({out['measured_vs_predicted_pct']:+.0f}%), {price.fps:.2f} fps "
           f"({out['measured_vs_predicted_fps_pct']:+.0f}%)", file=sys.stderr, flush=True)
     return out
 

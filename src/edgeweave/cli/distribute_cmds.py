@@ -112,7 +112,12 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
                           sources=source_list, models=_installs(model),
                           gather_at_source=gather_at_source, calibrate=calibrate,
                           in_flight=in_flight)
-    table = _print_run(console, run)
+    from edgeweave.runtime.cluster.loaded import loaded_price
+
+    # frames from several sources, or pipelined, wait for each other: the prediction to
+    # hold the measured latency against is the plan's with them all in the system
+    loaded = loaded_price(graph, profile, fl, run, gather_at_source)
+    table = _print_run(console, run, loaded)
     if report is not None:
         from edgeweave.cli import reporting
 
@@ -121,7 +126,8 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
         from edgeweave.cli.options import write_output
 
         # the plan that ran (priced again from the calibration pass, if any)
-        doc = {"plan": json.loads(run.plan.model_dump_json()), "run": run.to_json()}
+        doc = {"plan": json.loads(run.plan.model_dump_json()), "run": run.to_json(),
+               "loaded_prediction": loaded.to_json()}
         write_output("--json", json_out, json.dumps(doc, indent=1, default=str))
         console.print(f"written to {json_out}")
 
@@ -232,7 +238,7 @@ def _print_plan(console: Console, plan) -> None:
                       f"{placed}", highlight=False)
 
 
-def _print_run(console: Console, run) -> Table:
+def _print_run(console: Console, run, loaded) -> Table:
     part = run.plan.partition
     work = run.device_work()
     table = Table(title=f"per device, per frame ({run.scheduler}; sources "
@@ -284,7 +290,14 @@ def _print_run(console: Console, run) -> Table:
     if homes and homes != [part.gateway]:
         console.print(f"frames gathered (and their rest run) at: {', '.join(homes)}",
                       highlight=False)
-    console.print(f"latency: predicted {part.predicted['latency_ms']:.1f} ms, measured "
+    if loaded.period_ms is not None:
+        console.print(f"{loaded.frames} frames in the system ({len(run.sources)} source(s) "
+                      f"x {run.in_flight} in flight): a frame also waits for the others, "
+                      f"so it is predicted at {loaded.latency_ms:.1f} ms, the larger of a "
+                      f"frame alone ({loaded.one_frame_ms:.1f} ms) and {loaded.frames} "
+                      f"periods of {loaded.period_ms:.1f} ms ({loaded.basis}); a bound: "
+                      "frames that stay in step queue longer", highlight=False)
+    console.print(f"latency: predicted {loaded.latency_ms:.1f} ms, measured "
                   f"{run.latency_ms:.1f} ms (median of {len(run.results)}); "
                   f"{run.fps:.2f} frames/s"
                   + (f" ({run.in_flight} frames in flight per source)" if run.in_flight > 1
