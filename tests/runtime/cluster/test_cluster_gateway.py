@@ -542,3 +542,14 @@ def test_maps_compressed_on_the_medium_move_fewer_bytes_and_the_same_output(work
         moved[codec] = [r.medium_bytes for r in results]
     if method == "layer-wise":
         assert all(z < f for z, f in zip(moved["fp16+zstd"], moved["fp16"], strict=True)), moved
+
+
+@pytest.mark.parametrize(("decode", "encode", "counted"), [
+    (1.5, 2.0, 3.5), (-5.0, 1.0, 0.0), (float("nan"), 1.0, 0.0), (float("inf"), 0.0, 3.6e6)])
+def test_a_workers_codec_claim_is_bounded(decode, encode, counted):
+    """A worker's decode and encode ms are a peer's figures: a negative or NaN claim counts
+    as nothing and an endless one as an hour in the run's statistics."""
+    from edgeweave.runtime.cluster.frames import codec_ms
+    from edgeweave.runtime.proto import cluster_pb2 as cpb
+
+    assert codec_ms(cpb.TaskResult(decode_ms=decode, encode_ms=encode)) == counted

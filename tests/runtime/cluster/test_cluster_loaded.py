@@ -45,3 +45,4 @@ def test_frames_in_the_system_wait_k_periods_of_the_busiest_resource(method, sch
     assert price.fps == pytest.approx(1000.0 / max(period, one / 4))
     assert price.latency_ms >= one and "busiest resource" in price.basis
     assert price.to_json()["predicted_ms"] == price.latency_ms
+

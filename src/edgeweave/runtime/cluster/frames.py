@@ -82,6 +82,14 @@ class FrameResult:
     submitted: float = 0.0  # the perf_counter instant it was submitted (0: not recorded)
 
 
+def codec_ms(result: Any) -> float:
+    """What a worker says it spent decoding a task and encoding its result (a TaskResult's
+    ``decode_ms + encode_ms``): a peer's claim, so a negative or non-finite figure counts as
+    0 and none counts as more than an hour; it only feeds the run's statistics."""
+    ms = float(result.decode_ms) + float(result.encode_ms)
+    return min(ms, 3.6e6) if ms > 0.0 else 0.0
+
+
 class FrameFuture(Future):
     """A submitted frame's answer (a :class:`FrameResult`), and ``taken``: set once every task
     of the frame's first fused block has been handed out or waits for its neighbours' halo (a

@@ -49,7 +49,13 @@ from edgeweave.runtime.cluster.blueprint import (
     module_weights,
     setup_stream,
 )
-from edgeweave.runtime.cluster.frames import Frame, FrameFuture, FrameResult, TaskTiming
+from edgeweave.runtime.cluster.frames import (
+    Frame,
+    FrameFuture,
+    FrameResult,
+    TaskTiming,
+    codec_ms,
+)
 from edgeweave.runtime.cluster.medium import SharedMedium
 from edgeweave.runtime.cluster.pool import WorkerPool
 from edgeweave.runtime.cluster.rest import RestLanes, RestRunner
@@ -312,7 +318,7 @@ class TileGateway:
                 if overhead_ms == overhead_ms:  # measured (not NaN)
                     frame.overhead_ms.append(overhead_ms + (time.perf_counter() - start) * 1e3)
                     frame.overhead_bytes.append(carried + nbytes)
-                    frame.codec_ms.append(result.decode_ms + result.encode_ms)
+                    frame.codec_ms.append(codec_ms(result))
                 if job.tile not in frame.outputs:
                     frame.timeline.append(TaskTiming(
                         job.tile, device, frame.ms(sent or frame.submitted),

@@ -47,7 +47,7 @@ from edgeweave.runtime.cluster.blueprint import (
     layer_weights,
     setup_stream,
 )
-from edgeweave.runtime.cluster.frames import FrameFuture
+from edgeweave.runtime.cluster.frames import FrameFuture, codec_ms
 from edgeweave.runtime.cluster.gateway import GATEWAY_LOCAL, FrameResult
 from edgeweave.runtime.cluster.halo import (
     Rows,
@@ -329,7 +329,7 @@ class LayerGateway:
             if overhead_ms == overhead_ms:  # measured (not NaN)
                 parts.overhead_ms.append(overhead_ms + (time.perf_counter() - start) * 1e3)
                 parts.overhead_bytes.append(carried + nbytes)
-                parts.codec_ms.append(result.decode_ms + result.encode_ms)
+                parts.codec_ms.append(codec_ms(result))
             parts.cond.notify_all()
 
     def close(self) -> None:

@@ -34,6 +34,7 @@ from edgeweave.plan.layerwise_search import reads_input
 from edgeweave.plan.partition import Partition
 from edgeweave.runtime import dilation, tensors
 from edgeweave.runtime.cluster.blueprint import Spec
+from edgeweave.runtime.cluster.frames import codec_ms
 from edgeweave.runtime.cluster.gateway import GATEWAY_LOCAL
 from edgeweave.runtime.cluster.halo import (
     Rows,
@@ -230,7 +231,7 @@ class StepRun:
             if overhead_ms == overhead_ms:  # measured (not NaN: it did not queue)
                 self.overhead_ms.append(overhead_ms + (time.perf_counter() - start) * 1e3)
                 self.overhead_bytes.append(carried + nbytes)
-                self.codec_ms.append(result.decode_ms + result.encode_ms)
+                self.codec_ms.append(codec_ms(result))
             self.done.add(sid)
             self.cond.notify_all()
 
