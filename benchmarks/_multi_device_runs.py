@@ -260,7 +260,7 @@ def loaded_price(graph: Graph, profile: Profile, fleet: Fleet, run: ClusterRun,
     row's errors against it. A frame's rest run at its source (``at_source``) keeps one
     frame's price: the row has no ``predicted_ms`` of its own then, and says so."""
     price = loaded.loaded_price(graph, profile, fleet, run, bool(at_source))
-    out: dict[str, Any] = {"predicted_one_frame_ms": row["predicted_ms"],
+    out: dict[str, Any] = {"predicted_one_frame_ms": price.one_frame_ms,
                            "frames_in_system": price.frames, "predicted_basis": price.basis}
     if price.period_ms is None:
         return out

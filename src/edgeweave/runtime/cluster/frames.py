@@ -90,6 +90,28 @@ def codec_ms(result: Any) -> float:
     return min(ms, 3.6e6) if ms > 0.0 else 0.0
 
 
+@dataclass
+class TaskCosts:
+    """The runtime's cost of each timed task (FrameResult.task_overhead_ms, _bytes and
+    task_codec_ms), as the gateway gathers them for a frame, a split layer or a run of steps."""
+
+    ms: list[float] = field(default_factory=list)
+    nbytes: list[int] = field(default_factory=list)
+    codec_ms: list[float] = field(default_factory=list)
+
+    def note(self, ms: float, nbytes: int, result: Any) -> None:
+        """One task: its cost ``ms``, the ``nbytes`` it carried both ways, and the device's
+        decoding and encoding from its ``result`` (:func:`codec_ms`)."""
+        self.ms.append(ms)
+        self.nbytes.append(nbytes)
+        self.codec_ms.append(codec_ms(result))
+
+    def extend(self, other: TaskCosts) -> None:
+        self.ms += other.ms
+        self.nbytes += other.nbytes
+        self.codec_ms += other.codec_ms
+
+
 class FrameFuture(Future):
     """A submitted frame's answer (a :class:`FrameResult`), and ``taken``: set once every task
     of the frame's first fused block has been handed out or waits for its neighbours' halo (a
@@ -125,9 +147,7 @@ class Frame:
     block_out: torch.Tensor | None = None
     # several fused blocks: the stitched output of the block before the one running now
     stage_input: torch.Tensor | None = None
-    overhead_ms: list[float] = field(default_factory=list)
-    overhead_bytes: list[int] = field(default_factory=list)
-    codec_ms: list[float] = field(default_factory=list)
+    costs: TaskCosts = field(default_factory=TaskCosts)
     timeline: list[TaskTiming] = field(default_factory=list)
     # work sharing: the monotonic instant each tile's crop reached the gateway from the source
     at_gateway: dict[int, float] = field(default_factory=dict)
@@ -152,7 +172,6 @@ class Frame:
             self.id, self.source, output, self.ms(end), self.ms(self.stitched),
             (end - rest_start) * 1000.0, self.medium_bytes, dict(self.tasks),
             dict(self.compute), self.stolen, self.rerun, note,
-            task_overhead_ms=list(self.overhead_ms),
-            task_overhead_bytes=list(self.overhead_bytes), task_codec_ms=list(self.codec_ms),
-            timeline=list(self.timeline),
+            task_overhead_ms=list(self.costs.ms), task_overhead_bytes=list(self.costs.nbytes),
+            task_codec_ms=list(self.costs.codec_ms), timeline=list(self.timeline),
             rest_wait_ms=rest_wait_ms, home=home, submitted=self.submitted)

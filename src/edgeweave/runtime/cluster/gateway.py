@@ -49,13 +49,7 @@ from edgeweave.runtime.cluster.blueprint import (
     module_weights,
     setup_stream,
 )
-from edgeweave.runtime.cluster.frames import (
-    Frame,
-    FrameFuture,
-    FrameResult,
-    TaskTiming,
-    codec_ms,
-)
+from edgeweave.runtime.cluster.frames import Frame, FrameFuture, FrameResult, TaskTiming
 from edgeweave.runtime.cluster.medium import SharedMedium
 from edgeweave.runtime.cluster.pool import WorkerPool
 from edgeweave.runtime.cluster.rest import RestLanes, RestRunner
@@ -316,9 +310,8 @@ class TileGateway:
             if frame is not None:
                 frame.medium_bytes += nbytes if device != self.home(frame) else 0
                 if overhead_ms == overhead_ms:  # measured (not NaN)
-                    frame.overhead_ms.append(overhead_ms + (time.perf_counter() - start) * 1e3)
-                    frame.overhead_bytes.append(carried + nbytes)
-                    frame.codec_ms.append(codec_ms(result))
+                    frame.costs.note(overhead_ms + (time.perf_counter() - start) * 1e3,
+                                     carried + nbytes, result)
                 if job.tile not in frame.outputs:
                     frame.timeline.append(TaskTiming(
                         job.tile, device, frame.ms(sent or frame.submitted),

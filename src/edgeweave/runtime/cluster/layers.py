@@ -47,7 +47,7 @@ from edgeweave.runtime.cluster.blueprint import (
     layer_weights,
     setup_stream,
 )
-from edgeweave.runtime.cluster.frames import FrameFuture, codec_ms
+from edgeweave.runtime.cluster.frames import FrameFuture, TaskCosts
 from edgeweave.runtime.cluster.gateway import GATEWAY_LOCAL, FrameResult
 from edgeweave.runtime.cluster.halo import (
     Rows,
@@ -85,9 +85,7 @@ class _Parts:
         # each part's runtime cost besides compute and the medium (encoding, the RPC,
         # decoding) and the bytes it carried both ways, loopback included: the calibration
         # prices the runtime's cost per MiB from them, as for fused tiles
-        self.overhead_ms: list[float] = []
-        self.overhead_bytes: list[int] = []
-        self.codec_ms: list[float] = []  # of that cost, the device's decoding and encoding
+        self.costs = TaskCosts()
         self.cond = threading.Condition()
         self.count = count
 
@@ -198,8 +196,8 @@ class LayerGateway:
         return FrameResult(frame_id, self.gateway, result.output, (end - start) * 1000.0,
                            (stitched - start) * 1000.0, (end - stitched) * 1000.0,
                            run.medium_bytes, dict(run.tasks), dict(run.compute), 0, run.rerun,
-                           result.note, run.delivery_ms, run.overhead_ms,
-                           run.overhead_bytes, run.codec_ms)
+                           result.note, run.delivery_ms, run.costs.ms, run.costs.nbytes,
+                           run.costs.codec_ms)
 
     def split_layer(self, i: int, source: torch.Tensor | Rows, run: PrefixRun
                     ) -> torch.Tensor | Rows:
@@ -296,8 +294,7 @@ class LayerGateway:
 
     @staticmethod
     def _account(run: PrefixRun, parts: _Parts) -> None:
-        run.add(parts.compute, parts.tasks, parts.bytes, parts.overhead_ms,
-                parts.overhead_bytes, parts.codec_ms)
+        run.add(parts.compute, parts.tasks, parts.bytes, parts.costs)
 
     def _on_part(self, parts: _Parts, p: int, out_spec: Spec, encode_ms: float = 0.0,
                  carried: int = 0) -> OnDone:
@@ -327,9 +324,8 @@ class LayerGateway:
             if device != self.gateway:
                 parts.bytes += nbytes
             if overhead_ms == overhead_ms:  # measured (not NaN)
-                parts.overhead_ms.append(overhead_ms + (time.perf_counter() - start) * 1e3)
-                parts.overhead_bytes.append(carried + nbytes)
-                parts.codec_ms.append(codec_ms(result))
+                parts.costs.note(overhead_ms + (time.perf_counter() - start) * 1e3,
+                                 carried + nbytes, result)
             parts.cond.notify_all()
 
     def close(self) -> None:

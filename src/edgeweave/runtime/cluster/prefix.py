@@ -10,6 +10,7 @@ import torch
 from torch import fx
 
 from edgeweave.runtime import dilation
+from edgeweave.runtime.cluster.frames import TaskCosts
 from edgeweave.runtime.cluster.steps import StepRun
 
 if TYPE_CHECKING:
@@ -28,25 +29,20 @@ class PrefixRun(fx.Interpreter):
         self.medium_bytes = 0
         self.delivery_ms = 0.0
         self.rerun = 0
-        self.overhead_ms: list[float] = []
-        self.overhead_bytes: list[int] = []
-        self.codec_ms: list[float] = []
+        self.costs = TaskCosts()
         self.tasks: Counter = Counter()
         self.compute: defaultdict[str, float] = defaultdict(float)
         # the first split layer of the run of resident layers under way, and its input
         self.chain: tuple[int, torch.Tensor] | None = None
 
     def add(self, compute: dict[str, float], tasks: Counter, nbytes: int,
-            overhead_ms: list[float], overhead_bytes: list[int], codec_ms: list[float]
-            ) -> None:
+            costs: TaskCosts) -> None:
         """A split layer's (or a run's) work into the frame's totals."""
         for device, ms in compute.items():
             self.compute[device] += ms
         self.tasks.update(tasks)
         self.medium_bytes += nbytes
-        self.overhead_ms += overhead_ms
-        self.overhead_bytes += overhead_bytes
-        self.codec_ms += codec_ms
+        self.costs.extend(costs)
 
     def prefix(self, x: torch.Tensor) -> None:
         gw = self.gw

@@ -34,7 +34,7 @@ from edgeweave.plan.layerwise_search import reads_input
 from edgeweave.plan.partition import Partition
 from edgeweave.runtime import dilation, tensors
 from edgeweave.runtime.cluster.blueprint import Spec
-from edgeweave.runtime.cluster.frames import codec_ms
+from edgeweave.runtime.cluster.frames import TaskCosts
 from edgeweave.runtime.cluster.gateway import GATEWAY_LOCAL
 from edgeweave.runtime.cluster.halo import (
     Rows,
@@ -93,9 +93,7 @@ class StepRun:
         self.compute: defaultdict[str, float] = defaultdict(float)
         self.tasks: Counter = Counter()
         self.bytes = 0
-        self.overhead_ms: list[float] = []
-        self.overhead_bytes: list[int] = []
-        self.codec_ms: list[float] = []
+        self.costs = TaskCosts()
         self._ids = gw.task_ids
 
     def go(self, x: torch.Tensor) -> torch.Tensor:
@@ -229,9 +227,8 @@ class StepRun:
             nbytes = tensors.payload_bytes([result.output])
             self.bytes += nbytes
             if overhead_ms == overhead_ms:  # measured (not NaN: it did not queue)
-                self.overhead_ms.append(overhead_ms + (time.perf_counter() - start) * 1e3)
-                self.overhead_bytes.append(carried + nbytes)
-                self.codec_ms.append(codec_ms(result))
+                self.costs.note(overhead_ms + (time.perf_counter() - start) * 1e3,
+                                carried + nbytes, result)
             self.done.add(sid)
             self.cond.notify_all()
 
@@ -246,8 +243,7 @@ class StepRun:
     def _account(self, start: float) -> None:
         run = self.prefix
         with self.cond:
-            run.add(self.compute, self.tasks, self.bytes, self.overhead_ms,
-                    self.overhead_bytes, self.codec_ms)
+            run.add(self.compute, self.tasks, self.bytes, self.costs)
             # delivery: the run's time less its busiest device's compute
             run.delivery_ms += max(0.0, (time.perf_counter() - start) * 1000.0 - max(
                 self.compute.values(), default=0.0))
