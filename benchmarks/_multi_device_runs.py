@@ -246,25 +246,25 @@ def scheduler_runs(graph: Graph, profile: Profile, fleet_of: FleetOf, n: int, fr
         rows.append(_row(run, prefetch=prefetch, hardware=[x.hardware for x in part.load],
                          scheduler_does=what))
         rows[-1]["scheduler"] = label
-        rows[-1].update(loaded_price(graph, profile, fleet, run, rows[-1], at_source))
+        rows[-1].update(loaded_price(graph, run, rows[-1]))
     stealing = rows[0]["fps"]
     for row in rows:
         row["stealing_fps_vs_this"] = stealing / row["fps"] if row["fps"] else None
     return rows
 
 
-def loaded_price(graph: Graph, profile: Profile, fleet: Fleet, run: ClusterRun,
-                 row: dict[str, Any], at_source: bool | None) -> dict[str, Any]:
-    """A run's prediction with its frames overlapped (runtime.cluster.loaded: max(one frame's
-    latency, k periods) with k frames in the system), in place of one frame's alone, and the
-    row's errors against it. A frame's rest run at its source (``at_source``) keeps one
-    frame's price: the row has no ``predicted_ms`` of its own then, and says so."""
-    price = loaded.loaded_price(graph, profile, fleet, run, bool(at_source))
+def loaded_price(graph: Graph, run: ClusterRun, row: dict[str, Any]) -> dict[str, Any]:
+    """A run's prediction with its frames overlapped (runtime.cluster.loaded: its frames
+    replayed by its scheduler on a simulated clock), in place of one frame's alone, and the
+    row's errors against it."""
+    price = loaded.loaded_price(graph, run)
     out: dict[str, Any] = {"predicted_one_frame_ms": price.one_frame_ms,
                            "frames_in_system": price.frames, "predicted_basis": price.basis}
-    if price.period_ms is None:
+    if price.forecast is None and price.period_ms is None:
         return out
     out["predicted_period_ms"] = price.period_ms
+    if price.forecast is not None:
+        out["predicted_tasks_per_frame"] = price.forecast.tasks_per_frame
     out["predicted_ms"] = price.latency_ms
     out["predicted_fps_of_run"] = price.fps
     out["measured_vs_predicted_pct"] = 100.0 * (row["latency_ms"] / price.latency_ms - 1)

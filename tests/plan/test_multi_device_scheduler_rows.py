@@ -69,15 +69,17 @@ def test_speedups_are_over_the_faster_way_one_device_runs_the_model(monkeypatch)
 
 
 def test_the_scheduler_rows_price_their_overlapped_frames(monkeypatch):
-    """Three sources keep three frames in the system: each row's ``predicted_ms`` is
-    max(one frame's latency, 3 periods), the period the static assignment's busiest resource
-    or work stealing's fluid bound from those sources; a frame gathered at its source keeps
-    one frame's price and says so."""
+    """Three sources keep three frames in the system: each row's ``predicted_ms`` is its run
+    forecast by its own scheduler (runtime.cluster.loaded.forecast_run), gathered at the
+    gateway or at the sources, and the row's errors are against it; one source keeps one
+    frame's price and says so."""
     from types import SimpleNamespace
 
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     import _multi_device_runs as runs
     from _multi_device_setups import cluster_fleet
+    from edgeweave.runtime.cluster.lab import device_dilations
+    from edgeweave.runtime.cluster.loaded import forecast_run
 
     graph = capture_spec("resnet18")
     fleet = cluster_fleet(3)
@@ -91,31 +93,27 @@ def test_the_scheduler_rows_price_their_overlapped_frames(monkeypatch):
     row = {"predicted_ms": one, "latency_ms": 2 * one, "fps": 1.0,  # as _row writes them
            "predicted_fps": plan.predicted.get("throughput_fps"),
            "planned_ms_per_mb": part.search.get("task_overhead", {}).get("runtime_ms_per_mb")}
+    dilations = device_dilations(profile, fleet, sources)
 
-    def price(scheduler, at_source=None, n=3):
-        run = SimpleNamespace(sources=sources[:n], in_flight=1, scheduler=scheduler,
-                              plan=plan, calibration=None)
-        return runs.loaded_price(graph, profile, fleet, run, dict(row), at_source)
+    def run(scheduler, at_source=False, n=3):
+        return SimpleNamespace(sources=sources[:n], in_flight=1, scheduler=scheduler,
+                               plan=plan, calibration=None, dilations=dilations,
+                               results=[None] * 6, prefetch=0, gather_at_source=at_source)
 
-    static = price("static")
-    period = 1000.0 / plan.predicted["throughput_fps"]
-    assert static["predicted_ms"] == pytest.approx(max(one, 3 * period))
-    assert static["predicted_one_frame_ms"] == one and static["frames_in_system"] == 3
-    assert static["measured_vs_predicted_pct"] == pytest.approx(
-        100 * (2 * one / static["predicted_ms"] - 1))
-    stealing = price("stealing")
-    fluid = runs.plan_emulated(
-        graph, profile, fleet, methods=("fused-tiles",), depth=part.fused_depth,
-        grid=tuple(part.grid), reuse=part.reuse, max_blocks=1, objective="throughput",
-        in_flight=3, sources=sources, devices=list(part.devices), cache={},
-        **runs.CODECS).partition.predicted["stealing_period_ms"]
-    assert stealing["predicted_period_ms"] == pytest.approx(fluid)
-    assert stealing["predicted_ms"] == pytest.approx(max(one, 3 * fluid))
-    assert stealing["predicted_fps_of_run"] == pytest.approx(1000 / max(fluid, one / 3))
-    assert "fluid bound" in stealing["predicted_basis"]
-    # stealing may always keep the static assignment: never priced slower
-    assert stealing["predicted_ms"] <= static["predicted_ms"] * (1 + 1e-9)
-    kept = price("stealing", at_source=True)
-    assert "predicted_ms" not in kept and "at its source" in kept["predicted_basis"]
+    def price(*args, **kwargs):
+        return runs.loaded_price(graph, run(*args, **kwargs), dict(row))
+
+    for scheduler in ("static", "stealing", "sharing"):
+        priced = price(scheduler)
+        forecast = forecast_run(graph, run(scheduler))
+        assert forecast.frames == 6
+        assert priced["predicted_ms"] == forecast.latency_ms >= one * (1 - 1e-9)
+        assert priced["predicted_one_frame_ms"] == one and priced["frames_in_system"] == 3
+        assert priced["measured_vs_predicted_pct"] == pytest.approx(
+            100 * (2 * one / priced["predicted_ms"] - 1))
+        assert priced["predicted_tasks_per_frame"] == forecast.tasks_per_frame
+        assert f"run's {scheduler} scheduler" in priced["predicted_basis"]
+    at_source = price("stealing", at_source=True)
+    assert at_source["predicted_ms"] == forecast_run(graph, run("stealing", True)).latency_ms
     alone = price("stealing", n=1)
     assert "predicted_ms" not in alone and alone["predicted_basis"] == "one frame alone"

@@ -116,7 +116,7 @@ def distribute(console: Console, *, model: str, fleet: str, cluster: str | None,
 
     # frames from several sources, or pipelined, wait for each other: the prediction to
     # hold the measured latency against is the plan's with them all in the system
-    loaded = loaded_price(graph, profile, fl, run, gather_at_source)
+    loaded = loaded_price(graph, run)
     table = _print_run(console, run, loaded)
     if report is not None:
         from edgeweave.cli import reporting
@@ -290,13 +290,21 @@ def _print_run(console: Console, run, loaded) -> Table:
     if homes and homes != [part.gateway]:
         console.print(f"frames gathered (and their rest run) at: {', '.join(homes)}",
                       highlight=False)
-    if loaded.period_ms is not None:
+    if loaded.forecast is not None:
+        spread = ", ".join(f"{d} {n:.1f}" for d, n in loaded.forecast.tasks_per_frame.items())
+        console.print(f"{loaded.frames} frames in the system ({len(run.sources)} source(s) "
+                      f"x {run.in_flight} in flight): a frame also waits for the others; "
+                      f"forecast with them by the run's own scheduler on a simulated clock "
+                      f"(a frame alone: {loaded.one_frame_ms:.1f} ms): {loaded.latency_ms:.1f} "
+                      f"ms, {loaded.fps or float('nan'):.2f} frames/s, tiles a frame: "
+                      f"{spread}", highlight=False)
+    elif loaded.period_ms is not None:
         console.print(f"{loaded.frames} frames in the system ({len(run.sources)} source(s) "
                       f"x {run.in_flight} in flight): a frame also waits for the others, "
                       f"so it is predicted at {loaded.latency_ms:.1f} ms, the larger of a "
                       f"frame alone ({loaded.one_frame_ms:.1f} ms) and {loaded.frames} "
-                      f"periods of {loaded.period_ms:.1f} ms ({loaded.basis}); a bound: "
-                      "frames that stay in step queue longer", highlight=False)
+                      f"periods of {loaded.period_ms:.1f} ms ({loaded.basis}); a bound",
+                      highlight=False)
     console.print(f"latency: predicted {loaded.latency_ms:.1f} ms, measured "
                   f"{run.latency_ms:.1f} ms (median of {len(run.results)}); "
                   f"{run.fps:.2f} frames/s"

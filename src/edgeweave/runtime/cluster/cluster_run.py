@@ -41,6 +41,8 @@ class ClusterRun:
     calibration: RunCalibration | None = None
     uncalibrated: Plan | None = None
     in_flight: int = 1  # frames each source kept unanswered at most (runtime.cluster.drive)
+    prefetch: int = 0  # tasks a device held beyond the one it ran (runtime.cluster.scheduler)
+    gather_at_source: bool = False  # work stealing gathered each frame at its source
 
     def _ms(self, values: Iterable[float]) -> float:
         return statistics.median(values) / self.time_scale

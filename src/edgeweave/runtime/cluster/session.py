@@ -212,7 +212,7 @@ def run_cluster(graph: Graph, plan: Plan, profile: Profile, fleet: Fleet,
             gw.close()
     return ClusterRun(plan, scheduler if part.method == "fused-tiles" else "layer-wise",
                       sources, dilations, results, wall, workers, scale, calibration,
-                      uncalibrated, in_flight)
+                      uncalibrated, in_flight, prefetch, bool(gather_at_source))
 
 
 def assignment(plan: Plan) -> tuple[tuple[Any, ...], ...]:
