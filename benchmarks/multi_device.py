@@ -22,8 +22,9 @@ and the plans run on real worker processes, measured next to predicted (issue 14
    keeps each device's rows between split layers, only halo rows cross, and each device
    computes its interior rows while its edges' halo crosses),
    workers' peak RSS, stealing vs sharing with every device a data source (their frames
-   overlap, so ``predicted_ms`` there is the loaded price, _multi_device_runs.loaded_price:
-   ``predicted_basis`` says which, ``predicted_one_frame_ms`` one frame's alone), reuse off vs on,
+   overlap, so ``predicted_ms`` there is the run forecast by its own scheduler on a simulated
+   clock, _multi_device_runs.loaded_price and runtime.cluster.forecast: ``predicted_basis``
+   says so, ``predicted_one_frame_ms`` is one frame's alone), reuse off vs on,
    layer-wise bytes and delivery time per frame, MoDNN's biased 1-D (every layer scattered and
    gathered) vs 2-D grid vs resident rows (a barrier at every layer) vs overlapped. Plans
    price each

@@ -249,9 +249,15 @@ def test_distribute_runs_the_plan_on_worker_processes(tmp_path, monkeypatch, cap
     assert "fused-tiles fused depth" in text and "grid 2x2" in text
     assert "dilation" in text and "rpi3" in text
     assert "latency: predicted" in text and "measured" in text
-    run = json.loads(out.read_text())["run"]
+    doc = json.loads(out.read_text())
+    run = doc["run"]
     assert run["frames"] == 2 and run["method"] == "fused-tiles" and run["devices"] == 3
     assert run["in_flight"] == 2 and "(2 frames in flight per source)" in text
+    # two frames in the system: the run forecast by its own scheduler, every tile placed
+    loaded = doc["loaded_prediction"]
+    assert loaded["frames_in_system"] == 2 and "simulated clock" in loaded["predicted_basis"]
+    assert sum(loaded["predicted_tasks_per_frame"].values()) == pytest.approx(4)
+    assert "forecast with them by the run's own scheduler" in text
     # a worker for each device the plan gives tiles (and the gateway), dilated to its hardware
     dilations = run["dilations"]
     assert set(run["workers"]) == set(dilations) and dilations["pi4-0"] >= 1.0

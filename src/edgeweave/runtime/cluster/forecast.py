@@ -118,8 +118,10 @@ class _Run:
         self.medium = _Medium(part.medium.mbps, part.medium.rtt_ms, self.at)
         eager = part.scheduler == "stealing" and part.in_flight > 1
         backlog = self._backlog_ms if eager and not rest_remote else None
-        seeds = {d: rates[d] for d in workers}
-        self.scheduler = make_scheduler(scheduler, prefetch, seeds, self._transfer_ms,
+        # each device's pace as the gateway's has measured it by the first measured frame,
+        # after the warm-up and calibration frames: its rate (a device that ran none of them
+        # is seeded with its dilation times the others' drift, about the same)
+        self.scheduler = make_scheduler(scheduler, prefetch, rates, self._transfer_ms,
                                         eager=eager, backlog=backlog)
         if isinstance(self.scheduler, Stealing):
             self.scheduler.pace.clock = lambda: self.now / 1000.0
@@ -166,7 +168,7 @@ class _Run:
             for task in self.stages.order(0):
                 crop = self.stages.moves[task][0] if source != self.gateway else 0
                 frame.at_gateway[task] = self.medium.send(self.now, crop, lambda: None)
-        self._add_block(frame, 0, self.gateway if self.central else source)
+        self._add_block(frame, 0, source)
 
     def _add_block(self, frame: _Frame, b: int, source: str) -> None:
         self.scheduler.add([Job(frame.id, task, self.stages.level(task), source,
