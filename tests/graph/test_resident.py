@@ -32,30 +32,31 @@ def test_resident_rows_equal_the_unsplit_model(model: str, runner) -> None:
 
 def test_vgg16_keeps_its_features_on_the_devices() -> None:
     graph = zoo_graph("vgg16")
-    splits = layerwise_splits(graph, [9.0, 9.0, 3.0, 3.0], "resident")
-    plain = layerwise_splits(graph, [9.0, 9.0, 3.0, 3.0], "biased")
+    speeds = [9.0, 9.0, 3.0, 3.0]
+    splits = layerwise_splits(graph, speeds, "resident")
+    # the scatter/gather split of the same units (each convolution with the pool that alone
+    # reads it: graph.layerwise._with_pooling)
+    plain = layerwise_splits(graph, speeds, "biased", units=layer_units(graph, blocks=True))
     features = [s for s in splits if s.kind == "rows"]
-    # every convolution and pool after the first reads its input where it was computed
+    # every convolution after the first reads its input where it was computed
     assert [s.resident for s in features] == [False] + [True] * (len(features) - 1)
     assert not any(s.resident for s in splits if s.kind == "neurons")
     for res, base in zip(splits, plain, strict=True):
-        # the same devices; only a cut before a 2x2 pool moves, by a row or two, so the pool
-        # needs no halo
-        assert res.devices == base.devices
-        assert all(abs(a - b) <= 2 for a, b in zip(res.row_bounds, base.row_bounds,
-                                                    strict=True))
-    pools = [k for k, s in enumerate(splits) if s.resident and "pool" in
-             str(graph.module.get_submodule(s.unit[0].replace("_", "."))).lower()]
-    # (the test's 64x64 frame: the last pools have fewer rows than devices)
-    halo_free = [k for k in pools if all(p.medium_in == 0 for p in splits[k].parts)]
-    assert halo_free[:2] == pools[:2]
+        # the same devices and rows: a pool inside a unit needs no cut moved for it
+        assert res.unit == base.unit and res.devices == base.devices
+        assert res.row_bounds == base.row_bounds
+    # each of vgg16's five max pools runs in the unit of the convolution it reads, on the
+    # rows that convolution computed: 13 convolutions, 13 row units
+    pools = [s for s in features if "pool" in str(graph.module.get_submodule(
+        s.unit[-1].replace("_", "."))).lower()]
+    assert len(pools) == 5 and len(features) == 13
     # between the first scatter and the last gather only halo rows move (the test's 64x64
     # frame: 4x4 maps at the end, where a one-row band needs two rows of halo)
     inner = sum(s.scatter_bytes for s in features[1:]) + sum(s.gather_bytes
                                                               for s in features[:-1])
     inner_plain = sum(s.scatter_bytes for s in plain[1:len(features)]) + sum(
         s.gather_bytes for s in plain[:len(features) - 1])
-    assert inner < inner_plain / 5
+    assert inner < inner_plain / 4
     # a 3x3 convolution's part needs one row beyond each edge of its band, and each band
     # returns only the rows its neighbours read
     hop = hops(graph, splits)[1]
@@ -69,9 +70,9 @@ def test_vgg16_keeps_its_features_on_the_devices() -> None:
 
 def test_a_residual_block_is_one_unit_whose_rows_stay_on_the_devices() -> None:
     """resnet18's shortcut reads the block's input, as its first convolution does: the block
-    is one unit (both branches and the add on a device's rows), so the max pool's rows and
-    every block's stay on the devices from the stem to the last block; only the fully
-    connected layer's input is gathered."""
+    is one unit (both branches and the add on a device's rows), so the stem's rows (its max
+    pool in its unit) and every block's stay on the devices from the stem to the last block;
+    only the fully connected layer's input is gathered."""
     graph = zoo_graph("resnet18")
     units = layer_units(graph, blocks=True)
     blocks = residual_blocks(graph)
@@ -79,10 +80,12 @@ def test_a_residual_block_is_one_unit_whose_rows_stay_on_the_devices() -> None:
     first = blocks["layer1_0_conv1"]
     assert "add" in first and first[-1] == "layer1_0_relu_1"  # the activation after the add
     splits = layerwise_splits(graph, [1.0, 1.0], "resident", units)
-    pool = next(s for s in splits if s.unit[0] == "maxpool")
-    after = splits[splits.index(pool) + 1]
-    assert after.unit == first and stays(graph, pool, after) and after.resident
-    assert [s.resident for s in splits] == [False] + [True] * 9 + [False]
+    # the stem: its convolution with the max pool that reads it (graph.layerwise._with_pooling)
+    stem = splits[0]
+    assert stem.unit == ("conv1", "bn1", "relu", "maxpool")
+    after = splits[1]
+    assert after.unit == first and stays(graph, stem, after) and after.resident
+    assert [s.resident for s in splits] == [False] + [True] * 8 + [False]
     # a chain that only post-processes one layer is not a block; MoDNN's own split scatters
     # and gathers every layer, the add on the gateway
     assert not residual_blocks(zoo_graph("vgg16"))

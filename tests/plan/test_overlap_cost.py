@@ -130,7 +130,8 @@ def test_a_cut_inside_a_run_prices_the_run_up_to_it_its_last_layer_gathered(conv
     cm = CostModel(profile)
     model = ClusterModel(profile, fleet, fleet.cluster())
     names = fleet.cluster().devices
-    cut = [u[-1] for u in layer_units(graph)][2]  # the third convolution, inside the run
+    # the third convolution, with the pool that reads it, inside the run
+    cut = [u[-1] for u in layer_units(graph, blocks=True)][2]
 
     def rest_after(prefix: list[str]) -> Rest | None:
         return place_rest(cm, prefix, "latency") if prefix[-1] == cut else None

@@ -37,6 +37,9 @@ from edgeweave.graph.regions import even_bounds, proportional_bounds
 from edgeweave.graph.tile_exec import TileModule, stitch
 from edgeweave.graph.tiles import Tile, tile_flops, tiles_for_bounds
 
+#: Pooling layers a convolution's unit takes along under the resident and overlap splits.
+POOLING_MODULES = (nn.MaxPool2d, nn.AvgPool2d)
+
 SCHEMES = ("biased", "even", "grid", "resident", "overlap")
 
 
@@ -107,9 +110,35 @@ def layer_units(graph: Graph, blocks: bool = False) -> list[tuple[str, ...]]:
         if info.name in taken or _unit_kind(graph, info.name, fx_nodes) is None:
             continue
         unit = _with_followers(graph, [info.name], fx_nodes)
+        if blocks:
+            unit = _with_pooling(graph, unit, fx_nodes)
         taken.update(unit)
         units.append(tuple(unit))
     return units
+
+
+def _with_pooling(graph: Graph, unit: list[str], fx_nodes: dict[str, fx.Node]) -> list[str]:
+    """A convolution's unit with the pooling layer (and its followers) that alone reads it,
+    for the splits that keep rows on the devices: a device pools the rows it computed (their
+    halo grown by the pooling window) in the same task. As a unit of its own the pooling
+    layer cost a whole task on every device, its call, codec and round trip on the medium,
+    for almost no compute (vgg16: 5 of 21 tasks a frame)."""
+    if _unit_kind(graph, unit[0], fx_nodes) != "rows" or unit[-1] in graph.outputs:
+        return unit
+    consumers = graph.consumers(unit[-1])
+    if len(consumers) != 1:
+        return unit
+    pool = graph.node(consumers[0])
+    node = fx_nodes[pool.name]
+    if pool.inputs != (unit[-1],) or node.op != "call_module" or not isinstance(
+            graph.module.get_submodule(str(node.target)), POOLING_MODULES):
+        return unit
+    merged = _with_followers(graph, [*unit, pool.name], fx_nodes)
+    try:
+        chain_block(graph, merged)
+    except GraphError:
+        return unit
+    return merged
 
 
 def residual_blocks(graph: Graph) -> dict[str, tuple[str, ...]]:

@@ -304,7 +304,8 @@ def test_worker_computes_a_part_step_by_step_and_checks_each_step(workers):
     # frame g: only the first row of the first layer's part computed (a step of it), so the
     # next layer's interior reads kept rows no step computed
     block = chain_block(graph, part.layers[run.first].unit)
-    head = tiles_for_bounds(block, (first.rows[0], first.rows[0] + 1), (0, whole.c1))[0]
+    head = tiles_for_bounds(block, (first.rows[0], first.rows[0] + 1),
+                           (0, first.tile.output.c1))[0]
     partial = cpb.Task(task=10, frame="g", tile=first.part, layer=run.first,
                        return_codec="none", out_r0=head.output.r0, out_r1=head.output.r1,
                        keep=True)
