@@ -97,7 +97,8 @@ def layer_units(graph: Graph, blocks: bool = False) -> list[tuple[str, ...]]:
     that tensor alone, with an add or a concatenation of two branches) is one unit instead: a
     device computes its rows of the block's output, both branches, from its rows of the
     block's input and their halo, so the add never needs the gathered map (residual_blocks;
-    the resident and overlap splits: MoDNN scatters and gathers every layer)."""
+    the resident and overlap splits: MoDNN scatters and gathers every layer), and a
+    convolution's unit takes along the pooling layer that alone reads it (_with_pooling)."""
     fx_nodes = {n.name: n for n in graph.module.graph.nodes}
     blocks_at = residual_blocks(graph) if blocks else {}
     units: list[tuple[str, ...]] = []
