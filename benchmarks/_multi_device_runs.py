@@ -270,9 +270,10 @@ def loaded_price(graph: Graph, run: ClusterRun, row: dict[str, Any]) -> dict[str
     out["measured_vs_predicted_pct"] = 100.0 * (row["latency_ms"] / price.latency_ms - 1)
     out["measured_vs_predicted_fps_pct"] = 100.0 * (row["fps"] / price.fps - 1) \
         if price.fps else None
+    fps = (f"{price.fps:.2f} fps ({out['measured_vs_predicted_fps_pct']:+.0f}%)"
+           if price.fps else "no frames/s (fewer than two answers apart)")
     print(f"  ... with {price.frames} frames in the system: predicted {price.latency_ms:.0f} "
-          f"ms ({out['measured_vs_predicted_pct']:+.0f}%), {price.fps:.2f} fps "
-          f"({out['measured_vs_predicted_fps_pct']:+.0f}%)", file=sys.stderr, flush=True)
+          f"ms ({out['measured_vs_predicted_pct']:+.0f}%), {fps}", file=sys.stderr, flush=True)
     return out
 
 
