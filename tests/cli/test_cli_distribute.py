@@ -253,6 +253,7 @@ def test_distribute_runs_the_plan_on_worker_processes(tmp_path, monkeypatch, cap
     run = doc["run"]
     assert run["frames"] == 2 and run["method"] == "fused-tiles" and run["devices"] == 3
     assert run["in_flight"] == 2 and "(2 frames in flight per source)" in text
+    assert run["prefetch"] == 0 and run["gather_at_source"] is False  # what the forecast took
     # two frames in the system: the run forecast by its own scheduler, every tile placed
     loaded = doc["loaded_prediction"]
     assert loaded["frames_in_system"] == 2 and "simulated clock" in loaded["predicted_basis"]

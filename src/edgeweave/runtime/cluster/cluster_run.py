@@ -169,6 +169,7 @@ class ClusterRun:
         return {
             "model": part.model, "method": part.method, "devices": len(planned_for.devices),
             "scheduler": self.scheduler, "sources": self.sources, "in_flight": self.in_flight,
+            "prefetch": self.prefetch, "gather_at_source": self.gather_at_source,
             "latency_ms": self.latency_ms, "fps": self.fps, "steady_fps": self.steady_fps,
             "predicted_ms": part.predicted.get("latency_ms"),
             "uncalibrated_predicted_ms": (self.uncalibrated.partition.predicted.get(
