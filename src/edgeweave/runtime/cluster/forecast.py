@@ -44,6 +44,8 @@ from itertools import count
 
 from edgeweave.plan.partition import Partition
 from edgeweave.plan.sustained import sustained_fps
+from edgeweave.runtime.cluster.medium import SharedMedium
+from edgeweave.runtime.cluster.routing import TaskRoutes
 from edgeweave.runtime.cluster.scheduler import Job, Stealing, make_scheduler
 from edgeweave.runtime.cluster.stages import GatewayStages
 from edgeweave.topology import serialize_ms
@@ -110,7 +112,11 @@ class _Run:
         self.planned = {t.index: t for t in part.all_tiles()}
         self.rest_ms, self.ms_per_mb = rest_ms, ms_per_mb
         self.central = scheduler == "sharing"
-        self.at_source = at_source and scheduler == "stealing"
+        # the gateway's routing rules (the medium object only gives them its bandwidth)
+        self.routes = TaskRoutes(part, stages, SharedMedium(part.medium.mbps,
+                                                            part.medium.rtt_ms), 1.0,
+                                 central=self.central,
+                                 at_source=at_source and scheduler == "stealing")
         self.in_flight = in_flight
         self.now = 0.0
         self._events: list[tuple[float, int, Callable[[], None]]] = []
@@ -160,7 +166,8 @@ class _Run:
                 self.unanswered[source] >= self.in_flight:
             return
         k = self.mine[source].pop(0)
-        frame = _Frame(k, source, source if self.at_source else self.gateway, self.now)
+        frame = _Frame(k, source, "", self.now)
+        frame.home = self.routes.home(frame)
         self.frames[k] = frame
         self.last[source] = frame
         self.unanswered[source] += 1
@@ -177,22 +184,9 @@ class _Run:
 
     # ---- the gateway's rules ----------------------------------------------------------------
 
-    def _origin(self, frame: _Frame, job: Job) -> str:
-        if self.stages.block_of(job.tile):
-            return frame.home
-        return self.gateway if self.central else frame.source
-
-    def _bytes(self, device: str, frame: _Frame, job: Job) -> tuple[int, int]:
-        """(bytes in, bytes back) on the medium if ``device`` runs ``job``."""
-        crop, pieces, result = self.stages.moves[job.tile]
-        into = (crop if self._origin(frame, job) != device else 0) + (
-            pieces if frame.home != device else 0)
-        return into, result if frame.home != device else 0
-
     def _transfer_ms(self, device: str, job: Job) -> float:
         frame = self.frames.get(job.frame)
-        return 0.0 if frame is None else serialize_ms(sum(self._bytes(device, frame, job)),
-                                                      self.part.medium.mbps)
+        return 0.0 if frame is None else self.routes.transfer_ms(device, frame, job)
 
     def _backlog_ms(self, device: str) -> float:
         """The rests ``device`` owes the frames in flight gathered on it (the gateway's)."""
@@ -200,8 +194,7 @@ class _Run:
                                           if f.answered is None and f.home == device)
 
     def _ready(self, job: Job) -> bool:
-        frame = self.frames[job.frame]
-        return not set(self.stages.sources_of.get(job.tile, ())) - frame.level0
+        return self.stages.can_start(job.tile, self.frames[job.frame].level0)
 
     def _pump(self) -> None:
         limit = self.scheduler.limit()
@@ -209,9 +202,7 @@ class _Run:
         for device, job in self.scheduler.dispatch(free, self._ready, self._started):
             self._send(device, job)
         for frame in self.frames.values():
-            if not frame.taken and all(
-                    k in frame.handed or set(self.stages.sources_of.get(k, ())) - frame.level0
-                    for k in self.stages.order(0)):
+            if not frame.taken and self.stages.taken(frame.handed, frame.level0):
                 frame.taken = True
                 self.at(self.now, partial(self._next_frame, frame.source))
 
@@ -221,7 +212,7 @@ class _Run:
     def _send(self, device: str, job: Job) -> None:
         frame = self.frames[job.frame]
         self.held[device].append(job)
-        into, _ = self._bytes(device, frame, job)
+        into, _ = self.routes.moved(device, frame, job)
         not_before = max(self.now, frame.at_gateway.get(job.tile, 0.0)
                          if self.central and not self.stages.block_of(job.tile) else 0.0)
         self.at(not_before, partial(self._on_air, into, device, job))
@@ -248,7 +239,7 @@ class _Run:
         self.busy[device] = False
         self._compute(device)
         frame = self.frames[job.frame]
-        _, back = self._bytes(device, frame, job)
+        _, back = self.routes.moved(device, frame, job)
         self.medium.send(self.now, back, lambda: self._result(device, job, compute))
 
     def _result(self, device: str, job: Job, compute: float) -> None:
@@ -260,8 +251,7 @@ class _Run:
         if self.stages.level(job.tile) == 0:
             frame.level0.add(job.tile)
         b = self.stages.block_of(job.tile)
-        base = self.stages.offsets[b]
-        if all(base + t.index in frame.done for t in self.stages.blocks[b].tiles):
+        if self.stages.complete(b, frame.done):
             if b + 1 < len(self.stages.blocks):
                 self._add_block(frame, b + 1, frame.home)
             else:

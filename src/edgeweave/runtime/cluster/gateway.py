@@ -221,8 +221,7 @@ class TileGateway:
         were still queued (the plan's preference put it first), it computed the halo and the
         neighbours then ran anyway. Its neighbours are always in some queue or on a device
         (a dead device's go back), so it never waits forever."""
-        frame = self._frames[job.frame]
-        return not set(self.sources_of.get(job.tile, ())) - frame.level0_done
+        return self.stages.can_start(job.tile, self._frames[job.frame].level0_done)
 
     def _pump(self) -> None:
         """Give idle devices work (caller holds the lock); not a device running a rest."""
@@ -248,8 +247,7 @@ class TileGateway:
         device could take, so the source may send its next frame (DeepThings' source does
         once its queue is empty; ours keeps a level-1 tile until it can reuse, so its source
         would otherwise idle the devices until the frame's level 0 is done)."""
-        return all(k in frame.handed or set(self.sources_of.get(k, ())) - frame.level0_done
-                   for k in range(self.first_tasks))
+        return self.stages.taken(frame.handed, frame.level0_done)
 
     def _started(self, device: str, job: Job) -> None:
         """A tile is running from the moment the scheduler hands it out (the next tile it

@@ -19,6 +19,8 @@ agree:
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 
 from edgeweave.plan.partition import Partition
@@ -28,6 +30,14 @@ from edgeweave.runtime.cluster.medium import SharedMedium
 from edgeweave.runtime.cluster.scheduler import Job
 from edgeweave.runtime.cluster.stages import GatewayStages
 from edgeweave.runtime.proto import cluster_pb2 as cpb
+from edgeweave.topology import serialize_ms
+
+
+class Sourced(Protocol):
+    """A frame as routing sees it: the data source that holds it (a runtime Frame, or a
+    forecast's simulated one, runtime.cluster.forecast)."""
+
+    source: str
 
 
 class TaskRoutes:
@@ -41,28 +51,33 @@ class TaskRoutes:
         self.input_ratio = input_ratio
         self.central, self.at_source = central, at_source
 
-    def home(self, frame: Frame) -> str:
+    def home(self, frame: Sourced) -> str:
         """Where a frame's tile results are gathered and its rest runs: the gateway
         (DeepThings' gateway collects and merges every source's results), or under work
         stealing with ``gather_at_source`` the frame's source (its own tiles' results never
         cross the medium, but it runs the rest the plan priced on the gateway)."""
         return frame.source if self.at_source else self.gateway
 
-    def origin(self, frame: Frame, job: Job) -> str:
+    def origin(self, frame: Sourced, job: Job) -> str:
         """Where a task's crop comes from: the frame's source (the gateway under work sharing,
         once it got there) for the first block, where the frame is gathered for later ones."""
         if self.stages.block_of(job.tile):
             return self.home(frame)
         return self.gateway if self.central else frame.source
 
-    def transfer_ms(self, device: str, frame: Frame, job: Job) -> float:
-        """The ms ``job``'s bytes would be on the medium if ``device`` ran it (the plan's
-        bytes: the crop from where the frame's tiles wait, the reused pieces from and the
-        result back to where it is gathered), for the scheduler's choice of device."""
+    def moved(self, device: str, frame: Sourced, job: Job) -> tuple[int, int]:
+        """The bytes ``job`` puts on the medium if ``device`` runs it, (to it, back): the
+        plan's bytes, the crop from where the frame's tiles wait and the reused pieces from
+        where it is gathered, and the result back there."""
         crop, pieces, result = self.stages.moves[job.tile]
-        nbytes = (crop if self.origin(frame, job) != device else 0) + (
-            pieces + result if self.home(frame) != device else 0)
-        return nbytes * 8 / (self.medium.mbps * 1e3)
+        into = (crop if self.origin(frame, job) != device else 0) + (
+            pieces if self.home(frame) != device else 0)
+        return into, result if self.home(frame) != device else 0
+
+    def transfer_ms(self, device: str, frame: Sourced, job: Job) -> float:
+        """The ms ``job``'s bytes would be on the medium if ``device`` ran it (:meth:`moved`),
+        for the scheduler's choice of device."""
+        return serialize_ms(sum(self.moved(device, frame, job)), self.medium.mbps)
 
     def relay_to_gateway(self, frame: Frame) -> None:
         """Work sharing: the source hands every first-block tile's crop to the gateway (one

@@ -12,7 +12,7 @@ the block (cluster.proto) and the tile within it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 
 import torch
 
@@ -107,9 +107,20 @@ class GatewayStages:
         """A frame's share stores, one per block (data reuse)."""
         return [ShareStore(x.tiles) for x in self.blocks]
 
-    def complete(self, b: int, outputs: Mapping[int, torch.Tensor]) -> bool:
+    def complete(self, b: int, outputs: Container[int]) -> bool:
+        """Whether every task of block ``b`` is among ``outputs`` (done)."""
         base = self.offsets[b]
         return all(base + t.index in outputs for t in self.blocks[b].tiles)
+
+    def can_start(self, task: int, level0_done: Container[int]) -> bool:
+        """Whether the level-0 tasks whose halo ``task`` reuses are all done (data reuse;
+        DeepThings queues level 1 behind level 0)."""
+        return all(k in level0_done for k in self.sources_of.get(task, ()))
+
+    def taken(self, handed: Container[int], level0_done: Container[int]) -> bool:
+        """Whether every task of the first block is handed out or waits for the level-0
+        tasks whose halo it reuses: its source's queue has nothing a device could take."""
+        return all(k in handed or not self.can_start(k, level0_done) for k in self.order(0))
 
     def stitched(self, b: int, outputs: Mapping[int, torch.Tensor]) -> torch.Tensor:
         """Block ``b``'s output from its tiles' results (task number -> output)."""
